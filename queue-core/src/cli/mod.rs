@@ -1,0 +1,484 @@
+//! The command line behind `runall`: any application makes its own worker binary in a few
+//! lines, linking its jobs.
+//!
+//! ```no_run
+//! // src/bin/runall.rs of an application
+//! use my_app as _; // link the crate whose #[derive(Job)] types the worker runs
+//! # mod my_app {}
+//!
+//! fn main() -> std::process::ExitCode {
+//!     queue_core::cli::Runner::new()
+//!         .setup(|queue| {
+//!             queue.listen("send-notification", |payload: serde_json::Value, _ctx| async move {
+//!                 println!("notify {payload}");
+//!                 Ok(())
+//!             });
+//!         })
+//!         .main()
+//! }
+//! ```
+//!
+//! Commands (Laravel's and Rakit's names in brackets):
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `runall work` (the default) | run a worker [`queue:work`, `job:runall`] |
+//! | `runall run NAME` | run a worker for jobs named NAME only [`job:run`] |
+//! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store [`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`] |
+//! | `runall size [QUEUE]` | jobs waiting, delayed, reserved [`queue:size`] |
+//! | `runall migrate` | create the tables [`migrate`] |
+//!
+//! The connection: `--connection URL`, else `QUEUE_URL`, else `job.toml` (see
+//! [`config`](crate::config)), else `sqlite://jobs.db`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{redact_url, Config};
+use crate::error::{Error, Result};
+use crate::job::{parse_duration, Backoff};
+use crate::queue::{Queue, QueueSettings};
+use crate::storage::{self, ConnectOptions, FailedJob};
+use crate::worker::{StopReason, WorkerOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "runall", version, about = "Run and manage background-job workers")]
+struct Cli {
+    /// Connection URL (sqlite://jobs.db, postgres://..., mysql://..., redis://...,
+    /// file:///path, memcache://host:port).
+    #[arg(long, global = true, env = "QUEUE_URL", hide_env_values = true)]
+    connection: Option<String>,
+    /// Settings file.
+    #[arg(long, global = true, env = "QUEUE_CONFIG", default_value = "job.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a worker (the default command).
+    Work(WorkArgs),
+    /// Run a worker that takes only jobs named NAME.
+    Run {
+        /// The job name.
+        name: String,
+        #[command(flatten)]
+        work: WorkArgs,
+    },
+    /// Inspect and manage the failed store.
+    #[command(subcommand)]
+    Failed(FailedCommand),
+    /// Show how many jobs each queue holds.
+    Size {
+        /// One queue (all queues if omitted).
+        queue: Option<String>,
+    },
+    /// Create or upgrade the store's tables.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+enum FailedCommand {
+    /// List failed jobs, newest first.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Show one failed job with its full error and payload.
+    Show {
+        /// The failed job's id.
+        id: String,
+    },
+    /// Put failed jobs back on their queues: one id, several, or `all`.
+    Retry {
+        /// Ids, or `all`.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete one failed job.
+    Forget {
+        /// The failed job's id.
+        id: String,
+    },
+    /// Delete every failed job.
+    Flush,
+    /// Delete failed jobs older than a duration.
+    Prune {
+        /// As `7d`, `24h`.
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        older_than: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Default, Args)]
+struct WorkArgs {
+    /// Queues in strict priority order, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    queue: Vec<String>,
+    /// Jobs to run at once in this process.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Attempts for jobs that do not set `tries` (Laravel's --tries).
+    #[arg(long, alias = "tries")]
+    retries: Option<u32>,
+    /// Timeout of an attempt for jobs that do not set one, as `60s`.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Lease of a reservation (Laravel's retry_after), as `15s`.
+    #[arg(long, alias = "retry-after", value_parser = parse_duration)]
+    lease: Option<Duration>,
+    /// Backoff for jobs that do not set one: `exponential`, `fixed:10s`, `1s,5s,30s`.
+    #[arg(long, value_parser = Backoff::parse)]
+    backoff: Option<Backoff>,
+    /// Milliseconds to wait when no job is available.
+    #[arg(long)]
+    sleep: Option<u64>,
+    /// Stop after this many jobs.
+    #[arg(long)]
+    max_jobs: Option<u64>,
+    /// Stop after running this long, as `1h`.
+    #[arg(long, value_parser = parse_duration)]
+    max_time: Option<Duration>,
+    /// Stop when resident memory exceeds this many MB.
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Process one job and stop.
+    #[arg(long)]
+    once: bool,
+    /// Stop when the queues are empty.
+    #[arg(long)]
+    stop_when_empty: bool,
+    /// On SIGTERM, how long running jobs may take to finish, as `30s`.
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<Duration>,
+}
+
+type SetupFn = Box<dyn Fn(&Queue) + Send + Sync>;
+
+/// Builds and runs the `runall` command line.
+pub struct Runner {
+    setup: Vec<SetupFn>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("setup", &self.setup.len())
+            .finish()
+    }
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runner {
+    /// A runner that knows the `#[derive(Job)]` types linked into the binary.
+    pub fn new() -> Self {
+        Runner { setup: Vec::new() }
+    }
+
+    /// Runs `f` on the queue once it is connected: register listeners here.
+    pub fn setup(mut self, f: impl Fn(&Queue) + Send + Sync + 'static) -> Self {
+        self.setup.push(Box::new(f));
+        self
+    }
+
+    /// Parses the process's arguments, runs the command on a new tokio runtime, and returns
+    /// the exit code (0 on success, 1 on error).
+    pub fn main(self) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the tokio runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        runtime.block_on(self.run(std::env::args_os()))
+    }
+
+    /// Runs the command line given as `args` (the first is the program name).
+    pub async fn run<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let _ = e.print();
+                return if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+        };
+        match self.execute(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn execute(self, cli: Cli) -> Result<ExitCode> {
+        let config = Config::load(&cli.config)?;
+        init_logging(config.logging.unwrap_or(true));
+        let url = match &cli.connection {
+            Some(url) => url.clone(),
+            None => config.connection_url()?,
+        };
+        let command = cli.command.unwrap_or(Command::Work(WorkArgs::default()));
+        let options = ConnectOptions {
+            table: config.table.clone(),
+            failed_table: config.failed_table.clone(),
+            migrate: true,
+        };
+        let storage = storage::connect(&url, options).await.map_err(|e| {
+            Error::Config(format!("cannot connect to {}: {e}", redact_url(&url)))
+        })?;
+        let mut settings = QueueSettings::default();
+        if let Some(max) = config.max_payload {
+            settings.max_payload = max;
+        }
+        if let Some(limits) = &config.max_queue_size {
+            settings.max_queue_size = limits.clone();
+        }
+        let queue = Queue::with_settings(storage.clone(), settings);
+        for setup in &self.setup {
+            setup(&queue);
+        }
+        Queue::set_default(queue.clone());
+
+        let mut out = std::io::stdout().lock();
+        match command {
+            Command::Work(args) => {
+                tracing::info!(connection = %redact_url(&url), "connected");
+                work(&queue, &config, args, None).await?;
+            }
+            Command::Run { name, work: args } => {
+                if crate::registry::find(&name).is_none()
+                    && !queue.listener_names().contains(&name)
+                {
+                    return Err(Error::UnknownJob { name });
+                }
+                work(&queue, &config, args, Some(name)).await?;
+            }
+            Command::Migrate => {
+                storage.migrate().await?;
+                let _ = writeln!(out, "migrated {}", redact_url(&url));
+            }
+            Command::Size { queue: one } => {
+                let queues = match one {
+                    Some(q) => vec![q],
+                    None => storage.queues().await?,
+                };
+                let _ = writeln!(out, "{:<20} {:>9} {:>9} {:>9}", "queue", "waiting", "delayed", "reserved");
+                for q in queues {
+                    let s = storage.size(&q).await?;
+                    let _ = writeln!(out, "{:<20} {:>9} {:>9} {:>9}", q, s.waiting, s.delayed, s.reserved);
+                }
+                let _ = writeln!(out, "failed: {}", storage.failed_count().await?);
+            }
+            Command::Failed(cmd) => failed(&*storage, cmd, &mut out).await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Runs the `runall` command line of this binary: `fn main() -> ExitCode { queue_core::cli::main() }`.
+pub fn main() -> ExitCode {
+    Runner::new().main()
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUEUE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The worker options from flags, then `job.toml`, then defaults.
+fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> WorkerOptions {
+    let mut o = WorkerOptions::default();
+    if !args.queue.is_empty() {
+        o.queues = args.queue.iter().map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()).collect();
+    } else if let Some(queues) = &config.queues {
+        o.queues = queues.clone();
+    }
+    if let Some(n) = args.concurrency.or(config.concurrency) {
+        o.concurrency = n.max(1);
+    }
+    if let Some(n) = args.retries.or(config.max_retries) {
+        o.tries = n.max(1);
+    }
+    if let Some(t) = args.timeout.or(config.timeout()) {
+        o.timeout = t;
+    }
+    if let Some(l) = args.lease.or(config.retry_after()) {
+        o.lease = l;
+    }
+    if let Some(b) = args.backoff.clone().or(config.backoff()) {
+        o.backoff = b;
+    }
+    if let Some(ms) = args.sleep.or(config.sleep_ms) {
+        o.sleep = Duration::from_millis(ms);
+    }
+    o.max_jobs = args.max_jobs.or(config.max_job.filter(|n| *n > 0));
+    o.max_time = args.max_time;
+    o.memory_mb = args.memory;
+    o.once = args.once;
+    o.stop_when_empty = args.stop_when_empty;
+    if let Some(g) = args.grace.or(config.grace()) {
+        o.grace = g;
+    }
+    o.only = only;
+    o
+}
+
+async fn work(queue: &Queue, config: &Config, args: WorkArgs, only: Option<String>) -> Result<()> {
+    let options = worker_options(config, &args, only);
+    let summary = queue.worker(options).run_until_signal().await?;
+    let why = match summary.reason {
+        StopReason::Stopped => "stopped",
+        StopReason::Empty => "queues empty",
+        StopReason::Once => "--once",
+        StopReason::MaxJobs => "--max-jobs reached",
+        StopReason::MaxTime => "--max-time reached",
+        StopReason::Memory => "--memory exceeded",
+    };
+    println!(
+        "worker stopped ({why}): {} processed, {} retried, {} failed, {} put back",
+        summary.processed, summary.retried, summary.failed, summary.released
+    );
+    Ok(())
+}
+
+async fn failed(
+    storage: &dyn storage::Storage,
+    cmd: FailedCommand,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    match cmd {
+        FailedCommand::List { limit } => {
+            let jobs = storage.failed_list(0, limit).await?;
+            let total = storage.failed_count().await?;
+            let _ = writeln!(out, "{:<8} {:<10} {:<20} {:>8}  {:<20}  error", "id", "queue", "name", "attempts", "failed at");
+            for job in &jobs {
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<10} {:<20} {:>8}  {:<20}  {}",
+                    job.id,
+                    job.queue,
+                    job.name,
+                    job.attempts,
+                    format_time(job.failed_at),
+                    one_line(&job.error, 80)
+                );
+            }
+            let _ = writeln!(out, "{} of {} failed jobs", jobs.len(), total);
+        }
+        FailedCommand::Show { id } => match storage.failed_get(&id).await? {
+            Some(job) => {
+                let _ = out.write_all(describe(&job).as_bytes());
+            }
+            None => return Err(Error::Config(format!("no failed job with id {id}"))),
+        },
+        FailedCommand::Retry { ids } => {
+            let ids = if ids.iter().any(|i| i == "all") {
+                let mut all = Vec::new();
+                let mut offset = 0;
+                loop {
+                    let page = storage.failed_list(offset, 500).await?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    offset += page.len() as u64;
+                    all.extend(page.into_iter().map(|f| f.id));
+                }
+                all
+            } else {
+                ids
+            };
+            let mut retried = 0;
+            for id in &ids {
+                match storage.failed_retry(id).await? {
+                    Some(new_id) => {
+                        retried += 1;
+                        let _ = writeln!(out, "failed job {id} is back on its queue as job {new_id}");
+                    }
+                    None => {
+                        let _ = writeln!(out, "no failed job with id {id}");
+                    }
+                }
+            }
+            let _ = writeln!(out, "{retried} jobs retried");
+        }
+        FailedCommand::Forget { id } => {
+            if storage.failed_forget(&id).await? {
+                let _ = writeln!(out, "failed job {id} deleted");
+            } else {
+                return Err(Error::Config(format!("no failed job with id {id}")));
+            }
+        }
+        FailedCommand::Flush => {
+            let n = storage.failed_flush().await?;
+            let _ = writeln!(out, "{n} failed jobs deleted");
+        }
+        FailedCommand::Prune { older_than } => {
+            let before = SystemTime::now()
+                .checked_sub(older_than)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let n = storage.failed_prune(before).await?;
+            let _ = writeln!(out, "{n} failed jobs older than {} deleted", humantime::format_duration(older_than));
+        }
+    }
+    Ok(())
+}
+
+fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if line.chars().count() > max {
+        let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        line
+    }
+}
+
+fn describe(job: &FailedJob) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "id:        {}", job.id);
+    let _ = writeln!(s, "job id:    {}", job.job_id);
+    let _ = writeln!(s, "queue:     {}", job.queue);
+    let _ = writeln!(s, "name:      {}", job.name);
+    let _ = writeln!(s, "attempts:  {}", job.attempts);
+    let _ = writeln!(s, "failed at: {}", format_time(job.failed_at));
+    let _ = writeln!(s, "error:\n{}", job.error);
+    let _ = writeln!(s, "payload:\n{}", String::from_utf8_lossy(&job.payload));
+    s
+}
+

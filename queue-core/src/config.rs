@@ -1,0 +1,239 @@
+//! `job.toml`: the settings file, with Rakit's keys.
+//!
+//! Every key is optional. Unknown keys and bad values are refused with the key and the reason.
+//!
+//! ```toml
+//! # Where jobs are stored: a URL, or a driver name (Rakit's `driver`) with its local default:
+//! #   database / sqlite -> sqlite://jobs.db     file -> file://storage/jobs
+//! #   redis -> redis://127.0.0.1:6379          memcached -> memcache://127.0.0.1:11211
+//! driver = "sqlite://jobs.db"
+//! # Or the URL on its own, when `driver` names a driver (the URL wins).
+//! # url = "postgres://app@db/app"
+//! table = "jobs"                  # table (or key prefix, or directory) of waiting jobs
+//! failed_table = "failed_jobs"    # ... of failed jobs
+//! max_job = 0                     # a worker stops after this many jobs; 0 = no limit
+//! max_retries = 3                 # attempts of jobs that do not set `tries`
+//! sleep_ms = 1000                 # idle wait of a worker
+//! logging = true                  # false logs only warnings and errors
+//! queues = ["high", "default", "low"]   # worker queues in priority order
+//! concurrency = 1                 # jobs at once per worker process
+//! timeout = "60s"                 # per attempt, for jobs that do not set `timeout`
+//! retry_after = "15s"             # the lease: a dead worker's job returns after this long
+//! backoff = "exponential"         # for jobs that do not set `backoff`
+//! max_payload = 1048576           # bytes; larger dispatches are refused
+//! grace = "30s"                   # on SIGTERM, how long running jobs may finish
+//!
+//! [max_queue_size]                # per-queue limits; a dispatch over one fails
+//! default = 100000
+//! ```
+//!
+//! The environment overrides the file: `QUEUE_URL` for the connection.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::job::{parse_duration, Backoff};
+
+/// The contents of `job.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// A URL, or a driver name: `database`, `sqlite`, `file`, `redis`, `memcached`,
+    /// `postgres`, `mysql`, `memory`.
+    pub driver: Option<String>,
+    /// The connection URL; wins over `driver`.
+    pub url: Option<String>,
+    /// Table (key prefix, directory) of jobs.
+    pub table: Option<String>,
+    /// Table (key prefix, directory) of failed jobs.
+    pub failed_table: Option<String>,
+    /// Jobs a worker takes before it stops; 0 for no limit (Rakit's `max_job`).
+    pub max_job: Option<u64>,
+    /// Default attempts (Rakit's `max_retries`).
+    pub max_retries: Option<u32>,
+    /// Idle wait in milliseconds (Rakit's `sleep_ms`).
+    pub sleep_ms: Option<u64>,
+    /// Log each job (true) or only warnings and errors (false).
+    pub logging: Option<bool>,
+    /// Worker queues in priority order.
+    pub queues: Option<Vec<String>>,
+    /// Jobs at once per worker.
+    pub concurrency: Option<usize>,
+    /// Default timeout of an attempt, as `30s`.
+    pub timeout: Option<String>,
+    /// The lease, as `15s` (Laravel's `retry_after`).
+    pub retry_after: Option<String>,
+    /// Default backoff, as `exponential`, `fixed:10s` or `1s,5s,30s`.
+    pub backoff: Option<String>,
+    /// Largest payload in bytes.
+    pub max_payload: Option<usize>,
+    /// Shutdown grace period, as `30s`.
+    pub grace: Option<String>,
+    /// Per-queue size limits.
+    pub max_queue_size: Option<HashMap<String, u64>>,
+}
+
+/// Driver names accepted in `driver`, with the URL each means when no `url` is given.
+const DRIVER_DEFAULTS: &[(&str, Option<&str>)] = &[
+    ("database", Some("sqlite://jobs.db")),
+    ("sqlite", Some("sqlite://jobs.db")),
+    ("file", Some("file://storage/jobs")),
+    ("redis", Some("redis://127.0.0.1:6379")),
+    ("memcached", Some("memcache://127.0.0.1:11211")),
+    ("memory", Some("memory://")),
+    ("postgres", None),
+    ("mysql", None),
+];
+
+impl Config {
+    /// Reads `path`; a missing file is an empty config.
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text)
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Parses and validates the text of a `job.toml`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let duration = |key: &str, value: &Option<String>| -> Result<(), String> {
+            match value {
+                Some(v) => parse_duration(v).map(drop).map_err(|e| format!("`{key}`: {e}")),
+                None => Ok(()),
+            }
+        };
+        duration("timeout", &self.timeout)?;
+        duration("retry_after", &self.retry_after)?;
+        duration("grace", &self.grace)?;
+        if let Some(b) = &self.backoff {
+            Backoff::parse(b).map_err(|e| format!("`backoff`: {e}"))?;
+        }
+        if self.max_retries == Some(0) {
+            return Err("`max_retries`: must be at least 1".into());
+        }
+        if self.concurrency == Some(0) {
+            return Err("`concurrency`: must be at least 1".into());
+        }
+        if self.queues.as_ref().is_some_and(|q| q.is_empty()) {
+            return Err("`queues`: must name at least one queue".into());
+        }
+        if let Some(driver) = &self.driver {
+            if !driver.contains(':') && !DRIVER_DEFAULTS.iter().any(|(n, _)| n == driver) {
+                let names: Vec<&str> = DRIVER_DEFAULTS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "`driver`: unknown driver `{driver}` (use a URL or one of: {})",
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection URL: `url`, else `driver` (a URL, or a driver name's default), else
+    /// `sqlite://jobs.db`.
+    pub fn connection_url(&self) -> Result<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        match &self.driver {
+            None => Ok("sqlite://jobs.db".to_owned()),
+            Some(d) if d.contains(':') => Ok(d.clone()),
+            Some(d) => match DRIVER_DEFAULTS.iter().find(|(n, _)| n == d) {
+                Some((_, Some(url))) => Ok((*url).to_owned()),
+                _ => Err(Error::Config(format!(
+                    "driver `{d}` needs a `url` (for example {d}://user@host/database)"
+                ))),
+            },
+        }
+    }
+
+    /// `timeout` as a duration.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout.as_deref().and_then(|t| parse_duration(t).ok())
+    }
+
+    /// `retry_after` as a duration.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after.as_deref().and_then(|t| parse_duration(t).ok())
+    }
+
+    /// `grace` as a duration.
+    pub fn grace(&self) -> Option<Duration> {
+        self.grace.as_deref().and_then(|t| parse_duration(t).ok())
+    }
+
+    /// `backoff` parsed.
+    pub fn backoff(&self) -> Option<Backoff> {
+        self.backoff.as_deref().and_then(|b| Backoff::parse(b).ok())
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+///
+/// ```
+/// assert_eq!(
+///     queue_core::config::redact_url("postgres://app:s3cret@db:5432/app"),
+///     "postgres://app:***@db:5432/app"
+/// );
+/// assert_eq!(queue_core::config::redact_url("redis://:pw@h/0"), "redis://:***@h/0");
+/// assert_eq!(queue_core::config::redact_url("sqlite://jobs.db"), "sqlite://jobs.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rakit_keys() {
+        let c = Config::parse(
+            "driver = 'database'\ntable = 'rakit_jobs'\nfailed_table = 'rakit_failed_jobs'\nmax_job = 100\nmax_retries = 3\nsleep_ms = 1000\nlogging = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.connection_url().unwrap(), "sqlite://jobs.db");
+        assert_eq!(c.table.as_deref(), Some("rakit_jobs"));
+        assert_eq!(c.max_job, Some(100));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let e = Config::parse("drivr = 'redis'").unwrap_err();
+        assert!(e.contains("drivr"), "{e}");
+        let e = Config::parse("timeout = '10 parsecs'").unwrap_err();
+        assert!(e.contains("timeout"), "{e}");
+        let e = Config::parse("driver = 'mongodb'").unwrap_err();
+        assert!(e.contains("unknown driver"), "{e}");
+        let e = Config::parse("max_retries = 0").unwrap_err();
+        assert!(e.contains("max_retries"), "{e}");
+        assert!(Config::parse("driver = 'postgres'")
+            .unwrap()
+            .connection_url()
+            .is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The one error type of `queue-core`.
+
+use std::fmt;
+
+/// A boxed error from a backend or a user callback.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as its default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong outside a job's own body.
+///
+/// What a job body returns is a [`JobError`](crate::JobError), a separate type: it decides
+/// whether the job is retried, not whether the queue works.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend failed: a lost connection, a query error, an I/O error.
+    #[error("{driver} backend error: {source}")]
+    Backend {
+        /// The driver's name (`sqlite`, `redis`, ...).
+        driver: &'static str,
+        /// What the backend said.
+        #[source]
+        source: BoxError,
+    },
+    /// The reservation this call names ran out and the job may belong to another worker now:
+    /// the acknowledge, release or fail was refused (fencing).
+    #[error("lease lost: job {job_id} is no longer reserved with this token")]
+    LeaseLost {
+        /// The job whose lease was lost.
+        job_id: String,
+    },
+    /// The driver cannot do this operation at all.
+    #[error("the {driver} driver does not support {operation}")]
+    NotSupported {
+        /// The driver's name.
+        driver: &'static str,
+        /// What was asked of it.
+        operation: &'static str,
+    },
+    /// No job type and no listener is registered under this name.
+    #[error("unknown job name `{name}`: no #[derive(Job)] type and no listener has this name")]
+    UnknownJob {
+        /// The name that was asked for.
+        name: String,
+    },
+    /// A payload could not be encoded or decoded.
+    #[error("payload error: {0}")]
+    Payload(String),
+    /// A payload is larger than the configured limit.
+    #[error("payload of {size} bytes is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A queue is full (its size limit is reached).
+    #[error("queue `{queue}` is full: {size} jobs waiting, the limit is {limit}")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// Its size when the dispatch was refused.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Configuration is missing or wrong.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// No driver is registered for the URL's scheme.
+    #[error("no driver for `{scheme}` URLs is linked into this binary (known schemes: {known})")]
+    UnknownScheme {
+        /// The scheme of the URL.
+        scheme: String,
+        /// The schemes that are linked.
+        known: String,
+    },
+    /// No default queue connection was set with [`Queue::set_default`](crate::Queue::set_default).
+    #[error("no default queue connection: call Queue::set_default at start-up or dispatch with .via(&queue)")]
+    NoDefaultQueue,
+}
+
+impl Error {
+    /// Wraps a backend error with the driver's name.
+    pub fn backend(driver: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            driver,
+            source: source.into(),
+        }
+    }
+
+    /// True when the error is a [`Error::LeaseLost`].
+    pub fn is_lease_lost(&self) -> bool {
+        matches!(self, Error::LeaseLost { .. })
+    }
+}
+
+/// A plain message as an error, for drivers that have only text to report.
+#[derive(Debug)]
+pub struct Message(pub String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}

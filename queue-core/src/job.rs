@@ -1,0 +1,389 @@
+//! What a job is: the [`Job`] metadata trait (derived), the [`Handle`] body trait (written by
+//! you), the [`JobContext`] a body gets, and the [`JobError`] it returns.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::dispatch::PendingDispatch;
+use crate::storage::JobId;
+
+/// A job type: its name, queue and retry policy. Implemented by `#[derive(Job)]`, which also
+/// registers the type so every worker linking the crate knows it by name.
+///
+/// ```
+/// use queue_core::{Handle, Job, JobContext, JobError};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize, Job)]
+/// #[job(name = "send-email", queue = "default", tries = 3, timeout = "30s", backoff = "exponential")]
+/// struct SendEmail {
+///     to: String,
+///     subject: String,
+/// }
+///
+/// impl Handle for SendEmail {
+///     async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+///         println!("attempt {} of job {}: mail to {}", ctx.attempt(), ctx.job_id(), self.to);
+///         Ok(())
+///     }
+/// }
+///
+/// assert_eq!(SendEmail::NAME, "send-email");
+/// assert_eq!(SendEmail::TRIES, Some(3));
+/// ```
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name the job is stored and found under.
+    const NAME: &'static str;
+    /// The queue it goes on unless the dispatch says otherwise.
+    const QUEUE: &'static str = "default";
+    /// Attempts before it moves to the failed store; `None` takes the worker's `--retries`,
+    /// else the config's `max_retries` (3 by default).
+    const TRIES: Option<u32> = None;
+    /// How long one attempt may run before it is cancelled; `None` takes the worker's.
+    const TIMEOUT: Option<Duration> = None;
+    /// The wait between attempts; `None` takes the worker's (exponential with jitter).
+    const BACKOFF: Option<Backoff> = None;
+
+    /// Starts a dispatch of this job: add `.on_queue(..)`, `.delay(..)`,
+    /// `.without_overlapping()` or `.via(&queue)`, then `.await` it.
+    ///
+    /// Call it as `SendEmail::dispatch(email)` or `email.dispatch()`.
+    fn dispatch(self) -> PendingDispatch {
+        PendingDispatch::typed(&self)
+    }
+
+    /// Starts a dispatch that becomes available at `at`.
+    fn dispatch_at(at: SystemTime, job: Self) -> PendingDispatch {
+        PendingDispatch::typed(&job).at(at)
+    }
+}
+
+/// The body of a job. You write it; `#[derive(Job)]` requires it.
+///
+/// Return `Ok(())` when done; an error is a failed attempt, retried after the backoff until
+/// the job's tries are used up. See [`JobError`] for failing at once or retrying after a
+/// given delay.
+pub trait Handle: Job {
+    /// Runs the job once.
+    fn handle(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// What a running job knows about itself.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub(crate) job_id: JobId,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) release: Arc<Mutex<Option<Duration>>>,
+}
+
+impl JobContext {
+    /// A context for calling a job body directly, in a unit test.
+    pub fn for_test(name: &str) -> Self {
+        JobContext {
+            job_id: JobId("test".into()),
+            name: name.to_owned(),
+            queue: "default".into(),
+            attempt: 1,
+            max_attempts: 1,
+            release: Arc::default(),
+        }
+    }
+
+    /// The job's id in its store.
+    pub fn job_id(&self) -> &JobId {
+        &self.job_id
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue it was reserved from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// This attempt's number, 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How many attempts the job has in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// True when a failure now moves the job to the failed store.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// Puts the job back on its queue, available after `delay`, once the body returns
+    /// `Ok(())` (Laravel's `$this->release($delay)`). The attempt still counts.
+    pub fn release(&self, delay: Duration) {
+        if let Ok(mut slot) = self.release.lock() {
+            *slot = Some(delay);
+        }
+    }
+
+    pub(crate) fn released(&self) -> Option<Duration> {
+        self.release.lock().ok().and_then(|slot| *slot)
+    }
+}
+
+/// What a failed attempt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Retry {
+    /// Retry after the job's backoff, if tries remain.
+    Backoff,
+    /// Retry after this delay, if tries remain.
+    After(Duration),
+    /// Do not retry: move the job to the failed store now.
+    Never,
+}
+
+/// The error a job body returns: a message and what to do about it.
+///
+/// Any `std::error::Error` converts into it with `?` (a normal retry). For other cases:
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::JobError;
+///
+/// let _ = JobError::msg("the SMTP server said no");                // retry after the backoff
+/// let _ = JobError::fail("address is malformed");                  // straight to failed jobs
+/// let _ = JobError::retry_after(Duration::from_secs(60), "rate limited");
+/// ```
+pub struct JobError {
+    message: String,
+    retry: Retry,
+}
+
+impl JobError {
+    /// A failed attempt, retried after the backoff.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::Backoff,
+        }
+    }
+
+    /// A failure that must not be retried: the job moves to the failed store now.
+    pub fn fail(message: impl fmt::Display) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::Never,
+        }
+    }
+
+    /// A failed attempt, retried after `delay` instead of the backoff.
+    pub fn retry_after(delay: Duration, message: impl fmt::Display) -> Self {
+        JobError {
+            message: message.to_string(),
+            retry: Retry::After(delay),
+        }
+    }
+
+    /// What this error asks for.
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        JobError::msg(message)
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobError")
+            .field("message", &self.message)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The wait between a failed attempt and the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backoff {
+    /// The same wait every time.
+    Fixed(Duration),
+    /// `base * 2^(attempt-1)`, capped at `max`, with up to 25% random jitter either way so
+    /// that jobs that failed together do not retry together.
+    Exponential {
+        /// The first wait.
+        base: Duration,
+        /// The longest wait.
+        max: Duration,
+    },
+    /// One wait per attempt; the last repeats.
+    List(Cow<'static, [Duration]>),
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::Exponential {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after attempt `attempt` (1 for the first) failed.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        match self {
+            Backoff::Fixed(d) => *d,
+            Backoff::List(list) => {
+                let i = (attempt.max(1) as usize - 1).min(list.len().saturating_sub(1));
+                list.get(i).copied().unwrap_or_default()
+            }
+            Backoff::Exponential { base, max } => {
+                let exp = attempt.saturating_sub(1).min(30);
+                let raw = base.saturating_mul(1u32 << exp).min(*max);
+                let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                raw.mul_f64(jitter).min(*max)
+            }
+        }
+    }
+
+    /// Parses the forms the derive and the CLI accept: `exponential`, `exponential:2s`,
+    /// `fixed:10s`, a single duration (fixed) or a comma-separated list of durations.
+    pub fn parse(text: &str) -> Result<Backoff, String> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("exponential") {
+            let base = match rest.strip_prefix(':') {
+                Some(d) => parse_duration(d)?,
+                None if rest.is_empty() => Duration::from_secs(1),
+                None => return Err(format!("unknown backoff `{text}`")),
+            };
+            return Ok(Backoff::Exponential {
+                base,
+                max: Duration::from_secs(600).max(base),
+            });
+        }
+        if let Some(rest) = text.strip_prefix("fixed") {
+            let d = match rest.strip_prefix(':') {
+                Some(d) => parse_duration(d)?,
+                None => return Err("`fixed` needs a duration, as in `fixed:10s`".into()),
+            };
+            return Ok(Backoff::Fixed(d));
+        }
+        let list = text
+            .split(',')
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.len() == 1 {
+            Ok(Backoff::Fixed(list[0]))
+        } else {
+            Ok(Backoff::List(Cow::Owned(list)))
+        }
+    }
+}
+
+/// Parses a duration written as a number and a unit: `500ms`, `30s`, `5m`, `2h`, `7d`, or
+/// several of them run together (`1m30s`). A bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("bad duration `{text}`: expected a number, as in `30s`"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad duration `{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let millis_per = match unit {
+            "ms" => 1,
+            "s" | "sec" | "secs" => 1_000,
+            "m" | "min" | "mins" => 60_000,
+            "h" | "hour" | "hours" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            "" => return Err(format!("bad duration `{text}`: missing unit (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "bad duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
+                ))
+            }
+        };
+        total += Duration::from_millis(number.saturating_mul(millis_per));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("10x").is_err());
+    }
+
+    #[test]
+    fn backoffs() {
+        let list = Backoff::parse("1s,5s,30s").unwrap();
+        assert_eq!(list.delay(1), Duration::from_secs(1));
+        assert_eq!(list.delay(3), Duration::from_secs(30));
+        assert_eq!(list.delay(9), Duration::from_secs(30));
+        assert_eq!(Backoff::parse("fixed:2s").unwrap().delay(5), Duration::from_secs(2));
+        let exp = Backoff::parse("exponential:1s").unwrap();
+        for attempt in 1..6 {
+            let d = exp.delay(attempt);
+            let nominal = Duration::from_secs(1 << (attempt - 1));
+            assert!(d >= nominal.mul_f64(0.75) && d <= nominal.mul_f64(1.25), "{d:?}");
+        }
+        assert!(exp.delay(40) <= Duration::from_secs(600));
+        assert!(Backoff::parse("sometimes").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Background jobs for Rust: typed jobs that register themselves, priority queues, retries
+//! with backoff, timeouts, leases with heartbeats, a failed-jobs store, and interchangeable
+//! storage drivers (SQLite, PostgreSQL, MySQL/MariaDB, Redis, a directory, memcached).
+//!
+//! # A job
+//!
+//! Derive [`Job`] for the data, write its body with [`Handle`]:
+//!
+//! ```
+//! use queue_core::{Handle, Job, JobContext, JobError};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Serialize, Deserialize, Job)]
+//! #[job(name = "send-email", queue = "default", tries = 3, timeout = "30s", backoff = "exponential")]
+//! struct SendEmail {
+//!     to: String,
+//!     subject: String,
+//! }
+//!
+//! impl Handle for SendEmail {
+//!     async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+//!         if ctx.attempt() > 1 {
+//!             println!("retrying {} (attempt {})", ctx.job_id(), ctx.attempt());
+//!         }
+//!         println!("sending {:?} to {}", self.subject, self.to);
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! The derive registers the type through `inventory`: any worker binary that links the crate
+//! knows `send-email` with no registration call.
+//!
+//! # Dispatching
+//!
+//! ```
+//! # use queue_core::{Handle, Job, JobContext, JobError};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Serialize, Deserialize, Job)]
+//! # #[job(name = "send-email-2")]
+//! # struct SendEmail { to: String, subject: String }
+//! # impl Handle for SendEmail {
+//! #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+//! # }
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+//! use std::time::{Duration, SystemTime};
+//! use queue_core::Queue;
+//!
+//! // Once, at start-up: the process-wide default connection.
+//! Queue::set_default(Queue::connect("memory://").await?);
+//!
+//! let email = || SendEmail { to: "a@b.c".into(), subject: "hi".into() };
+//! SendEmail::dispatch(email()).on_queue("high").await?;
+//! email().dispatch().delay(Duration::from_secs(60)).await?;
+//! SendEmail::dispatch_at(SystemTime::now() + Duration::from_secs(3600), email()).await?;
+//! email().dispatch().without_overlapping().await?;
+//!
+//! // An explicit connection, for applications with several.
+//! let other = Queue::connect("memory://").await?;
+//! email().dispatch().via(&other).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Running a worker
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+//! use queue_core::{Queue, WorkerOptions};
+//!
+//! let queue = Queue::connect("memory://").await?;
+//! queue.listen("ping", |n: u32, _ctx| async move {
+//!     println!("ping {n}");
+//!     Ok(())
+//! });
+//! queue.dispatch_named("ping", serde_json::json!(7)).on_queue("high").await?;
+//!
+//! let summary = queue
+//!     .worker(WorkerOptions::default().queues(["high", "default", "low"]).stop_when_empty())
+//!     .run()
+//!     .await?;
+//! assert_eq!(summary.processed, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! Most applications run workers through the CLI instead: see [`cli`] and the `runall`
+//! binary in `examples/`.
+//!
+//! # Drivers
+//!
+//! Every driver implements the one [`Storage`] trait and passes the same conformance suite.
+//! [`Queue::connect`] picks the driver by URL scheme among those linked into the binary.
+
+pub mod cli;
+pub mod config;
+mod dispatch;
+pub mod envelope;
+mod error;
+mod job;
+mod queue;
+pub mod registry;
+pub mod storage;
+pub mod worker;
+
+pub use dispatch::PendingDispatch;
+pub use error::{BoxError, Error, Message, Result};
+pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
+pub use queue::{Queue, QueueSettings};
+pub use storage::{
+    Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease, MemoryStorage,
+    NewJob, QueueSize, ReserveRequest, Reserved, Storage,
+};
+pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
+
+/// `#[derive(Job)]`: implements [`Job`] and registers the type.
+///
+/// Keys of `#[job(...)]`, all optional:
+///
+/// | key | example | default |
+/// |---|---|---|
+/// | `name` | `"send-email"` | the type's name in kebab-case |
+/// | `queue` | `"high"` | `"default"` |
+/// | `tries` | `3` | the worker's `--retries` |
+/// | `timeout` | `"30s"`, `"500ms"`, `"2m"` | the worker's `--timeout` |
+/// | `backoff` | `"exponential"`, `"exponential:2s"`, `"fixed:10s"`, `"1s,10s,60s"` | exponential from 1 s |
+/// | `crate` | `"::my_facade::queue_core"` | `::queue_core` |
+///
+/// Mistakes are compile errors pointing at the offending token.
+pub use queue_derive::Job;
+
+/// Not public API: used by code that `#[derive(Job)]` and the drivers generate.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::JobRegistration;
+    pub use inventory;
+    pub use std::borrow::Cow;
+    pub use std::time::Duration;
+}

@@ -1,0 +1,178 @@
+//! [`WorkerOptions`]: every knob of a worker, with Laravel's and Rakit's names beside ours.
+
+use std::time::Duration;
+
+use crate::job::Backoff;
+
+/// How a worker runs. `Default` gives the values `runall work` uses with no flags.
+///
+/// | field | `runall` flag | Laravel | Rakit / `job.toml` |
+/// |---|---|---|---|
+/// | `queues` | `--queue high,default,low` | `--queue` | `--queue` |
+/// | `concurrency` | `--concurrency` | (processes) | |
+/// | `tries` | `--retries` / `--tries` | `--tries` | `max_retries` |
+/// | `timeout` | `--timeout` | `--timeout` | |
+/// | `lease` | `--lease` / `--retry-after` | `retry_after` | |
+/// | `sleep` | `--sleep` (ms) | `--sleep` (s) | `sleep_ms` |
+/// | `max_jobs` | `--max-jobs` | `--max-jobs` | `max_job` |
+/// | `max_time` | `--max-time` | `--max-time` | |
+/// | `memory_mb` | `--memory` | `--memory` | |
+/// | `once` | `--once` | `--once` | |
+/// | `stop_when_empty` | `--stop-when-empty` | `--stop-when-empty` | |
+/// | `only` | `runall run NAME` | | `job:run NAME` |
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// Queues in strict priority order.
+    pub queues: Vec<String>,
+    /// Jobs run at once in this process.
+    pub concurrency: usize,
+    /// Attempts for jobs that do not set their own.
+    pub tries: u32,
+    /// Timeout of one attempt for jobs that do not set their own.
+    pub timeout: Duration,
+    /// Backoff for jobs that do not set their own.
+    pub backoff: Backoff,
+    /// How long a reservation lasts without a heartbeat: a job of a worker that died is
+    /// available again after this long. The worker renews it every `lease / 3` while the
+    /// job runs, so it bounds recovery time, not job length.
+    pub lease: Duration,
+    /// How long to wait when no job is available (drivers that can be woken wake sooner).
+    pub sleep: Duration,
+    /// Stop after taking this many jobs.
+    pub max_jobs: Option<u64>,
+    /// Stop after running this long (finishing the jobs in hand).
+    pub max_time: Option<Duration>,
+    /// Stop when the process's resident memory exceeds this many megabytes.
+    pub memory_mb: Option<u64>,
+    /// Take one job (or none, if none is available), finish it and stop.
+    pub once: bool,
+    /// Stop when every queue is empty (nothing waiting, delayed or reserved).
+    pub stop_when_empty: bool,
+    /// On a stop signal, how long running jobs may take to finish before they are
+    /// interrupted and put back.
+    pub grace: Duration,
+    /// How long a job whose `without_overlapping` lock is held waits before it is tried
+    /// again (not counted as an attempt).
+    pub lock_retry: Duration,
+    /// Run only jobs with this name.
+    pub only: Option<String>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            queues: vec!["default".to_owned()],
+            concurrency: 1,
+            tries: 3,
+            timeout: Duration::from_secs(60),
+            backoff: Backoff::default(),
+            lease: Duration::from_secs(15),
+            sleep: Duration::from_millis(1000),
+            max_jobs: None,
+            max_time: None,
+            memory_mb: None,
+            once: false,
+            stop_when_empty: false,
+            grace: Duration::from_secs(30),
+            lock_retry: Duration::from_millis(500),
+            only: None,
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// Sets the queues, in priority order.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the concurrency.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Sets the default number of attempts.
+    pub fn tries(mut self, n: u32) -> Self {
+        self.tries = n.max(1);
+        self
+    }
+
+    /// Sets the default timeout of an attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the default backoff.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the lease (Laravel's `retry_after`).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the idle wait.
+    pub fn sleep(mut self, sleep: Duration) -> Self {
+        self.sleep = sleep;
+        self
+    }
+
+    /// Stops after this many jobs.
+    pub fn max_jobs(mut self, n: u64) -> Self {
+        self.max_jobs = Some(n);
+        self
+    }
+
+    /// Stops after this long.
+    pub fn max_time(mut self, d: Duration) -> Self {
+        self.max_time = Some(d);
+        self
+    }
+
+    /// Stops above this much resident memory.
+    pub fn memory_mb(mut self, mb: u64) -> Self {
+        self.memory_mb = Some(mb);
+        self
+    }
+
+    /// Processes one job and stops.
+    pub fn once(mut self) -> Self {
+        self.once = true;
+        self
+    }
+
+    /// Stops when the queues are empty.
+    pub fn stop_when_empty(mut self) -> Self {
+        self.stop_when_empty = true;
+        self
+    }
+
+    /// Sets the shutdown grace period.
+    pub fn grace(mut self, d: Duration) -> Self {
+        self.grace = d;
+        self
+    }
+
+    /// Sets the wait of a job whose lock is held.
+    pub fn lock_retry(mut self, d: Duration) -> Self {
+        self.lock_retry = d;
+        self
+    }
+
+    /// Runs only jobs named `name`.
+    pub fn only(mut self, name: impl Into<String>) -> Self {
+        self.only = Some(name.into());
+        self
+    }
+}
