@@ -106,7 +106,7 @@ pub use error::{BoxError, Error, Message, Result};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
 pub use queue::{Queue, QueueSettings};
 pub use storage::{
-    Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease, MemoryStorage,
+    Availability, Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease, MemoryStorage,
     NewJob, QueueSize, ReserveRequest, Reserved, Storage,
 };
 pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};

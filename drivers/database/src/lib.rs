@@ -1,0 +1,1 @@
+//! The database driver of queue-core (in progress).

@@ -1,0 +1,1 @@
+//! The file driver of queue-core (in progress).

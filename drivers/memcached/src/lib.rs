@@ -1,0 +1,1 @@
+//! The memcached driver of queue-core (in progress).

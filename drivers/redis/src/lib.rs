@@ -1,0 +1,1 @@
+//! The redis driver of queue-core (in progress).

@@ -1,0 +1,388 @@
+//! Worker cases: the engine on top of each driver, end to end.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use queue_core::{Backoff, JobError, Queue, WorkerOptions, WorkerSummary};
+use serde_json::json;
+
+use crate::cases::{PAST_SHORT, SHORT};
+use crate::{job, request, unique, Store};
+
+/// Worker options for tests: quick polling, fixed short backoff, stop when empty.
+pub fn test_options(queues: &[&str]) -> WorkerOptions {
+    WorkerOptions::default()
+        .queues(queues.iter().copied())
+        .sleep(Duration::from_millis(50))
+        .backoff(Backoff::Fixed(Duration::from_millis(100)))
+        .lease(Duration::from_secs(5))
+        .lock_retry(Duration::from_millis(50))
+        .stop_when_empty()
+}
+
+/// Runs a worker to completion, failing the case if it takes more than a minute.
+pub async fn run_worker(queue: &Queue, options: WorkerOptions) -> WorkerSummary {
+    tokio::time::timeout(Duration::from_secs(60), queue.worker(options).run())
+        .await
+        .expect("the worker stopped within a minute")
+        .expect("the worker ran")
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn recorder(queue: &Queue, name: &str) -> Log {
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    queue.listen(name, move |payload: serde_json::Value, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(payload.as_str().unwrap_or_default().to_owned());
+            Ok(())
+        }
+    });
+    log
+}
+
+/// The worker takes high before default before low, FIFO within each.
+pub async fn engine_runs_jobs_in_priority_order(store: Store) {
+    let queue = Queue::from_arc(store);
+    let (high, default, low) = (unique("high"), unique("default"), unique("low"));
+    let log = recorder(&queue, "record");
+    for (q, tag) in [(&low, "low1"), (&default, "default1"), (&high, "high1"), (&low, "low2"), (&high, "high2")] {
+        queue.dispatch_named("record", json!(tag)).on_queue(q.as_str()).await.unwrap();
+    }
+    let summary = run_worker(&queue, test_options(&[&high, &default, &low])).await;
+    assert_eq!(summary.processed, 5);
+    assert_eq!(*log.lock().unwrap(), ["high1", "high2", "default1", "low1", "low2"]);
+}
+
+/// A job that fails twice then succeeds is retried after its backoff and finishes.
+pub async fn engine_retries_with_backoff(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let attempts: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    let seen = attempts.clone();
+    queue.listen("flaky", move |_: serde_json::Value, ctx| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push((ctx.attempt(), Instant::now()));
+            if ctx.attempt() < 3 {
+                return Err(JobError::msg("not yet"));
+            }
+            Ok(())
+        }
+    });
+    queue.dispatch_named("flaky", json!({})).on_queue(q.as_str()).tries(3).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.retried, summary.failed), (1, 2, 0));
+    let attempts = attempts.lock().unwrap();
+    assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
+    for pair in attempts.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= Duration::from_millis(100), "backoff respected");
+    }
+    assert_eq!(store.failed_count().await.unwrap(), 0);
+}
+
+/// After its last attempt a job is in the failed store with the error and attempts.
+pub async fn engine_fails_after_tries(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    queue.listen("always-fails", |_: serde_json::Value, _ctx| async move {
+        Err::<(), _>(JobError::msg("the remote said no"))
+    });
+    queue.listen("fails-now", |_: serde_json::Value, _ctx| async move {
+        Err::<(), _>(JobError::fail("malformed address"))
+    });
+    queue.dispatch_named("always-fails", json!({"k": 1})).on_queue(q.as_str()).tries(2).await.unwrap();
+    queue.dispatch_named("fails-now", json!({})).on_queue(q.as_str()).tries(5).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.failed, summary.retried), (0, 2, 1));
+    let failed = store.failed_list(0, 10).await.unwrap();
+    let always = failed.iter().find(|f| f.name == "always-fails").expect("in the failed store");
+    assert!(always.error.contains("the remote said no"), "{}", always.error);
+    assert!(always.error.contains("attempt 2 of 2"), "{}", always.error);
+    assert_eq!(always.attempts, 2);
+    assert_eq!(always.queue, q);
+    assert!(String::from_utf8_lossy(&always.payload).contains("\"k\":1"));
+    let now = failed.iter().find(|f| f.name == "fails-now").expect("in the failed store");
+    assert_eq!(now.attempts, 1, "JobError::fail is not retried");
+    assert_eq!(now.error, "malformed address");
+}
+
+/// Garbage, truncated, unknown, mis-shaped and empty payloads each go to the failed store
+/// after one attempt with a clear reason; the worker keeps running and does the good job.
+pub async fn engine_bad_payloads_go_to_failed_store(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    #[derive(serde::Deserialize)]
+    struct Shaped {
+        #[allow(dead_code)] // only its shape matters
+        n: u32,
+    }
+    queue.listen("shaped", move |_: Shaped, _ctx| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let deep = format!("{{\"v\":1,\"name\":\"shaped\",\"data\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", vec![0xff, 0x00, 0xfe, 0x13], "not valid UTF-8"),
+        ("truncated", b"{\"v\":1,\"name\":\"shaped\",\"data\":{\"n\":".to_vec(), "truncated"),
+        ("unknown", br#"{"v":1,"name":"no-such-job","data":{}}"#.to_vec(), "unknown job name `no-such-job`"),
+        ("wrong-shape", br#"{"v":1,"name":"shaped","data":{"n":"seven"}}"#.to_vec(), "does not fit job `shaped`"),
+        ("empty", Vec::new(), "empty payload"),
+        ("not-envelope", b"[1,2,3]".to_vec(), "not a job envelope"),
+        ("deep", deep.into_bytes(), "does not fit job `shaped`"),
+    ];
+    for (name, payload, _) in &bad {
+        store.push(vec![job(&q, name, payload)]).await.unwrap();
+    }
+    queue.dispatch_named("shaped", json!({"n": 7})).on_queue(q.as_str()).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q]).tries(3)).await;
+    assert_eq!(summary.processed, 1, "the good job ran");
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    assert_eq!(summary.failed, bad.len() as u64);
+    assert_eq!(summary.retried, 0, "bad payloads are not retried");
+    let failed = store.failed_list(0, 100).await.unwrap();
+    for (name, payload, reason) in &bad {
+        let f = failed.iter().find(|f| f.name == *name).unwrap_or_else(|| panic!("{name} in the failed store"));
+        assert!(f.error.contains(reason), "{name}: `{}` should mention `{reason}`", f.error);
+        assert_eq!(f.attempts, 1, "{name} was not retried");
+        assert_eq!(&f.payload, payload, "{name}: payload kept as it was");
+    }
+}
+
+/// A panic is a failed attempt; the worker survives and retries.
+pub async fn engine_panicking_job_is_a_failed_attempt(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    queue.listen("panics-once", |_: serde_json::Value, ctx| async move {
+        if ctx.attempt() == 1 {
+            panic!("first attempt explodes");
+        }
+        Ok(())
+    });
+    queue.listen("panics-always", |_: serde_json::Value, _ctx| async move {
+        if true {
+            panic!("always explodes");
+        }
+        Ok(())
+    });
+    queue.dispatch_named("panics-once", json!({})).on_queue(q.as_str()).tries(2).await.unwrap();
+    queue.dispatch_named("panics-always", json!({})).on_queue(q.as_str()).tries(1).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.retried, summary.failed), (1, 1, 1));
+    let failed = store.failed_list(0, 10).await.unwrap();
+    assert!(failed[0].error.contains("job panicked: always explodes"), "{}", failed[0].error);
+}
+
+/// A job past its timeout is cancelled and counts as a failed attempt.
+pub async fn engine_timeout_cancels_job(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let finished = Arc::new(AtomicUsize::new(0));
+    let flag = finished.clone();
+    queue.listen("hangs", move |_: serde_json::Value, _ctx| {
+        let flag = flag.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            flag.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    queue
+        .dispatch_named("hangs", json!({}))
+        .on_queue(q.as_str())
+        .timeout(Duration::from_millis(300))
+        .tries(2)
+        .await
+        .unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.failed, summary.retried), (1, 1));
+    assert_eq!(finished.load(Ordering::SeqCst), 0, "the hanging body was cancelled");
+    let failed = store.failed_list(0, 10).await.unwrap();
+    assert!(failed[0].error.contains("timed out after 300ms"), "{}", failed[0].error);
+    assert_eq!(failed[0].attempts, 2);
+}
+
+/// Jobs sharing a lock key never run at once, even with free slots; none is lost and the
+/// put-backs do not count as attempts.
+pub async fn engine_without_overlapping(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let inside = Arc::new(AtomicUsize::new(0));
+    let max_inside = Arc::new(AtomicUsize::new(0));
+    let (i, m) = (inside.clone(), max_inside.clone());
+    queue.listen("report", move |_: serde_json::Value, ctx| {
+        let (inside, max_inside) = (i.clone(), m.clone());
+        async move {
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            max_inside.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            assert_eq!(ctx.attempt(), 1, "lock waits are not attempts");
+            Ok(())
+        }
+    });
+    let key = unique("report-lock");
+    for _ in 0..8 {
+        queue
+            .dispatch_named("report", json!({}))
+            .on_queue(q.as_str())
+            .without_overlapping_key(key.clone())
+            .tries(1)
+            .await
+            .unwrap();
+    }
+    let summary = run_worker(&queue, test_options(&[&q]).concurrency(4)).await;
+    assert_eq!(summary.processed, 8);
+    assert_eq!(summary.failed, 0);
+    assert_eq!(max_inside.load(Ordering::SeqCst), 1, "never two at once");
+    assert!(store.lock(&key, "someone-else", SHORT).await.unwrap(), "the lock was released");
+}
+
+/// A job whose worker died on its last attempt ends in the failed store instead of looping.
+pub async fn engine_dead_worker_costs_an_attempt(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let ran = Arc::new(AtomicUsize::new(0));
+    let flag = ran.clone();
+    queue.listen("kills-worker", move |_: serde_json::Value, _ctx| {
+        let flag = flag.clone();
+        async move {
+            flag.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    queue.dispatch_named("kills-worker", json!({})).on_queue(q.as_str()).tries(1).await.unwrap();
+    // A worker reserves it and dies: nobody acknowledges, the lease runs out.
+    let dead = store.reserve(&request(&[&q], SHORT, 1)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    tokio::time::sleep(PAST_SHORT).await;
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.failed), (0, 1));
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    let failed = store.failed_list(0, 1).await.unwrap();
+    assert!(failed[0].error.contains("attempts exhausted"), "{}", failed[0].error);
+}
+
+/// `concurrency(8)` runs eight jobs at once in one worker.
+pub async fn engine_concurrency(store: Store) {
+    let queue = Queue::from_arc(store);
+    let q = unique("q");
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let b = barrier.clone();
+    queue.listen("meet", move |_: serde_json::Value, _ctx| {
+        let barrier = b.clone();
+        async move {
+            // Only passes if all eight run at the same time.
+            tokio::time::timeout(Duration::from_secs(10), barrier.wait())
+                .await
+                .map_err(|_| JobError::fail("fewer than eight jobs ran at once"))?;
+            Ok(())
+        }
+    });
+    for _ in 0..8 {
+        queue.dispatch_named("meet", json!({})).on_queue(q.as_str()).tries(1).await.unwrap();
+    }
+    let summary = run_worker(&queue, test_options(&[&q]).concurrency(8)).await;
+    assert_eq!((summary.processed, summary.failed), (8, 0));
+}
+
+/// A delayed job runs, but not before its time.
+pub async fn engine_delayed_job_waits(store: Store) {
+    let queue = Queue::from_arc(store);
+    let q = unique("q");
+    let ran_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let slot = ran_at.clone();
+    queue.listen("later", move |_: serde_json::Value, _ctx| {
+        let slot = slot.clone();
+        async move {
+            *slot.lock().unwrap() = Some(Instant::now());
+            Ok(())
+        }
+    });
+    let dispatched = Instant::now();
+    queue.dispatch_named("later", json!({})).on_queue(q.as_str()).delay(Duration::from_millis(700)).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(summary.processed, 1);
+    let ran = ran_at.lock().unwrap().expect("it ran");
+    assert!(ran - dispatched >= Duration::from_millis(650), "ran after {:?}", ran - dispatched);
+}
+
+/// `ctx.release(delay)` puts the job back; it runs again with the attempt counted.
+pub async fn engine_release_from_job(store: Store) {
+    let queue = Queue::from_arc(store);
+    let q = unique("q");
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let seen = attempts.clone();
+    queue.listen("not-now", move |_: serde_json::Value, ctx| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(ctx.attempt());
+            if ctx.attempt() == 1 {
+                ctx.release(Duration::from_millis(100));
+            }
+            Ok(())
+        }
+    });
+    queue.dispatch_named("not-now", json!({})).on_queue(q.as_str()).tries(3).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(summary.processed, 1);
+    assert_eq!(*attempts.lock().unwrap(), [1, 2]);
+}
+
+/// On stop, finished jobs are acknowledged and a job still running after the grace period
+/// is put back at once, its attempt refunded.
+pub async fn engine_graceful_stop_puts_back(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s1, s2) = (started.clone(), started.clone());
+    queue.listen("quick", move |_: serde_json::Value, _ctx| {
+        let started = s1.clone();
+        async move {
+            started.add_permits(1);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(())
+        }
+    });
+    queue.listen("slow", move |_: serde_json::Value, _ctx| {
+        let started = s2.clone();
+        async move {
+            started.add_permits(1);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        }
+    });
+    queue.dispatch_named("quick", json!({})).on_queue(q.as_str()).await.unwrap();
+    queue.dispatch_named("slow", json!({})).on_queue(q.as_str()).await.unwrap();
+    let worker = queue.worker(
+        test_options(&[&q])
+            .concurrency(2)
+            .grace(Duration::from_millis(1500)),
+    );
+    let stop = worker.stop_handle();
+    let running = tokio::spawn(worker.run());
+    let _ = tokio::time::timeout(Duration::from_secs(20), started.acquire_many(2))
+        .await
+        .expect("both jobs started");
+    stop.stop();
+    let summary = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the worker stopped after its grace period")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.processed, 1, "the quick job finished and was acknowledged");
+    assert_eq!(summary.released, 1, "the slow job was put back");
+    let size = store.size(&q).await.unwrap();
+    assert_eq!((size.waiting, size.reserved), (1, 0), "available again at once, not after its lease");
+    let back = store.reserve(&request(&[&q], Duration::from_secs(5), 1)).await.unwrap();
+    assert_eq!(back[0].name, "slow");
+    assert_eq!(back[0].attempts, 1, "the interrupted attempt was refunded");
+}

@@ -1,0 +1,126 @@
+//! The conformance suite: one list of cases every driver runs unchanged.
+//!
+//! A driver's `tests/conformance.rs` is one macro call with an async factory that returns a
+//! fresh, isolated store (its own file, table, key prefix or directory) or `None` when the
+//! backend is not reachable:
+//!
+//! ```ignore
+//! async fn store() -> Option<std::sync::Arc<dyn queue_core::Storage>> { ... }
+//! queue_tests::conformance!(store());
+//! ```
+//!
+//! A case that a driver cannot pass because its backend truly lacks something is marked not
+//! applicable by [`Capabilities`](queue_core::Capabilities), with the reason printed.
+//! Outside CI a missing server prints `skipped: no server at URL`; with `CI=true` it fails.
+
+pub mod cases;
+pub mod engine;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_core::{Availability, NewJob, ReserveRequest, Storage};
+
+pub use queue_core;
+
+/// A store under test.
+pub type Store = Arc<dyn Storage>;
+
+/// Runs one case against a fresh store from `make`, or reports the skip.
+pub async fn run_case<M, F, C, CF>(name: &str, make: M, case: C)
+where
+    M: FnOnce() -> F,
+    F: Future<Output = Option<Store>>,
+    C: FnOnce(Store) -> CF,
+    CF: Future<Output = ()>,
+{
+    match make().await {
+        Some(store) => case(store).await,
+        None => println!("{name}: not run (the driver's factory reported the backend missing)"),
+    }
+}
+
+/// What a factory calls when its server is unreachable: outside CI it prints the skip
+/// notice and returns `None`; in CI (`CI=true`) it panics, so a missing service fails the run.
+pub fn server_missing<T>(url: &str, error: impl std::fmt::Display) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("no server at {url} and CI=true: every driver is required in CI ({error})");
+    }
+    println!("skipped: no server at {url} ({error})");
+    None
+}
+
+/// A unique name for a queue, table or prefix.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", &queue_core::storage::new_token()[..12])
+}
+
+/// A job pushed as-is.
+pub fn job(queue: &str, name: &str, payload: &[u8]) -> NewJob {
+    NewJob {
+        queue: queue.to_owned(),
+        name: name.to_owned(),
+        payload: payload.to_vec(),
+        available: Availability::Now,
+    }
+}
+
+/// A reserve request for `queues`.
+pub fn request(queues: &[&str], lease: Duration, limit: usize) -> ReserveRequest {
+    ReserveRequest {
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        lease,
+        limit,
+        name: None,
+    }
+}
+
+/// Stamps one `#[tokio::test]` per conformance case, each on a fresh store from `$make`
+/// (an expression evaluating to a future of `Option<Arc<dyn Storage>>`).
+#[macro_export]
+macro_rules! conformance {
+    ($make:expr) => {
+        $crate::conformance!(@cases $make;
+            push_reserve_acknowledge,
+            payload_bytes_round_trip,
+            push_many_keeps_order,
+            priority_and_fifo,
+            delayed_availability,
+            reserve_limit_and_batch,
+            no_double_delivery,
+            lease_expiry_and_recovery,
+            stale_lease_is_refused,
+            extend_keeps_reservation,
+            release_with_delay,
+            release_refunds_attempt,
+            fail_moves_to_failed_store,
+            failed_store_operations,
+            failed_prune,
+            sizes_queues_and_clear,
+            lock_mutual_exclusion,
+            lock_owner_and_expiry,
+            reserve_by_name,
+            engine_runs_jobs_in_priority_order,
+            engine_retries_with_backoff,
+            engine_fails_after_tries,
+            engine_bad_payloads_go_to_failed_store,
+            engine_panicking_job_is_a_failed_attempt,
+            engine_timeout_cancels_job,
+            engine_without_overlapping,
+            engine_dead_worker_costs_an_attempt,
+            engine_concurrency,
+            engine_delayed_job_waits,
+            engine_release_from_job,
+            engine_graceful_stop_puts_back,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::run_case(stringify!($case), || $make, $crate::cases::$case).await;
+            }
+        )*
+    };
+}
