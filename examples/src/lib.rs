@@ -1,1 +1,163 @@
-//! Example jobs (in progress).
+//! Example jobs, after the seeds: sending an email, processing an upload, generating a report
+//! that must never run twice at once, a flaky job that succeeds on retry, one that fails for
+//! good, and an event-listener style string-named job.
+//!
+//! Linking this crate is all it takes for a worker to know these jobs: `#[derive(Job)]`
+//! registers them. The `runall` binary in this package links it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use queue_core::{Handle, Job, JobContext, JobError, Queue};
+use serde::{Deserialize, Serialize};
+
+/// Sends an email (pretend). Three tries, 30 s per attempt, exponential backoff.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "send-email", queue = "default", tries = 3, timeout = "30s", backoff = "exponential")]
+pub struct SendEmail {
+    /// Recipient.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+}
+
+impl Handle for SendEmail {
+    async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+        if !self.to.contains('@') {
+            // Retrying will not fix a malformed address: straight to the failed store.
+            return Err(JobError::fail(format!("malformed address `{}`", self.to)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tracing::info!(to = %self.to, subject = %self.subject, job = %ctx.job_id(), "email sent");
+        Ok(())
+    }
+}
+
+/// Processes an uploaded file (pretend): high priority, short timeout.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "process-upload", queue = "high", tries = 2, timeout = "10s")]
+pub struct ProcessUpload {
+    /// Where the upload was stored.
+    pub path: String,
+    /// Who uploaded it.
+    pub user_id: u64,
+}
+
+impl Handle for ProcessUpload {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tracing::info!(path = %self.path, user = self.user_id, "upload processed");
+        Ok(())
+    }
+}
+
+/// How many report jobs are running at this moment, to show that `without_overlapping`
+/// holds.
+pub static REPORTS_RUNNING: AtomicU64 = AtomicU64::new(0);
+/// The most report jobs that ever ran at once.
+pub static REPORTS_MAX_AT_ONCE: AtomicU64 = AtomicU64::new(0);
+
+/// Generates a monthly report. Dispatch it `.without_overlapping()`: two at once would
+/// double-count.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "generate-report", queue = "low", timeout = "5m", backoff = "fixed:5s")]
+pub struct GenerateReport {
+    /// The month, as `2026-11`.
+    pub month: String,
+}
+
+impl Handle for GenerateReport {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        let now = REPORTS_RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        REPORTS_MAX_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        REPORTS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(month = %self.month, "report generated");
+        Ok(())
+    }
+}
+
+/// Syncs a payment with a remote API that fails on the first try (seed 001), then works.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "sync-payment", tries = 3, backoff = "1s")]
+pub struct SyncPayment {
+    /// The payment.
+    pub payment_id: u64,
+}
+
+impl Handle for SyncPayment {
+    async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+        if ctx.attempt() == 1 {
+            return Err(JobError::msg("payment gateway timed out (it does that on the first try)"));
+        }
+        tracing::info!(payment = self.payment_id, attempt = ctx.attempt(), "payment synced");
+        Ok(())
+    }
+}
+
+/// Imports a file that does not exist: fails on every attempt and ends in the failed store.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "import-legacy-file", tries = 2, backoff = "500ms")]
+pub struct ImportLegacyFile {
+    /// The file.
+    pub path: String,
+}
+
+impl Handle for ImportLegacyFile {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        let text = tokio::fs::read_to_string(&self.path).await?;
+        tracing::info!(bytes = text.len(), "imported");
+        Ok(())
+    }
+}
+
+/// A job that does nothing, for benchmarks.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "noop", tries = 3)]
+pub struct Noop {
+    /// When it was dispatched, in microseconds since the benchmark started (for latency).
+    pub sent_us: u64,
+}
+
+impl Handle for Noop {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// Registers the event-listener style jobs (no struct, a name and a closure), as Rakit's
+/// `Event::listen('rakit.jobs.run: send-notification', ...)`.
+pub fn listeners(queue: &Queue) {
+    queue.listen("send-notification", |payload: serde_json::Value, ctx| async move {
+        let to = payload["to"].as_str().unwrap_or("nobody");
+        tracing::info!(to, job = %ctx.job_id(), "notification sent");
+        Ok(())
+    });
+}
+
+/// Sleeps: for tests and demos of timeouts, leases and graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "sleep")]
+pub struct Sleep {
+    /// How long, in milliseconds.
+    pub ms: u64,
+}
+
+impl Handle for Sleep {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+}
+
+/// Aborts the worker process: what a segfault or an OOM kill looks like to the queue. With
+/// leases and attempts counted at reservation, it ends in the failed store after its tries.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "abort-worker", tries = 2)]
+pub struct AbortWorker {}
+
+impl Handle for AbortWorker {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        std::process::abort();
+    }
+}

@@ -94,10 +94,14 @@ impl Config {
     /// Reads `path`; a missing file is an empty config.
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text)
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+            Ok(text) => {
+                Self::parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(Error::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -111,7 +115,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         let duration = |key: &str, value: &Option<String>| -> Result<(), String> {
             match value {
-                Some(v) => parse_duration(v).map(drop).map_err(|e| format!("`{key}`: {e}")),
+                Some(v) => parse_duration(v)
+                    .map(drop)
+                    .map_err(|e| format!("`{key}`: {e}")),
                 None => Ok(()),
             }
         };
@@ -167,7 +173,9 @@ impl Config {
 
     /// `retry_after` as a duration.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after.as_deref().and_then(|t| parse_duration(t).ok())
+        self.retry_after
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
     }
 
     /// `grace` as a duration.

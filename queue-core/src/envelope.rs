@@ -50,8 +50,8 @@ impl Envelope {
         if bytes.is_empty() {
             return Err("empty payload".into());
         }
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| format!("payload is not valid UTF-8: {e}"))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| format!("payload is not valid UTF-8: {e}"))?;
         let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
             if e.is_eof() {
                 format!("payload is truncated JSON: {e}")
@@ -97,11 +97,15 @@ mod tests {
     #[test]
     fn bad_bytes_have_reasons() {
         assert!(Envelope::decode(b"").unwrap_err().contains("empty"));
-        assert!(Envelope::decode(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
+        assert!(Envelope::decode(&[0xff, 0xfe])
+            .unwrap_err()
+            .contains("UTF-8"));
         assert!(Envelope::decode(b"{\"v\":1,\"name\":\"x\",\"da")
             .unwrap_err()
             .contains("truncated"));
-        assert!(Envelope::decode(b"[1,2]").unwrap_err().contains("not a job envelope"));
+        assert!(Envelope::decode(b"[1,2]")
+            .unwrap_err()
+            .contains("not a job envelope"));
         let deep = "[".repeat(10_000);
         assert!(Envelope::decode(deep.as_bytes()).is_err());
     }

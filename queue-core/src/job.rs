@@ -69,6 +69,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// Return `Ok(())` when done; an error is a failed attempt, retried after the backoff until
 /// the job's tries are used up. See [`JobError`] for failing at once or retrying after a
 /// given delay.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` derives `Job` but has no job body",
+    note = "write `impl queue_core::Handle for {Self} {{ async fn handle(self, ctx: JobContext) -> Result<(), JobError> {{ .. }} }}`"
+)]
 pub trait Handle: Job {
     /// Runs the job once.
     fn handle(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
@@ -325,15 +329,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("bad duration `{text}`: expected a number, as in `30s`"));
+            return Err(format!(
+                "bad duration `{text}`: expected a number, as in `30s`"
+            ));
         }
         let number: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("bad duration `{text}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let millis_per = match unit {
@@ -342,14 +352,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" | "min" | "mins" => 60_000,
             "h" | "hour" | "hours" => 3_600_000,
             "d" | "day" | "days" => 86_400_000,
-            "" => return Err(format!("bad duration `{text}`: missing unit (ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "bad duration `{text}`: missing unit (ms, s, m, h or d)"
+                ))
+            }
             other => {
                 return Err(format!(
                     "bad duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
                 ))
             }
         };
-        total += Duration::from_millis(number.saturating_mul(millis_per));
+        total = total.saturating_add(Duration::from_millis(number.saturating_mul(millis_per)));
     }
     Ok(total)
 }
@@ -376,12 +390,18 @@ mod tests {
         assert_eq!(list.delay(1), Duration::from_secs(1));
         assert_eq!(list.delay(3), Duration::from_secs(30));
         assert_eq!(list.delay(9), Duration::from_secs(30));
-        assert_eq!(Backoff::parse("fixed:2s").unwrap().delay(5), Duration::from_secs(2));
+        assert_eq!(
+            Backoff::parse("fixed:2s").unwrap().delay(5),
+            Duration::from_secs(2)
+        );
         let exp = Backoff::parse("exponential:1s").unwrap();
         for attempt in 1..6 {
             let d = exp.delay(attempt);
             let nominal = Duration::from_secs(1 << (attempt - 1));
-            assert!(d >= nominal.mul_f64(0.75) && d <= nominal.mul_f64(1.25), "{d:?}");
+            assert!(
+                d >= nominal.mul_f64(0.75) && d <= nominal.mul_f64(1.25),
+                "{d:?}"
+            );
         }
         assert!(exp.delay(40) <= Duration::from_secs(600));
         assert!(Backoff::parse("sometimes").is_err());

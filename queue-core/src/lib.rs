@@ -106,8 +106,8 @@ pub use error::{BoxError, Error, Message, Result};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
 pub use queue::{Queue, QueueSettings};
 pub use storage::{
-    Availability, Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease, MemoryStorage,
-    NewJob, QueueSize, ReserveRequest, Reserved, Storage,
+    Availability, Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease,
+    MemoryStorage, NewJob, QueueSize, ReserveRequest, Reserved, Storage,
 };
 pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 

@@ -11,10 +11,11 @@ use serde_json::value::RawValue;
 
 use crate::job::{Backoff, Handle, Job, JobContext, JobError};
 
+/// A started job body, or why its data does not decode into the job.
+type Started = Result<BoxFuture<'static, Result<(), JobError>>, String>;
+
 /// Runs a job from its encoded data: `Err` when the data does not decode into the job.
-pub(crate) type RunFn = dyn Fn(&RawValue, JobContext) -> Result<BoxFuture<'static, Result<(), JobError>>, String>
-    + Send
-    + Sync;
+pub(crate) type RunFn = dyn Fn(&RawValue, JobContext) -> Started + Send + Sync;
 
 /// A job type's entry in the process-wide registry. `#[derive(Job)]` submits one; you never
 /// build it yourself.
@@ -30,7 +31,7 @@ pub struct JobRegistration {
     pub timeout: Option<Duration>,
     /// Its backoff, if set.
     pub backoff: Option<Backoff>,
-    run: fn(&RawValue, JobContext) -> Result<BoxFuture<'static, Result<(), JobError>>, String>,
+    run: fn(&RawValue, JobContext) -> Started,
     check: fn(&RawValue) -> Result<(), String>,
 }
 
@@ -56,10 +57,7 @@ impl JobRegistration {
 
 inventory::collect!(JobRegistration);
 
-fn run_typed<T: Handle>(
-    data: &RawValue,
-    ctx: JobContext,
-) -> Result<BoxFuture<'static, Result<(), JobError>>, String> {
+fn run_typed<T: Handle>(data: &RawValue, ctx: JobContext) -> Started {
     let job: T = serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
     Ok(Box::pin(job.handle(ctx)))
 }

@@ -13,12 +13,43 @@ pub(crate) const KEYS: &[&str] = &["name", "queue", "tries", "timeout", "backoff
 /// The raw values of the keys that were given, not yet checked.
 #[derive(Default)]
 pub(crate) struct Attrs {
-    pub(crate) name: Option<LitStr>,
-    pub(crate) queue: Option<LitStr>,
-    pub(crate) tries: Option<Tries>,
-    pub(crate) timeout: Option<LitStr>,
-    pub(crate) backoff: Option<LitStr>,
-    pub(crate) krate: Option<LitStr>,
+    pub(crate) name: Option<Given<LitStr>>,
+    pub(crate) queue: Option<Given<LitStr>>,
+    pub(crate) tries: Option<Given<Tries>>,
+    pub(crate) timeout: Option<Given<LitStr>>,
+    pub(crate) backoff: Option<Given<LitStr>>,
+    pub(crate) krate: Option<Given<LitStr>>,
+}
+
+/// A value and the position of its key among all the keys of the type's `#[job(...)]`
+/// attributes, so that errors found later come out in source order.
+pub(crate) struct Given<T> {
+    pub(crate) at: usize,
+    pub(crate) value: T,
+}
+
+/// Errors collected across parsing and validation, each with the position it belongs at:
+/// a key's position (see [`Given`]), or [`Errors::AFTER_ATTRS`] for the type itself.
+#[derive(Default)]
+pub(crate) struct Errors(Vec<(usize, syn::Error)>);
+
+impl Errors {
+    /// The position of errors about the type's name, generics or kind, which come after
+    /// its attributes in the source.
+    pub(crate) const AFTER_ATTRS: usize = usize::MAX;
+
+    pub(crate) fn push(&mut self, at: usize, error: syn::Error) {
+        self.0.push((at, error));
+    }
+
+    /// All the errors as one, in source order, or `None` if there were none.
+    pub(crate) fn combined(mut self) -> Option<syn::Error> {
+        self.0.sort_by_key(|(at, _)| *at);
+        self.0.into_iter().map(|(_, e)| e).reduce(|mut all, e| {
+            all.combine(e);
+            all
+        })
+    }
 }
 
 /// The value of `tries`: an integer literal, possibly negated (so that `tries = -1` gets the
@@ -31,15 +62,17 @@ pub(crate) struct Tries {
 }
 
 /// Parses every `#[job(...)]` among `attrs`, pushing problems onto `errors`.
-pub(crate) fn parse(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> Attrs {
+pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> Attrs {
     let mut out = Attrs::default();
+    let mut at = 0;
     for attr in attrs.iter().filter(|a| a.path().is_ident("job")) {
         let result = attr.parse_nested_meta(|meta| {
-            parse_key(&meta, &mut out, errors)?;
-            Ok(())
+            at += 1;
+            parse_key(&meta, at, &mut out, errors)
         });
         if let Err(err) = result {
-            errors.push(err);
+            at += 1;
+            errors.push(at, err);
         }
     }
     out
@@ -47,36 +80,47 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> Attrs 
 
 /// Reads one `key = value`. Returns `Err` only for token streams it cannot step over; value
 /// problems are pushed onto `errors` so parsing goes on with the next key.
-fn parse_key(meta: &ParseNestedMeta<'_>, out: &mut Attrs, errors: &mut Vec<syn::Error>) -> syn::Result<()> {
+fn parse_key(
+    meta: &ParseNestedMeta<'_>,
+    at: usize,
+    out: &mut Attrs,
+    errors: &mut Errors,
+) -> syn::Result<()> {
     let path = &meta.path;
     let key = match path.get_ident() {
         Some(ident) if KEYS.contains(&ident.to_string().as_str()) => ident.to_string(),
         _ => {
-            errors.push(syn::Error::new_spanned(
-                path,
-                format!(
-                    "unknown job attribute `{}`, expected one of: {}",
-                    path_text(path),
-                    KEYS.join(", ")
+            errors.push(
+                at,
+                syn::Error::new_spanned(
+                    path,
+                    format!(
+                        "unknown job attribute `{}`, expected one of: {}",
+                        path_text(path),
+                        KEYS.join(", ")
+                    ),
                 ),
-            ));
+            );
             return skip_value(meta);
         }
     };
 
+    let example = match key.as_str() {
+        "name" => "\"send-email\"",
+        "queue" => "\"high\"",
+        "tries" => "3",
+        "timeout" => "\"30s\"",
+        "backoff" => "\"exponential\"",
+        _ => "\"::queue_core\"",
+    };
     if !meta.input.peek(Token![=]) {
-        let example = match key.as_str() {
-            "tries" => "3",
-            "timeout" => "\"30s\"",
-            "backoff" => "\"exponential\"",
-            "name" => "\"send-email\"",
-            "queue" => "\"high\"",
-            _ => "\"::queue_core\"",
-        };
-        errors.push(syn::Error::new_spanned(
-            path,
-            format!("job attribute `{key}` needs a value, as in `{key} = {example}`"),
-        ));
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                path,
+                format!("job attribute `{key}` needs a value, as in `{key} = {example}`"),
+            ),
+        );
         return skip_value(meta);
     }
     let value = unwrap_groups(meta.value()?.parse::<Expr>()?);
@@ -90,20 +134,20 @@ fn parse_key(meta: &ParseNestedMeta<'_>, out: &mut Attrs, errors: &mut Vec<syn::
         _ => out.krate.is_some(),
     };
     if duplicate {
-        errors.push(syn::Error::new_spanned(
-            path,
-            format!("duplicate job attribute `{key}`"),
-        ));
+        errors.push(
+            at,
+            syn::Error::new_spanned(path, format!("duplicate job attribute `{key}`")),
+        );
         return Ok(());
     }
 
     if key == "tries" {
         match tries(&value) {
-            Some(t) => out.tries = Some(t),
-            None => errors.push(syn::Error::new_spanned(
-                &value,
-                "expected an integer literal, as in `tries = 3`",
-            )),
+            Some(value) => out.tries = Some(Given { at, value }),
+            None => errors.push(
+                at,
+                syn::Error::new_spanned(&value, "expected an integer literal, as in `tries = 3`"),
+            ),
         }
         return Ok(());
     }
@@ -112,22 +156,24 @@ fn parse_key(meta: &ParseNestedMeta<'_>, out: &mut Attrs, errors: &mut Vec<syn::
         lit: Lit::Str(lit), ..
     }) = value
     else {
-        let hint = match (key.as_str(), &value) {
+        // The example fits the mistake where it can: `timeout = 30` -> `"30s"`.
+        let example = match (key.as_str(), &value) {
             (
                 "timeout" | "backoff",
                 Expr::Lit(ExprLit {
                     lit: Lit::Int(int), ..
                 }),
-            ) => format!(", as in `{key} = \"{}s\"`", int.base10_digits()),
-            ("crate", Expr::Path(p)) => {
-                format!(", as in `crate = \"{}\"`", path_text(&p.path))
-            }
-            _ => String::new(),
+            ) => format!("\"{}s\"", int.base10_digits()),
+            ("crate", Expr::Path(p)) => format!("\"{}\"", path_text(&p.path)),
+            _ => example.to_owned(),
         };
-        errors.push(syn::Error::new_spanned(
-            &value,
-            format!("expected a string literal{hint}"),
-        ));
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                &value,
+                format!("expected a string literal, as in `{key} = {example}`"),
+            ),
+        );
         return Ok(());
     };
     let slot = match key.as_str() {
@@ -137,7 +183,7 @@ fn parse_key(meta: &ParseNestedMeta<'_>, out: &mut Attrs, errors: &mut Vec<syn::
         "backoff" => &mut out.backoff,
         _ => &mut out.krate,
     };
-    *slot = Some(lit);
+    *slot = Some(Given { at, value: lit });
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use syn::{Ident, LitStr};
 
-use crate::attr::Attrs;
+use crate::attr::{Attrs, Errors, Given};
 
 /// A checked job definition.
 pub(crate) struct Model {
@@ -36,102 +36,110 @@ pub(crate) enum Backoff {
 const NAME_CHARS: &str = "ASCII letters, digits, `-`, `_`, `.` and `:`";
 
 /// Checks `attrs` for the type `ident`, pushing problems onto `errors`.
-pub(crate) fn validate(ident: &Ident, attrs: Attrs, errors: &mut Vec<syn::Error>) -> Model {
+pub(crate) fn validate(ident: &Ident, attrs: Attrs, errors: &mut Errors) -> Model {
     let krate = match &attrs.krate {
         None => syn::parse_quote!(::queue_core),
-        Some(lit) => match lit.parse::<syn::Path>() {
+        Some(Given { at, value: lit }) => match lit.parse::<syn::Path>() {
             Ok(path) => path,
             Err(_) => {
-                errors.push(syn::Error::new(
-                    lit.span(),
-                    format!(
-                        "bad crate path `{}`, expected a path such as `::queue_core`",
-                        lit.value()
+                errors.push(
+                    *at,
+                    error_at(
+                        lit,
+                        format!(
+                            "bad crate path `{}`, expected a path such as `::queue_core`",
+                            lit.value()
+                        ),
                     ),
-                ));
+                );
                 syn::parse_quote!(::queue_core)
             }
         },
     };
 
     let name = match &attrs.name {
-        Some(lit) => {
+        Some(Given { at, value: lit }) => {
             let name = lit.value();
-            if let Err(msg) = check_name(&name) {
-                errors.push(syn::Error::new(lit.span(), format!("job `name` {msg}")));
+            if let Err(msg) = check_name("name", &name) {
+                errors.push(*at, error_at(lit, msg));
             }
             name
         }
         None => {
             let name = kebab_case(&syn::ext::IdentExt::unraw(ident).to_string());
-            if check_name(&name).is_err() {
-                errors.push(syn::Error::new(
-                    ident.span(),
-                    format!(
-                        "the type name gives the job name `{name}`, which may only contain \
-                         {NAME_CHARS}; set one with #[job(name = \"...\")]"
+            if check_name("name", &name).is_err() {
+                errors.push(
+                    Errors::AFTER_ATTRS,
+                    syn::Error::new(
+                        ident.span(),
+                        format!(
+                            "the type name gives the job name `{name}`, which may only \
+                             contain {NAME_CHARS}; set one with #[job(name = \"...\")]"
+                        ),
                     ),
-                ));
+                );
             }
             name
         }
     };
 
-    let queue = attrs.queue.as_ref().map(|lit| {
+    let queue = attrs.queue.as_ref().map(|Given { at, value: lit }| {
         let queue = lit.value();
-        if let Err(msg) = check_name(&queue) {
-            errors.push(syn::Error::new(lit.span(), format!("`queue` {msg}")));
+        if let Err(msg) = check_name("queue", &queue) {
+            errors.push(*at, error_at(lit, msg));
         }
         queue
     });
 
-    let tries = attrs.tries.as_ref().and_then(|t| {
+    let tries = attrs.tries.as_ref().and_then(|Given { at, value: t }| {
         let at_least_one = || syn::Error::new_spanned(&t.tokens, "`tries` must be at least 1");
         if t.negative {
-            errors.push(at_least_one());
+            errors.push(*at, at_least_one());
             return None;
         }
         match t.lit.base10_parse::<u32>() {
             Ok(0) => {
-                errors.push(at_least_one());
+                errors.push(*at, at_least_one());
                 None
             }
             Ok(n) => Some(n),
             Err(_) => {
-                errors.push(syn::Error::new_spanned(
-                    &t.tokens,
-                    format!("`tries` must be a whole number from 1 to {}", u32::MAX),
-                ));
+                errors.push(
+                    *at,
+                    syn::Error::new_spanned(
+                        &t.tokens,
+                        format!("`tries` must be a whole number from 1 to {}", u32::MAX),
+                    ),
+                );
                 None
             }
         }
     });
 
-    let timeout = attrs
-        .timeout
-        .as_ref()
-        .and_then(|lit| match parse_duration(&lit.value()) {
-            Ok(d) if d.is_zero() => {
-                errors.push(error_at(lit, "`timeout` must be greater than zero".into()));
-                None
-            }
-            Ok(d) => Some(d),
-            Err(msg) => {
-                errors.push(error_at(lit, msg));
-                None
+    let timeout =
+        attrs.timeout.as_ref().and_then(|Given { at, value: lit }| {
+            match parse_duration(&lit.value()) {
+                Ok(d) if d.is_zero() => {
+                    errors.push(*at, error_at(lit, "`timeout` must be greater than zero"));
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(msg) => {
+                    errors.push(*at, error_at(lit, msg));
+                    None
+                }
             }
         });
 
-    let backoff = attrs
-        .backoff
-        .as_ref()
-        .and_then(|lit| match parse_backoff(&lit.value()) {
+    let backoff = attrs.backoff.as_ref().and_then(|Given { at, value: lit }| {
+        match parse_backoff(&lit.value()) {
             Ok(b) => Some(b),
             Err(msg) => {
-                errors.push(error_at(lit, msg));
+                errors.push(*at, error_at(lit, msg));
                 None
             }
-        });
+        }
+    });
 
     Model {
         krate,
@@ -143,22 +151,28 @@ pub(crate) fn validate(ident: &Ident, attrs: Attrs, errors: &mut Vec<syn::Error>
     }
 }
 
-fn error_at(lit: &LitStr, message: String) -> syn::Error {
+fn error_at(lit: &LitStr, message: impl std::fmt::Display) -> syn::Error {
     syn::Error::new(lit.span(), message)
 }
 
 /// Job and queue names: not empty, and only [`NAME_CHARS`] (so a name survives a command
-/// line, a comma-separated `--queue` list, a file name or a Redis key unquoted).
-fn check_name(name: &str) -> Result<(), String> {
+/// line, a comma-separated `--queue` list, a file name or a Redis key unquoted). `key` is
+/// `name` or `queue`.
+fn check_name(key: &str, name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Err(format!("`{key}` must not be empty"));
     }
+    let what = if key == "name" {
+        "job name"
+    } else {
+        "queue name"
+    };
     match name
         .chars()
         .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
     {
         Some(c) => Err(format!(
-            "`{name}` contains {}, but may only contain {NAME_CHARS}",
+            "bad {what} `{name}`: {} is not allowed, use only {NAME_CHARS}",
             describe_char(c)
         )),
         None => Ok(()),
@@ -191,9 +205,8 @@ pub(crate) fn kebab_case(ident: &str) -> String {
         if c.is_uppercase() && i > 0 {
             let prev = chars[i - 1];
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            let boundary = prev.is_lowercase()
-                || prev.is_ascii_digit()
-                || (prev.is_uppercase() && next_lower);
+            let boundary =
+                prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower);
             if boundary && !out.is_empty() && !out.ends_with('-') {
                 out.push('-');
             }
@@ -274,22 +287,27 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("bad duration `{text}`: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let Some(millis_per) = unit_millis(unit) else {
             let trimmed = unit.trim();
-            return Err(if trimmed != unit && (trimmed.is_empty() || unit_millis(trimmed).is_some())
-            {
-                format!(
-                    "bad duration `{text}`: spaces are not allowed, write `{}`",
-                    text.split_whitespace().collect::<String>()
-                )
-            } else if trimmed.is_empty() {
-                format!("bad duration `{text}`: missing unit (ms, s, m, h or d)")
-            } else {
-                format!("bad duration `{text}`: unknown unit `{trimmed}` (use ms, s, m, h or d)")
-            });
+            return Err(
+                if trimmed != unit && (trimmed.is_empty() || unit_millis(trimmed).is_some()) {
+                    format!(
+                        "bad duration `{text}`: spaces are not allowed, write `{}`",
+                        text.split_whitespace().collect::<String>()
+                    )
+                } else if trimmed.is_empty() {
+                    format!("bad duration `{text}`: missing unit (ms, s, m, h or d)")
+                } else {
+                    format!(
+                        "bad duration `{text}`: unknown unit `{trimmed}` (use ms, s, m, h or d)"
+                    )
+                },
+            );
         };
         total = total
             .checked_add(Duration::from_millis(number.saturating_mul(millis_per)))
@@ -327,7 +345,17 @@ mod tests {
         assert_eq!(ok("+5"), Duration::from_secs(5));
         assert_eq!(ok("0s"), Duration::ZERO);
         assert_eq!(ok("18446744073709551615"), Duration::from_secs(u64::MAX));
-        for bad in ["", "  ", "3 weeks", "s", "10x", "1m 30s", "1.5s", "-1s", "30 parsecs"] {
+        for bad in [
+            "",
+            "  ",
+            "3 weeks",
+            "s",
+            "10x",
+            "1m 30s",
+            "1.5s",
+            "-1s",
+            "30 parsecs",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
@@ -338,10 +366,7 @@ mod tests {
             parse_duration("1m 30s").unwrap_err(),
             "bad duration `1m 30s`: spaces are not allowed, write `1m30s`"
         );
-        assert_eq!(
-            parse_duration("10").unwrap(),
-            Duration::from_secs(10)
-        );
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
         assert_eq!(
             parse_duration("10s5").unwrap_err(),
             "bad duration `10s5`: missing unit (ms, s, m, h or d)"
@@ -420,11 +445,21 @@ mod tests {
 
     #[test]
     fn names() {
-        assert!(check_name("send-email").is_ok());
-        assert!(check_name("app:mail.Send_v2").is_ok());
-        assert!(check_name("").is_err());
-        assert!(check_name("send email").is_err());
-        assert!(check_name("a,b").is_err());
-        assert!(check_name("café").is_err());
+        assert!(check_name("name", "send-email").is_ok());
+        assert!(check_name("name", "app:mail.Send_v2").is_ok());
+        assert_eq!(
+            check_name("name", ""),
+            Err("`name` must not be empty".into())
+        );
+        assert_eq!(
+            check_name("queue", "high, low"),
+            Err(
+                "bad queue name `high, low`: a comma is not allowed, use only ASCII letters, \
+                 digits, `-`, `_`, `.` and `:`"
+                    .into()
+            )
+        );
+        assert!(check_name("name", "send email").is_err());
+        assert!(check_name("name", "café").is_err());
     }
 }

@@ -29,10 +29,24 @@ pub async fn push_reserve_acknowledge(store: Store) {
     assert_eq!(got[0].payload, b"one");
     assert_eq!(got[0].name, "a");
     assert_eq!(got[0].attempts, 1);
-    assert!(store.reserve(&request(&[&q], LONG, 1)).await.unwrap().is_empty(), "a reserved job is hidden");
-    assert_eq!(store.acknowledge(&[got[0].lease.clone()]).await.unwrap(), vec![true]);
+    assert!(
+        store
+            .reserve(&request(&[&q], LONG, 1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a reserved job is hidden"
+    );
+    assert_eq!(
+        store.acknowledge(&[got[0].lease.clone()]).await.unwrap(),
+        vec![true]
+    );
     assert_eq!(store.size(&q).await.unwrap().total(), 0);
-    assert!(store.reserve(&request(&[&q], LONG, 1)).await.unwrap().is_empty());
+    assert!(store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Payloads come back byte for byte, garbage included: the worker must see what is stored.
@@ -55,12 +69,17 @@ pub async fn payload_bytes_round_trip(store: Store) {
 /// `push` of many returns one id per job, in order, all distinct.
 pub async fn push_many_keeps_order(store: Store) {
     let q = unique("q");
-    let jobs: Vec<NewJob> = (0..50).map(|i| job(&q, "n", format!("{i}").as_bytes())).collect();
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| job(&q, "n", format!("{i}").as_bytes()))
+        .collect();
     let ids = store.push(jobs).await.unwrap();
     assert_eq!(ids.len(), 50);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 50);
     let got = store.reserve(&request(&[&q], LONG, 50)).await.unwrap();
-    let order: Vec<String> = got.iter().map(|r| String::from_utf8(r.payload.clone()).unwrap()).collect();
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect();
     let expected: Vec<String> = (0..50).map(|i| i.to_string()).collect();
     assert_eq!(order, expected, "FIFO within a queue");
     let got_ids: Vec<_> = got.iter().map(|r| r.lease.job_id.clone()).collect();
@@ -71,9 +90,18 @@ pub async fn push_many_keeps_order(store: Store) {
 pub async fn priority_and_fifo(store: Store) {
     let (high, default, low) = (unique("high"), unique("default"), unique("low"));
     for i in 0..3 {
-        store.push(vec![job(&low, "j", format!("low{i}").as_bytes())]).await.unwrap();
-        store.push(vec![job(&default, "j", format!("default{i}").as_bytes())]).await.unwrap();
-        store.push(vec![job(&high, "j", format!("high{i}").as_bytes())]).await.unwrap();
+        store
+            .push(vec![job(&low, "j", format!("low{i}").as_bytes())])
+            .await
+            .unwrap();
+        store
+            .push(vec![job(&default, "j", format!("default{i}").as_bytes())])
+            .await
+            .unwrap();
+        store
+            .push(vec![job(&high, "j", format!("high{i}").as_bytes())])
+            .await
+            .unwrap();
     }
     let queues = [high.as_str(), default.as_str(), low.as_str()];
     let mut order = Vec::new();
@@ -88,11 +116,20 @@ pub async fn priority_and_fifo(store: Store) {
     );
     // A batch fills from the highest queue first.
     for i in 0..2 {
-        store.push(vec![job(&low, "j", format!("l{i}").as_bytes())]).await.unwrap();
-        store.push(vec![job(&high, "j", format!("h{i}").as_bytes())]).await.unwrap();
+        store
+            .push(vec![job(&low, "j", format!("l{i}").as_bytes())])
+            .await
+            .unwrap();
+        store
+            .push(vec![job(&high, "j", format!("h{i}").as_bytes())])
+            .await
+            .unwrap();
     }
     let got = store.reserve(&request(&queues, LONG, 3)).await.unwrap();
-    let order: Vec<String> = got.iter().map(|r| String::from_utf8(r.payload.clone()).unwrap()).collect();
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect();
     assert_eq!(order, ["h0", "h1", "l0"]);
 }
 
@@ -120,9 +157,22 @@ pub async fn delayed_availability(store: Store) {
 /// `limit` caps a reservation; several jobs come back from one call.
 pub async fn reserve_limit_and_batch(store: Store) {
     let q = unique("q");
-    store.push((0..10).map(|_| job(&q, "b", b"x")).collect()).await.unwrap();
-    assert_eq!(store.reserve(&request(&[&q], LONG, 4)).await.unwrap().len(), 4);
-    assert_eq!(store.reserve(&request(&[&q], LONG, 100)).await.unwrap().len(), 6);
+    store
+        .push((0..10).map(|_| job(&q, "b", b"x")).collect())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.reserve(&request(&[&q], LONG, 4)).await.unwrap().len(),
+        4
+    );
+    assert_eq!(
+        store
+            .reserve(&request(&[&q], LONG, 100))
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
     assert_eq!(store.size(&q).await.unwrap().reserved, 10);
 }
 
@@ -132,7 +182,12 @@ pub async fn no_double_delivery(store: Store) {
     const N: usize = 10_000;
     for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
         store
-            .push(chunk.iter().map(|i| job(&q, "n", i.to_string().as_bytes())).collect())
+            .push(
+                chunk
+                    .iter()
+                    .map(|i| job(&q, "n", i.to_string().as_bytes()))
+                    .collect(),
+            )
             .await
             .unwrap();
     }
@@ -154,7 +209,10 @@ pub async fn no_double_delivery(store: Store) {
                 let leases: Vec<_> = got.iter().map(|r| r.lease.clone()).collect();
                 let acked = store.acknowledge(&leases).await.unwrap();
                 assert!(acked.iter().all(|a| *a), "fresh leases acknowledge");
-                seen.extend(got.into_iter().map(|r| String::from_utf8(r.payload).unwrap()));
+                seen.extend(
+                    got.into_iter()
+                        .map(|r| String::from_utf8(r.payload).unwrap()),
+                );
             }
             seen
         }));
@@ -173,11 +231,23 @@ pub async fn no_double_delivery(store: Store) {
 pub async fn lease_expiry_and_recovery(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "l", b"x")]).await.unwrap();
-    let first = store.reserve(&request(&[&q], SHORT, 1)).await.unwrap().remove(0);
-    assert!(store.reserve(&request(&[&q], SHORT, 1)).await.unwrap().is_empty());
+    let first = store
+        .reserve(&request(&[&q], SHORT, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(store
+        .reserve(&request(&[&q], SHORT, 1))
+        .await
+        .unwrap()
+        .is_empty());
     tokio::time::sleep(PAST_SHORT).await;
     let second = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
-    assert_eq!(second.len(), 1, "the expired reservation is available again");
+    assert_eq!(
+        second.len(),
+        1,
+        "the expired reservation is available again"
+    );
     let second = &second[0];
     assert_eq!(second.lease.job_id, first.lease.job_id);
     assert_eq!(second.attempts, 2);
@@ -188,16 +258,46 @@ pub async fn lease_expiry_and_recovery(store: Store) {
 pub async fn stale_lease_is_refused(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "f", b"x")]).await.unwrap();
-    let stale = store.reserve(&request(&[&q], SHORT, 1)).await.unwrap().remove(0);
+    let stale = store
+        .reserve(&request(&[&q], SHORT, 1))
+        .await
+        .unwrap()
+        .remove(0);
     tokio::time::sleep(PAST_SHORT).await;
-    let current = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
-    assert_eq!(store.acknowledge(&[stale.lease.clone()]).await.unwrap(), vec![false]);
-    assert!(matches!(store.release(&stale.lease, Duration::ZERO, false).await, Err(Error::LeaseLost { .. })));
-    assert!(matches!(store.fail(&stale.lease, "stale").await, Err(Error::LeaseLost { .. })));
-    assert!(matches!(store.extend(&stale.lease, LONG).await, Err(Error::LeaseLost { .. })));
+    let current = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        store.acknowledge(&[stale.lease.clone()]).await.unwrap(),
+        vec![false]
+    );
+    assert!(matches!(
+        store.release(&stale.lease, Duration::ZERO, false).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.fail(&stale.lease, "stale").await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.extend(&stale.lease, LONG).await,
+        Err(Error::LeaseLost { .. })
+    ));
     assert_eq!(store.failed_count().await.unwrap(), 0);
-    assert_eq!(store.size(&q).await.unwrap().reserved, 1, "the current holder keeps it");
-    assert_eq!(store.acknowledge(&[current.lease.clone(), stale.lease.clone()]).await.unwrap(), vec![true, false]);
+    assert_eq!(
+        store.size(&q).await.unwrap().reserved,
+        1,
+        "the current holder keeps it"
+    );
+    assert_eq!(
+        store
+            .acknowledge(&[current.lease.clone(), stale.lease.clone()])
+            .await
+            .unwrap(),
+        vec![true, false]
+    );
     assert_eq!(store.size(&q).await.unwrap().total(), 0);
 }
 
@@ -205,12 +305,23 @@ pub async fn stale_lease_is_refused(store: Store) {
 pub async fn extend_keeps_reservation(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "e", b"x")]).await.unwrap();
-    let held = store.reserve(&request(&[&q], SHORT, 1)).await.unwrap().remove(0);
+    let held = store
+        .reserve(&request(&[&q], SHORT, 1))
+        .await
+        .unwrap()
+        .remove(0);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         store.extend(&held.lease, SHORT).await.unwrap();
     }
-    assert!(store.reserve(&request(&[&q], LONG, 1)).await.unwrap().is_empty(), "still held after 800 ms");
+    assert!(
+        store
+            .reserve(&request(&[&q], LONG, 1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "still held after 800 ms"
+    );
     assert_eq!(store.acknowledge(&[held.lease]).await.unwrap(), vec![true]);
 }
 
@@ -218,14 +329,32 @@ pub async fn extend_keeps_reservation(store: Store) {
 pub async fn release_with_delay(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "r", b"x")]).await.unwrap();
-    let first = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
-    store.release(&first.lease, Duration::from_millis(500), false).await.unwrap();
+    let first = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .release(&first.lease, Duration::from_millis(500), false)
+        .await
+        .unwrap();
     let size = store.size(&q).await.unwrap();
     assert_eq!((size.delayed, size.reserved), (1, 0));
-    assert!(store.reserve(&request(&[&q], LONG, 1)).await.unwrap().is_empty());
-    assert!(store.acknowledge(&[first.lease.clone()]).await.unwrap() == vec![false], "a released lease is stale");
+    assert!(store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        store.acknowledge(&[first.lease.clone()]).await.unwrap() == vec![false],
+        "a released lease is stale"
+    );
     tokio::time::sleep(PAST_SHORT).await;
-    let again = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
+    let again = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.attempts, 2);
     assert_eq!(again.payload, b"x");
 }
@@ -234,17 +363,35 @@ pub async fn release_with_delay(store: Store) {
 pub async fn release_refunds_attempt(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "r", b"x")]).await.unwrap();
-    let first = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
-    store.release(&first.lease, Duration::ZERO, true).await.unwrap();
-    let again = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
+    let first = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .release(&first.lease, Duration::ZERO, true)
+        .await
+        .unwrap();
+    let again = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.attempts, 1);
 }
 
 /// `fail` moves a job to the failed store with everything an operator needs.
 pub async fn fail_moves_to_failed_store(store: Store) {
     let q = unique("q");
-    let ids = store.push(vec![job(&q, "boom", b"payload-1")]).await.unwrap();
-    let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
+    let ids = store
+        .push(vec![job(&q, "boom", b"payload-1")])
+        .await
+        .unwrap();
+    let got = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
     let before = SystemTime::now() - Duration::from_secs(5);
     store.fail(&got.lease, "it broke: reason").await.unwrap();
     assert_eq!(store.size(&q).await.unwrap().total(), 0);
@@ -267,8 +414,15 @@ pub async fn fail_moves_to_failed_store(store: Store) {
 pub async fn failed_store_operations(store: Store) {
     let q = unique("q");
     for i in 0..5 {
-        store.push(vec![job(&q, "f", format!("p{i}").as_bytes())]).await.unwrap();
-        let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
+        store
+            .push(vec![job(&q, "f", format!("p{i}").as_bytes())])
+            .await
+            .unwrap();
+        let got = store
+            .reserve(&request(&[&q], LONG, 1))
+            .await
+            .unwrap()
+            .remove(0);
         store.fail(&got.lease, &format!("e{i}")).await.unwrap();
         // Distinct failure times, so newest-first is well defined on every backend.
         tokio::time::sleep(Duration::from_millis(15)).await;
@@ -277,15 +431,30 @@ pub async fn failed_store_operations(store: Store) {
     let errors: Vec<&str> = all.iter().map(|f| f.error.as_str()).collect();
     assert_eq!(errors, ["e4", "e3", "e2", "e1", "e0"], "newest first");
     let page = store.failed_list(1, 2).await.unwrap();
-    assert_eq!(page.iter().map(|f| f.error.as_str()).collect::<Vec<_>>(), ["e3", "e2"]);
+    assert_eq!(
+        page.iter().map(|f| f.error.as_str()).collect::<Vec<_>>(),
+        ["e3", "e2"]
+    );
 
-    let new_id = store.failed_retry(&all[0].id).await.unwrap().expect("retried");
+    let new_id = store
+        .failed_retry(&all[0].id)
+        .await
+        .unwrap()
+        .expect("retried");
     assert_eq!(store.failed_count().await.unwrap(), 4);
-    let again = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
+    let again = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.lease.job_id, new_id);
     assert_eq!(again.payload, b"p4");
     assert_eq!(again.attempts, 1, "a retried job starts its attempts again");
-    assert_eq!(store.failed_retry(&all[0].id).await.unwrap(), None, "retried once only");
+    assert_eq!(
+        store.failed_retry(&all[0].id).await.unwrap(),
+        None,
+        "retried once only"
+    );
 
     assert!(store.failed_forget(&all[1].id).await.unwrap());
     assert!(!store.failed_forget(&all[1].id).await.unwrap());
@@ -299,8 +468,15 @@ pub async fn failed_store_operations(store: Store) {
 pub async fn failed_prune(store: Store) {
     let q = unique("q");
     for i in 0..3 {
-        store.push(vec![job(&q, "p", format!("{i}").as_bytes())]).await.unwrap();
-        let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
+        store
+            .push(vec![job(&q, "p", format!("{i}").as_bytes())])
+            .await
+            .unwrap();
+        let got = store
+            .reserve(&request(&[&q], LONG, 1))
+            .await
+            .unwrap()
+            .remove(0);
         store.fail(&got.lease, "old").await.unwrap();
     }
     let past = SystemTime::now() - Duration::from_secs(3600);
@@ -314,7 +490,10 @@ pub async fn failed_prune(store: Store) {
 /// Sizes by state, the list of queues, and clear.
 pub async fn sizes_queues_and_clear(store: Store) {
     let (a, b) = (unique("a"), unique("b"));
-    store.push((0..3).map(|_| job(&a, "s", b"x")).collect()).await.unwrap();
+    store
+        .push((0..3).map(|_| job(&a, "s", b"x")).collect())
+        .await
+        .unwrap();
     let mut delayed = job(&a, "s", b"x");
     delayed.available = Availability::After(Duration::from_secs(3600));
     store.push(vec![delayed, job(&b, "s", b"y")]).await.unwrap();
@@ -325,10 +504,18 @@ pub async fn sizes_queues_and_clear(store: Store) {
     assert_eq!(store.size(&unique("none")).await.unwrap().total(), 0);
     let queues = store.queues().await.unwrap();
     assert!(queues.contains(&a) && queues.contains(&b), "{queues:?}");
-    assert_eq!(store.clear(&a).await.unwrap(), 3, "clear removes what is not reserved");
+    assert_eq!(
+        store.clear(&a).await.unwrap(),
+        3,
+        "clear removes what is not reserved"
+    );
     let size = store.size(&a).await.unwrap();
     assert_eq!((size.waiting, size.delayed, size.reserved), (0, 0, 1));
-    assert_eq!(store.size(&b).await.unwrap().waiting, 1, "other queues untouched");
+    assert_eq!(
+        store.size(&b).await.unwrap().waiting,
+        1,
+        "other queues untouched"
+    );
 }
 
 /// 8 tasks contend for one lock: never two inside at once.
@@ -338,14 +525,19 @@ pub async fn lock_mutual_exclusion(store: Store) {
     let entered = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for t in 0..8 {
-        let (store, key, inside, entered) = (store.clone(), key.clone(), inside.clone(), entered.clone());
+        let (store, key, inside, entered) =
+            (store.clone(), key.clone(), inside.clone(), entered.clone());
         tasks.push(tokio::spawn(async move {
             let owner = format!("owner-{t}");
             let mut mine = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             while mine < 5 && tokio::time::Instant::now() < deadline {
                 if store.lock(&key, &owner, LONG).await.unwrap() {
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two holders at once"
+                    );
                     entered.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     inside.fetch_sub(1, Ordering::SeqCst);
@@ -371,10 +563,19 @@ pub async fn lock_owner_and_expiry(store: Store) {
     let key = unique("lock");
     assert!(store.lock(&key, "a", SHORT).await.unwrap());
     assert!(!store.lock(&key, "b", SHORT).await.unwrap());
-    assert!(!store.unlock(&key, "b").await.unwrap(), "only the owner unlocks");
-    assert!(store.lock(&key, "a", SHORT).await.unwrap(), "the owner renews");
+    assert!(
+        !store.unlock(&key, "b").await.unwrap(),
+        "only the owner unlocks"
+    );
+    assert!(
+        store.lock(&key, "a", SHORT).await.unwrap(),
+        "the owner renews"
+    );
     tokio::time::sleep(PAST_SHORT).await;
-    assert!(store.lock(&key, "b", LONG).await.unwrap(), "an expired lock is free");
+    assert!(
+        store.lock(&key, "b", LONG).await.unwrap(),
+        "an expired lock is free"
+    );
     assert!(!store.unlock(&key, "a").await.unwrap());
     assert!(store.unlock(&key, "b").await.unwrap());
     assert!(store.lock(&key, "c", LONG).await.unwrap());
@@ -383,11 +584,22 @@ pub async fn lock_owner_and_expiry(store: Store) {
 /// `ReserveRequest::name` takes only jobs of that name (`runall run NAME`).
 pub async fn reserve_by_name(store: Store) {
     if !store.capabilities().reserve_by_name {
-        println!("reserve_by_name: not applicable to the {} driver (declared in its capabilities)", store.driver());
+        println!(
+            "reserve_by_name: not applicable to the {} driver (declared in its capabilities)",
+            store.driver()
+        );
         return;
     }
     let q = unique("q");
-    store.push(vec![job(&q, "other", b"1"), job(&q, "wanted", b"2"), job(&q, "other", b"3"), job(&q, "wanted", b"4")]).await.unwrap();
+    store
+        .push(vec![
+            job(&q, "other", b"1"),
+            job(&q, "wanted", b"2"),
+            job(&q, "other", b"3"),
+            job(&q, "wanted", b"4"),
+        ])
+        .await
+        .unwrap();
     let mut req = request(&[&q], LONG, 10);
     req.name = Some("wanted".into());
     let got = store.reserve(&req).await.unwrap();

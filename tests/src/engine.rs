@@ -37,7 +37,9 @@ fn recorder(queue: &Queue, name: &str) -> Log {
     queue.listen(name, move |payload: serde_json::Value, _ctx| {
         let sink = sink.clone();
         async move {
-            sink.lock().unwrap().push(payload.as_str().unwrap_or_default().to_owned());
+            sink.lock()
+                .unwrap()
+                .push(payload.as_str().unwrap_or_default().to_owned());
             Ok(())
         }
     });
@@ -49,12 +51,25 @@ pub async fn engine_runs_jobs_in_priority_order(store: Store) {
     let queue = Queue::from_arc(store);
     let (high, default, low) = (unique("high"), unique("default"), unique("low"));
     let log = recorder(&queue, "record");
-    for (q, tag) in [(&low, "low1"), (&default, "default1"), (&high, "high1"), (&low, "low2"), (&high, "high2")] {
-        queue.dispatch_named("record", json!(tag)).on_queue(q.as_str()).await.unwrap();
+    for (q, tag) in [
+        (&low, "low1"),
+        (&default, "default1"),
+        (&high, "high1"),
+        (&low, "low2"),
+        (&high, "high2"),
+    ] {
+        queue
+            .dispatch_named("record", json!(tag))
+            .on_queue(q.as_str())
+            .await
+            .unwrap();
     }
     let summary = run_worker(&queue, test_options(&[&high, &default, &low])).await;
     assert_eq!(summary.processed, 5);
-    assert_eq!(*log.lock().unwrap(), ["high1", "high2", "default1", "low1", "low2"]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["high1", "high2", "default1", "low1", "low2"]
+    );
 }
 
 /// A job that fails twice then succeeds is retried after its backoff and finishes.
@@ -73,13 +88,24 @@ pub async fn engine_retries_with_backoff(store: Store) {
             Ok(())
         }
     });
-    queue.dispatch_named("flaky", json!({})).on_queue(q.as_str()).tries(3).await.unwrap();
+    queue
+        .dispatch_named("flaky", json!({}))
+        .on_queue(q.as_str())
+        .tries(3)
+        .await
+        .unwrap();
     let summary = run_worker(&queue, test_options(&[&q])).await;
-    assert_eq!((summary.processed, summary.retried, summary.failed), (1, 2, 0));
+    assert_eq!(
+        (summary.processed, summary.retried, summary.failed),
+        (1, 2, 0)
+    );
     let attempts = attempts.lock().unwrap();
     assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
     for pair in attempts.windows(2) {
-        assert!(pair[1].1 - pair[0].1 >= Duration::from_millis(100), "backoff respected");
+        assert!(
+            pair[1].1 - pair[0].1 >= Duration::from_millis(100),
+            "backoff respected"
+        );
     }
     assert_eq!(store.failed_count().await.unwrap(), 0);
 }
@@ -94,18 +120,41 @@ pub async fn engine_fails_after_tries(store: Store) {
     queue.listen("fails-now", |_: serde_json::Value, _ctx| async move {
         Err::<(), _>(JobError::fail("malformed address"))
     });
-    queue.dispatch_named("always-fails", json!({"k": 1})).on_queue(q.as_str()).tries(2).await.unwrap();
-    queue.dispatch_named("fails-now", json!({})).on_queue(q.as_str()).tries(5).await.unwrap();
+    queue
+        .dispatch_named("always-fails", json!({"k": 1}))
+        .on_queue(q.as_str())
+        .tries(2)
+        .await
+        .unwrap();
+    queue
+        .dispatch_named("fails-now", json!({}))
+        .on_queue(q.as_str())
+        .tries(5)
+        .await
+        .unwrap();
     let summary = run_worker(&queue, test_options(&[&q])).await;
-    assert_eq!((summary.processed, summary.failed, summary.retried), (0, 2, 1));
+    assert_eq!(
+        (summary.processed, summary.failed, summary.retried),
+        (0, 2, 1)
+    );
     let failed = store.failed_list(0, 10).await.unwrap();
-    let always = failed.iter().find(|f| f.name == "always-fails").expect("in the failed store");
-    assert!(always.error.contains("the remote said no"), "{}", always.error);
+    let always = failed
+        .iter()
+        .find(|f| f.name == "always-fails")
+        .expect("in the failed store");
+    assert!(
+        always.error.contains("the remote said no"),
+        "{}",
+        always.error
+    );
     assert!(always.error.contains("attempt 2 of 2"), "{}", always.error);
     assert_eq!(always.attempts, 2);
     assert_eq!(always.queue, q);
     assert!(String::from_utf8_lossy(&always.payload).contains("\"k\":1"));
-    let now = failed.iter().find(|f| f.name == "fails-now").expect("in the failed store");
+    let now = failed
+        .iter()
+        .find(|f| f.name == "fails-now")
+        .expect("in the failed store");
     assert_eq!(now.attempts, 1, "JobError::fail is not retried");
     assert_eq!(now.error, "malformed address");
 }
@@ -129,12 +178,28 @@ pub async fn engine_bad_payloads_go_to_failed_store(store: Store) {
             Ok(())
         }
     });
-    let deep = format!("{{\"v\":1,\"name\":\"shaped\",\"data\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep = format!(
+        "{{\"v\":1,\"name\":\"shaped\",\"data\":{}1{}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
         ("garbage", vec![0xff, 0x00, 0xfe, 0x13], "not valid UTF-8"),
-        ("truncated", b"{\"v\":1,\"name\":\"shaped\",\"data\":{\"n\":".to_vec(), "truncated"),
-        ("unknown", br#"{"v":1,"name":"no-such-job","data":{}}"#.to_vec(), "unknown job name `no-such-job`"),
-        ("wrong-shape", br#"{"v":1,"name":"shaped","data":{"n":"seven"}}"#.to_vec(), "does not fit job `shaped`"),
+        (
+            "truncated",
+            b"{\"v\":1,\"name\":\"shaped\",\"data\":{\"n\":".to_vec(),
+            "truncated",
+        ),
+        (
+            "unknown",
+            br#"{"v":1,"name":"no-such-job","data":{}}"#.to_vec(),
+            "unknown job name `no-such-job`",
+        ),
+        (
+            "wrong-shape",
+            br#"{"v":1,"name":"shaped","data":{"n":"seven"}}"#.to_vec(),
+            "does not fit job `shaped`",
+        ),
         ("empty", Vec::new(), "empty payload"),
         ("not-envelope", b"[1,2,3]".to_vec(), "not a job envelope"),
         ("deep", deep.into_bytes(), "does not fit job `shaped`"),
@@ -142,7 +207,11 @@ pub async fn engine_bad_payloads_go_to_failed_store(store: Store) {
     for (name, payload, _) in &bad {
         store.push(vec![job(&q, name, payload)]).await.unwrap();
     }
-    queue.dispatch_named("shaped", json!({"n": 7})).on_queue(q.as_str()).await.unwrap();
+    queue
+        .dispatch_named("shaped", json!({"n": 7}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
     let summary = run_worker(&queue, test_options(&[&q]).tries(3)).await;
     assert_eq!(summary.processed, 1, "the good job ran");
     assert_eq!(done.load(Ordering::SeqCst), 1);
@@ -150,8 +219,15 @@ pub async fn engine_bad_payloads_go_to_failed_store(store: Store) {
     assert_eq!(summary.retried, 0, "bad payloads are not retried");
     let failed = store.failed_list(0, 100).await.unwrap();
     for (name, payload, reason) in &bad {
-        let f = failed.iter().find(|f| f.name == *name).unwrap_or_else(|| panic!("{name} in the failed store"));
-        assert!(f.error.contains(reason), "{name}: `{}` should mention `{reason}`", f.error);
+        let f = failed
+            .iter()
+            .find(|f| f.name == *name)
+            .unwrap_or_else(|| panic!("{name} in the failed store"));
+        assert!(
+            f.error.contains(reason),
+            "{name}: `{}` should mention `{reason}`",
+            f.error
+        );
         assert_eq!(f.attempts, 1, "{name} was not retried");
         assert_eq!(&f.payload, payload, "{name}: payload kept as it was");
     }
@@ -173,12 +249,29 @@ pub async fn engine_panicking_job_is_a_failed_attempt(store: Store) {
         }
         Ok(())
     });
-    queue.dispatch_named("panics-once", json!({})).on_queue(q.as_str()).tries(2).await.unwrap();
-    queue.dispatch_named("panics-always", json!({})).on_queue(q.as_str()).tries(1).await.unwrap();
+    queue
+        .dispatch_named("panics-once", json!({}))
+        .on_queue(q.as_str())
+        .tries(2)
+        .await
+        .unwrap();
+    queue
+        .dispatch_named("panics-always", json!({}))
+        .on_queue(q.as_str())
+        .tries(1)
+        .await
+        .unwrap();
     let summary = run_worker(&queue, test_options(&[&q])).await;
-    assert_eq!((summary.processed, summary.retried, summary.failed), (1, 1, 1));
+    assert_eq!(
+        (summary.processed, summary.retried, summary.failed),
+        (1, 1, 1)
+    );
     let failed = store.failed_list(0, 10).await.unwrap();
-    assert!(failed[0].error.contains("job panicked: always explodes"), "{}", failed[0].error);
+    assert!(
+        failed[0].error.contains("job panicked: always explodes"),
+        "{}",
+        failed[0].error
+    );
 }
 
 /// A job past its timeout is cancelled and counts as a failed attempt.
@@ -204,9 +297,17 @@ pub async fn engine_timeout_cancels_job(store: Store) {
         .unwrap();
     let summary = run_worker(&queue, test_options(&[&q])).await;
     assert_eq!((summary.failed, summary.retried), (1, 1));
-    assert_eq!(finished.load(Ordering::SeqCst), 0, "the hanging body was cancelled");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        0,
+        "the hanging body was cancelled"
+    );
     let failed = store.failed_list(0, 10).await.unwrap();
-    assert!(failed[0].error.contains("timed out after 300ms"), "{}", failed[0].error);
+    assert!(
+        failed[0].error.contains("timed out after 300ms"),
+        "{}",
+        failed[0].error
+    );
     assert_eq!(failed[0].attempts, 2);
 }
 
@@ -243,7 +344,10 @@ pub async fn engine_without_overlapping(store: Store) {
     assert_eq!(summary.processed, 8);
     assert_eq!(summary.failed, 0);
     assert_eq!(max_inside.load(Ordering::SeqCst), 1, "never two at once");
-    assert!(store.lock(&key, "someone-else", SHORT).await.unwrap(), "the lock was released");
+    assert!(
+        store.lock(&key, "someone-else", SHORT).await.unwrap(),
+        "the lock was released"
+    );
 }
 
 /// A job whose worker died on its last attempt ends in the failed store instead of looping.
@@ -259,7 +363,12 @@ pub async fn engine_dead_worker_costs_an_attempt(store: Store) {
             Ok(())
         }
     });
-    queue.dispatch_named("kills-worker", json!({})).on_queue(q.as_str()).tries(1).await.unwrap();
+    queue
+        .dispatch_named("kills-worker", json!({}))
+        .on_queue(q.as_str())
+        .tries(1)
+        .await
+        .unwrap();
     // A worker reserves it and dies: nobody acknowledges, the lease runs out.
     let dead = store.reserve(&request(&[&q], SHORT, 1)).await.unwrap();
     assert_eq!(dead.len(), 1);
@@ -268,7 +377,11 @@ pub async fn engine_dead_worker_costs_an_attempt(store: Store) {
     assert_eq!((summary.processed, summary.failed), (0, 1));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     let failed = store.failed_list(0, 1).await.unwrap();
-    assert!(failed[0].error.contains("attempts exhausted"), "{}", failed[0].error);
+    assert!(
+        failed[0].error.contains("attempts exhausted"),
+        "{}",
+        failed[0].error
+    );
 }
 
 /// `concurrency(8)` runs eight jobs at once in one worker.
@@ -288,7 +401,12 @@ pub async fn engine_concurrency(store: Store) {
         }
     });
     for _ in 0..8 {
-        queue.dispatch_named("meet", json!({})).on_queue(q.as_str()).tries(1).await.unwrap();
+        queue
+            .dispatch_named("meet", json!({}))
+            .on_queue(q.as_str())
+            .tries(1)
+            .await
+            .unwrap();
     }
     let summary = run_worker(&queue, test_options(&[&q]).concurrency(8)).await;
     assert_eq!((summary.processed, summary.failed), (8, 0));
@@ -308,11 +426,20 @@ pub async fn engine_delayed_job_waits(store: Store) {
         }
     });
     let dispatched = Instant::now();
-    queue.dispatch_named("later", json!({})).on_queue(q.as_str()).delay(Duration::from_millis(700)).await.unwrap();
+    queue
+        .dispatch_named("later", json!({}))
+        .on_queue(q.as_str())
+        .delay(Duration::from_millis(700))
+        .await
+        .unwrap();
     let summary = run_worker(&queue, test_options(&[&q])).await;
     assert_eq!(summary.processed, 1);
     let ran = ran_at.lock().unwrap().expect("it ran");
-    assert!(ran - dispatched >= Duration::from_millis(650), "ran after {:?}", ran - dispatched);
+    assert!(
+        ran - dispatched >= Duration::from_millis(650),
+        "ran after {:?}",
+        ran - dispatched
+    );
 }
 
 /// `ctx.release(delay)` puts the job back; it runs again with the attempt counted.
@@ -331,7 +458,12 @@ pub async fn engine_release_from_job(store: Store) {
             Ok(())
         }
     });
-    queue.dispatch_named("not-now", json!({})).on_queue(q.as_str()).tries(3).await.unwrap();
+    queue
+        .dispatch_named("not-now", json!({}))
+        .on_queue(q.as_str())
+        .tries(3)
+        .await
+        .unwrap();
     let summary = run_worker(&queue, test_options(&[&q])).await;
     assert_eq!(summary.processed, 1);
     assert_eq!(*attempts.lock().unwrap(), [1, 2]);
@@ -360,8 +492,16 @@ pub async fn engine_graceful_stop_puts_back(store: Store) {
             Ok(())
         }
     });
-    queue.dispatch_named("quick", json!({})).on_queue(q.as_str()).await.unwrap();
-    queue.dispatch_named("slow", json!({})).on_queue(q.as_str()).await.unwrap();
+    queue
+        .dispatch_named("quick", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
+    queue
+        .dispatch_named("slow", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
     let worker = queue.worker(
         test_options(&[&q])
             .concurrency(2)
@@ -378,11 +518,21 @@ pub async fn engine_graceful_stop_puts_back(store: Store) {
         .expect("the worker stopped after its grace period")
         .unwrap()
         .unwrap();
-    assert_eq!(summary.processed, 1, "the quick job finished and was acknowledged");
+    assert_eq!(
+        summary.processed, 1,
+        "the quick job finished and was acknowledged"
+    );
     assert_eq!(summary.released, 1, "the slow job was put back");
     let size = store.size(&q).await.unwrap();
-    assert_eq!((size.waiting, size.reserved), (1, 0), "available again at once, not after its lease");
-    let back = store.reserve(&request(&[&q], Duration::from_secs(5), 1)).await.unwrap();
+    assert_eq!(
+        (size.waiting, size.reserved),
+        (1, 0),
+        "available again at once, not after its lease"
+    );
+    let back = store
+        .reserve(&request(&[&q], Duration::from_secs(5), 1))
+        .await
+        .unwrap();
     assert_eq!(back[0].name, "slow");
     assert_eq!(back[0].attempts, 1, "the interrupted attempt was refunded");
 }

@@ -48,7 +48,11 @@ use crate::storage::{self, ConnectOptions, FailedJob};
 use crate::worker::{StopReason, WorkerOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "runall", version, about = "Run and manage background-job workers")]
+#[command(
+    name = "runall",
+    version,
+    about = "Run and manage background-job workers"
+)]
 struct Cli {
     /// Connection URL (sqlite://jobs.db, postgres://..., mysql://..., redis://...,
     /// file:///path, memcache://host:port).
@@ -249,9 +253,9 @@ impl Runner {
             failed_table: config.failed_table.clone(),
             migrate: true,
         };
-        let storage = storage::connect(&url, options).await.map_err(|e| {
-            Error::Config(format!("cannot connect to {}: {e}", redact_url(&url)))
-        })?;
+        let storage = storage::connect(&url, options)
+            .await
+            .map_err(|e| Error::Config(format!("cannot connect to {}: {e}", redact_url(&url))))?;
         let mut settings = QueueSettings::default();
         if let Some(max) = config.max_payload {
             settings.max_payload = max;
@@ -272,8 +276,7 @@ impl Runner {
                 work(&queue, &config, args, None).await?;
             }
             Command::Run { name, work: args } => {
-                if crate::registry::find(&name).is_none()
-                    && !queue.listener_names().contains(&name)
+                if crate::registry::find(&name).is_none() && !queue.listener_names().contains(&name)
                 {
                     return Err(Error::UnknownJob { name });
                 }
@@ -288,10 +291,18 @@ impl Runner {
                     Some(q) => vec![q],
                     None => storage.queues().await?,
                 };
-                let _ = writeln!(out, "{:<20} {:>9} {:>9} {:>9}", "queue", "waiting", "delayed", "reserved");
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:>9} {:>9} {:>9}",
+                    "queue", "waiting", "delayed", "reserved"
+                );
                 for q in queues {
                     let s = storage.size(&q).await?;
-                    let _ = writeln!(out, "{:<20} {:>9} {:>9} {:>9}", q, s.waiting, s.delayed, s.reserved);
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:>9} {:>9} {:>9}",
+                        q, s.waiting, s.delayed, s.reserved
+                    );
                 }
                 let _ = writeln!(out, "failed: {}", storage.failed_count().await?);
             }
@@ -321,7 +332,12 @@ fn init_logging(verbose: bool) {
 fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> WorkerOptions {
     let mut o = WorkerOptions::default();
     if !args.queue.is_empty() {
-        o.queues = args.queue.iter().map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()).collect();
+        o.queues = args
+            .queue
+            .iter()
+            .map(|q| q.trim().to_owned())
+            .filter(|q| !q.is_empty())
+            .collect();
     } else if let Some(queues) = &config.queues {
         o.queues = queues.clone();
     }
@@ -366,8 +382,11 @@ async fn work(queue: &Queue, config: &Config, args: WorkArgs, only: Option<Strin
         StopReason::MaxTime => "--max-time reached",
         StopReason::Memory => "--memory exceeded",
     };
+    let peak = crate::worker::peak_memory_mb()
+        .map(|mb| format!(", peak memory {mb} MB"))
+        .unwrap_or_default();
     println!(
-        "worker stopped ({why}): {} processed, {} retried, {} failed, {} put back",
+        "worker stopped ({why}): {} processed, {} retried, {} failed, {} put back{peak}",
         summary.processed, summary.retried, summary.failed, summary.released
     );
     Ok(())
@@ -382,7 +401,11 @@ async fn failed(
         FailedCommand::List { limit } => {
             let jobs = storage.failed_list(0, limit).await?;
             let total = storage.failed_count().await?;
-            let _ = writeln!(out, "{:<8} {:<10} {:<20} {:>8}  {:<20}  error", "id", "queue", "name", "attempts", "failed at");
+            let _ = writeln!(
+                out,
+                "{:<8} {:<10} {:<20} {:>8}  {:<20}  error",
+                "id", "queue", "name", "attempts", "failed at"
+            );
             for job in &jobs {
                 let _ = writeln!(
                     out,
@@ -424,7 +447,8 @@ async fn failed(
                 match storage.failed_retry(id).await? {
                     Some(new_id) => {
                         retried += 1;
-                        let _ = writeln!(out, "failed job {id} is back on its queue as job {new_id}");
+                        let _ =
+                            writeln!(out, "failed job {id} is back on its queue as job {new_id}");
                     }
                     None => {
                         let _ = writeln!(out, "no failed job with id {id}");
@@ -449,7 +473,11 @@ async fn failed(
                 .checked_sub(older_than)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             let n = storage.failed_prune(before).await?;
-            let _ = writeln!(out, "{n} failed jobs older than {} deleted", humantime::format_duration(older_than));
+            let _ = writeln!(
+                out,
+                "{n} failed jobs older than {} deleted",
+                humantime::format_duration(older_than)
+            );
         }
     }
     Ok(())
@@ -460,7 +488,10 @@ fn format_time(t: SystemTime) -> String {
 }
 
 fn one_line(text: &str, max: usize) -> String {
-    let line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if line.chars().count() > max {
         let cut: String = line.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
@@ -481,4 +512,3 @@ fn describe(job: &FailedJob) -> String {
     let _ = writeln!(s, "payload:\n{}", String::from_utf8_lossy(&job.payload));
     s
 }
-

@@ -203,7 +203,9 @@ impl Storage for MemoryStorage {
                     break;
                 };
                 let id = key.1;
-                let Some(job) = state.unreserve(id) else { break };
+                let Some(job) = state.unreserve(id) else {
+                    break;
+                };
                 let token = new_token();
                 let mut job = job;
                 job.attempts += 1;
@@ -357,7 +359,10 @@ impl Storage for MemoryStorage {
 
     async fn failed_get(&self, id: &str) -> Result<Option<FailedJob>> {
         let state = self.state();
-        Ok(id.parse().ok().and_then(|id| state.failed.get(&id).cloned()))
+        Ok(id
+            .parse()
+            .ok()
+            .and_then(|id| state.failed.get(&id).cloned()))
     }
 
     async fn failed_count(&self) -> Result<u64> {
@@ -432,9 +437,17 @@ impl Storage for MemoryStorage {
             let state = self.state();
             queues
                 .iter()
-                .filter_map(|q| state.pending.get(q).and_then(|s| s.first().map(|(at, _)| *at)))
+                .filter_map(|q| {
+                    state
+                        .pending
+                        .get(q)
+                        .and_then(|s| s.first().map(|(at, _)| *at))
+                })
                 .chain(queues.iter().filter_map(|q| {
-                    state.reserved.get(q).and_then(|s| s.first().map(|(at, _)| *at))
+                    state
+                        .reserved
+                        .get(q)
+                        .and_then(|s| s.first().map(|(at, _)| *at))
                 }))
                 .min()
         };

@@ -496,7 +496,12 @@ async fn run(
     outcome
 }
 
-async fn heartbeat(storage: Arc<dyn Storage>, lease: Lease, lock: Option<String>, length: Duration) {
+async fn heartbeat(
+    storage: Arc<dyn Storage>,
+    lease: Lease,
+    lock: Option<String>,
+    length: Duration,
+) {
     let every = (length / 3).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(every).await;
@@ -544,7 +549,9 @@ async fn fail(shared: &Shared, job: &Reserved, reason: &str) {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
             error!(id = %lease.job_id, name = %job.name, queue = %lease.queue, attempts = job.attempts, reason, "job failed for good: moved to the failed store");
         }
-        Err(e) => error!(error = %e, id = %lease.job_id, reason, "could not move the job to the failed store"),
+        Err(e) => {
+            error!(error = %e, id = %lease.job_id, reason, "could not move the job to the failed store")
+        }
     }
 }
 
@@ -596,6 +603,14 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a non-text panic payload".to_owned()
     }
+}
+
+/// The process's peak resident memory in megabytes, where the OS tells it (Linux).
+pub fn peak_memory_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
 }
 
 /// The process's resident memory in megabytes, where the OS tells it (Linux).

@@ -1,0 +1,244 @@
+//! Benchmarks every driver the same way, through the public API.
+//!
+//! ```text
+//! cargo build --release -p queue-examples
+//! target/release/bench --url sqlite://bench.db --url redis://127.0.0.1:6379 --jobs 20000
+//! ```
+//!
+//! For each URL: dispatch one by one, dispatch batched (1,000 per call), end-to-end no-op jobs
+//! per second with a worker at concurrency 1 and 8, dispatch-to-start latency p50/p99 of an
+//! idle worker, and the peak RSS of a real `runall` worker process draining the jobs.
+
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use queue_core::storage::{self, ConnectOptions};
+use queue_core::{Job, Queue, WorkerOptions};
+use queue_examples::Noop;
+
+use queue_database as _;
+use queue_file as _;
+use queue_memcached as _;
+use queue_redis as _;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn micros() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+struct Args {
+    urls: Vec<String>,
+    jobs: usize,
+    samples: usize,
+    sleep_ms: u64,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args { urls: Vec::new(), jobs: 20_000, samples: 300, sleep_ms: 1000 };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--url" => args.urls.push(it.next().context("--url needs a value")?),
+            "--jobs" => args.jobs = it.next().context("--jobs needs a value")?.parse()?,
+            "--samples" => args.samples = it.next().context("--samples needs a value")?.parse()?,
+            "--sleep" => args.sleep_ms = it.next().context("--sleep needs a value")?.parse()?,
+            other => bail!("unknown argument {other} (use --url URL --jobs N --samples N --sleep MS)"),
+        }
+    }
+    if args.urls.is_empty() {
+        let path = std::env::temp_dir().join("runall-bench.db");
+        args.urls.push(format!("sqlite://{}", path.display()));
+    }
+    Ok(args)
+}
+
+async fn fresh(url: &str, table: &str) -> anyhow::Result<Queue> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    let options = ConnectOptions::default();
+    let mut options = options;
+    options.table = Some(table.to_owned());
+    options.failed_table = Some(format!("{table}_failed"));
+    options.migrate = true;
+    let storage = storage::connect(url, options).await?;
+    Ok(Queue::from_arc(storage))
+}
+
+fn rate(n: usize, elapsed: Duration) -> String {
+    format!("{:.0}", n as f64 / elapsed.as_secs_f64())
+}
+
+async fn drain(queue: &Queue, concurrency: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let summary = queue
+        .worker(
+            WorkerOptions::default()
+                .queues(["bench"])
+                .concurrency(concurrency)
+                .sleep(Duration::from_millis(10))
+                .stop_when_empty(),
+        )
+        .run()
+        .await?;
+    let elapsed = started.elapsed();
+    if summary.failed > 0 {
+        bail!("{} jobs failed during the benchmark", summary.failed);
+    }
+    Ok(elapsed)
+}
+
+async fn fill(queue: &Queue, n: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(1000);
+        queue
+            .dispatch_many((0..chunk).map(|_| Noop { sent_us: 0 }.dispatch().on_queue("bench")))
+            .await?;
+        left -= chunk;
+    }
+    Ok(started.elapsed())
+}
+
+async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
+    let table = format!("bench_{}", std::process::id());
+    let queue = fresh(url, &table).await?;
+    let driver = queue.storage().driver();
+    let n = args.jobs;
+
+    // Dispatch, one by one.
+    let one_by_one = n.min(5_000);
+    let started = Instant::now();
+    for _ in 0..one_by_one {
+        Noop { sent_us: 0 }.dispatch().on_queue("bench").via(&queue).await?;
+    }
+    let single = rate(one_by_one, started.elapsed());
+    drain(&queue, 8).await?;
+
+    // Dispatch, batched.
+    let batched = rate(n, fill(&queue, n).await?);
+
+    // End to end, concurrency 1 and 8 (the queue already holds n jobs).
+    let c1 = rate(n, drain(&queue, 1).await?);
+    fill(&queue, n).await?;
+    let c8 = rate(n, drain(&queue, 8).await?);
+
+    // Latency of an idle worker.
+    let samples: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let sink = samples.clone();
+    queue.listen("latency", move |sent_us: u64, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().map_err(|_| queue_core::JobError::msg("poisoned"))?.push(micros() - sent_us);
+            Ok(())
+        }
+    });
+    let worker = queue.worker(
+        WorkerOptions::default()
+            .queues(["latency"])
+            .sleep(Duration::from_millis(args.sleep_ms)),
+    );
+    let stop = worker.stop_handle();
+    let running = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..args.samples {
+        queue.dispatch_named("latency", serde_json::json!(micros())).on_queue("latency").await?;
+        // Spread the dispatches over the worker's polling cycle.
+        let gap = 5 + (micros() % 20);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        let deadline = Instant::now() + Duration::from_millis(args.sleep_ms + 2000);
+        while samples.lock().map(|s| s.len()).unwrap_or(0) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let deadline = Instant::now() + Duration::from_millis(args.sleep_ms + 2000);
+        while queue.storage().size("latency").await?.total() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    stop.stop();
+    running.await??;
+    let mut lat = samples.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> String {
+        if lat.is_empty() {
+            return "-".into();
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        format!("{:.2}", lat[i] as f64 / 1000.0)
+    };
+    let (p50, p99) = (pct(0.50), pct(0.99));
+
+    // Peak RSS of a real worker process draining n jobs.
+    fill(&queue, n).await?;
+    let rss = worker_rss(url, &table, n).unwrap_or_else(|e| format!("error: {e}"));
+
+    Ok(vec![
+        driver.to_owned(),
+        single,
+        batched,
+        c1,
+        c8,
+        p50,
+        p99,
+        rss,
+    ])
+}
+
+/// Runs `runall work --stop-when-empty --concurrency 8` as a child and reads the peak memory
+/// it reports.
+fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let runall = exe.with_file_name("runall");
+    if !runall.exists() {
+        bail!("{} not built (cargo build --release -p queue-examples)", runall.display());
+    }
+    let config = std::env::temp_dir().join(format!("bench-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!("url = \"{url}\"\ntable = \"{table}\"\nfailed_table = \"{table}_failed\"\nlogging = false\n"),
+    )?;
+    let out = Command::new(runall)
+        .args(["--config"])
+        .arg(&config)
+        .args(["work", "--queue", "bench", "--concurrency", "8", "--sleep", "10", "--stop-when-empty"])
+        .output()?;
+    let _ = std::fs::remove_file(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !stdout.contains(&format!("{n} processed")) {
+        bail!("runall did not process {n} jobs: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mb = stdout
+        .split("peak memory ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .context("runall did not report its peak memory")?;
+    Ok(mb.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let _ = micros();
+    println!(
+        "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
+        args.jobs, args.samples, args.sleep_ms
+    );
+    println!("| driver | dispatch 1-by-1 jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for url in &args.urls {
+        match bench(url, &args).await {
+            Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::config::redact_url(url)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+use queue_core::Job;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Job)]
+struct Envelope<T> {
+    payload: T,
+}
+
+fn main() {}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Makes sure every backend the tests use is up on 127.0.0.1: PostgreSQL 5432, MariaDB 3306,
+# Redis 6379, memcached 11211 (installed from Debian's packages if missing).
+# In CI (CI=true) a backend that cannot be started is an error; elsewhere a warning, and that
+# driver's tests print "skipped: no server at URL".
+set -u
+
+ci=false
+case "${CI:-}" in true|1) ci=true ;; esac
+status=0
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # name port
+  for _ in $(seq 1 60); do
+    port_open "$2" && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+problem() {
+  if $ci; then echo "services: ERROR: $*" >&2; status=1; else echo "services: warning: $*" >&2; fi
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
+
+# PostgreSQL
+if ! port_open 5432; then
+  if ls /etc/postgresql >/dev/null 2>&1; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start >/dev/null 2>&1 || true
+  fi
+  wait_port postgres 5432 || problem "PostgreSQL is not running on 127.0.0.1:5432"
+fi
+
+# MariaDB
+if ! port_open 3306; then
+  if [ -x /usr/sbin/mariadbd ]; then
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd >/dev/null 2>&1 || true
+  fi
+  wait_port mariadb 3306 || problem "MariaDB is not running on 127.0.0.1:3306"
+fi
+
+# Redis
+if ! port_open 6379; then
+  if command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
+  fi
+  wait_port redis 6379 || problem "Redis is not running on 127.0.0.1:6379"
+fi
+
+# memcached
+if ! command -v memcached >/dev/null; then
+  echo "services: installing memcached" >&2
+  (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached) >/dev/null 2>&1 \
+    || problem "could not install memcached (apt-get install -y memcached)"
+fi
+if ! port_open 11211 && command -v memcached >/dev/null; then
+  memcached -d -u root -l 127.0.0.1 -p 11211 >/dev/null 2>&1 || true
+  wait_port memcached 11211 || problem "memcached is not running on 127.0.0.1:11211"
+fi
+
+exit $status
