@@ -25,6 +25,14 @@
 //!
 //! [max_queue_size]                # per-queue limits; a dispatch over one fails
 //! default = 100000
+//!
+//! [health]                        # thresholds of `runall health` (these are the defaults)
+//! queue_size_warning = 100        # waiting + delayed jobs on one queue
+//! queue_size_critical = 1000
+//! oldest_age_warning = "5m"       # how long the oldest available job has waited
+//! oldest_age_critical = "30m"
+//! failed_warning = 5              # jobs in the failed store
+//! failed_critical = 100
 //! ```
 //!
 //! The environment overrides the file: `QUEUE_URL` for the connection.
@@ -76,6 +84,50 @@ pub struct Config {
     pub grace: Option<String>,
     /// Per-queue size limits.
     pub max_queue_size: Option<HashMap<String, u64>>,
+    /// Thresholds of `runall health`.
+    pub health: Option<HealthConfig>,
+}
+
+/// The `[health]` table: when `runall health` says WARNING or CRITICAL. Defaults from the
+/// operations guide the design came from: queue size 100 / 1,000, oldest waiting job
+/// 5 minutes / 30 minutes, failed jobs 5 / 100.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HealthConfig {
+    /// Jobs waiting + delayed on one queue above which it is WARNING.
+    pub queue_size_warning: Option<u64>,
+    /// ... CRITICAL.
+    pub queue_size_critical: Option<u64>,
+    /// Age of the oldest available job above which it is WARNING, as `5m`.
+    pub oldest_age_warning: Option<String>,
+    /// ... CRITICAL, as `30m`.
+    pub oldest_age_critical: Option<String>,
+    /// Failed jobs above which it is WARNING.
+    pub failed_warning: Option<u64>,
+    /// ... CRITICAL.
+    pub failed_critical: Option<u64>,
+}
+
+/// Thresholds with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthThresholds {
+    /// (warning, critical) on waiting + delayed jobs per queue.
+    pub queue_size: (u64, u64),
+    /// (warning, critical) on the age of the oldest available job.
+    pub oldest_age: (Duration, Duration),
+    /// (warning, critical) on the failed store.
+    pub failed: (u64, u64),
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            queue_size: (100, 1000),
+            oldest_age: (Duration::from_secs(300), Duration::from_secs(1800)),
+            failed: (5, 100),
+        }
+    }
 }
 
 /// Driver names accepted in `driver`, with the URL each means when no `url` is given.
@@ -126,6 +178,17 @@ impl Config {
         duration("grace", &self.grace)?;
         if let Some(b) = &self.backoff {
             Backoff::parse(b).map_err(|e| format!("`backoff`: {e}"))?;
+        }
+        if let Some(h) = &self.health {
+            duration("health.oldest_age_warning", &h.oldest_age_warning)?;
+            duration("health.oldest_age_critical", &h.oldest_age_critical)?;
+            let t = self.health_thresholds();
+            if t.queue_size.0 > t.queue_size.1
+                || t.oldest_age.0 > t.oldest_age.1
+                || t.failed.0 > t.failed.1
+            {
+                return Err("`health`: a warning threshold is above its critical threshold".into());
+            }
         }
         if self.max_retries == Some(0) {
             return Err("`max_retries`: must be at least 1".into());
@@ -181,6 +244,27 @@ impl Config {
     /// `grace` as a duration.
     pub fn grace(&self) -> Option<Duration> {
         self.grace.as_deref().and_then(|t| parse_duration(t).ok())
+    }
+
+    /// The health thresholds, defaults filled in.
+    pub fn health_thresholds(&self) -> HealthThresholds {
+        let mut t = HealthThresholds::default();
+        if let Some(h) = &self.health {
+            let age = |v: &Option<String>| v.as_deref().and_then(|v| parse_duration(v).ok());
+            t.queue_size = (
+                h.queue_size_warning.unwrap_or(t.queue_size.0),
+                h.queue_size_critical.unwrap_or(t.queue_size.1),
+            );
+            t.oldest_age = (
+                age(&h.oldest_age_warning).unwrap_or(t.oldest_age.0),
+                age(&h.oldest_age_critical).unwrap_or(t.oldest_age.1),
+            );
+            t.failed = (
+                h.failed_warning.unwrap_or(t.failed.0),
+                h.failed_critical.unwrap_or(t.failed.1),
+            );
+        }
+        t
     }
 
     /// `backoff` parsed.

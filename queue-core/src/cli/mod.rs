@@ -27,12 +27,20 @@
 //! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store [`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`] |
 //! | `runall size [QUEUE]` | jobs waiting, delayed, reserved [`queue:size`] |
 //! | `runall migrate` | create the tables [`migrate`] |
+//! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 [`queue:monitor`] |
+//! | `runall stats [--watch]` | processed and failed per job name and queue, from every worker |
+//! | `runall restart` | every worker finishes its jobs and exits [`queue:restart`] |
+//! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
+//! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs [`queue:clear`] |
 //!
 //! The connection: `--connection URL`, else `QUEUE_URL`, else `job.toml` (see
 //! [`config`](crate::config)), else `sqlite://jobs.db`.
 
+mod ops;
+mod progress;
+
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,6 +94,59 @@ enum Command {
     },
     /// Create or upgrade the store's tables.
     Migrate,
+    /// Check the queues against thresholds: prints OK, WARNING or CRITICAL and exits 0, 1
+    /// or 2 (for cron and container health checks).
+    Health {
+        /// Queues to check (default: every queue that holds jobs, and the configured ones).
+        #[arg(long, value_delimiter = ',')]
+        queue: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Processed and failed counts per job name and per queue, from every worker.
+    Stats {
+        /// Refresh in place until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Refresh interval for --watch, as `2s`.
+        #[arg(long, value_parser = parse_duration, default_value = "2s")]
+        interval: Duration,
+        /// Stop --watch after this many refreshes.
+        #[arg(long, hide = true)]
+        rounds: Option<u64>,
+    },
+    /// Make every worker of this store finish its current jobs and exit (for deploys).
+    Restart,
+    /// Dispatch a job from the shell, checking the payload against the job type.
+    Dispatch {
+        /// The job name.
+        name: String,
+        /// The payload, as JSON.
+        json: String,
+        /// The queue (default: the job's).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Make it available after this long, as `30s`.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "at")]
+        delay: Option<Duration>,
+        /// Make it available at this time, as `2026-11-24T10:00:00Z`.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<SystemTime>,
+    },
+    /// Delete the waiting and delayed jobs of a queue.
+    Clear {
+        /// The queue.
+        queue: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_time(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("bad time `{text}` ({e}): use 2026-11-24T10:00:00Z"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +303,13 @@ impl Runner {
 
     async fn execute(self, cli: Cli) -> Result<ExitCode> {
         let config = Config::load(&cli.config)?;
-        init_logging(config.logging.unwrap_or(true));
+        let progress_bar = matches!(
+            &cli.command,
+            Some(Command::Work(a)) | Some(Command::Run { work: a, .. }) if a.stop_when_empty
+        ) && std::io::stderr().is_terminal()
+            && std::env::var_os("QUEUE_LOG").is_none();
+        // A progress bar and per-job log lines would garble each other on a terminal.
+        init_logging(config.logging.unwrap_or(true) && !progress_bar);
         let url = match &cli.connection {
             Some(url) => url.clone(),
             None => config.connection_url()?,
@@ -273,14 +340,14 @@ impl Runner {
         match command {
             Command::Work(args) => {
                 tracing::info!(connection = %redact_url(&url), "connected");
-                work(&queue, &config, args, None).await?;
+                work(&queue, &config, args, None, progress_bar).await?;
             }
             Command::Run { name, work: args } => {
                 if crate::registry::find(&name).is_none() && !queue.listener_names().contains(&name)
                 {
                     return Err(Error::UnknownJob { name });
                 }
-                work(&queue, &config, args, Some(name)).await?;
+                work(&queue, &config, args, Some(name), progress_bar).await?;
             }
             Command::Migrate => {
                 storage.migrate().await?;
@@ -307,6 +374,48 @@ impl Runner {
                 let _ = writeln!(out, "failed: {}", storage.failed_count().await?);
             }
             Command::Failed(cmd) => failed(&*storage, cmd, &mut out).await?,
+            Command::Health {
+                queue: queues,
+                json,
+            } => {
+                let status = ops::health(&*storage, &config, &queues, json, &mut out).await?;
+                return Ok(ExitCode::from(status.exit_code()));
+            }
+            Command::Stats {
+                watch,
+                interval,
+                rounds,
+            } => {
+                if watch {
+                    drop(out);
+                    ops::watch_stats(&*storage, interval, rounds).await?;
+                } else {
+                    ops::stats(&*storage, &mut out).await?;
+                }
+            }
+            Command::Restart => {
+                crate::worker::stats::signal_restart(&*storage).await?;
+                let _ = writeln!(out, "restart signal sent: every worker of this store finishes its current jobs and exits within a few seconds");
+            }
+            Command::Dispatch {
+                name,
+                json,
+                queue: on,
+                delay,
+                at,
+            } => {
+                let args = ops::DispatchArgs {
+                    name,
+                    json,
+                    queue: on,
+                    delay,
+                    at,
+                };
+                ops::dispatch(&queue, args, &mut out).await?;
+            }
+            Command::Clear { queue: name, force } => {
+                ops::clear(&*storage, &name, force, &mut out).await?
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -371,9 +480,29 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     o
 }
 
-async fn work(queue: &Queue, config: &Config, args: WorkArgs, only: Option<String>) -> Result<()> {
+async fn work(
+    queue: &Queue,
+    config: &Config,
+    args: WorkArgs,
+    only: Option<String>,
+    progress_bar: bool,
+) -> Result<()> {
     let options = worker_options(config, &args, only);
-    let summary = queue.worker(options).run_until_signal().await?;
+    let queues = options.queues.clone();
+    let worker = queue.worker(options);
+    let bar = progress_bar.then(|| {
+        tokio::spawn(progress::draw(
+            queue.storage().clone(),
+            queues,
+            worker.progress_handle(),
+        ))
+    });
+    let summary = worker.run_until_signal().await;
+    if let Some(bar) = bar {
+        bar.abort();
+        eprintln!();
+    }
+    let summary = summary?;
     let why = match summary.reason {
         StopReason::Stopped => "stopped",
         StopReason::Empty => "queues empty",
@@ -381,6 +510,7 @@ async fn work(queue: &Queue, config: &Config, args: WorkArgs, only: Option<Strin
         StopReason::MaxJobs => "--max-jobs reached",
         StopReason::MaxTime => "--max-time reached",
         StopReason::Memory => "--memory exceeded",
+        StopReason::Restart => "restart signal",
     };
     let peak = crate::worker::peak_memory_mb()
         .map(|mb| format!(", peak memory {mb} MB"))

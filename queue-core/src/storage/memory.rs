@@ -39,6 +39,8 @@ struct State {
     reserved: HashMap<String, BTreeSet<(i64, u64)>>,
     failed: BTreeMap<u64, FailedJob>,
     locks: HashMap<String, (String, i64)>,
+    /// Counters: value and expiry (ms), if any.
+    counters: BTreeMap<String, (i64, Option<i64>)>,
     /// Every job ever pushed, for [`Queue::fake`](crate::Queue::fake) assertions.
     history: Vec<NewJob>,
 }
@@ -428,6 +430,54 @@ impl Storage for MemoryStorage {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
+        let now = now_ms();
+        let state = self.state();
+        let pending = state
+            .pending
+            .get(queue)
+            .and_then(|s| s.first().map(|(at, _)| *at))
+            .filter(|at| *at <= now);
+        let expired = state
+            .reserved
+            .get(queue)
+            .and_then(|s| s.first().map(|(at, _)| *at))
+            .filter(|at| *at <= now);
+        Ok(pending
+            .into_iter()
+            .chain(expired)
+            .min()
+            .map(from_unix_millis))
+    }
+
+    async fn add_counters(&self, deltas: &[(String, i64)], ttl: Option<Duration>) -> Result<()> {
+        let now = now_ms();
+        let mut state = self.state();
+        for (name, delta) in deltas {
+            let entry = state.counters.entry(name.clone()).or_insert((0, None));
+            if entry.1.is_some_and(|expires| expires <= now) {
+                *entry = (0, None);
+            }
+            entry.0 += delta;
+            entry.1 = ttl.map(|ttl| now.saturating_add(duration_millis(ttl)));
+        }
+        Ok(())
+    }
+
+    async fn counters(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        let now = now_ms();
+        let mut state = self.state();
+        state
+            .counters
+            .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
+        Ok(state
+            .counters
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, (value, _))| (name.clone(), *value))
+            .collect())
     }
 
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {

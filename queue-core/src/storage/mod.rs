@@ -270,6 +270,38 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Releases the lock if `owner` holds it; returns whether it did.
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool>;
 
+    /// The time since which the longest-waiting available job of `queue` has been available
+    /// (for `runall health`): `None` when nothing is waiting.
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
+        let _ = queue;
+        Err(crate::Error::NotSupported {
+            driver: self.driver(),
+            operation: "oldest_available",
+        })
+    }
+
+    /// Adds each delta to its named counter atomically (a missing counter starts at 0).
+    /// With `ttl`, the counters written by this call disappear that long after this write
+    /// (throughput buckets). Workers keep statistics (`runall stats`, `runall health`) and
+    /// the restart signal (`runall restart`) here, so that every worker of a store adds up.
+    async fn add_counters(&self, deltas: &[(String, i64)], ttl: Option<Duration>) -> Result<()> {
+        let _ = (deltas, ttl);
+        Err(crate::Error::NotSupported {
+            driver: self.driver(),
+            operation: "add_counters",
+        })
+    }
+
+    /// The counters whose names start with `prefix`, sorted by name; expired ones are left
+    /// out.
+    async fn counters(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        let _ = prefix;
+        Err(crate::Error::NotSupported {
+            driver: self.driver(),
+            operation: "counters",
+        })
+    }
+
     /// Waits until a job may be available on one of `queues`, at most `timeout`. Drivers that
     /// can be woken by a push (PostgreSQL LISTEN, Redis) return early; the default sleeps.
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {

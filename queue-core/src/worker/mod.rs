@@ -8,6 +8,7 @@
 //! go to the store in one batch.
 
 mod options;
+pub mod stats;
 
 pub use options::WorkerOptions;
 
@@ -43,6 +44,8 @@ pub enum StopReason {
     MaxTime,
     /// `--memory` was exceeded.
     Memory,
+    /// `runall restart` was called.
+    Restart,
 }
 
 /// What a worker did.
@@ -80,6 +83,35 @@ pub struct Worker {
     queue: Queue,
     options: WorkerOptions,
     stop_tx: Arc<watch::Sender<bool>>,
+    counters: Arc<Counters>,
+}
+
+/// Reads a running worker's counts (for a progress display).
+#[derive(Debug, Clone)]
+pub struct ProgressHandle {
+    counters: Arc<Counters>,
+}
+
+/// A running worker's counts so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Jobs finished and acknowledged.
+    pub processed: u64,
+    /// Jobs moved to the failed store.
+    pub failed: u64,
+    /// Failed attempts put back for a retry.
+    pub retried: u64,
+}
+
+impl ProgressHandle {
+    /// The counts now.
+    pub fn get(&self) -> Progress {
+        Progress {
+            processed: self.counters.processed.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            retried: self.counters.retried.load(Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,9 +126,11 @@ struct Shared {
     storage: Arc<dyn Storage>,
     handlers: HashMap<String, Handler>,
     options: WorkerOptions,
-    counters: Counters,
+    counters: Arc<Counters>,
+    stats: stats::Recorder,
     acks: mpsc::UnboundedSender<(Lease, oneshot::Sender<bool>)>,
     hard_stop: watch::Receiver<bool>,
+    restart_requested: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
@@ -106,6 +140,14 @@ impl Worker {
             queue,
             options,
             stop_tx: Arc::new(tx),
+            counters: Arc::default(),
+        }
+    }
+
+    /// A handle that reads this worker's counts while it runs.
+    pub fn progress_handle(&self) -> ProgressHandle {
+        ProgressHandle {
+            counters: self.counters.clone(),
         }
     }
 
@@ -143,10 +185,13 @@ impl Worker {
             storage: storage.clone(),
             handlers,
             options: options.clone(),
-            counters: Counters::default(),
+            counters: self.counters.clone(),
+            stats: stats::Recorder::default(),
             acks: ack_tx,
             hard_stop: hard_rx,
+            restart_requested: Default::default(),
         });
+        let housekeeping = tokio::spawn(housekeeping(shared.clone(), self.stop_handle()));
         let mut stop_rx = self.stop_tx.subscribe();
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
@@ -280,6 +325,16 @@ impl Worker {
                 while tasks.join_next().await.is_some() {}
             }
         }
+        housekeeping.abort();
+        let reason =
+            if reason == StopReason::Stopped && shared.restart_requested.load(Ordering::SeqCst) {
+                StopReason::Restart
+            } else {
+                reason
+            };
+        if let Err(e) = shared.stats.flush(&*storage).await {
+            debug!(error = %e, "statistics not written");
+        }
         let summary = WorkerSummary {
             processed: shared.counters.processed.load(Ordering::Relaxed),
             failed: shared.counters.failed.load(Ordering::Relaxed),
@@ -297,6 +352,41 @@ impl Worker {
             "worker stopped"
         );
         Ok(summary)
+    }
+}
+
+/// Every second: write the statistics, and stop the worker when `runall restart` was called
+/// since it started.
+async fn housekeeping(shared: Arc<Shared>, stop: StopHandle) {
+    let storage = &*shared.storage;
+    let start_generation = match stats::restart_generation(storage).await {
+        Ok(generation) => Some(generation),
+        Err(Error::NotSupported { .. }) => None,
+        Err(e) => {
+            warn!(error = %e, "could not read the restart signal");
+            Some(0)
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match shared.stats.flush(storage).await {
+            Ok(()) | Err(Error::NotSupported { .. }) => {}
+            Err(e) => debug!(error = %e, "statistics not written; will retry"),
+        }
+        if let Some(start) = start_generation {
+            match stats::restart_generation(storage).await {
+                Ok(now) if now != start => {
+                    info!("restart signal received: finishing running jobs and exiting");
+                    shared.restart_requested.store(true, Ordering::SeqCst);
+                    stop.stop();
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => debug!(error = %e, "could not read the restart signal"),
+            }
+        }
     }
 }
 
@@ -488,6 +578,9 @@ async fn run(
         let acked = shared.acks.send((lease.clone(), tx)).is_ok() && rx.await.unwrap_or(false);
         if acked {
             shared.counters.processed.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .record(&envelope.name, &lease.queue, stats::Outcome::Processed);
             info!(job = %envelope.name, id = %lease.job_id, duration = ?elapsed, "job done");
         } else {
             warn!(job = %envelope.name, id = %lease.job_id, "job done but its acknowledge was refused: the lease ran out and the job may run again");
@@ -547,6 +640,9 @@ async fn fail(shared: &Shared, job: &Reserved, reason: &str) {
     match retrying("fail", || shared.storage.fail(lease, reason)).await {
         Ok(()) => {
             shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .record(&job.name, &lease.queue, stats::Outcome::Failed);
             error!(id = %lease.job_id, name = %job.name, queue = %lease.queue, attempts = job.attempts, reason, "job failed for good: moved to the failed store");
         }
         Err(e) => {
