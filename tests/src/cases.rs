@@ -607,3 +607,94 @@ pub async fn reserve_by_name(store: Store) {
     assert_eq!(payloads, vec![b"2".to_vec(), b"4".to_vec()]);
     assert_eq!(store.size(&q).await.unwrap().waiting, 2);
 }
+
+/// The age of the oldest available job, for `runall health`.
+pub async fn oldest_available(store: Store) {
+    let q = unique("q");
+    assert_eq!(store.oldest_available(&q).await.unwrap(), None);
+    let before = SystemTime::now() - Duration::from_secs(2);
+    store.push(vec![job(&q, "o", b"1")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    store.push(vec![job(&q, "o", b"2")]).await.unwrap();
+    let mut delayed = job(&q, "o", b"3");
+    delayed.available = Availability::After(Duration::from_secs(3600));
+    store.push(vec![delayed]).await.unwrap();
+    let first = store
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("something waits");
+    assert!(
+        first >= before && first <= SystemTime::now() + Duration::from_secs(2),
+        "{first:?}"
+    );
+    store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    let second = store
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("the second job waits");
+    assert!(second > first, "the reserved job no longer counts");
+    store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    assert_eq!(
+        store.oldest_available(&q).await.unwrap(),
+        None,
+        "delayed jobs do not count"
+    );
+}
+
+/// Counters add up atomically, filter by prefix and expire with their TTL.
+pub async fn counters(store: Store) {
+    let p = unique("c");
+    let (x, y) = (format!("{p}:x"), format!("{p}:y"));
+    let other = format!("{}:z", unique("c"));
+    store
+        .add_counters(&[(x.clone(), 1), (y.clone(), 2), (other.clone(), 9)], None)
+        .await
+        .unwrap();
+    store
+        .add_counters(&[(x.clone(), 1), (y.clone(), -1)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counters(&format!("{p}:")).await.unwrap(),
+        vec![(x.clone(), 2), (y.clone(), 1)]
+    );
+
+    let shared = format!("{p}:shared");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (store, shared) = (store.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                store
+                    .add_counters(&[(shared.clone(), 2)], None)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        store.counters(&shared).await.unwrap(),
+        vec![(shared.clone(), 400)],
+        "no lost update"
+    );
+
+    let brief = format!("{p}:brief");
+    store
+        .add_counters(&[(brief.clone(), 5)], Some(SHORT))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counters(&brief).await.unwrap(),
+        vec![(brief.clone(), 5)]
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(
+        store.counters(&brief).await.unwrap().is_empty(),
+        "expired with its TTL"
+    );
+}

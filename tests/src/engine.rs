@@ -536,3 +536,50 @@ pub async fn engine_graceful_stop_puts_back(store: Store) {
     assert_eq!(back[0].name, "slow");
     assert_eq!(back[0].attempts, 1, "the interrupted attempt was refunded");
 }
+
+/// Workers keep statistics in the store and stop on the restart signal.
+pub async fn engine_stats_and_restart(store: Store) {
+    use queue_core::worker::stats;
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let name = unique("counted");
+    queue.listen(&name, |ok: bool, _ctx| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err(JobError::fail("no"))
+        }
+    });
+    for ok in [true, true, false] {
+        queue
+            .dispatch_named(&name, json!(ok))
+            .on_queue(q.as_str())
+            .await
+            .unwrap();
+    }
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.failed), (2, 1));
+    let read = stats::read_stats(&*store).await.unwrap();
+    assert!(read.jobs.contains(&(name.clone(), 2, 1)), "{:?}", read.jobs);
+    assert!(
+        read.queues.contains(&(q.clone(), 2, 1)),
+        "{:?}",
+        read.queues
+    );
+    assert_eq!(
+        stats::recent_throughput(&*store, &q, 5).await.unwrap(),
+        (2, 1)
+    );
+
+    // A worker without stop conditions stops when `runall restart` signals.
+    let worker = queue.worker(test_options(&[&q]).stop_when_empty_off());
+    let running = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stats::signal_restart(&*store).await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the worker noticed the restart signal within seconds")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.reason, queue_core::StopReason::Restart);
+}

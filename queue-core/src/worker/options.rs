@@ -158,6 +158,13 @@ impl WorkerOptions {
         self
     }
 
+    /// Runs until stopped even when the queues are empty (undoes
+    /// [`stop_when_empty`](Self::stop_when_empty)).
+    pub fn stop_when_empty_off(mut self) -> Self {
+        self.stop_when_empty = false;
+        self
+    }
+
     /// Sets the shutdown grace period.
     pub fn grace(mut self, d: Duration) -> Self {
         self.grace = d;
