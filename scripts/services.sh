@@ -60,4 +60,15 @@ if ! port_open 11211 && command -v memcached >/dev/null; then
   wait_port memcached 11211 || problem "memcached is not running on 127.0.0.1:11211"
 fi
 
+# Tools the deploy/ tests use to check the deployment files: supervisor (runs the
+# Supervisor config for real) and docker-compose (validates the compose file; no engine needed).
+for tool in supervisord:supervisor docker-compose:docker-compose; do
+  bin=${tool%%:*}; pkg=${tool##*:}
+  if ! command -v "$bin" >/dev/null; then
+    echo "services: installing $pkg" >&2
+    (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg") >/dev/null 2>&1 \
+      || problem "could not install $pkg (apt-get install -y $pkg)"
+  fi
+done
+
 exit $status
