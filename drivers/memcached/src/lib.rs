@@ -1,1 +1,202 @@
-//! The memcached driver of queue-core (in progress).
+//! The memcached driver of `queue-core`: queues in a memcached server, for deployments that
+//! already run one and accept that **jobs live only in memory**.
+//!
+//! # Read this first: what memcached can and cannot promise
+//!
+//! - **Not durable.** Jobs, reservations, failed jobs and locks exist only in memcached's
+//!   memory. A restart of memcached, a `flush_all`, or an eviction under memory pressure
+//!   loses them. [`Capabilities::durable`](queue_core::Capabilities) is `false`.
+//! - **At-least-once, only while memcached keeps the items.** As long as memcached neither
+//!   restarts nor evicts, a job pushed is delivered until a worker acknowledges it; a job
+//!   whose worker dies comes back when its lease runs out.
+//! - **State loss is detected, loudly.** On connect the driver writes an epoch key
+//!   (`{prefix}:epoch`, a random token, no expiry). Every `push`, `reserve` and `wait` reads
+//!   it in the same round trip as its other keys; when it is gone or replaced, the driver
+//!   logs at `error` level, once per loss, that the state was lost, writes a new epoch and
+//!   carries on with fresh counters. [`MemcachedStorage::state_losses`] counts these events.
+//! - **Size memcached so it never evicts** (`-m` well above the queue's peak, and watch
+//!   `evictions` in `stats`). Items are stored without expiry; only LRU eviction removes them.
+//! - `reserve_by_name` is not supported (a slot queue cannot skip jobs by name): a request
+//!   with a name fails with [`Error::NotSupported`](queue_core::Error::NotSupported), and
+//!   `Capabilities::reserve_by_name` is `false`.
+//! - A `push` of several jobs is not all-or-none: an error part way may leave some pushed.
+//! - No push notifications: `wait` polls (every 100 ms by default), so
+//!   `Capabilities::wake_on_push` is `false`.
+//! - Times (delays, lease deadlines, lock expiry) are judged by the workers' clocks, which
+//!   must agree within 10 seconds; memcached's clock has only whole seconds.
+//! - One server. Client-side sharding would split the counters of a queue from its items.
+//!
+//! # Connecting
+//!
+//! ```no_run
+//! # async fn demo() -> queue_core::Result<()> {
+//! use queue_core::Queue;
+//! use queue_memcached as _; // links the driver so `memcache://` URLs work
+//!
+//! let queue = Queue::connect("memcache://127.0.0.1:11211?prefix=myapp").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The URL is `memcache://host[:port][?option=value&...]` (or `memcached://`; the port
+//! defaults to 11211). Options ([`MemcachedOptions`]):
+//!
+//! | option | default | what |
+//! |---|---|---|
+//! | `prefix` | `queue` (or the config's `table`) | key prefix of everything |
+//! | `failed_prefix` | `{prefix}_failed` (or `failed_table`) | key prefix of the failed store |
+//! | `pool` | 16 | connections (concurrent round trips) |
+//! | `timeout` | `5s` | one round trip, or connecting |
+//! | `missing_slot_wait` | `1s` | how long a reservation waits for a claimed slot a pusher has not written yet |
+//! | `poll` | `100ms` | how often `wait` looks for work (memcached cannot notify) |
+//!
+//! A `prefix` in the URL wins over the config's `table` (likewise `failed_prefix` over
+//! `failed_table`). Needs memcached 1.6 or newer (the meta protocol). Payloads up to the
+//! server's `item_size_max` (read from `stats settings` at connect, 1 MiB by default) minus
+//! about 5 KiB are accepted; a larger one is refused at push with
+//! [`Error::PayloadTooLarge`](queue_core::Error::PayloadTooLarge), never lost later.
+//!
+//! # How queues are built on a cache
+//!
+//! memcached has no lists, no transactions and no scripts; it has atomic `incr`, `add`
+//! (store if absent) and `cas` (store if unchanged since read) on single keys. Everything
+//! below is made of those.
+//!
+//! **Slots.** Each queue has a `tail` counter and a `head` counter. A push allocates slot
+//! numbers with one `incr tail` and writes, in one pipelined request and in this order, the
+//! job's payload (`{prefix}:b:{id}`), its state record (`{prefix}:j:{id}`: attempts, state,
+//! lease token and deadline) and the slot item (`{prefix}:q:{queue}:s:{n}` = id, written
+//! with `add`). A reservation reads `head` with its CAS token and `tail`, claims up to
+//! `limit` slots (at most 256) with one `cas` of `head` (so no two workers, in any process,
+//! ever claim the same slot), reads the slots and the records, and moves each record from *waiting* to
+//! *reserved* with a `cas` of the record: attempts + 1, a fresh token, the lease deadline.
+//! Slots come out in push order: FIFO within a queue. Queues are taken in the order given,
+//! each drained before the next: strict priority.
+//!
+//! **A claimed slot whose item is missing** belongs to a pusher between its `incr` and its
+//! write, or was evicted. The reservation polls it for up to `missing_slot_wait`, then
+//! writes a tombstone with `add` and skips it (logged at `warn`). A pusher whose slot write
+//! then fails (its `add` finds the tombstone) takes a new slot at the tail: skipping never
+//! loses a job and never waits forever. (Tombstones expire after an hour; a pusher stalled
+//! longer than that between its two round trips would write behind the head.)
+//!
+//! **Leases and fencing.** `acknowledge`, `release`, `fail` and `extend` read the record with
+//! its CAS token, check the lease token, and write or delete with `cas`: a stale token is
+//! refused with `LeaseLost` (or `false`), and a concurrent change makes the step retry.
+//!
+//! **Timers: delayed jobs and expired leases.** Every time that matters later (a delayed
+//! job's due time, a reservation's deadline) is listed by job id in a per-queue *timer
+//! bucket* of one second (`{prefix}:q:{queue}:t:{second}`, appended to, with a count beside
+//! it). A *sweep* (at most every 250 ms per queue per process, inside `reserve` and
+//! `size`) reads the counts of the buckets from a shared cursor up to now (about a dozen
+//! keys in one request), and for buckets with entries reads the records: due delayed jobs
+//! move into new slots at the tail (in due-time order), and reserved jobs past their
+//! deadline are reserved again for the caller (attempts + 1, new token; the old token is
+//! fenced off). Buckets more than 10 seconds old are deleted once swept and the cursor
+//! moves past them; expired jobs that could not be taken yet are listed again in the
+//! current bucket. The bounds: a sweep looks at no more than 4096 buckets (a backlog after
+//! long idleness is caught up over several calls), its cost does not grow with the number
+//! of jobs waiting or reserved, only with the number due, and a lease that ran out is found
+//! by the first sweep after its deadline. Workers' clocks must agree within 10 seconds
+//! (a writer further behind may list a timer in a bucket already swept).
+//!
+//! **A reserver that dies** between claiming slots and reserving their jobs would strand
+//! them: a *janitor*, run with the sweep, checks slots claimed more than 5 seconds earlier
+//! (at most 65,536 per pass) and puts jobs still waiting in them back at the tail.
+//!
+//! **Sizes** are counters kept beside each transition (waiting and delayed per generation,
+//! reserved); `clear` bumps the queue's generation, so waiting and delayed jobs of the old
+//! generation count as deleted at once and their items are dropped when met. A crash of a
+//! process between a transition and its counter update can leave a count off by one; the
+//! jobs themselves are unaffected.
+//!
+//! **Failed store.** Failed ids come from a counter; `failed_list` and `failed_count` scan the
+//! id range in pipelined chunks of 1024 (their cost grows with the ids handed out since the
+//! last `failed_flush`, which moves a low watermark). **Locks** are items written with `add`
+//! holding owner and expiry (judged by the worker's clock, memcached's own TTL only
+//! collects them); renewal and release use `cas`, so only the owner releases.
+//!
+//! # No blocking on the runtime
+//!
+//! The driver speaks memcached's meta protocol itself over tokio's `TcpStream`: every call
+//! is `async`, no thread ever blocks on a socket. (The `memcache` crate, 0.21, was
+//! considered: its client blocks on an r2d2 pool and would need `spawn_blocking` for every
+//! call, its tokio client lives in an experimental module, and its default `tls` feature
+//! pulls in OpenSSL. The protocol is a few hundred lines here, needs no extra dependency, and
+//! lets every operation pipeline its commands.) The only locks are `std` mutexes around small
+//! in-process caches, never held across an `.await`. Each
+//! operation sends its commands pipelined in one write (writing and reading concurrently, so
+//! large batches cannot deadlock), from a bounded pool of connections. A reservation of a
+//! batch costs about five round trips whatever its size; an acknowledgement of a batch three.
+//!
+//! # After a restart of memcached
+//!
+//! Pooled connections fail; the failed request is sent again once on a fresh connection if
+//! the server never answered it, and the idle pool is dropped. The next `push`, `reserve` or
+//! `wait` sees the epoch key missing, logs the state loss once, and carries on: new pushes
+//! and reservations work at once. Leases from before the restart are refused (`LeaseLost`).
+//!
+//! # What was tested
+//!
+//! Against a real memcached 1.6.18, each case under its own key prefix:
+//!
+//! - the conformance suite of `queue-tests`: every storage and engine case passes
+//!   (`reserve_by_name` reports itself not applicable), including 10,000 jobs taken by 8
+//!   concurrent reservers with none delivered twice;
+//! - `tests/behaviour.rs`: two independent stores (as two processes) reserving one queue
+//!   while two others push, with no job twice and none lost; an expired lease found by the
+//!   other store; a slot left empty by a pusher that died is skipped within the wait and a
+//!   late write to it refused; slots claimed by a reserver that died come back through the
+//!   janitor; the payload limit at push, and the largest payload failing into the failed
+//!   store with a truncated reason; queue names and lock keys with spaces, colons,
+//!   newlines, non-ASCII and 400 characters; selection by `memcache://` and `memcached://`;
+//! - `tests/restart.rs`: starts its own memcached on port 11311, kills it (pushes fail while
+//!   it is down), starts it again, and checks that the driver reconnects, logs the state loss
+//!   once at `error` level, refuses leases from before and pushes and reserves as usual;
+//! - `tests/throughput.rs` (ignored; a measurement): on a shared 2-core machine, in a debug
+//!   build, 20,000 no-op jobs ran through the worker at 7,000 to 11,000 jobs/s end to end;
+//!   reserve and acknowledge in batches of 64 ran at 20,000 to 35,000 jobs/s; single-job
+//!   pushes at about 5,000 to 7,000 jobs/s.
+
+mod client;
+mod error;
+mod keys;
+mod options;
+mod record;
+mod storage;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use queue_core::{ConnectOptions, Result, Storage};
+
+pub use error::MemcachedError;
+pub use options::{MemcachedOptions, DEFAULT_PORT};
+pub use storage::MemcachedStorage;
+
+/// The driver's name, as [`Storage::driver`] reports it.
+pub const DRIVER: &str = "memcached";
+
+queue_core::__private::inventory::submit! {
+    queue_core::DriverRegistration { schemes: &["memcache", "memcached"], connect: connect_url }
+}
+
+fn connect_url(
+    url: String,
+    options: ConnectOptions,
+) -> BoxFuture<'static, Result<Arc<dyn Storage>>> {
+    Box::pin(async move {
+        let mut settings = MemcachedOptions::from_url(&url)?;
+        if let Some(table) = options.table {
+            if !settings.prefix_from_url() {
+                settings = settings.prefix(table);
+            }
+        }
+        if let Some(failed) = options.failed_table {
+            if !settings.failed_prefix_from_url() {
+                settings = settings.failed_prefix(failed);
+            }
+        }
+        let storage = MemcachedStorage::connect(settings).await?;
+        Ok(Arc::new(storage) as Arc<dyn Storage>)
+    })
+}

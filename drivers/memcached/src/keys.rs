@@ -1,0 +1,204 @@
+//! The key layout. Every key is `{prefix}:...`; user-chosen parts (prefixes, queue names,
+//! lock keys) are percent-escaped so keys never hold spaces or control characters, and long
+//! parts are shortened with a stable hash so keys stay under memcached's 250 bytes.
+//!
+//! | key | what |
+//! |---|---|
+//! | `P:epoch` | a random token written at connect; its loss means memcached lost the state |
+//! | `P:ids` | the job id counter |
+//! | `P:queues` | the names of queues ever pushed to, one per line |
+//! | `P:j:ID` | a job's state record ([`JobRecord`](crate::record::JobRecord)) |
+//! | `P:b:ID` | a job's payload (written once) |
+//! | `P:q:Q:head`, `P:q:Q:tail` | slots claimed so far / allocated so far |
+//! | `P:q:Q:s:N` | slot N: the id of a waiting job (or `-`, a skipped slot) |
+//! | `P:q:Q:gen` | the queue's generation, bumped by `clear` |
+//! | `P:q:Q:nw:G`, `P:q:Q:nd:G`, `P:q:Q:nr` | waiting / delayed (per generation) / reserved counts |
+//! | `P:q:Q:t:B`, `P:q:Q:tc:B` | timer bucket B (one second): ids whose due time or lease deadline falls in it, and a count |
+//! | `P:q:Q:cur` | the first timer bucket not yet fully swept |
+//! | `P:q:Q:jan` | the janitor's progress over claimed slots |
+//! | `P:lock:K` | a lock: owner and expiry |
+//! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
+
+/// Keys that fit comfortably: the longest user part kept as is.
+const MAX_PART: usize = 100;
+
+/// Percent-escapes everything outside `[A-Za-z0-9_.~-]`; reversible with [`unescape`].
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'~' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape`]; `None` if `text` is not an escaped string.
+pub(crate) fn unescape(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// FNV-1a, 128 bits: stable across processes, builds and platforms (unlike std's hasher).
+fn fnv128(text: &str) -> u128 {
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in text.bytes() {
+        hash ^= u128::from(b);
+        hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    hash
+}
+
+/// A user part as it appears in keys: escaped, and shortened with a hash when long.
+pub(crate) fn part(text: &str) -> String {
+    let escaped = escape(text);
+    if escaped.len() <= MAX_PART {
+        return escaped;
+    }
+    let mut cut = 60;
+    while !escaped.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{:032x}", &escaped[..cut], fnv128(text))
+}
+
+/// The keys of one store.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    p: String,
+    f: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str, failed_prefix: &str) -> Keys {
+        Keys {
+            p: part(prefix),
+            f: part(failed_prefix),
+        }
+    }
+
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}:epoch", self.p)
+    }
+
+    pub(crate) fn ids(&self) -> String {
+        format!("{}:ids", self.p)
+    }
+
+    pub(crate) fn queues(&self) -> String {
+        format!("{}:queues", self.p)
+    }
+
+    pub(crate) fn job(&self, id: u64) -> String {
+        format!("{}:j:{id}", self.p)
+    }
+
+    pub(crate) fn body(&self, id: u64) -> String {
+        format!("{}:b:{id}", self.p)
+    }
+
+    pub(crate) fn lock(&self, key: &str) -> String {
+        format!("{}:lock:{}", self.p, part(key))
+    }
+
+    pub(crate) fn failed(&self, id: u64) -> String {
+        format!("{}:f:{id}", self.f)
+    }
+
+    pub(crate) fn failed_next(&self) -> String {
+        format!("{}:next", self.f)
+    }
+
+    pub(crate) fn failed_low(&self) -> String {
+        format!("{}:low", self.f)
+    }
+
+    pub(crate) fn queue(&self, queue: &str) -> QueueKeys {
+        QueueKeys {
+            base: format!("{}:q:{}", self.p, part(queue)),
+        }
+    }
+}
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueKeys {
+    base: String,
+}
+
+impl QueueKeys {
+    pub(crate) fn head(&self) -> String {
+        format!("{}:head", self.base)
+    }
+
+    pub(crate) fn tail(&self) -> String {
+        format!("{}:tail", self.base)
+    }
+
+    pub(crate) fn slot(&self, n: u64) -> String {
+        format!("{}:s:{n}", self.base)
+    }
+
+    pub(crate) fn gen(&self) -> String {
+        format!("{}:gen", self.base)
+    }
+
+    pub(crate) fn waiting(&self, gen: u64) -> String {
+        format!("{}:nw:{gen}", self.base)
+    }
+
+    pub(crate) fn delayed(&self, gen: u64) -> String {
+        format!("{}:nd:{gen}", self.base)
+    }
+
+    pub(crate) fn reserved(&self) -> String {
+        format!("{}:nr", self.base)
+    }
+
+    pub(crate) fn timer(&self, bucket: i64) -> String {
+        format!("{}:t:{bucket}", self.base)
+    }
+
+    pub(crate) fn timer_count(&self, bucket: i64) -> String {
+        format!("{}:tc:{bucket}", self.base)
+    }
+
+    pub(crate) fn cursor(&self) -> String {
+        format!("{}:cur", self.base)
+    }
+
+    pub(crate) fn janitor(&self) -> String {
+        format!("{}:jan", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        for s in ["plain", "with space", "a:b/c%d", "żółw 🐢\n\r", ""] {
+            assert_eq!(unescape(&escape(s)).as_deref(), Some(s));
+            assert!(!escape(s).bytes().any(|b| b <= b' ' || b >= 0x7f));
+        }
+        let long = "x".repeat(1000);
+        let k = Keys::new("p", "f").queue(&long).timer_count(i64::MAX);
+        assert!(k.len() < 250, "{}", k.len());
+        assert_ne!(part(&long), part(&"x".repeat(999)));
+    }
+}

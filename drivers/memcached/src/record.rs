@@ -1,0 +1,296 @@
+//! The binary layout of the items the driver stores: a job's state record and a failed job.
+//!
+//! Layouts start with a version byte so a later version can read or refuse older items.
+//! Decoding never panics: a malformed item is reported as corrupt and skipped.
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JobState {
+    /// Ready, referenced by slot `slot` of its queue.
+    Waiting { slot: u64 },
+    /// Not available before `at` (Unix ms); listed in the timer bucket of `at`.
+    Delayed { at: i64 },
+    /// Taken by a worker until `deadline` (Unix ms); listed in the timer bucket of `deadline`.
+    Reserved { token: String, deadline: i64 },
+}
+
+/// A job's state record (`{prefix}:j:{id}`); its payload lives in a separate item
+/// (`{prefix}:b:{id}`) that never changes, so state changes move only a few bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JobRecord {
+    /// The queue's generation when the job was last put back: `clear` bumps the generation,
+    /// and waiting or delayed jobs of an older generation count as deleted.
+    pub(crate) gen: u64,
+    pub(crate) attempts: u32,
+    pub(crate) state: JobState,
+    pub(crate) queue: String,
+    pub(crate) name: String,
+}
+
+/// A job in the failed store (`{failed_prefix}:f:{id}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FailedRecord {
+    pub(crate) failed_at: i64,
+    pub(crate) attempts: u32,
+    pub(crate) job_id: String,
+    pub(crate) queue: String,
+    pub(crate) name: String,
+    pub(crate) error: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+const JOB_V1: u8 = 1;
+const FAILED_V1: u8 = 1;
+
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.data.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(self.u64()? as i64)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "a text field is not UTF-8".into())
+    }
+}
+
+impl JobRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.queue.len() + self.name.len());
+        out.push(JOB_V1);
+        out.extend_from_slice(&self.gen.to_le_bytes());
+        out.extend_from_slice(&self.attempts.to_le_bytes());
+        match &self.state {
+            JobState::Waiting { slot } => {
+                out.push(0);
+                out.extend_from_slice(&slot.to_le_bytes());
+            }
+            JobState::Delayed { at } => {
+                out.push(1);
+                out.extend_from_slice(&at.to_le_bytes());
+            }
+            JobState::Reserved { token, deadline } => {
+                out.push(2);
+                out.extend_from_slice(&deadline.to_le_bytes());
+                put_str(&mut out, token.as_bytes());
+            }
+        }
+        put_str(&mut out, self.queue.as_bytes());
+        put_str(&mut out, self.name.as_bytes());
+        out
+    }
+
+    pub(crate) fn decode(data: &[u8]) -> Result<JobRecord, String> {
+        let mut r = Reader { data };
+        let version = r.u8()?;
+        if version != JOB_V1 {
+            return Err(format!("unknown job record version {version}"));
+        }
+        let gen = r.u64()?;
+        let attempts = r.u32()?;
+        let state = match r.u8()? {
+            0 => JobState::Waiting { slot: r.u64()? },
+            1 => JobState::Delayed { at: r.i64()? },
+            2 => {
+                let deadline = r.i64()?;
+                JobState::Reserved {
+                    token: r.string()?,
+                    deadline,
+                }
+            }
+            other => return Err(format!("unknown job state {other}")),
+        };
+        let queue = r.string()?;
+        let name = r.string()?;
+        if !r.data.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        Ok(JobRecord {
+            gen,
+            attempts,
+            state,
+            queue,
+            name,
+        })
+    }
+
+    /// The lease token, if reserved.
+    pub(crate) fn token(&self) -> Option<&str> {
+        match &self.state {
+            JobState::Reserved { token, .. } => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The time whose timer bucket lists this job, if any.
+    pub(crate) fn timer(&self) -> Option<i64> {
+        match &self.state {
+            JobState::Waiting { .. } => None,
+            JobState::Delayed { at } => Some(*at),
+            JobState::Reserved { deadline, .. } => Some(*deadline),
+        }
+    }
+}
+
+impl FailedRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            64 + self.job_id.len()
+                + self.queue.len()
+                + self.name.len()
+                + self.error.len()
+                + self.payload.len(),
+        );
+        out.push(FAILED_V1);
+        out.extend_from_slice(&self.failed_at.to_le_bytes());
+        out.extend_from_slice(&self.attempts.to_le_bytes());
+        put_str(&mut out, self.job_id.as_bytes());
+        put_str(&mut out, self.queue.as_bytes());
+        put_str(&mut out, self.name.as_bytes());
+        put_str(&mut out, self.error.as_bytes());
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    pub(crate) fn decode(data: &[u8]) -> Result<FailedRecord, String> {
+        let mut r = Reader { data };
+        let version = r.u8()?;
+        if version != FAILED_V1 {
+            return Err(format!("unknown failed record version {version}"));
+        }
+        Ok(FailedRecord {
+            failed_at: r.i64()?,
+            attempts: r.u32()?,
+            job_id: r.string()?,
+            queue: r.string()?,
+            name: r.string()?,
+            error: r.string()?,
+            payload: r.data.to_vec(),
+        })
+    }
+
+    /// The encoded size without the error text: what the error may add to stay in one item.
+    pub(crate) fn size_without_error(&self) -> usize {
+        1 + 8
+            + 4
+            + 4 * 4
+            + self.job_id.len()
+            + self.queue.len()
+            + self.name.len()
+            + self.payload.len()
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying so.
+pub(crate) fn truncate_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    const MARK: &str = " [truncated]";
+    let mut end = max.saturating_sub(MARK.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
+}
+
+/// Job ids in a timer bucket: `,12,13,12` (duplicates and garbage are harmless).
+pub(crate) fn parse_ids(data: &[u8]) -> Vec<u64> {
+    let mut ids: Vec<u64> = data
+        .split(|b| *b == b',')
+        .filter_map(|part| std::str::from_utf8(part).ok()?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_round_trip() {
+        for state in [
+            JobState::Waiting { slot: 7 },
+            JobState::Delayed { at: -5 },
+            JobState::Reserved {
+                token: "abc".into(),
+                deadline: 1_700_000_000_000,
+            },
+        ] {
+            let r = JobRecord {
+                gen: 3,
+                attempts: 2,
+                state,
+                queue: "q ü".into(),
+                name: "n".into(),
+            };
+            assert_eq!(JobRecord::decode(&r.encode()), Ok(r));
+        }
+        assert!(JobRecord::decode(b"").is_err());
+        assert!(JobRecord::decode(&[1, 2, 3]).is_err());
+        assert!(JobRecord::decode(&[9; 40]).is_err());
+    }
+
+    #[test]
+    fn failed_round_trip() {
+        let f = FailedRecord {
+            failed_at: 12,
+            attempts: 1,
+            job_id: "4".into(),
+            queue: "q".into(),
+            name: "n".into(),
+            error: "e".into(),
+            payload: vec![0xff, 0, 1],
+        };
+        let bytes = f.encode();
+        assert_eq!(bytes.len(), f.size_without_error() + 1);
+        assert_eq!(FailedRecord::decode(&bytes), Ok(f));
+    }
+
+    #[test]
+    fn truncation_and_ids() {
+        assert_eq!(truncate_text("short", 10), "short");
+        let cut = truncate_text(&"ż".repeat(100), 40);
+        assert!(cut.len() <= 40 && cut.ends_with("[truncated]"));
+        assert_eq!(parse_ids(b",3,1,x,3,,2"), vec![1, 2, 3]);
+    }
+}

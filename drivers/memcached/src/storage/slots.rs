@@ -1,0 +1,481 @@
+//! The slot queue: claiming slots with a compare-and-swap of the head, reserving the jobs in
+//! them, skipping slots a pusher never wrote, recovering a lost head counter, and giving
+//! jobs whose slot was skipped a new one.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use queue_core::storage::{duration_millis, new_token};
+use queue_core::{Error, JobId, Lease, Reserved, Result};
+use tracing::{debug, error, warn};
+
+use super::{
+    parse_slot, Ends, Held, MemcachedStorage, CAS_TRIES, MAX_CLAIM, TOMBSTONE, TOMBSTONE_TTL,
+};
+use crate::client::{Cmd, Reply, Status};
+use crate::error::MemcachedError;
+use crate::keys::QueueKeys;
+use crate::record::{JobRecord, JobState};
+
+impl MemcachedStorage {
+    /// Takes jobs from `queue`'s slots until `out` holds `limit` or the queue is empty.
+    pub(super) async fn take_from_queue(
+        &self,
+        queue: &str,
+        mut ends: Ends,
+        now: i64,
+        lease: Duration,
+        limit: usize,
+        out: &mut Vec<Reserved>,
+    ) -> Result<()> {
+        let qk = self.keys().queue(queue);
+        let mut contention = 0;
+        while out.len() < limit {
+            let Some((head, head_cas)) = ends.head else {
+                if ends.tail == 0 {
+                    return Ok(());
+                }
+                self.recover_head(queue, &qk, ends.tail).await?;
+                ends = self.read_ends(&qk).await?;
+                continue;
+            };
+            if head > ends.tail {
+                self.reset_head(queue, &qk, head, head_cas, ends.tail)
+                    .await?;
+                ends = self.read_ends(&qk).await?;
+                continue;
+            }
+            if head == ends.tail {
+                return Ok(());
+            }
+            let want = ((limit - out.len()) as u64)
+                .min(ends.tail - head)
+                .min(MAX_CLAIM);
+            let claimed = self
+                .run(vec![Cmd::cas(
+                    qk.head(),
+                    (head + want).to_string().into_bytes(),
+                    head_cas,
+                    0,
+                )])
+                .await?;
+            match (&claimed[0].status, claimed[0].cas) {
+                (Status::Ok, Some(cas)) => {
+                    ends.head = Some((head + want, cas));
+                    self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
+                        .await?;
+                }
+                (Status::Ok, None) => {
+                    ends = self.read_ends(&qk).await?;
+                    self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
+                        .await?;
+                }
+                (Status::Refused(message), _) => {
+                    return Err(MemcachedError::Refused(message.clone()).into())
+                }
+                _ => {
+                    contention += 1;
+                    if contention > 4 * CAS_TRIES {
+                        return Err(MemcachedError::Contention(format!("claim on {queue}")).into());
+                    }
+                    ends = self.read_ends(&qk).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn read_ends(&self, qk: &QueueKeys) -> Result<Ends> {
+        let replies = self
+            .run(vec![
+                Cmd::gets(qk.head()),
+                Cmd::get(qk.tail()),
+                Cmd::get(qk.gen()),
+            ])
+            .await?;
+        Ok(Self::ends(&replies))
+    }
+
+    pub(super) fn ends(replies: &[Reply]) -> Ends {
+        Ends {
+            head: replies[0].number().zip(replies[0].cas),
+            tail: replies[1].number().unwrap_or(0),
+            gen: replies[2].number().unwrap_or(0),
+        }
+    }
+
+    /// Reserves the jobs in the claimed slots `first..=last` (ours alone: the head moved past
+    /// them with a compare-and-swap).
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    pub(super) async fn take_slots(
+        &self,
+        queue: &str,
+        qk: &QueueKeys,
+        gen: u64,
+        first: u64,
+        last: u64,
+        now: i64,
+        lease: Duration,
+        out: &mut Vec<Reserved>,
+    ) -> Result<()> {
+        let slots: Vec<u64> = (first..=last).collect();
+        let replies = self
+            .run(slots.iter().map(|n| Cmd::get(qk.slot(*n))).collect())
+            .await?;
+        // slot -> job id (None: a tombstone or garbage)
+        let mut found: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for (n, reply) in slots.iter().zip(&replies) {
+            match reply.value() {
+                Some(v) => {
+                    found.insert(*n, parse_slot(v));
+                }
+                None => missing.push(*n),
+            }
+        }
+        if !missing.is_empty() {
+            self.wait_for_slots(queue, qk, missing, &mut found).await?;
+        }
+        let entries: Vec<(u64, u64)> = found
+            .iter()
+            .filter_map(|(n, id)| id.map(|id| (*n, id)))
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut cmds = Vec::with_capacity(entries.len() * 2);
+        for (_, id) in &entries {
+            cmds.push(Cmd::gets(self.keys().job(*id)));
+            cmds.push(Cmd::get(self.keys().body(*id)));
+        }
+        let replies = self.run(cmds).await?;
+        let deadline = now.saturating_add(duration_millis(lease));
+        let mut takes: Vec<(u64, Held, Vec<u8>, String)> = Vec::new();
+        let mut cleanup: Vec<Cmd> = Vec::new();
+        let mut waiting_gone: BTreeMap<u64, u64> = BTreeMap::new();
+        for ((n, id), pair) in entries.iter().zip(replies.chunks(2)) {
+            let Some((cas, record)) = self.decode_job(*id, &pair[0]) else {
+                cleanup.push(Cmd::delete(qk.slot(*n)));
+                continue;
+            };
+            if record.state != (JobState::Waiting { slot: *n }) {
+                // A stale pointer: the job moved on (released again, re-slotted).
+                cleanup.push(Cmd::delete(qk.slot(*n)));
+                continue;
+            }
+            if record.gen < gen {
+                // Cleared while waiting: `clear` already took it off the counts.
+                cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
+                cleanup.push(Cmd::delete(self.keys().body(*id)));
+                cleanup.push(Cmd::delete(qk.slot(*n)));
+                continue;
+            }
+            let Some(body) = pair[1].value() else {
+                error!(job = id, %queue, "a waiting job's payload is gone (evicted?): dropping the job");
+                cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
+                cleanup.push(Cmd::delete(qk.slot(*n)));
+                *waiting_gone.entry(record.gen).or_default() += 1;
+                continue;
+            };
+            takes.push((
+                *n,
+                Held {
+                    id: *id,
+                    cas,
+                    record,
+                },
+                body.to_vec(),
+                new_token(),
+            ));
+        }
+        for (g, count) in &waiting_gone {
+            cleanup.push(Cmd::decr(qk.waiting(*g), *count));
+        }
+        if takes.is_empty() {
+            self.run(cleanup).await?;
+            return Ok(());
+        }
+        let ids: Vec<u64> = takes.iter().map(|t| t.1.id).collect();
+        let mut cmds = self.timer_cmds(qk, deadline, &ids, now);
+        let first_cas = cmds.len();
+        for (_, held, _, token) in &takes {
+            let record = JobRecord {
+                attempts: held.record.attempts.saturating_add(1),
+                state: JobState::Reserved {
+                    token: token.clone(),
+                    deadline,
+                },
+                ..held.record.clone()
+            };
+            cmds.push(Cmd::cas(
+                self.keys().job(held.id),
+                record.encode(),
+                held.cas,
+                0,
+            ));
+        }
+        // Counters and slot deletions assume success; the rare failure is undone below.
+        let mut per_gen: BTreeMap<u64, u64> = BTreeMap::new();
+        for (n, held, _, _) in &takes {
+            *per_gen.entry(held.record.gen).or_default() += 1;
+            cmds.push(Cmd::delete(qk.slot(*n)));
+        }
+        for (g, count) in &per_gen {
+            cmds.push(Cmd::decr(qk.waiting(*g), *count));
+        }
+        cmds.push(Cmd::incr(qk.reserved(), takes.len() as u64));
+        cmds.extend(cleanup);
+        let replies = self.run(cmds).await?;
+        self.check_timer_replies(&replies[..first_cas], &ids);
+        let mut undo = Vec::new();
+        let mut failed = 0;
+        for ((n, held, body, token), reply) in takes.into_iter().zip(&replies[first_cas..]) {
+            if reply.ok() {
+                out.push(Reserved {
+                    lease: Lease {
+                        job_id: JobId(held.id.to_string()),
+                        queue: queue.to_owned(),
+                        token,
+                    },
+                    name: held.record.name.clone(),
+                    payload: body,
+                    attempts: held.record.attempts.saturating_add(1),
+                });
+            } else {
+                // Someone changed the record between our read and write. Put the slot back
+                // so the janitor can look at it, and the counts as they were.
+                debug!(job = held.id, status = ?reply.status, "lost a race for a claimed job");
+                failed += 1;
+                undo.push(Cmd::add(qk.slot(n), held.id.to_string().into_bytes(), 0));
+                undo.push(Cmd::incr(qk.waiting(held.record.gen), 1));
+            }
+        }
+        if failed > 0 {
+            undo.push(Cmd::decr(qk.reserved(), failed));
+            self.run(undo).await?;
+        }
+        Ok(())
+    }
+
+    /// Claimed slots whose item is missing: a pusher between `incr tail` and writing the
+    /// slot, or an evicted item. Waits up to `missing_slot_wait`, then writes a tombstone
+    /// with `add`: a pusher that writes later gets "not stored" and uses a new slot, so
+    /// nothing is lost by skipping.
+    pub(super) async fn wait_for_slots(
+        &self,
+        queue: &str,
+        qk: &QueueKeys,
+        mut missing: Vec<u64>,
+        found: &mut BTreeMap<u64, Option<u64>>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        while !missing.is_empty() && started.elapsed() < self.inner.options.slot_wait() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            let replies = self
+                .run(missing.iter().map(|n| Cmd::get(qk.slot(*n))).collect())
+                .await?;
+            let mut still = Vec::new();
+            for (n, reply) in missing.iter().zip(&replies) {
+                match reply.value() {
+                    Some(v) => {
+                        found.insert(*n, parse_slot(v));
+                    }
+                    None => still.push(*n),
+                }
+            }
+            missing = still;
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let replies = self
+            .run(
+                missing
+                    .iter()
+                    .map(|n| Cmd::add(qk.slot(*n), TOMBSTONE.to_vec(), TOMBSTONE_TTL))
+                    .collect(),
+            )
+            .await?;
+        let mut late = Vec::new();
+        for (n, reply) in missing.iter().zip(&replies) {
+            if reply.ok() {
+                warn!(
+                    %queue,
+                    slot = n,
+                    waited = ?started.elapsed(),
+                    "skipping a claimed slot that stayed empty (a pusher died mid-push, or memcached evicted it)"
+                );
+            } else {
+                late.push(*n);
+            }
+        }
+        if !late.is_empty() {
+            let replies = self
+                .run(late.iter().map(|n| Cmd::get(qk.slot(*n))).collect())
+                .await?;
+            for (n, reply) in late.iter().zip(&replies) {
+                if let Some(v) = reply.value() {
+                    found.insert(*n, parse_slot(v));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The head counter is missing while the tail exists: a queue's first reservation, or
+    /// an evicted head. Finds the lowest slot that still holds a job (claimed slots are
+    /// deleted, so they form a prefix of missing items) and starts just before it.
+    pub(super) async fn recover_head(&self, queue: &str, qk: &QueueKeys, tail: u64) -> Result<()> {
+        const BLOCK: u64 = 64;
+        let probe = |block: u64| {
+            let lo = 1 + block * BLOCK;
+            let hi = ((block + 1) * BLOCK).min(tail);
+            (lo, hi)
+        };
+        let blocks = tail.div_ceil(BLOCK);
+        let first_in = |lo: u64, hi: u64| {
+            let cmds: Vec<Cmd> = (lo..=hi).map(|n| Cmd::exists(qk.slot(n))).collect();
+            async move {
+                let replies = self.run(cmds).await?;
+                Ok::<_, Error>(
+                    (lo..=hi)
+                        .zip(&replies)
+                        .find(|(_, r)| r.ok())
+                        .map(|(n, _)| n),
+                )
+            }
+        };
+        let (lo, hi) = probe(0);
+        let mut first = first_in(lo, hi).await?;
+        if first.is_none() && blocks > 1 {
+            // Binary search for the first block holding anything.
+            let (mut low, mut high) = (1, blocks);
+            let mut hit = None;
+            while low < high {
+                let mid = low + (high - low) / 2;
+                let (lo, hi) = probe(mid);
+                match first_in(lo, hi).await? {
+                    Some(n) => {
+                        hit = Some(n);
+                        high = mid;
+                    }
+                    None => low = mid + 1,
+                }
+            }
+            first = hit;
+        }
+        let mut first = first.unwrap_or(tail + 1);
+        // Missing slots just below it may belong to pushers still writing: tombstone them,
+        // so that such a pusher re-slots its job instead of writing behind the head.
+        let from = first.saturating_sub(4096).max(1);
+        if from < first {
+            let range: Vec<u64> = (from..first).collect();
+            let replies = self
+                .run(
+                    range
+                        .iter()
+                        .map(|n| Cmd::add(qk.slot(*n), TOMBSTONE.to_vec(), TOMBSTONE_TTL))
+                        .collect(),
+                )
+                .await?;
+            if let Some((n, _)) = range.iter().zip(&replies).find(|(_, r)| !r.ok()) {
+                first = *n;
+            }
+        }
+        let head = first - 1;
+        self.run(vec![Cmd::add(qk.head(), head.to_string().into_bytes(), 0)])
+            .await?;
+        if head > 0 {
+            warn!(%queue, tail, head, "the queue had no head counter (first use, or memcached evicted it): starting after slot {head}");
+        }
+        Ok(())
+    }
+
+    /// The head is past the tail: the tail counter was lost (evicted) and started again.
+    pub(super) async fn reset_head(
+        &self,
+        queue: &str,
+        qk: &QueueKeys,
+        head: u64,
+        cas: u64,
+        tail: u64,
+    ) -> Result<()> {
+        error!(
+            %queue,
+            head,
+            tail,
+            "the queue's tail counter went backwards (memcached evicted it): restarting the head at 0; jobs slotted before may be lost"
+        );
+        self.run(vec![Cmd::cas(qk.head(), b"0".to_vec(), cas, 0)])
+            .await?;
+        Ok(())
+    }
+
+    /// Gives waiting jobs whose slot write failed (a reserver had given up on the slot and
+    /// tombstoned it) a new slot. Nobody else can reach such a job, so a plain write is safe.
+    pub(super) async fn reslot(
+        &self,
+        queue: &str,
+        qk: &QueueKeys,
+        mut ids: Vec<u64>,
+    ) -> Result<()> {
+        for _ in 0..CAS_TRIES {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let replies = self
+                .run(
+                    ids.iter()
+                        .map(|id| Cmd::gets(self.keys().job(*id)))
+                        .collect(),
+                )
+                .await?;
+            let mut held = Vec::new();
+            for (id, reply) in ids.iter().zip(&replies) {
+                if let Some((cas, record)) = self.decode_job(*id, reply) {
+                    held.push(Held {
+                        id: *id,
+                        cas,
+                        record,
+                    });
+                }
+            }
+            if held.is_empty() {
+                return Ok(());
+            }
+            let count = held.len() as u64;
+            let replies = self.run(vec![Cmd::incr(qk.tail(), count)]).await?;
+            let end = replies[0]
+                .checked("allocate slots")?
+                .number()
+                .ok_or_else(|| MemcachedError::Protocol("incr gave no number".into()))?;
+            let first = end + 1 - count;
+            let mut cmds = Vec::new();
+            for (i, h) in held.iter().enumerate() {
+                let record = JobRecord {
+                    state: JobState::Waiting {
+                        slot: first + i as u64,
+                    },
+                    ..h.record.clone()
+                };
+                cmds.push(Cmd::cas(self.keys().job(h.id), record.encode(), h.cas, 0));
+                cmds.push(Cmd::add(
+                    qk.slot(first + i as u64),
+                    h.id.to_string().into_bytes(),
+                    0,
+                ));
+            }
+            let replies = self.run(cmds).await?;
+            ids = held
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| replies[2 * i].ok() && !replies[2 * i + 1].ok())
+                .map(|(_, h)| h.id)
+                .collect();
+            debug!(%queue, count, "re-slotted jobs whose slot had been skipped");
+        }
+        Err(MemcachedError::Contention(format!("re-slotting jobs of {queue}")).into())
+    }
+}

@@ -1,0 +1,25 @@
+//! The conformance suite against a real memcached (`MEMCACHED_URL`, by default
+//! `memcache://127.0.0.1:11211`), each case under its own key prefix.
+
+use std::sync::Arc;
+
+use queue_core::Storage;
+use queue_memcached::{MemcachedOptions, MemcachedStorage};
+
+fn url() -> String {
+    std::env::var("MEMCACHED_URL").unwrap_or_else(|_| "memcache://127.0.0.1:11211".into())
+}
+
+async fn store() -> Option<Arc<dyn Storage>> {
+    let url = url();
+    let options = match MemcachedOptions::from_url(&url) {
+        Ok(options) => options.prefix(queue_tests::unique("t")),
+        Err(e) => panic!("MEMCACHED_URL is not a memcached URL: {e}"),
+    };
+    match MemcachedStorage::connect(options).await {
+        Ok(storage) => Some(Arc::new(storage)),
+        Err(e) => queue_tests::server_missing(&url, e),
+    }
+}
+
+queue_tests::conformance!(store());
