@@ -270,7 +270,10 @@ pub async fn stale_lease_is_refused(store: Store) {
         .unwrap()
         .remove(0);
     assert_eq!(
-        store.acknowledge(&[stale.lease.clone()]).await.unwrap(),
+        store
+            .acknowledge(std::slice::from_ref(&stale.lease))
+            .await
+            .unwrap(),
         vec![false]
     );
     assert!(matches!(
@@ -346,7 +349,11 @@ pub async fn release_with_delay(store: Store) {
         .unwrap()
         .is_empty());
     assert!(
-        store.acknowledge(&[first.lease.clone()]).await.unwrap() == vec![false],
+        store
+            .acknowledge(std::slice::from_ref(&first.lease))
+            .await
+            .unwrap()
+            == vec![false],
         "a released lease is stale"
     );
     tokio::time::sleep(PAST_SHORT).await;
@@ -697,4 +704,50 @@ pub async fn counters(store: Store) {
         store.counters(&brief).await.unwrap().is_empty(),
         "expired with its TTL"
     );
+}
+
+/// An idle `wait` returns soon after a push (drivers that declare `wake_on_push`), and
+/// never sleeps much past the next delayed job.
+pub async fn wait_wakes_on_push(store: Store) {
+    if !store.capabilities().wake_on_push {
+        println!("wait_wakes_on_push: not applicable to the {} driver (it polls; declared in its capabilities)", store.driver());
+        return;
+    }
+    let q = unique("q");
+    let queues = vec![q.clone()];
+    let pusher = {
+        let (store, q) = (store.clone(), q.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            store.push(vec![job(&q, "w", b"x")]).await.unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    store.wait(&queues, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "woken by the push, not the 10 s timeout"
+    );
+    pusher.await.unwrap();
+    store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+
+    let mut later = job(&q, "w", b"later");
+    later.available = Availability::After(Duration::from_millis(500));
+    store.push(vec![later]).await.unwrap();
+    // The push itself may wake a waiter at once; what matters is that the delayed job's
+    // time ends the wait, not the 10 s timeout.
+    let started = std::time::Instant::now();
+    while store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the delayed job became available"
+        );
+        store.wait(&queues, Duration::from_secs(10)).await.unwrap();
+    }
+    assert!(started.elapsed() < Duration::from_secs(4));
 }

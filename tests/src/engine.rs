@@ -99,7 +99,7 @@ pub async fn engine_retries_with_backoff(store: Store) {
         (summary.processed, summary.retried, summary.failed),
         (1, 2, 0)
     );
-    let attempts = attempts.lock().unwrap();
+    let attempts = attempts.lock().unwrap().clone();
     assert_eq!(attempts.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
     for pair in attempts.windows(2) {
         assert!(

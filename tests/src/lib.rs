@@ -101,6 +101,7 @@ macro_rules! conformance {
             lock_mutual_exclusion,
             lock_owner_and_expiry,
             reserve_by_name,
+            wait_wakes_on_push,
             engine_runs_jobs_in_priority_order,
             engine_retries_with_backoff,
             engine_fails_after_tries,

@@ -506,7 +506,13 @@ impl Storage for MemoryStorage {
                 let until = from_unix_millis(at)
                     .duration_since(SystemTime::now())
                     .unwrap_or_default();
-                timeout.min(until)
+                if until.is_zero() {
+                    // Due but not taken (say, another job name than the worker runs): pause
+                    // briefly instead of returning at once and spinning.
+                    timeout.min(Duration::from_millis(20))
+                } else {
+                    timeout.min(until)
+                }
             }
             None => timeout,
         };

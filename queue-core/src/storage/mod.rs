@@ -42,7 +42,9 @@ use futures::future::BoxFuture;
 
 use crate::error::Result;
 
-/// The identifier a storage gives a job when it is pushed.
+/// The identifier a storage gives a job when it is pushed: unique within the store (not only
+/// within its queue), so applications can use it as a key, and never reused while the job
+/// exists.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub String);
 

@@ -1,0 +1,47 @@
+//! The driver's own errors, turned into [`queue_core::Error`] at the boundary.
+
+use crate::DRIVER;
+
+/// What can go wrong in the redis driver besides Redis itself failing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisDriverError {
+    /// Redis failed: a lost connection, a timeout, an error reply.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// A script answered something the driver does not understand (a different version of
+    /// the driver's scripts, or keys written by something else).
+    #[error("unexpected reply from redis to {operation}: {reply}")]
+    UnexpectedReply {
+        /// What the driver was doing.
+        operation: &'static str,
+        /// The reply, abridged.
+        reply: String,
+    },
+}
+
+impl RedisDriverError {
+    pub(crate) fn unexpected(operation: &'static str, reply: &redis::Value) -> Self {
+        let mut reply = format!("{reply:?}");
+        if reply.len() > 200 {
+            let mut end = 200;
+            while !reply.is_char_boundary(end) {
+                end -= 1;
+            }
+            reply.truncate(end);
+            reply.push_str("...");
+        }
+        RedisDriverError::UnexpectedReply { operation, reply }
+    }
+}
+
+impl From<RedisDriverError> for queue_core::Error {
+    fn from(error: RedisDriverError) -> Self {
+        queue_core::Error::backend(DRIVER, error)
+    }
+}
+
+/// Wraps a Redis error as the core's backend error.
+pub(crate) fn backend(error: redis::RedisError) -> queue_core::Error {
+    RedisDriverError::Redis(error).into()
+}

@@ -1,0 +1,48 @@
+//! The Lua scripts, one atomic operation each, loaded once and called by SHA (`EVALSHA`).
+//!
+//! Each script reads the time with `redis.call('TIME')`: due times and lease deadlines are
+//! judged by the server's clock, so workers whose clocks drift still agree. (Redis 5 and
+//! later replicate a script's effects, not the script, so reading the clock before a write
+//! is allowed.)
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// The driver's scripts.
+pub(crate) struct Scripts {
+    pub(crate) push: Script,
+    pub(crate) reserve: Script,
+    pub(crate) acknowledge: Script,
+    pub(crate) extend: Script,
+    pub(crate) release: Script,
+    pub(crate) fail: Script,
+    pub(crate) size: Script,
+    pub(crate) clear: Script,
+    pub(crate) due: Script,
+    pub(crate) lock: Script,
+    pub(crate) unlock: Script,
+    pub(crate) failed_page: Script,
+    pub(crate) failed_forget: Script,
+    pub(crate) failed_prune: Script,
+    pub(crate) failed_retry: Script,
+}
+
+/// Loaded on first use.
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    push: Script::new(include_str!("../scripts/push.lua")),
+    reserve: Script::new(include_str!("../scripts/reserve.lua")),
+    acknowledge: Script::new(include_str!("../scripts/acknowledge.lua")),
+    extend: Script::new(include_str!("../scripts/extend.lua")),
+    release: Script::new(include_str!("../scripts/release.lua")),
+    fail: Script::new(include_str!("../scripts/fail.lua")),
+    size: Script::new(include_str!("../scripts/size.lua")),
+    clear: Script::new(include_str!("../scripts/clear.lua")),
+    due: Script::new(include_str!("../scripts/due.lua")),
+    lock: Script::new(include_str!("../scripts/lock.lua")),
+    unlock: Script::new(include_str!("../scripts/unlock.lua")),
+    failed_page: Script::new(include_str!("../scripts/failed_page.lua")),
+    failed_forget: Script::new(include_str!("../scripts/failed_forget.lua")),
+    failed_prune: Script::new(include_str!("../scripts/failed_prune.lua")),
+    failed_retry: Script::new(include_str!("../scripts/failed_retry.lua")),
+});
