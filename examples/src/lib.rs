@@ -161,3 +161,33 @@ impl Handle for AbortWorker {
         std::process::abort();
     }
 }
+
+/// Appends how long it waited between dispatch and start, in microseconds of wall-clock time,
+/// to a file: the benchmark's dispatch-to-start latency probe (the dispatcher and the worker
+/// are different processes on one machine, so they share the clock).
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "latency-probe", tries = 1)]
+pub struct LatencyProbe {
+    /// Wall-clock time of the dispatch, in microseconds since the Unix epoch.
+    pub sent_us: u64,
+    /// The file to append the measurement to.
+    pub log: String,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Handle for LatencyProbe {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        use std::io::Write;
+        let waited = unix_micros().saturating_sub(self.sent_us);
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        writeln!(file, "{waited}")?;
+        Ok(())
+    }
+}

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] the job's hash, KEYS[2] its queue's `reserved` sorted set, KEYS[3] the failed
 -- store's id counter, KEYS[4] the failed store's index (sorted set scored by failed time).
--- ARGV[1] the member, ARGV[3] the job id, ARGV[4] the queue, ARGV[5] the error.
+-- ARGV[1] the member, ARGV[3] the job id (`<queue>/<number>`), ARGV[4] the queue,
+-- ARGV[5] the error.
 -- The failed job is the hash `<failed base>job:<failed member>` (j = job id, q = queue,
 -- n = name, p = payload, e = error, a = attempts, f = failed at, Unix ms).
 -- Returns 1, or 0 for a stale lease.

@@ -4,7 +4,8 @@
 -- KEYS[1] the failed store's index, KEYS[2] the failed job's hash, KEYS[3] the queue's
 -- `pending`, KEYS[4] the queue's id counter. ARGV[1] the failed member, ARGV[2] the queue
 -- the caller read from the hash (the keys were built from it).
--- Returns the new job id, or -1 if the failed job is gone or not of that queue.
+-- Returns the new job's sequence number (its id is `<queue>/<number>`), or -1 if the
+-- failed job is gone or not of that queue.
 local f = redis.call('HMGET', KEYS[2], 'q', 'n', 'p')
 if f[1] == false or f[1] ~= ARGV[2] then
   return -1

@@ -8,7 +8,8 @@
 -- A job is the hash `<base>job:<member>` (n = name, p = payload, a = attempts) and the
 -- member in `pending` scored by the time it becomes available. Members are the queue's
 -- sequence number zero-padded to 16 digits, so that jobs with the same available time come
--- out in push order. Returns the sequence numbers (the job ids) in push order.
+-- out in push order. Returns the sequence numbers in push order (the driver makes the job
+-- ids `<queue>/<number>` of them).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local queues = #KEYS / 2

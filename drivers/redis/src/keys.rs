@@ -10,13 +10,20 @@
 //! | `{P:Q}:seq` | string | the queue's id counter |
 //! | `{P:Q}:notify` | pub/sub channel | published on push and release, to wake idle workers |
 //! | `{P}:queues` | set | every queue ever pushed to (for `queues()`) |
+//! | `{P:counters}:names` | sorted set | the names of the counters, all scored 0 (read by prefix with `ZRANGEBYLEX`) |
+//! | `{P:counters}:expiry` | sorted set | the names of counters with a TTL, scored by expiry (Unix ms), for pruning `names` |
+//! | `{P:counters}:c:<name>` | string | one counter's value (with a TTL for throughput buckets) |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |
 //! | `{F}:failed:index` | sorted set | failed jobs scored by failed time (Unix ms) |
 //! | `{F}:failed:job:<member>` | hash | one failed job |
 //! | `P:lock:{K}` | string | the lock `K`: its owner, with a TTL |
 //!
-//! A member is the id zero-padded to 16 digits, so members with the same score sort in
-//! push order. The Lua scripts derive `{P:Q}:job:` from the `pending` key by dropping its
+//! A member is the queue's sequence number zero-padded to 16 digits, so members with the
+//! same score sort in push order. The public [`JobId`](queue_core::JobId) is the queue's
+//! name, a slash and the number without padding (`emails/17`): unique in the store, since
+//! two queues never share a name, while the job's keys stay in its queue's hash slot. The
+//! number is all digits, so the id splits at its last slash whatever the queue's name holds.
+//! The Lua scripts derive `{P:Q}:job:` from the `pending` key by dropping its
 //! last seven characters and `{F}:failed:job:` from the index by dropping five; keep the
 //! suffixes in step with them.
 
@@ -78,6 +85,20 @@ impl Keys {
         format!("{{{}}}:failed:job:{}", self.failed, member)
     }
 
+    pub(crate) fn counter_names(&self) -> String {
+        format!("{{{}:counters}}:names", self.prefix)
+    }
+
+    pub(crate) fn counter_expiry(&self) -> String {
+        format!("{{{}:counters}}:expiry", self.prefix)
+    }
+
+    /// A counter's value: the scripts build it from `counter_names`.
+    #[cfg(test)]
+    pub(crate) fn counter(&self, name: &str) -> String {
+        format!("{{{}:counters}}:c:{}", self.prefix, name)
+    }
+
     pub(crate) fn lock(&self, key: &str) -> String {
         format!("{}:lock:{{{}}}", self.prefix, key)
     }
@@ -90,6 +111,21 @@ pub(crate) fn member(id: &str) -> Option<String> {
     }
     let n: u64 = id.parse().ok()?;
     (n <= MAX_ID).then(|| format!("{n:016}"))
+}
+
+/// The public id of the job `member` of `queue`: `<queue>/<number>`.
+pub(crate) fn job_id(queue: &str, member: &str) -> String {
+    format!("{queue}/{}", id_of(member))
+}
+
+/// The member a public job id names, if it is an id of a job of `queue`: `None` for
+/// anything else (another queue's id, a malformed id), which callers treat as a lost lease.
+pub(crate) fn job_member(queue: &str, id: &str) -> Option<String> {
+    let (of, number) = id.rsplit_once('/')?;
+    if of != queue {
+        return None;
+    }
+    member(number)
 }
 
 /// The id of a member: the number without its padding.
@@ -117,6 +153,36 @@ mod tests {
     }
 
     #[test]
+    fn job_ids_name_their_queue() {
+        assert_eq!(job_id("emails", "0000000000000017"), "emails/17");
+        assert_eq!(
+            job_member("emails", "emails/17").as_deref(),
+            Some("0000000000000017")
+        );
+        // Queue names may hold slashes: the number follows the last one.
+        assert_eq!(job_id("a/b", "0000000000000001"), "a/b/1");
+        assert_eq!(
+            job_member("a/b", "a/b/1").as_deref(),
+            Some("0000000000000001")
+        );
+        assert_eq!(job_member("a", "a/b/1"), None);
+        assert_eq!(job_id("", "0000000000000002"), "/2");
+        assert_eq!(job_member("", "/2").as_deref(), Some("0000000000000002"));
+        for bad in [
+            "",
+            "17",
+            "emails",
+            "emails/",
+            "emails/x",
+            "other/17",
+            "emails/+1",
+            "emails/1 ",
+        ] {
+            assert_eq!(job_member("emails", bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn scripts_derive_the_job_base_from_pending() {
         let keys = Keys::new("queue", "queue");
         let pending = keys.pending("emails");
@@ -128,5 +194,9 @@ mod tests {
         assert_eq!(format!("{base}job:0001"), keys.failed_job("0001"));
         assert_eq!(keys.lock("report"), "queue:lock:{report}");
         assert_eq!(pending, "{queue:emails}:pending");
+        let names = keys.counter_names();
+        let base = &names[..names.len() - "names".len()];
+        assert_eq!(format!("{base}c:x"), keys.counter("x"));
+        assert_eq!(format!("{base}expiry"), keys.counter_expiry());
     }
 }

@@ -125,8 +125,27 @@
 //! `{P:Q}:reserved` (sorted set scored by lease deadline), `{P:Q}:job:<id>` (a hash per job:
 //! name, payload, attempts, token), `{P:Q}:seq` (the id counter); `{P}:queues` (the set of
 //! queue names); `{F}:failed:index`, `{F}:failed:job:<id>`, `{F}:failed:seq` (the failed
-//! store, `F` defaulting to `P`); `P:lock:{K}` (locks). Job ids are numbers unique within
-//! their queue (a job is named by its queue and id, as in a [`Lease`](queue_core::Lease)).
+//! store, `F` defaulting to `P`); `P:lock:{K}` (locks); `{P:counters}:names`,
+//! `{P:counters}:expiry` and `{P:counters}:c:<name>` (the counters of statistics and the
+//! restart signal).
+//!
+//! **Job ids** are the queue's name, a slash and a number the queue counts up (`emails/17`),
+//! so they are unique in the store (applications may use
+//! [`JobContext::job_id`](queue_core::JobContext::job_id) as a key) while every key of a job
+//! stays in its queue's slot. The number is all digits, so an id splits at its last slash
+//! whatever the queue's name holds. A lease whose id is malformed or names another queue
+//! than the lease is refused as stale ([`Error::LeaseLost`](queue_core::Error::LeaseLost),
+//! or `false` from acknowledge). The failed store records this id as the failed job's
+//! `job_id`; its own ids (`FailedJob::id`) are plain numbers, unique in the failed store.
+//!
+//! **Counters** (`runall stats`, `runall health`, `runall restart`): each counter is one
+//! integer key, added to with `INCRBY` by one script per batch (atomic, one round trip);
+//! with a TTL, Redis expires it (`PEXPIRE`). Their names are kept in a sorted set read by
+//! prefix with `ZRANGEBYLEX`, never `KEYS`, so the restart poll each worker makes every
+//! second is one short script call. Names whose counter expired or was deleted are pruned
+//! when read, and each write also prunes up to 100 expired names. A counter that holds no
+//! integer (written by hand) is left out when read and starts over from the next delta;
+//! so does one whose sum would overflow 64 bits.
 //!
 //! **Cluster.** Every key of one queue carries the hash tag `{P:Q}`, so each queue lives in
 //! one slot, and the failed store and each lock have tags of their own. Only a single
@@ -134,6 +153,7 @@
 //! extending and releasing stay in one slot; what crosses slots and would have to be split
 //! is a reservation across several queues (run the script per queue in priority order),
 //! `fail` and `failed_retry` (queue and failed store), and the wait for several queues.
+//! The counters share one slot of their own.
 
 mod error;
 mod keys;

@@ -26,6 +26,9 @@ pub(crate) struct Scripts {
     pub(crate) failed_forget: Script,
     pub(crate) failed_prune: Script,
     pub(crate) failed_retry: Script,
+    pub(crate) oldest: Script,
+    pub(crate) counters_add: Script,
+    pub(crate) counters_read: Script,
 }
 
 /// Loaded on first use.
@@ -45,4 +48,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     failed_forget: Script::new(include_str!("../scripts/failed_forget.lua")),
     failed_prune: Script::new(include_str!("../scripts/failed_prune.lua")),
     failed_retry: Script::new(include_str!("../scripts/failed_retry.lua")),
+    oldest: Script::new(include_str!("../scripts/oldest.lua")),
+    counters_add: Script::new(include_str!("../scripts/counters_add.lua")),
+    counters_read: Script::new(include_str!("../scripts/counters_read.lua")),
 });

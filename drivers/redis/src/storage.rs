@@ -14,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, Value};
 
 use crate::error::{backend, RedisDriverError};
-use crate::keys::{id_of, member, Keys};
+use crate::keys::{id_of, job_id, job_member, member, Keys};
 use crate::notify::Waker;
 use crate::options::RedisOptions;
 use crate::scripts::SCRIPTS;
@@ -386,7 +386,8 @@ impl Storage for RedisStorage {
             return Err(RedisDriverError::unexpected("push", &Value::Array(ids)).into());
         }
         ids.iter()
-            .map(|id| int(id).map(|n| JobId(n.to_string())))
+            .zip(&jobs)
+            .map(|(id, job)| int(id).map(|n| JobId(format!("{}/{n}", job.queue))))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| RedisDriverError::unexpected("push", &Value::Array(ids.clone())).into())
     }
@@ -429,7 +430,7 @@ impl Storage for RedisStorage {
                     .get(usize::try_from(int(&q)?).ok()?.checked_sub(1)?)?;
                 Some(Reserved {
                     lease: Lease {
-                        job_id: JobId(id_of(&text(member)?)),
+                        job_id: JobId(job_id(queue, &text(member)?)),
                         queue: queue.clone(),
                         token: text(token)?,
                     },
@@ -447,7 +448,7 @@ impl Storage for RedisStorage {
     }
 
     async fn extend(&self, lease: &Lease, duration: Duration) -> Result<()> {
-        let member = member(&lease.job_id.0).ok_or_else(|| lost(lease))?;
+        let member = job_member(&lease.queue, &lease.job_id.0).ok_or_else(|| lost(lease))?;
         let mut invocation = SCRIPTS.extend.prepare_invoke();
         invocation
             .key(self.keys().job(&lease.queue, &member))
@@ -463,7 +464,7 @@ impl Storage for RedisStorage {
         let mut positions = Vec::with_capacity(leases.len());
         let mut invocation = SCRIPTS.acknowledge.prepare_invoke();
         for (i, lease) in leases.iter().enumerate() {
-            let Some(member) = member(&lease.job_id.0) else {
+            let Some(member) = job_member(&lease.queue, &lease.job_id.0) else {
                 continue;
             };
             invocation
@@ -491,7 +492,7 @@ impl Storage for RedisStorage {
     }
 
     async fn release(&self, lease: &Lease, delay: Duration, refund_attempt: bool) -> Result<()> {
-        let member = member(&lease.job_id.0).ok_or_else(|| lost(lease))?;
+        let member = job_member(&lease.queue, &lease.job_id.0).ok_or_else(|| lost(lease))?;
         let mut invocation = SCRIPTS.release.prepare_invoke();
         invocation
             .key(self.keys().job(&lease.queue, &member))
@@ -505,7 +506,7 @@ impl Storage for RedisStorage {
     }
 
     async fn fail(&self, lease: &Lease, error: &str) -> Result<()> {
-        let member = member(&lease.job_id.0).ok_or_else(|| lost(lease))?;
+        let member = job_member(&lease.queue, &lease.job_id.0).ok_or_else(|| lost(lease))?;
         let mut invocation = SCRIPTS.fail.prepare_invoke();
         invocation
             .key(self.keys().job(&lease.queue, &member))
@@ -666,7 +667,7 @@ impl Storage for RedisStorage {
             let reply = self.query_loading(&pipe, &SCRIPTS.failed_retry).await?;
             let reply = reply.into_iter().next().unwrap_or(Value::Nil);
             match int(&reply) {
-                Some(n) if n >= 0 => return Ok(Some(JobId(n.to_string()))),
+                Some(n) if n >= 0 => return Ok(Some(JobId(format!("{queue}/{n}")))),
                 Some(_) => continue,
                 None => return Err(RedisDriverError::unexpected("failed_retry", &reply).into()),
             }
@@ -729,6 +730,91 @@ impl Storage for RedisStorage {
             .await
             .map_err(backend)?;
         Ok(released == 1)
+    }
+
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
+        let mut invocation = SCRIPTS.oldest.prepare_invoke();
+        invocation
+            .key(self.keys().pending(queue))
+            .key(self.keys().reserved(queue));
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let items =
+            array(reply).map_err(|r| RedisDriverError::unexpected("oldest_available", &r))?;
+        match items.as_slice() {
+            [] => Ok(None),
+            [at] => int(at)
+                .map(|ms| Some(from_unix_millis(ms)))
+                .ok_or_else(|| RedisDriverError::unexpected("oldest_available", at).into()),
+            _ => Err(RedisDriverError::unexpected("oldest_available", &Value::Array(items)).into()),
+        }
+    }
+
+    async fn add_counters(&self, deltas: &[(String, i64)], ttl: Option<Duration>) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = SCRIPTS.counters_add.prepare_invoke();
+        invocation
+            .key(self.keys().counter_names())
+            .key(self.keys().counter_expiry());
+        match ttl {
+            Some(ttl) => invocation.arg(millis(ttl)),
+            None => invocation.arg(""),
+        };
+        for (name, delta) in deltas {
+            invocation.arg(name.as_bytes()).arg(*delta);
+        }
+        let _: Value = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn counters(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        // Every name that starts with the prefix lies in [prefix, prefix + 0xFF): no UTF-8
+        // string holds the byte 0xFF.
+        let (min, max) = if prefix.is_empty() {
+            (b"-".to_vec(), b"+".to_vec())
+        } else {
+            let mut min = b"[".to_vec();
+            min.extend_from_slice(prefix.as_bytes());
+            let mut max = b"(".to_vec();
+            max.extend_from_slice(prefix.as_bytes());
+            max.push(0xff);
+            (min, max)
+        };
+        let mut invocation = SCRIPTS.counters_read.prepare_invoke();
+        invocation
+            .key(self.keys().counter_names())
+            .key(self.keys().counter_expiry())
+            .arg(min)
+            .arg(max);
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let items = array(reply).map_err(|r| RedisDriverError::unexpected("counters", &r))?;
+        if items.len() % 2 != 0 {
+            return Err(RedisDriverError::unexpected("counters", &Value::Array(items)).into());
+        }
+        let mut out = Vec::with_capacity(items.len() / 2);
+        let mut items = items.into_iter();
+        while let (Some(name), Some(value)) = (items.next(), items.next()) {
+            let Some(name) = text(name) else { continue };
+            // A value that is not an integer (written by hand) is left out; the next
+            // `add_counters` on it starts it over.
+            match int(&value) {
+                Some(value) => out.push((name, value)),
+                None => {
+                    tracing::warn!(counter = %name, "a redis counter holds no integer: left out")
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {

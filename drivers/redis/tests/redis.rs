@@ -232,7 +232,8 @@ async fn wait_ends_when_the_next_job_is_due() {
     assert!(started.elapsed() >= Duration::from_millis(290));
 }
 
-/// One `push` may span several queues: ids per queue, order kept, all in one script call.
+/// One `push` may span several queues: order kept, all in one script call; each queue
+/// counts its own sequence, and the ids name the queue, so they are unique in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_push_across_queues() {
     let Some(store) = common::store().await else {
@@ -249,22 +250,43 @@ async fn one_push_across_queues() {
     assert_eq!(
         ids,
         [
-            JobId::from("1"),
-            JobId::from("1"),
-            JobId::from("2"),
-            JobId::from("2")
+            JobId(format!("{a}/1")),
+            JobId(format!("{b}/1")),
+            JobId(format!("{a}/2")),
+            JobId(format!("{b}/2"))
         ],
-        "ids count per queue"
+        "ids are `<queue>/<sequence>`"
+    );
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        4,
+        "unique in the store"
     );
     let got = store.reserve(&request(&[&b, &a], LONG, 10)).await.unwrap();
     let order: Vec<&[u8]> = got.iter().map(|r| r.payload.as_slice()).collect();
     assert_eq!(order, [&b"b1"[..], b"b2", b"a1", b"a2"]);
     assert_eq!(got[0].lease.queue, b);
     assert_eq!(got[2].lease.queue, a);
-    // The same id on two queues names two jobs: a lease is fenced by its queue too.
+    assert_eq!(got[0].lease.job_id, ids[1]);
+    // A lease whose id names another queue than the lease's is refused, whichever it is.
     let mut crossed = got[0].lease.clone();
     crossed.queue = a.clone();
-    assert_eq!(store.acknowledge(&[crossed]).await.unwrap(), [false]);
+    assert_eq!(
+        store.acknowledge(&[crossed.clone()]).await.unwrap(),
+        [false]
+    );
+    assert!(store
+        .extend(&crossed, LONG)
+        .await
+        .unwrap_err()
+        .is_lease_lost());
+    let mut renamed = got[0].lease.clone();
+    renamed.job_id = JobId(format!("{a}/1"));
+    assert_eq!(store.acknowledge(&[renamed]).await.unwrap(), [false]);
+    assert_eq!(
+        store.acknowledge(&[got[0].lease.clone()]).await.unwrap(),
+        [true]
+    );
     let mut queues = store.queues().await.unwrap();
     queues.retain(|q| *q == a || *q == b);
     assert_eq!(queues.len(), 2);
@@ -375,9 +397,23 @@ async fn malformed_leases_are_stale() {
         .await
         .unwrap()
         .remove(0);
-    for job_id in ["", "abc", "-1", "+1", "99999999999999999999", "1 ", "1e3"] {
+    let numbers = [
+        "",
+        "abc",
+        "-1",
+        "+1",
+        "99999999999999999999",
+        "1 ",
+        "1e3",
+        "1/",
+    ];
+    let mut ids: Vec<String> = numbers.iter().map(|n| format!("{q}/{n}")).collect();
+    // Bare numbers (the ids of earlier versions), another queue's id, no queue at all.
+    ids.extend(["1", "/1", "other/1", &format!("{q}1"), &format!("x{q}/1")].map(String::from));
+    ids.extend(numbers.map(String::from));
+    for job_id in ids {
         let lease = Lease {
-            job_id: JobId::from(job_id),
+            job_id: JobId::from(job_id.as_str()),
             queue: q.clone(),
             token: held.lease.token.clone(),
         };
@@ -719,4 +755,195 @@ async fn works_without_pubsub_permission() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
+}
+
+/// The failed store keeps the job's store-wide id, and a retried job gets a new one of the
+/// same form on its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_jobs_keep_store_wide_ids() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let q = unique("q/with/slashes");
+    let ids = store.push(vec![job(&q, "f", b"x")]).await.unwrap();
+    assert_eq!(ids, [JobId(format!("{q}/1"))]);
+    let held = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(held.lease.job_id, ids[0]);
+    store.fail(&held.lease, "boom").await.unwrap();
+    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
+    assert_eq!(failed.job_id, ids[0].0);
+    assert_eq!(
+        store.failed_get(&failed.id).await.unwrap(),
+        Some(failed.clone())
+    );
+    let retried = store.failed_retry(&failed.id).await.unwrap();
+    assert_eq!(retried, Some(JobId(format!("{q}/2"))));
+    let again = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(Some(again.lease.job_id.clone()), retried);
+    assert_eq!(store.acknowledge(&[again.lease]).await.unwrap(), [true]);
+}
+
+/// Counters live under their own hash tag; names of expired counters are pruned from the
+/// name index (on read, and a batch at a time on write), and a counter holding garbage is
+/// left out when read and starts over when written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_layout_and_pruning() {
+    let Some(mut admin) = common::admin().await else {
+        return;
+    };
+    let options = common::options();
+    let p = options.get_prefix().to_owned();
+    let store = RedisStorage::connect(options).await.unwrap();
+    let names = format!("{{{p}:counters}}:names");
+    let expiry = format!("{{{p}:counters}}:expiry");
+    let reader = admin.clone();
+    let card = |key: String| {
+        let mut admin = reader.clone();
+        async move {
+            redis::cmd("ZCARD")
+                .arg(key)
+                .query_async::<i64>(&mut admin)
+                .await
+                .unwrap()
+        }
+    };
+
+    store
+        .add_counters(&[("stats:a".into(), 3), ("stats:b".into(), -2)], None)
+        .await
+        .unwrap();
+    let value: i64 = redis::cmd("GET")
+        .arg(format!("{{{p}:counters}}:c:stats:a"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(value, 3);
+    assert_eq!(card(names.clone()).await, 2);
+    assert_eq!(card(expiry.clone()).await, 0);
+    assert_eq!(
+        store.counters("").await.unwrap(),
+        [("stats:a".to_owned(), 3), ("stats:b".to_owned(), -2)]
+    );
+    assert_eq!(store.counters("stats:b").await.unwrap().len(), 1);
+    assert!(store.counters("stats:bb").await.unwrap().is_empty());
+    assert!(store.counters("stats;").await.unwrap().is_empty());
+
+    // A TTL given later applies; none given later takes it away again (as in memory).
+    store
+        .add_counters(&[("rate:x".into(), 1)], Some(Duration::from_millis(150)))
+        .await
+        .unwrap();
+    assert_eq!(card(expiry.clone()).await, 1);
+    store
+        .add_counters(&[("stats:a".into(), 1)], Some(LONG))
+        .await
+        .unwrap();
+    store
+        .add_counters(&[("stats:a".into(), 1)], None)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{{p}:counters}}:c:stats:a"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "persistent again");
+    assert_eq!(card(expiry.clone()).await, 1);
+
+    // Expired: gone from reads, and its name is pruned by the next write.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store
+        .add_counters(&[("stats:c".into(), 1)], None)
+        .await
+        .unwrap();
+    assert_eq!(card(expiry.clone()).await, 0);
+    assert_eq!(card(names.clone()).await, 3);
+    // A value deleted by hand: its name is pruned by the read that misses it.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{{p}:counters}}:c:stats:c"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(store.counters("stats:").await.unwrap().len(), 2);
+    assert_eq!(card(names.clone()).await, 2);
+
+    // Garbage is left out, then overwritten by the next add.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{{{p}:counters}}:c:stats:b"))
+        .arg("not a number")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counters("stats:").await.unwrap(),
+        [("stats:a".to_owned(), 5)]
+    );
+    store
+        .add_counters(&[("stats:b".into(), 7), ("stats:a".into(), i64::MAX)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counters("stats:").await.unwrap(),
+        [("stats:a".to_owned(), i64::MAX), ("stats:b".to_owned(), 7)],
+        "an overflow starts over from the delta; a garbage value too"
+    );
+
+    // Names outside ASCII and with the lexicographic range's own characters.
+    let odd = ["stats:ü", "stats:[x", "stats:(y", "stats:-", "stats:+"];
+    let deltas: Vec<(String, i64)> = odd.iter().map(|n| (n.to_string(), 1)).collect();
+    store.add_counters(&deltas, None).await.unwrap();
+    for name in odd {
+        assert_eq!(
+            store.counters(name).await.unwrap(),
+            [(name.to_owned(), 1)],
+            "{name}"
+        );
+    }
+}
+
+/// The oldest available job: a pending one by its available time, an expired reservation
+/// by its deadline, whichever is older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oldest_available_counts_expired_reservations() {
+    let Some(store) = common::store().await else {
+        return;
+    };
+    let q = unique("q");
+    store.push(vec![job(&q, "o", b"1")]).await.unwrap();
+    let held = store
+        .reserve(&request(&[&q], Duration::from_millis(100), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(store.oldest_available(&q).await.unwrap(), None);
+    let deadline = SystemTime::now() + Duration::from_millis(100);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    store.push(vec![job(&q, "o", b"2")]).await.unwrap();
+    let oldest = store
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("the expired reservation waits");
+    let skew = Duration::from_secs(1);
+    assert!(oldest <= SystemTime::now() - Duration::from_millis(100));
+    assert!(
+        oldest + skew >= deadline && oldest <= deadline + skew,
+        "{oldest:?}"
+    );
+    // Not taken again, the lease still finishes the job; then the pushed one is the oldest.
+    assert_eq!(store.acknowledge(&[held.lease]).await.unwrap(), [true]);
+    let next = store
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("job 2 waits");
+    assert!(next > oldest, "{next:?} after {oldest:?}");
 }

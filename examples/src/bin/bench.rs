@@ -6,28 +6,22 @@
 //! ```
 //!
 //! For each URL: dispatch one by one, dispatch batched (1,000 per call), end-to-end no-op jobs
-//! per second with a worker at concurrency 1 and 8, dispatch-to-start latency p50/p99 of an
-//! idle worker, and the peak RSS of a real `runall` worker process draining the jobs.
+//! per second with a worker at concurrency 1 and 8 (in-process), dispatch-to-start latency
+//! p50/p99 of an idle `runall` worker in another process (so no in-process shortcut wakes
+//! it), and the peak RSS of a real `runall` worker process draining the jobs.
 
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use queue_core::storage::{self, ConnectOptions};
 use queue_core::{Job, Queue, WorkerOptions};
-use queue_examples::Noop;
+use queue_examples::{unix_micros, LatencyProbe, Noop};
 
 use queue_database as _;
 use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
-
-static EPOCH: OnceLock<Instant> = OnceLock::new();
-
-fn micros() -> u64 {
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
 
 struct Args {
     urls: Vec<String>,
@@ -37,7 +31,7 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { urls: Vec::new(), jobs: 20_000, samples: 300, sleep_ms: 1000 };
+    let mut args = Args { urls: Vec::new(), jobs: 20_000, samples: 200, sleep_ms: 100 };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -132,50 +126,8 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     fill(&queue, n).await?;
     let c8 = rate(n, drain(&queue, 8).await?);
 
-    // Latency of an idle worker.
-    let samples: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let sink = samples.clone();
-    queue.listen("latency", move |sent_us: u64, _ctx| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().map_err(|_| queue_core::JobError::msg("poisoned"))?.push(micros() - sent_us);
-            Ok(())
-        }
-    });
-    let worker = queue.worker(
-        WorkerOptions::default()
-            .queues(["latency"])
-            .sleep(Duration::from_millis(args.sleep_ms)),
-    );
-    let stop = worker.stop_handle();
-    let running = tokio::spawn(worker.run());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for _ in 0..args.samples {
-        queue.dispatch_named("latency", serde_json::json!(micros())).on_queue("latency").await?;
-        // Spread the dispatches over the worker's polling cycle.
-        let gap = 5 + (micros() % 20);
-        tokio::time::sleep(Duration::from_millis(gap)).await;
-        let deadline = Instant::now() + Duration::from_millis(args.sleep_ms + 2000);
-        while samples.lock().map(|s| s.len()).unwrap_or(0) == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let deadline = Instant::now() + Duration::from_millis(args.sleep_ms + 2000);
-        while queue.storage().size("latency").await?.total() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-    stop.stop();
-    running.await??;
-    let mut lat = samples.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    lat.sort_unstable();
-    let pct = |p: f64| -> String {
-        if lat.is_empty() {
-            return "-".into();
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        format!("{:.2}", lat[i] as f64 / 1000.0)
-    };
-    let (p50, p99) = (pct(0.50), pct(0.99));
+    // Dispatch-to-start latency of an idle `runall` worker in another process.
+    let (p50, p99) = latency(&queue, url, &table, args).await.unwrap_or_else(|e| (format!("error: {e}"), "-".into()));
 
     // Peak RSS of a real worker process draining n jobs.
     fill(&queue, n).await?;
@@ -193,14 +145,73 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     ])
 }
 
-/// Runs `runall work --stop-when-empty --concurrency 8` as a child and reads the peak memory
-/// it reports.
-fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
-    let exe = std::env::current_exe()?;
-    let runall = exe.with_file_name("runall");
+/// Starts an idle `runall work` child, dispatches probes one at a time with gaps spread over
+/// the worker's polling cycle, and reads how long each waited.
+async fn latency(queue: &Queue, url: &str, table: &str, args: &Args) -> anyhow::Result<(String, String)> {
+    let runall = runall_path()?;
+    let dir = std::env::temp_dir().join(format!("bench-latency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join("latency.log");
+    let _ = std::fs::remove_file(&log);
+    let config = dir.join("job.toml");
+    std::fs::write(&config, format!("url = \"{url}\"\ntable = \"{table}\"\nfailed_table = \"{table}_failed\"\nlogging = false\n"))?;
+    let mut child = Command::new(runall)
+        .arg("--config")
+        .arg(&config)
+        .args(["work", "--queue", "latency", "--sleep", &args.sleep_ms.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let result = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..args.samples {
+            let probe = LatencyProbe { sent_us: unix_micros(), log: log.display().to_string() };
+            probe.dispatch().on_queue("latency").via(queue).await?;
+            let deadline = Instant::now() + Duration::from_millis(args.sleep_ms + 3000);
+            loop {
+                let done = std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
+                if done > i {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("probe {i} did not run within {} ms", args.sleep_ms + 3000);
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            // A random gap, so that dispatches land uniformly over the worker's polling cycle.
+            let gap = unix_micros() % (args.sleep_ms * 1000 + 20_000);
+            tokio::time::sleep(Duration::from_micros(gap)).await;
+        }
+        let text = std::fs::read_to_string(&log)?;
+        anyhow::Ok(text.lines().filter_map(|l| l.trim().parse::<u64>().ok()).collect::<Vec<u64>>())
+    }
+    .await;
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut lat = result?;
+    lat.sort_unstable();
+    let pct = |p: f64| -> String {
+        if lat.is_empty() {
+            return "-".into();
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        format!("{:.2}", lat[i] as f64 / 1000.0)
+    };
+    Ok((pct(0.50), pct(0.99)))
+}
+
+fn runall_path() -> anyhow::Result<std::path::PathBuf> {
+    let runall = std::env::current_exe()?.with_file_name("runall");
     if !runall.exists() {
         bail!("{} not built (cargo build --release -p queue-examples)", runall.display());
     }
+    Ok(runall)
+}
+
+/// Runs `runall work --stop-when-empty --concurrency 8` as a child and reads the peak memory
+/// it reports.
+fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
+    let runall = runall_path()?;
     let config = std::env::temp_dir().join(format!("bench-{}.toml", std::process::id()));
     std::fs::write(
         &config,
@@ -227,7 +238,6 @@ fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let _ = micros();
     println!(
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
