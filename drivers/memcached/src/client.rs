@@ -43,13 +43,18 @@ pub(crate) enum Cmd {
     /// `md`: delete an item, optionally only if its CAS token matches.
     Delete { key: String, cas: Option<u64> },
     /// `ma`: add or subtract; `vivify` creates a missing counter with that value (and then
-    /// does not apply the delta: pass the same number as `delta` to get a plain increment).
+    /// does not apply the delta: pass the same number as `delta` to get a plain increment),
+    /// expiring after `ttl` seconds (0: never).
     Arith {
         key: String,
         delta: u64,
         decr: bool,
         vivify: Option<u64>,
+        ttl: u32,
     },
+    /// `mg` with `T`: sets an item's expiry (0: never). (`ma` has a `T` flag too, but
+    /// memcached 1.6.18 ignores it when the command follows an `mg` in the same pipeline.)
+    Touch { key: String, ttl: u32 },
 }
 
 impl Cmd {
@@ -107,6 +112,17 @@ impl Cmd {
         }
     }
 
+    /// Stores whatever is there, expiring after `ttl` seconds (0: never).
+    pub(crate) fn set_ttl(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
+        Cmd::Set {
+            key,
+            data,
+            mode: Mode::Set,
+            cas: None,
+            ttl,
+        }
+    }
+
     pub(crate) fn append(key: String, data: Vec<u8>) -> Cmd {
         Cmd::Set {
             key,
@@ -135,6 +151,7 @@ impl Cmd {
             delta,
             decr: false,
             vivify: Some(delta),
+            ttl: 0,
         }
     }
 
@@ -145,7 +162,25 @@ impl Cmd {
             delta,
             decr: true,
             vivify: None,
+            ttl: 0,
         }
+    }
+
+    /// Adds (`decr` false) or subtracts `delta`; a missing counter is created holding
+    /// `initial` (the delta is then not applied), expiring after `ttl` seconds (0: never).
+    pub(crate) fn arith(key: String, delta: u64, decr: bool, initial: u64, ttl: u32) -> Cmd {
+        Cmd::Arith {
+            key,
+            delta,
+            decr,
+            vivify: Some(initial),
+            ttl,
+        }
+    }
+
+    /// Sets `key`'s expiry to `ttl` seconds from now (0: never); a miss if it is absent.
+    pub(crate) fn touch(key: String, ttl: u32) -> Cmd {
+        Cmd::Touch { key, ttl }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -189,17 +224,19 @@ impl Cmd {
                 delta,
                 decr,
                 vivify,
+                ttl,
             } => {
                 let _ = write!(out, "ma {key} v D{delta}");
                 if *decr {
                     let _ = write!(out, " MD");
                 }
                 if let Some(initial) = vivify {
-                    let _ = write!(out, " N0 J{initial}");
+                    let _ = write!(out, " N{ttl} J{initial}");
                 }
                 out.extend_from_slice(b"\r\n");
                 Ok(())
             }
+            Cmd::Touch { key, ttl } => writeln_crlf(out, format_args!("mg {key} T{ttl}")),
         };
     }
 }

@@ -17,6 +17,9 @@
 //! | `P:q:Q:cur` | the first timer bucket not yet fully swept |
 //! | `P:q:Q:jan` | the janitor's progress over claimed slots |
 //! | `P:lock:K` | a lock: owner and expiry |
+//! | `P:c:N`, `P:ce:N` | counter N: its value plus 2^63 (so `incr`/`decr` carry a sign), and its expiry (Unix ms) if it has one |
+//! | `P:cr` | the counter index: the names of counter groups, one per line |
+//! | `P:cg:G`, `P:cn:G` | counter group G (the first two `:`-separated parts of a name): its counters' names, one per line; and how many were ever appended |
 //! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
 
 /// Keys that fit comfortably: the longest user part kept as is.
@@ -113,6 +116,26 @@ impl Keys {
 
     pub(crate) fn lock(&self, key: &str) -> String {
         format!("{}:lock:{}", self.p, part(key))
+    }
+
+    pub(crate) fn counter(&self, name: &str) -> String {
+        format!("{}:c:{}", self.p, part(name))
+    }
+
+    pub(crate) fn counter_expiry(&self, name: &str) -> String {
+        format!("{}:ce:{}", self.p, part(name))
+    }
+
+    pub(crate) fn counter_root(&self) -> String {
+        format!("{}:cr", self.p)
+    }
+
+    pub(crate) fn counter_group(&self, group: &str) -> String {
+        format!("{}:cg:{}", self.p, part(group))
+    }
+
+    pub(crate) fn counter_appends(&self, group: &str) -> String {
+        format!("{}:cn:{}", self.p, part(group))
     }
 
     pub(crate) fn failed(&self, id: u64) -> String {

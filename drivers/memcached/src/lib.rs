@@ -64,7 +64,7 @@
 //! **Slots.** Each queue has a `tail` counter and a `head` counter. A push allocates slot
 //! numbers with one `incr tail` and writes, in one pipelined request and in this order, the
 //! job's payload (`{prefix}:b:{id}`), its state record (`{prefix}:j:{id}`: attempts, state,
-//! lease token and deadline) and the slot item (`{prefix}:q:{queue}:s:{n}` = id, written
+//! lease token and deadline, and the time it became available) and the slot item (`{prefix}:q:{queue}:s:{n}` = id, written
 //! with `add`). A reservation reads `head` with its CAS token and `tail`, claims up to
 //! `limit` slots (at most 256) with one `cas` of `head` (so no two workers, in any process,
 //! ever claim the same slot), reads the slots and the records, and moves each record from *waiting* to
@@ -115,6 +115,55 @@
 //! holding owner and expiry (judged by the worker's clock, memcached's own TTL only
 //! collects them); renewal and release use `cas`, so only the owner releases.
 //!
+//! # Operations: health, statistics, restart
+//!
+//! **`oldest_available`** (`runall health`, once per queue) runs a sweep of the queue's
+//! timers (as `reserve` does, but every call), then reads the first slots past the head.
+//! The answer is the earliest of: the availability time of the first live waiting jobs in
+//! slot order (up to 32 of them; slots hold jobs in the order they became available), the
+//! due time of delayed jobs the sweep moved into slots, and the deadline of expired
+//! reservations the sweep found and left for a reserver. Cost: the sweep (bounded as above)
+//! plus three or four round trips; at most 1024 slots past the head are looked at (after a
+//! `clear` they may hold jobs that no longer count), none when the queue's waiting count is
+//! zero. Where it is approximate: a job pushed with an availability time already in the
+//! past, or a delayed job that no sweep moved into a slot until long after it was due,
+//! sits behind younger jobs, so it is seen only by the call whose sweep moves it or once it
+//! nears the head; records written by an earlier version of this driver carry no
+//! availability time and are not counted. (Job records are now written in a second layout,
+//! which that earlier version cannot read: stop old workers before starting new ones.)
+//!
+//! **Counters** (`add_counters`, `counters`: the workers' statistics, per-minute throughput
+//! and the restart signal) are items `{prefix}:c:{name}` holding the value plus 2^63, so
+//! that memcached's unsigned `incr`/`decr` carry a sign: each delta is one atomic `ma`
+//! command that also creates a missing counter (at 2^63 plus the delta). No read, no
+//! compare-and-swap, no lost update, from any number of processes. Values wrap outside the
+//! `i64` range. A counter written with a TTL gets memcached's expiry (whole seconds,
+//! rounded up, plus one, so never early) and its exact expiry in milliseconds beside it
+//! (`{prefix}:ce:{name}`), which `counters` honours; a write without a TTL makes it
+//! permanent again. Unlike the in-memory driver, a counter written again in the second or
+//! two between its exact expiry and memcached collecting it continues from its old value
+//! instead of 0 (the throughput buckets, named by minute and kept two hours, are never
+//! written that late).
+//!
+//! memcached cannot list keys, so the driver keeps an index. A name belongs to a *group*:
+//! its first two `:`-separated parts (`stats:job`, `stats:queue`, `rate:{queue}`,
+//! `control:restart`). A group's item (`{prefix}:cg:{group}`) lists its names, one per line;
+//! the root (`{prefix}:cr`) lists the groups. A process appends a name the first time it
+//! writes it (in the same request as the add, after it) and again once it may have been
+//! dropped (after the name's TTL, at most 10 minutes). `counters(prefix)` reads the root,
+//! the groups that can hold names with that prefix and their counters; it drops names
+//! whose counter is gone (expired or evicted) and groups left empty, with compare-and-swap,
+//! so a name written again meanwhile stays listed. Writers also compact a group after every
+//! 256 appends, so a group nobody reads stays bounded. Bounds: a group holds its live
+//! names plus at most about 256 more; every group, and the root, must fit in one item
+//! (`item_size_max`, about 20,000 names of 50 bytes per MiB); an append that does not fit
+//! is logged at `error`, and those counters count but are not listed until the writer
+//! tries again (after the name's TTL, at most 10 minutes) and compaction has freed room. Cost of `counters`: one round trip when the prefix is a whole name alone in
+//! its group (`control:restart`, which every worker reads every second), two for
+//! `rate:{queue}:`, three for `stats:`, plus upkeep when something was dropped. A
+//! connection lost in the middle of `add_counters` may count a flush twice (the worker
+//! writes it again), and an evicted counter loses its count, like everything here.
+//!
 //! # No blocking on the runtime
 //!
 //! The driver speaks memcached's meta protocol itself over tokio's `TcpStream`: every call
@@ -149,13 +198,19 @@
 //!   janitor; the payload limit at push, and the largest payload failing into the failed
 //!   store with a truncated reason; queue names and lock keys with spaces, colons,
 //!   newlines, non-ASCII and 400 characters; selection by `memcache://` and `memcached://`;
+//!   counters added from two stores at once with positive and negative deltas (exact sums,
+//!   `i64::MIN` round-trips), counter names with odd characters, memcached's own expiry set
+//!   and cleared, expired counters dropped from the index with their emptied group (and
+//!   listed again when written later), a group kept bounded by writers alone, and
+//!   `oldest_available` counting an expired lease from its deadline (seen by another
+//!   store) and a due delayed job from its due time;
+//! - `tests/ops.rs`: the operations cases of `queue-tests` (`oldest_available`, `counters`,
+//!   `engine_stats_and_restart`: statistics kept by a worker and the restart signal);
 //! - `tests/restart.rs`: starts its own memcached on port 11311, kills it (pushes fail while
 //!   it is down), starts it again, and checks that the driver reconnects, logs the state loss
 //!   once at `error` level, refuses leases from before and pushes and reserves as usual;
-//! - `tests/throughput.rs` (ignored; a measurement): on a shared 2-core machine, in a debug
-//!   build, 20,000 no-op jobs ran through the worker at 7,000 to 11,000 jobs/s end to end;
-//!   reserve and acknowledge in batches of 64 ran at 20,000 to 35,000 jobs/s; single-job
-//!   pushes at about 5,000 to 7,000 jobs/s.
+//!
+//! Throughput is measured by the workspace's bench binary, not by tests: see BENCHMARKS.md.
 
 mod client;
 mod error;

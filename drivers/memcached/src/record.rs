@@ -23,9 +23,17 @@ pub(crate) struct JobRecord {
     pub(crate) gen: u64,
     pub(crate) attempts: u32,
     pub(crate) state: JobState,
+    /// When the job became (or becomes) available: its push or due time, or when it was
+    /// released. A reservation leaves it as it was. [`UNKNOWN_DUE`] in records written by
+    /// a version before this field existed.
+    pub(crate) due: i64,
     pub(crate) queue: String,
     pub(crate) name: String,
 }
+
+/// The `due` of a waiting job whose record predates the field: not counted by
+/// `oldest_available`.
+pub(crate) const UNKNOWN_DUE: i64 = i64::MAX;
 
 /// A job in the failed store (`{failed_prefix}:f:{id}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +47,10 @@ pub(crate) struct FailedRecord {
     pub(crate) payload: Vec<u8>,
 }
 
+/// The first layout, without `due`: still read, never written.
 const JOB_V1: u8 = 1;
+/// The layout written now: `due` after the state.
+const JOB_V2: u8 = 2;
 const FAILED_V1: u8 = 1;
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
@@ -94,7 +105,7 @@ impl<'a> Reader<'a> {
 impl JobRecord {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.queue.len() + self.name.len());
-        out.push(JOB_V1);
+        out.push(JOB_V2);
         out.extend_from_slice(&self.gen.to_le_bytes());
         out.extend_from_slice(&self.attempts.to_le_bytes());
         match &self.state {
@@ -112,6 +123,7 @@ impl JobRecord {
                 put_str(&mut out, token.as_bytes());
             }
         }
+        out.extend_from_slice(&self.due.to_le_bytes());
         put_str(&mut out, self.queue.as_bytes());
         put_str(&mut out, self.name.as_bytes());
         out
@@ -120,7 +132,7 @@ impl JobRecord {
     pub(crate) fn decode(data: &[u8]) -> Result<JobRecord, String> {
         let mut r = Reader { data };
         let version = r.u8()?;
-        if version != JOB_V1 {
+        if version != JOB_V1 && version != JOB_V2 {
             return Err(format!("unknown job record version {version}"));
         }
         let gen = r.u64()?;
@@ -137,6 +149,15 @@ impl JobRecord {
             }
             other => return Err(format!("unknown job state {other}")),
         };
+        let due = if version == JOB_V1 {
+            match state {
+                JobState::Waiting { .. } => UNKNOWN_DUE,
+                JobState::Delayed { at } => at,
+                JobState::Reserved { deadline, .. } => deadline,
+            }
+        } else {
+            r.i64()?
+        };
         let queue = r.string()?;
         let name = r.string()?;
         if !r.data.is_empty() {
@@ -146,6 +167,7 @@ impl JobRecord {
             gen,
             attempts,
             state,
+            due,
             queue,
             name,
         })
@@ -260,11 +282,25 @@ mod tests {
                 gen: 3,
                 attempts: 2,
                 state,
+                due: 1_700_000_000_123,
                 queue: "q ü".into(),
                 name: "n".into(),
             };
             assert_eq!(JobRecord::decode(&r.encode()), Ok(r));
         }
+        // A record of the first layout (no `due`) still reads.
+        let mut v1 = vec![JOB_V1];
+        v1.extend_from_slice(&3u64.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.push(0);
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        put_str(&mut v1, b"q");
+        put_str(&mut v1, b"n");
+        let old = JobRecord::decode(&v1).expect("a version 1 record");
+        assert_eq!(
+            (old.state, old.due, old.queue.as_str()),
+            (JobState::Waiting { slot: 7 }, UNKNOWN_DUE, "q")
+        );
         assert!(JobRecord::decode(b"").is_err());
         assert!(JobRecord::decode(&[1, 2, 3]).is_err());
         assert!(JobRecord::decode(&[9; 40]).is_err());

@@ -23,6 +23,8 @@ use crate::options::MemcachedOptions;
 use crate::record::{truncate_text, FailedRecord, JobRecord, JobState};
 use crate::DRIVER;
 
+mod counters;
+mod oldest;
 mod slots;
 mod timers;
 
@@ -116,6 +118,11 @@ struct Local {
     registered: HashSet<String>,
     /// When this process last swept each queue's timers.
     swept: HashMap<String, Instant>,
+    /// Counter names this process listed in their group, and until when it trusts that
+    /// they are still listed.
+    counter_names: HashMap<String, Instant>,
+    /// Counter groups this process listed in the index, likewise.
+    counter_groups: HashMap<String, Instant>,
 }
 
 /// A queue's counters as read at the start of a reservation.
@@ -269,6 +276,8 @@ impl MemcachedStorage {
         let mut local = self.local();
         local.registered.clear();
         local.swept.clear();
+        local.counter_names.clear();
+        local.counter_groups.clear();
         Ok(())
     }
 
@@ -391,6 +400,7 @@ impl MemcachedStorage {
                 Some(slot) => JobState::Waiting { slot },
                 None => JobState::Delayed { at },
             },
+            due: at,
             ..held.record.clone()
         };
         let mut cmds = match slot {
@@ -776,6 +786,7 @@ impl Storage for MemcachedStorage {
                 gen,
                 attempts: 0,
                 state,
+                due: *at,
                 queue: job.queue.clone(),
                 name: job.name.clone(),
             };
@@ -874,10 +885,10 @@ impl Storage for MemcachedStorage {
             }
             let mut ends = Self::ends(&replies[1 + 3 * i..4 + 3 * i]);
             if self.sweep_due(queue) {
-                let promoted = self
+                let swept = self
                     .sweep(queue, ends.gen, now, Some((&mut out, limit, request.lease)))
                     .await?;
-                if promoted {
+                if swept.promoted {
                     ends = self.read_ends(&keys.queue(queue)).await?;
                 }
             }
@@ -1251,6 +1262,18 @@ impl Storage for MemcachedStorage {
             }
         }
         Ok(false)
+    }
+
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
+        Ok(self.oldest_available_ms(queue).await?.map(from_unix_millis))
+    }
+
+    async fn add_counters(&self, deltas: &[(String, i64)], ttl: Option<Duration>) -> Result<()> {
+        self.add_counters_impl(deltas, ttl).await
+    }
+
+    async fn counters(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        self.counters_impl(prefix).await
     }
 
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {

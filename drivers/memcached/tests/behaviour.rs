@@ -4,9 +4,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use queue_core::{ConnectOptions, Error, Storage};
+use queue_core::{Availability, ConnectOptions, Error, Storage};
 use queue_memcached::{MemcachedOptions, MemcachedStorage};
 use queue_tests::{job, request, unique};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -34,7 +34,8 @@ async fn connect(
     }
 }
 
-/// Sends one meta command and returns its one-line reply (values are not expected).
+/// Sends one meta command and returns its first reply line (`HD`, `EN`, or the `VA n ...`
+/// header of a value, which is left unread).
 async fn raw(command: &str) -> String {
     let options = MemcachedOptions::from_url(&url()).unwrap();
     let stream = TcpStream::connect(options.addr()).await.unwrap();
@@ -323,4 +324,246 @@ async fn chosen_by_url_scheme() {
         store.push(vec![job(&q, "n", b"x")]).await.unwrap();
         assert_eq!(store.size(&q).await.unwrap().waiting, 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counters_from_two_processes_add_up_with_signs() {
+    let prefix = unique("t");
+    let (Some(a), Some(b)) = (connect(&prefix, |o| o).await, connect(&prefix, |o| o).await) else {
+        return;
+    };
+    let (up, down) = (
+        "stats:queue:x:up".to_owned(),
+        "stats:queue:x:down".to_owned(),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (up, down) = (up.clone(), down.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                store
+                    .add_counters(
+                        &[(up.clone(), 3), (down.clone(), -2), (up.clone(), -1)],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let want = vec![(down.clone(), -480), (up.clone(), 480)];
+    assert_eq!(a.counters("stats:queue:x:").await.unwrap(), want);
+    assert_eq!(b.counters("stats:").await.unwrap(), want);
+    // Extremes survive the offset encoding.
+    let edge = "stats:edge:min".to_owned();
+    a.add_counters(&[(edge.clone(), i64::MIN + 1)], None)
+        .await
+        .unwrap();
+    a.add_counters(&[(edge.clone(), -1)], None).await.unwrap();
+    assert_eq!(
+        b.counters(&edge).await.unwrap(),
+        vec![(edge.clone(), i64::MIN)]
+    );
+    // Every counter of the store, sorted by name.
+    let all: Vec<String> = a
+        .counters("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(all, vec![edge, down, up]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_names_with_odd_characters() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let long = format!("x:{}", "ż".repeat(300));
+    let names = [
+        "x:with space",
+        "x:new\nline",
+        "x:per%cent",
+        "x:a:b:c",
+        long.as_str(),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        store
+            .add_counters(&[((*name).to_owned(), i as i64 + 1)], None)
+            .await
+            .unwrap();
+    }
+    let mut want: Vec<(String, i64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| ((*n).to_owned(), i as i64 + 1))
+        .collect();
+    want.sort();
+    assert_eq!(store.counters("x:").await.unwrap(), want);
+    assert_eq!(
+        store.counters("x:a:").await.unwrap(),
+        vec![("x:a:b:c".to_owned(), 4)]
+    );
+    assert!(store.counters("x:a:b:c:").await.unwrap().is_empty());
+    assert!(store.counters("y").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_expiry_is_memcacheds_too() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let name = "brief".to_owned();
+    store
+        .add_counters(&[(name.clone(), 1)], Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let header = raw(&format!("mg {prefix}:c:brief t")).await;
+    assert!(header == "HD t7" || header == "HD t6", "{header}");
+    assert!(raw(&format!("mg {prefix}:ce:brief t"))
+        .await
+        .starts_with("HD t"));
+    // A write without a TTL makes the counter permanent again.
+    store
+        .add_counters(&[(name.clone(), 1)], None)
+        .await
+        .unwrap();
+    assert_eq!(raw(&format!("mg {prefix}:c:brief t")).await, "HD t-1");
+    assert_eq!(raw(&format!("mg {prefix}:ce:brief t")).await, "EN");
+    assert_eq!(store.counters("brief").await.unwrap(), vec![(name, 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_counters_leave_the_index() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let ttl = Some(Duration::from_secs(1));
+    store
+        .add_counters(
+            &[
+                ("rate:q:1:processed".into(), 1),
+                ("rate:q:2:processed".into(), 2),
+            ],
+            ttl,
+        )
+        .await
+        .unwrap();
+    store
+        .add_counters(&[("stats:job:j:processed".into(), 5)], None)
+        .await
+        .unwrap();
+    assert_eq!(store.counters("rate:q:").await.unwrap().len(), 2);
+    // memcached collects them within 3 seconds (whole seconds, rounded up, plus one).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(store.counters("rate:q:").await.unwrap().is_empty());
+    assert_eq!(
+        raw(&format!("mg {prefix}:cg:rate%3Aq v")).await,
+        "EN",
+        "the emptied group is deleted"
+    );
+    let root = raw(&format!("mg {prefix}:cr v")).await;
+    assert_eq!(
+        root,
+        format!("VA {}", "stats%3Ajob\n".len()),
+        "and dropped from the index"
+    );
+    // Written again later, it is listed again.
+    store
+        .add_counters(&[("rate:q:3:processed".into(), 7)], ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counters("rate:").await.unwrap(),
+        vec![("rate:q:3:processed".to_owned(), 7)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_keep_a_group_bounded_without_readers() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let batch = |from: usize| -> Vec<(String, i64)> {
+        (from..from + 100)
+            .map(|i| (format!("rate:q:{i:03}"), 1))
+            .collect()
+    };
+    let ttl = Some(Duration::from_secs(1));
+    for from in [0, 100, 200] {
+        store.add_counters(&batch(from), ttl).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for from in [300, 400, 500] {
+        store.add_counters(&batch(from), ttl).await.unwrap();
+    }
+    // Each name is `rate%3Aq%3ANNN\n` (15 bytes); the 300 gone ones were dropped at the
+    // 512th append.
+    let header = raw(&format!("mg {prefix}:cg:rate%3Aq v")).await;
+    let size: usize = header
+        .strip_prefix("VA ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{header}"));
+    assert!(
+        size <= 300 * 15,
+        "{size} bytes: the expired names were kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oldest_available_counts_expired_leases_and_due_jobs() {
+    let prefix = unique("t");
+    let (Some(a), Some(b)) = (connect(&prefix, |o| o).await, connect(&prefix, |o| o).await) else {
+        return;
+    };
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let q = unique("q");
+    a.push(vec![job(&q, "j", b"leased")]).await.unwrap();
+    let before = ms(SystemTime::now());
+    a.reserve(&request(&[&q], Duration::from_millis(200), 1))
+        .await
+        .unwrap();
+    let after = ms(SystemTime::now());
+    let mut delayed = job(&q, "j", b"delayed");
+    delayed.available = Availability::After(Duration::from_millis(400));
+    let pushed = ms(SystemTime::now());
+    a.push(vec![delayed]).await.unwrap();
+    let pushed_end = ms(SystemTime::now());
+    assert_eq!(b.oldest_available(&q).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The expired lease counts from its deadline, seen by another process.
+    let oldest = ms(b
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("an expired lease"));
+    assert!(
+        oldest >= before + 200 && oldest <= after + 200,
+        "{oldest} not in {}..={}",
+        before + 200,
+        after + 200
+    );
+    // Taken again, it no longer counts: the due delayed job does, from its due time.
+    assert_eq!(
+        b.reserve(&request(&[&q], LONG, 1)).await.unwrap()[0].payload,
+        b"leased"
+    );
+    let oldest = ms(a.oldest_available(&q).await.unwrap().expect("a due job"));
+    assert!(
+        oldest >= pushed + 400 && oldest <= pushed_end + 400,
+        "{oldest} not in {}..={}",
+        pushed + 400,
+        pushed_end + 400
+    );
+    a.clear(&q).await.unwrap();
+    assert_eq!(a.oldest_available(&q).await.unwrap(), None, "cleared");
 }

@@ -18,18 +18,27 @@ use crate::error::MemcachedError;
 use crate::keys::QueueKeys;
 use crate::record::{parse_ids, JobRecord, JobState};
 
+/// What a sweep did and saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Swept {
+    /// Jobs were promoted: the tail moved.
+    pub(super) promoted: bool,
+    /// The earliest time (Unix ms) since which a job this sweep met has been available: a
+    /// promoted job's due time, or the deadline of an expired reservation left for later.
+    pub(super) oldest: Option<i64>,
+}
+
 impl MemcachedStorage {
     /// Sweeps `queue`'s timer buckets: promotes due delayed jobs into slots, and finds
     /// reservations whose lease ran out. With `take`, such jobs are reserved again for the
     /// caller (up to the limit); the rest stay reserved-and-expired for the next sweep.
-    /// Returns whether jobs were promoted (the tail moved).
     pub(super) async fn sweep(
         &self,
         queue: &str,
         gen: u64,
         now: i64,
         mut take: Option<(&mut Vec<Reserved>, usize, Duration)>,
-    ) -> Result<bool> {
+    ) -> Result<Swept> {
         self.local().swept.insert(queue.to_owned(), Instant::now());
         let qk = self.keys().queue(queue);
         let now_b = bucket(now);
@@ -82,9 +91,9 @@ impl MemcachedStorage {
             .map(|(b, _)| *b)
             .collect();
         let complete_end = end.min(now_b - LAG_BUCKETS - 1);
-        let mut promoted = false;
+        let mut swept = Swept::default();
         if !live.is_empty() {
-            promoted = self
+            swept = self
                 .sweep_buckets(queue, &qk, gen, now, &live, complete_end, &mut take)
                 .await?;
         }
@@ -104,7 +113,7 @@ impl MemcachedStorage {
                 self.run(gone).await?;
             }
         }
-        Ok(promoted)
+        Ok(swept)
     }
 
     #[allow(clippy::too_many_arguments)] // internal step of `sweep`, which owns all of these
@@ -117,7 +126,7 @@ impl MemcachedStorage {
         live: &[i64],
         complete_end: i64,
         take: &mut Option<(&mut Vec<Reserved>, usize, Duration)>,
-    ) -> Result<bool> {
+    ) -> Result<Swept> {
         let replies = self
             .run(live.iter().map(|b| Cmd::get(qk.timer(*b))).collect())
             .await?;
@@ -129,7 +138,7 @@ impl MemcachedStorage {
             }
         }
         if listed.is_empty() {
-            return Ok(false);
+            return Ok(Swept::default());
         }
         let ids: Vec<u64> = listed.keys().copied().collect();
         let mut promote: Vec<Due> = Vec::new();
@@ -174,8 +183,11 @@ impl MemcachedStorage {
         if !cleared.is_empty() {
             self.run(cleared).await?;
         }
-        let promoted = !promote.is_empty();
-        if promoted {
+        let mut swept = Swept {
+            promoted: !promote.is_empty(),
+            oldest: promote.iter().filter_map(|d| d.held.record.timer()).min(),
+        };
+        if swept.promoted {
             promote.sort_by_key(|d| (d.held.record.timer(), d.held.id));
             self.promote(queue, qk, promote).await?;
         }
@@ -188,6 +200,8 @@ impl MemcachedStorage {
                 self.take_expired(queue, qk, now, *lease, chosen, out)
                     .await?;
             }
+            let left = surplus.iter().filter_map(|d| d.held.record.timer()).min();
+            swept.oldest = swept.oldest.into_iter().chain(left).min();
             // Expired jobs left behind in a bucket about to be deleted are listed again in
             // the current bucket, so the next sweep finds them.
             let stranded: Vec<u64> = surplus
@@ -204,7 +218,7 @@ impl MemcachedStorage {
                 self.local().swept.remove(queue);
             }
         }
-        Ok(promoted)
+        Ok(swept)
     }
 
     /// Moves due delayed jobs into new slots at the tail, in due-time order.
