@@ -177,8 +177,8 @@ pub struct Capabilities {
     pub reserve_by_name: bool,
     /// Jobs survive a restart of the backend once `push` returned.
     pub durable: bool,
-    /// Idle workers are woken by [`Storage::wait`] as soon as a job is pushed (otherwise it
-    /// sleeps).
+    /// Idle workers are woken by [`Storage::wait`] as soon as a job is pushed by any process
+    /// (otherwise it sleeps, and at best wakes for pushes from its own process).
     pub wake_on_push: bool,
 }
 

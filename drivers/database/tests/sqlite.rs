@@ -1,0 +1,362 @@
+//! What is particular to the SQLite driver: rows written by hand, URLs and table names,
+//! durability across a reopen, the in-memory database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use queue_core::{ConnectOptions, Error, NewJob, Queue, ReserveRequest, Storage, WorkerOptions};
+use queue_database::{SqliteOptions, SqliteStorage};
+
+fn job(queue: &str, payload: &[u8]) -> NewJob {
+    NewJob {
+        queue: queue.to_owned(),
+        name: "n".to_owned(),
+        payload: payload.to_vec(),
+        available: Default::default(),
+    }
+}
+
+fn request(queue: &str, limit: usize) -> ReserveRequest {
+    ReserveRequest {
+        queues: vec![queue.to_owned()],
+        lease: Duration::from_secs(60),
+        limit,
+        name: None,
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> (String, SqliteStorage) {
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let store = SqliteStorage::connect(&url)
+        .await
+        .expect("the database opens");
+    (url, store)
+}
+
+/// Rows an operator or another program wrote by hand: NULL or garbage where a payload or
+/// name should be.
+async fn insert_bad_rows(store: &SqliteStorage, queue: &str) {
+    let rows = [
+        "INSERT INTO jobs (queue, name, payload) VALUES (?1, NULL, NULL)",
+        "INSERT INTO jobs (queue, name, payload) VALUES (?1, 'named', NULL)",
+        "INSERT INTO jobs (queue, name, payload) VALUES (?1, NULL, X'ff00fe')",
+        "INSERT INTO jobs (queue, name, payload) VALUES (?1, CAST(X'ff41' AS TEXT), 'not an envelope')",
+        "INSERT INTO jobs (queue, name, payload, attempts) VALUES (?1, 'odd', 42, 'many')",
+    ];
+    for sql in rows {
+        sqlx::query(sql)
+            .bind(queue)
+            .execute(store.pool())
+            .await
+            .expect("the row is inserted");
+    }
+}
+
+#[tokio::test]
+async fn rows_written_by_hand_are_reserved_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    insert_bad_rows(&store, "q").await;
+    let got = store
+        .reserve(&request("q", 10))
+        .await
+        .expect("reserve does not fail");
+    let shapes: Vec<(String, Vec<u8>)> = got
+        .iter()
+        .map(|r| (r.name.clone(), r.payload.clone()))
+        .collect();
+    assert_eq!(
+        shapes,
+        vec![
+            (String::new(), Vec::new()),
+            ("named".to_owned(), Vec::new()),
+            (String::new(), vec![0xff, 0x00, 0xfe]),
+            ("\u{fffd}A".to_owned(), b"not an envelope".to_vec()),
+            ("odd".to_owned(), b"42".to_vec()),
+        ]
+    );
+    assert!(got.iter().all(|r| r.attempts == 1), "{got:?}");
+    let acked = store
+        .acknowledge(&got.iter().map(|r| r.lease.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(acked, vec![true; 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_by_hand_go_to_the_failed_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    let store = Arc::new(store);
+    insert_bad_rows(&store, "q").await;
+    let queue = Queue::from_arc(store.clone());
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = ran.clone();
+    queue.listen("good", move |_: serde_json::Value, _ctx| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    queue
+        .dispatch_named("good", serde_json::json!({}))
+        .on_queue("q")
+        .await
+        .unwrap();
+    let options = WorkerOptions::default()
+        .queues(["q"])
+        .sleep(Duration::from_millis(50))
+        .stop_when_empty();
+    let summary = tokio::time::timeout(Duration::from_secs(30), queue.worker(options).run())
+        .await
+        .expect("the worker stops")
+        .expect("the worker runs");
+    assert_eq!(summary.processed, 1, "the good job ran after the bad ones");
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(summary.failed, 5);
+    let failed = store.failed_list(0, 10).await.unwrap();
+    assert_eq!(failed.len(), 5);
+    for f in &failed {
+        assert!(
+            f.error.contains("payload"),
+            "a reason is given: {}",
+            f.error
+        );
+        assert_eq!(f.attempts, 1);
+    }
+    assert!(failed
+        .iter()
+        .any(|f| f.payload.is_empty() && f.name.is_empty()));
+    assert_eq!(store.size("q").await.unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn jobs_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = open(&dir).await;
+    store
+        .push(vec![job("q", b"one"), job("q", b"two")])
+        .await
+        .unwrap();
+    let held = store.reserve(&request("q", 1)).await.unwrap();
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStorage::connect(&url).await.unwrap();
+    let size = store.size("q").await.unwrap();
+    assert_eq!(
+        (size.waiting, size.reserved),
+        (1, 1),
+        "the reservation survives too"
+    );
+    assert_eq!(
+        store.acknowledge(&[held[0].lease.clone()]).await.unwrap(),
+        vec![true]
+    );
+    let got = store.reserve(&request("q", 10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"two");
+    assert!(store.capabilities().durable);
+}
+
+#[tokio::test]
+async fn connect_by_url_with_table_names() {
+    use queue_database as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("named.db").display());
+    let mut options = ConnectOptions::default();
+    options.table = Some("app_jobs".to_owned());
+    options.failed_table = Some("app_failed".to_owned());
+    options.migrate = true;
+    let store = queue_core::storage::connect(&url, options)
+        .await
+        .expect("the sqlite scheme is registered");
+    assert_eq!(store.driver(), "sqlite");
+    store.push(vec![job("q", b"x")]).await.unwrap();
+    let got = store.reserve(&request("q", 1)).await.unwrap();
+    store.fail(&got[0].lease, "no").await.unwrap();
+    assert!(store.lock("k", "me", Duration::from_secs(5)).await.unwrap());
+
+    let check = SqliteStorage::connect_with(SqliteOptions::new(&url).migrate(false))
+        .await
+        .unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .fetch_all(check.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        tables,
+        [
+            "app_failed",
+            "app_jobs",
+            "app_jobs_counters",
+            "app_jobs_locks"
+        ]
+    );
+    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM app_failed")
+        .fetch_one(check.pool())
+        .await
+        .unwrap();
+    assert_eq!(failed, 1);
+
+    let mut bad = ConnectOptions::default();
+    bad.table = Some("jobs; DROP TABLE app_jobs".to_owned());
+    let refused = queue_core::storage::connect(&url, bad).await;
+    assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_schema_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    let schema = store.schema_sql();
+    assert!(schema.contains("CREATE TABLE IF NOT EXISTS jobs ("));
+    assert_eq!(
+        schema,
+        SqliteOptions::new("sqlite://x.db").schema_sql().unwrap()
+    );
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn without_tables_operations_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bare.db").display());
+    let store = SqliteStorage::connect_with(SqliteOptions::new(url).migrate(false))
+        .await
+        .unwrap();
+    let err = store.push(vec![job("q", b"x")]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                driver: "sqlite",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no such table"), "{err}");
+}
+
+#[tokio::test]
+async fn in_memory_database() {
+    let store = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    assert!(!store.capabilities().durable);
+    store
+        .push(
+            (0..250)
+                .map(|i| job("q", i.to_string().as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let got = store.reserve(&request("q", 300)).await.unwrap();
+    assert_eq!(got.len(), 250);
+    assert_eq!(got[249].payload, b"249");
+    let other = SqliteStorage::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(
+        other.size("q").await.unwrap().total(),
+        0,
+        "each in-memory store is its own"
+    );
+}
+
+#[tokio::test]
+async fn wait_returns_when_this_process_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    let store = Arc::new(store);
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store
+                .wait(&["q".to_owned()], Duration::from_secs(10))
+                .await
+                .unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.push(vec![job("q", b"x")]).await.unwrap();
+    let waited = waiter.await.unwrap();
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the push after {waited:?}"
+    );
+
+    // A delayed job bounds the wait.
+    let mut later = job("d", b"y");
+    later.available = queue_core::Availability::After(Duration::from_millis(300));
+    store.push(vec![later]).await.unwrap();
+    let started = std::time::Instant::now();
+    store
+        .wait(&["d".to_owned()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Within one batch, jobs come out in the order they became available, an expired lease
+/// counting from its deadline (as the memory driver orders them).
+#[tokio::test]
+async fn a_batch_keeps_the_order_jobs_became_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    store.push(vec![job("q", b"expires")]).await.unwrap();
+    let first = store
+        .reserve(&ReserveRequest {
+            lease: Duration::from_millis(300),
+            ..request("q", 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    store.push(vec![job("q", b"fresh")]).await.unwrap();
+    let mut later = job("q", b"delayed");
+    later.available = queue_core::Availability::After(Duration::from_millis(150));
+    store.push(vec![later]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let got = store.reserve(&request("q", 10)).await.unwrap();
+    let order: Vec<_> = got
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect();
+    assert_eq!(order, ["fresh", "delayed", "expires"]);
+    assert_eq!(got[2].attempts, 2);
+}
+
+/// The reservation reads the index by range: a queue full of reserved or delayed jobs costs
+/// nothing to find empty.
+#[tokio::test]
+async fn reserve_uses_the_due_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT id FROM jobs \
+         WHERE queue = ?1 AND due_at <= CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER) \
+         ORDER BY due_at, id LIMIT 8",
+    )
+    .bind("q")
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let plan: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+    assert_eq!(
+        plan,
+        ["SEARCH jobs USING INDEX jobs_due (queue=? AND due_at<?)"]
+    );
+}
