@@ -102,6 +102,8 @@ macro_rules! conformance {
             lock_owner_and_expiry,
             reserve_by_name,
             wait_wakes_on_push,
+            oldest_available,
+            counters,
             engine_runs_jobs_in_priority_order,
             engine_retries_with_backoff,
             engine_fails_after_tries,
@@ -114,6 +116,7 @@ macro_rules! conformance {
             engine_delayed_job_waits,
             engine_release_from_job,
             engine_graceful_stop_puts_back,
+            engine_stats_and_restart,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

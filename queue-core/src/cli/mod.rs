@@ -27,6 +27,7 @@
 //! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store [`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`] |
 //! | `runall size [QUEUE]` | jobs waiting, delayed, reserved [`queue:size`] |
 //! | `runall migrate` | create the tables [`migrate`] |
+//! | `runall table` | print the SQL that creates the tables, run nothing [`job:table`] |
 //! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 [`queue:monitor`] |
 //! | `runall stats [--watch]` | processed and failed per job name and queue, from every worker |
 //! | `runall restart` | every worker finishes its jobs and exits [`queue:restart`] |
@@ -94,6 +95,9 @@ enum Command {
     },
     /// Create or upgrade the store's tables.
     Migrate,
+    /// Print the SQL that creates the tables, for your own migration tool (Rakit's
+    /// `job:table`); nothing is run.
+    Table,
     /// Check the queues against thresholds: prints OK, WARNING or CRITICAL and exits 0, 1
     /// or 2 (for cron and container health checks).
     Health {
@@ -318,8 +322,13 @@ impl Runner {
         let options = ConnectOptions {
             table: config.table.clone(),
             failed_table: config.failed_table.clone(),
-            migrate: true,
+            migrate: !matches!(command, Command::Table),
         };
+        if let Command::Table = command {
+            // Printing the schema needs no connection.
+            println!("{}", storage::schema_sql(&url, &options)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         let storage = storage::connect(&url, options)
             .await
             .map_err(|e| Error::Config(format!("cannot connect to {}: {e}", redact_url(&url))))?;
@@ -349,6 +358,7 @@ impl Runner {
                 }
                 work(&queue, &config, args, Some(name), progress_bar).await?;
             }
+            Command::Table => {}
             Command::Migrate => {
                 storage.migrate().await?;
                 let _ = writeln!(out, "migrated {}", redact_url(&url));

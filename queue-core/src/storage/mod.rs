@@ -345,11 +345,43 @@ pub struct DriverRegistration {
 
 inventory::collect!(DriverRegistration);
 
+/// Produces the SQL a SQL driver would run to create its tables, for `runall table`.
+pub type SchemaFn = fn(&str, &ConnectOptions) -> Result<String>;
+
+/// A SQL driver's schema, by URL scheme, so `runall table` (Rakit's `job:table`) can print the
+/// SQL for a team's own migration tool. Drivers without a schema (Redis, files) submit none.
+#[derive(Debug)]
+pub struct SchemaRegistration {
+    /// URL schemes.
+    pub schemes: &'static [&'static str],
+    /// Returns the SQL for a URL and table names.
+    pub schema: SchemaFn,
+}
+
+inventory::collect!(SchemaRegistration);
+
+fn scheme_of(url: &str) -> &str {
+    url.split_once(':').map(|(s, _)| s).unwrap_or(url)
+}
+
+/// The SQL that creates the tables of the store a URL names.
+pub fn schema_sql(url: &str, options: &ConnectOptions) -> Result<String> {
+    let scheme = scheme_of(url);
+    for entry in inventory::iter::<SchemaRegistration> {
+        if entry.schemes.contains(&scheme) {
+            return (entry.schema)(url, options);
+        }
+    }
+    Err(crate::Error::Config(format!(
+        "`{scheme}` stores have no SQL schema to print: `runall table` is for SQL databases (sqlite, postgres, mysql)"
+    )))
+}
+
 /// Opens the storage a URL names, through the driver registered for its scheme.
 ///
 /// `memory://` always works: it is a fresh in-memory store.
 pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Storage>> {
-    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or(url);
+    let scheme = scheme_of(url);
     if scheme == "memory" {
         return Ok(Arc::new(MemoryStorage::new()));
     }

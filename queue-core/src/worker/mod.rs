@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
@@ -303,8 +303,7 @@ impl Worker {
                 taken += 1;
                 let shared = shared.clone();
                 tasks.spawn(async move {
-                    process(&shared, job).await;
-                    drop(permit);
+                    process(&shared, job, permit).await;
                 });
             }
         };
@@ -409,7 +408,11 @@ enum Outcome {
     Interrupted,
 }
 
-async fn process(shared: &Shared, job: Reserved) {
+/// Runs one reserved job to its end. `slot` is the job's concurrency slot: it is given back
+/// as soon as the job body is done, so the next job can start while this one's
+/// acknowledgement is still on its way to the store.
+async fn process(shared: &Shared, job: Reserved, slot: OwnedSemaphorePermit) {
+    let mut slot = Some(slot);
     let lease = job.lease.clone();
     let envelope = match Envelope::decode(&job.payload) {
         Ok(envelope) => envelope,
@@ -457,7 +460,7 @@ async fn process(shared: &Shared, job: Reserved) {
         }
     }
 
-    let outcome = run(shared, &job, &envelope, handler, max_attempts).await;
+    let outcome = run(shared, &job, &envelope, handler, max_attempts, &mut slot).await;
     match outcome {
         Outcome::Done => {}
         Outcome::Interrupted => {
@@ -514,6 +517,7 @@ async fn run(
     envelope: &Envelope,
     handler: &Handler,
     max_attempts: u32,
+    slot: &mut Option<OwnedSemaphorePermit>,
 ) -> Outcome {
     let lease = &job.lease;
     let ctx = JobContext {
@@ -575,7 +579,9 @@ async fn run(
             return Outcome::Done;
         }
         let (tx, rx) = oneshot::channel();
-        let acked = shared.acks.send((lease.clone(), tx)).is_ok() && rx.await.unwrap_or(false);
+        let sent = shared.acks.send((lease.clone(), tx)).is_ok();
+        drop(slot.take());
+        let acked = sent && rx.await.unwrap_or(false);
         if acked {
             shared.counters.processed.fetch_add(1, Ordering::Relaxed);
             shared

@@ -1,0 +1,590 @@
+//! The on-disk format: file names that carry a job's state, and file contents that carry what
+//! never changes (queue, name, payload) plus, for failed jobs, why they failed.
+//!
+//! Every state change of a job is a `rename` of its file, never a rewrite, so each one is atomic
+//! and only one process can win it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use queue_core::storage::unix_millis;
+
+/// Digits of a zero-padded millisecond time in a file name (enough for the year 33658).
+const TIME_WIDTH: usize = 15;
+/// The largest time a file name can hold.
+const MAX_TIME: i64 = 999_999_999_999_999;
+/// Hex digits of a job or failed-record id.
+const ID_LEN: usize = 24;
+/// The first line of every job and failed-record file.
+const MAGIC: &[u8] = b"queue-file job v1\n";
+/// The longest encoded queue name or lock key used as is in a file name.
+const MAX_COMPONENT: usize = 200;
+
+/// The process's clock in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    unix_millis(SystemTime::now())
+}
+
+/// A time as it fits in a file name.
+pub(crate) fn clamp_ms(ms: i64) -> i64 {
+    ms.clamp(0, MAX_TIME)
+}
+
+/// A fresh id: 16 hex digits of a per-process strictly increasing sequence seeded from the
+/// clock in nanoseconds (so ids sort by creation, which gives FIFO among jobs due at the same
+/// millisecond) and 8 hex digits that tell processes apart.
+pub(crate) fn new_id() -> String {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: OnceLock<u32> = OnceLock::new();
+    let process = *PROCESS.get_or_init(|| {
+        let token = queue_core::storage::new_token();
+        u32::from_str_radix(&token[..8], 16).unwrap_or(std::process::id())
+    });
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    let seq = loop {
+        let next = nanos.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(seen) => last = seen,
+        }
+    };
+    format!("{seq:016x}{process:08x}")
+}
+
+fn is_id(s: &str) -> bool {
+    s.len() == ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn is_token(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    if s.len() != TIME_WIDTH || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_attempts(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A job waiting in `ready/`: `AVAILABLE-ID-ATTEMPTS`, e.g.
+/// `001717000000000-17d9a1c2b3e4f500a1b2c3d4-0`. Sorting names sorts by (available at, id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ReadyName {
+    pub(crate) at: i64,
+    pub(crate) id: String,
+    pub(crate) attempts: u32,
+}
+
+impl ReadyName {
+    pub(crate) fn file_name(&self) -> String {
+        format!("{:015}-{}-{}", clamp_ms(self.at), self.id, self.attempts)
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        let mut parts = name.split('-');
+        let at = parse_time(parts.next()?)?;
+        let id = parts.next().filter(|s| is_id(s))?.to_owned();
+        let attempts = parse_attempts(parts.next()?)?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(ReadyName { at, id, attempts })
+    }
+}
+
+/// A job in `reserved/`: `DEADLINE-ID-ATTEMPTS-TOKEN`. The token fences the reservation: a
+/// worker whose token is no longer in the name has lost the job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ReservedName {
+    pub(crate) deadline: i64,
+    pub(crate) id: String,
+    pub(crate) attempts: u32,
+    pub(crate) token: String,
+}
+
+impl ReservedName {
+    pub(crate) fn file_name(&self) -> String {
+        format!(
+            "{:015}-{}-{}-{}",
+            clamp_ms(self.deadline),
+            self.id,
+            self.attempts,
+            self.token
+        )
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        let mut parts = name.split('-');
+        let deadline = parse_time(parts.next()?)?;
+        let id = parts.next().filter(|s| is_id(s))?.to_owned();
+        let attempts = parse_attempts(parts.next()?)?;
+        let token = parts.next().filter(|s| is_token(s))?.to_owned();
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(ReservedName {
+            deadline,
+            id,
+            attempts,
+            token,
+        })
+    }
+}
+
+/// A record in `failed/`: `FAILED_AT-ID`; the whole name is the failed job's id, so sorting
+/// names sorts oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct FailedName {
+    pub(crate) at: i64,
+    pub(crate) id: String,
+}
+
+impl FailedName {
+    pub(crate) fn file_name(&self) -> String {
+        format!("{:015}-{}", clamp_ms(self.at), self.id)
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        let (at, id) = name.split_once('-')?;
+        let at = parse_time(at)?;
+        if !is_id(id) {
+            return None;
+        }
+        Some(FailedName {
+            at,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Bytes kept as they are in a name component or a header value.
+fn plain(b: u8, in_name: bool) -> bool {
+    if in_name {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+    } else {
+        b >= 0x20 && b != 0x7f && b != b'%'
+    }
+}
+
+fn percent_encode(s: &str, in_name: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        // A leading dot would make `.`, `..` or a hidden file of a name.
+        if plain(b, in_name) && !(in_name && i == 0 && b == b'.') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A queue name as a directory name: letters, digits, `_`, `-` and `.` as they are, every
+/// other byte (and a leading dot) as `%XX`; the empty name is `%`. `None` if too long.
+pub(crate) fn queue_dir_name(queue: &str) -> Option<String> {
+    if queue.is_empty() {
+        return Some("%".to_owned());
+    }
+    let name = percent_encode(queue, true);
+    (name.len() <= MAX_COMPONENT).then_some(name)
+}
+
+/// The queue a directory name stands for, if it is one this driver made.
+pub(crate) fn queue_from_dir_name(name: &str) -> Option<String> {
+    if name == "%" {
+        return Some(String::new());
+    }
+    let queue = percent_decode(name)?;
+    (queue_dir_name(&queue).as_deref() == Some(name)).then_some(queue)
+}
+
+/// A lock key as a file name; keys too long for one keep a readable prefix and end in a hash
+/// that is the same in every process and every build.
+pub(crate) fn lock_file_name(key: &str) -> String {
+    let name = percent_encode(key, true);
+    if !key.is_empty() && name.len() <= MAX_COMPONENT {
+        return name;
+    }
+    let prefix: String = name.chars().take(100).collect();
+    format!(
+        "{prefix}~{:016x}{:016x}",
+        fnv1a(key, 0xcbf2_9ce4_8422_2325),
+        fnv1a(key, 0x8422_2325_cbf2_9ce4)
+    )
+}
+
+fn fnv1a(s: &str, seed: u64) -> u64 {
+    s.bytes().fold(seed, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// What a job file holds besides its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JobFile {
+    pub(crate) queue: String,
+    pub(crate) name: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// What a failed record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FailedFile {
+    pub(crate) job: JobFile,
+    pub(crate) job_id: String,
+    pub(crate) attempts: u32,
+    pub(crate) failed_at: i64,
+    pub(crate) error: String,
+}
+
+fn header(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(percent_encode(value, false).as_bytes());
+    out.push(b'\n');
+}
+
+fn finish(mut out: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    out.extend_from_slice(format!("payload: {}\n\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A job file:
+///
+/// ```text
+/// queue-file job v1
+/// queue: emails
+/// name: send-email
+/// payload: 42
+///
+/// <42 payload bytes>
+/// ```
+///
+/// Header values are UTF-8 with `%`, control characters and DEL written as `%XX`.
+pub(crate) fn encode_job(queue: &str, name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 128);
+    out.extend_from_slice(MAGIC);
+    header(&mut out, "queue", queue);
+    header(&mut out, "name", name);
+    finish(out, payload)
+}
+
+/// A failed record: a job file with `job-id`, `attempts`, `failed-at` (milliseconds since the
+/// Unix epoch) and `error` in its header, so that retrying it is one rename back into a queue.
+pub(crate) fn encode_failed(failed: &FailedFile) -> Vec<u8> {
+    let mut out = Vec::with_capacity(failed.job.payload.len() + failed.error.len() + 256);
+    out.extend_from_slice(MAGIC);
+    header(&mut out, "queue", &failed.job.queue);
+    header(&mut out, "name", &failed.job.name);
+    header(&mut out, "job-id", &failed.job_id);
+    header(&mut out, "attempts", &failed.attempts.to_string());
+    header(&mut out, "failed-at", &failed.failed_at.to_string());
+    header(&mut out, "error", &failed.error);
+    finish(out, &failed.job.payload)
+}
+
+/// A file's header lines and the bytes after them.
+struct Parsed<'a> {
+    fields: Vec<(&'a str, String)>,
+    body: &'a [u8],
+}
+
+impl Parsed<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<Parsed<'_>, String> {
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| "it does not start with the `queue-file job v1` line".to_owned())?;
+    let end = rest
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or_else(|| "its header is truncated (no blank line after it)".to_owned())?;
+    let head = std::str::from_utf8(&rest[..end])
+        .map_err(|_| "its header is not valid UTF-8".to_owned())?;
+    let mut fields = Vec::new();
+    for line in head.split('\n') {
+        let (key, value) = line
+            .split_once(": ")
+            .ok_or_else(|| format!("its header line {line:?} is not `key: value`"))?;
+        let value = percent_decode(value).ok_or_else(|| {
+            format!("the `{key}` value in its header is badly encoded or not UTF-8")
+        })?;
+        fields.push((key, value));
+    }
+    let parsed = Parsed {
+        fields,
+        body: &rest[end + 2..],
+    };
+    let length: usize = parsed
+        .get("payload")
+        .ok_or_else(|| "its header has no `payload` length".to_owned())?
+        .parse()
+        .map_err(|_| "its `payload` length is not a number".to_owned())?;
+    if parsed.body.len() != length {
+        return Err(format!(
+            "it is truncated or padded: the header says {length} payload bytes, the file has {}",
+            parsed.body.len()
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Reads a job file; the error says what is wrong with it, for the failed store.
+pub(crate) fn decode_job(bytes: &[u8]) -> Result<JobFile, String> {
+    let parsed = parse(bytes)?;
+    Ok(JobFile {
+        queue: parsed.get("queue").unwrap_or_default().to_owned(),
+        name: parsed
+            .get("name")
+            .ok_or_else(|| "its header has no `name`".to_owned())?
+            .to_owned(),
+        payload: parsed.body.to_vec(),
+    })
+}
+
+/// Reads only the job name from the start of a job file (for reserving by name).
+pub(crate) fn decode_name(bytes: &[u8]) -> Option<String> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let head = rest.split(|b| *b == b'\n').take_while(|l| !l.is_empty());
+    for line in head {
+        let line = std::str::from_utf8(line).ok()?;
+        if let Some(value) = line.strip_prefix("name: ") {
+            return percent_decode(value);
+        }
+    }
+    None
+}
+
+/// Reads a failed record; `name` supplies the failure time when the header lacks it.
+pub(crate) fn decode_failed(bytes: &[u8], name: &FailedName) -> Result<FailedFile, String> {
+    let parsed = parse(bytes)?;
+    let job = JobFile {
+        queue: parsed.get("queue").unwrap_or_default().to_owned(),
+        name: parsed.get("name").unwrap_or_default().to_owned(),
+        payload: parsed.body.to_vec(),
+    };
+    Ok(FailedFile {
+        job,
+        job_id: parsed.get("job-id").unwrap_or_default().to_owned(),
+        attempts: parsed
+            .get("attempts")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
+        failed_at: parsed
+            .get("failed-at")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(name.at),
+        error: parsed.get("error").unwrap_or_default().to_owned(),
+    })
+}
+
+/// A lock file's contents: `owner: OWNER` and `expires: MILLIS` lines.
+pub(crate) fn encode_lock(owner: &str, expires: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    header(&mut out, "owner", owner);
+    header(&mut out, "expires", &expires.to_string());
+    out
+}
+
+/// The owner and expiry in a lock file; `None` (a free lock) for an empty or garbled one.
+pub(crate) fn decode_lock(bytes: &[u8]) -> Option<(String, i64)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut owner = None;
+    let mut expires = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("owner: ") {
+            owner = percent_decode(v);
+        } else if let Some(v) = line.strip_prefix("expires: ") {
+            expires = v.parse().ok();
+        }
+    }
+    Some((owner?, expires?))
+}
+
+/// A counter file's contents: `name`, `value` and, for counters that expire, `expires`.
+pub(crate) fn encode_counter(name: &str, value: i64, expires: Option<i64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    header(&mut out, "name", name);
+    header(&mut out, "value", &value.to_string());
+    if let Some(at) = expires {
+        header(&mut out, "expires", &at.to_string());
+    }
+    out
+}
+
+/// The name, value and expiry in a counter file; `None` for an empty or garbled one.
+pub(crate) fn decode_counter(bytes: &[u8]) -> Option<(String, i64, Option<i64>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (mut name, mut value, mut expires) = (None, None, None);
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("name: ") {
+            name = percent_decode(v);
+        } else if let Some(v) = line.strip_prefix("value: ") {
+            value = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("expires: ") {
+            expires = Some(v.parse().ok()?);
+        }
+    }
+    Some((name?, value?, expires))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_sort() {
+        let a = ReadyName {
+            at: 5,
+            id: new_id(),
+            attempts: 0,
+        };
+        let b = ReadyName {
+            at: 5,
+            id: new_id(),
+            attempts: 3,
+        };
+        assert!(a.file_name() < b.file_name(), "ids sort by creation");
+        assert_eq!(ReadyName::parse(&a.file_name()), Some(a.clone()));
+        let r = ReservedName {
+            deadline: 9,
+            id: a.id.clone(),
+            attempts: 1,
+            token: queue_core::storage::new_token(),
+        };
+        assert_eq!(ReservedName::parse(&r.file_name()), Some(r));
+        let f = FailedName {
+            at: 1_700_000_000_000,
+            id: new_id(),
+        };
+        assert_eq!(FailedName::parse(&f.file_name()), Some(f));
+        for bad in [
+            "",
+            "x",
+            "000000000000005-zz-0",
+            "5-abc-0",
+            "000000000000005-0017a0b1c2d3e4f5a1b2c3d4-0-extra-x",
+        ] {
+            assert_eq!(ReadyName::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn queue_names_encode_safely() {
+        for q in [
+            "default",
+            "",
+            ".",
+            "..",
+            "a/b",
+            "é",
+            "%",
+            "with space",
+            ".hidden",
+        ] {
+            let dir = queue_dir_name(q).unwrap();
+            assert!(
+                !dir.contains('/') && dir != "." && dir != ".." && !dir.starts_with('.'),
+                "{q} -> {dir}"
+            );
+            assert_eq!(queue_from_dir_name(&dir).as_deref(), Some(q));
+        }
+        assert_eq!(queue_dir_name(&"x".repeat(300)), None);
+        assert_eq!(queue_from_dir_name("A%2f"), None, "only our own spelling");
+    }
+
+    #[test]
+    fn files_round_trip() {
+        let payload = vec![0xff, 0, b'\n', b'\n', 1];
+        let bytes = encode_job("q\n%", "na me", &payload);
+        let job = decode_job(&bytes).unwrap();
+        assert_eq!(
+            (
+                job.queue.as_str(),
+                job.name.as_str(),
+                job.payload.as_slice()
+            ),
+            ("q\n%", "na me", payload.as_slice())
+        );
+        assert_eq!(decode_name(&bytes).as_deref(), Some("na me"));
+        assert!(decode_job(&bytes[..bytes.len() - 1])
+            .unwrap_err()
+            .contains("truncated"));
+        assert!(decode_job(b"garbage").is_err());
+        let failed = FailedFile {
+            job,
+            job_id: new_id(),
+            attempts: 2,
+            failed_at: 77,
+            error: "line 1\nline 2".into(),
+        };
+        let name = FailedName {
+            at: 77,
+            id: new_id(),
+        };
+        assert_eq!(
+            decode_failed(&encode_failed(&failed), &name).unwrap(),
+            failed
+        );
+        // A failed record reads as a job file: retrying one is a rename.
+        assert_eq!(decode_job(&encode_failed(&failed)).unwrap(), failed.job);
+        assert_eq!(
+            decode_lock(&encode_lock("own er", 12)),
+            Some(("own er".into(), 12))
+        );
+        assert_eq!(decode_lock(b""), None);
+        assert_eq!(
+            decode_counter(&encode_counter("c:1", -4, Some(9))),
+            Some(("c:1".into(), -4, Some(9)))
+        );
+        assert_eq!(
+            decode_counter(&encode_counter("c", 4, None)),
+            Some(("c".into(), 4, None))
+        );
+    }
+
+    #[test]
+    fn long_lock_keys_hash() {
+        let a = lock_file_name(&"k".repeat(500));
+        let b = lock_file_name(&format!("{}x", "k".repeat(499)));
+        assert!(a.len() < 255 && a != b);
+        assert_ne!(lock_file_name(""), "");
+    }
+}

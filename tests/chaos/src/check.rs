@@ -1,0 +1,602 @@
+//! The checker: reads what the harness dispatched, the ledger, the faults it injected, the
+//! workers' logs and the store after the run, and says what went wrong, Jepsen-style.
+//!
+//! Definitions (per logical job, that is per dispatch that returned Ok):
+//!
+//! - **completed**: at least one attempt wrote END with outcome `ok`.
+//! - **lost**: expected to complete, never completed, and not in the failed store.
+//! - **duplicated**: completed more than once.
+//! - **allowed duplicate**: a duplicated job where every completion after the first (in order
+//!   of start) has an earlier completed attempt that overlapped a fault of its worker: a
+//!   SIGKILL or a crash of its process, a SIGSTOP, a lease lapse (the worker logged that its
+//!   acknowledge was refused or its lease was lost), or a restart of the backend; "overlapped"
+//!   means the fault fell between the attempt's start and [`ACK_SLACK_US`] after its end, the
+//!   window in which its acknowledge was still on its way.
+//! - **unexpected**: anything else: a job expected to complete in the failed store, a job
+//!   expected to fail that completed or is missing from the failed store, a failure reason of
+//!   the wrong kind, ledger lines of jobs never dispatched, corrupt ledger lines, panics.
+//! - **stuck**: still reserved once every lease ran out and a final worker drained the queue.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use queue_core::envelope::Envelope;
+use queue_core::FailedJob;
+
+use crate::job::ChaosJob;
+use crate::ledger::{attempts, Attempt, Entry};
+
+/// How long after an attempt's END its acknowledge may still be in flight (µs): a fault in
+/// this window can make a finished job run again.
+pub const ACK_SLACK_US: u64 = 3_000_000;
+
+/// What a dispatched job should end as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Completes (at least once).
+    Complete,
+    /// Ends in the failed store with an error containing one of `reasons`, after exactly
+    /// `attempts` attempts if given.
+    Fail {
+        /// Acceptable substrings of the failure reason.
+        reasons: Vec<String>,
+        /// The attempt count the failed record must show.
+        attempts: Option<u32>,
+    },
+}
+
+/// One job whose dispatch returned Ok.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// The harness's id.
+    pub id: u64,
+    /// The store's id from `push`.
+    pub sid: String,
+    /// What it should end as.
+    pub expect: Expect,
+    /// A label for reports (`good`, `abort`, `poison:invalid-utf8`...).
+    pub label: String,
+    /// When it was pushed (µs).
+    pub pushed_us: u64,
+}
+
+/// A fault the harness injected or saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL of a worker.
+    Kill {
+        /// The worker.
+        pid: u32,
+        /// When (µs).
+        at: u64,
+    },
+    /// A worker exited on its own with a failure (a job aborted it).
+    Crash {
+        /// The worker.
+        pid: u32,
+        /// When the harness saw it (µs).
+        at: u64,
+    },
+    /// SIGSTOP of a worker, continued at `until`.
+    Stop {
+        /// The worker.
+        pid: u32,
+        /// When stopped (µs).
+        at: u64,
+        /// When continued (µs).
+        until: u64,
+    },
+    /// SIGTERM of a worker (a graceful stop: not an excuse for duplicates).
+    Term {
+        /// The worker.
+        pid: u32,
+        /// When (µs).
+        at: u64,
+    },
+    /// The backend was down from `at` until `until` (answering again).
+    Backend {
+        /// Going down (µs).
+        at: u64,
+        /// Answering again (µs).
+        until: u64,
+    },
+}
+
+/// What the workers' logs say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerLogs {
+    /// (pid, store id) of jobs whose acknowledge was refused.
+    pub refused: HashSet<(u32, String)>,
+    /// (pid, store id) of jobs whose lease was lost while they ran.
+    pub lease_lost: HashSet<(u32, String)>,
+    /// Refused acknowledges in all.
+    pub refused_count: u64,
+    /// "acknowledge failed" lines (a batch that could not reach the store).
+    pub ack_failed: u64,
+    /// "job panicked" lines.
+    pub panics: u64,
+    /// "reserve failed" lines.
+    pub reserve_failed: u64,
+    /// Store operations that failed for good ("could not put the job back", "could not
+    /// move the job to the failed store").
+    pub store_errors: u64,
+    /// A few of the error lines, for the report.
+    pub samples: Vec<String>,
+}
+
+impl WorkerLogs {
+    /// Reads one worker's log.
+    pub fn read(&mut self, pid: u32, path: &Path) {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        for line in text.lines() {
+            let id = field(line, "id");
+            if line.contains("acknowledge was refused") {
+                self.refused_count += 1;
+                if let Some(id) = id {
+                    self.refused.insert((pid, id));
+                }
+            } else if line.contains("lease lost while the job runs") {
+                if let Some(id) = id {
+                    self.lease_lost.insert((pid, id));
+                }
+            } else if line.contains("acknowledge failed") {
+                self.ack_failed += 1;
+                self.sample(pid, line);
+            } else if line.contains("job panicked") || line.contains("panicked at") {
+                self.panics += 1;
+                self.sample(pid, line);
+            } else if line.contains("reserve failed") {
+                self.reserve_failed += 1;
+            } else if line.contains("could not put the job back")
+                || line.contains("could not move the job to the failed store")
+            {
+                self.store_errors += 1;
+                self.sample(pid, line);
+            }
+        }
+    }
+
+    fn sample(&mut self, pid: u32, line: &str) {
+        if self.samples.len() < 10 {
+            let short: String = line.chars().take(300).collect();
+            self.samples.push(format!("worker {pid}: {short}"));
+        }
+    }
+}
+
+/// The value of `key=value` in a log line.
+fn field(line: &str, key: &str) -> Option<String> {
+    let needle = format!(" {key}=");
+    let start = line.find(&needle)? + needle.len();
+    let value: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    Some(value.trim_matches('"').to_owned())
+}
+
+/// A failed-store record, tied to the dispatch it came from when it can be.
+#[derive(Debug, Clone)]
+pub struct FailedRecord {
+    /// The logical id, if known.
+    pub job: Option<u64>,
+    /// The record.
+    pub record: FailedJob,
+}
+
+/// Ties failed-store records to dispatches: by the store's id, else by the payload.
+pub fn tie_failed(failed: Vec<FailedJob>, dispatched: &[Dispatched]) -> Vec<FailedRecord> {
+    let by_sid: HashMap<&str, u64> = dispatched.iter().map(|d| (d.sid.as_str(), d.id)).collect();
+    failed
+        .into_iter()
+        .map(|record| {
+            let job = by_sid.get(record.job_id.as_str()).copied().or_else(|| {
+                let envelope = Envelope::decode(&record.payload).ok()?;
+                serde_json::from_str::<ChaosJob>(envelope.data.get())
+                    .ok()
+                    .map(|j| j.id)
+            });
+            FailedRecord { job, record }
+        })
+        .collect()
+}
+
+/// Everything the checker reads.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    /// The dispatches that returned Ok.
+    pub dispatched: Vec<Dispatched>,
+    /// Every ledger line.
+    pub entries: Vec<Entry>,
+    /// Ledger lines that did not parse.
+    pub corrupt_lines: u64,
+    /// Injected faults.
+    pub faults: Vec<Fault>,
+    /// The workers' logs.
+    pub logs: WorkerLogs,
+    /// The failed store after the run.
+    pub failed: Vec<FailedRecord>,
+}
+
+/// Why an attempt may have run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Excuse {
+    /// Its worker was killed or crashed.
+    Kill,
+    /// Its worker was stopped.
+    Stop,
+    /// Its worker's lease lapsed (refused acknowledge, lost lease).
+    LeaseLapse,
+    /// The backend restarted.
+    Backend,
+}
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Attempts per logical job, in order of start.
+    pub attempts: HashMap<u64, Vec<Attempt>>,
+    /// Jobs expected to complete that completed.
+    pub completed: u64,
+    /// Lost jobs.
+    pub lost: Vec<u64>,
+    /// Jobs completed more than once.
+    pub duplicated: Vec<u64>,
+    /// Of those, explained by faults.
+    pub allowed: Vec<u64>,
+    /// The excuses that explained them.
+    pub excuses: BTreeMap<String, u64>,
+    /// Unexpected things, spelled out.
+    pub unexpected: Vec<String>,
+    /// Failed-store records by logical id.
+    pub failed_by_job: HashMap<u64, FailedRecord>,
+}
+
+impl Evidence {
+    /// Why `attempt` may have been followed by another, if a fault explains it.
+    pub fn excuse(&self, attempt: &Attempt) -> Option<Excuse> {
+        for fault in &self.faults {
+            match *fault {
+                Fault::Kill { pid, at } | Fault::Crash { pid, at }
+                    if pid == attempt.pid && attempt.covers(at, ACK_SLACK_US) =>
+                {
+                    return Some(Excuse::Kill)
+                }
+                Fault::Stop { pid, at, until }
+                    if pid == attempt.pid
+                        && at <= attempt.end.map_or(u64::MAX, |e| e + ACK_SLACK_US)
+                        && until >= attempt.start =>
+                {
+                    return Some(Excuse::Stop)
+                }
+                Fault::Backend { at, until }
+                    if at <= attempt.end.map_or(u64::MAX, |e| e + ACK_SLACK_US)
+                        && until + ACK_SLACK_US >= attempt.start =>
+                {
+                    return Some(Excuse::Backend)
+                }
+                _ => {}
+            }
+        }
+        let key = (attempt.pid, attempt.sid.clone());
+        if self.logs.refused.contains(&key) || self.logs.lease_lost.contains(&key) {
+            return Some(Excuse::LeaseLapse);
+        }
+        None
+    }
+
+    /// Runs the checks that apply to every scenario.
+    pub fn check(&self) -> Findings {
+        let mut findings = Findings {
+            attempts: attempts(&self.entries),
+            ..Findings::default()
+        };
+        let dispatched: HashMap<u64, &Dispatched> =
+            self.dispatched.iter().map(|d| (d.id, d)).collect();
+        for record in &self.failed {
+            match record.job {
+                Some(job) if dispatched.contains_key(&job) => {
+                    findings.failed_by_job.insert(job, record.clone());
+                }
+                _ => findings.unexpected.push(format!(
+                    "the failed store holds job {} ({}) that the harness did not dispatch: {}",
+                    record.record.job_id, record.record.name, record.record.error
+                )),
+            }
+        }
+        let mut strangers: Vec<u64> = findings
+            .attempts
+            .keys()
+            .filter(|id| !dispatched.contains_key(id))
+            .copied()
+            .collect();
+        strangers.sort_unstable();
+        for id in strangers {
+            findings
+                .unexpected
+                .push(format!("the ledger shows job {id}, which was never dispatched"));
+        }
+        if self.corrupt_lines > 0 {
+            findings.unexpected.push(format!(
+                "{} ledger lines did not parse (torn or interleaved writes)",
+                self.corrupt_lines
+            ));
+        }
+        if self.logs.panics > 0 {
+            findings
+                .unexpected
+                .push(format!("{} panics in the workers' logs", self.logs.panics));
+        }
+
+        let empty = Vec::new();
+        for d in &self.dispatched {
+            let list = findings.attempts.get(&d.id).unwrap_or(&empty);
+            let completions: Vec<&Attempt> = list.iter().filter(|a| a.completed()).collect();
+            let failed = findings.failed_by_job.get(&d.id);
+            match &d.expect {
+                Expect::Complete => {
+                    if !completions.is_empty() {
+                        findings.completed += 1;
+                    }
+                    if let Some(f) = failed {
+                        findings.unexpected.push(format!(
+                            "job {} ({}) is in the failed store after {} attempts: {}",
+                            d.id, d.label, f.record.attempts, f.record.error
+                        ));
+                    } else if completions.is_empty() {
+                        findings.lost.push(d.id);
+                    }
+                }
+                Expect::Fail { reasons, attempts } => {
+                    if !completions.is_empty() {
+                        findings.unexpected.push(format!(
+                            "job {} ({}) was expected to fail but completed",
+                            d.id, d.label
+                        ));
+                    }
+                    match failed {
+                        None => findings.unexpected.push(format!(
+                            "job {} ({}) was expected in the failed store and is not there",
+                            d.id, d.label
+                        )),
+                        Some(f) => {
+                            if !reasons.iter().any(|r| f.record.error.contains(r.as_str())) {
+                                findings.unexpected.push(format!(
+                                    "job {} ({}) failed with `{}`; expected a reason containing one of {:?}",
+                                    d.id,
+                                    d.label,
+                                    short(&f.record.error),
+                                    reasons
+                                ));
+                            }
+                            if let Some(n) = attempts {
+                                if f.record.attempts != *n {
+                                    findings.unexpected.push(format!(
+                                        "job {} ({}) failed after {} attempts; expected {n}",
+                                        d.id, d.label, f.record.attempts
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if completions.len() > 1 {
+                findings.duplicated.push(d.id);
+                let mut allowed = true;
+                let mut reasons = Vec::new();
+                for (k, later) in completions.iter().enumerate().skip(1) {
+                    let excuse = completions[..k].iter().find_map(|earlier| self.excuse(earlier));
+                    match excuse {
+                        Some(e) => reasons.push(e),
+                        None => {
+                            allowed = false;
+                            findings.unexpected.push(format!(
+                                "job {} completed again (attempt {} on worker {}) with no fault to explain it: {}",
+                                d.id,
+                                later.attempt,
+                                later.pid,
+                                describe(&completions)
+                            ));
+                        }
+                    }
+                }
+                if allowed {
+                    findings.allowed.push(d.id);
+                    for r in reasons {
+                        *findings.excuses.entry(format!("{r:?}")).or_default() += 1;
+                    }
+                }
+            }
+        }
+        findings
+    }
+}
+
+fn short(text: &str) -> String {
+    let s: String = text.chars().take(160).collect();
+    if s.len() < text.len() {
+        format!("{s}…")
+    } else {
+        s
+    }
+}
+
+fn describe(list: &[&Attempt]) -> String {
+    list.iter()
+        .map(|a| {
+            format!(
+                "[attempt {} pid {} {}..{}]",
+                a.attempt,
+                a.pid,
+                a.start,
+                a.end.map_or("-".to_owned(), |e| e.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// For each killed or crashed worker: the attempts it left running (or finished but maybe
+/// unacknowledged, when the job ran again), and how long until each job's next attempt
+/// started, in µs from the fault. Jobs in `skip` (the crashers themselves) are left out.
+/// Returns (samples, jobs never retried).
+pub fn kill_recovery(
+    by_job: &HashMap<u64, Vec<Attempt>>,
+    faults: &[Fault],
+    skip: &HashSet<u64>,
+) -> (Vec<u64>, Vec<u64>) {
+    let mut samples = Vec::new();
+    let mut never = Vec::new();
+    for fault in faults {
+        let (pid, at) = match *fault {
+            Fault::Kill { pid, at } | Fault::Crash { pid, at } => (pid, at),
+            _ => continue,
+        };
+        for (job, list) in by_job {
+            if skip.contains(job) {
+                continue;
+            }
+            for a in list.iter().filter(|a| a.pid == pid && a.start <= at) {
+                let next = list.iter().find(|b| b.start > at);
+                let orphan = match a.end {
+                    None => true,
+                    Some(end) => next.is_some() && end + ACK_SLACK_US >= at,
+                };
+                if !orphan {
+                    continue;
+                }
+                match next {
+                    Some(n) => samples.push(n.start - at),
+                    None => never.push(*job),
+                }
+            }
+        }
+    }
+    (samples, never)
+}
+
+/// For each stopped worker: the attempts running when it was stopped, and how long until
+/// another worker started the job (µs from the stop).
+pub fn stop_recovery(
+    by_job: &HashMap<u64, Vec<Attempt>>,
+    faults: &[Fault],
+) -> (Vec<u64>, Vec<u64>) {
+    let mut samples = Vec::new();
+    let mut never = Vec::new();
+    for fault in faults {
+        let Fault::Stop { pid, at, .. } = *fault else {
+            continue;
+        };
+        for (job, list) in by_job {
+            for a in list.iter().filter(|a| a.pid == pid && a.covers(at, 0)) {
+                let _ = a;
+                match list.iter().find(|b| b.start > at && b.pid != pid) {
+                    Some(n) => samples.push(n.start - at),
+                    None => never.push(*job),
+                }
+            }
+        }
+    }
+    (samples, never)
+}
+
+/// For each SIGTERM: the attempts its worker interrupted (END `cancelled` after the
+/// signal), and how long until each job started again (µs from the signal).
+pub fn term_requeue(by_job: &HashMap<u64, Vec<Attempt>>, faults: &[Fault]) -> (Vec<u64>, Vec<u64>) {
+    let mut samples = Vec::new();
+    let mut never = Vec::new();
+    for fault in faults {
+        let Fault::Term { pid, at } = *fault else {
+            continue;
+        };
+        for (job, list) in by_job {
+            for a in list.iter().filter(|a| {
+                a.pid == pid
+                    && a.start <= at
+                    && a.outcome.as_deref() == Some("cancelled")
+                    && a.end.is_some_and(|e| e >= at)
+            }) {
+                match list.iter().find(|b| b.start > a.start && b.start >= at) {
+                    Some(n) => samples.push(n.start - at),
+                    None => never.push(*job),
+                }
+            }
+        }
+    }
+    (samples, never)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Entry, Event};
+
+    fn line(ev: Event, job: u64, pid: u32, us: u64, nonce: u64, ok: bool) -> Entry {
+        Entry {
+            ev,
+            job,
+            attempt: 1,
+            pid,
+            us,
+            sid: format!("s{job}"),
+            nonce,
+            outcome: (ev == Event::End).then(|| if ok { "ok" } else { "cancelled" }.to_owned()),
+        }
+    }
+
+    fn good(id: u64) -> Dispatched {
+        Dispatched {
+            id,
+            sid: format!("s{id}"),
+            expect: Expect::Complete,
+            label: "good".into(),
+            pushed_us: 0,
+        }
+    }
+
+    #[test]
+    fn lost_duplicated_and_allowed() {
+        let evidence = Evidence {
+            dispatched: vec![good(1), good(2), good(3), good(4)],
+            entries: vec![
+                // 1: once.
+                line(Event::Start, 1, 10, 100, 1, false),
+                line(Event::End, 1, 10, 200, 1, true),
+                // 2: twice, the first on a worker killed just after it finished: allowed.
+                line(Event::Start, 2, 10, 100, 2, false),
+                line(Event::End, 2, 10, 300, 2, true),
+                line(Event::Start, 2, 11, 5_000_000, 3, false),
+                line(Event::End, 2, 11, 5_000_100, 3, true),
+                // 3: twice with no fault: not allowed.
+                line(Event::Start, 3, 11, 100, 4, false),
+                line(Event::End, 3, 11, 200, 4, true),
+                line(Event::Start, 3, 12, 900, 5, false),
+                line(Event::End, 3, 12, 1000, 5, true),
+                // 4: never completed.
+                line(Event::Start, 4, 10, 100, 6, false),
+            ],
+            faults: vec![Fault::Kill { pid: 10, at: 400 }],
+            ..Evidence::default()
+        };
+        let f = evidence.check();
+        assert_eq!(f.completed, 3);
+        assert_eq!(f.lost, vec![4]);
+        assert_eq!(f.duplicated, vec![2, 3]);
+        assert_eq!(f.allowed, vec![2]);
+        assert_eq!(f.unexpected.len(), 1, "{:?}", f.unexpected);
+        let (samples, never) = kill_recovery(&f.attempts, &evidence.faults, &HashSet::new());
+        assert_eq!(samples, vec![5_000_000 - 400]);
+        assert_eq!(never, vec![4]);
+    }
+
+    #[test]
+    fn log_fields() {
+        let line = "2025-01-01T00:00:00.000001Z  WARN job done but its acknowledge was refused: the lease ran out and the job may run again job=chaos id=chaos/17";
+        assert_eq!(field(line, "id").as_deref(), Some("chaos/17"));
+        assert_eq!(field(line, "job").as_deref(), Some("chaos"));
+        assert_eq!(field(line, "nope"), None);
+    }
+}
