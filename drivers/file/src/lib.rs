@@ -153,6 +153,10 @@ pub use error::FileError;
 pub use options::FileOptions;
 pub use storage::FileStorage;
 
+/// Not public API: the fuzz target's entry into the on-disk format's parsers.
+#[doc(hidden)]
+pub use format::fuzz_parsers as __fuzz_parsers;
+
 /// The driver's name, as [`Storage::driver`] reports it.
 pub const DRIVER: &str = "file";
 
