@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 
 /// Sends an email (pretend). Three tries, 30 s per attempt, exponential backoff.
 #[derive(Debug, Clone, Serialize, Deserialize, Job)]
-#[job(name = "send-email", queue = "default", tries = 3, timeout = "30s", backoff = "exponential")]
+#[job(
+    name = "send-email",
+    queue = "default",
+    tries = 3,
+    timeout = "30s",
+    backoff = "exponential"
+)]
 pub struct SendEmail {
     /// Recipient.
     pub to: String,
@@ -60,7 +66,12 @@ pub static REPORTS_MAX_AT_ONCE: AtomicU64 = AtomicU64::new(0);
 /// Generates a monthly report. Dispatch it `.without_overlapping()`: two at once would
 /// double-count.
 #[derive(Debug, Clone, Serialize, Deserialize, Job)]
-#[job(name = "generate-report", queue = "low", timeout = "5m", backoff = "fixed:5s")]
+#[job(
+    name = "generate-report",
+    queue = "low",
+    timeout = "5m",
+    backoff = "fixed:5s"
+)]
 pub struct GenerateReport {
     /// The month, as `2026-11`.
     pub month: String,
@@ -88,9 +99,15 @@ pub struct SyncPayment {
 impl Handle for SyncPayment {
     async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
         if ctx.attempt() == 1 {
-            return Err(JobError::msg("payment gateway timed out (it does that on the first try)"));
+            return Err(JobError::msg(
+                "payment gateway timed out (it does that on the first try)",
+            ));
         }
-        tracing::info!(payment = self.payment_id, attempt = ctx.attempt(), "payment synced");
+        tracing::info!(
+            payment = self.payment_id,
+            attempt = ctx.attempt(),
+            "payment synced"
+        );
         Ok(())
     }
 }
@@ -128,11 +145,14 @@ impl Handle for Noop {
 /// Registers the event-listener style jobs (no struct, a name and a closure), as Rakit's
 /// `Event::listen('rakit.jobs.run: send-notification', ...)`.
 pub fn listeners(queue: &Queue) {
-    queue.listen("send-notification", |payload: serde_json::Value, ctx| async move {
-        let to = payload["to"].as_str().unwrap_or("nobody");
-        tracing::info!(to, job = %ctx.job_id(), "notification sent");
-        Ok(())
-    });
+    queue.listen(
+        "send-notification",
+        |payload: serde_json::Value, ctx| async move {
+            let to = payload["to"].as_str().unwrap_or("nobody");
+            tracing::info!(to, job = %ctx.job_id(), "notification sent");
+            Ok(())
+        },
+    );
 }
 
 /// Sleeps: for tests and demos of timeouts, leases and graceful shutdown.
@@ -186,7 +206,10 @@ impl Handle for LatencyProbe {
     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
         use std::io::Write;
         let waited = unix_micros().saturating_sub(self.sent_us);
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         writeln!(file, "{waited}")?;
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use queue_core::{Job, Queue};
-use queue_examples::{AbortWorker, ImportLegacyFile, Noop, SendEmail, Sleep};
 use queue_database as _;
+use queue_examples::{AbortWorker, ImportLegacyFile, Noop, SendEmail, Sleep};
 
 struct Store {
     _dir: tempfile::TempDir,
@@ -19,7 +19,11 @@ fn store() -> Store {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("jobs.db");
     let url = format!("sqlite://{}", path.display());
-    Store { _dir: dir, path, url }
+    Store {
+        _dir: dir,
+        path,
+        url,
+    }
 }
 
 fn runall(store: &Store) -> Command {
@@ -47,11 +51,16 @@ fn stdout(out: &Output) -> String {
 }
 
 async fn queue(store: &Store) -> Queue {
-    Queue::connect(&store.url).await.expect("connect to the SQLite file")
+    Queue::connect(&store.url)
+        .await
+        .expect("connect to the SQLite file")
 }
 
 fn email(to: &str) -> SendEmail {
-    SendEmail { to: to.into(), subject: "hello".into() }
+    SendEmail {
+        to: to.into(),
+        subject: "hello".into(),
+    }
 }
 
 fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -66,14 +75,20 @@ fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStat
 }
 
 fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
     assert!(status.is_ok_and(|s| s.success()), "kill -{sig} worked");
 }
 
 async fn wait_until_reserved(queue: &Queue, name: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while queue.storage().size(name).await.unwrap().reserved < n {
-        assert!(Instant::now() < deadline, "a worker reserved the job within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "a worker reserved the job within 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -86,34 +101,77 @@ async fn migrate_work_size_and_the_failed_store() {
     assert!(stdout(&out).contains("migrated sqlite://"));
 
     let q = queue(&store).await;
-    email("a@example.com").dispatch().on_queue("high").via(&q).await.unwrap();
+    email("a@example.com")
+        .dispatch()
+        .on_queue("high")
+        .via(&q)
+        .await
+        .unwrap();
     email("b@example.com").dispatch().via(&q).await.unwrap();
     email("not-an-address").dispatch().via(&q).await.unwrap();
-    ImportLegacyFile { path: "/nonexistent/file.csv".into() }.dispatch().via(&q).await.unwrap();
-    q.dispatch_named("no-such-job", serde_json::json!({})).await.unwrap();
+    ImportLegacyFile {
+        path: "/nonexistent/file.csv".into(),
+    }
+    .dispatch()
+    .via(&q)
+    .await
+    .unwrap();
+    q.dispatch_named("no-such-job", serde_json::json!({}))
+        .await
+        .unwrap();
 
     let out = run(runall(&store).args(["size", "default"]));
     assert!(out.status.success());
     assert!(stdout(&out).contains("default"));
 
-    let out = run(runall(&store).args(["work", "--queue", "high,default", "--sleep", "50", "--stop-when-empty", "--backoff", "fixed:100ms"]));
+    let out = run(runall(&store).args([
+        "work",
+        "--queue",
+        "high,default",
+        "--sleep",
+        "50",
+        "--stop-when-empty",
+        "--backoff",
+        "fixed:100ms",
+    ]));
     assert!(out.status.success(), "the worker exits 0");
     let text = stdout(&out);
-    assert!(text.contains("worker stopped (queues empty): 2 processed, 1 retried, 3 failed"), "{text}");
+    assert!(
+        text.contains("worker stopped (queues empty): 2 processed, 1 retried, 3 failed"),
+        "{text}"
+    );
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("job started") && log.contains("job done") && log.contains("job failed for good"), "{log}");
+    assert!(
+        log.contains("job started")
+            && log.contains("job done")
+            && log.contains("job failed for good"),
+        "{log}"
+    );
     assert!(log.contains("unknown job name `no-such-job`"), "{log}");
 
     let out = run(runall(&store).args(["failed", "list"]));
     let text = stdout(&out);
-    assert!(text.contains("import-legacy-file") && text.contains("no-such-job") && text.contains("malformed address"), "{text}");
+    assert!(
+        text.contains("import-legacy-file")
+            && text.contains("no-such-job")
+            && text.contains("malformed address"),
+        "{text}"
+    );
     assert!(text.contains("3 of 3 failed jobs"), "{text}");
 
     let failed = q.storage().failed_list(0, 10).await.unwrap();
-    let import = failed.iter().find(|f| f.name == "import-legacy-file").unwrap();
+    let import = failed
+        .iter()
+        .find(|f| f.name == "import-legacy-file")
+        .unwrap();
     let out = run(runall(&store).args(["failed", "show", &import.id]));
     let text = stdout(&out);
-    assert!(text.contains("attempts:  2") && text.contains("/nonexistent/file.csv") && text.contains("No such file"), "{text}");
+    assert!(
+        text.contains("attempts:  2")
+            && text.contains("/nonexistent/file.csv")
+            && text.contains("No such file"),
+        "{text}"
+    );
 
     let out = run(runall(&store).args(["failed", "retry", &import.id]));
     assert!(stdout(&out).contains("1 jobs retried"));
@@ -124,7 +182,11 @@ async fn migrate_work_size_and_the_failed_store() {
     let out = run(runall(&store).args(["failed", "forget", &unknown.id]));
     assert_eq!(out.status.code(), Some(1), "forgetting twice is an error");
     let out = run(runall(&store).args(["failed", "flush"]));
-    assert!(stdout(&out).contains("1 failed jobs deleted"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("1 failed jobs deleted"),
+        "{}",
+        stdout(&out)
+    );
     let out = run(runall(&store).args(["failed", "prune", "--older-than", "7d"]));
     assert!(out.status.success());
 }
@@ -157,12 +219,19 @@ async fn bad_configuration_is_refused_with_the_key() {
     assert!(err.contains("sleep_msec"), "{err}");
 
     let out = run(Command::new(env!("CARGO_BIN_EXE_runall"))
-        .args(["--connection", "postgres://app:hunter2@127.0.0.1:1/app", "size"])
+        .args([
+            "--connection",
+            "postgres://app:hunter2@127.0.0.1:1/app",
+            "size",
+        ])
         .arg("--config")
         .arg(&config.with_extension("none")));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("hunter2"), "the password never appears: {err}");
+    assert!(
+        !err.contains("hunter2"),
+        "the password never appears: {err}"
+    );
 }
 
 #[tokio::test]
@@ -177,10 +246,15 @@ async fn sigterm_lets_running_jobs_finish() {
         .unwrap();
     wait_until_reserved(&q, "default", 1).await;
     signal(&child, "TERM");
-    let status = wait_for(&mut child, Duration::from_secs(10)).expect("the worker exits after the job");
+    let status =
+        wait_for(&mut child, Duration::from_secs(10)).expect("the worker exits after the job");
     assert!(status.success(), "exit 0 after SIGTERM");
     let out = child.wait_with_output().unwrap();
-    assert!(stdout(&out).contains("worker stopped (stopped): 1 processed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (stopped): 1 processed"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(q.storage().size("default").await.unwrap().total(), 0);
 }
 
@@ -190,16 +264,23 @@ async fn sigterm_past_the_grace_period_puts_the_job_back() {
     let q = queue(&store).await;
     Sleep { ms: 60_000 }.dispatch().via(&q).await.unwrap();
     let mut child = runall(&store)
-        .args(["work", "--sleep", "50", "--grace", "300ms", "--lease", "60s"])
+        .args([
+            "work", "--sleep", "50", "--grace", "300ms", "--lease", "60s",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until_reserved(&q, "default", 1).await;
     signal(&child, "INT");
-    let status = wait_for(&mut child, Duration::from_secs(10)).expect("the worker exits after its grace period");
+    let status = wait_for(&mut child, Duration::from_secs(10))
+        .expect("the worker exits after its grace period");
     assert!(status.success());
     let size = q.storage().size("default").await.unwrap();
-    assert_eq!((size.waiting, size.reserved), (1, 0), "back at once, not after the 60 s lease");
+    assert_eq!(
+        (size.waiting, size.reserved),
+        (1, 0),
+        "back at once, not after the 60 s lease"
+    );
 }
 
 #[tokio::test]
@@ -207,13 +288,26 @@ async fn a_killed_worker_s_job_runs_again_after_its_lease() {
     let store = store();
     let q = queue(&store).await;
     Sleep { ms: 3_000 }.dispatch().via(&q).await.unwrap();
-    let mut first = runall(&store).args(["work", "--sleep", "50", "--lease", "1s"]).spawn().unwrap();
+    let mut first = runall(&store)
+        .args(["work", "--sleep", "50", "--lease", "1s"])
+        .spawn()
+        .unwrap();
     wait_until_reserved(&q, "default", 1).await;
     signal(&first, "KILL");
     let _ = first.wait();
-    let out = run(runall(&store).args(["work", "--sleep", "100", "--lease", "1s", "--stop-when-empty"]));
+    let out = run(runall(&store).args([
+        "work",
+        "--sleep",
+        "100",
+        "--lease",
+        "1s",
+        "--stop-when-empty",
+    ]));
     assert!(stdout(&out).contains("1 processed"), "{}", stdout(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("attempt=2"), "the second run is attempt 2");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("attempt=2"),
+        "the second run is attempt 2"
+    );
 }
 
 #[tokio::test]
@@ -226,13 +320,24 @@ async fn a_job_that_kills_its_worker_ends_in_the_failed_store() {
     while q.storage().size("default").await.unwrap().total() > 0 {
         runs += 1;
         assert!(runs <= 6, "the crash loop ends");
-        let _ = run(runall(&store).args(["work", "--sleep", "50", "--lease", "500ms", "--stop-when-empty"]));
+        let _ = run(runall(&store).args([
+            "work",
+            "--sleep",
+            "50",
+            "--lease",
+            "500ms",
+            "--stop-when-empty",
+        ]));
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
     let failed = q.storage().failed_list(0, 10).await.unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].name, "abort-worker");
-    assert!(failed[0].error.contains("attempts exhausted"), "{}", failed[0].error);
+    assert!(
+        failed[0].error.contains("attempts exhausted"),
+        "{}",
+        failed[0].error
+    );
 }
 
 #[tokio::test]
@@ -240,12 +345,21 @@ async fn eight_worker_processes_share_one_file() {
     let store = store();
     let q = queue(&store).await;
     for _ in 0..4 {
-        q.dispatch_many((0..1000).map(|_| Noop { sent_us: 0 }.dispatch())).await.unwrap();
+        q.dispatch_many((0..1000).map(|_| Noop { sent_us: 0 }.dispatch()))
+            .await
+            .unwrap();
     }
     let children: Vec<Child> = (0..8)
         .map(|_| {
             runall(&store)
-                .args(["work", "--concurrency", "4", "--sleep", "20", "--stop-when-empty"])
+                .args([
+                    "work",
+                    "--concurrency",
+                    "4",
+                    "--sleep",
+                    "20",
+                    "--stop-when-empty",
+                ])
                 .env("QUEUE_LOG", "warn")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -258,8 +372,14 @@ async fn eight_worker_processes_share_one_file() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.to_lowercase().contains("busy") && !err.to_lowercase().contains("locked"), "no busy errors: {err}");
-        assert!(!err.contains("ERROR") && !err.contains("WARN"), "no errors or warnings: {err}");
+        assert!(
+            !err.to_lowercase().contains("busy") && !err.to_lowercase().contains("locked"),
+            "no busy errors: {err}"
+        );
+        assert!(
+            !err.contains("ERROR") && !err.contains("WARN"),
+            "no errors or warnings: {err}"
+        );
         let text = stdout(&out);
         let n: u64 = text
             .split(": ")

@@ -11,11 +11,16 @@ use queue_database as _;
 use queue_examples::SendEmail;
 
 fn deploy(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(file)
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn tool_missing(tool: &str) {
@@ -35,10 +40,21 @@ fn systemd_unit_verifies() {
     let unit = unit.replace("/usr/local/bin/runall", env!("CARGO_BIN_EXE_runall"));
     let path = dir.path().join("runall@high.service");
     std::fs::write(&path, unit).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let complaints: Vec<&str> = text.lines().filter(|l| l.contains("runall@")).collect();
-    assert!(out.status.success() && complaints.is_empty(), "systemd-analyze: {text}");
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze: {text}"
+    );
 }
 
 #[test]
@@ -48,11 +64,31 @@ fn compose_file_is_valid() {
     } else {
         return tool_missing("docker-compose");
     };
-    let out = Command::new(program).args(["-f"]).arg(deploy("docker-compose.yml")).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let config = Command::new(program).args(["-f"]).arg(deploy("docker-compose.yml")).arg("config").output().unwrap();
+    let out = Command::new(program)
+        .args(["-f"])
+        .arg(deploy("docker-compose.yml"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = Command::new(program)
+        .args(["-f"])
+        .arg(deploy("docker-compose.yml"))
+        .arg("config")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&config.stdout);
-    for needle in ["worker-high", "worker-low", "runall health", "postgres:16", "stop_grace_period"] {
+    for needle in [
+        "worker-high",
+        "worker-low",
+        "runall health",
+        "postgres:16",
+        "stop_grace_period",
+    ] {
         assert!(text.contains(needle), "compose config mentions {needle}");
     }
 }
@@ -92,10 +128,19 @@ async fn supervisor_runs_the_three_pools() {
         ),
     )
     .unwrap();
-    let started = Command::new("supervisord").arg("-c").arg(&main).status().unwrap();
+    let started = Command::new("supervisord")
+        .arg("-c")
+        .arg(&main)
+        .status()
+        .unwrap();
     assert!(started.success(), "supervisord started");
     let ctl = |args: &[&str]| {
-        let out = Command::new("supervisorctl").arg("-c").arg(&main).args(args).output().unwrap();
+        let out = Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&main)
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
@@ -112,7 +157,15 @@ async fn supervisor_runs_the_three_pools() {
     if running == 5 {
         for q in ["high", "default", "low"] {
             for _ in 0..5 {
-                SendEmail { to: "ops@example.com".into(), subject: q.into() }.dispatch().on_queue(q).via(&queue).await.unwrap();
+                SendEmail {
+                    to: "ops@example.com".into(),
+                    subject: q.into(),
+                }
+                .dispatch()
+                .on_queue(q)
+                .via(&queue)
+                .await
+                .unwrap();
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -128,9 +181,16 @@ async fn supervisor_runs_the_three_pools() {
         }
     }
     let _ = ctl(&["shutdown"]);
-    assert_eq!(running, 5, "2 high + 2 default + 1 low workers RUNNING: {status}");
+    assert_eq!(
+        running, 5,
+        "2 high + 2 default + 1 low workers RUNNING: {status}"
+    );
     for q in ["high", "default", "low"] {
-        assert_eq!(queue.storage().size(q).await.unwrap().total(), 0, "the {q} pool drained its queue");
+        assert_eq!(
+            queue.storage().size(q).await.unwrap().total(),
+            0,
+            "the {q} pool drained its queue"
+        );
     }
     assert_eq!(queue.storage().failed_count().await.unwrap(), 0);
 }

@@ -31,7 +31,12 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { urls: Vec::new(), jobs: 20_000, samples: 200, sleep_ms: 100 };
+    let mut args = Args {
+        urls: Vec::new(),
+        jobs: 20_000,
+        samples: 200,
+        sleep_ms: 100,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -39,7 +44,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--jobs" => args.jobs = it.next().context("--jobs needs a value")?.parse()?,
             "--samples" => args.samples = it.next().context("--samples needs a value")?.parse()?,
             "--sleep" => args.sleep_ms = it.next().context("--sleep needs a value")?.parse()?,
-            other => bail!("unknown argument {other} (use --url URL --jobs N --samples N --sleep MS)"),
+            other => {
+                bail!("unknown argument {other} (use --url URL --jobs N --samples N --sleep MS)")
+            }
         }
     }
     if args.urls.is_empty() {
@@ -113,7 +120,11 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     let one_by_one = n.min(5_000);
     let started = Instant::now();
     for _ in 0..one_by_one {
-        Noop { sent_us: 0 }.dispatch().on_queue("bench").via(&queue).await?;
+        Noop { sent_us: 0 }
+            .dispatch()
+            .on_queue("bench")
+            .via(&queue)
+            .await?;
     }
     let single = rate(one_by_one, started.elapsed());
     drain(&queue, 8).await?;
@@ -127,7 +138,9 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     let c8 = rate(n, drain(&queue, 8).await?);
 
     // Dispatch-to-start latency of an idle `runall` worker in another process.
-    let (p50, p99) = latency(&queue, url, &table, args).await.unwrap_or_else(|e| (format!("error: {e}"), "-".into()));
+    let (p50, p99) = latency(&queue, url, &table, args)
+        .await
+        .unwrap_or_else(|e| (format!("error: {e}"), "-".into()));
 
     // Peak RSS of a real worker process draining n jobs.
     fill(&queue, n).await?;
@@ -147,7 +160,12 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
 
 /// Starts an idle `runall work` child, dispatches probes one at a time with gaps spread over
 /// the worker's polling cycle, and reads how long each waited.
-async fn latency(queue: &Queue, url: &str, table: &str, args: &Args) -> anyhow::Result<(String, String)> {
+async fn latency(
+    queue: &Queue,
+    url: &str,
+    table: &str,
+    args: &Args,
+) -> anyhow::Result<(String, String)> {
     let runall = runall_path()?;
     let dir = std::env::temp_dir().join(format!("bench-latency-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -158,17 +176,28 @@ async fn latency(queue: &Queue, url: &str, table: &str, args: &Args) -> anyhow::
     let mut child = Command::new(runall)
         .arg("--config")
         .arg(&config)
-        .args(["work", "--queue", "latency", "--sleep", &args.sleep_ms.to_string()])
+        .args([
+            "work",
+            "--queue",
+            "latency",
+            "--sleep",
+            &args.sleep_ms.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let result = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         for i in 0..args.samples {
-            let probe = LatencyProbe { sent_us: unix_micros(), log: log.display().to_string() };
+            let probe = LatencyProbe {
+                sent_us: unix_micros(),
+                log: log.display().to_string(),
+            };
             probe.dispatch().on_queue("latency").via(queue).await?;
             let deadline = Instant::now() + Duration::from_millis(args.sleep_ms + 3000);
             loop {
-                let done = std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
+                let done = std::fs::read_to_string(&log)
+                    .map(|t| t.lines().count())
+                    .unwrap_or(0);
                 if done > i {
                     break;
                 }
@@ -182,10 +211,17 @@ async fn latency(queue: &Queue, url: &str, table: &str, args: &Args) -> anyhow::
             tokio::time::sleep(Duration::from_micros(gap)).await;
         }
         let text = std::fs::read_to_string(&log)?;
-        anyhow::Ok(text.lines().filter_map(|l| l.trim().parse::<u64>().ok()).collect::<Vec<u64>>())
+        anyhow::Ok(
+            text.lines()
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .collect::<Vec<u64>>(),
+        )
     }
     .await;
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let mut lat = result?;
@@ -203,7 +239,10 @@ async fn latency(queue: &Queue, url: &str, table: &str, args: &Args) -> anyhow::
 fn runall_path() -> anyhow::Result<std::path::PathBuf> {
     let runall = std::env::current_exe()?.with_file_name("runall");
     if !runall.exists() {
-        bail!("{} not built (cargo build --release -p queue-examples)", runall.display());
+        bail!(
+            "{} not built (cargo build --release -p queue-examples)",
+            runall.display()
+        );
     }
     Ok(runall)
 }
@@ -220,12 +259,24 @@ fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
     let out = Command::new(runall)
         .args(["--config"])
         .arg(&config)
-        .args(["work", "--queue", "bench", "--concurrency", "8", "--sleep", "10", "--stop-when-empty"])
+        .args([
+            "work",
+            "--queue",
+            "bench",
+            "--concurrency",
+            "8",
+            "--sleep",
+            "10",
+            "--stop-when-empty",
+        ])
         .output()?;
     let _ = std::fs::remove_file(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !stdout.contains(&format!("{n} processed")) {
-        bail!("runall did not process {n} jobs: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "runall did not process {n} jobs: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mb = stdout
         .split("peak memory ")

@@ -40,36 +40,70 @@ async fn main() -> anyhow::Result<()> {
     Queue::set_default(queue.clone());
 
     println!("== dispatching");
-    SendEmail::dispatch(SendEmail { to: "ana@example.com".into(), subject: "Welcome".into() })
-        .on_queue("high")
-        .await?;
-    ProcessUpload { path: "/uploads/cat.png".into(), user_id: 7 }.dispatch().await?;
-    SendEmail { to: "budi@example.com".into(), subject: "Your invoice".into() }
-        .dispatch()
-        .await?;
+    SendEmail::dispatch(SendEmail {
+        to: "ana@example.com".into(),
+        subject: "Welcome".into(),
+    })
+    .on_queue("high")
+    .await?;
+    ProcessUpload {
+        path: "/uploads/cat.png".into(),
+        user_id: 7,
+    }
+    .dispatch()
+    .await?;
+    SendEmail {
+        to: "budi@example.com".into(),
+        subject: "Your invoice".into(),
+    }
+    .dispatch()
+    .await?;
     queue
         .dispatch_named("send-notification", json!({"to": "citra@example.com"}))
         .on_queue("low")
         .await?;
-    SendEmail { to: "later@example.com".into(), subject: "Two seconds later".into() }
-        .dispatch()
-        .delay(Duration::from_secs(2))
-        .await?;
+    SendEmail {
+        to: "later@example.com".into(),
+        subject: "Two seconds later".into(),
+    }
+    .dispatch()
+    .delay(Duration::from_secs(2))
+    .await?;
     SendEmail::dispatch_at(
         SystemTime::now() + Duration::from_secs(1),
-        SendEmail { to: "at@example.com".into(), subject: "At a set time".into() },
+        SendEmail {
+            to: "at@example.com".into(),
+            subject: "At a set time".into(),
+        },
     )
     .await?;
     for _ in 0..3 {
-        GenerateReport { month: "2026-11".into() }.dispatch().without_overlapping().await?;
+        GenerateReport {
+            month: "2026-11".into(),
+        }
+        .dispatch()
+        .without_overlapping()
+        .await?;
     }
     SyncPayment { payment_id: 42 }.dispatch().await?;
-    ImportLegacyFile { path: "/nonexistent/legacy.csv".into() }.dispatch().await?;
-    SendEmail { to: "not-an-address".into(), subject: "Oops".into() }.dispatch().await?;
+    ImportLegacyFile {
+        path: "/nonexistent/legacy.csv".into(),
+    }
+    .dispatch()
+    .await?;
+    SendEmail {
+        to: "not-an-address".into(),
+        subject: "Oops".into(),
+    }
+    .dispatch()
+    .await?;
 
     for q in ["high", "default", "low"] {
         let s = queue.storage().size(q).await?;
-        println!("   {q:<8} waiting {:>2}  delayed {:>2}", s.waiting, s.delayed);
+        println!(
+            "   {q:<8} waiting {:>2}  delayed {:>2}",
+            s.waiting, s.delayed
+        );
     }
 
     println!("== running a worker (--queue high,default,low --concurrency 4 --stop-when-empty)");
@@ -101,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
             failed.id, failed.name, failed.attempts, failed.error
         );
     }
-    println!("   inspect it: cargo run -p queue-examples --bin runall -- --connection {url} failed list");
+    println!(
+        "   inspect it: cargo run -p queue-examples --bin runall -- --connection {url} failed list"
+    );
     Ok(())
 }

@@ -1,0 +1,294 @@
+//! The operator commands of the real `runall` binary (dispatch, health, stats, restart, clear,
+//! queue size limits, table) against SQLite and against Redis.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Store {
+    dir: tempfile::TempDir,
+    url: String,
+    table: String,
+}
+
+impl Store {
+    fn sqlite() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        Store {
+            dir,
+            url,
+            table: "jobs".into(),
+        }
+    }
+
+    /// Redis with a prefix of its own, or `None` (with the skip notice) when Redis is down.
+    fn redis() -> Option<Store> {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+            return queue_tests::server_missing(&url, "connection refused");
+        }
+        let table = queue_tests::unique("opscli");
+        Some(Store {
+            dir: tempfile::tempdir().unwrap(),
+            url,
+            table,
+        })
+    }
+
+    fn config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "url = \"{}\"\ntable = \"{}\"\nfailed_table = \"{}_failed\"\n{extra}",
+                self.url, self.table, self.table
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn runall(&self, extra_config: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runall"));
+        cmd.arg("--config").arg(self.config(extra_config));
+        cmd.env_remove("QUEUE_URL").env("QUEUE_LOG", "info");
+        cmd
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().expect("runall runs");
+    eprintln!(
+        "--- {:?}\nstdout:\n{}\nstderr:\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn operations(store: &Store) {
+    // dispatch: checked against the job type.
+    let out = run(store.runall("").args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"a@example.com","subject":"hi"}"#,
+        "--queue",
+        "high",
+    ]));
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("dispatched send-email as job"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("")
+        .args(["dispatch", "send-email", r#"{"to":1}"#]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("does not fit job `send-email`"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("")
+        .args(["dispatch", "send-email", "{not json"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("not valid JSON"), "{}", text(&out));
+    let out = run(store.runall("").args(["dispatch", "no-such-job", "{}"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("unknown job name `no-such-job`"));
+    let out =
+        run(store
+            .runall("")
+            .args(["dispatch", "send-notification", r#"{"to":"b@example.com"}"#]));
+    assert!(out.status.success(), "listeners take any JSON");
+    let out = run(store.runall("").args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"c@example.com","subject":"later"}"#,
+        "--delay",
+        "1h",
+    ]));
+    assert!(out.status.success());
+    let out = run(store.runall("").args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"c@example.com","subject":"x"}"#,
+        "--at",
+        "2099-01-01T00:00:00Z",
+    ]));
+    assert!(out.status.success());
+    let out = run(store.runall("").args(["size", "default"]));
+    assert!(text(&out).contains("default"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["default", "1", "2", "0"]),
+        "{}",
+        text(&out)
+    );
+
+    // health: thresholds from the config, exit codes 0 / 1 / 2, JSON.
+    let out = run(store.runall("").args(["health"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("OK"));
+    let out = run(store
+        .runall("[health]\nqueue_size_warning = 1\n")
+        .args(["health"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("WARNING") && text(&out).contains("default: 3 jobs waiting or delayed"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("[health]\nqueue_size_warning = 0\nqueue_size_critical = 2\n")
+        .args(["health", "--json"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("health --json prints JSON");
+    assert_eq!(json["status"], "CRITICAL");
+    assert!(json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["queue"] == "high" && q["waiting"] == 1));
+    let out = run(store
+        .runall("[health]\nfailed_warning = 10\nfailed_critical = 5\n")
+        .args(["health"]));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a warning above its critical is a configuration error"
+    );
+    assert!(text(&out).contains("warning threshold is above its critical"));
+
+    // work, then stats from the store.
+    // (The two delayed jobs would keep a --stop-when-empty worker waiting: stop on time.)
+    let out = run(store.runall("").args([
+        "work",
+        "--queue",
+        "high,default,low",
+        "--max-time",
+        "2s",
+        "--sleep",
+        "50",
+    ]));
+    assert!(
+        text(&out).contains("worker stopped (--max-time reached): 2 processed"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["stats"]));
+    assert!(out.status.success());
+    let stats = text(&out);
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["send-email", "1", "0"]),
+        "{stats}"
+    );
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["send-notification", "1", "0"]),
+        "{stats}"
+    );
+    let out =
+        run(store
+            .runall("")
+            .args(["stats", "--watch", "--interval", "100ms", "--rounds", "2"]));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("send-email")
+            .count(),
+        2,
+        "two refreshes"
+    );
+
+    // clear: refuses without confirmation when stdin is not a terminal.
+    let out = run(store.runall("").args(["clear", "default"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("--force"), "{}", text(&out));
+    let out = run(store.runall("").args(["clear", "default", "--force"]));
+    assert!(
+        text(&out).contains("2 jobs deleted from `default`"),
+        "{}",
+        text(&out)
+    );
+
+    // Queue size limit from the config.
+    let limited = "[max_queue_size]\ndefault = 1\n";
+    assert!(run(store.runall(limited).args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"d@example.com","subject":"1"}"#
+    ]))
+    .status
+    .success());
+    let out = run(store.runall(limited).args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"d@example.com","subject":"2"}"#,
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("queue `default` is full: 1 jobs waiting, the limit is 1"),
+        "{}",
+        text(&out)
+    );
+
+    // restart: a running worker notices within a few seconds and exits 0.
+    let mut worker = store
+        .runall("")
+        .args(["work", "--sleep", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = run(store.runall("").args(["restart"]));
+    assert!(text(&out).contains("restart signal sent"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the worker exits within seconds of the restart signal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let out = worker.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("worker stopped (restart signal)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn operations_on_sqlite() {
+    operations(&Store::sqlite());
+}
+
+#[test]
+fn operations_on_redis() {
+    if let Some(store) = Store::redis() {
+        operations(&store);
+    }
+}
