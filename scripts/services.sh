@@ -56,7 +56,8 @@ if ! command -v memcached >/dev/null; then
     || problem "could not install memcached (apt-get install -y memcached)"
 fi
 if ! port_open 11211 && command -v memcached >/dev/null; then
-  memcached -d -u root -l 127.0.0.1 -p 11211 >/dev/null 2>&1 || true
+  # 1 GB: with the 64 MB default, leftovers of earlier test runs fill it and it evicts jobs.
+  memcached -d -u root -m 1024 -l 127.0.0.1 -p 11211 >/dev/null 2>&1 || true
   wait_port memcached 11211 || problem "memcached is not running on 127.0.0.1:11211"
 fi
 
