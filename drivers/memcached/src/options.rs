@@ -60,7 +60,9 @@ impl MemcachedOptions {
     /// too). Options: `prefix`, `failed_prefix`, `pool` (connections), `timeout` (I/O),
     /// `missing_slot_wait`, `poll` (durations as `250ms`, `5s`).
     pub fn from_url(url: &str) -> Result<Self, MemcachedError> {
-        let bad = |why: String| MemcachedError::Config(format!("{why} in `{url}`"));
+        // Never quote a password back: errors end up in logs.
+        let shown = queue_core::config::redact_url(url);
+        let bad = |why: String| MemcachedError::Config(format!("{why} in `{shown}`"));
         let rest = url
             .strip_prefix("memcache://")
             .or_else(|| url.strip_prefix("memcached://"))

@@ -21,7 +21,7 @@ pub const DEFAULT_PREFIX: &str = "queue";
 ///     .response_timeout(Duration::from_secs(10));
 /// assert_eq!(options.get_prefix(), "myapp");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisOptions {
     pub(crate) url: String,
     pub(crate) prefix: String,
@@ -30,6 +30,21 @@ pub struct RedisOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Option<Duration>,
     pub(crate) name_scan_limit: usize,
+}
+
+// By hand, so that a password in the URL never reaches a log through `{:?}`.
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &queue_core::config::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("failed_prefix", &self.failed_prefix)
+            .field("allow_eviction", &self.allow_eviction)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("name_scan_limit", &self.name_scan_limit)
+            .finish()
+    }
 }
 
 impl RedisOptions {

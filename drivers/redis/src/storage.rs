@@ -74,6 +74,23 @@ impl RedisStorage {
         options.validate().map_err(Error::Config)?;
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| Error::Config(format!("invalid redis url: {e}")))?;
+        // One plain attempt first: a wrong password or an unreachable server is reported at
+        // once instead of after the connection manager's retries.
+        match tokio::time::timeout(
+            options.connect_timeout,
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        {
+            Ok(Ok(_probe)) => {}
+            Ok(Err(e)) => return Err(backend(e)),
+            Err(_) => {
+                return Err(Error::backend(
+                    crate::DRIVER,
+                    format!("no answer within {:?}", options.connect_timeout),
+                ))
+            }
+        }
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(options.connect_timeout)
             .set_number_of_retries(3)

@@ -65,11 +65,10 @@ async fn fresh(url: &str, table: &str) -> anyhow::Result<Queue> {
     if let Some(path) = url.strip_prefix("file://") {
         let _ = std::fs::remove_dir_all(path);
     }
-    let options = ConnectOptions::default();
-    let mut options = options;
-    options.table = Some(table.to_owned());
-    options.failed_table = Some(format!("{table}_failed"));
-    options.migrate = true;
+    let options = ConnectOptions::new()
+        .table(table)
+        .failed_table(format!("{table}_failed"))
+        .migrate(true);
     let storage = storage::connect(url, options).await?;
     Ok(Queue::from_arc(storage))
 }

@@ -325,6 +325,31 @@ pub struct ConnectOptions {
     pub migrate: bool,
 }
 
+impl ConnectOptions {
+    /// The defaults: the driver's own table names, no migration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the jobs table (key prefix, directory).
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = Some(table.into());
+        self
+    }
+
+    /// Sets the failed-jobs table (key prefix, directory).
+    pub fn failed_table(mut self, table: impl Into<String>) -> Self {
+        self.failed_table = Some(table.into());
+        self
+    }
+
+    /// Creates what is missing when connecting.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+}
+
 /// A connect function: URL and options in, storage out.
 pub type ConnectFn = fn(String, ConnectOptions) -> BoxFuture<'static, Result<Arc<dyn Storage>>>;
 
