@@ -399,25 +399,57 @@ async fn eight_worker_processes_share_one_file() {
 async fn stop_conditions_once_max_jobs_max_time_and_memory() {
     let store = store();
     let q = queue(&store).await;
-    q.dispatch_many((0..10).map(|_| Noop { sent_us: 0 }.dispatch())).await.unwrap();
+    q.dispatch_many((0..10).map(|_| Noop { sent_us: 0 }.dispatch()))
+        .await
+        .unwrap();
 
     let out = run(runall(&store).args(["work", "--once"]));
-    assert!(stdout(&out).contains("worker stopped (--once): 1 processed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (--once): 1 processed"),
+        "{}",
+        stdout(&out)
+    );
     let out = run(runall(&store).args(["work", "--max-jobs", "4", "--concurrency", "2"]));
-    assert!(stdout(&out).contains("worker stopped (--max-jobs reached): 4 processed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (--max-jobs reached): 4 processed"),
+        "{}",
+        stdout(&out)
+    );
     let out = run(runall(&store).args(["work", "--memory", "1"]));
     assert!(out.status.success(), "exceeding --memory is a clean stop");
-    assert!(stdout(&out).contains("worker stopped (--memory exceeded): 0 processed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (--memory exceeded): 0 processed"),
+        "{}",
+        stdout(&out)
+    );
     let started = Instant::now();
     let out = run(runall(&store).args(["work", "--max-time", "1s", "--sleep", "50"]));
-    assert!(stdout(&out).contains("worker stopped (--max-time reached): 5 processed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (--max-time reached): 5 processed"),
+        "{}",
+        stdout(&out)
+    );
     assert!(started.elapsed() >= Duration::from_secs(1));
     let out = run(runall(&store).args(["work", "--once"]));
-    assert!(stdout(&out).contains("worker stopped (queues empty): 0 processed"), "--once with nothing to do: {}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (queues empty): 0 processed"),
+        "--once with nothing to do: {}",
+        stdout(&out)
+    );
 
     // Rakit's max_job and sleep_ms from job.toml.
-    q.dispatch_many((0..3).map(|_| Noop { sent_us: 0 }.dispatch())).await.unwrap();
-    std::fs::write(store.path.with_extension("toml"), "max_job = 2\nsleep_ms = 10\n").unwrap();
+    q.dispatch_many((0..3).map(|_| Noop { sent_us: 0 }.dispatch()))
+        .await
+        .unwrap();
+    std::fs::write(
+        store.path.with_extension("toml"),
+        "max_job = 2\nsleep_ms = 10\n",
+    )
+    .unwrap();
     let out = run(runall(&store).arg("work"));
-    assert!(stdout(&out).contains("worker stopped (--max-jobs reached): 2 processed"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("worker stopped (--max-jobs reached): 2 processed"),
+        "{}",
+        stdout(&out)
+    );
 }
