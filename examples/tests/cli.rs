@@ -225,7 +225,7 @@ async fn bad_configuration_is_refused_with_the_key() {
             "size",
         ])
         .arg("--config")
-        .arg(&config.with_extension("none")));
+        .arg(config.with_extension("none")));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

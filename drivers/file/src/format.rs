@@ -465,6 +465,47 @@ pub(crate) fn decode_counter(bytes: &[u8]) -> Option<(String, i64, Option<i64>)>
     Some((name?, value?, expires))
 }
 
+/// Every parser of the on-disk format at once, for the fuzz target: none may panic, and what
+/// parses must encode back to something that parses to the same value.
+#[doc(hidden)]
+pub fn fuzz_parsers(bytes: &[u8], file_name: &str) {
+    if let Ok(job) = decode_job(bytes) {
+        let again = encode_job(&job.queue, &job.name, &job.payload);
+        assert_eq!(
+            decode_job(&again).as_ref(),
+            Ok(&job),
+            "a job file round-trips"
+        );
+    }
+    let _ = decode_name(bytes);
+    if let Some(name) = FailedName::parse(file_name) {
+        if let Ok(failed) = decode_failed(bytes, &name) {
+            let again = encode_failed(&failed);
+            assert_eq!(
+                decode_failed(&again, &name).as_ref(),
+                Ok(&failed),
+                "a failed record round-trips"
+            );
+        }
+    }
+    if let Some(ready) = ReadyName::parse(file_name) {
+        assert_eq!(ReadyName::parse(&ready.file_name()).as_ref(), Some(&ready));
+    }
+    if let Some(reserved) = ReservedName::parse(file_name) {
+        assert_eq!(
+            ReservedName::parse(&reserved.file_name()).as_ref(),
+            Some(&reserved)
+        );
+    }
+    if let Some(queue) = queue_from_dir_name(file_name) {
+        assert_eq!(
+            queue_dir_name(&queue).and_then(|d| queue_from_dir_name(&d)),
+            Some(queue)
+        );
+    }
+    let _ = decode_lock(bytes);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,45 +628,4 @@ mod tests {
         assert!(a.len() < 255 && a != b);
         assert_ne!(lock_file_name(""), "");
     }
-}
-
-/// Every parser of the on-disk format at once, for the fuzz target: none may panic, and what
-/// parses must encode back to something that parses to the same value.
-#[doc(hidden)]
-pub fn fuzz_parsers(bytes: &[u8], file_name: &str) {
-    if let Ok(job) = decode_job(bytes) {
-        let again = encode_job(&job.queue, &job.name, &job.payload);
-        assert_eq!(
-            decode_job(&again).as_ref(),
-            Ok(&job),
-            "a job file round-trips"
-        );
-    }
-    let _ = decode_name(bytes);
-    if let Some(name) = FailedName::parse(file_name) {
-        if let Ok(failed) = decode_failed(bytes, &name) {
-            let again = encode_failed(&failed);
-            assert_eq!(
-                decode_failed(&again, &name).as_ref(),
-                Ok(&failed),
-                "a failed record round-trips"
-            );
-        }
-    }
-    if let Some(ready) = ReadyName::parse(file_name) {
-        assert_eq!(ReadyName::parse(&ready.file_name()).as_ref(), Some(&ready));
-    }
-    if let Some(reserved) = ReservedName::parse(file_name) {
-        assert_eq!(
-            ReservedName::parse(&reserved.file_name()).as_ref(),
-            Some(&reserved)
-        );
-    }
-    if let Some(queue) = queue_from_dir_name(file_name) {
-        assert_eq!(
-            queue_dir_name(&queue).and_then(|d| queue_from_dir_name(&d)),
-            Some(queue)
-        );
-    }
-    let _ = decode_lock(bytes);
 }
