@@ -250,6 +250,20 @@ fn operations(store: &Store) {
         text(&out)
     );
 
+    // table: the SQL for a team's own migration tool, or a clear refusal.
+    let out = run(store.runall("").args(["table"]));
+    if store.url.starts_with("sqlite") {
+        assert!(out.status.success());
+        assert!(
+            text(&out).contains("CREATE TABLE IF NOT EXISTS jobs"),
+            "{}",
+            text(&out)
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out).contains("no SQL schema"), "{}", text(&out));
+    }
+
     // restart: a running worker notices within a few seconds and exits 0.
     let mut worker = store
         .runall("")

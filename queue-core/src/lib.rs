@@ -107,7 +107,7 @@ pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry}
 pub use queue::{Queue, QueueSettings};
 pub use storage::{
     Availability, Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease,
-    MemoryStorage, NewJob, QueueSize, ReserveRequest, Reserved, Storage,
+    MemoryStorage, NewJob, QueueSize, ReserveRequest, Reserved, SchemaRegistration, Storage,
 };
 pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 

@@ -1,38 +1,47 @@
 //! What differs between the SQL databases this crate speaks: the schema and its table names.
 //!
-//! The statements themselves live in one module per dialect (`sqlite/sql.rs` today); this
-//! module holds what every dialect shares: validated table names and the schema text that
-//! `Storage::migrate` applies and `runall table` prints.
+//! The statements themselves live in one module per dialect (`sqlite/sql.rs`,
+//! `postgres/sql.rs`, `mysql/sql.rs`): their SQL differs too much to share. This module holds
+//! what every dialect does share: validated table names and the schema text that
+//! `Storage::migrate` applies and `runall table` prints. It does not depend on the cargo
+//! features, so a binary built for one database can still print the schema of another.
 
 use std::fmt;
 
 use queue_core::{Error, Result};
 
-/// A SQL dialect this crate knows.
-///
-/// Only SQLite has a driver today; PostgreSQL and MySQL/MariaDB will join it behind their
-/// own cargo features.
+/// A SQL dialect this crate knows. Each has its driver behind a cargo feature of the same
+/// name (`sqlite`, `postgres`, `mysql`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dialect {
-    /// SQLite 3.42 or newer (the bundled library is 3.46).
+    /// SQLite 3.42 or newer (the bundled library is 3.46): `sqlite:` URLs.
     Sqlite,
+    /// PostgreSQL 13 or newer: `postgres://` and `postgresql://` URLs.
+    Postgres,
+    /// MySQL 8.0.13 or newer, or MariaDB 10.6 or newer: `mysql://` and `mariadb://` URLs.
+    MySql,
 }
 
 impl Dialect {
-    /// The dialect a connection URL names by its scheme (`sqlite:...`), if this crate knows it.
+    /// The dialect a connection URL names by its scheme (`sqlite:...`, `postgres://...`,
+    /// `mysql://...`), if this crate knows it.
     pub fn from_url(url: &str) -> Option<Dialect> {
         let scheme = url.split_once(':').map_or(url, |(scheme, _)| scheme);
-        match scheme {
+        match scheme.to_ascii_lowercase().as_str() {
             "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::MySql),
             _ => None,
         }
     }
 
-    /// The dialect's name, as drivers report it (`sqlite`).
+    /// The dialect's name, as drivers report it (`sqlite`, `postgres`, `mysql`).
     pub fn name(self) -> &'static str {
         match self {
             Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+            Dialect::MySql => "mysql",
         }
     }
 
@@ -56,6 +65,42 @@ impl Dialect {
                 (
                     "0004_counters.sql",
                     include_str!("../migrations/sqlite/0004_counters.sql"),
+                ),
+            ],
+            Dialect::Postgres => &[
+                (
+                    "0001_jobs.sql",
+                    include_str!("../migrations/postgres/0001_jobs.sql"),
+                ),
+                (
+                    "0002_failed_jobs.sql",
+                    include_str!("../migrations/postgres/0002_failed_jobs.sql"),
+                ),
+                (
+                    "0003_locks.sql",
+                    include_str!("../migrations/postgres/0003_locks.sql"),
+                ),
+                (
+                    "0004_counters.sql",
+                    include_str!("../migrations/postgres/0004_counters.sql"),
+                ),
+            ],
+            Dialect::MySql => &[
+                (
+                    "0001_jobs.sql",
+                    include_str!("../migrations/mysql/0001_jobs.sql"),
+                ),
+                (
+                    "0002_failed_jobs.sql",
+                    include_str!("../migrations/mysql/0002_failed_jobs.sql"),
+                ),
+                (
+                    "0003_locks.sql",
+                    include_str!("../migrations/mysql/0003_locks.sql"),
+                ),
+                (
+                    "0004_counters.sql",
+                    include_str!("../migrations/mysql/0004_counters.sql"),
                 ),
             ],
         }
@@ -92,16 +137,23 @@ impl Tables {
     pub fn new(table: &str, failed_table: &str) -> Result<Tables> {
         check_identifier(table, "table")?;
         check_identifier(failed_table, "failed table")?;
-        if table == failed_table {
+        // PostgreSQL folds unquoted names to lower case and MySQL compares them without
+        // case on some systems, so clashes are judged without case.
+        let (lower, failed_lower) = (
+            table.to_ascii_lowercase(),
+            failed_table.to_ascii_lowercase(),
+        );
+        if lower == failed_lower {
             return Err(Error::Config(format!(
                 "the jobs table and the failed-jobs table are both named `{table}`"
             )));
         }
         let locks = format!("{table}_locks");
         let counters = format!("{table}_counters");
-        if failed_table == locks
-            || failed_table == counters
-            || failed_table == format!("{table}_due")
+        let named_after = ["locks", "counters", "due", "pkey", "id_seq"];
+        if named_after
+            .iter()
+            .any(|suffix| failed_lower == format!("{lower}_{suffix}"))
         {
             return Err(Error::Config(format!(
                 "the failed-jobs table `{failed_table}` clashes with a table named after `{table}`"
@@ -172,15 +224,20 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 }
 
 /// The schema of a store: the statements `Storage::migrate` applies, for the dialect and the
-/// table names given. Every statement is idempotent (`CREATE ... IF NOT EXISTS`), so the text
-/// can be run by hand on a database that already has some of it.
+/// table names given (what `runall table` prints, for a team that runs its own migration
+/// tool). Every statement is idempotent (`CREATE ... IF NOT EXISTS`), so the text can be run
+/// by hand on a database that already has some of it. Statements end with `;` at the end of
+/// a line.
 ///
 /// ```
 /// use queue_database::{schema_sql, Dialect, Tables};
 ///
-/// let sql = schema_sql(Dialect::Sqlite, &Tables::new("jobs", "failed_jobs")?);
+/// let tables = Tables::new("jobs", "failed_jobs")?;
+/// let sql = schema_sql(Dialect::Sqlite, &tables);
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs ("));
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_locks ("));
+/// assert!(schema_sql(Dialect::Postgres, &tables).contains("payload BYTEA"));
+/// assert!(schema_sql(Dialect::MySql, &tables).contains("ENGINE=InnoDB"));
 /// # Ok::<(), queue_core::Error>(())
 /// ```
 pub fn schema_sql(dialect: Dialect, tables: &Tables) -> String {
@@ -191,6 +248,59 @@ pub fn schema_sql(dialect: Dialect, tables: &Tables) -> String {
         }
         out.push_str(&format!("-- {dialect}/{file}\n"));
         out.push_str(&tables.fill(sql));
+    }
+    out
+}
+
+/// The schema for a connection URL (`runall table`): the dialect from the URL's scheme, the
+/// tables from `table` and `failed_table` (`jobs` and `failed_jobs` when `None`), as
+/// [`schema_sql`] writes it. Nothing is connected to.
+///
+/// ```
+/// let sql = queue_database::schema_for_url("postgres://app@db/app", Some("app_jobs"), None)?;
+/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS app_jobs ("));
+/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS failed_jobs ("));
+/// assert!(queue_database::schema_for_url("redis://x", None, None).is_err());
+/// # Ok::<(), queue_core::Error>(())
+/// ```
+pub fn schema_for_url(
+    url: &str,
+    table: Option<&str>,
+    failed_table: Option<&str>,
+) -> Result<String> {
+    let dialect = Dialect::from_url(url).ok_or_else(|| {
+        Error::Config(format!(
+            "`{}` is not a SQL database URL: the schema is printed for sqlite:, postgres://, postgresql://, mysql:// and mariadb:// URLs",
+            queue_core::config::redact_url(url)
+        ))
+    })?;
+    let tables = Tables::new(
+        table.unwrap_or(DEFAULT_TABLE),
+        failed_table.unwrap_or(DEFAULT_FAILED_TABLE),
+    )?;
+    Ok(schema_sql(dialect, &tables))
+}
+
+/// The statements of a schema text, one by one, comments and blank lines left out (for
+/// drivers whose protocol runs one statement per call).
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+pub(crate) fn statements(schema: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in schema.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') {
+            out.push(current.trim().trim_end_matches(';').to_owned());
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
     }
     out
 }
@@ -219,6 +329,8 @@ mod tests {
         assert!(Tables::new("jobs", "jobs_locks").is_err());
         assert!(Tables::new("jobs", "jobs_counters").is_err());
         assert!(Tables::new("jobs", "jobs_due").is_err());
+        assert!(Tables::new("jobs", "JOBS").is_err());
+        assert!(Tables::new("Jobs", "jobs_LOCKS").is_err());
     }
 
     #[test]
@@ -233,9 +345,70 @@ mod tests {
     }
 
     #[test]
+    fn every_dialect_has_its_tables() {
+        let tables = Tables::new("q", "fq").unwrap();
+        for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
+            let sql = schema_sql(dialect, &tables);
+            assert!(!sql.contains('{') && !sql.contains('}'), "{dialect}: {sql}");
+            for table in ["q", "fq", "q_locks", "q_counters"] {
+                assert!(
+                    sql.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
+                    "{dialect}: {table}"
+                );
+            }
+            let statements = statements(&sql);
+            assert!(statements.len() >= 4, "{dialect}: {statements:?}");
+            assert!(
+                statements
+                    .iter()
+                    .all(|s| !s.ends_with(';') && !s.is_empty()),
+                "{dialect}: {statements:?}"
+            );
+        }
+    }
+
+    #[test]
     fn dialect_from_url() {
         assert_eq!(Dialect::from_url("sqlite://jobs.db"), Some(Dialect::Sqlite));
         assert_eq!(Dialect::from_url("sqlite::memory:"), Some(Dialect::Sqlite));
+        assert_eq!(
+            Dialect::from_url("postgres://u@h/db"),
+            Some(Dialect::Postgres)
+        );
+        assert_eq!(
+            Dialect::from_url("postgresql://h/db"),
+            Some(Dialect::Postgres)
+        );
+        assert_eq!(Dialect::from_url("mysql://root@h/db"), Some(Dialect::MySql));
+        assert_eq!(
+            Dialect::from_url("mariadb://root@h/db"),
+            Some(Dialect::MySql)
+        );
         assert_eq!(Dialect::from_url("redis://x"), None);
     }
+
+    #[test]
+    fn schema_for_urls() {
+        let sql = schema_for_url("mysql://root@h/db", Some("a"), Some("b")).unwrap();
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS a ("));
+        assert!(sql.contains("CREATE TABLE IF NOT EXISTS b ("));
+        assert!(schema_for_url("memcached://h", None, None).is_err());
+        assert!(schema_for_url("postgres://h/db", Some("bad name"), None).is_err());
+    }
+}
+
+queue_core::__private::inventory::submit! {
+    queue_core::SchemaRegistration {
+        schemes: &["sqlite", "postgres", "postgresql", "mysql", "mariadb"],
+        schema: schema_for_connect,
+    }
+}
+
+/// `runall table`: the schema for a URL and the configured table names.
+fn schema_for_connect(url: &str, options: &queue_core::ConnectOptions) -> Result<String> {
+    schema_for_url(
+        url,
+        options.table.as_deref(),
+        options.failed_table.as_deref(),
+    )
 }

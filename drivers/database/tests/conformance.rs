@@ -1,4 +1,5 @@
 //! The conformance suite against SQLite, a fresh database file per case.
+#![cfg(feature = "sqlite")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! The test binary runs itself eight times: the `child` test does nothing unless the parent
 //! set `QUEUE_DB_CHILD_URL`, in which case it is one worker process.
+#![cfg(feature = "sqlite")]
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};

@@ -1,5 +1,6 @@
 //! What is particular to the SQLite driver: rows written by hand, URLs and table names,
 //! durability across a reopen, the in-memory database.
+#![cfg(feature = "sqlite")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,16 +4,12 @@
 //! Times are computed by SQLite (`NOW`), never by the process, in milliseconds since the
 //! Unix epoch.
 
+use crate::common::CHUNKS;
 use crate::dialect::Tables;
 
 /// SQLite's clock in milliseconds (`unixepoch('subsec')` needs SQLite 3.42; the bundled
 /// library is 3.46). Within one statement every use returns the same instant.
 const NOW: &str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
-
-/// Rows per multi-row `INSERT` in `push`, largest first. Taken greedily, any count is a sum
-/// of these with at most one statement under ten rows: one job is one statement, 57 are six,
-/// 1,000 are ten; and only these eleven texts are ever prepared.
-pub(crate) const PUSH_CHUNKS: [usize; 11] = [100, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1];
 
 /// The columns of a failed job, read so that no stored value can fail to decode: texts as
 /// bytes (decoded leniently), numbers cast.
@@ -23,9 +19,9 @@ const FAILED_COLUMNS: &str = "id, CAST(job_id AS BLOB), CAST(queue AS BLOB), CAS
 /// The statements of one store.
 #[derive(Debug)]
 pub(crate) struct Statements {
-    /// `INSERT`s of [`PUSH_CHUNKS`] rows: (rows, text). Binds per row: queue, name, payload,
+    /// `INSERT`s of [`CHUNKS`] rows: (rows, text). Binds per row: queue, name, payload,
     /// absolute time or NULL, delay in ms.
-    pub(crate) push: Vec<(usize, String)>,
+    push: Vec<(usize, String)>,
     /// Reserves the next due jobs of a queue, in one statement. Binds: queue, name or NULL,
     /// lease ms, limit. Returns id, token, attempts, name, payload, available_at.
     pub(crate) reserve: String,
@@ -75,9 +71,17 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
+    /// The `INSERT` of `rows` jobs; `rows` is one of [`CHUNKS`].
+    pub(crate) fn push(&self, rows: usize) -> &str {
+        self.push
+            .iter()
+            .find(|(size, _)| *size == rows)
+            .map_or("", |(_, sql)| sql.as_str())
+    }
+
     pub(crate) fn new(tables: &Tables) -> Statements {
         let fill = |sql: &str| tables.fill(&sql.replace("NOW", NOW));
-        let push = PUSH_CHUNKS
+        let push = CHUNKS
             .iter()
             .map(|&rows| {
                 let row = "(?, ?, ?, 0, COALESCE(?, NOW + ?), NOW)";

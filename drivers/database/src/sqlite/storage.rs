@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use queue_core::storage::{duration_millis, from_unix_millis, unix_millis};
+use queue_core::storage::{from_unix_millis, unix_millis};
 use queue_core::{
     Availability, Capabilities, Error, FailedJob, JobId, Lease, NewJob, QueueSize, ReserveRequest,
     Reserved, Result, Storage,
@@ -18,14 +18,11 @@ use tokio::sync::Notify;
 
 use super::options::{Resolved, SqliteOptions, Synchronous};
 use super::sql::Statements;
+use crate::common::{attempts, chunk_sizes, count, idle_sleep, lease_lost, millis, text};
 use crate::dialect::{schema_sql, Dialect, Tables};
 
 /// The driver's name, in errors and [`Storage::driver`].
 const DRIVER: &str = "sqlite";
-
-/// Durations are stored as milliseconds added to SQLite's clock; capping them keeps the sum
-/// an integer (an overflow would turn it into a float) while still meaning "forever".
-const MAX_MILLIS: i64 = i64::MAX / 4;
 
 /// The oldest SQLite with `unixepoch('subsec')`.
 const MIN_VERSION: (u32, u32) = (3, 42);
@@ -75,29 +72,6 @@ impl fmt::Debug for SqliteStorage {
 
 fn db(error: sqlx::Error) -> Error {
     Error::backend(DRIVER, error)
-}
-
-fn millis(duration: Duration) -> i64 {
-    duration_millis(duration).min(MAX_MILLIS)
-}
-
-/// A stored text that may not be UTF-8 (or may be NULL, in a row written by hand).
-fn text(bytes: Option<Vec<u8>>) -> String {
-    match bytes {
-        None => String::new(),
-        Some(bytes) => String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    }
-}
-
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn lease_lost(lease: &Lease) -> Error {
-    Error::LeaseLost {
-        job_id: lease.job_id.0.clone(),
-    }
 }
 
 /// True for "database is locked" (SQLITE_BUSY) and "database table is locked" (SQLITE_LOCKED).
@@ -212,7 +186,7 @@ impl SqliteStorage {
     fn reserved_from(row: &SqliteRow, queue: &str) -> Result<((i64, i64), Reserved)> {
         let id: i64 = row.try_get(0).map_err(db)?;
         let token: String = row.try_get(1).map_err(db)?;
-        let attempts: i64 = row.try_get(2).map_err(db)?;
+        let tries: i64 = row.try_get(2).map_err(db)?;
         let name: Option<Vec<u8>> = row.try_get(3).map_err(db)?;
         let payload: Option<Vec<u8>> = row.try_get(4).map_err(db)?;
         let available_at: Option<i64> = row.try_get(5).map_err(db)?;
@@ -226,14 +200,14 @@ impl SqliteStorage {
                 },
                 name: text(name),
                 payload: payload.unwrap_or_default(),
-                attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+                attempts: attempts(tries),
             },
         ))
     }
 
     fn failed_from(row: &SqliteRow) -> Result<FailedJob> {
         let id: i64 = row.try_get(0).map_err(db)?;
-        let attempts: Option<i64> = row.try_get(6).map_err(db)?;
+        let tries: Option<i64> = row.try_get(6).map_err(db)?;
         let failed_at: Option<i64> = row.try_get(7).map_err(db)?;
         Ok(FailedJob {
             id: id.to_string(),
@@ -245,7 +219,7 @@ impl SqliteStorage {
                 .map_err(db)?
                 .unwrap_or_default(),
             error: text(row.try_get(5).map_err(db)?),
-            attempts: u32::try_from(attempts.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
+            attempts: attempts(tries.unwrap_or(0)),
             failed_at: from_unix_millis(failed_at.unwrap_or(0)),
         })
     }
@@ -330,14 +304,10 @@ impl Storage for SqliteStorage {
         }
         let total = jobs.len();
         // Split into multi-row INSERTs of the fixed sizes, largest first.
-        let mut chunks = Vec::new();
-        let mut left = total;
-        for (size, sql) in &self.inner.sql.push {
-            while left >= *size {
-                chunks.push((*size, sql.as_str()));
-                left -= size;
-            }
-        }
+        let chunks: Vec<(usize, &str)> = chunk_sizes(total)
+            .into_iter()
+            .map(|size| (size, self.inner.sql.push(size)))
+            .collect();
         let mut jobs = jobs.into_iter();
         let mut ids = Vec::with_capacity(total);
         let single = chunks.len() == 1;
@@ -701,12 +671,7 @@ impl Storage for SqliteStorage {
                 .fetch_one(&self.inner.reader)
                 .await
                 .map_err(db)?;
-            if let Some(due) = due {
-                // Something overdue that the last reserve did not take (another job name,
-                // or another worker's) must not turn the wait into a busy loop.
-                let due = if due <= 0 { 25 } else { due.unsigned_abs() };
-                sleep = sleep.min(Duration::from_millis(due));
-            }
+            sleep = idle_sleep(due, sleep);
         }
         let _ = tokio::time::timeout(sleep, pushed).await;
         Ok(())

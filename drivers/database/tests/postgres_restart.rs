@@ -1,0 +1,135 @@
+//! The PostgreSQL server is stopped and started again under a running worker, and
+//! restarted under an idle one. In its own test binary, its cases one after another: a restart
+//! disturbs everything else on the server, and cargo runs test binaries one at a time.
+//!
+//! The server is brought back up at the end of each case, even when the case fails.
+#![cfg(feature = "postgres")]
+
+mod restart;
+mod servers;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use queue_core::{Queue, WorkerOptions};
+use queue_database::{PgOptions, PgStorage};
+
+/// One case at a time in this binary.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts the server again if a case left it down.
+struct BringBack;
+
+impl Drop for BringBack {
+    fn drop(&mut self) {
+        servers::ensure_pg_running();
+    }
+}
+
+async fn open(table: &str) -> Option<PgStorage> {
+    let url = servers::pg_url();
+    if let Err(e) = servers::pg_up().await {
+        return queue_tests::server_missing(&url, e);
+    }
+    Some(
+        PgStorage::connect_with(
+            PgOptions::new(&url)
+                .table(table)
+                .failed_table(format!("{table}_f"))
+                .acquire_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .expect("the store opens"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_under_a_running_worker_loses_no_job() {
+    let _serial = SERIAL.lock().await;
+    let _bring_back = BringBack;
+    let table = servers::fresh_table();
+    let Some(store) = open(&table).await else {
+        return;
+    };
+    // Down for 3 s: longer than the worker's retries of an acknowledgement and than a lease.
+    restart::restart_mid_run(Arc::new(store), || {
+        servers::stop_and_start_pg(Duration::from_secs(3))
+    })
+    .await;
+    servers::drop_pg_tables(&table).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_listens_again_after_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let _bring_back = BringBack;
+    let table = servers::fresh_table();
+    let Some(store) = open(&table).await else {
+        return;
+    };
+    let Some(dispatcher) = open(&table).await else {
+        return;
+    };
+    let started: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+    let queue = Queue::new(store);
+    let sink = started.clone();
+    queue.listen("probe", move |_: serde_json::Value, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(Instant::now());
+            Ok(())
+        }
+    });
+    // A 30 s poll: only a working LISTEN makes the worker quick.
+    let worker = queue.worker(
+        WorkerOptions::default()
+            .queues(["probe"])
+            .sleep(Duration::from_secs(30)),
+    );
+    let stop = worker.stop_handle();
+    let running = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(tokio::task::spawn_blocking(servers::restart_pg)
+        .await
+        .unwrap());
+    assert!(servers::wait_for_pg().await, "the server came back");
+    // The listener reconnects with a backoff of at most 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let other = Queue::new(dispatcher);
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let sent = Instant::now();
+        // The dispatcher's own pooled connections died in the restart: retry like an
+        // application would.
+        let mut tries = 0;
+        while let Err(e) = other
+            .dispatch_named("probe", serde_json::json!(i))
+            .on_queue("probe")
+            .await
+        {
+            tries += 1;
+            assert!(tries < 20, "dispatch keeps failing: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(at) = started.lock().unwrap().get(i) {
+                latencies.push(*at - sent);
+                break;
+            }
+            assert!(Instant::now() < deadline, "probe {i} did not start");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    stop.stop();
+    running.await.unwrap().unwrap();
+    println!("dispatch-to-start after the restart: {latencies:?}");
+    latencies.sort();
+    assert!(
+        latencies[latencies.len() / 2] < Duration::from_secs(1),
+        "the worker was woken by LISTEN, not its 30 s poll: {latencies:?}"
+    );
+    servers::drop_pg_tables(&table).await;
+}

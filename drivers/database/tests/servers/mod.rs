@@ -1,0 +1,289 @@
+//! What the PostgreSQL and MySQL test files share: the servers' URLs, a fresh table per
+//! store, a sweep of the tables old runs left, and bringing a server down and up again.
+//!
+//! Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use sqlx::Connection;
+
+/// The PostgreSQL server the tests use (`POSTGRES_URL`).
+#[cfg(feature = "postgres")]
+pub(crate) fn pg_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The MySQL or MariaDB server the tests use (`MYSQL_URL`).
+#[cfg(feature = "mysql")]
+pub(crate) fn mysql_url() -> String {
+    std::env::var("MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A table name no other store uses: `qt_{unix seconds}_{random}`. Tables are left behind
+/// (the suite owns the stores), and those older than an hour are dropped by [`sweep_pg`] and
+/// [`sweep_mysql`] at the start of the next run.
+pub(crate) fn fresh_table() -> String {
+    format!(
+        "qt_{}_{}",
+        unix_secs(),
+        &queue_core::storage::new_token()[..8]
+    )
+}
+
+/// Whether a table left by a test run is older than an hour.
+fn stale(table: &str) -> bool {
+    let Some(rest) = table.strip_prefix("qt_") else {
+        return false;
+    };
+    let secs: u64 = rest
+        .split('_')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    secs + 3600 < unix_secs()
+}
+
+/// Whether the PostgreSQL server answers (checked once per test binary); sweeps old test
+/// tables the first time.
+#[cfg(feature = "postgres")]
+pub(crate) async fn pg_up() -> Result<(), String> {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Some(up) = UP.get() {
+        return up.clone();
+    }
+    let url = pg_url();
+    let up = match sqlx::PgConnection::connect(&url).await {
+        Ok(mut conn) => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'qt\\_%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+            for table in tables.iter().filter(|t| stale(t)) {
+                let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table} CASCADE"))
+                    .execute(&mut conn)
+                    .await;
+            }
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    UP.get_or_init(|| up).clone()
+}
+
+/// Whether the MySQL server answers (checked once per test binary); sweeps old test
+/// tables the first time.
+#[cfg(feature = "mysql")]
+pub(crate) async fn mysql_up() -> Result<(), String> {
+    static UP: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Some(up) = UP.get() {
+        return up.clone();
+    }
+    let url = mysql_url();
+    let up = match sqlx::MySqlConnection::connect(&url).await {
+        Ok(mut conn) => {
+            let tables: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE 'qt\\_%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+            for table in tables
+                .iter()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+            {
+                if stale(&table) {
+                    let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            }
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    UP.get_or_init(|| up).clone()
+}
+
+/// Drops a store's tables (the jobs table, `{table}_f`, `{table}_locks`, `{table}_counters`).
+#[cfg(feature = "postgres")]
+pub(crate) async fn drop_pg_tables(table: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_url()).await {
+        let _ = sqlx::query(&format!(
+            "DROP TABLE IF EXISTS {table}, {table}_f, {table}_locks, {table}_counters CASCADE"
+        ))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
+    }
+}
+
+/// Drops a store's tables (the jobs table, `{table}_f`, `{table}_locks`, `{table}_counters`).
+#[cfg(feature = "mysql")]
+pub(crate) async fn drop_mysql_tables(table: &str) {
+    if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
+        let _ = sqlx::query(&format!(
+            "DROP TABLE IF EXISTS {table}, {table}_f, {table}_locks, {table}_counters"
+        ))
+        .execute(&mut conn)
+        .await;
+        let _ = conn.close().await;
+    }
+}
+
+/// Runs a command, returning whether it succeeded (its output goes to the test's output).
+fn run(program: &str, args: &[&str]) -> bool {
+    match std::process::Command::new(program).args(args).status() {
+        Ok(status) => status.success(),
+        Err(e) => {
+            println!("could not run {program}: {e}");
+            false
+        }
+    }
+}
+
+/// The PostgreSQL cluster's version directory (`/etc/postgresql/15` gives `15`).
+fn pg_version() -> Option<String> {
+    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// Restarts the local PostgreSQL cluster (`pg_ctlcluster ... restart`, a fast shutdown that
+/// ends every connection). Returns false if it could not.
+pub(crate) fn restart_pg() -> bool {
+    let Some(version) = pg_version() else {
+        return false;
+    };
+    run(
+        "pg_ctlcluster",
+        &["--skip-systemctl-redirect", &version, "main", "restart"],
+    )
+}
+
+/// Stops the local PostgreSQL cluster (fast: every connection ends at once), keeps it down
+/// for `down`, and starts it again. Returns false if it could not.
+pub(crate) fn stop_and_start_pg(down: Duration) -> bool {
+    let Some(version) = pg_version() else {
+        return false;
+    };
+    let stopped = run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            "stop",
+            "-m",
+            "fast",
+        ],
+    );
+    std::thread::sleep(down);
+    let started = run(
+        "pg_ctlcluster",
+        &["--skip-systemctl-redirect", &version, "main", "start"],
+    );
+    stopped && started
+}
+
+/// Starts the local PostgreSQL cluster if it is down (the safety net after a test).
+pub(crate) fn ensure_pg_running() {
+    if let Some(version) = pg_version() {
+        let _ = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", "start"])
+            .output();
+    }
+}
+
+/// Stops the local MariaDB server (`mysqladmin shutdown`), keeps it down for `down`, and
+/// starts it again, waiting for its port. Returns false if it could not.
+pub(crate) fn stop_and_start_mysql(down: Duration) -> bool {
+    let stopped = run("mysqladmin", &["-uroot", "-h127.0.0.1", "shutdown"]);
+    // Wait for the old process to be gone before starting a new one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && port_open(3306) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(down);
+    let started = start_mysql();
+    stopped && started
+}
+
+/// Starts the local MariaDB server if it is down, and waits for its port (the safety net
+/// after a test).
+pub(crate) fn start_mysql() -> bool {
+    if port_open(3306) {
+        return true;
+    }
+    run(
+        "start-stop-daemon",
+        &[
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/mariadbd",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if port_open(3306) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Waits until PostgreSQL accepts connections again.
+#[cfg(feature = "postgres")]
+pub(crate) async fn wait_for_pg() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(conn) = sqlx::PgConnection::connect(&pg_url()).await {
+            let _ = conn.close().await;
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Waits until MySQL accepts connections again.
+#[cfg(feature = "mysql")]
+pub(crate) async fn wait_for_mysql() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
+            let _ = conn.close().await;
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
