@@ -236,7 +236,10 @@ mod tests {
         std::fs::write(&path, format!("{line}\n{}", &line[..10])).unwrap();
         let mut reader = LedgerReader::new(&path);
         assert_eq!(reader.read_new().unwrap().len(), 1);
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         std::io::Write::write_all(&mut file, format!("{}\nnot json\n", &line[10..]).as_bytes())
             .unwrap();
         assert_eq!(reader.read_new().unwrap().len(), 1);

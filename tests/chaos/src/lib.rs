@@ -1,1 +1,54 @@
-//! The chaos harness (in progress).
+//! The chaos harness: real worker processes against any driver URL, faults injected while
+//! they work, and a checker that counts what went wrong.
+//!
+//! # What it does
+//!
+//! `chaos --url URL` runs scenarios against the store at `URL` (any driver linked into the
+//! binaries: `sqlite://`, `postgres://`, `mysql://`, `redis://`, `file://`, `memcache://`).
+//! Each scenario gets its own table (key prefix, directory), dispatches [`ChaosJob`]s, starts
+//! `chaos-worker` processes (a `runall` binary built with
+//! [`queue_core::cli::Runner`]), and injects its faults with `kill(1)`: SIGKILL, SIGSTOP and
+//! SIGCONT, SIGTERM; scenario 6 restarts the backend itself.
+//!
+//! Every attempt of every job appends a START and an END line to a ledger file outside the
+//! store ([`ledger`]): logical job id, attempt, worker pid, wall-clock times, outcome. After
+//! the run the harness stops the workers, waits out the leases, drains the queue with one more
+//! worker, and the [`check`]er reads the ledger, the faults, the workers' logs and the store:
+//!
+//! | figure | meaning |
+//! |---|---|
+//! | lost | dispatch returned Ok, the job never completed, and it is not in the failed store |
+//! | duplicated | completed more than once |
+//! | allowed | of those, explained by an earlier attempt that overlapped a kill, stop, lease lapse or backend restart |
+//! | unexpected | anything else: wrong failures, missing failures, panics, ledger lines of unknown jobs |
+//! | stuck | still reserved after the leases ran out and a final drain |
+//! | refused | late acknowledges the store refused (fencing), counted from the workers' logs |
+//! | recovery p99 | per scenario: kill to next start, stop to takeover, backend return to resume... |
+//!
+//! Results come as a table and as JSON ([`report::Summary`]).
+//!
+//! # The scenarios
+//!
+//! | # | name | what | holds when |
+//! |---|---|---|---|
+//! | 1 | `baseline` | 10,000 jobs, 4 workers | lost 0, duplicated 0, stuck 0 |
+//! | 2 | `kill-storm` | 10,000 jobs of 20–200 ms, 4 workers, one SIGKILLed every 2 s and restarted | lost 0, every duplicate allowed, stuck 0, orphan recovery p99 within lease + check interval |
+//! | 3 | `graceful-stop` | SIGTERM of a busy worker every 2 s (grace 1 s, lease 30 s) | no duplicates; interrupted jobs run again at once, not after the lease |
+//! | 4 | `crash-loop` | jobs that abort their worker | each in the failed store after its tries; other jobs flow |
+//! | 5 | `stopped-worker` | SIGSTOP longer than the lease, then SIGCONT | late acknowledge refused; the job completed once by its new holder |
+//! | 6 | `backend-restart` | the server restarted mid-run | every worker resumes within 5 s; lost 0 on durable drivers |
+//! | 7 | `without-overlapping` | 8 workers, 1,000 jobs on one lock key; SIGKILL of the holder | 0 overlapping intervals; lock free within the lease |
+//! | 8 | `poison` | 100 bad payloads among 10,000 good jobs, written straight into the store | each failed at once with a typed reason; 0 panics; good jobs done |
+//! | 9 | `hanging-job` | a job that never returns, timeout 2 s | cancelled within 3 s, retried, failed after its tries |
+//!
+//! `--short` is the CI form (2,000 jobs, a few faults, short leases); the full form is the
+//! default. `tests/short.rs` runs the short form against every driver whose server is up.
+
+pub mod check;
+pub mod harness;
+pub mod job;
+pub mod ledger;
+pub mod report;
+
+pub use harness::{run_scenario, Options, Scenario};
+pub use job::{ChaosJob, Mode};

@@ -246,8 +246,17 @@ fn ms(value: f64) -> String {
 pub fn table(reports: &[ScenarioReport]) -> String {
     let mut out = String::new();
     let header = [
-        "scenario", "driver", "jobs", "lost", "dup", "allowed", "unexp", "stuck", "refused",
-        "recovery p99", "verdict",
+        "scenario",
+        "driver",
+        "jobs",
+        "lost",
+        "dup",
+        "allowed",
+        "unexp",
+        "stuck",
+        "refused",
+        "recovery p99",
+        "verdict",
     ];
     let rows: Vec<[String; 11]> = reports
         .iter()

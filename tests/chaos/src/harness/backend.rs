@@ -152,7 +152,15 @@ impl Backend {
                     port.to_string(),
                 ];
                 // The same persistence as before, so a durable configuration stays durable.
-                for key in ["save", "appendonly", "appendfsync", "dir", "dbfilename", "appendfilename", "maxmemory-policy"] {
+                for key in [
+                    "save",
+                    "appendonly",
+                    "appendfsync",
+                    "dir",
+                    "dbfilename",
+                    "appendfilename",
+                    "maxmemory-policy",
+                ] {
                     if let Some(value) = get(key) {
                         start.push(format!("--{key}"));
                         start.push(value);
@@ -281,9 +289,7 @@ fn postgres_version() -> anyhow::Result<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     versions.sort();
-    versions
-        .pop()
-        .context("no cluster under /etc/postgresql")
+    versions.pop().context("no cluster under /etc/postgresql")
 }
 
 fn redis_config(host: &str, port: u16, key: &str) -> Option<String> {

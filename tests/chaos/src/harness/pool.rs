@@ -48,6 +48,8 @@ struct Proc {
     started: Instant,
     /// SIGTERM sent at (µs): its exit is expected.
     termed: Option<u64>,
+    /// Stopped by `shutdown` at the end of the scenario (not one of its faults).
+    final_stop: bool,
 }
 
 /// How a worker ended.
@@ -60,6 +62,8 @@ pub(crate) struct Exit {
     /// Seconds from SIGTERM to exit, for workers asked to stop.
     pub(crate) after_term: Option<f64>,
     pub(crate) expected: bool,
+    /// Stopped by the harness at the end of the scenario.
+    pub(crate) final_stop: bool,
 }
 
 /// The worker processes of one scenario.
@@ -170,6 +174,7 @@ impl Pool {
             pid,
             started: Instant::now(),
             termed: None,
+            final_stop: false,
         });
         self.started += 1;
         Ok(pid)
@@ -215,7 +220,12 @@ impl Pool {
         Ok(())
     }
 
-    fn record_exit(&mut self, proc: &Proc, status: std::process::ExitStatus, faults: &mut Vec<Fault>) {
+    fn record_exit(
+        &mut self,
+        proc: &Proc,
+        status: std::process::ExitStatus,
+        faults: &mut Vec<Fault>,
+    ) {
         use std::os::unix::process::ExitStatusExt;
         let now = unix_micros();
         let expected = proc.termed.is_some();
@@ -229,10 +239,9 @@ impl Pool {
             pid: proc.pid,
             code: status.code(),
             signal: status.signal(),
-            after_term: proc
-                .termed
-                .map(|t| now.saturating_sub(t) as f64 / 1e6),
+            after_term: proc.termed.map(|t| now.saturating_sub(t) as f64 / 1e6),
             expected,
+            final_stop: proc.final_stop,
         });
     }
 
@@ -268,6 +277,7 @@ impl Pool {
             signal: status.signal(),
             after_term: None,
             expected: true,
+            final_stop: false,
         });
         if self.respawn && !self.closing {
             self.spawn()?;
@@ -293,6 +303,7 @@ impl Pool {
         let at = unix_micros();
         for proc in &mut self.procs {
             if proc.termed.is_none() {
+                proc.final_stop = true;
                 proc.termed = Some(at);
                 // A worker that exited meanwhile is reaped below.
                 let _ = Self::signal(proc.pid, "TERM");

@@ -1,0 +1,1115 @@
+//! The nine scenarios. Each dispatches its jobs, starts its workers, injects its faults
+//! while the jobs run, then calls [`Run::finish`] and adds its own checks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+
+use super::backend::Backend;
+use super::{Options, Pool, Run, Scenario, Spec, WorkerSpec, CHAOS_NAME};
+use crate::check::{kill_recovery, stop_recovery, term_requeue, Expect, Fault};
+use crate::job::{ChaosJob, Mode};
+use crate::ledger::{unix_micros, Attempt};
+use crate::report::Timing;
+
+pub(super) async fn run(run: &mut Run, o: &Options, scenario: Scenario) -> anyhow::Result<()> {
+    match scenario {
+        Scenario::Baseline => baseline(run, o).await,
+        Scenario::KillStorm => kill_storm(run, o).await,
+        Scenario::GracefulStop => graceful_stop(run, o).await,
+        Scenario::CrashLoop => crash_loop(run, o).await,
+        Scenario::StoppedWorker => stopped_worker(run, o).await,
+        Scenario::BackendRestart => backend_restart(run, o).await,
+        Scenario::WithoutOverlapping => without_overlapping(run, o).await,
+        Scenario::Poison => poison(run, o).await,
+        Scenario::HangingJob => hanging_job(run, o).await,
+    }
+}
+
+fn pick<T>(o: &Options, full: T, short: T) -> T {
+    if o.short {
+        short
+    } else {
+        full
+    }
+}
+
+fn jobs(o: &Options, full: u64, short: u64) -> u64 {
+    o.jobs.unwrap_or(pick(o, full, short))
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+const QUIET: Duration = Duration::from_secs(5);
+
+/// Checks that the run settled in time (a timeout is reported, the checks still run).
+fn settled_check(run: &mut Run, settled: bool, limit: Duration) {
+    run.report.check(
+        "settled in time",
+        settled,
+        if settled {
+            "every job completed or failed".to_owned()
+        } else {
+            format!("jobs still open after {}", secs(limit))
+        },
+    );
+}
+
+fn no_crashes(run: &mut Run) {
+    let crashes = run
+        .faults
+        .iter()
+        .filter(|f| matches!(f, Fault::Crash { .. }))
+        .count();
+    run.report.check(
+        "no worker exited on its own",
+        crashes == 0,
+        format!("{crashes} worker exits"),
+    );
+}
+
+/// The p99 of `samples` against `bound`, as a check, and the timing as the report's
+/// recovery figure.
+fn recovery(run: &mut Run, what: &str, samples: &[u64], bound: Duration, name: &str) {
+    let timing = Timing::of(what, samples);
+    let ok = timing.count > 0 && timing.p99_ms <= bound.as_secs_f64() * 1000.0;
+    run.report.check(
+        name,
+        ok,
+        format!(
+            "{} samples, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; bound {:.0} ms",
+            timing.count,
+            timing.p50_ms,
+            timing.p99_ms,
+            timing.max_ms,
+            bound.as_secs_f64() * 1000.0
+        ),
+    );
+    run.report.recovery = Some(timing);
+}
+
+/// Scenario 1: Baseline: no faults at all.
+async fn baseline(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = jobs(o, 10_000, 2_000);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o.lease.unwrap_or(Duration::from_secs(10)),
+        ..WorkerSpec::default()
+    };
+    let specs: Vec<Spec> = (0..n).map(|_| run.good(0..=5)).collect();
+    run.dispatch(specs).await?;
+    let mut pool = run.pool(o, spec);
+    pool.respawn = false;
+    let started = Instant::now();
+    pool.start(o.workers.unwrap_or(4))?;
+    let limit = Duration::from_secs(pick(o, 900, 300));
+    let settled = run.until_settled(&mut pool, limit, QUIET).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    run.report.set(
+        "jobs_per_second",
+        (n as f64 / elapsed * 10.0).round() / 10.0,
+    );
+    run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(true, true);
+    no_crashes(run);
+    Ok(())
+}
+
+/// Scenario 2, the SIGKILL storm: one worker killed every 2 s and restarted; jobs dispatched
+/// at the pace the workers take them, so an orphan waits for its lease, not behind a backlog.
+async fn kill_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = jobs(o, 10_000, 1_500);
+    let workers = o.workers.unwrap_or(4);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(8),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(5), Duration::from_secs(2))),
+        ..WorkerSpec::default()
+    };
+    let window = workers * spec.concurrency * 2;
+    let mut waiting: VecDeque<Spec> = (0..n).map(|_| run.good(20..=200)).collect();
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(workers)?;
+    let every = Duration::from_secs(2);
+    let mut next_kill = Instant::now() + every;
+    let limit = Duration::from_secs(pick(o, 1200, 300));
+    let deadline = Instant::now() + limit;
+    let settled = loop {
+        let all_done = run.step(&mut pool, QUIET).await?;
+        if waiting.is_empty() && all_done {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        run.feed(&mut waiting, window).await?;
+        if Instant::now() >= next_kill {
+            next_kill += every;
+            let pids = pool.settled_pids(Duration::from_millis(500));
+            if let Some(pid) = pids.choose(&mut rand::thread_rng()).copied() {
+                pool.kill(pid, &mut run.faults).await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(false, true);
+    let rec = kill_recovery(&findings.attempts, &run.faults, &HashSet::new());
+    run.report
+        .set("orphans_reorphaned_before_start", rec.reorphaned);
+    let samples = rec.samples;
+    let never_open: Vec<u64> = rec
+        .never
+        .into_iter()
+        .filter(|j| !run.completed.contains(j))
+        .collect();
+    run.report.check(
+        "every orphan ran again",
+        never_open.is_empty(),
+        format!("orphaned jobs never retried: {never_open:?}"),
+    );
+    let bound = spec.lease + spec.sleep + Duration::from_millis(500);
+    recovery(
+        run,
+        "from SIGKILL to the next attempt's start, per orphaned job",
+        &samples,
+        bound,
+        "orphan recovery p99 within lease + check interval (+0.5 s)",
+    );
+    Ok(())
+}
+
+/// Scenario 3: Graceful stop: SIGTERM with jobs in flight, every 2 s, a worker at a time.
+async fn graceful_stop(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = pick(o, 400, 50);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o.lease.unwrap_or(Duration::from_secs(30)),
+        grace: Duration::from_secs(1),
+        ..WorkerSpec::default()
+    };
+    let mut specs = Vec::new();
+    for i in 0..n {
+        let mut s = if i % 10 < 3 {
+            let mut s = run.good(2000..=4000);
+            s.label = "long".into();
+            s
+        } else {
+            run.good(50..=300)
+        };
+        s.tries = Some(10);
+        specs.push(s);
+    }
+    specs.shuffle(&mut rand::thread_rng());
+    let workers = o.workers.unwrap_or(4);
+    let window = (workers * spec.concurrency / 2).max(1);
+    let mut waiting: VecDeque<Spec> = specs.into();
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(workers)?;
+    let every = Duration::from_secs(2);
+    let mut next = Instant::now() + every;
+    let max_terms = pick(o, 20, 6);
+    let mut terms = 0;
+    let limit = Duration::from_secs(pick(o, 600, 240));
+    let deadline = Instant::now() + limit;
+    let settled = loop {
+        let all_done = run.step(&mut pool, QUIET).await?;
+        if all_done && waiting.is_empty() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        run.feed(&mut waiting, window).await?;
+        // Stop signalling once the last jobs are out: a worker signalled every 2 s while it
+        // runs the last 3 s job would interrupt that job for ever (an interrupted attempt is
+        // refunded, so it never runs out of tries either).
+        if Instant::now() >= next && terms < max_terms && !waiting.is_empty() {
+            next += every;
+            let busy = busy_pids(&run.attempts_now());
+            let pids: Vec<u32> = pool
+                .settled_pids(Duration::from_secs(1))
+                .into_iter()
+                .filter(|p| busy.contains(p))
+                .collect();
+            if let Some(pid) = pids.choose(&mut rand::thread_rng()).copied() {
+                pool.term(pid, &mut run.faults)?;
+                terms += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(true, true);
+    no_crashes(run);
+    let slow: Vec<String> = pool
+        .exits
+        .iter()
+        .filter(|e| !e.final_stop)
+        .filter_map(|e| {
+            let after = e.after_term?;
+            let ok = e.code == Some(0) && after <= spec.grace.as_secs_f64() + 3.0;
+            (!ok).then(|| format!("worker {} exit {:?} after {after:.1} s", e.pid, e.code))
+        })
+        .collect();
+    run.report.check(
+        "every worker exits 0 within its grace period after SIGTERM",
+        slow.is_empty(),
+        format!(
+            "{} workers stopped by SIGTERM during the run; slow or failed: {slow:?}",
+            pool.exits
+                .iter()
+                .filter(|e| e.after_term.is_some() && !e.final_stop)
+                .count()
+        ),
+    );
+    let (samples, never) = term_requeue(&findings.attempts, &run.faults);
+    run.report
+        .set("interrupted_attempts", samples.len() + never.len());
+    run.report.check(
+        "every interrupted job ran again",
+        never.is_empty(),
+        format!("never again: {never:?}"),
+    );
+    let bound = spec.grace + spec.sleep + Duration::from_secs(2);
+    recovery(
+        run,
+        "from SIGTERM to the next start of each job interrupted at the end of the grace period",
+        &samples,
+        bound,
+        "interrupted jobs available again at once (p99 within grace + 2 s, lease 30 s)",
+    );
+    if samples.is_empty() {
+        // No job outlived the grace period: say so rather than fail on an empty sample.
+        if let Some(c) = run.report.checks.last_mut() {
+            c.ok = None;
+            c.detail = "no job was interrupted (every one finished within the grace period)".into();
+        }
+    }
+    Ok(())
+}
+
+/// The pids with an attempt running.
+fn busy_pids(by_job: &HashMap<u64, Vec<Attempt>>) -> HashSet<u32> {
+    by_job
+        .values()
+        .flatten()
+        .filter(|a| a.end.is_none())
+        .map(|a| a.pid)
+        .collect()
+}
+
+/// Scenario 4: Crash loop: jobs that abort their worker process.
+async fn crash_loop(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = jobs(o, 600, 300);
+    let crashers = 3u64;
+    let tries = 2u32;
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(2),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(3), Duration::from_secs(2))),
+        ..WorkerSpec::default()
+    };
+    let mut specs: Vec<Spec> = (0..n).map(|_| run.good(5..=20)).collect();
+    let mut abort_ids = HashSet::new();
+    for k in 0..crashers {
+        let id = run.id();
+        abort_ids.insert(id);
+        let at = (n * (1 + 3 * k) / 10) as usize;
+        specs.insert(
+            at.min(specs.len()),
+            Spec {
+                job: ChaosJob {
+                    id,
+                    ms: 0,
+                    first_ms: None,
+                    mode: Mode::Abort,
+                },
+                tries: Some(tries),
+                timeout: None,
+                lock: None,
+                label: "abort".into(),
+                expect: Expect::Fail {
+                    reasons: vec!["attempts exhausted".into()],
+                    attempts: None,
+                },
+            },
+        );
+    }
+    run.dispatch(specs).await?;
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(o.workers.unwrap_or(4))?;
+    let limit = Duration::from_secs(pick(o, 600, 240));
+    let settled = run.until_settled(&mut pool, limit, QUIET).await?;
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(false, true);
+    let mut starts = Vec::new();
+    for id in &abort_ids {
+        let n = findings.attempts.get(id).map_or(0, Vec::len);
+        starts.push(n);
+    }
+    run.report.check(
+        "each crashing job ran exactly its tries, then went to the failed store",
+        starts.iter().all(|n| *n == tries as usize),
+        format!("starts per crashing job: {starts:?} (tries {tries})"),
+    );
+    let crashes = run.report.faults.crashes;
+    run.report.check(
+        "each crash took down one worker, which was replaced",
+        crashes == u64::from(tries) * crashers,
+        format!(
+            "{crashes} worker exits for {crashers} jobs of {tries} tries; {} workers started",
+            run.report.faults.workers_started
+        ),
+    );
+    let samples = kill_recovery(&findings.attempts, &run.faults, &abort_ids).samples;
+    let timing = Timing::of(
+        "from a crash to the next start of each job the crashed worker held",
+        &samples,
+    );
+    run.report.recovery = Some(timing);
+    Ok(())
+}
+
+/// Scenario 5: Stopped worker: SIGSTOP for longer than the lease, then SIGCONT.
+async fn stopped_worker(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = pick(o, 240, 60);
+    let stops = pick(o, 6, 2);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(3), Duration::from_secs(2))),
+        ..WorkerSpec::default()
+    };
+    let stop_for = spec.lease + Duration::from_secs(2);
+    let workers = o.workers.unwrap_or(4);
+    let window = (workers * spec.concurrency / 2).max(1);
+    let mut waiting: VecDeque<Spec> = (0..n).map(|_| run.good(1000..=2000)).collect();
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(workers)?;
+    let limit = Duration::from_secs(pick(o, 600, 240));
+    let deadline = Instant::now() + limit;
+    let mut next = Instant::now() + Duration::from_secs(2);
+    let mut current: Option<(u32, u64, Instant)> = None;
+    let mut done = 0;
+    let settled = loop {
+        let all_done = run.step(&mut pool, QUIET).await?;
+        if all_done && current.is_none() && waiting.is_empty() {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        run.feed(&mut waiting, window).await?;
+        match current {
+            None if done < stops && Instant::now() >= next => {
+                let busy = busy_pids(&run.attempts_now());
+                let pids: Vec<u32> = pool
+                    .settled_pids(Duration::from_secs(1))
+                    .into_iter()
+                    .filter(|p| busy.contains(p))
+                    .collect();
+                if let Some(pid) = pids.choose(&mut rand::thread_rng()).copied() {
+                    let at = unix_micros();
+                    Pool::signal(pid, "STOP")?;
+                    current = Some((pid, at, Instant::now()));
+                }
+            }
+            Some((pid, at, since)) if since.elapsed() >= stop_for => {
+                Pool::signal(pid, "CONT")?;
+                run.faults.push(Fault::Stop {
+                    pid,
+                    at,
+                    until: unix_micros(),
+                });
+                current = None;
+                done += 1;
+                next = Instant::now() + Duration::from_secs(1);
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if let Some((pid, at, _)) = current {
+        let _ = Pool::signal(pid, "CONT");
+        run.faults.push(Fault::Stop {
+            pid,
+            at,
+            until: unix_micros(),
+        });
+    }
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(false, true);
+    let refused = run.report.refused_acks;
+    run.report.check(
+        "late acknowledges refused (fencing)",
+        refused > 0,
+        format!("{refused} refused in {done} stops of {}", secs(stop_for)),
+    );
+    // Acknowledged completions: completions whose acknowledge was not refused.
+    let mut twice = Vec::new();
+    let mut refused_jobs = 0;
+    for (job, list) in &findings.attempts {
+        let completions: Vec<&Attempt> = list.iter().filter(|a| a.completed()).collect();
+        let refused: Vec<&&Attempt> = completions
+            .iter()
+            .filter(|a| run.logs.refused.contains(&(a.pid, a.sid.clone())))
+            .collect();
+        if refused.is_empty() {
+            continue;
+        }
+        refused_jobs += 1;
+        if completions.len() - refused.len() != 1 {
+            twice.push(*job);
+        }
+    }
+    run.report.check(
+        "each job whose late acknowledge was refused completed once by its new holder",
+        twice.is_empty(),
+        format!("{refused_jobs} jobs with a refused acknowledge; not exactly one accepted completion: {twice:?}"),
+    );
+    let (samples, _) = stop_recovery(&findings.attempts, &run.faults);
+    let bound = spec.lease + spec.sleep + Duration::from_millis(500);
+    recovery(
+        run,
+        "from SIGSTOP to the start of the job by another worker",
+        &samples,
+        bound,
+        "a stopped worker's jobs taken over within lease + check interval (+0.5 s)",
+    );
+    Ok(())
+}
+
+/// Scenario 6: The backend restarted mid-run.
+async fn backend_restart(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let driver = run.driver();
+    let Some(backend) = Backend::for_url(&run.url) else {
+        run.report.note = Some(format!(
+            "not applicable: {driver} has no server to restart (embedded)"
+        ));
+        return Ok(());
+    };
+    if !o.restart_backend {
+        run.report.note =
+            Some("not run: restarting a shared server needs --restart-backend".into());
+        return Ok(());
+    }
+    let n = jobs(o, 3_000, 1_000);
+    let workers = o.workers.unwrap_or(4);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(5), Duration::from_secs(3))),
+        ..WorkerSpec::default()
+    };
+    let specs: Vec<Spec> = (0..n).map(|_| run.good(5..=20)).collect();
+    run.dispatch(specs).await?;
+    let mut pool = run.pool(o, spec.clone());
+    pool.respawn = false;
+    pool.start(workers)?;
+    let before = pool.pids();
+    let warmup = Instant::now();
+    while (run.completed.len() as u64) < n / 4 && warmup.elapsed() < Duration::from_secs(120) {
+        run.step(&mut pool, QUIET).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done_before = run.completed.len();
+    let down_at = unix_micros();
+    let down_for = o.outage.unwrap_or(Duration::from_secs(2));
+    {
+        let mut outage = backend.take_down()?;
+        let went_down = unix_micros();
+        run.report
+            .set("seconds_to_go_down", (went_down - down_at) as f64 / 1e6);
+        // Keep reading the ledger while the backend is down (no store calls: they would
+        // wait for their timeouts and stretch the outage).
+        let until = Instant::now() + down_for;
+        while Instant::now() < until {
+            pool.supervise(&mut run.faults)?;
+            run.poll()?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        outage.bring_up()?;
+    }
+    let port_back = unix_micros();
+    // "Back" is when a client's request succeeds again, not only the port.
+    let back_deadline = Instant::now() + Duration::from_secs(60);
+    let back = loop {
+        if run.storage.size(crate::job::QUEUE).await.is_ok() {
+            break unix_micros();
+        }
+        if Instant::now() >= back_deadline {
+            anyhow::bail!("the harness's own connection did not recover within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    run.faults.push(Fault::Backend {
+        at: down_at,
+        until: back,
+    });
+    run.report
+        .set("outage_seconds", (back - down_at) as f64 / 1e6);
+    run.report
+        .set("port_back_to_first_success_ms", (back - port_back) / 1000);
+    run.report.set("completed_before_restart", done_before);
+    // Probes: jobs pushed after the return, so every worker has something to resume with
+    // even where the restart lost the queue.
+    let probes: Vec<Spec> = (0..workers * spec.concurrency * 2)
+        .map(|_| {
+            let mut s = run.good(300..=300);
+            s.label = "probe".into();
+            s
+        })
+        .collect();
+    let probe_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match run.dispatch(probes.clone()).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() >= probe_deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let limit = Duration::from_secs(pick(o, 600, 240));
+    let settled = run.until_settled(&mut pool, limit, QUIET).await?;
+    let alive = pool.pids();
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    let durable = run.report.durable;
+    run.common_checks(false, durable);
+    if !durable {
+        let lost = run.report.lost;
+        run.report.not_applicable(
+            "lost 0",
+            format!(
+                "{driver} is not durable in this configuration (Capabilities::durable = false): \
+                 the restart lost {lost} of {} jobs, as the driver's documentation says",
+                run.report.jobs
+            ),
+        );
+    }
+    if driver == "memcached" {
+        let logged = run.logs.state_lost;
+        run.report.check(
+            "the state loss is reported by the driver",
+            logged > 0,
+            format!("{logged} `lost the queue state` lines in the workers' logs"),
+        );
+    }
+    let gone: Vec<u32> = before
+        .iter()
+        .filter(|p| !alive.contains(p))
+        .copied()
+        .collect();
+    run.report.check(
+        "no worker stopped for good",
+        gone.is_empty(),
+        format!("workers that exited during the run: {gone:?}"),
+    );
+    let mut resume = Vec::new();
+    let mut never = Vec::new();
+    for pid in &before {
+        let first = findings
+            .attempts
+            .values()
+            .flatten()
+            .filter(|a| a.pid == *pid && a.start >= back)
+            .map(|a| a.start)
+            .min();
+        match first {
+            Some(t) => resume.push(t - back),
+            None => never.push(*pid),
+        }
+    }
+    run.report.check(
+        "every worker resumed",
+        never.is_empty(),
+        format!("workers with no job after the return: {never:?}"),
+    );
+    let timing = Timing::of(
+        "from the backend answering again to each worker's first job start",
+        &resume,
+    );
+    run.report.check(
+        "every worker resumed within 5 s of the backend's return",
+        never.is_empty() && timing.max_ms <= 5000.0,
+        format!(
+            "resume per worker: max {:.0} ms, p50 {:.0} ms (outage {:.1} s)",
+            timing.max_ms,
+            timing.p50_ms,
+            (back - down_at) as f64 / 1e6
+        ),
+    );
+    run.report.recovery = Some(timing);
+    Ok(())
+}
+
+/// Scenario 7: `without_overlapping`: many workers, one lock key; then SIGKILL of the holder.
+async fn without_overlapping(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = pick(o, 1_000, 60);
+    let key = "chaos-lock".to_owned();
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(2),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(3), Duration::from_secs(2))),
+        sleep: Duration::from_millis(100),
+        ..WorkerSpec::default()
+    };
+    let locked = |mut s: Spec| {
+        s.lock = Some(key.clone());
+        s.tries = Some(10);
+        s
+    };
+    let specs: Vec<Spec> = (0..n).map(|_| locked(run.good(2..=10))).collect();
+    run.dispatch(specs).await?;
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(o.workers.unwrap_or(8))?;
+    let limit = Duration::from_secs(pick(o, 900, 300));
+    let phase1 = run.until_settled(&mut pool, limit, QUIET).await?;
+    let phase1_secs = run
+        .entries
+        .iter()
+        .map(|e| e.us)
+        .max()
+        .zip(run.entries.iter().map(|e| e.us).min())
+        .map_or(0.0, |(max, min)| (max - min) as f64 / 1e6);
+    run.report.set("phase1_seconds", phase1_secs);
+
+    // Phase 2: a holder that would keep the lock for a minute is killed.
+    let long_id = run.id();
+    let long = locked(Spec {
+        job: ChaosJob {
+            id: long_id,
+            ms: 10,
+            first_ms: Some(60_000),
+            mode: Mode::Sleep,
+        },
+        tries: None,
+        timeout: None,
+        lock: None,
+        label: "long holder".into(),
+        expect: Expect::Complete,
+    });
+    run.dispatch(vec![long]).await?;
+    let followers: Vec<Spec> = (0..10).map(|_| locked(run.good(10..=10))).collect();
+    run.dispatch(followers).await?;
+    let wait = Instant::now();
+    let holder = loop {
+        run.step(&mut pool, QUIET).await?;
+        if let Some(e) = run.entries.iter().find(|e| e.job == long_id) {
+            break Some(e.pid);
+        }
+        if wait.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut kill_at = None;
+    if let Some(pid) = holder {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pool.kill(pid, &mut run.faults).await?;
+        kill_at = run.faults.iter().rev().find_map(|f| match f {
+            Fault::Kill { at, .. } => Some(*at),
+            _ => None,
+        });
+    }
+    let phase2 = run.until_settled(&mut pool, limit, QUIET).await?;
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, phase1 && phase2, limit);
+    run.common_checks(false, true);
+
+    // Overlaps: every attempt holds the lock from its start to its end (or to its worker's
+    // death).
+    let death: HashMap<u32, u64> = run
+        .faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::Kill { pid, at } | Fault::Crash { pid, at } => Some((pid, at)),
+            _ => None,
+        })
+        .collect();
+    let mut intervals: Vec<(u64, u64, u64)> = findings
+        .attempts
+        .values()
+        .flatten()
+        .map(|a| {
+            let end = a
+                .end
+                .or_else(|| death.get(&a.pid).copied())
+                .unwrap_or(u64::MAX);
+            (a.start, end, a.job)
+        })
+        .collect();
+    intervals.sort_unstable();
+    let mut overlaps = Vec::new();
+    let mut held_until = 0u64;
+    let mut held_by = 0u64;
+    for (start, end, job) in &intervals {
+        if *start < held_until {
+            overlaps.push(format!(
+                "job {job} started while job {held_by} held the lock"
+            ));
+        }
+        if *end > held_until {
+            held_until = *end;
+            held_by = *job;
+        }
+    }
+    run.report.set("locked_attempts", intervals.len());
+    run.report.check(
+        "0 overlapping intervals",
+        overlaps.is_empty(),
+        format!(
+            "{} overlaps in {} attempts{}",
+            overlaps.len(),
+            intervals.len(),
+            overlaps
+                .first()
+                .map(|o| format!(": {o}"))
+                .unwrap_or_default()
+        ),
+    );
+    match (holder, kill_at) {
+        (Some(_), Some(at)) => {
+            let next = findings
+                .attempts
+                .values()
+                .flatten()
+                .filter(|a| a.start > at)
+                .map(|a| a.start)
+                .min();
+            let samples: Vec<u64> = next.map(|t| t - at).into_iter().collect();
+            // The lock's TTL is the lease; a job that found it held retries after 500 ms.
+            let bound =
+                spec.lease + Duration::from_millis(500) + spec.sleep + Duration::from_millis(500);
+            recovery(
+                run,
+                "from SIGKILL of the lock holder to the next locked job's start",
+                &samples,
+                bound,
+                "the lock is free within the lease after SIGKILL of its holder",
+            );
+        }
+        _ => run.report.check(
+            "the lock is free within the lease after SIGKILL of its holder",
+            false,
+            "the long holder never started".to_owned(),
+        ),
+    }
+    Ok(())
+}
+
+/// The bad items of scenario 8: (label, name, payload, acceptable reasons).
+fn poison_items(count: usize) -> Vec<(String, String, Vec<u8>, Vec<String>)> {
+    let envelope = |name: &str, data: &str| {
+        format!("{{\"v\":1,\"name\":\"{name}\",\"data\":{data}}}").into_bytes()
+    };
+    let reasons = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let mut kinds: Vec<(String, String, Vec<u8>, Vec<String>)> = Vec::new();
+    for i in 0..count {
+        let item = match i % 12 {
+            0 => (
+                "invalid-utf8",
+                CHAOS_NAME.to_owned(),
+                vec![0xff, 0xfe, b'{', 0xc3, 0x28],
+                reasons(&["not valid UTF-8"]),
+            ),
+            1 => {
+                let mut full = envelope(CHAOS_NAME, "{\"id\":1,\"ms\":5}");
+                full.truncate(10 + i % 20);
+                (
+                    "truncated-json",
+                    CHAOS_NAME.to_owned(),
+                    full,
+                    reasons(&["truncated JSON"]),
+                )
+            }
+            2 => (
+                "unknown-name",
+                "no-such-job".to_owned(),
+                envelope("no-such-job", "{}"),
+                reasons(&["unknown job name"]),
+            ),
+            3 => (
+                "wrong-shape",
+                CHAOS_NAME.to_owned(),
+                envelope(CHAOS_NAME, "{\"id\":\"seven\"}"),
+                reasons(&["does not fit job"]),
+            ),
+            4 => (
+                "wrong-shape",
+                CHAOS_NAME.to_owned(),
+                envelope(CHAOS_NAME, "\"a string\""),
+                reasons(&["does not fit job"]),
+            ),
+            5 => (
+                "not-an-envelope",
+                CHAOS_NAME.to_owned(),
+                b"[1,2,3]".to_vec(),
+                reasons(&["not a job envelope"]),
+            ),
+            6 => (
+                "nesting-10000",
+                CHAOS_NAME.to_owned(),
+                deep.clone().into_bytes(),
+                reasons(&["not a job envelope", "does not fit job"]),
+            ),
+            7 => (
+                "nesting-10000-in-data",
+                CHAOS_NAME.to_owned(),
+                envelope(CHAOS_NAME, &deep),
+                reasons(&["not a job envelope", "does not fit job"]),
+            ),
+            8 => (
+                "empty",
+                String::new(),
+                Vec::new(),
+                reasons(&["empty payload"]),
+            ),
+            9 => (
+                "null",
+                CHAOS_NAME.to_owned(),
+                b"null".to_vec(),
+                reasons(&["not a job envelope"]),
+            ),
+            10 => (
+                "nul-bytes",
+                CHAOS_NAME.to_owned(),
+                vec![0, 0, 0, 0],
+                reasons(&["not a job envelope"]),
+            ),
+            _ => (
+                "unsupported-version",
+                CHAOS_NAME.to_owned(),
+                br#"{"v":2,"name":"chaos","data":{"id":1}}"#.to_vec(),
+                reasons(&["not supported"]),
+            ),
+        };
+        kinds.push((item.0.to_owned(), item.1, item.2, item.3));
+    }
+    // Two 10 MB bodies: a valid envelope whose data is a 10 MB string (the wrong shape).
+    for slot in [count / 3, 2 * count / 3] {
+        if slot < kinds.len() {
+            let big = format!("\"{}\"", "x".repeat(10 * 1024 * 1024));
+            kinds[slot] = (
+                "10mb-body".to_owned(),
+                CHAOS_NAME.to_owned(),
+                envelope(CHAOS_NAME, &big),
+                reasons(&["does not fit job"]),
+            );
+        }
+    }
+    kinds
+}
+
+/// Scenario 8: Poison payloads written straight into the store among good jobs.
+async fn poison(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = jobs(o, 10_000, 2_000);
+    let bad = poison_items(100);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o.lease.unwrap_or(Duration::from_secs(10)),
+        tries: 3,
+        ..WorkerSpec::default()
+    };
+    let chunk = (n as usize / bad.len()).max(1);
+    let mut left = n as usize;
+    let mut refused = Vec::new();
+    // (poison id, the good job pushed just before it, kind)
+    let mut neighbours = Vec::new();
+    let mut labels: HashMap<String, u64> = HashMap::new();
+    for (label, name, payload, reasons) in bad {
+        let take = chunk.min(left);
+        left -= take;
+        let specs: Vec<Spec> = (0..take).map(|_| run.good(0..=2)).collect();
+        let before = specs.last().map(|s| s.job.id);
+        run.dispatch(specs).await?;
+        let expect = Expect::Fail {
+            reasons,
+            attempts: Some(1),
+        };
+        match run
+            .push_raw(&name, payload, &format!("poison:{label}"), expect)
+            .await?
+        {
+            Ok(id) => {
+                *labels.entry(label.clone()).or_default() += 1;
+                if let Some(before) = before {
+                    neighbours.push((id, before, label));
+                }
+            }
+            Err(reason) => refused.push(format!("{label}: {reason}")),
+        }
+    }
+    let rest: Vec<Spec> = (0..left).map(|_| run.good(0..=2)).collect();
+    run.dispatch(rest).await?;
+    run.report.set("poison_by_kind", &labels);
+    run.report.set("refused_at_push", &refused);
+    let mut pool = run.pool(o, spec.clone());
+    pool.respawn = false;
+    pool.start(o.workers.unwrap_or(4))?;
+    let limit = Duration::from_secs(pick(o, 900, 300));
+    let settled = run.until_settled(&mut pool, limit, QUIET).await?;
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(true, true);
+    no_crashes(run);
+    let panics = run.logs.panics;
+    run.report
+        .check("0 panics", panics == 0, format!("{panics} panics logged"));
+    let in_failed = neighbours
+        .iter()
+        .filter(|(id, _, _)| findings.failed_by_job.contains_key(id))
+        .count();
+    run.report.check(
+        "every bad item in the failed store with a typed reason, after one attempt",
+        in_failed == neighbours.len() && run.report.unexpected == 0,
+        format!(
+            "{in_failed} of {} bad items in the failed store; {} refused at push: {refused:?}",
+            neighbours.len(),
+            refused.len()
+        ),
+    );
+    // From the moment its neighbour in the queue started to the moment it was failed.
+    let mut lags = Vec::new();
+    let mut worst: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (id, before, label) in &neighbours {
+        let Some(failed) = findings.failed_by_job.get(id) else {
+            continue;
+        };
+        let Some(start) = findings
+            .attempts
+            .get(before)
+            .and_then(|l| l.first())
+            .map(|a| a.start)
+        else {
+            continue;
+        };
+        let failed_at = failed
+            .record
+            .failed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let lag = failed_at.saturating_sub(start);
+        let w = worst.entry(label.clone()).or_default();
+        *w = (*w).max(lag / 1000);
+        lags.push(lag);
+    }
+    run.report.set("max_lag_ms_by_kind", &worst);
+    // A poll of the worker, plus a second for the 10 MB bodies to travel.
+    let bound = spec.sleep + Duration::from_secs(2);
+    recovery(
+        run,
+        "from the start of the good job queued just before a bad item to the bad item in the failed store",
+        &lags,
+        bound,
+        "each bad item failed within a poll of its turn",
+    );
+    Ok(())
+}
+
+/// Scenario 9: A hanging job with a 2 s timeout.
+async fn hanging_job(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let n = jobs(o, 300, 100);
+    let hangs = 3u64;
+    let tries = 3u32;
+    let timeout = Duration::from_secs(2);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(2),
+        lease: o.lease.unwrap_or(Duration::from_secs(5)),
+        backoff: "fixed:500ms".into(),
+        ..WorkerSpec::default()
+    };
+    let mut specs: Vec<Spec> = (0..n).map(|_| run.good(5..=20)).collect();
+    let mut hang_ids = Vec::new();
+    for k in 0..hangs {
+        let id = run.id();
+        hang_ids.push(id);
+        let at = (n * (1 + 3 * k) / 10) as usize;
+        specs.insert(
+            at.min(specs.len()),
+            Spec {
+                job: ChaosJob {
+                    id,
+                    ms: 0,
+                    first_ms: None,
+                    mode: Mode::Hang,
+                },
+                tries: Some(tries),
+                timeout: Some(timeout),
+                lock: None,
+                label: "hang".into(),
+                expect: Expect::Fail {
+                    reasons: vec!["timed out after 2s".into()],
+                    attempts: Some(tries),
+                },
+            },
+        );
+    }
+    run.dispatch(specs).await?;
+    let mut pool = run.pool(o, spec.clone());
+    pool.respawn = false;
+    pool.start(o.workers.unwrap_or(2))?;
+    let limit = Duration::from_secs(pick(o, 300, 120));
+    let settled = run.until_settled(&mut pool, limit, QUIET).await?;
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(true, true);
+    no_crashes(run);
+    let mut cancel = Vec::new();
+    let mut per_job = Vec::new();
+    let mut not_cancelled = 0;
+    for id in &hang_ids {
+        let list = findings.attempts.get(id).cloned().unwrap_or_default();
+        per_job.push(list.len());
+        for a in &list {
+            match (a.end, a.outcome.as_deref()) {
+                (Some(end), Some("cancelled")) => cancel.push(end - a.start),
+                _ => not_cancelled += 1,
+            }
+        }
+    }
+    run.report.check(
+        "each hanging job retried, then failed after its tries",
+        per_job.iter().all(|n| *n == tries as usize),
+        format!("attempts per hanging job: {per_job:?} (tries {tries})"),
+    );
+    let reasons: Vec<String> = hang_ids
+        .iter()
+        .filter_map(|id| findings.failed_by_job.get(id))
+        .map(|f| f.record.error.clone())
+        .collect();
+    run.report.set("hang_failure_reasons", &reasons);
+    run.report.check(
+        "every hanging attempt cancelled",
+        not_cancelled == 0 && !cancel.is_empty(),
+        format!("{} cancelled, {not_cancelled} not", cancel.len()),
+    );
+    let too_early = cancel.iter().filter(|c| **c < 1_900_000).count();
+    run.report.check(
+        "no attempt cancelled before its timeout",
+        too_early == 0,
+        format!("{too_early} attempts ended before 2 s"),
+    );
+    recovery(
+        run,
+        "from a hanging attempt's start to its cancellation (timeout 2 s)",
+        &cancel,
+        Duration::from_secs(3),
+        "cancelled within 3 s",
+    );
+    Ok(())
+}
