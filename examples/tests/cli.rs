@@ -453,3 +453,41 @@ async fn stop_conditions_once_max_jobs_max_time_and_memory() {
         stdout(&out)
     );
 }
+
+#[tokio::test]
+async fn progress_bar_on_a_terminal() {
+    // `script` (util-linux) gives the worker a pseudo-terminal.
+    if Command::new("script").arg("--version").output().is_err() {
+        println!(
+            "skipped: `script` is not installed, no pseudo-terminal to test the progress bar on"
+        );
+        return;
+    }
+    let store = store();
+    let q = queue(&store).await;
+    for _ in 0..4 {
+        Sleep { ms: 200 }.dispatch().via(&q).await.unwrap();
+    }
+    let command = format!(
+        "{} --connection {} --config {} work --stop-when-empty --sleep 50",
+        env!("CARGO_BIN_EXE_runall"),
+        store.url,
+        store.path.with_extension("toml").display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("QUEUE_LOG"));
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
+    assert!(
+        screen.contains("/4 done") && screen.contains("failed") && screen.contains("ETA"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("worker stopped (queues empty): 4 processed"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("job started"),
+        "no per-job log lines under the bar: {screen}"
+    );
+}
