@@ -250,6 +250,86 @@ fn operations(store: &Store) {
         text(&out)
     );
 
+    // The failed store: list, show, retry, forget, prune, flush.
+    assert!(run(store.runall("").args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"broken","subject":"x"}"#,
+        "--queue",
+        "low"
+    ]))
+    .status
+    .success());
+    let work = |store: &Store| {
+        run(store.runall("").args([
+            "work",
+            "--queue",
+            "low",
+            "--stop-when-empty",
+            "--sleep",
+            "50",
+        ]))
+    };
+    assert!(text(&work(store)).contains("1 failed"));
+    let out = run(store.runall("").args(["failed", "list"]));
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listing.contains("malformed address `broken`") && listing.contains("1 of 1 failed jobs"),
+        "{listing}"
+    );
+    let id = listing
+        .lines()
+        .find(|l| l.contains("send-email"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a row with the failed job's id")
+        .to_owned();
+    let out = run(store.runall("").args(["failed", "show", &id]));
+    assert!(
+        text(&out).contains("\"to\":\"broken\"") && text(&out).contains("queue:     low"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["failed", "retry", "all"]));
+    assert!(text(&out).contains("1 jobs retried"), "{}", text(&out));
+    assert!(
+        text(&work(store)).contains("1 failed"),
+        "the retried job ran (and failed) again"
+    );
+    let out = run(store.runall("").args(["failed", "list"]));
+    let id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("send-email"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the failed job again")
+        .to_owned();
+    assert!(run(store.runall("").args(["failed", "forget", &id]))
+        .status
+        .success());
+    assert!(run(store.runall("").args([
+        "dispatch",
+        "send-email",
+        r#"{"to":"broken","subject":"y"}"#,
+        "--queue",
+        "low"
+    ]))
+    .status
+    .success());
+    assert!(text(&work(store)).contains("1 failed"));
+    let out = run(store
+        .runall("")
+        .args(["failed", "prune", "--older-than", "1h"]));
+    assert!(
+        text(&out).contains("0 failed jobs older than 1h deleted"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["failed", "flush"]));
+    assert!(
+        text(&out).contains("1 failed jobs deleted"),
+        "{}",
+        text(&out)
+    );
+
     // table: the SQL for a team's own migration tool, or a clear refusal.
     let out = run(store.runall("").args(["table"]));
     if store.url.starts_with("sqlite") {
