@@ -1002,17 +1002,26 @@ impl Storage for MySqlStorage {
         let pushed = self.inner.pushed.notified();
         tokio::pin!(pushed);
         pushed.as_mut().enable();
-        let mut sleep = timeout;
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        for queue in queues {
-            let due: Option<i64> = sqlx::query_scalar(&self.inner.sql.next_due)
-                .bind(queue.as_str())
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db)?;
-            sleep = idle_sleep(due, sleep);
-        }
-        conn.keep();
+        // The worker drops a wait as soon as one of its jobs finishes: the query runs in a
+        // task of its own, so it is never cut off half-way (which would cost the connection).
+        let store = self.clone();
+        let queues = queues.to_vec();
+        let sleep = tokio::spawn(async move {
+            let mut sleep = timeout;
+            let mut conn = store.inner.pool.get().await.map_err(db)?;
+            for queue in &queues {
+                let due: Option<i64> = sqlx::query_scalar(&store.inner.sql.next_due)
+                    .bind(queue.as_str())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                sleep = idle_sleep(due, sleep);
+            }
+            conn.keep();
+            Ok::<_, Error>(sleep)
+        })
+        .await
+        .map_err(|e| Error::backend(DRIVER, e))??;
         let _ = tokio::time::timeout(sleep, pushed).await;
         Ok(())
     }

@@ -378,7 +378,18 @@ impl PgStorage {
         Some(wake)
     }
 
+    /// Milliseconds until the next job of `queues` is due. The worker drops a wait as soon
+    /// as one of its jobs finishes: the query runs in a task of its own, so it is never cut
+    /// off half-way (which would cost the connection).
     async fn next_due(&self, queues: &[String]) -> Result<Option<i64>> {
+        let store = self.clone();
+        let queues = queues.to_vec();
+        tokio::spawn(async move { store.next_due_now(&queues).await })
+            .await
+            .map_err(|e| Error::backend(DRIVER, e))?
+    }
+
+    async fn next_due_now(&self, queues: &[String]) -> Result<Option<i64>> {
         let mut conn = self.inner.internal.get().await.map_err(db)?;
         let due = sqlx::query_scalar(&self.inner.sql.next_due)
             .bind(queues)
