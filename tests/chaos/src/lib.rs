@@ -43,6 +43,16 @@
 //!
 //! `--short` is the CI form (2,000 jobs, a few faults, short leases); the full form is the
 //! default. `tests/short.rs` runs the short form against every driver whose server is up.
+//!
+//! ```text
+//! cargo build --release -p queue-chaos
+//! target/release/chaos --url sqlite:///tmp/chaos/jobs.db --url redis://127.0.0.1:6379 \
+//!     --restart-backend --json chaos.json
+//! ```
+//!
+//! `--restart-backend` lets scenario 6 stop and start the server behind the URL (it always
+//! starts it again); `--scenario NAME,...` picks scenarios; `--keep` keeps every ledger.
+//! `RELIABILITY.md` at the repository root has the figures of the full form for each driver.
 
 pub mod check;
 pub mod harness;
