@@ -15,7 +15,7 @@
 //! | `{P:counters}:c:<name>` | string | one counter's value (with a TTL for throughput buckets) |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |
 //! | `{F}:failed:index` | sorted set | failed jobs scored by failed time (Unix ms) |
-//! | `{F}:failed:job:<member>` | hash | one failed job |
+//! | `{F}:failed:job:<member>` | hash | one failed job (`r`: a retry's claim on it, Unix ms, on Redis Cluster only) |
 //! | `P:lock:{K}` | string | the lock `K`: its owner, with a TTL |
 //!
 //! A member is the queue's sequence number zero-padded to 16 digits, so members with the

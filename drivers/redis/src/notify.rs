@@ -16,13 +16,24 @@
 //! Redis (see `RedisStorage::wait`), so a push that happened before they subscribed is seen
 //! then. Without pub/sub (the connection is down, or an ACL forbids the channels) workers
 //! wait for their polling interval instead.
+//!
+//! On Redis Cluster the scripts still `PUBLISH` (not the sharded `SPUBLISH`): a cluster
+//! forwards every `PUBLISH` to every node over its bus, so one subscription on any node hears
+//! every queue, whichever node owns the queue's slot. The subscriber connects to the nodes
+//! of the URL in turn, then to those the cluster reports (`CLUSTER NODES`), so it survives
+//! the loss of the node it listened on. (Sharded pub/sub would save the bus that traffic,
+//! but needs a subscription per node, RESP3 push messages through the cluster client, and
+//! a way to learn that a resubscription lost messages; not worth it for one small message
+//! per push.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::PubSubSink;
+use redis::aio::{PubSub, PubSubSink};
+use redis::cluster_async::ClusterConnection;
+use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::sync::{watch, Notify};
 
 /// How long the first wait waits for the subscriber's first attempt to connect.
@@ -39,8 +50,130 @@ pub(crate) struct Waker {
     closed: watch::Sender<()>,
 }
 
+/// Where the subscriber connects.
+pub(crate) enum Source {
+    /// The one server.
+    Single(redis::Client),
+    /// Any node of a cluster: the URL's nodes first, then those the cluster reports.
+    Cluster {
+        /// The nodes the URL lists, with its credentials.
+        seeds: Vec<ConnectionInfo>,
+        /// The store's cluster connection, to ask for the current nodes.
+        conn: ClusterConnection,
+        /// How long one attempt to reach one node may take.
+        connect_timeout: Duration,
+    },
+}
+
+impl Source {
+    /// A pub/sub connection to the server, or to the first node of the cluster that answers.
+    async fn connect(&self) -> redis::RedisResult<PubSub> {
+        match self {
+            Source::Single(client) => client.get_async_pubsub().await,
+            Source::Cluster {
+                seeds,
+                conn,
+                connect_timeout,
+            } => {
+                // The URL's nodes first; only if none answers, those the cluster reports.
+                let mut last = None;
+                for node in seeds {
+                    match subscribe_on(node, *connect_timeout).await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let reported =
+                    tokio::time::timeout(*connect_timeout, cluster_nodes(conn.clone(), seeds));
+                for node in reported.await.unwrap_or_default() {
+                    if seeds.iter().any(|s| s.addr == node.addr) {
+                        continue;
+                    }
+                    match subscribe_on(&node, *connect_timeout).await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "no cluster node to subscribe on",
+                    ))
+                }))
+            }
+        }
+    }
+}
+
+/// A pub/sub connection to one node, within `patience`.
+async fn subscribe_on(node: &ConnectionInfo, patience: Duration) -> redis::RedisResult<PubSub> {
+    let attempt = async { redis::Client::open(node.clone())?.get_async_pubsub().await };
+    match tokio::time::timeout(patience, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from {} within {patience:?}", node.addr),
+        ))),
+    }
+}
+
+/// The nodes the cluster reports (`CLUSTER NODES`) that are not failing, with the seeds'
+/// credentials; empty if the cluster does not answer.
+async fn cluster_nodes(
+    mut conn: ClusterConnection,
+    seeds: &[ConnectionInfo],
+) -> Vec<ConnectionInfo> {
+    let Some(template) = seeds.first() else {
+        return Vec::new();
+    };
+    let listing: String = match redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+    {
+        Ok(listing) => listing,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not list the redis cluster's nodes");
+            return Vec::new();
+        }
+    };
+    parse_cluster_nodes(&listing)
+        .into_iter()
+        .map(|(host, port)| {
+            let mut info = template.clone();
+            info.addr = ConnectionAddr::Tcp(host, port);
+            info
+        })
+        .collect()
+}
+
+/// `host:port` of each healthy node in a `CLUSTER NODES` reply (lines of
+/// `id host:port@bus[,hostname] flags ...`).
+fn parse_cluster_nodes(listing: &str) -> Vec<(String, u16)> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let _id = fields.next()?;
+            let address = fields.next()?;
+            let flags = fields.next()?;
+            if flags
+                .split(',')
+                .any(|f| matches!(f, "fail" | "fail?" | "handshake" | "noaddr"))
+            {
+                return None;
+            }
+            let address = address.split(['@', ',']).next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port: u16 = port.parse().ok()?;
+            (!host.is_empty() && port != 0).then(|| (host.to_owned(), port))
+        })
+        .collect()
+}
+
 struct Shared {
-    client: redis::Client,
+    source: Source,
     /// Channel name to the waiters of that channel.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
     subscription: tokio::sync::Mutex<Subscription>,
@@ -65,10 +198,10 @@ impl std::fmt::Debug for Waker {
 }
 
 impl Waker {
-    pub(crate) fn new(client: redis::Client) -> Self {
+    pub(crate) fn new(source: Source) -> Self {
         Waker {
             shared: Arc::new(Shared {
-                client,
+                source,
                 waiters: Mutex::default(),
                 subscription: tokio::sync::Mutex::default(),
                 tried: watch::channel(false).0,
@@ -92,11 +225,7 @@ impl Waker {
     /// messages, waits still end at their timeout.
     pub(crate) async fn subscribe(&self, channels: &[String], patience: Duration) {
         self.started.get_or_init(|| {
-            let task = subscriber(
-                self.shared.client.clone(),
-                Arc::downgrade(&self.shared),
-                self.closed.subscribe(),
-            );
+            let task = subscriber(Arc::downgrade(&self.shared), self.closed.subscribe());
             tokio::spawn(task);
         });
         let mut tried = self.shared.tried.subscribe();
@@ -160,15 +289,19 @@ fn warn_subscribe(channel: &str, e: &redis::RedisError) {
 }
 
 /// Keeps a pub/sub connection open and subscribed until the store is dropped.
-async fn subscriber(client: redis::Client, shared: Weak<Shared>, mut closed: watch::Receiver<()>) {
+async fn subscriber(shared: Weak<Shared>, mut closed: watch::Receiver<()>) {
     let mut backoff = Duration::from_millis(50);
     let mut connections: u64 = 0;
     let mut warned = false;
     loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
         let connected = tokio::select! {
             _ = closed.changed() => return,
-            connected = client.get_async_pubsub() => connected,
+            connected = strong.source.connect() => connected,
         };
+        drop(strong);
         let subscribed = match connected {
             Ok(pubsub) => {
                 let (mut sink, stream) = pubsub.split();
@@ -247,5 +380,29 @@ async fn subscriber(client: redis::Client, shared: Weak<Shared>, mut closed: wat
             return;
         };
         strong.subscription.lock().await.sink = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_are_parsed() {
+        let listing = "\
+96ee 127.0.0.1:7001@17001 master - 0 1796396110068 2 connected 5461-10922
+72bd 127.0.0.1:7000@17000,node-a myself,master - 0 0 1 connected 0-5460
+e528 127.0.0.1:7002@17002 master,fail - 0 0 3 disconnected 10923-16383
+aaaa :0@0 master,noaddr - 0 0 0 disconnected
+bbbb [::1]:7003@17003 slave 96ee 0 0 2 connected
+";
+        assert_eq!(
+            parse_cluster_nodes(listing),
+            [
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7000),
+                ("::1".to_owned(), 7003),
+            ]
+        );
     }
 }

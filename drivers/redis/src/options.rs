@@ -48,8 +48,10 @@ impl std::fmt::Debug for RedisOptions {
 }
 
 impl RedisOptions {
-    /// Options for the server at `url`: `redis://[[user]:password@]host[:port][/db]` or
-    /// `redis+unix:///path/to/redis.sock[?db=N]`.
+    /// Options for the server at `url`: `redis://[[user]:password@]host[:port][/db]`,
+    /// `redis+unix:///path/to/redis.sock[?db=N]`, or for a Redis Cluster
+    /// `redis+cluster://[[user]:password@]host[:port][?nodes=host:port,host:port]` (see the
+    /// [crate docs](crate#url)). The URL is checked when connecting.
     pub fn new(url: impl Into<String>) -> Self {
         RedisOptions {
             url: url.into(),

@@ -4,6 +4,12 @@
 //! judged by the server's clock, so workers whose clocks drift still agree. (Redis 5 and
 //! later replicate a script's effects, not the script, so reading the clock before a write
 //! is allowed.)
+//!
+//! Every script touches the keys of one hash slot only, except `push`, `reserve`,
+//! `acknowledge` and `due` given several queues, `fail` (a queue and the failed store) and
+//! `failed_retry` (the failed store and a queue): on one server they run as they are; on
+//! Redis Cluster the driver calls the first four once per queue and does `fail` and
+//! `failed_retry` in steps with `failed_add` and `failed_claim` (see `storage.rs`).
 
 use std::sync::LazyLock;
 
@@ -26,6 +32,8 @@ pub(crate) struct Scripts {
     pub(crate) failed_forget: Script,
     pub(crate) failed_prune: Script,
     pub(crate) failed_retry: Script,
+    pub(crate) failed_add: Script,
+    pub(crate) failed_claim: Script,
     pub(crate) oldest: Script,
     pub(crate) counters_add: Script,
     pub(crate) counters_read: Script,
@@ -48,6 +56,8 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     failed_forget: Script::new(include_str!("../scripts/failed_forget.lua")),
     failed_prune: Script::new(include_str!("../scripts/failed_prune.lua")),
     failed_retry: Script::new(include_str!("../scripts/failed_retry.lua")),
+    failed_add: Script::new(include_str!("../scripts/failed_add.lua")),
+    failed_claim: Script::new(include_str!("../scripts/failed_claim.lua")),
     oldest: Script::new(include_str!("../scripts/oldest.lua")),
     counters_add: Script::new(include_str!("../scripts/counters_add.lua")),
     counters_read: Script::new(include_str!("../scripts/counters_read.lua")),

@@ -1,21 +1,29 @@
 //! [`RedisStorage`]: the [`Storage`] trait on Redis, one Lua script per operation.
+//!
+//! The same code serves one server and Redis Cluster ([`Connection`]). What would cross
+//! hash slots (several queues in one call, a queue and the failed store) runs as one script
+//! on one server and is split per slot on a cluster: see the `*_split` methods, and the
+//! crate docs for what each split guarantees.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures::future::try_join_all;
 use queue_core::storage::{duration_millis, from_unix_millis, new_token, unix_millis};
 use queue_core::{
     Availability, Capabilities, Error, FailedJob, JobId, Lease, NewJob, QueueSize, ReserveRequest,
     Reserved, Result, Storage,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use redis::cluster::ClusterClientBuilder;
+use redis::{Cmd, FromRedisValue, RedisError, Script, Value};
 
+use crate::connection::{Connection, Target};
 use crate::error::{backend, RedisDriverError};
 use crate::keys::{id_of, job_id, job_member, member, Keys};
-use crate::notify::Waker;
+use crate::notify::{Source, Waker};
 use crate::options::RedisOptions;
 use crate::scripts::SCRIPTS;
 use crate::DRIVER;
@@ -36,6 +44,14 @@ const MAX_MILLIS: i64 = 100_000_000_000_000;
 /// this long at most instead of returning at once, so such a worker cannot spin.
 const DUE_NOW_PAUSE: Duration = Duration::from_millis(20);
 
+/// How long a retry of a failed job on Redis Cluster holds its claim on it (see
+/// `failed_claim.lua`): a retry that died between its steps can be done again after this.
+const RETRY_CLAIM: Duration = Duration::from_secs(60);
+
+/// How many times the cluster client retries a command (after a redirect, a reconnect or
+/// `TRYAGAIN`) before it fails it.
+const CLUSTER_RETRIES: u32 = 5;
+
 /// A queue on Redis: jobs, reservations, the failed store and locks under one key prefix.
 ///
 /// Cheap to clone (the connection is shared). See the [crate docs](crate) for the key
@@ -46,7 +62,7 @@ pub struct RedisStorage {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     options: RedisOptions,
     capabilities: Capabilities,
@@ -58,50 +74,36 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("RedisStorage")
             .field("prefix", &self.options.prefix)
             .field("failed_prefix", &self.options.get_failed_prefix())
+            .field("cluster", &self.conn.is_cluster())
             .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStorage {
-    /// Connects to the server the options name.
+    /// Connects to the server or the cluster the options name.
     ///
-    /// Fails if the server is unreachable ([`Error::Backend`]) or if its
-    /// `maxmemory-policy` lets it evict keys ([`Error::Config`], unless
-    /// [`RedisOptions::allow_eviction`]). Where `CONFIG` is disabled (managed Redis), a
-    /// warning is logged and the connection is kept.
+    /// Fails if the server is unreachable (for a cluster: if none of the nodes the URL lists
+    /// answers) ([`Error::Backend`]) or if its `maxmemory-policy` (any master's, for a
+    /// cluster) lets it evict keys ([`Error::Config`], unless [`RedisOptions::allow_eviction`]). Where
+    /// `CONFIG` is disabled (managed Redis), a warning is logged and the connection is kept.
     pub async fn connect(options: RedisOptions) -> Result<Self> {
         options.validate().map_err(Error::Config)?;
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| Error::Config(format!("invalid redis url: {e}")))?;
-        // One plain attempt first: a wrong password or an unreachable server is reported at
-        // once instead of after the connection manager's retries.
-        match tokio::time::timeout(
-            options.connect_timeout,
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        {
-            Ok(Ok(_probe)) => {}
-            Ok(Err(e)) => return Err(backend(e)),
-            Err(_) => {
-                return Err(Error::backend(
-                    crate::DRIVER,
-                    format!("no answer within {:?}", options.connect_timeout),
-                ))
+        let (mut conn, source) = match Target::parse(&options.url).map_err(Error::Config)? {
+            Target::Single(client) => {
+                let conn = connect_single(&client, &options).await?;
+                (Connection::Single(conn), Source::Single(client))
             }
-        }
-        let mut config = ConnectionManagerConfig::new()
-            .set_connection_timeout(options.connect_timeout)
-            .set_number_of_retries(3)
-            .set_factor(100)
-            .set_max_delay(2_000);
-        if let Some(timeout) = options.response_timeout {
-            config = config.set_response_timeout(timeout);
-        }
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(backend)?;
+            Target::Cluster(nodes) => {
+                let conn = connect_cluster(&nodes, &options).await?;
+                let source = Source::Cluster {
+                    seeds: nodes,
+                    conn: conn.clone(),
+                    connect_timeout: options.connect_timeout,
+                };
+                (Connection::Cluster(conn), source)
+            }
+        };
         check_eviction(&mut conn, options.allow_eviction).await?;
         let durable = is_durable(&mut conn).await?;
         let keys = Keys::new(&options.prefix, options.get_failed_prefix());
@@ -115,9 +117,14 @@ impl RedisStorage {
                     wake_on_push: true,
                 },
                 options,
-                waker: Waker::new(client),
+                waker: Waker::new(source),
             }),
         })
+    }
+
+    /// Whether this store talks to a Redis Cluster (a `redis+cluster://` URL).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.conn.is_cluster()
     }
 
     /// The options this store was opened with.
@@ -126,7 +133,8 @@ impl RedisStorage {
     }
 
     /// The id Redis gives the store's shared connection (`CLIENT ID`), to find it in
-    /// `CLIENT LIST`. Blocking waits use a connection of their own.
+    /// `CLIENT LIST`. Blocking waits use a connection of their own. On a cluster, the id of
+    /// the store's connection to one node, chosen at random.
     pub async fn client_id(&self) -> Result<i64> {
         redis::cmd("CLIENT")
             .arg("ID")
@@ -135,8 +143,13 @@ impl RedisStorage {
             .map_err(backend)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.inner.conn.clone()
+    }
+
+    /// Whether operations that span hash slots must be split (a cluster).
+    fn split(&self) -> bool {
+        self.inner.conn.is_cluster()
     }
 
     fn keys(&self) -> &Keys {
@@ -154,6 +167,276 @@ impl RedisStorage {
             }
             result => result.map_err(backend),
         }
+    }
+
+    /// Runs one `EVALSHA` of `script`, loading the script if the server (on a cluster:
+    /// every node) does not know it.
+    async fn eval_loading(&self, eval: &Cmd, script: &Script) -> Result<Value> {
+        let mut conn = self.conn();
+        match eval.query_async::<Value>(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                script.load_async(&mut conn).await.map_err(backend)?;
+                eval.query_async(&mut conn).await.map_err(backend)
+            }
+            result => result.map_err(backend),
+        }
+    }
+
+    /// The `EVALSHA` of the push script for `queues` and their jobs (each job with the
+    /// 1-based index of its queue in `queues`).
+    fn push_eval<'a>(
+        &self,
+        queues: &[&str],
+        jobs: impl Iterator<Item = (usize, &'a NewJob)>,
+    ) -> Cmd {
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(SCRIPTS.push.get_hash()).arg(queues.len() * 2);
+        for queue in queues {
+            eval.arg(self.keys().pending(queue))
+                .arg(self.keys().seq(queue));
+        }
+        for (index, job) in jobs {
+            let (kind, ms) = match job.available {
+                Availability::Now => ("r", 0),
+                Availability::After(delay) => ("r", millis(delay)),
+                Availability::At(at) => ("a", unix_millis(at).clamp(-MAX_MILLIS, MAX_MILLIS)),
+            };
+            eval.arg(index)
+                .arg(kind)
+                .arg(ms)
+                .arg(job.name.as_bytes())
+                .arg(job.payload.as_slice());
+        }
+        eval
+    }
+
+    /// Adds queue names to the registry (its own slot), as its own command.
+    async fn register(&self, queues: &[&str]) -> Result<()> {
+        redis::cmd("SADD")
+            .arg(self.keys().registry())
+            .arg(queues)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(backend)
+    }
+
+    /// Push on a cluster: the registry first, then one script per queue (each atomic, all
+    /// in flight at once).
+    async fn push_split(&self, jobs: &[NewJob], queues: &[&str]) -> Result<Vec<JobId>> {
+        self.register(queues).await?;
+        let calls = queues.iter().map(|queue| async move {
+            let mine = jobs.iter().filter(|job| job.queue == *queue);
+            let eval = self.push_eval(&[queue], mine.map(|job| (1, job)));
+            let reply = self.eval_loading(&eval, &SCRIPTS.push).await?;
+            array(reply).map_err(|r| Error::from(RedisDriverError::unexpected("push", &r)))
+        });
+        let replies = try_join_all(calls).await?;
+        let mut ids: Vec<std::vec::IntoIter<Value>> =
+            replies.into_iter().map(Vec::into_iter).collect();
+        jobs.iter()
+            .map(|job| {
+                let q = queues.iter().position(|q| *q == job.queue)?;
+                let n = int(&ids[q].next()?)?;
+                Some(JobId(format!("{}/{n}", job.queue)))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| RedisDriverError::unexpected("push", &Value::Nil).into())
+    }
+
+    /// One call of the reserve script over `queues` (in priority order), at most `limit` jobs.
+    async fn reserve_from(
+        &self,
+        request: &ReserveRequest,
+        queues: &[String],
+        limit: usize,
+    ) -> Result<Vec<Reserved>> {
+        let mut invocation = SCRIPTS.reserve.prepare_invoke();
+        for queue in queues {
+            invocation.key(self.keys().pending(queue));
+            invocation.key(self.keys().reserved(queue));
+        }
+        invocation
+            .arg(millis(request.lease))
+            .arg(limit)
+            .arg(format!("{}.", new_token()));
+        match &request.name {
+            Some(name) => invocation.arg("1").arg(name.as_bytes()),
+            None => invocation.arg("0").arg(""),
+        };
+        invocation.arg(self.inner.options.name_scan_limit);
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let items = array(reply).map_err(|r| RedisDriverError::unexpected("reserve", &r))?;
+        if items.len() % 6 != 0 {
+            return Err(RedisDriverError::unexpected("reserve", &Value::Array(items)).into());
+        }
+        let mut out = Vec::with_capacity(items.len() / 6);
+        let mut items = items.into_iter();
+        while let Some(q) = items.next() {
+            let mut take = || items.next().unwrap_or(Value::Nil);
+            let (member, name, payload, attempts, token) = (take(), take(), take(), take(), take());
+            let parsed = (|| {
+                let queue = queues.get(usize::try_from(int(&q)?).ok()?.checked_sub(1)?)?;
+                Some(Reserved {
+                    lease: Lease {
+                        job_id: JobId(job_id(queue, &text(member)?)),
+                        queue: queue.clone(),
+                        token: text(token)?,
+                    },
+                    name: text(name)?,
+                    payload: bytes(payload)?,
+                    attempts: u32::try_from(int(&attempts)?.max(0)).unwrap_or(u32::MAX),
+                })
+            })();
+            match parsed {
+                Some(reserved) => out.push(reserved),
+                None => return Err(RedisDriverError::unexpected("reserve", &q).into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One call of the acknowledge script for `leases` (those with a valid id); the answer
+    /// per lease, `false` for an invalid id.
+    async fn acknowledge_batch(&self, leases: &[&Lease]) -> Result<Vec<bool>> {
+        let mut results = vec![false; leases.len()];
+        let mut positions = Vec::with_capacity(leases.len());
+        let mut invocation = SCRIPTS.acknowledge.prepare_invoke();
+        for (i, lease) in leases.iter().enumerate() {
+            let Some(member) = job_member(&lease.queue, &lease.job_id.0) else {
+                continue;
+            };
+            invocation
+                .key(self.keys().job(&lease.queue, &member))
+                .key(self.keys().reserved(&lease.queue))
+                .arg(member)
+                .arg(&lease.token);
+            positions.push(i);
+        }
+        if positions.is_empty() {
+            return Ok(results);
+        }
+        let reply: Value = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let acked = array(reply).map_err(|r| RedisDriverError::unexpected("acknowledge", &r))?;
+        if acked.len() != positions.len() {
+            return Err(RedisDriverError::unexpected("acknowledge", &Value::Array(acked)).into());
+        }
+        for (position, value) in positions.into_iter().zip(&acked) {
+            results[position] = int(value) == Some(1);
+        }
+        Ok(results)
+    }
+
+    /// `fail` on a cluster, where the job's queue and the failed store are two slots: read
+    /// the job (checking the lease), add it to the failed store, then delete it from its
+    /// queue if the lease still holds, else take the failed entry back out. The job is
+    /// never lost: if the process dies after the second step, the job is in the failed store
+    /// and still reserved until its lease runs out, when it runs again.
+    async fn fail_split(&self, lease: &Lease, member: &str, error: &str) -> Result<()> {
+        let job = self.keys().job(&lease.queue, member);
+        let fields: Vec<Value> = redis::cmd("HMGET")
+            .arg(&job)
+            .arg(&["n", "p", "a", "t"])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let [name, payload, attempts, token] = <[Value; 4]>::try_from(fields)
+            .map_err(|f| RedisDriverError::unexpected("fail", &Value::Array(f)))?;
+        if text(token).as_deref() != Some(lease.token.as_str()) {
+            return Err(lost(lease));
+        }
+        let mut add = SCRIPTS.failed_add.prepare_invoke();
+        add.key(self.keys().failed_seq())
+            .key(self.keys().failed_index())
+            .arg(&lease.job_id.0)
+            .arg(&lease.queue)
+            .arg(bytes(name).unwrap_or_default())
+            .arg(bytes(payload).unwrap_or_default())
+            .arg(error)
+            .arg(int(&attempts).unwrap_or(0));
+        let reply: Value = add.invoke_async(&mut self.conn()).await.map_err(backend)?;
+        let failed = text(reply.clone())
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| RedisDriverError::unexpected("fail", &reply))?;
+        if self.acknowledge_batch(&[lease]).await? == [true] {
+            return Ok(());
+        }
+        // The lease ran out between the steps and another worker has the job: it is not
+        // ours to fail.
+        self.forget_failed(&failed).await?;
+        Err(lost(lease))
+    }
+
+    /// Deletes one failed job by member; whether it was there.
+    async fn forget_failed(&self, member: &str) -> Result<bool> {
+        let mut invocation = SCRIPTS.failed_forget.prepare_invoke();
+        invocation
+            .key(self.keys().failed_index())
+            .key(self.keys().failed_job(member))
+            .arg(member);
+        let removed: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(removed == 1)
+    }
+
+    /// `failed_retry` on a cluster: claim the failed job, push it on its queue, then delete
+    /// it from the failed store. Never lost: if the process dies after the push, the job is
+    /// on its queue and still in the failed store (a second retry would run it twice); if
+    /// it dies before, the claim runs out after [`RETRY_CLAIM`] and the retry can be done
+    /// again.
+    async fn failed_retry_split(&self, member: &str) -> Result<Option<JobId>> {
+        let mut claim = SCRIPTS.failed_claim.prepare_invoke();
+        claim
+            .key(self.keys().failed_job(member))
+            .arg(millis(RETRY_CLAIM));
+        let reply: Value = claim
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let fields = array(reply).map_err(|r| RedisDriverError::unexpected("failed_retry", &r))?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let [queue, name, payload] = <[Value; 3]>::try_from(fields)
+            .map_err(|f| RedisDriverError::unexpected("failed_retry", &Value::Array(f)))?;
+        let (Some(queue), Some(name), Some(payload)) = (text(queue), text(name), bytes(payload))
+        else {
+            return Err(RedisDriverError::unexpected("failed_retry", &Value::Nil).into());
+        };
+        let job = NewJob {
+            queue,
+            name,
+            payload,
+            available: Availability::Now,
+        };
+        let pushed = self
+            .push_split(std::slice::from_ref(&job), &[job.queue.as_str()])
+            .await;
+        let id = match pushed.map(|mut ids| ids.pop()) {
+            Ok(Some(id)) => id,
+            Ok(None) => {
+                return Err(RedisDriverError::unexpected("failed_retry", &Value::Nil).into())
+            }
+            Err(e) => {
+                // Give the claim back, so the retry can be done again at once (best effort:
+                // otherwise it runs out by itself).
+                let _: redis::RedisResult<i64> = redis::cmd("HDEL")
+                    .arg(self.keys().failed_job(member))
+                    .arg("r")
+                    .query_async(&mut self.conn())
+                    .await;
+                return Err(e);
+            }
+        };
+        self.forget_failed(member).await?;
+        Ok(Some(id))
     }
 
     /// Runs a lease-checking script (extend, release, fail): 0 means the lease is stale.
@@ -174,8 +457,23 @@ impl RedisStorage {
         }
     }
 
-    /// Milliseconds until the earliest job of `queues` is due (0: now), `None` if empty.
+    /// Milliseconds until the earliest job of `queues` is due (0: now), `None` if empty:
+    /// one script call, or on a cluster one per queue (all in flight at once).
     async fn due_in(&self, queues: &[String]) -> Result<Option<Duration>> {
+        if !self.split() || queues.len() < 2 {
+            return self.due_in_one(queues).await;
+        }
+        let each = try_join_all(
+            queues
+                .iter()
+                .map(|q| self.due_in_one(std::slice::from_ref(q))),
+        )
+        .await?;
+        Ok(each.into_iter().flatten().min())
+    }
+
+    /// One call of the due script over `queues`.
+    async fn due_in_one(&self, queues: &[String]) -> Result<Option<Duration>> {
         let mut invocation = SCRIPTS.due.prepare_invoke();
         for queue in queues {
             invocation.key(self.keys().pending(queue));
@@ -222,58 +520,141 @@ impl RedisStorage {
     }
 }
 
-/// Refuses a server that may evict keys, unless allowed.
-async fn check_eviction(conn: &mut ConnectionManager, allow: bool) -> Result<()> {
-    match server_config(conn, "maxmemory-policy").await {
-        Ok(Some(policy)) if policy != "noeviction" => {
-            if allow {
-                tracing::warn!(
-                    policy,
-                    "the redis maxmemory-policy lets the server evict keys: jobs can vanish under memory pressure (allowed by RedisOptions::allow_eviction)"
-                );
-                Ok(())
-            } else {
-                Err(Error::Config(format!(
-                    "the redis server's maxmemory-policy is `{policy}`: when it runs out of memory it silently deletes keys, and with them jobs; \
-                     run `CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf), \
-                     or connect with RedisOptions::allow_eviction(true) to accept losing jobs"
-                )))
-            }
-        }
-        Ok(_) => Ok(()),
-        Err(e) if is_connection_error(&e) => Err(backend(e)),
+/// One server through a connection manager that reconnects by itself.
+async fn connect_single(
+    client: &redis::Client,
+    options: &RedisOptions,
+) -> Result<ConnectionManager> {
+    // One plain attempt first: a wrong password or an unreachable server is reported at
+    // once instead of after the connection manager's retries.
+    match tokio::time::timeout(
+        options.connect_timeout,
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(_probe)) => {}
+        Ok(Err(e)) => return Err(backend(e)),
+        Err(_) => return Err(no_answer(options)),
+    }
+    let mut config = ConnectionManagerConfig::new()
+        .set_connection_timeout(options.connect_timeout)
+        .set_number_of_retries(3)
+        .set_factor(100)
+        .set_max_delay(2_000);
+    if let Some(timeout) = options.response_timeout {
+        config = config.set_response_timeout(timeout);
+    }
+    ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(backend)
+}
+
+/// A cluster through the redis crate's async cluster client, which learns the slots from
+/// the nodes given, keeps a connection per node, follows `MOVED`/`ASK` redirects and
+/// reconnects by itself.
+async fn connect_cluster(
+    nodes: &[redis::ConnectionInfo],
+    options: &RedisOptions,
+) -> Result<redis::cluster_async::ClusterConnection> {
+    let mut builder = ClusterClientBuilder::new(nodes.to_vec())
+        .connection_timeout(options.connect_timeout)
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(50)
+        .max_retry_wait(2_000)
+        .retry_wait_formula(100, 2);
+    if let Some(timeout) = options.response_timeout {
+        builder = builder.response_timeout(timeout);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| Error::Config(format!("invalid redis cluster url: {e}")))?;
+    match tokio::time::timeout(options.connect_timeout, client.get_async_connection()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(backend(e)),
+        Err(_) => Err(no_answer(options)),
+    }
+}
+
+fn no_answer(options: &RedisOptions) -> Error {
+    Error::backend(
+        crate::DRIVER,
+        format!("no answer within {:?}", options.connect_timeout),
+    )
+}
+
+/// Refuses a server (on a cluster: any master) that may evict keys, unless allowed.
+async fn check_eviction(conn: &mut Connection, allow: bool) -> Result<()> {
+    let policies = match server_config(conn, "maxmemory-policy").await {
+        Ok(policies) => policies,
+        Err(e) if is_connection_error(&e) => return Err(backend(e)),
         Err(e) => {
             tracing::warn!(
                 error = %e,
                 "could not read the redis maxmemory-policy (is CONFIG disabled?): make sure it is `noeviction`, or jobs can vanish when the server runs out of memory"
             );
-            Ok(())
+            return Ok(());
         }
+    };
+    let evicting = policies
+        .into_iter()
+        .find_map(|(node, policy)| policy.filter(|p| p != "noeviction").map(|p| (node, p)));
+    let Some((node, policy)) = evicting else {
+        return Ok(());
+    };
+    let server = if node.is_empty() {
+        "the redis server's".to_owned()
+    } else {
+        format!("the redis cluster node {node}'s")
+    };
+    if allow {
+        tracing::warn!(
+            policy,
+            node,
+            "the redis maxmemory-policy lets the server evict keys: jobs can vanish under memory pressure (allowed by RedisOptions::allow_eviction)"
+        );
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{server} maxmemory-policy is `{policy}`: when it runs out of memory it silently deletes keys, and with them jobs; \
+             run `CONFIG SET maxmemory-policy noeviction` (and set it in redis.conf{every}), \
+             or connect with RedisOptions::allow_eviction(true) to accept losing jobs",
+            every = if node.is_empty() { "" } else { ", on every node" }
+        )))
     }
 }
 
 /// Whether a push that returned survives a restart: only with an append-only file synced
-/// on every write. Unknown (CONFIG disabled) counts as no.
-async fn is_durable(conn: &mut ConnectionManager) -> Result<bool> {
+/// on every write (on a cluster: on every master). Unknown (CONFIG disabled) counts as no.
+async fn is_durable(conn: &mut Connection) -> Result<bool> {
     let appendonly = server_config(conn, "appendonly").await;
     let fsync = server_config(conn, "appendfsync").await;
     match (appendonly, fsync) {
-        (Ok(a), Ok(f)) => Ok(a.as_deref() == Some("yes") && f.as_deref() == Some("always")),
+        (Ok(a), Ok(f)) => Ok(!a.is_empty()
+            && a.iter().all(|(_, v)| v.as_deref() == Some("yes"))
+            && !f.is_empty()
+            && f.iter().all(|(_, v)| v.as_deref() == Some("always"))),
         (Err(e), _) | (_, Err(e)) if is_connection_error(&e) => Err(backend(e)),
         _ => Ok(false),
     }
 }
 
+/// A setting as each master has it (`CONFIG GET`): the node's address (empty on one
+/// server) and its value.
 async fn server_config(
-    conn: &mut ConnectionManager,
+    conn: &mut Connection,
     name: &str,
-) -> Result<Option<String>, RedisError> {
-    let map: HashMap<String, String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg(name)
-        .query_async(conn)
-        .await?;
-    Ok(map.get(name).cloned())
+) -> Result<Vec<(String, Option<String>)>, RedisError> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg(name);
+    conn.on_every_master(&cmd)
+        .await?
+        .into_iter()
+        .map(|(node, reply)| {
+            let map = HashMap::<String, String>::from_redis_value(&reply)?;
+            Ok((node, map.get(name).cloned()))
+        })
+        .collect()
 }
 
 fn is_connection_error(e: &RedisError) -> bool {
@@ -370,24 +751,13 @@ impl Storage for RedisStorage {
                 queues.len()
             });
         }
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(SCRIPTS.push.get_hash()).arg(queues.len() * 2);
-        for queue in &queues {
-            eval.arg(self.keys().pending(queue))
-                .arg(self.keys().seq(queue));
+        if self.split() {
+            return self.push_split(&jobs, &queues).await;
         }
-        for job in &jobs {
-            let (kind, ms) = match job.available {
-                Availability::Now => ("r", 0),
-                Availability::After(delay) => ("r", millis(delay)),
-                Availability::At(at) => ("a", unix_millis(at).clamp(-MAX_MILLIS, MAX_MILLIS)),
-            };
-            eval.arg(index[job.queue.as_str()])
-                .arg(kind)
-                .arg(ms)
-                .arg(job.name.as_bytes())
-                .arg(job.payload.as_slice());
-        }
+        let eval = self.push_eval(
+            &queues,
+            jobs.iter().map(|job| (index[job.queue.as_str()], job)),
+        );
         // The registry of queue names is a global key (another hash slot): it goes in the
         // same round trip, before the jobs, and adding a name twice is harmless.
         let mut pipe = redis::pipe();
@@ -414,51 +784,22 @@ impl Storage for RedisStorage {
             return Ok(Vec::new());
         }
         let limit = request.limit.clamp(1, MAX_RESERVE);
-        let mut invocation = SCRIPTS.reserve.prepare_invoke();
+        if !self.split() {
+            return self.reserve_from(request, &request.queues, limit).await;
+        }
+        // On a cluster, one script per queue in priority order: the next queue only if this
+        // one had fewer available jobs than still wanted, which is what the one script does
+        // on one server.
+        let mut out: Vec<Reserved> = Vec::new();
         for queue in &request.queues {
-            invocation.key(self.keys().pending(queue));
-            invocation.key(self.keys().reserved(queue));
-        }
-        invocation
-            .arg(millis(request.lease))
-            .arg(limit)
-            .arg(format!("{}.", new_token()));
-        match &request.name {
-            Some(name) => invocation.arg("1").arg(name.as_bytes()),
-            None => invocation.arg("0").arg(""),
-        };
-        invocation.arg(self.inner.options.name_scan_limit);
-        let reply: Value = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let items = array(reply).map_err(|r| RedisDriverError::unexpected("reserve", &r))?;
-        if items.len() % 6 != 0 {
-            return Err(RedisDriverError::unexpected("reserve", &Value::Array(items)).into());
-        }
-        let mut out = Vec::with_capacity(items.len() / 6);
-        let mut items = items.into_iter();
-        while let Some(q) = items.next() {
-            let mut take = || items.next().unwrap_or(Value::Nil);
-            let (member, name, payload, attempts, token) = (take(), take(), take(), take(), take());
-            let parsed = (|| {
-                let queue = request
-                    .queues
-                    .get(usize::try_from(int(&q)?).ok()?.checked_sub(1)?)?;
-                Some(Reserved {
-                    lease: Lease {
-                        job_id: JobId(job_id(queue, &text(member)?)),
-                        queue: queue.clone(),
-                        token: text(token)?,
-                    },
-                    name: text(name)?,
-                    payload: bytes(payload)?,
-                    attempts: u32::try_from(int(&attempts)?.max(0)).unwrap_or(u32::MAX),
-                })
-            })();
-            match parsed {
-                Some(reserved) => out.push(reserved),
-                None => return Err(RedisDriverError::unexpected("reserve", &q).into()),
+            let want = limit - out.len();
+            let got = self
+                .reserve_from(request, std::slice::from_ref(queue), want)
+                .await?;
+            let exhausted = got.len() < want;
+            out.extend(got);
+            if !exhausted {
+                break;
             }
         }
         Ok(out)
@@ -477,33 +818,25 @@ impl Storage for RedisStorage {
     }
 
     async fn acknowledge(&self, leases: &[Lease]) -> Result<Vec<bool>> {
-        let mut results = vec![false; leases.len()];
-        let mut positions = Vec::with_capacity(leases.len());
-        let mut invocation = SCRIPTS.acknowledge.prepare_invoke();
+        if !self.split() {
+            return self
+                .acknowledge_batch(&leases.iter().collect::<Vec<_>>())
+                .await;
+        }
+        // On a cluster, one script per queue, all in flight at once.
+        let mut by_queue: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, lease) in leases.iter().enumerate() {
-            let Some(member) = job_member(&lease.queue, &lease.job_id.0) else {
-                continue;
-            };
-            invocation
-                .key(self.keys().job(&lease.queue, &member))
-                .key(self.keys().reserved(&lease.queue))
-                .arg(member)
-                .arg(&lease.token);
-            positions.push(i);
+            by_queue.entry(lease.queue.as_str()).or_default().push(i);
         }
-        if positions.is_empty() {
-            return Ok(results);
-        }
-        let reply: Value = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        let acked = array(reply).map_err(|r| RedisDriverError::unexpected("acknowledge", &r))?;
-        if acked.len() != positions.len() {
-            return Err(RedisDriverError::unexpected("acknowledge", &Value::Array(acked)).into());
-        }
-        for (position, value) in positions.into_iter().zip(&acked) {
-            results[position] = int(value) == Some(1);
+        let calls = by_queue.values().map(|positions| async move {
+            let batch: Vec<&Lease> = positions.iter().map(|&i| &leases[i]).collect();
+            Ok::<_, Error>((positions, self.acknowledge_batch(&batch).await?))
+        });
+        let mut results = vec![false; leases.len()];
+        for (positions, acked) in try_join_all(calls).await? {
+            for (&position, acked) in positions.iter().zip(acked) {
+                results[position] = acked;
+            }
         }
         Ok(results)
     }
@@ -524,6 +857,9 @@ impl Storage for RedisStorage {
 
     async fn fail(&self, lease: &Lease, error: &str) -> Result<()> {
         let member = job_member(&lease.queue, &lease.job_id.0).ok_or_else(|| lost(lease))?;
+        if self.split() {
+            return self.fail_split(lease, &member, error).await;
+        }
         let mut invocation = SCRIPTS.fail.prepare_invoke();
         invocation
             .key(self.keys().job(&lease.queue, &member))
@@ -574,12 +910,28 @@ impl Storage for RedisStorage {
             return Ok(names);
         }
         names.sort();
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.cmd("ZCARD").arg(self.keys().pending(name));
-            pipe.cmd("ZCARD").arg(self.keys().reserved(name));
+        let counts: Vec<u64> = if self.split() {
+            // On a cluster, one pipeline per queue (its slot), all in flight at once.
+            let calls = names.iter().map(|name| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZCARD").arg(self.keys().pending(name));
+                pipe.cmd("ZCARD").arg(self.keys().reserved(name));
+                let mut conn = self.conn();
+                async move { pipe.query_async::<Vec<u64>>(&mut conn).await }
+            });
+            let each = try_join_all(calls).await.map_err(backend)?;
+            each.into_iter().flatten().collect()
+        } else {
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.cmd("ZCARD").arg(self.keys().pending(name));
+                pipe.cmd("ZCARD").arg(self.keys().reserved(name));
+            }
+            pipe.query_async(&mut conn).await.map_err(backend)?
+        };
+        if counts.len() != names.len() * 2 {
+            return Err(RedisDriverError::unexpected("queues", &Value::Nil).into());
         }
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await.map_err(backend)?;
         Ok(names
             .into_iter()
             .zip(counts.chunks(2))
@@ -655,6 +1007,9 @@ impl Storage for RedisStorage {
         let Some(member) = member(id) else {
             return Ok(None);
         };
+        if self.split() {
+            return self.failed_retry_split(&member).await;
+        }
         let hash = self.keys().failed_job(&member);
         // The queue's keys are named after the queue the failed job records, so read it
         // first; the script checks it again and answers -1 if the job went meanwhile.
@@ -696,16 +1051,7 @@ impl Storage for RedisStorage {
         let Some(member) = member(id) else {
             return Ok(false);
         };
-        let mut invocation = SCRIPTS.failed_forget.prepare_invoke();
-        invocation
-            .key(self.keys().failed_index())
-            .key(self.keys().failed_job(&member))
-            .arg(&member);
-        let removed: i64 = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(removed == 1)
+        self.forget_failed(&member).await
     }
 
     async fn failed_flush(&self) -> Result<u64> {

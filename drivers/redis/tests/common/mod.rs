@@ -1,5 +1,5 @@
-//! What the driver's own tests share: the server URL, fresh prefixes, an admin connection,
-//! and a sweep of keys that earlier runs left behind.
+//! What the driver's own tests share: the server URL (and the cluster's), fresh prefixes,
+//! admin connections, and a sweep of keys that earlier runs left behind.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -15,8 +15,136 @@ const TAG: &str = "qtest";
 /// Keys of runs older than this are swept.
 const STALE: Duration = Duration::from_secs(600);
 
+/// The local test cluster that `scripts/services.sh` starts.
+pub(crate) const DEFAULT_CLUSTER_URL: &str =
+    "redis+cluster://127.0.0.1:7000?nodes=127.0.0.1:7001,127.0.0.1:7002";
+
 pub(crate) fn url() -> String {
     RedisOptions::from_env().get_url().to_owned()
+}
+
+/// `$REDIS_CLUSTER_URL`, or the local test cluster.
+pub(crate) fn cluster_url() -> String {
+    std::env::var("REDIS_CLUSTER_URL").unwrap_or_else(|_| DEFAULT_CLUSTER_URL.to_owned())
+}
+
+/// The seed nodes of the cluster URL as plain `redis://host:port` URLs (credentials and
+/// all), for admin connections that reach one node each.
+pub(crate) fn cluster_seeds() -> Vec<String> {
+    let url = cluster_url();
+    let rest = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let base = base.trim_end_matches('/').trim_end_matches("/0");
+    let (userinfo, first) = match base.rsplit_once('@') {
+        Some((userinfo, host)) => (format!("{userinfo}@"), host),
+        None => (String::new(), base),
+    };
+    let mut seeds = vec![format!("redis://{userinfo}{first}")];
+    for pair in query.split('&') {
+        if let Some(nodes) = pair.strip_prefix("nodes=") {
+            seeds.extend(
+                nodes
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(|n| format!("redis://{userinfo}{n}")),
+            );
+        }
+    }
+    seeds
+}
+
+/// An admin connection to the test cluster, or `None` (after the skip notice) if it is
+/// unreachable or not ok.
+pub(crate) async fn cluster_admin() -> Option<redis::cluster_async::ClusterConnection> {
+    let url = cluster_url();
+    let connected = async {
+        let client = redis::cluster::ClusterClient::new(cluster_seeds())?;
+        let mut conn = client.get_async_connection().await?;
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut conn)
+            .await?;
+        if !info.contains("cluster_state:ok") {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::ClusterDown,
+                "the cluster is not ok",
+                info,
+            )));
+        }
+        Ok::<_, redis::RedisError>(conn)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), connected).await {
+        Ok(Ok(conn)) => {
+            sweep_cluster().await;
+            Some(conn)
+        }
+        Ok(Err(e)) => queue_tests::server_missing(&url, e),
+        Err(_) => queue_tests::server_missing(&url, "no answer within 10 s"),
+    }
+}
+
+/// Options for a fresh, isolated store on the test cluster.
+pub(crate) fn cluster_options() -> RedisOptions {
+    RedisOptions::new(cluster_url()).prefix(prefix())
+}
+
+/// A fresh store on the test cluster, or `None` if it is down.
+pub(crate) async fn cluster_store() -> Option<RedisStorage> {
+    cluster_admin().await?;
+    Some(
+        RedisStorage::connect(cluster_options())
+            .await
+            .expect("the redis driver connects to the cluster"),
+    )
+}
+
+/// The masters of the test cluster as `(host:port, first slot, last slot)` ranges.
+pub(crate) async fn cluster_slots(
+    admin: &mut redis::cluster_async::ClusterConnection,
+) -> Vec<(String, u16, u16)> {
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(admin)
+        .await
+        .expect("CLUSTER SLOTS");
+    slots
+        .into_iter()
+        .map(|range| {
+            let redis::Value::Array(range) = range else {
+                panic!("CLUSTER SLOTS entry {range:?}")
+            };
+            let start: u16 = redis::FromRedisValue::from_redis_value(&range[0]).unwrap();
+            let end: u16 = redis::FromRedisValue::from_redis_value(&range[1]).unwrap();
+            let (host, port): (String, u16) = match &range[2] {
+                redis::Value::Array(master) => (
+                    redis::FromRedisValue::from_redis_value(&master[0]).unwrap(),
+                    redis::FromRedisValue::from_redis_value(&master[1]).unwrap(),
+                ),
+                other => panic!("CLUSTER SLOTS master {other:?}"),
+            };
+            (format!("{host}:{port}"), start, end)
+        })
+        .collect()
+}
+
+/// The slot of `key` (`CLUSTER KEYSLOT`) and the master that owns it.
+pub(crate) async fn node_of(
+    admin: &mut redis::cluster_async::ClusterConnection,
+    key: &str,
+) -> (u16, String) {
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(admin)
+        .await
+        .expect("CLUSTER KEYSLOT");
+    let node = cluster_slots(admin)
+        .await
+        .into_iter()
+        .find(|(_, start, end)| (*start..=*end).contains(&slot))
+        .map(|(node, _, _)| node)
+        .expect("every slot is served");
+    (slot, node)
 }
 
 /// A fresh prefix: `qtest<unix seconds>_<random>`.
@@ -61,12 +189,35 @@ pub(crate) async fn store() -> Option<RedisStorage> {
     )
 }
 
+/// Sweeps every node of the test cluster (each key on the node that holds it), once per
+/// process.
+async fn sweep_cluster() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    for seed in cluster_seeds() {
+        let Ok(client) = redis::Client::open(seed.as_str()) else {
+            continue;
+        };
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            sweep_node(&mut conn, true).await;
+        }
+    }
+}
+
 /// Deletes the keys of test runs older than [`STALE`], once per process.
 async fn sweep(conn: &mut redis::aio::MultiplexedConnection) {
     static DONE: AtomicBool = AtomicBool::new(false);
     if DONE.swap(true, Ordering::SeqCst) {
         return;
     }
+    sweep_node(conn, false).await;
+}
+
+/// Deletes the stale test keys of one server or cluster node (on a node, one key per
+/// `UNLINK`: the keys of one call must share a slot).
+async fn sweep_node(conn: &mut redis::aio::MultiplexedConnection, one_by_one: bool) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -88,7 +239,12 @@ async fn sweep(conn: &mut redis::aio::MultiplexedConnection) {
             .iter()
             .filter(|k| created(k).is_some_and(|t| now.saturating_sub(t) > STALE.as_secs()))
             .collect();
-        if !stale.is_empty() {
+        if one_by_one {
+            for key in &stale {
+                let _: redis::RedisResult<i64> =
+                    redis::cmd("UNLINK").arg(key).query_async(conn).await;
+            }
+        } else if !stale.is_empty() {
             let _: redis::RedisResult<i64> =
                 redis::cmd("UNLINK").arg(&stale).query_async(conn).await;
         }

@@ -1,0 +1,554 @@
+//! The driver on a real Redis Cluster (`REDIS_CLUSTER_URL`, default
+//! `redis+cluster://127.0.0.1:7000?nodes=127.0.0.1:7001,127.0.0.1:7002`, the three masters
+//! `scripts/services.sh` starts): the whole conformance suite, then what only a cluster can
+//! show — queues whose slots live on different nodes, taken in strict priority order; `fail`
+//! and `failed_retry` between a queue and a failed store on different nodes; idle workers
+//! woken by a push on another node.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use queue_core::storage::{connect, ConnectOptions};
+use queue_core::{Error, JobId, Queue, Storage, WorkerOptions};
+use queue_redis::{RedisOptions, RedisStorage};
+use queue_tests::engine::{run_worker, test_options};
+use queue_tests::{job, request, unique};
+use redis::cluster_async::ClusterConnection;
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(60);
+
+mod conformance {
+    use std::sync::Arc;
+
+    use queue_core::Storage;
+
+    async fn store() -> Option<Arc<dyn Storage>> {
+        super::common::cluster_store()
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn Storage>)
+    }
+
+    queue_tests::conformance!(store());
+}
+
+/// `n` fresh queue names (`<base>_<random>`) whose keys live on `n` different masters, and
+/// those masters, in the same order.
+async fn queues_on_distinct_nodes(
+    admin: &mut ClusterConnection,
+    store: &RedisStorage,
+    bases: &[&str],
+) -> (Vec<String>, Vec<String>) {
+    let prefix = store.options().get_prefix().to_owned();
+    let mut names = Vec::new();
+    let mut nodes: Vec<String> = Vec::new();
+    for base in bases {
+        for attempt in 0.. {
+            assert!(attempt < 200, "no name for {base} on a node of its own");
+            let name = unique(base);
+            let (_, node) = common::node_of(admin, &format!("{{{prefix}:{name}}}:pending")).await;
+            if !nodes.contains(&node) {
+                names.push(name);
+                nodes.push(node);
+                break;
+            }
+        }
+    }
+    (names, nodes)
+}
+
+/// A plain connection to one node of the cluster (`host:port`), with the URL's credentials.
+async fn node_connection(node: &str) -> redis::aio::MultiplexedConnection {
+    let seed = common::cluster_seeds().remove(0);
+    let userinfo = seed
+        .strip_prefix("redis://")
+        .and_then(|rest| rest.rsplit_once('@'))
+        .map(|(userinfo, _)| format!("{userinfo}@"))
+        .unwrap_or_default();
+    redis::Client::open(format!("redis://{userinfo}{node}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Three queues of one worker land on three different masters (checked with `CLUSTER
+/// KEYSLOT` and `CLUSTER COUNTKEYSINSLOT` on the owning node), and both a reservation over
+/// them and a worker take them in strict priority order, first in first out within each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queues_on_different_nodes_keep_strict_priority() {
+    let Some(mut admin) = common::cluster_admin().await else {
+        return;
+    };
+    let store = Arc::new(common::cluster_store().await.unwrap());
+    let (queues, nodes) =
+        queues_on_distinct_nodes(&mut admin, &store, &["high", "mid", "low"]).await;
+    let (high, mid, low) = (&queues[0], &queues[1], &queues[2]);
+    assert_eq!(
+        nodes.iter().collect::<HashSet<_>>().len(),
+        3,
+        "three masters: {nodes:?}"
+    );
+
+    // One push across the three queues (one script per queue on a cluster), low first.
+    let ids = store
+        .push(vec![
+            job(low, "p", b"low1"),
+            job(mid, "p", b"mid1"),
+            job(high, "p", b"high1"),
+            job(low, "p", b"low2"),
+            job(high, "p", b"high2"),
+            job(mid, "p", b"mid2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        [
+            JobId(format!("{low}/1")),
+            JobId(format!("{mid}/1")),
+            JobId(format!("{high}/1")),
+            JobId(format!("{low}/2")),
+            JobId(format!("{high}/2")),
+            JobId(format!("{mid}/2")),
+        ]
+    );
+
+    // Each queue's keys are in its slot, on its node.
+    let prefix = store.options().get_prefix().to_owned();
+    for (queue, node) in queues.iter().zip(&nodes) {
+        let pending = format!("{{{prefix}:{queue}}}:pending");
+        let (slot, owner) = common::node_of(&mut admin, &pending).await;
+        assert_eq!(&owner, node);
+        let mut conn = node_connection(node).await;
+        let count: u64 = redis::cmd("CLUSTER")
+            .arg("COUNTKEYSINSLOT")
+            .arg(slot)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // pending, seq and two job hashes (other tests' keys may share the slot).
+        assert!(count >= 4, "slot {slot} on {node} holds {count} keys");
+        let here: u64 = redis::cmd("EXISTS")
+            .arg(&pending)
+            .arg(format!("{{{prefix}:{queue}}}:seq"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(here, 2, "{queue}'s keys are on {node}");
+        println!("queue {queue}: slot {slot} on {node} ({count} keys in the slot)");
+    }
+
+    // Reservations: strict priority across the nodes.
+    let order = [high.as_str(), mid.as_str(), low.as_str()];
+    let payloads = |got: &[queue_core::Reserved]| -> Vec<String> {
+        got.iter()
+            .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+            .collect()
+    };
+    let first = store.reserve(&request(&order, LONG, 3)).await.unwrap();
+    assert_eq!(payloads(&first), ["high1", "high2", "mid1"]);
+    assert_eq!(first[2].lease.queue, *mid);
+    let second = store.reserve(&request(&order, LONG, 1)).await.unwrap();
+    assert_eq!(payloads(&second), ["mid2"]);
+    let third = store.reserve(&request(&order, LONG, 10)).await.unwrap();
+    assert_eq!(payloads(&third), ["low1", "low2"]);
+    assert!(store
+        .reserve(&request(&order, LONG, 10))
+        .await
+        .unwrap()
+        .is_empty());
+    // One batch of acknowledges across the three nodes.
+    let leases: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|r| r.lease.clone())
+        .collect();
+    let mut with_stale = leases.clone();
+    with_stale[0].token.push('x');
+    let acked = store.acknowledge(&with_stale).await.unwrap();
+    assert_eq!(acked, [false, true, true, true, true, true]);
+    assert_eq!(
+        store.acknowledge(&leases).await.unwrap()[..2],
+        [true, false]
+    );
+    for queue in &queues {
+        assert_eq!(store.size(queue).await.unwrap().total(), 0);
+    }
+
+    // A worker on the three queues, concurrency 1: the same order.
+    let queue = Queue::from_arc(store.clone());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = log.clone();
+    queue.listen("record", move |tag: String, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(tag);
+            Ok(())
+        }
+    });
+    for (q, tag) in [
+        (low, "low1"),
+        (mid, "mid1"),
+        (high, "high1"),
+        (low, "low2"),
+        (high, "high2"),
+        (mid, "mid2"),
+    ] {
+        queue
+            .dispatch_named("record", json!(tag))
+            .on_queue(q.as_str())
+            .await
+            .unwrap();
+    }
+    let summary = run_worker(&queue, test_options(&order).concurrency(1)).await;
+    assert_eq!(summary.processed, 6);
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["high1", "high2", "mid1", "mid2", "low1", "low2"]
+    );
+}
+
+/// `fail` and `failed_retry` between a queue and a failed store on different nodes: the
+/// job moves whole, a stale lease moves nothing, two retries at once push the job once, and
+/// a retry that died after its claim can be done again once the claim runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fail_and_failed_retry_across_nodes() {
+    let Some(mut admin) = common::cluster_admin().await else {
+        return;
+    };
+    let store = Arc::new(common::cluster_store().await.unwrap());
+    let prefix = store.options().get_prefix().to_owned();
+    let failed_index = format!("{{{prefix}}}:failed:index");
+    let (_, failed_node) = common::node_of(&mut admin, &failed_index).await;
+    let q = loop {
+        let q = unique("q");
+        let (_, node) = common::node_of(&mut admin, &format!("{{{prefix}:{q}}}:pending")).await;
+        if node != failed_node {
+            println!("queue {q} on {node}, the failed store on {failed_node}");
+            break q;
+        }
+    };
+
+    // Fail: the job leaves its queue and is in the failed store, whole.
+    let ids = store.push(vec![job(&q, "boom", b"payload")]).await.unwrap();
+    let got = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store.fail(&got.lease, "it broke").await.unwrap();
+    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.failed_count().await.unwrap(), 1);
+    let failed = store.failed_list(0, 10).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            failed.job_id.as_str(),
+            failed.queue.as_str(),
+            failed.name.as_str(),
+            failed.payload.as_slice(),
+            failed.error.as_str(),
+            failed.attempts
+        ),
+        (
+            ids[0].0.as_str(),
+            q.as_str(),
+            "boom",
+            &b"payload"[..],
+            "it broke",
+            1
+        )
+    );
+    assert!(
+        store
+            .fail(&got.lease, "again")
+            .await
+            .unwrap_err()
+            .is_lease_lost(),
+        "a finished lease fails nothing"
+    );
+    assert_eq!(store.failed_count().await.unwrap(), 1);
+
+    // Retry: back on its queue as a new job, gone from the failed store.
+    let retried = store.failed_retry(&failed.id).await.unwrap();
+    assert_eq!(retried, Some(JobId(format!("{q}/2"))));
+    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert_eq!(store.failed_retry(&failed.id).await.unwrap(), None);
+    assert!(store.queues().await.unwrap().contains(&q));
+
+    // A lease that ran out and was taken by another worker cannot fail the job.
+    let old = store
+        .reserve(&request(&[&q], Duration::from_millis(200), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((old.payload.as_slice(), old.attempts), (&b"payload"[..], 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(new.lease.job_id, old.lease.job_id);
+    assert!(store
+        .fail(&old.lease, "late")
+        .await
+        .unwrap_err()
+        .is_lease_lost());
+    assert_eq!(store.failed_count().await.unwrap(), 0, "nothing added");
+    assert_eq!(
+        store.size(&q).await.unwrap().reserved,
+        1,
+        "still the new lease's"
+    );
+    store.fail(&new.lease, "for good").await.unwrap();
+    assert_eq!(store.failed_count().await.unwrap(), 1);
+
+    // Two retries at once: one pushes, the other finds nothing.
+    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
+    let (a, b) = tokio::join!(
+        store.failed_retry(&failed.id),
+        store.failed_retry(&failed.id)
+    );
+    let pushed: Vec<JobId> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    assert_eq!(store.size(&q).await.unwrap().waiting, 1);
+    assert_eq!(store.failed_count().await.unwrap(), 0);
+
+    // A retry that died after claiming leaves the failed job listed (never lost) and
+    // claimed; once the claim runs out the retry goes through.
+    let got = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store.fail(&got.lease, "once more").await.unwrap();
+    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
+    let hash = format!(
+        "{{{prefix}}}:failed:job:{:016}",
+        failed.id.parse::<u64>().unwrap()
+    );
+    let far: u64 = 4_000_000_000_000;
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg("r")
+        .arg(far)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.failed_retry(&failed.id).await.unwrap(),
+        None,
+        "claimed"
+    );
+    assert_eq!(store.failed_count().await.unwrap(), 1, "still listed");
+    assert_eq!(
+        store.failed_get(&failed.id).await.unwrap(),
+        Some(failed.clone())
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(&hash)
+        .arg("r")
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(store.failed_retry(&failed.id).await.unwrap().is_some());
+    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert_eq!(store.size(&q).await.unwrap().waiting, 1);
+}
+
+/// An idle `wait` on queues of three nodes is woken by a push to any of them (the
+/// subscriber listens on one node; the cluster forwards every PUBLISH).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wait_wakes_for_queues_on_every_node() {
+    let Some(mut admin) = common::cluster_admin().await else {
+        return;
+    };
+    let store = Arc::new(common::cluster_store().await.unwrap());
+    let (queues, nodes) = queues_on_distinct_nodes(&mut admin, &store, &["a", "b", "c"]).await;
+    for (queue, node) in queues.iter().zip(&nodes) {
+        let waiter = {
+            let (store, queues) = (store.clone(), queues.clone());
+            tokio::spawn(async move {
+                store.wait(&queues, Duration::from_secs(20)).await.unwrap();
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "nothing to wake for yet");
+        let pushed = Instant::now();
+        store.push(vec![job(queue, "w", b"x")]).await.unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        let latency = woke.saturating_duration_since(pushed);
+        println!("push on {node}: woken {latency:?} after it");
+        assert!(
+            latency < Duration::from_millis(500),
+            "woken after {latency:?}"
+        );
+        let got = store.reserve(&request(&[queue], LONG, 1)).await.unwrap();
+        assert_eq!(
+            store.acknowledge(&[got[0].lease.clone()]).await.unwrap(),
+            [true]
+        );
+    }
+}
+
+/// Dispatch-to-start latency of an idle worker on the cluster: the worker has a store (and
+/// connections) of its own and polls only every 5 s, the dispatcher another store; the queue
+/// lives on a node other than the first of the URL. Prints p50/p90/max; a p50 far below the
+/// polling interval shows the pub/sub wake-up at work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_worker_starts_dispatched_jobs_promptly() {
+    let Some(mut admin) = common::cluster_admin().await else {
+        return;
+    };
+    let options = common::cluster_options();
+    let worker_store = Arc::new(RedisStorage::connect(options.clone()).await.unwrap());
+    let dispatch_store = Arc::new(RedisStorage::connect(options).await.unwrap());
+    let prefix = worker_store.options().get_prefix().to_owned();
+    let first = common::cluster_seeds()[0]
+        .rsplit(['/', '@'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let q = loop {
+        let q = unique("latency");
+        let (_, node) = common::node_of(&mut admin, &format!("{{{prefix}:{q}}}:pending")).await;
+        if node != first {
+            break q;
+        }
+    };
+
+    let worker_queue = Queue::from_arc(worker_store);
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    worker_queue.listen("probe", move |_: u32, _ctx| {
+        let started_tx = started_tx.clone();
+        async move {
+            let _ = started_tx.send(Instant::now());
+            Ok(())
+        }
+    });
+    let worker = worker_queue.worker(
+        WorkerOptions::default()
+            .queues([q.as_str()])
+            .concurrency(1)
+            .sleep(Duration::from_secs(5)),
+    );
+    let stop = worker.stop_handle();
+    let running = tokio::spawn(worker.run());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let dispatcher = Queue::from_arc(dispatch_store);
+    const PROBES: u32 = 60;
+    let mut latencies = Vec::new();
+    for i in 0..PROBES {
+        let sent = Instant::now();
+        dispatcher
+            .dispatch_named("probe", json!(i))
+            .on_queue(q.as_str())
+            .await
+            .unwrap();
+        let start = tokio::time::timeout(Duration::from_secs(10), started.recv())
+            .await
+            .expect("the probe ran")
+            .expect("the worker runs");
+        latencies.push(start.saturating_duration_since(sent));
+        // A varying gap, so the probes do not line up with anything periodic.
+        tokio::time::sleep(Duration::from_millis(5 + u64::from(i * 7 % 40))).await;
+    }
+    stop.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    latencies.sort();
+    let at = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    println!(
+        "cluster dispatch-to-start of an idle worker ({PROBES} probes, polling every 5 s): p50 {:?}, p90 {:?}, max {:?}",
+        at(50),
+        at(90),
+        latencies[latencies.len() - 1]
+    );
+    assert!(
+        at(50) < Duration::from_millis(100),
+        "p50 {:?}: idle workers are not woken",
+        at(50)
+    );
+}
+
+/// `redis+cluster://` picks the driver in cluster mode by URL (the connect options naming
+/// its keys); malformed cluster URLs are configuration errors, an unreachable cluster a
+/// backend error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connect_by_cluster_url() {
+    let Some(mut admin) = common::cluster_admin().await else {
+        return;
+    };
+    let (prefix, failed) = (common::prefix(), common::prefix());
+    let mut options = ConnectOptions::default();
+    options.table = Some(prefix.clone());
+    options.failed_table = Some(failed.clone());
+    let store = connect(&common::cluster_url(), options).await.unwrap();
+    assert_eq!(store.driver(), "redis");
+    assert!(store.capabilities().wake_on_push && store.capabilities().reserve_by_name);
+    let q = unique("q");
+    store.push(vec![job(&q, "u", b"x")]).await.unwrap();
+    let held = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store.fail(&held.lease, "e").await.unwrap();
+    let (seq, index) = (
+        format!("{{{prefix}:{q}}}:seq"),
+        format!("{{{failed}}}:failed:index"),
+    );
+    // Through the cluster connection, each EXISTS goes to the key's node.
+    for key in [&seq, &index] {
+        let here: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(here, "{key}");
+    }
+    let direct = RedisStorage::connect(common::cluster_options())
+        .await
+        .unwrap();
+    assert!(direct.is_cluster());
+    if let Some(single) = common::store().await {
+        assert!(!single.is_cluster());
+    }
+
+    for bad in [
+        "redis+cluster://127.0.0.1:7000/3",
+        "redis+cluster://127.0.0.1:7000?cluster=true",
+        "redis+cluster://127.0.0.1:7000?nodes=127.0.0.1:x",
+    ] {
+        let err = RedisStorage::connect(RedisOptions::new(bad))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+    }
+    let err = RedisStorage::connect(
+        RedisOptions::new("redis+cluster://127.0.0.1:1?nodes=127.0.0.1:2")
+            .connect_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                driver: "redis",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
