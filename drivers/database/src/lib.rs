@@ -103,6 +103,8 @@
 //! - **Push** of any number of jobs is one `INSERT ... SELECT FROM unnest(...)` that also
 //!   calls `pg_notify` for each queue it touched. **Acknowledge** of a batch is one `DELETE`.
 //!   Release, extend, fail, failed-job retry, locks and counters are one statement each.
+//!   A statement the server cancels for a deadlock is run again by the store (see
+//!   [Guarantees](#guarantees)).
 //! - **Waking**: each store keeps one extra connection that `LISTEN`s on `{table}_added`.
 //!   An idle worker waits for a notification naming one of its queues, or for the next
 //!   delayed job's time, or its `--sleep`, whichever comes first: a dispatch from any
@@ -147,9 +149,16 @@
 //!   queues stays strict.
 //! - **Acknowledge** of a batch is one `DELETE` (with `RETURNING` on MariaDB; on MySQL the
 //!   count of deleted rows answers, with a second look only when some leases were stale).
-//!   It holds no lock before it, so two batches, or a batch and a reservation, cannot
-//!   deadlock. Push is multi-row `INSERT`s (ids from `RETURNING` on MariaDB, from
-//!   `LAST_INSERT_ID()` on MySQL, where one multi-row insert gets consecutive ids).
+//!   It holds no lock before it, which keeps deadlocks with reservations rare, but not
+//!   impossible: InnoDB also locks index entries, a pick can wait for the
+//!   `(queue, due_at, id)` entry of a job a batch is deleting, and MariaDB 10.11 has ended
+//!   such a reservation with a deadlock. Push is multi-row `INSERT`s (ids from `RETURNING`
+//!   on MariaDB, from `LAST_INSERT_ID()` on MySQL, where one multi-row insert gets
+//!   consecutive ids).
+//! - **Conflicts**: a transaction InnoDB ends with a deadlock (error 1213), or a statement
+//!   that waited longer than `innodb_lock_wait_timeout` for a row lock (1205), is rolled
+//!   back and the whole operation run again by the store (see [Guarantees](#guarantees)):
+//!   the caller sees the error only if it comes back at every retry.
 //! - **Waking**: MySQL has nothing like `LISTEN`, so idle workers poll every `--sleep`,
 //!   never sleeping past the next delayed job; pushes from the same process wake them at
 //!   once.
@@ -218,6 +227,29 @@
 //!   Committed jobs and reservations survive; a job whose acknowledgement could not be
 //!   delivered runs again after its lease; none is left reserved for ever. Idle PostgreSQL
 //!   workers poll while their `LISTEN` connection is down and listen again when it is back.
+//! - **Transient conflicts are retried inside the store** (PostgreSQL, MySQL). When the
+//!   server undoes an operation because of another transaction, the store rolls back what
+//!   may be left of its transaction and runs the whole operation again, up to 5 more times,
+//!   after a short random wait (around 5 ms, doubling each time up to 80 ms). These errors
+//!   are retried: on MySQL and MariaDB a deadlock (1213, SQLSTATE 40001) and a lock-wait
+//!   timeout (1205); on PostgreSQL a deadlock (40P01), a serialization failure (40001, only
+//!   under a `REPEATABLE READ` or `SERIALIZABLE` default set on the server or the role) and
+//!   a lock timeout (55P03, only with a `lock_timeout` set). Every operation is covered
+//!   except `migrate` and the idle wait: reserve, push, acknowledge, release, extend, fail,
+//!   the failed-job operations, locks, counters, sizes. A batch that takes several
+//!   statements without a transaction around them (a large acknowledgement on MySQL) retries
+//!   each statement alone, so none is run twice.
+//!
+//!   Only those errors are retried, because each means the server undid the attempt: a
+//!   retry never applies anything twice. A lost connection, a pool timeout, or an answer
+//!   that never came leaves unknown whether a commit happened, so it is returned as an
+//!   error, as is a conflict still there after the retries: the worker retries those with
+//!   its own backoff, and a direct caller sees them (a push whose commit went through but
+//!   whose answer was lost is not pushed again). Not retried either: a dispatch inside the
+//!   application's transaction ([`DispatchWithin`], `push_on`), since a deadlock there
+//!   undoes the application's whole transaction, which only the application can run again.
+//!   Each retry is logged at `debug` level (`tracing`), and
+//!   [`MySqlStorage::conflict_retries`] and [`PgStorage::conflict_retries`] count them.
 //! - **Many machines, one server** (PostgreSQL, MySQL): any number of workers and
 //!   dispatchers on any number of machines share the tables; each job is handed to one worker
 //!   at a time, and no worker blocks another. **SQLite** is for one machine: its locking is
@@ -240,7 +272,11 @@
 //! from twenty jobs to 200,000 under a cached plan; on MySQL, a job due before the last one
 //! taken still coming out within the rescan period; four stores (four machines' worth of
 //! connections) draining one table with no job taken twice; rows written by hand; concurrent
-//! migrations; READ COMMITTED, UTC and strict mode on MySQL connections; the real server
+//! migrations; READ COMMITTED, UTC and strict mode on MySQL connections; a real deadlock on
+//! each database (another transaction locking the counters' rows in the opposite order) and
+//! a real lock-wait timeout on MariaDB (an extension waiting for a row another transaction
+//! holds), each call succeeding after a retry, its effect applied once; the sweep of
+//! expired counters meeting an upsert of the same rows without a deadlock; the real server
 //! stopped for 3 s and started again under a worker taking 4,000 jobs (every job done,
 //! nothing left reserved), and restarted under an idle PostgreSQL worker that then wakes on
 //! `LISTEN` again. `examples/reserve_backlog.rs` measures a reservation with 1,000 and with
@@ -257,6 +293,8 @@ mod hot;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod retry;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(any(feature = "postgres", feature = "mysql"))]

@@ -481,3 +481,272 @@ async fn four_stores_share_one_table_and_take_each_job_once() {
 async fn four_stores_share_one_table_without_returning() {
     four_stores(false).await;
 }
+
+/// Waits until a transaction of another session waits for a row lock in `table` (an
+/// InnoDB `LOCK WAIT`), or panics after ten seconds, showing the transactions and sessions.
+async fn wait_for_a_lock_wait(conn: &mut sqlx::MySqlConnection, table: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // The server refreshes what INNODB_TRX shows only when it was not read for 100 ms.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
+             WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE ?",
+        )
+        .bind(format!("%{table}%"))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            let trx: Vec<(String, Option<String>)> = sqlx::query_as(
+                "SELECT CAST(trx_state AS CHAR), CAST(trx_query AS CHAR) FROM information_schema.INNODB_TRX",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            let procs: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT CAST(state AS CHAR), CAST(info AS CHAR) FROM information_schema.PROCESSLIST",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            panic!("the store's statement never waited for the lock\n{trx:#?}\n{procs:#?}");
+        }
+    }
+}
+
+/// A real deadlock (InnoDB error 1213). The store adds eleven counters in one transaction
+/// of two statements, in name order: the first ten, then the eleventh. Another transaction,
+/// made heavy with a thousand rows written (InnoDB rolls back the lighter of two deadlocked
+/// transactions), holds the eleventh; once the store waits for it, it asks for the first,
+/// which the store holds. InnoDB rolls the store's transaction back; the store runs the
+/// whole batch again, which waits for the other transaction to commit and then goes
+/// through: the call succeeds, and every counter is added exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_batch_is_run_again_and_applied_once() {
+    let table = servers::fresh_table();
+    let Some(store) = open(&table, true).await else {
+        return;
+    };
+    let counters = format!("{table}_counters");
+    let ones: Vec<(String, i64)> = (0..11).map(|i| (format!("dl:{i:02}"), 1)).collect();
+    // The rows exist, so the other transaction can lock them.
+    store.add_counters(&ones, None).await.unwrap();
+    assert_eq!(store.conflict_retries(), 0);
+
+    let mut other = sqlx::MySqlConnection::connect(&servers::mysql_url())
+        .await
+        .unwrap();
+    let mut watch = sqlx::MySqlConnection::connect(&servers::mysql_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "CREATE TABLE {table}_ballast (id INT PRIMARY KEY) ENGINE = InnoDB"
+    ))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {table}_ballast (id) \
+         WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 1000) \
+         SELECT n FROM s"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let lock = |name: &'static str| {
+        format!("SELECT value FROM {counters} WHERE name = '{name}' FOR UPDATE")
+    };
+    sqlx::query(&lock("dl:10")).execute(&mut *tx).await.unwrap();
+
+    let adding = tokio::spawn({
+        let store = store.clone();
+        let ones = ones.clone();
+        async move { store.add_counters(&ones, None).await }
+    });
+    wait_for_a_lock_wait(&mut watch, &counters).await;
+    // The cycle: InnoDB detects it at once and rolls back the store's transaction, which
+    // lets this statement through.
+    sqlx::query(&lock("dl:00"))
+        .execute(&mut *tx)
+        .await
+        .expect("InnoDB picks the store's lighter transaction as the deadlock victim");
+    // The store runs the batch again (its second attempt waits for this transaction).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.conflict_retries() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store met the deadlock and runs the batch again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+
+    tokio::time::timeout(Duration::from_secs(20), adding)
+        .await
+        .expect("the batch finishes")
+        .unwrap()
+        .expect("the call succeeds despite the deadlock");
+    let values = store.counters("dl:").await.unwrap();
+    assert_eq!(values.len(), 11);
+    assert!(
+        values.iter().all(|(_, v)| *v == 2),
+        "every counter added exactly once more: {values:?}"
+    );
+    println!("retries after conflicts: {}", store.conflict_retries());
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}_ballast"))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    servers::drop_mysql_tables(&table).await;
+}
+
+/// A real lock-wait timeout (InnoDB error 1205, which undoes only the statement that
+/// waited). The store's one connection waits at most a second for a row lock; another
+/// transaction holds the reserved job's row while the store extends its lease. The first
+/// attempt times out; the store tries again, and goes through once the other transaction
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_that_timed_out_waiting_for_a_lock_is_run_again() {
+    let table = servers::fresh_table();
+    if open(&table, true).await.is_none() {
+        return;
+    }
+    let store = MySqlStorage::connect_with(options(&table, true).max_connections(1))
+        .await
+        .unwrap();
+    store.push(vec![job("q", b"x")]).await.unwrap();
+    let lease = store.reserve(&request("q", 1)).await.unwrap()[0]
+        .lease
+        .clone();
+    // The store keeps its connection at hand after a success; a failure (a queue name too
+    // long for its column) gives it back to the pool, where the session setting reaches it.
+    assert!(store.push(vec![job(&"q".repeat(300), b"x")]).await.is_err());
+    sqlx::query("SET SESSION innodb_lock_wait_timeout = 1")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let timeout: u64 = sqlx::query_scalar("SELECT @@SESSION.innodb_lock_wait_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout, 1,
+        "the store's only connection waits a second at most"
+    );
+
+    let mut other = sqlx::MySqlConnection::connect(&servers::mysql_url())
+        .await
+        .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE id = ? FOR UPDATE"))
+        .bind(lease.job_id.0.parse::<i64>().unwrap())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let extending = tokio::spawn({
+        let store = store.clone();
+        let lease = lease.clone();
+        async move { store.extend(&lease, Duration::from_secs(3600)).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.conflict_retries() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the extension never timed out waiting for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.rollback().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), extending)
+        .await
+        .expect("the extension finishes")
+        .unwrap()
+        .expect("the call succeeds despite the lock-wait timeout");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let left: i64 = sqlx::query_scalar(&format!(
+        "SELECT reserved_until - CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) FROM {table}"
+    ))
+    .fetch_one(&mut other)
+    .await
+    .unwrap();
+    assert!(
+        left > 3_000_000,
+        "the lease was extended to an hour: {left} ms left"
+    );
+    println!(
+        "retries after conflicts: {}, in {:?}",
+        store.conflict_retries(),
+        started.elapsed()
+    );
+    servers::drop_mysql_tables(&table).await;
+}
+
+/// The sweep of expired counters locks rows in the order `add_counters` does (primary key,
+/// then the `expires_at` entry), so the two never deadlock. Another transaction plays an
+/// upsert: it holds an expired counter's row while the store's sweep waits for it, then
+/// moves the row's expiry (which takes its `expires_at` index entry). A sweep that deleted
+/// through that index would hold the entry already: a deadlock. Here the other transaction
+/// goes through, and the sweep deletes the row once it commits, with no conflict at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_counters_are_swept_in_the_order_upserts_lock_them() {
+    let table = servers::fresh_table();
+    let Some(store) = open(&table, true).await else {
+        return;
+    };
+    let counters = format!("{table}_counters");
+    let mut other = sqlx::MySqlConnection::connect(&servers::mysql_url())
+        .await
+        .unwrap();
+    let mut watch = sqlx::MySqlConnection::connect(&servers::mysql_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {counters} (name, value, expires_at) VALUES ('sw:a', 1, 1000)"
+    ))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    sqlx::query(&format!(
+        "SELECT value FROM {counters} WHERE name = 'sw:a' FOR UPDATE"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // The store's first call with a time to live sweeps.
+    let adding = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .add_counters(&[("sw:z".to_owned(), 1)], Some(Duration::from_secs(60)))
+                .await
+        }
+    });
+    wait_for_a_lock_wait(&mut watch, &counters).await;
+    sqlx::query(&format!(
+        "UPDATE {counters} SET expires_at = 2000 WHERE name = 'sw:a'"
+    ))
+    .execute(&mut *tx)
+    .await
+    .expect("the sweep holds no index entry of the row it waits for");
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), adding)
+        .await
+        .expect("the sweep finishes")
+        .unwrap()
+        .expect("the call succeeds");
+    assert_eq!(store.conflict_retries(), 0, "no deadlock, nothing retried");
+    let left: Vec<Vec<u8>> =
+        sqlx::query_scalar(&format!("SELECT name FROM {counters} ORDER BY name"))
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+    assert_eq!(left, [b"sw:z".to_vec()], "the expired counter was swept");
+    servers::drop_mysql_tables(&table).await;
+}

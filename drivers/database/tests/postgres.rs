@@ -625,3 +625,171 @@ async fn jobs_and_reservations_survive_a_reconnect() {
     );
     servers::drop_pg_tables(&table).await;
 }
+
+/// A real deadlock (SQLSTATE 40P01). The store adds two counters in one statement, in name
+/// order; another transaction holds the second, and once the store waits for it, asks for
+/// the first, which the store holds. The store waited first, so its deadlock check
+/// (`deadlock_timeout` after it began to wait) finds the cycle and PostgreSQL cancels its
+/// statement; the store runs it again, which waits for the other transaction to commit and
+/// then goes through: the call succeeds, and each counter is added exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_statement_is_run_again_and_applied_once() {
+    use sqlx::Connection;
+
+    let table = servers::fresh_table();
+    let Some(store) = open(&table).await else {
+        return;
+    };
+    let counters = format!("{table}_counters");
+    let ones: Vec<(String, i64)> = vec![("dl:a".to_owned(), 1), ("dl:b".to_owned(), 1)];
+    // The rows exist, so the other transaction can lock them.
+    store.add_counters(&ones, None).await.unwrap();
+    assert_eq!(store.conflict_retries(), 0);
+
+    let mut other = sqlx::PgConnection::connect(&servers::pg_url())
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&servers::pg_url())
+        .await
+        .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    let lock =
+        |name: &str| format!("SELECT value FROM {counters} WHERE name = '{name}' FOR UPDATE");
+    sqlx::query(&lock("dl:b")).execute(&mut *tx).await.unwrap();
+
+    let adding = tokio::spawn({
+        let store = store.clone();
+        let ones = ones.clone();
+        async move { store.add_counters(&ones, None).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND query LIKE $1",
+        )
+        .bind(format!("%{counters}%"))
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cycle: the store's deadlock check cancels its statement, which lets this one
+    // through.
+    sqlx::query(&lock("dl:a"))
+        .execute(&mut *tx)
+        .await
+        .expect("PostgreSQL cancels the store's statement, which waited first");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.conflict_retries() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the store met the deadlock and runs the statement again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+
+    tokio::time::timeout(Duration::from_secs(20), adding)
+        .await
+        .expect("the statement finishes")
+        .unwrap()
+        .expect("the call succeeds despite the deadlock");
+    let values = store.counters("dl:").await.unwrap();
+    assert_eq!(
+        values,
+        [("dl:a".to_owned(), 2), ("dl:b".to_owned(), 2)],
+        "each counter added exactly once more"
+    );
+    println!("retries after conflicts: {}", store.conflict_retries());
+    servers::drop_pg_tables(&table).await;
+}
+
+/// The sweep of expired counters locks rows in name order, as `add_counters` does, so the
+/// two never deadlock. Two expired counters expire (and lie in the table) in the opposite
+/// order of their names;
+/// another transaction plays an upsert: it holds the first name while the store's sweep
+/// waits for it, then takes the second. A sweep that locked in expiry order would hold the
+/// second already: a deadlock. Here the other transaction goes through, and the sweep
+/// deletes both once it commits, with no conflict at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_counters_are_swept_in_the_order_upserts_lock_them() {
+    use sqlx::Connection;
+
+    let table = servers::fresh_table();
+    let Some(store) = open(&table).await else {
+        return;
+    };
+    let counters = format!("{table}_counters");
+    let mut other = sqlx::PgConnection::connect(&servers::pg_url())
+        .await
+        .unwrap();
+    let mut watch = sqlx::PgConnection::connect(&servers::pg_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {counters} (name, value, expires_at) VALUES ('sw:b', 1, 1000), ('sw:a', 1, 2000)"
+    ))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let mut tx = other.begin().await.unwrap();
+    let lock =
+        |name: &str| format!("SELECT value FROM {counters} WHERE name = '{name}' FOR UPDATE");
+    sqlx::query(&lock("sw:a")).execute(&mut *tx).await.unwrap();
+    // The store's first call with a time to live sweeps.
+    let adding = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .add_counters(&[("sw:z".to_owned(), 1)], Some(Duration::from_secs(60)))
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND query LIKE $1",
+        )
+        .bind(format!("%DELETE FROM {counters}%"))
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sweep never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sqlx::query(&lock("sw:b"))
+        .execute(&mut *tx)
+        .await
+        .expect("the sweep holds no row it has not reached in name order");
+    // Longer than `deadlock_timeout` (1 s by default): a cycle would have been found.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), adding)
+        .await
+        .expect("the sweep finishes")
+        .unwrap()
+        .expect("the call succeeds");
+    assert_eq!(store.conflict_retries(), 0, "no deadlock, nothing retried");
+    let left: Vec<String> =
+        sqlx::query_scalar(&format!("SELECT name FROM {counters} ORDER BY name"))
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+    assert_eq!(left, ["sw:z"], "the expired counters were swept");
+    servers::drop_pg_tables(&table).await;
+}

@@ -98,7 +98,11 @@ pub(crate) struct Statements {
     pub(crate) add_counters: BySize,
     /// Binds: prefix, upper bound, prefix, prefix.
     pub(crate) counters: String,
-    pub(crate) counters_sweep: String,
+    /// Up to a thousand expired counters, in name order, read without locking.
+    pub(crate) counters_expired: String,
+    /// Deletes those of a list of counters that are still expired, by primary key. Binds:
+    /// names.
+    pub(crate) counters_sweep: BySize,
     /// Binds: queue.
     pub(crate) total: String,
 }
@@ -153,8 +157,9 @@ impl Statements {
             ),
             // One statement, no transaction around it: it takes the rows' locks in the order
             // of the primary key and holds no other, so two of them (or one and a
-            // reservation) cannot deadlock. The list of ids lets the server look each row up
-            // by primary key.
+            // reservation) seldom deadlock; the index entries it deletes are locked too, and
+            // a deadlock InnoDB still reports is retried by the store. The list of ids lets
+            // the server look each row up by primary key.
             acknowledge: BySize::new(|n| {
                 fill(&format!(
                     "DELETE FROM {{table}} WHERE id IN ({}) AND reserved_until IS NOT NULL \
@@ -249,9 +254,23 @@ impl Statements {
                  WHERE name >= ? AND name < ? AND LEFT(name, LENGTH(?)) = ? \
                  AND (expires_at IS NULL OR expires_at > NOW) ORDER BY name",
             ),
-            counters_sweep: fill(
-                "DELETE FROM {counters_table} WHERE expires_at IS NOT NULL AND expires_at <= NOW",
+            // The sweep reads the expired names through the `expires_at` index without a
+            // lock, then deletes them through the primary key, in name order: the order in
+            // which `add_counters` locks rows (primary key first, then its `expires_at`
+            // entry, which the upsert moves). A `DELETE` through the `expires_at` index would
+            // lock the other way round and deadlock with the upserts; the primary key is
+            // forced, as the optimizer may prefer the other index for a short list.
+            counters_expired: fill(
+                "SELECT name FROM {counters_table} \
+                 WHERE expires_at IS NOT NULL AND expires_at <= NOW ORDER BY name LIMIT 1000",
             ),
+            counters_sweep: BySize::new(|n| {
+                fill(&format!(
+                    "DELETE c FROM {{counters_table}} AS c FORCE INDEX (PRIMARY) \
+                     WHERE c.name IN ({}) AND c.expires_at IS NOT NULL AND c.expires_at <= NOW",
+                    repeat("?", n, ", ")
+                ))
+            }),
             total: fill("SELECT COUNT(*) FROM {table} WHERE queue = ?"),
         }
     }

@@ -12,7 +12,10 @@ use queue_core::{
     Availability, Capabilities, Error, FailedJob, JobId, Lease, NewJob, QueueSettings, QueueSize,
     ReserveRequest, Reserved, Result, Storage,
 };
-use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{
+    MySql, MySqlArguments, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlQueryResult, MySqlRow,
+};
+use sqlx::query::Query;
 use sqlx::{Connection, Executor, Row};
 use tokio::sync::Notify;
 
@@ -21,6 +24,7 @@ use super::sql::Statements;
 use crate::common::{attempts, chunk_sizes, count, idle_sleep, lease_lost, millis, text};
 use crate::dialect::{schema_sql, statements, Dialect, Tables};
 use crate::hot::Hot;
+use crate::retry::{mysql_conflict, settle, Retry};
 
 /// The driver's name, in errors and [`Storage::driver`].
 pub(crate) const DRIVER: &str = "mysql";
@@ -89,6 +93,8 @@ struct Inner {
     cursors: Mutex<HashMap<String, Cursor>>,
     /// Counts `add_counters` calls with a TTL, to sweep expired counters now and then.
     sweeps: AtomicU64,
+    /// Runs operations again after a deadlock or a lock-wait timeout.
+    retry: Retry,
 }
 
 impl fmt::Debug for MySqlStorage {
@@ -107,13 +113,13 @@ pub(crate) fn db(error: sqlx::Error) -> Error {
 }
 
 /// The arguments of one job in a push.
-fn job_binds(job: NewJob) -> (String, String, Vec<u8>, Option<i64>, i64) {
+fn job_binds(job: &NewJob) -> (&str, &str, &[u8], Option<i64>, i64) {
     let (at, delay) = match job.available {
         Availability::Now => (None, 0),
         Availability::After(d) => (None, millis(d)),
         Availability::At(t) => (Some(unix_millis(t)), 0),
     };
-    (job.queue, job.name, job.payload, at, delay)
+    (&job.queue, &job.name, &job.payload, at, delay)
 }
 
 /// Which server this is, and whether it can do `SELECT ... FOR UPDATE SKIP LOCKED`.
@@ -219,6 +225,7 @@ impl MySqlStorage {
                 pushed: Notify::new(),
                 cursors: Mutex::new(HashMap::new()),
                 sweeps: AtomicU64::new(0),
+                retry: Retry::new(DRIVER, mysql_conflict),
             }),
         };
         if options.wants_migrate() {
@@ -257,6 +264,13 @@ impl MySqlStorage {
     /// The dispatch settings of [`DispatchWithin`](crate::DispatchWithin).
     pub fn dispatch_settings(&self) -> &QueueSettings {
         &self.inner.settings
+    }
+
+    /// How many times, since the store was opened, an operation was run again because the
+    /// server undid it for a transient conflict with another transaction: a deadlock (error
+    /// 1213) or a lock-wait timeout (1205). See the [crate docs](crate#guarantees).
+    pub fn conflict_retries(&self) -> u64 {
+        self.inner.retry.retried()
     }
 
     /// Closes every connection.
@@ -300,7 +314,7 @@ impl MySqlStorage {
                 }
             }
         }
-        self.insert(conn, jobs).await
+        self.insert(conn, &jobs).await
     }
 
     /// The server's plan for picking 8 jobs of `queue` (`EXPLAIN`), one line per table:
@@ -406,10 +420,11 @@ impl MySqlStorage {
 
     /// The multi-row inserts of a push, on a connection (in a transaction when there are
     /// several).
-    async fn insert(&self, conn: &mut MySqlConnection, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
+    async fn insert(&self, conn: &mut MySqlConnection, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         let mut ids = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter();
-        for size in chunk_sizes(jobs.len()) {
+        let sizes = chunk_sizes(jobs.len());
+        let mut jobs = jobs.iter();
+        for size in sizes {
             let mut query = sqlx::query(self.inner.sql.push.get(size));
             for job in jobs.by_ref().take(size) {
                 let (queue, name, payload, at, delay) = job_binds(job);
@@ -461,90 +476,267 @@ impl MySqlStorage {
         })
     }
 
-    /// Deletes the current ones of `pairs`; returns which were deleted.
+    /// Runs one statement on a connection kept at hand, as its own transaction
+    /// (autocommit), again after a transient conflict (see [`Retry`]).
+    async fn execute<'q, F>(&self, operation: &'static str, query: F) -> Result<MySqlQueryResult>
+    where
+        F: Fn() -> Query<'q, MySql, MySqlArguments>,
+    {
+        let query = &query;
+        self.inner
+            .retry
+            .run(operation, || async move {
+                let mut conn = self.inner.pool.get().await.map_err(db)?;
+                let done = query().execute(&mut *conn).await.map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await
+    }
+
+    /// Like [`execute`](Self::execute), for a statement that returns rows.
+    async fn fetch_all<'q, F>(&self, operation: &'static str, query: F) -> Result<Vec<MySqlRow>>
+    where
+        F: Fn() -> Query<'q, MySql, MySqlArguments>,
+    {
+        let query = &query;
+        self.inner
+            .retry
+            .run(operation, || async move {
+                let mut conn = self.inner.pool.get().await.map_err(db)?;
+                let rows = query().fetch_all(&mut *conn).await.map_err(db)?;
+                conn.keep();
+                Ok(rows)
+            })
+            .await
+    }
+
+    /// Deletes one lease if it is current; returns whether it was.
+    async fn acknowledge_one(&self, id: i64, token: &str) -> Result<bool> {
+        let done = self
+            .execute("acknowledge", || {
+                sqlx::query(&self.inner.sql.acknowledge_one)
+                    .bind(id)
+                    .bind(token)
+            })
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes the current ones of `pairs`; returns which were deleted. Each statement is
+    /// its own transaction and is retried alone: a batch of several statements, some of
+    /// which committed, is never run again as a whole (those would now delete nothing and
+    /// be reported as not acknowledged).
     async fn delete_leases(&self, pairs: &[(i64, &str)]) -> Result<HashSet<(i64, String)>> {
-        let sql = &self.inner.sql;
         let mut deleted = HashSet::with_capacity(pairs.len());
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
         let mut rest = pairs;
         for size in chunk_sizes(pairs.len()) {
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let mut query = sqlx::query(sql.acknowledge.get(size));
+            self.delete_chunk(chunk, &mut deleted).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// One statement's worth of [`delete_leases`](Self::delete_leases): `chunk` has one of
+    /// the sizes of [`CHUNKS`](crate::common::CHUNKS).
+    async fn delete_chunk(
+        &self,
+        chunk: &[(i64, &str)],
+        deleted: &mut HashSet<(i64, String)>,
+    ) -> Result<()> {
+        let sql = &self.inner.sql;
+        let delete = || {
+            let mut query = sqlx::query(sql.acknowledge.get(chunk.len()));
             for (id, _) in chunk {
                 query = query.bind(*id);
             }
             for (id, token) in chunk {
                 query = query.bind(*id).bind(*token);
             }
-            if self.inner.returning {
-                let rows = query.fetch_all(&mut *conn).await.map_err(db)?;
-                for row in &rows {
-                    let id: i64 = row.try_get(0).map_err(db)?;
-                    let token: Vec<u8> = row.try_get(1).map_err(db)?;
-                    deleted.insert((id, text(Some(token))));
+            query
+        };
+        if self.inner.returning {
+            for row in &self.fetch_all("acknowledge", delete).await? {
+                let id: i64 = row.try_get(0).map_err(db)?;
+                let token: Vec<u8> = row.try_get(1).map_err(db)?;
+                deleted.insert((id, text(Some(token))));
+            }
+            return Ok(());
+        }
+        // Without RETURNING: the count says how many were deleted.
+        let distinct: HashSet<(i64, &str)> = chunk.iter().copied().collect();
+        let ids: HashSet<i64> = distinct.iter().map(|(id, _)| *id).collect();
+        if ids.len() < distinct.len() {
+            // A job named with two tokens (a stale lease beside the current one): one
+            // lease at a time, so the count answers for each.
+            for (id, token) in &distinct {
+                if self.acknowledge_one(*id, token).await? {
+                    deleted.insert((*id, (*token).to_owned()));
                 }
-                continue;
             }
-            // Without RETURNING: the count says how many were deleted.
-            let distinct: HashSet<(i64, &str)> = chunk.iter().copied().collect();
-            let ids: HashSet<i64> = distinct.iter().map(|(id, _)| *id).collect();
-            if ids.len() < distinct.len() {
-                // A job named with two tokens (a stale lease beside the current one): one
-                // lease at a time, so the count answers for each.
-                for (id, token) in &distinct {
-                    let done = sqlx::query(&sql.acknowledge_one)
-                        .bind(*id)
-                        .bind(*token)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
-                    if done.rows_affected() > 0 {
-                        deleted.insert((*id, (*token).to_owned()));
-                    }
-                }
-                continue;
-            }
-            // All of them, in the usual case.
-            let done = query.execute(&mut *conn).await.map_err(db)?;
-            let count = usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
-            if count == distinct.len() {
-                deleted.extend(
-                    distinct
-                        .iter()
-                        .map(|(id, token)| (*id, (*token).to_owned())),
-                );
-                continue;
-            }
-            // Some were stale. A lease whose job is still there (under another token) was
-            // stale; of those whose job is gone, this statement deleted `count`: if that is
-            // all of them they were current, else which ones cannot be told, and they are
-            // reported as not acknowledged (the job may be said to run again; it does not).
-            let mut ids: Vec<i64> = ids.into_iter().collect();
-            ids.sort_unstable();
-            let mut present = HashSet::new();
-            let mut left = ids.as_slice();
-            for size in chunk_sizes(ids.len()) {
-                let (part, tail) = left.split_at(size);
-                left = tail;
-                let mut check = sqlx::query(sql.acknowledge_check.get(size));
+            return Ok(());
+        }
+        // All of them, in the usual case.
+        let done = self.execute("acknowledge", delete).await?;
+        let count = usize::try_from(done.rows_affected()).unwrap_or(usize::MAX);
+        if count == distinct.len() {
+            deleted.extend(
+                distinct
+                    .iter()
+                    .map(|(id, token)| (*id, (*token).to_owned())),
+            );
+            return Ok(());
+        }
+        // Some were stale. A lease whose job is still there (under another token) was
+        // stale; of those whose job is gone, this statement deleted `count`: if that is
+        // all of them they were current, else which ones cannot be told, and they are
+        // reported as not acknowledged (the job may be said to run again; it does not).
+        let mut ids: Vec<i64> = ids.into_iter().collect();
+        ids.sort_unstable();
+        let mut present = HashSet::new();
+        let mut left = ids.as_slice();
+        for size in chunk_sizes(ids.len()) {
+            let (part, tail) = left.split_at(size);
+            left = tail;
+            let check = || {
+                let mut check = sqlx::query(sql.acknowledge_check.get(part.len()));
                 for id in part {
                     check = check.bind(*id);
                 }
-                for row in check.fetch_all(&mut *conn).await.map_err(db)? {
-                    present.insert(row.try_get::<i64, _>(0).map_err(db)?);
-                }
-            }
-            let gone: Vec<&(i64, &str)> = distinct
-                .iter()
-                .filter(|(id, _)| !present.contains(id))
-                .collect();
-            if gone.len() == count {
-                deleted.extend(gone.iter().map(|(id, token)| (*id, (*token).to_owned())));
+                check
+            };
+            for row in self.fetch_all("acknowledge", check).await? {
+                present.insert(row.try_get::<i64, _>(0).map_err(db)?);
             }
         }
+        let gone: Vec<&(i64, &str)> = distinct
+            .iter()
+            .filter(|(id, _)| !present.contains(id))
+            .collect();
+        if gone.len() == count {
+            deleted.extend(gone.iter().map(|(id, token)| (*id, (*token).to_owned())));
+        }
+        Ok(())
+    }
+
+    /// Deletes expired counters (up to a thousand): read without a lock, deleted by name in
+    /// name order, each statement its own transaction (see the statements for why).
+    async fn sweep_counters(&self) -> Result<()> {
+        let sql = &self.inner.sql;
+        let rows = self
+            .fetch_all("counters_sweep", || sqlx::query(&sql.counters_expired))
+            .await?;
+        let names: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|row| row.try_get::<Vec<u8>, _>(0))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db)?;
+        let mut rest = names.as_slice();
+        for size in chunk_sizes(names.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            self.execute("counters_sweep", || {
+                let mut query = sqlx::query(sql.counters_sweep.get(chunk.len()));
+                for name in chunk {
+                    query = query.bind(name.as_slice());
+                }
+                query
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One attempt at a push: one statement, or a transaction of several.
+    async fn push_once(&self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+        let mut conn = self.inner.pool.get().await.map_err(db)?;
+        let ids = if jobs.len() == 1 {
+            self.insert(&mut conn, jobs).await?
+        } else {
+            let mut tx = conn.begin().await.map_err(db)?;
+            let ids = self.insert(&mut tx, jobs).await;
+            settle(tx, ids, DRIVER).await?
+        };
         conn.keep();
-        Ok(deleted)
+        Ok(ids)
+    }
+
+    /// One attempt at a reservation: one transaction on a connection without autocommit.
+    async fn reserve_once(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
+        let mut conn = self.inner.claim.get().await.map_err(db)?;
+        match self.claim(&mut conn, request).await {
+            Ok(out) => {
+                conn.keep();
+                Ok(out)
+            }
+            Err(error) => {
+                // Nothing was taken: the next picks start from the queues' front rather
+                // than after rows this attempt locked and gave back.
+                {
+                    let mut cursors = self.inner.cursors.lock().unwrap_or_else(|p| p.into_inner());
+                    for queue in &request.queues {
+                        cursors.remove(queue);
+                    }
+                }
+                if self.inner.retry.conflict(&error).is_some() {
+                    // A deadlock undid the whole transaction; a lock-wait timeout only the
+                    // statement, leaving the picks' locks: end it before trying again, and
+                    // keep the connection, now clean. Any other failure drops the
+                    // connection, which closes it, and the server rolls back.
+                    (&mut *conn).execute("ROLLBACK").await.map_err(db)?;
+                    conn.keep();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The picks and the mark of a reservation, committed, on `conn`.
+    async fn claim(
+        &self,
+        conn: &mut MySqlConnection,
+        request: &ReserveRequest,
+    ) -> Result<Vec<Reserved>> {
+        let limit = request.limit.max(1);
+        let mut out: Vec<Reserved> = Vec::new();
+        let mut ids = Vec::new();
+        let prefix = new_token();
+        // Without autocommit, the first pick starts the transaction. The queues in priority
+        // order: each picks its next due jobs, locked, skipping other workers' rows.
+        for queue in &request.queues {
+            let want = limit - out.len();
+            if want == 0 {
+                break;
+            }
+            for (id, tries, name, payload, _) in self.pick(conn, queue, request, want).await? {
+                ids.push(id.to_string());
+                out.push(Reserved {
+                    lease: Lease {
+                        job_id: JobId(id.to_string()),
+                        queue: queue.clone(),
+                        token: format!("{prefix}-{id}"),
+                    },
+                    name: text(name),
+                    payload: payload.unwrap_or_default(),
+                    attempts: attempts(i64::from(tries) + 1),
+                });
+            }
+        }
+        // Mark and commit in one round trip (or just end the transaction if nothing was
+        // due). If the mark fails, the COMMIT after it does not run.
+        let end = if ids.is_empty() {
+            "COMMIT".to_owned()
+        } else {
+            self.inner
+                .sql
+                .reserve_mark
+                .replace("{prefix}", &prefix)
+                .replace("{lease}", &millis(request.lease).to_string())
+                .replace("{ids}", &ids.join(", "))
+        };
+        conn.execute(end.as_str()).await.map_err(db)?;
+        Ok(out)
     }
 }
 
@@ -584,78 +776,35 @@ impl Storage for MySqlStorage {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let ids = if jobs.len() == 1 {
-            self.insert(&mut conn, jobs).await?
-        } else {
-            let mut tx = conn.begin().await.map_err(db)?;
-            let ids = self.insert(&mut tx, jobs).await?;
-            tx.commit().await.map_err(db)?;
-            ids
-        };
-        conn.keep();
+        let jobs = jobs.as_slice();
+        let ids = self
+            .inner
+            .retry
+            .run("push", || self.push_once(jobs))
+            .await?;
         self.inner.pushed.notify_waiters();
         Ok(ids)
     }
 
     async fn reserve(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
-        let limit = request.limit.max(1);
-        let mut out: Vec<Reserved> = Vec::new();
-        let mut ids = Vec::new();
-        let prefix = new_token();
-        // Without autocommit, the first pick starts the transaction. The queues in priority
-        // order: each picks its next due jobs, locked, skipping other workers' rows.
-        let mut conn = self.inner.claim.get().await.map_err(db)?;
-        for queue in &request.queues {
-            let want = limit - out.len();
-            if want == 0 {
-                break;
-            }
-            for (id, tries, name, payload, _) in self.pick(&mut conn, queue, request, want).await? {
-                ids.push(id.to_string());
-                out.push(Reserved {
-                    lease: Lease {
-                        job_id: JobId(id.to_string()),
-                        queue: queue.clone(),
-                        token: format!("{prefix}-{id}"),
-                    },
-                    name: text(name),
-                    payload: payload.unwrap_or_default(),
-                    attempts: attempts(i64::from(tries) + 1),
-                });
-            }
-        }
-        // Mark and commit in one round trip (or just end the transaction if nothing was
-        // due). A failure leaves the connection in an unknown state: it is closed, not
-        // reused, and the server rolls the transaction back.
-        let end = if ids.is_empty() {
-            "COMMIT".to_owned()
-        } else {
-            self.inner
-                .sql
-                .reserve_mark
-                .replace("{prefix}", &prefix)
-                .replace("{lease}", &millis(request.lease).to_string())
-                .replace("{ids}", &ids.join(", "))
-        };
-        (&mut *conn).execute(end.as_str()).await.map_err(db)?;
-        conn.keep();
-        Ok(out)
+        self.inner
+            .retry
+            .run("reserve", || self.reserve_once(request))
+            .await
     }
 
     async fn extend(&self, lease: &Lease, duration: Duration) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
         // The connection reports rows matched (CLIENT_FOUND_ROWS), so an extension to the
         // same deadline still counts.
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.extend)
-            .bind(millis(duration))
-            .bind(id)
-            .bind(lease.token.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("extend", || {
+                sqlx::query(&self.inner.sql.extend)
+                    .bind(millis(duration))
+                    .bind(id)
+                    .bind(lease.token.as_str())
+            })
+            .await?;
         if done.rows_affected() == 0 {
             return Err(lease_lost(lease));
         }
@@ -667,15 +816,7 @@ impl Storage for MySqlStorage {
             let Ok(id) = lease.job_id.0.parse::<i64>() else {
                 return Ok(vec![false]);
             };
-            let mut conn = self.inner.pool.get().await.map_err(db)?;
-            let done = sqlx::query(&self.inner.sql.acknowledge_one)
-                .bind(id)
-                .bind(lease.token.as_str())
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            conn.keep();
-            return Ok(vec![done.rows_affected() > 0]);
+            return Ok(vec![self.acknowledge_one(id, &lease.token).await?]);
         }
         let parsed: Vec<Option<i64>> = leases.iter().map(|l| l.job_id.0.parse().ok()).collect();
         let pairs: Vec<(i64, &str)> = leases
@@ -700,16 +841,15 @@ impl Storage for MySqlStorage {
 
     async fn release(&self, lease: &Lease, delay: Duration, refund_attempt: bool) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.release)
-            .bind(millis(delay))
-            .bind(refund_attempt)
-            .bind(id)
-            .bind(lease.token.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("release", || {
+                sqlx::query(&self.inner.sql.release)
+                    .bind(millis(delay))
+                    .bind(refund_attempt)
+                    .bind(id)
+                    .bind(lease.token.as_str())
+            })
+            .await?;
         if done.rows_affected() == 0 {
             return Err(lease_lost(lease));
         }
@@ -720,42 +860,59 @@ impl Storage for MySqlStorage {
     async fn fail(&self, lease: &Lease, error: &str) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
         let sql = &self.inner.sql;
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let mut tx = conn.begin().await.map_err(db)?;
-        let held: Option<i64> = sqlx::query_scalar(&sql.lock_reserved)
-            .bind(id)
-            .bind(lease.token.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-        if held.is_none() {
-            tx.rollback().await.map_err(db)?;
+        let moved = self
+            .inner
+            .retry
+            .run("fail", || async move {
+                let mut conn = self.inner.pool.get().await.map_err(db)?;
+                let mut tx = conn.begin().await.map_err(db)?;
+                let moved = async {
+                    let held: Option<i64> = sqlx::query_scalar(&sql.lock_reserved)
+                        .bind(id)
+                        .bind(lease.token.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if held.is_none() {
+                        return Ok(false);
+                    }
+                    sqlx::query(&sql.fail_copy)
+                        .bind(error)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    sqlx::query(&sql.delete)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    Ok(true)
+                }
+                .await;
+                let moved = settle(tx, moved, DRIVER).await?;
+                conn.keep();
+                Ok(moved)
+            })
+            .await?;
+        if !moved {
             return Err(lease_lost(lease));
         }
-        sqlx::query(&sql.fail_copy)
-            .bind(error)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        sqlx::query(&sql.delete)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        conn.keep();
         Ok(())
     }
 
     async fn size(&self, queue: &str) -> Result<QueueSize> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let (waiting, delayed, reserved): (i64, i64, i64) = sqlx::query_as(&self.inner.sql.size)
-            .bind(queue)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let rows = self
+            .fetch_all("size", || sqlx::query(&self.inner.sql.size).bind(queue))
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::backend(DRIVER, sqlx::Error::RowNotFound))?;
+        let (waiting, delayed, reserved): (i64, i64, i64) = (
+            row.try_get(0).map_err(db)?,
+            row.try_get(1).map_err(db)?,
+            row.try_get(2).map_err(db)?,
+        );
         Ok(QueueSize {
             waiting: count(waiting),
             delayed: count(delayed),
@@ -764,35 +921,29 @@ impl Storage for MySqlStorage {
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let rows: Vec<Option<Vec<u8>>> = sqlx::query_scalar(&self.inner.sql.queues)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
-        Ok(rows.into_iter().map(text).collect())
+        let rows = self
+            .fetch_all("queues", || sqlx::query(&self.inner.sql.queues))
+            .await?;
+        rows.iter()
+            .map(|row| Ok(text(row.try_get(0).map_err(db)?)))
+            .collect()
     }
 
     async fn clear(&self, queue: &str) -> Result<u64> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.clear)
-            .bind(queue)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("clear", || sqlx::query(&self.inner.sql.clear).bind(queue))
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn failed_list(&self, offset: u64, limit: u64) -> Result<Vec<FailedJob>> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let rows = sqlx::query(&self.inner.sql.failed_list)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let rows = self
+            .fetch_all("failed_list", || {
+                sqlx::query(&self.inner.sql.failed_list)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            })
+            .await?;
         rows.iter().map(Self::failed_from).collect()
     }
 
@@ -800,23 +951,23 @@ impl Storage for MySqlStorage {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(None);
         };
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let row = sqlx::query(&self.inner.sql.failed_get)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
-        row.as_ref().map(Self::failed_from).transpose()
+        let rows = self
+            .fetch_all("failed_get", || {
+                sqlx::query(&self.inner.sql.failed_get).bind(id)
+            })
+            .await?;
+        rows.first().map(Self::failed_from).transpose()
     }
 
     async fn failed_count(&self) -> Result<u64> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let n: i64 = sqlx::query_scalar(&self.inner.sql.failed_count)
-            .fetch_one(&mut *conn)
-            .await
+        let rows = self
+            .fetch_all("failed_count", || sqlx::query(&self.inner.sql.failed_count))
+            .await?;
+        let n: i64 = rows
+            .first()
+            .ok_or_else(|| Error::backend(DRIVER, sqlx::Error::RowNotFound))?
+            .try_get(0)
             .map_err(db)?;
-        conn.keep();
         Ok(count(n))
     }
 
@@ -825,105 +976,111 @@ impl Storage for MySqlStorage {
             return Ok(None);
         };
         let sql = &self.inner.sql;
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let mut tx = conn.begin().await.map_err(db)?;
-        let found: Option<i64> = sqlx::query_scalar(&sql.failed_lock)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-        if found.is_none() {
-            tx.rollback().await.map_err(db)?;
-            return Ok(None);
+        let returning = self.inner.returning;
+        let new_id = self
+            .inner
+            .retry
+            .run("failed_retry", || async move {
+                let mut conn = self.inner.pool.get().await.map_err(db)?;
+                let mut tx = conn.begin().await.map_err(db)?;
+                let new_id = async {
+                    let found: Option<i64> = sqlx::query_scalar(&sql.failed_lock)
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if found.is_none() {
+                        return Ok(None);
+                    }
+                    let copy = sqlx::query(&sql.failed_copy_back).bind(id);
+                    let new_id = if returning {
+                        let row = copy.fetch_one(&mut *tx).await.map_err(db)?;
+                        row.try_get::<i64, _>(0).map_err(db)?
+                    } else {
+                        let done = copy.execute(&mut *tx).await.map_err(db)?;
+                        i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX)
+                    };
+                    sqlx::query(&sql.failed_delete)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    Ok(Some(new_id))
+                }
+                .await;
+                let new_id = settle(tx, new_id, DRIVER).await?;
+                conn.keep();
+                Ok(new_id)
+            })
+            .await?;
+        if new_id.is_some() {
+            self.inner.pushed.notify_waiters();
         }
-        let copy = sqlx::query(&sql.failed_copy_back).bind(id);
-        let new_id = if self.inner.returning {
-            let row = copy.fetch_one(&mut *tx).await.map_err(db)?;
-            row.try_get::<i64, _>(0).map_err(db)?
-        } else {
-            let done = copy.execute(&mut *tx).await.map_err(db)?;
-            i64::try_from(done.last_insert_id()).unwrap_or(i64::MAX)
-        };
-        sqlx::query(&sql.failed_delete)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        self.inner.pushed.notify_waiters();
-        Ok(Some(JobId(new_id.to_string())))
+        Ok(new_id.map(|id| JobId(id.to_string())))
     }
 
     async fn failed_forget(&self, id: &str) -> Result<bool> {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(false);
         };
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.failed_delete)
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("failed_forget", || {
+                sqlx::query(&self.inner.sql.failed_delete).bind(id)
+            })
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn failed_flush(&self) -> Result<u64> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.failed_flush)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("failed_flush", || sqlx::query(&self.inner.sql.failed_flush))
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn failed_prune(&self, before: SystemTime) -> Result<u64> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.failed_prune)
-            .bind(unix_millis(before))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("failed_prune", || {
+                sqlx::query(&self.inner.sql.failed_prune).bind(unix_millis(before))
+            })
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.lock)
-            .bind(key)
-            .bind(owner)
-            .bind(millis(ttl))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("lock", || {
+                sqlx::query(&self.inner.sql.lock)
+                    .bind(key)
+                    .bind(owner)
+                    .bind(millis(ttl))
+            })
+            .await?;
         // See the statement: 0 is a fresh lock, 1 another owner's, anything else ours renewed
         // or taken over.
         Ok(done.last_insert_id() != 1)
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.unlock)
-            .bind(key)
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .execute("unlock", || {
+                sqlx::query(&self.inner.sql.unlock).bind(key).bind(owner)
+            })
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let oldest: Option<i64> = sqlx::query_scalar(&self.inner.sql.oldest_available)
-            .bind(queue)
-            .fetch_one(&mut *conn)
-            .await
+        let rows = self
+            .fetch_all("oldest_available", || {
+                sqlx::query(&self.inner.sql.oldest_available).bind(queue)
+            })
+            .await?;
+        let oldest: Option<i64> = rows
+            .first()
+            .ok_or_else(|| Error::backend(DRIVER, sqlx::Error::RowNotFound))?
+            .try_get(0)
             .map_err(db)?;
-        conn.keep();
         Ok(oldest.map(from_unix_millis))
     }
 
@@ -931,13 +1088,15 @@ impl Storage for MySqlStorage {
         if deltas.is_empty() {
             return Ok(());
         }
-        // In name order, so two batches lock their rows in the same order (no deadlock).
+        // In name order, so two batches lock their rows in the same order (no deadlock
+        // between them; a transaction of the application's can still meet one).
         let mut deltas: Vec<&(String, i64)> = deltas.iter().collect();
         deltas.sort_by(|a, b| a.0.cmp(&b.0));
+        let deltas = deltas.as_slice();
         let ttl = ttl.map(millis);
         let sql = &self.inner.sql;
         let sizes = chunk_sizes(deltas.len());
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
+        let sizes = sizes.as_slice();
         fn counters<'q>(
             sql: &'q Statements,
             chunk: &[&'q (String, i64)],
@@ -949,32 +1108,42 @@ impl Storage for MySqlStorage {
             }
             query
         }
-        if let [size] = sizes[..] {
-            counters(sql, &deltas[..size], ttl)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-        } else {
-            let mut tx = conn.begin().await.map_err(db)?;
-            let mut rest = deltas.as_slice();
-            for size in sizes {
-                let (chunk, tail) = rest.split_at(size);
-                rest = tail;
-                counters(sql, chunk, ttl)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            }
-            tx.commit().await.map_err(db)?;
-        }
+        // The whole batch at once, or not at all: a retry after a conflict never adds a
+        // part of it twice.
+        self.inner
+            .retry
+            .run("add_counters", || async move {
+                let mut conn = self.inner.pool.get().await.map_err(db)?;
+                if let [size] = sizes[..] {
+                    counters(sql, &deltas[..size], ttl)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                } else {
+                    let mut tx = conn.begin().await.map_err(db)?;
+                    let added = async {
+                        let mut rest = deltas;
+                        for &size in sizes {
+                            let (chunk, tail) = rest.split_at(size);
+                            rest = tail;
+                            counters(sql, chunk, ttl)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?;
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    settle(tx, added, DRIVER).await?;
+                }
+                conn.keep();
+                Ok(())
+            })
+            .await?;
         // Expired counters are left out when read; now and then they are deleted too.
         if ttl.is_some() && self.inner.sweeps.fetch_add(1, Ordering::Relaxed) % 256 == 0 {
-            sqlx::query(&sql.counters_sweep)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
+            self.sweep_counters().await?;
         }
-        conn.keep();
         Ok(())
     }
 
@@ -982,20 +1151,23 @@ impl Storage for MySqlStorage {
         // Names are bytes: every name that starts with `prefix` sorts from `prefix` up to
         // `prefix` followed by the last character there is, a range of the primary key.
         let end = format!("{prefix}\u{10ffff}");
-        let mut conn = self.inner.pool.get().await.map_err(db)?;
-        let rows: Vec<(Option<Vec<u8>>, i64)> = sqlx::query_as(&self.inner.sql.counters)
-            .bind(prefix)
-            .bind(end)
-            .bind(prefix)
-            .bind(prefix)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
-        Ok(rows
-            .into_iter()
-            .map(|(name, value)| (text(name), value))
-            .collect())
+        let rows = self
+            .fetch_all("counters", || {
+                sqlx::query(&self.inner.sql.counters)
+                    .bind(prefix)
+                    .bind(end.as_str())
+                    .bind(prefix)
+                    .bind(prefix)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    text(row.try_get(0).map_err(db)?),
+                    row.try_get(1).map_err(db)?,
+                ))
+            })
+            .collect()
     }
 
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {

@@ -219,8 +219,15 @@ impl Statements {
                  WHERE name >= $1 AND name < $2 AND starts_with(name, $1) \
                  AND (expires_at IS NULL OR expires_at > NOW) ORDER BY name",
             ),
+            // The expired rows are locked in name order first, the order in which
+            // `add_counters` locks rows: deleting them in the order of the `expires_at` index
+            // could take two rows the other way round from an upsert and deadlock with it.
             counters_sweep: fill(
-                "DELETE FROM {counters_table} WHERE expires_at IS NOT NULL AND expires_at <= NOW",
+                "DELETE FROM {counters_table} WHERE name IN ( \
+                   SELECT name FROM {counters_table} \
+                   WHERE expires_at IS NOT NULL AND expires_at <= NOW \
+                   ORDER BY name FOR UPDATE \
+                 )",
             ),
             total: fill("SELECT count(*) FROM {table} WHERE queue = $1"),
         }

@@ -22,6 +22,7 @@ use super::sql::Statements;
 use crate::common::{attempts, count, idle_sleep, lease_lost, millis, text};
 use crate::dialect::{schema_sql, statements, Dialect, Tables};
 use crate::hot::Hot;
+use crate::retry::{pg_conflict, Retry};
 
 /// The driver's name, in errors and [`Storage::driver`].
 pub(crate) const DRIVER: &str = "postgres";
@@ -70,6 +71,8 @@ struct Inner {
     listener: Mutex<Option<JoinHandle<()>>>,
     /// Counts `add_counters` calls with a TTL, to sweep expired counters now and then.
     sweeps: AtomicU64,
+    /// Runs statements again after a deadlock, a serialization failure or a lock timeout.
+    retry: Retry,
 }
 
 impl Drop for Inner {
@@ -199,6 +202,7 @@ impl PgStorage {
                 connect,
                 listener: Mutex::new(None),
                 sweeps: AtomicU64::new(0),
+                retry: Retry::new(DRIVER, pg_conflict),
             }),
         };
         if options.wants_migrate() {
@@ -231,6 +235,14 @@ impl PgStorage {
     /// The dispatch settings of [`DispatchWithin`](crate::DispatchWithin).
     pub fn dispatch_settings(&self) -> &QueueSettings {
         &self.inner.settings
+    }
+
+    /// How many times, since the store was opened, a statement was run again because the
+    /// server undid it for a transient conflict with another transaction: a deadlock
+    /// (SQLSTATE 40P01), a serialization failure (40001) or a lock timeout (55P03). See the
+    /// [crate docs](crate#guarantees).
+    pub fn conflict_retries(&self) -> u64 {
+        self.inner.retry.retried()
     }
 
     /// Closes every connection and stops listening.
@@ -282,8 +294,9 @@ impl PgStorage {
                 }
             }
         }
+        let columns = Columns::of(jobs);
         let ids = self
-            .push_query(jobs)
+            .push_query(&columns)
             .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
@@ -307,17 +320,16 @@ impl PgStorage {
         Ok(lines.join("\n"))
     }
 
-    fn push_query(
-        &self,
-        jobs: Vec<NewJob>,
-    ) -> sqlx::query::QueryScalar<'_, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
-        let c = Columns::of(jobs);
+    fn push_query<'q>(
+        &'q self,
+        c: &'q Columns,
+    ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, i64, sqlx::postgres::PgArguments> {
         sqlx::query_scalar::<_, i64>(&self.inner.sql.push)
-            .bind(c.queues)
-            .bind(c.names)
-            .bind(c.payloads)
-            .bind(c.ats)
-            .bind(c.delays)
+            .bind(c.queues.as_slice())
+            .bind(c.names.as_slice())
+            .bind(c.payloads.as_slice())
+            .bind(c.ats.as_slice())
+            .bind(c.delays.as_slice())
     }
 
     fn reserved_from(row: &PgRow) -> Result<(String, (i64, i64), Reserved)> {
@@ -451,13 +463,21 @@ impl Storage for PgStorage {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.inner.dispatch.get().await.map_err(db)?;
+        let columns = &Columns::of(jobs);
         let ids = self
-            .push_query(jobs)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+            .inner
+            .retry
+            .run("push", || async move {
+                let mut conn = self.inner.dispatch.get().await.map_err(db)?;
+                let ids = self
+                    .push_query(columns)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(ids)
+            })
+            .await?;
         Ok(ids.into_iter().map(|id| JobId(id.to_string())).collect())
     }
 
@@ -466,16 +486,23 @@ impl Storage for PgStorage {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX);
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let rows = sqlx::query(&self.inner.sql.reserve)
-            .bind(&request.queues)
-            .bind(request.name.as_deref())
-            .bind(millis(request.lease))
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let rows = self
+            .inner
+            .retry
+            .run("reserve", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let rows = sqlx::query(&self.inner.sql.reserve)
+                    .bind(&request.queues)
+                    .bind(request.name.as_deref())
+                    .bind(millis(request.lease))
+                    .bind(limit)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(rows)
+            })
+            .await?;
         let mut taken = Vec::with_capacity(rows.len());
         for row in &rows {
             let (queue, key, reserved) = Self::reserved_from(row)?;
@@ -493,15 +520,22 @@ impl Storage for PgStorage {
 
     async fn extend(&self, lease: &Lease, duration: Duration) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.extend)
-            .bind(id)
-            .bind(lease.token.as_str())
-            .bind(millis(duration))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("extend", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.extend)
+                    .bind(id)
+                    .bind(lease.token.as_str())
+                    .bind(millis(duration))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         if done.rows_affected() == 0 {
             return Err(lease_lost(lease));
         }
@@ -513,14 +547,21 @@ impl Storage for PgStorage {
             let Ok(id) = lease.job_id.0.parse::<i64>() else {
                 return Ok(vec![false]);
             };
-            let mut conn = self.inner.internal.get().await.map_err(db)?;
-            let done = sqlx::query(&self.inner.sql.acknowledge_one)
-                .bind(id)
-                .bind(lease.token.as_str())
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            conn.keep();
+            let done = self
+                .inner
+                .retry
+                .run("acknowledge", || async move {
+                    let mut conn = self.inner.internal.get().await.map_err(db)?;
+                    let done = sqlx::query(&self.inner.sql.acknowledge_one)
+                        .bind(id)
+                        .bind(lease.token.as_str())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                    conn.keep();
+                    Ok(done)
+                })
+                .await?;
             return Ok(vec![done.rows_affected() > 0]);
         }
         let parsed: Vec<Option<i64>> = leases.iter().map(|l| l.job_id.0.parse().ok()).collect();
@@ -532,14 +573,22 @@ impl Storage for PgStorage {
         if ids.is_empty() {
             return Ok(vec![false; leases.len()]);
         }
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let rows: Vec<(i64, String)> = sqlx::query_as(&self.inner.sql.acknowledge)
-            .bind(ids)
-            .bind(tokens)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let (ids, tokens) = (ids.as_slice(), tokens.as_slice());
+        let rows: Vec<(i64, String)> = self
+            .inner
+            .retry
+            .run("acknowledge", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let rows: Vec<(i64, String)> = sqlx::query_as(&self.inner.sql.acknowledge)
+                    .bind(ids)
+                    .bind(tokens)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(rows)
+            })
+            .await?;
         let mut deleted: HashSet<(i64, String)> = rows.into_iter().collect();
         Ok(leases
             .iter()
@@ -554,16 +603,23 @@ impl Storage for PgStorage {
 
     async fn release(&self, lease: &Lease, delay: Duration, refund_attempt: bool) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let back: i64 = sqlx::query_scalar(&self.inner.sql.release)
-            .bind(id)
-            .bind(lease.token.as_str())
-            .bind(millis(delay))
-            .bind(refund_attempt)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let back: i64 = self
+            .inner
+            .retry
+            .run("release", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let back: i64 = sqlx::query_scalar(&self.inner.sql.release)
+                    .bind(id)
+                    .bind(lease.token.as_str())
+                    .bind(millis(delay))
+                    .bind(refund_attempt)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(back)
+            })
+            .await?;
         if back == 0 {
             return Err(lease_lost(lease));
         }
@@ -572,15 +628,22 @@ impl Storage for PgStorage {
 
     async fn fail(&self, lease: &Lease, error: &str) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.fail)
-            .bind(id)
-            .bind(lease.token.as_str())
-            .bind(storable(error).as_ref())
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("fail", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.fail)
+                    .bind(id)
+                    .bind(lease.token.as_str())
+                    .bind(storable(error).as_ref())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         if done.rows_affected() == 0 {
             return Err(lease_lost(lease));
         }
@@ -588,13 +651,20 @@ impl Storage for PgStorage {
     }
 
     async fn size(&self, queue: &str) -> Result<QueueSize> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let (waiting, delayed, reserved): (i64, i64, i64) = sqlx::query_as(&self.inner.sql.size)
-            .bind(queue)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let (waiting, delayed, reserved): (i64, i64, i64) = self
+            .inner
+            .retry
+            .run("size", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let size = sqlx::query_as(&self.inner.sql.size)
+                    .bind(queue)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(size)
+            })
+            .await?;
         Ok(QueueSize {
             waiting: count(waiting),
             delayed: count(delayed),
@@ -603,35 +673,56 @@ impl Storage for PgStorage {
     }
 
     async fn queues(&self) -> Result<Vec<String>> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let queues = sqlx::query_scalar(&self.inner.sql.queues)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let queues = self
+            .inner
+            .retry
+            .run("queues", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let queues = sqlx::query_scalar(&self.inner.sql.queues)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(queues)
+            })
+            .await?;
         Ok(queues)
     }
 
     async fn clear(&self, queue: &str) -> Result<u64> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.clear)
-            .bind(queue)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("clear", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.clear)
+                    .bind(queue)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn failed_list(&self, offset: u64, limit: u64) -> Result<Vec<FailedJob>> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let rows = sqlx::query(&self.inner.sql.failed_list)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let rows = self
+            .inner
+            .retry
+            .run("failed_list", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let rows = sqlx::query(&self.inner.sql.failed_list)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(rows)
+            })
+            .await?;
         rows.iter().map(Self::failed_from).collect()
     }
 
@@ -639,23 +730,37 @@ impl Storage for PgStorage {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(None);
         };
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let row = sqlx::query(&self.inner.sql.failed_get)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let row = self
+            .inner
+            .retry
+            .run("failed_get", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let row = sqlx::query(&self.inner.sql.failed_get)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(row)
+            })
+            .await?;
         row.as_ref().map(Self::failed_from).transpose()
     }
 
     async fn failed_count(&self) -> Result<u64> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let n: i64 = sqlx::query_scalar(&self.inner.sql.failed_count)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let n: i64 = self
+            .inner
+            .retry
+            .run("failed_count", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let n: i64 = sqlx::query_scalar(&self.inner.sql.failed_count)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(n)
+            })
+            .await?;
         Ok(count(n))
     }
 
@@ -663,13 +768,20 @@ impl Storage for PgStorage {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(None);
         };
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let new_id: Option<i64> = sqlx::query_scalar(&self.inner.sql.failed_retry)
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let new_id: Option<i64> = self
+            .inner
+            .retry
+            .run("failed_retry", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let new_id: Option<i64> = sqlx::query_scalar(&self.inner.sql.failed_retry)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(new_id)
+            })
+            .await?;
         Ok(new_id.map(|id| JobId(id.to_string())))
     }
 
@@ -677,70 +789,112 @@ impl Storage for PgStorage {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(false);
         };
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.failed_delete)
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("failed_forget", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.failed_delete)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn failed_flush(&self) -> Result<u64> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.failed_flush)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("failed_flush", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.failed_flush)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn failed_prune(&self, before: SystemTime) -> Result<u64> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.failed_prune)
-            .bind(unix_millis(before))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("failed_prune", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.failed_prune)
+                    .bind(unix_millis(before))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         Ok(done.rows_affected())
     }
 
     async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.lock)
-            .bind(storable(key).as_ref())
-            .bind(owner)
-            .bind(millis(ttl))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("lock", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.lock)
+                    .bind(storable(key).as_ref())
+                    .bind(owner)
+                    .bind(millis(ttl))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let done = sqlx::query(&self.inner.sql.unlock)
-            .bind(storable(key).as_ref())
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let done = self
+            .inner
+            .retry
+            .run("unlock", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let done = sqlx::query(&self.inner.sql.unlock)
+                    .bind(storable(key).as_ref())
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(done)
+            })
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let oldest: Option<i64> = sqlx::query_scalar(&self.inner.sql.oldest_available)
-            .bind(queue)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let oldest: Option<i64> = self
+            .inner
+            .retry
+            .run("oldest_available", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let oldest: Option<i64> = sqlx::query_scalar(&self.inner.sql.oldest_available)
+                    .bind(queue)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(oldest)
+            })
+            .await?;
         Ok(oldest.map(from_unix_millis))
     }
 
@@ -752,23 +906,37 @@ impl Storage for PgStorage {
             .iter()
             .map(|(name, delta)| (name.as_str(), *delta))
             .unzip();
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        sqlx::query(&self.inner.sql.add_counters)
-            .bind(names)
-            .bind(values)
-            .bind(ttl.map(millis))
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let (names, values) = (names.as_slice(), values.as_slice());
+        // One statement: the whole batch or none of it, so a retry never adds a part twice.
+        self.inner
+            .retry
+            .run("add_counters", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                sqlx::query(&self.inner.sql.add_counters)
+                    .bind(names)
+                    .bind(values)
+                    .bind(ttl.map(millis))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(())
+            })
+            .await?;
         // Expired counters are left out when read; now and then they are deleted too.
         if ttl.is_some() && self.inner.sweeps.fetch_add(1, Ordering::Relaxed) % 256 == 0 {
-            let mut conn = self.inner.internal.get().await.map_err(db)?;
-            sqlx::query(&self.inner.sql.counters_sweep)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-            conn.keep();
+            self.inner
+                .retry
+                .run("counters_sweep", || async move {
+                    let mut conn = self.inner.internal.get().await.map_err(db)?;
+                    sqlx::query(&self.inner.sql.counters_sweep)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db)?;
+                    conn.keep();
+                    Ok(())
+                })
+                .await?;
         }
         Ok(())
     }
@@ -777,14 +945,22 @@ impl Storage for PgStorage {
         // Every name that starts with `prefix` sorts (by bytes) from `prefix` up to `prefix`
         // followed by the last character there is: the range lets the primary key find them.
         let end = format!("{prefix}\u{10ffff}");
-        let mut conn = self.inner.internal.get().await.map_err(db)?;
-        let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&self.inner.sql.counters)
-            .bind(prefix)
-            .bind(end)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.keep();
+        let end = end.as_str();
+        let rows: Vec<(Option<String>, i64)> = self
+            .inner
+            .retry
+            .run("counters", || async move {
+                let mut conn = self.inner.internal.get().await.map_err(db)?;
+                let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&self.inner.sql.counters)
+                    .bind(prefix)
+                    .bind(end)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db)?;
+                conn.keep();
+                Ok(rows)
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(name, value)| (text(name.map(String::into_bytes)), value))
