@@ -12,7 +12,7 @@
 //! | `P:q:Q:head`, `P:q:Q:tail` | slots claimed so far / allocated so far |
 //! | `P:q:Q:s:N` | slot N: the id of a waiting job (or `-`, a skipped slot) |
 //! | `P:q:Q:gen` | the queue's generation, bumped by `clear` |
-//! | `P:q:Q:nw:G`, `P:q:Q:nd:G`, `P:q:Q:nr` | waiting / delayed (per generation) / reserved counts |
+//! | `P:q:Q:sw:G`, `P:q:Q:sd:G`, `P:q:Q:sr` | waiting / delayed (per generation) / reserved counts, each plus 2^63 (so updates carry a sign and commute) |
 //! | `P:q:Q:t:B`, `P:q:Q:tc:B` | timer bucket B (one second): ids whose due time or lease deadline falls in it, and a count |
 //! | `P:q:Q:cur` | the first timer bucket not yet fully swept |
 //! | `P:q:Q:jan` | the janitor's progress over claimed slots |
@@ -181,15 +181,15 @@ impl QueueKeys {
     }
 
     pub(crate) fn waiting(&self, gen: u64) -> String {
-        format!("{}:nw:{gen}", self.base)
+        format!("{}:sw:{gen}", self.base)
     }
 
     pub(crate) fn delayed(&self, gen: u64) -> String {
-        format!("{}:nd:{gen}", self.base)
+        format!("{}:sd:{gen}", self.base)
     }
 
     pub(crate) fn reserved(&self) -> String {
-        format!("{}:nr", self.base)
+        format!("{}:sr", self.base)
     }
 
     pub(crate) fn timer(&self, bucket: i64) -> String {

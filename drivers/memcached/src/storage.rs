@@ -25,6 +25,7 @@ use crate::DRIVER;
 
 mod counters;
 mod oldest;
+mod sizes;
 mod slots;
 mod timers;
 
@@ -422,13 +423,13 @@ impl MemcachedStorage {
         if slot.is_none() {
             self.check_timer_replies(&replies[..cas_at], &[id]);
         }
-        let mut after = vec![Cmd::decr(qk.reserved(), 1)];
+        let mut after = vec![sizes::minus(qk.reserved(), 1)];
         if let Some(old) = held.record.timer() {
             after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
         }
         after.push(match slot {
-            Some(_) => Cmd::incr(qk.waiting(gen), 1),
-            None => Cmd::incr(qk.delayed(gen), 1),
+            Some(_) => sizes::plus(qk.waiting(gen), 1),
+            None => sizes::plus(qk.delayed(gen), 1),
         });
         self.run(after).await?;
         if slot.is_some() && !replies[cas_at + 1].ok() {
@@ -492,7 +493,7 @@ impl MemcachedStorage {
             };
         }
         let qk = keys.queue(&held.record.queue);
-        let mut after = vec![Cmd::delete(keys.body(id)), Cmd::decr(qk.reserved(), 1)];
+        let mut after = vec![Cmd::delete(keys.body(id)), sizes::minus(qk.reserved(), 1)];
         if let Some(old) = held.record.timer() {
             after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
         }
@@ -808,13 +809,13 @@ impl Storage for MemcachedStorage {
         let slots_at = cmds.len();
         cmds.extend(slot_cmds);
         for (q, n) in &waiting {
-            cmds.push(Cmd::incr(
+            cmds.push(sizes::plus(
                 keys.queue(q).waiting(gens.get(q).copied().unwrap_or(0)),
                 *n,
             ));
         }
         for (q, n) in &delayed {
-            cmds.push(Cmd::incr(
+            cmds.push(sizes::plus(
                 keys.queue(q).delayed(gens.get(q).copied().unwrap_or(0)),
                 *n,
             ));
@@ -964,7 +965,7 @@ impl Storage for MemcachedStorage {
                 }
             }
             for (q, n) in reserved {
-                after.push(Cmd::decr(keys.queue(q).reserved(), n));
+                after.push(sizes::minus(keys.queue(q).reserved(), n));
             }
             for ((q, b), n) in timers {
                 after.push(Cmd::decr(keys.queue(q).timer_count(b), n));
@@ -1011,9 +1012,9 @@ impl Storage for MemcachedStorage {
             ])
             .await?;
         Ok(QueueSize {
-            waiting: replies[0].number().unwrap_or(0),
-            delayed: replies[1].number().unwrap_or(0),
-            reserved: replies[2].number().unwrap_or(0),
+            waiting: sizes::count(&replies[0]),
+            delayed: sizes::count(&replies[1]),
+            reserved: sizes::count(&replies[2]),
         })
     }
 
@@ -1056,7 +1057,7 @@ impl Storage for MemcachedStorage {
         Ok(names
             .into_iter()
             .zip(counts.chunks(3))
-            .filter(|(_, c)| c.iter().any(|r| r.number().unwrap_or(0) > 0))
+            .filter(|(_, c)| c.iter().any(|r| sizes::count(r) > 0))
             .map(|(q, _)| q)
             .collect())
     }
@@ -1079,7 +1080,7 @@ impl Storage for MemcachedStorage {
                 Cmd::delete(qk.delayed(old)),
             ])
             .await?;
-        Ok(replies[0].number().unwrap_or(0) + replies[1].number().unwrap_or(0))
+        Ok(sizes::count(&replies[0]) + sizes::count(&replies[1]))
     }
 
     async fn failed_list(&self, offset: u64, limit: u64) -> Result<Vec<FailedJob>> {

@@ -3,7 +3,7 @@
 //! promotes and expired reservations it leaves for later) and a look at the first slots
 //! past the head.
 
-use super::{now_ms, parse_slot, MemcachedStorage};
+use super::{now_ms, parse_slot, sizes, MemcachedStorage};
 use crate::client::Cmd;
 use crate::record::{JobState, UNKNOWN_DUE};
 use queue_core::Result;
@@ -35,7 +35,7 @@ impl MemcachedStorage {
             .await?;
         let head = replies[0].number().unwrap_or(0);
         let tail = replies[1].number().unwrap_or(0);
-        let waiting = replies[2].number().unwrap_or(0);
+        let waiting = sizes::count(&replies[2]);
         if waiting > 0 && tail > head {
             // Slots come out in push order: the first live ones past the head hold the jobs
             // that waited longest.

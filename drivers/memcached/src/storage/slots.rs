@@ -10,12 +10,30 @@ use queue_core::{Error, JobId, Lease, Reserved, Result};
 use tracing::{debug, error, warn};
 
 use super::{
-    parse_slot, Ends, Held, MemcachedStorage, CAS_TRIES, MAX_CLAIM, TOMBSTONE, TOMBSTONE_TTL,
+    parse_slot, sizes, Ends, Held, MemcachedStorage, CAS_TRIES, MAX_CLAIM, TOMBSTONE, TOMBSTONE_TTL,
 };
 use crate::client::{Cmd, Reply, Status};
 use crate::error::MemcachedError;
 use crate::keys::QueueKeys;
 use crate::record::{JobRecord, JobState};
+
+/// Races for the head a reservation may lose in a row before it gives up.
+const CLAIM_TRIES: usize = 4 * CAS_TRIES;
+/// The longest pause between two tries of a claim.
+const CLAIM_BACKOFF_MAX_MS: u64 = 16;
+
+/// A random pause before the next try of a claim after `lost` races lost in a row: up to
+/// 1, 2, 4, ... [`CLAIM_BACKOFF_MAX_MS`] ms, so reservers that lost together do not all
+/// come back together.
+fn claim_backoff(lost: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let cap = 1u64 << lost.saturating_sub(2).min(CLAIM_BACKOFF_MAX_MS.ilog2());
+    // A fresh `RandomState` is seeded anew on every call: cheap jitter without a dependency.
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_micros(noise % (cap * 1000 + 1))
+}
 
 impl MemcachedStorage {
     /// Takes jobs from `queue`'s slots until `out` holds `limit` or the queue is empty.
@@ -29,7 +47,10 @@ impl MemcachedStorage {
         out: &mut Vec<Reserved>,
     ) -> Result<()> {
         let qk = self.keys().queue(queue);
-        let mut contention = 0;
+        // Races lost in a row for the head. Each lost race means another reserver claimed
+        // those slots, so the queue moves on; backing off with jitter spreads the reservers
+        // out, and a reservation that still keeps losing returns what it has.
+        let mut lost: u32 = 0;
         while out.len() < limit {
             let Some((head, head_cas)) = ends.head else {
                 if ends.tail == 0 {
@@ -61,11 +82,13 @@ impl MemcachedStorage {
                 .await?;
             match (&claimed[0].status, claimed[0].cas) {
                 (Status::Ok, Some(cas)) => {
+                    lost = 0;
                     ends.head = Some((head + want, cas));
                     self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
                         .await?;
                 }
                 (Status::Ok, None) => {
+                    lost = 0;
                     ends = self.read_ends(&qk).await?;
                     self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
                         .await?;
@@ -74,9 +97,19 @@ impl MemcachedStorage {
                     return Err(MemcachedError::Refused(message.clone()).into())
                 }
                 _ => {
-                    contention += 1;
-                    if contention > 4 * CAS_TRIES {
-                        return Err(MemcachedError::Contention(format!("claim on {queue}")).into());
+                    lost += 1;
+                    if lost as usize > CLAIM_TRIES {
+                        if out.is_empty() {
+                            return Err(
+                                MemcachedError::Contention(format!("claim on {queue}")).into()
+                            );
+                        }
+                        // Never drop jobs already reserved: they would wait out their lease.
+                        debug!(%queue, taken = out.len(), "stopped claiming after losing many races for the head");
+                        return Ok(());
+                    }
+                    if lost > 1 {
+                        tokio::time::sleep(claim_backoff(lost)).await;
                     }
                     ends = self.read_ends(&qk).await?;
                 }
@@ -152,7 +185,7 @@ impl MemcachedStorage {
         let deadline = now.saturating_add(duration_millis(lease));
         let mut takes: Vec<(u64, Held, Vec<u8>, String)> = Vec::new();
         let mut cleanup: Vec<Cmd> = Vec::new();
-        let mut waiting_gone: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut gone: Vec<(u64, u64, u64)> = Vec::new();
         for ((n, id), pair) in entries.iter().zip(replies.chunks(2)) {
             let Some((cas, record)) = self.decode_job(*id, &pair[0]) else {
                 cleanup.push(Cmd::delete(qk.slot(*n)));
@@ -172,9 +205,8 @@ impl MemcachedStorage {
             }
             let Some(body) = pair[1].value() else {
                 error!(job = id, %queue, "a waiting job's payload is gone (evicted?): dropping the job");
-                cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
                 cleanup.push(Cmd::delete(qk.slot(*n)));
-                *waiting_gone.entry(record.gen).or_default() += 1;
+                gone.push((*id, cas, record.gen));
                 continue;
             };
             takes.push((
@@ -188,8 +220,25 @@ impl MemcachedStorage {
                 new_token(),
             ));
         }
-        for (g, count) in &waiting_gone {
-            cleanup.push(Cmd::decr(qk.waiting(*g), *count));
+        if !gone.is_empty() {
+            // Only a record this call deleted leaves the count (whoever changed it first
+            // counts it).
+            let replies = self
+                .run(
+                    gone.iter()
+                        .map(|(id, cas, _)| Cmd::delete_cas(self.keys().job(*id), *cas))
+                        .collect(),
+                )
+                .await?;
+            let mut waiting_gone: BTreeMap<u64, u64> = BTreeMap::new();
+            for ((_, _, g), reply) in gone.iter().zip(&replies) {
+                if reply.ok() {
+                    *waiting_gone.entry(*g).or_default() += 1;
+                }
+            }
+            for (g, count) in &waiting_gone {
+                cleanup.push(sizes::minus(qk.waiting(*g), *count));
+            }
         }
         if takes.is_empty() {
             self.run(cleanup).await?;
@@ -221,9 +270,9 @@ impl MemcachedStorage {
             cmds.push(Cmd::delete(qk.slot(*n)));
         }
         for (g, count) in &per_gen {
-            cmds.push(Cmd::decr(qk.waiting(*g), *count));
+            cmds.push(sizes::minus(qk.waiting(*g), *count));
         }
-        cmds.push(Cmd::incr(qk.reserved(), takes.len() as u64));
+        cmds.push(sizes::plus(qk.reserved(), takes.len() as u64));
         cmds.extend(cleanup);
         let replies = self.run(cmds).await?;
         self.check_timer_replies(&replies[..first_cas], &ids);
@@ -247,11 +296,11 @@ impl MemcachedStorage {
                 debug!(job = held.id, status = ?reply.status, "lost a race for a claimed job");
                 failed += 1;
                 undo.push(Cmd::add(qk.slot(n), held.id.to_string().into_bytes(), 0));
-                undo.push(Cmd::incr(qk.waiting(held.record.gen), 1));
+                undo.push(sizes::plus(qk.waiting(held.record.gen), 1));
             }
         }
         if failed > 0 {
-            undo.push(Cmd::decr(qk.reserved(), failed));
+            undo.push(sizes::minus(qk.reserved(), failed));
             self.run(undo).await?;
         }
         Ok(())

@@ -9,11 +9,12 @@ use queue_core::storage::{duration_millis, new_token};
 use queue_core::{JobId, Lease, Reserved, Result};
 use tracing::{error, warn};
 
+use super::sizes::JanitorMark;
 use super::{
-    bucket, parse_slot, text, Due, Held, MemcachedStorage, JANITOR_AFTER_MS, JANITOR_MAX_SLOTS,
+    bucket, parse_slot, sizes, Due, Held, MemcachedStorage, JANITOR_AFTER_MS, JANITOR_MAX_SLOTS,
     LAG_BUCKETS, MAX_SWEEP_BUCKETS, SCAN_CHUNK,
 };
-use crate::client::{Cmd, Reply};
+use crate::client::Cmd;
 use crate::error::MemcachedError;
 use crate::keys::QueueKeys;
 use crate::record::{parse_ids, JobRecord, JobState};
@@ -43,16 +44,25 @@ impl MemcachedStorage {
         let qk = self.keys().queue(queue);
         let now_b = bucket(now);
         let window: Vec<i64> = (now_b - LAG_BUCKETS - 2..=now_b).collect();
+        // The waiting count first: `settle_waiting` needs every update made after the head
+        // and tail were read to change the count's CAS token.
         let mut cmds = vec![
-            Cmd::gets(qk.cursor()),
+            Cmd::gets(qk.waiting(gen)),
             Cmd::gets(qk.janitor()),
             Cmd::get(qk.head()),
+            Cmd::get(qk.tail()),
+            Cmd::gets(qk.cursor()),
         ];
+        const WINDOW_AT: usize = 5;
         cmds.extend(window.iter().map(|b| Cmd::get(qk.timer_count(*b))));
         let replies = self.run(cmds).await?;
-        self.janitor(queue, &qk, gen, now, &replies[1], replies[2].number())
+        let janitor = JanitorMark::parse(&replies[1]);
+        let head = replies[2].number();
+        let tail = replies[3].number().unwrap_or(0);
+        self.settle_waiting(queue, &qk, gen, now, janitor, head, tail, &replies[0])
             .await?;
-        let (cursor, cursor_cas) = match (replies[0].number_i64(), replies[0].cas) {
+        self.janitor(queue, &qk, gen, now, janitor, head).await?;
+        let (cursor, cursor_cas) = match (replies[4].number_i64(), replies[4].cas) {
             (Some(c), cas) => (c, cas),
             _ => {
                 let init = now_b - LAG_BUCKETS;
@@ -66,7 +76,7 @@ impl MemcachedStorage {
             }
         };
         let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
-        for (b, reply) in window.iter().zip(&replies[3..]) {
+        for (b, reply) in window.iter().zip(&replies[WINDOW_AT..]) {
             if let Some(n) = reply.number() {
                 counts.insert(*b, n);
             }
@@ -268,8 +278,8 @@ impl MemcachedStorage {
             }
         }
         for (g, n) in per_gen {
-            after.push(Cmd::decr(qk.delayed(g), n));
-            after.push(Cmd::incr(qk.waiting(g), n));
+            after.push(sizes::minus(qk.delayed(g), n));
+            after.push(sizes::plus(qk.waiting(g), n));
         }
         self.run(after).await?;
         if !reslot.is_empty() {
@@ -312,9 +322,13 @@ impl MemcachedStorage {
             }
         }
         if !lost.is_empty() {
-            let n = lost.len() as u64;
-            lost.push(Cmd::decr(qk.reserved(), n));
-            self.run(lost).await?;
+            // Only records this call deleted leave the count (another sweeper may have met
+            // the same job).
+            let replies = self.run(lost).await?;
+            let n = replies.iter().filter(|r| r.ok()).count() as u64;
+            if n > 0 {
+                self.run(vec![sizes::minus(qk.reserved(), n)]).await?;
+            }
         }
         if takes.is_empty() {
             return Ok(());
@@ -372,15 +386,17 @@ impl MemcachedStorage {
         qk: &QueueKeys,
         gen: u64,
         now: i64,
-        reply: &Reply,
+        record: Option<JanitorMark>,
         head: Option<u64>,
     ) -> Result<()> {
         let Some(head) = head else { return Ok(()) };
-        let parsed = text(reply).and_then(|t| {
-            let mut parts = t.split(';').map(|p| p.parse::<i64>().ok());
-            Some((parts.next()??, parts.next()??, parts.next()??))
-        });
-        let Some((checked, mark, mark_ms)) = parsed else {
+        let Some(JanitorMark {
+            checked,
+            mark,
+            mark_ms,
+            cas,
+        }) = record
+        else {
             // First pass (or the item was evicted): look back one pass's worth of slots.
             let from = head.saturating_sub(JANITOR_MAX_SLOTS);
             let value = format!("{from};{head};{now}");
@@ -391,14 +407,13 @@ impl MemcachedStorage {
         if now - mark_ms < JANITOR_AFTER_MS {
             return Ok(());
         }
-        let (checked, mark) = (checked.max(0) as u64, mark.max(0) as u64);
         let hi = mark.min(checked + JANITOR_MAX_SLOTS);
         let next = if hi >= mark {
             format!("{mark};{head};{now}")
         } else {
             format!("{hi};{mark};{mark_ms}")
         };
-        let Some(cas) = reply.cas else { return Ok(()) };
+        let Some(cas) = cas else { return Ok(()) };
         // Claim this pass first, so concurrent processes do not scan the same range.
         let claimed = self
             .run(vec![Cmd::cas(qk.janitor(), next.into_bytes(), cas, 0)])
