@@ -751,3 +751,54 @@ pub async fn wait_wakes_on_push(store: Store) {
     }
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// Queue names, job names, errors, lock keys and owners outside ASCII come back exactly as
+/// they went in: in a reservation, in the failed store, after a retry, in the queue list.
+pub async fn non_ascii_text_round_trips(store: Store) {
+    let q = unique("q_é日本");
+    let name = "café-отчёт 🦀";
+    let payload = "{\"to\":\"zoë@例え.jp\"}".as_bytes();
+    store.push(vec![job(&q, name, payload)]).await.unwrap();
+    assert_eq!(store.size(&q).await.unwrap().waiting, 1);
+    assert!(store.queues().await.unwrap().contains(&q), "queue listed");
+    let got = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((got.name.as_str(), got.payload.as_slice()), (name, payload));
+    let error = "échec: 失败 ❌";
+    store.fail(&got.lease, error).await.unwrap();
+    let failed = store.failed_list(0, 10).await.unwrap();
+    let failed = failed
+        .iter()
+        .find(|f| f.queue == q)
+        .expect("the job is in the failed store under its queue");
+    assert_eq!(
+        (
+            failed.name.as_str(),
+            failed.payload.as_slice(),
+            failed.error.as_str()
+        ),
+        (name, payload, error)
+    );
+    store
+        .failed_retry(&failed.id)
+        .await
+        .unwrap()
+        .expect("retried");
+    let again = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((again.name.as_str(), again.payload.as_slice()), (name, payload));
+    store.acknowledge(&[again.lease]).await.unwrap();
+
+    let key = format!("{q}:rapport-ünïcode");
+    assert!(store.lock(&key, "ouvrier-é", LONG).await.unwrap());
+    assert!(!store.lock(&key, "другой", LONG).await.unwrap());
+    assert!(!store.unlock(&key, "другой").await.unwrap());
+    assert!(store.unlock(&key, "ouvrier-é").await.unwrap());
+    assert!(store.lock(&key, "другой", LONG).await.unwrap());
+}

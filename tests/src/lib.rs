@@ -97,6 +97,7 @@ macro_rules! conformance {
             fail_moves_to_failed_store,
             failed_store_operations,
             failed_prune,
+            non_ascii_text_round_trips,
             sizes_queues_and_clear,
             lock_mutual_exclusion,
             lock_owner_and_expiry,

@@ -180,12 +180,20 @@ fn plain(b: u8, in_name: bool) -> bool {
 
 fn percent_encode(s: &str, in_name: bool) -> String {
     let mut out = String::with_capacity(s.len());
-    for (i, b) in s.bytes().enumerate() {
-        // A leading dot would make `.`, `..` or a hidden file of a name.
-        if plain(b, in_name) && !(in_name && i == 0 && b == b'.') {
-            out.push(char::from(b));
+    for (i, c) in s.char_indices() {
+        let mut utf8 = [0; 4];
+        let bytes = c.encode_utf8(&mut utf8).as_bytes();
+        // A character is written as it is only if each of its bytes may be: so a header
+        // keeps non-ASCII text whole, and a name escapes every byte of it.
+        let as_is = bytes.iter().all(|b| plain(*b, in_name))
+            // A leading dot would make `.`, `..` or a hidden file of a name.
+            && !(in_name && i == 0 && c == '.');
+        if as_is {
+            out.push(c);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            for b in bytes {
+                out.push_str(&format!("%{b:02X}"));
+            }
         }
     }
     out
@@ -619,6 +627,37 @@ mod tests {
             decode_counter(&encode_counter("c", 4, None)),
             Some(("c".into(), 4, None))
         );
+    }
+
+    #[test]
+    fn non_ascii_headers_round_trip() {
+        // Found by the fuzz target: bytes of non-ASCII characters were written one by one
+        // as if each were a character of its own, so "café" came back as "cafÃ©".
+        for text in ["café", "отчёт", "日本語 %\n", "\u{749}\u{89}", "emoji 🦀"] {
+            let bytes = encode_job(text, text, b"{}");
+            let job = decode_job(&bytes).unwrap();
+            assert_eq!((job.queue.as_str(), job.name.as_str()), (text, text));
+            assert_eq!(decode_name(&bytes).as_deref(), Some(text));
+            assert_eq!(
+                decode_lock(&encode_lock(text, 1)),
+                Some((text.to_owned(), 1))
+            );
+            assert_eq!(
+                decode_counter(&encode_counter(text, 1, None)),
+                Some((text.to_owned(), 1, None))
+            );
+            let dir = queue_dir_name(text).unwrap();
+            assert!(dir.is_ascii(), "{dir}");
+            assert_eq!(queue_from_dir_name(&dir).as_deref(), Some(text));
+        }
+    }
+
+    #[test]
+    fn fuzz_finding_non_ascii_name_round_trips() {
+        // The input the fuzz target stopped on (first line: a file name, then the file).
+        let input = include_bytes!("../tests/data/fuzz-non-ascii-name");
+        let i = input.iter().position(|b| *b == b'\n').unwrap();
+        fuzz_parsers(&input[i + 1..], &String::from_utf8_lossy(&input[..i]));
     }
 
     #[test]
