@@ -8,7 +8,10 @@
 //! For each URL: dispatch one by one, dispatch batched (1,000 per call), end-to-end no-op jobs
 //! per second with a worker at concurrency 1 and 8 (in-process), dispatch-to-start latency
 //! p50/p99 of an idle `runall` worker in another process (so no in-process shortcut wakes
-//! it), and the peak RSS of a real `runall` worker process draining the jobs.
+//! it), the peak RSS of a real `runall` worker process draining the jobs, and how long the
+//! driver kept a single-threaded tokio runtime from running other tasks (the stall column:
+//! a 1 ms ticker on a `current_thread` runtime while a worker at concurrency 8 drains the
+//! queue on the same thread; a driver that blocks its thread on I/O shows up there).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -44,6 +47,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--jobs" => args.jobs = it.next().context("--jobs needs a value")?.parse()?,
             "--samples" => args.samples = it.next().context("--samples needs a value")?.parse()?,
             "--sleep" => args.sleep_ms = it.next().context("--sleep needs a value")?.parse()?,
+            "--help" | "-h" => {
+                println!("usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS]");
+                std::process::exit(0);
+            }
             other => {
                 bail!("unknown argument {other} (use --url URL --jobs N --samples N --sleep MS)")
             }
@@ -136,6 +143,10 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     fill(&queue, n).await?;
     let c8 = rate(n, drain(&queue, 8).await?);
 
+    // How late a 1 ms ticker runs while a worker drains n jobs on the same single thread.
+    fill(&queue, n).await?;
+    let (stall_p99, stall_max) = stall(url, &table).await?;
+
     // Dispatch-to-start latency of an idle `runall` worker in another process.
     let (p50, p99) = latency(&queue, url, &table, args)
         .await
@@ -154,7 +165,55 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
         p50,
         p99,
         rss,
+        stall_p99,
+        stall_max,
     ])
+}
+
+/// Drains the waiting jobs with a worker at concurrency 8 on a new `current_thread` runtime
+/// (its own connections), with a task on the same thread that sleeps 1 ms at a time and
+/// records how late it wakes. Every task shares the one thread, so a driver call that blocks
+/// it (a synchronous socket read, a lock held across I/O) delays the ticker by as long.
+/// Returns the p99 and the largest lateness in ms.
+async fn stall(url: &str, table: &str) -> anyhow::Result<(String, String)> {
+    let (url, table) = (url.to_owned(), table.to_owned());
+    let run = move || -> anyhow::Result<Vec<Duration>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let options = ConnectOptions::new()
+                .table(&table)
+                .failed_table(format!("{table}_failed"));
+            let queue = Queue::from_arc(storage::connect(&url, options).await?);
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let ticker = tokio::spawn({
+                let done = done.clone();
+                async move {
+                    let mut late = Vec::new();
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        let started = Instant::now();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        late.push(started.elapsed().saturating_sub(Duration::from_millis(1)));
+                    }
+                    late
+                }
+            });
+            let drained = drain(&queue, 8).await;
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let late = ticker.await?;
+            drained?;
+            anyhow::Ok(late)
+        })
+    };
+    let mut late = tokio::task::spawn_blocking(run).await??;
+    late.sort_unstable();
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1000.0);
+    let i = ((late.len() as f64 * 0.99).ceil() as usize).clamp(1, late.len().max(1)) - 1;
+    Ok(match (late.get(i), late.last()) {
+        (Some(p99), Some(max)) => (ms(*p99), ms(*max)),
+        _ => ("-".into(), "-".into()),
+    })
 }
 
 /// Starts an idle `runall work` child, dispatches probes one at a time with gaps spread over
@@ -292,8 +351,8 @@ async fn main() -> anyhow::Result<()> {
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
     );
-    println!("| driver | dispatch 1-by-1 jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| driver | dispatch 1-by-1 jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB | stall p99 ms | stall max ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for url in &args.urls {
         match bench(url, &args).await {
             Ok(row) => println!("| {} |", row.join(" | ")),
