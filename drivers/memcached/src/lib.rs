@@ -110,15 +110,18 @@
 //! **Sizes** are counters kept beside each transition (waiting and delayed per generation,
 //! reserved); `clear` bumps the queue's generation, so waiting and delayed jobs of the old
 //! generation count as deleted at once and their items are dropped when met. A transition
-//! updates them with its own commands once it knows its compare-and-swap won (a reservation
-//! counts first and undoes the count of a job it lost), so every transition counts exactly
-//! once. The updates of consecutive transitions of one job, made by different processes, can
-//! reach memcached in either order (a promoted job can be reserved, and counted out of
-//! `waiting`, before its promoter's count arrives), so each counter holds its value plus 2^62:
-//! updates carry a sign and commute, and the count is exact once they have all arrived
-//! (memcached's own `decr` stops at zero, which used to lose such a count and leave phantom
-//! jobs). While an update is in flight a count may be off for a moment; below zero reads as
-//! zero. A crash of a process between a transition and its counter update can leave a count
+//! (push, reservation, release, promotion, acknowledgement, failure) sends its count updates
+//! in the same request as the writes that make it, after them, as if its compare-and-swap or
+//! delete wins, and undoes them for those that lost: every transition counts exactly once,
+//! and a process killed between two requests leaves the counts right. The updates of
+//! consecutive transitions of one job, made by different processes, can still reach memcached
+//! in either order (a promoted job can be reserved, and counted out of `waiting`, before its
+//! promoter's count is applied, when memcached reads that request in two parts), so each
+//! counter holds its value plus 2^62: updates carry a sign and commute, and the count is
+//! exact once they have all arrived (memcached's own `decr` stops at zero, which lost such
+//! counts and left phantom jobs in earlier versions). While an update is in flight a count may
+//! be off for a moment; below zero reads as zero. A process killed between a lost
+//! compare-and-swap and its undo, or in the middle of writing a request, can leave a count
 //! off by one; the jobs themselves are unaffected. The sweep repairs the *waiting* count:
 //! when it finds every slot claimed, none claimed for the last 5 seconds, and the janitor's
 //! pass over them done (so no job can be waiting), it sets a non-zero waiting count back to
@@ -225,11 +228,11 @@
 //!   listed again when written later), a group kept bounded by writers alone, and
 //!   `oldest_available` counting an expired lease from its deadline (seen by another
 //!   store) and a due delayed job from its due time; 400 jobs sharing one lock taken by 24
-//!   reservers on four stores (two of them talking through a proxy that delays their count
-//!   updates), most of them released with a delay and promoted again, every job acknowledged
-//!   once within its lease and the sizes exactly zero afterwards; a promotion whose count
-//!   update reaches memcached after the reservation and acknowledgement of its job, with no
-//!   phantom job left; a waiting count left too high or below zero by a simulated crash
+//!   reservers on four stores (two of them talking through a proxy that holds back the count
+//!   updates at the end of their requests), most of them released with a delay and promoted
+//!   again, every job acknowledged once within its lease and the sizes exactly zero
+//!   afterwards; a promotion whose count update reaches memcached after the reservation and
+//!   acknowledgement of its job, with no phantom job left; a waiting count left too high or below zero by a simulated crash
 //!   repaired once the queue is idle, and left alone on a queue with a job waiting;
 //! - `tests/ops.rs`: the operations cases of `queue-tests` (`oldest_available`, `counters`,
 //!   `engine_stats_and_restart`: statistics kept by a worker and the restart signal);

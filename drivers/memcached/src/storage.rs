@@ -413,25 +413,31 @@ impl MemcachedStorage {
         if let Some(n) = slot {
             cmds.push(Cmd::add(qk.slot(n), id.to_string().into_bytes(), 0));
         }
+        // The counts in the same request, as if the compare-and-swap succeeds (a process
+        // killed after it leaves no count behind); undone if it did not.
+        let target = match slot {
+            Some(_) => qk.waiting(gen),
+            None => qk.delayed(gen),
+        };
+        cmds.push(sizes::minus(qk.reserved(), 1));
+        cmds.push(sizes::plus(target.clone(), 1));
         let replies = self.run(cmds).await?;
-        match &replies[cas_at].status {
-            Status::Ok => {}
-            Status::Exists => return Ok(false),
-            Status::Refused(m) => return Err(MemcachedError::Refused(m.clone()).into()),
-            _ => return Err(lease_lost(lease)),
+        if !replies[cas_at].ok() {
+            self.run(vec![sizes::plus(qk.reserved(), 1), sizes::minus(target, 1)])
+                .await?;
+            return match &replies[cas_at].status {
+                Status::Exists => Ok(false),
+                Status::Refused(m) => Err(MemcachedError::Refused(m.clone()).into()),
+                _ => Err(lease_lost(lease)),
+            };
         }
         if slot.is_none() {
             self.check_timer_replies(&replies[..cas_at], &[id]);
         }
-        let mut after = vec![sizes::minus(qk.reserved(), 1)];
         if let Some(old) = held.record.timer() {
-            after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
+            self.run(vec![Cmd::decr(qk.timer_count(bucket(old)), 1)])
+                .await?;
         }
-        after.push(match slot {
-            Some(_) => sizes::plus(qk.waiting(gen), 1),
-            None => sizes::plus(qk.delayed(gen), 1),
-        });
-        self.run(after).await?;
         if slot.is_some() && !replies[cas_at + 1].ok() {
             self.reslot(&lease.queue, &qk, vec![id]).await?;
         }
@@ -482,18 +488,26 @@ impl MemcachedStorage {
             .run(vec![Cmd::set(keys.failed(failed_id), record.encode())])
             .await?;
         stored[0].checked("store the failed job")?;
+        // The count in the same request, as if the delete succeeds; undone if it did not.
+        let qk = keys.queue(&held.record.queue);
         let deleted = self
-            .run(vec![Cmd::delete_cas(keys.job(id), held.cas)])
+            .run(vec![
+                Cmd::delete_cas(keys.job(id), held.cas),
+                sizes::minus(qk.reserved(), 1),
+            ])
             .await?;
         if !deleted[0].ok() {
-            self.run(vec![Cmd::delete(keys.failed(failed_id))]).await?;
+            self.run(vec![
+                Cmd::delete(keys.failed(failed_id)),
+                sizes::plus(qk.reserved(), 1),
+            ])
+            .await?;
             return match deleted[0].status {
                 Status::Exists => Ok(false),
                 _ => Err(lease_lost(lease)),
             };
         }
-        let qk = keys.queue(&held.record.queue);
-        let mut after = vec![Cmd::delete(keys.body(id)), sizes::minus(qk.reserved(), 1)];
+        let mut after = vec![Cmd::delete(keys.body(id))];
         if let Some(old) = held.record.timer() {
             after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
         }
@@ -938,34 +952,41 @@ impl Storage for MemcachedStorage {
             if current.is_empty() {
                 break;
             }
-            let replies = self
-                .run(
-                    current
-                        .iter()
-                        .map(|(_, h)| Cmd::delete_cas(keys.job(h.id), h.cas))
-                        .collect(),
-                )
-                .await?;
+            // The deletes and, in the same request, the counts as if every delete succeeds:
+            // a process killed after it leaves no count behind. Failures are undone below.
+            let mut cmds: Vec<Cmd> = current
+                .iter()
+                .map(|(_, h)| Cmd::delete_cas(keys.job(h.id), h.cas))
+                .collect();
+            let mut counted: BTreeMap<&str, u64> = BTreeMap::new();
+            for (_, held) in &current {
+                *counted.entry(&held.record.queue).or_default() += 1;
+            }
+            for (q, n) in &counted {
+                cmds.push(sizes::minus(keys.queue(q).reserved(), *n));
+            }
+            let replies = self.run(cmds).await?;
             let mut retry = Vec::new();
             let mut after = Vec::new();
-            let mut reserved: BTreeMap<&str, u64> = BTreeMap::new();
+            let mut undo: BTreeMap<&str, u64> = BTreeMap::new();
             let mut timers: BTreeMap<(&str, i64), u64> = BTreeMap::new();
             for ((i, held), reply) in current.iter().zip(&replies) {
                 match reply.status {
                     Status::Ok => {
                         done[*i] = true;
                         after.push(Cmd::delete(keys.body(held.id)));
-                        *reserved.entry(&held.record.queue).or_default() += 1;
                         if let Some(at) = held.record.timer() {
                             *timers.entry((&held.record.queue, bucket(at))).or_default() += 1;
                         }
+                        continue;
                     }
                     Status::Exists => retry.push((*i, held.id)),
                     _ => {}
                 }
+                *undo.entry(&held.record.queue).or_default() += 1;
             }
-            for (q, n) in reserved {
-                after.push(sizes::minus(keys.queue(q).reserved(), n));
+            for (q, n) in undo {
+                after.push(sizes::plus(keys.queue(q).reserved(), n));
             }
             for ((q, b), n) in timers {
                 after.push(Cmd::decr(keys.queue(q).timer_count(b), n));

@@ -35,11 +35,32 @@ async fn connect(
 }
 
 /// A store whose counter updates reach memcached `delay` late, as those of a process that is
-/// descheduled between moving a job and counting it: it talks to memcached through a proxy
-/// that holds back every request made only of counter updates (two or more `ma` commands,
-/// as the driver sends after a transition).
+/// descheduled between moving a job and counting it (or whose request memcached reads in two
+/// parts): it talks to memcached through a proxy that passes the rest of each request of two
+/// or more commands at once and holds back the counter updates (`ma` commands) at its end.
 async fn connect_slow_counting(prefix: &str, delay: Duration) -> MemcachedStorage {
     use tokio::io::AsyncReadExt;
+
+    /// Where the trailing `ma` lines of a request start (its length if there are none).
+    fn counts_at(request: &[u8]) -> usize {
+        let mut at = request.len();
+        let mut commands = 0;
+        let mut lines = request.split(|b| *b == b'\n').collect::<Vec<_>>();
+        lines.pop(); // after the final newline
+        for line in lines.iter().rev() {
+            if !line.starts_with(b"ma ") {
+                break;
+            }
+            at -= line.len() + 1;
+            commands += 1;
+        }
+        let total = request.windows(2).filter(|w| w == b"\r\n").count();
+        if total < 2 || commands == 0 {
+            request.len()
+        } else {
+            at
+        }
+    }
 
     let upstream = MemcachedOptions::from_url(&url())
         .unwrap()
@@ -65,15 +86,15 @@ async fn connect_slow_counting(prefix: &str, delay: Duration) -> MemcachedStorag
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    let lines: Vec<&[u8]> = buf[..n]
-                        .split(|b| *b == b'\n')
-                        .filter(|l| !l.is_empty())
-                        .collect();
-                    if lines.len() >= 2 && lines.iter().all(|l| l.starts_with(b"ma ")) {
-                        tokio::time::sleep(delay).await;
-                    }
-                    if to_server.write_all(&buf[..n]).await.is_err() {
+                    let split = counts_at(&buf[..n]);
+                    if to_server.write_all(&buf[..split]).await.is_err() {
                         return;
+                    }
+                    if split < n {
+                        tokio::time::sleep(delay).await;
+                        if to_server.write_all(&buf[split..n]).await.is_err() {
+                            return;
+                        }
                     }
                 }
             });
@@ -875,41 +896,40 @@ async fn a_count_update_that_arrives_late_still_counts() {
     let Some(reserver) = connect(&prefix, |o| o).await else {
         return;
     };
-    let promoter = connect_slow_counting(&prefix, Duration::from_millis(400)).await;
+    let promoter = connect_slow_counting(&prefix, Duration::from_secs(1)).await;
     let q = unique("q");
     let mut delayed = job(&q, "j", b"late");
     delayed.available = Availability::After(Duration::from_millis(100));
     let pushed = Instant::now();
     reserver.push(vec![delayed]).await.unwrap();
-    let taker = {
-        let (reserver, q) = (reserver.clone(), q.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The promoter's sweep moves the due job into slot 1; its count update is held back.
+    let promoting = {
+        let q = q.clone();
         tokio::spawn(async move {
-            // Its sweeps (every 250 ms) find the job not yet due, then already promoted.
-            while pushed.elapsed() < Duration::from_secs(10) {
-                let got = reserver.reserve(&request(&[&q], LONG, 1)).await.unwrap();
-                if let Some(r) = got.into_iter().next() {
-                    assert_eq!(
-                        reserver
-                            .acknowledge(std::slice::from_ref(&r.lease))
-                            .await
-                            .unwrap(),
-                        [true]
-                    );
-                    return Some(pushed.elapsed());
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            None
+            promoter.size(&q).await.unwrap();
+            pushed.elapsed()
         })
     };
-    tokio::time::sleep(Duration::from_millis(130).saturating_sub(pushed.elapsed())).await;
-    // The promoter's sweep moves the due job into a slot; its count update is held back.
-    promoter.size(&q).await.unwrap();
-    let promoted_by = pushed.elapsed();
-    let taken_at = taker.await.unwrap().expect("the job was reserved");
+    let slot = format!("mg {prefix}:q:{q}:s:1");
+    while raw(&slot).await != "HD" {
+        assert!(pushed.elapsed() < Duration::from_secs(5), "never promoted");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let got = reserver.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    assert_eq!(got.len(), 1, "the promoted job is taken at once");
+    assert_eq!(
+        reserver
+            .acknowledge(std::slice::from_ref(&got[0].lease))
+            .await
+            .unwrap(),
+        [true]
+    );
+    let taken_at = pushed.elapsed();
+    let promoted_by = promoting.await.unwrap();
     assert!(
-        taken_at + Duration::from_millis(300) <= promoted_by,
-        "reserved ({taken_at:?}) well before the promoter's held-back count arrived (it \
+        taken_at < promoted_by,
+        "acknowledged ({taken_at:?}) before the promoter's held-back count arrived (its sweep \
          returned at {promoted_by:?})"
     );
     let size = reserver.size(&q).await.unwrap();

@@ -2,14 +2,17 @@
 //! and the correction of a waiting count left off by a process that stopped mid-transition.
 //!
 //! Each transition of a job (push, reservation, release, promotion of a due job,
-//! acknowledgement, failure) updates the counters with commands of its own, beside the
-//! compare-and-swap or write that makes the transition. So the updates of two transitions
-//! of one job, made by different processes, can reach memcached in either order: a
-//! promotion makes its job visible in a slot and then adds one to `waiting`, and a reserver
-//! that takes the job at once may subtract its one first. memcached's `decr` stops at zero,
-//! so with plain counters that subtraction was lost whenever the count was zero, and the
-//! promotion's addition then left a job counted that did not exist (25 phantom waiting jobs
-//! in an empty queue after the chaos harness's `without-overlapping` scenario).
+//! acknowledgement, failure) updates the counters with commands of its own, sent in the same
+//! request as the compare-and-swap or write that makes the transition, after it, as if it
+//! succeeds (those that did not are undone in a later request). Still, the updates of two
+//! transitions of one job, made by different processes, can reach memcached in either order:
+//! a promotion makes its job visible in a slot and then adds one to `waiting`, and if
+//! memcached reads that request in two parts, a reserver that takes the job at once may
+//! subtract its one first (the undo of a lost race comes later still). memcached's `decr`
+//! stops at zero, so with plain counters such a subtraction was lost whenever the count was
+//! zero, and the addition then left a job counted that did not exist (earlier versions sent
+//! the counts in a separate request: 25 phantom waiting jobs in an empty queue after the
+//! chaos harness's `without-overlapping` scenario).
 //!
 //! So a size counter holds its value plus [`OFFSET`] (2^62): `incr` and `decr` then carry a
 //! sign, every update creates a missing counter whatever its sign, and updates commute. Once

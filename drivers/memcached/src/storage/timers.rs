@@ -260,16 +260,27 @@ impl MemcachedStorage {
                 0,
             ));
         }
+        // The counts in the same request, as if every compare-and-swap succeeds (a process
+        // killed after it leaves no count behind); those that failed are undone below.
+        let mut per_gen: BTreeMap<u64, u64> = BTreeMap::new();
+        for d in &due {
+            *per_gen.entry(d.held.record.gen).or_default() += 1;
+        }
+        for (g, n) in &per_gen {
+            cmds.push(sizes::minus(qk.delayed(*g), *n));
+            cmds.push(sizes::plus(qk.waiting(*g), *n));
+        }
         let replies = self.run(cmds).await?;
         let mut after = Vec::new();
-        let mut per_gen: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut undo: BTreeMap<u64, u64> = BTreeMap::new();
         let mut reslot = Vec::new();
         for (i, d) in due.iter().enumerate() {
             let (cas, slot) = (&replies[2 * i], &replies[2 * i + 1]);
             if !cas.ok() {
-                continue; // someone else moved it; our slot is a stale pointer
+                // Someone else moved it (and counted it); our slot is a stale pointer.
+                *undo.entry(d.held.record.gen).or_default() += 1;
+                continue;
             }
-            *per_gen.entry(d.held.record.gen).or_default() += 1;
             if let Some(at) = d.held.record.timer() {
                 after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
             }
@@ -277,9 +288,9 @@ impl MemcachedStorage {
                 reslot.push(d.held.id);
             }
         }
-        for (g, n) in per_gen {
-            after.push(sizes::minus(qk.delayed(g), n));
-            after.push(sizes::plus(qk.waiting(g), n));
+        for (g, n) in undo {
+            after.push(sizes::plus(qk.delayed(g), n));
+            after.push(sizes::minus(qk.waiting(g), n));
         }
         self.run(after).await?;
         if !reslot.is_empty() {
