@@ -792,7 +792,10 @@ pub async fn non_ascii_text_round_trips(store: Store) {
         .await
         .unwrap()
         .remove(0);
-    assert_eq!((again.name.as_str(), again.payload.as_slice()), (name, payload));
+    assert_eq!(
+        (again.name.as_str(), again.payload.as_slice()),
+        (name, payload)
+    );
     store.acknowledge(&[again.lease]).await.unwrap();
 
     let key = format!("{q}:rapport-ünïcode");
