@@ -491,3 +491,43 @@ async fn progress_bar_on_a_terminal() {
         "no per-job log lines under the bar: {screen}"
     );
 }
+
+/// SIGTERM while the worker is still connecting (here to a server that accepts the connection
+/// and never answers) ends it at once with exit status 0, not killed by the signal.
+#[tokio::test]
+async fn sigterm_while_connecting_exits_cleanly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream); // accepted, never answered
+        }
+    });
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runall"))
+        .arg("--connection")
+        .arg(format!("postgres://nobody@127.0.0.1:{port}/silent"))
+        .arg("--config")
+        .arg(dir.path().join("job.toml"))
+        .env_remove("QUEUE_URL")
+        .env("QUEUE_LOG", "info")
+        .arg("work")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker is still connecting to the silent server"
+    );
+    signal(&child, "TERM");
+    let status = wait_for(&mut child, Duration::from_secs(5)).expect("the worker exits at once");
+    let out = child.wait_with_output().unwrap();
+    assert!(status.success(), "exit 0, not killed: {status:?}");
+    assert!(
+        stdout(&out).contains("worker stopped (signal before it started): 0 processed"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -329,8 +329,31 @@ impl Runner {
             println!("{}", storage::schema_sql(&url, &options)?);
             return Ok(ExitCode::SUCCESS);
         }
-        let storage = storage::connect(&url, options)
-            .await
+        // A worker listens for SIGTERM and SIGINT from before it connects, so a signal while
+        // it is still connecting (a slow server, migrations) ends it cleanly, exit status 0,
+        // instead of killing it; one that arrives later stops it gracefully as usual.
+        let stop = matches!(command, Command::Work(_) | Command::Run { .. }).then(|| {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let signal = crate::worker::stop_signal();
+            tokio::spawn(async move {
+                signal.await;
+                let _ = tx.send(true);
+            });
+            rx
+        });
+        let connecting = storage::connect(&url, options);
+        let connected = match &stop {
+            Some(stop) => tokio::select! {
+                connected = connecting => connected,
+                () = signalled(stop.clone()) => {
+                    tracing::info!("stop signal received while connecting: exiting");
+                    println!("worker stopped (signal before it started): 0 processed, 0 retried, 0 failed, 0 put back");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            },
+            None => connecting.await,
+        };
+        let storage = connected
             .map_err(|e| Error::Config(format!("cannot connect to {}: {e}", redact_url(&url))))?;
         let mut settings = QueueSettings::default();
         if let Some(max) = config.max_payload {
@@ -349,14 +372,14 @@ impl Runner {
         match command {
             Command::Work(args) => {
                 tracing::info!(connection = %redact_url(&url), "connected");
-                work(&queue, &config, args, None, progress_bar).await?;
+                work(&queue, &config, args, None, progress_bar, stop).await?;
             }
             Command::Run { name, work: args } => {
                 if crate::registry::find(&name).is_none() && !queue.listener_names().contains(&name)
                 {
                     return Err(Error::UnknownJob { name });
                 }
-                work(&queue, &config, args, Some(name), progress_bar).await?;
+                work(&queue, &config, args, Some(name), progress_bar, stop).await?;
             }
             Command::Table => {}
             Command::Migrate => {
@@ -491,12 +514,20 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     o
 }
 
+/// Completes once the stop flag is set (never, if its sender is gone without setting it).
+async fn signalled(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn work(
     queue: &Queue,
     config: &Config,
     args: WorkArgs,
     only: Option<String>,
     progress_bar: bool,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
     let options = worker_options(config, &args, only);
     let queues = options.queues.clone();
@@ -508,7 +539,10 @@ async fn work(
             worker.progress_handle(),
         ))
     });
-    let summary = worker.run_until_signal().await;
+    let summary = match stop {
+        Some(stop) => worker.run_until(signalled(stop)).await,
+        None => worker.run_until_signal().await,
+    };
     if let Some(bar) = bar {
         bar.abort();
         eprintln!();

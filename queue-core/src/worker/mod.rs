@@ -161,11 +161,20 @@ impl Worker {
     /// Runs until SIGINT or SIGTERM (or a stop condition of the options), then shuts down
     /// gracefully.
     pub async fn run_until_signal(self) -> Result<WorkerSummary> {
-        let stop = self.stop_handle();
+        self.run_until(stop_signal()).await
+    }
+
+    /// Runs until `stop` completes (or a stop condition of the options), then shuts down
+    /// gracefully, as on a signal: running jobs get the grace period, the rest are put back.
+    pub async fn run_until<F>(self, stop: F) -> Result<WorkerSummary>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.stop_handle();
         let signals = tokio::spawn(async move {
-            wait_for_signal().await;
+            stop.await;
             info!("stop signal received: finishing running jobs");
-            stop.stop();
+            handle.stop();
         });
         let result = self.run().await;
         signals.abort();
@@ -722,26 +731,33 @@ pub fn resident_memory_mb() -> Option<u64> {
     Some(pages * 4096 / (1024 * 1024))
 }
 
-async fn wait_for_signal() {
+/// Listens for SIGTERM and SIGINT from the moment it is called (the handlers are installed
+/// before it returns, so a signal that arrives before the future is first polled is not
+/// lost); the future completes on the first of them. Must be called within a tokio runtime.
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let term = signal(SignalKind::terminate());
         let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
