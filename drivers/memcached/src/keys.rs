@@ -12,12 +12,12 @@
 //! | `P:q:Q:head`, `P:q:Q:tail` | slots claimed so far / allocated so far |
 //! | `P:q:Q:s:N` | slot N: the id of a waiting job (or `-`, a skipped slot) |
 //! | `P:q:Q:gen` | the queue's generation, bumped by `clear` |
-//! | `P:q:Q:sw:G`, `P:q:Q:sd:G`, `P:q:Q:sr` | waiting / delayed (per generation) / reserved counts, each plus 2^63 (so updates carry a sign and commute) |
+//! | `P:q:Q:sw:G`, `P:q:Q:sd:G`, `P:q:Q:sr` | waiting / delayed (per generation) / reserved counts, each plus 2^62 (so updates carry a sign and commute) |
 //! | `P:q:Q:t:B`, `P:q:Q:tc:B` | timer bucket B (one second): ids whose due time or lease deadline falls in it, and a count |
 //! | `P:q:Q:cur` | the first timer bucket not yet fully swept |
 //! | `P:q:Q:jan` | the janitor's progress over claimed slots |
 //! | `P:lock:K` | a lock: owner and expiry |
-//! | `P:c:N`, `P:ce:N` | counter N: its value plus 2^63 (so `incr`/`decr` carry a sign), and its expiry (Unix ms) if it has one |
+//! | `P:cv:N`, `P:ce:N` | counter N: its value plus 2^62 (so `incr`/`decr` carry a sign), and its expiry (Unix ms) if it has one. (`P:c:N`, value plus 2^63, belonged to earlier versions and is no longer read.) |
 //! | `P:cr` | the counter index: the names of counter groups, one per line |
 //! | `P:cg:G`, `P:cn:G` | counter group G (the first two `:`-separated parts of a name): its counters' names, one per line; and how many were ever appended |
 //! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
@@ -118,8 +118,10 @@ impl Keys {
         format!("{}:lock:{}", self.p, part(key))
     }
 
+    /// A named counter's value. (Earlier versions kept it, plus 2^63, under `:c:`; that
+    /// encoding is not read, hence the new key.)
     pub(crate) fn counter(&self, name: &str) -> String {
-        format!("{}:c:{}", self.p, part(name))
+        format!("{}:cv:{}", self.p, part(name))
     }
 
     pub(crate) fn counter_expiry(&self, name: &str) -> String {

@@ -157,12 +157,29 @@
 //! which that earlier version cannot read: stop old workers before starting new ones.)
 //!
 //! **Counters** (`add_counters`, `counters`: the workers' statistics, per-minute throughput
-//! and the restart signal) are items `{prefix}:c:{name}` holding the value plus 2^63, so
+//! and the restart signal) are items `{prefix}:cv:{name}` holding the value plus 2^62, so
 //! that memcached's unsigned `incr`/`decr` carry a sign: each delta is one atomic `ma`
-//! command that also creates a missing counter (at 2^63 plus the delta). No read, no
-//! compare-and-swap, no lost update, from any number of processes. Values wrap outside the
-//! `i64` range. A counter written with a TTL gets memcached's expiry (whole seconds,
-//! rounded up, plus one, so never early) and its exact expiry in milliseconds beside it
+//! command that also creates a missing counter (at 2^62 plus the delta). No read, no
+//! compare-and-swap, no lost update, from any number of processes. A counter holds values
+//! in [-2^62, 2^62) (±4.6e18, far beyond any statistic) and saturates outside it: a delta is
+//! clamped into the range, a counter goes no lower than -2^62 (memcached's `decr` stops at
+//! zero), and one driven above 2^62 - 1 by several deltas reads as 2^62 - 1 (and is back
+//! where memcached may refuse its updates). The size counters use the same encoding.
+//!
+//! Why not plus 2^63, which covered all of `i64`: memcached (1.6.18) refuses `incr`/`decr`
+//! of a stored value of 2^63 or more whenever a `-` byte follows the value in memory (its
+//! number parser looks for a minus sign past the value's end), which is common once items
+//! holding `-` have been freed nearby; values below 2^63 are never refused. Earlier versions
+//! of this driver stored counters plus 2^63 under `{prefix}:c:{name}`, and such a refusal
+//! failed a whole `add_counters` after memcached had applied the request's other updates,
+//! so a worker, flushing its statistics again, counted those twice (a test here saw 206 of
+//! 240 flushes refused). Those items are not read: statistics start again from zero after
+//! an upgrade, and old and new workers on one store count in different places (neither
+//! sees the other's restart signal, and each drops the other's names from the index), so
+//! stop old workers before starting new ones.
+//!
+//! A counter written with a TTL gets memcached's expiry (whole seconds, rounded up, plus
+//! one, so never early) and its exact expiry in milliseconds beside it
 //! (`{prefix}:ce:{name}`), which `counters` honours; a write without a TTL makes it
 //! permanent again. Unlike the in-memory driver, a counter written again in the second or
 //! two between its exact expiry and memcached collecting it continues from its old value
@@ -223,7 +240,10 @@
 //!   store with a truncated reason; queue names and lock keys with spaces, colons,
 //!   newlines, non-ASCII and 400 characters; selection by `memcache://` and `memcached://`;
 //!   counters added from two stores at once with positive and negative deltas (exact sums,
-//!   `i64::MIN` round-trips), counter names with odd characters, memcached's own expiry set
+//!   the edges of the range round-trip, values beyond it saturate); worker statistics
+//!   flushed 240 times between jobs whose payloads are all `-` (their freed items lie beside
+//!   new counters) with every flush accepted and every sum exact; counter names with odd
+//!   characters, memcached's own expiry set
 //!   and cleared, expired counters dropped from the index with their emptied group (and
 //!   listed again when written later), a group kept bounded by writers alone, and
 //!   `oldest_available` counting an expired lease from its deadline (seen by another

@@ -25,6 +25,7 @@ use crate::DRIVER;
 
 mod counters;
 mod oldest;
+mod signed;
 mod sizes;
 mod slots;
 mod timers;

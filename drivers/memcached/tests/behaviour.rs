@@ -432,15 +432,30 @@ async fn counters_from_two_processes_add_up_with_signs() {
     let want = vec![(down.clone(), -480), (up.clone(), 480)];
     assert_eq!(a.counters("stats:queue:x:").await.unwrap(), want);
     assert_eq!(b.counters("stats:").await.unwrap(), want);
-    // Extremes survive the offset encoding.
-    let edge = "stats:edge:min".to_owned();
-    a.add_counters(&[(edge.clone(), i64::MIN + 1)], None)
+    // The edges of the range, [-2^62, 2^62), survive the offset encoding; outside it a
+    // counter saturates (memcached's `decr` stops at zero; a delta is clamped into the range).
+    let (min, max) = (-(1i64 << 62), (1i64 << 62) - 1);
+    let (low, high, huge) = (
+        "stats:edge:min".to_owned(),
+        "stats:edge:max".to_owned(),
+        "stats:edge:huge".to_owned(),
+    );
+    a.add_counters(&[(low.clone(), min + 1), (high.clone(), max - 1)], None)
         .await
         .unwrap();
-    a.add_counters(&[(edge.clone(), -1)], None).await.unwrap();
+    a.add_counters(&[(low.clone(), -1), (high.clone(), 1)], None)
+        .await
+        .unwrap();
     assert_eq!(
-        b.counters(&edge).await.unwrap(),
-        vec![(edge.clone(), i64::MIN)]
+        b.counters("stats:edge:").await.unwrap(),
+        vec![(high.clone(), max), (low.clone(), min)]
+    );
+    b.add_counters(&[(low.clone(), -5), (huge.clone(), i64::MAX)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.counters("stats:edge:").await.unwrap(),
+        vec![(huge.clone(), max), (high.clone(), max), (low.clone(), min)]
     );
     // Every counter of the store, sorted by name.
     let all: Vec<String> = a
@@ -450,7 +465,82 @@ async fn counters_from_two_processes_add_up_with_signs() {
         .into_iter()
         .map(|(n, _)| n)
         .collect();
-    assert_eq!(all, vec![edge, down, up]);
+    assert_eq!(all, vec![huge, high, low, down, up]);
+}
+
+/// memcached (1.6.18) refuses `incr`/`decr` of a value of 2^63 or more when a `-` byte
+/// follows the item's value in memory before the next zero byte (its `safe_strtoull` looks
+/// for a minus sign with `strchr`, past the value's end). A worker's flush writes several
+/// counters in one `add_counters`; a refusal of one of them failed the whole call after
+/// memcached had applied the others, and the worker, keeping the counts for its next flush,
+/// then counted those twice. Here a worker's statistics are flushed between jobs whose
+/// payloads are all `-` (their items, deleted on acknowledgement, leave their bytes in the
+/// chunks that new counters take): every flush must succeed and every sum must be exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_are_never_refused_whatever_lies_beside_them() {
+    use std::collections::BTreeMap;
+
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let q = unique("q");
+    let rate_ttl = Some(Duration::from_secs(7200));
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    let (mut calls, mut refused) = (0, Vec::new());
+    for round in 0..120usize {
+        // Jobs of several names, with payloads of `-` of lengths spread over the sizes of
+        // counter items, taken and acknowledged (their payload items deleted).
+        let jobs: Vec<_> = (0..16usize)
+            .map(|i| {
+                let name = "j".repeat(1 + (round + i) % 8);
+                job(&q, &name, "-".repeat(8 + 13 * i).as_bytes())
+            })
+            .collect();
+        let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+        store.push(jobs).await.unwrap();
+        let got = store.reserve(&request(&[&q], LONG, 16)).await.unwrap();
+        assert_eq!(got.len(), 16);
+        let leases: Vec<_> = got.iter().map(|r| r.lease.clone()).collect();
+        assert!(store.acknowledge(&leases).await.unwrap().iter().all(|a| *a));
+        // The worker's flush: totals without a TTL, a throughput bucket (a new one every
+        // fourth round, as a new minute starts) with one.
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        for name in &names {
+            *totals
+                .entry(format!("stats:job:{name}:processed"))
+                .or_default() += 1;
+        }
+        totals.insert(format!("stats:queue:{q}:processed"), 16);
+        let rates = vec![(format!("rate:{q}:{}:processed", round / 4), 16)];
+        let totals: Vec<(String, i64)> = totals.into_iter().collect();
+        for (deltas, ttl) in [(&totals, None), (&rates, rate_ttl)] {
+            calls += 1;
+            match store.add_counters(deltas, ttl).await {
+                Ok(()) => {}
+                Err(e) => refused.push(e.to_string()),
+            }
+            for (name, delta) in deltas {
+                *want.entry(name.clone()).or_default() += delta;
+            }
+        }
+    }
+    let mut got: BTreeMap<String, i64> = store
+        .counters("stats:")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    got.extend(store.counters("rate:").await.unwrap());
+    let wrong = want.iter().filter(|(n, v)| got.get(*n) != Some(v)).count();
+    assert!(
+        refused.is_empty(),
+        "{} of {calls} calls of add_counters failed ({wrong} of {} counters off), first: {}",
+        refused.len(),
+        want.len(),
+        refused[0]
+    );
+    assert_eq!(got, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,7 +589,7 @@ async fn counter_expiry_is_memcacheds_too() {
         .add_counters(&[(name.clone(), 1)], Some(Duration::from_secs(5)))
         .await
         .unwrap();
-    let header = raw(&format!("mg {prefix}:c:brief t")).await;
+    let header = raw(&format!("mg {prefix}:cv:brief t")).await;
     assert!(header == "HD t7" || header == "HD t6", "{header}");
     assert!(raw(&format!("mg {prefix}:ce:brief t"))
         .await
@@ -509,7 +599,7 @@ async fn counter_expiry_is_memcacheds_too() {
         .add_counters(&[(name.clone(), 1)], None)
         .await
         .unwrap();
-    assert_eq!(raw(&format!("mg {prefix}:c:brief t")).await, "HD t-1");
+    assert_eq!(raw(&format!("mg {prefix}:cv:brief t")).await, "HD t-1");
     assert_eq!(raw(&format!("mg {prefix}:ce:brief t")).await, "EN");
     assert_eq!(store.counters("brief").await.unwrap(), vec![(name, 2)]);
 }

@@ -1,11 +1,14 @@
 //! Named counters (statistics, throughput buckets, the restart signal) and the index that
 //! lists their names, which memcached cannot do itself.
 //!
-//! A counter is one item holding its value plus 2^63 in decimal, so memcached's unsigned
-//! `incr` and `decr` (`ma`) carry a sign: a positive delta is an `incr`, a negative one a
-//! `decr`, and a missing counter is created by the same command already holding 2^63 plus
-//! the delta. Every delta is one atomic server-side operation: no read-modify-write, no lost
-//! update, whatever the number of processes.
+//! A counter is one item holding a signed counter ([`signed`]: its value plus 2^62 in
+//! decimal), so memcached's unsigned `incr` and `decr` (`ma`) carry a sign: a positive delta
+//! is an `incr`, a negative one a `decr`, and a missing counter is created by the same
+//! command already holding 2^62 plus the delta. Every delta is one atomic server-side
+//! operation: no read-modify-write, no lost update, whatever the number of processes. Values
+//! range over [-2^62, 2^62) and saturate outside it. (Earlier versions added 2^63, which
+//! memcached often refuses to `incr`/`decr`: a whole `add_counters` failed after the
+//! request's other updates were applied. The counters moved to new keys.)
 //!
 //! Names are listed in *groups*, one item per group holding escaped names one per line; a
 //! name's group is its first two `:`-separated parts (`stats:job`, `rate:{queue}`,
@@ -20,13 +23,11 @@ use queue_core::storage::duration_millis;
 use queue_core::Result;
 use tracing::{debug, error, warn};
 
-use super::{now_ms, MemcachedStorage, MAX_TTL, SCAN_CHUNK};
+use super::{now_ms, signed, MemcachedStorage, MAX_TTL, SCAN_CHUNK};
 use crate::client::{Cmd, Reply, Status};
 use crate::error::MemcachedError;
 use crate::keys::{escape, unescape};
 
-/// Counters are stored as their value plus this, so the unsigned counter carries a sign.
-const OFFSET: u64 = 1 << 63;
 /// How long a process trusts that a name it appended is still listed (names are only ever
 /// dropped once their counter is gone; this bounds how long an eviction can hide one).
 pub(super) const CACHE_FOR: Duration = Duration::from_secs(600);
@@ -50,21 +51,6 @@ fn group_may_match(group: &str, prefix: &str) -> bool {
         || prefix
             .strip_prefix(group)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
-}
-
-/// The `ma` that adds `delta` to a counter, creating it if missing.
-fn add_cmd(key: String, delta: i64, ttl: u32) -> Cmd {
-    let magnitude = delta.unsigned_abs();
-    if delta >= 0 {
-        Cmd::arith(key, magnitude, false, OFFSET.wrapping_add(magnitude), ttl)
-    } else {
-        // magnitude <= 2^63, so this cannot underflow.
-        Cmd::arith(key, magnitude, true, OFFSET - magnitude, ttl)
-    }
-}
-
-fn decode_value(reply: &Reply) -> Option<i64> {
-    reply.number().map(|v| v.wrapping_sub(OFFSET) as i64)
 }
 
 /// memcached's expiry for a counter written with `ttl`: whole seconds, rounded up, plus one
@@ -145,7 +131,7 @@ impl MemcachedStorage {
         // beside it; a write without a TTL makes the counter permanent again).
         let mut cmds = Vec::with_capacity(merged.len() * 3 + 8);
         for (name, delta) in &merged {
-            cmds.push(add_cmd(keys.counter(name), *delta, mc_ttl));
+            cmds.push(signed::add(keys.counter(name), *delta, mc_ttl));
             cmds.push(Cmd::touch(keys.counter(name), mc_ttl));
             cmds.push(match expires {
                 Some(at) => Cmd::set_ttl(
@@ -342,7 +328,7 @@ impl MemcachedStorage {
                 missing.insert(name);
                 continue;
             }
-            let Some(v) = decode_value(value) else {
+            let Some(v) = signed::value(value) else {
                 warn!(counter = %name, "skipping a counter whose item is not a number");
                 continue;
             };
@@ -529,14 +515,15 @@ mod tests {
 
     #[test]
     fn signed_values() {
-        for v in [0i64, 1, -1, i64::MAX, i64::MIN, 42, -42] {
-            let stored = (v as u64).wrapping_add(OFFSET);
+        // The range is [-2^62, 2^62): a counter is stored as its value plus 2^62.
+        for v in [0i64, 1, -1, signed::MAX, signed::MIN, 42, -42] {
+            let stored = (v + (1 << 62)) as u64;
             let reply = Reply {
                 status: Status::Ok,
                 data: Some(stored.to_string().into_bytes()),
                 cas: None,
             };
-            assert_eq!(decode_value(&reply), Some(v));
+            assert_eq!(signed::value(&reply), Some(v));
         }
     }
 }

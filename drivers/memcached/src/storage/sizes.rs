@@ -14,53 +14,32 @@
 //! the counts in a separate request: 25 phantom waiting jobs in an empty queue after the
 //! chaos harness's `without-overlapping` scenario).
 //!
-//! So a size counter holds its value plus [`OFFSET`] (2^62): `incr` and `decr` then carry a
-//! sign, every update creates a missing counter whatever its sign, and updates commute. Once
-//! every update has arrived the count is exact, in whatever order they came; a count read
-//! while one is in flight may be off for that moment (below zero reads as zero). The offset
-//! is 2^62 and not 2^63 because memcached (1.6.18) refuses `incr`/`decr` of a value of 2^63
-//! or more whenever a `-` byte happens to follow the item in memory (its `safe_strtoull`
-//! looks for a minus sign with `strchr` past the value's end).
+//! So a size counter is a signed counter ([`signed`]: its value plus 2^62, kept below 2^63,
+//! where memcached never refuses `incr`/`decr`): `incr` and `decr` then carry a sign, every
+//! update creates a missing counter whatever its sign, and updates commute. Once every
+//! update has arrived the count is exact, in whatever order they came; a count read while
+//! one is in flight may be off for that moment (below zero reads as zero).
 
 use tracing::warn;
 
-use super::{MemcachedStorage, JANITOR_AFTER_MS};
+use super::{signed, MemcachedStorage, JANITOR_AFTER_MS};
 use crate::client::{Cmd, Reply};
 use crate::keys::QueueKeys;
 use queue_core::Result;
 
-/// A size counter is stored as its value plus this.
-const OFFSET: u64 = 1 << 62;
-
-/// The command that adds `delta` (of either sign) to the size counter `key`, creating it if
-/// it is missing.
-fn add(key: String, delta: i64) -> Cmd {
-    let magnitude = delta.unsigned_abs().min(OFFSET);
-    if delta >= 0 {
-        Cmd::arith(key, magnitude, false, OFFSET + magnitude, 0)
-    } else {
-        Cmd::arith(key, magnitude, true, OFFSET - magnitude, 0)
-    }
-}
-
 /// The command that adds `n` jobs to the size counter `key`.
 pub(super) fn plus(key: String, n: u64) -> Cmd {
-    add(key, i64::try_from(n).unwrap_or(i64::MAX))
+    signed::add(key, i64::try_from(n).unwrap_or(i64::MAX), 0)
 }
 
 /// The command that takes `n` jobs off the size counter `key`.
 pub(super) fn minus(key: String, n: u64) -> Cmd {
-    add(key, i64::try_from(n).map_or(i64::MIN, |n| -n))
-}
-
-/// A size counter's signed value, if present and well-formed.
-fn value(reply: &Reply) -> Option<i64> {
-    reply.number().map(|v| v.wrapping_sub(OFFSET) as i64)
+    signed::add(key, i64::try_from(n).map_or(i64::MIN, |n| -n), 0)
 }
 
 /// A size counter as read: missing or below zero (an update still in flight) is zero.
 pub(super) fn count(reply: &Reply) -> u64 {
-    value(reply).map_or(0, |v| u64::try_from(v).unwrap_or(0))
+    signed::value(reply).map_or(0, |v| u64::try_from(v).unwrap_or(0))
 }
 
 /// Where the janitor stands, as it records it (`{prefix}:q:{queue}:jan`): every claimed slot
@@ -119,7 +98,7 @@ impl MemcachedStorage {
             && jan.mark == head
             && jan.checked == head
             && now.saturating_sub(jan.mark_ms) >= JANITOR_AFTER_MS;
-        let (Some(was), Some(cas)) = (value(waiting), waiting.cas) else {
+        let (Some(was), Some(cas)) = (signed::value(waiting), waiting.cas) else {
             return Ok(());
         };
         if !idle || was == 0 {
@@ -128,7 +107,7 @@ impl MemcachedStorage {
         let replies = self
             .run(vec![Cmd::cas(
                 qk.waiting(gen),
-                OFFSET.to_string().into_bytes(),
+                signed::OFFSET.to_string().into_bytes(),
                 cas,
                 0,
             )])
@@ -153,7 +132,7 @@ mod tests {
     fn stored(v: i64) -> Reply {
         Reply {
             status: Status::Ok,
-            data: Some((OFFSET as i64 + v).to_string().into_bytes()),
+            data: Some((signed::OFFSET as i64 + v).to_string().into_bytes()),
             cas: None,
         }
     }
@@ -169,7 +148,7 @@ mod tests {
             cas: None,
         };
         assert_eq!(count(&missing), 0);
-        assert_eq!(value(&stored(-7)), Some(-7));
+        assert_eq!(signed::value(&stored(-7)), Some(-7));
     }
 
     #[test]
