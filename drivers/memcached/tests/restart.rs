@@ -1,8 +1,8 @@
 //! memcached restarts under a running driver: the driver reconnects, says once that the
 //! state was lost, and keeps working.
 //!
-//! Starts its own memcached on port 11311 (the binary must be on PATH; outside CI the test
-//! prints a skip notice when it is not, with `CI=true` it fails).
+//! Starts its own memcached on ports 11311 and 11312 (the binary must be on PATH; outside CI
+//! the tests print a skip notice when it is not, with `CI=true` they fail).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -20,7 +20,7 @@ const PORT: u16 = 11311;
 struct Server(Child);
 
 impl Server {
-    fn start() -> Option<Server> {
+    fn start(port: u16) -> Option<Server> {
         let child = Command::new("memcached")
             // `-u` is only used when running as root, where memcached requires it.
             .args([
@@ -29,7 +29,7 @@ impl Server {
                 "-l",
                 "127.0.0.1",
                 "-p",
-                &PORT.to_string(),
+                &port.to_string(),
                 "-U",
                 "0",
                 "-m",
@@ -43,14 +43,14 @@ impl Server {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(status)) = server.0.try_wait() {
-                panic!("memcached on port {PORT} exited at once ({status}): is the port taken?");
+                panic!("memcached on port {port} exited at once ({status}): is the port taken?");
             }
-            if TcpStream::connect(("127.0.0.1", PORT)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(server);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("memcached on port {PORT} did not start listening within 10 s");
+        panic!("memcached on port {port} did not start listening within 10 s");
     }
 
     fn stop(mut self) {
@@ -114,7 +114,7 @@ async fn survives_a_restart_of_memcached() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let server = Server::start().expect("memcached starts");
+    let server = Server::start(PORT).expect("memcached starts");
     let store = MemcachedStorage::connect(MemcachedOptions::from_url(&url).unwrap())
         .await
         .expect("connects");
@@ -138,7 +138,7 @@ async fn survives_a_restart_of_memcached() {
         "a push while memcached is down fails: {down:?}"
     );
 
-    let server = Server::start().expect("memcached restarts");
+    let server = Server::start(PORT).expect("memcached restarts");
     // The pooled connections are dead; the driver reconnects on its own.
     let ids = store
         .push(vec![job(q, "new", b"after")])
@@ -185,5 +185,118 @@ async fn survives_a_restart_of_memcached() {
             .any(|l| l.contains("ERROR") && l.contains("lost the queue state")),
         "{text}"
     );
+    server.stop();
+}
+
+fn send_signal(server: &Server, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(server.0.id().to_string())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{sig} worked");
+}
+
+/// No call of the driver blocks a runtime thread: with memcached frozen (SIGSTOP) for 1.5 s
+/// under eight busy reservers on a single-threaded runtime, every driver call waits on the
+/// server while a ticker task on the same thread keeps running on time. A client that read
+/// its socket synchronously would hold the only thread, and the ticker would fall 1.5 s
+/// behind.
+#[test]
+fn a_frozen_server_does_not_block_the_runtime() {
+    let port = PORT + 1;
+    let url = format!("memcache://127.0.0.1:{port}?prefix=frozen&timeout=30s");
+    if !binary_present() {
+        queue_tests::server_missing::<()>(&url, "the memcached binary is not on PATH");
+        return;
+    }
+    let server = Server::start(port).expect("memcached starts");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let store = Arc::new(
+            MemcachedStorage::connect(MemcachedOptions::from_url(&url).unwrap())
+                .await
+                .expect("connects"),
+        );
+        let q = "frozen_q";
+        let total = 2_000;
+        for chunk in 0..total / 500 {
+            let jobs = (0..500)
+                .map(|i| job(q, "n", format!("{}", chunk * 500 + i).as_bytes()))
+                .collect();
+            store.push(jobs).await.unwrap();
+        }
+        let done = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for _ in 0..8 {
+            let (store, done, stop) = (store.clone(), done.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let got = store
+                        .reserve(&request(&[q], Duration::from_secs(60), 4))
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    let leases: Vec<_> = got.into_iter().map(|r| r.lease).collect();
+                    store.acknowledge(&leases).await.unwrap();
+                    done.fetch_add(leases.len() as u64, Ordering::Relaxed);
+                    // Slow enough that the freeze lands while most jobs still wait.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
+        let ticking = Arc::new(AtomicBool::new(true));
+        let ticker = tokio::spawn({
+            let ticking = ticking.clone();
+            async move {
+                let mut latest = Duration::ZERO;
+                while ticking.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    latest = latest.max(started.elapsed());
+                }
+                latest
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            done.load(Ordering::Relaxed) > 0,
+            "the workers are taking jobs"
+        );
+
+        send_signal(&server, "STOP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = done.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let during = done.load(Ordering::Relaxed) - before;
+        send_signal(&server, "CONT");
+        ticking.store(false, Ordering::Relaxed);
+        let worst_tick = ticker.await.unwrap();
+
+        eprintln!("longest 1 ms sleep while frozen: {worst_tick:?}; done before: {before}");
+        assert!(before < total as u64, "jobs were left when memcached froze");
+        assert_eq!(during, 0, "no call completed while memcached was frozen");
+        assert!(
+            worst_tick < Duration::from_millis(300),
+            "a 1 ms sleep on the runtime's only thread took {worst_tick:?} while every \
+             driver call waited on the frozen server: something blocked the thread"
+        );
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        assert_eq!(
+            done.load(Ordering::Relaxed),
+            total as u64,
+            "every job done after the thaw"
+        );
+        assert_eq!(store.size(q).await.unwrap().total(), 0);
+        stop.store(true, Ordering::Relaxed);
+    });
     server.stop();
 }
