@@ -583,3 +583,88 @@ pub async fn engine_stats_and_restart(store: Store) {
         .unwrap();
     assert_eq!(summary.reason, queue_core::StopReason::Restart);
 }
+
+/// Lease of the late-reply cases: the held-back reply arrives after it ran out.
+const LATE_LEASE: Duration = Duration::from_millis(1000);
+
+fn counting(queue: &Queue, name: &str) -> Arc<AtomicUsize> {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    queue.listen(name, move |_: serde_json::Value, _ctx| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    runs
+}
+
+/// A worker whose reservation reply comes back after the lease ran out (it was paused) and
+/// after another worker took the job and finished it does not run the job again.
+pub async fn engine_late_reservation_taken_by_another_is_not_run(store: Store) {
+    let q = unique("q");
+    let late = crate::late::LateFirstReply::new(
+        store.clone(),
+        LATE_LEASE + Duration::from_millis(1500),
+        Box::new(|inner: Store, held: Vec<queue_core::Reserved>| {
+            Box::pin(async move {
+                tokio::time::sleep(LATE_LEASE + Duration::from_millis(100)).await;
+                // The lease ran out: another worker takes the job and finishes it.
+                let queue = held[0].lease.queue.clone();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let taken = loop {
+                    let got = inner
+                        .reserve(&request(&[&queue], Duration::from_secs(60), 1))
+                        .await
+                        .unwrap();
+                    if let Some(job) = got.into_iter().next() {
+                        break job;
+                    }
+                    assert!(Instant::now() < deadline, "the expired lease came back");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert_eq!(taken.lease.job_id, held[0].lease.job_id);
+                assert_eq!(taken.attempts, 2);
+                assert_eq!(inner.acknowledge(&[taken.lease]).await.unwrap(), [true]);
+            })
+        }),
+    );
+    let queue = Queue::from_arc(late);
+    let runs = counting(&queue, "paused");
+    queue
+        .dispatch_named("paused", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
+    let summary = run_worker(&queue, test_options(&[&q]).lease(LATE_LEASE)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "the paused worker ran a job another worker had already finished"
+    );
+    assert_eq!((summary.processed, summary.failed), (0, 0));
+    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+}
+
+/// A reservation reply that comes back after its lease ran out, with nobody else having taken
+/// the job meanwhile, still gets the job run exactly once.
+pub async fn engine_late_reservation_still_held_runs_once(store: Store) {
+    let q = unique("q");
+    let late = crate::late::LateFirstReply::new(
+        store.clone(),
+        LATE_LEASE + Duration::from_millis(500),
+        Box::new(|_: Store, _: Vec<queue_core::Reserved>| Box::pin(async {})),
+    );
+    let queue = Queue::from_arc(late);
+    let runs = counting(&queue, "paused");
+    queue
+        .dispatch_named("paused", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
+    let summary = run_worker(&queue, test_options(&[&q]).lease(LATE_LEASE)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!((summary.processed, summary.failed), (1, 0));
+    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+}

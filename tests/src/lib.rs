@@ -15,6 +15,7 @@
 
 pub mod cases;
 pub mod engine;
+pub mod late;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ macro_rules! conformance {
             engine_timeout_cancels_job,
             engine_without_overlapping,
             engine_dead_worker_costs_an_attempt,
+            engine_late_reservation_taken_by_another_is_not_run,
+            engine_late_reservation_still_held_runs_once,
             engine_concurrency,
             engine_delayed_job_waits,
             engine_release_from_job,

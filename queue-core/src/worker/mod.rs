@@ -258,6 +258,7 @@ impl Worker {
                 limit,
                 name: options.only.clone(),
             };
+            let sent = Instant::now();
             let jobs = match storage.reserve(&request).await {
                 Ok(jobs) => {
                     backend_wait = Duration::from_millis(100);
@@ -312,7 +313,7 @@ impl Worker {
                 taken += 1;
                 let shared = shared.clone();
                 tasks.spawn(async move {
-                    process(&shared, job, permit).await;
+                    process(&shared, job, sent, permit).await;
                 });
             }
         };
@@ -420,7 +421,31 @@ enum Outcome {
 /// Runs one reserved job to its end. `slot` is the job's concurrency slot: it is given back
 /// as soon as the job body is done, so the next job can start while this one's
 /// acknowledgement is still on its way to the store.
-async fn process(shared: &Shared, job: Reserved, slot: OwnedSemaphorePermit) {
+/// Runs one reserved job; `reserved` is when the reservation was asked for (its lease runs
+/// from a moment after that).
+async fn process(shared: &Shared, job: Reserved, reserved: Instant, slot: OwnedSemaphorePermit) {
+    // A job that starts half a lease or more after it was reserved (the reply came back late,
+    // or this process was paused in between: SIGSTOP, a long GC pause, a VM migration) may
+    // have lost its lease already, and another worker may be running it: renew the lease
+    // first, and leave the job alone if that is refused.
+    let waited = reserved.elapsed();
+    if waited >= shared.options.lease / 2 {
+        if let Err(e) = shared
+            .storage
+            .extend(&job.lease, shared.options.lease)
+            .await
+        {
+            warn!(
+                job = %job.name,
+                id = %job.lease.job_id,
+                waited = ?waited,
+                error = %e,
+                "a job reserved too long ago to still hold its lease (was this worker paused?) \
+                 could not be renewed: not running it, another worker has it or will"
+            );
+            return;
+        }
+    }
     let mut slot = Some(slot);
     let lease = job.lease.clone();
     let envelope = match Envelope::decode(&job.payload) {
