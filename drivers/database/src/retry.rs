@@ -16,10 +16,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use queue_core::{Error, Result};
+
+use crate::hot::Hot;
 
 /// Attempts after the first, at most.
 pub(crate) const RETRIES: u32 = 5;
@@ -85,6 +89,11 @@ pub(crate) fn pg_conflict(error: &sqlx::Error) -> Option<Conflict> {
         _ => None,
     }
 }
+
+/// The second argument of a [`Retry::on`] statement. It only tells the compiler that what the
+/// statement's future borrows (for `'a`) outlives its borrow of the connection (`'c`): a
+/// `for<'c>` closure could otherwise borrow nothing but `'static` data.
+pub(crate) type Borrows<'c, 'a> = PhantomData<&'c &'a ()>;
 
 /// The retry policy of one store, and the count of retries it made.
 pub(crate) struct Retry {
@@ -168,6 +177,36 @@ impl Retry {
             );
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Runs one statement as an operation of [`run`](Self::run): each attempt takes a
+    /// connection of `hot`, runs `statement` on it and keeps the connection at hand if that
+    /// succeeded. After a failure the connection is dropped without being kept, so it goes
+    /// back to the pool to be checked (or is closed, from a [discarding](Hot::discarding)
+    /// `hot`).
+    ///
+    /// `statement` gets the connection and a [`Borrows`] marker, to be ignored (`|conn, _|`).
+    pub(crate) async fn on<'a, DB, T, F>(
+        &self,
+        hot: &Hot<DB>,
+        operation: &'static str,
+        statement: F,
+    ) -> Result<T>
+    where
+        DB: sqlx::Database,
+        F: for<'c> Fn(&'c mut DB::Connection, Borrows<'c, 'a>) -> BoxFuture<'c, Result<T>>,
+    {
+        let statement = &statement;
+        self.run(operation, || async move {
+            let mut conn = hot
+                .get()
+                .await
+                .map_err(|e| Error::backend(self.driver, e))?;
+            let done = statement(&mut conn, PhantomData).await?;
+            conn.keep();
+            Ok(done)
+        })
+        .await
     }
 }
 

@@ -480,16 +480,13 @@ impl MySqlStorage {
     /// (autocommit), again after a transient conflict (see [`Retry`]).
     async fn execute<'q, F>(&self, operation: &'static str, query: F) -> Result<MySqlQueryResult>
     where
-        F: Fn() -> Query<'q, MySql, MySqlArguments>,
+        F: Fn() -> Query<'q, MySql, MySqlArguments> + Sync,
     {
         let query = &query;
         self.inner
             .retry
-            .run(operation, || async move {
-                let mut conn = self.inner.pool.get().await.map_err(db)?;
-                let done = query().execute(&mut *conn).await.map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on(&self.inner.pool, operation, |conn, _| {
+                Box::pin(async move { query().execute(conn).await.map_err(db) })
             })
             .await
     }
@@ -497,16 +494,13 @@ impl MySqlStorage {
     /// Like [`execute`](Self::execute), for a statement that returns rows.
     async fn fetch_all<'q, F>(&self, operation: &'static str, query: F) -> Result<Vec<MySqlRow>>
     where
-        F: Fn() -> Query<'q, MySql, MySqlArguments>,
+        F: Fn() -> Query<'q, MySql, MySqlArguments> + Sync,
     {
         let query = &query;
         self.inner
             .retry
-            .run(operation, || async move {
-                let mut conn = self.inner.pool.get().await.map_err(db)?;
-                let rows = query().fetch_all(&mut *conn).await.map_err(db)?;
-                conn.keep();
-                Ok(rows)
+            .on(&self.inner.pool, operation, |conn, _| {
+                Box::pin(async move { query().fetch_all(conn).await.map_err(db) })
             })
             .await
     }

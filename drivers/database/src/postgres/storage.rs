@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use queue_core::storage::{from_unix_millis, unix_millis};
 use queue_core::{
     Availability, Capabilities, Error, FailedJob, JobId, Lease, NewJob, QueueSettings, QueueSize,
@@ -22,7 +23,7 @@ use super::sql::Statements;
 use crate::common::{attempts, count, idle_sleep, lease_lost, millis, text};
 use crate::dialect::{schema_sql, statements, Dialect, Tables};
 use crate::hot::Hot;
-use crate::retry::{pg_conflict, Retry};
+use crate::retry::{pg_conflict, Borrows, Retry};
 
 /// The driver's name, in errors and [`Storage::driver`].
 pub(crate) const DRIVER: &str = "postgres";
@@ -372,6 +373,15 @@ impl PgStorage {
         })
     }
 
+    /// Runs one statement on a connection of the store's own (see [`Retry::on`]).
+    async fn on_internal<'a, T, F>(&self, operation: &'static str, statement: F) -> Result<T>
+    where
+        F: for<'c> Fn(&'c mut PgConnection, Borrows<'c, 'a>) -> BoxFuture<'c, Result<T>>,
+    {
+        let inner = &self.inner;
+        inner.retry.on(&inner.internal, operation, statement).await
+    }
+
     /// The listener, started on first use.
     fn wake(&self) -> Option<&Arc<Wake>> {
         let wake = self.inner.wake.as_ref()?;
@@ -467,15 +477,8 @@ impl Storage for PgStorage {
         let ids = self
             .inner
             .retry
-            .run("push", || async move {
-                let mut conn = self.inner.dispatch.get().await.map_err(db)?;
-                let ids = self
-                    .push_query(columns)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(ids)
+            .on(&self.inner.dispatch, "push", |conn, _| {
+                Box::pin(async move { self.push_query(columns).fetch_all(conn).await.map_err(db) })
             })
             .await?;
         Ok(ids.into_iter().map(|id| JobId(id.to_string())).collect())
@@ -487,20 +490,17 @@ impl Storage for PgStorage {
         }
         let limit = i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX);
         let rows = self
-            .inner
-            .retry
-            .run("reserve", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let rows = sqlx::query(&self.inner.sql.reserve)
-                    .bind(&request.queues)
-                    .bind(request.name.as_deref())
-                    .bind(millis(request.lease))
-                    .bind(limit)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(rows)
+            .on_internal("reserve", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.reserve)
+                        .bind(&request.queues)
+                        .bind(request.name.as_deref())
+                        .bind(millis(request.lease))
+                        .bind(limit)
+                        .fetch_all(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         let mut taken = Vec::with_capacity(rows.len());
@@ -521,19 +521,16 @@ impl Storage for PgStorage {
     async fn extend(&self, lease: &Lease, duration: Duration) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
         let done = self
-            .inner
-            .retry
-            .run("extend", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.extend)
-                    .bind(id)
-                    .bind(lease.token.as_str())
-                    .bind(millis(duration))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("extend", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.extend)
+                        .bind(id)
+                        .bind(lease.token.as_str())
+                        .bind(millis(duration))
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         if done.rows_affected() == 0 {
@@ -548,18 +545,15 @@ impl Storage for PgStorage {
                 return Ok(vec![false]);
             };
             let done = self
-                .inner
-                .retry
-                .run("acknowledge", || async move {
-                    let mut conn = self.inner.internal.get().await.map_err(db)?;
-                    let done = sqlx::query(&self.inner.sql.acknowledge_one)
-                        .bind(id)
-                        .bind(lease.token.as_str())
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(db)?;
-                    conn.keep();
-                    Ok(done)
+                .on_internal("acknowledge", |conn, _| {
+                    Box::pin(async move {
+                        sqlx::query(&self.inner.sql.acknowledge_one)
+                            .bind(id)
+                            .bind(lease.token.as_str())
+                            .execute(conn)
+                            .await
+                            .map_err(db)
+                    })
                 })
                 .await?;
             return Ok(vec![done.rows_affected() > 0]);
@@ -575,18 +569,15 @@ impl Storage for PgStorage {
         }
         let (ids, tokens) = (ids.as_slice(), tokens.as_slice());
         let rows: Vec<(i64, String)> = self
-            .inner
-            .retry
-            .run("acknowledge", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let rows: Vec<(i64, String)> = sqlx::query_as(&self.inner.sql.acknowledge)
-                    .bind(ids)
-                    .bind(tokens)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(rows)
+            .on_internal("acknowledge", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_as(&self.inner.sql.acknowledge)
+                        .bind(ids)
+                        .bind(tokens)
+                        .fetch_all(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         let mut deleted: HashSet<(i64, String)> = rows.into_iter().collect();
@@ -604,20 +595,17 @@ impl Storage for PgStorage {
     async fn release(&self, lease: &Lease, delay: Duration, refund_attempt: bool) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
         let back: i64 = self
-            .inner
-            .retry
-            .run("release", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let back: i64 = sqlx::query_scalar(&self.inner.sql.release)
-                    .bind(id)
-                    .bind(lease.token.as_str())
-                    .bind(millis(delay))
-                    .bind(refund_attempt)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(back)
+            .on_internal("release", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_scalar(&self.inner.sql.release)
+                        .bind(id)
+                        .bind(lease.token.as_str())
+                        .bind(millis(delay))
+                        .bind(refund_attempt)
+                        .fetch_one(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         if back == 0 {
@@ -629,19 +617,16 @@ impl Storage for PgStorage {
     async fn fail(&self, lease: &Lease, error: &str) -> Result<()> {
         let id: i64 = lease.job_id.0.parse().map_err(|_| lease_lost(lease))?;
         let done = self
-            .inner
-            .retry
-            .run("fail", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.fail)
-                    .bind(id)
-                    .bind(lease.token.as_str())
-                    .bind(storable(error).as_ref())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("fail", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.fail)
+                        .bind(id)
+                        .bind(lease.token.as_str())
+                        .bind(storable(error).as_ref())
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         if done.rows_affected() == 0 {
@@ -652,17 +637,14 @@ impl Storage for PgStorage {
 
     async fn size(&self, queue: &str) -> Result<QueueSize> {
         let (waiting, delayed, reserved): (i64, i64, i64) = self
-            .inner
-            .retry
-            .run("size", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let size = sqlx::query_as(&self.inner.sql.size)
-                    .bind(queue)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(size)
+            .on_internal("size", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_as(&self.inner.sql.size)
+                        .bind(queue)
+                        .fetch_one(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(QueueSize {
@@ -674,16 +656,13 @@ impl Storage for PgStorage {
 
     async fn queues(&self) -> Result<Vec<String>> {
         let queues = self
-            .inner
-            .retry
-            .run("queues", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let queues = sqlx::query_scalar(&self.inner.sql.queues)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(queues)
+            .on_internal("queues", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_scalar(&self.inner.sql.queues)
+                        .fetch_all(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(queues)
@@ -691,17 +670,14 @@ impl Storage for PgStorage {
 
     async fn clear(&self, queue: &str) -> Result<u64> {
         let done = self
-            .inner
-            .retry
-            .run("clear", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.clear)
-                    .bind(queue)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("clear", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.clear)
+                        .bind(queue)
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(done.rows_affected())
@@ -709,18 +685,15 @@ impl Storage for PgStorage {
 
     async fn failed_list(&self, offset: u64, limit: u64) -> Result<Vec<FailedJob>> {
         let rows = self
-            .inner
-            .retry
-            .run("failed_list", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let rows = sqlx::query(&self.inner.sql.failed_list)
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(rows)
+            .on_internal("failed_list", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.failed_list)
+                        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+                        .fetch_all(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         rows.iter().map(Self::failed_from).collect()
@@ -731,17 +704,14 @@ impl Storage for PgStorage {
             return Ok(None);
         };
         let row = self
-            .inner
-            .retry
-            .run("failed_get", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let row = sqlx::query(&self.inner.sql.failed_get)
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(row)
+            .on_internal("failed_get", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.failed_get)
+                        .bind(id)
+                        .fetch_optional(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         row.as_ref().map(Self::failed_from).transpose()
@@ -749,16 +719,13 @@ impl Storage for PgStorage {
 
     async fn failed_count(&self) -> Result<u64> {
         let n: i64 = self
-            .inner
-            .retry
-            .run("failed_count", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let n: i64 = sqlx::query_scalar(&self.inner.sql.failed_count)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(n)
+            .on_internal("failed_count", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_scalar(&self.inner.sql.failed_count)
+                        .fetch_one(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(count(n))
@@ -769,17 +736,14 @@ impl Storage for PgStorage {
             return Ok(None);
         };
         let new_id: Option<i64> = self
-            .inner
-            .retry
-            .run("failed_retry", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let new_id: Option<i64> = sqlx::query_scalar(&self.inner.sql.failed_retry)
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(new_id)
+            .on_internal("failed_retry", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_scalar(&self.inner.sql.failed_retry)
+                        .bind(id)
+                        .fetch_optional(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(new_id.map(|id| JobId(id.to_string())))
@@ -790,17 +754,14 @@ impl Storage for PgStorage {
             return Ok(false);
         };
         let done = self
-            .inner
-            .retry
-            .run("failed_forget", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.failed_delete)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("failed_forget", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.failed_delete)
+                        .bind(id)
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(done.rows_affected() > 0)
@@ -808,16 +769,13 @@ impl Storage for PgStorage {
 
     async fn failed_flush(&self) -> Result<u64> {
         let done = self
-            .inner
-            .retry
-            .run("failed_flush", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.failed_flush)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("failed_flush", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.failed_flush)
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(done.rows_affected())
@@ -825,17 +783,14 @@ impl Storage for PgStorage {
 
     async fn failed_prune(&self, before: SystemTime) -> Result<u64> {
         let done = self
-            .inner
-            .retry
-            .run("failed_prune", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.failed_prune)
-                    .bind(unix_millis(before))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("failed_prune", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.failed_prune)
+                        .bind(unix_millis(before))
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(done.rows_affected())
@@ -843,19 +798,16 @@ impl Storage for PgStorage {
 
     async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
         let done = self
-            .inner
-            .retry
-            .run("lock", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.lock)
-                    .bind(storable(key).as_ref())
-                    .bind(owner)
-                    .bind(millis(ttl))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("lock", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.lock)
+                        .bind(storable(key).as_ref())
+                        .bind(owner)
+                        .bind(millis(ttl))
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(done.rows_affected() > 0)
@@ -863,18 +815,15 @@ impl Storage for PgStorage {
 
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
         let done = self
-            .inner
-            .retry
-            .run("unlock", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let done = sqlx::query(&self.inner.sql.unlock)
-                    .bind(storable(key).as_ref())
-                    .bind(owner)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(done)
+            .on_internal("unlock", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query(&self.inner.sql.unlock)
+                        .bind(storable(key).as_ref())
+                        .bind(owner)
+                        .execute(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(done.rows_affected() > 0)
@@ -882,17 +831,14 @@ impl Storage for PgStorage {
 
     async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
         let oldest: Option<i64> = self
-            .inner
-            .retry
-            .run("oldest_available", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let oldest: Option<i64> = sqlx::query_scalar(&self.inner.sql.oldest_available)
-                    .bind(queue)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(oldest)
+            .on_internal("oldest_available", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_scalar(&self.inner.sql.oldest_available)
+                        .bind(queue)
+                        .fetch_one(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(oldest.map(from_unix_millis))
@@ -908,35 +854,29 @@ impl Storage for PgStorage {
             .unzip();
         let (names, values) = (names.as_slice(), values.as_slice());
         // One statement: the whole batch or none of it, so a retry never adds a part twice.
-        self.inner
-            .retry
-            .run("add_counters", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
+        self.on_internal("add_counters", |conn, _| {
+            Box::pin(async move {
                 sqlx::query(&self.inner.sql.add_counters)
                     .bind(names)
                     .bind(values)
                     .bind(ttl.map(millis))
-                    .execute(&mut *conn)
+                    .execute(conn)
                     .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(())
+                    .map_err(db)
             })
-            .await?;
+        })
+        .await?;
         // Expired counters are left out when read; now and then they are deleted too.
         if ttl.is_some() && self.inner.sweeps.fetch_add(1, Ordering::Relaxed) % 256 == 0 {
-            self.inner
-                .retry
-                .run("counters_sweep", || async move {
-                    let mut conn = self.inner.internal.get().await.map_err(db)?;
+            self.on_internal("counters_sweep", |conn, _| {
+                Box::pin(async move {
                     sqlx::query(&self.inner.sql.counters_sweep)
-                        .execute(&mut *conn)
+                        .execute(conn)
                         .await
-                        .map_err(db)?;
-                    conn.keep();
-                    Ok(())
+                        .map_err(db)
                 })
-                .await?;
+            })
+            .await?;
         }
         Ok(())
     }
@@ -947,18 +887,15 @@ impl Storage for PgStorage {
         let end = format!("{prefix}\u{10ffff}");
         let end = end.as_str();
         let rows: Vec<(Option<String>, i64)> = self
-            .inner
-            .retry
-            .run("counters", || async move {
-                let mut conn = self.inner.internal.get().await.map_err(db)?;
-                let rows: Vec<(Option<String>, i64)> = sqlx::query_as(&self.inner.sql.counters)
-                    .bind(prefix)
-                    .bind(end)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(db)?;
-                conn.keep();
-                Ok(rows)
+            .on_internal("counters", |conn, _| {
+                Box::pin(async move {
+                    sqlx::query_as(&self.inner.sql.counters)
+                        .bind(prefix)
+                        .bind(end)
+                        .fetch_all(conn)
+                        .await
+                        .map_err(db)
+                })
             })
             .await?;
         Ok(rows
