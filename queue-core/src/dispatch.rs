@@ -7,10 +7,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::dispatcher::{self, Dispatcher, QueueSettings};
 use crate::envelope::{Envelope, VERSION};
 use crate::error::{Error, Result};
-use crate::job::Job;
-use crate::queue::{Queue, QueueSettings};
 use crate::storage::{unix_millis, Availability, JobId, NewJob};
 
 /// A dispatch being built. Nothing is stored until it is `.await`ed.
@@ -18,7 +17,7 @@ use crate::storage::{unix_millis, Availability, JobId, NewJob};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
 /// use std::time::Duration;
-/// use queue_core::Queue;
+/// use queue_core::{Queue, StorageExt};
 ///
 /// let queue = Queue::connect("memory://").await?;
 /// queue
@@ -27,7 +26,7 @@ use crate::storage::{unix_millis, Availability, JobId, NewJob};
 ///     .delay(Duration::from_secs(60))
 ///     .without_overlapping()
 ///     .await?;
-/// assert_eq!(queue.storage().size("low").await?.delayed, 1);
+/// assert_eq!(queue.storage().inspect()?.size("low").await?.delayed, 1);
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -40,15 +39,21 @@ pub struct PendingDispatch {
     tries: Option<u32>,
     timeout: Option<Duration>,
     lock: Option<String>,
-    via: Option<Queue>,
+    via: Option<Dispatcher>,
 }
 
 impl PendingDispatch {
-    pub(crate) fn typed<J: Job>(job: &J) -> Self {
-        let mut pending = Self::encode(J::NAME, job);
-        pending.queue = J::QUEUE.to_owned();
-        pending.tries = J::TRIES;
-        pending.timeout = J::TIMEOUT;
+    pub(crate) fn typed(
+        name: &str,
+        queue: &str,
+        tries: Option<u32>,
+        timeout: Option<Duration>,
+        data: &impl Serialize,
+    ) -> Self {
+        let mut pending = Self::encode(name, data);
+        pending.queue = queue.to_owned();
+        pending.tries = tries;
+        pending.timeout = timeout;
         pending
     }
 
@@ -116,9 +121,10 @@ impl PendingDispatch {
         self
     }
 
-    /// Dispatches through `queue` instead of the process-wide default.
-    pub fn via(mut self, queue: &Queue) -> Self {
-        self.via = Some(queue.clone());
+    /// Dispatches through `queue` (a [`Queue`](crate::Queue) or a [`Dispatcher`]) instead of
+    /// the default one.
+    pub fn via(mut self, queue: impl AsRef<Dispatcher>) -> Self {
+        self.via = Some(queue.as_ref().clone());
         self
     }
 
@@ -145,22 +151,23 @@ impl PendingDispatch {
                 limit: settings.max_payload,
             });
         }
-        Ok(NewJob {
-            queue: self.queue,
-            name: self.name,
-            payload,
-            available: self.available,
-        })
+        Ok(NewJob::new(self.queue, self.name, payload).available(self.available))
     }
 
-    /// Stores the job.
+    /// Stores the job. Without `.via(..)` it goes through the default dispatcher: that of the
+    /// enclosing [`Queue::scope`](crate::Queue::scope), else this thread's
+    /// [`Queue::fake`](crate::Queue::fake), else [`Queue::set_default`](crate::Queue::set_default)'s.
     pub async fn send(mut self) -> Result<JobId> {
-        let queue = match self.via.take() {
-            Some(queue) => queue,
-            None => Queue::default_queue()?,
+        let dispatcher = match self.via.take() {
+            Some(dispatcher) => dispatcher,
+            None => dispatcher::current()?,
         };
-        let job = self.into_new_job(queue.settings())?;
-        queue.push_one(job).await
+        let job = self.into_new_job(dispatcher.settings())?;
+        let driver = dispatcher.storage().capabilities().driver;
+        match dispatcher.push(vec![job]).await?.pop() {
+            Some(pushed) => Ok(pushed.into_id()),
+            None => Err(Error::backend(driver, "push returned no result")),
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //!  "lock":"send-email","dispatched_at":1700000000000}
 //! ```
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -15,9 +17,9 @@ use crate::error::{Error, Result};
 /// The current envelope version.
 pub const VERSION: u32 = 1;
 
-/// A decoded envelope.
+/// A decoded envelope. Fields this version does not know are ignored, so a newer writer
+/// may add fields (readers ship before writers) without old workers refusing its jobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// Format version.
     pub v: u32,
@@ -46,29 +48,75 @@ impl Envelope {
     }
 
     /// Decodes an envelope, with an error that says what is wrong with the bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Envelope, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         if bytes.is_empty() {
-            return Err("empty payload".into());
+            return Err(DecodeError::Bad("empty payload".into()));
         }
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| format!("payload is not valid UTF-8: {e}"))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| DecodeError::Bad(format!("payload is not valid UTF-8: {e}")))?;
+        // The version first: a newer envelope may have a shape this worker cannot read.
+        if let Ok(probe) = serde_json::from_str::<Probe>(text) {
+            if probe.v > VERSION {
+                return Err(DecodeError::Newer {
+                    version: probe.v,
+                    name: probe.name.unwrap_or_default(),
+                    dispatched_at: probe.dispatched_at.unwrap_or(0),
+                });
+            }
+        }
         let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
-            if e.is_eof() {
+            DecodeError::Bad(if e.is_eof() {
                 format!("payload is truncated JSON: {e}")
             } else {
                 format!("payload is not a job envelope: {e}")
-            }
+            })
         })?;
         if envelope.v != VERSION {
-            return Err(format!(
+            return Err(DecodeError::Bad(format!(
                 "envelope version {} is not supported (this worker reads version {VERSION})",
                 envelope.v
-            ));
+            )));
         }
         if envelope.name.is_empty() {
-            return Err("envelope has an empty job name".into());
+            return Err(DecodeError::Bad("envelope has an empty job name".into()));
         }
         Ok(envelope)
+    }
+}
+
+/// The fields every envelope version keeps.
+#[derive(Deserialize)]
+struct Probe {
+    v: u32,
+    name: Option<String>,
+    dispatched_at: Option<i64>,
+}
+
+/// Why bytes are not an envelope this worker can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Written by a newer version of this crate: another worker may read it.
+    Newer {
+        /// The envelope's version.
+        version: u32,
+        /// The job's name, if it could be read.
+        name: String,
+        /// When it was dispatched, in milliseconds since the Unix epoch (0 if unknown).
+        dispatched_at: i64,
+    },
+    /// Not an envelope at all, or a broken one: no worker will ever read it.
+    Bad(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Newer { version, name, .. } => write!(
+                f,
+                "job `{name}` has envelope version {version}, newer than this worker reads ({VERSION})"
+            ),
+            DecodeError::Bad(reason) => f.write_str(reason),
+        }
     }
 }
 
@@ -96,17 +144,41 @@ mod tests {
 
     #[test]
     fn bad_bytes_have_reasons() {
-        assert!(Envelope::decode(b"").unwrap_err().contains("empty"));
-        assert!(Envelope::decode(&[0xff, 0xfe])
-            .unwrap_err()
-            .contains("UTF-8"));
-        assert!(Envelope::decode(b"{\"v\":1,\"name\":\"x\",\"da")
-            .unwrap_err()
-            .contains("truncated"));
-        assert!(Envelope::decode(b"[1,2]")
-            .unwrap_err()
-            .contains("not a job envelope"));
+        let reason = |bytes: &[u8]| Envelope::decode(bytes).unwrap_err().to_string();
+        assert!(reason(b"").contains("empty"));
+        assert!(reason(&[0xff, 0xfe]).contains("UTF-8"));
+        assert!(reason(b"{\"v\":1,\"name\":\"x\",\"da").contains("truncated"));
+        assert!(reason(b"[1,2]").contains("not a job envelope"));
         let deep = "[".repeat(10_000);
         assert!(Envelope::decode(deep.as_bytes()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod versions {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let bytes = br#"{"v":1,"name":"x","data":{},"trace":{"id":"abc"},"dispatched_at":5}"#;
+        let envelope = Envelope::decode(bytes).unwrap();
+        assert_eq!(envelope.name, "x");
+    }
+
+    #[test]
+    fn a_newer_version_is_told_apart_from_garbage() {
+        let bytes = br#"{"v":2,"name":"x","payload":[1,2],"dispatched_at":77}"#;
+        assert_eq!(
+            Envelope::decode(bytes).unwrap_err(),
+            DecodeError::Newer {
+                version: 2,
+                name: "x".into(),
+                dispatched_at: 77
+            }
+        );
+        assert!(matches!(
+            Envelope::decode(br#"{"v":0,"name":"x","data":{}}"#),
+            Err(DecodeError::Bad(_))
+        ));
     }
 }

@@ -39,6 +39,34 @@ pub enum Error {
         /// What was asked of it.
         operation: &'static str,
     },
+    /// A call broke the storage contract (a push effect without its unique key, a cursor
+    /// that is not one of this store's): a bug in the caller, not in the backend.
+    #[error("{driver}: {problem}")]
+    Contract {
+        /// The driver's name.
+        driver: &'static str,
+        /// What was wrong.
+        problem: String,
+    },
+    /// The thing asked for does not exist.
+    #[error("no {what} with id {id}")]
+    NotFound {
+        /// What was looked for (`failed job`, `job`).
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// Two job types linked into one binary have the same name: a worker cannot tell their
+    /// payloads apart, so it refuses to start.
+    #[error("two job types are named `{name}`: {first} and {second}; give one of them another `#[job(name = ..)]`")]
+    DuplicateJobName {
+        /// The name both have.
+        name: String,
+        /// One type's Rust path.
+        first: String,
+        /// The other's.
+        second: String,
+    },
     /// No job type and no listener is registered under this name.
     #[error("unknown job name `{name}`: no #[derive(Job)] type and no listener has this name")]
     UnknownJob {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::PendingDispatch;
 use crate::storage::JobId;
@@ -55,12 +56,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     ///
     /// Call it as `SendEmail::dispatch(email)` or `email.dispatch()`.
     fn dispatch(self) -> PendingDispatch {
-        PendingDispatch::typed(&self)
+        PendingDispatch::typed(Self::NAME, Self::QUEUE, Self::TRIES, Self::TIMEOUT, &self)
     }
 
     /// Starts a dispatch that becomes available at `at`.
     fn dispatch_at(at: SystemTime, job: Self) -> PendingDispatch {
-        PendingDispatch::typed(&job).at(at)
+        job.dispatch().at(at)
     }
 }
 
@@ -87,6 +88,7 @@ pub struct JobContext {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) release: Arc<Mutex<Option<Duration>>>,
+    pub(crate) cancel: CancellationToken,
 }
 
 impl JobContext {
@@ -99,6 +101,7 @@ impl JobContext {
             attempt: 1,
             max_attempts: 1,
             release: Arc::default(),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -138,6 +141,19 @@ impl JobContext {
         if let Ok(mut slot) = self.release.lock() {
             *slot = Some(delay);
         }
+    }
+
+    /// True once the worker stopped this run: its lease or its `without_overlapping` lock was
+    /// lost (another worker may run the job now), or the backend could not confirm the lease
+    /// before it ran out. The body is aborted at its next `.await` right after; a body that
+    /// computes without awaiting should check this now and then.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when [`is_cancelled`](Self::is_cancelled) becomes true.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
     }
 
     pub(crate) fn released(&self) -> Option<Duration> {

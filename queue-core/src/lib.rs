@@ -82,32 +82,47 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Most applications run workers through the CLI instead: see [`cli`] and the `runall`
-//! binary in `examples/`.
+//! Most applications run workers through the CLI instead: the `runall` binary in `examples/`,
+//! built on the `cli` module (cargo feature `cli`).
 //!
 //! # Drivers
 //!
-//! Every driver implements the one [`Storage`] trait and passes the same conformance suite.
-//! [`Queue::connect`] picks the driver by URL scheme among those linked into the binary.
+//! Every driver implements the one [`Storage`] contract (see [`storage`] for its state machine
+//! and what is atomic) and passes the same conformance suite. [`Queue::connect`] picks the
+//! driver by URL scheme among those linked into the binary.
+//!
+//! # Cargo features
+//!
+//! - `cli`: the `runall` command line ([`cli`](crate#cargo-features) module) and `job.toml`
+//!   (`config`). Off by default: an application that only dispatches does not compile clap,
+//!   toml and tracing-subscriber. The `runall` binary turns it on.
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
 pub mod config;
 mod dispatch;
+mod dispatcher;
 pub mod envelope;
 mod error;
 mod job;
 mod queue;
+mod redact;
 pub mod registry;
 pub mod storage;
 pub mod worker;
 
 pub use dispatch::PendingDispatch;
+pub use dispatcher::{Dispatcher, QueueSettings};
 pub use error::{BoxError, Error, Message, Result};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
-pub use queue::{Queue, QueueSettings};
+pub use queue::Queue;
+pub use redact::redact_url;
+pub use registry::Registry;
 pub use storage::{
-    Availability, Capabilities, ConnectOptions, DriverRegistration, FailedJob, JobId, Lease,
-    MemoryStorage, NewJob, QueueSize, ReserveRequest, Reserved, SchemaRegistration, Storage,
+    Availability, Capabilities, ConnectOptions, DriverRegistration, Effect, FailedJob, JobId,
+    Lease, LeaseStatus, MemoryStorage, NewJob, Outcome, Pushed, QueueSize, ReserveRequest,
+    Reserved, SchemaRegistration, Settle, SettleReply, Settled, Storage, StorageExt, Unique, Until,
 };
 pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 

@@ -1,41 +1,20 @@
 //! [`Queue`]: a connection to a store, the thing you dispatch through and run workers on.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::dispatch::PendingDispatch;
+use crate::dispatcher::{self, Dispatcher, QueueSettings};
 use crate::envelope::Envelope;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{Job, JobContext, JobError};
-use crate::registry::Handler;
-use crate::storage::{self, ConnectOptions, JobId, MemoryStorage, NewJob, Storage};
+use crate::registry::Registry;
+use crate::storage::{self, ConnectOptions, JobId, MemoryStorage, NewJob, Pushed, Storage};
 use crate::worker::{Worker, WorkerOptions};
-
-/// Settings of a queue connection that apply when dispatching.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct QueueSettings {
-    /// The largest encoded job accepted at dispatch, in bytes (1 MB by default).
-    pub max_payload: usize,
-    /// Per-queue size limits: a dispatch to a queue holding this many jobs fails with
-    /// [`Error::QueueFull`].
-    pub max_queue_size: HashMap<String, u64>,
-}
-
-impl Default for QueueSettings {
-    fn default() -> Self {
-        QueueSettings {
-            max_payload: 1024 * 1024,
-            max_queue_size: HashMap::new(),
-        }
-    }
-}
 
 /// A connection to a store: dispatch through it, listen on it, run workers on it.
 ///
@@ -45,7 +24,7 @@ impl Default for QueueSettings {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
-/// use queue_core::Queue;
+/// use queue_core::{Queue, StorageExt};
 /// use serde_json::json;
 ///
 /// let queue = Queue::connect("memory://").await?;
@@ -54,31 +33,30 @@ impl Default for QueueSettings {
 ///     Ok(())
 /// });
 /// queue.dispatch_named("send-notification", json!({"to": "a@b.c"})).on_queue("low").await?;
-/// assert_eq!(queue.storage().size("low").await?.waiting, 1);
+/// assert_eq!(queue.storage().inspect()?.size("low").await?.waiting, 1);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Queue {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    storage: Arc<dyn Storage>,
-    settings: QueueSettings,
-    listeners: RwLock<HashMap<String, Handler>>,
+    dispatcher: Dispatcher,
+    listeners: Arc<RwLock<Registry>>,
     fake: Option<MemoryStorage>,
 }
 
 impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
-            .field("driver", &self.inner.storage.driver())
-            .field("settings", &self.inner.settings)
+            .field("dispatcher", &self.dispatcher)
+            .field("fake", &self.fake.is_some())
             .finish_non_exhaustive()
     }
 }
 
-static DEFAULT: RwLock<Option<Queue>> = RwLock::new(None);
+impl AsRef<Dispatcher> for Queue {
+    fn as_ref(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+}
 
 impl Queue {
     /// A queue over a storage.
@@ -94,27 +72,32 @@ impl Queue {
     /// A queue with its dispatch settings.
     pub fn with_settings(storage: Arc<dyn Storage>, settings: QueueSettings) -> Self {
         Queue {
-            inner: Arc::new(Inner {
-                storage,
-                settings,
-                listeners: RwLock::new(HashMap::new()),
-                fake: None,
-            }),
+            dispatcher: Dispatcher::new(storage, settings),
+            listeners: Arc::default(),
+            fake: None,
         }
     }
 
     /// Connects by URL (`sqlite://jobs.db`, `redis://...`, `memory://`) through the drivers
     /// linked into the binary, creating tables or directories if they are missing.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = ConnectOptions {
-            migrate: true,
-            ..ConnectOptions::default()
-        };
+        Self::connect_with(url, ConnectOptions::default()).await
+    }
+
+    /// Connects by URL with options (table names), creating what is missing as
+    /// [`connect`](Self::connect) does.
+    pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Self> {
+        let options = options.migrate(true);
         Ok(Self::from_arc(storage::connect(url, options).await?))
     }
 
     /// A queue for an application's tests (Laravel's `Queue::fake()`): an in-memory store
-    /// that records every dispatch, set as the process-wide default.
+    /// that records every dispatch, made the default of the current thread.
+    ///
+    /// Each test sees only its own dispatches, also when `cargo test` runs tests in parallel
+    /// threads of one process: a `#[test]` or `#[tokio::test]` body runs on its own thread.
+    /// Work spawned onto other threads (a multi-threaded runtime) does not see a thread's
+    /// fake: run it inside [`Queue::scope`].
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
@@ -125,17 +108,20 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub fn fake() -> Self {
-        let memory = MemoryStorage::new();
+        let memory = MemoryStorage::recording();
         let queue = Queue {
-            inner: Arc::new(Inner {
-                storage: Arc::new(memory.clone()),
-                settings: QueueSettings::default(),
-                listeners: RwLock::new(HashMap::new()),
-                fake: Some(memory),
-            }),
+            dispatcher: Dispatcher::new(Arc::new(memory.clone()), QueueSettings::default()),
+            listeners: Arc::default(),
+            fake: Some(memory),
         };
-        Queue::set_default(queue.clone());
+        dispatcher::set_thread_default(Some(queue.dispatcher.clone()));
         queue
+    }
+
+    /// Runs `future` with this queue as the default of every dispatch made inside it (in any
+    /// task it awaits, on any thread), whatever the thread and process defaults are.
+    pub async fn scope<F: Future>(&self, future: F) -> F::Output {
+        dispatcher::scope(self.dispatcher.clone(), future).await
     }
 
     /// Jobs of type `J` dispatched through this fake queue, decoded.
@@ -156,10 +142,7 @@ impl Queue {
     ///
     /// If the queue was not made with [`Queue::fake`].
     pub fn dispatched_named(&self, name: &str) -> Vec<Value> {
-        let Some(fake) = &self.inner.fake else {
-            panic!("Queue::dispatched works only on a queue made with Queue::fake()");
-        };
-        fake.pushed()
+        self.dispatched_all()
             .into_iter()
             .filter(|job| job.name == name)
             .filter_map(|job| Envelope::decode(&job.payload).ok())
@@ -167,41 +150,42 @@ impl Queue {
             .collect()
     }
 
-    /// Jobs dispatched through this fake queue, as (queue, name) pairs in order.
+    /// Jobs dispatched through this fake queue, in order.
     ///
     /// # Panics
     ///
     /// If the queue was not made with [`Queue::fake`].
     pub fn dispatched_all(&self) -> Vec<NewJob> {
-        match &self.inner.fake {
+        match &self.fake {
             Some(fake) => fake.pushed(),
-            None => panic!("Queue::dispatched_all works only on a queue made with Queue::fake()"),
+            None => panic!("Queue::dispatched works only on a queue made with Queue::fake()"),
         }
     }
 
-    /// Makes `queue` the process-wide default that typed dispatches use.
+    /// Makes `queue` the process-wide default that dispatches without `.via(..)` use (unless
+    /// a [`scope`](Self::scope) or this thread's [`fake`](Self::fake) says otherwise).
     pub fn set_default(queue: Queue) {
-        let mut slot = DEFAULT.write().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(queue);
+        dispatcher::set_process_default(queue.dispatcher);
     }
 
-    /// The process-wide default queue.
-    pub fn default_queue() -> Result<Queue> {
-        DEFAULT
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(Error::NoDefaultQueue)
+    /// The dispatcher a dispatch without `.via(..)` would use here and now.
+    pub fn default_dispatcher() -> Result<Dispatcher> {
+        dispatcher::current()
     }
 
     /// The storage behind this queue.
     pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.inner.storage
+        self.dispatcher.storage()
     }
 
     /// The dispatch settings.
     pub fn settings(&self) -> &QueueSettings {
-        &self.inner.settings
+        self.dispatcher.settings()
+    }
+
+    /// The dispatcher (store and settings) of this queue.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
     }
 
     /// Registers a string-named job: `handler` runs for every job dispatched under `name`
@@ -213,26 +197,15 @@ impl Queue {
         F: Fn(P, JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
-        let run = move |data: &serde_json::value::RawValue, ctx: JobContext| {
-            let payload: P = serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
-            Ok(handler(payload, ctx).boxed())
-        };
-        let entry = Handler {
-            run: Arc::new(run),
-            tries: None,
-            timeout: None,
-            backoff: None,
-        };
-        self.inner
-            .listeners
+        self.listeners
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), entry);
+            .listen(name, handler);
     }
 
-    pub(crate) fn listeners(&self) -> HashMap<String, Handler> {
-        self.inner
-            .listeners
+    /// The job types and listeners a worker of this queue runs.
+    pub fn registry(&self) -> Registry {
+        self.listeners
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -240,9 +213,7 @@ impl Queue {
 
     /// Names of the listeners registered on this queue.
     pub fn listener_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.listeners().into_keys().collect();
-        names.sort();
-        names
+        self.registry().listener_names()
     }
 
     /// Dispatches a typed job through this queue (the same as `job.dispatch().via(&queue)`).
@@ -263,44 +234,14 @@ impl Queue {
     ) -> Result<Vec<JobId>> {
         let jobs = jobs
             .into_iter()
-            .map(|job| job.into_new_job(&self.inner.settings))
+            .map(|job| job.into_new_job(self.settings()))
             .collect::<Result<Vec<_>>>()?;
-        self.check_sizes(&jobs).await?;
-        self.inner.storage.push(jobs).await
+        let pushed = self.dispatcher.push(jobs).await?;
+        Ok(pushed.into_iter().map(Pushed::into_id).collect())
     }
 
-    pub(crate) async fn push_one(&self, job: NewJob) -> Result<JobId> {
-        self.check_sizes(std::slice::from_ref(&job)).await?;
-        let mut ids = self.inner.storage.push(vec![job]).await?;
-        ids.pop()
-            .ok_or_else(|| Error::backend(self.inner.storage.driver(), "push returned no id"))
-    }
-
-    async fn check_sizes(&self, jobs: &[NewJob]) -> Result<()> {
-        if self.inner.settings.max_queue_size.is_empty() {
-            return Ok(());
-        }
-        let mut adding: HashMap<&str, u64> = HashMap::new();
-        for job in jobs {
-            *adding.entry(job.queue.as_str()).or_default() += 1;
-        }
-        for (queue, n) in adding {
-            if let Some(limit) = self.inner.settings.max_queue_size.get(queue) {
-                let size = self.inner.storage.size(queue).await?.total();
-                if size + n > *limit {
-                    return Err(Error::QueueFull {
-                        queue: queue.to_owned(),
-                        size,
-                        limit: *limit,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A worker on this queue.
+    /// A worker on this queue, running the registered job types and this queue's listeners.
     pub fn worker(&self, options: WorkerOptions) -> Worker {
-        Worker::new(self.clone(), options)
+        Worker::new(self.storage().clone(), self.registry(), options)
     }
 }

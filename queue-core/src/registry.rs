@@ -33,6 +33,7 @@ pub struct JobRegistration {
     pub backoff: Option<Backoff>,
     run: fn(&RawValue, JobContext) -> Started,
     check: fn(&RawValue) -> Result<(), String>,
+    type_name: fn() -> &'static str,
 }
 
 impl JobRegistration {
@@ -46,7 +47,13 @@ impl JobRegistration {
             backoff: T::BACKOFF,
             run: run_typed::<T>,
             check: check_typed::<T>,
+            type_name: std::any::type_name::<T>,
         }
+    }
+
+    /// The Rust path of the registered type.
+    pub fn type_name(&self) -> &'static str {
+        (self.type_name)()
     }
 
     /// Checks that `data` decodes into this job type.
@@ -97,25 +104,107 @@ impl fmt::Debug for Handler {
     }
 }
 
-/// The handlers a worker runs: registered types, then listeners (a listener with the same
-/// name as a type wins, so an application can override).
-pub(crate) fn handlers(listeners: &HashMap<String, Handler>) -> HashMap<String, Handler> {
-    let mut map: HashMap<String, Handler> = registered()
-        .map(|r| {
-            let run = r.run;
-            (
-                r.name.to_owned(),
-                Handler {
-                    run: Arc::new(run),
-                    tries: r.tries,
-                    timeout: r.timeout,
-                    backoff: r.backoff.clone(),
-                },
-            )
-        })
-        .collect();
-    for (name, handler) in listeners {
-        map.insert(name.clone(), handler.clone());
+/// What a worker can run: the job types linked into the binary (registered by
+/// `#[derive(Job)]`) and closures registered under a name ([`Registry::listen`]).
+///
+/// [`Queue::worker`](crate::Queue::worker) builds one from the queue's listeners; build one
+/// yourself for [`Worker::new`](crate::Worker::new).
+#[derive(Clone, Default)]
+pub struct Registry {
+    listeners: HashMap<String, Handler>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.listeners.keys().collect();
+        names.sort();
+        f.debug_struct("Registry")
+            .field("listeners", &names)
+            .finish()
     }
-    map
+}
+
+impl Registry {
+    /// The registered job types and no listeners.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a string-named job: `handler` runs for every job dispatched under `name`,
+    /// with the payload decoded into `P` (for example `serde_json::Value`). A listener with
+    /// the name of a job type replaces it, so an application can override.
+    pub fn listen<P, F, Fut>(&mut self, name: &str, handler: F)
+    where
+        P: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(P, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.listeners
+            .insert(name.to_owned(), Handler::listener(handler));
+    }
+
+    /// The names of the listeners, sorted.
+    pub fn listener_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.listeners.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The handlers a worker runs: registered types, then listeners. Two types with the same
+    /// name are an error naming both, since a worker could not tell their payloads apart.
+    pub(crate) fn handlers(&self) -> crate::Result<HashMap<String, Handler>> {
+        let mut types: HashMap<&'static str, &'static JobRegistration> = HashMap::new();
+        for r in registered() {
+            if let Some(first) = types.insert(r.name, r) {
+                if first.type_name() != r.type_name() {
+                    let mut both = [first.type_name(), r.type_name()];
+                    both.sort_unstable();
+                    return Err(crate::Error::DuplicateJobName {
+                        name: r.name.to_owned(),
+                        first: both[0].to_owned(),
+                        second: both[1].to_owned(),
+                    });
+                }
+            }
+        }
+        let mut map: HashMap<String, Handler> = types
+            .into_values()
+            .map(|r| {
+                let run = r.run;
+                (
+                    r.name.to_owned(),
+                    Handler {
+                        run: Arc::new(run),
+                        tries: r.tries,
+                        timeout: r.timeout,
+                        backoff: r.backoff.clone(),
+                    },
+                )
+            })
+            .collect();
+        for (name, handler) in &self.listeners {
+            map.insert(name.clone(), handler.clone());
+        }
+        Ok(map)
+    }
+}
+
+impl Handler {
+    pub(crate) fn listener<P, F, Fut>(handler: F) -> Handler
+    where
+        P: serde::de::DeserializeOwned + Send + 'static,
+        F: Fn(P, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        let run = move |data: &RawValue, ctx: JobContext| -> Started {
+            let payload: P = serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
+            Ok(Box::pin(handler(payload, ctx)))
+        };
+        Handler {
+            run: Arc::new(run),
+            tries: None,
+            timeout: None,
+            backoff: None,
+        }
+    }
 }

@@ -15,13 +15,14 @@
 
 pub mod cases;
 pub mod engine;
+pub mod fault;
 pub mod late;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use queue_core::{Availability, NewJob, ReserveRequest, Storage};
+use queue_core::{NewJob, ReserveRequest, Storage};
 
 pub use queue_core;
 
@@ -59,22 +60,12 @@ pub fn unique(prefix: &str) -> String {
 
 /// A job pushed as-is.
 pub fn job(queue: &str, name: &str, payload: &[u8]) -> NewJob {
-    NewJob {
-        queue: queue.to_owned(),
-        name: name.to_owned(),
-        payload: payload.to_vec(),
-        available: Availability::Now,
-    }
+    NewJob::new(queue, name, payload.to_vec())
 }
 
 /// A reserve request for `queues`.
 pub fn request(queues: &[&str], lease: Duration, limit: usize) -> ReserveRequest {
-    ReserveRequest {
-        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
-        lease,
-        limit,
-        name: None,
-    }
+    ReserveRequest::new(queues.iter().copied(), lease, limit)
 }
 
 /// Stamps one `#[tokio::test]` per conformance case, each on a fresh store from `$make`
@@ -93,7 +84,7 @@ macro_rules! conformance {
             lease_expiry_and_recovery,
             stale_lease_is_refused,
             extend_keeps_reservation,
-            release_with_delay,
+            retry_with_delay,
             release_refunds_attempt,
             fail_moves_to_failed_store,
             failed_store_operations,
@@ -105,7 +96,15 @@ macro_rules! conformance {
             reserve_by_name,
             wait_wakes_on_push,
             oldest_available,
-            counters,
+            settle_and_fetch_in_one_call,
+            stale_leases_in_a_batch,
+            push_effects_are_exactly_once,
+            count_effects_are_exact,
+            unique_claims_follow_the_job,
+            unique_claims_in_the_failed_store,
+            clear_releases_claims,
+            unique_claims_under_contention,
+            list_jobs_by_state,
             engine_runs_jobs_in_priority_order,
             engine_retries_with_backoff,
             engine_fails_after_tries,
@@ -120,7 +119,15 @@ macro_rules! conformance {
             engine_delayed_job_waits,
             engine_release_from_job,
             engine_graceful_stop_puts_back,
-            engine_stats_and_restart,
+            engine_restart_signal,
+            engine_restart_needs_a_first_reading,
+            engine_once_finishes_a_long_job,
+            engine_job_outliving_every_grace_ends_in_failed_store,
+            engine_job_outlives_its_lease,
+            engine_lost_lease_stops_the_job,
+            engine_outage_stops_the_job_before_its_lease_ends,
+            engine_unknown_jobs_wait_for_a_worker_that_knows_them,
+            engine_run_one_name,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

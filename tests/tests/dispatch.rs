@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use queue_core::envelope::Envelope;
+use queue_core::storage::Inspect;
 use queue_core::{
     Error, Handle, Job, JobContext, JobError, MemoryStorage, Queue, QueueSettings, Storage,
-    WorkerOptions,
+    StorageExt, WorkerOptions,
 };
+use queue_tests::fault::Faulty;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Job)]
@@ -80,7 +82,7 @@ fn derive_sets_the_job_metadata() {
 
 #[tokio::test]
 async fn typed_dispatch_through_an_explicit_queue() {
-    let memory = MemoryStorage::new();
+    let memory = MemoryStorage::recording();
     let queue = Queue::new(memory.clone());
     queue.dispatch(email()).await.unwrap();
     SendEmail::dispatch(email())
@@ -135,6 +137,10 @@ async fn typed_dispatch_through_an_explicit_queue() {
     );
     assert_eq!(memory.size("mail").await.unwrap().delayed, 2);
     assert_eq!(memory.size("mail").await.unwrap().waiting, 1);
+    assert!(
+        MemoryStorage::new().pushed().is_empty(),
+        "a plain store keeps no history"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +161,6 @@ async fn typed_jobs_run_from_the_registry() {
 
 #[tokio::test]
 async fn fake_queue_records_dispatches_through_the_default() {
-    // The only test in this binary that touches the process-wide default.
     let fake = Queue::fake();
     SendEmail::dispatch(email()).on_queue("high").await.unwrap();
     fake.dispatch_named("ping", serde_json::json!({"n": 1}))
@@ -173,7 +178,7 @@ async fn fake_queue_records_dispatches_through_the_default() {
 
 #[tokio::test]
 async fn oversized_payloads_are_refused_at_dispatch() {
-    let memory = MemoryStorage::new();
+    let memory = MemoryStorage::recording();
     let queue = Queue::new(memory.clone());
     let big = SendEmail {
         to: "a@b.c".into(),
@@ -216,4 +221,103 @@ async fn full_queues_refuse_dispatches() {
         other => panic!("expected QueueFull, got {other:?}"),
     }
     queue.dispatch(email()).on_queue("other").await.unwrap();
+}
+
+/// Tests that each call `Queue::fake()` on threads of one process (as `cargo test` runs
+/// them) see only their own dispatches.
+#[test]
+fn fakes_of_parallel_tests_do_not_see_each_other() {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let fake = Queue::fake();
+                    for i in 0..50 {
+                        SendEmail::dispatch(SendEmail {
+                            to: format!("{t}@thread"),
+                            subject: format!("{i}"),
+                        })
+                        .await
+                        .unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                    let mine = fake.dispatched::<SendEmail>();
+                    assert_eq!(mine.len(), 50, "thread {t} sees its 50 dispatches only");
+                    assert!(mine.iter().all(|m| m.to == format!("{t}@thread")));
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+/// `Queue::scope` makes a queue the default of everything awaited inside it, on any thread
+/// of a multi-threaded runtime, over the thread's fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_default_reaches_spawned_work() {
+    let outer = Queue::fake();
+    let inner = Queue::fake();
+    let scoped = inner.clone();
+    outer
+        .scope(async move {
+            scoped
+                .scope(async {
+                    SendEmail::dispatch(email()).await.unwrap();
+                })
+                .await;
+        })
+        .await;
+    assert_eq!(inner.dispatched::<SendEmail>().len(), 1);
+    assert!(outer.dispatched_all().is_empty());
+}
+
+/// A queue size limit does not count the queue on every dispatch, and is exact for one
+/// dispatcher.
+#[tokio::test]
+async fn size_limits_count_the_queue_rarely() {
+    let faulty = Faulty::new(std::sync::Arc::new(MemoryStorage::new()));
+    let mut settings = QueueSettings::default();
+    settings.max_queue_size = HashMap::from([("mail".to_owned(), 100_000), ("tiny".to_owned(), 5)]);
+    let queue = Queue::with_settings(faulty.clone(), settings);
+    for _ in 0..1_000 {
+        queue.dispatch(email()).await.unwrap();
+    }
+    let counts = faulty.sizes.load(Ordering::SeqCst);
+    assert!(
+        counts <= 10,
+        "1,000 dispatches counted the queue {counts} times (it used to be 1,000)"
+    );
+    for _ in 0..5 {
+        queue.dispatch(email()).on_queue("tiny").await.unwrap();
+    }
+    assert!(matches!(
+        queue.dispatch(email()).on_queue("tiny").await,
+        Err(Error::QueueFull {
+            size: 5,
+            limit: 5,
+            ..
+        })
+    ));
+    // Room made by workers is seen: the queue is counted again before any refusal.
+    let taken = faulty
+        .reserve(&queue_core::ReserveRequest::new(
+            ["tiny"],
+            Duration::from_secs(60),
+            2,
+        ))
+        .await
+        .unwrap();
+    faulty
+        .acknowledge(&taken.iter().map(|r| r.lease.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    queue.dispatch(email()).on_queue("tiny").await.unwrap();
+    queue.dispatch(email()).on_queue("tiny").await.unwrap();
+    assert!(queue.dispatch(email()).on_queue("tiny").await.is_err());
 }

@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::storage::{connect, ConnectOptions};
 use queue_core::{Error, JobId, Queue, Storage, WorkerOptions};
 use queue_redis::{RedisOptions, RedisStorage};
 use queue_tests::engine::{run_worker, test_options};
@@ -489,21 +488,7 @@ async fn connect_by_cluster_url() {
     let Some(mut admin) = common::cluster_admin().await else {
         return;
     };
-    let (prefix, failed) = (common::prefix(), common::prefix());
-    let mut options = ConnectOptions::default();
-    options.table = Some(prefix.clone());
-    options.failed_table = Some(failed.clone());
-    let store = connect(&common::cluster_url(), options).await.unwrap();
-    assert_eq!(store.driver(), "redis");
-    assert!(store.capabilities().wake_on_push && store.capabilities().reserve_by_name);
-    let q = unique("q");
-    store.push(vec![job(&q, "u", b"x")]).await.unwrap();
-    let held = store
-        .reserve(&request(&[&q], LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    store.fail(&held.lease, "e").await.unwrap();
+    let (_store, prefix, failed, q) = common::connect_and_fail_one(&common::cluster_url()).await;
     let (seq, index) = (
         format!("{{{prefix}:{q}}}:seq"),
         format!("{{{failed}}}:failed:index"),
@@ -541,14 +526,5 @@ async fn connect_by_cluster_url() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                driver: "redis",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(common::is_backend_error(&err), "{err}");
 }

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use queue_core::storage::{connect, ConnectOptions};
 use queue_core::{Availability, Error, JobId, Lease, NewJob, Queue, Storage, WorkerOptions};
 use queue_redis::{RedisOptions, RedisStorage, MAX_RESERVE};
 use queue_tests::{job, request, unique};
@@ -552,21 +551,7 @@ async fn connect_by_url() {
     let Some(mut admin) = common::admin().await else {
         return;
     };
-    let (prefix, failed) = (common::prefix(), common::prefix());
-    let mut options = ConnectOptions::default();
-    options.table = Some(prefix.clone());
-    options.failed_table = Some(failed.clone());
-    let store = connect(&common::url(), options).await.unwrap();
-    assert_eq!(store.driver(), "redis");
-    assert!(store.capabilities().wake_on_push && store.capabilities().reserve_by_name);
-    let q = unique("q");
-    store.push(vec![job(&q, "u", b"x")]).await.unwrap();
-    let held = store
-        .reserve(&request(&[&q], LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    store.fail(&held.lease, "e").await.unwrap();
+    let (store, prefix, failed, q) = common::connect_and_fail_one(&common::url()).await;
     let pending: bool = redis::cmd("EXISTS")
         .arg(format!("{{{prefix}:{q}}}:seq"))
         .query_async(&mut admin)
@@ -620,16 +605,7 @@ async fn bad_settings() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                driver: "redis",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(common::is_backend_error(&err), "{err}");
 }
 
 /// A worker with concurrency 8 drains a batch-dispatched queue (a smoke test of the fast

@@ -49,11 +49,13 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{redact_url, Config};
+use crate::config::Config;
+use crate::dispatcher::QueueSettings;
 use crate::error::{Error, Result};
 use crate::job::{parse_duration, Backoff};
-use crate::queue::{Queue, QueueSettings};
-use crate::storage::{self, ConnectOptions, FailedJob};
+use crate::queue::Queue;
+use crate::redact::redact_url;
+use crate::storage::{self, ConnectOptions, FailedJob, PageRequest, StorageExt};
 use crate::worker::{StopReason, WorkerOptions};
 
 #[derive(Debug, Parser)]
@@ -108,7 +110,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Processed and failed counts per job name and per queue, from every worker.
+    /// What the store holds per queue and state, and its failed jobs by job name and queue.
     Stats {
         /// Refresh in place until interrupted.
         #[arg(long)]
@@ -383,13 +385,14 @@ impl Runner {
             }
             Command::Table => {}
             Command::Migrate => {
-                storage.migrate().await?;
+                // Connecting created what was missing.
                 let _ = writeln!(out, "migrated {}", redact_url(&url));
             }
             Command::Size { queue: one } => {
+                let inspect = storage.inspect()?;
                 let queues = match one {
                     Some(q) => vec![q],
-                    None => storage.queues().await?,
+                    None => inspect.queues().await?,
                 };
                 let _ = writeln!(
                     out,
@@ -397,14 +400,14 @@ impl Runner {
                     "queue", "waiting", "delayed", "reserved"
                 );
                 for q in queues {
-                    let s = storage.size(&q).await?;
+                    let s = inspect.size(&q).await?;
                     let _ = writeln!(
                         out,
                         "{:<20} {:>9} {:>9} {:>9}",
                         q, s.waiting, s.delayed, s.reserved
                     );
                 }
-                let _ = writeln!(out, "failed: {}", storage.failed_count().await?);
+                let _ = writeln!(out, "failed: {}", storage.failed_store()?.count().await?);
             }
             Command::Failed(cmd) => failed(&*storage, cmd, &mut out).await?,
             Command::Health {
@@ -427,7 +430,7 @@ impl Runner {
                 }
             }
             Command::Restart => {
-                crate::worker::stats::signal_restart(&*storage).await?;
+                storage.control()?.request_restart().await?;
                 let _ = writeln!(out, "restart signal sent: every worker of this store finishes its current jobs and exits within a few seconds");
             }
             Command::Dispatch {
@@ -572,10 +575,20 @@ async fn failed(
     cmd: FailedCommand,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
+    let store = storage.failed_store()?;
+    let not_found = |id: String| Error::NotFound {
+        what: "failed job",
+        id,
+    };
     match cmd {
         FailedCommand::List { limit } => {
-            let jobs = storage.failed_list(0, limit).await?;
-            let total = storage.failed_count().await?;
+            let jobs = store
+                .list(PageRequest::first(
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                ))
+                .await?
+                .items;
+            let total = store.count().await?;
             let _ = writeln!(
                 out,
                 "{:<8} {:<10} {:<20} {:>8}  {:<20}  error",
@@ -595,23 +608,23 @@ async fn failed(
             }
             let _ = writeln!(out, "{} of {} failed jobs", jobs.len(), total);
         }
-        FailedCommand::Show { id } => match storage.failed_get(&id).await? {
+        FailedCommand::Show { id } => match store.get(&id).await? {
             Some(job) => {
                 let _ = out.write_all(describe(&job).as_bytes());
             }
-            None => return Err(Error::Config(format!("no failed job with id {id}"))),
+            None => return Err(not_found(id)),
         },
         FailedCommand::Retry { ids } => {
             let ids = if ids.iter().any(|i| i == "all") {
                 let mut all = Vec::new();
-                let mut offset = 0;
+                let mut page = PageRequest::first(500);
                 loop {
-                    let page = storage.failed_list(offset, 500).await?;
-                    if page.is_empty() {
-                        break;
+                    let got = store.list(page).await?;
+                    all.extend(got.items.into_iter().map(|f| f.id));
+                    match got.next {
+                        Some(next) => page = PageRequest::after(next, 500),
+                        None => break,
                     }
-                    offset += page.len() as u64;
-                    all.extend(page.into_iter().map(|f| f.id));
                 }
                 all
             } else {
@@ -619,11 +632,18 @@ async fn failed(
             };
             let mut retried = 0;
             for id in &ids {
-                match storage.failed_retry(id).await? {
-                    Some(new_id) => {
+                match store.retry(id).await? {
+                    Some(storage::Pushed::Created(new_id)) => {
                         retried += 1;
                         let _ =
                             writeln!(out, "failed job {id} is back on its queue as job {new_id}");
+                    }
+                    Some(other) => {
+                        let _ = writeln!(
+                            out,
+                            "failed job {id} stays: its unique key is held by job {}",
+                            other.id()
+                        );
                     }
                     None => {
                         let _ = writeln!(out, "no failed job with id {id}");
@@ -633,21 +653,21 @@ async fn failed(
             let _ = writeln!(out, "{retried} jobs retried");
         }
         FailedCommand::Forget { id } => {
-            if storage.failed_forget(&id).await? {
+            if store.forget(&id).await? {
                 let _ = writeln!(out, "failed job {id} deleted");
             } else {
-                return Err(Error::Config(format!("no failed job with id {id}")));
+                return Err(not_found(id));
             }
         }
         FailedCommand::Flush => {
-            let n = storage.failed_flush().await?;
+            let n = store.flush().await?;
             let _ = writeln!(out, "{n} failed jobs deleted");
         }
         FailedCommand::Prune { older_than } => {
             let before = SystemTime::now()
                 .checked_sub(older_than)
                 .unwrap_or(SystemTime::UNIX_EPOCH);
-            let n = storage.failed_prune(before).await?;
+            let n = store.prune(before).await?;
             let _ = writeln!(
                 out,
                 "{n} failed jobs older than {} deleted",

@@ -10,8 +10,7 @@ use serde_json::value::RawValue;
 use crate::config::{Config, HealthThresholds};
 use crate::error::{Error, Result};
 use crate::queue::Queue;
-use crate::storage::Storage;
-use crate::worker::stats;
+use crate::storage::{PageRequest, Storage, StorageExt};
 
 /// OK, WARNING or CRITICAL, with the exit codes monitoring tools expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -57,8 +56,6 @@ struct QueueHealth {
     delayed: u64,
     reserved: u64,
     oldest_waiting_seconds: Option<u64>,
-    processed_last_5m: Option<i64>,
-    failed_last_5m: Option<i64>,
     status: Status,
 }
 
@@ -88,24 +85,20 @@ pub(crate) async fn health(
     out: &mut impl Write,
 ) -> Result<Status> {
     let t: HealthThresholds = config.health_thresholds();
+    let inspect = storage.inspect()?;
     let mut names: BTreeSet<String> = queues.iter().cloned().collect();
     if names.is_empty() {
-        names.extend(storage.queues().await?);
+        names.extend(inspect.queues().await?);
         names.extend(config.queues.clone().unwrap_or_default());
     }
     let mut problems = Vec::new();
     let mut report = Vec::new();
     let now = SystemTime::now();
     for queue in names {
-        let size = storage.size(&queue).await?;
-        let oldest = match storage.oldest_available(&queue).await {
+        let size = inspect.size(&queue).await?;
+        let oldest = match inspect.oldest_available(&queue).await {
             Ok(t) => t.map(|t| now.duration_since(t).unwrap_or_default().as_secs()),
             Err(Error::NotSupported { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        let (processed, failed) = match stats::recent_throughput(storage, &queue, 5).await {
-            Ok((p, f)) => (Some(p), Some(f)),
-            Err(Error::NotSupported { .. }) => (None, None),
             Err(e) => return Err(e),
         };
         let backlog = size.waiting + size.delayed;
@@ -133,12 +126,10 @@ pub(crate) async fn health(
             delayed: size.delayed,
             reserved: size.reserved,
             oldest_waiting_seconds: oldest,
-            processed_last_5m: processed,
-            failed_last_5m: failed,
             status: size_status.max(age_status),
         });
     }
-    let failed = storage.failed_count().await?;
+    let failed = storage.failed_store()?.count().await?;
     let failed_status = Status::of(failed, t.failed);
     if failed_status > Status::Ok {
         problems.push(format!(
@@ -171,26 +162,21 @@ pub(crate) async fn health(
     } else {
         let _ = writeln!(
             out,
-            "{:<16} {:>8} {:>8} {:>8} {:>10} {:>14}  status",
-            "queue", "waiting", "delayed", "reserved", "oldest", "5 min ok/fail"
+            "{:<16} {:>8} {:>8} {:>8} {:>10}  status",
+            "queue", "waiting", "delayed", "reserved", "oldest"
         );
         for q in &health.queues {
             let oldest = q.oldest_waiting_seconds.map_or("-".into(), |s| {
                 humantime::format_duration(Duration::from_secs(s)).to_string()
             });
-            let rate = match (q.processed_last_5m, q.failed_last_5m) {
-                (Some(p), Some(f)) => format!("{p}/{f}"),
-                _ => "-".into(),
-            };
             let _ = writeln!(
                 out,
-                "{:<16} {:>8} {:>8} {:>8} {:>10} {:>14}  {}",
+                "{:<16} {:>8} {:>8} {:>8} {:>10}  {}",
                 q.queue,
                 q.waiting,
                 q.delayed,
                 q.reserved,
                 oldest,
-                rate,
                 q.status.label()
             );
         }
@@ -208,17 +194,59 @@ pub(crate) async fn health(
     Ok(status)
 }
 
-/// `runall stats`: totals per job name and per queue.
+/// How many failed jobs `runall stats` reads to count them by job name and queue.
+const STATS_FAILED_SCAN: usize = 10_000;
+
+/// `runall stats`: what the store holds, per queue and state, and the failed store by job
+/// name and queue. Throughput is not kept in the store: workers record it through the
+/// `metrics` facade.
 pub(crate) async fn stats(storage: &dyn Storage, out: &mut impl Write) -> Result<()> {
-    let stats = stats::read_stats(storage).await?;
-    let _ = writeln!(out, "{:<28} {:>12} {:>10}", "job", "processed", "failed");
-    for (name, p, f) in &stats.jobs {
-        let _ = writeln!(out, "{name:<28} {p:>12} {f:>10}");
+    let inspect = storage.inspect()?;
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10} {:>10} {:>10}",
+        "queue", "waiting", "delayed", "reserved"
+    );
+    for queue in inspect.queues().await? {
+        let s = inspect.size(&queue).await?;
+        let _ = writeln!(
+            out,
+            "{queue:<28} {:>10} {:>10} {:>10}",
+            s.waiting, s.delayed, s.reserved
+        );
+    }
+    let failed = storage.failed_store()?;
+    let total = failed.count().await?;
+    let mut by_job: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut by_queue: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut page = PageRequest::first(500);
+    let mut read = 0;
+    while read < STATS_FAILED_SCAN {
+        let got = failed.list(page.clone()).await?;
+        for job in &got.items {
+            *by_job.entry(job.name.clone()).or_default() += 1;
+            *by_queue.entry(job.queue.clone()).or_default() += 1;
+        }
+        read += got.items.len();
+        match got.next {
+            Some(next) => page = PageRequest::after(next, 500),
+            None => break,
+        }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<28} {:>12} {:>10}", "queue", "processed", "failed");
-    for (name, p, f) in &stats.queues {
-        let _ = writeln!(out, "{name:<28} {p:>12} {f:>10}");
+    let scope = if (read as u64) < total {
+        format!(" (the newest {read} of {total})")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "failed jobs{scope}:");
+    let _ = writeln!(out, "{:<28} {:>10}", "job", "failed");
+    for (name, n) in &by_job {
+        let _ = writeln!(out, "{name:<28} {n:>10}");
+    }
+    let _ = writeln!(out, "{:<28} {:>10}", "queue", "failed");
+    for (name, n) in &by_queue {
+        let _ = writeln!(out, "{name:<28} {n:>10}");
     }
     Ok(())
 }
@@ -310,7 +338,7 @@ pub(crate) async fn clear(
     force: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let size = storage.size(queue).await?;
+    let size = storage.inspect()?.size(queue).await?;
     if !force {
         if !std::io::stdin().is_terminal() {
             return Err(Error::Config(format!(
@@ -331,7 +359,7 @@ pub(crate) async fn clear(
             return Ok(());
         }
     }
-    let n = storage.clear(queue).await?;
+    let n = storage.inspect()?.clear(queue).await?;
     let _ = writeln!(
         out,
         "{n} jobs deleted from `{queue}` (reserved jobs are left to their workers)"

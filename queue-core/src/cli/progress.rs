@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageExt};
 use crate::worker::ProgressHandle;
 
 /// Draws `[#####.....] done/total  failed  rate/s  ETA` on stderr until aborted.
@@ -13,9 +13,11 @@ pub(crate) async fn draw(storage: Arc<dyn Storage>, queues: Vec<String>, progres
     loop {
         let p = progress.get();
         let mut remaining = 0;
-        for q in &queues {
-            if let Ok(size) = storage.size(q).await {
-                remaining += size.total();
+        if let Ok(inspect) = storage.inspect() {
+            for q in &queues {
+                if let Ok(size) = inspect.size(q).await {
+                    remaining += size.total();
+                }
             }
         }
         let done = p.processed + p.failed;

@@ -7,17 +7,24 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{
-    duration_millis, from_unix_millis, new_token, unix_millis, Availability, Capabilities,
-    FailedJob, JobId, Lease, NewJob, QueueSize, ReserveRequest, Reserved, Storage,
+use super::capability::{Capabilities, Control, FailedStore, Groups, Inspect, Wake};
+use super::settle::{check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled};
+use super::time::{duration_millis, from_unix_millis, new_token, unix_millis};
+use super::types::{
+    Availability, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,
+    QueueSize, ReserveRequest, Reserved, Unique, Until,
 };
+use super::Storage;
 use crate::error::{Error, Result};
+
+const DRIVER: &str = "memory";
 
 /// A storage that lives in the process's memory: the reference driver, the default for tests,
 /// and the store behind [`Queue::fake`](crate::Queue::fake).
 ///
-/// Guarantees: atomic operations under one mutex; nothing survives the process. Times come
-/// from the process's clock.
+/// Guarantees: every call is one atomic step under one mutex (a whole batch of settlements
+/// included); nothing survives the process. Times come from the process's clock. It keeps
+/// nothing of a job once the job is gone, unless made with [`MemoryStorage::recording`].
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStorage {
     inner: Arc<Shared>,
@@ -27,6 +34,15 @@ pub struct MemoryStorage {
 struct Shared {
     state: Mutex<State>,
     pushed: Notify,
+    /// Every job pushed, for the assertions of a fake queue; `None` unless recording.
+    history: Option<Mutex<Vec<NewJob>>>,
+}
+
+/// Who holds a unique key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Job(u64),
+    Failed(u64),
 }
 
 #[derive(Debug, Default)]
@@ -38,11 +54,10 @@ struct State {
     /// Per queue: reserved jobs, by (lease deadline, id).
     reserved: HashMap<String, BTreeSet<(i64, u64)>>,
     failed: BTreeMap<u64, FailedJob>,
+    claims: HashMap<String, Holder>,
+    groups: HashMap<String, BTreeMap<String, i64>>,
     locks: HashMap<String, (String, i64)>,
-    /// Counters: value and expiry (ms), if any.
-    counters: BTreeMap<String, (i64, Option<i64>)>,
-    /// Every job ever pushed, for [`Queue::fake`](crate::Queue::fake) assertions.
-    history: Vec<NewJob>,
+    restart: u64,
 }
 
 #[derive(Debug)]
@@ -53,16 +68,32 @@ struct Job {
     attempts: u32,
     available_at: i64,
     lease: Option<(String, i64)>,
+    unique: Option<Unique>,
 }
 
 fn now_ms() -> i64 {
     unix_millis(SystemTime::now())
 }
 
+fn id_of(text: &str) -> Option<u64> {
+    text.parse().ok()
+}
+
 impl MemoryStorage {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store that records every job pushed to it, for
+    /// [`pushed`](MemoryStorage::pushed) (the store behind a fake queue).
+    pub fn recording() -> Self {
+        MemoryStorage {
+            inner: Arc::new(Shared {
+                history: Some(Mutex::default()),
+                ..Shared::default()
+            }),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -74,54 +105,87 @@ impl MemoryStorage {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Every job pushed to this store so far, in order, whether or not it ran.
+    /// Every job pushed to this store so far, in order, whether or not it ran: empty unless
+    /// the store was made with [`MemoryStorage::recording`].
     pub fn pushed(&self) -> Vec<NewJob> {
-        self.state().history.clone()
+        match &self.inner.history {
+            Some(history) => history.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => Vec::new(),
+        }
     }
 
     /// Appends raw bytes as a job, as if another program wrote them into the store.
     pub fn push_raw(&self, queue: &str, name: &str, payload: Vec<u8>) -> JobId {
         let mut state = self.state();
-        let id = state.insert(queue, name, payload, now_ms());
+        let id = state.insert(NewJob::new(queue, name, payload), now_ms());
         self.inner.pushed.notify_waiters();
         JobId(id.to_string())
     }
 }
 
 impl State {
-    fn insert(&mut self, queue: &str, name: &str, payload: Vec<u8>, available_at: i64) -> u64 {
+    fn insert(&mut self, job: NewJob, available_at: i64) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
+        if let Some(unique) = &job.unique {
+            self.claims.insert(unique.key.clone(), Holder::Job(id));
+        }
+        self.pending
+            .entry(job.queue.clone())
+            .or_default()
+            .insert((available_at, id));
         self.jobs.insert(
             id,
             Job {
-                queue: queue.to_owned(),
-                name: name.to_owned(),
-                payload,
+                queue: job.queue,
+                name: job.name,
+                payload: job.payload,
                 attempts: 0,
                 available_at,
                 lease: None,
+                unique: job.unique,
             },
         );
-        self.pending
-            .entry(queue.to_owned())
-            .or_default()
-            .insert((available_at, id));
         id
     }
 
-    /// The job behind a lease if the lease is still its current one.
-    fn check(&self, lease: &Lease) -> Result<u64> {
-        let lost = || Error::LeaseLost {
-            job_id: lease.job_id.0.clone(),
+    /// The id of the job holding `key`, if it is held.
+    fn holder_id(&self, key: &str) -> Option<JobId> {
+        match self.claims.get(key)? {
+            Holder::Job(id) => Some(JobId(id.to_string())),
+            Holder::Failed(id) => self.failed.get(id).map(|f| JobId(f.job_id.clone())),
+        }
+    }
+
+    /// Pushes one job unless its key is held.
+    fn push(&mut self, job: NewJob, now: i64) -> Pushed {
+        if let Some(existing) = job.unique.as_ref().and_then(|u| self.holder_id(&u.key)) {
+            return Pushed::Duplicate(existing);
+        }
+        let at = match job.available {
+            Availability::Now => now,
+            Availability::After(d) => now.saturating_add(duration_millis(d)),
+            Availability::At(t) => unix_millis(t),
         };
-        let id: u64 = lease.job_id.0.parse().map_err(|_| lost())?;
+        Pushed::Created(JobId(self.insert(job, at).to_string()))
+    }
+
+    /// Releases `key` if `holder` holds it.
+    fn release_claim(&mut self, key: &str, holder: Holder) {
+        if self.claims.get(key) == Some(&holder) {
+            self.claims.remove(key);
+        }
+    }
+
+    /// The job behind a lease if the lease is still its current one.
+    fn current(&self, lease: &Lease) -> Option<u64> {
+        let id = id_of(&lease.job_id.0)?;
         match self.jobs.get(&id) {
             Some(Job {
                 lease: Some((token, _)),
                 ..
-            }) if *token == lease.token => Ok(id),
-            _ => Err(lost()),
+            }) if *token == lease.token => Some(id),
+            _ => None,
         }
     }
 
@@ -142,76 +206,42 @@ impl State {
             None => true,
             Some(n) => self.jobs.get(id).is_some_and(|j| j.name == n),
         };
-        let pending = self.pending.get(queue).and_then(|set| {
-            set.iter()
-                .take_while(|(at, _)| *at <= now)
-                .find(|(_, id)| matches(id))
-                .copied()
-        });
-        let expired = self.reserved.get(queue).and_then(|set| {
-            set.iter()
-                .take_while(|(at, _)| *at <= now)
-                .find(|(_, id)| matches(id))
-                .copied()
-        });
+        let first_due = |set: Option<&BTreeSet<(i64, u64)>>| {
+            set.and_then(|set| {
+                set.iter()
+                    .take_while(|(at, _)| *at <= now)
+                    .find(|(_, id)| matches(id))
+                    .copied()
+            })
+        };
+        let pending = first_due(self.pending.get(queue));
+        let expired = first_due(self.reserved.get(queue));
         match (pending, expired) {
             (Some(p), Some(e)) => Some(p.min(e)),
             (p, e) => p.or(e),
         }
     }
-}
 
-#[async_trait]
-impl Storage for MemoryStorage {
-    fn driver(&self) -> &'static str {
-        "memory"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            reserve_by_name: true,
-            durable: false,
-            wake_on_push: true,
-        }
-    }
-
-    async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>> {
-        let now = now_ms();
-        let mut state = self.state();
-        let mut ids = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let at = match job.available {
-                Availability::Now => now,
-                Availability::After(d) => now.saturating_add(duration_millis(d)),
-                Availability::At(t) => unix_millis(t),
-            };
-            let id = state.insert(&job.queue, &job.name, job.payload.clone(), at);
-            state.history.push(job);
-            ids.push(JobId(id.to_string()));
-        }
-        drop(state);
-        self.inner.pushed.notify_waiters();
-        Ok(ids)
-    }
-
-    async fn reserve(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
-        let now = now_ms();
+    fn reserve(&mut self, request: &ReserveRequest, now: i64) -> Vec<Reserved> {
         let deadline = now.saturating_add(duration_millis(request.lease));
-        let mut state = self.state();
         let mut out = Vec::new();
         for queue in &request.queues {
             while out.len() < request.limit.max(1) {
-                let Some(key) = state.next_in(queue, now, request.name.as_deref()) else {
+                let Some((_, id)) = self.next_in(queue, now, request.name.as_deref()) else {
                     break;
                 };
-                let id = key.1;
-                let Some(job) = state.unreserve(id) else {
+                let Some(mut job) = self.unreserve(id) else {
                     break;
                 };
                 let token = new_token();
-                let mut job = job;
                 job.attempts += 1;
                 job.lease = Some((token.clone(), deadline));
+                if let Some(unique) = &job.unique {
+                    if unique.until == Until::Started {
+                        let key = unique.key.clone();
+                        self.release_claim(&key, Holder::Job(id));
+                    }
+                }
                 out.push(Reserved {
                     lease: Lease {
                         job_id: JobId(id.to_string()),
@@ -222,187 +252,173 @@ impl Storage for MemoryStorage {
                     payload: job.payload.clone(),
                     attempts: job.attempts,
                 });
-                state
-                    .reserved
+                self.reserved
                     .entry(queue.clone())
                     .or_default()
                     .insert((deadline, id));
-                state.jobs.insert(id, job);
+                self.jobs.insert(id, job);
             }
         }
-        Ok(out)
+        out
     }
 
-    async fn extend(&self, lease: &Lease, duration: Duration) -> Result<()> {
-        let mut state = self.state();
-        let id = state.check(lease)?;
-        let deadline = now_ms().saturating_add(duration_millis(duration));
-        if let Some(mut job) = state.unreserve(id) {
-            job.lease = Some((lease.token.clone(), deadline));
-            state
-                .reserved
-                .entry(job.queue.clone())
-                .or_default()
-                .insert((deadline, id));
-            state.jobs.insert(id, job);
+    fn wait_again(&mut self, id: u64, mut job: Job, available_at: i64) {
+        job.lease = None;
+        job.available_at = available_at;
+        self.pending
+            .entry(job.queue.clone())
+            .or_default()
+            .insert((available_at, id));
+        self.jobs.insert(id, job);
+    }
+
+    fn settle(&mut self, settle: Settle, now: i64) -> Settled {
+        let Some(id) = self.current(&settle.lease) else {
+            return Settled::Stale;
+        };
+        let Some(mut job) = self.unreserve(id) else {
+            return Settled::Stale;
+        };
+        match settle.outcome {
+            Outcome::Ack => {
+                if let Some(unique) = &job.unique {
+                    self.release_claim(&unique.key, Holder::Job(id));
+                }
+            }
+            Outcome::Retry { delay } => {
+                self.wait_again(id, job, now.saturating_add(duration_millis(delay)));
+            }
+            Outcome::Release { delay } => {
+                job.attempts = job.attempts.saturating_sub(1);
+                self.wait_again(id, job, now.saturating_add(duration_millis(delay)));
+            }
+            Outcome::Fail { reason } => {
+                self.next_id += 1;
+                let failed_id = self.next_id;
+                if let Some(unique) = &job.unique {
+                    if unique.until == Until::Succeeded {
+                        if self.claims.get(&unique.key) == Some(&Holder::Job(id)) {
+                            self.claims
+                                .insert(unique.key.clone(), Holder::Failed(failed_id));
+                        }
+                    } else {
+                        self.release_claim(&unique.key, Holder::Job(id));
+                    }
+                }
+                self.failed.insert(
+                    failed_id,
+                    FailedJob {
+                        id: failed_id.to_string(),
+                        job_id: id.to_string(),
+                        queue: job.queue,
+                        name: job.name,
+                        payload: job.payload,
+                        error: reason,
+                        attempts: job.attempts,
+                        failed_at: from_unix_millis(now),
+                        unique: job.unique,
+                    },
+                );
+            }
         }
-        Ok(())
+        for effect in settle.effects {
+            match effect {
+                Effect::Push(job) => {
+                    self.push(job, now);
+                }
+                Effect::Count { group, deltas } => {
+                    let counters = self.groups.entry(group).or_default();
+                    for (name, delta) in deltas {
+                        *counters.entry(name).or_default() += delta;
+                    }
+                }
+            }
+        }
+        Settled::Applied
     }
 
-    async fn acknowledge(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+    fn forget_failed(&mut self, id: u64) -> Option<FailedJob> {
+        let job = self.failed.remove(&id)?;
+        if let Some(unique) = &job.unique {
+            self.release_claim(&unique.key, Holder::Failed(id));
+        }
+        Some(job)
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities::new(DRIVER)
+            .durable(false)
+            .reserve_by_name(true)
+            .claims(true)
+            .failed(self)
+            .inspect(self)
+            .groups(self)
+            .control(self)
+            .wake(self)
+    }
+
+    async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
+        let now = now_ms();
+        if let Some(history) = &self.inner.history {
+            history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(jobs.iter().cloned());
+        }
+        let mut state = self.state();
+        let pushed = jobs.into_iter().map(|job| state.push(job, now)).collect();
+        drop(state);
+        self.inner.pushed.notify_waiters();
+        Ok(pushed)
+    }
+
+    async fn reserve(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
+        Ok(self.state().reserve(request, now_ms()))
+    }
+
+    async fn extend(&self, leases: &[Lease], duration: Duration) -> Result<Vec<LeaseStatus>> {
+        let deadline = now_ms().saturating_add(duration_millis(duration));
         let mut state = self.state();
         Ok(leases
             .iter()
-            .map(|lease| match state.check(lease) {
-                Ok(id) => state.unreserve(id).is_some(),
-                Err(_) => false,
+            .map(|lease| {
+                let Some(id) = state.current(lease) else {
+                    return LeaseStatus::Lost;
+                };
+                if let Some(mut job) = state.unreserve(id) {
+                    job.lease = Some((lease.token.clone(), deadline));
+                    state
+                        .reserved
+                        .entry(job.queue.clone())
+                        .or_default()
+                        .insert((deadline, id));
+                    state.jobs.insert(id, job);
+                }
+                LeaseStatus::Held
             })
             .collect())
     }
 
-    async fn release(&self, lease: &Lease, delay: Duration, refund_attempt: bool) -> Result<()> {
-        let mut state = self.state();
-        let id = state.check(lease)?;
-        if let Some(mut job) = state.unreserve(id) {
-            job.lease = None;
-            job.available_at = now_ms().saturating_add(duration_millis(delay));
-            if refund_attempt {
-                job.attempts = job.attempts.saturating_sub(1);
-            }
-            state
-                .pending
-                .entry(job.queue.clone())
-                .or_default()
-                .insert((job.available_at, id));
-            state.jobs.insert(id, job);
-        }
-        drop(state);
-        self.inner.pushed.notify_waiters();
-        Ok(())
-    }
-
-    async fn fail(&self, lease: &Lease, error: &str) -> Result<()> {
-        let mut state = self.state();
-        let id = state.check(lease)?;
-        if let Some(job) = state.unreserve(id) {
-            state.next_id += 1;
-            let failed_id = state.next_id;
-            state.failed.insert(
-                failed_id,
-                FailedJob {
-                    id: failed_id.to_string(),
-                    job_id: id.to_string(),
-                    queue: job.queue,
-                    name: job.name,
-                    payload: job.payload,
-                    error: error.to_owned(),
-                    attempts: job.attempts,
-                    failed_at: SystemTime::now(),
-                },
-            );
-        }
-        Ok(())
-    }
-
-    async fn size(&self, queue: &str) -> Result<QueueSize> {
+    async fn settle(
+        &self,
+        settles: Vec<Settle>,
+        fetch: Option<&ReserveRequest>,
+    ) -> Result<SettleReply> {
+        check_effects(DRIVER, &settles)?;
         let now = now_ms();
-        let state = self.state();
-        let mut size = QueueSize::default();
-        if let Some(set) = state.pending.get(queue) {
-            for (at, _) in set {
-                if *at <= now {
-                    size.waiting += 1;
-                } else {
-                    size.delayed += 1;
-                }
-            }
-        }
-        size.reserved = state.reserved.get(queue).map_or(0, |s| s.len() as u64);
-        Ok(size)
-    }
-
-    async fn queues(&self) -> Result<Vec<String>> {
-        let state = self.state();
-        let mut queues: Vec<String> = state
-            .jobs
-            .values()
-            .map(|j| j.queue.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        queues.dedup();
-        Ok(queues)
-    }
-
-    async fn clear(&self, queue: &str) -> Result<u64> {
         let mut state = self.state();
-        let ids: Vec<u64> = state
-            .pending
-            .get(queue)
-            .map(|s| s.iter().map(|(_, id)| *id).collect())
-            .unwrap_or_default();
-        for id in &ids {
-            state.unreserve(*id);
-        }
-        Ok(ids.len() as u64)
-    }
-
-    async fn failed_list(&self, offset: u64, limit: u64) -> Result<Vec<FailedJob>> {
-        let state = self.state();
-        Ok(state
-            .failed
-            .values()
-            .rev()
-            .skip(offset as usize)
-            .take(limit as usize)
-            .cloned()
-            .collect())
-    }
-
-    async fn failed_get(&self, id: &str) -> Result<Option<FailedJob>> {
-        let state = self.state();
-        Ok(id
-            .parse()
-            .ok()
-            .and_then(|id| state.failed.get(&id).cloned()))
-    }
-
-    async fn failed_count(&self) -> Result<u64> {
-        Ok(self.state().failed.len() as u64)
-    }
-
-    async fn failed_retry(&self, id: &str) -> Result<Option<JobId>> {
-        let mut state = self.state();
-        let Some(job) = id.parse().ok().and_then(|id| state.failed.remove(&id)) else {
-            return Ok(None);
+        let settled = settles.into_iter().map(|s| state.settle(s, now)).collect();
+        let reserved = match fetch {
+            Some(request) => state.reserve(request, now),
+            None => Vec::new(),
         };
-        let new_id = state.insert(&job.queue, &job.name, job.payload, now_ms());
         drop(state);
+        // Retried and released jobs (and pushed follow-ups) may be due for another worker.
         self.inner.pushed.notify_waiters();
-        Ok(Some(JobId(new_id.to_string())))
-    }
-
-    async fn failed_forget(&self, id: &str) -> Result<bool> {
-        let mut state = self.state();
-        Ok(id
-            .parse()
-            .ok()
-            .and_then(|id| state.failed.remove(&id))
-            .is_some())
-    }
-
-    async fn failed_flush(&self) -> Result<u64> {
-        let mut state = self.state();
-        let n = state.failed.len() as u64;
-        state.failed.clear();
-        Ok(n)
-    }
-
-    async fn failed_prune(&self, before: SystemTime) -> Result<u64> {
-        let mut state = self.state();
-        let n = state.failed.len();
-        state.failed.retain(|_, f| f.failed_at >= before);
-        Ok((n - state.failed.len()) as u64)
+        Ok(SettleReply { settled, reserved })
     }
 
     async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
@@ -431,20 +447,151 @@ impl Storage for MemoryStorage {
             _ => Ok(false),
         }
     }
+}
+
+#[async_trait]
+impl FailedStore for MemoryStorage {
+    async fn list(&self, page: PageRequest) -> Result<Page<FailedJob>> {
+        let state = self.state();
+        let below = match &page.after {
+            Some(cursor) => id_of(cursor).ok_or_else(|| Error::Contract {
+                driver: DRIVER,
+                problem: format!("`{cursor}` is not a cursor of this failed store"),
+            })?,
+            None => u64::MAX,
+        };
+        let limit = page.limit.max(1);
+        let items: Vec<FailedJob> = state
+            .failed
+            .range(..below)
+            .rev()
+            .take(limit)
+            .map(|(_, job)| job.clone())
+            .collect();
+        let next = match items.last() {
+            Some(last) if items.len() == limit => Some(last.id.clone()),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<FailedJob>> {
+        let state = self.state();
+        Ok(id_of(id).and_then(|id| state.failed.get(&id).cloned()))
+    }
+
+    async fn count(&self) -> Result<u64> {
+        Ok(self.state().failed.len() as u64)
+    }
+
+    async fn retry(&self, id: &str) -> Result<Option<Pushed>> {
+        let Some(id) = id_of(id) else {
+            return Ok(None);
+        };
+        let mut state = self.state();
+        let Some(unique) = state.failed.get(&id).map(|f| f.unique.clone()) else {
+            return Ok(None);
+        };
+        if let Some(unique) = &unique {
+            match state.claims.get(&unique.key) {
+                None => {}
+                Some(Holder::Failed(holder)) if *holder == id => {
+                    state.claims.remove(&unique.key);
+                }
+                Some(_) => {
+                    let existing = state.holder_id(&unique.key);
+                    return Ok(existing.map(Pushed::Duplicate));
+                }
+            }
+        }
+        let Some(failed) = state.failed.remove(&id) else {
+            return Ok(None);
+        };
+        let mut job = NewJob::new(failed.queue, failed.name, failed.payload);
+        job.unique = failed.unique;
+        let pushed = state.push(job, now_ms());
+        drop(state);
+        self.inner.pushed.notify_waiters();
+        Ok(Some(pushed))
+    }
+
+    async fn forget(&self, id: &str) -> Result<bool> {
+        let mut state = self.state();
+        Ok(id_of(id).and_then(|id| state.forget_failed(id)).is_some())
+    }
+
+    async fn flush(&self) -> Result<u64> {
+        let mut state = self.state();
+        let ids: Vec<u64> = state.failed.keys().copied().collect();
+        for id in &ids {
+            state.forget_failed(*id);
+        }
+        Ok(ids.len() as u64)
+    }
+
+    async fn prune(&self, before: SystemTime) -> Result<u64> {
+        let mut state = self.state();
+        let ids: Vec<u64> = state
+            .failed
+            .iter()
+            .filter(|(_, f)| f.failed_at < before)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            state.forget_failed(*id);
+        }
+        Ok(ids.len() as u64)
+    }
+}
+
+#[async_trait]
+impl Inspect for MemoryStorage {
+    async fn size(&self, queue: &str) -> Result<QueueSize> {
+        let now = now_ms();
+        let state = self.state();
+        let mut size = QueueSize::default();
+        if let Some(set) = state.pending.get(queue) {
+            size.waiting = set.range(..(now.saturating_add(1), 0)).count() as u64;
+            size.delayed = set.len() as u64 - size.waiting;
+        }
+        size.reserved = state.reserved.get(queue).map_or(0, |s| s.len() as u64);
+        Ok(size)
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let state = self.state();
+        let queues: BTreeSet<String> = state.jobs.values().map(|j| j.queue.clone()).collect();
+        Ok(queues.into_iter().collect())
+    }
+
+    async fn clear(&self, queue: &str) -> Result<u64> {
+        let mut state = self.state();
+        let ids: Vec<u64> = state
+            .pending
+            .get(queue)
+            .map(|s| s.iter().map(|(_, id)| *id).collect())
+            .unwrap_or_default();
+        for id in &ids {
+            if let Some(Job {
+                unique: Some(unique),
+                ..
+            }) = state.unreserve(*id)
+            {
+                state.release_claim(&unique.key, Holder::Job(*id));
+            }
+        }
+        Ok(ids.len() as u64)
+    }
 
     async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
         let now = now_ms();
         let state = self.state();
-        let pending = state
-            .pending
-            .get(queue)
-            .and_then(|s| s.first().map(|(at, _)| *at))
-            .filter(|at| *at <= now);
-        let expired = state
-            .reserved
-            .get(queue)
-            .and_then(|s| s.first().map(|(at, _)| *at))
-            .filter(|at| *at <= now);
+        let first = |set: Option<&BTreeSet<(i64, u64)>>| {
+            set.and_then(|s| s.first().map(|(at, _)| *at))
+                .filter(|at| *at <= now)
+        };
+        let pending = first(state.pending.get(queue));
+        let expired = first(state.reserved.get(queue));
         Ok(pending
             .into_iter()
             .chain(expired)
@@ -452,34 +599,100 @@ impl Storage for MemoryStorage {
             .map(from_unix_millis))
     }
 
-    async fn add_counters(&self, deltas: &[(String, i64)], ttl: Option<Duration>) -> Result<()> {
+    async fn jobs(
+        &self,
+        queue: &str,
+        state_wanted: JobState,
+        page: PageRequest,
+    ) -> Result<Page<JobSummary>> {
         let now = now_ms();
-        let mut state = self.state();
-        for (name, delta) in deltas {
-            let entry = state.counters.entry(name.clone()).or_insert((0, None));
-            if entry.1.is_some_and(|expires| expires <= now) {
-                *entry = (0, None);
-            }
-            entry.0 += delta;
-            entry.1 = ttl.map(|ttl| now.saturating_add(duration_millis(ttl)));
-        }
+        let state = self.state();
+        let after = match &page.after {
+            Some(cursor) => Some(parse_cursor(cursor)?),
+            None => None,
+        };
+        let set = match state_wanted {
+            JobState::Reserved => state.reserved.get(queue),
+            JobState::Waiting | JobState::Delayed => state.pending.get(queue),
+        };
+        let limit = page.limit.max(1);
+        let keys: Vec<(i64, u64)> = set
+            .map(|set| {
+                set.iter()
+                    .filter(|key| after.is_none_or(|after| **key > after))
+                    .filter(|(at, _)| match state_wanted {
+                        JobState::Waiting => *at <= now,
+                        JobState::Delayed => *at > now,
+                        JobState::Reserved => true,
+                    })
+                    .take(limit)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let items: Vec<JobSummary> = keys
+            .iter()
+            .filter_map(|(at, id)| {
+                let job = state.jobs.get(id)?;
+                Some(JobSummary {
+                    id: JobId(id.to_string()),
+                    queue: job.queue.clone(),
+                    name: job.name.clone(),
+                    attempts: job.attempts,
+                    state: state_wanted,
+                    due_at: from_unix_millis(*at),
+                    unique_key: job.unique.as_ref().map(|u| u.key.clone()),
+                })
+            })
+            .collect();
+        let next = match keys.last() {
+            Some((at, id)) if keys.len() == limit => Some(format!("{at}:{id}")),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Result<(i64, u64)> {
+    cursor
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
+        .ok_or_else(|| Error::Contract {
+            driver: DRIVER,
+            problem: format!("`{cursor}` is not a cursor of this store"),
+        })
+}
+
+#[async_trait]
+impl Groups for MemoryStorage {
+    async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>> {
+        let state = self.state();
+        Ok(state
+            .groups
+            .get(group)
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn remove(&self, group: &str) -> Result<bool> {
+        Ok(self.state().groups.remove(group).is_some())
+    }
+}
+
+#[async_trait]
+impl Control for MemoryStorage {
+    async fn restart_generation(&self) -> Result<u64> {
+        Ok(self.state().restart)
+    }
+
+    async fn request_restart(&self) -> Result<()> {
+        self.state().restart += 1;
         Ok(())
     }
+}
 
-    async fn counters(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
-        let now = now_ms();
-        let mut state = self.state();
-        state
-            .counters
-            .retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
-        Ok(state
-            .counters
-            .range(prefix.to_owned()..)
-            .take_while(|(name, _)| name.starts_with(prefix))
-            .map(|(name, (value, _))| (name.clone(), *value))
-            .collect())
-    }
-
+#[async_trait]
+impl Wake for MemoryStorage {
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {
         let notified = self.inner.pushed.notified();
         // A job that became due while we were busy must not wait for the whole timeout.
@@ -487,18 +700,8 @@ impl Storage for MemoryStorage {
             let state = self.state();
             queues
                 .iter()
-                .filter_map(|q| {
-                    state
-                        .pending
-                        .get(q)
-                        .and_then(|s| s.first().map(|(at, _)| *at))
-                })
-                .chain(queues.iter().filter_map(|q| {
-                    state
-                        .reserved
-                        .get(q)
-                        .and_then(|s| s.first().map(|(at, _)| *at))
-                }))
+                .flat_map(|q| [state.pending.get(q), state.reserved.get(q)])
+                .filter_map(|set| set.and_then(|s| s.first().map(|(at, _)| *at)))
                 .min()
         };
         let timeout = match next_due {

@@ -1,32 +1,43 @@
-//! The worker engine: reserve, run, heartbeat, retry, fail, acknowledge.
+//! The worker engine: reserve, run, keep the lease, settle.
 //!
-//! One loop reserves jobs (as many as there are free slots, in one call to the store) and
-//! spawns a task per job. Each task decodes the envelope, takes the job's lock if it has
-//! one, runs the body under its timeout in its own tokio task (so a panic is caught), keeps
-//! the lease and the lock alive with a heartbeat while it runs, and then acknowledges,
-//! releases with a backoff, or fails the job. Acknowledgements of jobs that finish together
-//! go to the store in one batch.
+//! One loop talks to the store. Whenever it has free slots it sends the settlements of the
+//! jobs that finished since its last call together with a request for as many new jobs as
+//! there are free slots: one [`settle`](Storage::settle) call, one round trip where the
+//! driver allows it. Each reserved job runs in a task of its own (`job.rs`): it decodes the
+//! envelope, takes the job's lock if it has one, runs the body under its timeout in its own
+//! tokio task (so a panic is caught) while a keeper renews the lease and the lock
+//! (`lease.rs`, stopping the body as soon as either is lost), and hands its settlement back to
+//! the loop.
+//!
+//! Stopping: a stop condition (`--once`, `--max-jobs`, `--max-time`, `--memory`) stops
+//! reserving and lets the jobs in hand finish, however long they take; a signal,
+//! [`StopHandle::stop`] or `runall restart` gives them the grace period, then interrupts them
+//! and puts them back with the attempt counted, so a job that always outlives the grace still
+//! ends in the failed store after its tries.
 
+mod control;
+mod job;
+mod lease;
+mod metrics;
 mod options;
-pub mod stats;
+mod system;
 
 pub use options::WorkerOptions;
+pub use system::{peak_memory_mb, resident_memory_mb, stop_signal};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
-use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::job::{JobContext, JobError, Retry};
-use crate::queue::Queue;
-use crate::registry::{self, Handler};
-use crate::storage::{Lease, ReserveRequest, Reserved, Storage};
+use crate::registry::{Handler, Registry};
+use crate::storage::{ReserveRequest, Reserved, Settle, Settled, Storage, StorageExt};
 
 /// Why a worker stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +59,14 @@ pub enum StopReason {
     Restart,
 }
 
+impl StopReason {
+    /// Whether running jobs get only the grace period (a signal, a stop, a restart), rather
+    /// than all the time they need (a stop condition).
+    fn is_urgent(self) -> bool {
+        matches!(self, StopReason::Stopped | StopReason::Restart)
+    }
+}
+
 /// What a worker did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerSummary {
@@ -55,10 +74,12 @@ pub struct WorkerSummary {
     pub processed: u64,
     /// Jobs moved to the failed store.
     pub failed: u64,
-    /// Failed attempts put back for a retry.
+    /// Failed attempts put back for a retry (and jobs that released themselves).
     pub retried: u64,
-    /// Jobs put back without running (lock held, shutdown, released by the job).
+    /// Jobs put back without finishing (lock held, interrupted by shutdown, unknown name).
     pub released: u64,
+    /// Jobs stopped because their lease or lock was lost.
+    pub interrupted: u64,
     /// Why it stopped.
     pub reason: StopReason,
 }
@@ -77,10 +98,12 @@ impl StopHandle {
     }
 }
 
-/// A worker on one queue connection. Build it with [`Queue::worker`].
+/// A worker: runs jobs from a store until told to stop. Build it with
+/// [`Queue::worker`](crate::Queue::worker) or [`Worker::new`].
 #[derive(Debug)]
 pub struct Worker {
-    queue: Queue,
+    storage: Arc<dyn Storage>,
+    registry: Registry,
     options: WorkerOptions,
     stop_tx: Arc<watch::Sender<bool>>,
     counters: Arc<Counters>,
@@ -120,24 +143,42 @@ struct Counters {
     failed: AtomicU64,
     retried: AtomicU64,
     released: AtomicU64,
+    interrupted: AtomicU64,
 }
 
+/// A settlement on its way to the store, and who waits for its result (`None`: the store
+/// could not be reached).
+struct Pending {
+    settle: Settle,
+    done: oneshot::Sender<Option<Settled>>,
+}
+
+/// What every job task shares.
 struct Shared {
     storage: Arc<dyn Storage>,
     handlers: HashMap<String, Handler>,
     options: WorkerOptions,
     counters: Arc<Counters>,
-    stats: stats::Recorder,
-    acks: mpsc::UnboundedSender<(Lease, oneshot::Sender<bool>)>,
+    settles: mpsc::UnboundedSender<Pending>,
     hard_stop: watch::Receiver<bool>,
-    restart_requested: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Hands a settlement to the loop and waits for the store's answer.
+    async fn settle(&self, settle: Settle) -> Option<Settled> {
+        let (done, result) = oneshot::channel();
+        self.settles.send(Pending { settle, done }).ok()?;
+        result.await.ok().flatten()
+    }
 }
 
 impl Worker {
-    pub(crate) fn new(queue: Queue, options: WorkerOptions) -> Self {
+    /// A worker over `storage` running the job types and listeners of `registry`.
+    pub fn new(storage: Arc<dyn Storage>, registry: Registry, options: WorkerOptions) -> Self {
         let (tx, _) = watch::channel(false);
         Worker {
-            queue,
+            storage,
+            registry,
             options,
             stop_tx: Arc::new(tx),
             counters: Arc::default(),
@@ -182,177 +223,73 @@ impl Worker {
     }
 
     /// Runs until a stop condition of the options or [`StopHandle::stop`].
+    ///
+    /// Refuses to start when two linked job types share a name, or when asked to run only
+    /// one job name on a driver that cannot reserve by name.
     pub async fn run(self) -> Result<WorkerSummary> {
-        let storage = self.queue.storage().clone();
-        let handlers = registry::handlers(&self.queue.listeners());
+        let storage = self.storage.clone();
+        let handlers = self.registry.handlers()?;
+        let caps = storage.capabilities();
+        if self.options.only.is_some() && !caps.reserve_by_name {
+            return Err(Error::NotSupported {
+                driver: caps.driver,
+                operation:
+                    "running only one job name (`runall run NAME`): it cannot reserve by name",
+            });
+        }
         let options = self.options.clone();
-        let concurrency = options.concurrency.max(1);
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let acker = tokio::spawn(acknowledge_loop(storage.clone(), ack_rx));
+        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (hard_tx, hard_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             storage: storage.clone(),
             handlers,
             options: options.clone(),
             counters: self.counters.clone(),
-            stats: stats::Recorder::default(),
-            acks: ack_tx,
+            settles: settle_tx,
             hard_stop: hard_rx,
-            restart_requested: Default::default(),
         });
-        let housekeeping = tokio::spawn(housekeeping(shared.clone(), self.stop_handle()));
-        let mut stop_rx = self.stop_tx.subscribe();
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let mut tasks = JoinSet::new();
-        let started = Instant::now();
-        let mut taken: u64 = 0;
-        let mut backend_wait = Duration::from_millis(100);
+        let restarted = Arc::new(AtomicBool::new(false));
+        let restart_watch = tokio::spawn(control::watch_restart(
+            storage.clone(),
+            self.stop_handle(),
+            restarted.clone(),
+        ));
         info!(
-            driver = storage.driver(),
+            driver = caps.driver,
             queues = %options.queues.join(","),
-            concurrency,
+            concurrency = options.concurrency.max(1),
             "worker started"
         );
-
-        let reason = loop {
-            while tasks.try_join_next().is_some() {}
-            if *stop_rx.borrow() {
-                break StopReason::Stopped;
-            }
-            if options.max_time.is_some_and(|max| started.elapsed() >= max) {
-                break StopReason::MaxTime;
-            }
-            if let Some(limit) = options.memory_mb {
-                if let Some(rss) = resident_memory_mb() {
-                    if rss > limit {
-                        warn!(rss_mb = rss, limit_mb = limit, "memory limit exceeded");
-                        break StopReason::Memory;
-                    }
-                }
-            }
-            if options.once && taken >= 1 {
-                break StopReason::Once;
-            }
-            let remaining = options.max_jobs.map(|max| max.saturating_sub(taken));
-            if remaining == Some(0) {
-                break StopReason::MaxJobs;
-            }
-
-            let first = tokio::select! {
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break StopReason::Stopped,
-                },
-                _ = stop_rx.changed() => continue,
-            };
-            let mut limit = 1 + slots.available_permits();
-            if let Some(remaining) = remaining {
-                limit = limit.min(usize::try_from(remaining).unwrap_or(usize::MAX));
-            }
-            if options.once {
-                limit = 1;
-            }
-            let request = ReserveRequest {
-                queues: options.queues.clone(),
-                lease: options.lease,
-                limit,
-                name: options.only.clone(),
-            };
-            let sent = Instant::now();
-            let jobs = match storage.reserve(&request).await {
-                Ok(jobs) => {
-                    backend_wait = Duration::from_millis(100);
-                    jobs
-                }
-                Err(e) => {
-                    drop(first);
-                    error!(error = %e, retry_in = ?backend_wait, "reserve failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backend_wait) => {}
-                        _ = stop_rx.changed() => {}
-                    }
-                    backend_wait = (backend_wait * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            };
-
-            if jobs.is_empty() {
-                drop(first);
-                if options.once && tasks.is_empty() {
-                    break StopReason::Empty;
-                }
-                if options.stop_when_empty && tasks.is_empty() {
-                    match queues_empty(&*storage, &options).await {
-                        Ok(true) => break StopReason::Empty,
-                        Ok(false) => {}
-                        Err(e) => warn!(error = %e, "could not read queue sizes"),
-                    }
-                }
-                tokio::select! {
-                    r = storage.wait(&options.queues, options.sleep) => {
-                        if let Err(e) = r {
-                            warn!(error = %e, "waiting for jobs failed");
-                            tokio::time::sleep(options.sleep).await;
-                        }
-                    }
-                    _ = stop_rx.changed() => {}
-                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                }
-                continue;
-            }
-
-            let mut first = Some(first);
-            for job in jobs {
-                let permit = match first.take() {
-                    Some(permit) => permit,
-                    None => match slots.clone().acquire_owned().await {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                };
-                taken += 1;
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    process(&shared, job, sent, permit).await;
-                });
-            }
+        let mut engine = Engine {
+            storage,
+            slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
+            options,
+            shared,
+            tasks: JoinSet::new(),
+            settles: settle_rx,
+            pending: Vec::new(),
+            stop: self.stop_tx.subscribe(),
+            hard_stop: hard_tx,
+            taken: 0,
+            started: Instant::now(),
         };
-
-        // Shutdown: no more reservations; running jobs get the grace period.
-        if !tasks.is_empty() {
-            info!(running = tasks.len(), grace = ?options.grace, "waiting for running jobs");
-            let drained = tokio::time::timeout(options.grace, async {
-                while tasks.join_next().await.is_some() {}
-            })
-            .await;
-            if drained.is_err() {
-                warn!(
-                    running = tasks.len(),
-                    "grace period over: interrupting running jobs and putting them back"
-                );
-                hard_tx.send_replace(true);
-                while tasks.join_next().await.is_some() {}
-            }
-        }
-        housekeeping.abort();
-        let reason =
-            if reason == StopReason::Stopped && shared.restart_requested.load(Ordering::SeqCst) {
-                StopReason::Restart
-            } else {
-                reason
-            };
-        if let Err(e) = shared.stats.flush(&*storage).await {
-            debug!(error = %e, "statistics not written");
-        }
+        let reason = engine.run().await;
+        engine.drain(reason).await;
+        restart_watch.abort();
+        let reason = if reason == StopReason::Stopped && restarted.load(Ordering::SeqCst) {
+            StopReason::Restart
+        } else {
+            reason
+        };
+        let c = &self.counters;
         let summary = WorkerSummary {
-            processed: shared.counters.processed.load(Ordering::Relaxed),
-            failed: shared.counters.failed.load(Ordering::Relaxed),
-            retried: shared.counters.retried.load(Ordering::Relaxed),
-            released: shared.counters.released.load(Ordering::Relaxed),
+            processed: c.processed.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            released: c.released.load(Ordering::Relaxed),
+            interrupted: c.interrupted.load(Ordering::Relaxed),
             reason,
         };
-        drop(shared);
-        let _ = acker.await;
         info!(
             processed = summary.processed,
             failed = summary.failed,
@@ -364,298 +301,276 @@ impl Worker {
     }
 }
 
-/// Every second: write the statistics, and stop the worker when `runall restart` was called
-/// since it started.
-async fn housekeeping(shared: Arc<Shared>, stop: StopHandle) {
-    let storage = &*shared.storage;
-    let start_generation = match stats::restart_generation(storage).await {
-        Ok(generation) => Some(generation),
-        Err(Error::NotSupported { .. }) => None,
-        Err(e) => {
-            warn!(error = %e, "could not read the restart signal");
-            Some(0)
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match shared.stats.flush(storage).await {
-            Ok(()) | Err(Error::NotSupported { .. }) => {}
-            Err(e) => debug!(error = %e, "statistics not written; will retry"),
-        }
-        if let Some(start) = start_generation {
-            match stats::restart_generation(storage).await {
-                Ok(now) if now != start => {
-                    info!("restart signal received: finishing running jobs and exiting");
-                    shared.restart_requested.store(true, Ordering::SeqCst);
-                    stop.stop();
-                    return;
+/// The loop that talks to the store.
+struct Engine {
+    storage: Arc<dyn Storage>,
+    options: WorkerOptions,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    settles: mpsc::UnboundedReceiver<Pending>,
+    /// Settlements received and not yet sent.
+    pending: Vec<Pending>,
+    stop: watch::Receiver<bool>,
+    hard_stop: watch::Sender<bool>,
+    /// Jobs reserved so far.
+    taken: u64,
+    started: Instant,
+}
+
+/// The most settlements sent in one call.
+const MAX_SETTLE_BATCH: usize = 512;
+
+impl Engine {
+    /// Reserves and settles until a stop condition or a stop request.
+    async fn run(&mut self) -> StopReason {
+        let mut backend_wait = Duration::from_millis(100);
+        let mut idle = false;
+        loop {
+            while self.tasks.try_join_next().is_some() {}
+            self.collect();
+            if *self.stop.borrow() {
+                return StopReason::Stopped;
+            }
+            if let Some(reason) = self.stop_condition() {
+                return reason;
+            }
+            let free = self.free_slots();
+            if free == 0 || (idle && self.pending.is_empty()) {
+                if free == 0 && !self.pending.is_empty() {
+                    if let Err(e) = self.round_trip(None).await {
+                        warn!(error = %e, "settling failed");
+                    }
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => debug!(error = %e, "could not read the restart signal"),
-            }
-        }
-    }
-}
-
-async fn queues_empty(storage: &dyn Storage, options: &WorkerOptions) -> Result<bool> {
-    if options.only.is_some() {
-        // Other jobs may stay on the queues; "empty" means nothing of ours was available.
-        return Ok(true);
-    }
-    for queue in &options.queues {
-        if storage.size(queue).await?.total() > 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-enum Outcome {
-    Done,
-    Failed(JobError),
-    Interrupted,
-}
-
-/// Runs one reserved job to its end. `slot` is the job's concurrency slot: it is given back
-/// as soon as the job body is done, so the next job can start while this one's
-/// acknowledgement is still on its way to the store.
-/// Runs one reserved job; `reserved` is when the reservation was asked for (its lease runs
-/// from a moment after that).
-async fn process(shared: &Shared, job: Reserved, reserved: Instant, slot: OwnedSemaphorePermit) {
-    // A job that starts half a lease or more after it was reserved (the reply came back late,
-    // or this process was paused in between: SIGSTOP, a long GC pause, a VM migration) may
-    // have lost its lease already, and another worker may be running it: renew the lease
-    // first, and leave the job alone if that is refused.
-    let waited = reserved.elapsed();
-    if waited >= shared.options.lease / 2 {
-        if let Err(e) = shared
-            .storage
-            .extend(&job.lease, shared.options.lease)
-            .await
-        {
-            warn!(
-                job = %job.name,
-                id = %job.lease.job_id,
-                waited = ?waited,
-                error = %e,
-                "a job reserved too long ago to still hold its lease (was this worker paused?) \
-                 could not be renewed: not running it, another worker has it or will"
-            );
-            return;
-        }
-    }
-    let mut slot = Some(slot);
-    let lease = job.lease.clone();
-    let envelope = match Envelope::decode(&job.payload) {
-        Ok(envelope) => envelope,
-        Err(reason) => {
-            return fail(shared, &job, &format!("bad payload: {reason}")).await;
-        }
-    };
-    let Some(handler) = shared.handlers.get(&envelope.name) else {
-        let reason = Error::UnknownJob {
-            name: envelope.name.clone(),
-        };
-        return fail(shared, &job, &reason.to_string()).await;
-    };
-    let max_attempts = envelope
-        .tries
-        .or(handler.tries)
-        .unwrap_or(shared.options.tries)
-        .max(1);
-    if job.attempts > max_attempts {
-        let reason = format!(
-            "attempts exhausted: attempt {} of {max_attempts} never finished (its worker stopped \
-             or lost its lease while running it)",
-            job.attempts - 1
-        );
-        return fail(shared, &job, &reason).await;
-    }
-
-    if let Some(key) = &envelope.lock {
-        match shared
-            .storage
-            .lock(key, &lease.token, shared.options.lease)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                debug!(job = %envelope.name, id = %lease.job_id, lock = %key, "lock held: putting the job back");
-                release(shared, &lease, shared.options.lock_retry, true).await;
-                return;
-            }
-            Err(e) => {
-                warn!(error = %e, lock = %key, "could not take lock: putting the job back");
-                release(shared, &lease, shared.options.lock_retry, true).await;
-                return;
-            }
-        }
-    }
-
-    let outcome = run(shared, &job, &envelope, handler, max_attempts, &mut slot).await;
-    match outcome {
-        Outcome::Done => {}
-        Outcome::Interrupted => {
-            info!(job = %envelope.name, id = %lease.job_id, "interrupted by shutdown: putting back");
-            release(shared, &lease, Duration::ZERO, true).await;
-        }
-        Outcome::Failed(err) => {
-            let last = job.attempts >= max_attempts;
-            match err.retry() {
-                Retry::Never => fail(shared, &job, err.message()).await,
-                _ if last => {
-                    let reason = format!(
-                        "{} (attempt {} of {max_attempts})",
-                        err.message(),
-                        job.attempts
-                    );
-                    fail(shared, &job, &reason).await;
+                let storage = self.storage.clone();
+                let queues = self.options.queues.clone();
+                let sleep = self.options.sleep;
+                let poll = idle && free > 0;
+                let wait = async move {
+                    if !poll {
+                        return std::future::pending::<()>().await;
+                    }
+                    match storage.capabilities().wake {
+                        Some(wake) => {
+                            if let Err(e) = wake.wait(&queues, sleep).await {
+                                warn!(error = %e, "waiting for jobs failed");
+                                tokio::time::sleep(sleep).await;
+                            }
+                        }
+                        None => tokio::time::sleep(sleep).await,
+                    }
+                };
+                tokio::select! {
+                    _ = wait => idle = false,
+                    Some(p) = self.settles.recv() => self.pending.push(p),
+                    Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                    _ = self.stop.changed() => {}
                 }
-                retry => {
-                    let delay = match retry {
-                        Retry::After(delay) => delay,
-                        _ => handler
-                            .backoff
-                            .as_ref()
-                            .unwrap_or(&shared.options.backoff)
-                            .delay(job.attempts),
-                    };
-                    warn!(
-                        job = %envelope.name,
-                        id = %lease.job_id,
-                        attempt = job.attempts,
-                        max_attempts,
-                        retry_in = ?delay,
-                        error = %err,
-                        "job failed; will retry"
-                    );
-                    if release(shared, &lease, delay, false).await {
-                        shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let request = ReserveRequest {
+                queues: self.options.queues.clone(),
+                lease: self.options.lease,
+                limit: free,
+                name: self.options.only.clone(),
+            };
+            let asked = Instant::now();
+            let jobs = match self.round_trip(Some(&request)).await {
+                Ok(jobs) => {
+                    backend_wait = Duration::from_millis(100);
+                    jobs
+                }
+                Err(e) => {
+                    error!(error = %e, retry_in = ?backend_wait, "reserve failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backend_wait) => {}
+                        _ = self.stop.changed() => {}
+                    }
+                    backend_wait = (backend_wait * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                let quiet = self.tasks.is_empty() && self.pending.is_empty();
+                if self.options.once && quiet {
+                    return StopReason::Empty;
+                }
+                if self.options.stop_when_empty && quiet {
+                    match self.queues_empty().await {
+                        Ok(true) => return StopReason::Empty,
+                        Ok(false) => {}
+                        Err(e) => warn!(error = %e, "could not read queue sizes"),
                     }
                 }
+                idle = true;
+                continue;
+            }
+            idle = false;
+            for job in jobs {
+                let slot = match self.slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => match self.slots.clone().acquire_owned().await {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                };
+                self.taken += 1;
+                let shared = self.shared.clone();
+                self.tasks.spawn(job::process(shared, job, asked, slot));
             }
         }
     }
-    if let Some(key) = &envelope.lock {
-        if let Err(e) = shared.storage.unlock(key, &lease.token).await {
-            warn!(error = %e, lock = %key, "could not release lock; it expires with its lease");
+
+    /// Settlements handed over since the last look.
+    fn collect(&mut self) {
+        while let Ok(p) = self.settles.try_recv() {
+            self.pending.push(p);
         }
     }
-}
 
-async fn run(
-    shared: &Shared,
-    job: &Reserved,
-    envelope: &Envelope,
-    handler: &Handler,
-    max_attempts: u32,
-    slot: &mut Option<OwnedSemaphorePermit>,
-) -> Outcome {
-    let lease = &job.lease;
-    let ctx = JobContext {
-        job_id: lease.job_id.clone(),
-        name: envelope.name.clone(),
-        queue: lease.queue.clone(),
-        attempt: job.attempts,
-        max_attempts,
-        release: Arc::default(),
-    };
-    let future = match (handler.run)(&envelope.data, ctx.clone()) {
-        Ok(future) => future,
-        Err(e) => {
-            return Outcome::Failed(JobError::fail(format!(
-                "payload does not fit job `{}`: {e}",
-                envelope.name
-            )))
+    fn stop_condition(&self) -> Option<StopReason> {
+        let options = &self.options;
+        if options
+            .max_time
+            .is_some_and(|max| self.started.elapsed() >= max)
+        {
+            return Some(StopReason::MaxTime);
         }
-    };
-    let timeout = envelope
-        .timeout_ms
-        .map(Duration::from_millis)
-        .or(handler.timeout)
-        .unwrap_or(shared.options.timeout);
-    info!(job = %envelope.name, id = %lease.job_id, queue = %lease.queue, attempt = job.attempts, "job started");
-    let started = Instant::now();
-    let heartbeat = tokio::spawn(heartbeat(
-        shared.storage.clone(),
-        lease.clone(),
-        envelope.lock.clone(),
-        shared.options.lease,
-    ));
-    let mut task = tokio::spawn(future);
-    let mut hard_stop = shared.hard_stop.clone();
-    let outcome = tokio::select! {
-        result = tokio::time::timeout(timeout, &mut task) => match result {
-            Ok(Ok(Ok(()))) => Outcome::Done,
-            Ok(Ok(Err(e))) => Outcome::Failed(e),
-            Ok(Err(join)) => match join.try_into_panic() {
-                Ok(panic) => Outcome::Failed(JobError::msg(format!("job panicked: {}", panic_message(&*panic)))),
-                Err(_) => Outcome::Failed(JobError::msg("job task was cancelled")),
-            },
-            Err(_) => {
-                task.abort();
-                Outcome::Failed(JobError::msg(format!("job timed out after {}", humantime::format_duration(timeout))))
+        if let Some(limit) = options.memory_mb {
+            if let Some(rss) = resident_memory_mb() {
+                if rss > limit {
+                    warn!(rss_mb = rss, limit_mb = limit, "memory limit exceeded");
+                    return Some(StopReason::Memory);
+                }
             }
-        },
-        _ = hard_stop.wait_for(|stop| *stop) => {
-            task.abort();
-            Outcome::Interrupted
         }
-    };
-    heartbeat.abort();
-    let elapsed = started.elapsed();
-    if let Outcome::Done = outcome {
-        if let Some(delay) = ctx.released() {
-            info!(job = %envelope.name, id = %lease.job_id, delay = ?delay, "job released itself");
-            release(shared, lease, delay, false).await;
-            return Outcome::Done;
+        if options.once && self.taken >= 1 {
+            return Some(StopReason::Once);
         }
-        let (tx, rx) = oneshot::channel();
-        let sent = shared.acks.send((lease.clone(), tx)).is_ok();
-        drop(slot.take());
-        let acked = sent && rx.await.unwrap_or(false);
-        if acked {
-            shared.counters.processed.fetch_add(1, Ordering::Relaxed);
-            shared
-                .stats
-                .record(&envelope.name, &lease.queue, stats::Outcome::Processed);
-            info!(job = %envelope.name, id = %lease.job_id, duration = ?elapsed, "job done");
-        } else {
-            warn!(job = %envelope.name, id = %lease.job_id, "job done but its acknowledge was refused: the lease ran out and the job may run again");
+        if options.max_jobs.is_some_and(|max| self.taken >= max) {
+            return Some(StopReason::MaxJobs);
+        }
+        None
+    }
+
+    /// How many jobs to ask for now.
+    fn free_slots(&self) -> usize {
+        let mut free = self.slots.available_permits();
+        if let Some(max) = self.options.max_jobs {
+            free = free.min(usize::try_from(max.saturating_sub(self.taken)).unwrap_or(usize::MAX));
+        }
+        if self.options.once {
+            free = free.min(1);
+        }
+        free
+    }
+
+    /// Sends the pending settlements (up to a batch) and, with `fetch`, reserves the next jobs
+    /// in the same call. A backend error is retried a few times (a blip must not cost the jobs
+    /// an attempt); after that the settlements are given up: their jobs run again after their
+    /// leases.
+    async fn round_trip(&mut self, fetch: Option<&ReserveRequest>) -> Result<Vec<Reserved>> {
+        let take = self.pending.len().min(MAX_SETTLE_BATCH);
+        let batch: Vec<Pending> = self.pending.drain(..take).collect();
+        if batch.is_empty() {
+            return match fetch {
+                Some(request) => self.storage.reserve(request).await,
+                None => Ok(Vec::new()),
+            };
+        }
+        let settles: Vec<Settle> = batch.iter().map(|p| p.settle.clone()).collect();
+        let storage = &self.storage;
+        match retrying("settle", || storage.settle(settles.clone(), fetch)).await {
+            Ok(reply) => {
+                let mut results = reply.settled.into_iter();
+                for p in batch {
+                    let _ = p.done.send(results.next());
+                }
+                Ok(reply.reserved)
+            }
+            Err(e) => {
+                error!(error = %e, jobs = take, "could not settle these jobs: they run again after their leases");
+                for p in batch {
+                    let _ = p.done.send(None);
+                }
+                Err(e)
+            }
         }
     }
-    outcome
-}
 
-async fn heartbeat(
-    storage: Arc<dyn Storage>,
-    lease: Lease,
-    lock: Option<String>,
-    length: Duration,
-) {
-    let every = (length / 3).max(Duration::from_millis(50));
-    loop {
-        tokio::time::sleep(every).await;
-        match storage.extend(&lease, length).await {
-            Ok(()) => {}
-            Err(Error::LeaseLost { .. }) => {
-                warn!(id = %lease.job_id, "lease lost while the job runs: another worker may take it");
+    /// After the loop: lets running jobs finish (within the grace period when the stop is
+    /// urgent, or when a stop request arrives meanwhile), interrupting the rest, and sends
+    /// every settlement.
+    async fn drain(&mut self, reason: StopReason) {
+        let grace = self.options.grace;
+        let mut deadline = reason.is_urgent().then(|| Instant::now() + grace);
+        if !self.tasks.is_empty() {
+            info!(running = self.tasks.len(), reason = ?reason, "waiting for running jobs");
+        }
+        let mut interrupted = false;
+        loop {
+            self.collect();
+            if !self.pending.is_empty() {
+                if let Err(e) = self.round_trip(None).await {
+                    warn!(error = %e, "settling failed");
+                }
+                continue;
+            }
+            if self.tasks.is_empty() {
                 return;
             }
-            Err(e) => warn!(error = %e, id = %lease.job_id, "could not extend lease"),
-        }
-        if let Some(key) = &lock {
-            if let Err(e) = storage.lock(key, &lease.token, length).await {
-                warn!(error = %e, lock = %key, "could not extend lock");
+            let until = deadline.filter(|_| !interrupted);
+            tokio::select! {
+                Some(p) = self.settles.recv() => self.pending.push(p),
+                Some(_) = self.tasks.join_next() => {}
+                _ = self.stop.changed(), if deadline.is_none() => {
+                    if *self.stop.borrow() {
+                        info!(grace = ?grace, "stop requested: running jobs get the grace period");
+                        deadline = Some(Instant::now() + grace);
+                    }
+                }
+                _ = sleep_until_some(until), if until.is_some() => {
+                    warn!(
+                        running = self.tasks.len(),
+                        "grace period over: interrupting running jobs and putting them back"
+                    );
+                    self.hard_stop.send_replace(true);
+                    interrupted = true;
+                }
             }
         }
+    }
+
+    async fn queues_empty(&self) -> Result<bool> {
+        if self.options.only.is_some() {
+            // Other jobs may stay on the queues; "empty" means nothing of ours was available.
+            return Ok(true);
+        }
+        let inspect = match self.storage.inspect() {
+            Ok(inspect) => inspect,
+            // Without sizes, a reservation that found nothing is the best answer there is.
+            Err(Error::NotSupported { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        for queue in &self.options.queues {
+            if inspect.size(queue).await?.total() > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
 /// Retries a store operation a few times on backend errors (a lost connection), so a blip
-/// does not cost the job an attempt. A refused lease is final.
+/// does not cost the jobs an attempt. Other errors are final.
 async fn retrying<T, F, Fut>(what: &str, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -673,116 +588,4 @@ where
         }
     }
     op().await
-}
-
-async fn fail(shared: &Shared, job: &Reserved, reason: &str) {
-    let lease = &job.lease;
-    match retrying("fail", || shared.storage.fail(lease, reason)).await {
-        Ok(()) => {
-            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-            shared
-                .stats
-                .record(&job.name, &lease.queue, stats::Outcome::Failed);
-            error!(id = %lease.job_id, name = %job.name, queue = %lease.queue, attempts = job.attempts, reason, "job failed for good: moved to the failed store");
-        }
-        Err(e) => {
-            error!(error = %e, id = %lease.job_id, reason, "could not move the job to the failed store")
-        }
-    }
-}
-
-async fn release(shared: &Shared, lease: &Lease, delay: Duration, refund: bool) -> bool {
-    match retrying("release", || shared.storage.release(lease, delay, refund)).await {
-        Ok(()) => {
-            if refund {
-                shared.counters.released.fetch_add(1, Ordering::Relaxed);
-            }
-            true
-        }
-        Err(e) => {
-            warn!(error = %e, id = %lease.job_id, "could not put the job back");
-            false
-        }
-    }
-}
-
-/// Sends finished jobs' acknowledgements to the store in batches: whatever finished while
-/// the previous batch was in flight goes in the next.
-async fn acknowledge_loop(
-    storage: Arc<dyn Storage>,
-    mut rx: mpsc::UnboundedReceiver<(Lease, oneshot::Sender<bool>)>,
-) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 512).await > 0 {
-        let leases: Vec<Lease> = batch.iter().map(|(lease, _)| lease.clone()).collect();
-        match retrying("acknowledge", || storage.acknowledge(&leases)).await {
-            Ok(results) => {
-                for ((_, done), ok) in batch.drain(..).zip(results) {
-                    let _ = done.send(ok);
-                }
-            }
-            Err(e) => {
-                error!(error = %e, jobs = leases.len(), "acknowledge failed: these jobs will run again after their lease");
-                for (_, done) in batch.drain(..) {
-                    let _ = done.send(false);
-                }
-            }
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-text panic payload".to_owned()
-    }
-}
-
-/// The process's peak resident memory in megabytes, where the OS tells it (Linux).
-pub fn peak_memory_mb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
-}
-
-/// The process's resident memory in megabytes, where the OS tells it (Linux).
-pub fn resident_memory_mb() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096 / (1024 * 1024))
-}
-
-/// Listens for SIGTERM and SIGINT from the moment it is called (the handlers are installed
-/// before it returns, so a signal that arrives before the future is first polled is not
-/// lost); the future completes on the first of them. Must be called within a tokio runtime.
-pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async move {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

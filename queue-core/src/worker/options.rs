@@ -57,6 +57,11 @@ pub struct WorkerOptions {
     pub lock_retry: Duration,
     /// Run only jobs with this name.
     pub only: Option<String>,
+    /// How long after its dispatch a job this worker cannot run (an unknown name, or an
+    /// envelope of a newer version) is put back for another worker instead of failed: during
+    /// a rolling deploy, old and new workers run side by side and a job only the new build
+    /// knows must wait for a new worker, not fail on an old one. One hour by default.
+    pub unknown_job_window: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -77,6 +82,7 @@ impl Default for WorkerOptions {
             grace: Duration::from_secs(30),
             lock_retry: Duration::from_millis(500),
             only: None,
+            unknown_job_window: Duration::from_secs(3600),
         }
     }
 }
@@ -180,6 +186,13 @@ impl WorkerOptions {
     /// Runs only jobs named `name`.
     pub fn only(mut self, name: impl Into<String>) -> Self {
         self.only = Some(name.into());
+        self
+    }
+
+    /// Sets how long a job this worker cannot run is put back for another worker
+    /// ([`unknown_job_window`](Self::unknown_job_window)).
+    pub fn unknown_job_window(mut self, window: Duration) -> Self {
+        self.unknown_job_window = window;
         self
     }
 }

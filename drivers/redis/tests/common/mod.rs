@@ -265,3 +265,46 @@ fn created(key: &str) -> Option<u64> {
         None
     }
 }
+
+/// Whether `err` is the driver's backend error (an unreachable server or node).
+pub(crate) fn is_backend_error(err: &queue_core::Error) -> bool {
+    matches!(
+        err,
+        queue_core::Error::Backend {
+            driver: "redis",
+            ..
+        }
+    )
+}
+
+/// Connects to `url` through the URL registry under fresh key prefixes, pushes a job, takes
+/// it and fails it, so its queue's keys and the failed store's exist. Returns the store, the
+/// prefix, the failed store's prefix and the queue.
+pub(crate) async fn connect_and_fail_one(
+    url: &str,
+) -> (
+    std::sync::Arc<dyn queue_core::Storage>,
+    String,
+    String,
+    String,
+) {
+    let (prefix, failed) = (prefix(), prefix());
+    let mut options = queue_core::ConnectOptions::default();
+    options.table = Some(prefix.clone());
+    options.failed_table = Some(failed.clone());
+    let store = queue_core::storage::connect(url, options).await.unwrap();
+    assert_eq!(store.driver(), "redis");
+    assert!(store.capabilities().wake_on_push && store.capabilities().reserve_by_name);
+    let q = queue_tests::unique("q");
+    store
+        .push(vec![queue_tests::job(&q, "u", b"x")])
+        .await
+        .unwrap();
+    let held = store
+        .reserve(&queue_tests::request(&[&q], queue_tests::cases::LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store.fail(&held.lease, "e").await.unwrap();
+    (store, prefix, failed, q)
+}

@@ -115,7 +115,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut summary = Summary {
         command: std::env::args()
-            .map(|a| queue_core::config::redact_url(&a))
+            .map(|a| queue_core::redact_url(&a))
             .collect::<Vec<_>>()
             .join(" "),
         started: humantime_now(),
@@ -141,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 eprintln!(
                     "chaos: {} on {} ...",
                     scenario.name(),
-                    queue_core::config::redact_url(url)
+                    queue_core::redact_url(url)
                 );
                 let report = run_scenario(&options, *scenario).await;
                 eprintln!(

@@ -112,7 +112,7 @@ pub struct Options {
 /// Runs one scenario and returns its report; errors of the harness itself become a FAIL
 /// with the reason (they are never silently a pass).
 pub async fn run_scenario(options: &Options, scenario: Scenario) -> ScenarioReport {
-    let url = queue_core::config::redact_url(&options.url);
+    let url = queue_core::redact_url(&options.url);
     let started = Instant::now();
     let mut run = match Run::open(options, scenario).await {
         Ok(run) => run,
@@ -221,10 +221,7 @@ impl Run {
         let storage = storage::connect(&options.url, connect)
             .await
             .with_context(|| {
-                format!(
-                    "cannot connect to {}",
-                    queue_core::config::redact_url(&options.url)
-                )
+                format!("cannot connect to {}", queue_core::redact_url(&options.url))
             })?;
         let driver = storage.driver();
         let dir = options
@@ -241,7 +238,7 @@ impl Run {
         let mut report = ScenarioReport::new(
             scenario.name(),
             driver,
-            &queue_core::config::redact_url(&options.url),
+            &queue_core::redact_url(&options.url),
         );
         report.durable = storage.capabilities().durable;
         report.set("table", &table);
@@ -295,7 +292,7 @@ impl Run {
         Spec {
             job: ChaosJob {
                 id,
-                ms: rand::Rng::gen_range(&mut rand::thread_rng(), ms),
+                ms: rand::Rng::random_range(&mut rand::rng(), ms),
                 first_ms: None,
                 mode: crate::job::Mode::Sleep,
             },

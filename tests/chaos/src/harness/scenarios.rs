@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::backend::Backend;
 use super::{Options, Pool, Run, Scenario, Spec, WorkerSpec, CHAOS_NAME};
@@ -151,7 +151,7 @@ async fn kill_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         if Instant::now() >= next_kill {
             next_kill += every;
             let pids = pool.settled_pids(Duration::from_millis(500));
-            if let Some(pid) = pids.choose(&mut rand::thread_rng()).copied() {
+            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
                 pool.kill(pid, &mut run.faults).await?;
             }
         }
@@ -206,7 +206,7 @@ async fn graceful_stop(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         s.tries = Some(10);
         specs.push(s);
     }
-    specs.shuffle(&mut rand::thread_rng());
+    specs.shuffle(&mut rand::rng());
     let workers = o.workers.unwrap_or(4);
     let window = (workers * spec.concurrency / 2).max(1);
     let mut waiting: VecDeque<Spec> = specs.into();
@@ -238,7 +238,7 @@ async fn graceful_stop(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|p| busy.contains(p))
                 .collect();
-            if let Some(pid) = pids.choose(&mut rand::thread_rng()).copied() {
+            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
                 pool.term(pid, &mut run.faults)?;
                 terms += 1;
             }
@@ -419,7 +419,7 @@ async fn stopped_worker(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                     .into_iter()
                     .filter(|p| busy.contains(p))
                     .collect();
-                if let Some(pid) = pids.choose(&mut rand::thread_rng()).copied() {
+                if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
                     let at = unix_micros();
                     Pool::signal(pid, "STOP")?;
                     current = Some((pid, at, Instant::now()));

@@ -1,26 +1,21 @@
-//! The storage cases. Each takes a fresh store; none depends on another.
+//! The cases of the core contract and the failed store, inspection and wake-up capabilities
+//! that every driver in the tree has.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use queue_core::{Availability, Error, NewJob};
+use queue_core::storage::PageRequest;
+use queue_core::{Availability, Error, NewJob, StorageExt};
 
-pub use crate::engine::*;
+use super::{failed_list, ids, LONG, PAST_SHORT, SHORT};
 use crate::{job, request, unique, Store};
-
-/// A lease long enough never to run out during a case.
-pub const LONG: Duration = Duration::from_secs(60);
-/// A lease short enough to watch it run out.
-pub const SHORT: Duration = Duration::from_millis(400);
-/// Longer than [`SHORT`] with room for a slow machine.
-pub const PAST_SHORT: Duration = Duration::from_millis(900);
 
 /// Push, reserve, acknowledge; the first reservation counts attempt 1.
 pub async fn push_reserve_acknowledge(store: Store) {
     let q = unique("q");
-    let ids = store.push(vec![job(&q, "a", b"one")]).await.unwrap();
+    let ids = ids(store.push(vec![job(&q, "a", b"one")]).await.unwrap());
     assert_eq!(ids.len(), 1);
     let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -41,7 +36,7 @@ pub async fn push_reserve_acknowledge(store: Store) {
         store.acknowledge(&[got[0].lease.clone()]).await.unwrap(),
         vec![true]
     );
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
     assert!(store
         .reserve(&request(&[&q], LONG, 1))
         .await
@@ -72,7 +67,7 @@ pub async fn push_many_keeps_order(store: Store) {
     let jobs: Vec<NewJob> = (0..50)
         .map(|i| job(&q, "n", format!("{i}").as_bytes()))
         .collect();
-    let ids = store.push(jobs).await.unwrap();
+    let ids = ids(store.push(jobs).await.unwrap());
     assert_eq!(ids.len(), 50);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 50);
     let got = store.reserve(&request(&[&q], LONG, 50)).await.unwrap();
@@ -142,7 +137,7 @@ pub async fn delayed_availability(store: Store) {
     at.available = Availability::At(SystemTime::now() + Duration::from_millis(500));
     store.push(vec![later, at]).await.unwrap();
     store.push(vec![job(&q, "d", b"now")]).await.unwrap();
-    let size = store.size(&q).await.unwrap();
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
     assert_eq!((size.waiting, size.delayed), (1, 2));
     let got = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
     assert_eq!(got.len(), 1, "only the undelayed job is available");
@@ -173,7 +168,10 @@ pub async fn reserve_limit_and_batch(store: Store) {
             .len(),
         6
     );
-    assert_eq!(store.size(&q).await.unwrap().reserved, 10);
+    assert_eq!(
+        store.inspect().unwrap().size(&q).await.unwrap().reserved,
+        10
+    );
 }
 
 /// 10,000 jobs, 8 concurrent reservers: each job delivered exactly once.
@@ -224,7 +222,7 @@ pub async fn no_double_delivery(store: Store) {
     assert_eq!(all.len(), N, "every job delivered once, none twice");
     let distinct: HashSet<_> = all.iter().collect();
     assert_eq!(distinct.len(), N, "no job delivered twice");
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
 
 /// A job whose lease ran out is available again, its attempt counted, with a new token.
@@ -277,7 +275,11 @@ pub async fn stale_lease_is_refused(store: Store) {
         vec![false]
     );
     assert!(matches!(
-        store.release(&stale.lease, Duration::ZERO, false).await,
+        store.retry(&stale.lease, Duration::ZERO).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.release(&stale.lease, Duration::ZERO).await,
         Err(Error::LeaseLost { .. })
     ));
     assert!(matches!(
@@ -285,12 +287,12 @@ pub async fn stale_lease_is_refused(store: Store) {
         Err(Error::LeaseLost { .. })
     ));
     assert!(matches!(
-        store.extend(&stale.lease, LONG).await,
+        store.extend_one(&stale.lease, LONG).await,
         Err(Error::LeaseLost { .. })
     ));
-    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 0);
     assert_eq!(
-        store.size(&q).await.unwrap().reserved,
+        store.inspect().unwrap().size(&q).await.unwrap().reserved,
         1,
         "the current holder keeps it"
     );
@@ -301,7 +303,7 @@ pub async fn stale_lease_is_refused(store: Store) {
             .unwrap(),
         vec![true, false]
     );
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
 
 /// `extend` keeps a reservation past its first lease (the heartbeat).
@@ -315,7 +317,7 @@ pub async fn extend_keeps_reservation(store: Store) {
         .remove(0);
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        store.extend(&held.lease, SHORT).await.unwrap();
+        store.extend_one(&held.lease, SHORT).await.unwrap();
     }
     assert!(
         store
@@ -328,8 +330,8 @@ pub async fn extend_keeps_reservation(store: Store) {
     assert_eq!(store.acknowledge(&[held.lease]).await.unwrap(), vec![true]);
 }
 
-/// A released job waits for its delay, then comes back with the attempt counted.
-pub async fn release_with_delay(store: Store) {
+/// A retried job waits for its delay, then comes back with the attempt counted.
+pub async fn retry_with_delay(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "r", b"x")]).await.unwrap();
     let first = store
@@ -338,10 +340,10 @@ pub async fn release_with_delay(store: Store) {
         .unwrap()
         .remove(0);
     store
-        .release(&first.lease, Duration::from_millis(500), false)
+        .retry(&first.lease, Duration::from_millis(500))
         .await
         .unwrap();
-    let size = store.size(&q).await.unwrap();
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
     assert_eq!((size.delayed, size.reserved), (1, 0));
     assert!(store
         .reserve(&request(&[&q], LONG, 1))
@@ -354,7 +356,7 @@ pub async fn release_with_delay(store: Store) {
             .await
             .unwrap()
             == vec![false],
-        "a released lease is stale"
+        "a retried lease is stale"
     );
     tokio::time::sleep(PAST_SHORT).await;
     let again = store
@@ -366,7 +368,7 @@ pub async fn release_with_delay(store: Store) {
     assert_eq!(again.payload, b"x");
 }
 
-/// A release with `refund_attempt` gives the attempt back (a job whose lock was held).
+/// A release gives the attempt back (a job whose lock was held).
 pub async fn release_refunds_attempt(store: Store) {
     let q = unique("q");
     store.push(vec![job(&q, "r", b"x")]).await.unwrap();
@@ -375,10 +377,7 @@ pub async fn release_refunds_attempt(store: Store) {
         .await
         .unwrap()
         .remove(0);
-    store
-        .release(&first.lease, Duration::ZERO, true)
-        .await
-        .unwrap();
+    store.release(&first.lease, Duration::ZERO).await.unwrap();
     let again = store
         .reserve(&request(&[&q], LONG, 1))
         .await
@@ -390,10 +389,10 @@ pub async fn release_refunds_attempt(store: Store) {
 /// `fail` moves a job to the failed store with everything an operator needs.
 pub async fn fail_moves_to_failed_store(store: Store) {
     let q = unique("q");
-    let ids = store
+    let ids = ids(store
         .push(vec![job(&q, "boom", b"payload-1")])
         .await
-        .unwrap();
+        .unwrap());
     let got = store
         .reserve(&request(&[&q], LONG, 1))
         .await
@@ -401,9 +400,9 @@ pub async fn fail_moves_to_failed_store(store: Store) {
         .remove(0);
     let before = SystemTime::now() - Duration::from_secs(5);
     store.fail(&got.lease, "it broke: reason").await.unwrap();
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
-    assert_eq!(store.failed_count().await.unwrap(), 1);
-    let failed = store.failed_list(0, 10).await.unwrap();
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 1);
+    let failed = failed_list(&store, 10).await;
     assert_eq!(failed.len(), 1);
     let f = &failed[0];
     assert_eq!(f.job_id, ids[0].0);
@@ -413,8 +412,25 @@ pub async fn fail_moves_to_failed_store(store: Store) {
     assert_eq!(f.error, "it broke: reason");
     assert_eq!(f.attempts, 1);
     assert!(f.failed_at >= before && f.failed_at <= SystemTime::now() + Duration::from_secs(5));
-    assert_eq!(store.failed_get(&f.id).await.unwrap().as_ref(), Some(f));
-    assert_eq!(store.failed_get("no-such-id").await.unwrap(), None);
+    assert_eq!(
+        store
+            .failed_store()
+            .unwrap()
+            .get(&f.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(f)
+    );
+    assert_eq!(
+        store
+            .failed_store()
+            .unwrap()
+            .get("no-such-id")
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// List (newest first, paged), retry, forget and flush.
@@ -434,21 +450,35 @@ pub async fn failed_store_operations(store: Store) {
         // Distinct failure times, so newest-first is well defined on every backend.
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
-    let all = store.failed_list(0, 100).await.unwrap();
+    let all = failed_list(&store, 100).await;
     let errors: Vec<&str> = all.iter().map(|f| f.error.as_str()).collect();
     assert_eq!(errors, ["e4", "e3", "e2", "e1", "e0"], "newest first");
-    let page = store.failed_list(1, 2).await.unwrap();
-    assert_eq!(
-        page.iter().map(|f| f.error.as_str()).collect::<Vec<_>>(),
-        ["e3", "e2"]
-    );
+    // Pages follow each other by cursor.
+    let failed = store.failed_store().unwrap();
+    let first = failed.list(PageRequest::first(2)).await.unwrap();
+    let errors = |page: &[queue_core::FailedJob]| -> Vec<String> {
+        page.iter().map(|f| f.error.clone()).collect()
+    };
+    assert_eq!(errors(&first.items), ["e4", "e3"]);
+    let cursor = first.next.expect("more pages");
+    let second = failed.list(PageRequest::after(cursor, 2)).await.unwrap();
+    assert_eq!(errors(&second.items), ["e2", "e1"]);
+    let third = failed
+        .list(PageRequest::after(second.next.expect("more pages"), 2))
+        .await
+        .unwrap();
+    assert_eq!(errors(&third.items), ["e0"]);
+    assert_eq!(third.next, None, "the last page says so");
 
     let new_id = store
-        .failed_retry(&all[0].id)
+        .failed_store()
+        .unwrap()
+        .retry(&all[0].id)
         .await
         .unwrap()
-        .expect("retried");
-    assert_eq!(store.failed_count().await.unwrap(), 4);
+        .expect("retried")
+        .into_id();
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 4);
     let again = store
         .reserve(&request(&[&q], LONG, 1))
         .await
@@ -458,17 +488,32 @@ pub async fn failed_store_operations(store: Store) {
     assert_eq!(again.payload, b"p4");
     assert_eq!(again.attempts, 1, "a retried job starts its attempts again");
     assert_eq!(
-        store.failed_retry(&all[0].id).await.unwrap(),
+        store
+            .failed_store()
+            .unwrap()
+            .retry(&all[0].id)
+            .await
+            .unwrap(),
         None,
         "retried once only"
     );
 
-    assert!(store.failed_forget(&all[1].id).await.unwrap());
-    assert!(!store.failed_forget(&all[1].id).await.unwrap());
-    assert_eq!(store.failed_count().await.unwrap(), 3);
-    assert_eq!(store.failed_flush().await.unwrap(), 3);
-    assert_eq!(store.failed_count().await.unwrap(), 0);
-    assert!(store.failed_list(0, 10).await.unwrap().is_empty());
+    assert!(store
+        .failed_store()
+        .unwrap()
+        .forget(&all[1].id)
+        .await
+        .unwrap());
+    assert!(!store
+        .failed_store()
+        .unwrap()
+        .forget(&all[1].id)
+        .await
+        .unwrap());
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 3);
+    assert_eq!(store.failed_store().unwrap().flush().await.unwrap(), 3);
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 0);
+    assert!(failed_list(&store, 10).await.is_empty());
 }
 
 /// Prune deletes only failures older than the cut-off.
@@ -487,11 +532,14 @@ pub async fn failed_prune(store: Store) {
         store.fail(&got.lease, "old").await.unwrap();
     }
     let past = SystemTime::now() - Duration::from_secs(3600);
-    assert_eq!(store.failed_prune(past).await.unwrap(), 0);
-    assert_eq!(store.failed_count().await.unwrap(), 3);
+    assert_eq!(store.failed_store().unwrap().prune(past).await.unwrap(), 0);
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 3);
     let future = SystemTime::now() + Duration::from_secs(3600);
-    assert_eq!(store.failed_prune(future).await.unwrap(), 3);
-    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert_eq!(
+        store.failed_store().unwrap().prune(future).await.unwrap(),
+        3
+    );
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 0);
 }
 
 /// Sizes by state, the list of queues, and clear.
@@ -505,21 +553,30 @@ pub async fn sizes_queues_and_clear(store: Store) {
     delayed.available = Availability::After(Duration::from_secs(3600));
     store.push(vec![delayed, job(&b, "s", b"y")]).await.unwrap();
     store.reserve(&request(&[&a], LONG, 1)).await.unwrap();
-    let size = store.size(&a).await.unwrap();
+    let size = store.inspect().unwrap().size(&a).await.unwrap();
     assert_eq!((size.waiting, size.delayed, size.reserved), (2, 1, 1));
-    assert_eq!(store.size(&b).await.unwrap().waiting, 1);
-    assert_eq!(store.size(&unique("none")).await.unwrap().total(), 0);
-    let queues = store.queues().await.unwrap();
+    assert_eq!(store.inspect().unwrap().size(&b).await.unwrap().waiting, 1);
+    assert_eq!(
+        store
+            .inspect()
+            .unwrap()
+            .size(&unique("none"))
+            .await
+            .unwrap()
+            .total(),
+        0
+    );
+    let queues = store.inspect().unwrap().queues().await.unwrap();
     assert!(queues.contains(&a) && queues.contains(&b), "{queues:?}");
     assert_eq!(
-        store.clear(&a).await.unwrap(),
+        store.inspect().unwrap().clear(&a).await.unwrap(),
         3,
         "clear removes what is not reserved"
     );
-    let size = store.size(&a).await.unwrap();
+    let size = store.inspect().unwrap().size(&a).await.unwrap();
     assert_eq!((size.waiting, size.delayed, size.reserved), (0, 0, 1));
     assert_eq!(
-        store.size(&b).await.unwrap().waiting,
+        store.inspect().unwrap().size(&b).await.unwrap().waiting,
         1,
         "other queues untouched"
     );
@@ -612,13 +669,16 @@ pub async fn reserve_by_name(store: Store) {
     let got = store.reserve(&req).await.unwrap();
     let payloads: Vec<_> = got.iter().map(|r| r.payload.clone()).collect();
     assert_eq!(payloads, vec![b"2".to_vec(), b"4".to_vec()]);
-    assert_eq!(store.size(&q).await.unwrap().waiting, 2);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().waiting, 2);
 }
 
 /// The age of the oldest available job, for `runall health`.
 pub async fn oldest_available(store: Store) {
     let q = unique("q");
-    assert_eq!(store.oldest_available(&q).await.unwrap(), None);
+    assert_eq!(
+        store.inspect().unwrap().oldest_available(&q).await.unwrap(),
+        None
+    );
     let before = SystemTime::now() - Duration::from_secs(2);
     store.push(vec![job(&q, "o", b"1")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -627,6 +687,8 @@ pub async fn oldest_available(store: Store) {
     delayed.available = Availability::After(Duration::from_secs(3600));
     store.push(vec![delayed]).await.unwrap();
     let first = store
+        .inspect()
+        .unwrap()
         .oldest_available(&q)
         .await
         .unwrap()
@@ -637,6 +699,8 @@ pub async fn oldest_available(store: Store) {
     );
     store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
     let second = store
+        .inspect()
+        .unwrap()
         .oldest_available(&q)
         .await
         .unwrap()
@@ -644,75 +708,19 @@ pub async fn oldest_available(store: Store) {
     assert!(second > first, "the reserved job no longer counts");
     store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
     assert_eq!(
-        store.oldest_available(&q).await.unwrap(),
+        store.inspect().unwrap().oldest_available(&q).await.unwrap(),
         None,
         "delayed jobs do not count"
     );
 }
 
-/// Counters add up atomically, filter by prefix and expire with their TTL.
-pub async fn counters(store: Store) {
-    let p = unique("c");
-    let (x, y) = (format!("{p}:x"), format!("{p}:y"));
-    let other = format!("{}:z", unique("c"));
-    store
-        .add_counters(&[(x.clone(), 1), (y.clone(), 2), (other.clone(), 9)], None)
-        .await
-        .unwrap();
-    store
-        .add_counters(&[(x.clone(), 1), (y.clone(), -1)], None)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.counters(&format!("{p}:")).await.unwrap(),
-        vec![(x.clone(), 2), (y.clone(), 1)]
-    );
-
-    let shared = format!("{p}:shared");
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (store, shared) = (store.clone(), shared.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..25 {
-                store
-                    .add_counters(&[(shared.clone(), 2)], None)
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(
-        store.counters(&shared).await.unwrap(),
-        vec![(shared.clone(), 400)],
-        "no lost update"
-    );
-
-    let brief = format!("{p}:brief");
-    store
-        .add_counters(&[(brief.clone(), 5)], Some(SHORT))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.counters(&brief).await.unwrap(),
-        vec![(brief.clone(), 5)]
-    );
-    tokio::time::sleep(PAST_SHORT).await;
-    assert!(
-        store.counters(&brief).await.unwrap().is_empty(),
-        "expired with its TTL"
-    );
-}
-
-/// An idle `wait` returns soon after a push (drivers that declare `wake_on_push`), and
-/// never sleeps much past the next delayed job.
+/// An idle `wait` returns soon after a push (drivers with the wake capability), and never
+/// sleeps much past the next delayed job.
 pub async fn wait_wakes_on_push(store: Store) {
-    if !store.capabilities().wake_on_push {
+    let Some(wake) = store.capabilities().wake else {
         println!("wait_wakes_on_push: not applicable to the {} driver (it polls; declared in its capabilities)", store.driver());
         return;
-    }
+    };
     let q = unique("q");
     let queues = vec![q.clone()];
     let pusher = {
@@ -723,7 +731,7 @@ pub async fn wait_wakes_on_push(store: Store) {
         })
     };
     let started = std::time::Instant::now();
-    store.wait(&queues, Duration::from_secs(10)).await.unwrap();
+    wake.wait(&queues, Duration::from_secs(10)).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "woken by the push, not the 10 s timeout"
@@ -747,7 +755,7 @@ pub async fn wait_wakes_on_push(store: Store) {
             started.elapsed() < Duration::from_secs(4),
             "the delayed job became available"
         );
-        store.wait(&queues, Duration::from_secs(10)).await.unwrap();
+        wake.wait(&queues, Duration::from_secs(10)).await.unwrap();
     }
     assert!(started.elapsed() < Duration::from_secs(4));
 }
@@ -759,8 +767,17 @@ pub async fn non_ascii_text_round_trips(store: Store) {
     let name = "café-отчёт 🦀";
     let payload = "{\"to\":\"zoë@例え.jp\"}".as_bytes();
     store.push(vec![job(&q, name, payload)]).await.unwrap();
-    assert_eq!(store.size(&q).await.unwrap().waiting, 1);
-    assert!(store.queues().await.unwrap().contains(&q), "queue listed");
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().waiting, 1);
+    assert!(
+        store
+            .inspect()
+            .unwrap()
+            .queues()
+            .await
+            .unwrap()
+            .contains(&q),
+        "queue listed"
+    );
     let got = store
         .reserve(&request(&[&q], LONG, 1))
         .await
@@ -769,7 +786,7 @@ pub async fn non_ascii_text_round_trips(store: Store) {
     assert_eq!((got.name.as_str(), got.payload.as_slice()), (name, payload));
     let error = "échec: 失败 ❌";
     store.fail(&got.lease, error).await.unwrap();
-    let failed = store.failed_list(0, 10).await.unwrap();
+    let failed = failed_list(&store, 10).await;
     let failed = failed
         .iter()
         .find(|f| f.queue == q)
@@ -783,7 +800,9 @@ pub async fn non_ascii_text_round_trips(store: Store) {
         (name, payload, error)
     );
     store
-        .failed_retry(&failed.id)
+        .failed_store()
+        .unwrap()
+        .retry(&failed.id)
         .await
         .unwrap()
         .expect("retried");

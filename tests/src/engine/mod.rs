@@ -1,14 +1,19 @@
-//! Worker cases: the engine on top of each driver, end to end.
+//! Worker cases: the engine on top of each driver, end to end. `lifecycle` holds the cases
+//! of stopping, leases, the restart signal and jobs a worker does not know.
+
+mod lifecycle;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::{Backoff, JobError, Queue, WorkerOptions, WorkerSummary};
+use queue_core::{Backoff, JobError, Queue, StorageExt, WorkerOptions, WorkerSummary};
 use serde_json::json;
 
-use crate::cases::{PAST_SHORT, SHORT};
+use crate::cases::{failed_list, PAST_SHORT, SHORT};
 use crate::{job, request, unique, Store};
+
+pub use lifecycle::*;
 
 /// Worker options for tests: quick polling, fixed short backoff, stop when empty.
 pub fn test_options(queues: &[&str]) -> WorkerOptions {
@@ -107,7 +112,7 @@ pub async fn engine_retries_with_backoff(store: Store) {
             "backoff respected"
         );
     }
-    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 0);
 }
 
 /// After its last attempt a job is in the failed store with the error and attempts.
@@ -137,7 +142,7 @@ pub async fn engine_fails_after_tries(store: Store) {
         (summary.processed, summary.failed, summary.retried),
         (0, 2, 1)
     );
-    let failed = store.failed_list(0, 10).await.unwrap();
+    let failed = failed_list(&store, 10).await;
     let always = failed
         .iter()
         .find(|f| f.name == "always-fails")
@@ -217,7 +222,7 @@ pub async fn engine_bad_payloads_go_to_failed_store(store: Store) {
     assert_eq!(done.load(Ordering::SeqCst), 1);
     assert_eq!(summary.failed, bad.len() as u64);
     assert_eq!(summary.retried, 0, "bad payloads are not retried");
-    let failed = store.failed_list(0, 100).await.unwrap();
+    let failed = failed_list(&store, 100).await;
     for (name, payload, reason) in &bad {
         let f = failed
             .iter()
@@ -266,7 +271,7 @@ pub async fn engine_panicking_job_is_a_failed_attempt(store: Store) {
         (summary.processed, summary.retried, summary.failed),
         (1, 1, 1)
     );
-    let failed = store.failed_list(0, 10).await.unwrap();
+    let failed = failed_list(&store, 10).await;
     assert!(
         failed[0].error.contains("job panicked: always explodes"),
         "{}",
@@ -302,7 +307,7 @@ pub async fn engine_timeout_cancels_job(store: Store) {
         0,
         "the hanging body was cancelled"
     );
-    let failed = store.failed_list(0, 10).await.unwrap();
+    let failed = failed_list(&store, 10).await;
     assert!(
         failed[0].error.contains("timed out after 300ms"),
         "{}",
@@ -376,7 +381,7 @@ pub async fn engine_dead_worker_costs_an_attempt(store: Store) {
     let summary = run_worker(&queue, test_options(&[&q])).await;
     assert_eq!((summary.processed, summary.failed), (0, 1));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
-    let failed = store.failed_list(0, 1).await.unwrap();
+    let failed = failed_list(&store, 1).await;
     assert!(
         failed[0].error.contains("attempts exhausted"),
         "{}",
@@ -470,7 +475,7 @@ pub async fn engine_release_from_job(store: Store) {
 }
 
 /// On stop, finished jobs are acknowledged and a job still running after the grace period
-/// is put back at once, its attempt refunded.
+/// is put back at once, its attempt counted (it ran).
 pub async fn engine_graceful_stop_puts_back(store: Store) {
     let queue = Queue::from_arc(store.clone());
     let q = unique("q");
@@ -523,7 +528,7 @@ pub async fn engine_graceful_stop_puts_back(store: Store) {
         "the quick job finished and was acknowledged"
     );
     assert_eq!(summary.released, 1, "the slow job was put back");
-    let size = store.size(&q).await.unwrap();
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
     assert_eq!(
         (size.waiting, size.reserved),
         (1, 0),
@@ -534,54 +539,10 @@ pub async fn engine_graceful_stop_puts_back(store: Store) {
         .await
         .unwrap();
     assert_eq!(back[0].name, "slow");
-    assert_eq!(back[0].attempts, 1, "the interrupted attempt was refunded");
-}
-
-/// Workers keep statistics in the store and stop on the restart signal.
-pub async fn engine_stats_and_restart(store: Store) {
-    use queue_core::worker::stats;
-    let queue = Queue::from_arc(store.clone());
-    let q = unique("q");
-    let name = unique("counted");
-    queue.listen(&name, |ok: bool, _ctx| async move {
-        if ok {
-            Ok(())
-        } else {
-            Err(JobError::fail("no"))
-        }
-    });
-    for ok in [true, true, false] {
-        queue
-            .dispatch_named(&name, json!(ok))
-            .on_queue(q.as_str())
-            .await
-            .unwrap();
-    }
-    let summary = run_worker(&queue, test_options(&[&q])).await;
-    assert_eq!((summary.processed, summary.failed), (2, 1));
-    let read = stats::read_stats(&*store).await.unwrap();
-    assert!(read.jobs.contains(&(name.clone(), 2, 1)), "{:?}", read.jobs);
-    assert!(
-        read.queues.contains(&(q.clone(), 2, 1)),
-        "{:?}",
-        read.queues
-    );
     assert_eq!(
-        stats::recent_throughput(&*store, &q, 5).await.unwrap(),
-        (2, 1)
+        back[0].attempts, 2,
+        "the interrupted attempt counts, so a job that always outlives the grace ends"
     );
-
-    // A worker without stop conditions stops when `runall restart` signals.
-    let worker = queue.worker(test_options(&[&q]).stop_when_empty_off());
-    let running = tokio::spawn(worker.run());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stats::signal_restart(&*store).await.unwrap();
-    let summary = tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("the worker noticed the restart signal within seconds")
-        .unwrap()
-        .unwrap();
-    assert_eq!(summary.reason, queue_core::StopReason::Restart);
 }
 
 /// Lease of the late-reply cases: the held-back reply arrives after it ran out.
@@ -644,7 +605,7 @@ pub async fn engine_late_reservation_taken_by_another_is_not_run(store: Store) {
         "the paused worker ran a job another worker had already finished"
     );
     assert_eq!((summary.processed, summary.failed), (0, 0));
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
 
 /// A reservation reply that comes back after its lease ran out, with nobody else having taken
@@ -666,5 +627,5 @@ pub async fn engine_late_reservation_still_held_runs_once(store: Store) {
     let summary = run_worker(&queue, test_options(&[&q]).lease(LATE_LEASE)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!((summary.processed, summary.failed), (1, 0));
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }

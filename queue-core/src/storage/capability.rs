@@ -1,0 +1,319 @@
+//! What not every backend can do: each a trait of its own, reached through
+//! [`Storage::capabilities`], and [`StorageExt`], the conveniences over the core contract.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use super::settle::{LeaseStatus, Settle, Settled};
+use super::types::{
+    FailedJob, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed, QueueSize,
+};
+use super::Storage;
+use crate::error::{Error, Result};
+
+/// What a driver is and can do: flags, and the capability traits it implements.
+///
+/// Built by the driver with [`Capabilities::new`] and the setters:
+///
+/// ```ignore
+/// fn capabilities(&self) -> Capabilities<'_> {
+///     Capabilities::new("redis").durable(true).claims(true).failed(self).inspect(self)
+/// }
+/// ```
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct Capabilities<'a> {
+    /// The driver's name (`sqlite`, `postgres`, `mysql`, `redis`, `file`, `memcached`,
+    /// `memory`), in errors and logs.
+    pub driver: &'static str,
+    /// Jobs survive a restart of the backend once `push` returned.
+    pub durable: bool,
+    /// [`Storage::reserve`] honours [`ReserveRequest::name`](super::ReserveRequest::name)
+    /// (`runall run NAME`).
+    pub reserve_by_name: bool,
+    /// Pushes honour [`Unique`](super::Unique) claims, and settles apply
+    /// [`Effect::Push`](super::Effect::Push).
+    pub claims: bool,
+    /// The failed store.
+    pub failed: Option<&'a dyn FailedStore>,
+    /// Sizes, queues, listing and clearing, for operators.
+    pub inspect: Option<&'a dyn Inspect>,
+    /// Group counters: settles apply [`Effect::Count`](super::Effect::Count).
+    pub groups: Option<&'a dyn Groups>,
+    /// The store-wide control keys (the restart signal).
+    pub control: Option<&'a dyn Control>,
+    /// Wakes idle workers as soon as a job is pushed by any process. Without it a worker
+    /// polls.
+    pub wake: Option<&'a dyn Wake>,
+}
+
+impl<'a> Capabilities<'a> {
+    /// A driver named `driver` that is durable and can do nothing optional yet.
+    pub fn new(driver: &'static str) -> Self {
+        Capabilities {
+            driver,
+            durable: true,
+            reserve_by_name: false,
+            claims: false,
+            failed: None,
+            inspect: None,
+            groups: None,
+            control: None,
+            wake: None,
+        }
+    }
+
+    /// Sets whether jobs survive a restart of the backend.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Sets whether reservations by job name work.
+    pub fn reserve_by_name(mut self, yes: bool) -> Self {
+        self.reserve_by_name = yes;
+        self
+    }
+
+    /// Sets whether unique claims and push effects work.
+    pub fn claims(mut self, yes: bool) -> Self {
+        self.claims = yes;
+        self
+    }
+
+    /// The failed store.
+    pub fn failed(mut self, failed: &'a dyn FailedStore) -> Self {
+        self.failed = Some(failed);
+        self
+    }
+
+    /// The inspection capability.
+    pub fn inspect(mut self, inspect: &'a dyn Inspect) -> Self {
+        self.inspect = Some(inspect);
+        self
+    }
+
+    /// The group counters.
+    pub fn groups(mut self, groups: &'a dyn Groups) -> Self {
+        self.groups = Some(groups);
+        self
+    }
+
+    /// The control keys.
+    pub fn control(mut self, control: &'a dyn Control) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// The wake-ups.
+    pub fn wake(mut self, wake: &'a dyn Wake) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+}
+
+impl fmt::Debug for Capabilities<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capabilities")
+            .field("driver", &self.driver)
+            .field("durable", &self.durable)
+            .field("reserve_by_name", &self.reserve_by_name)
+            .field("claims", &self.claims)
+            .field("failed", &self.failed.is_some())
+            .field("inspect", &self.inspect.is_some())
+            .field("groups", &self.groups.is_some())
+            .field("control", &self.control.is_some())
+            .field("wake", &self.wake.is_some())
+            .finish()
+    }
+}
+
+/// The failed store: jobs that used up their tries or failed for good.
+#[async_trait]
+pub trait FailedStore: Send + Sync {
+    /// A page of failed jobs, newest first.
+    async fn list(&self, page: PageRequest) -> Result<Page<FailedJob>>;
+
+    /// One failed job.
+    async fn get(&self, id: &str) -> Result<Option<FailedJob>>;
+
+    /// How many jobs the failed store holds.
+    async fn count(&self) -> Result<u64>;
+
+    /// Puts a failed job back on its queue with its attempts reset, claiming its unique key
+    /// again if it had one. `None` if there is no failed job with that id; `Duplicate` (and
+    /// the failed job stays) if another job holds its key.
+    async fn retry(&self, id: &str) -> Result<Option<Pushed>>;
+
+    /// Deletes one failed job (releasing a key it holds); returns whether it existed.
+    async fn forget(&self, id: &str) -> Result<bool>;
+
+    /// Deletes every failed job; returns how many. May be chunked (not one step).
+    async fn flush(&self) -> Result<u64>;
+
+    /// Deletes failed jobs that failed before `before`; returns how many. May be chunked.
+    async fn prune(&self, before: SystemTime) -> Result<u64>;
+}
+
+/// The operator's view of the queues.
+#[async_trait]
+pub trait Inspect: Send + Sync {
+    /// How many jobs `queue` holds, by state. The driver's docs say how exact it is.
+    async fn size(&self, queue: &str) -> Result<QueueSize>;
+
+    /// The queues that hold jobs now, sorted by name.
+    async fn queues(&self) -> Result<Vec<String>>;
+
+    /// Deletes every job of `queue` that is not reserved (releasing their keys); returns how
+    /// many. May be chunked (not one step).
+    async fn clear(&self, queue: &str) -> Result<u64>;
+
+    /// The time since which the longest-waiting available job of `queue` has been available
+    /// (for `runall health`): `None` when nothing is waiting.
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>>;
+
+    /// A page of the jobs of `queue` in `state`, first due first.
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        page: PageRequest,
+    ) -> Result<Page<JobSummary>>;
+}
+
+/// Counters of named groups (batches, workflows), changed by
+/// [`Effect::Count`](super::Effect::Count).
+#[async_trait]
+pub trait Groups: Send + Sync {
+    /// A group's counters, sorted by name; empty for a group that has none.
+    async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>>;
+
+    /// Deletes a group's counters; returns whether it had any.
+    async fn remove(&self, group: &str) -> Result<bool>;
+}
+
+/// Store-wide control keys.
+#[async_trait]
+pub trait Control: Send + Sync {
+    /// The restart generation: it changes every time a restart is requested. Workers read
+    /// it at start and stop gracefully when it changes (`runall restart`).
+    async fn restart_generation(&self) -> Result<u64>;
+
+    /// Asks every worker of the store to finish its jobs and exit.
+    async fn request_restart(&self) -> Result<()>;
+}
+
+/// Wake-ups for idle workers.
+#[async_trait]
+pub trait Wake: Send + Sync {
+    /// Waits until a job may be available on one of `queues`, at most `timeout`: returns
+    /// early when a job is pushed (by any process) or becomes due.
+    async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()>;
+}
+
+/// Conveniences over [`Storage`], for every store (`dyn Storage` included).
+#[async_trait]
+pub trait StorageExt: Storage {
+    /// The driver's name.
+    fn driver(&self) -> &'static str {
+        self.capabilities().driver
+    }
+
+    /// The failed store, or `NotSupported`.
+    fn failed_store(&self) -> Result<&dyn FailedStore> {
+        let caps = self.capabilities();
+        caps.failed.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "the failed store",
+        })
+    }
+
+    /// The inspection capability, or `NotSupported`.
+    fn inspect(&self) -> Result<&dyn Inspect> {
+        let caps = self.capabilities();
+        caps.inspect.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "inspection (sizes, queues, listing)",
+        })
+    }
+
+    /// The group counters, or `NotSupported`.
+    fn groups(&self) -> Result<&dyn Groups> {
+        let caps = self.capabilities();
+        caps.groups.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "group counters (batches, workflows)",
+        })
+    }
+
+    /// The control keys, or `NotSupported`.
+    fn control(&self) -> Result<&dyn Control> {
+        let caps = self.capabilities();
+        caps.control.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "the restart signal",
+        })
+    }
+
+    /// Pushes one job.
+    async fn push_one(&self, job: NewJob) -> Result<Pushed> {
+        let driver = self.driver();
+        self.push(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::backend(driver, "push returned no result"))
+    }
+
+    /// Settles one job with no fetch, as `Err(LeaseLost)` when the lease is stale.
+    async fn settle_one(&self, settle: Settle) -> Result<()> {
+        let job_id = settle.lease.job_id.0.clone();
+        let reply = self.settle(vec![settle], None).await?;
+        match reply.settled.first() {
+            Some(Settled::Applied) => Ok(()),
+            Some(Settled::Stale) => Err(Error::LeaseLost { job_id }),
+            None => Err(Error::backend(self.driver(), "settle returned no result")),
+        }
+    }
+
+    /// Acknowledges finished jobs; for each lease, whether it was still current.
+    async fn acknowledge(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+        let settles = leases.iter().cloned().map(Settle::ack).collect();
+        let reply = self.settle(settles, None).await?;
+        Ok(reply
+            .settled
+            .iter()
+            .map(|s| *s == Settled::Applied)
+            .collect())
+    }
+
+    /// Moves a reserved job to the failed store.
+    async fn fail(&self, lease: &Lease, reason: &str) -> Result<()> {
+        self.settle_one(Settle::fail(lease.clone(), reason)).await
+    }
+
+    /// Retries a reserved job after `delay`, the attempt counted.
+    async fn retry(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.settle_one(Settle::retry(lease.clone(), delay)).await
+    }
+
+    /// Puts a reserved job back after `delay` without counting the attempt.
+    async fn release(&self, lease: &Lease, delay: Duration) -> Result<()> {
+        self.settle_one(Settle::release(lease.clone(), delay)).await
+    }
+
+    /// Renews one lease, as `Err(LeaseLost)` when it is stale.
+    async fn extend_one(&self, lease: &Lease, duration: Duration) -> Result<()> {
+        let status = self.extend(std::slice::from_ref(lease), duration).await?;
+        match status.first() {
+            Some(LeaseStatus::Held) => Ok(()),
+            Some(_) => Err(Error::LeaseLost {
+                job_id: lease.job_id.0.clone(),
+            }),
+            None => Err(Error::backend(self.driver(), "extend returned no result")),
+        }
+    }
+}
+
+impl<S: Storage + ?Sized> StorageExt for S {}

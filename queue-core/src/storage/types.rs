@@ -1,0 +1,336 @@
+//! The values the storage contract speaks: jobs in, reservations out, pages, sizes.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// The identifier a storage gives a job when it is pushed: unique within the store (not only
+/// within its queue), so applications can use it as a key, and never reused while the job
+/// exists.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for JobId {
+    fn from(value: String) -> Self {
+        JobId(value)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(value: &str) -> Self {
+        JobId(value.to_owned())
+    }
+}
+
+/// When a pushed job becomes available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Availability {
+    /// At once.
+    #[default]
+    Now,
+    /// After this long, measured by the backend's clock from the moment of the push.
+    After(Duration),
+    /// At this wall-clock time.
+    At(SystemTime),
+}
+
+/// Until when a job holds its unique key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Until {
+    /// Until a worker reserves it: at most one such job *waiting* at a time.
+    Started,
+    /// Until it succeeds. A job that fails for good keeps its key while it is in the failed
+    /// store (forgetting, flushing or pruning it releases the key; retrying it keeps it).
+    Succeeded,
+    /// Until it leaves the queue, whatever happened: succeeded, or moved to the failed store.
+    #[default]
+    Terminal,
+}
+
+impl Until {
+    /// The name used in storage (`started`, `succeeded`, `terminal`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Until::Started => "started",
+            Until::Succeeded => "succeeded",
+            Until::Terminal => "terminal",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(text: &str) -> Option<Until> {
+        match text {
+            "started" => Some(Until::Started),
+            "succeeded" => Some(Until::Succeeded),
+            "terminal" => Some(Until::Terminal),
+            _ => None,
+        }
+    }
+}
+
+/// A claim on a key that at most one job holds at a time: a unique job, or the deterministic
+/// id of a follow-up job pushed by an [`Effect`](crate::storage::Effect).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unique {
+    /// The key. Keys are one namespace per store, across queues.
+    pub key: String,
+    /// Until when the job holds it.
+    pub until: Until,
+}
+
+impl Unique {
+    /// A claim on `key` held until the job leaves the queue.
+    pub fn new(key: impl Into<String>) -> Self {
+        Unique {
+            key: key.into(),
+            until: Until::Terminal,
+        }
+    }
+
+    /// Sets until when the claim is held.
+    pub fn until(mut self, until: Until) -> Self {
+        self.until = until;
+        self
+    }
+}
+
+/// A job as it is handed to [`Storage::push`](crate::Storage::push).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// The queue it goes on.
+    pub queue: String,
+    /// The job's name, kept beside the payload so a worker can reserve by name
+    /// (`runall run NAME`) and operators can read it without decoding the payload.
+    pub name: String,
+    /// The encoded envelope: opaque to the storage.
+    pub payload: Vec<u8>,
+    /// When it becomes available.
+    pub available: Availability,
+    /// Its unique claim, if any.
+    pub unique: Option<Unique>,
+}
+
+impl NewJob {
+    /// A job available now, with no claim.
+    pub fn new(queue: impl Into<String>, name: impl Into<String>, payload: Vec<u8>) -> Self {
+        NewJob {
+            queue: queue.into(),
+            name: name.into(),
+            payload,
+            available: Availability::Now,
+            unique: None,
+        }
+    }
+
+    /// Sets when it becomes available.
+    pub fn available(mut self, available: Availability) -> Self {
+        self.available = available;
+        self
+    }
+
+    /// Sets its unique claim.
+    pub fn unique(mut self, unique: Unique) -> Self {
+        self.unique = Some(unique);
+        self
+    }
+}
+
+/// What became of one job of a [`Storage::push`](crate::Storage::push).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Pushed {
+    /// Stored under this id.
+    Created(JobId),
+    /// Not stored: its unique key is held by the job with this id (waiting, running, or for
+    /// [`Until::Succeeded`], in the failed store under its queue id).
+    Duplicate(JobId),
+}
+
+impl Pushed {
+    /// The id of the job now holding the place: the new one or the existing one.
+    pub fn id(&self) -> &JobId {
+        match self {
+            Pushed::Created(id) | Pushed::Duplicate(id) => id,
+        }
+    }
+
+    /// The id, consuming the value.
+    pub fn into_id(self) -> JobId {
+        match self {
+            Pushed::Created(id) | Pushed::Duplicate(id) => id,
+        }
+    }
+
+    /// Whether the job was stored.
+    pub fn is_created(&self) -> bool {
+        matches!(self, Pushed::Created(_))
+    }
+}
+
+/// The handle of one reservation: the job and the token that fences it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The queue the job was reserved from.
+    pub queue: String,
+    /// The reservation's token: refused once the job was reserved again by someone else.
+    pub token: String,
+}
+
+/// A job taken by [`Storage::reserve`](crate::Storage::reserve).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    /// The lease to settle or extend it with.
+    pub lease: Lease,
+    /// The job's name as pushed (may be empty when a row was written by hand).
+    pub name: String,
+    /// The payload exactly as pushed.
+    pub payload: Vec<u8>,
+    /// Attempts so far, this one included (1 on the first reservation).
+    pub attempts: u32,
+}
+
+/// What [`Storage::reserve`](crate::Storage::reserve) is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// Queues in strict priority order.
+    pub queues: Vec<String>,
+    /// How long the reservation lasts unless extended.
+    pub lease: Duration,
+    /// The most jobs to take in this call (at least 1).
+    pub limit: usize,
+    /// Take only jobs with this name (`runall run NAME`); `None` takes any. Only for drivers
+    /// whose [`Capabilities::reserve_by_name`](crate::storage::Capabilities::reserve_by_name)
+    /// is true: the others refuse it with `NotSupported`.
+    pub name: Option<String>,
+}
+
+impl ReserveRequest {
+    /// Up to `limit` jobs from `queues` in priority order, under a lease of `lease`.
+    pub fn new<Q: Into<String>>(
+        queues: impl IntoIterator<Item = Q>,
+        lease: Duration,
+        limit: usize,
+    ) -> Self {
+        ReserveRequest {
+            queues: queues.into_iter().map(Into::into).collect(),
+            lease,
+            limit,
+            name: None,
+        }
+    }
+}
+
+/// A job in the failed store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedJob {
+    /// The failed store's id for it.
+    pub id: String,
+    /// The id the job had in its queue.
+    pub job_id: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// The job's name.
+    pub name: String,
+    /// The payload exactly as it was.
+    pub payload: Vec<u8>,
+    /// Why it failed: the last attempt's error.
+    pub error: String,
+    /// How many attempts it had.
+    pub attempts: u32,
+    /// When it failed.
+    pub failed_at: SystemTime,
+    /// Its unique claim as pushed: held by the failed job for [`Until::Succeeded`], claimed
+    /// again when it is retried.
+    pub unique: Option<Unique>,
+}
+
+/// How many jobs a queue holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSize {
+    /// Available now.
+    pub waiting: u64,
+    /// Waiting for their time (delayed or released with a delay).
+    pub delayed: u64,
+    /// Reserved by a worker (including reservations whose lease ran out but were not yet
+    /// taken again).
+    pub reserved: u64,
+}
+
+impl QueueSize {
+    /// Everything the queue holds.
+    pub fn total(&self) -> u64 {
+        self.waiting + self.delayed + self.reserved
+    }
+}
+
+/// The state of a job in a queue, for listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Available now.
+    Waiting,
+    /// Waiting for its time.
+    Delayed,
+    /// Held by a worker (or its lease ran out and nobody took it again yet).
+    Reserved,
+}
+
+/// One job as [`Inspect::jobs`](crate::storage::Inspect::jobs) lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    /// Its id.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its name.
+    pub name: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Its state.
+    pub state: JobState,
+    /// When it is due: its available time, or the end of its lease while reserved.
+    pub due_at: SystemTime,
+    /// Its unique key, if it holds one.
+    pub unique_key: Option<String>,
+}
+
+/// Which page of a listing: the items after a cursor, never an offset, so a page costs the
+/// same on the millionth job as on the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The cursor of the previous page ([`Page::next`]); `None` for the first page.
+    pub after: Option<String>,
+    /// The most items to return.
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// The first page of up to `limit` items.
+    pub fn first(limit: usize) -> Self {
+        PageRequest { after: None, limit }
+    }
+
+    /// The page after `cursor`.
+    pub fn after(cursor: impl Into<String>, limit: usize) -> Self {
+        PageRequest {
+            after: Some(cursor.into()),
+            limit,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// The cursor of the next page, `None` on the last page. Opaque: pass it back as
+    /// [`PageRequest::after`].
+    pub next: Option<String>,
+}

@@ -1,0 +1,430 @@
+//! One reserved job, from its reservation to its settlement: decode, lock, run under its
+//! timeout and its lease keeper, then settle.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::lease::{self, Held, Lost};
+use super::metrics::{self, Counted};
+use super::Shared;
+use crate::envelope::{DecodeError, Envelope};
+use crate::job::{JobContext, JobError, Retry};
+use crate::registry::Handler;
+use crate::storage::{unix_millis, Reserved, Settle, Settled, StorageExt};
+
+/// How a job's reservation ends, before its settlement is sent.
+struct Finish {
+    /// What to settle; `None` when the lease is gone and there is nothing to settle.
+    settle: Option<Settle>,
+    /// What to count and log once the settlement is applied.
+    report: Report,
+    /// The `without_overlapping` lock to release after settling.
+    lock: Option<String>,
+}
+
+enum Report {
+    Done {
+        name: String,
+        took: Duration,
+    },
+    Retried {
+        name: String,
+        took: Option<Duration>,
+    },
+    Released {
+        name: String,
+    },
+    Interrupted {
+        name: String,
+    },
+    Failed {
+        name: String,
+        reason: String,
+    },
+    Stopped {
+        name: String,
+        why: Lost,
+    },
+    Skipped,
+}
+
+/// Runs one reserved job to its end. `asked` is when its reservation was asked for: its lease
+/// runs from a moment after that. `slot` is its concurrency slot, given back as soon as the
+/// body is done, before the settlement goes to the store, so the next job can be fetched in
+/// the same round trip.
+pub(super) async fn process(
+    shared: Arc<Shared>,
+    job: Reserved,
+    asked: Instant,
+    slot: OwnedSemaphorePermit,
+) {
+    let finish = prepare_and_run(&shared, &job, asked).await;
+    drop(slot);
+    let settled = match finish.settle {
+        Some(settle) => shared.settle(settle).await,
+        None => None,
+    };
+    report(&shared, &job, finish.report, settled);
+    if let Some(key) = finish.lock {
+        if let Err(e) = shared.storage.unlock(&key, &job.lease.token).await {
+            warn!(error = %e, lock = %key, "could not release lock; it expires with its lease");
+        }
+    }
+}
+
+async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Finish {
+    let lease = &job.lease;
+    let length = shared.options.lease;
+    let mut lease_until = asked + length;
+    // A job that starts half a lease or more after it was reserved (the reply came back late,
+    // or this process was paused in between: SIGSTOP, a long GC pause, a VM migration) may
+    // have lost its lease already, and another worker may be running it: renew the lease
+    // first, and leave the job alone if that is refused.
+    let waited = asked.elapsed();
+    if waited >= length / 2 {
+        let renewing = Instant::now();
+        if let Err(e) = shared.storage.extend_one(lease, length).await {
+            warn!(
+                job = %job.name,
+                id = %lease.job_id,
+                waited = ?waited,
+                error = %e,
+                "a job reserved too long ago to still hold its lease (was this worker paused?) \
+                 could not be renewed: not running it, another worker has it or will"
+            );
+            return Finish {
+                settle: None,
+                report: Report::Skipped,
+                lock: None,
+            };
+        }
+        lease_until = renewing + length;
+    }
+    let envelope = match Envelope::decode(&job.payload) {
+        Ok(envelope) => envelope,
+        Err(DecodeError::Newer {
+            version,
+            name,
+            dispatched_at,
+        }) => {
+            let what = DecodeError::Newer {
+                version,
+                name: name.clone(),
+                dispatched_at,
+            }
+            .to_string();
+            return defer_unknown(shared, job, name, what, dispatched_at);
+        }
+        Err(DecodeError::Bad(reason)) => {
+            return fail(job, job.name.clone(), format!("bad payload: {reason}"));
+        }
+    };
+    let Some(handler) = shared.handlers.get(&envelope.name) else {
+        let what = crate::Error::UnknownJob {
+            name: envelope.name.clone(),
+        }
+        .to_string();
+        return defer_unknown(
+            shared,
+            job,
+            envelope.name.clone(),
+            what,
+            envelope.dispatched_at,
+        );
+    };
+    let max_attempts = envelope
+        .tries
+        .or(handler.tries)
+        .unwrap_or(shared.options.tries)
+        .max(1);
+    if job.attempts > max_attempts {
+        let reason = format!(
+            "attempts exhausted: attempt {} of {max_attempts} never finished (its worker stopped \
+             or lost its lease while running it)",
+            job.attempts - 1
+        );
+        return fail(job, envelope.name, reason);
+    }
+
+    let mut lock = None;
+    if let Some(key) = &envelope.lock {
+        let locking = Instant::now();
+        match shared.storage.lock(key, &lease.token, length).await {
+            Ok(true) => lock = Some((key.clone(), locking + length)),
+            Ok(false) => {
+                debug!(job = %envelope.name, id = %lease.job_id, lock = %key, "lock held: putting the job back");
+                return release(job, envelope.name, shared.options.lock_retry);
+            }
+            Err(e) => {
+                warn!(error = %e, lock = %key, "could not take lock: putting the job back");
+                return release(job, envelope.name, shared.options.lock_retry);
+            }
+        }
+    }
+    let lock_key = lock.as_ref().map(|(key, _)| key.clone());
+    let held = Held {
+        lease: lease.clone(),
+        lease_until,
+        lock,
+    };
+    let mut finish = run(shared, job, &envelope, handler, max_attempts, held).await;
+    finish.lock = lock_key;
+    finish
+}
+
+fn fail(job: &Reserved, name: String, reason: String) -> Finish {
+    Finish {
+        settle: Some(Settle::fail(job.lease.clone(), reason.clone())),
+        report: Report::Failed { name, reason },
+        lock: None,
+    }
+}
+
+fn release(job: &Reserved, name: String, delay: Duration) -> Finish {
+    Finish {
+        settle: Some(Settle::release(job.lease.clone(), delay)),
+        report: Report::Released { name },
+        lock: None,
+    }
+}
+
+/// A job this worker cannot run (an unknown name, a newer envelope) goes back for another
+/// worker while it is younger than the window, and to the failed store after.
+fn defer_unknown(
+    shared: &Shared,
+    job: &Reserved,
+    name: String,
+    what: String,
+    dispatched_at: i64,
+) -> Finish {
+    let window = shared.options.unknown_job_window;
+    let age = Duration::from_millis(
+        u64::try_from(unix_millis(SystemTime::now()).saturating_sub(dispatched_at)).unwrap_or(0),
+    );
+    if dispatched_at > 0 && age < window {
+        let delay = (window - age).min(Duration::from_secs(30));
+        info!(
+            job = %name,
+            id = %job.lease.job_id,
+            retry_in = ?delay,
+            "{what}: putting it back for a worker that knows it (a rolling deploy?)"
+        );
+        return release(job, name, delay);
+    }
+    let reason = format!(
+        "{what}; it was put back for {} after its dispatch for a worker that knows it, and none took it",
+        humantime::format_duration(window)
+    );
+    fail(job, name, reason)
+}
+
+enum Ran {
+    Done,
+    Failed(JobError),
+    Shutdown,
+    Stopped(Lost),
+}
+
+async fn run(
+    shared: &Shared,
+    job: &Reserved,
+    envelope: &Envelope,
+    handler: &Handler,
+    max_attempts: u32,
+    held: Held,
+) -> Finish {
+    let lease = &job.lease;
+    let name = envelope.name.clone();
+    let ctx = JobContext {
+        job_id: lease.job_id.clone(),
+        name: name.clone(),
+        queue: lease.queue.clone(),
+        attempt: job.attempts,
+        max_attempts,
+        release: Arc::default(),
+        cancel: CancellationToken::new(),
+    };
+    let started = Instant::now();
+    let ran = match (handler.run)(&envelope.data, ctx.clone()) {
+        Err(e) => Ran::Failed(JobError::fail(format!(
+            "payload does not fit job `{name}`: {e}"
+        ))),
+        Ok(future) => {
+            let timeout = envelope
+                .timeout_ms
+                .map(Duration::from_millis)
+                .or(handler.timeout)
+                .unwrap_or(shared.options.timeout);
+            info!(job = %name, id = %lease.job_id, queue = %lease.queue, attempt = job.attempts, "job started");
+            let mut keeper = tokio::spawn(lease::keep(
+                shared.storage.clone(),
+                held,
+                shared.options.lease,
+            ));
+            let mut task = tokio::spawn(future);
+            let mut hard_stop = shared.hard_stop.clone();
+            let ran = tokio::select! {
+                result = tokio::time::timeout(timeout, &mut task) => match result {
+                    Ok(Ok(Ok(()))) => Ran::Done,
+                    Ok(Ok(Err(e))) => Ran::Failed(e),
+                    Ok(Err(join)) => match join.try_into_panic() {
+                        Ok(panic) => Ran::Failed(JobError::msg(format!("job panicked: {}", panic_message(&*panic)))),
+                        Err(_) => Ran::Failed(JobError::msg("job task was cancelled")),
+                    },
+                    Err(_) => {
+                        task.abort();
+                        Ran::Failed(JobError::msg(format!("job timed out after {}", humantime::format_duration(timeout))))
+                    }
+                },
+                _ = hard_stop.wait_for(|stop| *stop) => {
+                    task.abort();
+                    Ran::Shutdown
+                }
+                lost = &mut keeper => {
+                    ctx.cancel.cancel();
+                    task.abort();
+                    Ran::Stopped(lost.unwrap_or(Lost::Unconfirmed))
+                }
+            };
+            keeper.abort();
+            ran
+        }
+    };
+    let took = started.elapsed();
+    match ran {
+        Ran::Done => match ctx.released() {
+            Some(delay) => {
+                info!(job = %name, id = %lease.job_id, delay = ?delay, "job released itself");
+                Finish {
+                    settle: Some(Settle::retry(lease.clone(), delay)),
+                    report: Report::Retried { name, took: None },
+                    lock: None,
+                }
+            }
+            None => Finish {
+                settle: Some(Settle::ack(lease.clone())),
+                report: Report::Done { name, took },
+                lock: None,
+            },
+        },
+        Ran::Shutdown => {
+            info!(job = %name, id = %lease.job_id, "interrupted by shutdown: putting it back (the attempt counts)");
+            Finish {
+                settle: Some(Settle::retry(lease.clone(), Duration::ZERO)),
+                report: Report::Interrupted { name },
+                lock: None,
+            }
+        }
+        Ran::Stopped(why) => Finish {
+            settle: None,
+            report: Report::Stopped { name, why },
+            lock: None,
+        },
+        Ran::Failed(err) => {
+            let last = job.attempts >= max_attempts;
+            match err.retry() {
+                Retry::Never => fail(job, name, err.message().to_owned()),
+                _ if last => {
+                    let reason = format!(
+                        "{} (attempt {} of {max_attempts})",
+                        err.message(),
+                        job.attempts
+                    );
+                    fail(job, name, reason)
+                }
+                retry => {
+                    let delay = match retry {
+                        Retry::After(delay) => delay,
+                        _ => handler
+                            .backoff
+                            .as_ref()
+                            .unwrap_or(&shared.options.backoff)
+                            .delay(job.attempts),
+                    };
+                    warn!(
+                        job = %name,
+                        id = %lease.job_id,
+                        attempt = job.attempts,
+                        max_attempts,
+                        retry_in = ?delay,
+                        error = %err,
+                        "job failed; will retry"
+                    );
+                    Finish {
+                        settle: Some(Settle::retry(lease.clone(), delay)),
+                        report: Report::Retried {
+                            name,
+                            took: Some(took),
+                        },
+                        lock: None,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts and logs what a settlement did.
+fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settled>) {
+    let lease = &job.lease;
+    let queue = lease.queue.as_str();
+    let counters = &shared.counters;
+    let applied = settled == Some(Settled::Applied);
+    match report {
+        Report::Skipped => {}
+        Report::Stopped { name, why } => {
+            warn!(job = %name, id = %lease.job_id, "stopped the job: {}", why.describe());
+            counters.interrupted.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Interrupted, queue, &name);
+        }
+        _ if !applied => {
+            let why = match settled {
+                Some(_) => "its lease ran out and another worker may have it",
+                None => "the store could not be reached",
+            };
+            warn!(id = %lease.job_id, "could not settle the job ({why}): it runs again after its lease");
+        }
+        Report::Done { name, took } => {
+            counters.processed.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Processed, queue, &name);
+            metrics::duration(queue, &name, took);
+            info!(job = %name, id = %lease.job_id, duration = ?took, "job done");
+        }
+        Report::Retried { name, took } => {
+            counters.retried.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Retried, queue, &name);
+            if let Some(took) = took {
+                metrics::duration(queue, &name, took);
+            }
+        }
+        Report::Released { name } => {
+            counters.released.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Released, queue, &name);
+        }
+        Report::Interrupted { name } => {
+            counters.released.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Interrupted, queue, &name);
+        }
+        Report::Failed { name, reason } => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Failed, queue, &name);
+            error!(id = %lease.job_id, name = %name, queue, attempts = job.attempts, reason, "job failed for good: moved to the failed store");
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic payload".to_owned()
+    }
+}

@@ -1,0 +1,617 @@
+//! The cases of the v2 contract: settle and fetch in one call, stale leases in a batch,
+//! effects applied with their transition (or not at all), unique claims on every path, and
+//! listing jobs by state a page at a time.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use queue_core::storage::{JobState, PageRequest};
+use queue_core::{
+    Effect, Error, Lease, NewJob, Outcome, Pushed, Settle, Settled, StorageExt, Unique, Until,
+};
+
+use super::{failed_list, ids, LONG};
+use crate::{job, request, unique, Store};
+
+fn unique_job(queue: &str, payload: &[u8], key: &str, until: Until) -> NewJob {
+    job(queue, "u", payload).unique(Unique::new(key).until(until))
+}
+
+async fn reserve_all(store: &Store, queue: &str, n: usize) -> Vec<queue_core::Reserved> {
+    let got = store.reserve(&request(&[queue], LONG, n)).await.unwrap();
+    assert_eq!(got.len(), n, "{n} jobs available on {queue}");
+    got
+}
+
+async fn total(store: &Store, queue: &str) -> u64 {
+    store.inspect().unwrap().size(queue).await.unwrap().total()
+}
+
+fn skip(case: &str, store: &Store, what: &str) {
+    println!(
+        "{case}: not applicable to the {} driver ({what}; declared in its capabilities)",
+        store.driver()
+    );
+}
+
+/// One call settles finished jobs and reserves the next ones, FIFO as `reserve` would.
+pub async fn settle_and_fetch_in_one_call(store: Store) {
+    let q = unique("q");
+    let pushed = ids(store
+        .push(
+            (0..4)
+                .map(|i| job(&q, "s", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap());
+    let first = reserve_all(&store, &q, 1).await.remove(0);
+    assert_eq!(first.lease.job_id, pushed[0]);
+    let reply = store
+        .settle(
+            vec![Settle::ack(first.lease.clone())],
+            Some(&request(&[&q], LONG, 2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    let fetched: Vec<_> = reply
+        .reserved
+        .iter()
+        .map(|r| r.lease.job_id.clone())
+        .collect();
+    assert_eq!(fetched, pushed[1..3], "the next two, in order");
+    assert!(reply.reserved.iter().all(|r| r.attempts == 1));
+    assert_eq!(total(&store, &q).await, 3, "the acknowledged job is gone");
+    // A fetch with nothing to settle is a plain reservation; settling with no fetch reserves
+    // nothing.
+    let reply = store
+        .settle(Vec::new(), Some(&request(&[&q], LONG, 5)))
+        .await
+        .unwrap();
+    assert!(reply.settled.is_empty());
+    assert_eq!(reply.reserved.len(), 1);
+    let leases: Vec<Settle> = reply
+        .reserved
+        .iter()
+        .map(|r| Settle::ack(r.lease.clone()))
+        .collect();
+    let reply = store.settle(leases, None).await.unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    assert!(reply.reserved.is_empty());
+}
+
+/// In a batch, a stale lease is reported stale and changes nothing (its effects included),
+/// while the others are applied.
+pub async fn stale_leases_in_a_batch(store: Store) {
+    let q = unique("q");
+    let follow = unique("follow");
+    store
+        .push(
+            (0..3)
+                .map(|i| job(&q, "b", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let held = reserve_all(&store, &q, 3).await;
+    // The second job is settled once already: its lease is stale from now on.
+    store.acknowledge(&[held[1].lease.clone()]).await.unwrap();
+    let mut stale = Settle::fail(held[1].lease.clone(), "too late");
+    if store.capabilities().claims {
+        stale = stale.effect(Effect::Push(
+            job(&follow, "f", b"never").unique(Unique::new(unique("never"))),
+        ));
+    }
+    let group = unique("g");
+    if store.capabilities().groups.is_some() {
+        stale = stale.effect(Effect::Count {
+            group: group.clone(),
+            deltas: vec![("done".into(), 1)],
+        });
+    }
+    let reply = store
+        .settle(
+            vec![
+                Settle::ack(held[0].lease.clone()),
+                stale,
+                Settle::retry(held[2].lease.clone(), Duration::ZERO),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.settled,
+        vec![Settled::Applied, Settled::Stale, Settled::Applied]
+    );
+    assert_eq!(
+        store.failed_store().unwrap().count().await.unwrap(),
+        0,
+        "the stale fail was not applied"
+    );
+    if store.capabilities().claims {
+        assert_eq!(
+            total(&store, &follow).await,
+            0,
+            "no follow-up from a stale step"
+        );
+    }
+    if let Some(groups) = store.capabilities().groups {
+        assert!(groups.counters(&group).await.unwrap().is_empty());
+    }
+    let again = reserve_all(&store, &q, 1).await.remove(0);
+    assert_eq!(again.lease.job_id, held[2].lease.job_id);
+    assert_eq!(again.attempts, 2, "a retry keeps the attempt counted");
+    // Settling the same lease twice in one batch applies it once.
+    let reply = store
+        .settle(
+            vec![
+                Settle::ack(again.lease.clone()),
+                Settle::ack(again.lease.clone()),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied, Settled::Stale]);
+    assert_eq!(total(&store, &q).await, 0);
+}
+
+/// A push effect pushes its follow-up in the settle's step; a replay, or a second step with
+/// the same deterministic id, pushes nothing more; a push effect without its key is refused
+/// before anything changes.
+pub async fn push_effects_are_exactly_once(store: Store) {
+    if !store.capabilities().claims {
+        return skip("push_effects_are_exactly_once", &store, "no unique claims");
+    }
+    let (q, next) = (unique("q"), unique("next"));
+    let key = unique("callback");
+    store
+        .push(vec![
+            job(&q, "a", b"a"),
+            job(&q, "b", b"b"),
+            job(&q, "c", b"c"),
+        ])
+        .await
+        .unwrap();
+    let held = reserve_all(&store, &q, 3).await;
+    let follow_up = || Effect::Push(job(&next, "then", b"follow-up").unique(Unique::new(&key)));
+    let first = Settle::ack(held[0].lease.clone()).effect(follow_up());
+    assert_eq!(
+        store
+            .settle(vec![first.clone()], None)
+            .await
+            .unwrap()
+            .settled,
+        vec![Settled::Applied]
+    );
+    assert_eq!(total(&store, &next).await, 1, "pushed with the transition");
+    assert_eq!(
+        store.settle(vec![first], None).await.unwrap().settled,
+        vec![Settled::Stale],
+        "a replay is stale"
+    );
+    let second = Settle::ack(held[1].lease.clone()).effect(follow_up());
+    assert_eq!(
+        store.settle(vec![second], None).await.unwrap().settled,
+        vec![Settled::Applied],
+        "the step applies"
+    );
+    assert_eq!(
+        total(&store, &next).await,
+        1,
+        "the deterministic id kept the second push out"
+    );
+    let got = reserve_all(&store, &next, 1).await.remove(0);
+    assert_eq!(
+        (got.name.as_str(), got.payload.as_slice()),
+        ("then", &b"follow-up"[..])
+    );
+
+    let keyless = Settle::ack(held[2].lease.clone()).effect(Effect::Push(job(&next, "x", b"x")));
+    let err = store.settle(vec![keyless], None).await.unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err}");
+    assert_eq!(
+        store.extend(&[held[2].lease.clone()], LONG).await.unwrap(),
+        vec![queue_core::LeaseStatus::Held],
+        "a refused batch changed nothing"
+    );
+}
+
+/// Counter deltas are applied with their transition, exactly once per settled job, under
+/// concurrency, and never for a stale lease; a group can be read and removed.
+pub async fn count_effects_are_exact(store: Store) {
+    let Some(groups) = store.capabilities().groups else {
+        return skip("count_effects_are_exact", &store, "no group counters");
+    };
+    let q = unique("q");
+    let group = unique("batch");
+    const N: usize = 400;
+    store
+        .push(
+            (0..N)
+                .map(|i| job(&q, "m", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (store, q, group) = (store.clone(), q.clone(), group.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut settled = 0;
+            loop {
+                let got = store.reserve(&request(&[&q], LONG, 7)).await.unwrap();
+                if got.is_empty() {
+                    return settled;
+                }
+                let batch: Vec<Settle> = got
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let (outcome, counter) = if (worker + i) % 5 == 0 {
+                            (
+                                Outcome::Fail {
+                                    reason: "no".into(),
+                                },
+                                "failed",
+                            )
+                        } else {
+                            (Outcome::Ack, "succeeded")
+                        };
+                        Settle::new(r.lease.clone(), outcome).effect(Effect::Count {
+                            group: group.clone(),
+                            deltas: vec![(counter.into(), 1), ("pending".into(), -1)],
+                        })
+                    })
+                    .collect();
+                let replay = batch.clone();
+                let reply = store.settle(batch, None).await.unwrap();
+                assert!(reply.settled.iter().all(|s| *s == Settled::Applied));
+                // A replay of the whole batch (a lost reply, a redelivery) counts nothing.
+                let reply = store.settle(replay, None).await.unwrap();
+                assert!(reply.settled.iter().all(|s| *s == Settled::Stale));
+                settled += got.len();
+            }
+        }));
+    }
+    let mut settled = 0;
+    for task in tasks {
+        settled += task.await.unwrap();
+    }
+    assert_eq!(settled, N);
+    let counters = groups.counters(&group).await.unwrap();
+    let get = |name: &str| {
+        counters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    let failed = failed_list(&store, N).await.len() as i64;
+    assert_eq!(get("pending"), -(N as i64), "{counters:?}");
+    assert_eq!(get("succeeded") + get("failed"), N as i64, "{counters:?}");
+    assert_eq!(
+        get("failed"),
+        failed,
+        "one count per failed job: {counters:?}"
+    );
+    let names: Vec<&str> = counters.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["failed", "pending", "succeeded"], "sorted by name");
+    assert!(groups.remove(&group).await.unwrap());
+    assert!(groups.counters(&group).await.unwrap().is_empty());
+    assert!(!groups.remove(&group).await.unwrap());
+}
+
+/// A job pushed with a key held by another is a duplicate naming the holder; the claim is
+/// released by the transition its `until` names, on every path.
+pub async fn unique_claims_follow_the_job(store: Store) {
+    if !store.capabilities().claims {
+        return skip("unique_claims_follow_the_job", &store, "no unique claims");
+    }
+    let q = unique("q");
+    let key = unique("k");
+
+    // Terminal: held while waiting and running, released by the acknowledgement.
+    let pushed = store
+        .push(vec![
+            unique_job(&q, b"1", &key, Until::Terminal),
+            unique_job(&q, b"2", &key, Until::Terminal),
+        ])
+        .await
+        .unwrap();
+    let holder = match &pushed[0] {
+        Pushed::Created(id) => id.clone(),
+        other => panic!("first push: {other:?}"),
+    };
+    assert_eq!(pushed[1], Pushed::Duplicate(holder.clone()), "same batch");
+    assert_eq!(
+        store
+            .push_one(unique_job(&q, b"3", &key, Until::Terminal))
+            .await
+            .unwrap(),
+        Pushed::Duplicate(holder.clone())
+    );
+    let running = reserve_all(&store, &q, 1).await.remove(0);
+    assert!(!store
+        .push_one(unique_job(&q, b"4", &key, Until::Terminal))
+        .await
+        .unwrap()
+        .is_created());
+    store.retry(&running.lease, Duration::ZERO).await.unwrap();
+    assert!(
+        !store
+            .push_one(unique_job(&q, b"5", &key, Until::Terminal))
+            .await
+            .unwrap()
+            .is_created(),
+        "a retry keeps the claim"
+    );
+    let running = reserve_all(&store, &q, 1).await.remove(0);
+    store.acknowledge(&[running.lease]).await.unwrap();
+    let again = store
+        .push_one(unique_job(&q, b"6", &key, Until::Terminal))
+        .await
+        .unwrap();
+    assert!(again.is_created(), "released by the acknowledgement");
+
+    // Started: released by the reservation.
+    let started = unique("k");
+    store
+        .push_one(unique_job(&q, b"s", &started, Until::Started))
+        .await
+        .unwrap();
+    let all = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(store
+        .push_one(unique_job(&q, b"s2", &started, Until::Started))
+        .await
+        .unwrap()
+        .is_created());
+    // Terminal: released by a failure too.
+    let failing = all
+        .iter()
+        .find(|r| r.payload == b"6")
+        .expect("the terminal job");
+    store.fail(&failing.lease, "no").await.unwrap();
+    assert!(store
+        .push_one(unique_job(&q, b"7", &key, Until::Terminal))
+        .await
+        .unwrap()
+        .is_created());
+    let leftovers = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    let mut leases: Vec<Lease> = leftovers.iter().map(|r| r.lease.clone()).collect();
+    leases.extend(
+        all.iter()
+            .filter(|r| r.payload == b"s")
+            .map(|r| r.lease.clone()),
+    );
+    store.acknowledge(&leases).await.unwrap();
+    assert_eq!(total(&store, &q).await, 0);
+}
+
+/// `until = succeeded`: a job that fails keeps its key in the failed store; retrying it keeps
+/// the key, forgetting it releases the key; a failed job whose key was taken meanwhile stays.
+pub async fn unique_claims_in_the_failed_store(store: Store) {
+    if !store.capabilities().claims {
+        return skip(
+            "unique_claims_in_the_failed_store",
+            &store,
+            "no unique claims",
+        );
+    }
+    let q = unique("q");
+    let key = unique("k");
+    let first = store
+        .push_one(unique_job(&q, b"1", &key, Until::Succeeded))
+        .await
+        .unwrap()
+        .into_id();
+    let running = reserve_all(&store, &q, 1).await.remove(0);
+    store.fail(&running.lease, "broke").await.unwrap();
+    assert_eq!(
+        store
+            .push_one(unique_job(&q, b"2", &key, Until::Succeeded))
+            .await
+            .unwrap(),
+        Pushed::Duplicate(first.clone()),
+        "the failed job holds its key"
+    );
+    let failed = failed_list(&store, 10).await.remove(0);
+    assert_eq!(
+        failed.unique,
+        Some(Unique::new(&key).until(Until::Succeeded))
+    );
+    let retried = store
+        .failed_store()
+        .unwrap()
+        .retry(&failed.id)
+        .await
+        .unwrap()
+        .expect("it was there");
+    let Pushed::Created(new_id) = retried else {
+        panic!("retry: {retried:?}");
+    };
+    assert!(
+        !store
+            .push_one(unique_job(&q, b"3", &key, Until::Succeeded))
+            .await
+            .unwrap()
+            .is_created(),
+        "the retried job holds the key"
+    );
+    let running = reserve_all(&store, &q, 1).await.remove(0);
+    assert_eq!(running.lease.job_id, new_id);
+    store.fail(&running.lease, "broke again").await.unwrap();
+    let failed = failed_list(&store, 10).await.remove(0);
+    assert!(store
+        .failed_store()
+        .unwrap()
+        .forget(&failed.id)
+        .await
+        .unwrap());
+    assert!(
+        store
+            .push_one(unique_job(&q, b"4", &key, Until::Terminal))
+            .await
+            .unwrap()
+            .is_created(),
+        "forgetting released the key"
+    );
+
+    // A terminal claim is released by the failure; a retry claims it again, and stays in
+    // the failed store while another job holds it.
+    let other = unique("k");
+    store
+        .push_one(unique_job(&q, b"5", &other, Until::Terminal))
+        .await
+        .unwrap();
+    let all = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    let five = all.iter().find(|r| r.payload == b"5").expect("job 5");
+    store.fail(&five.lease, "no").await.unwrap();
+    let holder = store
+        .push_one(unique_job(&q, b"6", &other, Until::Terminal))
+        .await
+        .unwrap();
+    assert!(holder.is_created());
+    let failed = failed_list(&store, 10)
+        .await
+        .into_iter()
+        .find(|f| f.payload == b"5")
+        .expect("job 5 failed");
+    assert_eq!(
+        store
+            .failed_store()
+            .unwrap()
+            .retry(&failed.id)
+            .await
+            .unwrap(),
+        Some(Pushed::Duplicate(holder.into_id()))
+    );
+    assert!(
+        store
+            .failed_store()
+            .unwrap()
+            .get(&failed.id)
+            .await
+            .unwrap()
+            .is_some(),
+        "a retry refused for its key leaves the failed job where it was"
+    );
+}
+
+/// Clearing a queue releases the keys of the jobs it deletes.
+pub async fn clear_releases_claims(store: Store) {
+    if !store.capabilities().claims {
+        return skip("clear_releases_claims", &store, "no unique claims");
+    }
+    let q = unique("q");
+    let key = unique("k");
+    store
+        .push_one(unique_job(&q, b"1", &key, Until::Terminal))
+        .await
+        .unwrap();
+    assert_eq!(store.inspect().unwrap().clear(&q).await.unwrap(), 1);
+    assert!(store
+        .push_one(unique_job(&q, b"2", &key, Until::Terminal))
+        .await
+        .unwrap()
+        .is_created());
+}
+
+/// 1,000 dispatches of one key from 50 concurrent tasks make one job.
+pub async fn unique_claims_under_contention(store: Store) {
+    if !store.capabilities().claims {
+        return skip("unique_claims_under_contention", &store, "no unique claims");
+    }
+    let q = unique("q");
+    let key = unique("k");
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        let (store, q, key) = (store.clone(), q.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in 0..20 {
+                let payload = format!("{t}-{i}");
+                let jobs = vec![unique_job(&q, payload.as_bytes(), &key, Until::Terminal)];
+                results.extend(store.push(jobs).await.unwrap());
+            }
+            results
+        }));
+    }
+    let mut created = Vec::new();
+    let mut holders = HashSet::new();
+    for task in tasks {
+        for pushed in task.await.unwrap() {
+            holders.insert(pushed.id().clone());
+            if pushed.is_created() {
+                created.push(pushed.into_id());
+            }
+        }
+    }
+    assert_eq!(created.len(), 1, "one job for one key");
+    assert_eq!(holders.len(), 1, "every duplicate names the one holder");
+    assert_eq!(total(&store, &q).await, 1);
+}
+
+/// Jobs listed by state, first due first, a page at a time by cursor.
+pub async fn list_jobs_by_state(store: Store) {
+    let inspect = store.inspect().unwrap();
+    let q = unique("q");
+    store
+        .push(
+            (0..5)
+                .map(|i| job(&q, "w", format!("w{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    store
+        .push(vec![job(&q, "d", b"d").available(
+            queue_core::Availability::After(Duration::from_secs(3600)),
+        )])
+        .await
+        .unwrap();
+    let held = reserve_all(&store, &q, 1).await.remove(0);
+    let first = match inspect
+        .jobs(&q, JobState::Waiting, PageRequest::first(3))
+        .await
+    {
+        Ok(page) => page,
+        Err(Error::NotSupported { .. }) => {
+            return skip("list_jobs_by_state", &store, "it cannot list its keys");
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(first.items.len(), 3);
+    let second = inspect
+        .jobs(
+            &q,
+            JobState::Waiting,
+            PageRequest::after(first.next.clone().expect("a second page"), 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.items.len(), 1);
+    let waiting: Vec<_> = first.items.iter().chain(&second.items).collect();
+    let ids: HashSet<_> = waiting.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids.len(), 4, "no job twice across pages");
+    assert!(waiting
+        .iter()
+        .all(|j| j.state == JobState::Waiting && j.queue == q));
+    assert!(!ids.contains(&held.lease.job_id));
+    let delayed = inspect
+        .jobs(&q, JobState::Delayed, PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(delayed.items.len(), 1);
+    assert_eq!(delayed.items[0].name, "d");
+    assert_eq!(delayed.next, None);
+    let reserved = inspect
+        .jobs(&q, JobState::Reserved, PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(reserved.items.len(), 1);
+    assert_eq!(reserved.items[0].id, held.lease.job_id);
+    assert_eq!(reserved.items[0].attempts, 1);
+}
