@@ -70,7 +70,7 @@ async fn connection_errors_and_debug_output_hide_the_password() {
                 assert!(
                     !text.contains(SECRET),
                     "the error for {} shows the password: {text}",
-                    queue_core::config::redact_url(&url)
+                    queue_core::redact_url(&url)
                 );
             }
         }

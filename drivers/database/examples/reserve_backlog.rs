@@ -144,7 +144,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for url in &urls {
         if let Err(e) = run(url).await {
-            println!("| {} | error: {e} |", queue_core::config::redact_url(url));
+            println!("| {} | error: {e} |", queue_core::redact_url(url));
         }
     }
 }

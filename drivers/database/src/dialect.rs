@@ -271,7 +271,7 @@ pub fn schema_for_url(
     let dialect = Dialect::from_url(url).ok_or_else(|| {
         Error::Config(format!(
             "`{}` is not a SQL database URL: the schema is printed for sqlite:, postgres://, postgresql://, mysql:// and mariadb:// URLs",
-            queue_core::config::redact_url(url)
+            queue_core::redact_url(url)
         ))
     })?;
     let tables = Tables::new(

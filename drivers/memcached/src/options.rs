@@ -61,7 +61,7 @@ impl MemcachedOptions {
     /// `missing_slot_wait`, `poll` (durations as `250ms`, `5s`).
     pub fn from_url(url: &str) -> Result<Self, MemcachedError> {
         // Never quote a password back: errors end up in logs.
-        let shown = queue_core::config::redact_url(url);
+        let shown = queue_core::redact_url(url);
         let bad = |why: String| MemcachedError::Config(format!("{why} in `{shown}`"));
         let rest = url
             .strip_prefix("memcache://")

@@ -36,7 +36,7 @@ pub struct RedisOptions {
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
-            .field("url", &queue_core::config::redact_url(&self.url))
+            .field("url", &queue_core::redact_url(&self.url))
             .field("prefix", &self.prefix)
             .field("failed_prefix", &self.failed_prefix)
             .field("allow_eviction", &self.allow_eviction)

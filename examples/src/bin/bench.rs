@@ -356,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
     for url in &args.urls {
         match bench(url, &args).await {
             Ok(row) => println!("| {} |", row.join(" | ")),
-            Err(e) => println!("| {} | error: {e:#} |", queue_core::config::redact_url(url)),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
         }
     }
     Ok(())

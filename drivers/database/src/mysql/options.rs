@@ -165,14 +165,14 @@ impl MySqlOptions {
             _ => {
                 return Err(Error::Config(format!(
                     "`{}` is not a MySQL URL: it must start with mysql:// or mariadb://",
-                    queue_core::config::redact_url(url)
+                    queue_core::redact_url(url)
                 )))
             }
         };
         let options = MySqlConnectOptions::from_str(&format!("mysql://{rest}")).map_err(|e| {
             Error::Config(format!(
                 "bad MySQL URL `{}`: {e}",
-                queue_core::config::redact_url(url)
+                queue_core::redact_url(url)
             ))
         })?;
         Ok(options.timezone(Some("+00:00".to_owned())))

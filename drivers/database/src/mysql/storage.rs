@@ -216,7 +216,7 @@ impl MySqlStorage {
                 claim: Hot::discarding(claim, 2),
                 sql: Statements::new(&tables, returning),
                 tables,
-                url: queue_core::config::redact_url(options.get_url()),
+                url: queue_core::redact_url(options.get_url()),
                 settings: options.settings().clone(),
                 flavor,
                 version,

@@ -190,13 +190,13 @@ impl PgOptions {
         if !matches!(scheme, Some("postgres" | "postgresql")) {
             return Err(Error::Config(format!(
                 "`{}` is not a PostgreSQL URL: it must start with postgres:// or postgresql://",
-                queue_core::config::redact_url(url)
+                queue_core::redact_url(url)
             )));
         }
         PgConnectOptions::from_str(url).map_err(|e| {
             Error::Config(format!(
                 "bad PostgreSQL URL `{}`: {e}",
-                queue_core::config::redact_url(url)
+                queue_core::redact_url(url)
             ))
         })
     }

@@ -197,7 +197,7 @@ impl PgStorage {
                 sql: Statements::new(&tables, &channel),
                 channel,
                 tables,
-                url: queue_core::config::redact_url(options.get_url()),
+                url: queue_core::redact_url(options.get_url()),
                 settings: options.settings().clone(),
                 wake: options.wants_listen().then(|| Arc::new(Wake::new())),
                 connect,
