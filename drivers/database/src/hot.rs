@@ -1,8 +1,10 @@
-//! Connections kept at hand for the hot path (reserve, acknowledge, extend, release, push).
+//! Connections kept at hand for the hot path (reserve, settle, extend, push).
 //!
 //! sqlx's pool pings every connection it gets back (and, by default, every one it hands
 //! out) to make sure it is still usable: two extra round trips per statement, which is most
-//! of the cost of a statement that commits without waiting for the disk. A connection that
+//! of the cost of a statement that commits without waiting for the disk. (sqlx-core
+//! `src/pool/connection.rs`, `return_to_pool`: "test the connection on-release ... this is
+//! simply a band-aid".) A connection that
 //! just ran a statement successfully is known to be usable, so it is kept here and handed out
 //! again as it is. Anything else (an error, a future dropped half-way, a connection idle for
 //! a while) goes back to the pool, which checks it, and the next statement takes a checked
@@ -44,6 +46,8 @@ impl<DB: Database> std::fmt::Debug for Hot<DB> {
 pub(crate) struct Lent<'a, DB: Database> {
     conn: Option<PoolConnection<DB>>,
     home: &'a Hot<DB>,
+    /// Close the connection if it is dropped without being kept.
+    discard: bool,
 }
 
 impl<DB: Database> Hot<DB> {
@@ -62,7 +66,6 @@ impl<DB: Database> Hot<DB> {
     /// using it was dropped half-way) is closed instead of going back to the pool. For
     /// connections that run without autocommit, where a failure can leave a transaction
     /// open.
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) fn discarding(pool: Pool<DB>, keep: usize) -> Hot<DB> {
         let mut hot = Hot::new(pool, keep);
         hot.discard = true;
@@ -107,6 +110,7 @@ impl<DB: Database> Hot<DB> {
         Lent {
             conn: Some(conn),
             home: self,
+            discard: self.discard,
         }
     }
 
@@ -130,6 +134,12 @@ impl<DB: Database> Drop for Hot<DB> {
 }
 
 impl<DB: Database> Lent<'_, DB> {
+    /// From now on, close the connection if it is dropped without being kept: a transaction
+    /// is open on it.
+    pub(crate) fn discard_unless_kept(&mut self) {
+        self.discard = true;
+    }
+
     /// The work on the connection succeeded: keep it at hand for the next statement.
     pub(crate) fn keep(mut self) {
         if let Some(conn) = self.conn.take() {
@@ -145,7 +155,7 @@ impl<DB: Database> Lent<'_, DB> {
 
 impl<DB: Database> Drop for Lent<'_, DB> {
     fn drop(&mut self) {
-        if self.home.discard {
+        if self.discard {
             if let Some(conn) = self.conn.take() {
                 // Closing the socket ends the session, and the server rolls back whatever
                 // was open.
@@ -174,7 +184,7 @@ impl<DB: Database> DerefMut for Lent<'_, DB> {
     }
 }
 
-#[cfg(all(test, feature = "postgres"))]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
 
@@ -182,18 +192,18 @@ mod tests {
     /// must not panic on its kept connections.
     #[test]
     fn dropped_outside_a_runtime() {
-        let url = std::env::var("POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
         let hot = runtime.block_on(async {
-            let pool = sqlx::PgPool::connect_lazy(&url).ok()?;
+            let pool = sqlx::SqlitePool::connect("sqlite::memory:")
+                .await
+                .expect("an in-memory database");
             let hot = Hot::new(pool, 2);
-            let conn = hot.get().await.ok()?;
-            conn.keep();
-            Some(hot)
+            hot.get().await.expect("a connection").keep();
+            assert_eq!(hot.idle.lock().unwrap().len(), 1, "the connection is kept");
+            hot
         });
         drop(runtime);
         drop(hot);

@@ -11,19 +11,14 @@
 //!
 //! Every attempt runs the whole operation again, from a fresh connection of the store's
 //! pool: a deadlock undoes the whole transaction, and a lock-wait timeout (MySQL) only the
-//! statement that waited, so a transaction that met one is rolled back explicitly
-//! ([`settle`]) before the next attempt.
+//! statement that waited, so a transaction that met one is rolled back explicitly (the
+//! store's `unit`) before the next attempt.
 
 use std::fmt;
-use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use queue_core::{Error, Result};
-
-use crate::hot::Hot;
+use queue_core::Error;
 
 /// Attempts after the first, at most.
 pub(crate) const RETRIES: u32 = 5;
@@ -35,7 +30,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 
 /// A transient conflict the server reported, and undid the work for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Conflict {
+pub enum Conflict {
     /// MySQL 1213 (SQLSTATE 40001), PostgreSQL 40P01: the whole transaction was rolled back.
     Deadlock,
     /// MySQL 1205 (`innodb_lock_wait_timeout`): the statement was rolled back, the
@@ -43,9 +38,8 @@ pub(crate) enum Conflict {
     /// aborted.
     LockWaitTimeout,
     /// PostgreSQL 40001, under `REPEATABLE READ` or `SERIALIZABLE` (a server or role
-    /// default): the transaction was rolled back.
-    // MySQL reports its serialization failures as deadlocks (1213).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    /// default): the transaction was rolled back. (MySQL reports its serialization failures
+    /// as deadlocks.)
     SerializationFailure,
 }
 
@@ -59,46 +53,10 @@ impl fmt::Display for Conflict {
     }
 }
 
-/// Tells a dialect's transient conflicts from every other error.
-pub(crate) type Classify = fn(&sqlx::Error) -> Option<Conflict>;
-
-/// MySQL and MariaDB: error 1213 (`ER_LOCK_DEADLOCK`) and 1205 (`ER_LOCK_WAIT_TIMEOUT`).
-#[cfg(feature = "mysql")]
-pub(crate) fn mysql_conflict(error: &sqlx::Error) -> Option<Conflict> {
-    let error = error
-        .as_database_error()?
-        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()?;
-    match error.number() {
-        1213 => Some(Conflict::Deadlock),
-        1205 => Some(Conflict::LockWaitTimeout),
-        _ => None,
-    }
-}
-
-/// PostgreSQL: SQLSTATE 40P01 (`deadlock_detected`), 40001 (`serialization_failure`) and
-/// 55P03 (`lock_not_available`, a `lock_timeout` set on the server or the role).
-#[cfg(feature = "postgres")]
-pub(crate) fn pg_conflict(error: &sqlx::Error) -> Option<Conflict> {
-    let error = error
-        .as_database_error()?
-        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
-    match error.code() {
-        "40P01" => Some(Conflict::Deadlock),
-        "40001" => Some(Conflict::SerializationFailure),
-        "55P03" => Some(Conflict::LockWaitTimeout),
-        _ => None,
-    }
-}
-
-/// The second argument of a [`Retry::on`] statement. It only tells the compiler that what the
-/// statement's future borrows (for `'a`) outlives its borrow of the connection (`'c`): a
-/// `for<'c>` closure could otherwise borrow nothing but `'static` data.
-pub(crate) type Borrows<'c, 'a> = PhantomData<&'c &'a ()>;
-
 /// The retry policy of one store, and the count of retries it made.
 pub(crate) struct Retry {
     driver: &'static str,
-    classify: Classify,
+    classify: fn(&sqlx::Error) -> Option<Conflict>,
     retried: AtomicU64,
 }
 
@@ -112,7 +70,10 @@ impl fmt::Debug for Retry {
 }
 
 impl Retry {
-    pub(crate) fn new(driver: &'static str, classify: Classify) -> Retry {
+    pub(crate) fn new(
+        driver: &'static str,
+        classify: fn(&sqlx::Error) -> Option<Conflict>,
+    ) -> Retry {
         Retry {
             driver,
             classify,
@@ -136,77 +97,43 @@ impl Retry {
         }
     }
 
-    /// Runs `attempt` until it succeeds, fails with anything but a conflict, or has been run
-    /// [`RETRIES`] times more. Each attempt must be the whole operation, on a connection of
-    /// its own, and must leave nothing open when it fails (see [`settle`]).
-    pub(crate) async fn run<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let mut retries = 0;
-        loop {
-            let error = match attempt().await {
-                Ok(done) => return Ok(done),
-                Err(error) => error,
-            };
-            let Some(conflict) = self.conflict(&error) else {
-                return Err(error);
-            };
-            if retries == RETRIES {
-                tracing::warn!(
-                    driver = self.driver,
-                    operation,
-                    %conflict,
-                    %error,
-                    "still conflicting after {RETRIES} retries: giving up"
-                );
-                return Err(error);
-            }
-            retries += 1;
-            self.retried.fetch_add(1, Ordering::Relaxed);
-            let wait = backoff(retries);
-            tracing::debug!(
+    /// Whether an operation that failed with `error` after `retries` retries is to be run
+    /// again: only after a conflict, at most [`RETRIES`] times; the backoff is slept here.
+    /// Each attempt must be the whole operation, on a connection of its own, and must leave
+    /// nothing open when it fails.
+    pub(crate) async fn again(
+        &self,
+        operation: &'static str,
+        error: &Error,
+        retries: &mut u32,
+    ) -> bool {
+        let Some(conflict) = self.conflict(error) else {
+            return false;
+        };
+        if *retries == RETRIES {
+            tracing::warn!(
                 driver = self.driver,
                 operation,
                 %conflict,
                 %error,
-                retry = retries,
-                ?wait,
-                "transient conflict: the server undid the attempt, running it again"
+                "still conflicting after {RETRIES} retries: giving up"
             );
-            tokio::time::sleep(wait).await;
+            return false;
         }
-    }
-
-    /// Runs one statement as an operation of [`run`](Self::run): each attempt takes a
-    /// connection of `hot`, runs `statement` on it and keeps the connection at hand if that
-    /// succeeded. After a failure the connection is dropped without being kept, so it goes
-    /// back to the pool to be checked (or is closed, from a [discarding](Hot::discarding)
-    /// `hot`).
-    ///
-    /// `statement` gets the connection and a [`Borrows`] marker, to be ignored (`|conn, _|`).
-    pub(crate) async fn on<'a, DB, T, F>(
-        &self,
-        hot: &Hot<DB>,
-        operation: &'static str,
-        statement: F,
-    ) -> Result<T>
-    where
-        DB: sqlx::Database,
-        F: for<'c> Fn(&'c mut DB::Connection, Borrows<'c, 'a>) -> BoxFuture<'c, Result<T>>,
-    {
-        let statement = &statement;
-        self.run(operation, || async move {
-            let mut conn = hot
-                .get()
-                .await
-                .map_err(|e| Error::backend(self.driver, e))?;
-            let done = statement(&mut conn, PhantomData).await?;
-            conn.keep();
-            Ok(done)
-        })
-        .await
+        *retries += 1;
+        self.retried.fetch_add(1, Ordering::Relaxed);
+        let wait = backoff(*retries);
+        tracing::debug!(
+            driver = self.driver,
+            operation,
+            %conflict,
+            %error,
+            retry = *retries,
+            ?wait,
+            "transient conflict: the server undid the attempt, running it again"
+        );
+        tokio::time::sleep(wait).await;
+        true
     }
 }
 
@@ -226,30 +153,6 @@ fn unit_random() -> f64 {
         .finish();
     // The top 53 bits, as many as an f64 holds exactly.
     (bits >> 11) as f64 / (1_u64 << 53) as f64
-}
-
-/// Ends a transaction by its outcome: commits after `Ok`, rolls back after `Err` and
-/// returns the error. The explicit rollback matters after a MySQL lock-wait timeout, which
-/// undoes only the statement that waited: the transaction's earlier statements, and their
-/// locks, would otherwise stay until the connection is next used. If the rollback itself
-/// fails, its error is returned instead (the connection's state is unknown: not a conflict,
-/// not retried).
-#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-pub(crate) async fn settle<DB: sqlx::Database, T>(
-    tx: sqlx::Transaction<'_, DB>,
-    result: Result<T>,
-    driver: &'static str,
-) -> Result<T> {
-    match result {
-        Ok(done) => {
-            tx.commit().await.map_err(|e| Error::backend(driver, e))?;
-            Ok(done)
-        }
-        Err(error) => {
-            tx.rollback().await.map_err(|e| Error::backend(driver, e))?;
-            Err(error)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -273,7 +176,7 @@ mod tests {
         let retry = Retry::new("test", timeouts_conflict);
         let calls = AtomicU32::new(0);
         let got = retry
-            .run("op", || async {
+            .run("op", async || {
                 if calls.fetch_add(1, Ordering::Relaxed) < 2 {
                     Err(conflict())
                 } else {
@@ -292,7 +195,7 @@ mod tests {
         let retry = Retry::new("test", timeouts_conflict);
         let calls = AtomicU32::new(0);
         let got: Result<()> = retry
-            .run("op", || async {
+            .run("op", async || {
                 calls.fetch_add(1, Ordering::Relaxed);
                 Err(conflict())
             })
@@ -322,7 +225,7 @@ mod tests {
         for error in errors {
             let calls = AtomicU32::new(0);
             let got: Result<()> = retry
-                .run("op", || async {
+                .run("op", async || {
                     calls.fetch_add(1, Ordering::Relaxed);
                     Err(error())
                 })
@@ -346,22 +249,5 @@ mod tests {
         assert!((0..1000)
             .map(|_| unit_random())
             .all(|x| (0.0..1.0).contains(&x)));
-    }
-
-    /// Dialects: errors that are not from the server are never conflicts.
-    #[test]
-    fn dialects_see_no_conflict_in_client_errors() {
-        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-        #[cfg(feature = "mysql")]
-        {
-            assert_eq!(mysql_conflict(&io), None);
-            assert_eq!(mysql_conflict(&sqlx::Error::PoolTimedOut), None);
-        }
-        #[cfg(feature = "postgres")]
-        {
-            assert_eq!(pg_conflict(&io), None);
-            assert_eq!(pg_conflict(&sqlx::Error::PoolTimedOut), None);
-        }
-        let _ = io;
     }
 }

@@ -1,17 +1,13 @@
-//! What differs between the SQL databases this crate speaks: the schema and its table names.
-//!
-//! The statements themselves live in one module per dialect (`sqlite/sql.rs`,
-//! `postgres/sql.rs`, `mysql/sql.rs`): their SQL differs too much to share. This module holds
-//! what every dialect does share: validated table names and the schema text that
-//! `Storage::migrate` applies and `runall table` prints. It does not depend on the cargo
-//! features, so a binary built for one database can still print the schema of another.
+//! The schema of a store: its checked table names and the migration files, for every
+//! database whatever the cargo features, so a binary built for one database can still print
+//! the schema of another (`runall table`).
 
 use std::fmt;
 
 use queue_core::{Error, Result};
 
-/// A SQL dialect this crate knows. Each has its driver behind a cargo feature of the same
-/// name (`sqlite`, `postgres`, `mysql`).
+/// A SQL database this crate knows, for its schema. The driver of each is behind a cargo
+/// feature of the same name (`sqlite`, `postgres`, `mysql`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Dialect {
@@ -21,6 +17,38 @@ pub enum Dialect {
     Postgres,
     /// MySQL 8.0.13 or newer, or MariaDB 10.6 or newer: `mysql://` and `mariadb://` URLs.
     MySql,
+}
+
+/// The migration files of one database, in order: the same names for each.
+macro_rules! migrations {
+    ($db:literal) => {
+        &[
+            (
+                "0001_jobs.sql",
+                include_str!(concat!("../migrations/", $db, "/0001_jobs.sql")),
+            ),
+            (
+                "0002_failed_jobs.sql",
+                include_str!(concat!("../migrations/", $db, "/0002_failed_jobs.sql")),
+            ),
+            (
+                "0003_locks.sql",
+                include_str!(concat!("../migrations/", $db, "/0003_locks.sql")),
+            ),
+            (
+                "0004_counters.sql",
+                include_str!(concat!("../migrations/", $db, "/0004_counters.sql")),
+            ),
+            (
+                "0005_claims_groups_control.sql",
+                include_str!(concat!(
+                    "../migrations/",
+                    $db,
+                    "/0005_claims_groups_control.sql"
+                )),
+            ),
+        ]
+    };
 }
 
 impl Dialect {
@@ -45,64 +73,12 @@ impl Dialect {
         }
     }
 
-    /// The migration files of this dialect, in the order they apply, with their
-    /// `{table}`, `{failed_table}`, `{locks_table}` and `{counters_table}` placeholders.
+    /// The migration files, in the order they apply, with their table placeholders.
     fn migrations(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Dialect::Sqlite => &[
-                (
-                    "0001_jobs.sql",
-                    include_str!("../migrations/sqlite/0001_jobs.sql"),
-                ),
-                (
-                    "0002_failed_jobs.sql",
-                    include_str!("../migrations/sqlite/0002_failed_jobs.sql"),
-                ),
-                (
-                    "0003_locks.sql",
-                    include_str!("../migrations/sqlite/0003_locks.sql"),
-                ),
-                (
-                    "0004_counters.sql",
-                    include_str!("../migrations/sqlite/0004_counters.sql"),
-                ),
-            ],
-            Dialect::Postgres => &[
-                (
-                    "0001_jobs.sql",
-                    include_str!("../migrations/postgres/0001_jobs.sql"),
-                ),
-                (
-                    "0002_failed_jobs.sql",
-                    include_str!("../migrations/postgres/0002_failed_jobs.sql"),
-                ),
-                (
-                    "0003_locks.sql",
-                    include_str!("../migrations/postgres/0003_locks.sql"),
-                ),
-                (
-                    "0004_counters.sql",
-                    include_str!("../migrations/postgres/0004_counters.sql"),
-                ),
-            ],
-            Dialect::MySql => &[
-                (
-                    "0001_jobs.sql",
-                    include_str!("../migrations/mysql/0001_jobs.sql"),
-                ),
-                (
-                    "0002_failed_jobs.sql",
-                    include_str!("../migrations/mysql/0002_failed_jobs.sql"),
-                ),
-                (
-                    "0003_locks.sql",
-                    include_str!("../migrations/mysql/0003_locks.sql"),
-                ),
-                (
-                    "0004_counters.sql",
-                    include_str!("../migrations/mysql/0004_counters.sql"),
-                ),
-            ],
+            Dialect::Sqlite => migrations!("sqlite"),
+            Dialect::Postgres => migrations!("postgres"),
+            Dialect::MySql => migrations!("mysql"),
         }
     }
 }
@@ -118,18 +94,20 @@ pub const DEFAULT_TABLE: &str = "jobs";
 /// The default name of the failed-jobs table.
 pub const DEFAULT_FAILED_TABLE: &str = "failed_jobs";
 
+/// What the tables named after the jobs table are called after it: `{table}_locks` and so
+/// on (`counters` is the statistics table of before the v2 contract, which migrating drops).
+const NAMED_AFTER: [&str; 4] = ["locks", "groups", "control", "counters"];
+
 /// The names of the tables a store uses, checked to be plain SQL identifiers.
 ///
 /// Names are pasted into SQL text (a table name cannot be a bound parameter), so only
 /// `[A-Za-z_][A-Za-z0-9_]*` is accepted, at most 48 characters: nothing can be injected.
-/// The locks and counters tables are named after the jobs table: `{table}_locks`,
-/// `{table}_counters`.
+/// The locks, group counters and control tables are named after the jobs table:
+/// `{table}_locks`, `{table}_groups`, `{table}_control`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tables {
     jobs: String,
     failed: String,
-    locks: String,
-    counters: String,
 }
 
 impl Tables {
@@ -148,22 +126,18 @@ impl Tables {
                 "the jobs table and the failed-jobs table are both named `{table}`"
             )));
         }
-        let locks = format!("{table}_locks");
-        let counters = format!("{table}_counters");
-        let named_after = ["locks", "counters", "due", "pkey", "id_seq"];
-        if named_after
+        let clashes = NAMED_AFTER
             .iter()
-            .any(|suffix| failed_lower == format!("{lower}_{suffix}"))
-        {
+            .chain(&["due", "claim", "pkey", "id_seq"])
+            .any(|suffix| failed_lower == format!("{lower}_{suffix}"));
+        if clashes {
             return Err(Error::Config(format!(
-                "the failed-jobs table `{failed_table}` clashes with a table named after `{table}`"
+                "the failed-jobs table `{failed_table}` clashes with a name derived from `{table}`"
             )));
         }
         Ok(Tables {
             jobs: table.to_owned(),
             failed: failed_table.to_owned(),
-            locks,
-            counters,
         })
     }
 
@@ -177,23 +151,19 @@ impl Tables {
         &self.failed
     }
 
-    /// The locks table, `{table}_locks`.
-    pub fn locks(&self) -> &str {
-        &self.locks
+    /// A table named after the jobs table: `{table}_{what}`.
+    pub(crate) fn after(&self, what: &str) -> String {
+        format!("{}_{what}", self.jobs)
     }
 
-    /// The counters table, `{table}_counters`.
-    pub fn counters(&self) -> &str {
-        &self.counters
-    }
-
-    /// Pastes the table names into a statement's `{table}`, `{failed_table}`,
-    /// `{locks_table}` and `{counters_table}` placeholders.
+    /// Pastes the table names into a text's `{table}`, `{failed_table}` and
+    /// `{locks_table}`-like placeholders.
     pub(crate) fn fill(&self, sql: &str) -> String {
-        sql.replace("{failed_table}", &self.failed)
-            .replace("{locks_table}", &self.locks)
-            .replace("{counters_table}", &self.counters)
-            .replace("{table}", &self.jobs)
+        let mut sql = sql.replace("{failed_table}", &self.failed);
+        for what in NAMED_AFTER {
+            sql = sql.replace(&format!("{{{what}_table}}"), &self.after(what));
+        }
+        sql.replace("{table}", &self.jobs)
     }
 }
 
@@ -202,8 +172,6 @@ impl Default for Tables {
         Tables {
             jobs: DEFAULT_TABLE.to_owned(),
             failed: DEFAULT_FAILED_TABLE.to_owned(),
-            locks: format!("{DEFAULT_TABLE}_locks"),
-            counters: format!("{DEFAULT_TABLE}_counters"),
         }
     }
 }
@@ -223,11 +191,14 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
     }
 }
 
-/// The schema of a store: the statements `Storage::migrate` applies, for the dialect and the
-/// table names given (what `runall table` prints, for a team that runs its own migration
-/// tool). Every statement is idempotent (`CREATE ... IF NOT EXISTS`), so the text can be run
-/// by hand on a database that already has some of it. Statements end with `;` at the end of
-/// a line.
+/// The schema of a store, the migration files one after the other for the dialect and the
+/// table names given: what connecting applies, and what `runall table` prints for a team
+/// that runs its own migration tool. Statements end with `;` at the end of a line.
+///
+/// Apply it once to a fresh database. The files that create tables are idempotent
+/// (`CREATE ... IF NOT EXISTS`); `0005` adds columns, which SQLite and MySQL cannot do "if
+/// not exists": to upgrade a database made before it, apply that file alone (connecting
+/// with migrations on does it, skipping what is there).
 ///
 /// ```
 /// use queue_database::{schema_sql, Dialect, Tables};
@@ -235,7 +206,7 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// let tables = Tables::new("jobs", "failed_jobs")?;
 /// let sql = schema_sql(Dialect::Sqlite, &tables);
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs ("));
-/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_locks ("));
+/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_groups ("));
 /// assert!(schema_sql(Dialect::Postgres, &tables).contains("payload BYTEA"));
 /// assert!(schema_sql(Dialect::MySql, &tables).contains("ENGINE=InnoDB"));
 /// # Ok::<(), queue_core::Error>(())
@@ -281,9 +252,7 @@ pub fn schema_for_url(
     Ok(schema_sql(dialect, &tables))
 }
 
-/// The statements of a schema text, one by one, comments and blank lines left out (for
-/// drivers whose protocol runs one statement per call).
-#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+/// The statements of a schema text, one by one, comments and blank lines left out.
 pub(crate) fn statements(schema: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
@@ -303,6 +272,15 @@ pub(crate) fn statements(schema: &str) -> Vec<String> {
         out.push(current.trim().to_owned());
     }
     out
+}
+
+queue_core::__private::inventory::submit! {
+    queue_core::SchemaRegistration {
+        schemes: &["sqlite", "postgres", "postgresql", "mysql", "mariadb"],
+        schema: |url, options| {
+            schema_for_url(url, options.table.as_deref(), options.failed_table.as_deref())
+        },
+    }
 }
 
 #[cfg(test)]
@@ -325,23 +303,16 @@ mod tests {
             assert!(Tables::new(bad, "failed").is_err(), "{bad:?}");
             assert!(Tables::new("jobs", bad).is_err(), "{bad:?}");
         }
-        assert!(Tables::new("jobs", "jobs").is_err());
-        assert!(Tables::new("jobs", "jobs_locks").is_err());
-        assert!(Tables::new("jobs", "jobs_counters").is_err());
-        assert!(Tables::new("jobs", "jobs_due").is_err());
-        assert!(Tables::new("jobs", "JOBS").is_err());
-        assert!(Tables::new("Jobs", "jobs_LOCKS").is_err());
-    }
-
-    #[test]
-    fn schema_has_no_placeholders_left() {
-        let sql = schema_sql(Dialect::Sqlite, &Tables::new("q", "fq").unwrap());
-        assert!(!sql.contains('{') && !sql.contains('}'), "{sql}");
-        assert!(sql.contains("CREATE TABLE IF NOT EXISTS q ("));
-        assert!(sql.contains("CREATE TABLE IF NOT EXISTS fq ("));
-        assert!(sql.contains("CREATE TABLE IF NOT EXISTS q_locks ("));
-        assert!(sql.contains("CREATE TABLE IF NOT EXISTS q_counters ("));
-        assert!(sql.contains("CREATE INDEX IF NOT EXISTS q_due ON q (queue, due_at, id)"));
+        for clash in [
+            "jobs",
+            "JOBS",
+            "jobs_locks",
+            "jobs_groups",
+            "jobs_due",
+            "Jobs_Claim",
+        ] {
+            assert!(Tables::new("jobs", clash).is_err(), "{clash}");
+        }
     }
 
     #[test]
@@ -350,65 +321,36 @@ mod tests {
         for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
             let sql = schema_sql(dialect, &tables);
             assert!(!sql.contains('{') && !sql.contains('}'), "{dialect}: {sql}");
-            for table in ["q", "fq", "q_locks", "q_counters"] {
-                assert!(
-                    sql.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
-                    "{dialect}: {table}"
-                );
+            for table in ["q", "fq", "q_locks", "q_groups", "q_control"] {
+                let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+                assert!(sql.contains(&create), "{dialect}: {table}");
             }
+            assert!(sql.contains("DROP TABLE IF EXISTS q_counters"), "{dialect}");
             let statements = statements(&sql);
-            assert!(statements.len() >= 4, "{dialect}: {statements:?}");
-            assert!(
-                statements
-                    .iter()
-                    .all(|s| !s.ends_with(';') && !s.is_empty()),
-                "{dialect}: {statements:?}"
-            );
+            assert!(statements.len() >= 10, "{dialect}: {statements:?}");
+            assert!(statements
+                .iter()
+                .all(|s| !s.ends_with(';') && !s.is_empty()));
         }
     }
 
     #[test]
-    fn dialect_from_url() {
-        assert_eq!(Dialect::from_url("sqlite://jobs.db"), Some(Dialect::Sqlite));
-        assert_eq!(Dialect::from_url("sqlite::memory:"), Some(Dialect::Sqlite));
-        assert_eq!(
-            Dialect::from_url("postgres://u@h/db"),
-            Some(Dialect::Postgres)
-        );
-        assert_eq!(
-            Dialect::from_url("postgresql://h/db"),
-            Some(Dialect::Postgres)
-        );
-        assert_eq!(Dialect::from_url("mysql://root@h/db"), Some(Dialect::MySql));
-        assert_eq!(
-            Dialect::from_url("mariadb://root@h/db"),
-            Some(Dialect::MySql)
-        );
-        assert_eq!(Dialect::from_url("redis://x"), None);
-    }
-
-    #[test]
-    fn schema_for_urls() {
+    fn dialects_and_schemas_by_url() {
+        let cases = [
+            ("sqlite://jobs.db", Some(Dialect::Sqlite)),
+            ("sqlite::memory:", Some(Dialect::Sqlite)),
+            ("postgres://u@h/db", Some(Dialect::Postgres)),
+            ("postgresql://h/db", Some(Dialect::Postgres)),
+            ("mysql://root@h/db", Some(Dialect::MySql)),
+            ("mariadb://root@h/db", Some(Dialect::MySql)),
+            ("redis://x", None),
+        ];
+        for (url, dialect) in cases {
+            assert_eq!(Dialect::from_url(url), dialect, "{url}");
+        }
         let sql = schema_for_url("mysql://root@h/db", Some("a"), Some("b")).unwrap();
-        assert!(sql.contains("CREATE TABLE IF NOT EXISTS a ("));
         assert!(sql.contains("CREATE TABLE IF NOT EXISTS b ("));
         assert!(schema_for_url("memcached://h", None, None).is_err());
         assert!(schema_for_url("postgres://h/db", Some("bad name"), None).is_err());
     }
-}
-
-queue_core::__private::inventory::submit! {
-    queue_core::SchemaRegistration {
-        schemes: &["sqlite", "postgres", "postgresql", "mysql", "mariadb"],
-        schema: schema_for_connect,
-    }
-}
-
-/// `runall table`: the schema for a URL and the configured table names.
-fn schema_for_connect(url: &str, options: &queue_core::ConnectOptions) -> Result<String> {
-    schema_for_url(
-        url,
-        options.table.as_deref(),
-        options.failed_table.as_deref(),
-    )
 }

@@ -1,0 +1,29 @@
+-- The storage contract v2: unique claims, group counters and the control key; the old
+-- statistics counters go.
+--
+-- `unique_key`, `unique_until`: the job's unique claim as pushed, kept after its release (a
+--   failed job is claimed again when it is retried). `claim`: the key while the job holds
+--   it, NULL once released: the unique index makes a key held by one job at most.
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS unique_key TEXT,
+    ADD COLUMN IF NOT EXISTS unique_until TEXT,
+    ADD COLUMN IF NOT EXISTS claim TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS {table}_claim ON {table} (claim) WHERE claim IS NOT NULL;
+-- A job that fails for good keeps a claim held until it succeeds.
+ALTER TABLE {failed_table} ADD COLUMN IF NOT EXISTS unique_key TEXT,
+    ADD COLUMN IF NOT EXISTS unique_until TEXT,
+    ADD COLUMN IF NOT EXISTS claim TEXT;
+CREATE INDEX IF NOT EXISTS {failed_table}_claim ON {failed_table} (claim) WHERE claim IS NOT NULL;
+-- Counters of groups (batches, workflows), changed with the settle of a job. Names sort by
+-- bytes.
+CREATE TABLE IF NOT EXISTS {groups_table} (
+    grp TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (grp, name)
+);
+-- Store-wide control keys: the restart generation.
+CREATE TABLE IF NOT EXISTS {control_table} (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+DROP TABLE IF EXISTS {counters_table};

@@ -1,0 +1,442 @@
+//! SQLite: [`SqliteStorage`] on one file, shared by every worker process of one machine.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use queue_core::{Error, ReserveRequest, Reserved, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Sqlite;
+
+use crate::hot::Hot;
+use crate::options::SqlOptions;
+use crate::retry::Conflict;
+use crate::schema::{Dialect, Tables};
+use crate::sql::sealed::{Backend, Io};
+use crate::sql::{Arg, Kind};
+use crate::store::{db, reserved_rows, Open, SqlStore};
+
+/// A queue store in one SQLite file. See [`SqlStore`] and the [crate docs](crate#sqlite).
+pub type SqliteStorage = SqlStore<Sqlite>;
+
+/// How to open a [`SqliteStorage`]: a builder, with SQLite's own knobs.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_database::{SqliteOptions, Synchronous};
+///
+/// let options = SqliteOptions::new("sqlite://var/jobs.db")
+///     .table("app_jobs")
+///     .synchronous(Synchronous::Full)
+///     .busy_timeout(Duration::from_secs(30));
+/// assert_eq!(options.get_url(), "sqlite://var/jobs.db");
+/// ```
+pub type SqliteOptions = SqlOptions<Sqlite>;
+
+/// The oldest SQLite with `unixepoch('subsec')` and `unhex`.
+const MIN_VERSION: (u32, u32) = (3, 42);
+
+/// How hard SQLite works to get a commit onto the disk (`PRAGMA synchronous`).
+///
+/// The store always runs in WAL mode. With [`Normal`](Synchronous::Normal), the default, a
+/// commit is written to the write-ahead log but not flushed to the disk: a crash of the
+/// *process* loses nothing that was committed, but a power loss or an operating-system crash
+/// can lose the last transactions (the database itself stays consistent). With
+/// [`Full`](Synchronous::Full) every commit is flushed before it returns, so it survives a
+/// power loss too, at the price of one `fsync` per transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Synchronous {
+    /// Commits survive a crash of the process, not of the machine. Fast.
+    #[default]
+    Normal,
+    /// Commits survive a power loss: each is flushed to the disk.
+    Full,
+}
+
+impl FromStr for Synchronous {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Synchronous::Normal),
+            "full" => Ok(Synchronous::Full),
+            other => Err(Error::Config(format!(
+                "unknown synchronous setting `{other}`: use `normal` or `full`"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Synchronous::Normal => "normal",
+            Synchronous::Full => "full",
+        })
+    }
+}
+
+/// SQLite's knobs in [`SqliteOptions`].
+#[derive(Debug, Clone)]
+pub struct SqliteKnobs {
+    synchronous: Option<Synchronous>,
+    busy_timeout: Duration,
+}
+
+impl Default for SqliteKnobs {
+    fn default() -> Self {
+        SqliteKnobs {
+            synchronous: None,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// # URLs
+///
+/// - `sqlite://jobs.db`: `jobs.db` relative to the working directory;
+/// - `sqlite:///var/lib/app/jobs.db`: an absolute path;
+/// - `sqlite::memory:`: a private in-memory database, gone when the store is dropped (one
+///   connection; for tests);
+/// - `?synchronous=full` (or `normal`) sets [`Synchronous`]; sqlx's own parameters (`mode`,
+///   `vfs`, `immutable`) pass through.
+///
+/// The file is created if it is missing (its directory must exist).
+impl SqlOptions<Sqlite> {
+    /// How commits reach the disk (default [`Synchronous::Normal`]; a URL's
+    /// `?synchronous=` is used when this is not called).
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.knobs.synchronous = Some(synchronous);
+        self
+    }
+
+    /// How long a write waits for another process's write to finish before it gives up with
+    /// "database is locked" (default 10 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.knobs.busy_timeout = timeout;
+        self
+    }
+
+    /// The URL turned into sqlx's options: whether the database is in memory, and how
+    /// commits reach the disk.
+    fn resolve(&self) -> Result<(SqliteConnectOptions, bool, Synchronous)> {
+        let url = &self.url;
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "`{url}` is not a SQLite URL: it must start with `sqlite:`"
+                ))
+            })?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut synchronous = None;
+        let mut memory = path == ":memory:";
+        let mut passed = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "synchronous" => synchronous = Some(value.parse::<Synchronous>()?),
+                "mode" | "vfs" | "immutable" => {
+                    memory |= key == "mode" && value == "memory";
+                    passed.push(pair);
+                }
+                other => {
+                    return Err(Error::Config(format!(
+                        "unknown parameter `{other}` in SQLite URL `{url}`: known are synchronous, mode, vfs, immutable"
+                    )))
+                }
+            }
+        }
+        if path.is_empty() && !memory {
+            return Err(Error::Config(format!(
+                "no database file in SQLite URL `{url}`: use sqlite://jobs.db, sqlite:///abs/path.db or sqlite::memory:"
+            )));
+        }
+        let mut sqlx_url = format!("sqlite://{path}");
+        if !passed.is_empty() {
+            sqlx_url = format!("{sqlx_url}?{}", passed.join("&"));
+        }
+        let synchronous = self.knobs.synchronous.or(synchronous).unwrap_or_default();
+        let connect = SqliteConnectOptions::from_str(&sqlx_url)
+            .map_err(|e| Error::Config(format!("bad SQLite URL `{url}`: {e}")))?
+            .create_if_missing(true)
+            .busy_timeout(self.knobs.busy_timeout)
+            .synchronous(match synchronous {
+                Synchronous::Normal => SqliteSynchronous::Normal,
+                Synchronous::Full => SqliteSynchronous::Full,
+            });
+        Ok((connect, memory, synchronous))
+    }
+}
+
+/// True for "database is locked" (SQLITE_BUSY) and "database table is locked" (SQLITE_LOCKED).
+fn is_busy(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Switches the file to WAL mode, so reading never blocks writing. Unlike other statements,
+/// the switch takes a lock SQLite does not wait for, so when several processes open a new
+/// file at once it is retried here for up to the busy timeout.
+async fn enable_wal(pool: &SqlitePool, patience: Duration) -> Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(mode) => {
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(journal_mode = %mode, "SQLite did not switch to WAL mode: readers and the writer will block each other");
+                }
+                return Ok(());
+            }
+            Err(e) if is_busy(&e) && started.elapsed() < patience => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(db::<Sqlite>(e)),
+        }
+    }
+}
+
+/// What a SQLite store keeps of its own: the reservation of one queue.
+#[derive(Debug)]
+pub struct SqliteState {
+    /// Binds: lease ms, queue, name or NULL (twice), limit.
+    reserve: String,
+}
+
+impl Backend for Sqlite {
+    const DRIVER: &'static str = "sqlite";
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const CONNECTIONS: u32 = 4;
+    // A write holds the file's write lock from its first step: no write has to upgrade a
+    // read lock half-way, the one case where SQLite fails at once with "database is locked".
+    const BEGIN: Option<&'static str> = Some("BEGIN IMMEDIATE");
+    // Within one statement every use returns the same instant.
+    const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
+    // A transaction holds the file's write lock from its start.
+    const FOR_UPDATE: &'static str = "";
+    const CHUNK: usize = 1000;
+    const TEXT: &'static str = "TEXT";
+    const NO_BYTES: &'static str = "X''";
+    const KEY: &'static str = "key";
+    const FAST_ACK: bool = true;
+    const MIGRATE: (&'static str, &'static str) = ("BEGIN IMMEDIATE", "COMMIT");
+    type Knobs = SqliteKnobs;
+    type State = SqliteState;
+
+    async fn open(options: &SqlOptions<Sqlite>, tables: &Tables) -> Result<Open<Sqlite>> {
+        let (connect, memory, _) = options.resolve()?;
+        let pool = |max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .test_before_acquire(false)
+        };
+        // Writes go through one connection: SQLite has one writer per file at a time
+        // anyway, and queueing writers in the process is fairer and faster than letting
+        // them race for the file lock. Reads (sizes, the failed store) use the others.
+        let (writer, reader) = if memory {
+            // One connection holds the private in-memory database alive: never let it go.
+            let only = pool(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(connect)
+                .await
+                .map_err(db::<Sqlite>)?;
+            (only, None)
+        } else {
+            let writer = pool(1)
+                .connect_with(connect.clone())
+                .await
+                .map_err(db::<Sqlite>)?;
+            enable_wal(&writer, options.knobs.busy_timeout).await?;
+            let readers = options.connections().max(2) - 1;
+            (writer, Some(pool(readers).connect_lazy_with(connect)))
+        };
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&writer)
+            .await
+            .map_err(db::<Sqlite>)?;
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < MIN_VERSION {
+            return Err(Error::Config(format!(
+                "SQLite {}.{} or newer is needed, this one is {version}",
+                MIN_VERSION.0, MIN_VERSION.1
+            )));
+        }
+        let reserve = crate::statements::fill::<Sqlite>(
+            tables,
+            // `available_at = due_at` (the old row's value) records when the job became
+            // available for this reservation, so sorting the rows by it gives back the
+            // order of the pick: RETURNING promises no order.
+            "UPDATE {table} SET attempts = CAST(attempts AS INTEGER) + 1, token = lower(hex(randomblob(16))), \
+             available_at = due_at, reserved_until = {now} + ?, \
+             claim = CASE WHEN unique_until = 'started' THEN NULL ELSE claim END \
+             WHERE id IN (SELECT id FROM {table} WHERE queue = ? AND due_at <= {now} \
+             AND (? IS NULL OR name = ?) ORDER BY due_at, id LIMIT ?) \
+             RETURNING id, queue, token, attempts, CAST(name AS BLOB), CAST(payload AS BLOB), available_at",
+        );
+        Ok(Open {
+            main: Hot::new(writer, 1),
+            reads: reader.map(|reader| Hot::new(reader, 2)),
+            pushes: None,
+            txs: None,
+            durable: !memory,
+            returning: true,
+            id_step: 1,
+            state: SqliteState { reserve },
+        })
+    }
+
+    fn rows(columns: &[(&str, Kind)]) -> String {
+        let columns: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| format!("json_extract(value, '$[{i}]') AS {name}"))
+            .collect();
+        format!("(SELECT {} FROM json_each(?)) AS l", columns.join(", "))
+    }
+
+    fn update_join(table: &str, set: &str, rows: &str) -> String {
+        format!("UPDATE {table} AS t SET {set} FROM {rows} WHERE t.id = l.id")
+    }
+
+    fn delete_join(table: &str, rows: &str) -> String {
+        format!("DELETE FROM {table} WHERE id IN (SELECT l.id FROM {rows})")
+    }
+
+    fn add_on_conflict(_table: &str, key: &str) -> String {
+        format!("ON CONFLICT ({key}) DO UPDATE SET value = value + excluded.value")
+    }
+
+    fn returning_ids(insert: String, _returning: bool, _tables: &Tables) -> String {
+        format!("{insert} ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING RETURNING id")
+    }
+
+    fn lock(locks: &str) -> String {
+        format!(
+            "INSERT INTO {locks} (key, owner, expires_at) VALUES (?, ?, {{now}} + ?) \
+             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE {locks}.owner = excluded.owner OR {locks}.expires_at <= {{now}}"
+        )
+    }
+
+    fn queues(table: &str) -> String {
+        format!("SELECT queue FROM {table} GROUP BY queue ORDER BY queue")
+    }
+
+    fn conflict(_error: &sqlx::Error) -> Option<Conflict> {
+        // A write waits for the file's lock (the busy timeout); nothing is undone to retry.
+        None
+    }
+
+    fn duplicate(_error: &sqlx::Error) -> bool {
+        false
+    }
+
+    fn already_applied(error: &sqlx::Error) -> bool {
+        error
+            .as_database_error()
+            .is_some_and(|e| e.message().starts_with("duplicate column name"))
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn last_insert_id(done: &sqlx::sqlite::SqliteQueryResult) -> i64 {
+        done.last_insert_rowid()
+    }
+
+    fn lock_taken(done: &sqlx::sqlite::SqliteQueryResult) -> bool {
+        done.rows_affected() > 0
+    }
+
+    fn reserve<'a>(
+        store: &'a SqlStore<Sqlite>,
+        conn: &'a mut sqlx::SqliteConnection,
+        _deferred: &'a mut String,
+        request: &'a ReserveRequest,
+    ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
+        Box::pin(async move {
+            let limit = request.limit.max(1);
+            let lease = SqlStore::<Sqlite>::lease_millis(request);
+            let mut out = Vec::new();
+            // One statement per queue, in priority order, each a write from its first step.
+            for queue in &request.queues {
+                let want = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+                if want == 0 {
+                    break;
+                }
+                let name = request.name.as_deref();
+                let args = [
+                    Arg::Int(lease),
+                    Arg::Text(queue),
+                    Arg::OptText(name),
+                    Arg::OptText(name),
+                    Arg::Int(want),
+                ];
+                let rows = Sqlite::fetch(conn, &store.state().reserve, &args)
+                    .await
+                    .map_err(db::<Sqlite>)?;
+                out.extend(reserved_rows::<Sqlite>(&rows, &request.queues)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+queue_core::__private::inventory::submit! {
+    queue_core::DriverRegistration { schemes: &["sqlite"], connect: crate::options::connect_url::<Sqlite> }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let resolve = |url: &str| SqliteOptions::new(url).resolve();
+        let (connect, memory, synchronous) = resolve("sqlite://jobs.db").unwrap();
+        assert_eq!(
+            (connect.get_filename(), memory, synchronous),
+            (std::path::Path::new("jobs.db"), false, Synchronous::Normal)
+        );
+        let (connect, _, synchronous) =
+            resolve("sqlite:///tmp/x/jobs.db?synchronous=FULL").unwrap();
+        assert_eq!(
+            (connect.get_filename(), synchronous),
+            (std::path::Path::new("/tmp/x/jobs.db"), Synchronous::Full)
+        );
+        let builder = SqliteOptions::new("sqlite:///tmp/j.db?synchronous=full")
+            .synchronous(Synchronous::Normal);
+        assert_eq!(
+            builder.resolve().unwrap().2,
+            Synchronous::Normal,
+            "the builder wins over the URL"
+        );
+        assert!(resolve("sqlite::memory:").unwrap().1);
+        assert!(resolve("sqlite://:memory:").unwrap().1);
+        for bad in [
+            "postgres://x",
+            "sqlite://",
+            "sqlite://jobs.db?synchronous=off",
+            "sqlite://jobs.db?password=x",
+        ] {
+            assert!(resolve(bad).is_err(), "{bad}");
+        }
+        assert!(SqliteOptions::new("sqlite://j.db")
+            .table("x;y")
+            .tables()
+            .is_err());
+    }
+}

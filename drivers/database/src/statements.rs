@@ -1,0 +1,265 @@
+//! Every statement the store runs, written once with the pieces each database supplies
+//! ([`Backend`]) and built once per store from its table names. sqlx prepares each text once
+//! per connection and keeps it.
+//!
+//! The texts bind `?` in order (numbered `$1`, `$2`... for PostgreSQL). Lists travel as one
+//! JSON array of arrays, unpacked by [`Backend::rows`] into a derived table `l`, so one text
+//! serves any batch size. Times are the database's clock in milliseconds (`{now}`).
+
+use crate::schema::Tables;
+use crate::sql::sealed::Backend;
+use crate::sql::Kind::{Int, Text};
+
+/// The columns of a failed job, in the order `failed_from` reads them.
+pub(crate) const FAILED_COLUMNS: &str =
+    "id, job_id, queue, name, payload, error, attempts, failed_at, unique_key, unique_until";
+
+/// Pastes the table names and the database's pieces into a text and numbers its `?`s where
+/// the database wants `$1`, `$2`...
+pub(crate) fn fill<DB: Backend>(tables: &Tables, sql: &str) -> String {
+    let sql = tables
+        .fill(sql)
+        .replace("{now}", DB::NOW)
+        .replace("{for_update}", DB::FOR_UPDATE)
+        .replace("{key}", DB::KEY)
+        .replace("{text}", DB::TEXT)
+        .replace("{no_bytes}", DB::NO_BYTES);
+    if DB::DIALECT != crate::Dialect::Postgres {
+        return sql;
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    for (n, part) in sql.split('?').enumerate() {
+        if n > 0 {
+            out.push_str(&format!("${n}"));
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// The statements of one store.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    /// `INSERT`s of jobs, by rows: per row queue, name, payload, absolute time or NULL,
+    /// delay ms, unique key, until, claim. Return the ids where the server can.
+    push: Vec<(usize, String)>,
+    /// Deletes the current ones of `[id, token]` leases, returning them (not on MySQL).
+    pub(crate) ack: String,
+    /// The reserved jobs of `[id]`, locked: id, token, queue.
+    pub(crate) lock_leases: String,
+    /// Deletes the jobs `[id]`.
+    pub(crate) delete: String,
+    /// Puts jobs back to wait: `[id, delay ms, attempts given back (0 or 1)]`.
+    pub(crate) wait: String,
+    /// Copies jobs into the failed table: `[id, reason]`.
+    pub(crate) fail: String,
+    /// Renews leases: `[id, lease ms]`.
+    pub(crate) extend: String,
+    /// Wakes other processes' waiters for a JSON list of queues (PostgreSQL's `NOTIFY`).
+    pub(crate) notify: Option<String>,
+    /// The job holding a key. Binds: key.
+    pub(crate) live_holder: String,
+    /// The failed job holding a key, other than one. Binds: key, failed id.
+    pub(crate) failed_holder: String,
+    /// Binds: id.
+    pub(crate) delete_job: String,
+    /// Binds: queue.
+    pub(crate) size: String,
+    pub(crate) queues: String,
+    /// Binds: queue.
+    pub(crate) clear: String,
+    /// Binds: queue.
+    pub(crate) oldest_available: String,
+    /// Milliseconds until the next job of a queue is due (negative: overdue). Binds: queue.
+    pub(crate) next_due: String,
+    /// A page of a queue's jobs, waiting, delayed and reserved. Binds: queue, due, id, limit.
+    pub(crate) jobs: [String; 3],
+    /// Binds: before id, limit.
+    pub(crate) failed_list: String,
+    /// Binds: id.
+    pub(crate) failed_get: String,
+    pub(crate) failed_count: String,
+    /// A failed job to retry, locked. Binds: id.
+    pub(crate) failed_take: String,
+    /// Binds: id.
+    pub(crate) failed_delete: String,
+    pub(crate) failed_flush: String,
+    /// Binds: cut-off ms.
+    pub(crate) failed_prune: String,
+    /// Binds: key, owner, ttl ms.
+    pub(crate) lock: String,
+    /// Binds: key, owner.
+    pub(crate) unlock: String,
+    /// Adds `[group, name, delta]` to the counters, in the list's order.
+    pub(crate) count: String,
+    /// Binds: group.
+    pub(crate) counters: String,
+    /// Binds: group.
+    pub(crate) remove_group: String,
+    pub(crate) restart_generation: String,
+    pub(crate) request_restart: String,
+}
+
+impl Statements {
+    pub(crate) fn new<DB: Backend>(tables: &Tables, returning: bool) -> Statements {
+        let fill = |sql: &str| fill::<DB>(tables, sql);
+        let ids = DB::rows(&[("id", Int)]);
+        let push = sizes(DB::CHUNK)
+            .into_iter()
+            .map(|rows| {
+                let row = "(?, ?, ?, 0, COALESCE(?, {now} + ?), {now}, ?, ?, ?)";
+                let insert = format!(
+                    "INSERT INTO {{table}} (queue, name, payload, attempts, available_at, created_at, \
+                     unique_key, unique_until, claim) VALUES {}",
+                    vec![row; rows].join(", ")
+                );
+                (rows, fill(&DB::returning_ids(insert, returning, tables)))
+            })
+            .collect();
+        let state = |filter: &str| {
+            fill(&format!(
+                "SELECT id, queue, name, attempts, due_at, unique_key FROM {{table}} \
+                 WHERE queue = ? AND (due_at, id) > (?, ?) AND {filter} ORDER BY due_at, id LIMIT ?"
+            ))
+        };
+        let failed = |filter: &str| {
+            fill(&format!(
+                "SELECT {FAILED_COLUMNS} FROM {{failed_table}} {filter}"
+            ))
+        };
+        Statements {
+            push,
+            ack: fill(&ack::<DB>()),
+            lock_leases: fill(&format!(
+                "SELECT t.id, t.token, t.queue FROM {{table}} t JOIN {ids} ON t.id = l.id \
+                 WHERE t.reserved_until IS NOT NULL{{for_update}}"
+            )),
+            delete: fill(&DB::delete_join("{table}", &ids)),
+            wait: fill(&DB::update_join(
+                "{table}",
+                "token = NULL, reserved_until = NULL, available_at = {now} + l.delay, \
+                 attempts = CASE WHEN t.attempts > 0 THEN t.attempts - l.refund ELSE t.attempts END",
+                &DB::rows(&[("id", Int), ("delay", Int), ("refund", Int)]),
+            )),
+            // A claim held until the job succeeds moves with it into the failed table.
+            fail: fill(&format!(
+                "INSERT INTO {{failed_table}} (job_id, queue, name, payload, error, attempts, failed_at, \
+                 unique_key, unique_until, claim) \
+                 SELECT CAST(t.id AS {{text}}), t.queue, COALESCE(t.name, ''), COALESCE(t.payload, {{no_bytes}}), \
+                 l.reason, t.attempts, {{now}}, t.unique_key, t.unique_until, \
+                 CASE WHEN t.unique_until = 'succeeded' THEN t.claim END \
+                 FROM {{table}} t JOIN {} ON t.id = l.id",
+                DB::rows(&[("id", Int), ("reason", Text)])
+            )),
+            extend: fill(&DB::update_join(
+                "{table}",
+                "reserved_until = {now} + l.lease",
+                &DB::rows(&[("id", Int), ("lease", Int)]),
+            )),
+            notify: DB::notify(tables).map(|sql| fill(&sql)),
+            live_holder: fill("SELECT id FROM {table} WHERE claim = ?"),
+            failed_holder: fill("SELECT job_id FROM {failed_table} WHERE claim = ? AND id <> ?"),
+            delete_job: fill("DELETE FROM {table} WHERE id = ?"),
+            size: fill(
+                "SELECT COUNT(CASE WHEN reserved_until IS NULL AND due_at <= {now} THEN 1 END), \
+                 COUNT(CASE WHEN reserved_until IS NULL AND due_at > {now} THEN 1 END), \
+                 COUNT(reserved_until) FROM {table} WHERE queue = ?",
+            ),
+            queues: fill(&DB::queues("{table}")),
+            clear: fill("DELETE FROM {table} WHERE queue = ? AND reserved_until IS NULL"),
+            oldest_available: fill(
+                "SELECT MIN(due_at) FROM {table} WHERE queue = ? AND due_at <= {now}",
+            ),
+            next_due: fill("SELECT MIN(due_at) - {now} FROM {table} WHERE queue = ?"),
+            jobs: [
+                state("reserved_until IS NULL AND due_at <= {now}"),
+                state("reserved_until IS NULL AND due_at > {now}"),
+                state("reserved_until IS NOT NULL"),
+            ],
+            failed_list: failed("WHERE id < ? ORDER BY id DESC LIMIT ?"),
+            failed_get: failed("WHERE id = ?"),
+            failed_count: fill("SELECT COUNT(*) FROM {failed_table}"),
+            failed_take: fill(
+                "SELECT t.queue, t.name, t.payload, t.unique_key, t.unique_until \
+                 FROM {failed_table} t WHERE t.id = ?{for_update}",
+            ),
+            failed_delete: fill("DELETE FROM {failed_table} WHERE id = ?"),
+            failed_flush: fill("DELETE FROM {failed_table}"),
+            failed_prune: fill("DELETE FROM {failed_table} WHERE failed_at < ?"),
+            lock: fill(&DB::lock("{locks_table}")),
+            unlock: fill("DELETE FROM {locks_table} WHERE {key} = ? AND owner = ?"),
+            // In (group, name) order, as the list comes: two settles lock the rows they share
+            // in the same order, so they never deadlock on them.
+            count: fill(&format!(
+                "INSERT INTO {{groups_table}} (grp, name, value) SELECT l.grp, l.name, l.delta FROM {} \
+                 WHERE 1 = 1 ORDER BY l.grp, l.name {}",
+                DB::rows(&[("grp", Text), ("name", Text), ("delta", Int)]),
+                DB::add_on_conflict("{groups_table}", "grp, name")
+            )),
+            counters: fill("SELECT name, value FROM {groups_table} WHERE grp = ? ORDER BY name"),
+            remove_group: fill("DELETE FROM {groups_table} WHERE grp = ?"),
+            restart_generation: fill("SELECT value FROM {control_table} WHERE name = 'restart'"),
+            request_restart: fill(&format!(
+                "INSERT INTO {{control_table}} (name, value) VALUES ('restart', 1) {}",
+                DB::add_on_conflict("{control_table}", "name")
+            )),
+        }
+    }
+
+    /// The `INSERT` of `rows` jobs; `rows` is one of [`sizes`].
+    pub(crate) fn push(&self, rows: usize) -> &str {
+        self.push
+            .iter()
+            .find(|(size, _)| *size == rows)
+            .map_or("", |(_, sql)| sql.as_str())
+    }
+}
+
+/// Deletes the current ones of `[id, token]` leases, returning them: the acknowledgement of
+/// a batch in one statement (not on MySQL, whose `DELETE` cannot say `RETURNING` and cannot
+/// join a list and keep the primary key's plan).
+pub(crate) fn ack<DB: Backend>() -> String {
+    format!(
+        "DELETE FROM {{table}} WHERE (id, token) IN (SELECT l.id, l.token FROM {}) \
+         AND reserved_until IS NOT NULL RETURNING id, token",
+        DB::rows(&[("id", Int), ("token", Text)])
+    )
+}
+
+/// The row counts of the statements over many rows: `largest`, 100, then 10 down to 1.
+/// Taken greedily, any count is a few statements, and only these texts are ever prepared.
+fn sizes(largest: usize) -> Vec<usize> {
+    let mut sizes = vec![largest, 100, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1];
+    sizes.retain(|&n| n <= largest);
+    sizes.dedup();
+    sizes
+}
+
+/// The sizes, from [`sizes`], that `total` rows are split into, largest first.
+pub(crate) fn chunk_sizes(total: usize, largest: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut left = total;
+    for size in sizes(largest) {
+        while left >= size {
+            out.push(size);
+            left -= size;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_add_up() {
+        for total in [0, 1, 9, 10, 57, 100, 101, 1000, 1234] {
+            let sizes = chunk_sizes(total, 1000);
+            assert_eq!(sizes.iter().sum::<usize>(), total);
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]));
+        }
+        assert_eq!(chunk_sizes(57, 100), vec![10, 10, 10, 10, 10, 7]);
+        assert_eq!(chunk_sizes(2100, 1000), vec![1000, 1000, 100]);
+    }
+}

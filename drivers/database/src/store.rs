@@ -1,0 +1,1240 @@
+//! [`SqlStore`]: the storage contract on a SQL database, written once over the [`Sql`] seam.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use queue_core::storage::{
+    check_effects, duration_millis, from_unix_millis, unix_millis, Capabilities, Control, Effect,
+    FailedStore, Groups, Inspect, JobState, JobSummary, LeaseStatus, Outcome, Page, PageRequest,
+    Settle, SettleReply, Settled, Unique, Until, Wake,
+};
+use queue_core::{
+    Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
+    ReserveRequest, Reserved, Result, Storage,
+};
+
+use crate::hot::Hot;
+use crate::options::SqlOptions;
+use crate::retry::Retry;
+use crate::schema::{schema_sql, statements, Tables};
+use crate::sql::sealed::Backend;
+use crate::sql::{Arg, Sql};
+use crate::statements::{chunk_sizes, Statements};
+use crate::wake::{idle_sleep, Waker};
+
+/// Durations are stored as milliseconds added to the database's clock; capping them keeps
+/// the sum inside a 64-bit integer while still meaning "forever".
+const MAX_MILLIS: i64 = i64::MAX / 4;
+
+/// A queue store in a SQL database: [`SqliteStorage`](crate::SqliteStorage),
+/// [`PgStorage`](crate::PgStorage) or [`MySqlStorage`](crate::MySqlStorage). See the
+/// [crate docs](crate) for what each database guarantees.
+///
+/// Cheap to clone: clones share the connections.
+pub struct SqlStore<DB: Sql> {
+    inner: Arc<Inner<DB>>,
+}
+
+impl<DB: Sql> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// What a database's `open` hands to the store.
+pub struct Open<DB: Backend> {
+    /// Single statements (and the store's transactions, unless `txs`).
+    pub(crate) main: Hot<DB>,
+    /// Reads, where they have connections of their own (SQLite).
+    pub(crate) reads: Option<Hot<DB>>,
+    /// Pushes, where they have connections of their own (PostgreSQL: commits that wait for
+    /// the disk, on the pool applications get).
+    pub(crate) pushes: Option<Hot<DB>>,
+    /// Transactions, where they have connections of their own (MySQL: without autocommit).
+    pub(crate) txs: Option<Hot<DB>>,
+    /// Jobs survive a restart.
+    pub(crate) durable: bool,
+    /// `INSERT ... RETURNING id` works (not on MySQL).
+    pub(crate) returning: bool,
+    /// The step between the ids of one multi-row insert, without `RETURNING`.
+    pub(crate) id_step: i64,
+    pub(crate) state: DB::State,
+}
+
+/// One attempt at an operation: a connection, in a transaction or not, and statements
+/// without arguments to send with the commit (MySQL's mark).
+struct Unit<'h, DB: Backend> {
+    conn: crate::hot::Lent<'h, DB>,
+    tx: bool,
+    deferred: String,
+}
+
+/// Runs `$body` with `$conn` (the connection) and `$deferred` on a connection of `$hot`, in
+/// one transaction when `$tx`, and all of it again after a transient conflict (see `retry`).
+/// A `?` in the body ends the attempt, not the caller.
+macro_rules! unit {
+    ($store:expr, $op:expr, $hot:expr, $tx:expr, |$conn:ident, $deferred:ident| $body:expr) => {{
+        let store = $store;
+        let mut retries = 0;
+        loop {
+            let mut unit = store.begin($hot, $tx).await?;
+            let done = async {
+                let Unit { conn, deferred, .. } = &mut unit;
+                let ($conn, $deferred) = (&mut **conn, deferred);
+                $body
+            }
+            .await;
+            if let Some(done) = store.end(unit, done, $op, &mut retries).await {
+                break done;
+            }
+        }
+    }};
+}
+
+impl<DB: Backend> fmt::Debug for Open<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Open")
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<DB: Backend> {
+    open: Open<DB>,
+    sql: Statements,
+    tables: Tables,
+    url: String,
+    settings: QueueSettings,
+    retry: Retry,
+    waker: Arc<Waker>,
+}
+
+impl<DB: Sql> fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("driver", &DB::DRIVER)
+            .field("url", &self.inner.url)
+            .field("table", &self.inner.tables.jobs())
+            .field("failed_table", &self.inner.tables.failed())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn db<DB: Backend>(error: sqlx::Error) -> Error {
+    Error::backend(DB::DRIVER, error)
+}
+
+/// A duration in milliseconds, capped at [`MAX_MILLIS`].
+pub(crate) fn millis(duration: Duration) -> i64 {
+    duration_millis(duration).min(MAX_MILLIS)
+}
+
+/// A text every database stores: PostgreSQL's cannot hold NUL (nor can its JSON).
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+fn json(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::backend("database", e))
+}
+
+/// The id a lease names, if it is one of this store's.
+fn id_of(lease: &Lease) -> Option<i64> {
+    lease.job_id.0.parse().ok()
+}
+
+/// Jobs as `RETURNING id, queue, token, attempts, name, payload, available_at` gives them,
+/// in the order of the pick: queues by priority, then first available first (`RETURNING`
+/// promises no order).
+pub(crate) fn reserved_rows<DB: Backend>(
+    rows: &[DB::Row],
+    queues: &[String],
+) -> Result<Vec<Reserved>> {
+    let mut taken = Vec::with_capacity(rows.len());
+    for row in rows {
+        let int = |i| DB::int(row, i).map_err(db::<DB>);
+        let id = int(0)?.unwrap_or_default();
+        let queue = DB::text(row, 1).map_err(db::<DB>)?;
+        let rank = queues.iter().position(|q| *q == queue);
+        let key = (rank, int(6)?.unwrap_or(i64::MIN), id);
+        let reserved = Reserved {
+            lease: Lease {
+                job_id: JobId(id.to_string()),
+                queue,
+                token: DB::text(row, 2).map_err(db::<DB>)?,
+            },
+            name: DB::text(row, 4).map_err(db::<DB>)?,
+            payload: DB::bytes(row, 5).map_err(db::<DB>)?,
+            attempts: u32::try_from(int(3)?.unwrap_or(0).max(0)).unwrap_or(u32::MAX),
+        };
+        taken.push((key, reserved));
+    }
+    taken.sort_unstable_by_key(|(key, _)| *key);
+    Ok(taken.into_iter().map(|(_, reserved)| reserved).collect())
+}
+
+impl<DB: Sql> SqlStore<DB> {
+    /// Opens a store at `url` with default options, creating what is missing of the schema.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(SqlOptions::new(url)).await
+    }
+
+    /// Opens a store with these options.
+    pub async fn connect_with(options: SqlOptions<DB>) -> Result<Self> {
+        let tables = options.tables()?;
+        let open = DB::open(&options, &tables).await?;
+        let store = SqlStore {
+            inner: Arc::new(Inner {
+                sql: Statements::new::<DB>(&tables, open.returning),
+                open,
+                tables,
+                url: queue_core::redact_url(options.get_url()),
+                settings: options.settings.clone(),
+                retry: Retry::new(DB::DRIVER, DB::conflict),
+                waker: Arc::new(Waker::new()),
+            }),
+        };
+        if options.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// The table names this store uses.
+    pub fn tables(&self) -> &Tables {
+        &self.inner.tables
+    }
+
+    /// The schema this store creates (see [`schema_sql`]).
+    pub fn schema_sql(&self) -> String {
+        schema_sql(DB::DIALECT, &self.inner.tables)
+    }
+
+    /// The connection pool for the application's own SQL and transactions (see
+    /// [`DispatchWithin`](crate::DispatchWithin)); on SQLite, the connection that writes.
+    pub fn pool(&self) -> &sqlx::Pool<DB> {
+        self.inner
+            .open
+            .pushes
+            .as_ref()
+            .unwrap_or(&self.inner.open.main)
+            .pool()
+    }
+
+    /// The dispatch settings of [`DispatchWithin`](crate::DispatchWithin).
+    pub fn dispatch_settings(&self) -> &QueueSettings {
+        &self.inner.settings
+    }
+
+    /// How many times, since the store was opened, an operation was run again because the
+    /// server undid it for a transient conflict with another transaction (see the
+    /// [crate docs](crate#guarantees)).
+    pub fn conflict_retries(&self) -> u64 {
+        self.inner.retry.retried()
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        let open = &self.inner.open;
+        DB::close(&open.state);
+        for hot in [
+            Some(&open.main),
+            open.reads.as_ref(),
+            open.pushes.as_ref(),
+            open.txs.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            hot.clear();
+            hot.pool().close().await;
+        }
+    }
+
+    pub(crate) fn state(&self) -> &DB::State {
+        &self.inner.open.state
+    }
+
+    pub(crate) fn main(&self) -> &Hot<DB> {
+        &self.inner.open.main
+    }
+
+    fn reads(&self) -> &Hot<DB> {
+        self.inner
+            .open
+            .reads
+            .as_ref()
+            .unwrap_or(&self.inner.open.main)
+    }
+
+    /// Where a transaction runs: MySQL's connections without autocommit, else pushes'
+    /// connections for a push, else the main ones.
+    fn tx_hot(&self, push: bool) -> &Hot<DB> {
+        let open = &self.inner.open;
+        let pushes = open.pushes.as_ref().filter(|_| push);
+        open.txs.as_ref().or(pushes).unwrap_or(&open.main)
+    }
+
+    /// Creates what is missing of the schema (idempotent; serialised between processes).
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.main().get().await.map_err(db::<DB>)?;
+        // A transaction or a session lock is open until the end.
+        conn.discard_unless_kept();
+        let (start, end) = DB::MIGRATE;
+        DB::script(&mut conn, start).await.map_err(db::<DB>)?;
+        for statement in statements(&self.schema_sql()) {
+            match DB::script(&mut conn, &statement).await {
+                Err(e) if DB::already_applied(&e) => {}
+                done => done.map_err(db::<DB>)?,
+            }
+        }
+        DB::script(&mut conn, end).await.map_err(db::<DB>)?;
+        conn.keep();
+        Ok(())
+    }
+
+    /// A connection of `hot` for one attempt at an operation, in a transaction when `tx`.
+    async fn begin<'h>(&self, hot: &'h Hot<DB>, tx: bool) -> Result<Unit<'h, DB>> {
+        let mut conn = hot.get().await.map_err(db::<DB>)?;
+        if tx {
+            if let Some(begin) = DB::BEGIN {
+                DB::script(&mut conn, begin).await.map_err(db::<DB>)?;
+            }
+            conn.discard_unless_kept();
+        }
+        Ok(Unit {
+            conn,
+            tx,
+            deferred: String::new(),
+        })
+    }
+
+    /// Ends an attempt: commits what succeeded (with the deferred statements) and keeps the
+    /// connection at hand; rolls back what failed. `None` when the failure was a transient
+    /// conflict to run the whole operation again for.
+    ///
+    /// A connection whose state is unknown (the rollback failed, or the future was dropped
+    /// half-way) is closed, and the server ends what was open on it.
+    async fn end<T>(
+        &self,
+        unit: Unit<'_, DB>,
+        done: Result<T>,
+        op: &'static str,
+        retries: &mut u32,
+    ) -> Option<Result<T>> {
+        let Unit {
+            mut conn,
+            tx,
+            mut deferred,
+        } = unit;
+        if tx {
+            deferred.push_str("COMMIT");
+        }
+        let done = match done {
+            Ok(done) if !deferred.is_empty() => DB::script(&mut conn, &deferred)
+                .await
+                .map_err(db::<DB>)
+                .map(|()| done),
+            done => done,
+        };
+        match done {
+            Ok(done) => {
+                conn.keep();
+                Some(Ok(done))
+            }
+            Err(error) => {
+                if tx && DB::script(&mut conn, "ROLLBACK").await.is_ok() {
+                    conn.keep();
+                }
+                match self.inner.retry.again(op, &error, retries).await {
+                    true => None,
+                    false => Some(Err(error)),
+                }
+            }
+        }
+    }
+
+    async fn execute(conn: &mut DB::Connection, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        let done = DB::execute(conn, sql, args).await.map_err(db::<DB>)?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn fetch(conn: &mut DB::Connection, sql: &str, args: &[Arg<'_>]) -> Result<Vec<DB::Row>> {
+        DB::fetch(conn, sql, args).await.map_err(db::<DB>)
+    }
+
+    /// One statement on a connection of `hot`.
+    async fn one(
+        &self,
+        op: &'static str,
+        hot: &Hot<DB>,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<DB::Row>> {
+        unit!(self, op, hot, false, |conn, _d| Self::fetch(
+            conn, sql, args
+        )
+        .await)
+    }
+
+    /// One statement on a connection of `hot`: the rows it changed.
+    async fn change(&self, op: &'static str, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        unit!(self, op, self.main(), false, |conn, _d| Self::execute(
+            conn, sql, args
+        )
+        .await)
+    }
+
+    /// The first column of the first row of a read, as a number.
+    async fn number(&self, op: &'static str, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>> {
+        let rows = self.one(op, self.reads(), sql, args).await?;
+        rows.first()
+            .map(|row| DB::int(row, 0).map_err(db::<DB>))
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    /// Tells this process's waiters (and, on PostgreSQL, every process's, from inside the
+    /// transaction `conn` is in) that jobs of `queues` may be available.
+    async fn notify(&self, conn: &mut DB::Connection, queues: &[&str]) -> Result<()> {
+        match &self.inner.sql.notify {
+            Some(sql) if !queues.is_empty() => {
+                Self::execute(conn, sql, &[Arg::Text(&json(&queues)?)])
+                    .await
+                    .map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn woke<'q>(&self, queues: impl IntoIterator<Item = &'q str>) {
+        let mut seen = HashSet::new();
+        for queue in queues {
+            if seen.insert(queue) {
+                self.inner.waker.send(queue);
+            }
+        }
+    }
+
+    /// Pushes jobs on the caller's connection, inside whatever transaction it is in: the
+    /// jobs exist (and, on PostgreSQL, idle workers are notified) if and only if that
+    /// transaction commits. Queue size limits of the
+    /// [dispatch settings](SqlOptions::dispatch_settings) are checked on the same
+    /// connection. A job with a unique claim needs the connection to be in a transaction:
+    /// its insert and the check of the failed store are two statements.
+    pub async fn push_on(
+        &self,
+        conn: &mut DB::Connection,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Pushed>> {
+        let limits = &self.inner.settings.max_queue_size;
+        let mut adding: HashMap<&str, u64> = HashMap::new();
+        for job in jobs.iter().filter(|job| limits.contains_key(&job.queue)) {
+            *adding.entry(job.queue.as_str()).or_default() += 1;
+        }
+        for (queue, n) in adding {
+            let rows = Self::fetch(conn, &self.inner.sql.size, &[Arg::Text(queue)]).await?;
+            let mut size = 0;
+            for i in 0..3 {
+                size += rows
+                    .first()
+                    .map_or(Ok(None), |row| DB::int(row, i))
+                    .map_err(db::<DB>)?
+                    .unwrap_or(0);
+            }
+            let (size, limit) = (u64::try_from(size).unwrap_or(0), limits[queue]);
+            if size + n > limit {
+                return Err(Error::QueueFull {
+                    queue: queue.to_owned(),
+                    size,
+                    limit,
+                });
+            }
+        }
+        self.insert(conn, &jobs, None).await
+    }
+
+    /// Inserts jobs on `conn`: runs of jobs without a claim in a few multi-row statements,
+    /// each job with one on its own (see [`insert_claimed`](Self::insert_claimed)).
+    async fn insert(
+        &self,
+        conn: &mut DB::Connection,
+        jobs: &[NewJob],
+        except: Option<i64>,
+    ) -> Result<Vec<Pushed>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut rest = jobs;
+        while let Some(first) = rest.first() {
+            if first.unique.is_some() {
+                out.push(self.insert_claimed(conn, first, except).await?);
+                rest = &rest[1..];
+                continue;
+            }
+            let plain = rest.iter().take_while(|job| job.unique.is_none()).count();
+            for size in chunk_sizes(plain, DB::CHUNK) {
+                let (chunk, tail) = rest.split_at(size);
+                rest = tail;
+                let ids = self.insert_rows(conn, chunk).await.map_err(db::<DB>)?;
+                out.extend(
+                    ids.into_iter()
+                        .map(|id| Pushed::Created(JobId(id.to_string()))),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// One multi-row `INSERT`: the ids, in order (none for a row whose claim is held, on
+    /// the databases that skip it; MySQL refuses it with an error).
+    async fn insert_rows(
+        &self,
+        conn: &mut DB::Connection,
+        jobs: &[NewJob],
+    ) -> sqlx::Result<Vec<i64>> {
+        let values: Vec<(Option<i64>, i64)> = jobs
+            .iter()
+            .map(|job| match job.available {
+                Availability::Now => (None, 0),
+                Availability::After(d) => (None, millis(d)),
+                Availability::At(t) => (Some(unix_millis(t)), 0),
+            })
+            .collect();
+        let mut args = Vec::with_capacity(jobs.len() * 8);
+        for (job, (at, delay)) in jobs.iter().zip(&values) {
+            let key = job.unique.as_ref().map(|u| u.key.as_str());
+            args.extend([
+                Arg::Text(&job.queue),
+                Arg::Text(&job.name),
+                Arg::Bytes(&job.payload),
+                Arg::OptInt(*at),
+                Arg::Int(*delay),
+                Arg::OptText(key),
+                Arg::OptText(job.unique.as_ref().map(|u| u.until.as_str())),
+                Arg::OptText(key),
+            ]);
+        }
+        let sql = self.inner.sql.push(jobs.len());
+        if self.inner.open.returning {
+            let rows = DB::fetch(conn, sql, &args).await?;
+            let mut ids = rows
+                .iter()
+                .map(|row| DB::int(row, 0).map(Option::unwrap_or_default))
+                .collect::<sqlx::Result<Vec<_>>>()?;
+            ids.sort_unstable();
+            return Ok(ids);
+        }
+        // A multi-row INSERT ... VALUES is a "simple insert": InnoDB gives its rows
+        // consecutive ids (by the increment) in every lock mode, the first of which is
+        // LAST_INSERT_ID().
+        let first = DB::last_insert_id(&DB::execute(conn, sql, &args).await?);
+        let step = self.inner.open.id_step;
+        Ok((0..jobs.len() as i64).map(|i| first + i * step).collect())
+    }
+
+    /// Inserts a job with a claim, or finds who holds its key. The unique index lets one
+    /// waiting or running job hold a key (a second insert waits for the first to commit);
+    /// then the failed store is checked, in a statement of its own so that it sees a job
+    /// that failed while the insert waited. `except` is a failed job being retried, whose
+    /// own claim does not count.
+    async fn insert_claimed(
+        &self,
+        conn: &mut DB::Connection,
+        job: &NewJob,
+        except: Option<i64>,
+    ) -> Result<Pushed> {
+        let key = job.unique.as_ref().map_or("", |u| u.key.as_str());
+        let sql = &self.inner.sql;
+        for _ in 0..3 {
+            let inserted = match self.insert_rows(conn, std::slice::from_ref(job)).await {
+                Ok(ids) => ids.first().copied(),
+                Err(e) if DB::duplicate(&e) => None,
+                Err(e) => return Err(db::<DB>(e)),
+            };
+            if let Some(id) = inserted {
+                let args = [Arg::Text(key), Arg::Int(except.unwrap_or(-1))];
+                let rows = Self::fetch(conn, &sql.failed_holder, &args).await?;
+                let Some(row) = rows.first() else {
+                    return Ok(Pushed::Created(JobId(id.to_string())));
+                };
+                Self::execute(conn, &sql.delete_job, &[Arg::Int(id)]).await?;
+                return Ok(Pushed::Duplicate(JobId(
+                    DB::text(row, 0).map_err(db::<DB>)?,
+                )));
+            }
+            let rows = Self::fetch(conn, &sql.live_holder, &[Arg::Text(key)]).await?;
+            if let Some(row) = rows.first() {
+                let holder = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+                return Ok(Pushed::Duplicate(JobId(holder.to_string())));
+            }
+            // The holder let go between the two statements: try again.
+        }
+        Err(Error::backend(
+            DB::DRIVER,
+            format!("the claim on `{key}` kept changing hands"),
+        ))
+    }
+
+    /// The current ones of `ids`, locked until the commit: id to (token, queue).
+    async fn lock_leases(
+        &self,
+        conn: &mut DB::Connection,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, (String, String)>> {
+        let list: Vec<[i64; 1]> = ids.iter().map(|id| [*id]).collect();
+        let rows = Self::fetch(
+            conn,
+            &self.inner.sql.lock_leases,
+            &[Arg::Text(&json(&list)?)],
+        )
+        .await?;
+        let mut current = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+            let lease = (
+                DB::text(row, 1).map_err(db::<DB>)?,
+                DB::text(row, 2).map_err(db::<DB>)?,
+            );
+            current.insert(id, lease);
+        }
+        Ok(current)
+    }
+
+    /// Settles plain acknowledgements (no effects, no other outcome): one statement that
+    /// deletes the current ones, with the reservation in the same transaction (in the same
+    /// statement on PostgreSQL).
+    async fn settle_acks(
+        &self,
+        settles: &[Settle],
+        fetch: Option<&ReserveRequest>,
+    ) -> Result<SettleReply> {
+        let pairs: Vec<(i64, &str)> = settles
+            .iter()
+            .filter_map(|s| Some((id_of(&s.lease)?, s.lease.token.as_str())))
+            .collect();
+        let leases = json(&pairs)?;
+        let (acked, reserved) = match fetch {
+            None => (
+                self.one(
+                    "settle",
+                    self.main(),
+                    &self.inner.sql.ack,
+                    &[Arg::Text(&leases)],
+                )
+                .await
+                .and_then(|rows| self.pairs(&rows))?,
+                Vec::new(),
+            ),
+            Some(request) => unit!(
+                self,
+                "settle",
+                self.main(),
+                !DB::ACK_AND_RESERVE,
+                |conn, deferred| {
+                    if DB::ACK_AND_RESERVE {
+                        return DB::ack_and_reserve(self, conn, &leases, request).await;
+                    }
+                    let rows =
+                        Self::fetch(conn, &self.inner.sql.ack, &[Arg::Text(&leases)]).await?;
+                    let acked = self.pairs(&rows)?;
+                    Ok((acked, DB::reserve(self, conn, deferred, request).await?))
+                }
+            )?,
+        };
+        let mut acked: HashSet<(i64, String)> = acked.into_iter().collect();
+        let settled = settles
+            .iter()
+            .map(|s| {
+                // Removing makes a lease named twice in one batch count once.
+                let current =
+                    id_of(&s.lease).is_some_and(|id| acked.remove(&(id, s.lease.token.clone())));
+                if current {
+                    Settled::Applied
+                } else {
+                    Settled::Stale
+                }
+            })
+            .collect();
+        Ok(SettleReply { settled, reserved })
+    }
+
+    fn pairs(&self, rows: &[DB::Row]) -> Result<Vec<(i64, String)>> {
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default(),
+                    DB::text(row, 1).map_err(db::<DB>)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Settles anything, in one transaction: the leases are locked and checked first, then
+    /// each transition is applied to the current ones, then their effects (pushes, then the
+    /// reservation, then the counters, in (group, name) order, last), then the commit.
+    async fn settle_all(
+        &self,
+        settles: &[Settle],
+        fetch: Option<&ReserveRequest>,
+    ) -> Result<(SettleReply, Vec<String>)> {
+        unit!(
+            self,
+            "settle",
+            self.tx_hot(false),
+            true,
+            |conn, deferred| {
+                let ids: Vec<i64> = settles.iter().filter_map(|s| id_of(&s.lease)).collect();
+                let current = self.lock_leases(conn, &ids).await?;
+                let mut used = HashSet::new();
+                let (mut gone, mut waits, mut fails, mut woken) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let (mut pushes, mut counts) =
+                    (Vec::new(), BTreeMap::<(String, String), i64>::new());
+                let mut settled = Vec::with_capacity(settles.len());
+                for settle in settles {
+                    let id = id_of(&settle.lease).filter(|id| {
+                        current
+                            .get(id)
+                            .is_some_and(|(token, _)| *token == settle.lease.token)
+                            && used.insert(*id)
+                    });
+                    let Some(id) = id else {
+                        settled.push(Settled::Stale);
+                        continue;
+                    };
+                    settled.push(Settled::Applied);
+                    match &settle.outcome {
+                        Outcome::Ack => gone.push([id]),
+                        Outcome::Retry { delay } => waits.push([id, millis(*delay), 0]),
+                        Outcome::Release { delay } => waits.push([id, millis(*delay), 1]),
+                        Outcome::Fail { reason } => {
+                            gone.push([id]);
+                            fails.push((id, storable(reason)));
+                        }
+                    }
+                    if !matches!(settle.outcome, Outcome::Ack | Outcome::Fail { .. }) {
+                        woken.push(current[&id].1.clone());
+                    }
+                    for effect in &settle.effects {
+                        match effect {
+                            Effect::Push(job) => pushes.push(job.clone()),
+                            Effect::Count { group, deltas } => {
+                                for (name, delta) in deltas {
+                                    *counts
+                                        .entry((storable(group), storable(name)))
+                                        .or_default() += delta;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                let sql = &self.inner.sql;
+                if !fails.is_empty() {
+                    Self::execute(conn, &sql.fail, &[Arg::Text(&json(&fails)?)]).await?;
+                }
+                if !gone.is_empty() {
+                    Self::execute(conn, &sql.delete, &[Arg::Text(&json(&gone)?)]).await?;
+                }
+                if !waits.is_empty() {
+                    Self::execute(conn, &sql.wait, &[Arg::Text(&json(&waits)?)]).await?;
+                }
+                self.insert(conn, &pushes, None).await?;
+                woken.extend(pushes.iter().map(|job| job.queue.clone()));
+                let reserved = match fetch {
+                    Some(request) => DB::reserve(self, conn, deferred, request).await?,
+                    None => Vec::new(),
+                };
+                if !counts.is_empty() {
+                    let rows: Vec<(&str, &str, i64)> = counts
+                        .iter()
+                        .map(|((g, n), d)| (g.as_str(), n.as_str(), *d))
+                        .collect();
+                    Self::execute(conn, &sql.count, &[Arg::Text(&json(&rows)?)]).await?;
+                }
+                let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
+                self.notify(conn, &queues).await?;
+                Ok((SettleReply { settled, reserved }, woken.clone()))
+            }
+        )
+    }
+
+    async fn next_due(&self, queues: &[String]) -> Result<Option<i64>> {
+        let mut due: Option<i64> = None;
+        for queue in queues {
+            if let Some(next) = self
+                .number("wait", &self.inner.sql.next_due, &[Arg::Text(queue)])
+                .await?
+            {
+                due = Some(due.map_or(next, |d| d.min(next)));
+            }
+        }
+        Ok(due)
+    }
+
+    fn failed_from(row: &DB::Row) -> Result<FailedJob> {
+        let int = |i| {
+            DB::int(row, i)
+                .map_err(db::<DB>)
+                .map(Option::unwrap_or_default)
+        };
+        let text = |i| DB::text(row, i).map_err(db::<DB>);
+        let key = DB::opt_text(row, 8).map_err(db::<DB>)?;
+        let until = DB::opt_text(row, 9).map_err(db::<DB>)?;
+        Ok(FailedJob {
+            id: int(0)?.to_string(),
+            job_id: text(1)?,
+            queue: text(2)?,
+            name: text(3)?,
+            payload: DB::bytes(row, 4).map_err(db::<DB>)?,
+            error: text(5)?,
+            attempts: u32::try_from(int(6)?.max(0)).unwrap_or(u32::MAX),
+            failed_at: from_unix_millis(int(7)?),
+            unique: key.map(|key| Unique {
+                key,
+                until: until.as_deref().and_then(Until::parse).unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+fn cursor_error<DB: Backend>(cursor: &str) -> Error {
+    Error::Contract {
+        driver: DB::DRIVER,
+        problem: format!("`{cursor}` is not a cursor of this store"),
+    }
+}
+
+#[async_trait]
+impl<DB: Sql> Storage for SqlStore<DB> {
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities::new(DB::DRIVER)
+            .durable(self.inner.open.durable)
+            .reserve_by_name(true)
+            .claims(true)
+            .failed(self)
+            .inspect(self)
+            .groups(self)
+            .control(self)
+            .wake(self)
+    }
+
+    async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pushes = self.inner.open.pushes.as_ref().unwrap_or(self.main());
+        // One statement, its own transaction, where it can be; else one transaction.
+        let single = jobs.len() <= DB::CHUNK && jobs.iter().all(|job| job.unique.is_none());
+        let hot = if single { pushes } else { self.tx_hot(true) };
+        let pushed = unit!(self, "push", hot, !single, |conn, _d| self
+            .insert(conn, &jobs, None)
+            .await)?;
+        let created = jobs.iter().zip(&pushed).filter(|(_, p)| p.is_created());
+        self.woke(created.map(|(job, _)| job.queue.as_str()));
+        Ok(pushed)
+    }
+
+    async fn reserve(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
+        if request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txs = self.inner.open.txs.as_ref();
+        unit!(
+            self,
+            "reserve",
+            txs.unwrap_or(self.main()),
+            txs.is_some(),
+            |conn, deferred| { DB::reserve(self, conn, deferred, request).await }
+        )
+    }
+
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
+        let ids: Vec<i64> = leases.iter().filter_map(id_of).collect();
+        if ids.is_empty() {
+            return Ok(vec![LeaseStatus::Lost; leases.len()]);
+        }
+        unit!(self, "extend", self.tx_hot(false), true, |conn, _d| {
+            let current = self.lock_leases(conn, &ids).await?;
+            let held = |l: &Lease| {
+                id_of(l).is_some_and(|id| current.get(&id).is_some_and(|(t, _)| *t == l.token))
+            };
+            let renew: Vec<[i64; 2]> = leases
+                .iter()
+                .filter(|l| held(l))
+                .filter_map(|l| Some([id_of(l)?, millis(lease)]))
+                .collect();
+            if !renew.is_empty() {
+                Self::execute(conn, &self.inner.sql.extend, &[Arg::Text(&json(&renew)?)]).await?;
+            }
+            Ok(leases
+                .iter()
+                .map(|l| {
+                    if held(l) {
+                        LeaseStatus::Held
+                    } else {
+                        LeaseStatus::Lost
+                    }
+                })
+                .collect())
+        })
+    }
+
+    async fn settle(
+        &self,
+        settles: Vec<Settle>,
+        fetch: Option<&ReserveRequest>,
+    ) -> Result<SettleReply> {
+        check_effects(DB::DRIVER, &settles)?;
+        let fetch = fetch.filter(|request| !request.queues.is_empty());
+        let plain = settles
+            .iter()
+            .all(|s| s.outcome == Outcome::Ack && s.effects.is_empty());
+        if plain && DB::FAST_ACK {
+            return self.settle_acks(&settles, fetch).await;
+        }
+        let (reply, woken) = self.settle_all(&settles, fetch).await?;
+        self.woke(woken.iter().map(String::as_str));
+        Ok(reply)
+    }
+
+    async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        let key = storable(key);
+        let args = [Arg::Text(&key), Arg::Text(owner), Arg::Int(millis(ttl))];
+        unit!(self, "lock", self.main(), false, |conn, _d| {
+            let done = DB::execute(conn, &self.inner.sql.lock, &args)
+                .await
+                .map_err(db::<DB>)?;
+            Ok(DB::lock_taken(&done))
+        })
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
+        let key = storable(key);
+        Ok(self
+            .change(
+                "unlock",
+                &self.inner.sql.unlock,
+                &[Arg::Text(&key), Arg::Text(owner)],
+            )
+            .await?
+            > 0)
+    }
+}
+
+#[async_trait]
+impl<DB: Sql> FailedStore for SqlStore<DB> {
+    async fn list(&self, page: PageRequest) -> Result<Page<FailedJob>> {
+        let before = match &page.after {
+            Some(cursor) => cursor
+                .parse::<i64>()
+                .map_err(|_| cursor_error::<DB>(cursor))?,
+            None => i64::MAX,
+        };
+        let limit = page.limit.max(1);
+        let args = [
+            Arg::Int(before),
+            Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        let rows = self
+            .one(
+                "failed_list",
+                self.reads(),
+                &self.inner.sql.failed_list,
+                &args,
+            )
+            .await?;
+        let items = rows
+            .iter()
+            .map(Self::failed_from)
+            .collect::<Result<Vec<_>>>()?;
+        let next = items
+            .last()
+            .filter(|_| items.len() == limit)
+            .map(|last| last.id.clone());
+        Ok(Page { items, next })
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<FailedJob>> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let rows = self
+            .one(
+                "failed_get",
+                self.reads(),
+                &self.inner.sql.failed_get,
+                &[Arg::Int(id)],
+            )
+            .await?;
+        rows.first().map(Self::failed_from).transpose()
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let n = self
+            .number("failed_count", &self.inner.sql.failed_count, &[])
+            .await?;
+        Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn retry(&self, id: &str) -> Result<Option<Pushed>> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let sql = &self.inner.sql;
+        let retried = unit!(self, "failed_retry", self.tx_hot(true), true, |conn, _d| {
+            let rows = Self::fetch(conn, &sql.failed_take, &[Arg::Int(id)]).await?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let text = |i| DB::text(row, i).map_err(db::<DB>);
+            let until = DB::opt_text(row, 4).map_err(db::<DB>)?;
+            let job = NewJob {
+                queue: text(0)?,
+                name: text(1)?,
+                payload: DB::bytes(row, 2).map_err(db::<DB>)?,
+                available: Availability::Now,
+                unique: DB::opt_text(row, 3).map_err(db::<DB>)?.map(|key| Unique {
+                    key,
+                    until: until.as_deref().and_then(Until::parse).unwrap_or_default(),
+                }),
+            };
+            let pushed = self
+                .insert(conn, std::slice::from_ref(&job), Some(id))
+                .await?;
+            let Some(pushed) = pushed.into_iter().next() else {
+                return Ok(None);
+            };
+            if pushed.is_created() {
+                Self::execute(conn, &sql.failed_delete, &[Arg::Int(id)]).await?;
+                self.notify(conn, &[job.queue.as_str()]).await?;
+            }
+            Ok(Some((pushed, job.queue)))
+        })?;
+        Ok(retried.map(|(pushed, queue)| {
+            self.woke([queue.as_str()]);
+            pushed
+        }))
+    }
+
+    async fn forget(&self, id: &str) -> Result<bool> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(false);
+        };
+        Ok(self
+            .change(
+                "failed_forget",
+                &self.inner.sql.failed_delete,
+                &[Arg::Int(id)],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn flush(&self) -> Result<u64> {
+        self.change("failed_flush", &self.inner.sql.failed_flush, &[])
+            .await
+    }
+
+    async fn prune(&self, before: SystemTime) -> Result<u64> {
+        self.change(
+            "failed_prune",
+            &self.inner.sql.failed_prune,
+            &[Arg::Int(unix_millis(before))],
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl<DB: Sql> Inspect for SqlStore<DB> {
+    async fn size(&self, queue: &str) -> Result<QueueSize> {
+        let rows = self
+            .one(
+                "size",
+                self.reads(),
+                &self.inner.sql.size,
+                &[Arg::Text(queue)],
+            )
+            .await?;
+        let count = |i| -> Result<u64> {
+            let n = rows
+                .first()
+                .map_or(Ok(None), |row| DB::int(row, i))
+                .map_err(db::<DB>)?;
+            Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+        };
+        Ok(QueueSize {
+            waiting: count(0)?,
+            delayed: count(1)?,
+            reserved: count(2)?,
+        })
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let rows = self
+            .one("queues", self.reads(), &self.inner.sql.queues, &[])
+            .await?;
+        rows.iter()
+            .map(|row| DB::text(row, 0).map_err(db::<DB>))
+            .collect()
+    }
+
+    async fn clear(&self, queue: &str) -> Result<u64> {
+        // Deleted jobs take their claims with them.
+        self.change("clear", &self.inner.sql.clear, &[Arg::Text(queue)])
+            .await
+    }
+
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
+        let oldest = self
+            .number(
+                "oldest_available",
+                &self.inner.sql.oldest_available,
+                &[Arg::Text(queue)],
+            )
+            .await?;
+        Ok(oldest.map(from_unix_millis))
+    }
+
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        page: PageRequest,
+    ) -> Result<Page<JobSummary>> {
+        let (due, id) = match &page.after {
+            Some(cursor) => cursor
+                .split_once(':')
+                .and_then(|(due, id)| Some((due.parse::<i64>().ok()?, id.parse::<i64>().ok()?)))
+                .ok_or_else(|| cursor_error::<DB>(cursor))?,
+            None => (i64::MIN, i64::MIN),
+        };
+        let limit = page.limit.max(1);
+        let sql = &self.inner.sql.jobs[match state {
+            JobState::Waiting => 0,
+            JobState::Delayed => 1,
+            JobState::Reserved => 2,
+        }];
+        let args = [
+            Arg::Text(queue),
+            Arg::Int(due),
+            Arg::Int(id),
+            Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        let rows = self.one("jobs", self.reads(), sql, &args).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for row in &rows {
+            let int = |i| {
+                DB::int(row, i)
+                    .map_err(db::<DB>)
+                    .map(Option::unwrap_or_default)
+            };
+            let (id, due_at) = (int(0)?, int(4)?);
+            last = Some(format!("{due_at}:{id}"));
+            items.push(JobSummary {
+                id: JobId(id.to_string()),
+                queue: DB::text(row, 1).map_err(db::<DB>)?,
+                name: DB::text(row, 2).map_err(db::<DB>)?,
+                // Rows written by hand may hold anything here: it is only shown.
+                attempts: u32::try_from(DB::int(row, 3).ok().flatten().unwrap_or(0).max(0))
+                    .unwrap_or(u32::MAX),
+                state,
+                due_at: from_unix_millis(due_at),
+                unique_key: DB::opt_text(row, 5).map_err(db::<DB>)?,
+            });
+        }
+        Ok(Page {
+            next: last.filter(|_| items.len() == limit),
+            items,
+        })
+    }
+}
+
+#[async_trait]
+impl<DB: Sql> Groups for SqlStore<DB> {
+    async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>> {
+        let group = storable(group);
+        let rows = self
+            .one(
+                "counters",
+                self.reads(),
+                &self.inner.sql.counters,
+                &[Arg::Text(&group)],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let value = DB::int(row, 1).map_err(db::<DB>)?.unwrap_or(0);
+                Ok((DB::text(row, 0).map_err(db::<DB>)?, value))
+            })
+            .collect()
+    }
+
+    async fn remove(&self, group: &str) -> Result<bool> {
+        let group = storable(group);
+        Ok(self
+            .change(
+                "remove_group",
+                &self.inner.sql.remove_group,
+                &[Arg::Text(&group)],
+            )
+            .await?
+            > 0)
+    }
+}
+
+#[async_trait]
+impl<DB: Sql> Control for SqlStore<DB> {
+    async fn restart_generation(&self) -> Result<u64> {
+        let n = self
+            .number(
+                "restart_generation",
+                &self.inner.sql.restart_generation,
+                &[],
+            )
+            .await?;
+        Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn request_restart(&self) -> Result<()> {
+        self.change("request_restart", &self.inner.sql.request_restart, &[])
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl<DB: Sql> Wake for SqlStore<DB> {
+    async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        // Subscribed before reading the next due time: a job committed after that read
+        // wakes this wait.
+        let mut events = self.inner.waker.subscribe();
+        DB::listening(self, timeout).await;
+        // The worker drops a wait as soon as one of its jobs finishes: the query runs in a
+        // task of its own, so it is never cut off half-way (which would cost the connection).
+        let store = self.clone();
+        let owned = queues.to_vec();
+        let due = tokio::spawn(async move { store.next_due(&owned).await })
+            .await
+            .map_err(|e| Error::backend(DB::DRIVER, e))??;
+        let _ = tokio::time::timeout(idle_sleep(due, timeout), events.for_any_of(queues)).await;
+        Ok(())
+    }
+}
+
+impl<DB: Sql> SqlStore<DB> {
+    pub(crate) fn waker(&self) -> &Arc<Waker> {
+        &self.inner.waker
+    }
+
+    /// How long until a duration from now, as the database stores it.
+    pub(crate) fn lease_millis(request: &ReserveRequest) -> i64 {
+        millis(request.lease)
+    }
+}
