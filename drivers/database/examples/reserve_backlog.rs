@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use queue_core::storage::{self, ConnectOptions};
+use queue_core::storage::{self, ConnectOptions, StorageExt};
 use queue_core::{NewJob, ReserveRequest, Storage};
 use queue_database as _;
 
@@ -20,18 +20,14 @@ const SAMPLES: usize = 2_000;
 const BATCH: usize = 5_000;
 
 fn job(i: usize) -> NewJob {
-    NewJob {
-        queue: "backlog".to_owned(),
-        name: "noop".to_owned(),
-        payload: format!("{{\"v\":1,\"name\":\"noop\",\"data\":{i}}}").into_bytes(),
-        available: Default::default(),
-    }
+    let payload = format!("{{\"v\":1,\"name\":\"noop\",\"data\":{i}}}");
+    NewJob::new("backlog", "noop", payload.into_bytes())
 }
 
 /// Pushes jobs until the queue holds `target` waiting ones.
 async fn fill(store: &dyn Storage, target: u64) -> Result<Duration, Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let mut waiting = store.size("backlog").await?.waiting;
+    let mut waiting = store.inspect()?.size("backlog").await?.waiting;
     while waiting < target {
         let n = usize::try_from((target - waiting).min(BATCH as u64))?;
         store.push((0..n).map(job).collect()).await?;
@@ -49,12 +45,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn measure(
     store: &dyn Storage,
 ) -> Result<(Vec<Duration>, Vec<Duration>), Box<dyn std::error::Error>> {
-    let request = ReserveRequest {
-        queues: vec!["backlog".to_owned()],
-        lease: Duration::from_secs(60),
-        limit: 1,
-        name: None,
-    };
+    let request = ReserveRequest::new(["backlog"], Duration::from_secs(60), 1);
     let mut reserve = Vec::with_capacity(SAMPLES);
     let mut round = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
@@ -73,13 +64,9 @@ async fn measure(
 }
 
 async fn drop_tables(url: &str, table: &str) {
-    let tables = [
-        table.to_owned(),
-        format!("{table}_failed"),
-        format!("{table}_locks"),
-        format!("{table}_counters"),
-    ]
-    .join(", ");
+    let tables = ["", "_failed", "_locks", "_groups", "_control", "_counters"]
+        .map(|suffix| format!("{table}{suffix}"))
+        .join(", ");
     if url.starts_with("postgres") {
         if let Ok(pool) = sqlx::PgPool::connect(url).await {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {tables}"))

@@ -135,6 +135,7 @@ impl Backend for MySql {
     // A statement is one packet: `max_allowed_packet` (16 MB by default) bounds it.
     const CHUNK: usize = 100;
     const TEXT: &'static str = "CHAR";
+    const BLOB: &'static str = "BINARY";
     const NO_BYTES: &'static str = "''";
     const KEY: &'static str = "`key`";
     const FAST_ACK: bool = false;

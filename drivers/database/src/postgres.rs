@@ -197,6 +197,7 @@ impl Backend for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE OF t";
     const CHUNK: usize = 1000;
     const TEXT: &'static str = "TEXT";
+    const BLOB: &'static str = "BYTEA";
     const NO_BYTES: &'static str = "''::bytea";
     const KEY: &'static str = "key";
     const FAST_ACK: bool = true;

@@ -157,8 +157,6 @@ fn unit_random() -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
-
     use super::*;
 
     /// Stands in for a dialect: a pool timeout plays the conflict (a real server error
@@ -171,38 +169,36 @@ mod tests {
         Error::backend("test", sqlx::Error::PoolTimedOut)
     }
 
+    /// Runs `attempt` as the store runs an operation: again while [`Retry::again`] says so.
+    /// The number of attempts, and the last error.
+    async fn attempts(
+        retry: &Retry,
+        mut attempt: impl FnMut(u32) -> Option<Error>,
+    ) -> (u32, Option<Error>) {
+        let (mut calls, mut retries) = (0, 0);
+        loop {
+            calls += 1;
+            match attempt(calls) {
+                Some(error) if retry.again("op", &error, &mut retries).await => {}
+                last => return (calls, last),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_conflict_is_retried_until_it_passes() {
         let retry = Retry::new("test", timeouts_conflict);
-        let calls = AtomicU32::new(0);
-        let got = retry
-            .run("op", async || {
-                if calls.fetch_add(1, Ordering::Relaxed) < 2 {
-                    Err(conflict())
-                } else {
-                    Ok(7)
-                }
-            })
-            .await
-            .expect("the third attempt passes");
-        assert_eq!(got, 7);
-        assert_eq!(calls.load(Ordering::Relaxed), 3);
-        assert_eq!(retry.retried(), 2);
+        let (calls, last) = attempts(&retry, |n| (n < 3).then(conflict)).await;
+        assert!(last.is_none(), "the third attempt passes");
+        assert_eq!((calls, retry.retried()), (3, 2));
     }
 
     #[tokio::test]
     async fn retries_are_bounded() {
         let retry = Retry::new("test", timeouts_conflict);
-        let calls = AtomicU32::new(0);
-        let got: Result<()> = retry
-            .run("op", async || {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Err(conflict())
-            })
-            .await;
-        assert!(retry.conflict(&got.expect_err("gives up")).is_some());
-        assert_eq!(calls.load(Ordering::Relaxed), RETRIES + 1);
-        assert_eq!(retry.retried(), u64::from(RETRIES));
+        let (calls, last) = attempts(&retry, |_| Some(conflict())).await;
+        assert!(retry.conflict(&last.expect("gives up")).is_some());
+        assert_eq!((calls, retry.retried()), (RETRIES + 1, u64::from(RETRIES)));
     }
 
     /// A lost connection (or anything that is not a conflict the server undid) surfaces at
@@ -210,28 +206,19 @@ mod tests {
     #[tokio::test]
     async fn other_errors_are_not_retried() {
         let retry = Retry::new("test", timeouts_conflict);
-        let errors: [fn() -> Error; 3] = [
-            || {
-                Error::backend(
-                    "test",
-                    sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
-                )
-            },
-            || Error::backend("test", sqlx::Error::WorkerCrashed),
-            || Error::LeaseLost {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let errors: [fn(std::io::Error) -> Error; 3] = [
+            |io| Error::backend("test", sqlx::Error::Io(io)),
+            |_| Error::backend("test", sqlx::Error::WorkerCrashed),
+            |_| Error::LeaseLost {
                 job_id: "1".to_owned(),
             },
         ];
         for error in errors {
-            let calls = AtomicU32::new(0);
-            let got: Result<()> = retry
-                .run("op", async || {
-                    calls.fetch_add(1, Ordering::Relaxed);
-                    Err(error())
-                })
-                .await;
-            assert!(got.is_err());
-            assert_eq!(calls.load(Ordering::Relaxed), 1);
+            let kind = reset.kind();
+            let (calls, last) = attempts(&retry, |_| Some(error(kind.into()))).await;
+            assert!(last.is_some());
+            assert_eq!(calls, 1);
         }
         assert_eq!(retry.retried(), 0);
     }

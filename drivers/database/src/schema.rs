@@ -327,7 +327,7 @@ mod tests {
             }
             assert!(sql.contains("DROP TABLE IF EXISTS q_counters"), "{dialect}");
             let statements = statements(&sql);
-            assert!(statements.len() >= 10, "{dialect}: {statements:?}");
+            assert!(statements.len() >= 9, "{dialect}: {statements:?}");
             assert!(statements
                 .iter()
                 .all(|s| !s.ends_with(';') && !s.is_empty()));

@@ -205,6 +205,9 @@ pub(crate) mod sealed {
         const CHUNK: usize;
         /// The type a number is cast to to become text.
         const TEXT: &'static str;
+        /// The type a value is cast to to become bytes (a row written by hand may hold
+        /// anything in SQLite).
+        const BLOB: &'static str;
         /// The empty bytes.
         const NO_BYTES: &'static str;
         /// The locks table's key column, quoted.

@@ -226,6 +226,7 @@ impl Backend for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const CHUNK: usize = 1000;
     const TEXT: &'static str = "TEXT";
+    const BLOB: &'static str = "BLOB";
     const NO_BYTES: &'static str = "X''";
     const KEY: &'static str = "key";
     const FAST_ACK: bool = true;

@@ -23,6 +23,7 @@ pub(crate) fn fill<DB: Backend>(tables: &Tables, sql: &str) -> String {
         .replace("{for_update}", DB::FOR_UPDATE)
         .replace("{key}", DB::KEY)
         .replace("{text}", DB::TEXT)
+        .replace("{blob}", DB::BLOB)
         .replace("{no_bytes}", DB::NO_BYTES);
     if DB::DIALECT != crate::Dialect::Postgres {
         return sql;
@@ -145,7 +146,7 @@ impl Statements {
             fail: fill(&format!(
                 "INSERT INTO {{failed_table}} (job_id, queue, name, payload, error, attempts, failed_at, \
                  unique_key, unique_until, claim) \
-                 SELECT CAST(t.id AS {{text}}), t.queue, COALESCE(t.name, ''), COALESCE(t.payload, {{no_bytes}}), \
+                 SELECT CAST(t.id AS {{text}}), t.queue, COALESCE(t.name, ''), COALESCE(CAST(t.payload AS {{blob}}), {{no_bytes}}), \
                  l.reason, t.attempts, {{now}}, t.unique_key, t.unique_until, \
                  CASE WHEN t.unique_until = 'succeeded' THEN t.claim END \
                  FROM {{table}} t JOIN {} ON t.id = l.id",

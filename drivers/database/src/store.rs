@@ -216,14 +216,16 @@ impl<DB: Sql> SqlStore<DB> {
     }
 
     /// The connection pool for the application's own SQL and transactions (see
-    /// [`DispatchWithin`](crate::DispatchWithin)); on SQLite, the connection that writes.
+    /// [`DispatchWithin`](crate::DispatchWithin)). On SQLite it is the store's one
+    /// connection that writes (an in-memory database lives on it alone): the store hands it
+    /// back here, and waits for it while the application holds it.
     pub fn pool(&self) -> &sqlx::Pool<DB> {
-        self.inner
-            .open
-            .pushes
-            .as_ref()
-            .unwrap_or(&self.inner.open.main)
-            .pool()
+        let open = &self.inner.open;
+        let hot = open.pushes.as_ref().unwrap_or(&open.main);
+        if hot.pool().options().get_max_connections() == 1 {
+            hot.clear();
+        }
+        hot.pool()
     }
 
     /// The dispatch settings of [`DispatchWithin`](crate::DispatchWithin).
@@ -849,7 +851,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             "reserve",
             txs.unwrap_or(self.main()),
             txs.is_some(),
-            |conn, deferred| { DB::reserve(self, conn, deferred, request).await }
+            |conn, deferred| DB::reserve(self, conn, deferred, request).await
         )
     }
 

@@ -1,29 +1,28 @@
 //! What is particular to the SQLite driver: rows written by hand, URLs and table names,
-//! durability across a reopen, the in-memory database.
+//! durability across a reopen, an upgrade from the schema before the v2 contract, the
+//! in-memory database, the reserve plan.
 #![cfg(feature = "sqlite")]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use queue_core::{ConnectOptions, Error, NewJob, Queue, ReserveRequest, Storage, WorkerOptions};
-use queue_database::{SqliteOptions, SqliteStorage};
+use queue_core::storage::PageRequest;
+use queue_core::{
+    ConnectOptions, Error, NewJob, Queue, ReserveRequest, Storage, StorageExt, Unique,
+    WorkerOptions,
+};
+use queue_database::{schema_sql, Dialect, SqliteOptions, SqliteStorage, Tables};
 
 fn job(queue: &str, payload: &[u8]) -> NewJob {
-    NewJob {
-        queue: queue.to_owned(),
-        name: "n".to_owned(),
-        payload: payload.to_vec(),
-        available: Default::default(),
-    }
+    NewJob::new(queue, "n", payload.to_vec())
 }
 
 fn request(queue: &str, limit: usize) -> ReserveRequest {
-    ReserveRequest {
-        queues: vec![queue.to_owned()],
-        lease: Duration::from_secs(60),
-        limit,
-        name: None,
-    }
+    ReserveRequest::new([queue], Duration::from_secs(60), limit)
+}
+
+async fn size(store: &SqliteStorage, queue: &str) -> queue_core::QueueSize {
+    store.inspect().unwrap().size(queue).await.unwrap()
 }
 
 async fn open(dir: &tempfile::TempDir) -> (String, SqliteStorage) {
@@ -116,7 +115,13 @@ async fn rows_written_by_hand_go_to_the_failed_store() {
     assert_eq!(summary.processed, 1, "the good job ran after the bad ones");
     assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(summary.failed, 5);
-    let failed = store.failed_list(0, 10).await.unwrap();
+    let failed = store
+        .failed_store()
+        .unwrap()
+        .list(PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(failed.len(), 5);
     for f in &failed {
         assert!(
@@ -129,7 +134,7 @@ async fn rows_written_by_hand_go_to_the_failed_store() {
     assert!(failed
         .iter()
         .any(|f| f.payload.is_empty() && f.name.is_empty()));
-    assert_eq!(store.size("q").await.unwrap().total(), 0);
+    assert_eq!(size(&store, "q").await.total(), 0);
 }
 
 #[tokio::test]
@@ -145,7 +150,7 @@ async fn jobs_survive_a_reopen() {
     drop(store);
 
     let store = SqliteStorage::connect(&url).await.unwrap();
-    let size = store.size("q").await.unwrap();
+    let size = size(&store, "q").await;
     assert_eq!(
         (size.waiting, size.reserved),
         (1, 1),
@@ -192,7 +197,8 @@ async fn connect_by_url_with_table_names() {
         [
             "app_failed",
             "app_jobs",
-            "app_jobs_counters",
+            "app_jobs_control",
+            "app_jobs_groups",
             "app_jobs_locks"
         ]
     );
@@ -265,50 +271,44 @@ async fn in_memory_database() {
     assert_eq!(got[249].payload, b"249");
     let other = SqliteStorage::connect("sqlite::memory:").await.unwrap();
     assert_eq!(
-        other.size("q").await.unwrap().total(),
+        size(&other, "q").await.total(),
         0,
         "each in-memory store is its own"
     );
 }
 
+/// A file made before the v2 contract (the first four migration files, a job waiting) is
+/// upgraded by connecting: the job is still there, and claims work.
 #[tokio::test]
-async fn wait_returns_when_this_process_pushes() {
+async fn upgrades_a_file_of_before() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, store) = open(&dir).await;
-    let store = Arc::new(store);
-    let waiter = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            store
-                .wait(&["q".to_owned()], Duration::from_secs(10))
-                .await
-                .unwrap();
-            started.elapsed()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    store.push(vec![job("q", b"x")]).await.unwrap();
-    let waited = waiter.await.unwrap();
-    assert!(
-        waited < Duration::from_secs(5),
-        "woken by the push after {waited:?}"
-    );
-
-    // A delayed job bounds the wait.
-    let mut later = job("d", b"y");
-    later.available = queue_core::Availability::After(Duration::from_millis(300));
-    store.push(vec![later]).await.unwrap();
-    let started = std::time::Instant::now();
-    store
-        .wait(&["d".to_owned()], Duration::from_secs(10))
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    let bare = SqliteStorage::connect_with(SqliteOptions::new(&url).migrate(false))
         .await
         .unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
+    let schema = schema_sql(Dialect::Sqlite, &Tables::default());
+    let before: Vec<&str> = schema
+        .split("-- sqlite/")
+        .filter(|f| !f.starts_with("0005"))
+        .collect();
+    sqlx::raw_sql(&before.join("-- "))
+        .execute(bare.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO jobs (queue, name, payload) VALUES ('q', 'old', 'x')")
+        .execute(bare.pool())
+        .await
+        .unwrap();
+    bare.close().await;
+    let store = SqliteStorage::connect(&url).await.expect("migrates");
+    assert_eq!(
+        store.reserve(&request("q", 1)).await.unwrap()[0].name,
+        "old"
     );
+    let unique = || job("q", b"u").unique(Unique::new("k"));
+    assert!(store.push_one(unique()).await.unwrap().is_created());
+    assert!(!store.push_one(unique()).await.unwrap().is_created());
+    store.migrate().await.expect("migrating again is harmless");
 }
 
 /// Within one batch, jobs come out in the order they became available, an expired lease

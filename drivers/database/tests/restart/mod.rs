@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::{Queue, Storage, WorkerOptions};
+use queue_core::{Queue, Storage, StorageExt, WorkerOptions};
 
 const JOBS: usize = 4_000;
 
@@ -94,7 +94,12 @@ pub(crate) async fn restart_mid_run(store: Arc<dyn Storage>, restart: fn() -> bo
         started.elapsed()
     );
     assert_eq!(summary.failed, 0);
-    let size = store.size(queue_name).await.expect("the size is read");
+    let size = store
+        .inspect()
+        .unwrap()
+        .size(queue_name)
+        .await
+        .expect("the size is read");
     assert_eq!(
         size.total(),
         0,

@@ -118,28 +118,29 @@ pub(crate) async fn mysql_up() -> Result<(), String> {
     UP.get_or_init(|| up).clone()
 }
 
-/// Drops a store's tables (the jobs table, `{table}_f`, `{table}_locks`, `{table}_counters`).
+/// Every table a store on `table` may have (the failed table is `{table}_f`).
+fn tables_of(table: &str) -> String {
+    ["", "_f", "_locks", "_groups", "_control", "_counters"]
+        .map(|suffix| format!("{table}{suffix}"))
+        .join(", ")
+}
+
+/// Drops a store's tables.
 #[cfg(feature = "postgres")]
 pub(crate) async fn drop_pg_tables(table: &str) {
     if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_url()).await {
-        let _ = sqlx::query(&format!(
-            "DROP TABLE IF EXISTS {table}, {table}_f, {table}_locks, {table}_counters CASCADE"
-        ))
-        .execute(&mut conn)
-        .await;
+        let sql = format!("DROP TABLE IF EXISTS {} CASCADE", tables_of(table));
+        let _ = sqlx::query(&sql).execute(&mut conn).await;
         let _ = conn.close().await;
     }
 }
 
-/// Drops a store's tables (the jobs table, `{table}_f`, `{table}_locks`, `{table}_counters`).
+/// Drops a store's tables.
 #[cfg(feature = "mysql")]
 pub(crate) async fn drop_mysql_tables(table: &str) {
     if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
-        let _ = sqlx::query(&format!(
-            "DROP TABLE IF EXISTS {table}, {table}_f, {table}_locks, {table}_counters"
-        ))
-        .execute(&mut conn)
-        .await;
+        let sql = format!("DROP TABLE IF EXISTS {}", tables_of(table));
+        let _ = sqlx::query(&sql).execute(&mut conn).await;
         let _ = conn.close().await;
     }
 }

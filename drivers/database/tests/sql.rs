@@ -1,0 +1,638 @@
+//! What PostgreSQL and MySQL/MariaDB share beyond the conformance suite, each case run
+//! against both: transactional dispatch, `SKIP LOCKED`, rows written by hand, concurrent
+//! migrations, an upgrade from the schema before the v2 contract, many stores on one table,
+//! a reconnect, and a real deadlock retried.
+#![cfg(any(feature = "postgres", feature = "mysql"))]
+
+mod servers;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use queue_core::storage::{Effect, Settle, StorageExt};
+use queue_core::{
+    ConnectOptions, Handle, Job, JobContext, JobError, NewJob, Queue, ReserveRequest, Storage,
+    Unique, WorkerOptions,
+};
+use queue_database::{dispatch_many_within, DispatchWithin, Sql, SqlOptions, SqlStore};
+use serde::{Deserialize, Serialize};
+use sqlx::Connection;
+
+/// A job dispatched inside the application's transaction.
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(name = "welcome", queue = "welcome")]
+struct Welcome {
+    user: i64,
+}
+
+impl Handle for Welcome {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// What a case needs of a server beyond the store: its URL, raw SQL, its own texts.
+trait Server: Sql + Sized {
+    /// The two URL schemes of the driver.
+    const SCHEMES: [&'static str; 2];
+    /// Rows an operator wrote by hand (`{t}` is the table): NULL or garbage in the payload
+    /// or the name.
+    const HAND_ROWS: [&'static str; 4];
+    fn url() -> String;
+    fn up() -> impl Future<Output = Result<(), String>> + Send;
+    fn drop_tables(table: &str) -> impl Future<Output = ()> + Send;
+    /// Runs raw SQL on a connection; the first column of each row, as numbers.
+    fn raw<'c>(conn: &'c mut Self::Connection, sql: &'c str) -> BoxFuture<'c, Vec<i64>>;
+    /// The tables whose name starts with `table`, sorted.
+    fn tables(table: &str) -> impl Future<Output = Vec<String>> + Send;
+    /// How many of the server's transactions wait for a row lock in a statement naming
+    /// `table`.
+    fn lock_waits<'c>(conn: &'c mut Self::Connection, table: &'c str) -> BoxFuture<'c, i64>;
+    fn connect() -> impl Future<Output = Self::Connection> + Send;
+}
+
+#[cfg(feature = "postgres")]
+impl Server for sqlx::Postgres {
+    const SCHEMES: [&'static str; 2] = ["postgres://", "postgresql://"];
+    const HAND_ROWS: [&'static str; 4] = [
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, NULL)",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'named', NULL)",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, '\\xff00fe')",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'x', 'not an envelope')",
+    ];
+
+    fn url() -> String {
+        servers::pg_url()
+    }
+
+    async fn up() -> Result<(), String> {
+        servers::pg_up().await
+    }
+
+    async fn drop_tables(table: &str) {
+        servers::drop_pg_tables(table).await
+    }
+
+    fn raw<'c>(conn: &'c mut sqlx::PgConnection, sql: &'c str) -> BoxFuture<'c, Vec<i64>> {
+        Box::pin(async move { sqlx::query_scalar(sql).fetch_all(conn).await.expect(sql) })
+    }
+
+    async fn tables(table: &str) -> Vec<String> {
+        let sql =
+            "SELECT tablename::text FROM pg_tables WHERE tablename LIKE $1 ORDER BY tablename";
+        let mut conn = Self::connect().await;
+        let like = format!("{table}%");
+        sqlx::query_scalar(sql)
+            .bind(like)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    }
+
+    fn lock_waits<'c>(conn: &'c mut sqlx::PgConnection, table: &'c str) -> BoxFuture<'c, i64> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND query LIKE $1",
+            )
+            .bind(format!("%{table}%"))
+            .fetch_one(conn)
+            .await
+            .unwrap()
+        })
+    }
+
+    async fn connect() -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&Self::url()).await.unwrap()
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Server for sqlx::MySql {
+    const SCHEMES: [&'static str; 2] = ["mysql://", "mariadb://"];
+    const HAND_ROWS: [&'static str; 4] = [
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, NULL)",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'named', NULL)",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, X'ff00fe')",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', X'ff41', 'not an envelope')",
+    ];
+
+    fn url() -> String {
+        servers::mysql_url()
+    }
+
+    async fn up() -> Result<(), String> {
+        servers::mysql_up().await
+    }
+
+    async fn drop_tables(table: &str) {
+        servers::drop_mysql_tables(table).await
+    }
+
+    fn raw<'c>(conn: &'c mut sqlx::MySqlConnection, sql: &'c str) -> BoxFuture<'c, Vec<i64>> {
+        Box::pin(async move { sqlx::query_scalar(sql).fetch_all(conn).await.expect(sql) })
+    }
+
+    async fn tables(table: &str) -> Vec<String> {
+        let sql = "SELECT table_name FROM information_schema.tables \
+                   WHERE table_schema = DATABASE() AND table_name LIKE ? ORDER BY table_name";
+        let mut conn = Self::connect().await;
+        let like = format!("{table}%");
+        let names: Vec<Vec<u8>> = sqlx::query_scalar(sql)
+            .bind(like)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        names
+            .into_iter()
+            .map(|n| String::from_utf8(n).unwrap())
+            .collect()
+    }
+
+    fn lock_waits<'c>(conn: &'c mut sqlx::MySqlConnection, table: &'c str) -> BoxFuture<'c, i64> {
+        Box::pin(async move {
+            // The server refreshes what INNODB_TRX shows only when it was not read for 100 ms.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
+                 WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE ?",
+            )
+            .bind(format!("%{table}%"))
+            .fetch_one(conn)
+            .await
+            .unwrap()
+        })
+    }
+
+    async fn connect() -> sqlx::MySqlConnection {
+        sqlx::MySqlConnection::connect(&Self::url()).await.unwrap()
+    }
+}
+
+fn job(queue: &str, payload: &[u8]) -> NewJob {
+    NewJob::new(queue, "n", payload.to_vec())
+}
+
+fn request(queue: &str, limit: usize) -> ReserveRequest {
+    ReserveRequest::new([queue], Duration::from_secs(60), limit)
+}
+
+fn options<DB: Server>(table: &str) -> SqlOptions<DB> {
+    SqlOptions::new(DB::url())
+        .table(table)
+        .failed_table(format!("{table}_f"))
+        .max_connections(8)
+}
+
+/// A store on fresh tables, or `None` (printed) when the server is not there.
+async fn open<DB: Server>(table: &str) -> Option<SqlStore<DB>> {
+    if let Err(e) = DB::up().await {
+        return queue_tests::server_missing(&DB::url(), e);
+    }
+    Some(
+        SqlStore::connect_with(options(table))
+            .await
+            .expect("the store opens"),
+    )
+}
+
+async fn total<DB: Server>(store: &SqlStore<DB>, queue: &str) -> u64 {
+    store.inspect().unwrap().size(queue).await.unwrap().total()
+}
+
+async fn dispatch_within_a_transaction<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    // Rolled back: no job.
+    let mut tx = store.pool().begin().await.unwrap();
+    let id = Welcome { user: 1 }
+        .dispatch()
+        .within(&mut *tx, &store)
+        .await
+        .unwrap();
+    assert!(!id.0.is_empty());
+    assert_eq!(
+        total(&store, "welcome").await,
+        0,
+        "invisible before the commit"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(total(&store, "welcome").await, 0);
+
+    // Committed: exactly the job, under the id it was given.
+    let mut tx = store.pool().begin().await.unwrap();
+    let id = Welcome { user: 2 }
+        .dispatch()
+        .within(&mut *tx, &store)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let got = store.reserve(&request("welcome", 10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (&got[0].lease.job_id, got[0].name.as_str()),
+        (&id, "welcome")
+    );
+    let envelope = queue_core::envelope::Envelope::decode(&got[0].payload).unwrap();
+    assert_eq!(envelope.data.get(), r#"{"user":2}"#);
+
+    // Many at once, then one on a pool connection.
+    let queue = Queue::new(store.clone());
+    let mut tx = store.pool().begin().await.unwrap();
+    let pings = (0..12).map(|n| {
+        queue
+            .dispatch_named("ping", serde_json::json!(n))
+            .on_queue("many")
+    });
+    let ids = dispatch_many_within(&mut *tx, &store, pings).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = store.pool().acquire().await.unwrap();
+    Welcome { user: 3 }
+        .dispatch()
+        .on_queue("many")
+        .within(&mut *conn, &store)
+        .await
+        .unwrap();
+    drop(conn);
+    let got = store.reserve(&request("many", 20)).await.unwrap();
+    let got_ids: Vec<_> = got
+        .iter()
+        .take(12)
+        .map(|r| r.lease.job_id.clone())
+        .collect();
+    assert_eq!(got_ids, ids, "the ids given are the jobs', in order");
+    assert_eq!(got.len(), 13);
+
+    // A claim taken in a transaction that rolls back is free again.
+    let unique = || job("claims", b"u").unique(Unique::new("k"));
+    let mut tx = store.pool().begin().await.unwrap();
+    assert!(store.push_on(&mut *tx, vec![unique()]).await.unwrap()[0].is_created());
+    tx.rollback().await.unwrap();
+    assert!(store.push_one(unique()).await.unwrap().is_created());
+    DB::drop_tables(&table).await;
+}
+
+async fn dispatch_within_checks_queue_limits<DB: Server>() {
+    let table = servers::fresh_table();
+    if open::<DB>(&table).await.is_none() {
+        return;
+    }
+    let mut settings = queue_core::QueueSettings::default();
+    settings.max_queue_size.insert("small".to_owned(), 1);
+    let store = SqlStore::<DB>::connect_with(options(&table).dispatch_settings(settings))
+        .await
+        .unwrap();
+    let mut tx = store.pool().begin().await.unwrap();
+    let first = Welcome { user: 1 }.dispatch().on_queue("small");
+    first.within(&mut *tx, &store).await.unwrap();
+    let full = Welcome { user: 2 }
+        .dispatch()
+        .on_queue("small")
+        .within(&mut *tx, &store)
+        .await;
+    assert!(
+        matches!(full, Err(queue_core::Error::QueueFull { .. })),
+        "{full:?}"
+    );
+    tx.rollback().await.unwrap();
+    DB::drop_tables(&table).await;
+}
+
+async fn reserve_skips_rows_another_transaction_holds<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    store
+        .push(vec![job("q", b"first"), job("q", b"second")])
+        .await
+        .unwrap();
+    // Another worker in the middle of its reservation holds the first row.
+    let mut tx = store.pool().begin().await.unwrap();
+    let held = format!("SELECT id FROM {table} ORDER BY id LIMIT 1 FOR UPDATE");
+    DB::raw(&mut tx, &held).await;
+    let got = tokio::time::timeout(Duration::from_secs(2), store.reserve(&request("q", 2)))
+        .await
+        .expect("reserve does not wait for the other transaction")
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"second");
+    tx.rollback().await.unwrap();
+    let got = store.reserve(&request("q", 2)).await.unwrap();
+    assert_eq!((got.len(), got[0].payload.as_slice()), (1, &b"first"[..]));
+    DB::drop_tables(&table).await;
+}
+
+async fn rows_written_by_hand_go_to_the_failed_store<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    let mut conn = DB::connect().await;
+    for sql in DB::HAND_ROWS {
+        DB::raw(&mut conn, &sql.replace("{t}", &table)).await;
+    }
+    let queue = Queue::new(store.clone());
+    queue.listen("good", |_: serde_json::Value, _ctx| async { Ok(()) });
+    queue
+        .dispatch_named("good", serde_json::json!({}))
+        .on_queue("q")
+        .await
+        .unwrap();
+    let worker = WorkerOptions::default()
+        .queues(["q"])
+        .sleep(Duration::from_millis(50))
+        .stop_when_empty();
+    let summary = tokio::time::timeout(Duration::from_secs(30), queue.worker(worker).run())
+        .await
+        .expect("the worker stops")
+        .expect("the worker runs");
+    assert_eq!((summary.processed, summary.failed), (1, 4));
+    let failed = store.failed_store().unwrap();
+    let failed = failed
+        .list(queue_core::storage::PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(failed.len(), 4);
+    assert!(
+        failed.iter().all(|f| f.error.contains("payload")),
+        "{failed:?}"
+    );
+    assert!(failed.iter().any(|f| f.payload == [0xff, 0x00, 0xfe]));
+    assert_eq!(total(&store, "q").await, 0);
+    DB::drop_tables(&table).await;
+}
+
+async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
+    use queue_database as _;
+    if let Err(e) = DB::up().await {
+        return queue_tests::server_missing::<()>(&DB::url(), e).unwrap_or_default();
+    }
+    let table = servers::fresh_table();
+    // Several processes starting at once all create the tables: none fails.
+    let mut opens = Vec::new();
+    for i in 0..4 {
+        let url = DB::url().replacen(DB::SCHEMES[0], DB::SCHEMES[i % 2], 1);
+        let options = ConnectOptions::new()
+            .table(&table)
+            .failed_table(format!("{table}_f"))
+            .migrate(true);
+        opens.push(tokio::spawn(async move {
+            queue_core::storage::connect(&url, options).await
+        }));
+    }
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().expect("connects and migrates"));
+    }
+    assert_eq!(stores[0].driver(), DB::DIALECT.name());
+    stores[0].push(vec![job("q", b"x")]).await.unwrap();
+    let got = stores[1].reserve(&request("q", 1)).await.unwrap();
+    stores[2].fail(&got[0].lease, "no\0pe").await.unwrap();
+    let failed = stores[3].failed_store().unwrap();
+    let failed = failed
+        .list(queue_core::storage::PageRequest::first(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.items[0].error, "no\u{fffd}pe",
+        "a NUL is stored as a replacement"
+    );
+    let expected: Vec<String> = ["", "_control", "_f", "_groups", "_locks"]
+        .iter()
+        .map(|suffix| format!("{table}{suffix}"))
+        .collect();
+    assert_eq!(
+        DB::tables(&table).await,
+        expected,
+        "the statistics table is gone"
+    );
+    DB::drop_tables(&table).await;
+}
+
+/// A database made before the v2 contract (the first four migration files, a job waiting
+/// and one failed) is upgraded by connecting: the job is still there and claims work.
+async fn upgrades_a_database_of_before<DB: Server>() {
+    let table = servers::fresh_table();
+    if let Err(e) = DB::up().await {
+        return queue_tests::server_missing::<()>(&DB::url(), e).unwrap_or_default();
+    }
+    let mut conn = DB::connect().await;
+    let tables = queue_database::Tables::new(&table, &format!("{table}_f")).unwrap();
+    let schema = queue_database::schema_sql(DB::DIALECT, &tables);
+    let header = format!("-- {}/", DB::DIALECT);
+    let files = schema.split(&header).filter(|f| !f.starts_with("0005"));
+    let text: String = files
+        .flat_map(|file| file.lines().skip(1))
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        DB::raw(&mut conn, statement).await;
+    }
+    DB::raw(
+        &mut conn,
+        &format!("INSERT INTO {table} (queue, name, payload) VALUES ('q', 'old', 'x')"),
+    )
+    .await;
+    let store = SqlStore::<DB>::connect_with(options(&table))
+        .await
+        .expect("migrates");
+    let got = store.reserve(&request("q", 1)).await.unwrap();
+    assert_eq!(got[0].name, "old");
+    let unique = || job("q", b"u").unique(Unique::new("k"));
+    assert!(store.push_one(unique()).await.unwrap().is_created());
+    assert!(!store.push_one(unique()).await.unwrap().is_created());
+    store.migrate().await.expect("migrating again is harmless");
+    DB::drop_tables(&table).await;
+}
+
+async fn four_stores_share_one_table<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(first) = open::<DB>(&table).await else {
+        return;
+    };
+    const JOBS: usize = 2_000;
+    let jobs = (0..JOBS)
+        .map(|i| job("shared", i.to_string().as_bytes()))
+        .collect();
+    first.push(jobs).await.unwrap();
+    let seen: Arc<Mutex<HashMap<Vec<u8>, usize>>> = Arc::default();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        // Each its own store, with its own connections: four machines.
+        let store = open::<DB>(&table).await.unwrap();
+        let seen = seen.clone();
+        workers.push(tokio::spawn(async move {
+            let mut fetch = store.reserve(&request("shared", 8)).await.unwrap();
+            while !fetch.is_empty() {
+                for r in &fetch {
+                    *seen.lock().unwrap().entry(r.payload.clone()).or_default() += 1;
+                }
+                let acks = fetch.iter().map(|r| Settle::ack(r.lease.clone())).collect();
+                let reply = store
+                    .settle(acks, Some(&request("shared", 8)))
+                    .await
+                    .unwrap();
+                assert!(reply
+                    .settled
+                    .iter()
+                    .all(|s| *s == queue_core::storage::Settled::Applied));
+                fetch = reply.reserved;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), JOBS, "every job ran");
+    assert!(seen.values().all(|n| *n == 1), "no job ran twice");
+    drop(seen);
+    assert_eq!(total(&first, "shared").await, 0);
+    DB::drop_tables(&table).await;
+}
+
+async fn jobs_and_reservations_survive_a_reconnect<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    store
+        .push(vec![job("q", b"one"), job("q", b"two")])
+        .await
+        .unwrap();
+    let held = store.reserve(&request("q", 1)).await.unwrap();
+    store.close().await;
+    drop(store);
+    let store = open::<DB>(&table).await.unwrap();
+    let size = store.inspect().unwrap().size("q").await.unwrap();
+    assert_eq!((size.waiting, size.reserved), (1, 1));
+    assert_eq!(
+        store.acknowledge(&[held[0].lease.clone()]).await.unwrap(),
+        vec![true]
+    );
+    DB::drop_tables(&table).await;
+}
+
+/// A real deadlock. The store settles a job with two counter deltas, added in name order;
+/// another transaction (made heavy with a thousand rows written: InnoDB rolls back the
+/// lighter of two deadlocked transactions) holds the second counter and, once the store
+/// waits for it, asks for the first, which the store holds. The server undoes the store's
+/// transaction; the store runs the whole settle again, which waits for the other
+/// transaction and then goes through: the job is settled once, each counter added once.
+async fn a_deadlocked_settle_is_run_again_and_applied_once<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    let groups = format!("{table}_groups");
+    let count = |lease| {
+        Settle::ack(lease).effect(Effect::Count {
+            group: "g".to_owned(),
+            deltas: vec![("a".to_owned(), 1), ("b".to_owned(), 1)],
+        })
+    };
+    store
+        .push(vec![job("q", b"1"), job("q", b"2")])
+        .await
+        .unwrap();
+    let got = store.reserve(&request("q", 2)).await.unwrap();
+    // The rows exist, so the other transaction can lock them.
+    store.settle_one(count(got[0].lease.clone())).await.unwrap();
+    assert_eq!(store.conflict_retries(), 0);
+
+    let (mut other, mut watch) = (DB::connect().await, DB::connect().await);
+    DB::raw(
+        &mut other,
+        &format!("CREATE TABLE {table}_f_ballast (id INT PRIMARY KEY)"),
+    )
+    .await;
+    let mut tx = other.begin().await.unwrap();
+    let ballast = format!(
+        "INSERT INTO {table}_f_ballast (id) {}",
+        (1..=1000)
+            .map(|n| format!("SELECT {n}"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    );
+    DB::raw(&mut tx, &ballast).await;
+    let lock = |name: &str| {
+        format!("SELECT value FROM {groups} WHERE grp = 'g' AND name = '{name}' FOR UPDATE")
+    };
+    DB::raw(&mut tx, &lock("b")).await;
+    let settling = tokio::spawn({
+        let (store, lease) = (store.clone(), got[1].lease.clone());
+        async move { store.settle_one(count(lease)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while DB::lock_waits(&mut watch, &groups).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the store never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cycle: the server undoes the store's transaction, which lets this one through.
+    DB::raw(&mut tx, &lock("a")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.conflict_retries() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the store met the deadlock and runs the settle again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), settling)
+        .await
+        .expect("the settle finishes")
+        .unwrap()
+        .expect("the call succeeds despite the deadlock");
+    let counters = store.groups().unwrap().counters("g").await.unwrap();
+    assert_eq!(
+        counters,
+        [("a".to_owned(), 2), ("b".to_owned(), 2)],
+        "each added once more"
+    );
+    assert_eq!(total(&store, "q").await, 0);
+    DB::raw(&mut other, &format!("DROP TABLE {table}_f_ballast")).await;
+    DB::drop_tables(&table).await;
+}
+
+/// One `#[tokio::test]` per case and server.
+macro_rules! on {
+    ($feature:literal, $server:ty, $module:ident: $($case:ident),*) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case::<$server>().await
+                }
+            )*
+        }
+    };
+    ($($case:ident),* $(,)?) => {
+        on!("postgres", sqlx::Postgres, postgres: $($case),*);
+        on!("mysql", sqlx::MySql, mysql: $($case),*);
+    };
+}
+
+on!(
+    dispatch_within_a_transaction,
+    dispatch_within_checks_queue_limits,
+    reserve_skips_rows_another_transaction_holds,
+    rows_written_by_hand_go_to_the_failed_store,
+    connects_by_url_and_migrates_concurrently,
+    upgrades_a_database_of_before,
+    four_stores_share_one_table,
+    jobs_and_reservations_survive_a_reconnect,
+    a_deadlocked_settle_is_run_again_and_applied_once,
+);
