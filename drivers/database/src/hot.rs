@@ -66,6 +66,7 @@ impl<DB: Database> Hot<DB> {
     /// using it was dropped half-way) is closed instead of going back to the pool. For
     /// connections that run without autocommit, where a failure can leave a transaction
     /// open.
+    #[cfg(feature = "mysql")]
     pub(crate) fn discarding(pool: Pool<DB>, keep: usize) -> Hot<DB> {
         let mut hot = Hot::new(pool, keep);
         hot.discard = true;

@@ -1,4 +1,213 @@
-//! The SQL database driver of `queue-core` (docs to come).
+//! The SQL database driver of `queue-core`: one store, [`SqlStore`], written once over sqlx
+//! for three databases, each behind a cargo feature of its name.
+//!
+//! | feature | store | URLs | for |
+//! |---|---|---|---|
+//! | `sqlite` | [`SqliteStorage`] | `sqlite://jobs.db` | one machine: one file, any number of worker processes |
+//! | `postgres` | [`PgStorage`] | `postgres://`, `postgresql://` | many machines on one PostgreSQL 13+ server |
+//! | `mysql` | [`MySqlStorage`] | `mysql://`, `mariadb://` | many machines on one MySQL 8.0.13+ or MariaDB 10.6+ server |
+//!
+//! All three are on by default. To build with SQLite alone: `queue-database = { version =
+//! "0.1", default-features = false, features = ["sqlite"] }`. The three stores are
+//! `SqlStore<sqlx::Sqlite>`, `SqlStore<sqlx::Postgres>` and `SqlStore<sqlx::MySql>`, opened
+//! with [`SqlOptions`] of the same database ([`SqliteOptions`], [`PgOptions`],
+//! [`MySqlOptions`]); what a database supplies (its statements where they differ, its
+//! conflicts, its reservation) is behind the sealed [`Sql`] trait.
+//!
+//! # Quick start
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use queue_core::{Queue, WorkerOptions};
+//! use queue_database::SqliteStorage;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+//! let queue = Queue::new(SqliteStorage::connect(&url).await?);
+//!
+//! queue.listen("ping", |n: u32, _ctx| async move {
+//!     println!("ping {n}");
+//!     Ok(())
+//! });
+//! queue.dispatch_named("ping", serde_json::json!(7)).on_queue("high").await?;
+//!
+//! let summary = queue
+//!     .worker(WorkerOptions::default().queues(["high", "default"]).stop_when_empty())
+//!     .run()
+//!     .await?;
+//! assert_eq!(summary.processed, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! PostgreSQL and MySQL are the same with [`PgStorage`] and [`MySqlStorage`]:
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use queue_core::Queue;
+//! use queue_database::{MySqlStorage, PgOptions, PgStorage};
+//!
+//! let pg = Queue::new(PgStorage::connect("postgres://app:secret@db/app").await?);
+//! let options = PgOptions::new("postgres://app:secret@db/app").table("billing_jobs");
+//! let billing = Queue::new(PgStorage::connect_with(options).await?);
+//! let mysql = Queue::new(MySqlStorage::connect("mysql://app:secret@db/app").await?);
+//! # Ok(()) }
+//! ```
+//!
+//! Binaries that pick the driver by URL (`Queue::connect("postgres://...")`,
+//! `runall --connection mysql://...`) only need the crate linked: `use queue_database as _;`.
+//!
+//! # What one step is
+//!
+//! The contract promises that each job's transition and its effects are one atomic step,
+//! fenced by its lease token. Here every call is at least one transaction as a whole:
+//!
+//! - **Settle**: the whole batch of settlements, their effects and the fetch are one
+//!   transaction. A batch of plain acknowledgements (no effects, no other outcome) is one
+//!   `DELETE`; with a fetch, the `DELETE` and the reservation are one statement on
+//!   PostgreSQL, one transaction on SQLite. Anything else: the leases are locked and
+//!   checked, each current one's transition is applied (a claim released or moved with it),
+//!   then the follow-up pushes, the reservation, and the group counters last, in (group,
+//!   name) order so that two settles never deadlock on them. On MySQL every settle takes
+//!   the second way.
+//! - **Push**: one `INSERT` of up to 1,000 jobs (100 on MySQL), its own transaction; more
+//!   jobs, or jobs with unique claims, one transaction.
+//! - **Reserve**: one `UPDATE ... RETURNING` per queue, in priority order, each its own
+//!   transaction (SQLite); one statement over all the queues (PostgreSQL); one transaction
+//!   of a pick per queue and one mark that commits with it (MySQL). A claim held until the
+//!   job starts is released by the same statement.
+//! - **Extend**: one transaction for the batch. **Clear**, **forget**, **flush** and
+//!   **prune**: one statement each, however many jobs (their claims go with them).
+//!   **Retrying a failed job**: one transaction.
+//!
+//! # Claims
+//!
+//! A job's unique key is kept in its row with the transition that names its release: a
+//! unique index lets one waiting or running job hold a key (a second push waits for the
+//! first to commit, then sees it), a job that fails while its key is held until it succeeds
+//! keeps the key in the failed table, and a push checks that table after its insert. A
+//! deleted job (acknowledged, cleared, moved to the failed store) takes its claim with it,
+//! so the plain paths touch no claim. Keys are at most 512 bytes on MySQL. Pushing with a
+//! claim on the application's connection ([`SqlStore::push_on`]) needs a transaction.
+//!
+//! # SQLite
+//!
+//! - `sqlite://jobs.db`: a path relative to the working directory;
+//! - `sqlite:///var/lib/app/jobs.db`: an absolute path;
+//! - `sqlite::memory:`: a private in-memory database for tests, gone with the store;
+//! - `?synchronous=full`: flush every commit to the disk (see [`Synchronous`]).
+//!
+//! The file is in WAL mode, so reading never blocks writing. A process writes through one
+//! connection (the file has one writer at a time anyway) and reads through the others
+//! (3 by default). A write is one statement, or a `BEGIN IMMEDIATE` transaction that holds
+//! the file's write lock from its start: two processes never both take a job, and a process
+//! that finds the file locked waits (the busy timeout, 10 s) rather than failing. Times are
+//! SQLite's clock in milliseconds. Locking is not reliable over a network file system: one
+//! machine.
+//!
+//! # PostgreSQL
+//!
+//! `postgres://user:password@host:port/database?sslmode=require` (or `postgresql://`);
+//! sqlx's URL parameters pass through. A store has two pools (10 connections each by
+//! default): the application's ([`SqlStore::pool`]), which pushes use too and whose commits
+//! wait for the disk, and its own for the workers' writes, which do not unless
+//! [`synchronous_worker_commits`](PgOptions::synchronous_worker_commits).
+//!
+//! - The reservation takes up to `limit` jobs over the queues in priority order with
+//!   `FOR UPDATE SKIP LOCKED`: each queue's first due jobs come from the `(queue, due_at,
+//!   id)` index, rows another worker is taking are skipped, not waited for. `due_at` is a
+//!   generated column (the lease deadline while reserved, else the due time), so one index
+//!   serves fresh jobs and expired leases alike: a reservation reads a handful of index
+//!   entries whatever the backlog (`examples/reserve_backlog.rs`).
+//! - **Waking**: each store keeps one connection that `LISTEN`s on `{table}_added`; a push
+//!   (a retry, a release) notifies in its own transaction, so a dispatch from any machine
+//!   starts on an idle worker within milliseconds, and one rolled back wakes nobody. While
+//!   that connection is lost, workers poll, and are all woken when it is back.
+//! - Times are the server's clock (`statement_timestamp()`), so workers whose clocks
+//!   disagree still agree on due times and leases.
+//! - The store's own connections run with `enable_seqscan`, `enable_sort` and `jit` off:
+//!   every statement keeps its index plan whatever the table's statistics say. Each job
+//!   leaves dead rows behind, as in any PostgreSQL queue: autovacuum must run.
+//!
+//! # MySQL and MariaDB
+//!
+//! `mysql://user:password@host:port/database` (or `mariadb://`). The server must have
+//! `SELECT ... FOR UPDATE SKIP LOCKED`; an older one is refused at connect.
+//!
+//! - Every connection runs at **READ COMMITTED** (under REPEATABLE READ a read followed by
+//!   a write can act on a stale snapshot), in UTC (the clock is `UNIX_TIMESTAMP(NOW(3))`),
+//!   and in strict mode (a queue name longer than its 255 bytes fails instead of being cut).
+//! - Transactions run on connections without autocommit: the last statement without
+//!   arguments (the reservation's mark) travels with the `COMMIT`, so a reservation is two
+//!   round trips and a settle with a fetch three.
+//! - InnoDB keeps the index entries of finished jobs until its purge catches up, so a store
+//!   starts each pick after the last job it took, and reads the queue from its start again
+//!   every half second: a job due before that place (pushed with a time in the past) can
+//!   wait up to half a second longer than strict first-due-first order would make it.
+//! - Ids come from `RETURNING` on MariaDB, from `LAST_INSERT_ID()` on MySQL (a multi-row
+//!   insert gets consecutive ids).
+//! - **Waking**: MySQL has nothing like `LISTEN`: idle workers poll every `--sleep`, never
+//!   past the next delayed job; pushes from the same process wake them at once. The same
+//!   holds for SQLite.
+//!
+//! # Transactional dispatch
+//!
+//! An application can dispatch inside its own sqlx transaction, so that the job exists if and
+//! only if the transaction commits: [`DispatchWithin`] adds `.within(&mut *tx, &storage)` to
+//! any dispatch, and [`dispatch_many_within`] does a batch. Such a push is not retried after
+//! a conflict: a deadlock there undoes the application's whole transaction, which only the
+//! application can run again.
+//!
+//! # Tables and migrations
+//!
+//! A store uses five tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
+//! and three named after the jobs table, `{table}_locks`, `{table}_groups` (group counters)
+//! and `{table}_control` (the restart generation). Names must be plain identifiers
+//! (`[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters). Connecting applies the files of
+//! `migrations/sqlite/`, `migrations/postgres/` or `migrations/mysql/` that are missing,
+//! processes starting together taking turns; a database made before the v2 contract is
+//! upgraded (its statistics table `{table}_counters` is dropped). Teams that run their own
+//! migration tool print the schema instead (`runall table`: [`schema_for_url`],
+//! [`schema_sql`]) and connect with `migrate(false)`.
+//!
+//! # Guarantees
+//!
+//! - **At least once.** A job is deleted only when a worker acknowledges it. If the worker
+//!   dies first, the job becomes available again when its lease runs out, its attempt
+//!   counted. Every settle and extend names the reservation's token, so a worker whose lease
+//!   ran out cannot touch the job another worker now holds.
+//! - **Durable once the dispatch returns**, as far as the server's own settings promise
+//!   (`fsync`, `synchronous_commit`, `innodb_flush_log_at_trx_commit = 1`, the defaults).
+//!   On PostgreSQL a worker's own writes do not wait for the disk by default: a crash of the
+//!   server's machine can forget the last fraction of a second of them, and a job settled
+//!   just then runs again, with its effects (they were one step). SQLite: as its
+//!   [`Synchronous`] setting promises.
+//! - **A server restart** fails the operations in flight; the worker retries them with a
+//!   backoff, dead connections are replaced, and it carries on when the server is back.
+//! - **Transient conflicts are retried inside the store** (PostgreSQL, MySQL). When the
+//!   server undoes an operation because of another transaction, the store rolls back what
+//!   may be left of it and runs the whole operation again, up to 5 more times, after a short
+//!   random wait (around 5 ms, doubling up to 80 ms): a deadlock (MySQL 1213, PostgreSQL
+//!   40P01), a lock-wait timeout (MySQL 1205, PostgreSQL 55P03 under a `lock_timeout`) and a
+//!   serialization failure (PostgreSQL 40001, under a stricter default isolation). Only those:
+//!   each means nothing of the attempt was committed, so a retry never applies anything
+//!   twice. A lost connection, a pool timeout, or an answer that never came leaves unknown
+//!   whether a commit happened, so it is returned as an error (the worker retries with its
+//!   own backoff). [`SqlStore::conflict_retries`] counts the retries; each is logged at
+//!   `debug` level.
+//! - **Bad rows never wedge a queue.** A row written by hand with a NULL or garbage payload
+//!   or name is reserved like any other, with empty bytes for what is NULL, and the worker
+//!   moves it to the failed store with the reason.
+//! - **Everything the contract has**: claims, the failed store, inspection (listing a
+//!   queue's jobs by state a page at a time through the `(queue, due_at, id)` index), group
+//!   counters, the restart signal, reservations by job name, wake-ups.
+
+// Without a database, only the schema is of use.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(dead_code, unused_imports)
+)]
 
 mod hot;
 #[cfg(feature = "mysql")]

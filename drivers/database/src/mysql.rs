@@ -16,7 +16,7 @@ use crate::options::SqlOptions;
 use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{Backend, Io};
-use crate::sql::{Arg, Kind};
+use crate::sql::Arg;
 use crate::statements::fill;
 use crate::store::{db, millis, Open, SqlStore};
 
@@ -88,6 +88,9 @@ pub struct MySqlState {
     /// The same, from a place in the index on. Binds: queue, due_at, id, due_at, name or
     /// NULL (twice), limit.
     pick_after: String,
+    /// Deletes the current ones of 1 to 10 leases, returning them (MariaDB). Binds: the ids,
+    /// then an id and a token per lease.
+    acks: Vec<String>,
     /// Marks picked rows reserved, with `{prefix}` (a hex token), `{lease}` (ms) and `{ids}`
     /// (integers) pasted in: nothing a user controls.
     mark: String,
@@ -125,20 +128,37 @@ fn check_version(version: &str) -> Result<bool> {
 impl Backend for MySql {
     const DRIVER: &'static str = "mysql";
     const DIALECT: Dialect = Dialect::MySql;
-    const CONNECTIONS: u32 = 10;
     // The store's transactions run on connections without autocommit: the first statement
     // starts one, and the last text sent ends it with its `COMMIT`.
     const BEGIN: Option<&'static str> = None;
     // `NOW(3)` is the start of the statement, the same for every row it touches.
     const NOW: &'static str = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)";
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
     // A statement is one packet: `max_allowed_packet` (16 MB by default) bounds it.
     const CHUNK: usize = 100;
     const TEXT: &'static str = "CHAR";
     const BLOB: &'static str = "BINARY";
     const NO_BYTES: &'static str = "''";
     const KEY: &'static str = "`key`";
-    const FAST_ACK: bool = false;
+    const ROWS: &'static str = "JSON_TABLE(?, '$[*]' COLUMNS ({columns})) AS l";
+    const INT: &'static str = "{name} BIGINT PATH '$[{i}]'";
+    const STR: &'static str = "{name} LONGTEXT CHARACTER SET utf8mb4 PATH '$[{i}]'";
+    // Joined, not `WHERE id IN (SELECT ...)`: MySQL reads the whole table for a single-table
+    // `UPDATE` or `DELETE` with a subquery.
+    const UPDATE_JOIN: &'static str = "UPDATE {table} AS t JOIN {rows} ON t.id = l.id SET {set}";
+    const DELETE_JOIN: &'static str = "DELETE t FROM {table} AS t JOIN {rows} ON t.id = l.id";
+    const ADD: &'static str = "ON DUPLICATE KEY UPDATE value = value + VALUES(value)";
+    const SKIP_HELD: &'static str = "";
+    // One statement, no transaction: the owner changes only if the lock is free, ours or
+    // expired; the expiry changes only if the owner is now ours (assignments run left to
+    // right). Whether the lock was taken travels back in the insert id: 0 for a fresh row,
+    // the new expiry when it was taken over or renewed, 1 when another owner holds it
+    // (`LAST_INSERT_ID(expr)` sets the id the server reports).
+    const LOCK: &'static str =
+        "INSERT INTO {locks_table} (`key`, owner, expires_at) VALUES (?, ?, {now} + ?) \
+         ON DUPLICATE KEY UPDATE \
+         owner = IF(owner = VALUES(owner) OR expires_at <= {now}, VALUES(owner), owner), \
+         expires_at = IF(owner = VALUES(owner), LAST_INSERT_ID(VALUES(expires_at)), \
+         expires_at + 0 * LAST_INSERT_ID(1))";
     // DDL commits on its own in MySQL: a named lock makes processes that start together
     // take turns.
     const MIGRATE: (&'static str, &'static str) = (
@@ -225,66 +245,21 @@ impl Backend for MySql {
                      token = CONCAT('{prefix}', '-', id), reserved_until = {now} + {lease}, \
                      claim = IF(unique_until = 'started', NULL, claim) WHERE id IN ({ids}); ",
                 ),
+                // The list of ids lets the server look each row up by its primary key.
+                acks: (1..=10)
+                    .map(|n| {
+                        fill(&format!(
+                            "DELETE FROM {{table}} WHERE id IN ({}) AND reserved_until IS NOT NULL \
+                             AND ({}) RETURNING id, token",
+                            vec!["?"; n].join(", "),
+                            vec!["(id = ? AND token = ?)"; n].join(" OR ")
+                        ))
+                    })
+                    .filter(|_| options.knobs.returning.unwrap_or(mariadb))
+                    .collect(),
                 cursors: Mutex::new(HashMap::new()),
             },
         })
-    }
-
-    fn rows(columns: &[(&str, Kind)]) -> String {
-        let columns: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, kind))| match kind {
-                Kind::Int => format!("{name} BIGINT PATH '$[{i}]'"),
-                Kind::Text => format!("{name} LONGTEXT CHARACTER SET utf8mb4 PATH '$[{i}]'"),
-            })
-            .collect();
-        format!(
-            "JSON_TABLE(?, '$[*]' COLUMNS ({})) AS l",
-            columns.join(", ")
-        )
-    }
-
-    // Joined, not `WHERE id IN (SELECT ...)`: MySQL reads the whole table for a single-table
-    // `UPDATE` or `DELETE` with a subquery.
-    fn update_join(table: &str, set: &str, rows: &str) -> String {
-        format!("UPDATE {table} AS t JOIN {rows} ON t.id = l.id SET {set}")
-    }
-
-    fn delete_join(table: &str, rows: &str) -> String {
-        format!("DELETE t FROM {table} AS t JOIN {rows} ON t.id = l.id")
-    }
-
-    fn add_on_conflict(_table: &str, _key: &str) -> String {
-        "ON DUPLICATE KEY UPDATE value = value + VALUES(value)".to_owned()
-    }
-
-    fn returning_ids(insert: String, returning: bool, _tables: &Tables) -> String {
-        if returning {
-            format!("{insert} RETURNING id")
-        } else {
-            insert
-        }
-    }
-
-    // One statement, no transaction: the owner changes only if the lock is free, ours or
-    // expired; the expiry changes only if the owner is now ours (assignments run left to
-    // right). Whether the lock was taken travels back in the insert id: 0 for a fresh row,
-    // the new expiry when it was taken over or renewed, 1 when another owner holds it
-    // (`LAST_INSERT_ID(expr)` sets the id the server reports).
-    fn lock(locks: &str) -> String {
-        format!(
-            "INSERT INTO {locks} (`key`, owner, expires_at) VALUES (?, ?, {{now}} + ?) \
-             ON DUPLICATE KEY UPDATE \
-             owner = IF(owner = VALUES(owner) OR expires_at <= {{now}}, VALUES(owner), owner), \
-             expires_at = IF(owner = VALUES(owner), LAST_INSERT_ID(VALUES(expires_at)), \
-             expires_at + 0 * LAST_INSERT_ID(1))"
-        )
-    }
-
-    // `GROUP BY` on the index's first column is a loose index scan: one probe per queue.
-    fn queues(table: &str) -> String {
-        format!("SELECT queue FROM {table} GROUP BY queue ORDER BY queue")
     }
 
     /// Error 1213 (`ER_LOCK_DEADLOCK`, the transaction was rolled back) and 1205
@@ -318,6 +293,41 @@ impl Backend for MySql {
     fn lock_taken(done: &MySqlQueryResult) -> bool {
         // See `lock`: 0 is a fresh lock, 1 another owner's, anything else ours.
         done.last_insert_id() != 1
+    }
+
+    fn fast_ack(store: &SqlStore<MySql>, n: usize) -> bool {
+        n <= store.state().acks.len()
+    }
+
+    fn delete_leases<'a>(
+        store: &'a SqlStore<MySql>,
+        conn: &'a mut MySqlConnection,
+        pairs: &'a [(i64, &'a str)],
+    ) -> BoxFuture<'a, Result<Vec<(i64, String)>>> {
+        Box::pin(async move {
+            let Some(sql) = pairs
+                .len()
+                .checked_sub(1)
+                .and_then(|i| store.state().acks.get(i))
+            else {
+                return Ok(Vec::new());
+            };
+            let mut args: Vec<Arg> = pairs.iter().map(|(id, _)| Arg::Int(*id)).collect();
+            args.extend(
+                pairs
+                    .iter()
+                    .flat_map(|(id, token)| [Arg::Int(*id), Arg::Text(token)]),
+            );
+            let rows = MySql::fetch(conn, sql, &args).await.map_err(db::<MySql>)?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        MySql::int(row, 0).map_err(db::<MySql>)?.unwrap_or_default(),
+                        MySql::text(row, 1).map_err(db::<MySql>)?,
+                    ))
+                })
+                .collect()
+        })
     }
 
     /// Picks each queue's next due jobs, locked, in priority order; the mark that reserves

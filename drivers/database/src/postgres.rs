@@ -16,9 +16,9 @@ use crate::options::SqlOptions;
 use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{Backend, Io};
-use crate::sql::{Arg, Kind};
+use crate::sql::Arg;
 use crate::statements::fill;
-use crate::store::{db, millis, reserved_rows, Open, SqlStore};
+use crate::store::{db, due, millis, reserved_rows, Open, SqlStore};
 use crate::wake::Waker;
 
 /// A queue store in a PostgreSQL database. See [`SqlStore`] and the
@@ -97,6 +97,9 @@ pub struct PgState {
     reserve: String,
     /// Binds: leases (JSON), then as `reserve`.
     ack_reserve: String,
+    /// Binds: queues, names, payloads, absolute times (NULL: use the delay), delays in ms,
+    /// as arrays. Notifies each queue's channel. Returns the ids in order.
+    push_all: String,
     channel: String,
     listen: Option<PgConnectOptions>,
     listener: Mutex<Option<JoinHandle<()>>>,
@@ -188,20 +191,36 @@ async fn listen_loop(connect: PgConnectOptions, channel: String, waker: Arc<Wake
 impl Backend for Postgres {
     const DRIVER: &'static str = "postgres";
     const DIALECT: Dialect = Dialect::Postgres;
-    const CONNECTIONS: u32 = 10;
-    const BEGIN: Option<&'static str> = Some("BEGIN");
     // `statement_timestamp()` is stable within a statement, so the planner can compare an
     // index column with it, and unlike `now()` it moves on between the statements of a long
     // transaction (a dispatch inside the application's transaction).
     const NOW: &'static str = "(EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT";
     const FOR_UPDATE: &'static str = " FOR UPDATE OF t";
-    const CHUNK: usize = 1000;
-    const TEXT: &'static str = "TEXT";
     const BLOB: &'static str = "BYTEA";
     const NO_BYTES: &'static str = "''::bytea";
-    const KEY: &'static str = "key";
-    const FAST_ACK: bool = true;
+    const ROWS: &'static str = "(SELECT {columns} FROM jsonb_array_elements(?::jsonb) AS e) AS l";
+    const INT: &'static str = "(e->>{i})::int8 AS {name}";
+    const STR: &'static str = "e->>{i} AS {name}";
+    // Ids are drawn in the order the rows are given, so sorting them gives the jobs' order.
+    // The notification is part of the statement, so it is sent if and only if the insert
+    // commits: a dispatch inside a transaction that rolls back wakes nobody. PostgreSQL
+    // folds identical notifications of one transaction into one.
+    const RETURNING: &'static str = "WITH ins AS ({insert}{skip} RETURNING id, queue), \
+         woke AS (SELECT count(pg_notify('{channel}', q.queue)) AS n FROM (SELECT DISTINCT queue FROM ins) q) \
+         SELECT ins.id FROM ins, woke ORDER BY ins.id";
+    const NOTIFY: Option<&'static str> = Some(
+        "SELECT count(pg_notify('{channel}', q.value)) \
+         FROM (SELECT DISTINCT value FROM jsonb_array_elements_text(?::jsonb)) q",
+    );
+    // A loose index scan: one index probe per distinct queue, however many jobs.
+    const QUEUES: &'static str = "WITH RECURSIVE q AS ( \
+           (SELECT queue FROM {table} ORDER BY queue LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT t.queue FROM {table} t WHERE t.queue > q.queue ORDER BY t.queue LIMIT 1) \
+           FROM q WHERE q.queue IS NOT NULL \
+         ) SELECT queue FROM q WHERE queue IS NOT NULL";
     const ACK_AND_RESERVE: bool = true;
+    const INSERT_ALL: bool = true;
     // `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: processes that
     // start together take turns (an arbitrary constant advisory-lock key).
     const MIGRATE: (&'static str, &'static str) = (
@@ -237,6 +256,9 @@ impl Backend for Postgres {
         // had never been analysed) must not become a sort of a million rows later. They also
         // make the cost of an unavoidable sort look huge, which would have the server compile
         // the statement (JIT) at every run: these statements are far too short for that.
+        // And each statement is planned once per connection: a list's length is unknown to
+        // the planner, which would otherwise plan it again at every run (its estimate for the
+        // generic plan looks worse than for one with the values), for longer than it runs.
         let synchronous = if options.knobs.synchronous_worker_commits {
             "on"
         } else {
@@ -247,6 +269,7 @@ impl Backend for Postgres {
             ("enable_seqscan", "off"),
             ("enable_sort", "off"),
             ("jit", "off"),
+            ("plan_cache_mode", "force_generic_plan"),
         ]));
         // A few connections kept at hand (a worker uses two at a time); the others stay in
         // the pools.
@@ -270,78 +293,19 @@ impl Backend for Postgres {
                      SELECT id, NULL::text, token, NULL::int4, NULL::text, NULL::bytea, NULL::int8, 0 FROM gone \
                      UNION ALL SELECT id, queue, token, attempts, name, payload, available_at, 1 FROM upd"
                 )),
+                // Ids are drawn in the order of the arrays, so sorting them gives the jobs'.
+                push_all: fill(&Postgres::RETURNING.replace("{skip}", "").replace(
+                    "{insert}",
+                    "INSERT INTO {table} (queue, name, payload, attempts, available_at, created_at) \
+                     SELECT j.queue, j.name, j.payload, 0, COALESCE(j.at, {now} + j.delay), {now} \
+                     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int8[], $5::int8[]) \
+                     WITH ORDINALITY AS j(queue, name, payload, at, delay, position) ORDER BY j.position",
+                )),
                 channel: channel(tables),
                 listen: options.knobs.listen.then_some(connect),
                 listener: Mutex::new(None),
             },
         })
-    }
-
-    fn rows(columns: &[(&str, Kind)]) -> String {
-        let columns: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, kind))| match kind {
-                Kind::Int => format!("(e->>{i})::int8 AS {name}"),
-                Kind::Text => format!("e->>{i} AS {name}"),
-            })
-            .collect();
-        format!(
-            "(SELECT {} FROM jsonb_array_elements(?::jsonb) AS e) AS l",
-            columns.join(", ")
-        )
-    }
-
-    fn update_join(table: &str, set: &str, rows: &str) -> String {
-        format!("UPDATE {table} AS t SET {set} FROM {rows} WHERE t.id = l.id")
-    }
-
-    fn delete_join(table: &str, rows: &str) -> String {
-        format!("DELETE FROM {table} AS t USING {rows} WHERE t.id = l.id")
-    }
-
-    fn add_on_conflict(table: &str, key: &str) -> String {
-        format!("ON CONFLICT ({key}) DO UPDATE SET value = {table}.value + excluded.value")
-    }
-
-    // Ids are drawn in the order the rows are given, so sorting them gives the jobs' order.
-    // The notification is part of the statement, so it is sent if and only if the insert
-    // commits: a dispatch inside a transaction that rolls back wakes nobody. PostgreSQL
-    // folds identical notifications of one transaction into one.
-    fn returning_ids(insert: String, _returning: bool, tables: &Tables) -> String {
-        format!(
-            "WITH ins AS ({insert} ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING RETURNING id, queue), \
-             woke AS (SELECT count(pg_notify('{}', q.queue)) AS n FROM (SELECT DISTINCT queue FROM ins) q) \
-             SELECT ins.id FROM ins, woke ORDER BY ins.id",
-            channel(tables)
-        )
-    }
-
-    fn notify(tables: &Tables) -> Option<String> {
-        Some(format!(
-            "SELECT count(pg_notify('{}', q.value)) FROM (SELECT DISTINCT value FROM jsonb_array_elements_text(?::jsonb)) q",
-            channel(tables)
-        ))
-    }
-
-    fn lock(locks: &str) -> String {
-        format!(
-            "INSERT INTO {locks} AS l (key, owner, expires_at) VALUES (?, ?, {{now}} + ?) \
-             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
-             WHERE l.owner = excluded.owner OR l.expires_at <= {{now}}"
-        )
-    }
-
-    // A loose index scan: one index probe per distinct queue, however many jobs.
-    fn queues(table: &str) -> String {
-        format!(
-            "WITH RECURSIVE q AS ( \
-               (SELECT queue FROM {table} ORDER BY queue LIMIT 1) \
-               UNION ALL \
-               SELECT (SELECT t.queue FROM {table} t WHERE t.queue > q.queue ORDER BY t.queue LIMIT 1) \
-               FROM q WHERE q.queue IS NOT NULL \
-             ) SELECT queue FROM q WHERE queue IS NOT NULL"
-        )
     }
 
     /// SQLSTATE 40P01 (`deadlock_detected`), 40001 (`serialization_failure`, under a
@@ -359,25 +323,8 @@ impl Backend for Postgres {
         }
     }
 
-    fn duplicate(_error: &sqlx::Error) -> bool {
-        false
-    }
-
-    fn already_applied(_error: &sqlx::Error) -> bool {
-        // Every migration statement says `IF NOT EXISTS`.
-        false
-    }
-
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
-    }
-
-    fn last_insert_id(_done: &PgQueryResult) -> i64 {
-        0
-    }
-
-    fn lock_taken(done: &PgQueryResult) -> bool {
-        done.rows_affected() > 0
     }
 
     fn reserve<'a>(
@@ -397,12 +344,39 @@ impl Backend for Postgres {
         })
     }
 
+    fn insert_all<'a>(
+        store: &'a SqlStore<Postgres>,
+        conn: &'a mut PgConnection,
+        jobs: &'a [queue_core::NewJob],
+    ) -> BoxFuture<'a, sqlx::Result<Vec<i64>>> {
+        Box::pin(async move {
+            let (mut queues, mut names, mut payloads, mut ats, mut delays) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            for job in jobs {
+                let (at, delay) = due(job.available);
+                queues.push(job.queue.as_str());
+                names.push(job.name.as_str());
+                payloads.push(job.payload.as_slice());
+                ats.push(at);
+                delays.push(delay);
+            }
+            sqlx::query_scalar(&store.state().push_all)
+                .bind(queues)
+                .bind(names)
+                .bind(payloads)
+                .bind(ats)
+                .bind(delays)
+                .fetch_all(conn)
+                .await
+        })
+    }
+
     fn ack_and_reserve<'a>(
         store: &'a SqlStore<Postgres>,
         conn: &'a mut PgConnection,
         leases: &'a str,
         request: &'a ReserveRequest,
-    ) -> BoxFuture<'a, Result<(Vec<(i64, String)>, Vec<Reserved>)>> {
+    ) -> BoxFuture<'a, Result<crate::sql::sealed::AckedAndReserved>> {
         Box::pin(async move {
             let queues = serde_json::to_string(&request.queues)
                 .map_err(|e| Error::backend("postgres", e))?;

@@ -39,7 +39,7 @@ pub enum Arg<'a> {
 
 /// The type of a column of a JSON list (see `Backend::rows`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A 64-bit integer.
     Int,
     /// A text.
@@ -48,6 +48,9 @@ pub enum Kind {
 
 pub(crate) mod sealed {
     use super::*;
+
+    /// The acknowledged `(id, token)` and the jobs reserved.
+    pub(crate) type AckedAndReserved = (Vec<(i64, String)>, Vec<Reserved>);
 
     /// sqlx's executor, binds and decoding for the few types the store uses, written once
     /// for every database through one set of bounds.
@@ -186,35 +189,69 @@ pub(crate) mod sealed {
     }
 
     /// What a database supplies to the store, beyond sqlx: its connections, the texts where
-    /// its SQL differs, how it reports conflicts, and its reservation.
+    /// its SQL differs (templates with `{table}`-like placeholders, the PostgreSQL and SQLite
+    /// forms by default), how it reports conflicts, and its reservation.
     pub trait Backend: Io + Sized {
         /// The driver's name (`sqlite`, `postgres`, `mysql`).
         const DRIVER: &'static str;
         /// Its schema.
         const DIALECT: Dialect;
         /// Connections of a store unless set.
-        const CONNECTIONS: u32;
+        const CONNECTIONS: u32 = 10;
         /// What opens a write transaction; `None` where the store's transactions run on
         /// connections without autocommit (MySQL), which start one at their first statement.
-        const BEGIN: Option<&'static str>;
+        const BEGIN: Option<&'static str> = Some("BEGIN");
         /// The server's clock in milliseconds since the Unix epoch, fixed for a statement.
         const NOW: &'static str;
         /// Locks the rows a `SELECT` from `{table} t` reads, until the commit.
-        const FOR_UPDATE: &'static str;
+        const FOR_UPDATE: &'static str = " FOR UPDATE";
         /// The most rows in one `INSERT` of jobs.
-        const CHUNK: usize;
+        const CHUNK: usize = 1000;
         /// The type a number is cast to to become text.
-        const TEXT: &'static str;
+        const TEXT: &'static str = "TEXT";
         /// The type a value is cast to to become bytes (a row written by hand may hold
         /// anything in SQLite).
         const BLOB: &'static str;
         /// The empty bytes.
         const NO_BYTES: &'static str;
         /// The locks table's key column, quoted.
-        const KEY: &'static str;
-        /// Whether acknowledging a batch is one statement that says which were current
-        /// (`DELETE ... RETURNING`): not on MySQL, which locks them first.
-        const FAST_ACK: bool;
+        const KEY: &'static str = "key";
+        /// The rows of the JSON array of arrays bound at this place, as a derived table `l`
+        /// with `{columns}`, each an [`INT`](Self::INT) or a [`STR`](Self::STR) at `{i}` named
+        /// `{name}`.
+        const ROWS: &'static str;
+        /// A number column of [`ROWS`](Self::ROWS).
+        const INT: &'static str;
+        /// A text column of [`ROWS`](Self::ROWS).
+        const STR: &'static str;
+        /// `UPDATE {table} t` joined with `{rows}` on `t.id = l.id`, setting `{set}`.
+        const UPDATE_JOIN: &'static str =
+            "UPDATE {table} AS t SET {set} FROM {rows} WHERE t.id = l.id";
+        /// `DELETE` from `{table}` the rows whose id is in `{rows}`.
+        const DELETE_JOIN: &'static str = "DELETE FROM {table} AS t USING {rows} WHERE t.id = l.id";
+        /// `DELETE` from `{table}` the reserved rows whose `(id, token)` is in `{rows}`,
+        /// returning them (not on MySQL).
+        const ACK: &'static str = "DELETE FROM {table} AS t USING {rows} WHERE t.id = l.id \
+             AND t.token = l.token AND t.reserved_until IS NOT NULL RETURNING t.id, t.token";
+        /// Adds the inserted `value` to the row's on a conflict over `{conflict}`.
+        const ADD: &'static str =
+            "ON CONFLICT ({conflict}) DO UPDATE SET value = {table}.value + excluded.value";
+        /// Skips a job whose claim is held (MySQL refuses it with an error instead).
+        const SKIP_HELD: &'static str = " ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING";
+        /// The `{insert}` of jobs (with `{skip}`) returning their ids in order, where the
+        /// server can (and waking `{channel}`'s listeners on PostgreSQL).
+        const RETURNING: &'static str = "{insert}{skip} RETURNING id";
+        /// Wakes other processes' waiters for a JSON list of queues (PostgreSQL's `NOTIFY`).
+        const NOTIFY: Option<&'static str> = None;
+        /// Takes a lock: key, owner, ttl ms (see [`lock_taken`](Self::lock_taken)).
+        const LOCK: &'static str = "INSERT INTO {locks_table} AS l ({key}, owner, expires_at) \
+             VALUES (?, ?, {now} + ?) ON CONFLICT ({key}) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at WHERE l.owner = excluded.owner OR l.expires_at <= {now}";
+        /// The queues that hold jobs, sorted (`GROUP BY` on the index's first column is a
+        /// loose index scan on MySQL, one probe per queue).
+        const QUEUES: &'static str = "SELECT queue FROM {table} GROUP BY queue ORDER BY queue";
+        /// Statements that serialise migrations between processes, and end that.
+        const MIGRATE: (&'static str, &'static str);
         /// The knobs of this database in [`SqlOptions`].
         type Knobs: Clone + std::fmt::Debug + Default + Send + Sync + 'static;
         /// What a store keeps for this database alone.
@@ -226,39 +263,30 @@ pub(crate) mod sealed {
             tables: &Tables,
         ) -> impl Future<Output = Result<Open<Self>>> + Send;
 
-        /// The rows of the JSON array of arrays bound at this place, as a derived table `l`
-        /// with these columns.
-        fn rows(columns: &[(&str, Kind)]) -> String;
-        /// `UPDATE {table} t` joined with `rows` on `t.id = l.id`, setting `set`.
-        fn update_join(table: &str, set: &str, rows: &str) -> String;
-        /// `DELETE` from `{table}` the rows whose id is in `rows`.
-        fn delete_join(table: &str, rows: &str) -> String;
-        /// The clause that adds the inserted `value` to the row's on a conflict over `key`.
-        fn add_on_conflict(table: &str, key: &str) -> String;
-        /// The `INSERT` of jobs made to return their ids where the server can, to skip a
-        /// row whose claim is held (PostgreSQL, SQLite), and to wake listeners (PostgreSQL).
-        fn returning_ids(insert: String, returning: bool, tables: &Tables) -> String;
-        /// Wakes other processes' waiters for a JSON list of queues (PostgreSQL's `NOTIFY`).
-        fn notify(_tables: &Tables) -> Option<String> {
+        /// A transient conflict the server undid the work for (see `retry`). SQLite has
+        /// none: a write waits for the file's lock (the busy timeout).
+        fn conflict(_error: &sqlx::Error) -> Option<Conflict> {
             None
         }
-        /// Takes a lock: `{key}`, owner, ttl ms (see [`lock_taken`](Self::lock_taken)).
-        fn lock(locks: &str) -> String;
-        /// The queues that hold jobs, sorted.
-        fn queues(table: &str) -> String;
-
-        /// A transient conflict the server undid the work for (see `retry`).
-        fn conflict(error: &sqlx::Error) -> Option<Conflict>;
         /// An insert refused for a duplicate key (MySQL; the others skip it).
-        fn duplicate(error: &sqlx::Error) -> bool;
-        /// A migration statement refused because what it adds is there (a column).
-        fn already_applied(error: &sqlx::Error) -> bool;
+        fn duplicate(_error: &sqlx::Error) -> bool {
+            false
+        }
+        /// A migration statement refused because what it adds is there (a column, where
+        /// the statement cannot say `IF NOT EXISTS`).
+        fn already_applied(_error: &sqlx::Error) -> bool {
+            false
+        }
         /// The rows a statement changed.
         fn rows_affected(done: &Self::QueryResult) -> u64;
         /// The first id an `INSERT` without `RETURNING` gave (MySQL).
-        fn last_insert_id(done: &Self::QueryResult) -> i64;
-        /// Whether [`lock`](Self::lock)'s statement took the lock.
-        fn lock_taken(done: &Self::QueryResult) -> bool;
+        fn last_insert_id(_done: &Self::QueryResult) -> i64 {
+            0
+        }
+        /// Whether [`LOCK`](Self::LOCK) took the lock.
+        fn lock_taken(done: &Self::QueryResult) -> bool {
+            Self::rows_affected(done) > 0
+        }
 
         /// Reserves on `conn`, inside the caller's transaction on MySQL (which needs one:
         /// its mark goes into `deferred`, sent with the commit), in one statement elsewhere.
@@ -268,6 +296,31 @@ pub(crate) mod sealed {
             deferred: &'a mut String,
             request: &'a ReserveRequest,
         ) -> BoxFuture<'a, Result<Vec<Reserved>>>;
+        /// Whether acknowledging `n` leases is one statement that says which were current
+        /// (`DELETE ... RETURNING`): not on MySQL, which locks them first, but on MariaDB for
+        /// up to 10.
+        fn fast_ack(_store: &SqlStore<Self>, _n: usize) -> bool {
+            true
+        }
+        /// Deletes the current ones of `(id, token)` leases: the ones it deleted.
+        fn delete_leases<'a>(
+            store: &'a SqlStore<Self>,
+            conn: &'a mut Self::Connection,
+            pairs: &'a [(i64, &'a str)],
+        ) -> BoxFuture<'a, Result<Vec<(i64, String)>>> {
+            Box::pin(store.ack_json(conn, pairs))
+        }
+        /// Whether [`insert_all`](Self::insert_all) inserts any number of jobs without a claim
+        /// in one statement (PostgreSQL, with arrays).
+        const INSERT_ALL: bool = false;
+        /// Inserts jobs without a claim: their ids, in order.
+        fn insert_all<'a>(
+            _store: &'a SqlStore<Self>,
+            _conn: &'a mut Self::Connection,
+            _jobs: &'a [queue_core::NewJob],
+        ) -> BoxFuture<'a, sqlx::Result<Vec<i64>>> {
+            Box::pin(async { Err(sqlx::Error::Protocol("not one statement here".into())) })
+        }
         /// Whether [`ack_and_reserve`](Self::ack_and_reserve) is one statement (PostgreSQL).
         const ACK_AND_RESERVE: bool = false;
         /// Acknowledges `leases` (a JSON list of `[id, token]`) and reserves in one
@@ -277,7 +330,7 @@ pub(crate) mod sealed {
             _conn: &'a mut Self::Connection,
             _leases: &'a str,
             _request: &'a ReserveRequest,
-        ) -> BoxFuture<'a, Result<(Vec<(i64, String)>, Vec<Reserved>)>> {
+        ) -> BoxFuture<'a, Result<AckedAndReserved>> {
             Box::pin(async {
                 Err(queue_core::Error::backend(
                     Self::DRIVER,
@@ -295,7 +348,5 @@ pub(crate) mod sealed {
         ) -> BoxFuture<'_, bool> {
             Box::pin(async { false })
         }
-        /// Statements that serialise migrations between processes, and end that.
-        const MIGRATE: (&'static str, &'static str);
     }
 }

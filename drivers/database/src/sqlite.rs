@@ -11,11 +11,10 @@ use sqlx::Sqlite;
 
 use crate::hot::Hot;
 use crate::options::SqlOptions;
-use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{Backend, Io};
-use crate::sql::{Arg, Kind};
-use crate::store::{db, reserved_rows, Open, SqlStore};
+use crate::sql::Arg;
+use crate::store::{db, millis, reserved_rows, Open, SqlStore};
 
 /// A queue store in one SQLite file. See [`SqlStore`] and the [crate docs](crate#sqlite).
 pub type SqliteStorage = SqlStore<Sqlite>;
@@ -224,12 +223,16 @@ impl Backend for Sqlite {
     const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
     // A transaction holds the file's write lock from its start.
     const FOR_UPDATE: &'static str = "";
-    const CHUNK: usize = 1000;
-    const TEXT: &'static str = "TEXT";
     const BLOB: &'static str = "BLOB";
     const NO_BYTES: &'static str = "X''";
-    const KEY: &'static str = "key";
-    const FAST_ACK: bool = true;
+    const ROWS: &'static str = "(SELECT {columns} FROM json_each(?)) AS l";
+    const INT: &'static str = "json_extract(value, '$[{i}]') AS {name}";
+    const STR: &'static str = "json_extract(value, '$[{i}]') AS {name}";
+    // SQLite's `DELETE` has no `USING`: its planner looks the ids up by primary key.
+    const DELETE_JOIN: &'static str = "DELETE FROM {table} WHERE id IN (SELECT l.id FROM {rows})";
+    const ACK: &'static str =
+        "DELETE FROM {table} WHERE (id, token) IN (SELECT l.id, l.token FROM {rows}) \
+         AND reserved_until IS NOT NULL RETURNING id, token";
     const MIGRATE: (&'static str, &'static str) = ("BEGIN IMMEDIATE", "COMMIT");
     type Knobs = SqliteKnobs;
     type State = SqliteState;
@@ -298,52 +301,6 @@ impl Backend for Sqlite {
         })
     }
 
-    fn rows(columns: &[(&str, Kind)]) -> String {
-        let columns: Vec<String> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| format!("json_extract(value, '$[{i}]') AS {name}"))
-            .collect();
-        format!("(SELECT {} FROM json_each(?)) AS l", columns.join(", "))
-    }
-
-    fn update_join(table: &str, set: &str, rows: &str) -> String {
-        format!("UPDATE {table} AS t SET {set} FROM {rows} WHERE t.id = l.id")
-    }
-
-    fn delete_join(table: &str, rows: &str) -> String {
-        format!("DELETE FROM {table} WHERE id IN (SELECT l.id FROM {rows})")
-    }
-
-    fn add_on_conflict(_table: &str, key: &str) -> String {
-        format!("ON CONFLICT ({key}) DO UPDATE SET value = value + excluded.value")
-    }
-
-    fn returning_ids(insert: String, _returning: bool, _tables: &Tables) -> String {
-        format!("{insert} ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING RETURNING id")
-    }
-
-    fn lock(locks: &str) -> String {
-        format!(
-            "INSERT INTO {locks} (key, owner, expires_at) VALUES (?, ?, {{now}} + ?) \
-             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
-             WHERE {locks}.owner = excluded.owner OR {locks}.expires_at <= {{now}}"
-        )
-    }
-
-    fn queues(table: &str) -> String {
-        format!("SELECT queue FROM {table} GROUP BY queue ORDER BY queue")
-    }
-
-    fn conflict(_error: &sqlx::Error) -> Option<Conflict> {
-        // A write waits for the file's lock (the busy timeout); nothing is undone to retry.
-        None
-    }
-
-    fn duplicate(_error: &sqlx::Error) -> bool {
-        false
-    }
-
     fn already_applied(error: &sqlx::Error) -> bool {
         error
             .as_database_error()
@@ -354,14 +311,6 @@ impl Backend for Sqlite {
         done.rows_affected()
     }
 
-    fn last_insert_id(done: &sqlx::sqlite::SqliteQueryResult) -> i64 {
-        done.last_insert_rowid()
-    }
-
-    fn lock_taken(done: &sqlx::sqlite::SqliteQueryResult) -> bool {
-        done.rows_affected() > 0
-    }
-
     fn reserve<'a>(
         store: &'a SqlStore<Sqlite>,
         conn: &'a mut sqlx::SqliteConnection,
@@ -370,7 +319,7 @@ impl Backend for Sqlite {
     ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
         Box::pin(async move {
             let limit = request.limit.max(1);
-            let lease = SqlStore::<Sqlite>::lease_millis(request);
+            let lease = millis(request.lease);
             let mut out = Vec::new();
             // One statement per queue, in priority order, each a write from its first step.
             for queue in &request.queues {

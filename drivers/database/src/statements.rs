@@ -8,7 +8,7 @@
 
 use crate::schema::Tables;
 use crate::sql::sealed::Backend;
-use crate::sql::Kind::{Int, Text};
+use crate::sql::Kind::{self, Int, Text};
 
 /// The columns of a failed job, in the order `failed_from` reads them.
 pub(crate) const FAILED_COLUMNS: &str =
@@ -17,8 +17,11 @@ pub(crate) const FAILED_COLUMNS: &str =
 /// Pastes the table names and the database's pieces into a text and numbers its `?`s where
 /// the database wants `$1`, `$2`...
 pub(crate) fn fill<DB: Backend>(tables: &Tables, sql: &str) -> String {
+    // Unquoted names fold to lower case in PostgreSQL: the channel follows the table.
+    let channel = format!("{}_added", tables.jobs().to_ascii_lowercase());
     let sql = tables
         .fill(sql)
+        .replace("{channel}", &channel)
         .replace("{now}", DB::NOW)
         .replace("{for_update}", DB::FOR_UPDATE)
         .replace("{key}", DB::KEY)
@@ -42,8 +45,11 @@ pub(crate) fn fill<DB: Backend>(tables: &Tables, sql: &str) -> String {
 #[derive(Debug)]
 pub(crate) struct Statements {
     /// `INSERT`s of jobs, by rows: per row queue, name, payload, absolute time or NULL,
-    /// delay ms, unique key, until, claim. Return the ids where the server can.
+    /// delay ms. Return the ids where the server can.
     push: Vec<(usize, String)>,
+    /// The `INSERT` of one job with a claim: as `push`, then unique key, until, claim. A row
+    /// whose claim is held is skipped (PostgreSQL, SQLite) or refused (MySQL).
+    pub(crate) push_claimed: String,
     /// Deletes the current ones of `[id, token]` leases, returning them (not on MySQL).
     pub(crate) ack: String,
     /// The reserved jobs of `[id]`, locked: id, token, queue.
@@ -101,21 +107,63 @@ pub(crate) struct Statements {
     pub(crate) request_restart: String,
 }
 
+/// The rows of the JSON list bound at this place, as the derived table `l` with these
+/// columns.
+pub(crate) fn rows<DB: Backend>(columns: &[(&str, Kind)]) -> String {
+    let columns: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, kind))| {
+            let column = if *kind == Int { DB::INT } else { DB::STR };
+            column
+                .replace("{i}", &i.to_string())
+                .replace("{name}", name)
+        })
+        .collect();
+    DB::ROWS.replace("{columns}", &columns.join(", "))
+}
+
+/// `UPDATE` `{table}` (as `t`) joined with `rows` (as `l`), setting `set`.
+fn update_join<DB: Backend>(set: &str, rows: &str) -> String {
+    DB::UPDATE_JOIN
+        .replace("{set}", set)
+        .replace("{rows}", rows)
+}
+
 impl Statements {
     pub(crate) fn new<DB: Backend>(tables: &Tables, returning: bool) -> Statements {
         let fill = |sql: &str| fill::<DB>(tables, sql);
-        let ids = DB::rows(&[("id", Int)]);
+        let ids = rows::<DB>(&[("id", Int)]);
+        let add = |table: &str, conflict: &str| {
+            DB::ADD
+                .replace("{table}", table)
+                .replace("{conflict}", conflict)
+        };
+        let insert = |rows: usize, claimed: bool| {
+            let (columns, row) = match claimed {
+                true => (
+                    ", unique_key, unique_until, claim",
+                    "(?, ?, ?, 0, COALESCE(?, {now} + ?), {now}, ?, ?, ?)",
+                ),
+                false => ("", "(?, ?, ?, 0, COALESCE(?, {now} + ?), {now})"),
+            };
+            let insert = format!(
+                "INSERT INTO {{table}} (queue, name, payload, attempts, available_at, created_at{columns}) VALUES {}",
+                vec![row; rows].join(", ")
+            );
+            let skip = if claimed { DB::SKIP_HELD } else { "" };
+            match returning {
+                true => fill(
+                    &DB::RETURNING
+                        .replace("{insert}", &insert)
+                        .replace("{skip}", skip),
+                ),
+                false => fill(&insert),
+            }
+        };
         let push = sizes(DB::CHUNK)
             .into_iter()
-            .map(|rows| {
-                let row = "(?, ?, ?, 0, COALESCE(?, {now} + ?), {now}, ?, ?, ?)";
-                let insert = format!(
-                    "INSERT INTO {{table}} (queue, name, payload, attempts, available_at, created_at, \
-                     unique_key, unique_until, claim) VALUES {}",
-                    vec![row; rows].join(", ")
-                );
-                (rows, fill(&DB::returning_ids(insert, returning, tables)))
-            })
+            .map(|rows| (rows, insert(rows, false)))
             .collect();
         let state = |filter: &str| {
             fill(&format!(
@@ -130,17 +178,17 @@ impl Statements {
         };
         Statements {
             push,
+            push_claimed: insert(1, true),
             ack: fill(&ack::<DB>()),
             lock_leases: fill(&format!(
                 "SELECT t.id, t.token, t.queue FROM {{table}} t JOIN {ids} ON t.id = l.id \
                  WHERE t.reserved_until IS NOT NULL{{for_update}}"
             )),
-            delete: fill(&DB::delete_join("{table}", &ids)),
-            wait: fill(&DB::update_join(
-                "{table}",
+            delete: fill(&DB::DELETE_JOIN.replace("{rows}", &ids)),
+            wait: fill(&update_join::<DB>(
                 "token = NULL, reserved_until = NULL, available_at = {now} + l.delay, \
                  attempts = CASE WHEN t.attempts > 0 THEN t.attempts - l.refund ELSE t.attempts END",
-                &DB::rows(&[("id", Int), ("delay", Int), ("refund", Int)]),
+                &rows::<DB>(&[("id", Int), ("delay", Int), ("refund", Int)]),
             )),
             // A claim held until the job succeeds moves with it into the failed table.
             fail: fill(&format!(
@@ -150,14 +198,13 @@ impl Statements {
                  l.reason, t.attempts, {{now}}, t.unique_key, t.unique_until, \
                  CASE WHEN t.unique_until = 'succeeded' THEN t.claim END \
                  FROM {{table}} t JOIN {} ON t.id = l.id",
-                DB::rows(&[("id", Int), ("reason", Text)])
+                rows::<DB>(&[("id", Int), ("reason", Text)])
             )),
-            extend: fill(&DB::update_join(
-                "{table}",
+            extend: fill(&update_join::<DB>(
                 "reserved_until = {now} + l.lease",
-                &DB::rows(&[("id", Int), ("lease", Int)]),
+                &rows::<DB>(&[("id", Int), ("lease", Int)]),
             )),
-            notify: DB::notify(tables).map(|sql| fill(&sql)),
+            notify: DB::NOTIFY.map(fill),
             live_holder: fill("SELECT id FROM {table} WHERE claim = ?"),
             failed_holder: fill("SELECT job_id FROM {failed_table} WHERE claim = ? AND id <> ?"),
             delete_job: fill("DELETE FROM {table} WHERE id = ?"),
@@ -166,7 +213,7 @@ impl Statements {
                  COUNT(CASE WHEN reserved_until IS NULL AND due_at > {now} THEN 1 END), \
                  COUNT(reserved_until) FROM {table} WHERE queue = ?",
             ),
-            queues: fill(&DB::queues("{table}")),
+            queues: fill(DB::QUEUES),
             clear: fill("DELETE FROM {table} WHERE queue = ? AND reserved_until IS NULL"),
             oldest_available: fill(
                 "SELECT MIN(due_at) FROM {table} WHERE queue = ? AND due_at <= {now}",
@@ -187,22 +234,22 @@ impl Statements {
             failed_delete: fill("DELETE FROM {failed_table} WHERE id = ?"),
             failed_flush: fill("DELETE FROM {failed_table}"),
             failed_prune: fill("DELETE FROM {failed_table} WHERE failed_at < ?"),
-            lock: fill(&DB::lock("{locks_table}")),
+            lock: fill(DB::LOCK),
             unlock: fill("DELETE FROM {locks_table} WHERE {key} = ? AND owner = ?"),
             // In (group, name) order, as the list comes: two settles lock the rows they share
             // in the same order, so they never deadlock on them.
             count: fill(&format!(
                 "INSERT INTO {{groups_table}} (grp, name, value) SELECT l.grp, l.name, l.delta FROM {} \
                  WHERE 1 = 1 ORDER BY l.grp, l.name {}",
-                DB::rows(&[("grp", Text), ("name", Text), ("delta", Int)]),
-                DB::add_on_conflict("{groups_table}", "grp, name")
+                rows::<DB>(&[("grp", Text), ("name", Text), ("delta", Int)]),
+                add("{groups_table}", "grp, name")
             )),
             counters: fill("SELECT name, value FROM {groups_table} WHERE grp = ? ORDER BY name"),
             remove_group: fill("DELETE FROM {groups_table} WHERE grp = ?"),
             restart_generation: fill("SELECT value FROM {control_table} WHERE name = 'restart'"),
             request_restart: fill(&format!(
                 "INSERT INTO {{control_table}} (name, value) VALUES ('restart', 1) {}",
-                DB::add_on_conflict("{control_table}", "name")
+                add("{control_table}", "name")
             )),
         }
     }
@@ -217,14 +264,9 @@ impl Statements {
 }
 
 /// Deletes the current ones of `[id, token]` leases, returning them: the acknowledgement of
-/// a batch in one statement (not on MySQL, whose `DELETE` cannot say `RETURNING` and cannot
-/// join a list and keep the primary key's plan).
+/// a batch in one statement (not on MySQL, whose `DELETE` cannot say `RETURNING`).
 pub(crate) fn ack<DB: Backend>() -> String {
-    format!(
-        "DELETE FROM {{table}} WHERE (id, token) IN (SELECT l.id, l.token FROM {}) \
-         AND reserved_until IS NOT NULL RETURNING id, token",
-        DB::rows(&[("id", Int), ("token", Text)])
-    )
+    DB::ACK.replace("{rows}", &rows::<DB>(&[("id", Int), ("token", Text)]))
 }
 
 /// The row counts of the statements over many rows: `largest`, 100, then 10 down to 1.

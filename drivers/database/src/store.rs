@@ -134,6 +134,15 @@ pub(crate) fn millis(duration: Duration) -> i64 {
     duration_millis(duration).min(MAX_MILLIS)
 }
 
+/// When a job is due: an absolute time, or a delay from the database's clock (ms).
+pub(crate) fn due(available: Availability) -> (Option<i64>, i64) {
+    match available {
+        Availability::Now => (None, 0),
+        Availability::After(d) => (None, millis(d)),
+        Availability::At(t) => (Some(unix_millis(t)), 0),
+    }
+}
+
 /// A text every database stores: PostgreSQL's cannot hold NUL (nor can its JSON).
 fn storable(text: &str) -> String {
     text.replace('\0', "\u{fffd}")
@@ -151,6 +160,7 @@ fn id_of(lease: &Lease) -> Option<i64> {
 /// Jobs as `RETURNING id, queue, token, attempts, name, payload, available_at` gives them,
 /// in the order of the pick: queues by priority, then first available first (`RETURNING`
 /// promises no order).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn reserved_rows<DB: Backend>(
     rows: &[DB::Row],
     queues: &[String],
@@ -478,10 +488,18 @@ impl<DB: Sql> SqlStore<DB> {
                 continue;
             }
             let plain = rest.iter().take_while(|job| job.unique.is_none()).count();
-            for size in chunk_sizes(plain, DB::CHUNK) {
+            let sizes = match DB::INSERT_ALL {
+                true => vec![plain],
+                false => chunk_sizes(plain, DB::CHUNK),
+            };
+            for size in sizes {
                 let (chunk, tail) = rest.split_at(size);
                 rest = tail;
-                let ids = self.insert_rows(conn, chunk).await.map_err(db::<DB>)?;
+                let ids = match DB::INSERT_ALL {
+                    true => DB::insert_all(self, conn, chunk).await,
+                    false => self.insert_rows(conn, chunk).await,
+                };
+                let ids = ids.map_err(db::<DB>)?;
                 out.extend(
                     ids.into_iter()
                         .map(|id| Pushed::Created(JobId(id.to_string()))),
@@ -491,36 +509,34 @@ impl<DB: Sql> SqlStore<DB> {
         Ok(out)
     }
 
-    /// One multi-row `INSERT`: the ids, in order (none for a row whose claim is held, on
-    /// the databases that skip it; MySQL refuses it with an error).
+    /// One multi-row `INSERT`: the ids, in order (none for a job whose claim is held, on
+    /// the databases that skip it; MySQL refuses it with an error). Jobs with a claim go
+    /// one at a time.
     async fn insert_rows(
         &self,
         conn: &mut DB::Connection,
         jobs: &[NewJob],
     ) -> sqlx::Result<Vec<i64>> {
-        let values: Vec<(Option<i64>, i64)> = jobs
-            .iter()
-            .map(|job| match job.available {
-                Availability::Now => (None, 0),
-                Availability::After(d) => (None, millis(d)),
-                Availability::At(t) => (Some(unix_millis(t)), 0),
-            })
-            .collect();
+        let values: Vec<(Option<i64>, i64)> = jobs.iter().map(|job| due(job.available)).collect();
         let mut args = Vec::with_capacity(jobs.len() * 8);
         for (job, (at, delay)) in jobs.iter().zip(&values) {
-            let key = job.unique.as_ref().map(|u| u.key.as_str());
             args.extend([
                 Arg::Text(&job.queue),
                 Arg::Text(&job.name),
                 Arg::Bytes(&job.payload),
                 Arg::OptInt(*at),
                 Arg::Int(*delay),
-                Arg::OptText(key),
-                Arg::OptText(job.unique.as_ref().map(|u| u.until.as_str())),
-                Arg::OptText(key),
             ]);
+            if let Some(unique) = &job.unique {
+                let key = Arg::Text(&unique.key);
+                args.extend([key, Arg::Text(unique.until.as_str()), key]);
+            }
         }
-        let sql = self.inner.sql.push(jobs.len());
+        let claimed = jobs.first().is_some_and(|job| job.unique.is_some());
+        let sql = match claimed {
+            true => &self.inner.sql.push_claimed,
+            false => self.inner.sql.push(jobs.len()),
+        };
         if self.inner.open.returning {
             let rows = DB::fetch(conn, sql, &args).await?;
             let mut ids = rows
@@ -619,34 +635,22 @@ impl<DB: Sql> SqlStore<DB> {
             .filter_map(|s| Some((id_of(&s.lease)?, s.lease.token.as_str())))
             .collect();
         let leases = json(&pairs)?;
-        let (acked, reserved) = match fetch {
-            None => (
-                self.one(
-                    "settle",
-                    self.main(),
-                    &self.inner.sql.ack,
-                    &[Arg::Text(&leases)],
-                )
-                .await
-                .and_then(|rows| self.pairs(&rows))?,
-                Vec::new(),
-            ),
-            Some(request) => unit!(
-                self,
-                "settle",
-                self.main(),
-                !DB::ACK_AND_RESERVE,
-                |conn, deferred| {
-                    if DB::ACK_AND_RESERVE {
-                        return DB::ack_and_reserve(self, conn, &leases, request).await;
-                    }
-                    let rows =
-                        Self::fetch(conn, &self.inner.sql.ack, &[Arg::Text(&leases)]).await?;
-                    let acked = self.pairs(&rows)?;
+        let (hot, tx) = match fetch {
+            Some(_) if !DB::ACK_AND_RESERVE => (self.tx_hot(false), true),
+            _ => (self.main(), false),
+        };
+        let (acked, reserved) = unit!(self, "settle", hot, tx, |conn, deferred| {
+            match fetch {
+                Some(request) if DB::ACK_AND_RESERVE => {
+                    DB::ack_and_reserve(self, conn, &leases, request).await
+                }
+                Some(request) => {
+                    let acked = DB::delete_leases(self, conn, &pairs).await?;
                     Ok((acked, DB::reserve(self, conn, deferred, request).await?))
                 }
-            )?,
-        };
+                None => Ok((DB::delete_leases(self, conn, &pairs).await?, Vec::new())),
+            }
+        })?;
         let mut acked: HashSet<(i64, String)> = acked.into_iter().collect();
         let settled = settles
             .iter()
@@ -664,13 +668,18 @@ impl<DB: Sql> SqlStore<DB> {
         Ok(SettleReply { settled, reserved })
     }
 
-    fn pairs(&self, rows: &[DB::Row]) -> Result<Vec<(i64, String)>> {
+    /// Deletes the current ones of `pairs` (`[id, token]`), in one statement: the ones it
+    /// deleted.
+    pub(crate) async fn ack_json(
+        &self,
+        conn: &mut DB::Connection,
+        pairs: &[(i64, &str)],
+    ) -> Result<Vec<(i64, String)>> {
+        let rows = Self::fetch(conn, &self.inner.sql.ack, &[Arg::Text(&json(&pairs)?)]).await?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default(),
-                    DB::text(row, 1).map_err(db::<DB>)?,
-                ))
+                let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+                Ok((id, DB::text(row, 1).map_err(db::<DB>)?))
             })
             .collect()
     }
@@ -739,7 +748,16 @@ impl<DB: Sql> SqlStore<DB> {
                 if !fails.is_empty() {
                     Self::execute(conn, &sql.fail, &[Arg::Text(&json(&fails)?)]).await?;
                 }
-                if !gone.is_empty() {
+                if !gone.is_empty() && DB::BEGIN.is_none() && pushes.is_empty() {
+                    // The rows are locked: their ids (numbers) go with the commit, and save
+                    // a round trip (MySQL). Not before a push: its claim may be one of theirs.
+                    let ids: Vec<String> = gone.iter().map(|[id]| id.to_string()).collect();
+                    let table = self.inner.tables.jobs();
+                    deferred.push_str(&format!(
+                        "DELETE FROM {table} WHERE id IN ({}); ",
+                        ids.join(", ")
+                    ));
+                } else if !gone.is_empty() {
                     Self::execute(conn, &sql.delete, &[Arg::Text(&json(&gone)?)]).await?;
                 }
                 if !waits.is_empty() {
@@ -831,7 +849,8 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         }
         let pushes = self.inner.open.pushes.as_ref().unwrap_or(self.main());
         // One statement, its own transaction, where it can be; else one transaction.
-        let single = jobs.len() <= DB::CHUNK && jobs.iter().all(|job| job.unique.is_none());
+        let fits = DB::INSERT_ALL || jobs.len() <= DB::CHUNK;
+        let single = fits && jobs.iter().all(|job| job.unique.is_none());
         let hot = if single { pushes } else { self.tx_hot(true) };
         let pushed = unit!(self, "push", hot, !single, |conn, _d| self
             .insert(conn, &jobs, None)
@@ -896,7 +915,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         let plain = settles
             .iter()
             .all(|s| s.outcome == Outcome::Ack && s.effects.is_empty());
-        if plain && DB::FAST_ACK {
+        if plain && DB::fast_ack(self, settles.len()) {
             return self.settle_acks(&settles, fetch).await;
         }
         let (reply, woken) = self.settle_all(&settles, fetch).await?;
@@ -1230,13 +1249,9 @@ impl<DB: Sql> Wake for SqlStore<DB> {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl<DB: Sql> SqlStore<DB> {
     pub(crate) fn waker(&self) -> &Arc<Waker> {
         &self.inner.waker
-    }
-
-    /// How long until a duration from now, as the database stores it.
-    pub(crate) fn lease_millis(request: &ReserveRequest) -> i64 {
-        millis(request.lease)
     }
 }
