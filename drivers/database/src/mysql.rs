@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use queue_core::storage::new_token;
 use queue_core::{Error, JobId, Lease, ReserveRequest, Reserved, Result};
-use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions, MySqlQueryResult};
+use sqlx::mysql::{MySqlConnectOptions, MySqlQueryResult};
 use sqlx::{Executor, MySql, MySqlConnection};
 
 use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{Backend, Io};
+use crate::sql::sealed::{Backend, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
 use crate::store::{db, millis, Open, SqlStore};
@@ -53,7 +53,7 @@ impl SqlOptions<MySql> {
 
     /// The URL turned into sqlx's connect options, in UTC (the clock is read as
     /// `UNIX_TIMESTAMP(NOW(3))`, which a local time zone would shift across a DST change).
-    fn connect_options(&self) -> Result<MySqlConnectOptions> {
+    pub(crate) fn connect_options(&self) -> Result<MySqlConnectOptions> {
         let redacted = || queue_core::redact_url(&self.url);
         let Some(("mysql" | "mariadb", rest)) = self.url.split_once("://") else {
             return Err(Error::Config(format!(
@@ -127,6 +127,8 @@ fn check_version(version: &str) -> Result<bool> {
 
 impl Backend for MySql {
     const DRIVER: &'static str = "mysql";
+    type Knobs = MySqlKnobs;
+    type State = MySqlState;
     const DIALECT: Dialect = Dialect::MySql;
     // The store's transactions run on connections without autocommit: the first statement
     // starts one, and the last text sent ends it with its `COMMIT`.
@@ -165,33 +167,25 @@ impl Backend for MySql {
         "DO GET_LOCK('queue_database_migrate', 60)",
         "DO RELEASE_LOCK('queue_database_migrate')",
     );
-    type Knobs = MySqlKnobs;
-    type State = MySqlState;
 
     async fn open(options: &SqlOptions<MySql>, tables: &Tables) -> Result<Open<MySql>> {
         let connect = options.connect_options()?;
         let pool_options = |autocommit: bool| {
-            MySqlPoolOptions::new()
-                .max_connections(options.connections())
-                .acquire_timeout(options.acquire_timeout)
-                .idle_timeout(Some(Duration::from_secs(300)))
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        // Under REPEATABLE READ a read followed by a write can act on a stale
-                        // snapshot and lose an update; a queue name too long for its column
-                        // fails rather than being cut.
-                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                            .await?;
-                        conn.execute(
-                            "SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')",
-                        )
+            options.pool().after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // Under REPEATABLE READ a read followed by a write can act on a stale
+                    // snapshot and lose an update; a queue name too long for its column
+                    // fails rather than being cut.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                         .await?;
-                        if !autocommit {
-                            conn.execute("SET SESSION autocommit = 0").await?;
-                        }
-                        Ok(())
-                    })
+                    conn.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')")
+                        .await?;
+                    if !autocommit {
+                        conn.execute("SET SESSION autocommit = 0").await?;
+                    }
+                    Ok(())
                 })
+            })
         };
         let pool = pool_options(true)
             .connect_with(connect.clone())
@@ -333,21 +327,16 @@ impl Backend for MySql {
     /// Picks each queue's next due jobs, locked, in priority order; the mark that reserves
     /// them goes with the commit. MySQL has no `UPDATE ... RETURNING`: the transaction is
     /// what makes the pick and the mark one step.
-    fn reserve<'a>(
-        store: &'a SqlStore<MySql>,
-        conn: &'a mut MySqlConnection,
-        deferred: &'a mut String,
-        request: &'a ReserveRequest,
-    ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
+    fn reserve(on: Reserving<'_, MySql>) -> BoxFuture<'_, Result<Vec<Reserved>>> {
         Box::pin(async move {
-            let limit = request.limit.max(1);
+            let limit = on.request.limit.max(1);
             let (prefix, mut ids, mut out) = (new_token(), Vec::new(), Vec::new());
-            for queue in &request.queues {
+            for queue in &on.request.queues {
                 let want = limit - out.len();
                 if want == 0 {
                     break;
                 }
-                for row in pick(store, conn, queue, request, want).await? {
+                for row in pick(on.store, on.conn, queue, on.request, want).await? {
                     let id = MySql::int(&row, 0)
                         .map_err(db::<MySql>)?
                         .unwrap_or_default();
@@ -366,9 +355,10 @@ impl Backend for MySql {
                 }
             }
             if !ids.is_empty() {
-                let mark = store.state().mark.replace("{prefix}", &prefix);
-                let mark = mark.replace("{lease}", &millis(request.lease).to_string());
-                deferred.push_str(&mark.replace("{ids}", &ids.join(", ")));
+                let mark = on.store.state().mark.replace("{prefix}", &prefix);
+                let mark = mark.replace("{lease}", &millis(on.request.lease).to_string());
+                on.deferred
+                    .push_str(&mark.replace("{ids}", &ids.join(", ")));
             }
             Ok(out)
         })
@@ -517,13 +507,6 @@ impl SqlStore<MySql> {
     }
 }
 
-queue_core::__private::inventory::submit! {
-    queue_core::DriverRegistration {
-        schemes: &["mysql", "mariadb"],
-        connect: crate::options::connect_url::<MySql>,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,17 +532,6 @@ mod tests {
         ] {
             let e = check_version(old).unwrap_err().to_string();
             assert!(e.contains("SKIP LOCKED"), "{old}: {e}");
-        }
-    }
-
-    #[test]
-    fn urls() {
-        let o = MySqlOptions::new("mariadb://u:p@h:3307/db")
-            .connect_options()
-            .unwrap();
-        assert_eq!((o.get_port(), o.get_database()), (3307, Some("db")));
-        for bad in ["postgres://h/db", "sqlite://x.db", "mysql"] {
-            assert!(MySqlOptions::new(bad).connect_options().is_err(), "{bad}");
         }
     }
 }

@@ -145,6 +145,14 @@ impl<DB: Sql> SqlOptions<DB> {
     pub(crate) fn connections(&self) -> u32 {
         self.max_connections.unwrap_or(DB::CONNECTIONS)
     }
+
+    /// A pool of these options' size and patience, closing connections idle for 5 minutes.
+    pub(crate) fn pool(&self) -> sqlx::pool::PoolOptions<DB> {
+        sqlx::pool::PoolOptions::new()
+            .max_connections(self.connections())
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Some(Duration::from_secs(300)))
+    }
 }
 
 /// What `Queue::connect(url)` and `runall --connection url` call, for each database's
@@ -164,4 +172,42 @@ pub(crate) fn connect_url<DB: Sql>(
         let storage = crate::SqlStore::connect_with(sql).await?;
         Ok(std::sync::Arc::new(storage) as std::sync::Arc<dyn queue_core::Storage>)
     })
+}
+
+/// The URL schemes each database answers, for `Queue::connect(url)`.
+macro_rules! register {
+    ($($feature:literal: $db:ty => $schemes:expr;)*) => {$(
+        #[cfg(feature = $feature)]
+        queue_core::__private::inventory::submit! {
+            queue_core::DriverRegistration { schemes: $schemes, connect: connect_url::<$db> }
+        }
+    )*};
+}
+
+register! {
+    "sqlite": sqlx::Sqlite => &["sqlite"];
+    "postgres": sqlx::Postgres => &["postgres", "postgresql"];
+    "mysql": sqlx::MySql => &["mysql", "mariadb"];
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(all(feature = "postgres", feature = "mysql"))]
+    fn server_urls() {
+        use crate::{MySqlOptions, PgOptions};
+        let pg = PgOptions::new("postgresql://u:p@h:5433/db?application_name=w").connect_options();
+        let my = MySqlOptions::new("mariadb://u:p@h:3307/db").connect_options();
+        let (pg, my) = (pg.unwrap(), my.unwrap());
+        assert_eq!((pg.get_port(), pg.get_database()), (5433, Some("db")));
+        assert_eq!((my.get_port(), my.get_database()), (3307, Some("db")));
+        for bad in ["sqlite://x.db", "redis://h", "postgres", "mysql"] {
+            assert!(PgOptions::new(bad).connect_options().is_err(), "{bad}");
+            assert!(MySqlOptions::new(bad).connect_options().is_err(), "{bad}");
+        }
+        assert!(PgOptions::new("mysql://h/db").connect_options().is_err());
+        assert!(MySqlOptions::new("postgres://h/db")
+            .connect_options()
+            .is_err());
+    }
 }

@@ -15,7 +15,7 @@ use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{Backend, Io};
+use crate::sql::sealed::{Backend, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
 use crate::store::{db, due, millis, reserved_rows, Open, SqlStore};
@@ -76,7 +76,7 @@ impl SqlOptions<Postgres> {
         self
     }
 
-    fn connect_options(&self) -> Result<PgConnectOptions> {
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions> {
         let url = &self.url;
         let redacted = || queue_core::redact_url(url);
         if !matches!(url.split_once("://"), Some(("postgres" | "postgresql", _))) {
@@ -190,6 +190,8 @@ async fn listen_loop(connect: PgConnectOptions, channel: String, waker: Arc<Wake
 
 impl Backend for Postgres {
     const DRIVER: &'static str = "postgres";
+    type Knobs = PgKnobs;
+    type State = PgState;
     const DIALECT: Dialect = Dialect::Postgres;
     // `statement_timestamp()` is stable within a statement, so the planner can compare an
     // index column with it, and unlike `now()` it moves on between the statements of a long
@@ -227,18 +229,15 @@ impl Backend for Postgres {
         "BEGIN; SELECT pg_advisory_xact_lock(8175495034958250545)",
         "COMMIT",
     );
-    type Knobs = PgKnobs;
-    type State = PgState;
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 
     async fn open(options: &SqlOptions<Postgres>, tables: &Tables) -> Result<Open<Postgres>> {
         let connect = options.connect_options()?;
-        let pool_options = || {
-            PgPoolOptions::new()
-                .max_connections(options.connections())
-                .acquire_timeout(options.acquire_timeout)
-                .idle_timeout(Some(Duration::from_secs(300)))
-        };
-        let pool: PgPool = pool_options()
+        let pool: PgPool = options
+            .pool()
             .connect_with(connect.clone())
             .await
             .map_err(db::<Postgres>)?;
@@ -264,7 +263,7 @@ impl Backend for Postgres {
         } else {
             "off"
         };
-        let internal = pool_options().connect_lazy_with(connect.clone().options([
+        let internal = options.pool().connect_lazy_with(connect.clone().options([
             ("synchronous_commit", synchronous),
             ("enable_seqscan", "off"),
             ("enable_sort", "off"),
@@ -323,24 +322,15 @@ impl Backend for Postgres {
         }
     }
 
-    fn rows_affected(done: &PgQueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    fn reserve<'a>(
-        store: &'a SqlStore<Postgres>,
-        conn: &'a mut PgConnection,
-        _deferred: &'a mut String,
-        request: &'a ReserveRequest,
-    ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
+    fn reserve(on: Reserving<'_, Postgres>) -> BoxFuture<'_, Result<Vec<Reserved>>> {
         Box::pin(async move {
-            let queues = serde_json::to_string(&request.queues)
+            let queues = serde_json::to_string(&on.request.queues)
                 .map_err(|e| Error::backend("postgres", e))?;
-            let args = reserve_args(&queues, request);
-            let rows = Postgres::fetch(conn, &store.state().reserve, &args)
+            let args = reserve_args(&queues, on.request);
+            let rows = Postgres::fetch(on.conn, &on.store.state().reserve, &args)
                 .await
                 .map_err(db::<Postgres>)?;
-            reserved_rows::<Postgres>(&rows, &request.queues)
+            reserved_rows::<Postgres>(&rows, &on.request.queues)
         })
     }
 
@@ -474,31 +464,5 @@ impl SqlStore<Postgres> {
             .map(|row| Postgres::text(row, 0).map_err(db::<Postgres>))
             .collect();
         Ok(lines?.join("\n"))
-    }
-}
-
-queue_core::__private::inventory::submit! {
-    queue_core::DriverRegistration {
-        schemes: &["postgres", "postgresql"],
-        connect: crate::options::connect_url::<Postgres>,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let o = PgOptions::new("postgres://u:p@h:5433/db?application_name=w")
-            .connect_options()
-            .unwrap();
-        assert_eq!((o.get_port(), o.get_database()), (5433, Some("db")));
-        assert!(PgOptions::new("postgresql://h/db")
-            .connect_options()
-            .is_ok());
-        for bad in ["mysql://h/db", "sqlite://x.db", "postgres"] {
-            assert!(PgOptions::new(bad).connect_options().is_err(), "{bad}");
-        }
     }
 }

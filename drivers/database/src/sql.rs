@@ -188,6 +188,24 @@ pub(crate) mod sealed {
         query
     }
 
+    /// What a reservation works with.
+    pub struct Reserving<'a, DB: Backend> {
+        pub(crate) store: &'a SqlStore<DB>,
+        /// Inside the caller's transaction on MySQL.
+        pub(crate) conn: &'a mut DB::Connection,
+        /// Statements without arguments to send with the commit (MySQL's mark).
+        pub(crate) deferred: &'a mut String,
+        pub(crate) request: &'a ReserveRequest,
+    }
+
+    impl<DB: Backend> std::fmt::Debug for Reserving<'_, DB> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Reserving")
+                .field("request", self.request)
+                .finish_non_exhaustive()
+        }
+    }
+
     /// What a database supplies to the store, beyond sqlx: its connections, the texts where
     /// its SQL differs (templates with `{table}`-like placeholders, the PostgreSQL and SQLite
     /// forms by default), how it reports conflicts, and its reservation.
@@ -290,12 +308,7 @@ pub(crate) mod sealed {
 
         /// Reserves on `conn`, inside the caller's transaction on MySQL (which needs one:
         /// its mark goes into `deferred`, sent with the commit), in one statement elsewhere.
-        fn reserve<'a>(
-            store: &'a SqlStore<Self>,
-            conn: &'a mut Self::Connection,
-            deferred: &'a mut String,
-            request: &'a ReserveRequest,
-        ) -> BoxFuture<'a, Result<Vec<Reserved>>>;
+        fn reserve(on: Reserving<'_, Self>) -> BoxFuture<'_, Result<Vec<Reserved>>>;
         /// Whether acknowledging `n` leases is one statement that says which were current
         /// (`DELETE ... RETURNING`): not on MySQL, which locks them first, but on MariaDB for
         /// up to 10.

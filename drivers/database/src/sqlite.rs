@@ -5,14 +5,14 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use queue_core::{Error, ReserveRequest, Reserved, Result};
+use queue_core::{Error, Reserved, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
 
 use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{Backend, Io};
+use crate::sql::sealed::{Backend, Io, Reserving};
 use crate::sql::Arg;
 use crate::store::{db, millis, reserved_rows, Open, SqlStore};
 
@@ -214,6 +214,8 @@ pub struct SqliteState {
 
 impl Backend for Sqlite {
     const DRIVER: &'static str = "sqlite";
+    type Knobs = SqliteKnobs;
+    type State = SqliteState;
     const DIALECT: Dialect = Dialect::Sqlite;
     const CONNECTIONS: u32 = 4;
     // A write holds the file's write lock from its first step: no write has to upgrade a
@@ -234,8 +236,10 @@ impl Backend for Sqlite {
         "DELETE FROM {table} WHERE (id, token) IN (SELECT l.id, l.token FROM {rows}) \
          AND reserved_until IS NOT NULL RETURNING id, token";
     const MIGRATE: (&'static str, &'static str) = ("BEGIN IMMEDIATE", "COMMIT");
-    type Knobs = SqliteKnobs;
-    type State = SqliteState;
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
 
     async fn open(options: &SqlOptions<Sqlite>, tables: &Tables) -> Result<Open<Sqlite>> {
         let (connect, memory, _) = options.resolve()?;
@@ -307,27 +311,18 @@ impl Backend for Sqlite {
             .is_some_and(|e| e.message().starts_with("duplicate column name"))
     }
 
-    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    fn reserve<'a>(
-        store: &'a SqlStore<Sqlite>,
-        conn: &'a mut sqlx::SqliteConnection,
-        _deferred: &'a mut String,
-        request: &'a ReserveRequest,
-    ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
+    fn reserve(on: Reserving<'_, Sqlite>) -> BoxFuture<'_, Result<Vec<Reserved>>> {
         Box::pin(async move {
-            let limit = request.limit.max(1);
-            let lease = millis(request.lease);
+            let limit = on.request.limit.max(1);
+            let lease = millis(on.request.lease);
             let mut out = Vec::new();
             // One statement per queue, in priority order, each a write from its first step.
-            for queue in &request.queues {
+            for queue in &on.request.queues {
                 let want = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
                 if want == 0 {
                     break;
                 }
-                let name = request.name.as_deref();
+                let name = on.request.name.as_deref();
                 let args = [
                     Arg::Int(lease),
                     Arg::Text(queue),
@@ -335,18 +330,14 @@ impl Backend for Sqlite {
                     Arg::OptText(name),
                     Arg::Int(want),
                 ];
-                let rows = Sqlite::fetch(conn, &store.state().reserve, &args)
+                let rows = Sqlite::fetch(on.conn, &on.store.state().reserve, &args)
                     .await
                     .map_err(db::<Sqlite>)?;
-                out.extend(reserved_rows::<Sqlite>(&rows, &request.queues)?);
+                out.extend(reserved_rows::<Sqlite>(&rows, &on.request.queues)?);
             }
             Ok(out)
         })
     }
-}
-
-queue_core::__private::inventory::submit! {
-    queue_core::DriverRegistration { schemes: &["sqlite"], connect: crate::options::connect_url::<Sqlite> }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Retry;
 use crate::schema::{schema_sql, statements, Tables};
-use crate::sql::sealed::Backend;
+use crate::sql::sealed::{Backend, Reserving};
 use crate::sql::{Arg, Sql};
 use crate::statements::{chunk_sizes, Statements};
 use crate::wake::{idle_sleep, Waker};
@@ -646,7 +646,16 @@ impl<DB: Sql> SqlStore<DB> {
                 }
                 Some(request) => {
                     let acked = DB::delete_leases(self, conn, &pairs).await?;
-                    Ok((acked, DB::reserve(self, conn, deferred, request).await?))
+                    Ok((
+                        acked,
+                        DB::reserve(Reserving {
+                            store: self,
+                            conn,
+                            deferred,
+                            request,
+                        })
+                        .await?,
+                    ))
                 }
                 None => Ok((DB::delete_leases(self, conn, &pairs).await?, Vec::new())),
             }
@@ -766,7 +775,15 @@ impl<DB: Sql> SqlStore<DB> {
                 self.insert(conn, &pushes, None).await?;
                 woken.extend(pushes.iter().map(|job| job.queue.clone()));
                 let reserved = match fetch {
-                    Some(request) => DB::reserve(self, conn, deferred, request).await?,
+                    Some(request) => {
+                        DB::reserve(Reserving {
+                            store: self,
+                            conn,
+                            deferred,
+                            request,
+                        })
+                        .await?
+                    }
                     None => Vec::new(),
                 };
                 if !counts.is_empty() {
@@ -870,7 +887,13 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             "reserve",
             txs.unwrap_or(self.main()),
             txs.is_some(),
-            |conn, deferred| DB::reserve(self, conn, deferred, request).await
+            |conn, deferred| DB::reserve(Reserving {
+                store: self,
+                conn,
+                deferred,
+                request
+            })
+            .await
         )
     }
 

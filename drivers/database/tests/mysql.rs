@@ -64,31 +64,6 @@ async fn connections_read_committed_in_utc_and_strict() {
     servers::drop_mysql_tables(&table).await;
 }
 
-#[tokio::test]
-async fn reserve_reads_the_due_index_in_order() {
-    let table = servers::fresh_table();
-    let Some(store) = open(&table, true).await else {
-        return;
-    };
-    for batch in 0..20 {
-        let queue = if batch % 2 == 0 { "a" } else { "b" };
-        store
-            .push((0..1000).map(|_| job(queue, b"x")).collect())
-            .await
-            .unwrap();
-    }
-    sqlx::query(&format!("ANALYZE TABLE {table}"))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let plan = store.explain_reserve("b").await.unwrap();
-    println!("{plan}");
-    assert!(plan.contains(&format!("key={table}_due ")), "{plan}");
-    assert!(!plan.contains("filesort"), "{plan}");
-    assert!(!plan.contains("type=ALL"), "{plan}");
-    servers::drop_mysql_tables(&table).await;
-}
-
 /// Picks start after the last job taken (to step over InnoDB's not-yet-purged entries);
 /// a job due before that place, here one pushed with a time an hour ago, still comes out
 /// within the rescan period, ahead of the jobs due after it.

@@ -4,13 +4,11 @@
 
 mod servers;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use queue_core::storage::Wake;
 use queue_core::{
     Handle, Job, JobContext, JobError, NewJob, Queue, ReserveRequest, Storage, StorageExt,
-    WorkerOptions,
 };
 use queue_database::{DispatchWithin, PgOptions, PgStorage};
 use serde::{Deserialize, Serialize};
@@ -147,43 +145,14 @@ async fn an_idle_worker_starts_a_dispatched_job_within_milliseconds() {
     let Some(dispatcher) = open(&table).await else {
         return;
     };
-    let started: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let queue = Queue::new(worker_store);
-    let sink = started.clone();
-    queue.listen("probe", move |_: serde_json::Value, _ctx| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(Instant::now());
-            Ok(())
-        }
-    });
     // A 10 s poll: only LISTEN can make the worker quick.
-    let worker = queue.worker(
-        WorkerOptions::default()
-            .queues(["probe"])
-            .sleep(Duration::from_secs(10)),
-    );
-    let stop = worker.stop_handle();
-    let running = tokio::spawn(worker.run());
+    let (started, stop, running) = servers::probe_worker(&queue, Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let other = Queue::new(dispatcher);
     let mut latencies = Vec::new();
     for i in 0..30 {
-        let sent = Instant::now();
-        other
-            .dispatch_named("probe", serde_json::json!(i))
-            .on_queue("probe")
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(at) = started.lock().unwrap().get(i) {
-                latencies.push(*at - sent);
-                break;
-            }
-            assert!(Instant::now() < deadline, "probe {i} did not start");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        latencies.push(servers::probe(&other, &started, i, Duration::from_secs(5)).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.stop();
@@ -193,41 +162,6 @@ async fn an_idle_worker_starts_a_dispatched_job_within_milliseconds() {
     let p99 = latencies[latencies.len() - 1];
     println!("dispatch-to-start over LISTEN: p50 {p50:?}, max {p99:?}");
     assert!(p50 < Duration::from_millis(100), "p50 {p50:?}");
-    servers::drop_pg_tables(&table).await;
-}
-
-#[tokio::test]
-async fn reserve_reads_the_due_index() {
-    let table = servers::fresh_table();
-    let Some(store) = open(&table).await else {
-        return;
-    };
-    for batch in 0..20 {
-        let queue = if batch % 2 == 0 { "a" } else { "b" };
-        store
-            .push((0..1000).map(|_| job(queue, b"x")).collect())
-            .await
-            .unwrap();
-    }
-    sqlx::query(&format!("ANALYZE {table}"))
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let plan = store
-        .explain_reserve(&["b".to_owned(), "a".to_owned()])
-        .await
-        .unwrap();
-    println!("{plan}");
-    assert!(
-        plan.contains(&format!("Index Scan using {table}_due on {table}")),
-        "{plan}"
-    );
-    assert!(
-        plan.contains(&format!("Index Scan using {table}_pkey on {table}")),
-        "{plan}"
-    );
-    assert!(!plan.contains("Seq Scan"), "{plan}");
-    assert!(plan.contains("LockRows"), "{plan}");
     servers::drop_pg_tables(&table).await;
 }
 

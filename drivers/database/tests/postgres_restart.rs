@@ -9,9 +9,9 @@ mod restart;
 mod servers;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use queue_core::{Queue, WorkerOptions};
+use queue_core::Queue;
 use queue_database::{PgOptions, PgStorage};
 
 /// One case at a time in this binary.
@@ -70,24 +70,9 @@ async fn an_idle_worker_listens_again_after_a_restart() {
     let Some(dispatcher) = open(&table).await else {
         return;
     };
-    let started: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
     let queue = Queue::new(store);
-    let sink = started.clone();
-    queue.listen("probe", move |_: serde_json::Value, _ctx| {
-        let sink = sink.clone();
-        async move {
-            sink.lock().unwrap().push(Instant::now());
-            Ok(())
-        }
-    });
     // A 30 s poll: only a working LISTEN makes the worker quick.
-    let worker = queue.worker(
-        WorkerOptions::default()
-            .queues(["probe"])
-            .sleep(Duration::from_secs(30)),
-    );
-    let stop = worker.stop_handle();
-    let running = tokio::spawn(worker.run());
+    let (started, stop, running) = servers::probe_worker(&queue, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     assert!(tokio::task::spawn_blocking(servers::restart_pg)
@@ -100,28 +85,7 @@ async fn an_idle_worker_listens_again_after_a_restart() {
     let other = Queue::new(dispatcher);
     let mut latencies = Vec::new();
     for i in 0..5 {
-        let sent = Instant::now();
-        // The dispatcher's own pooled connections died in the restart: retry like an
-        // application would.
-        let mut tries = 0;
-        while let Err(e) = other
-            .dispatch_named("probe", serde_json::json!(i))
-            .on_queue("probe")
-            .await
-        {
-            tries += 1;
-            assert!(tries < 20, "dispatch keeps failing: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(at) = started.lock().unwrap().get(i) {
-                latencies.push(*at - sent);
-                break;
-            }
-            assert!(Instant::now() < deadline, "probe {i} did not start");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        latencies.push(servers::probe(&other, &started, i, Duration::from_secs(10)).await);
     }
     stop.stop();
     running.await.unwrap().unwrap();

@@ -1,9 +1,10 @@
-//! What PostgreSQL and MySQL/MariaDB share beyond the conformance suite, each case run
-//! against both: transactional dispatch, `SKIP LOCKED`, rows written by hand, concurrent
-//! migrations, an upgrade from the schema before the v2 contract, many stores on one table,
-//! a reconnect, and a real deadlock retried.
-#![cfg(any(feature = "postgres", feature = "mysql"))]
+//! What the three databases share beyond the conformance suite, each case run against each
+//! (SQLite on one file per test binary): transactional dispatch, rows written by hand,
+//! concurrent migrations, an upgrade from the schema before the v2 contract, many stores on
+//! one table, a reconnect; and on the servers, `SKIP LOCKED`, the reserve plan and a real
+//! deadlock retried.
 
+mod common;
 mod servers;
 
 use std::collections::HashMap;
@@ -34,141 +35,193 @@ impl Handle for Welcome {
     }
 }
 
-/// What a case needs of a server beyond the store: its URL, raw SQL, its own texts.
+/// What a case needs of a database beyond the store: its URL, raw SQL, its own texts.
 trait Server: Sql + Sized {
     /// The two URL schemes of the driver.
     const SCHEMES: [&'static str; 2];
     /// Rows an operator wrote by hand (`{t}` is the table): NULL or garbage in the payload
     /// or the name.
-    const HAND_ROWS: [&'static str; 4];
+    const HAND_ROWS: &'static [&'static str];
+    /// The tables whose name is like the bound pattern, sorted.
+    const TABLES: &'static str;
+    /// How many transactions wait for a row lock in a statement like the bound pattern.
+    const LOCK_WAITS: &'static str;
     fn url() -> String;
     fn up() -> impl Future<Output = Result<(), String>> + Send;
-    fn drop_tables(table: &str) -> impl Future<Output = ()> + Send;
     /// Runs raw SQL on a connection; the first column of each row, as numbers.
     fn raw<'c>(conn: &'c mut Self::Connection, sql: &'c str) -> BoxFuture<'c, Vec<i64>>;
-    /// The tables whose name starts with `table`, sorted.
-    fn tables(table: &str) -> impl Future<Output = Vec<String>> + Send;
-    /// How many of the server's transactions wait for a row lock in a statement naming
-    /// `table`.
-    fn lock_waits<'c>(conn: &'c mut Self::Connection, table: &'c str) -> BoxFuture<'c, i64>;
+    /// The first column of each row of a query with one bound text, as texts.
+    fn texts<'c>(
+        conn: &'c mut Self::Connection,
+        sql: &'c str,
+        arg: String,
+    ) -> BoxFuture<'c, Vec<String>>;
     fn connect() -> impl Future<Output = Self::Connection> + Send;
-}
-
-#[cfg(feature = "postgres")]
-impl Server for sqlx::Postgres {
-    const SCHEMES: [&'static str; 2] = ["postgres://", "postgresql://"];
-    const HAND_ROWS: [&'static str; 4] = [
-        "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, NULL)",
-        "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'named', NULL)",
-        "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, '\\xff00fe')",
-        "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'x', 'not an envelope')",
-    ];
-
-    fn url() -> String {
-        servers::pg_url()
-    }
-
-    async fn up() -> Result<(), String> {
-        servers::pg_up().await
-    }
-
-    async fn drop_tables(table: &str) {
-        servers::drop_pg_tables(table).await
-    }
-
-    fn raw<'c>(conn: &'c mut sqlx::PgConnection, sql: &'c str) -> BoxFuture<'c, Vec<i64>> {
-        Box::pin(async move { sqlx::query_scalar(sql).fetch_all(conn).await.expect(sql) })
-    }
-
-    async fn tables(table: &str) -> Vec<String> {
-        let sql =
-            "SELECT tablename::text FROM pg_tables WHERE tablename LIKE $1 ORDER BY tablename";
-        let mut conn = Self::connect().await;
-        let like = format!("{table}%");
-        sqlx::query_scalar(sql)
-            .bind(like)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-    }
-
-    fn lock_waits<'c>(conn: &'c mut sqlx::PgConnection, table: &'c str) -> BoxFuture<'c, i64> {
-        Box::pin(async move {
-            sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND query LIKE $1",
-            )
-            .bind(format!("%{table}%"))
-            .fetch_one(conn)
-            .await
-            .unwrap()
-        })
-    }
-
-    async fn connect() -> sqlx::PgConnection {
-        sqlx::PgConnection::connect(&Self::url()).await.unwrap()
+    /// Checks, after `ANALYZE`, that a reservation reads the `{table}_due` index in order
+    /// rather than the whole table (SQLite: see its own test).
+    fn check_plan<'a>(_store: &'a SqlStore<Self>, _table: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 }
 
-#[cfg(feature = "mysql")]
-impl Server for sqlx::MySql {
-    const SCHEMES: [&'static str; 2] = ["mysql://", "mariadb://"];
-    const HAND_ROWS: [&'static str; 4] = [
+/// What every database does the same way with its own sqlx types.
+macro_rules! server {
+    ($feature:literal, $db:ty, $conn:ty, $url:expr, $up:expr, { $($own:tt)* }) => {
+        #[cfg(feature = $feature)]
+        impl Server for $db {
+            $($own)*
+
+            fn url() -> String {
+                $url
+            }
+
+            async fn up() -> Result<(), String> {
+                $up.await
+            }
+
+            fn raw<'c>(conn: &'c mut $conn, sql: &'c str) -> BoxFuture<'c, Vec<i64>> {
+                Box::pin(async move { sqlx::query_scalar(sql).fetch_all(conn).await.expect(sql) })
+            }
+
+            fn texts<'c>(conn: &'c mut $conn, sql: &'c str, arg: String) -> BoxFuture<'c, Vec<String>> {
+                Box::pin(async move { sqlx::query_scalar(sql).bind(arg).fetch_all(conn).await.expect(sql) })
+            }
+
+            async fn connect() -> $conn {
+                <$conn>::connect(&Self::url()).await.unwrap()
+            }
+        }
+    };
+}
+
+server!(
+    "sqlite",
+    sqlx::Sqlite,
+    sqlx::SqliteConnection,
+    sqlite_url(),
+    async { Ok(()) },
+    {
+        const SCHEMES: [&'static str; 2] = ["sqlite://", "sqlite:"];
+        const HAND_ROWS: &'static [&'static str] = &[
         "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, NULL)",
         "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'named', NULL)",
         "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, X'ff00fe')",
-        "INSERT INTO {t} (queue, name, payload) VALUES ('q', X'ff41', 'not an envelope')",
+        "INSERT INTO {t} (queue, name, payload) VALUES ('q', CAST(X'ff41' AS TEXT), 'not an envelope')",
+        "INSERT INTO {t} (queue, name, payload, attempts) VALUES ('q', 'odd', 42, 'many')",
     ];
-
-    fn url() -> String {
-        servers::mysql_url()
+        const TABLES: &'static str =
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?1 ORDER BY name";
+        const LOCK_WAITS: &'static str = "SELECT '0' WHERE ?1 IS NOT NULL";
     }
+);
 
-    async fn up() -> Result<(), String> {
-        servers::mysql_up().await
+server!(
+    "postgres",
+    sqlx::Postgres,
+    sqlx::PgConnection,
+    servers::pg_url(),
+    servers::pg_up(),
+    {
+        const SCHEMES: [&'static str; 2] = ["postgres://", "postgresql://"];
+        const HAND_ROWS: &'static [&'static str] = &[
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, NULL)",
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'named', NULL)",
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, '\\xff00fe')",
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'x', 'not an envelope')",
+        ];
+        const TABLES: &'static str =
+            "SELECT tablename::text FROM pg_tables WHERE tablename LIKE $1 ORDER BY tablename";
+        const LOCK_WAITS: &'static str = "SELECT count(*)::text FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND query LIKE $1";
+
+        fn check_plan<'a>(store: &'a SqlStore<Self>, table: &'a str) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                Self::raw(&mut Self::connect().await, &format!("ANALYZE {table}")).await;
+                let plan = store
+                    .explain_reserve(&["b".to_owned(), "a".to_owned()])
+                    .await
+                    .unwrap();
+                println!("{plan}");
+                assert!(
+                    plan.contains(&format!("Index Scan using {table}_due on {table}")),
+                    "{plan}"
+                );
+                assert!(plan.contains(&format!("{table}_pkey")), "{plan}");
+                assert!(
+                    plan.contains("LockRows") && !plan.contains("Seq Scan"),
+                    "{plan}"
+                );
+            })
+        }
     }
+);
 
-    async fn drop_tables(table: &str) {
-        servers::drop_mysql_tables(table).await
+server!(
+    "mysql",
+    sqlx::MySql,
+    sqlx::MySqlConnection,
+    servers::mysql_url(),
+    servers::mysql_up(),
+    {
+        const SCHEMES: [&'static str; 2] = ["mysql://", "mariadb://"];
+        const HAND_ROWS: &'static [&'static str] = &[
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, NULL)",
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', 'named', NULL)",
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', NULL, X'ff00fe')",
+            "INSERT INTO {t} (queue, name, payload) VALUES ('q', X'ff41', 'not an envelope')",
+        ];
+        const TABLES: &'static str =
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name LIKE ? ORDER BY table_name";
+        const LOCK_WAITS: &'static str =
+            "SELECT CAST(COUNT(*) AS CHAR) FROM information_schema.INNODB_TRX \
+         WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE ?";
+
+        fn check_plan<'a>(store: &'a SqlStore<Self>, table: &'a str) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                let analyze = format!("ANALYZE TABLE {table}");
+                sqlx::query(&analyze)
+                    .execute(&mut Self::connect().await)
+                    .await
+                    .unwrap();
+                let plan = store.explain_reserve("b").await.unwrap();
+                println!("{plan}");
+                assert!(plan.contains(&format!("key={table}_due ")), "{plan}");
+                assert!(
+                    !plan.contains("filesort") && !plan.contains("type=ALL"),
+                    "{plan}"
+                );
+            })
+        }
     }
+);
 
-    fn raw<'c>(conn: &'c mut sqlx::MySqlConnection, sql: &'c str) -> BoxFuture<'c, Vec<i64>> {
-        Box::pin(async move { sqlx::query_scalar(sql).fetch_all(conn).await.expect(sql) })
-    }
+/// A file of this test binary's own, created by the first connection.
+#[cfg(feature = "sqlite")]
+fn sqlite_url() -> String {
+    static FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| common::scratch_dir().join("sql.db").display().to_string());
+    format!("sqlite://{file}?mode=rwc")
+}
 
-    async fn tables(table: &str) -> Vec<String> {
-        let sql = "SELECT table_name FROM information_schema.tables \
-                   WHERE table_schema = DATABASE() AND table_name LIKE ? ORDER BY table_name";
-        let mut conn = Self::connect().await;
-        let like = format!("{table}%");
-        let names: Vec<Vec<u8>> = sqlx::query_scalar(sql)
-            .bind(like)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        names
-            .into_iter()
-            .map(|n| String::from_utf8(n).unwrap())
-            .collect()
-    }
+/// The tables whose name starts with `table`, sorted.
+async fn tables<DB: Server>(table: &str) -> Vec<String> {
+    DB::texts(&mut DB::connect().await, DB::TABLES, format!("{table}%")).await
+}
 
-    fn lock_waits<'c>(conn: &'c mut sqlx::MySqlConnection, table: &'c str) -> BoxFuture<'c, i64> {
-        Box::pin(async move {
-            // The server refreshes what INNODB_TRX shows only when it was not read for 100 ms.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.INNODB_TRX \
-                 WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE ?",
-            )
-            .bind(format!("%{table}%"))
-            .fetch_one(conn)
-            .await
-            .unwrap()
-        })
-    }
+/// How many of the server's transactions wait for a row lock in a statement naming `table`.
+async fn lock_waits<DB: Server>(conn: &mut DB::Connection, table: &str) -> i64 {
+    // MySQL refreshes what INNODB_TRX shows only when it was not read for 100 ms.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let count = DB::texts(conn, DB::LOCK_WAITS, format!("%{table}%")).await;
+    count.first().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
 
-    async fn connect() -> sqlx::MySqlConnection {
-        sqlx::MySqlConnection::connect(&Self::url()).await.unwrap()
+/// Drops a store's tables.
+async fn drop_tables<DB: Server>(table: &str) {
+    let mut conn = DB::connect().await;
+    for suffix in ["", "_f", "_locks", "_groups", "_control", "_counters"] {
+        DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {table}{suffix}")).await;
     }
 }
 
@@ -274,7 +327,7 @@ async fn dispatch_within_a_transaction<DB: Server>() {
     assert!(store.push_on(&mut *tx, vec![unique()]).await.unwrap()[0].is_created());
     tx.rollback().await.unwrap();
     assert!(store.push_one(unique()).await.unwrap().is_created());
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 async fn dispatch_within_checks_queue_limits<DB: Server>() {
@@ -300,7 +353,7 @@ async fn dispatch_within_checks_queue_limits<DB: Server>() {
         "{full:?}"
     );
     tx.rollback().await.unwrap();
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 async fn reserve_skips_rows_another_transaction_holds<DB: Server>() {
@@ -325,7 +378,7 @@ async fn reserve_skips_rows_another_transaction_holds<DB: Server>() {
     tx.rollback().await.unwrap();
     let got = store.reserve(&request("q", 2)).await.unwrap();
     assert_eq!((got.len(), got[0].payload.as_slice()), (1, &b"first"[..]));
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 async fn rows_written_by_hand_go_to_the_failed_store<DB: Server>() {
@@ -352,21 +405,24 @@ async fn rows_written_by_hand_go_to_the_failed_store<DB: Server>() {
         .await
         .expect("the worker stops")
         .expect("the worker runs");
-    assert_eq!((summary.processed, summary.failed), (1, 4));
+    assert_eq!(
+        (summary.processed, summary.failed),
+        (1, DB::HAND_ROWS.len() as u64)
+    );
     let failed = store.failed_store().unwrap();
     let failed = failed
         .list(queue_core::storage::PageRequest::first(10))
         .await
         .unwrap()
         .items;
-    assert_eq!(failed.len(), 4);
+    assert_eq!(failed.len(), DB::HAND_ROWS.len());
     assert!(
         failed.iter().all(|f| f.error.contains("payload")),
         "{failed:?}"
     );
     assert!(failed.iter().any(|f| f.payload == [0xff, 0x00, 0xfe]));
     assert_eq!(total(&store, "q").await, 0);
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
@@ -409,11 +465,11 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
         .map(|suffix| format!("{table}{suffix}"))
         .collect();
     assert_eq!(
-        DB::tables(&table).await,
+        tables::<DB>(&table).await,
         expected,
         "the statistics table is gone"
     );
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 /// A database made before the v2 contract (the first four migration files, a job waiting
@@ -450,7 +506,24 @@ async fn upgrades_a_database_of_before<DB: Server>() {
     assert!(store.push_one(unique()).await.unwrap().is_created());
     assert!(!store.push_one(unique()).await.unwrap().is_created());
     store.migrate().await.expect("migrating again is harmless");
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
+}
+
+/// A reservation reads the `(queue, due_at, id)` index, never the whole table.
+async fn reserve_reads_the_due_index<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    for batch in 0..20 {
+        let queue = if batch % 2 == 0 { "a" } else { "b" };
+        store
+            .push((0..1000).map(|_| job(queue, b"x")).collect())
+            .await
+            .unwrap();
+    }
+    DB::check_plan(&store, &table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 async fn four_stores_share_one_table<DB: Server>() {
@@ -495,7 +568,7 @@ async fn four_stores_share_one_table<DB: Server>() {
     assert_eq!(counts.len(), JOBS, "every job ran");
     assert!(counts.iter().all(|n| *n == 1), "no job ran twice");
     assert_eq!(total(&first, "shared").await, 0);
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 async fn jobs_and_reservations_survive_a_reconnect<DB: Server>() {
@@ -517,7 +590,7 @@ async fn jobs_and_reservations_survive_a_reconnect<DB: Server>() {
         store.acknowledge(&[held[0].lease.clone()]).await.unwrap(),
         vec![true]
     );
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
 /// A real deadlock. The store settles a job with two counter deltas, added in name order;
@@ -571,7 +644,7 @@ async fn a_deadlocked_settle_is_run_again_and_applied_once<DB: Server>() {
         async move { store.settle_one(count(lease)).await }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while DB::lock_waits(&mut watch, &groups).await == 0 {
+    while lock_waits::<DB>(&mut watch, &groups).await == 0 {
         assert!(
             Instant::now() < deadline,
             "the store never waited for the lock"
@@ -602,10 +675,10 @@ async fn a_deadlocked_settle_is_run_again_and_applied_once<DB: Server>() {
     );
     assert_eq!(total(&store, "q").await, 0);
     DB::raw(&mut other, &format!("DROP TABLE {table}_f_ballast")).await;
-    DB::drop_tables(&table).await;
+    drop_tables::<DB>(&table).await;
 }
 
-/// One `#[tokio::test]` per case and server.
+/// One `#[tokio::test]` per case and database.
 macro_rules! on {
     ($feature:literal, $server:ty, $module:ident: $($case:ident),*) => {
         #[cfg(feature = $feature)]
@@ -618,20 +691,18 @@ macro_rules! on {
             )*
         }
     };
-    ($($case:ident),* $(,)?) => {
-        on!("postgres", sqlx::Postgres, postgres: $($case),*);
-        on!("mysql", sqlx::MySql, mysql: $($case),*);
-    };
 }
 
-on!(
-    dispatch_within_a_transaction,
-    dispatch_within_checks_queue_limits,
-    reserve_skips_rows_another_transaction_holds,
-    rows_written_by_hand_go_to_the_failed_store,
-    connects_by_url_and_migrates_concurrently,
-    upgrades_a_database_of_before,
-    four_stores_share_one_table,
-    jobs_and_reservations_survive_a_reconnect,
-    a_deadlocked_settle_is_run_again_and_applied_once,
-);
+on!("sqlite", sqlx::Sqlite, sqlite: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
+    rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
+    upgrades_a_database_of_before, four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect);
+on!("postgres", sqlx::Postgres, postgres: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
+    rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
+    upgrades_a_database_of_before, four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
+    a_deadlocked_settle_is_run_again_and_applied_once);
+on!("mysql", sqlx::MySql, mysql: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
+    rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
+    upgrades_a_database_of_before, four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
+    a_deadlocked_settle_is_run_again_and_applied_once);

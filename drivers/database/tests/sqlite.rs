@@ -3,15 +3,10 @@
 //! in-memory database, the reserve plan.
 #![cfg(feature = "sqlite")]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use queue_core::storage::PageRequest;
-use queue_core::{
-    ConnectOptions, Error, NewJob, Queue, ReserveRequest, Storage, StorageExt, Unique,
-    WorkerOptions,
-};
-use queue_database::{schema_sql, Dialect, SqliteOptions, SqliteStorage, Tables};
+use queue_core::{Error, NewJob, ReserveRequest, Storage, StorageExt};
+use queue_database::{SqliteOptions, SqliteStorage};
 
 fn job(queue: &str, payload: &[u8]) -> NewJob {
     NewJob::new(queue, "n", payload.to_vec())
@@ -83,137 +78,6 @@ async fn rows_written_by_hand_are_reserved_as_empty() {
     assert_eq!(acked, vec![true; 5]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_written_by_hand_go_to_the_failed_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, store) = open(&dir).await;
-    let store = Arc::new(store);
-    insert_bad_rows(&store, "q").await;
-    let queue = Queue::from_arc(store.clone());
-    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = ran.clone();
-    queue.listen("good", move |_: serde_json::Value, _ctx| {
-        let counter = counter.clone();
-        async move {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        }
-    });
-    queue
-        .dispatch_named("good", serde_json::json!({}))
-        .on_queue("q")
-        .await
-        .unwrap();
-    let options = WorkerOptions::default()
-        .queues(["q"])
-        .sleep(Duration::from_millis(50))
-        .stop_when_empty();
-    let summary = tokio::time::timeout(Duration::from_secs(30), queue.worker(options).run())
-        .await
-        .expect("the worker stops")
-        .expect("the worker runs");
-    assert_eq!(summary.processed, 1, "the good job ran after the bad ones");
-    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(summary.failed, 5);
-    let failed = store
-        .failed_store()
-        .unwrap()
-        .list(PageRequest::first(10))
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(failed.len(), 5);
-    for f in &failed {
-        assert!(
-            f.error.contains("payload"),
-            "a reason is given: {}",
-            f.error
-        );
-        assert_eq!(f.attempts, 1);
-    }
-    assert!(failed
-        .iter()
-        .any(|f| f.payload.is_empty() && f.name.is_empty()));
-    assert_eq!(size(&store, "q").await.total(), 0);
-}
-
-#[tokio::test]
-async fn jobs_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (url, store) = open(&dir).await;
-    store
-        .push(vec![job("q", b"one"), job("q", b"two")])
-        .await
-        .unwrap();
-    let held = store.reserve(&request("q", 1)).await.unwrap();
-    store.close().await;
-    drop(store);
-
-    let store = SqliteStorage::connect(&url).await.unwrap();
-    let size = size(&store, "q").await;
-    assert_eq!(
-        (size.waiting, size.reserved),
-        (1, 1),
-        "the reservation survives too"
-    );
-    assert_eq!(
-        store.acknowledge(&[held[0].lease.clone()]).await.unwrap(),
-        vec![true]
-    );
-    let got = store.reserve(&request("q", 10)).await.unwrap();
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].payload, b"two");
-    assert!(store.capabilities().durable);
-}
-
-#[tokio::test]
-async fn connect_by_url_with_table_names() {
-    use queue_database as _;
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("named.db").display());
-    let mut options = ConnectOptions::default();
-    options.table = Some("app_jobs".to_owned());
-    options.failed_table = Some("app_failed".to_owned());
-    options.migrate = true;
-    let store = queue_core::storage::connect(&url, options)
-        .await
-        .expect("the sqlite scheme is registered");
-    assert_eq!(store.driver(), "sqlite");
-    store.push(vec![job("q", b"x")]).await.unwrap();
-    let got = store.reserve(&request("q", 1)).await.unwrap();
-    store.fail(&got[0].lease, "no").await.unwrap();
-    assert!(store.lock("k", "me", Duration::from_secs(5)).await.unwrap());
-
-    let check = SqliteStorage::connect_with(SqliteOptions::new(&url).migrate(false))
-        .await
-        .unwrap();
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .fetch_all(check.pool())
-            .await
-            .unwrap();
-    assert_eq!(
-        tables,
-        [
-            "app_failed",
-            "app_jobs",
-            "app_jobs_control",
-            "app_jobs_groups",
-            "app_jobs_locks"
-        ]
-    );
-    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM app_failed")
-        .fetch_one(check.pool())
-        .await
-        .unwrap();
-    assert_eq!(failed, 1);
-
-    let mut bad = ConnectOptions::default();
-    bad.table = Some("jobs; DROP TABLE app_jobs".to_owned());
-    let refused = queue_core::storage::connect(&url, bad).await;
-    assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
-}
-
 #[tokio::test]
 async fn migrate_is_idempotent_and_schema_matches() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,40 +139,6 @@ async fn in_memory_database() {
         0,
         "each in-memory store is its own"
     );
-}
-
-/// A file made before the v2 contract (the first four migration files, a job waiting) is
-/// upgraded by connecting: the job is still there, and claims work.
-#[tokio::test]
-async fn upgrades_a_file_of_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("old.db").display());
-    let bare = SqliteStorage::connect_with(SqliteOptions::new(&url).migrate(false))
-        .await
-        .unwrap();
-    let schema = schema_sql(Dialect::Sqlite, &Tables::default());
-    let before: Vec<&str> = schema
-        .split("-- sqlite/")
-        .filter(|f| !f.starts_with("0005"))
-        .collect();
-    sqlx::raw_sql(&before.join("-- "))
-        .execute(bare.pool())
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO jobs (queue, name, payload) VALUES ('q', 'old', 'x')")
-        .execute(bare.pool())
-        .await
-        .unwrap();
-    bare.close().await;
-    let store = SqliteStorage::connect(&url).await.expect("migrates");
-    assert_eq!(
-        store.reserve(&request("q", 1)).await.unwrap()[0].name,
-        "old"
-    );
-    let unique = || job("q", b"u").unique(Unique::new("k"));
-    assert!(store.push_one(unique()).await.unwrap().is_created());
-    assert!(!store.push_one(unique()).await.unwrap().is_created());
-    store.migrate().await.expect("migrating again is harmless");
 }
 
 /// Within one batch, jobs come out in the order they became available, an expired lease

@@ -281,6 +281,61 @@ pub(crate) async fn wait_for_mysql() -> bool {
     false
 }
 
+/// When each probe started, the worker's stop handle, and its task.
+pub(crate) type ProbeWorker = (
+    std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    queue_core::StopHandle,
+    tokio::task::JoinHandle<queue_core::Result<queue_core::WorkerSummary>>,
+);
+
+/// A worker on `queue` that records when each `probe` job starts and polls only every
+/// `poll`: only a working `LISTEN` makes it quick. Its start times, stop handle and task.
+pub(crate) fn probe_worker(queue: &queue_core::Queue, poll: Duration) -> ProbeWorker {
+    let started: std::sync::Arc<std::sync::Mutex<Vec<Instant>>> = Default::default();
+    let sink = started.clone();
+    queue.listen("probe", move |_: serde_json::Value, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(Instant::now());
+            Ok(())
+        }
+    });
+    let options = queue_core::WorkerOptions::default()
+        .queues(["probe"])
+        .sleep(poll);
+    let worker = queue.worker(options);
+    (started, worker.stop_handle(), tokio::spawn(worker.run()))
+}
+
+/// Dispatches probe `i` from `other` (again while it fails, as an application would after a
+/// restart) and waits, at most `limit`, until the probe worker starts it: how long it took.
+pub(crate) async fn probe(
+    other: &queue_core::Queue,
+    started: &std::sync::Mutex<Vec<Instant>>,
+    i: usize,
+    limit: Duration,
+) -> Duration {
+    let sent = Instant::now();
+    let mut tries = 0;
+    while let Err(e) = other
+        .dispatch_named("probe", serde_json::json!(i))
+        .on_queue("probe")
+        .await
+    {
+        tries += 1;
+        assert!(tries < 20, "dispatch keeps failing: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(at) = started.lock().unwrap().get(i) {
+            return *at - sent;
+        }
+        assert!(Instant::now() < deadline, "probe {i} did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
