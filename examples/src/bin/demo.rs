@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use queue_core::{Job, Queue, WorkerOptions};
 use queue_core::StorageExt as _;
+use queue_core::{Job, Queue, WorkerOptions};
 use queue_examples::{
     GenerateReport, ImportLegacyFile, ProcessUpload, SendEmail, SyncPayment, REPORTS_MAX_AT_ONCE,
 };
@@ -130,7 +130,13 @@ async fn main() -> anyhow::Result<()> {
         REPORTS_MAX_AT_ONCE.load(Ordering::SeqCst)
     );
     println!("   failed store:");
-    for failed in queue.storage().failed_store()?.list(queue_core::storage::PageRequest::first(10)).await?.items {
+    for failed in queue
+        .storage()
+        .failed_store()?
+        .list(queue_core::storage::PageRequest::first(10))
+        .await?
+        .items
+    {
         println!(
             "     #{} {} after {} attempt(s): {}",
             failed.id, failed.name, failed.attempts, failed.error

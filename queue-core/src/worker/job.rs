@@ -383,12 +383,14 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
             counters.interrupted.fetch_add(1, Ordering::Relaxed);
             metrics::count(Counted::Interrupted, queue, &name);
         }
+        Report::Done { name, .. } if settled == Some(Settled::Stale) => {
+            warn!(job = %name, id = %lease.job_id, "job done but its acknowledge was refused: the lease ran out and the job may run again");
+        }
+        _ if settled == Some(Settled::Stale) => {
+            warn!(id = %lease.job_id, "could not settle the job: its lease ran out and another worker may have it");
+        }
         _ if !applied => {
-            let why = match settled {
-                Some(_) => "its lease ran out and another worker may have it",
-                None => "the store could not be reached",
-            };
-            warn!(id = %lease.job_id, "could not settle the job ({why}): it runs again after its lease");
+            warn!(id = %lease.job_id, "could not settle the job: the store could not be reached; it runs again after its lease");
         }
         Report::Done { name, took } => {
             counters.processed.fetch_add(1, Ordering::Relaxed);
