@@ -18,21 +18,21 @@
 //! }
 //! ```
 //!
-//! Commands (Laravel's and Rakit's names in brackets):
+//! Commands (Laravel's and Rakit's names in parentheses):
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `runall work` (the default) | run a worker [`queue:work`, `job:runall`] |
-//! | `runall run NAME` | run a worker for jobs named NAME only [`job:run`] |
-//! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store [`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`] |
-//! | `runall size [QUEUE]` | jobs waiting, delayed, reserved [`queue:size`] |
-//! | `runall migrate` | create the tables [`migrate`] |
-//! | `runall table` | print the SQL that creates the tables, run nothing [`job:table`] |
-//! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 [`queue:monitor`] |
-//! | `runall stats [--watch]` | processed and failed per job name and queue, from every worker |
-//! | `runall restart` | every worker finishes its jobs and exits [`queue:restart`] |
+//! | `runall work` (the default) | run a worker (`queue:work`, `job:runall`) |
+//! | `runall run NAME` | run a worker for jobs named NAME only (`job:run`) |
+//! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store (`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`) |
+//! | `runall size [QUEUE]` | jobs waiting, delayed, reserved (`queue:size`) |
+//! | `runall migrate` | create the tables (`migrate`) |
+//! | `runall table` | print the SQL that creates the tables, run nothing (`job:table`) |
+//! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 (`queue:monitor`) |
+//! | `runall stats [--watch]` | jobs per queue and state, failed jobs per job name and queue |
+//! | `runall restart` | every worker finishes its jobs and exits (`queue:restart`) |
 //! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
-//! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs [`queue:clear`] |
+//! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs (`queue:clear`) |
 //!
 //! The connection: `--connection URL`, else `QUEUE_URL`, else `job.toml` (see
 //! [`config`](crate::config)), else `sqlite://jobs.db`.
