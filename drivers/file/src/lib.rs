@@ -136,11 +136,10 @@
 
 #![cfg(unix)]
 
-mod counters;
 mod disk;
 mod error;
 mod format;
-mod lock;
+mod locks;
 mod options;
 mod storage;
 
@@ -156,6 +155,13 @@ pub use storage::FileStorage;
 /// Not public API: the fuzz target's entry into the on-disk format's parsers.
 #[doc(hidden)]
 pub use format::fuzz_parsers as __fuzz_parsers;
+
+/// Not public API: makes this process abort, as if killed, when a step of the journal
+/// reaches `point` (`written`, `taken`, `applied`, `finalized`), for the crash tests.
+#[doc(hidden)]
+pub fn __crash_at(point: &'static str) {
+    disk::crash_at(point);
+}
 
 /// The driver's name, as [`Storage::driver`] reports it.
 pub const DRIVER: &str = "file";
