@@ -269,6 +269,7 @@ async fn run(
             ));
             let mut task = tokio::spawn(future);
             let mut hard_stop = shared.hard_stop.clone();
+            let mut aborted = false;
             let ran = tokio::select! {
                 result = tokio::time::timeout(timeout, &mut task) => match result {
                     Ok(Ok(Ok(()))) => Ran::Done,
@@ -279,20 +280,29 @@ async fn run(
                     },
                     Err(_) => {
                         task.abort();
+                        aborted = true;
                         Ran::Failed(JobError::msg(format!("job timed out after {}", humantime::format_duration(timeout))))
                     }
                 },
                 _ = hard_stop.wait_for(|stop| *stop) => {
                     task.abort();
+                    aborted = true;
                     Ran::Shutdown
                 }
                 lost = &mut keeper => {
                     ctx.cancel.cancel();
                     task.abort();
+                    aborted = true;
                     Ran::Stopped(lost.unwrap_or(Lost::Unconfirmed))
                 }
             };
             keeper.abort();
+            if aborted {
+                // Aborting only asks: wait until the body is dropped, so that it is gone
+                // before the job is reported stopped or its lock is released. A body that
+                // blocks its thread cannot be dropped until it yields: wait a moment only.
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
             ran
         }
     };
