@@ -1,5 +1,7 @@
 //! The on-disk format: file names that carry a job's state, and file contents that carry what
-//! never changes (queue, name, payload) plus, for failed jobs, why they failed.
+//! never changes (queue, name, claim, payload) plus, for failed jobs, why they failed. (The
+//! driver's own bookkeeping files, claims, group counters and intents, are JSON, in their
+//! modules.)
 //!
 //! Every state change of a job is a `rename` of its file, never a rewrite, so each one is atomic
 //! and only one process can win it.

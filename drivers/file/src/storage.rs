@@ -52,6 +52,13 @@ impl FileStorage {
         Self::open(FileOptions::from_url(url)?).await
     }
 
+    /// Not public API: runs the sweep that otherwise runs every half minute inside
+    /// `reserve` (finishing crashed steps, recovering what they left in `tmp/`), for tests.
+    #[doc(hidden)]
+    pub async fn __sweep(&self) -> Result<()> {
+        self.run(|disk| Ok(disk.sweep()?)).await
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

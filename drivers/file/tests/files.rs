@@ -390,6 +390,13 @@ async fn crash_leftovers_in_tmp_are_recovered_at_open() {
     assert_eq!(failed_list(&store, 100).await.len(), 6);
     assert!(names_in(&tmp).is_empty());
     assert!(names_in(&root.join("journal")).is_empty());
+
+    // While the store is open, the sweep (every half minute inside `reserve`) does the same.
+    planted(format!("{}.tok9.failing", id(9)), job_file("swept"));
+    store.__sweep().await.unwrap();
+    assert_eq!(failed_list(&store, 100).await.len(), 7);
+    assert_eq!(failed_list(&store, 1).await[0].job_id, id(9));
+    assert!(names_in(&tmp).is_empty());
 }
 
 /// Writes `bytes` as a file straight into a queue's directory, as another program might.

@@ -335,7 +335,7 @@ async fn effects_child(root: PathBuf) {
             .iter()
             .map(|r| {
                 let n: usize = String::from_utf8_lossy(&r.payload).parse().unwrap();
-                let (outcome, counter) = if n % 5 == 0 {
+                let (outcome, counter) = if n.is_multiple_of(5) {
                     (
                         Outcome::Fail {
                             reason: format!("job {n} fails"),

@@ -86,8 +86,8 @@ impl Disk {
         self.recover_leftovers(&lock)
     }
 
-    /// The periodic sweep: at most every [`SWEEP_EVERY`], only if the lock is free now. Its
-    /// errors are logged, not returned: it runs inside a reserve that has its own work.
+    /// The periodic sweep: at most every [`SWEEP_EVERY`]. Its errors are logged, not
+    /// returned: it runs inside a reserve that has its own work.
     pub(super) fn maybe_sweep(&self) {
         {
             let mut at = guard(&self.swept_at);
@@ -96,11 +96,16 @@ impl Disk {
             }
             *at = Instant::now();
         }
-        let swept = self
-            .try_lock()
-            .and_then(|lock| lock.map_or(Ok(()), |lock| self.recover_leftovers(&lock)));
-        if let Err(e) = swept {
+        if let Err(e) = self.sweep() {
             tracing::warn!(error = %e, "the file store's sweep failed");
+        }
+    }
+
+    /// One sweep, if the store's lock is free now (whoever holds it finishes intents anyway).
+    pub(crate) fn sweep(&self) -> Result<()> {
+        match self.try_lock()? {
+            Some(lock) => self.recover_leftovers(&lock),
+            None => Ok(()),
         }
     }
 
@@ -238,5 +243,43 @@ impl Disk {
             }
         }
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_tmp() {
+        let id = "0123456789abcdef01234567";
+        let is = |name: String, want: &str| {
+            let got = match kind(&name) {
+                Kind::Push => "push".to_owned(),
+                Kind::Orphan => "orphan".to_owned(),
+                Kind::Taken { intent } => format!("taken {intent}"),
+                Kind::Failing { job_id } => format!("failing {job_id}"),
+                Kind::Stray => "stray".to_owned(),
+                Kind::Failed { id } => format!("failed {id}"),
+                Kind::Other => "other".to_owned(),
+            };
+            assert_eq!(got, want, "{name}");
+        };
+        is(format!("{id}.push"), "push");
+        is(format!("{id}.3.push"), "push");
+        is(format!("{id}.3.0.push"), "push");
+        is(format!("{id}.intent"), "orphan");
+        is(format!("{id}.2.record"), "orphan");
+        is(format!("{id}.replace"), "orphan");
+        is(format!("{id}.counter"), "orphan");
+        is(format!("{id}.2.taken"), format!("taken {id}").as_str());
+        is(
+            format!("{id}.tok3n.failing"),
+            format!("failing {id}").as_str(),
+        );
+        is(format!("{id}.stray"), "stray");
+        is(format!("{id}.failed"), format!("failed {id}").as_str());
+        is("notes.txt".to_owned(), "other");
+        is("a.b.c.d.e".to_owned(), "other");
     }
 }

@@ -22,6 +22,14 @@ use super::{guard, read_head, remove_if_there, sync_files, Disk, QueuePaths};
 use crate::format::{clamp_ms, new_id, now_ms, ReadyName, ReservedName};
 use crate::DRIVER;
 
+/// A settlement that changes nothing but its own job's file.
+enum Plain {
+    /// Unlink it.
+    Ack,
+    /// Rename it back into `ready/`, due after `delay`, with the attempt given back or not.
+    Back { delay: Duration, refund: bool },
+}
+
 /// A settlement that goes through the journal, with its staged follow-up jobs.
 struct Journaled {
     slot: usize,
@@ -51,16 +59,21 @@ impl Disk {
             let Ok(paths) = self.paths(&lease.queue) else {
                 continue;
             };
-            // Some(None): a plain acknowledgement; Some(Some((delay, refund))): back to ready/.
             let plain = match settle.outcome {
                 _ if !settle.effects.is_empty() => None,
-                Outcome::Ack if !self.holds_claim(lease, &paths)? => Some(None),
-                Outcome::Retry { delay } => Some(Some((delay, false))),
-                Outcome::Release { delay } => Some(Some((delay, true))),
+                Outcome::Ack if !self.holds_claim(lease, &paths)? => Some(Plain::Ack),
+                Outcome::Retry { delay } => Some(Plain::Back {
+                    delay,
+                    refund: false,
+                }),
+                Outcome::Release { delay } => Some(Plain::Back {
+                    delay,
+                    refund: true,
+                }),
                 Outcome::Ack | Outcome::Fail { .. } => None,
             };
-            if let Some(back) = plain {
-                settled[slot] = self.settle_plain(lease, &paths, back, now, &mut dirs)?;
+            if let Some(plain) = plain {
+                settled[slot] = self.settle_plain(lease, &paths, plain, now, &mut dirs)?;
             } else {
                 journaled.push(Journaled {
                     slot,
@@ -98,16 +111,16 @@ impl Disk {
         Ok(head.is_some_and(|h| h.unique.is_some()))
     }
 
-    /// One unlink (`back` is `None`) or one rename back to `ready/`, no lock.
+    /// One unlink or one rename back to `ready/`, no lock.
     fn settle_plain(
         &self,
         lease: &Lease,
         paths: &QueuePaths,
-        back: Option<(Duration, bool)>,
+        plain: Plain,
         now: i64,
         dirs: &mut Vec<PathBuf>,
     ) -> Result<Settled> {
-        let Some((delay, refund)) = back else {
+        let Plain::Back { delay, refund } = plain else {
             let removed =
                 self.with_reserved(lease, paths, "remove", |path, _| std::fs::remove_file(path))?;
             guard(&self.held).remove(&lease.token);
@@ -183,7 +196,7 @@ impl Disk {
             for (_, tmp) in &files {
                 let _ = std::fs::remove_file(tmp);
             }
-            return Err(e.into());
+            return Err(e);
         }
         drop(files);
 
