@@ -4,8 +4,12 @@
 //! Every call sends a batch of commands in one write and reads one reply per command, so a
 //! batch costs one round trip whatever its size. Writing and reading run concurrently, so a
 //! large batch cannot deadlock with the server's output buffer. Nothing here blocks a thread.
+//! Nothing the server says is trusted with memory: a reply line is read up to [`MAX_LINE`]
+//! bytes, and a value up to the server's `item_size_max` (read at connect), so a corrupt or
+//! hostile server cannot make the process allocate without bound.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::error::MemcachedError;
+
+/// The longest reply line read (a meta status line, a line of `stats settings`).
+const MAX_LINE: u64 = 8 * 1024;
+/// The largest value read before the server's own limit is known: memcached's largest
+/// `item_size_max` (`-I 1024m`).
+const MAX_ITEM: usize = 1 << 30;
 
 /// How `ms` stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,18 +53,13 @@ pub(crate) enum Cmd {
     /// `md`: delete an item, optionally only if its CAS token matches.
     Delete { key: String, cas: Option<u64> },
     /// `ma`: add or subtract; `vivify` creates a missing counter with that value (and then
-    /// does not apply the delta: pass the same number as `delta` to get a plain increment),
-    /// expiring after `ttl` seconds (0: never).
+    /// does not apply the delta: pass the same number as `delta` to get a plain increment).
     Arith {
         key: String,
         delta: u64,
         decr: bool,
         vivify: Option<u64>,
-        ttl: u32,
     },
-    /// `mg` with `T`: sets an item's expiry (0: never). (`ma` has a `T` flag too, but
-    /// memcached 1.6.18 ignores it when the command follows an `mg` in the same pipeline.)
-    Touch { key: String, ttl: u32 },
 }
 
 impl Cmd {
@@ -112,17 +117,6 @@ impl Cmd {
         }
     }
 
-    /// Stores whatever is there, expiring after `ttl` seconds (0: never).
-    pub(crate) fn set_ttl(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Set,
-            cas: None,
-            ttl,
-        }
-    }
-
     pub(crate) fn append(key: String, data: Vec<u8>) -> Cmd {
         Cmd::Set {
             key,
@@ -151,7 +145,6 @@ impl Cmd {
             delta,
             decr: false,
             vivify: Some(delta),
-            ttl: 0,
         }
     }
 
@@ -162,25 +155,18 @@ impl Cmd {
             delta,
             decr: true,
             vivify: None,
-            ttl: 0,
         }
     }
 
     /// Adds (`decr` false) or subtracts `delta`; a missing counter is created holding
-    /// `initial` (the delta is then not applied), expiring after `ttl` seconds (0: never).
-    pub(crate) fn arith(key: String, delta: u64, decr: bool, initial: u64, ttl: u32) -> Cmd {
+    /// `initial` (the delta is then not applied).
+    pub(crate) fn arith(key: String, delta: u64, decr: bool, initial: u64) -> Cmd {
         Cmd::Arith {
             key,
             delta,
             decr,
             vivify: Some(initial),
-            ttl,
         }
-    }
-
-    /// Sets `key`'s expiry to `ttl` seconds from now (0: never); a miss if it is absent.
-    pub(crate) fn touch(key: String, ttl: u32) -> Cmd {
-        Cmd::Touch { key, ttl }
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -224,19 +210,17 @@ impl Cmd {
                 delta,
                 decr,
                 vivify,
-                ttl,
             } => {
                 let _ = write!(out, "ma {key} v D{delta}");
                 if *decr {
                     let _ = write!(out, " MD");
                 }
                 if let Some(initial) = vivify {
-                    let _ = write!(out, " N{ttl} J{initial}");
+                    let _ = write!(out, " N0 J{initial}");
                 }
                 out.extend_from_slice(b"\r\n");
                 Ok(())
             }
-            Cmd::Touch { key, ttl } => writeln_crlf(out, format_args!("mg {key} T{ttl}")),
         };
     }
 }
@@ -325,6 +309,8 @@ pub(crate) struct Client {
     timeout: Duration,
     idle: Mutex<Vec<ConnBox>>,
     permits: Semaphore,
+    /// The largest value a reply may announce: the server's `item_size_max`.
+    max_value: AtomicUsize,
 }
 
 /// `Conn` holds tokio halves that are not `Debug`; the pool only needs to count them.
@@ -343,7 +329,13 @@ impl Client {
             timeout,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(pool_size),
+            max_value: AtomicUsize::new(MAX_ITEM),
         }
+    }
+
+    /// Refuses, from now on, replies announcing a value larger than `max` bytes.
+    pub(crate) fn limit_values(&self, max: usize) {
+        self.max_value.store(max.min(MAX_ITEM), Ordering::Relaxed);
     }
 
     pub(crate) fn addr(&self) -> &str {
@@ -384,8 +376,9 @@ impl Client {
         for cmd in cmds {
             cmd.encode(&mut buf);
         }
+        let max = self.max_value.load(Ordering::Relaxed);
         self.exchange(&buf, |reader, answered| {
-            Box::pin(read_replies(reader, cmds.len(), answered))
+            Box::pin(read_replies(reader, cmds.len(), max, answered))
         })
         .await
     }
@@ -473,7 +466,8 @@ async fn read_line(
     answered: &mut bool,
 ) -> Result<(), MemcachedError> {
     line.clear();
-    let n = reader
+    let n = (&mut *reader)
+        .take(MAX_LINE)
         .read_until(b'\n', line)
         .await
         .map_err(|source| MemcachedError::Io {
@@ -491,8 +485,9 @@ async fn read_line(
     }
     *answered = true;
     if !line.ends_with(b"\r\n") {
+        line.truncate(80);
         return Err(MemcachedError::Protocol(format!(
-            "a reply line without CRLF: {:?}",
+            "a reply line without CRLF within {MAX_LINE} bytes: {:?}",
             String::from_utf8_lossy(line)
         )));
     }
@@ -503,6 +498,7 @@ async fn read_line(
 async fn read_replies(
     reader: &mut BufReader<OwnedReadHalf>,
     count: usize,
+    max: usize,
     answered: &mut bool,
 ) -> Result<Vec<Reply>, MemcachedError> {
     let mut replies = Vec::with_capacity(count);
@@ -523,6 +519,11 @@ async fn read_replies(
                     .next()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| MemcachedError::Protocol(format!("bad VA line: {text}")))?;
+                if size > max {
+                    return Err(MemcachedError::Protocol(format!(
+                        "the server announced a value of {size} bytes, more than its item size limit ({max})"
+                    )));
+                }
                 let mut data = vec![0u8; size + 2];
                 reader
                     .read_exact(&mut data)

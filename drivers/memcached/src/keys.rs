@@ -13,13 +13,12 @@
 //! | `P:q:Q:s:N` | slot N: the id of a waiting job (or `-`, a skipped slot) |
 //! | `P:q:Q:gen` | the queue's generation, bumped by `clear` |
 //! | `P:q:Q:sw:G`, `P:q:Q:sd:G`, `P:q:Q:sr` | waiting / delayed (per generation) / reserved counts, each plus 2^62 (so updates carry a sign and commute) |
-//! | `P:q:Q:t:B`, `P:q:Q:tc:B` | timer bucket B (one second): ids whose due time or lease deadline falls in it, and a count |
+//! | `P:q:Q:t:B:K`, `P:q:Q:tc:B` | timer bucket B (one second), sub-bucket K (job id mod 16): ids whose due time or lease deadline falls in it; and the second's count |
 //! | `P:q:Q:cur` | the first timer bucket not yet fully swept |
 //! | `P:q:Q:jan` | the janitor's progress over claimed slots |
+//! | `P:u:KEY` | a unique claim: the job (or failed job) holding KEY, and when it was written |
 //! | `P:lock:K` | a lock: owner and expiry |
-//! | `P:cv:N`, `P:ce:N` | counter N: its value plus 2^62 (so `incr`/`decr` carry a sign), and its expiry (Unix ms) if it has one. (`P:c:N`, value plus 2^63, belonged to earlier versions and is no longer read.) |
-//! | `P:cr` | the counter index: the names of counter groups, one per line |
-//! | `P:cg:G`, `P:cn:G` | counter group G (the first two `:`-separated parts of a name): its counters' names, one per line; and how many were ever appended |
+//! | `P:restart` | the restart generation (`runall restart` increments it) |
 //! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
 
 /// Keys that fit comfortably: the longest user part kept as is.
@@ -118,26 +117,12 @@ impl Keys {
         format!("{}:lock:{}", self.p, part(key))
     }
 
-    /// A named counter's value. (Earlier versions kept it, plus 2^63, under `:c:`; that
-    /// encoding is not read, hence the new key.)
-    pub(crate) fn counter(&self, name: &str) -> String {
-        format!("{}:cv:{}", self.p, part(name))
+    pub(crate) fn claim(&self, key: &str) -> String {
+        format!("{}:u:{}", self.p, part(key))
     }
 
-    pub(crate) fn counter_expiry(&self, name: &str) -> String {
-        format!("{}:ce:{}", self.p, part(name))
-    }
-
-    pub(crate) fn counter_root(&self) -> String {
-        format!("{}:cr", self.p)
-    }
-
-    pub(crate) fn counter_group(&self, group: &str) -> String {
-        format!("{}:cg:{}", self.p, part(group))
-    }
-
-    pub(crate) fn counter_appends(&self, group: &str) -> String {
-        format!("{}:cn:{}", self.p, part(group))
+    pub(crate) fn restart(&self) -> String {
+        format!("{}:restart", self.p)
     }
 
     pub(crate) fn failed(&self, id: u64) -> String {
@@ -194,8 +179,8 @@ impl QueueKeys {
         format!("{}:sr", self.base)
     }
 
-    pub(crate) fn timer(&self, bucket: i64) -> String {
-        format!("{}:t:{bucket}", self.base)
+    pub(crate) fn timer(&self, bucket: i64, sub: u64) -> String {
+        format!("{}:t:{bucket}:{sub}", self.base)
     }
 
     pub(crate) fn timer_count(&self, bucket: i64) -> String {

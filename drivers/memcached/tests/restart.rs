@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::Storage;
+use queue_core::{Storage, StorageExt};
 use queue_memcached::{MemcachedOptions, MemcachedStorage};
 use queue_tests::{job, request};
 
@@ -128,7 +128,7 @@ async fn survives_a_restart_of_memcached() {
         .await
         .unwrap();
     assert_eq!(held.len(), 1);
-    assert_eq!(store.size(q).await.unwrap().total(), 2);
+    assert_eq!(store.inspect().unwrap().size(q).await.unwrap().total(), 2);
     assert_eq!(store.state_losses(), 0);
 
     server.stop();
@@ -175,7 +175,7 @@ async fn survives_a_restart_of_memcached() {
         .unwrap();
     assert_eq!(again.len(), 1);
     store.acknowledge(&[again[0].lease.clone()]).await.unwrap();
-    assert_eq!(store.size(q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(q).await.unwrap().total(), 0);
     assert_eq!(store.state_losses(), 1);
     let text = logs.text();
     let reports = text.matches("memcached lost the queue state").count();
@@ -295,7 +295,7 @@ fn a_frozen_server_does_not_block_the_runtime() {
             total as u64,
             "every job done after the thaw"
         );
-        assert_eq!(store.size(q).await.unwrap().total(), 0);
+        assert_eq!(store.inspect().unwrap().size(q).await.unwrap().total(), 0);
         stop.store(true, Ordering::Relaxed);
     });
     server.stop();

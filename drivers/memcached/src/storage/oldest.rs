@@ -5,7 +5,7 @@
 
 use super::{now_ms, parse_slot, sizes, MemcachedStorage};
 use crate::client::Cmd;
-use crate::record::{JobState, UNKNOWN_DUE};
+use crate::record::JobState;
 use queue_core::Result;
 
 /// Slots read per round trip when looking for the oldest waiting job.
@@ -66,8 +66,7 @@ impl MemcachedStorage {
                     .filter_map(|((slot, id), reply)| {
                         let (_, record) = self.decode_job(*id, reply)?;
                         let live = record.state == (JobState::Waiting { slot: *slot })
-                            && record.gen >= gen
-                            && record.due != UNKNOWN_DUE;
+                            && record.gen >= gen;
                         live.then_some(record.due)
                     })
                     .min();

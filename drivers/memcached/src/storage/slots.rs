@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use queue_core::storage::{duration_millis, new_token};
-use queue_core::{Error, JobId, Lease, Reserved, Result};
+use queue_core::{Error, JobId, Lease, Reserved, Result, Until};
 use tracing::{debug, error, warn};
 
+use super::claims::Holder;
 use super::{
-    parse_slot, sizes, Ends, Held, MemcachedStorage, CAS_TRIES, MAX_CLAIM, TOMBSTONE, TOMBSTONE_TTL,
+    incremented, parse_slot, sizes, tombstone, Ends, Held, MemcachedStorage, Timers, CAS_TRIES,
+    MAX_CLAIM,
 };
 use crate::client::{Cmd, Reply, Status};
 use crate::error::MemcachedError;
@@ -176,13 +178,24 @@ impl MemcachedStorage {
         if entries.is_empty() {
             return Ok(());
         }
+        // The lease deadlines are listed with the reads, before any record changes: if the
+        // bucket refuses them, the jobs go back to the tail at once and nothing else changed.
+        let deadline = now.saturating_add(duration_millis(lease));
+        let mut timers = Timers::default();
         let mut cmds = Vec::with_capacity(entries.len() * 2);
         for (_, id) in &entries {
+            timers.add(queue, deadline, *id);
             cmds.push(Cmd::gets(self.keys().job(*id)));
             cmds.push(Cmd::get(self.keys().body(*id)));
         }
-        let replies = self.run(cmds).await?;
-        let deadline = now.saturating_add(duration_millis(lease));
+        let replies = match self.with_timers(&timers, cmds).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.reslot(queue, qk, entries.iter().map(|(n, id)| (*id, *n)).collect())
+                    .await?;
+                return Err(e);
+            }
+        };
         let mut takes: Vec<(u64, Held, Vec<u8>, String)> = Vec::new();
         let mut cleanup: Vec<Cmd> = Vec::new();
         let mut gone: Vec<(u64, u64, u64)> = Vec::new();
@@ -244,9 +257,7 @@ impl MemcachedStorage {
             self.run(cleanup).await?;
             return Ok(());
         }
-        let ids: Vec<u64> = takes.iter().map(|t| t.1.id).collect();
-        let mut cmds = self.timer_cmds(qk, deadline, &ids, now);
-        let first_cas = cmds.len();
+        let mut cmds = Vec::new();
         for (_, held, _, token) in &takes {
             let record = JobRecord {
                 attempts: held.record.attempts.saturating_add(1),
@@ -275,11 +286,16 @@ impl MemcachedStorage {
         cmds.push(sizes::plus(qk.reserved(), takes.len() as u64));
         cmds.extend(cleanup);
         let replies = self.run(cmds).await?;
-        self.check_timer_replies(&replies[..first_cas], &ids);
         let mut undo = Vec::new();
         let mut failed = 0;
-        for ((n, held, body, token), reply) in takes.into_iter().zip(&replies[first_cas..]) {
+        let mut started = Vec::new();
+        for ((n, held, body, token), reply) in takes.into_iter().zip(&replies) {
             if reply.ok() {
+                if let Some(u) = held.record.unique.as_ref() {
+                    if u.until == Until::Started {
+                        started.push((u.key.clone(), Holder::Job(held.id)));
+                    }
+                }
                 out.push(Reserved {
                     lease: Lease {
                         job_id: JobId(held.id.to_string()),
@@ -303,7 +319,8 @@ impl MemcachedStorage {
             undo.push(sizes::minus(qk.reserved(), failed));
             self.run(undo).await?;
         }
-        Ok(())
+        // Claims held until the job starts: released now that it has.
+        self.release_claims(started).await
     }
 
     /// Claimed slots whose item is missing: a pusher between `incr tail` and writing the
@@ -340,12 +357,7 @@ impl MemcachedStorage {
             return Ok(());
         }
         let replies = self
-            .run(
-                missing
-                    .iter()
-                    .map(|n| Cmd::add(qk.slot(*n), TOMBSTONE.to_vec(), TOMBSTONE_TTL))
-                    .collect(),
-            )
+            .run(missing.iter().map(|n| tombstone(qk.slot(*n))).collect())
             .await?;
         let mut late = Vec::new();
         for (n, reply) in missing.iter().zip(&replies) {
@@ -422,12 +434,7 @@ impl MemcachedStorage {
         if from < first {
             let range: Vec<u64> = (from..first).collect();
             let replies = self
-                .run(
-                    range
-                        .iter()
-                        .map(|n| Cmd::add(qk.slot(*n), TOMBSTONE.to_vec(), TOMBSTONE_TTL))
-                        .collect(),
-                )
+                .run(range.iter().map(|n| tombstone(qk.slot(*n))).collect())
                 .await?;
             if let Some((n, _)) = range.iter().zip(&replies).find(|(_, r)| !r.ok()) {
                 first = *n;
@@ -462,68 +469,55 @@ impl MemcachedStorage {
         Ok(())
     }
 
-    /// Gives waiting jobs whose slot write failed (a reserver had given up on the slot and
-    /// tombstoned it) a new slot. Nobody else can reach such a job, so a plain write is safe.
+    /// Gives waiting jobs a new slot at the tail: `(id, slot)` for each job whose record
+    /// still says it waits in `slot` but cannot be reached there (its slot write failed on a
+    /// tombstone, its reserver died or gave up). A record that moved on is left alone.
     pub(super) async fn reslot(
         &self,
         queue: &str,
         qk: &QueueKeys,
-        mut ids: Vec<u64>,
+        mut jobs: Vec<(u64, u64)>,
     ) -> Result<()> {
         for _ in 0..CAS_TRIES {
-            if ids.is_empty() {
+            if jobs.is_empty() {
                 return Ok(());
             }
-            let replies = self
-                .run(
-                    ids.iter()
-                        .map(|id| Cmd::gets(self.keys().job(*id)))
-                        .collect(),
-                )
-                .await?;
-            let mut held = Vec::new();
-            for (id, reply) in ids.iter().zip(&replies) {
-                if let Some((cas, record)) = self.decode_job(*id, reply) {
-                    held.push(Held {
-                        id: *id,
-                        cas,
-                        record,
-                    });
-                }
-            }
+            let cmds = jobs.iter().map(|(id, _)| Cmd::gets(self.keys().job(*id)));
+            let replies = self.run(cmds.collect()).await?;
+            let held: Vec<Held> = jobs
+                .iter()
+                .zip(&replies)
+                .filter_map(|((id, slot), reply)| {
+                    let (cas, record) = self.decode_job(*id, reply)?;
+                    let stuck = record.state == JobState::Waiting { slot: *slot };
+                    stuck.then_some(Held { id: *id, cas, record })
+                })
+                .collect();
             if held.is_empty() {
                 return Ok(());
             }
             let count = held.len() as u64;
             let replies = self.run(vec![Cmd::incr(qk.tail(), count)]).await?;
-            let end = replies[0]
-                .checked("allocate slots")?
-                .number()
-                .ok_or_else(|| MemcachedError::Protocol("incr gave no number".into()))?;
-            let first = end + 1 - count;
+            let first = incremented(&replies[0], "allocate slots")? + 1 - count;
             let mut cmds = Vec::new();
-            for (i, h) in held.iter().enumerate() {
+            for (slot, h) in (first..).zip(&held) {
                 let record = JobRecord {
-                    state: JobState::Waiting {
-                        slot: first + i as u64,
-                    },
+                    state: JobState::Waiting { slot },
                     ..h.record.clone()
                 };
                 cmds.push(Cmd::cas(self.keys().job(h.id), record.encode(), h.cas, 0));
-                cmds.push(Cmd::add(
-                    qk.slot(first + i as u64),
-                    h.id.to_string().into_bytes(),
-                    0,
-                ));
+                cmds.push(Cmd::add(qk.slot(slot), h.id.to_string().into_bytes(), 0));
             }
             let replies = self.run(cmds).await?;
-            ids = held
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| replies[2 * i].ok() && !replies[2 * i + 1].ok())
-                .map(|(_, h)| h.id)
+            // Moved, but the new slot was skipped too: once more. Not moved: someone else
+            // changed the record, which is no longer ours to move.
+            jobs = (first..)
+                .zip(&held)
+                .zip(replies.chunks(2))
+                .filter(|(_, pair)| pair[0].ok() && !pair[1].ok())
+                .map(|((slot, h), _)| (h.id, slot))
                 .collect();
-            debug!(%queue, count, "re-slotted jobs whose slot had been skipped");
+            debug!(%queue, count, "re-slotted jobs that could not be reached in their slot");
         }
         Err(MemcachedError::Contention(format!("re-slotting jobs of {queue}")).into())
     }
