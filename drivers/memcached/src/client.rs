@@ -63,68 +63,55 @@ pub(crate) enum Cmd {
 }
 
 impl Cmd {
-    pub(crate) fn get(key: String) -> Cmd {
-        Cmd::Get {
+    fn mg(key: String, value: bool, cas: bool) -> Cmd {
+        Cmd::Get { key, value, cas }
+    }
+
+    fn ms(key: String, data: Vec<u8>, mode: Mode, cas: Option<u64>, ttl: u32) -> Cmd {
+        Cmd::Set {
             key,
-            value: true,
-            cas: false,
+            data,
+            mode,
+            cas,
+            ttl,
         }
+    }
+
+    fn ma(key: String, delta: u64, decr: bool, vivify: Option<u64>) -> Cmd {
+        Cmd::Arith {
+            key,
+            delta,
+            decr,
+            vivify,
+        }
+    }
+
+    pub(crate) fn get(key: String) -> Cmd {
+        Cmd::mg(key, true, false)
     }
 
     pub(crate) fn gets(key: String) -> Cmd {
-        Cmd::Get {
-            key,
-            value: true,
-            cas: true,
-        }
+        Cmd::mg(key, true, true)
     }
 
     pub(crate) fn exists(key: String) -> Cmd {
-        Cmd::Get {
-            key,
-            value: false,
-            cas: false,
-        }
+        Cmd::mg(key, false, false)
     }
 
     pub(crate) fn set(key: String, data: Vec<u8>) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Set,
-            cas: None,
-            ttl: 0,
-        }
+        Cmd::ms(key, data, Mode::Set, None, 0)
     }
 
     pub(crate) fn add(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Add,
-            cas: None,
-            ttl,
-        }
+        Cmd::ms(key, data, Mode::Add, None, ttl)
     }
 
     pub(crate) fn cas(key: String, data: Vec<u8>, cas: u64, ttl: u32) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Set,
-            cas: Some(cas),
-            ttl,
-        }
+        Cmd::ms(key, data, Mode::Set, Some(cas), ttl)
     }
 
     pub(crate) fn append(key: String, data: Vec<u8>) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Append,
-            cas: None,
-            ttl: 0,
-        }
+        Cmd::ms(key, data, Mode::Append, None, 0)
     }
 
     pub(crate) fn delete(key: String) -> Cmd {
@@ -132,41 +119,24 @@ impl Cmd {
     }
 
     pub(crate) fn delete_cas(key: String, cas: u64) -> Cmd {
-        Cmd::Delete {
-            key,
-            cas: Some(cas),
-        }
+        let cas = Some(cas);
+        Cmd::Delete { key, cas }
     }
 
     /// Adds `delta`, creating the counter at `delta` if missing; replies the new value.
     pub(crate) fn incr(key: String, delta: u64) -> Cmd {
-        Cmd::Arith {
-            key,
-            delta,
-            decr: false,
-            vivify: Some(delta),
-        }
+        Cmd::ma(key, delta, false, Some(delta))
     }
 
     /// Subtracts `delta` (memcached stops at zero); a missing counter stays missing.
     pub(crate) fn decr(key: String, delta: u64) -> Cmd {
-        Cmd::Arith {
-            key,
-            delta,
-            decr: true,
-            vivify: None,
-        }
+        Cmd::ma(key, delta, true, None)
     }
 
     /// Adds (`decr` false) or subtracts `delta`; a missing counter is created holding
     /// `initial` (the delta is then not applied).
     pub(crate) fn arith(key: String, delta: u64, decr: bool, initial: u64) -> Cmd {
-        Cmd::Arith {
-            key,
-            delta,
-            decr,
-            vivify: Some(initial),
-        }
+        Cmd::ma(key, delta, decr, Some(initial))
     }
 
     fn encode(&self, out: &mut Vec<u8>) {

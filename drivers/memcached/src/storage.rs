@@ -424,7 +424,12 @@ impl Storage for MemcachedStorage {
         let mut won = Vec::new();
         if !wanted.is_empty() {
             let claimed = self
-                .claim(&wanted.iter().map(|(i, k)| (*k, ids[*i])).collect::<Vec<_>>())
+                .claim(
+                    &wanted
+                        .iter()
+                        .map(|(i, k)| (*k, ids[*i]))
+                        .collect::<Vec<_>>(),
+                )
                 .await?;
             for ((i, _), holder) in wanted.iter().zip(claimed.taken) {
                 taken[*i] = holder;
@@ -577,7 +582,9 @@ impl Storage for MemcachedStorage {
             if self.sweep_due(queue) {
                 let taken = (&mut out, limit, request.lease);
                 match self.sweep(queue, ends.gen, now, Some(taken)).await {
-                    Ok(swept) if swept.promoted => ends = self.read_ends(&keys.queue(queue)).await?,
+                    Ok(swept) if swept.promoted => {
+                        ends = self.read_ends(&keys.queue(queue)).await?
+                    }
                     Ok(_) => {}
                     Err(e) if out.is_empty() => return Err(e),
                     // Never drop jobs already reserved: they would wait out their lease.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use queue_core::storage::PageRequest;
-use queue_core::{Availability, ConnectOptions, Error, Storage, StorageExt};
+use queue_core::{Availability, ConnectOptions, Error, Pushed, Storage, StorageExt, Unique, Until};
 use queue_memcached::{MemcachedOptions, MemcachedStorage};
 use queue_tests::{job, request, unique};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -163,7 +163,12 @@ async fn payload_limit_is_enforced_at_push() {
         .await
         .unwrap();
     let failed = store.failed_store().unwrap();
-    let failed = failed.list(PageRequest::first(1)).await.unwrap().items.remove(0);
+    let failed = failed
+        .list(PageRequest::first(1))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     assert_eq!(failed.payload, payload);
     assert!(failed.error.starts_with("why why") && failed.error.ends_with("[truncated]"));
 }
@@ -335,7 +340,11 @@ async fn an_expired_lease_is_found_by_another_process() {
     let got = b.reserve(&request(&[&q], LONG, 1)).await.unwrap().remove(0);
     assert_eq!(got.lease.job_id, dead.lease.job_id);
     assert_eq!(got.attempts, 2);
-    assert!(a.extend_one(&dead.lease, LONG).await.unwrap_err().is_lease_lost());
+    assert!(a
+        .extend_one(&dead.lease, LONG)
+        .await
+        .unwrap_err()
+        .is_lease_lost());
     assert_eq!(b.acknowledge(&[got.lease]).await.unwrap(), vec![true]);
 }
 
@@ -348,9 +357,20 @@ async fn odd_names_and_refused_by_name() {
     let long = "q".repeat(400);
     for q in ["with space", "a:b:c", "żółw 🐢", "new\nline", long.as_str()] {
         store.push(vec![job(q, "n", q.as_bytes())]).await.unwrap();
-        assert_eq!(store.inspect().unwrap().size(q).await.unwrap().waiting, 1, "{q:?}");
+        assert_eq!(
+            store.inspect().unwrap().size(q).await.unwrap().waiting,
+            1,
+            "{q:?}"
+        );
         assert!(
-            store.inspect().unwrap().queues().await.unwrap().iter().any(|name| name == q),
+            store
+                .inspect()
+                .unwrap()
+                .queues()
+                .await
+                .unwrap()
+                .iter()
+                .any(|name| name == q),
             "{q:?}"
         );
         let got = store
@@ -417,11 +437,16 @@ async fn oldest_available_counts_expired_leases_and_due_jobs() {
     let pushed = ms(SystemTime::now());
     a.push(vec![delayed]).await.unwrap();
     let pushed_end = ms(SystemTime::now());
-    assert_eq!(b.inspect().unwrap().oldest_available(&q).await.unwrap(), None);
+    assert_eq!(
+        b.inspect().unwrap().oldest_available(&q).await.unwrap(),
+        None
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // The expired lease counts from its deadline, seen by another process.
     let oldest = ms(b
-        .inspect().unwrap().oldest_available(&q)
+        .inspect()
+        .unwrap()
+        .oldest_available(&q)
         .await
         .unwrap()
         .expect("an expired lease"));
@@ -436,7 +461,13 @@ async fn oldest_available_counts_expired_leases_and_due_jobs() {
         b.reserve(&request(&[&q], LONG, 1)).await.unwrap()[0].payload,
         b"leased"
     );
-    let oldest = ms(a.inspect().unwrap().oldest_available(&q).await.unwrap().expect("a due job"));
+    let oldest = ms(a
+        .inspect()
+        .unwrap()
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("a due job"));
     assert!(
         oldest >= pushed + 400 && oldest <= pushed_end + 400,
         "{oldest} not in {}..={}",
@@ -444,7 +475,11 @@ async fn oldest_available_counts_expired_leases_and_due_jobs() {
         pushed_end + 400
     );
     a.inspect().unwrap().clear(&q).await.unwrap();
-    assert_eq!(a.inspect().unwrap().oldest_available(&q).await.unwrap(), None, "cleared");
+    assert_eq!(
+        a.inspect().unwrap().oldest_available(&q).await.unwrap(),
+        None,
+        "cleared"
+    );
 }
 
 /// The chaos harness's `without-overlapping` scenario in one process: many reservers on jobs
@@ -633,5 +668,272 @@ async fn a_count_update_that_arrives_late_still_counts() {
         (size.waiting, size.delayed, size.reserved),
         (0, 0, 0),
         "no phantom job"
+    );
+}
+
+/// Fills `key` with the largest value memcached accepts, so that appending one more entry
+/// to it is refused (a timer sub-bucket of about 115,000 ids).
+async fn fill(key: &str, item_size_max: usize) {
+    let (mut low, mut high) = (item_size_max - 4096, item_size_max);
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        match raw(&format!("ms {key} {mid} T600\r\n{}", ",".repeat(mid)))
+            .await
+            .as_str()
+        {
+            "HD" => low = mid,
+            _ => high = mid - 1,
+        }
+    }
+    assert_eq!(
+        raw(&format!("ms {key} {low} T600\r\n{}", ",".repeat(low))).await,
+        "HD"
+    );
+}
+
+/// Review D1: a job no timer bucket lists is never found again, so a push whose bucket
+/// refuses the entry must fail and leave nothing behind (before, it logged and returned Ok).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_timer_bucket_fails_the_push_and_leaves_nothing() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let q = unique("q");
+    let second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let at = UNIX_EPOCH + Duration::from_millis(second * 1000 + 500);
+    // Job 1 is available now, job 2 is due at `at`: listed in sub-bucket 2 of its second.
+    let bucket = format!("{prefix}:q:{q}:t:{second}:2");
+    fill(&bucket, store.item_size_max()).await;
+    let batch = || {
+        vec![
+            job(&q, "j", b"now"),
+            job(&q, "j", b"at").available(Availability::At(at)),
+        ]
+    };
+    let refused = store.push(batch()).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("timer bucket")),
+        "{refused:?}"
+    );
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+    let started = Instant::now();
+    assert!(store
+        .reserve(&request(&[&q], LONG, 10))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "its slot was given up at once"
+    );
+    assert_eq!(raw(&format!("md {bucket}")).await, "HD");
+    store.push(batch()).await.unwrap();
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
+    assert_eq!((size.waiting, size.delayed), (1, 1));
+}
+
+/// Review D1: the same for the lease deadline a reservation lists. The job is not taken,
+/// the error is returned, and the job is back at once, its attempt not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_timer_bucket_fails_the_reservation_and_the_job_comes_back() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let q = unique("q");
+    store.push(vec![job(&q, "j", b"x")]).await.unwrap();
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let buckets: Vec<String> = (deadline - 1..=deadline + 2)
+        .map(|b| format!("{prefix}:q:{q}:t:{b}:1"))
+        .collect();
+    for bucket in &buckets {
+        fill(bucket, store.item_size_max()).await;
+    }
+    let refused = store.reserve(&request(&[&q], LONG, 1)).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("timer bucket")),
+        "{refused:?}"
+    );
+    for bucket in &buckets {
+        raw(&format!("md {bucket}")).await;
+    }
+    let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    assert_eq!(got.len(), 1, "the job is available again at once");
+    assert_eq!((got[0].payload.as_slice(), got[0].attempts), (&b"x"[..], 1));
+}
+
+/// Review D10: a value length announced by the server is bounded by its `item_size_max`. A
+/// server (corrupt, or a hostile peer on plain TCP) announcing more fails the call instead of
+/// making the process allocate it, or panic on `size + 2` overflowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_longer_than_the_server_allows_is_refused() {
+    for size in [u64::MAX.to_string(), "2000000".into()] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (read, mut write) = socket.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = match line.as_str() {
+                    "version" => "VERSION 1.6.21\r\n".to_owned(),
+                    "stats settings" => "STAT item_size_max 1048576\r\nEND\r\n".to_owned(),
+                    _ => format!("VA {size}\r\n"),
+                };
+                write.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let options = MemcachedOptions::from_url(&format!("memcache://{addr}")).unwrap();
+        let err = MemcachedStorage::connect(options).await.unwrap_err();
+        assert!(
+            err.to_string().contains("more than its item size limit"),
+            "{err}"
+        );
+    }
+}
+
+/// A claim left behind by a process that died between a job's transition and the claim's
+/// release names a job that no longer holds the key: the next push takes it over. A claim
+/// just written whose job is not stored yet (a push in flight) still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_holder_is_gone_is_taken_over() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    let q = unique("q");
+    let unique_job = |key: &str| job(&q, "u", b"x").unique(Unique::new(key));
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    // Written by hand as a push writes it: `j JOB_ID WRITTEN_AT_MS`.
+    let claim = |key: &str, value: String| {
+        let command = format!("ms {prefix}:u:{key} {} T600\r\n{value}", value.len());
+        async move { assert_eq!(raw(&command).await, "HD") }
+    };
+    // Job 999 never existed, or was acknowledged by a process that died before releasing.
+    claim("gone", format!("j 999 {}", ms - 60_000)).await;
+    assert!(store
+        .push_one(unique_job("gone"))
+        .await
+        .unwrap()
+        .is_created());
+    claim("in-flight", format!("j 999 {ms}")).await;
+    assert_eq!(
+        store.push_one(unique_job("in-flight")).await.unwrap(),
+        Pushed::Duplicate("999".into())
+    );
+    // A holder that was cleared, or reserved with a claim until it started, holds nothing.
+    let cleared = store.push_one(unique_job("cleared")).await.unwrap();
+    store.inspect().unwrap().clear(&q).await.unwrap();
+    assert!(store
+        .push_one(unique_job("cleared"))
+        .await
+        .unwrap()
+        .is_created());
+    let started = job(&q, "s", b"s").unique(Unique::new("started").until(Until::Started));
+    let holder = store.push_one(started.clone()).await.unwrap().into_id();
+    let live = store.push_one(unique_job("live")).await.unwrap().into_id();
+    let taken = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert_eq!(taken.len(), 3, "{cleared:?} was cleared");
+    // The release after the reservation is lost: the claim is written back by hand.
+    claim("started", format!("j {holder} {}", ms - 60_000)).await;
+    assert!(store.push_one(started).await.unwrap().is_created());
+    assert_eq!(
+        store.push_one(unique_job("live")).await.unwrap(),
+        Pushed::Duplicate(live),
+        "a running job keeps its key"
+    );
+}
+
+/// Review D1: a `dispatch_at` campaign, 200,000 jobs due at one instant on one queue,
+/// pushed in chunks by two processes, fits in that second's timer sub-buckets (about 115,000
+/// entries fill one), and reservers of both processes run every job once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_thousand_jobs_due_at_one_instant_all_run() {
+    const N: usize = 200_000;
+    let prefix = unique("t");
+    let (Some(a), Some(b)) = (connect(&prefix, |o| o).await, connect(&prefix, |o| o).await) else {
+        return;
+    };
+    let q = unique("q");
+    let (started, at) = (Instant::now(), SystemTime::now() + Duration::from_secs(6));
+    let pushers = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(p, store)| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                for chunk in (p * N / 2..(p + 1) * N / 2)
+                    .collect::<Vec<_>>()
+                    .chunks(5000)
+                {
+                    let jobs = chunk.iter().map(|i| {
+                        job(&q, "n", i.to_string().as_bytes()).available(Availability::At(at))
+                    });
+                    store.push(jobs.collect()).await.unwrap();
+                }
+            })
+        });
+    for pusher in pushers.collect::<Vec<_>>() {
+        pusher.await.unwrap();
+    }
+    let pushed = started.elapsed();
+    assert!(SystemTime::now() < at, "pushed before their time");
+    assert_eq!(
+        a.inspect().unwrap().size(&q).await.unwrap().delayed,
+        N as u64
+    );
+    tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+    let mut reservers = Vec::new();
+    for i in 0..8 {
+        let store: Arc<dyn Storage> = Arc::new(if i % 2 == 0 { a.clone() } else { b.clone() });
+        let q = q.clone();
+        reservers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(40);
+            while Instant::now() < deadline {
+                let got = store.reserve(&request(&[&q], LONG, 256)).await.unwrap();
+                if got.is_empty() {
+                    let size = store.inspect().unwrap().size(&q).await.unwrap();
+                    if size.total() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let leases: Vec<_> = got.iter().map(|r| r.lease.clone()).collect();
+                assert!(store.acknowledge(&leases).await.unwrap().iter().all(|a| *a));
+                seen.extend(
+                    got.into_iter()
+                        .map(|r| String::from_utf8(r.payload).unwrap()),
+                );
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for r in reservers {
+        all.extend(r.await.unwrap());
+    }
+    eprintln!(
+        "{N} jobs pushed in {pushed:?}, all run {:?} later",
+        started.elapsed() - pushed
+    );
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(
+        (all.len(), distinct.len()),
+        (N, N),
+        "every job once, none twice"
     );
 }

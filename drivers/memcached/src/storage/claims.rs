@@ -80,7 +80,9 @@ impl MemcachedStorage {
         for (i, (key, _)) in wanted.iter().enumerate() {
             first.entry(key).or_insert(i);
         }
-        let firsts: Vec<usize> = (0..wanted.len()).filter(|i| first[wanted[*i].0] == *i).collect();
+        let firsts: Vec<usize> = (0..wanted.len())
+            .filter(|i| first[wanted[*i].0] == *i)
+            .collect();
         let cmds = firsts.iter().map(|i| {
             let (key, id) = wanted[*i];
             Cmd::add(self.keys().claim(key), Holder::Job(id).encode(now), 0)
@@ -129,12 +131,18 @@ impl MemcachedStorage {
                         if self.holds(key, &holder, now - at < CLAIM_GRACE_MS).await? {
                             return Ok(Err(holder.job_id()));
                         }
-                        debug!(key, ?holder, "taking over a claim its holder no longer holds");
+                        debug!(
+                            key,
+                            ?holder,
+                            "taking over a claim its holder no longer holds"
+                        );
                     }
                     Cmd::cas(item.clone(), ours, cas, 0)
                 }
                 (Some(_), None) => {
-                    return Err(MemcachedError::Protocol("a claim read without its CAS".into()).into())
+                    return Err(
+                        MemcachedError::Protocol("a claim read without its CAS".into()).into(),
+                    )
                 }
             };
             let replies = self.run(vec![cmd]).await?;
@@ -178,7 +186,10 @@ impl MemcachedStorage {
         };
         cmds.push(Cmd::get(self.keys().job(id)));
         let replies = self.run(cmds).await?;
-        let (gen, head) = (replies[0].number().unwrap_or(0), replies[1].number().unwrap_or(0));
+        let (gen, head) = (
+            replies[0].number().unwrap_or(0),
+            replies[1].number().unwrap_or(0),
+        );
         let Some((_, record)) = replies.last().and_then(|r| self.decode_job(id, r)) else {
             return Ok(young);
         };
@@ -203,13 +214,18 @@ impl MemcachedStorage {
         if claims.is_empty() {
             return Ok(());
         }
-        let reads = claims.iter().map(|(key, _)| Cmd::gets(self.keys().claim(key)));
+        let reads = claims
+            .iter()
+            .map(|(key, _)| Cmd::gets(self.keys().claim(key)));
         let replies = self.run(reads.collect()).await?;
-        let deletes = claims.iter().zip(&replies).filter_map(|((key, holder), reply)| {
-            let (current, _) = Holder::parse(reply.value()?)?;
-            let cas = reply.cas.filter(|_| current == *holder)?;
-            Some(Cmd::delete_cas(self.keys().claim(key), cas))
-        });
+        let deletes = claims
+            .iter()
+            .zip(&replies)
+            .filter_map(|((key, holder), reply)| {
+                let (current, _) = Holder::parse(reply.value()?)?;
+                let cas = reply.cas.filter(|_| current == *holder)?;
+                Some(Cmd::delete_cas(self.keys().claim(key), cas))
+            });
         self.run(deletes.collect()).await?;
         Ok(())
     }

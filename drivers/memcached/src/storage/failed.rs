@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use queue_core::storage::{from_unix_millis, unix_millis, FailedStore, Page, PageRequest};
-use queue_core::{Storage as _, Availability, Error, FailedJob, NewJob, Pushed, Result};
+use queue_core::{Availability, Error, FailedJob, NewJob, Pushed, Result, Storage as _};
 use tracing::warn;
 
 use super::claims::Holder;
@@ -32,7 +32,9 @@ fn failed_job(id: u64, record: FailedRecord) -> FailedJob {
 }
 
 /// The claims `records` hold (until they succeed), to release once they are deleted.
-fn claims_of<'a>(records: impl IntoIterator<Item = (u64, &'a FailedRecord)>) -> Vec<(String, Holder)> {
+fn claims_of<'a>(
+    records: impl IntoIterator<Item = (u64, &'a FailedRecord)>,
+) -> Vec<(String, Holder)> {
     records
         .into_iter()
         .filter_map(|(id, r)| {
@@ -229,7 +231,9 @@ impl FailedStore for MemcachedStorage {
     async fn flush(&self) -> Result<u64> {
         let (low, next) = self.failed_range().await?;
         let ids = self.failed_ids(low, next, u64::MAX).await?;
-        let deleted = self.delete_failed(&self.failed_records(&ids).await?).await?;
+        let deleted = self
+            .delete_failed(&self.failed_records(&ids).await?)
+            .await?;
         self.raise_failed_low(next, next).await?;
         Ok(deleted)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use queue_core::storage::duration_millis;
-use queue_core::{Storage as _, Effect, Lease, LeaseStatus, Result, Settle, Until};
+use queue_core::{Effect, Lease, LeaseStatus, Result, Settle, Storage as _, Until};
 use tracing::error;
 
 use super::claims::Holder;
@@ -82,7 +82,9 @@ impl MemcachedStorage {
             let current: Vec<(usize, Held)> = pending
                 .iter()
                 .zip(&replies)
-                .filter_map(|((i, id), reply)| Some((*i, self.check_lease(&leases[*i], *id, reply)?)))
+                .filter_map(|((i, id), reply)| {
+                    Some((*i, self.check_lease(&leases[*i], *id, reply)?))
+                })
                 .collect();
             // The deletes and, in the same request, the counts as if every delete succeeds:
             // a process killed after it leaves no count behind. Failures are undone below.
@@ -137,7 +139,12 @@ impl MemcachedStorage {
 
     /// Puts a reserved job back after `delay`, the attempt given back with `refund`; false
     /// when the lease is stale. The job keeps its claim.
-    pub(super) async fn release(&self, lease: &Lease, delay: Duration, refund: bool) -> Result<bool> {
+    pub(super) async fn release(
+        &self,
+        lease: &Lease,
+        delay: Duration,
+        refund: bool,
+    ) -> Result<bool> {
         let Some(id) = Self::lease_id(lease) else {
             return Ok(false);
         };
@@ -151,7 +158,13 @@ impl MemcachedStorage {
         Err(MemcachedError::Contention(format!("release job {id}")).into())
     }
 
-    async fn release_once(&self, lease: &Lease, id: u64, delay: Duration, refund: bool) -> Result<Step> {
+    async fn release_once(
+        &self,
+        lease: &Lease,
+        id: u64,
+        delay: Duration,
+        refund: bool,
+    ) -> Result<Step> {
         let now = now_ms();
         let at = now.saturating_add(duration_millis(delay));
         let qk = self.keys().queue(&lease.queue);
@@ -254,7 +267,10 @@ impl MemcachedStorage {
         };
         let failed_id = incremented(&replies[2], "allocate a failed id")?;
         let payload = replies[1].value().map(<[u8]>::to_vec).unwrap_or_else(|| {
-            error!(job = id, "the failed job's payload is gone (evicted?): storing it empty");
+            error!(
+                job = id,
+                "the failed job's payload is gone (evicted?): storing it empty"
+            );
             Vec::new()
         });
         let mut record = FailedRecord {
@@ -338,12 +354,16 @@ impl MemcachedStorage {
             for (i, id) in &pending {
                 timers.add(&leases[*i].queue, deadline, *id);
             }
-            let reads = pending.iter().map(|(_, id)| Cmd::gets(self.keys().job(*id)));
+            let reads = pending
+                .iter()
+                .map(|(_, id)| Cmd::gets(self.keys().job(*id)));
             let replies = self.with_timers(&timers, reads.collect()).await?;
             let current: Vec<(usize, Held)> = pending
                 .iter()
                 .zip(&replies)
-                .filter_map(|((i, id), reply)| Some((*i, self.check_lease(&leases[*i], *id, reply)?)))
+                .filter_map(|((i, id), reply)| {
+                    Some((*i, self.check_lease(&leases[*i], *id, reply)?))
+                })
                 .collect();
             let cmds = current.iter().map(|(i, held)| {
                 let state = JobState::Reserved {

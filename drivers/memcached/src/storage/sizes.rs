@@ -33,7 +33,9 @@ pub(super) fn minus(key: String, n: u64) -> Cmd {
 
 /// A size counter as read: missing or below zero (an update still in flight) is zero.
 pub(super) fn count(reply: &Reply) -> u64 {
-    reply.number().map_or(0, |stored| stored.saturating_sub(OFFSET))
+    reply
+        .number()
+        .map_or(0, |stored| stored.saturating_sub(OFFSET))
 }
 
 #[cfg(test)]
@@ -63,10 +65,17 @@ mod tests {
     #[test]
     fn signed_updates_read_clamped() {
         assert_eq!(count(&stored(created(&plus("k".into(), 3)))), 3);
-        assert_eq!(count(&stored(created(&minus("k".into(), 2)))), 0, "in flight");
+        assert_eq!(
+            count(&stored(created(&minus("k".into(), 2)))),
+            0,
+            "in flight"
+        );
         assert_eq!(created(&minus("k".into(), 2)), OFFSET - 2);
         assert_eq!(count(&stored(OFFSET + 7)), 7);
-        assert!(created(&plus("k".into(), u64::MAX)) < 1 << 63, "never refused");
+        assert!(
+            created(&plus("k".into(), u64::MAX)) < 1 << 63,
+            "never refused"
+        );
         assert_eq!(created(&minus("k".into(), u64::MAX)), 0);
         let missing = Reply {
             status: Status::Miss,

@@ -490,7 +490,11 @@ impl MemcachedStorage {
                 .filter_map(|((id, slot), reply)| {
                     let (cas, record) = self.decode_job(*id, reply)?;
                     let stuck = record.state == JobState::Waiting { slot: *slot };
-                    stuck.then_some(Held { id: *id, cas, record })
+                    stuck.then_some(Held {
+                        id: *id,
+                        cas,
+                        record,
+                    })
                 })
                 .collect();
             if held.is_empty() {

@@ -238,7 +238,12 @@ impl MemcachedStorage {
         let mut listed: BTreeMap<u64, i64> = BTreeMap::new();
         for chunk in subs.chunks(SCAN_CHUNK as usize) {
             let replies = self
-                .run(chunk.iter().map(|(b, k)| Cmd::get(qk.timer(*b, *k))).collect())
+                .run(
+                    chunk
+                        .iter()
+                        .map(|(b, k)| Cmd::get(qk.timer(*b, *k)))
+                        .collect(),
+                )
                 .await?;
             for ((b, _), reply) in chunk.iter().zip(&replies) {
                 for id in reply.value().map(parse_ids).unwrap_or_default() {
@@ -259,7 +264,11 @@ impl MemcachedStorage {
                     continue;
                 };
                 let listed = listed.get(id).copied().unwrap_or_default();
-                let held = Held { id: *id, cas, record };
+                let held = Held {
+                    id: *id,
+                    cas,
+                    record,
+                };
                 match held.record.state {
                     JobState::Delayed { at } if at <= now && held.record.gen < gen => {
                         cleared.push(Cmd::delete_cas(self.keys().job(*id), cas));
@@ -322,7 +331,11 @@ impl MemcachedStorage {
             // The record first: a reserver that finds the slot must find the record ready.
             let key = self.keys().job(d.held.id);
             cmds.push(Cmd::cas(key, record.encode(), d.held.cas, 0));
-            cmds.push(Cmd::add(qk.slot(slot), d.held.id.to_string().into_bytes(), 0));
+            cmds.push(Cmd::add(
+                qk.slot(slot),
+                d.held.id.to_string().into_bytes(),
+                0,
+            ));
         }
         // The counts in the same request, as if every compare-and-swap succeeds (a process
         // killed after it leaves no count behind); those that failed are undone below.
@@ -493,7 +506,9 @@ impl MemcachedStorage {
             }
             n = to + 1;
         }
-        let cmds = leftovers.iter().map(|(_, id)| Cmd::gets(self.keys().job(*id)));
+        let cmds = leftovers
+            .iter()
+            .map(|(_, id)| Cmd::gets(self.keys().job(*id)));
         let replies = self.run(cmds.collect()).await?;
         let mut orphans = Vec::new();
         let mut cleanup = Vec::new();
