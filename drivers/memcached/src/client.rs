@@ -140,16 +140,17 @@ impl Cmd {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
+        let flag = |on: bool, flag: &'static str| if on { flag } else { "" };
         // Writing into a Vec cannot fail.
         let _ = match self {
-            Cmd::Get { key, value, cas } => writeln_crlf(
-                out,
-                format_args!(
-                    "mg {key}{}{}",
-                    if *value { " v" } else { "" },
-                    if *cas { " c" } else { "" }
-                ),
-            ),
+            Cmd::Get { key, value, cas } => {
+                write!(
+                    out,
+                    "mg {key}{}{}\r\n",
+                    flag(*value, " v"),
+                    flag(*cas, " c")
+                )
+            }
             Cmd::Set {
                 key,
                 data,
@@ -163,42 +164,25 @@ impl Cmd {
                     Mode::Append => "A",
                 };
                 let _ = write!(out, "ms {key} {} c M{mode} T{ttl}", data.len());
-                if let Some(cas) = cas {
-                    let _ = write!(out, " C{cas}");
-                }
+                let _ = cas.map(|cas| write!(out, " C{cas}"));
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-                Ok(())
+                write!(out, "\r\n")
             }
-            Cmd::Delete { key, cas } => match cas {
-                Some(cas) => writeln_crlf(out, format_args!("md {key} C{cas}")),
-                None => writeln_crlf(out, format_args!("md {key}")),
-            },
+            Cmd::Delete { key, cas: None } => write!(out, "md {key}\r\n"),
+            Cmd::Delete { key, cas: Some(c) } => write!(out, "md {key} C{c}\r\n"),
             Cmd::Arith {
                 key,
                 delta,
                 decr,
                 vivify,
             } => {
-                let _ = write!(out, "ma {key} v D{delta}");
-                if *decr {
-                    let _ = write!(out, " MD");
-                }
-                if let Some(initial) = vivify {
-                    let _ = write!(out, " N0 J{initial}");
-                }
-                out.extend_from_slice(b"\r\n");
-                Ok(())
+                let _ = write!(out, "ma {key} v D{delta}{}", flag(*decr, " MD"));
+                let _ = vivify.map(|initial| write!(out, " N0 J{initial}"));
+                write!(out, "\r\n")
             }
         };
     }
-}
-
-fn writeln_crlf(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    out.write_fmt(args)?;
-    out.extend_from_slice(b"\r\n");
-    Ok(())
 }
 
 /// How a command went.

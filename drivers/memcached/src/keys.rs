@@ -78,6 +78,15 @@ pub(crate) fn part(text: &str) -> String {
     format!("{}~{:032x}", &escaped[..cut], fnv128(text))
 }
 
+/// Methods that name keys: `name(args) => "suffix"` is `{base}:suffix`.
+macro_rules! keys {
+    ($base:ident; $($name:ident($($arg:ident: $ty:ty),*) => $suffix:literal;)*) => {
+        $(pub(crate) fn $name(&self, $($arg: $ty),*) -> String {
+            format!(concat!("{}:", $suffix), self.$base, $($arg = $arg),*)
+        })*
+    };
+}
+
 /// The keys of one store.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -87,30 +96,23 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(prefix: &str, failed_prefix: &str) -> Keys {
-        Keys {
-            p: part(prefix),
-            f: part(failed_prefix),
-        }
+        let (p, f) = (part(prefix), part(failed_prefix));
+        Keys { p, f }
     }
 
-    pub(crate) fn epoch(&self) -> String {
-        format!("{}:epoch", self.p)
+    keys! { p;
+        epoch() => "epoch";
+        ids() => "ids";
+        queues() => "queues";
+        restart() => "restart";
+        job(id: u64) => "j:{id}";
+        body(id: u64) => "b:{id}";
     }
 
-    pub(crate) fn ids(&self) -> String {
-        format!("{}:ids", self.p)
-    }
-
-    pub(crate) fn queues(&self) -> String {
-        format!("{}:queues", self.p)
-    }
-
-    pub(crate) fn job(&self, id: u64) -> String {
-        format!("{}:j:{id}", self.p)
-    }
-
-    pub(crate) fn body(&self, id: u64) -> String {
-        format!("{}:b:{id}", self.p)
+    keys! { f;
+        failed(id: u64) => "f:{id}";
+        failed_next() => "next";
+        failed_low() => "low";
     }
 
     pub(crate) fn lock(&self, key: &str) -> String {
@@ -121,26 +123,9 @@ impl Keys {
         format!("{}:u:{}", self.p, part(key))
     }
 
-    pub(crate) fn restart(&self) -> String {
-        format!("{}:restart", self.p)
-    }
-
-    pub(crate) fn failed(&self, id: u64) -> String {
-        format!("{}:f:{id}", self.f)
-    }
-
-    pub(crate) fn failed_next(&self) -> String {
-        format!("{}:next", self.f)
-    }
-
-    pub(crate) fn failed_low(&self) -> String {
-        format!("{}:low", self.f)
-    }
-
     pub(crate) fn queue(&self, queue: &str) -> QueueKeys {
-        QueueKeys {
-            base: format!("{}:q:{}", self.p, part(queue)),
-        }
+        let base = format!("{}:q:{}", self.p, part(queue));
+        QueueKeys { base }
     }
 }
 
@@ -151,48 +136,18 @@ pub(crate) struct QueueKeys {
 }
 
 impl QueueKeys {
-    pub(crate) fn head(&self) -> String {
-        format!("{}:head", self.base)
-    }
-
-    pub(crate) fn tail(&self) -> String {
-        format!("{}:tail", self.base)
-    }
-
-    pub(crate) fn slot(&self, n: u64) -> String {
-        format!("{}:s:{n}", self.base)
-    }
-
-    pub(crate) fn gen(&self) -> String {
-        format!("{}:gen", self.base)
-    }
-
-    pub(crate) fn waiting(&self, gen: u64) -> String {
-        format!("{}:sw:{gen}", self.base)
-    }
-
-    pub(crate) fn delayed(&self, gen: u64) -> String {
-        format!("{}:sd:{gen}", self.base)
-    }
-
-    pub(crate) fn reserved(&self) -> String {
-        format!("{}:sr", self.base)
-    }
-
-    pub(crate) fn timer(&self, bucket: i64, sub: u64) -> String {
-        format!("{}:t:{bucket}:{sub}", self.base)
-    }
-
-    pub(crate) fn timer_count(&self, bucket: i64) -> String {
-        format!("{}:tc:{bucket}", self.base)
-    }
-
-    pub(crate) fn cursor(&self) -> String {
-        format!("{}:cur", self.base)
-    }
-
-    pub(crate) fn janitor(&self) -> String {
-        format!("{}:jan", self.base)
+    keys! { base;
+        head() => "head";
+        tail() => "tail";
+        gen() => "gen";
+        cursor() => "cur";
+        janitor() => "jan";
+        reserved() => "sr";
+        slot(n: u64) => "s:{n}";
+        waiting(gen: u64) => "sw:{gen}";
+        delayed(gen: u64) => "sd:{gen}";
+        timer(bucket: i64, sub: u64) => "t:{bucket}:{sub}";
+        timer_count(bucket: i64) => "tc:{bucket}";
     }
 }
 

@@ -156,6 +156,38 @@ struct Held {
     record: JobRecord,
 }
 
+impl Held {
+    /// The compare-and-swap that reserves the job under `token` until `deadline`.
+    fn reserve(&self, keys: &Keys, token: &str, deadline: i64) -> Cmd {
+        let state = JobState::Reserved {
+            token: token.to_owned(),
+            deadline,
+        };
+        let attempts = self.record.attempts.saturating_add(1);
+        let record = JobRecord {
+            attempts,
+            state,
+            ..self.record.clone()
+        };
+        Cmd::cas(keys.job(self.id), record.encode(), self.cas, 0)
+    }
+
+    /// The reservation handed out once that compare-and-swap succeeded.
+    fn reserved(self, queue: &str, token: String, payload: Vec<u8>) -> Reserved {
+        let job_id = JobId(self.id.to_string());
+        Reserved {
+            lease: Lease {
+                job_id,
+                queue: queue.to_owned(),
+                token,
+            },
+            name: self.record.name,
+            payload,
+            attempts: self.record.attempts.saturating_add(1),
+        }
+    }
+}
+
 impl MemcachedStorage {
     /// Connects, checks the server (memcached 1.6 or newer: the meta protocol), reads its
     /// item size limit and writes or reads the epoch key.
@@ -352,8 +384,7 @@ impl Storage for MemcachedStorage {
         for job in &jobs {
             self.push_limit_check(job)?;
         }
-        let keys = self.keys();
-        let now = now_ms();
+        let (keys, now) = (self.keys(), now_ms());
         let due: Vec<i64> = jobs
             .iter()
             .map(|job| match job.available {
@@ -362,57 +393,38 @@ impl Storage for MemcachedStorage {
                 Availability::At(t) => unix_millis(t),
             })
             .collect();
-        let mut queues: Vec<String> = Vec::new();
-        for job in &jobs {
-            if !queues.contains(&job.queue) {
-                queues.push(job.queue.clone());
-            }
+        // Per queue: (generation, next new slot, jobs available now, jobs delayed).
+        let mut queues: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+        for (job, at) in jobs.iter().zip(&due) {
+            queues.entry(job.queue.clone()).or_default().2 += u64::from(*at <= now);
         }
-        let queues: Vec<&str> = queues.iter().map(String::as_str).collect();
         // One request allocates the ids and the slots of the jobs available now.
         let mut cmds = vec![
             Cmd::get(keys.epoch()),
             Cmd::incr(keys.ids(), jobs.len() as u64),
         ];
-        let mut at_of: Vec<(usize, Option<(usize, u64)>)> = Vec::new();
-        for q in &queues {
-            let qk = keys.queue(q);
-            let gen_at = cmds.len();
-            cmds.push(Cmd::get(qk.gen()));
-            let k = jobs
-                .iter()
-                .zip(&due)
-                .filter(|(j, at)| j.queue == *q && **at <= now)
-                .count() as u64;
-            let tail_at = (k > 0).then(|| {
-                cmds.push(Cmd::incr(qk.tail(), k));
-                (cmds.len() - 1, k)
-            });
-            at_of.push((gen_at, tail_at));
+        for (q, (_, _, available, _)) in &queues {
+            cmds.extend([
+                Cmd::get(keys.queue(q).gen()),
+                Cmd::incr(keys.queue(q).tail(), *available),
+            ]);
         }
         let replies = self.run(cmds).await?;
         self.observe_epoch(&replies[0]).await?;
         let first_id = incremented(&replies[1], "allocate ids")? + 1 - jobs.len() as u64;
-        let mut gens = HashMap::new();
-        let mut next_slot = HashMap::new();
-        for (q, (gen_at, tail_at)) in queues.iter().zip(&at_of) {
-            gens.insert(*q, replies[*gen_at].number().unwrap_or(0));
-            if let Some((at, k)) = tail_at {
-                next_slot.insert(*q, incremented(&replies[*at], "allocate slots")? + 1 - k);
-            }
+        for (q, pair) in queues.values_mut().zip(replies[2..].chunks(2)) {
+            q.0 = pair[0].number().unwrap_or(0);
+            q.1 = incremented(&pair[1], "allocate slots")? + 1 - q.2;
         }
-        let ids: Vec<u64> = (first_id..first_id + jobs.len() as u64).collect();
-        let slots: Vec<Option<u64>> = jobs
-            .iter()
-            .zip(&due)
-            .map(|(job, at)| {
-                (*at <= now).then(|| {
-                    let slot = next_slot.entry(job.queue.as_str()).or_default();
-                    *slot += 1;
-                    *slot - 1
-                })
-            })
-            .collect();
+        let ids: Vec<u64> = (first_id..).take(jobs.len()).collect();
+        let mut slots: Vec<Option<u64>> = Vec::with_capacity(jobs.len());
+        for (job, at) in jobs.iter().zip(&due) {
+            let q = queues.entry(job.queue.clone()).or_default();
+            slots.push((*at <= now).then(|| {
+                q.1 += 1;
+                q.1 - 1
+            }));
+        }
         // Claims before anything that makes a job reachable: a job that loses its key is
         // not stored, and its slot gets a tombstone.
         let wanted: Vec<(usize, &str)> = jobs
@@ -423,14 +435,8 @@ impl Storage for MemcachedStorage {
         let mut taken: Vec<Option<JobId>> = vec![None; jobs.len()];
         let mut won = Vec::new();
         if !wanted.is_empty() {
-            let claimed = self
-                .claim(
-                    &wanted
-                        .iter()
-                        .map(|(i, k)| (*k, ids[*i]))
-                        .collect::<Vec<_>>(),
-                )
-                .await?;
+            let asked: Vec<(&str, u64)> = wanted.iter().map(|(i, k)| (*k, ids[*i])).collect();
+            let claimed = self.claim(&asked).await?;
             for ((i, _), holder) in wanted.iter().zip(claimed.taken) {
                 taken[*i] = holder;
             }
@@ -445,53 +451,42 @@ impl Storage for MemcachedStorage {
             }
         }
         if let Err(e) = self.with_timers(&timers, Vec::new()).await {
-            let mut undo: Vec<Cmd> = jobs
+            let slots = jobs
                 .iter()
                 .zip(&slots)
-                .filter_map(|(job, slot)| Some(tombstone(keys.queue(&job.queue).slot((*slot)?))))
-                .collect();
-            undo.extend(won.into_iter().map(|(key, cas)| Cmd::delete_cas(key, cas)));
-            self.run(undo).await?;
+                .filter_map(|(job, slot)| Some(tombstone(keys.queue(&job.queue).slot((*slot)?))));
+            let claims = won.into_iter().map(|(key, cas)| Cmd::delete_cas(key, cas));
+            self.run(slots.chain(claims).collect()).await?;
             return Err(e);
         }
-        // Payloads, then records, then slots: whoever follows a slot or a timer entry finds
-        // everything behind it written.
-        let mut body_cmds = Vec::new();
-        let mut record_cmds = Vec::new();
+        // Payloads and records, then slots (tombstones for duplicates), then the counts:
+        // whoever follows a slot or a timer entry finds everything behind it written.
+        let mut cmds = Vec::new();
         let mut slot_cmds = Vec::new();
-        let mut slot_ids = Vec::new();
-        let mut waiting: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut delayed: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut slotted = Vec::new();
         let mut pushed = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.into_iter().enumerate() {
-            let (id, q) = (ids[i], queues.iter().find(|q| **q == job.queue));
-            let q = q.copied().unwrap_or_default();
+            let q = queues.entry(job.queue.clone()).or_default();
+            let (id, slot_key) = (ids[i], slots[i].map(|n| keys.queue(&job.queue).slot(n)));
             if let Some(holder) = taken[i].take() {
-                if let Some(slot) = slots[i] {
-                    slot_cmds.push(tombstone(keys.queue(q).slot(slot)));
-                    slot_ids.push(None);
-                }
+                slot_cmds.extend(slot_key.map(tombstone));
+                slotted.extend(slots[i].map(|_| None));
                 pushed.push(Pushed::Duplicate(holder));
                 continue;
             }
-            let state = match slots[i] {
-                Some(slot) => {
-                    slot_cmds.push(Cmd::add(
-                        keys.queue(q).slot(slot),
-                        id.to_string().into_bytes(),
-                        0,
-                    ));
-                    slot_ids.push(Some((q, id, slot)));
-                    *waiting.entry(q).or_default() += 1;
+            let state = match (slots[i], slot_key) {
+                (Some(slot), Some(key)) => {
+                    slot_cmds.push(Cmd::add(key, id.to_string().into_bytes(), 0));
+                    slotted.push(Some((job.queue.clone(), id, slot)));
                     JobState::Waiting { slot }
                 }
-                None => {
-                    *delayed.entry(q).or_default() += 1;
+                _ => {
+                    q.3 += 1;
                     JobState::Delayed { at: due[i] }
                 }
             };
             let record = JobRecord {
-                gen: gens.get(q).copied().unwrap_or(0),
+                gen: q.0,
                 attempts: 0,
                 state,
                 due: due[i],
@@ -499,28 +494,31 @@ impl Storage for MemcachedStorage {
                 name: job.name,
                 unique: job.unique,
             };
-            body_cmds.push(Cmd::set(keys.body(id), job.payload));
-            record_cmds.push(Cmd::set(keys.job(id), record.encode()));
+            cmds.push(Cmd::set(keys.body(id), job.payload));
+            cmds.push(Cmd::set(keys.job(id), record.encode()));
             pushed.push(Pushed::Created(JobId(id.to_string())));
         }
-        let stores = body_cmds.len() + record_cmds.len();
-        let mut cmds = body_cmds;
-        cmds.extend(record_cmds);
-        let slots_at = cmds.len();
+        let stores = cmds.len();
         cmds.extend(slot_cmds);
-        for (q, n) in &waiting {
-            let gen = gens.get(q).copied().unwrap_or(0);
-            cmds.push(sizes::plus(keys.queue(q).waiting(gen), *n));
+        let waiting = slotted
+            .iter()
+            .flatten()
+            .fold(BTreeMap::new(), |mut n, (q, _, _)| {
+                *n.entry(q.as_str()).or_insert(0) += 1;
+                n
+            });
+        for (q, (gen, _, _, delayed)) in &queues {
+            let qk = keys.queue(q);
+            cmds.push(sizes::plus(
+                qk.waiting(*gen),
+                waiting.get(q.as_str()).copied().unwrap_or(0),
+            ));
+            cmds.push(sizes::plus(qk.delayed(*gen), *delayed));
         }
-        for (q, n) in &delayed {
-            let gen = gens.get(q).copied().unwrap_or(0);
-            cmds.push(sizes::plus(keys.queue(q).delayed(gen), *n));
-        }
-        let unregistered: Vec<&str> = {
+        let unregistered: Vec<&String> = {
             let local = self.local();
             queues
-                .iter()
-                .copied()
+                .keys()
                 .filter(|q| !local.registered.contains(*q))
                 .collect()
         };
@@ -537,18 +535,13 @@ impl Storage for MemcachedStorage {
             reply.checked("store a job")?;
         }
         // A slot a reserver gave up on (it wrote a tombstone): the job takes a new one.
-        let mut reslot: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
-        for (entry, reply) in slot_ids.iter().zip(&replies[slots_at..]) {
+        for (entry, reply) in slotted.iter().zip(&replies[stores..]) {
             if let (Some((q, id, slot)), false) = (entry, reply.ok()) {
-                reslot.entry(q).or_default().push((*id, *slot));
+                self.reslot(q, &keys.queue(q), vec![(*id, *slot)]).await?;
             }
         }
-        for (q, list) in reslot {
-            self.reslot(q, &keys.queue(q), list).await?;
-        }
-        self.local()
-            .registered
-            .extend(unregistered.iter().map(|q| (*q).to_owned()));
+        let mut local = self.local();
+        local.registered.extend(unregistered.into_iter().cloned());
         Ok(pushed)
     }
 
@@ -640,17 +633,9 @@ impl Storage for MemcachedStorage {
             {
                 continue;
             }
-            let lease = &settle.lease;
-            let applied = match settle.outcome {
-                Outcome::Ack => {
-                    acks.push((i, settle.lease));
-                    continue;
-                }
-                Outcome::Retry { delay } => self.release(lease, delay, false).await?,
-                Outcome::Release { delay } => self.release(lease, delay, true).await?,
-                Outcome::Fail { reason } => self.fail(lease, &reason).await?,
-            };
-            if applied {
+            if settle.outcome == Outcome::Ack {
+                acks.push((i, settle.lease));
+            } else if self.transition(&settle.lease, &settle.outcome).await? {
                 settled[i] = Settled::Applied;
             }
         }

@@ -21,20 +21,10 @@ struct Server(Child);
 
 impl Server {
     fn start(port: u16) -> Option<Server> {
+        // `-u` is only used when running as root, where memcached requires it.
+        let args = format!("-u root -l 127.0.0.1 -U 0 -m 64 -p {port}");
         let child = Command::new("memcached")
-            // `-u` is only used when running as root, where memcached requires it.
-            .args([
-                "-u",
-                "root",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-m",
-                "64",
-            ])
+            .args(args.split(' '))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -53,19 +43,13 @@ impl Server {
         panic!("memcached on port {port} did not start listening within 10 s");
     }
 
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    fn stop(self) {}
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use queue_core::storage::duration_millis;
-use queue_core::{Effect, Lease, LeaseStatus, Result, Settle, Storage as _, Until};
+use queue_core::{Effect, Lease, LeaseStatus, Outcome, Result, Settle, Storage as _, Until};
 use tracing::error;
 
 use super::claims::Holder;
@@ -137,25 +137,27 @@ impl MemcachedStorage {
         Ok(done)
     }
 
-    /// Puts a reserved job back after `delay`, the attempt given back with `refund`; false
-    /// when the lease is stale. The job keeps its claim.
-    pub(super) async fn release(
-        &self,
-        lease: &Lease,
-        delay: Duration,
-        refund: bool,
-    ) -> Result<bool> {
+    /// Retries, releases or fails a reserved job; false when the lease is stale. Retry and
+    /// release keep the job's claim; fail hands a claim held until the job succeeds to the
+    /// failed job and releases one held until it leaves the queue.
+    pub(super) async fn transition(&self, lease: &Lease, outcome: &Outcome) -> Result<bool> {
         let Some(id) = Self::lease_id(lease) else {
             return Ok(false);
         };
         for _ in 0..CAS_TRIES {
-            match self.release_once(lease, id, delay, refund).await? {
+            let step = match outcome {
+                Outcome::Retry { delay } => self.release_once(lease, id, *delay, false).await?,
+                Outcome::Release { delay } => self.release_once(lease, id, *delay, true).await?,
+                Outcome::Fail { reason } => self.fail_once(lease, id, reason).await?,
+                Outcome::Ack => return Ok(self.acknowledge(std::slice::from_ref(lease)).await?[0]),
+            };
+            match step {
                 Step::Done => return Ok(true),
                 Step::Stale => return Ok(false),
                 Step::Again => {}
             }
         }
-        Err(MemcachedError::Contention(format!("release job {id}")).into())
+        Err(MemcachedError::Contention(format!("settle job {id}")).into())
     }
 
     async fn release_once(
@@ -237,22 +239,6 @@ impl MemcachedStorage {
         Ok(Step::Done)
     }
 
-    /// Moves a reserved job to the failed store; false when the lease is stale. A claim held
-    /// until the job succeeds moves with it; one held until it leaves the queue is released.
-    pub(super) async fn fail(&self, lease: &Lease, reason: &str) -> Result<bool> {
-        let Some(id) = Self::lease_id(lease) else {
-            return Ok(false);
-        };
-        for _ in 0..CAS_TRIES {
-            match self.fail_once(lease, id, reason).await? {
-                Step::Done => return Ok(true),
-                Step::Stale => return Ok(false),
-                Step::Again => {}
-            }
-        }
-        Err(MemcachedError::Contention(format!("fail job {id}")).into())
-    }
-
     async fn fail_once(&self, lease: &Lease, id: u64, reason: &str) -> Result<Step> {
         let keys = self.keys();
         let replies = self
@@ -283,8 +269,11 @@ impl MemcachedStorage {
             unique: held.record.unique.clone(),
             payload,
         };
-        let room = self.inner.item_size_max;
-        let room = room.saturating_sub(KEY_ROOM + record.size_without_error());
+        // The error is what may be cut for the record to fit in one item.
+        let room = self
+            .inner
+            .item_size_max
+            .saturating_sub(KEY_ROOM + record.encode().len());
         record.error = truncate_text(reason, room);
         // Stored before the job is deleted: a crash in between leaves a duplicate in the
         // failed store, never a lost job.

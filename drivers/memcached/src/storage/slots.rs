@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use queue_core::storage::{duration_millis, new_token};
-use queue_core::{Error, JobId, Lease, Reserved, Result, Until};
+use queue_core::{Error, Reserved, Result, Until};
 use tracing::{debug, error, warn};
 
 use super::claims::Holder;
@@ -82,29 +82,26 @@ impl MemcachedStorage {
                     0,
                 )])
                 .await?;
-            match (&claimed[0].status, claimed[0].cas) {
-                (Status::Ok, Some(cas)) => {
+            match &claimed[0].status {
+                Status::Ok => {
                     lost = 0;
-                    ends.head = Some((head + want, cas));
-                    self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
+                    ends.head = claimed[0].cas.map(|cas| (head + want, cas));
+                    let (first, last) = (head + 1, head + want);
+                    self.take_slots(queue, &qk, ends.gen, (first, last), now, lease, out)
                         .await?;
+                    if ends.head.is_none() {
+                        ends = self.read_ends(&qk).await?;
+                    }
                 }
-                (Status::Ok, None) => {
-                    lost = 0;
-                    ends = self.read_ends(&qk).await?;
-                    self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
-                        .await?;
-                }
-                (Status::Refused(message), _) => {
+                Status::Refused(message) => {
                     return Err(MemcachedError::Refused(message.clone()).into())
                 }
                 _ => {
                     lost += 1;
                     if lost as usize > CLAIM_TRIES {
                         if out.is_empty() {
-                            return Err(
-                                MemcachedError::Contention(format!("claim on {queue}")).into()
-                            );
+                            let claim = format!("claim on {queue}");
+                            return Err(MemcachedError::Contention(claim).into());
                         }
                         // Never drop jobs already reserved: they would wait out their lease.
                         debug!(%queue, taken = out.len(), "stopped claiming after losing many races for the head");
@@ -142,30 +139,24 @@ impl MemcachedStorage {
     /// Reserves the jobs in the claimed slots `first..=last` (ours alone: the head moved past
     /// them with a compare-and-swap).
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-    pub(super) async fn take_slots(
+    async fn take_slots(
         &self,
         queue: &str,
         qk: &QueueKeys,
         gen: u64,
-        first: u64,
-        last: u64,
+        (first, last): (u64, u64),
         now: i64,
         lease: Duration,
         out: &mut Vec<Reserved>,
     ) -> Result<()> {
-        let slots: Vec<u64> = (first..=last).collect();
-        let replies = self
-            .run(slots.iter().map(|n| Cmd::get(qk.slot(*n))).collect())
-            .await?;
+        let replies = self.run((first..=last).map(|n| Cmd::get(qk.slot(n))).collect());
         // slot -> job id (None: a tombstone or garbage)
         let mut found: BTreeMap<u64, Option<u64>> = BTreeMap::new();
         let mut missing = Vec::new();
-        for (n, reply) in slots.iter().zip(&replies) {
+        for (n, reply) in (first..=last).zip(&replies.await?) {
             match reply.value() {
-                Some(v) => {
-                    found.insert(*n, parse_slot(v));
-                }
-                None => missing.push(*n),
+                Some(v) => drop(found.insert(n, parse_slot(v))),
+                None => missing.push(n),
             }
         }
         if !missing.is_empty() {
@@ -198,87 +189,46 @@ impl MemcachedStorage {
         };
         let mut takes: Vec<(u64, Held, Vec<u8>, String)> = Vec::new();
         let mut cleanup: Vec<Cmd> = Vec::new();
-        let mut gone: Vec<(u64, u64, u64)> = Vec::new();
         for ((n, id), pair) in entries.iter().zip(replies.chunks(2)) {
+            cleanup.push(Cmd::delete(qk.slot(*n)));
             let Some((cas, record)) = self.decode_job(*id, &pair[0]) else {
-                cleanup.push(Cmd::delete(qk.slot(*n)));
                 continue;
             };
-            if record.state != (JobState::Waiting { slot: *n }) {
+            match (
+                record.state == JobState::Waiting { slot: *n },
+                pair[1].value(),
+            ) {
                 // A stale pointer: the job moved on (released again, re-slotted).
-                cleanup.push(Cmd::delete(qk.slot(*n)));
-                continue;
-            }
-            if record.gen < gen {
+                (false, _) => {}
                 // Cleared while waiting: `clear` already took it off the counts.
-                cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
-                cleanup.push(Cmd::delete(self.keys().body(*id)));
-                cleanup.push(Cmd::delete(qk.slot(*n)));
-                continue;
-            }
-            let Some(body) = pair[1].value() else {
-                error!(job = id, %queue, "a waiting job's payload is gone (evicted?): dropping the job");
-                cleanup.push(Cmd::delete(qk.slot(*n)));
-                gone.push((*id, cas, record.gen));
-                continue;
-            };
-            takes.push((
-                *n,
-                Held {
-                    id: *id,
-                    cas,
-                    record,
-                },
-                body.to_vec(),
-                new_token(),
-            ));
-        }
-        if !gone.is_empty() {
-            // Only a record this call deleted leaves the count (whoever changed it first
-            // counts it).
-            let replies = self
-                .run(
-                    gone.iter()
-                        .map(|(id, cas, _)| Cmd::delete_cas(self.keys().job(*id), *cas))
-                        .collect(),
-                )
-                .await?;
-            let mut waiting_gone: BTreeMap<u64, u64> = BTreeMap::new();
-            for ((_, _, g), reply) in gone.iter().zip(&replies) {
-                if reply.ok() {
-                    *waiting_gone.entry(*g).or_default() += 1;
+                _ if record.gen < gen => cleanup.extend([
+                    Cmd::delete_cas(self.keys().job(*id), cas),
+                    Cmd::delete(self.keys().body(*id)),
+                ]),
+                (true, None) => {
+                    error!(job = id, %queue, "a waiting job's payload is gone (evicted?): dropping the job");
+                    cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
+                    cleanup.push(sizes::minus(qk.waiting(record.gen), 1));
+                }
+                (true, Some(body)) => {
+                    let held = Held {
+                        id: *id,
+                        cas,
+                        record,
+                    };
+                    takes.push((*n, held, body.to_vec(), new_token()));
                 }
             }
-            for (g, count) in &waiting_gone {
-                cleanup.push(sizes::minus(qk.waiting(*g), *count));
-            }
         }
-        if takes.is_empty() {
-            self.run(cleanup).await?;
-            return Ok(());
-        }
-        let mut cmds = Vec::new();
-        for (_, held, _, token) in &takes {
-            let record = JobRecord {
-                attempts: held.record.attempts.saturating_add(1),
-                state: JobState::Reserved {
-                    token: token.clone(),
-                    deadline,
-                },
-                ..held.record.clone()
-            };
-            cmds.push(Cmd::cas(
-                self.keys().job(held.id),
-                record.encode(),
-                held.cas,
-                0,
-            ));
-        }
-        // Counters and slot deletions assume success; the rare failure is undone below.
+        // The records, then (as if every compare-and-swap succeeds; the rare failure is
+        // undone below) the counts and the slot deletions.
+        let mut cmds: Vec<Cmd> = takes
+            .iter()
+            .map(|(_, held, _, token)| held.reserve(self.keys(), token, deadline))
+            .collect();
         let mut per_gen: BTreeMap<u64, u64> = BTreeMap::new();
-        for (n, held, _, _) in &takes {
+        for (_, held, _, _) in &takes {
             *per_gen.entry(held.record.gen).or_default() += 1;
-            cmds.push(Cmd::delete(qk.slot(*n)));
         }
         for (g, count) in &per_gen {
             cmds.push(sizes::minus(qk.waiting(*g), *count));
@@ -287,38 +237,28 @@ impl MemcachedStorage {
         cmds.extend(cleanup);
         let replies = self.run(cmds).await?;
         let mut undo = Vec::new();
-        let mut failed = 0;
         let mut started = Vec::new();
         for ((n, held, body, token), reply) in takes.into_iter().zip(&replies) {
-            if reply.ok() {
-                if let Some(u) = held.record.unique.as_ref() {
-                    if u.until == Until::Started {
-                        started.push((u.key.clone(), Holder::Job(held.id)));
-                    }
-                }
-                out.push(Reserved {
-                    lease: Lease {
-                        job_id: JobId(held.id.to_string()),
-                        queue: queue.to_owned(),
-                        token,
-                    },
-                    name: held.record.name.clone(),
-                    payload: body,
-                    attempts: held.record.attempts.saturating_add(1),
-                });
-            } else {
+            if !reply.ok() {
                 // Someone changed the record between our read and write. Put the slot back
                 // so the janitor can look at it, and the counts as they were.
                 debug!(job = held.id, status = ?reply.status, "lost a race for a claimed job");
-                failed += 1;
                 undo.push(Cmd::add(qk.slot(n), held.id.to_string().into_bytes(), 0));
                 undo.push(sizes::plus(qk.waiting(held.record.gen), 1));
+                undo.push(sizes::minus(qk.reserved(), 1));
+                continue;
             }
+            if let Some(u) = held
+                .record
+                .unique
+                .as_ref()
+                .filter(|u| u.until == Until::Started)
+            {
+                started.push((u.key.clone(), Holder::Job(held.id)));
+            }
+            out.push(held.reserved(queue, token, body));
         }
-        if failed > 0 {
-            undo.push(sizes::minus(qk.reserved(), failed));
-            self.run(undo).await?;
-        }
+        self.run(undo).await?;
         // Claims held until the job starts: released now that it has.
         self.release_claims(started).await
     }

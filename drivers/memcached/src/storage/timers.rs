@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use queue_core::storage::{duration_millis, new_token};
-use queue_core::{JobId, Lease, Reserved, Result};
+use queue_core::{Reserved, Result};
 use tracing::{error, warn};
 
 use super::{
@@ -394,55 +394,30 @@ impl MemcachedStorage {
         let reads = chosen.iter().map(|d| Cmd::get(self.keys().body(d.held.id)));
         let bodies = self.with_timers(&timers, reads.collect()).await?;
         let mut takes = Vec::new();
-        let mut lost = Vec::new();
+        let mut cmds = Vec::new();
         for (d, body) in chosen.into_iter().zip(&bodies) {
+            let token = new_token();
             match body.value() {
-                Some(b) => takes.push((d, b.to_vec(), new_token())),
+                Some(b) => {
+                    cmds.push(d.held.reserve(self.keys(), &token, deadline));
+                    takes.push((cmds.len() - 1, d.held, b.to_vec(), token));
+                }
                 None => {
                     error!(job = d.held.id, %queue, "a reserved job's payload is gone (evicted?): dropping the job");
-                    lost.push(Cmd::delete_cas(self.keys().job(d.held.id), d.held.cas));
+                    cmds.push(Cmd::delete_cas(self.keys().job(d.held.id), d.held.cas));
+                    cmds.push(sizes::minus(qk.reserved(), 1));
                 }
             }
         }
-        if !lost.is_empty() {
-            // Only records this call deleted leave the count (another sweeper may have met
-            // the same job).
-            let replies = self.run(lost).await?;
-            let n = replies.iter().filter(|r| r.ok()).count() as u64;
-            self.run(vec![sizes::minus(qk.reserved(), n)]).await?;
-        }
-        let mut cmds = Vec::new();
-        for (d, _, token) in &takes {
-            let record = JobRecord {
-                attempts: d.held.record.attempts.saturating_add(1),
-                state: JobState::Reserved {
-                    token: token.clone(),
-                    deadline,
-                },
-                ..d.held.record.clone()
-            };
-            let key = self.keys().job(d.held.id);
-            cmds.push(Cmd::cas(key, record.encode(), d.held.cas, 0));
-        }
         let replies = self.run(cmds).await?;
         let mut after = Vec::new();
-        for ((d, body, token), reply) in takes.into_iter().zip(&replies) {
-            if !reply.ok() {
-                continue;
+        for (at, held, body, token) in takes {
+            if replies[at].ok() {
+                if let Some(at) = held.record.timer() {
+                    after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
+                }
+                out.push(held.reserved(queue, token, body));
             }
-            if let Some(at) = d.held.record.timer() {
-                after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
-            }
-            out.push(Reserved {
-                lease: Lease {
-                    job_id: JobId(d.held.id.to_string()),
-                    queue: queue.to_owned(),
-                    token,
-                },
-                name: d.held.record.name.clone(),
-                payload: body,
-                attempts: d.held.record.attempts.saturating_add(1),
-            });
         }
         self.run(after).await?;
         Ok(())
