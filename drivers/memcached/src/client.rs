@@ -414,6 +414,11 @@ impl Client {
     }
 }
 
+fn io_error(source: std::io::Error) -> MemcachedError {
+    let addr = "memcached".into();
+    MemcachedError::Io { addr, source }
+}
+
 async fn read_line(
     reader: &mut BufReader<OwnedReadHalf>,
     line: &mut Vec<u8>,
@@ -424,18 +429,13 @@ async fn read_line(
         .take(MAX_LINE)
         .read_until(b'\n', line)
         .await
-        .map_err(|source| MemcachedError::Io {
-            addr: "memcached".into(),
-            source,
-        })?;
+        .map_err(io_error)?;
     if n == 0 {
-        return Err(MemcachedError::Io {
-            addr: "memcached".into(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ),
-        });
+        let closed = "the server closed the connection";
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            closed,
+        )));
     }
     *answered = true;
     if !line.ends_with(b"\r\n") {
@@ -479,13 +479,7 @@ async fn read_replies(
                     )));
                 }
                 let mut data = vec![0u8; size + 2];
-                reader
-                    .read_exact(&mut data)
-                    .await
-                    .map_err(|source| MemcachedError::Io {
-                        addr: "memcached".into(),
-                        source,
-                    })?;
+                reader.read_exact(&mut data).await.map_err(io_error)?;
                 if !data.ends_with(b"\r\n") {
                     return Err(MemcachedError::Protocol("a value without CRLF".into()));
                 }

@@ -8,8 +8,8 @@
 //!   memcached so it never evicts (`-m` well above the peak; watch `evictions`).
 //! - **At-least-once while memcached keeps the items**: a job is delivered until a worker
 //!   acknowledges it; a job whose worker dies comes back when its lease runs out.
-//! - **State loss is detected**: an epoch key written at connect is read with every push,
-//!   reservation and wait; when it is gone the driver logs at `error` once per loss and
+//! - **State loss is detected**: an epoch key written at connect is read with every push
+//!   and reservation; when it is gone the driver logs at `error` once per loss and
 //!   carries on ([`MemcachedStorage::state_losses`]). Leases from before are refused.
 //! - One server; workers' clocks must agree within 10 seconds (due times and deadlines are
 //!   judged by them: memcached's clock has whole seconds only).
@@ -25,7 +25,6 @@
 //! | `pool` | 16 | connections (concurrent round trips) |
 //! | `timeout` | `5s` | one round trip, or connecting |
 //! | `missing_slot_wait` | `1s` | how long a reservation waits for a slot a pusher has not written yet |
-//! | `poll` | `100ms` | how often an idle worker's `wait` looks for work |
 //!
 //! Needs memcached 1.6 (the meta protocol). Payloads up to `item_size_max` (read at connect)
 //! minus about 5 KiB; a larger one is refused at push with `Error::PayloadTooLarge`.
@@ -33,8 +32,9 @@
 //! # What it can do
 //!
 //! Unique claims and push effects, the failed store (listed by cursor, newest first),
-//! inspection (sizes, queues, clear, oldest available job), the restart signal (one key,
-//! `{prefix}:restart`, increased by `incr`) and wake-ups (by polling). Not supported, with
+//! inspection (sizes, queues, clear, oldest available job) and the restart signal (one key,
+//! `{prefix}:restart`, increased by `incr`). No wake-ups: memcached cannot notify, so an idle
+//! worker polls every `--sleep`. Not supported, with
 //! [`Error::NotSupported`](queue_core::Error::NotSupported):
 //!
 //! - **group counters (batches, workflows)**, `Effect::Count`: a counter update would have
@@ -129,7 +129,7 @@
 //! runtime: other tasks keep running on time.
 //!
 //! After a restart of memcached, pooled connections fail; a request the server never
-//! answered is sent once more on a fresh connection, and the next push, reservation or wait
+//! answered is sent once more on a fresh connection, and the next push or reservation
 //! notices the lost epoch.
 
 mod client;
@@ -162,12 +162,12 @@ fn connect_url(
     Box::pin(async move {
         let mut settings = MemcachedOptions::from_url(&url)?;
         if let Some(table) = options.table {
-            if !settings.prefix_from_url() {
+            if !settings.url_prefix {
                 settings = settings.prefix(table);
             }
         }
         if let Some(failed) = options.failed_table {
-            if !settings.failed_prefix_from_url() {
+            if !settings.url_failed_prefix {
                 settings = settings.failed_prefix(failed);
             }
         }

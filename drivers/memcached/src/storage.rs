@@ -26,7 +26,6 @@ use crate::DRIVER;
 mod claims;
 mod failed;
 mod inspect;
-mod oldest;
 mod settle;
 mod sizes;
 mod slots;
@@ -193,7 +192,7 @@ impl MemcachedStorage {
     /// item size limit and writes or reads the epoch key.
     pub async fn connect(options: MemcachedOptions) -> Result<Self> {
         options.validate()?;
-        let client = Client::new(options.addr(), options.pool_limit(), options.timeout());
+        let client = Client::new(options.addr(), options.pool_size, options.io_timeout);
         let version = client.text("version", false).await?;
         let version = version
             .first()
@@ -374,7 +373,6 @@ impl Storage for MemcachedStorage {
             .failed(self)
             .inspect(self)
             .control(self)
-            .wake(self)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {

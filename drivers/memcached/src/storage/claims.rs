@@ -1,12 +1,6 @@
 //! Unique claims: one item per key (`P:u:KEY`) naming the job that holds it, written with
-//! `add` (only one pusher wins) and taken over with compare-and-swap once its holder is gone.
-//!
-//! The job's own record is the truth: a claim is held only while the job it names still
-//! holds the key in its current state ([`MemcachedStorage::holds`]). Every transition that
-//! releases a key deletes the claim after its own step, with compare-and-swap; a process that
-//! dies in between leaves a claim whose holder no longer holds it, and the next push of the
-//! key takes it over. So a crash never blocks a key for ever, and a key is never given to a
-//! second job while its holder holds it.
+//! `add` and taken over with compare-and-swap once its holder no longer holds the key in its
+//! own record (see "Claims after a crash" in the crate docs).
 
 use std::collections::HashMap;
 

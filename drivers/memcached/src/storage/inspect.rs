@@ -1,18 +1,18 @@
-//! The operator's view ([`Inspect`]), the restart signal ([`Control`]) and polling for work
-//! ([`Wake`]).
+//! The operator's view ([`Inspect`]) and the restart signal ([`Control`]).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use queue_core::storage::{
-    from_unix_millis, Control, Inspect, JobState, JobSummary, Page, PageRequest, Wake,
+    from_unix_millis, Control, Inspect, JobState, JobSummary, Page, PageRequest,
 };
 use queue_core::{Error, QueueSize, Result};
 
-use super::{bucket, incremented, now_ms, sizes, text, MemcachedStorage};
+use super::{incremented, now_ms, parse_slot, sizes, text, MemcachedStorage};
 use crate::client::Cmd;
 use crate::keys::{escape, unescape};
+use crate::record::JobState as Record;
 use crate::DRIVER;
 
 #[async_trait]
@@ -93,7 +93,49 @@ impl Inspect for MemcachedStorage {
     }
 
     async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
-        Ok(self.oldest_available_ms(queue).await?.map(from_unix_millis))
+        let qk = self.keys().queue(queue);
+        let gen = self.run(vec![Cmd::get(qk.gen())]).await?[0].number();
+        let (gen, now) = (gen.unwrap_or(0), now_ms());
+        // Always sweep (not only every 250 ms): due delayed jobs move into slots, and the
+        // sweep reports the oldest of those and of the expired reservations it met.
+        let mut oldest = self.sweep(queue, gen, now, None).await?.oldest;
+        let reads = vec![
+            Cmd::get(qk.head()),
+            Cmd::get(qk.tail()),
+            Cmd::get(qk.waiting(gen)),
+        ];
+        let replies = self.run(reads).await?;
+        let (head, tail) = (
+            replies[0].number().unwrap_or(0),
+            replies[1].number().unwrap_or(0),
+        );
+        // Slots come out in push order: the first live ones past the head hold the jobs that
+        // waited longest. At most 1,024 slots are looked at, 32 a round trip (a queue just
+        // cleared may hold many slots of jobs that no longer count).
+        let (mut n, end) = (head + 1, tail.min(head + 1024));
+        while n <= end && sizes::count(&replies[2]) > 0 {
+            let slots: Vec<u64> = (n..=end.min(n + 31)).collect();
+            n += 32;
+            let ids = self.run(slots.iter().map(|s| Cmd::get(qk.slot(*s))).collect());
+            let entries: Vec<(u64, u64)> = (slots.iter().zip(&ids.await?))
+                .filter_map(|(s, r)| Some((*s, parse_slot(r.value()?)?)))
+                .collect();
+            let reads = entries.iter().map(|(_, id)| Cmd::get(self.keys().job(*id)));
+            let records = self.run(reads.collect()).await?;
+            let found = entries
+                .iter()
+                .zip(&records)
+                .filter_map(|((slot, id), reply)| {
+                    let (_, r) = self.decode_job(*id, reply)?;
+                    (r.state == Record::Waiting { slot: *slot } && r.gen >= gen).then_some(r.due)
+                });
+            if let Some(due) = found.min() {
+                // A writer's clock a little ahead must not make a job look unborn.
+                oldest = Some(oldest.map_or(due, |o| o.min(due)).min(now));
+                break;
+            }
+        }
+        Ok(oldest.map(from_unix_millis))
     }
 
     async fn jobs(&self, _: &str, _: JobState, _: PageRequest) -> Result<Page<JobSummary>> {
@@ -115,52 +157,5 @@ impl Control for MemcachedStorage {
     async fn request_restart(&self) -> Result<()> {
         let replies = self.run(vec![Cmd::incr(self.keys().restart(), 1)]).await?;
         incremented(&replies[0], "request a restart").map(|_| ())
-    }
-}
-
-#[async_trait]
-impl Wake for MemcachedStorage {
-    /// Polls (memcached cannot notify): every `poll` interval, one request reads each queue's
-    /// head and tail and the counts of the current timer buckets.
-    async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {
-        let started = Instant::now();
-        let keys = self.keys();
-        {
-            // A sweep left due work behind (more expired leases than it could hand out).
-            let local = self.local();
-            if queues.iter().any(|q| !local.swept.contains_key(q)) {
-                return Ok(());
-            }
-        }
-        loop {
-            let now_b = bucket(now_ms());
-            let mut cmds = vec![Cmd::get(keys.epoch())];
-            for q in queues {
-                let qk = keys.queue(q);
-                cmds.extend([
-                    Cmd::get(qk.head()),
-                    Cmd::get(qk.tail()),
-                    Cmd::get(qk.timer_count(now_b - 1)),
-                    Cmd::get(qk.timer_count(now_b)),
-                ]);
-            }
-            let replies = self.run(cmds).await?;
-            self.observe_epoch(&replies[0]).await?;
-            for (q, r) in queues.iter().zip(replies[1..].chunks(4)) {
-                let (head, tail) = (r[0].number().unwrap_or(0), r[1].number().unwrap_or(0));
-                if tail > head {
-                    return Ok(());
-                }
-                let timed = r[2].number().unwrap_or(0) + r[3].number().unwrap_or(0);
-                if timed > 0 && self.sweep_due(q) {
-                    return Ok(());
-                }
-            }
-            let elapsed = started.elapsed();
-            if elapsed >= timeout {
-                return Ok(());
-            }
-            tokio::time::sleep((timeout - elapsed).min(self.inner.options.poll())).await;
-        }
     }
 }

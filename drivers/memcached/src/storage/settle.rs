@@ -1,7 +1,6 @@
 //! The transitions of a reserved job, each fenced by its lease token: acknowledge (a batch),
 //! retry and release, fail, extend (a batch), and the push effects that go before them.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use queue_core::storage::duration_millis;
@@ -86,49 +85,40 @@ impl MemcachedStorage {
                     Some((*i, self.check_lease(&leases[*i], *id, reply)?))
                 })
                 .collect();
-            // The deletes and, in the same request, the counts as if every delete succeeds:
-            // a process killed after it leaves no count behind. Failures are undone below.
-            let mut cmds: Vec<Cmd> = current
-                .iter()
-                .map(|(_, h)| Cmd::delete_cas(keys.job(h.id), h.cas))
-                .collect();
-            let mut counted: BTreeMap<&str, u64> = BTreeMap::new();
-            for (_, held) in &current {
-                *counted.entry(&held.record.queue).or_default() += 1;
-            }
-            for (q, n) in &counted {
-                cmds.push(sizes::minus(keys.queue(q).reserved(), *n));
-            }
-            let replies = self.run(cmds).await?;
+            // Each delete and, in the same request, its count as if it succeeds: a process
+            // killed after it leaves no count behind. Failures are undone below.
+            let cmds = current.iter().flat_map(|(_, h)| {
+                let reserved = keys.queue(&h.record.queue).reserved();
+                [
+                    Cmd::delete_cas(keys.job(h.id), h.cas),
+                    sizes::minus(reserved, 1),
+                ]
+            });
+            let replies = self.run(cmds.collect()).await?;
             let mut retry = Vec::new();
             let mut after = Vec::new();
-            let mut undo: BTreeMap<&str, u64> = BTreeMap::new();
-            let mut timers: BTreeMap<(&str, i64), u64> = BTreeMap::new();
-            for ((i, held), reply) in current.iter().zip(&replies) {
-                match reply.status {
-                    Status::Ok => {
-                        done[*i] = true;
-                        after.push(Cmd::delete(keys.body(held.id)));
-                        if let Some(at) = held.record.timer() {
-                            *timers.entry((&held.record.queue, bucket(at))).or_default() += 1;
-                        }
-                        if let Some(u) = &held.record.unique {
-                            if u.until != Until::Started {
-                                claims.push((u.key.clone(), Holder::Job(held.id)));
-                            }
-                        }
-                        continue;
+            for ((i, held), reply) in current.iter().zip(replies.iter().step_by(2)) {
+                let qk = keys.queue(&held.record.queue);
+                if reply.status != Status::Ok {
+                    after.push(sizes::plus(qk.reserved(), 1));
+                    if reply.status == Status::Exists {
+                        retry.push((*i, held.id));
                     }
-                    Status::Exists => retry.push((*i, held.id)),
-                    _ => {}
+                    continue;
                 }
-                *undo.entry(&held.record.queue).or_default() += 1;
-            }
-            for (q, n) in undo {
-                after.push(sizes::plus(keys.queue(q).reserved(), n));
-            }
-            for ((q, b), n) in timers {
-                after.push(Cmd::decr(keys.queue(q).timer_count(b), n));
+                done[*i] = true;
+                after.push(Cmd::delete(keys.body(held.id)));
+                if let Some(at) = held.record.timer() {
+                    after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
+                }
+                if let Some(u) = held
+                    .record
+                    .unique
+                    .as_ref()
+                    .filter(|u| u.until != Until::Started)
+                {
+                    claims.push((u.key.clone(), Holder::Job(held.id)));
+                }
             }
             self.run(after).await?;
             pending = retry;

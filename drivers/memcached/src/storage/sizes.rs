@@ -1,18 +1,11 @@
-//! The size counters `size` reads: waiting and delayed jobs per generation, reserved jobs.
+//! The size counters `size` reads (waiting and delayed jobs per generation, reserved jobs),
+//! signed so that updates commute (see "How exact sizes are" in the crate docs).
 //!
-//! Each transition of a job (push, reservation, release, promotion of a due job,
-//! acknowledgement, failure) updates the counters in the same request as the write that makes
-//! the transition, after it, as if it succeeds; those that did not are undone in a later
-//! request. The updates of two transitions of one job, made by different processes, can still
-//! reach memcached in either order (a promotion makes its job visible in a slot and then adds
-//! one to `waiting`; a reserver that takes the job at once may subtract its one first), and
-//! memcached's `decr` stops at zero, which would lose such a subtraction for good.
-//!
-//! So a counter holds its value plus [`OFFSET`] (2^62): a positive update is an `incr`, a
-//! negative one a `decr`, a missing counter is created by the same command at the offset
-//! plus the update, and updates commute. (Not 2^63: memcached 1.6.18 sometimes refuses
-//! `incr`/`decr` of a stored value of 2^63 or more, when a `-` byte lies in memory after the
-//! value.) Below zero, while an update is in flight, reads as zero.
+//! A counter holds its value plus [`OFFSET`] (2^62): a positive update is an `incr`, a
+//! negative one a `decr`, and a missing counter is created by the same command at the offset
+//! plus the update. (memcached's own `decr` stops at zero and would lose a subtraction that
+//! arrives before its addition; and 1.6.18 sometimes refuses `incr`/`decr` of a value of
+//! 2^63 or more, when a `-` byte lies in memory after the value.)
 
 use crate::client::{Cmd, Reply};
 
@@ -43,45 +36,32 @@ mod tests {
     use super::*;
     use crate::client::Status;
 
-    fn stored(v: u64) -> Reply {
-        Reply {
+    /// What memcached holds after `cmd` on a missing counter, read back as a count.
+    fn created(cmd: Cmd) -> (u64, u64) {
+        let Cmd::Arith {
+            vivify: Some(stored),
+            ..
+        } = cmd
+        else {
+            panic!("not a counter update: {cmd:?}");
+        };
+        let data = Some(stored.to_string().into_bytes());
+        let reply = Reply {
             status: Status::Ok,
-            data: Some(v.to_string().into_bytes()),
+            data,
             cas: None,
-        }
-    }
-
-    /// What memcached holds after `cmd` on a missing counter.
-    fn created(cmd: &Cmd) -> u64 {
-        match cmd {
-            Cmd::Arith {
-                vivify: Some(initial),
-                ..
-            } => *initial,
-            other => panic!("not an arithmetic command: {other:?}"),
-        }
+        };
+        (stored, count(&reply))
     }
 
     #[test]
     fn signed_updates_read_clamped() {
-        assert_eq!(count(&stored(created(&plus("k".into(), 3)))), 3);
-        assert_eq!(
-            count(&stored(created(&minus("k".into(), 2)))),
-            0,
-            "in flight"
-        );
-        assert_eq!(created(&minus("k".into(), 2)), OFFSET - 2);
-        assert_eq!(count(&stored(OFFSET + 7)), 7);
+        assert_eq!(created(plus("k".into(), 3)), (OFFSET + 3, 3));
+        assert_eq!(created(minus("k".into(), 2)), (OFFSET - 2, 0), "in flight");
         assert!(
-            created(&plus("k".into(), u64::MAX)) < 1 << 63,
+            created(plus("k".into(), u64::MAX)).0 < 1 << 63,
             "never refused"
         );
-        assert_eq!(created(&minus("k".into(), u64::MAX)), 0);
-        let missing = Reply {
-            status: Status::Miss,
-            data: None,
-            cas: None,
-        };
-        assert_eq!(count(&missing), 0);
+        assert_eq!(created(minus("k".into(), u64::MAX)), (0, 0));
     }
 }

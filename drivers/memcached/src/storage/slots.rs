@@ -276,7 +276,7 @@ impl MemcachedStorage {
     ) -> Result<()> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
-        while !missing.is_empty() && started.elapsed() < self.inner.options.slot_wait() {
+        while !missing.is_empty() && started.elapsed() < self.inner.options.missing_slot_wait {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
             let replies = self

@@ -508,27 +508,3 @@ impl MemcachedStorage {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::Status;
-
-    #[test]
-    fn janitor_marks() {
-        let reply = |s: &str| Reply {
-            status: Status::Ok,
-            data: Some(s.as_bytes().to_vec()),
-            cas: Some(1),
-        };
-        let mark = JanitorMark {
-            checked: 3,
-            mark: 7,
-            mark_ms: 1_700_000_000_000,
-            cas: Some(1),
-        };
-        assert_eq!(JanitorMark::parse(&reply("3;7;1700000000000")), Some(mark));
-        assert_eq!(JanitorMark::parse(&reply("3;7")), None);
-        assert_eq!(JanitorMark::parse(&reply("x;7;1")), None);
-    }
-}
