@@ -527,6 +527,11 @@ async fn read_text(
         if text == "END" {
             return Ok(lines);
         }
+        if lines.len() == 1024 {
+            return Err(MemcachedError::Protocol(
+                "a text reply of over 1024 lines".into(),
+            ));
+        }
         lines.push(text);
     }
 }

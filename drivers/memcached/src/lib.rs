@@ -130,7 +130,8 @@
 //!
 //! After a restart of memcached, pooled connections fail; a request the server never
 //! answered is sent once more on a fresh connection, and the next push or reservation
-//! notices the lost epoch.
+//! notices the lost epoch. The restart generation reads 0 again: workers take the change
+//! for a restart signal, and restart.
 
 mod client;
 mod error;

@@ -170,10 +170,8 @@ impl MemcachedStorage {
             timers.add(&lease.queue, at, id);
         }
         let replies = self.with_timers(&timers, cmds).await?;
-        let slot = match replies.get(2) {
-            Some(reply) => Some(incremented(reply, "allocate a slot")?),
-            None => None,
-        };
+        let slot = replies.get(2).map(|r| incremented(r, "allocate a slot"));
+        let slot = slot.transpose()?;
         let Some(held) = self.check_lease(lease, id, &replies[0]) else {
             if let Some(n) = slot {
                 self.run(vec![tombstone(qk.slot(n))]).await?;
@@ -181,14 +179,11 @@ impl MemcachedStorage {
             return Ok(Step::Stale);
         };
         let gen = replies[1].number().unwrap_or(0);
-        let attempts = match refund {
-            true => held.record.attempts.saturating_sub(1),
-            false => held.record.attempts,
+        let (state, target) = match slot {
+            Some(slot) => (JobState::Waiting { slot }, qk.waiting(gen)),
+            None => (JobState::Delayed { at }, qk.delayed(gen)),
         };
-        let state = match slot {
-            Some(slot) => JobState::Waiting { slot },
-            None => JobState::Delayed { at },
-        };
+        let attempts = held.record.attempts.saturating_sub(u32::from(refund));
         let record = JobRecord {
             gen,
             attempts,
@@ -202,10 +197,6 @@ impl MemcachedStorage {
         }
         // The counts in the same request, as if the compare-and-swap succeeds (a process
         // killed after it leaves no count behind); undone if it did not.
-        let target = match slot {
-            Some(_) => qk.waiting(gen),
-            None => qk.delayed(gen),
-        };
         cmds.push(sizes::minus(qk.reserved(), 1));
         cmds.push(sizes::plus(target.clone(), 1));
         let replies = self.run(cmds).await?;
