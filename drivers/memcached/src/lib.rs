@@ -31,9 +31,10 @@
 //!
 //! # What it can do
 //!
-//! Unique claims and push effects, the failed store (listed by cursor, newest first),
-//! inspection (sizes, queues, clear, oldest available job) and the restart signal (one key,
-//! `{prefix}:restart`, increased by `incr`). No wake-ups: memcached cannot notify, so an idle
+//! Unique claims and push effects, the failed store (its ids scanned newest first, by
+//! cursor), inspection (sizes, queues, clear, oldest available job), locks (items written
+//! with `add`, holding owner and expiry, renewed and released with `cas` by their owner) and
+//! the restart signal (one key, `{prefix}:restart`, increased by `incr`). No wake-ups: memcached cannot notify, so an idle
 //! worker polls every `--sleep`. Not supported, with
 //! [`Error::NotSupported`](queue_core::Error::NotSupported):
 //!
@@ -81,8 +82,8 @@
 //! **Claims after a crash.** A claim is held only while the job it names holds the key in
 //! its current record: waiting (reachable in its slot) or delayed and not cleared, reserved
 //! unless held until it started, or in the failed store for `until = succeeded`. Otherwise
-//! the next push of the key takes it over with `cas`. A claim younger than 5 s whose job is
-//! not written yet still holds (its push may be in flight). So a crash between two steps
+//! the next push of the key takes it over with `cas`. A claim younger than 15 s whose job
+//! is not written yet still holds (its push may be in flight, its clock behind). So a crash between two steps
 //! never blocks a key for ever, and a key is never given to a second job while its holder
 //! holds it. `clear` releases the claims of the jobs it deletes this way.
 //!
@@ -116,15 +117,15 @@
 //!
 //! The driver speaks the meta protocol itself over tokio's `TcpStream` (`client.rs`): each
 //! operation sends a batch of mixed commands (`mg`, `ms` with its own CAS token, `md`, `ma`)
-//! in one write while reading the replies concurrently, from a bounded pool; reply lines and
-//! values are bounded by the server's `item_size_max`. None of the crates does that: `memcache`
+//! in one write while reading the replies concurrently, from a bounded pool; it reads reply
+//! lines up to 8 KiB and values up to the server's `item_size_max`. No crate does that: `memcache`
 //! 0.21 blocks (an r2d2 pool; on `spawn_blocking` every round trip holds a thread, and it
 //! sends one command per round trip but for multi-gets; its default `tls` feature pulls in
 //! OpenSSL); `async-memcached` 0.9 has the meta protocol but one connection per `&mut`
 //! client, pipelines only of one command kind with the same flags for every key (so no
 //! per-item CAS), written whole before any reply is read; `memcache-async` 0.10 speaks only
-//! the text protocol, one command per round trip, and allocates whatever value length the
-//! server announces. A reservation of a batch costs about five round trips whatever its size.
+//! the text protocol, one command per round trip but for multi-gets, and allocates whatever
+//! value length the server announces. A reservation of a batch costs about five round trips whatever its size.
 //! `tests/restart.rs` freezes memcached (SIGSTOP) under busy reservers on a one-thread
 //! runtime: other tasks keep running on time.
 //!

@@ -7,15 +7,17 @@ use std::collections::HashMap;
 use queue_core::{JobId, Result, Until};
 use tracing::debug;
 
-use super::{now_ms, parse_slot, MemcachedStorage, CAS_TRIES, JANITOR_AFTER_MS};
+use super::{
+    now_ms, parse_slot, MemcachedStorage, BUCKET_MS, CAS_TRIES, JANITOR_AFTER_MS, LAG_BUCKETS,
+};
 use crate::client::{Cmd, Status};
 use crate::error::MemcachedError;
 use crate::record::JobState;
 
 /// A claim younger than this is never taken over when its holder cannot be found: the push
-/// that wrote it may still be writing the job (the bound the janitor assumes for a stalled
-/// process).
-const CLAIM_GRACE_MS: i64 = JANITOR_AFTER_MS;
+/// that wrote it may still be writing the job. The bound the janitor assumes for a stalled
+/// process, plus how far the writer's clock may be behind.
+const CLAIM_GRACE_MS: i64 = JANITOR_AFTER_MS + LAG_BUCKETS * BUCKET_MS;
 
 /// Who holds a key, as its claim item says (`j ID AT` or `f FAILED_ID AT JOB_ID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
