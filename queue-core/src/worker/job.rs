@@ -293,6 +293,11 @@ async fn run(
                 }
             };
             keeper.abort();
+            if matches!(ran, Ran::Stopped(_)) {
+                // `abort` only asks: the body must be gone before the job is reported stopped
+                // and its lock released, or it would run beside the worker that has it now.
+                let _ = task.await;
+            }
             ran
         }
     };
