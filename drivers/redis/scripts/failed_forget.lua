@@ -1,5 +1,13 @@
--- Deletes one failed job. KEYS[1] the index, KEYS[2] the failed job's hash; ARGV[1] its
--- member. Returns 1 if it existed.
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+-- Deletes one failed job, releasing a claim it holds (after lib.lua). Returns 1 if it
+-- existed.
+--
+-- KEYS[1] the failed store's index, KEYS[2] the failed job's hash. ARGV: the head (see
+-- lib.lua, no queues), then the failed member.
+head()
+local f = redis.call('HMGET', KEYS[2], 'j', 'u')
+local removed = redis.call('ZREM', KEYS[1], arg())
 redis.call('DEL', KEYS[2])
+if f[2] then
+  release_claim(f[2], f[1])
+end
 return removed

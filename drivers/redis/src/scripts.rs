@@ -5,60 +5,73 @@
 //! later replicate a script's effects, not the script, so reading the clock before a write
 //! is allowed.)
 //!
-//! Every script touches the keys of one hash slot only, except `push`, `reserve`,
-//! `acknowledge` and `due` given several queues, `fail` (a queue and the failed store) and
-//! `failed_retry` (the failed store and a queue): on one server they run as they are; on
-//! Redis Cluster the driver calls the first four once per queue and does `fail` and
-//! `failed_retry` in steps with `failed_add` and `failed_claim` (see `storage.rs`).
+//! The scripts that push, settle, reserve, clear or release claims share `lib.lua` (the
+//! call's head, pushing with claims, reserving, cursor paging), put in front of each.
+//!
+//! Every script touches the keys of one hash slot only, except `push` and `settle` given
+//! several queues, claims or group counters, `settle` failing a job (a queue and the failed
+//! store) and `failed_retry` (the failed store and a queue): on one server they run as they
+//! are; on Redis Cluster the driver calls them once per queue, refuses claims and group
+//! counters, and fails and retries jobs in steps with `failed_add` and `failed_claim` (see
+//! `storage/cluster.rs`).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script with `lib.lua` in front of it.
+macro_rules! with_lib {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../scripts/lib.lua"),
+            include_str!(concat!("../scripts/", $file))
+        ))
+    };
+}
+
+/// A script on its own.
+macro_rules! alone {
+    ($file:literal) => {
+        Script::new(include_str!(concat!("../scripts/", $file)))
+    };
+}
+
 /// The driver's scripts.
 pub(crate) struct Scripts {
     pub(crate) push: Script,
-    pub(crate) reserve: Script,
-    pub(crate) acknowledge: Script,
+    pub(crate) settle: Script,
     pub(crate) extend: Script,
-    pub(crate) release: Script,
-    pub(crate) fail: Script,
-    pub(crate) size: Script,
     pub(crate) clear: Script,
-    pub(crate) due: Script,
-    pub(crate) lock: Script,
-    pub(crate) unlock: Script,
+    pub(crate) jobs: Script,
     pub(crate) failed_page: Script,
     pub(crate) failed_forget: Script,
     pub(crate) failed_prune: Script,
     pub(crate) failed_retry: Script,
     pub(crate) failed_add: Script,
     pub(crate) failed_claim: Script,
+    pub(crate) size: Script,
     pub(crate) oldest: Script,
-    pub(crate) counters_add: Script,
-    pub(crate) counters_read: Script,
+    pub(crate) due: Script,
+    pub(crate) lock: Script,
+    pub(crate) unlock: Script,
 }
 
 /// Loaded on first use.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    push: Script::new(include_str!("../scripts/push.lua")),
-    reserve: Script::new(include_str!("../scripts/reserve.lua")),
-    acknowledge: Script::new(include_str!("../scripts/acknowledge.lua")),
-    extend: Script::new(include_str!("../scripts/extend.lua")),
-    release: Script::new(include_str!("../scripts/release.lua")),
-    fail: Script::new(include_str!("../scripts/fail.lua")),
-    size: Script::new(include_str!("../scripts/size.lua")),
-    clear: Script::new(include_str!("../scripts/clear.lua")),
-    due: Script::new(include_str!("../scripts/due.lua")),
-    lock: Script::new(include_str!("../scripts/lock.lua")),
-    unlock: Script::new(include_str!("../scripts/unlock.lua")),
-    failed_page: Script::new(include_str!("../scripts/failed_page.lua")),
-    failed_forget: Script::new(include_str!("../scripts/failed_forget.lua")),
-    failed_prune: Script::new(include_str!("../scripts/failed_prune.lua")),
-    failed_retry: Script::new(include_str!("../scripts/failed_retry.lua")),
-    failed_add: Script::new(include_str!("../scripts/failed_add.lua")),
-    failed_claim: Script::new(include_str!("../scripts/failed_claim.lua")),
-    oldest: Script::new(include_str!("../scripts/oldest.lua")),
-    counters_add: Script::new(include_str!("../scripts/counters_add.lua")),
-    counters_read: Script::new(include_str!("../scripts/counters_read.lua")),
+    push: with_lib!("push.lua"),
+    settle: with_lib!("settle.lua"),
+    extend: with_lib!("extend.lua"),
+    clear: with_lib!("clear.lua"),
+    jobs: with_lib!("jobs.lua"),
+    failed_page: with_lib!("failed_page.lua"),
+    failed_forget: with_lib!("failed_forget.lua"),
+    failed_prune: with_lib!("failed_prune.lua"),
+    failed_retry: with_lib!("failed_retry.lua"),
+    failed_add: alone!("failed_add.lua"),
+    failed_claim: alone!("failed_claim.lua"),
+    size: alone!("size.lua"),
+    oldest: alone!("oldest.lua"),
+    due: alone!("due.lua"),
+    lock: alone!("lock.lua"),
+    unlock: alone!("unlock.lua"),
 });

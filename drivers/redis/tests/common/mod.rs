@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use queue_core::StorageExt;
 use queue_redis::{RedisOptions, RedisStorage};
 
 /// Test prefixes start with this and the creation time in seconds, so a later run can
@@ -66,7 +67,7 @@ pub(crate) async fn cluster_admin() -> Option<redis::cluster_async::ClusterConne
             .await?;
         if !info.contains("cluster_state:ok") {
             return Err(redis::RedisError::from((
-                redis::ErrorKind::ClusterDown,
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
                 "the cluster is not ok",
                 info,
             )));
@@ -113,12 +114,12 @@ pub(crate) async fn cluster_slots(
             let redis::Value::Array(range) = range else {
                 panic!("CLUSTER SLOTS entry {range:?}")
             };
-            let start: u16 = redis::FromRedisValue::from_redis_value(&range[0]).unwrap();
-            let end: u16 = redis::FromRedisValue::from_redis_value(&range[1]).unwrap();
+            let start: u16 = redis::FromRedisValue::from_redis_value_ref(&range[0]).unwrap();
+            let end: u16 = redis::FromRedisValue::from_redis_value_ref(&range[1]).unwrap();
             let (host, port): (String, u16) = match &range[2] {
                 redis::Value::Array(master) => (
-                    redis::FromRedisValue::from_redis_value(&master[0]).unwrap(),
-                    redis::FromRedisValue::from_redis_value(&master[1]).unwrap(),
+                    redis::FromRedisValue::from_redis_value_ref(&master[0]).unwrap(),
+                    redis::FromRedisValue::from_redis_value_ref(&master[1]).unwrap(),
                 ),
                 other => panic!("CLUSTER SLOTS master {other:?}"),
             };
@@ -294,7 +295,7 @@ pub(crate) async fn connect_and_fail_one(
     options.failed_table = Some(failed.clone());
     let store = queue_core::storage::connect(url, options).await.unwrap();
     assert_eq!(store.driver(), "redis");
-    assert!(store.capabilities().wake_on_push && store.capabilities().reserve_by_name);
+    assert!(store.capabilities().wake.is_some() && store.capabilities().reserve_by_name);
     let q = queue_tests::unique("q");
     store
         .push(vec![queue_tests::job(&q, "u", b"x")])
