@@ -139,9 +139,7 @@ async fn cluster_nodes(
     };
     parse_cluster_nodes(&listing)
         .into_iter()
-        .map(|(host, port)| {
-            template.clone().set_addr(ConnectionAddr::Tcp(host, port))
-        })
+        .map(|(host, port)| template.clone().set_addr(ConnectionAddr::Tcp(host, port)))
         .collect()
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::future::try_join_all;
 use queue_core::{
-    Error, Lease, LeaseStatus, NewJob, Outcome, Pushed, Reserved, Result, Settle,
-    SettleReply, Settled,
+    Error, Lease, LeaseStatus, NewJob, Outcome, Pushed, Reserved, Result, Settle, SettleReply,
+    Settled,
 };
 use redis::Value;
 
@@ -104,12 +104,13 @@ impl RedisStorage {
         leases: &[Lease],
         lease: Duration,
     ) -> Result<Vec<LeaseStatus>> {
-        let calls = group_by(leases, |l| l.queue.as_str())
-            .into_iter()
-            .map(|(_, positions)| async move {
-                let batch: Vec<&Lease> = positions.iter().map(|&i| &leases[i]).collect();
-                Ok::<_, Error>((positions, self.extend_batch(&batch, lease).await?))
-            });
+        let calls =
+            group_by(leases, |l| l.queue.as_str())
+                .into_iter()
+                .map(|(_, positions)| async move {
+                    let batch: Vec<&Lease> = positions.iter().map(|&i| &leases[i]).collect();
+                    Ok::<_, Error>((positions, self.extend_batch(&batch, lease).await?))
+                });
         let mut out = vec![LeaseStatus::Lost; leases.len()];
         for (positions, statuses) in try_join_all(calls).await? {
             for (i, status) in positions.into_iter().zip(statuses) {

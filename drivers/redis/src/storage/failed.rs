@@ -59,7 +59,8 @@ pub(super) fn next_cursor(operation: &'static str, value: Value) -> Result<Optio
     match <[Value; 2]>::try_from(items) {
         Ok([score, member]) => {
             let score = integer(operation, &score)?;
-            let member = text(member).ok_or_else(|| RedisDriverError::unexpected(operation, &Value::Nil))?;
+            let member =
+                text(member).ok_or_else(|| RedisDriverError::unexpected(operation, &Value::Nil))?;
             Ok(Some(format!("{score}:{}", id_of(&member))))
         }
         Err(items) if items.is_empty() => Ok(None),
@@ -74,7 +75,9 @@ impl RedisStorage {
         call.key(self.keys().failed_index());
         call.key(self.keys().failed_job(member));
         call.arg(member);
-        let reply = self.invoke(&call.invocation(&SCRIPTS.failed_forget)).await?;
+        let reply = self
+            .invoke(&call.invocation(&SCRIPTS.failed_forget))
+            .await?;
         Ok(integer("failed_forget", &reply)? == 1)
     }
 

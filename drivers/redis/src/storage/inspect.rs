@@ -129,10 +129,11 @@ impl Inspect for RedisStorage {
         match array("oldest_available", reply)?.as_slice() {
             [] => Ok(None),
             [at] => Ok(Some(from_unix_millis(integer("oldest_available", at)?))),
-            more => Err(
-                RedisDriverError::unexpected("oldest_available", &Value::Array(more.to_vec()))
-                    .into(),
-            ),
+            more => Err(RedisDriverError::unexpected(
+                "oldest_available",
+                &Value::Array(more.to_vec()),
+            )
+            .into()),
         }
     }
 
@@ -173,7 +174,11 @@ impl Inspect for RedisStorage {
                     attempts: u32::try_from(int(&attempts)?.max(0)).unwrap_or(u32::MAX),
                     state,
                     due_at: from_unix_millis(int(&due)?),
-                    unique_key: if until.is_empty() { None } else { Some(text(key)?) },
+                    unique_key: if until.is_empty() {
+                        None
+                    } else {
+                        Some(text(key)?)
+                    },
                 })
             })();
             out.push(parsed.ok_or_else(bad)?);
@@ -209,7 +214,8 @@ impl Groups for RedisStorage {
         let mut out = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
             let count = integer("counters", &value)?;
-            let name = text(name).ok_or_else(|| RedisDriverError::unexpected("counters", &value))?;
+            let name =
+                text(name).ok_or_else(|| RedisDriverError::unexpected("counters", &value))?;
             out.push((name, count));
         }
         out.sort();

@@ -211,11 +211,9 @@ impl RedisStorage {
             .zip(jobs)
             .map(|(result, job)| match result {
                 Value::Int(n) => Ok(Pushed::Created(JobId(format!("{}/{n}", job.queue)))),
-                holder @ (Value::BulkString(_) | Value::SimpleString(_)) => {
-                    text(holder).map(|h| Pushed::Duplicate(JobId(h))).ok_or_else(|| {
-                        RedisDriverError::unexpected("push", &Value::Nil).into()
-                    })
-                }
+                holder @ (Value::BulkString(_) | Value::SimpleString(_)) => text(holder)
+                    .map(|h| Pushed::Duplicate(JobId(h)))
+                    .ok_or_else(|| RedisDriverError::unexpected("push", &Value::Nil).into()),
                 other => Err(RedisDriverError::unexpected("push", &other).into()),
             })
             .collect()
