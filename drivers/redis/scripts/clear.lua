@@ -1,9 +1,8 @@
 -- Deletes up to ARGV[n] jobs of a queue that are not reserved, releasing their claims;
--- returns how many (after lib.lua). The caller repeats it until it returns fewer, so no
+-- returns how many (after lib/head.lua). The caller repeats it until it returns fewer, so no
 -- call blocks Redis for long.
 --
--- ARGV: the head (see lib.lua) naming the one queue, then the chunk size.
-head()
+-- ARGV: the head naming the one queue, then the chunk size.
 local q = queues[1]
 local members = redis.call('ZRANGE', q.pending, 0, num() - 1)
 for _, member in ipairs(members) do

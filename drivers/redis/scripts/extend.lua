@@ -1,14 +1,13 @@
 -- Renews reservations, each only if its token is still the job's current one (after
--- lib.lua).
+-- lib/head.lua).
 --
--- ARGV: the head (see lib.lua), the lease in milliseconds, then three values per lease:
+-- ARGV: the head, the lease in milliseconds, then three values per lease:
 -- queue number, member, token.
 -- Returns 1 (renewed) or 0 (stale: nothing done) per lease.
-head()
-local deadline = now + num()
+local deadline = now() + num()
 local out = {}
 while A <= #ARGV do
-  local q, member, token = queues[num()], arg(), arg()
+  local q, member, token = queue_of[arg()], arg(), arg()
   local hash = q.base .. 'job:' .. member
   if redis.call('HGET', hash, 't') == token and redis.call('ZSCORE', q.reserved, member) then
     redis.call('ZADD', q.reserved, deadline, member)

@@ -1,9 +1,8 @@
--- Deletes one failed job, releasing a claim it holds (after lib.lua). Returns 1 if it
+-- Deletes one failed job, releasing a claim it holds (after lib/head.lua). Returns 1 if it
 -- existed.
 --
--- KEYS[1] the failed store's index, KEYS[2] the failed job's hash. ARGV: the head (see
--- lib.lua, no queues), then the failed member.
-head()
+-- KEYS[1] the failed store's index, KEYS[2] the failed job's hash. ARGV: the head (no
+-- queues), then the failed member.
 local f = redis.call('HMGET', KEYS[2], 'j', 'u')
 local removed = redis.call('ZREM', KEYS[1], arg())
 redis.call('DEL', KEYS[2])

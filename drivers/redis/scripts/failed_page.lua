@@ -1,5 +1,5 @@
 -- A page of the failed store, newest first (by failed time, then id), after a cursor
--- (after lib.lua).
+-- (after lib/paging.lua).
 --
 -- KEYS[1] the failed store's index. ARGV[1] the cursor's failed time ('' for the first
 -- page), ARGV[2] its member, ARGV[3] the page size.

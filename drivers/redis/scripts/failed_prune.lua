@@ -1,11 +1,10 @@
 -- Deletes up to a chunk of failed jobs with a failed time up to a bound (a ZRANGEBYSCORE
 -- bound: '(1700000000000' for "before", '+inf' for all), releasing the claims they hold;
--- returns how many (after lib.lua). The caller repeats it until it returns fewer, so no
+-- returns how many (after lib/head.lua). The caller repeats it until it returns fewer, so no
 -- call blocks Redis for long.
 --
--- KEYS[1] the failed store's index. ARGV: the head (see lib.lua, no queues), the bound,
--- the chunk size.
-head()
+-- KEYS[1] the failed store's index. ARGV: the head (no queues), the bound, the chunk
+-- size.
 local bound, chunk = arg(), num()
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', bound, 'LIMIT', 0, chunk)
 local base = string.sub(KEYS[1], 1, -6)

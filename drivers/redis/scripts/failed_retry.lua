@@ -1,32 +1,32 @@
 -- Pushes a failed job back on its queue as a new job (attempts 0, available now), claiming
--- its unique key again, and removes it from the failed store (after lib.lua).
+-- its unique key again, and removes it from the failed store (after lib/head.lua and
+-- lib/push.lua).
 --
--- KEYS: the queue's `pending`, `reserved`, `seq`, the registry, the failed store's index,
--- the failed job's hash, its claim if it has one. ARGV: the head (see lib.lua) naming the
--- queue, the KEYS index of the failed store's index (the failed job's hash follows it), the
--- failed member, the unique key the caller read ('' for none) and the KEYS index of its
--- claim (0: none).
+-- KEYS: the queue's `pending`, `reserved`, `seq`, the failed store's index, the failed
+-- job's hash, its claim if it has one, the registry. ARGV: the head naming the queue, the
+-- reference of the failed store's index (the failed job's hash is the next key), the failed
+-- member, then the job as `read_job` reads it, made by the caller from the failed job it
+-- read.
 -- Returns the new job's sequence number (its id is `<queue>/<number>`); the id of the job
 -- holding the key (a string), the failed job left where it is; or -1 if the failed job is
--- gone or is not what the caller read (its keys were built from that).
-head()
+-- gone or is not what the caller read (its keys were built from it).
 local q = queues[1]
-local k = num()
-local index, hash = KEYS[k], KEYS[k + 1]
-local member, key, claim = arg(), arg(), KEYS[num()]
-local f = redis.call('HMGET', hash, 'q', 'n', 'p', 'j', 'u', 'w')
-if f[1] ~= q.name or (f[5] or '') ~= key or (f[5] and not claim) then
+local ref = num()
+local index, hash = key(ref), key(ref + 1)
+local member = arg()
+local job = read_job()
+local claim = ARGV[job + 4] ~= '0' and key(ARGV[job + 4]) or nil
+local f = redis.call('HMGET', hash, 'q', 'j', 'u')
+if f[1] ~= q.name or (f[3] or nil) ~= (claim and ARGV[job + 5]) then
   return -1
 end
-local job = { q = q, at = now, name = f[2] or '', payload = f[3] or '' }
-if f[5] then
+if claim then
   local holder = redis.call('GET', claim)
-  if holder and holder ~= f[4] then
+  if holder and holder ~= f[2] then
     return holder
   end
   -- Free, or held by this failed job itself: the new job takes it over.
   redis.call('DEL', claim)
-  job.claim, job.key, job.hold = claim, f[5], f[6] or 'terminal'
 end
 local id = push_jobs({ job })[1]
 redis.call('DEL', hash)

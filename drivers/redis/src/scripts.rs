@@ -1,38 +1,32 @@
 //! The Lua scripts, one atomic operation each, loaded once and called by SHA (`EVALSHA`).
 //!
-//! Each script reads the time with `redis.call('TIME')`: due times and lease deadlines are
+//! The scripts read the time with `redis.call('TIME')`: due times and lease deadlines are
 //! judged by the server's clock, so workers whose clocks drift still agree. (Redis 5 and
-//! later replicate a script's effects, not the script, so reading the clock before a write
-//! is allowed.)
+//! later replicate a script's effects, not the script, so reading the clock anywhere in a
+//! script is allowed.)
 //!
-//! The scripts that push, settle, reserve, clear or release claims share `lib.lua` (the
-//! call's head, pushing with claims, reserving, cursor paging), put in front of each.
+//! The scripts share pieces of `scripts/lib/`, put in front of each script that uses them:
+//! `head.lua` (the call's head: claim prefix, registry, queue table; the clock; releasing
+//! claims), `push.lua` (pushing with claims), `reserve.lua`, `paging.lua` (cursors). A
+//! script includes only what it uses, and `push.lua`, the hottest, none: Redis runs a
+//! script's whole chunk on every call, so every definition costs on every call.
 //!
-//! Every script touches the keys of one hash slot only, except `push` and `settle` given
-//! several queues, claims or group counters, `settle` failing a job (a queue and the failed
-//! store) and `failed_retry` (the failed store and a queue): on one server they run as they
-//! are; on Redis Cluster the driver calls them once per queue, refuses claims and group
-//! counters, and fails and retries jobs in steps with `failed_add` and `failed_claim` (see
-//! `storage/cluster.rs`).
+//! A script touches the keys of one hash slot only when it is given one queue and no claim,
+//! group or failed-store key: on Redis Cluster the driver calls it that way (per queue),
+//! refuses claims and groups, and fails and retries jobs in steps with `failed_add` and
+//! `failed_claim` (see `storage/cluster.rs`). On one server each call is one script.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// A script with `lib.lua` in front of it.
-macro_rules! with_lib {
-    ($file:literal) => {
+/// A script with the `lib/` pieces it uses in front of it.
+macro_rules! script {
+    ([$($lib:literal),*], $file:literal) => {
         Script::new(concat!(
-            include_str!("../scripts/lib.lua"),
+            $(include_str!(concat!("../scripts/lib/", $lib, ".lua")),)*
             include_str!(concat!("../scripts/", $file))
         ))
-    };
-}
-
-/// A script on its own.
-macro_rules! alone {
-    ($file:literal) => {
-        Script::new(include_str!(concat!("../scripts/", $file)))
     };
 }
 
@@ -58,20 +52,20 @@ pub(crate) struct Scripts {
 
 /// Loaded on first use.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    push: with_lib!("push.lua"),
-    settle: with_lib!("settle.lua"),
-    extend: with_lib!("extend.lua"),
-    clear: with_lib!("clear.lua"),
-    jobs: with_lib!("jobs.lua"),
-    failed_page: with_lib!("failed_page.lua"),
-    failed_forget: with_lib!("failed_forget.lua"),
-    failed_prune: with_lib!("failed_prune.lua"),
-    failed_retry: with_lib!("failed_retry.lua"),
-    failed_add: alone!("failed_add.lua"),
-    failed_claim: alone!("failed_claim.lua"),
-    size: alone!("size.lua"),
-    oldest: alone!("oldest.lua"),
-    due: alone!("due.lua"),
-    lock: alone!("lock.lua"),
-    unlock: alone!("unlock.lua"),
+    push: script!([], "push.lua"),
+    settle: script!(["head", "push", "reserve"], "settle.lua"),
+    extend: script!(["head"], "extend.lua"),
+    clear: script!(["head"], "clear.lua"),
+    jobs: script!(["paging"], "jobs.lua"),
+    failed_page: script!(["paging"], "failed_page.lua"),
+    failed_forget: script!(["head"], "failed_forget.lua"),
+    failed_prune: script!(["head"], "failed_prune.lua"),
+    failed_retry: script!(["head", "push"], "failed_retry.lua"),
+    failed_add: script!([], "failed_add.lua"),
+    failed_claim: script!([], "failed_claim.lua"),
+    size: script!([], "size.lua"),
+    oldest: script!([], "oldest.lua"),
+    due: script!([], "due.lua"),
+    lock: script!([], "lock.lua"),
+    unlock: script!([], "unlock.lua"),
 });

@@ -1,31 +1,32 @@
 //! Building a script call and reading its reply.
 //!
-//! [`Call`] gathers the keys a call declares (the scripts refer to them by index) and its
-//! arguments behind the head `scripts/lib.lua` reads: the claim prefix, the registry, and
-//! the queue table (each queue's name and its `pending`, `reserved` and `seq` keys). The
-//! helpers below turn a reply into values, or into
-//! [`RedisDriverError::UnexpectedReply`] naming the operation.
+//! [`Call`] gathers the keys a call declares and its arguments behind the head
+//! `scripts/lib/head.lua` reads: each queue's `pending`, `reserved` and `seq` keys come
+//! first, in the order of the queue table, then the other keys (named in the arguments by
+//! their position among them), then the registry if declared; the arguments start with the
+//! claim prefix, the registry flag and the queue names. The helpers below turn a reply into
+//! values, or into [`RedisDriverError::UnexpectedReply`] naming the operation.
 
 use std::collections::HashMap;
 
+use queue_core::storage::unix_millis;
 use queue_core::{Availability, NewJob};
 use redis::{Script, ScriptInvocation, ToRedisArgs, Value};
 
 use super::{millis, MAX_MILLIS};
 use crate::error::RedisDriverError;
 use crate::keys::Keys;
-use queue_core::storage::unix_millis;
 
-/// One call of a script that starts with the head of `lib.lua`.
+/// One call of a script that starts with the head of `lib/head.lua`.
 pub(crate) struct Call<'k> {
     keys: &'k Keys,
     /// Whether claims are on (one server): the head then carries the claim prefix.
     claims: bool,
-    declared: Vec<String>,
-    registry: usize,
-    /// Per queue, in order of first use: its name and the index of its `pending` key.
-    queues: Vec<(String, usize)>,
+    registry: bool,
+    queue_keys: Vec<String>,
+    queue_names: Vec<String>,
     queue_numbers: HashMap<String, usize>,
+    other_keys: Vec<String>,
     body: Vec<Vec<u8>>,
 }
 
@@ -34,23 +35,24 @@ impl<'k> Call<'k> {
         Call {
             keys,
             claims,
-            declared: Vec::new(),
-            registry: 0,
-            queues: Vec::new(),
+            registry: false,
+            queue_keys: Vec::new(),
+            queue_names: Vec::new(),
             queue_numbers: HashMap::new(),
+            other_keys: Vec::new(),
             body: Vec::new(),
         }
     }
 
-    /// Declares `key`; returns its index in KEYS (from 1).
+    /// Declares `key`; returns its reference for the scripts' `key()` (from 1).
     pub(crate) fn key(&mut self, key: String) -> usize {
-        self.declared.push(key);
-        self.declared.len()
+        self.other_keys.push(key);
+        self.other_keys.len()
     }
 
     /// Declares the queue registry, which the scripts add the queues of new jobs to.
     pub(crate) fn registry(&mut self) -> &mut Self {
-        self.registry = self.key(self.keys.registry());
+        self.registry = true;
         self
     }
 
@@ -59,14 +61,13 @@ impl<'k> Call<'k> {
         if let Some(&n) = self.queue_numbers.get(queue) {
             return n;
         }
-        // The three keys follow each other: the scripts find them from the first.
-        let pending = self.key(self.keys.pending(queue));
-        self.key(self.keys.reserved(queue));
-        self.key(self.keys.seq(queue));
-        self.queues.push((queue.to_owned(), pending));
-        self.queue_numbers
-            .insert(queue.to_owned(), self.queues.len());
-        self.queues.len()
+        self.queue_keys.push(self.keys.pending(queue));
+        self.queue_keys.push(self.keys.reserved(queue));
+        self.queue_keys.push(self.keys.seq(queue));
+        self.queue_names.push(queue.to_owned());
+        let n = self.queue_names.len();
+        self.queue_numbers.insert(queue.to_owned(), n);
+        n
     }
 
     /// Appends an argument after the head.
@@ -75,17 +76,12 @@ impl<'k> Call<'k> {
         self
     }
 
-    /// Appends a job as `read_job` in `lib.lua` reads it, declaring its queue and its claim.
+    /// Appends a job as `read_job` in `lib/push.lua` reads it, declaring its queue and its
+    /// claim.
     pub(crate) fn job(&mut self, job: &NewJob) -> &mut Self {
         let queue = self.queue(&job.queue);
-        let (kind, ms) = match job.available {
-            Availability::Now => ("r", 0),
-            Availability::After(delay) => ("r", millis(delay)),
-            Availability::At(at) => ("a", unix_millis(at).clamp(-MAX_MILLIS, MAX_MILLIS)),
-        };
         self.arg(queue)
-            .arg(kind)
-            .arg(ms)
+            .arg(available(job.available))
             .arg(job.name.as_bytes())
             .arg(job.payload.as_slice());
         match &job.unique {
@@ -102,8 +98,11 @@ impl<'k> Call<'k> {
     /// The invocation of `script`: the keys, the head, then the arguments.
     pub(crate) fn invocation<'s>(&self, script: &'s Script) -> ScriptInvocation<'s> {
         let mut invocation = script.prepare_invoke();
-        for key in &self.declared {
+        for key in self.queue_keys.iter().chain(&self.other_keys) {
             invocation.key(key);
+        }
+        if self.registry {
+            invocation.key(self.keys.registry());
         }
         let claim_prefix = if self.claims {
             self.keys.claim_prefix()
@@ -112,15 +111,25 @@ impl<'k> Call<'k> {
         };
         invocation
             .arg(claim_prefix)
-            .arg(self.registry)
-            .arg(self.queues.len());
-        for (name, pending) in &self.queues {
-            invocation.arg(name.as_bytes()).arg(*pending);
+            .arg(if self.registry { "1" } else { "0" })
+            .arg(self.queue_names.len());
+        for name in &self.queue_names {
+            invocation.arg(name.as_bytes());
         }
         for value in &self.body {
             invocation.arg(value.as_slice());
         }
         invocation
+    }
+}
+
+/// When a job is available, as the push scripts read it: '' now, `+<ms>` after a delay,
+/// `<ms>` at a Unix time.
+pub(crate) fn available(available: Availability) -> String {
+    match available {
+        Availability::Now => String::new(),
+        Availability::After(delay) => format!("+{}", millis(delay)),
+        Availability::At(at) => unix_millis(at).clamp(-MAX_MILLIS, MAX_MILLIS).to_string(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use queue_core::storage::{from_unix_millis, unix_millis, FailedStore, Page, PageRequest};
-use queue_core::{Error, FailedJob, JobId, Pushed, Result, Unique, Until};
+use queue_core::{Error, FailedJob, JobId, NewJob, Pushed, Result, Unique, Until};
 use redis::{Script, ScriptInvocation, Value};
 
 use super::call::{array, bytes, int, integer, items, records, text};
@@ -110,36 +110,44 @@ impl RedisStorage {
         .await
     }
 
-    /// `retry` on one server: the queue's keys are named after the queue the failed job
-    /// records (and its claim after its key), so read those first; the script checks them
-    /// again and answers -1 if they changed meanwhile.
+    /// `retry` on one server: the queue's keys and the claim are named after what the failed
+    /// job records, so read it first; the script checks the queue and the key again and
+    /// answers -1 if they changed meanwhile (the job was retried and failed again).
     async fn retry_single(&self, member: &str) -> Result<Option<Pushed>> {
         let hash = self.keys().failed_job(member);
         for _ in 0..3 {
-            let read: (Option<String>, Option<String>) = redis::cmd("HMGET")
+            let fields: Vec<Value> = redis::cmd("HMGET")
                 .arg(&hash)
-                .arg(&["q", "u"])
+                .arg(&["q", "n", "p", "u", "w"])
                 .query_async(&mut self.conn())
                 .await
                 .map_err(backend)?;
-            let (Some(queue), key) = read else {
+            let [queue, name, payload, key, until] = <[Value; 5]>::try_from(fields)
+                .map_err(|f| RedisDriverError::unexpected("failed_retry", &Value::Array(f)))?;
+            if queue == Value::Nil {
                 return Ok(None);
+            }
+            let (Some(queue), Some(name), Some(payload), Some(key), Some(until)) = (
+                text(queue),
+                text(name),
+                bytes(payload),
+                text(key),
+                text(until),
+            ) else {
+                return Err(RedisDriverError::unexpected("failed_retry", &Value::Nil).into());
             };
+            let mut job = NewJob::new(queue, name, payload);
+            job.unique = Until::parse(&until).map(|until| Unique { key, until });
             let mut call = self.call();
-            let number = call.queue(&queue);
+            call.queue(&job.queue);
             call.registry();
             let index = call.key(self.keys().failed_index());
             call.key(hash.clone());
-            let claim = key.as_ref().map_or(0, |k| call.key(self.keys().claim(k)));
-            call.arg(index)
-                .arg(member)
-                .arg(key.as_deref().unwrap_or(""))
-                .arg(claim);
-            debug_assert_eq!(number, 1);
+            call.arg(index).arg(member).job(&job);
             let reply = self.invoke(&call.invocation(&SCRIPTS.failed_retry)).await?;
             match reply {
                 Value::Int(n) if n >= 0 => {
-                    return Ok(Some(Pushed::Created(JobId(format!("{queue}/{n}")))))
+                    return Ok(Some(Pushed::Created(JobId(format!("{}/{n}", job.queue)))))
                 }
                 Value::Int(_) => continue,
                 holder @ (Value::BulkString(_) | Value::SimpleString(_)) => {

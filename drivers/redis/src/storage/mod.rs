@@ -11,7 +11,7 @@ mod failed;
 mod inspect;
 mod setup;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,18 +190,53 @@ impl RedisStorage {
         Ok(())
     }
 
-    /// One call of the push script for `jobs`; on one server the registry goes in the same
-    /// script.
+    /// One call of the push script for `jobs` (see `scripts/push.lua` for the layout); on
+    /// one server the registry goes in the same script.
     async fn push_batch(&self, jobs: &[&NewJob]) -> Result<Vec<Pushed>> {
-        let mut call = self.call();
-        if !self.split() {
-            call.registry();
-        }
-        call.arg(jobs.len());
+        let mut queues: Vec<&str> = Vec::new();
+        let mut numbers: HashMap<&str, usize> = HashMap::new();
         for job in jobs {
-            call.job(job);
+            numbers.entry(job.queue.as_str()).or_insert_with(|| {
+                queues.push(job.queue.as_str());
+                queues.len()
+            });
         }
-        let reply = self.invoke(&call.invocation(&SCRIPTS.push)).await?;
+        let registry = !self.split();
+        let mut invocation = SCRIPTS.push.prepare_invoke();
+        for queue in &queues {
+            invocation
+                .key(self.keys().pending(queue))
+                .key(self.keys().seq(queue));
+        }
+        invocation.arg(queues.len());
+        for queue in &queues {
+            invocation.arg(queue.as_bytes());
+        }
+        let mut declared = 2 * queues.len();
+        for job in jobs {
+            invocation
+                .arg(numbers[job.queue.as_str()])
+                .arg(call::available(job.available))
+                .arg(job.name.as_bytes())
+                .arg(job.payload.as_slice());
+            match &job.unique {
+                Some(unique) => {
+                    declared += 1;
+                    invocation
+                        .key(self.keys().claim(&unique.key))
+                        .arg(declared)
+                        .arg(unique.key.as_bytes())
+                        .arg(unique.until.as_str());
+                }
+                None => {
+                    invocation.arg(0);
+                }
+            }
+        }
+        if registry {
+            invocation.key(self.keys().registry());
+        }
+        let reply = self.invoke(&invocation).await?;
         let results = array("push", reply)?;
         if results.len() != jobs.len() {
             return Err(RedisDriverError::unexpected("push", &Value::Array(results)).into());
@@ -252,14 +287,26 @@ impl RedisStorage {
         for (i, member) in &sent {
             let settle = settles[*i];
             let queue = call.queue(&settle.lease.queue);
-            call.arg(queue).arg(member).arg(&settle.lease.token);
-            match &settle.outcome {
-                Outcome::Ack => call.arg("a").arg(""),
-                Outcome::Retry { delay } => call.arg("r").arg(millis(*delay)),
-                Outcome::Release { delay } => call.arg("l").arg(millis(*delay)),
-                Outcome::Fail { reason } => call.arg("f").arg(reason.as_bytes()),
+            if settle.outcome == Outcome::Ack && settle.effects.is_empty() {
+                // The hot path: a plain acknowledge, four values.
+                call.arg("a")
+                    .arg(queue)
+                    .arg(member)
+                    .arg(&settle.lease.token);
+                continue;
+            }
+            let (code, value) = match &settle.outcome {
+                Outcome::Ack => ("A", Vec::new()),
+                Outcome::Retry { delay } => ("r", millis(*delay).to_string().into_bytes()),
+                Outcome::Release { delay } => ("l", millis(*delay).to_string().into_bytes()),
+                Outcome::Fail { reason } => ("f", reason.as_bytes().to_vec()),
             };
-            call.arg(settle.effects.len());
+            call.arg(code)
+                .arg(queue)
+                .arg(member)
+                .arg(&settle.lease.token)
+                .arg(value)
+                .arg(settle.effects.len());
             for effect in &settle.effects {
                 match effect {
                     Effect::Push(job) => {
@@ -290,11 +337,10 @@ impl RedisStorage {
                 call.arg(millis(fetch.request.lease))
                     .arg(fetch.limit)
                     .arg(format!("{}.", new_token()));
-                match &fetch.request.name {
-                    Some(name) => call.arg("1").arg(name.as_bytes()),
-                    None => call.arg("0").arg(""),
-                };
-                call.arg(self.inner.options.name_scan_limit);
+                if let Some(name) = &fetch.request.name {
+                    call.arg(name.as_bytes())
+                        .arg(self.inner.options.name_scan_limit);
+                }
             }
         }
         let reply = self.invoke(&call.invocation(&SCRIPTS.settle)).await?;
