@@ -292,7 +292,7 @@ impl Run {
         Spec {
             job: ChaosJob {
                 id,
-                ms: rand::Rng::random_range(&mut rand::rng(), ms),
+                ms: rand::random_range(ms),
                 first_ms: None,
                 mode: crate::job::Mode::Sleep,
             },
