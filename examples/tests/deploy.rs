@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use queue_core::StorageExt as _;
 use queue_core::{Job, Queue};
 use queue_database as _;
 use queue_examples::SendEmail;
@@ -172,7 +173,14 @@ async fn supervisor_runs_the_three_pools() {
         while Instant::now() < deadline {
             let mut left = 0;
             for q in ["high", "default", "low"] {
-                left += queue.storage().size(q).await.unwrap().total();
+                left += queue
+                    .storage()
+                    .inspect()
+                    .unwrap()
+                    .size(q)
+                    .await
+                    .unwrap()
+                    .total();
             }
             if left == 0 {
                 break;
@@ -187,10 +195,26 @@ async fn supervisor_runs_the_three_pools() {
     );
     for q in ["high", "default", "low"] {
         assert_eq!(
-            queue.storage().size(q).await.unwrap().total(),
+            queue
+                .storage()
+                .inspect()
+                .unwrap()
+                .size(q)
+                .await
+                .unwrap()
+                .total(),
             0,
             "the {q} pool drained its queue"
         );
     }
-    assert_eq!(queue.storage().failed_count().await.unwrap(), 0);
+    assert_eq!(
+        queue
+            .storage()
+            .failed_store()
+            .unwrap()
+            .count()
+            .await
+            .unwrap(),
+        0
+    );
 }

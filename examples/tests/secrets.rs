@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 
 use queue_core::storage::{self, ConnectOptions};
 use queue_core::Queue;
+use queue_core::StorageExt as _;
 
 use queue_database as _;
 use queue_file as _;
@@ -58,7 +59,14 @@ async fn connection_errors_and_debug_output_hide_the_password() {
                     .run()
                     .await
                     .unwrap();
-                for failed in store.failed_list(0, 100).await.unwrap() {
+                for failed in store
+                    .failed_store()
+                    .unwrap()
+                    .list(queue_core::storage::PageRequest::first(100))
+                    .await
+                    .unwrap()
+                    .items
+                {
                     assert!(
                         !failed.error.contains(SECRET)
                             && !String::from_utf8_lossy(&failed.payload).contains(SECRET)

@@ -22,8 +22,11 @@
 //! backoff = "exponential"         # for jobs that do not set `backoff`
 //! max_payload = 1048576           # bytes; larger dispatches are refused
 //! grace = "30s"                   # on SIGTERM, how long running jobs may finish
+//! unknown_job_window = "1h"       # a job of an unknown name waits this long for a worker
+//!                                 # that knows it (rolling deploys), then fails
 //!
-//! [max_queue_size]                # per-queue limits; a dispatch over one fails
+//! [max_queue_size]                # per-queue limits; a dispatch over one fails (see
+//!                                 # queue_core::Dispatcher for how exact it is)
 //! default = 100000
 //!
 //! [health]                        # thresholds of `runall health` (these are the defaults)
@@ -82,6 +85,8 @@ pub struct Config {
     pub max_payload: Option<usize>,
     /// Shutdown grace period, as `30s`.
     pub grace: Option<String>,
+    /// How long a job of an unknown name is put back for another worker, as `1h`.
+    pub unknown_job_window: Option<String>,
     /// Per-queue size limits.
     pub max_queue_size: Option<HashMap<String, u64>>,
     /// Thresholds of `runall health`.
@@ -176,6 +181,15 @@ impl Config {
         duration("timeout", &self.timeout)?;
         duration("retry_after", &self.retry_after)?;
         duration("grace", &self.grace)?;
+        duration("unknown_job_window", &self.unknown_job_window)?;
+        for (key, value) in [
+            ("timeout", &self.timeout),
+            ("retry_after", &self.retry_after),
+        ] {
+            if value.as_deref().and_then(|v| parse_duration(v).ok()) == Some(Duration::ZERO) {
+                return Err(format!("`{key}`: must be greater than zero"));
+            }
+        }
         if let Some(b) = &self.backoff {
             Backoff::parse(b).map_err(|e| format!("`backoff`: {e}"))?;
         }
@@ -244,6 +258,13 @@ impl Config {
     /// `grace` as a duration.
     pub fn grace(&self) -> Option<Duration> {
         self.grace.as_deref().and_then(|t| parse_duration(t).ok())
+    }
+
+    /// `unknown_job_window` as a duration.
+    pub fn unknown_job_window(&self) -> Option<Duration> {
+        self.unknown_job_window
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
     }
 
     /// The health thresholds, defaults filled in.

@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use queue_time::BackoffSpec;
+
 use crate::dispatch::PendingDispatch;
 use crate::storage::JobId;
 
@@ -299,90 +301,21 @@ impl Backoff {
     }
 
     /// Parses the forms the derive and the CLI accept: `exponential`, `exponential:2s`,
-    /// `fixed:10s`, a single duration (fixed) or a comma-separated list of durations.
+    /// `fixed:10s`, a single duration (fixed) or a comma-separated list of durations (the
+    /// syntax of `queue-time`, shared with the derive).
     pub fn parse(text: &str) -> Result<Backoff, String> {
-        let text = text.trim();
-        if let Some(rest) = text.strip_prefix("exponential") {
-            let base = match rest.strip_prefix(':') {
-                Some(d) => parse_duration(d)?,
-                None if rest.is_empty() => Duration::from_secs(1),
-                None => return Err(format!("unknown backoff `{text}`")),
-            };
-            return Ok(Backoff::Exponential {
-                base,
-                max: Duration::from_secs(600).max(base),
-            });
-        }
-        if let Some(rest) = text.strip_prefix("fixed") {
-            let d = match rest.strip_prefix(':') {
-                Some(d) => parse_duration(d)?,
-                None => return Err("`fixed` needs a duration, as in `fixed:10s`".into()),
-            };
-            return Ok(Backoff::Fixed(d));
-        }
-        let list = text
-            .split(',')
-            .map(parse_duration)
-            .collect::<Result<Vec<_>, _>>()?;
-        if list.len() == 1 {
-            Ok(Backoff::Fixed(list[0]))
-        } else {
-            Ok(Backoff::List(Cow::Owned(list)))
-        }
+        Ok(match queue_time::parse_backoff(text)? {
+            BackoffSpec::Fixed(d) => Backoff::Fixed(d),
+            BackoffSpec::Exponential { base, max } => Backoff::Exponential { base, max },
+            BackoffSpec::List(list) => Backoff::List(Cow::Owned(list)),
+        })
     }
 }
 
 /// Parses a duration written as a number and a unit: `500ms`, `30s`, `5m`, `2h`, `7d`, or
-/// several of them run together (`1m30s`). A bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "bad duration `{text}`: expected a number, as in `30s`"
-            ));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad duration `{text}`: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let millis_per = match unit {
-            "ms" => 1,
-            "s" | "sec" | "secs" => 1_000,
-            "m" | "min" | "mins" => 60_000,
-            "h" | "hour" | "hours" => 3_600_000,
-            "d" | "day" | "days" => 86_400_000,
-            "" => {
-                return Err(format!(
-                    "bad duration `{text}`: missing unit (ms, s, m, h or d)"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "bad duration `{text}`: unknown unit `{other}` (use ms, s, m, h or d)"
-                ))
-            }
-        };
-        total = total.saturating_add(Duration::from_millis(number.saturating_mul(millis_per)));
-    }
-    Ok(total)
-}
+/// several of them run together (`1m30s`). A bare number is seconds. The same parser checks
+/// `#[job(timeout = ..)]` at compile time.
+pub use queue_time::parse_duration;
 
 #[cfg(test)]
 mod tests {

@@ -93,9 +93,9 @@
 //!
 //! # Cargo features
 //!
-//! - `cli`: the `runall` command line ([`cli`](crate#cargo-features) module) and `job.toml`
-//!   (`config`). Off by default: an application that only dispatches does not compile clap,
-//!   toml and tracing-subscriber. The `runall` binary turns it on.
+//! - `cli`: the `runall` command line (module `cli`) and `job.toml` (module `config`). Off
+//!   by default: an application that only dispatches does not compile clap, toml and
+//!   tracing-subscriber. The `runall` binary turns it on.
 
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -154,7 +154,7 @@ fn fallback(input: &DeriveInput, model: &Model) -> TokenStream {
 /// `new(secs, nanos)` (a bare number of seconds can exceed that).
 fn duration_expr(duration: &TokenStream, d: std::time::Duration) -> TokenStream {
     match u64::try_from(d.as_millis()) {
-        Ok(millis) if d.subsec_nanos() % 1_000_000 == 0 => {
+        Ok(millis) if d.subsec_nanos().is_multiple_of(1_000_000) => {
             quote! { #duration::from_millis(#millis) }
         }
         _ => {

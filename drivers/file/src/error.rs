@@ -64,6 +64,15 @@ pub enum FileError {
         /// Which option it was.
         what: &'static str,
     },
+    /// A file of the driver's own (an intent, a claim, a group's counters) that cannot be
+    /// read back, or a step that found its files changed under the store's lock.
+    #[error("{}: {reason}", .path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The blocking task that did the I/O panicked or was cancelled.
     #[error("the file I/O task failed: {0}")]
     Task(String),

@@ -1,6 +1,8 @@
 //! The file driver of `queue-core`: a queue store in a directory, for one machine, with no
-//! server to run. Any number of worker processes on that machine can share one store; each job
-//! is one file, and every change of a job's state is one atomic `rename(2)`.
+//! server to run. Any number of worker processes on that machine can share one store. Each job
+//! is one file whose name holds its state, so most transitions are one atomic `rename(2)`;
+//! the few that touch several files run under the store's lock with an intent that the next
+//! process finishes if this one dies.
 //!
 //! # Use
 //!
@@ -43,21 +45,41 @@
 //! The scheme `file` is registered with `queue-core`, so `Queue::connect("file:///...")` works
 //! in any binary that links this crate (`use queue_file as _;`).
 //!
+//! # Capabilities
+//!
+//! Everything the contract has: unique claims and push effects, the failed store (pages by
+//! cursor, newest first), inspection (sizes, queues, clearing, listing jobs by state by
+//! cursor), group counters, the restart signal, reserving by job name, and wake-ups. Two are
+//! weaker than on a server:
+//!
+//! - **Wake-ups** come from this process only: an idle worker wakes at once for a push,
+//!   retry or release made through this process, and at the next due job or lease deadline
+//!   it knows of; a job pushed by another process is seen at the worker's next poll (its
+//!   `sleep`).
+//! - **Listing** reads whole directories: [`Inspect::size`](queue_core::storage::Inspect::size),
+//!   a page of [`Inspect::jobs`](queue_core::storage::Inspect::jobs) or of the failed store
+//!   costs in proportion to the queue, not to the page.
+//!
 //! # Layout on disk
 //!
 //! ```text
 //! ROOT/                                   0700; refused if group or others can write it
-//!   tmp/                                  files being written, renamed into place when whole
 //!   jobs/QUEUE/ready/AVAILABLE-ID-ATTEMPTS                   waiting or delayed jobs
 //!   jobs/QUEUE/reserved/DEADLINE-ID-ATTEMPTS-TOKEN           reserved jobs
-//!   failed/FAILED_AT-ID                   failed jobs; the file name is the failed id
+//!   failed/FAILED_AT-ID                   failed jobs; the file name is the record's id
+//!   claims/KEY                            one file per held unique key: the holder (JSON)
+//!   groups/GROUP                          a group's counters (JSON)
 //!   locks/KEY                             one file per held lock: owner and expiry
-//!   counters/NAME                         worker statistics and the restart signal
+//!   control/lock                          the store's lock (an empty file, `flock`ed)
+//!   control/restart                       the restart generation
+//!   journal/ID                            the intent of a step under the lock (JSON)
+//!   tmp/                                  files being written, renamed into place when whole
 //! ```
 //!
 //! - Directories are created 0700 and files 0600, whatever the umask.
-//! - `QUEUE` and `KEY` are the names with every byte other than letters, digits, `_`, `-`
-//!   and `.` (and a leading `.`) written as `%XX`; the empty queue name is `%`.
+//! - `QUEUE`, `KEY` and `GROUP` are the names with every byte other than ASCII letters,
+//!   digits, `_`, `-` and `.` (and a leading `.`) written as `%XX`; the empty queue name is
+//!   `%`; a name too long for a file name keeps a prefix and ends in a 128-bit hash.
 //! - `AVAILABLE`, `DEADLINE` and `FAILED_AT` are milliseconds since the Unix epoch, zero-padded
 //!   to 15 digits; `ID` is 24 hex digits that sort by creation; `ATTEMPTS` counts
 //!   reservations; `TOKEN` fences a reservation. Listing `ready/` in name order is FIFO by
@@ -68,6 +90,8 @@
 //!   queue-file job v1
 //!   queue: QUEUE
 //!   name: NAME
+//!   unique: KEY                 (only for a job pushed with a claim)
+//!   until: terminal             (idem: started, succeeded or terminal)
 //!   payload: LENGTH
 //!
 //!   PAYLOAD BYTES
@@ -77,32 +101,89 @@
 //!   record is the same with `job-id`, `attempts`, `failed-at` and `error` lines added, so
 //!   retrying it is one rename back into `ready/`.
 //!
-//! Every transition is one rename: push (`tmp/` to `ready/`), reserve (`ready/` to
-//! `reserved/` with a new token and attempts + 1), extend (`reserved/` to `reserved/` with a new
-//! deadline, same token), recovering an expired reservation (to a new token), release (back to
-//! `ready/`), retrying a failed job (`failed/` to `ready/`). When two processes rename the same
-//! file, exactly one succeeds; the other gets `ENOENT` and moves on. Acknowledging deletes the
-//! file; failing claims it with a rename into `tmp/`, writes the failed record, then deletes it.
-//! A worker whose reservation was recovered by another finds no file with its token: its
-//! acknowledge returns `false`, its release, fail and extend [`LeaseLost`](queue_core::Error::LeaseLost).
+//! # What each transition costs
 //!
-//! Locks: all changes to `locks/KEY` are made under an exclusive `flock(2)` of that file, so
-//! checking the expiry and taking over are one step; a process that dies drops its `flock`.
+//! "Sync" is an `fdatasync` of a file or an `fsync` of a directory; with `fsync=false` there
+//! are none, and everything else is the same.
+//!
+//! | transition | without the store's lock | syncs |
+//! |---|---|---|
+//! | push, no claims (a batch) | write to `tmp/`, one rename into `ready/` per job | each file, then each `ready/` once |
+//! | reserve | one rename `ready/` (or an expired reservation) → `reserved/` per job, one read | none |
+//! | extend | one rename within `reserved/` per lease | none |
+//! | settle Ack, no claim, no effects | one unlink | `reserved/` once per batch |
+//! | settle Retry or Release, no effects | one rename back into `ready/` | `ready/` and `reserved/` once per batch |
+//! | lock, unlock | the key's file rewritten under its own `flock` | none |
+//!
+//! Every other change is a **step of the journal**, one per call (a whole batch of
+//! settlements is one step): settle Fail, settle Ack of a job with a claim, any settlement
+//! with effects, push with claims, reserve of a job whose claim ends when it starts, retry
+//! from the failed store, and clearing jobs with claims. A step costs, on top of its
+//! transitions: the store's lock; its intent (a write, a sync, a rename, a sync of
+//! `journal/`); one rename per job it takes; each claim, counter group and failed record
+//! written whole (a write, a sync, a rename); a sync of each directory it touched; the
+//! intent's unlink. Follow-up jobs and pushed jobs are written and synced in `tmp/` before
+//! the lock is taken. Releasing the claim of a job reserved with `until = started` needs no
+//! intent: one unlink under the lock, after the reservation. A retry of a failed job without
+//! a claim is one rename under the lock; forgetting, flushing and pruning failed records are
+//! unlinks under the lock and one sync of `failed/`.
+//!
+//! # The store's lock
+//!
+//! An exclusive `flock(2)` on `control/lock`, taken from the blocking pool and held only for
+//! one step. It covers every change to `claims/`, `groups/`, `control/restart`, `journal/`
+//! and `failed/`, and every step listed above, so that checking a key and taking it, or
+//! adding to a counter, is one step against every other process. Plain transitions do not
+//! take it: they never touch those files, and a job file can be moved by one process only
+//! (when two rename the same file, exactly one succeeds; the other gets `ENOENT`). Whoever
+//! takes the lock first finishes every intent left in `journal/`: a live process holds the
+//! lock while its intent exists, so an intent a lock holder sees is one whose process died.
+//!
+//! A step takes each job by renaming it out of `reserved/` (found by its token) into
+//! `tmp/ID.N.taken`: that rename is the fence (it fails if another worker took the job: the
+//! lease is stale and nothing of the settlement is applied) and the commit (once it is done
+//! the step happens). A worker whose reservation was recovered by another finds no file
+//! with its token: its settlement is `Stale` and its renewal `Lost`.
+//!
+//! # Crashes
+//!
+//! A killed process never loses a job, applies a counter twice, or leaves a claim without
+//! its job or a job whose claim vanished early. The next process to take the lock (at open,
+//! at its next step, or in the sweep every half minute that rides on `reserve`) finishes
+//! each intent from what is on disk: moves whose `taken` file is there are completed with
+//! their effects; moves never taken are dropped with their staged follow-ups; a group's
+//! counter file records the last intent applied to it, so its deltas are added once;
+//! claim changes are conditional, publications happen once (their source is gone after).
+//! Then what is left in `tmp/` is sorted: a job outside both stores (a `taken` file without
+//! its intent; an older version's `*.failing` or `*.stray` file, once a minute old) goes to
+//! the failed store with a reason; an older version's staged failed record goes into the
+//! failed store; files of steps that never published anything are deleted (staged pushes
+//! after an hour). What a crash can still do:
+//!
+//! - a push without claims killed mid-batch may have published part of the batch (it did
+//!   not return, so none of it was promised; a push that fails otherwise takes back what it
+//!   published unless a worker already took it);
+//! - a reservation of a job whose claim ends when it starts, killed before the release, keeps
+//!   the key until the job is reserved again or leaves the queue;
+//! - a job reserved by a process that died comes back when its lease runs out, its attempt
+//!   counted.
 //!
 //! # Guarantees
 //!
 //! - **At least once.** A job runs until a worker acknowledges it; a job whose worker
-//!   crashed (or hung past its lease) is reserved again after the lease, its attempt counted.
+//!   crashed (or hung past its lease) is reserved again after the lease.
 //! - **No double delivery between live leases.** A job file is in one place at a time and only
 //!   one process can move it, so two workers never hold valid leases on one job.
+//! - **Atomic:** each job's transition with its effects, against other processes and crashes.
+//!   Readers that take no lock (sizes, reservations, counters) may see a step half done, for
+//!   instance a follow-up job before the counter delta of the same settlement.
 //! - **Durability, with `fsync` on (the default).** A job is durable once `push` returns, also
 //!   across a power loss on a file system and drive that honour `fsync` (ext4, xfs, btrfs on
-//!   Linux; on macOS `fsync` does not flush the drive's cache): its file is synced before it
-//!   is renamed into place and the directory is synced after. Failed records are written the
-//!   same way before the job leaves its queue. Acknowledgements, releases, retries and the
-//!   failed store's deletions are synced too, one directory sync per batch. Reservations,
-//!   lease extensions, locks and counters are not: after a power loss a job reserved just
-//!   before is simply available again, perhaps without that attempt counted.
+//!   Linux; on macOS `fsync` does not flush the drive's cache). Intents are durable before
+//!   their step moves anything; failed records, claims and counters are synced before the
+//!   intent goes. Reservations, lease extensions and locks are not synced: after a power loss
+//!   a job reserved just before is simply available again, perhaps without that attempt
+//!   counted.
 //! - **Without `fsync`** a crash of the machine may lose recent jobs and changes; a crash of a
 //!   process never does (the page cache survives it).
 //! - **A damaged file never stops a queue.** A file in a queue with a name this driver does not
@@ -118,11 +199,6 @@
 //! - **Not supported:** NFS and other network file systems (their `rename`, `O_EXCL` and
 //!   `flock` semantics are not those of a local file system), and stores shared between
 //!   machines. Windows is not supported (Unix permissions, `flock`).
-//! - **Edges:** a crash in the microseconds between claiming a failing job and writing its
-//!   failed record leaves the job in `tmp/` (`*.failing`), where an operator can find it; a
-//!   failed `push` of a batch takes back what it published unless a worker already took it.
-//! - **Waiting:** an idle worker sleeps its poll interval, but never past the next due job or
-//!   lease deadline this process knows of, and wakes at once for jobs this process pushes.
 //!
 //! # Tested
 //!
@@ -130,17 +206,21 @@
 //! directory each), plus: modes 0700/0600 under umasks 022, 000 and 277 (in child processes);
 //! refusal of a group- or world-writable directory; stray, truncated, headerless and non-UTF-8
 //! files written straight into a queue while a worker runs; six worker processes reserving
-//! and acknowledging 2,000 jobs from one directory, each exactly once; a worker process that
-//! exits holding 50 jobs, which come back after their lease with the attempt counted; two
-//! handles on one directory fencing each other; idle waits that end at the next due job.
+//! and acknowledging 2,000 jobs from one directory, each exactly once; four processes
+//! settling 400 jobs with counter deltas and follow-ups of shared keys, exact; a settlement
+//! (acknowledged or failed, with a counter and a follow-up) and a push with a claim, each
+//! killed at every point of its step and finished by the next open, twice; the files older
+//! versions left in `tmp/` when killed mid-fail, recovered at open; a worker process that
+//! exits holding 50 jobs, which come back after their lease with the attempt counted; plain
+//! paths completing while another process holds the store's lock; two handles on one
+//! directory fencing each other; idle waits that end at the next due job.
 
 #![cfg(unix)]
 
-mod counters;
 mod disk;
 mod error;
 mod format;
-mod lock;
+mod locks;
 mod options;
 mod storage;
 
@@ -157,7 +237,15 @@ pub use storage::FileStorage;
 #[doc(hidden)]
 pub use format::fuzz_parsers as __fuzz_parsers;
 
-/// The driver's name, as [`Storage::driver`] reports it.
+/// Not public API: makes this process abort, as if killed, when a step of the journal
+/// reaches `point` (`written`, `taken`, `applied`, `finalized`), for the crash tests.
+#[doc(hidden)]
+pub fn __crash_at(point: &'static str) {
+    disk::crash_at(point);
+}
+
+/// The driver's name, as [`Capabilities::driver`](queue_core::Capabilities::driver) reports
+/// it.
 pub const DRIVER: &str = "file";
 
 queue_core::__private::inventory::submit! {

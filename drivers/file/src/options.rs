@@ -4,6 +4,12 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::FileError;
 
+/// The driver's own sub-directories, which no table may be named. `counters` held the
+/// statistics of older versions: a store made by one may still have it.
+const RESERVED: [&str; 7] = [
+    "tmp", "locks", "claims", "groups", "journal", "control", "counters",
+];
+
 /// How to open a file store.
 ///
 /// ```
@@ -62,7 +68,7 @@ impl FileOptions {
             Some((path, query)) => (path, Some(query)),
             None => (rest, None),
         };
-        let path = decode(path).ok_or_else(|| bad("the path has a bad %-escape"))?;
+        let path = decode(path).ok_or_else(|| bad("the path is not UTF-8 once %-decoded"))?;
         if path.is_empty() {
             return Err(bad("no directory given"));
         }
@@ -73,7 +79,8 @@ impl FileOptions {
             .filter(|p| !p.is_empty())
         {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = decode(value).ok_or_else(|| bad("a query value has a bad %-escape"))?;
+            let value =
+                decode(value).ok_or_else(|| bad("a query value is not UTF-8 once %-decoded"))?;
             match key {
                 "fsync" => {
                     options.fsync = match value.as_str() {
@@ -119,7 +126,7 @@ impl FileOptions {
     }
 
     /// Checks the sub-directory names: each must be one plain component, distinct from the
-    /// others and from the driver's own `tmp`, `locks` and `counters`.
+    /// others and from the driver's own directories.
     pub(crate) fn validate(&self) -> Result<(), FileError> {
         for (name, what) in [
             (&self.table, "the jobs table"),
@@ -128,8 +135,7 @@ impl FileOptions {
             let mut components = Path::new(name).components();
             let plain = matches!(components.next(), Some(Component::Normal(_)))
                 && components.next().is_none();
-            if !plain || name.contains('/') || matches!(name.as_str(), "tmp" | "locks" | "counters")
-            {
+            if !plain || name.contains('/') || RESERVED.contains(&name.as_str()) {
                 return Err(FileError::BadDirName {
                     name: name.clone(),
                     what,
@@ -146,20 +152,12 @@ impl FileOptions {
     }
 }
 
+/// `%XX` escapes decoded; `None` if the result is not UTF-8.
 fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(s.get(i + 1..i + 3)?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|cow| cow.into_owned())
 }
 
 #[cfg(test)]
@@ -195,12 +193,15 @@ mod tests {
         assert!(FileOptions::from_url("file://").is_err());
         assert!(FileOptions::from_url("file:///x?fsync=maybe").is_err());
         assert!(FileOptions::from_url("file:///x?colour=red").is_err());
+        assert!(FileOptions::from_url("file:///x%ff").is_err(), "not UTF-8");
     }
 
     #[test]
     fn table_names() {
         assert!(FileOptions::new("/x").validate().is_ok());
-        for bad in ["", ".", "..", "a/b", "/abs", "tmp", "locks", "counters"] {
+        for bad in [
+            "", ".", "..", "a/b", "/abs", "tmp", "locks", "journal", "counters",
+        ] {
             assert!(
                 FileOptions::new("/x").table(bad).validate().is_err(),
                 "{bad}"

@@ -1,5 +1,6 @@
 //! The file driver's own behaviour beyond the conformance suite: refusing a directory others
-//! can write, damaged and stray files in a queue, the URL scheme, what is on disk.
+//! can write, damaged and stray files in a queue, the URL scheme, what is on disk, which
+//! paths take the store's lock, and what crashed steps leave behind.
 
 mod common;
 
@@ -9,9 +10,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use queue_core::{ConnectOptions, Queue, Storage, WorkerOptions};
+use queue_core::storage::{PageRequest, Wake};
+use queue_core::{ConnectOptions, FailedJob, Queue, Storage, StorageExt, WorkerOptions};
 use queue_file::{FileOptions, FileStorage};
 use queue_tests::{job, request};
+
+async fn failed_list(store: &impl Storage, n: usize) -> Vec<FailedJob> {
+    store
+        .failed_store()
+        .unwrap()
+        .list(PageRequest::first(n))
+        .await
+        .unwrap()
+        .items
+}
 
 #[tokio::test]
 async fn refuses_a_directory_others_can_write() {
@@ -102,6 +114,7 @@ async fn layout_on_disk() {
         .push(vec![job("mail", "send-email", b"{\"to\":\"a@b.c\"}")])
         .await
         .unwrap();
+    let ids: Vec<_> = ids.iter().map(|p| p.id().clone()).collect();
     let ready: Vec<_> = fs::read_dir(root.join("jobs/mail/ready"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -131,6 +144,259 @@ async fn layout_on_disk() {
         fs::read_dir(root.join("tmp")).unwrap().next().is_none(),
         "nothing left in tmp/"
     );
+    let mut dirs: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    dirs.sort();
+    assert_eq!(
+        dirs,
+        ["claims", "control", "failed", "groups", "jobs", "journal", "locks", "tmp"]
+    );
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A job's claim is in its file's header and in `claims/`; the claim goes with the job, and
+/// no step leaves anything in `tmp/` or `journal/`.
+#[tokio::test]
+async fn claims_on_disk() {
+    let (store, root) = common::open_fresh().await;
+    let unique = queue_core::Unique::new("invoice 42").until(queue_core::Until::Succeeded);
+    let pushed = store
+        .push(vec![job("mail", "send", b"{}").unique(unique.clone())])
+        .await
+        .unwrap();
+    assert!(pushed[0].is_created());
+    let ready = names_in(&root.join("jobs/mail/ready"));
+    let text = fs::read_to_string(root.join("jobs/mail/ready").join(&ready[0])).unwrap();
+    assert!(
+        text.contains("\nunique: invoice 42\nuntil: succeeded\n"),
+        "{text}"
+    );
+    assert_eq!(names_in(&root.join("claims")), ["invoice%2042"]);
+    let got = store
+        .reserve(&request(&["mail"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    store.fail(&got[0].lease, "no").await.unwrap();
+    let failed = failed_list(&store, 1).await.remove(0);
+    assert_eq!(failed.unique, Some(unique));
+    let claim = fs::read_to_string(root.join("claims/invoice%2042")).unwrap();
+    assert!(claim.contains(&failed.id), "held by the record: {claim}");
+    assert!(store
+        .failed_store()
+        .unwrap()
+        .forget(&failed.id)
+        .await
+        .unwrap());
+    // Released by the record's deletion: the next push takes the key (and rewrites the file).
+    let again = store
+        .push(vec![
+            job("mail", "send", b"{}").unique(queue_core::Unique::new("invoice 42"))
+        ])
+        .await
+        .unwrap();
+    assert!(again[0].is_created(), "{again:?}");
+    let got = store
+        .reserve(&request(&["mail"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.acknowledge(&[got[0].lease.clone()]).await.unwrap(),
+        [true]
+    );
+    assert!(names_in(&root.join("claims")).is_empty(), "released");
+    assert!(names_in(&root.join("tmp")).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+}
+
+/// Pushes without claims, reservations, acknowledgements without effects, retries,
+/// releases and renewals never wait for the store's lock: they are as cheap as one rename
+/// each. A push with a claim does wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_paths_take_no_lock() {
+    let (store, root) = common::open_fresh().await;
+    let held = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(root.join("control/lock"))
+        .unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let plain = async {
+        let long = Duration::from_secs(60);
+        store
+            .push(vec![job("q", "n", b"1"), job("q", "n", b"2")])
+            .await
+            .unwrap();
+        let got = store.reserve(&request(&["q"], long, 2)).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(store
+            .extend(&[got[0].lease.clone(), got[1].lease.clone()], long)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| *s == queue_core::LeaseStatus::Held));
+        store.retry(&got[0].lease, Duration::ZERO).await.unwrap();
+        store.release(&got[1].lease, Duration::ZERO).await.unwrap();
+        let got = store.reserve(&request(&["q"], long, 2)).await.unwrap();
+        assert_eq!(
+            store
+                .acknowledge(&[got[0].lease.clone(), got[1].lease.clone()])
+                .await
+                .unwrap(),
+            [true, true]
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(10), plain)
+        .await
+        .expect("no plain path waited for the store's lock");
+    let claimed = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .push(vec![
+                    job("q", "n", b"3").unique(queue_core::Unique::new("k"))
+                ])
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!claimed.is_finished(), "a push with a claim takes the lock");
+    drop(held);
+    assert!(claimed.await.unwrap().unwrap()[0].is_created());
+}
+
+/// Sets a file's modification time `age` into the past.
+fn backdate(path: &Path, age: Duration) {
+    let file = fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+/// Defect D8: a process killed in the middle of failing a job (or of burying a stray file)
+/// left the job in `tmp/`, outside both the queue and the failed store, and nothing ever
+/// recovered it. This plants exactly the files such a process leaves, as older versions of
+/// this driver wrote them (and one a step of the journal leaves when its intent is lost),
+/// and checks that opening the store moves each job into the failed store exactly once,
+/// keeps a record that was already written, and leaves alone a file young enough to belong
+/// to a step still running in another process.
+#[tokio::test]
+async fn crash_leftovers_in_tmp_are_recovered_at_open() {
+    let (store, root) = common::open_fresh().await;
+    drop(store);
+    let tmp = root.join("tmp");
+    let old = Duration::from_secs(120);
+    let job_file = |name: &str| -> Vec<u8> {
+        format!("queue-file job v1\nqueue: mail\nname: {name}\npayload: 2\n\n{{}}").into_bytes()
+    };
+    let record = |job_id: &str, error: &str| -> Vec<u8> {
+        format!(
+            "queue-file job v1\nqueue: mail\nname: recorded\njob-id: {job_id}\nattempts: 3\n\
+             failed-at: 1700000000000\nerror: {error}\npayload: 2\n\n{{}}"
+        )
+        .into_bytes()
+    };
+    let id = |n: u8| format!("{n:024x}");
+    let planted = |name: String, bytes: Vec<u8>| {
+        let path = tmp.join(name);
+        fs::write(&path, bytes).unwrap();
+        backdate(&path, old);
+        path
+    };
+    // Killed after claiming the job, before writing its failed record.
+    planted(format!("{}.tok1.failing", id(1)), job_file("claimed"));
+    // Killed after writing the record, before renaming it into the failed store: the record
+    // (with the real reason) goes in, the claimed job is not recorded twice.
+    planted(
+        format!("{}.failed", id(20)),
+        record(&id(2), "the real reason"),
+    );
+    planted(format!("{}.tok2.failing", id(2)), job_file("recorded"));
+    // Killed after the record went in, before deleting the claimed job.
+    fs::write(
+        root.join("failed")
+            .join(format!("001700000000000-{}", id(30))),
+        record(&id(3), "already recorded"),
+    )
+    .unwrap();
+    planted(format!("{}.tok3.failing", id(3)), job_file("recorded"));
+    // Killed while burying a stray file.
+    planted(format!("{}.stray", id(4)), b"\xff stray bytes".to_vec());
+    // A step of the journal whose intent is gone (a power loss): its taken job.
+    planted(format!("{}.0.taken", id(5)), job_file("taken"));
+    // Orphans of steps that never published anything.
+    planted(format!("{}.intent", id(6)), b"{".to_vec());
+    planted(
+        format!("{}.counter", id(7)),
+        b"name: c\nvalue: 1\n".to_vec(),
+    );
+    // Young: an older version's process may be in that step right now.
+    let young = tmp.join(format!("{}.tok8.failing", id(8)));
+    fs::write(&young, job_file("young")).unwrap();
+
+    let store = FileStorage::open(FileOptions::new(&root)).await.unwrap();
+    let failed = failed_list(&store, 100).await;
+    let by_job = |job_id: &str| -> Vec<&FailedJob> {
+        failed.iter().filter(|f| f.job_id == job_id).collect()
+    };
+    assert_eq!(failed.len(), 5, "{failed:#?}");
+    let claimed = by_job(&id(1));
+    assert_eq!(claimed.len(), 1, "{failed:#?}");
+    assert_eq!(
+        (claimed[0].queue.as_str(), claimed[0].name.as_str()),
+        ("mail", "claimed")
+    );
+    assert_eq!(claimed[0].payload, b"{}");
+    assert!(
+        claimed[0]
+            .error
+            .contains("stopped while moving this job to the failed store"),
+        "{}",
+        claimed[0].error
+    );
+    let recorded = by_job(&id(2));
+    assert_eq!(recorded.len(), 1, "one record: {failed:#?}");
+    assert_eq!(recorded[0].error, "the real reason");
+    assert_eq!(recorded[0].attempts, 3);
+    assert_eq!(by_job(&id(3)).len(), 1, "not recorded twice: {failed:#?}");
+    let stray = failed
+        .iter()
+        .find(|f| f.payload == b"\xff stray bytes")
+        .expect("the stray file is in the failed store");
+    assert!(stray.error.contains("stray"), "{}", stray.error);
+    let taken = failed
+        .iter()
+        .find(|f| f.name == "taken")
+        .expect("the taken job is in the failed store");
+    assert!(taken.error.contains("outside its queue"), "{}", taken.error);
+    assert_eq!(
+        names_in(&tmp),
+        [format!("{}.tok8.failing", id(8))],
+        "only the young file is left"
+    );
+    drop(store);
+
+    // Once it is old, the next open recovers it too.
+    backdate(&young, old);
+    let store = FileStorage::open(FileOptions::new(&root)).await.unwrap();
+    assert_eq!(failed_list(&store, 100).await.len(), 6);
+    assert!(names_in(&tmp).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+
+    // While the store is open, the sweep (every half minute inside `reserve`) does the same.
+    planted(format!("{}.tok9.failing", id(9)), job_file("swept"));
+    store.__sweep().await.unwrap();
+    assert_eq!(failed_list(&store, 100).await.len(), 7);
+    assert_eq!(failed_list(&store, 1).await[0].job_id, id(9));
+    assert!(names_in(&tmp).is_empty());
 }
 
 /// Writes `bytes` as a file straight into a queue's directory, as another program might.
@@ -208,7 +474,7 @@ async fn damaged_files_do_not_wedge_the_queue() {
     assert_eq!(summary.processed, 1, "the good job ran");
     assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 1);
 
-    let failed = store.failed_list(0, 100).await.unwrap();
+    let failed = failed_list(&store, 100).await;
     assert_eq!(failed.len(), planted.len() + 1, "{failed:#?}");
     for (what, name, bytes) in &planted {
         let f = failed
@@ -242,7 +508,7 @@ async fn damaged_files_do_not_wedge_the_queue() {
         reasons.iter().any(|r| r.contains("not-a-reservation")),
         "{reasons:#?}"
     );
-    assert_eq!(store.size("q").await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size("q").await.unwrap().total(), 0);
     assert!(
         ready.join("a-directory").is_dir(),
         "directories are left alone"
@@ -250,7 +516,13 @@ async fn damaged_files_do_not_wedge_the_queue() {
     // A failed record of a damaged file can still be retried by an operator: it comes back
     // (as a job the engine then fails with its own reason) instead of being stuck.
     let f = failed.iter().find(|f| f.job_id == id(3)).unwrap();
-    assert!(store.failed_retry(&f.id).await.unwrap().is_some());
+    assert!(store
+        .failed_store()
+        .unwrap()
+        .retry(&f.id)
+        .await
+        .unwrap()
+        .is_some());
 }
 
 /// Reserving by name, FIFO, with other names left waiting.
@@ -273,7 +545,10 @@ async fn reserve_by_name_keeps_order_and_others() {
         .map(|r| String::from_utf8(r.payload).unwrap())
         .collect();
     assert_eq!(got, ["0", "3", "6", "9", "12", "15", "18"]);
-    assert_eq!(store.size("q").await.unwrap().waiting, 13);
+    assert_eq!(
+        store.inspect().unwrap().size("q").await.unwrap().waiting,
+        13
+    );
 }
 
 /// Two stores on one directory in one process behave like two processes.
@@ -305,7 +580,7 @@ async fn two_handles_on_one_directory() {
     assert_eq!(taken[0].lease.job_id, first[0].lease.job_id);
     assert_eq!(taken[0].attempts, 2);
     assert!(b
-        .extend(&first[0].lease, Duration::from_secs(60))
+        .extend_one(&first[0].lease, Duration::from_secs(60))
         .await
         .unwrap_err()
         .is_lease_lost());
@@ -319,7 +594,7 @@ async fn two_handles_on_one_directory() {
             .unwrap(),
         [true, true]
     );
-    assert_eq!(a.size("q").await.unwrap().total(), 0);
+    assert_eq!(a.inspect().unwrap().size("q").await.unwrap().total(), 0);
 }
 
 /// An idle wait ends when the next delayed job is due, and does not spin on a due job the
@@ -396,7 +671,7 @@ async fn queue_directories_removed_by_hand_come_back() {
     fs::remove_dir_all(root.join("jobs/q")).unwrap();
     store.push(vec![job("q", "n", b"2")]).await.unwrap();
     assert_eq!(
-        store.size("q").await.unwrap().waiting,
+        store.inspect().unwrap().size("q").await.unwrap().waiting,
         1,
         "ready/ was made again"
     );

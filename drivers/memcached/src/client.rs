@@ -4,8 +4,12 @@
 //! Every call sends a batch of commands in one write and reads one reply per command, so a
 //! batch costs one round trip whatever its size. Writing and reading run concurrently, so a
 //! large batch cannot deadlock with the server's output buffer. Nothing here blocks a thread.
+//! Nothing the server says is trusted with memory: a reply line is read up to [`MAX_LINE`]
+//! bytes, and a value up to the server's `item_size_max` (read at connect), so a corrupt or
+//! hostile server cannot make the process allocate without bound.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +19,12 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::error::MemcachedError;
+
+/// The longest reply line read (a meta status line, a line of `stats settings`).
+const MAX_LINE: u64 = 8 * 1024;
+/// The largest value read before the server's own limit is known: memcached's largest
+/// `item_size_max` (`-I 1024m`).
+const MAX_ITEM: usize = 1 << 30;
 
 /// How `ms` stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,94 +53,65 @@ pub(crate) enum Cmd {
     /// `md`: delete an item, optionally only if its CAS token matches.
     Delete { key: String, cas: Option<u64> },
     /// `ma`: add or subtract; `vivify` creates a missing counter with that value (and then
-    /// does not apply the delta: pass the same number as `delta` to get a plain increment),
-    /// expiring after `ttl` seconds (0: never).
+    /// does not apply the delta: pass the same number as `delta` to get a plain increment).
     Arith {
         key: String,
         delta: u64,
         decr: bool,
         vivify: Option<u64>,
-        ttl: u32,
     },
-    /// `mg` with `T`: sets an item's expiry (0: never). (`ma` has a `T` flag too, but
-    /// memcached 1.6.18 ignores it when the command follows an `mg` in the same pipeline.)
-    Touch { key: String, ttl: u32 },
 }
 
 impl Cmd {
-    pub(crate) fn get(key: String) -> Cmd {
-        Cmd::Get {
+    fn mg(key: String, value: bool, cas: bool) -> Cmd {
+        Cmd::Get { key, value, cas }
+    }
+
+    fn ms(key: String, data: Vec<u8>, mode: Mode, cas: Option<u64>, ttl: u32) -> Cmd {
+        Cmd::Set {
             key,
-            value: true,
-            cas: false,
+            data,
+            mode,
+            cas,
+            ttl,
         }
+    }
+
+    fn ma(key: String, delta: u64, decr: bool, vivify: Option<u64>) -> Cmd {
+        Cmd::Arith {
+            key,
+            delta,
+            decr,
+            vivify,
+        }
+    }
+
+    pub(crate) fn get(key: String) -> Cmd {
+        Cmd::mg(key, true, false)
     }
 
     pub(crate) fn gets(key: String) -> Cmd {
-        Cmd::Get {
-            key,
-            value: true,
-            cas: true,
-        }
+        Cmd::mg(key, true, true)
     }
 
     pub(crate) fn exists(key: String) -> Cmd {
-        Cmd::Get {
-            key,
-            value: false,
-            cas: false,
-        }
+        Cmd::mg(key, false, false)
     }
 
     pub(crate) fn set(key: String, data: Vec<u8>) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Set,
-            cas: None,
-            ttl: 0,
-        }
+        Cmd::ms(key, data, Mode::Set, None, 0)
     }
 
     pub(crate) fn add(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Add,
-            cas: None,
-            ttl,
-        }
+        Cmd::ms(key, data, Mode::Add, None, ttl)
     }
 
     pub(crate) fn cas(key: String, data: Vec<u8>, cas: u64, ttl: u32) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Set,
-            cas: Some(cas),
-            ttl,
-        }
-    }
-
-    /// Stores whatever is there, expiring after `ttl` seconds (0: never).
-    pub(crate) fn set_ttl(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Set,
-            cas: None,
-            ttl,
-        }
+        Cmd::ms(key, data, Mode::Set, Some(cas), ttl)
     }
 
     pub(crate) fn append(key: String, data: Vec<u8>) -> Cmd {
-        Cmd::Set {
-            key,
-            data,
-            mode: Mode::Append,
-            cas: None,
-            ttl: 0,
-        }
+        Cmd::ms(key, data, Mode::Append, None, 0)
     }
 
     pub(crate) fn delete(key: String) -> Cmd {
@@ -138,62 +119,38 @@ impl Cmd {
     }
 
     pub(crate) fn delete_cas(key: String, cas: u64) -> Cmd {
-        Cmd::Delete {
-            key,
-            cas: Some(cas),
-        }
+        let cas = Some(cas);
+        Cmd::Delete { key, cas }
     }
 
     /// Adds `delta`, creating the counter at `delta` if missing; replies the new value.
     pub(crate) fn incr(key: String, delta: u64) -> Cmd {
-        Cmd::Arith {
-            key,
-            delta,
-            decr: false,
-            vivify: Some(delta),
-            ttl: 0,
-        }
+        Cmd::ma(key, delta, false, Some(delta))
     }
 
     /// Subtracts `delta` (memcached stops at zero); a missing counter stays missing.
     pub(crate) fn decr(key: String, delta: u64) -> Cmd {
-        Cmd::Arith {
-            key,
-            delta,
-            decr: true,
-            vivify: None,
-            ttl: 0,
-        }
+        Cmd::ma(key, delta, true, None)
     }
 
     /// Adds (`decr` false) or subtracts `delta`; a missing counter is created holding
-    /// `initial` (the delta is then not applied), expiring after `ttl` seconds (0: never).
-    pub(crate) fn arith(key: String, delta: u64, decr: bool, initial: u64, ttl: u32) -> Cmd {
-        Cmd::Arith {
-            key,
-            delta,
-            decr,
-            vivify: Some(initial),
-            ttl,
-        }
-    }
-
-    /// Sets `key`'s expiry to `ttl` seconds from now (0: never); a miss if it is absent.
-    pub(crate) fn touch(key: String, ttl: u32) -> Cmd {
-        Cmd::Touch { key, ttl }
+    /// `initial` (the delta is then not applied).
+    pub(crate) fn arith(key: String, delta: u64, decr: bool, initial: u64) -> Cmd {
+        Cmd::ma(key, delta, decr, Some(initial))
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
+        let flag = |on: bool, flag: &'static str| if on { flag } else { "" };
         // Writing into a Vec cannot fail.
         let _ = match self {
-            Cmd::Get { key, value, cas } => writeln_crlf(
-                out,
-                format_args!(
-                    "mg {key}{}{}",
-                    if *value { " v" } else { "" },
-                    if *cas { " c" } else { "" }
-                ),
-            ),
+            Cmd::Get { key, value, cas } => {
+                write!(
+                    out,
+                    "mg {key}{}{}\r\n",
+                    flag(*value, " v"),
+                    flag(*cas, " c")
+                )
+            }
             Cmd::Set {
                 key,
                 data,
@@ -207,44 +164,25 @@ impl Cmd {
                     Mode::Append => "A",
                 };
                 let _ = write!(out, "ms {key} {} c M{mode} T{ttl}", data.len());
-                if let Some(cas) = cas {
-                    let _ = write!(out, " C{cas}");
-                }
+                let _ = cas.map(|cas| write!(out, " C{cas}"));
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-                Ok(())
+                write!(out, "\r\n")
             }
-            Cmd::Delete { key, cas } => match cas {
-                Some(cas) => writeln_crlf(out, format_args!("md {key} C{cas}")),
-                None => writeln_crlf(out, format_args!("md {key}")),
-            },
+            Cmd::Delete { key, cas: None } => write!(out, "md {key}\r\n"),
+            Cmd::Delete { key, cas: Some(c) } => write!(out, "md {key} C{c}\r\n"),
             Cmd::Arith {
                 key,
                 delta,
                 decr,
                 vivify,
-                ttl,
             } => {
-                let _ = write!(out, "ma {key} v D{delta}");
-                if *decr {
-                    let _ = write!(out, " MD");
-                }
-                if let Some(initial) = vivify {
-                    let _ = write!(out, " N{ttl} J{initial}");
-                }
-                out.extend_from_slice(b"\r\n");
-                Ok(())
+                let _ = write!(out, "ma {key} v D{delta}{}", flag(*decr, " MD"));
+                let _ = vivify.map(|initial| write!(out, " N0 J{initial}"));
+                write!(out, "\r\n")
             }
-            Cmd::Touch { key, ttl } => writeln_crlf(out, format_args!("mg {key} T{ttl}")),
         };
     }
-}
-
-fn writeln_crlf(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    out.write_fmt(args)?;
-    out.extend_from_slice(b"\r\n");
-    Ok(())
 }
 
 /// How a command went.
@@ -325,6 +263,8 @@ pub(crate) struct Client {
     timeout: Duration,
     idle: Mutex<Vec<ConnBox>>,
     permits: Semaphore,
+    /// The largest value a reply may announce: the server's `item_size_max`.
+    max_value: AtomicUsize,
 }
 
 /// `Conn` holds tokio halves that are not `Debug`; the pool only needs to count them.
@@ -343,7 +283,13 @@ impl Client {
             timeout,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(pool_size),
+            max_value: AtomicUsize::new(MAX_ITEM),
         }
+    }
+
+    /// Refuses, from now on, replies announcing a value larger than `max` bytes.
+    pub(crate) fn limit_values(&self, max: usize) {
+        self.max_value.store(max.min(MAX_ITEM), Ordering::Relaxed);
     }
 
     pub(crate) fn addr(&self) -> &str {
@@ -384,8 +330,9 @@ impl Client {
         for cmd in cmds {
             cmd.encode(&mut buf);
         }
+        let max = self.max_value.load(Ordering::Relaxed);
         self.exchange(&buf, |reader, answered| {
-            Box::pin(read_replies(reader, cmds.len(), answered))
+            Box::pin(read_replies(reader, cmds.len(), max, answered))
         })
         .await
     }
@@ -467,32 +414,34 @@ impl Client {
     }
 }
 
+fn io_error(source: std::io::Error) -> MemcachedError {
+    let addr = "memcached".into();
+    MemcachedError::Io { addr, source }
+}
+
 async fn read_line(
     reader: &mut BufReader<OwnedReadHalf>,
     line: &mut Vec<u8>,
     answered: &mut bool,
 ) -> Result<(), MemcachedError> {
     line.clear();
-    let n = reader
+    let n = (&mut *reader)
+        .take(MAX_LINE)
         .read_until(b'\n', line)
         .await
-        .map_err(|source| MemcachedError::Io {
-            addr: "memcached".into(),
-            source,
-        })?;
+        .map_err(io_error)?;
     if n == 0 {
-        return Err(MemcachedError::Io {
-            addr: "memcached".into(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            ),
-        });
+        let closed = "the server closed the connection";
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            closed,
+        )));
     }
     *answered = true;
     if !line.ends_with(b"\r\n") {
+        line.truncate(80);
         return Err(MemcachedError::Protocol(format!(
-            "a reply line without CRLF: {:?}",
+            "a reply line without CRLF within {MAX_LINE} bytes: {:?}",
             String::from_utf8_lossy(line)
         )));
     }
@@ -503,6 +452,7 @@ async fn read_line(
 async fn read_replies(
     reader: &mut BufReader<OwnedReadHalf>,
     count: usize,
+    max: usize,
     answered: &mut bool,
 ) -> Result<Vec<Reply>, MemcachedError> {
     let mut replies = Vec::with_capacity(count);
@@ -523,14 +473,13 @@ async fn read_replies(
                     .next()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| MemcachedError::Protocol(format!("bad VA line: {text}")))?;
+                if size > max {
+                    return Err(MemcachedError::Protocol(format!(
+                        "the server announced a value of {size} bytes, more than its item size limit ({max})"
+                    )));
+                }
                 let mut data = vec![0u8; size + 2];
-                reader
-                    .read_exact(&mut data)
-                    .await
-                    .map_err(|source| MemcachedError::Io {
-                        addr: "memcached".into(),
-                        source,
-                    })?;
+                reader.read_exact(&mut data).await.map_err(io_error)?;
                 if !data.ends_with(b"\r\n") {
                     return Err(MemcachedError::Protocol("a value without CRLF".into()));
                 }
@@ -577,6 +526,11 @@ async fn read_text(
         }
         if text == "END" {
             return Ok(lines);
+        }
+        if lines.len() == 1024 {
+            return Err(MemcachedError::Protocol(
+                "a text reply of over 1024 lines".into(),
+            ));
         }
         lines.push(text);
     }

@@ -13,13 +13,12 @@
 //! | `P:q:Q:s:N` | slot N: the id of a waiting job (or `-`, a skipped slot) |
 //! | `P:q:Q:gen` | the queue's generation, bumped by `clear` |
 //! | `P:q:Q:sw:G`, `P:q:Q:sd:G`, `P:q:Q:sr` | waiting / delayed (per generation) / reserved counts, each plus 2^62 (so updates carry a sign and commute) |
-//! | `P:q:Q:t:B`, `P:q:Q:tc:B` | timer bucket B (one second): ids whose due time or lease deadline falls in it, and a count |
+//! | `P:q:Q:t:B:K`, `P:q:Q:tc:B` | timer bucket B (one second), sub-bucket K (job id mod 16): ids whose due time or lease deadline falls in it; and the second's count |
 //! | `P:q:Q:cur` | the first timer bucket not yet fully swept |
 //! | `P:q:Q:jan` | the janitor's progress over claimed slots |
+//! | `P:u:KEY` | a unique claim: the job (or failed job) holding KEY, and when it was written |
 //! | `P:lock:K` | a lock: owner and expiry |
-//! | `P:cv:N`, `P:ce:N` | counter N: its value plus 2^62 (so `incr`/`decr` carry a sign), and its expiry (Unix ms) if it has one. (`P:c:N`, value plus 2^63, belonged to earlier versions and is no longer read.) |
-//! | `P:cr` | the counter index: the names of counter groups, one per line |
-//! | `P:cg:G`, `P:cn:G` | counter group G (the first two `:`-separated parts of a name): its counters' names, one per line; and how many were ever appended |
+//! | `P:restart` | the restart generation (`runall restart` increments it) |
 //! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
 
 /// Keys that fit comfortably: the longest user part kept as is.
@@ -79,6 +78,15 @@ pub(crate) fn part(text: &str) -> String {
     format!("{}~{:032x}", &escaped[..cut], fnv128(text))
 }
 
+/// Methods that name keys: `name(args) => "suffix"` is `{base}:suffix`.
+macro_rules! keys {
+    ($base:ident; $($name:ident($($arg:ident: $ty:ty),*) => $suffix:literal;)*) => {
+        $(pub(crate) fn $name(&self, $($arg: $ty),*) -> String {
+            format!(concat!("{}:", $suffix), self.$base, $($arg = $arg),*)
+        })*
+    };
+}
+
 /// The keys of one store.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -88,74 +96,36 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub(crate) fn new(prefix: &str, failed_prefix: &str) -> Keys {
-        Keys {
-            p: part(prefix),
-            f: part(failed_prefix),
-        }
+        let (p, f) = (part(prefix), part(failed_prefix));
+        Keys { p, f }
     }
 
-    pub(crate) fn epoch(&self) -> String {
-        format!("{}:epoch", self.p)
+    keys! { p;
+        epoch() => "epoch";
+        ids() => "ids";
+        queues() => "queues";
+        restart() => "restart";
+        job(id: u64) => "j:{id}";
+        body(id: u64) => "b:{id}";
     }
 
-    pub(crate) fn ids(&self) -> String {
-        format!("{}:ids", self.p)
-    }
-
-    pub(crate) fn queues(&self) -> String {
-        format!("{}:queues", self.p)
-    }
-
-    pub(crate) fn job(&self, id: u64) -> String {
-        format!("{}:j:{id}", self.p)
-    }
-
-    pub(crate) fn body(&self, id: u64) -> String {
-        format!("{}:b:{id}", self.p)
+    keys! { f;
+        failed(id: u64) => "f:{id}";
+        failed_next() => "next";
+        failed_low() => "low";
     }
 
     pub(crate) fn lock(&self, key: &str) -> String {
         format!("{}:lock:{}", self.p, part(key))
     }
 
-    /// A named counter's value. (Earlier versions kept it, plus 2^63, under `:c:`; that
-    /// encoding is not read, hence the new key.)
-    pub(crate) fn counter(&self, name: &str) -> String {
-        format!("{}:cv:{}", self.p, part(name))
-    }
-
-    pub(crate) fn counter_expiry(&self, name: &str) -> String {
-        format!("{}:ce:{}", self.p, part(name))
-    }
-
-    pub(crate) fn counter_root(&self) -> String {
-        format!("{}:cr", self.p)
-    }
-
-    pub(crate) fn counter_group(&self, group: &str) -> String {
-        format!("{}:cg:{}", self.p, part(group))
-    }
-
-    pub(crate) fn counter_appends(&self, group: &str) -> String {
-        format!("{}:cn:{}", self.p, part(group))
-    }
-
-    pub(crate) fn failed(&self, id: u64) -> String {
-        format!("{}:f:{id}", self.f)
-    }
-
-    pub(crate) fn failed_next(&self) -> String {
-        format!("{}:next", self.f)
-    }
-
-    pub(crate) fn failed_low(&self) -> String {
-        format!("{}:low", self.f)
+    pub(crate) fn claim(&self, key: &str) -> String {
+        format!("{}:u:{}", self.p, part(key))
     }
 
     pub(crate) fn queue(&self, queue: &str) -> QueueKeys {
-        QueueKeys {
-            base: format!("{}:q:{}", self.p, part(queue)),
-        }
+        let base = format!("{}:q:{}", self.p, part(queue));
+        QueueKeys { base }
     }
 }
 
@@ -166,48 +136,18 @@ pub(crate) struct QueueKeys {
 }
 
 impl QueueKeys {
-    pub(crate) fn head(&self) -> String {
-        format!("{}:head", self.base)
-    }
-
-    pub(crate) fn tail(&self) -> String {
-        format!("{}:tail", self.base)
-    }
-
-    pub(crate) fn slot(&self, n: u64) -> String {
-        format!("{}:s:{n}", self.base)
-    }
-
-    pub(crate) fn gen(&self) -> String {
-        format!("{}:gen", self.base)
-    }
-
-    pub(crate) fn waiting(&self, gen: u64) -> String {
-        format!("{}:sw:{gen}", self.base)
-    }
-
-    pub(crate) fn delayed(&self, gen: u64) -> String {
-        format!("{}:sd:{gen}", self.base)
-    }
-
-    pub(crate) fn reserved(&self) -> String {
-        format!("{}:sr", self.base)
-    }
-
-    pub(crate) fn timer(&self, bucket: i64) -> String {
-        format!("{}:t:{bucket}", self.base)
-    }
-
-    pub(crate) fn timer_count(&self, bucket: i64) -> String {
-        format!("{}:tc:{bucket}", self.base)
-    }
-
-    pub(crate) fn cursor(&self) -> String {
-        format!("{}:cur", self.base)
-    }
-
-    pub(crate) fn janitor(&self) -> String {
-        format!("{}:jan", self.base)
+    keys! { base;
+        head() => "head";
+        tail() => "tail";
+        gen() => "gen";
+        cursor() => "cur";
+        janitor() => "jan";
+        reserved() => "sr";
+        slot(n: u64) => "s:{n}";
+        waiting(gen: u64) => "sw:{gen}";
+        delayed(gen: u64) => "sd:{gen}";
+        timer(bucket: i64, sub: u64) => "t:{bucket}:{sub}";
+        timer_count(bucket: i64) => "tc:{bucket}";
     }
 }
 

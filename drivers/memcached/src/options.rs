@@ -30,18 +30,19 @@ pub struct MemcachedOptions {
     addr: String,
     prefix: String,
     failed_prefix: Option<String>,
-    pool_size: usize,
-    io_timeout: Duration,
-    missing_slot_wait: Duration,
-    poll_interval: Duration,
-    url_prefix: bool,
-    url_failed_prefix: bool,
+    pub(crate) pool_size: usize,
+    pub(crate) io_timeout: Duration,
+    pub(crate) missing_slot_wait: Duration,
+    /// Whether the URL named the prefix (it then wins over `ConnectOptions::table`), and the
+    /// failed prefix.
+    pub(crate) url_prefix: bool,
+    pub(crate) url_failed_prefix: bool,
 }
 
 impl MemcachedOptions {
     /// Options for the server at `addr` (`host:port`), with the defaults: prefix `queue`,
     /// failed prefix `{prefix}_failed`, 16 connections, 5 s I/O timeout, 1 s wait for a
-    /// claimed slot whose item is not written yet, 100 ms polling in `wait`.
+    /// claimed slot whose item is not written yet.
     pub fn new(addr: impl Into<String>) -> Self {
         MemcachedOptions {
             addr: addr.into(),
@@ -50,7 +51,6 @@ impl MemcachedOptions {
             pool_size: 16,
             io_timeout: Duration::from_secs(5),
             missing_slot_wait: Duration::from_secs(1),
-            poll_interval: Duration::from_millis(100),
             url_prefix: false,
             url_failed_prefix: false,
         }
@@ -58,7 +58,7 @@ impl MemcachedOptions {
 
     /// Parses `memcache://host[:port][?option=value&...]` (the scheme `memcached://` works
     /// too). Options: `prefix`, `failed_prefix`, `pool` (connections), `timeout` (I/O),
-    /// `missing_slot_wait`, `poll` (durations as `250ms`, `5s`).
+    /// `missing_slot_wait` (durations as `250ms`, `5s`).
     pub fn from_url(url: &str) -> Result<Self, MemcachedError> {
         // Never quote a password back: errors end up in logs.
         let shown = queue_core::redact_url(url);
@@ -123,7 +123,6 @@ impl MemcachedOptions {
                 }
                 "timeout" => options.io_timeout = duration()?,
                 "missing_slot_wait" => options.missing_slot_wait = duration()?,
-                "poll" => options.poll_interval = duration()?,
                 other => return Err(bad(format!("unknown option `{other}`"))),
             }
         }
@@ -184,12 +183,6 @@ impl MemcachedOptions {
         self
     }
 
-    /// How often `wait` looks for new jobs (memcached cannot notify).
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
     /// The server's `host:port`.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -206,32 +199,6 @@ impl MemcachedOptions {
             .clone()
             .unwrap_or_else(|| format!("{}_failed", self.prefix))
     }
-
-    /// Whether the URL named the prefix (it then wins over `ConnectOptions::table`).
-    pub(crate) fn prefix_from_url(&self) -> bool {
-        self.url_prefix
-    }
-
-    /// Whether the URL named the failed prefix.
-    pub(crate) fn failed_prefix_from_url(&self) -> bool {
-        self.url_failed_prefix
-    }
-
-    pub(crate) fn pool_limit(&self) -> usize {
-        self.pool_size
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.io_timeout
-    }
-
-    pub(crate) fn slot_wait(&self) -> Duration {
-        self.missing_slot_wait
-    }
-
-    pub(crate) fn poll(&self) -> Duration {
-        self.poll_interval
-    }
 }
 
 #[cfg(test)]
@@ -242,10 +209,9 @@ mod tests {
     fn urls() {
         let o = MemcachedOptions::from_url("memcache://localhost").unwrap();
         assert_eq!(o.addr(), "localhost:11211");
-        let o = MemcachedOptions::from_url("memcached://[::1]:1234/?poll=50ms&timeout=2s").unwrap();
+        let o = MemcachedOptions::from_url("memcached://[::1]:1234/?timeout=2s").unwrap();
         assert_eq!(o.addr(), "[::1]:1234");
-        assert_eq!(o.poll(), Duration::from_millis(50));
-        assert_eq!(o.timeout(), Duration::from_secs(2));
+        assert_eq!(o.io_timeout, Duration::from_secs(2));
         let o = MemcachedOptions::from_url("memcache://h:1?failed_prefix=f").unwrap();
         assert_eq!(o.failed_prefix_name(), "f");
         assert!(MemcachedOptions::from_url("redis://h").is_err());

@@ -3,6 +3,8 @@
 //! Layouts start with a version byte so a later version can read or refuse older items.
 //! Decoding never panics: a malformed item is reported as corrupt and skipped.
 
+use queue_core::{Unique, Until};
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum JobState {
@@ -24,16 +26,13 @@ pub(crate) struct JobRecord {
     pub(crate) attempts: u32,
     pub(crate) state: JobState,
     /// When the job became (or becomes) available: its push or due time, or when it was
-    /// released. A reservation leaves it as it was. [`UNKNOWN_DUE`] in records written by
-    /// a version before this field existed.
+    /// released. A reservation leaves it as it was.
     pub(crate) due: i64,
     pub(crate) queue: String,
     pub(crate) name: String,
+    /// Its unique claim as pushed (the claim item `P:u:KEY` names the job holding it).
+    pub(crate) unique: Option<Unique>,
 }
-
-/// The `due` of a waiting job whose record predates the field: not counted by
-/// `oldest_available`.
-pub(crate) const UNKNOWN_DUE: i64 = i64::MAX;
 
 /// A job in the failed store (`{failed_prefix}:f:{id}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,18 +43,32 @@ pub(crate) struct FailedRecord {
     pub(crate) queue: String,
     pub(crate) name: String,
     pub(crate) error: String,
+    pub(crate) unique: Option<Unique>,
     pub(crate) payload: Vec<u8>,
 }
 
-/// The first layout, without `due`: still read, never written.
-const JOB_V1: u8 = 1;
-/// The layout written now: `due` after the state.
-const JOB_V2: u8 = 2;
-const FAILED_V1: u8 = 1;
+/// The layout of job records (3: with the unique claim).
+const JOB_VERSION: u8 = 3;
+/// The layout of failed records (2: with the unique claim).
+const FAILED_VERSION: u8 = 2;
 
 fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s);
+}
+
+fn put_unique(out: &mut Vec<u8>, unique: &Option<Unique>) {
+    match unique {
+        None => out.push(0),
+        Some(u) => {
+            out.push(match u.until {
+                Until::Started => 1,
+                Until::Succeeded => 2,
+                Until::Terminal => 3,
+            });
+            put_str(out, u.key.as_bytes());
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -72,24 +85,24 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?.try_into().map_err(|_| "truncated".into())
+    }
+
     fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
     fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array()?))
     }
 
     fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     fn i64(&mut self) -> Result<i64, String> {
-        Ok(self.u64()? as i64)
+        Ok(i64::from_le_bytes(self.array()?))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], String> {
@@ -100,12 +113,23 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, String> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "a text field is not UTF-8".into())
     }
+
+    fn unique(&mut self) -> Result<Option<Unique>, String> {
+        let until = match self.u8()? {
+            0 => return Ok(None),
+            1 => Until::Started,
+            2 => Until::Succeeded,
+            3 => Until::Terminal,
+            other => return Err(format!("unknown claim kind {other}")),
+        };
+        Ok(Some(Unique::new(self.string()?).until(until)))
+    }
 }
 
 impl JobRecord {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.queue.len() + self.name.len());
-        out.push(JOB_V2);
+        out.push(JOB_VERSION);
         out.extend_from_slice(&self.gen.to_le_bytes());
         out.extend_from_slice(&self.attempts.to_le_bytes());
         match &self.state {
@@ -126,13 +150,14 @@ impl JobRecord {
         out.extend_from_slice(&self.due.to_le_bytes());
         put_str(&mut out, self.queue.as_bytes());
         put_str(&mut out, self.name.as_bytes());
+        put_unique(&mut out, &self.unique);
         out
     }
 
     pub(crate) fn decode(data: &[u8]) -> Result<JobRecord, String> {
         let mut r = Reader { data };
         let version = r.u8()?;
-        if version != JOB_V1 && version != JOB_V2 {
+        if version != JOB_VERSION {
             return Err(format!("unknown job record version {version}"));
         }
         let gen = r.u64()?;
@@ -149,17 +174,10 @@ impl JobRecord {
             }
             other => return Err(format!("unknown job state {other}")),
         };
-        let due = if version == JOB_V1 {
-            match state {
-                JobState::Waiting { .. } => UNKNOWN_DUE,
-                JobState::Delayed { at } => at,
-                JobState::Reserved { deadline, .. } => deadline,
-            }
-        } else {
-            r.i64()?
-        };
+        let due = r.i64()?;
         let queue = r.string()?;
         let name = r.string()?;
+        let unique = r.unique()?;
         if !r.data.is_empty() {
             return Err("trailing bytes".into());
         }
@@ -170,6 +188,7 @@ impl JobRecord {
             due,
             queue,
             name,
+            unique,
         })
     }
 
@@ -193,20 +212,15 @@ impl JobRecord {
 
 impl FailedRecord {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            64 + self.job_id.len()
-                + self.queue.len()
-                + self.name.len()
-                + self.error.len()
-                + self.payload.len(),
-        );
-        out.push(FAILED_V1);
+        let mut out = Vec::with_capacity(256 + self.error.len() + self.payload.len());
+        out.push(FAILED_VERSION);
         out.extend_from_slice(&self.failed_at.to_le_bytes());
         out.extend_from_slice(&self.attempts.to_le_bytes());
         put_str(&mut out, self.job_id.as_bytes());
         put_str(&mut out, self.queue.as_bytes());
         put_str(&mut out, self.name.as_bytes());
         put_str(&mut out, self.error.as_bytes());
+        put_unique(&mut out, &self.unique);
         out.extend_from_slice(&self.payload);
         out
     }
@@ -214,7 +228,7 @@ impl FailedRecord {
     pub(crate) fn decode(data: &[u8]) -> Result<FailedRecord, String> {
         let mut r = Reader { data };
         let version = r.u8()?;
-        if version != FAILED_V1 {
+        if version != FAILED_VERSION {
             return Err(format!("unknown failed record version {version}"));
         }
         Ok(FailedRecord {
@@ -224,19 +238,9 @@ impl FailedRecord {
             queue: r.string()?,
             name: r.string()?,
             error: r.string()?,
+            unique: r.unique()?,
             payload: r.data.to_vec(),
         })
-    }
-
-    /// The encoded size without the error text: what the error may add to stay in one item.
-    pub(crate) fn size_without_error(&self) -> usize {
-        1 + 8
-            + 4
-            + 4 * 4
-            + self.job_id.len()
-            + self.queue.len()
-            + self.name.len()
-            + self.payload.len()
     }
 }
 
@@ -270,14 +274,18 @@ mod tests {
 
     #[test]
     fn job_round_trip() {
-        for state in [
+        let claims = [None, Some(Unique::new("k ü").until(Until::Started))];
+        for (state, unique) in [
             JobState::Waiting { slot: 7 },
             JobState::Delayed { at: -5 },
             JobState::Reserved {
                 token: "abc".into(),
                 deadline: 1_700_000_000_000,
             },
-        ] {
+        ]
+        .into_iter()
+        .zip(claims.iter().cycle())
+        {
             let r = JobRecord {
                 gen: 3,
                 attempts: 2,
@@ -285,22 +293,10 @@ mod tests {
                 due: 1_700_000_000_123,
                 queue: "q ü".into(),
                 name: "n".into(),
+                unique: unique.clone(),
             };
             assert_eq!(JobRecord::decode(&r.encode()), Ok(r));
         }
-        // A record of the first layout (no `due`) still reads.
-        let mut v1 = vec![JOB_V1];
-        v1.extend_from_slice(&3u64.to_le_bytes());
-        v1.extend_from_slice(&2u32.to_le_bytes());
-        v1.push(0);
-        v1.extend_from_slice(&7u64.to_le_bytes());
-        put_str(&mut v1, b"q");
-        put_str(&mut v1, b"n");
-        let old = JobRecord::decode(&v1).expect("a version 1 record");
-        assert_eq!(
-            (old.state, old.due, old.queue.as_str()),
-            (JobState::Waiting { slot: 7 }, UNKNOWN_DUE, "q")
-        );
         assert!(JobRecord::decode(b"").is_err());
         assert!(JobRecord::decode(&[1, 2, 3]).is_err());
         assert!(JobRecord::decode(&[9; 40]).is_err());
@@ -315,11 +311,10 @@ mod tests {
             queue: "q".into(),
             name: "n".into(),
             error: "e".into(),
+            unique: Some(Unique::new("k").until(Until::Succeeded)),
             payload: vec![0xff, 0, 1],
         };
-        let bytes = f.encode();
-        assert_eq!(bytes.len(), f.size_without_error() + 1);
-        assert_eq!(FailedRecord::decode(&bytes), Ok(f));
+        assert_eq!(FailedRecord::decode(&f.encode()), Ok(f));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::Storage;
+use queue_core::{Storage, StorageExt};
 use queue_memcached::{MemcachedOptions, MemcachedStorage};
 use queue_tests::{job, request};
 
@@ -21,20 +21,10 @@ struct Server(Child);
 
 impl Server {
     fn start(port: u16) -> Option<Server> {
+        // `-u` is only used when running as root, where memcached requires it.
+        let args = format!("-u root -l 127.0.0.1 -U 0 -m 64 -p {port}");
         let child = Command::new("memcached")
-            // `-u` is only used when running as root, where memcached requires it.
-            .args([
-                "-u",
-                "root",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "0",
-                "-m",
-                "64",
-            ])
+            .args(args.split(' '))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -53,19 +43,13 @@ impl Server {
         panic!("memcached on port {port} did not start listening within 10 s");
     }
 
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    fn stop(self) {}
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -128,7 +112,7 @@ async fn survives_a_restart_of_memcached() {
         .await
         .unwrap();
     assert_eq!(held.len(), 1);
-    assert_eq!(store.size(q).await.unwrap().total(), 2);
+    assert_eq!(store.inspect().unwrap().size(q).await.unwrap().total(), 2);
     assert_eq!(store.state_losses(), 0);
 
     server.stop();
@@ -175,7 +159,7 @@ async fn survives_a_restart_of_memcached() {
         .unwrap();
     assert_eq!(again.len(), 1);
     store.acknowledge(&[again[0].lease.clone()]).await.unwrap();
-    assert_eq!(store.size(q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(q).await.unwrap().total(), 0);
     assert_eq!(store.state_losses(), 1);
     let text = logs.text();
     let reports = text.matches("memcached lost the queue state").count();
@@ -295,7 +279,7 @@ fn a_frozen_server_does_not_block_the_runtime() {
             total as u64,
             "every job done after the thaw"
         );
-        assert_eq!(store.size(q).await.unwrap().total(), 0);
+        assert_eq!(store.inspect().unwrap().size(q).await.unwrap().total(), 0);
         stop.store(true, Ordering::Relaxed);
     });
     server.stop();

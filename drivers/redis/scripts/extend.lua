@@ -1,11 +1,19 @@
--- Extends a reservation to ARGV[3] milliseconds from now if ARGV[2] is still its token.
+-- Renews reservations, each only if its token is still the job's current one (after
+-- lib/head.lua).
 --
--- KEYS[1] the job's hash, KEYS[2] its queue's `reserved` sorted set; ARGV[1] the member.
--- Returns 1, or 0 for a stale lease.
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[2] or redis.call('ZSCORE', KEYS[2], ARGV[1]) == false then
-  return 0
+-- ARGV: the head, the lease in milliseconds, then three values per lease:
+-- queue number, member, token.
+-- Returns 1 (renewed) or 0 (stale: nothing done) per lease.
+local deadline = now() + num()
+local out = {}
+while A <= #ARGV do
+  local q, member, token = queue_of[arg()], arg(), arg()
+  local hash = q.base .. 'job:' .. member
+  if redis.call('HGET', hash, 't') == token and redis.call('ZSCORE', q.reserved, member) then
+    redis.call('ZADD', q.reserved, deadline, member)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
-return 1
+return out

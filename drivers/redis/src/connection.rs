@@ -38,7 +38,7 @@ impl Connection {
             }
             Connection::Cluster(conn) => {
                 let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                match conn.route_command(cmd, routing).await? {
+                match conn.route_command(cmd.clone(), routing).await? {
                     // Without a response policy the cluster client answers a map of
                     // node address to that node's reply.
                     Value::Map(replies) => Ok(replies
@@ -112,10 +112,10 @@ impl Target {
         let first = format!("redis://{base}")
             .into_connection_info()
             .map_err(|e| format!("invalid redis cluster url: {e}"))?;
-        if first.redis.db != 0 {
+        let db = first.redis_settings().db();
+        if db != 0 {
             return Err(format!(
-                "invalid redis cluster url: Redis Cluster has only database 0, not {}",
-                first.redis.db
+                "invalid redis cluster url: Redis Cluster has only database 0, not {db}"
             ));
         }
         let mut nodes = vec![first.clone()];
@@ -134,9 +134,7 @@ impl Target {
                 let (host, port) = host_port(node).ok_or_else(|| {
                     format!("invalid redis cluster url: `{node}` in `nodes` is not host:port")
                 })?;
-                let mut info = first.clone();
-                info.addr = ConnectionAddr::Tcp(host, port);
-                nodes.push(info);
+                nodes.push(first.clone().set_addr(ConnectionAddr::Tcp(host, port)));
             }
         }
         Ok(Target::Cluster(nodes))
@@ -181,8 +179,12 @@ mod tests {
         match Target::parse(url).unwrap() {
             Target::Cluster(nodes) => nodes
                 .into_iter()
-                .map(|n| match n.addr {
-                    ConnectionAddr::Tcp(host, port) => (host, port, n.redis.password),
+                .map(|n| match n.addr() {
+                    ConnectionAddr::Tcp(host, port) => (
+                        host.clone(),
+                        *port,
+                        n.redis_settings().password().map(str::to_owned),
+                    ),
                     other => panic!("{other:?}"),
                 })
                 .collect(),

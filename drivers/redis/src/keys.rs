@@ -6,16 +6,16 @@
 //! |---|---|---|
 //! | `{P:Q}:pending` | sorted set | jobs not reserved, scored by available time (Unix ms) |
 //! | `{P:Q}:reserved` | sorted set | reserved jobs, scored by lease deadline (Unix ms) |
-//! | `{P:Q}:job:<member>` | hash | one job: `n` name, `p` payload, `a` attempts, `t` token while reserved |
+//! | `{P:Q}:job:<member>` | hash | one job: `n` name, `p` payload, `a` attempts, `t` token while reserved, `u` unique key and `w` until when it holds it (`started`, `succeeded`, `terminal`) |
 //! | `{P:Q}:seq` | string | the queue's id counter |
-//! | `{P:Q}:notify` | pub/sub channel | published on push and release, to wake idle workers |
+//! | `{P:Q}:notify` | pub/sub channel | published on push, retry and release, to wake idle workers |
 //! | `{P}:queues` | set | every queue ever pushed to (for `queues()`) |
-//! | `{P:counters}:names` | sorted set | the names of the counters, all scored 0 (read by prefix with `ZRANGEBYLEX`) |
-//! | `{P:counters}:expiry` | sorted set | the names of counters with a TTL, scored by expiry (Unix ms), for pruning `names` |
-//! | `{P:counters}:c:<name>` | string | one counter's value (with a TTL for throughput buckets) |
+//! | `{P}:claim:<key>` | string | a unique claim: the id of the job holding it |
+//! | `{P}:group:<group>` | hash | a group's counters, by name |
+//! | `{P}:restart` | string | the restart generation |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |
 //! | `{F}:failed:index` | sorted set | failed jobs scored by failed time (Unix ms) |
-//! | `{F}:failed:job:<member>` | hash | one failed job (`r`: a retry's claim on it, Unix ms, on Redis Cluster only) |
+//! | `{F}:failed:job:<member>` | hash | one failed job: `j` its id in its queue, `q`, `n`, `p`, `e` error, `a`, `f` failed at, `u`/`w` its claim as pushed (`r`: a retry's claim on it, Unix ms, on Redis Cluster only) |
 //! | `P:lock:{K}` | string | the lock `K`: its owner, with a TTL |
 //!
 //! A member is the queue's sequence number zero-padded to 16 digits, so members with the
@@ -85,18 +85,21 @@ impl Keys {
         format!("{{{}}}:failed:job:{}", self.failed, member)
     }
 
-    pub(crate) fn counter_names(&self) -> String {
-        format!("{{{}:counters}}:names", self.prefix)
+    /// What every claim key starts with (the scripts add the unique key).
+    pub(crate) fn claim_prefix(&self) -> String {
+        format!("{{{}}}:claim:", self.prefix)
     }
 
-    pub(crate) fn counter_expiry(&self) -> String {
-        format!("{{{}:counters}}:expiry", self.prefix)
+    pub(crate) fn claim(&self, key: &str) -> String {
+        format!("{}{key}", self.claim_prefix())
     }
 
-    /// A counter's value: the scripts build it from `counter_names`.
-    #[cfg(test)]
-    pub(crate) fn counter(&self, name: &str) -> String {
-        format!("{{{}:counters}}:c:{}", self.prefix, name)
+    pub(crate) fn group(&self, group: &str) -> String {
+        format!("{{{}}}:group:{group}", self.prefix)
+    }
+
+    pub(crate) fn restart(&self) -> String {
+        format!("{{{}}}:restart", self.prefix)
     }
 
     pub(crate) fn lock(&self, key: &str) -> String {
@@ -194,9 +197,6 @@ mod tests {
         assert_eq!(format!("{base}job:0001"), keys.failed_job("0001"));
         assert_eq!(keys.lock("report"), "queue:lock:{report}");
         assert_eq!(pending, "{queue:emails}:pending");
-        let names = keys.counter_names();
-        let base = &names[..names.len() - "names".len()];
-        assert_eq!(format!("{base}c:x"), keys.counter("x"));
-        assert_eq!(format!("{base}expiry"), keys.counter_expiry());
+        assert_eq!(keys.claim("k"), "{queue}:claim:k");
     }
 }

@@ -86,7 +86,7 @@ impl Source {
                 let reported =
                     tokio::time::timeout(*connect_timeout, cluster_nodes(conn.clone(), seeds));
                 for node in reported.await.unwrap_or_default() {
-                    if seeds.iter().any(|s| s.addr == node.addr) {
+                    if seeds.iter().any(|s| s.addr() == node.addr()) {
                         continue;
                     }
                     match subscribe_on(&node, *connect_timeout).await {
@@ -112,7 +112,7 @@ async fn subscribe_on(node: &ConnectionInfo, patience: Duration) -> redis::Redis
         Ok(result) => result,
         Err(_) => Err(redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!("no answer from {} within {patience:?}", node.addr),
+            format!("no answer from {} within {patience:?}", node.addr()),
         ))),
     }
 }
@@ -139,11 +139,7 @@ async fn cluster_nodes(
     };
     parse_cluster_nodes(&listing)
         .into_iter()
-        .map(|(host, port)| {
-            let mut info = template.clone();
-            info.addr = ConnectionAddr::Tcp(host, port);
-            info
-        })
+        .map(|(host, port)| template.clone().set_addr(ConnectionAddr::Tcp(host, port)))
         .collect()
 }
 

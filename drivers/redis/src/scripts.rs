@@ -1,64 +1,71 @@
 //! The Lua scripts, one atomic operation each, loaded once and called by SHA (`EVALSHA`).
 //!
-//! Each script reads the time with `redis.call('TIME')`: due times and lease deadlines are
+//! The scripts read the time with `redis.call('TIME')`: due times and lease deadlines are
 //! judged by the server's clock, so workers whose clocks drift still agree. (Redis 5 and
-//! later replicate a script's effects, not the script, so reading the clock before a write
-//! is allowed.)
+//! later replicate a script's effects, not the script, so reading the clock anywhere in a
+//! script is allowed.)
 //!
-//! Every script touches the keys of one hash slot only, except `push`, `reserve`,
-//! `acknowledge` and `due` given several queues, `fail` (a queue and the failed store) and
-//! `failed_retry` (the failed store and a queue): on one server they run as they are; on
-//! Redis Cluster the driver calls the first four once per queue and does `fail` and
-//! `failed_retry` in steps with `failed_add` and `failed_claim` (see `storage.rs`).
+//! The scripts share pieces of `scripts/lib/`, put in front of each script that uses them:
+//! `head.lua` (the call's head: claim prefix, registry, queue table; the clock; releasing
+//! claims), `push.lua` (pushing with claims), `reserve.lua`, `paging.lua` (cursors). A
+//! script includes only what it uses, and `push.lua`, the hottest, none: Redis runs a
+//! script's whole chunk on every call, so every definition costs on every call.
+//!
+//! A script touches the keys of one hash slot only when it is given one queue and no claim,
+//! group or failed-store key: on Redis Cluster the driver calls it that way (per queue),
+//! refuses claims and groups, and fails and retries jobs in steps with `failed_add` and
+//! `failed_claim` (see `storage/cluster.rs`). On one server each call is one script.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script with the `lib/` pieces it uses in front of it.
+macro_rules! script {
+    ([$($lib:literal),*], $file:literal) => {
+        Script::new(concat!(
+            $(include_str!(concat!("../scripts/lib/", $lib, ".lua")),)*
+            include_str!(concat!("../scripts/", $file))
+        ))
+    };
+}
+
 /// The driver's scripts.
 pub(crate) struct Scripts {
     pub(crate) push: Script,
-    pub(crate) reserve: Script,
-    pub(crate) acknowledge: Script,
+    pub(crate) settle: Script,
     pub(crate) extend: Script,
-    pub(crate) release: Script,
-    pub(crate) fail: Script,
-    pub(crate) size: Script,
     pub(crate) clear: Script,
-    pub(crate) due: Script,
-    pub(crate) lock: Script,
-    pub(crate) unlock: Script,
+    pub(crate) jobs: Script,
     pub(crate) failed_page: Script,
     pub(crate) failed_forget: Script,
     pub(crate) failed_prune: Script,
     pub(crate) failed_retry: Script,
     pub(crate) failed_add: Script,
     pub(crate) failed_claim: Script,
+    pub(crate) size: Script,
     pub(crate) oldest: Script,
-    pub(crate) counters_add: Script,
-    pub(crate) counters_read: Script,
+    pub(crate) due: Script,
+    pub(crate) lock: Script,
+    pub(crate) unlock: Script,
 }
 
 /// Loaded on first use.
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    push: Script::new(include_str!("../scripts/push.lua")),
-    reserve: Script::new(include_str!("../scripts/reserve.lua")),
-    acknowledge: Script::new(include_str!("../scripts/acknowledge.lua")),
-    extend: Script::new(include_str!("../scripts/extend.lua")),
-    release: Script::new(include_str!("../scripts/release.lua")),
-    fail: Script::new(include_str!("../scripts/fail.lua")),
-    size: Script::new(include_str!("../scripts/size.lua")),
-    clear: Script::new(include_str!("../scripts/clear.lua")),
-    due: Script::new(include_str!("../scripts/due.lua")),
-    lock: Script::new(include_str!("../scripts/lock.lua")),
-    unlock: Script::new(include_str!("../scripts/unlock.lua")),
-    failed_page: Script::new(include_str!("../scripts/failed_page.lua")),
-    failed_forget: Script::new(include_str!("../scripts/failed_forget.lua")),
-    failed_prune: Script::new(include_str!("../scripts/failed_prune.lua")),
-    failed_retry: Script::new(include_str!("../scripts/failed_retry.lua")),
-    failed_add: Script::new(include_str!("../scripts/failed_add.lua")),
-    failed_claim: Script::new(include_str!("../scripts/failed_claim.lua")),
-    oldest: Script::new(include_str!("../scripts/oldest.lua")),
-    counters_add: Script::new(include_str!("../scripts/counters_add.lua")),
-    counters_read: Script::new(include_str!("../scripts/counters_read.lua")),
+    push: script!([], "push.lua"),
+    settle: script!(["head", "push", "reserve"], "settle.lua"),
+    extend: script!(["head"], "extend.lua"),
+    clear: script!(["head"], "clear.lua"),
+    jobs: script!(["paging"], "jobs.lua"),
+    failed_page: script!(["paging"], "failed_page.lua"),
+    failed_forget: script!(["head"], "failed_forget.lua"),
+    failed_prune: script!(["head"], "failed_prune.lua"),
+    failed_retry: script!(["head", "push"], "failed_retry.lua"),
+    failed_add: script!([], "failed_add.lua"),
+    failed_claim: script!([], "failed_claim.lua"),
+    size: script!([], "size.lua"),
+    oldest: script!([], "oldest.lua"),
+    due: script!([], "due.lua"),
+    lock: script!([], "lock.lua"),
+    unlock: script!([], "unlock.lua"),
 });

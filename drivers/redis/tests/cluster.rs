@@ -1,9 +1,10 @@
 //! The driver on a real Redis Cluster (`REDIS_CLUSTER_URL`, default
 //! `redis+cluster://127.0.0.1:7000?nodes=127.0.0.1:7001,127.0.0.1:7002`, the three masters
 //! `scripts/services.sh` starts): the whole conformance suite, then what only a cluster can
-//! show — queues whose slots live on different nodes, taken in strict priority order; `fail`
-//! and `failed_retry` between a queue and a failed store on different nodes; idle workers
-//! woken by a push on another node.
+//! show — queues whose slots live on different nodes, taken in strict priority order and
+//! settled in one call; `fail` and the retry of a failed job between a queue and a failed
+//! store on different nodes; idle workers woken by a push on another node; claims and group
+//! counters refused. (The cases shared with the single server are in `redis.rs`.)
 
 mod common;
 
@@ -11,8 +12,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::{Error, JobId, Queue, Storage, WorkerOptions};
-use queue_redis::{RedisOptions, RedisStorage};
+use queue_core::storage::{FailedStore, Inspect, PageRequest, Wake};
+use queue_core::{
+    Effect, Error, JobId, Pushed, Queue, Settle, Settled, Storage, StorageExt, Unique,
+    WorkerOptions,
+};
+use queue_redis::RedisStorage;
+use queue_tests::cases::ids;
 use queue_tests::engine::{run_worker, test_options};
 use queue_tests::{job, request, unique};
 use redis::cluster_async::ClusterConnection;
@@ -32,6 +38,10 @@ mod conformance {
     }
 
     queue_tests::conformance!(store());
+}
+
+fn failures(store: &RedisStorage) -> &dyn FailedStore {
+    store.failed_store().unwrap()
 }
 
 /// `n` fresh queue names (`<base>_<random>`) whose keys live on `n` different masters, and
@@ -93,7 +103,7 @@ async fn queues_on_different_nodes_keep_strict_priority() {
     );
 
     // One push across the three queues (one script per queue on a cluster), low first.
-    let ids = store
+    let pushed = store
         .push(vec![
             job(low, "p", b"low1"),
             job(mid, "p", b"mid1"),
@@ -105,7 +115,7 @@ async fn queues_on_different_nodes_keep_strict_priority() {
         .await
         .unwrap();
     assert_eq!(
-        ids,
+        ids(pushed),
         [
             JobId(format!("{low}/1")),
             JobId(format!("{mid}/1")),
@@ -234,7 +244,7 @@ async fn fail_and_failed_retry_across_nodes() {
     };
 
     // Fail: the job leaves its queue and is in the failed store, whole.
-    let ids = store.push(vec![job(&q, "boom", b"payload")]).await.unwrap();
+    let ids = ids(store.push(vec![job(&q, "boom", b"payload")]).await.unwrap());
     let got = store
         .reserve(&request(&[&q], LONG, 1))
         .await
@@ -242,8 +252,13 @@ async fn fail_and_failed_retry_across_nodes() {
         .remove(0);
     store.fail(&got.lease, "it broke").await.unwrap();
     assert_eq!(store.size(&q).await.unwrap().total(), 0);
-    assert_eq!(store.failed_count().await.unwrap(), 1);
-    let failed = store.failed_list(0, 10).await.unwrap().remove(0);
+    assert_eq!(failures(&store).count().await.unwrap(), 1);
+    let failed = failures(&store)
+        .list(PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     assert_eq!(
         (
             failed.job_id.as_str(),
@@ -270,13 +285,13 @@ async fn fail_and_failed_retry_across_nodes() {
             .is_lease_lost(),
         "a finished lease fails nothing"
     );
-    assert_eq!(store.failed_count().await.unwrap(), 1);
+    assert_eq!(failures(&store).count().await.unwrap(), 1);
 
     // Retry: back on its queue as a new job, gone from the failed store.
-    let retried = store.failed_retry(&failed.id).await.unwrap();
-    assert_eq!(retried, Some(JobId(format!("{q}/2"))));
-    assert_eq!(store.failed_count().await.unwrap(), 0);
-    assert_eq!(store.failed_retry(&failed.id).await.unwrap(), None);
+    let retried = failures(&store).retry(&failed.id).await.unwrap();
+    assert_eq!(retried, Some(Pushed::Created(JobId(format!("{q}/2")))));
+    assert_eq!(failures(&store).count().await.unwrap(), 0);
+    assert_eq!(failures(&store).retry(&failed.id).await.unwrap(), None);
     assert!(store.queues().await.unwrap().contains(&q));
 
     // A lease that ran out and was taken by another worker cannot fail the job.
@@ -298,25 +313,30 @@ async fn fail_and_failed_retry_across_nodes() {
         .await
         .unwrap_err()
         .is_lease_lost());
-    assert_eq!(store.failed_count().await.unwrap(), 0, "nothing added");
+    assert_eq!(failures(&store).count().await.unwrap(), 0, "nothing added");
     assert_eq!(
         store.size(&q).await.unwrap().reserved,
         1,
         "still the new lease's"
     );
     store.fail(&new.lease, "for good").await.unwrap();
-    assert_eq!(store.failed_count().await.unwrap(), 1);
+    assert_eq!(failures(&store).count().await.unwrap(), 1);
 
     // Two retries at once: one pushes, the other finds nothing.
-    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
+    let failed = failures(&store)
+        .list(PageRequest::first(1))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     let (a, b) = tokio::join!(
-        store.failed_retry(&failed.id),
-        store.failed_retry(&failed.id)
+        failures(&store).retry(&failed.id),
+        failures(&store).retry(&failed.id)
     );
-    let pushed: Vec<JobId> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    let pushed: Vec<Pushed> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(pushed.len(), 1, "{pushed:?}");
     assert_eq!(store.size(&q).await.unwrap().waiting, 1);
-    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert_eq!(failures(&store).count().await.unwrap(), 0);
 
     // A retry that died after claiming leaves the failed job listed (never lost) and
     // claimed; once the claim runs out the retry goes through.
@@ -326,7 +346,12 @@ async fn fail_and_failed_retry_across_nodes() {
         .unwrap()
         .remove(0);
     store.fail(&got.lease, "once more").await.unwrap();
-    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
+    let failed = failures(&store)
+        .list(PageRequest::first(1))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     let hash = format!(
         "{{{prefix}}}:failed:job:{:016}",
         failed.id.parse::<u64>().unwrap()
@@ -340,13 +365,13 @@ async fn fail_and_failed_retry_across_nodes() {
         .await
         .unwrap();
     assert_eq!(
-        store.failed_retry(&failed.id).await.unwrap(),
+        failures(&store).retry(&failed.id).await.unwrap(),
         None,
         "claimed"
     );
-    assert_eq!(store.failed_count().await.unwrap(), 1, "still listed");
+    assert_eq!(failures(&store).count().await.unwrap(), 1, "still listed");
     assert_eq!(
-        store.failed_get(&failed.id).await.unwrap(),
+        failures(&store).get(&failed.id).await.unwrap(),
         Some(failed.clone())
     );
     let _: () = redis::cmd("HSET")
@@ -356,8 +381,8 @@ async fn fail_and_failed_retry_across_nodes() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    assert!(store.failed_retry(&failed.id).await.unwrap().is_some());
-    assert_eq!(store.failed_count().await.unwrap(), 0);
+    assert!(failures(&store).retry(&failed.id).await.unwrap().is_some());
+    assert_eq!(failures(&store).count().await.unwrap(), 0);
     assert_eq!(store.size(&q).await.unwrap().waiting, 1);
 }
 
@@ -480,51 +505,124 @@ async fn idle_worker_starts_dispatched_jobs_promptly() {
     );
 }
 
-/// `redis+cluster://` picks the driver in cluster mode by URL (the connect options naming
-/// its keys); malformed cluster URLs are configuration errors, an unreachable cluster a
-/// backend error.
+/// A cluster refuses what would tie a job's slot to another in one step: a push with a
+/// unique claim, a push effect, a count effect; its capabilities say so. A refused settle
+/// changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connect_by_cluster_url() {
+async fn claims_and_groups_are_refused() {
+    let Some(store) = common::cluster_store().await else {
+        return;
+    };
+    let caps = store.capabilities();
+    assert!(!caps.claims && caps.groups.is_none(), "{caps:?}");
+    assert!(caps.failed.is_some() && caps.inspect.is_some() && caps.control.is_some());
+    let q = unique("q");
+    let err = store
+        .push(vec![
+            job(&q, "plain", b"1"),
+            job(&q, "u", b"2").unique(Unique::new(unique("k"))),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotSupported { operation, .. } if operation.contains("Cluster")),
+        "{err}"
+    );
+    assert_eq!(store.size(&q).await.unwrap().total(), 0, "nothing pushed");
+
+    store.push(vec![job(&q, "plain", b"1")]).await.unwrap();
+    let held = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let effects = [
+        Effect::Push(job(&q, "next", b"n").unique(Unique::new(unique("k")))),
+        Effect::Count {
+            group: unique("g"),
+            deltas: vec![("done".into(), 1)],
+        },
+    ];
+    for effect in effects {
+        let settle = Settle::ack(held.lease.clone()).effect(effect);
+        let err = store.settle(vec![settle], None).await.unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err}");
+    }
+    let reply = store
+        .settle(vec![Settle::ack(held.lease)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.settled,
+        [Settled::Applied],
+        "the refused settles changed nothing"
+    );
+}
+
+/// One settle call over leases of queues on three nodes (one script per slot, a `fail`
+/// among them in its steps), with a lease given twice and a stale one, then a fetch over
+/// the three queues in strict priority order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settle_across_nodes() {
     let Some(mut admin) = common::cluster_admin().await else {
         return;
     };
-    let (_store, prefix, failed, q) = common::connect_and_fail_one(&common::cluster_url()).await;
-    let (seq, index) = (
-        format!("{{{prefix}:{q}}}:seq"),
-        format!("{{{failed}}}:failed:index"),
-    );
-    // Through the cluster connection, each EXISTS goes to the key's node.
-    for key in [&seq, &index] {
-        let here: bool = redis::cmd("EXISTS")
-            .arg(key)
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        assert!(here, "{key}");
-    }
-    let direct = RedisStorage::connect(common::cluster_options())
+    let store = Arc::new(common::cluster_store().await.unwrap());
+    let (queues, _) = queues_on_distinct_nodes(&mut admin, &store, &["a", "b", "c"]).await;
+    let (a, b, c) = (&queues[0], &queues[1], &queues[2]);
+    let jobs = [a, b, c, a, b, c, c]
+        .iter()
+        .enumerate()
+        .map(|(i, q)| job(q, "s", format!("{i}").as_bytes()))
+        .collect();
+    store.push(jobs).await.unwrap();
+    let order = [a.as_str(), b.as_str(), c.as_str()];
+    let held = store.reserve(&request(&order, LONG, 6)).await.unwrap();
+    let payloads: Vec<&[u8]> = held.iter().map(|r| r.payload.as_slice()).collect();
+    assert_eq!(payloads, [&b"0"[..], b"3", b"1", b"4", b"2", b"5"]);
+    let mut stale = held[5].lease.clone();
+    stale.token.push('x');
+    let settles = vec![
+        Settle::ack(held[0].lease.clone()),
+        Settle::retry(held[1].lease.clone(), Duration::ZERO),
+        Settle::fail(held[2].lease.clone(), "no"),
+        Settle::ack(held[2].lease.clone()),
+        Settle::release(held[3].lease.clone(), Duration::from_secs(3600)),
+        Settle::ack(held[4].lease.clone()),
+        Settle::ack(stale),
+    ];
+    let reply = store
+        .settle(settles, Some(&request(&order, LONG, 3)))
         .await
         .unwrap();
-    assert!(direct.is_cluster());
-    if let Some(single) = common::store().await {
-        assert!(!single.is_cluster());
-    }
-
-    for bad in [
-        "redis+cluster://127.0.0.1:7000/3",
-        "redis+cluster://127.0.0.1:7000?cluster=true",
-        "redis+cluster://127.0.0.1:7000?nodes=127.0.0.1:x",
-    ] {
-        let err = RedisStorage::connect(RedisOptions::new(bad))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
-    }
-    let err = RedisStorage::connect(
-        RedisOptions::new("redis+cluster://127.0.0.1:1?nodes=127.0.0.1:2")
-            .connect_timeout(Duration::from_millis(500)),
-    )
-    .await
-    .unwrap_err();
-    assert!(common::is_backend_error(&err), "{err}");
+    use Settled::{Applied, Stale};
+    assert_eq!(
+        reply.settled,
+        [Applied, Applied, Applied, Stale, Applied, Applied, Stale]
+    );
+    // Available now: job 3 (retried) on a and job 6 on c (5 stays reserved: its settle was
+    // stale; 4 is released for an hour). The fetch takes a's before c's, b having none.
+    let fetched: Vec<&[u8]> = reply
+        .reserved
+        .iter()
+        .map(|r| r.payload.as_slice())
+        .collect();
+    assert_eq!(fetched, [&b"3"[..], b"6"]);
+    assert_eq!(reply.reserved[0].attempts, 2, "a retry keeps its attempt");
+    let failed = failures(&store)
+        .list(PageRequest::first(5))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].payload, b"1");
+    let sizes: Vec<(u64, u64, u64)> = futures::future::join_all(queues.iter().map(|q| {
+        let store = store.clone();
+        async move {
+            let s = store.size(q).await.unwrap();
+            (s.waiting, s.delayed, s.reserved)
+        }
+    }))
+    .await;
+    assert_eq!(sizes, [(0, 0, 1), (0, 1, 0), (0, 0, 2)]);
 }

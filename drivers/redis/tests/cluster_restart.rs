@@ -11,7 +11,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use queue_core::Storage;
+use queue_core::storage::Wake;
+use queue_core::{Storage, StorageExt};
 use queue_tests::{job, request, unique};
 
 const LONG: Duration = Duration::from_secs(60);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use queue_core::storage::{Inspect, Wake};
 use queue_core::{Queue, Storage, WorkerOptions};
 use queue_tests::{job, request, unique};
 

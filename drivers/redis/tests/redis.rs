@@ -1,5 +1,7 @@
 //! The redis driver's own tests, beyond the conformance suite: large batches, waking idle
-//! workers, the key layout, script reloading, URLs and bad input. Real server only.
+//! workers, the key layout, script reloading, listings, URLs and bad input. Most cases run
+//! on the single server and on the cluster (`single::*`, `cluster::*`); a few need one
+//! server (`MONITOR`, ACL users, claims and group counters, which the cluster refuses).
 
 mod common;
 
@@ -7,23 +9,73 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use queue_core::{Availability, Error, JobId, Lease, NewJob, Queue, Storage, WorkerOptions};
+use common::{on_both, Backend};
+use futures::StreamExt;
+use queue_core::storage::{FailedStore, Groups, Inspect, JobState, PageRequest, Wake};
+use queue_core::{
+    Availability, Effect, Error, JobId, Lease, NewJob, Pushed, Queue, Settle, Settled, Storage,
+    StorageExt, Unique, Until, WorkerOptions,
+};
 use queue_redis::{RedisOptions, RedisStorage, MAX_RESERVE};
+use queue_tests::cases::ids;
 use queue_tests::{job, request, unique};
 
 const LONG: Duration = Duration::from_secs(60);
 
+on_both!(
+    twenty_thousand_delayed_jobs_come_due_at_once,
+    wait_wakes_on_push,
+    wait_wakes_on_release_only_for_its_queues,
+    wait_ends_when_the_next_job_is_due,
+    one_push_across_queues,
+    key_layout,
+    scripts_reload_after_flush,
+    malformed_leases_are_stale,
+    chunked_deletes,
+    reserve_by_name_is_bounded,
+    connect_by_url,
+    worker_drains_a_batch,
+    failed_jobs_keep_store_wide_ids,
+    oldest_available_counts_expired_reservations,
+    listings_resume_after_their_cursor_left,
+);
+
 fn delayed(queue: &str, payload: &[u8], at: SystemTime) -> NewJob {
-    let mut job = job(queue, "d", payload);
-    job.available = Availability::At(at);
-    job
+    job(queue, "d", payload).available(Availability::At(at))
+}
+
+fn failed(store: &RedisStorage) -> &dyn FailedStore {
+    store.failed_store().unwrap()
+}
+
+/// Spawns a `wait` on `queues` of up to 20 s; the task answers when it ended.
+fn waiter(store: &Arc<RedisStorage>, queues: &[String]) -> tokio::task::JoinHandle<Instant> {
+    let (store, queues) = (store.clone(), queues.to_vec());
+    tokio::spawn(async move {
+        store.wait(&queues, Duration::from_secs(20)).await.unwrap();
+        Instant::now()
+    })
+}
+
+/// Waits for a waiter and returns how long after `since` it woke.
+async fn woken_after(waiter: tokio::task::JoinHandle<Instant>, since: Instant) -> Duration {
+    let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
+    woke.saturating_duration_since(since)
+}
+
+/// Acknowledges every lease and checks each was current.
+async fn ack_all(store: &RedisStorage, leases: &[Lease]) {
+    let acked = store.acknowledge(leases).await.unwrap();
+    assert!(acked.iter().all(|a| *a), "{acked:?}");
 }
 
 /// 20,000 jobs that come due in the same millisecond all drain, and no reservation takes
 /// more than [`MAX_RESERVE`] at once (a peer's backend died on exactly this).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_thousand_delayed_jobs_come_due_at_once() {
-    let Some(store) = common::store().await else {
+async fn twenty_thousand_delayed_jobs_come_due_at_once(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let store = Arc::new(store);
@@ -39,36 +91,21 @@ async fn twenty_thousand_delayed_jobs_come_due_at_once() {
     let size = store.size(&q).await.unwrap();
     assert_eq!(size.waiting + size.delayed, N as u64);
     if SystemTime::now() < at {
-        assert!(
-            store
-                .reserve(&request(&[&q], LONG, 10))
-                .await
-                .unwrap()
-                .is_empty(),
-            "not before their time"
-        );
+        let early = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+        assert!(early.is_empty(), "not before their time");
         tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        store.size(&q).await.unwrap().waiting,
-        N as u64,
-        "all due at once"
-    );
+    assert_eq!(store.size(&q).await.unwrap().waiting, N as u64, "all due");
 
     let first = store.reserve(&request(&[&q], LONG, N)).await.unwrap();
     assert_eq!(first.len(), MAX_RESERVE, "one call takes a bounded chunk");
-    let mut seen: Vec<String> = first
-        .iter()
-        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
-        .collect();
-    let leases: Vec<Lease> = first.into_iter().map(|r| r.lease).collect();
-    assert!(store
-        .acknowledge(&leases)
-        .await
-        .unwrap()
-        .into_iter()
-        .all(|a| a));
+    let mut seen: Vec<Vec<u8>> = first.iter().map(|r| r.payload.clone()).collect();
+    ack_all(
+        &store,
+        &first.into_iter().map(|r| r.lease).collect::<Vec<_>>(),
+    )
+    .await;
 
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -80,130 +117,93 @@ async fn twenty_thousand_delayed_jobs_come_due_at_once() {
                 if got.is_empty() {
                     return seen;
                 }
-                let leases: Vec<Lease> = got.iter().map(|r| r.lease.clone()).collect();
-                assert!(store
-                    .acknowledge(&leases)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .all(|a| a));
-                seen.extend(
-                    got.into_iter()
-                        .map(|r| String::from_utf8(r.payload).unwrap()),
-                );
+                ack_all(
+                    &store,
+                    &got.iter().map(|r| r.lease.clone()).collect::<Vec<_>>(),
+                )
+                .await;
+                seen.extend(got.into_iter().map(|r| r.payload));
             }
         }));
     }
     for task in tasks {
         seen.extend(task.await.unwrap());
     }
-    assert_eq!(seen.len(), N, "every job drained once");
+    assert_eq!(seen.len(), N, "every job drained");
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), N, "none twice");
     assert_eq!(store.size(&q).await.unwrap().total(), 0);
 }
 
 /// An idle worker's wait ends within milliseconds of a push to one of its queues.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn wait_wakes_on_push() {
-    let Some(store) = common::store().await else {
+async fn wait_wakes_on_push(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let store = Arc::new(store);
     let (q, other) = (unique("q"), unique("other"));
     for round in 0..3 {
-        let waiter = {
-            let (store, queues) = (store.clone(), vec![other.clone(), q.clone()]);
-            tokio::spawn(async move {
-                store.wait(&queues, Duration::from_secs(20)).await.unwrap();
-                Instant::now()
-            })
-        };
+        let waiting = waiter(&store, &[other.clone(), q.clone()]);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            !waiter.is_finished(),
-            "round {round}: nothing to wake for yet"
-        );
+        assert!(!waiting.is_finished(), "round {round}: nothing to wake for");
         let pushed = Instant::now();
         store.push(vec![job(&q, "w", b"x")]).await.unwrap();
-        let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken")
-            .unwrap();
-        let latency = woke.saturating_duration_since(pushed);
+        let latency = woken_after(waiting, pushed).await;
         println!("round {round}: woken {latency:?} after the push");
         assert!(
             latency < Duration::from_millis(500),
             "woken after {latency:?}"
         );
         let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
-        store.acknowledge(&[got[0].lease.clone()]).await.unwrap();
+        ack_all(&store, &[got[0].lease.clone()]).await;
     }
 }
 
 /// A release wakes idle workers too, and a push to another queue does not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn wait_wakes_on_release_only_for_its_queues() {
-    let Some(store) = common::store().await else {
+async fn wait_wakes_on_release_only_for_its_queues(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let store = Arc::new(store);
     let (q, other) = (unique("q"), unique("other"));
     store.push(vec![job(&q, "r", b"x")]).await.unwrap();
-    let held = store
-        .reserve(&request(&[&q], LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    let waiter = {
-        let (store, queues) = (store.clone(), vec![q.clone()]);
-        tokio::spawn(async move {
-            store.wait(&queues, Duration::from_secs(20)).await.unwrap();
-            Instant::now()
-        })
-    };
+    let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    let waiting = waiter(&store, std::slice::from_ref(&q));
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.push(vec![job(&other, "o", b"y")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        !waiter.is_finished(),
+        !waiting.is_finished(),
         "a push to another queue does not wake"
     );
     let released = Instant::now();
-    store
-        .release(&held.lease, Duration::ZERO, false)
-        .await
-        .unwrap();
-    let woke = tokio::time::timeout(Duration::from_secs(5), waiter)
-        .await
-        .expect("woken")
-        .unwrap();
-    assert!(woke.saturating_duration_since(released) < Duration::from_millis(500));
+    store.release(&held[0].lease, Duration::ZERO).await.unwrap();
+    assert!(woken_after(waiting, released).await < Duration::from_millis(500));
 }
 
 /// `wait` never sleeps past the next delayed job, nor past an expiring lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn wait_ends_when_the_next_job_is_due() {
-    let Some(store) = common::store().await else {
+async fn wait_ends_when_the_next_job_is_due(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let q = unique("q");
+    let later = SystemTime::now() + Duration::from_millis(600);
     store
-        .push(vec![delayed(
-            &q,
-            b"later",
-            SystemTime::now() + Duration::from_millis(600),
-        )])
+        .push(vec![delayed(&q, b"later", later)])
         .await
         .unwrap();
-    let started = Instant::now();
-    store
-        .wait(std::slice::from_ref(&q), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let waited = started.elapsed();
+    let waited = |store: &RedisStorage, queues: Vec<String>, timeout: Duration| {
+        let store = store.clone();
+        async move {
+            let started = Instant::now();
+            store.wait(&queues, timeout).await.unwrap();
+            started.elapsed()
+        }
+    };
+    let long = Duration::from_secs(20);
+    let w = waited(&store, vec![q.clone()], long).await;
     assert!(
-        waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
-        "waited {waited:?}"
+        w >= Duration::from_millis(400) && w < Duration::from_secs(2),
+        "{w:?}"
     );
     let got = store
         .reserve(&request(&[&q], Duration::from_millis(500), 1))
@@ -211,93 +211,71 @@ async fn wait_ends_when_the_next_job_is_due() {
         .unwrap();
     assert_eq!(got.len(), 1);
     // The lease runs out in 500 ms: an idle worker wakes to take the job back.
-    let started = Instant::now();
-    store
-        .wait(std::slice::from_ref(&q), Duration::from_secs(20))
-        .await
-        .unwrap();
-    let waited = started.elapsed();
+    let w = waited(&store, vec![q.clone()], long).await;
     assert!(
-        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
-        "waited {waited:?}"
+        w >= Duration::from_millis(300) && w < Duration::from_secs(2),
+        "{w:?}"
     );
     // Empty queues: the whole timeout.
-    let empty = unique("empty");
-    let started = Instant::now();
-    store
-        .wait(&[empty], Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(290));
+    let w = waited(&store, vec![unique("empty")], Duration::from_millis(300)).await;
+    assert!(w >= Duration::from_millis(290), "{w:?}");
 }
 
-/// One `push` may span several queues: order kept, all in one script call; each queue
-/// counts its own sequence, and the ids name the queue, so they are unique in the store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_push_across_queues() {
-    let Some(store) = common::store().await else {
+/// One `push` may span several queues: order kept; each queue counts its own sequence, and
+/// the ids name the queue, so they are unique in the store. A lease whose id names another
+/// queue than its own is stale, whichever it is.
+async fn one_push_across_queues(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let (a, b) = (unique("a"), unique("b"));
-    let jobs = vec![
-        job(&a, "x", b"a1"),
-        job(&b, "x", b"b1"),
-        job(&a, "x", b"a2"),
-        job(&b, "x", b"b2"),
-    ];
-    let ids = store.push(jobs).await.unwrap();
-    assert_eq!(
-        ids,
-        [
-            JobId(format!("{a}/1")),
-            JobId(format!("{b}/1")),
-            JobId(format!("{a}/2")),
-            JobId(format!("{b}/2"))
-        ],
-        "ids are `<queue>/<sequence>`"
-    );
-    assert_eq!(
-        ids.iter().collect::<HashSet<_>>().len(),
-        4,
-        "unique in the store"
-    );
+    let pushed = store
+        .push(vec![
+            job(&a, "x", b"a1"),
+            job(&b, "x", b"b1"),
+            job(&a, "x", b"a2"),
+            job(&b, "x", b"b2"),
+        ])
+        .await
+        .unwrap();
+    let pushed = ids(pushed);
+    let expected = [(&a, 1), (&b, 1), (&a, 2), (&b, 2)].map(|(q, n)| JobId(format!("{q}/{n}")));
+    assert_eq!(pushed, expected, "ids are `<queue>/<sequence>`");
     let got = store.reserve(&request(&[&b, &a], LONG, 10)).await.unwrap();
     let order: Vec<&[u8]> = got.iter().map(|r| r.payload.as_slice()).collect();
     assert_eq!(order, [&b"b1"[..], b"b2", b"a1", b"a2"]);
-    assert_eq!(got[0].lease.queue, b);
-    assert_eq!(got[2].lease.queue, a);
-    assert_eq!(got[0].lease.job_id, ids[1]);
-    // A lease whose id names another queue than the lease's is refused, whichever it is.
+    assert_eq!((&got[0].lease.queue, &got[2].lease.queue), (&b, &a));
+    assert_eq!(got[0].lease.job_id, pushed[1]);
     let mut crossed = got[0].lease.clone();
     crossed.queue = a.clone();
-    assert_eq!(
-        store.acknowledge(&[crossed.clone()]).await.unwrap(),
-        [false]
-    );
-    assert!(store
-        .extend(&crossed, LONG)
-        .await
-        .unwrap_err()
-        .is_lease_lost());
     let mut renamed = got[0].lease.clone();
     renamed.job_id = JobId(format!("{a}/1"));
-    assert_eq!(store.acknowledge(&[renamed]).await.unwrap(), [false]);
-    assert_eq!(
-        store.acknowledge(&[got[0].lease.clone()]).await.unwrap(),
-        [true]
-    );
+    for lease in [crossed, renamed] {
+        assert_eq!(
+            store
+                .acknowledge(std::slice::from_ref(&lease))
+                .await
+                .unwrap(),
+            [false]
+        );
+        assert!(store
+            .extend_one(&lease, LONG)
+            .await
+            .unwrap_err()
+            .is_lease_lost());
+    }
+    ack_all(&store, &[got[0].lease.clone()]).await;
     let mut queues = store.queues().await.unwrap();
     queues.retain(|q| *q == a || *q == b);
     assert_eq!(queues.len(), 2);
 }
 
 /// The keys are where the crate docs say, with the hash tags that keep a queue in one slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn key_layout() {
-    let Some(mut admin) = common::admin().await else {
+async fn key_layout(backend: Backend) {
+    let Some(mut admin) = backend.admin().await else {
         return;
     };
-    let options = common::options();
+    let options = backend.options();
     let p = options.get_prefix().to_owned();
     let store = RedisStorage::connect(options).await.unwrap();
     let q = unique("q");
@@ -305,88 +283,79 @@ async fn key_layout() {
         .push(vec![job(&q, "layout", b"payload")])
         .await
         .unwrap();
-    let name: String = redis::cmd("HGET")
-        .arg(format!("{{{p}:{q}}}:job:0000000000000001"))
-        .arg("n")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let name: String = admin
+        .query(
+            redis::cmd("HGET")
+                .arg(format!("{{{p}:{q}}}:job:0000000000000001"))
+                .arg("n"),
+        )
+        .await;
     assert_eq!(name, "layout");
-    let pending: i64 = redis::cmd("ZCARD")
-        .arg(format!("{{{p}:{q}}}:pending"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let pending: i64 = admin
+        .query(redis::cmd("ZCARD").arg(format!("{{{p}:{q}}}:pending")))
+        .await;
     assert_eq!(pending, 1);
-    let member: bool = redis::cmd("SISMEMBER")
-        .arg(format!("{{{p}}}:queues"))
-        .arg(&q)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert!(member);
-    let held = store
-        .reserve(&request(&[&q], LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    store.fail(&held.lease, "boom").await.unwrap();
-    let failed: i64 = redis::cmd("ZCARD")
-        .arg(format!("{{{p}}}:failed:index"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let registered: bool = admin
+        .query(
+            redis::cmd("SISMEMBER")
+                .arg(format!("{{{p}}}:queues"))
+                .arg(&q),
+        )
+        .await;
+    assert!(registered);
+    let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    store.fail(&held[0].lease, "boom").await.unwrap();
+    let failed: i64 = admin
+        .query(redis::cmd("ZCARD").arg(format!("{{{p}}}:failed:index")))
+        .await;
     assert_eq!(failed, 1);
     assert!(store.lock("report", "me", LONG).await.unwrap());
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{p}:lock:{{report}}"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let ttl: i64 = admin
+        .query(redis::cmd("PTTL").arg(format!("{p}:lock:{{report}}")))
+        .await;
     assert!(
         ttl > 50_000 && ttl <= 60_000,
         "the lock expires by Redis: {ttl}"
     );
+    let control = store.control().unwrap();
+    assert_eq!(control.restart_generation().await.unwrap(), 0);
+    control.request_restart().await.unwrap();
+    let generation: i64 = admin
+        .query(redis::cmd("GET").arg(format!("{{{p}}}:restart")))
+        .await;
+    assert_eq!(generation, 1);
+    assert_eq!(control.restart_generation().await.unwrap(), 1);
 }
 
 /// After `SCRIPT FLUSH` (as after a restart) every operation loads its script again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scripts_reload_after_flush() {
-    let Some(mut admin) = common::admin().await else {
+async fn scripts_reload_after_flush(backend: Backend) {
+    let Some(mut admin) = backend.admin().await else {
         return;
     };
-    let store = RedisStorage::connect(common::options()).await.unwrap();
+    let store = RedisStorage::connect(backend.options()).await.unwrap();
+    let flush = redis::cmd("SCRIPT").arg("FLUSH").to_owned();
     let q = unique("q");
     store.push(vec![job(&q, "s", b"1")]).await.unwrap();
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    admin.on_every_node(&flush).await;
     store.push(vec![job(&q, "s", b"2")]).await.unwrap();
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    admin.on_every_node(&flush).await;
     let got = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
     assert_eq!(got[0].payload, b"1");
-    let held = got[0].clone();
-    store.fail(&held.lease, "x").await.unwrap();
-    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut admin)
+    admin.on_every_node(&flush).await;
+    store.fail(&got[0].lease, "x").await.unwrap();
+    let listed = failed(&store).list(PageRequest::first(1)).await.unwrap();
+    admin.on_every_node(&flush).await;
+    assert!(failed(&store)
+        .retry(&listed.items[0].id)
         .await
-        .unwrap();
-    assert!(store.failed_retry(&failed.id).await.unwrap().is_some());
+        .unwrap()
+        .is_some());
     assert_eq!(store.size(&q).await.unwrap().waiting, 2);
 }
 
-/// Leases that name no job of ours are refused, never an error or a crash.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn malformed_leases_are_stale() {
-    let Some(store) = common::store().await else {
+/// Leases and ids that name no job of ours are stale or absent, never an error or a crash.
+async fn malformed_leases_are_stale(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let q = unique("q");
@@ -407,7 +376,7 @@ async fn malformed_leases_are_stale() {
         "1/",
     ];
     let mut ids: Vec<String> = numbers.iter().map(|n| format!("{q}/{n}")).collect();
-    // Bare numbers (the ids of earlier versions), another queue's id, no queue at all.
+    // Bare numbers, another queue's id, no queue at all.
     ids.extend(["1", "/1", "other/1", &format!("{q}1"), &format!("x{q}/1")].map(String::from));
     ids.extend(numbers.map(String::from));
     for job_id in ids {
@@ -416,25 +385,19 @@ async fn malformed_leases_are_stale() {
             queue: q.clone(),
             token: held.lease.token.clone(),
         };
-        assert_eq!(
-            store
-                .acknowledge(std::slice::from_ref(&lease))
-                .await
-                .unwrap(),
-            [false],
-            "{job_id:?}"
-        );
-        assert!(store
-            .extend(&lease, LONG)
+        let settles = [
+            Settle::ack(lease.clone()),
+            Settle::retry(lease.clone(), Duration::ZERO),
+            Settle::release(lease.clone(), Duration::ZERO),
+            Settle::fail(lease.clone(), "x"),
+        ];
+        let reply = store.settle(settles.to_vec(), None).await.unwrap();
+        assert_eq!(reply.settled, [Settled::Stale; 4], "{job_id:?}");
+        let extended = store
+            .extend(std::slice::from_ref(&lease), LONG)
             .await
-            .unwrap_err()
-            .is_lease_lost());
-        assert!(store
-            .release(&lease, Duration::ZERO, false)
-            .await
-            .unwrap_err()
-            .is_lease_lost());
-        assert!(store.fail(&lease, "x").await.unwrap_err().is_lease_lost());
+            .unwrap();
+        assert_eq!(extended, [queue_core::LeaseStatus::Lost], "{job_id:?}");
     }
     let mut wrong_token = held.lease.clone();
     wrong_token.token.push('x');
@@ -447,35 +410,40 @@ async fn malformed_leases_are_stale() {
         [false, true, false],
         "a lease given twice in one batch is acknowledged once"
     );
-    assert_eq!(store.failed_get("").await.unwrap(), None);
-    assert!(!store.failed_forget("abc").await.unwrap());
-    assert_eq!(store.failed_retry("12345").await.unwrap(), None);
-    assert!(store
-        .failed_list(u64::MAX, u64::MAX)
+    let failed = failed(&store);
+    assert_eq!(failed.get("").await.unwrap(), None);
+    assert!(!failed.forget("abc").await.unwrap());
+    assert_eq!(failed.retry("12345").await.unwrap(), None);
+    for cursor in ["", "12", "x:1", "1:x", "1:-1"] {
+        let err = failed
+            .list(PageRequest::after(cursor, 5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Contract { .. }), "{cursor:?}: {err}");
+    }
+    assert!(failed
+        .list(PageRequest::first(0))
         .await
         .unwrap()
+        .items
         .is_empty());
-    assert!(store.failed_list(0, 0).await.unwrap().is_empty());
     assert!(store.acknowledge(&[]).await.unwrap().is_empty());
+    assert!(store.extend(&[], LONG).await.unwrap().is_empty());
     assert!(store.push(Vec::new()).await.unwrap().is_empty());
-    assert!(store
-        .reserve(&request(&[], LONG, 5))
-        .await
-        .unwrap()
-        .is_empty());
+    let none = store.reserve(&request(&[], LONG, 5)).await.unwrap();
+    assert!(none.is_empty());
+    let reply = store.settle(Vec::new(), None).await.unwrap();
+    assert!(reply.settled.is_empty() && reply.reserved.is_empty());
 }
 
 /// Clear, flush and prune work through more than one chunk.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chunked_deletes() {
-    let Some(store) = common::store().await else {
+async fn chunked_deletes(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let q = unique("q");
-    store
-        .push((0..2_500).map(|_| job(&q, "c", b"x")).collect())
-        .await
-        .unwrap();
+    let jobs = |name: &str, n: usize| (0..n).map(|_| job(&q, name, b"x")).collect::<Vec<_>>();
+    store.push(jobs("c", 2_500)).await.unwrap();
     assert_eq!(
         store
             .reserve(&request(&[&q], LONG, 10))
@@ -488,50 +456,41 @@ async fn chunked_deletes() {
     let size = store.size(&q).await.unwrap();
     assert_eq!((size.waiting, size.delayed, size.reserved), (0, 0, 10));
 
-    store
-        .push((0..1_100).map(|_| job(&q, "f", b"y")).collect())
-        .await
-        .unwrap();
+    store.push(jobs("f", 1_100)).await.unwrap();
     loop {
         let got = store.reserve(&request(&[&q], LONG, 500)).await.unwrap();
         if got.is_empty() {
             break;
         }
-        for r in got {
-            store.fail(&r.lease, "e").await.unwrap();
-        }
+        let fails = got
+            .into_iter()
+            .map(|r| Settle::fail(r.lease, "e"))
+            .collect();
+        store.settle(fails, None).await.unwrap();
     }
-    assert_eq!(store.failed_count().await.unwrap(), 1_100);
-    assert_eq!(
-        store
-            .failed_prune(SystemTime::now() - Duration::from_secs(60))
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(store.failed_flush().await.unwrap(), 1_100);
-    assert_eq!(store.failed_count().await.unwrap(), 0);
+    let failed = failed(&store);
+    assert_eq!(failed.count().await.unwrap(), 1_100);
+    let before = SystemTime::now() - Duration::from_secs(60);
+    assert_eq!(failed.prune(before).await.unwrap(), 0);
+    assert_eq!(failed.flush().await.unwrap(), 1_100);
+    assert_eq!(failed.count().await.unwrap(), 0);
 }
 
 /// A reservation by name looks at a bounded number of jobs; the rest is found later.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reserve_by_name_is_bounded() {
-    let Some(_) = common::admin().await else {
+async fn reserve_by_name_is_bounded(backend: Backend) {
+    let Some(_) = backend.admin().await else {
         return;
     };
-    let store = RedisStorage::connect(common::options().name_scan_limit(10))
-        .await
-        .unwrap();
+    let options = backend.options().name_scan_limit(10);
+    let store = RedisStorage::connect(options).await.unwrap();
     let q = unique("q");
     let mut jobs: Vec<NewJob> = (0..25).map(|_| job(&q, "other", b"o")).collect();
     jobs.push(job(&q, "wanted", b"w"));
     store.push(jobs).await.unwrap();
     let mut by_name = request(&[&q], LONG, 5);
     by_name.name = Some("wanted".into());
-    assert!(
-        store.reserve(&by_name).await.unwrap().is_empty(),
-        "behind more than the scan limit"
-    );
+    let hidden = store.reserve(&by_name).await.unwrap();
+    assert!(hidden.is_empty(), "behind more than the scan limit");
     assert_eq!(
         store
             .reserve(&request(&[&q], LONG, 20))
@@ -545,45 +504,68 @@ async fn reserve_by_name_is_bounded() {
     assert_eq!(got[0].name, "wanted");
 }
 
-/// The driver is chosen by URL scheme, and the connect options name its keys.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn connect_by_url() {
-    let Some(mut admin) = common::admin().await else {
+/// The driver is chosen by URL scheme, and the connect options name its keys (the queues'
+/// and the failed store's); it is durable only with an fsync on every write, as every
+/// master says now.
+async fn connect_by_url(backend: Backend) {
+    let Some(mut admin) = backend.admin().await else {
         return;
     };
-    let (store, prefix, failed, q) = common::connect_and_fail_one(&common::url()).await;
-    let pending: bool = redis::cmd("EXISTS")
-        .arg(format!("{{{prefix}:{q}}}:seq"))
-        .query_async(&mut admin)
+    let (prefix, failed) = (common::prefix(), common::prefix());
+    let mut options = queue_core::ConnectOptions::default();
+    options.table = Some(prefix.clone());
+    options.failed_table = Some(failed.clone());
+    let store = queue_core::storage::connect(&backend.url(), options)
         .await
         .unwrap();
-    let failed: bool = redis::cmd("EXISTS")
-        .arg(format!("{{{failed}}}:failed:index"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert!(pending && failed);
-
-    // durable only with an fsync on every write, as the server says now
-    let aof: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendonly")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let fsync: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendfsync")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.capabilities().durable,
-        aof[1] == "yes" && fsync[1] == "always"
-    );
+    let caps = store.capabilities();
+    assert_eq!(caps.driver, "redis");
+    assert!(caps.wake.is_some() && caps.reserve_by_name);
+    assert_eq!(caps.claims, backend == Backend::Single);
+    assert_eq!(caps.groups.is_some(), backend == Backend::Single);
+    let q = unique("q");
+    store.push(vec![job(&q, "u", b"x")]).await.unwrap();
+    let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    store.fail(&held[0].lease, "e").await.unwrap();
+    for key in [
+        format!("{{{prefix}:{q}}}:seq"),
+        format!("{{{failed}}}:failed:index"),
+    ] {
+        let here: bool = admin.query(redis::cmd("EXISTS").arg(&key)).await;
+        assert!(here, "{key}");
+    }
+    let mut durable = true;
+    let seeds = match backend {
+        Backend::Single => vec![backend.url()],
+        Backend::Cluster => common::cluster_seeds(),
+    };
+    for seed in seeds {
+        durable &= config(&seed, "appendonly").await == "yes"
+            && config(&seed, "appendfsync").await == "always";
+    }
+    assert_eq!(caps.durable, durable);
+    let direct = RedisStorage::connect(backend.options()).await.unwrap();
+    assert_eq!(direct.is_cluster(), backend == Backend::Cluster);
 }
 
-/// Bad settings are configuration errors; an absent server is a backend error.
+/// A setting of the server at `url` (`CONFIG GET`).
+async fn config(url: &str, name: &str) -> String {
+    let mut node = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(name)
+        .query_async(&mut node)
+        .await
+        .unwrap();
+    reply[1].clone()
+}
+
+/// Bad settings and malformed URLs (one server's and a cluster's) are configuration errors;
+/// an absent server or cluster is a backend error.
 #[tokio::test]
 async fn bad_settings() {
     for prefix in ["", "a{b", "c}"] {
@@ -592,27 +574,32 @@ async fn bad_settings() {
             .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{prefix}: {err}");
     }
-    let err = RedisStorage::connect(RedisOptions::new("redis://127.0.0.1:notaport"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
-    let err = RedisStorage::connect(RedisOptions::new("http://127.0.0.1:6379"))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err}");
-    let err = RedisStorage::connect(
-        RedisOptions::new("redis://127.0.0.1:1").connect_timeout(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap_err();
-    assert!(common::is_backend_error(&err), "{err}");
+    for bad in [
+        "redis://127.0.0.1:notaport",
+        "http://127.0.0.1:6379",
+        "redis+cluster://127.0.0.1:7000/3",
+        "redis+cluster://127.0.0.1:7000?cluster=true",
+        "redis+cluster://127.0.0.1:7000?nodes=127.0.0.1:x",
+    ] {
+        let err = RedisStorage::connect(RedisOptions::new(bad))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+    }
+    for absent in [
+        "redis://127.0.0.1:1",
+        "redis+cluster://127.0.0.1:1?nodes=127.0.0.1:2",
+    ] {
+        let options = RedisOptions::new(absent).connect_timeout(Duration::from_millis(500));
+        let err = RedisStorage::connect(options).await.unwrap_err();
+        assert!(common::is_backend_error(&err), "{absent}: {err}");
+    }
 }
 
 /// A worker with concurrency 8 drains a batch-dispatched queue (a smoke test of the fast
 /// path; the benchmarks measure it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn worker_drains_a_batch() {
-    let Some(store) = common::store().await else {
+async fn worker_drains_a_batch(backend: Backend) {
+    let Some(store) = backend.store().await else {
         return;
     };
     let store: Arc<dyn Storage> = Arc::new(store);
@@ -631,21 +618,16 @@ async fn worker_drains_a_batch() {
     let envelope = br#"{"v":1,"name":"noop","data":null}"#;
     let started = Instant::now();
     for _ in 0..N / 1000 {
-        store
-            .push((0..1000).map(|_| job(&q, "noop", envelope)).collect())
-            .await
-            .unwrap();
+        let jobs = (0..1000).map(|_| job(&q, "noop", envelope)).collect();
+        store.push(jobs).await.unwrap();
     }
     let pushed = started.elapsed();
     let started = Instant::now();
-    let summary = queue_tests::engine::run_worker(
-        &queue,
-        WorkerOptions::default()
-            .queues([q.as_str()])
-            .concurrency(8)
-            .stop_when_empty(),
-    )
-    .await;
+    let options = WorkerOptions::default()
+        .queues([q.as_str()])
+        .concurrency(8)
+        .stop_when_empty();
+    let summary = queue_tests::engine::run_worker(&queue, options).await;
     let ran_for = started.elapsed();
     println!(
         "pushed {N} in {pushed:?} ({:.0}/s), ran them in {ran_for:?} ({:.0}/s)",
@@ -654,14 +636,366 @@ async fn worker_drains_a_batch() {
     );
     assert_eq!(summary.processed, N as u64, "{summary:?}");
     assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), N);
-    assert_eq!(store.size(&q).await.unwrap().total(), 0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+}
+
+/// The failed store keeps the job's store-wide id, and a retried job gets a new one of the
+/// same form on its queue.
+async fn failed_jobs_keep_store_wide_ids(backend: Backend) {
+    let Some(store) = backend.store().await else {
+        return;
+    };
+    let q = unique("q/with/slashes");
+    let first = store.push_one(job(&q, "f", b"x")).await.unwrap().into_id();
+    assert_eq!(first, JobId(format!("{q}/1")));
+    let held = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(held.lease.job_id, first);
+    store.fail(&held.lease, "boom").await.unwrap();
+    let failed = failed(&store);
+    let listed = failed
+        .list(PageRequest::first(1))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert_eq!(listed.job_id, first.0);
+    assert_eq!(failed.get(&listed.id).await.unwrap(), Some(listed.clone()));
+    let retried = failed.retry(&listed.id).await.unwrap();
+    assert_eq!(retried, Some(Pushed::Created(JobId(format!("{q}/2")))));
+    let again = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        Some(again.lease.job_id.clone()),
+        retried.map(Pushed::into_id)
+    );
+    ack_all(&store, &[again.lease]).await;
+}
+
+/// The oldest available job: a pending one by its available time, an expired reservation
+/// by its deadline, whichever is older.
+async fn oldest_available_counts_expired_reservations(backend: Backend) {
+    let Some(store) = backend.store().await else {
+        return;
+    };
+    let q = unique("q");
+    store.push(vec![job(&q, "o", b"1")]).await.unwrap();
+    let lease = Duration::from_millis(100);
+    let held = store
+        .reserve(&request(&[&q], lease, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(store.oldest_available(&q).await.unwrap(), None);
+    let deadline = SystemTime::now() + lease;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    store.push(vec![job(&q, "o", b"2")]).await.unwrap();
+    let oldest = store
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("the expired reservation");
+    let skew = Duration::from_secs(1);
+    assert!(oldest <= SystemTime::now() - Duration::from_millis(100));
+    assert!(
+        oldest + skew >= deadline && oldest <= deadline + skew,
+        "{oldest:?}"
+    );
+    // Not taken again, the lease still finishes the job; then the pushed one is the oldest.
+    ack_all(&store, &[held.lease]).await;
+    let next = store
+        .oldest_available(&q)
+        .await
+        .unwrap()
+        .expect("job 2 waits");
+    assert!(next > oldest, "{next:?} after {oldest:?}");
+}
+
+/// A page after a cursor whose own job left the listing since (reserved, forgotten) starts
+/// right after where that job was, also among jobs of the same millisecond.
+async fn listings_resume_after_their_cursor_left(backend: Backend) {
+    let Some(store) = backend.store().await else {
+        return;
+    };
+    let q = unique("q");
+    // One batch: every job available in the same millisecond.
+    let pushed = ids(store
+        .push(
+            (0..8)
+                .map(|i| job(&q, "l", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap());
+    let page = |after: Option<String>| {
+        let (store, q) = (store.clone(), q.clone());
+        async move {
+            let page = PageRequest { after, limit: 3 };
+            store.jobs(&q, JobState::Waiting, page).await.unwrap()
+        }
+    };
+    let first = page(None).await;
+    let listed: Vec<JobId> = first.items.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(listed, pushed[..3]);
+    // The first four are reserved: the cursor's job (the third) left the waiting jobs.
+    let held = store.reserve(&request(&[&q], LONG, 4)).await.unwrap();
+    let second = page(first.next.clone()).await;
+    let listed: Vec<JobId> = second.items.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(listed, pushed[4..7], "after where the cursor's job was");
+    let reserved = store
+        .jobs(&q, JobState::Reserved, PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(reserved.items.len(), 4);
+    assert!(reserved
+        .items
+        .iter()
+        .all(|j| j.state == JobState::Reserved && j.attempts == 1));
+
+    // The failed store: four fail in one call (the same millisecond), newest first.
+    let fails = held
+        .into_iter()
+        .map(|r| Settle::fail(r.lease, "f"))
+        .collect();
+    store.settle(fails, None).await.unwrap();
+    let failed = failed(&store);
+    let first = failed.list(PageRequest::first(2)).await.unwrap();
+    let newest: Vec<&str> = first.items.iter().map(|f| f.job_id.as_str()).collect();
+    assert_eq!(newest, [&pushed[3].0, &pushed[2].0]);
+    assert!(failed.forget(&first.items[1].id).await.unwrap());
+    let rest = failed
+        .list(PageRequest::after(first.next.unwrap(), 5))
+        .await
+        .unwrap();
+    let older: Vec<&str> = rest.items.iter().map(|f| f.job_id.as_str()).collect();
+    assert_eq!(older, [&pushed[1].0, &pushed[0].0]);
+    assert_eq!(rest.next, None);
+}
+
+/// Settling with a fetch, acknowledging a batch and pushing with claims are each one
+/// `EVALSHA` on the store's connection and nothing else (watched with `MONITOR`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_script_call_per_round_trip() {
+    let Some(mut admin) = Backend::Single.admin().await else {
+        return;
+    };
+    let store = Backend::Single.store().await.unwrap();
+    let q = unique("q");
+    store
+        .push(
+            (0..6)
+                .map(|i| job(&q, "m", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // Warm up: the scripts are loaded now, not while watching.
+    let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    let reply = store
+        .settle(
+            vec![Settle::ack(held[0].lease.clone())],
+            Some(&request(&[&q], LONG, 1)),
+        )
+        .await
+        .unwrap();
+    store
+        .push(vec![job(&q, "w", b"w").unique(Unique::new(unique("k")))])
+        .await
+        .unwrap();
+
+    let id = store.client_id().await.unwrap();
+    let listing: String = admin
+        .query(redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id))
+        .await;
+    let addr = listing
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("addr="))
+        .expect("the connection's address")
+        .to_owned();
+    let client = redis::Client::open(common::url()).unwrap();
+    let mut monitor = client.get_async_monitor().await.unwrap();
+    let mut lines = monitor.on_message::<String>();
+
+    let settled = store
+        .settle(
+            vec![Settle::ack(reply.reserved[0].lease.clone())],
+            Some(&request(&[&q], LONG, 3)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(settled.reserved.len(), 3);
+    let leases: Vec<Lease> = settled.reserved.iter().map(|r| r.lease.clone()).collect();
+    ack_all(&store, &leases).await;
+    let key = unique("k");
+    store
+        .push(vec![
+            job(&q, "u", b"1").unique(Unique::new(&key)),
+            job(&q, "u", b"2").unique(Unique::new(&key)),
+        ])
+        .await
+        .unwrap();
+    store.client_id().await.unwrap(); // the marker: everything before it has been seen
+
+    let ours = format!(" {addr}]");
+    let mut commands = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
+            .await
+            .expect("MONITOR goes on")
+            .expect("a line");
+        if !line.contains(&ours) {
+            continue;
+        }
+        let command = line
+            .split(&ours)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned();
+        if command == "\"CLIENT\"" {
+            break;
+        }
+        commands.push(command);
+    }
+    assert_eq!(
+        commands, ["\"EVALSHA\""; 3],
+        "settle+fetch, acknowledge, push"
+    );
+}
+
+/// Claims, group counters and their keys (one server only: the cluster refuses both). A
+/// claim holds its holder's id, also while a failed job holds it; a counter that cannot be
+/// added to fails the call and leaves its settlement unapplied, the ones before it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_and_groups_layout() {
+    let Some(mut admin) = Backend::Single.admin().await else {
+        return;
+    };
+    let options = Backend::Single.options();
+    let p = options.get_prefix().to_owned();
+    let store = RedisStorage::connect(options).await.unwrap();
+    let q = unique("q");
+    let key = unique("k");
+    let claim = format!("{{{p}}}:claim:{key}");
+    let unique_job =
+        |payload: &[u8]| job(&q, "c", payload).unique(Unique::new(&key).until(Until::Succeeded));
+    let holder = store.push_one(unique_job(b"1")).await.unwrap().into_id();
+    let value: String = admin.query(redis::cmd("GET").arg(&claim)).await;
+    assert_eq!(value, holder.0);
+    let fields: Vec<String> = admin
+        .query(
+            redis::cmd("HMGET")
+                .arg(format!("{{{p}:{q}}}:job:0000000000000001"))
+                .arg("u")
+                .arg("w"),
+        )
+        .await;
+    assert_eq!(fields, [key.as_str(), "succeeded"]);
+    let held = store
+        .reserve(&request(&[&q], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store.fail(&held.lease, "no").await.unwrap();
+    let value: String = admin.query(redis::cmd("GET").arg(&claim)).await;
+    assert_eq!(value, holder.0, "the failed job holds it under its id");
+    let failed_job = failed(&store)
+        .list(PageRequest::first(1))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert_eq!(
+        failed_job.unique,
+        Some(Unique::new(&key).until(Until::Succeeded))
+    );
+    assert!(failed(&store).forget(&failed_job.id).await.unwrap());
+    let gone: bool = admin.query(redis::cmd("EXISTS").arg(&claim)).await;
+    assert!(!gone, "forgetting released it");
+
+    let group = unique("g");
+    let hash = format!("{{{p}}}:group:{group}");
+    store
+        .push(
+            (0..3)
+                .map(|i| job(&q, "g", format!("{i}").as_bytes()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let held = store.reserve(&request(&[&q], LONG, 3)).await.unwrap();
+    let count = |lease: &Lease, deltas: Vec<(&str, i64)>| {
+        Settle::ack(lease.clone()).effect(Effect::Count {
+            group: group.clone(),
+            deltas: deltas.into_iter().map(|(n, d)| (n.to_owned(), d)).collect(),
+        })
+    };
+    let reply = store
+        .settle(
+            vec![count(&held[0].lease, vec![("done", 1), ("big", i64::MAX)])],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, [Settled::Applied]);
+    let counters = store.counters(&group).await.unwrap();
+    assert_eq!(
+        counters,
+        [("big".to_owned(), i64::MAX), ("done".to_owned(), 1)]
+    );
+    // The second settlement would overflow `big`: the call fails, the first settlement of it
+    // is applied, the second not at all (its `done` put back, its job still reserved).
+    let err = store
+        .settle(
+            vec![
+                count(&held[1].lease, vec![("done", 1)]),
+                count(&held[2].lease, vec![("done", 1), ("big", 1)]),
+            ],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(common::is_backend_error(&err), "{err}");
+    let counters = store.counters(&group).await.unwrap();
+    assert_eq!(
+        counters,
+        [("big".to_owned(), i64::MAX), ("done".to_owned(), 2)]
+    );
+    assert_eq!(store.size(&q).await.unwrap().reserved, 1);
+    let _: () = admin
+        .query(redis::cmd("HSET").arg(&hash).arg("big").arg("not a number"))
+        .await;
+    let err = store
+        .settle(
+            vec![count(&held[2].lease, vec![("done", 1), ("big", 1)])],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(common::is_backend_error(&err), "{err}");
+    let done: i64 = admin.query(redis::cmd("HGET").arg(&hash).arg("done")).await;
+    assert_eq!(done, 2, "put back");
+    let reply = store
+        .settle(vec![count(&held[2].lease, vec![("done", 1)])], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, [Settled::Applied]);
+    assert!(store.remove(&group).await.unwrap());
+    let gone: bool = admin.query(redis::cmd("EXISTS").arg(&hash)).await;
+    assert!(!gone);
 }
 
 /// A user whose ACL allows no pub/sub channel still pushes, releases and retries (the
 /// wake-up is skipped), and its waits end at their timeout or the next due job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn works_without_pubsub_permission() {
-    let Some(mut admin) = common::admin().await else {
+    let Some(mut admin) = Backend::Single.admin().await else {
         return;
     };
     let url = common::url();
@@ -670,31 +1004,27 @@ async fn works_without_pubsub_permission() {
         return;
     }
     let user = unique("qtest_nochannels");
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg(&user)
-        .arg("on")
-        .arg(">secret")
-        .arg("~*")
-        .arg("resetchannels")
-        .arg("+@all")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let _: () = admin
+        .query(
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(&user)
+                .arg("on")
+                .arg(">secret")
+                .arg("~*")
+                .arg("resetchannels")
+                .arg("+@all"),
+        )
+        .await;
     let limited = url.replacen("redis://", &format!("redis://{user}:secret@"), 1);
     let result = async {
-        let store = RedisStorage::connect(RedisOptions::new(limited).prefix(common::prefix()))
-            .await
-            .unwrap();
+        let options = RedisOptions::new(limited).prefix(common::prefix());
+        let store = RedisStorage::connect(options).await.unwrap();
         let q = unique("q");
         store.push(vec![job(&q, "p", b"x")]).await.unwrap();
-        let held = store
-            .reserve(&request(&[&q], LONG, 1))
-            .await
-            .unwrap()
-            .remove(0);
+        let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
         store
-            .release(&held.lease, Duration::from_millis(300), false)
+            .release(&held[0].lease, Duration::from_millis(300))
             .await
             .unwrap();
         let started = Instant::now();
@@ -707,14 +1037,14 @@ async fn works_without_pubsub_permission() {
             waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
             "waited {waited:?}"
         );
-        let again = store
-            .reserve(&request(&[&q], LONG, 1))
+        let again = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+        store.fail(&again[0].lease, "x").await.unwrap();
+        let listed = failed(&store).list(PageRequest::first(1)).await.unwrap();
+        assert!(failed(&store)
+            .retry(&listed.items[0].id)
             .await
             .unwrap()
-            .remove(0);
-        store.fail(&again.lease, "x").await.unwrap();
-        let failed = store.failed_list(0, 1).await.unwrap().remove(0);
-        assert!(store.failed_retry(&failed.id).await.unwrap().is_some());
+            .is_some());
         let started = Instant::now();
         store
             .wait(&[unique("empty")], Duration::from_millis(300))
@@ -723,203 +1053,10 @@ async fn works_without_pubsub_permission() {
         assert!(started.elapsed() < Duration::from_secs(3));
     };
     let outcome = tokio::spawn(result).await;
-    let _: redis::RedisResult<i64> = redis::cmd("ACL")
-        .arg("DELUSER")
-        .arg(&user)
-        .query_async(&mut admin)
+    let _: i64 = admin
+        .query(redis::cmd("ACL").arg("DELUSER").arg(&user))
         .await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }
-}
-
-/// The failed store keeps the job's store-wide id, and a retried job gets a new one of the
-/// same form on its queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn failed_jobs_keep_store_wide_ids() {
-    let Some(store) = common::store().await else {
-        return;
-    };
-    let q = unique("q/with/slashes");
-    let ids = store.push(vec![job(&q, "f", b"x")]).await.unwrap();
-    assert_eq!(ids, [JobId(format!("{q}/1"))]);
-    let held = store
-        .reserve(&request(&[&q], LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(held.lease.job_id, ids[0]);
-    store.fail(&held.lease, "boom").await.unwrap();
-    let failed = store.failed_list(0, 1).await.unwrap().remove(0);
-    assert_eq!(failed.job_id, ids[0].0);
-    assert_eq!(
-        store.failed_get(&failed.id).await.unwrap(),
-        Some(failed.clone())
-    );
-    let retried = store.failed_retry(&failed.id).await.unwrap();
-    assert_eq!(retried, Some(JobId(format!("{q}/2"))));
-    let again = store
-        .reserve(&request(&[&q], LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(Some(again.lease.job_id.clone()), retried);
-    assert_eq!(store.acknowledge(&[again.lease]).await.unwrap(), [true]);
-}
-
-/// Counters live under their own hash tag; names of expired counters are pruned from the
-/// name index (on read, and a batch at a time on write), and a counter holding garbage is
-/// left out when read and starts over when written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn counters_layout_and_pruning() {
-    let Some(mut admin) = common::admin().await else {
-        return;
-    };
-    let options = common::options();
-    let p = options.get_prefix().to_owned();
-    let store = RedisStorage::connect(options).await.unwrap();
-    let names = format!("{{{p}:counters}}:names");
-    let expiry = format!("{{{p}:counters}}:expiry");
-    let reader = admin.clone();
-    let card = |key: String| {
-        let mut admin = reader.clone();
-        async move {
-            redis::cmd("ZCARD")
-                .arg(key)
-                .query_async::<i64>(&mut admin)
-                .await
-                .unwrap()
-        }
-    };
-
-    store
-        .add_counters(&[("stats:a".into(), 3), ("stats:b".into(), -2)], None)
-        .await
-        .unwrap();
-    let value: i64 = redis::cmd("GET")
-        .arg(format!("{{{p}:counters}}:c:stats:a"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(value, 3);
-    assert_eq!(card(names.clone()).await, 2);
-    assert_eq!(card(expiry.clone()).await, 0);
-    assert_eq!(
-        store.counters("").await.unwrap(),
-        [("stats:a".to_owned(), 3), ("stats:b".to_owned(), -2)]
-    );
-    assert_eq!(store.counters("stats:b").await.unwrap().len(), 1);
-    assert!(store.counters("stats:bb").await.unwrap().is_empty());
-    assert!(store.counters("stats;").await.unwrap().is_empty());
-
-    // A TTL given later applies; none given later takes it away again (as in memory).
-    store
-        .add_counters(&[("rate:x".into(), 1)], Some(Duration::from_millis(150)))
-        .await
-        .unwrap();
-    assert_eq!(card(expiry.clone()).await, 1);
-    store
-        .add_counters(&[("stats:a".into(), 1)], Some(LONG))
-        .await
-        .unwrap();
-    store
-        .add_counters(&[("stats:a".into(), 1)], None)
-        .await
-        .unwrap();
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{{{p}:counters}}:c:stats:a"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(ttl, -1, "persistent again");
-    assert_eq!(card(expiry.clone()).await, 1);
-
-    // Expired: gone from reads, and its name is pruned by the next write.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    store
-        .add_counters(&[("stats:c".into(), 1)], None)
-        .await
-        .unwrap();
-    assert_eq!(card(expiry.clone()).await, 0);
-    assert_eq!(card(names.clone()).await, 3);
-    // A value deleted by hand: its name is pruned by the read that misses it.
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{{{p}:counters}}:c:stats:c"))
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(store.counters("stats:").await.unwrap().len(), 2);
-    assert_eq!(card(names.clone()).await, 2);
-
-    // Garbage is left out, then overwritten by the next add.
-    let _: () = redis::cmd("SET")
-        .arg(format!("{{{p}:counters}}:c:stats:b"))
-        .arg("not a number")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.counters("stats:").await.unwrap(),
-        [("stats:a".to_owned(), 5)]
-    );
-    store
-        .add_counters(&[("stats:b".into(), 7), ("stats:a".into(), i64::MAX)], None)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.counters("stats:").await.unwrap(),
-        [("stats:a".to_owned(), i64::MAX), ("stats:b".to_owned(), 7)],
-        "an overflow starts over from the delta; a garbage value too"
-    );
-
-    // Names outside ASCII and with the lexicographic range's own characters.
-    let odd = ["stats:ü", "stats:[x", "stats:(y", "stats:-", "stats:+"];
-    let deltas: Vec<(String, i64)> = odd.iter().map(|n| (n.to_string(), 1)).collect();
-    store.add_counters(&deltas, None).await.unwrap();
-    for name in odd {
-        assert_eq!(
-            store.counters(name).await.unwrap(),
-            [(name.to_owned(), 1)],
-            "{name}"
-        );
-    }
-}
-
-/// The oldest available job: a pending one by its available time, an expired reservation
-/// by its deadline, whichever is older.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn oldest_available_counts_expired_reservations() {
-    let Some(store) = common::store().await else {
-        return;
-    };
-    let q = unique("q");
-    store.push(vec![job(&q, "o", b"1")]).await.unwrap();
-    let held = store
-        .reserve(&request(&[&q], Duration::from_millis(100), 1))
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(store.oldest_available(&q).await.unwrap(), None);
-    let deadline = SystemTime::now() + Duration::from_millis(100);
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    store.push(vec![job(&q, "o", b"2")]).await.unwrap();
-    let oldest = store
-        .oldest_available(&q)
-        .await
-        .unwrap()
-        .expect("the expired reservation waits");
-    let skew = Duration::from_secs(1);
-    assert!(oldest <= SystemTime::now() - Duration::from_millis(100));
-    assert!(
-        oldest + skew >= deadline && oldest <= deadline + skew,
-        "{oldest:?}"
-    );
-    // Not taken again, the lease still finishes the job; then the pushed one is the oldest.
-    assert_eq!(store.acknowledge(&[held.lease]).await.unwrap(), [true]);
-    let next = store
-        .oldest_available(&q)
-        .await
-        .unwrap()
-        .expect("job 2 waits");
-    assert!(next > oldest, "{next:?} after {oldest:?}");
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use queue_core::storage::{self, ConnectOptions};
+use queue_core::StorageExt as _;
 use queue_core::{Job, Queue, WorkerOptions};
 use queue_examples::{unix_micros, LatencyProbe, Noop};
 

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use queue_core::StorageExt as _;
 use queue_core::{Job, Queue, WorkerOptions};
 use queue_examples::{
     GenerateReport, ImportLegacyFile, ProcessUpload, SendEmail, SyncPayment, REPORTS_MAX_AT_ONCE,
@@ -99,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     for q in ["high", "default", "low"] {
-        let s = queue.storage().size(q).await?;
+        let s = queue.storage().inspect()?.size(q).await?;
         println!(
             "   {q:<8} waiting {:>2}  delayed {:>2}",
             s.waiting, s.delayed
@@ -129,7 +130,13 @@ async fn main() -> anyhow::Result<()> {
         REPORTS_MAX_AT_ONCE.load(Ordering::SeqCst)
     );
     println!("   failed store:");
-    for failed in queue.storage().failed_list(0, 10).await? {
+    for failed in queue
+        .storage()
+        .failed_store()?
+        .list(queue_core::storage::PageRequest::first(10))
+        .await?
+        .items
+    {
         println!(
             "     #{} {} after {} attempt(s): {}",
             failed.id, failed.name, failed.attempts, failed.error

@@ -18,21 +18,21 @@
 //! }
 //! ```
 //!
-//! Commands (Laravel's and Rakit's names in brackets):
+//! Commands (Laravel's and Rakit's names in parentheses):
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `runall work` (the default) | run a worker [`queue:work`, `job:runall`] |
-//! | `runall run NAME` | run a worker for jobs named NAME only [`job:run`] |
-//! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store [`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`] |
-//! | `runall size [QUEUE]` | jobs waiting, delayed, reserved [`queue:size`] |
-//! | `runall migrate` | create the tables [`migrate`] |
-//! | `runall table` | print the SQL that creates the tables, run nothing [`job:table`] |
-//! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 [`queue:monitor`] |
-//! | `runall stats [--watch]` | processed and failed per job name and queue, from every worker |
-//! | `runall restart` | every worker finishes its jobs and exits [`queue:restart`] |
+//! | `runall work` (the default) | run a worker (`queue:work`, `job:runall`) |
+//! | `runall run NAME` | run a worker for jobs named NAME only (`job:run`) |
+//! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store (`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`) |
+//! | `runall size [QUEUE]` | jobs waiting, delayed, reserved (`queue:size`) |
+//! | `runall migrate` | create the tables (`migrate`) |
+//! | `runall table` | print the SQL that creates the tables, run nothing (`job:table`) |
+//! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 (`queue:monitor`) |
+//! | `runall stats [--watch]` | jobs per queue and state, failed jobs per job name and queue |
+//! | `runall restart` | every worker finishes its jobs and exits (`queue:restart`) |
 //! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
-//! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs [`queue:clear`] |
+//! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs (`queue:clear`) |
 //!
 //! The connection: `--connection URL`, else `QUEUE_URL`, else `job.toml` (see
 //! [`config`](crate::config)), else `sqlite://jobs.db`.
@@ -201,10 +201,10 @@ struct WorkArgs {
     #[arg(long, alias = "tries")]
     retries: Option<u32>,
     /// Timeout of an attempt for jobs that do not set one, as `60s`.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = positive_duration)]
     timeout: Option<Duration>,
     /// Lease of a reservation (Laravel's retry_after), as `15s`.
-    #[arg(long, alias = "retry-after", value_parser = parse_duration)]
+    #[arg(long, alias = "retry-after", value_parser = positive_duration)]
     lease: Option<Duration>,
     /// Backoff for jobs that do not set one: `exponential`, `fixed:10s`, `1s,5s,30s`.
     #[arg(long, value_parser = Backoff::parse)]
@@ -227,9 +227,23 @@ struct WorkArgs {
     /// Stop when the queues are empty.
     #[arg(long)]
     stop_when_empty: bool,
-    /// On SIGTERM, how long running jobs may take to finish, as `30s`.
+    /// On SIGTERM or `runall restart`, how long running jobs may take to finish, as `30s`
+    /// (stop conditions such as --once and --max-jobs let them finish however long).
     #[arg(long, value_parser = parse_duration)]
     grace: Option<Duration>,
+    /// How long after its dispatch a job of a name this worker does not know (or of a newer
+    /// envelope) is put back for another worker before it is failed, as `1h` (rolling
+    /// deploys).
+    #[arg(long, value_parser = parse_duration)]
+    unknown_job_window: Option<Duration>,
+}
+
+/// A duration that must not be zero (a zero timeout or lease would fail every job).
+fn positive_duration(text: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
 }
 
 type SetupFn = Box<dyn Fn(&Queue) + Send + Sync>;
@@ -512,6 +526,9 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     o.stop_when_empty = args.stop_when_empty;
     if let Some(g) = args.grace.or(config.grace()) {
         o.grace = g;
+    }
+    if let Some(w) = args.unknown_job_window.or(config.unknown_job_window()) {
+        o.unknown_job_window = w;
     }
     o.only = only;
     o

@@ -723,3 +723,33 @@ impl Wake for MemoryStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StorageExt;
+
+    /// A store that is not a fake keeps nothing of a job once it is gone: a `memory://` worker
+    /// runs for ever without growing.
+    #[tokio::test]
+    async fn keeps_nothing_of_finished_jobs() {
+        let store = MemoryStorage::new();
+        for round in 0..10 {
+            let jobs = (0..100)
+                .map(|i| NewJob::new("q", "n", format!("{round}-{i}").into_bytes()))
+                .collect();
+            store.push(jobs).await.unwrap();
+            let got = store
+                .reserve(&ReserveRequest::new(["q"], Duration::from_secs(60), 100))
+                .await
+                .unwrap();
+            let leases: Vec<Lease> = got.into_iter().map(|r| r.lease).collect();
+            assert!(store.acknowledge(&leases).await.unwrap().iter().all(|a| *a));
+        }
+        let state = store.state();
+        assert!(state.jobs.is_empty() && state.claims.is_empty());
+        assert!(state.pending.values().all(BTreeSet::is_empty));
+        assert!(state.reserved.values().all(BTreeSet::is_empty));
+        assert!(store.inner.history.is_none(), "no history unless recording");
+    }
+}

@@ -26,7 +26,5 @@ pub fn duration_millis(duration: Duration) -> i64 {
 
 /// A fresh random token for leases and lock owners.
 pub fn new_token() -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }

@@ -300,8 +300,9 @@ pub struct JobSummary {
     pub unique_key: Option<String>,
 }
 
-/// Which page of a listing: the items after a cursor, never an offset, so a page costs the
-/// same on the millionth job as on the first.
+/// Which page of a listing: the items after a cursor, never an offset, so on a backend with
+/// an index (SQL, Redis) a page costs the same on the millionth job as on the first. A driver
+/// without one (the file driver reads a directory) says what a page costs in its docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     /// The cursor of the previous page ([`Page::next`]); `None` for the first page.

@@ -269,6 +269,7 @@ async fn run(
             ));
             let mut task = tokio::spawn(future);
             let mut hard_stop = shared.hard_stop.clone();
+            let mut aborted = false;
             let ran = tokio::select! {
                 result = tokio::time::timeout(timeout, &mut task) => match result {
                     Ok(Ok(Ok(()))) => Ran::Done,
@@ -279,20 +280,29 @@ async fn run(
                     },
                     Err(_) => {
                         task.abort();
+                        aborted = true;
                         Ran::Failed(JobError::msg(format!("job timed out after {}", humantime::format_duration(timeout))))
                     }
                 },
                 _ = hard_stop.wait_for(|stop| *stop) => {
                     task.abort();
+                    aborted = true;
                     Ran::Shutdown
                 }
                 lost = &mut keeper => {
                     ctx.cancel.cancel();
                     task.abort();
+                    aborted = true;
                     Ran::Stopped(lost.unwrap_or(Lost::Unconfirmed))
                 }
             };
             keeper.abort();
+            if aborted {
+                // Aborting only asks: wait until the body is dropped, so that it is gone
+                // before the job is reported stopped or its lock is released. A body that
+                // blocks its thread cannot be dropped until it yields: wait a moment only.
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
             ran
         }
     };
@@ -383,12 +393,14 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
             counters.interrupted.fetch_add(1, Ordering::Relaxed);
             metrics::count(Counted::Interrupted, queue, &name);
         }
+        Report::Done { name, .. } if settled == Some(Settled::Stale) => {
+            warn!(job = %name, id = %lease.job_id, "job done but its acknowledge was refused: the lease ran out and the job may run again");
+        }
+        _ if settled == Some(Settled::Stale) => {
+            warn!(id = %lease.job_id, "could not settle the job: its lease ran out and another worker may have it");
+        }
         _ if !applied => {
-            let why = match settled {
-                Some(_) => "its lease ran out and another worker may have it",
-                None => "the store could not be reached",
-            };
-            warn!(id = %lease.job_id, "could not settle the job ({why}): it runs again after its lease");
+            warn!(id = %lease.job_id, "could not settle the job: the store could not be reached; it runs again after its lease");
         }
         Report::Done { name, took } => {
             counters.processed.fetch_add(1, Ordering::Relaxed);

@@ -158,11 +158,11 @@ impl WorkerLogs {
                 if let Some(id) = id {
                     self.refused.insert((pid, id));
                 }
-            } else if line.contains("lease lost while the job runs") {
+            } else if line.contains("stopped the job:") {
                 if let Some(id) = id {
                     self.lease_lost.insert((pid, id));
                 }
-            } else if line.contains("acknowledge failed:") {
+            } else if line.contains("could not settle these jobs") {
                 self.ack_failed += 1;
                 self.sample(pid, line);
             } else if line.contains("job panicked") || line.contains("panicked at") {
@@ -172,9 +172,7 @@ impl WorkerLogs {
                 self.reserve_failed += 1;
             } else if line.contains("lost the queue state") {
                 self.state_lost += 1;
-            } else if line.contains("could not put the job back")
-                || line.contains("could not move the job to the failed store")
-            {
+            } else if line.contains("could not settle the job") {
                 self.store_errors += 1;
                 self.sample(pid, line);
             }

@@ -14,6 +14,9 @@ use crate::cases::failed_list;
 use crate::fault::{Faulty, Renewals};
 use crate::{job, unique, Store};
 
+/// When each run of a job body started and ended (when it was dropped).
+type Runs = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
 /// Sets a flag when dropped: tells a body that was aborted from one that returned.
 struct Dropped(Arc<AtomicBool>);
 
@@ -275,14 +278,14 @@ pub async fn engine_outage_stops_the_job_before_its_lease_ends(store: Store) {
     let healthy = Queue::from_arc(store.clone());
     let q = unique("q");
     let key = unique("report");
-    let runs: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Arc::default();
+    let runs: Runs = Arc::default();
     let started = Arc::new(AtomicBool::new(false));
     for queue in [&cut_off, &healthy] {
         let (runs, started) = (runs.clone(), started.clone());
         queue.listen("report", move |_: serde_json::Value, _ctx| {
             let (runs, started) = (runs.clone(), started.clone());
             async move {
-                struct Ended(Arc<Mutex<Vec<(Instant, Option<Instant>)>>>, usize);
+                struct Ended(Runs, usize);
                 impl Drop for Ended {
                     fn drop(&mut self) {
                         self.0.lock().unwrap()[self.1].1 = Some(Instant::now());

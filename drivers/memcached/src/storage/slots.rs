@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use queue_core::storage::{duration_millis, new_token};
-use queue_core::{Error, JobId, Lease, Reserved, Result};
+use queue_core::{Error, Reserved, Result, Until};
 use tracing::{debug, error, warn};
 
+use super::claims::Holder;
 use super::{
-    parse_slot, sizes, Ends, Held, MemcachedStorage, CAS_TRIES, MAX_CLAIM, TOMBSTONE, TOMBSTONE_TTL,
+    incremented, parse_slot, sizes, tombstone, Ends, Held, MemcachedStorage, Timers, CAS_TRIES,
+    MAX_CLAIM,
 };
 use crate::client::{Cmd, Reply, Status};
 use crate::error::MemcachedError;
@@ -80,29 +82,26 @@ impl MemcachedStorage {
                     0,
                 )])
                 .await?;
-            match (&claimed[0].status, claimed[0].cas) {
-                (Status::Ok, Some(cas)) => {
+            match &claimed[0].status {
+                Status::Ok => {
                     lost = 0;
-                    ends.head = Some((head + want, cas));
-                    self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
+                    ends.head = claimed[0].cas.map(|cas| (head + want, cas));
+                    let (first, last) = (head + 1, head + want);
+                    self.take_slots(queue, &qk, ends.gen, (first, last), now, lease, out)
                         .await?;
+                    if ends.head.is_none() {
+                        ends = self.read_ends(&qk).await?;
+                    }
                 }
-                (Status::Ok, None) => {
-                    lost = 0;
-                    ends = self.read_ends(&qk).await?;
-                    self.take_slots(queue, &qk, ends.gen, head + 1, head + want, now, lease, out)
-                        .await?;
-                }
-                (Status::Refused(message), _) => {
+                Status::Refused(message) => {
                     return Err(MemcachedError::Refused(message.clone()).into())
                 }
                 _ => {
                     lost += 1;
                     if lost as usize > CLAIM_TRIES {
                         if out.is_empty() {
-                            return Err(
-                                MemcachedError::Contention(format!("claim on {queue}")).into()
-                            );
+                            let claim = format!("claim on {queue}");
+                            return Err(MemcachedError::Contention(claim).into());
                         }
                         // Never drop jobs already reserved: they would wait out their lease.
                         debug!(%queue, taken = out.len(), "stopped claiming after losing many races for the head");
@@ -140,30 +139,24 @@ impl MemcachedStorage {
     /// Reserves the jobs in the claimed slots `first..=last` (ours alone: the head moved past
     /// them with a compare-and-swap).
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-    pub(super) async fn take_slots(
+    async fn take_slots(
         &self,
         queue: &str,
         qk: &QueueKeys,
         gen: u64,
-        first: u64,
-        last: u64,
+        (first, last): (u64, u64),
         now: i64,
         lease: Duration,
         out: &mut Vec<Reserved>,
     ) -> Result<()> {
-        let slots: Vec<u64> = (first..=last).collect();
-        let replies = self
-            .run(slots.iter().map(|n| Cmd::get(qk.slot(*n))).collect())
-            .await?;
+        let replies = self.run((first..=last).map(|n| Cmd::get(qk.slot(n))).collect());
         // slot -> job id (None: a tombstone or garbage)
         let mut found: BTreeMap<u64, Option<u64>> = BTreeMap::new();
         let mut missing = Vec::new();
-        for (n, reply) in slots.iter().zip(&replies) {
+        for (n, reply) in (first..=last).zip(&replies.await?) {
             match reply.value() {
-                Some(v) => {
-                    found.insert(*n, parse_slot(v));
-                }
-                None => missing.push(*n),
+                Some(v) => drop(found.insert(n, parse_slot(v))),
+                None => missing.push(n),
             }
         }
         if !missing.is_empty() {
@@ -176,98 +169,66 @@ impl MemcachedStorage {
         if entries.is_empty() {
             return Ok(());
         }
+        // The lease deadlines are listed with the reads, before any record changes: if the
+        // bucket refuses them, the jobs go back to the tail at once and nothing else changed.
+        let deadline = now.saturating_add(duration_millis(lease));
+        let mut timers = Timers::default();
         let mut cmds = Vec::with_capacity(entries.len() * 2);
         for (_, id) in &entries {
+            timers.add(queue, deadline, *id);
             cmds.push(Cmd::gets(self.keys().job(*id)));
             cmds.push(Cmd::get(self.keys().body(*id)));
         }
-        let replies = self.run(cmds).await?;
-        let deadline = now.saturating_add(duration_millis(lease));
+        let replies = match self.with_timers(&timers, cmds).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.reslot(queue, qk, entries.iter().map(|(n, id)| (*id, *n)).collect())
+                    .await?;
+                return Err(e);
+            }
+        };
         let mut takes: Vec<(u64, Held, Vec<u8>, String)> = Vec::new();
         let mut cleanup: Vec<Cmd> = Vec::new();
-        let mut gone: Vec<(u64, u64, u64)> = Vec::new();
         for ((n, id), pair) in entries.iter().zip(replies.chunks(2)) {
+            cleanup.push(Cmd::delete(qk.slot(*n)));
             let Some((cas, record)) = self.decode_job(*id, &pair[0]) else {
-                cleanup.push(Cmd::delete(qk.slot(*n)));
                 continue;
             };
-            if record.state != (JobState::Waiting { slot: *n }) {
+            match (
+                record.state == JobState::Waiting { slot: *n },
+                pair[1].value(),
+            ) {
                 // A stale pointer: the job moved on (released again, re-slotted).
-                cleanup.push(Cmd::delete(qk.slot(*n)));
-                continue;
-            }
-            if record.gen < gen {
+                (false, _) => {}
                 // Cleared while waiting: `clear` already took it off the counts.
-                cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
-                cleanup.push(Cmd::delete(self.keys().body(*id)));
-                cleanup.push(Cmd::delete(qk.slot(*n)));
-                continue;
-            }
-            let Some(body) = pair[1].value() else {
-                error!(job = id, %queue, "a waiting job's payload is gone (evicted?): dropping the job");
-                cleanup.push(Cmd::delete(qk.slot(*n)));
-                gone.push((*id, cas, record.gen));
-                continue;
-            };
-            takes.push((
-                *n,
-                Held {
-                    id: *id,
-                    cas,
-                    record,
-                },
-                body.to_vec(),
-                new_token(),
-            ));
-        }
-        if !gone.is_empty() {
-            // Only a record this call deleted leaves the count (whoever changed it first
-            // counts it).
-            let replies = self
-                .run(
-                    gone.iter()
-                        .map(|(id, cas, _)| Cmd::delete_cas(self.keys().job(*id), *cas))
-                        .collect(),
-                )
-                .await?;
-            let mut waiting_gone: BTreeMap<u64, u64> = BTreeMap::new();
-            for ((_, _, g), reply) in gone.iter().zip(&replies) {
-                if reply.ok() {
-                    *waiting_gone.entry(*g).or_default() += 1;
+                _ if record.gen < gen => cleanup.extend([
+                    Cmd::delete_cas(self.keys().job(*id), cas),
+                    Cmd::delete(self.keys().body(*id)),
+                ]),
+                (true, None) => {
+                    error!(job = id, %queue, "a waiting job's payload is gone (evicted?): dropping the job");
+                    cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
+                    cleanup.push(sizes::minus(qk.waiting(record.gen), 1));
+                }
+                (true, Some(body)) => {
+                    let held = Held {
+                        id: *id,
+                        cas,
+                        record,
+                    };
+                    takes.push((*n, held, body.to_vec(), new_token()));
                 }
             }
-            for (g, count) in &waiting_gone {
-                cleanup.push(sizes::minus(qk.waiting(*g), *count));
-            }
         }
-        if takes.is_empty() {
-            self.run(cleanup).await?;
-            return Ok(());
-        }
-        let ids: Vec<u64> = takes.iter().map(|t| t.1.id).collect();
-        let mut cmds = self.timer_cmds(qk, deadline, &ids, now);
-        let first_cas = cmds.len();
-        for (_, held, _, token) in &takes {
-            let record = JobRecord {
-                attempts: held.record.attempts.saturating_add(1),
-                state: JobState::Reserved {
-                    token: token.clone(),
-                    deadline,
-                },
-                ..held.record.clone()
-            };
-            cmds.push(Cmd::cas(
-                self.keys().job(held.id),
-                record.encode(),
-                held.cas,
-                0,
-            ));
-        }
-        // Counters and slot deletions assume success; the rare failure is undone below.
+        // The records, then (as if every compare-and-swap succeeds; the rare failure is
+        // undone below) the counts and the slot deletions.
+        let mut cmds: Vec<Cmd> = takes
+            .iter()
+            .map(|(_, held, _, token)| held.reserve(self.keys(), token, deadline))
+            .collect();
         let mut per_gen: BTreeMap<u64, u64> = BTreeMap::new();
-        for (n, held, _, _) in &takes {
+        for (_, held, _, _) in &takes {
             *per_gen.entry(held.record.gen).or_default() += 1;
-            cmds.push(Cmd::delete(qk.slot(*n)));
         }
         for (g, count) in &per_gen {
             cmds.push(sizes::minus(qk.waiting(*g), *count));
@@ -275,35 +236,31 @@ impl MemcachedStorage {
         cmds.push(sizes::plus(qk.reserved(), takes.len() as u64));
         cmds.extend(cleanup);
         let replies = self.run(cmds).await?;
-        self.check_timer_replies(&replies[..first_cas], &ids);
         let mut undo = Vec::new();
-        let mut failed = 0;
-        for ((n, held, body, token), reply) in takes.into_iter().zip(&replies[first_cas..]) {
-            if reply.ok() {
-                out.push(Reserved {
-                    lease: Lease {
-                        job_id: JobId(held.id.to_string()),
-                        queue: queue.to_owned(),
-                        token,
-                    },
-                    name: held.record.name.clone(),
-                    payload: body,
-                    attempts: held.record.attempts.saturating_add(1),
-                });
-            } else {
+        let mut started = Vec::new();
+        for ((n, held, body, token), reply) in takes.into_iter().zip(&replies) {
+            if !reply.ok() {
                 // Someone changed the record between our read and write. Put the slot back
                 // so the janitor can look at it, and the counts as they were.
                 debug!(job = held.id, status = ?reply.status, "lost a race for a claimed job");
-                failed += 1;
                 undo.push(Cmd::add(qk.slot(n), held.id.to_string().into_bytes(), 0));
                 undo.push(sizes::plus(qk.waiting(held.record.gen), 1));
+                undo.push(sizes::minus(qk.reserved(), 1));
+                continue;
             }
+            if let Some(u) = held
+                .record
+                .unique
+                .as_ref()
+                .filter(|u| u.until == Until::Started)
+            {
+                started.push((u.key.clone(), Holder::Job(held.id)));
+            }
+            out.push(held.reserved(queue, token, body));
         }
-        if failed > 0 {
-            undo.push(sizes::minus(qk.reserved(), failed));
-            self.run(undo).await?;
-        }
-        Ok(())
+        self.run(undo).await?;
+        // Claims held until the job starts: released now that it has.
+        self.release_claims(started).await
     }
 
     /// Claimed slots whose item is missing: a pusher between `incr tail` and writing the
@@ -319,7 +276,7 @@ impl MemcachedStorage {
     ) -> Result<()> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
-        while !missing.is_empty() && started.elapsed() < self.inner.options.slot_wait() {
+        while !missing.is_empty() && started.elapsed() < self.inner.options.missing_slot_wait {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
             let replies = self
@@ -340,12 +297,7 @@ impl MemcachedStorage {
             return Ok(());
         }
         let replies = self
-            .run(
-                missing
-                    .iter()
-                    .map(|n| Cmd::add(qk.slot(*n), TOMBSTONE.to_vec(), TOMBSTONE_TTL))
-                    .collect(),
-            )
+            .run(missing.iter().map(|n| tombstone(qk.slot(*n))).collect())
             .await?;
         let mut late = Vec::new();
         for (n, reply) in missing.iter().zip(&replies) {
@@ -422,12 +374,7 @@ impl MemcachedStorage {
         if from < first {
             let range: Vec<u64> = (from..first).collect();
             let replies = self
-                .run(
-                    range
-                        .iter()
-                        .map(|n| Cmd::add(qk.slot(*n), TOMBSTONE.to_vec(), TOMBSTONE_TTL))
-                        .collect(),
-                )
+                .run(range.iter().map(|n| tombstone(qk.slot(*n))).collect())
                 .await?;
             if let Some((n, _)) = range.iter().zip(&replies).find(|(_, r)| !r.ok()) {
                 first = *n;
@@ -462,68 +409,59 @@ impl MemcachedStorage {
         Ok(())
     }
 
-    /// Gives waiting jobs whose slot write failed (a reserver had given up on the slot and
-    /// tombstoned it) a new slot. Nobody else can reach such a job, so a plain write is safe.
+    /// Gives waiting jobs a new slot at the tail: `(id, slot)` for each job whose record
+    /// still says it waits in `slot` but cannot be reached there (its slot write failed on a
+    /// tombstone, its reserver died or gave up). A record that moved on is left alone.
     pub(super) async fn reslot(
         &self,
         queue: &str,
         qk: &QueueKeys,
-        mut ids: Vec<u64>,
+        mut jobs: Vec<(u64, u64)>,
     ) -> Result<()> {
         for _ in 0..CAS_TRIES {
-            if ids.is_empty() {
+            if jobs.is_empty() {
                 return Ok(());
             }
-            let replies = self
-                .run(
-                    ids.iter()
-                        .map(|id| Cmd::gets(self.keys().job(*id)))
-                        .collect(),
-                )
-                .await?;
-            let mut held = Vec::new();
-            for (id, reply) in ids.iter().zip(&replies) {
-                if let Some((cas, record)) = self.decode_job(*id, reply) {
-                    held.push(Held {
+            let cmds = jobs.iter().map(|(id, _)| Cmd::gets(self.keys().job(*id)));
+            let replies = self.run(cmds.collect()).await?;
+            let held: Vec<Held> = jobs
+                .iter()
+                .zip(&replies)
+                .filter_map(|((id, slot), reply)| {
+                    let (cas, record) = self.decode_job(*id, reply)?;
+                    let stuck = record.state == JobState::Waiting { slot: *slot };
+                    stuck.then_some(Held {
                         id: *id,
                         cas,
                         record,
-                    });
-                }
-            }
+                    })
+                })
+                .collect();
             if held.is_empty() {
                 return Ok(());
             }
             let count = held.len() as u64;
             let replies = self.run(vec![Cmd::incr(qk.tail(), count)]).await?;
-            let end = replies[0]
-                .checked("allocate slots")?
-                .number()
-                .ok_or_else(|| MemcachedError::Protocol("incr gave no number".into()))?;
-            let first = end + 1 - count;
+            let first = incremented(&replies[0], "allocate slots")? + 1 - count;
             let mut cmds = Vec::new();
-            for (i, h) in held.iter().enumerate() {
+            for (slot, h) in (first..).zip(&held) {
                 let record = JobRecord {
-                    state: JobState::Waiting {
-                        slot: first + i as u64,
-                    },
+                    state: JobState::Waiting { slot },
                     ..h.record.clone()
                 };
                 cmds.push(Cmd::cas(self.keys().job(h.id), record.encode(), h.cas, 0));
-                cmds.push(Cmd::add(
-                    qk.slot(first + i as u64),
-                    h.id.to_string().into_bytes(),
-                    0,
-                ));
+                cmds.push(Cmd::add(qk.slot(slot), h.id.to_string().into_bytes(), 0));
             }
             let replies = self.run(cmds).await?;
-            ids = held
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| replies[2 * i].ok() && !replies[2 * i + 1].ok())
-                .map(|(_, h)| h.id)
+            // Moved, but the new slot was skipped too: once more. Not moved: someone else
+            // changed the record, which is no longer ours to move.
+            jobs = (first..)
+                .zip(&held)
+                .zip(replies.chunks(2))
+                .filter(|(_, pair)| pair[0].ok() && !pair[1].ok())
+                .map(|((slot, h), _)| (h.id, slot))
                 .collect();
-            debug!(%queue, count, "re-slotted jobs whose slot had been skipped");
+            debug!(%queue, count, "re-slotted jobs that could not be reached in their slot");
         }
         Err(MemcachedError::Contention(format!("re-slotting jobs of {queue}")).into())
     }

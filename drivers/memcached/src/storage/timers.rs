@@ -3,21 +3,40 @@
 //! the janitor that re-queues jobs of a reserver that died mid-claim.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use queue_core::storage::{duration_millis, new_token};
-use queue_core::{JobId, Lease, Reserved, Result};
+use queue_core::{Reserved, Result};
 use tracing::{error, warn};
 
-use super::sizes::JanitorMark;
 use super::{
-    bucket, parse_slot, sizes, Due, Held, MemcachedStorage, JANITOR_AFTER_MS, JANITOR_MAX_SLOTS,
-    LAG_BUCKETS, MAX_SWEEP_BUCKETS, SCAN_CHUNK,
+    bucket, incremented, now_ms, parse_slot, sizes, Held, MemcachedStorage, JANITOR_AFTER_MS,
+    JANITOR_MAX_SLOTS, LAG_BUCKETS, MAX_SWEEP_BUCKETS, SCAN_CHUNK,
 };
-use crate::client::Cmd;
+use crate::client::{Cmd, Reply};
 use crate::error::MemcachedError;
 use crate::keys::QueueKeys;
 use crate::record::{parse_ids, JobRecord, JobState};
+
+/// Sub-buckets of one second: a job is listed in `t:B:{id mod 16}`, so a second of one queue
+/// holds sixteen items' worth of ids (about 1.8 million at the default 1 MiB item size).
+pub(super) const SUB_BUCKETS: u64 = 16;
+/// Records written per request when promoting due jobs.
+const PROMOTE_CHUNK: usize = 4096;
+
+/// Timer entries to write: job ids under the bucket of their time, per queue.
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    lists: BTreeMap<(String, i64), Vec<u64>>,
+}
+
+impl Timers {
+    pub(super) fn add(&mut self, queue: &str, at: i64, id: u64) {
+        let list = self.lists.entry((queue.to_owned(), bucket(at)));
+        list.or_default().push(id);
+    }
+}
 
 /// What a sweep did and saw.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +48,85 @@ pub(super) struct Swept {
     pub(super) oldest: Option<i64>,
 }
 
+/// One timer entry found due by a sweep.
+#[derive(Debug)]
+struct Due {
+    held: Held,
+    /// The newest bucket listing it.
+    listed: i64,
+}
+
+/// Where the janitor stands, as it records it (`{prefix}:q:{queue}:jan`): every claimed slot
+/// up to `checked` has been looked at by the pass that started at `mark_ms`, when the head
+/// was at `mark`. `cas` is the record's CAS token as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JanitorMark {
+    checked: u64,
+    mark: u64,
+    mark_ms: i64,
+    cas: Option<u64>,
+}
+
+impl JanitorMark {
+    fn parse(reply: &Reply) -> Option<JanitorMark> {
+        let text = std::str::from_utf8(reply.value()?).ok()?;
+        let mut parts = text.split(';').map(|p| p.parse::<i64>().ok());
+        let (checked, mark, mark_ms) = (parts.next()??, parts.next()??, parts.next()??);
+        Some(JanitorMark {
+            checked: checked.max(0) as u64,
+            mark: mark.max(0) as u64,
+            mark_ms,
+            cas: reply.cas,
+        })
+    }
+}
+
+/// Ends a sweep of one queue by this process, however it ends (an error, a dropped future).
+struct Sweeping<'a>(&'a MemcachedStorage, &'a str);
+
+impl Drop for Sweeping<'_> {
+    fn drop(&mut self) {
+        self.0.local().sweeping.remove(self.1);
+    }
+}
+
 impl MemcachedStorage {
+    /// Lists `timers` in their buckets and then runs `reads` (commands without effects) in
+    /// the same request. Fails if an entry could not be listed (its sub-bucket is full): the
+    /// caller then changes nothing, since a job no bucket lists would never be found again.
+    pub(super) async fn with_timers(&self, timers: &Timers, reads: Vec<Cmd>) -> Result<Vec<Reply>> {
+        let now = now_ms();
+        let mut cmds = Vec::new();
+        let mut appends = Vec::new();
+        for ((queue, b), ids) in &timers.lists {
+            let qk = self.keys().queue(queue);
+            let mut subs: BTreeMap<u64, String> = BTreeMap::new();
+            for id in ids {
+                let _ = write!(subs.entry(id % SUB_BUCKETS).or_default(), ",{id}");
+            }
+            for (k, list) in subs {
+                cmds.push(Cmd::add(qk.timer(*b, k), Vec::new(), 0));
+                appends.push((cmds.len(), qk.timer(*b, k)));
+                cmds.push(Cmd::append(qk.timer(*b, k), list.into_bytes()));
+            }
+            cmds.push(Cmd::incr(qk.timer_count(*b), ids.len() as u64));
+            let cursor = (bucket(now) - LAG_BUCKETS).to_string().into_bytes();
+            cmds.push(Cmd::add(qk.cursor(), cursor, 0));
+        }
+        let first = cmds.len();
+        cmds.extend(reads);
+        let mut replies = self.run(cmds).await?;
+        if let Some((i, key)) = appends.iter().find(|(i, _)| !replies[*i].ok()) {
+            error!(%key, status = ?replies[*i].status, "a timer bucket refused more entries");
+            return Err(MemcachedError::Refused(format!(
+                "could not list jobs in the timer bucket `{key}` ({:?}); nothing was changed",
+                replies[*i].status
+            ))
+            .into());
+        }
+        Ok(replies.split_off(first))
+    }
+
     /// Sweeps `queue`'s timer buckets: promotes due delayed jobs into slots, and finds
     /// reservations whose lease ran out. With `take`, such jobs are reserved again for the
     /// caller (up to the limit); the rest stay reserved-and-expired for the next sweep.
@@ -40,38 +137,34 @@ impl MemcachedStorage {
         now: i64,
         mut take: Option<(&mut Vec<Reserved>, usize, Duration)>,
     ) -> Result<Swept> {
-        self.local().swept.insert(queue.to_owned(), Instant::now());
+        {
+            let mut local = self.local();
+            local.swept.insert(queue.to_owned(), Instant::now());
+            if !local.sweeping.insert(queue.to_owned()) {
+                return Ok(Swept::default());
+            }
+        }
+        let _sweeping = Sweeping(self, queue);
         let qk = self.keys().queue(queue);
         let now_b = bucket(now);
         let window: Vec<i64> = (now_b - LAG_BUCKETS - 2..=now_b).collect();
-        // The waiting count first: `settle_waiting` needs every update made after the head
-        // and tail were read to change the count's CAS token.
         let mut cmds = vec![
-            Cmd::gets(qk.waiting(gen)),
             Cmd::gets(qk.janitor()),
             Cmd::get(qk.head()),
-            Cmd::get(qk.tail()),
             Cmd::gets(qk.cursor()),
         ];
-        const WINDOW_AT: usize = 5;
+        const WINDOW_AT: usize = 3;
         cmds.extend(window.iter().map(|b| Cmd::get(qk.timer_count(*b))));
         let replies = self.run(cmds).await?;
-        let janitor = JanitorMark::parse(&replies[1]);
-        let head = replies[2].number();
-        let tail = replies[3].number().unwrap_or(0);
-        self.settle_waiting(queue, &qk, gen, now, janitor, head, tail, &replies[0])
+        let janitor = JanitorMark::parse(&replies[0]);
+        self.janitor(queue, &qk, gen, now, janitor, replies[1].number())
             .await?;
-        self.janitor(queue, &qk, gen, now, janitor, head).await?;
-        let (cursor, cursor_cas) = match (replies[4].number_i64(), replies[4].cas) {
+        let (cursor, cursor_cas) = match (replies[2].number_i64(), replies[2].cas) {
             (Some(c), cas) => (c, cas),
             _ => {
                 let init = now_b - LAG_BUCKETS;
-                self.run(vec![Cmd::add(
-                    qk.cursor(),
-                    init.to_string().into_bytes(),
-                    0,
-                )])
-                .await?;
+                let value = init.to_string().into_bytes();
+                self.run(vec![Cmd::add(qk.cursor(), value, 0)]).await?;
                 (init, None)
             }
         };
@@ -116,10 +209,11 @@ impl MemcachedStorage {
             let replies = self.run(vec![cmd]).await?;
             if replies[0].ok() {
                 // The buckets behind the cursor are done with.
-                let gone: Vec<Cmd> = counts
-                    .range(cursor..=complete_end)
-                    .flat_map(|(b, _)| [Cmd::delete(qk.timer(*b)), Cmd::delete(qk.timer_count(*b))])
-                    .collect();
+                let mut gone = Vec::new();
+                for (b, _) in counts.range(cursor..=complete_end) {
+                    gone.push(Cmd::delete(qk.timer_count(*b)));
+                    gone.extend((0..SUB_BUCKETS).map(|k| Cmd::delete(qk.timer(*b, k))));
+                }
                 self.run(gone).await?;
             }
         }
@@ -127,7 +221,7 @@ impl MemcachedStorage {
     }
 
     #[allow(clippy::too_many_arguments)] // internal step of `sweep`, which owns all of these
-    pub(super) async fn sweep_buckets(
+    async fn sweep_buckets(
         &self,
         queue: &str,
         qk: &QueueKeys,
@@ -137,69 +231,65 @@ impl MemcachedStorage {
         complete_end: i64,
         take: &mut Option<(&mut Vec<Reserved>, usize, Duration)>,
     ) -> Result<Swept> {
-        let replies = self
-            .run(live.iter().map(|b| Cmd::get(qk.timer(*b))).collect())
-            .await?;
+        let subs: Vec<(i64, u64)> = live
+            .iter()
+            .flat_map(|b| (0..SUB_BUCKETS).map(move |k| (*b, k)))
+            .collect();
         let mut listed: BTreeMap<u64, i64> = BTreeMap::new();
-        for (b, reply) in live.iter().zip(&replies) {
-            for id in reply.value().map(parse_ids).unwrap_or_default() {
-                let newest = listed.entry(id).or_insert(*b);
-                *newest = (*newest).max(*b);
+        for chunk in subs.chunks(SCAN_CHUNK as usize) {
+            let replies = self
+                .run(
+                    chunk
+                        .iter()
+                        .map(|(b, k)| Cmd::get(qk.timer(*b, *k)))
+                        .collect(),
+                )
+                .await?;
+            for ((b, _), reply) in chunk.iter().zip(&replies) {
+                for id in reply.value().map(parse_ids).unwrap_or_default() {
+                    let newest = listed.entry(id).or_insert(*b);
+                    *newest = (*newest).max(*b);
+                }
             }
-        }
-        if listed.is_empty() {
-            return Ok(Swept::default());
         }
         let ids: Vec<u64> = listed.keys().copied().collect();
         let mut promote: Vec<Due> = Vec::new();
         let mut expired: Vec<Due> = Vec::new();
         let mut cleared: Vec<Cmd> = Vec::new();
         for chunk in ids.chunks(SCAN_CHUNK as usize) {
-            let replies = self
-                .run(
-                    chunk
-                        .iter()
-                        .map(|id| Cmd::gets(self.keys().job(*id)))
-                        .collect(),
-                )
-                .await?;
+            let cmds = chunk.iter().map(|id| Cmd::gets(self.keys().job(*id)));
+            let replies = self.run(cmds.collect()).await?;
             for (id, reply) in chunk.iter().zip(&replies) {
                 let Some((cas, record)) = self.decode_job(*id, reply) else {
                     continue;
                 };
+                let listed = listed.get(id).copied().unwrap_or_default();
                 let held = Held {
                     id: *id,
                     cas,
                     record,
                 };
-                let due = Due {
-                    listed: listed.get(id).copied().unwrap_or_default(),
-                    held,
-                };
-                match due.held.record.state {
-                    JobState::Delayed { at } if at <= now => {
-                        if due.held.record.gen < gen {
-                            cleared.push(Cmd::delete_cas(self.keys().job(*id), cas));
-                            cleared.push(Cmd::delete(self.keys().body(*id)));
-                        } else {
-                            promote.push(due);
-                        }
+                match held.record.state {
+                    JobState::Delayed { at } if at <= now && held.record.gen < gen => {
+                        cleared.push(Cmd::delete_cas(self.keys().job(*id), cas));
+                        cleared.push(Cmd::delete(self.keys().body(*id)));
                     }
-                    JobState::Reserved { deadline, .. } if deadline <= now => expired.push(due),
+                    JobState::Delayed { at } if at <= now => promote.push(Due { held, listed }),
+                    JobState::Reserved { deadline, .. } if deadline <= now => {
+                        expired.push(Due { held, listed })
+                    }
                     _ => {}
                 }
             }
         }
-        if !cleared.is_empty() {
-            self.run(cleared).await?;
-        }
+        self.run(cleared).await?;
         let mut swept = Swept {
             promoted: !promote.is_empty(),
             oldest: promote.iter().filter_map(|d| d.held.record.timer()).min(),
         };
-        if swept.promoted {
-            promote.sort_by_key(|d| (d.held.record.timer(), d.held.id));
-            self.promote(queue, qk, promote).await?;
+        promote.sort_by_key(|d| (d.held.record.timer(), d.held.id));
+        for chunk in promote.chunks(PROMOTE_CHUNK) {
+            self.promote(queue, qk, chunk).await?;
         }
         if !expired.is_empty() {
             expired.sort_by_key(|d| (d.held.record.timer(), d.held.id));
@@ -207,22 +297,18 @@ impl MemcachedStorage {
             if let Some((out, limit, lease)) = take.as_mut() {
                 let n = limit.saturating_sub(out.len()).min(surplus.len());
                 let chosen: Vec<Due> = surplus.drain(..n).collect();
-                self.take_expired(queue, qk, now, *lease, chosen, out)
-                    .await?;
+                self.take_expired(queue, now, *lease, chosen, out).await?;
             }
             let left = surplus.iter().filter_map(|d| d.held.record.timer()).min();
             swept.oldest = swept.oldest.into_iter().chain(left).min();
             // Expired jobs left behind in a bucket about to be deleted are listed again in
-            // the current bucket, so the next sweep finds them.
-            let stranded: Vec<u64> = surplus
-                .iter()
-                .filter(|d| d.listed <= complete_end)
-                .map(|d| d.held.id)
-                .collect();
-            if !stranded.is_empty() {
-                let replies = self.run(self.timer_cmds(qk, now, &stranded, now)).await?;
-                self.check_timer_replies(&replies, &stranded);
+            // the current bucket, so the next sweep finds them (if that fails, the sweep
+            // fails and the cursor stays).
+            let mut stranded = Timers::default();
+            for d in surplus.iter().filter(|d| d.listed <= complete_end) {
+                stranded.add(queue, now, d.held.id);
             }
+            self.with_timers(&stranded, Vec::new()).await?;
             if !surplus.is_empty() {
                 // More are due than this call could take: sweep again on the next call.
                 self.local().swept.remove(queue);
@@ -232,28 +318,19 @@ impl MemcachedStorage {
     }
 
     /// Moves due delayed jobs into new slots at the tail, in due-time order.
-    pub(super) async fn promote(&self, queue: &str, qk: &QueueKeys, due: Vec<Due>) -> Result<()> {
+    async fn promote(&self, queue: &str, qk: &QueueKeys, due: &[Due]) -> Result<()> {
         let count = due.len() as u64;
         let replies = self.run(vec![Cmd::incr(qk.tail(), count)]).await?;
-        let end = replies[0]
-            .checked("allocate slots")?
-            .number()
-            .ok_or_else(|| MemcachedError::Protocol("incr gave no number".into()))?;
-        let first = end + 1 - count;
+        let first = incremented(&replies[0], "allocate slots")? + 1 - count;
         let mut cmds = Vec::with_capacity(due.len() * 2);
-        for (i, d) in due.iter().enumerate() {
-            let slot = first + i as u64;
+        for (slot, d) in (first..).zip(due) {
             let record = JobRecord {
                 state: JobState::Waiting { slot },
                 ..d.held.record.clone()
             };
             // The record first: a reserver that finds the slot must find the record ready.
-            cmds.push(Cmd::cas(
-                self.keys().job(d.held.id),
-                record.encode(),
-                d.held.cas,
-                0,
-            ));
+            let key = self.keys().job(d.held.id);
+            cmds.push(Cmd::cas(key, record.encode(), d.held.cas, 0));
             cmds.push(Cmd::add(
                 qk.slot(slot),
                 d.held.id.to_string().into_bytes(),
@@ -263,7 +340,7 @@ impl MemcachedStorage {
         // The counts in the same request, as if every compare-and-swap succeeds (a process
         // killed after it leaves no count behind); those that failed are undone below.
         let mut per_gen: BTreeMap<u64, u64> = BTreeMap::new();
-        for d in &due {
+        for d in due {
             *per_gen.entry(d.held.record.gen).or_default() += 1;
         }
         for (g, n) in &per_gen {
@@ -274,9 +351,8 @@ impl MemcachedStorage {
         let mut after = Vec::new();
         let mut undo: BTreeMap<u64, u64> = BTreeMap::new();
         let mut reslot = Vec::new();
-        for (i, d) in due.iter().enumerate() {
-            let (cas, slot) = (&replies[2 * i], &replies[2 * i + 1]);
-            if !cas.ok() {
+        for ((slot, d), pair) in (first..).zip(due).zip(replies.chunks(2)) {
+            if !pair[0].ok() {
                 // Someone else moved it (and counted it); our slot is a stale pointer.
                 *undo.entry(d.held.record.gen).or_default() += 1;
                 continue;
@@ -284,8 +360,8 @@ impl MemcachedStorage {
             if let Some(at) = d.held.record.timer() {
                 after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
             }
-            if !slot.ok() {
-                reslot.push(d.held.id);
+            if !pair[1].ok() {
+                reslot.push((d.held.id, slot));
             }
         }
         for (g, n) in undo {
@@ -293,17 +369,13 @@ impl MemcachedStorage {
             after.push(sizes::minus(qk.waiting(g), n));
         }
         self.run(after).await?;
-        if !reslot.is_empty() {
-            self.reslot(queue, qk, reslot).await?;
-        }
-        Ok(())
+        self.reslot(queue, qk, reslot).await
     }
 
     /// Reserves jobs whose lease ran out for a new holder.
-    pub(super) async fn take_expired(
+    async fn take_expired(
         &self,
         queue: &str,
-        qk: &QueueKeys,
         now: i64,
         lease: Duration,
         chosen: Vec<Due>,
@@ -312,77 +384,40 @@ impl MemcachedStorage {
         if chosen.is_empty() {
             return Ok(());
         }
-        let bodies = self
-            .run(
-                chosen
-                    .iter()
-                    .map(|d| Cmd::get(self.keys().body(d.held.id)))
-                    .collect(),
-            )
-            .await?;
+        let qk = self.keys().queue(queue);
         let deadline = now.saturating_add(duration_millis(lease));
+        let mut timers = Timers::default();
+        for d in &chosen {
+            timers.add(queue, deadline, d.held.id);
+        }
+        // The new deadline is listed with the payload reads, before any record changes.
+        let reads = chosen.iter().map(|d| Cmd::get(self.keys().body(d.held.id)));
+        let bodies = self.with_timers(&timers, reads.collect()).await?;
         let mut takes = Vec::new();
-        let mut lost = Vec::new();
+        let mut cmds = Vec::new();
         for (d, body) in chosen.into_iter().zip(&bodies) {
+            let token = new_token();
             match body.value() {
-                Some(b) => takes.push((d, b.to_vec(), new_token())),
+                Some(b) => {
+                    cmds.push(d.held.reserve(self.keys(), &token, deadline));
+                    takes.push((cmds.len() - 1, d.held, b.to_vec(), token));
+                }
                 None => {
                     error!(job = d.held.id, %queue, "a reserved job's payload is gone (evicted?): dropping the job");
-                    lost.push(Cmd::delete_cas(self.keys().job(d.held.id), d.held.cas));
+                    cmds.push(Cmd::delete_cas(self.keys().job(d.held.id), d.held.cas));
+                    cmds.push(sizes::minus(qk.reserved(), 1));
                 }
             }
         }
-        if !lost.is_empty() {
-            // Only records this call deleted leave the count (another sweeper may have met
-            // the same job).
-            let replies = self.run(lost).await?;
-            let n = replies.iter().filter(|r| r.ok()).count() as u64;
-            if n > 0 {
-                self.run(vec![sizes::minus(qk.reserved(), n)]).await?;
-            }
-        }
-        if takes.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<u64> = takes.iter().map(|t| t.0.held.id).collect();
-        let mut cmds = self.timer_cmds(qk, deadline, &ids, now);
-        let first_cas = cmds.len();
-        for (d, _, token) in &takes {
-            let record = JobRecord {
-                attempts: d.held.record.attempts.saturating_add(1),
-                state: JobState::Reserved {
-                    token: token.clone(),
-                    deadline,
-                },
-                ..d.held.record.clone()
-            };
-            cmds.push(Cmd::cas(
-                self.keys().job(d.held.id),
-                record.encode(),
-                d.held.cas,
-                0,
-            ));
-        }
         let replies = self.run(cmds).await?;
-        self.check_timer_replies(&replies[..first_cas], &ids);
         let mut after = Vec::new();
-        for ((d, body, token), reply) in takes.into_iter().zip(&replies[first_cas..]) {
-            if !reply.ok() {
-                continue;
+        for (at, held, body, token) in takes {
+            if replies[at].ok() {
+                if let Some(at) = held.record.timer() {
+                    after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
+                }
+                out.push(held.reserved(queue, token, body));
             }
-            if let Some(at) = d.held.record.timer() {
-                after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
-            }
-            out.push(Reserved {
-                lease: Lease {
-                    job_id: JobId(d.held.id.to_string()),
-                    queue: queue.to_owned(),
-                    token,
-                },
-                name: d.held.record.name.clone(),
-                payload: body,
-                attempts: d.held.record.attempts.saturating_add(1),
-            });
         }
         self.run(after).await?;
         Ok(())
@@ -391,7 +426,7 @@ impl MemcachedStorage {
     /// Re-queues jobs whose reserver died between claiming their slots and reserving them:
     /// claimed slots still holding a waiting job's id after [`JANITOR_AFTER_MS`]. Also
     /// deletes stale slot items left behind.
-    pub(super) async fn janitor(
+    async fn janitor(
         &self,
         queue: &str,
         qk: &QueueKeys,
@@ -446,17 +481,10 @@ impl MemcachedStorage {
             }
             n = to + 1;
         }
-        if leftovers.is_empty() {
-            return Ok(());
-        }
-        let replies = self
-            .run(
-                leftovers
-                    .iter()
-                    .map(|(_, id)| Cmd::gets(self.keys().job(*id)))
-                    .collect(),
-            )
-            .await?;
+        let cmds = leftovers
+            .iter()
+            .map(|(_, id)| Cmd::gets(self.keys().job(*id)));
+        let replies = self.run(cmds.collect()).await?;
         let mut orphans = Vec::new();
         let mut cleanup = Vec::new();
         for ((slot, id), reply) in leftovers.iter().zip(&replies) {
@@ -467,7 +495,7 @@ impl MemcachedStorage {
                         cleanup.push(Cmd::delete_cas(self.keys().job(*id), cas));
                         cleanup.push(Cmd::delete(self.keys().body(*id)));
                     } else {
-                        orphans.push(*id);
+                        orphans.push((*id, *slot));
                     }
                 }
             }

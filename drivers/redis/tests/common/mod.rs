@@ -66,7 +66,7 @@ pub(crate) async fn cluster_admin() -> Option<redis::cluster_async::ClusterConne
             .await?;
         if !info.contains("cluster_state:ok") {
             return Err(redis::RedisError::from((
-                redis::ErrorKind::ClusterDown,
+                redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
                 "the cluster is not ok",
                 info,
             )));
@@ -113,12 +113,12 @@ pub(crate) async fn cluster_slots(
             let redis::Value::Array(range) = range else {
                 panic!("CLUSTER SLOTS entry {range:?}")
             };
-            let start: u16 = redis::FromRedisValue::from_redis_value(&range[0]).unwrap();
-            let end: u16 = redis::FromRedisValue::from_redis_value(&range[1]).unwrap();
+            let start: u16 = redis::FromRedisValue::from_redis_value_ref(&range[0]).unwrap();
+            let end: u16 = redis::FromRedisValue::from_redis_value_ref(&range[1]).unwrap();
             let (host, port): (String, u16) = match &range[2] {
                 redis::Value::Array(master) => (
-                    redis::FromRedisValue::from_redis_value(&master[0]).unwrap(),
-                    redis::FromRedisValue::from_redis_value(&master[1]).unwrap(),
+                    redis::FromRedisValue::from_redis_value_ref(&master[0]).unwrap(),
+                    redis::FromRedisValue::from_redis_value_ref(&master[1]).unwrap(),
                 ),
                 other => panic!("CLUSTER SLOTS master {other:?}"),
             };
@@ -277,34 +277,109 @@ pub(crate) fn is_backend_error(err: &queue_core::Error) -> bool {
     )
 }
 
-/// Connects to `url` through the URL registry under fresh key prefixes, pushes a job, takes
-/// it and fails it, so its queue's keys and the failed store's exist. Returns the store, the
-/// prefix, the failed store's prefix and the queue.
-pub(crate) async fn connect_and_fail_one(
-    url: &str,
-) -> (
-    std::sync::Arc<dyn queue_core::Storage>,
-    String,
-    String,
-    String,
-) {
-    let (prefix, failed) = (prefix(), prefix());
-    let mut options = queue_core::ConnectOptions::default();
-    options.table = Some(prefix.clone());
-    options.failed_table = Some(failed.clone());
-    let store = queue_core::storage::connect(url, options).await.unwrap();
-    assert_eq!(store.driver(), "redis");
-    assert!(store.capabilities().wake_on_push && store.capabilities().reserve_by_name);
-    let q = queue_tests::unique("q");
-    store
-        .push(vec![queue_tests::job(&q, "u", b"x")])
-        .await
-        .unwrap();
-    let held = store
-        .reserve(&queue_tests::request(&[&q], queue_tests::cases::LONG, 1))
-        .await
-        .unwrap()
-        .remove(0);
-    store.fail(&held.lease, "e").await.unwrap();
-    (store, prefix, failed, q)
+/// Where a test runs: the single server or the cluster. A case written once over a
+/// `Backend` runs on both (see [`on_both`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// `REDIS_URL`, the single server.
+    Single,
+    /// `REDIS_CLUSTER_URL`, the local test cluster.
+    Cluster,
 }
+
+impl Backend {
+    pub(crate) fn url(self) -> String {
+        match self {
+            Backend::Single => url(),
+            Backend::Cluster => cluster_url(),
+        }
+    }
+
+    /// Options for a fresh, isolated store.
+    pub(crate) fn options(self) -> RedisOptions {
+        match self {
+            Backend::Single => options(),
+            Backend::Cluster => cluster_options(),
+        }
+    }
+
+    /// An admin connection (after the sweep), or `None` if the backend is down (outside CI).
+    pub(crate) async fn admin(self) -> Option<Admin> {
+        match self {
+            Backend::Single => admin().await.map(Admin::Single),
+            Backend::Cluster => cluster_admin().await.map(Admin::Cluster),
+        }
+    }
+
+    /// A fresh store, or `None` if the backend is down (outside CI).
+    pub(crate) async fn store(self) -> Option<RedisStorage> {
+        self.admin().await?;
+        Some(
+            RedisStorage::connect(self.options())
+                .await
+                .expect("the redis driver connects"),
+        )
+    }
+}
+
+/// An admin connection to the single server or the cluster (each command goes to the node
+/// of its key).
+#[derive(Clone)]
+pub(crate) enum Admin {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Admin {
+    /// Runs `cmd`, panicking on an error.
+    pub(crate) async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> T {
+        let result = match self {
+            Admin::Single(conn) => cmd.query_async(conn).await,
+            Admin::Cluster(conn) => cmd.query_async(conn).await,
+        };
+        result.unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    }
+
+    /// Runs `cmd` on the server, or on every node of the cluster the URL names.
+    pub(crate) async fn on_every_node(&mut self, cmd: &redis::Cmd) {
+        match self {
+            Admin::Single(conn) => cmd.exec_async(conn).await.unwrap(),
+            Admin::Cluster(_) => {
+                for seed in cluster_seeds() {
+                    let mut node = redis::Client::open(seed.as_str())
+                        .unwrap()
+                        .get_multiplexed_async_connection()
+                        .await
+                        .unwrap();
+                    cmd.exec_async(&mut node).await.unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Stamps one test per backend for each case, `async fn case(backend: Backend)` in the
+/// file: `single::case` and `cluster::case`.
+#[allow(unused_macros)] // used by the test files that run cases on both backends
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {
+        mod single {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::common::Backend::Single).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::common::Backend::Cluster).await;
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)] // used by the test files that run cases on both backends
+pub(crate) use on_both;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use queue_core::storage::{self, ConnectOptions};
-use queue_core::{Job, NewJob, Queue, QueueSize, Storage};
+use queue_core::storage::{self, ConnectOptions, PageRequest};
+use queue_core::{Job, NewJob, Queue, QueueSize, Storage, StorageExt};
 
 use crate::check::{tie_failed, Dispatched, Evidence, Expect, Fault, Findings, WorkerLogs};
 use crate::job::{ChaosJob, QUEUE};
@@ -292,7 +292,7 @@ impl Run {
         Spec {
             job: ChaosJob {
                 id,
-                ms: rand::Rng::random_range(&mut rand::rng(), ms),
+                ms: rand::random_range(ms),
                 first_ms: None,
                 mode: crate::job::Mode::Sleep,
             },
@@ -376,16 +376,11 @@ impl Run {
         expect: Expect,
     ) -> anyhow::Result<Result<u64, String>> {
         let id = self.id();
-        let job = NewJob {
-            queue: QUEUE.to_owned(),
-            name: name.to_owned(),
-            payload,
-            available: Default::default(),
-        };
+        let job = NewJob::new(QUEUE, name, payload);
         let pushed_us = unix_micros();
         match self.storage.push(vec![job]).await {
             Ok(mut ids) => {
-                let sid = ids.pop().context("push returned no id")?;
+                let sid = ids.pop().context("push returned no id")?.into_id();
                 self.dispatched.push(Dispatched {
                     id,
                     sid: sid.0,
@@ -446,7 +441,7 @@ impl Run {
             && self.failed_checked.elapsed() > Duration::from_millis(500)
         {
             self.failed_checked = Instant::now();
-            if let Ok(n) = self.storage.failed_count().await {
+            if let Ok(n) = self.failed_count().await {
                 self.failed_seen = n;
             }
         }
@@ -460,7 +455,7 @@ impl Run {
             return true;
         }
         if self.last_progress.elapsed() >= quiet {
-            if let Ok(size) = self.storage.size(QUEUE).await {
+            if let Ok(size) = self.queue_size().await {
                 if size.total() == 0 {
                     return true;
                 }
@@ -496,11 +491,19 @@ impl Run {
         }
     }
 
+    async fn failed_count(&self) -> queue_core::Result<u64> {
+        self.storage.failed_store()?.count().await
+    }
+
+    async fn queue_size(&self) -> queue_core::Result<QueueSize> {
+        self.storage.inspect()?.size(QUEUE).await
+    }
+
     /// A store operation retried for up to 60 s (the backend may be coming back).
     pub(crate) async fn size(&self) -> anyhow::Result<QueueSize> {
         let started = Instant::now();
         loop {
-            match self.storage.size(QUEUE).await {
+            match self.queue_size().await {
                 Ok(size) => return Ok(size),
                 Err(e) if started.elapsed() > Duration::from_secs(60) => {
                     return Err(e).context("reading the queue size")
@@ -538,11 +541,11 @@ impl Run {
             }
             drained_rounds += 1;
             let lines_before = self.entries.len();
-            let failed_before = self.storage.failed_count().await.unwrap_or(0);
+            let failed_before = self.failed_count().await.unwrap_or(0);
             pool.drain(drain_limit).await?;
             self.poll()?;
             size = self.size().await?;
-            let failed_after = self.storage.failed_count().await.unwrap_or(0);
+            let failed_after = self.failed_count().await.unwrap_or(0);
             if self.entries.len() == lines_before && failed_after == failed_before {
                 break;
             }
@@ -556,12 +559,14 @@ impl Run {
         self.report.set("left_waiting", size.waiting + size.delayed);
 
         let mut failed = Vec::new();
+        let mut page = PageRequest::first(500);
         loop {
-            let page = self.storage.failed_list(failed.len() as u64, 500).await?;
-            if page.is_empty() {
-                break;
+            let got = self.storage.failed_store()?.list(page).await?;
+            failed.extend(got.items);
+            match got.next {
+                Some(next) => page = PageRequest::after(next, 500),
+                None => break,
             }
-            failed.extend(page);
         }
         let mut logs = WorkerLogs::default();
         for (pid, path) in &pool.logs {

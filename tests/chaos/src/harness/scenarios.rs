@@ -228,8 +228,8 @@ async fn graceful_stop(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         }
         run.feed(&mut waiting, window).await?;
         // Stop signalling once the last jobs are out: a worker signalled every 2 s while it
-        // runs the last 3 s job would interrupt that job for ever (an interrupted attempt is
-        // refunded, so it never runs out of tries either).
+        // runs the last 3 s job would interrupt that job until it runs out of tries (an
+        // interrupted attempt counts, so such a job ends in the failed store, not in a loop).
         if Instant::now() >= next && terms < max_terms && !waiting.is_empty() {
             next += every;
             let busy = busy_pids(&run.attempts_now());
@@ -547,7 +547,7 @@ async fn backend_restart(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     // "Back" is when a client's request succeeds again, not only the port.
     let back_deadline = Instant::now() + Duration::from_secs(60);
     let back = loop {
-        if run.storage.size(crate::job::QUEUE).await.is_ok() {
+        if run.storage.inspect()?.size(crate::job::QUEUE).await.is_ok() {
             break unix_micros();
         }
         if Instant::now() >= back_deadline {

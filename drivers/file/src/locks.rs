@@ -18,7 +18,7 @@ use queue_core::storage::duration_millis;
 use rustix::fs::{flock, FlockOperation};
 
 use crate::error::FileError;
-use crate::format::{decode_lock, encode_lock, lock_file_name, now_ms};
+use crate::format::{decode_lock, encode_lock, key_file_name, now_ms};
 
 /// Opens the file at `path` (creating it empty, which for a lock means free) and takes its
 /// `flock`, retrying when the path was replaced or removed meanwhile.
@@ -63,7 +63,7 @@ pub(crate) fn read_all(file: &mut File) -> io::Result<Vec<u8>> {
 
 /// Takes `key` for `owner` for `ttl` if it is free, expired or already `owner`'s.
 pub(crate) fn lock(dir: &Path, key: &str, owner: &str, ttl: Duration) -> Result<bool, FileError> {
-    let path = dir.join(lock_file_name(key));
+    let path = dir.join(key_file_name(key));
     let io = |op| FileError::io(op, &path);
     let mut file = open_guarded(&path).map_err(io("lock"))?;
     let now = now_ms();
@@ -82,7 +82,7 @@ pub(crate) fn lock(dir: &Path, key: &str, owner: &str, ttl: Duration) -> Result<
 
 /// Releases `key` if `owner` holds it.
 pub(crate) fn unlock(dir: &Path, key: &str, owner: &str) -> Result<bool, FileError> {
-    let path = dir.join(lock_file_name(key));
+    let path = dir.join(key_file_name(key));
     let io = |op| FileError::io(op, &path);
     match fs::symlink_metadata(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),

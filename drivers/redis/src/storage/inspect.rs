@@ -1,0 +1,287 @@
+//! The operator's capabilities: inspection, group counters, the restart signal, and the
+//! wake-ups of idle workers.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::future::try_join_all;
+use queue_core::storage::{
+    from_unix_millis, Control, Groups, Inspect, JobState, JobSummary, Page, PageRequest, Wake,
+};
+use queue_core::{JobId, QueueSize, Result};
+use redis::Value;
+
+use super::call::{array, int, integer, items, records, text};
+use super::failed::{next_cursor, parse_cursor};
+use super::{RedisStorage, CHUNK, MAX_PAGE};
+use crate::error::{backend, RedisDriverError};
+use crate::keys::job_id;
+use crate::scripts::SCRIPTS;
+
+/// When a job is due already but the reservation just before found nothing (a job released
+/// in between, or one of another name for a worker that runs only one name), `wait` pauses
+/// this long at most instead of returning at once, so such a worker cannot spin.
+const DUE_NOW_PAUSE: Duration = Duration::from_millis(20);
+
+impl RedisStorage {
+    /// Milliseconds until the earliest job of `queues` is due (0: now), `None` if empty:
+    /// one script call, or on a cluster one per queue (all in flight at once).
+    async fn due_in(&self, queues: &[String]) -> Result<Option<Duration>> {
+        if !self.split() || queues.len() < 2 {
+            return self.due_in_one(queues).await;
+        }
+        let each = try_join_all(
+            queues
+                .iter()
+                .map(|q| self.due_in_one(std::slice::from_ref(q))),
+        )
+        .await?;
+        Ok(each.into_iter().flatten().min())
+    }
+
+    /// One call of the due script over `queues`.
+    async fn due_in_one(&self, queues: &[String]) -> Result<Option<Duration>> {
+        let mut invocation = SCRIPTS.due.prepare_invoke();
+        for queue in queues {
+            invocation.key(self.keys().pending(queue));
+            invocation.key(self.keys().reserved(queue));
+        }
+        let reply = self.invoke(&invocation).await?;
+        let ms = integer("wait", &reply)?;
+        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+    }
+}
+
+#[async_trait]
+impl Inspect for RedisStorage {
+    async fn size(&self, queue: &str) -> Result<QueueSize> {
+        let mut invocation = SCRIPTS.size.prepare_invoke();
+        invocation
+            .key(self.keys().pending(queue))
+            .key(self.keys().reserved(queue));
+        let reply = self.invoke(&invocation).await?;
+        let [waiting, delayed, reserved] = items("size", reply)?;
+        let count = |v: &Value| integer("size", v).map(|n| u64::try_from(n).unwrap_or(0));
+        Ok(QueueSize {
+            waiting: count(&waiting)?,
+            delayed: count(&delayed)?,
+            reserved: count(&reserved)?,
+        })
+    }
+
+    async fn queues(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys().registry())
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        if names.is_empty() {
+            return Ok(names);
+        }
+        names.sort();
+        let counts: Vec<u64> = if self.split() {
+            // On a cluster, one pipeline per queue (its slot), all in flight at once.
+            let calls = names.iter().map(|name| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZCARD").arg(self.keys().pending(name));
+                pipe.cmd("ZCARD").arg(self.keys().reserved(name));
+                let mut conn = self.conn();
+                async move { pipe.query_async::<Vec<u64>>(&mut conn).await }
+            });
+            let each = try_join_all(calls).await.map_err(backend)?;
+            each.into_iter().flatten().collect()
+        } else {
+            let mut pipe = redis::pipe();
+            for name in &names {
+                pipe.cmd("ZCARD").arg(self.keys().pending(name));
+                pipe.cmd("ZCARD").arg(self.keys().reserved(name));
+            }
+            pipe.query_async(&mut conn).await.map_err(backend)?
+        };
+        if counts.len() != names.len() * 2 {
+            return Err(RedisDriverError::unexpected("queues", &Value::Nil).into());
+        }
+        Ok(names
+            .into_iter()
+            .zip(counts.chunks(2))
+            .filter(|(_, c)| c.iter().sum::<u64>() > 0)
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    async fn clear(&self, queue: &str) -> Result<u64> {
+        self.drain("clear", &SCRIPTS.clear, |script| {
+            let mut call = self.call();
+            call.queue(queue);
+            call.arg(CHUNK);
+            call.invocation(script)
+        })
+        .await
+    }
+
+    async fn oldest_available(&self, queue: &str) -> Result<Option<SystemTime>> {
+        let mut invocation = SCRIPTS.oldest.prepare_invoke();
+        invocation
+            .key(self.keys().pending(queue))
+            .key(self.keys().reserved(queue));
+        let reply = self.invoke(&invocation).await?;
+        match array("oldest_available", reply)?.as_slice() {
+            [] => Ok(None),
+            [at] => Ok(Some(from_unix_millis(integer("oldest_available", at)?))),
+            more => Err(RedisDriverError::unexpected(
+                "oldest_available",
+                &Value::Array(more.to_vec()),
+            )
+            .into()),
+        }
+    }
+
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        page: PageRequest,
+    ) -> Result<Page<JobSummary>> {
+        let after = page.after.as_deref().map(parse_cursor).transpose()?;
+        let mut invocation = SCRIPTS.jobs.prepare_invoke();
+        invocation
+            .key(self.keys().pending(queue))
+            .key(self.keys().reserved(queue))
+            .arg(match state {
+                JobState::Waiting => "w",
+                JobState::Delayed => "d",
+                JobState::Reserved => "r",
+            });
+        match &after {
+            Some((score, member)) => invocation.arg(*score).arg(member),
+            None => invocation.arg("").arg(""),
+        };
+        invocation.arg(page.limit.clamp(1, MAX_PAGE));
+        let reply = self.invoke(&invocation).await?;
+        let [next, found] = items("jobs", reply)?;
+        let mut out = Vec::new();
+        for record in records("jobs", found, 6)? {
+            let bad = || RedisDriverError::unexpected("jobs", &Value::Array(record.clone()));
+            let [member, due, name, attempts, key, until] =
+                <[Value; 6]>::try_from(record.clone()).map_err(|_| bad())?;
+            let parsed = (|| {
+                let until = text(until)?;
+                Some(JobSummary {
+                    id: JobId(job_id(queue, &text(member)?)),
+                    queue: queue.to_owned(),
+                    name: text(name)?,
+                    attempts: u32::try_from(int(&attempts)?.max(0)).unwrap_or(u32::MAX),
+                    state,
+                    due_at: from_unix_millis(int(&due)?),
+                    unique_key: if until.is_empty() {
+                        None
+                    } else {
+                        Some(text(key)?)
+                    },
+                })
+            })();
+            out.push(parsed.ok_or_else(bad)?);
+        }
+        Ok(Page {
+            items: out,
+            next: next_cursor("jobs", next)?,
+        })
+    }
+}
+
+/// One server only: a group's counters would live in another slot than the jobs that count
+/// on a cluster, whose capabilities leave them out.
+#[async_trait]
+impl Groups for RedisStorage {
+    async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>> {
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(self.keys().group(group))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        let pairs: Vec<(Value, Value)> = match reply {
+            Value::Map(pairs) => pairs,
+            other => {
+                let mut flat = array("counters", other)?.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+                    pairs.push((name, value));
+                }
+                pairs
+            }
+        };
+        let mut out = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let count = integer("counters", &value)?;
+            let name =
+                text(name).ok_or_else(|| RedisDriverError::unexpected("counters", &value))?;
+            out.push((name, count));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn remove(&self, group: &str) -> Result<bool> {
+        let removed: i64 = redis::cmd("DEL")
+            .arg(self.keys().group(group))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(removed == 1)
+    }
+}
+
+#[async_trait]
+impl Control for RedisStorage {
+    async fn restart_generation(&self) -> Result<u64> {
+        let reply: Value = redis::cmd("GET")
+            .arg(self.keys().restart())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        match reply {
+            Value::Nil => Ok(0),
+            other => int(&other)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| RedisDriverError::unexpected("restart_generation", &other).into()),
+        }
+    }
+
+    async fn request_restart(&self) -> Result<()> {
+        redis::cmd("INCR")
+            .arg(self.keys().restart())
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Wake for RedisStorage {
+    async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {
+        if queues.is_empty() || timeout.is_zero() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        let channels: Vec<String> = queues.iter().map(|q| self.keys().channel(q)).collect();
+        let notifies = self.inner.waker.notifies(&channels);
+        // Listen before looking: a push after the look below wakes us, a push before it is
+        // seen by the look.
+        let mut woken: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+        for notified in &mut woken {
+            notified.as_mut().enable();
+        }
+        self.inner.waker.subscribe(&channels, timeout).await;
+        let sleep = match self.due_in(queues).await? {
+            None => timeout,
+            Some(due) if due.is_zero() => timeout.min(DUE_NOW_PAUSE),
+            Some(due) => timeout.min(due),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = futures::future::select_all(woken) => {}
+        }
+        Ok(())
+    }
+}
