@@ -495,7 +495,7 @@ impl Run {
         self.storage.failed_store()?.count().await
     }
 
-    async fn queue_size(&self) -> queue_core::Result<QueueSize> {
+    pub(crate) async fn queue_size(&self) -> queue_core::Result<QueueSize> {
         self.storage.inspect()?.size(QUEUE).await
     }
 

@@ -547,7 +547,7 @@ async fn backend_restart(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     // "Back" is when a client's request succeeds again, not only the port.
     let back_deadline = Instant::now() + Duration::from_secs(60);
     let back = loop {
-        if run.storage.inspect()?.size(crate::job::QUEUE).await.is_ok() {
+        if run.queue_size().await.is_ok() {
             break unix_micros();
         }
         if Instant::now() >= back_deadline {
