@@ -65,14 +65,15 @@
 //!
 //! - **Settle**: the whole batch of settlements, their effects and the fetch are one
 //!   transaction. A batch of plain acknowledgements (no effects, no other outcome) is one
-//!   `DELETE`; with a fetch, the `DELETE` and the reservation are one statement on
-//!   PostgreSQL, one transaction on SQLite. Anything else: the leases are locked and
-//!   checked, each current one's transition is applied (a claim released or moved with it),
-//!   then the follow-up pushes, the reservation, and the group counters last, in (group,
-//!   name) order so that two settles never deadlock on them. On MySQL every settle takes
-//!   the second way.
-//! - **Push**: one `INSERT` of up to 1,000 jobs (100 on MySQL), its own transaction; more
-//!   jobs, or jobs with unique claims, one transaction.
+//!   `DELETE ... RETURNING` (with the reservation in the same statement on PostgreSQL, in
+//!   the same transaction on SQLite); on MySQL, a `DELETE` per lease sent with the
+//!   reservation's mark and the `COMMIT` (their counts say which leases were current).
+//!   Anything else: the leases are locked and checked, each current one's transition is
+//!   applied (a claim
+//!   released or moved with it), then the follow-up pushes, the reservation, and the group
+//!   counters last, in (group, name) order so that two settles never deadlock on them.
+//! - **Push**: one `INSERT` (of any number of jobs on PostgreSQL, up to 1,000 on SQLite, 100
+//!   on MySQL), its own transaction; more jobs, or jobs with unique claims, one transaction.
 //! - **Reserve**: one `UPDATE ... RETURNING` per queue, in priority order, each its own
 //!   transaction (SQLite); one statement over all the queues (PostgreSQL); one transaction
 //!   of a pick per queue and one mark that commits with it (MySQL). A claim held until the
@@ -126,9 +127,10 @@
 //!   that connection is lost, workers poll, and are all woken when it is back.
 //! - Times are the server's clock (`statement_timestamp()`), so workers whose clocks
 //!   disagree still agree on due times and leases.
-//! - The store's own connections run with `enable_seqscan`, `enable_sort` and `jit` off:
-//!   every statement keeps its index plan whatever the table's statistics say. Each job
-//!   leaves dead rows behind, as in any PostgreSQL queue: autovacuum must run.
+//! - The store's own connections run with `enable_seqscan`, `enable_sort` and `jit` off, and
+//!   plan each statement once (`plan_cache_mode = force_generic_plan`): every statement
+//!   keeps its index plan whatever the table's statistics say. Each job leaves dead rows
+//!   behind, as in any PostgreSQL queue: autovacuum must run.
 //!
 //! # MySQL and MariaDB
 //!
@@ -138,9 +140,10 @@
 //! - Every connection runs at **READ COMMITTED** (under REPEATABLE READ a read followed by
 //!   a write can act on a stale snapshot), in UTC (the clock is `UNIX_TIMESTAMP(NOW(3))`),
 //!   and in strict mode (a queue name longer than its 255 bytes fails instead of being cut).
-//! - Transactions run on connections without autocommit: the last statement without
-//!   arguments (the reservation's mark) travels with the `COMMIT`, so a reservation is two
-//!   round trips and a settle with a fetch three.
+//! - Transactions run on connections without autocommit: the last statements without
+//!   arguments (the reservation's mark, plain acknowledgements) travel with the `COMMIT`,
+//!   so a reservation is two round trips (the pick, then the mark and the commit), a batch
+//!   of plain acknowledgements one, and both together two.
 //! - InnoDB keeps the index entries of finished jobs until its purge catches up, so a store
 //!   starts each pick after the last job it took, and reads the queue from its start again
 //!   every half second: a job due before that place (pushed with a time in the past) can
@@ -165,8 +168,8 @@
 //! and three named after the jobs table, `{table}_locks`, `{table}_groups` (group counters)
 //! and `{table}_control` (the restart generation). Names must be plain identifiers
 //! (`[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters). Connecting applies the files of
-//! `migrations/sqlite/`, `migrations/postgres/` or `migrations/mysql/` that are missing,
-//! processes starting together taking turns; a database made before the v2 contract is
+//! `migrations/sqlite/`, `migrations/postgres/` or `migrations/mysql/`, skipping what is
+//! there, processes starting together taking turns; a database made before the v2 contract is
 //! upgraded (its statistics table `{table}_counters` is dropped). Teams that run their own
 //! migration tool print the schema instead (`runall table`: [`schema_for_url`],
 //! [`schema_sql`]) and connect with `migrate(false)`.

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use futures::TryStreamExt;
 use queue_core::storage::new_token;
 use queue_core::{Error, JobId, Lease, ReserveRequest, Reserved, Result};
 use sqlx::mysql::{MySqlConnectOptions, MySqlQueryResult};
@@ -15,7 +16,7 @@ use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{Backend, Io, Reserving};
+use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
 use crate::store::{db, millis, Open, SqlStore};
@@ -88,9 +89,6 @@ pub struct MySqlState {
     /// The same, from a place in the index on. Binds: queue, due_at, id, due_at, name or
     /// NULL (twice), limit.
     pick_after: String,
-    /// Deletes the current ones of 1 to 10 leases, returning them (MariaDB). Binds: the ids,
-    /// then an id and a token per lease.
-    acks: Vec<String>,
     /// Marks picked rows reserved, with `{prefix}` (a hex token), `{lease}` (ms) and `{ids}`
     /// (integers) pasted in: nothing a user controls.
     mark: String,
@@ -239,18 +237,6 @@ impl Backend for MySql {
                      token = CONCAT('{prefix}', '-', id), reserved_until = {now} + {lease}, \
                      claim = IF(unique_until = 'started', NULL, claim) WHERE id IN ({ids}); ",
                 ),
-                // The list of ids lets the server look each row up by its primary key.
-                acks: (1..=10)
-                    .map(|n| {
-                        fill(&format!(
-                            "DELETE FROM {{table}} WHERE id IN ({}) AND reserved_until IS NOT NULL \
-                             AND ({}) RETURNING id, token",
-                            vec!["?"; n].join(", "),
-                            vec!["(id = ? AND token = ?)"; n].join(" OR ")
-                        ))
-                    })
-                    .filter(|_| options.knobs.returning.unwrap_or(mariadb))
-                    .collect(),
                 cursors: Mutex::new(HashMap::new()),
             },
         })
@@ -289,38 +275,71 @@ impl Backend for MySql {
         done.last_insert_id() != 1
     }
 
-    fn fast_ack(store: &SqlStore<MySql>, n: usize) -> bool {
-        n <= store.state().acks.len()
+    /// A text of statements ending in the commit.
+    fn ack_tx(_fetch: bool) -> bool {
+        true
     }
 
-    fn delete_leases<'a>(
+    /// Deletes each lease in a statement of its own, sent with the reservation's mark and
+    /// the commit, whose counts say which were current: one round trip, after the picks of
+    /// the reservation. A job picked again because its lease had run out, acknowledged now,
+    /// is gone: not reserved.
+    fn ack<'a>(
         store: &'a SqlStore<MySql>,
         conn: &'a mut MySqlConnection,
-        pairs: &'a [(i64, &'a str)],
-    ) -> BoxFuture<'a, Result<Vec<(i64, String)>>> {
+        deferred: &'a mut Deferred,
+        leases: &'a [(i64, &'a str)],
+        fetch: Option<&'a ReserveRequest>,
+    ) -> BoxFuture<'a, Result<AckedAndReserved>> {
         Box::pin(async move {
-            let Some(sql) = pairs
-                .len()
-                .checked_sub(1)
-                .and_then(|i| store.state().acks.get(i))
-            else {
-                return Ok(Vec::new());
+            let mut reserved = match fetch {
+                Some(request) => {
+                    let on = Reserving {
+                        store,
+                        conn: &mut *conn,
+                        deferred: &mut *deferred,
+                        request,
+                    };
+                    MySql::reserve(on).await?
+                }
+                None => Vec::new(),
             };
-            let mut args: Vec<Arg> = pairs.iter().map(|(id, _)| Arg::Int(*id)).collect();
-            args.extend(
-                pairs
-                    .iter()
-                    .flat_map(|(id, token)| [Arg::Int(*id), Arg::Text(token)]),
-            );
-            let rows = MySql::fetch(conn, sql, &args).await.map_err(db::<MySql>)?;
-            rows.iter()
-                .map(|row| {
-                    Ok((
-                        MySql::int(row, 0).map_err(db::<MySql>)?.unwrap_or_default(),
-                        MySql::text(row, 1).map_err(db::<MySql>)?,
-                    ))
+            // Tokens are pasted in: one that is not of the form this store makes (hex, a
+            // dash, digits) cannot be current.
+            let leases: Vec<&(i64, &str)> = leases
+                .iter()
+                .filter(|(_, t)| {
+                    t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 })
-                .collect()
+                .collect();
+            let table = store.tables().jobs();
+            let mut text: String = leases
+                .iter()
+                .map(|(id, token)| {
+                    format!("DELETE FROM {table} WHERE id = {id} AND token = '{token}' AND reserved_until IS NOT NULL; ")
+                })
+                .collect();
+            text.push_str(&deferred.text);
+            text.push_str("COMMIT");
+            let counts: Vec<u64> = conn
+                .fetch_many(text.as_str())
+                .try_filter_map(
+                    |step| async move { Ok(step.left().map(|done| done.rows_affected())) },
+                )
+                .try_collect()
+                .await
+                .map_err(db::<MySql>)?;
+            deferred.text.clear();
+            deferred.committed = true;
+            let acked: Vec<(i64, String)> = leases
+                .iter()
+                .zip(counts)
+                .filter(|(_, n)| *n > 0)
+                .map(|((id, token), _)| (*id, (*token).to_owned()))
+                .collect();
+            let gone: HashSet<String> = acked.iter().map(|(id, _)| id.to_string()).collect();
+            reserved.retain(|r| !gone.contains(&r.lease.job_id.0));
+            Ok((acked, reserved))
         })
     }
 

@@ -15,7 +15,7 @@ use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Conflict;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{Backend, Io, Reserving};
+use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
 use crate::store::{db, due, millis, reserved_rows, Open, SqlStore};
@@ -221,7 +221,6 @@ impl Backend for Postgres {
            SELECT (SELECT t.queue FROM {table} t WHERE t.queue > q.queue ORDER BY t.queue LIMIT 1) \
            FROM q WHERE q.queue IS NOT NULL \
          ) SELECT queue FROM q WHERE queue IS NOT NULL";
-    const ACK_AND_RESERVE: bool = true;
     const INSERT_ALL: bool = true;
     // `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: processes that
     // start together take turns (an arbitrary constant advisory-lock key).
@@ -361,16 +360,30 @@ impl Backend for Postgres {
         })
     }
 
-    fn ack_and_reserve<'a>(
+    /// One statement, without a reservation or with it.
+    fn ack_tx(_fetch: bool) -> bool {
+        false
+    }
+
+    fn ack<'a>(
         store: &'a SqlStore<Postgres>,
         conn: &'a mut PgConnection,
-        leases: &'a str,
-        request: &'a ReserveRequest,
-    ) -> BoxFuture<'a, Result<crate::sql::sealed::AckedAndReserved>> {
+        _deferred: &'a mut Deferred,
+        leases: &'a [(i64, &'a str)],
+        fetch: Option<&'a ReserveRequest>,
+    ) -> BoxFuture<'a, Result<AckedAndReserved>> {
         Box::pin(async move {
+            let Some(request) = fetch else {
+                return store
+                    .ack_json(conn, leases)
+                    .await
+                    .map(|acked| (acked, Vec::new()));
+            };
             let queues = serde_json::to_string(&request.queues)
                 .map_err(|e| Error::backend("postgres", e))?;
-            let mut args = vec![Arg::Text(leases)];
+            let leases =
+                serde_json::to_string(leases).map_err(|e| Error::backend("postgres", e))?;
+            let mut args = vec![Arg::Text(&leases)];
             args.extend(reserve_args(&queues, request));
             let rows = Postgres::fetch(conn, &store.state().ack_reserve, &args)
                 .await

@@ -188,13 +188,26 @@ pub(crate) mod sealed {
         query
     }
 
+    /// Statements without arguments to send with the commit (MySQL's mark), unless the
+    /// work committed already.
+    #[derive(Debug, Default)]
+    pub struct Deferred {
+        pub(crate) text: String,
+        pub(crate) committed: bool,
+    }
+
+    impl Deferred {
+        pub(crate) fn push_str(&mut self, text: &str) {
+            self.text.push_str(text);
+        }
+    }
+
     /// What a reservation works with.
     pub struct Reserving<'a, DB: Backend> {
         pub(crate) store: &'a SqlStore<DB>,
         /// Inside the caller's transaction on MySQL.
         pub(crate) conn: &'a mut DB::Connection,
-        /// Statements without arguments to send with the commit (MySQL's mark).
-        pub(crate) deferred: &'a mut String,
+        pub(crate) deferred: &'a mut Deferred,
         pub(crate) request: &'a ReserveRequest,
     }
 
@@ -309,19 +322,34 @@ pub(crate) mod sealed {
         /// Reserves on `conn`, inside the caller's transaction on MySQL (which needs one:
         /// its mark goes into `deferred`, sent with the commit), in one statement elsewhere.
         fn reserve(on: Reserving<'_, Self>) -> BoxFuture<'_, Result<Vec<Reserved>>>;
-        /// Whether acknowledging `n` leases is one statement that says which were current
-        /// (`DELETE ... RETURNING`): not on MySQL, which locks them first, but on MariaDB for
-        /// up to 10.
-        fn fast_ack(_store: &SqlStore<Self>, _n: usize) -> bool {
-            true
+        /// Whether acknowledging leases (before a reservation when `fetch`) takes a
+        /// transaction: not when it is one statement.
+        fn ack_tx(fetch: bool) -> bool {
+            fetch
         }
-        /// Deletes the current ones of `(id, token)` leases: the ones it deleted.
-        fn delete_leases<'a>(
+        /// Deletes the current ones of `leases` (`(id, token)`), then reserves when `fetch`
+        /// says so: the leases it deleted, and the jobs reserved. By default one `DELETE ...
+        /// RETURNING`, then [`reserve`](Self::reserve).
+        fn ack<'a>(
             store: &'a SqlStore<Self>,
             conn: &'a mut Self::Connection,
-            pairs: &'a [(i64, &'a str)],
-        ) -> BoxFuture<'a, Result<Vec<(i64, String)>>> {
-            Box::pin(store.ack_json(conn, pairs))
+            deferred: &'a mut Deferred,
+            leases: &'a [(i64, &'a str)],
+            fetch: Option<&'a ReserveRequest>,
+        ) -> BoxFuture<'a, Result<AckedAndReserved>> {
+            Box::pin(async move {
+                let acked = store.ack_json(conn, leases).await?;
+                let Some(request) = fetch else {
+                    return Ok((acked, Vec::new()));
+                };
+                let on = Reserving {
+                    store,
+                    conn,
+                    deferred,
+                    request,
+                };
+                Ok((acked, Self::reserve(on).await?))
+            })
         }
         /// Whether [`insert_all`](Self::insert_all) inserts any number of jobs without a claim
         /// in one statement (PostgreSQL, with arrays).
@@ -333,23 +361,6 @@ pub(crate) mod sealed {
             _jobs: &'a [queue_core::NewJob],
         ) -> BoxFuture<'a, sqlx::Result<Vec<i64>>> {
             Box::pin(async { Err(sqlx::Error::Protocol("not one statement here".into())) })
-        }
-        /// Whether [`ack_and_reserve`](Self::ack_and_reserve) is one statement (PostgreSQL).
-        const ACK_AND_RESERVE: bool = false;
-        /// Acknowledges `leases` (a JSON list of `[id, token]`) and reserves in one
-        /// statement: the acknowledged `(id, token)` and the jobs reserved.
-        fn ack_and_reserve<'a>(
-            _store: &'a SqlStore<Self>,
-            _conn: &'a mut Self::Connection,
-            _leases: &'a str,
-            _request: &'a ReserveRequest,
-        ) -> BoxFuture<'a, Result<AckedAndReserved>> {
-            Box::pin(async {
-                Err(queue_core::Error::backend(
-                    Self::DRIVER,
-                    "not one statement here",
-                ))
-            })
         }
         /// Stops what the store's state runs (PostgreSQL's listener).
         fn close(_state: &Self::State) {}

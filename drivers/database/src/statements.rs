@@ -3,7 +3,7 @@
 //! per connection and keeps it.
 //!
 //! The texts bind `?` in order (numbered `$1`, `$2`... for PostgreSQL). Lists travel as one
-//! JSON array of arrays, unpacked by [`Backend::rows`] into a derived table `l`, so one text
+//! JSON array of arrays, unpacked by [`Backend::ROWS`] into a derived table `l`, so one text
 //! serves any batch size. Times are the database's clock in milliseconds (`{now}`).
 
 use crate::schema::Tables;

@@ -20,7 +20,7 @@ use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Retry;
 use crate::schema::{schema_sql, statements, Tables};
-use crate::sql::sealed::{Backend, Reserving};
+use crate::sql::sealed::{Backend, Deferred, Reserving};
 use crate::sql::{Arg, Sql};
 use crate::statements::{chunk_sizes, Statements};
 use crate::wake::{idle_sleep, Waker};
@@ -71,7 +71,7 @@ pub struct Open<DB: Backend> {
 struct Unit<'h, DB: Backend> {
     conn: crate::hot::Lent<'h, DB>,
     tx: bool,
-    deferred: String,
+    deferred: Deferred,
 }
 
 /// Runs `$body` with `$conn` (the connection) and `$deferred` on a connection of `$hot`, in
@@ -322,7 +322,7 @@ impl<DB: Sql> SqlStore<DB> {
         Ok(Unit {
             conn,
             tx,
-            deferred: String::new(),
+            deferred: Deferred::default(),
         })
     }
 
@@ -344,11 +344,11 @@ impl<DB: Sql> SqlStore<DB> {
             tx,
             mut deferred,
         } = unit;
-        if tx {
+        if tx && !deferred.committed {
             deferred.push_str("COMMIT");
         }
         let done = match done {
-            Ok(done) if !deferred.is_empty() => DB::script(&mut conn, &deferred)
+            Ok(done) if !deferred.text.is_empty() => DB::script(&mut conn, &deferred.text)
                 .await
                 .map_err(db::<DB>)
                 .map(|()| done),
@@ -622,9 +622,8 @@ impl<DB: Sql> SqlStore<DB> {
         Ok(current)
     }
 
-    /// Settles plain acknowledgements (no effects, no other outcome): one statement that
-    /// deletes the current ones, with the reservation in the same transaction (in the same
-    /// statement on PostgreSQL).
+    /// Settles plain acknowledgements (no effects, no other outcome): the current leases'
+    /// jobs deleted, with the reservation in the same transaction (see [`Backend::ack`]).
     async fn settle_acks(
         &self,
         settles: &[Settle],
@@ -634,31 +633,12 @@ impl<DB: Sql> SqlStore<DB> {
             .iter()
             .filter_map(|s| Some((id_of(&s.lease)?, s.lease.token.as_str())))
             .collect();
-        let leases = json(&pairs)?;
-        let (hot, tx) = match fetch {
-            Some(_) if !DB::ACK_AND_RESERVE => (self.tx_hot(false), true),
-            _ => (self.main(), false),
+        let (hot, tx) = match DB::ack_tx(fetch.is_some()) {
+            true => (self.tx_hot(false), true),
+            false => (self.main(), false),
         };
         let (acked, reserved) = unit!(self, "settle", hot, tx, |conn, deferred| {
-            match fetch {
-                Some(request) if DB::ACK_AND_RESERVE => {
-                    DB::ack_and_reserve(self, conn, &leases, request).await
-                }
-                Some(request) => {
-                    let acked = DB::delete_leases(self, conn, &pairs).await?;
-                    Ok((
-                        acked,
-                        DB::reserve(Reserving {
-                            store: self,
-                            conn,
-                            deferred,
-                            request,
-                        })
-                        .await?,
-                    ))
-                }
-                None => Ok((DB::delete_leases(self, conn, &pairs).await?, Vec::new())),
-            }
+            DB::ack(self, conn, deferred, &pairs, fetch).await
         })?;
         let mut acked: HashSet<(i64, String)> = acked.into_iter().collect();
         let settled = settles
@@ -938,7 +918,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         let plain = settles
             .iter()
             .all(|s| s.outcome == Outcome::Ack && s.effects.is_empty());
-        if plain && DB::fast_ack(self, settles.len()) {
+        if plain {
             return self.settle_acks(&settles, fetch).await;
         }
         let (reply, woken) = self.settle_all(&settles, fetch).await?;

@@ -78,7 +78,10 @@ async fn an_idle_worker_listens_again_after_a_restart() {
     assert!(tokio::task::spawn_blocking(servers::restart_pg)
         .await
         .unwrap());
-    assert!(servers::wait_for_pg().await, "the server came back");
+    assert!(
+        servers::wait_for::<sqlx::PgConnection>(&servers::pg_url()).await,
+        "the server came back"
+    );
     // The listener reconnects with a backoff of at most 5 s.
     tokio::time::sleep(Duration::from_secs(6)).await;
 

@@ -253,26 +253,11 @@ pub(crate) fn start_mysql() -> bool {
     false
 }
 
-/// Waits until PostgreSQL accepts connections again.
-#[cfg(feature = "postgres")]
-pub(crate) async fn wait_for_pg() -> bool {
+/// Waits until the server at `url` accepts connections (of type `C`) again.
+pub(crate) async fn wait_for<C: sqlx::Connection>(url: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok(conn) = sqlx::PgConnection::connect(&pg_url()).await {
-            let _ = conn.close().await;
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-/// Waits until MySQL accepts connections again.
-#[cfg(feature = "mysql")]
-pub(crate) async fn wait_for_mysql() -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
+        if let Ok(conn) = C::connect(url).await {
             let _ = conn.close().await;
             return true;
         }
