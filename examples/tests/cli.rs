@@ -143,6 +143,9 @@ async fn migrate_work_size_and_the_failed_store() {
         "--stop-when-empty",
         "--backoff",
         "fixed:100ms",
+        // No rolling deploy here: a job no worker knows fails at once.
+        "--unknown-job-window",
+        "0s",
     ]));
     assert!(out.status.success(), "the worker exits 0");
     let text = stdout(&out);

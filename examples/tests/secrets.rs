@@ -54,6 +54,7 @@ async fn connection_errors_and_debug_output_hide_the_password() {
                     .worker(
                         queue_core::WorkerOptions::default()
                             .queues([q.as_str()])
+                            .unknown_job_window(std::time::Duration::ZERO)
                             .stop_when_empty(),
                     )
                     .run()

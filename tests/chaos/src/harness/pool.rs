@@ -139,6 +139,9 @@ impl Pool {
             .args(["--retries", &s.tries.to_string()])
             .args(["--backoff", &s.backoff])
             .args(["--timeout", &millis(s.timeout)])
+            // The poison scenario writes jobs of names no worker knows and of a newer
+            // envelope: with no rolling deploy they must fail at once, not wait an hour.
+            .args(["--unknown-job-window", "0s"])
             .args(extra)
             .env(LEDGER_ENV, &self.ledger)
             .env(
