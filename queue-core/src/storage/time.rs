@@ -26,5 +26,9 @@ pub fn duration_millis(duration: Duration) -> i64 {
 
 /// A fresh random token for leases and lock owners.
 pub fn new_token() -> String {
-    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }

@@ -270,6 +270,12 @@ impl Worker {
             pending: Vec::new(),
             stop: self.stop_tx.subscribe(),
             hard_stop: hard_tx,
+            request: ReserveRequest {
+                queues: self.options.queues.clone(),
+                lease: self.options.lease,
+                limit: 1,
+                name: self.options.only.clone(),
+            },
             taken: 0,
             started: Instant::now(),
         };
@@ -313,9 +319,23 @@ struct Engine {
     pending: Vec<Pending>,
     stop: watch::Receiver<bool>,
     hard_stop: watch::Sender<bool>,
+    /// What to reserve: the worker's queues, lease and job name; `limit` set per call.
+    request: ReserveRequest,
     /// Jobs reserved so far.
     taken: u64,
     started: Instant,
+}
+
+/// The store's answers to settlements, held back until the jobs fetched in the same call
+/// are spawned.
+struct Answers(Vec<(oneshot::Sender<Option<Settled>>, Option<Settled>)>);
+
+impl Answers {
+    fn send(self) {
+        for (done, settled) in self.0 {
+            let _ = done.send(settled);
+        }
+    }
 }
 
 /// The most settlements sent in one call.
@@ -336,21 +356,26 @@ impl Engine {
                 return reason;
             }
             let free = self.free_slots();
-            if free == 0 || (idle && self.pending.is_empty()) {
-                if free == 0 && !self.pending.is_empty() {
-                    if let Err(e) = self.round_trip(None).await {
-                        warn!(error = %e, "settling failed");
-                    }
+            if free == 0 {
+                if !self.pending.is_empty() {
+                    self.flush().await;
                     continue;
                 }
+                // Busy: wait for a job to hand over its settlement (it frees its slot first).
+                tokio::select! {
+                    Some(p) = self.settles.recv() => self.pending.push(p),
+                    Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                    _ = self.stop.changed() => {}
+                }
+                continue;
+            }
+            if idle && self.pending.is_empty() {
+                // Nothing was available: wait for a wake-up (or poll after `--sleep`), a
+                // settlement to send (its round trip fetches too), or a stop.
                 let storage = self.storage.clone();
-                let queues = self.options.queues.clone();
+                let queues = self.request.queues.clone();
                 let sleep = self.options.sleep;
-                let poll = idle && free > 0;
                 let wait = async move {
-                    if !poll {
-                        return std::future::pending::<()>().await;
-                    }
                     match storage.capabilities().wake {
                         Some(wake) => {
                             if let Err(e) = wake.wait(&queues, sleep).await {
@@ -369,19 +394,16 @@ impl Engine {
                 }
                 continue;
             }
-            let request = ReserveRequest {
-                queues: self.options.queues.clone(),
-                lease: self.options.lease,
-                limit: free,
-                name: self.options.only.clone(),
-            };
+            self.request.limit = free;
             let asked = Instant::now();
-            let jobs = match self.round_trip(Some(&request)).await {
+            let (result, answers) = self.round_trip(true).await;
+            let jobs = match result {
                 Ok(jobs) => {
                     backend_wait = Duration::from_millis(100);
                     jobs
                 }
                 Err(e) => {
+                    answers.send();
                     error!(error = %e, retry_in = ?backend_wait, "reserve failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backend_wait) => {}
@@ -392,6 +414,7 @@ impl Engine {
                 }
             };
             if jobs.is_empty() {
+                answers.send();
                 let quiet = self.tasks.is_empty() && self.pending.is_empty();
                 if self.options.once && quiet {
                     return StopReason::Empty;
@@ -419,6 +442,8 @@ impl Engine {
                 let shared = self.shared.clone();
                 self.tasks.spawn(job::process(shared, job, asked, slot));
             }
+            // The new jobs start first: the settled ones only have to log and count.
+            answers.send();
         }
     }
 
@@ -470,32 +495,39 @@ impl Engine {
     /// in the same call. A backend error is retried a few times (a blip must not cost the jobs
     /// an attempt); after that the settlements are given up: their jobs run again after their
     /// leases.
-    async fn round_trip(&mut self, fetch: Option<&ReserveRequest>) -> Result<Vec<Reserved>> {
+    async fn round_trip(&mut self, fetch: bool) -> (Result<Vec<Reserved>>, Answers) {
+        let fetch = fetch.then_some(&self.request);
         let take = self.pending.len().min(MAX_SETTLE_BATCH);
         let batch: Vec<Pending> = self.pending.drain(..take).collect();
         if batch.is_empty() {
-            return match fetch {
+            let reserved = match fetch {
                 Some(request) => self.storage.reserve(request).await,
                 None => Ok(Vec::new()),
             };
+            return (reserved, Answers(Vec::new()));
         }
         let settles: Vec<Settle> = batch.iter().map(|p| p.settle.clone()).collect();
         let storage = &self.storage;
         match retrying("settle", || storage.settle(settles.clone(), fetch)).await {
             Ok(reply) => {
                 let mut results = reply.settled.into_iter();
-                for p in batch {
-                    let _ = p.done.send(results.next());
-                }
-                Ok(reply.reserved)
+                let answers = batch.into_iter().map(|p| (p.done, results.next()));
+                (Ok(reply.reserved), Answers(answers.collect()))
             }
             Err(e) => {
                 error!(error = %e, jobs = take, "could not settle these jobs: they run again after their leases");
-                for p in batch {
-                    let _ = p.done.send(None);
-                }
-                Err(e)
+                let answers = batch.into_iter().map(|p| (p.done, None));
+                (Err(e), Answers(answers.collect()))
             }
+        }
+    }
+
+    /// Sends the pending settlements without fetching, and tells their jobs.
+    async fn flush(&mut self) {
+        let (result, answers) = self.round_trip(false).await;
+        answers.send();
+        if let Err(e) = result {
+            warn!(error = %e, "settling failed");
         }
     }
 
@@ -512,9 +544,7 @@ impl Engine {
         loop {
             self.collect();
             if !self.pending.is_empty() {
-                if let Err(e) = self.round_trip(None).await {
-                    warn!(error = %e, "settling failed");
-                }
+                self.flush().await;
                 continue;
             }
             if self.tasks.is_empty() {
