@@ -228,6 +228,7 @@ impl Backend for Postgres {
         "BEGIN; SELECT pg_advisory_xact_lock(8175495034958250545)",
         "COMMIT",
     );
+    const MIGRATE_READS_HERE: bool = false;
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()

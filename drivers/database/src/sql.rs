@@ -283,6 +283,10 @@ pub(crate) mod sealed {
         const QUEUES: &'static str = "SELECT queue FROM {table} GROUP BY queue ORDER BY queue";
         /// Statements that serialise migrations between processes, and end that.
         const MIGRATE: (&'static str, &'static str);
+        /// Whether a failed statement leaves the migration's transaction usable, so the
+        /// schema version can be read again on the migrating connection (not PostgreSQL: an
+        /// error aborts its transaction, so it reads on another connection).
+        const MIGRATE_READS_HERE: bool = true;
         /// The knobs of this database in [`SqlOptions`].
         type Knobs: Clone + std::fmt::Debug + Default + Send + Sync + 'static;
         /// What a store keeps for this database alone.

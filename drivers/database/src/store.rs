@@ -25,6 +25,13 @@ use crate::sql::{Arg, Sql};
 use crate::statements::{chunk_sizes, Statements};
 use crate::wake::{idle_sleep, Waker};
 
+/// The version of the schema `migrate` creates: the number of the last file under
+/// `migrations/<database>/`. Kept in the control table under the name `schema`.
+const SCHEMA_VERSION: i64 = 5;
+
+/// Reads the schema version.
+const SCHEMA_VERSION_SQL: &str = "SELECT value FROM {control_table} WHERE name = 'schema'";
+
 /// Durations are stored as milliseconds added to the database's clock; capping them keeps
 /// the sum inside a 64-bit integer while still meaning "forever".
 const MAX_MILLIS: i64 = i64::MAX / 4;
@@ -294,15 +301,41 @@ impl<DB: Sql> SqlStore<DB> {
 
     /// Creates what is missing of the schema (idempotent; serialised between processes).
     pub async fn migrate(&self) -> Result<()> {
+        // DDL takes the strongest table locks even when there is nothing to change (`ALTER
+        // TABLE .. ADD COLUMN IF NOT EXISTS` locks before it looks): re-running it while
+        // other workers settle jobs would wait behind them, or deadlock with them. A database
+        // already at this version is left alone.
+        let version = self.inner.tables.fill(SCHEMA_VERSION_SQL);
+        if self.schema_version(&version).await == Some(SCHEMA_VERSION) {
+            return Ok(());
+        }
         let mut conn = self.main().get().await.map_err(db::<DB>)?;
         // A transaction or a session lock is open until the end.
         conn.discard_unless_kept();
         let (start, end) = DB::MIGRATE;
         DB::script(&mut conn, start).await.map_err(db::<DB>)?;
-        for statement in statements(&self.schema_sql()) {
-            match DB::script(&mut conn, &statement).await {
-                Err(e) if DB::already_applied(&e) => {}
-                done => done.map_err(db::<DB>)?,
+        // Another process may have migrated while this one waited for the lock.
+        let current = if DB::MIGRATE_READS_HERE {
+            match DB::fetch(&mut conn, &version, &[]).await {
+                Ok(rows) => rows.first().and_then(|row| DB::int(row, 0).ok().flatten()),
+                Err(_) => None,
+            }
+        } else {
+            self.schema_version(&version).await
+        };
+        if current != Some(SCHEMA_VERSION) {
+            for statement in statements(&self.schema_sql()) {
+                match DB::script(&mut conn, &statement).await {
+                    Err(e) if DB::already_applied(&e) => {}
+                    done => done.map_err(db::<DB>)?,
+                }
+            }
+            let mark = self.inner.tables.fill(&format!(
+                "DELETE FROM {{control_table}} WHERE name = 'schema'; \
+                 INSERT INTO {{control_table}} (name, value) VALUES ('schema', {SCHEMA_VERSION})"
+            ));
+            for statement in mark.split("; ") {
+                DB::script(&mut conn, statement).await.map_err(db::<DB>)?;
             }
         }
         DB::script(&mut conn, end).await.map_err(db::<DB>)?;
@@ -310,14 +343,27 @@ impl<DB: Sql> SqlStore<DB> {
         Ok(())
     }
 
+    /// The schema version the database says it has; `None` when it cannot say (no control
+    /// table yet: a database older than version 5, or none at all).
+    async fn schema_version(&self, sql: &str) -> Option<i64> {
+        let mut conn = self.main().get().await.ok()?;
+        let rows = DB::fetch(&mut conn, sql, &[]).await.ok()?;
+        conn.keep();
+        rows.first().and_then(|row| DB::int(row, 0).ok().flatten())
+    }
+
     /// A connection of `hot` for one attempt at an operation, in a transaction when `tx`.
     async fn begin<'h>(&self, hot: &'h Hot<DB>, tx: bool) -> Result<Unit<'h, DB>> {
         let mut conn = hot.get().await.map_err(db::<DB>)?;
         if tx {
+            // Before the `BEGIN`: a future dropped while it runs (a caller's timeout) may
+            // leave it run all the same (sqlx's SQLite worker finishes what it was sent), and
+            // a connection in an open transaction must never go back to the pool: it would
+            // hold SQLite's write lock for good.
+            conn.discard_unless_kept();
             if let Some(begin) = DB::BEGIN {
                 DB::script(&mut conn, begin).await.map_err(db::<DB>)?;
             }
-            conn.discard_unless_kept();
         }
         Ok(Unit {
             conn,

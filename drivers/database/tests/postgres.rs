@@ -207,3 +207,32 @@ async fn reserve_stays_fast_when_the_table_grows_under_a_cached_plan() {
     );
     servers::drop_pg_tables(&table).await;
 }
+
+/// A worker that connects (and migrates) while other workers hold rows of the tables in open
+/// transactions runs no DDL on a database already at its schema version: `ALTER TABLE`
+/// would wait behind those transactions, and deadlocked with settling workers in the chaos
+/// harness when several workers started together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_a_current_schema_takes_no_table_lock() {
+    let table = servers::fresh_table();
+    let Some(first) = open(&table).await else {
+        return;
+    };
+    first.push(vec![job("q", b"x")]).await.unwrap();
+    // Another session holds a row of each table in an open transaction, as a settling
+    // worker does for a moment.
+    let mut holder = first.pool().begin().await.unwrap();
+    sqlx::query(&format!("SELECT id FROM {table} FOR UPDATE"))
+        .fetch_all(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query(&format!("LOCK TABLE {table}_f IN ROW EXCLUSIVE MODE"))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), open(&table))
+        .await
+        .expect("connecting did not wait for the open transaction");
+    assert!(second.is_some());
+    holder.rollback().await.unwrap();
+}

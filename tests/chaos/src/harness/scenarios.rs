@@ -895,7 +895,8 @@ fn poison_items(count: usize) -> Vec<(String, String, Vec<u8>, Vec<String>)> {
                 "unsupported-version",
                 CHAOS_NAME.to_owned(),
                 br#"{"v":2,"name":"chaos","data":{"id":1}}"#.to_vec(),
-                reasons(&["not supported"]),
+                // A newer envelope waits for a newer worker (none here: the window is 0 s).
+                reasons(&["newer than this worker reads"]),
             ),
         };
         kinds.push((item.0.to_owned(), item.1, item.2, item.3));
