@@ -451,11 +451,18 @@ async fn stopped_worker(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     let findings = run.finish(&mut pool).await?;
     settled_check(run, settled, limit);
     run.common_checks(false, true);
+    // A stopped worker is fenced either way: the store refuses its late acknowledgements, or,
+    // when it wakes before it finished the job, its lease keeper sees the lease could not be
+    // renewed and stops the job itself (`stopped the job:` in its log).
     let refused = run.report.refused_acks;
+    let stopped = run.logs.lease_lost.len() as u64;
     run.report.check(
-        "late acknowledges refused (fencing)",
-        refused > 0,
-        format!("{refused} refused in {done} stops of {}", secs(stop_for)),
+        "a stopped worker's late work fenced (acknowledges refused or jobs stopped)",
+        refused + stopped > 0,
+        format!(
+            "{refused} acknowledges refused, {stopped} jobs stopped by their worker in {done} stops of {}",
+            secs(stop_for)
+        ),
     );
     // Acknowledged completions: completions whose acknowledge was not refused.
     let mut twice = Vec::new();
