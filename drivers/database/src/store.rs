@@ -875,15 +875,7 @@ fn cursor_error<DB: Backend>(cursor: &str) -> Error {
 #[async_trait]
 impl<DB: Sql> Storage for SqlStore<DB> {
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities::new(DB::DRIVER)
-            .durable(self.inner.open.durable)
-            .reserve_by_name(true)
-            .claims(true)
-            .failed(self)
-            .inspect(self)
-            .groups(self)
-            .control(self)
-            .wake(self)
+        Capabilities::complete(DB::DRIVER, self).durable(self.inner.open.durable)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {

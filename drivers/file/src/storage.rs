@@ -83,15 +83,7 @@ where
 #[async_trait]
 impl Storage for FileStorage {
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities::new(DRIVER)
-            .durable(self.fsync)
-            .reserve_by_name(true)
-            .claims(true)
-            .failed(self)
-            .inspect(self)
-            .groups(self)
-            .control(self)
-            .wake(self)
+        Capabilities::complete(DRIVER, self).durable(self.fsync)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {

@@ -65,6 +65,22 @@ impl<'a> Capabilities<'a> {
         }
     }
 
+    /// A driver that can do everything: every capability trait implemented by `store`,
+    /// reservations by name and unique claims (the SQL, file and memory stores).
+    pub fn complete<S>(driver: &'static str, store: &'a S) -> Self
+    where
+        S: FailedStore + Inspect + Groups + Control + Wake,
+    {
+        Capabilities::new(driver)
+            .reserve_by_name(true)
+            .claims(true)
+            .failed(store)
+            .inspect(store)
+            .groups(store)
+            .control(store)
+            .wake(store)
+    }
+
     /// Sets whether jobs survive a restart of the backend.
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;

@@ -349,15 +349,7 @@ impl State {
 #[async_trait]
 impl Storage for MemoryStorage {
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities::new(DRIVER)
-            .durable(false)
-            .reserve_by_name(true)
-            .claims(true)
-            .failed(self)
-            .inspect(self)
-            .groups(self)
-            .control(self)
-            .wake(self)
+        Capabilities::complete(DRIVER, self).durable(false)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
