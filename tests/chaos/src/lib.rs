@@ -32,7 +32,7 @@
 //! | # | name | what | holds when |
 //! |---|---|---|---|
 //! | 1 | `baseline` | 10,000 jobs, 4 workers | lost 0, duplicated 0, stuck 0 |
-//! | 2 | `kill-storm` | 10,000 jobs of 20–200 ms, 4 workers, one SIGKILLed every 2 s and restarted | lost 0, every duplicate allowed, stuck 0, orphan recovery p99 within lease + check interval |
+//! | 2 | `kill-storm` | 10,000 jobs of 20–200 ms, 4 workers, one SIGKILLed every 1.5–2.5 s and restarted, 20 tries each | lost 0, every duplicate allowed, stuck 0, orphan recovery p99 within lease + check interval |
 //! | 3 | `graceful-stop` | SIGTERM of a busy worker every 2 s (grace 1 s, lease 30 s) | no duplicates; interrupted jobs run again at once, not after the lease |
 //! | 4 | `crash-loop` | jobs that abort their worker | each in the failed store after its tries; other jobs flow |
 //! | 5 | `stopped-worker` | SIGSTOP longer than the lease, then SIGCONT | late acknowledge refused; the job completed once by its new holder |

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::RngExt;
 
 use super::backend::Backend;
 use super::{Options, Pool, Run, Scenario, Spec, WorkerSpec, CHAOS_NAME};
@@ -132,11 +133,21 @@ async fn kill_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         ..WorkerSpec::default()
     };
     let window = workers * spec.concurrency * 2;
-    let mut waiting: VecDeque<Spec> = (0..n).map(|_| run.good(20..=200)).collect();
+    // A job killed at every attempt rightly ends in the failed store, and kills every ~2 s
+    // with a 2 s lease re-orphan a recovered job often enough (the orphans of one kill come
+    // back together, at about the next kill) that 5 tries ran out in CI: the jobs get 20, and
+    // the kills are jittered so they do not keep step with the leases.
+    let mut waiting: VecDeque<Spec> = (0..n)
+        .map(|_| {
+            let mut s = run.good(20..=200);
+            s.tries = Some(20);
+            s
+        })
+        .collect();
     let mut pool = run.pool(o, spec.clone());
     pool.start(workers)?;
-    let every = Duration::from_secs(2);
-    let mut next_kill = Instant::now() + every;
+    let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
+    let mut next_kill = Instant::now() + every();
     let limit = Duration::from_secs(pick(o, 1200, 300));
     let deadline = Instant::now() + limit;
     let settled = loop {
@@ -149,7 +160,7 @@ async fn kill_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         }
         run.feed(&mut waiting, window).await?;
         if Instant::now() >= next_kill {
-            next_kill += every;
+            next_kill += every();
             let pids = pool.settled_pids(Duration::from_millis(500));
             if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
                 pool.kill(pid, &mut run.faults).await?;
