@@ -129,6 +129,11 @@ pub struct ScenarioReport {
     pub note: Option<String>,
     /// Wall time of the scenario, seconds.
     pub seconds: f64,
+    /// How far the wall clock ran ahead of the monotonic clock during the scenario, seconds:
+    /// more than a second means the machine (a VM) was paused or its clock stepped, and the
+    /// ledger's wall-clock timings of that run are void.
+    #[serde(default)]
+    pub clock_jump: f64,
     /// Where the ledger and the worker logs were kept (on failure, or with `--keep`).
     pub artifacts: Option<String>,
 }
@@ -158,6 +163,7 @@ impl ScenarioReport {
             verdict: Verdict::Skipped,
             note: None,
             seconds: 0.0,
+            clock_jump: 0.0,
             artifacts: None,
         }
     }

@@ -114,6 +114,7 @@ pub struct Options {
 pub async fn run_scenario(options: &Options, scenario: Scenario) -> ScenarioReport {
     let url = queue_core::redact_url(&options.url);
     let started = Instant::now();
+    let wall = std::time::SystemTime::now();
     let mut run = match Run::open(options, scenario).await {
         Ok(run) => run,
         Err(e) => {
@@ -144,6 +145,19 @@ pub async fn run_scenario(options: &Options, scenario: Scenario) -> ScenarioRepo
         report.decide();
     }
     report.seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    // The ledger's timings are wall-clock times (they come from several processes); the
+    // harness's deadlines are monotonic. A gap between the two means the machine was paused.
+    let jump = wall
+        .elapsed()
+        .map_or(0.0, |w| w.as_secs_f64() - started.elapsed().as_secs_f64());
+    report.clock_jump = (jump.max(0.0) * 10.0).round() / 10.0;
+    if report.clock_jump > 1.0 {
+        report.details.push(format!(
+            "the wall clock ran {:.1} s ahead of the monotonic clock during this run: the \
+             machine was paused or its clock stepped, so its timings are void",
+            report.clock_jump
+        ));
+    }
     if report.verdict == Verdict::Fail || options.keep {
         report.artifacts = Some(run.dir.display().to_string());
     } else {
