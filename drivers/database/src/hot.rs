@@ -80,17 +80,38 @@ impl<DB: Database> Hot<DB> {
 
     /// A connection: one kept at hand if there is one, else one from the pool, whichever
     /// comes first.
+    ///
+    /// The pool's `acquire` runs in a task of its own and is never cancelled: in sqlx 0.8 an
+    /// acquire that finds no idle connection opens one inline, and dropping it half-way threw
+    /// away a session the server had already forked, so the pool never grew and PostgreSQL
+    /// spent both CPUs forking backends (thousands of abandoned sessions a run; the
+    /// performance issue). When a kept connection wins the race, the acquire still finishes
+    /// and its connection goes back to the pool for the next caller.
     pub(crate) async fn get(&self) -> Result<Lent<'_, DB>, sqlx::Error> {
+        let mut acquire: Option<tokio::task::JoinHandle<Result<PoolConnection<DB>, sqlx::Error>>> =
+            None;
         loop {
             // Registered before looking, so a connection kept right after is not missed.
             let kept = self.kept.notified();
             tokio::pin!(kept);
             kept.as_mut().enable();
             if let Some(conn) = self.take_kept().await {
+                // An acquire under way finishes on its own; its connection returns to the pool.
                 return Ok(self.lend(conn));
             }
+            let task = acquire.get_or_insert_with(|| {
+                let pool = self.pool.clone();
+                tokio::spawn(async move { pool.acquire().await })
+            });
             tokio::select! {
-                conn = self.pool.acquire() => return Ok(self.lend(conn?)),
+                joined = task => {
+                    return match joined {
+                        Ok(conn) => Ok(self.lend(conn?)),
+                        Err(e) => Err(sqlx::Error::Io(std::io::Error::other(format!(
+                            "acquiring a connection failed: {e}"
+                        )))),
+                    };
+                }
                 () = &mut kept => {}
             }
         }
