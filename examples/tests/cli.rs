@@ -442,10 +442,15 @@ async fn eight_worker_processes_share_one_file() {
             !err.to_lowercase().contains("busy") && !err.to_lowercase().contains("locked"),
             "no busy errors: {err}"
         );
-        assert!(
-            !err.contains("ERROR") && !err.contains("WARN"),
-            "no errors or warnings: {err}"
-        );
+        // sqlx notes a statement over 1 s (`slow statement`: on a loaded 2-core machine, a
+        // BEGIN IMMEDIATE waiting its turn behind seven other writers); that is latency,
+        // not a failure.
+        let problems: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .filter(|l| !l.contains("slow statement"))
+            .collect();
+        assert!(problems.is_empty(), "no errors or warnings: {err}");
         let text = stdout(&out);
         let n: u64 = text
             .split(": ")

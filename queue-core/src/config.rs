@@ -24,6 +24,7 @@
 //! grace = "30s"                   # on SIGTERM, how long running jobs may finish
 //! unknown_job_window = "1h"       # a job of an unknown name waits this long for a worker
 //!                                 # that knows it (rolling deploys), then fails
+//! prefetch = 8                    # reserved jobs held beyond the free slots (unset: adapted)
 //!
 //! [max_queue_size]                # per-queue limits; a dispatch over one fails (see
 //!                                 # queue_core::Dispatcher for how exact it is)
@@ -87,6 +88,8 @@ pub struct Config {
     pub grace: Option<String>,
     /// How long a job of an unknown name is put back for another worker, as `1h`.
     pub unknown_job_window: Option<String>,
+    /// Reserved jobs a worker holds beyond its free slots (unset: adapted; 0: off).
+    pub prefetch: Option<usize>,
     /// Per-queue size limits.
     pub max_queue_size: Option<HashMap<String, u64>>,
     /// Thresholds of `runall health`.

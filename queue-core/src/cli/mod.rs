@@ -236,6 +236,10 @@ struct WorkArgs {
     /// deploys).
     #[arg(long, value_parser = parse_duration)]
     unknown_job_window: Option<Duration>,
+    /// Reserved jobs held beyond the free slots, so a freed slot starts its next job at once
+    /// (default: adapted to the jobs finished per round trip, up to --concurrency; 0: off).
+    #[arg(long)]
+    prefetch: Option<usize>,
 }
 
 /// A duration that must not be zero (a zero timeout or lease would fail every job).
@@ -530,6 +534,7 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     if let Some(w) = args.unknown_job_window.or(config.unknown_job_window()) {
         o.unknown_job_window = w;
     }
+    o.prefetch = args.prefetch.or(config.prefetch);
     o.only = only;
     o
 }

@@ -1,9 +1,11 @@
 //! The worker engine: reserve, run, keep the lease, settle.
 //!
-//! One loop talks to the store. Whenever it has free slots it sends the settlements of the
-//! jobs that finished since its last call together with a request for as many new jobs as
-//! there are free slots: one [`settle`](Storage::settle) call, one round trip where the
-//! driver allows it. Each reserved job runs in a task of its own (`job.rs`): it decodes the
+//! One loop talks to the store. Whenever it has free slots or room in its prefetch buffer it
+//! sends the settlements of the jobs that finished since its last call together with a
+//! request for as many new jobs as fit: one [`settle`](Storage::settle) call, one round trip
+//! where the driver allows it. Jobs beyond the free slots wait in the buffer (prefetch,
+//! [`WorkerOptions::prefetch`]), ordered by queue priority, so a slot that frees starts its
+//! next job without waiting for the store; a stop puts them back unstarted. Each reserved job runs in a task of its own (`job.rs`): it decodes the
 //! envelope, takes the job's lock if it has one, runs the body under its timeout in its own
 //! tokio task (so a panic is caught) while a keeper renews the lease and the lock
 //! (`lease.rs`, stopping the body as soon as either is lost), and hands its settlement back to
@@ -25,7 +27,7 @@ mod system;
 pub use options::WorkerOptions;
 pub use system::{peak_memory_mb, resident_memory_mb, stop_signal};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -278,6 +280,9 @@ impl Worker {
             },
             taken: 0,
             started: Instant::now(),
+            buffer: VecDeque::new(),
+            settled_so_far: 0,
+            finishing_per_trip: 0.0,
         };
         let reason = engine.run().await;
         engine.drain(reason).await;
@@ -321,9 +326,17 @@ struct Engine {
     hard_stop: watch::Sender<bool>,
     /// What to reserve: the worker's queues, lease and job name; `limit` set per call.
     request: ReserveRequest,
-    /// Jobs reserved so far.
+    /// Jobs started so far.
     taken: u64,
     started: Instant,
+    /// Prefetched jobs: reserved, waiting for a slot, in the order they start (strict queue
+    /// priority, then the order the store gave them), each with when it was asked for.
+    buffer: VecDeque<(Reserved, Instant)>,
+    /// Settlements received so far (to see how many jobs finish during one round trip).
+    settled_so_far: u64,
+    /// Jobs that finish during one round trip, on average (exponentially weighted): the
+    /// adaptive prefetch holds that many, so the slots they free start at once.
+    finishing_per_trip: f64,
 }
 
 /// The store's answers to settlements, held back until the jobs fetched in the same call
@@ -355,15 +368,17 @@ impl Engine {
             if let Some(reason) = self.stop_condition() {
                 return reason;
             }
+            self.start_buffered();
             let free = self.free_slots();
-            if free == 0 {
+            let want = free + self.prefetch_room(free);
+            if want == 0 {
                 if !self.pending.is_empty() {
                     self.flush().await;
                     continue;
                 }
                 // Busy: wait for a job to hand over its settlement (it frees its slot first).
                 tokio::select! {
-                    Some(p) = self.settles.recv() => self.pending.push(p),
+                    Some(p) = self.settles.recv() => self.received(p),
                     Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                     _ = self.stop.changed() => {}
                 }
@@ -388,15 +403,19 @@ impl Engine {
                 };
                 tokio::select! {
                     _ = wait => idle = false,
-                    Some(p) = self.settles.recv() => self.pending.push(p),
+                    Some(p) = self.settles.recv() => self.received(p),
                     Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                     _ = self.stop.changed() => {}
                 }
                 continue;
             }
-            self.request.limit = free;
+            self.request.limit = want;
             let asked = Instant::now();
+            let before = self.settled_so_far;
             let (result, answers) = self.round_trip(true).await;
+            self.collect();
+            let during = (self.settled_so_far - before) as f64;
+            self.finishing_per_trip = 0.8 * self.finishing_per_trip + 0.2 * during;
             let jobs = match result {
                 Ok(jobs) => {
                     backend_wait = Duration::from_millis(100);
@@ -415,7 +434,8 @@ impl Engine {
             };
             if jobs.is_empty() {
                 answers.send();
-                let quiet = self.tasks.is_empty() && self.pending.is_empty();
+                let quiet =
+                    self.tasks.is_empty() && self.pending.is_empty() && self.buffer.is_empty();
                 if self.options.once && quiet {
                     return StopReason::Empty;
                 }
@@ -430,18 +450,8 @@ impl Engine {
                 continue;
             }
             idle = false;
-            for job in jobs {
-                let slot = match self.slots.clone().try_acquire_owned() {
-                    Ok(slot) => slot,
-                    Err(_) => match self.slots.clone().acquire_owned().await {
-                        Ok(slot) => slot,
-                        Err(_) => break,
-                    },
-                };
-                self.taken += 1;
-                let shared = self.shared.clone();
-                self.tasks.spawn(job::process(shared, job, asked, slot));
-            }
+            self.buffer_jobs(jobs, asked);
+            self.start_buffered();
             // The new jobs start first: the settled ones only have to log and count.
             answers.send();
         }
@@ -450,8 +460,84 @@ impl Engine {
     /// Settlements handed over since the last look.
     fn collect(&mut self) {
         while let Ok(p) = self.settles.try_recv() {
-            self.pending.push(p);
+            self.received(p);
         }
+    }
+
+    fn received(&mut self, p: Pending) {
+        self.settled_so_far += 1;
+        self.pending.push(p);
+    }
+
+    /// How many reserved jobs to hold beyond the free slots.
+    fn prefetch_target(&self) -> usize {
+        if self.options.once {
+            return 0;
+        }
+        let concurrency = self.options.concurrency.max(1);
+        match self.options.prefetch {
+            Some(n) => n,
+            None => (self.finishing_per_trip.ceil() as usize).min(concurrency),
+        }
+    }
+
+    /// Room in the prefetch buffer now, given `free` slots about to be filled.
+    fn prefetch_room(&self, free: usize) -> usize {
+        let mut room = self.prefetch_target().saturating_sub(self.buffer.len());
+        if let Some(max) = self.options.max_jobs {
+            let left = usize::try_from(max.saturating_sub(self.taken)).unwrap_or(usize::MAX);
+            room = room.min(left.saturating_sub(free + self.buffer.len()));
+        }
+        room
+    }
+
+    /// Starts prefetched jobs while there are free slots.
+    fn start_buffered(&mut self) {
+        while !self.buffer.is_empty() {
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                return;
+            };
+            let Some((job, asked)) = self.buffer.pop_front() else {
+                return;
+            };
+            self.taken += 1;
+            self.tasks
+                .spawn(job::process(self.shared.clone(), job, asked, slot));
+        }
+    }
+
+    /// Where a queue stands in the worker's priority order.
+    fn rank(&self, queue: &str) -> usize {
+        self.options
+            .queues
+            .iter()
+            .position(|q| q == queue)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Adds reserved jobs to the buffer, each after the jobs of its queue and of higher
+    /// queues already there, so a job of a higher queue starts before lower ones fetched
+    /// earlier. This keeps strict priority with a buffer: every refill asks the queues in
+    /// priority order, and a slot that frees takes the buffer's highest job.
+    fn buffer_jobs(&mut self, jobs: Vec<Reserved>, asked: Instant) {
+        for job in jobs {
+            let rank = self.rank(&job.lease.queue);
+            let at = self
+                .buffer
+                .iter()
+                .position(|(b, _)| self.rank(&b.lease.queue) > rank)
+                .unwrap_or(self.buffer.len());
+            self.buffer.insert(at, (job, asked));
+        }
+    }
+
+    /// Puts a prefetched job back without counting an attempt.
+    fn put_back(&mut self, job: Reserved) {
+        let (done, _) = oneshot::channel();
+        self.pending.push(Pending {
+            settle: Settle::release(job.lease, Duration::ZERO),
+            done,
+        });
     }
 
     fn stop_condition(&self) -> Option<StopReason> {
@@ -483,7 +569,8 @@ impl Engine {
     fn free_slots(&self) -> usize {
         let mut free = self.slots.available_permits();
         if let Some(max) = self.options.max_jobs {
-            free = free.min(usize::try_from(max.saturating_sub(self.taken)).unwrap_or(usize::MAX));
+            let left = usize::try_from(max.saturating_sub(self.taken)).unwrap_or(usize::MAX);
+            free = free.min(left.saturating_sub(self.buffer.len()));
         }
         if self.options.once {
             free = free.min(1);
@@ -541,6 +628,10 @@ impl Engine {
             info!(running = self.tasks.len(), reason = ?reason, "waiting for running jobs");
         }
         let mut interrupted = false;
+        // Prefetched jobs never started: they go back at once, their attempt not counted.
+        while let Some((job, _)) = self.buffer.pop_front() {
+            self.put_back(job);
+        }
         loop {
             self.collect();
             if !self.pending.is_empty() {
@@ -552,7 +643,7 @@ impl Engine {
             }
             let until = deadline.filter(|_| !interrupted);
             tokio::select! {
-                Some(p) = self.settles.recv() => self.pending.push(p),
+                Some(p) = self.settles.recv() => self.received(p),
                 Some(_) = self.tasks.join_next() => {}
                 _ = self.stop.changed(), if deadline.is_none() => {
                     if *self.stop.borrow() {

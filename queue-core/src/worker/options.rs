@@ -20,6 +20,7 @@ use crate::job::Backoff;
 /// | `once` | `--once` | `--once` | |
 /// | `stop_when_empty` | `--stop-when-empty` | `--stop-when-empty` | |
 /// | `only` | `runall run NAME` | | `job:run NAME` |
+/// | `prefetch` | `--prefetch` | | `prefetch` |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
@@ -62,6 +63,11 @@ pub struct WorkerOptions {
     /// a rolling deploy, old and new workers run side by side and a job only the new build
     /// knows must wait for a new worker, not fail on an old one. One hour by default.
     pub unknown_job_window: Duration,
+    /// How many reserved jobs to hold beyond the free slots, so a slot that frees starts its
+    /// next job without waiting for a round trip to the store. `None` (the default) adapts it
+    /// to the jobs that finish during one round trip, up to `concurrency`: quick jobs get a
+    /// buffer, jobs that outlast a round trip get none. `Some(0)` turns it off.
+    pub prefetch: Option<usize>,
 }
 
 impl Default for WorkerOptions {
@@ -83,6 +89,7 @@ impl Default for WorkerOptions {
             lock_retry: Duration::from_millis(500),
             only: None,
             unknown_job_window: Duration::from_secs(3600),
+            prefetch: None,
         }
     }
 }
@@ -193,6 +200,13 @@ impl WorkerOptions {
     /// ([`unknown_job_window`](Self::unknown_job_window)).
     pub fn unknown_job_window(mut self, window: Duration) -> Self {
         self.unknown_job_window = window;
+        self
+    }
+
+    /// Holds up to `n` reserved jobs beyond the free slots (0 turns prefetch off); see
+    /// [`prefetch`](Self::prefetch).
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = Some(n);
         self
     }
 }

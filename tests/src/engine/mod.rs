@@ -420,6 +420,76 @@ pub async fn engine_concurrency(store: Store) {
     assert_eq!((summary.processed, summary.failed), (8, 0));
 }
 
+/// Prefetch keeps strict priority: a worker holding a buffer of low jobs takes a high job
+/// dispatched meanwhile ahead of them (the buffer's lowest job goes back), so only the few
+/// low jobs that start while the next round trip is on its way run before it, never the
+/// whole buffer.
+pub async fn engine_prefetch_keeps_priority(store: Store) {
+    const LOWS: usize = 60;
+    const BUFFER: usize = 24;
+    let queue = Queue::from_arc(store);
+    let (high, low) = (unique("high"), unique("low"));
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    queue.listen("record", move |payload: serde_json::Value, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock()
+                .unwrap()
+                .push(payload.as_str().unwrap_or_default().to_owned());
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(())
+        }
+    });
+    for i in 0..LOWS {
+        queue
+            .dispatch_named("record", json!(format!("low{i}")))
+            .on_queue(low.as_str())
+            .await
+            .unwrap();
+    }
+    let dispatcher = {
+        let (queue, log, high) = (queue.clone(), log.clone(), high.clone());
+        tokio::spawn(async move {
+            let mut marks = Vec::new();
+            for (k, after) in [10usize, 25, 40].into_iter().enumerate() {
+                while log.lock().unwrap().len() < after {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                queue
+                    .dispatch_named("record", json!(format!("high{k}")))
+                    .on_queue(high.as_str())
+                    .await
+                    .unwrap();
+                marks.push(log.lock().unwrap().len());
+            }
+            marks
+        })
+    };
+    let options = test_options(&[&high, &low]).concurrency(2).prefetch(BUFFER);
+    let summary = run_worker(&queue, options).await;
+    let marks = dispatcher.await.unwrap();
+    assert_eq!((summary.processed, summary.failed), (LOWS as u64 + 3, 0));
+    let log = log.lock().unwrap().clone();
+    for (k, mark) in marks.iter().enumerate() {
+        let at = log
+            .iter()
+            .position(|t| *t == format!("high{k}"))
+            .expect("the high job ran");
+        let lows_before = at.saturating_sub(*mark);
+        assert!(
+            lows_before <= 8,
+            "high{k}: {lows_before} low jobs started between its dispatch and its start \
+             (a buffer of {BUFFER} held; the order: {log:?})"
+        );
+    }
+    let mut lows: Vec<&String> = log.iter().filter(|t| t.starts_with("low")).collect();
+    assert_eq!(lows.len(), LOWS, "every low job started once: {log:?}");
+    lows.sort();
+    lows.dedup();
+    assert_eq!(lows.len(), LOWS, "every low job started once: {log:?}");
+}
+
 /// A delayed job runs, but not before its time.
 pub async fn engine_delayed_job_waits(store: Store) {
     let queue = Queue::from_arc(store);
