@@ -151,8 +151,12 @@
 //! - Ids come from `RETURNING` on MariaDB, from `LAST_INSERT_ID()` on MySQL (a multi-row
 //!   insert gets consecutive ids).
 //! - **Waking**: MySQL has nothing like `LISTEN`: idle workers poll every `--sleep`, never
-//!   past the next delayed job; pushes from the same process wake them at once. The same
-//!   holds for SQLite.
+//!   past the next delayed job; pushes from the same process wake them at once. SQLite
+//!   watches its file instead (inotify on Linux, through the `notify` crate): a write by
+//!   another process to the database or its write-ahead log wakes idle workers within
+//!   milliseconds (at most one wake-up every 2 ms), and polling every `--sleep` stays as the
+//!   fallback where the file cannot be watched (a network file system is not supported
+//!   anyway).
 //!
 //! # Transactional dispatch
 //!

@@ -1,7 +1,10 @@
 //! SQLite: [`SqliteStorage`] on one file, shared by every worker process of one machine.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -15,6 +18,7 @@ use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{Backend, Io, Reserving};
 use crate::sql::Arg;
 use crate::store::{db, millis, reserved_rows, Open, SqlStore};
+use crate::wake::{Waker, EVERYONE};
 
 /// A queue store in one SQLite file. See [`SqlStore`] and the [crate docs](crate#sqlite).
 pub type SqliteStorage = SqlStore<Sqlite>;
@@ -205,11 +209,80 @@ async fn enable_wal(pool: &SqlitePool, patience: Duration) -> Result<()> {
     }
 }
 
-/// What a SQLite store keeps of its own: the reservation of one queue.
-#[derive(Debug)]
+/// What a SQLite store keeps of its own: the reservation of one queue, and the watch on its
+/// file.
 pub struct SqliteState {
     /// Binds: lease ms, queue, name or NULL (twice), limit.
     reserve: String,
+    /// The database file (`None`: in memory).
+    file: Option<PathBuf>,
+    /// Started by the first idle wait: `Err` when the file cannot be watched (waiters poll).
+    watch: Mutex<Option<std::result::Result<FileWatch, ()>>>,
+}
+
+impl std::fmt::Debug for SqliteState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteState")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Other processes' writes wake this one's idle waiters: the directory of the database is
+/// watched (inotify on Linux, through `notify`), and a change to the database file or its
+/// write-ahead log wakes every waiter, which looks for jobs. At most one wake-up every
+/// [`WATCH_COALESCE`], so a busy writer elsewhere does not turn idle waiters into a busy
+/// loop. Polling at `--sleep` stays as the fallback.
+struct FileWatch {
+    _watcher: notify::RecommendedWatcher,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// The shortest time between two wake-ups of a file watch.
+const WATCH_COALESCE: Duration = Duration::from_millis(2);
+
+fn watch_file(file: &Path, waker: Arc<Waker>) -> notify::Result<FileWatch> {
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = file
+        .file_name()
+        .map(OsStr::to_os_string)
+        .unwrap_or_default();
+    let mut wal = name.clone();
+    wal.push("-wal");
+    let signal = Arc::new(tokio::sync::Notify::new());
+    let tx = signal.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name().is_some_and(|n| n == name || n == wal));
+        if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
+            tx.notify_one();
+        }
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    let relay = tokio::spawn(async move {
+        loop {
+            signal.notified().await;
+            waker.send(EVERYONE);
+            tokio::time::sleep(WATCH_COALESCE).await;
+        }
+    });
+    Ok(FileWatch {
+        _watcher: watcher,
+        relay,
+    })
 }
 
 impl Backend for Sqlite {
@@ -243,6 +316,7 @@ impl Backend for Sqlite {
 
     async fn open(options: &SqlOptions<Sqlite>, tables: &Tables) -> Result<Open<Sqlite>> {
         let (connect, memory, _) = options.resolve()?;
+        let file = (!memory).then(|| connect.get_filename().to_path_buf());
         let pool = |max: u32| {
             SqlitePoolOptions::new()
                 .max_connections(max)
@@ -301,8 +375,36 @@ impl Backend for Sqlite {
             durable: !memory,
             returning: true,
             id_step: 1,
-            state: SqliteState { reserve },
+            state: SqliteState {
+                reserve,
+                file,
+                watch: Mutex::new(None),
+            },
         })
+    }
+
+    fn listening(store: &SqlStore<Sqlite>, _patience: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let state = store.state();
+            let Some(file) = &state.file else {
+                return false;
+            };
+            let mut watch = state.watch.lock().unwrap_or_else(|p| p.into_inner());
+            if watch.is_none() {
+                *watch = Some(watch_file(file, store.waker().clone()).map_err(|e| {
+                    tracing::warn!(
+                        error = %e,
+                        file = %file.display(),
+                        "cannot watch the database file: idle workers poll for other processes' jobs"
+                    );
+                }));
+            }
+            matches!(*watch, Some(Ok(_)))
+        })
+    }
+
+    fn close(state: &SqliteState) {
+        state.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     fn already_applied(error: &sqlx::Error) -> bool {

@@ -1290,7 +1290,7 @@ impl<DB: Sql> Wake for SqlStore<DB> {
     }
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl<DB: Sql> SqlStore<DB> {
     pub(crate) fn waker(&self) -> &Arc<Waker> {
         &self.inner.waker

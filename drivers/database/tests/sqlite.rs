@@ -191,3 +191,49 @@ async fn reserve_uses_the_due_index() {
         ["SEARCH jobs USING INDEX jobs_due (queue=? AND due_at<?)"]
     );
 }
+
+/// A push through another store on the file (as from another process: nothing in memory
+/// is shared) wakes an idle wait through the watch on the database file, long before the
+/// wait's 30 s would end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_wakes_on_a_push_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = open(&dir).await;
+    let other = SqliteStorage::connect(&url).await.unwrap();
+    let store = std::sync::Arc::new(store);
+    let queues = vec!["q".to_owned()];
+    // The first wait starts the watch.
+    store
+        .capabilities()
+        .wake
+        .expect("SQLite wakes")
+        .wait(&queues, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let waiter = {
+        let store = store.clone();
+        let queues = queues.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store
+                .capabilities()
+                .wake
+                .expect("SQLite wakes")
+                .wait(&queues, Duration::from_secs(30))
+                .await
+                .unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "nothing woke the waiter before the push"
+    );
+    other.push_one(job("q", b"x")).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the other store's push, not by its 30 s timeout")
+        .unwrap();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+}

@@ -49,13 +49,15 @@
 //!
 //! Everything the contract has: unique claims and push effects, the failed store (pages by
 //! cursor, newest first), inspection (sizes, queues, clearing, listing jobs by state by
-//! cursor), group counters, the restart signal, reserving by job name, and wake-ups. Two are
-//! weaker than on a server:
+//! cursor), group counters, the restart signal, reserving by job name, and wake-ups. Two work
+//! differently than on a server:
 //!
-//! - **Wake-ups** come from this process only: an idle worker wakes at once for a push,
-//!   retry or release made through this process, and at the next due job or lease deadline
-//!   it knows of; a job pushed by another process is seen at the worker's next poll (its
-//!   `sleep`).
+//! - **Wake-ups** of other processes go through the file system: an idle worker wakes at
+//!   once for a push, retry or release made through this process, within milliseconds for
+//!   one made by another process (the `ready/` directories of its queues are watched:
+//!   inotify on Linux, through the `notify` crate; at most one wake-up every 2 ms), and at
+//!   the next due job or lease deadline it knows of. Where a directory cannot be watched,
+//!   the worker polls at its `sleep`.
 //! - **Listing** reads whole directories: [`Inspect::size`](queue_core::storage::Inspect::size),
 //!   a page of [`Inspect::jobs`](queue_core::storage::Inspect::jobs) or of the failed store
 //!   costs in proportion to the queue, not to the page.

@@ -28,8 +28,75 @@ use crate::{locks, DRIVER};
 pub struct FileStorage {
     disk: Arc<Disk>,
     fsync: bool,
-    /// Wakes this process's idle workers when this process adds a job.
+    /// Wakes this process's idle workers when a job becomes available: pushed, retried or
+    /// released by this process, or (through [`ReadyWatch`]) by another.
     pushed: Arc<Notify>,
+    /// The watch on the `ready/` directories of the queues idle workers wait on, started by
+    /// the first wait.
+    watch: Arc<std::sync::Mutex<Option<ReadyWatch>>>,
+}
+
+/// Wakes this process's idle workers when another process makes a job available: the
+/// `ready/` directory of every queue a worker waits on is watched (inotify on Linux, through
+/// `notify`), and a file created or renamed into one wakes the waiters, at most once every
+/// [`WATCH_COALESCE`] so a busy writer elsewhere does not turn them into a busy loop. A
+/// directory that cannot be watched leaves its waiters polling at `--sleep`.
+struct ReadyWatch {
+    watcher: notify::RecommendedWatcher,
+    watched: std::collections::HashSet<String>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ReadyWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadyWatch")
+            .field("watched", &self.watched)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ReadyWatch {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// The shortest time between two wake-ups from the watch.
+const WATCH_COALESCE: Duration = Duration::from_millis(2);
+
+impl ReadyWatch {
+    fn start(pushed: Arc<Notify>) -> notify::Result<ReadyWatch> {
+        use notify::event::{EventKind, ModifyKind, RenameMode};
+        let signal = Arc::new(Notify::new());
+        let tx = signal.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            // A job arrives by a rename into `ready/` (or, written in place, a create); a
+            // rename out of it is a reservation.
+            let arrived = matches!(
+                event.kind,
+                EventKind::Create(_)
+                    | EventKind::Modify(ModifyKind::Name(
+                        RenameMode::To | RenameMode::Both | RenameMode::Any
+                    ))
+            );
+            if arrived {
+                tx.notify_one();
+            }
+        })?;
+        let relay = tokio::spawn(async move {
+            loop {
+                signal.notified().await;
+                pushed.notify_waiters();
+                tokio::time::sleep(WATCH_COALESCE).await;
+            }
+        });
+        Ok(ReadyWatch {
+            watcher,
+            watched: std::collections::HashSet::new(),
+            relay,
+        })
+    }
 }
 
 impl FileStorage {
@@ -43,6 +110,7 @@ impl FileStorage {
             disk: Arc::new(disk),
             fsync,
             pushed: Arc::new(Notify::new()),
+            watch: Arc::default(),
         })
     }
 
@@ -57,6 +125,61 @@ impl FileStorage {
     #[doc(hidden)]
     pub async fn __sweep(&self) -> Result<()> {
         self.run(|disk| Ok(disk.sweep()?)).await
+    }
+
+    /// Makes sure the `ready/` directories of `queues` are watched (see [`ReadyWatch`]).
+    async fn watch_queues(&self, queues: &[String]) {
+        use notify::Watcher as _;
+        let missing: Vec<String> = {
+            let watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+            queues
+                .iter()
+                .filter(|q| watch.as_ref().is_none_or(|w| !w.watched.contains(*q)))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let wanted = missing.clone();
+        let dirs = self
+            .run(move |disk| {
+                wanted
+                    .iter()
+                    .map(|q| disk.ready_dir(q).map_err(Error::from))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await;
+        let dirs = match dirs {
+            Ok(dirs) => dirs,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the queues: idle workers poll for other processes' jobs");
+                return;
+            }
+        };
+        let mut watch = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if watch.is_none() {
+            match ReadyWatch::start(self.pushed.clone()) {
+                Ok(w) => *watch = Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the queues: idle workers poll for other processes' jobs");
+                    return;
+                }
+            }
+        }
+        let Some(w) = watch.as_mut() else { return };
+        for (queue, dir) in missing.into_iter().zip(dirs) {
+            match w.watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    w.watched.insert(queue);
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    dir = %dir.display(),
+                    "cannot watch a queue: idle workers poll for other processes' jobs"
+                ),
+            }
+        }
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T>
@@ -235,12 +358,13 @@ impl Control for FileStorage {
 
 #[async_trait]
 impl Wake for FileStorage {
-    /// Sleeps until `timeout`, a push, settle or retry by this process, or the next due time
-    /// this process knows of (a delayed job or a lease running out), whichever comes first.
-    /// Jobs other processes push are seen at the next reserve after the sleep: a worker of
-    /// another process polls at its `sleep` interval.
+    /// Sleeps until `timeout`, a job made available by this process or, through the watch
+    /// on the queues' `ready/` directories, by another (see [`ReadyWatch`]), or the next due
+    /// time this process knows of (a delayed job or a lease running out), whichever comes
+    /// first.
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {
         let notified = self.pushed.notified();
+        self.watch_queues(queues).await;
         let timeout = match self.disk.next_due(queues) {
             Some(at) => timeout.min(
                 from_unix_millis(at)

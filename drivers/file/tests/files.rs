@@ -656,6 +656,41 @@ async fn wait_wakes_on_a_push_in_this_process() {
     pusher.await.unwrap();
 }
 
+/// A push through another store on the directory (as from another process: nothing in
+/// memory is shared) wakes an idle wait through the watch on the queue's `ready/`
+/// directory, long before the wait's 30 s would end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_wakes_on_a_push_by_another_process() {
+    let (store, root) = common::open_fresh().await;
+    let other = FileStorage::open(FileOptions::new(&root)).await.unwrap();
+    let queues = ["q".to_owned()];
+    // The first wait starts the watch.
+    store
+        .wait(&queues, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let waiter = {
+        let store = store.clone();
+        let queues = queues.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store.wait(&queues, Duration::from_secs(30)).await.unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "nothing woke the waiter before the push"
+    );
+    other.push(vec![job("q", "w", b"x")]).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("woken by the other store's push, not by its 30 s timeout")
+        .unwrap();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+}
+
 /// A queue's directories removed by hand while processes run are made again.
 #[tokio::test]
 async fn queue_directories_removed_by_hand_come_back() {

@@ -223,10 +223,11 @@ pub trait Control: Send + Sync {
 
 /// Wake-ups for idle workers.
 ///
-/// A driver whose backend notifies (PostgreSQL LISTEN, Redis pub/sub) wakes a waiting worker
-/// for a push made by any process; one that cannot (the file driver) wakes it for pushes made
-/// by its own process and at due times it knows, and says so in its docs: the worker then
-/// still looks for jobs every `--sleep`.
+/// A driver whose backend notifies (PostgreSQL LISTEN, Redis pub/sub, a watch on SQLite's
+/// file or on the file driver's directories) wakes a waiting worker for a push made by any
+/// process; one that cannot (MySQL) wakes it for pushes made by its own process and at due
+/// times it knows, and says so in its docs: the worker then still looks for jobs every
+/// `--sleep`.
 #[async_trait]
 pub trait Wake: Send + Sync {
     /// Waits until a job may be available on one of `queues`, at most `timeout`: returns

@@ -303,6 +303,13 @@ impl Disk {
         })
     }
 
+    /// The directory of a queue's waiting jobs (made if missing), for watching it.
+    pub(crate) fn ready_dir(&self, queue: &str) -> Result<PathBuf> {
+        let paths = self.paths(queue)?;
+        self.ensure_queue(queue, &paths)?;
+        Ok(paths.ready)
+    }
+
     /// Makes a queue's directories (durably) unless this process already knows they exist.
     fn ensure_queue(&self, queue: &str, paths: &QueuePaths) -> Result<()> {
         if guard(&self.made).contains(queue) {
