@@ -148,14 +148,26 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     fill(&queue, n).await?;
     let (stall_p99, stall_max) = stall(url, &table).await?;
 
+    // The in-memory store lives in this process: no other process sees its jobs, so it has
+    // no cross-process latency or worker RSS.
+    let in_process = url.starts_with("memory:");
+
     // Dispatch-to-start latency of an idle `runall` worker in another process.
-    let (p50, p99) = latency(&queue, url, &table, args)
-        .await
-        .unwrap_or_else(|e| (format!("error: {e}"), "-".into()));
+    let (p50, p99) = if in_process {
+        ("-".into(), "-".into())
+    } else {
+        latency(&queue, url, &table, args)
+            .await
+            .unwrap_or_else(|e| (format!("error: {e}"), "-".into()))
+    };
 
     // Peak RSS of a real worker process draining n jobs.
-    fill(&queue, n).await?;
-    let rss = worker_rss(url, &table, n).unwrap_or_else(|e| format!("error: {e}"));
+    let rss = if in_process {
+        "-".into()
+    } else {
+        fill(&queue, n).await?;
+        worker_rss(url, &table, n).unwrap_or_else(|e| format!("error: {e}"))
+    };
 
     Ok(vec![
         driver.to_owned(),
