@@ -87,16 +87,19 @@ fn rate(n: usize, elapsed: Duration) -> String {
 
 async fn drain(queue: &Queue, concurrency: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let summary = queue
-        .worker(
-            WorkerOptions::default()
-                .queues(["bench"])
-                .concurrency(concurrency)
-                .sleep(Duration::from_millis(10))
-                .stop_when_empty(),
-        )
-        .run()
-        .await?;
+    let mut options = WorkerOptions::default()
+        .queues(["bench"])
+        .concurrency(concurrency)
+        .sleep(Duration::from_millis(10))
+        .stop_when_empty();
+    // `BENCH_PREFETCH=N` fixes the worker's prefetch (unset: adaptive, as `runall work`).
+    if let Some(n) = std::env::var("BENCH_PREFETCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options = options.prefetch(n);
+    }
+    let summary = queue.worker(options).run().await?;
     let elapsed = started.elapsed();
     if summary.failed > 0 {
         bail!("{} jobs failed during the benchmark", summary.failed);

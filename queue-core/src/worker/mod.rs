@@ -477,7 +477,9 @@ impl Engine {
         let concurrency = self.options.concurrency.max(1);
         match self.options.prefetch {
             Some(n) => n,
-            None => (self.finishing_per_trip.ceil() as usize).min(concurrency),
+            // Rounded: a worker of long jobs (well under one finishing per round trip) holds
+            // none back from other workers.
+            None => (self.finishing_per_trip.round() as usize).min(concurrency),
         }
     }
 
