@@ -359,7 +359,7 @@ impl Control for FileStorage {
 #[async_trait]
 impl Wake for FileStorage {
     /// Sleeps until `timeout`, a job made available by this process or, through the watch
-    /// on the queues' `ready/` directories, by another (see [`ReadyWatch`]), or the next due
+    /// on the queues' `ready/` directories, by another (see the crate docs), or the next due
     /// time this process knows of (a delayed job or a lease running out), whichever comes
     /// first.
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()> {
