@@ -164,7 +164,10 @@
 //! only if the transaction commits: [`DispatchWithin`] adds `.within(&mut *tx, &storage)` to
 //! any dispatch, and [`dispatch_many_within`] does a batch. Such a push is not retried after
 //! a conflict: a deadlock there undoes the application's whole transaction, which only the
-//! application can run again.
+//! application can run again. On SQLite, begin that transaction with
+//! `pool.begin_with("BEGIN IMMEDIATE")`: a deferred one that reads first (a queue-size limit
+//! check does) cannot turn into a write once another connection has written, and SQLite
+//! fails it at once with "database is locked" instead of waiting.
 //!
 //! # Tables and migrations
 //!

@@ -46,6 +46,10 @@ trait Server: Sql + Sized {
     const TABLES: &'static str;
     /// How many transactions wait for a row lock in a statement like the bound pattern.
     const LOCK_WAITS: &'static str;
+    /// How an application should begin a transaction that dispatches: on SQLite
+    /// `BEGIN IMMEDIATE` (a deferred one that reads first cannot upgrade to a write once
+    /// another connection wrote, and fails at once with "database is locked").
+    const BEGIN_WRITE: &'static str = "BEGIN";
     fn url() -> String;
     fn up() -> impl Future<Output = Result<(), String>> + Send;
     /// Runs raw SQL on a connection; the first column of each row, as numbers.
@@ -112,6 +116,7 @@ server!(
         const TABLES: &'static str =
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?1 ORDER BY name";
         const LOCK_WAITS: &'static str = "SELECT '0' WHERE ?1 IS NOT NULL";
+        const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     }
 );
 
@@ -262,7 +267,7 @@ async fn dispatch_within_a_transaction<DB: Server>() {
         return;
     };
     // Rolled back: no job.
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = store.pool().begin_with(DB::BEGIN_WRITE).await.unwrap();
     let id = Welcome { user: 1 }
         .dispatch()
         .within(&mut *tx, &store)
@@ -278,7 +283,7 @@ async fn dispatch_within_a_transaction<DB: Server>() {
     assert_eq!(total(&store, "welcome").await, 0);
 
     // Committed: exactly the job, under the id it was given.
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = store.pool().begin_with(DB::BEGIN_WRITE).await.unwrap();
     let id = Welcome { user: 2 }
         .dispatch()
         .within(&mut *tx, &store)
@@ -296,7 +301,7 @@ async fn dispatch_within_a_transaction<DB: Server>() {
 
     // Many at once, then one on a pool connection.
     let queue = Queue::new(store.clone());
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = store.pool().begin_with(DB::BEGIN_WRITE).await.unwrap();
     let pings = (0..12).map(|n| {
         queue
             .dispatch_named("ping", serde_json::json!(n))
@@ -323,7 +328,7 @@ async fn dispatch_within_a_transaction<DB: Server>() {
 
     // A claim taken in a transaction that rolls back is free again.
     let unique = || job("claims", b"u").unique(Unique::new("k"));
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = store.pool().begin_with(DB::BEGIN_WRITE).await.unwrap();
     assert!(store.push_on(&mut *tx, vec![unique()]).await.unwrap()[0].is_created());
     tx.rollback().await.unwrap();
     assert!(store.push_one(unique()).await.unwrap().is_created());
@@ -340,7 +345,7 @@ async fn dispatch_within_checks_queue_limits<DB: Server>() {
     let store = SqlStore::<DB>::connect_with(options(&table).dispatch_settings(settings))
         .await
         .unwrap();
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = store.pool().begin_with(DB::BEGIN_WRITE).await.unwrap();
     let first = Welcome { user: 1 }.dispatch().on_queue("small");
     first.within(&mut *tx, &store).await.unwrap();
     let full = Welcome { user: 2 }
