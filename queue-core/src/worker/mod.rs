@@ -5,11 +5,11 @@
 //! request for as many new jobs as fit: one [`settle`](Storage::settle) call, one round trip
 //! where the driver allows it. Jobs beyond the free slots wait in the buffer (prefetch,
 //! [`WorkerOptions::prefetch`]), ordered by queue priority, so a slot that frees starts its
-//! next job without waiting for the store; a stop puts them back unstarted. Each reserved job runs in a task of its own (`job.rs`): it decodes the
-//! envelope, takes the job's lock if it has one, runs the body under its timeout in its own
-//! tokio task (so a panic is caught) while a keeper renews the lease and the lock
-//! (`lease.rs`, stopping the body as soon as either is lost), and hands its settlement back to
-//! the loop.
+//! next job without waiting for the store; a stop puts them back unstarted. Each reserved job
+//! runs in a task of its own (`job.rs`): it decodes the envelope, takes the job's lock if it
+//! has one, runs the body under its timeout in its own tokio task (so a panic is caught)
+//! while a keeper renews the lease and the lock (`lease.rs`, stopping the body as soon as
+//! either is lost), and hands its settlement back to the loop.
 //!
 //! Stopping: a stop condition (`--once`, `--max-jobs`, `--max-time`, `--memory`) stops
 //! reserving and lets the jobs in hand finish, however long they take; a signal,
@@ -485,12 +485,18 @@ impl Engine {
 
     /// Room in the prefetch buffer now, given `free` slots about to be filled.
     fn prefetch_room(&self, free: usize) -> usize {
-        let mut room = self.prefetch_target().saturating_sub(self.buffer.len());
-        if let Some(max) = self.options.max_jobs {
-            let left = usize::try_from(max.saturating_sub(self.taken)).unwrap_or(usize::MAX);
-            room = room.min(left.saturating_sub(free + self.buffer.len()));
-        }
-        room
+        self.prefetch_target()
+            .saturating_sub(self.buffer.len())
+            .min(self.unclaimed().saturating_sub(free))
+    }
+
+    /// Jobs `--max-jobs` still allows to take beyond those started and those buffered.
+    fn unclaimed(&self) -> usize {
+        self.options.max_jobs.map_or(usize::MAX, |max| {
+            usize::try_from(max.saturating_sub(self.taken))
+                .unwrap_or(usize::MAX)
+                .saturating_sub(self.buffer.len())
+        })
     }
 
     /// Starts prefetched jobs while there are free slots.
@@ -569,11 +575,7 @@ impl Engine {
 
     /// How many jobs to ask for now.
     fn free_slots(&self) -> usize {
-        let mut free = self.slots.available_permits();
-        if let Some(max) = self.options.max_jobs {
-            let left = usize::try_from(max.saturating_sub(self.taken)).unwrap_or(usize::MAX);
-            free = free.min(left.saturating_sub(self.buffer.len()));
-        }
+        let mut free = self.slots.available_permits().min(self.unclaimed());
         if self.options.once {
             free = free.min(1);
         }
