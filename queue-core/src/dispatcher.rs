@@ -8,6 +8,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
+
 use crate::error::{Error, Result};
 use crate::storage::{NewJob, Pushed, Storage, StorageExt};
 
@@ -44,6 +46,20 @@ const SIZE_REFRESH: Duration = Duration::from_secs(1);
 /// dispatcher added since keep it under the limit, and the queue is counted again before any
 /// refusal. So the limit is exact for a single dispatcher, and another process's dispatches
 /// can overshoot it by what they add within one second of each other's counts.
+///
+/// # Group commit
+///
+/// Dispatches from many tasks at once (a web server's request handlers) share round trips:
+/// while one push is in flight, the dispatches that arrive wait for it and then go to the
+/// store together as one push (one multi-row insert, one script), up to 1,000 jobs. A lone
+/// dispatch never waits: with nothing in flight it goes at once, so dispatching one job after
+/// another from one task costs what it did. Each caller still gets its own ids and its own
+/// error: the store's push of many jobs is all or none
+/// ([`Capabilities::atomic_push`](crate::storage::Capabilities::atomic_push)), and when a
+/// shared push fails each caller's jobs are pushed again on their own. Stores whose push is
+/// not all or none (Redis Cluster, the file driver, memcached) get every dispatch on its own.
+/// A dispatch dropped while it waits for a shared push is still pushed, as one dropped after
+/// its request went out would be.
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -53,7 +69,24 @@ struct Inner {
     storage: Arc<dyn Storage>,
     settings: QueueSettings,
     sizes: Mutex<HashMap<String, SizeView>>,
+    group: Mutex<Group>,
 }
+
+/// Dispatches waiting for the push in flight, to go together in the next one.
+#[derive(Default)]
+struct Group {
+    /// A push is in flight: new dispatches wait.
+    busy: bool,
+    waiting: Vec<Waiter>,
+}
+
+struct Waiter {
+    jobs: Vec<NewJob>,
+    done: oneshot::Sender<Result<Vec<Pushed>>>,
+}
+
+/// The most jobs one shared push carries (a dispatch larger than that goes alone).
+const MAX_GROUP_JOBS: usize = 1000;
 
 /// A queue's size as last counted, and what this dispatcher added since.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +113,7 @@ impl Dispatcher {
                 storage,
                 settings,
                 sizes: Mutex::default(),
+                group: Mutex::default(),
             }),
         }
     }
@@ -94,10 +128,37 @@ impl Dispatcher {
         &self.inner.settings
     }
 
-    /// Pushes encoded jobs, checking the queue size limits first.
+    /// Pushes encoded jobs, checking the queue size limits first. Concurrent pushes share
+    /// round trips (see [group commit](Self#group-commit)).
     pub async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
         self.check_sizes(&jobs).await?;
-        self.inner.storage.push(jobs).await
+        if jobs.is_empty() || !self.inner.storage.capabilities().atomic_push {
+            return self.inner.storage.push(jobs).await;
+        }
+        let jobs = {
+            let mut group = self.inner.group();
+            if group.busy {
+                let (done, wait) = oneshot::channel();
+                group.waiting.push(Waiter { jobs, done });
+                Err(wait)
+            } else {
+                group.busy = true;
+                Ok(jobs)
+            }
+        };
+        match jobs {
+            Ok(jobs) => {
+                // Whatever happens to this future, the dispatches that queued behind it go on.
+                let _next = HandOver(&self.inner);
+                self.inner.storage.push(jobs).await
+            }
+            Err(wait) => wait.await.unwrap_or_else(|_| {
+                Err(Error::backend(
+                    self.inner.storage.driver(),
+                    "the shared push was dropped (the runtime is shutting down)",
+                ))
+            }),
+        }
     }
 
     async fn check_sizes(&self, jobs: &[NewJob]) -> Result<()> {
@@ -153,6 +214,114 @@ impl Dispatcher {
                 true
             }
             _ => false,
+        }
+    }
+}
+
+impl Inner {
+    fn group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next shared push: the dispatches waiting, up to [`MAX_GROUP_JOBS`] (at least one).
+    /// Empty when none wait, and then no push is in flight any more.
+    fn next_group(&self) -> Vec<Waiter> {
+        let mut group = self.group();
+        let mut jobs = 0;
+        let take = group
+            .waiting
+            .iter()
+            .take_while(|w| {
+                jobs += w.jobs.len();
+                jobs <= MAX_GROUP_JOBS
+            })
+            .count()
+            .max(1)
+            .min(group.waiting.len());
+        if take == 0 {
+            group.busy = false;
+        }
+        group.waiting.drain(..take).collect()
+    }
+}
+
+/// Held by the dispatch whose push is in flight: when it ends (or is dropped), the
+/// dispatches that queued behind it go as one push, in a task of their own, so no caller's
+/// cancellation strands another caller's jobs.
+struct HandOver<'a>(&'a Arc<Inner>);
+
+impl Drop for HandOver<'_> {
+    fn drop(&mut self) {
+        let next = self.0.next_group();
+        if next.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(push_groups(self.0.clone(), next));
+            }
+            Err(_) => {
+                // Dropped outside a runtime: nothing can push them; say so to each caller.
+                let driver = self.0.storage.driver();
+                let mut next = next;
+                loop {
+                    for waiter in next {
+                        let _ = waiter.done.send(Err(Error::backend(
+                            driver,
+                            "the shared push was dropped outside a Tokio runtime",
+                        )));
+                    }
+                    next = self.0.next_group();
+                    if next.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pushes groups of waiting dispatches until none wait.
+async fn push_groups(inner: Arc<Inner>, mut group: Vec<Waiter>) {
+    while !group.is_empty() {
+        push_group(&inner.storage, group).await;
+        group = inner.next_group();
+    }
+}
+
+/// One shared push; if it fails (storing nothing: the store's push is all or none), each
+/// dispatch is pushed on its own so it gets its own result.
+async fn push_group(storage: &Arc<dyn Storage>, mut group: Vec<Waiter>) {
+    if group.len() == 1 {
+        if let Some(waiter) = group.pop() {
+            let _ = waiter.done.send(storage.push(waiter.jobs).await);
+        }
+        return;
+    }
+    let all: Vec<NewJob> = group.iter().flat_map(|w| w.jobs.iter().cloned()).collect();
+    let total = all.len();
+    match storage.push(all).await {
+        Ok(pushed) if pushed.len() == total => {
+            let mut pushed = pushed.into_iter();
+            for waiter in group {
+                let own: Vec<Pushed> = pushed.by_ref().take(waiter.jobs.len()).collect();
+                let _ = waiter.done.send(Ok(own));
+            }
+        }
+        Ok(pushed) => {
+            // A broken store: pushing again could store jobs twice.
+            let got = pushed.len();
+            for waiter in group {
+                let _ = waiter.done.send(Err(Error::backend(
+                    storage.driver(),
+                    format!("push returned {got} results for {total} jobs"),
+                )));
+            }
+        }
+        Err(_) => {
+            for waiter in group {
+                let _ = waiter.done.send(storage.push(waiter.jobs).await);
+            }
         }
     }
 }

@@ -38,6 +38,14 @@ pub struct Faulty {
     pub control_failures: AtomicUsize,
     /// How many times `size` was asked.
     pub sizes: AtomicUsize,
+    /// How many times `push` was called, and how many jobs the largest call carried.
+    pub pushes: AtomicUsize,
+    /// The most jobs one `push` carried.
+    pub largest_push: AtomicUsize,
+    /// The most jobs a refused `push` carried.
+    pub largest_refused: AtomicUsize,
+    /// `push` fails (storing nothing) when one of its jobs' payloads contains these bytes.
+    pub refuse_payloads_with: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Faulty {
@@ -49,6 +57,10 @@ impl Faulty {
             locks_fail: AtomicBool::new(false),
             control_failures: AtomicUsize::new(0),
             sizes: AtomicUsize::new(0),
+            pushes: AtomicUsize::new(0),
+            largest_push: AtomicUsize::new(0),
+            largest_refused: AtomicUsize::new(0),
+            refuse_payloads_with: std::sync::Mutex::new(None),
         })
     }
 
@@ -79,6 +91,23 @@ impl Storage for Faulty {
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
+        self.pushes.fetch_add(1, Ordering::SeqCst);
+        self.largest_push.fetch_max(jobs.len(), Ordering::SeqCst);
+        let refused = self.refuse_payloads_with.lock().unwrap().clone();
+        if let Some(marker) = refused {
+            if jobs
+                .iter()
+                .any(|job| job.payload.windows(marker.len()).any(|w| w == marker))
+            {
+                self.largest_refused.fetch_max(jobs.len(), Ordering::SeqCst);
+                return Err(Error::backend(
+                    self.inner.capabilities().driver,
+                    "a refused payload (a test fault)",
+                ));
+            }
+        }
+        // Gives concurrent pushes time to queue up behind this one, as a round trip would.
+        tokio::task::yield_now().await;
         self.inner.push(jobs).await
     }
 

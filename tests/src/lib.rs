@@ -116,6 +116,7 @@ macro_rules! conformance {
             engine_late_reservation_taken_by_another_is_not_run,
             engine_late_reservation_still_held_runs_once,
             engine_concurrency,
+            concurrent_dispatches_each_get_their_own_id,
             engine_prefetch_keeps_priority,
             engine_delayed_job_waits,
             engine_release_from_job,

@@ -321,3 +321,83 @@ async fn size_limits_count_the_queue_rarely() {
     queue.dispatch(email()).on_queue("tiny").await.unwrap();
     assert!(queue.dispatch(email()).on_queue("tiny").await.is_err());
 }
+
+/// Dispatches from many tasks at once share pushes; each still gets its own id, and one task
+/// dispatching job after job pushes each at once.
+#[tokio::test]
+async fn concurrent_dispatches_share_pushes() {
+    let faulty = Faulty::new(std::sync::Arc::new(MemoryStorage::new()));
+    let queue = Queue::from_arc(faulty.clone());
+    for _ in 0..100 {
+        queue.dispatch(email()).await.unwrap();
+    }
+    assert_eq!(
+        faulty.pushes.load(Ordering::SeqCst),
+        100,
+        "one by one: one push each"
+    );
+    assert_eq!(faulty.largest_push.load(Ordering::SeqCst), 1);
+
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..4 {
+                    ids.push(queue.dispatch(email()).on_queue("shared").await.unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        for id in task.await.unwrap() {
+            assert!(ids.insert(id));
+        }
+    }
+    assert_eq!(ids.len(), 200);
+    let pushes = faulty.pushes.load(Ordering::SeqCst) - 100;
+    assert!(
+        pushes < 200,
+        "200 concurrent dispatches took {pushes} pushes"
+    );
+    assert!(faulty.largest_push.load(Ordering::SeqCst) > 1);
+    assert_eq!(faulty.size("shared").await.unwrap().total(), 200);
+}
+
+/// A shared push that fails is taken apart: the dispatch that caused it gets the error, the
+/// others are stored and get their ids.
+#[tokio::test]
+async fn a_failed_shared_push_fails_only_its_own_dispatch() {
+    let faulty = Faulty::new(std::sync::Arc::new(MemoryStorage::new()));
+    *faulty.refuse_payloads_with.lock().unwrap() = Some(b"refuse-me".to_vec());
+    let queue = Queue::from_arc(faulty.clone());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut job = email();
+                if i % 5 == 4 {
+                    job.subject = "refuse-me".into();
+                }
+                (i, queue.dispatch(job).on_queue("mixed").await)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        match result {
+            Ok(_) => assert_ne!(i % 5, 4, "dispatch {i} should have failed"),
+            Err(e) => {
+                assert_eq!(i % 5, 4, "dispatch {i} failed: {e}");
+                assert!(e.to_string().contains("refused payload"), "{e}");
+            }
+        }
+    }
+    assert!(
+        faulty.largest_refused.load(Ordering::SeqCst) > 1,
+        "a refused push was shared (else this test proves nothing)"
+    );
+    assert_eq!(faulty.size("mixed").await.unwrap().total(), 16);
+}

@@ -29,6 +29,7 @@ pub struct SqlOptions<DB: Sql> {
     failed_table: String,
     max_connections: Option<u32>,
     pub(crate) acquire_timeout: Duration,
+    pub(crate) idle_poll: Duration,
     pub(crate) migrate: bool,
     pub(crate) settings: QueueSettings,
     pub(crate) knobs: DB::Knobs,
@@ -42,6 +43,7 @@ impl<DB: Sql> Clone for SqlOptions<DB> {
             failed_table: self.failed_table.clone(),
             max_connections: self.max_connections,
             acquire_timeout: self.acquire_timeout,
+            idle_poll: self.idle_poll,
             migrate: self.migrate,
             settings: self.settings.clone(),
             knobs: self.knobs.clone(),
@@ -73,6 +75,7 @@ impl<DB: Sql> SqlOptions<DB> {
             failed_table: DEFAULT_FAILED_TABLE.to_owned(),
             max_connections: None,
             acquire_timeout: Duration::from_secs(5),
+            idle_poll: Duration::from_millis(20),
             migrate: true,
             settings: QueueSettings::default(),
             knobs: DB::Knobs::default(),
@@ -109,6 +112,18 @@ impl<DB: Sql> SqlOptions<DB> {
     /// the server is down, how long each attempt takes to give up.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// The longest a waiting worker goes between two looks for jobs where the database cannot
+    /// wake it for a push by another process (20 ms by default; never longer than the
+    /// worker's `--sleep`). That is MySQL and MariaDB always, and PostgreSQL or SQLite only
+    /// when `LISTEN` or the file watch is unavailable. A look is one indexed query per queue
+    /// for the next due time: 2 ms after the wait began, then twice as long each time up to
+    /// this. Larger values cost the server less while idle and make the first job after a
+    /// quiet spell start later.
+    pub fn idle_poll(mut self, every: Duration) -> Self {
+        self.idle_poll = every;
         self
     }
 

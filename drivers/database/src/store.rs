@@ -119,6 +119,7 @@ struct Inner<DB: Backend> {
     settings: QueueSettings,
     retry: Retry,
     waker: Arc<Waker>,
+    idle_poll: Duration,
 }
 
 impl<DB: Sql> fmt::Debug for SqlStore<DB> {
@@ -214,6 +215,7 @@ impl<DB: Sql> SqlStore<DB> {
                 settings: options.settings.clone(),
                 retry: Retry::new(DB::DRIVER, DB::conflict),
                 waker: Arc::new(Waker::new()),
+                idle_poll: options.idle_poll,
             }),
         };
         if options.migrate {
@@ -875,7 +877,9 @@ fn cursor_error<DB: Backend>(cursor: &str) -> Error {
 #[async_trait]
 impl<DB: Sql> Storage for SqlStore<DB> {
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities::complete(DB::DRIVER, self).durable(self.inner.open.durable)
+        Capabilities::complete(DB::DRIVER, self)
+            .durable(self.inner.open.durable)
+            .atomic_push(true)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
@@ -1277,18 +1281,56 @@ impl<DB: Sql> Wake for SqlStore<DB> {
         // Subscribed before reading the next due time: a job committed after that read
         // wakes this wait.
         let mut events = self.inner.waker.subscribe();
-        DB::listening(self, timeout).await;
-        // The worker drops a wait as soon as one of its jobs finishes: the query runs in a
-        // task of its own, so it is never cut off half-way (which would cost the connection).
-        let store = self.clone();
-        let owned = queues.to_vec();
-        let due = tokio::spawn(async move { store.next_due(&owned).await })
-            .await
-            .map_err(|e| Error::backend(DB::DRIVER, e))??;
-        let _ = tokio::time::timeout(idle_sleep(due, timeout), events.for_any_of(queues)).await;
-        Ok(())
+        if DB::listening(self, timeout).await {
+            let due = self.next_due_in_a_task(queues).await?;
+            let _ = tokio::time::timeout(idle_sleep(due, timeout), events.for_any_of(queues)).await;
+            return Ok(());
+        }
+        // No wake-ups from other processes: look again and again, 2 ms after the wait began
+        // (just after a reserve found nothing), then twice as long each time, up to
+        // `idle_poll`. A push by this process still wakes the wait at once.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let ceiling = self.inner.idle_poll.max(FIRST_LOOK);
+        let mut every = FIRST_LOOK;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let nap = every.min(left);
+            if tokio::time::timeout(nap, events.for_any_of(queues))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if self
+                .next_due_in_a_task(queues)
+                .await?
+                .is_some_and(|ms| ms <= 0)
+            {
+                return Ok(());
+            }
+            every = (every * 2).min(ceiling);
+        }
     }
 }
+
+impl<DB: Sql> SqlStore<DB> {
+    /// [`next_due`](Self::next_due) in a task of its own: the worker drops a wait as soon as
+    /// one of its jobs finishes, and a query cut off half-way would cost the connection.
+    async fn next_due_in_a_task(&self, queues: &[String]) -> Result<Option<i64>> {
+        let store = self.clone();
+        let owned = queues.to_vec();
+        tokio::spawn(async move { store.next_due(&owned).await })
+            .await
+            .map_err(|e| Error::backend(DB::DRIVER, e))?
+    }
+}
+
+/// Where the database cannot wake a waiting worker, its first look comes this long after the
+/// wait began.
+const FIRST_LOOK: Duration = Duration::from_millis(2);
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl<DB: Sql> SqlStore<DB> {

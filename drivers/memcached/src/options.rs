@@ -33,6 +33,7 @@ pub struct MemcachedOptions {
     pub(crate) pool_size: usize,
     pub(crate) io_timeout: Duration,
     pub(crate) missing_slot_wait: Duration,
+    pub(crate) idle_poll: Duration,
     /// Whether the URL named the prefix (it then wins over `ConnectOptions::table`), and the
     /// failed prefix.
     pub(crate) url_prefix: bool,
@@ -51,6 +52,7 @@ impl MemcachedOptions {
             pool_size: 16,
             io_timeout: Duration::from_secs(5),
             missing_slot_wait: Duration::from_secs(1),
+            idle_poll: Duration::from_millis(20),
             url_prefix: false,
             url_failed_prefix: false,
         }
@@ -58,7 +60,7 @@ impl MemcachedOptions {
 
     /// Parses `memcache://host[:port][?option=value&...]` (the scheme `memcached://` works
     /// too). Options: `prefix`, `failed_prefix`, `pool` (connections), `timeout` (I/O),
-    /// `missing_slot_wait` (durations as `250ms`, `5s`).
+    /// `missing_slot_wait`, `idle_poll` (durations as `250ms`, `5s`).
     pub fn from_url(url: &str) -> Result<Self, MemcachedError> {
         // Never quote a password back: errors end up in logs.
         let shown = queue_core::redact_url(url);
@@ -123,6 +125,7 @@ impl MemcachedOptions {
                 }
                 "timeout" => options.io_timeout = duration()?,
                 "missing_slot_wait" => options.missing_slot_wait = duration()?,
+                "idle_poll" => options.idle_poll = duration()?,
                 other => return Err(bad(format!("unknown option `{other}`"))),
             }
         }
@@ -180,6 +183,16 @@ impl MemcachedOptions {
     /// before it skips the slot (a pusher that writes later is told and uses a new slot).
     pub fn missing_slot_wait(mut self, wait: Duration) -> Self {
         self.missing_slot_wait = wait;
+        self
+    }
+
+    /// The longest an idle worker goes between two looks for jobs (20 ms by default; never
+    /// longer than the worker's `--sleep`). memcached cannot tell a waiting worker about a
+    /// push, so a waiting worker looks: a pipelined read of each queue's ends, 2 ms after it
+    /// began to wait, then twice as long each time up to this. Larger values cost less while
+    /// idle and make the first job after a quiet spell start later.
+    pub fn idle_poll(mut self, every: Duration) -> Self {
+        self.idle_poll = every;
         self
     }
 

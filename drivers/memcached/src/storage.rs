@@ -30,6 +30,7 @@ mod settle;
 mod sizes;
 mod slots;
 mod timers;
+mod wait;
 
 use timers::Timers;
 
@@ -373,6 +374,7 @@ impl Storage for MemcachedStorage {
             .failed(self)
             .inspect(self)
             .control(self)
+            .wake(self)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {

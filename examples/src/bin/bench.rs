@@ -27,11 +27,16 @@ use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
 
+const USAGE: &str =
+    "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] [--scale 1,2,4]";
+
 struct Args {
     urls: Vec<String>,
     jobs: usize,
     samples: usize,
     sleep_ms: u64,
+    /// Numbers of `runall work` processes for the scale-out table (none: no table).
+    scale: Vec<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -40,6 +45,7 @@ fn parse_args() -> anyhow::Result<Args> {
         jobs: 20_000,
         samples: 200,
         sleep_ms: 100,
+        scale: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -48,13 +54,22 @@ fn parse_args() -> anyhow::Result<Args> {
             "--jobs" => args.jobs = it.next().context("--jobs needs a value")?.parse()?,
             "--samples" => args.samples = it.next().context("--samples needs a value")?.parse()?,
             "--sleep" => args.sleep_ms = it.next().context("--sleep needs a value")?.parse()?,
+            "--scale" => {
+                let list = it.next().context("--scale needs a value such as 1,2,4")?;
+                args.scale = list
+                    .split(',')
+                    .map(|k| k.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .context("--scale takes process counts such as 1,2,4")?;
+                if args.scale.contains(&0) {
+                    bail!("--scale: a process count is at least 1");
+                }
+            }
             "--help" | "-h" => {
-                println!("usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => {
-                bail!("unknown argument {other} (use --url URL --jobs N --samples N --sleep MS)")
-            }
+            other => bail!("unknown argument {other} ({USAGE})"),
         }
     }
     if args.urls.is_empty() {
@@ -139,6 +154,30 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     let single = rate(one_by_one, started.elapsed());
     drain(&queue, 8).await?;
 
+    // Dispatch, one by one from 8 tasks at once (a web server's handlers).
+    let per_task = one_by_one / 8;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    Noop { sent_us: 0 }
+                        .dispatch()
+                        .on_queue("bench")
+                        .via(&queue)
+                        .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let eight_tasks = rate(per_task * 8, started.elapsed());
+    drain(&queue, 8).await?;
+
     // Dispatch, batched.
     let batched = rate(n, fill(&queue, n).await?);
 
@@ -175,6 +214,7 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     Ok(vec![
         driver.to_owned(),
         single,
+        eight_tasks,
         batched,
         c1,
         c8,
@@ -321,19 +361,23 @@ fn runall_path() -> anyhow::Result<std::path::PathBuf> {
     Ok(runall)
 }
 
-/// Runs `runall work --stop-when-empty --concurrency 8` as a child and reads the peak memory
-/// it reports.
-fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
-    let runall = runall_path()?;
-    let config = std::env::temp_dir().join(format!("bench-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!("url = \"{url}\"\ntable = \"{table}\"\nfailed_table = \"{table}_failed\"\nlogging = false\n"),
-    )?;
-    let out = Command::new(runall)
-        .args(["--config"])
-        .arg(&config)
-        .args([
+/// A `runall` configuration file for `url` and `table`, removed when dropped.
+struct RunallConfig(std::path::PathBuf);
+
+impl RunallConfig {
+    fn new(url: &str, table: &str) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("bench-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("url = \"{url}\"\ntable = \"{table}\"\nfailed_table = \"{table}_failed\"\nlogging = false\n"),
+        )?;
+        Ok(RunallConfig(path))
+    }
+
+    /// `runall work --stop-when-empty --concurrency 8` on the bench queue, not yet started.
+    fn worker(&self) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(runall_path()?);
+        cmd.arg("--config").arg(&self.0).args([
             "work",
             "--queue",
             "bench",
@@ -342,9 +386,62 @@ fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
             "--sleep",
             "10",
             "--stop-when-empty",
-        ])
-        .output()?;
-    let _ = std::fs::remove_file(&config);
+        ]);
+        Ok(cmd)
+    }
+}
+
+impl Drop for RunallConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// How many jobs a `runall work` process says it processed.
+fn processed(stdout: &str) -> Option<usize> {
+    let (before, _) = stdout.split_once(" processed")?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
+/// Drains `n` waiting jobs with `k` real `runall work --concurrency 8` processes started at
+/// once; jobs per second from their start to the last one's exit (start-up included).
+fn scale_out(url: &str, table: &str, n: usize, k: usize) -> anyhow::Result<String> {
+    let config = RunallConfig::new(url, table)?;
+    let started = Instant::now();
+    let children = (0..k)
+        .map(|_| {
+            config
+                .worker()?
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("starting runall")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut total = 0;
+    for child in children {
+        let out = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        total += processed(&stdout).with_context(|| {
+            format!(
+                "runall did not report its jobs: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    }
+    let elapsed = started.elapsed();
+    if total != n {
+        bail!("{k} runall processes processed {total} of {n} jobs");
+    }
+    Ok(rate(n, elapsed))
+}
+
+/// Runs `runall work --stop-when-empty --concurrency 8` as a child and reads the peak memory
+/// it reports.
+fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
+    let config = RunallConfig::new(url, table)?;
+    let out = config.worker()?.output()?;
+    drop(config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !stdout.contains(&format!("{n} processed")) {
         bail!(
@@ -360,6 +457,23 @@ fn worker_rss(url: &str, table: &str, n: usize) -> anyhow::Result<String> {
     Ok(mb.to_owned())
 }
 
+/// One row of the scale-out table: each process count on a fresh table.
+async fn scale_row(url: &str, args: &Args) -> Vec<String> {
+    let mut row = Vec::new();
+    for &k in &args.scale {
+        let table = format!("bench_{}_x{k}", std::process::id());
+        let result = async {
+            let queue = fresh(url, &table).await?;
+            fill(&queue, args.jobs).await?;
+            let (url, table, n) = (url.to_owned(), table.clone(), args.jobs);
+            tokio::task::spawn_blocking(move || scale_out(&url, &table, n, k)).await?
+        }
+        .await;
+        row.push(result.unwrap_or_else(|e| format!("error: {e:#}")));
+    }
+    row
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
@@ -367,12 +481,26 @@ async fn main() -> anyhow::Result<()> {
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
     );
-    println!("| driver | dispatch 1-by-1 jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB | stall p99 ms | stall max ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| driver | dispatch 1-by-1 jobs/s | dispatch 8 tasks jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB | stall p99 ms | stall max ms |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for url in &args.urls {
         match bench(url, &args).await {
             Ok(row) => println!("| {} |", row.join(" | ")),
             Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+    }
+    if !args.scale.is_empty() {
+        println!();
+        println!(
+            "scale-out: {} waiting jobs drained by k `runall work --concurrency 8` processes (jobs/s, start-up included)",
+            args.jobs
+        );
+        let heads: Vec<String> = args.scale.iter().map(|k| format!("k={k}")).collect();
+        println!("| driver | {} |", heads.join(" | "));
+        println!("|---|{}", "---|".repeat(args.scale.len()));
+        for url in args.urls.iter().filter(|u| !u.starts_with("memory:")) {
+            let row = scale_row(url, &args).await;
+            println!("| {} | {} |", queue_core::redact_url(url), row.join(" | "));
         }
     }
     Ok(())

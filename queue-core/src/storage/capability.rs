@@ -30,6 +30,12 @@ pub struct Capabilities<'a> {
     pub driver: &'static str,
     /// Jobs survive a restart of the backend once `push` returned.
     pub durable: bool,
+    /// A [`Storage::push`](super::Storage::push) of many jobs stores all of them or none. A
+    /// [`Dispatcher`](crate::Dispatcher) coalesces concurrent dispatches into one push only
+    /// on such a store (group commit): when a coalesced push fails, nothing of it was stored,
+    /// and each caller's jobs are pushed again on their own, so each caller gets its own
+    /// result and error.
+    pub atomic_push: bool,
     /// [`Storage::reserve`] honours [`ReserveRequest::name`](super::ReserveRequest::name)
     /// (`runall run NAME`).
     pub reserve_by_name: bool,
@@ -44,8 +50,9 @@ pub struct Capabilities<'a> {
     pub groups: Option<&'a dyn Groups>,
     /// The store-wide control keys (the restart signal).
     pub control: Option<&'a dyn Control>,
-    /// Wakes idle workers as soon as a job is pushed by any process. Without it a worker
-    /// polls.
+    /// Wakes idle workers when a job is pushed by any process (by a notification, or by a
+    /// cheap poll inside the wait: see [`Wake`]). Without it a worker sleeps `--sleep`
+    /// between reserves.
     pub wake: Option<&'a dyn Wake>,
 }
 
@@ -55,6 +62,7 @@ impl<'a> Capabilities<'a> {
         Capabilities {
             driver,
             durable: true,
+            atomic_push: false,
             reserve_by_name: false,
             claims: false,
             failed: None,
@@ -84,6 +92,12 @@ impl<'a> Capabilities<'a> {
     /// Sets whether jobs survive a restart of the backend.
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Sets whether a push of many jobs stores all of them or none.
+    pub fn atomic_push(mut self, yes: bool) -> Self {
+        self.atomic_push = yes;
         self
     }
 
@@ -135,6 +149,7 @@ impl fmt::Debug for Capabilities<'_> {
         f.debug_struct("Capabilities")
             .field("driver", &self.driver)
             .field("durable", &self.durable)
+            .field("atomic_push", &self.atomic_push)
             .field("reserve_by_name", &self.reserve_by_name)
             .field("claims", &self.claims)
             .field("failed", &self.failed.is_some())
@@ -225,9 +240,11 @@ pub trait Control: Send + Sync {
 ///
 /// A driver whose backend notifies (PostgreSQL LISTEN, Redis pub/sub, a watch on SQLite's
 /// file or on the file driver's directories) wakes a waiting worker for a push made by any
-/// process; one that cannot (MySQL) wakes it for pushes made by its own process and at due
-/// times it knows, and says so in its docs: the worker then still looks for jobs every
-/// `--sleep`.
+/// process. One whose backend cannot (MySQL, memcached) polls inside the wait with a look
+/// that costs little (an indexed query, a pipelined read of each queue's ends): 2 ms after
+/// the wait began, then twice as long each time up to the driver's `idle_poll` (20 ms by
+/// default), so a worker sees a push by another process within that while jobs flow or not.
+/// Each driver's docs say which it does.
 #[async_trait]
 pub trait Wake: Send + Sync {
     /// Waits until a job may be available on one of `queues`, at most `timeout`: returns

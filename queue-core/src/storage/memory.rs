@@ -349,7 +349,9 @@ impl State {
 #[async_trait]
 impl Storage for MemoryStorage {
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities::complete(DRIVER, self).durable(false)
+        Capabilities::complete(DRIVER, self)
+            .durable(false)
+            .atomic_push(true)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {

@@ -392,6 +392,46 @@ pub async fn engine_dead_worker_costs_an_attempt(store: Store) {
     );
 }
 
+/// Dispatches from many tasks at once (shared pushes where the store allows it): each caller
+/// gets its own id, every job is stored once, and a worker runs each payload once.
+pub async fn concurrent_dispatches_each_get_their_own_id(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = recorder(&queue, "record");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (queue, q) = (queue.clone(), q.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                let id = queue
+                    .dispatch_named("record", json!(format!("{t}-{i}")))
+                    .on_queue(q.as_str())
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        for id in task.await.unwrap() {
+            assert!(ids.insert(id.clone()), "id {id:?} given to two dispatches");
+        }
+    }
+    assert_eq!(ids.len(), 320);
+    let summary = run_worker(&queue, test_options(&[&q]).concurrency(4)).await;
+    assert_eq!(summary.processed, 320);
+    let mut seen = log.lock().unwrap().clone();
+    seen.sort();
+    let mut want: Vec<String> = (0..8)
+        .flat_map(|t| (0..40).map(move |i| format!("{t}-{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(seen, want, "each payload ran once");
+}
+
 /// `concurrency(8)` runs eight jobs at once in one worker.
 pub async fn engine_concurrency(store: Store) {
     let queue = Queue::from_arc(store);

@@ -451,6 +451,7 @@ impl Storage for RedisStorage {
     fn capabilities(&self) -> Capabilities<'_> {
         let capabilities = Capabilities::new(DRIVER)
             .durable(self.inner.durable)
+            .atomic_push(!self.split())
             .reserve_by_name(true)
             .claims(!self.split())
             .failed(self)
