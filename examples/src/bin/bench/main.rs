@@ -27,8 +27,10 @@ use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
 
+mod raw;
+
 const USAGE: &str =
-    "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] [--scale 1,2,4]";
+    "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] [--scale 1,2,4] [--raw]";
 
 struct Args {
     urls: Vec<String>,
@@ -37,6 +39,8 @@ struct Args {
     sleep_ms: u64,
     /// Numbers of `runall work` processes for the scale-out table (none: no table).
     scale: Vec<usize>,
+    /// Also measure each backend's raw ceiling (see `raw.rs`).
+    raw: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -46,6 +50,7 @@ fn parse_args() -> anyhow::Result<Args> {
         samples: 200,
         sleep_ms: 100,
         scale: Vec::new(),
+        raw: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -65,6 +70,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     bail!("--scale: a process count is at least 1");
                 }
             }
+            "--raw" => args.raw = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -184,7 +190,8 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     // End to end, concurrency 1 and 8 (the queue already holds n jobs).
     let c1 = rate(n, drain(&queue, 1).await?);
     fill(&queue, n).await?;
-    let c8 = rate(n, drain(&queue, 8).await?);
+    let c8_time = drain(&queue, 8).await?;
+    let c8 = rate(n, c8_time);
 
     // How late a 1 ms ticker runs while a worker drains n jobs on the same single thread.
     fill(&queue, n).await?;
@@ -211,7 +218,20 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
         worker_rss(url, &table, n).unwrap_or_else(|e| format!("error: {e}"))
     };
 
-    Ok(vec![
+    let mut extra = Vec::new();
+    if args.raw {
+        match raw::ceiling(url, n).await {
+            Ok(Some(ceiling)) => {
+                let ours = n as f64 / c8_time.as_secs_f64();
+                extra.push(format!("{ceiling:.0}"));
+                extra.push(format!("{:.2}", ours / ceiling));
+            }
+            Ok(None) => extra.extend(["-".to_owned(), "-".to_owned()]),
+            Err(e) => extra.extend([format!("error: {e:#}"), "-".to_owned()]),
+        }
+    }
+
+    let mut row = vec![
         driver.to_owned(),
         single,
         eight_tasks,
@@ -223,7 +243,9 @@ async fn bench(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
         rss,
         stall_p99,
         stall_max,
-    ])
+    ];
+    row.extend(extra);
+    Ok(row)
 }
 
 /// Drains the waiting jobs with a worker at concurrency 8 on a new `current_thread` runtime
@@ -481,8 +503,13 @@ async fn main() -> anyhow::Result<()> {
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
     );
-    println!("| driver | dispatch 1-by-1 jobs/s | dispatch 8 tasks jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB | stall p99 ms | stall max ms |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let (raw_head, raw_rule) = if args.raw {
+        (" raw drain jobs/s | e2e c=8 / raw |", "---|---|")
+    } else {
+        ("", "")
+    };
+    println!("| driver | dispatch 1-by-1 jobs/s | dispatch 8 tasks jobs/s | dispatch batched jobs/s | e2e c=1 jobs/s | e2e c=8 jobs/s | latency p50 ms | latency p99 ms | worker peak RSS MB | stall p99 ms | stall max ms |{raw_head}");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|{raw_rule}");
     for url in &args.urls {
         match bench(url, &args).await {
             Ok(row) => println!("| {} |", row.join(" | ")),
