@@ -283,6 +283,9 @@ impl Worker {
             buffer: VecDeque::new(),
             settled_so_far: 0,
             finishing_per_trip: 0.0,
+            trips: JoinSet::new(),
+            asking: 0,
+            asked_by: HashMap::new(),
         };
         let reason = engine.run().await;
         engine.drain(reason).await;
@@ -337,6 +340,11 @@ struct Engine {
     /// Jobs that finish during one round trip, on average (exponentially weighted): the
     /// adaptive prefetch holds that many, so the slots they free start at once.
     finishing_per_trip: f64,
+    /// Settle-and-fetch calls in flight (at most [`MAX_TRIPS`]).
+    trips: JoinSet<Trip>,
+    /// Jobs asked for by the calls in flight, in all and per call.
+    asking: usize,
+    asked_by: HashMap<tokio::task::Id, usize>,
 }
 
 /// The store's answers to settlements, held back until the jobs fetched in the same call
@@ -354,14 +362,65 @@ impl Answers {
 /// The most settlements sent in one call.
 const MAX_SETTLE_BATCH: usize = 512;
 
+/// At most this many settle-and-fetch calls in flight at once: while one is on its way, the
+/// next can already carry the settlements of the jobs that finished meanwhile and ask for
+/// the slots they freed, so the worker never waits a whole round trip with a slot empty.
+const MAX_TRIPS: usize = 2;
+
+/// A settle-and-fetch call that came back.
+struct Trip {
+    reserved: Result<Vec<Reserved>>,
+    answers: Answers,
+    /// When it was sent (prefetched jobs are timed from there).
+    asked: Instant,
+    /// Settlements received before it was sent.
+    settled_before: u64,
+}
+
+/// What the loop does after a call came back.
+enum Landed {
+    /// Jobs came (or only settlements went).
+    Jobs,
+    /// The store had nothing.
+    Nothing,
+    /// The call failed: wait before the next.
+    Failed,
+}
+
 impl Engine {
     /// Reserves and settles until a stop condition or a stop request.
     async fn run(&mut self) -> StopReason {
         let mut backend_wait = Duration::from_millis(100);
+        let mut pause_until: Option<Instant> = None;
         let mut idle = false;
+        // Calls that came back while the loop waited.
+        let mut arrived = Vec::new();
         loop {
             while self.tasks.try_join_next().is_some() {}
             self.collect();
+            let mut landed: Vec<_> = std::mem::take(&mut arrived);
+            while let Some(done) = self.trips.try_join_next_with_id() {
+                landed.push(done);
+            }
+            for done in landed {
+                match self.landed(done) {
+                    Landed::Jobs => {
+                        idle = false;
+                        backend_wait = Duration::from_millis(100);
+                    }
+                    Landed::Nothing => {
+                        backend_wait = Duration::from_millis(100);
+                        if let Some(reason) = self.empty_stop().await {
+                            return reason;
+                        }
+                        idle = true;
+                    }
+                    Landed::Failed => {
+                        pause_until = Some(Instant::now() + backend_wait);
+                        backend_wait = (backend_wait * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
             if *self.stop.borrow() {
                 return StopReason::Stopped;
             }
@@ -369,91 +428,165 @@ impl Engine {
                 return reason;
             }
             self.start_buffered();
+            let paused = pause_until.is_some_and(|at| Instant::now() < at);
+            if !paused {
+                pause_until = None;
+            }
             let free = self.free_slots();
-            let want = free + self.prefetch_room(free);
-            if want == 0 {
-                if !self.pending.is_empty() {
-                    self.flush().await;
+            let want = (free + self.prefetch_room(free)).saturating_sub(self.asking);
+            if !paused && self.trips.len() < MAX_TRIPS {
+                // Ask for jobs when slots or buffer room are not yet asked for (after a
+                // reservation that found nothing, only along with settlements); else send
+                // settlements alone when nothing is on its way.
+                if want > 0 && (!idle || !self.pending.is_empty()) {
+                    self.send_trip(want);
                     continue;
                 }
-                // Busy: wait for a job to hand over its settlement (it frees its slot first).
-                tokio::select! {
-                    Some(p) = self.settles.recv() => self.received(p),
-                    Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
-                    _ = self.stop.changed() => {}
+                if !self.pending.is_empty() && self.trips.is_empty() {
+                    self.send_trip(0);
+                    continue;
                 }
-                continue;
             }
-            if idle && self.pending.is_empty() {
-                // Nothing was available: wait for a wake-up (or poll after `--sleep`), a
-                // settlement to send (its round trip fetches too), or a stop.
-                let storage = self.storage.clone();
-                let queues = self.request.queues.clone();
-                let sleep = self.options.sleep;
-                let wait = async move {
-                    match storage.capabilities().wake {
-                        Some(wake) => {
-                            if let Err(e) = wake.wait(&queues, sleep).await {
-                                warn!(error = %e, "waiting for jobs failed");
-                                tokio::time::sleep(sleep).await;
-                            }
+            let waiting = idle
+                && !paused
+                && want > 0
+                && self.pending.is_empty()
+                && self.trips.is_empty();
+            // Nothing was available: wait for a wake-up (or poll after `--sleep`), a
+            // settlement to send (its call fetches too), or a stop.
+            let storage = self.storage.clone();
+            let queues = self.request.queues.clone();
+            let sleep = self.options.sleep;
+            let wait = async move {
+                match storage.capabilities().wake {
+                    Some(wake) => {
+                        if let Err(e) = wake.wait(&queues, sleep).await {
+                            warn!(error = %e, "waiting for jobs failed");
+                            tokio::time::sleep(sleep).await;
                         }
-                        None => tokio::time::sleep(sleep).await,
                     }
-                };
-                tokio::select! {
-                    _ = wait => idle = false,
-                    Some(p) = self.settles.recv() => self.received(p),
-                    Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
-                    _ = self.stop.changed() => {}
-                }
-                continue;
-            }
-            self.request.limit = want;
-            let asked = Instant::now();
-            let before = self.settled_so_far;
-            let (result, answers) = self.round_trip(true).await;
-            self.collect();
-            let during = (self.settled_so_far - before) as f64;
-            self.finishing_per_trip = 0.8 * self.finishing_per_trip + 0.2 * during;
-            let jobs = match result {
-                Ok(jobs) => {
-                    backend_wait = Duration::from_millis(100);
-                    jobs
-                }
-                Err(e) => {
-                    answers.send();
-                    error!(error = %e, retry_in = ?backend_wait, "reserve failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backend_wait) => {}
-                        _ = self.stop.changed() => {}
-                    }
-                    backend_wait = (backend_wait * 2).min(Duration::from_secs(5));
-                    continue;
+                    None => tokio::time::sleep(sleep).await,
                 }
             };
-            if jobs.is_empty() {
-                answers.send();
-                let quiet =
-                    self.tasks.is_empty() && self.pending.is_empty() && self.buffer.is_empty();
-                if self.options.once && quiet {
-                    return StopReason::Empty;
+            tokio::select! {
+                Some(done) = self.trips.join_next_with_id(), if !self.trips.is_empty() => {
+                    // Handled at the top of the loop, with any other that came back.
+                    arrived.push(done);
                 }
-                if self.options.stop_when_empty && quiet {
-                    match self.queues_empty().await {
-                        Ok(true) => return StopReason::Empty,
-                        Ok(false) => {}
-                        Err(e) => warn!(error = %e, "could not read queue sizes"),
+                Some(p) = self.settles.recv() => self.received(p),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                _ = self.stop.changed() => {}
+                _ = sleep_until_some(pause_until), if paused => {}
+                _ = wait, if waiting => idle = false,
+            }
+        }
+    }
+
+    /// What a stop condition that depends on empty queues says after a call found nothing.
+    async fn empty_stop(&mut self) -> Option<StopReason> {
+        let quiet = self.tasks.is_empty()
+            && self.pending.is_empty()
+            && self.buffer.is_empty()
+            && self.trips.is_empty();
+        if self.options.once && quiet {
+            return Some(StopReason::Empty);
+        }
+        if self.options.stop_when_empty && quiet {
+            match self.queues_empty().await {
+                Ok(true) => return Some(StopReason::Empty),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "could not read queue sizes"),
+            }
+        }
+        None
+    }
+
+    /// Sends the pending settlements (up to a batch) and asks for `limit` jobs in the same
+    /// call (none: settlements only), in a task of its own so the loop goes on meanwhile.
+    /// A backend error is retried a few times (a blip must not cost the jobs an attempt);
+    /// after that the settlements are given up: their jobs run again after their leases.
+    fn send_trip(&mut self, limit: usize) {
+        let take = self.pending.len().min(MAX_SETTLE_BATCH);
+        let batch: Vec<Pending> = self.pending.drain(..take).collect();
+        let fetch = (limit > 0).then(|| ReserveRequest {
+            limit,
+            ..self.request.clone()
+        });
+        let storage = self.storage.clone();
+        let asked = Instant::now();
+        let settled_before = self.settled_so_far;
+        let trip = async move {
+            let (reserved, answers) = if batch.is_empty() {
+                let reserved = match &fetch {
+                    Some(request) => storage.reserve(request).await,
+                    None => Ok(Vec::new()),
+                };
+                (reserved, Answers(Vec::new()))
+            } else {
+                let settles: Vec<Settle> = batch.iter().map(|p| p.settle.clone()).collect();
+                let fetch = fetch.as_ref();
+                match retrying("settle", || storage.settle(settles.clone(), fetch)).await {
+                    Ok(reply) => {
+                        let mut results = reply.settled.into_iter();
+                        let answers = batch.into_iter().map(|p| (p.done, results.next()));
+                        (Ok(reply.reserved), Answers(answers.collect()))
+                    }
+                    Err(e) => {
+                        error!(error = %e, jobs = take, "could not settle these jobs: they run again after their leases");
+                        let answers = batch.into_iter().map(|p| (p.done, None));
+                        (Err(e), Answers(answers.collect()))
                     }
                 }
-                idle = true;
-                continue;
+            };
+            Trip {
+                reserved,
+                answers,
+                asked,
+                settled_before,
             }
-            idle = false;
-            self.buffer_jobs(jobs, asked);
-            self.start_buffered();
-            // The new jobs start first: the settled ones only have to log and count.
-            answers.send();
+        };
+        let id = self.trips.spawn(trip).id();
+        self.asking += limit;
+        self.asked_by.insert(id, limit);
+    }
+
+    /// Takes in a call that came back: its jobs into the buffer (and the free slots), then
+    /// its answers to the jobs it settled.
+    fn landed(&mut self, done: std::result::Result<(tokio::task::Id, Trip), tokio::task::JoinError>) -> Landed {
+        let (id, trip) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                let limit = self.asked_by.remove(&e.id()).unwrap_or(0);
+                self.asking = self.asking.saturating_sub(limit);
+                error!(error = %e, "a call to the store panicked");
+                return Landed::Failed;
+            }
+        };
+        let limit = self.asked_by.remove(&id).unwrap_or(0);
+        self.asking = self.asking.saturating_sub(limit);
+        let during = self.settled_so_far.saturating_sub(trip.settled_before) as f64;
+        self.finishing_per_trip = 0.8 * self.finishing_per_trip + 0.2 * during;
+        match trip.reserved {
+            Ok(jobs) if jobs.is_empty() => {
+                trip.answers.send();
+                if limit > 0 {
+                    Landed::Nothing
+                } else {
+                    Landed::Jobs
+                }
+            }
+            Ok(jobs) => {
+                self.buffer_jobs(jobs, trip.asked);
+                self.start_buffered();
+                // The new jobs start first: the settled ones only have to log and count.
+                trip.answers.send();
+                Landed::Jobs
+            }
+            Err(e) => {
+                trip.answers.send();
+                error!(error = %e, "reserve failed; retrying");
+                Landed::Failed
+            }
         }
     }
 
@@ -582,43 +715,19 @@ impl Engine {
         free
     }
 
-    /// Sends the pending settlements (up to a batch) and, with `fetch`, reserves the next jobs
-    /// in the same call. A backend error is retried a few times (a blip must not cost the jobs
-    /// an attempt); after that the settlements are given up: their jobs run again after their
-    /// leases.
-    async fn round_trip(&mut self, fetch: bool) -> (Result<Vec<Reserved>>, Answers) {
-        let fetch = fetch.then_some(&self.request);
-        let take = self.pending.len().min(MAX_SETTLE_BATCH);
-        let batch: Vec<Pending> = self.pending.drain(..take).collect();
-        if batch.is_empty() {
-            let reserved = match fetch {
-                Some(request) => self.storage.reserve(request).await,
-                None => Ok(Vec::new()),
-            };
-            return (reserved, Answers(Vec::new()));
-        }
-        let settles: Vec<Settle> = batch.iter().map(|p| p.settle.clone()).collect();
-        let storage = &self.storage;
-        match retrying("settle", || storage.settle(settles.clone(), fetch)).await {
-            Ok(reply) => {
-                let mut results = reply.settled.into_iter();
-                let answers = batch.into_iter().map(|p| (p.done, results.next()));
-                (Ok(reply.reserved), Answers(answers.collect()))
-            }
-            Err(e) => {
-                error!(error = %e, jobs = take, "could not settle these jobs: they run again after their leases");
-                let answers = batch.into_iter().map(|p| (p.done, None));
-                (Err(e), Answers(answers.collect()))
-            }
-        }
+    /// Sends the pending settlements without fetching and waits for the answer (while
+    /// draining).
+    async fn flush(&mut self) {
+        self.send_trip(0);
+        self.land_all().await;
     }
 
-    /// Sends the pending settlements without fetching, and tells their jobs.
-    async fn flush(&mut self) {
-        let (result, answers) = self.round_trip(false).await;
-        answers.send();
-        if let Err(e) = result {
-            warn!(error = %e, "settling failed");
+    /// Waits for every call in flight and takes each in (their jobs go to the buffer).
+    async fn land_all(&mut self) {
+        while let Some(done) = self.trips.join_next_with_id().await {
+            if let Landed::Failed = self.landed(done) {
+                warn!("settling failed");
+            }
         }
     }
 
@@ -632,6 +741,8 @@ impl Engine {
             info!(running = self.tasks.len(), reason = ?reason, "waiting for running jobs");
         }
         let mut interrupted = false;
+        // Jobs on their way are taken in, to go back with the buffer.
+        self.land_all().await;
         // Prefetched jobs never started: they go back at once, their attempt not counted.
         while let Some((job, _)) = self.buffer.pop_front() {
             self.put_back(job);
