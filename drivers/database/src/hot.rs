@@ -99,6 +99,15 @@ impl<DB: Database> Hot<DB> {
                 // An acquire under way finishes on its own; its connection returns to the pool.
                 return Ok(self.lend(conn));
             }
+            if acquire.is_none() && self.saturated() {
+                // Every connection of the pool is out (SQLite's one writer, most often): one
+                // comes back here (kept) or to the pool (a lent one dropped), and both wake
+                // this wait. Asking the pool now would only queue a waiter that times out.
+                // (A connection dropped to the pool reaches it a moment later, from a task
+                // of sqlx's: the wait looks again after a few milliseconds regardless.)
+                let _ = tokio::time::timeout(Duration::from_millis(5), kept).await;
+                continue;
+            }
             let task = acquire.get_or_insert_with(|| {
                 let pool = self.pool.clone();
                 tokio::spawn(async move { pool.acquire().await })
@@ -118,6 +127,11 @@ impl<DB: Database> Hot<DB> {
     }
 
     /// A kept connection, pinged first if it sat for a while; `None` if none is kept.
+    /// Whether the pool has no connection to give and may open none.
+    fn saturated(&self) -> bool {
+        self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections()
+    }
+
     async fn take_kept(&self) -> Option<PoolConnection<DB>> {
         loop {
             let (mut conn, since) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
@@ -168,21 +182,28 @@ impl<DB: Database> Lent<'_, DB> {
             let mut idle = self.home.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.home.keep && !self.home.pool.is_closed() {
                 idle.push((conn, Instant::now()));
+            } else {
                 drop(idle);
-                self.home.kept.notify_one();
+                drop(conn);
             }
+            self.home.kept.notify_one();
         }
     }
 }
 
 impl<DB: Database> Drop for Lent<'_, DB> {
     fn drop(&mut self) {
-        if self.discard {
-            if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.conn.take() {
+            if self.discard {
                 // Closing the socket ends the session, and the server rolls back whatever
                 // was open.
                 drop(conn.detach());
+            } else {
+                drop(conn);
             }
+            // Back to the pool, or closed (room for a new one): a waiter that found the
+            // pool saturated may ask it now.
+            self.home.kept.notify_one();
         }
     }
 }

@@ -150,8 +150,12 @@
 //!   wait up to half a second longer than strict first-due-first order would make it.
 //! - Ids come from `RETURNING` on MariaDB, from `LAST_INSERT_ID()` on MySQL (a multi-row
 //!   insert gets consecutive ids).
-//! - **Waking**: MySQL has nothing like `LISTEN`: idle workers poll every `--sleep`, never
-//!   past the next delayed job; pushes from the same process wake them at once. SQLite
+//! - **Waking**: MySQL has nothing like `LISTEN`: a waiting worker looks for jobs with one
+//!   indexed query per queue, 2 ms after it began to wait and then twice as long each time,
+//!   up to [`idle_poll`](SqlOptions::idle_poll) (20 ms by default, never past `--sleep`), so
+//!   a push by another process starts within about that (p50 6 to 8 ms in BENCHMARKS.md, at
+//!   about 1 % of a core for worker and server together while idle); pushes from the same
+//!   process wake it at once. SQLite
 //!   watches its file instead (inotify on Linux, through the `notify` crate): a write by
 //!   another process to the database or its write-ahead log wakes idle workers within
 //!   milliseconds (at most one wake-up every 2 ms), and polling every `--sleep` stays as the

@@ -276,7 +276,7 @@ impl Backend for MySql {
     }
 
     /// A text of statements ending in the commit.
-    fn ack_tx(_fetch: bool) -> bool {
+    fn ack_tx(_store: &SqlStore<MySql>, _fetch: bool) -> bool {
         true
     }
 

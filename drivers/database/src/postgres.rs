@@ -362,7 +362,7 @@ impl Backend for Postgres {
     }
 
     /// One statement, without a reservation or with it.
-    fn ack_tx(_fetch: bool) -> bool {
+    fn ack_tx(_store: &SqlStore<Postgres>, _fetch: bool) -> bool {
         false
     }
 

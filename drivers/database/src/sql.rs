@@ -328,7 +328,7 @@ pub(crate) mod sealed {
         fn reserve(on: Reserving<'_, Self>) -> BoxFuture<'_, Result<Vec<Reserved>>>;
         /// Whether acknowledging leases (before a reservation when `fetch`) takes a
         /// transaction: not when it is one statement.
-        fn ack_tx(fetch: bool) -> bool {
+        fn ack_tx(_store: &SqlStore<Self>, fetch: bool) -> bool {
             fetch
         }
         /// Deletes the current ones of `leases` (`(id, token)`), then reserves when `fetch`

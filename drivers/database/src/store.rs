@@ -681,7 +681,7 @@ impl<DB: Sql> SqlStore<DB> {
             .iter()
             .filter_map(|s| Some((id_of(&s.lease)?, s.lease.token.as_str())))
             .collect();
-        let (hot, tx) = match DB::ack_tx(fetch.is_some()) {
+        let (hot, tx) = match DB::ack_tx(self, fetch.is_some()) {
             true => (self.tx_hot(false), true),
             false => (self.main(), false),
         };

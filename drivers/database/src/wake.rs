@@ -42,6 +42,12 @@ impl Waker {
         Events(self.events.subscribe())
     }
 
+    /// How many waits are subscribed now.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn waiters(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// Wakes the waiters of `queue`.
     pub(crate) fn send(&self, queue: &str) {
         // No receiver is fine: nobody is waiting.

@@ -210,9 +210,25 @@ async fn wait_wakes_on_a_push_by_another_process() {
         .wait(&queues, Duration::from_millis(10))
         .await
         .unwrap();
+    woken_by_the_other(&store, &other, &queues).await;
+    // A busy spell with nobody waiting: the store's own writes turn the watch off (they would
+    // cost an event each). The next wait turns it on again before it looks.
+    for i in 0..50u8 {
+        store.push_one(job("busy", &[i])).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    woken_by_the_other(&store, &other, &queues).await;
+}
+
+/// A wait on `store` ends within milliseconds of a push through `other`, not at its timeout.
+async fn woken_by_the_other(
+    store: &std::sync::Arc<SqliteStorage>,
+    other: &SqliteStorage,
+    queues: &[String],
+) {
     let waiter = {
         let store = store.clone();
-        let queues = queues.clone();
+        let queues = queues.to_vec();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             store
@@ -236,4 +252,13 @@ async fn wait_wakes_on_a_push_by_another_process() {
         .expect("woken by the other store's push, not by its 30 s timeout")
         .unwrap();
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    // Taken, so the next wait does not end at once for it.
+    store
+        .reserve(&queue_core::ReserveRequest::new(
+            ["q"],
+            Duration::from_secs(60),
+            10,
+        ))
+        .await
+        .unwrap();
 }

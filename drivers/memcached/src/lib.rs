@@ -34,8 +34,11 @@
 //! Unique claims and push effects, the failed store (its ids scanned newest first, by
 //! cursor), inspection (sizes, queues, clear, oldest available job), locks (items written
 //! with `add`, holding owner and expiry, renewed and released with `cas` by their owner) and
-//! the restart signal (one key, `{prefix}:restart`, increased by `incr`). No wake-ups: memcached cannot notify, so an idle
-//! worker polls every `--sleep`. Not supported, with
+//! the restart signal (one key, `{prefix}:restart`, increased by `incr`). memcached cannot notify, so a waiting worker
+//! looks for jobs (one pipelined read of each queue's head and tail), 2 ms after it began
+//! to wait and then twice as long each time up to
+//! [`idle_poll`](crate::MemcachedOptions::idle_poll) (20 ms by default, never past
+//! `--sleep`): a push by another process starts within about that. Not supported, with
 //! [`Error::NotSupported`](queue_core::Error::NotSupported):
 //!
 //! - **group counters (batches, workflows)**, `Effect::Count`: a counter update would have

@@ -5,7 +5,10 @@
 //! request for as many new jobs as fit: one [`settle`](Storage::settle) call, one round trip
 //! where the driver allows it. Jobs beyond the free slots wait in the buffer (prefetch,
 //! [`WorkerOptions::prefetch`]), ordered by queue priority, so a slot that frees starts its
-//! next job without waiting for the store; a stop puts them back unstarted. Each reserved job
+//! next job without waiting for the store; a stop puts them back unstarted. Up to two such
+//! calls are in flight at once, each asking only for slots the other has not asked for, so
+//! the settlements of jobs that finish while one call is on its way go at once in the next.
+//! Each reserved job
 //! runs in a task of its own (`job.rs`): it decodes the envelope, takes the job's lock if it
 //! has one, runs the body under its timeout in its own tokio task (so a panic is caught)
 //! while a keeper renews the lease and the lock (`lease.rs`, stopping the body as soon as
@@ -447,11 +450,8 @@ impl Engine {
                     continue;
                 }
             }
-            let waiting = idle
-                && !paused
-                && want > 0
-                && self.pending.is_empty()
-                && self.trips.is_empty();
+            let waiting =
+                idle && !paused && want > 0 && self.pending.is_empty() && self.trips.is_empty();
             // Nothing was available: wait for a wake-up (or poll after `--sleep`), a
             // settlement to send (its call fetches too), or a stop.
             let storage = self.storage.clone();
@@ -552,7 +552,10 @@ impl Engine {
 
     /// Takes in a call that came back: its jobs into the buffer (and the free slots), then
     /// its answers to the jobs it settled.
-    fn landed(&mut self, done: std::result::Result<(tokio::task::Id, Trip), tokio::task::JoinError>) -> Landed {
+    fn landed(
+        &mut self,
+        done: std::result::Result<(tokio::task::Id, Trip), tokio::task::JoinError>,
+    ) -> Landed {
         let (id, trip) = match done {
             Ok(done) => done,
             Err(e) => {

@@ -60,7 +60,9 @@ fn now_ms() -> i64 {
 }
 
 async fn sqlite(path: &str, table: &str, n: usize) -> anyhow::Result<Duration> {
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous,
+    };
     let file = format!("{path}.raw");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{file}{suffix}"));
@@ -84,7 +86,9 @@ async fn sqlite(path: &str, table: &str, n: usize) -> anyhow::Result<Duration> {
     let mut tx = conn.begin().await?;
     for _ in 0..n.div_ceil(500) {
         let values = vec!["('bench', 0, NULL, ?)"; 500].join(",");
-        let sql = format!("INSERT INTO {table} (queue, available_at, reserved_until, payload) VALUES {values}");
+        let sql = format!(
+            "INSERT INTO {table} (queue, available_at, reserved_until, payload) VALUES {values}"
+        );
         let mut q = sqlx::query(&sql);
         for _ in 0..500 {
             q = q.bind(PAYLOAD.as_bytes());
@@ -202,7 +206,9 @@ async fn mysql(url: &str, table: &str, n: usize) -> anyhow::Result<Duration> {
     .await?;
     for _ in 0..n.div_ceil(1000) {
         let values = vec!["('bench', 0, NULL, ?)"; 1000].join(",");
-        let sql = format!("INSERT INTO {table} (queue, available_at, reserved_until, payload) VALUES {values}");
+        let sql = format!(
+            "INSERT INTO {table} (queue, available_at, reserved_until, payload) VALUES {values}"
+        );
         let mut q = sqlx::query(&sql);
         for _ in 0..1000 {
             q = q.bind(PAYLOAD.as_bytes());
@@ -236,8 +242,7 @@ async fn mysql(url: &str, table: &str, n: usize) -> anyhow::Result<Duration> {
         task.await??;
     }
     let elapsed = started.elapsed();
-    pool.execute(format!("DROP TABLE {table}").as_str())
-        .await?;
+    pool.execute(format!("DROP TABLE {table}").as_str()).await?;
     pool.close().await;
     Ok(elapsed)
 }
