@@ -15,19 +15,6 @@ import statistics
 import subprocess
 import sys
 
-COLUMNS = [
-    "dispatch 1-by-1 jobs/s",
-    "dispatch batched jobs/s",
-    "e2e c=1 jobs/s",
-    "e2e c=8 jobs/s",
-    "latency p50 ms",
-    "latency p99 ms",
-    "worker peak RSS MB",
-    "stall p99 ms",
-    "stall max ms",
-]
-
-
 def parse(argv):
     old = new = None
     runs = 3
@@ -50,13 +37,18 @@ def parse(argv):
 
 
 def row(binary, url, rest):
+    """The driver's name and its figures by column name (from the table's header: builds
+    with more columns than the other compare on the ones both have)."""
     out = subprocess.run(
         [binary, "--url", url, *rest], capture_output=True, text=True, check=False
     ).stdout
+    header = None
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == len(COLUMNS) + 1 and cells[0] not in ("driver", "---"):
-            return cells[0], cells[1:]
+        if cells and cells[0] == "driver":
+            header = cells
+        elif header and len(cells) == len(header) and not cells[0].startswith("---"):
+            return cells[0], dict(zip(header[1:], cells[1:]))
     raise RuntimeError(f"{binary} --url {url}: no result row in\n{out}")
 
 
@@ -86,14 +78,16 @@ def main():
                 name, cells = row(binary, url, rest)
                 names[url] = name
                 results.setdefault((url, build), []).append(cells)
-                print(f"run {r + 1}/{runs} {build} {name}: {' | '.join(cells)}", file=sys.stderr)
+                shown = " | ".join(f"{k} {v}" for k, v in cells.items())
+                print(f"run {r + 1}/{runs} {build} {name}: {shown}", file=sys.stderr)
     print(f"{runs} runs per build, alternating old and new per driver; median (min-max)\n")
     print("| driver | figure | old | new | new / old |")
     print("|---|---|---|---|---|")
     for url in urls:
-        for i, col in enumerate(COLUMNS):
-            o, om = summary([number(c[i]) for c in results[(url, "old")]])
-            n, nm = summary([number(c[i]) for c in results[(url, "new")]])
+        columns = list(results[(url, "new")][0].keys())
+        for col in columns:
+            o, om = summary([number(c.get(col, "-")) for c in results[(url, "old")]])
+            n, nm = summary([number(c.get(col, "-")) for c in results[(url, "new")]])
             ratio = f"{nm / om:.2f}" if om and nm else "-"
             print(f"| {names[url]} | {col} | {o} | {n} | {ratio} |")
 

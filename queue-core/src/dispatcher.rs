@@ -75,8 +75,8 @@ struct Inner {
 /// Dispatches waiting for the push in flight, to go together in the next one.
 #[derive(Default)]
 struct Group {
-    /// A push is in flight: new dispatches wait.
-    busy: bool,
+    /// Pushes in flight: at [`MAX_PUSHES`], new dispatches wait.
+    pushing: usize,
     waiting: Vec<Waiter>,
 }
 
@@ -84,6 +84,11 @@ struct Waiter {
     jobs: Vec<NewJob>,
     done: oneshot::Sender<Result<Vec<Pushed>>>,
 }
+
+/// Pushes in flight at once. One: measured with `bench`, two in flight made the groups
+/// smaller and dispatching from 8 tasks slower (PostgreSQL 17,000 to 13,000 jobs/s, SQLite
+/// 43,000 to 26,000).
+const MAX_PUSHES: usize = 1;
 
 /// The most jobs one shared push carries (a dispatch larger than that goes alone).
 const MAX_GROUP_JOBS: usize = 1000;
@@ -137,12 +142,12 @@ impl Dispatcher {
         }
         let jobs = {
             let mut group = self.inner.group();
-            if group.busy {
+            if group.pushing >= MAX_PUSHES {
                 let (done, wait) = oneshot::channel();
                 group.waiting.push(Waiter { jobs, done });
                 Err(wait)
             } else {
-                group.busy = true;
+                group.pushing += 1;
                 Ok(jobs)
             }
         };
@@ -224,7 +229,7 @@ impl Inner {
     }
 
     /// The next shared push: the dispatches waiting, up to [`MAX_GROUP_JOBS`] (at least one).
-    /// Empty when none wait, and then no push is in flight any more.
+    /// Empty when none wait, and then the push that asked is no longer in flight.
     fn next_group(&self) -> Vec<Waiter> {
         let mut group = self.group();
         let mut jobs = 0;
@@ -239,7 +244,7 @@ impl Inner {
             .max(1)
             .min(group.waiting.len());
         if take == 0 {
-            group.busy = false;
+            group.pushing -= 1;
         }
         group.waiting.drain(..take).collect()
     }

@@ -25,6 +25,7 @@
 //! | `pool` | 16 | connections (concurrent round trips) |
 //! | `timeout` | `5s` | one round trip, or connecting |
 //! | `missing_slot_wait` | `1s` | how long a reservation waits for a slot a pusher has not written yet |
+//! | `idle_poll` | `20ms` | the longest a waiting worker goes between two looks for jobs (memcached cannot notify; see below) |
 //!
 //! Needs memcached 1.6 (the meta protocol). Payloads up to `item_size_max` (read at connect)
 //! minus about 5 KiB; a larger one is refused at push with `Error::PayloadTooLarge`.

@@ -227,6 +227,10 @@ mod tests {
         assert_eq!(o.io_timeout, Duration::from_secs(2));
         let o = MemcachedOptions::from_url("memcache://h:1?failed_prefix=f").unwrap();
         assert_eq!(o.failed_prefix_name(), "f");
+        assert_eq!(o.idle_poll, Duration::from_millis(20));
+        let o = MemcachedOptions::from_url("memcache://h?idle_poll=250ms").unwrap();
+        assert_eq!(o.idle_poll, Duration::from_millis(250));
+        assert!(MemcachedOptions::from_url("memcache://h?idle_poll=soon").is_err());
         assert!(MemcachedOptions::from_url("redis://h").is_err());
         assert!(MemcachedOptions::from_url("memcache://h/x").is_err());
         assert!(MemcachedOptions::from_url("memcache://h?nope=1").is_err());
