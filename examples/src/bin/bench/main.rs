@@ -5,13 +5,19 @@
 //! target/release/bench --url sqlite://bench.db --url redis://127.0.0.1:6379 --jobs 20000
 //! ```
 //!
-//! For each URL: dispatch one by one, dispatch batched (1,000 per call), end-to-end no-op jobs
-//! per second with a worker at concurrency 1 and 8 (in-process), dispatch-to-start latency
-//! p50/p99 of an idle `runall` worker in another process (so no in-process shortcut wakes
-//! it), the peak RSS of a real `runall` worker process draining the jobs, and how long the
-//! driver kept a single-threaded tokio runtime from running other tasks (the stall column:
-//! a 1 ms ticker on a `current_thread` runtime while a worker at concurrency 8 drains the
-//! queue on the same thread; a driver that blocks its thread on I/O shows up there).
+//! For each URL: dispatch one by one (from one task, then from 8 tasks at once), dispatch
+//! batched (1,000 per call), end-to-end no-op jobs per second with a worker at concurrency 1
+//! and 8 (in-process), dispatch-to-start latency p50/p99 of an idle `runall` worker in
+//! another process (so no in-process shortcut wakes it), the peak RSS of a real `runall`
+//! worker process draining the jobs, and how long the driver kept a single-threaded tokio
+//! runtime from running other tasks (the stall column: a 1 ms ticker on a `current_thread`
+//! runtime while a worker at concurrency 8 drains the queue on the same thread; a driver
+//! that blocks its thread on I/O shows up there).
+//!
+//! `--raw` adds each backend's raw ceiling (the simplest loop claiming and deleting waiting
+//! jobs 100 at a time with the backend's own client, `raw.rs`) and our e2e c=8 figure as a
+//! share of it. `--scale 1,2,4` adds a table of real `runall work` processes draining the
+//! same backlog together.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
