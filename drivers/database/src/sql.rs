@@ -333,7 +333,9 @@ pub(crate) mod sealed {
         }
         /// Deletes the current ones of `leases` (`(id, token)`), then reserves when `fetch`
         /// says so: the leases it deleted, and the jobs reserved. By default one `DELETE ...
-        /// RETURNING`, then [`reserve`](Self::reserve).
+        /// RETURNING`, then [`reserve`](Self::reserve); where they share no transaction
+        /// ([`ack_tx`](Self::ack_tx)), a failed reservation leaves the acknowledgements
+        /// standing and reserves nothing.
         fn ack<'a>(
             store: &'a SqlStore<Self>,
             conn: &'a mut Self::Connection,
@@ -352,7 +354,16 @@ pub(crate) mod sealed {
                     deferred,
                     request,
                 };
-                Ok((acked, Self::reserve(on).await?))
+                match Self::reserve(on).await {
+                    Ok(reserved) => Ok((acked, reserved)),
+                    // Outside a transaction the acknowledgements are committed: they stand,
+                    // and the worker asks for jobs again in its next call.
+                    Err(e) if !Self::ack_tx(store, true) => {
+                        tracing::warn!(error = %e, "reserving after the acknowledgements failed");
+                        Ok((acked, Vec::new()))
+                    }
+                    Err(e) => Err(e),
+                }
             })
         }
         /// Whether [`insert_all`](Self::insert_all) inserts any number of jobs without a claim

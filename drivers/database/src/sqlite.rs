@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use queue_core::{Error, ReserveRequest, Reserved, Result};
+use queue_core::{Error, Reserved, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::Sqlite;
 
 use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
+use crate::sql::sealed::{Backend, Io, Reserving};
 use crate::sql::Arg;
 use crate::store::{db, millis, reserved_rows, Open, SqlStore};
 use crate::wake::{Waker, EVERYONE};
@@ -472,37 +472,6 @@ impl Backend for Sqlite {
     /// jobs still waiting. Under `synchronous = FULL` they share one commit.
     fn ack_tx(store: &SqlStore<Sqlite>, fetch: bool) -> bool {
         fetch && store.state().full
-    }
-
-    fn ack<'a>(
-        store: &'a SqlStore<Sqlite>,
-        conn: &'a mut SqliteConnection,
-        deferred: &'a mut Deferred,
-        leases: &'a [(i64, &'a str)],
-        fetch: Option<&'a ReserveRequest>,
-    ) -> BoxFuture<'a, Result<AckedAndReserved>> {
-        Box::pin(async move {
-            let acked = store.ack_json(conn, leases).await?;
-            let Some(request) = fetch else {
-                return Ok((acked, Vec::new()));
-            };
-            let on = Reserving {
-                store,
-                conn,
-                deferred,
-                request,
-            };
-            match Self::reserve(on).await {
-                Ok(reserved) => Ok((acked, reserved)),
-                // Outside a transaction the acknowledgements are committed: they stand, and
-                // the worker asks for jobs again in its next call.
-                Err(e) if !store.state().full => {
-                    tracing::warn!(error = %e, "reserving after the acknowledgements failed");
-                    Ok((acked, Vec::new()))
-                }
-                Err(e) => Err(e),
-            }
-        })
     }
 
     fn reserve(on: Reserving<'_, Sqlite>) -> BoxFuture<'_, Result<Vec<Reserved>>> {
