@@ -583,10 +583,12 @@ async fn backend_restart(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         .set("port_back_to_first_success_ms", (back - port_back) / 1000);
     run.report.set("completed_before_restart", done_before);
     // Probes: jobs pushed after the return, so every worker has something to resume with
-    // even where the restart lost the queue.
-    let probes: Vec<Spec> = (0..workers * spec.concurrency * 2)
+    // even where the restart lost the queue. They must outlast the reserve backoff's cap
+    // (5 s) even when the workers that resumed first fill their slots and their prefetch
+    // buffers (up to twice their concurrency each): five rounds of 1.5 s jobs.
+    let probes: Vec<Spec> = (0..workers * spec.concurrency * 5)
         .map(|_| {
-            let mut s = run.good(300..=300);
+            let mut s = run.good(1500..=1500);
             s.label = "probe".into();
             s
         })
