@@ -19,7 +19,7 @@ use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
-use crate::store::{db, millis, Open, SqlStore};
+use crate::store::{db, millis, Open, SqlStore, Tx};
 
 /// A queue store in a MySQL or MariaDB database. See [`SqlStore`] and the
 /// [crate docs](crate#mysql-and-mariadb).
@@ -276,8 +276,8 @@ impl Backend for MySql {
     }
 
     /// A text of statements ending in the commit.
-    fn ack_tx(_store: &SqlStore<MySql>, _fetch: bool) -> bool {
-        true
+    fn ack_tx(_store: &SqlStore<MySql>, _fetch: bool) -> Tx {
+        Tx::Begin
     }
 
     /// Deletes each lease in a statement of its own, sent with the reservation's mark and

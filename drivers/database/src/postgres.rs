@@ -18,7 +18,7 @@ use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
-use crate::store::{db, due, millis, reserved_rows, Open, SqlStore};
+use crate::store::{db, due, millis, reserved_rows, Open, SqlStore, Tx};
 use crate::wake::Waker;
 
 /// A queue store in a PostgreSQL database. See [`SqlStore`] and the
@@ -362,8 +362,8 @@ impl Backend for Postgres {
     }
 
     /// One statement, without a reservation or with it.
-    fn ack_tx(_store: &SqlStore<Postgres>, _fetch: bool) -> bool {
-        false
+    fn ack_tx(_store: &SqlStore<Postgres>, _fetch: bool) -> Tx {
+        Tx::No
     }
 
     fn ack<'a>(

@@ -8,16 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use queue_core::{Error, Reserved, Result};
+use queue_core::{Error, ReserveRequest, Reserved, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Sqlite;
+use sqlx::{Row as _, Sqlite, SqliteConnection};
 
 use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::schema::{Dialect, Tables};
-use crate::sql::sealed::{Backend, Io, Reserving};
+use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
-use crate::store::{db, millis, reserved_rows, Open, SqlStore};
+use crate::store::{db, millis, reserved_rows, Open, SqlStore, Tx};
 use crate::wake::{Waker, EVERYONE};
 
 /// A queue store in one SQLite file. See [`SqlStore`] and the [crate docs](crate#sqlite).
@@ -212,15 +212,21 @@ async fn enable_wal(pool: &SqlitePool, patience: Duration) -> Result<()> {
 /// What a SQLite store keeps of its own: the reservation of one queue, and the watch on its
 /// file.
 pub struct SqliteState {
-    /// Binds: lease ms, queue, name or NULL (twice), limit.
-    reserve: String,
+    /// The reservation's `UPDATE ... SET`, up to its `WHERE`. Binds: lease ms.
+    reserve_set: String,
+    /// The pick of one queue's next due jobs (ids): binds queue, name or NULL (twice),
+    /// limit.
+    reserve_one: String,
+    /// The same with their due times, an arm of a pick from several queues.
+    reserve_arm: String,
+    /// What the reservation returns.
+    reserve_returning: &'static str,
+    /// The acknowledgement (`Statements::ack`): binds the `[id, token]` pairs.
+    ack: String,
     /// The database file (`None`: in memory).
     file: Option<PathBuf>,
     /// Started by the first idle wait: `Err` when the file cannot be watched (waiters poll).
     watch: Mutex<Option<std::result::Result<FileWatch, ()>>>,
-    /// `synchronous = FULL`: every commit is a flush, so fewer commits are worth more than
-    /// fewer statements.
-    full: bool,
 }
 
 impl std::fmt::Debug for SqliteState {
@@ -352,8 +358,14 @@ impl Backend for Sqlite {
         done.rows_affected()
     }
 
+    const ONE_ROW_ID: bool = true;
+
+    fn last_insert_id(done: &sqlx::sqlite::SqliteQueryResult) -> i64 {
+        done.last_insert_rowid()
+    }
+
     async fn open(options: &SqlOptions<Sqlite>, tables: &Tables) -> Result<Open<Sqlite>> {
-        let (connect, memory, synchronous) = options.resolve()?;
+        let (connect, memory, _) = options.resolve()?;
         let file = (!memory).then(|| connect.get_filename().to_path_buf());
         let pool = |max: u32| {
             SqlitePoolOptions::new()
@@ -393,18 +405,20 @@ impl Backend for Sqlite {
                 MIN_VERSION.0, MIN_VERSION.1
             )));
         }
-        let reserve = crate::statements::fill::<Sqlite>(
-            tables,
-            // `available_at = due_at` (the old row's value) records when the job became
-            // available for this reservation, so sorting the rows by it gives back the
-            // order of the pick: RETURNING promises no order.
+        let fill = |sql: &str| crate::statements::fill::<Sqlite>(tables, sql);
+        // `available_at = due_at` (the old row's value) records when the job became
+        // available for this reservation, so sorting the rows by it gives back the order of
+        // the pick: RETURNING promises no order.
+        let reserve_set = fill(
             "UPDATE {table} SET attempts = CAST(attempts AS INTEGER) + 1, token = lower(hex(randomblob(16))), \
              available_at = due_at, reserved_until = {now} + ?, \
-             claim = CASE WHEN unique_until = 'started' THEN NULL ELSE claim END \
-             WHERE id IN (SELECT id FROM {table} WHERE queue = ? AND due_at <= {now} \
-             AND (? IS NULL OR name = ?) ORDER BY due_at, id LIMIT ?) \
-             RETURNING id, queue, token, attempts, CAST(name AS BLOB), CAST(payload AS BLOB), available_at",
+             claim = CASE WHEN unique_until = 'started' THEN NULL ELSE claim END",
         );
+        let pick = "FROM {table} WHERE queue = ? AND due_at <= {now} \
+                    AND (? IS NULL OR name = ?) ORDER BY due_at, id LIMIT ?";
+        let reserve_one = fill(&format!("SELECT id {pick}"));
+        let reserve_arm = fill(&format!("SELECT id, due_at {pick}"));
+        let ack = fill(&crate::statements::ack::<Sqlite>());
         Ok(Open {
             main: Hot::new(writer, 1),
             reads: reader.map(|reader| Hot::new(reader, 2)),
@@ -414,10 +428,14 @@ impl Backend for Sqlite {
             returning: true,
             id_step: 1,
             state: SqliteState {
-                reserve,
+                reserve_set,
+                reserve_one,
+                reserve_arm,
+                reserve_returning: "RETURNING id, queue, token, attempts, CAST(name AS BLOB), \
+                     CAST(payload AS BLOB), available_at",
+                ack,
                 file,
                 watch: Mutex::new(None),
-                full: synchronous == Synchronous::Full,
             },
         })
     }
@@ -465,42 +483,109 @@ impl Backend for Sqlite {
             .is_some_and(|e| e.message().starts_with("duplicate column name"))
     }
 
-    /// An acknowledgement and the reservation after it go as two statements, each its own
-    /// commit (which flushes nothing under `synchronous = NORMAL`): two trips to SQLite's
-    /// thread instead of four with `BEGIN` and `COMMIT`. They need not be one step: each
-    /// job's outcome is one statement, fenced by its token, and the reservation takes only
-    /// jobs still waiting. Under `synchronous = FULL` they share one commit.
-    fn ack_tx(store: &SqlStore<Sqlite>, fetch: bool) -> bool {
-        fetch && store.state().full
+    /// An acknowledgement and the reservation after it go in one text to SQLite's thread,
+    /// `BEGIN IMMEDIATE`, the `DELETE`, the reservation's `UPDATE` and `COMMIT`: one trip
+    /// and one commit (one flush under `synchronous = FULL`) for the whole unit, instead of
+    /// a trip per statement.
+    fn ack_tx(_store: &SqlStore<Sqlite>, fetch: bool) -> Tx {
+        match fetch {
+            true => Tx::Inline,
+            false => Tx::No,
+        }
+    }
+
+    fn ack<'a>(
+        store: &'a SqlStore<Sqlite>,
+        conn: &'a mut SqliteConnection,
+        deferred: &'a mut Deferred,
+        leases: &'a [(i64, &'a str)],
+        fetch: Option<&'a ReserveRequest>,
+    ) -> BoxFuture<'a, Result<AckedAndReserved>> {
+        Box::pin(async move {
+            let Some(request) = fetch else {
+                return Ok((store.ack_json(conn, leases).await?, Vec::new()));
+            };
+            let pairs = serde_json::to_string(leases)
+                .map_err(|e| Error::backend(Sqlite::DRIVER, e.to_string()))?;
+            let (reserve, reserve_args) = reservation(store.state(), request);
+            let text = format!("BEGIN IMMEDIATE; {}; {reserve}; COMMIT", store.state().ack);
+            let mut args = Vec::with_capacity(reserve_args.len() + 1);
+            args.push(Arg::Text(&pairs));
+            args.extend(reserve_args);
+            let rows = Sqlite::fetch(conn, &text, &args)
+                .await
+                .map_err(db::<Sqlite>)?;
+            deferred.committed = true;
+            // The acknowledgement returns (id, token); the reservation more columns.
+            let (acked, picked): (Vec<_>, Vec<_>) =
+                rows.into_iter().partition(|row| row.len() == 2);
+            let acked = acked
+                .iter()
+                .map(|row| {
+                    let id = Sqlite::int(row, 0)
+                        .map_err(db::<Sqlite>)?
+                        .unwrap_or_default();
+                    Ok((id, Sqlite::text(row, 1).map_err(db::<Sqlite>)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((acked, reserved_rows::<Sqlite>(&picked, &request.queues)?))
+        })
     }
 
     fn reserve(on: Reserving<'_, Sqlite>) -> BoxFuture<'_, Result<Vec<Reserved>>> {
         Box::pin(async move {
-            let limit = on.request.limit.max(1);
-            let lease = millis(on.request.lease);
-            let mut out = Vec::new();
-            // One statement per queue, in priority order, each a write from its first step.
-            for queue in &on.request.queues {
-                let want = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
-                if want == 0 {
-                    break;
-                }
-                let name = on.request.name.as_deref();
-                let args = [
-                    Arg::Int(lease),
-                    Arg::Text(queue),
-                    Arg::OptText(name),
-                    Arg::OptText(name),
-                    Arg::Int(want),
-                ];
-                let rows = Sqlite::fetch(on.conn, &on.store.state().reserve, &args)
-                    .await
-                    .map_err(db::<Sqlite>)?;
-                out.extend(reserved_rows::<Sqlite>(&rows, &on.request.queues)?);
-            }
-            Ok(out)
+            let (sql, args) = reservation(on.store.state(), on.request);
+            let rows = Sqlite::fetch(on.conn, &sql, &args)
+                .await
+                .map_err(db::<Sqlite>)?;
+            reserved_rows::<Sqlite>(&rows, &on.request.queues)
         })
     }
+}
+
+/// The reservation of `request` as one statement, with its arguments: up to `limit` due
+/// jobs, from the queues in strict priority order (each queue's pick reads at most `limit`
+/// rows of its index, so a deep backlog costs nothing more), marked reserved and returned.
+fn reservation<'r>(state: &SqliteState, request: &'r ReserveRequest) -> (String, Vec<Arg<'r>>) {
+    let limit = i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX);
+    let name = request.name.as_deref();
+    let mut args = vec![Arg::Int(millis(request.lease))];
+    let (set, returning) = (&state.reserve_set, state.reserve_returning);
+    let sql = match request.queues.as_slice() {
+        [queue] => {
+            args.extend([
+                Arg::Text(queue),
+                Arg::OptText(name),
+                Arg::OptText(name),
+                Arg::Int(limit),
+            ]);
+            format!("{set} WHERE id IN ({}) {returning}", state.reserve_one)
+        }
+        queues => {
+            let arms: Vec<String> = queues
+                .iter()
+                .enumerate()
+                .map(|(rank, queue)| {
+                    args.extend([
+                        Arg::Text(queue),
+                        Arg::OptText(name),
+                        Arg::OptText(name),
+                        Arg::Int(limit),
+                    ]);
+                    format!(
+                        "SELECT id, {rank} AS r, due_at FROM ({})",
+                        state.reserve_arm
+                    )
+                })
+                .collect();
+            args.push(Arg::Int(limit));
+            format!(
+                "{set} WHERE id IN (SELECT id FROM ({}) ORDER BY r, due_at, id LIMIT ?) {returning}",
+                arms.join(" UNION ALL ")
+            )
+        }
+    };
+    (sql, args)
 }
 
 #[cfg(test)]

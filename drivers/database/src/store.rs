@@ -81,6 +81,30 @@ struct Unit<'h, DB: Backend> {
     deferred: Deferred,
 }
 
+/// How an operation uses a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tx {
+    /// None: each statement commits on its own.
+    No,
+    /// One, begun in a trip of its own before the work.
+    Begin,
+    /// One the work begins itself, in the same text as its first statements, and commits
+    /// (setting [`Deferred::committed`]): one trip to the database for the whole unit
+    /// (SQLite). A failure rolls it back, and a dropped attempt never returns the
+    /// connection to the pool, as with [`Tx::Begin`].
+    Inline,
+}
+
+impl From<bool> for Tx {
+    fn from(tx: bool) -> Self {
+        if tx {
+            Tx::Begin
+        } else {
+            Tx::No
+        }
+    }
+}
+
 /// Runs `$body` with `$conn` (the connection) and `$deferred` on a connection of `$hot`, in
 /// one transaction when `$tx`, and all of it again after a transient conflict (see `retry`).
 /// A `?` in the body ends the attempt, not the caller.
@@ -89,7 +113,7 @@ macro_rules! unit {
         let store = $store;
         let mut retries = 0;
         loop {
-            let mut unit = store.begin($hot, $tx).await?;
+            let mut unit = store.begin($hot, $tx.into()).await?;
             let done = async {
                 let Unit { conn, deferred, .. } = &mut unit;
                 let ($conn, $deferred) = (&mut **conn, deferred);
@@ -355,21 +379,23 @@ impl<DB: Sql> SqlStore<DB> {
     }
 
     /// A connection of `hot` for one attempt at an operation, in a transaction when `tx`.
-    async fn begin<'h>(&self, hot: &'h Hot<DB>, tx: bool) -> Result<Unit<'h, DB>> {
+    async fn begin<'h>(&self, hot: &'h Hot<DB>, tx: Tx) -> Result<Unit<'h, DB>> {
         let mut conn = hot.get().await.map_err(db::<DB>)?;
-        if tx {
+        if tx != Tx::No {
             // Before the `BEGIN`: a future dropped while it runs (a caller's timeout) may
             // leave it run all the same (sqlx's SQLite worker finishes what it was sent), and
             // a connection in an open transaction must never go back to the pool: it would
             // hold SQLite's write lock for good.
             conn.discard_unless_kept();
+        }
+        if tx == Tx::Begin {
             if let Some(begin) = DB::BEGIN {
                 DB::script(&mut conn, begin).await.map_err(db::<DB>)?;
             }
         }
         Ok(Unit {
             conn,
-            tx,
+            tx: tx != Tx::No,
             deferred: Deferred::default(),
         })
     }
@@ -581,6 +607,10 @@ impl<DB: Sql> SqlStore<DB> {
             }
         }
         let claimed = jobs.first().is_some_and(|job| job.unique.is_some());
+        if DB::ONE_ROW_ID && jobs.len() == 1 && !claimed {
+            let done = DB::execute(conn, &self.inner.sql.push_bare, &args).await?;
+            return Ok(vec![DB::last_insert_id(&done)]);
+        }
         let sql = match claimed {
             true => &self.inner.sql.push_claimed,
             false => self.inner.sql.push(jobs.len()),
@@ -681,9 +711,10 @@ impl<DB: Sql> SqlStore<DB> {
             .iter()
             .filter_map(|s| Some((id_of(&s.lease)?, s.lease.token.as_str())))
             .collect();
-        let (hot, tx) = match DB::ack_tx(self, fetch.is_some()) {
-            true => (self.tx_hot(false), true),
-            false => (self.main(), false),
+        let tx = DB::ack_tx(self, fetch.is_some());
+        let hot = match tx {
+            Tx::No => self.main(),
+            Tx::Begin | Tx::Inline => self.tx_hot(false),
         };
         let (acked, reserved) = unit!(self, "settle", hot, tx, |conn, deferred| {
             DB::ack(self, conn, deferred, &pairs, fetch).await

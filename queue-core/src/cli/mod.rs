@@ -237,7 +237,8 @@ struct WorkArgs {
     #[arg(long, value_parser = parse_duration)]
     unknown_job_window: Option<Duration>,
     /// Reserved jobs held beyond the free slots, so a freed slot starts its next job at once
-    /// (default: adapted to the jobs finished per round trip, up to --concurrency; 0: off).
+    /// (default: twice the jobs finished per round trip, up to 64 or --concurrency if larger;
+    /// 0: off).
     #[arg(long)]
     prefetch: Option<usize>,
 }

@@ -341,7 +341,8 @@ struct Engine {
     /// Settlements received so far (to see how many jobs finish during one round trip).
     settled_so_far: u64,
     /// Jobs that finish during one round trip, on average (exponentially weighted): the
-    /// adaptive prefetch holds that many, so the slots they free start at once.
+    /// adaptive prefetch holds twice that many ([`PREFETCH_GAIN`]), so the slots they free
+    /// start at once.
     finishing_per_trip: f64,
     /// Settle-and-fetch calls in flight (at most [`MAX_TRIPS`]).
     trips: JoinSet<Trip>,
@@ -361,6 +362,15 @@ impl Answers {
         }
     }
 }
+
+/// The adaptive prefetch holds this many times the jobs that finish during one round trip:
+/// the buffer grows while quick jobs drain it before the next call lands (each call then
+/// carries more settlements and fetches more jobs, so the store does fewer, larger steps),
+/// and stays empty for jobs that outlast a round trip.
+const PREFETCH_GAIN: f64 = 2.0;
+
+/// The most jobs the adaptive prefetch holds (or `concurrency`, if larger).
+const MAX_ADAPTIVE_PREFETCH: usize = 64;
 
 /// The most settlements sent in one call.
 const MAX_SETTLE_BATCH: usize = 512;
@@ -615,7 +625,10 @@ impl Engine {
             Some(n) => n,
             // Rounded: a worker of long jobs (well under one finishing per round trip) holds
             // none back from other workers.
-            None => (self.finishing_per_trip.round() as usize).min(concurrency),
+            None => {
+                let target = (PREFETCH_GAIN * self.finishing_per_trip).round() as usize;
+                target.min(MAX_ADAPTIVE_PREFETCH.max(concurrency))
+            }
         }
     }
 
