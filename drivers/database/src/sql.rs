@@ -369,10 +369,6 @@ pub(crate) mod sealed {
         /// Whether [`insert_all`](Self::insert_all) inserts any number of jobs without a claim
         /// in one statement (PostgreSQL, with arrays).
         const INSERT_ALL: bool = false;
-        /// Whether one job is inserted without `RETURNING`, its id read from
-        /// [`last_insert_id`](Self::last_insert_id) (SQLite: a row less to hand back from
-        /// its thread, so one wake-up less per dispatch).
-        const ONE_ROW_ID: bool = false;
         /// Inserts jobs without a claim: their ids, in order.
         fn insert_all<'a>(
             _store: &'a SqlStore<Self>,

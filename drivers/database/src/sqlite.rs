@@ -358,12 +358,6 @@ impl Backend for Sqlite {
         done.rows_affected()
     }
 
-    const ONE_ROW_ID: bool = true;
-
-    fn last_insert_id(done: &sqlx::sqlite::SqliteQueryResult) -> i64 {
-        done.last_insert_rowid()
-    }
-
     async fn open(options: &SqlOptions<Sqlite>, tables: &Tables) -> Result<Open<Sqlite>> {
         let (connect, memory, _) = options.resolve()?;
         let file = (!memory).then(|| connect.get_filename().to_path_buf());

@@ -50,9 +50,6 @@ pub(crate) struct Statements {
     /// The `INSERT` of one job with a claim: as `push`, then unique key, until, claim. A row
     /// whose claim is held is skipped (PostgreSQL, SQLite) or refused (MySQL).
     pub(crate) push_claimed: String,
-    /// The `INSERT` of one job without a claim and without `RETURNING`: its id is the
-    /// connection's last insert id (SQLite, see `Backend::ONE_ROW_ID`).
-    pub(crate) push_bare: String,
     /// Deletes the current ones of `[id, token]` leases, returning them (not on MySQL).
     pub(crate) ack: String,
     /// The reserved jobs of `[id]`, locked: id, token, queue.
@@ -182,10 +179,6 @@ impl Statements {
         Statements {
             push,
             push_claimed: insert(1, true),
-            push_bare: fill(&format!(
-                "INSERT INTO {{table}} (queue, name, payload, attempts, available_at, created_at) \
-                 VALUES (?, ?, ?, 0, COALESCE(?, {{now}} + ?), {{now}})"
-            )),
             ack: fill(&ack::<DB>()),
             lock_leases: fill(&format!(
                 "SELECT t.id, t.token, t.queue FROM {{table}} t JOIN {ids} ON t.id = l.id \

@@ -607,10 +607,6 @@ impl<DB: Sql> SqlStore<DB> {
             }
         }
         let claimed = jobs.first().is_some_and(|job| job.unique.is_some());
-        if DB::ONE_ROW_ID && jobs.len() == 1 && !claimed {
-            let done = DB::execute(conn, &self.inner.sql.push_bare, &args).await?;
-            return Ok(vec![DB::last_insert_id(&done)]);
-        }
         let sql = match claimed {
             true => &self.inner.sql.push_claimed,
             false => self.inner.sql.push(jobs.len()),
