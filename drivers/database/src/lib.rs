@@ -66,7 +66,8 @@
 //! - **Settle**: the whole batch of settlements, their effects and the fetch are one
 //!   transaction. A batch of plain acknowledgements (no effects, no other outcome) is one
 //!   `DELETE ... RETURNING` (with the reservation in the same statement on PostgreSQL, in
-//!   the same transaction on SQLite); on MySQL, a `DELETE` per lease sent with the
+//!   the same transaction on SQLite, sent as one text with its `BEGIN IMMEDIATE` and
+//!   `COMMIT`: one trip to SQLite's thread); on MySQL, a `DELETE` per lease sent with the
 //!   reservation's mark and the `COMMIT` (their counts say which leases were current).
 //!   Anything else: the leases are locked and checked, each current one's transition is
 //!   applied (a claim
@@ -74,8 +75,8 @@
 //!   counters last, in (group, name) order so that two settles never deadlock on them.
 //! - **Push**: one `INSERT` (of any number of jobs on PostgreSQL, up to 1,000 on SQLite, 100
 //!   on MySQL), its own transaction; more jobs, or jobs with unique claims, one transaction.
-//! - **Reserve**: one `UPDATE ... RETURNING` per queue, in priority order, each its own
-//!   transaction (SQLite); one statement over all the queues (PostgreSQL); one transaction
+//! - **Reserve**: one statement over all the queues, each queue's pick limited and read
+//!   from its index, the picks taken in priority order (SQLite and PostgreSQL); one transaction
 //!   of a pick per queue and one mark that commits with it (MySQL). A claim held until the
 //!   job starts is released by the same statement.
 //! - **Extend**: one transaction for the batch. **Clear**, **forget**, **flush** and
