@@ -586,6 +586,32 @@ fn reservation<'r>(state: &SqliteState, request: &'r ReserveRequest) -> (String,
 mod tests {
     use super::*;
 
+    /// A reservation from several queues is one statement that reads each queue's pick
+    /// from the due index by range (never the whole table), whatever the backlog.
+    #[tokio::test]
+    async fn a_reservation_from_several_queues_reads_each_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+        let store = SqliteStorage::connect(&url).await.unwrap();
+        let request = ReserveRequest::new(["a", "b", "c"], Duration::from_secs(60), 8);
+        let (sql, _) = reservation(store.state(), &request);
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        let by_index = steps
+            .iter()
+            .filter(|s| **s == "SEARCH jobs USING INDEX jobs_due (queue=? AND due_at<?)")
+            .count();
+        assert_eq!(by_index, 3, "{steps:?}");
+        assert!(
+            !steps.iter().any(|s| s.starts_with("SCAN jobs")),
+            "{steps:?}"
+        );
+    }
+
     #[test]
     fn urls() {
         let resolve = |url: &str| SqliteOptions::new(url).resolve();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use queue_core::{Error, NewJob, ReserveRequest, Storage, StorageExt};
+use queue_core::{Error, NewJob, ReserveRequest, Settle, Settled, Storage, StorageExt};
 use queue_database::{SqliteOptions, SqliteStorage};
 
 fn job(queue: &str, payload: &[u8]) -> NewJob {
@@ -168,6 +168,60 @@ async fn a_batch_keeps_the_order_jobs_became_available() {
         .collect();
     assert_eq!(order, ["fresh", "delayed", "expires"]);
     assert_eq!(got[2].attempts, 2);
+}
+
+/// Acknowledgements and the reservation after them go as one text with its own `BEGIN
+/// IMMEDIATE` and `COMMIT`: when the reservation fails, the acknowledgement is undone with
+/// it (the job stays reserved under its lease), and no transaction is left open on the
+/// writer connection (another store on the file writes at once, with a short busy
+/// timeout). Once the cause is gone the same settlement applies.
+#[tokio::test]
+async fn a_failed_reservation_undoes_the_acknowledgements_sent_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = open(&dir).await;
+    let other = SqliteStorage::connect_with(
+        SqliteOptions::new(&url).busy_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    store
+        .push(vec![job("q", b"1"), job("q", b"2")])
+        .await
+        .unwrap();
+    let got = store.reserve(&request("q", 1)).await.unwrap();
+    let lease = got[0].lease.clone();
+    sqlx::query(
+        "CREATE TRIGGER no_reserve BEFORE UPDATE OF reserved_until ON jobs \
+         BEGIN SELECT RAISE(ABORT, 'reservations refused here'); END",
+    )
+    .execute(other.pool())
+    .await
+    .unwrap();
+    let error = store
+        .settle(vec![Settle::ack(lease.clone())], Some(&request("q", 1)))
+        .await
+        .expect_err("the reservation fails, and the settlement with it");
+    assert!(
+        error.to_string().contains("reservations refused here"),
+        "{error}"
+    );
+    let after = size(&other, "q").await;
+    assert_eq!((after.waiting, after.reserved), (1, 1), "{after:?}");
+    other
+        .push(vec![job("q", b"3")])
+        .await
+        .expect("no transaction was left open on the failed store's writer");
+    sqlx::query("DROP TRIGGER no_reserve")
+        .execute(other.pool())
+        .await
+        .unwrap();
+    let reply = store
+        .settle(vec![Settle::ack(lease)], Some(&request("q", 1)))
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    let payloads: Vec<_> = reply.reserved.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, vec![b"2".to_vec()]);
 }
 
 /// The reservation reads the index by range: a queue full of reserved or delayed jobs costs

@@ -654,7 +654,7 @@ pub async fn reserve_by_name(store: Store) {
         );
         return;
     }
-    let q = unique("q");
+    let (high, q) = (unique("high"), unique("q"));
     store
         .push(vec![
             job(&q, "other", b"1"),
@@ -670,6 +670,28 @@ pub async fn reserve_by_name(store: Store) {
     let payloads: Vec<_> = got.iter().map(|r| r.payload.clone()).collect();
     assert_eq!(payloads, vec![b"2".to_vec(), b"4".to_vec()]);
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().waiting, 2);
+    // Over several queues: the name filters each, and the higher queue comes first.
+    store
+        .push(vec![
+            job(&q, "wanted", b"5"),
+            job(&high, "other", b"6"),
+            job(&high, "wanted", b"7"),
+            job(&q, "wanted", b"8"),
+        ])
+        .await
+        .unwrap();
+    let mut req = request(&[&high, &q], LONG, 2);
+    req.name = Some("wanted".into());
+    let got = store.reserve(&req).await.unwrap();
+    let payloads: Vec<_> = got.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, vec![b"7".to_vec(), b"5".to_vec()]);
+    let got = store.reserve(&req).await.unwrap();
+    let payloads: Vec<_> = got.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, vec![b"8".to_vec()]);
+    assert_eq!(
+        store.inspect().unwrap().size(&high).await.unwrap().waiting,
+        1
+    );
 }
 
 /// The age of the oldest available job, for `runall health`.
