@@ -536,5 +536,48 @@ async fn main() -> anyhow::Result<()> {
             println!("| {} | {} |", queue_core::redact_url(url), row.join(" | "));
         }
     }
+    for url in &args.urls {
+        if let Err(e) = drop_tables(url).await {
+            eprintln!(
+                "bench: could not drop this run's tables on {}: {e:#}",
+                queue_core::redact_url(url)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Drops the tables this run made on PostgreSQL and MySQL (all named `bench_PID...`), so
+/// repeated runs leave nothing behind. SQLite files and directories are removed by the next
+/// run's [`fresh`]; Redis and memcached keep only what the drained queues left.
+async fn drop_tables(url: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection, Executor};
+    let pattern = format!("bench\\_{}%", std::process::id());
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE $1",
+        )
+        .bind(&pattern)
+        .fetch_all(&mut conn)
+        .await?;
+        for name in names {
+            conn.execute(format!("DROP TABLE IF EXISTS \"{name}\" CASCADE").as_str())
+                .await?;
+        }
+    } else if url.starts_with("mysql") {
+        let mut conn = sqlx::MySqlConnection::connect(url).await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name LIKE ?",
+        )
+        .bind(&pattern)
+        .fetch_all(&mut conn)
+        .await?;
+        for name in names {
+            conn.execute(format!("DROP TABLE IF EXISTS `{name}`").as_str())
+                .await?;
+        }
+    }
     Ok(())
 }
