@@ -370,7 +370,7 @@ impl Answers {
 const PREFETCH_GAIN: f64 = 2.0;
 
 /// The most jobs the adaptive prefetch holds (or `concurrency`, if larger).
-const MAX_ADAPTIVE_PREFETCH: usize = 64;
+const MAX_ADAPTIVE_PREFETCH: usize = 128;
 
 /// The most settlements sent in one call.
 const MAX_SETTLE_BATCH: usize = 512;
