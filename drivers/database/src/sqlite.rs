@@ -17,7 +17,7 @@ use crate::options::SqlOptions;
 use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
-use crate::store::{db, millis, reserved_rows, Open, SqlStore, Tx};
+use crate::store::{acked_rows, db, json, millis, reserved_rows, Open, SqlStore, Tx};
 use crate::wake::{Waker, EVERYONE};
 
 /// A queue store in one SQLite file. See [`SqlStore`] and the [crate docs](crate#sqlite).
@@ -219,10 +219,6 @@ pub struct SqliteState {
     reserve_one: String,
     /// The same with their due times, an arm of a pick from several queues.
     reserve_arm: String,
-    /// What the reservation returns.
-    reserve_returning: &'static str,
-    /// The acknowledgement (`Statements::ack`): binds the `[id, token]` pairs.
-    ack: String,
     /// The database file (`None`: in memory).
     file: Option<PathBuf>,
     /// Started by the first idle wait: `Err` when the file cannot be watched (waiters poll).
@@ -412,7 +408,6 @@ impl Backend for Sqlite {
                     AND (? IS NULL OR name = ?) ORDER BY due_at, id LIMIT ?";
         let reserve_one = fill(&format!("SELECT id {pick}"));
         let reserve_arm = fill(&format!("SELECT id, due_at {pick}"));
-        let ack = fill(&crate::statements::ack::<Sqlite>());
         Ok(Open {
             main: Hot::new(writer, 1),
             reads: reader.map(|reader| Hot::new(reader, 2)),
@@ -425,9 +420,6 @@ impl Backend for Sqlite {
                 reserve_set,
                 reserve_one,
                 reserve_arm,
-                reserve_returning: "RETURNING id, queue, token, attempts, CAST(name AS BLOB), \
-                     CAST(payload AS BLOB), available_at",
-                ack,
                 file,
                 watch: Mutex::new(None),
             },
@@ -499,10 +491,9 @@ impl Backend for Sqlite {
             let Some(request) = fetch else {
                 return Ok((store.ack_json(conn, leases).await?, Vec::new()));
             };
-            let pairs = serde_json::to_string(leases)
-                .map_err(|e| Error::backend(Sqlite::DRIVER, e.to_string()))?;
+            let pairs = json(&leases)?;
             let (reserve, reserve_args) = reservation(store.state(), request);
-            let text = format!("BEGIN IMMEDIATE; {}; {reserve}; COMMIT", store.state().ack);
+            let text = format!("BEGIN IMMEDIATE; {}; {reserve}; COMMIT", store.ack_sql());
             let mut args = Vec::with_capacity(reserve_args.len() + 1);
             args.push(Arg::Text(&pairs));
             args.extend(reserve_args);
@@ -513,16 +504,10 @@ impl Backend for Sqlite {
             // The acknowledgement returns (id, token); the reservation more columns.
             let (acked, picked): (Vec<_>, Vec<_>) =
                 rows.into_iter().partition(|row| row.len() == 2);
-            let acked = acked
-                .iter()
-                .map(|row| {
-                    let id = Sqlite::int(row, 0)
-                        .map_err(db::<Sqlite>)?
-                        .unwrap_or_default();
-                    Ok((id, Sqlite::text(row, 1).map_err(db::<Sqlite>)?))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((acked, reserved_rows::<Sqlite>(&picked, &request.queues)?))
+            Ok((
+                acked_rows::<Sqlite>(&acked)?,
+                reserved_rows::<Sqlite>(&picked, &request.queues)?,
+            ))
         })
     }
 
@@ -537,6 +522,10 @@ impl Backend for Sqlite {
     }
 }
 
+/// What the reservation returns.
+const RESERVE_RETURNING: &str =
+    "RETURNING id, queue, token, attempts, CAST(name AS BLOB), CAST(payload AS BLOB), available_at";
+
 /// The reservation of `request` as one statement, with its arguments: up to `limit` due
 /// jobs, from the queues in strict priority order (each queue's pick reads at most `limit`
 /// rows of its index, so a deep backlog costs nothing more), marked reserved and returned.
@@ -544,28 +533,20 @@ fn reservation<'r>(state: &SqliteState, request: &'r ReserveRequest) -> (String,
     let limit = i64::try_from(request.limit.max(1)).unwrap_or(i64::MAX);
     let name = request.name.as_deref();
     let mut args = vec![Arg::Int(millis(request.lease))];
-    let (set, returning) = (&state.reserve_set, state.reserve_returning);
-    let sql = match request.queues.as_slice() {
-        [queue] => {
-            args.extend([
-                Arg::Text(queue),
-                Arg::OptText(name),
-                Arg::OptText(name),
-                Arg::Int(limit),
-            ]);
-            format!("{set} WHERE id IN ({}) {returning}", state.reserve_one)
-        }
+    for queue in &request.queues {
+        args.extend([
+            Arg::Text(queue),
+            Arg::OptText(name),
+            Arg::OptText(name),
+            Arg::Int(limit),
+        ]);
+    }
+    let (set, returning) = (&state.reserve_set, RESERVE_RETURNING);
+    let sql = match request.queues.len() {
+        1 => format!("{set} WHERE id IN ({}) {returning}", state.reserve_one),
         queues => {
-            let arms: Vec<String> = queues
-                .iter()
-                .enumerate()
-                .map(|(rank, queue)| {
-                    args.extend([
-                        Arg::Text(queue),
-                        Arg::OptText(name),
-                        Arg::OptText(name),
-                        Arg::Int(limit),
-                    ]);
+            let arms: Vec<String> = (0..queues)
+                .map(|rank| {
                     format!(
                         "SELECT id, {rank} AS r, due_at FROM ({})",
                         state.reserve_arm

@@ -180,8 +180,18 @@ fn storable(text: &str) -> String {
     text.replace('\0', "\u{fffd}")
 }
 
-fn json(value: &impl serde::Serialize) -> Result<String> {
+pub(crate) fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::backend("database", e))
+}
+
+/// The leases an acknowledgement deleted, from its `RETURNING id, token` rows.
+pub(crate) fn acked_rows<DB: Backend>(rows: &[DB::Row]) -> Result<Vec<(i64, String)>> {
+    rows.iter()
+        .map(|row| {
+            let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+            Ok((id, DB::text(row, 1).map_err(db::<DB>)?))
+        })
+        .collect()
 }
 
 /// The id a lease names, if it is one of this store's.
@@ -740,12 +750,14 @@ impl<DB: Sql> SqlStore<DB> {
         pairs: &[(i64, &str)],
     ) -> Result<Vec<(i64, String)>> {
         let rows = Self::fetch(conn, &self.inner.sql.ack, &[Arg::Text(&json(&pairs)?)]).await?;
-        rows.iter()
-            .map(|row| {
-                let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
-                Ok((id, DB::text(row, 1).map_err(db::<DB>)?))
-            })
-            .collect()
+        acked_rows::<DB>(&rows)
+    }
+
+    /// The acknowledgement's text (binds the `[id, token]` pairs as JSON; returns the
+    /// leases it deleted as `(id, token)` rows).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn ack_sql(&self) -> &str {
+        &self.inner.sql.ack
     }
 
     /// Settles anything, in one transaction: the leases are locked and checked first, then
