@@ -118,6 +118,7 @@ macro_rules! conformance {
             engine_concurrency,
             concurrent_dispatches_each_get_their_own_id,
             engine_prefetch_keeps_priority,
+            engine_adaptive_prefetch_leaves_long_jobs_to_others,
             engine_delayed_job_waits,
             engine_release_from_job,
             engine_graceful_stop_puts_back,

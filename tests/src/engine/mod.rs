@@ -530,6 +530,40 @@ pub async fn engine_prefetch_keeps_priority(store: Store) {
     assert_eq!(lows.len(), LOWS, "every low job started once: {log:?}");
 }
 
+/// The adaptive prefetch holds nothing back for jobs that outlast a round trip: a worker
+/// running long jobs reserves only its free slots, so a second worker that starts later
+/// still finds jobs to run (with a buffer of every waiting job, the first would take them
+/// all and the second would run none).
+pub async fn engine_adaptive_prefetch_leaves_long_jobs_to_others(store: Store) {
+    const JOBS: u64 = 12;
+    let queue = Queue::from_arc(store);
+    let q = unique("q");
+    queue.listen("long", |_: serde_json::Value, _ctx| async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok(())
+    });
+    for _ in 0..JOBS {
+        queue
+            .dispatch_named("long", json!({}))
+            .on_queue(q.as_str())
+            .await
+            .unwrap();
+    }
+    let first = run_worker(&queue, test_options(&[&q]).concurrency(2));
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        run_worker(&queue, test_options(&[&q]).concurrency(2)).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.processed + second.processed, JOBS);
+    assert!(
+        second.processed >= 3,
+        "the later worker ran {} of {JOBS} jobs: the first held the rest back ({} ran there)",
+        second.processed,
+        first.processed
+    );
+}
+
 /// A delayed job runs, but not before its time.
 pub async fn engine_delayed_job_waits(store: Store) {
     let queue = Queue::from_arc(store);
