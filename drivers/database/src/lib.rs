@@ -108,6 +108,15 @@
 //! SQLite's clock in milliseconds. Locking is not reliable over a network file system: one
 //! machine.
 //!
+//! On a tokio runtime with several threads, a push (a dispatch, or several dispatches
+//! grouped) runs on the calling thread, through a second connection of the process to the
+//! file, under `tokio::task::block_in_place`; this skips the hand-off to sqlx's SQLite
+//! thread and back, which costs more than a single-row insert (one-by-one dispatch about
+//! 1.8 times as fast). The writer connection is held meanwhile, so the process still writes
+//! one at a time. On a runtime of one thread, for a database in memory or a URL with
+//! `mode`, `vfs` or `immutable`, pushes go through sqlx. Either way a push of many jobs is
+//! all or none.
+//!
 //! # PostgreSQL
 //!
 //! `postgres://user:password@host:port/database?sslmode=require` (or `postgresql://`);

@@ -377,6 +377,15 @@ pub(crate) mod sealed {
         ) -> BoxFuture<'a, sqlx::Result<Vec<i64>>> {
             Box::pin(async { Err(sqlx::Error::Protocol("not one statement here".into())) })
         }
+        /// Inserts jobs without a claim, all or none, on the calling thread, where the
+        /// backend does that faster than through sqlx (SQLite: see its "Pushes on the
+        /// calling thread"): their ids, in order. `None`: not here, go through sqlx.
+        fn push_here<'a>(
+            _store: &'a SqlStore<Self>,
+            _jobs: &'a [queue_core::NewJob],
+        ) -> BoxFuture<'a, Option<Result<Vec<i64>>>> {
+            Box::pin(async { None })
+        }
         /// Stops what the store's state runs (PostgreSQL's listener).
         fn close(_state: &Self::State) {}
         /// Makes sure pushes from other processes wake this one's waiters, if the database

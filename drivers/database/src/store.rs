@@ -753,6 +753,13 @@ impl<DB: Sql> SqlStore<DB> {
         acked_rows::<DB>(&rows)
     }
 
+    /// The `INSERT` of `rows` jobs without a claim (`rows`: a size of
+    /// [`chunk_sizes`]).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn push_sql(&self, rows: usize) -> &str {
+        self.inner.sql.push(rows)
+    }
+
     /// The acknowledgement's text (binds the `[id, token]` pairs as JSON; returns the
     /// leases it deleted as `(id, token)` rows).
     #[cfg(feature = "sqlite")]
@@ -926,9 +933,19 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             return Ok(Vec::new());
         }
         let pushes = self.inner.open.pushes.as_ref().unwrap_or(self.main());
+        let plain = jobs.iter().all(|job| job.unique.is_none());
         // One statement, its own transaction, where it can be; else one transaction.
-        let fits = DB::INSERT_ALL || jobs.len() <= DB::CHUNK;
-        let single = fits && jobs.iter().all(|job| job.unique.is_none());
+        let single = plain && (DB::INSERT_ALL || chunk_sizes(jobs.len(), DB::CHUNK).len() == 1);
+        if plain {
+            if let Some(ids) = DB::push_here(self, &jobs).await {
+                let pushed: Vec<Pushed> = ids?
+                    .into_iter()
+                    .map(|id| Pushed::Created(JobId(id.to_string())))
+                    .collect();
+                self.woke(jobs.iter().map(|job| job.queue.as_str()));
+                return Ok(pushed);
+            }
+        }
         let hot = if single { pushes } else { self.tx_hot(true) };
         let pushed = unit!(self, "push", hot, !single, |conn, _d| self
             .insert(conn, &jobs, None)

@@ -316,3 +316,40 @@ async fn woken_by_the_other(
         .await
         .unwrap();
 }
+
+/// A push of more jobs than one statement inserts (50 go as five inserts of 10) is all or
+/// none: when one of its rows is refused, none of the others stays. Through sqlx (one
+/// thread) and on the calling thread (several).
+#[tokio::test]
+async fn a_push_of_several_statements_is_all_or_none() {
+    push_is_all_or_none().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_of_several_statements_on_the_calling_thread_is_all_or_none() {
+    push_is_all_or_none().await;
+}
+
+async fn push_is_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, store) = open(&dir).await;
+    sqlx::query(
+        "CREATE TRIGGER no_30 BEFORE INSERT ON jobs WHEN NEW.payload = CAST('30' AS BLOB) \
+         BEGIN SELECT RAISE(ABORT, 'job 30 refused'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| job("q", format!("{i}").as_bytes()))
+        .collect();
+    let error = store.push(jobs).await.expect_err("job 30 is refused");
+    assert!(error.to_string().contains("job 30 refused"), "{error}");
+    let after = size(&store, "q").await;
+    assert_eq!(after.waiting, 0, "{after:?}");
+    let jobs: Vec<NewJob> = (0..30)
+        .map(|i| job("q", format!("{i}").as_bytes()))
+        .collect();
+    assert_eq!(store.push(jobs).await.unwrap().len(), 30);
+    assert_eq!(size(&store, "q").await.waiting, 30);
+}
