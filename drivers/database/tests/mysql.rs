@@ -221,3 +221,32 @@ async fn an_extension_that_timed_out_waiting_for_a_lock_is_run_again() {
     );
     servers::drop_mysql_tables(&table).await;
 }
+
+/// A push of more jobs than one `INSERT` takes (50 go as five inserts of 10) is all or
+/// none: when one of its rows is refused, none of the others stays.
+#[tokio::test]
+async fn a_push_of_several_statements_is_all_or_none() {
+    let table = servers::fresh_table();
+    let Some(store) = open(&table, true).await else {
+        return;
+    };
+    sqlx::raw_sql(&format!(
+        "CREATE TRIGGER {table}_no_30 BEFORE INSERT ON {table} FOR EACH ROW \
+         IF NEW.payload = '30' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'job 30 refused'; END IF"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| job("q", i.to_string().as_bytes()))
+        .collect();
+    let error = store.push(jobs).await.expect_err("job 30 is refused");
+    assert!(error.to_string().contains("job 30 refused"), "{error}");
+    let size = store.inspect().unwrap().size("q").await.unwrap();
+    assert_eq!(size.waiting, 0, "{size:?}");
+    let jobs: Vec<NewJob> = (0..30)
+        .map(|i| job("q", i.to_string().as_bytes()))
+        .collect();
+    assert_eq!(store.push(jobs).await.unwrap().len(), 30);
+    servers::drop_mysql_tables(&table).await;
+}
