@@ -212,8 +212,11 @@ impl Disk {
             .iter()
             .filter_map(|q| listings.get(q))
             .flat_map(|l| {
+                // What was due at `checked_at` (`at <= checked_at`) was looked at by that
+                // reservation, so only a later `at` ends the wait: a job stamped in the same
+                // millisecond as the reservation must not end it at once (and again after).
                 let from = ReadyName {
-                    at: l.checked_at,
+                    at: l.checked_at.saturating_add(1),
                     id: String::new(),
                     attempts: 0,
                 };
@@ -232,4 +235,43 @@ fn parse_cursor(cursor: &str) -> queue_core::Result<(i64, String)> {
             driver: DRIVER,
             problem: format!("`{cursor}` is not a cursor of this store"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileOptions;
+
+    fn ready(at: i64, id: &str) -> ReadyName {
+        ReadyName {
+            at,
+            id: id.to_owned(),
+            attempts: 0,
+        }
+    }
+
+    /// A job due in the very millisecond of the last reservation was looked at by it: the
+    /// next idle wait ends at the next later job, not at once. (It ended at once when a
+    /// push and the reservation after it fell in the same millisecond.)
+    #[test]
+    fn next_due_skips_what_the_last_reservation_saw() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let disk = Disk::open(&FileOptions::new(dir.path().join("store"))).expect("open");
+        let queues = ["q".to_owned()];
+        {
+            let mut listings = disk.listings();
+            let l = listings.entry("q".to_owned()).or_default();
+            l.ready.insert(ready(1_000, "other"));
+            l.checked_at = 1_000;
+        }
+        assert_eq!(disk.next_due(&queues), None);
+        disk.listings()
+            .get_mut("q")
+            .expect("listing")
+            .ready
+            .insert(ready(1_400, "later"));
+        assert_eq!(disk.next_due(&queues), Some(1_400));
+        disk.listings().get_mut("q").expect("listing").checked_at = 999;
+        assert_eq!(disk.next_due(&queues), Some(1_000), "not yet looked at");
+    }
 }
