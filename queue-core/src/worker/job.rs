@@ -64,10 +64,11 @@ pub(super) async fn process(
     asked: Instant,
     slot: OwnedSemaphorePermit,
 ) {
+    let started = Instant::now();
     let finish = prepare_and_run(&shared, &job, asked).await;
     drop(slot);
     let settled = match finish.settle {
-        Some(settle) => shared.settle(settle).await,
+        Some(settle) => shared.settle(settle, started.elapsed()).await,
         None => None,
     };
     report(&shared, &job, finish.report, settled);

@@ -5,9 +5,14 @@
 //! request for as many new jobs as fit: one [`settle`](Storage::settle) call, one round trip
 //! where the driver allows it. Jobs beyond the free slots wait in the buffer (prefetch,
 //! [`WorkerOptions::prefetch`]), ordered by queue priority, so a slot that frees starts its
-//! next job without waiting for the store; a stop puts them back unstarted. Up to two such
-//! calls are in flight at once, each asking only for slots the other has not asked for, so
-//! the settlements of jobs that finish while one call is on its way go at once in the next.
+//! next job without waiting for the store; a stop puts them back unstarted. Up to two calls
+//! are in flight at once, but only one of them fetches: the settlements of jobs that finish
+//! while a fetching call is on its way go at once in a call of their own, and the next
+//! fetch goes as soon as the last one is back. Two fetching calls would overlap in the
+//! store, and the later one could take (and start) jobs that come after the ones the
+//! earlier one holds, so jobs start in the store's order: strict queue priority, and each
+//! queue first due first. The buffer is sized from how long a fetch takes and how long a
+//! job holds its slot, so it covers one fetch and stays empty for jobs that outlast one.
 //! Each reserved job
 //! runs in a task of its own (`job.rs`): it decodes the envelope, takes the job's lock if it
 //! has one, runs the body under its timeout in its own tokio task (so a panic is caught)
@@ -156,6 +161,8 @@ struct Counters {
 struct Pending {
     settle: Settle,
     done: oneshot::Sender<Option<Settled>>,
+    /// How long the job held its slot (zero for a job put back unstarted).
+    ran: Duration,
 }
 
 /// What every job task shares.
@@ -169,10 +176,11 @@ struct Shared {
 }
 
 impl Shared {
-    /// Hands a settlement to the loop and waits for the store's answer.
-    async fn settle(&self, settle: Settle) -> Option<Settled> {
+    /// Hands a settlement to the loop (with how long the job held its slot) and waits for
+    /// the store's answer.
+    async fn settle(&self, settle: Settle, ran: Duration) -> Option<Settled> {
         let (done, result) = oneshot::channel();
-        self.settles.send(Pending { settle, done }).ok()?;
+        self.settles.send(Pending { settle, done, ran }).ok()?;
         result.await.ok().flatten()
     }
 }
@@ -284,8 +292,8 @@ impl Worker {
             taken: 0,
             started: Instant::now(),
             buffer: VecDeque::new(),
-            settled_so_far: 0,
-            finishing_per_trip: 0.0,
+            fetch_trip: 0.0,
+            job_time: 0.0,
             trips: JoinSet::new(),
             asking: 0,
             asked_by: HashMap::new(),
@@ -338,12 +346,13 @@ struct Engine {
     /// Prefetched jobs: reserved, waiting for a slot, in the order they start (strict queue
     /// priority, then the order the store gave them), each with when it was asked for.
     buffer: VecDeque<(Reserved, Instant)>,
-    /// Settlements received so far (to see how many jobs finish during one round trip).
-    settled_so_far: u64,
-    /// Jobs that finish during one round trip, on average (exponentially weighted): the
-    /// adaptive prefetch holds twice that many ([`PREFETCH_GAIN`]), so the slots they free
-    /// start at once.
-    finishing_per_trip: f64,
+    /// How long a fetching call takes and how long a job holds its slot, in seconds, on
+    /// average (exponentially weighted; 0 before the first). The adaptive prefetch holds
+    /// twice ([`PREFETCH_GAIN`]) the jobs the slots finish during one fetch. (Counting the
+    /// jobs that finish during a call instead cannot grow from nothing with one fetching
+    /// call at a time: an empty buffer leaves nothing to finish during the call.)
+    fetch_trip: f64,
+    job_time: f64,
     /// Settle-and-fetch calls in flight (at most [`MAX_TRIPS`]).
     trips: JoinSet<Trip>,
     /// Jobs asked for by the calls in flight, in all and per call.
@@ -363,10 +372,10 @@ impl Answers {
     }
 }
 
-/// The adaptive prefetch holds this many times the jobs that finish during one round trip:
-/// the buffer grows while quick jobs drain it before the next call lands (each call then
-/// carries more settlements and fetches more jobs, so the store does fewer, larger steps),
-/// and stays empty for jobs that outlast a round trip.
+/// The adaptive prefetch holds this many times the jobs that the slots finish during one
+/// fetching call: quick jobs get a buffer that outlasts the call (each call then carries
+/// more settlements and fetches more jobs, so the store does fewer, larger steps), and jobs
+/// that outlast a call get none (a worker that starts later gets them instead).
 const PREFETCH_GAIN: f64 = 2.0;
 
 /// The most jobs the adaptive prefetch holds (or `concurrency`, if larger).
@@ -375,10 +384,18 @@ const MAX_ADAPTIVE_PREFETCH: usize = 128;
 /// The most settlements sent in one call.
 const MAX_SETTLE_BATCH: usize = 512;
 
-/// At most this many settle-and-fetch calls in flight at once: while one is on its way, the
-/// next can already carry the settlements of the jobs that finished meanwhile and ask for
-/// the slots they freed, so the worker never waits a whole round trip with a slot empty.
+/// At most this many settle-and-fetch calls in flight at once, only one of them fetching:
+/// while it is on its way, the settlements of the jobs that finish meanwhile go at once.
 const MAX_TRIPS: usize = 2;
+
+/// An exponentially weighted average (the first sample taken as it is).
+fn ewma(average: f64, sample: f64) -> f64 {
+    if average == 0.0 {
+        sample
+    } else {
+        0.8 * average + 0.2 * sample
+    }
+}
 
 /// A settle-and-fetch call that came back.
 struct Trip {
@@ -386,8 +403,6 @@ struct Trip {
     answers: Answers,
     /// When it was sent (prefetched jobs are timed from there).
     asked: Instant,
-    /// Settlements received before it was sent.
-    settled_before: u64,
 }
 
 /// What the loop does after a call came back.
@@ -447,15 +462,22 @@ impl Engine {
             }
             let free = self.free_slots();
             let want = (free + self.prefetch_room(free)).saturating_sub(self.asking);
+            // One call at a time asks for jobs, so they start in the store's order. Two
+            // fetching calls overlap in the store: the later one skips the rows the earlier
+            // one holds (`SKIP LOCKED`) or simply runs first, takes the next ones, and may
+            // come back first, so its jobs would start first (a lower queue before a higher
+            // one, or a queue's second job before its first).
+            let fetching = self.asking > 0;
             if !paused && self.trips.len() < MAX_TRIPS {
-                // Ask for jobs when slots or buffer room are not yet asked for (after a
-                // reservation that found nothing, only along with settlements); else send
-                // settlements alone when nothing is on its way.
-                if want > 0 && (!idle || !self.pending.is_empty()) {
+                // Ask for jobs when slots or buffer room are not yet asked for and no call
+                // is asking (after a reservation that found nothing, only along with
+                // settlements); else send settlements alone when nothing is on its way or
+                // while the call on its way is fetching.
+                if want > 0 && !fetching && (!idle || !self.pending.is_empty()) {
                     self.send_trip(want);
                     continue;
                 }
-                if !self.pending.is_empty() && self.trips.is_empty() {
+                if !self.pending.is_empty() && (self.trips.is_empty() || fetching) {
                     self.send_trip(0);
                     continue;
                 }
@@ -524,7 +546,6 @@ impl Engine {
         });
         let storage = self.storage.clone();
         let asked = Instant::now();
-        let settled_before = self.settled_so_far;
         let trip = async move {
             let (reserved, answers) = if batch.is_empty() {
                 let reserved = match &fetch {
@@ -552,7 +573,6 @@ impl Engine {
                 reserved,
                 answers,
                 asked,
-                settled_before,
             }
         };
         let id = self.trips.spawn(trip).id();
@@ -577,8 +597,9 @@ impl Engine {
         };
         let limit = self.asked_by.remove(&id).unwrap_or(0);
         self.asking = self.asking.saturating_sub(limit);
-        let during = self.settled_so_far.saturating_sub(trip.settled_before) as f64;
-        self.finishing_per_trip = 0.8 * self.finishing_per_trip + 0.2 * during;
+        if limit > 0 {
+            self.fetch_trip = ewma(self.fetch_trip, trip.asked.elapsed().as_secs_f64());
+        }
         match trip.reserved {
             Ok(jobs) if jobs.is_empty() => {
                 trip.answers.send();
@@ -611,7 +632,7 @@ impl Engine {
     }
 
     fn received(&mut self, p: Pending) {
-        self.settled_so_far += 1;
+        self.job_time = ewma(self.job_time, p.ran.as_secs_f64());
         self.pending.push(p);
     }
 
@@ -623,11 +644,16 @@ impl Engine {
         let concurrency = self.options.concurrency.max(1);
         match self.options.prefetch {
             Some(n) => n,
-            // Rounded: a worker of long jobs (well under one finishing per round trip) holds
-            // none back from other workers.
+            // Rounded: a worker of long jobs (well under one finishing per fetch) holds none
+            // back from other workers.
             None => {
-                let target = (PREFETCH_GAIN * self.finishing_per_trip).round() as usize;
-                target.min(MAX_ADAPTIVE_PREFETCH.max(concurrency))
+                let per_trip = if self.job_time > 0.0 {
+                    concurrency as f64 * self.fetch_trip / self.job_time
+                } else {
+                    0.0
+                };
+                let cap = MAX_ADAPTIVE_PREFETCH.max(concurrency);
+                (PREFETCH_GAIN * per_trip).round().min(cap as f64) as usize
             }
         }
     }
@@ -694,6 +720,7 @@ impl Engine {
         self.pending.push(Pending {
             settle: Settle::release(job.lease, Duration::ZERO),
             done,
+            ran: Duration::ZERO,
         });
     }
 
