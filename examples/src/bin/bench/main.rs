@@ -447,19 +447,18 @@ fn scale_out(url: &str, table: &str, n: usize, k: usize) -> anyhow::Result<Strin
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut total = 0;
+    let mut outputs = String::new();
     for child in children {
         let out = child.wait_with_output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        total += processed(&stdout).with_context(|| {
-            format!(
-                "runall did not report its jobs: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        total += processed(&stdout)
+            .with_context(|| format!("runall did not report its jobs: {stdout} {stderr}"))?;
+        outputs.push_str(&format!("\n--- stdout:\n{stdout}--- stderr:\n{stderr}"));
     }
     let elapsed = started.elapsed();
     if total != n {
-        bail!("{k} runall processes processed {total} of {n} jobs");
+        bail!("{k} runall processes processed {total} of {n} jobs; their output:{outputs}");
     }
     Ok(rate(n, elapsed))
 }
