@@ -158,6 +158,12 @@
 //!   starts each pick after the last job it took, and reads the queue from its start again
 //!   every half second: a job due before that place (pushed with a time in the past) can
 //!   wait up to half a second longer than strict first-due-first order would make it.
+//! - A pick that reaches the end of a queue's due jobs also locks the next entry of the
+//!   index until its transaction commits (seen on MariaDB 10.11 at READ COMMITTED): the
+//!   queue's first job not due yet, or the first job of the queue next by name. Another
+//!   store's pick skips that entry meanwhile (`SKIP LOCKED`), so across workers a queue's
+//!   first job can start a round trip after its second. One worker starts its jobs in order
+//!   (it has one fetch on its way at a time, and its own locks do not hide rows from it).
 //! - Ids come from `RETURNING` on MariaDB, from `LAST_INSERT_ID()` on MySQL (a multi-row
 //!   insert gets consecutive ids).
 //! - **Waking**: MySQL has nothing like `LISTEN`: a waiting worker looks for jobs with one
