@@ -92,13 +92,29 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 async fn fresh(url: &str, table: &str) -> anyhow::Result<Queue> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+    // The files go once per process, before its first store: every step has a table of its
+    // own, and a store of an earlier step may still be closing its connections (sqlx closes
+    // them in the background). A SQLite file removed under an open connection is lost to the
+    // others: its last connection to close deletes the `-wal` file by name, the new file's,
+    // and a `runall` child then found the table empty ("processed 0 of 20000 jobs").
+    static CLEARED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let first = {
+        let mut cleared = CLEARED.lock().unwrap_or_else(|p| p.into_inner());
+        let first = !cleared.iter().any(|u| u == url);
+        if first {
+            cleared.push(url.to_owned());
         }
-    }
-    if let Some(path) = url.strip_prefix("file://") {
-        let _ = std::fs::remove_dir_all(path);
+        first
+    };
+    if first {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            let _ = std::fs::remove_dir_all(path);
+        }
     }
     let options = ConnectOptions::new()
         .table(table)
