@@ -106,6 +106,7 @@ macro_rules! conformance {
             unique_claims_under_contention,
             list_jobs_by_state,
             engine_runs_jobs_in_priority_order,
+            engine_starts_jobs_in_store_order,
             engine_retries_with_backoff,
             engine_fails_after_tries,
             engine_bad_payloads_go_to_failed_store,

@@ -77,6 +77,36 @@ pub async fn engine_runs_jobs_in_priority_order(store: Store) {
     );
 }
 
+/// One worker at concurrency 1 with the adaptive prefetch starts quick jobs exactly in the
+/// store's order: every job of a higher queue before any of a lower one, each queue first
+/// dispatched first. (Two fetching calls in flight broke this: the later one skipped the
+/// rows the earlier one held, or ran first, and its jobs could start first.)
+pub async fn engine_starts_jobs_in_store_order(store: Store) {
+    const EACH: usize = 40;
+    let queue = Queue::from_arc(store);
+    let (high, default, low) = (unique("high"), unique("default"), unique("low"));
+    let log = recorder(&queue, "record");
+    let mut jobs = Vec::new();
+    for i in 0..EACH {
+        for (q, tag) in [(&low, "low"), (&default, "default"), (&high, "high")] {
+            jobs.push(
+                queue
+                    .dispatch_named("record", json!(format!("{tag}{i}")))
+                    .on_queue(q.as_str()),
+            );
+        }
+    }
+    // One push, in this order: ids (and due times) rise with it on every driver.
+    queue.dispatch_many(jobs).await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&high, &default, &low])).await;
+    assert_eq!(summary.processed, 3 * EACH as u64);
+    let want: Vec<String> = ["high", "default", "low"]
+        .iter()
+        .flat_map(|tag| (0..EACH).map(move |i| format!("{tag}{i}")))
+        .collect();
+    assert_eq!(*log.lock().unwrap(), want);
+}
+
 /// A job that fails twice then succeeds is retried after its backoff and finishes.
 pub async fn engine_retries_with_backoff(store: Store) {
     let queue = Queue::from_arc(store.clone());
