@@ -9,10 +9,14 @@
 //!   `UPDATE`, then `DELETE .. WHERE id IN`.
 //! - Redis: 8 connections, each sending 100 claim scripts (`RPOP` into an in-flight sorted
 //!   set) in one pipeline, then 100 `ZREM` + `HDEL` in one pipeline.
+//! - A directory (`file://`): one thread; per batch of 100, each job file renamed from
+//!   `ready/` to `reserved/` and read (a reservation is not synced: after a crash the job is
+//!   simply ready again), then the 100 files removed and `reserved/` synced once (the
+//!   driver's steps, without its names, headers, locks and listing cache; the directory
+//!   listed once).
 //!
-//! memcached, the file driver and Redis Cluster have no such loop here (their figure is
-//! "-"): a queue on memcached is a structure of compare-and-swaps with no batched form, and
-//! the file driver's work (renames and directory syncs) has no simpler equivalent.
+//! memcached and Redis Cluster have no such loop here (their figure is "-"): a queue on
+//! memcached is a structure of compare-and-swaps with no batched form.
 
 use std::time::{Duration, Instant};
 
@@ -34,6 +38,9 @@ pub(crate) async fn ceiling(url: &str, n: usize) -> anyhow::Result<Option<f64>> 
         mysql(&url.replacen("mariadb://", "mysql://", 1), &table, n).await?
     } else if url.starts_with("redis://") {
         redis_raw(url, &table, n).await?
+    } else if let Some(path) = url.strip_prefix("file://") {
+        let dir = std::path::PathBuf::from(format!("{path}.raw"));
+        tokio::task::spawn_blocking(move || directory(&dir, n)).await??
     } else {
         return Ok(None);
     };
@@ -348,4 +355,45 @@ async fn redis_raw(url: &str, prefix: &str, n: usize) -> anyhow::Result<Duration
         task.await?.context("a raw Redis task")?;
     }
     Ok(started.elapsed())
+}
+
+/// Syncs a directory (its entries: renames, creations, removals).
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The file driver's durable work per job, in batches of [`BATCH`], on one thread.
+fn directory(root: &std::path::Path, n: usize) -> anyhow::Result<Duration> {
+    use std::io::Write;
+    let _ = std::fs::remove_dir_all(root);
+    let (ready, reserved) = (root.join("ready"), root.join("reserved"));
+    std::fs::create_dir_all(&ready)?;
+    std::fs::create_dir_all(&reserved)?;
+    let at = now_ms();
+    for i in 0..n {
+        let mut f = std::fs::File::create(ready.join(format!("{at:015}-{i:024}-0")))?;
+        f.write_all(PAYLOAD.as_bytes())?;
+    }
+    sync_dir(&ready)?;
+    let mut names: Vec<String> = std::fs::read_dir(&ready)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort_unstable();
+    let started = Instant::now();
+    let mut bytes = 0;
+    for batch in names.chunks(BATCH) {
+        for name in batch {
+            let to = reserved.join(name);
+            std::fs::rename(ready.join(name), &to)?;
+            bytes += std::fs::read(&to)?.len();
+        }
+        for name in batch {
+            std::fs::remove_file(reserved.join(name))?;
+        }
+        sync_dir(&reserved)?;
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(bytes == n * PAYLOAD.len(), "read {bytes} bytes");
+    std::fs::remove_dir_all(root).context("removing the raw directory")?;
+    Ok(elapsed)
 }
