@@ -237,8 +237,8 @@ struct WorkArgs {
     #[arg(long, value_parser = parse_duration)]
     unknown_job_window: Option<Duration>,
     /// Reserved jobs held beyond the free slots, so a freed slot starts its next job at once
-    /// (default: twice the jobs the slots finish during one fetch, up to 128 or --concurrency if larger;
-    /// 0: off).
+    /// (default: twice the jobs the slots finish during one fetch, up to 128 or --concurrency
+    /// if larger; 0: off).
     #[arg(long)]
     prefetch: Option<usize>,
 }

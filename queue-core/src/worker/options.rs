@@ -66,10 +66,10 @@ pub struct WorkerOptions {
     /// How many reserved jobs to hold beyond the free slots, so a slot that frees starts its
     /// next job without waiting for a round trip to the store. `None` (the default) adapts it
     /// to twice the jobs the slots finish during one fetch (from how long a fetch takes and
-    /// how long a job runs), up to 128 (or `concurrency`, if
-    /// larger): quick jobs get a buffer, and each call to the store then carries more
-    /// settlements and fetches more jobs; jobs that outlast a round trip get none, so a
-    /// worker of long jobs holds none back from other workers. `Some(0)` turns it off.
+    /// how long a job runs), up to 128 (or `concurrency`, if larger): quick jobs get a
+    /// buffer, and each call to the store then carries more settlements and fetches more
+    /// jobs; jobs that outlast a fetch get none, so a worker of long jobs holds none back
+    /// from other workers. `Some(0)` turns it off.
     pub prefetch: Option<usize>,
 }
 
