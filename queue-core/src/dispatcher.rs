@@ -287,9 +287,15 @@ impl Drop for HandOver<'_> {
 }
 
 /// Pushes groups of waiting dispatches until none wait.
+///
+/// After each push it yields once before taking the next group: the callers it just
+/// answered were woken on this thread and usually dispatch again at once, and without the
+/// yield the next group would hold only the one caller that arrived during the push (8 tasks
+/// dispatching in a loop made groups of 7, 1, 7, 1, ... instead of 8).
 async fn push_groups(inner: Arc<Inner>, mut group: Vec<Waiter>) {
     while !group.is_empty() {
         push_group(&inner.storage, group).await;
+        tokio::task::yield_now().await;
         group = inner.next_group();
     }
 }
