@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::dispatcher::{self, Dispatcher, QueueSettings};
-use crate::envelope::{Envelope, VERSION};
+use crate::envelope::{version_for, After, Envelope};
 use crate::error::{Error, Result};
 use crate::storage::{unix_millis, Availability, JobId, NewJob};
 
@@ -135,14 +135,24 @@ impl PendingDispatch {
 
     /// Encodes the job as it will be stored, checking the payload size.
     pub fn into_new_job(self, settings: &QueueSettings) -> Result<NewJob> {
+        self.encode_with(settings, None)
+    }
+
+    /// [`into_new_job`](Self::into_new_job) with what the job's end changes in other jobs.
+    pub(crate) fn encode_with(
+        self,
+        settings: &QueueSettings,
+        after: Option<After>,
+    ) -> Result<NewJob> {
         let envelope = Envelope {
-            v: VERSION,
+            v: version_for(&after),
             name: self.name.clone(),
             data: self.data?,
             tries: self.tries,
             timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
             lock: self.lock,
             dispatched_at: unix_millis(SystemTime::now()),
+            after,
         };
         let payload = envelope.encode()?;
         if payload.len() > settings.max_payload {
@@ -177,5 +187,12 @@ impl IntoFuture for PendingDispatch {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())
+    }
+}
+
+impl<J: crate::Job> From<J> for PendingDispatch {
+    /// The job's dispatch with its defaults (what `job.dispatch()` starts).
+    fn from(job: J) -> Self {
+        job.dispatch()
     }
 }

@@ -166,7 +166,7 @@ impl Dispatcher {
         }
     }
 
-    async fn check_sizes(&self, jobs: &[NewJob]) -> Result<()> {
+    pub(crate) async fn check_sizes(&self, jobs: &[NewJob]) -> Result<()> {
         let limits = &self.inner.settings.max_queue_size;
         if limits.is_empty() {
             return Ok(());

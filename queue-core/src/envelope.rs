@@ -6,6 +6,11 @@
 //! {"v":1,"name":"send-email","data":{"to":"a@b.c"},"tries":3,"timeout_ms":30000,
 //!  "lock":"send-email","dispatched_at":1700000000000}
 //! ```
+//!
+//! A job of a chain (or any job whose end changes other jobs) is written as version 2 with
+//! an `after` field: the effects its settlement carries when it succeeds and when it fails
+//! for good. A worker that reads only version 1 puts such a job back for one that reads it
+//! (a rolling deploy), instead of running it and dropping what it must do after.
 
 use std::fmt;
 
@@ -14,8 +19,18 @@ use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 
-/// The current envelope version.
-pub const VERSION: u32 = 1;
+/// The newest envelope version this crate reads. It writes version 1 unless the job has an
+/// [`after`](Envelope::after), which version 1 readers would ignore.
+pub const VERSION: u32 = 2;
+
+/// The version written for a job with `after` (or without).
+pub(crate) fn version_for(after: &Option<After>) -> u32 {
+    if after.is_some() {
+        2
+    } else {
+        1
+    }
+}
 
 /// A decoded envelope. Fields this version does not know are ignored, so a newer writer
 /// may add fields (readers ship before writers) without old workers refusing its jobs.
@@ -39,6 +54,64 @@ pub struct Envelope {
     /// When it was dispatched, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub dispatched_at: i64,
+    /// What the job's end changes in other jobs (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+}
+
+/// What a job's end changes in other jobs: the effects its settlement carries, by outcome.
+/// Written by [`Chain`](crate::Chain) at dispatch, applied by the worker in the job's own
+/// settle step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct After {
+    /// When it succeeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub succeeded: Vec<Step>,
+    /// When it fails for good (to the failed store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<Step>,
+}
+
+/// One effect of [`After`], as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Step {
+    /// [`Effect::Deps`](crate::Effect::Deps).
+    Deps {
+        /// The waiting job's key.
+        key: String,
+        /// What to add to its dependencies left.
+        delta: i64,
+    },
+    /// [`Effect::Skip`](crate::Effect::Skip).
+    Skip {
+        /// The waiting job's key.
+        key: String,
+    },
+    /// [`Effect::Count`](crate::Effect::Count).
+    Count {
+        /// The group.
+        group: String,
+        /// Counter names and amounts.
+        deltas: Vec<(String, i64)>,
+    },
+}
+
+impl Step {
+    /// The storage effect.
+    pub fn effect(&self) -> crate::Effect {
+        match self {
+            Step::Deps { key, delta } => crate::Effect::Deps {
+                key: key.clone(),
+                delta: *delta,
+            },
+            Step::Skip { key } => crate::Effect::Skip { key: key.clone() },
+            Step::Count { group, deltas } => crate::Effect::Count {
+                group: group.clone(),
+                deltas: deltas.clone(),
+            },
+        }
+    }
 }
 
 impl Envelope {
@@ -71,9 +144,9 @@ impl Envelope {
                 format!("payload is not a job envelope: {e}")
             })
         })?;
-        if envelope.v != VERSION {
+        if envelope.v == 0 || envelope.v > VERSION {
             return Err(DecodeError::Bad(format!(
-                "envelope version {} is not supported (this worker reads version {VERSION})",
+                "envelope version {} is not supported (this worker reads versions 1 to {VERSION})",
                 envelope.v
             )));
         }
@@ -134,6 +207,7 @@ mod tests {
             timeout_ms: None,
             lock: None,
             dispatched_at: 5,
+            after: None,
         };
         let bytes = env.encode().unwrap();
         let back = Envelope::decode(&bytes).unwrap();
@@ -167,11 +241,11 @@ mod versions {
 
     #[test]
     fn a_newer_version_is_told_apart_from_garbage() {
-        let bytes = br#"{"v":2,"name":"x","payload":[1,2],"dispatched_at":77}"#;
+        let bytes = br#"{"v":99,"name":"x","payload":[1,2],"dispatched_at":77}"#;
         assert_eq!(
             Envelope::decode(bytes).unwrap_err(),
             DecodeError::Newer {
-                version: 2,
+                version: 99,
                 name: "x".into(),
                 dispatched_at: 77
             }

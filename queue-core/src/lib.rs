@@ -85,6 +85,41 @@
 //! Most applications run workers through the CLI instead: the `runall` binary in `examples/`,
 //! built on the `cli` module (cargo feature `cli`).
 //!
+//! # Chains
+//!
+//! Jobs that run one after another, each once the one before succeeded, with `catch` and
+//! `finally` jobs: every link is stored at dispatch, and the step that acknowledges one link
+//! releases the next (see [`Chain`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+//! use std::sync::{Arc, Mutex};
+//! use queue_core::{Chain, Queue, WorkerOptions};
+//!
+//! let queue = Queue::connect("memory://").await?;
+//! let ran = Arc::new(Mutex::new(Vec::new()));
+//! let log = ran.clone();
+//! queue.listen("step", move |name: String, _ctx| {
+//!     let log = log.clone();
+//!     async move {
+//!         log.lock().unwrap().push(name);
+//!         Ok(())
+//!     }
+//! });
+//! let step = |name: &str| queue.dispatch_named("step", serde_json::json!(name));
+//! let chain = Chain::new()
+//!     .then(step("download"))
+//!     .then(step("transcode"))
+//!     .finally(step("clean-up"))
+//!     .via(&queue)
+//!     .dispatch()
+//!     .await?;
+//! queue.worker(WorkerOptions::default().stop_when_empty()).run().await?;
+//! assert_eq!(*ran.lock().unwrap(), ["download", "transcode", "clean-up"]);
+//! assert!(Chain::status(&queue, &chain).await?.is_finished());
+//! # Ok(()) }
+//! ```
+//!
 //! # Drivers
 //!
 //! Every driver implements the one [`Storage`] contract (see [`storage`] for its state machine
@@ -97,6 +132,7 @@
 //!   by default: an application that only dispatches does not compile clap, toml and
 //!   tracing-subscriber. The `runall` binary turns it on.
 
+mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
@@ -112,6 +148,7 @@ pub mod registry;
 pub mod storage;
 pub mod worker;
 
+pub use chain::{Chain, ChainId, ChainStatus};
 pub use dispatch::PendingDispatch;
 pub use dispatcher::{Dispatcher, QueueSettings};
 pub use error::{BoxError, Error, Message, Result};
@@ -123,6 +160,7 @@ pub use storage::{
     Availability, Capabilities, ConnectOptions, DriverRegistration, Effect, FailedJob, JobId,
     Lease, LeaseStatus, MemoryStorage, NewJob, Outcome, Pushed, QueueSize, ReserveRequest,
     Reserved, SchemaRegistration, Settle, SettleReply, Settled, Storage, StorageExt, Unique, Until,
+    WaitingJob,
 };
 pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 

@@ -105,6 +105,11 @@ macro_rules! conformance {
             clear_releases_claims,
             unique_claims_under_contention,
             list_jobs_by_state,
+            waiting_jobs_are_released_by_their_dependencies,
+            skips_and_stale_steps_and_summed_dependencies,
+            bad_effects_change_nothing,
+            released_jobs_keep_their_claims,
+            dependencies_under_contention,
             engine_runs_jobs_in_priority_order,
             engine_starts_jobs_in_store_order,
             engine_retries_with_backoff,
@@ -132,6 +137,8 @@ macro_rules! conformance {
             engine_outage_stops_the_job_before_its_lease_ends,
             engine_unknown_jobs_wait_for_a_worker_that_knows_them,
             engine_run_one_name,
+            engine_chain_runs_links_in_order,
+            engine_chain_failure_skips_the_rest,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -64,9 +64,17 @@ async fn measure(
 }
 
 async fn drop_tables(url: &str, table: &str) {
-    let tables = ["", "_failed", "_locks", "_groups", "_control", "_counters"]
-        .map(|suffix| format!("{table}{suffix}"))
-        .join(", ");
+    let tables = [
+        "",
+        "_failed",
+        "_locks",
+        "_groups",
+        "_control",
+        "_waiting",
+        "_counters",
+    ]
+    .map(|suffix| format!("{table}{suffix}"))
+    .join(", ");
     if url.starts_with("postgres") {
         if let Ok(pool) = sqlx::PgPool::connect(url).await {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {tables}"))

@@ -70,9 +70,14 @@
 //!   `COMMIT`: one trip to SQLite's thread); on MySQL, a `DELETE` per lease sent with the
 //!   reservation's mark and the `COMMIT` (their counts say which leases were current).
 //!   Anything else: the leases are locked and checked, each current one's transition is
-//!   applied (a claim
-//!   released or moved with it), then the follow-up pushes, the reservation, and the group
-//!   counters last, in (group, name) order so that two settles never deadlock on them.
+//!   applied (a claim released or moved with it), then the effects of the whole batch kind
+//!   by kind: the follow-up pushes, the waiting jobs held, the dependency changes (summed
+//!   per key, the jobs they release pushed), the skips; then the reservation, which can take
+//!   the jobs just pushed or released; and the group counters last, in (group, name) order
+//!   so that two settles never deadlock on them. A stale lease's effects are not applied.
+//! - **Apply** ([`Groups::apply`](queue_core::storage::Groups::apply): a chain dispatched, a
+//!   batch's members added): its effects in the same order, one transaction, on the
+//!   connections pushes use.
 //! - **Push**: one `INSERT` (of any number of jobs on PostgreSQL, up to 1,000 on SQLite, 100
 //!   on MySQL), its own transaction; more jobs, or jobs with unique claims, one transaction.
 //! - **Reserve**: one statement over all the queues, each queue's pick limited and read
@@ -178,6 +183,32 @@
 //!   fallback where the file cannot be watched (a network file system is not supported
 //!   anyway).
 //!
+//! # Waiting jobs
+//!
+//! Chains, workflows and batch callbacks hold jobs back until their dependencies are met
+//! ([`Effect::Hold`](queue_core::Effect::Hold), [`Deps`](queue_core::Effect::Deps),
+//! [`Skip`](queue_core::Effect::Skip)). Each waiting job is one row of `{table}_waiting`,
+//! under its key (the primary key): its dependencies left (`deps`) and the job as a push
+//! would store it (queue, name, payload, its due time or its delay, its unique key and
+//! until). It is in no queue: not reserved, counted or listed, and `clear` leaves it.
+//!
+//! - **Hold**: one `INSERT ... SELECT` from the call's list (payloads as hex in the JSON),
+//!   skipping keys that have a row (`ON CONFLICT DO NOTHING`; MySQL: a no-op `ON DUPLICATE
+//!   KEY UPDATE`).
+//! - **Dependencies**: the changes of a call are summed per key, then each key's row is
+//!   changed by one `UPDATE ... SET deps = deps + ?` in key order, so that two settles lock
+//!   the keys they share in the same order: a second settle on a key waits at its `UPDATE`
+//!   for the first one's commit, with no `SELECT ... FOR UPDATE` first. SQLite and
+//!   PostgreSQL say what is left with `RETURNING deps`; on MySQL the `UPDATE`s and a
+//!   `SELECT` of what is left go in one text, one round trip (keys as hex literals). A row
+//!   left with none is deleted (with `DELETE ... RETURNING` where the server has it) and its
+//!   job inserted in the same transaction, before the reservation: its delay counts from
+//!   then, and its claim is taken then (a job whose key is held is dropped, as a duplicate
+//!   push is).
+//! - **Skip**: the row is deleted.
+//!
+//! Keys are at most 767 bytes on MySQL.
+//!
 //! # Transactional dispatch
 //!
 //! An application can dispatch inside its own sqlx transaction, so that the job exists if and
@@ -191,14 +222,18 @@
 //!
 //! # Tables and migrations
 //!
-//! A store uses five tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
-//! and three named after the jobs table, `{table}_locks`, `{table}_groups` (group counters)
-//! and `{table}_control` (the restart generation). Names must be plain identifiers
-//! (`[A-Za-z_][A-Za-z0-9_]*`, at most 48 characters). Connecting applies the files of
-//! `migrations/sqlite/`, `migrations/postgres/` or `migrations/mysql/`, skipping what is
-//! there, processes starting together taking turns; a database made before the v2 contract is
-//! upgraded (its statistics table `{table}_counters` is dropped). Teams that run their own
-//! migration tool print the schema instead (`runall table`: [`schema_for_url`],
+//! A store uses six tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
+//! and four named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
+//! `{table}_control` (the restart generation and the schema's version) and `{table}_waiting`
+//! (waiting jobs). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
+//! characters). Connecting applies the files of `migrations/sqlite/`, `migrations/postgres/`
+//! or `migrations/mysql/`, skipping what is there, processes starting together taking turns.
+//! The control table keeps the number of the last file applied: a database at it (or past
+//! it) runs no DDL at all when a store connects, and one at an older version gets the files
+//! after it alone (a database of version 5 gets `0006_waiting.sql`, the waiting-jobs table,
+//! and nothing else). A database made before the v2 contract (no version) gets every file
+//! and is upgraded (its statistics table `{table}_counters` is dropped). Teams that run their
+//! own migration tool print the schema instead (`runall table`: [`schema_for_url`],
 //! [`schema_sql`]) and connect with `migrate(false)`.
 //!
 //! # Guarantees
@@ -231,7 +266,8 @@
 //!   moves it to the failed store with the reason.
 //! - **Everything the contract has**: claims, the failed store, inspection (listing a
 //!   queue's jobs by state a page at a time through the `(queue, due_at, id)` index), group
-//!   counters, the restart signal, reservations by job name, wake-ups.
+//!   counters, waiting jobs (see [above](#waiting-jobs)), the restart signal, reservations by
+//!   job name, wake-ups.
 
 // Without a database, only the schema is of use.
 #![cfg_attr(

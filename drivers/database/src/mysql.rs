@@ -19,7 +19,7 @@ use crate::schema::{Dialect, Tables};
 use crate::sql::sealed::{AckedAndReserved, Backend, Deferred, Io, Reserving};
 use crate::sql::Arg;
 use crate::statements::fill;
-use crate::store::{db, millis, Open, SqlStore, Tx};
+use crate::store::{db, hex, millis, Open, SqlStore, Tx};
 
 /// A queue store in a MySQL or MariaDB database. See [`SqlStore`] and the
 /// [crate docs](crate#mysql-and-mariadb).
@@ -138,6 +138,9 @@ impl Backend for MySql {
     const TEXT: &'static str = "CHAR";
     const BLOB: &'static str = "BINARY";
     const NO_BYTES: &'static str = "''";
+    const UNHEX: &'static str = "UNHEX({x})";
+    // A no-op update: the row of the key is left as it is.
+    const HOLD_NEW: &'static str = " ON DUPLICATE KEY UPDATE deps = {waiting_table}.deps";
     const KEY: &'static str = "`key`";
     const ROWS: &'static str = "JSON_TABLE(?, '$[*]' COLUMNS ({columns})) AS l";
     const INT: &'static str = "{name} BIGINT PATH '$[{i}]'";
@@ -340,6 +343,48 @@ impl Backend for MySql {
             let gone: HashSet<String> = acked.iter().map(|(id, _)| id.to_string()).collect();
             reserved.retain(|r| !gone.contains(&r.lease.job_id.0));
             Ok((acked, reserved))
+        })
+    }
+
+    /// One text, one round trip: an `UPDATE` per key, in order, then a `SELECT` of what is
+    /// left (MySQL has no `UPDATE ... RETURNING`). Keys go in as hex literals and deltas as
+    /// numbers: nothing a user sends is read as SQL.
+    fn add_deps<'a>(
+        store: &'a SqlStore<MySql>,
+        conn: &'a mut MySqlConnection,
+        changes: &'a [(&'a str, i64)],
+    ) -> BoxFuture<'a, Result<Vec<(String, i64)>>> {
+        Box::pin(async move {
+            let table = store.tables().fill("{waiting_table}");
+            let keys: Vec<String> = changes
+                .iter()
+                .map(|(key, _)| format!("X'{}'", hex(key.as_bytes())))
+                .collect();
+            let mut text = String::new();
+            for (key, (_, delta)) in keys.iter().zip(changes) {
+                text.push_str(&format!(
+                    "UPDATE {table} SET deps = deps + ({delta}) WHERE `key` = {key}; "
+                ));
+            }
+            text.push_str(&format!(
+                "SELECT `key`, deps FROM {table} WHERE `key` IN ({})",
+                keys.join(", ")
+            ));
+            let rows: Vec<sqlx::mysql::MySqlRow> = conn
+                .fetch_many(text.as_str())
+                .try_filter_map(|step| async move { Ok(step.right()) })
+                .try_collect()
+                .await
+                .map_err(db::<MySql>)?;
+            rows.iter()
+                .map(|row| {
+                    let deps = MySql::int(row, 1).map_err(db::<MySql>)?;
+                    Ok((
+                        MySql::text(row, 0).map_err(db::<MySql>)?,
+                        deps.unwrap_or_default(),
+                    ))
+                })
+                .collect()
         })
     }
 

@@ -88,8 +88,9 @@ impl<DB: Sql> SqlOptions<DB> {
         self
     }
 
-    /// The jobs table (default `jobs`); the locks, group counters and control tables are
-    /// named after it: `{table}_locks`, `{table}_groups`, `{table}_control`.
+    /// The jobs table (default `jobs`); the locks, group counters, control and waiting-jobs
+    /// tables are named after it: `{table}_locks`, `{table}_groups`, `{table}_control`,
+    /// `{table}_waiting`.
     pub fn table(mut self, table: impl Into<String>) -> Self {
         self.table = table.into();
         self

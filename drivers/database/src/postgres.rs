@@ -200,6 +200,7 @@ impl Backend for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE OF t";
     const BLOB: &'static str = "BYTEA";
     const NO_BYTES: &'static str = "''::bytea";
+    const UNHEX: &'static str = "decode({x}, 'hex')";
     const ROWS: &'static str = "(SELECT {columns} FROM jsonb_array_elements(?::jsonb) AS e) AS l";
     const INT: &'static str = "(e->>{i})::int8 AS {name}";
     const STR: &'static str = "e->>{i} AS {name}";

@@ -47,6 +47,10 @@ macro_rules! migrations {
                     "/0005_claims_groups_control.sql"
                 )),
             ),
+            (
+                "0006_waiting.sql",
+                include_str!(concat!("../migrations/", $db, "/0006_waiting.sql")),
+            ),
         ]
     };
 }
@@ -96,14 +100,14 @@ pub const DEFAULT_FAILED_TABLE: &str = "failed_jobs";
 
 /// What the tables named after the jobs table are called after it: `{table}_locks` and so
 /// on (`counters` is the statistics table of before the v2 contract, which migrating drops).
-const NAMED_AFTER: [&str; 4] = ["locks", "groups", "control", "counters"];
+const NAMED_AFTER: [&str; 5] = ["locks", "groups", "control", "waiting", "counters"];
 
 /// The names of the tables a store uses, checked to be plain SQL identifiers.
 ///
 /// Names are pasted into SQL text (a table name cannot be a bound parameter), so only
 /// `[A-Za-z_][A-Za-z0-9_]*` is accepted, at most 48 characters: nothing can be injected.
-/// The locks, group counters and control tables are named after the jobs table:
-/// `{table}_locks`, `{table}_groups`, `{table}_control`.
+/// The locks, group counters, control and waiting-jobs tables are named after the jobs
+/// table: `{table}_locks`, `{table}_groups`, `{table}_control`, `{table}_waiting`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tables {
     jobs: String,
@@ -198,7 +202,9 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// Apply it once to a fresh database. The files that create tables are idempotent
 /// (`CREATE ... IF NOT EXISTS`); `0005` adds columns, which SQLite and MySQL cannot do "if
 /// not exists": to upgrade a database made before it, apply that file alone (connecting
-/// with migrations on does it, skipping what is there).
+/// with migrations on does it, skipping what is there). `0006` creates the waiting-jobs
+/// table: a database made before it gets it by applying that file alone (connecting does
+/// it, and touches no other table).
 ///
 /// ```
 /// use queue_database::{schema_sql, Dialect, Tables};
@@ -207,13 +213,40 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// let sql = schema_sql(Dialect::Sqlite, &tables);
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs ("));
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_groups ("));
+/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_waiting ("));
 /// assert!(schema_sql(Dialect::Postgres, &tables).contains("payload BYTEA"));
 /// assert!(schema_sql(Dialect::MySql, &tables).contains("ENGINE=InnoDB"));
 /// # Ok::<(), queue_core::Error>(())
 /// ```
 pub fn schema_sql(dialect: Dialect, tables: &Tables) -> String {
+    schema_after(dialect, tables, 0)
+}
+
+/// The number of the last migration file: the version of the schema [`schema_sql`] makes.
+pub(crate) fn last_version(dialect: Dialect) -> i64 {
+    dialect
+        .migrations()
+        .iter()
+        .map(|(file, _)| version_of(file))
+        .max()
+        .unwrap_or(0)
+}
+
+/// A migration file's number (`0006_waiting.sql` is 6).
+fn version_of(file: &str) -> i64 {
+    let digits = file.split('_').next().unwrap_or_default();
+    digits.parse().unwrap_or(0)
+}
+
+/// The schema as [`schema_sql`] writes it, of the files numbered after `version` only: what
+/// a database at that version lacks.
+pub(crate) fn schema_after(dialect: Dialect, tables: &Tables, version: i64) -> String {
     let mut out = String::new();
-    for (file, sql) in dialect.migrations() {
+    let newer = dialect
+        .migrations()
+        .iter()
+        .filter(|(file, _)| version_of(file) > version);
+    for (file, sql) in newer {
         if !out.is_empty() {
             out.push('\n');
         }
@@ -308,6 +341,8 @@ mod tests {
             "JOBS",
             "jobs_locks",
             "jobs_groups",
+            "jobs_waiting",
+            "Jobs_Waiting",
             "jobs_due",
             "Jobs_Claim",
         ] {
@@ -321,16 +356,25 @@ mod tests {
         for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
             let sql = schema_sql(dialect, &tables);
             assert!(!sql.contains('{') && !sql.contains('}'), "{dialect}: {sql}");
-            for table in ["q", "fq", "q_locks", "q_groups", "q_control"] {
+            for table in ["q", "fq", "q_locks", "q_groups", "q_control", "q_waiting"] {
                 let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
                 assert!(sql.contains(&create), "{dialect}: {table}");
             }
             assert!(sql.contains("DROP TABLE IF EXISTS q_counters"), "{dialect}");
             let statements = statements(&sql);
-            assert!(statements.len() >= 9, "{dialect}: {statements:?}");
+            assert!(statements.len() >= 10, "{dialect}: {statements:?}");
             assert!(statements
                 .iter()
                 .all(|s| !s.ends_with(';') && !s.is_empty()));
+            // A database at version 5 lacks the waiting-jobs table alone.
+            assert_eq!(last_version(dialect), 6, "{dialect}");
+            let since_5 = super::statements(&schema_after(dialect, &tables, 5));
+            assert_eq!(since_5.len(), 1, "{dialect}: {since_5:?}");
+            assert!(
+                since_5[0].starts_with("CREATE TABLE IF NOT EXISTS q_waiting ("),
+                "{dialect}: {since_5:?}"
+            );
+            assert_eq!(schema_after(dialect, &tables, 6), "", "{dialect}");
         }
     }
 

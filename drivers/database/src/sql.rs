@@ -267,6 +267,10 @@ pub(crate) mod sealed {
         /// Adds the inserted `value` to the row's on a conflict over `{conflict}`.
         const ADD: &'static str =
             "ON CONFLICT ({conflict}) DO UPDATE SET value = {table}.value + excluded.value";
+        /// Bytes from the hex text `{x}` (a waiting job's payload travels in a JSON list).
+        const UNHEX: &'static str;
+        /// Ends the `INSERT ... SELECT` of waiting jobs: a row whose key is taken is skipped.
+        const HOLD_NEW: &'static str = " ON CONFLICT ({key}) DO NOTHING";
         /// Skips a job whose claim is held (MySQL refuses it with an error instead).
         const SKIP_HELD: &'static str = " ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING";
         /// The `{insert}` of jobs (with `{skip}`) returning their ids in order, where the
@@ -365,6 +369,18 @@ pub(crate) mod sealed {
                     Err(e) => Err(e),
                 }
             })
+        }
+        /// Adds each `(key, delta)` (in key order, no delta 0) to the dependencies left of the
+        /// job waiting under the key, in the caller's transaction: the keys that have one,
+        /// with what is left after it. By default one `UPDATE ... RETURNING deps` per key, in
+        /// the order given, so that two transactions lock the keys they share in the same
+        /// order.
+        fn add_deps<'a>(
+            store: &'a SqlStore<Self>,
+            conn: &'a mut Self::Connection,
+            changes: &'a [(&'a str, i64)],
+        ) -> BoxFuture<'a, Result<Vec<(String, i64)>>> {
+            Box::pin(async move { store.add_deps_each(conn, changes).await })
         }
         /// Whether [`insert_all`](Self::insert_all) inserts any number of jobs without a claim
         /// in one statement (PostgreSQL, with arrays).

@@ -487,6 +487,7 @@ impl Backend for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const BLOB: &'static str = "BLOB";
     const NO_BYTES: &'static str = "X''";
+    const UNHEX: &'static str = "unhex({x})";
     const ROWS: &'static str = "(SELECT {columns} FROM json_each(?)) AS l";
     const INT: &'static str = "json_extract(value, '$[{i}]') AS {name}";
     const STR: &'static str = "json_extract(value, '$[{i}]') AS {name}";

@@ -14,6 +14,10 @@ use crate::sql::Kind::{self, Int, Text};
 pub(crate) const FAILED_COLUMNS: &str =
     "id, job_id, queue, name, payload, error, attempts, failed_at, unique_key, unique_until";
 
+/// The columns of a waiting job, in the order `waiting_job_from` reads them.
+pub(crate) const WAITING_COLUMNS: &str =
+    "queue, name, payload, available_at, delay, unique_key, unique_until";
+
 /// Pastes the table names and the database's pieces into a text and numbers its `?`s where
 /// the database wants `$1`, `$2`...
 pub(crate) fn fill<DB: Backend>(tables: &Tables, sql: &str) -> String {
@@ -103,6 +107,22 @@ pub(crate) struct Statements {
     pub(crate) counters: String,
     /// Binds: group.
     pub(crate) remove_group: String,
+    /// Stores waiting jobs, skipping a key that has one: `[key, deps, queue, name, payload
+    /// (hex), due time or NULL, delay ms, unique key or NULL, until or NULL]`.
+    pub(crate) hold: String,
+    /// Adds to a waiting job's dependencies, returning what is left (not on MySQL: see
+    /// [`Backend::add_deps`]). Binds: delta, key.
+    pub(crate) deps: String,
+    /// Deletes a waiting job, returning it ([`WAITING_COLUMNS`]), where the server can.
+    /// Binds: key.
+    pub(crate) release: String,
+    /// A waiting job ([`WAITING_COLUMNS`]), for servers whose `DELETE` cannot return it.
+    /// Binds: key.
+    pub(crate) released: String,
+    /// Deletes a waiting job. Binds: key.
+    pub(crate) unhold: String,
+    /// A waiting job's dependencies left. Binds: key.
+    pub(crate) waiting: String,
     pub(crate) restart_generation: String,
     pub(crate) request_restart: String,
 }
@@ -246,6 +266,36 @@ impl Statements {
             )),
             counters: fill("SELECT name, value FROM {groups_table} WHERE grp = ? ORDER BY name"),
             remove_group: fill("DELETE FROM {groups_table} WHERE grp = ?"),
+            // In key order, as the list comes. `WHERE 1 = 1`: SQLite reads an `ON` right
+            // after the `FROM` as a join's.
+            hold: fill(&format!(
+                "INSERT INTO {{waiting_table}} ({{key}}, deps, queue, name, payload, available_at, delay, \
+                 unique_key, unique_until, created_at) \
+                 SELECT l.w_key, l.w_deps, l.w_queue, l.w_name, {}, l.w_at, l.w_delay, l.w_unique, \
+                 l.w_until, {{now}} FROM {} WHERE 1 = 1{}",
+                DB::UNHEX.replace("{x}", "l.w_payload"),
+                rows::<DB>(&[
+                    ("w_key", Text),
+                    ("w_deps", Int),
+                    ("w_queue", Text),
+                    ("w_name", Text),
+                    ("w_payload", Text),
+                    ("w_at", Int),
+                    ("w_delay", Int),
+                    ("w_unique", Text),
+                    ("w_until", Text),
+                ]),
+                DB::HOLD_NEW
+            )),
+            deps: fill("UPDATE {waiting_table} SET deps = deps + ? WHERE {key} = ? RETURNING deps"),
+            release: fill(&format!(
+                "DELETE FROM {{waiting_table}} WHERE {{key}} = ? RETURNING {WAITING_COLUMNS}"
+            )),
+            released: fill(&format!(
+                "SELECT {WAITING_COLUMNS} FROM {{waiting_table}} WHERE {{key}} = ?"
+            )),
+            unhold: fill("DELETE FROM {waiting_table} WHERE {key} = ?"),
+            waiting: fill("SELECT deps FROM {waiting_table} WHERE {key} = ?"),
             restart_generation: fill("SELECT value FROM {control_table} WHERE name = 'restart'"),
             request_restart: fill(&format!(
                 "INSERT INTO {{control_table}} (name, value) VALUES ('restart', 1) {}",

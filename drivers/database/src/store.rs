@@ -1,35 +1,33 @@
 //! [`SqlStore`]: the storage contract on a SQL database, written once over the [`Sql`] seam.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::storage::{
-    check_effects, duration_millis, from_unix_millis, unix_millis, Capabilities, Control, Effect,
-    FailedStore, Groups, Inspect, JobState, JobSummary, LeaseStatus, Outcome, Page, PageRequest,
-    Settle, SettleReply, Settled, Unique, Until, Wake,
+    check_effect_list, check_effects, duration_millis, from_unix_millis, unix_millis, Capabilities,
+    Control, Effect, FailedStore, Groups, Inspect, JobState, JobSummary, LeaseStatus, Outcome,
+    Page, PageRequest, Settle, SettleReply, Settled, Unique, Until, Wake,
 };
 use queue_core::{
     Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
-    ReserveRequest, Reserved, Result, Storage,
+    ReserveRequest, Reserved, Result, Storage, WaitingJob,
 };
 
 use crate::hot::Hot;
 use crate::options::SqlOptions;
 use crate::retry::Retry;
-use crate::schema::{schema_sql, statements, Tables};
+use crate::schema::{last_version, schema_after, schema_sql, statements, Tables};
 use crate::sql::sealed::{Backend, Deferred, Reserving};
 use crate::sql::{Arg, Sql};
 use crate::statements::{chunk_sizes, Statements};
 use crate::wake::{idle_sleep, Waker};
 
-/// The version of the schema `migrate` creates: the number of the last file under
-/// `migrations/<database>/`. Kept in the control table under the name `schema`.
-const SCHEMA_VERSION: i64 = 5;
-
-/// Reads the schema version.
+/// Reads the schema version: the number of the last file under `migrations/<database>/`
+/// applied ([`last_version`] once `migrate` ran), kept in the control table under the name
+/// `schema` since version 5.
 const SCHEMA_VERSION_SQL: &str = "SELECT value FROM {control_table} WHERE name = 'schema'";
 
 /// Durations are stored as milliseconds added to the database's clock; capping them keeps
@@ -182,6 +180,93 @@ fn storable(text: &str) -> String {
 
 pub(crate) fn json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::backend("database", e))
+}
+
+/// Bytes as hex digits (lower case): a payload in a JSON list, a key pasted into MySQL's
+/// text as `X'...'` (nothing but digits and letters a to f).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+/// Refuses an effect of a kind this store does not know (one a newer `queue-core` added)
+/// before anything of the call is changed: ignoring it would lose it.
+fn supported<DB: Backend>(effects: &[Effect]) -> Result<()> {
+    let known = |effect: &Effect| {
+        matches!(
+            effect,
+            Effect::Push(_)
+                | Effect::Count { .. }
+                | Effect::Hold(_)
+                | Effect::Deps { .. }
+                | Effect::Skip { .. }
+        )
+    };
+    match effects.iter().all(known) {
+        true => Ok(()),
+        false => Err(unknown_effect::<DB>()),
+    }
+}
+
+fn unknown_effect<DB: Backend>() -> Error {
+    Error::NotSupported {
+        driver: DB::DRIVER,
+        operation: "an effect of a kind this version of the driver does not know",
+    }
+}
+
+/// The effects of one call (a settle's current settlements, or an apply), by kind, in the
+/// order they apply: pushes, waiting jobs held (the first one of a key), dependency changes
+/// (summed per key), skips, counters. Keys are sorted, so that two calls lock the rows they
+/// share in the same order.
+#[derive(Debug, Default)]
+struct Effects<'e> {
+    pushes: Vec<NewJob>,
+    holds: BTreeMap<String, &'e WaitingJob>,
+    deps: BTreeMap<String, i64>,
+    skips: BTreeSet<String>,
+    counts: BTreeMap<(String, String), i64>,
+}
+
+impl<'e> Effects<'e> {
+    fn add<DB: Backend>(&mut self, effect: &'e Effect) -> Result<()> {
+        match effect {
+            Effect::Push(job) => self.pushes.push(job.clone()),
+            Effect::Hold(waiting) => {
+                self.holds.entry(storable(&waiting.key)).or_insert(waiting);
+            }
+            Effect::Deps { key, delta } => {
+                let sum = self.deps.entry(storable(key)).or_default();
+                *sum = sum.saturating_add(*delta);
+            }
+            Effect::Skip { key } => {
+                self.skips.insert(storable(key));
+            }
+            Effect::Count { group, deltas } => {
+                for (name, delta) in deltas {
+                    *self
+                        .counts
+                        .entry((storable(group), storable(name)))
+                        .or_default() += delta;
+                }
+            }
+            _ => return Err(unknown_effect::<DB>()),
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pushes.is_empty()
+            && self.holds.is_empty()
+            && self.deps.is_empty()
+            && self.skips.is_empty()
+            && self.counts.is_empty()
+    }
 }
 
 /// The leases an acknowledgement deleted, from its `RETURNING id, token` rows.
@@ -340,9 +425,11 @@ impl<DB: Sql> SqlStore<DB> {
         // DDL takes the strongest table locks even when there is nothing to change (`ALTER
         // TABLE .. ADD COLUMN IF NOT EXISTS` locks before it looks): re-running it while
         // other workers settle jobs would wait behind them, or deadlock with them. A database
-        // already at this version is left alone.
+        // already at this version (or at a newer one, a newer build's) is left alone.
         let version = self.inner.tables.fill(SCHEMA_VERSION_SQL);
-        if self.schema_version(&version).await == Some(SCHEMA_VERSION) {
+        let target = last_version(DB::DIALECT);
+        let current = |version: Option<i64>| version.is_some_and(|v| v >= target);
+        if current(self.schema_version(&version).await) {
             return Ok(());
         }
         let mut conn = self.main().get().await.map_err(db::<DB>)?;
@@ -351,7 +438,7 @@ impl<DB: Sql> SqlStore<DB> {
         let (start, end) = DB::MIGRATE;
         DB::script(&mut conn, start).await.map_err(db::<DB>)?;
         // Another process may have migrated while this one waited for the lock.
-        let current = if DB::MIGRATE_READS_HERE {
+        let found = if DB::MIGRATE_READS_HERE {
             match DB::fetch(&mut conn, &version, &[]).await {
                 Ok(rows) => rows.first().and_then(|row| DB::int(row, 0).ok().flatten()),
                 Err(_) => None,
@@ -359,8 +446,13 @@ impl<DB: Sql> SqlStore<DB> {
         } else {
             self.schema_version(&version).await
         };
-        if current != Some(SCHEMA_VERSION) {
-            for statement in statements(&self.schema_sql()) {
+        if !current(found) {
+            // Only the files after the version the database says it is at: a database of
+            // version 5 gets the waiting-jobs table, and no `ALTER TABLE` of 0005 runs again
+            // on the tables workers are using. One that cannot say (made before version 5,
+            // or new) gets every file, skipping what is there.
+            let missing = schema_after(DB::DIALECT, &self.inner.tables, found.unwrap_or(0));
+            for statement in statements(&missing) {
                 match DB::script(&mut conn, &statement).await {
                     Err(e) if DB::already_applied(&e) => {}
                     done => done.map_err(db::<DB>)?,
@@ -368,7 +460,7 @@ impl<DB: Sql> SqlStore<DB> {
             }
             let mark = self.inner.tables.fill(&format!(
                 "DELETE FROM {{control_table}} WHERE name = 'schema'; \
-                 INSERT INTO {{control_table}} (name, value) VALUES ('schema', {SCHEMA_VERSION})"
+                 INSERT INTO {{control_table}} (name, value) VALUES ('schema', {target})"
             ));
             for statement in mark.split("; ") {
                 DB::script(&mut conn, statement).await.map_err(db::<DB>)?;
@@ -768,8 +860,10 @@ impl<DB: Sql> SqlStore<DB> {
     }
 
     /// Settles anything, in one transaction: the leases are locked and checked first, then
-    /// each transition is applied to the current ones, then their effects (pushes, then the
-    /// reservation, then the counters, in (group, name) order, last), then the commit.
+    /// each transition is applied to the current ones, then their effects but the counters
+    /// (see [`apply_effects`](Self::apply_effects)), then the reservation (which can take
+    /// the jobs pushed or released), then the counters, in (group, name) order, last, then
+    /// the commit.
     async fn settle_all(
         &self,
         settles: &[Settle],
@@ -786,8 +880,7 @@ impl<DB: Sql> SqlStore<DB> {
                 let mut used = HashSet::new();
                 let (mut gone, mut waits, mut fails, mut woken) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                let (mut pushes, mut counts) =
-                    (Vec::new(), BTreeMap::<(String, String), i64>::new());
+                let mut effects = Effects::default();
                 let mut settled = Vec::with_capacity(settles.len());
                 for settle in settles {
                     let id = id_of(&settle.lease).filter(|id| {
@@ -814,26 +907,18 @@ impl<DB: Sql> SqlStore<DB> {
                         woken.push(current[&id].1.clone());
                     }
                     for effect in &settle.effects {
-                        match effect {
-                            Effect::Push(job) => pushes.push(job.clone()),
-                            Effect::Count { group, deltas } => {
-                                for (name, delta) in deltas {
-                                    *counts
-                                        .entry((storable(group), storable(name)))
-                                        .or_default() += delta;
-                                }
-                            }
-                            _ => {}
-                        }
+                        effects.add::<DB>(effect)?;
                     }
                 }
                 let sql = &self.inner.sql;
                 if !fails.is_empty() {
                     Self::execute(conn, &sql.fail, &[Arg::Text(&json(&fails)?)]).await?;
                 }
-                if !gone.is_empty() && DB::BEGIN.is_none() && pushes.is_empty() {
+                let inserts = !effects.pushes.is_empty() || !effects.deps.is_empty();
+                if !gone.is_empty() && DB::BEGIN.is_none() && !inserts {
                     // The rows are locked: their ids (numbers) go with the commit, and save
-                    // a round trip (MySQL). Not before a push: its claim may be one of theirs.
+                    // a round trip (MySQL). Not before a push or a released job: its claim
+                    // may be one of theirs.
                     let ids: Vec<String> = gone.iter().map(|[id]| id.to_string()).collect();
                     let table = self.inner.tables.jobs();
                     deferred.push_str(&format!(
@@ -846,8 +931,7 @@ impl<DB: Sql> SqlStore<DB> {
                 if !waits.is_empty() {
                     Self::execute(conn, &sql.wait, &[Arg::Text(&json(&waits)?)]).await?;
                 }
-                self.insert(conn, &pushes, None).await?;
-                woken.extend(pushes.iter().map(|job| job.queue.clone()));
+                woken.extend(self.apply_effects(conn, &effects).await?);
                 let reserved = match fetch {
                     Some(request) => {
                         DB::reserve(Reserving {
@@ -860,18 +944,147 @@ impl<DB: Sql> SqlStore<DB> {
                     }
                     None => Vec::new(),
                 };
-                if !counts.is_empty() {
-                    let rows: Vec<(&str, &str, i64)> = counts
-                        .iter()
-                        .map(|((g, n), d)| (g.as_str(), n.as_str(), *d))
-                        .collect();
-                    Self::execute(conn, &sql.count, &[Arg::Text(&json(&rows)?)]).await?;
-                }
+                self.count(conn, &effects.counts).await?;
                 let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
                 self.notify(conn, &queues).await?;
                 Ok((SettleReply { settled, reserved }, woken.clone()))
             }
         )
+    }
+
+    /// Applies the effects of one call but its counters on `conn`, inside the caller's
+    /// transaction, kind by kind: the pushes, the waiting jobs held, the dependency changes
+    /// (the jobs whose last dependencies they meet pushed with their claims: one whose
+    /// claim is held is dropped, as a duplicate push is), the skips. The queues of the jobs
+    /// pushed.
+    async fn apply_effects(
+        &self,
+        conn: &mut DB::Connection,
+        effects: &Effects<'_>,
+    ) -> Result<Vec<String>> {
+        let sql = &self.inner.sql;
+        let pushed = self.insert(conn, &effects.pushes, None).await?;
+        let mut woken = created_queues(&effects.pushes, &pushed);
+        if !effects.holds.is_empty() {
+            let rows: Vec<_> = effects
+                .holds
+                .iter()
+                .map(|(key, waiting)| {
+                    let job = &waiting.job;
+                    let (at, delay) = due(job.available);
+                    let unique = job.unique.as_ref();
+                    (
+                        key.as_str(),
+                        i64::from(waiting.deps),
+                        job.queue.as_str(),
+                        job.name.as_str(),
+                        hex(&job.payload),
+                        at,
+                        delay,
+                        unique.map(|u| u.key.as_str()),
+                        unique.map(|u| u.until.as_str()),
+                    )
+                })
+                .collect();
+            Self::execute(conn, &sql.hold, &[Arg::Text(&json(&rows)?)]).await?;
+        }
+        // A sum of 0 changes nothing: a waiting job always has a dependency left.
+        let changes: Vec<(&str, i64)> = effects
+            .deps
+            .iter()
+            .filter(|(_, delta)| **delta != 0)
+            .map(|(key, delta)| (key.as_str(), *delta))
+            .collect();
+        if !changes.is_empty() {
+            let mut released = Vec::new();
+            for (key, left) in DB::add_deps(self, conn, &changes).await? {
+                if left <= 0 {
+                    released.extend(self.release(conn, &key).await?);
+                }
+            }
+            let pushed = self.insert(conn, &released, None).await?;
+            woken.extend(created_queues(&released, &pushed));
+        }
+        for key in &effects.skips {
+            Self::execute(conn, &sql.unhold, &[Arg::Text(key)]).await?;
+        }
+        Ok(woken)
+    }
+
+    /// [`Backend::add_deps`] by one `UPDATE ... RETURNING deps` per key.
+    pub(crate) async fn add_deps_each(
+        &self,
+        conn: &mut DB::Connection,
+        changes: &[(&str, i64)],
+    ) -> Result<Vec<(String, i64)>> {
+        let mut left = Vec::with_capacity(changes.len());
+        for (key, delta) in changes {
+            let args = [Arg::Int(*delta), Arg::Text(key)];
+            let rows = Self::fetch(conn, &self.inner.sql.deps, &args).await?;
+            if let Some(row) = rows.first() {
+                let deps = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+                left.push(((*key).to_owned(), deps));
+            }
+        }
+        Ok(left)
+    }
+
+    /// Deletes the job waiting under `key` (its dependencies are met, its row locked by the
+    /// change that met them): the job to push.
+    async fn release(&self, conn: &mut DB::Connection, key: &str) -> Result<Option<NewJob>> {
+        let sql = &self.inner.sql;
+        let args = [Arg::Text(key)];
+        let rows = if self.inner.open.returning {
+            Self::fetch(conn, &sql.release, &args).await?
+        } else {
+            let rows = Self::fetch(conn, &sql.released, &args).await?;
+            Self::execute(conn, &sql.unhold, &args).await?;
+            rows
+        };
+        rows.first().map(Self::waiting_job_from).transpose()
+    }
+
+    /// The job of a waiting job's row (its `WAITING_COLUMNS`).
+    fn waiting_job_from(row: &DB::Row) -> Result<NewJob> {
+        let text = |i| DB::text(row, i).map_err(db::<DB>);
+        let at = DB::int(row, 3).map_err(db::<DB>)?;
+        let delay = DB::int(row, 4).map_err(db::<DB>)?.unwrap_or(0);
+        let available = match at {
+            Some(at) => Availability::At(from_unix_millis(at)),
+            None if delay > 0 => {
+                Availability::After(Duration::from_millis(u64::try_from(delay).unwrap_or(0)))
+            }
+            None => Availability::Now,
+        };
+        let until = DB::opt_text(row, 6).map_err(db::<DB>)?;
+        Ok(NewJob {
+            queue: text(0)?,
+            name: text(1)?,
+            payload: DB::bytes(row, 2).map_err(db::<DB>)?,
+            available,
+            unique: DB::opt_text(row, 5).map_err(db::<DB>)?.map(|key| Unique {
+                key,
+                until: until.as_deref().and_then(Until::parse).unwrap_or_default(),
+            }),
+        })
+    }
+
+    /// Adds to the group counters on `conn`, in (group, name) order.
+    async fn count(
+        &self,
+        conn: &mut DB::Connection,
+        counts: &BTreeMap<(String, String), i64>,
+    ) -> Result<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&str, &str, i64)> = counts
+            .iter()
+            .map(|((g, n), d)| (g.as_str(), n.as_str(), *d))
+            .collect();
+        Self::execute(conn, &self.inner.sql.count, &[Arg::Text(&json(&rows)?)])
+            .await
+            .map(drop)
     }
 
     async fn next_due(&self, queues: &[String]) -> Result<Option<i64>> {
@@ -911,6 +1124,15 @@ impl<DB: Sql> SqlStore<DB> {
             }),
         })
     }
+}
+
+/// The queues of the jobs an insert created.
+fn created_queues(jobs: &[NewJob], pushed: &[Pushed]) -> Vec<String> {
+    jobs.iter()
+        .zip(pushed)
+        .filter(|(_, pushed)| pushed.is_created())
+        .map(|(job, _)| job.queue.clone())
+        .collect()
 }
 
 fn cursor_error<DB: Backend>(cursor: &str) -> Error {
@@ -1012,6 +1234,9 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         fetch: Option<&ReserveRequest>,
     ) -> Result<SettleReply> {
         check_effects(DB::DRIVER, &settles)?;
+        for settle in &settles {
+            supported::<DB>(&settle.effects)?;
+        }
         let fetch = fetch.filter(|request| !request.queues.is_empty());
         let plain = settles
             .iter()
@@ -1308,6 +1533,34 @@ impl<DB: Sql> Groups for SqlStore<DB> {
             )
             .await?
             > 0)
+    }
+
+    /// One transaction, on the connections pushes use (on PostgreSQL its commit waits for
+    /// the disk, as a push's does: it dispatches).
+    async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
+        check_effect_list(DB::DRIVER, &effects, "an apply")?;
+        let mut sorted = Effects::default();
+        for effect in &effects {
+            sorted.add::<DB>(effect)?;
+        }
+        if sorted.is_empty() {
+            return Ok(());
+        }
+        let woken = unit!(self, "apply", self.tx_hot(true), true, |conn, _d| {
+            let woken = self.apply_effects(conn, &sorted).await?;
+            self.count(conn, &sorted.counts).await?;
+            let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
+            self.notify(conn, &queues).await?;
+            Ok(woken)
+        })?;
+        self.woke(woken.iter().map(String::as_str));
+        Ok(())
+    }
+
+    async fn waiting(&self, key: &str) -> Result<Option<i64>> {
+        let key = storable(key);
+        self.number("waiting", &self.inner.sql.waiting, &[Arg::Text(&key)])
+            .await
     }
 }
 

@@ -1,8 +1,8 @@
 //! What the three databases share beyond the conformance suite, each case run against each
 //! (SQLite on one file per test binary): transactional dispatch, rows written by hand,
-//! concurrent migrations, an upgrade from the schema before the v2 contract, many stores on
-//! one table, a reconnect; and on the servers, `SKIP LOCKED`, the reserve plan and a real
-//! deadlock retried.
+//! concurrent migrations, upgrades from the schema before the v2 contract and from the one
+//! before waiting jobs, what a waiting job keeps, many stores on one table, a reconnect; and
+//! on the servers, `SKIP LOCKED`, the reserve plan and a real deadlock retried.
 
 mod common;
 mod servers;
@@ -10,13 +10,13 @@ mod servers;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use queue_core::storage::{Effect, Settle, StorageExt};
 use queue_core::{
-    ConnectOptions, Handle, Job, JobContext, JobError, NewJob, Queue, ReserveRequest, Storage,
-    Unique, WorkerOptions,
+    Availability, ConnectOptions, Handle, Job, JobContext, JobError, NewJob, Queue, ReserveRequest,
+    Storage, Unique, WaitingJob, WorkerOptions,
 };
 use queue_database::{dispatch_many_within, DispatchWithin, Sql, SqlOptions, SqlStore};
 use serde::{Deserialize, Serialize};
@@ -225,7 +225,15 @@ async fn lock_waits<DB: Server>(conn: &mut DB::Connection, table: &str) -> i64 {
 /// Drops a store's tables.
 async fn drop_tables<DB: Server>(table: &str) {
     let mut conn = DB::connect().await;
-    for suffix in ["", "_f", "_locks", "_groups", "_control", "_counters"] {
+    for suffix in [
+        "",
+        "_f",
+        "_locks",
+        "_groups",
+        "_control",
+        "_waiting",
+        "_counters",
+    ] {
         DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {table}{suffix}")).await;
     }
 }
@@ -465,7 +473,7 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
         failed.items[0].error, "no\u{fffd}pe",
         "a NUL is stored as a replacement"
     );
-    let expected: Vec<String> = ["", "_control", "_f", "_groups", "_locks"]
+    let expected: Vec<String> = ["", "_control", "_f", "_groups", "_locks", "_waiting"]
         .iter()
         .map(|suffix| format!("{table}{suffix}"))
         .collect();
@@ -477,6 +485,25 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
     drop_tables::<DB>(&table).await;
 }
 
+/// Makes the tables of `table` as the migration files numbered before `first_missing` make
+/// them (a database of an older version), by hand.
+async fn schema_before<DB: Server>(conn: &mut DB::Connection, table: &str, first_missing: &str) {
+    let tables = queue_database::Tables::new(table, &format!("{table}_f")).unwrap();
+    let schema = queue_database::schema_sql(DB::DIALECT, &tables);
+    let header = format!("-- {}/", DB::DIALECT);
+    let files = schema
+        .split(&header)
+        .filter(|f| f.get(..4).is_some_and(|n| n < first_missing));
+    let text: String = files
+        .flat_map(|file| file.lines().skip(1))
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        DB::raw(conn, statement).await;
+    }
+}
+
 /// A database made before the v2 contract (the first four migration files, a job waiting
 /// and one failed) is upgraded by connecting: the job is still there and claims work.
 async fn upgrades_a_database_of_before<DB: Server>() {
@@ -485,18 +512,7 @@ async fn upgrades_a_database_of_before<DB: Server>() {
         return queue_tests::server_missing::<()>(&DB::url(), e).unwrap_or_default();
     }
     let mut conn = DB::connect().await;
-    let tables = queue_database::Tables::new(&table, &format!("{table}_f")).unwrap();
-    let schema = queue_database::schema_sql(DB::DIALECT, &tables);
-    let header = format!("-- {}/", DB::DIALECT);
-    let files = schema.split(&header).filter(|f| !f.starts_with("0005"));
-    let text: String = files
-        .flat_map(|file| file.lines().skip(1))
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        DB::raw(&mut conn, statement).await;
-    }
+    schema_before::<DB>(&mut conn, &table, "0005").await;
     DB::raw(
         &mut conn,
         &format!("INSERT INTO {table} (queue, name, payload) VALUES ('q', 'old', 'x')"),
@@ -511,6 +527,154 @@ async fn upgrades_a_database_of_before<DB: Server>() {
     assert!(store.push_one(unique()).await.unwrap().is_created());
     assert!(!store.push_one(unique()).await.unwrap().is_created());
     store.migrate().await.expect("migrating again is harmless");
+    drop_tables::<DB>(&table).await;
+}
+
+/// A database of version 5 (made before waiting jobs) gets the waiting-jobs table when a
+/// store connects, and its other tables are left alone: connecting does not wait for a
+/// transaction that holds rows of the jobs table, as it would on PostgreSQL behind the
+/// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` of 0005 run again (which locks before it
+/// looks). Not on SQLite, where that transaction would hold the file's one write lock.
+async fn upgrades_a_database_of_version_5<DB: Server>() {
+    let table = servers::fresh_table();
+    if let Err(e) = DB::up().await {
+        return queue_tests::server_missing::<()>(&DB::url(), e).unwrap_or_default();
+    }
+    let mut conn = DB::connect().await;
+    schema_before::<DB>(&mut conn, &table, "0006").await;
+    for sql in [
+        format!("INSERT INTO {table}_control (name, value) VALUES ('schema', 5)"),
+        format!("INSERT INTO {table} (queue, name, payload) VALUES ('q', 'old', 'x')"),
+    ] {
+        DB::raw(&mut conn, &sql).await;
+    }
+    let mut other = DB::connect().await;
+    let mut holder = match DB::DIALECT {
+        queue_database::Dialect::Sqlite => None,
+        _ => Some(other.begin().await.unwrap()),
+    };
+    if let Some(tx) = &mut holder {
+        DB::raw(tx, &format!("SELECT id FROM {table} FOR UPDATE")).await;
+    }
+    let store = tokio::time::timeout(
+        Duration::from_secs(10),
+        SqlStore::<DB>::connect_with(options(&table)),
+    )
+    .await
+    .expect("connecting does not wait for the transaction")
+    .expect("migrates");
+    if let Some(tx) = holder {
+        tx.rollback().await.unwrap();
+    }
+    let version = format!("SELECT value FROM {table}_control WHERE name = 'schema'");
+    assert_eq!(DB::raw(&mut conn, &version).await, [6]);
+    let groups = store.groups().unwrap();
+    let held = Effect::Hold(WaitingJob::new("k", 1, job("next", b"n")));
+    groups.apply(vec![held]).await.unwrap();
+    assert_eq!(groups.waiting("k").await.unwrap(), Some(1));
+    let got = store.reserve(&request("q", 1)).await.unwrap();
+    assert_eq!(got[0].name, "old");
+    // Connecting again runs no DDL, and says the same version.
+    drop(SqlStore::<DB>::connect_with(options(&table)).await.unwrap());
+    assert_eq!(DB::raw(&mut conn, &version).await, [6]);
+    drop_tables::<DB>(&table).await;
+}
+
+/// Waiting jobs keep what a push would store: bytes of any kind (none too), a delay counted
+/// from their release, a due time, a claim or none; keys of any text. A job held and
+/// released in one call is pushed at once; of two holds of one key in one call, the first
+/// is kept.
+async fn waiting_jobs_keep_what_was_held<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    let groups = store.groups().unwrap();
+    let hold = |key: &str, deps: u32, job: NewJob| Effect::Hold(WaitingJob::new(key, deps, job));
+    let deps = |key: &str, delta: i64| Effect::Deps {
+        key: key.to_owned(),
+        delta,
+    };
+    let at = SystemTime::now() + Duration::from_secs(3600);
+    let delay = Duration::from_secs(600);
+    let held = [
+        ("empty", job("w", b"")),
+        ("bytes\0 ключ 🔑", job("w", &[0, 255, 1, 0])),
+        (
+            "delayed",
+            job("w", b"d").available(Availability::After(delay)),
+        ),
+        ("at", job("w", b"a").available(Availability::At(at))),
+        ("claimed", job("w", b"c").unique(Unique::new("c1"))),
+    ];
+    groups
+        .apply(held.iter().map(|(k, j)| hold(k, 1, j.clone())).collect())
+        .await
+        .unwrap();
+    let mut conn = DB::connect().await;
+    let plain = format!(
+        "SELECT COUNT(*) FROM {table}_waiting \
+         WHERE available_at IS NULL AND unique_key IS NULL AND unique_until IS NULL"
+    );
+    assert_eq!(DB::raw(&mut conn, &plain).await, [3], "NULL stays NULL");
+    for (key, _) in &held {
+        assert_eq!(groups.waiting(key).await.unwrap(), Some(1), "{key}");
+    }
+    assert_eq!(total(&store, "w").await, 0);
+
+    let released = queue_core::storage::unix_millis(SystemTime::now());
+    groups
+        .apply(held.iter().map(|(k, _)| deps(k, -1)).collect())
+        .await
+        .unwrap();
+    for (key, _) in &held {
+        assert_eq!(groups.waiting(key).await.unwrap(), None, "{key}");
+    }
+    let size = store.inspect().unwrap().size("w").await.unwrap();
+    assert_eq!((size.waiting, size.delayed), (3, 2), "{size:?}");
+    let got = store.reserve(&request("w", 10)).await.unwrap();
+    let mut payloads: Vec<Vec<u8>> = got.iter().map(|r| r.payload.clone()).collect();
+    payloads.sort();
+    assert_eq!(payloads, [vec![], vec![0, 255, 1, 0], b"c".to_vec()]);
+    let due = format!("SELECT due_at FROM {table} WHERE reserved_until IS NULL ORDER BY due_at");
+    let due = DB::raw(&mut conn, &due).await;
+    let delayed = released + 600_000;
+    assert!(
+        (delayed - 5_000..delayed + 5_000).contains(&due[0]),
+        "the delay counts from the release: {due:?}, released at {released}"
+    );
+    assert_eq!(due[1], queue_core::storage::unix_millis(at));
+    let again = store.push_one(job("w", b"x").unique(Unique::new("c1")));
+    assert!(!again.await.unwrap().is_created(), "the claim went with it");
+
+    // Held and released in one call; a skip of a key never held does nothing.
+    let skip = Effect::Skip {
+        key: "nothing".to_owned(),
+    };
+    groups
+        .apply(vec![
+            hold("both", 2, job("w2", b"b")),
+            deps("both", -2),
+            skip,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(total(&store, "w2").await, 1);
+    assert_eq!(groups.waiting("both").await.unwrap(), None);
+
+    // Two holds of one key in one call: the first is kept.
+    groups
+        .apply(vec![
+            hold("twice", 1, job("w3", b"first")),
+            hold("twice", 3, job("w3", b"second")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(groups.waiting("twice").await.unwrap(), Some(1));
+    groups.apply(vec![deps("twice", -1)]).await.unwrap();
+    let got = store.reserve(&request("w3", 5)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, b"first");
     drop_tables::<DB>(&table).await;
 }
 
@@ -700,14 +864,17 @@ macro_rules! on {
 
 on!("sqlite", sqlx::Sqlite, sqlite: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
-    upgrades_a_database_of_before, four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect);
+    upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
+    four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect);
 on!("postgres", sqlx::Postgres, postgres: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
-    upgrades_a_database_of_before, four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
+    four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
     reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
     a_deadlocked_settle_is_run_again_and_applied_once);
 on!("mysql", sqlx::MySql, mysql: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
-    upgrades_a_database_of_before, four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
+    four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
     reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
     a_deadlocked_settle_is_run_again_and_applied_once);

@@ -1,7 +1,7 @@
 //! The on-disk format: file names that carry a job's state, and file contents that carry what
-//! never changes (queue, name, claim, payload) plus, for failed jobs, why they failed. (The
-//! driver's own bookkeeping files, claims, group counters and intents, are JSON, in their
-//! modules.)
+//! never changes (queue, name, claim, payload) plus, for failed jobs, why they failed, and for
+//! waiting jobs, their key, dependencies left and availability. (The driver's own bookkeeping
+//! files, claims, group counters and intents, are JSON, in their modules.)
 //!
 //! Every state change of a job is a `rename` of its file, never a rewrite, so each one is atomic
 //! and only one process can win it.
@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use queue_core::storage::unix_millis;
-use queue_core::{Unique, Until};
+use queue_core::storage::{duration_millis, from_unix_millis, unix_millis};
+use queue_core::{Availability, Unique, Until};
 
 /// Digits of a zero-padded millisecond time in a file name (enough for the year 33658).
 const TIME_WIDTH: usize = 15;
@@ -22,6 +22,8 @@ const MAX_TIME: i64 = 999_999_999_999_999;
 const ID_LEN: usize = 24;
 /// The first line of every job and failed-record file.
 const MAGIC: &[u8] = b"queue-file job v1\n";
+/// The first line of every waiting-job file.
+const WAITING_MAGIC: &[u8] = b"queue-file waiting v1\n";
 /// The longest encoded queue name or lock key used as is in a file name.
 const MAX_COMPONENT: usize = 200;
 
@@ -272,6 +274,18 @@ pub(crate) struct FailedFile {
     pub(crate) error: String,
 }
 
+/// What a waiting-job file (`waiting/KEY`) holds: a job held back until its dependencies are
+/// met, then published as a job file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WaitingFile {
+    pub(crate) key: String,
+    /// Dependencies left (at least 1 while the file exists; any number as read).
+    pub(crate) deps: i64,
+    /// When the job becomes available, as pushed: a delay counts from its release.
+    pub(crate) available: Availability,
+    pub(crate) job: JobFile,
+}
+
 /// What the start of a job file says: enough to reserve by name and to know the claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Head {
@@ -288,6 +302,10 @@ fn header(out: &mut Vec<u8>, key: &str, value: &str) {
 
 fn job_headers(out: &mut Vec<u8>, job: &JobFile) {
     out.extend_from_slice(MAGIC);
+    job_fields(out, job);
+}
+
+fn job_fields(out: &mut Vec<u8>, job: &JobFile) {
     header(out, "queue", &job.queue);
     header(out, "name", &job.name);
     if let Some(unique) = &job.unique {
@@ -334,6 +352,36 @@ pub(crate) fn encode_failed(failed: &FailedFile) -> Vec<u8> {
     finish(out, &failed.job.payload)
 }
 
+/// A waiting job: a job file with another first line and the waiting job's own fields first:
+///
+/// ```text
+/// queue-file waiting v1
+/// key: order-42/notify
+/// deps: 2                     (dependencies left)
+/// available: after 5000       (`now`, `after MILLIS` from its release, or `at MILLIS`)
+/// queue: emails
+/// name: send-email
+/// unique: invoice-42          (only for a job with a claim)
+/// until: terminal             (idem)
+/// payload: 42
+///
+/// <42 payload bytes>
+/// ```
+pub(crate) fn encode_waiting(waiting: &WaitingFile) -> Vec<u8> {
+    let mut out = Vec::with_capacity(waiting.job.payload.len() + waiting.key.len() + 160);
+    out.extend_from_slice(WAITING_MAGIC);
+    header(&mut out, "key", &waiting.key);
+    header(&mut out, "deps", &waiting.deps.to_string());
+    let available = match waiting.available {
+        Availability::Now => "now".to_owned(),
+        Availability::After(delay) => format!("after {}", duration_millis(delay)),
+        Availability::At(at) => format!("at {}", unix_millis(at)),
+    };
+    header(&mut out, "available", &available);
+    job_fields(&mut out, &waiting.job);
+    finish(out, &waiting.job.payload)
+}
+
 /// A file's header lines and the bytes after them.
 struct Parsed<'a> {
     fields: Vec<(&'a str, String)>,
@@ -376,9 +424,17 @@ fn parse_fields(head: &str) -> Result<Vec<(&str, String)>, String> {
 }
 
 fn parse(bytes: &[u8]) -> Result<Parsed<'_>, String> {
-    let rest = bytes
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| "it does not start with the `queue-file job v1` line".to_owned())?;
+    parse_as(bytes, MAGIC)
+}
+
+/// [`parse`] for a file whose first line is `magic`.
+fn parse_as<'a>(bytes: &'a [u8], magic: &[u8]) -> Result<Parsed<'a>, String> {
+    let rest = bytes.strip_prefix(magic).ok_or_else(|| {
+        format!(
+            "it does not start with the `{}` line",
+            String::from_utf8_lossy(magic).trim_end()
+        )
+    })?;
     let end = rest
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -414,6 +470,47 @@ pub(crate) fn decode_job(bytes: &[u8]) -> Result<JobFile, String> {
             .to_owned(),
         unique: unique_of(&parsed.fields),
         payload: parsed.body.to_vec(),
+    })
+}
+
+/// Reads a waiting-job file; the error says what is wrong with it.
+pub(crate) fn decode_waiting(bytes: &[u8]) -> Result<WaitingFile, String> {
+    let parsed = parse_as(bytes, WAITING_MAGIC)?;
+    let field = |key: &str| {
+        parsed
+            .get(key)
+            .ok_or_else(|| format!("its header has no `{key}`"))
+    };
+    let deps = field("deps")?
+        .parse()
+        .map_err(|_| "its `deps` is not a number".to_owned())?;
+    let available = field("available")?;
+    let millis = |text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| format!("its `available` ({available}) is not a number of milliseconds"))
+    };
+    let available = match available.split_once(' ') {
+        None if available == "now" => Availability::Now,
+        Some(("after", ms)) => Availability::After(std::time::Duration::from_millis(
+            u64::try_from(millis(ms)?).map_err(|_| "its `available` delay is negative")?,
+        )),
+        Some(("at", ms)) => Availability::At(from_unix_millis(millis(ms)?)),
+        _ => {
+            return Err(format!(
+                "its `available` ({available}) is not `now`, `after MILLIS` or `at MILLIS`"
+            ))
+        }
+    };
+    Ok(WaitingFile {
+        key: field("key")?.to_owned(),
+        deps,
+        available,
+        job: JobFile {
+            queue: parsed.get("queue").unwrap_or_default().to_owned(),
+            name: field("name")?.to_owned(),
+            unique: unique_of(&parsed.fields),
+            payload: parsed.body.to_vec(),
+        },
     })
 }
 
@@ -536,6 +633,19 @@ pub fn fuzz_parsers(bytes: &[u8], file_name: &str) {
         assert_eq!(
             queue_dir_name(&queue).and_then(|d| queue_from_dir_name(&d)),
             Some(queue)
+        );
+    }
+    if let Ok(waiting) = decode_waiting(bytes) {
+        let again = encode_waiting(&waiting);
+        assert_eq!(
+            decode_waiting(&again).as_ref(),
+            Ok(&waiting),
+            "a waiting-job file round-trips"
+        );
+        assert_eq!(
+            decode_job(&encode_job(&waiting.job)).as_ref(),
+            Ok(&waiting.job),
+            "a released job is a job file"
         );
     }
     let _ = decode_lock(bytes);
@@ -697,6 +807,53 @@ mod tests {
         let input = include_bytes!("../tests/data/fuzz-non-ascii-name");
         let i = input.iter().position(|b| *b == b'\n').unwrap();
         fuzz_parsers(&input[i + 1..], &String::from_utf8_lossy(&input[..i]));
+    }
+
+    #[test]
+    fn waiting_files_round_trip() {
+        let at = from_unix_millis(1_700_000_000_123);
+        for available in [
+            Availability::Now,
+            Availability::After(std::time::Duration::from_millis(5_000)),
+            Availability::At(at),
+            Availability::At(from_unix_millis(-5)),
+        ] {
+            let waiting = WaitingFile {
+                key: "wf:1/node %\n".into(),
+                deps: 3,
+                available,
+                job: JobFile {
+                    unique: Some(Unique::new("claim").until(Until::Started)),
+                    ..job("q", "then", b"\n\npayload")
+                },
+            };
+            let bytes = encode_waiting(&waiting);
+            assert_eq!(decode_waiting(&bytes).as_ref(), Ok(&waiting));
+            assert!(decode_job(&bytes).is_err(), "a waiting job is no job file");
+            fuzz_parsers(&bytes, "x");
+        }
+        let text = String::from_utf8(encode_waiting(&WaitingFile {
+            key: "k".into(),
+            deps: 2,
+            available: Availability::After(std::time::Duration::from_secs(5)),
+            job: job("mail", "send", b"{}"),
+        }))
+        .unwrap();
+        assert_eq!(
+            text,
+            "queue-file waiting v1\nkey: k\ndeps: 2\navailable: after 5000\nqueue: mail\n\
+             name: send\npayload: 2\n\n{}"
+        );
+        for bad in [
+            text.replace("deps: 2", "deps: two"),
+            text.replace("after 5000", "later"),
+            text.replace("after 5000", "after -1"),
+            text.replace("key: k\n", ""),
+            text.replace("payload: 2", "payload: 3"),
+            text.replace("waiting v1", "job v1"),
+        ] {
+            assert!(decode_waiting(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -49,15 +49,17 @@
 //!
 //! Everything the contract has: unique claims and push effects, the failed store (pages by
 //! cursor, newest first), inspection (sizes, queues, clearing, listing jobs by state by
-//! cursor), group counters, the restart signal, reserving by job name, and wake-ups. Two work
-//! differently than on a server:
+//! cursor), groups (counters, waiting jobs released by their dependencies for chains,
+//! workflows and batch callbacks, and applying effects with no lease), the restart signal,
+//! reserving by job name, and wake-ups. Two work differently than on a server:
 //!
 //! - **Wake-ups** of other processes go through the file system: an idle worker wakes at
 //!   once for a push, retry or release made through this process, within milliseconds for
 //!   one made by another process (the `ready/` directories of its queues are watched:
 //!   inotify on Linux, through the `notify` crate; at most one wake-up every 2 ms), and at
 //!   the next due job or lease deadline it knows of. Where a directory cannot be watched,
-//!   the worker polls at its `sleep`.
+//!   the worker polls at its `sleep`. A waiting job released by a settle or an apply is
+//!   published into `ready/` as a push is, and wakes workers the same way.
 //! - **Listing** reads whole directories: [`Inspect::size`](queue_core::storage::Inspect::size),
 //!   a page of [`Inspect::jobs`](queue_core::storage::Inspect::jobs) or of the failed store
 //!   costs in proportion to the queue, not to the page.
@@ -66,11 +68,12 @@
 //!
 //! ```text
 //! ROOT/                                   0700; refused if group or others can write it
-//!   jobs/QUEUE/ready/AVAILABLE-ID-ATTEMPTS                   waiting or delayed jobs
+//!   jobs/QUEUE/ready/AVAILABLE-ID-ATTEMPTS                   available or delayed jobs
 //!   jobs/QUEUE/reserved/DEADLINE-ID-ATTEMPTS-TOKEN           reserved jobs
 //!   failed/FAILED_AT-ID                   failed jobs; the file name is the record's id
 //!   claims/KEY                            one file per held unique key: the holder (JSON)
 //!   groups/GROUP                          a group's counters (JSON)
+//!   waiting/KEY                           a waiting job: dependencies left, and the job
 //!   locks/KEY                             one file per held lock: owner and expiry
 //!   control/lock                          the store's lock (an empty file, `flock`ed)
 //!   control/restart                       the restart generation
@@ -79,9 +82,10 @@
 //! ```
 //!
 //! - Directories are created 0700 and files 0600, whatever the umask.
-//! - `QUEUE`, `KEY` and `GROUP` are the names with every byte other than ASCII letters,
-//!   digits, `_`, `-` and `.` (and a leading `.`) written as `%XX`; the empty queue name is
-//!   `%`; a name too long for a file name keeps a prefix and ends in a 128-bit hash.
+//! - `QUEUE`, `KEY` (of a claim, a lock or a waiting job) and `GROUP` are the names with
+//!   every byte other than ASCII letters, digits, `_`, `-` and `.` (and a leading `.`)
+//!   written as `%XX`; the empty queue name is `%`; a name too long for a file name keeps a
+//!   prefix and ends in a 128-bit hash.
 //! - `AVAILABLE`, `DEADLINE` and `FAILED_AT` are milliseconds since the Unix epoch, zero-padded
 //!   to 15 digits; `ID` is 24 hex digits that sort by creation; `ATTEMPTS` counts
 //!   reservations; `TOKEN` fences a reservation. Listing `ready/` in name order is FIFO by
@@ -102,6 +106,26 @@
 //!   Header values are UTF-8 with `%`, control characters and DEL written as `%XX`. A failed
 //!   record is the same with `job-id`, `attempts`, `failed-at` and `error` lines added, so
 //!   retrying it is one rename back into `ready/`.
+//! - A waiting job (`Effect::Hold`) is the same with its own first line and fields first,
+//!   and is in no queue (not reserved, not counted in a size, not listed) until it is
+//!   released:
+//!
+//!   ```text
+//!   queue-file waiting v1
+//!   key: KEY                    (its key, written out)
+//!   deps: N                     (dependencies left)
+//!   available: now              (or `after MILLIS`, counted from its release, or `at MILLIS`)
+//!   queue: QUEUE
+//!   name: NAME
+//!   ...                         (as a job file)
+//!   ```
+//!
+//!   A dependency change (`Effect::Deps`, summed per key over the call) rewrites it whole;
+//!   when its dependencies reach zero or below it is deleted and its job published into
+//!   `ready/` as a push is, with its claim (dropped if another job holds the key), in the
+//!   same step and before the call's fetch. `Effect::Skip` deletes it. A file that does not
+//!   read as one (damaged, or written by hand) counts as no job waiting under its key: it
+//!   stops no step, is logged, and is left for an operator (a hold of its key replaces it).
 //!
 //! # What each transition costs
 //!
@@ -119,13 +143,20 @@
 //!
 //! Every other change is a **step of the journal**, one per call (a whole batch of
 //! settlements is one step): settle Fail, settle Ack of a job with a claim, any settlement
-//! with effects, push with claims, reserve of a job whose claim ends when it starts, retry
-//! from the failed store, and clearing jobs with claims. A step costs, on top of its
-//! transitions: the store's lock; its intent (a write, a sync, a rename, a sync of
-//! `journal/`); one rename per job it takes; each claim, counter group and failed record
-//! written whole (a write, a sync, a rename); a sync of each directory it touched; the
-//! intent's unlink. Follow-up jobs and pushed jobs are written and synced in `tmp/` before
-//! the lock is taken. Releasing the claim of a job reserved with `until = started` needs no
+//! with effects, push with claims, an apply of effects with no lease (`Groups::apply`),
+//! reserve of a job whose claim ends when it starts, retry from the failed store, and
+//! clearing jobs with claims. A step costs, on top of its transitions: the store's lock; its
+//! intent (a write, a sync, a rename, a sync of `journal/`); one rename per job it takes;
+//! each claim, counter group and failed record written whole (a write, a sync, a rename); a
+//! sync of each directory it touched; the intent's unlink. Follow-up, pushed and held jobs
+//! are written and synced in `tmp/` before the lock is taken. A step with waiting-job effects
+//! reads the waiting file of each key it names and decides its **plan** (what becomes of each
+//! waiting job) under the lock: each waiting file it changes and each job it releases is
+//! written whole (a write, a sync) and renamed into `waiting/` or published into `ready/`.
+//! For a settle the plan can only be decided once its moves are taken (a stale settlement
+//! applies none of its effects), so its intent is written a second time, with the plan (a
+//! write, a sync, a rename, a sync of `journal/`); an apply's intent has its plan from the
+//! start. Releasing the claim of a job reserved with `until = started` needs no
 //! intent: one unlink under the lock, after the reservation. A retry of a failed job without
 //! a claim is one rename under the lock; forgetting, flushing and pruning failed records are
 //! unlinks under the lock and one sync of `failed/`.
@@ -133,9 +164,10 @@
 //! # The store's lock
 //!
 //! An exclusive `flock(2)` on `control/lock`, taken from the blocking pool and held only for
-//! one step. It covers every change to `claims/`, `groups/`, `control/restart`, `journal/`
-//! and `failed/`, and every step listed above, so that checking a key and taking it, or
-//! adding to a counter, is one step against every other process. Plain transitions do not
+//! one step. It covers every change to `claims/`, `groups/`, `waiting/`, `control/restart`,
+//! `journal/` and `failed/`, and every step listed above, so that checking a key and taking
+//! it, adding to a counter, or meeting a waiting job's last dependency, is one step against
+//! every other process. Plain transitions do not
 //! take it: they never touch those files, and a job file can be moved by one process only
 //! (when two rename the same file, exactly one succeeds; the other gets `ENOENT`). Whoever
 //! takes the lock first finishes every intent left in `journal/`: a live process holds the
@@ -149,18 +181,23 @@
 //!
 //! # Crashes
 //!
-//! A killed process never loses a job, applies a counter twice, or leaves a claim without
-//! its job or a job whose claim vanished early. The next process to take the lock (at open,
-//! at its next step, or in the sweep every half minute that rides on `reserve`) finishes
-//! each intent from what is on disk: moves whose `taken` file is there are completed with
-//! their effects; moves never taken are dropped with their staged follow-ups; a group's
-//! counter file records the last intent applied to it, so its deltas are added once;
-//! claim changes are conditional, publications happen once (their source is gone after).
+//! A killed process never loses a job, applies a counter or a dependency change twice,
+//! releases a waiting job twice, or leaves a claim without its job or a job whose claim
+//! vanished early. The next process to take the lock (at open, at its next step, or in the
+//! sweep every half minute that rides on `reserve`) finishes each intent from what is on
+//! disk: moves whose `taken` file is there are completed with their effects; moves never
+//! taken are dropped with their staged follow-ups and held jobs; a group's counter file
+//! records the last intent applied to it, so its deltas are added once; claim changes are
+//! conditional, publications happen once (their source is gone after); a plan in the intent
+//! is carried out as it stands (a waiting file is put once, as its staged file is gone
+//! after; deleting one is done once it is gone), and an intent without one, whose moves
+//! carry waiting-job effects, has nothing of it carried out yet, so its plan is decided then
+//! from `waiting/` as it is.
 //! Then what is left in `tmp/` is sorted: a job outside both stores (a `taken` file without
 //! its intent; an older version's `*.failing` or `*.stray` file, once a minute old) goes to
 //! the failed store with a reason; an older version's staged failed record goes into the
-//! failed store; files of steps that never published anything are deleted (staged pushes
-//! after an hour). What a crash can still do:
+//! failed store; files of steps that never published anything are deleted (staged pushes and
+//! holds after an hour). What a crash can still do:
 //!
 //! - a push without claims killed mid-batch may have published part of the batch (it did
 //!   not return, so none of it was promised; a push that fails otherwise takes back what it
@@ -177,13 +214,14 @@
 //! - **No double delivery between live leases.** A job file is in one place at a time and only
 //!   one process can move it, so two workers never hold valid leases on one job.
 //! - **Atomic:** each job's transition with its effects, against other processes and crashes.
-//!   Readers that take no lock (sizes, reservations, counters) may see a step half done, for
-//!   instance a follow-up job before the counter delta of the same settlement.
+//!   Readers that take no lock (sizes, reservations, counters, `Groups::waiting`) may see a
+//!   step half done, for instance a follow-up job before the counter delta of the same
+//!   settlement, or a released job in its queue while its waiting file is still there.
 //! - **Durability, with `fsync` on (the default).** A job is durable once `push` returns, also
 //!   across a power loss on a file system and drive that honour `fsync` (ext4, xfs, btrfs on
 //!   Linux; on macOS `fsync` does not flush the drive's cache). Intents are durable before
-//!   their step moves anything; failed records, claims and counters are synced before the
-//!   intent goes. Reservations, lease extensions and locks are not synced: after a power loss
+//!   their step moves anything; failed records, claims, counters and waiting jobs are synced
+//!   before the intent goes. Reservations, lease extensions and locks are not synced: after a power loss
 //!   a job reserved just before is simply available again, perhaps without that attempt
 //!   counted.
 //! - **Without `fsync`** a crash of the machine may lose recent jobs and changes; a crash of a
@@ -209,9 +247,13 @@
 //! refusal of a group- or world-writable directory; stray, truncated, headerless and non-UTF-8
 //! files written straight into a queue while a worker runs; six worker processes reserving
 //! and acknowledging 2,000 jobs from one directory, each exactly once; four processes
-//! settling 400 jobs with counter deltas and follow-ups of shared keys, exact; a settlement
-//! (acknowledged or failed, with a counter and a follow-up) and a push with a claim, each
-//! killed at every point of its step and finished by the next open, twice; the files older
+//! settling 400 jobs with counter deltas, follow-ups of shared keys and the dependencies of
+//! one waiting job, exact and released once; a settlement (acknowledged or failed, with a
+//! counter and a follow-up), a push with a claim, and a settlement and an apply with
+//! waiting-job effects (a release with a claim, a dependency change, a skip, a hold, a
+//! counter), each killed at every point of its step and finished by the next open, twice;
+//! waiting-job files as documented, a delay counted from the release, a damaged waiting file
+//! stopping nothing; the files older
 //! versions left in `tmp/` when killed mid-fail, recovered at open; a worker process that
 //! exits holding 50 jobs, which come back after their lease with the attempt counted; plain
 //! paths completing while another process holds the store's lock; two handles on one
@@ -240,7 +282,8 @@ pub use storage::FileStorage;
 pub use format::fuzz_parsers as __fuzz_parsers;
 
 /// Not public API: makes this process abort, as if killed, when a step of the journal
-/// reaches `point` (`written`, `taken`, `applied`, `finalized`), for the crash tests.
+/// reaches `point` (`written`, `taken`, `planned`, `applied`, `finalized`), for the crash
+/// tests.
 #[doc(hidden)]
 pub fn __crash_at(point: &'static str) {
     disk::crash_at(point);

@@ -192,6 +192,12 @@ impl FileStorage {
     }
 }
 
+/// Whether an effect may put a job in a queue: a follow-up, or a dependency change that
+/// releases a waiting job.
+fn makes_available(effect: &Effect) -> bool {
+    matches!(effect, Effect::Push(_) | Effect::Deps { .. })
+}
+
 /// Runs blocking file I/O on tokio's blocking pool so that no worker thread stalls.
 async fn blocking<T, F>(f: F) -> Result<T>
 where
@@ -233,10 +239,11 @@ impl Storage for FileStorage {
         settles: Vec<Settle>,
         fetch: Option<&ReserveRequest>,
     ) -> Result<SettleReply> {
-        // Retried and released jobs, and follow-ups, may be due for an idle worker here.
+        // Retried and released jobs, follow-ups and waiting jobs whose dependencies are met
+        // may be due for an idle worker here.
         let wakes = settles.iter().any(|s| {
             matches!(s.outcome, Outcome::Retry { .. } | Outcome::Release { .. })
-                || s.effects.iter().any(|e| matches!(e, Effect::Push(_)))
+                || s.effects.iter().any(makes_available)
         });
         let fetch = fetch.cloned();
         let reply = self
@@ -342,6 +349,20 @@ impl Groups for FileStorage {
     async fn remove(&self, group: &str) -> Result<bool> {
         let group = group.to_owned();
         self.run(move |disk| Ok(disk.remove_group(&group)?)).await
+    }
+
+    async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
+        let wakes = effects.iter().any(makes_available);
+        self.run(move |disk| disk.apply(effects)).await?;
+        if wakes {
+            self.pushed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn waiting(&self, key: &str) -> Result<Option<i64>> {
+        let key = key.to_owned();
+        self.run(move |disk| Ok(disk.waiting_deps(&key)?)).await
     }
 }
 

@@ -151,8 +151,165 @@ async fn layout_on_disk() {
     dirs.sort();
     assert_eq!(
         dirs,
-        ["claims", "control", "failed", "groups", "jobs", "journal", "locks", "tmp"]
+        ["claims", "control", "failed", "groups", "jobs", "journal", "locks", "tmp", "waiting"]
     );
+}
+
+fn hold(key: &str, deps: u32, job: queue_core::NewJob) -> queue_core::Effect {
+    queue_core::Effect::Hold(queue_core::WaitingJob::new(key, deps, job))
+}
+
+fn deps(key: &str, delta: i64) -> queue_core::Effect {
+    queue_core::Effect::Deps {
+        key: key.to_owned(),
+        delta,
+    }
+}
+
+/// A waiting job is one file in `waiting/` as the crate docs say, rewritten when its
+/// dependencies change; released, it is a job file in its queue, available after its delay
+/// counted from the release. No step leaves anything in `tmp/` or `journal/`.
+#[tokio::test]
+async fn waiting_jobs_on_disk() {
+    let (store, root) = common::open_fresh().await;
+    let groups = store.groups().unwrap();
+    let delayed = job("mail", "send", b"{}")
+        .available(queue_core::Availability::After(Duration::from_secs(3600)))
+        .unique(queue_core::Unique::new("claim"));
+    groups
+        .apply(vec![hold("order 42/notify", 2, delayed)])
+        .await
+        .unwrap();
+    assert_eq!(names_in(&root.join("waiting")), ["order%2042%2Fnotify"]);
+    let file = root.join("waiting/order%2042%2Fnotify");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "queue-file waiting v1\nkey: order 42/notify\ndeps: 2\navailable: after 3600000\n\
+         queue: mail\nname: send\nunique: claim\nuntil: terminal\npayload: 2\n\n{}"
+    );
+    assert!(
+        names_in(&root.join("claims")).is_empty(),
+        "no claim while it waits"
+    );
+    groups
+        .apply(vec![deps("order 42/notify", -1)])
+        .await
+        .unwrap();
+    assert!(fs::read_to_string(&file).unwrap().contains("\ndeps: 1\n"));
+    assert!(names_in(&root.join("tmp")).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+
+    // Released by a settle: the job file in `ready/`, due an hour from now, with its claim.
+    store.push(vec![job("work", "w", b"w")]).await.unwrap();
+    let got = store
+        .reserve(&request(&["work"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    let before = queue_core::storage::unix_millis(std::time::SystemTime::now());
+    store
+        .settle_one(
+            queue_core::Settle::ack(got[0].lease.clone()).effect(deps("order 42/notify", -1)),
+        )
+        .await
+        .unwrap();
+    assert!(names_in(&root.join("waiting")).is_empty());
+    let ready = names_in(&root.join("jobs/mail/ready"));
+    assert_eq!(ready.len(), 1);
+    let due: i64 = ready[0][..15].parse().unwrap();
+    assert!(
+        due >= before + 3_600_000,
+        "the delay counts from the release"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("jobs/mail/ready").join(&ready[0])).unwrap(),
+        "queue-file job v1\nqueue: mail\nname: send\nunique: claim\nuntil: terminal\n\
+         payload: 2\n\n{}"
+    );
+    assert_eq!(names_in(&root.join("claims")), ["claim"]);
+    assert!(names_in(&root.join("tmp")).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+}
+
+/// A waiting-job file that is not one this driver wrote counts as no job waiting under its
+/// key: it stops no step, and a hold of the key replaces it.
+#[tokio::test]
+async fn a_damaged_waiting_file_stops_nothing() {
+    let (store, root) = common::open_fresh().await;
+    let groups = store.groups().unwrap();
+    fs::write(
+        root.join("waiting/broken"),
+        b"queue-file waiting v1\ndeps: x",
+    )
+    .unwrap();
+    assert_eq!(groups.waiting("broken").await.unwrap(), None);
+    groups
+        .apply(vec![
+            deps("broken", -1),
+            queue_core::Effect::Skip {
+                key: "broken".into(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(
+        root.join("waiting/broken").exists(),
+        "left for an operator to look at"
+    );
+    groups
+        .apply(vec![hold("broken", 1, job("q", "fixed", b"f"))])
+        .await
+        .unwrap();
+    assert_eq!(groups.waiting("broken").await.unwrap(), Some(1));
+    groups.apply(vec![deps("broken", -1)]).await.unwrap();
+    let got = store
+        .reserve(&request(&["q"], Duration::from_secs(60), 5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "fixed");
+    assert!(names_in(&root.join("waiting")).is_empty());
+    assert!(names_in(&root.join("tmp")).is_empty());
+}
+
+/// In one call, every settlement's claim changes come before any effect: a follow-up takes
+/// the key of a job another settlement of the same call acknowledges, as on every driver
+/// that applies the transitions first.
+#[tokio::test]
+async fn claims_are_released_before_the_effects_of_the_call() {
+    let (store, _root) = common::open_fresh().await;
+    let key = queue_core::Unique::new("shared");
+    store
+        .push(vec![
+            job("a", "plain", b"1"),
+            job("b", "holder", b"2").unique(key.clone()),
+        ])
+        .await
+        .unwrap();
+    let first = store
+        .reserve(&request(&["a"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    let holder = store
+        .reserve(&request(&["b"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    let reply = store
+        .settle(
+            vec![
+                queue_core::Settle::ack(first[0].lease.clone())
+                    .effect(queue_core::Effect::Push(job("c", "next", b"3").unique(key))),
+                queue_core::Settle::ack(holder[0].lease.clone()),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, [queue_core::Settled::Applied; 2]);
+    let got = store
+        .reserve(&request(&["c"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "the follow-up took the released key");
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

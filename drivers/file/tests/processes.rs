@@ -1,6 +1,6 @@
 //! Tests that need processes of their own: several workers on one directory, steps of the
-//! journal killed at each point and finished by the next process, file modes under different
-//! umasks (the umask is per process).
+//! journal killed at each point and finished by the next process (waiting jobs' steps
+//! included), file modes under different umasks (the umask is per process).
 //!
 //! This binary is its own test runner (`harness = false` in Cargo.toml). Run with
 //! `QUEUE_FILE_CHILD=<part>` it is one of the child processes the tests start; otherwise it
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use queue_core::storage::PageRequest;
 use queue_core::{
     Effect, FailedJob, NewJob, Outcome, ReserveRequest, Settle, Settled, Storage, StorageExt,
-    Unique,
+    Unique, WaitingJob,
 };
 use queue_file::{FileOptions, FileStorage};
 use queue_tests::{job, request};
@@ -57,6 +57,10 @@ const TESTS: &[Test] = &[
     (
         "a_push_killed_at_any_point_publishes_with_its_claim",
         a_push_killed_at_any_point_publishes_with_its_claim,
+    ),
+    (
+        "waiting_jobs_killed_at_any_point_change_once",
+        waiting_jobs_killed_at_any_point_change_once,
     ),
     ("modes_whatever_the_umask", modes_whatever_the_umask),
 ];
@@ -271,10 +275,11 @@ async fn worker_child(root: PathBuf) {
 const EFFECT_JOBS: usize = 400;
 const FOLLOW_UPS: usize = 40;
 
-/// Four processes settle 400 jobs, each with a counter delta and a follow-up job whose key
-/// 40 of them share, failing every fifth: the counters add up exactly, each key is pushed
-/// once, every failed job is in the failed store once, and nothing is left in `tmp/` or
-/// `journal/`. The store's lock is what keeps the processes' steps apart.
+/// Four processes settle 400 jobs, each with a counter delta, a follow-up job whose key 40 of
+/// them share, and one of the 400 dependencies of a waiting job, failing every fifth: the
+/// counters add up exactly, each key is pushed once, the waiting job is released once, every
+/// failed job is in the failed store once, and nothing is left in `tmp/` or `journal/`. The
+/// store's lock is what keeps the processes' steps apart.
 fn effects_from_several_processes_apply_once() {
     runtime().block_on(async {
         let dir = common::private_dir();
@@ -286,6 +291,15 @@ fn effects_from_several_processes_apply_once() {
                     .map(|i| job("work", "n", i.to_string().as_bytes()))
                     .collect(),
             )
+            .await
+            .unwrap();
+        let groups = store.groups().unwrap();
+        groups
+            .apply(vec![Effect::Hold(WaitingJob::new(
+                "fan-in",
+                EFFECT_JOBS as u32,
+                job("joined", "join", b"j"),
+            ))])
             .await
             .unwrap();
         let children: Vec<_> = (0..4)
@@ -317,6 +331,9 @@ fn effects_from_several_processes_apply_once() {
             "one follow-up per key"
         );
         assert_eq!(names_in(&root.join("claims")).len(), FOLLOW_UPS);
+        assert_eq!(groups.waiting("fan-in").await.unwrap(), None);
+        assert_eq!(size(&store, "joined").await.waiting, 1, "released once");
+        assert!(names_in(&root.join("waiting")).is_empty());
         assert!(names_in(&root.join("tmp")).is_empty());
         assert!(names_in(&root.join("journal")).is_empty());
     });
@@ -358,6 +375,10 @@ async fn effects_child(root: PathBuf) {
                     .effect(Effect::Push(
                         job("next", "then", key.as_bytes()).unique(Unique::new(key)),
                     ))
+                    .effect(Effect::Deps {
+                        key: "fan-in".into(),
+                        delta: -1,
+                    })
             })
             .collect();
         let reply = store.settle(settles, None).await.unwrap();
@@ -557,11 +578,139 @@ fn a_push_killed_at_any_point_publishes_with_its_claim() {
     });
 }
 
+fn hold(key: &str, deps: u32, job: NewJob) -> Effect {
+    Effect::Hold(WaitingJob::new(key, deps, job))
+}
+
+fn deps(key: &str, delta: i64) -> Effect {
+    Effect::Deps {
+        key: key.to_owned(),
+        delta,
+    }
+}
+
+/// The waiting-job effects of the crash tests' `waiting` and `apply` steps: `release` meets
+/// its last dependency, `stay` loses one of two, `skip` is skipped, `new` is held.
+fn waiting_effects() -> Vec<Effect> {
+    vec![
+        deps("release", -1),
+        deps("stay", -1),
+        Effect::Skip { key: "skip".into() },
+        hold("new", 1, job("next", "new", b"n")),
+        Effect::Count {
+            group: "g".into(),
+            deltas: vec![("done".into(), 1)],
+        },
+    ]
+}
+
+/// What every step of the journal can reach with waiting-job effects in a settle: the
+/// points of [`POINTS`] and `planned` (the intent written again with its plan).
+const WAITING_POINTS: [&str; 5] = ["written", "taken", "planned", "applied", "finalized"];
+
+/// A settlement and an apply with waiting-job effects (a release with a claim, a dependency
+/// change, a skip, a hold, a counter), each killed at each point of its step: the next
+/// process to open the store finishes it, so that every effect happens once exactly when the
+/// step happened (the settlement: when its move was taken; the apply: once its intent was
+/// written), the released job is in its queue once with its claim, and opening again
+/// changes nothing more.
+fn waiting_jobs_killed_at_any_point_change_once() {
+    runtime().block_on(async {
+        for scenario in ["waiting", "apply"] {
+            for point in WAITING_POINTS {
+                if scenario == "apply" && point == "planned" {
+                    continue; // an apply's intent has its plan from the start
+                }
+                let dir = common::private_dir();
+                let root = dir.path().join("store");
+                let store = open(&root).await;
+                store.push(vec![job("q", "victim", b"v")]).await.unwrap();
+                store
+                    .groups()
+                    .unwrap()
+                    .apply(vec![
+                        hold(
+                            "release",
+                            1,
+                            job("next", "released", b"r").unique(Unique::new("released")),
+                        ),
+                        hold("stay", 2, job("next", "stay", b"s")),
+                        hold("skip", 1, job("next", "skipped", b"k")),
+                    ])
+                    .await
+                    .unwrap();
+                drop(store);
+                crash(&root, scenario, point);
+                let case = format!("{scenario} killed at {point}");
+                let happened = scenario == "apply" || point != "written";
+                for round in 0..2 {
+                    let store = open(&root).await;
+                    let groups = store.groups().unwrap();
+                    let mut left = Vec::new();
+                    for key in ["release", "stay", "skip", "new"] {
+                        left.push(groups.waiting(key).await.unwrap());
+                    }
+                    let counters = groups.counters("g").await.unwrap();
+                    let next = size(&store, "next").await;
+                    let probe = store
+                        .push(vec![job("probe", "p", b"p").unique(Unique::new("released"))])
+                        .await
+                        .unwrap();
+                    if happened {
+                        assert_eq!(left, [None, Some(1), None, Some(1)], "{case} ({round})");
+                        assert_eq!(counters, [("done".to_owned(), 1)], "{case} ({round})");
+                        assert_eq!(next.total(), 1, "{case}: released once ({round})");
+                        assert!(
+                            !probe[0].is_created(),
+                            "{case}: the released job holds its claim ({round})"
+                        );
+                    } else {
+                        assert_eq!(left, [Some(1), Some(2), Some(1), None], "{case} ({round})");
+                        assert!(counters.is_empty(), "{case}: nothing counted ({round})");
+                        assert_eq!(next.total(), 0, "{case}: nothing released ({round})");
+                        assert!(probe[0].is_created(), "{case}: no claim taken ({round})");
+                    }
+                    if scenario == "waiting" {
+                        let victim = size(&store, "q").await;
+                        assert_eq!(
+                            victim.total(),
+                            u64::from(!happened),
+                            "{case}: settled or still reserved ({round})"
+                        );
+                    }
+                    // Undo the probe so that the second round sees the same store.
+                    store.inspect().unwrap().clear("probe").await.unwrap();
+                    assert!(names_in(&root.join("tmp")).is_empty(), "{case} ({round})");
+                    assert!(names_in(&root.join("journal")).is_empty(), "{case}");
+                }
+                let store = open(&root).await;
+                let got = store
+                    .reserve(&request(&["next"], Duration::from_secs(60), 5))
+                    .await
+                    .unwrap();
+                let names: Vec<&str> = got.iter().map(|r| r.name.as_str()).collect();
+                let want: &[&str] = if happened { &["released"] } else { &[] };
+                assert_eq!(names, want, "{case}");
+            }
+        }
+    });
+}
+
 /// The child of the crash tests: runs one step that dies at `CRASH_AT`.
 async fn crash_child(root: PathBuf) {
     let scenario = std::env::var(SCENARIO).unwrap();
     let point: &'static str = std::env::var(CRASH_AT).unwrap().leak();
     let store = open(&root).await;
+    if scenario == "apply" {
+        queue_file::__crash_at(point);
+        store
+            .groups()
+            .unwrap()
+            .apply(waiting_effects())
+            .await
+            .unwrap();
+        std::process::exit(3); // not reached: the apply dies at the point
+    }
     if scenario == "push" {
         queue_file::__crash_at(point);
         let pushed: NewJob = job("q", "pushed", b"p").unique(Unique::new("pushed"));
@@ -573,6 +722,14 @@ async fn crash_child(root: PathBuf) {
         .reserve(&request(&["q"], Duration::from_millis(200), 1))
         .await
         .unwrap();
+    if scenario == "waiting" {
+        let settle = waiting_effects()
+            .into_iter()
+            .fold(Settle::ack(got[0].lease.clone()), Settle::effect);
+        queue_file::__crash_at(point);
+        store.settle(vec![settle], None).await.unwrap();
+        std::process::exit(3);
+    }
     let outcome = match scenario.as_str() {
         "ack" => Outcome::Ack,
         _ => Outcome::Fail {

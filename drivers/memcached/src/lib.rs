@@ -42,10 +42,13 @@
 //! `--sleep`): a push by another process starts within about that. Not supported, with
 //! [`Error::NotSupported`](queue_core::Error::NotSupported):
 //!
-//! - **group counters (batches, workflows)**, `Effect::Count`: a counter update would have
-//!   to happen exactly once with the job's transition, and with single-key steps a crash
-//!   between the two counts twice or never. A settle carrying one is refused before anything
-//!   changes.
+//! - **group counters and waiting jobs (batches, chains, workflows)**, `Effect::Count`,
+//!   `Effect::Hold`, `Effect::Deps` and `Effect::Skip`: a counter update or a dependency
+//!   change would have to happen exactly once with the job's transition, and with single-key
+//!   steps a crash between the two applies it twice or never. A settle carrying one is
+//!   refused before anything changes; the store has no
+//!   [`Groups`](queue_core::storage::Groups) capability (no `Groups::apply`, no
+//!   `Groups::waiting`).
 //! - **reserving by job name** (`runall run NAME`): a slot queue cannot skip jobs.
 //! - **listing jobs** (`Inspect::jobs`): memcached cannot list keys, and a delayed or
 //!   reserved job is found only through the second it is due in.

@@ -611,8 +611,9 @@ impl Storage for MemcachedStorage {
         fetch: Option<&ReserveRequest>,
     ) -> Result<SettleReply> {
         check_effects(DRIVER, &settles)?;
-        // A counter update cannot be tied to the job's transition with single-key steps:
-        // a crash between the two would count twice or never. Refused before anything.
+        // A counter update or a waiting job's dependency change cannot be tied to the job's
+        // transition with single-key steps: a crash between the two would apply it twice or
+        // never. Refused before anything (any effect but a push, unknown ones included).
         if settles
             .iter()
             .flat_map(|s| &s.effects)
@@ -620,7 +621,7 @@ impl Storage for MemcachedStorage {
         {
             return Err(Error::NotSupported {
                 driver: DRIVER,
-                operation: "group counters (batches, workflows)",
+                operation: "group counters and waiting jobs (batches, chains, workflows)",
             });
         }
         let mut settled = vec![Settled::Stale; settles.len()];

@@ -1,31 +1,83 @@
--- Settles reserved jobs, each with its outcome and effects, then reserves the next jobs
--- when asked: one atomic step, one round trip (after lib/head.lua, lib/push.lua and
--- lib/reserve.lua). A plain reservation is this script with no settlement.
+-- Settles reserved jobs, each with its outcome and effects, and applies effects with no
+-- lease (`Groups::apply`), then reserves the next jobs when asked: one atomic step, one
+-- round trip (after lib/head.lua, lib/push.lua and lib/reserve.lua). A plain reservation
+-- is this script with no settlement.
 --
 -- ARGV after the head: the reference of the failed store's id counter key (`0` when no
--- settlement fails; its index is the next key), the number of settlements, then each
--- settlement: a plain acknowledge as `a`, queue number, member, token; any other as its
--- outcome (`A` acknowledge, `r` retry, `l` release, `f` fail), queue number, member, token,
--- its value (the delay in milliseconds for `r` and `l`, the reason for `f`, '' for `A`),
--- the number of effects, then each effect: `p` and a job as `read_job` reads it, or `c`,
--- the reference of the group's key, the number of counters, then name and delta per
--- counter. Then the fetch: the number of queues (0: none), their queue numbers in priority
--- order, the lease in milliseconds, the limit, the token prefix, and to take only jobs of
--- one name, that name and how many due jobs to look at, at most.
+-- settlement fails; its index is the next key); the guarded waiting keys (below): their
+-- number, then the reference of each; the number of settlements, then each settlement: a
+-- plain acknowledge as `a`, queue number, member, token; effects with no lease as `e` and
+-- the effects; any other as its outcome (`A` acknowledge, `r` retry, `l` release, `f`
+-- fail), queue number, member, token, its value (the delay in milliseconds for `r` and `l`,
+-- the reason for `f`, '' for `A`), then the effects. Effects are their number, then each:
+-- `p` and a job as `read_job` reads it; `c`, the reference of the group's key, the number
+-- of counters, then name and delta per counter; `h`, the reference of a waiting job's key
+-- (`{P}:waiting:<key>`), its dependencies and its job as `read_job` reads it; `d`, the
+-- reference of a waiting job's key and the delta of its dependencies; `s` and the reference
+-- of a waiting job's key. Then the fetch: the number of queues (0: none), their queue
+-- numbers in priority order, the lease in milliseconds, the limit, the token prefix, and to
+-- take only jobs of one name, that name and how many due jobs to look at, at most.
+--
+-- A waiting job is a hash: d dependencies left, q its queue's name, v when it is available
+-- once pushed (as `read_job` takes it: '' now, `+<ms>` after a delay, `<ms>` a Unix time),
+-- n name, p payload, and for a claim u its key and w until when. A dependency change that
+-- brings them to zero pushes the job to its queue, whose keys (and its claim's) the script
+-- must be given: the driver reads the queue and the claim of the job waiting under each key
+-- whose dependencies the call changes (the guarded keys) and declares them. Before changing
+-- anything the script checks that the job under each guarded key, if any, still has its
+-- queue and claim among the declared keys; if not (it was replaced since the driver read
+-- it), it returns -1, nothing changed, and the driver reads again. A job held by the call
+-- itself is declared with its `h` effect.
 --
 -- A settlement whose token is not the job's current one changes nothing, its effects
--- included (0 in the reply); otherwise its counters, outcome and pushes are applied
--- together (1). A counter that cannot be added to (it holds no integer, or the sum would
--- overflow) puts back the counters of its settlement and fails the call with an error, the
--- settlements before it applied: a replay finds those stale.
+-- included (0 in the reply); otherwise its counters and outcome are applied together and
+-- its other effects gathered (1). Effects with no lease are always applied (1). At the end,
+-- before the fetch (which can take the jobs they push), the gathered effects of the call
+-- are applied kind by kind: pushes, waiting jobs held (unless one waits under the key),
+-- dependency changes (summed per key over the call, keys in order of first appearance;
+-- a job whose dependencies reach zero or below is pushed as a push is, with its claim, and
+-- its key freed), skips. Counters are added per settlement, before its transition: nothing
+-- else reads them, so the order is the contract's all the same. A counter that cannot be
+-- added to (it holds no integer, or the sum would overflow) puts back the counters of its
+-- settlement and fails the call with an error, the settlements before it applied with
+-- their effects: a replay finds those stale. Dependencies left saturate at +-10^15, where
+-- Lua's numbers are still exact integers.
 --
--- Returns { one 0 or 1 per settlement, the reserved jobs as `reserve` returns them }.
+-- Returns { one 0 or 1 per settlement, the reserved jobs as `reserve` returns them }, or
+-- -1 (nothing changed) if a guarded key's job has undeclared keys.
 local failed_seq, failed_index
 if ARGV[A] ~= '0' then
   failed_seq = key(ARGV[A])
   failed_index = key(tonumber(ARGV[A]) + 1)
 end
 A = A + 1
+
+-- The guard (above). `num_of` finds a declared queue's number by its name and `ref_of` a
+-- declared key's reference by the key, for the jobs dependency changes release; nil when the
+-- call changes no dependency (nothing to release).
+local num_of, ref_of
+local guarded = num()
+if guarded > 0 then
+  num_of, ref_of = {}, {}
+  for i, q in ipairs(queues) do
+    num_of[q.name] = string.format('%d', i)
+  end
+  local first = 3 * queue_count
+  for r = 1, #KEYS - first do
+    ref_of[KEYS[first + r]] = string.format('%d', r)
+  end
+  for _ = 1, guarded do
+    local f = redis.call('HMGET', key(arg()), 'q', 'u')
+    if f[1] and (not num_of[f[1]] or (f[2] and not ref_of[claim_prefix .. f[2]])) then
+      return -1
+    end
+  end
+end
+
+-- The effects of the applied settlements (other than counters), gathered for the end of
+-- the call; nil until a settlement with effects applies.
+local fx
+
 -- Acknowledged jobs are deleted at the end, one DEL and one ZREM per queue for the whole
 -- batch; `gone` makes a second settlement of the same lease in the call stale meanwhile.
 local gone, dels, zrems = {}, {}, {}
@@ -55,25 +107,43 @@ local function ack(q, hash, member, key)
   end
 end
 
--- Any settlement but a plain acknowledge: reads its `effects` from ARGV and applies it.
--- Returns 1, 0 if the lease is stale, or an error message (its counters put back, nothing
--- of it applied). Its helpers live inside it, so the plain path never builds them.
+-- Any settlement but a plain acknowledge, or effects with no lease (`outcome` `e`, no job):
+-- reads its `effects` from ARGV and applies it. Returns 1, 0 if the lease is stale, or an
+-- error message (its counters put back, nothing of it applied). Its helpers live inside
+-- it, so the plain path never builds them.
 local function apply(q, hash, member, token, outcome, value, effects)
-  local pushes, counts = {}, {}
+  -- Counters are read now; any other effect is kept as its kind and the position of what
+  -- follows it in ARGV, read when the call's effects are applied.
+  local counts, others = {}, {}
   for _ = 1, effects do
-    if arg() == 'p' then
-      pushes[#pushes + 1] = read_job()
-    else
+    local kind = arg()
+    if kind == 'c' then
       local c = { key = key(arg()), names = {}, deltas = {} }
       for d = 1, num() do
         c.names[d], c.deltas[d] = arg(), arg()
       end
       counts[#counts + 1] = c
+    else
+      others[#others + 1] = kind
+      others[#others + 1] = A
+      if kind == 'p' then
+        read_job()
+      elseif kind == 'h' then
+        A = A + 2
+        read_job()
+      elseif kind == 'd' then
+        A = A + 2
+      else
+        A = A + 1
+      end
     end
   end
-  local f = redis.call('HMGET', hash, 't', 'u', 'w')
-  if gone[hash] or f[1] ~= token or (outcome == 'f' and not failed_seq) then
-    return 0
+  local f
+  if outcome ~= 'e' then
+    f = redis.call('HMGET', hash, 't', 'u', 'w')
+    if gone[hash] or f[1] ~= token or (outcome == 'f' and not failed_seq) then
+      return 0
+    end
   end
 
   -- The counters first: a failure puts back what this settlement added.
@@ -115,7 +185,7 @@ local function apply(q, hash, member, token, outcome, value, effects)
     end
     redis.call('ZADD', q.pending, now() + tonumber(value), member)
     q.woken = q.woken + 1
-  else
+  elseif outcome == 'f' then
     local id = job_id(q, member)
     local job = redis.call('HMGET', hash, 'n', 'p', 'a')
     local failed = string.format('%016d', redis.call('INCR', failed_seq))
@@ -133,15 +203,38 @@ local function apply(q, hash, member, token, outcome, value, effects)
     redis.call('DEL', hash)
     redis.call('ZREM', q.reserved, member)
   end
-  if #pushes > 0 then
-    push_jobs(pushes)
+
+  -- Gathered for the end of the call. Dependency changes are summed per key as they come,
+  -- saturating at +-10^15 (beyond any real count, and exact in Lua's numbers).
+  if #others > 0 then
+    fx = fx or { pushes = {}, holds = {}, keys = {}, sums = {}, skips = {} }
+    for i = 1, #others, 2 do
+      local kind, at = others[i], others[i + 1]
+      if kind == 'p' then
+        fx.pushes[#fx.pushes + 1] = at
+      elseif kind == 'h' then
+        fx.holds[#fx.holds + 1] = at
+      elseif kind == 'd' then
+        local k = key(ARGV[at])
+        local sum = fx.sums[k]
+        if sum == nil then
+          fx.keys[#fx.keys + 1] = k
+          sum = 0
+        end
+        local delta = math.max(-1e15, math.min(1e15, tonumber(ARGV[at + 1]) or 0))
+        fx.sums[k] = math.max(-1e15, math.min(1e15, sum + delta))
+      else
+        fx.skips[#fx.skips + 1] = key(ARGV[at])
+      end
+    end
   end
   return 1
 end
 
-local settled = {}
+local settled, failure = {}, nil
 for s = 1, num() do
-  if ARGV[A] == 'a' then
+  local kind = ARGV[A]
+  if kind == 'a' then
     -- The hot path, a plain acknowledge, kept short.
     local q, member, token = queue_of[ARGV[A + 1]], ARGV[A + 2], ARGV[A + 3]
     A = A + 4
@@ -161,19 +254,81 @@ for s = 1, num() do
       settled[s] = 0
     end
   else
-    local outcome, q, member, token = ARGV[A], queue_of[ARGV[A + 1]], ARGV[A + 2], ARGV[A + 3]
-    local value, effects = ARGV[A + 4], tonumber(ARGV[A + 5])
-    A = A + 6
-    local hash = q.base .. 'job:' .. member
-    local result = apply(q, hash, member, token, outcome, value, effects)
+    local result
+    if kind == 'e' then
+      local effects = tonumber(ARGV[A + 1])
+      A = A + 2
+      result = apply(nil, nil, nil, nil, 'e', nil, effects)
+    else
+      local q, member, token = queue_of[ARGV[A + 1]], ARGV[A + 2], ARGV[A + 3]
+      local value, effects = ARGV[A + 4], tonumber(ARGV[A + 5])
+      A = A + 6
+      local hash = q.base .. 'job:' .. member
+      result = apply(q, hash, member, token, kind, value, effects)
+    end
     if type(result) == 'string' then
-      flush()
-      return redis.error_reply(result)
+      -- The settlements before it stay applied, with their effects (below).
+      failure = result
+      break
     end
     settled[s] = result
   end
 end
+
+-- The gathered effects, kind by kind (see the top).
+if fx then
+  if #fx.pushes > 0 then
+    push_jobs(fx.pushes)
+  end
+  for _, at in ipairs(fx.holds) do
+    local k = key(ARGV[at])
+    if redis.call('EXISTS', k) == 0 then
+      local o = at + 2
+      local fields = { 'd', ARGV[at + 1], 'q', queue_of[ARGV[o]].name, 'v', ARGV[o + 1],
+        'n', ARGV[o + 2], 'p', ARGV[o + 3] }
+      if ARGV[o + 4] ~= '0' then
+        fields[11], fields[12], fields[13], fields[14] = 'u', ARGV[o + 5], 'w', ARGV[o + 6]
+      end
+      redis.call('HSET', k, unpack(fields))
+    end
+  end
+  -- Released jobs, laid out as `read_job` reads them (the guard made sure their queues and
+  -- claims are declared), pushed in one batch.
+  local released, batch = {}, {}
+  for _, k in ipairs(fx.keys) do
+    local sum = fx.sums[k]
+    local left = sum ~= 0 and redis.call('HGET', k, 'd')
+    if left then
+      left = math.max(-1e15, math.min(1e15, (tonumber(left) or 0) + sum))
+      if left > 0 then
+        redis.call('HSET', k, 'd', string.format('%d', left))
+      else
+        local w = redis.call('HMGET', k, 'q', 'v', 'n', 'p', 'u', 'w')
+        redis.call('DEL', k)
+        local at = #released + 1
+        batch[#batch + 1] = at
+        released[at], released[at + 1] = num_of[w[1]], w[2] or ''
+        released[at + 2], released[at + 3] = w[3] or '', w[4] or ''
+        if w[5] then
+          released[at + 4] = ref_of[claim_prefix .. w[5]]
+          released[at + 5], released[at + 6] = w[5], w[6] or 'terminal'
+        else
+          released[at + 4] = '0'
+        end
+      end
+    end
+  end
+  if #batch > 0 then
+    push_jobs(batch, released)
+  end
+  for _, k in ipairs(fx.skips) do
+    redis.call('DEL', k)
+  end
+end
 flush()
+if failure then
+  return redis.error_reply(failure)
+end
 
 local reserved = {}
 local n = num()

@@ -18,6 +18,15 @@ pub enum RedisDriverError {
         /// The reply, abridged.
         reply: String,
     },
+    /// A settle or an apply with dependency changes found, this many times in a row, that a
+    /// job waiting under one of their keys was replaced between the driver's read of it and
+    /// the script (which must be given the keys of the jobs it may release): nothing was
+    /// changed, and the call can be made again.
+    #[error("the jobs waiting under the keys of a settle's dependency changes were replaced under it {attempts} times in a row; nothing was changed")]
+    WaitingChanged {
+        /// How many times the driver read them and called the script.
+        attempts: usize,
+    },
 }
 
 impl RedisDriverError {

@@ -12,6 +12,7 @@
 //! | `{P}:queues` | set | every queue ever pushed to (for `queues()`) |
 //! | `{P}:claim:<key>` | string | a unique claim: the id of the job holding it |
 //! | `{P}:group:<group>` | hash | a group's counters, by name |
+//! | `{P}:waiting:<key>` | hash | the job waiting under `key`: `d` dependencies left, `q` its queue, `v` when it is available once released (as the push scripts take it: '' now, `+<ms>` after a delay, `<ms>` a Unix time), `n`, `p`, and `u`/`w` its claim |
 //! | `{P}:restart` | string | the restart generation |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |
 //! | `{F}:failed:index` | sorted set | failed jobs scored by failed time (Unix ms) |
@@ -96,6 +97,10 @@ impl Keys {
 
     pub(crate) fn group(&self, group: &str) -> String {
         format!("{{{}}}:group:{group}", self.prefix)
+    }
+
+    pub(crate) fn waiting(&self, key: &str) -> String {
+        format!("{{{}}}:waiting:{key}", self.prefix)
     }
 
     pub(crate) fn restart(&self) -> String {
@@ -198,5 +203,6 @@ mod tests {
         assert_eq!(keys.lock("report"), "queue:lock:{report}");
         assert_eq!(pending, "{queue:emails}:pending");
         assert_eq!(keys.claim("k"), "{queue}:claim:k");
+        assert_eq!(keys.waiting("wf/a"), "{queue}:waiting:wf/a");
     }
 }

@@ -1,6 +1,7 @@
-//! The Redis driver of `queue-core`: jobs, reservations, unique claims, group counters, the
-//! failed store and locks in Redis, every transition one atomic Lua script judged by the
-//! server's clock. It runs on one server or on Redis Cluster (see [Cluster](#cluster)).
+//! The Redis driver of `queue-core`: jobs, reservations, unique claims, group counters,
+//! waiting jobs, the failed store and locks in Redis, every transition one atomic Lua script
+//! judged by the server's clock. It runs on one server or on Redis Cluster (see
+//! [Cluster](#cluster)); claims, group counters and waiting jobs on one server only.
 //!
 //! # Tutorial
 //!
@@ -95,29 +96,40 @@
 //! | call | on one server | on Redis Cluster |
 //! |---|---|---|
 //! | `push` | one script for the whole batch, claims included: all or none | the registry, then one script per queue, all in flight at once: all or none per queue; a job with a [`Unique`](queue_core::Unique) claim is refused |
-//! | `settle` | one script for the whole batch: every settlement (token check, outcome, claim release, pushes with their claims, group counters), then the fetch | one script per queue for its acknowledges, retries and releases (the first queue of the fetch reserving in the same script), a `fail` in three steps (below), the rest of the fetch queue by queue; effects refused |
+//! | `settle` | one script for the whole batch: every settlement (token check, outcome, claim release, group counters), then the effects of the applied ones kind by kind (pushes with their claims, waiting jobs held, dependency changes summed per key and the jobs they release pushed, skips), then the fetch | one script per queue for its acknowledges, retries and releases (the first queue of the fetch reserving in the same script), a `fail` in three steps (below), the rest of the fetch queue by queue; effects refused |
+//! | [`Groups::apply`](queue_core::storage::Groups::apply) | the settle script with no settlement: all the effects or none | refused |
 //! | `reserve` | one script over all the queues | one script per queue in priority order |
 //! | `extend` | one script | one script per queue |
 //! | failed store `retry` | one script (the failed job, its queue, its claim) | three steps (below) |
 //! | `clear`, failed store `flush`, `prune` | chunks of 1,000 per script, so no call blocks Redis for long: not one step as a whole | the same |
 //!
 //! A settle on one server is one `EVALSHA` per call, fetch included, and so is a push: a
-//! worker's round trip is one command (checked by a test with `MONITOR`). A settlement that
-//! names a job of another queue than its lease's, or a malformed id, is stale. A group
+//! worker's round trip is one command (checked by a test with `MONITOR`). The exception is a
+//! settle or an apply with dependency changes ([`Effect::Deps`](queue_core::Effect::Deps)):
+//! the script declares every key it touches, and a job it releases goes to a queue (and
+//! takes a claim) that only the waiting job knows, so the driver first reads the queue and
+//! claim of the jobs waiting under those keys (one pipelined `HMGET`), and the script checks
+//! that they still are what was read before changing anything. If one was replaced in
+//! between, nothing changes and the driver reads again; after 5 such rounds in a row the call
+//! fails with [`Error::Backend`](queue_core::Error::Backend), nothing changed. A settlement
+//! that names a job of another queue than its lease's, or a malformed id, is stale. A group
 //! counter that cannot be added to (it holds no integer, or the sum would overflow 64 bits)
 //! fails the call with [`Error::Backend`](queue_core::Error::Backend): the settlements before
-//! it in the batch are applied, that one and the rest are not (a replay finds the applied
-//! ones stale).
+//! it in the batch are applied with their effects, that one and the rest are not (a replay
+//! finds the applied ones stale); in an apply, nothing is.
 //!
 //! **What Redis Cluster refuses**, with [`Error::NotSupported`](queue_core::Error::NotSupported)
 //! and before anything changes: unique claims (a push with [`Unique`](queue_core::Unique), an
-//! [`Effect::Push`](queue_core::Effect::Push)) and group counters
-//! ([`Effect::Count`](queue_core::Effect::Count)). A claim's key spans queues and a group
-//! spans jobs of any queue, so they live in slots of their own, and a script may touch one
-//! slot only: the job's transition and its claim or counter could not be one step. Putting
-//! them in the queue's slot would change what a key means (one namespace per store), so the
-//! capabilities say `claims: false` and no `groups` instead. Everything else works as on one
-//! server.
+//! [`Effect::Push`](queue_core::Effect::Push)), group counters
+//! ([`Effect::Count`](queue_core::Effect::Count)) and waiting jobs
+//! ([`Effect::Hold`](queue_core::Effect::Hold), [`Deps`](queue_core::Effect::Deps),
+//! [`Skip`](queue_core::Effect::Skip), in a settle or in
+//! [`Groups::apply`](queue_core::storage::Groups::apply)). A claim's key spans queues, and a
+//! group or a waiting job spans jobs of any queue, so they live in slots of their own, and a
+//! script may touch one slot only: the job's transition and its claim, counter or the job it
+//! releases could not be one step. Putting them in the queue's slot would change what a key
+//! means (one namespace per store), so the capabilities say `claims: false` and no `groups`
+//! instead. Everything else works as on one server.
 //!
 //! # Guarantees
 //!
@@ -126,7 +138,8 @@
 //!   job becomes available again when the lease runs out, its attempt already counted.
 //! - **Fencing.** Reserve records a fresh token with the lease deadline; every settle and
 //!   extend checks the token in the script that acts, so a worker whose lease ran out and
-//!   was taken by another can no longer touch the job, nor push or count anything for it.
+//!   was taken by another can no longer touch the job, nor push, count, hold, release or
+//!   skip anything for it.
 //! - **Claims** (one server): a claim is a key holding the id of the job that holds it,
 //!   checked and set in the push script (a second job of the same key in the same batch is
 //!   a duplicate of the first). It is released in the script of the transition its `until`
@@ -179,7 +192,14 @@
 //!   after a cursor whose job left the listing since walks the jobs due in the same
 //!   millisecond to find its place.
 //! - **Groups** (one server): a hash per group, counters added with `HINCRBY` in the settle
-//!   script, read with `HGETALL` and sorted by name.
+//!   script, read with `HGETALL` and sorted by name. Waiting jobs: a hash per key,
+//!   `{P}:waiting:<key>`, holding the dependencies left and everything needed to push the
+//!   job (queue, name, payload, its availability as given, its claim), stored, counted down
+//!   and released or dropped in the settle script; a released job is pushed as a push is
+//!   (its delay counted from the release, its claim taken or, if held, the job dropped, its
+//!   queue registered, idle workers woken), so the same call's fetch can take it.
+//!   Dependencies left saturate at ±10^15, where Lua's numbers are still exact integers
+//!   (beyond any real count).
 //! - **Control**: the restart generation is one key, `{P}:restart`, raised with `INCR`.
 //! - **Wake**: pub/sub, as above.
 //!
@@ -190,12 +210,14 @@
 //! `{P:Q}:reserved` (sorted set scored by lease deadline), `{P:Q}:job:<id>` (a hash per job:
 //! name, payload, attempts, token, unique key and until), `{P:Q}:seq` (the id counter);
 //! `{P}:queues` (the set of queue names), `{P}:claim:<key>` (a claim: the holder's id),
-//! `{P}:group:<group>` (a group's counters), `{P}:restart` (the restart generation);
+//! `{P}:group:<group>` (a group's counters), `{P}:waiting:<key>` (a waiting job: its
+//! dependencies left and its job), `{P}:restart` (the restart generation);
 //! `{F}:failed:index`, `{F}:failed:job:<id>`, `{F}:failed:seq` (the failed store, `F`
 //! defaulting to `P`); `P:lock:{K}` (locks).
 //!
 //! Scripts declare the keys they are given (a queue's `pending`, `reserved` and `seq`, each
-//! claim a push checks, each group a settle counts, the failed store's keys, the registry)
+//! claim a push checks, each group a settle counts, each waiting job's key, the queue and
+//! claim of each job a dependency change may release, the failed store's keys, the registry)
 //! and build two kinds from them: a job's hash from its queue's key (the same slot), and on
 //! one server the claim a transition releases, found in the job's hash. Redis routes and
 //! checks scripts by their declared keys; a key built in a declared key's slot is fine on a
@@ -214,8 +236,8 @@
 //! Connect with a `redis+cluster://` URL (see [URL](#url)). Every key of one queue carries
 //! the hash tag `{P:Q}`, so each queue lives in one slot; the failed store (`{F}`), the
 //! store-wide keys (`{P}`) and each lock (`{K}`) have slots of their own. What spans slots
-//! is split as the table in [What is atomic](#what-is-atomic) says; claims and group
-//! counters are refused.
+//! is split as the table in [What is atomic](#what-is-atomic) says; claims, group counters
+//! and waiting jobs are refused.
 //!
 //! **`fail`** reads the job and checks the lease (the queue's slot), adds the job to the
 //! failed store (its slot), then deletes the job from its queue if the lease still holds

@@ -3,8 +3,9 @@
 //! `scripts/services.sh` starts): the whole conformance suite, then what only a cluster can
 //! show — queues whose slots live on different nodes, taken in strict priority order and
 //! settled in one call; `fail` and the retry of a failed job between a queue and a failed
-//! store on different nodes; idle workers woken by a push on another node; claims and group
-//! counters refused. (The cases shared with the single server are in `redis.rs`.)
+//! store on different nodes; idle workers woken by a push on another node; claims, group
+//! counters and waiting jobs refused. (The cases shared with the single server are in
+//! `redis.rs`.)
 
 mod common;
 
@@ -12,9 +13,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::storage::{FailedStore, Inspect, PageRequest, Wake};
+use queue_core::storage::{FailedStore, Groups, Inspect, PageRequest, Wake};
 use queue_core::{
-    Effect, Error, JobId, Pushed, Queue, Settle, Settled, Storage, StorageExt, Unique,
+    Effect, Error, JobId, Pushed, Queue, Settle, Settled, Storage, StorageExt, Unique, WaitingJob,
     WorkerOptions,
 };
 use queue_redis::RedisStorage;
@@ -506,8 +507,8 @@ async fn idle_worker_starts_dispatched_jobs_promptly() {
 }
 
 /// A cluster refuses what would tie a job's slot to another in one step: a push with a
-/// unique claim, a push effect, a count effect; its capabilities say so. A refused settle
-/// changes nothing.
+/// unique claim, a push effect, a count effect, the effects of waiting jobs (in a settle or
+/// an apply); its capabilities say so. A refused settle changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_and_groups_are_refused() {
     let Some(store) = common::cluster_store().await else {
@@ -548,6 +549,27 @@ async fn claims_and_groups_are_refused() {
         let err = store.settle(vec![settle], None).await.unwrap_err();
         assert!(matches!(err, Error::NotSupported { .. }), "{err}");
     }
+    let key = unique("w");
+    let waiting = [
+        Effect::Hold(WaitingJob::new(&key, 1, job(&q, "later", b"l"))),
+        Effect::Deps {
+            key: key.clone(),
+            delta: -1,
+        },
+        Effect::Skip { key: key.clone() },
+    ];
+    for effect in waiting {
+        let settle = Settle::ack(held.lease.clone()).effect(effect.clone());
+        let err = store.settle(vec![settle], None).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::NotSupported { operation, .. } if operation.contains("waiting jobs")),
+            "{err}"
+        );
+        // `Groups` is not among a cluster store's capabilities, but the type has it.
+        let err = Groups::apply(&store, vec![effect]).await.unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err}");
+    }
+    assert_eq!(Groups::waiting(&store, &key).await.unwrap(), None);
     let reply = store
         .settle(vec![Settle::ack(held.lease)], None)
         .await

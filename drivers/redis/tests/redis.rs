@@ -1,7 +1,8 @@
 //! The redis driver's own tests, beyond the conformance suite: large batches, waking idle
 //! workers, the key layout, script reloading, listings, URLs and bad input. Most cases run
 //! on the single server and on the cluster (`single::*`, `cluster::*`); a few need one
-//! server (`MONITOR`, ACL users, claims and group counters, which the cluster refuses).
+//! server (`MONITOR`, ACL users, claims, group counters and waiting jobs, which the cluster
+//! refuses).
 
 mod common;
 
@@ -14,7 +15,7 @@ use futures::StreamExt;
 use queue_core::storage::{FailedStore, Groups, Inspect, JobState, PageRequest, Wake};
 use queue_core::{
     Availability, Effect, Error, JobId, Lease, NewJob, Pushed, Queue, Settle, Settled, Storage,
-    StorageExt, Unique, Until, WorkerOptions,
+    StorageExt, Unique, Until, WaitingJob, WorkerOptions,
 };
 use queue_redis::{RedisOptions, RedisStorage, MAX_RESERVE};
 use queue_tests::cases::ids;
@@ -871,7 +872,8 @@ async fn one_script_call_per_round_trip() {
 
 /// Claims, group counters and their keys (one server only: the cluster refuses both). A
 /// claim holds its holder's id, also while a failed job holds it; a counter that cannot be
-/// added to fails the call and leaves its settlement unapplied, the ones before it applied.
+/// added to fails the call and leaves its settlement unapplied, the ones before it applied,
+/// and leaves an apply wholly undone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_and_groups_layout() {
     let Some(mut admin) = Backend::Single.admin().await else {
@@ -986,9 +988,170 @@ async fn claims_and_groups_layout() {
         .await
         .unwrap();
     assert_eq!(reply.settled, [Settled::Applied]);
+    // An apply is all or none: a counter that cannot be added to leaves the push and the
+    // other counters of the call undone.
+    let (next, key) = (unique("next"), unique("k"));
+    let err = store
+        .apply(vec![
+            Effect::Push(job(&next, "n", b"n").unique(Unique::new(&key))),
+            Effect::Count {
+                group: group.clone(),
+                deltas: vec![("done".to_owned(), 1), ("big".to_owned(), 1)],
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(common::is_backend_error(&err), "{err}");
+    let done: i64 = admin.query(redis::cmd("HGET").arg(&hash).arg("done")).await;
+    assert_eq!(done, 3, "put back");
+    assert_eq!(
+        store.size(&next).await.unwrap().total(),
+        0,
+        "nothing pushed"
+    );
+    let claimed: bool = admin
+        .query(redis::cmd("EXISTS").arg(format!("{{{p}}}:claim:{key}")))
+        .await;
+    assert!(!claimed);
     assert!(store.remove(&group).await.unwrap());
     let gone: bool = admin.query(redis::cmd("EXISTS").arg(&hash)).await;
     assert!(!gone);
+}
+
+/// Waiting jobs (one server only: the cluster refuses them): the hash a hold stores, a
+/// release that wakes idle workers and registers the queue as a push does, a delay that
+/// counts from the release, a claim taken by the released job, a job held and released in
+/// one call, and dependencies that saturate instead of overflowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_jobs_layout() {
+    let Some(mut admin) = Backend::Single.admin().await else {
+        return;
+    };
+    let options = Backend::Single.options();
+    let p = options.get_prefix().to_owned();
+    let store = Arc::new(RedisStorage::connect(options).await.unwrap());
+    let deps = |key: &str, delta: i64| Effect::Deps {
+        key: key.to_owned(),
+        delta,
+    };
+    let hold = |key: &str, deps: u32, job: NewJob| Effect::Hold(WaitingJob::new(key, deps, job));
+    let (q, later, now, claim) = (unique("q"), unique("later"), unique("now"), unique("u"));
+    store
+        .apply(vec![
+            hold(
+                &later,
+                2,
+                job(&q, "l", b"late")
+                    .available(Availability::After(LONG))
+                    .unique(Unique::new(&claim).until(Until::Succeeded)),
+            ),
+            hold(&now, 1, job(&q, "n", b"now")),
+        ])
+        .await
+        .unwrap();
+    let fields: Vec<Option<String>> = admin
+        .query(
+            redis::cmd("HMGET")
+                .arg(format!("{{{p}}}:waiting:{later}"))
+                .arg(&["d", "q", "v", "n", "p", "u", "w"]),
+        )
+        .await;
+    let expected = ["2", &q, "+60000", "l", "late", &claim, "succeeded"];
+    assert_eq!(fields, expected.map(|f| Some(f.to_owned())));
+    let fields: Vec<Option<String>> = admin
+        .query(
+            redis::cmd("HMGET")
+                .arg(format!("{{{p}}}:waiting:{now}"))
+                .arg(&["d", "v", "u", "w"]),
+        )
+        .await;
+    assert_eq!(
+        fields,
+        [Some("1".to_owned()), Some(String::new()), None, None]
+    );
+    assert!(
+        store.queues().await.unwrap().is_empty(),
+        "a waiting job is in no queue"
+    );
+
+    // A release by a settle wakes an idle worker of the queue within milliseconds.
+    let work = unique("work");
+    store.push(vec![job(&work, "w", b"w")]).await.unwrap();
+    let held = store.reserve(&request(&[&work], LONG, 1)).await.unwrap();
+    let waiting = waiter(&store, std::slice::from_ref(&q));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "nothing to wake for yet");
+    let released = Instant::now();
+    let reply = store
+        .settle(
+            vec![Settle::ack(held[0].lease.clone()).effect(deps(&now, -1))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, [Settled::Applied]);
+    let latency = woken_after(waiting, released).await;
+    assert!(
+        latency < Duration::from_millis(500),
+        "woken after {latency:?}"
+    );
+    let registered: bool = admin
+        .query(
+            redis::cmd("SISMEMBER")
+                .arg(format!("{{{p}}}:queues"))
+                .arg(&q),
+        )
+        .await;
+    assert!(registered, "a released job registers its queue");
+    let gone: bool = admin
+        .query(redis::cmd("EXISTS").arg(format!("{{{p}}}:waiting:{now}")))
+        .await;
+    assert!(!gone);
+
+    // Released: delayed from the release, holding its claim under its new id.
+    let before = SystemTime::now();
+    store.apply(vec![deps(&later, -2)]).await.unwrap();
+    let size = store.size(&q).await.unwrap();
+    assert_eq!((size.waiting, size.delayed), (1, 1));
+    let delayed = store
+        .jobs(&q, JobState::Delayed, PageRequest::first(5))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert!(delayed.due_at >= before + LONG - Duration::from_secs(1));
+    assert_eq!(delayed.unique_key.as_deref(), Some(claim.as_str()));
+    let holder: String = admin
+        .query(redis::cmd("GET").arg(format!("{{{p}}}:claim:{claim}")))
+        .await;
+    assert_eq!(holder, delayed.id.0);
+
+    // Held and released in one call: holds come before dependency changes.
+    let once = unique("once");
+    store
+        .apply(vec![deps(&once, -1), hold(&once, 1, job(&q, "o", b"o"))])
+        .await
+        .unwrap();
+    assert_eq!(store.waiting(&once).await.unwrap(), None);
+    assert_eq!(store.size(&q).await.unwrap().waiting, 2);
+
+    // Dependencies saturate at 10^15 rather than overflow; any release still releases.
+    let big = unique("big");
+    store
+        .apply(vec![hold(&big, 1, job(&q, "b", b"b"))])
+        .await
+        .unwrap();
+    store
+        .apply(vec![deps(&big, i64::MAX), deps(&big, i64::MAX)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.waiting(&big).await.unwrap(),
+        Some(1_000_000_000_000_000)
+    );
+    store.apply(vec![deps(&big, i64::MIN)]).await.unwrap();
+    assert_eq!(store.waiting(&big).await.unwrap(), None);
+    assert_eq!(store.size(&q).await.unwrap().waiting, 3);
 }
 
 /// A user whose ACL allows no pub/sub channel still pushes, releases and retries (the

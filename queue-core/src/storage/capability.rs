@@ -214,8 +214,10 @@ pub trait Inspect: Send + Sync {
     ) -> Result<Page<JobSummary>>;
 }
 
-/// Counters of named groups (batches, workflows), changed by
-/// [`Effect::Count`](super::Effect::Count).
+/// What batches, chains and workflows are built on: counters of named groups
+/// ([`Effect::Count`](super::Effect::Count)), waiting jobs released by their dependencies
+/// ([`Effect::Hold`](super::Effect::Hold), [`Deps`](super::Effect::Deps),
+/// [`Skip`](super::Effect::Skip)), and a step that applies effects with no lease.
 #[async_trait]
 pub trait Groups: Send + Sync {
     /// A group's counters, sorted by name; empty for a group that has none.
@@ -223,6 +225,15 @@ pub trait Groups: Send + Sync {
 
     /// Deletes a group's counters; returns whether it had any.
     async fn remove(&self, group: &str) -> Result<bool>;
+
+    /// Applies `effects` in one atomic step, as a settle applies a job's effects but with
+    /// no job and no lease: dispatching a chain (its first link pushed, the others held),
+    /// adding members to a batch. All of them or none.
+    async fn apply(&self, effects: Vec<super::Effect>) -> Result<()>;
+
+    /// The dependencies left of the job waiting under `key`, or `None` when no job waits
+    /// under it (it was released or skipped, or never held).
+    async fn waiting(&self, key: &str) -> Result<Option<i64>>;
 }
 
 /// Store-wide control keys.
@@ -283,7 +294,7 @@ pub trait StorageExt: Storage {
         let caps = self.capabilities();
         caps.groups.ok_or(Error::NotSupported {
             driver: caps.driver,
-            operation: "group counters (batches, workflows)",
+            operation: "group counters and waiting jobs (batches, chains, workflows)",
         })
     }
 

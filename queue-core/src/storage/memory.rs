@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::capability::{Capabilities, Control, FailedStore, Groups, Inspect, Wake};
-use super::settle::{check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled};
+use super::settle::{
+    check_effect_list, check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled,
+};
 use super::time::{duration_millis, from_unix_millis, new_token, unix_millis};
 use super::types::{
     Availability, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,
@@ -56,6 +58,8 @@ struct State {
     failed: BTreeMap<u64, FailedJob>,
     claims: HashMap<String, Holder>,
     groups: HashMap<String, BTreeMap<String, i64>>,
+    /// Waiting jobs by key: dependencies left, and the job.
+    waiting: HashMap<String, (i64, NewJob)>,
     locks: HashMap<String, (String, i64)>,
     restart: u64,
 }
@@ -272,13 +276,54 @@ impl State {
         self.jobs.insert(id, job);
     }
 
-    fn settle(&mut self, settle: Settle, now: i64) -> Settled {
-        let Some(id) = self.current(&settle.lease) else {
-            return Settled::Stale;
-        };
-        let Some(mut job) = self.unreserve(id) else {
-            return Settled::Stale;
-        };
+    /// Applies the effects of one call, kind by kind: pushes, waiting jobs held, dependency
+    /// changes (summed per key), skips, counters.
+    fn apply(&mut self, effects: Vec<Effect>, now: i64) {
+        let mut deps: BTreeMap<String, i64> = BTreeMap::new();
+        let (mut holds, mut skips, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        for effect in effects {
+            match effect {
+                Effect::Push(job) => {
+                    self.push(job, now);
+                }
+                Effect::Hold(waiting) => holds.push(waiting),
+                Effect::Deps { key, delta } => *deps.entry(key).or_default() += delta,
+                Effect::Skip { key } => skips.push(key),
+                Effect::Count { group, deltas } => counts.push((group, deltas)),
+            }
+        }
+        for waiting in holds {
+            self.waiting
+                .entry(waiting.key)
+                .or_insert((i64::from(waiting.deps), waiting.job));
+        }
+        for (key, delta) in deps {
+            let Some((left, _)) = self.waiting.get_mut(&key) else {
+                continue;
+            };
+            *left += delta;
+            if *left <= 0 {
+                if let Some((_, job)) = self.waiting.remove(&key) {
+                    self.push(job, now);
+                }
+            }
+        }
+        for key in skips {
+            self.waiting.remove(&key);
+        }
+        for (group, deltas) in counts {
+            let counters = self.groups.entry(group).or_default();
+            for (name, delta) in deltas {
+                *counters.entry(name).or_default() += delta;
+            }
+        }
+    }
+
+    /// Applies one settlement's transition; its effects are returned for [`apply`](Self::apply)
+    /// (`None` when the lease is stale).
+    fn settle(&mut self, settle: Settle, now: i64) -> Option<Vec<Effect>> {
+        let id = self.current(&settle.lease)?;
+        let mut job = self.unreserve(id)?;
         match settle.outcome {
             Outcome::Ack => {
                 if let Some(unique) = &job.unique {
@@ -321,20 +366,7 @@ impl State {
                 );
             }
         }
-        for effect in settle.effects {
-            match effect {
-                Effect::Push(job) => {
-                    self.push(job, now);
-                }
-                Effect::Count { group, deltas } => {
-                    let counters = self.groups.entry(group).or_default();
-                    for (name, delta) in deltas {
-                        *counters.entry(name).or_default() += delta;
-                    }
-                }
-            }
-        }
-        Settled::Applied
+        Some(settle.effects)
     }
 
     fn forget_failed(&mut self, id: u64) -> Option<FailedJob> {
@@ -404,7 +436,18 @@ impl Storage for MemoryStorage {
         check_effects(DRIVER, &settles)?;
         let now = now_ms();
         let mut state = self.state();
-        let settled = settles.into_iter().map(|s| state.settle(s, now)).collect();
+        let mut effects = Vec::new();
+        let settled = settles
+            .into_iter()
+            .map(|s| match state.settle(s, now) {
+                Some(mine) => {
+                    effects.extend(mine);
+                    Settled::Applied
+                }
+                None => Settled::Stale,
+            })
+            .collect();
+        state.apply(effects, now);
         let reserved = match fetch {
             Some(request) => state.reserve(request, now),
             None => Vec::new(),
@@ -670,6 +713,25 @@ impl Groups for MemoryStorage {
 
     async fn remove(&self, group: &str) -> Result<bool> {
         Ok(self.state().groups.remove(group).is_some())
+    }
+
+    async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
+        check_effect_list(DRIVER, &effects, "an apply")?;
+        if let Some(history) = &self.inner.history {
+            let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+            for effect in &effects {
+                if let Effect::Push(job) = effect {
+                    history.push(job.clone());
+                }
+            }
+        }
+        self.state().apply(effects, now_ms());
+        self.inner.pushed.notify_waiters();
+        Ok(())
+    }
+
+    async fn waiting(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self.state().waiting.get(key).map(|(left, _)| *left))
     }
 }
 

@@ -82,7 +82,10 @@ pub use connect::{
     SchemaRegistration,
 };
 pub use memory::MemoryStorage;
-pub use settle::{check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled};
+pub use settle::{
+    check_effect_list, check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled,
+    WaitingJob,
+};
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
 pub use types::{
     Availability, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,

@@ -50,6 +50,66 @@ pub enum Effect {
         /// Counter names and the amounts to add.
         deltas: Vec<(String, i64)>,
     },
+    /// Stores a [waiting job](WaitingJob) under its key: it is not reserved until its
+    /// dependencies reach zero ([`Deps`](Effect::Deps)). Nothing happens if a waiting job
+    /// already has that key, so a replay cannot store it twice. Drivers with the
+    /// [`Groups`](super::Groups) capability support it.
+    Hold(WaitingJob),
+    /// Adds `delta` to the dependencies left of the waiting job under `key` (a finishing
+    /// step gives -1, adding a member to an open batch +1). When they reach zero or below,
+    /// the job is pushed to its queue in the same step (with its unique claim, if any: a
+    /// job whose key is held is dropped as a duplicate would be) and the key is free again.
+    /// Nothing happens if no job waits under `key` (it was released or skipped already).
+    /// The changes to one key within one call are summed before they are applied. Drivers
+    /// with the [`Groups`](super::Groups) capability support it.
+    Deps {
+        /// The waiting job's key.
+        key: String,
+        /// What to add to its dependencies left.
+        delta: i64,
+    },
+    /// Removes the waiting job under `key` without running it (its dependencies can no
+    /// longer be met). Nothing happens if no job waits under `key`. Drivers with the
+    /// [`Groups`](super::Groups) capability support it.
+    Skip {
+        /// The waiting job's key.
+        key: String,
+    },
+}
+
+impl Effect {
+    /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push).
+    pub fn needs_groups(&self) -> bool {
+        !matches!(self, Effect::Push(_))
+    }
+}
+
+/// A job held back until its dependencies are met: a chain's next link, a workflow's node, a
+/// batch's callback. Stored by [`Effect::Hold`], released by [`Effect::Deps`], dropped by
+/// [`Effect::Skip`].
+///
+/// Waiting jobs are not in any queue: they are not reserved, not counted in a queue's size
+/// and not listed with its jobs. Their keys are a namespace of their own, apart from unique
+/// claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingJob {
+    /// Its key (deterministic: a workflow's id and the node's name).
+    pub key: String,
+    /// How many dependencies it waits for: at least 1.
+    pub deps: u32,
+    /// The job pushed when they are met. Its availability counts from then.
+    pub job: NewJob,
+}
+
+impl WaitingJob {
+    /// `job`, held under `key` until `deps` dependencies are met.
+    pub fn new(key: impl Into<String>, deps: u32, job: NewJob) -> Self {
+        WaitingJob {
+            key: key.into(),
+            deps,
+            job,
+        }
+    }
 }
 
 /// One settlement: a lease, what became of its job, and the effects of that.
@@ -135,21 +195,46 @@ pub enum LeaseStatus {
 }
 
 /// What every driver checks before applying any of a batch of settlements: each push effect
-/// carries its deterministic key. A driver returns this error before changing anything.
+/// carries its deterministic key, each waiting job a key and at least one dependency. A
+/// driver returns this error before changing anything.
 pub fn check_effects(driver: &'static str, settles: &[Settle]) -> Result<()> {
     for settle in settles {
-        for effect in &settle.effects {
-            if let Effect::Push(job) = effect {
-                if job.unique.is_none() {
-                    return Err(Error::Contract {
-                        driver,
-                        problem: format!(
-                            "a push effect of job {} has no unique key (its deterministic id)",
-                            settle.lease.job_id
-                        ),
-                    });
-                }
+        check_effect_list(
+            driver,
+            &settle.effects,
+            &format!("job {}", settle.lease.job_id),
+        )?;
+    }
+    Ok(())
+}
+
+/// [`check_effects`] for the effects of one [`Groups::apply`](super::Groups::apply) (`of`
+/// names whose effects they are, for the error).
+pub fn check_effect_list(driver: &'static str, effects: &[Effect], of: &str) -> Result<()> {
+    let problem = |problem: String| {
+        Err(Error::Contract {
+            driver,
+            problem: format!("{problem} (effects of {of})"),
+        })
+    };
+    for effect in effects {
+        match effect {
+            Effect::Push(job) if job.unique.is_none() => {
+                return problem(format!(
+                    "a push effect of a `{}` job has no unique key (its deterministic id)",
+                    job.name
+                ));
             }
+            Effect::Hold(waiting) if waiting.key.is_empty() || waiting.deps == 0 => {
+                return problem(format!(
+                    "a waiting `{}` job needs a key and at least one dependency (key `{}`, {} dependencies)",
+                    waiting.job.name, waiting.key, waiting.deps
+                ));
+            }
+            Effect::Deps { key, .. } | Effect::Skip { key } if key.is_empty() => {
+                return problem("a dependency effect names no key".into());
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -13,10 +13,10 @@ use tracing::{debug, error, info, warn};
 use super::lease::{self, Held, Lost};
 use super::metrics::{self, Counted};
 use super::Shared;
-use crate::envelope::{DecodeError, Envelope};
+use crate::envelope::{After, DecodeError, Envelope, Step};
 use crate::job::{JobContext, JobError, Retry};
 use crate::registry::Handler;
-use crate::storage::{unix_millis, Reserved, Settle, Settled, StorageExt};
+use crate::storage::{unix_millis, Outcome, Reserved, Settle, Settled, StorageExt};
 
 /// How a job's reservation ends, before its settlement is sent.
 struct Finish {
@@ -126,6 +126,20 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
             return fail(job, job.name.clone(), format!("bad payload: {reason}"));
         }
     };
+    let after = envelope.after.clone();
+    let finish = run_decoded(shared, job, envelope, lease_until, length).await;
+    finish.with_after(after.as_ref())
+}
+
+/// [`prepare_and_run`] once the envelope is read.
+async fn run_decoded(
+    shared: &Shared,
+    job: &Reserved,
+    envelope: Envelope,
+    lease_until: Instant,
+    length: Duration,
+) -> Finish {
+    let lease = &job.lease;
     let Some(handler) = shared.handlers.get(&envelope.name) else {
         let what = crate::Error::UnknownJob {
             name: envelope.name.clone(),
@@ -177,6 +191,24 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
     let mut finish = run(shared, job, &envelope, handler, max_attempts, held).await;
     finish.lock = lock_key;
     finish
+}
+
+impl Finish {
+    /// Adds the effects the job's envelope asks for on the outcome it settles with: its
+    /// chain's next link released, the links after a failure skipped, its counters. They go
+    /// in the job's own settle step, so they happen exactly when its transition does.
+    fn with_after(mut self, after: Option<&After>) -> Finish {
+        let (Some(after), Some(settle)) = (after, self.settle.as_mut()) else {
+            return self;
+        };
+        let steps = match settle.outcome {
+            Outcome::Ack => &after.succeeded,
+            Outcome::Fail { .. } => &after.failed,
+            Outcome::Retry { .. } | Outcome::Release { .. } => return self,
+        };
+        settle.effects.extend(steps.iter().map(Step::effect));
+        self
+    }
 }
 
 fn fail(job: &Reserved, name: String, reason: String) -> Finish {

@@ -3,10 +3,12 @@
 //! - `storage`: the core contract (push, reserve, extend, settle, locks) and the failed-store,
 //!   inspection and wake-up capabilities every driver in the tree has;
 //! - `contract`: settle and fetch in one call, stale leases in a batch, effects, unique
-//!   claims and listing by state: what the v2 contract added.
+//!   claims and listing by state: what the v2 contract added;
+//! - `waiting`: waiting jobs released by their dependencies (chains, workflows, callbacks).
 
 mod contract;
 mod storage;
+mod waiting;
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use queue_core::{FailedJob, JobId, Pushed, StorageExt};
 pub use crate::engine::*;
 pub use contract::*;
 pub use storage::*;
+pub use waiting::*;
 
 use crate::Store;
 

@@ -1,6 +1,7 @@
 //! Worker cases: the engine on top of each driver, end to end. `lifecycle` holds the cases
 //! of stopping, leases, the restart signal and jobs a worker does not know.
 
+mod chains;
 mod lifecycle;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use serde_json::json;
 use crate::cases::{failed_list, PAST_SHORT, SHORT};
 use crate::{job, request, unique, Store};
 
+pub use chains::*;
 pub use lifecycle::*;
 
 /// Worker options for tests: quick polling, fixed short backoff, stop when empty.

@@ -120,9 +120,17 @@ pub(crate) async fn mysql_up() -> Result<(), String> {
 
 /// Every table a store on `table` may have (the failed table is `{table}_f`).
 fn tables_of(table: &str) -> String {
-    ["", "_f", "_locks", "_groups", "_control", "_counters"]
-        .map(|suffix| format!("{table}{suffix}"))
-        .join(", ")
+    [
+        "",
+        "_f",
+        "_locks",
+        "_groups",
+        "_control",
+        "_waiting",
+        "_counters",
+    ]
+    .map(|suffix| format!("{table}{suffix}"))
+    .join(", ")
 }
 
 /// Drops a store's tables.

@@ -150,6 +150,8 @@ impl Disk {
                 key: Some(unique.key),
                 retry_of: Some(id.to_owned()),
             }],
+            counts: Vec::new(),
+            plan: None,
         };
         // `None` only if the record vanished under the lock, which nothing does.
         Ok(self.run(&lock, &intent)?.published.pop().flatten())

@@ -80,6 +80,7 @@ impl Disk {
                     claims: vec![ClaimOp::Release { key, job_id }],
                     counts: Vec::new(),
                     publish: Vec::new(),
+                    waits: Vec::new(),
                 }),
                 None => {
                     if remove_if_there(&path)? {
@@ -96,6 +97,8 @@ impl Disk {
                     id: new_id(),
                     moves,
                     publish: Vec::new(),
+                    counts: Vec::new(),
+                    plan: None,
                 },
             )?;
             removed += ran.taken.iter().filter(|t| **t).count() as u64;

@@ -1,33 +1,43 @@
 //! Steps that touch several files: under the store's lock, announced by an intent.
 //!
 //! A plain transition is one rename and needs neither. A step that also changes claims,
-//! group counters or other jobs (a settle with effects, a fail, a push with claims, a retry
-//! from the failed store) goes like this:
+//! group counters, waiting jobs or other jobs (a settle with effects, a fail, a push with
+//! claims, a retry from the failed store, an apply of effects with no lease) goes like this:
 //!
-//! 1. Files it will publish are written to `tmp/` first and synced (before the lock, so the
-//!    lock is not held across their writes).
+//! 1. Files it will publish or hold are written to `tmp/` first and synced (before the lock,
+//!    so the lock is not held across their writes).
 //! 2. It takes the store's lock: an exclusive `flock(2)` on `control/lock`, held only for the
 //!    step. The kernel drops it when the holder dies. Whoever takes the lock first finishes
 //!    every intent left in `journal/`: while a live process holds the lock its intent is
 //!    invisible to others, so an intent seen by a lock holder is one whose process died.
 //! 3. It writes its intent, `journal/ID` (JSON, synced, renamed into place whole): every
-//!    move, claim change, counter delta and publication of the step.
+//!    move, claim change, counter delta, publication and waiting-job effect of the step.
 //! 4. Each move *takes* its job: one rename out of `reserved/` (by token) or out of `ready/`
 //!    or `failed/` into `tmp/ID.N.taken`. The rename is the fence and the commit: it fails
 //!    when another worker took the job first (the lease is stale), and once it is done the
 //!    move happens, crash or not.
-//! 5. For the moves taken: claim changes, publications and counter deltas; then each taken
-//!    file goes where its move says (deleted, back to `ready/`, into `failed/`).
-//! 6. It syncs the directories it touched and deletes the intent.
+//! 5. If moves taken carry waiting-job effects, their [`Plan`] (what becomes of each waiting
+//!    job: put, released, removed) is decided from `waiting/` as it is, the files it puts or
+//!    publishes are staged in `tmp/` and synced, and the intent is written again with the
+//!    plan in it, before any of it is carried out. (A step with no moves, an apply, has its
+//!    plan in its intent from the start.)
+//! 6. For the moves taken: claim changes, then publications, then the plan, then counter
+//!    deltas; then each taken file goes where its move says (deleted, back to `ready/`, into
+//!    `failed/`).
+//! 7. It syncs the directories it touched and deletes the intent.
 //!
-//! Finishing an intent after a crash does steps 5 and 6 again, judging what happened by the
+//! Finishing an intent after a crash does steps 5 to 7 again, judging what happened by the
 //! files that are left: a move was taken if its `tmp/ID.N.taken` is there (untaken moves
 //! have their staged files deleted); a publication is done once its source file is gone; a
 //! group counter file records the last intent applied to it, so its deltas are added once;
-//! claim changes are conditional (release if held by this job). So finishing twice changes
-//! nothing more than finishing once, and no step between the crash and the finishing can
-//! interfere: every step that touches claims or counters takes the lock, which finishes
-//! intents first, and the steps without the lock never touch them.
+//! claim changes are conditional (release if held by this job); a plan in the intent is
+//! carried out as it stands (a waiting file is put once its staged file is gone, removing one
+//! is done once it is gone), and one is decided only by an intent without it, before which
+//! nothing of it was carried out. (The plan cannot be decided again instead: once taken files
+//! have gone where they go, they no longer say which moves were taken.) So finishing twice
+//! changes nothing more than finishing once, and no step between the crash and the finishing
+//! can interfere: every step that touches claims, counters or waiting jobs takes the lock,
+//! which finishes intents first, and the steps without the lock never touch them.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -45,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use super::claims::ClaimFile;
 use super::{guard, list, not_found, read_if_there, remove_if_there, write_new, Disk, Result};
 use crate::error::FileError;
+use crate::format::now_ms;
 use crate::format::{decode_job, decode_name, is_id, FailedFile, FailedName, JobFile, ReadyName};
 
 /// The store's lock file, opened once per [`Disk`]. The mutex keeps this process's threads
@@ -95,8 +106,9 @@ static CRASH_AT: OnceLock<&'static str> = OnceLock::new();
 
 /// Not public API: makes this process abort (as if killed) when a step reaches `point`, for
 /// the crash tests. Points: `written` (the intent is durable), `taken` (the moves are taken),
-/// `applied` (claims, counters and publications are done), `finalized` (the taken files are
-/// where they go; the intent is still there).
+/// `planned` (the intent is written again with its plan for waiting jobs; only steps whose
+/// moves carry waiting-job effects), `applied` (claims, publications, the plan and counters
+/// are done), `finalized` (the taken files are where they go; the intent is still there).
 pub(crate) fn crash_at(point: &'static str) {
     let _ = CRASH_AT.set(point);
 }
@@ -108,19 +120,27 @@ fn crash_point(point: &str) {
 }
 
 /// One step's intent, `journal/ID`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Intent {
     pub(super) id: String,
     /// Transitions fenced by a take; each with what goes with it.
     #[serde(default)]
     pub(super) moves: Vec<Move>,
-    /// Publications that happen in any case (a push, a retry from the failed store).
+    /// Publications that happen in any case (a push, a retry from the failed store, the
+    /// pushes of an apply).
     #[serde(default)]
     pub(super) publish: Vec<Publish>,
+    /// Counter deltas that apply in any case (an apply's), group -> deltas.
+    #[serde(default)]
+    pub(super) counts: Vec<(String, Vec<(String, i64)>)>,
+    /// What the step does to waiting jobs, once decided (see the module docs): carried out
+    /// as it stands, however often the intent is finished.
+    #[serde(default)]
+    pub(super) plan: Option<Plan>,
 }
 
 /// One job's transition and its effects.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Move {
     pub(super) take: Take,
     pub(super) then: Then,
@@ -131,10 +151,55 @@ pub(super) struct Move {
     pub(super) counts: Vec<(String, Vec<(String, i64)>)>,
     #[serde(default)]
     pub(super) publish: Vec<Publish>,
+    /// Its waiting-job effects, in call order: decided into the step's [`Plan`] with those
+    /// of the other moves taken.
+    #[serde(default)]
+    pub(super) waits: Vec<WaitOp>,
+}
+
+/// A waiting-job effect as asked, before the step decides what it does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum WaitOp {
+    /// Holds the waiting-job file staged at `from` (relative to the root) under `key`,
+    /// unless a job waits there already.
+    Hold {
+        key: String,
+        deps: u32,
+        from: String,
+    },
+    /// Adds `delta` to the dependencies left under `key`.
+    Deps { key: String, delta: i64 },
+    /// Removes the job waiting under `key`.
+    Skip { key: String },
+}
+
+/// What a step does to `waiting/`: at most one change per key, each safe to carry out again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Plan {
+    #[serde(default)]
+    pub(super) changes: Vec<Change>,
+    /// Staged files the changes do not use (a hold of a key that is taken, a hold whose
+    /// dependencies changed in the same step): deleted once the changes are made.
+    #[serde(default)]
+    pub(super) unused: Vec<String>,
+}
+
+/// One waiting job's change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Change {
+    /// Renames the waiting-job file staged at `from` to `waiting/KEY` (over what is there):
+    /// done once `from` is gone.
+    Put { key: String, from: String },
+    /// Deletes `waiting/KEY` and publishes its job, staged as a job file at `publish.from`.
+    Release { key: String, publish: Publish },
+    /// Deletes `waiting/KEY`.
+    Remove { key: String },
 }
 
 /// Which file a move takes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Take {
     /// The reservation with this token, whatever its deadline (extending renames it).
@@ -148,7 +213,7 @@ pub(super) enum Take {
 }
 
 /// Where a taken file goes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Then {
     Delete,
@@ -174,7 +239,7 @@ pub(super) struct Record {
 }
 
 /// A conditional change of a claim.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum ClaimOp {
     /// Release `key` if the job `job_id` holds it.
@@ -188,7 +253,7 @@ pub(super) enum ClaimOp {
 }
 
 /// A job file to publish into a queue's `ready/`, with its claim.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Publish {
     /// Where the file is, relative to the store's root: staged in `tmp/`, or a failed record.
     pub(super) from: String,
@@ -299,13 +364,16 @@ impl Disk {
         self.tmp.join(format!("{id}.{n}.taken"))
     }
 
-    /// Runs a step: writes its intent, takes its moves, finishes it.
-    pub(super) fn run(&self, lock: &Locked<'_>, intent: &Intent) -> Result<Ran> {
+    /// Writes an intent durably as `journal/ID`, replacing an earlier version of it: staged
+    /// in `tmp/`, synced, renamed into place whole, `journal/` synced.
+    fn write_intent(&self, intent: &Intent) -> Result<()> {
         let staged = self.tmp.join(format!("{}.intent", intent.id));
         let bytes = serde_json::to_vec(intent).map_err(|e| FileError::Damaged {
             path: staged.clone(),
             reason: e.to_string(),
         })?;
+        // A run of the same intent that died while writing it again left this.
+        remove_if_there(&staged)?;
         let file = write_new(&staged, &bytes)?;
         if self.fsync {
             file.sync_data().map_err(FileError::io("sync", &staged))?;
@@ -316,7 +384,12 @@ impl Disk {
             let _ = fs::remove_file(&staged);
             return Err(FileError::io("rename", path)(e));
         }
-        self.sync_dir(&self.journal)?;
+        self.sync_dir(&self.journal)
+    }
+
+    /// Runs a step: writes its intent, takes its moves, finishes it.
+    pub(super) fn run(&self, lock: &Locked<'_>, intent: &Intent) -> Result<Ran> {
+        self.write_intent(intent)?;
         crash_point("written");
         let result = (|| {
             let mut taken = Vec::with_capacity(intent.moves.len());
@@ -328,11 +401,18 @@ impl Disk {
         })();
         if result.is_err() {
             // Leave nothing half done that can be done: try once more to finish from what
-            // is on disk; if that fails too, the next lock holder finishes it.
-            let taken = (0..intent.moves.len())
-                .map(|n| self.tombstone(&intent.id, n).exists())
-                .collect();
-            let _ = self.finish(lock, intent, taken);
+            // is on disk, the intent as last written included (it may have got its plan
+            // before the error, and then that plan is the one to carry out); if that fails
+            // too, the next lock holder finishes it.
+            let path = self.journal.join(&intent.id);
+            if let Ok(Some(bytes)) = read_if_there(&path) {
+                if let Ok(written) = serde_json::from_slice::<Intent>(&bytes) {
+                    let taken = (0..written.moves.len())
+                        .map(|n| self.tombstone(&written.id, n).exists())
+                        .collect();
+                    let _ = self.finish(lock, &written, taken);
+                }
+            }
         }
         result
     }
@@ -380,15 +460,31 @@ impl Disk {
         }
     }
 
-    /// Steps 5 and 6 for the moves `taken`: idempotent, so the same code finishes a step
-    /// live and after a crash.
+    /// Steps 5 to 7 for the moves `taken`: idempotent, so the same code finishes a step live
+    /// and after a crash.
     fn finish(&self, lock: &Locked<'_>, intent: &Intent, taken: Vec<bool>) -> Result<Ran> {
+        let planned;
+        let intent = match self.plan_taken(lock, intent, &taken)? {
+            Some(with_plan) => {
+                planned = with_plan;
+                &planned
+            }
+            None => intent,
+        };
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut counts: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+        // Every claim change of the step before any publication, as a settle applies every
+        // transition before the effects of the call: a follow-up can take the key of a job
+        // this same step acknowledged.
         for (mv, taken) in intent.moves.iter().zip(&taken) {
             if !*taken {
                 for p in &mv.publish {
                     remove_if_there(&self.abs_path(&p.from))?;
+                }
+                for op in &mv.waits {
+                    if let WaitOp::Hold { from, .. } = op {
+                        remove_if_there(&self.abs_path(from))?;
+                    }
                 }
                 continue;
             }
@@ -396,20 +492,30 @@ impl Disk {
                 self.apply_claim(lock, op)?;
                 dirs.push(self.claims.clone());
             }
+        }
+        let taken_moves = || intent.moves.iter().zip(&taken).filter(|(_, t)| **t);
+        for (mv, _) in taken_moves() {
             for p in &mv.publish {
                 self.publish(lock, p, &mut dirs)?;
-            }
-            for (group, deltas) in &mv.counts {
-                let group = counts.entry(group.as_str()).or_default();
-                for (name, delta) in deltas {
-                    let sum = group.entry(name.as_str()).or_default();
-                    *sum = sum.saturating_add(*delta);
-                }
             }
         }
         let mut published = Vec::with_capacity(intent.publish.len());
         for p in &intent.publish {
             published.push(self.publish(lock, p, &mut dirs)?);
+        }
+        // Released jobs after the pushes: a push takes a claim before a released job does.
+        if let Some(plan) = &intent.plan {
+            self.carry_out(lock, plan, &mut dirs)?;
+        }
+        let all_counts = taken_moves()
+            .flat_map(|(mv, _)| &mv.counts)
+            .chain(&intent.counts);
+        for (group, deltas) in all_counts {
+            let group = counts.entry(group.as_str()).or_default();
+            for (name, delta) in deltas {
+                let sum = group.entry(name.as_str()).or_default();
+                *sum = sum.saturating_add(*delta);
+            }
         }
         for (group, deltas) in &counts {
             self.add_counts(lock, &intent.id, group, deltas)?;
@@ -441,9 +547,40 @@ impl Disk {
         Ok(Ran { taken, published })
     }
 
+    /// Step 5: the intent with the plan of its waiting-job effects, written durably, if its
+    /// moves taken have such effects and it has no plan yet; `None` otherwise.
+    fn plan_taken(
+        &self,
+        lock: &Locked<'_>,
+        intent: &Intent,
+        taken: &[bool],
+    ) -> Result<Option<Intent>> {
+        if intent.plan.is_some() {
+            return Ok(None);
+        }
+        let ops: Vec<&WaitOp> = intent
+            .moves
+            .iter()
+            .zip(taken)
+            .filter(|(_, t)| **t)
+            .flat_map(|(mv, _)| &mv.waits)
+            .collect();
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let plan = self.plan_waiting(lock, &intent.id, &ops, now_ms())?;
+        let planned = Intent {
+            plan: Some(plan),
+            ..intent.clone()
+        };
+        self.write_intent(&planned)?;
+        crash_point("planned");
+        Ok(Some(planned))
+    }
+
     /// Publishes a job file into its queue with its claim; `None` if it was published
     /// before (its source is gone), a duplicate if another job holds its key.
-    fn publish(
+    pub(super) fn publish(
         &self,
         lock: &Locked<'_>,
         p: &Publish,

@@ -4,12 +4,14 @@
 //! A job's state lives in its file's name and directory (see [`crate::format`]), so a plain
 //! transition is one `rename(2)` of that file: when two processes rename the same file,
 //! exactly one succeeds and the other gets `ENOENT`. A transition that also touches claims,
-//! group counters or other jobs runs under the store's lock with an intent in `journal/`
-//! ([`journal`]), so it is atomic against other processes and finished after a crash.
+//! group counters, waiting jobs or other jobs runs under the store's lock with an intent in
+//! `journal/` ([`journal`]), so it is atomic against other processes and finished after a
+//! crash.
 //!
 //! The rooms: this file (layout, paths, file helpers), [`push`], [`reserve`], [`settle`],
 //! [`journal`] (the store's lock and intents), [`claims`], [`groups`] (and the restart
-//! signal), [`failed`], [`inspect`], [`recovery`] (what a crash leaves behind).
+//! signal), [`waiting`] (waiting jobs, and applying effects with no lease), [`failed`],
+//! [`inspect`], [`recovery`] (what a crash leaves behind).
 
 mod claims;
 mod failed;
@@ -20,6 +22,7 @@ mod push;
 mod recovery;
 mod reserve;
 mod settle;
+mod waiting;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
@@ -183,6 +186,8 @@ pub(crate) struct Disk {
     pub(crate) locks: PathBuf,
     claims: PathBuf,
     groups: PathBuf,
+    /// Waiting jobs, one file per key.
+    waiting: PathBuf,
     journal: PathBuf,
     control: PathBuf,
     fsync: bool,
@@ -239,10 +244,12 @@ impl Disk {
             });
         }
         let control = root.join("control");
-        for dir in ["tmp", "locks", "claims", "groups", "journal", "control"]
-            .iter()
-            .map(|d| root.join(d))
-            .chain([root.join(&options.table), root.join(&options.failed_table)])
+        for dir in [
+            "tmp", "locks", "claims", "groups", "waiting", "journal", "control",
+        ]
+        .iter()
+        .map(|d| root.join(d))
+        .chain([root.join(&options.table), root.join(&options.failed_table)])
         {
             created |= make_dir(&dir)?;
         }
@@ -253,6 +260,7 @@ impl Disk {
             locks: root.join("locks"),
             claims: root.join("claims"),
             groups: root.join("groups"),
+            waiting: root.join("waiting"),
             journal: root.join("journal"),
             store_lock: journal::StoreLock::open(&control.join("lock"))?,
             control,

@@ -171,6 +171,8 @@ impl Disk {
                     id,
                     moves: Vec::new(),
                     publish,
+                    counts: Vec::new(),
+                    plan: None,
                 },
             )?;
             for (slot, pushed) in slots.into_iter().zip(ran.published) {

@@ -4,10 +4,12 @@
 //! Taking the lock finishes the intents of crashed steps (see [`super::journal`]); what is
 //! left in `tmp/` after that is one of:
 //!
-//! - `ID.push`, `ID.N.push`: a job written for a push that never returned (nothing promised
-//!   it): deleted after an hour, so that a slow push in progress keeps its files.
-//! - `ID.intent`, `ID.N.record`, `ID.replace`: a file a step under the lock was
-//!   writing when it died, whose step is finished or never started: deleted.
+//! - `ID.push`, `ID.N.push`, `ID.N.K.push`, and `.hold` alike: a job written for a push, or a
+//!   waiting job for a hold, of a step that never returned (nothing promised it): deleted
+//!   after an hour, so that a slow step in progress keeps its files.
+//! - `ID.intent`, `ID.N.record`, `ID.replace`, `ID.N.wait`, `ID.N.job`: a file a step under
+//!   the lock was writing when it died (a failed record, a waiting job put or released by a
+//!   plan), whose step is finished or never started: deleted.
 //! - `ID.N.taken` without its intent (a power loss that lost the intent, or an intent set
 //!   aside as damaged): a job outside both stores: moved to the failed store.
 //! - Left by older versions of this driver, which failed a job in three steps without the
@@ -54,8 +56,8 @@ fn kind(name: &str) -> Kind {
     let first = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
     match rest.as_slice() {
-        ["push"] | [_, "push"] | [_, _, "push"] => Kind::Push,
-        ["intent"] | [_, "record"] | ["replace"] | ["counter"] => Kind::Orphan,
+        ["push" | "hold"] | [_, "push" | "hold"] | [_, _, "push" | "hold"] => Kind::Push,
+        ["intent"] | [_, "record" | "wait" | "job"] | ["replace"] | ["counter"] => Kind::Orphan,
         [_, "taken"] => Kind::Taken {
             intent: first.to_owned(),
         },
@@ -175,6 +177,8 @@ impl Disk {
                     id: new_id(),
                     moves,
                     publish: Vec::new(),
+                    counts: Vec::new(),
+                    plan: None,
                 },
             )?;
         }
@@ -206,6 +210,7 @@ impl Disk {
             claims: Vec::new(),
             counts: Vec::new(),
             publish: Vec::new(),
+            waits: Vec::new(),
         }
     }
 
@@ -268,6 +273,10 @@ mod tests {
         is(format!("{id}.push"), "push");
         is(format!("{id}.3.push"), "push");
         is(format!("{id}.3.0.push"), "push");
+        is(format!("{id}.3.hold"), "push");
+        is(format!("{id}.3.0.hold"), "push");
+        is(format!("{id}.4.wait"), "orphan");
+        is(format!("{id}.4.job"), "orphan");
         is(format!("{id}.intent"), "orphan");
         is(format!("{id}.2.record"), "orphan");
         is(format!("{id}.replace"), "orphan");

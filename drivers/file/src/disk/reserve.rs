@@ -276,8 +276,11 @@ impl Disk {
                 claims: Vec::new(),
                 counts: Vec::new(),
                 publish: Vec::new(),
+                waits: Vec::new(),
             }],
             publish: Vec::new(),
+            counts: Vec::new(),
+            plan: None,
         };
         let lock = self.lock()?;
         self.run(&lock, &intent)?;

@@ -12,12 +12,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use queue_core::storage::{check_effects, duration_millis};
-use queue_core::{
-    Effect, Lease, Outcome, ReserveRequest, Result, Settle, SettleReply, Settled, Until,
-};
+use queue_core::{Lease, Outcome, ReserveRequest, Result, Settle, SettleReply, Settled, Until};
 
-use super::journal::{failed_name, ClaimOp, Intent, Move, Publish, Record, Take, Then};
-use super::push::available_at;
+use super::journal::{failed_name, ClaimOp, Intent, Move, Record, Take, Then};
+use super::waiting::{sort_out, Op, Staged};
 use super::{guard, read_head, remove_if_there, sync_files, Disk, QueuePaths};
 use crate::format::{clamp_ms, new_id, now_ms, ReadyName, ReservedName};
 use crate::DRIVER;
@@ -30,12 +28,14 @@ enum Plain {
     Back { delay: Duration, refund: bool },
 }
 
-/// A settlement that goes through the journal, with its staged follow-up jobs.
+/// A settlement that goes through the journal, with its effects (their jobs staged in
+/// `tmp/` before the lock).
 struct Journaled {
     slot: usize,
     settle: Settle,
     paths: QueuePaths,
-    publish: Vec<Publish>,
+    ops: Vec<Op>,
+    staged: Staged,
 }
 
 impl Disk {
@@ -45,12 +45,21 @@ impl Disk {
         fetch: Option<&ReserveRequest>,
     ) -> Result<SettleReply> {
         check_effects(DRIVER, &settles)?;
+        // Every effect sorted out before anything changes: one this driver does not know is
+        // refused, not skipped.
+        let settles = settles
+            .into_iter()
+            .map(|mut settle| {
+                let ops = sort_out(std::mem::take(&mut settle.effects))?;
+                Ok((settle, ops))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let now = now_ms();
         let mut settled = vec![Settled::Stale; settles.len()];
         let mut seen = HashSet::new();
         let mut journaled = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for (slot, settle) in settles.into_iter().enumerate() {
+        for (slot, (settle, ops)) in settles.into_iter().enumerate() {
             let lease = &settle.lease;
             // The same lease twice in one call: the second is stale.
             if !seen.insert((lease.job_id.0.clone(), lease.token.clone())) {
@@ -60,7 +69,7 @@ impl Disk {
                 continue;
             };
             let plain = match settle.outcome {
-                _ if !settle.effects.is_empty() => None,
+                _ if !ops.is_empty() => None,
                 Outcome::Ack if !self.holds_claim(lease, &paths)? => Some(Plain::Ack),
                 Outcome::Retry { delay } => Some(Plain::Back {
                     delay,
@@ -79,7 +88,8 @@ impl Disk {
                     slot,
                     settle,
                     paths,
-                    publish: Vec::new(),
+                    ops,
+                    staged: Staged::default(),
                 });
             }
         }
@@ -160,32 +170,13 @@ impl Disk {
         now: i64,
     ) -> Result<Vec<(usize, Settled)>> {
         let id = new_id();
-        // Follow-up jobs are written before the lock, so it is not held across their writes.
+        // Follow-up and held jobs are written before the lock, so it is not held across
+        // their writes.
         let mut files = Vec::new();
         let staged = (|| -> Result<()> {
             for j in &mut batch {
-                for (k, effect) in j.settle.effects.iter().enumerate() {
-                    let Effect::Push(job) = effect else {
-                        continue;
-                    };
-                    let tmp = self.tmp.join(format!("{id}.{}.{k}.push", j.slot));
-                    let job_id = new_id();
-                    j.publish.push(Publish {
-                        from: self.rel_path(&tmp),
-                        queue: job.queue.clone(),
-                        ready: ReadyName {
-                            at: available_at(job.available, now),
-                            id: job_id.clone(),
-                            attempts: 0,
-                        }
-                        .file_name(),
-                        job_id,
-                        key: job.unique.as_ref().map(|u| u.key.clone()),
-                        retry_of: None,
-                    });
-                    let (file, _) = self.stage(job.clone(), &tmp)?;
-                    files.push((file, tmp));
-                }
+                let ops = std::mem::take(&mut j.ops);
+                j.staged = self.stage_ops(&format!("{id}.{}", j.slot), ops, now, &mut files)?;
             }
             if self.fsync {
                 sync_files(&files)?;
@@ -207,8 +198,8 @@ impl Disk {
         for j in batch {
             let lease = &j.settle.lease;
             let Some(found) = self.find_reserved(&j.paths, &lease.job_id.0, &lease.token)? else {
-                for p in &j.publish {
-                    remove_if_there(&self.abs_path(&p.from))?;
+                for from in j.staged.files() {
+                    remove_if_there(&self.abs_path(from))?;
                 }
                 out.push((j.slot, Settled::Stale));
                 continue;
@@ -223,6 +214,8 @@ impl Disk {
                     id,
                     moves,
                     publish: Vec::new(),
+                    counts: Vec::new(),
+                    plan: None,
                 },
             )?;
             for (slot, taken) in slots.into_iter().zip(ran.taken) {
@@ -296,15 +289,6 @@ impl Disk {
                 (Then::Fail(record), claims)
             }
         };
-        let counts = j
-            .settle
-            .effects
-            .into_iter()
-            .filter_map(|effect| match effect {
-                Effect::Count { group, deltas } => Some((group, deltas)),
-                _ => None,
-            })
-            .collect();
         Move {
             take: Take::Reservation {
                 queue: lease.queue.clone(),
@@ -313,8 +297,9 @@ impl Disk {
             },
             then,
             claims,
-            counts,
-            publish: j.publish,
+            counts: j.staged.counts,
+            publish: j.staged.publish,
+            waits: j.staged.waits,
         }
     }
 }

@@ -5,7 +5,8 @@
 -- A job is read in place from ARGV, where the driver wrote it: queue number, when it is
 -- available ('' now, `+<ms>` after a delay, or `<ms>` a Unix time), name, payload, the
 -- reference of its claim key (`0`: none), then for a claim its key and until when it holds
--- it. A batch is the list of its jobs' positions in ARGV.
+-- it. A batch is the list of its jobs' positions in ARGV, or in another table laid out the
+-- same way (the jobs settle.lua releases from their waiting hashes).
 
 -- The position of the job at `A`, moving `A` past it.
 local function read_job()
@@ -18,10 +19,12 @@ local function read_job()
   return at
 end
 
--- Pushes the jobs of `batch` in order, each with its claim: a job whose key is held, by a
--- stored job or by an earlier job of the batch, is not stored. Returns per job its sequence
--- number (created) or the id of the job holding its key (a duplicate).
-local function push_jobs(batch)
+-- Pushes the jobs of `batch` (positions in `src`, ARGV if nil) in order, each with its
+-- claim: a job whose key is held, by a stored job or by an earlier job of the batch, is not
+-- stored. Returns per job its sequence number (created) or the id of the job holding its
+-- key (a duplicate).
+local function push_jobs(batch, src)
+  src = src or ARGV
   -- out[j]: true (to create), a holder's id, or false (a duplicate of the job dup_of[j]);
   -- the claim tables are made only for a batch with claims. Per queue, `q.n` counts the
   -- jobs to create and `q.e` gathers their ZADD arguments.
@@ -29,8 +32,8 @@ local function push_jobs(batch)
   local first, dup_of, ids
   for j, o in ipairs(batch) do
     out[j] = true
-    if ARGV[o + 4] ~= '0' then
-      local claim = key(ARGV[o + 4])
+    if src[o + 4] ~= '0' then
+      local claim = key(src[o + 4])
       first, dup_of, ids = first or {}, dup_of or {}, ids or {}
       if first[claim] then
         out[j], dup_of[j] = false, first[claim]
@@ -44,7 +47,7 @@ local function push_jobs(batch)
       end
     end
     if out[j] == true then
-      local q = queue_of[ARGV[o]]
+      local q = queue_of[src[o]]
       if q.n == nil then
         q.n, q.e = 0, {}
         touched[#touched + 1] = q
@@ -58,20 +61,20 @@ local function push_jobs(batch)
   end
   for j, o in ipairs(batch) do
     if out[j] == true then
-      local q = queue_of[ARGV[o]]
+      local q = queue_of[src[o]]
       local n = q.next + 1
       q.next = n
       local member = string.format('%016d', n)
       local hash = q.base .. 'job:' .. member
-      if ARGV[o + 4] ~= '0' then
+      if src[o + 4] ~= '0' then
         ids[j] = job_id(q, member)
-        redis.call('HSET', hash, 'n', ARGV[o + 2], 'p', ARGV[o + 3], 'a', '0',
-          'u', ARGV[o + 5], 'w', ARGV[o + 6])
-        redis.call('SET', key(ARGV[o + 4]), ids[j])
+        redis.call('HSET', hash, 'n', src[o + 2], 'p', src[o + 3], 'a', '0',
+          'u', src[o + 5], 'w', src[o + 6])
+        redis.call('SET', key(src[o + 4]), ids[j])
       else
-        redis.call('HSET', hash, 'n', ARGV[o + 2], 'p', ARGV[o + 3], 'a', '0')
+        redis.call('HSET', hash, 'n', src[o + 2], 'p', src[o + 3], 'a', '0')
       end
-      local at = ARGV[o + 1]
+      local at = src[o + 1]
       if at == '' then
         now()
         at = now_text

@@ -2,7 +2,7 @@
 //! queue's keys share a slot, the failed store, the registry and each claim or group have
 //! slots of their own. What one script does on one server is done here per queue (each
 //! call atomic), or in ordered steps that never lose a job (`fail`, `retry` of a failed
-//! job); claims and group counters are refused before this code runs.
+//! job); claims, group counters and waiting jobs are refused before this code runs.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -88,7 +88,7 @@ impl RedisStorage {
                 limit: want,
                 ..fetch
             };
-            let (_, got) = self.settle_batch(&[], Some(one)).await?;
+            let (_, got) = self.settle_batch(&[], &[], Some(one)).await?;
             let exhausted = got.len() < want;
             out.extend(got);
             if !exhausted {
@@ -161,7 +161,7 @@ impl RedisStorage {
                 queues: &f.queues[..1],
                 ..f
             });
-            Ok::<_, Error>((positions, self.settle_batch(&batch, one).await?))
+            Ok::<_, Error>((positions, self.settle_batch(&batch, &[], one).await?))
         });
         let failing = fails.iter().map(|&(i, reason)| async move {
             Ok::<_, Error>((i, self.fail_split(&settles[i].lease, reason).await?))
@@ -225,7 +225,7 @@ impl RedisStorage {
             .filter(|m| !m.is_empty())
             .ok_or_else(|| RedisDriverError::unexpected("fail", &reply))?;
         let ack = Settle::ack(lease.clone());
-        let (done, _) = self.settle_batch(&[&ack], None).await?;
+        let (done, _) = self.settle_batch(&[&ack], &[], None).await?;
         if done == [Settled::Applied] {
             return Ok(Settled::Applied);
         }

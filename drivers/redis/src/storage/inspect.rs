@@ -1,14 +1,15 @@
-//! The operator's capabilities: inspection, group counters, the restart signal, and the
-//! wake-ups of idle workers.
+//! The operator's capabilities: inspection, group counters and waiting jobs, the restart
+//! signal, and the wake-ups of idle workers.
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use queue_core::storage::{
-    from_unix_millis, Control, Groups, Inspect, JobState, JobSummary, Page, PageRequest, Wake,
+    check_effect_list, from_unix_millis, Control, Groups, Inspect, JobState, JobSummary, Page,
+    PageRequest, Wake,
 };
-use queue_core::{JobId, QueueSize, Result};
+use queue_core::{Effect, JobId, QueueSize, Result};
 use redis::Value;
 
 use super::call::{array, int, integer, items, records, text};
@@ -17,6 +18,7 @@ use super::{RedisStorage, CHUNK, MAX_PAGE};
 use crate::error::{backend, RedisDriverError};
 use crate::keys::job_id;
 use crate::scripts::SCRIPTS;
+use crate::DRIVER;
 
 /// When a job is due already but the reservation just before found nothing (a job released
 /// in between, or one of another name for a worker that runs only one name), `wait` pauses
@@ -190,8 +192,8 @@ impl Inspect for RedisStorage {
     }
 }
 
-/// One server only: a group's counters would live in another slot than the jobs that count
-/// on a cluster, whose capabilities leave them out.
+/// One server only: a group's counters, like a waiting job, would live in another slot than
+/// the jobs that count (or release it) on a cluster, whose capabilities leave them out.
 #[async_trait]
 impl Groups for RedisStorage {
     async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>> {
@@ -229,6 +231,31 @@ impl Groups for RedisStorage {
             .await
             .map_err(backend)?;
         Ok(removed == 1)
+    }
+
+    /// One call of the settle script with no settlement and no fetch: the effects with their
+    /// counters first, so that a counter that cannot be added to leaves everything as it was.
+    async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
+        check_effect_list(DRIVER, &effects, "an apply")?;
+        self.check_supported(&effects)?;
+        if effects.is_empty() {
+            return Ok(());
+        }
+        self.settle_batch(&[], &effects, None).await?;
+        Ok(())
+    }
+
+    async fn waiting(&self, key: &str) -> Result<Option<i64>> {
+        let reply: Value = redis::cmd("HGET")
+            .arg(self.keys().waiting(key))
+            .arg("d")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        match reply {
+            Value::Nil => Ok(None),
+            other => Ok(Some(integer("waiting", &other)?)),
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The same code serves one server and Redis Cluster ([`Connection`]). What would cross
 //! hash slots (several queues in one call, a queue and the failed store) runs as one script
-//! on one server and is split per slot on a cluster (`cluster.rs`); claims and group
-//! counters, which would tie a job's slot to another, are refused there.
+//! on one server and is split per slot on a cluster (`cluster.rs`); claims, group counters
+//! and waiting jobs, which would tie a job's slot to another, are refused there.
 
 mod call;
 mod cluster;
@@ -11,7 +11,7 @@ mod failed;
 mod inspect;
 mod setup;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,8 +54,17 @@ const CLAIMS_ON_CLUSTER: &str =
 const GROUPS_ON_CLUSTER: &str =
     "group counters on Redis Cluster (a job and its group are in different hash slots)";
 
-/// A queue on Redis: jobs, reservations, the failed store, claims, group counters and locks
-/// under one key prefix.
+/// What a cluster refuses: a waiting job lives apart from the jobs it waits for and from
+/// the queue it is released to.
+const WAITING_ON_CLUSTER: &str =
+    "waiting jobs on Redis Cluster (a job and the jobs waiting on it are in different hash slots)";
+
+/// How many times a settle or an apply reads the waiting jobs it may release and calls its
+/// script again when one of them was replaced in between (see `scripts/settle.lua`).
+const WAITING_READS: usize = 5;
+
+/// A queue on Redis: jobs, reservations, the failed store, claims, group counters, waiting
+/// jobs and locks under one key prefix.
 ///
 /// Cheap to clone (the connection is shared). See the [crate docs](crate) for the key
 /// layout, the guarantees and how to connect.
@@ -172,14 +181,27 @@ impl RedisStorage {
     }
 
     /// Refuses, before anything changes, a batch the contract or the backend cannot take:
-    /// a push effect without its key, and on a cluster any effect.
+    /// an effect [`check_effects`] refuses, and on a cluster any effect.
     fn check_settles(&self, settles: &[Settle]) -> Result<()> {
         check_effects(DRIVER, settles)?;
-        for effect in settles.iter().flat_map(|s| &s.effects) {
+        self.check_supported(settles.iter().flat_map(|s| &s.effects))
+    }
+
+    /// Refuses effects this store cannot apply: on a cluster every kind (each would tie the
+    /// job's slot to another), anywhere a kind this driver does not know.
+    fn check_supported<'e>(&self, effects: impl IntoIterator<Item = &'e Effect>) -> Result<()> {
+        for effect in effects {
             let refused = match effect {
                 Effect::Push(_) if self.split() => CLAIMS_ON_CLUSTER,
                 Effect::Count { .. } if self.split() => GROUPS_ON_CLUSTER,
-                Effect::Push(_) | Effect::Count { .. } => continue,
+                Effect::Hold(_) | Effect::Deps { .. } | Effect::Skip { .. } if self.split() => {
+                    WAITING_ON_CLUSTER
+                }
+                Effect::Push(_)
+                | Effect::Count { .. }
+                | Effect::Hold(_)
+                | Effect::Deps { .. }
+                | Effect::Skip { .. } => continue,
                 _ => "an effect this driver does not know",
             };
             return Err(Error::NotSupported {
@@ -255,27 +277,61 @@ impl RedisStorage {
     }
 
     /// One call of the settle script: `settles` (each fenced by its token, with its
-    /// effects), then, with `fetch`, a reservation from its queues (in priority order) of up
-    /// to its limit. A settlement whose lease names no job of its queue is stale without
-    /// being sent.
+    /// effects), then `loose` effects (applied with no lease, as [`Groups::apply`] does),
+    /// then, with `fetch`, a reservation from its queues (in priority order) of up to its
+    /// limit. A settlement whose lease names no job of its queue is stale without being sent.
+    ///
+    /// With dependency changes among the effects, the jobs waiting under their keys are read
+    /// first, so that the script is given the keys of the jobs it may release; if one of them
+    /// was replaced in between, the script changes nothing and this reads them again (see
+    /// `scripts/settle.lua`), [`WAITING_READS`] times at most.
+    ///
+    /// [`Groups::apply`]: queue_core::storage::Groups::apply
     async fn settle_batch(
         &self,
         settles: &[&Settle],
+        loose: &[Effect],
         fetch: Option<Fetch<'_>>,
     ) -> Result<(Vec<Settled>, Vec<Reserved>)> {
-        let mut settled = vec![Settled::Stale; settles.len()];
-        let sent: Vec<(usize, String)> = settles
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((i, job_member(&s.lease.queue, &s.lease.job_id.0)?)))
-            .collect();
-        if sent.is_empty() && fetch.is_none() {
-            return Ok((settled, Vec::new()));
+        let batch = Batch::new(settles, loose, fetch);
+        if batch.sent.is_empty() && loose.is_empty() && fetch.is_none() {
+            return Ok((vec![Settled::Stale; settles.len()], Vec::new()));
         }
+        for _ in 0..WAITING_READS {
+            let waiting = self.waiting_jobs(&batch.guarded).await?;
+            let call = self.settle_call(&batch, &waiting);
+            let reply = self.invoke(&call.invocation(&SCRIPTS.settle)).await?;
+            if matches!(reply, Value::Int(-1)) {
+                // A job waiting under a guarded key was replaced since it was read.
+                continue;
+            }
+            return batch.reply(reply);
+        }
+        Err(RedisDriverError::WaitingChanged {
+            attempts: WAITING_READS,
+        }
+        .into())
+    }
+
+    /// The settle script's call for `batch`, given the queue and claim of the job waiting
+    /// under each of its guarded keys as read.
+    fn settle_call(&self, batch: &Batch<'_>, waiting: &[Option<WaitingKeys>]) -> Call<'_> {
         let mut call = self.call();
-        let fails = sent
+        let effects = || {
+            batch
+                .sent
+                .iter()
+                .flat_map(|(i, _)| &batch.settles[*i].effects)
+                .chain(batch.loose)
+        };
+        if effects().any(|e| matches!(e, Effect::Push(_) | Effect::Deps { .. })) {
+            // Pushed and released jobs add their queues to the registry, as a push does.
+            call.registry();
+        }
+        let fails = batch
+            .sent
             .iter()
-            .any(|(i, _)| matches!(settles[*i].outcome, Outcome::Fail { .. }));
+            .any(|(i, _)| matches!(batch.settles[*i].outcome, Outcome::Fail { .. }));
         if fails {
             let seq = call.key(self.keys().failed_seq());
             call.key(self.keys().failed_index());
@@ -283,9 +339,20 @@ impl RedisStorage {
         } else {
             call.arg(0);
         }
-        call.arg(sent.len());
-        for (i, member) in &sent {
-            let settle = settles[*i];
+        for (queue, unique) in waiting.iter().flatten() {
+            call.queue(queue);
+            if let Some(unique) = unique {
+                call.key(self.keys().claim(unique));
+            }
+        }
+        call.arg(batch.guarded.len());
+        for key in &batch.guarded {
+            let key = call.key(self.keys().waiting(key));
+            call.arg(key);
+        }
+        call.arg(batch.sent.len() + usize::from(!batch.loose.is_empty()));
+        for (i, member) in &batch.sent {
+            let settle = batch.settles[*i];
             let queue = call.queue(&settle.lease.queue);
             if settle.outcome == Outcome::Ack && settle.effects.is_empty() {
                 // The hot path: a plain acknowledge, four values.
@@ -305,26 +372,14 @@ impl RedisStorage {
                 .arg(queue)
                 .arg(member)
                 .arg(&settle.lease.token)
-                .arg(value)
-                .arg(settle.effects.len());
-            for effect in &settle.effects {
-                match effect {
-                    Effect::Push(job) => {
-                        call.arg("p").job(job);
-                    }
-                    Effect::Count { group, deltas } => {
-                        let key = call.key(self.keys().group(group));
-                        call.arg("c").arg(key).arg(deltas.len());
-                        for (name, delta) in deltas {
-                            call.arg(name.as_bytes()).arg(*delta);
-                        }
-                    }
-                    // `check_settles` refused it before.
-                    _ => {}
-                }
-            }
+                .arg(value);
+            self.effects(&mut call, &settle.effects);
         }
-        match &fetch {
+        if !batch.loose.is_empty() {
+            call.arg("e");
+            self.effects(&mut call, batch.loose);
+        }
+        match &batch.fetch {
             None => {
                 call.arg(0);
             }
@@ -343,23 +398,72 @@ impl RedisStorage {
                 }
             }
         }
-        let reply = self.invoke(&call.invocation(&SCRIPTS.settle)).await?;
-        let [applied, reserved] = items("settle", reply)?;
-        let applied = array("settle", applied)?;
-        if applied.len() != sent.len() {
-            return Err(RedisDriverError::unexpected("settle", &Value::Array(applied)).into());
+        call
+    }
+
+    /// Appends `effects` as the settle script reads them (their number, then each),
+    /// declaring the keys they name: a pushed or held job's queue and claim, a group, a
+    /// waiting job's key.
+    fn effects(&self, call: &mut Call<'_>, effects: &[Effect]) {
+        call.arg(effects.len());
+        for effect in effects {
+            match effect {
+                Effect::Push(job) => {
+                    call.arg("p").job(job);
+                }
+                Effect::Count { group, deltas } => {
+                    let key = call.key(self.keys().group(group));
+                    call.arg("c").arg(key).arg(deltas.len());
+                    for (name, delta) in deltas {
+                        call.arg(name.as_bytes()).arg(*delta);
+                    }
+                }
+                Effect::Hold(waiting) => {
+                    let key = call.key(self.keys().waiting(&waiting.key));
+                    call.arg("h").arg(key).arg(waiting.deps).job(&waiting.job);
+                }
+                Effect::Deps { key, delta } => {
+                    let key = call.key(self.keys().waiting(key));
+                    call.arg("d").arg(key).arg(*delta);
+                }
+                Effect::Skip { key } => {
+                    let key = call.key(self.keys().waiting(key));
+                    call.arg("s").arg(key);
+                }
+                // `check_supported` refused it before.
+                _ => {}
+            }
         }
-        for ((i, _), value) in sent.iter().zip(&applied) {
-            settled[*i] = match integer("settle", value)? {
-                1 => Settled::Applied,
-                _ => Settled::Stale,
-            };
+    }
+
+    /// The queue and the unique key of the job waiting under each of `keys` (`None` where
+    /// none waits): one pipelined round trip, none without keys.
+    async fn waiting_jobs(&self, keys: &BTreeSet<&str>) -> Result<Vec<Option<WaitingKeys>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        let reserved = match fetch {
-            Some(fetch) => parse_reserved(fetch.queues, reserved)?,
-            None => Vec::new(),
-        };
-        Ok((settled, reserved))
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HMGET")
+                .arg(self.keys().waiting(key))
+                .arg(&["q", "u"]);
+        }
+        let replies: Vec<Vec<Value>> = pipe.query_async(&mut self.conn()).await.map_err(backend)?;
+        replies
+            .into_iter()
+            .map(|fields| {
+                let bad = || RedisDriverError::unexpected("waiting", &Value::Array(fields.clone()));
+                match <[Value; 2]>::try_from(fields.clone()).map_err(|_| bad())? {
+                    [Value::Nil, _] => Ok(None),
+                    [queue, Value::Nil] => Ok(Some((text(queue).ok_or_else(bad)?, None))),
+                    [queue, unique] => Ok(Some((
+                        text(queue).ok_or_else(bad)?,
+                        Some(text(unique).ok_or_else(bad)?),
+                    ))),
+                }
+            })
+            .collect::<std::result::Result<_, RedisDriverError>>()
+            .map_err(Into::into)
     }
 
     /// One call of the extend script for `leases`; a lease whose id names no job of its
@@ -391,6 +495,74 @@ impl RedisStorage {
             }
         }
         Ok(statuses)
+    }
+}
+
+/// The queue of a waiting job and its unique key, if it has one: the keys its release
+/// touches.
+type WaitingKeys = (String, Option<String>);
+
+/// What one settle call sends: the settlements (those whose lease names a job of its queue,
+/// with the job's member), effects with no lease, the fetch, and the keys of the dependency
+/// changes, which the script guards (sorted, each once).
+struct Batch<'a> {
+    settles: &'a [&'a Settle],
+    sent: Vec<(usize, String)>,
+    loose: &'a [Effect],
+    fetch: Option<Fetch<'a>>,
+    guarded: BTreeSet<&'a str>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(settles: &'a [&'a Settle], loose: &'a [Effect], fetch: Option<Fetch<'a>>) -> Self {
+        let sent: Vec<(usize, String)> = settles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, job_member(&s.lease.queue, &s.lease.job_id.0)?)))
+            .collect();
+        let guarded = sent
+            .iter()
+            .flat_map(|(i, _)| &settles[*i].effects)
+            .chain(loose)
+            .filter_map(|effect| match effect {
+                Effect::Deps { key, .. } => Some(key.as_str()),
+                _ => None,
+            })
+            .collect();
+        Batch {
+            settles,
+            sent,
+            loose,
+            fetch,
+            guarded,
+        }
+    }
+
+    /// The outcome of each settlement and the reserved jobs, from the script's reply (one 0
+    /// or 1 per settlement sent, then 1 for the effects with no lease; the reservation).
+    fn reply(&self, reply: Value) -> Result<(Vec<Settled>, Vec<Reserved>)> {
+        let [applied, reserved] = items("settle", reply)?;
+        let applied = array("settle", applied)?;
+        if applied.len() != self.sent.len() + usize::from(!self.loose.is_empty()) {
+            return Err(RedisDriverError::unexpected("settle", &Value::Array(applied)).into());
+        }
+        let mut settled = vec![Settled::Stale; self.settles.len()];
+        for ((i, _), value) in self.sent.iter().zip(&applied) {
+            settled[*i] = match integer("settle", value)? {
+                1 => Settled::Applied,
+                _ => Settled::Stale,
+            };
+        }
+        if let Some(value) = applied.get(self.sent.len()) {
+            if integer("settle", value)? != 1 {
+                return Err(RedisDriverError::unexpected("settle", value).into());
+            }
+        }
+        let reserved = match self.fetch {
+            Some(fetch) => parse_reserved(fetch.queues, reserved)?,
+            None => Vec::new(),
+        };
+        Ok((settled, reserved))
     }
 }
 
@@ -482,7 +654,7 @@ impl Storage for RedisStorage {
         if self.split() {
             return self.reserve_split(fetch).await;
         }
-        Ok(self.settle_batch(&[], Some(fetch)).await?.1)
+        Ok(self.settle_batch(&[], &[], Some(fetch)).await?.1)
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
@@ -507,7 +679,7 @@ impl Storage for RedisStorage {
             return self.settle_split(&settles, fetch).await;
         }
         let (settled, reserved) = self
-            .settle_batch(&settles.iter().collect::<Vec<_>>(), fetch)
+            .settle_batch(&settles.iter().collect::<Vec<_>>(), &[], fetch)
             .await?;
         Ok(SettleReply { settled, reserved })
     }
@@ -541,4 +713,74 @@ fn repeated(settles: &[Settle]) -> HashSet<usize> {
         .filter(|(_, s)| !seen.insert((&s.lease.job_id, &s.lease.token)))
         .map(|(i, _)| i)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use queue_core::storage::{Groups, Inspect};
+    use queue_core::{NewJob, Unique, WaitingJob};
+    use queue_tests::unique;
+
+    use super::*;
+
+    /// A store under a fresh prefix on the test server (`REDIS_URL`), or `None` if it is
+    /// down. The prefix starts as the integration tests' do, so their sweep deletes it.
+    async fn store() -> Option<RedisStorage> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let options = RedisOptions::from_env().prefix(unique(&format!("qtest{secs}")));
+        let url = options.get_url().to_owned();
+        match RedisStorage::connect(options).await {
+            Ok(store) => Some(store),
+            Err(e) => queue_tests::server_missing(&url, e),
+        }
+    }
+
+    /// The race the guard of `scripts/settle.lua` is for, played step by step: the driver
+    /// reads the job waiting under a dependency change's key, the job is replaced (here: held
+    /// after a read that found none, on a queue and with a claim the call does not declare),
+    /// and the call answers -1 having changed nothing. With a fresh read, the same batch
+    /// releases the job.
+    #[tokio::test]
+    async fn a_stale_read_of_a_waiting_job_changes_nothing() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let (q, key) = (unique("q"), unique("k"));
+        let effects = [Effect::Deps {
+            key: key.clone(),
+            delta: -1,
+        }];
+        let no_settles: [&Settle; 0] = [];
+        let batch = Batch::new(&no_settles, &effects, None);
+        let stale = store.waiting_jobs(&batch.guarded).await.unwrap();
+        assert_eq!(stale, [None]);
+        let job = NewJob::new(&q, "w", b"w".to_vec()).unique(Unique::new(unique("u")));
+        store
+            .apply(vec![Effect::Hold(WaitingJob::new(&key, 1, job))])
+            .await
+            .unwrap();
+        let fresh = store.waiting_jobs(&batch.guarded).await.unwrap();
+        let queue_only = vec![Some((q.clone(), None))];
+        for read in [&stale, &queue_only] {
+            let call = store.settle_call(&batch, read);
+            let reply = store
+                .invoke(&call.invocation(&SCRIPTS.settle))
+                .await
+                .unwrap();
+            assert_eq!(reply, Value::Int(-1), "{read:?}");
+            assert_eq!(store.waiting(&key).await.unwrap(), Some(1));
+            assert_eq!(store.size(&q).await.unwrap().total(), 0);
+        }
+        let call = store.settle_call(&batch, &fresh);
+        let reply = store
+            .invoke(&call.invocation(&SCRIPTS.settle))
+            .await
+            .unwrap();
+        assert_eq!(batch.reply(reply).unwrap(), (Vec::new(), Vec::new()));
+        assert_eq!(store.waiting(&key).await.unwrap(), None);
+        assert_eq!(store.size(&q).await.unwrap().total(), 1, "released");
+    }
 }

@@ -42,11 +42,13 @@ pub enum Scenario {
     Poison,
     /// 9. A job that hangs, with a 2 s timeout.
     HangingJob,
+    /// 10. Chains of jobs under the SIGKILL storm.
+    ChainStorm,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Baseline,
         Scenario::KillStorm,
         Scenario::GracefulStop,
@@ -56,6 +58,7 @@ impl Scenario {
         Scenario::WithoutOverlapping,
         Scenario::Poison,
         Scenario::HangingJob,
+        Scenario::ChainStorm,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -70,10 +73,11 @@ impl Scenario {
             Scenario::WithoutOverlapping => "without-overlapping",
             Scenario::Poison => "poison",
             Scenario::HangingJob => "hanging-job",
+            Scenario::ChainStorm => "chain-storm",
         }
     }
 
-    /// Parses a name or a number (1 to 9).
+    /// Parses a name or a number (1 to 10).
     pub fn parse(text: &str) -> Option<Scenario> {
         if let Ok(n) = text.parse::<usize>() {
             return n.checked_sub(1).and_then(|i| Self::ALL.get(i)).copied();
@@ -378,6 +382,38 @@ impl Run {
             }
         }
         Ok(count)
+    }
+
+    /// Dispatches each list of specs as one [`Chain`](queue_core::Chain) on the chaos
+    /// queue; returns the chains' ids. Every link is expected to complete.
+    pub(crate) async fn dispatch_chains(
+        &mut self,
+        chains: Vec<Vec<Spec>>,
+    ) -> anyhow::Result<Vec<queue_core::ChainId>> {
+        let mut ids = Vec::with_capacity(chains.len());
+        for links in chains {
+            let mut chain = queue_core::Chain::new().via(&self.queue);
+            for s in &links {
+                let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
+                if let Some(t) = s.tries {
+                    d = d.tries(t);
+                }
+                chain = chain.then(d);
+            }
+            let pushed_us = unix_micros();
+            ids.push(chain.dispatch().await.context("dispatching a chain")?);
+            for spec in links {
+                // A waiting link has no store id until it is released.
+                self.dispatched.push(Dispatched {
+                    id: spec.job.id,
+                    sid: String::new(),
+                    expect: spec.expect,
+                    label: spec.label,
+                    pushed_us,
+                });
+            }
+        }
+        Ok(ids)
     }
 
     /// Pushes one raw job straight into the store. `Ok(None)`: the store refused it (the

@@ -1,4 +1,4 @@
-//! The nine scenarios. Each dispatches its jobs, starts its workers, injects its faults
+//! The ten scenarios. Each dispatches its jobs, starts its workers, injects its faults
 //! while the jobs run, then calls [`Run::finish`] and adds its own checks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -25,6 +25,7 @@ pub(super) async fn run(run: &mut Run, o: &Options, scenario: Scenario) -> anyho
         Scenario::WithoutOverlapping => without_overlapping(run, o).await,
         Scenario::Poison => poison(run, o).await,
         Scenario::HangingJob => hanging_job(run, o).await,
+        Scenario::ChainStorm => chain_storm(run, o).await,
     }
 }
 
@@ -914,7 +915,7 @@ fn poison_items(count: usize) -> Vec<(String, String, Vec<u8>, Vec<String>)> {
             _ => (
                 "unsupported-version",
                 CHAOS_NAME.to_owned(),
-                br#"{"v":2,"name":"chaos","data":{"id":1}}"#.to_vec(),
+                br#"{"v":99,"name":"chaos","data":{"id":1}}"#.to_vec(),
                 // A newer envelope waits for a newer worker (none here: the window is 0 s).
                 reasons(&["newer than this worker reads"]),
             ),
@@ -1131,6 +1132,136 @@ async fn hanging_job(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         &cancel,
         Duration::from_secs(3),
         "cancelled within 3 s",
+    );
+    Ok(())
+}
+
+/// Scenario 10, chains under the SIGKILL storm: chains of links of 20-200 ms, one worker
+/// killed every 1.5-2.5 s and restarted. Each link may run again after a kill (at least
+/// once), but starts only after the link before it succeeded, and each chain's counters
+/// count every link exactly once.
+async fn chain_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let driver = run.driver();
+    if run.storage.capabilities().groups.is_none() {
+        run.report.note = Some(format!(
+            "not applicable: {driver} has no waiting jobs, so it refuses chains (documented)"
+        ));
+        return Ok(());
+    }
+    let (chains, links) = pick(o, (200, 10), (40, 6));
+    let workers = o.workers.unwrap_or(4);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(8),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(5), Duration::from_secs(2))),
+        ..WorkerSpec::default()
+    };
+    let order: Vec<Vec<u64>> = {
+        let mut all = Vec::with_capacity(chains);
+        let mut specs = Vec::with_capacity(chains);
+        for _ in 0..chains {
+            let chain: Vec<Spec> = (0..links)
+                .map(|_| {
+                    let mut s = run.good(20..=200);
+                    s.tries = Some(20);
+                    s
+                })
+                .collect();
+            all.push(chain.iter().map(|s| s.job.id).collect());
+            specs.push(chain);
+        }
+        let ids = run.dispatch_chains(specs).await?;
+        run.report.set("chains", chains as u64);
+        run.report.set("links_per_chain", links as u64);
+        let mut pool = run.pool(o, spec.clone());
+        pool.start(workers)?;
+        let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
+        let mut next_kill = Instant::now() + every();
+        let limit = Duration::from_secs(pick(o, 1200, 300));
+        let deadline = Instant::now() + limit;
+        let settled = loop {
+            if run.step(&mut pool, QUIET).await? {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            if Instant::now() >= next_kill {
+                next_kill += every();
+                let pids = pool.settled_pids(Duration::from_millis(500));
+                if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
+                    pool.kill(pid, &mut run.faults).await?;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        run.finish(&mut pool).await?;
+        settled_check(run, settled, limit);
+        run.common_checks(false, true);
+        // Counters: every link counted once as succeeded, whatever ran twice.
+        let mut wrong = Vec::new();
+        for id in &ids {
+            let status = queue_core::Chain::status(&run.queue, id).await?;
+            if (
+                status.links,
+                status.succeeded,
+                status.failed,
+                status.skipped,
+            ) != (links as u64, links as u64, 0, 0)
+            {
+                wrong.push(format!("{id}: {status:?}"));
+            }
+        }
+        run.report.check(
+            "chain counters exact",
+            wrong.is_empty(),
+            if wrong.is_empty() {
+                format!("{chains} chains, each {links} of {links} links succeeded, counted once")
+            } else {
+                format!(
+                    "{} chains off: {:?}",
+                    wrong.len(),
+                    &wrong[..wrong.len().min(5)]
+                )
+            },
+        );
+        all
+    };
+    // Order: no attempt of a link starts before the first successful end of the one before.
+    let mut first_ok: HashMap<u64, u64> = HashMap::new();
+    let mut starts: HashMap<u64, Vec<u64>> = HashMap::new();
+    for e in &run.entries {
+        match e.ev {
+            crate::ledger::Event::Start => starts.entry(e.job).or_default().push(e.us),
+            crate::ledger::Event::End if e.outcome.as_deref() == Some("ok") => {
+                let t = first_ok.entry(e.job).or_insert(e.us);
+                *t = (*t).min(e.us);
+            }
+            _ => {}
+        }
+    }
+    let mut early = 0;
+    for chain in &order {
+        for pair in chain.windows(2) {
+            let Some(&done) = first_ok.get(&pair[0]) else {
+                continue;
+            };
+            early += starts
+                .get(&pair[1])
+                .map_or(0, |s| s.iter().filter(|&&t| t < done).count());
+        }
+    }
+    let kills = run
+        .faults
+        .iter()
+        .filter(|f| matches!(f, Fault::Kill { .. }))
+        .count();
+    run.report.set("kills", kills as u64);
+    run.report.check(
+        "each link starts after the one before it succeeded",
+        early == 0,
+        format!("{early} attempts started before their predecessor's first success"),
     );
     Ok(())
 }

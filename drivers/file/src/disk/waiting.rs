@@ -1,0 +1,477 @@
+//! Waiting jobs (`waiting/KEY`): jobs held back until their dependencies are met, the base of
+//! chains, workflows and batch callbacks. Stored by `Effect::Hold`, released by
+//! `Effect::Deps`, dropped by `Effect::Skip`, in a settle or in an apply with no lease.
+//!
+//! A waiting-job file ([`WaitingFile`]) is changed only under the store's lock, by a step of
+//! the journal, and replaced whole (a staged file renamed over it), so readers take no lock.
+//! A step cannot decide what its effects do before its moves are taken (a stale lease applies
+//! none), nor decide it again after a crash (what it changed is then on disk, and the taken
+//! files that said which moves were taken may be gone): so it decides once, into a [`Plan`]
+//! written into its intent before any of it is carried out (see [`super::journal`]). A
+//! released job is staged as a job file and published as a push is, with its claim.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::PathBuf;
+
+use queue_core::storage::check_effect_list;
+use queue_core::{Effect, Error, NewJob, WaitingJob};
+
+use super::journal::{Change, Intent, Locked, Plan, Publish, WaitOp};
+use super::push::available_at;
+use super::{
+    make_dir, not_found, read_if_there, remove_if_there, sync_files, write_new, Disk, Result,
+};
+use crate::error::FileError;
+use crate::format::{
+    decode_waiting, encode_job, encode_waiting, key_file_name, new_id, now_ms, JobFile, ReadyName,
+    WaitingFile,
+};
+use crate::DRIVER;
+
+/// An effect this driver knows. A call's effects are sorted out before anything changes, so
+/// one this driver does not know (from a newer `queue-core`) is refused, never skipped.
+#[derive(Debug)]
+pub(super) enum Op {
+    Push(NewJob),
+    Count {
+        group: String,
+        deltas: Vec<(String, i64)>,
+    },
+    Hold(WaitingJob),
+    Deps {
+        key: String,
+        delta: i64,
+    },
+    Skip {
+        key: String,
+    },
+}
+
+/// The effects as [`Op`]s, or `NotSupported` for one this driver does not know.
+pub(super) fn sort_out(effects: Vec<Effect>) -> queue_core::Result<Vec<Op>> {
+    effects
+        .into_iter()
+        .map(|effect| match effect {
+            Effect::Push(job) => Ok(Op::Push(job)),
+            Effect::Count { group, deltas } => Ok(Op::Count { group, deltas }),
+            Effect::Hold(waiting) => Ok(Op::Hold(waiting)),
+            Effect::Deps { key, delta } => Ok(Op::Deps { key, delta }),
+            Effect::Skip { key } => Ok(Op::Skip { key }),
+            _ => Err(Error::NotSupported {
+                driver: DRIVER,
+                operation: "an effect this version of the file driver does not know",
+            }),
+        })
+        .collect()
+}
+
+/// The effects of one settlement or one apply, their jobs staged in `tmp/`.
+#[derive(Debug, Default)]
+pub(super) struct Staged {
+    pub(super) publish: Vec<Publish>,
+    pub(super) counts: Vec<(String, Vec<(String, i64)>)>,
+    pub(super) waits: Vec<WaitOp>,
+}
+
+impl Staged {
+    /// The staged files, to delete when the step does not happen.
+    pub(super) fn files(&self) -> impl Iterator<Item = &str> {
+        let holds = self.waits.iter().filter_map(|op| match op {
+            WaitOp::Hold { from, .. } => Some(from.as_str()),
+            WaitOp::Deps { .. } | WaitOp::Skip { .. } => None,
+        });
+        self.publish.iter().map(|p| p.from.as_str()).chain(holds)
+    }
+}
+
+impl WaitOp {
+    fn key(&self) -> &str {
+        match self {
+            WaitOp::Hold { key, .. } | WaitOp::Deps { key, .. } | WaitOp::Skip { key } => key,
+        }
+    }
+}
+
+/// What waits under a key as a plan is decided.
+struct Held<'a> {
+    deps: i64,
+    /// The staged hold it comes from; `None`: the file in `waiting/`.
+    from: Option<&'a str>,
+    /// Its dependencies changed.
+    changed: bool,
+}
+
+/// One key as a plan is decided.
+struct Slot<'a> {
+    /// What `waiting/KEY` holds before the step.
+    stored: Option<WaitingFile>,
+    /// What waits under the key.
+    held: Option<Held<'a>>,
+    /// What the step releases from it.
+    released: Option<Held<'a>>,
+}
+
+impl Disk {
+    fn waiting_path(&self, key: &str) -> PathBuf {
+        self.waiting.join(key_file_name(key))
+    }
+
+    /// The job waiting under `key`; a damaged file (or one of another key whose file name
+    /// is the same hash, which nothing makes) counts as none, so that it stops no step.
+    fn read_waiting(&self, key: &str) -> Result<Option<WaitingFile>> {
+        let path = self.waiting_path(key);
+        let Some(bytes) = read_if_there(&path)? else {
+            return Ok(None);
+        };
+        match decode_waiting(&bytes) {
+            Ok(waiting) if waiting.key == key => Ok(Some(waiting)),
+            Ok(_) => {
+                tracing::error!(path = %path.display(), "a waiting-job file of another key: no job counts as waiting under this one");
+                Ok(None)
+            }
+            Err(reason) => {
+                tracing::error!(path = %path.display(), %reason, "a damaged waiting-job file: no job counts as waiting under its key");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The dependencies left of the job waiting under `key` (read without the lock: files
+    /// are replaced whole).
+    pub(crate) fn waiting_deps(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self.read_waiting(key)?.map(|w| w.deps))
+    }
+
+    /// Writes the pushed and held jobs of `ops` to `tmp/PREFIX.K.push` and `tmp/PREFIX.K.hold`
+    /// (`K` the effect's index), added to `files` to be synced by the caller.
+    pub(super) fn stage_ops(
+        &self,
+        prefix: &str,
+        ops: Vec<Op>,
+        now: i64,
+        files: &mut Vec<(File, PathBuf)>,
+    ) -> Result<Staged> {
+        let mut staged = Staged::default();
+        for (k, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Push(job) => {
+                    let tmp = self.tmp.join(format!("{prefix}.{k}.push"));
+                    let job_id = new_id();
+                    let publish = Publish {
+                        from: self.rel_path(&tmp),
+                        queue: job.queue.clone(),
+                        ready: ReadyName {
+                            at: available_at(job.available, now),
+                            id: job_id.clone(),
+                            attempts: 0,
+                        }
+                        .file_name(),
+                        job_id,
+                        key: job.unique.as_ref().map(|u| u.key.clone()),
+                        retry_of: None,
+                    };
+                    let (file, _) = self.stage(job, &tmp)?;
+                    files.push((file, tmp));
+                    staged.publish.push(publish);
+                }
+                Op::Hold(waiting) => {
+                    // A queue no directory name can hold is refused now: at the release it
+                    // would fail a step that cannot be undone.
+                    self.paths(&waiting.job.queue)?;
+                    let tmp = self.tmp.join(format!("{prefix}.{k}.hold"));
+                    let job = waiting.job;
+                    let file = write_new(
+                        &tmp,
+                        &encode_waiting(&WaitingFile {
+                            key: waiting.key.clone(),
+                            deps: i64::from(waiting.deps),
+                            available: job.available,
+                            job: JobFile {
+                                queue: job.queue,
+                                name: job.name,
+                                unique: job.unique,
+                                payload: job.payload,
+                            },
+                        }),
+                    )?;
+                    files.push((file, tmp.clone()));
+                    staged.waits.push(WaitOp::Hold {
+                        key: waiting.key,
+                        deps: waiting.deps,
+                        from: self.rel_path(&tmp),
+                    });
+                }
+                Op::Deps { key, delta } => staged.waits.push(WaitOp::Deps { key, delta }),
+                Op::Skip { key } => staged.waits.push(WaitOp::Skip { key }),
+                Op::Count { group, deltas } => staged.counts.push((group, deltas)),
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Decides what `ops`, the waiting-job effects of a step in call order, do: holds first,
+    /// then the dependency changes summed per key, then skips. Reads `waiting/` as it is
+    /// (the lock is held, and nothing of the step's plan is carried out yet), and stages
+    /// every file the plan puts or publishes as `tmp/ID.N.wait` or `tmp/ID.N.job`, synced.
+    pub(super) fn plan_waiting(
+        &self,
+        _: &Locked<'_>,
+        id: &str,
+        ops: &[&WaitOp],
+        now: i64,
+    ) -> Result<Plan> {
+        let mut slots: BTreeMap<&str, Slot<'_>> = BTreeMap::new();
+        for op in ops {
+            let key = op.key();
+            if !slots.contains_key(key) {
+                let stored = self.read_waiting(key)?;
+                let held = stored.as_ref().map(|w| Held {
+                    deps: w.deps,
+                    from: None,
+                    changed: false,
+                });
+                slots.insert(
+                    key,
+                    Slot {
+                        stored,
+                        held,
+                        released: None,
+                    },
+                );
+            }
+        }
+        let mut plan = Plan::default();
+        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+        for op in ops {
+            match op {
+                WaitOp::Hold { key, deps, from } => match slots.get_mut(key.as_str()) {
+                    Some(slot) if slot.held.is_none() => {
+                        slot.held = Some(Held {
+                            deps: i64::from(*deps),
+                            from: Some(from),
+                            changed: false,
+                        });
+                    }
+                    _ => plan.unused.push(from.clone()),
+                },
+                WaitOp::Deps { key, delta } => {
+                    let sum = sums.entry(key).or_default();
+                    *sum = sum.saturating_add(*delta);
+                }
+                WaitOp::Skip { .. } => {}
+            }
+        }
+        for (key, sum) in sums {
+            let Some(slot) = slots.get_mut(key) else {
+                continue;
+            };
+            let Some(held) = slot.held.as_mut() else {
+                continue;
+            };
+            held.deps = held.deps.saturating_add(sum);
+            held.changed |= sum != 0;
+            if held.deps <= 0 {
+                slot.released = slot.held.take();
+            }
+        }
+        for op in ops {
+            if let WaitOp::Skip { key } = op {
+                if let Some(slot) = slots.get_mut(key.as_str()) {
+                    slot.held = None;
+                }
+            }
+        }
+
+        let mut files = Vec::new();
+        let staged = (|| -> Result<()> {
+            for (n, (key, slot)) in slots.into_iter().enumerate() {
+                let key = key.to_owned();
+                if let Some(released) = slot.released {
+                    let waiting = self.source(slot.stored, released.from)?;
+                    plan.unused.extend(released.from.map(str::to_owned));
+                    let path = self.tmp.join(format!("{id}.{n}.job"));
+                    remove_if_there(&path)?;
+                    files.push((write_new(&path, &encode_job(&waiting.job))?, path.clone()));
+                    let job_id = new_id();
+                    plan.changes.push(Change::Release {
+                        key,
+                        publish: Publish {
+                            from: self.rel_path(&path),
+                            queue: waiting.job.queue,
+                            ready: ReadyName {
+                                at: available_at(waiting.available, now),
+                                id: job_id.clone(),
+                                attempts: 0,
+                            }
+                            .file_name(),
+                            job_id,
+                            key: waiting.job.unique.map(|u| u.key),
+                            retry_of: None,
+                        },
+                    });
+                } else if let Some(held) = slot.held {
+                    match (held.from, held.changed) {
+                        // Waits on as it is.
+                        (None, false) => {}
+                        (Some(from), false) => plan.changes.push(Change::Put {
+                            key,
+                            from: from.to_owned(),
+                        }),
+                        (from, true) => {
+                            let mut waiting = self.source(slot.stored, from)?;
+                            waiting.deps = held.deps;
+                            plan.unused.extend(from.map(str::to_owned));
+                            let path = self.tmp.join(format!("{id}.{n}.wait"));
+                            remove_if_there(&path)?;
+                            files
+                                .push((write_new(&path, &encode_waiting(&waiting))?, path.clone()));
+                            plan.changes.push(Change::Put {
+                                key,
+                                from: self.rel_path(&path),
+                            });
+                        }
+                    }
+                } else if slot.stored.is_some() {
+                    plan.changes.push(Change::Remove { key });
+                }
+            }
+            if self.fsync {
+                sync_files(&files)?;
+            }
+            Ok(())
+        })();
+        staged.map(|()| plan)
+    }
+
+    /// The waiting job a plan changes: the staged hold at `from`, or the stored one.
+    fn source(&self, stored: Option<WaitingFile>, from: Option<&str>) -> Result<WaitingFile> {
+        let Some(from) = from else {
+            return stored.ok_or_else(|| FileError::Damaged {
+                path: self.waiting.clone(),
+                reason: "a waiting job vanished while the store was locked".into(),
+            });
+        };
+        let path = self.abs_path(from);
+        let bytes = read_if_there(&path)?.ok_or_else(|| FileError::Damaged {
+            path: path.clone(),
+            reason: "a staged waiting job vanished while its step was unfinished".into(),
+        })?;
+        decode_waiting(&bytes).map_err(|reason| FileError::Damaged { path, reason })
+    }
+
+    /// Carries out a plan. Each change is conditional on what is on disk (a file put once
+    /// its staged file is gone, a publication once its source is), so carrying it out
+    /// again changes nothing more.
+    pub(super) fn carry_out(
+        &self,
+        lock: &Locked<'_>,
+        plan: &Plan,
+        dirs: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        for change in &plan.changes {
+            match change {
+                Change::Put { key, from } => {
+                    let from = self.abs_path(from);
+                    let to = self.waiting_path(key);
+                    match fs::rename(&from, &to) {
+                        Ok(()) => {}
+                        Err(e) if not_found(&e) && fs::symlink_metadata(&from).is_ok() => {
+                            // `waiting/` was removed by hand: made again.
+                            make_dir(&self.waiting)?;
+                            fs::rename(&from, &to).map_err(FileError::io("rename", &from))?;
+                        }
+                        // Put by an earlier run of the same intent.
+                        Err(e) if not_found(&e) => continue,
+                        Err(e) => return Err(FileError::io("rename", from)(e)),
+                    }
+                    dirs.push(self.waiting.clone());
+                    dirs.push(self.tmp.clone());
+                }
+                Change::Release { key, publish } => {
+                    if remove_if_there(&self.waiting_path(key))? {
+                        dirs.push(self.waiting.clone());
+                    }
+                    self.publish(lock, publish, dirs)?;
+                }
+                Change::Remove { key } => {
+                    if remove_if_there(&self.waiting_path(key))? {
+                        dirs.push(self.waiting.clone());
+                    }
+                }
+            }
+        }
+        for unused in &plan.unused {
+            remove_if_there(&self.abs_path(unused))?;
+        }
+        Ok(())
+    }
+
+    /// Applies effects with no lease in one step of the journal (`Groups::apply`): pushes
+    /// and held jobs staged before the lock, the plan for waiting jobs decided under it and
+    /// written into the intent from the start.
+    pub(crate) fn apply(&self, effects: Vec<Effect>) -> queue_core::Result<()> {
+        check_effect_list(DRIVER, &effects, "an apply")?;
+        let ops = sort_out(effects)?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let id = new_id();
+        let mut files = Vec::new();
+        let staged = self
+            .stage_ops(&id, ops, now_ms(), &mut files)
+            .and_then(|staged| {
+                if self.fsync {
+                    sync_files(&files)?;
+                }
+                Ok(staged)
+            });
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(e) => {
+                for (_, tmp) in &files {
+                    let _ = fs::remove_file(tmp);
+                }
+                return Err(e.into());
+            }
+        };
+        drop(files);
+        let planned = self.lock().and_then(|lock| {
+            let plan = if staged.waits.is_empty() {
+                None
+            } else {
+                let ops: Vec<&WaitOp> = staged.waits.iter().collect();
+                Some(self.plan_waiting(&lock, &id, &ops, now_ms())?)
+            };
+            Ok((lock, plan))
+        });
+        let (lock, plan) = match planned {
+            Ok(planned) => planned,
+            Err(e) => {
+                // No intent was written: nothing of the step happened or will.
+                for from in staged.files() {
+                    let _ = fs::remove_file(self.abs_path(from));
+                }
+                return Err(e.into());
+            }
+        };
+        let idle = plan
+            .as_ref()
+            .is_none_or(|p| p.changes.is_empty() && p.unused.is_empty());
+        if staged.publish.is_empty() && staged.counts.is_empty() && idle {
+            // Dependency changes and skips of keys no job waits under: nothing to write.
+            return Ok(());
+        }
+        self.run(
+            &lock,
+            &Intent {
+                id,
+                moves: Vec::new(),
+                publish: staged.publish,
+                counts: staged.counts,
+                plan,
+            },
+        )?;
+        Ok(())
+    }
+}
