@@ -915,7 +915,8 @@ impl<DB: Sql> SqlStore<DB> {
                     Self::execute(conn, &sql.fail, &[Arg::Text(&json(&fails)?)]).await?;
                 }
                 let inserts = !effects.pushes.is_empty() || !effects.deps.is_empty();
-                if !gone.is_empty() && DB::BEGIN.is_none() && !inserts {
+                let defer = !gone.is_empty() && DB::BEGIN.is_none() && !inserts;
+                if defer {
                     // The rows are locked: their ids (numbers) go with the commit, and save
                     // a round trip (MySQL). Not before a push or a released job: its claim
                     // may be one of theirs.
@@ -932,7 +933,7 @@ impl<DB: Sql> SqlStore<DB> {
                     Self::execute(conn, &sql.wait, &[Arg::Text(&json(&waits)?)]).await?;
                 }
                 woken.extend(self.apply_effects(conn, &effects).await?);
-                let reserved = match fetch {
+                let mut reserved = match fetch {
                     Some(request) => {
                         DB::reserve(Reserving {
                             store: self,
@@ -944,6 +945,13 @@ impl<DB: Sql> SqlStore<DB> {
                     }
                     None => Vec::new(),
                 };
+                if defer {
+                    // A transaction does not skip its own locks: a row deleted only at the
+                    // commit, whose lease had run out, could be picked again by this fetch
+                    // and handed out after it is gone.
+                    let gone: HashSet<i64> = gone.iter().map(|[id]| *id).collect();
+                    reserved.retain(|r| id_of(&r.lease).is_none_or(|id| !gone.contains(&id)));
+                }
                 self.count(conn, &effects.counts).await?;
                 let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
                 self.notify(conn, &queues).await?;
