@@ -40,7 +40,7 @@
 //! | 7 | `without-overlapping` | 8 workers, 1,000 jobs on one lock key; SIGKILL of the holder | 0 overlapping intervals; lock free within the lease |
 //! | 8 | `poison` | 100 bad payloads among 10,000 good jobs, written straight into the store | each failed at once with a typed reason; 0 panics; good jobs done |
 //! | 9 | `hanging-job` | a job that never returns, timeout 2 s | cancelled within 3 s, retried, failed after its tries |
-//! | 10 | `chain-storm` | 200 chains of 10 links of 20–200 ms, 4 workers, one SIGKILLed every 1.5–2.5 s and restarted (drivers with waiting jobs) | lost 0, every duplicate allowed, no link starts before the one before it succeeded, each chain's counters exact |
+//! | 10 | `chain-storm` | 400 chains of 20 links of 50–300 ms (short: 60 of 12), 4 workers, one SIGKILLed every 1.5–2.5 s and restarted (drivers with waiting jobs) | lost 0, every duplicate allowed, no link starts before the one before it succeeded, each chain's counters exact |
 //!
 //! `--short` is the CI form (2,000 jobs, a few faults, short leases); the full form is the
 //! default. `tests/short.rs` runs the short form against every driver whose server is up.

@@ -1136,7 +1136,7 @@ async fn hanging_job(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scenario 10, chains under the SIGKILL storm: chains of links of 20-200 ms, one worker
+/// Scenario 10, chains under the SIGKILL storm: chains of links of 50-300 ms, one worker
 /// killed every 1.5-2.5 s and restarted. Each link may run again after a kill (at least
 /// once), but starts only after the link before it succeeded, and each chain's counters
 /// count every link exactly once.
@@ -1148,7 +1148,9 @@ async fn chain_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let (chains, links) = pick(o, (200, 10), (40, 6));
+    // Long enough for several kills: about 2 s of work per chain, two or more rounds of the
+    // workers' slots.
+    let (chains, links) = pick(o, (400, 20), (60, 12));
     let workers = o.workers.unwrap_or(4);
     let spec = WorkerSpec {
         concurrency: o.concurrency.unwrap_or(8),
@@ -1163,7 +1165,7 @@ async fn chain_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         for _ in 0..chains {
             let chain: Vec<Spec> = (0..links)
                 .map(|_| {
-                    let mut s = run.good(20..=200);
+                    let mut s = run.good(50..=300);
                     s.tries = Some(20);
                     s
                 })
