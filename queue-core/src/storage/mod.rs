@@ -21,8 +21,11 @@
 //! whole promise, and the conformance suite checks exactly that:
 //!
 //! - A [`settle`](Storage::settle) applies the job's new state, its follow-up jobs, its group
-//!   counter deltas and the release of its unique claim in one atomic step, or nothing at all
-//!   when the lease is stale ([`Settled::Stale`]): a replay changes nothing.
+//!   counter deltas, its changes to [waiting jobs](WaitingJob) (held, their dependencies
+//!   counted down and the job pushed when they reach zero, skipped) and the release of its
+//!   unique claim in one atomic step, or nothing at all when the lease is stale
+//!   ([`Settled::Stale`]): a replay changes nothing.
+//! - [`Groups::apply`] applies effects with no lease (a chain's dispatch) in one atomic step.
 //! - A [`push`](Storage::push) inserts each job together with its unique claim.
 //! - A [`reserve`](Storage::reserve) takes each job under a fresh token.
 //!
