@@ -70,6 +70,22 @@ pub struct After {
     /// When it fails for good (to the failed store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<Step>,
+    /// When it is skipped without running (see [`skip_if`](Self::skip_if)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Step>,
+    /// Skip the job, settling it with [`skipped`](Self::skipped), when this counter is above
+    /// zero as it starts: a workflow node one of whose edges was not met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_if: Option<SkipIf>,
+}
+
+/// A counter of a group that, above zero, means a job is to be skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipIf {
+    /// The group.
+    pub group: String,
+    /// The counter.
+    pub counter: String,
 }
 
 /// One effect of [`After`], as stored.

@@ -147,6 +147,7 @@ mod redact;
 pub mod registry;
 pub mod storage;
 pub mod worker;
+mod workflow;
 
 pub use chain::{Chain, ChainId, ChainStatus};
 pub use dispatch::PendingDispatch;
@@ -163,6 +164,7 @@ pub use storage::{
     WaitingJob,
 };
 pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
+pub use workflow::{Node, Workflow, WorkflowId, WorkflowStatus};
 
 /// `#[derive(Job)]`: implements [`Job`] and registers the type.
 ///

@@ -139,6 +139,9 @@ macro_rules! conformance {
             engine_run_one_name,
             engine_chain_runs_links_in_order,
             engine_chain_failure_skips_the_rest,
+            engine_workflow_runs_a_diamond,
+            engine_workflow_failure_skips_and_compensates,
+            engine_workflow_refuses_bad_graphs,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

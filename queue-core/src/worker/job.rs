@@ -51,6 +51,10 @@ enum Report {
         name: String,
         why: Lost,
     },
+    /// A workflow node skipped without running: an edge into it was not met.
+    Bypassed {
+        name: String,
+    },
     Skipped,
 }
 
@@ -127,8 +131,45 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
         }
     };
     let after = envelope.after.clone();
+    if let Some(after) = &after {
+        if let Some(finish) = skip_if(shared, job, &envelope.name, after).await {
+            return finish;
+        }
+    }
     let finish = run_decoded(shared, job, envelope, lease_until, length).await;
     finish.with_after(after.as_ref())
+}
+
+/// A workflow node one of whose edges was not met is settled as skipped, without running:
+/// its own effects for that case tell the nodes after it. `None`: run it.
+async fn skip_if(shared: &Shared, job: &Reserved, name: &str, after: &After) -> Option<Finish> {
+    let gate = after.skip_if.as_ref()?;
+    let counters = match shared.storage.groups() {
+        Ok(groups) => groups.counters(&gate.group).await,
+        Err(e) => Err(e),
+    };
+    match counters {
+        Ok(counters) => {
+            let marked = counters
+                .iter()
+                .any(|(counter, value)| *counter == gate.counter && *value > 0);
+            marked.then(|| {
+                let mut settle = Settle::ack(job.lease.clone());
+                settle.effects = after.skipped.iter().map(Step::effect).collect();
+                Finish {
+                    settle: Some(settle),
+                    report: Report::Bypassed {
+                        name: name.to_owned(),
+                    },
+                    lock: None,
+                }
+            })
+        }
+        Err(e) => {
+            warn!(error = %e, job = %name, id = %job.lease.job_id, "could not read whether the job is to be skipped: putting it back");
+            Some(release(job, name.to_owned(), shared.options.lock_retry))
+        }
+    }
 }
 
 /// [`prepare_and_run`] once the envelope is read.
@@ -455,6 +496,9 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
         Report::Interrupted { name } => {
             counters.released.fetch_add(1, Ordering::Relaxed);
             metrics::count(Counted::Interrupted, queue, &name);
+        }
+        Report::Bypassed { name } => {
+            info!(job = %name, id = %lease.job_id, "skipped without running: an edge of its workflow into it was not met");
         }
         Report::Failed { name, reason } => {
             counters.failed.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,400 @@
+//! [`Workflow`]: a graph of ordinary jobs whose edges say when a node may run: after another
+//! succeeded (the default), after it failed for good (compensation), or after it ended
+//! whatever happened (`finally`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use crate::dispatch::PendingDispatch;
+use crate::dispatcher::{self, Dispatcher};
+use crate::envelope::{After, SkipIf, Step};
+use crate::error::{Error, Result};
+use crate::storage::{new_token, Effect, StorageExt, Unique, WaitingJob};
+
+/// When an edge lets its node run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    /// The node before succeeded.
+    Succeeded,
+    /// The node before failed for good.
+    Failed,
+    /// The node before ended, whatever happened (succeeded, failed or skipped).
+    Ended,
+}
+
+#[derive(Debug)]
+struct NodeData {
+    name: String,
+    job: PendingDispatch,
+    /// Edges into this node: (the node before, when).
+    before: Vec<(usize, Edge)>,
+}
+
+#[derive(Debug, Default)]
+struct Graph {
+    nodes: Vec<NodeData>,
+    /// The first mistake made while building (reported by `dispatch`).
+    mistake: Option<String>,
+}
+
+/// A workflow: a directed acyclic graph of jobs (a DAG), dispatched as one.
+///
+/// Every node is stored at dispatch in one atomic step: the nodes with no edge into them in
+/// their queues, the others as waiting jobs that count the nodes before them. The step that
+/// settles a node for good counts it down in each node after it, so a node becomes available
+/// by the finishing step itself, never by polling, and no crash can release it twice or
+/// lose it. An edge says what it needs of the node before:
+///
+/// - [`after`](Node::after): that it succeeded (the default);
+/// - [`on_failure_of`](Node::on_failure_of): that it failed for good (compensation);
+/// - [`on_complete_of`](Node::on_complete_of): only that it ended (`finally`).
+///
+/// A node runs once every node before it has ended and every edge into it is met. When one
+/// is not met (the node before failed, or was skipped, where success was needed), the node
+/// is **skipped**: it never runs, and it counts as ended for the nodes after it, so the skip
+/// goes on down the edges that needed success or failure, and `finally` nodes still run.
+/// Cycles, duplicate node names and edges to nodes of another workflow are refused at
+/// dispatch.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+/// use queue_core::{Queue, StorageExt, Workflow};
+///
+/// let queue = Queue::connect("memory://").await?;
+/// let job = |name: &str| queue.dispatch_named(name, serde_json::json!({"order": 42}));
+/// let wf = Workflow::new();
+/// let reserve = wf.add("reserve", job("reserve-stock"));
+/// let charge = wf.add("charge", job("charge-card")).after(&reserve);
+/// let email = wf.add("email", job("send-receipt")).after(&reserve);
+/// wf.add("ship", job("ship")).after_all([&charge, &email]);
+/// wf.add("refund", job("refund")).on_failure_of(&charge);
+/// wf.add("audit", job("audit")).on_complete_of_all([&charge, &email]);
+/// let id = wf.via(&queue).dispatch().await?;
+///
+/// // Only `reserve` is in a queue; the others wait for the nodes before them.
+/// assert_eq!(queue.storage().inspect()?.size("default").await?.total(), 1);
+/// let status = Workflow::status(&queue, &id).await?;
+/// assert_eq!((status.nodes, status.is_finished()), (6, false));
+/// # Ok(()) }
+/// ```
+///
+/// Workflows need the store's [groups](crate::storage::Groups) capability (waiting jobs and
+/// counters), as [`Chain`](crate::Chain)s do; Redis Cluster and memcached refuse them.
+#[derive(Debug, Default)]
+#[must_use = "a workflow does nothing until it is dispatched"]
+pub struct Workflow {
+    graph: Arc<Mutex<Graph>>,
+    via: Option<Dispatcher>,
+}
+
+/// A node of a [`Workflow`]: add edges into it with its methods.
+#[derive(Debug, Clone)]
+pub struct Node {
+    graph: Arc<Mutex<Graph>>,
+    index: usize,
+}
+
+/// A dispatched workflow's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkflowId(pub String);
+
+impl fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How far a workflow got: counts of its nodes (never of attempts), from the store's
+/// counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WorkflowStatus {
+    /// Nodes in the workflow.
+    pub nodes: u64,
+    /// Nodes that succeeded.
+    pub succeeded: u64,
+    /// Nodes that failed for good.
+    pub failed: u64,
+    /// Nodes skipped because an edge into them was not met.
+    pub skipped: u64,
+}
+
+impl WorkflowStatus {
+    /// Whether every node has ended (succeeded, failed or skipped).
+    pub fn is_finished(&self) -> bool {
+        self.nodes > 0 && self.succeeded + self.failed + self.skipped >= self.nodes
+    }
+}
+
+fn lock(graph: &Mutex<Graph>) -> std::sync::MutexGuard<'_, Graph> {
+    graph.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    fn edge(self, before: &Node, edge: Edge) -> Node {
+        let mut graph = lock(&self.graph);
+        if !Arc::ptr_eq(&self.graph, &before.graph) {
+            if graph.mistake.is_none() {
+                let name = &graph.nodes[self.index].name;
+                graph.mistake = Some(format!(
+                    "node `{name}` has an edge from a node of another workflow"
+                ));
+            }
+        } else {
+            graph.nodes[self.index].before.push((before.index, edge));
+        }
+        drop(graph);
+        self
+    }
+
+    /// Runs this node only after `before` succeeded.
+    pub fn after(self, before: &Node) -> Node {
+        self.edge(before, Edge::Succeeded)
+    }
+
+    /// Runs this node only after every one of `before` succeeded.
+    pub fn after_all<'a>(self, before: impl IntoIterator<Item = &'a Node>) -> Node {
+        before
+            .into_iter()
+            .fold(self, |node, b| node.edge(b, Edge::Succeeded))
+    }
+
+    /// Runs this node only if `before` failed for good (a compensation).
+    pub fn on_failure_of(self, before: &Node) -> Node {
+        self.edge(before, Edge::Failed)
+    }
+
+    /// Runs this node once `before` has ended, whatever happened (a `finally`).
+    pub fn on_complete_of(self, before: &Node) -> Node {
+        self.edge(before, Edge::Ended)
+    }
+
+    /// Runs this node once every one of `before` has ended, whatever happened.
+    pub fn on_complete_of_all<'a>(self, before: impl IntoIterator<Item = &'a Node>) -> Node {
+        before
+            .into_iter()
+            .fold(self, |node, b| node.edge(b, Edge::Ended))
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> String {
+        lock(&self.graph).nodes[self.index].name.clone()
+    }
+}
+
+impl Workflow {
+    /// An empty workflow.
+    pub fn new() -> Self {
+        Workflow::default()
+    }
+
+    /// Adds a node: a typed job or a dispatch with its options, under a name unique in the
+    /// workflow (letters, digits, `-`, `_`, `.`; at most 100). With no edge into it, it runs
+    /// at once. A `.via(..)` on the job is ignored: the workflow's own applies.
+    pub fn add(&self, name: impl Into<String>, job: impl Into<PendingDispatch>) -> Node {
+        let name = name.into();
+        let mut graph = lock(&self.graph);
+        let valid = !name.is_empty()
+            && name.len() <= 100
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if graph.mistake.is_none() {
+            if !valid {
+                graph.mistake = Some(format!(
+                    "invalid node name `{name}`: use letters, digits, `-`, `_` and `.`, at most 100 characters"
+                ));
+            } else if graph.nodes.iter().any(|n| n.name == name) {
+                graph.mistake = Some(format!("two nodes are named `{name}`"));
+            }
+        }
+        graph.nodes.push(NodeData {
+            name,
+            job: job.into(),
+            before: Vec::new(),
+        });
+        Node {
+            graph: self.graph.clone(),
+            index: graph.nodes.len() - 1,
+        }
+    }
+
+    /// Dispatches through `queue` instead of the default one.
+    pub fn via(mut self, queue: impl AsRef<Dispatcher>) -> Self {
+        self.via = Some(queue.as_ref().clone());
+        self
+    }
+
+    /// Checks the graph and stores every node in one atomic step; returns the workflow's id.
+    pub async fn dispatch(mut self) -> Result<WorkflowId> {
+        let dispatcher = match self.via.take() {
+            Some(dispatcher) => dispatcher,
+            None => dispatcher::current()?,
+        };
+        let nodes = {
+            let mut graph = lock(&self.graph);
+            if let Some(mistake) = graph.mistake.take() {
+                return Err(Error::Config(format!("workflow refused: {mistake}")));
+            }
+            std::mem::take(&mut graph.nodes)
+        };
+        if nodes.is_empty() {
+            return Err(Error::Config("a workflow needs at least one node".into()));
+        }
+        check_acyclic(&nodes)?;
+        let storage = dispatcher.storage().clone();
+        let groups = storage.groups().map_err(|_| Error::NotSupported {
+            driver: storage.driver(),
+            operation: "workflows (they need waiting jobs)",
+        })?;
+        let id = new_token();
+        let effects = effects(&id, nodes, &dispatcher)?;
+        let roots: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Push(job) => Some(job.clone()),
+                _ => None,
+            })
+            .collect();
+        dispatcher.check_sizes(&roots).await?;
+        groups.apply(effects).await?;
+        Ok(WorkflowId(id))
+    }
+
+    /// How far the workflow `id` got, through `queue` (a [`Queue`](crate::Queue) or a
+    /// [`Dispatcher`]). One the store knows nothing of has every count at 0.
+    pub async fn status(queue: impl AsRef<Dispatcher>, id: &WorkflowId) -> Result<WorkflowStatus> {
+        let counters = queue
+            .as_ref()
+            .storage()
+            .groups()?
+            .counters(&group(&id.0))
+            .await?;
+        let get = |name: &str| {
+            counters
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
+        };
+        Ok(WorkflowStatus {
+            nodes: get("nodes"),
+            succeeded: get("succeeded"),
+            failed: get("failed"),
+            skipped: get("skipped"),
+        })
+    }
+}
+
+fn group(id: &str) -> String {
+    format!("wf:{id}")
+}
+
+/// Refuses a graph with a cycle (Kahn's algorithm), naming a node on it.
+fn check_acyclic(nodes: &[NodeData]) -> Result<()> {
+    let mut left: Vec<usize> = nodes.iter().map(|n| n.before.len()).collect();
+    let mut after: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        for &(b, _) in &node.before {
+            after[b].push(i);
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..nodes.len()).filter(|&i| left[i] == 0).collect();
+    let mut seen = 0;
+    while let Some(i) = ready.pop_front() {
+        seen += 1;
+        for &j in &after[i] {
+            left[j] -= 1;
+            if left[j] == 0 {
+                ready.push_back(j);
+            }
+        }
+    }
+    match left.iter().position(|&l| l > 0) {
+        Some(i) if seen < nodes.len() => Err(Error::Config(format!(
+            "workflow refused: it has a cycle through node `{}`",
+            nodes[i].name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// What dispatching stores. Each node's envelope says, per way it can end, what its settle
+/// step does to the nodes after it: every edge out of it is counted down (the node after
+/// waits for all the nodes before it to end), and an edge it did not meet marks the node
+/// after it to be skipped (a counter the worker reads before running that node).
+fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Vec<Effect>> {
+    let group = group(id);
+    let key = |name: &str| format!("wf:{id}:{name}");
+    let doom = |name: &str| format!("skip:{name}");
+    let mut out_edges: BTreeMap<usize, Vec<(usize, Edge)>> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for &(b, edge) in &node.before {
+            out_edges.entry(b).or_default().push((i, edge));
+        }
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let count = |what: &str| Step::Count {
+        group: group.clone(),
+        deltas: vec![(what.to_owned(), 1)],
+    };
+    let settings = dispatcher.settings();
+    let total = nodes.len();
+    let mut effects = Vec::with_capacity(total + 1);
+    for (i, node) in nodes.into_iter().enumerate() {
+        let outs = out_edges.remove(&i).unwrap_or_default();
+        let ending = |how: Option<Edge>| {
+            let mut steps = Vec::new();
+            for &(j, edge) in &outs {
+                let met = match how {
+                    Some(Edge::Succeeded) => edge != Edge::Failed,
+                    Some(Edge::Failed) => edge != Edge::Succeeded,
+                    // Skipped: only an edge that needs nothing but the end is met.
+                    _ => edge == Edge::Ended,
+                };
+                if !met {
+                    steps.push(Step::Count {
+                        group: group.clone(),
+                        deltas: vec![(doom(&names[j]), 1)],
+                    });
+                }
+                steps.push(Step::Deps {
+                    key: key(&names[j]),
+                    delta: -1,
+                });
+            }
+            steps
+        };
+        let mut after = After {
+            succeeded: ending(Some(Edge::Succeeded)),
+            failed: ending(Some(Edge::Failed)),
+            skipped: ending(None),
+            skip_if: None,
+        };
+        after.succeeded.push(count("succeeded"));
+        after.failed.push(count("failed"));
+        after.skipped.push(count("skipped"));
+        let deps = node.before.len();
+        if deps > 0 {
+            after.skip_if = Some(SkipIf {
+                group: group.clone(),
+                counter: doom(&node.name),
+            });
+        }
+        let job = node.job.encode_with(settings, Some(after))?;
+        effects.push(if deps == 0 {
+            Effect::Push(job.unique(Unique::new(key(&node.name))))
+        } else {
+            Effect::Hold(WaitingJob::new(
+                key(&node.name),
+                u32::try_from(deps).unwrap_or(u32::MAX),
+                job,
+            ))
+        });
+    }
+    effects.push(Effect::Count {
+        group,
+        deltas: vec![("nodes".to_owned(), total as i64)],
+    });
+    Ok(effects)
+}
