@@ -86,6 +86,11 @@ pub struct SkipIf {
     pub group: String,
     /// The counter.
     pub counter: String,
+    /// Whether a copy of the counters read a moment ago will do (a batch's cancel flag,
+    /// which only rises and may be seen a little late by other workers), instead of a read
+    /// for this job (a workflow node's mark, which must be exact).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub loose: bool,
 }
 
 /// One effect of [`After`], as stored.

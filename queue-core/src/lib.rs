@@ -132,6 +132,7 @@
 //!   by default: an application that only dispatches does not compile clap, toml and
 //!   tracing-subscriber. The `runall` binary turns it on.
 
+mod batch;
 mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -149,6 +150,7 @@ pub mod storage;
 pub mod worker;
 mod workflow;
 
+pub use batch::{Batch, BatchId, BatchStatus};
 pub use chain::{Chain, ChainId, ChainStatus};
 pub use dispatch::PendingDispatch;
 pub use dispatcher::{Dispatcher, QueueSettings};

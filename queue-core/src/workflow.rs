@@ -379,6 +379,7 @@ fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Ve
             after.skip_if = Some(SkipIf {
                 group: group.clone(),
                 counter: doom(&node.name),
+                loose: false,
             });
         }
         let job = node.job.encode_with(settings, Some(after))?;

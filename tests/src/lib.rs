@@ -142,6 +142,9 @@ macro_rules! conformance {
             engine_workflow_runs_a_diamond,
             engine_workflow_failure_skips_and_compensates,
             engine_workflow_refuses_bad_graphs,
+            engine_batch_then_and_finally,
+            engine_batch_failures,
+            engine_batch_cancel,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

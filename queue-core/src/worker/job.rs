@@ -18,6 +18,10 @@ use crate::job::{JobContext, JobError, Retry};
 use crate::registry::Handler;
 use crate::storage::{unix_millis, Outcome, Reserved, Settle, Settled, StorageExt};
 
+/// How long a copy of a group's counters serves a loose skip gate (a batch's cancel flag):
+/// other workers see a cancel at most this late; this worker's own failures clear the copy.
+pub(super) const LOOSE_GATE: Duration = Duration::from_millis(250);
+
 /// How a job's reservation ends, before its settlement is sent.
 struct Finish {
     /// What to settle; `None` when the lease is gone and there is nothing to settle.
@@ -70,11 +74,33 @@ pub(super) async fn process(
 ) {
     let started = Instant::now();
     let finish = prepare_and_run(&shared, &job, asked).await;
-    drop(slot);
+    // A failure whose step changes other jobs (a batch failing fast, a workflow's nodes
+    // marked to skip) keeps its slot until the step is applied: the next job this worker
+    // starts, which may be one of those, then sees it. Failures are rare; every other slot
+    // is given back at once.
+    let marks = finish
+        .settle
+        .as_ref()
+        .is_some_and(|s| matches!(s.outcome, Outcome::Fail { .. }) && !s.effects.is_empty());
+    let slot = if marks {
+        Some(slot)
+    } else {
+        drop(slot);
+        None
+    };
     let settled = match finish.settle {
         Some(settle) => shared.settle(settle, started.elapsed()).await,
         None => None,
     };
+    if marks {
+        // What this worker read of the groups may be out of date now.
+        shared
+            .gates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+    drop(slot);
     report(&shared, &job, finish.report, settled);
     if let Some(key) = finish.lock {
         if let Err(e) = shared.storage.unlock(&key, &job.lease.token).await {
@@ -144,9 +170,28 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
 /// its own effects for that case tell the nodes after it. `None`: run it.
 async fn skip_if(shared: &Shared, job: &Reserved, name: &str, after: &After) -> Option<Finish> {
     let gate = after.skip_if.as_ref()?;
-    let counters = match shared.storage.groups() {
-        Ok(groups) => groups.counters(&gate.group).await,
-        Err(e) => Err(e),
+    let cached = gate
+        .loose
+        .then(|| {
+            let gates = shared.gates.lock().unwrap_or_else(|p| p.into_inner());
+            gates
+                .get(&gate.group)
+                .filter(|(at, _)| at.elapsed() < LOOSE_GATE)
+                .map(|(_, counters)| counters.clone())
+        })
+        .flatten();
+    let counters = match (cached, shared.storage.groups()) {
+        (Some(counters), _) => Ok(counters),
+        (None, Ok(groups)) => groups.counters(&gate.group).await.inspect(|counters| {
+            if gate.loose {
+                let mut gates = shared.gates.lock().unwrap_or_else(|p| p.into_inner());
+                if gates.len() > 1024 {
+                    gates.clear();
+                }
+                gates.insert(gate.group.clone(), (Instant::now(), counters.clone()));
+            }
+        }),
+        (None, Err(e)) => Err(e),
     };
     match counters {
         Ok(counters) => {

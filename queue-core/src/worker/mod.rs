@@ -166,6 +166,9 @@ struct Pending {
 }
 
 /// What every job task shares.
+/// A group's counters as read for a loose skip gate, and when.
+type GateCopy = (tokio::time::Instant, Vec<(String, i64)>);
+
 struct Shared {
     storage: Arc<dyn Storage>,
     handlers: HashMap<String, Handler>,
@@ -173,6 +176,9 @@ struct Shared {
     counters: Arc<Counters>,
     settles: mpsc::UnboundedSender<Pending>,
     hard_stop: watch::Receiver<bool>,
+    /// Group counters read for loose skip gates (a batch's cancel flag), by group, with when
+    /// they were read: a copy serves for [`job::LOOSE_GATE`].
+    gates: std::sync::Mutex<HashMap<String, GateCopy>>,
 }
 
 impl Shared {
@@ -260,6 +266,7 @@ impl Worker {
             counters: self.counters.clone(),
             settles: settle_tx,
             hard_stop: hard_rx,
+            gates: std::sync::Mutex::default(),
         });
         let restarted = Arc::new(AtomicBool::new(false));
         let restart_watch = tokio::spawn(control::watch_restart(

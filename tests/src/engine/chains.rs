@@ -1,12 +1,13 @@
 //! Chains run by the worker: links in order, each released by the step that acknowledges the
 //! one before; a failure skips the rest and releases `catch`; `finally` runs either way; the
 //! counts are of links, never of attempts. Workflows: nodes run once the nodes before them
-//! ended and their edges are met, and are skipped when one is not.
+//! ended and their edges are met, and are skipped when one is not. Batches: callbacks once,
+//! failing fast, cancelling, counts of members.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use queue_core::{Chain, ChainStatus, Error, JobError, Queue, StorageExt, Workflow};
+use queue_core::{Batch, Chain, ChainStatus, Error, JobError, Queue, StorageExt, Workflow};
 use serde_json::json;
 
 use super::{run_worker, test_options};
@@ -283,5 +284,155 @@ pub async fn engine_workflow_refuses_bad_graphs(store: Store) {
     mixed.add("y", step(&queue, &q, "y")).after(&foreign);
     let err = mixed.via(&queue).dispatch().await.unwrap_err();
     assert!(err.to_string().contains("another workflow"), "{err}");
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+}
+
+fn member(queue: &Queue, q: &str, s: &str, fail: bool) -> queue_core::PendingDispatch {
+    queue
+        .dispatch_named("step", json!({ "s": s, "fail": fail }))
+        .on_queue(q)
+}
+
+fn batch_status_tuple(s: &queue_core::BatchStatus) -> (u64, u64, u64, u64, u64) {
+    (s.total, s.pending, s.succeeded, s.failed, s.cancelled)
+}
+
+/// Every member succeeds, one after a failed attempt: `then` and `finally` run once,
+/// `catch` never; the counts are of members, never of attempts.
+pub async fn engine_batch_then_and_finally(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    let batch = Batch::new()
+        .add_many((0..5).map(|i| step(&queue, &q, &format!("m{i}"))))
+        .add(
+            queue
+                .dispatch_named("step", json!({ "s": "flaky", "flaky": true }))
+                .on_queue(q.as_str())
+                .tries(3),
+        )
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await;
+    if store.capabilities().groups.is_none() {
+        let err = batch.unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        assert!(err.to_string().contains("batches"), "{err}");
+        assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+        return;
+    }
+    let batch = batch.unwrap();
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (6, 6, 0, 0, 0));
+    assert_eq!(status.percent(), 0.0);
+    run_worker(&queue, test_options(&[&q])).await;
+    let ran = log.lock().unwrap().clone();
+    assert_eq!(ran.len(), 8, "six members, then and finally: {ran:?}");
+    assert!(!ran.contains(&"catch".to_owned()), "{ran:?}");
+    for callback in ["then", "finally"] {
+        for m in ["m0", "m1", "m2", "m3", "m4", "flaky"] {
+            assert!(
+                pos(&ran, m) < pos(&ran, callback),
+                "{m} before {callback}: {ran:?}"
+            );
+        }
+    }
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (6, 0, 6, 0, 0));
+    assert!(status.is_finished() && !status.is_cancelled);
+    assert_eq!(status.percent(), 100.0);
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+}
+
+/// Failing fast (the default): at the first failure `catch` runs, the members not started
+/// are cancelled without running, `then` is skipped and `finally` runs once all have ended.
+/// With `allow_failures` every member runs and `catch` still runs once.
+pub async fn engine_batch_failures(store: Store) {
+    if store.capabilities().groups.is_none() {
+        println!(
+            "engine_batch_failures: not applicable to the {} driver (no groups)",
+            store.driver()
+        );
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    // Concurrency 1: the members start in order, so which ones were cancelled is known.
+    let fast = Batch::new()
+        .add(member(&queue, &q, "m0", false))
+        .add(member(&queue, &q, "m1", true))
+        .add_many((2..6).map(|i| member(&queue, &q, &format!("m{i}"), false)))
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q]).concurrency(1)).await;
+    let ran = log.lock().unwrap().clone();
+    let mut sorted = ran.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["catch", "finally", "m0"], "{ran:?}");
+    let status = Batch::status(&queue, &fast).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (6, 0, 1, 1, 4));
+    assert!(status.is_finished() && status.is_cancelled);
+
+    log.lock().unwrap().clear();
+    let lenient = Batch::new()
+        .add(member(&queue, &q, "a0", true))
+        .add(member(&queue, &q, "a1", false))
+        .add(member(&queue, &q, "a2", true))
+        .add(member(&queue, &q, "a3", false))
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .allow_failures()
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["a1", "a3", "catch", "finally"]);
+    let status = Batch::status(&queue, &lenient).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (4, 0, 2, 2, 0));
+    assert!(status.is_finished() && !status.is_cancelled);
+    assert_eq!(failed_list(&store, 10).await.len(), 3);
+}
+
+/// A batch cancelled before any member ran: none runs, each is counted cancelled, `then`
+/// and `catch` are skipped and `finally` runs.
+pub async fn engine_batch_cancel(store: Store) {
+    if store.capabilities().groups.is_none() {
+        println!(
+            "engine_batch_cancel: not applicable to the {} driver (no groups)",
+            store.driver()
+        );
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    let batch = Batch::new()
+        .add_many((0..4).map(|i| step(&queue, &q, &format!("m{i}"))))
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    Batch::cancel(&queue, &batch).await.unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(*log.lock().unwrap(), ["finally"]);
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (4, 0, 0, 0, 4));
+    assert!(status.is_finished() && status.is_cancelled);
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
