@@ -1,6 +1,8 @@
 //! The operator commands of the real `runall` binary (dispatch, health, stats, restart, clear,
-//! queue size limits, table) against SQLite and against Redis.
+//! queue size limits, table, batches, chains and workflows) against SQLite and against Redis.
 
+// The SQLite driver, linked in for the test's own `Queue::connect`.
+use queue_database as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -380,4 +382,88 @@ fn operations_on_redis() {
     if let Some(store) = Store::redis() {
         operations(&store);
     }
+}
+
+/// `runall batch show | cancel`, `runall chain` and `runall workflow` read and change what an
+/// application dispatched.
+#[test]
+fn batches_chains_and_workflows_from_the_command_line() {
+    use queue_core::{Batch, Chain, Queue, Workflow};
+    let store = Store::sqlite();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (batch, chain, workflow) = rt.block_on(async {
+        let queue = Queue::connect(&store.url).await.unwrap();
+        let job = |to: &str| {
+            queue.dispatch_named(
+                "send-email",
+                serde_json::json!({ "to": to, "subject": "hi" }),
+            )
+        };
+        let batch = Batch::new()
+            .add(job("a@example.com"))
+            .add(job("b@example.com"))
+            .via(&queue)
+            .dispatch()
+            .await
+            .unwrap();
+        let chain = Chain::new()
+            .then(job("c@example.com"))
+            .then(job("d@example.com"))
+            .via(&queue)
+            .dispatch()
+            .await
+            .unwrap();
+        let wf = Workflow::new();
+        let first = wf.add("first", job("e@example.com"));
+        wf.add("second", job("f@example.com")).after(&first);
+        let workflow = wf.via(&queue).dispatch().await.unwrap();
+        (batch, chain, workflow)
+    });
+    let out = run(store.runall("").args(["batch", "show", &batch.0]));
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("0.0 % done, 2 of 2 pending, 0 succeeded, 0 failed, 0 cancelled"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["batch", "cancel", &batch.0]));
+    assert!(out.status.success());
+    let out = run(store.runall("").args(["batch", "show", &batch.0]));
+    assert!(text(&out).contains("(cancelled)"), "{}", text(&out));
+    let out = run(store.runall("").args(["batch", "show", "nosuch"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no batch with id nosuch"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["chain", &chain.0]));
+    assert!(
+        text(&out).contains("2 links, 0 succeeded, 0 failed, 0 skipped"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["workflow", &workflow.0]));
+    assert!(
+        text(&out).contains("2 nodes, 0 succeeded, 0 failed, 0 skipped"),
+        "{}",
+        text(&out)
+    );
+    // A worker runs the batch's members as cancelled (never their bodies) and the chain.
+    let out = run(store
+        .runall("")
+        .args(["work", "--stop-when-empty", "--sleep", "50"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(store.runall("").args(["batch", "show", &batch.0]));
+    assert!(
+        text(&out).contains("100.0 % done, 0 of 2 pending, 0 succeeded, 0 failed, 2 cancelled"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["chain", &chain.0]));
+    assert!(
+        text(&out).contains("2 links, 2 succeeded, 0 failed, 0 skipped (finished)"),
+        "{}",
+        text(&out)
+    );
 }

@@ -140,6 +140,19 @@ enum Command {
         #[arg(long, value_parser = parse_time)]
         at: Option<SystemTime>,
     },
+    /// Show a batch's progress, or cancel it.
+    #[command(subcommand)]
+    Batch(BatchCommand),
+    /// Show how far a chain got.
+    Chain {
+        /// The chain's id (what `Chain::dispatch` returned).
+        id: String,
+    },
+    /// Show how far a workflow got.
+    Workflow {
+        /// The workflow's id (what `Workflow::dispatch` returned).
+        id: String,
+    },
     /// Delete the waiting and delayed jobs of a queue.
     Clear {
         /// The queue.
@@ -153,6 +166,20 @@ enum Command {
 fn parse_time(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("bad time `{text}` ({e}): use 2026-11-24T10:00:00Z"))
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchCommand {
+    /// A batch's counts of members: total, pending, succeeded, failed, cancelled.
+    Show {
+        /// The batch's id (what `Batch::dispatch` returned).
+        id: String,
+    },
+    /// Cancel a batch: members not started never run; `finally` still runs.
+    Cancel {
+        /// The batch's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -470,6 +497,67 @@ impl Runner {
             }
             Command::Clear { queue: name, force } => {
                 ops::clear(&*storage, &name, force, &mut out).await?
+            }
+            Command::Batch(BatchCommand::Show { id }) => {
+                let s = crate::Batch::status(&queue, &crate::BatchId(id.clone())).await?;
+                if s.total == 0 {
+                    return Err(Error::NotFound { what: "batch", id });
+                }
+                let _ = writeln!(
+                    out,
+                    "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled{}",
+                    s.percent(),
+                    s.pending,
+                    s.total,
+                    s.succeeded,
+                    s.failed,
+                    s.cancelled,
+                    if s.is_cancelled { " (cancelled)" } else { "" }
+                );
+            }
+            Command::Batch(BatchCommand::Cancel { id }) => {
+                let batch = crate::BatchId(id.clone());
+                if crate::Batch::status(&queue, &batch).await?.total == 0 {
+                    return Err(Error::NotFound { what: "batch", id });
+                }
+                crate::Batch::cancel(&queue, &batch).await?;
+                let _ = writeln!(
+                    out,
+                    "batch {id} cancelled: its members not started will not run"
+                );
+            }
+            Command::Chain { id } => {
+                let s = crate::Chain::status(&queue, &crate::ChainId(id.clone())).await?;
+                if s.links == 0 {
+                    return Err(Error::NotFound { what: "chain", id });
+                }
+                let _ = writeln!(
+                    out,
+                    "chain {id}: {} links, {} succeeded, {} failed, {} skipped{}",
+                    s.links,
+                    s.succeeded,
+                    s.failed,
+                    s.skipped,
+                    if s.is_finished() { " (finished)" } else { "" }
+                );
+            }
+            Command::Workflow { id } => {
+                let s = crate::Workflow::status(&queue, &crate::WorkflowId(id.clone())).await?;
+                if s.nodes == 0 {
+                    return Err(Error::NotFound {
+                        what: "workflow",
+                        id,
+                    });
+                }
+                let _ = writeln!(
+                    out,
+                    "workflow {id}: {} nodes, {} succeeded, {} failed, {} skipped{}",
+                    s.nodes,
+                    s.succeeded,
+                    s.failed,
+                    s.skipped,
+                    if s.is_finished() { " (finished)" } else { "" }
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
