@@ -87,20 +87,23 @@ pub struct BatchStatus {
     pub cancelled: u64,
     /// Whether the batch was cancelled (by a failure, failing fast, or by hand).
     pub is_cancelled: bool,
+    /// Whether it is sealed: no more members (a batch dispatched whole is sealed at once;
+    /// one made with [`Batch::open`] by [`OpenBatch::seal`]).
+    pub is_sealed: bool,
 }
 
 impl BatchStatus {
     /// The share of members that have ended, from 0 to 100.
     pub fn percent(&self) -> f64 {
         if self.total == 0 {
-            return 0.0;
+            return if self.is_finished() { 100.0 } else { 0.0 };
         }
         (self.total - self.pending.min(self.total)) as f64 * 100.0 / self.total as f64
     }
 
-    /// Whether every member has ended.
+    /// Whether it is sealed and every member has ended.
     pub fn is_finished(&self) -> bool {
-        self.total > 0 && self.pending == 0
+        self.is_sealed && self.pending == 0
     }
 }
 
@@ -156,100 +159,55 @@ impl Batch {
         self
     }
 
-    /// Stores the members and the callbacks in one atomic step; returns the batch's id.
+    /// Stores the members and the callbacks in one atomic step; returns the batch's id. A
+    /// batch with no member finishes at once (`then` and `finally` run).
     pub async fn dispatch(mut self) -> Result<BatchId> {
+        let members = std::mem::take(&mut self.members);
+        let mut open = self.open_batch().await?;
+        let mut effects = open.created.take().unwrap_or_default();
+        effects.extend(open.adding(members)?);
+        effects.extend(open.sealing());
+        open.apply(effects).await?;
+        Ok(open.id)
+    }
+
+    /// Creates the batch open: members are added with [`OpenBatch::add_many`] (in chunks,
+    /// each its own atomic step, for batches too large for one), and it cannot finish, nor
+    /// run `then` or `finally`, before [`OpenBatch::seal`]. Members added here are added
+    /// with the batch.
+    pub async fn open(mut self) -> Result<OpenBatch> {
+        let members = std::mem::take(&mut self.members);
+        let mut open = self.open_batch().await?;
+        let mut effects = open.created.take().unwrap_or_default();
+        effects.extend(open.adding(members)?);
+        open.apply(effects).await?;
+        Ok(open)
+    }
+
+    /// The handle, with the effects that create the batch still to apply.
+    async fn open_batch(mut self) -> Result<OpenBatch> {
         let dispatcher = match self.via.take() {
             Some(dispatcher) => dispatcher,
             None => dispatcher::current()?,
         };
-        if self.members.is_empty() {
-            return Err(Error::Config("a batch needs at least one member".into()));
+        let storage = dispatcher.storage();
+        if storage.groups().is_err() {
+            return Err(Error::NotSupported {
+                driver: storage.driver(),
+                operation: "batches (they need group counters and waiting jobs)",
+            });
         }
-        let storage = dispatcher.storage().clone();
-        let groups = storage.groups().map_err(|_| Error::NotSupported {
-            driver: storage.driver(),
-            operation: "batches (they need group counters and waiting jobs)",
-        })?;
         let id = new_token();
-        let effects = self.effects(&id, &dispatcher)?;
-        let members: Vec<NewJob> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Push(job) => Some(job.clone()),
-                _ => None,
-            })
-            .collect();
-        dispatcher.check_sizes(&members).await?;
-        groups.apply(effects).await?;
-        Ok(BatchId(id))
-    }
-
-    fn effects(self, id: &str, dispatcher: &Dispatcher) -> Result<Vec<Effect>> {
-        let group = group(id);
-        let key = |what: &str| format!("batch:{id}:{what}");
-        let n = self.members.len() as i64;
-        let count = |deltas: &[(&str, i64)]| Step::Count {
-            group: group.clone(),
-            deltas: deltas.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        };
-        let deps = |what: &str, delta: i64| Step::Deps {
-            key: key(what),
-            delta,
-        };
-        let (has_then, has_catch, has_finally) = (
-            self.then.is_some(),
-            self.catch.is_some(),
-            self.finally.is_some(),
-        );
-        // What every member's end does to the callbacks, by how it ended.
-        let ended = |failed: bool| {
-            let mut steps = Vec::new();
-            if has_then {
-                steps.push(deps("then", -1));
-                if failed {
-                    steps.push(count(&[("skip:then", 1)]));
-                }
-            }
-            if has_catch {
-                // The first failure releases it at once; without one it is released at the
-                // end and skipped.
-                steps.push(deps("catch", if failed { -n } else { -1 }));
-            }
-            if has_finally {
-                steps.push(deps("finally", -1));
-            }
-            steps
+        let plan = Plan {
+            id: id.clone(),
+            then: self.then.is_some(),
+            catch: self.catch.is_some(),
+            finally: self.finally.is_some(),
+            allow_failures: self.allow_failures,
         };
         let settings = dispatcher.settings();
-        let mut effects = Vec::with_capacity(self.members.len() + 4);
-        for (i, member) in self.members.into_iter().enumerate() {
-            let mut after = After {
-                succeeded: ended(false),
-                failed: ended(true),
-                skipped: ended(true),
-                skip_if: Some(SkipIf {
-                    group: group.clone(),
-                    counter: CANCEL.to_owned(),
-                    loose: true,
-                }),
-            };
-            after
-                .succeeded
-                .push(count(&[("pending", -1), ("succeeded", 1)]));
-            let mut failed = vec![("pending", -1), ("failed", 1)];
-            if has_catch {
-                failed.push(("skip:catch", -1));
-            }
-            if !self.allow_failures {
-                failed.push((CANCEL, 1));
-            }
-            after.failed.push(count(&failed));
-            after
-                .skipped
-                .push(count(&[("pending", -1), ("cancelled", 1)]));
-            let job = member.encode_with(settings, Some(after))?;
-            effects.push(Effect::Push(job.unique(Unique::new(key(&i.to_string())))));
-        }
+        let group = group(&id);
+        let mut effects = Vec::new();
         let callbacks = [
             (self.then, "then", Some("skip:then")),
             (self.catch, "catch", Some("skip:catch")),
@@ -266,19 +224,22 @@ impl Batch {
                 ..After::default()
             });
             let job = job.encode_with(settings, after)?;
-            effects.push(Effect::Hold(WaitingJob::new(
-                key(what),
-                u32::try_from(n).unwrap_or(u32::MAX),
-                job,
-            )));
+            // One dependency for the seal; each member added adds one.
+            effects.push(Effect::Hold(WaitingJob::new(plan.key(what), 1, job)));
         }
-        let mut deltas = vec![("total".to_owned(), n), ("pending".to_owned(), n)];
-        if has_catch {
+        let mut deltas = vec![("created".to_owned(), 1)];
+        if plan.catch {
             // Above zero until a member fails: a catch released with no failure is skipped.
             deltas.push(("skip:catch".to_owned(), 1));
         }
         effects.push(Effect::Count { group, deltas });
-        Ok(effects)
+        Ok(OpenBatch {
+            id: BatchId(id),
+            plan,
+            dispatcher,
+            added: 0,
+            created: Some(effects),
+        })
     }
 
     /// Cancels the batch `id`: its members that have not started never run and are counted
@@ -297,7 +258,7 @@ impl Batch {
     }
 
     /// The progress of the batch `id`, through `queue` (a [`Queue`](crate::Queue) or a
-    /// [`Dispatcher`]). One the store knows nothing of has every count at 0.
+    /// [`Dispatcher`]). [`Error::NotFound`] for a batch the store knows nothing of.
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<BatchStatus> {
         let counters = queue
             .as_ref()
@@ -311,6 +272,12 @@ impl Batch {
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, v)| *v)
         };
+        if get("created") <= 0 {
+            return Err(Error::NotFound {
+                what: "batch",
+                id: id.0.clone(),
+            });
+        }
         let count = |name: &str| u64::try_from(get(name)).unwrap_or(0);
         Ok(BatchStatus {
             total: count("total"),
@@ -319,10 +286,217 @@ impl Batch {
             failed: count("failed"),
             cancelled: count("cancelled"),
             is_cancelled: get(CANCEL) > 0,
+            is_sealed: get("sealed") > 0,
         })
     }
 }
 
 fn group(id: &str) -> String {
     format!("batch:{id}")
+}
+
+/// How far past zero a failure moves `catch`'s dependencies: it is released at once, however
+/// many members are still to end.
+const RELEASE_NOW: i64 = -(1 << 40);
+
+/// What a batch's members do when they end, by the callbacks it has.
+#[derive(Debug, Clone)]
+struct Plan {
+    id: String,
+    then: bool,
+    catch: bool,
+    finally: bool,
+    allow_failures: bool,
+}
+
+impl Plan {
+    fn key(&self, what: &str) -> String {
+        format!("batch:{}:{what}", self.id)
+    }
+
+    fn count(&self, deltas: &[(&str, i64)]) -> Step {
+        Step::Count {
+            group: group(&self.id),
+            deltas: deltas.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        }
+    }
+
+    /// Every callback's dependencies changed by `delta`.
+    fn callbacks(&self, delta: i64) -> Vec<Effect> {
+        [
+            ("then", self.then),
+            ("catch", self.catch),
+            ("finally", self.finally),
+        ]
+        .into_iter()
+        .filter(|(_, has)| *has)
+        .map(|(what, _)| Effect::Deps {
+            key: self.key(what),
+            delta,
+        })
+        .collect()
+    }
+
+    /// What a member's end does to the callbacks: each counts it down; a failure or a
+    /// cancel marks `then` to be skipped, and a failure releases `catch` at once.
+    fn ended(&self, how: Ended) -> Vec<Step> {
+        let deps = |what: &str, delta: i64| Step::Deps {
+            key: self.key(what),
+            delta,
+        };
+        let mut steps = Vec::new();
+        if self.then {
+            steps.push(deps("then", -1));
+            if how != Ended::Succeeded {
+                steps.push(self.count(&[("skip:then", 1)]));
+            }
+        }
+        if self.catch {
+            steps.push(deps(
+                "catch",
+                if how == Ended::Failed {
+                    RELEASE_NOW
+                } else {
+                    -1
+                },
+            ));
+        }
+        if self.finally {
+            steps.push(deps("finally", -1));
+        }
+        match how {
+            Ended::Succeeded => steps.push(self.count(&[("pending", -1), ("succeeded", 1)])),
+            Ended::Failed => {
+                let mut deltas = vec![("pending", -1), ("failed", 1)];
+                if self.catch {
+                    deltas.push(("skip:catch", -1));
+                }
+                if !self.allow_failures {
+                    deltas.push((CANCEL, 1));
+                }
+                steps.push(self.count(&deltas));
+            }
+            Ended::Cancelled => steps.push(self.count(&[("pending", -1), ("cancelled", 1)])),
+        }
+        steps
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// A batch created open ([`Batch::open`]): add members in chunks, then [`seal`](Self::seal)
+/// it. It cannot finish before it is sealed.
+#[derive(Debug)]
+#[must_use = "an open batch never finishes until it is sealed"]
+pub struct OpenBatch {
+    id: BatchId,
+    plan: Plan,
+    dispatcher: Dispatcher,
+    added: u64,
+    /// The effects that create the batch, until they are applied with the first step.
+    created: Option<Vec<Effect>>,
+}
+
+impl OpenBatch {
+    /// The batch's id.
+    pub fn id(&self) -> &BatchId {
+        &self.id
+    }
+
+    /// Adds members in one atomic step: they are counted, and the callbacks wait for them,
+    /// in the step that stores them. Refused once the batch is cancelled.
+    pub async fn add_many<J: Into<PendingDispatch>>(
+        &mut self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<()> {
+        let jobs: Vec<PendingDispatch> = jobs.into_iter().map(Into::into).collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let status = Batch::status(&self.dispatcher, &self.id).await?;
+        if status.is_cancelled {
+            return Err(Error::Config(format!(
+                "batch {} is cancelled: members cannot be added to it",
+                self.id
+            )));
+        }
+        let effects = self.adding(jobs)?;
+        self.apply(effects).await
+    }
+
+    /// Adds one member (see [`add_many`](Self::add_many)).
+    pub async fn add(&mut self, job: impl Into<PendingDispatch>) -> Result<()> {
+        self.add_many([job]).await
+    }
+
+    /// Seals the batch: no more members, and it finishes once every member has ended (at
+    /// once if it has none). Returns the id.
+    pub async fn seal(mut self) -> Result<BatchId> {
+        let effects = self.sealing();
+        self.apply(effects).await?;
+        Ok(self.id)
+    }
+
+    /// The effects that store `jobs` as members.
+    fn adding(&mut self, jobs: Vec<PendingDispatch>) -> Result<Vec<Effect>> {
+        let n = jobs.len() as i64;
+        let settings = self.dispatcher.settings();
+        let mut effects = Vec::with_capacity(jobs.len() + 4);
+        for job in jobs {
+            let after = After {
+                succeeded: self.plan.ended(Ended::Succeeded),
+                failed: self.plan.ended(Ended::Failed),
+                skipped: self.plan.ended(Ended::Cancelled),
+                skip_if: Some(SkipIf {
+                    group: group(&self.plan.id),
+                    counter: CANCEL.to_owned(),
+                    loose: true,
+                }),
+            };
+            let job = job.encode_with(settings, Some(after))?;
+            self.added += 1;
+            let key = self.plan.key(&format!("m{}", self.added));
+            effects.push(Effect::Push(job.unique(Unique::new(key))));
+        }
+        if n > 0 {
+            effects.extend(self.plan.callbacks(n));
+            effects.push(Effect::Count {
+                group: group(&self.plan.id),
+                deltas: vec![("total".to_owned(), n), ("pending".to_owned(), n)],
+            });
+        }
+        Ok(effects)
+    }
+
+    /// The effects of the seal: each callback's own dependency met.
+    fn sealing(&self) -> Vec<Effect> {
+        let mut effects = self.plan.callbacks(-1);
+        effects.push(Effect::Count {
+            group: group(&self.plan.id),
+            deltas: vec![("sealed".to_owned(), 1)],
+        });
+        effects
+    }
+
+    /// Applies effects (with the batch's creation, the first time) in one atomic step.
+    async fn apply(&mut self, mut effects: Vec<Effect>) -> Result<()> {
+        if let Some(mut created) = self.created.take() {
+            created.append(&mut effects);
+            effects = created;
+        }
+        let members: Vec<NewJob> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Push(job) => Some(job.clone()),
+                _ => None,
+            })
+            .collect();
+        self.dispatcher.check_sizes(&members).await?;
+        self.dispatcher.storage().groups()?.apply(effects).await
+    }
 }

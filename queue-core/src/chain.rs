@@ -216,8 +216,8 @@ impl Chain {
     }
 
     /// How far the chain `id` got, through `queue` (a [`Queue`](crate::Queue) or a
-    /// [`Dispatcher`]). A chain the store knows nothing of (never dispatched, or its counters
-    /// removed) has every count at 0.
+    /// [`Dispatcher`]). [`Error::NotFound`] for a chain the store knows nothing of (never
+    /// dispatched, or its counters removed).
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &ChainId) -> Result<ChainStatus> {
         let storage = queue.as_ref().storage();
         let counters = storage
@@ -230,6 +230,12 @@ impl Chain {
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
         };
+        if get("links") == 0 {
+            return Err(Error::NotFound {
+                what: "chain",
+                id: id.0.clone(),
+            });
+        }
         Ok(ChainStatus {
             links: get("links"),
             succeeded: get("succeeded"),

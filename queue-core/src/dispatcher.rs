@@ -110,6 +110,12 @@ impl fmt::Debug for Dispatcher {
     }
 }
 
+impl AsRef<Dispatcher> for Dispatcher {
+    fn as_ref(&self) -> &Dispatcher {
+        self
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher over `storage` with `settings`.
     pub fn new(storage: Arc<dyn Storage>, settings: QueueSettings) -> Self {

@@ -263,7 +263,7 @@ impl Workflow {
     }
 
     /// How far the workflow `id` got, through `queue` (a [`Queue`](crate::Queue) or a
-    /// [`Dispatcher`]). One the store knows nothing of has every count at 0.
+    /// [`Dispatcher`]). [`Error::NotFound`] for a workflow the store knows nothing of.
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &WorkflowId) -> Result<WorkflowStatus> {
         let counters = queue
             .as_ref()
@@ -277,6 +277,12 @@ impl Workflow {
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
         };
+        if get("nodes") == 0 {
+            return Err(Error::NotFound {
+                what: "workflow",
+                id: id.0.clone(),
+            });
+        }
         Ok(WorkflowStatus {
             nodes: get("nodes"),
             succeeded: get("succeeded"),

@@ -145,6 +145,7 @@ macro_rules! conformance {
             engine_batch_then_and_finally,
             engine_batch_failures,
             engine_batch_cancel,
+            engine_batch_open_in_chunks,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -505,14 +505,15 @@ impl Runner {
                 }
                 let _ = writeln!(
                     out,
-                    "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled{}",
+                    "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled{}{}",
                     s.percent(),
                     s.pending,
                     s.total,
                     s.succeeded,
                     s.failed,
                     s.cancelled,
-                    if s.is_cancelled { " (cancelled)" } else { "" }
+                    if s.is_cancelled { " (cancelled)" } else { "" },
+                    if s.is_sealed { "" } else { " (open: not sealed)" }
                 );
             }
             Command::Batch(BatchCommand::Cancel { id }) => {
@@ -528,9 +529,6 @@ impl Runner {
             }
             Command::Chain { id } => {
                 let s = crate::Chain::status(&queue, &crate::ChainId(id.clone())).await?;
-                if s.links == 0 {
-                    return Err(Error::NotFound { what: "chain", id });
-                }
                 let _ = writeln!(
                     out,
                     "chain {id}: {} links, {} succeeded, {} failed, {} skipped{}",
@@ -543,12 +541,6 @@ impl Runner {
             }
             Command::Workflow { id } => {
                 let s = crate::Workflow::status(&queue, &crate::WorkflowId(id.clone())).await?;
-                if s.nodes == 0 {
-                    return Err(Error::NotFound {
-                        what: "workflow",
-                        id,
-                    });
-                }
                 let _ = writeln!(
                     out,
                     "workflow {id}: {} nodes, {} succeeded, {} failed, {} skipped{}",

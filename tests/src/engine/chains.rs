@@ -436,3 +436,74 @@ pub async fn engine_batch_cancel(store: Store) {
     assert!(status.is_finished() && status.is_cancelled);
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
+
+/// A batch made open and filled in chunks cannot finish, nor run `then` or `finally`, before
+/// it is sealed, even once every member added so far has ended; an empty sealed batch
+/// finishes at once; members cannot be added to a cancelled batch.
+pub async fn engine_batch_open_in_chunks(store: Store) {
+    if store.capabilities().groups.is_none() {
+        println!(
+            "engine_batch_open_in_chunks: not applicable to the {} driver (no groups)",
+            store.driver()
+        );
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    let mut open = Batch::new()
+        .add(step(&queue, &q, "m0"))
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .open()
+        .await
+        .unwrap();
+    open.add_many((1..4).map(|i| step(&queue, &q, &format!("m{i}"))))
+        .await
+        .unwrap();
+    open.add(step(&queue, &q, "m4")).await.unwrap();
+    let id = open.id().clone();
+    run_worker(&queue, test_options(&[&q])).await;
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (5, 0, 5, 0, 0));
+    assert!(!status.is_sealed && !status.is_finished(), "{status:?}");
+    assert_eq!(log.lock().unwrap().len(), 5, "no callback before the seal");
+    assert_eq!(open.seal().await.unwrap(), id);
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["finally", "m0", "m1", "m2", "m3", "m4", "then"]);
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert!(status.is_sealed && status.is_finished(), "{status:?}");
+    assert_eq!(status.percent(), 100.0);
+
+    // Empty: then and finally at once.
+    log.lock().unwrap().clear();
+    let empty = Batch::new()
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["finally", "then"]);
+    let status = Batch::status(&queue, &empty).await.unwrap();
+    assert!(status.is_finished() && status.total == 0, "{status:?}");
+
+    // Cancelled: adding is refused, nothing is stored.
+    let mut open = Batch::new().via(&queue).open().await.unwrap();
+    Batch::cancel(&queue, open.id()).await.unwrap();
+    let err = open.add(step(&queue, &q, "late")).await.unwrap_err();
+    assert!(err.to_string().contains("is cancelled"), "{err}");
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+    let err = Batch::status(&queue, &queue_core::BatchId("nosuch".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
