@@ -41,6 +41,7 @@
 //! | 8 | `poison` | 100 bad payloads among 10,000 good jobs, written straight into the store | each failed at once with a typed reason; 0 panics; good jobs done |
 //! | 9 | `hanging-job` | a job that never returns, timeout 2 s | cancelled within 3 s, retried, failed after its tries |
 //! | 10 | `chain-storm` | 400 chains of 20 links of 50–300 ms (short: 60 of 12), 4 workers, one SIGKILLed every 1.5–2.5 s and restarted (drivers with waiting jobs) | lost 0, every duplicate allowed, no link starts before the one before it succeeded, each chain's counters exact |
+//! | 11 | `batch-storm` | 100 batches of 100 members of 20–200 ms (short: 12 of 60), each with `then` and `finally`, 4 workers, one SIGKILLed every 1.5–2.5 s and restarted (drivers with groups) | lost 0, every duplicate allowed, each batch's counters exact, no callback starts before its batch's last member succeeded |
 //!
 //! `--short` is the CI form (2,000 jobs, a few faults, short leases); the full form is the
 //! default. `tests/short.rs` runs the short form against every driver whose server is up.

@@ -44,11 +44,13 @@ pub enum Scenario {
     HangingJob,
     /// 10. Chains of jobs under the SIGKILL storm.
     ChainStorm,
+    /// 11. Batches with callbacks under the SIGKILL storm.
+    BatchStorm,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Baseline,
         Scenario::KillStorm,
         Scenario::GracefulStop,
@@ -59,6 +61,7 @@ impl Scenario {
         Scenario::Poison,
         Scenario::HangingJob,
         Scenario::ChainStorm,
+        Scenario::BatchStorm,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -74,10 +77,11 @@ impl Scenario {
             Scenario::Poison => "poison",
             Scenario::HangingJob => "hanging-job",
             Scenario::ChainStorm => "chain-storm",
+            Scenario::BatchStorm => "batch-storm",
         }
     }
 
-    /// Parses a name or a number (1 to 10).
+    /// Parses a name or a number (1 to 11).
     pub fn parse(text: &str) -> Option<Scenario> {
         if let Ok(n) = text.parse::<usize>() {
             return n.checked_sub(1).and_then(|i| Self::ALL.get(i)).copied();
@@ -414,6 +418,41 @@ impl Run {
             }
         }
         Ok(ids)
+    }
+
+    /// Dispatches one [`Batch`](queue_core::Batch) of `members` with `then` and `finally`
+    /// callbacks (chaos jobs too) on the chaos queue; returns its id. Every job is expected
+    /// to complete.
+    pub(crate) async fn dispatch_batch(
+        &mut self,
+        members: Vec<Spec>,
+        then: Spec,
+        finally: Spec,
+    ) -> anyhow::Result<queue_core::BatchId> {
+        let job = |s: &Spec| {
+            let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
+            if let Some(t) = s.tries {
+                d = d.tries(t);
+            }
+            d
+        };
+        let batch = queue_core::Batch::new()
+            .add_many(members.iter().map(job))
+            .then(job(&then))
+            .finally(job(&finally))
+            .via(&self.queue);
+        let pushed_us = unix_micros();
+        let id = batch.dispatch().await.context("dispatching a batch")?;
+        for spec in members.into_iter().chain([then, finally]) {
+            self.dispatched.push(Dispatched {
+                id: spec.job.id,
+                sid: String::new(),
+                expect: spec.expect,
+                label: spec.label,
+                pushed_us,
+            });
+        }
+        Ok(id)
     }
 
     /// Pushes one raw job straight into the store. `Ok(None)`: the store refused it (the

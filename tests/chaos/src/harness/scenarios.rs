@@ -1,4 +1,4 @@
-//! The ten scenarios. Each dispatches its jobs, starts its workers, injects its faults
+//! The eleven scenarios. Each dispatches its jobs, starts its workers, injects its faults
 //! while the jobs run, then calls [`Run::finish`] and adds its own checks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -26,6 +26,7 @@ pub(super) async fn run(run: &mut Run, o: &Options, scenario: Scenario) -> anyho
         Scenario::Poison => poison(run, o).await,
         Scenario::HangingJob => hanging_job(run, o).await,
         Scenario::ChainStorm => chain_storm(run, o).await,
+        Scenario::BatchStorm => batch_storm(run, o).await,
     }
 }
 
@@ -1265,5 +1266,136 @@ async fn chain_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         early == 0,
         format!("{early} attempts started before their predecessor's first success"),
     );
+    Ok(())
+}
+
+/// Scenario 11, batches under the SIGKILL storm: batches of members of 20-200 ms, each with
+/// a `then` and a `finally` job, one worker killed every 1.5-2.5 s and restarted. Every
+/// member and callback completes (at least once: a kill may run one again); each batch's
+/// counters count every member exactly once; each callback starts only after every member of
+/// its batch succeeded.
+async fn batch_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let driver = run.driver();
+    if run.storage.capabilities().groups.is_none() {
+        run.report.note = Some(format!(
+            "not applicable: {driver} has no group counters, so it refuses batches (documented)"
+        ));
+        return Ok(());
+    }
+    let (batches, members) = pick(o, (100, 100), (12, 60));
+    let workers = o.workers.unwrap_or(4);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(8),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(5), Duration::from_secs(2))),
+        ..WorkerSpec::default()
+    };
+    let tried = |run: &mut Run| {
+        let mut s = run.good(20..=200);
+        s.tries = Some(20);
+        s
+    };
+    let mut groups = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        let specs: Vec<Spec> = (0..members).map(|_| tried(run)).collect();
+        let (then, finally) = (tried(run), tried(run));
+        let member_ids: Vec<u64> = specs.iter().map(|s| s.job.id).collect();
+        let callbacks = [then.job.id, finally.job.id];
+        let id = run.dispatch_batch(specs, then, finally).await?;
+        groups.push((id, member_ids, callbacks));
+    }
+    run.report.set("batches", batches as u64);
+    run.report.set("members_per_batch", members as u64);
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(workers)?;
+    let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
+    let mut next_kill = Instant::now() + every();
+    let limit = Duration::from_secs(pick(o, 1200, 300));
+    let deadline = Instant::now() + limit;
+    let settled = loop {
+        if run.step(&mut pool, QUIET).await? {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        if Instant::now() >= next_kill {
+            next_kill += every();
+            let pids = pool.settled_pids(Duration::from_millis(500));
+            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
+                pool.kill(pid, &mut run.faults).await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(false, true);
+    let mut wrong = Vec::new();
+    for (id, _, _) in &groups {
+        let s = queue_core::Batch::status(&run.queue, id).await?;
+        let m = members as u64;
+        if (s.total, s.pending, s.succeeded, s.failed, s.cancelled) != (m, 0, m, 0, 0)
+            || !s.is_finished()
+        {
+            wrong.push(format!("{id}: {s:?}"));
+        }
+    }
+    run.report.check(
+        "batch counters exact",
+        wrong.is_empty(),
+        if wrong.is_empty() {
+            format!(
+                "{batches} batches, each {members} of {members} members succeeded, counted once"
+            )
+        } else {
+            format!(
+                "{} batches off: {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(5)]
+            )
+        },
+    );
+    // Callbacks: no attempt starts before the last member's first success.
+    let mut first_ok: HashMap<u64, u64> = HashMap::new();
+    let mut starts: HashMap<u64, Vec<u64>> = HashMap::new();
+    for e in &run.entries {
+        match e.ev {
+            crate::ledger::Event::Start => starts.entry(e.job).or_default().push(e.us),
+            crate::ledger::Event::End if e.outcome.as_deref() == Some("ok") => {
+                let t = first_ok.entry(e.job).or_insert(e.us);
+                *t = (*t).min(e.us);
+            }
+            _ => {}
+        }
+    }
+    let mut early = 0;
+    for (_, member_ids, callbacks) in &groups {
+        let Some(last) = member_ids
+            .iter()
+            .map(|m| first_ok.get(m).copied())
+            .max()
+            .flatten()
+        else {
+            continue;
+        };
+        for callback in callbacks {
+            early += starts
+                .get(callback)
+                .map_or(0, |s| s.iter().filter(|&&t| t < last).count());
+        }
+    }
+    run.report.check(
+        "each callback starts after its batch's members",
+        early == 0,
+        format!("{early} callback attempts started before their batch's last member succeeded"),
+    );
+    let kills = run
+        .faults
+        .iter()
+        .filter(|f| matches!(f, Fault::Kill { .. }))
+        .count();
+    run.report.set("kills", kills as u64);
     Ok(())
 }
