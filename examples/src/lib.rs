@@ -214,3 +214,59 @@ impl Handle for LatencyProbe {
         Ok(())
     }
 }
+
+/// Seed 001's payment sync, one student: fetches the student's payments from the provider
+/// (pretend: 2 ms) and stores them. Every 500th student's first attempt times out, so the
+/// batch's counts (of jobs, never of attempts) can be told from a count of attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(
+    name = "sync-student-payments",
+    queue = "sync",
+    tries = 3,
+    backoff = "200ms"
+)]
+pub struct SyncStudentPayments {
+    /// The sync run.
+    pub run: String,
+    /// The student.
+    pub student: u64,
+}
+
+impl Handle for SyncStudentPayments {
+    async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+        if self.student % 500 == 0 && ctx.attempt() == 1 {
+            return Err(JobError::msg("payment provider timed out"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok(())
+    }
+}
+
+/// Seed 001's summary, the `then` job of a sync run's batch: runs once every student's sync
+/// succeeded, and appends one line to `summary` (a file).
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "sync-run-done", queue = "sync")]
+pub struct SyncRunDone {
+    /// The sync run.
+    pub run: String,
+    /// How many students it synced.
+    pub students: u64,
+    /// The file the summary line is appended to.
+    pub summary: String,
+}
+
+impl Handle for SyncRunDone {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.summary)?;
+        writeln!(
+            file,
+            "sync run {}: payments of {} students synced",
+            self.run, self.students
+        )?;
+        Ok(())
+    }
+}

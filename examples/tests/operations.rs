@@ -467,3 +467,62 @@ fn batches_chains_and_workflows_from_the_command_line() {
         text(&out)
     );
 }
+
+/// Seed 001's payment sync: the example dispatches 600 students in chunks into one open
+/// batch, a `runall work` process runs them, and the batch's `then` job writes the summary
+/// once; the counts are of students, not of attempts (student 500 needs two).
+#[test]
+fn payment_sync_example() {
+    let store = Store::sqlite();
+    let summary = store.dir.path().join("summary.txt");
+    let out = run(Command::new(env!("CARGO_BIN_EXE_payment_sync")).args([
+        "--url",
+        &store.url,
+        "--students",
+        "600",
+        "--chunk",
+        "250",
+        "--no-wait",
+        "--summary",
+        &summary.display().to_string(),
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let batch = stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "batch")
+        .nth(1)
+        .expect("the batch's id is printed")
+        .to_owned();
+    let out = run(store.runall("").args(["batch", "show", &batch]));
+    assert!(
+        text(&out).contains("0 of 600 pending") || text(&out).contains("600 of 600 pending"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args([
+        "work",
+        "--queue",
+        "sync",
+        "--stop-when-empty",
+        "--sleep",
+        "50",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(store.runall("").args(["batch", "show", &batch]));
+    assert!(
+        text(&out).contains("100.0 % done, 0 of 600 pending, 600 succeeded, 0 failed, 0 cancelled"),
+        "{}",
+        text(&out)
+    );
+    let written = std::fs::read_to_string(&summary).expect("the then job wrote the summary");
+    assert_eq!(
+        written.lines().collect::<Vec<_>>().len(),
+        1,
+        "the summary is written once: {written}"
+    );
+    assert!(
+        written.contains("payments of 600 students synced"),
+        "{written}"
+    );
+}
