@@ -234,7 +234,7 @@ pub struct SyncStudentPayments {
 
 impl Handle for SyncStudentPayments {
     async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
-        if self.student % 500 == 0 && ctx.attempt() == 1 {
+        if self.student.is_multiple_of(500) && ctx.attempt() == 1 {
             return Err(JobError::msg("payment provider timed out"));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
