@@ -150,7 +150,7 @@ pub mod storage;
 pub mod worker;
 mod workflow;
 
-pub use batch::{Batch, BatchId, BatchStatus};
+pub use batch::{Batch, BatchId, BatchStatus, OpenBatch};
 pub use chain::{Chain, ChainId, ChainStatus};
 pub use dispatch::PendingDispatch;
 pub use dispatcher::{Dispatcher, QueueSettings};
