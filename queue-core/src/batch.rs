@@ -7,7 +7,7 @@ use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher};
 use crate::envelope::{After, SkipIf, Step};
 use crate::error::{Error, Result};
-use crate::storage::{new_token, Effect, NewJob, StorageExt, Unique, WaitingJob};
+use crate::storage::{new_token, Effect, Unique, WaitingJob};
 
 /// A batch: jobs of any types dispatched together, counted as one, with callbacks.
 ///
@@ -186,17 +186,8 @@ impl Batch {
 
     /// The handle, with the effects that create the batch still to apply.
     async fn open_batch(mut self) -> Result<OpenBatch> {
-        let dispatcher = match self.via.take() {
-            Some(dispatcher) => dispatcher,
-            None => dispatcher::current()?,
-        };
-        let storage = dispatcher.storage();
-        if storage.groups().is_err() {
-            return Err(Error::NotSupported {
-                driver: storage.driver(),
-                operation: "batches (they need group counters and waiting jobs)",
-            });
-        }
+        let dispatcher = dispatcher::resolve(self.via.take())?;
+        dispatcher.needs_groups("batches (they need group counters and waiting jobs)")?;
         let id = new_token();
         let plan = Plan {
             id: id.clone(),
@@ -248,8 +239,6 @@ impl Batch {
     pub async fn cancel(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<()> {
         queue
             .as_ref()
-            .storage()
-            .groups()?
             .apply(vec![Effect::Count {
                 group: group(&id.0),
                 deltas: vec![(CANCEL.to_owned(), 1)],
@@ -260,25 +249,15 @@ impl Batch {
     /// The progress of the batch `id`, through `queue` (a [`Queue`](crate::Queue) or a
     /// [`Dispatcher`]). [`Error::NotFound`] for a batch the store knows nothing of.
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<BatchStatus> {
-        let counters = queue
-            .as_ref()
-            .storage()
-            .groups()?
-            .counters(&group(&id.0))
-            .await?;
-        let get = |name: &str| {
-            counters
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, v)| *v)
-        };
+        let counters = queue.as_ref().counters(&group(&id.0)).await?;
+        let get = |name: &str| counters.get(name);
         if get("created") <= 0 {
             return Err(Error::NotFound {
                 what: "batch",
                 id: id.0.clone(),
             });
         }
-        let count = |name: &str| u64::try_from(get(name)).unwrap_or(0);
+        let count = |name: &str| counters.count(name);
         Ok(BatchStatus {
             total: count("total"),
             pending: count("pending"),
@@ -489,14 +468,6 @@ impl OpenBatch {
             created.append(&mut effects);
             effects = created;
         }
-        let members: Vec<NewJob> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Push(job) => Some(job.clone()),
-                _ => None,
-            })
-            .collect();
-        self.dispatcher.check_sizes(&members).await?;
-        self.dispatcher.storage().groups()?.apply(effects).await
+        self.dispatcher.apply(effects).await
     }
 }

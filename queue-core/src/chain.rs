@@ -8,7 +8,7 @@ use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher};
 use crate::envelope::{After, Step};
 use crate::error::{Error, Result};
-use crate::storage::{new_token, Effect, NewJob, StorageExt, Unique, WaitingJob};
+use crate::storage::{new_token, Effect, NewJob, Unique, WaitingJob};
 
 /// A chain of jobs: each runs once the one before it succeeded.
 ///
@@ -119,24 +119,14 @@ impl Chain {
 
     /// Stores every link in one atomic step and returns the chain's id.
     pub async fn dispatch(mut self) -> Result<ChainId> {
-        let dispatcher = match self.via.take() {
-            Some(dispatcher) => dispatcher,
-            None => dispatcher::current()?,
-        };
+        let dispatcher = dispatcher::resolve(self.via.take())?;
         if self.links.is_empty() {
             return Err(Error::Config("a chain needs at least one job".into()));
         }
+        dispatcher.needs_groups("chains (they need waiting jobs)")?;
         let id = new_token();
-        let storage = dispatcher.storage().clone();
-        let groups = storage.groups().map_err(|_| Error::NotSupported {
-            driver: storage.driver(),
-            operation: "chains (they need waiting jobs)",
-        })?;
         let effects = self.effects(&id, &dispatcher)?;
-        if let Some(Effect::Push(first)) = effects.first() {
-            dispatcher.check_sizes(std::slice::from_ref(first)).await?;
-        }
-        groups.apply(effects).await?;
+        dispatcher.apply(effects).await?;
         Ok(ChainId(id))
     }
 
@@ -219,17 +209,8 @@ impl Chain {
     /// [`Dispatcher`]). [`Error::NotFound`] for a chain the store knows nothing of (never
     /// dispatched, or its counters removed).
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &ChainId) -> Result<ChainStatus> {
-        let storage = queue.as_ref().storage();
-        let counters = storage
-            .groups()?
-            .counters(&format!("chain:{}", id.0))
-            .await?;
-        let get = |name: &str| {
-            counters
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
-        };
+        let counters = queue.as_ref().counters(&format!("chain:{}", id.0)).await?;
+        let get = |name: &str| counters.count(name);
         if get("links") == 0 {
             return Err(Error::NotFound {
                 what: "chain",

@@ -168,10 +168,7 @@ impl PendingDispatch {
     /// enclosing [`Queue::scope`](crate::Queue::scope), else this thread's
     /// [`Queue::fake`](crate::Queue::fake), else [`Queue::set_default`](crate::Queue::set_default)'s.
     pub async fn send(mut self) -> Result<JobId> {
-        let dispatcher = match self.via.take() {
-            Some(dispatcher) => dispatcher,
-            None => dispatcher::current()?,
-        };
+        let dispatcher = dispatcher::resolve(self.via.take())?;
         let job = self.into_new_job(dispatcher.settings())?;
         let driver = dispatcher.storage().capabilities().driver;
         match dispatcher.push(vec![job]).await?.pop() {

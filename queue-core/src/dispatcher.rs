@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::storage::{NewJob, Pushed, Storage, StorageExt};
+use crate::storage::{Effect, NewJob, Pushed, Storage, StorageExt};
 
 /// Settings of a queue connection that apply when dispatching.
 #[derive(Debug, Clone)]
@@ -351,6 +351,65 @@ thread_local! {
 
 tokio::task_local! {
     static TASK_DEFAULT: Dispatcher;
+}
+
+/// `via` if a dispatch named one, else [`current`].
+pub(crate) fn resolve(via: Option<Dispatcher>) -> Result<Dispatcher> {
+    match via {
+        Some(dispatcher) => Ok(dispatcher),
+        None => current(),
+    }
+}
+
+/// A group's counters as read from the store ([`Groups::counters`](crate::storage::Groups)).
+pub(crate) struct Counters(Vec<(String, i64)>);
+
+impl Counters {
+    /// A counter's value (0 when missing).
+    pub(crate) fn get(&self, name: &str) -> i64 {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// A counter as a count (0 when missing or below zero).
+    pub(crate) fn count(&self, name: &str) -> u64 {
+        u64::try_from(self.get(name)).unwrap_or(0)
+    }
+}
+
+impl Dispatcher {
+    /// Refuses `feature` (batches, chains, workflows) on a store without groups.
+    pub(crate) fn needs_groups(&self, feature: &'static str) -> Result<()> {
+        let storage = self.storage();
+        match storage.capabilities().groups {
+            Some(_) => Ok(()),
+            None => Err(Error::NotSupported {
+                driver: storage.driver(),
+                operation: feature,
+            }),
+        }
+    }
+
+    /// Applies `effects` in one atomic step ([`Groups::apply`](crate::storage::Groups::apply)),
+    /// checking the queue size limits for the jobs they push first.
+    pub(crate) async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
+        let pushes: Vec<NewJob> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Push(job) => Some(job.clone()),
+                _ => None,
+            })
+            .collect();
+        self.check_sizes(&pushes).await?;
+        self.storage().groups()?.apply(effects).await
+    }
+
+    /// The counters of `group`.
+    pub(crate) async fn counters(&self, group: &str) -> Result<Counters> {
+        Ok(Counters(self.storage().groups()?.counters(group).await?))
+    }
 }
 
 /// The dispatcher a dispatch without `.via(..)` uses: the one of the enclosing

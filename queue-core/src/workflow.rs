@@ -10,7 +10,7 @@ use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher};
 use crate::envelope::{After, SkipIf, Step};
 use crate::error::{Error, Result};
-use crate::storage::{new_token, Effect, StorageExt, Unique, WaitingJob};
+use crate::storage::{new_token, Effect, Unique, WaitingJob};
 
 /// When an edge lets its node run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,10 +228,7 @@ impl Workflow {
 
     /// Checks the graph and stores every node in one atomic step; returns the workflow's id.
     pub async fn dispatch(mut self) -> Result<WorkflowId> {
-        let dispatcher = match self.via.take() {
-            Some(dispatcher) => dispatcher,
-            None => dispatcher::current()?,
-        };
+        let dispatcher = dispatcher::resolve(self.via.take())?;
         let nodes = {
             let mut graph = lock(&self.graph);
             if let Some(mistake) = graph.mistake.take() {
@@ -243,40 +240,18 @@ impl Workflow {
             return Err(Error::Config("a workflow needs at least one node".into()));
         }
         check_acyclic(&nodes)?;
-        let storage = dispatcher.storage().clone();
-        let groups = storage.groups().map_err(|_| Error::NotSupported {
-            driver: storage.driver(),
-            operation: "workflows (they need waiting jobs)",
-        })?;
+        dispatcher.needs_groups("workflows (they need waiting jobs)")?;
         let id = new_token();
         let effects = effects(&id, nodes, &dispatcher)?;
-        let roots: Vec<_> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Push(job) => Some(job.clone()),
-                _ => None,
-            })
-            .collect();
-        dispatcher.check_sizes(&roots).await?;
-        groups.apply(effects).await?;
+        dispatcher.apply(effects).await?;
         Ok(WorkflowId(id))
     }
 
     /// How far the workflow `id` got, through `queue` (a [`Queue`](crate::Queue) or a
     /// [`Dispatcher`]). [`Error::NotFound`] for a workflow the store knows nothing of.
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &WorkflowId) -> Result<WorkflowStatus> {
-        let counters = queue
-            .as_ref()
-            .storage()
-            .groups()?
-            .counters(&group(&id.0))
-            .await?;
-        let get = |name: &str| {
-            counters
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, v)| u64::try_from(*v).unwrap_or(0))
-        };
+        let counters = queue.as_ref().counters(&group(&id.0)).await?;
+        let get = |name: &str| counters.count(name);
         if get("nodes") == 0 {
             return Err(Error::NotFound {
                 what: "workflow",

@@ -1137,6 +1137,47 @@ async fn hanging_job(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the workers until the jobs settle or `limit` passes, SIGKILLing one (replaced) every
+/// 1.5-2.5 s, as the kill storm does. Returns false on timeout.
+async fn storm(run: &mut Run, pool: &mut Pool, limit: Duration) -> anyhow::Result<bool> {
+    let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
+    let mut next_kill = Instant::now() + every();
+    let deadline = Instant::now() + limit;
+    loop {
+        if run.step(pool, QUIET).await? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        if Instant::now() >= next_kill {
+            next_kill += every();
+            let pids = pool.settled_pids(Duration::from_millis(500));
+            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
+                pool.kill(pid, &mut run.faults).await?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// From the ledger: each job's first successful end, and every attempt's start (µs).
+fn ledger_times(entries: &[crate::ledger::Entry]) -> (HashMap<u64, u64>, HashMap<u64, Vec<u64>>) {
+    let mut first_ok: HashMap<u64, u64> = HashMap::new();
+    let mut starts: HashMap<u64, Vec<u64>> = HashMap::new();
+    for e in entries {
+        match e.ev {
+            crate::ledger::Event::Start => starts.entry(e.job).or_default().push(e.us),
+            crate::ledger::Event::End if e.outcome.as_deref() == Some("ok") => {
+                let t = first_ok.entry(e.job).or_insert(e.us);
+                *t = (*t).min(e.us);
+            }
+            _ => {}
+        }
+    }
+    (first_ok, starts)
+}
+
 /// Scenario 10, chains under the SIGKILL storm: chains of links of 50-300 ms, one worker
 /// killed every 1.5-2.5 s and restarted. Each link may run again after a kill (at least
 /// once), but starts only after the link before it succeeded, and each chain's counters
@@ -1179,26 +1220,8 @@ async fn chain_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         run.report.set("links_per_chain", links as u64);
         let mut pool = run.pool(o, spec.clone());
         pool.start(workers)?;
-        let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
-        let mut next_kill = Instant::now() + every();
         let limit = Duration::from_secs(pick(o, 1200, 300));
-        let deadline = Instant::now() + limit;
-        let settled = loop {
-            if run.step(&mut pool, QUIET).await? {
-                break true;
-            }
-            if Instant::now() >= deadline {
-                break false;
-            }
-            if Instant::now() >= next_kill {
-                next_kill += every();
-                let pids = pool.settled_pids(Duration::from_millis(500));
-                if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
-                    pool.kill(pid, &mut run.faults).await?;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let settled = storm(run, &mut pool, limit).await?;
         run.finish(&mut pool).await?;
         settled_check(run, settled, limit);
         run.common_checks(false, true);
@@ -1232,18 +1255,7 @@ async fn chain_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         all
     };
     // Order: no attempt of a link starts before the first successful end of the one before.
-    let mut first_ok: HashMap<u64, u64> = HashMap::new();
-    let mut starts: HashMap<u64, Vec<u64>> = HashMap::new();
-    for e in &run.entries {
-        match e.ev {
-            crate::ledger::Event::Start => starts.entry(e.job).or_default().push(e.us),
-            crate::ledger::Event::End if e.outcome.as_deref() == Some("ok") => {
-                let t = first_ok.entry(e.job).or_insert(e.us);
-                *t = (*t).min(e.us);
-            }
-            _ => {}
-        }
-    }
+    let (first_ok, starts) = ledger_times(&run.entries);
     let mut early = 0;
     for chain in &order {
         for pair in chain.windows(2) {
@@ -1309,26 +1321,8 @@ async fn batch_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     run.report.set("members_per_batch", members as u64);
     let mut pool = run.pool(o, spec.clone());
     pool.start(workers)?;
-    let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
-    let mut next_kill = Instant::now() + every();
     let limit = Duration::from_secs(pick(o, 1200, 300));
-    let deadline = Instant::now() + limit;
-    let settled = loop {
-        if run.step(&mut pool, QUIET).await? {
-            break true;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
-        if Instant::now() >= next_kill {
-            next_kill += every();
-            let pids = pool.settled_pids(Duration::from_millis(500));
-            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
-                pool.kill(pid, &mut run.faults).await?;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let settled = storm(run, &mut pool, limit).await?;
     run.finish(&mut pool).await?;
     settled_check(run, settled, limit);
     run.common_checks(false, true);
@@ -1358,18 +1352,7 @@ async fn batch_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         },
     );
     // Callbacks: no attempt starts before the last member's first success.
-    let mut first_ok: HashMap<u64, u64> = HashMap::new();
-    let mut starts: HashMap<u64, Vec<u64>> = HashMap::new();
-    for e in &run.entries {
-        match e.ev {
-            crate::ledger::Event::Start => starts.entry(e.job).or_default().push(e.us),
-            crate::ledger::Event::End if e.outcome.as_deref() == Some("ok") => {
-                let t = first_ok.entry(e.job).or_insert(e.us);
-                *t = (*t).min(e.us);
-            }
-            _ => {}
-        }
-    }
+    let (first_ok, starts) = ledger_times(&run.entries);
     let mut early = 0;
     for (_, member_ids, callbacks) in &groups {
         let Some(last) = member_ids
