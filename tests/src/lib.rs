@@ -105,6 +105,7 @@ macro_rules! conformance {
             clear_releases_claims,
             unique_claims_under_contention,
             list_jobs_by_state,
+            a_job_settled_with_effects_is_not_fetched_by_its_own_call,
             waiting_jobs_are_released_by_their_dependencies,
             skips_and_stale_steps_and_summed_dependencies,
             bad_effects_change_nothing,

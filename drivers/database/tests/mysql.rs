@@ -1,7 +1,6 @@
 //! What is particular to MySQL and MariaDB: READ COMMITTED, UTC and strict sessions, the
 //! pick's plan and its place in the index, the lock statement's insert id, and a lock wait
-//! that timed out, run again, and a job acknowledged with effects not fetched again by its own
-//! call.
+//! that timed out, run again.
 #![cfg(feature = "mysql")]
 
 mod servers;
@@ -249,42 +248,5 @@ async fn a_push_of_several_statements_is_all_or_none() {
         .map(|i| job("q", i.to_string().as_bytes()))
         .collect();
     assert_eq!(store.push(jobs).await.unwrap().len(), 30);
-    servers::drop_mysql_tables(&table).await;
-}
-
-/// A settle with effects deletes its acknowledged rows only at the commit (one round trip
-/// less); a transaction does not skip its own locks, so the same call's fetch could pick a
-/// job it acknowledges whose lease ran out, and hand it out after it is gone. It must not.
-#[tokio::test]
-async fn a_job_acknowledged_with_effects_is_not_fetched_by_its_own_call() {
-    let table = servers::fresh_table();
-    let Some(store) = open(&table, true).await else {
-        return;
-    };
-    store.push(vec![job("q", b"once")]).await.unwrap();
-    let short = ReserveRequest::new(["q"], Duration::from_millis(50), 1);
-    let held = store.reserve(&short).await.unwrap();
-    assert_eq!(held.len(), 1);
-    // The lease runs out, but nobody took the job: the token is still current.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let settle = queue_core::Settle::ack(held[0].lease.clone()).effect(queue_core::Effect::Count {
-        group: "g".into(),
-        deltas: vec![("done".into(), 1)],
-    });
-    let reply = store
-        .settle(vec![settle], Some(&request("q", 5)))
-        .await
-        .unwrap();
-    assert_eq!(reply.settled, vec![queue_core::Settled::Applied]);
-    assert!(
-        reply.reserved.is_empty(),
-        "the acknowledged job came back: {:?}",
-        reply
-            .reserved
-            .iter()
-            .map(|r| &r.lease.job_id)
-            .collect::<Vec<_>>()
-    );
-    assert_eq!(store.inspect().unwrap().size("q").await.unwrap().total(), 0);
     servers::drop_mysql_tables(&table).await;
 }

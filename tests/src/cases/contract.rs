@@ -615,3 +615,50 @@ pub async fn list_jobs_by_state(store: Store) {
     assert_eq!(reserved.items[0].id, held.lease.job_id);
     assert_eq!(reserved.items[0].attempts, 1);
 }
+
+/// A settle with effects whose job's lease ran out (nobody took the job, so the token is
+/// still current) is applied, and the same call's fetch does not hand that job out again.
+/// (MySQL deleted such rows only at the commit, and its fetch picked them.)
+pub async fn a_job_settled_with_effects_is_not_fetched_by_its_own_call(store: Store) {
+    let caps = store.capabilities();
+    let effect = if caps.groups.is_some() {
+        Effect::Count {
+            group: unique("g"),
+            deltas: vec![("done".into(), 1)],
+        }
+    } else if caps.claims {
+        Effect::Push(job(&unique("follow"), "f", b"f").unique(Unique::new(unique("k"))))
+    } else {
+        return skip(
+            "a_job_settled_with_effects_is_not_fetched_by_its_own_call",
+            &store,
+            "no effects",
+        );
+    };
+    let q = unique("q");
+    store.push(vec![job(&q, "once", b"once")]).await.unwrap();
+    let held = store
+        .reserve(&request(&[&q], Duration::from_millis(50), 1))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reply = store
+        .settle(
+            vec![Settle::ack(held[0].lease.clone()).effect(effect)],
+            Some(&request(&[&q], LONG, 5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    assert!(
+        reply.reserved.is_empty(),
+        "the acknowledged job came back: {:?}",
+        reply
+            .reserved
+            .iter()
+            .map(|r| &r.lease.job_id)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(total(&store, &q).await, 0);
+}
