@@ -10,7 +10,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 config=$(mktemp --suffix=.toml)
 trap 'rm -f "$config"' EXIT
 printf 'url = "%s"\ntable = "idle_cpu"\nfailed_table = "idle_cpu_failed"\nlogging = false\n' "$url" >"$config"
-"$runall" --config "$config" work --queue idle-cpu >/dev/null 2>&1 &
+"$runall" --config "$config" work --queue idle-cpu ${IDLE_ARGS:-} >/dev/null 2>&1 &
 worker=$!
 sleep 3
 spid=$(pgrep -o -x "$server")

@@ -88,6 +88,112 @@ impl Handle for GenerateReport {
     }
 }
 
+/// Recomputes a customer's totals. Unique by customer while it waits (Laravel's
+/// `ShouldBeUniqueUntilProcessing`): however many orders come in before a worker takes it,
+/// one refresh is queued; once it runs, the next order queues the next one.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "refresh-customer", unique(by = ["customer_id"], until = "started"))]
+pub struct RefreshCustomer {
+    /// The customer.
+    pub customer_id: u64,
+}
+
+impl Handle for RefreshCustomer {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        tracing::info!(customer = self.customer_id, "customer totals refreshed");
+        Ok(())
+    }
+}
+
+/// Checks one monitor (seed 003): run by the monitor's stored schedule, every interval.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "check-monitor", queue = "monitors", timeout = "30s")]
+pub struct CheckMonitor {
+    /// The monitor.
+    pub id: u64,
+}
+
+impl Handle for CheckMonitor {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        // A real check would call the monitored URL; a short wait stands for it.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        tracing::debug!(monitor = self.id, "monitor checked");
+        Ok(())
+    }
+}
+
+/// Calls a partner's API, which allows a few calls a second per account: counted against the
+/// limit `partner-api` (defined by the workers: `[limits]` in `job.toml`), one budget per
+/// account. Logs each call with the time it started and its attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(
+    name = "call-partner",
+    queue = "partner",
+    limit = "partner-api",
+    limit_key = "account"
+)]
+pub struct CallPartner {
+    /// The partner account: each has its own budget.
+    pub account: u64,
+    /// Which call of the account this is.
+    pub n: u64,
+}
+
+impl Handle for CallPartner {
+    async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        tracing::info!(
+            account = self.account,
+            n = self.n,
+            at_ms,
+            attempt = ctx.attempt(),
+            "partner called"
+        );
+        Ok(())
+    }
+}
+
+/// Pays out to a bank account: its data (the IBAN) is stored encrypted with the keys of
+/// `RUNALL_KEYS` (`#[job(encrypted)]`); the log says only which account was paid.
+#[derive(Debug, Clone, Serialize, Deserialize, Job)]
+#[job(name = "pay-out", queue = "payouts", encrypted)]
+pub struct PayOut {
+    /// The account.
+    pub account: u64,
+    /// Where the money goes: a secret.
+    pub iban: String,
+}
+
+impl Handle for PayOut {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        tracing::info!(
+            account = self.account,
+            iban_len = self.iban.len(),
+            "paid out"
+        );
+        Ok(())
+    }
+}
+
+/// A scheduled heartbeat: logs the tick it belongs to (`ctx.dispatched_at()`), so a test
+/// can count the runs of each tick.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Job)]
+#[job(name = "heartbeat", queue = "heartbeats")]
+pub struct Heartbeat {}
+
+impl Handle for Heartbeat {
+    async fn handle(self, ctx: JobContext) -> Result<(), JobError> {
+        let tick = ctx
+            .dispatched_at()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        tracing::info!(tick, "heartbeat");
+        Ok(())
+    }
+}
+
 /// Syncs a payment with a remote API that fails on the first try (seed 001), then works.
 #[derive(Debug, Clone, Serialize, Deserialize, Job)]
 #[job(name = "sync-payment", tries = 3, backoff = "1s")]

@@ -1,5 +1,6 @@
 //! The operator commands of the real `runall` binary (dispatch, health, stats, restart, clear,
-//! queue size limits, table, batches, chains and workflows) against SQLite and against Redis.
+//! queue size limits, table, batches, chains, workflows, schedules and limits) against SQLite
+//! and against Redis.
 
 // The SQLite driver, linked in for the test's own `Queue::connect`.
 use queue_database as _;
@@ -107,6 +108,28 @@ fn operations(store: &Store) {
         .args(["dispatch", "send-email", "{not json"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("not valid JSON"), "{}", text(&out));
+    // A unique job type: the second dispatch for the customer stores nothing (the worker
+    // below runs the first).
+    let refresh = [
+        "dispatch",
+        "refresh-customer",
+        r#"{"customer_id":7}"#,
+        "--queue",
+        "low",
+    ];
+    let out = run(store.runall("").args(refresh));
+    assert!(
+        text(&out).contains("dispatched refresh-customer as job"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(refresh));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("not dispatched: refresh-customer is unique and job"),
+        "{}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["dispatch", "no-such-job", "{}"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("unknown job name `no-such-job`"));
@@ -188,7 +211,7 @@ fn operations(store: &Store) {
         "50",
     ]));
     assert!(
-        text(&out).contains("worker stopped (--max-time reached): 2 processed"),
+        text(&out).contains("worker stopped (--max-time reached): 3 processed"),
         "{}",
         text(&out)
     );
@@ -466,6 +489,175 @@ fn batches_chains_and_workflows_from_the_command_line() {
         "{}",
         text(&out)
     );
+
+    // `batch retry`: nothing failed in the cancelled batch.
+    let out = run(store.runall("").args(["batch", "retry", &batch.0]));
+    assert!(
+        text(&out).contains("0 failed members back in their queues"),
+        "{}",
+        text(&out)
+    );
+
+    // `batch list` shows every batch with its progress; `show --watch` ends when the batch
+    // has finished; `prune` deletes finished batches older than it is told, and with
+    // `--unfinished` the others and their callbacks.
+    let open = rt.block_on(async {
+        let queue = Queue::connect(&store.url).await.unwrap();
+        let open = Batch::new()
+            .add(queue.dispatch_named(
+                "send-email",
+                serde_json::json!({ "to": "g@example.com", "subject": "hi" }),
+            ))
+            .then(queue.dispatch_named(
+                "send-email",
+                serde_json::json!({ "to": "then@example.com", "subject": "hi" }),
+            ))
+            .via(&queue)
+            .open()
+            .await
+            .unwrap();
+        open.id().clone()
+    });
+    let out = run(store.runall("").args(["batch", "retry", &open.0]));
+    assert!(
+        text(&out).contains("0 failed members back in their queues"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["batch", "retry", "nosuch"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no batch with id nosuch"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["batch", "list"]));
+    let listed = text(&out);
+    assert!(out.status.success(), "{listed}");
+    assert!(
+        listed.contains(&format!("batch {batch}: 100.0 % done"))
+            && listed.contains("(cancelled) (finished)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!(
+            "batch {open}: 0.0 % done, 1 of 1 pending, 0 succeeded, 0 failed, 0 cancelled"
+        )) && listed.contains("(open: not sealed)"),
+        "{listed}"
+    );
+    assert!(listed.contains(", created 20"), "{listed}");
+    let out =
+        run(store
+            .runall("")
+            .args(["batch", "show", &batch.0, "--watch", "--interval", "50ms"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&out)
+            .lines()
+            .filter(|l| l.contains("100.0 % done"))
+            .count(),
+        1
+    );
+    // Nothing is older than an hour: nothing pruned.
+    let out = run(store
+        .runall("")
+        .args(["batch", "prune", "--older-than", "1h"]));
+    assert!(
+        text(&out).contains("pruned 0 finished batches"),
+        "{}",
+        text(&out)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = run(store
+        .runall("")
+        .args(["batch", "prune", "--older-than", "0s"]));
+    assert!(
+        text(&out).contains("pruned 1 finished batches"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["batch", "show", &batch.0]));
+    assert!(text(&out).contains("no batch with id"), "{}", text(&out));
+    let out = run(store.runall("").args(["batch", "show", &open.0]));
+    assert!(
+        out.status.success(),
+        "the unfinished one is kept: {}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("")
+        .args(["batch", "prune", "--older-than", "0s", "--unfinished"]));
+    assert!(text(&out).contains("pruned 1 batches"), "{}", text(&out));
+    let out = run(store.runall("").args(["batch", "list"]));
+    assert!(text(&out).contains("no batches"), "{}", text(&out));
+    rt.block_on(async {
+        let queue = Queue::connect(&store.url).await.unwrap();
+        let groups = queue_core::StorageExt::groups(queue.storage().as_ref()).unwrap();
+        assert_eq!(
+            groups.waiting(&format!("batch:{open}:then")).await.unwrap(),
+            None,
+            "the pruned batch's callback is dropped"
+        );
+    });
+
+    // `failed retry` of a batch member counts it pending again (not on top of its failure).
+    let member_batch = rt.block_on(async {
+        let queue = Queue::connect(&store.url).await.unwrap();
+        let email = |to: &str| {
+            queue.dispatch_named(
+                "send-email",
+                serde_json::json!({ "to": to, "subject": "hi" }),
+            )
+        };
+        let id = Batch::new()
+            .add(email("h@example.com"))
+            .add(email("malformed"))
+            .finally(email("finally@example.com"))
+            .allow_failures()
+            .via(&queue)
+            .dispatch()
+            .await
+            .unwrap();
+        id
+    });
+    let work = || {
+        run(store
+            .runall("")
+            .args(["work", "--stop-when-empty", "--sleep", "50"]))
+    };
+    assert!(work().status.success());
+    let show = || {
+        text(&run(store.runall("").args([
+            "batch",
+            "show",
+            &member_batch.0,
+        ])))
+    };
+    assert!(
+        show().contains("0 of 2 pending, 1 succeeded, 1 failed"),
+        "{}",
+        show()
+    );
+    let listed = text(&run(store.runall("").args(["failed", "list"])));
+    let failed_id = listed
+        .lines()
+        .find(|l| l.contains("malformed address"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the member failed: {listed}"))
+        .to_owned();
+    let out = run(store.runall("").args(["failed", "retry", &failed_id]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        show().contains("1 of 2 pending, 1 succeeded, 0 failed"),
+        "{}",
+        show()
+    );
+    assert!(work().status.success());
+    assert!(
+        show().contains("0 of 2 pending, 1 succeeded, 1 failed"),
+        "{}",
+        show()
+    );
 }
 
 /// Seed 001's payment sync: the example dispatches 600 students in chunks into one open
@@ -525,4 +717,429 @@ fn payment_sync_example() {
         written.contains("payments of 600 students synced"),
         "{written}"
     );
+}
+
+/// How many jobs a `runall work` run reports it processed.
+fn processed(out: &Output) -> u64 {
+    let text = text(out);
+    let at = text.find(" processed").expect("a summary line");
+    let digits: String = text[..at]
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.chars().rev().collect::<String>().parse().unwrap()
+}
+
+/// `[[schedule]]` in job.toml, run by two `runall work` processes at once: every tick runs
+/// once; `runall schedule list | show | pause | resume | run-now`; `--no-schedule`; a bad
+/// schedule is refused with its reason.
+#[test]
+fn schedules_from_the_command_line() {
+    let store = Store::sqlite();
+    let schedule = r#"
+[[schedule]]
+id = "notify"
+every = "1s"
+job = "send-notification"
+payload = { to = "s@example.com" }
+queue = "sched"
+overlap = "allow"
+"#;
+    let out = run(store.runall(schedule).args(["schedule", "list"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("notify  every 1s  next -"),
+        "{}",
+        text(&out)
+    );
+
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            store
+                .runall(schedule)
+                .args([
+                    "work",
+                    "--queue",
+                    "sched",
+                    "--max-time",
+                    "4s",
+                    "--sleep",
+                    "50",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = workers
+        .into_iter()
+        .map(|w| w.wait_with_output().unwrap())
+        .collect();
+    let ran: u64 = outs.iter().map(processed).sum();
+    let out = run(store.runall(schedule).args(["schedule", "show", "notify"]));
+    let shown = text(&out);
+    let ticks: u64 = shown
+        .split("ticks ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{shown}"));
+    // The last tick's job may still be queued when both workers stop on time.
+    let left = run(store.runall(schedule).args(["size", "sched"]));
+    assert!(
+        ran == ticks || (ran + 1 == ticks && text(&left).contains("1")),
+        "{ran} runs for {ticks} ticks: {shown}"
+    );
+    assert!((2..=5).contains(&ticks), "{shown}");
+    assert!(shown.contains("missed 0"), "{shown}");
+
+    let out = run(store.runall(schedule).args(["schedule", "pause", "notify"]));
+    assert!(
+        text(&out).contains("schedule notify paused"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall(schedule).args(["schedule", "list"]));
+    assert!(text(&out).contains("PAUSED"), "{}", text(&out));
+    let out = run(store
+        .runall(schedule)
+        .args(["schedule", "resume", "notify"]));
+    assert!(
+        text(&out).contains("schedule notify resumed"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall(schedule)
+        .args(["schedule", "run-now", "notify"]));
+    assert!(text(&out).contains("one run pushed"), "{}", text(&out));
+    let out = run(store
+        .runall(schedule)
+        .args(["schedule", "remove", "notify"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("defined in code or in job.toml"),
+        "{}",
+        text(&out)
+    );
+    // --no-schedule: this worker runs what is queued and claims no tick.
+    let before = text(&run(store
+        .runall(schedule)
+        .args(["schedule", "show", "notify"])));
+    let out = run(store.runall(schedule).args([
+        "work",
+        "--queue",
+        "sched",
+        "--no-schedule",
+        "--max-time",
+        "2s",
+        "--sleep",
+        "50",
+    ]));
+    assert!(processed(&out) >= 1, "the run pushed now: {}", text(&out));
+    let after = text(&run(store
+        .runall(schedule)
+        .args(["schedule", "show", "notify"])));
+    let ticks_of = |s: &str| {
+        s.split("ticks ")
+            .nth(1)
+            .map(|r| r.split_whitespace().next().map(str::to_owned))
+    };
+    assert_eq!(
+        ticks_of(&before),
+        ticks_of(&after),
+        "no tick claimed: {before} / {after}"
+    );
+    // No worker has run it for over two periods: health warns.
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = run(store.runall(schedule).args(["health"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("schedule notify: its tick at") && text(&out).contains("late"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(store
+        .runall("[[schedule]]\ncron = \"61 * * * *\"\njob = \"send-notification\"\n")
+        .args(["schedule", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("bad cron expression `61 * * * *`"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("[[schedule]]\nevery = \"1m\"\njob = \"no-such-job\"\n")
+        .args(["schedule", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("unknown job `no-such-job`"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Seed 003's monitors (`examples/src/bin/monitors.rs`): 100 stored schedules every 2 s,
+/// run by a `runall work` process; the queue never holds more than one check per monitor;
+/// the same upsert again changes nothing; removed monitors leave the listing.
+#[test]
+fn monitors_example() {
+    let store = Store::sqlite();
+    let monitors = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_monitors"));
+        cmd.args(["--url", &store.url]).args(args);
+        run(&mut cmd)
+    };
+    let out = monitors(&["--monitors", "100", "--interval", "2s"]);
+    assert!(
+        text(&out).contains("100 monitors every 2s: 100 created"),
+        "{}",
+        text(&out)
+    );
+    let out = monitors(&["--monitors", "100", "--interval", "2s"]);
+    assert!(
+        text(&out).contains("0 created, 0 changed, 100 unchanged"),
+        "{}",
+        text(&out)
+    );
+
+    let worker = store
+        .runall("")
+        .args([
+            "work",
+            "--queue",
+            "monitors",
+            "--concurrency",
+            "4",
+            "--max-time",
+            "8s",
+            "--sleep",
+            "50",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = monitors(&["--watch", "6s"]);
+    let worker = worker.wait_with_output().unwrap();
+    assert!(worker.status.success(), "{}", text(&worker));
+    let report = text(&out);
+    let number_before = |word: &str| -> u64 {
+        let at = report.find(word).unwrap_or_else(|| panic!("{report}"));
+        report[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{report}"))
+    };
+    let checks = number_before(" checks claimed");
+    let largest: u64 = report
+        .split("held at most ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(report.contains("100 monitors:"), "{report}");
+    // 100 monitors every 2 s for 6 s: about 300 checks.
+    assert!((200..=400).contains(&checks), "{report}");
+    assert!(largest <= 100, "one check per monitor at most: {report}");
+
+    let out = monitors(&["--remove", "50"]);
+    assert!(
+        text(&out).contains("monitors 1 to 50 removed"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["schedule", "list"]));
+    let listed = text(&out)
+        .lines()
+        .filter(|l| l.starts_with("monitor:"))
+        .count();
+    assert_eq!(listed, 50, "{}", text(&out));
+    assert!(
+        text(&out).contains("monitor:99  stored  next"),
+        "{}",
+        text(&out)
+    );
+    // `runall schedule remove` removes a stored schedule; a missing one is an error.
+    let out = run(store.runall("").args(["schedule", "remove", "monitor:99"]));
+    assert!(
+        text(&out).contains("schedule monitor:99 removed"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["schedule", "list"]));
+    assert!(!text(&out).contains("monitor:99 "), "{}", text(&out));
+    let out = run(store.runall("").args(["schedule", "remove", "monitor:99"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no stored schedule with id monitor:99"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A job type with `#[job(limit = "partner-api", limit_key = "account")]`, dispatched with
+/// `runall dispatch` and run by `runall work` with `[limits] partner-api = "5/s"`: an
+/// account's calls start at least 200 ms apart (less a margin for pick-up), none a second
+/// attempt; a worker whose `job.toml` does not define the limit puts the jobs back for one
+/// that does, without running them.
+#[test]
+fn limits_from_job_toml() {
+    let store = Store::sqlite();
+    for n in 0..8 {
+        let payload = format!(r#"{{"account":1,"n":{n}}}"#);
+        let out = run(store
+            .runall("")
+            .args(["dispatch", "call-partner", &payload]));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // No `[limits]`: the jobs wait for a worker that defines the limit (here, as the window
+    // is short, a moment: the rest of the window after their dispatch).
+    let out = run(store.runall("").args([
+        "work",
+        "--queue",
+        "partner",
+        "--max-time",
+        "1s",
+        "--sleep",
+        "50",
+        "--unknown-job-window",
+        "3s",
+    ]));
+    assert_eq!(processed(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("limit `partner-api` is not defined on this worker"),
+        "{}",
+        text(&out)
+    );
+    let limits = "[limits]\npartner-api = \"5/s\"\n";
+    let out = run(store.runall(limits).args([
+        "work",
+        "--queue",
+        "partner",
+        "--concurrency",
+        "4",
+        "--stop-when-empty",
+        "--sleep",
+        "50",
+    ]));
+    assert_eq!(processed(&out), 8, "{}", text(&out));
+    let log = text(&out);
+    let mut starts: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("partner called"))
+        .map(|l| {
+            assert!(l.contains("attempt=1"), "{l}");
+            let at = l.split("at_ms=").nth(1).unwrap_or_else(|| panic!("{l}"));
+            at.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect();
+    starts.sort_unstable();
+    assert_eq!(starts.len(), 8, "{log}");
+    for (i, pair) in starts.windows(5).enumerate() {
+        assert!(
+            pair[4] - pair[0] + 120 >= 800,
+            "calls {i} to {} started within {} ms",
+            i + 4,
+            pair[4] - pair[0]
+        );
+    }
+}
+
+/// `runall pause QUEUE` and `runall resume QUEUE`: a paused queue's jobs stay queued (no
+/// worker takes them; `--stop-when-empty` does not wait for them), `runall size` marks it,
+/// `runall health` warns; resumed, they run.
+#[test]
+fn pause_and_resume_from_the_command_line() {
+    let store = Store::sqlite();
+    let out = run(store.runall("").args([
+        "dispatch",
+        "send-notification",
+        r#"{"to":"p@example.com"}"#,
+        "--queue",
+        "mail",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(store.runall("").args(["pause", "mail"]));
+    assert!(text(&out).contains("queue mail paused"), "{}", text(&out));
+    let out = run(store.runall("").args(["size"]));
+    assert!(
+        text(&out)
+            .lines()
+            .any(|l| l.starts_with("mail") && l.ends_with("PAUSED")),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["health"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("queue mail is paused"),
+        "{}",
+        text(&out)
+    );
+    let work = || {
+        run(store.runall("").args([
+            "work",
+            "--queue",
+            "mail",
+            "--stop-when-empty",
+            "--sleep",
+            "50",
+        ]))
+    };
+    let out = work();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(processed(&out), 0, "{}", text(&out));
+    let out = run(store.runall("").args(["resume", "mail"]));
+    assert!(text(&out).contains("queue mail resumed"), "{}", text(&out));
+    let out = work();
+    assert_eq!(processed(&out), 1, "{}", text(&out));
+    let out = run(store.runall("").args(["health"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `#[job(encrypted)]` through the real binary: `runall keys generate` makes a key; with
+/// `RUNALL_KEYS` set, `runall dispatch` stores the job sealed (the IBAN is nowhere in the
+/// store's files) and `runall work` runs it; without keys, the dispatch is refused saying how
+/// to set them.
+#[test]
+fn encrypted_jobs_from_the_command_line() {
+    let store = Store::sqlite();
+    let out = run(store.runall("").args(["keys", "generate", "k1"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(key.starts_with("k1:") && key.len() == 3 + 44, "{key}");
+    let payload = r#"{"account":7,"iban":"DE-SECRET-4242"}"#;
+    let out = run(store.runall("").args(["dispatch", "pay-out", payload]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("RUNALL_KEYS"), "{}", text(&out));
+
+    let out = run(store
+        .runall("")
+        .env("RUNALL_KEYS", &key)
+        .args(["dispatch", "pay-out", payload]));
+    assert!(out.status.success(), "{}", text(&out));
+    for entry in std::fs::read_dir(store.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        let found = bytes.windows(14).any(|w| w == b"DE-SECRET-4242");
+        assert!(!found, "the IBAN is stored in the clear");
+    }
+    let out = run(store.runall("").env("RUNALL_KEYS", &key).args([
+        "work",
+        "--queue",
+        "payouts",
+        "--stop-when-empty",
+        "--sleep",
+        "50",
+    ]));
+    assert_eq!(processed(&out), 1, "{}", text(&out));
+    assert!(text(&out).contains("paid out"), "{}", text(&out));
+    assert!(!text(&out).contains("DE-SECRET-4242"), "{}", text(&out));
 }

@@ -2,12 +2,16 @@
 //! progress (Laravel's `Bus::batch`).
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher};
-use crate::envelope::{After, SkipIf, Step};
+use crate::envelope::{After, Envelope, Member, SkipIf, Step};
 use crate::error::{Error, Result};
-use crate::storage::{new_token, Effect, Unique, WaitingJob};
+use crate::storage::StorageExt;
+use crate::storage::{new_token, Effect, FailedJob, Page, PageRequest, Unique, WaitingJob};
+use crate::worker::Gates;
 
 /// A batch: jobs of any types dispatched together, counted as one, with callbacks.
 ///
@@ -90,6 +94,8 @@ pub struct BatchStatus {
     /// Whether it is sealed: no more members (a batch dispatched whole is sealed at once;
     /// one made with [`Batch::open`] by [`OpenBatch::seal`]).
     pub is_sealed: bool,
+    /// When it was created, to the second (`None` for a batch made before this was kept).
+    pub created_at: Option<SystemTime>,
 }
 
 impl BatchStatus {
@@ -104,6 +110,30 @@ impl BatchStatus {
     /// Whether it is sealed and every member has ended.
     pub fn is_finished(&self) -> bool {
         self.is_sealed && self.pending == 0
+    }
+
+    /// Members that have ended, whatever the outcome.
+    pub fn ended(&self) -> u64 {
+        self.total.saturating_sub(self.pending)
+    }
+
+    /// Members ended per second since the batch was created, as of `now`; `None` before
+    /// any ended or with no creation time.
+    pub fn rate(&self, now: SystemTime) -> Option<f64> {
+        let elapsed = now.duration_since(self.created_at?).ok()?.as_secs_f64();
+        (self.ended() > 0).then(|| self.ended() as f64 / elapsed.max(1.0))
+    }
+
+    /// How long the pending members should take at [`rate`](Self::rate): `None` without a
+    /// rate, zero once nothing is pending.
+    pub fn eta(&self, now: SystemTime) -> Option<Duration> {
+        if self.pending == 0 {
+            return Some(Duration::ZERO);
+        }
+        let rate = self.rate(now)?;
+        Some(Duration::from_secs_f64(
+            (self.pending as f64 / rate).min(1e9),
+        ))
     }
 }
 
@@ -201,28 +231,38 @@ impl Batch {
         let mut effects = Vec::new();
         let callbacks = [
             (self.then, "then", Some("skip:then")),
-            (self.catch, "catch", Some("skip:catch")),
+            (self.catch, "catch", None),
             (self.finally, "finally", None),
         ];
-        for (job, what, gate) in callbacks {
+        let mut callbacks_bits = 0;
+        for (bit, (job, what, gate)) in callbacks.into_iter().enumerate() {
             let Some(job) = job else { continue };
-            let after = gate.map(|counter| After {
-                skip_if: Some(SkipIf {
+            callbacks_bits |= 1 << bit;
+            // Each callback, when it ends, is held again under its key for `Batch::retry`.
+            let after = After {
+                skip_if: gate.map(|counter| SkipIf {
                     group: group.clone(),
                     counter: counter.to_owned(),
                     loose: false,
                 }),
+                hold_again: Some(plan.key(what)),
                 ..After::default()
-            });
-            let job = job.encode_with(settings, after)?;
-            // One dependency for the seal; each member added adds one.
+            };
+            let job = job.encode_with(settings, Some(after))?;
+            // `then` and `finally`: one dependency for the seal, and each member added adds
+            // one. `catch`: one, which the first failure meets.
             effects.push(Effect::Hold(WaitingJob::new(plan.key(what), 1, job)));
         }
-        let mut deltas = vec![("created".to_owned(), 1)];
-        if plan.catch {
-            // Above zero until a member fails: a catch released with no failure is skipped.
-            deltas.push(("skip:catch".to_owned(), 1));
-        }
+        // Its creation time, in seconds since 1970 (at least 1: the batch exists).
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1));
+        let deltas = vec![
+            ("created".to_owned(), created),
+            // Which callbacks it has (then 1, catch 2, finally 4), for `retry`; 8 marks a
+            // batch whose callbacks are held again when they end.
+            (CALLBACKS.to_owned(), callbacks_bits | 8),
+        ];
         effects.push(Effect::Count { group, deltas });
         Ok(OpenBatch {
             id: BatchId(id),
@@ -249,16 +289,25 @@ impl Batch {
     /// The progress of the batch `id`, through `queue` (a [`Queue`](crate::Queue) or a
     /// [`Dispatcher`]). [`Error::NotFound`] for a batch the store knows nothing of.
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<BatchStatus> {
-        let counters = queue.as_ref().counters(&group(&id.0)).await?;
-        let get = |name: &str| counters.get(name);
-        if get("created") <= 0 {
-            return Err(Error::NotFound {
+        Batch::find(queue, id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
                 what: "batch",
                 id: id.0.clone(),
-            });
+            })
+    }
+
+    /// The progress of the batch `id`, `None` for a batch the store knows nothing of (one
+    /// never made, or pruned): Laravel's `Bus::findBatch`.
+    pub async fn find(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<Option<BatchStatus>> {
+        let counters = queue.as_ref().counters(&group(&id.0)).await?;
+        let get = |name: &str| counters.get(name);
+        let created = get("created");
+        if created <= 0 {
+            return Ok(None);
         }
         let count = |name: &str| counters.count(name);
-        Ok(BatchStatus {
+        Ok(Some(BatchStatus {
             total: count("total"),
             pending: count("pending"),
             succeeded: count("succeeded"),
@@ -266,17 +315,222 @@ impl Batch {
             cancelled: count("cancelled"),
             is_cancelled: get(CANCEL) > 0,
             is_sealed: get("sealed") > 0,
+            // Batches made before the time was kept count 1.
+            created_at: u64::try_from(created)
+                .ok()
+                .filter(|secs| *secs > 1)
+                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+        }))
+    }
+
+    /// The batches in the store, a page at a time, by id (the cursor is the last id): for
+    /// operators (`runall batch list`). What listing costs on each driver is in its
+    /// [`Groups::list`](crate::storage::Groups::list) docs.
+    pub async fn list(
+        queue: impl AsRef<Dispatcher>,
+        page: PageRequest,
+    ) -> Result<Page<(BatchId, BatchStatus)>> {
+        let queue = queue.as_ref();
+        let names = queue.groups()?.list(PREFIX, page).await?;
+        let mut items = Vec::with_capacity(names.items.len());
+        for name in names.items {
+            let Some(id) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            // A group without `created` is a member's count that outlived a pruned batch.
+            let id = BatchId(id.to_owned());
+            if let Some(status) = Batch::find(queue, &id).await? {
+                items.push((id, status));
+            }
+        }
+        Ok(Page {
+            items,
+            next: names.next,
         })
+    }
+
+    /// Runs the failed members of the batch `id` again (Laravel's `queue:retry-batch`);
+    /// returns how many. They are counted pending again, and the callbacks wait for them:
+    /// `then` runs if every member has then succeeded (never when some were cancelled),
+    /// `catch` if one fails again, `finally` once every member has ended. A batch that failed
+    /// fast is no longer cancelled: its members not started yet run too. Members whose failed
+    /// jobs were forgotten or pruned are not run again.
+    ///
+    /// Two steps: the counts and the callbacks, then each failed job back in its queue. If it
+    /// is interrupted between them, the batch shows those members pending while they are
+    /// still in the failed store: `runall failed retry ID` puts them back (it knows batch
+    /// members). Refused while one of the batch's callbacks has been released and has not
+    /// ended, and for a batch dispatched before this version, whose callbacks are not held
+    /// again once they ran.
+    pub async fn retry(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<u64> {
+        let queue = queue.as_ref();
+        Batch::status(queue, id).await?;
+        let members = Batch::failed_members(queue, &group(&id.0)).await?;
+        let pushed = retry_members(queue, id, members).await?;
+        Ok(pushed.iter().filter(|p| p.is_some()).count() as u64)
+    }
+
+    /// The batch `id`'s members in the failed store, each with its error, newest first: what
+    /// a `catch` job (or an operator) reads to see what went wrong.
+    pub async fn failures(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<Vec<FailedJob>> {
+        Batch::failed_members(queue.as_ref(), &group(&id.0)).await
+    }
+
+    /// The failed jobs of the batch `group`'s members: the whole failed store is read.
+    async fn failed_members(queue: &Dispatcher, group: &str) -> Result<Vec<FailedJob>> {
+        let failed = queue.storage().failed_store()?;
+        let mut members = Vec::new();
+        let mut page = PageRequest::first(500);
+        loop {
+            let got = failed.list(page).await?;
+            for job in got.items {
+                if member_of(&job).is_some_and(|batch| self::group(&batch.0) == group) {
+                    members.push(job);
+                }
+            }
+            match got.next {
+                Some(next) => page = PageRequest::after(next, 500),
+                None => return Ok(members),
+            }
+        }
+    }
+
+    /// Deletes the batches created before `before` that have finished (with `unfinished`,
+    /// the others too: their callbacks not yet released are dropped and never run); returns
+    /// how many. Laravel's `queue:prune-batches`. A member of a pruned unfinished batch
+    /// still runs; its end is counted nowhere that is listed.
+    pub async fn prune(
+        queue: impl AsRef<Dispatcher>,
+        before: SystemTime,
+        unfinished: bool,
+    ) -> Result<u64> {
+        let queue = queue.as_ref();
+        let groups = queue.groups()?;
+        let mut pruned = 0;
+        let mut page = PageRequest::first(500);
+        loop {
+            let names = groups.list(PREFIX, page).await?;
+            for name in &names.items {
+                let Some(id) = name.strip_prefix(PREFIX) else {
+                    continue;
+                };
+                let id = BatchId(id.to_owned());
+                let status = Batch::find(queue, &id).await?;
+                let old = status
+                    .as_ref()
+                    .and_then(|s| s.created_at)
+                    .is_none_or(|at| at < before);
+                let done = status.as_ref().is_none_or(BatchStatus::is_finished);
+                if !old || !(done || unfinished) {
+                    continue;
+                }
+                // Its callbacks: not released yet (unfinished), or held again after they ran.
+                let skips = CALLBACK_KINDS
+                    .into_iter()
+                    .map(|what| Effect::Skip {
+                        key: format!("{name}:{what}"),
+                    })
+                    .collect();
+                queue.apply(skips).await?;
+                if groups.remove(name).await? && status.is_some() {
+                    pruned += 1;
+                }
+            }
+            match names.next {
+                Some(next) => page = PageRequest::after(next, 500),
+                None => return Ok(pruned),
+            }
+        }
     }
 }
 
-fn group(id: &str) -> String {
-    format!("batch:{id}")
+/// What every batch's group name starts with.
+const PREFIX: &str = "batch:";
+
+/// The batch a failed job was a member of, read from its envelope.
+pub(crate) fn member_of(job: &FailedJob) -> Option<BatchId> {
+    let gate = Envelope::decode(&job.payload).ok()?.after?.skip_if?;
+    let id = gate.group.strip_prefix(PREFIX)?;
+    (gate.counter == CANCEL).then(|| BatchId(id.to_owned()))
 }
 
-/// How far past zero a failure moves `catch`'s dependencies: it is released at once, however
-/// many members are still to end.
-const RELEASE_NOW: i64 = -(1 << 40);
+/// Puts failed `members` of the batch `id` back in their queues, first counting them
+/// pending again and making the callbacks wait for them (see [`Batch::retry`]): what the
+/// failed store's retry gave for each.
+pub(crate) async fn retry_members(
+    queue: &Dispatcher,
+    id: &BatchId,
+    members: Vec<FailedJob>,
+) -> Result<Vec<Option<crate::storage::Pushed>>> {
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let name = group(&id.0);
+    let counters = queue.counters(&name).await?;
+    let bits = counters.get(CALLBACKS);
+    if bits & 8 == 0 {
+        return Err(Error::Config(format!(
+            "batch {id} was dispatched by an older version, which does not keep its callbacks \
+             for a retry: retry its failed jobs with `runall failed retry` after pruning it"
+        )));
+    }
+    let k = members.len() as i64;
+    let mut effects = Vec::new();
+    for (bit, what) in CALLBACK_KINDS.into_iter().enumerate() {
+        if bits & (1 << bit) == 0 {
+            continue;
+        }
+        let key = format!("{name}:{what}");
+        let delta = match queue.groups()?.waiting(&key).await? {
+            // `catch`, held again after it ran: released again by the next failure.
+            Some(deps) if what == "catch" && deps >= crate::envelope::AGAIN / 2 => 1 - deps,
+            // `catch` not released yet: no member failed since; nothing to change.
+            Some(_) if what == "catch" => 0,
+            // Held again after it ran: released again once the members run again have ended.
+            Some(deps) if deps >= crate::envelope::AGAIN / 2 => k - deps,
+            // Not released yet: it waits for them too.
+            Some(_) => k,
+            None => {
+                return Err(Error::Config(format!(
+                    "batch {id}'s `{what}` job has been released and has not ended yet: \
+                     retry once it has"
+                )))
+            }
+        };
+        if delta != 0 {
+            effects.push(Effect::Deps { key, delta });
+        }
+    }
+    let mut deltas = vec![
+        ("failed".to_owned(), -k),
+        ("pending".to_owned(), k),
+        (CANCEL.to_owned(), -counters.get(CANCEL)),
+    ];
+    if bits & 1 != 0 {
+        deltas.push(("skip:then".to_owned(), -k));
+    }
+    effects.push(Effect::Count {
+        group: name,
+        deltas,
+    });
+    queue.apply(effects).await?;
+    let failed = queue.storage().failed_store()?;
+    let mut pushed = Vec::with_capacity(members.len());
+    for member in members {
+        pushed.push(failed.retry(&member.id).await?);
+    }
+    Ok(pushed)
+}
+
+fn group(id: &str) -> String {
+    format!("{PREFIX}{id}")
+}
+
+/// The counter saying which callbacks a batch has.
+const CALLBACKS: &str = "callbacks";
+
+/// The callbacks, in the bit order of [`CALLBACKS`].
+const CALLBACK_KINDS: [&str; 3] = ["then", "catch", "finally"];
 
 /// What a batch's members do when they end, by the callbacks it has.
 #[derive(Debug, Clone)]
@@ -288,7 +542,38 @@ struct Plan {
     allow_failures: bool,
 }
 
+/// Fills a batch member's `after` ([`After::member`], written short) with its steps and its
+/// skip gate, derived from its batch's id and callbacks.
+pub(crate) fn expand_member(after: &mut After, member: &Member) {
+    let plan = Plan {
+        id: member.id.clone(),
+        then: member.callbacks & 1 != 0,
+        catch: member.callbacks & 2 != 0,
+        finally: member.callbacks & 4 != 0,
+        allow_failures: member.allow_failures,
+    };
+    after.succeeded = plan.ended(Ended::Succeeded);
+    after.failed = plan.ended(Ended::Failed);
+    after.skipped = plan.ended(Ended::Cancelled);
+    after.skip_if = Some(SkipIf {
+        group: group(&plan.id),
+        counter: CANCEL.to_owned(),
+        loose: true,
+    });
+}
+
 impl Plan {
+    /// What every member's envelope carries.
+    fn member(&self) -> Member {
+        Member {
+            id: self.id.clone(),
+            callbacks: u8::from(self.then)
+                | (u8::from(self.catch) << 1)
+                | (u8::from(self.finally) << 2),
+            allow_failures: self.allow_failures,
+        }
+    }
+
     fn key(&self, what: &str) -> String {
         format!("batch:{}:{what}", self.id)
     }
@@ -300,24 +585,23 @@ impl Plan {
         }
     }
 
-    /// Every callback's dependencies changed by `delta`.
+    /// The dependencies of `then` and `finally` (which wait for every member and the seal)
+    /// changed by `delta`.
     fn callbacks(&self, delta: i64) -> Vec<Effect> {
-        [
-            ("then", self.then),
-            ("catch", self.catch),
-            ("finally", self.finally),
-        ]
-        .into_iter()
-        .filter(|(_, has)| *has)
-        .map(|(what, _)| Effect::Deps {
-            key: self.key(what),
-            delta,
-        })
-        .collect()
+        [("then", self.then), ("finally", self.finally)]
+            .into_iter()
+            .filter(|(_, has)| *has)
+            .map(|(what, _)| Effect::Deps {
+                key: self.key(what),
+                delta,
+            })
+            .collect()
     }
 
-    /// What a member's end does to the callbacks: each counts it down; a failure or a
-    /// cancel marks `then` to be skipped, and a failure releases `catch` at once.
+    /// What a member's end does to the callbacks: `then` and `finally` count it down; a
+    /// failure or a cancel marks `then` to be skipped; a failure counts `catch` down (its
+    /// one dependency: the first failure releases it, later ones count down the copy held
+    /// again after it ran, which waits for [`AGAIN`](crate::envelope::AGAIN)).
     fn ended(&self, how: Ended) -> Vec<Step> {
         let deps = |what: &str, delta: i64| Step::Deps {
             key: self.key(what),
@@ -330,15 +614,8 @@ impl Plan {
                 steps.push(self.count(&[("skip:then", 1)]));
             }
         }
-        if self.catch {
-            steps.push(deps(
-                "catch",
-                if how == Ended::Failed {
-                    RELEASE_NOW
-                } else {
-                    -1
-                },
-            ));
+        if self.catch && how == Ended::Failed {
+            steps.push(deps("catch", -1));
         }
         if self.finally {
             steps.push(deps("finally", -1));
@@ -347,9 +624,6 @@ impl Plan {
             Ended::Succeeded => steps.push(self.count(&[("pending", -1), ("succeeded", 1)])),
             Ended::Failed => {
                 let mut deltas = vec![("pending", -1), ("failed", 1)];
-                if self.catch {
-                    deltas.push(("skip:catch", -1));
-                }
                 if !self.allow_failures {
                     deltas.push((CANCEL, 1));
                 }
@@ -426,18 +700,13 @@ impl OpenBatch {
         let n = jobs.len() as i64;
         let settings = self.dispatcher.settings();
         let mut effects = Vec::with_capacity(jobs.len() + 4);
+        // Written short: the steps are derived from it when the envelope is read.
+        let after = After {
+            member: Some(self.plan.member()),
+            ..After::default()
+        };
         for job in jobs {
-            let after = After {
-                succeeded: self.plan.ended(Ended::Succeeded),
-                failed: self.plan.ended(Ended::Failed),
-                skipped: self.plan.ended(Ended::Cancelled),
-                skip_if: Some(SkipIf {
-                    group: group(&self.plan.id),
-                    counter: CANCEL.to_owned(),
-                    loose: true,
-                }),
-            };
-            let job = job.encode_with(settings, Some(after))?;
+            let job = job.encode_with(settings, Some(after.clone()))?;
             self.added += 1;
             let key = self.plan.key(&format!("m{}", self.added));
             effects.push(Effect::Push(job.unique(Unique::new(key))));
@@ -469,5 +738,173 @@ impl OpenBatch {
             effects = created;
         }
         self.dispatcher.apply(effects).await
+    }
+}
+
+/// The batch of a running job, from [`JobContext::batch`](crate::JobContext::batch): a member
+/// adds members to it while it runs (Laravel's `$this->batch()->add(..)`) or sees whether it
+/// was cancelled; a callback (`then`, `catch`, `finally`) reads its progress and its
+/// [`failures`](Self::failures).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+/// use queue_core::{Batch, JobError, Queue, WorkerOptions};
+/// use serde_json::json;
+///
+/// let queue = Queue::connect("memory://").await?;
+/// let q = queue.clone();
+/// // A run's first member finds its pages and adds one member per page.
+/// queue.listen("sync-run", move |_: serde_json::Value, ctx| {
+///     let q = q.clone();
+///     async move {
+///         let batch = ctx.batch().expect("a member");
+///         if batch.is_cancelled().await? {
+///             return Ok(());
+///         }
+///         let pages = (1..=3).map(|page| q.dispatch_named("sync-page", json!({ "page": page })));
+///         batch.add_many(pages).await?;
+///         Ok::<_, JobError>(())
+///     }
+/// });
+/// queue.listen("sync-page", |_: serde_json::Value, _ctx| async { Ok(()) });
+/// let id = Batch::new()
+///     .add(queue.dispatch_named("sync-run", json!({})))
+///     .via(&queue)
+///     .dispatch()
+///     .await?;
+/// queue.worker(WorkerOptions::default().stop_when_empty()).run().await?;
+/// let status = Batch::status(&queue, &id).await?;
+/// assert_eq!((status.total, status.succeeded, status.is_finished()), (4, 4, true));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CurrentBatch {
+    id: BatchId,
+    /// A member, not a callback.
+    member: bool,
+    /// The member's own `after`: what every member of this batch does when it ends.
+    after: Arc<After>,
+    dispatcher: Dispatcher,
+    /// The worker's copies of group counters, refreshed by each read of the cancel flag so
+    /// that the members it starts next see what this one saw.
+    gates: Arc<Gates>,
+}
+
+impl CurrentBatch {
+    /// The batch of a member whose envelope carries `after`, if it is one.
+    pub(crate) fn of(
+        after: &After,
+        dispatcher: &Dispatcher,
+        gates: &Arc<Gates>,
+    ) -> Option<CurrentBatch> {
+        // A member is gated by the cancel flag; a callback is held again under
+        // `batch:ID:KIND`.
+        let (id, member) = match (&after.skip_if, &after.hold_again) {
+            (Some(gate), _) if gate.counter == CANCEL => (gate.group.strip_prefix(PREFIX)?, true),
+            (_, Some(key)) => {
+                let (id, kind) = key.strip_prefix(PREFIX)?.rsplit_once(':')?;
+                CALLBACK_KINDS.contains(&kind).then_some((id, false))?
+            }
+            _ => return None,
+        };
+        Some(CurrentBatch {
+            id: BatchId(id.to_owned()),
+            member,
+            after: Arc::new(after.clone()),
+            dispatcher: dispatcher.clone(),
+            gates: gates.clone(),
+        })
+    }
+
+    /// Whether the job is one of the batch's members (not one of its callbacks).
+    pub fn is_member(&self) -> bool {
+        self.member
+    }
+
+    /// The batch's members in the failed store, each with its error, newest first
+    /// ([`Batch::failures`]): what a `catch` job reads to see what went wrong.
+    pub async fn failures(&self) -> Result<Vec<FailedJob>> {
+        Batch::failures(&self.dispatcher, &self.id).await
+    }
+
+    /// The batch's id.
+    pub fn id(&self) -> &BatchId {
+        &self.id
+    }
+
+    /// The batch's progress.
+    pub async fn status(&self) -> Result<BatchStatus> {
+        Batch::status(&self.dispatcher, &self.id).await
+    }
+
+    /// Whether the batch was cancelled ([`Batch::cancel`], or a member failing fast): a
+    /// long member may stop early. Read from the store at each call.
+    pub async fn is_cancelled(&self) -> Result<bool> {
+        let group = group(&self.id.0);
+        let counters = self.dispatcher.counters(&group).await?;
+        let cancelled = counters.get(CANCEL) > 0;
+        self.gates.store(&group, counters.into_inner());
+        Ok(cancelled)
+    }
+
+    /// Adds members to the batch in one atomic step, counted before this member can end (so
+    /// the batch cannot finish without them). Refused once the batch is cancelled. If this
+    /// member runs again (a retry), its adds run again too, as any side effect of its body:
+    /// each added job is counted, so the counts stay exact.
+    pub async fn add_many<J: Into<PendingDispatch>>(
+        &self,
+        jobs: impl IntoIterator<Item = J>,
+    ) -> Result<()> {
+        let jobs: Vec<PendingDispatch> = jobs.into_iter().map(Into::into).collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        if !self.member {
+            return Err(Error::Config(format!(
+                "batch {}: a callback cannot add members (only a running member can)",
+                self.id
+            )));
+        }
+        if self.is_cancelled().await? {
+            return Err(Error::Config(format!(
+                "batch {} is cancelled: members cannot be added to it",
+                self.id
+            )));
+        }
+        let n = jobs.len() as i64;
+        let settings = self.dispatcher.settings();
+        let mut effects = Vec::with_capacity(jobs.len() + 4);
+        // A member's `after` is written short, as the batch wrote it.
+        let after = match &self.after.member {
+            Some(member) => After {
+                member: Some(member.clone()),
+                ..After::default()
+            },
+            None => (*self.after).clone(),
+        };
+        for job in jobs {
+            let job = job.encode_with(settings, Some(after.clone()))?;
+            let key = format!("{}:m{}", group(&self.id.0), new_token());
+            effects.push(Effect::Push(job.unique(Unique::new(key))));
+        }
+        // Each callback a member's success counts down waits for the new ones too.
+        for step in &self.after.succeeded {
+            if let Step::Deps { key, .. } = step {
+                effects.push(Effect::Deps {
+                    key: key.clone(),
+                    delta: n,
+                });
+            }
+        }
+        effects.push(Effect::Count {
+            group: group(&self.id.0),
+            deltas: vec![("total".to_owned(), n), ("pending".to_owned(), n)],
+        });
+        self.dispatcher.apply(effects).await
+    }
+
+    /// Adds one member (see [`add_many`](Self::add_many)).
+    pub async fn add(&self, job: impl Into<PendingDispatch>) -> Result<()> {
+        self.add_many([job]).await
     }
 }

@@ -197,7 +197,7 @@ impl Chain {
         }
         for (job, k) in [(self.catch, catch_key), (self.finally, finally_key)] {
             if let Some(job) = job {
-                let job: NewJob = job.into_new_job(settings)?;
+                let job: NewJob = job.encode_with(settings, None)?;
                 effects.push(Effect::Hold(WaitingJob::new(k, 1, job)));
             }
         }

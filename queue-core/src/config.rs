@@ -30,6 +30,23 @@
 //!                                 # queue_core::Dispatcher for how exact it is)
 //! default = 100000
 //!
+//! [limits]                        # named limits jobs count against (#[job(limit = "..")])
+//! stripe = "100/s"                # a rate: "600/min", "5/10s", "1000/1h burst 50"
+//! erp = "concurrent 5"            # at most 5 running at once, across every worker
+//!
+//! [[schedule]]                    # a recurring job, run by `runall work` (--no-schedule: not)
+//! id = "nightly-report"           # its state in the store is kept under it (default: job)
+//! cron = "0 3 * * *"              # or every = "10s"
+//! tz = "Asia/Jakarta"             # for cron; UTC by default
+//! job = "generate-report"         # a job type or a listener
+//! payload = { month = "last" }    # its payload ({} by default)
+//! queue = "low"                   # default: the job type's queue
+//! overlap = "skip"                # or "allow": run while the previous run is not done
+//! catch_up = "latest"             # or "all:24": a run for each missed tick, at most 24
+//! jitter = "5s"                   # a random delay of each run, up to this
+//! until = "2027-01-31T00:00:00Z"  # no tick after this time
+//! limit = 100                     # at most this many runs in all
+//!
 //! [health]                        # thresholds of `runall health` (these are the defaults)
 //! queue_size_warning = 100        # waiting + delayed jobs on one queue
 //! queue_size_critical = 1000
@@ -51,7 +68,7 @@ use crate::error::{Error, Result};
 use crate::job::{parse_duration, Backoff};
 
 /// The contents of `job.toml`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -94,6 +111,115 @@ pub struct Config {
     pub max_queue_size: Option<HashMap<String, u64>>,
     /// Thresholds of `runall health`.
     pub health: Option<HealthConfig>,
+    /// Recurring schedules run by `runall work` (`[[schedule]]` tables).
+    pub schedule: Option<Vec<ScheduleConfig>>,
+    /// Named limits (`[limits]`), by name.
+    pub limits: Option<std::collections::BTreeMap<String, crate::Limit>>,
+}
+
+/// One `[[schedule]]` of `job.toml`: a job pushed at every tick, by whichever worker claims
+/// the tick (see [`Schedule`](crate::Schedule)).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ScheduleConfig {
+    /// The schedule's id (its state in the store is kept under it). Defaults to `job`.
+    pub id: Option<String>,
+    /// An interval, as `10s` (ticks on its multiples since the Unix epoch).
+    pub every: Option<String>,
+    /// A cron expression, as `0 3 * * *` (five fields, or six with seconds first).
+    pub cron: Option<String>,
+    /// The IANA time zone of `cron`, as `Asia/Jakarta` (UTC by default).
+    pub tz: Option<String>,
+    /// The job's name: a `#[derive(Job)]` type linked into the binary, or a listener.
+    pub job: String,
+    /// The job's payload (a TOML table or value; `{}` by default).
+    pub payload: Option<toml::Value>,
+    /// The queue (the job type's own by default, else `default`).
+    pub queue: Option<String>,
+    /// `skip` (default: no tick runs while the previous run is queued or running) or `allow`.
+    pub overlap: Option<String>,
+    /// `latest` (default: one run for the ticks missed while no worker ran) or `all:N` (a run
+    /// for each, at most N).
+    pub catch_up: Option<String>,
+    /// A random delay of each tick's job, up to this, as `5s`.
+    pub jitter: Option<String>,
+    /// No tick after this time, as `2027-01-31T00:00:00Z` (RFC 3339).
+    pub until: Option<String>,
+    /// At most this many runs in all.
+    pub limit: Option<u64>,
+}
+
+impl ScheduleConfig {
+    /// The schedule, checked (cron expression, time zone, durations, policies).
+    pub fn to_schedule(&self) -> Result<crate::Schedule> {
+        let id = self.id.clone().unwrap_or_else(|| self.job.clone());
+        let bad = |what: String| Error::Config(format!("schedule {id}: {what}"));
+        let mut schedule = match (&self.every, &self.cron) {
+            (Some(every), None) => crate::Schedule::every(
+                parse_duration(every).map_err(|e| bad(format!("`every`: {e}")))?,
+            ),
+            (None, Some(cron)) => crate::Schedule::cron(cron),
+            _ => return Err(bad("give exactly one of `every` and `cron`".into())),
+        };
+        if let Some(tz) = &self.tz {
+            if self.cron.is_none() {
+                return Err(bad(
+                    "`tz` applies to `cron` only (`every` is absolute)".into()
+                ));
+            }
+            schedule = schedule.tz(tz);
+        }
+        let payload = match &self.payload {
+            Some(value) => {
+                serde_json::to_value(value).map_err(|e| bad(format!("`payload`: {e}")))?
+            }
+            None => serde_json::json!({}),
+        };
+        let queue = self
+            .queue
+            .clone()
+            .or_else(|| crate::registry::find(&self.job).map(|r| r.queue.to_owned()))
+            .unwrap_or_else(|| "default".to_owned());
+        schedule = schedule
+            .id(id.clone())
+            .dispatch(crate::PendingDispatch::named(&self.job, &payload).on_queue(queue));
+        if let Some(overlap) = &self.overlap {
+            schedule = schedule.overlap(
+                overlap
+                    .parse()
+                    .map_err(|e| bad(format!("`overlap`: {e}")))?,
+            );
+        }
+        if let Some(catch_up) = &self.catch_up {
+            let parsed = match catch_up.split_once(':') {
+                None if catch_up == "latest" => Some(crate::CatchUp::Latest),
+                Some(("all", n)) => n.parse().ok().map(|max| crate::CatchUp::All { max }),
+                _ => None,
+            };
+            schedule = schedule.catch_up(parsed.ok_or_else(|| {
+                bad(format!(
+                    "bad `catch_up` `{catch_up}`, expected latest or all:N"
+                ))
+            })?);
+        }
+        if let Some(until) = &self.until {
+            let end = humantime::parse_rfc3339_weak(until).map_err(|e| {
+                bad(format!(
+                    "bad `until` `{until}` ({e}), expected a time as 2027-01-31T00:00:00Z"
+                ))
+            })?;
+            schedule = schedule.until(end);
+        }
+        if let Some(limit) = self.limit {
+            schedule = schedule.limit(limit);
+        }
+        if let Some(jitter) = &self.jitter {
+            schedule =
+                schedule.jitter(parse_duration(jitter).map_err(|e| bad(format!("`jitter`: {e}")))?);
+        }
+        schedule.check()
+    }
 }
 
 /// The `[health]` table: when `runall health` says WARNING or CRITICAL. Defaults from the
@@ -195,6 +321,15 @@ impl Config {
         }
         if let Some(b) = &self.backoff {
             Backoff::parse(b).map_err(|e| format!("`backoff`: {e}"))?;
+        }
+        for name in self.limits.iter().flatten().map(|(name, _)| name) {
+            crate::limit::check_name(name).map_err(|e| format!("`limits`: {e}"))?;
+        }
+        for schedule in self.schedule.iter().flatten() {
+            schedule.to_schedule().map(drop).map_err(|e| match e {
+                Error::Config(text) => text,
+                other => other.to_string(),
+            })?;
         }
         if let Some(h) = &self.health {
             duration("health.oldest_age_warning", &h.oldest_age_warning)?;
@@ -302,6 +437,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn schedules() {
+        let c = Config::parse(
+            "[[schedule]]\nid = \"n\"\ncron = \"0 3 * * *\"\ntz = \"Asia/Jakarta\"\njob = \"j\"\n\
+             payload = { a = 1 }\nqueue = \"low\"\novercap = 1\n",
+        );
+        assert!(c.unwrap_err().contains("unknown field `overcap`"));
+        let c = Config::parse(
+            "[[schedule]]\nevery = \"10s\"\njob = \"j\"\nuntil = \"2027-01-31T00:00:00Z\"\n\
+             limit = 3\ncatch_up = \"all:5\"\noverlap = \"allow\"\n",
+        )
+        .unwrap();
+        let schedule = c.schedule.unwrap()[0].to_schedule().unwrap();
+        assert_eq!(schedule.id_str(), "j");
+        assert_eq!(schedule.describe(), "every 10s");
+        for (bad, says) in [
+            (
+                "every = \"10s\"\ncron = \"* * * * *\"",
+                "exactly one of `every` and `cron`",
+            ),
+            (
+                "every = \"10s\"\ntz = \"UTC\"",
+                "`tz` applies to `cron` only",
+            ),
+            (
+                "cron = \"* * * * *\"\ntz = \"Nowhere/Place\"",
+                "unknown time zone",
+            ),
+            ("every = \"10s\"\nuntil = \"soon\"", "bad `until` `soon`"),
+            (
+                "every = \"10s\"\ncatch_up = \"some\"",
+                "bad `catch_up` `some`",
+            ),
+            (
+                "every = \"10s\"\noverlap = \"maybe\"",
+                "bad overlap `maybe`",
+            ),
+        ] {
+            let err = Config::parse(&format!("[[schedule]]\njob = \"j\"\n{bad}\n")).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn rakit_keys() {
         let c = Config::parse(
             "driver = 'database'\ntable = 'rakit_jobs'\nfailed_table = 'rakit_failed_jobs'\nmax_job = 100\nmax_retries = 3\nsleep_ms = 1000\nlogging = true\n",
@@ -326,5 +504,17 @@ mod tests {
             .unwrap()
             .connection_url()
             .is_err());
+    }
+
+    #[test]
+    fn limits() {
+        let c = Config::parse("[limits]\nstripe = '100/s'\nerp = 'concurrent 5'\n").unwrap();
+        let limits = c.limits.unwrap();
+        assert_eq!(limits["stripe"], crate::Limit::rate(100).into());
+        assert_eq!(limits["erp"], crate::Limit::concurrent(5));
+        let e = Config::parse("[limits]\nstripe = '100 per second'\n").unwrap_err();
+        assert!(e.contains("100 per second"), "{e}");
+        let e = Config::parse("[limits]\n'a:b' = '1/s'\n").unwrap_err();
+        assert!(e.contains("limit name"), "{e}");
     }
 }

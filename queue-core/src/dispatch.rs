@@ -10,7 +10,9 @@ use serde_json::value::RawValue;
 use crate::dispatcher::{self, Dispatcher, QueueSettings};
 use crate::envelope::{version_for, After, Envelope};
 use crate::error::{Error, Result};
-use crate::storage::{unix_millis, Availability, JobId, NewJob};
+use crate::limit::JobLimit;
+use crate::storage::{unix_millis, Availability, NewJob, Pushed};
+use crate::unique::{OnConflict, UniqueJob};
 
 /// A dispatch being built. Nothing is stored until it is `.await`ed.
 ///
@@ -38,11 +40,64 @@ pub struct PendingDispatch {
     available: Availability,
     tries: Option<u32>,
     timeout: Option<Duration>,
+    retry_until: Option<Duration>,
+    fail_on_timeout: bool,
     lock: Option<String>,
+    unique: Option<UniqueJob>,
+    limit: Option<JobLimit>,
+    encrypted: bool,
+    dispatched_at: Option<SystemTime>,
     via: Option<Dispatcher>,
 }
 
+/// What a stored schedule keeps of the dispatch its ticks repeat.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Template {
+    name: String,
+    queue: String,
+    data: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lock: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit: Option<JobLimit>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    encrypted: bool,
+}
+
+impl Clone for PendingDispatch {
+    fn clone(&self) -> Self {
+        PendingDispatch {
+            name: self.name.clone(),
+            data: match &self.data {
+                Ok(data) => Ok(data.clone()),
+                Err(e) => Err(Error::Payload(e.to_string())),
+            },
+            queue: self.queue.clone(),
+            available: self.available,
+            tries: self.tries,
+            timeout: self.timeout,
+            retry_until: self.retry_until,
+            fail_on_timeout: self.fail_on_timeout,
+            lock: self.lock.clone(),
+            unique: self.unique.clone(),
+            limit: self.limit.clone(),
+            encrypted: self.encrypted,
+            dispatched_at: self.dispatched_at,
+            via: self.via.clone(),
+        }
+    }
+}
+
 impl PendingDispatch {
+    /// Whether the dispatch carries a uniqueness (its type's, or one given to it).
+    pub(crate) fn is_unique(&self) -> bool {
+        self.unique.is_some()
+    }
+
     pub(crate) fn typed(
         name: &str,
         queue: &str,
@@ -57,8 +112,131 @@ impl PendingDispatch {
         pending
     }
 
+    /// A string-named dispatch. A registered job type that declares a uniqueness gets it
+    /// here too, computed from the payload (so `runall dispatch` honours it).
     pub(crate) fn named(name: &str, payload: &serde_json::Value) -> Self {
-        Self::encode(name, payload)
+        let mut pending = Self::encode(name, payload);
+        if let (Some(registration), Ok(data)) = (crate::registry::find(name), &pending.data) {
+            pending.encrypted = registration.encrypted;
+            match (registration.unique_of(data), registration.limit_of(data)) {
+                (Ok(unique), Ok(limit)) => (pending.unique, pending.limit) = (unique, limit),
+                (Err(e), _) => {
+                    pending.data = Err(Error::Payload(format!(
+                        "job `{name}` is unique, and its key cannot be read from this payload: {e}"
+                    )))
+                }
+                (_, Err(e)) => {
+                    pending.data = Err(Error::Payload(format!(
+                        "job `{name}` is limited, and its limit key cannot be read from this \
+                         payload: {e}"
+                    )))
+                }
+            }
+        }
+        pending
+    }
+
+    /// The dispatch as a stored schedule keeps it (its payload must have encoded).
+    pub(crate) fn template(&self) -> Result<Template> {
+        if self.encrypted {
+            // The template would keep the job's data readable in the schedule's timer job.
+            return Err(Error::Config(format!(
+                "job `{}` is encrypted: stored schedules of encrypted jobs are not supported \
+                 yet (a schedule in code or in job.toml is)",
+                self.name
+            )));
+        }
+        let data = match &self.data {
+            Ok(data) => data.clone(),
+            Err(e) => return Err(Error::Payload(e.to_string())),
+        };
+        Ok(Template {
+            name: self.name.clone(),
+            queue: self.queue.clone(),
+            data,
+            tries: self.tries,
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            lock: self.lock.clone(),
+            limit: self.limit.clone(),
+            encrypted: self.encrypted,
+        })
+    }
+
+    /// The dispatch a stored schedule's template describes.
+    pub(crate) fn from_template(template: Template) -> Self {
+        PendingDispatch {
+            name: template.name,
+            data: Ok(template.data),
+            queue: template.queue,
+            available: Availability::Now,
+            tries: template.tries,
+            timeout: template.timeout_ms.map(Duration::from_millis),
+            retry_until: None,
+            fail_on_timeout: false,
+            lock: template.lock,
+            unique: None,
+            limit: template.limit,
+            encrypted: template.encrypted,
+            dispatched_at: None,
+            via: None,
+        }
+    }
+
+    /// Records `at` as the dispatch time (a schedule's tick) instead of now.
+    pub(crate) fn dispatched_at(mut self, at: SystemTime) -> Self {
+        self.dispatched_at = Some(at);
+        self
+    }
+
+    pub(crate) fn with_unique(mut self, unique: Option<UniqueJob>) -> Self {
+        self.unique = unique;
+        self
+    }
+
+    pub(crate) fn with_limit(mut self, limit: Option<JobLimit>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Counts the job against the limit `limit` (a name, or a [`JobLimit`] with its key),
+    /// as the workers define it: it starts only when the limit allows, and waiting for it
+    /// never counts an attempt. Replaces the limit its type declares.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::{JobLimit, Queue};
+    ///
+    /// let queue = Queue::connect("memory://").await?;
+    /// queue
+    ///     .dispatch_named("charge", serde_json::json!({"account": 7}))
+    ///     .limit(JobLimit::new("stripe").key(7))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn limit(mut self, limit: impl Into<JobLimit>) -> Self {
+        self.limit = Some(limit.into());
+        self
+    }
+
+    /// Stores the job's data encrypted with the queue's [`KeyRing`](crate::KeyRing)
+    /// (what `#[job(encrypted)]` does for every dispatch of a type). Without keys the
+    /// dispatch fails with [`Error::Config`] saying how to set them.
+    pub fn encrypted(mut self) -> Self {
+        self.encrypted = true;
+        self
+    }
+
+    pub(crate) fn with_encrypted(mut self, encrypted: bool) -> Self {
+        self.encrypted = encrypted;
+        self
+    }
+
+    /// Counts the job against its limit without one (see [`limit`](Self::limit)).
+    pub fn unlimited(mut self) -> Self {
+        self.limit = None;
+        self
     }
 
     fn encode(name: &str, data: &impl Serialize) -> Self {
@@ -72,7 +250,13 @@ impl PendingDispatch {
             available: Availability::Now,
             tries: None,
             timeout: None,
+            retry_until: None,
+            fail_on_timeout: false,
             lock: None,
+            unique: None,
+            limit: None,
+            encrypted: false,
+            dispatched_at: None,
             via: None,
         }
     }
@@ -109,9 +293,97 @@ impl PendingDispatch {
         self
     }
 
+    /// Makes this dispatch unique by `key` (Laravel's `uniqueId`): while a job of the same
+    /// name holds the key, another is not stored. Keeps the rest of the job type's declared
+    /// uniqueness if it has one, else the defaults of [`UniqueJob::key`]: held until the job
+    /// leaves the queue, across queues, a duplicate skipped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::{Dispatched, Queue};
+    ///
+    /// let queue = Queue::connect("memory://").await?;
+    /// let sync = || queue.dispatch_named("sync-customer", serde_json::json!({"id": 42}));
+    /// let first = sync().unique_key("customer:42").await?;
+    /// let second = sync().unique_key("customer:42").await?;
+    /// assert!(matches!(first, Dispatched::Created(_)));
+    /// assert_eq!(second, Dispatched::Duplicate(first.into_id()));
+    /// # Ok(()) }
+    /// ```
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique = Some(match self.unique.take() {
+            Some(unique) => unique.with_key(key),
+            None => UniqueJob::key(key),
+        });
+        self
+    }
+
+    /// Makes this dispatch unique as `unique` says (replacing the job type's declaration).
+    pub fn unique(mut self, unique: UniqueJob) -> Self {
+        self.unique = Some(unique);
+        self
+    }
+
+    /// Debounces the job (Laravel's `DebounceFor`, trailing edge): it runs `wait` after the
+    /// last of a burst of dispatches, with the last one's payload. Each dispatch while the
+    /// job is still queued replaces its payload and pushes its start back to `wait` from
+    /// now; once a worker has taken it, the next dispatch queues the next run. The key is the job
+    /// type's declared uniqueness or [`unique_key`](Self::unique_key)'s (else the job's
+    /// name: one per type).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use std::time::Duration;
+    /// use queue_core::{Dispatched, Queue, StorageExt};
+    ///
+    /// let queue = Queue::connect("memory://").await?;
+    /// let reindex = |n: u32| {
+    ///     queue
+    ///         .dispatch_named("reindex", serde_json::json!({ "edits": n }))
+    ///         .unique_key("site:7")
+    ///         .debounce(Duration::from_secs(5))
+    /// };
+    /// let first = reindex(1).await?.into_id();
+    /// assert_eq!(reindex(2).await?, Dispatched::Replaced(first.clone()));
+    /// assert_eq!(reindex(3).await?, Dispatched::Replaced(first));
+    /// assert_eq!(queue.storage().inspect()?.size("default").await?.delayed, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn debounce(mut self, wait: Duration) -> Self {
+        let unique = self
+            .unique
+            .take()
+            .unwrap_or_else(|| UniqueJob::key(""))
+            .until(crate::storage::Until::Started)
+            .on_conflict(OnConflict::Replace);
+        self.unique = Some(unique);
+        self.available = Availability::After(wait);
+        self
+    }
+
+    /// Drops the job type's declared uniqueness for this dispatch.
+    pub fn not_unique(mut self) -> Self {
+        self.unique = None;
+        self
+    }
+
     /// Overrides the number of attempts for this dispatch.
     pub fn tries(mut self, tries: u32) -> Self {
         self.tries = Some(tries.max(1));
+        self
+    }
+
+    /// Lets the job be retried only until `after` has passed since its dispatch (Laravel's
+    /// `retryUntil`): a failed attempt after that fails it for good, whatever tries remain.
+    pub fn retry_until(mut self, after: Duration) -> Self {
+        self.retry_until = Some(after);
+        self
+    }
+
+    /// Fails the job for good when an attempt times out, instead of retrying it (Laravel's
+    /// `$failOnTimeout`).
+    pub fn fail_on_timeout(mut self) -> Self {
+        self.fail_on_timeout = true;
         self
     }
 
@@ -133,26 +405,68 @@ impl PendingDispatch {
         &self.name
     }
 
-    /// Encodes the job as it will be stored, checking the payload size.
+    /// Encodes the job as it will be stored (with its unique claim, if any), checking the
+    /// payload size.
     pub fn into_new_job(self, settings: &QueueSettings) -> Result<NewJob> {
-        self.encode_with(settings, None)
+        let unique = self
+            .unique
+            .as_ref()
+            .map(|u| u.claim(&self.name, &self.queue, SystemTime::now()));
+        let job = self.envelope(settings, None)?;
+        Ok(match unique {
+            Some(unique) => job.unique(unique),
+            None => job,
+        })
     }
 
-    /// [`into_new_job`](Self::into_new_job) with what the job's end changes in other jobs.
+    /// The job as a part of a chain, batch or workflow, with what its end changes in other
+    /// jobs. A unique job is refused: its place there is held by a claim of the
+    /// composition's own (so a replayed step cannot store it twice), and a duplicate left
+    /// out would leave the composition waiting for it.
     pub(crate) fn encode_with(
         self,
         settings: &QueueSettings,
         after: Option<After>,
     ) -> Result<NewJob> {
+        if self.unique.is_some() {
+            return Err(Error::Config(format!(
+                "job `{}` is unique: unique jobs cannot be chain links, batch members, \
+                 workflow nodes or their callbacks (not supported yet); dispatch it with \
+                 `.not_unique()` there",
+                self.name
+            )));
+        }
+        self.envelope(settings, after)
+    }
+
+    fn envelope(self, settings: &QueueSettings, after: Option<After>) -> Result<NewJob> {
+        if let Some(limit) = &self.limit {
+            limit.check()?;
+        }
+        let mut data = self.data?;
+        let sealed = if self.encrypted {
+            let sealed = settings.keys()?.seal(&self.name, data.get().as_bytes())?;
+            data = RawValue::from_string("null".to_owned())
+                .map_err(|e| Error::Payload(e.to_string()))?;
+            Some(sealed)
+        } else {
+            None
+        };
         let envelope = Envelope {
-            v: version_for(&after),
+            v: version_for(&after, self.limit.is_some(), sealed.is_some()),
             name: self.name.clone(),
-            data: self.data?,
+            data,
             tries: self.tries,
             timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
+            retry_until_ms: self
+                .retry_until
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            fail_on_timeout: self.fail_on_timeout,
             lock: self.lock,
-            dispatched_at: unix_millis(SystemTime::now()),
+            dispatched_at: unix_millis(self.dispatched_at.unwrap_or_else(SystemTime::now)),
             after,
+            limit: self.limit,
+            sealed,
         };
         let payload = envelope.encode()?;
         if payload.len() > settings.max_payload {
@@ -167,20 +481,48 @@ impl PendingDispatch {
     /// Stores the job. Without `.via(..)` it goes through the default dispatcher: that of the
     /// enclosing [`Queue::scope`](crate::Queue::scope), else this thread's
     /// [`Queue::fake`](crate::Queue::fake), else [`Queue::set_default`](crate::Queue::set_default)'s.
-    pub async fn send(mut self) -> Result<JobId> {
+    ///
+    /// Returns [`Dispatched::Created`](crate::Dispatched) with the new job's id, or, for a
+    /// unique job whose key is held, [`Dispatched::Duplicate`](crate::Dispatched) with the id
+    /// of the job holding it ([`Error::Duplicate`] with [`OnConflict::Error`]).
+    pub async fn send(mut self) -> Result<Pushed> {
         let dispatcher = dispatcher::resolve(self.via.take())?;
+        let name = self.name.clone();
+        let error_on_duplicate = self
+            .unique
+            .as_ref()
+            .is_some_and(|u| u.conflict() == OnConflict::Error);
         let job = self.into_new_job(dispatcher.settings())?;
-        let driver = dispatcher.storage().capabilities().driver;
+        let capabilities = dispatcher.storage().capabilities();
+        let driver = capabilities.driver;
+        let key = job.unique.as_ref().map(|u| u.key.clone());
+        if key.is_some() && !capabilities.claims {
+            return Err(Error::NotSupported {
+                driver,
+                operation: "unique jobs",
+            });
+        }
+        if job.unique.as_ref().is_some_and(|u| u.replace) && !capabilities.replace {
+            return Err(Error::NotSupported {
+                driver,
+                operation: "replacing a queued job (debounce, on_conflict = replace)",
+            });
+        }
         match dispatcher.push(vec![job]).await?.pop() {
-            Some(pushed) => Ok(pushed.into_id()),
+            Some(Pushed::Duplicate(existing)) if error_on_duplicate => Err(Error::Duplicate {
+                name,
+                key: key.unwrap_or_default(),
+                existing,
+            }),
+            Some(pushed) => Ok(pushed),
             None => Err(Error::backend(driver, "push returned no result")),
         }
     }
 }
 
 impl IntoFuture for PendingDispatch {
-    type Output = Result<JobId>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<JobId>> + Send>>;
+    type Output = Result<Pushed>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Pushed>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())

@@ -22,6 +22,11 @@ pub struct QueueSettings {
     /// Per-queue size limits: a dispatch to a queue holding this many jobs fails with
     /// [`Error::QueueFull`]. See [`Dispatcher`] for how exact the limit is.
     pub max_queue_size: HashMap<String, u64>,
+    /// The keys of encrypted payloads (`#[job(encrypted)]`): by default those of the
+    /// `RUNALL_KEYS` and `RUNALL_ACTIVE_KEY` environment variables, if they are set and
+    /// valid (an encrypted dispatch says what is wrong with them otherwise). See
+    /// [`KeyRing`](crate::KeyRing).
+    pub keys: Option<std::sync::Arc<crate::KeyRing>>,
 }
 
 impl Default for QueueSettings {
@@ -29,6 +34,28 @@ impl Default for QueueSettings {
         QueueSettings {
             max_payload: 1024 * 1024,
             max_queue_size: HashMap::new(),
+            keys: crate::KeyRing::from_env()
+                .ok()
+                .flatten()
+                .map(std::sync::Arc::new),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The keys, or why there are none (`RUNALL_KEYS` unset or invalid).
+    pub(crate) fn keys(&self) -> Result<&crate::KeyRing> {
+        if let Some(keys) = &self.keys {
+            return Ok(keys);
+        }
+        match crate::KeyRing::from_env() {
+            Err(e) => Err(e),
+            Ok(_) => Err(Error::Config(format!(
+                "no encryption keys: set {} (and {}; `runall keys generate` makes a key), or \
+                 QueueSettings::keys",
+                crate::crypto::KEYS_ENV,
+                crate::crypto::ACTIVE_ENV
+            ))),
         }
     }
 }
@@ -365,6 +392,11 @@ pub(crate) fn resolve(via: Option<Dispatcher>) -> Result<Dispatcher> {
 pub(crate) struct Counters(Vec<(String, i64)>);
 
 impl Counters {
+    /// The counters, sorted by name.
+    pub(crate) fn into_inner(self) -> Vec<(String, i64)> {
+        self.0
+    }
+
     /// A counter's value (0 when missing).
     pub(crate) fn get(&self, name: &str) -> i64 {
         self.0
@@ -403,12 +435,17 @@ impl Dispatcher {
             })
             .collect();
         self.check_sizes(&pushes).await?;
-        self.storage().groups()?.apply(effects).await
+        self.groups()?.apply(effects).await
+    }
+
+    /// The store's groups capability.
+    pub(crate) fn groups(&self) -> Result<&dyn crate::storage::Groups> {
+        self.storage().groups()
     }
 
     /// The counters of `group`.
     pub(crate) async fn counters(&self, group: &str) -> Result<Counters> {
-        Ok(Counters(self.storage().groups()?.counters(group).await?))
+        Ok(Counters(self.groups()?.counters(group).await?))
     }
 }
 

@@ -9,8 +9,14 @@
 //!
 //! A job of a chain (or any job whose end changes other jobs) is written as version 2 with
 //! an `after` field: the effects its settlement carries when it succeeds and when it fails
-//! for good. A worker that reads only version 1 puts such a job back for one that reads it
-//! (a rolling deploy), instead of running it and dropping what it must do after.
+//! for good. A batch member is written as version 3, its `after` short (`{"batch":{"id":..,
+//! "cb":..}}`, from which the worker derives the same effects). A worker that reads only an
+//! older version puts such a job back for one that reads it (a rolling deploy), instead of
+//! running it and dropping what it must do after. A job counted against a
+//! [limit](crate::Limit) is written as version 4 with a `limit` field
+//! (`{"n":"stripe","k":"acct_1"}`), so an older worker never runs it unlimited. An encrypted
+//! job is written as version 5, its data `null` and a `sealed` field holding it encrypted
+//! (see [`KeyRing`](crate::KeyRing)).
 
 use std::fmt;
 
@@ -20,15 +26,20 @@ use serde_json::value::RawValue;
 use crate::error::{Error, Result};
 
 /// The newest envelope version this crate reads. It writes version 1 unless the job has an
-/// [`after`](Envelope::after), which version 1 readers would ignore.
-pub const VERSION: u32 = 2;
+/// [`after`](Envelope::after), which version 1 readers would ignore; version 3 for a batch
+/// member, whose `after` is written short ([`After::member`]), which version 2 readers
+/// would not understand.
+pub const VERSION: u32 = 5;
 
-/// The version written for a job with `after` (or without).
-pub(crate) fn version_for(after: &Option<After>) -> u32 {
-    if after.is_some() {
-        2
-    } else {
-        1
+/// The version written for a job with `after` (or without), and with a limit (version 4:
+/// older readers would run the job without counting it against its limit).
+pub(crate) fn version_for(after: &Option<After>, limited: bool, sealed: bool) -> u32 {
+    match after {
+        _ if sealed => 5,
+        _ if limited => 4,
+        Some(after) if after.member.is_some() => 3,
+        Some(_) => 2,
+        None => 1,
     }
 }
 
@@ -48,6 +59,13 @@ pub struct Envelope {
     /// Timeout of one attempt in milliseconds, if the dispatch or the job type fixed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// How long after its dispatch it may still be retried, in milliseconds, if the
+    /// dispatch set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_until_ms: Option<u64>,
+    /// Whether a timed-out attempt fails it for good, if the dispatch said so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_on_timeout: bool,
     /// The `without_overlapping` lock key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
@@ -57,6 +75,13 @@ pub struct Envelope {
     /// What the job's end changes in other jobs (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<After>,
+    /// The limit the job is counted against (version 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<crate::limit::JobLimit>,
+    /// The job's data sealed with a key of the [`KeyRing`](crate::KeyRing) (version 5;
+    /// `data` is then `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 /// What a job's end changes in other jobs: the effects its settlement carries, by outcome.
@@ -77,6 +102,52 @@ pub struct After {
     /// zero as it starts: a workflow node one of whose edges was not met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_if: Option<SkipIf>,
+    /// When it ends (succeeded, failed for good or skipped), hold a copy of it under this
+    /// key, waiting for [`AGAIN`] dependencies, in the same step: a batch's callback, which
+    /// `Batch::retry` can release again by lowering them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_again: Option<String>,
+    /// A batch member's `after`, written short (version 3): every member of a batch ends
+    /// the same way, so its steps and its skip gate are derived from the batch's id and
+    /// callbacks when the envelope is read, and fill the fields above.
+    #[serde(rename = "batch", default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
+}
+
+/// A batch member's `after`, written short: see [`After::member`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The batch's id.
+    pub id: String,
+    /// Its callbacks: `then` 1, `catch` 2, `finally` 4.
+    #[serde(rename = "cb", default)]
+    pub callbacks: u8,
+    /// Whether it lets every member run when one fails.
+    #[serde(rename = "af", default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_failures: bool,
+}
+
+/// The dependencies a copy held by [`After::hold_again`] waits for: more than any number of
+/// members' ends can count down, and less than Redis's scripts keep exact (10^15).
+pub const AGAIN: i64 = 1 << 49;
+
+impl After {
+    /// The effects that hold the job `job` again, if it asks for it.
+    pub(crate) fn again(&self, job: &crate::storage::Reserved) -> Vec<crate::Effect> {
+        let Some(key) = &self.hold_again else {
+            return Vec::new();
+        };
+        let copy = crate::storage::NewJob::new(&*job.lease.queue, &*job.name, job.payload.clone());
+        // Held with one dependency, then raised in the same step (holds apply before
+        // dependency changes): a waiting job's `deps` is a `u32`.
+        vec![
+            crate::Effect::Hold(crate::WaitingJob::new(key.clone(), 1, copy)),
+            crate::Effect::Deps {
+                key: key.clone(),
+                delta: AGAIN - 1,
+            },
+        ]
+    }
 }
 
 /// A counter of a group that, above zero, means a job is to be skipped.
@@ -158,7 +229,7 @@ impl Envelope {
                 });
             }
         }
-        let envelope: Envelope = serde_json::from_str(text).map_err(|e| {
+        let mut envelope: Envelope = serde_json::from_str(text).map_err(|e| {
             DecodeError::Bad(if e.is_eof() {
                 format!("payload is truncated JSON: {e}")
             } else {
@@ -173,6 +244,11 @@ impl Envelope {
         }
         if envelope.name.is_empty() {
             return Err(DecodeError::Bad("envelope has an empty job name".into()));
+        }
+        if let Some(after) = &mut envelope.after {
+            if let Some(member) = after.member.clone() {
+                crate::batch::expand_member(after, &member);
+            }
         }
         Ok(envelope)
     }
@@ -226,15 +302,22 @@ mod tests {
             data: RawValue::from_string("{\"a\":1}".into()).unwrap(),
             tries: Some(2),
             timeout_ms: None,
+            retry_until_ms: None,
+            fail_on_timeout: false,
             lock: None,
             dispatched_at: 5,
             after: None,
+            limit: Some(crate::limit::JobLimit::new("l").key(7)),
+            sealed: None,
         };
         let bytes = env.encode().unwrap();
         let back = Envelope::decode(&bytes).unwrap();
         assert_eq!(back.name, "x");
         assert_eq!(back.data.get(), "{\"a\":1}");
         assert_eq!(back.tries, Some(2));
+        assert_eq!(back.limit, env.limit);
+        assert_eq!(version_for(&None, true, false), 4);
+        assert_eq!(version_for(&None, false, false), 1);
     }
 
     #[test]
@@ -252,6 +335,58 @@ mod tests {
 #[cfg(test)]
 mod versions {
     use super::*;
+
+    /// A batch member is written short, as version 3, and read with its steps and gate.
+    #[test]
+    fn a_batch_member_is_written_short_and_read_whole() {
+        let after = After {
+            member: Some(Member {
+                id: "b1".into(),
+                callbacks: 1 | 4,
+                allow_failures: false,
+            }),
+            ..After::default()
+        };
+        assert_eq!(version_for(&Some(after.clone()), false, false), 3);
+        let env = Envelope {
+            v: version_for(&Some(after.clone()), false, false),
+            name: "m".into(),
+            data: RawValue::from_string("{}".into()).unwrap(),
+            tries: None,
+            timeout_ms: None,
+            retry_until_ms: None,
+            fail_on_timeout: false,
+            lock: None,
+            dispatched_at: 5,
+            after: Some(after),
+            limit: None,
+            sealed: None,
+        };
+        let bytes = env.encode().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(r#""after":{"batch":{"id":"b1","cb":5}}"#),
+            "{text}"
+        );
+        let read = Envelope::decode(&bytes).unwrap().after.unwrap();
+        let gate = read.skip_if.as_ref().unwrap();
+        assert_eq!(
+            (gate.group.as_str(), gate.counter.as_str()),
+            ("batch:b1", "cancel")
+        );
+        let keys = |steps: &[Step]| -> Vec<String> {
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Deps { key, .. } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(keys(&read.succeeded), ["batch:b1:then", "batch:b1:finally"]);
+        assert_eq!(keys(&read.failed), ["batch:b1:then", "batch:b1:finally"]);
+        assert!(!read.skipped.is_empty());
+    }
 
     #[test]
     fn unknown_fields_are_ignored() {

@@ -108,6 +108,17 @@ pub enum Error {
     /// No default queue connection was set with [`Queue::set_default`](crate::Queue::set_default).
     #[error("no default queue connection: call Queue::set_default at start-up or dispatch with .via(&queue)")]
     NoDefaultQueue,
+    /// A unique job dispatched with [`OnConflict::Error`](crate::OnConflict::Error) while
+    /// another job holds its key. Nothing was stored.
+    #[error("job `{name}` not dispatched: its unique key `{key}` is held by job {existing}")]
+    Duplicate {
+        /// The job's name.
+        name: String,
+        /// The claim's key as stored.
+        key: String,
+        /// The job holding it.
+        existing: crate::storage::JobId,
+    },
 }
 
 impl Error {

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use queue_time::BackoffSpec;
 
 use crate::dispatch::PendingDispatch;
+use crate::limit::JobLimit;
 use crate::storage::JobId;
+use crate::unique::UniqueJob;
 
 /// A job type: its name, queue and retry policy. Implemented by `#[derive(Job)]`, which also
 /// registers the type so every worker linking the crate knows it by name.
@@ -52,13 +54,45 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const TIMEOUT: Option<Duration> = None;
     /// The wait between attempts; `None` takes the worker's (exponential with jitter).
     const BACKOFF: Option<Backoff> = None;
+    /// Whether [`unique`](Self::unique) may return a uniqueness (set by `#[job(unique(..))]`),
+    /// so string-named dispatches of the type (`runall dispatch`) compute it too.
+    const UNIQUE: bool = false;
+    /// Whether [`limit`](Self::limit) may return a limit (set by `#[job(limit = "..")]`), so
+    /// string-named dispatches of the type count it too.
+    const LIMITED: bool = false;
+    /// Whether its data is stored encrypted (`#[job(encrypted)]`, see
+    /// [`KeyRing`](crate::KeyRing)).
+    const ENCRYPTED: bool = false;
+    /// How long after its dispatch the job may still be retried (Laravel's `retryUntil`): a
+    /// failed attempt past it fails the job for good, whatever tries remain. `None`: tries
+    /// alone decide.
+    const RETRY_UNTIL: Option<Duration> = None;
+    /// Whether an attempt that times out fails the job for good instead of being retried
+    /// (Laravel's `$failOnTimeout`).
+    const FAIL_ON_TIMEOUT: bool = false;
+
+    /// The job's uniqueness, if its type declares one (`#[job(unique(..))]`): its key from
+    /// the job's fields, until when it is held, and what a duplicate does. `None` by default.
+    fn unique(&self) -> Option<UniqueJob> {
+        None
+    }
+
+    /// The limit the job is counted against, if its type declares one (`#[job(limit =
+    /// "stripe", limit_key = "account_id", max_throttle_wait = "1h")]`). `None` by default.
+    fn limit(&self) -> Option<JobLimit> {
+        None
+    }
 
     /// Starts a dispatch of this job: add `.on_queue(..)`, `.delay(..)`,
     /// `.without_overlapping()` or `.via(&queue)`, then `.await` it.
     ///
     /// Call it as `SendEmail::dispatch(email)` or `email.dispatch()`.
     fn dispatch(self) -> PendingDispatch {
+        let (unique, limit) = (self.unique(), self.limit());
         PendingDispatch::typed(Self::NAME, Self::QUEUE, Self::TRIES, Self::TIMEOUT, &self)
+            .with_unique(unique)
+            .with_limit(limit)
+            .with_encrypted(Self::ENCRYPTED)
     }
 
     /// Starts a dispatch that becomes available at `at`.
@@ -91,6 +125,8 @@ pub struct JobContext {
     pub(crate) max_attempts: u32,
     pub(crate) release: Arc<Mutex<Option<Duration>>>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) dispatched_at: SystemTime,
+    pub(crate) batch: Option<crate::batch::CurrentBatch>,
 }
 
 impl JobContext {
@@ -104,7 +140,24 @@ impl JobContext {
             max_attempts: 1,
             release: Arc::default(),
             cancel: CancellationToken::new(),
+            dispatched_at: SystemTime::now(),
+            batch: None,
         }
+    }
+
+    /// The batch this job is a member of (`None` for any other job): add members to it
+    /// while it runs, read its progress, or see whether it was cancelled
+    /// (`ctx.batch().is_cancelled().await`, Laravel's `$this->batch()->cancelled()`; a
+    /// member of a cancelled batch that is running already is not stopped).
+    pub fn batch(&self) -> Option<&crate::batch::CurrentBatch> {
+        self.batch.as_ref()
+    }
+
+    /// When the job was dispatched (Sidekiq's `enqueued_at`). For a job a
+    /// [`Schedule`](crate::Schedule) pushed, the time of its tick: the same for every run
+    /// of that tick, and different for every tick.
+    pub fn dispatched_at(&self) -> SystemTime {
+        self.dispatched_at
     }
 
     /// The job's id in its store.
@@ -173,6 +226,11 @@ pub enum Retry {
     After(Duration),
     /// Do not retry: move the job to the failed store now.
     Never,
+    /// Not a failure: the job can never succeed and is dropped (see [`JobError::discard`]).
+    Discard,
+    /// Not a failure: the job met a rate limit (see [`JobError::rate_limited`]). It goes
+    /// back after this delay without counting an attempt, and its limit's key is paused.
+    RateLimited(Duration),
 }
 
 /// The error a job body returns: a message and what to do about it.
@@ -206,6 +264,32 @@ impl JobError {
         JobError {
             message: message.to_string(),
             retry: Retry::Never,
+        }
+    }
+
+    /// The job can never succeed and there is nothing to retry (the record it was about was
+    /// deleted: Laravel's `deleteWhenMissingModels`): it leaves the queue **without a
+    /// failure and without retries**, its unique key released, logged and counted as
+    /// discarded. A workflow node discarded ends as a skipped one (the skip passes down its
+    /// edges), a batch member as a cancelled one, and a chain link as a failed one does (the
+    /// links after it are skipped, its `catch` and `finally` run), all without an entry in
+    /// the failed store.
+    pub fn discard(reason: impl fmt::Display) -> Self {
+        JobError {
+            message: reason.to_string(),
+            retry: Retry::Discard,
+        }
+    }
+
+    /// The job met a rate limit of someone else's (an HTTP 429 with `Retry-After`): its
+    /// [limit](crate::Limit)'s key is paused for `delay` for every worker, and the job goes
+    /// back to run after it, **without counting an attempt** (a job without a limit only
+    /// goes back). A job that would wait past its `max_throttle_wait` (counted from its
+    /// dispatch) fails instead.
+    pub fn rate_limited(delay: Duration) -> Self {
+        JobError {
+            message: format!("rate limited for {}", humantime::format_duration(delay)),
+            retry: Retry::RateLimited(delay),
         }
     }
 

@@ -61,6 +61,88 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Unique jobs
+//!
+//! At most one job per key is queued. The claim is stored with the job in one atomic step
+//! and released by the transition its `until` names, so a crash never leaves it behind:
+//!
+//! ```
+//! # use queue_core::{Handle, Job, JobContext, JobError};
+//! # use serde::{Deserialize, Serialize};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+//! use queue_core::{Dispatched, Queue};
+//!
+//! #[derive(Serialize, Deserialize, Job)]
+//! #[job(unique(by = ["customer_id"], until = "started"))]
+//! struct RefreshCustomer {
+//!     customer_id: u64,
+//! }
+//! # impl Handle for RefreshCustomer {
+//! #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+//! # }
+//!
+//! let queue = Queue::connect("memory://").await?;
+//! let first = RefreshCustomer { customer_id: 7 }.dispatch().via(&queue).await?;
+//! let second = RefreshCustomer { customer_id: 7 }.dispatch().via(&queue).await?;
+//! assert_eq!(second, Dispatched::Duplicate(first.into_id()));
+//! # Ok(()) }
+//! ```
+//!
+//! See [`UniqueJob`] for the settings and [`PendingDispatch::unique_key`] for a key per
+//! dispatch.
+//!
+//! # Schedules
+//!
+//! A job pushed every interval or at the times of a cron expression, in code
+//! ([`Queue::schedule`], [`Schedule`]) or stored at run time, one per entity
+//! ([`Schedules::upsert`]). Every worker runs them; each tick is claimed by exactly one,
+//! its job pushed in the same atomic step.
+//!
+//! # Rate and concurrency limits
+//!
+//! A job names a limit and a key (`#[job(limit = "stripe", limit_key = "account_id")]`, or
+//! [`PendingDispatch::limit`]); workers define what it allows ([`WorkerOptions::limit`] with
+//! [`Limit::rate`] or [`Limit::concurrent`]). A job over its limit waits without counting an
+//! attempt; [`JobError::rate_limited`] pauses its key for every worker. See [`Limit`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//! use queue_core::{JobLimit, Limit, Queue, WorkerOptions};
+//!
+//! let queue = Queue::connect("memory://").await?;
+//! let ran = Arc::new(AtomicU32::new(0));
+//! let counter = ran.clone();
+//! queue.listen("call-api", move |_: u32, ctx| {
+//!     let counter = counter.clone();
+//!     async move {
+//!         assert_eq!(ctx.attempt(), 1, "waiting for the limit is not an attempt");
+//!         counter.fetch_add(1, Ordering::SeqCst);
+//!         Ok(())
+//!     }
+//! });
+//! for n in 0..5 {
+//!     let job = queue.dispatch_named("call-api", serde_json::json!(n));
+//!     job.limit(JobLimit::new("api").key("acct-1")).await?;
+//! }
+//! let started = Instant::now();
+//! let options = WorkerOptions::default()
+//!     .limit("api", Limit::rate(20)) // one start every 50 ms
+//!     .sleep(Duration::from_millis(10))
+//!     .stop_when_empty();
+//! queue.worker(options).run().await?;
+//! assert_eq!(ran.load(Ordering::SeqCst), 5);
+//! assert!(started.elapsed() >= Duration::from_millis(200));
+//! # Ok(()) }
+//! ```
+//!
+//! # Encrypted payloads
+//!
+//! `#[job(encrypted)]` stores a job's data sealed with the queue's [`KeyRing`] (from
+//! `RUNALL_KEYS`), opened by the worker with the key the job names; see [`KeyRing`].
+//!
 //! # Running a worker
 //!
 //! ```
@@ -138,35 +220,49 @@ mod chain;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod config;
+mod crypto;
 mod dispatch;
 mod dispatcher;
 pub mod envelope;
 mod error;
 mod job;
+mod limit;
+mod pause;
 mod queue;
 mod redact;
 pub mod registry;
+mod schedule;
 pub mod storage;
+mod unique;
 pub mod worker;
 mod workflow;
 
-pub use batch::{Batch, BatchId, BatchStatus, OpenBatch};
+pub use batch::{Batch, BatchId, BatchStatus, CurrentBatch, OpenBatch};
 pub use chain::{Chain, ChainId, ChainStatus};
+pub use crypto::KeyRing;
 pub use dispatch::PendingDispatch;
 pub use dispatcher::{Dispatcher, QueueSettings};
 pub use error::{BoxError, Error, Message, Result};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
+pub use limit::{JobLimit, Limit, RateLimit};
 pub use queue::Queue;
 pub use redact::redact_url;
 pub use registry::Registry;
+pub use schedule::{CatchUp, Overlap, Schedule, ScheduleState, Schedules, Upserted};
 pub use storage::{
     Availability, Capabilities, ConnectOptions, DriverRegistration, Effect, FailedJob, JobId,
     Lease, LeaseStatus, MemoryStorage, NewJob, Outcome, Pushed, QueueSize, ReserveRequest,
     Reserved, SchemaRegistration, Settle, SettleReply, Settled, Storage, StorageExt, Unique, Until,
     WaitingJob,
 };
-pub use worker::{StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
+pub use unique::{OnConflict, UniqueJob};
+pub use worker::{PauseHandle, StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 pub use workflow::{Node, Workflow, WorkflowId, WorkflowStatus};
+
+/// What a dispatch did: [`Created`](Pushed::Created) the job, or found its unique key held
+/// and stored nothing ([`Duplicate`](Pushed::Duplicate), with the id of the job holding it).
+/// The same type as the storage's [`Pushed`].
+pub type Dispatched = Pushed;
 
 /// `#[derive(Job)]`: implements [`Job`] and registers the type.
 ///
@@ -179,7 +275,22 @@ pub use workflow::{Node, Workflow, WorkflowId, WorkflowStatus};
 /// | `tries` | `3` | the worker's `--retries` |
 /// | `timeout` | `"30s"`, `"500ms"`, `"2m"` | the worker's `--timeout` |
 /// | `backoff` | `"exponential"`, `"exponential:2s"`, `"fixed:10s"`, `"1s,10s,60s"` | exponential from 1 s |
+/// | `unique` | `unique`, `unique(by = ["customer_id"])`, `unique(key = "sync_key", until = "started")` | not unique |
 /// | `crate` | `"::my_facade::queue_core"` | `::queue_core` |
+///
+/// `unique` makes [`Job::unique`] return a [`UniqueJob`]: at most one job per key is queued.
+/// Bare, the job type itself is unique (the empty key). Its settings, all optional:
+///
+/// - `by = ["customer_id", "region"]`: the key is made of these fields (named fields of a
+///   struct, checked at compile time), as `customer_id=42,region="eu"`.
+/// - `key = "sync_key"`: the key is what the method `fn sync_key(&self) -> impl ToString`
+///   returns (for enums, tuple structs, or keys `by` cannot express). Not with `by`.
+/// - `until`: `"started"`, `"succeeded"` or `"terminal"` (the default): see [`Until`].
+/// - `scope`: `"global"` (the default) or `"queue"`: one key per queue
+///   ([`UniqueJob::per_queue`]).
+/// - `within`: a duration, as for `timeout`: one job per key per period
+///   ([`UniqueJob::within`]).
+/// - `on_conflict`: `"skip"` (the default), `"error"` or `"replace"`: see [`OnConflict`].
 ///
 /// Mistakes are compile errors pointing at the offending token.
 pub use queue_derive::Job;
@@ -188,6 +299,7 @@ pub use queue_derive::Job;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::JobRegistration;
+    pub use crate::unique::FieldsKey;
     pub use inventory;
     pub use std::borrow::Cow;
     pub use std::time::Duration;

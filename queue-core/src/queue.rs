@@ -10,10 +10,11 @@ use serde_json::Value;
 use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher, QueueSettings};
 use crate::envelope::Envelope;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{Job, JobContext, JobError};
 use crate::registry::Registry;
-use crate::storage::{self, ConnectOptions, JobId, MemoryStorage, NewJob, Pushed, Storage};
+use crate::schedule::{CodeSchedules, Schedule, ScheduleState};
+use crate::storage::{self, ConnectOptions, MemoryStorage, NewJob, Pushed, Storage};
 use crate::worker::{Worker, WorkerOptions};
 
 /// A connection to a store: dispatch through it, listen on it, run workers on it.
@@ -40,6 +41,7 @@ use crate::worker::{Worker, WorkerOptions};
 pub struct Queue {
     dispatcher: Dispatcher,
     listeners: Arc<RwLock<Registry>>,
+    schedules: Arc<RwLock<CodeSchedules>>,
     fake: Option<MemoryStorage>,
 }
 
@@ -74,6 +76,7 @@ impl Queue {
         Queue {
             dispatcher: Dispatcher::new(storage, settings),
             listeners: Arc::default(),
+            schedules: Arc::default(),
             fake: None,
         }
     }
@@ -112,6 +115,7 @@ impl Queue {
         let queue = Queue {
             dispatcher: Dispatcher::new(Arc::new(memory.clone()), QueueSettings::default()),
             listeners: Arc::default(),
+            schedules: Arc::default(),
             fake: Some(memory),
         };
         dispatcher::set_thread_default(Some(queue.dispatcher.clone()));
@@ -216,6 +220,38 @@ impl Queue {
         self.registry().listener_names()
     }
 
+    /// Pauses `queue` for every worker of the store (`runall pause QUEUE`): within about a
+    /// second, no worker reserves its jobs until [`resume`](Self::resume); jobs already
+    /// reserved finish. Waiting jobs keep their order and no attempt is spent. Returns
+    /// whether it was running. Needs the store's group counters (`NotSupported` on
+    /// memcached and Redis Cluster).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// let queue = queue_core::Queue::connect("memory://").await?;
+    /// assert!(queue.pause("emails").await?);
+    /// assert_eq!(queue.paused().await?, ["emails"]);
+    /// assert!(queue.resume("emails").await?);
+    /// assert!(queue.paused().await?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub async fn pause(&self, queue: &str) -> Result<bool> {
+        crate::pause::set(self.storage().as_ref(), queue, true).await
+    }
+
+    /// Resumes a paused queue (`runall resume QUEUE`); returns whether it was paused.
+    pub async fn resume(&self, queue: &str) -> Result<bool> {
+        crate::pause::set(self.storage().as_ref(), queue, false).await
+    }
+
+    /// The queues paused now, sorted.
+    pub async fn paused(&self) -> Result<Vec<String>> {
+        Ok(crate::pause::paused(self.storage().as_ref())
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Dispatches a typed job through this queue (the same as `job.dispatch().via(&queue)`).
     pub fn dispatch<J: Job>(&self, job: J) -> PendingDispatch {
         job.dispatch().via(self)
@@ -228,20 +264,124 @@ impl Queue {
 
     /// Dispatches many jobs in one round trip to the store (one transaction, one pipeline).
     /// Each keeps its own queue, delay and options; a `.via(..)` on them is ignored.
+    ///
+    /// Returns one [`Dispatched`](crate::Dispatched) per job, in order. A unique job whose
+    /// key is held (by a job stored before, or by an earlier one of these) is reported
+    /// [`Duplicate`](Pushed::Duplicate) and not stored, whatever its
+    /// [`OnConflict`](crate::OnConflict): the others are stored all the same.
     pub async fn dispatch_many(
         &self,
         jobs: impl IntoIterator<Item = PendingDispatch>,
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Vec<Pushed>> {
         let jobs = jobs
             .into_iter()
             .map(|job| job.into_new_job(self.settings()))
             .collect::<Result<Vec<_>>>()?;
-        let pushed = self.dispatcher.push(jobs).await?;
-        Ok(pushed.into_iter().map(Pushed::into_id).collect())
+        let capabilities = self.storage().capabilities();
+        if !capabilities.claims && jobs.iter().any(|job| job.unique.is_some()) {
+            return Err(crate::Error::NotSupported {
+                driver: capabilities.driver,
+                operation: "unique jobs",
+            });
+        }
+        if !capabilities.replace
+            && jobs
+                .iter()
+                .any(|j| j.unique.as_ref().is_some_and(|u| u.replace))
+        {
+            return Err(crate::Error::NotSupported {
+                driver: capabilities.driver,
+                operation: "replacing a queued job (debounce, on_conflict = replace)",
+            });
+        }
+        self.dispatcher.push(jobs).await
     }
 
-    /// A worker on this queue, running the registered job types and this queue's listeners.
+    /// A worker on this queue, running the registered job types and this queue's listeners,
+    /// and claiming the ticks of its [schedules](Self::schedule) (unless
+    /// [`WorkerOptions::no_schedules`]).
     pub fn worker(&self, options: WorkerOptions) -> Worker {
         Worker::new(self.storage().clone(), self.registry(), options)
+            .with_dispatcher(self.dispatcher.clone())
+            .with_schedules(self.schedule_list())
+    }
+
+    /// Adds a recurring schedule, run by this queue's workers (by every worker of every
+    /// process that adds it: each tick is claimed by exactly one). Refused with the reason
+    /// for a bad cron expression or time zone, a missing job, or an id taken already.
+    pub fn schedule(&self, schedule: Schedule) -> Result<()> {
+        self.schedules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(schedule)
+    }
+
+    /// The schedules added to this queue.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        self.schedule_list().iter().map(|s| (**s).clone()).collect()
+    }
+
+    pub(crate) fn schedule_list(&self) -> Vec<Arc<Schedule>> {
+        self.schedules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    fn find_schedule(&self, id: &str) -> Result<Arc<Schedule>> {
+        self.schedule_list()
+            .into_iter()
+            .find(|s| s.id_str() == id)
+            .ok_or_else(|| Error::NotFound {
+                what: "schedule",
+                id: id.to_owned(),
+            })
+    }
+
+    /// A schedule's state in the store: its next and last tick, the ticks claimed and
+    /// missed, whether it is paused. A schedule of this queue, or a
+    /// [stored](crate::Schedules) one.
+    pub async fn schedule_state(&self, id: &str) -> Result<ScheduleState> {
+        match self.find_schedule(id) {
+            Ok(schedule) => crate::schedule::state(&self.dispatcher, &schedule).await,
+            Err(not_found) => {
+                if crate::schedule::is_stored(&self.dispatcher, id).await? {
+                    crate::schedule::state_of(&self.dispatcher, id, "stored".to_owned()).await
+                } else {
+                    Err(not_found)
+                }
+            }
+        }
+    }
+
+    /// The ids of the [stored schedules](crate::Schedules), a page at a time.
+    pub async fn stored_schedules(
+        &self,
+        page: storage::PageRequest,
+    ) -> Result<storage::Page<String>> {
+        crate::schedule::stored_ids(&self.dispatcher, page).await
+    }
+
+    /// Pauses a schedule for every worker until [`resume_schedule`](Self::resume_schedule):
+    /// its ticks pass unclaimed.
+    pub async fn pause_schedule(&self, id: &str) -> Result<()> {
+        self.schedule_state(id).await?;
+        crate::schedule::set_paused(&self.dispatcher, id, true).await
+    }
+
+    /// Resumes a paused schedule; the ticks it missed are caught up as its
+    /// [`CatchUp`](crate::CatchUp) says.
+    pub async fn resume_schedule(&self, id: &str) -> Result<()> {
+        self.schedule_state(id).await?;
+        crate::schedule::set_paused(&self.dispatcher, id, false).await
+    }
+
+    /// Pushes one run of a schedule of this queue now, outside its ticks. Returns `false`
+    /// when its overlap policy held it back (a run is queued or running). (Not for stored
+    /// schedules yet.)
+    pub async fn run_schedule_now(&self, id: &str) -> Result<bool> {
+        let schedule = self.find_schedule(id)?;
+        crate::schedule::run_now(&self.dispatcher, &schedule).await
     }
 }

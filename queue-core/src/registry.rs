@@ -10,12 +10,18 @@ use futures::future::BoxFuture;
 use serde_json::value::RawValue;
 
 use crate::job::{Backoff, Handle, Job, JobContext, JobError};
+use crate::limit::JobLimit;
+use crate::unique::UniqueJob;
 
 /// A started job body, or why its data does not decode into the job.
 type Started = Result<BoxFuture<'static, Result<(), JobError>>, String>;
 
 /// Runs a job from its encoded data: `Err` when the data does not decode into the job.
 pub(crate) type RunFn = dyn Fn(&RawValue, JobContext) -> Started + Send + Sync;
+
+/// Reads a job's uniqueness from its encoded data.
+type UniqueFn = fn(&RawValue) -> Result<Option<UniqueJob>, String>;
+type LimitFn = fn(&RawValue) -> Result<Option<JobLimit>, String>;
 
 /// A job type's entry in the process-wide registry. `#[derive(Job)]` submits one; you never
 /// build it yourself.
@@ -33,6 +39,14 @@ pub struct JobRegistration {
     pub backoff: Option<Backoff>,
     run: fn(&RawValue, JobContext) -> Started,
     check: fn(&RawValue) -> Result<(), String>,
+    unique: Option<UniqueFn>,
+    limit: Option<LimitFn>,
+    /// Whether the type's data is stored encrypted.
+    pub encrypted: bool,
+    /// Its `retry_until`, if set.
+    pub retry_until: Option<Duration>,
+    /// Whether a timed-out attempt fails it for good.
+    pub fail_on_timeout: bool,
     type_name: fn() -> &'static str,
 }
 
@@ -47,6 +61,19 @@ impl JobRegistration {
             backoff: T::BACKOFF,
             run: run_typed::<T>,
             check: check_typed::<T>,
+            unique: if T::UNIQUE {
+                Some(unique_typed::<T>)
+            } else {
+                None
+            },
+            encrypted: T::ENCRYPTED,
+            retry_until: T::RETRY_UNTIL,
+            fail_on_timeout: T::FAIL_ON_TIMEOUT,
+            limit: if T::LIMITED {
+                Some(limit_typed::<T>)
+            } else {
+                None
+            },
             type_name: std::any::type_name::<T>,
         }
     }
@@ -60,6 +87,32 @@ impl JobRegistration {
     pub fn check(&self, data: &RawValue) -> Result<(), String> {
         (self.check)(data)
     }
+
+    /// The uniqueness the type declares for the job `data` decodes into: `Ok(None)` for a
+    /// type that declares none, `Err` when it declares one and `data` does not decode.
+    pub fn unique_of(&self, data: &RawValue) -> Result<Option<UniqueJob>, String> {
+        match self.unique {
+            Some(unique) => unique(data),
+            None => Ok(None),
+        }
+    }
+}
+
+impl JobRegistration {
+    /// The limit the type declares for the job `data` decodes into: `Ok(None)` for a type
+    /// that declares none, `Err` when it declares one and `data` does not decode.
+    pub fn limit_of(&self, data: &RawValue) -> Result<Option<JobLimit>, String> {
+        match self.limit {
+            Some(limit) => limit(data),
+            None => Ok(None),
+        }
+    }
+}
+
+fn limit_typed<T: Job>(data: &RawValue) -> Result<Option<JobLimit>, String> {
+    serde_json::from_str::<T>(data.get())
+        .map(|job| job.limit())
+        .map_err(|e| e.to_string())
 }
 
 inventory::collect!(JobRegistration);
@@ -67,6 +120,12 @@ inventory::collect!(JobRegistration);
 fn run_typed<T: Handle>(data: &RawValue, ctx: JobContext) -> Started {
     let job: T = serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
     Ok(Box::pin(job.handle(ctx)))
+}
+
+fn unique_typed<T: Job>(data: &RawValue) -> Result<Option<UniqueJob>, String> {
+    serde_json::from_str::<T>(data.get())
+        .map(|job| job.unique())
+        .map_err(|e| e.to_string())
 }
 
 fn check_typed<T: Job>(data: &RawValue) -> Result<(), String> {
@@ -92,6 +151,8 @@ pub(crate) struct Handler {
     pub(crate) tries: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) backoff: Option<Backoff>,
+    pub(crate) retry_until: Option<Duration>,
+    pub(crate) fail_on_timeout: bool,
 }
 
 impl fmt::Debug for Handler {
@@ -178,6 +239,8 @@ impl Registry {
                         tries: r.tries,
                         timeout: r.timeout,
                         backoff: r.backoff.clone(),
+                        retry_until: r.retry_until,
+                        fail_on_timeout: r.fail_on_timeout,
                     },
                 )
             })
@@ -205,6 +268,8 @@ impl Handler {
             tries: None,
             timeout: None,
             backoff: None,
+            retry_until: None,
+            fail_on_timeout: false,
         }
     }
 }

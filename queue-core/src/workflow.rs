@@ -350,7 +350,7 @@ fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Ve
             succeeded: ending(Some(Edge::Succeeded)),
             failed: ending(Some(Edge::Failed)),
             skipped: ending(None),
-            skip_if: None,
+            ..After::default()
         };
         after.succeeded.push(count("succeeded"));
         after.failed.push(count("failed"));

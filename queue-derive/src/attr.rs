@@ -5,10 +5,27 @@
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
-use syn::{Attribute, Expr, ExprLit, ExprUnary, Lit, LitInt, LitStr, Token, UnOp};
+use syn::{Attribute, Expr, ExprArray, ExprLit, ExprUnary, Lit, LitInt, LitStr, Token, UnOp};
 
 /// The keys `#[job(...)]` accepts, in the order the docs list them.
-pub(crate) const KEYS: &[&str] = &["name", "queue", "tries", "timeout", "backoff", "crate"];
+pub(crate) const KEYS: &[&str] = &[
+    "name",
+    "queue",
+    "tries",
+    "timeout",
+    "backoff",
+    "unique",
+    "limit",
+    "limit_key",
+    "max_throttle_wait",
+    "retry_until",
+    "fail_on_timeout",
+    "encrypted",
+    "crate",
+];
+
+/// The settings `unique(...)` accepts, in the order the docs list them.
+pub(crate) const UNIQUE_KEYS: &[&str] = &["by", "key", "until", "scope", "within", "on_conflict"];
 
 /// The raw values of the keys that were given, not yet checked.
 #[derive(Default)]
@@ -18,7 +35,36 @@ pub(crate) struct Attrs {
     pub(crate) tries: Option<Given<Tries>>,
     pub(crate) timeout: Option<Given<LitStr>>,
     pub(crate) backoff: Option<Given<LitStr>>,
+    pub(crate) unique: Option<Given<Unique>>,
+    pub(crate) limit: Option<Given<LitStr>>,
+    pub(crate) limit_key: Option<Given<LitStr>>,
+    pub(crate) max_throttle_wait: Option<Given<LitStr>>,
+    pub(crate) retry_until: Option<Given<LitStr>>,
+    /// `fail_on_timeout`, a flag: where it was written.
+    pub(crate) fail_on_timeout: Option<Given<proc_macro2::Span>>,
+    /// `encrypted`, a flag: where it was written.
+    pub(crate) encrypted: Option<Given<proc_macro2::Span>>,
     pub(crate) krate: Option<Given<LitStr>>,
+}
+
+/// The settings of `unique` (all `None` for a bare `unique`). Each has its own position, so
+/// that errors about them come out in source order among the other keys' errors.
+#[derive(Default)]
+pub(crate) struct Unique {
+    pub(crate) by: Option<Given<By>>,
+    pub(crate) key: Option<Given<LitStr>>,
+    pub(crate) until: Option<Given<LitStr>>,
+    pub(crate) scope: Option<Given<LitStr>>,
+    pub(crate) within: Option<Given<LitStr>>,
+    pub(crate) on_conflict: Option<Given<LitStr>>,
+}
+
+/// The value of `unique(by = [...])`: the field names that are string literals (the others
+/// were reported), never empty.
+pub(crate) struct By {
+    pub(crate) fields: Vec<LitStr>,
+    /// `by = [...]` as written, to span messages about the whole setting on.
+    pub(crate) tokens: TokenStream,
 }
 
 /// A value and the position of its key among all the keys of the type's `#[job(...)]`
@@ -68,7 +114,7 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> Attrs {
     for attr in attrs.iter().filter(|a| a.path().is_ident("job")) {
         let result = attr.parse_nested_meta(|meta| {
             at += 1;
-            parse_key(&meta, at, &mut out, errors)
+            parse_key(&meta, &mut at, &mut out, errors)
         });
         if let Err(err) = result {
             at += 1;
@@ -80,12 +126,15 @@ pub(crate) fn parse(attrs: &[Attribute], errors: &mut Errors) -> Attrs {
 
 /// Reads one `key = value`. Returns `Err` only for token streams it cannot step over; value
 /// problems are pushed onto `errors` so parsing goes on with the next key.
+///
+/// `next` is the key's position; `unique(...)` moves it on by one per setting.
 fn parse_key(
     meta: &ParseNestedMeta<'_>,
-    at: usize,
+    next: &mut usize,
     out: &mut Attrs,
     errors: &mut Errors,
 ) -> syn::Result<()> {
+    let at = *next;
     let path = &meta.path;
     let key = match path.get_ident() {
         Some(ident) if KEYS.contains(&ident.to_string().as_str()) => ident.to_string(),
@@ -105,12 +154,50 @@ fn parse_key(
         }
     };
 
+    if key == "unique" {
+        return parse_unique(meta, next, out, errors);
+    }
+    if key == "encrypted" || key == "fail_on_timeout" {
+        let slot = if key == "encrypted" {
+            &mut out.encrypted
+        } else {
+            &mut out.fail_on_timeout
+        };
+        if slot.is_some() {
+            errors.push(
+                at,
+                syn::Error::new_spanned(path, format!("duplicate job attribute `{key}`")),
+            );
+        } else if meta.input.peek(Token![=])
+            || !meta.input.is_empty() && !meta.input.peek(Token![,])
+        {
+            errors.push(
+                at,
+                syn::Error::new_spanned(
+                    path,
+                    format!("`{key}` is a flag and takes no value: write `#[job({key})]`"),
+                ),
+            );
+            return skip_value(meta);
+        } else {
+            *slot = Some(Given {
+                at,
+                value: syn::spanned::Spanned::span(path),
+            });
+        }
+        return Ok(());
+    }
+
     let example = match key.as_str() {
         "name" => "\"send-email\"",
         "queue" => "\"high\"",
         "tries" => "3",
         "timeout" => "\"30s\"",
         "backoff" => "\"exponential\"",
+        "limit" => "\"stripe\"",
+        "limit_key" => "\"account_id\"",
+        "max_throttle_wait" => "\"1h\"",
+        "retry_until" => "\"2h\"",
         _ => "\"::queue_core\"",
     };
     if !meta.input.peek(Token![=]) {
@@ -131,6 +218,10 @@ fn parse_key(
         "tries" => out.tries.is_some(),
         "timeout" => out.timeout.is_some(),
         "backoff" => out.backoff.is_some(),
+        "limit" => out.limit.is_some(),
+        "limit_key" => out.limit_key.is_some(),
+        "max_throttle_wait" => out.max_throttle_wait.is_some(),
+        "retry_until" => out.retry_until.is_some(),
         _ => out.krate.is_some(),
     };
     if duplicate {
@@ -159,7 +250,7 @@ fn parse_key(
         // The example fits the mistake where it can: `timeout = 30` -> `"30s"`.
         let example = match (key.as_str(), &value) {
             (
-                "timeout" | "backoff",
+                "timeout" | "backoff" | "max_throttle_wait" | "retry_until",
                 Expr::Lit(ExprLit {
                     lit: Lit::Int(int), ..
                 }),
@@ -181,10 +272,258 @@ fn parse_key(
         "queue" => &mut out.queue,
         "timeout" => &mut out.timeout,
         "backoff" => &mut out.backoff,
+        "limit" => &mut out.limit,
+        "limit_key" => &mut out.limit_key,
+        "max_throttle_wait" => &mut out.max_throttle_wait,
+        "retry_until" => &mut out.retry_until,
         _ => &mut out.krate,
     };
     *slot = Some(Given { at, value: lit });
     Ok(())
+}
+
+/// Reads `unique`, `unique(setting = value, ...)`, and reports `unique = ...`.
+fn parse_unique(
+    meta: &ParseNestedMeta<'_>,
+    next: &mut usize,
+    out: &mut Attrs,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    let at = *next;
+    let path = &meta.path;
+    if meta.input.peek(Token![=]) {
+        let eq: Token![=] = meta.input.parse()?;
+        let value = unwrap_groups(meta.input.parse::<Expr>()?);
+        // `unique = "customer_id"` and `unique = ["a", "b"]` mean fields: say how to write it.
+        let example = match &value {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            }) => format!("unique(by = [{}])", quote_str(&lit.value())),
+            Expr::Array(array) => format!("unique(by = {})", array_text(array)),
+            _ => "unique(by = [\"customer_id\"])".to_owned(),
+        };
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                quote::quote!(#path #eq #value),
+                format!(
+                    "`unique` takes its settings in parentheses, as in `{example}`; \
+                     a bare `unique` makes the job type itself unique"
+                ),
+            ),
+        );
+        return Ok(());
+    }
+    if out.unique.is_some() {
+        errors.push(
+            at,
+            syn::Error::new_spanned(path, "duplicate job attribute `unique`"),
+        );
+        return skip_value(meta);
+    }
+
+    let mut unique = Unique::default();
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|setting| {
+            *next += 1;
+            parse_unique_setting(&setting, *next, &mut unique, errors)
+        })?;
+    }
+    out.unique = Some(Given { at, value: unique });
+    Ok(())
+}
+
+/// Reads one `setting = value` inside `unique(...)`.
+fn parse_unique_setting(
+    meta: &ParseNestedMeta<'_>,
+    at: usize,
+    out: &mut Unique,
+    errors: &mut Errors,
+) -> syn::Result<()> {
+    let path = &meta.path;
+    let key = match path.get_ident() {
+        Some(ident) if UNIQUE_KEYS.contains(&ident.to_string().as_str()) => ident.to_string(),
+        _ => {
+            errors.push(
+                at,
+                syn::Error::new_spanned(
+                    path,
+                    format!(
+                        "unknown `unique` setting `{}`, expected one of: {}",
+                        path_text(path),
+                        UNIQUE_KEYS.join(", ")
+                    ),
+                ),
+            );
+            return skip_value(meta);
+        }
+    };
+
+    let example = match key.as_str() {
+        "by" => "[\"customer_id\"]",
+        "key" => "\"unique_key\"",
+        "until" => "\"started\"",
+        "scope" => "\"queue\"",
+        "within" => "\"10m\"",
+        _ => "\"error\"",
+    };
+    if !meta.input.peek(Token![=]) {
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                path,
+                format!("`unique` setting `{key}` needs a value, as in `{key} = {example}`"),
+            ),
+        );
+        return skip_value(meta);
+    }
+    let eq: Token![=] = meta.input.parse()?;
+    let value = unwrap_groups(meta.input.parse::<Expr>()?);
+
+    let duplicate = match key.as_str() {
+        "by" => out.by.is_some(),
+        "key" => out.key.is_some(),
+        "until" => out.until.is_some(),
+        "scope" => out.scope.is_some(),
+        "within" => out.within.is_some(),
+        _ => out.on_conflict.is_some(),
+    };
+    if duplicate {
+        errors.push(
+            at,
+            syn::Error::new_spanned(path, format!("duplicate `unique` setting `{key}`")),
+        );
+        return Ok(());
+    }
+    // Checked here rather than in `valid`, so that the error is on whichever comes second.
+    if (key == "by" && out.key.is_some()) || (key == "key" && out.by.is_some()) {
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                path,
+                "`by` and `key` cannot be used together: the unique key comes from the fields \
+                 that `by` names or from the method that `key` names, not both",
+            ),
+        );
+        return Ok(());
+    }
+
+    if key == "by" {
+        if let Some(fields) = by_fields(&value, at, errors) {
+            let tokens = quote::quote!(#path #eq #value);
+            out.by = Some(Given {
+                at,
+                value: By { fields, tokens },
+            });
+        }
+        return Ok(());
+    }
+
+    let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = value
+    else {
+        let example = match (key.as_str(), &value) {
+            (
+                "within",
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(int), ..
+                }),
+            ) => format!("\"{}s\"", int.base10_digits()),
+            (_, Expr::Path(p)) => format!("\"{}\"", path_text(&p.path)),
+            _ => example.to_owned(),
+        };
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                &value,
+                format!("expected a string literal, as in `{key} = {example}`"),
+            ),
+        );
+        return Ok(());
+    };
+    let slot = match key.as_str() {
+        "key" => &mut out.key,
+        "until" => &mut out.until,
+        "scope" => &mut out.scope,
+        "within" => &mut out.within,
+        _ => &mut out.on_conflict,
+    };
+    *slot = Some(Given { at, value: lit });
+    Ok(())
+}
+
+/// The string literals of `by = ["a", "b"]`, reporting anything else. `None` when there is
+/// no field name to check: not an array, or an empty one.
+fn by_fields(value: &Expr, at: usize, errors: &mut Errors) -> Option<Vec<LitStr>> {
+    let array = match value {
+        Expr::Array(array) => array,
+        _ => {
+            let example = match value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(lit), ..
+                }) => format!("[{}]", quote_str(&lit.value())),
+                Expr::Path(p) => format!("[{}]", quote_str(&path_text(&p.path))),
+                _ => "[\"customer_id\", \"region\"]".to_owned(),
+            };
+            errors.push(
+                at,
+                syn::Error::new_spanned(
+                    value,
+                    format!("expected an array of field names, as in `by = {example}`"),
+                ),
+            );
+            return None;
+        }
+    };
+    if array.elems.is_empty() {
+        errors.push(
+            at,
+            syn::Error::new_spanned(
+                array,
+                "`by` must name at least one field, as in `by = [\"customer_id\"]`; \
+                 a bare `unique` makes the job type itself unique",
+            ),
+        );
+        return None;
+    }
+    let mut fields = Vec::with_capacity(array.elems.len());
+    for elem in &array.elems {
+        match unwrap_groups(elem.clone()) {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            }) => fields.push(lit),
+            other => {
+                let example = match &other {
+                    Expr::Path(p) => quote_str(&path_text(&p.path)),
+                    _ => "\"customer_id\"".to_owned(),
+                };
+                errors.push(
+                    at,
+                    syn::Error::new_spanned(
+                        elem,
+                        format!("expected a field name as a string literal, as in `{example}`"),
+                    ),
+                );
+            }
+        }
+    }
+    Some(fields)
+}
+
+/// `text` as a Rust string literal, for examples in messages.
+fn quote_str(text: &str) -> String {
+    format!("{text:?}")
+}
+
+/// An array as the user wrote it, for messages: `["a", "b"]`.
+fn array_text(array: &ExprArray) -> String {
+    let items: Vec<String> = array
+        .elems
+        .iter()
+        .map(|e| e.to_token_stream().to_string())
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Steps over whatever follows an unknown or value-less key: `= expr` or `(...)`.

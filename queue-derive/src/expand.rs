@@ -7,14 +7,16 @@ use quote::{quote, quote_spanned};
 use syn::{Data, DeriveInput};
 
 use crate::attr::{self, Errors};
-use crate::valid::{self, Backoff, Model};
+use crate::valid::{
+    self, Backoff, Conflict, LimitModel, Model, UniqueKey, UniqueModel, UntilState,
+};
 
 /// Expands `#[derive(Job)]` on `input`.
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
     let mut errors = Errors::default();
     let shape_ok = check_shape(input, &mut errors);
     let attrs = attr::parse(&input.attrs, &mut errors);
-    let model = valid::validate(&input.ident, attrs, &mut errors);
+    let model = valid::validate(&input.ident, &input.data, attrs, &mut errors);
 
     match errors.combined() {
         None => expand(input, &model),
@@ -110,6 +112,24 @@ fn expand(input: &DeriveInput, model: &Model) -> TokenStream {
         };
         quote! { const BACKOFF: #option<#krate::Backoff> = #option::Some(#value); }
     });
+    let unique = model
+        .unique
+        .as_ref()
+        .map(|unique| unique_fn(krate, &duration, unique));
+    let encrypted = model
+        .encrypted
+        .then(|| quote! { const ENCRYPTED: bool = true; });
+    let retry_until = model.retry_until.map(|d| {
+        let d = duration_expr(&duration, d);
+        quote! { const RETRY_UNTIL: #option<#duration> = #option::Some(#d); }
+    });
+    let fail_on_timeout = model
+        .fail_on_timeout
+        .then(|| quote! { const FAIL_ON_TIMEOUT: bool = true; });
+    let limit = model
+        .limit
+        .as_ref()
+        .map(|limit| limit_fn(krate, &duration, limit));
 
     // Spanned on the type's name, so that a missing `impl Handle` points at the type.
     let registration = quote_spanned! {ident.span()=>
@@ -125,12 +145,98 @@ fn expand(input: &DeriveInput, model: &Model) -> TokenStream {
                 #tries
                 #timeout
                 #backoff
+                #unique
+                #limit
+                #encrypted
+                #retry_until
+                #fail_on_timeout
             }
 
             #krate::__private::inventory::submit! {
                 #registration
             }
         };
+    }
+}
+
+/// `const UNIQUE` and `fn unique`: the key, then a builder call for each setting that is not
+/// `UniqueJob`'s default.
+fn unique_fn(krate: &syn::Path, duration: &TokenStream, unique: &UniqueModel) -> TokenStream {
+    let option = quote!(::core::option::Option);
+    let key = match &unique.key {
+        UniqueKey::Type => quote! { "" },
+        UniqueKey::Fields(fields) => {
+            let fields = fields.iter().map(|(name, field, span)| {
+                // The call is spanned on the name in `by`, so that a field that is not
+                // `Serialize` is labelled there. Not `self`: with the span of a token from a
+                // `macro_rules!` fragment it would not name this method's receiver.
+                let call = syn::Ident::new("field", *span);
+                let borrow = quote_spanned! {*span=> & };
+                quote! { .#call(#name, #borrow self.#field) }
+            });
+            quote! {
+                <#krate::__private::FieldsKey as ::core::default::Default>::default()
+                    #(#fields)*
+                    .finish()
+            }
+        }
+        // The method keeps the string's span: a missing method is reported on it.
+        UniqueKey::Method(method) => quote! {
+            ::std::string::ToString::to_string(&self.#method())
+        },
+    };
+    let until = unique.until.map(|until| {
+        let until = match until {
+            UntilState::Started => quote!(Started),
+            UntilState::Succeeded => quote!(Succeeded),
+        };
+        quote! { .until(#krate::Until::#until) }
+    });
+    let per_queue = unique.per_queue.then(|| quote! { .per_queue() });
+    let within = unique.within.map(|within| {
+        let within = duration_expr(duration, within);
+        quote! { .within(#within) }
+    });
+    let on_conflict = unique.on_conflict.map(|conflict| match conflict {
+        Conflict::Error => quote! { .on_conflict(#krate::OnConflict::Error) },
+        Conflict::Replace => quote! { .on_conflict(#krate::OnConflict::Replace) },
+    });
+    quote! {
+        const UNIQUE: bool = true;
+
+        fn unique(&self) -> #option<#krate::UniqueJob> {
+            #option::Some(
+                #krate::UniqueJob::key(#key)
+                    #until
+                    #per_queue
+                    #within
+                    #on_conflict
+            )
+        }
+    }
+}
+
+/// `const LIMITED` and `fn limit`.
+fn limit_fn(krate: &syn::Path, duration: &TokenStream, limit: &LimitModel) -> TokenStream {
+    let option = quote!(::core::option::Option);
+    let name = &limit.name;
+    // Spanned on the field's name in `limit_key`, so a field that is not `Display` is
+    // labelled there.
+    let key = limit.key.as_ref().map(|(field, span)| {
+        let call = syn::Ident::new("key", *span);
+        let borrow = quote_spanned! {*span=> & };
+        quote! { .#call(#borrow self.#field) }
+    });
+    let max_wait = limit.max_wait.map(|d| {
+        let d = duration_expr(duration, d);
+        quote! { .max_wait(#d) }
+    });
+    quote! {
+        const LIMITED: bool = true;
+
+        fn limit(&self) -> #option<#krate::JobLimit> {
+            #option::Some(#krate::JobLimit::new(#name) #key #max_wait)
+        }
     }
 }
 

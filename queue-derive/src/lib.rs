@@ -44,6 +44,13 @@ use proc_macro::TokenStream;
 /// | `tries` | `3` | the worker's `--retries` |
 /// | `timeout` | `"30s"`, `"500ms"`, `"2m"` | the worker's `--timeout` |
 /// | `backoff` | `"exponential"`, `"exponential:2s"`, `"fixed:10s"`, `"1s,10s,60s"` | exponential from 1 s |
+/// | `unique` | `unique`, `unique(by = ["customer_id"])`, `unique(key = "sync_key", until = "started")` | not unique |
+/// | `limit` | `"stripe"` | no limit |
+/// | `limit_key` | `"account_id"` (a field) | one budget for the whole limit |
+/// | `max_throttle_wait` | `"1h"` | waits as long as its limit needs |
+/// | `retry_until` | `"2h"` | tries alone decide |
+/// | `fail_on_timeout` | `fail_on_timeout` (a flag) | a timed-out attempt is retried |
+/// | `encrypted` | `encrypted` (a flag) | stored readable |
 /// | `crate` | `"::my_facade::queue_core"` | `::queue_core` |
 ///
 /// - `name`: the name the job is stored and found under. Without it, the type's name in
@@ -60,7 +67,58 @@ use proc_macro::TokenStream;
 ///   `"exponential:2s"` (from 2 s, at most 10 min or the base if larger), `"fixed:10s"`, a
 ///   single duration (fixed), or a comma-separated list (one wait per attempt, the last
 ///   repeats). The forms are those of `queue_core::Backoff::parse`.
+/// - `unique`: at most one job per key is queued (`Job::unique`, a `queue_core::UniqueJob`).
+///   Bare `unique` makes the job type itself unique (the empty key). Its settings, all
+///   optional:
+///   - `by = ["customer_id", "region"]`: the key is made of these fields (named fields of a
+///     struct, checked at compile time), each as `name=<JSON value>`: `customer_id=42`.
+///   - `key = "sync_key"`: the key is what the method `fn sync_key(&self) -> impl ToString`
+///     returns; for enums, tuple structs and keys `by` cannot express. Not with `by`.
+///   - `until`: how long the job holds its key: `"started"` (until a worker takes it),
+///     `"succeeded"`, or `"terminal"` (until it leaves the queue, the default).
+///   - `scope`: `"global"` (one key across queues, the default) or `"queue"` (per queue).
+///   - `within`: a duration, as for `timeout`: the key is per period of that length.
+///   - `on_conflict`: what dispatching a duplicate does: `"skip"` (store nothing, report the
+///     job holding the key; the default), `"error"` (fail the dispatch) or `"replace"` (a
+///     queued job holding the key takes the new payload; one that has started: as skip).
+/// - `limit`: the name of a limit the workers define (`queue_core::Limit`, `[limits]` in
+///   `job.toml`): the job starts only when the limit allows, and waiting never counts an
+///   attempt (`Job::limit`, a `queue_core::JobLimit`). Letters, digits, `_`, `-`, `.`.
+///   - `limit_key`: a field of the struct whose value (`Display`) is the key: each key has
+///     its own budget (one per account, per tenant).
+///   - `max_throttle_wait`: a duration, as for `timeout`: a job whose earliest start is
+///     later than this after its dispatch fails for good, saying so.
+/// - `retry_until`: a duration, as for `timeout`: a failed attempt later than this after the
+///   job's dispatch fails it for good, whatever tries remain (Laravel's `retryUntil`).
+/// - `fail_on_timeout`: an attempt that times out fails the job for good (Laravel's
+///   `$failOnTimeout`).
+/// - `encrypted`: the job's data is stored encrypted with the queue's keys
+///   (`queue_core::KeyRing`, from `RUNALL_KEYS`); its name and settings stay readable.
 /// - `crate`: the path of `queue_core` in the generated code, for crates that re-export it.
+///
+/// ```
+/// use queue_core::{Handle, Job, JobContext, JobError, UniqueJob, Until};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Job)]
+/// #[job(unique(by = ["customer_id"], until = "started", scope = "queue"))]
+/// struct SyncCustomer {
+///     customer_id: u64,
+///     full: bool,
+/// }
+///
+/// impl Handle for SyncCustomer {
+///     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let job = SyncCustomer { customer_id: 42, full: true };
+/// assert_eq!(
+///     job.unique(),
+///     Some(UniqueJob::key("customer_id=42").until(Until::Started).per_queue())
+/// );
+/// ```
 ///
 /// Durations and backoffs are parsed at compile time. Mistakes are compile errors pointing
 /// at the offending token, all reported at once. Generic types and unions are rejected;

@@ -401,3 +401,111 @@ async fn a_failed_shared_push_fails_only_its_own_dispatch() {
     );
     assert_eq!(faulty.size("mixed").await.unwrap().total(), 16);
 }
+
+/// Unique by customer while it waits (Laravel's `ShouldBeUniqueUntilProcessing`).
+#[derive(Debug, Serialize, Deserialize, Job)]
+#[job(name = "sync-customer", unique(by = ["customer_id"], until = "started"))]
+struct SyncCustomer {
+    customer_id: u64,
+    reason: String,
+}
+
+impl Handle for SyncCustomer {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// A type's declared uniqueness applies to typed dispatches, string-named ones (what `runall
+/// dispatch` uses) and `dispatch_many`; a dispatch can change its key or drop it; it is
+/// refused in a chain, with nothing stored.
+#[tokio::test]
+async fn declared_unique_jobs_hold_on_every_dispatch_path() {
+    let queue = Queue::connect("memory://").await.unwrap();
+    let sync = |id: u64, reason: &str| SyncCustomer {
+        customer_id: id,
+        reason: reason.into(),
+    };
+    let first = sync(7, "order").dispatch().via(&queue).await.unwrap();
+    assert!(first.is_created());
+    let holder = first.into_id();
+    // Other fields do not count: the key is the customer.
+    let again = sync(7, "refund").dispatch().via(&queue).await.unwrap();
+    assert_eq!(again, queue_core::Dispatched::Duplicate(holder.clone()));
+    let named = queue
+        .dispatch_named(
+            "sync-customer",
+            serde_json::json!({"customer_id": 7, "reason": "x"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(named, queue_core::Dispatched::Duplicate(holder.clone()));
+    let bad = queue
+        .dispatch_named("sync-customer", serde_json::json!({"id": 7}))
+        .await
+        .unwrap_err();
+    assert!(
+        bad.to_string()
+            .contains("its key cannot be read from this payload"),
+        "{bad}"
+    );
+    let many = queue
+        .dispatch_many([
+            sync(7, "a").dispatch(),
+            sync(8, "b").dispatch(),
+            sync(8, "c").dispatch(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(many[0], queue_core::Dispatched::Duplicate(holder.clone()));
+    assert!(many[1].is_created());
+    assert_eq!(
+        many[2],
+        queue_core::Dispatched::Duplicate(many[1].id().clone())
+    );
+    // Per dispatch: another key, or none.
+    assert!(sync(7, "x")
+        .dispatch()
+        .unique_key("manual")
+        .via(&queue)
+        .await
+        .unwrap()
+        .is_created());
+    assert!(sync(7, "y")
+        .dispatch()
+        .not_unique()
+        .via(&queue)
+        .await
+        .unwrap()
+        .is_created());
+    let size = queue
+        .storage()
+        .inspect()
+        .unwrap()
+        .size("default")
+        .await
+        .unwrap();
+    assert_eq!(size.waiting, 4, "7, 8, manual and the one without a key");
+
+    let err = queue_core::Chain::new()
+        .then(sync(9, "chained").dispatch())
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("job `sync-customer` is unique"),
+        "{err}"
+    );
+    assert_eq!(
+        queue
+            .storage()
+            .inspect()
+            .unwrap()
+            .size("default")
+            .await
+            .unwrap()
+            .waiting,
+        4
+    );
+}

@@ -78,6 +78,14 @@
 //! - **Apply** ([`Groups::apply`](queue_core::storage::Groups::apply): a chain dispatched, a
 //!   batch's members added): its effects in the same order, one transaction, on the
 //!   connections pushes use.
+//! - **Guarded apply** ([`Groups::apply_if`](queue_core::storage::Groups::apply_if): a
+//!   schedule's tick claimed): the same transaction, begun by the guard's check-and-set on
+//!   its counter row: `UPDATE ... SET value = set WHERE ... AND value = expect` (a
+//!   `SELECT ... FOR UPDATE` of the row holding it when the two are equal), which a second
+//!   process expecting the same value waits at, then loses. When 0 is expected and the row
+//!   is missing, an `INSERT` of it (`ON CONFLICT DO NOTHING`; refused as a duplicate on
+//!   MySQL) wins only if it made the row. A guard that does not hold rolls the transaction
+//!   back before the effects: nothing changes, no row is made.
 //! - **Push**: one `INSERT` (of any number of jobs on PostgreSQL, up to 1,000 on SQLite, 100
 //!   on MySQL), its own transaction; more jobs, or jobs with unique claims, one transaction.
 //! - **Reserve**: one statement over all the queues, each queue's pick limited and read
@@ -97,6 +105,13 @@
 //! deleted job (acknowledged, cleared, moved to the failed store) takes its claim with it,
 //! so the plain paths touch no claim. Keys are at most 512 bytes on MySQL. Pushing with a
 //! claim on the application's connection ([`SqlStore::push_on`]) needs a transaction.
+//!
+//! A push that replaces ([`Unique::replace`](queue_core::Unique::replace)) reads the job
+//! holding its key and, if it is queued (`reserved_until IS NULL`: a job whose lease ran out
+//! counts as reserved until a worker takes it again), sets its name, payload and
+//! `available_at` in the push's transaction by `UPDATE ... WHERE id = ? AND claim = ? AND
+//! reserved_until IS NULL`, which matches nothing once a reservation took the row (the push
+//! then reads again and is a duplicate): a job a worker holds never changes.
 //!
 //! # SQLite
 //!
@@ -168,7 +183,10 @@
 //!   queue's first job not due yet, or the first job of the queue next by name. Another
 //!   store's pick skips that entry meanwhile (`SKIP LOCKED`), so across workers a queue's
 //!   first job can start a round trip after its second. One worker starts its jobs in order
-//!   (it has one fetch on its way at a time, and its own locks do not hide rows from it).
+//!   (it has one fetch on its way at a time, and its own locks do not hide rows from it),
+//!   except at a tick of a stored schedule (`queue_core::Schedules`): its scheduler then
+//!   reserves the due timers on a connection of its own, another pick. With no timer due
+//!   it makes no pick (it reads without a lock first).
 //! - Ids come from `RETURNING` on MariaDB, from `LAST_INSERT_ID()` on MySQL (a multi-row
 //!   insert gets consecutive ids).
 //! - **Waking**: MySQL has nothing like `LISTEN`: a waiting worker looks for jobs with one

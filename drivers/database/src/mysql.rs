@@ -151,6 +151,8 @@ impl Backend for MySql {
     const DELETE_JOIN: &'static str = "DELETE t FROM {table} AS t JOIN {rows} ON t.id = l.id";
     const ADD: &'static str = "ON DUPLICATE KEY UPDATE value = value + VALUES(value)";
     const SKIP_HELD: &'static str = "";
+    // A row of the key is refused with error 1062, which undoes the statement alone.
+    const GUARD_NEW: &'static str = "";
     // One statement, no transaction: the owner changes only if the lock is free, ours or
     // expired; the expiry changes only if the owner is now ours (assignments run left to
     // right). Whether the lock was taken travels back in the insert id: 0 for a fresh row,

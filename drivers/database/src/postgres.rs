@@ -230,6 +230,7 @@ impl Backend for Postgres {
         "COMMIT",
     );
     const MIGRATE_READS_HERE: bool = false;
+    const ACK_EFFECTS_BY_DELETE: bool = true;
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()

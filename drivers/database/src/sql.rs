@@ -3,6 +3,7 @@
 //! classifier, its reservation), and `Io`, sqlx's executor, binds and decoding behind a few
 //! functions, so that the store's code needs no sqlx bounds of its own.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures::future::BoxFuture;
@@ -189,16 +190,24 @@ pub(crate) mod sealed {
     }
 
     /// Statements without arguments to send with the commit (MySQL's mark), unless the
-    /// work committed already.
+    /// work committed already, or a rollback instead when the work asked for one.
     #[derive(Debug, Default)]
     pub struct Deferred {
         pub(crate) text: String,
         pub(crate) committed: bool,
+        pub(crate) undone: bool,
     }
 
     impl Deferred {
         pub(crate) fn push_str(&mut self, text: &str) {
             self.text.push_str(text);
+        }
+
+        /// Ends the transaction with a `ROLLBACK` (and nothing deferred) rather than a
+        /// `COMMIT`, though the work succeeded: it found it had nothing to do.
+        pub(crate) fn roll_back(&mut self) {
+            self.text.clear();
+            self.undone = true;
         }
     }
 
@@ -271,6 +280,14 @@ pub(crate) mod sealed {
         const UNHEX: &'static str;
         /// Ends the `INSERT ... SELECT` of waiting jobs: a row whose key is taken is skipped.
         const HOLD_NEW: &'static str = " ON CONFLICT ({key}) DO NOTHING";
+        /// Ends the `INSERT` of a guard's counter ([`Groups::apply_if`]): a row of the same
+        /// (group, name) is skipped. MySQL refuses it with a duplicate-key error instead
+        /// ([`duplicate`](Self::duplicate)): `INSERT IGNORE` would also let strict mode's
+        /// errors through as warnings, and a no-op `ON DUPLICATE KEY UPDATE` counts the
+        /// row it leaves as changed under `CLIENT_FOUND_ROWS`, as an insert is.
+        ///
+        /// [`Groups::apply_if`]: queue_core::storage::Groups::apply_if
+        const GUARD_NEW: &'static str = " ON CONFLICT (grp, name) DO NOTHING";
         /// Skips a job whose claim is held (MySQL refuses it with an error instead).
         const SKIP_HELD: &'static str = " ON CONFLICT (claim) WHERE claim IS NOT NULL DO NOTHING";
         /// The `{insert}` of jobs (with `{skip}`) returning their ids in order, where the
@@ -330,6 +347,45 @@ pub(crate) mod sealed {
         /// Reserves on `conn`, inside the caller's transaction on MySQL (which needs one:
         /// its mark goes into `deferred`, sent with the commit), in one statement elsewhere.
         fn reserve(on: Reserving<'_, Self>) -> BoxFuture<'_, Result<Vec<Reserved>>>;
+        /// Whether acknowledgements that carry effects (batch members, chain links) are
+        /// fenced by the acknowledgement's own `DELETE ... RETURNING` (one statement deletes
+        /// the current leases' jobs and names them), instead of locking the leases first.
+        /// Not MySQL, which has no `RETURNING` and defers its delete to the commit.
+        const ACK_EFFECTS_BY_DELETE: bool = false;
+        /// How a settle of acknowledgements with effects uses its transaction: begun in a
+        /// trip of its own, or ([`Tx::Inline`]) by [`INLINE_BEGIN`](Self::INLINE_BEGIN) in
+        /// the acknowledgement's text, and committed by
+        /// [`ack_effects_end`](Self::ack_effects_end).
+        const ACK_EFFECTS_TX: Tx = Tx::Begin;
+        /// What begins a transaction in the same text as its first statement (SQLite).
+        const INLINE_BEGIN: &'static str = "BEGIN";
+        /// The end of a settle of acknowledgements with effects, once the effects but the
+        /// counters are applied: the reservation, then the counters. By default a statement
+        /// each (the commit follows); under [`Tx::Inline`] one text that commits.
+        fn ack_effects_end<'a>(
+            store: &'a SqlStore<Self>,
+            conn: &'a mut Self::Connection,
+            deferred: &'a mut Deferred,
+            counts: &'a BTreeMap<(String, String), i64>,
+            fetch: Option<&'a ReserveRequest>,
+        ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
+            Box::pin(async move {
+                let reserved = match fetch {
+                    Some(request) => {
+                        Self::reserve(Reserving {
+                            store,
+                            conn: &mut *conn,
+                            deferred,
+                            request,
+                        })
+                        .await?
+                    }
+                    None => Vec::new(),
+                };
+                store.count(conn, counts).await?;
+                Ok(reserved)
+            })
+        }
         /// Whether acknowledging leases (before a reservation when `fetch`) takes a
         /// transaction: not when it is one statement.
         fn ack_tx(_store: &SqlStore<Self>, fetch: bool) -> Tx {

@@ -1,5 +1,6 @@
 //! SQLite: [`SqliteStorage`] on one file, shared by every worker process of one machine.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -497,6 +498,48 @@ impl Backend for Sqlite {
         "DELETE FROM {table} WHERE (id, token) IN (SELECT l.id, l.token FROM {rows}) \
          AND reserved_until IS NOT NULL RETURNING id, token";
     const MIGRATE: (&'static str, &'static str) = ("BEGIN IMMEDIATE", "COMMIT");
+    const ACK_EFFECTS_BY_DELETE: bool = true;
+    const ACK_EFFECTS_TX: Tx = Tx::Inline;
+    const INLINE_BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    /// The counters, the reservation and `COMMIT` in one text.
+    fn ack_effects_end<'a>(
+        store: &'a SqlStore<Sqlite>,
+        conn: &'a mut SqliteConnection,
+        deferred: &'a mut Deferred,
+        counts: &'a BTreeMap<(String, String), i64>,
+        fetch: Option<&'a ReserveRequest>,
+    ) -> BoxFuture<'a, Result<Vec<Reserved>>> {
+        Box::pin(async move {
+            let rows: Vec<(&str, &str, i64)> = counts
+                .iter()
+                .map(|((g, n), d)| (g.as_str(), n.as_str(), *d))
+                .collect();
+            let counts = json(&rows)?;
+            let mut text = String::new();
+            let mut args = Vec::new();
+            if !rows.is_empty() {
+                text.push_str(store.count_sql());
+                text.push_str("; ");
+                args.push(Arg::Text(&counts));
+            }
+            if let Some(request) = fetch {
+                let (reserve, reserve_args) = reservation(store.state(), request);
+                text.push_str(&reserve);
+                text.push_str("; ");
+                args.extend(reserve_args);
+            }
+            text.push_str("COMMIT");
+            let rows = Sqlite::fetch(conn, &text, &args)
+                .await
+                .map_err(db::<Sqlite>)?;
+            deferred.committed = true;
+            match fetch {
+                Some(request) => reserved_rows::<Sqlite>(&rows, &request.queues),
+                None => Ok(Vec::new()),
+            }
+        })
+    }
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()

@@ -70,6 +70,16 @@ pub(crate) struct Statements {
     pub(crate) notify: Option<String>,
     /// The job holding a key. Binds: key.
     pub(crate) live_holder: String,
+    /// For a push that replaces ([`Unique::replace`](queue_core::Unique::replace)): the job
+    /// holding a key, read without a lock: id, queue, 1 when it is queued (not reserved: a
+    /// job whose lease ran out is still reserved until a worker takes it again), 1 when the
+    /// availability pushed is before its own. Binds: absolute time or NULL, delay ms, key.
+    pub(crate) replace_holder: String,
+    /// A queued job takes a push's name, payload and availability, if it still holds the
+    /// key and is not reserved: a reservation that took the row since the read makes it
+    /// change nothing (it waits for the reservation's commit, then checks the row as that
+    /// left it). Binds: name, payload, absolute time or NULL, delay ms, id, key.
+    pub(crate) replace: String,
     /// The failed job holding a key, other than one. Binds: key, failed id.
     pub(crate) failed_holder: String,
     /// Binds: id.
@@ -105,8 +115,23 @@ pub(crate) struct Statements {
     pub(crate) count: String,
     /// Binds: group.
     pub(crate) counters: String,
+    /// A guard's check-and-set: changes the counter to the value set if it holds the one
+    /// expected (a write waits for the one before it, then looks at the row as that left
+    /// it). Binds: set, group, name, expect.
+    pub(crate) guard_set: String,
+    /// The same when the value set is the one expected: the row locked if it holds it.
+    /// Binds: group, name, expect.
+    pub(crate) guard_hold: String,
+    /// A guard's counter that is missing (which holds 0), made: skipped (refused on MySQL)
+    /// where the row is there. Binds: group, name, set.
+    pub(crate) guard_new: String,
+    /// A counter's value, read without a lock. Binds: group, name.
+    pub(crate) guard_read: String,
     /// Binds: group.
     pub(crate) remove_group: String,
+    /// Group names from a first name (inclusive) and after a cursor: binds lower bound,
+    /// cursor, limit.
+    pub(crate) group_list: String,
     /// Stores waiting jobs, skipping a key that has one: `[key, deps, queue, name, payload
     /// (hex), due time or NULL, delay ms, unique key or NULL, until or NULL]`.
     pub(crate) hold: String,
@@ -226,6 +251,15 @@ impl Statements {
             )),
             notify: DB::NOTIFY.map(fill),
             live_holder: fill("SELECT id FROM {table} WHERE claim = ?"),
+            replace_holder: fill(
+                "SELECT t.id, t.queue, CASE WHEN t.reserved_until IS NULL THEN 1 ELSE 0 END, \
+                 CASE WHEN COALESCE(?, {now} + ?) < t.available_at THEN 1 ELSE 0 END \
+                 FROM {table} t WHERE t.claim = ?",
+            ),
+            replace: fill(
+                "UPDATE {table} SET name = ?, payload = ?, available_at = COALESCE(?, {now} + ?) \
+                 WHERE id = ? AND claim = ? AND reserved_until IS NULL",
+            ),
             failed_holder: fill("SELECT job_id FROM {failed_table} WHERE claim = ? AND id <> ?"),
             delete_job: fill("DELETE FROM {table} WHERE id = ?"),
             size: fill(
@@ -265,7 +299,24 @@ impl Statements {
                 add("{groups_table}", "grp, name")
             )),
             counters: fill("SELECT name, value FROM {groups_table} WHERE grp = ? ORDER BY name"),
+            // Never `SET value = value`: MySQL counts an `UPDATE` that leaves a row as it was
+            // only under `CLIENT_FOUND_ROWS` (`guard_hold` serves that case).
+            guard_set: fill(
+                "UPDATE {groups_table} SET value = ? WHERE grp = ? AND name = ? AND value = ?",
+            ),
+            guard_hold: fill(
+                "SELECT t.value FROM {groups_table} t \
+                 WHERE t.grp = ? AND t.name = ? AND t.value = ?{for_update}",
+            ),
+            guard_new: fill(&format!(
+                "INSERT INTO {{groups_table}} (grp, name, value) VALUES (?, ?, ?){}",
+                DB::GUARD_NEW
+            )),
+            guard_read: fill("SELECT value FROM {groups_table} WHERE grp = ? AND name = ?"),
             remove_group: fill("DELETE FROM {groups_table} WHERE grp = ?"),
+            group_list: fill(
+                "SELECT DISTINCT grp FROM {groups_table} WHERE grp >= ? AND grp > ? ORDER BY grp LIMIT ?",
+            ),
             // In key order, as the list comes. `WHERE 1 = 1`: SQLite reads an `ON` right
             // after the `FROM` as a join's.
             hold: fill(&format!(

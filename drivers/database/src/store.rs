@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use queue_core::storage::{
     check_effect_list, check_effects, duration_millis, from_unix_millis, unix_millis, Capabilities,
-    Control, Effect, FailedStore, Groups, Inspect, JobState, JobSummary, LeaseStatus, Outcome,
-    Page, PageRequest, Settle, SettleReply, Settled, Unique, Until, Wake,
+    Control, Effect, FailedStore, Groups, Guard, Inspect, JobState, JobSummary, LeaseStatus,
+    Outcome, Page, PageRequest, Settle, SettleReply, Settled, Unique, Until, Wake,
 };
 use queue_core::{
     Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
@@ -27,8 +27,11 @@ use crate::wake::{idle_sleep, Waker};
 
 /// Reads the schema version: the number of the last file under `migrations/<database>/`
 /// applied ([`last_version`] once `migrate` ran), kept in the control table under the name
-/// `schema` since version 5.
-const SCHEMA_VERSION_SQL: &str = "SELECT value FROM {control_table} WHERE name = 'schema'";
+/// `schema` since version 5. The control table is named after the jobs table, which may be
+/// used with another failed table: when the failed table is missing the read fails, and
+/// every file runs again (skipping what is there), so it is made.
+const SCHEMA_VERSION_SQL: &str = "SELECT value FROM {control_table} WHERE name = 'schema' \
+     AND NOT EXISTS (SELECT 1 FROM {failed_table} WHERE 1 = 0)";
 
 /// Durations are stored as milliseconds added to the database's clock; capping them keeps
 /// the sum inside a 64-bit integer while still meaning "forever".
@@ -502,8 +505,9 @@ impl<DB: Sql> SqlStore<DB> {
         })
     }
 
-    /// Ends an attempt: commits what succeeded (with the deferred statements) and keeps the
-    /// connection at hand; rolls back what failed. `None` when the failure was a transient
+    /// Ends an attempt: commits what succeeded (with the deferred statements), or rolls it
+    /// back if it asked for that ([`Deferred::roll_back`]), and keeps the connection at
+    /// hand; rolls back what failed. `None` when the failure was a transient
     /// conflict to run the whole operation again for.
     ///
     /// A connection whose state is unknown (the rollback failed, or the future was dropped
@@ -521,7 +525,11 @@ impl<DB: Sql> SqlStore<DB> {
             mut deferred,
         } = unit;
         if tx && !deferred.committed {
-            deferred.push_str("COMMIT");
+            deferred.push_str(if deferred.undone {
+                "ROLLBACK"
+            } else {
+                "COMMIT"
+            });
         }
         let done = match done {
             Ok(done) if !deferred.text.is_empty() => DB::script(&mut conn, &deferred.text)
@@ -644,7 +652,7 @@ impl<DB: Sql> SqlStore<DB> {
                 });
             }
         }
-        self.insert(conn, &jobs, None).await
+        Ok(self.insert(conn, &jobs, None).await?.pushed)
     }
 
     /// Inserts jobs on `conn`: runs of jobs without a claim in a few multi-row statements,
@@ -654,12 +662,17 @@ impl<DB: Sql> SqlStore<DB> {
         conn: &mut DB::Connection,
         jobs: &[NewJob],
         except: Option<i64>,
-    ) -> Result<Vec<Pushed>> {
+    ) -> Result<Inserted> {
         let mut out = Vec::with_capacity(jobs.len());
+        let mut woken = Vec::new();
         let mut rest = jobs;
         while let Some(first) = rest.first() {
             if first.unique.is_some() {
-                out.push(self.insert_claimed(conn, first, except).await?);
+                let pushed = self.insert_claimed(conn, first, except, &mut woken).await?;
+                if pushed.is_created() {
+                    woken.push(first.queue.clone());
+                }
+                out.push(pushed);
                 rest = &rest[1..];
                 continue;
             }
@@ -680,9 +693,10 @@ impl<DB: Sql> SqlStore<DB> {
                     ids.into_iter()
                         .map(|id| Pushed::Created(JobId(id.to_string()))),
                 );
+                woken.extend(chunk.iter().map(|job| job.queue.clone()));
             }
         }
-        Ok(out)
+        Ok(Inserted { pushed: out, woken })
     }
 
     /// One multi-row `INSERT`: the ids, in order (none for a job whose claim is held, on
@@ -735,15 +749,27 @@ impl<DB: Sql> SqlStore<DB> {
     /// then the failed store is checked, in a statement of its own so that it sees a job
     /// that failed while the insert waited. `except` is a failed job being retried, whose
     /// own claim does not count.
+    ///
+    /// A push that replaces looks for the holder first (see
+    /// [`replace_held`](Self::replace_held)), and again after an insert its key refused: the
+    /// job that took the key meanwhile may be queued. The queue of a job it replaced goes
+    /// into `woken` when the job's availability moved earlier.
     async fn insert_claimed(
         &self,
         conn: &mut DB::Connection,
         job: &NewJob,
         except: Option<i64>,
+        woken: &mut Vec<String>,
     ) -> Result<Pushed> {
         let key = job.unique.as_ref().map_or("", |u| u.key.as_str());
+        let replace = job.unique.as_ref().is_some_and(|u| u.replace);
         let sql = &self.inner.sql;
         for _ in 0..3 {
+            if replace {
+                if let Some(pushed) = self.replace_held(conn, job, key, woken).await? {
+                    return Ok(pushed);
+                }
+            }
             let inserted = match self.insert_rows(conn, std::slice::from_ref(job)).await {
                 Ok(ids) => ids.first().copied(),
                 Err(e) if DB::duplicate(&e) => None,
@@ -760,12 +786,84 @@ impl<DB: Sql> SqlStore<DB> {
                     DB::text(row, 0).map_err(db::<DB>)?,
                 )));
             }
+            if replace {
+                // Held by a job that took the key since the look: look again.
+                continue;
+            }
             let rows = Self::fetch(conn, &sql.live_holder, &[Arg::Text(key)]).await?;
             if let Some(row) = rows.first() {
                 let holder = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
                 return Ok(Pushed::Duplicate(JobId(holder.to_string())));
             }
             // The holder let go between the two statements: try again.
+        }
+        Err(Error::backend(
+            DB::DRIVER,
+            format!("the claim on `{key}` kept changing hands"),
+        ))
+    }
+
+    /// For a push that replaces: the job holding its key, if one does. Queued (not
+    /// reserved), it takes the push's name, payload and availability, keeping its id, queue,
+    /// attempts and claim: `Replaced`. Reserved (a job whose lease ran out included, until a
+    /// worker takes it again: the memory driver's rule), `Duplicate`. `None` when no job
+    /// holds the key (the insert decides, and checks the failed store). A holder reserved or
+    /// let go between the read and the `UPDATE` is read again.
+    ///
+    /// Race-free with reservations without locking anything first: the `UPDATE` of the
+    /// holder's row (by its id) checks its claim and `reserved_until IS NULL` and counts the
+    /// rows it matched. A reservation that took the row first makes it wait for that commit
+    /// and then match nothing; one that comes after passes over the row (`SKIP LOCKED`) until
+    /// the push commits, or on SQLite waits for the file's write lock. Locking the row by
+    /// its claim instead (`SELECT ... FOR UPDATE`) deadlocks on MySQL with a reservation
+    /// whose mark releases a claim held until the job starts (each holds a lock of the
+    /// row's the other wants: the claim's index entry, the row).
+    ///
+    /// Waking: the holder's queue when the new availability is before its old one (a
+    /// `NOTIFY` in the transaction on PostgreSQL; `woken` for this process's waiters).
+    async fn replace_held(
+        &self,
+        conn: &mut DB::Connection,
+        job: &NewJob,
+        key: &str,
+        woken: &mut Vec<String>,
+    ) -> Result<Option<Pushed>> {
+        let sql = &self.inner.sql;
+        let (at, delay) = due(job.available);
+        for _ in 0..3 {
+            let args = [Arg::OptInt(at), Arg::Int(delay), Arg::Text(key)];
+            let rows = Self::fetch(conn, &sql.replace_holder, &args).await?;
+            let Some(row) = rows.first() else {
+                return Ok(None);
+            };
+            let int = |i| {
+                DB::int(row, i)
+                    .map_err(db::<DB>)
+                    .map(Option::unwrap_or_default)
+            };
+            let (id, queued, earlier) = (int(0)?, int(2)? == 1, int(3)? == 1);
+            if !queued {
+                return Ok(Some(Pushed::Duplicate(JobId(id.to_string()))));
+            }
+            let args = [
+                Arg::Text(&job.name),
+                Arg::Bytes(&job.payload),
+                Arg::OptInt(at),
+                Arg::Int(delay),
+                Arg::Int(id),
+                Arg::Text(key),
+            ];
+            // The rows matched (MySQL's count too: sqlx connects with CLIENT_FOUND_ROWS), so
+            // a push that changes nothing still counts its row.
+            if Self::execute(conn, &sql.replace, &args).await? == 1 {
+                if earlier {
+                    let queue = DB::text(row, 1).map_err(db::<DB>)?;
+                    self.notify(conn, &[queue.as_str()]).await?;
+                    woken.push(queue);
+                }
+                return Ok(Some(Pushed::Replaced(JobId(id.to_string()))));
+            }
+            // Reserved or let go since the read: read again.
         }
         Err(Error::backend(
             DB::DRIVER,
@@ -854,9 +952,66 @@ impl<DB: Sql> SqlStore<DB> {
 
     /// The acknowledgement's text (binds the `[id, token]` pairs as JSON; returns the
     /// leases it deleted as `(id, token)` rows).
+    /// The counters' text (binds `[group, name, delta]` rows as JSON).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn count_sql(&self) -> &str {
+        &self.inner.sql.count
+    }
+
     #[cfg(feature = "sqlite")]
     pub(crate) fn ack_sql(&self) -> &str {
         &self.inner.sql.ack
+    }
+
+    /// Settles acknowledgements that carry effects (batch members, chain links, workflow
+    /// nodes), in one transaction: the acknowledgement's `DELETE ... RETURNING` deletes the
+    /// current leases' jobs and names them (the fence: a stale one deletes nothing), then
+    /// the effects of those alone but the counters (see
+    /// [`apply_effects`](Self::apply_effects)), then the reservation and the counters
+    /// ([`Backend::ack_effects_end`]), then the commit. Two statements fewer than
+    /// [`settle_all`](Self::settle_all), and on SQLite three trips in all when no waiting
+    /// job is released.
+    async fn settle_acks_with_effects(
+        &self,
+        settles: &[Settle],
+        fetch: Option<&ReserveRequest>,
+    ) -> Result<(SettleReply, Vec<String>)> {
+        let pairs: Vec<(i64, &str)> = settles
+            .iter()
+            .filter_map(|s| Some((id_of(&s.lease)?, s.lease.token.as_str())))
+            .collect();
+        let tx = DB::ACK_EFFECTS_TX;
+        unit!(self, "settle", self.tx_hot(false), tx, |conn, deferred| {
+            let acked = if tx == Tx::Inline {
+                let text = format!("{}; {}", DB::INLINE_BEGIN, self.inner.sql.ack);
+                let rows = Self::fetch(conn, &text, &[Arg::Text(&json(&pairs)?)]).await?;
+                acked_rows::<DB>(&rows)?
+            } else {
+                self.ack_json(conn, &pairs).await?
+            };
+            let mut acked: HashSet<(i64, String)> = acked.into_iter().collect();
+            let mut effects = Effects::default();
+            let mut settled = Vec::with_capacity(settles.len());
+            for settle in settles {
+                // Removing makes a lease named twice in one call count once.
+                let current = id_of(&settle.lease)
+                    .is_some_and(|id| acked.remove(&(id, settle.lease.token.clone())));
+                if !current {
+                    settled.push(Settled::Stale);
+                    continue;
+                }
+                settled.push(Settled::Applied);
+                for effect in &settle.effects {
+                    effects.add::<DB>(effect)?;
+                }
+            }
+            let woken = self.apply_effects(conn, &effects).await?;
+            let reserved =
+                DB::ack_effects_end(self, conn, deferred, &effects.counts, fetch).await?;
+            let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
+            self.notify(conn, &queues).await?;
+            Ok((SettleReply { settled, reserved }, woken.clone()))
+        })
     }
 
     /// Settles anything, in one transaction: the leases are locked and checked first, then
@@ -971,8 +1126,7 @@ impl<DB: Sql> SqlStore<DB> {
         effects: &Effects<'_>,
     ) -> Result<Vec<String>> {
         let sql = &self.inner.sql;
-        let pushed = self.insert(conn, &effects.pushes, None).await?;
-        let mut woken = created_queues(&effects.pushes, &pushed);
+        let mut woken = self.insert(conn, &effects.pushes, None).await?.woken;
         if !effects.holds.is_empty() {
             let rows: Vec<_> = effects
                 .holds
@@ -1010,8 +1164,7 @@ impl<DB: Sql> SqlStore<DB> {
                     released.extend(self.release(conn, &key).await?);
                 }
             }
-            let pushed = self.insert(conn, &released, None).await?;
-            woken.extend(created_queues(&released, &pushed));
+            woken.extend(self.insert(conn, &released, None).await?.woken);
         }
         for key in &effects.skips {
             Self::execute(conn, &sql.unhold, &[Arg::Text(key)]).await?;
@@ -1073,12 +1226,69 @@ impl<DB: Sql> SqlStore<DB> {
             unique: DB::opt_text(row, 5).map_err(db::<DB>)?.map(|key| Unique {
                 key,
                 until: until.as_deref().and_then(Until::parse).unwrap_or_default(),
+                // Not stored with the claim: a push's own.
+                replace: false,
             }),
         })
     }
 
+    /// Checks and sets a guard's counter on `conn`, inside the caller's transaction: whether
+    /// it held the value expected (a missing counter holds 0), in which case it now holds the
+    /// value set, its row locked until the commit. Nothing is changed otherwise.
+    ///
+    /// First the row as it is: one conditional `UPDATE` (or, when the value set is the one
+    /// expected, a `SELECT ... FOR UPDATE` of the row if it holds it). A second process
+    /// expecting the same value waits for the first one's commit, then finds the new value
+    /// and loses. When 0 is expected and no row matched, the row may be missing: an `INSERT`
+    /// makes it, holding the value set, unless another process's row is there (skipped, or
+    /// refused on MySQL, once that process committed). That row is then read without a lock
+    /// (on MySQL the refused insert left a shared lock on it, and several losers asking to
+    /// write it would deadlock): unless it holds 0, the guard lost; if it does (or it is gone
+    /// again), all of it once more.
+    async fn guard(&self, conn: &mut DB::Connection, guard: &Guard) -> Result<bool> {
+        let sql = &self.inner.sql;
+        let (group, name) = (storable(&guard.group), storable(&guard.counter));
+        let (grp, counter) = (Arg::Text(&group), Arg::Text(&name));
+        let (expect, set) = (Arg::Int(guard.expect), Arg::Int(guard.set));
+        for _ in 0..3 {
+            let held = if guard.expect == guard.set {
+                !Self::fetch(conn, &sql.guard_hold, &[grp, counter, expect])
+                    .await?
+                    .is_empty()
+            } else {
+                Self::execute(conn, &sql.guard_set, &[set, grp, counter, expect]).await? == 1
+            };
+            if held {
+                return Ok(true);
+            }
+            if guard.expect != 0 {
+                return Ok(false);
+            }
+            let made = match DB::execute(conn, &sql.guard_new, &[grp, counter, set]).await {
+                Ok(done) => DB::rows_affected(&done) == 1,
+                Err(e) if DB::duplicate(&e) => false,
+                Err(e) => return Err(db::<DB>(e)),
+            };
+            if made {
+                return Ok(true);
+            }
+            let rows = Self::fetch(conn, &sql.guard_read, &[grp, counter]).await?;
+            let value = match rows.first() {
+                Some(row) => DB::int(row, 0).map_err(db::<DB>)?,
+                None => None,
+            };
+            if value.is_some_and(|v| v != 0) {
+                return Ok(false);
+            }
+        }
+        Err(Error::backend(
+            DB::DRIVER,
+            format!("the counter `{name}` of group `{group}` kept changing"),
+        ))
+    }
+
     /// Adds to the group counters on `conn`, in (group, name) order.
-    async fn count(
+    pub(crate) async fn count(
         &self,
         conn: &mut DB::Connection,
         counts: &BTreeMap<(String, String), i64>,
@@ -1129,18 +1339,19 @@ impl<DB: Sql> SqlStore<DB> {
             unique: key.map(|key| Unique {
                 key,
                 until: until.as_deref().and_then(Until::parse).unwrap_or_default(),
+                // Not stored with the claim: a push's own.
+                replace: false,
             }),
         })
     }
 }
 
-/// The queues of the jobs an insert created.
-fn created_queues(jobs: &[NewJob], pushed: &[Pushed]) -> Vec<String> {
-    jobs.iter()
-        .zip(pushed)
-        .filter(|(_, pushed)| pushed.is_created())
-        .map(|(job, _)| job.queue.clone())
-        .collect()
+/// What an insert did: each job's outcome, in order, and the queues whose idle workers to
+/// wake: of the jobs created, and of the queued jobs replaced whose availability moved
+/// earlier.
+struct Inserted {
+    pushed: Vec<Pushed>,
+    woken: Vec<String>,
 }
 
 fn cursor_error<DB: Backend>(cursor: &str) -> Error {
@@ -1177,12 +1388,11 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             }
         }
         let hot = if single { pushes } else { self.tx_hot(true) };
-        let pushed = unit!(self, "push", hot, !single, |conn, _d| self
+        let inserted = unit!(self, "push", hot, !single, |conn, _d| self
             .insert(conn, &jobs, None)
             .await)?;
-        let created = jobs.iter().zip(&pushed).filter(|(_, p)| p.is_created());
-        self.woke(created.map(|(job, _)| job.queue.as_str()));
-        Ok(pushed)
+        self.woke(inserted.woken.iter().map(String::as_str));
+        Ok(inserted.pushed)
     }
 
     async fn reserve(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
@@ -1246,13 +1456,15 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             supported::<DB>(&settle.effects)?;
         }
         let fetch = fetch.filter(|request| !request.queues.is_empty());
-        let plain = settles
-            .iter()
-            .all(|s| s.outcome == Outcome::Ack && s.effects.is_empty());
-        if plain {
+        let acks = settles.iter().all(|s| s.outcome == Outcome::Ack);
+        if acks && settles.iter().all(|s| s.effects.is_empty()) {
             return self.settle_acks(&settles, fetch).await;
         }
-        let (reply, woken) = self.settle_all(&settles, fetch).await?;
+        let (reply, woken) = if acks && DB::ACK_EFFECTS_BY_DELETE {
+            self.settle_acks_with_effects(&settles, fetch).await?
+        } else {
+            self.settle_all(&settles, fetch).await?
+        };
         self.woke(woken.iter().map(String::as_str));
         Ok(reply)
     }
@@ -1356,12 +1568,14 @@ impl<DB: Sql> FailedStore for SqlStore<DB> {
                 unique: DB::opt_text(row, 3).map_err(db::<DB>)?.map(|key| Unique {
                     key,
                     until: until.as_deref().and_then(Until::parse).unwrap_or_default(),
+                    // Not stored with the claim: a push's own.
+                    replace: false,
                 }),
             };
-            let pushed = self
+            let inserted = self
                 .insert(conn, std::slice::from_ref(&job), Some(id))
                 .await?;
-            let Some(pushed) = pushed.into_iter().next() else {
+            let Some(pushed) = inserted.pushed.into_iter().next() else {
                 return Ok(None);
             };
             if pushed.is_created() {
@@ -1543,6 +1757,37 @@ impl<DB: Sql> Groups for SqlStore<DB> {
             > 0)
     }
 
+    /// One indexed range read of the counters table (its key begins with the group).
+    async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>> {
+        let prefix = storable(prefix);
+        let after = page.after.as_deref().map(storable).unwrap_or_default();
+        let limit = page.limit.max(1);
+        let args = [
+            Arg::Text(&prefix),
+            Arg::Text(&after),
+            Arg::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        let rows = self
+            .one(
+                "group_list",
+                self.reads(),
+                &self.inner.sql.group_list,
+                &args,
+            )
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let name = DB::text(row, 0).map_err(db::<DB>)?;
+            // Sorted by bytes: past the first name without the prefix, none has it.
+            if !name.starts_with(&prefix) {
+                return Ok(Page { items, next: None });
+            }
+            items.push(name);
+        }
+        let next = items.last().filter(|_| items.len() == limit).cloned();
+        Ok(Page { items, next })
+    }
+
     /// One transaction, on the connections pushes use (on PostgreSQL its commit waits for
     /// the disk, as a push's does: it dispatches).
     async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
@@ -1563,6 +1808,39 @@ impl<DB: Sql> Groups for SqlStore<DB> {
         })?;
         self.woke(woken.iter().map(String::as_str));
         Ok(())
+    }
+
+    /// [`apply`](Self::apply)'s transaction, begun by the guard's check-and-set (see
+    /// `SqlStore::guard`) and rolled back, with nothing else run, when the counter does not
+    /// hold the value expected. The effects are checked before anything is changed.
+    async fn apply_if(&self, guard: Guard, effects: Vec<Effect>) -> Result<bool> {
+        check_effect_list(DB::DRIVER, &effects, "an apply")?;
+        let mut sorted = Effects::default();
+        for effect in &effects {
+            sorted.add::<DB>(effect)?;
+        }
+        let woken = unit!(
+            self,
+            "apply_if",
+            self.tx_hot(true),
+            true,
+            |conn, deferred| {
+                if !self.guard(conn, &guard).await? {
+                    deferred.roll_back();
+                    return Ok(None);
+                }
+                let woken = self.apply_effects(conn, &sorted).await?;
+                self.count(conn, &sorted.counts).await?;
+                let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
+                self.notify(conn, &queues).await?;
+                Ok(Some(woken))
+            }
+        )?;
+        let Some(woken) = woken else {
+            return Ok(false);
+        };
+        self.woke(woken.iter().map(String::as_str));
+        Ok(true)
     }
 
     async fn waiting(&self, key: &str) -> Result<Option<i64>> {

@@ -1,8 +1,8 @@
 //! What the three databases share beyond the conformance suite, each case run against each
 //! (SQLite on one file per test binary): transactional dispatch, rows written by hand,
 //! concurrent migrations, upgrades from the schema before the v2 contract and from the one
-//! before waiting jobs, what a waiting job keeps, many stores on one table, a reconnect; and
-//! on the servers, `SKIP LOCKED`, the reserve plan and a real deadlock retried.
+//! before waiting jobs, what a waiting job keeps, many stores on one table, a reconnect,
+//! guarded steps raced from several stores, replacing pushes raced with reservations; and on the servers, `SKIP LOCKED`, the reserve plan and a real deadlock retried.
 
 mod common;
 mod servers;
@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
-use queue_core::storage::{Effect, Settle, StorageExt};
+use queue_core::storage::{Effect, Guard, Settle, StorageExt, Wake};
 use queue_core::{
-    Availability, ConnectOptions, Handle, Job, JobContext, JobError, NewJob, Queue, ReserveRequest,
-    Storage, Unique, WaitingJob, WorkerOptions,
+    Availability, ConnectOptions, Handle, Job, JobContext, JobError, NewJob, Pushed, Queue,
+    ReserveRequest, Storage, Unique, Until, WaitingJob, WorkerOptions,
 };
 use queue_database::{dispatch_many_within, DispatchWithin, Sql, SqlOptions, SqlStore};
 use serde::{Deserialize, Serialize};
@@ -580,6 +580,31 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
     drop_tables::<DB>(&table).await;
 }
 
+/// A jobs table used with another failed table than before: connecting makes the new
+/// failed table (the schema version, kept with the jobs table, says nothing of it), and a
+/// job fails into it.
+async fn a_new_failed_table_is_made_for_an_existing_jobs_table<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    drop(store);
+    let other = format!("{table}_g");
+    let store = SqlStore::<DB>::connect_with(options::<DB>(&table).failed_table(&other))
+        .await
+        .expect("migrates");
+    store.push(vec![job("q", b"x")]).await.unwrap();
+    let got = store.reserve(&request("q", 1)).await.unwrap();
+    store.fail(&got[0].lease, "no").await.unwrap();
+    let failed = store.failed_store().unwrap();
+    assert_eq!(failed.count().await.unwrap(), 1);
+    let mut conn = DB::connect().await;
+    let count = format!("SELECT COUNT(*) FROM {other}");
+    assert_eq!(DB::raw(&mut conn, &count).await, [1]);
+    DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {other}")).await;
+    drop_tables::<DB>(&table).await;
+}
+
 /// Waiting jobs keep what a push would store: bytes of any kind (none too), a delay counted
 /// from their release, a due time, a claim or none; keys of any text. A job held and
 /// released in one call is pushed at once; of two holds of one key in one call, the first
@@ -847,6 +872,279 @@ async fn a_deadlocked_settle_is_run_again_and_applied_once<DB: Server>() {
     drop_tables::<DB>(&table).await;
 }
 
+/// Guarded steps raced from four stores on one table (each with connections of its own, as
+/// processes have): of the steps expecting one value, one applies, whatever path the guard
+/// takes. A missing counter (the `INSERT`, which MySQL refuses for a duplicate with a shared
+/// lock left on the row), a row holding 0, and a value set that is the one expected (no
+/// `UPDATE` then, so MySQL's count of rows an `UPDATE` changed does not matter: all apply,
+/// and the counter stays).
+async fn guarded_steps_race_across_stores<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    let mut stores = vec![store.clone()];
+    for _ in 0..3 {
+        stores.push(SqlStore::<DB>::connect_with(options(&table)).await.unwrap());
+    }
+    let race = |group: &'static str, expect: i64, set: i64| {
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let store = stores[t % stores.len()].clone();
+                tokio::spawn(async move {
+                    let won = Effect::Count {
+                        group: group.to_owned(),
+                        deltas: vec![("won".to_owned(), 1)],
+                    };
+                    let guard = Guard::new(group, "next", expect, set);
+                    store.groups().unwrap().apply_if(guard, vec![won]).await
+                })
+            })
+            .collect();
+        async move {
+            let mut won = 0;
+            for task in tasks {
+                won += usize::from(task.await.unwrap().expect("no error, even contended"));
+            }
+            won
+        }
+    };
+    let groups = store.groups().unwrap();
+    let counters = |group: &'static str| async move { groups.counters(group).await.unwrap() };
+    let pair = |name: &str, value: i64| (name.to_owned(), value);
+
+    assert_eq!(race("missing", 0, 7).await, 1, "one makes the counter");
+    assert_eq!(counters("missing").await, [pair("next", 7), pair("won", 1)]);
+    assert_eq!(race("missing", 0, 9).await, 0, "it holds 7 now");
+    assert_eq!(race("missing", 7, 8).await, 1);
+    assert_eq!(counters("missing").await, [pair("next", 8), pair("won", 2)]);
+
+    // A guard that sets the value it expects makes a missing counter, holding 0.
+    assert_eq!(race("zero", 0, 0).await, 16, "all apply");
+    assert_eq!(counters("zero").await, [pair("next", 0), pair("won", 16)]);
+    assert_eq!(race("zero", 0, 5).await, 1, "one takes the row holding 0");
+    assert_eq!(race("zero", 5, 5).await, 16, "all apply, the value stays");
+    assert_eq!(counters("zero").await, [pair("next", 5), pair("won", 33)]);
+    assert_eq!(race("zero", 4, 4).await, 0);
+    assert_eq!(
+        race("zero", 0, 0).await,
+        0,
+        "the row holds 5: not a missing counter"
+    );
+    assert_eq!(counters("zero").await, [pair("next", 5), pair("won", 33)]);
+
+    assert!(!groups
+        .apply_if(Guard::new("none", "next", 3, 3), Vec::new())
+        .await
+        .unwrap());
+    assert_eq!(counters("none").await, [], "a refused guard makes no row");
+    println!(
+        "conflicts retried: {}",
+        stores.iter().map(SqlStore::conflict_retries).sum::<u64>()
+    );
+    for store in &stores {
+        store.close().await;
+    }
+    drop_tables::<DB>(&table).await;
+}
+
+/// One task pushes 400 jobs of one key held until `until`, each replacing the queued job
+/// holding it, while another reserves, holds the job a moment and acknowledges it. Each push
+/// is created, replaces the job it names, or is a duplicate of it; of one job, in push
+/// order: created, replaced any number of times, then duplicates once a worker has it. The
+/// worker gets, once, the payload of the last push that reached its job: no replace landed
+/// after the reservation, and none was lost.
+async fn race_replacing_pushes<DB: Server>(
+    pusher: &SqlStore<DB>,
+    worker: &SqlStore<DB>,
+    until: Until,
+) {
+    const PUSHES: usize = 400;
+    let queue = until.as_str();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reserving = tokio::spawn({
+        let (worker, done) = (worker.clone(), done.clone());
+        async move {
+            let mut taken: Vec<(String, Vec<u8>, u32)> = Vec::new();
+            let mut acked = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let got = worker.reserve(&request(queue, 1)).await.unwrap();
+                let Some(r) = got.into_iter().next() else {
+                    if finished {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                taken.push((r.lease.job_id.0.clone(), r.payload.clone(), r.attempts));
+                // Held a moment: pushes meanwhile are duplicates (new jobs, when the key is
+                // held until the job starts). Every few jobs a longer pause before the next
+                // reservation lets pushes replace the queued one.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert_eq!(worker.acknowledge(&[r.lease]).await.unwrap(), vec![true]);
+                acked += 1;
+                if acked % 4 == 0 {
+                    tokio::time::sleep(Duration::from_millis(8)).await;
+                }
+            }
+            taken
+        }
+    });
+    let mut log: Vec<(usize, Pushed)> = Vec::with_capacity(PUSHES);
+    for i in 0..PUSHES {
+        let job = NewJob::new(queue, "n", i.to_string().into_bytes())
+            .unique(Unique::new(queue).until(until).replacing());
+        let pushed = pusher.push(vec![job]).await.unwrap().remove(0);
+        log.push((i, pushed));
+        if i % 8 == 7 {
+            // SQLite's other writer gets the file's lock too.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let taken = tokio::time::timeout(Duration::from_secs(60), reserving)
+        .await
+        .expect("the worker drains the queue")
+        .unwrap();
+
+    // Per job, in push order: what each push did to it.
+    let mut jobs: HashMap<String, Vec<(usize, &'static str)>> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let (mut created, mut replaced, mut duplicates) = (0, 0, 0);
+    for (i, pushed) in &log {
+        let kind = match pushed {
+            Pushed::Created(_) => {
+                created += 1;
+                order.push(pushed.id().0.clone());
+                "created"
+            }
+            Pushed::Replaced(_) => {
+                replaced += 1;
+                "replaced"
+            }
+            Pushed::Duplicate(_) => {
+                duplicates += 1;
+                "duplicate"
+            }
+            other => panic!("{other:?}"),
+        };
+        jobs.entry(pushed.id().0.clone())
+            .or_default()
+            .push((*i, kind));
+    }
+    println!("{until:?}: {created} created, {replaced} replaced, {duplicates} duplicates");
+    assert!(
+        created > 1 && replaced > 0,
+        "the race ran every way: {created} created, {replaced} replaced, {duplicates} duplicates"
+    );
+    match until {
+        Until::Started => assert_eq!(duplicates, 0, "the reservation releases the key"),
+        _ => assert!(duplicates > 0, "pushes met a job a worker held"),
+    }
+    for (id, pushes) in &jobs {
+        assert_eq!(pushes[0].1, "created", "job {id}: {pushes:?}");
+        let first_duplicate = pushes
+            .iter()
+            .position(|(_, kind)| *kind == "duplicate")
+            .unwrap_or(pushes.len());
+        assert!(
+            pushes[1..first_duplicate]
+                .iter()
+                .all(|(_, kind)| *kind == "replaced"),
+            "job {id}: {pushes:?}"
+        );
+        assert!(
+            pushes[first_duplicate..]
+                .iter()
+                .all(|(_, kind)| *kind == "duplicate"),
+            "job {id}: replaced after a worker took it: {pushes:?}"
+        );
+    }
+    // Every job created ran once, with the last payload that reached it.
+    let ran: Vec<&String> = taken.iter().map(|(id, _, _)| id).collect();
+    assert_eq!(
+        ran,
+        order.iter().collect::<Vec<_>>(),
+        "each job ran once, in order"
+    );
+    for (id, payload, attempts) in &taken {
+        let pushes = &jobs[id];
+        let last = pushes
+            .iter()
+            .rev()
+            .find(|(_, kind)| *kind != "duplicate")
+            .unwrap();
+        assert_eq!(
+            (payload.as_slice(), *attempts),
+            (last.0.to_string().as_bytes(), 1),
+            "job {id}: {pushes:?}"
+        );
+    }
+    assert_eq!(total(pusher, queue).await, 0);
+}
+
+/// Replacing pushes raced with reservations, from two stores on one table (each with
+/// connections of its own, as processes have), with a key held until the job leaves the
+/// queue and one held until it starts (which the reservation releases: a push after it
+/// creates a job, never a duplicate; on MySQL the reservation's mark then changes the
+/// claim the push locks, and deadlocks it may meet are run again). Then a push that
+/// changes nothing, and one that moves a job from in an hour to now, which wakes an idle
+/// worker.
+async fn replacing_pushes_race_reservations<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(pusher) = open::<DB>(&table).await else {
+        return;
+    };
+    let worker = SqlStore::<DB>::connect_with(options(&table)).await.unwrap();
+    race_replacing_pushes(&pusher, &worker, Until::Terminal).await;
+    race_replacing_pushes(&pusher, &worker, Until::Started).await;
+    println!(
+        "conflicts retried: {}",
+        pusher.conflict_retries() + worker.conflict_retries()
+    );
+
+    // A push that changes nothing still replaces (MySQL counts the rows an `UPDATE`
+    // matched: sqlx connects with CLIENT_FOUND_ROWS).
+    let at = SystemTime::now() + Duration::from_secs(3600);
+    let later = || {
+        NewJob::new("later", "n", b"s".to_vec())
+            .available(Availability::At(at))
+            .unique(Unique::new("later").replacing())
+    };
+    let first = pusher.push(vec![later()]).await.unwrap().remove(0);
+    assert!(first.is_created(), "{first:?}");
+    let again = pusher.push(vec![later()]).await.unwrap();
+    assert_eq!(again, [Pushed::Replaced(first.id().clone())]);
+    // Moved from in an hour to now: an idle worker wakes.
+    let queues = vec!["later".to_owned()];
+    pusher
+        .wait(&queues, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let waiting = {
+        let (waiter, queues) = (pusher.clone(), queues.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            waiter.wait(&queues, Duration::from_secs(20)).await.unwrap();
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = NewJob::new("later", "m", b"now".to_vec()).unique(Unique::new("later").replacing());
+    let pushed = pusher.push(vec![now]).await.unwrap();
+    assert_eq!(pushed, [Pushed::Replaced(first.id().clone())]);
+    let slept = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(slept < Duration::from_secs(10), "woken after {slept:?}");
+    let got = worker.reserve(&request("later", 5)).await.unwrap();
+    assert_eq!((got.len(), got[0].payload.as_slice()), (1, &b"now"[..]));
+    worker.close().await;
+    drop_tables::<DB>(&table).await;
+}
+
 /// One `#[tokio::test]` per case and database.
 macro_rules! on {
     ($feature:literal, $server:ty, $module:ident: $($case:ident),*) => {
@@ -865,16 +1163,22 @@ macro_rules! on {
 on!("sqlite", sqlx::Sqlite, sqlite: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
     upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
-    four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect);
+    a_new_failed_table_is_made_for_an_existing_jobs_table,
+    four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    guarded_steps_race_across_stores, replacing_pushes_race_reservations);
 on!("postgres", sqlx::Postgres, postgres: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
     upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
+    a_new_failed_table_is_made_for_an_existing_jobs_table,
     four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    guarded_steps_race_across_stores, replacing_pushes_race_reservations,
     reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
     a_deadlocked_settle_is_run_again_and_applied_once);
 on!("mysql", sqlx::MySql, mysql: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
     upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
+    a_new_failed_table_is_made_for_an_existing_jobs_table,
     four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
+    guarded_steps_race_across_stores, replacing_pushes_race_reservations,
     reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
     a_deadlocked_settle_is_run_again_and_applied_once);

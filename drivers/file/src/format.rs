@@ -182,7 +182,7 @@ const NAME_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'-').remo
 
 /// A name as one path component: a leading dot is escaped too, so that no name is `.`, `..`
 /// or a hidden file.
-fn encode_name(s: &str) -> String {
+pub(crate) fn encode_name(s: &str) -> String {
     match s.strip_prefix('.') {
         Some(rest) => format!("%2E{}", utf8_percent_encode(rest, NAME_ESCAPED)),
         None => utf8_percent_encode(s, NAME_ESCAPED).to_string(),

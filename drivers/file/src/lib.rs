@@ -47,8 +47,9 @@
 //!
 //! # Capabilities
 //!
-//! Everything the contract has: unique claims and push effects, the failed store (pages by
-//! cursor, newest first), inspection (sizes, queues, clearing, listing jobs by state by
+//! Everything the contract has: unique claims (replacing a queued job that holds the key when
+//! a push asks to: debounce) and push effects, the failed store (pages by cursor, newest
+//! first), inspection (sizes, queues, clearing, listing jobs by state by
 //! cursor), groups (counters, waiting jobs released by their dependencies for chains,
 //! workflows and batch callbacks, and applying effects with no lease), the restart signal,
 //! reserving by job name, and wake-ups. Two work differently than on a server:
@@ -64,6 +65,33 @@
 //!   a page of [`Inspect::jobs`](queue_core::storage::Inspect::jobs) or of the failed store
 //!   costs in proportion to the queue, not to the page.
 //!
+//! A guarded apply (`Groups::apply_if`, how a schedule claims a tick) checks its counter
+//! under the store's lock, after finishing what crashed steps left. Refused, it writes
+//! nothing (the jobs it staged in `tmp/` are deleted) and returns `false`. Applied, it is one
+//! step of the journal as `Groups::apply` is: the counter's new value is in its intent and
+//! is set in the same write of the group's file as the step's counter deltas, so of any
+//! number of processes racing on one value exactly one applies, and a crash finishes the
+//! value and the effects together or neither.
+//!
+//! A push whose claim asks to **replace** (`Unique::replace`) looks at its key's holder under
+//! the store's lock. Held by a job that is queued (its file in its queue's `ready/`: waiting
+//! or delayed; a reserved job's file is in `reserved/`, a failed job's in the failed store),
+//! that job's new version, a job file with the push's name and payload and the job's queue
+//! and claim, is written to `tmp/` and synced, and one step of the journal takes the old file
+//! out of `ready/` (a rename into `tmp/`: it fails if a worker reserved the job meanwhile,
+//! and then the push is a duplicate) and renames the new version into `ready/` under the same
+//! id and attempts with the push's due time (which wakes idle workers as a push does); the
+//! claim file is not touched. The push reports `Pushed::Replaced`; held otherwise,
+//! `Pushed::Duplicate`. Killed at any point, the job is
+//! the old version or the new, once. The jobs of one call with one key come to one job, as in
+//! the memory store: the first is pushed if the key is free and each later replacing one
+//! replaces it. The holder's file is found in this process's listing of `ready/`, else by
+//! listing the directory, so a replacing push costs in proportion to the holder's queue. A
+//! process caches job names (for reserving by name and listing); each replacement renews
+//! `control/replaced`, and a process that finds it changed forgets the names of jobs with a
+//! claim, and a reservation by name that finds another name in the file it took puts the job
+//! back as it was.
+//!
 //! # Layout on disk
 //!
 //! ```text
@@ -77,6 +105,7 @@
 //!   locks/KEY                             one file per held lock: owner and expiry
 //!   control/lock                          the store's lock (an empty file, `flock`ed)
 //!   control/restart                       the restart generation
+//!   control/replaced                      renewed by each push that replaces a queued job
 //!   journal/ID                            the intent of a step under the lock (JSON)
 //!   tmp/                                  files being written, renamed into place when whole
 //! ```
@@ -90,7 +119,8 @@
 //!   to 15 digits; `ID` is 24 hex digits that sort by creation; `ATTEMPTS` counts
 //!   reservations; `TOKEN` fences a reservation. Listing `ready/` in name order is FIFO by
 //!   available time, ties by push order.
-//! - A job file holds only what never changes:
+//! - A job file holds only what its transitions never change (a push that replaces the
+//!   job writes a new file, renamed over it in the journal's step):
 //!
 //!   ```text
 //!   queue-file job v1
@@ -143,7 +173,10 @@
 //!
 //! Every other change is a **step of the journal**, one per call (a whole batch of
 //! settlements is one step): settle Fail, settle Ack of a job with a claim, any settlement
-//! with effects, push with claims, an apply of effects with no lease (`Groups::apply`),
+//! with effects, push with claims (replacing queued jobs included: one move per job
+//! replaced, taking its old file, its new version written and synced in `tmp/` under the
+//! lock with one sync of `tmp/`), an apply of effects with no lease (`Groups::apply`, or
+//! `Groups::apply_if` whose guard holds),
 //! reserve of a job whose claim ends when it starts, retry from the failed store, and
 //! clearing jobs with claims. A step costs, on top of its transitions: the store's lock; its
 //! intent (a write, a sync, a rename, a sync of `journal/`); one rename per job it takes;
@@ -251,7 +284,11 @@
 //! one waiting job, exact and released once; a settlement (acknowledged or failed, with a
 //! counter and a follow-up), a push with a claim, and a settlement and an apply with
 //! waiting-job effects (a release with a claim, a dependency change, a skip, a hold, a
-//! counter), each killed at every point of its step and finished by the next open, twice;
+//! counter), a guarded apply and a push replacing a queued job, each killed at every point
+//! of its step and finished by the next open, twice; two handles racing replacing pushes of
+//! one key against a worker (never two jobs for the key, each delivered once); names cached
+//! by another handle following a replacement; four processes racing through 60 ticks of a schedule with guarded
+//! applies, each tick won once;
 //! waiting-job files as documented, a delay counted from the release, a damaged waiting file
 //! stopping nothing; the files older
 //! versions left in `tmp/` when killed mid-fail, recovered at open; a worker process that

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::storage::{
-    from_unix_millis, Control, FailedStore, Groups, Inspect, JobState, JobSummary, Page,
+    from_unix_millis, Control, FailedStore, Groups, Guard, Inspect, JobState, JobSummary, Page,
     PageRequest, Wake,
 };
 use queue_core::{
@@ -351,6 +351,18 @@ impl Groups for FileStorage {
         self.run(move |disk| Ok(disk.remove_group(&group)?)).await
     }
 
+    /// Reads the names of the group files that could match (each file is read).
+    async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>> {
+        let prefix = prefix.to_owned();
+        let names = self
+            .run({
+                let prefix = prefix.clone();
+                move |disk| Ok(disk.group_names(&prefix)?)
+            })
+            .await?;
+        Ok(Page::of_names(names, &prefix, &page))
+    }
+
     async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
         let wakes = effects.iter().any(makes_available);
         self.run(move |disk| disk.apply(effects)).await?;
@@ -358,6 +370,17 @@ impl Groups for FileStorage {
             self.pushed.notify_waiters();
         }
         Ok(())
+    }
+
+    /// The guard is checked under the store's lock; a winning step is one step of the
+    /// journal with the effects, its counter set with their counter deltas.
+    async fn apply_if(&self, guard: Guard, effects: Vec<Effect>) -> Result<bool> {
+        let wakes = effects.iter().any(makes_available);
+        let applied = self.run(move |disk| disk.apply_if(guard, effects)).await?;
+        if applied && wakes {
+            self.pushed.notify_waiters();
+        }
+        Ok(applied)
     }
 
     async fn waiting(&self, key: &str) -> Result<Option<i64>> {

@@ -910,3 +910,221 @@ async fn a_long_queue_comes_out_in_order() {
     }
     assert_eq!(next, n);
 }
+
+/// A replacing push rewrites the queued job's file whole under the same id: the new name,
+/// payload and due time, the old queue, attempts and claim (`until` as first pushed), the
+/// claim file untouched; nothing is left in `tmp/` or `journal/`.
+#[tokio::test]
+async fn a_replaced_job_on_disk() {
+    use queue_core::{Availability, Pushed, Settle, Unique, Until};
+    let (store, root) = common::open_fresh().await;
+    let ready = root.join("jobs/q/ready");
+    let first = store
+        .push_one(job("q", "first", b"1").unique(Unique::new("k").until(Until::Succeeded)))
+        .await
+        .unwrap()
+        .into_id();
+    // An attempt, then back in the queue: the job keeps its count.
+    let got = store
+        .reserve(&request(&["q"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    store
+        .settle(
+            vec![Settle::retry(got[0].lease.clone(), Duration::ZERO)],
+            None,
+        )
+        .await
+        .unwrap();
+    let claim = fs::read(root.join("claims/k")).unwrap();
+    let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+    let replaced = store
+        .push_one(
+            job("elsewhere", "second", b"22")
+                .available(Availability::At(at))
+                .unique(Unique::new("k").replacing()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(replaced, Pushed::Replaced(first.clone()));
+    let names = names_in(&ready);
+    assert_eq!(
+        names,
+        [format!("004000000000000-{first}-1")],
+        "one file: the new due time, the same id and attempts"
+    );
+    let text = fs::read_to_string(ready.join(&names[0])).unwrap();
+    assert!(
+        text.contains("\nqueue: q\nname: second\nunique: k\nuntil: succeeded\npayload: 2\n\n22"),
+        "{text}"
+    );
+    assert_eq!(fs::read(root.join("claims/k")).unwrap(), claim, "untouched");
+    let elsewhere = root.join("jobs/elsewhere/ready");
+    assert!(!elsewhere.exists() || names_in(&elsewhere).is_empty());
+    assert!(names_in(&root.join("tmp")).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+    assert!(root.join("control/replaced").exists());
+}
+
+/// Names cached by another process (another handle) are not trusted once a job is replaced:
+/// listing and reserving by name see the new name; a reservation by name that meets a job
+/// renamed after its name was looked at puts it back untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_cached_elsewhere_follow_a_replacement() {
+    use queue_core::storage::JobState;
+    use queue_core::{Availability, Pushed, Unique};
+    let dir = common::private_dir();
+    let root = dir.path().join("store");
+    let a = FileStorage::open(FileOptions::new(&root)).await.unwrap();
+    let b = FileStorage::open(FileOptions::new(&root)).await.unwrap();
+    let at = std::time::SystemTime::now() - Duration::from_secs(1);
+    let debounced = |name: &str| {
+        job("q", name, name.as_bytes())
+            .available(Availability::At(at))
+            .unique(Unique::new("k").replacing())
+    };
+    let names = |store: FileStorage| async move {
+        let page = store
+            .inspect()
+            .unwrap()
+            .jobs("q", JobState::Waiting, PageRequest::first(10))
+            .await
+            .unwrap();
+        page.items.into_iter().map(|j| j.name).collect::<Vec<_>>()
+    };
+    let by_name = |name: &str| {
+        let mut req = request(&["q"], Duration::from_secs(60), 10);
+        req.name = Some(name.into());
+        req
+    };
+    let id = a.push_one(debounced("a")).await.unwrap().into_id();
+    assert_eq!(names(b.clone()).await, ["a"], "b caches the name");
+    assert_eq!(
+        a.push_one(debounced("b")).await.unwrap(),
+        Pushed::Replaced(id.clone())
+    );
+    assert_eq!(names(b.clone()).await, ["b"]);
+    assert!(b.reserve(&by_name("a")).await.unwrap().is_empty());
+    // Renamed again, and b misses the generation (as if it read it just before): the same
+    // file name (same due time and attempts), so only the reservation shows the new name.
+    assert_eq!(
+        a.push_one(debounced("c")).await.unwrap(),
+        Pushed::Replaced(id.clone())
+    );
+    fs::copy(root.join("control/replaced"), root.join("seen")).unwrap();
+    assert_eq!(names(b.clone()).await, ["c"]);
+    assert_eq!(
+        a.push_one(debounced("d")).await.unwrap(),
+        Pushed::Replaced(id.clone())
+    );
+    fs::rename(root.join("seen"), root.join("control/replaced")).unwrap();
+    assert!(
+        b.reserve(&by_name("c")).await.unwrap().is_empty(),
+        "put back"
+    );
+    let size = b.inspect().unwrap().size("q").await.unwrap();
+    assert_eq!((size.waiting, size.reserved), (1, 0));
+    let got = b.reserve(&by_name("d")).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (&got[0].lease.job_id, got[0].name.as_str(), got[0].attempts),
+        (&id, "d", 1),
+        "the attempt b put back was not counted"
+    );
+}
+
+/// Two handles push replacing jobs of one key as fast as they can while a third reserves
+/// and acknowledges: never two jobs for the key, every job created is delivered once, every
+/// replaced or duplicate push names one of them, and the last push's payload is the last
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replacing_pushes_race_a_worker() {
+    use std::collections::HashSet;
+
+    use queue_core::{Pushed, Unique};
+    const PUSHES: usize = 150;
+    let dir = common::private_dir();
+    let root = dir.path().join("store");
+    let open = || FileStorage::open(FileOptions::new(&root).fsync(false));
+    let (a, b, w) = (
+        open().await.unwrap(),
+        open().await.unwrap(),
+        open().await.unwrap(),
+    );
+    let debounced =
+        |payload: String| job("q", "d", payload.as_bytes()).unique(Unique::new("k").replacing());
+    let pusher = |store: FileStorage, who: &'static str| {
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..PUSHES {
+                out.push(
+                    store
+                        .push_one(debounced(format!("{who}{i}")))
+                        .await
+                        .unwrap(),
+                );
+            }
+            out
+        })
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut delivered = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let got = w
+                    .reserve(&request(&["q"], Duration::from_secs(60), 10))
+                    .await
+                    .unwrap();
+                assert!(got.len() <= 1, "two jobs for one key: {got:?}");
+                for r in got {
+                    assert_eq!(
+                        w.acknowledge(std::slice::from_ref(&r.lease)).await.unwrap(),
+                        [true]
+                    );
+                    delivered.push((r.lease.job_id, r.payload));
+                }
+                if finished {
+                    return delivered;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let (pa, pb) = (pusher(a.clone(), "a"), pusher(b, "b"));
+    let mut pushed = pa.await.unwrap();
+    pushed.extend(pb.await.unwrap());
+    // Pushed again while the job holding the key runs (a duplicate) until it is queued.
+    let last = loop {
+        let last = a.push_one(debounced("last".into())).await.unwrap();
+        pushed.push(last.clone());
+        if !matches!(last, Pushed::Duplicate(_)) {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let delivered = worker.await.unwrap();
+    let created: HashSet<_> = pushed
+        .iter()
+        .filter(|p| p.is_created())
+        .map(|p| p.id().clone())
+        .collect();
+    let ids: Vec<_> = delivered.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids.len(), created.len(), "each delivered once");
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), created);
+    for p in &pushed {
+        assert!(created.contains(p.id()), "{p:?} names a job created");
+    }
+    assert!(
+        pushed.iter().any(|p| p.is_replaced()),
+        "some pushes replaced ({} created)",
+        created.len()
+    );
+    assert_eq!(delivered.last().unwrap().1, b"last");
+    assert_eq!(delivered.last().unwrap().0, *last.id());
+    assert!(names_in(&root.join("tmp")).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+}

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use queue_core::storage::PageRequest;
+use queue_core::storage::{Guard, JobState, PageRequest};
 use queue_core::{
-    Effect, FailedJob, NewJob, Outcome, ReserveRequest, Settle, Settled, Storage, StorageExt,
-    Unique, WaitingJob,
+    Effect, FailedJob, NewJob, Outcome, Pushed, ReserveRequest, Settle, Settled, Storage,
+    StorageExt, Unique, WaitingJob,
 };
 use queue_file::{FileOptions, FileStorage};
 use queue_tests::{job, request};
@@ -47,6 +47,10 @@ const TESTS: &[Test] = &[
         effects_from_several_processes_apply_once,
     ),
     (
+        "guarded_steps_from_several_processes_apply_once",
+        guarded_steps_from_several_processes_apply_once,
+    ),
+    (
         "a_dead_worker_process_returns_its_jobs_after_the_lease",
         a_dead_worker_process_returns_its_jobs_after_the_lease,
     ),
@@ -59,8 +63,16 @@ const TESTS: &[Test] = &[
         a_push_killed_at_any_point_publishes_with_its_claim,
     ),
     (
+        "a_replacing_push_killed_at_any_point_leaves_one_version",
+        a_replacing_push_killed_at_any_point_leaves_one_version,
+    ),
+    (
         "waiting_jobs_killed_at_any_point_change_once",
         waiting_jobs_killed_at_any_point_change_once,
+    ),
+    (
+        "a_guarded_step_killed_at_any_point_applies_once",
+        a_guarded_step_killed_at_any_point_applies_once,
     ),
     ("modes_whatever_the_umask", modes_whatever_the_umask),
 ];
@@ -140,6 +152,7 @@ fn children(part: &str) -> ExitCode {
     match part {
         "worker" => rt.block_on(worker_child(dir)),
         "effects" => rt.block_on(effects_child(dir)),
+        "guarded" => rt.block_on(guarded_child(dir)),
         "dying" => rt.block_on(dying_child(dir)),
         "crash" => rt.block_on(crash_child(dir)),
         "umask" => rt.block_on(umask_child(dir)),
@@ -386,6 +399,81 @@ async fn effects_child(root: PathBuf) {
     }
 }
 
+const TICKS: i64 = 60;
+const RACERS: usize = 4;
+
+/// Four processes race through 60 ticks of a schedule, each trying every tick with
+/// `apply_if` (the counter at the tick, set to the next) and a step that counts a win and
+/// pushes the tick's job: each tick is won exactly once across the processes (the wins they
+/// report and the counter add up to 60), the counter ends at 60, one job per tick, and
+/// nothing is left in `tmp/` or `journal/` by the refused steps.
+fn guarded_steps_from_several_processes_apply_once() {
+    runtime().block_on(async {
+        let dir = common::private_dir();
+        let root = dir.path().join("store");
+        let store = open(&root).await;
+        let outs: Vec<_> = (0..RACERS)
+            .map(|i| dir.path().join(format!("racer-{i}.out")))
+            .collect();
+        let children: Vec<_> = outs
+            .iter()
+            .map(|out| {
+                child("guarded", &root, &[(OUT, out.to_str().unwrap())])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("a process starts")
+            })
+            .collect();
+        wait_all(children);
+        let mut won = Vec::new();
+        for out in &outs {
+            let text = fs::read_to_string(out).unwrap();
+            won.extend(text.lines().map(|l| l.parse::<i64>().unwrap()));
+        }
+        won.sort_unstable();
+        assert_eq!(won, (0..TICKS).collect::<Vec<_>>(), "each tick won once");
+        let counters = store.groups().unwrap().counters("schedule").await.unwrap();
+        assert_eq!(
+            counters,
+            [("next".to_owned(), TICKS), ("wins".to_owned(), TICKS)]
+        );
+        assert_eq!(size(&store, "ticks").await.waiting, TICKS as u64);
+        assert!(names_in(&root.join("tmp")).is_empty());
+        assert!(names_in(&root.join("journal")).is_empty());
+    });
+}
+
+/// One process of [`guarded_steps_from_several_processes_apply_once`]: writes the ticks it
+/// won.
+async fn guarded_child(root: PathBuf) {
+    let out = env_path(OUT);
+    let store = open(&root).await;
+    let groups = store.groups().unwrap();
+    let mut won = Vec::new();
+    for tick in 0..TICKS {
+        let key = format!("tick-{tick}");
+        let applied = groups
+            .apply_if(
+                Guard::new("schedule", "next", tick, tick + 1),
+                vec![
+                    Effect::Push(job("ticks", "tick", key.as_bytes()).unique(Unique::new(key))),
+                    Effect::Count {
+                        group: "schedule".into(),
+                        deltas: vec![("wins".into(), 1)],
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        if applied {
+            won.push(tick.to_string());
+        }
+    }
+    let text: String = won.iter().map(|t| format!("{t}\n")).collect();
+    fs::write(out, text).unwrap();
+}
+
 /// A worker process that dies holding jobs gives them back when their lease runs out: the
 /// next reservation counts a second attempt, and the dead worker's leases are stale.
 fn a_dead_worker_process_returns_its_jobs_after_the_lease() {
@@ -578,6 +666,75 @@ fn a_push_killed_at_any_point_publishes_with_its_claim() {
     });
 }
 
+/// A push replacing a queued job (`Unique::replace`), killed at each point of its step:
+/// killed before the old version was taken, the job is as it was; after, the next process
+/// to open the store publishes the new version. Either way one job holds the key, under its
+/// id, attempts and claim, and opening again changes nothing more.
+fn a_replacing_push_killed_at_any_point_leaves_one_version() {
+    runtime().block_on(async {
+        for point in POINTS {
+            let dir = common::private_dir();
+            let root = dir.path().join("store");
+            let store = open(&root).await;
+            let id = store
+                .push_one(job("q", "old", b"old").unique(Unique::new("debounced")))
+                .await
+                .unwrap()
+                .into_id();
+            drop(store);
+            crash(&root, "replace", point);
+            let (name, payload): (&str, &[u8]) = match point {
+                "written" => ("old", b"old"),
+                _ => ("new", b"new"),
+            };
+            for round in 0..2 {
+                let case = format!("killed at {point} ({round})");
+                let store = open(&root).await;
+                let jobs = store
+                    .inspect()
+                    .unwrap()
+                    .jobs("q", JobState::Waiting, PageRequest::first(10))
+                    .await
+                    .unwrap()
+                    .items;
+                assert_eq!(jobs.len(), 1, "{case}: one job");
+                assert_eq!(
+                    (&jobs[0].id, jobs[0].name.as_str(), jobs[0].attempts),
+                    (&id, name, 0),
+                    "{case}"
+                );
+                assert_eq!(jobs[0].unique_key.as_deref(), Some("debounced"), "{case}");
+                assert_eq!(size(&store, "q").await.total(), 1, "{case}");
+                let again = store
+                    .push(vec![
+                        job("q", "probe", b"p").unique(Unique::new("debounced"))
+                    ])
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    again,
+                    [Pushed::Duplicate(id.clone())],
+                    "{case}: the claim holds"
+                );
+                assert!(names_in(&root.join("tmp")).is_empty(), "{case}");
+                assert!(names_in(&root.join("journal")).is_empty(), "{case}");
+                assert!(failed_list(&store).await.is_empty(), "{case}");
+            }
+            let store = open(&root).await;
+            let got = store
+                .reserve(&request(&["q"], Duration::from_secs(60), 10))
+                .await
+                .unwrap();
+            assert_eq!(got.len(), 1, "{point}");
+            assert_eq!(
+                (&got[0].lease.job_id, got[0].payload.as_slice()),
+                (&id, payload),
+                "{point}"
+            );
+        }
+    });
+}
+
 fn hold(key: &str, deps: u32, job: NewJob) -> Effect {
     Effect::Hold(WaitingJob::new(key, deps, job))
 }
@@ -696,6 +853,77 @@ fn waiting_jobs_killed_at_any_point_change_once() {
     });
 }
 
+/// The effects of the crash test's `guarded` step: a job pushed with a claim and a counter
+/// of the guard's own group.
+fn guarded_effects() -> Vec<Effect> {
+    vec![
+        Effect::Push(job("ticks", "tick", b"t").unique(Unique::new("tick"))),
+        Effect::Count {
+            group: "schedule".into(),
+            deltas: vec![("wins".into(), 1)],
+        },
+    ]
+}
+
+/// An `apply_if` that wins (the counter at 5, set to 9), killed at each point of its step:
+/// its intent was written before any of them, so the next process to open the store sets the
+/// counter and applies the effects, both once (the counter's delta is not added twice, the
+/// job is pushed once with its claim); opening again changes nothing more, and the tick is
+/// then refused while the next one applies.
+fn a_guarded_step_killed_at_any_point_applies_once() {
+    runtime().block_on(async {
+        for point in POINTS {
+            let dir = common::private_dir();
+            let root = dir.path().join("store");
+            let store = open(&root).await;
+            let groups = store.groups().unwrap();
+            assert!(groups
+                .apply_if(Guard::new("schedule", "next", 0, 5), vec![])
+                .await
+                .unwrap());
+            drop(store);
+            crash(&root, "guarded", point);
+            let case = format!("guarded killed at {point}");
+            for round in 0..2 {
+                let store = open(&root).await;
+                let groups = store.groups().unwrap();
+                let counters = groups.counters("schedule").await.unwrap();
+                assert_eq!(
+                    counters,
+                    [("next".to_owned(), 9), ("wins".to_owned(), 1)],
+                    "{case} ({round})"
+                );
+                assert_eq!(size(&store, "ticks").await.waiting, 1, "{case} ({round})");
+                let again = store
+                    .push(vec![job("ticks", "again", b"a").unique(Unique::new("tick"))])
+                    .await
+                    .unwrap();
+                assert!(!again[0].is_created(), "{case}: the claim holds ({round})");
+                assert!(names_in(&root.join("tmp")).is_empty(), "{case} ({round})");
+                assert!(names_in(&root.join("journal")).is_empty(), "{case}");
+            }
+            let store = open(&root).await;
+            let groups = store.groups().unwrap();
+            let refused = groups
+                .apply_if(Guard::new("schedule", "next", 5, 9), guarded_effects())
+                .await
+                .unwrap();
+            assert!(!refused, "{case}: the tick was won already");
+            let next = groups
+                .apply_if(Guard::new("schedule", "next", 9, 10), vec![])
+                .await
+                .unwrap();
+            assert!(next, "{case}: the next tick applies");
+            assert_eq!(
+                groups.counters("schedule").await.unwrap(),
+                [("next".to_owned(), 10), ("wins".to_owned(), 1)],
+                "{case}"
+            );
+            assert!(names_in(&root.join("tmp")).is_empty(), "{case}");
+        }
+    });
+}
+
 /// The child of the crash tests: runs one step that dies at `CRASH_AT`.
 async fn crash_child(root: PathBuf) {
     let scenario = std::env::var(SCENARIO).unwrap();
@@ -710,6 +938,22 @@ async fn crash_child(root: PathBuf) {
             .await
             .unwrap();
         std::process::exit(3); // not reached: the apply dies at the point
+    }
+    if scenario == "guarded" {
+        queue_file::__crash_at(point);
+        store
+            .groups()
+            .unwrap()
+            .apply_if(Guard::new("schedule", "next", 5, 9), guarded_effects())
+            .await
+            .unwrap();
+        std::process::exit(3); // not reached: the step dies at the point
+    }
+    if scenario == "replace" {
+        queue_file::__crash_at(point);
+        let new = job("q", "new", b"new").unique(Unique::new("debounced").replacing());
+        store.push(vec![new]).await.unwrap();
+        std::process::exit(3); // not reached: the push dies at the point
     }
     if scenario == "push" {
         queue_file::__crash_at(point);

@@ -50,6 +50,10 @@
 //!   [`Groups`](queue_core::storage::Groups) capability (no `Groups::apply`, no
 //!   `Groups::waiting`).
 //! - **reserving by job name** (`runall run NAME`): a slot queue cannot skip jobs.
+//! - **replacing a queued job** (debounce: `Unique::replace`, `on_conflict = "replace"`):
+//!   the queued job's payload, record and due-time entry are separate items, so rewriting
+//!   them cannot be one step against a reservation. `Capabilities::replace` is false; a push
+//!   asking for it is refused before anything is written.
 //! - **listing jobs** (`Inspect::jobs`): memcached cannot list keys, and a delayed or
 //!   reserved job is found only through the second it is due in.
 //!

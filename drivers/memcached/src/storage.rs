@@ -74,6 +74,22 @@ fn now_ms() -> i64 {
     unix_millis(SystemTime::now())
 }
 
+/// Refuses jobs that ask to replace a queued job holding their key (`Unique::replace`,
+/// debounce), before anything is written: a queued job's payload, record and due-time entry
+/// are separate items, so rewriting them cannot be one step against a reservation.
+fn refuse_replace(jobs: &[NewJob]) -> Result<()> {
+    if jobs
+        .iter()
+        .any(|job| job.unique.as_ref().is_some_and(|u| u.replace))
+    {
+        return Err(Error::NotSupported {
+            driver: DRIVER,
+            operation: "replacing a queued job (debounce)",
+        });
+    }
+    Ok(())
+}
+
 fn bucket(ms: i64) -> i64 {
     ms.div_euclid(BUCKET_MS)
 }
@@ -378,6 +394,7 @@ impl Storage for MemcachedStorage {
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
+        refuse_replace(&jobs)?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }

@@ -607,3 +607,43 @@ async fn two_hundred_thousand_jobs_due_at_one_instant_all_run() {
         "every job once, none twice"
     );
 }
+
+/// Debounce is not supported: a push with a job asking to replace a queued job is refused
+/// whole, before anything is written (no job, no claim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_is_refused_before_anything_is_written() {
+    let prefix = unique("t");
+    let Some(store) = connect(&prefix, |o| o).await else {
+        return;
+    };
+    assert!(!store.capabilities().replace);
+    let (q, key) = (unique("q"), unique("k"));
+    let err = store
+        .push(vec![
+            job(&q, "plain", b"p"),
+            job(&q, "a", b"r").unique(Unique::new(&key).replacing()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotSupported {
+                operation: "replacing a queued job (debounce)",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(store
+        .reserve(&request(&[&q], LONG, 10))
+        .await
+        .unwrap()
+        .is_empty());
+    // The key was not claimed.
+    let holder = store
+        .push_one(job(&q, "b", b"b").unique(Unique::new(&key)))
+        .await
+        .unwrap();
+    assert!(holder.is_created(), "{holder:?}");
+}

@@ -1,15 +1,18 @@
 -- Settles reserved jobs, each with its outcome and effects, and applies effects with no
--- lease (`Groups::apply`), then reserves the next jobs when asked: one atomic step, one
--- round trip (after lib/head.lua, lib/push.lua and lib/reserve.lua). A plain reservation
--- is this script with no settlement.
+-- lease (`Groups::apply`, `Groups::apply_if`), then reserves the next jobs when asked: one
+-- atomic step, one round trip (after lib/head.lua, lib/push.lua and lib/reserve.lua). A
+-- plain reservation is this script with no settlement.
 --
 -- ARGV after the head: the reference of the failed store's id counter key (`0` when no
 -- settlement fails; its index is the next key); the guarded waiting keys (below): their
 -- number, then the reference of each; the number of settlements, then each settlement: a
 -- plain acknowledge as `a`, queue number, member, token; effects with no lease as `e` and
--- the effects; any other as its outcome (`A` acknowledge, `r` retry, `l` release, `f`
--- fail), queue number, member, token, its value (the delay in milliseconds for `r` and `l`,
--- the reason for `f`, '' for `A`), then the effects. Effects are their number, then each:
+-- the effects, or as `g` (applied only if a group counter holds a value: `apply_if`), the
+-- reference of the group's key, the counter's name, the value it must hold and the value
+-- to set, both in decimal as Rust writes an i64, then the effects; any other as its
+-- outcome (`A` acknowledge, `r` retry, `l` release, `f` fail), queue number, member, token,
+-- its value (the delay in milliseconds for `r` and `l`, the reason for `f`, '' for `A`),
+-- then the effects. Effects are their number, then each:
 -- `p` and a job as `read_job` reads it; `c`, the reference of the group's key, the number
 -- of counters, then name and delta per counter; `h`, the reference of a waiting job's key
 -- (`{P}:waiting:<key>`), its dependencies and its job as `read_job` reads it; `d`, the
@@ -31,7 +34,14 @@
 --
 -- A settlement whose token is not the job's current one changes nothing, its effects
 -- included (0 in the reply); otherwise its counters and outcome are applied together and
--- its other effects gathered (1). Effects with no lease are always applied (1). At the end,
+-- its other effects gathered (1). Effects with no lease are always applied (1), unless
+-- given as `g`: then the counter is read before anything of the entry is written (the
+-- driver sends a `g` entry alone, so before anything of the call is): unless it holds the
+-- value given (a missing counter holds '0'), the entry changes nothing (0); if it does, it
+-- is set to the new value first, then the entry is applied as an `e` one (1). Values are
+-- compared as text, exact over all of i64 where Lua's numbers are not: a counter only ever
+-- holds what `HINCRBY` or this script writes, canonical decimal integers. One that holds
+-- something else fails the call as a counter that cannot be added to does. At the end,
 -- before the fetch (which can take the jobs they push), the gathered effects of the call
 -- are applied kind by kind: pushes, waiting jobs held (unless one waits under the key),
 -- dependency changes (summed per key over the call, keys in order of first appearance;
@@ -39,9 +49,9 @@
 -- its key freed), skips. Counters are added per settlement, before its transition: nothing
 -- else reads them, so the order is the contract's all the same. A counter that cannot be
 -- added to (it holds no integer, or the sum would overflow) puts back the counters of its
--- settlement and fails the call with an error, the settlements before it applied with
--- their effects: a replay finds those stale. Dependencies left saturate at +-10^15, where
--- Lua's numbers are still exact integers.
+-- settlement and fails the call with an error (a `g` entry's counter put back too), the
+-- settlements before it applied with their effects: a replay finds those stale.
+-- Dependencies left saturate at +-10^15, where Lua's numbers are still exact integers.
 --
 -- Returns { one 0 or 1 per settlement, the reserved jobs as `reserve` returns them }, or
 -- -1 (nothing changed) if a guarded key's job has undeclared keys.
@@ -107,11 +117,13 @@ local function ack(q, hash, member, key)
   end
 end
 
--- Any settlement but a plain acknowledge, or effects with no lease (`outcome` `e`, no job):
--- reads its `effects` from ARGV and applies it. Returns 1, 0 if the lease is stale, or an
--- error message (its counters put back, nothing of it applied). Its helpers live inside
--- it, so the plain path never builds them.
-local function apply(q, hash, member, token, outcome, value, effects)
+-- Any settlement but a plain acknowledge, or effects with no lease (`outcome` `e`, no job;
+-- `cond` the condition of a `g` entry: the group's key, the counter's name, the value it
+-- must hold and the value to set): reads its `effects` from ARGV and applies it. Returns 1,
+-- 0 if the lease is stale or the condition does not hold, or an error message (its
+-- counters put back, nothing of it applied). Its helpers live inside it, so the plain path
+-- never builds them.
+local function apply(q, hash, member, token, outcome, value, effects, cond)
   -- Counters are read now; any other effect is kept as its kind and the position of what
   -- follows it in ARGV, read when the call's effects are applied.
   local counts, others = {}, {}
@@ -146,18 +158,36 @@ local function apply(q, hash, member, token, outcome, value, effects)
     end
   end
 
-  -- The counters first: a failure puts back what this settlement added.
+  -- The counters first: a failure puts back what this settlement added, latest first (a
+  -- counter named twice goes back to the value it had before the first).
   local before = {}
   local function put_back()
-    for _, b in ipairs(before) do
-      for i, name in ipairs(b.names) do
+    for j = #before, 1, -1 do
+      local b = before[j]
+      for i = #b.names, 1, -1 do
         if b.old[i] then
-          redis.call('HSET', b.key, name, b.old[i])
+          redis.call('HSET', b.key, b.names[i], b.old[i])
         else
-          redis.call('HDEL', b.key, name)
+          redis.call('HDEL', b.key, b.names[i])
         end
       end
     end
+  end
+  -- The condition, read before anything of the entry is written: text against text (see
+  -- the top). A refusal writes nothing, so no group hash is created.
+  if cond then
+    local held = redis.pcall('HGET', cond.key, cond.name)
+    if type(held) == 'table' and held.err then
+      return 'group counter ' .. cond.name .. ': ' .. held.err
+    end
+    if held ~= cond.expect and (held or cond.expect ~= '0') then
+      if held and held ~= '0' and not string.find(held, '^%-?[1-9]%d*$') then
+        return 'group counter ' .. cond.name .. ': ERR hash value is not an integer'
+      end
+      return 0
+    end
+    before[1] = { key = cond.key, names = { cond.name }, old = { held } }
+    redis.call('HSET', cond.key, cond.name, cond.set)
   end
   for _, c in ipairs(counts) do
     local old = redis.pcall('HMGET', c.key, unpack(c.names))
@@ -259,6 +289,12 @@ for s = 1, num() do
       local effects = tonumber(ARGV[A + 1])
       A = A + 2
       result = apply(nil, nil, nil, nil, 'e', nil, effects)
+    elseif kind == 'g' then
+      local cond = { key = key(ARGV[A + 1]), name = ARGV[A + 2], expect = ARGV[A + 3],
+        set = ARGV[A + 4] }
+      local effects = tonumber(ARGV[A + 5])
+      A = A + 6
+      result = apply(nil, nil, nil, nil, 'e', nil, effects, cond)
     else
       local q, member, token = queue_of[ARGV[A + 1]], ARGV[A + 2], ARGV[A + 3]
       local value, effects = ARGV[A + 4], tonumber(ARGV[A + 5])

@@ -11,7 +11,7 @@
 //! | `{P:Q}:notify` | pub/sub channel | published on push, retry and release, to wake idle workers |
 //! | `{P}:queues` | set | every queue ever pushed to (for `queues()`) |
 //! | `{P}:claim:<key>` | string | a unique claim: the id of the job holding it |
-//! | `{P}:group:<group>` | hash | a group's counters, by name |
+//! | `{P}:group:<group>` | hash | a group's counters, by name (those `apply_if` guards included) |
 //! | `{P}:waiting:<key>` | hash | the job waiting under `key`: `d` dependencies left, `q` its queue, `v` when it is available once released (as the push scripts take it: '' now, `+<ms>` after a delay, `<ms>` a Unix time), `n`, `p`, and `u`/`w` its claim |
 //! | `{P}:restart` | string | the restart generation |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |

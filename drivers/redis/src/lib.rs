@@ -98,6 +98,7 @@
 //! | `push` | one script for the whole batch, claims included: all or none | the registry, then one script per queue, all in flight at once: all or none per queue; a job with a [`Unique`](queue_core::Unique) claim is refused |
 //! | `settle` | one script for the whole batch: every settlement (token check, outcome, claim release, group counters), then the effects of the applied ones kind by kind (pushes with their claims, waiting jobs held, dependency changes summed per key and the jobs they release pushed, skips), then the fetch | one script per queue for its acknowledges, retries and releases (the first queue of the fetch reserving in the same script), a `fail` in three steps (below), the rest of the fetch queue by queue; effects refused |
 //! | [`Groups::apply`](queue_core::storage::Groups::apply) | the settle script with no settlement: all the effects or none | refused |
+//! | [`Groups::apply_if`](queue_core::storage::Groups::apply_if) | the same script and call, the guard's counter checked and set in it before anything is written | refused |
 //! | `reserve` | one script over all the queues | one script per queue in priority order |
 //! | `extend` | one script | one script per queue |
 //! | failed store `retry` | one script (the failed job, its queue, its claim) | three steps (below) |
@@ -124,12 +125,14 @@
 //! ([`Effect::Count`](queue_core::Effect::Count)) and waiting jobs
 //! ([`Effect::Hold`](queue_core::Effect::Hold), [`Deps`](queue_core::Effect::Deps),
 //! [`Skip`](queue_core::Effect::Skip), in a settle or in
-//! [`Groups::apply`](queue_core::storage::Groups::apply)). A claim's key spans queues, and a
-//! group or a waiting job spans jobs of any queue, so they live in slots of their own, and a
-//! script may touch one slot only: the job's transition and its claim, counter or the job it
-//! releases could not be one step. Putting them in the queue's slot would change what a key
-//! means (one namespace per store), so the capabilities say `claims: false` and no `groups`
-//! instead. Everything else works as on one server.
+//! [`Groups::apply`](queue_core::storage::Groups::apply)), and
+//! [`Groups::apply_if`](queue_core::storage::Groups::apply_if) whatever its effects (its
+//! guard is a group counter). A claim's key spans queues, and a group or a waiting job spans
+//! jobs of any queue, so they live in slots of their own, and a script may touch one slot
+//! only: the job's transition and its claim, counter or the job it releases could not be one
+//! step. Putting them in the queue's slot would change what a key means (one namespace per
+//! store), so the capabilities say `claims: false` and no `groups` instead. Everything else
+//! works as on one server.
 //!
 //! # Guarantees
 //!
@@ -145,7 +148,15 @@
 //!   a duplicate of the first). It is released in the script of the transition its `until`
 //!   names: reserve (`started`), acknowledge, fail (`terminal`), clear, and the failed store's
 //!   forget, flush and prune; a job failing with `succeeded` keeps it under its id, and a
-//!   retry of it claims the key again or reports the holder.
+//!   retry of it claims the key again or reports the holder. A push with
+//!   [`Unique::replace`](queue_core::Unique::replace) whose key is held by a queued job (in
+//!   its queue's `pending`: neither reserved nor in the failed store) gives that job its
+//!   name, payload and availability in the same script, rescoring it where it is, wakes its
+//!   queue and reports [`Pushed::Replaced`](queue_core::Pushed::Replaced); the holder may be
+//!   on any queue, found from the id the claim holds (`<queue>/<number>`). A reserved or
+//!   failed holder makes it a duplicate; in one batch, a later job of the key replaces the
+//!   earlier one. Only `push` replaces: a push effect of a settle or an apply with
+//!   `replace` is a duplicate of a holder as without it.
 //! - **Order.** Strict priority across the queues of one reservation; first-in first-out
 //!   by available time within a queue, jobs available at the same millisecond in push
 //!   order.
@@ -192,10 +203,20 @@
 //!   after a cursor whose job left the listing since walks the jobs due in the same
 //!   millisecond to find its place.
 //! - **Groups** (one server): a hash per group, counters added with `HINCRBY` in the settle
-//!   script, read with `HGETALL` and sorted by name. Waiting jobs: a hash per key,
-//!   `{P}:waiting:<key>`, holding the dependencies left and everything needed to push the
-//!   job (queue, name, payload, its availability as given, its claim), stored, counted down
-//!   and released or dropped in the settle script; a released job is pushed as a push is
+//!   script, read with `HGETALL` and sorted by name.
+//!   [`apply_if`](queue_core::storage::Groups::apply_if) is one call of the settle script
+//!   like `apply` (one `EVALSHA`, even with no effects): the guard's counter, a field of
+//!   the group's hash like any other, is read first in the script, and unless it holds the
+//!   expected value (a missing field holds 0) the call writes nothing, not even the hash,
+//!   and returns `false`; otherwise it is set before the effects are applied (so a count in
+//!   the same call adds to the new value), and put back with the other counters if one
+//!   cannot be added to. Values are compared as the decimal text Redis holds, exact over all
+//!   of `i64` (Lua's numbers are not beyond 2^53); a guard counter holding anything else
+//!   fails the call with [`Error::Backend`](queue_core::Error::Backend).
+//!   Waiting jobs: a hash per key, `{P}:waiting:<key>`, holding the dependencies left and
+//!   everything needed to push the job (queue, name, payload, its availability as given,
+//!   its claim), stored, counted down and released or dropped in the settle script; a
+//!   released job is pushed as a push is
 //!   (its delay counted from the release, its claim taken or, if held, the job dropped, its
 //!   queue registered, idle workers woken), so the same call's fetch can take it.
 //!   Dependencies left saturate at ±10^15, where Lua's numbers are still exact integers

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use queue_core::storage::{FailedStore, Groups, Inspect, PageRequest, Wake};
+use queue_core::storage::{FailedStore, Groups, Guard, Inspect, PageRequest, Wake};
 use queue_core::{
     Effect, Error, JobId, Pushed, Queue, Settle, Settled, Storage, StorageExt, Unique, WaitingJob,
     WorkerOptions,
@@ -507,15 +507,19 @@ async fn idle_worker_starts_dispatched_jobs_promptly() {
 }
 
 /// A cluster refuses what would tie a job's slot to another in one step: a push with a
-/// unique claim, a push effect, a count effect, the effects of waiting jobs (in a settle or
-/// an apply); its capabilities say so. A refused settle changes nothing.
+/// unique claim (replacing or not), a push effect, a count effect, the effects of waiting jobs (in a settle or
+/// an apply), a guarded apply (even with no effects: its guard is a group counter); its
+/// capabilities say so. A refused settle changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_and_groups_are_refused() {
     let Some(store) = common::cluster_store().await else {
         return;
     };
     let caps = store.capabilities();
-    assert!(!caps.claims && caps.groups.is_none(), "{caps:?}");
+    assert!(
+        !caps.claims && !caps.replace && caps.groups.is_none(),
+        "{caps:?}"
+    );
     assert!(caps.failed.is_some() && caps.inspect.is_some() && caps.control.is_some());
     let q = unique("q");
     let err = store
@@ -529,6 +533,18 @@ async fn claims_and_groups_are_refused() {
         matches!(&err, Error::NotSupported { operation, .. } if operation.contains("Cluster")),
         "{err}"
     );
+    let replacing = store
+        .push(vec![
+            job(&q, "plain", b"1"),
+            job(&q, "r", b"3").unique(Unique::new(unique("k")).replacing()),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(replacing, Error::NotSupported { .. }),
+        "{replacing}"
+    );
+    assert_eq!(replacing.to_string(), err.to_string(), "as any unique push");
     assert_eq!(store.size(&q).await.unwrap().total(), 0, "nothing pushed");
 
     store.push(vec![job(&q, "plain", b"1")]).await.unwrap();
@@ -566,8 +582,31 @@ async fn claims_and_groups_are_refused() {
             "{err}"
         );
         // `Groups` is not among a cluster store's capabilities, but the type has it.
-        let err = Groups::apply(&store, vec![effect]).await.unwrap_err();
+        let err = Groups::apply(&store, vec![effect.clone()])
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotSupported { .. }), "{err}");
+        // A guarded apply refuses the effects as `apply` does.
+        let guard = Guard::new(unique("g"), "next", 0, 1);
+        let guarded = store.apply_if(guard, vec![effect]).await.unwrap_err();
+        assert_eq!(guarded.to_string(), err.to_string());
+    }
+    let group = unique("g");
+    let count = Effect::Count {
+        group: group.clone(),
+        deltas: vec![("n".into(), 1)],
+    };
+    let err = Groups::apply(&store, vec![count.clone()])
+        .await
+        .unwrap_err();
+    for effects in [vec![], vec![count]] {
+        let guard = Guard::new(group.as_str(), "next", 0, 1);
+        let guarded = store.apply_if(guard, effects).await.unwrap_err();
+        assert!(
+            matches!(&guarded, Error::NotSupported { operation, .. } if operation.contains("group counters")),
+            "{guarded}"
+        );
+        assert_eq!(guarded.to_string(), err.to_string());
     }
     assert_eq!(Groups::waiting(&store, &key).await.unwrap(), None);
     let reply = store

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{on_both, Backend};
 use futures::StreamExt;
-use queue_core::storage::{FailedStore, Groups, Inspect, JobState, PageRequest, Wake};
+use queue_core::storage::{FailedStore, Groups, Guard, Inspect, JobState, PageRequest, Wake};
 use queue_core::{
     Availability, Effect, Error, JobId, Lease, NewJob, Pushed, Queue, Settle, Settled, Storage,
     StorageExt, Unique, Until, WaitingJob, WorkerOptions,
@@ -56,6 +56,28 @@ fn waiter(store: &Arc<RedisStorage>, queues: &[String]) -> tokio::task::JoinHand
         store.wait(&queues, Duration::from_secs(20)).await.unwrap();
         Instant::now()
     })
+}
+
+/// A waiter of `queues` that is still waiting after 300 ms. A wait may end early with
+/// nothing to do, as the contract allows: on a cluster, a message published by an earlier
+/// push travels to the subscriber's node over the cluster bus and can arrive after the
+/// waiter subscribed. Such a waiter is started again, 3 times at most: one that never
+/// waits still fails the case.
+async fn quiet_waiter(
+    store: &Arc<RedisStorage>,
+    queues: &[String],
+) -> tokio::task::JoinHandle<Instant> {
+    for _ in 0..3 {
+        let waiting = waiter(store, queues);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if !waiting.is_finished() {
+            return waiting;
+        }
+    }
+    let waiting = waiter(store, queues);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "nothing to wake for");
+    waiting
 }
 
 /// Waits for a waiter and returns how long after `since` it woke.
@@ -143,9 +165,7 @@ async fn wait_wakes_on_push(backend: Backend) {
     let store = Arc::new(store);
     let (q, other) = (unique("q"), unique("other"));
     for round in 0..3 {
-        let waiting = waiter(&store, &[other.clone(), q.clone()]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!waiting.is_finished(), "round {round}: nothing to wake for");
+        let waiting = quiet_waiter(&store, &[other.clone(), q.clone()]).await;
         let pushed = Instant::now();
         store.push(vec![job(&q, "w", b"x")]).await.unwrap();
         let latency = woken_after(waiting, pushed).await;
@@ -168,8 +188,7 @@ async fn wait_wakes_on_release_only_for_its_queues(backend: Backend) {
     let (q, other) = (unique("q"), unique("other"));
     store.push(vec![job(&q, "r", b"x")]).await.unwrap();
     let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
-    let waiting = waiter(&store, std::slice::from_ref(&q));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiting = quiet_waiter(&store, std::slice::from_ref(&q)).await;
     store.push(vec![job(&other, "o", b"y")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -192,16 +211,26 @@ async fn wait_ends_when_the_next_job_is_due(backend: Backend) {
         .push(vec![delayed(&q, b"later", later)])
         .await
         .unwrap();
-    let waited = |store: &RedisStorage, queues: Vec<String>, timeout: Duration| {
-        let store = store.clone();
-        async move {
-            let started = Instant::now();
-            store.wait(&queues, timeout).await.unwrap();
-            started.elapsed()
-        }
-    };
+    // Waits until `at_least` has passed. A wait may end early with nothing to do, as the
+    // contract allows: on a cluster the push's own message reaches the subscriber's node
+    // over the cluster bus and can arrive after the wait subscribed (see `quiet_waiter`).
+    // Such a wait is waited again, 3 times at most: one that spins still fails the case.
+    let waited =
+        |store: &RedisStorage, queues: Vec<String>, timeout: Duration, at_least: Duration| {
+            let store = store.clone();
+            async move {
+                let started = Instant::now();
+                for _ in 0..4 {
+                    store.wait(&queues, timeout).await.unwrap();
+                    if started.elapsed() >= at_least {
+                        break;
+                    }
+                }
+                started.elapsed()
+            }
+        };
     let long = Duration::from_secs(20);
-    let w = waited(&store, vec![q.clone()], long).await;
+    let w = waited(&store, vec![q.clone()], long, Duration::from_millis(400)).await;
     assert!(
         w >= Duration::from_millis(400) && w < Duration::from_secs(2),
         "{w:?}"
@@ -212,13 +241,19 @@ async fn wait_ends_when_the_next_job_is_due(backend: Backend) {
         .unwrap();
     assert_eq!(got.len(), 1);
     // The lease runs out in 500 ms: an idle worker wakes to take the job back.
-    let w = waited(&store, vec![q.clone()], long).await;
+    let w = waited(&store, vec![q.clone()], long, Duration::from_millis(300)).await;
     assert!(
         w >= Duration::from_millis(300) && w < Duration::from_secs(2),
         "{w:?}"
     );
     // Empty queues: the whole timeout.
-    let w = waited(&store, vec![unique("empty")], Duration::from_millis(300)).await;
+    let w = waited(
+        &store,
+        vec![unique("empty")],
+        Duration::from_millis(300),
+        Duration::from_millis(290),
+    )
+    .await;
     assert!(w >= Duration::from_millis(290), "{w:?}");
 }
 
@@ -779,8 +814,9 @@ async fn listings_resume_after_their_cursor_left(backend: Backend) {
     assert_eq!(rest.next, None);
 }
 
-/// Settling with a fetch, acknowledging a batch and pushing with claims are each one
-/// `EVALSHA` on the store's connection and nothing else (watched with `MONITOR`).
+/// Settling with a fetch, acknowledging a batch, pushing with claims (also replacing a
+/// queued holder) and a guarded apply (applied or refused) are each one `EVALSHA` on the
+/// store's connection and nothing else (watched with `MONITOR`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_script_call_per_round_trip() {
     let Some(mut admin) = Backend::Single.admin().await else {
@@ -834,13 +870,35 @@ async fn one_script_call_per_round_trip() {
     let leases: Vec<Lease> = settled.reserved.iter().map(|r| r.lease.clone()).collect();
     ack_all(&store, &leases).await;
     let key = unique("k");
-    store
+    let pushed = store
         .push(vec![
             job(&q, "u", b"1").unique(Unique::new(&key)),
             job(&q, "u", b"2").unique(Unique::new(&key)),
         ])
         .await
         .unwrap();
+    // Replacing the queued holder, found and changed inside the script.
+    let replaced = store
+        .push(vec![
+            job(&q, "u", b"3").unique(Unique::new(&key).replacing())
+        ])
+        .await
+        .unwrap();
+    assert_eq!(replaced, [Pushed::Replaced(pushed[0].id().clone())]);
+    let group = unique("g");
+    let tick = |n: &str| {
+        vec![
+            Effect::Push(job(&q, "t", b"t").unique(Unique::new(format!("{group}:{n}")))),
+            Effect::Count {
+                group: group.clone(),
+                deltas: vec![("ticks".to_owned(), 1)],
+            },
+        ]
+    };
+    for (n, applies) in [("1", true), ("again", false)] {
+        let guard = Guard::new(group.as_str(), "next", 0, 1);
+        assert_eq!(store.apply_if(guard, tick(n)).await.unwrap(), applies);
+    }
     store.client_id().await.unwrap(); // the marker: everything before it has been seen
 
     let ours = format!(" {addr}]");
@@ -865,8 +923,8 @@ async fn one_script_call_per_round_trip() {
         commands.push(command);
     }
     assert_eq!(
-        commands, ["\"EVALSHA\""; 3],
-        "settle+fetch, acknowledge, push"
+        commands, ["\"EVALSHA\""; 6],
+        "settle+fetch, acknowledge, push, push replacing, apply_if applied and refused"
     );
 }
 
@@ -1016,6 +1074,261 @@ async fn claims_and_groups_layout() {
     assert!(store.remove(&group).await.unwrap());
     let gone: bool = admin.query(redis::cmd("EXISTS").arg(&hash)).await;
     assert!(!gone);
+}
+
+/// `Unique::replace` (one server only): the key is one namespace per store, so the queued
+/// job holding it may be on another queue than the pushed job's (here one whose name holds
+/// a slash). It is replaced on its own queue, found from the id the claim holds: name,
+/// payload and available time change, id, attempts and claim stay; that queue's idle
+/// workers are woken, and the pushed job's queue gets nothing, not even a place in the
+/// registry. Reserved, the holder makes the push a duplicate. In one batch, a later job
+/// replaces an earlier one of another queue the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replacing_a_holder_on_another_queue() {
+    let Some(mut admin) = Backend::Single.admin().await else {
+        return;
+    };
+    let options = Backend::Single.options();
+    let p = options.get_prefix().to_owned();
+    let store = Arc::new(RedisStorage::connect(options).await.unwrap());
+    assert!(store.capabilities().replace);
+    let (holding, pushing) = (format!("{}/x", unique("q")), unique("q"));
+    let key = unique("k");
+    let replacing = |name: &str, payload: &[u8]| {
+        job(&pushing, name, payload).unique(Unique::new(&key).replacing())
+    };
+    let holder = store
+        .push_one(job(&holding, "a", b"1").unique(Unique::new(&key)))
+        .await
+        .unwrap()
+        .into_id();
+    assert_eq!(holder.0, format!("{holding}/1"));
+    // Reserved and retried in two hours: queued again, its attempt counted.
+    let held = store
+        .reserve(&request(&[&holding], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let hour = Duration::from_secs(3600);
+    let retried = store
+        .settle(vec![Settle::retry(held.lease, 2 * hour)], None)
+        .await
+        .unwrap();
+    assert_eq!(retried.settled, [Settled::Applied]);
+
+    let waiting = quiet_waiter(&store, std::slice::from_ref(&holding)).await;
+    let pushed = Instant::now();
+    let later = replacing("b", b"2").available(Availability::After(hour));
+    assert_eq!(
+        store.push_one(later).await.unwrap(),
+        Pushed::Replaced(holder.clone())
+    );
+    assert!(
+        woken_after(waiting, pushed).await < Duration::from_millis(500),
+        "the holder's queue is woken"
+    );
+    let size = store.size(&holding).await.unwrap();
+    assert_eq!((size.total(), size.delayed), (1, 1), "{size:?}");
+    assert_eq!(store.size(&pushing).await.unwrap().total(), 0);
+    let registered: bool = admin
+        .query(
+            redis::cmd("SISMEMBER")
+                .arg(format!("{{{p}}}:queues"))
+                .arg(&pushing),
+        )
+        .await;
+    assert!(!registered, "nothing was pushed to {pushing}");
+    let claimed: String = admin
+        .query(redis::cmd("GET").arg(format!("{{{p}}}:claim:{key}")))
+        .await;
+    assert_eq!(claimed, holder.0);
+    let fields: Vec<String> = admin
+        .query(
+            redis::cmd("HMGET")
+                .arg(format!("{{{p}:{holding}}}:job:0000000000000001"))
+                .arg(&["n", "p", "a", "u", "w"]),
+        )
+        .await;
+    assert_eq!(fields, ["b", "2", "1", key.as_str(), "terminal"]);
+    let score: f64 = admin
+        .query(
+            redis::cmd("ZSCORE")
+                .arg(format!("{{{p}:{holding}}}:pending"))
+                .arg("0000000000000001"),
+        )
+        .await;
+    let (secs, micros): (f64, f64) = admin.query(&redis::cmd("TIME")).await;
+    let due_in = score / 1000.0 - (secs + micros / 1e6);
+    assert!((3590.0..=3600.0).contains(&due_in), "due in {due_in} s");
+
+    // Due now again: a worker of the holder's queue gets the last name and payload.
+    assert_eq!(
+        store.push_one(replacing("c", b"3")).await.unwrap(),
+        Pushed::Replaced(holder.clone())
+    );
+    let got = store
+        .reserve(&request(&[&holding], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (
+            &got.lease.job_id,
+            got.name.as_str(),
+            &got.payload[..],
+            got.attempts
+        ),
+        (&holder, "c", &b"3"[..], 2)
+    );
+    assert_eq!(
+        store.push_one(replacing("d", b"4")).await.unwrap(),
+        Pushed::Duplicate(holder.clone()),
+        "reserved: a duplicate"
+    );
+    ack_all(&store, &[got.lease]).await;
+
+    // In one batch: the first job is created on its queue, the second (of another queue)
+    // replaces it there.
+    let both = store
+        .push(vec![
+            job(&holding, "e", b"5").unique(Unique::new(&key).replacing()),
+            replacing("f", b"6"),
+        ])
+        .await
+        .unwrap();
+    let second = JobId(format!("{holding}/2"));
+    assert_eq!(
+        both,
+        [Pushed::Created(second.clone()), Pushed::Replaced(second)]
+    );
+    assert_eq!(store.size(&pushing).await.unwrap().total(), 0);
+    let got = store
+        .reserve(&request(&[&holding], LONG, 10))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].name.as_str(), &got[0].payload[..]),
+        ("f", &b"6"[..])
+    );
+    ack_all(&store, &[got[0].lease.clone()]).await;
+}
+
+/// `apply_if` (one server only): the guard is a field of the group's hash, compared exactly
+/// over all of `i64` (values Lua's numbers cannot tell apart), set before the call's counts
+/// (which may add to it), put back with them when one cannot be added to, and a refused step
+/// writes nothing, not even the hash. A guard counter that holds no integer fails the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guarded_apply_layout() {
+    let Some(mut admin) = Backend::Single.admin().await else {
+        return;
+    };
+    let options = Backend::Single.options();
+    let p = options.get_prefix().to_owned();
+    let store = RedisStorage::connect(options).await.unwrap();
+    let (group, q) = (unique("g"), unique("q"));
+    let hash = format!("{{{p}}}:group:{group}");
+    let guard = |expect, set| Guard::new(group.as_str(), "next", expect, set);
+    let count = |name: &str, delta: i64| Effect::Count {
+        group: group.clone(),
+        deltas: vec![(name.to_owned(), delta)],
+    };
+
+    assert!(!store
+        .apply_if(guard(1, 2), vec![count("n", 1)])
+        .await
+        .unwrap());
+    let found: bool = admin.query(redis::cmd("EXISTS").arg(&hash)).await;
+    assert!(!found, "a refused step creates no hash");
+    assert!(store.apply_if(guard(0, i64::MAX), vec![]).await.unwrap());
+    let next: String = admin.query(redis::cmd("HGET").arg(&hash).arg("next")).await;
+    assert_eq!(next, i64::MAX.to_string());
+    // i64::MAX - 1 and i64::MAX are the same number in Lua: compared as text, they differ.
+    assert!(!store
+        .apply_if(guard(i64::MAX - 1, 0), vec![count("n", 1)])
+        .await
+        .unwrap());
+    assert!(store
+        .apply_if(guard(i64::MAX, i64::MIN), vec![count("n", 1)])
+        .await
+        .unwrap());
+    assert!(!store
+        .apply_if(guard(i64::MIN + 1, 0), vec![])
+        .await
+        .unwrap());
+    assert_eq!(
+        store.counters(&group).await.unwrap(),
+        [("n".to_owned(), 1), ("next".to_owned(), i64::MIN)]
+    );
+    // The guard is set first; the same call's count adds to the value set.
+    assert!(store
+        .apply_if(guard(i64::MIN, 10), vec![count("next", 5)])
+        .await
+        .unwrap());
+    assert_eq!(
+        store.counters(&group).await.unwrap()[1],
+        ("next".to_owned(), 15)
+    );
+
+    // A count that cannot be added to puts back the guard and every other counter of the
+    // call, even one counted twice, and pushes nothing.
+    let key = unique("k");
+    let err = store
+        .apply_if(
+            guard(15, 20),
+            vec![
+                Effect::Push(job(&q, "n", b"n").unique(Unique::new(&key))),
+                count("next", 1),
+                count("n", 1),
+                count("n", i64::MAX),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(common::is_backend_error(&err), "{err}");
+    assert_eq!(
+        store.counters(&group).await.unwrap(),
+        [("n".to_owned(), 1), ("next".to_owned(), 15)],
+        "all put back"
+    );
+    assert_eq!(store.size(&q).await.unwrap().total(), 0, "nothing pushed");
+    // On a group that had no hash, the put back leaves none.
+    let fresh = unique("g");
+    let err = store
+        .apply_if(
+            Guard::new(fresh.as_str(), "next", 0, 1),
+            vec![
+                Effect::Count {
+                    group: fresh.clone(),
+                    deltas: vec![("a".to_owned(), i64::MAX)],
+                },
+                Effect::Count {
+                    group: fresh.clone(),
+                    deltas: vec![("a".to_owned(), 1)],
+                },
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert!(common::is_backend_error(&err), "{err}");
+    assert_eq!(store.counters(&fresh).await.unwrap(), []);
+    let found: bool = admin
+        .query(redis::cmd("EXISTS").arg(format!("{{{p}}}:group:{fresh}")))
+        .await;
+    assert!(!found, "no hash left behind");
+
+    // A guard counter that holds no integer fails the call, changing nothing.
+    let _: () = admin
+        .query(redis::cmd("HSET").arg(&hash).arg("next").arg("015"))
+        .await;
+    let err = store
+        .apply_if(guard(15, 16), vec![count("n", 1)])
+        .await
+        .unwrap_err();
+    assert!(common::is_backend_error(&err), "{err}");
+    let n: i64 = admin.query(redis::cmd("HGET").arg(&hash).arg("n")).await;
+    assert_eq!(n, 1);
+    assert!(store.remove(&group).await.unwrap());
 }
 
 /// Waiting jobs (one server only: the cluster refuses them): the hash a hold stores, a

@@ -12,7 +12,8 @@ use anyhow::Context;
 use queue_core::StorageExt as _;
 use queue_core::{Job, Queue, WorkerOptions};
 use queue_examples::{
-    GenerateReport, ImportLegacyFile, ProcessUpload, SendEmail, SyncPayment, REPORTS_MAX_AT_ONCE,
+    GenerateReport, ImportLegacyFile, ProcessUpload, RefreshCustomer, SendEmail, SyncPayment,
+    REPORTS_MAX_AT_ONCE,
 };
 use serde_json::json;
 
@@ -86,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
         .without_overlapping()
         .await?;
     }
+    let mut refreshes = 0;
+    for _ in 0..3 {
+        let dispatched = RefreshCustomer { customer_id: 7 }.dispatch().await?;
+        refreshes += usize::from(dispatched.is_created());
+    }
+    println!("   refresh-customer: 3 dispatches for customer 7, {refreshes} stored (unique)");
     SyncPayment { payment_id: 42 }.dispatch().await?;
     ImportLegacyFile {
         path: "/nonexistent/legacy.csv".into(),

@@ -33,6 +33,8 @@
 //! | `runall restart` | every worker finishes its jobs and exits (`queue:restart`) |
 //! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
 //! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs (`queue:clear`) |
+//! | `runall batch list` / `show ID [--watch]` / `cancel ID` / `retry ID` / `prune --older-than 7d [--unfinished]` | batches: progress, rate and ETA, cancel, `queue:retry-batch`, `queue:prune-batches` |
+//! | `runall chain ID` / `runall workflow ID` | how far a chain or a workflow got |
 //!
 //! The connection: `--connection URL`, else `QUEUE_URL`, else `job.toml` (see
 //! [`config`](crate::config)), else `sqlite://jobs.db`.
@@ -124,6 +126,17 @@ enum Command {
     },
     /// Make every worker of this store finish its current jobs and exit (for deploys).
     Restart,
+    /// Pause a queue for every worker of this store: its jobs stay queued, in order, until
+    /// `resume` (jobs already running finish).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// Dispatch a job from the shell, checking the payload against the job type.
     Dispatch {
         /// The job name.
@@ -143,6 +156,13 @@ enum Command {
     /// Show a batch's progress, or cancel it.
     #[command(subcommand)]
     Batch(BatchCommand),
+    /// Encryption keys of encrypted payloads (`#[job(encrypted)]`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The recurring schedules (`[[schedule]]` in job.toml, or added in code): list them,
+    /// show one, pause, resume, run one now.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Show how far a chain got.
     Chain {
         /// The chain's id (what `Chain::dispatch` returned).
@@ -169,16 +189,87 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Print a new random key, as `RUNALL_KEYS` takes it (`id:KEY`, comma-separated).
+    Generate {
+        /// The key's id.
+        #[arg(default_value = "k1")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Every schedule with its next and last tick.
+    List,
+    /// One schedule's state.
+    Show {
+        /// The schedule's id.
+        id: String,
+    },
+    /// Stops claiming the schedule's ticks, on every worker, until `resume`.
+    Pause {
+        /// The schedule's id.
+        id: String,
+    },
+    /// Claims the schedule's ticks again (missed ticks are caught up as it says).
+    Resume {
+        /// The schedule's id.
+        id: String,
+    },
+    /// Removes a stored schedule (`Schedules::upsert`): no tick of it runs again. A schedule
+    /// in code or in `job.toml` is removed by deleting it there.
+    Remove {
+        /// The schedule's id.
+        id: String,
+    },
+    /// Pushes one run now, outside the ticks (held back while a run is queued or running,
+    /// unless the schedule allows overlap).
+    RunNow {
+        /// The schedule's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BatchCommand {
-    /// A batch's counts of members: total, pending, succeeded, failed, cancelled.
+    /// The batches in the store, by id, each with its progress.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// A batch's counts of members (total, pending, succeeded, failed, cancelled), rate and
+    /// ETA.
     Show {
         /// The batch's id (what `Batch::dispatch` returned).
         id: String,
+        /// Redraw a progress bar until the batch finishes (or Ctrl-C).
+        #[arg(long)]
+        watch: bool,
+        /// Refresh interval for --watch, as `1s`.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        interval: Duration,
     },
     /// Cancel a batch: members not started never run; `finally` still runs.
     Cancel {
         /// The batch's id.
         id: String,
+    },
+    /// Run a batch's failed members again (`queue:retry-batch`); the callbacks wait
+    /// for them and may run again.
+    Retry {
+        /// The batch's id.
+        id: String,
+    },
+    /// Delete finished batches created longer ago than a duration (`queue:prune-batches`).
+    Prune {
+        /// As `7d`, `24h`.
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        older_than: Duration,
+        /// Delete unfinished batches that old too; their callbacks not yet released never run.
+        #[arg(long)]
+        unfinished: bool,
     },
 }
 
@@ -268,6 +359,10 @@ struct WorkArgs {
     /// if larger; 0: off).
     #[arg(long)]
     prefetch: Option<usize>,
+    /// Leave the schedules to other workers (they run in every worker by default; each tick
+    /// is claimed by one).
+    #[arg(long)]
+    no_schedule: bool,
 }
 
 /// A duration that must not be zero (a zero timeout or lease would fail every job).
@@ -372,6 +467,12 @@ impl Runner {
             failed_table: config.failed_table.clone(),
             migrate: !matches!(command, Command::Table),
         };
+        if let Command::Keys(KeysCommand::Generate { id }) = &command {
+            // Needs no store either.
+            crate::KeyRing::new(id, [0; 32])?;
+            println!("{id}:{}", crate::KeyRing::generate_key());
+            return Ok(ExitCode::SUCCESS);
+        }
         if let Command::Table = command {
             // Printing the schema needs no connection.
             println!("{}", storage::schema_sql(&url, &options)?);
@@ -414,6 +515,17 @@ impl Runner {
         for setup in &self.setup {
             setup(&queue);
         }
+        for schedule in config.schedule.iter().flatten() {
+            let job = &schedule.job;
+            if crate::registry::find(job).is_none() && !queue.listener_names().contains(job) {
+                return Err(Error::Config(format!(
+                    "schedule {}: unknown job `{job}`: no #[derive(Job)] type and no listener \
+                     has this name",
+                    schedule.id.as_deref().unwrap_or(job)
+                )));
+            }
+            queue.schedule(schedule.to_schedule()?)?;
+        }
         Queue::set_default(queue.clone());
 
         let mut out = std::io::stdout().lock();
@@ -429,7 +541,7 @@ impl Runner {
                 }
                 work(&queue, &config, args, Some(name), progress_bar, stop).await?;
             }
-            Command::Table => {}
+            Command::Table | Command::Keys(_) => {}
             Command::Migrate => {
                 // Connecting created what was missing.
                 let _ = writeln!(out, "migrated {}", redact_url(&url));
@@ -440,6 +552,8 @@ impl Runner {
                     Some(q) => vec![q],
                     None => inspect.queues().await?,
                 };
+                // Stores without group counters cannot pause queues: none is paused.
+                let paused = queue.paused().await.unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "{:<20} {:>9} {:>9} {:>9}",
@@ -447,20 +561,29 @@ impl Runner {
                 );
                 for q in queues {
                     let s = inspect.size(&q).await?;
+                    let mark = if paused.contains(&q) { "  PAUSED" } else { "" };
                     let _ = writeln!(
                         out,
-                        "{:<20} {:>9} {:>9} {:>9}",
+                        "{:<20} {:>9} {:>9} {:>9}{mark}",
                         q, s.waiting, s.delayed, s.reserved
                     );
                 }
                 let _ = writeln!(out, "failed: {}", storage.failed_store()?.count().await?);
             }
-            Command::Failed(cmd) => failed(&*storage, cmd, &mut out).await?,
+            Command::Failed(cmd) => failed(&storage, cmd, &mut out).await?,
             Command::Health {
                 queue: queues,
                 json,
             } => {
-                let status = ops::health(&*storage, &config, &queues, json, &mut out).await?;
+                let mut warnings = ops::late_schedules(&queue).await?;
+                // A queue paused and forgotten stops its work as surely as a dead worker.
+                for name in queue.paused().await.unwrap_or_default() {
+                    warnings.push(format!(
+                        "queue {name} is paused: no worker takes its jobs (`runall resume {name}`)"
+                    ));
+                }
+                let status =
+                    ops::health(&*storage, &config, &queues, &warnings, json, &mut out).await?;
                 return Ok(ExitCode::from(status.exit_code()));
             }
             Command::Stats {
@@ -473,6 +596,20 @@ impl Runner {
                     ops::watch_stats(&*storage, interval, rounds).await?;
                 } else {
                     ops::stats(&*storage, &mut out).await?;
+                }
+            }
+            Command::Pause { queue: name } => {
+                if queue.pause(&name).await? {
+                    let _ = writeln!(out, "queue {name} paused: workers take none of its jobs from within a second, until `runall resume {name}`");
+                } else {
+                    let _ = writeln!(out, "queue {name} was paused already");
+                }
+            }
+            Command::Resume { queue: name } => {
+                if queue.resume(&name).await? {
+                    let _ = writeln!(out, "queue {name} resumed");
+                } else {
+                    let _ = writeln!(out, "queue {name} was not paused");
                 }
             }
             Command::Restart => {
@@ -498,29 +635,52 @@ impl Runner {
             Command::Clear { queue: name, force } => {
                 ops::clear(&*storage, &name, force, &mut out).await?
             }
-            Command::Batch(BatchCommand::Show { id }) => {
-                let s = crate::Batch::status(&queue, &crate::BatchId(id.clone())).await?;
-                if s.total == 0 {
-                    return Err(Error::NotFound { what: "batch", id });
+            Command::Schedule(command) => ops::schedule(&queue, command, &mut out).await?,
+            Command::Batch(BatchCommand::List { limit }) => {
+                ops::batch_list(&queue, limit, &mut out).await?
+            }
+            Command::Batch(BatchCommand::Show {
+                id,
+                watch,
+                interval,
+            }) => {
+                let id = crate::BatchId(id);
+                if watch {
+                    drop(out);
+                    ops::batch_watch(&queue, &id, interval).await?;
+                    return Ok(ExitCode::SUCCESS);
+                } else {
+                    let status = crate::Batch::status(&queue, &id).await?;
+                    let _ = writeln!(out, "{}", ops::batch_line(&id, &status));
                 }
+            }
+            Command::Batch(BatchCommand::Prune {
+                older_than,
+                unfinished,
+            }) => {
+                let before = SystemTime::now()
+                    .checked_sub(older_than)
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let pruned = crate::Batch::prune(&queue, before, unfinished).await?;
                 let _ = writeln!(
                     out,
-                    "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled{}{}",
-                    s.percent(),
-                    s.pending,
-                    s.total,
-                    s.succeeded,
-                    s.failed,
-                    s.cancelled,
-                    if s.is_cancelled { " (cancelled)" } else { "" },
-                    if s.is_sealed { "" } else { " (open: not sealed)" }
+                    "pruned {pruned} {}batches created more than {} ago",
+                    if unfinished { "" } else { "finished " },
+                    humantime::format_duration(older_than)
+                );
+            }
+            Command::Batch(BatchCommand::Retry { id }) => {
+                let n = crate::Batch::retry(&queue, &crate::BatchId(id.clone())).await?;
+                let _ = writeln!(
+                    out,
+                    "batch {id}: {n} failed member{} back in {}",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "its queue" } else { "their queues" }
                 );
             }
             Command::Batch(BatchCommand::Cancel { id }) => {
                 let batch = crate::BatchId(id.clone());
-                if crate::Batch::status(&queue, &batch).await?.total == 0 {
-                    return Err(Error::NotFound { what: "batch", id });
-                }
+                crate::Batch::status(&queue, &batch).await?;
                 crate::Batch::cancel(&queue, &batch).await?;
                 let _ = writeln!(
                     out,
@@ -609,6 +769,7 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     o.memory_mb = args.memory;
     o.once = args.once;
     o.stop_when_empty = args.stop_when_empty;
+    o.schedules = !args.no_schedule;
     if let Some(g) = args.grace.or(config.grace()) {
         o.grace = g;
     }
@@ -616,6 +777,7 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
         o.unknown_job_window = w;
     }
     o.prefetch = args.prefetch.or(config.prefetch);
+    o.limits = config.limits.clone().unwrap_or_default();
     o.only = only;
     o
 }
@@ -674,7 +836,7 @@ async fn work(
 }
 
 async fn failed(
-    storage: &dyn storage::Storage,
+    storage: &std::sync::Arc<dyn storage::Storage>,
     cmd: FailedCommand,
     out: &mut impl std::io::Write,
 ) -> Result<()> {
@@ -735,7 +897,22 @@ async fn failed(
             };
             let mut retried = 0;
             for id in &ids {
-                match store.retry(id).await? {
+                // A batch member goes back with its batch's counts and callbacks.
+                let member = match store.get(id).await? {
+                    Some(job) => crate::batch::member_of(&job).map(|batch| (batch, job)),
+                    None => None,
+                };
+                let pushed = match member {
+                    Some((batch, job)) => {
+                        let queue = Queue::from_arc(storage.clone());
+                        crate::batch::retry_members(queue.as_ref(), &batch, vec![job])
+                            .await?
+                            .pop()
+                            .flatten()
+                    }
+                    None => store.retry(id).await?,
+                };
+                match pushed {
                     Some(storage::Pushed::Created(new_id)) => {
                         retried += 1;
                         let _ =

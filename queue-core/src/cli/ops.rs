@@ -81,6 +81,7 @@ pub(crate) async fn health(
     storage: &dyn Storage,
     config: &Config,
     queues: &[String],
+    warnings: &[String],
     json: bool,
     out: &mut impl Write,
 ) -> Result<Status> {
@@ -137,10 +138,17 @@ pub(crate) async fn health(
             t.failed.0, t.failed.1
         ));
     }
+    // Late schedules and paused queues.
+    let schedules_status = if warnings.is_empty() {
+        Status::Ok
+    } else {
+        Status::Warning
+    };
+    problems.extend(warnings.iter().cloned());
     let status = report
         .iter()
         .map(|q| q.status)
-        .chain([failed_status])
+        .chain([failed_status, schedules_status])
         .max()
         .unwrap_or(Status::Ok);
     let health = Health {
@@ -326,8 +334,25 @@ pub(crate) async fn dispatch(
     if let Some(at) = args.at {
         pending = pending.at(at);
     }
-    let id = pending.await?;
-    let _ = writeln!(out, "dispatched {} as job {id}", args.name);
+    match pending.await? {
+        crate::Dispatched::Created(id) => {
+            let _ = writeln!(out, "dispatched {} as job {id}", args.name);
+        }
+        crate::Dispatched::Duplicate(id) => {
+            let _ = writeln!(
+                out,
+                "not dispatched: {} is unique and job {id} holds its key",
+                args.name
+            );
+        }
+        crate::Dispatched::Replaced(id) => {
+            let _ = writeln!(
+                out,
+                "dispatched {}: it replaced queued job {id}, which held its key",
+                args.name
+            );
+        }
+    }
     Ok(())
 }
 
@@ -365,4 +390,241 @@ pub(crate) async fn clear(
         "{n} jobs deleted from `{queue}` (reserved jobs are left to their workers)"
     );
     Ok(())
+}
+
+/// One line of a batch's progress: percent, counts, rate and ETA, flags.
+pub(crate) fn batch_line(id: &crate::BatchId, s: &crate::BatchStatus) -> String {
+    use std::fmt::Write as _;
+    let now = SystemTime::now();
+    let mut line = format!(
+        "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled",
+        s.percent(),
+        s.pending,
+        s.total,
+        s.succeeded,
+        s.failed,
+        s.cancelled,
+    );
+    if let Some(rate) = s.rate(now) {
+        let _ = write!(line, ", {rate:.1}/s");
+    }
+    match s.eta(now) {
+        Some(eta) if !eta.is_zero() && s.pending > 0 => {
+            let eta = Duration::from_secs(eta.as_secs().max(1));
+            let _ = write!(line, ", ETA {}", humantime::format_duration(eta));
+        }
+        _ => {}
+    }
+    if let Some(at) = s.created_at {
+        let _ = write!(line, ", created {}", humantime::format_rfc3339_seconds(at));
+    }
+    if s.is_cancelled {
+        line.push_str(" (cancelled)");
+    }
+    if !s.is_sealed {
+        line.push_str(" (open: not sealed)");
+    } else if s.is_finished() {
+        line.push_str(" (finished)");
+    }
+    line
+}
+
+/// `runall batch list`: the first `limit` batches by id.
+pub(crate) async fn batch_list(queue: &Queue, limit: usize, out: &mut impl Write) -> Result<()> {
+    let mut page = PageRequest::first(limit.clamp(1, 500));
+    let mut shown = 0;
+    loop {
+        let got = crate::Batch::list(queue, page).await?;
+        for (id, status) in &got.items {
+            if shown == limit {
+                let _ = writeln!(out, "(more: raise --limit)");
+                return Ok(());
+            }
+            let _ = writeln!(out, "{}", batch_line(id, status));
+            shown += 1;
+        }
+        match got.next {
+            Some(next) => page = PageRequest::after(next, 500),
+            None => break,
+        }
+    }
+    if shown == 0 {
+        let _ = writeln!(out, "no batches");
+    }
+    Ok(())
+}
+
+/// `runall batch show ID --watch`: on a terminal a bar redrawn in place, else a line per
+/// refresh, until the batch finishes or Ctrl-C.
+pub(crate) async fn batch_watch(queue: &Queue, id: &crate::BatchId, every: Duration) -> Result<()> {
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let status = crate::Batch::status(queue, id).await?;
+        let line = batch_line(id, &status);
+        let mut out = std::io::stdout().lock();
+        if terminal {
+            let width = 30usize;
+            let filled = (status.percent() / 100.0 * width as f64).round() as usize;
+            let filled = filled.min(width);
+            let _ = write!(
+                out,
+                "\r\x1b[2K[{}{}] {line}",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+        drop(out);
+        if status.is_finished() {
+            if terminal {
+                println!();
+            }
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => {
+                if terminal {
+                    println!();
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `runall schedule list | show | pause | resume | run-now | remove`.
+pub(crate) async fn schedule(
+    queue: &Queue,
+    command: super::ScheduleCommand,
+    out: &mut impl Write,
+) -> Result<()> {
+    use super::ScheduleCommand as C;
+    let line = |s: &crate::ScheduleState| {
+        let at = |t: Option<SystemTime>| match t {
+            Some(t) => humantime::format_rfc3339_seconds(t).to_string(),
+            None => "-".to_owned(),
+        };
+        format!(
+            "{}  {}  next {}  last {}  ticks {}  missed {}{}{}",
+            s.id,
+            s.when,
+            at(s.next),
+            at(s.last),
+            s.ticks,
+            s.missed,
+            if s.full > 0 {
+                format!(" ({} for a full queue)", s.full)
+            } else {
+                String::new()
+            },
+            if s.paused { "  PAUSED" } else { "" }
+        )
+    };
+    match command {
+        C::List => {
+            let schedules = queue.schedules();
+            let mut shown = 0;
+            for schedule in &schedules {
+                let state = queue.schedule_state(schedule.id_str()).await?;
+                let _ = writeln!(out, "{}", line(&state));
+                shown += 1;
+            }
+            // Stored schedules, where the store keeps group counters.
+            let mut page = PageRequest::first(500);
+            while queue.storage().capabilities().groups.is_some() {
+                let ids = queue.stored_schedules(page).await?;
+                for id in ids.items {
+                    if schedules.iter().all(|s| s.id_str() != id) {
+                        let state = queue.schedule_state(&id).await?;
+                        let _ = writeln!(out, "{}", line(&state));
+                        shown += 1;
+                    }
+                }
+                match ids.next {
+                    Some(next) => page = PageRequest::after(next, 500),
+                    None => break,
+                }
+            }
+            if shown == 0 {
+                let _ = writeln!(
+                    out,
+                    "no schedules ([[schedule]] in job.toml, Queue::schedule or Schedules::upsert in code)"
+                );
+            }
+        }
+        C::Show { id } => {
+            let state = queue.schedule_state(&id).await?;
+            let _ = writeln!(out, "{}", line(&state));
+        }
+        C::Pause { id } => {
+            queue.pause_schedule(&id).await?;
+            let _ = writeln!(out, "schedule {id} paused");
+        }
+        C::Resume { id } => {
+            queue.resume_schedule(&id).await?;
+            let _ = writeln!(out, "schedule {id} resumed");
+        }
+        C::Remove { id } => {
+            if queue.schedules().iter().any(|s| s.id_str() == id) {
+                return Err(Error::Config(format!(
+                    "schedule {id} is defined in code or in job.toml: remove it there (every \
+                     worker that defines it runs it)"
+                )));
+            }
+            if crate::Schedules::remove_via(queue, &id).await? {
+                let _ = writeln!(out, "schedule {id} removed");
+            } else {
+                return Err(Error::NotFound {
+                    what: "stored schedule",
+                    id,
+                });
+            }
+        }
+        C::RunNow { id } => {
+            if queue.run_schedule_now(&id).await? {
+                let _ = writeln!(out, "schedule {id}: one run pushed");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "schedule {id}: not pushed, a run is queued or running (overlap = skip)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The schedules whose next tick is more than two periods late (no worker runs schedules),
+/// each as a line for `runall health`. Stores without groups have none to read.
+pub(crate) async fn late_schedules(queue: &Queue) -> Result<Vec<String>> {
+    let now = SystemTime::now();
+    let mut late = Vec::new();
+    for schedule in queue.schedules() {
+        let state = match queue.schedule_state(schedule.id_str()).await {
+            Ok(state) => state,
+            Err(Error::NotSupported { .. }) => return Ok(late),
+            Err(e) => return Err(e),
+        };
+        let (Some(next), Some(period)) = (
+            state.next,
+            state.next.and_then(|n| schedule.period_after(n)),
+        ) else {
+            continue;
+        };
+        if state.is_late(now, period) {
+            late.push(format!(
+                "schedule {}: its tick at {} is {} late, more than two periods ({}): is any worker running schedules?",
+                state.id,
+                humantime::format_rfc3339_seconds(next),
+                humantime::format_duration(Duration::from_secs(
+                    now.duration_since(next).unwrap_or_default().as_secs()
+                )),
+                humantime::format_duration(period)
+            ));
+        }
+    }
+    Ok(late)
 }

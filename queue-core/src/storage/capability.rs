@@ -42,6 +42,9 @@ pub struct Capabilities<'a> {
     /// Pushes honour [`Unique`](super::Unique) claims, and settles apply
     /// [`Effect::Push`](super::Effect::Push).
     pub claims: bool,
+    /// Pushes honour [`Unique::replace`](super::Unique::replace): a queued job holding the
+    /// key takes the new job's name, payload and availability (debounce).
+    pub replace: bool,
     /// The failed store.
     pub failed: Option<&'a dyn FailedStore>,
     /// Sizes, queues, listing and clearing, for operators.
@@ -65,6 +68,7 @@ impl<'a> Capabilities<'a> {
             atomic_push: false,
             reserve_by_name: false,
             claims: false,
+            replace: false,
             failed: None,
             inspect: None,
             groups: None,
@@ -82,6 +86,7 @@ impl<'a> Capabilities<'a> {
         Capabilities::new(driver)
             .reserve_by_name(true)
             .claims(true)
+            .replace(true)
             .failed(store)
             .inspect(store)
             .groups(store)
@@ -110,6 +115,12 @@ impl<'a> Capabilities<'a> {
     /// Sets whether unique claims and push effects work.
     pub fn claims(mut self, yes: bool) -> Self {
         self.claims = yes;
+        self
+    }
+
+    /// Sets whether pushes replace a queued job holding their key when asked.
+    pub fn replace(mut self, yes: bool) -> Self {
+        self.replace = yes;
         self
     }
 
@@ -152,6 +163,7 @@ impl fmt::Debug for Capabilities<'_> {
             .field("atomic_push", &self.atomic_push)
             .field("reserve_by_name", &self.reserve_by_name)
             .field("claims", &self.claims)
+            .field("replace", &self.replace)
             .field("failed", &self.failed.is_some())
             .field("inspect", &self.inspect.is_some())
             .field("groups", &self.groups.is_some())
@@ -226,10 +238,22 @@ pub trait Groups: Send + Sync {
     /// Deletes a group's counters; returns whether it had any.
     async fn remove(&self, group: &str) -> Result<bool>;
 
+    /// The names of the groups that have counters and start with `prefix`, sorted by their
+    /// bytes, a page at a time (the cursor is the last name of the page). For operators
+    /// (`runall batch list`, `prune`): the drivers' docs say what it costs.
+    async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>>;
+
     /// Applies `effects` in one atomic step, as a settle applies a job's effects but with
     /// no job and no lease: dispatching a chain (its first link pushed, the others held),
     /// adding members to a batch. All of them or none.
     async fn apply(&self, effects: Vec<super::Effect>) -> Result<()>;
+
+    /// Applies `effects` as [`apply`](Self::apply) does, but only if `guard`'s counter holds
+    /// `guard.expect` (a missing counter holds 0), setting it to `guard.set` in the same
+    /// atomic step. Otherwise changes nothing and returns `false`. Of many processes racing
+    /// with one expected value, exactly one applies: a schedule claims each tick this way,
+    /// its job pushed by the step that advances the schedule.
+    async fn apply_if(&self, guard: super::Guard, effects: Vec<super::Effect>) -> Result<bool>;
 
     /// The dependencies left of the job waiting under `key`, or `None` when no job waits
     /// under it (it was released or skipped, or never held).

@@ -9,7 +9,8 @@ use tokio::sync::Notify;
 
 use super::capability::{Capabilities, Control, FailedStore, Groups, Inspect, Wake};
 use super::settle::{
-    check_effect_list, check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled,
+    check_effect_list, check_effects, Effect, Guard, LeaseStatus, Outcome, Settle, SettleReply,
+    Settled,
 };
 use super::time::{duration_millis, from_unix_millis, new_token, unix_millis};
 use super::types::{
@@ -161,16 +162,34 @@ impl State {
         }
     }
 
-    /// Pushes one job unless its key is held.
+    /// Pushes one job unless its key is held (or replaces the queued job holding it).
     fn push(&mut self, job: NewJob, now: i64) -> Pushed {
-        if let Some(existing) = job.unique.as_ref().and_then(|u| self.holder_id(&u.key)) {
-            return Pushed::Duplicate(existing);
-        }
         let at = match job.available {
             Availability::Now => now,
             Availability::After(d) => now.saturating_add(duration_millis(d)),
             Availability::At(t) => unix_millis(t),
         };
+        if let Some(unique) = &job.unique {
+            if let Some(Holder::Job(id)) = self.claims.get(&unique.key).copied() {
+                if unique.replace {
+                    if let Some(held) = self.jobs.get_mut(&id) {
+                        if held.lease.is_none() {
+                            if let Some(pending) = self.pending.get_mut(&held.queue) {
+                                pending.remove(&(held.available_at, id));
+                                pending.insert((at, id));
+                            }
+                            held.name = job.name;
+                            held.payload = job.payload;
+                            held.available_at = at;
+                            return Pushed::Replaced(JobId(id.to_string()));
+                        }
+                    }
+                }
+            }
+            if let Some(existing) = self.holder_id(&unique.key) {
+                return Pushed::Duplicate(existing);
+            }
+        }
         Pushed::Created(JobId(self.insert(job, at).to_string()))
     }
 
@@ -715,6 +734,11 @@ impl Groups for MemoryStorage {
         Ok(self.state().groups.remove(group).is_some())
     }
 
+    async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>> {
+        let names: Vec<String> = self.state().groups.keys().cloned().collect();
+        Ok(Page::of_names(names, prefix, &page))
+    }
+
     async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
         check_effect_list(DRIVER, &effects, "an apply")?;
         if let Some(history) = &self.inner.history {
@@ -728,6 +752,33 @@ impl Groups for MemoryStorage {
         self.state().apply(effects, now_ms());
         self.inner.pushed.notify_waiters();
         Ok(())
+    }
+
+    async fn apply_if(&self, guard: Guard, effects: Vec<Effect>) -> Result<bool> {
+        check_effect_list(DRIVER, &effects, "an apply")?;
+        {
+            let mut state = self.state();
+            let counters = state.groups.entry(guard.group.clone()).or_default();
+            let held = counters.get(&guard.counter).copied().unwrap_or(0);
+            if held != guard.expect {
+                if counters.is_empty() {
+                    state.groups.remove(&guard.group);
+                }
+                return Ok(false);
+            }
+            counters.insert(guard.counter, guard.set);
+            if let Some(history) = &self.inner.history {
+                let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+                for effect in &effects {
+                    if let Effect::Push(job) = effect {
+                        history.push(job.clone());
+                    }
+                }
+            }
+            state.apply(effects, now_ms());
+        }
+        self.inner.pushed.notify_waiters();
+        Ok(true)
     }
 
     async fn waiting(&self, key: &str) -> Result<Option<i64>> {

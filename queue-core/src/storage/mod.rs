@@ -86,8 +86,8 @@ pub use connect::{
 };
 pub use memory::MemoryStorage;
 pub use settle::{
-    check_effect_list, check_effects, Effect, LeaseStatus, Outcome, Settle, SettleReply, Settled,
-    WaitingJob,
+    check_effect_list, check_effects, Effect, Guard, LeaseStatus, Outcome, Settle, SettleReply,
+    Settled, WaitingJob,
 };
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
 pub use types::{

@@ -31,6 +31,38 @@ pub enum Outcome {
     },
 }
 
+/// A compare-and-set on one group counter, checked and changed by the same atomic step as
+/// the effects it guards ([`Groups::apply_if`](super::Groups::apply_if)): the claim of a
+/// schedule's tick, which many processes race for and exactly one wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// The group.
+    pub group: String,
+    /// The counter's name.
+    pub counter: String,
+    /// The value it must hold for the step to apply (a missing counter holds 0).
+    pub expect: i64,
+    /// The value it holds after the step.
+    pub set: i64,
+}
+
+impl Guard {
+    /// Applies when `counter` of `group` holds `expect`, and sets it to `set`.
+    pub fn new(
+        group: impl Into<String>,
+        counter: impl Into<String>,
+        expect: i64,
+        set: i64,
+    ) -> Self {
+        Guard {
+            group: group.into(),
+            counter: counter.into(),
+            expect,
+            set,
+        }
+    }
+}
+
 /// A consequence of a settle, applied in the same atomic step as the job's transition and
 /// not at all when the lease is stale: the transactional outbox every workflow feature
 /// (batches, chains, callbacks) is built on.
@@ -223,6 +255,19 @@ pub fn check_effect_list(driver: &'static str, effects: &[Effect], of: &str) -> 
                 return problem(format!(
                     "a push effect of a `{}` job has no unique key (its deterministic id)",
                     job.name
+                ));
+            }
+            Effect::Push(job) if job.unique.as_ref().is_some_and(|u| u.replace) => {
+                return problem(format!(
+                    "a push effect of a `{}` job asks to replace a queued job: only \
+                     Storage::push replaces (an effect's key is its deterministic id)",
+                    job.name
+                ));
+            }
+            Effect::Hold(waiting) if waiting.job.unique.as_ref().is_some_and(|u| u.replace) => {
+                return problem(format!(
+                    "a waiting `{}` job asks to replace a queued job: only Storage::push replaces",
+                    waiting.job.name
                 ));
             }
             Effect::Hold(waiting) if waiting.key.is_empty() || waiting.deps == 0 => {

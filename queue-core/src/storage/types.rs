@@ -81,6 +81,14 @@ pub struct Unique {
     pub key: String,
     /// Until when the job holds it.
     pub until: Until,
+    /// At push: when the key is held by a job that is queued (waiting or delayed: neither
+    /// reserved nor in the failed store), that job takes this job's name, payload and
+    /// availability, keeping its id, queue, attempts and claim, and the push reports
+    /// [`Pushed::Replaced`]. Held by a reserved or failed job, the push is a
+    /// [`Pushed::Duplicate`] as without it. Not stored with the claim. Drivers whose
+    /// capabilities have `replace` support it, in [`Storage::push`](crate::Storage::push)
+    /// only: effects that carry it are refused as a contract error.
+    pub replace: bool,
 }
 
 impl Unique {
@@ -89,12 +97,20 @@ impl Unique {
         Unique {
             key: key.into(),
             until: Until::Terminal,
+            replace: false,
         }
     }
 
     /// Sets until when the claim is held.
     pub fn until(mut self, until: Until) -> Self {
         self.until = until;
+        self
+    }
+
+    /// Replaces a queued job holding the key instead of being a duplicate of it (see
+    /// [`replace`](Self::replace)).
+    pub fn replacing(mut self) -> Self {
+        self.replace = true;
         self
     }
 }
@@ -149,21 +165,29 @@ pub enum Pushed {
     /// Not stored: its unique key is held by the job with this id (waiting, running, or for
     /// [`Until::Succeeded`], in the failed store under its queue id).
     Duplicate(JobId),
+    /// Not stored as a new job: the queued job with this id, which held its unique key, took
+    /// its name, payload and availability ([`Unique::replace`]).
+    Replaced(JobId),
 }
 
 impl Pushed {
     /// The id of the job now holding the place: the new one or the existing one.
     pub fn id(&self) -> &JobId {
         match self {
-            Pushed::Created(id) | Pushed::Duplicate(id) => id,
+            Pushed::Created(id) | Pushed::Duplicate(id) | Pushed::Replaced(id) => id,
         }
     }
 
     /// The id, consuming the value.
     pub fn into_id(self) -> JobId {
         match self {
-            Pushed::Created(id) | Pushed::Duplicate(id) => id,
+            Pushed::Created(id) | Pushed::Duplicate(id) | Pushed::Replaced(id) => id,
         }
+    }
+
+    /// Whether a queued job was replaced by this one.
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, Pushed::Replaced(_))
     }
 
     /// Whether the job was stored.
@@ -334,4 +358,27 @@ pub struct Page<T> {
     /// The cursor of the next page, `None` on the last page. Opaque: pass it back as
     /// [`PageRequest::after`].
     pub next: Option<String>,
+}
+
+impl Page<String> {
+    /// The page `page` asks for of the `names` that start with `prefix`, sorted by their
+    /// bytes, the cursor being the last name given: for a store that lists names it does not
+    /// keep sorted ([`Groups::list`](super::Groups::list)).
+    pub fn of_names(
+        names: impl IntoIterator<Item = String>,
+        prefix: &str,
+        page: &PageRequest,
+    ) -> Page<String> {
+        let after = page.after.as_deref();
+        let mut items: Vec<String> = names
+            .into_iter()
+            .filter(|name| name.starts_with(prefix) && after.is_none_or(|a| name.as_str() > a))
+            .collect();
+        items.sort_unstable();
+        items.dedup();
+        let limit = page.limit.max(1);
+        let next = (items.len() > limit).then(|| items[limit - 1].clone());
+        items.truncate(limit);
+        Page { items, next }
+    }
 }

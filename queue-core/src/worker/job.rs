@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::lease::{self, Held, Lost};
+use super::limit::Admission;
 use super::metrics::{self, Counted};
 use super::Shared;
+use crate::batch::CurrentBatch;
 use crate::envelope::{After, DecodeError, Envelope, Step};
 use crate::job::{JobContext, JobError, Retry};
 use crate::registry::Handler;
@@ -28,8 +30,8 @@ struct Finish {
     settle: Option<Settle>,
     /// What to count and log once the settlement is applied.
     report: Report,
-    /// The `without_overlapping` lock to release after settling.
-    lock: Option<String>,
+    /// The locks to release after settling: the `without_overlapping` lock, the limit's slot.
+    locks: Vec<String>,
 }
 
 enum Report {
@@ -58,6 +60,11 @@ enum Report {
     /// A workflow node skipped without running: an edge into it was not met.
     Bypassed {
         name: String,
+    },
+    /// The job discarded itself ([`JobError::discard`]).
+    Discarded {
+        name: String,
+        reason: String,
     },
     Skipped,
 }
@@ -94,15 +101,11 @@ pub(super) async fn process(
     };
     if marks {
         // What this worker read of the groups may be out of date now.
-        shared
-            .gates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        shared.gates.clear();
     }
     drop(slot);
     report(&shared, &job, finish.report, settled);
-    if let Some(key) = finish.lock {
+    for key in finish.locks {
         if let Err(e) = shared.storage.unlock(&key, &job.lease.token).await {
             warn!(error = %e, lock = %key, "could not release lock; it expires with its lease");
         }
@@ -132,12 +135,12 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
             return Finish {
                 settle: None,
                 report: Report::Skipped,
-                lock: None,
+                locks: Vec::new(),
             };
         }
         lease_until = renewing + length;
     }
-    let envelope = match Envelope::decode(&job.payload) {
+    let mut envelope = match Envelope::decode(&job.payload) {
         Ok(envelope) => envelope,
         Err(DecodeError::Newer {
             version,
@@ -156,6 +159,34 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
             return fail(job, job.name.clone(), format!("bad payload: {reason}"));
         }
     };
+    if let Some(sealed) = envelope.sealed.take() {
+        let keys = match shared.dispatcher.settings().keys() {
+            Ok(keys) => keys,
+            Err(e) => {
+                let what = format!(
+                    "job `{}` is encrypted and this worker has no keys ({e})",
+                    envelope.name
+                );
+                return defer_unknown(shared, job, envelope.name, what, envelope.dispatched_at);
+            }
+        };
+        let opened = keys.open(&envelope.name, &sealed).and_then(|plain| {
+            let text =
+                String::from_utf8(plain).map_err(|_| "the opened data is not UTF-8".to_owned())?;
+            serde_json::value::RawValue::from_string(text)
+                .map_err(|_| "the opened data is not JSON".to_owned())
+        });
+        match opened {
+            Ok(data) => envelope.data = data,
+            Err(reason) => {
+                return fail(
+                    job,
+                    envelope.name,
+                    format!("undecryptable (never run, not retried): {reason}"),
+                );
+            }
+        }
+    }
     let after = envelope.after.clone();
     if let Some(after) = &after {
         if let Some(finish) = skip_if(shared, job, &envelope.name, after).await {
@@ -163,7 +194,7 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
         }
     }
     let finish = run_decoded(shared, job, envelope, lease_until, length).await;
-    finish.with_after(after.as_ref())
+    finish.with_after(after.as_ref(), job)
 }
 
 /// A workflow node one of whose edges was not met is settled as skipped, without running:
@@ -172,23 +203,13 @@ async fn skip_if(shared: &Shared, job: &Reserved, name: &str, after: &After) -> 
     let gate = after.skip_if.as_ref()?;
     let cached = gate
         .loose
-        .then(|| {
-            let gates = shared.gates.lock().unwrap_or_else(|p| p.into_inner());
-            gates
-                .get(&gate.group)
-                .filter(|(at, _)| at.elapsed() < LOOSE_GATE)
-                .map(|(_, counters)| counters.clone())
-        })
+        .then(|| shared.gates.fresh(&gate.group))
         .flatten();
     let counters = match (cached, shared.storage.groups()) {
         (Some(counters), _) => Ok(counters),
         (None, Ok(groups)) => groups.counters(&gate.group).await.inspect(|counters| {
             if gate.loose {
-                let mut gates = shared.gates.lock().unwrap_or_else(|p| p.into_inner());
-                if gates.len() > 1024 {
-                    gates.clear();
-                }
-                gates.insert(gate.group.clone(), (Instant::now(), counters.clone()));
+                shared.gates.store(&gate.group, counters.clone());
             }
         }),
         (None, Err(e)) => Err(e),
@@ -201,12 +222,13 @@ async fn skip_if(shared: &Shared, job: &Reserved, name: &str, after: &After) -> 
             marked.then(|| {
                 let mut settle = Settle::ack(job.lease.clone());
                 settle.effects = after.skipped.iter().map(Step::effect).collect();
+                settle.effects.extend(after.again(job));
                 Finish {
                     settle: Some(settle),
                     report: Report::Bypassed {
                         name: name.to_owned(),
                     },
-                    lock: None,
+                    locks: Vec::new(),
                 }
             })
         }
@@ -253,11 +275,11 @@ async fn run_decoded(
         return fail(job, envelope.name, reason);
     }
 
-    let mut lock = None;
+    let mut locks = Vec::new();
     if let Some(key) = &envelope.lock {
         let locking = Instant::now();
         match shared.storage.lock(key, &lease.token, length).await {
-            Ok(true) => lock = Some((key.clone(), locking + length)),
+            Ok(true) => locks.push((key.clone(), locking + length)),
             Ok(false) => {
                 debug!(job = %envelope.name, id = %lease.job_id, lock = %key, "lock held: putting the job back");
                 return release(job, envelope.name, shared.options.lock_retry);
@@ -268,14 +290,69 @@ async fn run_decoded(
             }
         }
     }
-    let lock_key = lock.as_ref().map(|(key, _)| key.clone());
+    if let Some(limit) = &envelope.limit {
+        let locking = Instant::now();
+        let admitted = match shared.options.limits.get(&limit.name) {
+            Some(rule) => {
+                super::limit::admit(
+                    shared.storage.as_ref(),
+                    &shared.gates,
+                    job,
+                    limit,
+                    rule,
+                    length,
+                    shared.options.lock_retry,
+                    envelope.dispatched_at,
+                )
+                .await
+            }
+            None => {
+                let what = format!("limit `{}` is not defined on this worker", limit.name);
+                let mut finish = defer_unknown(
+                    shared,
+                    job,
+                    envelope.name.clone(),
+                    what,
+                    envelope.dispatched_at,
+                );
+                finish.locks = locks.into_iter().map(|(key, _)| key).collect();
+                return finish;
+            }
+        };
+        let mut finish = match admitted {
+            Ok(Admission::Run(slot)) => {
+                locks.extend(slot.map(|slot| (slot, locking + length)));
+                None
+            }
+            Ok(Admission::Wait(wait)) => {
+                debug!(job = %envelope.name, id = %lease.job_id, %limit, wait = ?wait, "over its limit: putting the job back (no attempt counted)");
+                Some(release(job, envelope.name.clone(), wait))
+            }
+            Ok(Admission::Fail(reason)) => Some(fail(job, envelope.name.clone(), reason)),
+            Err(e) => {
+                warn!(error = %e, %limit, "could not check the job's limit: putting it back");
+                Some(release(
+                    job,
+                    envelope.name.clone(),
+                    shared.options.lock_retry,
+                ))
+            }
+        };
+        if let Some(finish) = &mut finish {
+            finish.locks = locks.iter().map(|(key, _)| key.clone()).collect();
+        }
+        if let Some(finish) = finish {
+            return finish;
+        }
+    }
+    let lock_keys = locks.iter().map(|(key, _)| key.clone()).collect();
     let held = Held {
         lease: lease.clone(),
         lease_until,
-        lock,
+        locks,
     };
     let mut finish = run(shared, job, &envelope, handler, max_attempts, held).await;
-    finish.lock = lock_key;
+    finish.locks = lock_keys;
     finish
 }
 
@@ -283,16 +360,28 @@ impl Finish {
     /// Adds the effects the job's envelope asks for on the outcome it settles with: its
     /// chain's next link released, the links after a failure skipped, its counters. They go
     /// in the job's own settle step, so they happen exactly when its transition does.
-    fn with_after(mut self, after: Option<&After>) -> Finish {
+    /// A copy of the job is held again when it ends, if its envelope asks for it.
+    fn with_after(mut self, after: Option<&After>, job: &Reserved) -> Finish {
         let (Some(after), Some(settle)) = (after, self.settle.as_mut()) else {
             return self;
         };
         let steps = match settle.outcome {
+            // A discarded job ends as a skipped one (a workflow node, a batch member), or
+            // where nothing says how a skipped one ends (a chain link), as a failed one: what
+            // comes after it does not run.
+            Outcome::Ack if matches!(self.report, Report::Discarded { .. }) => {
+                if after.skipped.is_empty() {
+                    &after.failed
+                } else {
+                    &after.skipped
+                }
+            }
             Outcome::Ack => &after.succeeded,
             Outcome::Fail { .. } => &after.failed,
             Outcome::Retry { .. } | Outcome::Release { .. } => return self,
         };
         settle.effects.extend(steps.iter().map(Step::effect));
+        settle.effects.extend(after.again(job));
         self
     }
 }
@@ -301,7 +390,7 @@ fn fail(job: &Reserved, name: String, reason: String) -> Finish {
     Finish {
         settle: Some(Settle::fail(job.lease.clone(), reason.clone())),
         report: Report::Failed { name, reason },
-        lock: None,
+        locks: Vec::new(),
     }
 }
 
@@ -309,7 +398,7 @@ fn release(job: &Reserved, name: String, delay: Duration) -> Finish {
     Finish {
         settle: Some(Settle::release(job.lease.clone(), delay)),
         report: Report::Released { name },
-        lock: None,
+        locks: Vec::new(),
     }
 }
 
@@ -368,12 +457,20 @@ async fn run(
         max_attempts,
         release: Arc::default(),
         cancel: CancellationToken::new(),
+        dispatched_at: crate::storage::from_unix_millis(envelope.dispatched_at),
+        batch: envelope
+            .after
+            .as_ref()
+            .and_then(|after| CurrentBatch::of(after, &shared.dispatcher, &shared.gates)),
     };
     let started = Instant::now();
     let ran = match (handler.run)(&envelope.data, ctx.clone()) {
-        Err(e) => Ran::Failed(JobError::fail(format!(
-            "payload does not fit job `{name}`: {e}"
-        ))),
+        Err(e) => (
+            Ran::Failed(JobError::fail(format!(
+                "payload does not fit job `{name}`: {e}"
+            ))),
+            false,
+        ),
         Ok(future) => {
             let timeout = envelope
                 .timeout_ms
@@ -389,6 +486,7 @@ async fn run(
             let mut task = tokio::spawn(future);
             let mut hard_stop = shared.hard_stop.clone();
             let mut aborted = false;
+            let mut timed_out = false;
             let ran = tokio::select! {
                 result = tokio::time::timeout(timeout, &mut task) => match result {
                     Ok(Ok(Ok(()))) => Ran::Done,
@@ -400,6 +498,7 @@ async fn run(
                     Err(_) => {
                         task.abort();
                         aborted = true;
+                        timed_out = true;
                         Ran::Failed(JobError::msg(format!("job timed out after {}", humantime::format_duration(timeout))))
                     }
                 },
@@ -422,9 +521,10 @@ async fn run(
                 // blocks its thread cannot be dropped until it yields: wait a moment only.
                 let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
             }
-            ran
+            (ran, timed_out)
         }
     };
+    let (ran, timed_out) = ran;
     let took = started.elapsed();
     match ran {
         Ran::Done => match ctx.released() {
@@ -433,13 +533,13 @@ async fn run(
                 Finish {
                     settle: Some(Settle::retry(lease.clone(), delay)),
                     report: Report::Retried { name, took: None },
-                    lock: None,
+                    locks: Vec::new(),
                 }
             }
             None => Finish {
                 settle: Some(Settle::ack(lease.clone())),
                 report: Report::Done { name, took },
-                lock: None,
+                locks: Vec::new(),
             },
         },
         Ran::Shutdown => {
@@ -447,18 +547,56 @@ async fn run(
             Finish {
                 settle: Some(Settle::retry(lease.clone(), Duration::ZERO)),
                 report: Report::Interrupted { name },
-                lock: None,
+                locks: Vec::new(),
             }
         }
         Ran::Stopped(why) => Finish {
             settle: None,
             report: Report::Stopped { name, why },
-            lock: None,
+            locks: Vec::new(),
         },
+        Ran::Failed(err) if err.retry() == Retry::Discard => Finish {
+            settle: Some(Settle::ack(lease.clone())),
+            report: Report::Discarded {
+                name,
+                reason: err.message().to_owned(),
+            },
+            locks: Vec::new(),
+        },
+        Ran::Failed(err) if matches!(err.retry(), Retry::RateLimited(_)) => {
+            let Retry::RateLimited(delay) = err.retry() else {
+                unreachable!("matched above")
+            };
+            rate_limited(shared, job, envelope, name, delay).await
+        }
+        Ran::Failed(err) if timed_out && (envelope.fail_on_timeout || handler.fail_on_timeout) => {
+            let reason = format!("{} (fail_on_timeout: not retried)", err.message());
+            fail(job, name, reason)
+        }
         Ran::Failed(err) => {
             let last = job.attempts >= max_attempts;
+            let retry_until = envelope
+                .retry_until_ms
+                .map(Duration::from_millis)
+                .or(handler.retry_until);
+            let past = retry_until.filter(|until| {
+                let deadline = envelope
+                    .dispatched_at
+                    .saturating_add(i64::try_from(until.as_millis()).unwrap_or(i64::MAX));
+                envelope.dispatched_at > 0 && unix_millis(SystemTime::now()) > deadline
+            });
             match err.retry() {
                 Retry::Never => fail(job, name, err.message().to_owned()),
+                _ if past.is_some() && !last => {
+                    let reason = format!(
+                        "{} (attempt {} of {max_attempts}; not retried: past its retry_until, {} \
+                         after its dispatch)",
+                        err.message(),
+                        job.attempts,
+                        humantime::format_duration(past.unwrap_or_default())
+                    );
+                    fail(job, name, reason)
+                }
                 _ if last => {
                     let reason = format!(
                         "{} (attempt {} of {max_attempts})",
@@ -491,12 +629,54 @@ async fn run(
                             name,
                             took: Some(took),
                         },
-                        lock: None,
+                        locks: Vec::new(),
                     }
                 }
             }
         }
     }
+}
+
+/// A job that met a rate limit of its own ([`JobError::rate_limited`]): its limit's key is
+/// paused for every worker, and the job goes back without counting an attempt, unless it
+/// would then wait past its `max_throttle_wait` (counted from its dispatch).
+async fn rate_limited(
+    shared: &Shared,
+    job: &Reserved,
+    envelope: &Envelope,
+    name: String,
+    delay: Duration,
+) -> Finish {
+    let lease = &job.lease;
+    if let Some(limit) = &envelope.limit {
+        let waited = unix_millis(SystemTime::now()).saturating_sub(envelope.dispatched_at);
+        let waited = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
+        if let Some(max) = limit.max_wait_duration() {
+            if envelope.dispatched_at > 0 && waited + delay > max {
+                let reason = format!(
+                    "rate limited for {} (limit `{limit}`), {} after its dispatch: longer than \
+                     its max_throttle_wait of {}",
+                    humantime::format_duration(delay),
+                    humantime::format_duration(waited),
+                    humantime::format_duration(max),
+                );
+                return fail(job, name, reason);
+            }
+        }
+        let blocked = super::limit::block(shared.storage.as_ref(), limit, delay).await;
+        shared.gates.clear();
+        match blocked {
+            Ok(()) => {
+                info!(job = %name, id = %lease.job_id, %limit, delay = ?delay, "rate limited: its limit's key is paused and the job goes back (no attempt counted)");
+            }
+            Err(e) => {
+                warn!(job = %name, id = %lease.job_id, %limit, error = %e, "rate limited, and its limit's key could not be paused: only this job goes back (no attempt counted)");
+            }
+        }
+    } else {
+        info!(job = %name, id = %lease.job_id, delay = ?delay, "rate limited: the job goes back (no attempt counted; it names no limit to pause)");
+    }
+    release(job, name, delay)
 }
 
 /// Counts and logs what a settlement did.
@@ -541,6 +721,11 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
         Report::Interrupted { name } => {
             counters.released.fetch_add(1, Ordering::Relaxed);
             metrics::count(Counted::Interrupted, queue, &name);
+        }
+        Report::Discarded { name, reason } => {
+            counters.discarded.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Discarded, queue, &name);
+            info!(job = %name, id = %lease.job_id, reason, "job discarded: it can never succeed (not a failure, not retried)");
         }
         Report::Bypassed { name } => {
             info!(job = %name, id = %lease.job_id, "skipped without running: an edge of its workflow into it was not met");

@@ -14,7 +14,7 @@ use crate::storage::{Lease, LeaseStatus, Storage};
 pub(super) enum Lost {
     /// The store said the lease is stale: another worker may have the job.
     Lease,
-    /// Another owner holds the job's `without_overlapping` lock.
+    /// Another owner holds the job's `without_overlapping` lock or its limit's slot.
     Lock,
     /// The store could not confirm the lease (or the lock) before it would run out: it may
     /// have expired, so the job must stop before another worker can start it.
@@ -25,7 +25,9 @@ impl Lost {
     pub(super) fn describe(self) -> &'static str {
         match self {
             Lost::Lease => "its lease was lost (another worker may run it now)",
-            Lost::Lock => "its without_overlapping lock was taken by another job",
+            Lost::Lock => {
+                "its without_overlapping lock or its limit's slot was taken by another job"
+            }
             Lost::Unconfirmed => {
                 "the store could not renew its lease before it ran out (a backend outage)"
             }
@@ -39,8 +41,9 @@ pub(super) struct Held {
     /// Until when the lease is surely held: the moment its last renewal was asked for plus
     /// the lease length (the store's deadline is at least that).
     pub(super) lease_until: Instant,
-    /// The lock key and until when it is surely held.
-    pub(super) lock: Option<(String, Instant)>,
+    /// The locks it holds (its `without_overlapping` lock, its limit's slot) and until when
+    /// each is surely held.
+    pub(super) locks: Vec<(String, Instant)>,
 }
 
 /// Renews the lease (and the lock) every third of the lease until the job ends; returns only
@@ -53,10 +56,11 @@ pub(super) async fn keep(storage: Arc<dyn Storage>, mut held: Held, length: Dura
     let margin = (length / 10).clamp(Duration::from_millis(20), Duration::from_secs(2));
     let mut next = Instant::now() + every;
     loop {
-        let confirmed = match &held.lock {
-            Some((_, until)) => held.lease_until.min(*until),
-            None => held.lease_until,
-        };
+        let confirmed = held
+            .locks
+            .iter()
+            .map(|(_, until)| *until)
+            .fold(held.lease_until, Instant::min);
         let give_up = confirmed.checked_sub(margin).unwrap_or(confirmed);
         tokio::time::sleep_until(next.min(give_up)).await;
         if Instant::now() >= give_up {
@@ -81,7 +85,7 @@ pub(super) async fn keep(storage: Arc<dyn Storage>, mut held: Held, length: Dura
                 continue;
             }
         }
-        if let Some((key, until)) = &mut held.lock {
+        for (key, until) in &mut held.locks {
             let asked = Instant::now();
             match tokio::time::timeout_at(give_up, storage.lock(key, &held.lease.token, length))
                 .await
@@ -92,6 +96,7 @@ pub(super) async fn keep(storage: Arc<dyn Storage>, mut held: Held, length: Dura
                 Ok(Err(e)) => {
                     warn!(error = %e, lock = %key, "could not renew the lock; trying again");
                     next = Instant::now() + (every / 4).max(Duration::from_millis(20));
+                    break;
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! | `runall_jobs_retried_total` | counter | `queue`, `job` |
 //! | `runall_jobs_released_total` | counter | `queue`, `job` |
 //! | `runall_jobs_interrupted_total` | counter | `queue`, `job` |
+//! | `runall_jobs_discarded_total` | counter | `queue`, `job` |
 //! | `runall_job_duration_seconds` | histogram | `queue`, `job` |
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub(super) enum Counted {
     Retried,
     Released,
     Interrupted,
+    Discarded,
 }
 
 impl Counted {
@@ -30,6 +32,7 @@ impl Counted {
             Counted::Retried => "runall_jobs_retried_total",
             Counted::Released => "runall_jobs_released_total",
             Counted::Interrupted => "runall_jobs_interrupted_total",
+            Counted::Discarded => "runall_jobs_discarded_total",
         }
     }
 }

@@ -28,6 +28,7 @@
 mod control;
 mod job;
 mod lease;
+mod limit;
 mod metrics;
 mod options;
 mod system;
@@ -45,6 +46,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::dispatcher::{Dispatcher, QueueSettings};
 use crate::error::{Error, Result};
 use crate::registry::{Handler, Registry};
 use crate::storage::{ReserveRequest, Reserved, Settle, Settled, Storage, StorageExt};
@@ -90,6 +92,8 @@ pub struct WorkerSummary {
     pub released: u64,
     /// Jobs stopped because their lease or lock was lost.
     pub interrupted: u64,
+    /// Jobs that ended with [`JobError::discard`](crate::JobError::discard).
+    pub discarded: u64,
     /// Why it stopped.
     pub reason: StopReason,
 }
@@ -108,6 +112,62 @@ impl StopHandle {
     }
 }
 
+/// What a worker may not reserve from: every queue (paused locally, [`PauseHandle`]), or
+/// the queues paused for every worker of the store (`runall pause`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Paused {
+    local: bool,
+    queues: std::collections::BTreeSet<String>,
+}
+
+/// Pauses and resumes one worker's reservations from another task: while paused, it
+/// reserves nothing and its running jobs finish (for every worker of a store, pause a queue
+/// with [`Queue::pause`](crate::Queue::pause)).
+#[derive(Debug, Clone)]
+pub struct PauseHandle {
+    tx: Arc<watch::Sender<Paused>>,
+}
+
+impl PauseHandle {
+    /// Stops reserving jobs until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.tx
+            .send_if_modified(|p| !std::mem::replace(&mut p.local, true));
+    }
+
+    /// Reserves jobs again.
+    pub fn resume(&self) {
+        self.tx
+            .send_if_modified(|p| std::mem::replace(&mut p.local, false));
+    }
+}
+
+/// Reads which queues are paused for every worker, about once a second, until dropped.
+async fn watch_paused(storage: Arc<dyn Storage>, tx: Arc<watch::Sender<Paused>>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(crate::pause::POLL).await;
+        match crate::pause::paused(storage.as_ref()).await {
+            Ok(queues) => {
+                failing = false;
+                tx.send_if_modified(|p| {
+                    let changed = p.queues != queues;
+                    if changed {
+                        info!(paused = ?queues, "paused queues changed");
+                        p.queues = queues;
+                    }
+                    changed
+                });
+            }
+            Err(e) if !failing => {
+                failing = true;
+                warn!(error = %e, "could not read which queues are paused; keeping the last answer");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// A worker: runs jobs from a store until told to stop. Build it with
 /// [`Queue::worker`](crate::Queue::worker) or [`Worker::new`].
 #[derive(Debug)]
@@ -117,6 +177,9 @@ pub struct Worker {
     options: WorkerOptions,
     stop_tx: Arc<watch::Sender<bool>>,
     counters: Arc<Counters>,
+    dispatcher: Option<Dispatcher>,
+    schedules: Vec<Arc<crate::schedule::Schedule>>,
+    pauses: Arc<watch::Sender<Paused>>,
 }
 
 /// Reads a running worker's counts (for a progress display).
@@ -154,6 +217,7 @@ struct Counters {
     retried: AtomicU64,
     released: AtomicU64,
     interrupted: AtomicU64,
+    discarded: AtomicU64,
 }
 
 /// A settlement on its way to the store, and who waits for its result (`None`: the store
@@ -165,10 +229,43 @@ struct Pending {
     ran: Duration,
 }
 
-/// What every job task shares.
 /// A group's counters as read for a loose skip gate, and when.
 type GateCopy = (tokio::time::Instant, Vec<(String, i64)>);
 
+/// Group counters read for loose skip gates (a batch's cancel flag), by group, with when
+/// they were read: a copy serves for [`job::LOOSE_GATE`].
+#[derive(Debug, Default)]
+pub(crate) struct Gates(std::sync::Mutex<HashMap<String, GateCopy>>);
+
+impl Gates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, GateCopy>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The copy of `group`'s counters, if one was read less than `LOOSE_GATE` ago.
+    pub(crate) fn fresh(&self, group: &str) -> Option<Vec<(String, i64)>> {
+        self.lock()
+            .get(group)
+            .filter(|(at, _)| at.elapsed() < job::LOOSE_GATE)
+            .map(|(_, counters)| counters.clone())
+    }
+
+    /// Keeps `counters`, just read, as `group`'s copy.
+    pub(crate) fn store(&self, group: &str, counters: Vec<(String, i64)>) {
+        let mut gates = self.lock();
+        if gates.len() > 1024 {
+            gates.clear();
+        }
+        gates.insert(group.to_owned(), (tokio::time::Instant::now(), counters));
+    }
+
+    /// Forgets every copy (this worker changed a group).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+/// What every job task shares.
 struct Shared {
     storage: Arc<dyn Storage>,
     handlers: HashMap<String, Handler>,
@@ -176,9 +273,10 @@ struct Shared {
     counters: Arc<Counters>,
     settles: mpsc::UnboundedSender<Pending>,
     hard_stop: watch::Receiver<bool>,
-    /// Group counters read for loose skip gates (a batch's cancel flag), by group, with when
-    /// they were read: a copy serves for [`job::LOOSE_GATE`].
-    gates: std::sync::Mutex<HashMap<String, GateCopy>>,
+    /// Group counters read for loose skip gates; a member reading its batch's refreshes them.
+    gates: Arc<Gates>,
+    /// What jobs dispatch through from their context (adding to their batch).
+    dispatcher: Dispatcher,
 }
 
 impl Shared {
@@ -201,13 +299,38 @@ impl Worker {
             options,
             stop_tx: Arc::new(tx),
             counters: Arc::default(),
+            dispatcher: None,
+            schedules: Vec::new(),
+            pauses: Arc::new(watch::channel(Paused::default()).0),
         }
+    }
+
+    /// Jobs dispatch through `dispatcher` (with its settings) from their context, as when
+    /// they add members to their batch. A [`Queue`](crate::Queue)'s worker uses the queue's;
+    /// by default, one over the worker's store with default settings.
+    pub fn with_dispatcher(mut self, dispatcher: Dispatcher) -> Self {
+        self.dispatcher = Some(dispatcher);
+        self
+    }
+
+    /// The schedules whose ticks this worker claims while it runs (those of the
+    /// [`Queue`](crate::Queue) it was made from), unless [`WorkerOptions::schedules`] is off.
+    pub(crate) fn with_schedules(mut self, schedules: Vec<Arc<crate::schedule::Schedule>>) -> Self {
+        self.schedules = schedules;
+        self
     }
 
     /// A handle that reads this worker's counts while it runs.
     pub fn progress_handle(&self) -> ProgressHandle {
         ProgressHandle {
             counters: self.counters.clone(),
+        }
+    }
+
+    /// A handle that pauses and resumes this worker's reservations from another task.
+    pub fn pause_handle(&self) -> PauseHandle {
+        PauseHandle {
+            tx: self.pauses.clone(),
         }
     }
 
@@ -256,6 +379,16 @@ impl Worker {
                     "running only one job name (`runall run NAME`): it cannot reserve by name",
             });
         }
+        for (name, limit) in &self.options.limits {
+            crate::limit::check_name(name)?;
+            limit.validate()?;
+            if matches!(limit, crate::Limit::Rate(_)) && caps.groups.is_none() {
+                return Err(Error::NotSupported {
+                    driver: caps.driver,
+                    operation: "rate limits (they keep their state in group counters)",
+                });
+            }
+        }
         let options = self.options.clone();
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (hard_tx, hard_rx) = watch::channel(false);
@@ -266,9 +399,38 @@ impl Worker {
             counters: self.counters.clone(),
             settles: settle_tx,
             hard_stop: hard_rx,
-            gates: std::sync::Mutex::default(),
+            gates: Arc::default(),
+            dispatcher: self
+                .dispatcher
+                .clone()
+                .unwrap_or_else(|| Dispatcher::new(storage.clone(), QueueSettings::default())),
         });
         let restarted = Arc::new(AtomicBool::new(false));
+        let scheduler = (options.schedules && caps.groups.is_some() && caps.claims
+            || options.schedules && !self.schedules.is_empty())
+        .then(|| {
+            tokio::spawn(crate::schedule::run(
+                shared.dispatcher.clone(),
+                self.schedules.clone(),
+                self.stop_tx.subscribe(),
+            ))
+        });
+        // Queues paused for every worker: read before the first reservation, then about
+        // once a second.
+        let pause_watch = if caps.groups.is_some() {
+            match crate::pause::paused(storage.as_ref()).await {
+                Ok(queues) => {
+                    self.pauses.send_modify(|p| p.queues = queues);
+                }
+                Err(e) => warn!(error = %e, "could not read which queues are paused"),
+            }
+            Some(tokio::spawn(watch_paused(
+                storage.clone(),
+                self.pauses.clone(),
+            )))
+        } else {
+            None
+        };
         let restart_watch = tokio::spawn(control::watch_restart(
             storage.clone(),
             self.stop_handle(),
@@ -304,10 +466,18 @@ impl Worker {
             trips: JoinSet::new(),
             asking: 0,
             asked_by: HashMap::new(),
+            pauses: self.pauses.subscribe(),
         };
+        engine.pauses.mark_changed();
         let reason = engine.run().await;
         engine.drain(reason).await;
         restart_watch.abort();
+        if let Some(watch) = pause_watch {
+            watch.abort();
+        }
+        if let Some(scheduler) = scheduler {
+            scheduler.abort();
+        }
         let reason = if reason == StopReason::Stopped && restarted.load(Ordering::SeqCst) {
             StopReason::Restart
         } else {
@@ -320,6 +490,7 @@ impl Worker {
             retried: c.retried.load(Ordering::Relaxed),
             released: c.released.load(Ordering::Relaxed),
             interrupted: c.interrupted.load(Ordering::Relaxed),
+            discarded: c.discarded.load(Ordering::Relaxed),
             reason,
         };
         info!(
@@ -365,6 +536,8 @@ struct Engine {
     /// Jobs asked for by the calls in flight, in all and per call.
     asking: usize,
     asked_by: HashMap<tokio::task::Id, usize>,
+    /// What the worker may not reserve from; `request.queues` follows it.
+    pauses: watch::Receiver<Paused>,
 }
 
 /// The store's answers to settlements, held back until the jobs fetched in the same call
@@ -431,6 +604,21 @@ impl Engine {
         // Calls that came back while the loop waited.
         let mut arrived = Vec::new();
         loop {
+            if self.pauses.has_changed().unwrap_or(false) {
+                let paused = self.pauses.borrow_and_update().clone();
+                self.request.queues = if paused.local {
+                    Vec::new()
+                } else {
+                    self.options
+                        .queues
+                        .iter()
+                        .filter(|q| !paused.queues.contains(*q))
+                        .cloned()
+                        .collect()
+                };
+                idle = false;
+            }
+            let closed = self.request.queues.is_empty();
             while self.tasks.try_join_next().is_some() {}
             self.collect();
             let mut landed: Vec<_> = std::mem::take(&mut arrived);
@@ -468,7 +656,17 @@ impl Engine {
                 pause_until = None;
             }
             let free = self.free_slots();
-            let want = (free + self.prefetch_room(free)).saturating_sub(self.asking);
+            let want = if closed {
+                0
+            } else {
+                (free + self.prefetch_room(free)).saturating_sub(self.asking)
+            };
+            if closed && self.options.stop_when_empty {
+                // Every queue is paused: nothing may be taken, as when they are empty.
+                if let Some(reason) = self.empty_stop().await {
+                    return reason;
+                }
+            }
             // One call at a time asks for jobs, so they start in the store's order. Two
             // fetching calls overlap in the store: the later one skips the rows the earlier
             // one holds (`SKIP LOCKED`) or simply runs first, takes the next ones, and may
@@ -517,6 +715,10 @@ impl Engine {
                 _ = self.stop.changed() => {}
                 _ = sleep_until_some(pause_until), if paused => {}
                 _ = wait, if waiting => idle = false,
+                // Seen here, so marked again for the top of the loop to apply it.
+                Ok(()) = self.pauses.changed() => self.pauses.mark_changed(),
+                // Paused: look at the stop conditions now and then.
+                _ = tokio::time::sleep(self.options.sleep), if closed => {}
             }
         }
     }
@@ -839,7 +1041,8 @@ impl Engine {
             Err(Error::NotSupported { .. }) => return Ok(true),
             Err(e) => return Err(e),
         };
-        for queue in &self.options.queues {
+        // A paused queue's jobs are not this worker's to wait for.
+        for queue in &self.request.queues {
             if inspect.size(queue).await?.total() > 0 {
                 return Ok(false);
             }

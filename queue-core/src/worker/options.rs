@@ -1,8 +1,10 @@
 //! [`WorkerOptions`]: every knob of a worker, with Laravel's and Rakit's names beside ours.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::job::Backoff;
+use crate::limit::Limit;
 
 /// How a worker runs. `Default` gives the values `runall work` uses with no flags.
 ///
@@ -21,6 +23,7 @@ use crate::job::Backoff;
 /// | `stop_when_empty` | `--stop-when-empty` | `--stop-when-empty` | |
 /// | `only` | `runall run NAME` | | `job:run NAME` |
 /// | `prefetch` | `--prefetch` | | `prefetch` |
+/// | `limits` | `[limits]` in `job.toml` | `RateLimiter::for`, `Redis::funnel` | |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
@@ -71,6 +74,14 @@ pub struct WorkerOptions {
     /// jobs; jobs that outlast a fetch get none, so a worker of long jobs holds none back
     /// from other workers. `Some(0)` turns it off.
     pub prefetch: Option<usize>,
+    /// Whether the worker claims the ticks of its queue's schedules (on by default; every
+    /// worker may, each tick is claimed once).
+    pub schedules: bool,
+    /// The named [limits](crate::Limit) jobs are counted against (`#[job(limit = "..")]`),
+    /// by name. A job naming a limit this worker does not define is put back for a worker
+    /// that does, as a job of an unknown name is (see
+    /// [`unknown_job_window`](Self::unknown_job_window)).
+    pub limits: BTreeMap<String, Limit>,
 }
 
 impl Default for WorkerOptions {
@@ -93,6 +104,8 @@ impl Default for WorkerOptions {
             only: None,
             unknown_job_window: Duration::from_secs(3600),
             prefetch: None,
+            schedules: true,
+            limits: BTreeMap::new(),
         }
     }
 }
@@ -105,6 +118,19 @@ impl WorkerOptions {
         S: Into<String>,
     {
         self.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Defines the limit `name` (`Limit::rate(100).per(..)`, `Limit::concurrent(5)`), which
+    /// jobs name with `#[job(limit = "name")]`. Checked when the worker starts.
+    pub fn limit(mut self, name: impl Into<String>, limit: impl Into<Limit>) -> Self {
+        self.limits.insert(name.into(), limit.into());
+        self
+    }
+
+    /// Leaves the queue's schedules to other workers (`runall work --no-schedule`).
+    pub fn no_schedules(mut self) -> Self {
+        self.schedules = false;
         self
     }
 

@@ -569,6 +569,218 @@ pub fn term_requeue(by_job: &HashMap<u64, Vec<Attempt>>, faults: &[Fault]) -> (V
     (samples, never)
 }
 
+/// By when each worker that was SIGKILLed or crashed was dead (µs), by pid: a body it left
+/// running wrote a START and no END, and ran until then. A kill's `at` is taken just before
+/// `kill(1)` is run, and the worker goes on for a moment (it may even START a job after
+/// `at`): its death lies between `at` and the harness reaping it, given in `reaped` where
+/// known, which is used instead. A crash's `at` is when the harness saw the exit, already
+/// no earlier than the death.
+pub fn deaths(faults: &[Fault], reaped: &HashMap<u32, u64>) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    for fault in faults {
+        let (pid, dead) = match *fault {
+            Fault::Kill { pid, at } => (pid, reaped.get(&pid).copied().unwrap_or(at).max(at)),
+            Fault::Crash { pid, at } => (pid, at),
+            _ => continue,
+        };
+        let t = out.entry(pid).or_insert(dead);
+        *t = (*t).min(dead);
+    }
+    out
+}
+
+/// How many job bodies ran at once under one key of a concurrency limit, from the ledger.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AtOnce {
+    /// Bodies with both a START and an END line.
+    pub ended: usize,
+    /// Bodies with a START and no END whose worker was killed (or crashed): counted as
+    /// running until it was dead (see [`deaths`]).
+    pub killed: usize,
+    /// Bodies with a START, no END and no death of their worker: counted as running until
+    /// the end of time (nothing tells when they stopped).
+    pub open: usize,
+    /// The most running at once, counting the ended bodies only.
+    pub most_ended: usize,
+    /// The most running at once, counting the ended bodies, the killed ones until their
+    /// worker's death and the open ones for ever.
+    pub most: usize,
+    /// The first moment (µs) more than the limit ran (counted as `most` counts), with the
+    /// jobs running then.
+    pub first_excess: Option<(u64, Vec<u64>)>,
+}
+
+/// The most intervals `[start, end)` open at once, and the first moment more than `limit`
+/// were (an interval that ends at the moment another starts is not counted with it).
+fn sweep(intervals: &[(u64, u64, u64)], limit: usize) -> (usize, Option<(u64, Vec<u64>)>) {
+    let mut events: Vec<(u64, i64)> = intervals
+        .iter()
+        .flat_map(|&(start, end, _)| [(start, 1), (end, -1)])
+        .collect();
+    // At one instant, ends (-1) before starts (+1).
+    events.sort_unstable();
+    let (mut running, mut most, mut excess) = (0i64, 0i64, None);
+    for (t, delta) in events {
+        running += delta;
+        most = most.max(running);
+        if excess.is_none() && usize::try_from(running).unwrap_or(0) > limit {
+            let jobs = intervals
+                .iter()
+                .filter(|&&(start, end, _)| start <= t && t < end)
+                .map(|&(_, _, job)| job)
+                .collect();
+            excess = Some((t, jobs));
+        }
+    }
+    (usize::try_from(most).unwrap_or(0), excess)
+}
+
+/// How many of `bodies` (the attempts of the jobs of one key) ran at once: once counting
+/// only the bodies whose START and END are both in the ledger, once counting too each body
+/// with no END as running until its worker was killed (`deaths`), or for ever if its worker
+/// was not.
+pub fn at_once<'a>(
+    bodies: impl IntoIterator<Item = &'a Attempt>,
+    deaths: &HashMap<u32, u64>,
+    limit: usize,
+) -> AtOnce {
+    let mut out = AtOnce::default();
+    let (mut ended, mut all) = (Vec::new(), Vec::new());
+    for a in bodies {
+        match a.end {
+            Some(end) => {
+                out.ended += 1;
+                ended.push((a.start, end, a.job));
+                all.push((a.start, end, a.job));
+            }
+            None => match deaths.get(&a.pid) {
+                Some(&death) if death >= a.start => {
+                    out.killed += 1;
+                    all.push((a.start, death, a.job));
+                }
+                _ => {
+                    out.open += 1;
+                    all.push((a.start, u64::MAX, a.job));
+                }
+            },
+        }
+    }
+    out.most_ended = sweep(&ended, limit).0;
+    (out.most, out.first_excess) = sweep(&all, limit);
+    out
+}
+
+/// The worst shortfall of a key's starts against its rate: over every `k >= min_k`
+/// consecutive starts (in order of time), how much less than `(k - 1) × interval_us` they
+/// span, in µs (negative: every such run of starts kept the rate with that much to spare),
+/// with the indexes of the first and last start of the worst. `None` with fewer than
+/// `min_k` starts.
+pub fn rate_shortfall(
+    starts: &[u64],
+    interval_us: u64,
+    min_k: usize,
+) -> Option<(i64, usize, usize)> {
+    let mut sorted = starts.to_vec();
+    sorted.sort_unstable();
+    let gap = min_k.max(2) - 1;
+    let mut worst: Option<(i64, usize, usize)> = None;
+    for i in 0..sorted.len() {
+        for j in i + gap..sorted.len() {
+            let least = i64::try_from((j - i) as u64 * interval_us).unwrap_or(i64::MAX);
+            let span = i64::try_from(sorted[j] - sorted[i]).unwrap_or(i64::MAX);
+            let short = least - span;
+            if worst.is_none_or(|(w, _, _)| short > w) {
+                worst = Some((short, i, j));
+            }
+        }
+    }
+    worst
+}
+
+/// What [`attempt_audit`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AttemptAudit {
+    /// Bodies (attempts with a START) looked at.
+    pub bodies: usize,
+    /// Of those, bodies whose attempt number is above 1.
+    pub retried: usize,
+    /// The highest attempt number seen.
+    pub max_attempt: u32,
+    /// Bodies that started at least the `waited` given after their dispatch with no kill,
+    /// crash or lapsed lease in between: their jobs were put back while they waited, with no
+    /// fault to count an attempt, so each must be at attempt 1.
+    pub waited_unfaulted: usize,
+    /// Bodies whose attempt number no fault explains, spelled out.
+    pub unexplained: Vec<String>,
+}
+
+/// Whether each body's attempt number is explained by faults. An attempt is counted when
+/// a job is reserved and given back when it is put back (waiting for a limit, a lock), so
+/// the attempts counted before a body are reservations that were lost: to a SIGKILL or a
+/// crash of the worker holding it (each death takes at most one reservation of a job with
+/// it), or to a lease that lapsed (logged by its worker). A body's `attempt - 1` must be at
+/// most the kills and crashes of any worker between its job's dispatch (`pushed`, µs) and
+/// its START, plus the job's earlier bodies whose lease lapsed. An attempt counted for
+/// waiting shows here unless a kill happens to cover it. Bodies that started `waited` µs or
+/// more after their dispatch with no fault in between are counted too (`waited_unfaulted`).
+pub fn attempt_audit(
+    by_job: &HashMap<u64, Vec<Attempt>>,
+    pushed: &HashMap<u64, u64>,
+    faults: &[Fault],
+    logs: &WorkerLogs,
+    waited: u64,
+) -> AttemptAudit {
+    let mut deaths: Vec<u64> = faults
+        .iter()
+        .filter_map(|f| match *f {
+            Fault::Kill { at, .. } | Fault::Crash { at, .. } => Some(at),
+            _ => None,
+        })
+        .collect();
+    deaths.sort_unstable();
+    let mut out = AttemptAudit::default();
+    let mut jobs: Vec<(&u64, &u64)> = pushed.iter().collect();
+    jobs.sort_unstable();
+    for (job, &from) in jobs {
+        let Some(list) = by_job.get(job) else {
+            continue;
+        };
+        for a in list {
+            out.bodies += 1;
+            out.max_attempt = out.max_attempt.max(a.attempt);
+            let kills = deaths
+                .iter()
+                .filter(|&&t| t >= from && t <= a.start)
+                .count();
+            let lapses = list
+                .iter()
+                .filter(|b| b.start < a.start)
+                .filter(|b| {
+                    let key = (b.pid, b.sid.clone());
+                    logs.refused.contains(&key) || logs.lease_lost.contains(&key)
+                })
+                .count();
+            if kills + lapses == 0 && a.start.saturating_sub(from) >= waited {
+                out.waited_unfaulted += 1;
+            }
+            if a.attempt <= 1 {
+                continue;
+            }
+            out.retried += 1;
+            if a.attempt as usize - 1 > kills + lapses {
+                out.unexplained.push(format!(
+                    "job {job}: attempt {} on worker {} started {:.1} s after its dispatch, \
+                     with {kills} kills and {lapses} lapsed leases in between",
+                    a.attempt,
+                    a.pid,
+                    a.start.saturating_sub(from) as f64 / 1e6
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,5 +850,76 @@ mod tests {
         assert_eq!(field(line, "id").as_deref(), Some("chaos/17"));
         assert_eq!(field(line, "job").as_deref(), Some("chaos"));
         assert_eq!(field(line, "nope"), None);
+    }
+
+    fn body(job: u64, pid: u32, attempt: u32, start: u64, end: Option<u64>) -> Attempt {
+        Attempt {
+            job,
+            attempt,
+            pid,
+            sid: format!("s{job}"),
+            start,
+            end,
+            outcome: end.map(|_| "ok".to_owned()),
+        }
+    }
+
+    #[test]
+    fn bodies_at_once() {
+        let deaths = deaths(&[Fault::Kill { pid: 9, at: 480 }], &[(9, 500)].into());
+        let bodies = [
+            body(1, 1, 1, 0, Some(100)),
+            body(2, 2, 1, 100, Some(300)),
+            // Killed at 500: running 150..500.
+            body(3, 9, 1, 150, None),
+            body(4, 1, 1, 200, Some(250)),
+        ];
+        let a = at_once(&bodies, &deaths, 2);
+        assert_eq!((a.ended, a.killed, a.open), (3, 1, 0));
+        assert_eq!((a.most_ended, a.most), (2, 3));
+        assert_eq!(a.first_excess, Some((200, vec![2, 3, 4])));
+        // A body that ends as another starts is not counted with it.
+        let back_to_back = [body(1, 1, 1, 0, Some(100)), body(2, 1, 1, 100, Some(200))];
+        assert_eq!(at_once(&back_to_back, &deaths, 1).most, 1);
+        // A START just after the signal was sent, before the worker died: cut short by the
+        // kill (running until the reaping), not open for ever.
+        let late = [body(1, 9, 1, 490, None), body(2, 1, 1, 495, Some(600))];
+        let a = at_once(&late, &deaths, 1);
+        assert_eq!((a.killed, a.open, a.most), (1, 0, 2));
+        // No END and no death: running for ever.
+        let open = [body(1, 3, 1, 0, None), body(2, 1, 1, 1000, Some(1100))];
+        let a = at_once(&open, &deaths, 1);
+        assert_eq!((a.open, a.most, a.most_ended), (1, 2, 1));
+    }
+
+    #[test]
+    fn rate_shortfalls() {
+        let even: Vec<u64> = (0..10).map(|i| i * 50_000).collect();
+        assert_eq!(rate_shortfall(&even, 50_000, 4).map(|w| w.0), Some(0));
+        let mut bunched = even.clone();
+        bunched[5] = 210_000;
+        bunched[6] = 220_000;
+        // Starts 0..6 (k = 7) span 220 ms of the 300 they must (the first of the worst).
+        assert_eq!(rate_shortfall(&bunched, 50_000, 4), Some((80_000, 0, 6)));
+        assert_eq!(rate_shortfall(&even[..3], 50_000, 4), None);
+    }
+
+    #[test]
+    fn attempts_explained_by_kills_only() {
+        let mut by_job = HashMap::new();
+        by_job.insert(
+            1,
+            vec![body(1, 1, 1, 100, None), body(1, 2, 2, 900, Some(950))],
+        );
+        by_job.insert(2, vec![body(2, 2, 3, 900, Some(950))]);
+        let pushed: HashMap<u64, u64> = [(1, 0), (2, 0)].into();
+        let faults = [Fault::Kill { pid: 1, at: 200 }];
+        let audit = attempt_audit(&by_job, &pushed, &faults, &WorkerLogs::default(), 50);
+        assert_eq!((audit.bodies, audit.retried, audit.max_attempt), (3, 2, 3));
+        // Only job 1's first body started with no kill before it.
+        assert_eq!(audit.waited_unfaulted, 1);
+        // Job 2's third attempt: one kill explains one lost reservation, not two.
+        assert_eq!(audit.unexplained.len(), 1, "{:?}", audit.unexplained);
+        assert!(audit.unexplained[0].starts_with("job 2:"));
     }
 }

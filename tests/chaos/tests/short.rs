@@ -150,6 +150,31 @@ fn assert_guarantees(reports: &[ScenarioReport]) {
         "{:?}",
         overlap.checks
     );
+    let limits = get(reports, "limit-storm");
+    for name in [
+        "at most 2 running at once per key",
+        "no attempt counted for waiting",
+    ] {
+        assert!(
+            limits.find_check(name).is_some_and(|c| c.ok == Some(true)),
+            "limit-storm: {name}: {:?}",
+            limits.checks
+        );
+    }
+    // The rate key runs where the driver has group counters; elsewhere a worker with a rate
+    // limit refuses to start, and the rate check is not applicable.
+    let rate = limits
+        .checks
+        .iter()
+        .find(|c| c.name.starts_with("k starts of the rate key"));
+    let refused = limits
+        .find_check("a worker with a rate limit refuses to start (no group counters)")
+        .is_some_and(|c| c.ok == Some(true));
+    assert!(
+        rate.is_some_and(|c| c.ok == Some(true) || (c.ok.is_none() && refused)),
+        "limit-storm: the rate key: {:?}",
+        limits.checks
+    );
     let poison = get(reports, "poison");
     assert!(
         poison.failed >= 90,

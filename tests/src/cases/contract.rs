@@ -303,6 +303,104 @@ pub async fn count_effects_are_exact(store: Store) {
     assert!(!groups.remove(&group).await.unwrap());
 }
 
+/// Acknowledgements with effects (the settle of batch members and chain links, which some
+/// drivers fence by the acknowledgement itself): in a call that mixes current and stale
+/// leases, only the current ones' effects apply, and a lease named twice counts once.
+pub async fn acks_with_effects_count_current_leases_only(store: Store) {
+    let Some(groups) = store.capabilities().groups else {
+        return skip(
+            "acks_with_effects_count_current_leases_only",
+            &store,
+            "no group counters",
+        );
+    };
+    let q = unique("q");
+    let group = unique("acks");
+    store
+        .push((0..6).map(|i| job(&q, "m", &[i])).collect())
+        .await
+        .unwrap();
+    let got = store.reserve(&request(&[&q], LONG, 6)).await.unwrap();
+    assert_eq!(got.len(), 6);
+    let ack = |r: &queue_core::Reserved| {
+        Settle::new(r.lease.clone(), Outcome::Ack).effect(Effect::Count {
+            group: group.clone(),
+            deltas: vec![("done".into(), 1)],
+        })
+    };
+    let first: Vec<Settle> = got[..3].iter().map(ack).collect();
+    let reply = store.settle(first, None).await.unwrap();
+    assert!(reply.settled.iter().all(|s| *s == Settled::Applied));
+    // Three stale (settled above), three current, one of them twice.
+    let mut mixed: Vec<Settle> = got.iter().map(ack).collect();
+    mixed.push(ack(&got[5]));
+    let reply = store.settle(mixed, None).await.unwrap();
+    assert_eq!(
+        reply.settled,
+        [
+            Settled::Stale,
+            Settled::Stale,
+            Settled::Stale,
+            Settled::Applied,
+            Settled::Applied,
+            Settled::Applied,
+            Settled::Stale
+        ]
+    );
+    assert_eq!(
+        groups.counters(&group).await.unwrap(),
+        [("done".to_owned(), 6)]
+    );
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+    groups.remove(&group).await.unwrap();
+}
+
+/// Groups are listed by prefix, sorted by their bytes, a page at a time; a removed group is
+/// no longer listed.
+pub async fn groups_are_listed_by_prefix(store: Store) {
+    let Some(groups) = store.capabilities().groups else {
+        return skip("groups_are_listed_by_prefix", &store, "no group counters");
+    };
+    // Prefixes of their own, so other cases' groups never show; `*`, `?` and `[` are listed
+    // as they are (not read as a pattern) and `_` and `%` too.
+    let prefix = format!("{}:l*?[%_", unique("list"));
+    let other = format!("{}:l*x[%_", unique("list"));
+    let mut names: Vec<String> = (0..7).map(|i| format!("{prefix}{i:02}")).collect();
+    names.push(format!("{prefix}é"));
+    let mut effects: Vec<Effect> = names
+        .iter()
+        .chain([&other, &prefix[..prefix.len() - 1].to_owned()])
+        .map(|group| Effect::Count {
+            group: group.clone(),
+            deltas: vec![("created".into(), 1)],
+        })
+        .collect();
+    effects.reverse();
+    groups.apply(effects).await.unwrap();
+    let mut listed = Vec::new();
+    let mut page = PageRequest::first(3);
+    let mut pages = 0;
+    loop {
+        let got = groups.list(&prefix, page.clone()).await.unwrap();
+        assert!(got.items.len() <= 3, "{got:?}");
+        pages += 1;
+        listed.extend(got.items);
+        match got.next {
+            Some(next) => page = PageRequest::after(next, 3),
+            None => break,
+        }
+        assert!(pages < 10, "the listing does not end: {listed:?}");
+    }
+    assert_eq!(
+        listed, names,
+        "every group with the prefix, once, in byte order"
+    );
+    assert!(groups.remove(&names[0]).await.unwrap());
+    let got = groups.list(&prefix, PageRequest::first(100)).await.unwrap();
+    assert_eq!(got.items, names[1..], "a removed group is not listed");
+    assert_eq!(got.next, None);
+}
+
 /// A job pushed with a key held by another is a duplicate naming the holder; the claim is
 /// released by the transition its `until` names, on every path.
 pub async fn unique_claims_follow_the_job(store: Store) {
@@ -660,5 +758,107 @@ pub async fn a_job_settled_with_effects_is_not_fetched_by_its_own_call(store: St
             .map(|r| &r.lease.job_id)
             .collect::<Vec<_>>()
     );
+    assert_eq!(total(&store, &q).await, 0);
+}
+
+/// `Unique::replace` (debounce): a queued job holding the key takes the new job's name,
+/// payload and availability and keeps its id; a reserved or failed holder makes the push a
+/// duplicate; within one push the later job replaces the earlier.
+pub async fn replacing_pushes(store: Store) {
+    let caps = store.capabilities();
+    let q = unique("q");
+    let key = unique("k");
+    let replacing = |payload: &[u8], name: &str| {
+        NewJob::new(&q, name, payload.to_vec()).unique(Unique::new(&key).replacing())
+    };
+    if !caps.replace {
+        if caps.claims {
+            let err = store.push(vec![replacing(b"1", "a")]).await.unwrap_err();
+            assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        }
+        return skip("replacing_pushes", &store, "it cannot replace a queued job");
+    }
+    let first = store.push_one(replacing(b"1", "a")).await.unwrap();
+    let Pushed::Created(holder) = first else {
+        panic!("{first:?}");
+    };
+    // Replaced while waiting, and pushed back an hour.
+    let later =
+        replacing(b"2", "b").available(queue_core::Availability::After(Duration::from_secs(3600)));
+    assert_eq!(
+        store.push_one(later).await.unwrap(),
+        Pushed::Replaced(holder.clone())
+    );
+    assert!(
+        store
+            .reserve(&request(&[&q], LONG, 10))
+            .await
+            .unwrap()
+            .is_empty(),
+        "delayed by the replacement"
+    );
+    assert_eq!(total(&store, &q).await, 1, "still one job");
+    // Replaced again, due now: the worker gets the last payload under the first id.
+    assert_eq!(
+        store.push_one(replacing(b"3", "c")).await.unwrap(),
+        Pushed::Replaced(holder.clone())
+    );
+    let got = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (
+            got[0].lease.job_id.clone(),
+            got[0].name.as_str(),
+            got[0].payload.as_slice(),
+            got[0].attempts
+        ),
+        (holder.clone(), "c", b"3".as_slice(), 1)
+    );
+    // Reserved: a duplicate, nothing replaced.
+    assert_eq!(
+        store.push_one(replacing(b"4", "d")).await.unwrap(),
+        Pushed::Duplicate(holder.clone())
+    );
+    store.acknowledge(&[got[0].lease.clone()]).await.unwrap();
+    // Free again; two in one push: the second replaces the first.
+    let both = store
+        .push(vec![replacing(b"5", "e"), replacing(b"6", "f")])
+        .await
+        .unwrap();
+    let Pushed::Created(second) = &both[0] else {
+        panic!("{both:?}");
+    };
+    assert_eq!(both[1], Pushed::Replaced(second.clone()));
+    // A push without `replace` is still a duplicate.
+    assert_eq!(
+        store
+            .push_one(NewJob::new(&q, "g", b"7".to_vec()).unique(Unique::new(&key)))
+            .await
+            .unwrap(),
+        Pushed::Duplicate(second.clone())
+    );
+    let got = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].name.as_str(), got[0].payload.as_slice()),
+        ("f", b"6".as_slice())
+    );
+    // A failed holder (until succeeded) keeps its key: a duplicate.
+    let kept = unique("k");
+    let failing =
+        NewJob::new(&q, "h", b"8".to_vec()).unique(Unique::new(&kept).until(Until::Succeeded));
+    store.acknowledge(&[got[0].lease.clone()]).await.unwrap();
+    let failing_id = store.push_one(failing).await.unwrap().into_id();
+    let running = reserve_all(&store, &q, 1).await.remove(0);
+    store.fail(&running.lease, "no").await.unwrap();
+    let again = store
+        .push_one(
+            NewJob::new(&q, "i", b"9".to_vec())
+                .unique(Unique::new(&kept).until(Until::Succeeded).replacing()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, Pushed::Duplicate(_)), "{again:?}");
+    let _ = failing_id;
     assert_eq!(total(&store, &q).await, 0);
 }

@@ -2,6 +2,7 @@
 //! that meets the last one, dropped by a skip, and never touched by a stale step. Chains,
 //! workflows and batch callbacks are built on them.
 
+use queue_core::storage::Guard;
 use queue_core::{
     Effect, Error, NewJob, Outcome, Pushed, Settle, Settled, StorageExt, Unique, WaitingJob,
 };
@@ -202,6 +203,13 @@ pub async fn bad_effects_change_nothing(store: Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Contract { .. }), "{err:?}");
+    let err = groups
+        .apply(vec![Effect::Push(
+            job(&q, "r", b"r").unique(Unique::new(unique("r")).replacing()),
+        )])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err:?}");
     assert_eq!(groups.waiting(&key).await.unwrap(), None);
     assert_eq!(size(&store, &q).await, 0);
 }
@@ -282,4 +290,73 @@ pub async fn dependencies_under_contention(store: Store) {
     assert_eq!(groups.waiting(&key).await.unwrap(), None);
     let got = store.reserve(&request(&[&q], LONG, 5)).await.unwrap();
     assert_eq!(got.len(), 1, "released exactly once");
+}
+
+/// `apply_if`: the effects apply only while the guard's counter holds the expected value,
+/// which the same step sets; of 20 tasks racing on one value exactly one applies; a refused
+/// step or bad effects change nothing.
+pub async fn guarded_steps_apply_once(store: Store) {
+    let Some(groups) = store.capabilities().groups else {
+        return skip("guarded_steps_apply_once", &store);
+    };
+    let q = unique("q");
+    let group = unique("schedule");
+    let guard = |expect, set| Guard::new(group.as_str(), "next", expect, set);
+    let tick = |n: &str| {
+        vec![
+            Effect::Push(job(&q, "tick", n.as_bytes()).unique(Unique::new(format!("{group}:{n}")))),
+            Effect::Count {
+                group: group.clone(),
+                deltas: vec![("ticks".to_owned(), 1)],
+            },
+        ]
+    };
+    // A missing counter holds 0.
+    assert!(!groups.apply_if(guard(5, 6), tick("no")).await.unwrap());
+    assert_eq!(
+        groups.counters(&group).await.unwrap(),
+        vec![],
+        "a refused step creates nothing"
+    );
+    assert!(groups.apply_if(guard(0, 100), tick("100")).await.unwrap());
+    assert!(!groups.apply_if(guard(0, 100), tick("again")).await.unwrap());
+    assert_eq!(
+        groups.counters(&group).await.unwrap(),
+        vec![("next".to_owned(), 100), ("ticks".to_owned(), 1)]
+    );
+    assert_eq!(size(&store, &q).await, 1);
+    // Bad effects: refused, the guard unchanged.
+    let err = groups
+        .apply_if(guard(100, 200), vec![Effect::Push(job(&q, "no-key", b"x"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err:?}");
+    assert_eq!(
+        groups.counters(&group).await.unwrap()[0],
+        ("next".to_owned(), 100)
+    );
+
+    // 20 tasks race for the tick after 100: one wins.
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let (store, tick) = (store.clone(), tick(&format!("200-{t}")));
+        let guard = guard(100, 200);
+        tasks.push(tokio::spawn(async move {
+            let groups = store.capabilities().groups.unwrap();
+            groups.apply_if(guard, tick).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one step applied");
+    assert_eq!(
+        groups.counters(&group).await.unwrap(),
+        vec![("next".to_owned(), 200), ("ticks".to_owned(), 2)]
+    );
+    assert_eq!(size(&store, &q).await, 2, "one job per won step");
+    // Setting a value back to 0 is a value like any other.
+    assert!(groups.apply_if(guard(200, 0), vec![]).await.unwrap());
+    assert!(groups.apply_if(guard(0, 1), vec![]).await.unwrap());
 }

@@ -16,6 +16,18 @@ use crate::{unique, Store};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
+/// Whether `store` has no groups, so `case` does not apply (said so, as every case does).
+fn without_groups(case: &str, store: &Store) -> bool {
+    let without = store.capabilities().groups.is_none();
+    if without {
+        println!(
+            "{case}: not applicable to the {} driver (no groups)",
+            store.driver()
+        );
+    }
+    without
+}
+
 /// One listener, `step`, logging its payload's `s`; it fails for good when `fail` is set and
 /// fails its first attempt when `flaky` is.
 fn steps(queue: &Queue) -> Log {
@@ -351,11 +363,7 @@ pub async fn engine_batch_then_and_finally(store: Store) {
 /// are cancelled without running, `then` is skipped and `finally` runs once all have ended.
 /// With `allow_failures` every member runs and `catch` still runs once.
 pub async fn engine_batch_failures(store: Store) {
-    if store.capabilities().groups.is_none() {
-        println!(
-            "engine_batch_failures: not applicable to the {} driver (no groups)",
-            store.driver()
-        );
+    if without_groups("engine_batch_failures", &store) {
         return;
     }
     let queue = Queue::from_arc(store.clone());
@@ -409,11 +417,7 @@ pub async fn engine_batch_failures(store: Store) {
 /// A batch cancelled before any member ran: none runs, each is counted cancelled, `then`
 /// and `catch` are skipped and `finally` runs.
 pub async fn engine_batch_cancel(store: Store) {
-    if store.capabilities().groups.is_none() {
-        println!(
-            "engine_batch_cancel: not applicable to the {} driver (no groups)",
-            store.driver()
-        );
+    if without_groups("engine_batch_cancel", &store) {
         return;
     }
     let queue = Queue::from_arc(store.clone());
@@ -441,11 +445,7 @@ pub async fn engine_batch_cancel(store: Store) {
 /// it is sealed, even once every member added so far has ended; an empty sealed batch
 /// finishes at once; members cannot be added to a cancelled batch.
 pub async fn engine_batch_open_in_chunks(store: Store) {
-    if store.capabilities().groups.is_none() {
-        println!(
-            "engine_batch_open_in_chunks: not applicable to the {} driver (no groups)",
-            store.driver()
-        );
+    if without_groups("engine_batch_open_in_chunks", &store) {
         return;
     }
     let queue = Queue::from_arc(store.clone());
@@ -506,4 +506,514 @@ pub async fn engine_batch_open_in_chunks(store: Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+/// A member adds members to its own batch while it runs: they are counted before it ends,
+/// `then` and `finally` wait for them, and they can add more. A job in no batch has none.
+/// A running member sees its batch cancelled, and adding to a cancelled batch is refused.
+pub async fn engine_batch_members_add_members_and_see_cancel(store: Store) {
+    if without_groups("engine_batch_members_add_members_and_see_cancel", &store) {
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    // `spawn`: adds `n` members (each a `spawn` with n - 1), then logs its `s`.
+    let sink = log.clone();
+    let spawner = queue.clone();
+    let spawn_q = q.clone();
+    queue.listen("spawn", move |payload: serde_json::Value, ctx| {
+        let (sink, queue, q) = (sink.clone(), spawner.clone(), spawn_q.clone());
+        async move {
+            let s = payload["s"].as_str().unwrap_or_default().to_owned();
+            let n = payload["n"].as_u64().unwrap_or(0);
+            let Some(batch) = ctx.batch() else {
+                sink.lock().unwrap().push(format!("{s}: no batch"));
+                return Ok(());
+            };
+            let before = batch.status().await.map_err(JobError::msg)?.total;
+            batch
+                .add_many((0..n).map(|i| {
+                    queue
+                        .dispatch_named("spawn", json!({ "s": format!("{s}.{i}"), "n": n - 1 }))
+                        .on_queue(&q)
+                }))
+                .await
+                .map_err(JobError::msg)?;
+            let after = batch.status().await.map_err(JobError::msg)?.total;
+            assert_eq!(after, before + n, "counted before this member ends");
+            sink.lock().unwrap().push(s);
+            Ok(())
+        }
+    });
+    let id = Batch::new()
+        .add(
+            queue
+                .dispatch_named("spawn", json!({ "s": "r", "n": 2 }))
+                .on_queue(&q),
+        )
+        .then(step(&queue, &q, "then"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    let ran = log.lock().unwrap().clone();
+    // r adds r.0 and r.1 (n = 1), each adds one more (n = 0): 5 members.
+    let members: BTreeSet<&str> = ["r", "r.0", "r.1", "r.0.0", "r.1.0"].into();
+    assert_eq!(ran.len(), 7, "{ran:?}");
+    assert_eq!(
+        ran[..5].iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        members,
+        "the callbacks waited for every member added: {ran:?}"
+    );
+    let mut callbacks = ran[5..].to_vec();
+    callbacks.sort();
+    assert_eq!(callbacks, ["finally", "then"]);
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (5, 0, 5, 0, 0));
+    assert!(status.is_finished(), "{status:?}");
+    let created = status
+        .created_at
+        .expect("a new batch keeps its creation time");
+    let age = std::time::SystemTime::now()
+        .duration_since(created)
+        .unwrap();
+    assert!(age < std::time::Duration::from_secs(120), "{age:?}");
+
+    // Not a member: no batch.
+    log.lock().unwrap().clear();
+    queue
+        .dispatch_named("spawn", json!({ "s": "alone", "n": 1 }))
+        .on_queue(&q)
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(*log.lock().unwrap(), ["alone: no batch"]);
+
+    // `watch` waits until its batch is cancelled, then tries to add a member.
+    log.lock().unwrap().clear();
+    let sink = log.clone();
+    let watcher = queue.clone();
+    let watch_q = q.clone();
+    queue.listen("watch", move |_: serde_json::Value, ctx| {
+        let (sink, queue, q) = (sink.clone(), watcher.clone(), watch_q.clone());
+        async move {
+            let batch = ctx.batch().expect("a member").clone();
+            sink.lock().unwrap().push("watching".to_owned());
+            let started = std::time::Instant::now();
+            while !batch.is_cancelled().await.map_err(JobError::msg)? {
+                if started.elapsed() > std::time::Duration::from_secs(20) {
+                    return Err(JobError::fail("never saw the cancel"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            sink.lock().unwrap().push("saw the cancel".to_owned());
+            let refused = batch.add(step(&queue, &q, "late")).await.unwrap_err();
+            sink.lock().unwrap().push(refused.to_string());
+            Ok(())
+        }
+    });
+    let id = Batch::new()
+        .add(queue.dispatch_named("watch", json!({})).on_queue(&q))
+        .add(step(&queue, &q, "never"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let worker = tokio::spawn({
+        let queue = queue.clone();
+        let q = q.clone();
+        async move { run_worker(&queue, test_options(&[&q]).concurrency(1)).await }
+    });
+    let started = std::time::Instant::now();
+    while !log.lock().unwrap().iter().any(|s| s == "watching") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Batch::cancel(&queue, &id).await.unwrap();
+    worker.await.unwrap();
+    let ran = log.lock().unwrap().clone();
+    assert_eq!(ran.len(), 4, "{ran:?}");
+    assert_eq!(ran[..2], ["watching", "saw the cancel"]);
+    assert!(ran[2].contains("is cancelled"), "{ran:?}");
+    assert_eq!(ran[3], "finally", "{ran:?}");
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (2, 0, 1, 0, 1));
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+
+    // Listed with their progress.
+    let mut listed = Vec::new();
+    let mut page = queue_core::storage::PageRequest::first(100);
+    loop {
+        let got = Batch::list(&queue, page).await.unwrap();
+        listed.extend(got.items);
+        match got.next {
+            Some(next) => page = queue_core::storage::PageRequest::after(next, 100),
+            None => break,
+        }
+    }
+    let found = listed.iter().find(|(b, _)| *b == id).expect("listed");
+    assert_eq!(found.1, status);
+    assert!(listed.windows(2).all(|w| w[0].0 .0 < w[1].0 .0), "by id");
+}
+
+/// `Batch::retry` runs a finished batch's failed members again: counted pending again,
+/// `then` runs once they all succeed, `finally` runs again, `catch` does not; retrying a
+/// batch with nothing failed runs nothing; an unfinished batch is refused.
+pub async fn engine_batch_retry(store: Store) {
+    if store.capabilities().groups.is_none() || store.capabilities().failed.is_none() {
+        println!(
+            "engine_batch_retry: not applicable to the {} driver (no groups)",
+            store.driver()
+        );
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    // `fixable`: fails for good while `broken` is set.
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sink = log.clone();
+    let flag = broken.clone();
+    queue.listen("fixable", move |payload: serde_json::Value, _ctx| {
+        let (sink, flag) = (sink.clone(), flag.clone());
+        async move {
+            let s = payload["s"].as_str().unwrap_or_default().to_owned();
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(JobError::fail(format!("{s} is broken")));
+            }
+            sink.lock().unwrap().push(s);
+            Ok(())
+        }
+    });
+    // `catcher`: a catch that reads the batch's failures.
+    let sink = log.clone();
+    let catcher = queue.clone();
+    queue.listen("catcher", move |_: serde_json::Value, ctx| {
+        let (sink, queue) = (sink.clone(), catcher.clone());
+        async move {
+            let batch = ctx.batch().expect("a callback knows its batch");
+            assert!(!batch.is_member());
+            let refused = batch.add(queue.dispatch_named("x", json!({})));
+            assert!(refused.await.is_err(), "a callback cannot add members");
+            let failures = batch.failures().await.map_err(JobError::msg)?;
+            let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+            sink.lock().unwrap().push(format!("catch saw {errors:?}"));
+            Ok(())
+        }
+    });
+    let fixable = |s: &str| {
+        queue
+            .dispatch_named("fixable", json!({ "s": s }))
+            .on_queue(&q)
+    };
+    let id = Batch::new()
+        .add(step(&queue, &q, "m0"))
+        .add(step(&queue, &q, "m1"))
+        .add(fixable("m2"))
+        .then(step(&queue, &q, "then"))
+        .catch(queue.dispatch_named("catcher", json!({})).on_queue(&q))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q]).concurrency(1)).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["catch saw [\"m2 is broken\"]", "finally", "m0", "m1"]);
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 0, 2, 1, 0));
+    assert!(status.is_cancelled, "failing fast marks it cancelled");
+
+    // Still failing: retried, counted, fails again; `catch` and `finally` run again.
+    log.lock().unwrap().clear();
+    assert_eq!(Batch::retry(&queue, &id).await.unwrap(), 1);
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 1, 2, 0, 0));
+    assert!(!status.is_cancelled && !status.is_finished(), "{status:?}");
+    assert_eq!(
+        Batch::retry(&queue, &id).await.unwrap(),
+        0,
+        "nothing is in the failed store now"
+    );
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    // The failed store holds the new failure only: the retry took the first one out.
+    assert_eq!(ran, ["catch saw [\"m2 is broken\"]", "finally"]);
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 0, 2, 1, 0));
+
+    // Fixed: `then` and `finally` run, `catch` does not.
+    log.lock().unwrap().clear();
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(Batch::retry(&queue, &id).await.unwrap(), 1);
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["finally", "m2", "then"]);
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 0, 3, 0, 0));
+    assert!(status.is_finished() && !status.is_cancelled, "{status:?}");
+    assert!(failed_list(&store, 1000)
+        .await
+        .iter()
+        .all(|f| !String::from_utf8_lossy(&f.payload).contains(&id.0)));
+
+    // Nothing failed: nothing runs.
+    log.lock().unwrap().clear();
+    assert_eq!(Batch::retry(&queue, &id).await.unwrap(), 0);
+    run_worker(&queue, test_options(&[&q])).await;
+    assert!(log.lock().unwrap().is_empty());
+
+    // An unfinished batch (open, not sealed): its failed member runs again, and the
+    // callbacks, still waiting for the seal, wait for it too; `catch`, which ran at the
+    // failure, is held again and skipped when the member succeeds.
+    log.lock().unwrap().clear();
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut open = Batch::new()
+        .add(step(&queue, &q, "o1"))
+        .add(fixable("o2"))
+        .then(step(&queue, &q, "then"))
+        .catch(queue.dispatch_named("catcher", json!({})).on_queue(&q))
+        .finally(step(&queue, &q, "finally"))
+        .allow_failures()
+        .via(&queue)
+        .open()
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    let status = Batch::status(&queue, open.id()).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (2, 0, 1, 1, 0));
+    assert!(!status.is_finished(), "not sealed");
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(Batch::retry(&queue, open.id()).await.unwrap(), 1);
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(
+        batch_status_tuple(&Batch::status(&queue, open.id()).await.unwrap()),
+        (2, 0, 2, 0, 0)
+    );
+    open.add(step(&queue, &q, "o3")).await.unwrap();
+    let open = open.seal().await.unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "catch saw [\"o2 is broken\"]",
+            "finally",
+            "o1",
+            "o2",
+            "o3",
+            "then"
+        ]
+    );
+    let status = Batch::status(&queue, &open).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 0, 3, 0, 0));
+    assert!(status.is_finished());
+
+    // The callbacks are held for a retry until the batch is pruned, which skips them (other
+    // cases share the store, so this does by hand what `Batch::prune` does for this batch).
+    let groups = store.groups().unwrap();
+    assert!(groups
+        .waiting(&format!("batch:{id}:then"))
+        .await
+        .unwrap()
+        .is_some());
+    queue_core::storage::Groups::apply(
+        groups,
+        ["then", "catch", "finally"]
+            .into_iter()
+            .map(|what| queue_core::Effect::Skip {
+                key: format!("batch:{id}:{what}"),
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert!(groups
+        .waiting(&format!("batch:{id}:then"))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Invariant 5, no hot row: 50,000 members of one batch, added in chunks to an open batch,
+/// finished by 1,000 jobs at a time (four workers of concurrency 250): the counts are exact
+/// and `then` and `finally` run once each, with no deadlock and no lost update.
+pub async fn engine_batch_of_fifty_thousand(store: Store) {
+    if without_groups("engine_batch_of_fifty_thousand", &store) {
+        return;
+    }
+    const MEMBERS: usize = 50_000;
+    const CHUNK: usize = 5_000;
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let callbacks: Log = Arc::default();
+    let (sink, counter) = (callbacks.clone(), done.clone());
+    queue.listen("m", move |_: serde_json::Value, _ctx| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+    });
+    queue.listen("callback", move |payload: serde_json::Value, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock()
+                .unwrap()
+                .push(payload.as_str().unwrap_or_default().to_owned());
+            Ok(())
+        }
+    });
+    let mut batch = Batch::new()
+        .then(
+            queue
+                .dispatch_named("callback", json!("then"))
+                .on_queue(q.as_str()),
+        )
+        .finally(
+            queue
+                .dispatch_named("callback", json!("finally"))
+                .on_queue(q.as_str()),
+        )
+        .via(&queue)
+        .open()
+        .await
+        .unwrap();
+    for chunk in 0..MEMBERS / CHUNK {
+        batch
+            .add_many((0..CHUNK).map(|i| {
+                queue
+                    .dispatch_named("m", json!(chunk * CHUNK + i))
+                    .on_queue(q.as_str())
+            }))
+            .await
+            .unwrap();
+    }
+    let id = batch.seal().await.unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let queue = queue.clone();
+        let q = q.clone();
+        workers.push(tokio::spawn(async move {
+            // A long lease and many tries: on a loaded machine a lease of 5 s can run out
+            // while 250 jobs wait for their turn, and each reservation counts an attempt.
+            let options = test_options(&[&q])
+                .concurrency(250)
+                .lease(std::time::Duration::from_secs(60))
+                .tries(20)
+                .no_schedules();
+            tokio::time::timeout(
+                std::time::Duration::from_secs(600),
+                queue.worker(options).run(),
+            )
+            .await
+            .expect("the workers finished within ten minutes")
+            .expect("the worker ran")
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let status = Batch::status(&queue, &id).await.unwrap();
+    assert_eq!(
+        batch_status_tuple(&status),
+        (MEMBERS as u64, 0, MEMBERS as u64, 0, 0),
+        "{status:?}"
+    );
+    assert!(status.is_finished());
+    assert!(done.load(std::sync::atomic::Ordering::Relaxed) >= MEMBERS);
+    let mut ran = callbacks.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["finally", "then"], "each callback once");
+}
+
+/// `JobError::discard`: the job leaves without a failure and without a retry, its unique
+/// key free again; a discarded chain link ends its chain as a failure does (the next link
+/// is skipped, `finally` runs), with nothing in the failed store.
+pub async fn engine_discarded_jobs(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log: Log = Arc::default();
+    let sink = log.clone();
+    queue.listen("gone", move |s: String, _ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock().unwrap().push(s.clone());
+            Err(JobError::discard(format!("record {s} was deleted")))
+        }
+    });
+    let claims = store.capabilities().claims;
+    let key = unique("key");
+    let first = queue
+        .dispatch_named("gone", json!("x"))
+        .on_queue(q.as_str());
+    let first = if claims {
+        first.unique_key(key.as_str())
+    } else {
+        first
+    };
+    first.await.unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(
+        (
+            summary.discarded,
+            summary.failed,
+            summary.retried,
+            summary.processed
+        ),
+        (1, 0, 0, 0),
+        "{summary:?}"
+    );
+    assert_eq!(*log.lock().unwrap(), ["x"], "ran once");
+    assert!(
+        failed_list(&store, 1000).await.iter().all(|f| f.queue != q),
+        "nothing in the failed store"
+    );
+    if claims {
+        let again = queue
+            .dispatch_named("gone", json!("y"))
+            .on_queue(q.as_str())
+            .unique_key(key.as_str())
+            .await
+            .unwrap();
+        assert!(again.is_created(), "the key is free: {again:?}");
+        run_worker(&queue, test_options(&[&q])).await;
+    }
+
+    if without_groups("engine_discarded_jobs (chains)", &store) {
+        return;
+    }
+    let steps = steps(&queue);
+    let chain = Chain::new()
+        .then(
+            queue
+                .dispatch_named("gone", json!("link"))
+                .on_queue(q.as_str()),
+        )
+        .then(step(&queue, &q, "after"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.discarded, summary.failed), (1, 0), "{summary:?}");
+    assert_eq!(
+        *steps.lock().unwrap(),
+        ["finally"],
+        "the next link was skipped"
+    );
+    let status = Chain::status(&queue, &chain).await.unwrap();
+    assert_eq!((status.failed, status.skipped), (1, 1), "{status:?}");
+    assert!(status.is_finished());
+    assert!(failed_list(&store, 1000).await.iter().all(|f| f.queue != q));
 }

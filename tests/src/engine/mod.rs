@@ -1,8 +1,14 @@
 //! Worker cases: the engine on top of each driver, end to end. `lifecycle` holds the cases
 //! of stopping, leases, the restart signal and jobs a worker does not know.
 
+mod budget;
 mod chains;
+mod encrypted;
 mod lifecycle;
+mod limits;
+mod pause;
+mod schedules;
+mod unique;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +20,14 @@ use serde_json::json;
 use crate::cases::{failed_list, PAST_SHORT, SHORT};
 use crate::{job, request, unique, Store};
 
+pub use budget::*;
 pub use chains::*;
+pub use encrypted::*;
 pub use lifecycle::*;
+pub use limits::*;
+pub use pause::*;
+pub use schedules::*;
+pub use unique::*;
 
 /// Worker options for tests: quick polling, fixed short backoff, stop when empty.
 pub fn test_options(queues: &[&str]) -> WorkerOptions {

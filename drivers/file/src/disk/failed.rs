@@ -151,6 +151,7 @@ impl Disk {
                 retry_of: Some(id.to_owned()),
             }],
             counts: Vec::new(),
+            sets: Vec::new(),
             plan: None,
         };
         // `None` only if the record vanished under the lock, which nothing does.

@@ -1,5 +1,5 @@
-//! Group counters (`groups/GROUP`, changed by `Effect::Count`) and the restart signal
-//! (`control/restart`).
+//! Group counters (`groups/GROUP`, changed by `Effect::Count` and set by the guard of
+//! `Groups::apply_if`) and the restart signal (`control/restart`).
 //!
 //! Both are changed only under the store's lock and replaced whole (a temporary file renamed
 //! over the old one), so readers take no lock. A group file records the last intent whose
@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::journal::Locked;
-use super::{read_if_there, remove_if_there, Disk, Result};
+use super::{list, read_if_there, remove_if_there, Disk, Result};
 use crate::error::FileError;
-use crate::format::key_file_name;
+use crate::format::{encode_name, key_file_name};
 
 /// What `groups/GROUP` holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -38,12 +38,14 @@ impl Disk {
         }
     }
 
-    /// Adds an intent's deltas to a group's counters, unless that intent already did.
+    /// Sets an intent's values of a group's counters, then adds its deltas, unless that
+    /// intent already did (in one write of the group's file).
     pub(super) fn add_counts(
         &self,
         _: &Locked<'_>,
         intent: &str,
         group: &str,
+        sets: &BTreeMap<&str, i64>,
         deltas: &BTreeMap<&str, i64>,
     ) -> Result<()> {
         let mut file = self.read_group(group)?.unwrap_or_else(|| GroupFile {
@@ -52,6 +54,9 @@ impl Disk {
         });
         if file.applied == intent {
             return Ok(());
+        }
+        for (name, value) in sets {
+            file.counters.insert((*name).to_owned(), *value);
         }
         for (name, delta) in deltas {
             let value = file.counters.entry((*name).to_owned()).or_default();
@@ -66,12 +71,51 @@ impl Disk {
         self.replace(&path, &bytes)
     }
 
+    /// What a group's counter holds (0 if it is missing), read under the lock: what a
+    /// guard is checked against.
+    pub(super) fn counter(&self, _: &Locked<'_>, group: &str, name: &str) -> Result<i64> {
+        Ok(self
+            .read_group(group)?
+            .and_then(|f| f.counters.get(name).copied())
+            .unwrap_or(0))
+    }
+
     /// A group's counters, sorted by name.
     pub(crate) fn counters(&self, group: &str) -> Result<Vec<(String, i64)>> {
         Ok(self
             .read_group(group)?
             .map(|f| f.counters.into_iter().collect())
             .unwrap_or_default())
+    }
+
+    /// The names of the groups starting with `prefix`, unsorted: the files whose names
+    /// could hold one, each read for the name it holds.
+    pub(crate) fn group_names(&self, prefix: &str) -> Result<Vec<String>> {
+        // A long name's file keeps the first 100 characters of its encoded name.
+        let start: String = encode_name(prefix).chars().take(100).collect();
+        let mut names = Vec::new();
+        for file in list(&self.groups)? {
+            let Some(file) = file.to_str() else { continue };
+            if !file.starts_with(&start) {
+                continue;
+            }
+            let path = self.groups.join(file);
+            let Some(bytes) = read_if_there(&path)? else {
+                continue;
+            };
+            match serde_json::from_slice::<GroupFile>(&bytes) {
+                Ok(group) => names.push(group.group),
+                Err(e) => {
+                    return Err(FileError::Damaged {
+                        path,
+                        reason: format!(
+                            "a group's counter file that is not one this driver wrote: {e}"
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Deletes a group's counters; whether it had any.

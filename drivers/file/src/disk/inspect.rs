@@ -81,6 +81,7 @@ impl Disk {
                     counts: Vec::new(),
                     publish: Vec::new(),
                     waits: Vec::new(),
+                    replaces: false,
                 }),
                 None => {
                     if remove_if_there(&path)? {
@@ -98,6 +99,7 @@ impl Disk {
                     moves,
                     publish: Vec::new(),
                     counts: Vec::new(),
+                    sets: Vec::new(),
                     plan: None,
                 },
             )?;
@@ -174,6 +176,9 @@ impl Disk {
                     .collect(),
             ),
         };
+        // After the listing: a job it shows replaced (renamed) by then has its cached name
+        // dropped.
+        self.check_replaced()?;
         keys.sort_unstable();
         let keys: Vec<_> = keys
             .into_iter()

@@ -11,7 +11,8 @@
 //!    every intent left in `journal/`: while a live process holds the lock its intent is
 //!    invisible to others, so an intent seen by a lock holder is one whose process died.
 //! 3. It writes its intent, `journal/ID` (JSON, synced, renamed into place whole): every
-//!    move, claim change, counter delta, publication and waiting-job effect of the step.
+//!    move, claim change, counter delta (and value set, by a guarded apply), publication and
+//!    waiting-job effect of the step.
 //! 4. Each move *takes* its job: one rename out of `reserved/` (by token) or out of `ready/`
 //!    or `failed/` into `tmp/ID.N.taken`. The rename is the fence and the commit: it fails
 //!    when another worker took the job first (the lease is stale), and once it is done the
@@ -29,7 +30,8 @@
 //! Finishing an intent after a crash does steps 5 to 7 again, judging what happened by the
 //! files that are left: a move was taken if its `tmp/ID.N.taken` is there (untaken moves
 //! have their staged files deleted); a publication is done once its source file is gone; a
-//! group counter file records the last intent applied to it, so its deltas are added once;
+//! group counter file records the last intent applied to it, so its values are set and its
+//! deltas added once;
 //! claim changes are conditional (release if held by this job); a plan in the intent is
 //! carried out as it stands (a waiting file is put once its staged file is gone, removing one
 //! is done once it is gone), and one is decided only by an intent without it, before which
@@ -133,11 +135,19 @@ pub(super) struct Intent {
     /// Counter deltas that apply in any case (an apply's), group -> deltas.
     #[serde(default)]
     pub(super) counts: Vec<(String, Vec<(String, i64)>)>,
+    /// Counter values that the step sets (an `apply_if`'s guard, checked under the lock
+    /// before the intent was written), group -> values: set before the deltas are added,
+    /// in the same write of the group's file.
+    #[serde(default)]
+    pub(super) sets: Vec<(String, Vec<(String, i64)>)>,
     /// What the step does to waiting jobs, once decided (see the module docs): carried out
     /// as it stands, however often the intent is finished.
     #[serde(default)]
     pub(super) plan: Option<Plan>,
 }
+
+/// A group's counter changes in one step: the values set, then the deltas added.
+type Counts<'a> = (BTreeMap<&'a str, i64>, BTreeMap<&'a str, i64>);
 
 /// One job's transition and its effects.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,6 +165,12 @@ pub(super) struct Move {
     /// of the other moves taken.
     #[serde(default)]
     pub(super) waits: Vec<WaitOp>,
+    /// The move replaces a queued job (`Unique::replace`): it takes the job's file out of
+    /// `ready/` and publishes the job's new version (same id, attempts and claim; a new name,
+    /// payload and due time). Once published, the store's replace generation is renewed so
+    /// that every process drops the names it cached (see [`Disk::renew_replaced`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) replaces: bool,
 }
 
 /// A waiting-job effect as asked, before the step decides what it does.
@@ -472,7 +488,8 @@ impl Disk {
             None => intent,
         };
         let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut counts: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+        // Group -> (values set, deltas added).
+        let mut counts: BTreeMap<&str, Counts<'_>> = BTreeMap::new();
         // Every claim change of the step before any publication, as a settle applies every
         // transition before the effects of the call: a follow-up can take the key of a job
         // this same step acknowledged.
@@ -503,6 +520,11 @@ impl Disk {
         for p in &intent.publish {
             published.push(self.publish(lock, p, &mut dirs)?);
         }
+        // After the new versions are in `ready/`: a process that reads the generation after
+        // it saw one of them drops the name it cached for it.
+        if taken_moves().any(|(mv, _)| mv.replaces) {
+            self.renew_replaced(lock)?;
+        }
         // Released jobs after the pushes: a push takes a claim before a released job does.
         if let Some(plan) = &intent.plan {
             self.carry_out(lock, plan, &mut dirs)?;
@@ -511,14 +533,20 @@ impl Disk {
             .flat_map(|(mv, _)| &mv.counts)
             .chain(&intent.counts);
         for (group, deltas) in all_counts {
-            let group = counts.entry(group.as_str()).or_default();
+            let (_, sums) = counts.entry(group.as_str()).or_default();
             for (name, delta) in deltas {
-                let sum = group.entry(name.as_str()).or_default();
+                let sum = sums.entry(name.as_str()).or_default();
                 *sum = sum.saturating_add(*delta);
             }
         }
-        for (group, deltas) in &counts {
-            self.add_counts(lock, &intent.id, group, deltas)?;
+        for (group, values) in &intent.sets {
+            let (sets, _) = counts.entry(group.as_str()).or_default();
+            for (name, value) in values {
+                sets.insert(name.as_str(), *value);
+            }
+        }
+        for (group, (sets, deltas)) in &counts {
+            self.add_counts(lock, &intent.id, group, sets, deltas)?;
             dirs.push(self.groups.clone());
         }
         crash_point("applied");

@@ -199,9 +199,13 @@ pub(crate) struct Disk {
     /// Reservation token -> its file and claim, so settling does not list the directory or
     /// read the job. A miss falls back to listing; the file name is the truth.
     held: Mutex<HashMap<String, Held>>,
-    /// Job id -> name and claim (read for reserving by name, listing, clearing; they never
-    /// change).
+    /// Job id -> name and claim (read for reserving by name, listing, clearing). The claim
+    /// never changes; the name changes when a push replaces the queued job (only a job with
+    /// a claim), so the entries of jobs with a claim are dropped whenever `control/replaced`
+    /// changes (see [`check_replaced`](Disk::check_replaced)).
     heads: Mutex<HashMap<String, crate::format::Head>>,
+    /// `control/replaced` as this process last read it.
+    replaced_seen: Mutex<Option<Vec<u8>>>,
     /// When this process last looked for what crashed steps left behind.
     swept_at: Mutex<Instant>,
 }
@@ -269,6 +273,7 @@ impl Disk {
             listings: Mutex::default(),
             held: Mutex::default(),
             heads: Mutex::default(),
+            replaced_seen: Mutex::default(),
             swept_at: Mutex::new(Instant::now()),
             root,
         };
@@ -339,6 +344,13 @@ impl Disk {
         guard(&self.listings)
     }
 
+    /// Forgets a job this process knew in `ready/` (taken out of it by a replacing push).
+    fn forget_ready(&self, queue: &str, name: &ReadyName) {
+        if let Some(listing) = self.listings().get_mut(queue) {
+            listing.ready.remove(name);
+        }
+    }
+
     /// Records a job this process put in `ready/`.
     fn remember_ready(&self, queue: &str, name: ReadyName) {
         if let Some(listing) = self.listings().get_mut(queue) {
@@ -399,6 +411,37 @@ impl Disk {
         }
         heads.insert(id.to_owned(), head.clone());
         Some(head)
+    }
+}
+
+impl Disk {
+    /// Drops the cached heads of jobs with a claim if a push replaced a queued job (in any
+    /// process) since the last look: one read of `control/replaced`. Called after the
+    /// listing whose names are then looked up, so a new version seen in it was published
+    /// before the generation was read.
+    fn check_replaced(&self) -> Result<()> {
+        let now = read_if_there(&self.control.join("replaced"))?;
+        let mut seen = guard(&self.replaced_seen);
+        if *seen != now {
+            guard(&self.heads).retain(|_, head| head.unique.is_none());
+            *seen = now;
+        }
+        Ok(())
+    }
+
+    /// Renews the replace generation, `control/replaced` (a fresh id), after a step published
+    /// new versions of queued jobs. Not synced: it only tells live processes to drop names
+    /// they cached, and every process starts with none.
+    fn renew_replaced(&self, _: &journal::Locked<'_>) -> Result<()> {
+        let path = self.control.join("replaced");
+        let id = crate::format::new_id();
+        let staged = self.tmp.join(format!("{id}.replace"));
+        drop(write_new(&staged, id.as_bytes())?);
+        if let Err(e) = fs::rename(&staged, &path) {
+            let _ = fs::remove_file(&staged);
+            return Err(FileError::io("rename", path)(e));
+        }
+        Ok(())
     }
 }
 

@@ -178,6 +178,7 @@ impl Disk {
                     moves,
                     publish: Vec::new(),
                     counts: Vec::new(),
+                    sets: Vec::new(),
                     plan: None,
                 },
             )?;
@@ -211,6 +212,7 @@ impl Disk {
             counts: Vec::new(),
             publish: Vec::new(),
             waits: Vec::new(),
+            replaces: false,
         }
     }
 

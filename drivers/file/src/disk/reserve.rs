@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
+use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,11 @@ impl Disk {
             let mut expired: VecDeque<ReservedName> = self.expired(queue, &paths, now)?.into();
             let mut named: Option<VecDeque<ReadyName>> = None;
             if let Some(name) = &request.name {
-                named = Some(self.ready_named(queue, &paths, now, name)?.into());
+                let listed = self.relist(queue, &paths)?;
+                // After both listings: a job they show replaced (renamed) by then has its
+                // cached name dropped.
+                self.check_replaced()?;
+                named = Some(self.ready_named(&paths, listed, now, name).into());
                 expired.retain(|r| {
                     self.head(&paths.reserved, &r.file_name(), &r.id)
                         .is_some_and(|h| h.name == *name)
@@ -62,8 +67,10 @@ impl Disk {
                     (None, None) => break,
                 };
                 let token = new_token();
+                let mut was_ready = None;
                 let (from, to) = match (take_ready, ready) {
                     (true, Some(r)) => {
+                        was_ready = Some(r.clone());
                         if let Some(list) = &mut named {
                             list.pop_front();
                         }
@@ -94,7 +101,20 @@ impl Disk {
                     Err(e) if not_found(&e) => continue, // another worker took it
                     Err(e) => return Err(FileError::io("rename", from)(e)),
                 }
+                let reserved_at = paths.reserved.join(to.file_name());
                 if let Some((job, until)) = self.load_reserved(queue, &paths, to)? {
+                    if request.name.as_ref().is_some_and(|name| *name != job.name) {
+                        // Replaced by a push under another name since its name was looked
+                        // at: put back as it was, unreserved.
+                        guard(&self.held).remove(&job.lease.token);
+                        guard(&self.heads).remove(&job.lease.job_id.0);
+                        fs::rename(&reserved_at, &from)
+                            .map_err(FileError::io("rename", &reserved_at))?;
+                        if let Some(r) = was_ready {
+                            self.remember_ready(queue, r);
+                        }
+                        continue;
+                    }
                     if let Some(key) = until.filter(|u| u.until == Until::Started) {
                         started.push((key.key, job.lease.job_id.0.clone()));
                     }
@@ -175,23 +195,23 @@ impl Disk {
         Ok(names)
     }
 
-    /// The due jobs of a queue with this name, in order (reading each job's header once).
+    /// The due jobs of a queue's listing with this name, in order (reading each job's header
+    /// once).
     fn ready_named(
         &self,
-        queue: &str,
         paths: &QueuePaths,
+        listed: Vec<ReadyName>,
         now: i64,
         name: &str,
-    ) -> Result<Vec<ReadyName>> {
-        Ok(self
-            .relist(queue, paths)?
+    ) -> Vec<ReadyName> {
+        listed
             .into_iter()
             .take_while(|r| r.at <= now)
             .filter(|r| {
                 self.head(&paths.ready, &r.file_name(), &r.id)
                     .is_some_and(|h| h.name == name)
             })
-            .collect())
+            .collect()
     }
 
     /// Reads a job this process just reserved, with its claim. A damaged file goes to the
@@ -277,9 +297,11 @@ impl Disk {
                 counts: Vec::new(),
                 publish: Vec::new(),
                 waits: Vec::new(),
+                replaces: false,
             }],
             publish: Vec::new(),
             counts: Vec::new(),
+            sets: Vec::new(),
             plan: None,
         };
         let lock = self.lock()?;

@@ -215,6 +215,7 @@ impl Disk {
                     moves,
                     publish: Vec::new(),
                     counts: Vec::new(),
+                    sets: Vec::new(),
                     plan: None,
                 },
             )?;
@@ -300,6 +301,7 @@ impl Disk {
             counts: j.staged.counts,
             publish: j.staged.publish,
             waits: j.staged.waits,
+            replaces: false,
         }
     }
 }

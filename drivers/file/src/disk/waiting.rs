@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
 
-use queue_core::storage::check_effect_list;
+use queue_core::storage::{check_effect_list, Guard};
 use queue_core::{Effect, Error, NewJob, WaitingJob};
 
 use super::journal::{Change, Intent, Locked, Plan, Publish, WaitOp};
@@ -411,10 +411,29 @@ impl Disk {
     /// and held jobs staged before the lock, the plan for waiting jobs decided under it and
     /// written into the intent from the start.
     pub(crate) fn apply(&self, effects: Vec<Effect>) -> queue_core::Result<()> {
+        self.apply_step(None, effects).map(|_| ())
+    }
+
+    /// Applies effects as [`apply`](Self::apply) does if `guard`'s counter holds
+    /// `guard.expect` (`Groups::apply_if`), setting it to `guard.set` in the same step;
+    /// otherwise changes nothing and returns false.
+    pub(crate) fn apply_if(&self, guard: Guard, effects: Vec<Effect>) -> queue_core::Result<bool> {
+        self.apply_step(Some(guard), effects)
+    }
+
+    /// An apply, guarded or not. The effects are checked and their jobs staged in `tmp/`
+    /// (and synced) before the lock, as for an unguarded apply. The guard is checked under
+    /// the lock, after the intents crashed processes left are finished and before anything
+    /// is written there: a refused step deletes what it staged and writes nothing else. A
+    /// winning step's intent carries the guard's new value (in `sets`) with the effects, so
+    /// the counter is set in the same write of its group's file as the step's counter
+    /// deltas, and finishing the intent after a crash does both or, as the file records the
+    /// intent applied last, neither again.
+    fn apply_step(&self, guard: Option<Guard>, effects: Vec<Effect>) -> queue_core::Result<bool> {
         check_effect_list(DRIVER, &effects, "an apply")?;
         let ops = sort_out(effects)?;
-        if ops.is_empty() {
-            return Ok(());
+        if ops.is_empty() && guard.is_none() {
+            return Ok(true);
         }
         let id = new_id();
         let mut files = Vec::new();
@@ -437,31 +456,40 @@ impl Disk {
         };
         drop(files);
         let planned = self.lock().and_then(|lock| {
+            if let Some(guard) = &guard {
+                if self.counter(&lock, &guard.group, &guard.counter)? != guard.expect {
+                    return Ok(None);
+                }
+            }
             let plan = if staged.waits.is_empty() {
                 None
             } else {
                 let ops: Vec<&WaitOp> = staged.waits.iter().collect();
                 Some(self.plan_waiting(&lock, &id, &ops, now_ms())?)
             };
-            Ok((lock, plan))
+            Ok(Some((lock, plan)))
         });
         let (lock, plan) = match planned {
-            Ok(planned) => planned,
-            Err(e) => {
-                // No intent was written: nothing of the step happened or will.
+            Ok(Some(planned)) => planned,
+            refused_or_failed => {
+                // No intent was written (the lock is released): nothing of the step
+                // happened or will.
                 for from in staged.files() {
                     let _ = fs::remove_file(self.abs_path(from));
                 }
-                return Err(e.into());
+                return Ok(refused_or_failed.map(|_| false)?);
             }
         };
         let idle = plan
             .as_ref()
             .is_none_or(|p| p.changes.is_empty() && p.unused.is_empty());
-        if staged.publish.is_empty() && staged.counts.is_empty() && idle {
+        if staged.publish.is_empty() && staged.counts.is_empty() && idle && guard.is_none() {
             // Dependency changes and skips of keys no job waits under: nothing to write.
-            return Ok(());
+            return Ok(true);
         }
+        let sets = guard
+            .map(|g| vec![(g.group, vec![(g.counter, g.set)])])
+            .unwrap_or_default();
         self.run(
             &lock,
             &Intent {
@@ -469,9 +497,10 @@ impl Disk {
                 moves: Vec::new(),
                 publish: staged.publish,
                 counts: staged.counts,
+                sets,
                 plan,
             },
         )?;
-        Ok(())
+        Ok(true)
     }
 }

@@ -1,6 +1,8 @@
 -- Pushing jobs with their claims (after head.lua), for the pushes a settlement makes and
 -- the retry of a failed job. `push.lua` does the same on its own for `push`, the hottest
--- script: keep the two in step (the conformance suite runs both).
+-- script: keep the two in step (the conformance suite runs both). One difference: only
+-- `push.lua` replaces a queued holder (`Unique::replace`); here a claim is never given with
+-- the negative index that asks for it, and a held key makes a duplicate.
 --
 -- A job is read in place from ARGV, where the driver wrote it: queue number, when it is
 -- available ('' now, `+<ms>` after a delay, or `<ms>` a Unix time), name, payload, the

@@ -77,7 +77,7 @@ impl<'k> Call<'k> {
     }
 
     /// Appends a job as `read_job` in `lib/push.lua` reads it, declaring its queue and its
-    /// claim.
+    /// claim. A claim's `replace` is not passed: only the push script replaces.
     pub(crate) fn job(&mut self, job: &NewJob) -> &mut Self {
         let queue = self.queue(&job.queue);
         self.arg(queue)

@@ -122,8 +122,9 @@ impl RedisStorage {
 
     /// Settle: one script per queue for its acknowledges, retries and releases, all in
     /// flight at once, the first queue of the fetch reserving in its queue's script; each
-    /// `fail` in the three steps of [`fail_split`](Self::fail_split), at the same time;
-    /// then, if the first queue had fewer jobs than wanted, the next queues as
+    /// `fail` in the three steps of [`fail_split`](Self::fail_split), one after another in
+    /// the call's order (so the failed store lists them as one server does), alongside the
+    /// scripts; then, if the first queue had fewer jobs than wanted, the next queues as
     /// [`reserve_split`](Self::reserve_split) takes them. (Effects were refused before.)
     pub(super) async fn settle_split(
         &self,
@@ -163,11 +164,14 @@ impl RedisStorage {
             });
             Ok::<_, Error>((positions, self.settle_batch(&batch, &[], one).await?))
         });
-        let failing = fails.iter().map(|&(i, reason)| async move {
-            Ok::<_, Error>((i, self.fail_split(&settles[i].lease, reason).await?))
-        });
-        let (scripts, failing) =
-            futures::future::try_join(try_join_all(scripts), try_join_all(failing)).await?;
+        let failing = async {
+            let mut out = Vec::with_capacity(fails.len());
+            for &(i, reason) in &fails {
+                out.push((i, self.fail_split(&settles[i].lease, reason).await?));
+            }
+            Ok::<_, Error>(out)
+        };
+        let (scripts, failing) = futures::future::try_join(try_join_all(scripts), failing).await?;
         let mut reserved = Vec::new();
         for (positions, (each, got)) in scripts {
             for (&i, s) in positions.iter().zip(each) {

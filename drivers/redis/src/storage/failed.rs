@@ -33,10 +33,7 @@ fn failed_job(member: &str, fields: Vec<Value>) -> Option<FailedJob> {
         attempts: u32::try_from(int(&a)?.max(0)).unwrap_or(u32::MAX),
         failed_at: from_unix_millis(int(&f)?),
         unique: match Until::parse(&until) {
-            Some(until) => Some(Unique {
-                key: text(u)?,
-                until,
-            }),
+            Some(until) => Some(Unique::new(text(u)?).until(until)),
             None => None,
         },
     })
@@ -137,7 +134,7 @@ impl RedisStorage {
                 return Err(RedisDriverError::unexpected("failed_retry", &Value::Nil).into());
             };
             let mut job = NewJob::new(queue, name, payload);
-            job.unique = Until::parse(&until).map(|until| Unique { key, until });
+            job.unique = Until::parse(&until).map(|until| Unique::new(key).until(until));
             let mut call = self.call();
             call.queue(&job.queue);
             call.registry();

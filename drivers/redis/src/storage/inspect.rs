@@ -6,15 +6,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use queue_core::storage::{
-    check_effect_list, from_unix_millis, Control, Groups, Inspect, JobState, JobSummary, Page,
-    PageRequest, Wake,
+    check_effect_list, from_unix_millis, Control, Groups, Guard, Inspect, JobState, JobSummary,
+    Page, PageRequest, Wake,
 };
-use queue_core::{Effect, JobId, QueueSize, Result};
+use queue_core::{Effect, Error, JobId, QueueSize, Result};
 use redis::Value;
 
 use super::call::{array, int, integer, items, records, text};
 use super::failed::{next_cursor, parse_cursor};
-use super::{RedisStorage, CHUNK, MAX_PAGE};
+use super::{RedisStorage, CHUNK, GROUPS_ON_CLUSTER, MAX_PAGE};
 use crate::error::{backend, RedisDriverError};
 use crate::keys::job_id;
 use crate::scripts::SCRIPTS;
@@ -233,6 +233,46 @@ impl Groups for RedisStorage {
         Ok(removed == 1)
     }
 
+    /// `SCAN`s the whole keyspace for the group keys (no index is kept, so counting stays one
+    /// `HINCRBY`): for operators, a second or so per million keys.
+    async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>> {
+        let start = self.keys().group("");
+        let mut pattern = glob_escape(&start);
+        pattern.push_str(&glob_escape(prefix));
+        pattern.push('*');
+        let mut names = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let reply: Value = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let mut parts = array("scan", reply)?.into_iter();
+            let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
+                return Err(RedisDriverError::unexpected("scan", &Value::Nil).into());
+            };
+            cursor = text(next.clone())
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| RedisDriverError::unexpected("scan", &next))?;
+            for key in array("scan", keys)? {
+                if let Some(name) =
+                    text(key).and_then(|k| k.strip_prefix(&start).map(str::to_owned))
+                {
+                    names.push(name);
+                }
+            }
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(Page::of_names(names, prefix, &page))
+    }
+
     /// One call of the settle script with no settlement and no fetch: the effects with their
     /// counters first, so that a counter that cannot be added to leaves everything as it was.
     async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
@@ -243,6 +283,23 @@ impl Groups for RedisStorage {
         }
         self.settle_batch(&[], &effects, None).await?;
         Ok(())
+    }
+
+    /// The same call with the guard checked and set first, in the script, before anything
+    /// is written (a refused step writes nothing, not even the group's hash): counters are
+    /// compared as the decimal text Redis holds, exact over all of `i64`. Even with no
+    /// effects it is one call. On a cluster: refused as `apply` refuses its effects, and
+    /// for the guard's counter as a count is.
+    async fn apply_if(&self, guard: Guard, effects: Vec<Effect>) -> Result<bool> {
+        check_effect_list(DRIVER, &effects, "an apply")?;
+        self.check_supported(&effects)?;
+        if self.split() {
+            return Err(Error::NotSupported {
+                driver: DRIVER,
+                operation: GROUPS_ON_CLUSTER,
+            });
+        }
+        self.apply_guarded(&guard, &effects).await
     }
 
     async fn waiting(&self, key: &str) -> Result<Option<i64>> {
@@ -311,4 +368,16 @@ impl Wake for RedisStorage {
         }
         Ok(())
     }
+}
+
+/// `text` matched literally by a `SCAN ... MATCH` pattern.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

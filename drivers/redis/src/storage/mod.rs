@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use queue_core::storage::{check_effects, duration_millis, new_token};
+use queue_core::storage::{check_effects, duration_millis, new_token, Guard};
 use queue_core::{
     Capabilities, Effect, Error, JobId, Lease, LeaseStatus, NewJob, Outcome, Pushed,
     ReserveRequest, Reserved, Result, Settle, SettleReply, Settled, Storage,
@@ -173,11 +173,23 @@ impl RedisStorage {
 
     /// Runs a script, loading it first if the server (on a cluster: the node) does not know
     /// it (a restart empties its script cache).
+    /// Runs a script (`EVALSHA`, loading it when the server lacks it). A `SCRIPT FLUSH`
+    /// between the load and the call (an operator, a failover, another process) makes the
+    /// call fail with `NOSCRIPT` again: it is tried again a few times.
     async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> Result<Value> {
-        invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(backend)
+        let mut tries = 0;
+        loop {
+            match invocation.invoke_async(&mut self.conn()).await {
+                Err(e)
+                    if tries < 3
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    tries += 1;
+                }
+                done => return done.map_err(backend),
+            }
+        }
     }
 
     /// Refuses, before anything changes, a batch the contract or the backend cannot take:
@@ -244,9 +256,15 @@ impl RedisStorage {
             match &job.unique {
                 Some(unique) => {
                     declared += 1;
+                    // Negative: the claim replaces a queued holder.
+                    let reference = if unique.replace {
+                        -(declared as i64)
+                    } else {
+                        declared as i64
+                    };
                     invocation
                         .key(self.keys().claim(&unique.key))
-                        .arg(declared)
+                        .arg(reference)
                         .arg(unique.key.as_bytes())
                         .arg(unique.until.as_str());
                 }
@@ -271,6 +289,14 @@ impl RedisStorage {
                 holder @ (Value::BulkString(_) | Value::SimpleString(_)) => text(holder)
                     .map(|h| Pushed::Duplicate(JobId(h)))
                     .ok_or_else(|| RedisDriverError::unexpected("push", &Value::Nil).into()),
+                Value::Array(replaced) => match <[Value; 1]>::try_from(replaced) {
+                    Ok([holder]) => text(holder)
+                        .map(|h| Pushed::Replaced(JobId(h)))
+                        .ok_or_else(|| RedisDriverError::unexpected("push", &Value::Nil).into()),
+                    Err(other) => {
+                        Err(RedisDriverError::unexpected("push", &Value::Array(other)).into())
+                    }
+                },
                 other => Err(RedisDriverError::unexpected("push", &other).into()),
             })
             .collect()
@@ -297,15 +323,35 @@ impl RedisStorage {
         if batch.sent.is_empty() && loose.is_empty() && fetch.is_none() {
             return Ok((vec![Settled::Stale; settles.len()], Vec::new()));
         }
+        let (settled, _, reserved) = self.run_batch(&batch).await?;
+        Ok((settled, reserved))
+    }
+
+    /// One call of the settle script applying `effects` with no lease only if `guard`'s
+    /// counter holds its expected value, which the same call sets (see `scripts/settle.lua`):
+    /// whether it applied. [`Groups::apply_if`] on one server.
+    ///
+    /// [`Groups::apply_if`]: queue_core::storage::Groups::apply_if
+    async fn apply_guarded(&self, guard: &Guard, effects: &[Effect]) -> Result<bool> {
+        let mut batch = Batch::new(&[], effects, None);
+        batch.guard = Some(guard);
+        let (_, applied, _) = self.run_batch(&batch).await?;
+        Ok(applied)
+    }
+
+    /// Calls the settle script for `batch` (reading the waiting jobs first, again while one
+    /// was replaced in between): the outcome of each settlement, whether the effects with no
+    /// lease applied, the reserved jobs.
+    async fn run_batch(&self, batch: &Batch<'_>) -> Result<(Vec<Settled>, bool, Vec<Reserved>)> {
         for _ in 0..WAITING_READS {
             let waiting = self.waiting_jobs(&batch.guarded).await?;
-            let call = self.settle_call(&batch, &waiting);
+            let call = self.settle_call(batch, &waiting);
             let reply = self.invoke(&call.invocation(&SCRIPTS.settle)).await?;
             if matches!(reply, Value::Int(-1)) {
                 // A job waiting under a guarded key was replaced since it was read.
                 continue;
             }
-            return batch.reply(reply);
+            return batch.parse(reply);
         }
         Err(RedisDriverError::WaitingChanged {
             attempts: WAITING_READS,
@@ -350,7 +396,7 @@ impl RedisStorage {
             let key = call.key(self.keys().waiting(key));
             call.arg(key);
         }
-        call.arg(batch.sent.len() + usize::from(!batch.loose.is_empty()));
+        call.arg(batch.sent.len() + usize::from(batch.has_loose()));
         for (i, member) in &batch.sent {
             let settle = batch.settles[*i];
             let queue = call.queue(&settle.lease.queue);
@@ -375,7 +421,15 @@ impl RedisStorage {
                 .arg(value);
             self.effects(&mut call, &settle.effects);
         }
-        if !batch.loose.is_empty() {
+        if let Some(guard) = batch.guard {
+            let group = call.key(self.keys().group(&guard.group));
+            call.arg("g")
+                .arg(group)
+                .arg(guard.counter.as_bytes())
+                .arg(guard.expect)
+                .arg(guard.set);
+            self.effects(&mut call, batch.loose);
+        } else if !batch.loose.is_empty() {
             call.arg("e");
             self.effects(&mut call, batch.loose);
         }
@@ -503,12 +557,14 @@ impl RedisStorage {
 type WaitingKeys = (String, Option<String>);
 
 /// What one settle call sends: the settlements (those whose lease names a job of its queue,
-/// with the job's member), effects with no lease, the fetch, and the keys of the dependency
-/// changes, which the script guards (sorted, each once).
+/// with the job's member), effects with no lease and the counter guard they apply under if
+/// any (`apply_if`, no settlement then), the fetch, and the keys of the dependency changes,
+/// which the script guards (sorted, each once).
 struct Batch<'a> {
     settles: &'a [&'a Settle],
     sent: Vec<(usize, String)>,
     loose: &'a [Effect],
+    guard: Option<&'a Guard>,
     fetch: Option<Fetch<'a>>,
     guarded: BTreeSet<&'a str>,
 }
@@ -533,17 +589,33 @@ impl<'a> Batch<'a> {
             settles,
             sent,
             loose,
+            guard: None,
             fetch,
             guarded,
         }
     }
 
-    /// The outcome of each settlement and the reserved jobs, from the script's reply (one 0
-    /// or 1 per settlement sent, then 1 for the effects with no lease; the reservation).
+    /// Whether the call has an entry of effects with no lease: with effects, or with a
+    /// guard (whose counter it sets even with none).
+    fn has_loose(&self) -> bool {
+        !self.loose.is_empty() || self.guard.is_some()
+    }
+
+    /// The outcome of each settlement and the reserved jobs, from the script's reply.
+    #[cfg(test)]
     fn reply(&self, reply: Value) -> Result<(Vec<Settled>, Vec<Reserved>)> {
+        let (settled, _, reserved) = self.parse(reply)?;
+        Ok((settled, reserved))
+    }
+
+    /// The outcome of each settlement, whether the effects with no lease applied (`true`
+    /// when there are none) and the reserved jobs, from the script's reply (one 0 or 1 per
+    /// settlement sent, then 1 for the effects with no lease, or under a guard 0 if its
+    /// counter did not hold the value; the reservation).
+    fn parse(&self, reply: Value) -> Result<(Vec<Settled>, bool, Vec<Reserved>)> {
         let [applied, reserved] = items("settle", reply)?;
         let applied = array("settle", applied)?;
-        if applied.len() != self.sent.len() + usize::from(!self.loose.is_empty()) {
+        if applied.len() != self.sent.len() + usize::from(self.has_loose()) {
             return Err(RedisDriverError::unexpected("settle", &Value::Array(applied)).into());
         }
         let mut settled = vec![Settled::Stale; self.settles.len()];
@@ -553,16 +625,19 @@ impl<'a> Batch<'a> {
                 _ => Settled::Stale,
             };
         }
+        let mut loose = true;
         if let Some(value) = applied.get(self.sent.len()) {
-            if integer("settle", value)? != 1 {
-                return Err(RedisDriverError::unexpected("settle", value).into());
+            match integer("settle", value)? {
+                1 => {}
+                0 if self.guard.is_some() => loose = false,
+                _ => return Err(RedisDriverError::unexpected("settle", value).into()),
             }
         }
         let reserved = match self.fetch {
             Some(fetch) => parse_reserved(fetch.queues, reserved)?,
             None => Vec::new(),
         };
-        Ok((settled, reserved))
+        Ok((settled, loose, reserved))
     }
 }
 
@@ -626,6 +701,7 @@ impl Storage for RedisStorage {
             .atomic_push(!self.split())
             .reserve_by_name(true)
             .claims(!self.split())
+            .replace(!self.split())
             .failed(self)
             .inspect(self)
             .control(self)

@@ -33,10 +33,11 @@ use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
 
+mod limits;
 mod raw;
 
-const USAGE: &str =
-    "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] [--scale 1,2,4] [--raw]";
+const USAGE: &str = "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] \
+                     [--scale 1,2,4] [--raw] [--limits N [--limit-rate R]]";
 
 struct Args {
     urls: Vec<String>,
@@ -47,6 +48,10 @@ struct Args {
     scale: Vec<usize>,
     /// Also measure each backend's raw ceiling (see `raw.rs`).
     raw: bool,
+    /// Only the limits tables, with this many jobs through one rate limit (`limits.rs`).
+    limits: Option<usize>,
+    /// The rate of that limit, per second (default: the jobs over 20 s).
+    limit_rate: Option<u32>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -57,6 +62,8 @@ fn parse_args() -> anyhow::Result<Args> {
         sleep_ms: 100,
         scale: Vec::new(),
         raw: false,
+        limits: None,
+        limit_rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -77,6 +84,10 @@ fn parse_args() -> anyhow::Result<Args> {
                 }
             }
             "--raw" => args.raw = true,
+            "--limits" => args.limits = Some(it.next().context("--limits needs a value")?.parse()?),
+            "--limit-rate" => {
+                args.limit_rate = Some(it.next().context("--limit-rate needs a value")?.parse()?)
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -551,6 +562,9 @@ async fn scale_row(url: &str, args: &Args) -> Vec<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(n) = args.limits {
+        return limit_tables(&args, n).await;
+    }
     println!(
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
@@ -588,6 +602,52 @@ async fn main() -> anyhow::Result<()> {
                 "bench: could not drop this run's tables on {}: {e:#}",
                 queue_core::redact_url(url)
             );
+        }
+    }
+    Ok(())
+}
+
+/// `--limits N`: the two tables of `limits.rs`, one row per URL.
+async fn limit_tables(args: &Args, n: usize) -> anyhow::Result<()> {
+    let per_second = args
+        .limit_rate
+        .unwrap_or_else(|| u32::try_from((n / 20).max(1)).unwrap_or(u32::MAX));
+    println!("rate accuracy: {n} jobs of one key through Limit::rate({per_second}), two in-process workers at concurrency 8");
+    println!("| driver | jobs | rate | ideal first-to-last start s | measured s | measured / ideal | looks per job | most attempts |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for url in &args.urls {
+        let table = format!("bench_{}_rate", std::process::id());
+        let row = async {
+            let queue = fresh(url, &table).await?;
+            limits::accuracy(&queue, n, per_second).await
+        }
+        .await;
+        match row {
+            Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+    }
+    println!();
+    println!("overhead: 10,000 no-op jobs over 100 keys, one worker at concurrency 8 (jobs/s; limits that never bind)");
+    println!(
+        "| driver | no limit | rate(1000/s) per key | ratio | concurrent(1000) per key | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for url in &args.urls {
+        let table = format!("bench_{}_limits", std::process::id());
+        let row = async {
+            let queue = fresh(url, &table).await?;
+            limits::overhead(&queue).await
+        }
+        .await;
+        match row {
+            Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+    }
+    for url in &args.urls {
+        if let Err(e) = drop_tables(url).await {
+            eprintln!("bench: could not drop this run's tables: {e:#}");
         }
     }
     Ok(())

@@ -34,7 +34,7 @@ struct Args {
     /// Store URL; repeat for several drivers (each runs every chosen scenario in turn).
     #[arg(long, required = true)]
     url: Vec<String>,
-    /// Scenario names or numbers (1-9), comma-separated, or `all`; they run against every
+    /// Scenario names or numbers (1-12), comma-separated, or `all`; they run against every
     /// URL.
     #[arg(long, default_value = "all", value_delimiter = ',')]
     scenario: Vec<String>,
@@ -199,7 +199,7 @@ fn parse_scenarios(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
         match Scenario::parse(name) {
             Some(s) => out.push(s),
             None => anyhow::bail!(
-                "unknown scenario `{name}` (use 1-9, all, or one of: {})",
+                "unknown scenario `{name}` (use 1-12, all, or one of: {})",
                 Scenario::ALL.map(Scenario::name).join(", ")
             ),
         }

@@ -46,11 +46,13 @@ pub enum Scenario {
     ChainStorm,
     /// 11. Batches with callbacks under the SIGKILL storm.
     BatchStorm,
+    /// 12. Rate and concurrency limits under the SIGKILL storm.
+    LimitStorm,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Baseline,
         Scenario::KillStorm,
         Scenario::GracefulStop,
@@ -62,6 +64,7 @@ impl Scenario {
         Scenario::HangingJob,
         Scenario::ChainStorm,
         Scenario::BatchStorm,
+        Scenario::LimitStorm,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -78,10 +81,11 @@ impl Scenario {
             Scenario::HangingJob => "hanging-job",
             Scenario::ChainStorm => "chain-storm",
             Scenario::BatchStorm => "batch-storm",
+            Scenario::LimitStorm => "limit-storm",
         }
     }
 
-    /// Parses a name or a number (1 to 11).
+    /// Parses a name or a number (1 to 12).
     pub fn parse(text: &str) -> Option<Scenario> {
         if let Ok(n) = text.parse::<usize>() {
             return n.checked_sub(1).and_then(|i| Self::ALL.get(i)).copied();
@@ -194,6 +198,8 @@ pub(crate) struct Spec {
     pub(crate) tries: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) lock: Option<String>,
+    /// The rate or concurrency limit (and key) the job is counted against.
+    pub(crate) limit: Option<queue_core::JobLimit>,
     pub(crate) label: String,
     pub(crate) expect: Expect,
 }
@@ -321,6 +327,7 @@ impl Run {
             tries: None,
             timeout: None,
             lock: None,
+            limit: None,
             label: "good".to_owned(),
             expect: Expect::Complete,
         }
@@ -345,6 +352,9 @@ impl Run {
                     if let Some(key) = &s.lock {
                         d = d.without_overlapping_key(key.clone());
                     }
+                    if let Some(limit) = &s.limit {
+                        d = d.limit(limit.clone());
+                    }
                     d
                 });
                 let pushed_us = unix_micros();
@@ -353,7 +363,7 @@ impl Run {
                         for (spec, sid) in batch.into_iter().zip(ids) {
                             self.dispatched.push(Dispatched {
                                 id: spec.job.id,
-                                sid: sid.0,
+                                sid: sid.into_id().0,
                                 expect: spec.expect,
                                 label: spec.label,
                                 pushed_us,

@@ -1,9 +1,10 @@
-//! The eleven scenarios. Each dispatches its jobs, starts its workers, injects its faults
+//! The twelve scenarios. Each dispatches its jobs, starts its workers, injects its faults
 //! while the jobs run, then calls [`Run::finish`] and adds its own checks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use queue_core::{JobLimit, Limit};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::RngExt;
 
@@ -27,6 +28,7 @@ pub(super) async fn run(run: &mut Run, o: &Options, scenario: Scenario) -> anyho
         Scenario::HangingJob => hanging_job(run, o).await,
         Scenario::ChainStorm => chain_storm(run, o).await,
         Scenario::BatchStorm => batch_storm(run, o).await,
+        Scenario::LimitStorm => limit_storm(run, o).await,
     }
 }
 
@@ -349,6 +351,7 @@ async fn crash_loop(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                 tries: Some(tries),
                 timeout: None,
                 lock: None,
+                limit: None,
                 label: "abort".into(),
                 expect: Expect::Fail {
                     reasons: vec!["attempts exhausted".into()],
@@ -721,6 +724,7 @@ async fn without_overlapping(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         tries: None,
         timeout: None,
         lock: None,
+        limit: None,
         label: "long holder".into(),
         expect: Expect::Complete,
     });
@@ -1074,6 +1078,7 @@ async fn hanging_job(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                 tries: Some(tries),
                 timeout: Some(timeout),
                 lock: None,
+                limit: None,
                 label: "hang".into(),
                 expect: Expect::Fail {
                     reasons: vec!["timed out after 2s".into()],
@@ -1381,4 +1386,383 @@ async fn batch_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         .count();
     run.report.set("kills", kills as u64);
     Ok(())
+}
+
+/// The concurrency limit of scenario 12 (`[limits]` in the workers' job.toml): its jobs
+/// spread over [`SLOT_KEYS`], each key [`SLOTS`] at once.
+const SLOTS_LIMIT: &str = "chaos-slots";
+/// How many jobs of a key of [`SLOTS_LIMIT`] may run at once.
+const SLOTS: u32 = 2;
+/// The keys of [`SLOTS_LIMIT`].
+const SLOT_KEYS: [&str; 3] = ["acct-1", "acct-2", "acct-3"];
+/// The rate limit of scenario 12, on drivers with group counters; its jobs on one key.
+const RATE_LIMIT: &str = "chaos-rate";
+/// [`RATE_LIMIT`]'s rate, as `job.toml` writes it.
+const RATE: &str = "20/s";
+
+/// Jobs of one limit key in scenario 12: dispatched while fewer than `window` are open.
+struct Keyed {
+    name: String,
+    window: usize,
+    waiting: VecDeque<Spec>,
+    ids: Vec<u64>,
+}
+
+/// Scenario 12, limits under the SIGKILL storm: jobs of 50-300 ms on three keys of a
+/// `concurrent 2` limit and, on drivers with group counters, on one key of a `20/s` limit,
+/// 4 workers, one SIGKILLed every 1.5-2.5 s and restarted. The limits reach the workers
+/// through `[limits]` in their job.toml. Each key's jobs are dispatched while few are open,
+/// so the rate key's booked tokens lie well within a lease. From the ledger: never more than
+/// 2 bodies of a key at once (a body its worker's SIGKILL cut short counted as running until
+/// the worker was dead); every attempt number explained by kills, none counted for waiting; any k ≥ 4
+/// starts of the rate key span at least (k - 1) × 50 ms, less the pick-up latency.
+async fn limit_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let driver = run.driver();
+    let rated = run.storage.capabilities().groups.is_some();
+    let rate = match RATE.parse::<Limit>()? {
+        Limit::Rate(rate) => rate,
+        other => anyhow::bail!("{RATE} parsed as {other}"),
+    };
+    // The limiter's spacing: the period over the count, rounded up to a millisecond.
+    let interval_us = (rate.per.as_millis() as u64).div_ceil(u64::from(rate.count)) * 1000;
+    let base = std::fs::read_to_string(&run.config)?;
+    if !rated {
+        // A worker with a rate limit refuses to start where there are no group counters.
+        let (refused, detail) = refuses_rate_limit(run, o, &base).await?;
+        run.report.check(
+            "a worker with a rate limit refuses to start (no group counters)",
+            refused,
+            detail,
+        );
+    }
+    let mut limits = format!("\n[limits]\n{SLOTS_LIMIT} = \"concurrent {SLOTS}\"\n");
+    if rated {
+        limits.push_str(&format!("{RATE_LIMIT} = \"{RATE}\"\n"));
+    }
+    std::fs::write(&run.config, format!("{base}{limits}"))?;
+
+    let (per_key, rate_jobs) = pick(o, (400, 1000), (40, 120));
+    let workers = o.workers.unwrap_or(4);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(5), Duration::from_secs(2))),
+        // A job whose booked token is due is taken at the next look of an idle worker.
+        sleep: Duration::from_millis(100),
+        ..WorkerSpec::default()
+    };
+    let keyed = |run: &mut Run, name: String, limit: JobLimit, n: usize, window: usize| {
+        let waiting = (0..n)
+            .map(|_| {
+                let mut s = run.good(50..=300);
+                s.tries = Some(20);
+                s.limit = Some(limit.clone());
+                s.label = name.clone();
+                s
+            })
+            .collect();
+        Keyed {
+            name,
+            window,
+            waiting,
+            ids: Vec::new(),
+        }
+    };
+    // Six times the slots of a key open: most of them wait, put back again and again.
+    let mut keys: Vec<Keyed> = SLOT_KEYS
+        .iter()
+        .map(|k| {
+            let limit = JobLimit::new(SLOTS_LIMIT).key(k);
+            keyed(run, format!("{SLOTS_LIMIT}[{k}]"), limit, per_key, 12)
+        })
+        .collect();
+    // One second of the rate's tokens open: a token is booked at most a second ahead.
+    let rate_key = rated.then(|| {
+        let limit = JobLimit::new(RATE_LIMIT).key("api");
+        keyed(run, format!("{RATE_LIMIT}[api]"), limit, rate_jobs, 20)
+    });
+    keys.extend(rate_key);
+    run.report.set("slot_keys", SLOT_KEYS.len());
+    run.report.set("jobs_per_slot_key", per_key);
+    run.report
+        .set("rate_key_jobs", if rated { rate_jobs } else { 0 });
+
+    let mut pool = run.pool(o, spec.clone());
+    pool.start(workers)?;
+    let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
+    let mut next_kill = Instant::now() + every();
+    let limit = Duration::from_secs(pick(o, 1200, 300));
+    let deadline = Instant::now() + limit;
+    let mut reaped: HashMap<u32, u64> = HashMap::new();
+    let settled = loop {
+        let all_done = run.step(&mut pool, QUIET).await?;
+        if all_done && keys.iter().all(|k| k.waiting.is_empty()) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        for key in &mut keys {
+            let open = key
+                .ids
+                .iter()
+                .filter(|id| !run.completed.contains(id))
+                .count();
+            if open < key.window && !key.waiting.is_empty() {
+                let take = (key.window - open).min(key.waiting.len());
+                let batch: Vec<Spec> = key.waiting.drain(..take).collect();
+                let before = run.dispatched.len();
+                run.dispatch(batch).await?;
+                key.ids
+                    .extend(run.dispatched[before..].iter().map(|d| d.id));
+            }
+        }
+        if Instant::now() >= next_kill {
+            next_kill += every();
+            let pids = pool.settled_pids(Duration::from_millis(500));
+            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
+                pool.kill(pid, &mut run.faults).await?;
+                // Dead by now (reaped): the latest its bodies can have run.
+                reaped.insert(pid, unix_micros());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(false, true);
+    let kills = run
+        .faults
+        .iter()
+        .filter(|f| matches!(f, Fault::Kill { .. }))
+        .count();
+    run.report.set("kills", kills as u64);
+    let bodies_of = |key: &Keyed| -> Vec<Attempt> {
+        key.ids
+            .iter()
+            .filter_map(|id| findings.attempts.get(id))
+            .flatten()
+            .cloned()
+            .collect()
+    };
+    let pushed: HashMap<u64, u64> = run.dispatched.iter().map(|d| (d.id, d.pushed_us)).collect();
+
+    // Concurrency: per key, the bodies running at once; a body cut short by a SIGKILL runs
+    // until its worker was reaped (it died between the signal and then, a few ms).
+    let deaths = crate::check::deaths(&run.faults, &reaped);
+    let (mut over, mut under, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    let mut most = serde_json::Map::new();
+    for key in keys.iter().filter(|k| k.name.starts_with(SLOTS_LIMIT)) {
+        let a = crate::check::at_once(&bodies_of(key), &deaths, SLOTS as usize);
+        lines.push(format!(
+            "{}: {} bodies ({} ended, {} cut short by a kill, {} with no end and no kill), \
+             at most {} at once ended only, {} with the killed ones",
+            key.name,
+            a.ended + a.killed + a.open,
+            a.ended,
+            a.killed,
+            a.open,
+            a.most_ended,
+            a.most
+        ));
+        most.insert(
+            key.name.clone(),
+            serde_json::json!({ "ended_only": a.most_ended, "with_killed": a.most }),
+        );
+        if a.most > SLOTS as usize || a.most_ended > SLOTS as usize {
+            let (at, jobs) = a.first_excess.unwrap_or_default();
+            over.push(format!(
+                "{}: {} at once at {at} µs (jobs {jobs:?})",
+                key.name, a.most
+            ));
+        }
+        if a.most_ended < SLOTS as usize {
+            under.push(format!("{}: at most {}", key.name, a.most_ended));
+        }
+    }
+    run.report.set("most_running_per_key", most);
+    run.report.check(
+        "at most 2 running at once per key",
+        over.is_empty(),
+        if over.is_empty() {
+            lines.join("; ")
+        } else {
+            format!("{}; {}", over.join("; "), lines.join("; "))
+        },
+    );
+    run.report.check(
+        "each key reached 2 at once (the limit was what held the jobs back)",
+        under.is_empty(),
+        if under.is_empty() {
+            format!("every key of {SLOTS_LIMIT} had 2 bodies running at some point")
+        } else {
+            under.join("; ")
+        },
+    );
+
+    // Attempts: each counted attempt explained by a kill, none by waiting for a limit.
+    let audit = crate::check::attempt_audit(
+        &findings.attempts,
+        &pushed,
+        &run.faults,
+        &run.logs,
+        1_000_000,
+    );
+    run.report.set("bodies_above_attempt_1", audit.retried);
+    run.report.set("max_attempt", audit.max_attempt);
+    run.report
+        .set("bodies_waited_1s_without_a_kill", audit.waited_unfaulted);
+    run.report.check(
+        "no attempt counted for waiting",
+        audit.unexplained.is_empty(),
+        format!(
+            "{} bodies, {} of them at an attempt above 1 (highest {}); {} with more attempts \
+             counted than the kills between their dispatch and their start explain; {} started \
+             1 s or more after their dispatch with no kill in between (put back while they \
+             waited), each at attempt 1 unless listed{}",
+            audit.bodies,
+            audit.retried,
+            audit.max_attempt,
+            audit.unexplained.len(),
+            audit.waited_unfaulted,
+            audit
+                .unexplained
+                .first()
+                .map(|u| format!(": {u}"))
+                .unwrap_or_default()
+        ),
+    );
+    // How long jobs waited for their limit, dispatch to first start.
+    for (what, prefix) in [("slot_keys", SLOTS_LIMIT), ("rate_key", RATE_LIMIT)] {
+        let samples: Vec<u64> = keys
+            .iter()
+            .filter(|k| k.name.starts_with(prefix))
+            .flat_map(|k| k.ids.iter())
+            .filter_map(|id| {
+                let first = findings.attempts.get(id)?.first()?.start;
+                Some(first.saturating_sub(*pushed.get(id)?))
+            })
+            .collect();
+        if !samples.is_empty() {
+            let t = Timing::of("dispatch to first start", &samples);
+            run.report.set(
+                &format!("{what}_wait_ms"),
+                serde_json::json!({ "p50": t.p50_ms, "p99": t.p99_ms, "max": t.max_ms }),
+            );
+        }
+    }
+
+    // Rate: any k >= 4 starts of the rate key span at least (k - 1) intervals, less the
+    // pick-up latency. Every body start takes a token of its own (a run again after a kill
+    // takes a new one), but a start can come after its token: a job whose booked token is due
+    // becomes available then and is taken at the next look of a worker (its idle wait) with
+    // a free slot (a job buffered behind a running one waits for it, up to a body), so a late
+    // start and the punctual ones after it bunch. The margin is that: the idle wait and the
+    // longest body. (A worker killed between booking a job's token and putting the job back
+    // leaves it to run when its lease runs out, after its token, one start more than the
+    // tokens there: a kill or two of those fit in the margin too.)
+    let rule = format!(
+        "k starts of the rate key span at least (k - 1) × {} ms less a margin (k >= 4)",
+        interval_us / 1000
+    );
+    match keys.iter().find(|k| k.name.starts_with(RATE_LIMIT)) {
+        None => run.report.not_applicable(
+            rule,
+            format!(
+                "{driver} has no group counters: a worker with a rate limit refuses to start \
+                 there (Error::NotSupported), so only the concurrency limit ran"
+            ),
+        ),
+        Some(key) => {
+            let margin = spec.sleep + Duration::from_millis(300);
+            let starts: Vec<u64> = bodies_of(key).iter().map(|a| a.start).collect();
+            let (first, last) = (starts.iter().min(), starts.iter().max());
+            let observed = match (first, last) {
+                (Some(&f), Some(&l)) if l > f => (starts.len() - 1) as f64 / ((l - f) as f64 / 1e6),
+                _ => 0.0,
+            };
+            run.report.set("rate_key_starts", starts.len());
+            run.report.set(
+                "rate_key_starts_per_second",
+                (observed * 10.0).round() / 10.0,
+            );
+            match crate::check::rate_shortfall(&starts, interval_us, 4) {
+                None => run
+                    .report
+                    .check(rule, false, format!("only {} starts", starts.len())),
+                Some((short, i, j)) => {
+                    let margin_us = margin.as_micros() as i64;
+                    run.report
+                        .set("rate_worst_shortfall_ms", short as f64 / 1000.0);
+                    run.report.check(
+                        rule,
+                        short <= margin_us,
+                        format!(
+                            "{} starts at {:.1}/s (limit {RATE}); the worst: starts {i} to {j} \
+                             ({} of them) span {} ms less than {} × {} ms; margin {} ms",
+                            starts.len(),
+                            observed,
+                            j - i + 1,
+                            short as f64 / 1000.0,
+                            j - i,
+                            interval_us / 1000,
+                            margin.as_millis()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts one worker whose job.toml (`base` plus a rate limit) defines a rate limit, on a
+/// store without group counters, with nothing queued: it must refuse to start, saying why.
+async fn refuses_rate_limit(run: &Run, o: &Options, base: &str) -> anyhow::Result<(bool, String)> {
+    let config = run.dir.join("job-rate.toml");
+    std::fs::write(
+        &config,
+        format!("{base}\n[limits]\n{RATE_LIMIT} = \"{RATE}\"\n"),
+    )?;
+    let mut cmd = tokio::process::Command::new(&o.worker_exe);
+    cmd.arg("--connection")
+        .arg(&run.url)
+        .arg("--config")
+        .arg(&config)
+        .args(["work", "--queue", crate::job::QUEUE, "--once"])
+        .env(crate::job::LEDGER_ENV, &run.ledger)
+        .env_remove("QUEUE_URL")
+        .env_remove("QUEUE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
+        Ok(out) => out?,
+        Err(_) => {
+            return Ok((
+                false,
+                "the worker ran for 60 s instead of refusing".to_owned(),
+            ))
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = text
+        .lines()
+        .find(|l| l.contains("rate limits"))
+        .map(|l| l.trim().chars().take(240).collect::<String>());
+    Ok(match said {
+        Some(line) if !out.status.success() => (true, format!("{}: {line}", out.status)),
+        _ => (
+            false,
+            format!(
+                "{}, output: {}",
+                out.status,
+                text.trim().chars().take(240).collect::<String>()
+            ),
+        ),
+    })
 }

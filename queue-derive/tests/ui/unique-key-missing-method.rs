@@ -1,0 +1,17 @@
+use queue_core::{Handle, Job, JobContext, JobError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Job)]
+#[job(unique(key = "sync_key"))]
+struct SyncCustomer {
+    customer_id: u64,
+    region: String,
+}
+
+impl Handle for SyncCustomer {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+fn main() {}

@@ -1,0 +1,188 @@
+//! Encrypted payloads: stored sealed, run by a worker with the key; a tampered ciphertext, a
+//! swapped job name and an unknown key id go to the failed store without running; a key
+//! rotated out of activity still opens its jobs; a worker without keys leaves the jobs for
+//! one that has them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue_core::storage::{Availability, NewJob};
+use queue_core::{Error, KeyRing, Queue, QueueSettings, Schedule, Schedules, StorageExt};
+use serde_json::json;
+
+use super::{run_worker, test_options};
+use crate::cases::failed_list;
+use crate::{request, unique, Store};
+
+fn ring(active: &str) -> Arc<KeyRing> {
+    let ring = KeyRing::new("k2", [2; 32])
+        .unwrap()
+        .with_key("k1", [1; 32])
+        .unwrap()
+        .activate(active)
+        .unwrap();
+    Arc::new(ring)
+}
+
+fn queue_with(store: &Store, keys: Option<Arc<KeyRing>>) -> Queue {
+    let mut settings = QueueSettings::default();
+    settings.keys = keys;
+    Queue::with_settings(store.clone(), settings)
+}
+
+/// The stored job of a dispatch of `secret` by a queue with `keys`, as the store gets it.
+fn sealed(queue: &Queue, q: &str, name: &str, secret: &str) -> NewJob {
+    queue
+        .dispatch_named(name, json!({ "iban": secret }))
+        .on_queue(q)
+        .encrypted()
+        .into_new_job(queue.settings())
+        .unwrap()
+}
+
+/// See the module docs.
+pub async fn engine_encrypted_payloads(store: Store) {
+    let q = unique("q");
+    let worker_queue = queue_with(&store, Some(ring("k2")));
+    let ran: Arc<Mutex<Vec<String>>> = Arc::default();
+    for name in ["payout", "refund"] {
+        let sink = ran.clone();
+        worker_queue.listen(name, move |data: serde_json::Value, _ctx| {
+            let sink = sink.clone();
+            async move {
+                sink.lock()
+                    .unwrap()
+                    .push(data["iban"].as_str().unwrap_or_default().to_owned());
+                Ok(())
+            }
+        });
+    }
+
+    // No keys: the dispatch is refused, saying how to set them; nothing is stored.
+    let err = queue_with(&store, None)
+        .dispatch_named("payout", json!({ "iban": "DE-none" }))
+        .on_queue(q.as_str())
+        .encrypted()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Config(_)) && err.to_string().contains("RUNALL_KEYS"),
+        "{err}"
+    );
+
+    // Stored sealed: the stored bytes hold neither the secret nor the data.
+    worker_queue
+        .dispatch_named("payout", json!({ "iban": "DE-plain-secret" }))
+        .on_queue(q.as_str())
+        .encrypted()
+        .await
+        .unwrap();
+    let held = store
+        .reserve(&request(&[&q], Duration::from_secs(5), 1))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&held[0].payload).into_owned();
+    assert!(text.contains(r#""sealed":"rq1:k2:"#), "{text}");
+    assert!(!text.contains("DE-plain-secret"), "{text}");
+    assert!(
+        text.contains(r#""name":"payout""#),
+        "the name stays readable: {text}"
+    );
+    store.release(&held[0].lease, Duration::ZERO).await.unwrap();
+
+    // Sealed with the older key (before a rotation): still opens.
+    let old = queue_with(&store, Some(ring("k1")));
+    store
+        .push_one(sealed(&old, &q, "payout", "DE-old-key"))
+        .await
+        .unwrap();
+    // Tampered: one character of the ciphertext changed.
+    let mut tampered = sealed(&worker_queue, &q, "payout", "DE-tampered");
+    let text = String::from_utf8(tampered.payload.clone()).unwrap();
+    let at = text.find("rq1:k2:").unwrap() + 20;
+    let flipped = if &text[at..=at] == "A" { "B" } else { "A" };
+    tampered.payload = format!("{}{flipped}{}", &text[..at], &text[at + 1..]).into_bytes();
+    store.push_one(tampered).await.unwrap();
+    // Moved to another job type: the name is bound to the ciphertext.
+    let mut moved = sealed(&worker_queue, &q, "payout", "DE-moved");
+    moved.payload = String::from_utf8(moved.payload)
+        .unwrap()
+        .replace(r#""name":"payout""#, r#""name":"refund""#)
+        .into_bytes();
+    moved.name = "refund".into();
+    store.push_one(moved).await.unwrap();
+    // Sealed with a key the worker does not have.
+    let stranger = queue_with(&store, Some(Arc::new(KeyRing::new("k9", [9; 32]).unwrap())));
+    store
+        .push_one(sealed(&stranger, &q, "payout", "DE-stranger"))
+        .await
+        .unwrap();
+
+    let summary = run_worker(&worker_queue, test_options(&[&q])).await;
+    let mut opened = ran.lock().unwrap().clone();
+    opened.sort();
+    assert_eq!(opened, ["DE-old-key", "DE-plain-secret"], "{summary:?}");
+    assert_eq!(
+        (summary.processed, summary.failed, summary.retried),
+        (2, 3, 0)
+    );
+    let failed: Vec<_> = failed_list(&store, 1000)
+        .await
+        .into_iter()
+        .filter(|f| f.queue == q)
+        .collect();
+    let reasons: Vec<&str> = failed.iter().map(|f| f.error.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("undecryptable")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("was changed")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("job `refund`")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("\"k9\"")), "{reasons:?}");
+    assert!(failed.iter().all(|f| f.attempts == 1), "never retried");
+    for f in &failed {
+        let text = String::from_utf8_lossy(&f.payload);
+        assert!(
+            !text.contains("DE-"),
+            "no secret in the failed store: {text}"
+        );
+    }
+
+    // A worker without keys puts encrypted jobs back for one that has them, then fails them.
+    let mut job = sealed(&worker_queue, &q, "payout", "DE-later");
+    job.available = Availability::Now;
+    store.push_one(job).await.unwrap();
+    let keyless = queue_with(&store, None);
+    keyless.listen("payout", |_: serde_json::Value, _ctx| async { Ok(()) });
+    let options = test_options(&[&q]).unknown_job_window(Duration::from_millis(300));
+    let summary = run_worker(&keyless, options).await;
+    assert_eq!((summary.processed, summary.failed), (0, 1), "{summary:?}");
+    assert!(
+        failed_list(&store, 1000)
+            .await
+            .iter()
+            .any(|f| f.queue == q && f.error.contains("this worker has no keys")),
+        "the reason names the missing keys"
+    );
+
+    // A stored schedule would keep the data readable in its timer job: refused.
+    if store.capabilities().groups.is_some() {
+        let schedule = Schedule::every(Duration::from_secs(60)).dispatch(
+            worker_queue
+                .dispatch_named("payout", json!({ "iban": "DE-scheduled" }))
+                .on_queue(q.as_str())
+                .encrypted(),
+        );
+        let err = Schedules::upsert_via(&worker_queue, unique("payouts"), schedule)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("encrypted"), "{err}");
+    }
+}

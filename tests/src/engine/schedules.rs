@@ -1,0 +1,243 @@
+//! Schedules run by workers: each tick is claimed by exactly one of several workers, whose
+//! claim pushes the tick's job in the same atomic step.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use queue_core::{Error, Overlap, Queue, Schedule, WorkerOptions};
+use serde_json::json;
+
+use crate::{unique, Store};
+
+/// Three workers (three queues over one store, as three processes would be) run one
+/// `every 1s` schedule for about four seconds: every tick is claimed once and its job runs
+/// once; the store's counts agree with the runs.
+pub async fn engine_schedules_claim_each_tick_once(store: Store) {
+    let q = unique("q");
+    let id = unique("every-second");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    let mut stops = Vec::new();
+    let mut first = None;
+    for _ in 0..3 {
+        let queue = Queue::from_arc(store.clone());
+        let sink = runs.clone();
+        queue.listen("tick", move |_: serde_json::Value, _ctx| {
+            let sink = sink.clone();
+            async move {
+                sink.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        queue
+            .schedule(
+                Schedule::every(Duration::from_secs(1))
+                    .id(id.as_str())
+                    .overlap(Overlap::Allow)
+                    .dispatch(queue.dispatch_named("tick", json!({})).on_queue(q.as_str())),
+            )
+            .unwrap();
+        let worker = queue.worker(
+            WorkerOptions::default()
+                .queues([q.as_str()])
+                .sleep(Duration::from_millis(50)),
+        );
+        stops.push(worker.stop_handle());
+        workers.push(tokio::spawn(worker.run()));
+        first.get_or_insert(queue);
+    }
+    let queue = first.expect("three queues");
+    if store.capabilities().groups.is_none() {
+        // Without group counters a worker logs that it cannot run schedules, and does not.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for stop in &stops {
+            stop.stop();
+        }
+        for worker in workers {
+            worker.await.unwrap().unwrap();
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 0);
+        let err = queue.schedule_state(&id).await.unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        println!(
+            "engine_schedules_claim_each_tick_once: not applicable to the {} driver (no groups)",
+            store.capabilities().driver
+        );
+        return;
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4300)).await;
+    // Let the last tick's job finish, then stop.
+    let state = loop {
+        let state = queue.schedule_state(&id).await.unwrap();
+        if runs.load(Ordering::SeqCst) as u64 >= state.ticks
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for stop in &stops {
+        stop.stop();
+    }
+    for worker in workers {
+        worker.await.unwrap().unwrap();
+    }
+    let ran = runs.load(Ordering::SeqCst) as u64;
+    println!("{ran} runs, {state:?}");
+    assert!(
+        ran >= state.ticks,
+        "every claimed tick's job ran: {ran} of {state:?}"
+    );
+    let state = queue.schedule_state(&id).await.unwrap();
+    assert_eq!(ran, state.ticks, "one run per claimed tick: {state:?}");
+    assert_eq!(
+        state.missed, 0,
+        "nothing missed while workers ran: {state:?}"
+    );
+    // About four ticks in 4.3 s (the first look only sets the first tick).
+    assert!((3..=5).contains(&state.ticks), "{state:?}");
+    // Every tick from the first to the last was claimed once.
+    let (first, last) = (state.first.unwrap(), state.last.unwrap());
+    let span = last.duration_since(first).unwrap().as_secs() + 1;
+    assert_eq!(state.ticks + state.missed, span, "{state:?}");
+}
+
+/// Stored schedules (seed 003: one per monitor): 20 upserted while two workers run, every
+/// tick of each runs once; the same definition again changes nothing; removed ones stop,
+/// and their timers are dropped.
+pub async fn engine_stored_schedules(store: Store) {
+    use queue_core::{Schedules, StorageExt, Upserted};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("checks");
+    let monitor = |id: usize| {
+        Schedule::every(Duration::from_secs(1))
+            .overlap(Overlap::Allow)
+            .dispatch(
+                queue
+                    .dispatch_named("check", json!({ "id": id }))
+                    .on_queue(q.as_str()),
+            )
+    };
+    let prefix = unique("monitor");
+    let id_of = |i: usize| format!("{prefix}:{i}");
+    let caps = store.capabilities();
+    if caps.groups.is_none() || !caps.claims {
+        let err = Schedules::upsert_via(&queue, id_of(0), monitor(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        println!(
+            "engine_stored_schedules: not applicable to the {} driver (no groups or claims)",
+            caps.driver
+        );
+        return;
+    }
+    // (monitor id, tick in ms) -> runs
+    let runs: Arc<Mutex<BTreeMap<(u64, u128), usize>>> = Arc::default();
+    let mut workers = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let queue = Queue::from_arc(store.clone());
+        let sink = runs.clone();
+        queue.listen("check", move |payload: serde_json::Value, ctx| {
+            let sink = sink.clone();
+            async move {
+                let tick = ctx
+                    .dispatched_at()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+                let id = payload["id"].as_u64().unwrap();
+                *sink.lock().unwrap().entry((id, tick)).or_default() += 1;
+                Ok(())
+            }
+        });
+        let worker = queue.worker(
+            WorkerOptions::default()
+                .queues([q.as_str()])
+                .concurrency(4)
+                .sleep(Duration::from_millis(50)),
+        );
+        stops.push(worker.stop_handle());
+        workers.push(tokio::spawn(worker.run()));
+    }
+    for i in 0..20 {
+        let upserted = Schedules::upsert_via(&queue, id_of(i), monitor(i))
+            .await
+            .unwrap();
+        assert_eq!(upserted, Upserted::Created);
+    }
+    assert_eq!(
+        Schedules::upsert_via(&queue, id_of(3), monitor(3))
+            .await
+            .unwrap(),
+        Upserted::Unchanged
+    );
+    tokio::time::sleep(Duration::from_millis(3600)).await;
+    for i in 10..20 {
+        assert!(Schedules::remove_via(&queue, &id_of(i)).await.unwrap());
+    }
+    assert!(!Schedules::remove_via(&queue, &id_of(15)).await.unwrap());
+    let removed_at: usize = {
+        let runs = runs.lock().unwrap();
+        runs.keys().filter(|(id, _)| *id >= 10).count()
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for stop in &stops {
+        stop.stop();
+    }
+    for worker in workers {
+        worker.await.unwrap().unwrap();
+    }
+    let runs = runs.lock().unwrap().clone();
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ticks run twice: {twice:?}");
+    for i in 0..10 {
+        let state = queue.schedule_state(&id_of(i)).await.unwrap();
+        let ran = runs.keys().filter(|(id, _)| *id == i as u64).count() as u64;
+        assert!(ran >= 4, "monitor {i}: {ran} runs, {state:?}");
+        // The last tick's job may still be waiting when the workers stop.
+        assert!(
+            state.ticks == ran || state.ticks == ran + 1,
+            "monitor {i}: {ran} runs, {state:?}"
+        );
+        let span = state
+            .last
+            .unwrap()
+            .duration_since(state.first.unwrap())
+            .unwrap()
+            .as_secs()
+            + 1;
+        assert_eq!(state.ticks + state.missed, span, "{state:?}");
+    }
+    let after: usize = runs.keys().filter(|(id, _)| *id >= 10).count();
+    assert!(
+        after <= removed_at + 10,
+        "removed schedules stopped: {removed_at} then {after}"
+    );
+    let err = queue.schedule_state(&id_of(12)).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    // The removed schedules' timers were dropped when they came due.
+    let timers = store
+        .inspect()
+        .unwrap()
+        .size("_schedules")
+        .await
+        .unwrap()
+        .total();
+    assert!(timers >= 10, "{timers}");
+    let listed = queue
+        .stored_schedules(queue_core::storage::PageRequest::first(1000))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|id| id.starts_with(&prefix))
+        .count();
+    assert_eq!(listed, 10);
+}
