@@ -11,7 +11,7 @@ use crate::dispatcher::{self, Dispatcher, QueueSettings};
 use crate::envelope::{version_for, After, Envelope};
 use crate::error::{Error, Result};
 use crate::limit::JobLimit;
-use crate::storage::{unix_millis, Availability, NewJob, Pushed};
+use crate::storage::{unix_millis, Availability, Capabilities, NewJob, Pushed};
 use crate::unique::{OnConflict, UniqueJob};
 
 /// A dispatch being built. Nothing is stored until it is `.await`ed.
@@ -39,6 +39,7 @@ pub struct PendingDispatch {
     queue: String,
     available: Availability,
     tries: Option<u32>,
+    max_exceptions: Option<u32>,
     timeout: Option<Duration>,
     retry_until: Option<Duration>,
     fail_on_timeout: bool,
@@ -58,6 +59,8 @@ pub(crate) struct Template {
     data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_exceptions: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,6 +82,7 @@ impl Clone for PendingDispatch {
             queue: self.queue.clone(),
             available: self.available,
             tries: self.tries,
+            max_exceptions: self.max_exceptions,
             timeout: self.timeout,
             retry_until: self.retry_until,
             fail_on_timeout: self.fail_on_timeout,
@@ -118,6 +122,7 @@ impl PendingDispatch {
         let mut pending = Self::encode(name, payload);
         if let (Some(registration), Ok(data)) = (crate::registry::find(name), &pending.data) {
             pending.encrypted = registration.encrypted;
+            pending.max_exceptions = registration.max_exceptions;
             match (registration.unique_of(data), registration.limit_of(data)) {
                 (Ok(unique), Ok(limit)) => (pending.unique, pending.limit) = (unique, limit),
                 (Err(e), _) => {
@@ -155,6 +160,7 @@ impl PendingDispatch {
             queue: self.queue.clone(),
             data,
             tries: self.tries,
+            max_exceptions: self.max_exceptions,
             timeout_ms: self
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
@@ -172,6 +178,7 @@ impl PendingDispatch {
             queue: template.queue,
             available: Availability::Now,
             tries: template.tries,
+            max_exceptions: template.max_exceptions,
             timeout: template.timeout_ms.map(Duration::from_millis),
             retry_until: None,
             fail_on_timeout: false,
@@ -193,6 +200,23 @@ impl PendingDispatch {
     pub(crate) fn with_unique(mut self, unique: Option<UniqueJob>) -> Self {
         self.unique = unique;
         self
+    }
+
+    pub(crate) fn with_max_exceptions(mut self, max: Option<u32>) -> Self {
+        self.max_exceptions = max;
+        self
+    }
+
+    /// Refuses a dispatch that counts its errors ([`max_exceptions`](Self::max_exceptions))
+    /// on a store with no group counters to count them in.
+    pub(crate) fn check_capabilities(&self, capabilities: &Capabilities<'_>) -> Result<()> {
+        if self.max_exceptions.is_some() && capabilities.groups.is_none() {
+            return Err(Error::NotSupported {
+                driver: capabilities.driver,
+                operation: "max_exceptions (a job's errors are counted in a group counter)",
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn with_limit(mut self, limit: Option<JobLimit>) -> Self {
@@ -249,6 +273,7 @@ impl PendingDispatch {
             queue: "default".to_owned(),
             available: Availability::Now,
             tries: None,
+            max_exceptions: None,
             timeout: None,
             retry_until: None,
             fail_on_timeout: false,
@@ -373,6 +398,16 @@ impl PendingDispatch {
         self
     }
 
+    /// Fails the job for good after `n` errors (a body's `Err`, a timeout), whatever tries
+    /// remain (Laravel's `$maxExceptions`): attempts that ended otherwise (the job released
+    /// itself, its worker died) count against [`tries`](Self::tries) only. Refused with
+    /// [`Error::NotSupported`] on a store without group counters (memcached, Redis Cluster),
+    /// where the errors cannot be counted.
+    pub fn max_exceptions(mut self, n: u32) -> Self {
+        self.max_exceptions = Some(n.max(1));
+        self
+    }
+
     /// Lets the job be retried only until `after` has passed since its dispatch (Laravel's
     /// `retryUntil`): a failed attempt after that fails it for good, whatever tries remain.
     pub fn retry_until(mut self, after: Duration) -> Self {
@@ -457,6 +492,7 @@ impl PendingDispatch {
             name: self.name.clone(),
             data,
             tries: self.tries,
+            max_exceptions: self.max_exceptions,
             timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
             retry_until_ms: self
                 .retry_until
@@ -492,8 +528,9 @@ impl PendingDispatch {
             .unique
             .as_ref()
             .is_some_and(|u| u.conflict() == OnConflict::Error);
-        let job = self.into_new_job(dispatcher.settings())?;
         let capabilities = dispatcher.storage().capabilities();
+        self.check_capabilities(&capabilities)?;
+        let job = self.into_new_job(dispatcher.settings())?;
         let driver = capabilities.driver;
         let key = job.unique.as_ref().map(|u| u.key.clone());
         if key.is_some() && !capabilities.claims {

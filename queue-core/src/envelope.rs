@@ -56,6 +56,10 @@ pub struct Envelope {
     /// Attempts allowed, if the dispatch or the job type fixed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tries: Option<u32>,
+    /// Errors before it fails for good, whatever tries remain, if the dispatch or the job
+    /// type set it. Readers older than this field retry such a job up to its tries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_exceptions: Option<u32>,
     /// Timeout of one attempt in milliseconds, if the dispatch or the job type fixed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
@@ -301,6 +305,7 @@ mod tests {
             name: "x".into(),
             data: RawValue::from_string("{\"a\":1}".into()).unwrap(),
             tries: Some(2),
+            max_exceptions: None,
             timeout_ms: None,
             retry_until_ms: None,
             fail_on_timeout: false,
@@ -353,6 +358,7 @@ mod versions {
             name: "m".into(),
             data: RawValue::from_string("{}".into()).unwrap(),
             tries: None,
+            max_exceptions: None,
             timeout_ms: None,
             retry_until_ms: None,
             fail_on_timeout: false,

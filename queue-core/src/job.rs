@@ -50,6 +50,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Attempts before it moves to the failed store; `None` takes the worker's `--retries`,
     /// else the config's `max_retries` (3 by default).
     const TRIES: Option<u32> = None;
+    /// Errors (a body's `Err`, a timeout) before it moves to the failed store, whatever
+    /// tries remain (Laravel's `$maxExceptions`); `None`: tries alone decide. With it, a
+    /// job that releases itself often (`ctx.release`, which counts an attempt) can have many
+    /// tries and still fail after a few real errors. Counted in the store (a group counter
+    /// per job, changed in the step that retries it), so it needs a store with groups.
+    const MAX_EXCEPTIONS: Option<u32> = None;
     /// How long one attempt may run before it is cancelled; `None` takes the worker's.
     const TIMEOUT: Option<Duration> = None;
     /// The wait between attempts; `None` takes the worker's (exponential with jitter).
@@ -92,6 +98,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         PendingDispatch::typed(Self::NAME, Self::QUEUE, Self::TRIES, Self::TIMEOUT, &self)
             .with_unique(unique)
             .with_limit(limit)
+            .with_max_exceptions(Self::MAX_EXCEPTIONS)
             .with_encrypted(Self::ENCRYPTED)
     }
 

@@ -273,11 +273,14 @@ impl Queue {
         &self,
         jobs: impl IntoIterator<Item = PendingDispatch>,
     ) -> Result<Vec<Pushed>> {
+        let capabilities = self.storage().capabilities();
         let jobs = jobs
             .into_iter()
-            .map(|job| job.into_new_job(self.settings()))
+            .map(|job| {
+                job.check_capabilities(&capabilities)?;
+                job.into_new_job(self.settings())
+            })
             .collect::<Result<Vec<_>>>()?;
-        let capabilities = self.storage().capabilities();
         if !capabilities.claims && jobs.iter().any(|job| job.unique.is_some()) {
             return Err(crate::Error::NotSupported {
                 driver: capabilities.driver,

@@ -33,6 +33,8 @@ pub struct JobRegistration {
     pub queue: &'static str,
     /// Its tries, if set.
     pub tries: Option<u32>,
+    /// Its `max_exceptions`, if set.
+    pub max_exceptions: Option<u32>,
     /// Its timeout, if set.
     pub timeout: Option<Duration>,
     /// Its backoff, if set.
@@ -57,6 +59,7 @@ impl JobRegistration {
             name: T::NAME,
             queue: T::QUEUE,
             tries: T::TRIES,
+            max_exceptions: T::MAX_EXCEPTIONS,
             timeout: T::TIMEOUT,
             backoff: T::BACKOFF,
             run: run_typed::<T>,

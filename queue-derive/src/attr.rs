@@ -12,6 +12,7 @@ pub(crate) const KEYS: &[&str] = &[
     "name",
     "queue",
     "tries",
+    "max_exceptions",
     "timeout",
     "backoff",
     "unique",
@@ -33,6 +34,7 @@ pub(crate) struct Attrs {
     pub(crate) name: Option<Given<LitStr>>,
     pub(crate) queue: Option<Given<LitStr>>,
     pub(crate) tries: Option<Given<Tries>>,
+    pub(crate) max_exceptions: Option<Given<Tries>>,
     pub(crate) timeout: Option<Given<LitStr>>,
     pub(crate) backoff: Option<Given<LitStr>>,
     pub(crate) unique: Option<Given<Unique>>,
@@ -192,6 +194,7 @@ fn parse_key(
         "name" => "\"send-email\"",
         "queue" => "\"high\"",
         "tries" => "3",
+        "max_exceptions" => "3",
         "timeout" => "\"30s\"",
         "backoff" => "\"exponential\"",
         "limit" => "\"stripe\"",
@@ -216,6 +219,7 @@ fn parse_key(
         "name" => out.name.is_some(),
         "queue" => out.queue.is_some(),
         "tries" => out.tries.is_some(),
+        "max_exceptions" => out.max_exceptions.is_some(),
         "timeout" => out.timeout.is_some(),
         "backoff" => out.backoff.is_some(),
         "limit" => out.limit.is_some(),
@@ -232,12 +236,16 @@ fn parse_key(
         return Ok(());
     }
 
-    if key == "tries" {
+    if key == "tries" || key == "max_exceptions" {
         match tries(&value) {
-            Some(value) => out.tries = Some(Given { at, value }),
+            Some(value) if key == "tries" => out.tries = Some(Given { at, value }),
+            Some(value) => out.max_exceptions = Some(Given { at, value }),
             None => errors.push(
                 at,
-                syn::Error::new_spanned(&value, "expected an integer literal, as in `tries = 3`"),
+                syn::Error::new_spanned(
+                    &value,
+                    format!("expected an integer literal, as in `{key} = 3`"),
+                ),
             ),
         }
         return Ok(());

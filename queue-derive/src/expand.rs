@@ -82,6 +82,9 @@ fn expand(input: &DeriveInput, model: &Model) -> TokenStream {
     let tries = model.tries.map(|tries| {
         quote! { const TRIES: #option<u32> = #option::Some(#tries); }
     });
+    let max_exceptions = model.max_exceptions.map(|n| {
+        quote! { const MAX_EXCEPTIONS: #option<u32> = #option::Some(#n); }
+    });
     let timeout = model.timeout.map(|timeout| {
         let timeout = duration_expr(&duration, timeout);
         quote! { const TIMEOUT: #option<#duration> = #option::Some(#timeout); }
@@ -143,6 +146,7 @@ fn expand(input: &DeriveInput, model: &Model) -> TokenStream {
                 const NAME: &'static str = #name;
                 #queue
                 #tries
+                #max_exceptions
                 #timeout
                 #backoff
                 #unique

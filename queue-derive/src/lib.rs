@@ -42,6 +42,7 @@ use proc_macro::TokenStream;
 /// | `name` | `"send-email"` | the type's name in kebab-case |
 /// | `queue` | `"high"` | `"default"` |
 /// | `tries` | `3` | the worker's `--retries` |
+/// | `max_exceptions` | `3` | tries alone decide |
 /// | `timeout` | `"30s"`, `"500ms"`, `"2m"` | the worker's `--timeout` |
 /// | `backoff` | `"exponential"`, `"exponential:2s"`, `"fixed:10s"`, `"1s,10s,60s"` | exponential from 1 s |
 /// | `unique` | `unique`, `unique(by = ["customer_id"])`, `unique(key = "sync_key", until = "started")` | not unique |
@@ -61,6 +62,10 @@ use proc_macro::TokenStream;
 ///   `name` (so no commas or spaces, which would not survive `--queue high,default`).
 /// - `tries`: an integer literal, at least 1: attempts before the job moves to the failed
 ///   store.
+/// - `max_exceptions`: an integer literal, at least 1: errors (and timeouts) before the job
+///   moves to the failed store, whatever tries remain (Laravel's `$maxExceptions`). Its
+///   attempts that ended otherwise (the job released itself with `ctx.release`, its worker
+///   died) count against `tries` only. Needs a store with group counters.
 /// - `timeout`: how long one attempt may run, greater than zero. A number and a unit (`ms`,
 ///   `s`, `m`, `h`, `d`), several run together (`"1m30s"`), or a bare number of seconds.
 /// - `backoff`: the wait between attempts. `"exponential"` (from 1 s, at most 10 min),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use proc_macro2::Span;
 use syn::{Data, Fields, Ident, LitStr};
 
-use crate::attr::{Attrs, By, Errors, Given, Unique};
+use crate::attr::{Attrs, By, Errors, Given, Tries, Unique};
 
 /// A checked job definition.
 pub(crate) struct Model {
@@ -19,6 +19,7 @@ pub(crate) struct Model {
     pub(crate) name: String,
     pub(crate) queue: Option<String>,
     pub(crate) tries: Option<u32>,
+    pub(crate) max_exceptions: Option<u32>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) backoff: Option<Backoff>,
     pub(crate) unique: Option<UniqueModel>,
@@ -135,30 +136,8 @@ pub(crate) fn validate(ident: &Ident, data: &Data, attrs: Attrs, errors: &mut Er
         queue
     });
 
-    let tries = attrs.tries.as_ref().and_then(|Given { at, value: t }| {
-        let at_least_one = || syn::Error::new_spanned(&t.tokens, "`tries` must be at least 1");
-        if t.negative {
-            errors.push(*at, at_least_one());
-            return None;
-        }
-        match t.lit.base10_parse::<u32>() {
-            Ok(0) => {
-                errors.push(*at, at_least_one());
-                None
-            }
-            Ok(n) => Some(n),
-            Err(_) => {
-                errors.push(
-                    *at,
-                    syn::Error::new_spanned(
-                        &t.tokens,
-                        format!("`tries` must be a whole number from 1 to {}", u32::MAX),
-                    ),
-                );
-                None
-            }
-        }
-    });
+    let tries = count(attrs.tries.as_ref(), "tries", errors);
+    let max_exceptions = count(attrs.max_exceptions.as_ref(), "max_exceptions", errors);
 
     let timeout =
         attrs.timeout.as_ref().and_then(|Given { at, value: lit }| {
@@ -216,6 +195,7 @@ pub(crate) fn validate(ident: &Ident, data: &Data, attrs: Attrs, errors: &mut Er
         name,
         queue,
         tries,
+        max_exceptions,
         timeout,
         backoff,
         unique,
@@ -588,6 +568,33 @@ pub(crate) fn kebab_case(ident: &str) -> String {
         out.pop();
     }
     out
+}
+
+/// Checks a count (`tries`, `max_exceptions`): a whole number, at least 1.
+fn count(given: Option<&Given<Tries>>, key: &str, errors: &mut Errors) -> Option<u32> {
+    let Given { at, value: t } = given?;
+    let at_least_one = || syn::Error::new_spanned(&t.tokens, format!("`{key}` must be at least 1"));
+    if t.negative {
+        errors.push(*at, at_least_one());
+        return None;
+    }
+    match t.lit.base10_parse::<u32>() {
+        Ok(0) => {
+            errors.push(*at, at_least_one());
+            None
+        }
+        Ok(n) => Some(n),
+        Err(_) => {
+            errors.push(
+                *at,
+                syn::Error::new_spanned(
+                    &t.tokens,
+                    format!("`{key}` must be a whole number from 1 to {}", u32::MAX),
+                ),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ struct Payout {
 
 /// The attempt budget as Laravel has it.
 #[derive(Serialize, Deserialize, Job)]
-#[job(tries = 25, retry_until = "2h", fail_on_timeout)]
+#[job(tries = 25, max_exceptions = 3, retry_until = "2h", fail_on_timeout)]
 struct CallsPartner {
     n: u32,
 }
@@ -613,7 +613,12 @@ fn attempt_budget_attributes() {
     assert_eq!(CallsPartner::RETRY_UNTIL, Some(Duration::from_secs(7200)));
     const { assert!(CallsPartner::FAIL_ON_TIMEOUT && !SendEmail::FAIL_ON_TIMEOUT) };
     assert_eq!(SendEmail::RETRY_UNTIL, None);
+    assert_eq!(
+        (CallsPartner::MAX_EXCEPTIONS, SendEmail::MAX_EXCEPTIONS),
+        (Some(3), None)
+    );
     let registration = queue_core::registry::find("calls-partner").unwrap();
+    assert_eq!(registration.max_exceptions, Some(3));
     assert_eq!(
         (registration.retry_until, registration.fail_on_timeout),
         (Some(Duration::from_secs(7200)), true)

@@ -164,6 +164,7 @@ macro_rules! conformance {
             engine_discarded_jobs,
             engine_encrypted_payloads,
             engine_attempt_budget,
+            engine_max_exceptions,
             engine_schedules_claim_each_tick_once,
             engine_stored_schedules,
         );

@@ -18,7 +18,7 @@ use crate::batch::CurrentBatch;
 use crate::envelope::{After, DecodeError, Envelope, Step};
 use crate::job::{JobContext, JobError, Retry};
 use crate::registry::Handler;
-use crate::storage::{unix_millis, Outcome, Reserved, Settle, Settled, StorageExt};
+use crate::storage::{unix_millis, Effect, Outcome, Reserved, Settle, Settled, StorageExt};
 
 /// How long a copy of a group's counters serves a loose skip gate (a batch's cancel flag):
 /// other workers see a cancel at most this late; this worker's own failures clear the copy.
@@ -32,6 +32,9 @@ struct Finish {
     report: Report,
     /// The locks to release after settling: the `without_overlapping` lock, the limit's slot.
     locks: Vec<String>,
+    /// A group to delete once the settlement is applied: the count of a job's errors
+    /// (`max_exceptions`) when it ends.
+    forget: Option<String>,
 }
 
 enum Report {
@@ -105,6 +108,13 @@ pub(super) async fn process(
     }
     drop(slot);
     report(&shared, &job, finish.report, settled);
+    if let (Some(group), Some(Settled::Applied)) = (finish.forget, settled) {
+        if let Ok(groups) = shared.storage.groups() {
+            if let Err(e) = groups.remove(&group).await {
+                warn!(error = %e, group = %group, "could not delete the count of a finished job's errors");
+            }
+        }
+    }
     for key in finish.locks {
         if let Err(e) = shared.storage.unlock(&key, &job.lease.token).await {
             warn!(error = %e, lock = %key, "could not release lock; it expires with its lease");
@@ -136,6 +146,7 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
                 settle: None,
                 report: Report::Skipped,
                 locks: Vec::new(),
+                forget: None,
             };
         }
         lease_until = renewing + length;
@@ -229,6 +240,7 @@ async fn skip_if(shared: &Shared, job: &Reserved, name: &str, after: &After) -> 
                         name: name.to_owned(),
                     },
                     locks: Vec::new(),
+                    forget: None,
                 }
             })
         }
@@ -391,6 +403,7 @@ fn fail(job: &Reserved, name: String, reason: String) -> Finish {
         settle: Some(Settle::fail(job.lease.clone(), reason.clone())),
         report: Report::Failed { name, reason },
         locks: Vec::new(),
+        forget: None,
     }
 }
 
@@ -399,6 +412,7 @@ fn release(job: &Reserved, name: String, delay: Duration) -> Finish {
         settle: Some(Settle::release(job.lease.clone(), delay)),
         report: Report::Released { name },
         locks: Vec::new(),
+        forget: None,
     }
 }
 
@@ -526,7 +540,8 @@ async fn run(
     };
     let (ran, timed_out) = ran;
     let took = started.elapsed();
-    match ran {
+    let max_exceptions = envelope.max_exceptions;
+    let mut finish = match ran {
         Ran::Done => match ctx.released() {
             Some(delay) => {
                 info!(job = %name, id = %lease.job_id, delay = ?delay, "job released itself");
@@ -534,12 +549,14 @@ async fn run(
                     settle: Some(Settle::retry(lease.clone(), delay)),
                     report: Report::Retried { name, took: None },
                     locks: Vec::new(),
+                    forget: None,
                 }
             }
             None => Finish {
                 settle: Some(Settle::ack(lease.clone())),
                 report: Report::Done { name, took },
                 locks: Vec::new(),
+                forget: None,
             },
         },
         Ran::Shutdown => {
@@ -548,12 +565,14 @@ async fn run(
                 settle: Some(Settle::retry(lease.clone(), Duration::ZERO)),
                 report: Report::Interrupted { name },
                 locks: Vec::new(),
+                forget: None,
             }
         }
         Ran::Stopped(why) => Finish {
             settle: None,
             report: Report::Stopped { name, why },
             locks: Vec::new(),
+            forget: None,
         },
         Ran::Failed(err) if err.retry() == Retry::Discard => Finish {
             settle: Some(Settle::ack(lease.clone())),
@@ -562,6 +581,7 @@ async fn run(
                 reason: err.message().to_owned(),
             },
             locks: Vec::new(),
+            forget: None,
         },
         Ran::Failed(err) if matches!(err.retry(), Retry::RateLimited(_)) => {
             let Retry::RateLimited(delay) = err.retry() else {
@@ -585,6 +605,15 @@ async fn run(
                     .saturating_add(i64::try_from(until.as_millis()).unwrap_or(i64::MAX));
                 envelope.dispatched_at > 0 && unix_millis(SystemTime::now()) > deadline
             });
+            // The errors of the job so far, this one included, when that reaches its
+            // `max_exceptions` (read only for a failure that would otherwise be retried).
+            let exceeded = match (max_exceptions, err.retry()) {
+                (Some(max), Retry::Backoff | Retry::After(_)) if !last && past.is_none() => {
+                    let count = errors_so_far(shared, job).await.saturating_add(1);
+                    (count >= i64::from(max)).then_some((count, max))
+                }
+                _ => None,
+            };
             match err.retry() {
                 Retry::Never => fail(job, name, err.message().to_owned()),
                 _ if past.is_some() && !last => {
@@ -600,6 +629,16 @@ async fn run(
                 _ if last => {
                     let reason = format!(
                         "{} (attempt {} of {max_attempts})",
+                        err.message(),
+                        job.attempts
+                    );
+                    fail(job, name, reason)
+                }
+                _ if exceeded.is_some() => {
+                    let (count, max) = exceeded.unwrap_or_default();
+                    let reason = format!(
+                        "{} (attempt {} of {max_attempts}; not retried: error {count} of its \
+                         max_exceptions {max})",
                         err.message(),
                         job.attempts
                     );
@@ -623,16 +662,62 @@ async fn run(
                         error = %err,
                         "job failed; will retry"
                     );
+                    let mut settle = Settle::retry(lease.clone(), delay);
+                    if max_exceptions.is_some() && shared.storage.capabilities().groups.is_some() {
+                        // Counted in the step that retries it: a stale settle counts nothing.
+                        settle = settle.effect(Effect::Count {
+                            group: errors_group(job),
+                            deltas: vec![(ERRORS.to_owned(), 1)],
+                        });
+                    }
                     Finish {
-                        settle: Some(Settle::retry(lease.clone(), delay)),
+                        settle: Some(settle),
                         report: Report::Retried {
                             name,
                             took: Some(took),
                         },
                         locks: Vec::new(),
+                        forget: None,
                     }
                 }
             }
+        }
+    };
+    // A job that ends after errors counted for its `max_exceptions` leaves their count
+    // behind: delete it once the end is applied.
+    let ends = finish
+        .settle
+        .as_ref()
+        .is_some_and(|s| matches!(s.outcome, Outcome::Ack | Outcome::Fail { .. }));
+    if max_exceptions.is_some() && job.attempts > 1 && ends {
+        finish.forget = Some(errors_group(job));
+    }
+    finish
+}
+
+/// The group counting a job's errors for its `max_exceptions`, and its counter.
+fn errors_group(job: &Reserved) -> String {
+    format!("errors:{}", job.lease.job_id)
+}
+const ERRORS: &str = "n";
+
+/// The errors counted for `job` before this attempt (0 when none, or when they cannot be
+/// read: the job then runs again, bounded by its tries).
+async fn errors_so_far(shared: &Shared, job: &Reserved) -> i64 {
+    if job.attempts <= 1 {
+        return 0;
+    }
+    let Ok(groups) = shared.storage.groups() else {
+        return 0;
+    };
+    match groups.counters(&errors_group(job)).await {
+        Ok(counters) => counters
+            .iter()
+            .find(|(name, _)| name == ERRORS)
+            .map_or(0, |(_, n)| *n),
+        Err(e) => {
+            warn!(error = %e, id = %job.lease.job_id, "could not read the count of the job's errors (max_exceptions): retrying it, bounded by its tries");
+            0
         }
     }
 }

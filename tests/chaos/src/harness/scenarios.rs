@@ -438,6 +438,14 @@ async fn stopped_worker(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                 if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
                     let at = unix_micros();
                     Pool::signal(pid, "STOP")?;
+                    // The SIGCONT comes from a timer of its own, not from this loop: on
+                    // SQLite a worker stopped inside a write transaction holds the file's
+                    // write lock, and this loop's own dispatches would wait for it (for
+                    // as long as they retry) before it ever sent the SIGCONT.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(stop_for).await;
+                        let _ = Pool::signal(pid, "CONT");
+                    });
                     current = Some((pid, at, Instant::now()));
                 }
             }
