@@ -21,6 +21,11 @@
 //! Rotation: add the new key first and make it active; keep the old one until no stored job
 //! names it.
 //!
+//! An encrypted job's unique key and limit key are made of its data, and a store keeps them
+//! in the clear (claims, lock and counter names): they are replaced by an HMAC-SHA256 of
+//! them under the active key (`h:` and 32 hex digits), so equal data still gives one claim.
+//! Dispatchers on different active keys (during a rotation) make different stand-ins.
+//!
 //! ```
 //! use queue_core::KeyRing;
 //!
@@ -173,6 +178,33 @@ impl KeyRing {
         aad
     }
 
+    /// A stand-in for `value` that names it without showing it: `h:` and the first 16 bytes
+    /// (hex) of HMAC-SHA256 under the active key of `purpose`, `scope` and `value`. The
+    /// unique and limit keys of an encrypted job are blinded this way, so the claims and
+    /// limit counters a store keeps in the clear never hold the job's data. The same value
+    /// gives the same stand-in for every process with the same active key; after a
+    /// rotation, the new key gives another (see the crate docs on rotation).
+    pub(crate) fn blind(&self, purpose: &str, scope: &str, value: &str) -> Result<String> {
+        use hmac::{Hmac, Mac};
+        use std::fmt::Write as _;
+        let key = self
+            .keys
+            .get(&self.active)
+            .ok_or_else(|| Error::Config("the active key is missing".to_owned()))?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_slice())
+            .map_err(|e| Error::Config(format!("the active key cannot key an HMAC: {e}")))?;
+        for part in ["runall/blind/1", purpose, scope, value] {
+            mac.update(part.as_bytes());
+            mac.update(b"\0");
+        }
+        let digest = mac.finalize().into_bytes();
+        let mut out = String::from("h:");
+        for byte in &digest[..16] {
+            let _ = write!(out, "{byte:02x}");
+        }
+        Ok(out)
+    }
+
     /// Seals `plain` (a job's data) for the job `name` with the active key.
     pub(crate) fn seal(&self, name: &str, plain: &[u8]) -> Result<String> {
         let key = self
@@ -249,6 +281,24 @@ mod tests {
             .unwrap()
             .with_key("k1", [1; 32])
             .unwrap()
+    }
+
+    #[test]
+    fn blinds_without_showing_and_repeatably() {
+        let ring = ring();
+        let a = ring.blind("unique", "pay", "iban=DE00").unwrap();
+        assert!(a.starts_with("h:") && a.len() == 34, "{a}");
+        assert!(!a.contains("DE00"));
+        assert_eq!(a, ring.blind("unique", "pay", "iban=DE00").unwrap());
+        assert_ne!(a, ring.blind("unique", "pay", "iban=DE01").unwrap());
+        assert_ne!(a, ring.blind("limit", "pay", "iban=DE00").unwrap());
+        // The parts are separated: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            ring.blind("unique", "ab", "c").unwrap(),
+            ring.blind("unique", "a", "bc").unwrap()
+        );
+        let rotated = ring.clone().activate("k1").unwrap();
+        assert_ne!(a, rotated.blind("unique", "pay", "iban=DE00").unwrap());
     }
 
     #[test]

@@ -443,10 +443,18 @@ impl PendingDispatch {
     /// Encodes the job as it will be stored (with its unique claim, if any), checking the
     /// payload size.
     pub fn into_new_job(self, settings: &QueueSettings) -> Result<NewJob> {
-        let unique = self
-            .unique
-            .as_ref()
-            .map(|u| u.claim(&self.name, &self.queue, SystemTime::now()));
+        let unique = match &self.unique {
+            // An encrypted job's key is made of its data: the store sees a stand-in.
+            Some(u) if self.encrypted => {
+                Some(u.clone().blinded(settings.keys()?, &self.name)?.claim(
+                    &self.name,
+                    &self.queue,
+                    SystemTime::now(),
+                ))
+            }
+            Some(u) => Some(u.claim(&self.name, &self.queue, SystemTime::now())),
+            None => None,
+        };
         let job = self.envelope(settings, None)?;
         Ok(match unique {
             Some(unique) => job.unique(unique),
@@ -474,9 +482,14 @@ impl PendingDispatch {
         self.envelope(settings, after)
     }
 
-    fn envelope(self, settings: &QueueSettings, after: Option<After>) -> Result<NewJob> {
+    fn envelope(mut self, settings: &QueueSettings, after: Option<After>) -> Result<NewJob> {
         if let Some(limit) = &self.limit {
             limit.check()?;
+        }
+        if self.encrypted {
+            if let Some(limit) = self.limit.take() {
+                self.limit = Some(limit.blinded(settings.keys()?)?);
+            }
         }
         let mut data = self.data?;
         let sealed = if self.encrypted {

@@ -273,6 +273,15 @@ impl JobLimit {
         }
     }
 
+    /// The same limit with its key blinded by `keys` (an encrypted job's: the limit's
+    /// counters and slots are named in the clear in the store).
+    pub(crate) fn blinded(mut self, keys: &crate::KeyRing) -> Result<Self> {
+        if let Some(key) = &self.key {
+            self.key = Some(keys.blind("limit", &self.name, key)?);
+        }
+        Ok(self)
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
         check_name(&self.name)?;
         if self.key.as_ref().is_some_and(|k| k.len() > 200) {

@@ -122,9 +122,17 @@ impl UniqueJob {
         self.on_conflict
     }
 
+    /// The same uniqueness with its key blinded by `keys` (an encrypted job's: the claim
+    /// the store keeps in the clear must not hold its data).
+    pub(crate) fn blinded(mut self, keys: &crate::KeyRing, name: &str) -> crate::Result<Self> {
+        self.key = keys.blind("unique", name, &self.key)?;
+        Ok(self)
+    }
+
     /// The claim as stored for a job named `name` on `queue`, dispatched at `now`:
     /// `unique:{name}:{key}`, then `@{queue}` if per queue and `#{period number}` if within a
-    /// period; shortened with a SHA-256 of the whole when longer than 200 bytes.
+    /// period; shortened with a SHA-256 of the whole when longer than 200 bytes. An encrypted
+    /// job's key is an HMAC of it under the active key (`h:` and 32 hex digits).
     pub fn claim(&self, name: &str, queue: &str, now: SystemTime) -> Unique {
         let mut key = format!("unique:{name}:{}", self.key);
         if self.per_queue {

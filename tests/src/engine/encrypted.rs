@@ -1,13 +1,13 @@
 //! Encrypted payloads: stored sealed, run by a worker with the key; a tampered ciphertext, a
 //! swapped job name and an unknown key id go to the failed store without running; a key
 //! rotated out of activity still opens its jobs; a worker without keys leaves the jobs for
-//! one that has them.
+//! one that has them; its unique and limit keys are HMACs, not its data.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue_core::storage::{Availability, NewJob};
-use queue_core::{Error, KeyRing, Queue, QueueSettings, Schedule, Schedules, StorageExt};
+use queue_core::storage::{Availability, JobState, NewJob, PageRequest, Pushed};
+use queue_core::{Error, JobLimit, KeyRing, Queue, QueueSettings, Schedule, Schedules, StorageExt};
 use serde_json::json;
 
 use super::{run_worker, test_options};
@@ -184,5 +184,54 @@ pub async fn engine_encrypted_payloads(store: Store) {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("encrypted"), "{err}");
+    }
+
+    // Its unique and limit keys are HMACs under the active key: the claim and the limit's
+    // name the store keeps in the clear never hold the data, and the same data still gives
+    // the same claim, so a duplicate is still one.
+    let dispatch = || {
+        worker_queue
+            .dispatch_named("payout", json!({ "iban": "DE-unique" }))
+            .on_queue(q.as_str())
+            .encrypted()
+            .unique_key("DE-unique-key")
+            .limit(JobLimit::new("payouts").key("DE-limit-key"))
+    };
+    let job = dispatch().into_new_job(worker_queue.settings()).unwrap();
+    let claim = job
+        .unique
+        .as_ref()
+        .map(|u| u.key.clone())
+        .unwrap_or_default();
+    assert!(claim.starts_with("unique:payout:h:"), "{claim}");
+    let text = String::from_utf8_lossy(&job.payload).into_owned();
+    assert!(
+        !claim.contains("DE-") && !text.contains("DE-"),
+        "{claim} {text}"
+    );
+    assert!(text.contains(r#""limit":{"n":"payouts","k":"h:"#), "{text}");
+    if store.capabilities().claims {
+        let first = dispatch().await.unwrap();
+        let second = dispatch().await.unwrap();
+        assert!(
+            matches!(&second, Pushed::Duplicate(id) if id == first.id()),
+            "{first:?} {second:?}"
+        );
+        // Where the store lists jobs (memcached cannot).
+        let listed = match store.inspect() {
+            Ok(inspect) => inspect
+                .jobs(&q, JobState::Waiting, PageRequest::first(100))
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        if let Some(listed) = listed {
+            let keys: Vec<_> = listed
+                .items
+                .iter()
+                .filter_map(|j| j.unique_key.clone())
+                .collect();
+            assert_eq!(keys, [claim.clone()], "{listed:?}");
+        }
     }
 }
