@@ -231,7 +231,7 @@ pub async fn engine_encrypted_payloads(store: Store) {
                 .iter()
                 .filter_map(|j| j.unique_key.clone())
                 .collect();
-            assert_eq!(keys, [claim.clone()], "{listed:?}");
+            assert_eq!(keys, [claim], "{listed:?}");
         }
     }
 }
