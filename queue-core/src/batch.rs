@@ -737,7 +737,16 @@ impl OpenBatch {
             created.append(&mut effects);
             effects = created;
         }
-        self.dispatcher.apply(effects).await
+        let recorded = self
+            .dispatcher
+            .fake()
+            .map(|fake| (fake.clone(), effects.clone()));
+        self.dispatcher.apply(effects).await?;
+        if let Some((fake, effects)) = recorded {
+            let settings = self.dispatcher.settings();
+            fake.record_batch(&self.id, self.plan.allow_failures, &effects, settings);
+        }
+        Ok(())
     }
 }
 

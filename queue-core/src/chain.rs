@@ -125,8 +125,20 @@ impl Chain {
         }
         dispatcher.needs_groups("chains (they need waiting jobs)")?;
         let id = new_token();
+        let (links, catch, finally) = (
+            self.links.len(),
+            self.catch.is_some(),
+            self.finally.is_some(),
+        );
         let effects = self.effects(&id, &dispatcher)?;
+        let recorded = dispatcher
+            .fake()
+            .map(|fake| (fake.clone(), effects.clone()));
         dispatcher.apply(effects).await?;
+        if let Some((fake, effects)) = recorded {
+            let settings = dispatcher.settings();
+            fake.record_chain(&id, links, catch, finally, &effects, settings);
+        }
         Ok(ChainId(id))
     }
 

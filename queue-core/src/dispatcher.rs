@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::storage::{Effect, NewJob, Pushed, Storage, StorageExt};
+use crate::testing::{self, Fake, Mode, Work};
 
 /// Settings of a queue connection that apply when dispatching.
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ struct Inner {
     settings: QueueSettings,
     sizes: Mutex<HashMap<String, SizeView>>,
     group: Mutex<Group>,
+    /// A fake's recording or an inline queue's running, for an application's tests.
+    mode: Option<Mode>,
 }
 
 /// Dispatches waiting for the push in flight, to go together in the next one.
@@ -146,14 +149,37 @@ impl AsRef<Dispatcher> for Dispatcher {
 impl Dispatcher {
     /// A dispatcher over `storage` with `settings`.
     pub fn new(storage: Arc<dyn Storage>, settings: QueueSettings) -> Self {
+        Self::with_mode(storage, settings, None)
+    }
+
+    /// A dispatcher that records (a fake) or runs (an inline queue) what it is given.
+    pub(crate) fn with_mode(
+        storage: Arc<dyn Storage>,
+        settings: QueueSettings,
+        mode: Option<Mode>,
+    ) -> Self {
         Dispatcher {
             inner: Arc::new(Inner {
                 storage,
                 settings,
                 sizes: Mutex::default(),
                 group: Mutex::default(),
+                mode,
             }),
         }
+    }
+
+    /// The fake's recording, for a dispatcher of [`Queue::fake`](crate::Queue::fake).
+    pub(crate) fn fake(&self) -> Option<&Arc<Fake>> {
+        match &self.inner.mode {
+            Some(Mode::Fake(fake)) => Some(fake),
+            _ => None,
+        }
+    }
+
+    /// Whether it is an inline queue's ([`Queue::inline`](crate::Queue::inline)).
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self.inner.mode, Some(Mode::Inline(_)))
     }
 
     /// The store.
@@ -170,6 +196,20 @@ impl Dispatcher {
     /// round trips (see [group commit](Self#group-commit)).
     pub async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
         self.check_sizes(&jobs).await?;
+        match &self.inner.mode {
+            Some(Mode::Inline(inline)) => {
+                return testing::run_inline(self.clone(), inline.clone(), Work::Push(jobs)).await
+            }
+            Some(Mode::Fake(fake)) => {
+                let real = testing::fake_push(fake.clone(), jobs);
+                let jobs = match real {
+                    Ok(pushing) => return pushing.await,
+                    Err(jobs) => jobs,
+                };
+                return self.inner.storage.push(jobs).await;
+            }
+            None => {}
+        }
         if jobs.is_empty() || !self.inner.storage.capabilities().atomic_push {
             return self.inner.storage.push(jobs).await;
         }
@@ -435,6 +475,10 @@ impl Dispatcher {
             })
             .collect();
         self.check_sizes(&pushes).await?;
+        if let Some(Mode::Inline(inline)) = &self.inner.mode {
+            let run = testing::run_inline(self.clone(), inline.clone(), Work::Apply(effects));
+            return run.await.map(drop);
+        }
         self.groups()?.apply(effects).await
     }
 

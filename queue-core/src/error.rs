@@ -119,6 +119,18 @@ pub enum Error {
         /// The job holding it.
         existing: crate::storage::JobId,
     },
+    /// A job run at its dispatch by an inline queue ([`Queue::inline`](crate::Queue::inline))
+    /// failed (its one attempt returned an error, panicked or timed out). It is in the inline
+    /// queue's failed store.
+    #[error("job `{name}` (id {id}) failed when run inline: {reason}")]
+    JobFailed {
+        /// The job's name.
+        name: String,
+        /// Its id in the inline queue's store.
+        id: crate::storage::JobId,
+        /// Its error.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -202,6 +202,38 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Testing your jobs
+//!
+//! In an application's tests, [`Queue::fake`] records what is dispatched and runs nothing
+//! (assert with [`Queue::assert_dispatched`] and its siblings, [`Queue::assert_chained`],
+//! [`Queue::assert_batched`]), [`Queue::inline`] runs each job when it is dispatched, and
+//! [`Queue::fake_except`] records all but some jobs, which go to a real queue:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+//! use queue_core::{Handle, Job, JobContext, JobError, Queue};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Job)]
+//! struct ResizeImage { id: u64 }
+//!
+//! impl Handle for ResizeImage {
+//!     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let queue = Queue::fake();
+//! ResizeImage { id: 1 }.dispatch().on_queue("images").await?;
+//! queue.assert_dispatched_on::<ResizeImage>("images");
+//! queue.assert_dispatched_with(|job: &ResizeImage| job.id == 1);
+//!
+//! let inline = Queue::inline();
+//! ResizeImage { id: 2 }.dispatch().await?; // ran before the dispatch returned
+//! # let _ = inline;
+//! # Ok(()) }
+//! ```
+//!
 //! # Drivers
 //!
 //! Every driver implements the one [`Storage`] contract (see [`storage`] for its state machine
@@ -233,6 +265,7 @@ mod redact;
 pub mod registry;
 mod schedule;
 pub mod storage;
+mod testing;
 mod unique;
 pub mod worker;
 mod workflow;
@@ -255,6 +288,7 @@ pub use storage::{
     Reserved, SchemaRegistration, Settle, SettleReply, Settled, Storage, StorageExt, Unique, Until,
     WaitingJob,
 };
+pub use testing::{DispatchedBatch, DispatchedChain, DispatchedJob};
 pub use unique::{OnConflict, UniqueJob};
 pub use worker::{PauseHandle, StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 pub use workflow::{Node, Workflow, WorkflowId, WorkflowStatus};

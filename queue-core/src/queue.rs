@@ -9,12 +9,12 @@ use serde_json::Value;
 
 use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher, QueueSettings};
-use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobContext, JobError};
 use crate::registry::Registry;
 use crate::schedule::{CodeSchedules, Schedule, ScheduleState};
-use crate::storage::{self, ConnectOptions, MemoryStorage, NewJob, Pushed, Storage};
+use crate::storage::{self, ConnectOptions, MemoryStorage, Pushed, Storage};
+use crate::testing::{Fake, Inline, Mode};
 use crate::worker::{Worker, WorkerOptions};
 
 /// A connection to a store: dispatch through it, listen on it, run workers on it.
@@ -42,14 +42,14 @@ pub struct Queue {
     dispatcher: Dispatcher,
     listeners: Arc<RwLock<Registry>>,
     schedules: Arc<RwLock<CodeSchedules>>,
-    fake: Option<MemoryStorage>,
 }
 
 impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("dispatcher", &self.dispatcher)
-            .field("fake", &self.fake.is_some())
+            .field("fake", &self.dispatcher.fake().is_some())
+            .field("inline", &self.dispatcher.is_inline())
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +77,6 @@ impl Queue {
             dispatcher: Dispatcher::new(storage, settings),
             listeners: Arc::default(),
             schedules: Arc::default(),
-            fake: None,
         }
     }
 
@@ -94,29 +93,204 @@ impl Queue {
         Ok(Self::from_arc(storage::connect(url, options).await?))
     }
 
-    /// A queue for an application's tests (Laravel's `Queue::fake()`): an in-memory store
-    /// that records every dispatch, made the default of the current thread.
+    /// A queue for an application's tests (Laravel's `Queue::fake()` and `Bus::fake()`): an
+    /// in-memory store that records every dispatch and runs nothing, made the default of the
+    /// current thread. Assert on what was dispatched with
+    /// [`assert_dispatched`](Self::assert_dispatched) and its siblings, or read it with
+    /// [`dispatched_jobs`](Self::dispatched_jobs), [`chains`](Self::chains) and
+    /// [`batches`](Self::batches).
     ///
     /// Each test sees only its own dispatches, also when `cargo test` runs tests in parallel
     /// threads of one process: a `#[test]` or `#[tokio::test]` body runs on its own thread.
     /// Work spawned onto other threads (a multi-threaded runtime) does not see a thread's
     /// fake: run it inside [`Queue::scope`].
     ///
+    /// What counts as dispatched is what went to a queue: a job, each member of a batch, the
+    /// first link of a chain, a workflow's nodes with no edge into them. A chain's other
+    /// links and a batch's callbacks wait for jobs that never run here; they are in
+    /// [`chains`](Self::chains) and [`batches`](Self::batches).
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
-    /// use queue_core::Queue;
+    /// use queue_core::{Handle, Job, JobContext, JobError, Queue};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Job)]
+    /// struct SendInvoice { order: u64 }
+    /// # impl Handle for SendInvoice {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    ///
     /// let queue = Queue::fake();
-    /// queue.dispatch_named("ping", serde_json::json!({"n": 1})).await?;
-    /// assert_eq!(queue.dispatched_named("ping").len(), 1);
+    /// // The code under test dispatches through the default queue: this thread's fake.
+    /// SendInvoice::dispatch(SendInvoice { order: 7 }).on_queue("billing").await?;
+    ///
+    /// queue.assert_dispatched::<SendInvoice>();
+    /// queue.assert_dispatched_with(|job: &SendInvoice| job.order == 7);
+    /// queue.assert_dispatched_on::<SendInvoice>("billing");
+    /// queue.assert_dispatched_times::<SendInvoice>(1);
     /// # Ok(()) }
     /// ```
     pub fn fake() -> Self {
+        Self::faking(None)
+    }
+
+    /// A fake queue ([`Queue::fake`]) that records every job except those of type `J`,
+    /// which are dispatched for real through `real` (Laravel's `Queue::fake()->except(..)`):
+    /// stored in its store, or run at once if `real` is an [inline](Self::inline) queue.
+    /// Add more types with [`except`](Self::except). The jobs that go for real are not
+    /// recorded: assert on them through `real`. Chains, batches and workflows are recorded
+    /// whole, whatever their jobs.
+    ///
+    /// A job run for real that dispatches jobs itself dispatches them through the default
+    /// queue of the code that dispatched it: this fake, which records them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::{Handle, Job, JobContext, JobError, Queue, StorageExt};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Job)]
+    /// struct ChargeCard { cents: u64 }
+    /// # impl Handle for ChargeCard {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    /// #[derive(Serialize, Deserialize, Job)]
+    /// struct SendReceipt { to: String }
+    /// # impl Handle for SendReceipt {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    ///
+    /// let real = Queue::connect("memory://").await?;
+    /// let queue = Queue::fake_except::<ChargeCard>(&real);
+    /// ChargeCard { cents: 500 }.dispatch().await?;
+    /// SendReceipt { to: "a@b.c".into() }.dispatch().await?;
+    ///
+    /// queue.assert_not_dispatched::<ChargeCard>(); // it went to `real`
+    /// queue.assert_dispatched::<SendReceipt>();
+    /// assert_eq!(real.storage().inspect()?.size("default").await?.waiting, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn fake_except<J: Job>(real: impl AsRef<Dispatcher>) -> Self {
+        Self::faking(Some(real.as_ref().clone())).except::<J>()
+    }
+
+    /// Also dispatches the jobs of type `J` for real, on a queue made with
+    /// [`Queue::fake_except`].
+    ///
+    /// # Panics
+    ///
+    /// On any other queue.
+    #[track_caller]
+    pub fn except<J: Job>(self) -> Self {
+        self.except_named(J::NAME)
+    }
+
+    /// Also dispatches the jobs named `name` for real (string-named jobs, listeners), on a
+    /// queue made with [`Queue::fake_except`].
+    ///
+    /// # Panics
+    ///
+    /// On any other queue.
+    #[track_caller]
+    pub fn except_named(self, name: &str) -> Self {
+        match self.dispatcher.fake() {
+            Some(fake) if fake.has_real() => fake.except(name),
+            _ => panic!(
+                "Queue::except works only on a queue made with Queue::fake_except(&real_queue)"
+            ),
+        }
+        self
+    }
+
+    fn faking(real: Option<Dispatcher>) -> Self {
         let memory = MemoryStorage::recording();
+        let fake = Arc::new(Fake::new(memory.clone(), real));
         let queue = Queue {
-            dispatcher: Dispatcher::new(Arc::new(memory.clone()), QueueSettings::default()),
+            dispatcher: Dispatcher::with_mode(
+                Arc::new(memory),
+                QueueSettings::default(),
+                Some(Mode::Fake(fake)),
+            ),
             listeners: Arc::default(),
             schedules: Arc::default(),
-            fake: Some(memory),
+        };
+        dispatcher::set_thread_default(Some(queue.dispatcher.clone()));
+        queue
+    }
+
+    /// A queue that runs every job when it is dispatched, before the dispatch returns
+    /// (Laravel's `sync` driver), for integration tests; made the default of the current
+    /// thread, as [`Queue::fake`] is. It runs the `#[derive(Job)]` types linked into the
+    /// binary and the listeners registered on it with [`listen`](Self::listen).
+    ///
+    /// A job runs through the worker's own code, over an in-memory store, with these
+    /// differences, all so that a dispatch is over when it returns:
+    ///
+    /// - **Delays are ignored**: `.delay(..)`, `dispatch_at` and the delays of chain links run
+    ///   the job at once.
+    /// - **One attempt, no retries**: a job whose attempt fails (returns an error, panics,
+    ///   times out) moves to the inline queue's failed store, and its dispatch returns
+    ///   [`Error::JobFailed`] with the job's error. `tries`, `backoff` and `retry_until` do
+    ///   not apply. Chains, batches and workflows run to their end, their `catch` and
+    ///   `finally` jobs included; their dispatch returns `Error::JobFailed` if one of their
+    ///   jobs failed.
+    /// - **No locks and no limits**: `without_overlapping` and rate or concurrency limits are
+    ///   not applied. Unique keys are.
+    /// - A job that dispatches jobs runs them inside its own body, with the default queue of
+    ///   the code that dispatched it.
+    /// - A job that puts itself back (`ctx.release(..)`, a rate limit) stays in the store,
+    ///   not run again. A name no job type or listener has fails the dispatch.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::Duration;
+    /// use queue_core::{Error, Handle, Job, JobContext, JobError, Queue};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// static SENT: AtomicU32 = AtomicU32::new(0);
+    ///
+    /// #[derive(Serialize, Deserialize, Job)]
+    /// #[job(tries = 5)]
+    /// struct Welcome { to: String }
+    ///
+    /// impl Handle for Welcome {
+    ///     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+    ///         if self.to.is_empty() {
+    ///             return Err(JobError::msg("no address"));
+    ///         }
+    ///         SENT.fetch_add(1, Ordering::SeqCst);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let queue = Queue::inline();
+    /// Welcome { to: "a@b.c".into() }.dispatch().delay(Duration::from_secs(3600)).await?;
+    /// assert_eq!(SENT.load(Ordering::SeqCst), 1, "ran at once, its delay ignored");
+    ///
+    /// let failed = Welcome { to: String::new() }.dispatch().await;
+    /// assert!(matches!(failed, Err(Error::JobFailed { reason, .. }) if reason.contains("no address")));
+    ///
+    /// queue.listen("ping", |n: u32, _ctx| async move {
+    ///     assert_eq!(n, 7);
+    ///     Ok(())
+    /// });
+    /// queue.dispatch_named("ping", serde_json::json!(7)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn inline() -> Self {
+        let memory = MemoryStorage::new();
+        let listeners: Arc<RwLock<Registry>> = Arc::default();
+        let inline = Arc::new(Inline::new(memory.clone(), listeners.clone()));
+        let queue = Queue {
+            dispatcher: Dispatcher::with_mode(
+                Arc::new(memory),
+                QueueSettings::default(),
+                Some(Mode::Inline(inline)),
+            ),
+            listeners,
+            schedules: Arc::default(),
         };
         dispatcher::set_thread_default(Some(queue.dispatcher.clone()));
         queue
@@ -126,44 +300,6 @@ impl Queue {
     /// task it awaits, on any thread), whatever the thread and process defaults are.
     pub async fn scope<F: Future>(&self, future: F) -> F::Output {
         dispatcher::scope(self.dispatcher.clone(), future).await
-    }
-
-    /// Jobs of type `J` dispatched through this fake queue, decoded.
-    ///
-    /// # Panics
-    ///
-    /// If the queue was not made with [`Queue::fake`]: it is a test assertion helper.
-    pub fn dispatched<J: Job>(&self) -> Vec<J> {
-        self.dispatched_named(J::NAME)
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect()
-    }
-
-    /// Payloads of jobs named `name` dispatched through this fake queue.
-    ///
-    /// # Panics
-    ///
-    /// If the queue was not made with [`Queue::fake`].
-    pub fn dispatched_named(&self, name: &str) -> Vec<Value> {
-        self.dispatched_all()
-            .into_iter()
-            .filter(|job| job.name == name)
-            .filter_map(|job| Envelope::decode(&job.payload).ok())
-            .filter_map(|env| serde_json::from_str(env.data.get()).ok())
-            .collect()
-    }
-
-    /// Jobs dispatched through this fake queue, in order.
-    ///
-    /// # Panics
-    ///
-    /// If the queue was not made with [`Queue::fake`].
-    pub fn dispatched_all(&self) -> Vec<NewJob> {
-        match &self.fake {
-            Some(fake) => fake.pushed(),
-            None => panic!("Queue::dispatched works only on a queue made with Queue::fake()"),
-        }
     }
 
     /// Makes `queue` the process-wide default that dispatches without `.via(..)` use (unless

@@ -119,6 +119,11 @@ impl MemoryStorage {
         }
     }
 
+    /// The jobs in the failed store, oldest first.
+    pub(crate) fn failed_jobs(&self) -> Vec<FailedJob> {
+        self.state().failed.values().cloned().collect()
+    }
+
     /// Appends raw bytes as a job, as if another program wrote them into the store.
     pub fn push_raw(&self, queue: &str, name: &str, payload: Vec<u8>) -> JobId {
         let mut state = self.state();

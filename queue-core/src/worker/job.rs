@@ -497,7 +497,10 @@ async fn run(
                 held,
                 shared.options.lease,
             ));
-            let mut task = tokio::spawn(future);
+            let mut task = match &shared.job_scope {
+                Some(scope) => tokio::spawn(crate::dispatcher::scope(scope.clone(), future)),
+                None => tokio::spawn(future),
+            };
             let mut hard_stop = shared.hard_stop.clone();
             let mut aborted = false;
             let mut timed_out = false;

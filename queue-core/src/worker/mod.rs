@@ -180,6 +180,8 @@ pub struct Worker {
     dispatcher: Option<Dispatcher>,
     schedules: Vec<Arc<crate::schedule::Schedule>>,
     pauses: Arc<watch::Sender<Paused>>,
+    /// The default queue of the job bodies' dispatches, if set (an inline queue's).
+    job_scope: Option<Dispatcher>,
 }
 
 /// Reads a running worker's counts (for a progress display).
@@ -277,6 +279,8 @@ struct Shared {
     gates: Arc<Gates>,
     /// What jobs dispatch through from their context (adding to their batch).
     dispatcher: Dispatcher,
+    /// The default queue of the job bodies' dispatches, if set.
+    job_scope: Option<Dispatcher>,
 }
 
 impl Shared {
@@ -302,7 +306,16 @@ impl Worker {
             dispatcher: None,
             schedules: Vec::new(),
             pauses: Arc::new(watch::channel(Paused::default()).0),
+            job_scope: None,
         }
+    }
+
+    /// Runs each job body inside [`Queue::scope`](crate::Queue::scope) of `dispatcher`: the
+    /// dispatches it makes without `.via(..)` go there (an inline queue's jobs see the
+    /// default of the code that dispatched them).
+    pub(crate) fn with_job_scope(mut self, dispatcher: Dispatcher) -> Self {
+        self.job_scope = Some(dispatcher);
+        self
     }
 
     /// Jobs dispatch through `dispatcher` (with its settings) from their context, as when
@@ -404,6 +417,7 @@ impl Worker {
                 .dispatcher
                 .clone()
                 .unwrap_or_else(|| Dispatcher::new(storage.clone(), QueueSettings::default())),
+            job_scope: self.job_scope.clone(),
         });
         let restarted = Arc::new(AtomicBool::new(false));
         let scheduler = (options.schedules && caps.groups.is_some() && caps.claims
