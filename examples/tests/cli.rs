@@ -283,42 +283,6 @@ async fn bad_configuration_is_refused_with_the_key() {
     }
 }
 
-/// PostgreSQL's notices ("relation ... already exists, skipping", from the migration each
-/// command runs on connect) are not logged.
-#[tokio::test]
-async fn postgres_notices_are_not_logged() {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
-    if let Err(e) = std::net::TcpStream::connect("127.0.0.1:5432") {
-        let _: Option<()> = queue_tests::server_missing(&url, e);
-        return;
-    }
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let config = dir.path().join("job.toml");
-    let table = queue_tests::unique("notices");
-    std::fs::write(
-        &config,
-        format!("table = \"{table}\"\nfailed_table = \"{table}_failed\"\n"),
-    )
-    .unwrap();
-    for round in 0..2 {
-        let out = run(Command::new(env!("CARGO_BIN_EXE_runall"))
-            .args(["--connection", &url, "--config"])
-            .arg(&config)
-            .arg("size")
-            .env_remove("QUEUE_URL")
-            .env("QUEUE_LOG", "info"));
-        assert!(out.status.success(), "round {round}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !err.contains("already exists") && !err.contains("skipping"),
-            "round {round}: {err}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn sigterm_lets_running_jobs_finish() {
     let store = store();
