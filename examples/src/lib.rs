@@ -259,6 +259,12 @@ pub fn listeners(queue: &Queue) {
             Ok(())
         },
     );
+    // Panics: what a bug in a job body looks like to the worker (it catches the panic and
+    // counts a failed attempt).
+    queue.listen("explode", |payload: serde_json::Value, _ctx| async move {
+        let why = payload["why"].as_str().unwrap_or("no reason").to_owned();
+        panic!("exploded: {why}")
+    });
 }
 
 /// Sleeps: for tests and demos of timeouts, leases and graceful shutdown.

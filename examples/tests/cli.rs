@@ -194,7 +194,7 @@ async fn migrate_work_size_and_the_failed_store() {
     );
 
     let out = run(runall(&store).args(["failed", "retry", &import.id]));
-    assert!(stdout(&out).contains("1 jobs retried"));
+    assert!(stdout(&out).contains("1 job retried"), "{}", stdout(&out));
     assert_eq!(
         q.storage()
             .inspect()
@@ -212,7 +212,7 @@ async fn migrate_work_size_and_the_failed_store() {
     assert_eq!(out.status.code(), Some(1), "forgetting twice is an error");
     let out = run(runall(&store).args(["failed", "flush"]));
     assert!(
-        stdout(&out).contains("1 failed jobs deleted"),
+        stdout(&out).contains("1 failed job deleted"),
         "{}",
         stdout(&out)
     );
@@ -253,20 +253,34 @@ async fn bad_configuration_is_refused_with_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sleep_msec"), "{err}");
 
-    let out = run(Command::new(env!("CARGO_BIN_EXE_runall"))
-        .args([
-            "--connection",
-            "postgres://app:hunter2@127.0.0.1:1/app",
-            "size",
-        ])
-        .arg("--config")
-        .arg(config.with_extension("none")));
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !err.contains("hunter2"),
-        "the password never appears: {err}"
-    );
+    // Nothing listens on port 1: the error says so at once (not "pool timed out" after the
+    // 5 s acquire timeout), and is not called a configuration error.
+    for url in [
+        "postgres://app:hunter2@127.0.0.1:1/app",
+        "mysql://app:hunter2@127.0.0.1:1/app",
+    ] {
+        let started = Instant::now();
+        let out = run(Command::new(env!("CARGO_BIN_EXE_runall"))
+            .args(["--connection", url, "size"])
+            .arg("--config")
+            .arg(config.with_extension("none")));
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("hunter2"),
+            "the password never appears: {err}"
+        );
+        assert!(
+            err.contains("cannot connect to") && err.to_lowercase().contains("refused"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("configuration error") && !err.contains("timed out"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(3), "{url}: took {took:?}");
+    }
 }
 
 #[tokio::test]
@@ -286,7 +300,7 @@ async fn sigterm_lets_running_jobs_finish() {
     assert!(status.success(), "exit 0 after SIGTERM");
     let out = child.wait_with_output().unwrap();
     assert!(
-        stdout(&out).contains("worker stopped (stopped): 1 processed"),
+        stdout(&out).contains("worker stopped (stopped by signal): 1 processed"),
         "{}",
         stdout(&out)
     );
@@ -319,6 +333,12 @@ async fn sigterm_past_the_grace_period_puts_the_job_back() {
     let status = wait_for(&mut child, Duration::from_secs(10))
         .expect("the worker exits after its grace period");
     assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        stdout(&out).contains("worker stopped (stopped by signal): 0 processed"),
+        "{}",
+        stdout(&out)
+    );
     let size = q
         .storage()
         .inspect()

@@ -265,7 +265,7 @@ fn operations(store: &Store) {
     ]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("queue `default` is full: 1 jobs waiting, the limit is 1"),
+        text(&out).contains("queue `default` is full: 1 job waiting, the limit is 1"),
         "{}",
         text(&out)
     );
@@ -294,7 +294,7 @@ fn operations(store: &Store) {
     let out = run(store.runall("").args(["failed", "list"]));
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        listing.contains("malformed address `broken`") && listing.contains("1 of 1 failed jobs"),
+        listing.contains("malformed address `broken`") && listing.contains("1 of 1 failed job"),
         "{listing}"
     );
     let id = listing
@@ -310,7 +310,7 @@ fn operations(store: &Store) {
         text(&out)
     );
     let out = run(store.runall("").args(["failed", "retry", "all"]));
-    assert!(text(&out).contains("1 jobs retried"), "{}", text(&out));
+    assert!(text(&out).contains("1 job retried"), "{}", text(&out));
     assert!(
         text(&work(store)).contains("1 failed"),
         "the retried job ran (and failed) again"
@@ -339,13 +339,13 @@ fn operations(store: &Store) {
         .runall("")
         .args(["failed", "prune", "--older-than", "1h"]));
     assert!(
-        text(&out).contains("0 failed jobs older than 1h deleted"),
+        text(&out).contains("0 failed jobs older than 1 hour deleted"),
         "{}",
         text(&out)
     );
     let out = run(store.runall("").args(["failed", "flush"]));
     assert!(
-        text(&out).contains("1 failed jobs deleted"),
+        text(&out).contains("1 failed job deleted"),
         "{}",
         text(&out)
     );
@@ -405,6 +405,245 @@ fn operations_on_redis() {
     if let Some(store) = Store::redis() {
         operations(&store);
     }
+}
+
+/// The queues of the `job started` lines of a worker's log, in order.
+fn started_queues(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("job started"))
+        .filter_map(|l| l.split("queue=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `runall work` with no `--queue` (and no `queues` in job.toml) works every queue the store
+/// holds: high, default, low, then the others by name; a queue that appears while it runs
+/// is picked up.
+fn every_queue(store: &Store) {
+    for queue in ["zeta", "low", "alpha", "default", "high"] {
+        let out = run(store.runall("").args([
+            "dispatch",
+            "send-notification",
+            r#"{"to":"q@example.com"}"#,
+            "--queue",
+            queue,
+        ]));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = run(store
+        .runall("")
+        .args(["work", "--stop-when-empty", "--sleep", "50ms"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        started_queues(&out),
+        ["high", "default", "low", "alpha", "zeta"],
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("worker stopped (queues empty): 5 processed"),
+        "{}",
+        text(&out)
+    );
+
+    // A queue that appears while the worker runs.
+    let worker = store
+        .runall("")
+        .args(["work", "--max-time", "4s", "--sleep", "50ms"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = run(store.runall("").args([
+        "dispatch",
+        "send-notification",
+        r#"{"to":"late@example.com"}"#,
+        "--queue",
+        "appeared",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = worker.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(started_queues(&out), ["appeared"], "{}", text(&out));
+    assert_eq!(processed(&out), 1, "{}", text(&out));
+
+    // `queues` in job.toml still chooses.
+    let out = run(store.runall("").args([
+        "dispatch",
+        "send-notification",
+        r#"{"to":"q@example.com"}"#,
+        "--queue",
+        "other",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(store.runall("queues = [\"mail\"]\n").args([
+        "work",
+        "--stop-when-empty",
+        "--sleep",
+        "50ms",
+    ]));
+    assert_eq!(processed(&out), 0, "{}", text(&out));
+}
+
+#[test]
+fn every_queue_on_sqlite() {
+    every_queue(&Store::sqlite());
+}
+
+#[test]
+fn every_queue_on_redis() {
+    if let Some(store) = Store::redis() {
+        every_queue(&store);
+    }
+}
+
+/// `--sleep` takes a unit; a bare number is milliseconds, and one that looks like seconds
+/// draws a warning. `--concurrency 0` and `--retries 0` are refused. A missing failed job is
+/// "not found", not a configuration error. A job that panics is reported once, in the
+/// worker's own log line. Counts read "1 job", durations "1 hour".
+#[test]
+fn flags_errors_and_words() {
+    let store = Store::sqlite();
+    let out = run(store.runall("").args(["work", "--once", "--sleep", "3"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("warning: --sleep 3 is 3 milliseconds") && err.contains("--sleep 3s"),
+        "{err}"
+    );
+    // With nothing in the store, --once finds nothing and stops.
+    assert!(
+        text(&out).contains("worker stopped (queues empty): 0 processed"),
+        "{}",
+        text(&out)
+    );
+    for sleep in ["3s", "500ms", "50"] {
+        let out = run(store.runall("").args(["work", "--once", "--sleep", sleep]));
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(!text(&out).contains("warning"), "{sleep}: {}", text(&out));
+    }
+    let out = run(store.runall("sleep_ms = 3\n").args(["work", "--once"]));
+    assert!(
+        text(&out).contains("`sleep_ms = 3` in job.toml is 3 milliseconds"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["work", "--sleep", "3 fortnights"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    for (flag, value) in [("--concurrency", "0"), ("--retries", "0")] {
+        let out = run(store.runall("").args(["work", flag, value]));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("invalid value '0' for '{flag}"))
+                && text(&out).contains("must be at least 1"),
+            "{}",
+            text(&out)
+        );
+    }
+    let out = run(store.runall("concurrency = 0\n").args(["work", "--once"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("`concurrency`: must be at least 1"),
+        "{}",
+        text(&out)
+    );
+
+    // A failed job that is not there.
+    for command in [
+        vec!["failed", "show", "4242"],
+        vec!["failed", "forget", "4242"],
+        vec!["failed", "retry", "4242"],
+    ] {
+        let out = run(store.runall("").args(&command));
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("no failed job with id 4242") && !err.contains("configuration"),
+            "{command:?}: {err}"
+        );
+    }
+
+    // A job that panics: one report, the worker's, with where it panicked.
+    let out = run(store.runall("").args([
+        "dispatch",
+        "explode",
+        r#"{"why":"on purpose"}"#,
+        "--queue",
+        "bugs",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    // (Without RUST_BACKTRACE, which asks for Rust's own panic message too.)
+    let out = run(store.runall("").env_remove("RUST_BACKTRACE").args([
+        "work",
+        "--stop-when-empty",
+        "--sleep",
+        "50ms",
+        "--retries",
+        "1",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        err.matches("exploded: on purpose").count(),
+        1,
+        "the panic is reported once: {err}"
+    );
+    assert!(
+        err.lines().any(|l| l.contains("job failed for good")
+            && l.contains("job panicked at examples/src/lib.rs:")
+            && l.contains("exploded: on purpose")),
+        "{err}"
+    );
+    assert!(!err.contains("thread '"), "no default panic message: {err}");
+    assert!(
+        text(&out).contains("worker stopped (queues empty): 0 processed, 0 retried, 1 failed"),
+        "{}",
+        text(&out)
+    );
+
+    // Counts and durations in words.
+    let out = run(store.runall("").args(["failed", "list"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 failed job\n"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["failed", "retry", "all"]));
+    assert!(text(&out).contains("1 job retried"), "{}", text(&out));
+    // RUST_BACKTRACE=1 asks for Rust's own panic message as well.
+    let out = run(store.runall("").env("RUST_BACKTRACE", "1").args([
+        "work",
+        "--stop-when-empty",
+        "--sleep",
+        "50ms",
+        "--retries",
+        "1",
+    ]));
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("thread '") && err.matches("exploded: on purpose").count() == 2,
+        "{err}"
+    );
+    let out = run(store
+        .runall("")
+        .args(["failed", "prune", "--older-than", "7d"]));
+    assert!(
+        text(&out).contains("0 failed jobs older than 7 days deleted"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["failed", "flush"]));
+    assert!(
+        text(&out).contains("1 failed job deleted"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// `runall batch show | cancel`, `runall chain` and `runall workflow` read and change what an
@@ -572,7 +811,7 @@ fn batches_chains_and_workflows_from_the_command_line() {
         .runall("")
         .args(["batch", "prune", "--older-than", "0s"]));
     assert!(
-        text(&out).contains("pruned 1 finished batches"),
+        text(&out).contains("pruned 1 finished batch created"),
         "{}",
         text(&out)
     );
@@ -587,7 +826,11 @@ fn batches_chains_and_workflows_from_the_command_line() {
     let out = run(store
         .runall("")
         .args(["batch", "prune", "--older-than", "0s", "--unfinished"]));
-    assert!(text(&out).contains("pruned 1 batches"), "{}", text(&out));
+    assert!(
+        text(&out).contains("pruned 1 batch created"),
+        "{}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["batch", "list"]));
     assert!(text(&out).contains("no batches"), "{}", text(&out));
     rt.block_on(async {

@@ -13,15 +13,21 @@
 //! failed_table = "failed_jobs"    # ... of failed jobs
 //! max_job = 0                     # a worker stops after this many jobs; 0 = no limit
 //! max_retries = 3                 # attempts of jobs that do not set `tries`
-//! sleep_ms = 1000                 # idle wait of a worker
+//! sleep_ms = 1000                 # idle wait of a worker, in milliseconds
+//! # sleep = "1s"                  # ... or with a unit (give one of the two)
 //! logging = true                  # false logs only warnings and errors
-//! queues = ["high", "default", "low"]   # worker queues in priority order
+//! queues = ["high", "default", "low"]   # worker queues in priority order (unset: every
+//!                                 # queue the store holds: high, default, low, the rest
+//!                                 # by name)
 //! concurrency = 1                 # jobs at once per worker process
 //! timeout = "60s"                 # per attempt, for jobs that do not set `timeout`
 //! retry_after = "15s"             # the lease: a dead worker's job returns after this long
 //! backoff = "exponential"         # for jobs that do not set `backoff`
 //! max_payload = 1048576           # bytes; larger dispatches are refused
 //! grace = "30s"                   # on SIGTERM, how long running jobs may finish
+//! overlap_delay = "500ms"         # a job whose without_overlapping lock is held (or
+//!                                 # that waits for a concurrent limit's slot) is tried
+//!                                 # again after this long
 //! unknown_job_window = "1h"       # a job of an unknown name waits this long for a worker
 //!                                 # that knows it (rolling deploys), then fails
 //! prefetch = 8                    # reserved jobs held beyond the free slots (unset: adapted)
@@ -87,6 +93,8 @@ pub struct Config {
     pub max_retries: Option<u32>,
     /// Idle wait in milliseconds (Rakit's `sleep_ms`).
     pub sleep_ms: Option<u64>,
+    /// Idle wait with its unit, as `500ms` or `3s` (instead of `sleep_ms`).
+    pub sleep: Option<String>,
     /// Log each job (true) or only warnings and errors (false).
     pub logging: Option<bool>,
     /// Worker queues in priority order.
@@ -103,6 +111,9 @@ pub struct Config {
     pub max_payload: Option<usize>,
     /// Shutdown grace period, as `30s`.
     pub grace: Option<String>,
+    /// How long a job whose `without_overlapping` lock is held waits before it is tried
+    /// again, as `5s` (the worker's `lock_retry`).
+    pub overlap_delay: Option<String>,
     /// How long a job of an unknown name is put back for another worker, as `1h`.
     pub unknown_job_window: Option<String>,
     /// Reserved jobs a worker holds beyond its free slots (unset: adapted; 0: off).
@@ -310,10 +321,25 @@ impl Config {
         duration("timeout", &self.timeout)?;
         duration("retry_after", &self.retry_after)?;
         duration("grace", &self.grace)?;
+        duration("overlap_delay", &self.overlap_delay)?;
+        if let Some(sleep) = &self.sleep {
+            if sleep.trim().parse::<u64>().is_ok() {
+                return Err(format!(
+                    "`sleep`: give a unit, as \"{0}ms\" or \"{0}s\" (or `sleep_ms = {0}` for \
+                     milliseconds)",
+                    sleep.trim()
+                ));
+            }
+            duration("sleep", &self.sleep)?;
+            if self.sleep_ms.is_some() {
+                return Err("`sleep` and `sleep_ms` are the same setting: give one".into());
+            }
+        }
         duration("unknown_job_window", &self.unknown_job_window)?;
         for (key, value) in [
             ("timeout", &self.timeout),
             ("retry_after", &self.retry_after),
+            ("overlap_delay", &self.overlap_delay),
         ] {
             if value.as_deref().and_then(|v| parse_duration(v).ok()) == Some(Duration::ZERO) {
                 return Err(format!("`{key}`: must be greater than zero"));
@@ -389,6 +415,21 @@ impl Config {
     /// `retry_after` as a duration.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+    }
+
+    /// The idle wait: `sleep`, else `sleep_ms`.
+    pub fn sleep(&self) -> Option<Duration> {
+        match &self.sleep {
+            Some(sleep) => parse_duration(sleep).ok(),
+            None => self.sleep_ms.map(Duration::from_millis),
+        }
+    }
+
+    /// `overlap_delay` as a duration.
+    pub fn overlap_delay(&self) -> Option<Duration> {
+        self.overlap_delay
             .as_deref()
             .and_then(|t| parse_duration(t).ok())
     }
@@ -504,6 +545,36 @@ mod tests {
             .unwrap()
             .connection_url()
             .is_err());
+    }
+
+    #[test]
+    fn sleep_with_a_unit_or_in_milliseconds() {
+        let c = Config::parse("sleep = '3s'\n").unwrap();
+        assert_eq!(c.sleep(), Some(Duration::from_secs(3)));
+        let c = Config::parse("sleep = '500ms'\n").unwrap();
+        assert_eq!(c.sleep(), Some(Duration::from_millis(500)));
+        let c = Config::parse("sleep_ms = 250\n").unwrap();
+        assert_eq!(c.sleep(), Some(Duration::from_millis(250)));
+        assert_eq!(Config::default().sleep(), None);
+        let e = Config::parse("sleep = '3'\n").unwrap_err();
+        assert!(e.contains("give a unit, as \"3ms\" or \"3s\""), "{e}");
+        let e = Config::parse("sleep = '3s'\nsleep_ms = 3000\n").unwrap_err();
+        assert!(e.contains("give one"), "{e}");
+        let e = Config::parse("sleep = 'soon'\n").unwrap_err();
+        assert!(e.contains("`sleep`"), "{e}");
+    }
+
+    #[test]
+    fn overlap_delay() {
+        let c = Config::parse("overlap_delay = '5s'\n").unwrap();
+        assert_eq!(c.overlap_delay(), Some(Duration::from_secs(5)));
+        let e = Config::parse("overlap_delay = '0s'\n").unwrap_err();
+        assert!(
+            e.contains("`overlap_delay`: must be greater than zero"),
+            "{e}"
+        );
+        let e = Config::parse("concurrency = 0\n").unwrap_err();
+        assert!(e.contains("`concurrency`: must be at least 1"), "{e}");
     }
 
     #[test]

@@ -85,7 +85,10 @@ pub enum Error {
         limit: usize,
     },
     /// A queue is full (its size limit is reached).
-    #[error("queue `{queue}` is full: {size} jobs waiting, the limit is {limit}")]
+    #[error(
+        "queue `{queue}` is full: {size} {} waiting, the limit is {limit}",
+        jobs(.size)
+    )]
     QueueFull {
         /// The queue.
         queue: String,
@@ -97,6 +100,15 @@ pub enum Error {
     /// Configuration is missing or wrong.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The store could not be reached or opened (`runall` wraps the driver's error with the
+    /// URL, its password hidden).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The store's URL, its password hidden.
+        url: String,
+        /// What the driver said: connection refused, a bad password, an unknown database.
+        source: Box<Error>,
+    },
     /// No driver is registered for the URL's scheme.
     #[error("no driver for `{scheme}` URLs is linked into this binary (known schemes: {known})")]
     UnknownScheme {
@@ -131,6 +143,15 @@ pub enum Error {
         /// Its error.
         reason: String,
     },
+}
+
+/// "job" or "jobs", as `n` needs.
+fn jobs(n: &u64) -> &'static str {
+    if *n == 1 {
+        "job"
+    } else {
+        "jobs"
+    }
 }
 
 impl Error {

@@ -137,6 +137,14 @@
 //! `mode`, `vfs` or `immutable`, pushes go through sqlx. Either way a push of many jobs is
 //! all or none.
 //!
+//! # Connecting
+//!
+//! PostgreSQL and MySQL stores open their first connection on its own before their pools:
+//! an unreachable server, a bad password or an unknown database is reported at once with
+//! the server's or the system's own words (`Connection refused`), instead of the pool's
+//! "pool timed out" after [`acquire_timeout`](SqlOptions::acquire_timeout). A server that
+//! accepts the connection and never answers is given up on after that timeout.
+//!
 //! # PostgreSQL
 //!
 //! `postgres://user:password@host:port/database?sslmode=require` (or `postgresql://`);
@@ -161,6 +169,9 @@
 //!   plan each statement once (`plan_cache_mode = force_generic_plan`): every statement
 //!   keeps its index plan whatever the table's statistics say. Each job leaves dead rows
 //!   behind, as in any PostgreSQL queue: autovacuum must run.
+//! - Connections ask for warnings and errors only (`client_min_messages = warning`, unless
+//!   the URL's `options` set it): the migration's `CREATE ... IF NOT EXISTS` at every
+//!   connect would otherwise log a NOTICE ("already exists, skipping") per table.
 //!
 //! # MySQL and MariaDB
 //!

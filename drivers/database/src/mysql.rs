@@ -173,6 +173,7 @@ impl Backend for MySql {
 
     async fn open(options: &SqlOptions<MySql>, tables: &Tables) -> Result<Open<MySql>> {
         let connect = options.connect_options()?;
+        options.first_connection(&connect).await?;
         let pool_options = |autocommit: bool| {
             options.pool().after_connect(move |conn, _meta| {
                 Box::pin(async move {

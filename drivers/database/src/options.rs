@@ -162,6 +162,34 @@ impl<DB: Sql> SqlOptions<DB> {
         self.max_connections.unwrap_or(DB::CONNECTIONS)
     }
 
+    /// Opens one connection outside any pool, and closes it. A pool retries a refused
+    /// connection until its acquire timeout and then says only "pool timed out"; this says
+    /// at once what happened (connection refused, a bad password, an unknown database). A
+    /// server that accepts and never answers is given up on after the acquire timeout.
+    pub(crate) async fn first_connection(
+        &self,
+        connect: &<DB::Connection as sqlx::Connection>::Options,
+    ) -> Result<()> {
+        use sqlx::Connection as _;
+        match tokio::time::timeout(self.acquire_timeout, DB::Connection::connect_with(connect))
+            .await
+        {
+            Ok(Ok(conn)) => {
+                // Only a probe: the pools open their own.
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(queue_core::Error::backend(DB::DRIVER, e)),
+            Err(_) => Err(queue_core::Error::backend(
+                DB::DRIVER,
+                queue_core::Message(format!(
+                    "the server accepted no connection within {} ms (the acquire timeout)",
+                    self.acquire_timeout.as_millis()
+                )),
+            )),
+        }
+    }
+
     /// A pool of these options' size and patience, closing connections idle for 5 minutes.
     pub(crate) fn pool(&self) -> sqlx::pool::PoolOptions<DB> {
         sqlx::pool::PoolOptions::new()

@@ -85,8 +85,18 @@ impl SqlOptions<Postgres> {
                 redacted()
             )));
         }
-        PgConnectOptions::from_str(url)
-            .map_err(|e| Error::Config(format!("bad PostgreSQL URL `{}`: {e}", redacted())))
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("bad PostgreSQL URL `{}`: {e}", redacted())))?;
+        // The server's NOTICEs ("relation ... already exists, skipping" from every
+        // `CREATE ... IF NOT EXISTS` of the migration at each connect) are not worth a log
+        // line: warnings and errors only, unless the URL says otherwise.
+        if options
+            .get_options()
+            .is_some_and(|o| o.contains("client_min_messages"))
+        {
+            return Ok(options);
+        }
+        Ok(options.options([("client_min_messages", "warning")]))
     }
 }
 
@@ -238,6 +248,7 @@ impl Backend for Postgres {
 
     async fn open(options: &SqlOptions<Postgres>, tables: &Tables) -> Result<Open<Postgres>> {
         let connect = options.connect_options()?;
+        options.first_connection(&connect).await?;
         let pool: PgPool = options
             .pool()
             .connect_with(connect.clone())

@@ -250,3 +250,18 @@ async fn a_push_of_several_statements_is_all_or_none() {
     assert_eq!(store.push(jobs).await.unwrap().len(), 30);
     servers::drop_mysql_tables(&table).await;
 }
+
+/// Nothing listens on port 1: connecting says "connection refused" at once, not "pool timed
+/// out" after the acquire timeout (5 s).
+#[tokio::test]
+async fn an_unreachable_server_is_refused_at_once() {
+    let started = std::time::Instant::now();
+    let err = MySqlStorage::connect_with(MySqlOptions::new("mysql://nobody@127.0.0.1:1/none"))
+        .await
+        .expect_err("nothing listens on port 1");
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    assert!(!text.contains("timed out"), "{text}");
+    assert!(took < Duration::from_secs(3), "took {took:?}: {text}");
+}

@@ -236,3 +236,50 @@ async fn connecting_to_a_current_schema_takes_no_table_lock() {
     assert!(second.is_some());
     holder.rollback().await.unwrap();
 }
+
+/// Nothing listens on port 1: connecting says "connection refused" at once, not "pool timed
+/// out" after the acquire timeout (5 s).
+#[tokio::test]
+async fn an_unreachable_server_is_refused_at_once() {
+    let started = Instant::now();
+    let err = PgStorage::connect_with(PgOptions::new("postgres://nobody@127.0.0.1:1/none"))
+        .await
+        .expect_err("nothing listens on port 1");
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    assert!(!text.contains("timed out"), "{text}");
+    assert!(took < Duration::from_secs(3), "took {took:?}: {text}");
+}
+
+/// The server's NOTICEs are not asked for (the migration's "already exists, skipping" at
+/// every connect); a URL that sets `client_min_messages` keeps its own.
+#[tokio::test]
+async fn notices_are_not_asked_for() {
+    let table = servers::fresh_table();
+    let Some(store) = open(&table).await else {
+        return;
+    };
+    let level: String = sqlx::query_scalar("SHOW client_min_messages")
+        .fetch_one(store.pool())
+        .await
+        .expect("the setting reads");
+    assert_eq!(level, "warning");
+    let url = servers::pg_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let options = PgOptions::new(format!(
+        "{url}{sep}options=-c%20client_min_messages%3Dnotice"
+    ))
+    .table(&table)
+    .failed_table(format!("{table}_f"));
+    let own = PgStorage::connect_with(options)
+        .await
+        .expect("the store opens");
+    let level: String = sqlx::query_scalar("SHOW client_min_messages")
+        .fetch_one(own.pool())
+        .await
+        .expect("the setting reads");
+    assert_eq!(level, "notice");
+    drop((store, own));
+    servers::drop_pg_tables(&table).await;
+}

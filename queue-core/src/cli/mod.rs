@@ -22,7 +22,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `runall work` (the default) | run a worker (`queue:work`, `job:runall`) |
+//! | `runall work` (the default) | run a worker (`queue:work`, `job:runall`): on `--queue`, on `queues` of `job.toml`, else on every queue the store holds (`high`, `default`, `low`, then the others by name) |
 //! | `runall run NAME` | run a worker for jobs named NAME only (`job:run`) |
 //! | `runall failed list` / `show ID` / `retry ID\|all` / `forget ID` / `flush` / `prune --older-than 7d` | the failed store (`queue:failed`, `queue:retry`, `queue:forget`, `queue:flush`, `queue:prune-failed`) |
 //! | `runall size [QUEUE]` | jobs waiting, delayed, reserved (`queue:size`) |
@@ -41,6 +41,7 @@
 
 mod ops;
 mod progress;
+mod words;
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -59,6 +60,7 @@ use crate::queue::Queue;
 use crate::redact::redact_url;
 use crate::storage::{self, ConnectOptions, FailedJob, PageRequest, StorageExt};
 use crate::worker::{StopReason, WorkerOptions};
+use words::{count, span};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,7 +82,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a worker (the default command).
+    /// Run a worker (the default command). Without --queue, and without `queues` in
+    /// job.toml, it takes jobs from every queue the store holds: high, default, low, then
+    /// the others by name (new queues are picked up within a second).
     Work(WorkArgs),
     /// Run a worker that takes only jobs named NAME.
     Run {
@@ -309,14 +313,18 @@ enum FailedCommand {
 
 #[derive(Debug, Clone, Default, Args)]
 struct WorkArgs {
-    /// Queues in strict priority order, comma-separated.
+    /// Queues in strict priority order, comma-separated. Default: `queues` of job.toml,
+    /// else every queue the store holds, in the order high, default, low, then the others by
+    /// name, read again every second so new queues are picked up (a store that cannot list
+    /// its queues works `default`, and says so).
     #[arg(long, value_delimiter = ',')]
     queue: Vec<String>,
-    /// Jobs to run at once in this process.
-    #[arg(long)]
+    /// Jobs to run at once in this process (at least 1).
+    #[arg(long, value_parser = at_least_one::<usize>)]
     concurrency: Option<usize>,
-    /// Attempts for jobs that do not set `tries` (Laravel's --tries).
-    #[arg(long, alias = "tries")]
+    /// Attempts for jobs that do not set `tries`, the first one included: 1 runs a job once
+    /// (Laravel's --tries).
+    #[arg(long, alias = "tries", value_parser = at_least_one::<u32>)]
     retries: Option<u32>,
     /// Timeout of an attempt for jobs that do not set one, as `60s`.
     #[arg(long, value_parser = positive_duration)]
@@ -327,9 +335,15 @@ struct WorkArgs {
     /// Backoff for jobs that do not set one: `exponential`, `fixed:10s`, `1s,5s,30s`.
     #[arg(long, value_parser = Backoff::parse)]
     backoff: Option<Backoff>,
-    /// Milliseconds to wait when no job is available.
-    #[arg(long)]
-    sleep: Option<u64>,
+    /// How long to wait when no job is available, as `500ms` or `3s` (a bare number is
+    /// milliseconds; default 1s).
+    #[arg(long, value_parser = parse_sleep)]
+    sleep: Option<Sleep>,
+    /// How long a job whose `without_overlapping` lock is held (or that waits for a slot of a
+    /// `concurrent` limit) waits before it is tried again, as `5s`; not counted as an attempt
+    /// (default 500ms).
+    #[arg(long, value_parser = positive_duration)]
+    overlap_delay: Option<Duration>,
     /// Stop after this many jobs.
     #[arg(long)]
     max_jobs: Option<u64>,
@@ -363,6 +377,45 @@ struct WorkArgs {
     /// is claimed by one).
     #[arg(long)]
     no_schedule: bool,
+}
+
+/// `--sleep`: a duration with its unit, or a bare number of milliseconds (kept, to say
+/// something when it looks like seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sleep {
+    duration: Duration,
+    /// The number, when it was given without a unit.
+    bare: Option<u64>,
+}
+
+fn parse_sleep(text: &str) -> std::result::Result<Sleep, String> {
+    match text.trim().parse::<u64>() {
+        Ok(ms) => Ok(Sleep {
+            duration: Duration::from_millis(ms),
+            bare: Some(ms),
+        }),
+        Err(_) => Ok(Sleep {
+            duration: parse_duration(text)?,
+            bare: None,
+        }),
+    }
+}
+
+/// Below this, a bare number of milliseconds of idle wait was more likely meant as seconds.
+const SUSPICIOUS_SLEEP_MS: u64 = 10;
+
+/// A number that must be at least 1 (`--concurrency 0` would run nothing, `--retries 0`
+/// would give a job no attempt).
+fn at_least_one<T>(text: &str) -> std::result::Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let n: T = text.trim().parse().map_err(|e| format!("{e}"))?;
+    if n < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
 }
 
 /// A duration that must not be zero (a zero timeout or lease would fail every job).
@@ -428,6 +481,7 @@ impl Runner {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        quiet_job_panics();
         let cli = match Cli::try_parse_from(args) {
             Ok(cli) => cli,
             Err(e) => {
@@ -502,8 +556,15 @@ impl Runner {
             },
             None => connecting.await,
         };
-        let storage = connected
-            .map_err(|e| Error::Config(format!("cannot connect to {}: {e}", redact_url(&url))))?;
+        // A store that cannot be reached is not a configuration error: the driver's own
+        // error (connection refused, bad password, unknown database) says what happened.
+        let storage = connected.map_err(|e| match e {
+            Error::Backend { .. } => Error::Connect {
+                url: redact_url(&url),
+                source: Box::new(e),
+            },
+            other => other,
+        })?;
         let mut settings = QueueSettings::default();
         if let Some(max) = config.max_payload {
             settings.max_payload = max;
@@ -662,11 +723,16 @@ impl Runner {
                     .checked_sub(older_than)
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 let pruned = crate::Batch::prune(&queue, before, unfinished).await?;
+                let (one, many) = if unfinished {
+                    ("batch", "batches")
+                } else {
+                    ("finished batch", "finished batches")
+                };
                 let _ = writeln!(
                     out,
-                    "pruned {pruned} {}batches created more than {} ago",
-                    if unfinished { "" } else { "finished " },
-                    humantime::format_duration(older_than)
+                    "pruned {} created more than {} ago",
+                    count(pruned, one, many),
+                    span(older_than)
                 );
             }
             Command::Batch(BatchCommand::Retry { id }) => {
@@ -691,8 +757,8 @@ impl Runner {
                 let s = crate::Chain::status(&queue, &crate::ChainId(id.clone())).await?;
                 let _ = writeln!(
                     out,
-                    "chain {id}: {} links, {} succeeded, {} failed, {} skipped{}",
-                    s.links,
+                    "chain {id}: {}, {} succeeded, {} failed, {} skipped{}",
+                    count(s.links, "link", "links"),
                     s.succeeded,
                     s.failed,
                     s.skipped,
@@ -703,8 +769,8 @@ impl Runner {
                 let s = crate::Workflow::status(&queue, &crate::WorkflowId(id.clone())).await?;
                 let _ = writeln!(
                     out,
-                    "workflow {id}: {} nodes, {} succeeded, {} failed, {} skipped{}",
-                    s.nodes,
+                    "workflow {id}: {}, {} succeeded, {} failed, {} skipped{}",
+                    count(s.nodes, "node", "nodes"),
                     s.succeeded,
                     s.failed,
                     s.skipped,
@@ -721,6 +787,25 @@ pub fn main() -> ExitCode {
     Runner::new().main()
 }
 
+/// Installs (once) a panic hook that leaves a panic in a job's body to the worker, which
+/// catches it and reports it in its own log line (with where it happened), so it is not
+/// printed twice, the second time between the log lines. Every other panic, a task a job
+/// spawned included, goes to the hook that was there before; so does every panic when
+/// `RUST_BACKTRACE` asks for backtraces.
+fn quiet_job_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        let backtraces = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+        std::panic::set_hook(Box::new(move |info| {
+            let location = info.location().map(ToString::to_string);
+            if backtraces || !crate::worker::job_body_panicked(location) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn init_logging(verbose: bool) {
     let default = if verbose { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUEUE_LOG")
@@ -733,24 +818,36 @@ fn init_logging(verbose: bool) {
         .try_init();
 }
 
-/// The worker options from flags, then `job.toml`, then defaults.
-fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> WorkerOptions {
+/// The worker options from flags, then `job.toml`, then defaults, with warnings about
+/// values that look like mistakes.
+fn worker_options(
+    config: &Config,
+    args: &WorkArgs,
+    only: Option<String>,
+) -> (WorkerOptions, Vec<String>) {
+    let mut warnings = Vec::new();
     let mut o = WorkerOptions::default();
-    if !args.queue.is_empty() {
-        o.queues = args
-            .queue
-            .iter()
-            .map(|q| q.trim().to_owned())
-            .filter(|q| !q.is_empty())
-            .collect();
+    let queues: Vec<String> = args
+        .queue
+        .iter()
+        .map(|q| q.trim().to_owned())
+        .filter(|q| !q.is_empty())
+        .collect();
+    if !queues.is_empty() {
+        o.queues = queues;
     } else if let Some(queues) = &config.queues {
         o.queues = queues.clone();
+    } else {
+        // Rakit's `job:runall`: every queue the store holds (`default` when it cannot
+        // list them).
+        o.all_queues = true;
     }
+    // Both are refused below 1 when parsed (the flag) or loaded (job.toml).
     if let Some(n) = args.concurrency.or(config.concurrency) {
-        o.concurrency = n.max(1);
+        o.concurrency = n;
     }
     if let Some(n) = args.retries.or(config.max_retries) {
-        o.tries = n.max(1);
+        o.tries = n;
     }
     if let Some(t) = args.timeout.or(config.timeout()) {
         o.timeout = t;
@@ -761,8 +858,32 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     if let Some(b) = args.backoff.clone().or(config.backoff()) {
         o.backoff = b;
     }
-    if let Some(ms) = args.sleep.or(config.sleep_ms) {
-        o.sleep = Duration::from_millis(ms);
+    match (args.sleep, config.sleep()) {
+        (Some(sleep), _) => {
+            o.sleep = sleep.duration;
+            if let Some(n) = sleep.bare.filter(|n| (1..SUSPICIOUS_SLEEP_MS).contains(n)) {
+                warnings.push(format!(
+                    "--sleep {n} is {n} milliseconds (a bare number is milliseconds); for \
+                     seconds write --sleep {n}s"
+                ));
+            }
+        }
+        (None, Some(sleep)) => {
+            o.sleep = sleep;
+            if let Some(n) = config
+                .sleep_ms
+                .filter(|n| (1..SUSPICIOUS_SLEEP_MS).contains(n))
+            {
+                warnings.push(format!(
+                    "`sleep_ms = {n}` in job.toml is {n} milliseconds; for seconds write \
+                     `sleep = \"{n}s\"`"
+                ));
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(d) = args.overlap_delay.or(config.overlap_delay()) {
+        o.lock_retry = d;
     }
     o.max_jobs = args.max_jobs.or(config.max_job.filter(|n| *n > 0));
     o.max_time = args.max_time;
@@ -779,7 +900,7 @@ fn worker_options(config: &Config, args: &WorkArgs, only: Option<String>) -> Wor
     o.prefetch = args.prefetch.or(config.prefetch);
     o.limits = config.limits.clone().unwrap_or_default();
     o.only = only;
-    o
+    (o, warnings)
 }
 
 /// Completes once the stop flag is set (never, if its sender is gone without setting it).
@@ -797,8 +918,12 @@ async fn work(
     progress_bar: bool,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
-    let options = worker_options(config, &args, only);
-    let queues = options.queues.clone();
+    let (options, warnings) = worker_options(config, &args, only);
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    // The bar counts what every queue holds when the worker takes every queue.
+    let queues = (!options.all_queues).then(|| options.queues.clone());
     let worker = queue.worker(options);
     let bar = progress_bar.then(|| {
         tokio::spawn(progress::draw(
@@ -817,7 +942,8 @@ async fn work(
     }
     let summary = summary?;
     let why = match summary.reason {
-        StopReason::Stopped => "stopped",
+        // The command line stops its worker only on SIGTERM or SIGINT.
+        StopReason::Stopped => "stopped by signal",
         StopReason::Empty => "queues empty",
         StopReason::Once => "--once",
         StopReason::MaxJobs => "--max-jobs reached",
@@ -871,7 +997,12 @@ async fn failed(
                     one_line(&job.error, 80)
                 );
             }
-            let _ = writeln!(out, "{} of {} failed jobs", jobs.len(), total);
+            let _ = writeln!(
+                out,
+                "{} of {}",
+                jobs.len(),
+                count(total, "failed job", "failed jobs")
+            );
         }
         FailedCommand::Show { id } => match store.get(&id).await? {
             Some(job) => {
@@ -895,7 +1026,8 @@ async fn failed(
             } else {
                 ids
             };
-            let mut retried = 0;
+            let mut retried = 0u64;
+            let mut missing = Vec::new();
             for id in &ids {
                 // A batch member goes back with its batch's counts and callbacks.
                 let member = match store.get(id).await? {
@@ -925,12 +1057,13 @@ async fn failed(
                             other.id()
                         );
                     }
-                    None => {
-                        let _ = writeln!(out, "no failed job with id {id}");
-                    }
+                    None => missing.push(id.clone()),
                 }
             }
-            let _ = writeln!(out, "{retried} jobs retried");
+            let _ = writeln!(out, "{} retried", count(retried, "job", "jobs"));
+            if !missing.is_empty() {
+                return Err(not_found(missing.join(", ")));
+            }
         }
         FailedCommand::Forget { id } => {
             if store.forget(&id).await? {
@@ -941,7 +1074,7 @@ async fn failed(
         }
         FailedCommand::Flush => {
             let n = store.flush().await?;
-            let _ = writeln!(out, "{n} failed jobs deleted");
+            let _ = writeln!(out, "{} deleted", count(n, "failed job", "failed jobs"));
         }
         FailedCommand::Prune { older_than } => {
             let before = SystemTime::now()
@@ -950,8 +1083,9 @@ async fn failed(
             let n = store.prune(before).await?;
             let _ = writeln!(
                 out,
-                "{n} failed jobs older than {} deleted",
-                humantime::format_duration(older_than)
+                "{} older than {} deleted",
+                count(n, "failed job", "failed jobs"),
+                span(older_than)
             );
         }
     }
@@ -986,4 +1120,91 @@ fn describe(job: &FailedJob) -> String {
     let _ = writeln!(s, "error:\n{}", job.error);
     let _ = writeln!(s, "payload:\n{}", String::from_utf8_lossy(&job.payload));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work_args(args: &[&str]) -> std::result::Result<WorkArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["runall", "work"].iter().chain(args))?;
+        match cli.command {
+            Some(Command::Work(args)) => Ok(args),
+            other => panic!("not a work command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sleep_takes_units_and_a_bare_number_is_milliseconds() {
+        for (text, ms, bare) in [
+            ("3s", 3000, None),
+            ("500ms", 500, None),
+            ("1m", 60_000, None),
+            ("250", 250, Some(250)),
+            ("3", 3, Some(3)),
+        ] {
+            let sleep = parse_sleep(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(sleep.duration, Duration::from_millis(ms), "{text}");
+            assert_eq!(sleep.bare, bare, "{text}");
+        }
+        assert!(parse_sleep("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn a_suspicious_sleep_draws_a_warning() {
+        let config = Config::default();
+        let (o, warnings) = worker_options(&config, &work_args(&["--sleep", "3"]).unwrap(), None);
+        assert_eq!(o.sleep, Duration::from_millis(3));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("--sleep 3s"), "{warnings:?}");
+        for quiet in ["3s", "50", "0", "500ms"] {
+            let (_, warnings) =
+                worker_options(&config, &work_args(&["--sleep", quiet]).unwrap(), None);
+            assert!(warnings.is_empty(), "{quiet}: {warnings:?}");
+        }
+        let config = Config::parse("sleep_ms = 2\n").unwrap();
+        let (o, warnings) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert_eq!(o.sleep, Duration::from_millis(2));
+        assert!(warnings[0].contains("sleep = \"2s\""), "{warnings:?}");
+        let config = Config::parse("sleep = '2s'\n").unwrap();
+        let (o, warnings) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert_eq!(o.sleep, Duration::from_secs(2));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn zero_concurrency_or_retries_is_refused() {
+        for (flag, value) in [("--concurrency", "0"), ("--retries", "0"), ("--tries", "0")] {
+            let e = work_args(&[flag, value]).expect_err(flag).to_string();
+            assert!(e.contains("must be at least 1"), "{flag}: {e}");
+        }
+        let args = work_args(&["--concurrency", "4", "--retries", "1"]).unwrap();
+        let (o, _) = worker_options(&Config::default(), &args, None);
+        assert_eq!((o.concurrency, o.tries), (4, 1));
+    }
+
+    #[test]
+    fn overlap_delay_from_the_flag_or_job_toml() {
+        let config = Config::parse("overlap_delay = '2s'\n").unwrap();
+        let (o, _) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert_eq!(o.lock_retry, Duration::from_secs(2));
+        let args = work_args(&["--overlap-delay", "5s"]).unwrap();
+        let (o, _) = worker_options(&config, &args, None);
+        assert_eq!(o.lock_retry, Duration::from_secs(5));
+        assert!(work_args(&["--overlap-delay", "0s"]).is_err());
+    }
+
+    #[test]
+    fn no_queue_means_every_queue() {
+        let (o, _) = worker_options(&Config::default(), &work_args(&[]).unwrap(), None);
+        assert!(o.all_queues);
+        let args = work_args(&["--queue", "high,low"]).unwrap();
+        let (o, _) = worker_options(&Config::default(), &args, None);
+        assert!(!o.all_queues);
+        assert_eq!(o.queues, ["high", "low"]);
+        let config = Config::parse("queues = ['mail']\n").unwrap();
+        let (o, _) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert!(!o.all_queues);
+        assert_eq!(o.queues, ["mail"]);
+    }
 }

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::queue::Queue;
 use crate::storage::{PageRequest, Storage, StorageExt};
 
+use super::words::{count, span};
+
 /// OK, WARNING or CRITICAL, with the exit codes monitoring tools expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -106,8 +108,10 @@ pub(crate) async fn health(
         let size_status = Status::of(backlog, t.queue_size);
         if size_status > Status::Ok {
             problems.push(format!(
-                "{queue}: {backlog} jobs waiting or delayed (warning above {}, critical above {})",
-                t.queue_size.0, t.queue_size.1
+                "{queue}: {} (warning above {}, critical above {})",
+                count(backlog, "job waiting or delayed", "jobs waiting or delayed"),
+                t.queue_size.0,
+                t.queue_size.1
             ));
         }
         let age_status = oldest.map_or(Status::Ok, |age| {
@@ -116,9 +120,9 @@ pub(crate) async fn health(
         if age_status > Status::Ok {
             problems.push(format!(
                 "{queue}: the oldest available job has waited {} (warning above {}, critical above {})",
-                humantime::format_duration(Duration::from_secs(oldest.unwrap_or(0))),
-                humantime::format_duration(t.oldest_age.0),
-                humantime::format_duration(t.oldest_age.1)
+                span(Duration::from_secs(oldest.unwrap_or(0))),
+                span(t.oldest_age.0),
+                span(t.oldest_age.1)
             ));
         }
         report.push(QueueHealth {
@@ -134,8 +138,10 @@ pub(crate) async fn health(
     let failed_status = Status::of(failed, t.failed);
     if failed_status > Status::Ok {
         problems.push(format!(
-            "{failed} jobs in the failed store (warning above {}, critical above {})",
-            t.failed.0, t.failed.1
+            "{} in the failed store (warning above {}, critical above {})",
+            count(failed, "job", "jobs"),
+            t.failed.0,
+            t.failed.1
         ));
     }
     // Late schedules and paused queues.
@@ -367,8 +373,8 @@ pub(crate) async fn clear(
     if !force {
         if !std::io::stdin().is_terminal() {
             return Err(Error::Config(format!(
-                "refusing to delete {} jobs from `{queue}` without confirmation: pass --force",
-                size.waiting + size.delayed
+                "refusing to delete {} from `{queue}` without confirmation: pass --force",
+                count(size.waiting + size.delayed, "job", "jobs")
             )));
         }
         let _ = write!(
@@ -387,7 +393,8 @@ pub(crate) async fn clear(
     let n = storage.inspect()?.clear(queue).await?;
     let _ = writeln!(
         out,
-        "{n} jobs deleted from `{queue}` (reserved jobs are left to their workers)"
+        "{} deleted from `{queue}` (reserved jobs are left to their workers)",
+        count(n, "job", "jobs")
     );
     Ok(())
 }
@@ -619,10 +626,10 @@ pub(crate) async fn late_schedules(queue: &Queue) -> Result<Vec<String>> {
                 "schedule {}: its tick at {} is {} late, more than two periods ({}): is any worker running schedules?",
                 state.id,
                 humantime::format_rfc3339_seconds(next),
-                humantime::format_duration(Duration::from_secs(
+                span(Duration::from_secs(
                     now.duration_since(next).unwrap_or_default().as_secs()
                 )),
-                humantime::format_duration(period)
+                span(period)
             ));
         }
     }

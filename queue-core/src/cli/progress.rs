@@ -7,13 +7,22 @@ use std::time::{Duration, Instant};
 use crate::storage::{Storage, StorageExt};
 use crate::worker::ProgressHandle;
 
-/// Draws `[#####.....] done/total  failed  rate/s  ETA` on stderr until aborted.
-pub(crate) async fn draw(storage: Arc<dyn Storage>, queues: Vec<String>, progress: ProgressHandle) {
+/// Draws `[#####.....] done/total  failed  rate/s  ETA` on stderr until aborted, counting
+/// what `queues` hold (`None`: every queue of the store).
+pub(crate) async fn draw(
+    storage: Arc<dyn Storage>,
+    queues: Option<Vec<String>>,
+    progress: ProgressHandle,
+) {
     let started = Instant::now();
     loop {
         let p = progress.get();
         let mut remaining = 0;
         if let Ok(inspect) = storage.inspect() {
+            let queues = match &queues {
+                Some(queues) => queues.clone(),
+                None => crate::worker::every_queue(&[], inspect.queues().await.unwrap_or_default()),
+            };
             for q in &queues {
                 if let Ok(size) = inspect.size(q).await {
                     remaining += size.total();

@@ -24,6 +24,26 @@ use crate::storage::{unix_millis, Effect, Outcome, Reserved, Settle, Settled, St
 /// other workers see a cancel at most this late; this worker's own failures clear the copy.
 pub(super) const LOOSE_GATE: Duration = Duration::from_millis(250);
 
+tokio::task_local! {
+    /// Set while a job's body runs (in the task the worker spawns for it): where the body
+    /// panicked, when a panic hook noted it.
+    static BODY_PANIC: Arc<std::sync::OnceLock<String>>;
+}
+
+/// For a panic hook: whether the panic happening now is in a job's body, which the worker
+/// catches and reports in its own log line (noting `location` for that line). False for a
+/// panic anywhere else, a task the body spawned included.
+#[cfg(feature = "cli")]
+pub(crate) fn job_body_panicked(location: Option<String>) -> bool {
+    BODY_PANIC
+        .try_with(|noted| {
+            if let Some(location) = location {
+                let _ = noted.set(location);
+            }
+        })
+        .is_ok()
+}
+
 /// How a job's reservation ends, before its settlement is sent.
 struct Finish {
     /// What to settle; `None` when the lease is gone and there is nothing to settle.
@@ -497,9 +517,13 @@ async fn run(
                 held,
                 shared.options.lease,
             ));
+            let noted = Arc::new(std::sync::OnceLock::new());
             let mut task = match &shared.job_scope {
-                Some(scope) => tokio::spawn(crate::dispatcher::scope(scope.clone(), future)),
-                None => tokio::spawn(future),
+                Some(scope) => tokio::spawn(BODY_PANIC.scope(
+                    noted.clone(),
+                    crate::dispatcher::scope(scope.clone(), future),
+                )),
+                None => tokio::spawn(BODY_PANIC.scope(noted.clone(), future)),
             };
             let mut hard_stop = shared.hard_stop.clone();
             let mut aborted = false;
@@ -509,7 +533,10 @@ async fn run(
                     Ok(Ok(Ok(()))) => Ran::Done,
                     Ok(Ok(Err(e))) => Ran::Failed(e),
                     Ok(Err(join)) => match join.try_into_panic() {
-                        Ok(panic) => Ran::Failed(JobError::msg(format!("job panicked: {}", panic_message(&*panic)))),
+                        Ok(panic) => {
+                            let at = noted.get().map(|at| format!(" at {at}")).unwrap_or_default();
+                            Ran::Failed(JobError::msg(format!("job panicked{at}: {}", panic_message(&*panic))))
+                        }
                         Err(_) => Ran::Failed(JobError::msg("job task was cancelled")),
                     },
                     Err(_) => {

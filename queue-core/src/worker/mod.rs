@@ -33,6 +33,8 @@ mod metrics;
 mod options;
 mod system;
 
+#[cfg(feature = "cli")]
+pub(crate) use job::job_body_panicked;
 pub use options::WorkerOptions;
 pub use system::{peak_memory_mb, resident_memory_mb, stop_signal};
 
@@ -139,6 +141,67 @@ impl PauseHandle {
     pub fn resume(&self) {
         self.tx
             .send_if_modified(|p| std::mem::replace(&mut p.local, false));
+    }
+}
+
+/// How often a worker of every queue ([`WorkerOptions::all_queues`]) reads the store's list
+/// of queues.
+const QUEUE_LIST_POLL: Duration = Duration::from_secs(1);
+
+/// Where a queue stands in an every-queue worker's order: `high`, `default`, `low`, then
+/// the others (by name).
+fn standing(queue: &str) -> u8 {
+    match queue {
+        "high" => 0,
+        "default" => 1,
+        "low" => 2,
+        _ => 3,
+    }
+}
+
+/// `known` with the queues of `listed` it lacks, in an every-queue worker's order: `high`,
+/// `default`, `low`, then the others by name. Queues whose names start with `_` are the
+/// store's own (`_schedules`) and are left out.
+pub(crate) fn every_queue(known: &[String], listed: Vec<String>) -> Vec<String> {
+    let mut queues: Vec<String> = known
+        .iter()
+        .cloned()
+        .chain(listed.into_iter().filter(|q| !q.starts_with('_')))
+        .collect();
+    queues.sort_by(|a, b| (standing(a), a).cmp(&(standing(b), b)));
+    queues.dedup();
+    queues
+}
+
+/// Reads the store's queues about once a second, until dropped, adding new ones to the list
+/// of an every-queue worker.
+async fn watch_queues(storage: Arc<dyn Storage>, tx: watch::Sender<Vec<String>>) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(QUEUE_LIST_POLL).await;
+        let listed = match storage.inspect() {
+            Ok(inspect) => inspect.queues().await,
+            Err(e) => Err(e),
+        };
+        match listed {
+            Ok(listed) => {
+                failing = false;
+                tx.send_if_modified(|queues| {
+                    let all = every_queue(queues, listed);
+                    let changed = *queues != all;
+                    if changed {
+                        info!(queues = %all.join(","), "new queues: taking their jobs too");
+                        *queues = all;
+                    }
+                    changed
+                });
+            }
+            Err(e) if !failing => {
+                failing = true;
+                warn!(error = %e, "could not list the store's queues: working the ones known");
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -402,7 +465,33 @@ impl Worker {
                 });
             }
         }
-        let options = self.options.clone();
+        let mut options = self.options.clone();
+        // Every queue: read the list now, then about once a second.
+        let mut listing = None;
+        if options.all_queues {
+            match storage.inspect() {
+                Ok(inspect) => {
+                    options.queues = match inspect.queues().await {
+                        Ok(listed) => every_queue(&[], listed),
+                        Err(e) => {
+                            warn!(error = %e, "could not list the store's queues: trying again in a second");
+                            Vec::new()
+                        }
+                    };
+                    let (tx, rx) = watch::channel(options.queues.clone());
+                    listing = Some((tokio::spawn(watch_queues(storage.clone(), tx)), rx));
+                }
+                Err(_) => {
+                    warn!(
+                        driver = caps.driver,
+                        "this store cannot list its queues: taking jobs from {} only (name the \
+                         queues to work with --queue, or WorkerOptions::queues)",
+                        options.queues.join(", ")
+                    );
+                    options.all_queues = false;
+                }
+            }
+        }
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let (hard_tx, hard_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -453,9 +542,17 @@ impl Worker {
         info!(
             driver = caps.driver,
             queues = %options.queues.join(","),
+            every_queue = options.all_queues,
             concurrency = options.concurrency.max(1),
             "worker started"
         );
+        let (queue_watch, listed) = listing.unzip();
+        let request = ReserveRequest {
+            queues: options.queues.clone(),
+            lease: options.lease,
+            limit: 1,
+            name: options.only.clone(),
+        };
         let mut engine = Engine {
             storage,
             slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
@@ -466,12 +563,7 @@ impl Worker {
             pending: Vec::new(),
             stop: self.stop_tx.subscribe(),
             hard_stop: hard_tx,
-            request: ReserveRequest {
-                queues: self.options.queues.clone(),
-                lease: self.options.lease,
-                limit: 1,
-                name: self.options.only.clone(),
-            },
+            request,
             taken: 0,
             started: Instant::now(),
             buffer: VecDeque::new(),
@@ -481,11 +573,15 @@ impl Worker {
             asking: 0,
             asked_by: HashMap::new(),
             pauses: self.pauses.subscribe(),
+            listed,
         };
         engine.pauses.mark_changed();
         let reason = engine.run().await;
         engine.drain(reason).await;
         restart_watch.abort();
+        if let Some(watch) = queue_watch {
+            watch.abort();
+        }
         if let Some(watch) = pause_watch {
             watch.abort();
         }
@@ -552,6 +648,9 @@ struct Engine {
     asked_by: HashMap<tokio::task::Id, usize>,
     /// What the worker may not reserve from; `request.queues` follows it.
     pauses: watch::Receiver<Paused>,
+    /// Every queue of the store, for a worker of every queue ([`WorkerOptions::all_queues`]):
+    /// `options.queues` follows it.
+    listed: Option<watch::Receiver<Vec<String>>>,
 }
 
 /// The store's answers to settlements, held back until the jobs fetched in the same call
@@ -618,7 +717,14 @@ impl Engine {
         // Calls that came back while the loop waited.
         let mut arrived = Vec::new();
         loop {
-            if self.pauses.has_changed().unwrap_or(false) {
+            let mut queues_changed = false;
+            if let Some(listed) = &mut self.listed {
+                if listed.has_changed().unwrap_or(false) {
+                    self.options.queues = listed.borrow_and_update().clone();
+                    queues_changed = true;
+                }
+            }
+            if queues_changed || self.pauses.has_changed().unwrap_or(false) {
                 let paused = self.pauses.borrow_and_update().clone();
                 self.request.queues = if paused.local {
                     Vec::new()
@@ -675,8 +781,10 @@ impl Engine {
             } else {
                 (free + self.prefetch_room(free)).saturating_sub(self.asking)
             };
-            if closed && self.options.stop_when_empty {
-                // Every queue is paused: nothing may be taken, as when they are empty.
+            let none_listed = self.options.once && self.options.queues.is_empty();
+            if closed && (self.options.stop_when_empty || none_listed) {
+                // Every queue is paused (or, for a worker of every queue, the store holds
+                // none): nothing may be taken, as when they are empty.
                 if let Some(reason) = self.empty_stop().await {
                     return reason;
                 }
@@ -731,6 +839,11 @@ impl Engine {
                 _ = wait, if waiting => idle = false,
                 // Seen here, so marked again for the top of the loop to apply it.
                 Ok(()) = self.pauses.changed() => self.pauses.mark_changed(),
+                Some(()) = changed(&mut self.listed) => {
+                    if let Some(listed) = &mut self.listed {
+                        listed.mark_changed();
+                    }
+                }
                 // Paused: look at the stop conditions now and then.
                 _ = tokio::time::sleep(self.options.sleep), if closed => {}
             }
@@ -1065,6 +1178,14 @@ impl Engine {
     }
 }
 
+/// Completes when `rx` has a new value (`None` when its sender is gone); never without one.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -1091,4 +1212,163 @@ where
         }
     }
     op().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryStorage;
+    use crate::Queue;
+
+    fn names(queues: &[&str]) -> Vec<String> {
+        queues.iter().map(|q| (*q).to_owned()).collect()
+    }
+
+    #[test]
+    fn every_queue_is_high_default_low_then_by_name() {
+        let listed = names(&["zeta", "low", "_schedules", "alpha", "default", "high"]);
+        assert_eq!(
+            every_queue(&[], listed),
+            names(&["high", "default", "low", "alpha", "zeta"])
+        );
+        // Queues seen before stay; new ones take their place in the order.
+        let known = names(&["default", "mail"]);
+        assert_eq!(
+            every_queue(&known, names(&["high", "mail"])),
+            names(&["high", "default", "mail"])
+        );
+        assert!(every_queue(&[], Vec::new()).is_empty());
+    }
+
+    /// A worker of every queue takes high, default and low first, then the others by name,
+    /// and takes the jobs of a queue that appears while it runs.
+    #[tokio::test]
+    async fn a_worker_of_every_queue() {
+        let queue = Queue::new(MemoryStorage::new());
+        let log: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let sink = log.clone();
+        queue.listen("record", move |_payload: serde_json::Value, ctx| {
+            let sink = sink.clone();
+            async move {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(ctx.queue().to_owned());
+                Ok(())
+            }
+        });
+        for q in ["zeta", "low", "alpha", "default", "high"] {
+            queue
+                .dispatch_named("record", serde_json::json!({}))
+                .on_queue(q)
+                .await
+                .expect("dispatched");
+        }
+        let options = WorkerOptions::default()
+            .all_queues()
+            .sleep(Duration::from_millis(20));
+        assert!(options.all_queues);
+        let worker = queue.worker(options);
+        let stop = worker.stop_handle();
+        let ran = |n: usize| log.lock().unwrap_or_else(|p| p.into_inner()).len() >= n;
+        let drive = async {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ran(5) {
+                assert!(Instant::now() < deadline, "the five jobs ran within 10 s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            queue
+                .dispatch_named("record", serde_json::json!({}))
+                .on_queue("late")
+                .await
+                .expect("dispatched");
+            while !ran(6) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the job of the new queue ran within 10 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.stop();
+        };
+        let (summary, ()) = tokio::join!(worker.run(), drive);
+        let summary = summary.expect("the worker ran");
+        assert_eq!(summary.processed, 6);
+        assert_eq!(
+            *log.lock().unwrap_or_else(|p| p.into_inner()),
+            names(&["high", "default", "low", "alpha", "zeta", "late"])
+        );
+    }
+
+    /// A store without [`Inspect`](crate::storage::Inspect): it cannot list its queues.
+    #[derive(Debug)]
+    struct Unlisted(MemoryStorage);
+
+    #[async_trait::async_trait]
+    impl Storage for Unlisted {
+        fn capabilities(&self) -> crate::storage::Capabilities<'_> {
+            let mut caps = self.0.capabilities();
+            caps.inspect = None;
+            caps
+        }
+        async fn push(
+            &self,
+            jobs: Vec<crate::storage::NewJob>,
+        ) -> Result<Vec<crate::storage::Pushed>> {
+            self.0.push(jobs).await
+        }
+        async fn reserve(&self, request: &ReserveRequest) -> Result<Vec<Reserved>> {
+            self.0.reserve(request).await
+        }
+        async fn extend(
+            &self,
+            leases: &[crate::storage::Lease],
+            duration: Duration,
+        ) -> Result<Vec<crate::storage::LeaseStatus>> {
+            self.0.extend(leases, duration).await
+        }
+        async fn settle(
+            &self,
+            settles: Vec<Settle>,
+            fetch: Option<&ReserveRequest>,
+        ) -> Result<crate::storage::SettleReply> {
+            self.0.settle(settles, fetch).await
+        }
+        async fn lock(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool> {
+            self.0.lock(key, owner, ttl).await
+        }
+        async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
+            self.0.unlock(key, owner).await
+        }
+    }
+
+    /// A store that cannot list its queues is worked on `queues` (`default`), not on none.
+    #[tokio::test]
+    async fn without_a_listing_every_queue_is_default() {
+        let queue = Queue::new(Unlisted(MemoryStorage::new()));
+        queue.listen("noop", |_payload: serde_json::Value, _ctx| async { Ok(()) });
+        for q in ["default", "other"] {
+            queue
+                .dispatch_named("noop", serde_json::json!({}))
+                .on_queue(q)
+                .await
+                .expect("dispatched");
+        }
+        let options = WorkerOptions::default()
+            .all_queues()
+            .sleep(Duration::from_millis(20))
+            .stop_when_empty();
+        let summary = tokio::time::timeout(Duration::from_secs(10), queue.worker(options).run())
+            .await
+            .expect("the worker stopped within 10 s")
+            .expect("the worker ran");
+        assert_eq!(summary.processed, 1, "the default queue's job only");
+    }
+
+    /// `queues` turns a worker of every queue back into a worker of those.
+    #[test]
+    fn naming_queues_ends_every_queue() {
+        let options = WorkerOptions::default().all_queues().queues(["mail"]);
+        assert!(!options.all_queues);
+        assert_eq!(options.queues, names(&["mail"]));
+    }
 }

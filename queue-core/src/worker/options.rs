@@ -10,25 +10,36 @@ use crate::limit::Limit;
 ///
 /// | field | `runall` flag | Laravel | Rakit / `job.toml` |
 /// |---|---|---|---|
-/// | `queues` | `--queue high,default,low` | `--queue` | `--queue` |
+/// | `queues` | `--queue high,default,low` | `--queue` | `--queue` / `queues` |
+/// | `all_queues` | no `--queue` and no `queues` | | `job:runall` |
 /// | `concurrency` | `--concurrency` | (processes) | |
 /// | `tries` | `--retries` / `--tries` | `--tries` | `max_retries` |
 /// | `timeout` | `--timeout` | `--timeout` | |
 /// | `lease` | `--lease` / `--retry-after` | `retry_after` | |
-/// | `sleep` | `--sleep` (ms) | `--sleep` (s) | `sleep_ms` |
+/// | `sleep` | `--sleep 500ms` (a bare number: ms) | `--sleep` (s) | `sleep_ms`, `sleep` |
 /// | `max_jobs` | `--max-jobs` | `--max-jobs` | `max_job` |
 /// | `max_time` | `--max-time` | `--max-time` | |
 /// | `memory_mb` | `--memory` | `--memory` | |
 /// | `once` | `--once` | `--once` | |
 /// | `stop_when_empty` | `--stop-when-empty` | `--stop-when-empty` | |
+/// | `lock_retry` | `--overlap-delay` | (`releaseAfter`, per job) | `overlap_delay` |
 /// | `only` | `runall run NAME` | | `job:run NAME` |
 /// | `prefetch` | `--prefetch` | | `prefetch` |
 /// | `limits` | `[limits]` in `job.toml` | `RateLimiter::for`, `Redis::funnel` | |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
-    /// Queues in strict priority order.
+    /// Queues in strict priority order (unless [`all_queues`](Self::all_queues)).
     pub queues: Vec<String>,
+    /// Take jobs from every queue the store holds instead of `queues`: `high`, `default`
+    /// and `low` first, in that order, then the others by name. The list is read when the
+    /// worker starts and again every second, so a queue that appears while it runs is
+    /// picked up; a queue once seen stays in it until the worker stops. Queues whose names
+    /// start with `_` are the store's own (`_schedules`) and are left out. A store that
+    /// cannot list its queues (no [`Inspect`](crate::storage::Inspect)) is worked on
+    /// `queues` instead, with a warning in the log. Off by default; `runall work` turns it
+    /// on when given no `--queue` and no `queues` in `job.toml` (Rakit's `job:runall`).
+    pub all_queues: bool,
     /// Jobs run at once in this process.
     pub concurrency: usize,
     /// Attempts for jobs that do not set their own.
@@ -88,6 +99,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             queues: vec!["default".to_owned()],
+            all_queues: false,
             concurrency: 1,
             tries: 3,
             timeout: Duration::from_secs(60),
@@ -111,13 +123,20 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// Sets the queues, in priority order.
+    /// Sets the queues, in priority order (and turns [`all_queues`](Self::all_queues) off).
     pub fn queues<I, S>(mut self, queues: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.queues = queues.into_iter().map(Into::into).collect();
+        self.all_queues = false;
+        self
+    }
+
+    /// Takes jobs from every queue the store holds; see [`all_queues`](Self::all_queues).
+    pub fn all_queues(mut self) -> Self {
+        self.all_queues = true;
         self
     }
 

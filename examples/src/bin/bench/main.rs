@@ -381,7 +381,7 @@ async fn latency(
             "--queue",
             "latency",
             "--sleep",
-            &args.sleep_ms.to_string(),
+            &format!("{}ms", args.sleep_ms),
         ])
         .stdout(std::process::Stdio::null())
         .spawn()?;
@@ -470,7 +470,7 @@ impl RunallConfig {
             "--concurrency",
             "8",
             "--sleep",
-            "10",
+            "10ms",
             "--stop-when-empty",
         ]);
         Ok(cmd)

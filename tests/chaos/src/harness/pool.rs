@@ -134,7 +134,7 @@ impl Pool {
             .args(["--queue", crate::job::QUEUE])
             .args(["--concurrency", &s.concurrency.to_string()])
             .args(["--lease", &millis(s.lease)])
-            .args(["--sleep", &s.sleep.as_millis().to_string()])
+            .args(["--sleep", &millis(s.sleep)])
             .args(["--grace", &millis(s.grace)])
             .args(["--retries", &s.tries.to_string()])
             .args(["--backoff", &s.backoff])
