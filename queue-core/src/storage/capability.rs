@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::settle::{LeaseStatus, Settle, Settled};
 use super::types::{
-    FailedJob, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed, QueueSize,
+    Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,
+    QueueSize, RecordKey,
 };
 use super::Storage;
 use crate::error::{Error, Result};
@@ -51,6 +52,9 @@ pub struct Capabilities<'a> {
     pub inspect: Option<&'a dyn Inspect>,
     /// Group counters: settles apply [`Effect::Count`](super::Effect::Count).
     pub groups: Option<&'a dyn Groups>,
+    /// Single jobs by id: status, cancellation and records; settles apply
+    /// [`Effect::Record`](super::Effect::Record).
+    pub track: Option<&'a dyn Track>,
     /// The store-wide control keys (the restart signal).
     pub control: Option<&'a dyn Control>,
     /// Wakes idle workers when a job is pushed by any process (by a notification, or by a
@@ -72,6 +76,7 @@ impl<'a> Capabilities<'a> {
             failed: None,
             inspect: None,
             groups: None,
+            track: None,
             control: None,
             wake: None,
         }
@@ -142,6 +147,12 @@ impl<'a> Capabilities<'a> {
         self
     }
 
+    /// Single jobs by id.
+    pub fn track(mut self, track: &'a dyn Track) -> Self {
+        self.track = Some(track);
+        self
+    }
+
     /// The control keys.
     pub fn control(mut self, control: &'a dyn Control) -> Self {
         self.control = Some(control);
@@ -167,6 +178,7 @@ impl fmt::Debug for Capabilities<'_> {
             .field("failed", &self.failed.is_some())
             .field("inspect", &self.inspect.is_some())
             .field("groups", &self.groups.is_some())
+            .field("track", &self.track.is_some())
             .field("control", &self.control.is_some())
             .field("wake", &self.wake.is_some())
             .finish()
@@ -260,6 +272,54 @@ pub trait Groups: Send + Sync {
     async fn waiting(&self, key: &str) -> Result<Option<i64>>;
 }
 
+/// Single jobs by id: where a job is, cancelling it, and small records kept for it (its
+/// status once finished, its progress while it runs, the mark asking to cancel it).
+///
+/// What a driver with this capability promises, checked by the conformance suite:
+///
+/// - [`job`](Self::job) finds a job in a queue by its id: waiting, delayed or reserved.
+/// - [`cancel`](Self::cancel) removes a job that is not reserved under a live lease (releasing
+///   its claim), or marks a reserved one, in one step: a job is never both run by a new
+///   reservation and reported removed.
+/// - [`Storage::extend`](super::Storage::extend) reports a lease whose job carries a
+///   [`RecordKey::CANCEL`](super::RecordKey::CANCEL) record as
+///   [`LeaseStatus::Cancelled`](super::LeaseStatus::Cancelled), renewed, so the worker
+///   running it learns of a cancel on its next heartbeat, whichever worker it is.
+/// - Settles apply [`Effect::Record`](super::Effect::Record) in the job's atomic step (not
+///   at all when the lease is stale).
+/// - A record is never read after its time to live; [`prune_records`](Self::prune_records)
+///   frees the space of expired ones where the backend does not expire keys itself.
+#[async_trait]
+pub trait Track: Send + Sync {
+    /// The job with this id while it is in a queue (waiting, delayed or reserved); `None`
+    /// otherwise, an id this store could never have made included.
+    async fn job(&self, id: &JobId) -> Result<Option<JobSummary>>;
+
+    /// Cancels the job with this id: removes it if it is waiting or delayed (or reserved
+    /// under a lease that ran out), releasing its unique claim; otherwise, if it is
+    /// reserved, writes its [`RecordKey::CANCEL`](super::RecordKey::CANCEL) record, kept
+    /// for `mark_for`. One step either way.
+    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation>;
+
+    /// Reads records, one per key in order: `None` for one missing or past its time to live.
+    async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Writes a record kept for `ttl`, replacing one of the same key. With `fence` (a lease
+    /// of the same job), only while that lease is the job's current one, checked in the same
+    /// step: returns whether it was written.
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Duration,
+        fence: Option<&Lease>,
+    ) -> Result<bool>;
+
+    /// Deletes records past their time to live, in chunks; returns how many. A backend that
+    /// expires keys itself (Redis, memcached) returns 0.
+    async fn prune_records(&self) -> Result<u64>;
+}
+
 /// Store-wide control keys.
 #[async_trait]
 pub trait Control: Send + Sync {
@@ -319,6 +379,15 @@ pub trait StorageExt: Storage {
         caps.groups.ok_or(Error::NotSupported {
             driver: caps.driver,
             operation: "group counters and waiting jobs (batches, chains, workflows)",
+        })
+    }
+
+    /// Single jobs by id (status, cancellation, records), or `NotSupported`.
+    fn track(&self) -> Result<&dyn Track> {
+        let caps = self.capabilities();
+        caps.track.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "jobs by id (status, progress, outputs, cancellation)",
         })
     }
 

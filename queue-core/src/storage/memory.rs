@@ -7,15 +7,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::capability::{Capabilities, Control, FailedStore, Groups, Inspect, Wake};
+use super::capability::{Capabilities, Control, FailedStore, Groups, Inspect, Track, Wake};
 use super::settle::{
     check_effect_list, check_effects, Effect, Guard, LeaseStatus, Outcome, Settle, SettleReply,
     Settled,
 };
 use super::time::{duration_millis, from_unix_millis, new_token, unix_millis};
 use super::types::{
-    Availability, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,
-    QueueSize, ReserveRequest, Reserved, Unique, Until,
+    Availability, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page,
+    PageRequest, Pushed, QueueSize, RecordKey, ReserveRequest, Reserved, Unique, Until,
 };
 use super::Storage;
 use crate::error::{Error, Result};
@@ -62,6 +62,8 @@ struct State {
     /// Waiting jobs by key: dependencies left, and the job.
     waiting: HashMap<String, (i64, NewJob)>,
     locks: HashMap<String, (String, i64)>,
+    /// Records by (job id, kind): the value and when it expires (Unix ms).
+    records: HashMap<(String, String), (Vec<u8>, i64)>,
     restart: u64,
 }
 
@@ -314,6 +316,8 @@ impl State {
                 Effect::Deps { key, delta } => *deps.entry(key).or_default() += delta,
                 Effect::Skip { key } => skips.push(key),
                 Effect::Count { group, deltas } => counts.push((group, deltas)),
+                // Written by the settle of their job; refused in an apply.
+                Effect::Record { .. } => {}
             }
         }
         for waiting in holds {
@@ -348,6 +352,15 @@ impl State {
     fn settle(&mut self, settle: Settle, now: i64) -> Option<Vec<Effect>> {
         let id = self.current(&settle.lease)?;
         let mut job = self.unreserve(id)?;
+        let (records, effects): (Vec<Effect>, Vec<Effect>) =
+            settle.effects.into_iter().partition(Effect::needs_track);
+        for record in records {
+            if let Effect::Record { kind, value, ttl } = record {
+                let expires = now.saturating_add(duration_millis(ttl));
+                self.records
+                    .insert((id.to_string(), kind), (value, expires));
+            }
+        }
         match settle.outcome {
             Outcome::Ack => {
                 if let Some(unique) = &job.unique {
@@ -390,7 +403,34 @@ impl State {
                 );
             }
         }
-        Some(settle.effects)
+        Some(effects)
+    }
+
+    /// The unexpired record under `key`.
+    fn record(&self, job_id: &str, kind: &str, now: i64) -> Option<&Vec<u8>> {
+        self.records
+            .get(&(job_id.to_owned(), kind.to_owned()))
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| value)
+    }
+
+    /// What `Track::job` and `cancel` say of the job `id`.
+    fn summary(&self, id: u64, now: i64) -> Option<JobSummary> {
+        let job = self.jobs.get(&id)?;
+        let (state, due) = match &job.lease {
+            Some((_, deadline)) => (JobState::Reserved, *deadline),
+            None if job.available_at > now => (JobState::Delayed, job.available_at),
+            None => (JobState::Waiting, job.available_at),
+        };
+        Some(JobSummary {
+            id: JobId(id.to_string()),
+            queue: job.queue.clone(),
+            name: job.name.clone(),
+            attempts: job.attempts,
+            state,
+            due_at: from_unix_millis(due),
+            unique_key: job.unique.as_ref().map(|u| u.key.clone()),
+        })
     }
 
     fn forget_failed(&mut self, id: u64) -> Option<FailedJob> {
@@ -406,6 +446,7 @@ impl State {
 impl Storage for MemoryStorage {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DRIVER, self)
+            .track(self)
             .durable(false)
             .atomic_push(true)
     }
@@ -430,7 +471,8 @@ impl Storage for MemoryStorage {
     }
 
     async fn extend(&self, leases: &[Lease], duration: Duration) -> Result<Vec<LeaseStatus>> {
-        let deadline = now_ms().saturating_add(duration_millis(duration));
+        let now = now_ms();
+        let deadline = now.saturating_add(duration_millis(duration));
         let mut state = self.state();
         Ok(leases
             .iter()
@@ -447,7 +489,10 @@ impl Storage for MemoryStorage {
                         .insert((deadline, id));
                     state.jobs.insert(id, job);
                 }
-                LeaseStatus::Held
+                match state.record(&id.to_string(), RecordKey::CANCEL, now) {
+                    Some(_) => LeaseStatus::Cancelled,
+                    None => LeaseStatus::Held,
+                }
             })
             .collect())
     }
@@ -722,6 +767,93 @@ fn parse_cursor(cursor: &str) -> Result<(i64, u64)> {
             driver: DRIVER,
             problem: format!("`{cursor}` is not a cursor of this store"),
         })
+}
+
+#[async_trait]
+impl Track for MemoryStorage {
+    async fn job(&self, id: &JobId) -> Result<Option<JobSummary>> {
+        let Some(id) = id_of(&id.0) else {
+            return Ok(None);
+        };
+        Ok(self.state().summary(id, now_ms()))
+    }
+
+    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+        let Some(id) = id_of(&id.0) else {
+            return Ok(Cancellation::NotFound);
+        };
+        let now = now_ms();
+        let mut state = self.state();
+        let Some(summary) = state.summary(id, now) else {
+            return Ok(Cancellation::NotFound);
+        };
+        let live = state
+            .jobs
+            .get(&id)
+            .and_then(|job| job.lease.as_ref())
+            .is_some_and(|(_, deadline)| *deadline > now);
+        if live {
+            let expires = now.saturating_add(duration_millis(mark_for));
+            state.records.insert(
+                (id.to_string(), RecordKey::CANCEL.to_owned()),
+                (Vec::new(), expires),
+            );
+            return Ok(Cancellation::Marked(summary));
+        }
+        if let Some(Job {
+            unique: Some(unique),
+            ..
+        }) = state.unreserve(id)
+        {
+            state.release_claim(&unique.key, Holder::Job(id));
+        }
+        Ok(Cancellation::Removed(summary))
+    }
+
+    async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>> {
+        let now = now_ms();
+        let state = self.state();
+        Ok(keys
+            .iter()
+            .map(|key| state.record(&key.job_id.0, &key.kind, now).cloned())
+            .collect())
+    }
+
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Duration,
+        fence: Option<&Lease>,
+    ) -> Result<bool> {
+        check_record(key, fence)?;
+        let now = now_ms();
+        let mut state = self.state();
+        if let Some(lease) = fence {
+            if state.current(lease).is_none() {
+                return Ok(false);
+            }
+        }
+        let expires = now.saturating_add(duration_millis(ttl));
+        state.records.insert(
+            (key.job_id.0.clone(), key.kind.clone()),
+            (value.to_vec(), expires),
+        );
+        Ok(true)
+    }
+
+    async fn prune_records(&self) -> Result<u64> {
+        let now = now_ms();
+        let mut state = self.state();
+        let before = state.records.len();
+        state.records.retain(|_, (_, expires)| *expires > now);
+        Ok((before - state.records.len()) as u64)
+    }
+}
+
+/// Refuses a record key no driver must accept, or a fence naming another job.
+fn check_record(key: &RecordKey, fence: Option<&Lease>) -> Result<()> {
+    super::settle::check_record(DRIVER, key, fence)
 }
 
 #[async_trait]

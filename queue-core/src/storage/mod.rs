@@ -79,20 +79,22 @@ mod settle;
 mod time;
 mod types;
 
-pub use capability::{Capabilities, Control, FailedStore, Groups, Inspect, StorageExt, Wake};
+pub use capability::{
+    Capabilities, Control, FailedStore, Groups, Inspect, StorageExt, Track, Wake,
+};
 pub use connect::{
     connect, schema_sql, ConnectFn, ConnectOptions, DriverRegistration, SchemaFn,
     SchemaRegistration,
 };
 pub use memory::MemoryStorage;
 pub use settle::{
-    check_effect_list, check_effects, Effect, Guard, LeaseStatus, Outcome, Settle, SettleReply,
-    Settled, WaitingJob,
+    check_effect_list, check_effects, check_record, Effect, Guard, LeaseStatus, Outcome, Settle,
+    SettleReply, Settled, WaitingJob,
 };
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
 pub use types::{
-    Availability, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,
-    QueueSize, ReserveRequest, Reserved, Unique, Until,
+    Availability, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page,
+    PageRequest, Pushed, QueueSize, RecordKey, ReserveRequest, Reserved, Unique, Until,
 };
 
 use std::fmt;

@@ -107,12 +107,29 @@ pub enum Effect {
         /// The waiting job's key.
         key: String,
     },
+    /// Writes a record of the settled job (its status once finished), kept for `ttl`,
+    /// replacing one of the same kind. Only in a settle (an [`apply`](super::Groups::apply)
+    /// has no job). Drivers with the [`Track`](super::Track) capability support it.
+    Record {
+        /// The record's kind (see [`RecordKey`](super::RecordKey)).
+        kind: String,
+        /// What it holds.
+        value: Vec<u8>,
+        /// How long it is kept.
+        ttl: Duration,
+    },
 }
 
 impl Effect {
-    /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push).
+    /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push
+    /// and a record).
     pub fn needs_groups(&self) -> bool {
-        !matches!(self, Effect::Push(_))
+        !matches!(self, Effect::Push(_) | Effect::Record { .. })
+    }
+
+    /// Whether it needs the [`Track`](super::Track) capability (a record).
+    pub fn needs_track(&self) -> bool {
+        matches!(self, Effect::Record { .. })
     }
 }
 
@@ -224,6 +241,10 @@ pub enum LeaseStatus {
     Held,
     /// Stale: another worker may have the job now. Stop working on it.
     Lost,
+    /// Still this worker's, renewed, but someone asked to cancel the job
+    /// ([`Track::cancel`](super::Track::cancel)): stop it and settle it. Only drivers with
+    /// the [`Track`](super::Track) capability report it.
+    Cancelled,
 }
 
 /// What every driver checks before applying any of a batch of settlements: each push effect
@@ -231,11 +252,41 @@ pub enum LeaseStatus {
 /// driver returns this error before changing anything.
 pub fn check_effects(driver: &'static str, settles: &[Settle]) -> Result<()> {
     for settle in settles {
-        check_effect_list(
+        check_list(
             driver,
             &settle.effects,
             &format!("job {}", settle.lease.job_id),
+            true,
         )?;
+    }
+    Ok(())
+}
+
+/// What every driver checks before [`Track::put_record`](super::Track::put_record): the key
+/// is [valid](super::RecordKey::is_valid), and a fence is a lease of the same job.
+pub fn check_record(
+    driver: &'static str,
+    key: &super::RecordKey,
+    fence: Option<&Lease>,
+) -> Result<()> {
+    if !key.is_valid() {
+        return Err(Error::Contract {
+            driver,
+            problem: format!(
+                "a record kind must be 1 to 32 ASCII letters, digits, `-` or `_`, and name a job: \
+                 not `{}` of job `{}`",
+                key.kind, key.job_id
+            ),
+        });
+    }
+    if let Some(lease) = fence.filter(|lease| lease.job_id != key.job_id) {
+        return Err(Error::Contract {
+            driver,
+            problem: format!(
+                "a record of job {} fenced by a lease of job {}",
+                key.job_id, lease.job_id
+            ),
+        });
     }
     Ok(())
 }
@@ -243,6 +294,10 @@ pub fn check_effects(driver: &'static str, settles: &[Settle]) -> Result<()> {
 /// [`check_effects`] for the effects of one [`Groups::apply`](super::Groups::apply) (`of`
 /// names whose effects they are, for the error).
 pub fn check_effect_list(driver: &'static str, effects: &[Effect], of: &str) -> Result<()> {
+    check_list(driver, effects, of, false)
+}
+
+fn check_list(driver: &'static str, effects: &[Effect], of: &str, settle: bool) -> Result<()> {
     let problem = |problem: String| {
         Err(Error::Contract {
             driver,
@@ -278,6 +333,16 @@ pub fn check_effect_list(driver: &'static str, effects: &[Effect], of: &str) -> 
             }
             Effect::Deps { key, .. } | Effect::Skip { key } if key.is_empty() => {
                 return problem("a dependency effect names no key".into());
+            }
+            Effect::Record { .. } if !settle => {
+                return problem("a record effect outside a settle names no job".into());
+            }
+            Effect::Record { kind, .. }
+                if !super::RecordKey::new("job", kind.as_str()).is_valid() =>
+            {
+                return problem(format!(
+                    "a record kind must be 1 to 32 ASCII letters, digits, `-` or `_`, not `{kind}`"
+                ));
             }
             _ => {}
         }

@@ -305,6 +305,64 @@ pub enum JobState {
     Reserved,
 }
 
+/// A record kept for one job ([`Track`](crate::storage::Track)): its status once finished,
+/// its progress while it runs, the mark that asks for its cancellation. Drivers keep a
+/// job's records next to the job (Redis keeps them in its queue's hash slot), so the key is
+/// the job's id and a short kind, never a free-form string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey {
+    /// The job the record belongs to.
+    pub job_id: JobId,
+    /// What it holds: [`RecordKey::STATUS`], [`PROGRESS`](RecordKey::PROGRESS),
+    /// [`CANCEL`](RecordKey::CANCEL), or another name of ASCII letters, digits, `-` and `_`
+    /// (at most 32).
+    pub kind: String,
+}
+
+impl RecordKey {
+    /// The status of a finished job (written by the settle that ends it).
+    pub const STATUS: &'static str = "status";
+    /// The progress of a running job (written fenced by its lease).
+    pub const PROGRESS: &'static str = "progress";
+    /// The mark [`Track::cancel`](crate::storage::Track::cancel) leaves on a reserved job:
+    /// while it exists, [`Storage::extend`](crate::Storage::extend) reports the job's lease
+    /// [`Cancelled`](crate::storage::LeaseStatus::Cancelled).
+    pub const CANCEL: &'static str = "cancel";
+
+    /// The record `kind` of the job `job_id`.
+    pub fn new(job_id: impl Into<JobId>, kind: impl Into<String>) -> Self {
+        RecordKey {
+            job_id: job_id.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// Whether the kind is one a driver must accept: 1 to 32 ASCII letters, digits, `-`, `_`.
+    pub fn is_valid(&self) -> bool {
+        !self.kind.is_empty()
+            && self.kind.len() <= 32
+            && self
+                .kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !self.job_id.0.is_empty()
+    }
+}
+
+/// What [`Track::cancel`](crate::storage::Track::cancel) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The job was waiting or delayed (or reserved under a lease that had run out): it was
+    /// removed and its unique claim released, in one step. It will never run.
+    Removed(JobSummary),
+    /// The job is reserved under a live lease: a [`RecordKey::CANCEL`] record was written
+    /// in the same step, and the worker running it learns of it on its next heartbeat.
+    Marked(JobSummary),
+    /// No job with that id is in a queue (it finished, failed, never existed, or waits for
+    /// its dependencies).
+    NotFound,
+}
+
 /// One job as [`Inspect::jobs`](crate::storage::Inspect::jobs) lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSummary {

@@ -4,10 +4,12 @@
 //!   inspection and wake-up capabilities every driver in the tree has;
 //! - `contract`: settle and fetch in one call, stale leases in a batch, effects, unique
 //!   claims and listing by state: what the v2 contract added;
+//! - `track`: single jobs by id (status, cancellation, records kept for a job);
 //! - `waiting`: waiting jobs released by their dependencies (chains, workflows, callbacks).
 
 mod contract;
 mod storage;
+mod track;
 mod waiting;
 
 use std::time::Duration;
@@ -18,6 +20,7 @@ use queue_core::{FailedJob, JobId, Pushed, StorageExt};
 pub use crate::engine::*;
 pub use contract::*;
 pub use storage::*;
+pub use track::*;
 pub use waiting::*;
 
 use crate::Store;
