@@ -28,6 +28,9 @@
 //! overlap_delay = "500ms"         # a job whose without_overlapping lock is held (or
 //!                                 # that waits for a concurrent limit's slot) is tried
 //!                                 # again after this long
+//! keep_finished = "24h"           # keep succeeded jobs' status and output, readable by id
+//!                                 # (`runall job ID`); unset: not kept (a write saved
+//!                                 # per job). Other ends are always kept (this, or a day)
 //! unknown_job_window = "1h"       # a job of an unknown name waits this long for a worker
 //!                                 # that knows it (rolling deploys), then fails
 //! prefetch = 8                    # reserved jobs held beyond the free slots (unset: adapted)
@@ -114,6 +117,9 @@ pub struct Config {
     /// How long a job whose `without_overlapping` lock is held waits before it is tried
     /// again, as `5s` (the worker's `lock_retry`).
     pub overlap_delay: Option<String>,
+    /// How long the status of a succeeded job is kept, as `24h` (the worker's
+    /// `keep_finished`).
+    pub keep_finished: Option<String>,
     /// How long a job of an unknown name is put back for another worker, as `1h`.
     pub unknown_job_window: Option<String>,
     /// Reserved jobs a worker holds beyond its free slots (unset: adapted; 0: off).
@@ -322,6 +328,7 @@ impl Config {
         duration("retry_after", &self.retry_after)?;
         duration("grace", &self.grace)?;
         duration("overlap_delay", &self.overlap_delay)?;
+        duration("keep_finished", &self.keep_finished)?;
         if let Some(sleep) = &self.sleep {
             if sleep.trim().parse::<u64>().is_ok() {
                 return Err(format!(
@@ -340,6 +347,7 @@ impl Config {
             ("timeout", &self.timeout),
             ("retry_after", &self.retry_after),
             ("overlap_delay", &self.overlap_delay),
+            ("keep_finished", &self.keep_finished),
         ] {
             if value.as_deref().and_then(|v| parse_duration(v).ok()) == Some(Duration::ZERO) {
                 return Err(format!("`{key}`: must be greater than zero"));
@@ -430,6 +438,13 @@ impl Config {
     /// `overlap_delay` as a duration.
     pub fn overlap_delay(&self) -> Option<Duration> {
         self.overlap_delay
+            .as_deref()
+            .and_then(|t| parse_duration(t).ok())
+    }
+
+    /// `keep_finished` as a duration.
+    pub fn keep_finished(&self) -> Option<Duration> {
+        self.keep_finished
             .as_deref()
             .and_then(|t| parse_duration(t).ok())
     }

@@ -134,6 +134,7 @@ pub struct JobContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) dispatched_at: SystemTime,
     pub(crate) batch: Option<crate::batch::CurrentBatch>,
+    pub(crate) tracker: Arc<crate::status::Tracker>,
 }
 
 impl JobContext {
@@ -149,7 +150,46 @@ impl JobContext {
             cancel: CancellationToken::new(),
             dispatched_at: SystemTime::now(),
             batch: None,
+            tracker: Arc::new(crate::status::Tracker::new(
+                None,
+                crate::storage::Lease {
+                    job_id: JobId("test".into()),
+                    queue: "default".into(),
+                    token: String::new(),
+                },
+            )),
         }
+    }
+
+    /// Says how far the job got: `done` units of `of` (0 when the total is unknown).
+    /// Readable by id ([`Queue::job`](crate::Queue::job), `runall job ID`) while it runs and
+    /// after. Written to the store at most once a second, fenced by the job's lease (a
+    /// worker that lost the job writes nothing); the last value is kept with the job's
+    /// status when it ends. Never fails the job: a write the store refuses is logged. On a
+    /// store without jobs by id it is kept for the final status only.
+    pub async fn progress(&self, done: u64, of: u64) {
+        self.tracker.progress(done, of).await
+    }
+
+    /// Keeps `value` as the job's output, readable by id with its status once it ends
+    /// ([`JobStatus::output`](crate::JobStatus::output)); a later call replaces it. At most
+    /// [`MAX_OUTPUT`](crate::MAX_OUTPUT) bytes of JSON: a larger one is refused with
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) and not kept. The output of
+    /// a job that succeeds is kept only if the worker keeps finished jobs
+    /// ([`WorkerOptions::keep_finished`](crate::WorkerOptions::keep_finished)).
+    pub fn output<T: Serialize + ?Sized>(&self, value: &T) -> crate::Result<()> {
+        let json = serde_json::to_string(value)
+            .map_err(|e| crate::Error::Payload(format!("the job's output: {e}")))?;
+        if json.len() > crate::MAX_OUTPUT {
+            return Err(crate::Error::PayloadTooLarge {
+                size: json.len(),
+                limit: crate::MAX_OUTPUT,
+            });
+        }
+        let raw = serde_json::value::RawValue::from_string(json)
+            .map_err(|e| crate::Error::Payload(format!("the job's output: {e}")))?;
+        self.tracker.set_output(raw);
+        Ok(())
     }
 
     /// The batch this job is a member of (`None` for any other job): add members to it
@@ -207,8 +247,11 @@ impl JobContext {
 
     /// True once the worker stopped this run: its lease or its `without_overlapping` lock was
     /// lost (another worker may run the job now), or the backend could not confirm the lease
-    /// before it ran out. The body is aborted at its next `.await` right after; a body that
-    /// computes without awaiting should check this now and then.
+    /// before it ran out; the body is then aborted at its next `.await` right after. Also
+    /// true once someone cancelled the job ([`Queue::cancel`](crate::Queue::cancel), `runall
+    /// cancel ID`): the body then has 5 s to return before it is aborted, and the job ends
+    /// cancelled (or succeeded, if it returns `Ok`). A body that computes without awaiting
+    /// should check this now and then.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }

@@ -264,6 +264,7 @@ mod queue;
 mod redact;
 pub mod registry;
 mod schedule;
+mod status;
 pub mod storage;
 mod testing;
 mod unique;
@@ -282,6 +283,7 @@ pub use queue::Queue;
 pub use redact::redact_url;
 pub use registry::Registry;
 pub use schedule::{CatchUp, Overlap, Schedule, ScheduleState, Schedules, Upserted};
+pub use status::{CancelOutcome, JobState, JobStatus, Progress, KEEP_UNSUCCESSFUL, MAX_OUTPUT};
 pub use storage::{
     Availability, Capabilities, ConnectOptions, DriverRegistration, Effect, FailedJob, JobId,
     Lease, LeaseStatus, MemoryStorage, NewJob, Outcome, Pushed, QueueSize, ReserveRequest,

@@ -388,6 +388,23 @@ impl Queue {
             .collect())
     }
 
+    /// The status of the job with this id: where it is in its life, its attempts, progress,
+    /// output and last error, and when it started and ended. `None` when no job with that
+    /// id is known: it never existed, or it ended and its status was not kept (a succeeded
+    /// job's status is kept only by a worker with
+    /// [`keep_finished`](WorkerOptions::keep_finished)) or has expired. `NotSupported` on a
+    /// store without jobs by id. See [`JobStatus`](crate::JobStatus).
+    pub async fn job(&self, id: &storage::JobId) -> Result<Option<crate::JobStatus>> {
+        crate::status::find(self.storage().as_ref(), id).await
+    }
+
+    /// Cancels the job with this id: a job in its queue (pending, scheduled, retrying) is
+    /// removed at once and never runs; a running one is stopped by its worker within a
+    /// heartbeat, whichever worker runs it. See [`CancelOutcome`](crate::CancelOutcome).
+    pub async fn cancel(&self, id: &storage::JobId) -> Result<crate::CancelOutcome> {
+        crate::status::cancel(self.storage().as_ref(), id).await
+    }
+
     /// Dispatches a typed job through this queue (the same as `job.dispatch().via(&queue)`).
     pub fn dispatch<J: Job>(&self, job: J) -> PendingDispatch {
         job.dispatch().via(self)

@@ -170,6 +170,8 @@ macro_rules! conformance {
             engine_encrypted_payloads,
             engine_attempt_budget,
             engine_max_exceptions,
+            engine_job_status,
+            engine_cancel_running_jobs,
             engine_schedules_claim_each_tick_once,
             engine_stored_schedules,
         );

@@ -58,7 +58,7 @@ use crate::error::{Error, Result};
 use crate::job::{parse_duration, Backoff};
 use crate::queue::Queue;
 use crate::redact::redact_url;
-use crate::storage::{self, ConnectOptions, FailedJob, PageRequest, StorageExt};
+use crate::storage::{self, ConnectOptions, FailedJob, JobId, PageRequest, StorageExt};
 use crate::worker::{StopReason, WorkerOptions};
 use words::{count, span};
 
@@ -140,6 +140,20 @@ enum Command {
     Resume {
         /// The queue.
         queue: String,
+    },
+    /// Show one job by id: its state, attempts, progress, output, last error and times.
+    Job {
+        /// The job's id, as a dispatch printed it.
+        id: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job by id: a queued one never runs; a running one is stopped by its worker
+    /// within a heartbeat.
+    Cancel {
+        /// The job's id.
+        id: String,
     },
     /// Dispatch a job from the shell, checking the payload against the job type.
     Dispatch {
@@ -344,6 +358,10 @@ struct WorkArgs {
     /// (default 500ms).
     #[arg(long, value_parser = positive_duration)]
     overlap_delay: Option<Duration>,
+    /// Keep the status and output of succeeded jobs this long, readable by id (`runall job
+    /// ID`), as `24h` (default: not kept; other ends are always kept, this long or a day).
+    #[arg(long, value_parser = positive_duration)]
+    keep_finished: Option<Duration>,
     /// Stop after this many jobs.
     #[arg(long)]
     max_jobs: Option<u64>,
@@ -673,6 +691,12 @@ impl Runner {
                     let _ = writeln!(out, "queue {name} was not paused");
                 }
             }
+            Command::Job { id, json } => {
+                ops::show_job(&queue, &JobId(id), json, &mut out).await?;
+            }
+            Command::Cancel { id } => {
+                ops::cancel_job(&queue, &JobId(id), &mut out).await?;
+            }
             Command::Restart => {
                 storage.control()?.request_restart().await?;
                 let _ = writeln!(out, "restart signal sent: every worker of this store finishes its current jobs and exits within a few seconds");
@@ -881,6 +905,9 @@ fn worker_options(
             }
         }
         (None, None) => {}
+    }
+    if let Some(d) = args.keep_finished.or(config.keep_finished()) {
+        o.keep_finished = Some(d);
     }
     if let Some(d) = args.overlap_delay.or(config.overlap_delay()) {
         o.lock_retry = d;
@@ -1181,6 +1208,20 @@ mod tests {
         let args = work_args(&["--concurrency", "4", "--retries", "1"]).unwrap();
         let (o, _) = worker_options(&Config::default(), &args, None);
         assert_eq!((o.concurrency, o.tries), (4, 1));
+    }
+
+    #[test]
+    fn keep_finished_from_the_flag_or_job_toml() {
+        let (o, _) = worker_options(&Config::default(), &work_args(&[]).unwrap(), None);
+        assert_eq!(o.keep_finished, None);
+        let config = Config::parse("keep_finished = '2h'\n").unwrap();
+        let (o, _) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert_eq!(o.keep_finished, Some(Duration::from_secs(7200)));
+        let args = work_args(&["--keep-finished", "10m"]).unwrap();
+        let (o, _) = worker_options(&config, &args, None);
+        assert_eq!(o.keep_finished, Some(Duration::from_secs(600)));
+        assert!(work_args(&["--keep-finished", "0s"]).is_err());
+        assert!(Config::parse("keep_finished = 'soon'\n").is_err());
     }
 
     #[test]

@@ -635,3 +635,125 @@ pub(crate) async fn late_schedules(queue: &Queue) -> Result<Vec<String>> {
     }
     Ok(late)
 }
+
+/// `runall job ID`: one job's status.
+pub(crate) async fn show_job(
+    queue: &Queue,
+    id: &crate::JobId,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let Some(status) = queue.job(id).await? else {
+        return Err(Error::NotFound {
+            what:
+                "job (it never existed, or it ended and its status was not kept: see keep_finished)",
+            id: id.0.clone(),
+        });
+    };
+    if json {
+        let _ = writeln!(out, "{}", status_json(&status));
+        return Ok(());
+    }
+    let when = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    let mut lines = vec![
+        ("id", status.id.0.clone()),
+        ("state", status.state.to_string()),
+        ("queue", status.queue.clone()),
+        ("name", status.name.clone()),
+        ("attempts", status.attempts.to_string()),
+    ];
+    if let Some(p) = &status.progress {
+        let percent = p
+            .percent()
+            .map(|pc| format!(" ({pc:.0}%)"))
+            .unwrap_or_default();
+        lines.push(("progress", format!("{} of {}{percent}", p.done, p.of)));
+    }
+    let times = [
+        ("due", status.due_at),
+        ("dispatched", status.dispatched_at),
+        ("started", status.started_at),
+        ("finished", status.finished_at),
+    ];
+    for (label, time) in times {
+        if let Some(t) = when(time) {
+            lines.push((label, t));
+        }
+    }
+    if let Some(key) = &status.unique_key {
+        lines.push(("unique key", key.clone()));
+    }
+    if status.cancel_requested {
+        let note = match status.state {
+            crate::JobState::Succeeded => "yes, too late: it succeeded first",
+            crate::JobState::Running => "yes: its worker stops it on its next heartbeat",
+            _ => "yes",
+        };
+        lines.push(("cancel asked", note.to_owned()));
+    }
+    if let Some(error) = &status.error {
+        lines.push(("error", error.clone()));
+    }
+    if let Some(output) = &status.output {
+        lines.push(("output", output.to_string()));
+    }
+    for (label, value) in lines {
+        let _ = writeln!(out, "{label:<12} {value}");
+    }
+    Ok(())
+}
+
+fn status_json(status: &crate::JobStatus) -> serde_json::Value {
+    let millis = |t: Option<SystemTime>| t.map(crate::storage::unix_millis);
+    serde_json::json!({
+        "id": status.id.0,
+        "state": status.state,
+        "queue": status.queue,
+        "name": status.name,
+        "attempts": status.attempts,
+        "progress": status.progress,
+        "output": status.output,
+        "error": status.error,
+        "unique_key": status.unique_key,
+        "due_at": millis(status.due_at),
+        "dispatched_at": millis(status.dispatched_at),
+        "started_at": millis(status.started_at),
+        "finished_at": millis(status.finished_at),
+        "cancel_requested": status.cancel_requested,
+    })
+}
+
+/// `runall cancel ID`.
+pub(crate) async fn cancel_job(
+    queue: &Queue,
+    id: &crate::JobId,
+    out: &mut impl Write,
+) -> Result<()> {
+    use crate::CancelOutcome as C;
+    match queue.cancel(id).await? {
+        C::Cancelled(status) => {
+            let _ = writeln!(
+                out,
+                "job {id} ({}) cancelled: it will never run",
+                status.name
+            );
+        }
+        C::Requested(status) => {
+            let _ = writeln!(out, "job {id} ({}) is running: its worker stops it on its next heartbeat (`runall job {id}` shows how it ended)", status.name);
+        }
+        C::Finished(status) => {
+            let _ = writeln!(
+                out,
+                "job {id} ({}) had ended already ({}): nothing to cancel",
+                status.name, status.state
+            );
+        }
+        C::NotFound => {
+            return Err(Error::NotFound {
+                what: "job",
+                id: id.0.clone(),
+            })
+        }
+    }
+    Ok(())
+}

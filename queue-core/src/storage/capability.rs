@@ -446,11 +446,12 @@ pub trait StorageExt: Storage {
         self.settle_one(Settle::release(lease.clone(), delay)).await
     }
 
-    /// Renews one lease, as `Err(LeaseLost)` when it is stale.
+    /// Renews one lease, as `Err(LeaseLost)` when it is stale (a lease renewed but
+    /// [cancelled](LeaseStatus::Cancelled) is `Ok`).
     async fn extend_one(&self, lease: &Lease, duration: Duration) -> Result<()> {
         let status = self.extend(std::slice::from_ref(lease), duration).await?;
         match status.first() {
-            Some(LeaseStatus::Held) => Ok(()),
+            Some(LeaseStatus::Held | LeaseStatus::Cancelled) => Ok(()),
             Some(_) => Err(Error::LeaseLost {
                 job_id: lease.job_id.0.clone(),
             }),

@@ -18,7 +18,10 @@ use crate::batch::CurrentBatch;
 use crate::envelope::{After, DecodeError, Envelope, Step};
 use crate::job::{JobContext, JobError, Retry};
 use crate::registry::Handler;
-use crate::storage::{unix_millis, Effect, Outcome, Reserved, Settle, Settled, StorageExt};
+use crate::status::{Ended, JobState, Tracker, KEEP_UNSUCCESSFUL};
+use crate::storage::{
+    unix_millis, Effect, Outcome, RecordKey, Reserved, Settle, Settled, StorageExt,
+};
 
 /// How long a copy of a group's counters serves a loose skip gate (a batch's cancel flag):
 /// other workers see a cancel at most this late; this worker's own failures clear the copy.
@@ -55,7 +58,21 @@ struct Finish {
     /// A group to delete once the settlement is applied: the count of a job's errors
     /// (`max_exceptions`) when it ends.
     forget: Option<String>,
+    /// What its status record says besides its outcome.
+    lived: Lived,
 }
+
+/// What a job's status record says besides its outcome, as far as it got.
+#[derive(Default)]
+struct Lived {
+    dispatched_at: Option<i64>,
+    started_at: Option<i64>,
+    tracker: Option<Arc<Tracker>>,
+    cancel_requested: bool,
+}
+
+/// How long a cancelled job's body has to return before it is aborted.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 enum Report {
     Done {
@@ -89,6 +106,10 @@ enum Report {
         name: String,
         reason: String,
     },
+    /// Someone cancelled the job while it ran ([`crate::Queue::cancel`]).
+    Cancelled {
+        name: String,
+    },
     Skipped,
 }
 
@@ -103,15 +124,19 @@ pub(super) async fn process(
     slot: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
-    let finish = prepare_and_run(&shared, &job, asked).await;
+    let mut finish = prepare_and_run(&shared, &job, asked).await;
+    if let Some(effect) = status_record(&shared, &job, &finish) {
+        if let Some(settle) = finish.settle.as_mut() {
+            settle.effects.push(effect);
+        }
+    }
     // A failure whose step changes other jobs (a batch failing fast, a workflow's nodes
     // marked to skip) keeps its slot until the step is applied: the next job this worker
     // starts, which may be one of those, then sees it. Failures are rare; every other slot
     // is given back at once.
-    let marks = finish
-        .settle
-        .as_ref()
-        .is_some_and(|s| matches!(s.outcome, Outcome::Fail { .. }) && !s.effects.is_empty());
+    let marks = finish.settle.as_ref().is_some_and(|s| {
+        matches!(s.outcome, Outcome::Fail { .. }) && s.effects.iter().any(|e| !e.needs_track())
+    });
     let slot = if marks {
         Some(slot)
     } else {
@@ -142,6 +167,58 @@ pub(super) async fn process(
     }
 }
 
+/// The record of a job's status when its settle ends it, written by that settle: for a job
+/// that succeeded only if the worker keeps finished jobs. `None` on a store without jobs by
+/// id, and for a settle that puts the job back.
+fn status_record(shared: &Shared, job: &Reserved, finish: &Finish) -> Option<Effect> {
+    shared.storage.capabilities().track?;
+    let settle = finish.settle.as_ref()?;
+    let keep = shared.options.keep_finished;
+    let (state, name, error) = match (&settle.outcome, &finish.report) {
+        (Outcome::Ack, Report::Done { name, .. }) => (JobState::Succeeded, name, None),
+        (Outcome::Ack, Report::Discarded { name, reason }) => {
+            (JobState::Discarded, name, Some(reason.clone()))
+        }
+        (Outcome::Ack, Report::Bypassed { name }) => (JobState::Skipped, name, None),
+        (Outcome::Ack, Report::Cancelled { name }) => (
+            JobState::Cancelled,
+            name,
+            Some("cancelled while it ran".to_owned()),
+        ),
+        (Outcome::Fail { reason }, Report::Failed { name, .. }) => {
+            (JobState::Failed, name, Some(reason.clone()))
+        }
+        _ => return None,
+    };
+    let ttl = match state {
+        JobState::Succeeded => keep?,
+        _ => keep.unwrap_or(KEEP_UNSUCCESSFUL),
+    };
+    let lived = &finish.lived;
+    let (progress, output) = match &lived.tracker {
+        Some(tracker) => tracker.take(),
+        None => (None, None),
+    };
+    let ended = Ended {
+        state,
+        queue: job.lease.queue.clone(),
+        name: name.clone(),
+        attempts: job.attempts,
+        error,
+        output,
+        progress,
+        dispatched_at: lived.dispatched_at.filter(|at| *at > 0),
+        started_at: lived.started_at,
+        finished_at: unix_millis(SystemTime::now()),
+        cancel_requested: lived.cancel_requested,
+    };
+    Some(Effect::Record {
+        kind: RecordKey::STATUS.to_owned(),
+        value: ended.encode(),
+        ttl,
+    })
+}
+
 async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Finish {
     let lease = &job.lease;
     let length = shared.options.lease;
@@ -167,6 +244,7 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
                 report: Report::Skipped,
                 locks: Vec::new(),
                 forget: None,
+                lived: Lived::default(),
             };
         }
         lease_until = renewing + length;
@@ -219,12 +297,15 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
         }
     }
     let after = envelope.after.clone();
+    let dispatched_at = envelope.dispatched_at;
     if let Some(after) = &after {
-        if let Some(finish) = skip_if(shared, job, &envelope.name, after).await {
+        if let Some(mut finish) = skip_if(shared, job, &envelope.name, after).await {
+            finish.lived.dispatched_at = Some(dispatched_at);
             return finish;
         }
     }
-    let finish = run_decoded(shared, job, envelope, lease_until, length).await;
+    let mut finish = run_decoded(shared, job, envelope, lease_until, length).await;
+    finish.lived.dispatched_at = Some(dispatched_at);
     finish.with_after(after.as_ref(), job)
 }
 
@@ -261,6 +342,7 @@ async fn skip_if(shared: &Shared, job: &Reserved, name: &str, after: &After) -> 
                     },
                     locks: Vec::new(),
                     forget: None,
+                    lived: Lived::default(),
                 }
             })
         }
@@ -377,6 +459,21 @@ async fn run_decoded(
             return finish;
         }
     }
+    if job.attempts > 1 && cancel_marked(shared, job).await {
+        info!(job = %envelope.name, id = %lease.job_id, "job cancelled while it waited for its retry: not running it");
+        return Finish {
+            settle: Some(Settle::ack(lease.clone())),
+            report: Report::Cancelled {
+                name: envelope.name,
+            },
+            locks: locks.into_iter().map(|(key, _)| key).collect(),
+            forget: None,
+            lived: Lived {
+                cancel_requested: true,
+                ..Lived::default()
+            },
+        };
+    }
     let lock_keys = locks.iter().map(|(key, _)| key.clone()).collect();
     let held = Held {
         lease: lease.clone(),
@@ -386,6 +483,22 @@ async fn run_decoded(
     let mut finish = run(shared, job, &envelope, handler, max_attempts, held).await;
     finish.locks = lock_keys;
     finish
+}
+
+/// Whether someone asked to cancel the job (read before a retried attempt runs: a cancel
+/// that met the job running, which then failed before its heartbeat saw it).
+async fn cancel_marked(shared: &Shared, job: &Reserved) -> bool {
+    let Ok(track) = shared.storage.track() else {
+        return false;
+    };
+    let key = RecordKey::new(job.lease.job_id.clone(), RecordKey::CANCEL);
+    match track.records(std::slice::from_ref(&key)).await {
+        Ok(records) => records.first().is_some_and(Option::is_some),
+        Err(e) => {
+            warn!(error = %e, id = %job.lease.job_id, "could not read whether the job was cancelled: running it (a cancel is seen on its heartbeat)");
+            false
+        }
+    }
 }
 
 impl Finish {
@@ -401,7 +514,12 @@ impl Finish {
             // A discarded job ends as a skipped one (a workflow node, a batch member), or
             // where nothing says how a skipped one ends (a chain link), as a failed one: what
             // comes after it does not run.
-            Outcome::Ack if matches!(self.report, Report::Discarded { .. }) => {
+            Outcome::Ack
+                if matches!(
+                    self.report,
+                    Report::Discarded { .. } | Report::Cancelled { .. }
+                ) =>
+            {
                 if after.skipped.is_empty() {
                     &after.failed
                 } else {
@@ -424,6 +542,7 @@ fn fail(job: &Reserved, name: String, reason: String) -> Finish {
         report: Report::Failed { name, reason },
         locks: Vec::new(),
         forget: None,
+        lived: Lived::default(),
     }
 }
 
@@ -433,6 +552,7 @@ fn release(job: &Reserved, name: String, delay: Duration) -> Finish {
         report: Report::Released { name },
         locks: Vec::new(),
         forget: None,
+        lived: Lived::default(),
     }
 }
 
@@ -471,6 +591,7 @@ enum Ran {
     Failed(JobError),
     Shutdown,
     Stopped(Lost),
+    Cancelled,
 }
 
 async fn run(
@@ -483,6 +604,12 @@ async fn run(
 ) -> Finish {
     let lease = &job.lease;
     let name = envelope.name.clone();
+    let track = shared.storage.capabilities().track.is_some();
+    let tracker = Arc::new(Tracker::new(
+        track.then(|| shared.storage.clone()),
+        lease.clone(),
+    ));
+    let requested = CancellationToken::new();
     let ctx = JobContext {
         job_id: lease.job_id.clone(),
         name: name.clone(),
@@ -496,8 +623,10 @@ async fn run(
             .after
             .as_ref()
             .and_then(|after| CurrentBatch::of(after, &shared.dispatcher, &shared.gates)),
+        tracker: tracker.clone(),
     };
     let started = Instant::now();
+    let started_at = unix_millis(SystemTime::now());
     let ran = match (handler.run)(&envelope.data, ctx.clone()) {
         Err(e) => (
             Ran::Failed(JobError::fail(format!(
@@ -516,6 +645,7 @@ async fn run(
                 shared.storage.clone(),
                 held,
                 shared.options.lease,
+                requested.clone(),
             ));
             let noted = Arc::new(std::sync::OnceLock::new());
             let mut task = match &shared.job_scope {
@@ -557,6 +687,25 @@ async fn run(
                     aborted = true;
                     Ran::Stopped(lost.unwrap_or(Lost::Unconfirmed))
                 }
+                _ = requested.cancelled() => Ran::Cancelled,
+            };
+            let ran = match ran {
+                Ran::Cancelled => {
+                    // Someone cancelled the job: the body sees it and has a grace to return,
+                    // its lease still renewed meanwhile.
+                    info!(job = %name, id = %lease.job_id, "job cancelled while it runs: stopping it");
+                    ctx.cancel.cancel();
+                    match tokio::time::timeout(CANCEL_GRACE, &mut task).await {
+                        Ok(Ok(Ok(()))) => Ran::Done,
+                        Ok(_) => Ran::Cancelled,
+                        Err(_) => {
+                            task.abort();
+                            aborted = true;
+                            Ran::Cancelled
+                        }
+                    }
+                }
+                ran => ran,
             };
             keeper.abort();
             if aborted {
@@ -568,7 +717,17 @@ async fn run(
             (ran, timed_out)
         }
     };
-    let (ran, timed_out) = ran;
+    let (mut ran, timed_out) = ran;
+    // A failure after a cancel reached the job ends it cancelled, not retried.
+    if requested.is_cancelled() && matches!(ran, Ran::Failed(_)) {
+        ran = Ran::Cancelled;
+    }
+    let lived = Lived {
+        dispatched_at: None,
+        started_at: Some(started_at),
+        tracker: Some(tracker),
+        cancel_requested: requested.is_cancelled(),
+    };
     let took = started.elapsed();
     let max_exceptions = envelope.max_exceptions;
     let mut finish = match ran {
@@ -580,6 +739,7 @@ async fn run(
                     report: Report::Retried { name, took: None },
                     locks: Vec::new(),
                     forget: None,
+                    lived: Lived::default(),
                 }
             }
             None => Finish {
@@ -587,6 +747,7 @@ async fn run(
                 report: Report::Done { name, took },
                 locks: Vec::new(),
                 forget: None,
+                lived: Lived::default(),
             },
         },
         Ran::Shutdown => {
@@ -596,13 +757,22 @@ async fn run(
                 report: Report::Interrupted { name },
                 locks: Vec::new(),
                 forget: None,
+                lived: Lived::default(),
             }
         }
+        Ran::Cancelled => Finish {
+            settle: Some(Settle::ack(lease.clone())),
+            report: Report::Cancelled { name },
+            locks: Vec::new(),
+            forget: None,
+            lived: Lived::default(),
+        },
         Ran::Stopped(why) => Finish {
             settle: None,
             report: Report::Stopped { name, why },
             locks: Vec::new(),
             forget: None,
+            lived: Lived::default(),
         },
         Ran::Failed(err) if err.retry() == Retry::Discard => Finish {
             settle: Some(Settle::ack(lease.clone())),
@@ -612,6 +782,7 @@ async fn run(
             },
             locks: Vec::new(),
             forget: None,
+            lived: Lived::default(),
         },
         Ran::Failed(err) if matches!(err.retry(), Retry::RateLimited(_)) => {
             let Retry::RateLimited(delay) = err.retry() else {
@@ -708,6 +879,7 @@ async fn run(
                         },
                         locks: Vec::new(),
                         forget: None,
+                        lived: Lived::default(),
                     }
                 }
             }
@@ -722,6 +894,7 @@ async fn run(
     if max_exceptions.is_some() && job.attempts > 1 && ends {
         finish.forget = Some(errors_group(job));
     }
+    finish.lived = lived;
     finish
 }
 
@@ -841,6 +1014,11 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
             counters.discarded.fetch_add(1, Ordering::Relaxed);
             metrics::count(Counted::Discarded, queue, &name);
             info!(job = %name, id = %lease.job_id, reason, "job discarded: it can never succeed (not a failure, not retried)");
+        }
+        Report::Cancelled { name } => {
+            counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            metrics::count(Counted::Cancelled, queue, &name);
+            info!(job = %name, id = %lease.job_id, "job cancelled (not a failure, not retried)");
         }
         Report::Bypassed { name } => {
             info!(job = %name, id = %lease.job_id, "skipped without running: an edge of its workflow into it was not met");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::storage::{Lease, LeaseStatus, Storage};
@@ -51,7 +52,15 @@ pub(super) struct Held {
 /// when nothing confirms the lease (or the lock) up to a margin before it would run out, the
 /// job is stopped, so two bodies of one job or one lock key never run at once, even across an
 /// outage longer than the lease.
-pub(super) async fn keep(storage: Arc<dyn Storage>, mut held: Held, length: Duration) -> Lost {
+///
+/// A renewal that reports the job cancelled ([`LeaseStatus::Cancelled`]) renews it all the
+/// same and cancels `cancel`, once: the job is then ended by its runner.
+pub(super) async fn keep(
+    storage: Arc<dyn Storage>,
+    mut held: Held,
+    length: Duration,
+    cancel: CancellationToken,
+) -> Lost {
     let every = (length / 3).max(Duration::from_millis(50));
     let margin = (length / 10).clamp(Duration::from_millis(20), Duration::from_secs(2));
     let mut next = Instant::now() + every;
@@ -74,9 +83,17 @@ pub(super) async fn keep(storage: Arc<dyn Storage>, mut held: Held, length: Dura
         .await;
         match renewed {
             Err(_) => return Lost::Unconfirmed,
-            Ok(Ok(status)) if status.first() == Some(&LeaseStatus::Held) => {
+            Ok(Ok(status))
+                if matches!(
+                    status.first(),
+                    Some(LeaseStatus::Held | LeaseStatus::Cancelled)
+                ) =>
+            {
                 held.lease_until = asked + length;
                 next = asked + every;
+                if status.first() == Some(&LeaseStatus::Cancelled) {
+                    cancel.cancel();
+                }
             }
             Ok(Ok(_)) => return Lost::Lease,
             Ok(Err(e)) => {

@@ -9,6 +9,7 @@
 //! | `runall_jobs_released_total` | counter | `queue`, `job` |
 //! | `runall_jobs_interrupted_total` | counter | `queue`, `job` |
 //! | `runall_jobs_discarded_total` | counter | `queue`, `job` |
+//! | `runall_jobs_cancelled_total` | counter | `queue`, `job` |
 //! | `runall_job_duration_seconds` | histogram | `queue`, `job` |
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub(super) enum Counted {
     Released,
     Interrupted,
     Discarded,
+    Cancelled,
 }
 
 impl Counted {
@@ -33,6 +35,7 @@ impl Counted {
             Counted::Released => "runall_jobs_released_total",
             Counted::Interrupted => "runall_jobs_interrupted_total",
             Counted::Discarded => "runall_jobs_discarded_total",
+            Counted::Cancelled => "runall_jobs_cancelled_total",
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct WorkerSummary {
     pub interrupted: u64,
     /// Jobs that ended with [`JobError::discard`](crate::JobError::discard).
     pub discarded: u64,
+    /// Jobs cancelled while they ran ([`Queue::cancel`](crate::Queue::cancel)).
+    pub cancelled: u64,
     /// Why it stopped.
     pub reason: StopReason,
 }
@@ -283,6 +285,7 @@ struct Counters {
     released: AtomicU64,
     interrupted: AtomicU64,
     discarded: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 /// A settlement on its way to the store, and who waits for its result (`None`: the store
@@ -601,6 +604,7 @@ impl Worker {
             released: c.released.load(Ordering::Relaxed),
             interrupted: c.interrupted.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
             reason,
         };
         info!(

@@ -93,6 +93,12 @@ pub struct WorkerOptions {
     /// that does, as a job of an unknown name is (see
     /// [`unknown_job_window`](Self::unknown_job_window)).
     pub limits: BTreeMap<String, Limit>,
+    /// How long the status of a job that succeeded is kept, readable by id
+    /// ([`Queue::job`](crate::Queue::job), `runall job ID`) with its output. `None` (the
+    /// default): not kept, which saves a write per job. Jobs that end any other way (failed,
+    /// discarded, cancelled, skipped) always keep theirs, this long or a day when `None`.
+    /// Needs a store with jobs by id; ignored on others.
+    pub keep_finished: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -118,6 +124,7 @@ impl Default for WorkerOptions {
             prefetch: None,
             schedules: true,
             limits: BTreeMap::new(),
+            keep_finished: None,
         }
     }
 }
@@ -235,6 +242,13 @@ impl WorkerOptions {
     /// Sets the wait of a job whose lock is held.
     pub fn lock_retry(mut self, d: Duration) -> Self {
         self.lock_retry = d;
+        self
+    }
+
+    /// Keeps the status (and output) of succeeded jobs for `d`; see
+    /// [`keep_finished`](Self::keep_finished).
+    pub fn keep_finished(mut self, d: Duration) -> Self {
+        self.keep_finished = Some(d);
         self
     }
 

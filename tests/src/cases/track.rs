@@ -90,7 +90,10 @@ pub async fn track_finds_jobs_by_id(store: Store) {
     assert_eq!(track.job(&JobId("not an id".into())).await.unwrap(), None);
     assert_eq!(track.job(&JobId(String::new())).await.unwrap(), None);
 
-    store.acknowledge(&[taken[0].lease.clone()]).await.unwrap();
+    store
+        .acknowledge(std::slice::from_ref(&taken[0].lease))
+        .await
+        .unwrap();
     assert_eq!(
         track.job(&pushed[0]).await.unwrap(),
         None,
@@ -165,12 +168,18 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     let mark = RecordKey::new(running[0].clone(), RecordKey::CANCEL);
     assert!(track.records(&[mark]).await.unwrap()[0].is_some());
     for _ in 0..2 {
-        let status = store.extend(&[taken[0].lease.clone()], LONG).await.unwrap();
+        let status = store
+            .extend(std::slice::from_ref(&taken[0].lease), LONG)
+            .await
+            .unwrap();
         assert_eq!(status, vec![queue_core::LeaseStatus::Cancelled]);
     }
     assert!(track.job(&running[0]).await.unwrap().is_some());
     assert_eq!(
-        store.acknowledge(&[taken[0].lease.clone()]).await.unwrap(),
+        store
+            .acknowledge(std::slice::from_ref(&taken[0].lease))
+            .await
+            .unwrap(),
         vec![true],
         "a marked job is still settled by its lease"
     );
@@ -190,7 +199,10 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.acknowledge(&[stale[0].lease.clone()]).await.unwrap(),
+        store
+            .acknowledge(std::slice::from_ref(&stale[0].lease))
+            .await
+            .unwrap(),
         vec![false]
     );
 }
@@ -312,7 +324,10 @@ pub async fn track_records_and_fences(store: Store) {
         "a stale lease writes nothing"
     );
     assert_eq!(
-        track.records(&[progress.clone()]).await.unwrap(),
+        track
+            .records(std::slice::from_ref(&progress))
+            .await
+            .unwrap(),
         vec![Some(b"1/10".to_vec())]
     );
     let current = second.iter().find(|r| r.lease.job_id == pushed[0]).unwrap();
@@ -336,7 +351,10 @@ pub async fn track_records_and_fences(store: Store) {
             "kind `{bad}` is refused"
         );
     }
-    store.acknowledge(&[current.lease.clone()]).await.unwrap();
+    store
+        .acknowledge(std::slice::from_ref(&current.lease))
+        .await
+        .unwrap();
     assert!(
         !track
             .put_record(&progress, b"4/10", LONG, Some(&current.lease))
@@ -435,7 +453,10 @@ pub async fn track_record_effects_apply_with_the_settle(store: Store) {
         Err(Error::Contract { .. })
     ));
     assert_eq!(
-        store.acknowledge(&[bad[0].lease.clone()]).await.unwrap(),
+        store
+            .acknowledge(std::slice::from_ref(&bad[0].lease))
+            .await
+            .unwrap(),
         vec![true],
         "the refused settle changed nothing"
     );

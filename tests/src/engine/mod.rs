@@ -8,6 +8,7 @@ mod lifecycle;
 mod limits;
 mod pause;
 mod schedules;
+mod status;
 mod unique;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ pub use lifecycle::*;
 pub use limits::*;
 pub use pause::*;
 pub use schedules::*;
+pub use status::*;
 pub use unique::*;
 
 /// Worker options for tests: quick polling, fixed short backoff, stop when empty.

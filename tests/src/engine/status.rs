@@ -1,0 +1,306 @@
+//! Jobs by id, end to end: status through a job's life, progress while it runs, its output,
+//! the status kept when it ends, and cancelling it waiting or running.
+
+use std::time::{Duration, Instant};
+
+use queue_core::{CancelOutcome, Error, JobError, JobId, JobState, JobStatus, Queue, StorageExt};
+use serde_json::json;
+
+use super::{run_worker, test_options};
+use crate::{unique, Store};
+
+fn skip(case: &str, store: &Store) {
+    println!(
+        "{case}: not applicable to the {} driver (no jobs by id; declared in its capabilities)",
+        store.driver()
+    );
+}
+
+/// Polls the job's status until `until` holds, for at most 20 s.
+async fn wait_for(
+    queue: &Queue,
+    id: &JobId,
+    what: &str,
+    until: impl Fn(&JobStatus) -> bool,
+) -> JobStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = queue.job(id).await.unwrap();
+        if let Some(status) = status.as_ref().filter(|s| until(s)) {
+            return status.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id}: {what}, still {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A job's state by id from dispatch to its end: pending, scheduled, running with its
+/// progress, then succeeded with its output and progress (kept by a worker with
+/// `keep_finished`), failed with its error and discarded with its reason (kept by any
+/// worker); a succeeded job's status is not kept without `keep_finished`.
+pub async fn engine_job_status(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    if store.capabilities().track.is_none() {
+        let err = queue.job(&JobId("1".into())).await.unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        return skip("engine_job_status", &store);
+    }
+    let q = unique("status");
+    queue.listen("report", |payload: serde_json::Value, ctx| async move {
+        let rows = payload["rows"].as_u64().unwrap_or(0);
+        for done in 1..=rows {
+            ctx.progress(done, rows).await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        ctx.output(&json!({ "rows": rows, "file": "report.csv" }))
+            .map_err(JobError::fail)?;
+        Ok(())
+    });
+    queue.listen("broken", |_: serde_json::Value, _ctx| async move {
+        Err(JobError::fail("the input is malformed"))
+    });
+    queue.listen("gone", |_: serde_json::Value, _ctx| async move {
+        Err(JobError::discard("the order was deleted"))
+    });
+    queue.listen("huge", |_: serde_json::Value, ctx| async move {
+        let big = "x".repeat(queue_core::MAX_OUTPUT + 1);
+        match ctx.output(&big) {
+            Err(Error::PayloadTooLarge { .. }) => Ok(()),
+            other => Err(JobError::fail(format!(
+                "a huge output was not refused: {other:?}"
+            ))),
+        }
+    });
+
+    let report = queue
+        .dispatch_named("report", json!({ "rows": 8 }))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+    let later = queue
+        .dispatch_named("report", json!({ "rows": 1 }))
+        .on_queue(q.as_str())
+        .delay(Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .into_id();
+    let status = queue.job(&report).await.unwrap().expect("a dispatched job");
+    assert_eq!(
+        (
+            status.state,
+            status.name.as_str(),
+            status.queue.as_str(),
+            status.attempts
+        ),
+        (JobState::Pending, "report", q.as_str(), 0)
+    );
+    let status = queue.job(&later).await.unwrap().expect("a delayed job");
+    assert_eq!(status.state, JobState::Scheduled);
+    assert!(status.due_at.unwrap() > std::time::SystemTime::now() + Duration::from_secs(3000));
+    assert!(queue.cancel(&later).await.unwrap().is_cancelled());
+
+    let broken = queue
+        .dispatch_named("broken", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+    let gone = queue
+        .dispatch_named("gone", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+    let huge = queue
+        .dispatch_named("huge", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+
+    let worker = {
+        let queue = queue.clone();
+        let options = test_options(&[&q]).keep_finished(Duration::from_secs(3600));
+        tokio::spawn(async move { run_worker(&queue, options).await })
+    };
+    let running = wait_for(&queue, &report, "running with progress", |s| {
+        s.state == JobState::Running && s.progress.is_some_and(|p| p.done >= 2)
+    })
+    .await;
+    assert_eq!(running.attempts, 1);
+    assert_eq!(running.progress.map(|p| p.of), Some(8));
+    let summary = worker.await.unwrap();
+    assert_eq!(summary.processed, 2, "{summary:?}");
+
+    let done = queue
+        .job(&report)
+        .await
+        .unwrap()
+        .expect("kept: keep_finished");
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(
+        done.output,
+        Some(json!({ "rows": 8, "file": "report.csv" }))
+    );
+    assert_eq!(done.progress.map(|p| (p.done, p.of)), Some((8, 8)));
+    assert_eq!(done.progress.and_then(|p| p.percent()), Some(100.0));
+    let (started, finished) = (done.started_at.unwrap(), done.finished_at.unwrap());
+    assert!(finished.duration_since(started).unwrap() >= Duration::from_millis(1000));
+    assert!(done.dispatched_at.unwrap() <= started);
+    assert!(!done.cancel_requested);
+
+    let failed = queue
+        .job(&broken)
+        .await
+        .unwrap()
+        .expect("a failed job is kept");
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed.error.unwrap().contains("the input is malformed"));
+    let discarded = queue
+        .job(&gone)
+        .await
+        .unwrap()
+        .expect("a discarded job is kept");
+    assert_eq!(discarded.state, JobState::Discarded);
+    assert_eq!(discarded.error.as_deref(), Some("the order was deleted"));
+    let huge = queue
+        .job(&huge)
+        .await
+        .unwrap()
+        .expect("kept: keep_finished");
+    assert_eq!((huge.state, huge.output), (JobState::Succeeded, None));
+    let cancelled = queue
+        .job(&later)
+        .await
+        .unwrap()
+        .expect("a cancelled job is kept");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    match queue.cancel(&report).await.unwrap() {
+        CancelOutcome::Finished(status) => assert_eq!(status.state, JobState::Succeeded),
+        other => panic!("a finished job is not cancelled again: {other:?}"),
+    }
+    assert_eq!(
+        queue.cancel(&JobId("no such job".into())).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+
+    // Without keep_finished a succeeded job leaves no status; a failed one still does.
+    let plain = queue
+        .dispatch_named("report", json!({ "rows": 0 }))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+    let broken = queue
+        .dispatch_named("broken", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(queue.job(&plain).await.unwrap(), None);
+    assert_eq!(
+        queue.job(&broken).await.unwrap().map(|s| s.state),
+        Some(JobState::Failed)
+    );
+}
+
+/// A running job is cancelled from outside its worker: a body that watches
+/// `ctx.is_cancelled()` returns and the job ends cancelled (not failed, not retried); one
+/// that ignores it is stopped after the grace; the worker counts both, keeps running, and
+/// the cancelled jobs' unique keys are free again.
+pub async fn engine_cancel_running_jobs(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    if store.capabilities().track.is_none() {
+        let err = queue.cancel(&JobId("1".into())).await.unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        return skip("engine_cancel_running_jobs", &store);
+    }
+    let q = unique("cancel");
+    queue.listen("polite", |_: serde_json::Value, ctx| async move {
+        for step in 0..400u64 {
+            if ctx.is_cancelled() {
+                return Err(JobError::msg("stopped: cancelled"));
+            }
+            ctx.progress(step, 400).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    });
+    queue.listen("stubborn", |_: serde_json::Value, _ctx| async move {
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        Ok(())
+    });
+    queue.listen("quick", |_: serde_json::Value, _ctx| async move { Ok(()) });
+    let claims = store.capabilities().claims;
+    let mut polite = queue
+        .dispatch_named("polite", json!({}))
+        .on_queue(q.as_str());
+    if claims {
+        polite = polite.unique_key("the-report");
+    }
+    let polite = polite.await.unwrap().into_id();
+    let stubborn = queue
+        .dispatch_named("stubborn", json!({}))
+        .on_queue(q.as_str())
+        .await
+        .unwrap()
+        .into_id();
+    let options = test_options(&[&q])
+        .concurrency(2)
+        .lease(Duration::from_millis(900))
+        .keep_finished(Duration::from_secs(3600));
+    let worker = {
+        let (queue, options) = (queue.clone(), options.clone());
+        tokio::spawn(async move { run_worker(&queue, options).await })
+    };
+    for id in [&polite, &stubborn] {
+        wait_for(&queue, id, "running", |s| s.state == JobState::Running).await;
+    }
+    let asked = Instant::now();
+    for id in [&polite, &stubborn] {
+        match queue.cancel(id).await.unwrap() {
+            CancelOutcome::Requested(status) => assert!(status.cancel_requested),
+            other => panic!("a running job's cancel is requested: {other:?}"),
+        }
+        let running = queue.job(id).await.unwrap().unwrap();
+        assert!(running.cancel_requested, "{running:?}");
+    }
+    let ended = wait_for(&queue, &polite, "cancelled", |s| s.state.is_finished()).await;
+    assert_eq!(ended.state, JobState::Cancelled, "{ended:?}");
+    assert!(ended.cancel_requested);
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "seen within a heartbeat (a third of the 900 ms lease), not {:?}",
+        asked.elapsed()
+    );
+    let ended = wait_for(&queue, &stubborn, "cancelled", |s| s.state.is_finished()).await;
+    assert_eq!(ended.state, JobState::Cancelled, "{ended:?}");
+    let summary = worker.await.unwrap();
+    assert_eq!(
+        (summary.cancelled, summary.failed, summary.retried),
+        (2, 0, 0),
+        "{summary:?}"
+    );
+    assert!(crate::cases::failed_list(&store, 10)
+        .await
+        .iter()
+        .all(|f| f.queue != q));
+    if claims {
+        let again = queue
+            .dispatch_named("quick", json!({}))
+            .on_queue(q.as_str())
+            .unique_key("the-report")
+            .await
+            .unwrap();
+        assert!(
+            again.is_created(),
+            "the cancelled job's key is free: {again:?}"
+        );
+        run_worker(&queue, options).await;
+    }
+}
