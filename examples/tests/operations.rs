@@ -1386,3 +1386,74 @@ fn encrypted_jobs_from_the_command_line() {
     assert!(text(&out).contains("paid out"), "{}", text(&out));
     assert!(!text(&out).contains("DE-SECRET-4242"), "{}", text(&out));
 }
+
+/// The id a `runall dispatch` printed.
+fn dispatched_id(out: &Output) -> String {
+    let text = text(out);
+    text.lines()
+        .find_map(|l| l.split(" as job ").nth(1))
+        .unwrap_or_else(|| panic!("no id in: {text}"))
+        .trim()
+        .to_owned()
+}
+
+/// `runall job ID` and `runall cancel ID` through the real binary on SQLite: a queued job
+/// shows pending and is cancelled for good (the worker then runs nothing), a job that ran
+/// under `--keep-finished` shows succeeded with its times, and unknown ids are a not-found
+/// error (exit 1).
+#[test]
+fn job_status_and_cancel_from_the_command_line() {
+    let store = Store::sqlite();
+    let dispatch = || {
+        run(store.runall("").args([
+            "dispatch",
+            "send-notification",
+            r#"{"to":"s@example.com"}"#,
+            "--queue",
+            "mail",
+        ]))
+    };
+    let first = dispatched_id(&dispatch());
+    let out = run(store.runall("").args(["job", &first]));
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains("state        pending") && shown.contains("send-notification"),
+        "{shown}"
+    );
+    let out = run(store.runall("").args(["job", &first, "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["state"], "pending", "{json}");
+    assert_eq!(json["queue"], "mail", "{json}");
+
+    let out = run(store.runall("").args(["cancel", &first]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cancelled: it will never run"), "{}", text(&out));
+    let out = run(store.runall("").args(["job", &first]));
+    assert!(text(&out).contains("state        cancelled"), "{}", text(&out));
+    let out = run(store.runall("").args(["cancel", &first]));
+    assert!(text(&out).contains("had ended already (cancelled)"), "{}", text(&out));
+
+    let second = dispatched_id(&dispatch());
+    let out = run(store.runall("").args([
+        "work",
+        "--queue",
+        "mail",
+        "--stop-when-empty",
+        "--sleep",
+        "50ms",
+        "--keep-finished",
+        "1h",
+    ]));
+    assert_eq!(processed(&out), 1, "only the job not cancelled ran: {}", text(&out));
+    let out = run(store.runall("").args(["job", &second]));
+    let shown = text(&out);
+    assert!(shown.contains("state        succeeded"), "{shown}");
+    assert!(shown.contains("attempts     1") && shown.contains("finished "), "{shown}");
+
+    for command in ["job", "cancel"] {
+        let out = run(store.runall("").args([command, "424242"]));
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("no job"), "{}", text(&out));
+    }
+}
