@@ -17,7 +17,9 @@
 -- of counters, then name and delta per counter; `h`, the reference of a waiting job's key
 -- (`{P}:waiting:<key>`), its dependencies and its job as `read_job` reads it; `d`, the
 -- reference of a waiting job's key and the delta of its dependencies; `s` and the reference
--- of a waiting job's key. Then the fetch: the number of queues (0: none), their queue
+-- of a waiting job's key; `R` (a record of the settled job, only in a settlement), its kind,
+-- its value and how long it is kept in milliseconds (0: the record is deleted, a
+-- replacement already expired). Then the fetch: the number of queues (0: none), their queue
 -- numbers in priority order, the lease in milliseconds, the limit, the token prefix, and to
 -- take only jobs of one name, that name and how many due jobs to look at, at most.
 --
@@ -34,7 +36,8 @@
 --
 -- A settlement whose token is not the job's current one changes nothing, its effects
 -- included (0 in the reply); otherwise its counters and outcome are applied together and
--- its other effects gathered (1). Effects with no lease are always applied (1), unless
+-- its other effects gathered (1); its records (`R`) are written with its outcome, under
+-- `<queue base>record:<member>:<kind>` with a `PX` expiry (the job's slot). Effects with no lease are always applied (1), unless
 -- given as `g`: then the counter is read before anything of the entry is written (the
 -- driver sends a `g` entry alone, so before anything of the call is): unless it holds the
 -- value given (a missing counter holds '0'), the entry changes nothing (0); if it does, it
@@ -126,10 +129,13 @@ end
 local function apply(q, hash, member, token, outcome, value, effects, cond)
   -- Counters are read now; any other effect is kept as its kind and the position of what
   -- follows it in ARGV, read when the call's effects are applied.
-  local counts, others = {}, {}
+  local counts, others, recs = {}, {}, {}
   for _ = 1, effects do
     local kind = arg()
-    if kind == 'c' then
+    if kind == 'R' then
+      recs[#recs + 1] = A
+      A = A + 3
+    elseif kind == 'c' then
       local c = { key = key(arg()), names = {}, deltas = {} }
       for d = 1, num() do
         c.names[d], c.deltas[d] = arg(), arg()
@@ -232,6 +238,16 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
     redis.call('ZADD', failed_index, now(), failed)
     redis.call('DEL', hash)
     redis.call('ZREM', q.reserved, member)
+  end
+  if q then
+    for _, at in ipairs(recs) do
+      local record = q.base .. 'record:' .. member .. ':' .. ARGV[at]
+      if tonumber(ARGV[at + 2]) > 0 then
+        redis.call('SET', record, ARGV[at + 1], 'PX', ARGV[at + 2])
+      else
+        redis.call('DEL', record)
+      end
+    end
   end
 
   -- Gathered for the end of the call. Dependency changes are summed per key as they come,

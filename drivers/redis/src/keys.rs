@@ -8,6 +8,7 @@
 //! | `{P:Q}:reserved` | sorted set | reserved jobs, scored by lease deadline (Unix ms) |
 //! | `{P:Q}:job:<member>` | hash | one job: `n` name, `p` payload, `a` attempts, `t` token while reserved, `u` unique key and `w` until when it holds it (`started`, `succeeded`, `terminal`) |
 //! | `{P:Q}:seq` | string | the queue's id counter |
+//! | `{P:Q}:record:<member>:<kind>` | string | a record of one job ([`Track`](queue_core::storage::Track)): its status, progress, the `cancel` mark; kept with a `PX` expiry, in the job's slot so the scripts that settle, extend and cancel the job write and read it |
 //! | `{P:Q}:notify` | pub/sub channel | published on push, retry and release, to wake idle workers |
 //! | `{P}:queues` | set | every queue ever pushed to (for `queues()`) |
 //! | `{P}:claim:<key>` | string | a unique claim: the id of the job holding it |
@@ -24,8 +25,8 @@
 //! name, a slash and the number without padding (`emails/17`): unique in the store, since
 //! two queues never share a name, while the job's keys stay in its queue's hash slot. The
 //! number is all digits, so the id splits at its last slash whatever the queue's name holds.
-//! The Lua scripts derive `{P:Q}:job:` from the `pending` key by dropping its
-//! last seven characters and `{F}:failed:job:` from the index by dropping five; keep the
+//! The Lua scripts derive `{P:Q}:job:` (and `{P:Q}:record:`) from the `pending` key by
+//! dropping its last seven characters and `{F}:failed:job:` from the index by dropping five; keep the
 //! suffixes in step with them.
 
 /// The key names of one store.
@@ -64,6 +65,12 @@ impl Keys {
 
     pub(crate) fn job(&self, queue: &str, member: &str) -> String {
         format!("{{{}:{}}}:job:{}", self.prefix, queue, member)
+    }
+
+    /// The record `kind` of the job `member` of `queue` (the scripts build it the same way
+    /// from the queue's base).
+    pub(crate) fn record(&self, queue: &str, member: &str, kind: &str) -> String {
+        format!("{{{}:{}}}:record:{}:{}", self.prefix, queue, member, kind)
     }
 
     pub(crate) fn channel(&self, queue: &str) -> String {
@@ -121,6 +128,13 @@ pub(crate) fn member(id: &str) -> Option<String> {
     (n <= MAX_ID).then(|| format!("{n:016}"))
 }
 
+/// The queue and the member a public job id names (`<queue>/<number>`): `None` for an id
+/// this store could never have made.
+pub(crate) fn split_job_id(id: &str) -> Option<(&str, String)> {
+    let (queue, number) = id.rsplit_once('/')?;
+    Some((queue, member(number)?))
+}
+
 /// The public id of the job `member` of `queue`: `<queue>/<number>`.
 pub(crate) fn job_id(queue: &str, member: &str) -> String {
     format!("{queue}/{}", id_of(member))
@@ -176,6 +190,13 @@ mod tests {
         assert_eq!(job_member("a", "a/b/1"), None);
         assert_eq!(job_id("", "0000000000000002"), "/2");
         assert_eq!(job_member("", "/2").as_deref(), Some("0000000000000002"));
+        assert_eq!(
+            split_job_id("a/b/1"),
+            Some(("a/b", "0000000000000001".to_owned()))
+        );
+        for bad in ["", "17", "not an id", "emails/", "emails/x", "emails/+1"] {
+            assert_eq!(split_job_id(bad), None, "{bad:?}");
+        }
         for bad in [
             "",
             "17",
@@ -197,6 +218,10 @@ mod tests {
         let base = &pending[..pending.len() - "pending".len()];
         assert_eq!(format!("{base}job:0001"), keys.job("emails", "0001"));
         assert_eq!(format!("{base}notify"), keys.channel("emails"));
+        assert_eq!(
+            format!("{base}record:0001:cancel"),
+            keys.record("emails", "0001", "cancel")
+        );
         let index = keys.failed_index();
         let base = &index[..index.len() - "index".len()];
         assert_eq!(format!("{base}job:0001"), keys.failed_job("0001"));

@@ -1,7 +1,8 @@
 //! The Redis driver of `queue-core`: jobs, reservations, unique claims, group counters,
-//! waiting jobs, the failed store and locks in Redis, every transition one atomic Lua script
-//! judged by the server's clock. It runs on one server or on Redis Cluster (see
-//! [Cluster](#cluster)); claims, group counters and waiting jobs on one server only.
+//! waiting jobs, jobs by id and their records, the failed store and locks in Redis, every
+//! transition one atomic Lua script judged by the server's clock. It runs on one server or
+//! on Redis Cluster (see [Cluster](#cluster)); claims, group counters and waiting jobs on one
+//! server only.
 //!
 //! # Tutorial
 //!
@@ -75,7 +76,7 @@
 //!
 //! An ACL user needs the keys under the prefix (`~{P:*}`, `~{P}:*`, `~P:lock:*`, or `~*`)
 //! and the usual commands (`+@all -@dangerous` is plenty: `EVALSHA`, `SCRIPT LOAD`, `SADD`,
-//! `SMEMBERS`, `ZCARD`, `HGETALL`, `HMGET`, `CLIENT ID`, `SUBSCRIBE`; on a cluster also
+//! `SMEMBERS`, `ZCARD`, `HGETALL`, `HMGET`, `MGET`, `SET`, `DEL`, `CLIENT ID`, `SUBSCRIBE`; on a cluster also
 //! `CLUSTER SLOTS` and `CLUSTER NODES`). `CONFIG` is optional (see below). Without the
 //! pub/sub channels (`&*` or `&{P:*}:notify`) everything works but idle workers poll instead
 //! of being woken.
@@ -96,11 +97,14 @@
 //! | call | on one server | on Redis Cluster |
 //! |---|---|---|
 //! | `push` | one script for the whole batch, claims included: all or none | the registry, then one script per queue, all in flight at once: all or none per queue; a job with a [`Unique`](queue_core::Unique) claim is refused |
-//! | `settle` | one script for the whole batch: every settlement (token check, outcome, claim release, group counters), then the effects of the applied ones kind by kind (pushes with their claims, waiting jobs held, dependency changes summed per key and the jobs they release pushed, skips), then the fetch | one script per queue for its acknowledges, retries and releases (the first queue of the fetch reserving in the same script), a `fail` in three steps (below), the rest of the fetch queue by queue; effects refused |
+//! | `settle` | one script for the whole batch: every settlement (token check, outcome, claim release, group counters, records), then the effects of the applied ones kind by kind (pushes with their claims, waiting jobs held, dependency changes summed per key and the jobs they release pushed, skips), then the fetch | one script per queue for its acknowledges, retries and releases (the first queue of the fetch reserving in the same script), a `fail` in three steps (below), the rest of the fetch queue by queue; effects refused but records ([`Effect::Record`](queue_core::Effect::Record), written in the script of the job's queue, a `fail`'s in its last step) |
 //! | [`Groups::apply`](queue_core::storage::Groups::apply) | the settle script with no settlement: all the effects or none | refused |
 //! | [`Groups::apply_if`](queue_core::storage::Groups::apply_if) | the same script and call, the guard's counter checked and set in it before anything is written | refused |
 //! | `reserve` | one script over all the queues | one script per queue in priority order |
-//! | `extend` | one script | one script per queue |
+//! | `extend` | one script (a renewed lease whose job carries a `cancel` record is reported `Cancelled`) | one script per queue |
+//! | [`Track::cancel`](queue_core::storage::Track::cancel) | one script on the job's queue: removed or marked | the same |
+//! | [`Track::put_record`](queue_core::storage::Track::put_record) | fenced: one script checking the lease's token; plain: one `SET ... PX` | the same |
+//! | [`Track::records`](queue_core::storage::Track::records) | one `MGET` | one `MGET` per queue (slot), all in flight at once |
 //! | failed store `retry` | one script (the failed job, its queue, its claim) | three steps (below) |
 //! | `clear`, failed store `flush`, `prune` | chunks of 1,000 per script, so no call blocks Redis for long: not one step as a whole | the same |
 //!
@@ -132,7 +136,8 @@
 //! only: the job's transition and its claim, counter or the job it releases could not be one
 //! step. Putting them in the queue's slot would change what a key means (one namespace per
 //! store), so the capabilities say `claims: false` and no `groups` instead. Everything else
-//! works as on one server.
+//! works as on one server, [`Effect::Record`](queue_core::Effect::Record) included: a job's
+//! records live in its queue's slot.
 //!
 //! # Guarantees
 //!
@@ -142,7 +147,7 @@
 //! - **Fencing.** Reserve records a fresh token with the lease deadline; every settle and
 //!   extend checks the token in the script that acts, so a worker whose lease ran out and
 //!   was taken by another can no longer touch the job, nor push, count, hold, release or
-//!   skip anything for it.
+//!   skip anything for it, nor write a record of it.
 //! - **Claims** (one server): a claim is a key holding the id of the job that holds it,
 //!   checked and set in the push script (a second job of the same key in the same batch is
 //!   a duplicate of the first). It is released in the script of the transition its `until`
@@ -221,6 +226,25 @@
 //!   queue registered, idle workers woken), so the same call's fetch can take it.
 //!   Dependencies left saturate at ±10^15, where Lua's numbers are still exact integers
 //!   (beyond any real count).
+//! - **Jobs by id and records** ([`Track`](queue_core::storage::Track), on one server and on
+//!   a cluster): a job id names its queue and number, so
+//!   [`job`](queue_core::storage::Track::job) is one script reading the queue's two sorted
+//!   sets and the job's hash by the server's clock (reserved while in `reserved`, due at its
+//!   lease deadline; delayed while its available time is to come; else waiting), and
+//!   [`cancel`](queue_core::storage::Track::cancel) is one script that either removes a job
+//!   in `pending` or in `reserved` past its deadline (its hash, its entry and its claim if it
+//!   still holds it, as `clear` does) or, for one reserved under a live lease, writes its
+//!   `cancel` record: a reservation and a cancel never both win. A record is a string
+//!   `{P:Q}:record:<member>:<kind>` in the job's queue's slot with a `PX` expiry (Redis
+//!   deletes it, so `prune_records` returns 0; a time to live of zero deletes it), written
+//!   by a settlement's [`Effect::Record`](queue_core::Effect::Record) in the settle script
+//!   (only when the settlement applies; on a cluster a `fail` writes its records in its
+//!   last step, with the job's removal from its queue), by a fenced `put_record` in a script
+//!   that checks the job's token, and by `cancel`; the extend script reports a renewed lease
+//!   whose job has a `cancel` record as `Cancelled`. All of them are atomic on one server
+//!   and on a cluster alike, since the keys share the job's slot. Records outlive their job
+//!   until they expire; a record key whose id this store could never have made reads as
+//!   missing and is not written (`put_record` answers `false`).
 //! - **Control**: the restart generation is one key, `{P}:restart`, raised with `INCR`.
 //! - **Wake**: pub/sub, as above.
 //!
@@ -229,7 +253,8 @@
 //! With prefix `P` and queue `Q`: `{P:Q}:pending` (sorted set of jobs not reserved, scored
 //! by available time: waiting and delayed are one structure, split by the current time),
 //! `{P:Q}:reserved` (sorted set scored by lease deadline), `{P:Q}:job:<id>` (a hash per job:
-//! name, payload, attempts, token, unique key and until), `{P:Q}:seq` (the id counter);
+//! name, payload, attempts, token, unique key and until), `{P:Q}:seq` (the id counter),
+//! `{P:Q}:record:<id>:<kind>` (a record of a job, with a `PX` expiry);
 //! `{P}:queues` (the set of queue names), `{P}:claim:<key>` (a claim: the holder's id),
 //! `{P}:group:<group>` (a group's counters), `{P}:waiting:<key>` (a waiting job: its
 //! dependencies left and its job), `{P}:restart` (the restart generation);
@@ -239,8 +264,8 @@
 //! Scripts declare the keys they are given (a queue's `pending`, `reserved` and `seq`, each
 //! claim a push checks, each group a settle counts, each waiting job's key, the queue and
 //! claim of each job a dependency change may release, the failed store's keys, the registry)
-//! and build two kinds from them: a job's hash from its queue's key (the same slot), and on
-//! one server the claim a transition releases, found in the job's hash. Redis routes and
+//! and build three kinds from them: a job's hash and its records from its queue's key (the
+//! same slot), and on one server the claim a transition releases, found in the job's hash. Redis routes and
 //! checks scripts by their declared keys; a key built in a declared key's slot is fine on a
 //! cluster too, and claims are not used there.
 //!
@@ -258,7 +283,8 @@
 //! the hash tag `{P:Q}`, so each queue lives in one slot; the failed store (`{F}`), the
 //! store-wide keys (`{P}`) and each lock (`{K}`) have slots of their own. What spans slots
 //! is split as the table in [What is atomic](#what-is-atomic) says; claims, group counters
-//! and waiting jobs are refused.
+//! and waiting jobs are refused. A job's records share its queue's slot, so jobs by id,
+//! cancels and records work as on one server.
 //!
 //! **`fail`** reads the job and checks the lease (the queue's slot), adds the job to the
 //! failed store (its slot), then deletes the job from its queue if the lease still holds

@@ -509,7 +509,8 @@ async fn idle_worker_starts_dispatched_jobs_promptly() {
 /// A cluster refuses what would tie a job's slot to another in one step: a push with a
 /// unique claim (replacing or not), a push effect, a count effect, the effects of waiting jobs (in a settle or
 /// an apply), a guarded apply (even with no effects: its guard is a group counter); its
-/// capabilities say so. A refused settle changes nothing.
+/// capabilities say so (and keep jobs by id: records live in the job's slot). A refused
+/// settle changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_and_groups_are_refused() {
     let Some(store) = common::cluster_store().await else {
@@ -521,6 +522,7 @@ async fn claims_and_groups_are_refused() {
         "{caps:?}"
     );
     assert!(caps.failed.is_some() && caps.inspect.is_some() && caps.control.is_some());
+    assert!(caps.track.is_some(), "a job's records share its slot");
     let q = unique("q");
     let err = store
         .push(vec![

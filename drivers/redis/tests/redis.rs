@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{on_both, Backend};
 use futures::StreamExt;
-use queue_core::storage::{FailedStore, Groups, Guard, Inspect, JobState, PageRequest, Wake};
+use queue_core::storage::{
+    FailedStore, Groups, Guard, Inspect, JobState, PageRequest, RecordKey, Wake,
+};
 use queue_core::{
     Availability, Effect, Error, JobId, Lease, NewJob, Pushed, Queue, Settle, Settled, Storage,
     StorageExt, Unique, Until, WaitingJob, WorkerOptions,
@@ -39,6 +41,7 @@ on_both!(
     failed_jobs_keep_store_wide_ids,
     oldest_available_counts_expired_reservations,
     listings_resume_after_their_cursor_left,
+    records_layout,
 );
 
 fn delayed(queue: &str, payload: &[u8], at: SystemTime) -> NewJob {
@@ -361,6 +364,104 @@ async fn key_layout(backend: Backend) {
         .await;
     assert_eq!(generation, 1);
     assert_eq!(control.restart_generation().await.unwrap(), 1);
+}
+
+/// A job's records are strings in its queue's slot, `{P:Q}:record:<member>:<kind>`, that
+/// Redis expires itself; one read spans queues (on a cluster: slots); ids that name no job
+/// of ours read as missing and are not written; a cancel mark that ran out no longer
+/// cancels; a zero time to live deletes.
+async fn records_layout(backend: Backend) {
+    let Some(mut admin) = backend.admin().await else {
+        return;
+    };
+    let options = backend.options();
+    let p = options.get_prefix().to_owned();
+    let store = RedisStorage::connect(options).await.unwrap();
+    let track = store.capabilities().track.expect("jobs by id on both");
+    let queues: Vec<String> = (0..4).map(|_| unique("q")).collect();
+    let mut keys = Vec::new();
+    for q in &queues {
+        let id = ids(store.push(vec![job(q, "r", b"x")]).await.unwrap()).remove(0);
+        let key = RecordKey::new(id, "status");
+        assert!(track
+            .put_record(&key, q.as_bytes(), LONG, None)
+            .await
+            .unwrap());
+        keys.push(key);
+    }
+    let ttl: i64 = admin
+        .query(redis::cmd("PTTL").arg(format!(
+            "{{{p}:{}}}:record:0000000000000001:status",
+            queues[0]
+        )))
+        .await;
+    assert!(ttl > 50_000 && ttl <= 60_000, "expired by Redis: {ttl}");
+    assert_eq!(track.prune_records().await.unwrap(), 0);
+    let mut asked = keys.clone();
+    for bad in ["", "1", "nope", &format!("{}/x", queues[0])] {
+        asked.insert(1, RecordKey::new(bad, "status"));
+    }
+    asked.push(RecordKey::new(keys[0].job_id.clone(), "bad kind"));
+    let mut expected: Vec<Option<Vec<u8>>> = queues
+        .iter()
+        .map(|q| Some(q.clone().into_bytes()))
+        .collect();
+    for _ in 0..4 {
+        expected.insert(1, None);
+    }
+    expected.push(None);
+    assert_eq!(track.records(&asked).await.unwrap(), expected);
+    assert!(!track
+        .put_record(&RecordKey::new("not-an-id", "status"), b"x", LONG, None)
+        .await
+        .unwrap());
+    assert!(track
+        .put_record(&keys[1], b"", Duration::ZERO, None)
+        .await
+        .unwrap());
+    assert_eq!(track.records(&keys[1..2]).await.unwrap(), [None]);
+    for bad in ["", "x", "1", "nope/1"] {
+        let id = JobId::from(bad);
+        assert_eq!(track.job(&id).await.unwrap(), None, "{bad:?}");
+        assert_eq!(
+            track.cancel(&id, LONG).await.unwrap(),
+            queue_core::storage::Cancellation::NotFound
+        );
+    }
+
+    // A mark kept for a moment cancels while it lasts, then the lease is held again.
+    let held = store
+        .reserve(&request(&[&queues[2]], LONG, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let mut foreign = held.lease.clone();
+    foreign.queue = queues[3].clone();
+    assert!(
+        !track
+            .put_record(&keys[2], b"x", LONG, Some(&foreign))
+            .await
+            .unwrap(),
+        "a lease naming another queue is never current"
+    );
+    assert!(matches!(
+        track
+            .cancel(&held.lease.job_id, Duration::from_millis(300))
+            .await
+            .unwrap(),
+        queue_core::storage::Cancellation::Marked(_)
+    ));
+    let lease = std::slice::from_ref(&held.lease);
+    assert_eq!(
+        store.extend(lease, LONG).await.unwrap(),
+        [queue_core::LeaseStatus::Cancelled]
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.extend(lease, LONG).await.unwrap(),
+        [queue_core::LeaseStatus::Held]
+    );
+    ack_all(&store, lease).await;
 }
 
 /// After `SCRIPT FLUSH` (as after a restart) every operation loads its script again.

@@ -2,15 +2,16 @@
 //! queue's keys share a slot, the failed store, the registry and each claim or group have
 //! slots of their own. What one script does on one server is done here per queue (each
 //! call atomic), or in ordered steps that never lose a job (`fail`, `retry` of a failed
-//! job); claims, group counters and waiting jobs are refused before this code runs.
+//! job); claims, group counters and waiting jobs are refused before this code runs. A
+//! job's records live in its queue's slot: a settlement writes them in its queue's script.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::try_join_all;
 use queue_core::{
-    Error, Lease, LeaseStatus, NewJob, Outcome, Pushed, Reserved, Result, Settle, SettleReply,
-    Settled,
+    Effect, Error, Lease, LeaseStatus, NewJob, Outcome, Pushed, Reserved, Result, Settle,
+    SettleReply, Settled,
 };
 use redis::Value;
 
@@ -125,7 +126,8 @@ impl RedisStorage {
     /// `fail` in the three steps of [`fail_split`](Self::fail_split), one after another in
     /// the call's order (so the failed store lists them as one server does), alongside the
     /// scripts; then, if the first queue had fewer jobs than wanted, the next queues as
-    /// [`reserve_split`](Self::reserve_split) takes them. (Effects were refused before.)
+    /// [`reserve_split`](Self::reserve_split) takes them. (Effects but records were refused
+    /// before; a record is written by the script of its job's queue, with its settlement.)
     pub(super) async fn settle_split(
         &self,
         settles: &[Settle],
@@ -167,7 +169,12 @@ impl RedisStorage {
         let failing = async {
             let mut out = Vec::with_capacity(fails.len());
             for &(i, reason) in &fails {
-                out.push((i, self.fail_split(&settles[i].lease, reason).await?));
+                let settle = &settles[i];
+                out.push((
+                    i,
+                    self.fail_split(&settle.lease, reason, &settle.effects)
+                        .await?,
+                ));
             }
             Ok::<_, Error>(out)
         };
@@ -200,7 +207,14 @@ impl RedisStorage {
     /// lease still holds (the settle script's acknowledge), else take the failed entry back
     /// out. The job is never lost: if the process dies after the second step, the job is in
     /// the failed store and still reserved until its lease runs out, when it runs again.
-    pub(super) async fn fail_split(&self, lease: &Lease, reason: &str) -> Result<Settled> {
+    /// The settlement's `records` (its only effects on a cluster) are written by the third
+    /// step, with the job's removal from its queue, and not at all if the lease is stale.
+    pub(super) async fn fail_split(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        records: &[Effect],
+    ) -> Result<Settled> {
         let Some(member) = job_member(&lease.queue, &lease.job_id.0) else {
             return Ok(Settled::Stale);
         };
@@ -228,7 +242,8 @@ impl RedisStorage {
         let failed = text(reply.clone())
             .filter(|m| !m.is_empty())
             .ok_or_else(|| RedisDriverError::unexpected("fail", &reply))?;
-        let ack = Settle::ack(lease.clone());
+        let mut ack = Settle::ack(lease.clone());
+        ack.effects = records.to_vec();
         let (done, _) = self.settle_batch(&[&ack], &[], None).await?;
         if done == [Settled::Applied] {
             return Ok(Settled::Applied);

@@ -3,13 +3,15 @@
 //! The same code serves one server and Redis Cluster ([`Connection`]). What would cross
 //! hash slots (several queues in one call, a queue and the failed store) runs as one script
 //! on one server and is split per slot on a cluster (`cluster.rs`); claims, group counters
-//! and waiting jobs, which would tie a job's slot to another, are refused there.
+//! and waiting jobs, which would tie a job's slot to another, are refused there. A job's
+//! records (`track.rs`) live in its queue's slot, so they work on both.
 
 mod call;
 mod cluster;
 mod failed;
 mod inspect;
 mod setup;
+mod track;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -193,14 +195,15 @@ impl RedisStorage {
     }
 
     /// Refuses, before anything changes, a batch the contract or the backend cannot take:
-    /// an effect [`check_effects`] refuses, and on a cluster any effect.
+    /// an effect [`check_effects`] refuses, and on a cluster any effect but a record.
     fn check_settles(&self, settles: &[Settle]) -> Result<()> {
         check_effects(DRIVER, settles)?;
         self.check_supported(settles.iter().flat_map(|s| &s.effects))
     }
 
-    /// Refuses effects this store cannot apply: on a cluster every kind (each would tie the
-    /// job's slot to another), anywhere a kind this driver does not know.
+    /// Refuses effects this store cannot apply: on a cluster every kind but a record (each
+    /// would tie the job's slot to another; a record lives in the job's slot), anywhere a
+    /// kind this driver does not know.
     fn check_supported<'e>(&self, effects: impl IntoIterator<Item = &'e Effect>) -> Result<()> {
         for effect in effects {
             let refused = match effect {
@@ -213,7 +216,8 @@ impl RedisStorage {
                 | Effect::Count { .. }
                 | Effect::Hold(_)
                 | Effect::Deps { .. }
-                | Effect::Skip { .. } => continue,
+                | Effect::Skip { .. }
+                | Effect::Record { .. } => continue,
                 _ => "an effect this driver does not know",
             };
             return Err(Error::NotSupported {
@@ -457,7 +461,8 @@ impl RedisStorage {
 
     /// Appends `effects` as the settle script reads them (their number, then each),
     /// declaring the keys they name: a pushed or held job's queue and claim, a group, a
-    /// waiting job's key.
+    /// waiting job's key. A record names none: the script builds its key in the settled
+    /// job's slot.
     fn effects(&self, call: &mut Call<'_>, effects: &[Effect]) {
         call.arg(effects.len());
         for effect in effects {
@@ -483,6 +488,12 @@ impl RedisStorage {
                 Effect::Skip { key } => {
                     let key = call.key(self.keys().waiting(key));
                     call.arg("s").arg(key);
+                }
+                Effect::Record { kind, value, ttl } => {
+                    call.arg("R")
+                        .arg(kind.as_bytes())
+                        .arg(value.as_slice())
+                        .arg(millis(*ttl));
                 }
                 // `check_supported` refused it before.
                 _ => {}
@@ -521,7 +532,8 @@ impl RedisStorage {
     }
 
     /// One call of the extend script for `leases`; a lease whose id names no job of its
-    /// queue is lost without being sent.
+    /// queue is lost without being sent. A renewed lease whose job carries a `cancel`
+    /// record is [`LeaseStatus::Cancelled`].
     async fn extend_batch(&self, leases: &[&Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
         let mut statuses = vec![LeaseStatus::Lost; leases.len()];
         let mut call = self.call();
@@ -544,9 +556,12 @@ impl RedisStorage {
             return Err(RedisDriverError::unexpected("extend", &Value::Array(renewed)).into());
         }
         for (i, value) in sent.into_iter().zip(&renewed) {
-            if integer("extend", value)? == 1 {
-                statuses[i] = LeaseStatus::Held;
-            }
+            statuses[i] = match integer("extend", value)? {
+                0 => LeaseStatus::Lost,
+                1 => LeaseStatus::Held,
+                2 => LeaseStatus::Cancelled,
+                _ => return Err(RedisDriverError::unexpected("extend", value).into()),
+            };
         }
         Ok(statuses)
     }
@@ -704,6 +719,7 @@ impl Storage for RedisStorage {
             .replace(!self.split())
             .failed(self)
             .inspect(self)
+            .track(self)
             .control(self)
             .wake(self);
         if self.split() {
