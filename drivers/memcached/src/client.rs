@@ -102,6 +102,12 @@ impl Cmd {
         Cmd::ms(key, data, Mode::Set, None, 0)
     }
 
+    /// Stores whatever is there, expiring after `ttl` (memcached's exptime: seconds, or an
+    /// absolute Unix time when over 30 days; 0 never).
+    pub(crate) fn set_ttl(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
+        Cmd::ms(key, data, Mode::Set, None, ttl)
+    }
+
     pub(crate) fn add(key: String, data: Vec<u8>, ttl: u32) -> Cmd {
         Cmd::ms(key, data, Mode::Add, None, ttl)
     }

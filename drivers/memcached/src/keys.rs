@@ -18,6 +18,7 @@
 //! | `P:q:Q:jan` | the janitor's progress over claimed slots |
 //! | `P:u:KEY` | a unique claim: the job (or failed job) holding KEY, and when it was written |
 //! | `P:lock:K` | a lock: owner and expiry |
+//! | `P:r:ID:KIND` | a record of job ID ([`Track`](queue_core::storage::Track)): its expiry and value, with a native expiry too |
 //! | `P:restart` | the restart generation (`runall restart` increments it) |
 //! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
 
@@ -119,6 +120,12 @@ impl Keys {
         format!("{}:lock:{}", self.p, part(key))
     }
 
+    /// The record `kind` of the job `job_id` (both escaped: any id and kind make a key, so
+    /// reading a key no driver would write finds nothing rather than failing).
+    pub(crate) fn record(&self, job_id: &str, kind: &str) -> String {
+        format!("{}:r:{}:{}", self.p, part(job_id), part(kind))
+    }
+
     pub(crate) fn claim(&self, key: &str) -> String {
         format!("{}:u:{}", self.p, part(key))
     }
@@ -165,5 +172,9 @@ mod tests {
         let k = Keys::new("p", "f").queue(&long).timer_count(i64::MAX);
         assert!(k.len() < 250, "{}", k.len());
         assert_ne!(part(&long), part(&"x".repeat(999)));
+        let keys = Keys::new("p", "f");
+        assert_eq!(keys.record("12", "status"), "p:r:12:status");
+        assert_ne!(keys.record("1:2", "x"), keys.record("1", "2:x"));
+        assert!(keys.record(&long, &long).len() < 250);
     }
 }

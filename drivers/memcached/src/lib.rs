@@ -33,7 +33,9 @@
 //! # What it can do
 //!
 //! Unique claims and push effects, the failed store (its ids scanned newest first, by
-//! cursor), inspection (sizes, queues, clear, oldest available job), locks (items written
+//! cursor), inspection (sizes, queues, clear, oldest available job), jobs by id
+//! ([`Track`](queue_core::storage::Track): status, cancel, records and `Effect::Record`,
+//! with the weaker points said in [Jobs by id](#jobs-by-id)), locks (items written
 //! with `add`, holding owner and expiry, renewed and released with `cas` by their owner) and
 //! the restart signal (one key, `{prefix}:restart`, increased by `incr`). memcached cannot notify, so a waiting worker
 //! looks for jobs (one pipelined read of each queue's head and tail), 2 ms after it began
@@ -86,7 +88,9 @@
 //! record first, then deletes the job. Last, the claim: deleted (compare-and-swap) by the
 //! step its `until` names, or handed to the failed job for `until = succeeded`. A crash
 //! between effects and transition leaves the follow-up pushed and the job to run again, as
-//! any crash does; the reverse order (a transition without its effects) never happens.
+//! any crash does; the reverse order (a transition without its push effects) never happens.
+//! Record effects (`Effect::Record`) come *after* the transition, in the next request (see
+//! [Jobs by id](#jobs-by-id)): a crash between leaves the transition without its record.
 //! Acknowledgements of a batch go in one request; **extend** lists the new deadlines, then
 //! renews each lease with `cas`.
 //!
@@ -97,6 +101,62 @@
 //! is not written yet still holds (its push may be in flight, its clock behind). So a crash between two steps
 //! never blocks a key for ever, and a key is never given to a second job while its holder
 //! holds it. `clear` releases the claims of the jobs it deletes this way.
+//!
+//! # Jobs by id
+//!
+//! [`Track`](queue_core::storage::Track) reads and changes a job through its state record
+//! `{prefix}:j:{id}`, the item every reservation and settle changes with compare-and-swap.
+//! A job's records are items of their own, `{prefix}:r:{id}:{kind}`.
+//!
+//! - **`job`** reads the record, and for a job not reserved its queue's generation (a job
+//!   `clear` deleted is not found). A delayed job whose time has come but that no sweep has
+//!   moved into a slot yet is reported waiting. Ids are the decimal numbers this store
+//!   makes; anything else is `None`. (`Inspect::jobs` is still not supported: a job is
+//!   found by its id only.)
+//! - **`cancel`** of a waiting or delayed job, or of one reserved under a lease that ran
+//!   out, is one compare-and-swap delete of its record, and a reservation is one
+//!   compare-and-swap of the same record: whichever comes second fails, so a job is never
+//!   both removed and reserved (the loser of the race looks again, and marks a job it
+//!   finds reserved). After the delete, in later steps: its size count, its payload, its
+//!   timer count, and its claim (deleted if it still names the job). A crash in between
+//!   leaves a payload item behind, a size count off by one, and a claim that the next push
+//!   of the key takes over (see "Claims after a crash"); the job itself is gone. Its slot or
+//!   timer entry stays and is skipped.
+//! - **Marking** a job reserved under a live lease writes its `cancel` record and reads the
+//!   job's record again in the same request: if the job is still held under the same lease
+//!   it is reported `Marked`; if not (it was settled or taken again in between), `cancel`
+//!   looks again. The mark and the check are two commands, not one step: a mark can be
+//!   left on a job that was settled or removed meanwhile (it is never read for it, and
+//!   expires after `mark_for`). The mark is kept by job id, as on other drivers: a job
+//!   retried while marked is reported cancelled by its next reservation's extends until the
+//!   mark expires.
+//! - **`extend`** reads the mark in the request that reads the records, before it renews
+//!   them: a lease renewed whose job carries an unexpired mark is `LeaseStatus::Cancelled`.
+//!   A mark written between that read and the renewal is reported on the next extend.
+//! - **Records** hold their expiry (Unix ms) beside the value, and a record past it is
+//!   never returned; memcached's own expiry only collects the item, one second later than
+//!   the record's (memcached counts whole seconds), as an absolute Unix time when that is
+//!   over 30 days away. The expiry is stamped by the writer's clock and judged by the
+//!   reader's: they must agree, as everywhere in this driver. `prune_records` returns 0. Like
+//!   every item here, a record may be evicted early, and is lost with memcached's state.
+//!   A value larger than an item can hold is refused with `PayloadTooLarge` before anything
+//!   is written.
+//! - **Fenced `put_record` is a check, then a write** (this is weaker than on the SQL,
+//!   Redis, file and memory drivers, where both are one step): the job's record is read and
+//!   its lease compared, then the record is written. A lease lost between the two (the job
+//!   settled, or taken again after its lease ran out) does not stop the write, which reports
+//!   `true`: a stale worker's progress can land up to one round trip after its lease ended.
+//!   A lease already stale when checked writes nothing.
+//! - **`Effect::Record` is written right after the job's own step, not with it** (weaker
+//!   than on the other drivers, where it is part of the settle's atomic step): the
+//!   compare-and-swap of the transition (acknowledge, retry, release, or the delete that
+//!   ends a failing job) and then, in the next request, the records of the settlements that
+//!   applied. A stale lease writes none, and nor does a replay, which is stale. A crash or a
+//!   lost connection between the two leaves **a transition without its record** (a job
+//!   acknowledged whose `status` record was never written, and never will be: the settle
+//!   cannot be replayed); never a record without its transition. If memcached refuses a
+//!   record after the transition (out of memory), the settle returns the error although the
+//!   transition stands.
 //!
 //! # Recovery: timers, sweep, janitor
 //!

@@ -1,4 +1,5 @@
-//! The binary layout of the items the driver stores: a job's state record and a failed job.
+//! The binary layout of the items the driver stores: a job's state record, a failed job, and
+//! a record kept for a job ([`Track`](queue_core::storage::Track)).
 //!
 //! Layouts start with a version byte so a later version can read or refuse older items.
 //! Decoding never panics: a malformed item is reported as corrupt and skipped.
@@ -49,6 +50,9 @@ pub(crate) struct FailedRecord {
 
 /// The layout of job records (3: with the unique claim).
 const JOB_VERSION: u8 = 3;
+/// The layout of a job's records (`{prefix}:r:{id}:{kind}`): version, expiry (Unix ms, i64
+/// little-endian), then the value as given.
+const TRACK_VERSION: u8 = 1;
 /// The layout of failed records (2: with the unique claim).
 const FAILED_VERSION: u8 = 2;
 
@@ -244,6 +248,30 @@ impl FailedRecord {
     }
 }
 
+/// A job's record as stored: its expiry (Unix ms, judged by the reader: memcached's own
+/// expiry has whole seconds only and only collects the item) and its value.
+pub(crate) fn encode_track(expires: i64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + value.len());
+    out.push(TRACK_VERSION);
+    out.extend_from_slice(&expires.to_le_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The inverse of [`encode_track`]: the expiry and the value.
+pub(crate) fn decode_track(data: &[u8]) -> Result<(i64, &[u8]), String> {
+    let mut r = Reader { data };
+    let version = r.u8()?;
+    if version != TRACK_VERSION {
+        return Err(format!("unknown record version {version}"));
+    }
+    let expires = r.i64()?;
+    Ok((expires, r.data))
+}
+
+/// Bytes a record item holds besides its value.
+pub(crate) const TRACK_OVERHEAD: usize = 9;
+
 /// Cuts `text` to at most `max` bytes on a character boundary, saying so.
 pub(crate) fn truncate_text(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -315,6 +343,18 @@ mod tests {
             payload: vec![0xff, 0, 1],
         };
         assert_eq!(FailedRecord::decode(&f.encode()), Ok(f));
+    }
+
+    #[test]
+    fn track_round_trip() {
+        let value: Vec<u8> = (0..=255u8).collect();
+        let data = encode_track(-3, &value);
+        assert_eq!(data.len(), TRACK_OVERHEAD + value.len());
+        assert_eq!(decode_track(&data), Ok((-3, &value[..])));
+        assert_eq!(decode_track(&encode_track(7, b"")), Ok((7, &b""[..])));
+        assert!(decode_track(b"").is_err());
+        assert!(decode_track(&[1, 2, 3]).is_err());
+        assert!(decode_track(&[9; 20]).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod settle;
 mod sizes;
 mod slots;
 mod timers;
+mod track;
 mod wait;
 
 use timers::Timers;
@@ -389,6 +390,7 @@ impl Storage for MemcachedStorage {
             .claims(true)
             .failed(self)
             .inspect(self)
+            .track(self)
             .control(self)
             .wake(self)
     }
@@ -630,35 +632,48 @@ impl Storage for MemcachedStorage {
         check_effects(DRIVER, &settles)?;
         // A counter update or a waiting job's dependency change cannot be tied to the job's
         // transition with single-key steps: a crash between the two would apply it twice or
-        // never. Refused before anything (any effect but a push, unknown ones included).
-        if settles
-            .iter()
-            .flat_map(|s| &s.effects)
-            .any(|e| !matches!(e, Effect::Push(_)))
-        {
+        // never. Refused before anything (any effect but a push or a record, unknown ones
+        // included). A record is written once, right after the transition (see the crate
+        // docs): a replay of the settle is stale and writes nothing.
+        let mut effects = settles.iter().flat_map(|s| &s.effects);
+        if effects.any(|e| !matches!(e, Effect::Push(_) | Effect::Record { .. })) {
             return Err(Error::NotSupported {
                 driver: DRIVER,
                 operation: "group counters and waiting jobs (batches, chains, workflows)",
             });
         }
+        for effect in settles.iter().flat_map(|s| &s.effects) {
+            if let Effect::Record { value, .. } = effect {
+                self.check_record_size(value)?;
+            }
+        }
         let mut settled = vec![Settled::Stale; settles.len()];
         let mut seen = HashSet::new();
         let mut acks = Vec::new();
         for (i, settle) in settles.into_iter().enumerate() {
+            let pushes = settle.effects.iter().any(|e| matches!(e, Effect::Push(_)));
             // The same lease twice in one call: the second is stale.
             if !seen.insert(settle.lease.clone())
-                || (!settle.effects.is_empty() && !self.apply_effects(&settle).await?)
+                || (pushes && !self.apply_effects(&settle).await?)
             {
                 continue;
             }
             if settle.outcome == Outcome::Ack {
-                acks.push((i, settle.lease));
-            } else if self.transition(&settle.lease, &settle.outcome).await? {
+                acks.push((i, settle.lease, settle.effects));
+            } else if self
+                .transition(&settle.lease, &settle.outcome, &settle.effects)
+                .await?
+            {
                 settled[i] = Settled::Applied;
             }
         }
-        let (at, leases): (Vec<usize>, Vec<Lease>) = acks.into_iter().unzip();
-        for (i, acked) in at.into_iter().zip(self.acknowledge(&leases).await?) {
+        let at: Vec<usize> = acks.iter().map(|(i, _, _)| *i).collect();
+        let leases: Vec<Lease> = acks.iter().map(|(_, lease, _)| lease.clone()).collect();
+        let records: Vec<&[Effect]> = acks.iter().map(|(_, _, e)| e.as_slice()).collect();
+        for (i, acked) in at
+            .into_iter()
+            .zip(self.acknowledge(&leases, &records).await?)
+        {
             if acked {
                 settled[i] = Settled::Applied;
             }

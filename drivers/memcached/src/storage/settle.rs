@@ -1,10 +1,11 @@
 //! The transitions of a reserved job, each fenced by its lease token: acknowledge (a batch),
-//! retry and release, fail, extend (a batch), and the push effects that go before them.
+//! retry and release, fail, extend (a batch), the push effects that go before them and the
+//! records that go right after them.
 
 use std::time::Duration;
 
 use queue_core::storage::duration_millis;
-use queue_core::{Effect, Lease, LeaseStatus, Outcome, Result, Settle, Storage as _, Until};
+use queue_core::{Effect, Error, Lease, LeaseStatus, Outcome, Result, Settle, Storage as _, Until};
 use tracing::error;
 
 use super::claims::Holder;
@@ -12,7 +13,7 @@ use super::{
     bucket, incremented, now_ms, sizes, tombstone, Held, MemcachedStorage, Timers, CAS_TRIES,
     KEY_ROOM,
 };
-use crate::client::{Cmd, Status};
+use crate::client::{Cmd, Reply, Status};
 use crate::error::MemcachedError;
 use crate::record::{truncate_text, FailedRecord, JobRecord, JobState};
 
@@ -22,6 +23,19 @@ use crate::record::{truncate_text, FailedRecord, JobRecord, JobState};
 const EFFECT_MARGIN_MS: i64 = 15_000;
 /// What such a lease is renewed to.
 const EFFECT_LEASE: Duration = Duration::from_secs(30);
+
+/// The first refusal among the replies to a settle's record writes, as an error. Those
+/// writes come after the transition, which stands: the settle reports the error.
+fn refused(replies: &[Reply]) -> Option<Error> {
+    replies.iter().find_map(|reply| match &reply.status {
+        Status::Refused(m) => {
+            error!(message = %m, "memcached refused a record of a settled job");
+            let what = format!("write a record of a settled job: {m}");
+            Some(MemcachedError::Refused(what).into())
+        }
+        _ => None,
+    })
+}
 
 /// What one try of a compare-and-swap step came to.
 enum Step {
@@ -48,7 +62,11 @@ impl MemcachedStorage {
         if let JobState::Reserved { deadline, .. } = held.record.state {
             if deadline - now_ms() < EFFECT_MARGIN_MS {
                 let renewed = self.extend_leases(std::slice::from_ref(lease), EFFECT_LEASE);
-                if renewed.await? != [LeaseStatus::Held] {
+                // A job marked for cancellation is still this lease's to settle.
+                if !matches!(
+                    renewed.await?[..],
+                    [LeaseStatus::Held | LeaseStatus::Cancelled]
+                ) {
                     return Ok(false);
                 }
             }
@@ -61,9 +79,14 @@ impl MemcachedStorage {
         Ok(true)
     }
 
-    /// Deletes finished jobs (one compare-and-swap delete each, in one request) and releases
-    /// their claims. For each lease, whether it was current.
-    pub(super) async fn acknowledge(&self, leases: &[Lease]) -> Result<Vec<bool>> {
+    /// Deletes finished jobs (one compare-and-swap delete each, in one request), writes the
+    /// record effects of those deleted (`records[i]` for `leases[i]`, if given) in the next
+    /// request, and releases their claims. For each lease, whether it was current.
+    pub(super) async fn acknowledge(
+        &self,
+        leases: &[Lease],
+        records: &[&[Effect]],
+    ) -> Result<Vec<bool>> {
         let keys = self.keys();
         let mut done = vec![false; leases.len()];
         let mut pending: Vec<(usize, u64)> = leases
@@ -72,6 +95,7 @@ impl MemcachedStorage {
             .filter_map(|(i, l)| Self::lease_id(l).map(|id| (i, id)))
             .collect();
         let mut claims = Vec::new();
+        let mut failure = None;
         for _ in 0..CAS_TRIES {
             if pending.is_empty() {
                 break;
@@ -96,7 +120,15 @@ impl MemcachedStorage {
             });
             let replies = self.run(cmds.collect()).await?;
             let mut retry = Vec::new();
+            // The records of the jobs deleted, first in the request right after the deletes.
             let mut after = Vec::new();
+            for ((i, _), reply) in current.iter().zip(replies.iter().step_by(2)) {
+                if reply.ok() {
+                    let effects = records.get(*i).copied().unwrap_or_default();
+                    after.extend(self.record_effects(&leases[*i].job_id.0, effects));
+                }
+            }
+            let written = after.len();
             for ((i, held), reply) in current.iter().zip(replies.iter().step_by(2)) {
                 let qk = keys.queue(&held.record.queue);
                 if reply.status != Status::Ok {
@@ -120,26 +152,43 @@ impl MemcachedStorage {
                     claims.push((u.key.clone(), Holder::Job(held.id)));
                 }
             }
-            self.run(after).await?;
+            let replies = self.run(after).await?;
+            failure = failure.or_else(|| refused(&replies[..written]));
             pending = retry;
         }
         self.release_claims(claims).await?;
-        Ok(done)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
     }
 
-    /// Retries, releases or fails a reserved job; false when the lease is stale. Retry and
-    /// release keep the job's claim; fail hands a claim held until the job succeeds to the
-    /// failed job and releases one held until it leaves the queue.
-    pub(super) async fn transition(&self, lease: &Lease, outcome: &Outcome) -> Result<bool> {
+    /// Retries, releases or fails a reserved job, writing the record effects among
+    /// `effects` right after its own step; false when the lease is stale. Retry and release
+    /// keep the job's claim; fail hands a claim held until the job succeeds to the failed
+    /// job and releases one held until it leaves the queue.
+    pub(super) async fn transition(
+        &self,
+        lease: &Lease,
+        outcome: &Outcome,
+        effects: &[Effect],
+    ) -> Result<bool> {
         let Some(id) = Self::lease_id(lease) else {
             return Ok(false);
         };
         for _ in 0..CAS_TRIES {
             let step = match outcome {
-                Outcome::Retry { delay } => self.release_once(lease, id, *delay, false).await?,
-                Outcome::Release { delay } => self.release_once(lease, id, *delay, true).await?,
-                Outcome::Fail { reason } => self.fail_once(lease, id, reason).await?,
-                Outcome::Ack => return Ok(self.acknowledge(std::slice::from_ref(lease)).await?[0]),
+                Outcome::Retry { delay } => {
+                    self.release_once(lease, id, *delay, false, effects).await?
+                }
+                Outcome::Release { delay } => {
+                    self.release_once(lease, id, *delay, true, effects).await?
+                }
+                Outcome::Fail { reason } => self.fail_once(lease, id, reason, effects).await?,
+                Outcome::Ack => {
+                    let leases = std::slice::from_ref(lease);
+                    return Ok(self.acknowledge(leases, &[effects]).await?[0]);
+                }
             };
             match step {
                 Step::Done => return Ok(true),
@@ -156,6 +205,7 @@ impl MemcachedStorage {
         id: u64,
         delay: Duration,
         refund: bool,
+        effects: &[Effect],
     ) -> Result<Step> {
         let now = now_ms();
         let at = now.saturating_add(duration_millis(delay));
@@ -210,17 +260,29 @@ impl MemcachedStorage {
                 _ => Ok(Step::Stale),
             };
         }
+        // The records first in the request right after the compare-and-swap.
+        let mut after = self.record_effects(&lease.job_id.0, effects);
+        let written = after.len();
         if let Some(old) = held.record.timer() {
-            self.run(vec![Cmd::decr(qk.timer_count(bucket(old)), 1)])
-                .await?;
+            after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
         }
+        let failure = refused(&self.run(after).await?[..written]);
         if let (Some(n), false) = (slot, replies[1].ok()) {
             self.reslot(&lease.queue, &qk, vec![(id, n)]).await?;
         }
-        Ok(Step::Done)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Step::Done),
+        }
     }
 
-    async fn fail_once(&self, lease: &Lease, id: u64, reason: &str) -> Result<Step> {
+    async fn fail_once(
+        &self,
+        lease: &Lease,
+        id: u64,
+        reason: &str,
+        effects: &[Effect],
+    ) -> Result<Step> {
         let keys = self.keys();
         let replies = self
             .run(vec![
@@ -281,11 +343,14 @@ impl MemcachedStorage {
                 _ => Ok(Step::Stale),
             };
         }
-        let mut after = vec![Cmd::delete(keys.body(id))];
+        // The records first in the request right after the delete.
+        let mut after = self.record_effects(&lease.job_id.0, effects);
+        let written = after.len();
+        after.push(Cmd::delete(keys.body(id)));
         if let Some(old) = held.record.timer() {
             after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
         }
-        self.run(after).await?;
+        let failure = refused(&self.run(after).await?[..written]);
         // After the job's own step: a crash before this leaves the claim to a job that no
         // longer exists, which the next push of the key takes over.
         match held.record.unique {
@@ -298,12 +363,16 @@ impl MemcachedStorage {
             }
             _ => {}
         }
-        Ok(Step::Done)
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(Step::Done),
+        }
     }
 
     /// Renews leases to `duration` from now: the new deadline is listed first (if its bucket
     /// refuses it, nothing changes and the call fails), then each record is rewritten with
-    /// compare-and-swap.
+    /// compare-and-swap. A lease renewed whose job carries a cancel mark (read with the
+    /// record) is reported `Cancelled`.
     pub(super) async fn extend_leases(
         &self,
         leases: &[Lease],
@@ -327,15 +396,27 @@ impl MemcachedStorage {
             let reads = pending
                 .iter()
                 .map(|(_, id)| Cmd::gets(self.keys().job(*id)));
-            let replies = self.with_timers(&timers, reads.collect()).await?;
-            let current: Vec<(usize, Held)> = pending
+            let marks = pending
+                .iter()
+                .map(|(i, _)| self.read_mark(&leases[*i].job_id));
+            let mut replies = self
+                .with_timers(&timers, reads.chain(marks).collect())
+                .await?;
+            let marks = replies.split_off(pending.len());
+            let marked: Vec<bool> = pending
+                .iter()
+                .zip(&marks)
+                .map(|((i, _), reply)| self.marked(&leases[*i].job_id, reply))
+                .collect();
+            let current: Vec<(usize, Held, bool)> = pending
                 .iter()
                 .zip(&replies)
-                .filter_map(|((i, id), reply)| {
-                    Some((*i, self.check_lease(&leases[*i], *id, reply)?))
+                .zip(marked)
+                .filter_map(|(((i, id), reply), marked)| {
+                    Some((*i, self.check_lease(&leases[*i], *id, reply)?, marked))
                 })
                 .collect();
-            let cmds = current.iter().map(|(i, held)| {
+            let cmds = current.iter().map(|(i, held, _)| {
                 let state = JobState::Reserved {
                     token: leases[*i].token.clone(),
                     deadline,
@@ -349,10 +430,13 @@ impl MemcachedStorage {
             let replies = self.run(cmds.collect()).await?;
             let mut after = Vec::new();
             pending = Vec::new();
-            for ((i, held), reply) in current.iter().zip(&replies) {
+            for ((i, held, marked), reply) in current.iter().zip(&replies) {
                 match reply.status {
                     Status::Ok => {
-                        status[*i] = LeaseStatus::Held;
+                        status[*i] = match marked {
+                            true => LeaseStatus::Cancelled,
+                            false => LeaseStatus::Held,
+                        };
                         if let Some(old) = held.record.timer() {
                             let qk = self.keys().queue(&held.record.queue);
                             after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
