@@ -24,6 +24,8 @@ const ID_LEN: usize = 24;
 const MAGIC: &[u8] = b"queue-file job v1\n";
 /// The first line of every waiting-job file.
 const WAITING_MAGIC: &[u8] = b"queue-file waiting v1\n";
+/// The first line of every record file.
+const RECORD_MAGIC: &[u8] = b"queue-file record v1\n";
 /// The longest encoded queue name or lock key used as is in a file name.
 const MAX_COMPONENT: usize = 200;
 
@@ -254,6 +256,13 @@ fn fnv1a(s: &str, seed: u64) -> u64 {
     })
 }
 
+/// A record's file name in `records/`: the job id as a key file name, a dot, and the kind
+/// (which has no dot: [`RecordKey::is_valid`](queue_core::storage::RecordKey::is_valid)
+/// kinds only), so a job's records sort together.
+pub(crate) fn record_file_name(job_id: &str, kind: &str) -> String {
+    format!("{}.{kind}", key_file_name(job_id))
+}
+
 /// What a job file holds besides its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JobFile {
@@ -284,6 +293,16 @@ pub(crate) struct WaitingFile {
     /// When the job becomes available, as pushed: a delay counts from its release.
     pub(crate) available: Availability,
     pub(crate) job: JobFile,
+}
+
+/// A record kept for a job (`records/JOB.KIND`): its value and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordFile {
+    pub(crate) job_id: String,
+    pub(crate) kind: String,
+    /// Milliseconds since the Unix epoch: the record is not read from then on.
+    pub(crate) expires: i64,
+    pub(crate) value: Vec<u8>,
 }
 
 /// What the start of a job file says: enough to reserve by name and to know the claim.
@@ -380,6 +399,26 @@ pub(crate) fn encode_waiting(waiting: &WaitingFile) -> Vec<u8> {
     header(&mut out, "available", &available);
     job_fields(&mut out, &waiting.job);
     finish(out, &waiting.job.payload)
+}
+
+/// A record file:
+///
+/// ```text
+/// queue-file record v1
+/// job: 0123456789abcdef01234567
+/// kind: status
+/// expires: 1717000000000      (milliseconds since the Unix epoch)
+/// payload: 9
+///
+/// <9 value bytes>
+/// ```
+pub(crate) fn encode_record(record: &RecordFile) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.value.len() + record.job_id.len() + 96);
+    out.extend_from_slice(RECORD_MAGIC);
+    header(&mut out, "job", &record.job_id);
+    header(&mut out, "kind", &record.kind);
+    header(&mut out, "expires", &record.expires.to_string());
+    finish(out, &record.value)
 }
 
 /// A file's header lines and the bytes after them.
@@ -511,6 +550,24 @@ pub(crate) fn decode_waiting(bytes: &[u8]) -> Result<WaitingFile, String> {
             unique: unique_of(&parsed.fields),
             payload: parsed.body.to_vec(),
         },
+    })
+}
+
+/// Reads a record file; the error says what is wrong with it.
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<RecordFile, String> {
+    let parsed = parse_as(bytes, RECORD_MAGIC)?;
+    let field = |key: &str| {
+        parsed
+            .get(key)
+            .ok_or_else(|| format!("its header has no `{key}`"))
+    };
+    Ok(RecordFile {
+        job_id: field("job")?.to_owned(),
+        kind: field("kind")?.to_owned(),
+        expires: field("expires")?
+            .parse()
+            .map_err(|_| "its `expires` is not a number of milliseconds".to_owned())?,
+        value: parsed.body.to_vec(),
     })
 }
 
@@ -646,6 +703,14 @@ pub fn fuzz_parsers(bytes: &[u8], file_name: &str) {
             decode_job(&encode_job(&waiting.job)).as_ref(),
             Ok(&waiting.job),
             "a released job is a job file"
+        );
+    }
+    if let Ok(record) = decode_record(bytes) {
+        let again = encode_record(&record);
+        assert_eq!(
+            decode_record(&again).as_ref(),
+            Ok(&record),
+            "a record file round-trips"
         );
     }
     let _ = decode_lock(bytes);
@@ -807,6 +872,43 @@ mod tests {
         let input = include_bytes!("../tests/data/fuzz-non-ascii-name");
         let i = input.iter().position(|b| *b == b'\n').unwrap();
         fuzz_parsers(&input[i + 1..], &String::from_utf8_lossy(&input[..i]));
+    }
+
+    #[test]
+    fn record_files_round_trip() {
+        let record = RecordFile {
+            job_id: "0123456789abcdef01234567".into(),
+            kind: "status".into(),
+            expires: 1_700_000_000_123,
+            value: (0..=255u8).chain([b'\n', b'\n']).collect(),
+        };
+        let bytes = encode_record(&record);
+        assert_eq!(decode_record(&bytes).as_ref(), Ok(&record));
+        assert!(decode_job(&bytes).is_err(), "a record is no job file");
+        fuzz_parsers(&bytes, "x");
+        let text = String::from_utf8(encode_record(&RecordFile {
+            value: b"done".to_vec(),
+            ..record.clone()
+        }))
+        .unwrap();
+        assert_eq!(
+            text,
+            "queue-file record v1\njob: 0123456789abcdef01234567\nkind: status\n\
+             expires: 1700000000123\npayload: 4\n\ndone"
+        );
+        for bad in [
+            text.replace("expires: 1700000000123", "expires: soon"),
+            text.replace("kind: status\n", ""),
+            text.replace("payload: 4", "payload: 5"),
+            text.replace("record v1", "job v1"),
+        ] {
+            assert!(decode_record(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert_eq!(
+            record_file_name("0123456789abcdef01234567", "progress"),
+            "0123456789abcdef01234567.progress"
+        );
+        assert_eq!(record_file_name("a/b", "cancel"), "a%2Fb.cancel");
     }
 
     #[test]

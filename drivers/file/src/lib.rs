@@ -51,8 +51,9 @@
 //! a push asks to: debounce) and push effects, the failed store (pages by cursor, newest
 //! first), inspection (sizes, queues, clearing, listing jobs by state by
 //! cursor), groups (counters, waiting jobs released by their dependencies for chains,
-//! workflows and batch callbacks, and applying effects with no lease), the restart signal,
-//! reserving by job name, and wake-ups. Two work differently than on a server:
+//! workflows and batch callbacks, and applying effects with no lease), single jobs by id
+//! (finding one, cancelling it, records kept for it), the restart signal, reserving by job
+//! name, and wake-ups. Three work differently than on a server:
 //!
 //! - **Wake-ups** of other processes go through the file system: an idle worker wakes at
 //!   once for a push, retry or release made through this process, within milliseconds for
@@ -64,6 +65,37 @@
 //! - **Listing** reads whole directories: [`Inspect::size`](queue_core::storage::Inspect::size),
 //!   a page of [`Inspect::jobs`](queue_core::storage::Inspect::jobs) or of the failed store
 //!   costs in proportion to the queue, not to the page.
+//! - **A job by id** is found by listing directories too: a job id names no queue, so
+//!   [`Track::job`](queue_core::storage::Track::job) and
+//!   [`Track::cancel`](queue_core::storage::Track::cancel) list the `ready/` and `reserved/`
+//!   of every queue (twice before answering that the job is not there, as a job can move
+//!   between two listings), at a cost in proportion to the store.
+//!
+//! **Jobs by id and records.** A job is in a queue while its file is in `ready/` (waiting,
+//! or delayed while its time is to come) or `reserved/`; its file name gives its state, due
+//! time (its available time, or its lease's deadline) and attempts, and its header its name
+//! and claim. A cancel takes the store's lock and looks for the job. In `ready/`, or in
+//! `reserved/` under a lease that ran out, the job's file is unlinked, or for a job with a
+//! claim taken by one step of the journal that releases the claim with it: the unlink or
+//! the take is the fence against a worker reserving or renewing the job at the same moment
+//! (when two processes move one file, exactly one succeeds), and the loser looks again, so
+//! a job is never both reserved and reported removed. Reserved under a live lease, the job
+//! gets its `cancel` record, and every `extend` of its lease then reads that record and
+//! reports `LeaseStatus::Cancelled` (renewing the lease all the same). A record is one file,
+//! `records/JOB.KIND`, written whole (staged in `tmp/`, synced, renamed over the old one)
+//! and only under the store's lock, so readers take no lock. The records of a settle
+//! (`Effect::Record`) are staged before the lock and put by the settle's step of the
+//! journal exactly when its move is taken (a stale lease writes none, a crash finishes them
+//! with the job's transition). A `put_record` fenced by a lease checks, under the lock, that
+//! the reservation with the lease's token is still in `reserved/`: that excludes every step
+//! that takes the lock (a settle with effects or a claim, a fail, a cancel), but a
+//! transition that takes no lock (an acknowledgement of a job without a claim or effects, a
+//! retry or release without effects, an extension, a reservation of a job whose lease ran
+//! out) can happen between that check and the write, so a fenced record can land just
+//! after its lease stopped being the job's current one. An expired record is never read;
+//! `prune_records` reads every record file and deletes the expired ones, each read again
+//! under the lock, 500 per hold of it. A record file that does not read as one counts as
+//! no record, is logged, and is left for an operator.
 //!
 //! A guarded apply (`Groups::apply_if`, how a schedule claims a tick) checks its counter
 //! under the store's lock, after finishing what crashed steps left. Refused, it writes
@@ -102,6 +134,7 @@
 //!   claims/KEY                            one file per held unique key: the holder (JSON)
 //!   groups/GROUP                          a group's counters (JSON)
 //!   waiting/KEY                           a waiting job: dependencies left, and the job
+//!   records/JOB.KIND                      a record kept for a job: its expiry and value
 //!   locks/KEY                             one file per held lock: owner and expiry
 //!   control/lock                          the store's lock (an empty file, `flock`ed)
 //!   control/restart                       the restart generation
@@ -111,10 +144,12 @@
 //! ```
 //!
 //! - Directories are created 0700 and files 0600, whatever the umask.
-//! - `QUEUE`, `KEY` (of a claim, a lock or a waiting job) and `GROUP` are the names with
-//!   every byte other than ASCII letters, digits, `_`, `-` and `.` (and a leading `.`)
-//!   written as `%XX`; the empty queue name is `%`; a name too long for a file name keeps a
-//!   prefix and ends in a 128-bit hash.
+//! - `QUEUE`, `KEY` (of a claim, a lock or a waiting job), `GROUP` and a record's `JOB` (the
+//!   job id of its key) are the names with every byte other than ASCII letters, digits, `_`,
+//!   `-` and `.` (and a leading `.`) written as `%XX`; the empty queue name is `%`; a name
+//!   too long for a file name keeps a prefix and ends in a 128-bit hash. A record's `KIND`
+//!   is 1 to 32 ASCII letters, digits, `-` and `_` (others are refused), so the last `.`
+//!   of a record's file name ends its `JOB`.
 //! - `AVAILABLE`, `DEADLINE` and `FAILED_AT` are milliseconds since the Unix epoch, zero-padded
 //!   to 15 digits; `ID` is 24 hex digits that sort by creation; `ATTEMPTS` counts
 //!   reservations; `TOKEN` fences a reservation. Listing `ready/` in name order is FIFO by
@@ -156,6 +191,21 @@
 //!   same step and before the call's fetch. `Effect::Skip` deletes it. A file that does not
 //!   read as one (damaged, or written by hand) counts as no job waiting under its key: it
 //!   stops no step, is logged, and is left for an operator (a hold of its key replaces it).
+//! - A record file holds its key, its expiry (milliseconds since the Unix epoch: it is not
+//!   read from then on) and its value:
+//!
+//!   ```text
+//!   queue-file record v1
+//!   job: JOB                    (the job id, written out)
+//!   kind: status
+//!   expires: 1717000000000
+//!   payload: LENGTH
+//!
+//!   VALUE BYTES
+//!   ```
+//!
+//!   A store made by an older version gets `records/` when it is opened; nothing else in its
+//!   layout changes (the jobs table may no longer be named `records`).
 //!
 //! # What each transition costs
 //!
@@ -166,14 +216,17 @@
 //! |---|---|---|
 //! | push, no claims (a batch) | write to `tmp/`, one rename into `ready/` per job | each file, then each `ready/` once |
 //! | reserve | one rename `ready/` (or an expired reservation) → `reserved/` per job, one read | none |
-//! | extend | one rename within `reserved/` per lease | none |
+//! | extend | one rename within `reserved/` per lease, one open of its job's `cancel` record | none |
 //! | settle Ack, no claim, no effects | one unlink | `reserved/` once per batch |
 //! | settle Retry or Release, no effects | one rename back into `ready/` | `ready/` and `reserved/` once per batch |
 //! | lock, unlock | the key's file rewritten under its own `flock` | none |
+//! | put a record, mark a job cancelled | write to `tmp/`, then under the store's lock one rename into `records/` | the file, then `records/` |
+//! | cancel a waiting or delayed job without a claim | under the store's lock, one unlink | its directory |
 //!
 //! Every other change is a **step of the journal**, one per call (a whole batch of
 //! settlements is one step): settle Fail, settle Ack of a job with a claim, any settlement
-//! with effects, push with claims (replacing queued jobs included: one move per job
+//! with effects (records included: each one staged and synced in `tmp/` before the lock,
+//! renamed into `records/` by the step), cancelling a job with a claim, push with claims (replacing queued jobs included: one move per job
 //! replaced, taking its old file, its new version written and synced in `tmp/` under the
 //! lock with one sync of `tmp/`), an apply of effects with no lease (`Groups::apply`, or
 //! `Groups::apply_if` whose guard holds),
@@ -197,8 +250,8 @@
 //! # The store's lock
 //!
 //! An exclusive `flock(2)` on `control/lock`, taken from the blocking pool and held only for
-//! one step. It covers every change to `claims/`, `groups/`, `waiting/`, `control/restart`,
-//! `journal/` and `failed/`, and every step listed above, so that checking a key and taking
+//! one step. It covers every change to `claims/`, `groups/`, `waiting/`, `records/`,
+//! `control/restart`, `journal/` and `failed/`, every cancel, and every step listed above, so that checking a key and taking
 //! it, adding to a counter, or meeting a waiting job's last dependency, is one step against
 //! every other process. Plain transitions do not
 //! take it: they never touch those files, and a job file can be moved by one process only
@@ -219,18 +272,19 @@
 //! vanished early. The next process to take the lock (at open, at its next step, or in the
 //! sweep every half minute that rides on `reserve`) finishes each intent from what is on
 //! disk: moves whose `taken` file is there are completed with their effects; moves never
-//! taken are dropped with their staged follow-ups and held jobs; a group's counter file
-//! records the last intent applied to it, so its deltas are added once; claim changes are
-//! conditional, publications happen once (their source is gone after); a plan in the intent
-//! is carried out as it stands (a waiting file is put once, as its staged file is gone
-//! after; deleting one is done once it is gone), and an intent without one, whose moves
+//! taken are dropped with their staged follow-ups, held jobs and records; a group's counter
+//! file records the last intent applied to it, so its deltas are added once; claim changes
+//! are conditional, publications and records happen once (their source is gone after); a
+//! plan in the intent is carried out as it stands (a waiting file is put once, as its
+//! staged file is gone after; deleting one is done once it is gone), and an intent without
+//! one, whose moves
 //! carry waiting-job effects, has nothing of it carried out yet, so its plan is decided then
 //! from `waiting/` as it is.
 //! Then what is left in `tmp/` is sorted: a job outside both stores (a `taken` file without
 //! its intent; an older version's `*.failing` or `*.stray` file, once a minute old) goes to
 //! the failed store with a reason; an older version's staged failed record goes into the
-//! failed store; files of steps that never published anything are deleted (staged pushes and
-//! holds after an hour). What a crash can still do:
+//! failed store; files of steps that never published anything are deleted (staged pushes,
+//! holds and records after an hour). What a crash can still do:
 //!
 //! - a push without claims killed mid-batch may have published part of the batch (it did
 //!   not return, so none of it was promised; a push that fails otherwise takes back what it
@@ -282,7 +336,7 @@
 //! and acknowledging 2,000 jobs from one directory, each exactly once; four processes
 //! settling 400 jobs with counter deltas, follow-ups of shared keys and the dependencies of
 //! one waiting job, exact and released once; a settlement (acknowledged or failed, with a
-//! counter and a follow-up), a push with a claim, and a settlement and an apply with
+//! counter, a follow-up and a record), a push with a claim, and a settlement and an apply with
 //! waiting-job effects (a release with a claim, a dependency change, a skip, a hold, a
 //! counter), a guarded apply and a push replacing a queued job, each killed at every point
 //! of its step and finished by the next open, twice; two handles racing replacing pushes of
@@ -294,7 +348,8 @@
 //! versions left in `tmp/` when killed mid-fail, recovered at open; a worker process that
 //! exits holding 50 jobs, which come back after their lease with the attempt counted; plain
 //! paths completing while another process holds the store's lock; two handles on one
-//! directory fencing each other; idle waits that end at the next due job.
+//! directory fencing each other; idle waits that end at the next due job; record files as
+//! documented, a damaged one stopping nothing, and `records/` made in an older store.
 
 #![cfg(unix)]
 

@@ -6,12 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::storage::{
-    from_unix_millis, Control, FailedStore, Groups, Guard, Inspect, JobState, JobSummary, Page,
-    PageRequest, Wake,
+    from_unix_millis, Cancellation, Control, FailedStore, Groups, Guard, Inspect, JobState,
+    JobSummary, Page, PageRequest, RecordKey, Track, Wake,
 };
 use queue_core::{
-    Capabilities, Effect, Error, FailedJob, Lease, LeaseStatus, NewJob, Outcome, Pushed, QueueSize,
-    ReserveRequest, Reserved, Result, Settle, SettleReply, Storage,
+    Capabilities, Effect, Error, FailedJob, JobId, Lease, LeaseStatus, NewJob, Outcome, Pushed,
+    QueueSize, ReserveRequest, Reserved, Result, Settle, SettleReply, Storage,
 };
 use tokio::sync::Notify;
 
@@ -212,7 +212,9 @@ where
 #[async_trait]
 impl Storage for FileStorage {
     fn capabilities(&self) -> Capabilities<'_> {
-        Capabilities::complete(DRIVER, self).durable(self.fsync)
+        Capabilities::complete(DRIVER, self)
+            .track(self)
+            .durable(self.fsync)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
@@ -386,6 +388,50 @@ impl Groups for FileStorage {
     async fn waiting(&self, key: &str) -> Result<Option<i64>> {
         let key = key.to_owned();
         self.run(move |disk| Ok(disk.waiting_deps(&key)?)).await
+    }
+}
+
+#[async_trait]
+impl Track for FileStorage {
+    /// Lists every queue's directories (see the crate docs): costs in proportion to the
+    /// store, not to one job.
+    async fn job(&self, id: &JobId) -> Result<Option<JobSummary>> {
+        let id = id.clone();
+        self.run(move |disk| Ok(disk.job(&id)?)).await
+    }
+
+    /// Under the store's lock; lists every queue's directories as [`job`](Track::job) does.
+    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+        let id = id.clone();
+        self.run(move |disk| Ok(disk.cancel(&id, mark_for)?)).await
+    }
+
+    async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.run(move |disk| Ok(disk.records(&keys)?)).await
+    }
+
+    /// Under the store's lock; fenced against every step that takes it (see the crate docs
+    /// for the transitions that do not).
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Duration,
+        fence: Option<&Lease>,
+    ) -> Result<bool> {
+        let (key, value, fence) = (key.clone(), value.to_vec(), fence.cloned());
+        self.run(move |disk| disk.put_record(&key, &value, ttl, fence.as_ref()))
+            .await
+    }
+
+    /// Reads every record file, then deletes the expired ones under the store's lock, a
+    /// chunk at a time.
+    async fn prune_records(&self) -> Result<u64> {
+        self.run(|disk| Ok(disk.prune_records()?)).await
     }
 }
 

@@ -151,7 +151,109 @@ async fn layout_on_disk() {
     dirs.sort();
     assert_eq!(
         dirs,
-        ["claims", "control", "failed", "groups", "jobs", "journal", "locks", "tmp", "waiting"]
+        [
+            "claims", "control", "failed", "groups", "jobs", "journal", "locks", "records", "tmp",
+            "waiting"
+        ]
+    );
+}
+
+/// Records are files in `records/` as the crate docs say: written by `put_record` and by a
+/// settle's `Effect::Record` (nothing left in `tmp/` or `journal/`), replaced whole, never
+/// read once expired, pruned; a damaged one reads as none, stops nothing and is left. A
+/// store made before records existed gets `records/` at open.
+#[tokio::test]
+async fn records_on_disk() {
+    use queue_core::storage::{Cancellation, RecordKey};
+    let (store, root) = common::open_fresh().await;
+    let track = store.capabilities().track.unwrap();
+    let ids = store.push(vec![job("q", "j", b"j")]).await.unwrap();
+    let id = ids[0].id().clone();
+    let got = store
+        .reserve(&request(&["q"], Duration::from_secs(60), 1))
+        .await
+        .unwrap();
+    assert!(track
+        .put_record(
+            &RecordKey::new(id.clone(), RecordKey::PROGRESS),
+            b"1/2",
+            Duration::from_secs(60),
+            Some(&got[0].lease)
+        )
+        .await
+        .unwrap());
+    let progress = root.join("records").join(format!("{id}.progress"));
+    let text = fs::read_to_string(&progress).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "queue-file record v1\njob: {id}\nkind: progress\nexpires: "
+        )) && text.ends_with("\npayload: 3\n\n1/2"),
+        "{text}"
+    );
+    assert!(matches!(
+        track.cancel(&id, Duration::from_secs(60)).await.unwrap(),
+        Cancellation::Marked(_)
+    ));
+    store
+        .settle_one(queue_core::Settle::ack(got[0].lease.clone()).effect(
+            queue_core::Effect::Record {
+                kind: RecordKey::STATUS.into(),
+                value: b"done".to_vec(),
+                ttl: Duration::from_millis(1),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        names_in(&root.join("records")),
+        [
+            format!("{id}.cancel"),
+            format!("{id}.progress"),
+            format!("{id}.status")
+        ]
+    );
+    assert!(names_in(&root.join("tmp")).is_empty());
+    assert!(names_in(&root.join("journal")).is_empty());
+
+    // A damaged record and a stray file: read as none, left by pruning.
+    fs::write(root.join("records").join(format!("{id}.other")), b"garbage").unwrap();
+    fs::write(root.join("records/notes.txt"), b"mine").unwrap();
+    let other = RecordKey::new(id.clone(), "other");
+    assert_eq!(track.records(&[other]).await.unwrap(), vec![None]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = RecordKey::new(id.clone(), RecordKey::STATUS);
+    assert_eq!(track.records(&[status]).await.unwrap(), vec![None]);
+    assert_eq!(
+        track.prune_records().await.unwrap(),
+        1,
+        "the expired status"
+    );
+    assert_eq!(track.prune_records().await.unwrap(), 0);
+    assert_eq!(
+        names_in(&root.join("records")),
+        [
+            format!("{id}.cancel"),
+            format!("{id}.other"),
+            format!("{id}.progress"),
+            "notes.txt".to_owned()
+        ]
+    );
+
+    // An older store, without `records/`: made at open.
+    drop(store);
+    fs::remove_dir_all(root.join("records")).unwrap();
+    let store = FileStorage::open(FileOptions::new(&root)).await.unwrap();
+    assert!(root.join("records").is_dir());
+    let track = store.capabilities().track.unwrap();
+    let key = RecordKey::new("any job", "note");
+    assert!(track
+        .put_record(&key, b"n", Duration::from_secs(60), None)
+        .await
+        .unwrap());
+    assert_eq!(names_in(&root.join("records")), ["any%20job.note"]);
+    assert_eq!(
+        track.records(&[key]).await.unwrap(),
+        vec![Some(b"n".to_vec())]
     );
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use queue_core::storage::{Guard, JobState, PageRequest};
+use queue_core::storage::{Guard, JobState, PageRequest, RecordKey};
 use queue_core::{
     Effect, FailedJob, NewJob, Outcome, Pushed, ReserveRequest, Settle, Settled, Storage,
     StorageExt, Unique, WaitingJob,
@@ -567,11 +567,11 @@ fn crash(root: &Path, scenario: &str, point: &str) {
     );
 }
 
-/// A settlement with a counter delta and a follow-up job, killed at each point of its step:
-/// the next process to open the store finishes it, so that the job is settled (or, killed
-/// before its move was taken, still reserved) and never lost, the counter is added once and
-/// the follow-up pushed once exactly when the job was settled, the job's claim goes with it,
-/// and opening again changes nothing more.
+/// A settlement with a counter delta, a follow-up job and a record, killed at each point of
+/// its step: the next process to open the store finishes it, so that the job is settled (or,
+/// killed before its move was taken, still reserved) and never lost, the counter is added
+/// once and the follow-up pushed and the record written exactly when the job was settled,
+/// the job's claim goes with it, and opening again changes nothing more.
 fn a_step_killed_at_any_point_is_finished_once() {
     runtime().block_on(async {
         for outcome in ["ack", "fail"] {
@@ -579,10 +579,11 @@ fn a_step_killed_at_any_point_is_finished_once() {
                 let dir = common::private_dir();
                 let root = dir.path().join("store");
                 let store = open(&root).await;
-                store
+                let pushed = store
                     .push(vec![job("q", "victim", b"v").unique(Unique::new("victim"))])
                     .await
                     .unwrap();
+                let status = RecordKey::new(pushed[0].id().clone(), RecordKey::STATUS);
                 drop(store);
                 crash(&root, outcome, point);
                 let case = format!("{outcome} killed at {point}");
@@ -594,6 +595,13 @@ fn a_step_killed_at_any_point_is_finished_once() {
                     let failed = failed_list(&store).await;
                     let waiting_next = size(&store, "next").await.waiting;
                     let victim = size(&store, "q").await;
+                    let record = store
+                        .capabilities()
+                        .track
+                        .unwrap()
+                        .records(std::slice::from_ref(&status))
+                        .await
+                        .unwrap();
                     let victim_pushed = store
                         .push(vec![job("q", "again", b"a").unique(Unique::new("victim"))])
                         .await
@@ -602,6 +610,11 @@ fn a_step_killed_at_any_point_is_finished_once() {
                         assert_eq!(counters, [("done".to_owned(), 1)], "{case} ({round})");
                         assert_eq!(waiting_next, 1, "{case}: the follow-up once ({round})");
                         assert_eq!(victim.total(), 0, "{case}: settled ({round})");
+                        assert_eq!(
+                            record,
+                            [Some(outcome.as_bytes().to_vec())],
+                            "{case}: the record with the job ({round})"
+                        );
                         if outcome == "fail" {
                             assert_eq!(failed.len(), 1, "{case}: one record ({round})");
                             assert_eq!(failed[0].error, "killed while failing");
@@ -618,6 +631,7 @@ fn a_step_killed_at_any_point_is_finished_once() {
                         assert_eq!(waiting_next, 0, "{case}: no follow-up ({round})");
                         assert!(failed.is_empty(), "{case} ({round})");
                         assert_eq!(victim.reserved, 1, "{case}: still reserved ({round})");
+                        assert_eq!(record, [None], "{case}: no record ({round})");
                         assert!(
                             !victim_pushed[0].is_created(),
                             "{case}: the job keeps its claim ({round})"
@@ -987,7 +1001,12 @@ async fn crash_child(root: PathBuf) {
         })
         .effect(Effect::Push(
             job("next", "then", b"n").unique(Unique::new("next")),
-        ));
+        ))
+        .effect(Effect::Record {
+            kind: RecordKey::STATUS.into(),
+            value: scenario.as_bytes().to_vec(),
+            ttl: Duration::from_secs(3600),
+        });
     queue_file::__crash_at(point);
     store.settle(vec![settle], None).await.unwrap();
     std::process::exit(3);

@@ -82,6 +82,7 @@ impl Disk {
                     publish: Vec::new(),
                     waits: Vec::new(),
                     replaces: false,
+                    records: Vec::new(),
                 }),
                 None => {
                     if remove_if_there(&path)? {

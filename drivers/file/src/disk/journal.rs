@@ -4,15 +4,15 @@
 //! group counters, waiting jobs or other jobs (a settle with effects, a fail, a push with
 //! claims, a retry from the failed store, an apply of effects with no lease) goes like this:
 //!
-//! 1. Files it will publish or hold are written to `tmp/` first and synced (before the lock,
-//!    so the lock is not held across their writes).
+//! 1. Files it will publish, hold or put into `records/` are written to `tmp/` first and
+//!    synced (before the lock, so the lock is not held across their writes).
 //! 2. It takes the store's lock: an exclusive `flock(2)` on `control/lock`, held only for the
 //!    step. The kernel drops it when the holder dies. Whoever takes the lock first finishes
 //!    every intent left in `journal/`: while a live process holds the lock its intent is
 //!    invisible to others, so an intent seen by a lock holder is one whose process died.
 //! 3. It writes its intent, `journal/ID` (JSON, synced, renamed into place whole): every
-//!    move, claim change, counter delta (and value set, by a guarded apply), publication and
-//!    waiting-job effect of the step.
+//!    move, claim change, counter delta (and value set, by a guarded apply), publication,
+//!    record and waiting-job effect of the step.
 //! 4. Each move *takes* its job: one rename out of `reserved/` (by token) or out of `ready/`
 //!    or `failed/` into `tmp/ID.N.taken`. The rename is the fence and the commit: it fails
 //!    when another worker took the job first (the lease is stale), and once it is done the
@@ -22,16 +22,16 @@
 //!    publishes are staged in `tmp/` and synced, and the intent is written again with the
 //!    plan in it, before any of it is carried out. (A step with no moves, an apply, has its
 //!    plan in its intent from the start.)
-//! 6. For the moves taken: claim changes, then publications, then the plan, then counter
-//!    deltas; then each taken file goes where its move says (deleted, back to `ready/`, into
-//!    `failed/`).
+//! 6. For the moves taken: claim changes and records of the settled jobs, then
+//!    publications, then the plan, then counter deltas; then each taken file goes where its
+//!    move says (deleted, back to `ready/`, into `failed/`).
 //! 7. It syncs the directories it touched and deletes the intent.
 //!
 //! Finishing an intent after a crash does steps 5 to 7 again, judging what happened by the
 //! files that are left: a move was taken if its `tmp/ID.N.taken` is there (untaken moves
-//! have their staged files deleted); a publication is done once its source file is gone; a
-//! group counter file records the last intent applied to it, so its values are set and its
-//! deltas added once;
+//! have their staged files deleted); a publication, or a record put into `records/`, is done
+//! once its source file is gone; a group counter file records the last intent applied to
+//! it, so its values are set and its deltas added once;
 //! claim changes are conditional (release if held by this job); a plan in the intent is
 //! carried out as it stands (a waiting file is put once its staged file is gone, removing one
 //! is done once it is gone), and one is decided only by an intent without it, before which
@@ -171,6 +171,20 @@ pub(super) struct Move {
     /// that every process drops the names it cached (see [`Disk::renew_replaced`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) replaces: bool,
+    /// Records of the settled job (`Effect::Record`), staged whole in `tmp/`: put into
+    /// `records/` when the move is taken, deleted when it is not. (Absent from intents of
+    /// older versions, which had no records.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) records: Vec<PutRecord>,
+}
+
+/// A record file to put into `records/` with a move: done once its staged file is gone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct PutRecord {
+    /// The staged record file, relative to the store's root.
+    pub(super) from: String,
+    /// Its file name in `records/`.
+    pub(super) name: String,
 }
 
 /// A waiting-job effect as asked, before the step decides what it does.
@@ -503,11 +517,17 @@ impl Disk {
                         remove_if_there(&self.abs_path(from))?;
                     }
                 }
+                for r in &mv.records {
+                    remove_if_there(&self.abs_path(&r.from))?;
+                }
                 continue;
             }
             for op in &mv.claims {
                 self.apply_claim(lock, op)?;
                 dirs.push(self.claims.clone());
+            }
+            for r in &mv.records {
+                self.put_staged_record(lock, r, &mut dirs)?;
             }
         }
         let taken_moves = || intent.moves.iter().zip(&taken).filter(|(_, t)| **t);

@@ -11,7 +11,8 @@
 //! The rooms: this file (layout, paths, file helpers), [`push`], [`reserve`], [`settle`],
 //! [`journal`] (the store's lock and intents), [`claims`], [`groups`] (and the restart
 //! signal), [`waiting`] (waiting jobs, and applying effects with no lease), [`failed`],
-//! [`inspect`], [`recovery`] (what a crash leaves behind).
+//! [`inspect`], [`records`] (single jobs by id, cancelling them, the records kept for them),
+//! [`recovery`] (what a crash leaves behind).
 
 mod claims;
 mod failed;
@@ -19,6 +20,7 @@ mod groups;
 mod inspect;
 mod journal;
 mod push;
+mod records;
 mod recovery;
 mod reserve;
 mod settle;
@@ -188,6 +190,8 @@ pub(crate) struct Disk {
     groups: PathBuf,
     /// Waiting jobs, one file per key.
     waiting: PathBuf,
+    /// Records kept for jobs, one file per job and kind.
+    records: PathBuf,
     journal: PathBuf,
     control: PathBuf,
     fsync: bool,
@@ -249,7 +253,7 @@ impl Disk {
         }
         let control = root.join("control");
         for dir in [
-            "tmp", "locks", "claims", "groups", "waiting", "journal", "control",
+            "tmp", "locks", "claims", "groups", "waiting", "records", "journal", "control",
         ]
         .iter()
         .map(|d| root.join(d))
@@ -265,6 +269,7 @@ impl Disk {
             claims: root.join("claims"),
             groups: root.join("groups"),
             waiting: root.join("waiting"),
+            records: root.join("records"),
             journal: root.join("journal"),
             store_lock: journal::StoreLock::open(&control.join("lock"))?,
             control,

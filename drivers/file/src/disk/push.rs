@@ -335,6 +335,7 @@ impl Disk {
                 }],
                 waits: Vec::new(),
                 replaces: true,
+                records: Vec::new(),
             });
             files.push((file, tmp));
             replaced.push(OldVersion {

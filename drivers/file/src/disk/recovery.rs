@@ -4,9 +4,10 @@
 //! Taking the lock finishes the intents of crashed steps (see [`super::journal`]); what is
 //! left in `tmp/` after that is one of:
 //!
-//! - `ID.push`, `ID.N.push`, `ID.N.K.push`, and `.hold` alike: a job written for a push, or a
-//!   waiting job for a hold, of a step that never returned (nothing promised it): deleted
-//!   after an hour, so that a slow step in progress keeps its files.
+//! - `ID.push`, `ID.N.push`, `ID.N.K.push`, and `.hold` and `.rec` alike: a job written for a
+//!   push, a waiting job for a hold, or a record for a settle or `Track::put_record`, of a
+//!   step that never returned (nothing promised it): deleted after an hour, so that a slow
+//!   step in progress keeps its files.
 //! - `ID.intent`, `ID.N.record`, `ID.replace`, `ID.N.wait`, `ID.N.job`: a file a step under
 //!   the lock was writing when it died (a failed record, a waiting job put or released by a
 //!   plan), whose step is finished or never started: deleted.
@@ -56,7 +57,9 @@ fn kind(name: &str) -> Kind {
     let first = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
     match rest.as_slice() {
-        ["push" | "hold"] | [_, "push" | "hold"] | [_, _, "push" | "hold"] => Kind::Push,
+        ["push" | "hold" | "rec"]
+        | [_, "push" | "hold" | "rec"]
+        | [_, _, "push" | "hold" | "rec"] => Kind::Push,
         ["intent"] | [_, "record" | "wait" | "job"] | ["replace"] | ["counter"] => Kind::Orphan,
         [_, "taken"] => Kind::Taken {
             intent: first.to_owned(),
@@ -213,6 +216,7 @@ impl Disk {
             publish: Vec::new(),
             waits: Vec::new(),
             replaces: false,
+            records: Vec::new(),
         }
     }
 
@@ -277,6 +281,8 @@ mod tests {
         is(format!("{id}.3.0.push"), "push");
         is(format!("{id}.3.hold"), "push");
         is(format!("{id}.3.0.hold"), "push");
+        is(format!("{id}.3.0.rec"), "push");
+        is(format!("{id}.rec"), "push");
         is(format!("{id}.4.wait"), "orphan");
         is(format!("{id}.4.job"), "orphan");
         is(format!("{id}.intent"), "orphan");

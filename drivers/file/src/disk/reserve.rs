@@ -298,6 +298,7 @@ impl Disk {
                 publish: Vec::new(),
                 waits: Vec::new(),
                 replaces: false,
+                records: Vec::new(),
             }],
             publish: Vec::new(),
             counts: Vec::new(),
@@ -365,7 +366,9 @@ impl Disk {
         Ok(None)
     }
 
-    /// Renews leases: each one rename within `reserved/` (a new deadline, the same token).
+    /// Renews leases: each one rename within `reserved/` (a new deadline, the same token),
+    /// then a look for the job's `cancel` record: a renewed lease of a job carrying one is
+    /// `Cancelled`.
     pub(crate) fn extend(&self, leases: &[Lease], duration: Duration) -> Result<Vec<LeaseStatus>> {
         let deadline = clamp_ms(now_ms().saturating_add(duration_millis(duration)));
         let mut out = Vec::with_capacity(leases.len());
@@ -386,7 +389,11 @@ impl Disk {
                     if let Some(held) = guard(&self.held).get_mut(&lease.token) {
                         held.file = to.file_name();
                     }
-                    out.push(LeaseStatus::Held);
+                    out.push(if self.cancel_marked(&lease.job_id.0)? {
+                        LeaseStatus::Cancelled
+                    } else {
+                        LeaseStatus::Held
+                    });
                 }
                 None => out.push(LeaseStatus::Lost),
             }

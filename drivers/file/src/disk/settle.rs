@@ -176,7 +176,9 @@ impl Disk {
         let staged = (|| -> Result<()> {
             for j in &mut batch {
                 let ops = std::mem::take(&mut j.ops);
-                j.staged = self.stage_ops(&format!("{id}.{}", j.slot), ops, now, &mut files)?;
+                let prefix = format!("{id}.{}", j.slot);
+                let job = Some(j.settle.lease.job_id.0.as_str());
+                j.staged = self.stage_ops(&prefix, job, ops, now, &mut files)?;
             }
             if self.fsync {
                 sync_files(&files)?;
@@ -302,6 +304,7 @@ impl Disk {
             publish: j.staged.publish,
             waits: j.staged.waits,
             replaces: false,
+            records: j.staged.records,
         }
     }
 }

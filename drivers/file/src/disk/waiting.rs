@@ -14,18 +14,18 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
 
-use queue_core::storage::{check_effect_list, Guard};
+use queue_core::storage::{check_effect_list, duration_millis, Guard};
 use queue_core::{Effect, Error, NewJob, WaitingJob};
 
-use super::journal::{Change, Intent, Locked, Plan, Publish, WaitOp};
+use super::journal::{Change, Intent, Locked, Plan, Publish, PutRecord, WaitOp};
 use super::push::available_at;
 use super::{
     make_dir, not_found, read_if_there, remove_if_there, sync_files, write_new, Disk, Result,
 };
 use crate::error::FileError;
 use crate::format::{
-    decode_waiting, encode_job, encode_waiting, key_file_name, new_id, now_ms, JobFile, ReadyName,
-    WaitingFile,
+    decode_waiting, encode_job, encode_record, encode_waiting, key_file_name, new_id, now_ms,
+    record_file_name, JobFile, ReadyName, RecordFile, WaitingFile,
 };
 use crate::DRIVER;
 
@@ -46,6 +46,12 @@ pub(super) enum Op {
     Skip {
         key: String,
     },
+    /// A record of the settled job (only in a settle: an apply's effects are checked first).
+    Record {
+        kind: String,
+        value: Vec<u8>,
+        ttl: std::time::Duration,
+    },
 }
 
 /// The effects as [`Op`]s, or `NotSupported` for one this driver does not know.
@@ -58,6 +64,7 @@ pub(super) fn sort_out(effects: Vec<Effect>) -> queue_core::Result<Vec<Op>> {
             Effect::Hold(waiting) => Ok(Op::Hold(waiting)),
             Effect::Deps { key, delta } => Ok(Op::Deps { key, delta }),
             Effect::Skip { key } => Ok(Op::Skip { key }),
+            Effect::Record { kind, value, ttl } => Ok(Op::Record { kind, value, ttl }),
             _ => Err(Error::NotSupported {
                 driver: DRIVER,
                 operation: "an effect this version of the file driver does not know",
@@ -72,6 +79,7 @@ pub(super) struct Staged {
     pub(super) publish: Vec<Publish>,
     pub(super) counts: Vec<(String, Vec<(String, i64)>)>,
     pub(super) waits: Vec<WaitOp>,
+    pub(super) records: Vec<PutRecord>,
 }
 
 impl Staged {
@@ -81,7 +89,12 @@ impl Staged {
             WaitOp::Hold { from, .. } => Some(from.as_str()),
             WaitOp::Deps { .. } | WaitOp::Skip { .. } => None,
         });
-        self.publish.iter().map(|p| p.from.as_str()).chain(holds)
+        let records = self.records.iter().map(|r| r.from.as_str());
+        self.publish
+            .iter()
+            .map(|p| p.from.as_str())
+            .chain(holds)
+            .chain(records)
     }
 }
 
@@ -143,11 +156,13 @@ impl Disk {
         Ok(self.read_waiting(key)?.map(|w| w.deps))
     }
 
-    /// Writes the pushed and held jobs of `ops` to `tmp/PREFIX.K.push` and `tmp/PREFIX.K.hold`
-    /// (`K` the effect's index), added to `files` to be synced by the caller.
+    /// Writes the pushed and held jobs of `ops` to `tmp/PREFIX.K.push` and `tmp/PREFIX.K.hold`,
+    /// and the records of the settled job `job` to `tmp/PREFIX.K.rec` (`K` the effect's
+    /// index), added to `files` to be synced by the caller.
     pub(super) fn stage_ops(
         &self,
         prefix: &str,
+        job: Option<&str>,
         ops: Vec<Op>,
         now: i64,
         files: &mut Vec<(File, PathBuf)>,
@@ -205,6 +220,28 @@ impl Disk {
                 Op::Deps { key, delta } => staged.waits.push(WaitOp::Deps { key, delta }),
                 Op::Skip { key } => staged.waits.push(WaitOp::Skip { key }),
                 Op::Count { group, deltas } => staged.counts.push((group, deltas)),
+                Op::Record { kind, value, ttl } => {
+                    let job_id = job.ok_or_else(|| FileError::Damaged {
+                        path: self.records.clone(),
+                        reason: "a record effect outside a settle names no job".into(),
+                    })?;
+                    let tmp = self.tmp.join(format!("{prefix}.{k}.rec"));
+                    let name = record_file_name(job_id, &kind);
+                    let file = write_new(
+                        &tmp,
+                        &encode_record(&RecordFile {
+                            job_id: job_id.to_owned(),
+                            kind,
+                            expires: now.saturating_add(duration_millis(ttl)),
+                            value,
+                        }),
+                    )?;
+                    files.push((file, tmp.clone()));
+                    staged.records.push(PutRecord {
+                        from: self.rel_path(&tmp),
+                        name,
+                    });
+                }
             }
         }
         Ok(staged)
@@ -438,7 +475,7 @@ impl Disk {
         let id = new_id();
         let mut files = Vec::new();
         let staged = self
-            .stage_ops(&id, ops, now_ms(), &mut files)
+            .stage_ops(&id, None, ops, now_ms(), &mut files)
             .and_then(|staged| {
                 if self.fsync {
                     sync_files(&files)?;
