@@ -289,6 +289,11 @@ pub trait Groups: Send + Sync {
 ///   at all when the lease is stale).
 /// - A record is never read after its time to live; [`prune_records`](Self::prune_records)
 ///   frees the space of expired ones where the backend does not expire keys itself.
+///
+/// A driver that cannot keep one of these in one step says so in its crate docs: memcached
+/// writes a settle's records in the request right after the job's own step, and checks a
+/// fence before a write; the file driver fences a write only against the steps that take its
+/// lock.
 #[async_trait]
 pub trait Track: Send + Sync {
     /// The job with this id while it is in a queue (waiting, delayed or reserved); `None`
