@@ -72,7 +72,8 @@
 //!   Anything else: the leases are locked and checked, each current one's transition is
 //!   applied (a claim released or moved with it), then the effects of the whole batch kind
 //!   by kind: the follow-up pushes, the waiting jobs held, the dependency changes (summed
-//!   per key, the jobs they release pushed), the skips; then the reservation, which can take
+//!   per key, the jobs they release pushed), the skips, the records of the settled jobs
+//!   (one `INSERT ... SELECT`); then the reservation, which can take
 //!   the jobs just pushed or released; and the group counters last, in (group, name) order
 //!   so that two settles never deadlock on them. A stale lease's effects are not applied.
 //! - **Apply** ([`Groups::apply`](queue_core::storage::Groups::apply): a chain dispatched, a
@@ -92,7 +93,8 @@
 //!   from its index, the picks taken in priority order (SQLite and PostgreSQL); one transaction
 //!   of a pick per queue and one mark that commits with it (MySQL). A claim held until the
 //!   job starts is released by the same statement.
-//! - **Extend**: one transaction for the batch. **Clear**, **forget**, **flush** and
+//! - **Extend**: one transaction for the batch; the statement that locks the leases also
+//!   says which jobs carry a `cancel` record. **Clear**, **forget**, **flush** and
 //!   **prune**: one statement each, however many jobs (their claims go with them).
 //!   **Retrying a failed job**: one transaction.
 //!
@@ -238,6 +240,33 @@
 //!
 //! Keys are at most 767 bytes on MySQL.
 //!
+//! # Jobs by id and records
+//!
+//! [`Track`](queue_core::storage::Track): ids are the jobs table's integer ids, as text; a
+//! job is found by its primary key while it is in a queue (a waiting job of a chain is not
+//! in one). Records are rows of `{table}_records`, keyed by (job id, kind), with the value
+//! and `expires_at`, the end of their time to live by the database's clock; they outlive
+//! their job.
+//!
+//! - **Cancel** is one transaction: the job's row is read and locked (`SELECT ... FOR
+//!   UPDATE`; SQLite's write lock), then deleted with its claim if it is not reserved or its
+//!   lease ran out, or else its `cancel` record written. A reservation taking the row at the
+//!   same moment either waits for that commit (and finds the row gone) or locked it first
+//!   (and the cancel waits, then marks it): a job is never both removed and run.
+//! - **Extend** reads the mark in the statement that locks the leases (an `EXISTS` on the
+//!   records' primary key): a marked job's lease is renewed and reported `Cancelled`.
+//! - **Record effects** of a settle are written in its transaction, for the settlements that
+//!   applied alone. A **fenced write** is one `INSERT ... SELECT` from the job's row holding
+//!   the lease's token (locked against a settle for the statement on PostgreSQL and MySQL),
+//!   so a stale lease writes nothing. Writes replace the record of the same key.
+//! - **Expiry**: a record is never read once `expires_at` has passed (every read compares it
+//!   with the database's clock), but its row stays until
+//!   [`prune_records`](queue_core::storage::Track::prune_records) deletes expired rows,
+//!   1,000 at a time through the `expires_at` index, each chunk its own statement. Nothing
+//!   prunes on its own: run it now and then (a scheduled job) where records pile up.
+//!
+//! Job ids are at most 255 bytes and kinds 32 on MySQL.
+//!
 //! # Transactional dispatch
 //!
 //! An application can dispatch inside its own sqlx transaction, so that the job exists if and
@@ -251,16 +280,16 @@
 //!
 //! # Tables and migrations
 //!
-//! A store uses six tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
-//! and four named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
-//! `{table}_control` (the restart generation and the schema's version) and `{table}_waiting`
-//! (waiting jobs). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
+//! A store uses seven tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
+//! and five named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
+//! `{table}_control` (the restart generation and the schema's version), `{table}_waiting`
+//! (waiting jobs) and `{table}_records` (records kept for jobs). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
 //! characters). Connecting applies the files of `migrations/sqlite/`, `migrations/postgres/`
 //! or `migrations/mysql/`, skipping what is there, processes starting together taking turns.
 //! The control table keeps the number of the last file applied: a database at it (or past
 //! it) runs no DDL at all when a store connects, and one at an older version gets the files
-//! after it alone (a database of version 5 gets `0006_waiting.sql`, the waiting-jobs table,
-//! and nothing else). A database made before the v2 contract (no version) gets every file
+//! after it alone (a database of version 5 gets `0006_waiting.sql` and `0007_records.sql`,
+//! the waiting-jobs and records tables, and nothing else). A database made before the v2 contract (no version) gets every file
 //! and is upgraded (its statistics table `{table}_counters` is dropped). Teams that run their
 //! own migration tool print the schema instead (`runall table`: [`schema_for_url`],
 //! [`schema_sql`]) and connect with `migrate(false)`.
@@ -295,8 +324,9 @@
 //!   moves it to the failed store with the reason.
 //! - **Everything the contract has**: claims, the failed store, inspection (listing a
 //!   queue's jobs by state a page at a time through the `(queue, due_at, id)` index), group
-//!   counters, waiting jobs (see [above](#waiting-jobs)), the restart signal, reservations by
-//!   job name, wake-ups.
+//!   counters, waiting jobs (see [above](#waiting-jobs)), jobs by id and their records (see
+//!   [above](#jobs-by-id-and-records)), the restart signal, reservations by job name,
+//!   wake-ups.
 
 // Without a database, only the schema is of use.
 #![cfg_attr(

@@ -151,6 +151,14 @@ impl Backend for MySql {
     const DELETE_JOIN: &'static str = "DELETE t FROM {table} AS t JOIN {rows} ON t.id = l.id";
     const ADD: &'static str = "ON DUPLICATE KEY UPDATE value = value + VALUES(value)";
     const SKIP_HELD: &'static str = "";
+    // `FOR SHARE` is MySQL 8's alone; both servers know this form.
+    const FOR_SHARE: &'static str = " LOCK IN SHARE MODE";
+    const UPSERT_RECORD: &'static str = " ON DUPLICATE KEY UPDATE value = VALUES(value), \
+         expires_at = VALUES(expires_at)";
+    // A single-table `DELETE` takes a `LIMIT` (and cannot read its own table in a
+    // subquery): one range of the expiry index.
+    const PRUNE_RECORDS: &'static str = "DELETE FROM {records_table} WHERE expires_at <= {now} \
+         ORDER BY expires_at LIMIT {chunk}";
     // A row of the key is refused with error 1062, which undoes the statement alone.
     const GUARD_NEW: &'static str = "";
     // One statement, no transaction: the owner changes only if the lock is free, ours or

@@ -51,6 +51,10 @@ macro_rules! migrations {
                 "0006_waiting.sql",
                 include_str!(concat!("../migrations/", $db, "/0006_waiting.sql")),
             ),
+            (
+                "0007_records.sql",
+                include_str!(concat!("../migrations/", $db, "/0007_records.sql")),
+            ),
         ]
     };
 }
@@ -100,14 +104,17 @@ pub const DEFAULT_FAILED_TABLE: &str = "failed_jobs";
 
 /// What the tables named after the jobs table are called after it: `{table}_locks` and so
 /// on (`counters` is the statistics table of before the v2 contract, which migrating drops).
-const NAMED_AFTER: [&str; 5] = ["locks", "groups", "control", "waiting", "counters"];
+const NAMED_AFTER: [&str; 6] = [
+    "locks", "groups", "control", "waiting", "records", "counters",
+];
 
 /// The names of the tables a store uses, checked to be plain SQL identifiers.
 ///
 /// Names are pasted into SQL text (a table name cannot be a bound parameter), so only
 /// `[A-Za-z_][A-Za-z0-9_]*` is accepted, at most 48 characters: nothing can be injected.
-/// The locks, group counters, control and waiting-jobs tables are named after the jobs
-/// table: `{table}_locks`, `{table}_groups`, `{table}_control`, `{table}_waiting`.
+/// The locks, group counters, control, waiting-jobs and records tables are named after the
+/// jobs table: `{table}_locks`, `{table}_groups`, `{table}_control`, `{table}_waiting`,
+/// `{table}_records`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tables {
     jobs: String,
@@ -132,7 +139,7 @@ impl Tables {
         }
         let clashes = NAMED_AFTER
             .iter()
-            .chain(&["due", "claim", "pkey", "id_seq"])
+            .chain(&["due", "claim", "pkey", "id_seq", "records_expires"])
             .any(|suffix| failed_lower == format!("{lower}_{suffix}"));
         if clashes {
             return Err(Error::Config(format!(
@@ -203,8 +210,8 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// (`CREATE ... IF NOT EXISTS`); `0005` adds columns, which SQLite and MySQL cannot do "if
 /// not exists": to upgrade a database made before it, apply that file alone (connecting
 /// with migrations on does it, skipping what is there). `0006` creates the waiting-jobs
-/// table: a database made before it gets it by applying that file alone (connecting does
-/// it, and touches no other table).
+/// table and `0007` the records table (jobs by id): a database made before them gets them
+/// by applying those files alone (connecting does it, and touches no other table).
 ///
 /// ```
 /// use queue_database::{schema_sql, Dialect, Tables};
@@ -214,6 +221,7 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs ("));
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_groups ("));
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_waiting ("));
+/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_records ("));
 /// assert!(schema_sql(Dialect::Postgres, &tables).contains("payload BYTEA"));
 /// assert!(schema_sql(Dialect::MySql, &tables).contains("ENGINE=InnoDB"));
 /// # Ok::<(), queue_core::Error>(())
@@ -345,6 +353,8 @@ mod tests {
             "Jobs_Waiting",
             "jobs_due",
             "Jobs_Claim",
+            "jobs_records",
+            "jobs_records_expires",
         ] {
             assert!(Tables::new("jobs", clash).is_err(), "{clash}");
         }
@@ -356,7 +366,15 @@ mod tests {
         for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
             let sql = schema_sql(dialect, &tables);
             assert!(!sql.contains('{') && !sql.contains('}'), "{dialect}: {sql}");
-            for table in ["q", "fq", "q_locks", "q_groups", "q_control", "q_waiting"] {
+            for table in [
+                "q",
+                "fq",
+                "q_locks",
+                "q_groups",
+                "q_control",
+                "q_waiting",
+                "q_records",
+            ] {
                 let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
                 assert!(sql.contains(&create), "{dialect}: {table}");
             }
@@ -366,15 +384,26 @@ mod tests {
             assert!(statements
                 .iter()
                 .all(|s| !s.ends_with(';') && !s.is_empty()));
-            // A database at version 5 lacks the waiting-jobs table alone.
-            assert_eq!(last_version(dialect), 6, "{dialect}");
+            // A database at version 5 lacks the waiting-jobs and records tables alone.
+            assert_eq!(last_version(dialect), 7, "{dialect}");
             let since_5 = super::statements(&schema_after(dialect, &tables, 5));
-            assert_eq!(since_5.len(), 1, "{dialect}: {since_5:?}");
             assert!(
                 since_5[0].starts_with("CREATE TABLE IF NOT EXISTS q_waiting ("),
                 "{dialect}: {since_5:?}"
             );
-            assert_eq!(schema_after(dialect, &tables, 6), "", "{dialect}");
+            let since_6 = super::statements(&schema_after(dialect, &tables, 6));
+            assert_eq!(since_5[1..], since_6[..], "{dialect}");
+            assert!(
+                since_6[0].starts_with("CREATE TABLE IF NOT EXISTS q_records ("),
+                "{dialect}: {since_6:?}"
+            );
+            assert!(
+                since_6
+                    .iter()
+                    .all(|s| s.contains("q_records") && !s.contains("q_waiting")),
+                "{dialect}: {since_6:?}"
+            );
+            assert_eq!(schema_after(dialect, &tables, 7), "", "{dialect}");
         }
     }
 

@@ -245,6 +245,19 @@ pub(crate) mod sealed {
         const NOW: &'static str;
         /// Locks the rows a `SELECT` from `{table} t` reads, until the commit.
         const FOR_UPDATE: &'static str = " FOR UPDATE";
+        /// Locks the rows a `SELECT` from `{table} t` reads against changes, until the end
+        /// of the statement's transaction (a fenced record's lease row: a settle waits).
+        const FOR_SHARE: &'static str = " FOR SHARE OF t";
+        /// Ends an `INSERT` into `{records_table}`: a row of the same (job id, kind) takes
+        /// the new value and expiry.
+        const UPSERT_RECORD: &'static str = " ON CONFLICT (job_id, kind) DO UPDATE SET \
+             value = excluded.value, expires_at = excluded.expires_at";
+        /// Deletes up to `{chunk}` expired records (`{now}`): one chunk of a prune. The outer
+        /// condition is checked again on a row a concurrent write changed, so a record
+        /// written again meanwhile stays.
+        const PRUNE_RECORDS: &'static str = "DELETE FROM {records_table} \
+             WHERE (job_id, kind) IN (SELECT job_id, kind FROM {records_table} \
+             WHERE expires_at <= {now} LIMIT {chunk}) AND expires_at <= {now}";
         /// The most rows in one `INSERT` of jobs.
         const CHUNK: usize = 1000;
         /// The type a number is cast to to become text.

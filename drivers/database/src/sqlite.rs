@@ -486,6 +486,7 @@ impl Backend for Sqlite {
     const NOW: &'static str = "CAST(ROUND(unixepoch('subsec') * 1000) AS INTEGER)";
     // A transaction holds the file's write lock from its start.
     const FOR_UPDATE: &'static str = "";
+    const FOR_SHARE: &'static str = "";
     const BLOB: &'static str = "BLOB";
     const NO_BYTES: &'static str = "X''";
     const UNHEX: &'static str = "unhex({x})";

@@ -6,6 +6,8 @@
 //! JSON array of arrays, unpacked by [`Backend::ROWS`] into a derived table `l`, so one text
 //! serves any batch size. Times are the database's clock in milliseconds (`{now}`).
 
+use queue_core::storage::RecordKey;
+
 use crate::schema::Tables;
 use crate::sql::sealed::Backend;
 use crate::sql::Kind::{self, Int, Text};
@@ -28,6 +30,7 @@ pub(crate) fn fill<DB: Backend>(tables: &Tables, sql: &str) -> String {
         .replace("{channel}", &channel)
         .replace("{now}", DB::NOW)
         .replace("{for_update}", DB::FOR_UPDATE)
+        .replace("{for_share}", DB::FOR_SHARE)
         .replace("{key}", DB::KEY)
         .replace("{text}", DB::TEXT)
         .replace("{blob}", DB::BLOB)
@@ -150,7 +153,35 @@ pub(crate) struct Statements {
     pub(crate) waiting: String,
     pub(crate) restart_generation: String,
     pub(crate) request_restart: String,
+    /// A job by id ([`JOB_COLUMNS`]). Binds: id.
+    pub(crate) job: String,
+    /// A job by id to cancel, locked: [`JOB_COLUMNS`], then 1 when it is reserved under a
+    /// lease that has not run out. Binds: id.
+    pub(crate) cancel_take: String,
+    /// The leases of `[id]` that are reserved, locked: id, token, and 1 when the job has an
+    /// unexpired `cancel` record (what an extend reports).
+    pub(crate) extend_leases: String,
+    /// Writes a record, replacing one of the same key. Binds: job id, kind, value, ttl ms.
+    pub(crate) record_put: String,
+    /// The same, only while the lease is the job's current one (its row locked against a
+    /// settle for the statement's length). Binds: job id, kind, value, ttl ms, id, token.
+    pub(crate) record_put_fenced: String,
+    /// Writes records, replacing those of the same keys: `[job id, kind, value (hex), ttl
+    /// ms]`, no key twice.
+    pub(crate) records_put: String,
+    /// The unexpired records of `[index, job id, kind]`: index, value.
+    pub(crate) records: String,
+    /// Deletes up to [`PRUNE_CHUNK`] expired records.
+    pub(crate) records_prune: String,
 }
+
+/// The columns of a job by id, in the order `summary_from` reads them: id, queue, name,
+/// attempts, due time, unique key, state (0 waiting, 1 delayed, 2 reserved).
+pub(crate) const JOB_COLUMNS: &str = "t.id, t.queue, t.name, t.attempts, t.due_at, t.unique_key, \
+     CASE WHEN t.reserved_until IS NOT NULL THEN 2 WHEN t.available_at > {now} THEN 1 ELSE 0 END";
+
+/// The most expired records one statement of a prune deletes.
+pub(crate) const PRUNE_CHUNK: i64 = 1000;
 
 /// The rows of the JSON list bound at this place, as the derived table `l` with these
 /// columns.
@@ -352,6 +383,52 @@ impl Statements {
                 "INSERT INTO {{control_table}} (name, value) VALUES ('restart', 1) {}",
                 add("{control_table}", "name")
             )),
+            job: fill(&format!(
+                "SELECT {JOB_COLUMNS} FROM {{table}} t WHERE t.id = ?"
+            )),
+            cancel_take: fill(&format!(
+                "SELECT {JOB_COLUMNS}, CASE WHEN t.reserved_until > {{now}} THEN 1 ELSE 0 END \
+                 FROM {{table}} t WHERE t.id = ?{{for_update}}"
+            )),
+            extend_leases: fill(&format!(
+                "SELECT t.id, t.token, CASE WHEN EXISTS (SELECT 1 FROM {{records_table}} r \
+                 WHERE r.job_id = CAST(t.id AS {{text}}) AND r.kind = '{cancel}' \
+                 AND r.expires_at > {{now}}) THEN 1 ELSE 0 END \
+                 FROM {{table}} t JOIN {ids} ON t.id = l.id \
+                 WHERE t.reserved_until IS NOT NULL{{for_update}}",
+                cancel = RecordKey::CANCEL,
+            )),
+            record_put: fill(&format!(
+                "INSERT INTO {{records_table}} (job_id, kind, value, expires_at) \
+                 VALUES (?, ?, ?, {{now}} + ?){}",
+                DB::UPSERT_RECORD
+            )),
+            // `WHERE` in the `SELECT`: SQLite reads an `ON` right after the `FROM` as a
+            // join's.
+            record_put_fenced: fill(&format!(
+                "INSERT INTO {{records_table}} (job_id, kind, value, expires_at) \
+                 SELECT ?, ?, ?, {{now}} + ? FROM {{table}} t \
+                 WHERE t.id = ? AND t.token = ? AND t.reserved_until IS NOT NULL{{for_share}}{}",
+                DB::UPSERT_RECORD
+            )),
+            records_put: fill(&format!(
+                "INSERT INTO {{records_table}} (job_id, kind, value, expires_at) \
+                 SELECT l.r_job, l.r_kind, {}, {{now}} + l.r_ttl FROM {} WHERE 1 = 1{}",
+                DB::UNHEX.replace("{x}", "l.r_value"),
+                rows::<DB>(&[
+                    ("r_job", Text),
+                    ("r_kind", Text),
+                    ("r_value", Text),
+                    ("r_ttl", Int),
+                ]),
+                DB::UPSERT_RECORD
+            )),
+            records: fill(&format!(
+                "SELECT l.i, r.value FROM {} JOIN {{records_table}} r \
+                 ON r.job_id = l.r_job AND r.kind = l.r_kind WHERE r.expires_at > {{now}}",
+                rows::<DB>(&[("i", Int), ("r_job", Text), ("r_kind", Text)]),
+            )),
+            records_prune: fill(&DB::PRUNE_RECORDS.replace("{chunk}", &PRUNE_CHUNK.to_string())),
         }
     }
 

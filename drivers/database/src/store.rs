@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::storage::{
-    check_effect_list, check_effects, duration_millis, from_unix_millis, unix_millis, Capabilities,
-    Control, Effect, FailedStore, Groups, Guard, Inspect, JobState, JobSummary, LeaseStatus,
-    Outcome, Page, PageRequest, Settle, SettleReply, Settled, Unique, Until, Wake,
+    check_effect_list, check_effects, check_record, duration_millis, from_unix_millis, unix_millis,
+    Cancellation, Capabilities, Control, Effect, FailedStore, Groups, Guard, Inspect, JobState,
+    JobSummary, LeaseStatus, Outcome, Page, PageRequest, RecordKey, Settle, SettleReply, Settled,
+    Track, Unique, Until, Wake,
 };
 use queue_core::{
     Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
@@ -22,7 +23,7 @@ use crate::retry::Retry;
 use crate::schema::{last_version, schema_after, schema_sql, statements, Tables};
 use crate::sql::sealed::{Backend, Deferred, Reserving};
 use crate::sql::{Arg, Sql};
-use crate::statements::{chunk_sizes, Statements};
+use crate::statements::{chunk_sizes, Statements, PRUNE_CHUNK};
 use crate::wake::{idle_sleep, Waker};
 
 /// Reads the schema version: the number of the last file under `migrations/<database>/`
@@ -208,6 +209,7 @@ fn supported<DB: Backend>(effects: &[Effect]) -> Result<()> {
                 | Effect::Hold(_)
                 | Effect::Deps { .. }
                 | Effect::Skip { .. }
+                | Effect::Record { .. }
         )
     };
     match effects.iter().all(known) {
@@ -225,20 +227,36 @@ fn unknown_effect<DB: Backend>() -> Error {
 
 /// The effects of one call (a settle's current settlements, or an apply), by kind, in the
 /// order they apply: pushes, waiting jobs held (the first one of a key), dependency changes
-/// (summed per key), skips, counters. Keys are sorted, so that two calls lock the rows they
-/// share in the same order.
+/// (summed per key), skips, records of the settled jobs (the last one of a key), counters.
+/// Keys are sorted, so that two calls lock the rows they share in the same order.
 #[derive(Debug, Default)]
 struct Effects<'e> {
     pushes: Vec<NewJob>,
     holds: BTreeMap<String, &'e WaitingJob>,
     deps: BTreeMap<String, i64>,
     skips: BTreeSet<String>,
+    /// By (job id, kind): the value and its time to live (ms).
+    records: BTreeMap<(String, &'e str), (&'e [u8], i64)>,
     counts: BTreeMap<(String, String), i64>,
 }
 
 impl<'e> Effects<'e> {
-    fn add<DB: Backend>(&mut self, effect: &'e Effect) -> Result<()> {
+    /// Adds an effect of the settled job `job` (`None`: of an apply, which has no job and
+    /// whose record effects `check_effect_list` refused).
+    fn add<DB: Backend>(&mut self, effect: &'e Effect, job: Option<&JobId>) -> Result<()> {
         match effect {
+            Effect::Record { kind, value, ttl } => {
+                let Some(job) = job else {
+                    return Err(Error::Contract {
+                        driver: DB::DRIVER,
+                        problem: "a record effect outside a settle names no job".into(),
+                    });
+                };
+                self.records.insert(
+                    (storable(&job.0), kind.as_str()),
+                    (value.as_slice(), millis(*ttl)),
+                );
+            }
             Effect::Push(job) => self.pushes.push(job.clone()),
             Effect::Hold(waiting) => {
                 self.holds.entry(storable(&waiting.key)).or_insert(waiting);
@@ -268,6 +286,7 @@ impl<'e> Effects<'e> {
             && self.holds.is_empty()
             && self.deps.is_empty()
             && self.skips.is_empty()
+            && self.records.is_empty()
             && self.counts.is_empty()
     }
 }
@@ -1002,7 +1021,7 @@ impl<DB: Sql> SqlStore<DB> {
                 }
                 settled.push(Settled::Applied);
                 for effect in &settle.effects {
-                    effects.add::<DB>(effect)?;
+                    effects.add::<DB>(effect, Some(&settle.lease.job_id))?;
                 }
             }
             let woken = self.apply_effects(conn, &effects).await?;
@@ -1062,7 +1081,7 @@ impl<DB: Sql> SqlStore<DB> {
                         woken.push(current[&id].1.clone());
                     }
                     for effect in &settle.effects {
-                        effects.add::<DB>(effect)?;
+                        effects.add::<DB>(effect, Some(&settle.lease.job_id))?;
                     }
                 }
                 let sql = &self.inner.sql;
@@ -1118,8 +1137,9 @@ impl<DB: Sql> SqlStore<DB> {
     /// Applies the effects of one call but its counters on `conn`, inside the caller's
     /// transaction, kind by kind: the pushes, the waiting jobs held, the dependency changes
     /// (the jobs whose last dependencies they meet pushed with their claims: one whose
-    /// claim is held is dropped, as a duplicate push is), the skips. The queues of the jobs
-    /// pushed.
+    /// claim is held is dropped, as a duplicate push is), the skips, the records of the
+    /// settled jobs (one `INSERT ... SELECT` that replaces those of the same keys). The
+    /// queues of the jobs pushed.
     async fn apply_effects(
         &self,
         conn: &mut DB::Connection,
@@ -1168,6 +1188,14 @@ impl<DB: Sql> SqlStore<DB> {
         }
         for key in &effects.skips {
             Self::execute(conn, &sql.unhold, &[Arg::Text(key)]).await?;
+        }
+        if !effects.records.is_empty() {
+            let rows: Vec<(&str, &str, String, i64)> = effects
+                .records
+                .iter()
+                .map(|((job, kind), (value, ttl))| (job.as_str(), *kind, hex(value), *ttl))
+                .collect();
+            Self::execute(conn, &sql.records_put, &[Arg::Text(&json(&rows)?)]).await?;
         }
         Ok(woken)
     }
@@ -1365,6 +1393,7 @@ fn cursor_error<DB: Backend>(cursor: &str) -> Error {
 impl<DB: Sql> Storage for SqlStore<DB> {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DB::DRIVER, self)
+            .track(self)
             .durable(self.inner.open.durable)
             .atomic_push(true)
     }
@@ -1421,13 +1450,23 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             return Ok(vec![LeaseStatus::Lost; leases.len()]);
         }
         unit!(self, "extend", self.tx_hot(false), true, |conn, _d| {
-            let current = self.lock_leases(conn, &ids).await?;
-            let held = |l: &Lease| {
-                id_of(l).is_some_and(|id| current.get(&id).is_some_and(|(t, _)| *t == l.token))
-            };
+            // The leases locked, each with whether its job is marked for cancelling: the
+            // mark is read by the statement that locks, no trip more.
+            let list: Vec<[i64; 1]> = ids.iter().map(|id| [*id]).collect();
+            let sql = &self.inner.sql.extend_leases;
+            let rows = Self::fetch(conn, sql, &[Arg::Text(&json(&list)?)]).await?;
+            let mut current = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+                let token = DB::text(row, 1).map_err(db::<DB>)?;
+                let cancelled = DB::int(row, 2).map_err(db::<DB>)? == Some(1);
+                current.insert(id, (token, cancelled));
+            }
+            let held =
+                |l: &Lease| id_of(l).and_then(|id| current.get(&id).filter(|(t, _)| *t == l.token));
             let renew: Vec<[i64; 2]> = leases
                 .iter()
-                .filter(|l| held(l))
+                .filter(|l| held(l).is_some())
                 .filter_map(|l| Some([id_of(l)?, millis(lease)]))
                 .collect();
             if !renew.is_empty() {
@@ -1435,12 +1474,10 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             }
             Ok(leases
                 .iter()
-                .map(|l| {
-                    if held(l) {
-                        LeaseStatus::Held
-                    } else {
-                        LeaseStatus::Lost
-                    }
+                .map(|l| match held(l) {
+                    Some((_, true)) => LeaseStatus::Cancelled,
+                    Some((_, false)) => LeaseStatus::Held,
+                    None => LeaseStatus::Lost,
                 })
                 .collect())
         })
@@ -1725,6 +1762,173 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
     }
 }
 
+/// The id of one of this store's jobs: an integer written as this store writes it (`"12"`,
+/// not `"+12"` nor `"012"`).
+fn job_id_of(id: &JobId) -> Option<i64> {
+    id.0.parse::<i64>().ok().filter(|n| n.to_string() == id.0)
+}
+
+impl<DB: Sql> SqlStore<DB> {
+    /// A job as [`JOB_COLUMNS`](crate::statements::JOB_COLUMNS) gives it.
+    fn summary_from(row: &DB::Row) -> Result<JobSummary> {
+        let int = |i| {
+            DB::int(row, i)
+                .map_err(db::<DB>)
+                .map(Option::unwrap_or_default)
+        };
+        Ok(JobSummary {
+            id: JobId(int(0)?.to_string()),
+            queue: DB::text(row, 1).map_err(db::<DB>)?,
+            name: DB::text(row, 2).map_err(db::<DB>)?,
+            // Rows written by hand may hold anything here: it is only shown.
+            attempts: u32::try_from(DB::int(row, 3).ok().flatten().unwrap_or(0).max(0))
+                .unwrap_or(u32::MAX),
+            state: match int(6)? {
+                2 => JobState::Reserved,
+                1 => JobState::Delayed,
+                _ => JobState::Waiting,
+            },
+            due_at: from_unix_millis(int(4)?),
+            unique_key: DB::opt_text(row, 5).map_err(db::<DB>)?,
+        })
+    }
+}
+
+/// Jobs by id: each call one statement, or (`cancel`) one transaction. Records are rows of
+/// `{table}_records` keyed by (job id, kind), read only before their `expires_at` (the
+/// database's clock), deleted by [`prune_records`](Track::prune_records).
+#[async_trait]
+impl<DB: Sql> Track for SqlStore<DB> {
+    async fn job(&self, id: &JobId) -> Result<Option<JobSummary>> {
+        let Some(id) = job_id_of(id) else {
+            return Ok(None);
+        };
+        let rows = self
+            .one("job", self.reads(), &self.inner.sql.job, &[Arg::Int(id)])
+            .await?;
+        rows.first().map(Self::summary_from).transpose()
+    }
+
+    /// One transaction: the job's row read and locked (a reservation taking it meanwhile
+    /// waits, or the row was taken first and this waits for its commit), then deleted (its
+    /// claim goes with it), or, reserved under a lease that has not run out by the
+    /// database's clock, its `cancel` record written.
+    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+        let Some(id) = job_id_of(id) else {
+            return Ok(Cancellation::NotFound);
+        };
+        let sql = &self.inner.sql;
+        unit!(self, "cancel", self.tx_hot(true), true, |conn, _d| {
+            let rows = Self::fetch(conn, &sql.cancel_take, &[Arg::Int(id)]).await?;
+            let Some(row) = rows.first() else {
+                return Ok(Cancellation::NotFound);
+            };
+            let summary = Self::summary_from(row)?;
+            let live = DB::int(row, 7).map_err(db::<DB>)? == Some(1);
+            if live {
+                let args = [
+                    Arg::Text(&summary.id.0),
+                    Arg::Text(RecordKey::CANCEL),
+                    Arg::Bytes(&[]),
+                    Arg::Int(millis(mark_for)),
+                ];
+                Self::execute(conn, &sql.record_put, &args).await?;
+                return Ok(Cancellation::Marked(summary));
+            }
+            Self::execute(conn, &sql.delete_job, &[Arg::Int(id)]).await?;
+            Ok(Cancellation::Removed(summary))
+        })
+    }
+
+    /// One statement for all the keys.
+    async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<(usize, String, String)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (i, storable(&key.job_id.0), storable(&key.kind)))
+            .collect();
+        let rows = self
+            .one(
+                "records",
+                self.reads(),
+                &self.inner.sql.records,
+                &[Arg::Text(&json(&list)?)],
+            )
+            .await?;
+        let mut out = vec![None; keys.len()];
+        for row in &rows {
+            let i = DB::int(row, 0).map_err(db::<DB>)?;
+            let slot = i
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| out.get_mut(i));
+            if let Some(slot) = slot {
+                *slot = Some(DB::bytes(row, 1).map_err(db::<DB>)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One statement: with a fence, an `INSERT ... SELECT` from the job's row holding the
+    /// lease's token (locked for the statement on PostgreSQL and MySQL), so nothing is
+    /// written once the job was settled or reserved again.
+    async fn put_record(
+        &self,
+        key: &RecordKey,
+        value: &[u8],
+        ttl: Duration,
+        fence: Option<&Lease>,
+    ) -> Result<bool> {
+        check_record(DB::DRIVER, key, fence)?;
+        let job = storable(&key.job_id.0);
+        let (job, kind, ttl) = (Arg::Text(&job), Arg::Text(&key.kind), Arg::Int(millis(ttl)));
+        let sql = &self.inner.sql;
+        let written = match fence {
+            None => {
+                self.change(
+                    "put_record",
+                    &sql.record_put,
+                    &[job, kind, Arg::Bytes(value), ttl],
+                )
+                .await?
+            }
+            Some(lease) => {
+                let Some(id) = id_of(lease) else {
+                    return Ok(false);
+                };
+                let args = [
+                    job,
+                    kind,
+                    Arg::Bytes(value),
+                    ttl,
+                    Arg::Int(id),
+                    Arg::Text(&lease.token),
+                ];
+                self.change("put_record", &sql.record_put_fenced, &args)
+                    .await?
+            }
+        };
+        Ok(written > 0)
+    }
+
+    /// Statements of up to 1,000 rows each (one range of the expiry index), each its own
+    /// transaction, until one deletes fewer.
+    async fn prune_records(&self) -> Result<u64> {
+        let mut pruned = 0;
+        loop {
+            let n = self
+                .change("prune_records", &self.inner.sql.records_prune, &[])
+                .await?;
+            pruned += n;
+            if n < u64::try_from(PRUNE_CHUNK).unwrap_or(u64::MAX) {
+                return Ok(pruned);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl<DB: Sql> Groups for SqlStore<DB> {
     async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>> {
@@ -1794,7 +1998,7 @@ impl<DB: Sql> Groups for SqlStore<DB> {
         check_effect_list(DB::DRIVER, &effects, "an apply")?;
         let mut sorted = Effects::default();
         for effect in &effects {
-            sorted.add::<DB>(effect)?;
+            sorted.add::<DB>(effect, None)?;
         }
         if sorted.is_empty() {
             return Ok(());
@@ -1817,7 +2021,7 @@ impl<DB: Sql> Groups for SqlStore<DB> {
         check_effect_list(DB::DRIVER, &effects, "an apply")?;
         let mut sorted = Effects::default();
         for effect in &effects {
-            sorted.add::<DB>(effect)?;
+            sorted.add::<DB>(effect, None)?;
         }
         let woken = unit!(
             self,

@@ -2,7 +2,9 @@
 //! (SQLite on one file per test binary): transactional dispatch, rows written by hand,
 //! concurrent migrations, upgrades from the schema before the v2 contract and from the one
 //! before waiting jobs, what a waiting job keeps, many stores on one table, a reconnect,
-//! guarded steps raced from several stores, replacing pushes raced with reservations; and on the servers, `SKIP LOCKED`, the reserve plan and a real deadlock retried.
+//! guarded steps raced from several stores, replacing pushes raced with reservations, records
+//! and their pruning; and on the servers, `SKIP LOCKED`, the reserve plan and a real
+//! deadlock retried.
 
 mod common;
 mod servers;
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
-use queue_core::storage::{Effect, Guard, Settle, StorageExt, Wake};
+use queue_core::storage::{Effect, Guard, RecordKey, Settle, StorageExt, Wake};
 use queue_core::{
     Availability, ConnectOptions, Handle, Job, JobContext, JobError, NewJob, Pushed, Queue,
     ReserveRequest, Storage, Unique, Until, WaitingJob, WorkerOptions,
@@ -232,6 +234,7 @@ async fn drop_tables<DB: Server>(table: &str) {
         "_groups",
         "_control",
         "_waiting",
+        "_records",
         "_counters",
     ] {
         DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {table}{suffix}")).await;
@@ -473,10 +476,12 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
         failed.items[0].error, "no\u{fffd}pe",
         "a NUL is stored as a replacement"
     );
-    let expected: Vec<String> = ["", "_control", "_f", "_groups", "_locks", "_waiting"]
-        .iter()
-        .map(|suffix| format!("{table}{suffix}"))
-        .collect();
+    let expected: Vec<String> = [
+        "", "_control", "_f", "_groups", "_locks", "_records", "_waiting",
+    ]
+    .iter()
+    .map(|suffix| format!("{table}{suffix}"))
+    .collect();
     assert_eq!(
         tables::<DB>(&table).await,
         expected,
@@ -530,8 +535,8 @@ async fn upgrades_a_database_of_before<DB: Server>() {
     drop_tables::<DB>(&table).await;
 }
 
-/// A database of version 5 (made before waiting jobs) gets the waiting-jobs table when a
-/// store connects, and its other tables are left alone: connecting does not wait for a
+/// A database of version 5 (made before waiting jobs) gets the waiting-jobs and records
+/// tables when a store connects, and its other tables are left alone: connecting does not wait for a
 /// transaction that holds rows of the jobs table, as it would on PostgreSQL behind the
 /// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` of 0005 run again (which locks before it
 /// looks). Not on SQLite, where that transaction would hold the file's one write lock.
@@ -567,16 +572,20 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
         tx.rollback().await.unwrap();
     }
     let version = format!("SELECT value FROM {table}_control WHERE name = 'schema'");
-    assert_eq!(DB::raw(&mut conn, &version).await, [6]);
+    assert_eq!(DB::raw(&mut conn, &version).await, [7]);
     let groups = store.groups().unwrap();
     let held = Effect::Hold(WaitingJob::new("k", 1, job("next", b"n")));
     groups.apply(vec![held]).await.unwrap();
     assert_eq!(groups.waiting("k").await.unwrap(), Some(1));
     let got = store.reserve(&request("q", 1)).await.unwrap();
     assert_eq!(got[0].name, "old");
+    let track = store.capabilities().track.unwrap();
+    let key = RecordKey::new(got[0].lease.job_id.clone(), RecordKey::PROGRESS);
+    let written = track.put_record(&key, b"1", Duration::from_secs(60), Some(&got[0].lease));
+    assert!(written.await.unwrap(), "the records table is there");
     // Connecting again runs no DDL, and says the same version.
     drop(SqlStore::<DB>::connect_with(options(&table)).await.unwrap());
-    assert_eq!(DB::raw(&mut conn, &version).await, [6]);
+    assert_eq!(DB::raw(&mut conn, &version).await, [7]);
     drop_tables::<DB>(&table).await;
 }
 
@@ -1145,6 +1154,61 @@ async fn replacing_pushes_race_reservations<DB: Server>() {
     drop_tables::<DB>(&table).await;
 }
 
+/// Records keep any bytes under any job id (a NUL in it stored as a replacement, as keys
+/// are), many are written by one settle in one statement, and pruning deletes the expired
+/// ones in chunks of 1,000 and nothing else.
+async fn records_keep_bytes_and_are_pruned_in_chunks<DB: Server>() {
+    let table = servers::fresh_table();
+    let Some(store) = open::<DB>(&table).await else {
+        return;
+    };
+    let track = store.capabilities().track.unwrap();
+    let long = Duration::from_secs(3600);
+    let odd = RecordKey::new("bytes\0 ключ 🔑", "k");
+    let bytes: Vec<u8> = (0..=255u8).rev().collect();
+    assert!(track.put_record(&odd, &bytes, long, None).await.unwrap());
+    assert!(track.put_record(&odd, b"again", long, None).await.unwrap());
+    assert_eq!(
+        track.records(std::slice::from_ref(&odd)).await.unwrap(),
+        [Some(b"again".to_vec())]
+    );
+
+    store.push(vec![job("r", b"x")]).await.unwrap();
+    let got = store.reserve(&request("r", 1)).await.unwrap();
+    let id = got[0].lease.job_id.clone();
+    const EXPIRED: usize = 2_500;
+    let mut settle = Settle::ack(got[0].lease.clone()).effect(Effect::Record {
+        kind: "kept".into(),
+        value: bytes.clone(),
+        ttl: long,
+    });
+    for i in 0..EXPIRED {
+        settle = settle.effect(Effect::Record {
+            kind: format!("k{i}"),
+            value: vec![1],
+            ttl: Duration::ZERO,
+        });
+    }
+    let reply = store.settle(vec![settle], None).await.unwrap();
+    assert_eq!(reply.settled, [queue_core::Settled::Applied]);
+    let keys = [
+        RecordKey::new(id.clone(), "kept"),
+        RecordKey::new(id.clone(), "k0"),
+    ];
+    assert_eq!(
+        track.records(&keys).await.unwrap(),
+        [Some(bytes), None],
+        "an expired record is never read"
+    );
+    let mut conn = DB::connect().await;
+    let count = format!("SELECT COUNT(*) FROM {table}_records");
+    assert_eq!(DB::raw(&mut conn, &count).await, [EXPIRED as i64 + 2]);
+    assert_eq!(track.prune_records().await.unwrap(), EXPIRED as u64);
+    assert_eq!(DB::raw(&mut conn, &count).await, [2]);
+    assert_eq!(track.prune_records().await.unwrap(), 0);
+    drop_tables::<DB>(&table).await;
+}
+
 /// One `#[tokio::test]` per case and database.
 macro_rules! on {
     ($feature:literal, $server:ty, $module:ident: $($case:ident),*) => {
@@ -1165,14 +1229,15 @@ on!("sqlite", sqlx::Sqlite, sqlite: dispatch_within_a_transaction, dispatch_with
     upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
     a_new_failed_table_is_made_for_an_existing_jobs_table,
     four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
-    guarded_steps_race_across_stores, replacing_pushes_race_reservations);
+    guarded_steps_race_across_stores, replacing_pushes_race_reservations,
+    records_keep_bytes_and_are_pruned_in_chunks);
 on!("postgres", sqlx::Postgres, postgres: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
     upgrades_a_database_of_before, upgrades_a_database_of_version_5, waiting_jobs_keep_what_was_held,
     a_new_failed_table_is_made_for_an_existing_jobs_table,
     four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
     guarded_steps_race_across_stores, replacing_pushes_race_reservations,
-    reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
+    records_keep_bytes_and_are_pruned_in_chunks, reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
     a_deadlocked_settle_is_run_again_and_applied_once);
 on!("mysql", sqlx::MySql, mysql: dispatch_within_a_transaction, dispatch_within_checks_queue_limits,
     rows_written_by_hand_go_to_the_failed_store, connects_by_url_and_migrates_concurrently,
@@ -1180,5 +1245,5 @@ on!("mysql", sqlx::MySql, mysql: dispatch_within_a_transaction, dispatch_within_
     a_new_failed_table_is_made_for_an_existing_jobs_table,
     four_stores_share_one_table, jobs_and_reservations_survive_a_reconnect,
     guarded_steps_race_across_stores, replacing_pushes_race_reservations,
-    reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
+    records_keep_bytes_and_are_pruned_in_chunks, reserve_skips_rows_another_transaction_holds, reserve_reads_the_due_index,
     a_deadlocked_settle_is_run_again_and_applied_once);

@@ -1,0 +1,14 @@
+-- Records kept for single jobs (`Track`): a job's status once finished, its progress while
+-- it runs, the mark that asks to cancel it. One row per (job id, kind), replaced when
+-- written again; `expires_at` (ms, the server's clock) is the end of its time to live: a
+-- row past it is never read, and `prune_records` deletes it. Records outlive their job.
+-- Job ids and kinds are bytes: job ids at most 255, kinds at most 32.
+CREATE TABLE IF NOT EXISTS {records_table} (
+    job_id VARBINARY(255) NOT NULL,
+    kind VARBINARY(32) NOT NULL,
+    value LONGBLOB NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (job_id, kind),
+    -- Pruning: the expired records, first expired first.
+    KEY {records_table}_expires (expires_at)
+) ENGINE=InnoDB;
