@@ -1428,11 +1428,23 @@ fn job_status_and_cancel_from_the_command_line() {
 
     let out = run(store.runall("").args(["cancel", &first]));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("cancelled: it will never run"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cancelled: it will never run"),
+        "{}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["job", &first]));
-    assert!(text(&out).contains("state        cancelled"), "{}", text(&out));
+    assert!(
+        text(&out).contains("state        cancelled"),
+        "{}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["cancel", &first]));
-    assert!(text(&out).contains("had ended already (cancelled)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("had ended already (cancelled)"),
+        "{}",
+        text(&out)
+    );
 
     let second = dispatched_id(&dispatch());
     let out = run(store.runall("").args([
@@ -1445,11 +1457,19 @@ fn job_status_and_cancel_from_the_command_line() {
         "--keep-finished",
         "1h",
     ]));
-    assert_eq!(processed(&out), 1, "only the job not cancelled ran: {}", text(&out));
+    assert_eq!(
+        processed(&out),
+        1,
+        "only the job not cancelled ran: {}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["job", &second]));
     let shown = text(&out);
     assert!(shown.contains("state        succeeded"), "{shown}");
-    assert!(shown.contains("attempts     1") && shown.contains("finished "), "{shown}");
+    assert!(
+        shown.contains("attempts     1") && shown.contains("finished "),
+        "{shown}"
+    );
 
     for command in ["job", "cancel"] {
         let out = run(store.runall("").args([command, "424242"]));

@@ -46,7 +46,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::dispatcher::{Dispatcher, QueueSettings};
 use crate::error::{Error, Result};
@@ -204,6 +204,29 @@ async fn watch_queues(storage: Arc<dyn Storage>, tx: watch::Sender<Vec<String>>)
             }
             Err(_) => {}
         }
+    }
+}
+
+/// How often a worker deletes expired job records (statuses, progress, cancel marks) from a
+/// store that does not expire them itself.
+const PRUNE_RECORDS: Duration = Duration::from_secs(300);
+
+/// Deletes expired job records every [`PRUNE_RECORDS`] (the first time a minute after the
+/// start), until dropped. Every worker does: the deletes are chunked, and a second worker
+/// finds nothing left.
+async fn prune_records(storage: Arc<dyn Storage>) {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    loop {
+        if let Ok(track) = storage.track() {
+            match track.prune_records().await {
+                Ok(0) => {}
+                Ok(n) => debug!(records = n, "deleted expired job records"),
+                Err(e) => {
+                    warn!(error = %e, "could not delete expired job records; trying again later")
+                }
+            }
+        }
+        tokio::time::sleep(PRUNE_RECORDS).await;
     }
 }
 
@@ -537,6 +560,10 @@ impl Worker {
         } else {
             None
         };
+        let pruner = caps
+            .track
+            .is_some()
+            .then(|| tokio::spawn(prune_records(storage.clone())));
         let restart_watch = tokio::spawn(control::watch_restart(
             storage.clone(),
             self.stop_handle(),
@@ -582,6 +609,9 @@ impl Worker {
         let reason = engine.run().await;
         engine.drain(reason).await;
         restart_watch.abort();
+        if let Some(pruner) = pruner {
+            pruner.abort();
+        }
         if let Some(watch) = queue_watch {
             watch.abort();
         }

@@ -33,11 +33,13 @@ use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
 
+mod keep;
 mod limits;
 mod raw;
 
 const USAGE: &str = "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] \
-                     [--scale 1,2,4] [--raw] [--limits N [--limit-rate R]]";
+                     [--scale 1,2,4] [--raw] [--limits N [--limit-rate R]] \
+                     [--keep-finished ROUNDS]";
 
 struct Args {
     urls: Vec<String>,
@@ -52,6 +54,8 @@ struct Args {
     limits: Option<usize>,
     /// The rate of that limit, per second (default: the jobs over 20 s).
     limit_rate: Option<u32>,
+    /// Only the `keep_finished` table, with this many alternated rounds (`keep.rs`).
+    keep_finished: Option<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -64,6 +68,7 @@ fn parse_args() -> anyhow::Result<Args> {
         raw: false,
         limits: None,
         limit_rate: None,
+        keep_finished: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -87,6 +92,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--limits" => args.limits = Some(it.next().context("--limits needs a value")?.parse()?),
             "--limit-rate" => {
                 args.limit_rate = Some(it.next().context("--limit-rate needs a value")?.parse()?)
+            }
+            "--keep-finished" => {
+                args.keep_finished = Some(
+                    it.next()
+                        .context("--keep-finished needs a number of rounds")?
+                        .parse()?,
+                )
             }
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -565,6 +577,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = args.limits {
         return limit_tables(&args, n).await;
     }
+    if let Some(rounds) = args.keep_finished {
+        return keep_table(&args, rounds.max(1)).await;
+    }
     println!(
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
@@ -602,6 +617,32 @@ async fn main() -> anyhow::Result<()> {
                 "bench: could not drop this run's tables on {}: {e:#}",
                 queue_core::redact_url(url)
             );
+        }
+    }
+    Ok(())
+}
+
+/// `--keep-finished ROUNDS`: the table of `keep.rs`, one row per URL.
+async fn keep_table(args: &Args, rounds: usize) -> anyhow::Result<()> {
+    println!(
+        "keep_finished: {} no-op jobs drained by one in-process worker at concurrency 8, jobs/s, median (range) of {rounds} alternated runs",
+        args.jobs
+    );
+    println!("| driver | not kept | keep_finished | ratio |");
+    println!("|---|---|---|---|");
+    for url in &args.urls {
+        let table = format!("bench_{}_keep", std::process::id());
+        let row = async {
+            let queue = fresh(url, &table).await?;
+            keep::overhead(&queue, args.jobs, rounds).await
+        }
+        .await;
+        match row {
+            Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+        if let Err(e) = drop_tables(url).await {
+            eprintln!("bench: could not drop this run's tables: {e:#}");
         }
     }
     Ok(())
