@@ -317,7 +317,11 @@ pub(crate) async fn cancel(storage: &dyn Storage, id: &JobId) -> Result<CancelOu
 async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelOutcome>> {
     let track = storage.track()?;
     Ok(Some(match track.cancel(id, CANCEL_MARK).await? {
-        Cancellation::Removed(summary) => {
+        Cancellation::Removed {
+            job: summary,
+            payload,
+        } => {
+            end_composition(storage, &summary, payload).await?;
             let ended = Ended {
                 state: JobState::Cancelled,
                 queue: summary.queue.clone(),
@@ -346,6 +350,40 @@ async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelO
             None => CancelOutcome::NotFound,
         },
     }))
+}
+
+/// A removed job that was part of a batch, a chain or a workflow ends there as a discarded
+/// one would: a batch member counted cancelled, a workflow node skipped (the skip passes
+/// down its edges), a chain link as a failed one (the links after it skipped, `catch` and
+/// `finally` released). Applied in one step of its own right after the removal.
+async fn end_composition(storage: &dyn Storage, job: &JobSummary, payload: Vec<u8>) -> Result<()> {
+    let Ok(envelope) = crate::envelope::Envelope::decode(&payload) else {
+        return Ok(());
+    };
+    let Some(after) = envelope.after else {
+        return Ok(());
+    };
+    let steps = if after.skipped.is_empty() {
+        &after.failed
+    } else {
+        &after.skipped
+    };
+    let removed = storage::Reserved {
+        lease: Lease {
+            job_id: job.id.clone(),
+            queue: job.queue.clone(),
+            token: String::new(),
+        },
+        name: job.name.clone(),
+        payload: payload.clone(),
+        attempts: job.attempts,
+    };
+    let mut effects: Vec<_> = steps.iter().map(crate::envelope::Step::effect).collect();
+    effects.extend(after.again(&removed));
+    if effects.is_empty() {
+        return Ok(());
+    }
+    storage.groups()?.apply(effects).await
 }
 
 /// What a running job said of itself: its progress and its output, and where to write the

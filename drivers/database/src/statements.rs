@@ -156,7 +156,7 @@ pub(crate) struct Statements {
     /// A job by id ([`JOB_COLUMNS`]). Binds: id.
     pub(crate) job: String,
     /// A job by id to cancel, locked: [`JOB_COLUMNS`], then 1 when it is reserved under a
-    /// lease that has not run out. Binds: id.
+    /// lease that has not run out, then its payload. Binds: id.
     pub(crate) cancel_take: String,
     /// The leases of `[id]` that are reserved, locked: id, token, and 1 when the job has an
     /// unexpired `cancel` record (what an extend reports).
@@ -387,8 +387,8 @@ impl Statements {
                 "SELECT {JOB_COLUMNS} FROM {{table}} t WHERE t.id = ?"
             )),
             cancel_take: fill(&format!(
-                "SELECT {JOB_COLUMNS}, CASE WHEN t.reserved_until > {{now}} THEN 1 ELSE 0 END \
-                 FROM {{table}} t WHERE t.id = ?{{for_update}}"
+                "SELECT {JOB_COLUMNS}, CASE WHEN t.reserved_until > {{now}} THEN 1 ELSE 0 END, \
+                 t.payload FROM {{table}} t WHERE t.id = ?{{for_update}}"
             )),
             extend_leases: fill(&format!(
                 "SELECT t.id, t.token, CASE WHEN EXISTS (SELECT 1 FROM {{records_table}} r \

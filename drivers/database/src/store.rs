@@ -1835,8 +1835,12 @@ impl<DB: Sql> Track for SqlStore<DB> {
                 Self::execute(conn, &sql.record_put, &args).await?;
                 return Ok(Cancellation::Marked(summary));
             }
+            let payload = DB::bytes(row, 8).map_err(db::<DB>)?;
             Self::execute(conn, &sql.delete_job, &[Arg::Int(id)]).await?;
-            Ok(Cancellation::Removed(summary))
+            Ok(Cancellation::Removed {
+                job: summary,
+                payload,
+            })
         })
     }
 

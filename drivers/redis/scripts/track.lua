@@ -15,7 +15,8 @@
 -- script reports, and returns `m`. Looking returns `j`.
 --
 -- Returns {} when the job is not found, else { what was done (`j`, `r`, `m`), the state as
--- it was (`w`, `d`, `r`), the due time (Unix ms), name, attempts, unique key (nil: none) }.
+-- it was (`w`, `d`, `r`), the due time (Unix ms), name, attempts, unique key (nil: none),
+-- the payload of a removed job ('' otherwise) }.
 local q = queues[1]
 local member, mark = arg(), arg()
 local hash = q.base .. 'job:' .. member
@@ -44,6 +45,7 @@ if f[4] and f[4] ~= '' then
   unique = f[3] or false
 end
 local done = 'j'
+local payload = ''
 if mark ~= '' then
   if state == 'r' and due > now() then
     redis.call('SET', q.base .. 'record:' .. member .. ':cancel', '', 'PX', mark)
@@ -54,6 +56,7 @@ if mark ~= '' then
     else
       redis.call('ZREM', q.pending, member)
     end
+    payload = redis.call('HGET', hash, 'p') or ''
     redis.call('DEL', hash)
     if f[3] then
       release_claim(f[3], job_id(q, member))
@@ -61,4 +64,4 @@ if mark ~= '' then
     done = 'r'
   end
 end
-return { done, state, due, f[1] or '', tonumber(f[2]) or 0, unique }
+return { done, state, due, f[1] or '', tonumber(f[2]) or 0, unique, payload }

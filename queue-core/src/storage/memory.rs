@@ -800,14 +800,16 @@ impl Track for MemoryStorage {
             );
             return Ok(Cancellation::Marked(summary));
         }
-        if let Some(Job {
-            unique: Some(unique),
-            ..
-        }) = state.unreserve(id)
-        {
+        let Some(job) = state.unreserve(id) else {
+            return Ok(Cancellation::NotFound);
+        };
+        if let Some(unique) = &job.unique {
             state.release_claim(&unique.key, Holder::Job(id));
         }
-        Ok(Cancellation::Removed(summary))
+        Ok(Cancellation::Removed {
+            job: summary,
+            payload: job.payload,
+        })
     }
 
     async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>> {

@@ -354,7 +354,13 @@ impl RecordKey {
 pub enum Cancellation {
     /// The job was waiting or delayed (or reserved under a lease that had run out): it was
     /// removed and its unique claim released, in one step. It will never run.
-    Removed(JobSummary),
+    Removed {
+        /// The job as it was.
+        job: JobSummary,
+        /// Its payload, byte for byte: what the caller needs to end what the job was part of
+        /// (a batch, a chain, a workflow), as its settle would have.
+        payload: Vec<u8>,
+    },
     /// The job is reserved under a live lease: a [`RecordKey::CANCEL`] record was written
     /// in the same step, and the worker running it learns of it on its next heartbeat.
     Marked(JobSummary),

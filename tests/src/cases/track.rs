@@ -130,16 +130,21 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     let pushed = ids(store.push(vec![waiting, delayed]).await.unwrap());
 
     match track.cancel(&pushed[0], LONG).await.unwrap() {
-        Cancellation::Removed(summary) => {
+        Cancellation::Removed { job, payload } => {
             assert_eq!(
-                (summary.name.as_str(), summary.state),
-                ("waiting", JobState::Waiting)
+                (job.name.as_str(), job.state, payload.as_slice()),
+                ("waiting", JobState::Waiting, &b"w"[..])
             )
         }
         other => panic!("a waiting job is removed, not {other:?}"),
     }
     match track.cancel(&pushed[1], LONG).await.unwrap() {
-        Cancellation::Removed(summary) => assert_eq!(summary.state, JobState::Delayed),
+        Cancellation::Removed { job, payload } => {
+            assert_eq!(
+                (job.state, payload.as_slice()),
+                (JobState::Delayed, &b"d"[..])
+            )
+        }
         other => panic!("a delayed job is removed, not {other:?}"),
     }
     assert_eq!(track.job(&pushed[0]).await.unwrap(), None);
@@ -191,7 +196,7 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     tokio::time::sleep(PAST_SHORT).await;
     assert!(matches!(
         track.cancel(&late[0], LONG).await.unwrap(),
-        Cancellation::Removed(_)
+        Cancellation::Removed { .. }
     ));
     assert!(store
         .reserve(&request(&[&q2], LONG, 1))
@@ -240,7 +245,7 @@ pub async fn track_cancel_races_reserve(store: Store) {
     let mut marked = Vec::new();
     for id in &pushed {
         match track.cancel(id, LONG).await.unwrap() {
-            Cancellation::Removed(_) => removed.push(id.clone()),
+            Cancellation::Removed { .. } => removed.push(id.clone()),
             Cancellation::Marked(_) => marked.push(id.clone()),
             Cancellation::NotFound => panic!("job {id} is in the queue until acknowledged"),
         }

@@ -1017,3 +1017,83 @@ pub async fn engine_discarded_jobs(store: Store) {
     assert!(status.is_finished());
     assert!(failed_list(&store, 1000).await.iter().all(|f| f.queue != q));
 }
+
+/// A queued member of a batch or a chain cancelled by its id ends its composition as a
+/// discarded one would: the batch counts it cancelled and finishes (its `finally` runs, its
+/// `then` does not); the chain's later links are skipped and its `catch` and `finally` run.
+pub async fn engine_cancelled_members_end_their_compositions(store: Store) {
+    if without_groups("engine_cancelled_members_end_their_compositions", &store) {
+        return;
+    }
+    if store.capabilities().track.is_none() {
+        println!("engine_cancelled_members_end_their_compositions: not applicable (no jobs by id)");
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let log = steps(&queue);
+    let batch = Batch::new()
+        .add_many((0..4).map(|i| step(&queue, &q, &format!("m{i}"))))
+        .then(step(&queue, &q, "then"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let waiting = store
+        .inspect()
+        .unwrap()
+        .jobs(
+            &q,
+            queue_core::storage::JobState::Waiting,
+            queue_core::storage::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(waiting.len(), 4, "{waiting:?}");
+    let cancelled = queue.cancel(&waiting[1].id).await.unwrap();
+    assert!(cancelled.is_cancelled(), "{cancelled:?}");
+    run_worker(&queue, test_options(&[&q])).await;
+    let mut ran = log.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, ["finally", "m0", "m2", "m3"]);
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (4, 0, 3, 0, 1), "{status:?}");
+    assert!(status.is_finished(), "{status:?}");
+
+    log.lock().unwrap().clear();
+    let chain = Chain::new()
+        .then(step(&queue, &q, "a"))
+        .then(step(&queue, &q, "b"))
+        .then(step(&queue, &q, "c"))
+        .catch(step(&queue, &q, "catch"))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let waiting = store
+        .inspect()
+        .unwrap()
+        .jobs(
+            &q,
+            queue_core::storage::JobState::Waiting,
+            queue_core::storage::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        waiting.len(),
+        1,
+        "only the first link is queued: {waiting:?}"
+    );
+    assert!(queue.cancel(&waiting[0].id).await.unwrap().is_cancelled());
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(*log.lock().unwrap(), ["catch", "finally"]);
+    let status = Chain::status(&queue, &chain).await.unwrap();
+    assert!(status.is_finished(), "{status:?}");
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+}

@@ -32,8 +32,8 @@ use super::{
 };
 use crate::error::FileError;
 use crate::format::{
-    decode_record, encode_record, is_id, new_id, now_ms, queue_from_dir_name, record_file_name,
-    Head, ReadyName, RecordFile, ReservedName,
+    decode_job, decode_record, encode_record, is_id, new_id, now_ms, queue_from_dir_name,
+    record_file_name, Head, ReadyName, RecordFile, ReservedName,
 };
 use crate::DRIVER;
 
@@ -137,6 +137,12 @@ impl Disk {
                 }
             }
             let path = found.path();
+            // Read before the removal, which fails if a worker took the file meanwhile (the
+            // loop then looks again). A file that is not a readable job gives no payload.
+            let payload = read_if_there(&path)?
+                .and_then(|bytes| decode_job(&bytes).ok())
+                .map(|job| job.payload)
+                .unwrap_or_default();
             let claim = found.head.as_ref().and_then(|h| h.unique.as_ref());
             let removed = match claim {
                 Some(unique) => {
@@ -186,7 +192,10 @@ impl Disk {
                     }
                 }
                 guard(&self.heads).remove(id);
-                return Ok(Cancellation::Removed(summary));
+                return Ok(Cancellation::Removed {
+                    job: summary,
+                    payload,
+                });
             }
         }
         Err(FileError::Damaged {

@@ -153,9 +153,9 @@ impl MemcachedStorage {
     }
 
     /// Deletes the job `id` if its record is still the one read with `cas` (waiting, delayed,
-    /// or reserved under a lease that ran out), then its payload, its timer count and its
-    /// claim. False when the record changed since (a reservation won the race).
-    async fn remove(&self, id: u64, cas: u64, record: &JobRecord) -> Result<bool> {
+    /// or reserved under a lease that ran out), then its payload (returned), its timer count
+    /// and its claim. `None` when the record changed since (a reservation won the race).
+    async fn remove(&self, id: u64, cas: u64, record: &JobRecord) -> Result<Option<Vec<u8>>> {
         let keys = self.keys();
         let qk = keys.queue(&record.queue);
         let count = match record.state {
@@ -176,9 +176,14 @@ impl MemcachedStorage {
             self.run(vec![sizes::plus(count, 1)]).await?;
             return match &replies[0].status {
                 Status::Refused(m) => Err(MemcachedError::Refused(m.clone()).into()),
-                _ => Ok(false),
+                _ => Ok(None),
             };
         }
+        // The job is gone now: nothing else reads or writes its payload.
+        let payload = self.run(vec![Cmd::get(keys.body(id))]).await?[0]
+            .value()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let mut after = vec![Cmd::delete(keys.body(id))];
         if let Some(at) = record.timer() {
             after.push(Cmd::decr(qk.timer_count(bucket(at)), 1));
@@ -190,7 +195,7 @@ impl MemcachedStorage {
             let claim = (unique.key.clone(), Holder::Job(id));
             self.release_claims(vec![claim]).await?;
         }
-        Ok(true)
+        Ok(Some(payload))
     }
 }
 
@@ -233,8 +238,11 @@ impl Track for MemcachedStorage {
                 // compare-and-swap delete, which a reservation's compare-and-swap of the
                 // same record excludes (whichever comes second fails).
                 _ => {
-                    if self.remove(n, cas, &record).await? {
-                        return Ok(Cancellation::Removed(summary));
+                    if let Some(payload) = self.remove(n, cas, &record).await? {
+                        return Ok(Cancellation::Removed {
+                            job: summary,
+                            payload,
+                        });
                     }
                 }
             }

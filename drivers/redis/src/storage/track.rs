@@ -32,12 +32,13 @@ enum Done {
 
 impl RedisStorage {
     /// One call of the track script on the job `id`: only a look (`mark_for` `None`), or a
-    /// cancel whose mark is kept for `mark_for`. `None` when no job of this store has the id.
+    /// cancel whose mark is kept for `mark_for`. `None` when no job of this store has the id;
+    /// with what was done, the job as it was, and its payload (empty unless it was removed).
     async fn track_call(
         &self,
         id: &JobId,
         mark_for: Option<Duration>,
-    ) -> Result<Option<(Done, JobSummary)>> {
+    ) -> Result<Option<(Done, JobSummary, Vec<u8>)>> {
         let Some((queue, member)) = split_job_id(&id.0) else {
             return Ok(None);
         };
@@ -54,8 +55,8 @@ impl RedisStorage {
             return Ok(None);
         }
         let bad = || RedisDriverError::unexpected("track", &Value::Array(found.clone()));
-        let [done, state, due, name, attempts, unique] =
-            <[Value; 6]>::try_from(found.clone()).map_err(|_| bad())?;
+        let [done, state, due, name, attempts, unique, payload] =
+            <[Value; 7]>::try_from(found.clone()).map_err(|_| bad())?;
         let parsed = (|| {
             let done = match text(done)?.as_str() {
                 "j" => Done::Looked,
@@ -82,7 +83,7 @@ impl RedisStorage {
                 due_at: from_unix_millis(int(&due)?),
                 unique_key,
             };
-            Some((done, summary))
+            Some((done, summary, bytes(payload)?))
         })();
         parsed.map(Some).ok_or_else(|| bad().into())
     }
@@ -118,7 +119,10 @@ impl Track for RedisStorage {
     /// clock: reserved while in `reserved` (due at its lease deadline), delayed while its
     /// available time is to come, else waiting.
     async fn job(&self, id: &JobId) -> Result<Option<JobSummary>> {
-        Ok(self.track_call(id, None).await?.map(|(_, summary)| summary))
+        Ok(self
+            .track_call(id, None)
+            .await?
+            .map(|(_, summary, _)| summary))
     }
 
     /// One script on the job's queue: a job in `pending`, or in `reserved` past its lease
@@ -127,9 +131,9 @@ impl Track for RedisStorage {
     async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
         Ok(match self.track_call(id, Some(mark_for)).await? {
             None => Cancellation::NotFound,
-            Some((Done::Marked, summary)) => Cancellation::Marked(summary),
-            Some((Done::Removed, summary)) => Cancellation::Removed(summary),
-            Some((Done::Looked, summary)) => {
+            Some((Done::Marked, summary, _)) => Cancellation::Marked(summary),
+            Some((Done::Removed, job, payload)) => Cancellation::Removed { job, payload },
+            Some((Done::Looked, summary, _)) => {
                 return Err(RedisDriverError::unexpected(
                     "cancel",
                     &Value::SimpleString(format!("{summary:?}")),
