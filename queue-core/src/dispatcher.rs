@@ -100,6 +100,8 @@ struct Inner {
     group: Mutex<Group>,
     /// A fake's recording or an inline queue's running, for an application's tests.
     mode: Option<Mode>,
+    /// The job events of this queue and its workers.
+    events: crate::events::Events,
 }
 
 /// Dispatches waiting for the push in flight, to go together in the next one.
@@ -165,6 +167,7 @@ impl Dispatcher {
                 sizes: Mutex::default(),
                 group: Mutex::default(),
                 mode,
+                events: crate::events::Events::default(),
             }),
         }
     }
@@ -192,9 +195,42 @@ impl Dispatcher {
         &self.inner.settings
     }
 
+    /// The job events of this queue and its workers.
+    pub(crate) fn events(&self) -> &crate::events::Events {
+        &self.inner.events
+    }
+
     /// Pushes encoded jobs, checking the queue size limits first. Concurrent pushes share
     /// round trips (see [group commit](Self#group-commit)).
     pub async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
+        // Only with a listener: what the events need, before the jobs move.
+        let named: Vec<(String, String)> = if self.inner.events.listening() {
+            jobs.iter()
+                .map(|j| (j.queue.clone(), j.name.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let pushed = self.push_jobs(jobs).await?;
+        if !named.is_empty() && self.fake().is_none() {
+            for ((queue, name), result) in named.iter().zip(&pushed) {
+                if let Pushed::Created(id) | Pushed::Replaced(id) = result {
+                    self.inner.events.emit(|| {
+                        crate::events::JobEvent::new(
+                            crate::events::JobEventKind::Dispatched,
+                            id.clone(),
+                            queue,
+                            name,
+                            0,
+                        )
+                    });
+                }
+            }
+        }
+        Ok(pushed)
+    }
+
+    async fn push_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
         self.check_sizes(&jobs).await?;
         match &self.inner.mode {
             Some(Mode::Inline(inline)) => {

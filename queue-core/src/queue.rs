@@ -405,6 +405,24 @@ impl Queue {
         crate::status::cancel(self.storage().as_ref(), id).await
     }
 
+    /// The job events of this queue from now on: its dispatches and what its workers do
+    /// (see [`JobEvent`](crate::JobEvent)). A listener that falls far behind loses the
+    /// oldest events; it never slows a worker.
+    pub fn events(&self) -> crate::EventStream {
+        self.dispatcher.events().subscribe()
+    }
+
+    /// Runs `handler` for every event of `kind` (Laravel's `Queue::failing(fn)` is
+    /// `queue.on(JobEventKind::Failed, ..)`), in a task of its own, so a slow handler never
+    /// slows a worker. Call it inside a Tokio runtime, before the worker starts.
+    pub fn on(
+        &self,
+        kind: crate::JobEventKind,
+        handler: impl Fn(&crate::JobEvent) + Send + Sync + 'static,
+    ) -> Result<()> {
+        crate::events::on(self.dispatcher.events(), kind, handler)
+    }
+
     /// Dispatches a typed job through this queue (the same as `job.dispatch().via(&queue)`).
     pub fn dispatch<J: Job>(&self, job: J) -> PendingDispatch {
         job.dispatch().via(self)

@@ -16,6 +16,7 @@ use super::metrics::{self, Counted};
 use super::Shared;
 use crate::batch::CurrentBatch;
 use crate::envelope::{After, DecodeError, Envelope, Step};
+use crate::events::{JobEvent, JobEventKind};
 use crate::job::{JobContext, JobError, Retry};
 use crate::registry::Handler;
 use crate::status::{Ended, JobState, Tracker, KEEP_UNSUCCESSFUL};
@@ -82,6 +83,7 @@ enum Report {
     Retried {
         name: String,
         took: Option<Duration>,
+        error: Option<String>,
     },
     Released {
         name: String,
@@ -641,6 +643,15 @@ async fn run(
                 .or(handler.timeout)
                 .unwrap_or(shared.options.timeout);
             info!(job = %name, id = %lease.job_id, queue = %lease.queue, attempt = job.attempts, "job started");
+            shared.dispatcher.events().emit(|| {
+                JobEvent::new(
+                    JobEventKind::Started,
+                    lease.job_id.clone(),
+                    &lease.queue,
+                    &name,
+                    job.attempts,
+                )
+            });
             let mut keeper = tokio::spawn(lease::keep(
                 shared.storage.clone(),
                 held,
@@ -736,7 +747,11 @@ async fn run(
                 info!(job = %name, id = %lease.job_id, delay = ?delay, "job released itself");
                 Finish {
                     settle: Some(Settle::retry(lease.clone(), delay)),
-                    report: Report::Retried { name, took: None },
+                    report: Report::Retried {
+                        name,
+                        took: None,
+                        error: None,
+                    },
                     locks: Vec::new(),
                     forget: None,
                     lived: Lived::default(),
@@ -876,6 +891,7 @@ async fn run(
                         report: Report::Retried {
                             name,
                             took: Some(took),
+                            error: Some(err.message().to_owned()),
                         },
                         locks: Vec::new(),
                         forget: None,
@@ -967,12 +983,44 @@ async fn rate_limited(
     release(job, name, delay)
 }
 
-/// Counts and logs what a settlement did.
+/// The event of a settlement that was applied.
+fn event(job: &Reserved, report: &Report) -> Option<JobEvent> {
+    use JobEventKind as K;
+    let (kind, name, error, took) = match report {
+        Report::Done { name, took } => (K::Succeeded, name, None, Some(*took)),
+        Report::Retried { name, took, error } => (K::Retrying, name, error.clone(), *took),
+        Report::Released { name } | Report::Interrupted { name } => (K::Released, name, None, None),
+        Report::Failed { name, reason } => (K::Failed, name, Some(reason.clone()), None),
+        Report::Discarded { name, reason } => (K::Discarded, name, Some(reason.clone()), None),
+        Report::Cancelled { name } => (K::Cancelled, name, None, None),
+        Report::Bypassed { name } => (K::Skipped, name, None, None),
+        Report::Stopped { .. } | Report::Skipped => return None,
+    };
+    let lease = &job.lease;
+    let event = JobEvent::new(kind, lease.job_id.clone(), &lease.queue, name, job.attempts);
+    Some(
+        match error {
+            Some(error) => event.error(error),
+            None => event,
+        }
+        .took(took),
+    )
+}
+
+/// Counts and logs what a settlement did, and sends its event.
 fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settled>) {
     let lease = &job.lease;
     let queue = lease.queue.as_str();
     let counters = &shared.counters;
     let applied = settled == Some(Settled::Applied);
+    if applied {
+        let events = shared.dispatcher.events();
+        if events.listening() {
+            if let Some(event) = event(job, &report) {
+                events.emit(|| event);
+            }
+        }
+    }
     match report {
         Report::Skipped => {}
         Report::Stopped { name, why } => {
@@ -995,7 +1043,7 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
             metrics::duration(queue, &name, took);
             info!(job = %name, id = %lease.job_id, duration = ?took, "job done");
         }
-        Report::Retried { name, took } => {
+        Report::Retried { name, took, .. } => {
             counters.retried.fetch_add(1, Ordering::Relaxed);
             metrics::count(Counted::Retried, queue, &name);
             if let Some(took) = took {

@@ -304,3 +304,88 @@ pub async fn engine_cancel_running_jobs(store: Store) {
         run_worker(&queue, options).await;
     }
 }
+
+/// Job events, in the process whose queue dispatches and whose worker runs the jobs: each
+/// job's dispatch, its attempts' starts and its end, in order, with the error where there
+/// is one; `Queue::on` runs its handler once per event of its kind.
+pub async fn engine_job_events(store: Store) {
+    use queue_core::JobEventKind as K;
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("events");
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = failures.clone();
+    queue
+        .on(K::Failed, move |event| {
+            seen.lock().unwrap().push(event.name.clone());
+        })
+        .unwrap();
+    let mut events = queue.events();
+    queue.listen("fine", |_: serde_json::Value, _ctx| async { Ok(()) });
+    queue.listen("flaky", |_: serde_json::Value, ctx| async move {
+        match ctx.attempt() {
+            1 => Err(JobError::msg("first attempt fails")),
+            _ => Err(JobError::fail("second attempt fails for good")),
+        }
+    });
+    queue.listen("gone", |_: serde_json::Value, _ctx| async {
+        Err(JobError::discard("nothing to do"))
+    });
+    let mut ids = Vec::new();
+    for name in ["fine", "flaky", "gone"] {
+        let id = queue
+            .dispatch_named(name, json!({}))
+            .on_queue(q.as_str())
+            .tries(2)
+            .await
+            .unwrap()
+            .into_id();
+        ids.push(id);
+    }
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(
+        (summary.processed, summary.failed, summary.discarded),
+        (1, 1, 1)
+    );
+    let mut got = Vec::new();
+    while got.len() < 11 {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+            .await
+            .expect("every event arrives")
+            .expect("the queue is alive");
+        got.push(event);
+    }
+    assert_eq!(events.lost(), 0);
+    let of = |id: &JobId| -> Vec<(K, u32, Option<String>)> {
+        got.iter()
+            .filter(|e| &e.id == id)
+            .map(|e| (e.kind, e.attempt, e.error.clone()))
+            .collect()
+    };
+    assert_eq!(
+        of(&ids[0]),
+        [
+            (K::Dispatched, 0, None),
+            (K::Started, 1, None),
+            (K::Succeeded, 1, None)
+        ]
+    );
+    assert_eq!(
+        of(&ids[1]),
+        [
+            (K::Dispatched, 0, None),
+            (K::Started, 1, None),
+            (K::Retrying, 1, Some("first attempt fails".into())),
+            (K::Started, 2, None),
+            (K::Failed, 2, Some("second attempt fails for good".into())),
+        ]
+    );
+    let gone = of(&ids[2]);
+    assert_eq!(gone.len(), 3, "{gone:?}");
+    assert_eq!(gone[2], (K::Discarded, 1, Some("nothing to do".into())));
+    assert!(got.iter().all(|e| e.queue == q));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while failures.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*failures.lock().unwrap(), ["flaky"]);
+}
