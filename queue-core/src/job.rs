@@ -120,6 +120,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
 pub trait Handle: Job {
     /// Runs the job once.
     fn handle(self, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+
+    /// The [middleware](crate::Middleware) this job runs in (Laravel's `middleware()`), the
+    /// first outermost, inside the worker's own. None by default.
+    fn middleware(&self) -> Vec<Arc<dyn crate::Middleware>> {
+        Vec::new()
+    }
 }
 
 /// What a running job knows about itself.

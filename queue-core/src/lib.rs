@@ -260,6 +260,7 @@ mod error;
 mod events;
 mod job;
 mod limit;
+mod middleware;
 mod pause;
 mod queue;
 mod redact;
@@ -272,6 +273,8 @@ mod unique;
 pub mod worker;
 mod workflow;
 
+/// The attribute for implementing [`Middleware`] (re-exported from `async-trait`).
+pub use async_trait::async_trait;
 pub use batch::{Batch, BatchId, BatchStatus, CurrentBatch, OpenBatch};
 pub use chain::{Chain, ChainId, ChainStatus};
 pub use crypto::KeyRing;
@@ -281,6 +284,7 @@ pub use error::{BoxError, Error, Message, Result};
 pub use events::{EventStream, JobEvent, JobEventKind, EVENT_CAPACITY};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
 pub use limit::{JobLimit, Limit, RateLimit};
+pub use middleware::{FailOnError, Layers, Middleware, Next, Skip};
 pub use queue::Queue;
 pub use redact::redact_url;
 pub use registry::Registry;

@@ -122,7 +122,12 @@ inventory::collect!(JobRegistration);
 
 fn run_typed<T: Handle>(data: &RawValue, ctx: JobContext) -> Started {
     let job: T = serde_json::from_str(data.get()).map_err(|e| e.to_string())?;
-    Ok(Box::pin(job.handle(ctx)))
+    let layers = job.middleware();
+    Ok(crate::middleware::wrap(
+        layers,
+        ctx.clone(),
+        Box::pin(job.handle(ctx)),
+    ))
 }
 
 fn unique_typed<T: Job>(data: &RawValue) -> Result<Option<UniqueJob>, String> {

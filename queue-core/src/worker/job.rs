@@ -629,7 +629,10 @@ async fn run(
     };
     let started = Instant::now();
     let started_at = unix_millis(SystemTime::now());
-    let ran = match (handler.run)(&envelope.data, ctx.clone()) {
+    let started_body = (handler.run)(&envelope.data, ctx.clone()).map(|body| {
+        crate::middleware::wrap(shared.options.middleware.0.clone(), ctx.clone(), body)
+    });
+    let ran = match started_body {
         Err(e) => (
             Ran::Failed(JobError::fail(format!(
                 "payload does not fit job `{name}`: {e}"

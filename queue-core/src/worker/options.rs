@@ -99,6 +99,9 @@ pub struct WorkerOptions {
     /// discarded, cancelled, skipped) always keep theirs, this long or a day when `None`.
     /// Needs a store with jobs by id; ignored on others.
     pub keep_finished: Option<Duration>,
+    /// The [middleware](crate::Middleware) every job of this worker runs in, the first
+    /// outermost (a job type's own runs inside).
+    pub middleware: crate::Layers,
 }
 
 impl Default for WorkerOptions {
@@ -125,6 +128,7 @@ impl Default for WorkerOptions {
             schedules: true,
             limits: BTreeMap::new(),
             keep_finished: None,
+            middleware: crate::Layers::default(),
         }
     }
 }
@@ -249,6 +253,12 @@ impl WorkerOptions {
     /// [`keep_finished`](Self::keep_finished).
     pub fn keep_finished(mut self, d: Duration) -> Self {
         self.keep_finished = Some(d);
+        self
+    }
+
+    /// Runs every job of this worker in `middleware`, outside those added before.
+    pub fn middleware(mut self, middleware: impl crate::Middleware) -> Self {
+        self.middleware.0.push(std::sync::Arc::new(middleware));
         self
     }
 
