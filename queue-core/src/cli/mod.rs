@@ -362,7 +362,7 @@ struct WorkArgs {
     /// ID`), as `24h` (default: not kept; other ends are always kept, this long or a day).
     #[arg(long, value_parser = positive_duration)]
     keep_finished: Option<Duration>,
-    /// Stop after this many jobs.
+    /// Stop after this many jobs (0: no limit, as `max_job = 0` in `job.toml`).
     #[arg(long)]
     max_jobs: Option<u64>,
     /// Stop after running this long, as `1h`.
@@ -912,7 +912,13 @@ fn worker_options(
     if let Some(d) = args.overlap_delay.or(config.overlap_delay()) {
         o.lock_retry = d;
     }
-    o.max_jobs = args.max_jobs.or(config.max_job.filter(|n| *n > 0));
+    // 0 means no limit, from the flag as from `job.toml` (Laravel's `--max-jobs=0`, Rakit's
+    // `max_job = 0`).
+    o.max_jobs = match args.max_jobs {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => config.max_job.filter(|n| *n > 0),
+    };
     o.max_time = args.max_time;
     o.memory_mb = args.memory;
     o.once = args.once;
@@ -1208,6 +1214,20 @@ mod tests {
         let args = work_args(&["--concurrency", "4", "--retries", "1"]).unwrap();
         let (o, _) = worker_options(&Config::default(), &args, None);
         assert_eq!((o.concurrency, o.tries), (4, 1));
+    }
+
+    #[test]
+    fn max_jobs_zero_means_no_limit_from_the_flag_as_from_job_toml() {
+        let config = Config::parse("max_job = 0\n").unwrap();
+        let (o, _) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert_eq!(o.max_jobs, None);
+        let config = Config::parse("max_job = 50\n").unwrap();
+        let (o, _) = worker_options(&config, &work_args(&["--max-jobs", "0"]).unwrap(), None);
+        assert_eq!(o.max_jobs, None, "the flag's 0 overrides job.toml's limit");
+        let (o, _) = worker_options(&config, &work_args(&[]).unwrap(), None);
+        assert_eq!(o.max_jobs, Some(50));
+        let (o, _) = worker_options(&config, &work_args(&["--max-jobs", "5"]).unwrap(), None);
+        assert_eq!(o.max_jobs, Some(5));
     }
 
     #[test]

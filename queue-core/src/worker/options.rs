@@ -164,13 +164,15 @@ impl WorkerOptions {
         self
     }
 
-    /// Sets the concurrency.
+    /// Sets how many jobs run at once. At least 1: `0` is taken as 1 (`runall work
+    /// --concurrency 0` is refused with an error instead).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
     }
 
-    /// Sets the default number of attempts.
+    /// Sets the default number of attempts, the first included. At least 1: `0` is taken
+    /// as 1 (`runall work --retries 0` is refused with an error instead).
     pub fn tries(mut self, n: u32) -> Self {
         self.tries = n.max(1);
         self
