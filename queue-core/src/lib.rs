@@ -266,6 +266,7 @@ mod queue;
 mod redact;
 pub mod registry;
 mod schedule;
+mod secret;
 mod status;
 pub mod storage;
 mod testing;
@@ -289,6 +290,7 @@ pub use queue::Queue;
 pub use redact::redact_url;
 pub use registry::Registry;
 pub use schedule::{CatchUp, Overlap, Schedule, ScheduleState, Schedules, Upserted};
+pub use secret::Secret;
 pub use status::{CancelOutcome, JobState, JobStatus, Progress, KEEP_UNSUCCESSFUL, MAX_OUTPUT};
 pub use storage::{
     Availability, Capabilities, ConnectOptions, DriverRegistration, Effect, FailedJob, JobId,

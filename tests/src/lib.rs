@@ -168,6 +168,7 @@ macro_rules! conformance {
             engine_paused_queues,
             engine_discarded_jobs,
             engine_encrypted_payloads,
+            engine_secret_fields,
             engine_attempt_budget,
             engine_max_exceptions,
             engine_job_status,
@@ -176,6 +177,8 @@ macro_rules! conformance {
             engine_cancel_running_jobs,
             engine_schedules_claim_each_tick_once,
             engine_stored_schedules,
+            engine_schedules_buffer_one,
+            engine_stored_schedules_run_now,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -270,6 +270,9 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
             return fail(job, job.name.clone(), format!("bad payload: {reason}"));
         }
     };
+    // An encrypted job is sealed whole, its secret fields with it; any other job's secret
+    // fields are sealed one by one.
+    let sealed_whole = envelope.sealed.is_some();
     if let Some(sealed) = envelope.sealed.take() {
         let keys = match shared.dispatcher.settings().keys() {
             Ok(keys) => keys,
@@ -294,6 +297,28 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
                     job,
                     envelope.name,
                     format!("undecryptable (never run, not retried): {reason}"),
+                );
+            }
+        }
+    }
+    if !sealed_whole && crate::secret::may_hold(envelope.data.get()) {
+        let keys = match shared.dispatcher.settings().keys() {
+            Ok(keys) => keys,
+            Err(e) => {
+                let what = format!(
+                    "job `{}` has secret fields and this worker has no keys ({e})",
+                    envelope.name
+                );
+                return defer_unknown(shared, job, envelope.name, what, envelope.dispatched_at);
+            }
+        };
+        match crate::secret::open(keys, &envelope.name, &envelope.data) {
+            Ok(data) => envelope.data = data,
+            Err(reason) => {
+                return fail(
+                    job,
+                    envelope.name,
+                    format!("a secret field is undecryptable (never run, not retried): {reason}"),
                 );
             }
         }

@@ -235,3 +235,115 @@ pub async fn engine_encrypted_payloads(store: Store) {
         }
     }
 }
+
+/// A job whose data holds one secret field (`queue_core::Secret`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Transfer {
+    account: u64,
+    iban: queue_core::Secret<String>,
+}
+
+/// Secret fields (`Secret<T>`): the stored job keeps its other fields readable and the
+/// secret sealed (in the queue and in the failed store); the worker's job sees the value; a
+/// sealed value moved to another job name, or a dispatch without keys, is refused; a worker
+/// without keys leaves the job for one that has them.
+pub async fn engine_secret_fields(store: Store) {
+    let q = unique("q");
+    let queue = queue_with(&store, Some(ring("k2")));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    for name in ["transfer", "fails"] {
+        let sink = seen.clone();
+        queue.listen(name, move |t: Transfer, ctx| {
+            let sink = sink.clone();
+            async move {
+                sink.lock()
+                    .unwrap()
+                    .push(format!("{} {}", t.account, t.iban.expose()));
+                match ctx.name() {
+                    "fails" => Err(queue_core::JobError::fail(format!("refused: {t:?}"))),
+                    _ => Ok(()),
+                }
+            }
+        });
+    }
+    let transfer = |account: u64, iban: &str| Transfer {
+        account,
+        iban: queue_core::Secret::new(iban.to_owned()),
+    };
+    let stored = queue
+        .dispatch_named(
+            "transfer",
+            serde_json::to_value(transfer(7, "DE44-SECRET")).unwrap(),
+        )
+        .on_queue(q.as_str())
+        .into_new_job(queue.settings())
+        .unwrap();
+    let text = String::from_utf8_lossy(&stored.payload).into_owned();
+    assert!(!text.contains("DE44-SECRET"), "{text}");
+    assert!(
+        text.contains("\"account\":7") && text.contains("\"$secret\":\"rq1:k2:"),
+        "{text}"
+    );
+
+    // Moved under another job's name, the sealed value does not open.
+    let renamed = text.replacen("\"name\":\"transfer\"", "\"name\":\"fails\"", 1);
+    assert_ne!(renamed, text, "the envelope names its job: {text}");
+    let moved = NewJob::new(q.as_str(), "fails", renamed.into_bytes());
+    store.push(vec![stored, moved]).await.unwrap();
+    queue
+        .dispatch_named(
+            "fails",
+            serde_json::to_value(transfer(8, "FR76-SECRET")).unwrap(),
+        )
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
+    let summary = run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.failed), (1, 2), "{summary:?}");
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ["7 DE44-SECRET", "8 FR76-SECRET"]);
+    let failed = failed_list(&store, 10).await;
+    let ours: Vec<_> = failed.iter().filter(|f| f.queue == q).collect();
+    assert_eq!(ours.len(), 2);
+    for f in &ours {
+        let text = String::from_utf8_lossy(&f.payload);
+        assert!(
+            !text.contains("SECRET"),
+            "the failed store holds no secret: {text}"
+        );
+        assert!(!f.error.contains("SECRET"), "nor its error: {}", f.error);
+    }
+    assert!(
+        ours.iter().any(|f| f.error.contains("undecryptable")),
+        "{ours:?}"
+    );
+
+    // Without keys: the dispatch is refused, and a worker leaves the job for one with keys.
+    let keyless = queue_with(&store, None);
+    let err = keyless
+        .dispatch_named("transfer", serde_json::to_value(transfer(9, "X")).unwrap())
+        .on_queue(q.as_str())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("secret fields"), "{err}");
+    queue
+        .dispatch_named(
+            "transfer",
+            serde_json::to_value(transfer(10, "NL91-SECRET")).unwrap(),
+        )
+        .on_queue(q.as_str())
+        .await
+        .unwrap();
+    keyless.listen("transfer", |_: serde_json::Value, _ctx| async { Ok(()) });
+    let options = test_options(&[&q]).unknown_job_window(Duration::from_millis(300));
+    let summary = run_worker(&keyless, options).await;
+    assert_eq!((summary.processed, summary.failed), (0, 1), "{summary:?}");
+    assert!(
+        failed_list(&store, 1000).await.iter().any(|f| f.queue == q
+            && f.error
+                .contains("secret fields and this worker has no keys")),
+        "the reason names the missing keys"
+    );
+    assert!(!seen.lock().unwrap().iter().any(|s| s.contains("NL91")));
+}
