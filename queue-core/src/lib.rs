@@ -298,7 +298,9 @@ pub use storage::{
     Reserved, SchemaRegistration, Settle, SettleReply, Settled, Storage, StorageExt, Unique, Until,
     WaitingJob,
 };
-pub use testing::{DispatchedBatch, DispatchedChain, DispatchedJob};
+pub use testing::{
+    DispatchedBatch, DispatchedChain, DispatchedJob, DispatchedNode, DispatchedWorkflow,
+};
 pub use unique::{OnConflict, UniqueJob};
 pub use worker::{PauseHandle, StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 pub use workflow::{Node, Workflow, WorkflowId, WorkflowStatus};

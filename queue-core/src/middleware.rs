@@ -1,38 +1,4 @@
-//! Job middleware: code that runs around a job's body (Laravel's job middleware, tower's
-//! layers), for what many jobs share: skipping, turning errors into failures, timing,
-//! tracing, tenant set-up.
-//!
-//! A middleware gets the job's context and the rest of the chain; it runs the rest with
-//! [`Next::run`], or ends the job without running it by returning instead. Add one to every
-//! job of a worker with [`WorkerOptions::middleware`](crate::WorkerOptions::middleware) (the
-//! first added runs outermost), or to one job type by overriding
-//! [`Handle::middleware`](crate::Handle::middleware) (inside the worker's).
-//!
-//! ```
-//! use std::sync::atomic::{AtomicUsize, Ordering};
-//! use std::sync::Arc;
-//! use queue_core::{JobContext, JobError, Middleware, Next};
-//!
-//! /// Counts the jobs that end in an error.
-//! struct CountErrors(Arc<AtomicUsize>);
-//!
-//! #[queue_core::async_trait]
-//! impl Middleware for CountErrors {
-//!     async fn handle(&self, ctx: &JobContext, next: Next) -> Result<(), JobError> {
-//!         let result = next.run().await;
-//!         if result.is_err() {
-//!             self.0.fetch_add(1, Ordering::Relaxed);
-//!             tracing::warn!(job = ctx.name(), "an error");
-//!         }
-//!         result
-//!     }
-//! }
-//! ```
-//!
-//! Built in, with Laravel's names where they fit: [`Skip`] (`Skip::when`, `Skip::unless`)
-//! and [`FailOnError`] (Laravel's `FailOnException`). Limits, overlap locks and a batch's
-//! cancellation are not middleware here: they are checked before the job runs
-//! (`#[job(limit = ..)]`, `.without_overlapping()`, batch members), so no attempt is spent.
+//! Job middleware: see [`Middleware`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,7 +8,42 @@ use futures::future::BoxFuture;
 
 use crate::job::{JobContext, JobError, Retry};
 
-/// Code around a job's body. See the [module docs](self).
+/// Job middleware: code that runs around a job's body (Laravel's job middleware, tower's
+/// layers), for what many jobs share: skipping, turning errors into failures, timing,
+/// tracing, tenant set-up.
+///
+/// A middleware gets the job's context and the rest of the chain; it runs the rest with
+/// [`Next::run`], or ends the job without running it by returning instead. Add one to every
+/// job of a worker with [`WorkerOptions::middleware`](crate::WorkerOptions::middleware) (the
+/// first added runs outermost), or to one job type by overriding
+/// [`Handle::middleware`](crate::Handle::middleware) (inside the worker's).
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use queue_core::{JobContext, JobError, Middleware, Next};
+///
+/// /// Counts the jobs that end in an error.
+/// struct CountErrors(Arc<AtomicUsize>);
+///
+/// #[queue_core::async_trait]
+/// impl Middleware for CountErrors {
+///     async fn handle(&self, ctx: &JobContext, next: Next) -> Result<(), JobError> {
+///         let result = next.run().await;
+///         if result.is_err() {
+///             self.0.fetch_add(1, Ordering::Relaxed);
+///             tracing::warn!(job = ctx.name(), "an error");
+///         }
+///         result
+///     }
+/// }
+/// ```
+///
+/// Built in, with Laravel's names where they fit: [`Skip`] (`Skip::when`, `Skip::unless`)
+/// and [`FailOnError`] (Laravel's `FailOnException`). Limits, overlap locks and a batch's
+/// cancellation are not middleware here: they are checked before the job runs
+/// (`#[job(limit = ..)]`, `.without_overlapping()`, batch members), so no attempt is spent.
+///
 #[async_trait]
 pub trait Middleware: Send + Sync + 'static {
     /// Runs around the rest of the chain: call `next.run().await` to run it (and the body),

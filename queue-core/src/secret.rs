@@ -1,28 +1,4 @@
-//! [`Secret`]: one field of a job kept secret, sealed in the stored job and never printed,
-//! while the rest of the job stays readable (for `runall failed show`, the dashboard,
-//! debugging).
-//!
-//! A `Secret<T>` field serializes as `{"$secret": value}`. When the job is stored, every such
-//! value is sealed with the queue's [`KeyRing`](crate::KeyRing) (XChaCha20-Poly1305 under the
-//! active key, the job's name bound as associated data, as `#[job(encrypted)]` seals a whole
-//! job) and the store holds `{"$secret": "rq1:{key id}:{ciphertext}"}`. The worker opens it
-//! before the job is decoded; its `Debug` prints `Secret([redacted])`. A unique or limit key
-//! made of a secret field is stored as an HMAC stand-in, as an encrypted job's is.
-//!
-//! ```
-//! use queue_core::Secret;
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Debug, Serialize, Deserialize)]
-//! struct Payout {
-//!     account: u64,
-//!     iban: Secret<String>,
-//! }
-//!
-//! let payout = Payout { account: 7, iban: Secret::new("DE44 5001 0517 5407 3249 31".into()) };
-//! assert_eq!(format!("{payout:?}"), "Payout { account: 7, iban: Secret([redacted]) }");
-//! assert_eq!(payout.iban.expose(), "DE44 5001 0517 5407 3249 31");
-//! ```
+//! Secret job fields: see [`Secret`].
 
 use std::fmt;
 
@@ -38,8 +14,32 @@ use crate::error::{Error, Result};
 /// The key a secret value is written under.
 pub(crate) const MARK: &str = "$secret";
 
-/// A value kept secret: sealed in the stored job, `[redacted]` in `Debug`. See the
-/// [module docs](self).
+/// One field of a job kept secret: sealed in the stored job and never printed,
+/// while the rest of the job stays readable (for `runall failed show`, the dashboard,
+/// debugging).
+///
+/// A `Secret<T>` field serializes as `{"$secret": value}`. When the job is stored, every such
+/// value is sealed with the queue's [`KeyRing`](crate::KeyRing) (XChaCha20-Poly1305 under the
+/// active key, the job's name bound as associated data, as `#[job(encrypted)]` seals a whole
+/// job) and the store holds `{"$secret": "rq1:{key id}:{ciphertext}"}`. The worker opens it
+/// before the job is decoded; its `Debug` prints `Secret([redacted])`. A unique or limit key
+/// made of a secret field is stored as an HMAC stand-in, as an encrypted job's is.
+///
+/// ```
+/// use queue_core::Secret;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Payout {
+///     account: u64,
+///     iban: Secret<String>,
+/// }
+///
+/// let payout = Payout { account: 7, iban: Secret::new("DE44 5001 0517 5407 3249 31".into()) };
+/// assert_eq!(format!("{payout:?}"), "Payout { account: 7, iban: Secret([redacted]) }");
+/// assert_eq!(payout.iban.expose(), "DE44 5001 0517 5407 3249 31");
+/// ```
+///
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secret<T>(T);
 

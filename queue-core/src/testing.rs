@@ -1,7 +1,8 @@
 //! Test doubles for an application's own tests: the recording fake behind
 //! [`Queue::fake`](crate::Queue::fake) and [`Queue::fake_except`](crate::Queue::fake_except),
 //! the inline queue behind [`Queue::inline`](crate::Queue::inline), and the views of what a
-//! fake recorded ([`DispatchedJob`], [`DispatchedChain`], [`DispatchedBatch`]).
+//! fake recorded ([`DispatchedJob`], [`DispatchedChain`], [`DispatchedBatch`],
+//! [`DispatchedWorkflow`]).
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -14,7 +15,7 @@ use serde_json::Value;
 use crate::batch::BatchId;
 use crate::chain::ChainId;
 use crate::dispatcher::{self, Dispatcher, QueueSettings};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Step};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::queue::Queue;
@@ -23,6 +24,7 @@ use crate::storage::{
     Availability, Effect, JobId, MemoryStorage, NewJob, Pushed, Storage, StorageExt,
 };
 use crate::worker::{StopReason, Worker, WorkerOptions};
+use crate::workflow::WorkflowId;
 
 /// What a dispatcher made for tests does instead of only pushing to its store.
 #[derive(Clone)]
@@ -39,6 +41,7 @@ pub(crate) struct Fake {
     pub(crate) memory: MemoryStorage,
     chains: Mutex<Vec<DispatchedChain>>,
     batches: Mutex<Vec<DispatchedBatch>>,
+    workflows: Mutex<Vec<DispatchedWorkflow>>,
     /// Job names dispatched for real, through `real`, instead of recorded.
     except: RwLock<HashSet<String>>,
     real: Option<Dispatcher>,
@@ -66,6 +69,7 @@ impl Fake {
             memory,
             chains: Mutex::default(),
             batches: Mutex::default(),
+            workflows: Mutex::default(),
             except: RwLock::default(),
             real,
         }
@@ -99,6 +103,17 @@ impl Fake {
 
     pub(crate) fn batches(&self) -> Vec<DispatchedBatch> {
         lock(&self.batches).clone()
+    }
+
+    pub(crate) fn workflows(&self) -> Vec<DispatchedWorkflow> {
+        lock(&self.workflows).clone()
+    }
+
+    /// Records the workflow `id` from the effects that store it (see
+    /// [`DispatchedWorkflow::of`]).
+    pub(crate) fn record_workflow(&self, id: &str, effects: &[Effect], settings: &QueueSettings) {
+        let workflow = DispatchedWorkflow::of(id, effects, settings);
+        lock(&self.workflows).push(workflow);
     }
 
     /// Records a chain from the effects that store it: its links first, in order, then its
@@ -457,6 +472,16 @@ impl DispatchedChain {
     pub fn names(&self) -> Vec<&str> {
         self.links.iter().map(|j| j.name.as_str()).collect()
     }
+
+    /// Whether its `catch` job is a `J`.
+    pub fn catch_is<J: Job>(&self) -> bool {
+        self.catch.as_ref().is_some_and(DispatchedJob::is::<J>)
+    }
+
+    /// Whether its `finally` job is a `J`.
+    pub fn finally_is<J: Job>(&self) -> bool {
+        self.finally.as_ref().is_some_and(DispatchedJob::is::<J>)
+    }
 }
 
 impl fmt::Display for DispatchedChain {
@@ -518,6 +543,16 @@ impl DispatchedBatch {
     pub fn then_is<J: Job>(&self) -> bool {
         self.then.as_ref().is_some_and(DispatchedJob::is::<J>)
     }
+
+    /// Whether its `catch` job is a `J`.
+    pub fn catch_is<J: Job>(&self) -> bool {
+        self.catch.as_ref().is_some_and(DispatchedJob::is::<J>)
+    }
+
+    /// Whether its `finally` job is a `J`.
+    pub fn finally_is<J: Job>(&self) -> bool {
+        self.finally.as_ref().is_some_and(DispatchedJob::is::<J>)
+    }
 }
 
 impl fmt::Display for DispatchedBatch {
@@ -538,6 +573,240 @@ impl fmt::Display for DispatchedBatch {
             f.write_str(" allowing failures")?;
         }
         Ok(())
+    }
+}
+
+/// A workflow a fake queue recorded ([`Queue::workflows`](crate::Queue::workflows)): its
+/// nodes, in the order they were added, each with its job and the edges into it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+/// use queue_core::{Queue, Workflow};
+///
+/// let queue = Queue::fake();
+/// let job = |name: &str| queue.dispatch_named(name, serde_json::json!({"order": 42}));
+/// let wf = Workflow::new();
+/// let charge = wf.add("charge", job("charge-card"));
+/// wf.add("refund", job("refund").on_queue("money")).on_failure_of(&charge);
+/// let id = wf.dispatch().await?;
+///
+/// let recorded = &queue.workflows()[0];
+/// assert_eq!(recorded.id, id);
+/// assert_eq!(recorded.names(), ["charge", "refund"]);
+/// let refund = recorded.node("refund").expect("a node named refund");
+/// assert_eq!((refund.job.name.as_str(), refund.job.queue.as_str()), ("refund", "money"));
+/// assert_eq!(refund.job.payload["order"], 42);
+/// assert_eq!(refund.on_failure_of, ["charge"]);
+/// assert!(recorded.has_edge("charge", "refund"));
+/// assert_eq!(
+///     recorded.to_string(),
+///     "{charge: `charge-card`, refund: `refund` on_failure_of charge}"
+/// );
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DispatchedWorkflow {
+    /// Its id.
+    pub id: WorkflowId,
+    /// Its nodes, in the order they were added.
+    pub nodes: Vec<DispatchedNode>,
+}
+
+/// A node of a [`DispatchedWorkflow`]: its name, its job, and the names of the nodes before
+/// it, by kind of edge, named as the [`Node`](crate::Node) methods that add them, in the
+/// order those nodes were added to the workflow.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DispatchedNode {
+    /// Its name in the workflow.
+    pub name: String,
+    /// Its job: name, queue, payload.
+    pub job: DispatchedJob,
+    /// The nodes it runs after, once they succeeded ([`Node::after`](crate::Node::after)).
+    pub after: Vec<String>,
+    /// The nodes it runs after, once they failed for good
+    /// ([`Node::on_failure_of`](crate::Node::on_failure_of)).
+    pub on_failure_of: Vec<String>,
+    /// The nodes it runs after, once they ended, whatever happened
+    /// ([`Node::on_complete_of`](crate::Node::on_complete_of)).
+    pub on_complete_of: Vec<String>,
+}
+
+/// What an edge waits for, as [`outs`] reads it from a node's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EdgeKind {
+    After,
+    OnFailureOf,
+    OnCompleteOf,
+}
+
+/// The edges out of a node, from the steps of one of its ends, in order: the node after
+/// each, and whether this end does not meet the edge. Each edge is a `Deps` step on the
+/// node after (`wf:ID:NAME`), preceded, when this end does not meet it, by a count of that
+/// node's skip mark (`skip:NAME` in the group `wf:ID`).
+fn outs(steps: &[Step], prefix: &str, group: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut unmet: Option<&str> = None;
+    for step in steps {
+        match step {
+            Step::Count { group: g, deltas } if g == group => {
+                unmet = match deltas.as_slice() {
+                    [(counter, _)] => counter.strip_prefix("skip:"),
+                    _ => None,
+                };
+            }
+            Step::Deps { key, .. } => {
+                if let Some(to) = key.strip_prefix(prefix) {
+                    out.push((to.to_owned(), unmet == Some(to)));
+                }
+                unmet = None;
+            }
+            _ => unmet = None,
+        }
+    }
+    out
+}
+
+impl DispatchedWorkflow {
+    /// Reads a workflow from the effects that store it: each node is a job pushed with the
+    /// unique key `wf:ID:NAME` (no edge into it) or held under that key, in the order the
+    /// nodes were added; the edges out of a node are in its envelope's steps, the same on
+    /// success and on failure but for the skip marks of the edges that end does not meet.
+    pub(crate) fn of(id: &str, effects: &[Effect], settings: &QueueSettings) -> Self {
+        let group = format!("wf:{id}");
+        let prefix = format!("{group}:");
+        let mut nodes: Vec<DispatchedNode> = Vec::new();
+        let mut edges: Vec<(String, String, EdgeKind)> = Vec::new();
+        for effect in effects {
+            let (key, job) = match effect {
+                Effect::Push(job) => match &job.unique {
+                    Some(unique) => (unique.key.as_str(), job),
+                    None => continue,
+                },
+                Effect::Hold(waiting) => (waiting.key.as_str(), &waiting.job),
+                _ => continue,
+            };
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if let Some(after) = Envelope::decode(&job.payload).ok().and_then(|e| e.after) {
+                let on_success = outs(&after.succeeded, &prefix, &group);
+                let on_failure = outs(&after.failed, &prefix, &group);
+                for ((to, unmet_on_success), (_, unmet_on_failure)) in
+                    on_success.into_iter().zip(on_failure)
+                {
+                    let kind = match (unmet_on_success, unmet_on_failure) {
+                        (false, true) => EdgeKind::After,
+                        (true, false) => EdgeKind::OnFailureOf,
+                        (false, false) => EdgeKind::OnCompleteOf,
+                        (true, true) => continue,
+                    };
+                    edges.push((name.to_owned(), to, kind));
+                }
+            }
+            nodes.push(DispatchedNode {
+                name: name.to_owned(),
+                job: DispatchedJob::of(job, settings),
+                after: Vec::new(),
+                on_failure_of: Vec::new(),
+                on_complete_of: Vec::new(),
+            });
+        }
+        for (from, to, kind) in edges {
+            if let Some(node) = nodes.iter_mut().find(|n| n.name == to) {
+                match kind {
+                    EdgeKind::After => node.after.push(from),
+                    EdgeKind::OnFailureOf => node.on_failure_of.push(from),
+                    EdgeKind::OnCompleteOf => node.on_complete_of.push(from),
+                }
+            }
+        }
+        DispatchedWorkflow {
+            id: WorkflowId(id.to_owned()),
+            nodes,
+        }
+    }
+
+    /// How many nodes it has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether it has no node (a dispatched workflow always has one).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The names of its nodes, in the order they were added.
+    pub fn names(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    /// Its node named `name`, if it has one.
+    pub fn node(&self, name: &str) -> Option<&DispatchedNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Whether it has an edge, of any kind, from the node `from` to the node `to` (`to`
+    /// waits for `from`). Read [`node(to)`](Self::node)'s fields for the kind.
+    pub fn has_edge(&self, from: &str, to: &str) -> bool {
+        self.node(to).is_some_and(|node| node.waits_for(from))
+    }
+
+    /// How many of its nodes are jobs of type `J`.
+    pub fn count<J: Job>(&self) -> usize {
+        self.nodes.iter().filter(|n| n.job.is::<J>()).count()
+    }
+}
+
+impl DispatchedNode {
+    /// Whether its job is a `J`.
+    pub fn is<J: Job>(&self) -> bool {
+        self.job.is::<J>()
+    }
+
+    /// Whether it has no edge into it: it was pushed at dispatch.
+    pub fn is_root(&self) -> bool {
+        self.after.is_empty() && self.on_failure_of.is_empty() && self.on_complete_of.is_empty()
+    }
+
+    /// Whether it waits for the node `before`, by an edge of any kind.
+    pub fn waits_for(&self, before: &str) -> bool {
+        [&self.after, &self.on_failure_of, &self.on_complete_of]
+            .into_iter()
+            .any(|names| names.iter().any(|n| n == before))
+    }
+}
+
+impl fmt::Display for DispatchedNode {
+    // "ship: `ship-order` after charge+email"
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}`", self.name, self.job.name)?;
+        for (what, before) in [
+            ("after", &self.after),
+            ("on_failure_of", &self.on_failure_of),
+            ("on_complete_of", &self.on_complete_of),
+        ] {
+            if !before.is_empty() {
+                write!(f, " {what} {}", before.join("+"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for DispatchedWorkflow {
+    // "{charge: `charge-card`, refund: `refund` on_failure_of charge}"
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{node}")?;
+        }
+        f.write_str("}")
     }
 }
 
@@ -697,6 +966,17 @@ impl Queue {
     #[track_caller]
     pub fn batches(&self) -> Vec<DispatchedBatch> {
         self.recorded().batches()
+    }
+
+    /// The workflows dispatched through this fake queue, in order: each node with its job
+    /// and the edges into it (see [`DispatchedWorkflow`]).
+    ///
+    /// # Panics
+    ///
+    /// If the queue was not made with [`Queue::fake`].
+    #[track_caller]
+    pub fn workflows(&self) -> Vec<DispatchedWorkflow> {
+        self.recorded().workflows()
     }
 
     /// Asserts that a job of type `J` was dispatched (Laravel's `assertPushed`).
@@ -863,7 +1143,7 @@ impl Queue {
         }
     }
 
-    /// Asserts that nothing was dispatched: no job, chain or batch (Laravel's
+    /// Asserts that nothing was dispatched: no job, chain, batch or workflow (Laravel's
     /// `assertNothingPushed`).
     ///
     /// # Panics
@@ -872,8 +1152,8 @@ impl Queue {
     #[track_caller]
     pub fn assert_nothing_dispatched(&self) {
         let jobs = self.dispatched_jobs();
-        let (chains, batches) = (self.chains(), self.batches());
-        if jobs.is_empty() && chains.is_empty() && batches.is_empty() {
+        let (chains, batches, workflows) = (self.chains(), self.batches(), self.workflows());
+        if jobs.is_empty() && chains.is_empty() && batches.is_empty() && workflows.is_empty() {
             return;
         }
         let mut message = format!(
@@ -888,6 +1168,10 @@ impl Queue {
         if !batches.is_empty() {
             let batches: Vec<String> = batches.iter().map(ToString::to_string).collect();
             message.push_str(&format!(", and batches of {}", batches.join("; ")));
+        }
+        if !workflows.is_empty() {
+            let workflows: Vec<String> = workflows.iter().map(ToString::to_string).collect();
+            message.push_str(&format!(", and workflows {}", workflows.join("; ")));
         }
         panic!("{message}");
     }
@@ -940,6 +1224,64 @@ impl Queue {
         );
     }
 
+    /// Asserts that a chain for which `matches` is true was dispatched: its links, its
+    /// `catch` and `finally` jobs, their payloads (Laravel's `Bus::assertChained` with a
+    /// closure).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::{Chain, Job, Queue};
+    /// # use queue_core::{Handle, JobContext, JobError};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Job)]
+    /// # struct Download { url: String }
+    /// # impl Handle for Download {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    /// # #[derive(Serialize, Deserialize, Job)]
+    /// # struct NotifyFailure { to: String }
+    /// # impl Handle for NotifyFailure {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    ///
+    /// let queue = Queue::fake();
+    /// Chain::new()
+    ///     .then(Download { url: "https://e.x/a.mp4".into() })
+    ///     .then(queue.dispatch_named("transcode", serde_json::json!({})))
+    ///     .catch(NotifyFailure { to: "ops@e.x".into() })
+    ///     .finally(queue.dispatch_named("clean-up", serde_json::json!({})))
+    ///     .dispatch()
+    ///     .await?;
+    /// queue.assert_chained_with(|chain| {
+    ///     chain.names() == [Download::NAME, "transcode"]
+    ///         && chain.catch_is::<NotifyFailure>()
+    ///         && chain.finally.as_ref().is_some_and(|job| job.name == "clean-up")
+    /// });
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If none was, listing the chains that were, with their `catch` and `finally` jobs; or
+    /// if the queue is not a fake.
+    #[track_caller]
+    pub fn assert_chained_with(&self, matches: impl Fn(&DispatchedChain) -> bool) {
+        let chains = self.chains();
+        if chains.iter().any(matches) {
+            return;
+        }
+        if chains.is_empty() {
+            panic!("expected a chain matching the predicate to be dispatched, but no chain was");
+        }
+        let list: Vec<String> = chains.iter().map(ToString::to_string).collect();
+        panic!(
+            "expected a chain matching the predicate to be dispatched, but none of the {} \
+             dispatched matched: {}",
+            chains.len(),
+            list.join("; ")
+        );
+    }
+
     /// Asserts that a batch for which `matches` is true was dispatched (Laravel's
     /// `Bus::assertBatched`).
     ///
@@ -967,9 +1309,44 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     ///
+    /// The batch's `then`, `catch` and `finally` jobs are in the view: typed ones are checked
+    /// with [`then_is`](DispatchedBatch::then_is), [`catch_is`](DispatchedBatch::catch_is)
+    /// and [`finally_is`](DispatchedBatch::finally_is), and decoded with
+    /// [`DispatchedJob::decode`]:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// # use queue_core::{Batch, DispatchedJob, Handle, Job, JobContext, JobError, Queue};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Job)]
+    /// # struct ImportRow { row: u32 }
+    /// # impl Handle for ImportRow {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    /// #[derive(Serialize, Deserialize, Job)]
+    /// struct ImportDone { file: String }
+    /// # impl Handle for ImportDone {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    /// let queue = Queue::fake();
+    /// Batch::new()
+    ///     .add(ImportRow { row: 1 })
+    ///     .then(ImportDone { file: "a.csv".into() })
+    ///     .dispatch()
+    ///     .await?;
+    /// queue.assert_batched(|batch| {
+    ///     batch.then_is::<ImportDone>()
+    ///         && batch.then.as_ref().and_then(DispatchedJob::decode::<ImportDone>)
+    ///             .is_some_and(|done| done.file == "a.csv")
+    ///         && batch.catch.is_none()
+    /// });
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Panics
     ///
-    /// If none was, describing the batches that were; or if the queue is not a fake.
+    /// If none was, describing the batches that were, with their callbacks; or if the queue
+    /// is not a fake.
     #[track_caller]
     pub fn assert_batched(&self, matches: impl Fn(&DispatchedBatch) -> bool) {
         let batches = self.batches();
@@ -1002,6 +1379,90 @@ impl Queue {
                 "expected no batch to be dispatched, but {} {}: {}",
                 batches.len(),
                 if batches.len() == 1 { "was" } else { "were" },
+                list.join("; ")
+            );
+        }
+    }
+
+    /// Asserts that a workflow for which `matches` is true was dispatched: read its nodes
+    /// with [`node`](DispatchedWorkflow::node) and its edges with
+    /// [`has_edge`](DispatchedWorkflow::has_edge) or the node's fields.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::{Job, Queue, Workflow};
+    /// # use queue_core::{Handle, JobContext, JobError};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, Job)]
+    /// # struct Charge { order: u64 }
+    /// # impl Handle for Charge {
+    /// #     async fn handle(self, _ctx: JobContext) -> Result<(), JobError> { Ok(()) }
+    /// # }
+    ///
+    /// let queue = Queue::fake();
+    /// let job = |name: &str| queue.dispatch_named(name, serde_json::json!({"order": 7}));
+    /// let wf = Workflow::new();
+    /// let reserve = wf.add("reserve", job("reserve-stock"));
+    /// let charge = wf.add("charge", Charge { order: 7 }).after(&reserve);
+    /// let email = wf.add("email", job("send-receipt")).after(&reserve);
+    /// wf.add("ship", job("ship")).after_all([&charge, &email]);
+    /// wf.add("refund", job("refund")).on_failure_of(&charge);
+    /// wf.add("audit", job("audit")).on_complete_of_all([&charge, &email]);
+    /// wf.dispatch().await?;
+    ///
+    /// queue.assert_workflow_dispatched(|wf| {
+    ///     wf.node("charge").is_some_and(|n| n.is::<Charge>() && n.after == ["reserve"])
+    ///         && wf.node("ship").is_some_and(|n| n.after == ["charge", "email"])
+    ///         && wf.node("refund").is_some_and(|n| n.on_failure_of == ["charge"])
+    ///         && wf.has_edge("email", "audit")
+    /// });
+    /// // Only `reserve` went to a queue: the other nodes wait for the nodes before them.
+    /// assert_eq!(queue.dispatched_named("reserve-stock").len(), 1);
+    /// queue.assert_not_dispatched::<Charge>();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If none was, describing the workflows that were (each node with its job and the edges
+    /// into it); or if the queue is not a fake.
+    #[track_caller]
+    pub fn assert_workflow_dispatched(&self, matches: impl Fn(&DispatchedWorkflow) -> bool) {
+        let workflows = self.workflows();
+        if workflows.iter().any(matches) {
+            return;
+        }
+        if workflows.is_empty() {
+            panic!(
+                "expected a workflow matching the predicate to be dispatched, but no workflow \
+                 was; dispatched: {}",
+                summary(&self.dispatched_jobs())
+            );
+        }
+        let list: Vec<String> = workflows.iter().map(ToString::to_string).collect();
+        panic!(
+            "expected a workflow matching the predicate to be dispatched, but none of the {} \
+             dispatched matched: {}",
+            workflows.len(),
+            list.join("; ")
+        );
+    }
+
+    /// Asserts that no workflow was dispatched (as
+    /// [`assert_nothing_batched`](Self::assert_nothing_batched) is for batches).
+    ///
+    /// # Panics
+    ///
+    /// If one was, describing it; or if the queue is not a fake.
+    #[track_caller]
+    pub fn assert_no_workflow_dispatched(&self) {
+        let workflows = self.workflows();
+        if !workflows.is_empty() {
+            let list: Vec<String> = workflows.iter().map(ToString::to_string).collect();
+            panic!(
+                "expected no workflow to be dispatched, but {} {}: {}",
+                workflows.len(),
+                if workflows.len() == 1 { "was" } else { "were" },
                 list.join("; ")
             );
         }

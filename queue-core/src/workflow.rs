@@ -243,7 +243,13 @@ impl Workflow {
         dispatcher.needs_groups("workflows (they need waiting jobs)")?;
         let id = new_token();
         let effects = effects(&id, nodes, &dispatcher)?;
+        let recorded = dispatcher
+            .fake()
+            .map(|fake| (fake.clone(), effects.clone()));
         dispatcher.apply(effects).await?;
+        if let Some((fake, effects)) = recorded {
+            fake.record_workflow(&id, &effects, dispatcher.settings());
+        }
         Ok(WorkflowId(id))
     }
 

@@ -19,7 +19,10 @@ struct Note(&'static str, Log);
 #[async_trait]
 impl Middleware for Note {
     async fn handle(&self, ctx: &JobContext, next: Next) -> Result<(), JobError> {
-        self.1.lock().unwrap().push(format!("{} before {}", self.0, ctx.name()));
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("{} before {}", self.0, ctx.name()));
         let result = next.run().await;
         self.1
             .lock()
@@ -127,7 +130,10 @@ async fn skip_ends_the_job_unrun_as_discarded() {
         .run()
         .await
         .unwrap();
-    assert_eq!((summary.processed, summary.discarded, summary.failed), (2, 1, 0));
+    assert_eq!(
+        (summary.processed, summary.discarded, summary.failed),
+        (2, 1, 0)
+    );
     assert_eq!(*ran.lock().unwrap(), ["1", "3"]);
 
     queue
@@ -152,7 +158,9 @@ async fn fail_on_error_fails_at_once_and_leaves_other_errors_to_retries() {
     queue.listen("flaky", move |kind: String, ctx| {
         let sink = sink.clone();
         async move {
-            sink.lock().unwrap().push(format!("{kind} {}", ctx.attempt()));
+            sink.lock()
+                .unwrap()
+                .push(format!("{kind} {}", ctx.attempt()));
             match kind.as_str() {
                 "permanent" => Err(JobError::msg("permanent: the account is closed")),
                 "discard" => Err(JobError::discard("permanent but discarded")),
@@ -173,12 +181,21 @@ async fn fail_on_error_fails_at_once_and_leaves_other_errors_to_retries() {
         .run()
         .await
         .unwrap();
-    assert_eq!((summary.failed, summary.discarded, summary.retried), (2, 1, 2));
+    assert_eq!(
+        (summary.failed, summary.discarded, summary.retried),
+        (2, 1, 2)
+    );
     let mut seen = attempts.lock().unwrap().clone();
     seen.sort();
     assert_eq!(
         seen,
-        ["discard 1", "permanent 1", "transient 1", "transient 2", "transient 3"]
+        [
+            "discard 1",
+            "permanent 1",
+            "transient 1",
+            "transient 2",
+            "transient 3"
+        ]
     );
     let failed = queue
         .storage()

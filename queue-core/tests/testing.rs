@@ -313,6 +313,326 @@ async fn an_open_batch_is_recorded_as_it_grows() {
 }
 
 #[tokio::test]
+async fn assert_chained_with_checks_catch_and_finally() {
+    let queue = Queue::fake();
+    let message = panic_message(|| queue.assert_chained_with(|c| c.catch.is_some()));
+    assert_eq!(
+        message,
+        "expected a chain matching the predicate to be dispatched, but no chain was"
+    );
+    Chain::new()
+        .then(ImportRow { row: 1 })
+        .then(queue.dispatch_named("report", serde_json::json!({})))
+        .catch(email("ops@b.c"))
+        .finally(queue.dispatch_named("clean-up", serde_json::json!({"dir": "/tmp"})))
+        .dispatch()
+        .await
+        .unwrap();
+    queue.assert_chained_with(|c| {
+        c.names() == [ImportRow::NAME, "report"]
+            && c.catch_is::<SendEmail>()
+            && c.catch
+                .as_ref()
+                .and_then(|j| j.decode::<SendEmail>())
+                .is_some_and(|e| e.to == "ops@b.c")
+            && c.finally
+                .as_ref()
+                .is_some_and(|j| j.name == "clean-up" && j.payload["dir"] == "/tmp")
+    });
+    let chain = &queue.chains()[0];
+    assert!(chain.catch_is::<SendEmail>() && !chain.catch_is::<ImportRow>());
+    assert!(!chain.finally_is::<SendEmail>());
+    let message = panic_message(|| queue.assert_chained_with(|c| c.finally_is::<SendEmail>()));
+    assert_eq!(
+        message,
+        "expected a chain matching the predicate to be dispatched, but none of the 1 \
+         dispatched matched: [import-row, report] catch `send-email` finally `clean-up`"
+    );
+}
+
+#[tokio::test]
+#[should_panic(
+    expected = "expected a chain matching the predicate to be dispatched, but none of the 1 \
+                dispatched matched: [import-row] finally `clean-up`"
+)]
+async fn assert_chained_with_fails_listing_the_chains_and_their_callbacks() {
+    let queue = Queue::fake();
+    Chain::new()
+        .then(ImportRow { row: 1 })
+        .finally(queue.dispatch_named("clean-up", serde_json::json!({})))
+        .dispatch()
+        .await
+        .unwrap();
+    queue.assert_chained_with(|c| c.catch_is::<SendEmail>());
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Job)]
+struct ImportDone {
+    file: String,
+}
+
+impl Handle for ImportDone {
+    async fn handle(self, _ctx: JobContext) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn assert_batched_checks_then_catch_and_finally() {
+    let queue = Queue::fake();
+    Batch::new()
+        .add_many((1..=2).map(|row| ImportRow { row }))
+        .then(ImportDone {
+            file: "a.csv".into(),
+        })
+        .finally(email("ops@b.c"))
+        .dispatch()
+        .await
+        .unwrap();
+    queue.assert_batched(|b| {
+        b.then_is::<ImportDone>()
+            && b.then
+                .as_ref()
+                .and_then(|j| j.decode::<ImportDone>())
+                .is_some_and(|done| done.file == "a.csv")
+            && b.catch.is_none()
+            && !b.catch_is::<ImportDone>()
+            && b.finally_is::<SendEmail>()
+    });
+    let message = panic_message(|| queue.assert_batched(|b| b.catch_is::<SendEmail>()));
+    assert_eq!(
+        message,
+        "expected a batch matching the predicate to be dispatched, but none of the 1 \
+         dispatched matched: 2 members (`import-row` ×2) then `import-done` finally `send-email`"
+    );
+}
+
+#[tokio::test]
+#[should_panic(
+    expected = "expected a batch matching the predicate to be dispatched, but none of the 1 \
+                dispatched matched: 1 members (`import-row`) then `import-done`"
+)]
+async fn assert_batched_fails_listing_the_batches_and_their_callbacks() {
+    let queue = Queue::fake();
+    Batch::new()
+        .add(ImportRow { row: 1 })
+        .then(ImportDone {
+            file: "a.csv".into(),
+        })
+        .dispatch()
+        .await
+        .unwrap();
+    queue.assert_batched(|b| b.then_is::<SendEmail>());
+}
+
+/// The workflow of the README's example, with a node that has edges of every kind.
+async fn dispatch_order_workflow(queue: &Queue) -> queue_core::WorkflowId {
+    let named =
+        |name: &str, cents: u32| queue.dispatch_named(name, serde_json::json!({ "cents": cents }));
+    let wf = Workflow::new();
+    let reserve = wf.add("reserve", ImportRow { row: 1 });
+    let charge = wf
+        .add("charge", named("charge-card", 500).on_queue("money"))
+        .after(&reserve);
+    let mail = wf.add("email", email("a@b.c")).after(&reserve);
+    wf.add("ship", named("ship", 0)).after_all([&charge, &mail]);
+    wf.add("refund", named("refund", 500))
+        .on_failure_of(&charge);
+    wf.add("audit", named("audit", 0))
+        .after(&reserve)
+        .on_failure_of(&charge)
+        .on_complete_of(&mail);
+    wf.dispatch().await.unwrap()
+}
+
+const ORDER_WORKFLOW: &str = "{reserve: `import-row`, charge: `charge-card` after reserve, \
+     email: `send-email` after reserve, ship: `ship` after charge+email, refund: `refund` \
+     on_failure_of charge, audit: `audit` after reserve on_failure_of charge on_complete_of \
+     email}";
+
+#[tokio::test]
+async fn a_fake_records_a_workflow_with_its_nodes_and_edges() {
+    let queue = Queue::fake();
+    let id = dispatch_order_workflow(&queue).await;
+    let workflows = queue.workflows();
+    assert_eq!(workflows.len(), 1);
+    let wf = &workflows[0];
+    assert_eq!(wf.id, id);
+    assert_eq!(
+        wf.names(),
+        ["reserve", "charge", "email", "ship", "refund", "audit"]
+    );
+    assert_eq!(
+        (wf.len(), wf.count::<ImportRow>(), wf.count::<SendEmail>()),
+        (6, 1, 1)
+    );
+    assert_eq!(wf.to_string(), ORDER_WORKFLOW);
+
+    let reserve = wf.node("reserve").unwrap();
+    assert!(reserve.is_root() && reserve.is::<ImportRow>());
+    assert_eq!(
+        reserve.job.decode::<ImportRow>(),
+        Some(ImportRow { row: 1 })
+    );
+    let charge = wf.node("charge").unwrap();
+    assert_eq!(
+        (charge.job.name.as_str(), charge.job.queue.as_str()),
+        ("charge-card", "money")
+    );
+    assert_eq!(charge.job.payload, serde_json::json!({"cents": 500}));
+    assert_eq!(charge.after, ["reserve"]);
+    assert!(charge.on_failure_of.is_empty() && charge.on_complete_of.is_empty());
+    let email_node = wf.node("email").unwrap();
+    assert_eq!(email_node.job.queue, "mail", "the job type's queue");
+    assert_eq!(email_node.job.decode::<SendEmail>(), Some(email("a@b.c")));
+    assert_eq!(wf.node("ship").unwrap().after, ["charge", "email"]);
+    assert_eq!(wf.node("refund").unwrap().on_failure_of, ["charge"]);
+    let audit = wf.node("audit").unwrap();
+    assert_eq!(
+        (
+            &audit.after[..],
+            &audit.on_failure_of[..],
+            &audit.on_complete_of[..]
+        ),
+        (
+            &["reserve".to_owned()][..],
+            &["charge".to_owned()][..],
+            &["email".to_owned()][..]
+        )
+    );
+    assert!(audit.waits_for("email") && !audit.waits_for("ship") && !audit.is_root());
+    assert!(wf.node("nope").is_none());
+
+    assert!(wf.has_edge("reserve", "charge"));
+    assert!(wf.has_edge("charge", "refund"));
+    assert!(wf.has_edge("email", "audit"));
+    assert!(!wf.has_edge("charge", "reserve"), "edges have a direction");
+    assert!(!wf.has_edge("email", "refund"));
+    assert!(!wf.has_edge("reserve", "nope"));
+
+    // Only the node with no edge into it went to a queue.
+    queue.assert_dispatched_times::<ImportRow>(1);
+    queue.assert_not_dispatched::<SendEmail>();
+    assert!(queue.dispatched_named("charge-card").is_empty());
+    assert!(queue.chains().is_empty() && queue.batches().is_empty());
+}
+
+#[tokio::test]
+async fn assert_workflow_dispatched_passes_and_fails() {
+    let queue = Queue::fake();
+    queue.assert_no_workflow_dispatched();
+    let message = panic_message(|| queue.assert_workflow_dispatched(|_| true));
+    assert_eq!(
+        message,
+        "expected a workflow matching the predicate to be dispatched, but no workflow was; \
+         dispatched: nothing"
+    );
+    dispatch_order_workflow(&queue).await;
+    queue.assert_workflow_dispatched(|wf| {
+        wf.node("charge")
+            .is_some_and(|n| n.job.name == "charge-card" && n.after == ["reserve"])
+            && wf
+                .node("refund")
+                .is_some_and(|n| n.on_failure_of == ["charge"])
+            && wf.has_edge("email", "ship")
+    });
+    let message =
+        panic_message(|| queue.assert_workflow_dispatched(|wf| wf.has_edge("ship", "audit")));
+    assert_eq!(
+        message,
+        format!(
+            "expected a workflow matching the predicate to be dispatched, but none of the 1 \
+             dispatched matched: {ORDER_WORKFLOW}"
+        )
+    );
+    let message = panic_message(|| queue.assert_no_workflow_dispatched());
+    assert_eq!(
+        message,
+        format!("expected no workflow to be dispatched, but 1 was: {ORDER_WORKFLOW}")
+    );
+    let message = panic_message(|| queue.assert_nothing_dispatched());
+    assert_eq!(
+        message,
+        format!(
+            "expected nothing to be dispatched, but 1 job: `import-row` on `default` was \
+             dispatched, and workflows {ORDER_WORKFLOW}"
+        )
+    );
+}
+
+#[tokio::test]
+#[should_panic(
+    expected = "expected a workflow matching the predicate to be dispatched, but none of the 2 \
+                dispatched matched: {charge: `charge-card`, refund: `refund` on_failure_of \
+                charge}; {a: `send-email`, b: `import-row` on_complete_of a}"
+)]
+async fn assert_workflow_dispatched_fails_listing_the_workflows() {
+    let queue = Queue::fake();
+    let wf = Workflow::new();
+    let charge = wf.add(
+        "charge",
+        queue.dispatch_named("charge-card", serde_json::json!({})),
+    );
+    wf.add(
+        "refund",
+        queue.dispatch_named("refund", serde_json::json!({})),
+    )
+    .on_failure_of(&charge);
+    wf.dispatch().await.unwrap();
+    let wf = Workflow::new();
+    let a = wf.add("a", email("a@b.c"));
+    wf.add("b", ImportRow { row: 2 }).on_complete_of(&a);
+    wf.dispatch().await.unwrap();
+    // `refund` runs on charge's failure, not after its success.
+    queue.assert_workflow_dispatched(|wf| {
+        wf.node("refund")
+            .is_some_and(|n| n.after.contains(&"charge".to_owned()))
+    });
+}
+
+#[tokio::test]
+#[should_panic(
+    expected = "expected a workflow matching the predicate to be dispatched, but no workflow \
+                was; dispatched: 1 job: `send-email` on `mail`"
+)]
+async fn assert_workflow_dispatched_fails_when_none_was() {
+    let queue = Queue::fake();
+    email("a@b.c").dispatch().await.unwrap();
+    queue.assert_workflow_dispatched(|_| true);
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected no workflow to be dispatched, but 1 was: {only: `import-row`}")]
+async fn assert_no_workflow_dispatched_fails_listing_it() {
+    let queue = Queue::fake();
+    let wf = Workflow::new();
+    wf.add("only", ImportRow { row: 3 });
+    wf.dispatch().await.unwrap();
+    queue.assert_no_workflow_dispatched();
+}
+
+#[tokio::test]
+async fn fake_except_records_a_workflow_whole() {
+    let real = Queue::connect("memory://").await.unwrap();
+    let queue = Queue::fake_except::<ImportRow>(&real);
+    let wf = Workflow::new();
+    let first = wf.add("first", ImportRow { row: 1 });
+    wf.add("then", email("a@b.c")).after(&first);
+    wf.dispatch().await.unwrap();
+    queue.assert_workflow_dispatched(|wf| {
+        wf.has_edge("first", "then") && wf.count::<ImportRow>() == 1
+    });
+    let size = real
+        .storage()
+        .inspect()
+        .unwrap()
+        .size("default")
+        .await
+        .unwrap();
+    assert_eq!(size.total(), 0, "nothing of it went to the real queue");
+}
+
+#[tokio::test]
 async fn assertions_on_a_queue_that_is_no_fake_say_so() {
     let queue = Queue::connect("memory://").await.unwrap();
     let message = panic_message(|| queue.assert_nothing_dispatched());
@@ -480,6 +800,87 @@ async fn inline_runs_chains_batches_and_workflows_to_their_end() {
     wf.add("refund", job("refund")).on_failure_of(&charge);
     assert!(wf.dispatch().await.is_err(), "a node failed");
     assert_eq!(take(), ["bad", "refund"]);
+}
+
+#[tokio::test]
+async fn inline_runs_a_diamond_workflow_with_a_failing_node_to_its_end() {
+    let queue = Queue::inline();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    for name in ["reserve", "charge", "email", "ship", "refund", "audit"] {
+        let ran = ran.clone();
+        queue.listen(name, move |_: serde_json::Value, ctx: JobContext| {
+            let ran = ran.clone();
+            async move {
+                ran.lock().unwrap().push(ctx.name().to_owned());
+                if ctx.name() == "charge" {
+                    return Err(JobError::msg("card declined"));
+                }
+                Ok(())
+            }
+        });
+    }
+    let job = |name: &str| queue.dispatch_named(name, serde_json::json!({"order": 1}));
+    // A diamond: reserve → (charge, email) → ship; refund compensates charge; audit runs
+    // once charge and email ended, whatever happened.
+    let wf = Workflow::new();
+    let reserve = wf.add("reserve", job("reserve"));
+    let charge = wf.add("charge", job("charge")).after(&reserve);
+    let mail = wf.add("email", job("email")).after(&reserve);
+    wf.add("ship", job("ship")).after_all([&charge, &mail]);
+    wf.add("refund", job("refund")).on_failure_of(&charge);
+    wf.add("audit", job("audit"))
+        .on_complete_of_all([&charge, &mail]);
+    let result = wf.dispatch().await;
+    assert!(
+        matches!(&result, Err(Error::JobFailed { name, reason, .. })
+            if name == "charge" && reason.contains("card declined")),
+        "{result:?}"
+    );
+
+    let ran = std::mem::take(&mut *ran.lock().unwrap());
+    assert_eq!(ran.len(), 5, "every node but ship ran once: {ran:?}");
+    let at = |name: &str| ran.iter().position(|n| n == name);
+    assert_eq!(at("reserve"), Some(0), "{ran:?}");
+    assert_eq!(at("ship"), None, "ship needed charge to succeed: {ran:?}");
+    for (before, after) in [
+        ("charge", "refund"),
+        ("charge", "audit"),
+        ("email", "audit"),
+    ] {
+        assert!(at(before) < at(after), "{before} before {after}: {ran:?}");
+    }
+
+    // The workflow ended: its id is the one group `wf:ID` in the store.
+    let groups = queue.storage().groups().unwrap();
+    let page = groups
+        .list("wf:", queue_core::storage::PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "{:?}", page.items);
+    let id = queue_core::WorkflowId(page.items[0].trim_start_matches("wf:").to_owned());
+    let status = Workflow::status(&queue, &id).await.unwrap();
+    assert!(status.is_finished(), "{status:?}");
+    assert_eq!(
+        (
+            status.nodes,
+            status.succeeded,
+            status.failed,
+            status.skipped
+        ),
+        (6, 4, 1, 1)
+    );
+    assert_eq!(
+        groups.waiting(&format!("wf:{}:ship", id.0)).await.unwrap(),
+        None
+    );
+    let size = queue
+        .storage()
+        .inspect()
+        .unwrap()
+        .size("default")
+        .await
+        .unwrap();
+    assert_eq!(size.total(), 0, "nothing left queued");
 }
 
 static OUTER_SAW: AtomicU32 = AtomicU32::new(0);
