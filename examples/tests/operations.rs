@@ -1126,6 +1126,49 @@ overlap = "allow"
     );
 }
 
+/// `runall schedule run-now` and `show` for a stored schedule (`Schedules::upsert`) with
+/// `overlap = buffer_one`: a run, one buffered behind it, then nothing.
+#[test]
+fn stored_schedules_run_now_from_the_command_line() {
+    use queue_core::{Overlap, Queue, Schedule, Schedules};
+    let store = Store::sqlite();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let queue = Queue::connect(&store.url).await.unwrap();
+        let schedule = Schedule::every(Duration::from_secs(3600))
+            .overlap(Overlap::BufferOne)
+            .dispatch(
+                queue
+                    .dispatch_named("send-notification", serde_json::json!({ "to": "m@e.x" }))
+                    .on_queue("sched"),
+            );
+        Schedules::upsert_via(&queue, "monitor:7", schedule)
+            .await
+            .unwrap();
+    });
+    let run_now = || {
+        let out = run(store.runall("").args(["schedule", "run-now", "monitor:7"]));
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let said = run_now();
+    assert!(said.contains("schedule monitor:7: one run pushed"), "{said}");
+    let said = run_now();
+    assert!(said.contains("one run buffered"), "{said}");
+    let said = run_now();
+    assert!(said.contains("not pushed"), "{said}");
+    let out = run(store.runall("").args(["schedule", "show", "monitor:7"]));
+    let shown = text(&out);
+    assert!(
+        shown.contains("monitor:7  every 1h (stored)") && shown.contains("(one run buffered)"),
+        "{shown}"
+    );
+    let out = run(store.runall("").args(["size", "sched"]));
+    assert!(text(&out).contains('1'), "one queued, one held: {}", text(&out));
+    let out = run(store.runall("").args(["schedule", "run-now", "nope"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
 /// Seed 003's monitors (`examples/src/bin/monitors.rs`): 100 stored schedules every 2 s,
 /// run by a `runall work` process; the queue never holds more than one check per monitor;
 /// the same upsert again changes nothing; removed monitors leave the listing.

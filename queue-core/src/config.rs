@@ -50,7 +50,8 @@
 //! job = "generate-report"         # a job type or a listener
 //! payload = { month = "last" }    # its payload ({} by default)
 //! queue = "low"                   # default: the job type's queue
-//! overlap = "skip"                # or "allow": run while the previous run is not done
+//! overlap = "skip"                # or "allow": run while the previous run is not done;
+//!                                 # or "buffer_one": one run kept pending until then
 //! catch_up = "latest"             # or "all:24": a run for each missed tick, at most 24
 //! jitter = "5s"                   # a random delay of each run, up to this
 //! until = "2027-01-31T00:00:00Z"  # no tick after this time
@@ -154,7 +155,8 @@ pub struct ScheduleConfig {
     pub payload: Option<toml::Value>,
     /// The queue (the job type's own by default, else `default`).
     pub queue: Option<String>,
-    /// `skip` (default: no tick runs while the previous run is queued or running) or `allow`.
+    /// `skip` (default: no tick runs while the previous run is queued or running), `allow`
+    /// or `buffer_one` (one run kept pending until the previous one ends).
     pub overlap: Option<String>,
     /// `latest` (default: one run for the ticks missed while no worker ran) or `all:N` (a run
     /// for each, at most N).
@@ -507,6 +509,20 @@ mod tests {
         let schedule = c.schedule.unwrap()[0].to_schedule().unwrap();
         assert_eq!(schedule.id_str(), "j");
         assert_eq!(schedule.describe(), "every 10s");
+        assert_eq!(schedule.overlap_policy(), crate::Overlap::Allow);
+        for (text, overlap) in [
+            ("skip", crate::Overlap::Skip),
+            ("allow", crate::Overlap::Allow),
+            ("buffer_one", crate::Overlap::BufferOne),
+        ] {
+            let c = Config::parse(&format!(
+                "[[schedule]]\nevery = \"10s\"\njob = \"j\"\noverlap = \"{text}\"\n"
+            ))
+            .unwrap();
+            let schedule = c.schedule.unwrap()[0].to_schedule().unwrap();
+            assert_eq!(schedule.overlap_policy(), overlap);
+            assert_eq!(overlap.as_str(), text);
+        }
         for (bad, says) in [
             (
                 "every = \"10s\"\ncron = \"* * * * *\"",
@@ -527,7 +543,11 @@ mod tests {
             ),
             (
                 "every = \"10s\"\noverlap = \"maybe\"",
-                "bad overlap `maybe`",
+                "bad overlap `maybe`, expected skip, allow or buffer_one",
+            ),
+            (
+                "every = \"10s\"\noverlap = \"buffer-one\"",
+                "bad overlap `buffer-one`",
             ),
         ] {
             let err = Config::parse(&format!("[[schedule]]\njob = \"j\"\n{bad}\n")).unwrap_err();

@@ -483,7 +483,14 @@ impl Queue {
     /// Adds a recurring schedule, run by this queue's workers (by every worker of every
     /// process that adds it: each tick is claimed by exactly one). Refused with the reason
     /// for a bad cron expression or time zone, a missing job, or an id taken already.
+    ///
+    /// [`Overlap::BufferOne`](crate::Overlap::BufferOne) is refused with
+    /// [`Error::NotSupported`] on a store without group counters (memcached, Redis Cluster).
     pub fn schedule(&self, schedule: Schedule) -> Result<()> {
+        if schedule.overlap_policy() == crate::Overlap::BufferOne {
+            self.dispatcher
+                .needs_groups("Overlap::BufferOne (it keeps its runs in group counters)")?;
+        }
         self.schedules
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -521,7 +528,13 @@ impl Queue {
             Ok(schedule) => crate::schedule::state(&self.dispatcher, &schedule).await,
             Err(not_found) => {
                 if crate::schedule::is_stored(&self.dispatcher, id).await? {
-                    crate::schedule::state_of(&self.dispatcher, id, "stored".to_owned()).await
+                    // Its timing in words, where its definition is readable.
+                    let when = match crate::schedule::stored_definition(&self.dispatcher, id).await
+                    {
+                        Ok(Some(schedule)) => format!("{} (stored)", schedule.describe()),
+                        _ => "stored".to_owned(),
+                    };
+                    crate::schedule::state_of(&self.dispatcher, id, when).await
                 } else {
                     Err(not_found)
                 }
@@ -551,11 +564,27 @@ impl Queue {
         crate::schedule::set_paused(&self.dispatcher, id, false).await
     }
 
-    /// Pushes one run of a schedule of this queue now, outside its ticks. Returns `false`
-    /// when its overlap policy held it back (a run is queued or running). (Not for stored
-    /// schedules yet.)
+    /// Pushes one run of a schedule now, outside its ticks: a schedule of this queue, or a
+    /// [stored](crate::Schedules) one. Its overlap policy holds, as for a tick: returns
+    /// `false` when it held the run back ([`Overlap::Skip`](crate::Overlap::Skip): a run
+    /// is queued or running; [`Overlap::BufferOne`](crate::Overlap::BufferOne): one is
+    /// running and another is buffered already). With `BufferOne` and a run in progress,
+    /// the run is buffered (`true`): it starts when that run ends. Not counted in the
+    /// schedule's ticks, and not held back by a pause or its end.
     pub async fn run_schedule_now(&self, id: &str) -> Result<bool> {
-        let schedule = self.find_schedule(id)?;
+        let schedule = match self.find_schedule(id) {
+            Ok(schedule) => schedule,
+            Err(not_found) => {
+                let storage = self.storage();
+                if storage.capabilities().groups.is_none() {
+                    return Err(not_found);
+                }
+                match crate::schedule::stored_definition(&self.dispatcher, id).await? {
+                    Some(schedule) => Arc::new(schedule),
+                    None => return Err(not_found),
+                }
+            }
+        };
         crate::schedule::run_now(&self.dispatcher, &schedule).await
     }
 }

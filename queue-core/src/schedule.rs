@@ -9,6 +9,18 @@
 //! step. Of any number of workers, exactly one wins each tick, whatever crashes when: the
 //! step applies whole or not at all. The job's unique claim (`schedule:{id}` while a run is
 //! queued or running, or `schedule:{id}@{tick}`) is a second guard.
+//!
+//! [`Overlap::BufferOne`] keeps one more counter, `runs`: the schedule's runs queued,
+//! running or buffered (0, 1 or 2). A tick that finds none pushes its job; one that finds
+//! one holds its job as a [waiting job](crate::storage::WaitingJob) under
+//! `schedule:{id}#buffer`; one that finds two is claimed and runs nothing (as a skipped
+//! tick of [`Overlap::Skip`]). Every run's envelope carries, for its end (success or
+//! failure for good), `runs - 1` and the release of the waiting job, applied by the worker
+//! in the run's own settle step: the buffered run starts exactly when the running one ends.
+//! Those ticks are claimed with the guard on `seq` instead of `next`, a counter that every
+//! step moving `next` and every run's end change: a tick decides from `runs` and applies
+//! only if nothing changed since it read them (a run that ended in between makes it read
+//! again), so no buffered run is ever held with nothing left to release it.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,9 +34,12 @@ use tracing::{debug, info, warn};
 
 use crate::dispatch::PendingDispatch;
 use crate::dispatcher::Dispatcher;
+use crate::envelope::{After, Step};
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::storage::{from_unix_millis, unix_millis, Availability, Effect, Guard, Unique};
+use crate::storage::{
+    from_unix_millis, unix_millis, Availability, Effect, Guard, NewJob, Unique, WaitingJob,
+};
 
 /// The longest a scheduler sleeps before it reads the schedules again (another process may
 /// have claimed a tick, a schedule may have been paused).
@@ -114,6 +129,29 @@ pub enum Overlap {
     Skip,
     /// Every tick pushes its job, whatever is still running.
     Allow,
+    /// A tick that finds a run queued or running keeps one run pending (Temporal's
+    /// `BUFFER_ONE`), which starts when that run ends: the step that settles the running
+    /// job releases it. Further ticks meanwhile are claimed and run nothing, as with
+    /// [`Skip`](Self::Skip). With nothing running, a tick runs at once, as with
+    /// [`Allow`](Self::Allow). Needs the store's group counters and waiting jobs (SQL,
+    /// Redis on one server, the file driver, memory): refused with
+    /// [`Error::NotSupported`] elsewhere (memcached, Redis Cluster).
+    ///
+    /// A run removed from its queue without ending (cancelled before it started, its queue
+    /// cleared) is still counted as queued: the schedule then keeps one run buffered and
+    /// skips its ticks until the schedule is changed (its `runs` counter is not repaired).
+    BufferOne,
+}
+
+impl Overlap {
+    /// Its name in `job.toml` and in a stored schedule: `skip`, `allow`, `buffer_one`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::Allow => "allow",
+            Overlap::BufferOne => "buffer_one",
+        }
+    }
 }
 
 /// What a schedule does with the ticks it missed (every worker was down, or busy).
@@ -259,6 +297,11 @@ impl Schedule {
         self
     }
 
+    /// Its overlap policy.
+    pub fn overlap_policy(&self) -> Overlap {
+        self.overlap
+    }
+
     /// What to do with the ticks missed while no worker ran the schedule.
     pub fn catch_up(mut self, catch_up: CatchUp) -> Self {
         self.catch_up = catch_up;
@@ -348,8 +391,13 @@ impl Schedule {
 
     /// A number that changes when the schedule's timing changes: the store's state is
     /// recomputed from now when a deploy changes it.
+    /// [`Overlap::BufferOne`] is part of it (its ticks are claimed with another guard), so
+    /// that a deploy switching to it or from it starts again from the next tick.
     fn spec_hash(&self) -> i64 {
-        let text = format!("{:?}", self.when.as_ref().map(When::describe));
+        let mut text = format!("{:?}", self.when.as_ref().map(When::describe));
+        if self.overlap == Overlap::BufferOne {
+            text.push_str(" buffer_one");
+        }
         let digest = Sha256::digest(text.as_bytes());
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest[..8]);
@@ -363,11 +411,12 @@ impl Schedule {
         };
         let key = match self.overlap {
             Overlap::Skip => self.group(),
-            Overlap::Allow => format!("{}@{tick}", self.group()),
+            Overlap::Allow | Overlap::BufferOne => format!("{}@{tick}", self.group()),
         };
+        let after = (self.overlap == Overlap::BufferOne).then(|| self.buffer_after());
         let mut job = job
             .dispatched_at(from_unix_millis(tick))
-            .encode_with(dispatcher.settings(), None)?;
+            .encode_with(dispatcher.settings(), after)?;
         if let Some(jitter) = self.jitter {
             job = job.available(Availability::After(jitter.mul_f64(rand::random::<f64>())));
         } else {
@@ -375,6 +424,53 @@ impl Schedule {
         }
         Ok(job.unique(Unique::new(key)))
     }
+
+    /// The key of the run an [`Overlap::BufferOne`] schedule keeps pending.
+    fn buffer_key(&self) -> String {
+        format!("{}#buffer", self.group())
+    }
+
+    /// What the end of an [`Overlap::BufferOne`] run does, in its settle step: one run fewer,
+    /// `seq` moved (a tick deciding meanwhile reads again), the buffered run released.
+    fn buffer_after(&self) -> After {
+        let steps = vec![
+            Step::Count {
+                group: self.group(),
+                deltas: vec![("runs".to_owned(), -1), ("seq".to_owned(), 1)],
+            },
+            Step::Deps {
+                key: self.buffer_key(),
+                delta: -1,
+            },
+        ];
+        After {
+            succeeded: steps.clone(),
+            failed: steps,
+            ..After::default()
+        }
+    }
+
+    /// What a run of an [`Overlap::BufferOne`] schedule does, given the counters read:
+    /// pushed (nothing queued or running), held (one is), or nothing (one runs and one is
+    /// buffered already). The `runs` deltas go with it.
+    fn buffer_run(&self, job: NewJob, counters: &crate::dispatcher::Counters) -> BufferRun {
+        let runs = counters.get("runs");
+        // Below zero only if the group was removed under a run that ended after: start over.
+        let repair = if runs < 0 { -runs } else { 0 };
+        match runs.max(0) {
+            0 => BufferRun::Run(Effect::Push(job), repair + 1),
+            1 => BufferRun::Run(Effect::Hold(WaitingJob::new(self.buffer_key(), 1, job)), 1),
+            _ => BufferRun::Full,
+        }
+    }
+}
+
+/// See [`Schedule::buffer_run`].
+enum BufferRun {
+    /// Push or hold the run, adding this to `runs`.
+    Run(Effect, i64),
+    /// A run is running and one buffered: nothing.
+    Full,
 }
 
 /// A schedule's state as the store holds it.
@@ -393,7 +489,8 @@ pub struct ScheduleState {
     /// `ticks + missed` is the number of ticks in that span.
     pub first: Option<SystemTime>,
     /// Ticks run: their jobs pushed (or, with [`Overlap::Skip`], not pushed because the
-    /// previous run was still queued or running).
+    /// previous run was still queued or running; with [`Overlap::BufferOne`], buffered, or
+    /// dropped because one was buffered already). Runs pushed by `run-now` are not counted.
     pub ticks: u64,
     /// Ticks that did not run: missed while no worker ran schedules, or skipped because the
     /// job's queue was full.
@@ -402,6 +499,9 @@ pub struct ScheduleState {
     pub full: u64,
     /// Whether it is paused (`runall schedule pause`).
     pub paused: bool,
+    /// With [`Overlap::BufferOne`]: its runs queued, running or buffered (0 to 2). Always
+    /// 0 with the other policies.
+    pub runs: u64,
 }
 
 impl ScheduleState {
@@ -457,6 +557,7 @@ pub(crate) async fn state_of(
         missed: u64::try_from(c.get("missed")).unwrap_or(0),
         full: u64::try_from(c.get("full")).unwrap_or(0),
         paused: c.get("paused") > 0,
+        runs: u64::try_from(c.get("runs")).unwrap_or(0),
     })
 }
 
@@ -504,12 +605,40 @@ pub(crate) async fn stored_ids(
 
 /// Pushes a run of the schedule now, outside its ticks (`runall schedule run-now`). Its
 /// overlap policy holds: with [`Overlap::Skip`], nothing is pushed while a run is queued or
-/// running.
+/// running; with [`Overlap::BufferOne`], the run is held until the running one ends, and
+/// nothing is pushed if one is held already. Returns whether a run was pushed or held.
 pub(crate) async fn run_now(dispatcher: &Dispatcher, schedule: &Schedule) -> Result<bool> {
     let now = unix_millis(SystemTime::now());
     let job = schedule.tick_job(dispatcher, now)?;
-    let pushed = dispatcher.push(vec![job]).await?;
-    Ok(pushed.first().is_some_and(|p| p.is_created()))
+    if schedule.overlap != Overlap::BufferOne {
+        // The job's unique claim is all the state Skip and Allow keep: one atomic push.
+        let pushed = dispatcher.push(vec![job]).await?;
+        return Ok(pushed.first().is_some_and(|p| p.is_created()));
+    }
+    dispatcher.needs_groups("Overlap::BufferOne (it keeps its runs in group counters)")?;
+    let group = schedule.group();
+    dispatcher.check_sizes(std::slice::from_ref(&job)).await?;
+    // Decided from `runs` and applied only if `seq` is unchanged: a run that ended, or a
+    // tick claimed, since the read makes it read again.
+    for _ in 0..100 {
+        let c = dispatcher.counters(&group).await?;
+        let seq = c.get("seq");
+        let BufferRun::Run(effect, runs) = schedule.buffer_run(job.clone(), &c) else {
+            return Ok(false);
+        };
+        let effects = vec![effect, count(&group, &[("runs", runs)])];
+        if dispatcher
+            .groups()?
+            .apply_if(Guard::new(&group, "seq", seq, seq + 1), effects)
+            .await?
+        {
+            return Ok(true);
+        }
+    }
+    Err(Error::Config(format!(
+        "schedule {}: its state changed 100 times while a run was pushed; try again",
+        schedule.id_str()
+    )))
 }
 
 /// Runs `schedules` (those in code) and the stored ones until `stop` turns true: claims
@@ -631,6 +760,7 @@ pub(crate) async fn tick(dispatcher: &Dispatcher, schedule: &Schedule) -> Result
                 &[
                     ("spec", spec - c.get("spec")),
                     ("first", first - c.get("first")),
+                    ("seq", 1),
                 ],
             )];
             groups
@@ -664,7 +794,7 @@ pub(crate) async fn tick(dispatcher: &Dispatcher, schedule: &Schedule) -> Result
                     for _ in 0..behind - max {
                         first = when.next_after(first).unwrap_or(i64::MAX);
                     }
-                    let effects = vec![count(&group, &[("missed", behind - max)])];
+                    let effects = vec![count(&group, &[("missed", behind - max), ("seq", 1)])];
                     groups
                         .apply_if(Guard::new(&group, "next", next, first), effects)
                         .await?;
@@ -679,29 +809,46 @@ pub(crate) async fn tick(dispatcher: &Dispatcher, schedule: &Schedule) -> Result
         if missed > 0 {
             deltas.push(("missed", missed));
         }
-        let mut effects = vec![count(&group, &deltas)];
-        match dispatcher.check_sizes(std::slice::from_ref(&job)).await {
-            Ok(()) => effects.push(Effect::Push(job)),
-            Err(Error::QueueFull { queue, size, limit }) => {
-                // Back-pressure (seed 003's MAX_QUEUE_SIZE): the tick is claimed, not run.
-                debug!(
-                    schedule = schedule.id_str(),
-                    queue, size, limit, "queue full: tick skipped"
-                );
-                effects = vec![count(
-                    &group,
-                    &[
+        let buffer_one = schedule.overlap == Overlap::BufferOne;
+        let mut run = match buffer_one {
+            true => schedule.buffer_run(job.clone(), &c),
+            false => BufferRun::Run(Effect::Push(job.clone()), 0),
+        };
+        if let BufferRun::Run(_, runs) = run {
+            match dispatcher.check_sizes(std::slice::from_ref(&job)).await {
+                Ok(()) => deltas.push(("runs", runs)),
+                Err(Error::QueueFull { queue, size, limit }) => {
+                    // Back-pressure (seed 003's MAX_QUEUE_SIZE): the tick is claimed, not run.
+                    debug!(
+                        schedule = schedule.id_str(),
+                        queue, size, limit, "queue full: tick skipped"
+                    );
+                    deltas = vec![
                         ("last", run_at - c.get("last")),
                         ("missed", missed + 1),
                         ("full", 1),
-                    ],
-                )];
+                    ];
+                    run = BufferRun::Full;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
-        let won = groups
-            .apply_if(Guard::new(&group, "next", next, following), effects)
-            .await?;
+        deltas.retain(|(_, delta)| *delta != 0);
+        // BufferOne ticks are guarded on `seq` (see the module docs), `next` moved by a
+        // delta: every step that moves `next` moves `seq` too.
+        let guard = if buffer_one {
+            deltas.push(("next", following - next));
+            let seq = c.get("seq");
+            Guard::new(&group, "seq", seq, seq + 1)
+        } else {
+            deltas.push(("seq", 1));
+            Guard::new(&group, "next", next, following)
+        };
+        let mut effects = vec![count(&group, &deltas)];
+        if let BufferRun::Run(effect, _) = run {
+            effects.push(effect);
+        }
+        let won = groups.apply_if(guard, effects).await?;
         if won {
             debug!(schedule = schedule.id_str(), tick = run_at, "tick claimed");
         }
@@ -774,7 +921,10 @@ impl FromStr for Overlap {
         match s {
             "skip" => Ok(Overlap::Skip),
             "allow" => Ok(Overlap::Allow),
-            other => Err(format!("bad overlap `{other}`, expected skip or allow")),
+            "buffer_one" => Ok(Overlap::BufferOne),
+            other => Err(format!(
+                "bad overlap `{other}`, expected skip, allow or buffer_one"
+            )),
         }
     }
 }
@@ -783,4 +933,5 @@ mod stored;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use stored::definition as stored_definition;
 pub use stored::{Schedules, Upserted};

@@ -515,7 +515,7 @@ pub(crate) async fn schedule(
             None => "-".to_owned(),
         };
         format!(
-            "{}  {}  next {}  last {}  ticks {}  missed {}{}{}",
+            "{}  {}  next {}  last {}  ticks {}  missed {}{}{}{}",
             s.id,
             s.when,
             at(s.next),
@@ -526,6 +526,11 @@ pub(crate) async fn schedule(
                 format!(" ({} for a full queue)", s.full)
             } else {
                 String::new()
+            },
+            if s.runs > 1 {
+                "  (one run buffered)"
+            } else {
+                ""
             },
             if s.paused { "  PAUSED" } else { "" }
         )
@@ -591,14 +596,26 @@ pub(crate) async fn schedule(
             }
         }
         C::RunNow { id } => {
-            if queue.run_schedule_now(&id).await? {
-                let _ = writeln!(out, "schedule {id}: one run pushed");
-            } else {
-                let _ = writeln!(
+            let pushed = queue.run_schedule_now(&id).await?;
+            // `runs` counts only with overlap = buffer_one.
+            let runs = queue.schedule_state(&id).await.map_or(0, |s| s.runs);
+            let _ = match (pushed, runs) {
+                (true, 2..) => writeln!(
+                    out,
+                    "schedule {id}: one run buffered, it starts when the running one ends \
+                     (overlap = buffer_one)"
+                ),
+                (true, _) => writeln!(out, "schedule {id}: one run pushed"),
+                (false, 2..) => writeln!(
+                    out,
+                    "schedule {id}: not pushed, a run is running and another is buffered \
+                     (overlap = buffer_one)"
+                ),
+                (false, _) => writeln!(
                     out,
                     "schedule {id}: not pushed, a run is queued or running (overlap = skip)"
-                );
-            }
+                ),
+            };
         }
     }
     Ok(())

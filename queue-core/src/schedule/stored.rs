@@ -13,13 +13,21 @@
 //! guarded step; a timer whose definition is no longer `def` (changed, or removed) is
 //! dropped when it comes due. There is never more than one timer per definition: its unique
 //! claim is `schedule:{id}#{def}`.
+//!
+//! The definition is also kept readable, for [`Queue::run_schedule_now`](crate::Queue) and
+//! `runall schedule show`, as counters of the group `schedule.def:{id}`: `def` (its hash),
+//! `len` (its length in bytes) and `w00000`, `w00001`, ... (its bytes, six to a counter, so
+//! that every store keeps them exact). They are written by the very step that moves `def`,
+//! as deltas from the counters read: a definition's words are a function of its hash, so a
+//! step that applies under the guard on `def` finds them as they were read. A definition
+//! over [`READABLE_MAX`] bytes is not kept readable (its run-now is refused).
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{tick, CatchUp, Look, Overlap, Schedule, When, SPEC_MASK};
+use super::{tick, CatchUp, Look, Schedule, When, SPEC_MASK};
 use crate::dispatch::{PendingDispatch, Template};
 use crate::dispatcher::{self, Dispatcher};
 use crate::error::{Error, Result};
@@ -36,6 +44,142 @@ const TIMER_LEASE: Duration = Duration::from_secs(30);
 const TIMERS_PER_CALL: usize = 100;
 /// How soon a paused schedule's timer is looked at again.
 const PAUSED_NAP: Duration = Duration::from_secs(5);
+
+/// The longest definition kept readable (a run-now of a longer one is refused).
+const READABLE_MAX: usize = 16 * 1024;
+/// Bytes per counter of a readable definition (48 bits: exact in every store's counters).
+const WORD_BYTES: usize = 6;
+
+/// The group that keeps the definition of the stored schedule `id` readable.
+fn def_group(id: &str) -> String {
+    format!("schedule.def:{id}")
+}
+
+/// The name of the counter holding the `i`-th word of a definition.
+fn word_name(i: usize) -> String {
+    format!("w{i:05}")
+}
+
+/// A definition's bytes as counters (none over [`READABLE_MAX`]).
+fn words(bytes: &[u8]) -> Vec<i64> {
+    if bytes.len() > READABLE_MAX {
+        return Vec::new();
+    }
+    bytes
+        .chunks(WORD_BYTES)
+        .map(|chunk| {
+            let mut word = [0u8; 8];
+            word[8 - WORD_BYTES..8 - WORD_BYTES + chunk.len()].copy_from_slice(chunk);
+            i64::from_be_bytes(word)
+        })
+        .collect()
+}
+
+/// The bytes `len` long that [`words`] made.
+fn unwords(words: &[i64], len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(words.len() * WORD_BYTES);
+    for word in words {
+        bytes.extend_from_slice(&word.to_be_bytes()[8 - WORD_BYTES..]);
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// The counters of a readable definition, as read.
+struct Readable(std::collections::HashMap<String, i64>);
+
+impl Readable {
+    async fn read(dispatcher: &Dispatcher, id: &str) -> Result<Readable> {
+        let counters = dispatcher.groups()?.counters(&def_group(id)).await?;
+        Ok(Readable(counters.into_iter().collect()))
+    }
+
+    fn get(&self, name: &str) -> i64 {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+
+    /// The definition's hash these counters hold (0: none).
+    fn def(&self) -> i64 {
+        self.get("def")
+    }
+
+    /// Its words.
+    fn words(&self) -> Vec<i64> {
+        let mut words: Vec<(usize, i64)> = self
+            .0
+            .iter()
+            .filter_map(|(name, v)| Some((name.strip_prefix('w')?.parse().ok()?, *v)))
+            .collect();
+        words.sort_unstable();
+        words.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The deltas that make these counters hold `bytes` with hash `def` (nothing, for
+    /// `def` 0).
+    fn deltas_to(&self, def: i64, bytes: &[u8]) -> Vec<(String, i64)> {
+        let (old, new) = (
+            self.words(),
+            if def == 0 { Vec::new() } else { words(bytes) },
+        );
+        let len = if def == 0 { 0 } else { bytes.len() as i64 };
+        let mut deltas = vec![
+            ("def".to_owned(), def - self.def()),
+            ("len".to_owned(), len - self.get("len")),
+        ];
+        for i in 0..old.len().max(new.len()) {
+            let delta = new.get(i).copied().unwrap_or(0) - old.get(i).copied().unwrap_or(0);
+            deltas.push((word_name(i), delta));
+        }
+        deltas.retain(|(_, delta)| *delta != 0);
+        deltas
+    }
+}
+
+/// The stored schedule `id` as its definition says, if it is stored (`None`: no stored
+/// schedule has this id). Refused for one stored before definitions were kept readable
+/// (upsert it again, changed, to make it readable) or longer than [`READABLE_MAX`].
+pub(crate) async fn definition(dispatcher: &Dispatcher, id: &str) -> Result<Option<Schedule>> {
+    for _ in 0..10 {
+        let def = dispatcher
+            .counters(&format!("schedule:{id}"))
+            .await?
+            .get("def");
+        if def == 0 {
+            return Ok(None);
+        }
+        let readable = Readable::read(dispatcher, id).await?;
+        if readable.def() != def {
+            if readable.def() == 0 {
+                return Err(Error::Config(format!(
+                    "stored schedule {id}: its definition is not kept readable (stored by \
+                     an older version): upsert it again with a change to store it readable"
+                )));
+            }
+            // Changed between the two reads: read again.
+            continue;
+        }
+        let len = usize::try_from(readable.get("len")).unwrap_or(0);
+        if len > READABLE_MAX {
+            return Err(Error::Config(format!(
+                "stored schedule {id}: its definition is {len} bytes, over the \
+                 {READABLE_MAX} kept readable"
+            )));
+        }
+        let bytes = unwords(&readable.words(), len);
+        if hash(&bytes) != def {
+            return Err(Error::Config(format!(
+                "stored schedule {id}: its readable definition does not match its hash"
+            )));
+        }
+        let schedule = serde_json::from_slice::<Definition>(&bytes)
+            .map_err(|e| Error::Payload(format!("stored schedule {id}: {e}")))
+            .and_then(Definition::schedule)?;
+        return Ok(Some(schedule));
+    }
+    Err(Error::Config(format!(
+        "stored schedule {id}: changed ten times while it was read; try again"
+    )))
+}
 
 /// A stored schedule's definition: the timer's payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,11 +229,7 @@ impl Definition {
             every_ms,
             cron,
             tz,
-            overlap: match schedule.overlap {
-                Overlap::Skip => "skip",
-                Overlap::Allow => "allow",
-            }
-            .to_owned(),
+            overlap: schedule.overlap.as_str().to_owned(),
             catch_up_all: match schedule.catch_up {
                 CatchUp::Latest => None,
                 CatchUp::All { max } => Some(max),
@@ -154,7 +294,10 @@ pub enum Upserted {
 ///
 /// Every worker that runs schedules runs them (each tick claimed once, as for schedules in
 /// code), within about a second of their tick. Ids share one namespace with the schedules
-/// given to [`Queue::schedule`](crate::Queue::schedule).
+/// given to [`Queue::schedule`](crate::Queue::schedule). Every [`Overlap`](crate::Overlap)
+/// policy applies, and [`Queue::run_schedule_now`](crate::Queue::run_schedule_now),
+/// [`pause_schedule`](crate::Queue::pause_schedule) and
+/// [`schedule_state`](crate::Queue::schedule_state) take their ids.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
@@ -222,13 +365,23 @@ async fn upsert(dispatcher: &Dispatcher, id: String, schedule: Schedule) -> Resu
         if old == def {
             return Ok(Upserted::Unchanged);
         }
+        // The readable copy: it holds `old` (or nothing, stored by an older version);
+        // anything else is a change made between the two reads.
+        let readable = Readable::read(dispatcher, schedule.id_str()).await?;
+        if readable.def() != old && readable.def() != 0 {
+            continue;
+        }
         // Due at once: the first worker to see it sets the schedule's first tick.
         let timer = NewJob::new(TIMERS, "schedule", bytes.clone())
             .unique(Unique::new(format!("{group}#{def}")));
         let guard = Guard::new(&group, "def", old, def);
+        let copy = Effect::Count {
+            group: def_group(schedule.id_str()),
+            deltas: readable.deltas_to(def, &bytes),
+        };
         if dispatcher
             .groups()?
-            .apply_if(guard, vec![Effect::Push(timer)])
+            .apply_if(guard, vec![Effect::Push(timer), copy])
             .await?
         {
             return Ok(if old == 0 {
@@ -251,15 +404,25 @@ async fn remove(dispatcher: &Dispatcher, id: &str) -> Result<bool> {
     if old == 0 {
         return Ok(false);
     }
-    if !groups
-        .apply_if(Guard::new(&group, "def", old, 0), Vec::new())
-        .await?
+    let readable = Readable::read(dispatcher, id).await?;
+    let mut effects = Vec::new();
+    if readable.def() == old {
+        effects.push(Effect::Count {
+            group: def_group(id),
+            deltas: readable.deltas_to(0, &[]),
+        });
+    }
+    if readable.def() != old && readable.def() != 0
+        || !groups
+            .apply_if(Guard::new(&group, "def", old, 0), effects)
+            .await?
     {
         return Err(Error::Config(format!(
             "schedule {id}: changed by another process while it was removed; try again"
         )));
     }
     groups.remove(&group).await?;
+    groups.remove(&def_group(id)).await?;
     Ok(true)
 }
 
@@ -321,4 +484,14 @@ pub(crate) async fn run_timers(dispatcher: &Dispatcher) -> Result<usize> {
         storage.settle(settles, None).await?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+pub(super) fn tests_words(bytes: &[u8]) -> Vec<i64> {
+    words(bytes)
+}
+
+#[cfg(test)]
+pub(super) fn tests_unwords(words: &[i64], len: usize) -> Vec<u8> {
+    unwords(words, len)
 }

@@ -367,3 +367,176 @@ async fn a_changed_timing_starts_again_from_now() {
     let state = crate::schedule::state(d, &changed).await.unwrap();
     assert!(state.next.unwrap() > SystemTime::now());
 }
+
+/// Takes the next job of `q`, as a worker starting it would.
+async fn start(queue: &crate::Queue) -> crate::storage::Reserved {
+    let request = crate::storage::ReserveRequest::new(["q"], Duration::from_secs(60), 1);
+    queue
+        .storage()
+        .reserve(&request)
+        .await
+        .unwrap()
+        .pop()
+        .expect("a job to start")
+}
+
+/// Ends a started job with success, its envelope's effects in its settle step, as a worker
+/// does.
+async fn succeed(queue: &crate::Queue, job: crate::storage::Reserved) {
+    let envelope = crate::envelope::Envelope::decode(&job.payload).unwrap();
+    let mut settle = crate::storage::Settle::ack(job.lease);
+    if let Some(after) = envelope.after {
+        settle.effects = after
+            .succeeded
+            .iter()
+            .map(crate::envelope::Step::effect)
+            .collect();
+    }
+    queue.storage().settle(vec![settle], None).await.unwrap();
+}
+
+async fn buffered(queue: &crate::Queue) -> Option<i64> {
+    let d: &Dispatcher = queue.as_ref();
+    d.groups()
+        .unwrap()
+        .waiting("schedule:s#buffer")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn overlap_buffer_one_keeps_one_run_pending_until_the_running_one_ends() {
+    let (queue, schedule) = memory_schedule(|s| s.overlap(Overlap::BufferOne)).await;
+    let d: &Dispatcher = queue.as_ref();
+    let runs = |queue: &crate::Queue| {
+        let queue = queue.clone();
+        async move { queue.schedule_state("s").await.unwrap().runs }
+    };
+    tick(d, &schedule).await.unwrap();
+    rewind(&queue, &schedule, 1).await;
+    tick(d, &schedule).await.unwrap();
+    assert_eq!(waiting(&queue).await, 1, "nothing ran: pushed at once");
+    assert_eq!(runs(&queue).await, 1);
+    let first = start(&queue).await;
+    // A tick while it runs: held, not queued.
+    rewind(&queue, &schedule, 1).await;
+    tick(d, &schedule).await.unwrap();
+    assert_eq!(waiting(&queue).await, 0);
+    assert_eq!(buffered(&queue).await, Some(1));
+    assert_eq!(runs(&queue).await, 2);
+    // Another: dropped, counted as a tick (as Skip counts them).
+    rewind(&queue, &schedule, 1).await;
+    tick(d, &schedule).await.unwrap();
+    let state = queue.schedule_state("s").await.unwrap();
+    assert_eq!(
+        (state.ticks, state.runs, state.missed),
+        (3, 2, 0),
+        "{state:?}"
+    );
+    assert!(!queue.run_schedule_now("s").await.unwrap(), "one buffered");
+    // The end of the running one releases the buffered one, in its settle step.
+    succeed(&queue, first).await;
+    assert_eq!(waiting(&queue).await, 1);
+    assert_eq!(buffered(&queue).await, None);
+    assert_eq!(runs(&queue).await, 1);
+    // Run-now while one is queued: buffered behind it.
+    assert!(queue.run_schedule_now("s").await.unwrap());
+    assert_eq!((waiting(&queue).await, runs(&queue).await), (1, 2));
+    let second = start(&queue).await;
+    succeed(&queue, second).await;
+    let third = start(&queue).await;
+    succeed(&queue, third).await;
+    assert_eq!((waiting(&queue).await, runs(&queue).await), (0, 0));
+    // Nothing running: at once.
+    assert!(queue.run_schedule_now("s").await.unwrap());
+    assert_eq!((waiting(&queue).await, runs(&queue).await), (1, 1));
+}
+
+#[tokio::test]
+async fn buffer_one_is_part_of_the_spec_hash() {
+    let every = || {
+        Schedule::every(Duration::from_secs(5))
+            .id("x")
+            .dispatch(PendingDispatch::named("tick", &serde_json::json!({})))
+    };
+    assert_eq!(
+        every().spec_hash(),
+        every().overlap(Overlap::Allow).spec_hash()
+    );
+    assert_ne!(
+        every().spec_hash(),
+        every().overlap(Overlap::BufferOne).spec_hash()
+    );
+    assert_eq!("buffer_one".parse::<Overlap>(), Ok(Overlap::BufferOne));
+    assert!("buffer".parse::<Overlap>().is_err());
+}
+
+#[test]
+fn readable_definitions_round_trip_through_counters() {
+    for len in [0usize, 1, 5, 6, 7, 12, 250, 4097] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+        let words = stored::tests_words(&bytes);
+        assert_eq!(words.len(), len.div_ceil(6));
+        assert!(words.iter().all(|w| (0..1 << 48).contains(w)));
+        assert_eq!(stored::tests_unwords(&words, len), bytes);
+    }
+}
+
+#[tokio::test]
+async fn stored_definitions_are_readable_and_run_now() {
+    let queue = crate::Queue::connect("memory://").await.expect("memory");
+    let d: &Dispatcher = queue.as_ref();
+    let schedule = |secs: u64, overlap: Overlap| {
+        Schedule::every(Duration::from_secs(secs))
+            .overlap(overlap)
+            .dispatch(PendingDispatch::named("tick", &serde_json::json!({"n": 1})).on_queue("q"))
+    };
+    assert!(matches!(
+        queue.run_schedule_now("m:1").await.unwrap_err(),
+        Error::NotFound { .. }
+    ));
+    Schedules::upsert_via(&queue, "m:1", schedule(30, Overlap::Skip))
+        .await
+        .unwrap();
+    let read = stored::definition(d, "m:1").await.unwrap().unwrap();
+    assert_eq!(
+        (read.id_str(), read.describe()),
+        ("m:1", "every 30s".into())
+    );
+    assert_eq!(
+        queue.schedule_state("m:1").await.unwrap().when,
+        "every 30s (stored)"
+    );
+    assert!(queue.run_schedule_now("m:1").await.unwrap());
+    assert!(!queue.run_schedule_now("m:1").await.unwrap(), "Skip");
+    assert_eq!(waiting(&queue).await, 1);
+    // Changed: the readable copy follows, whatever its length.
+    let long = Schedule::every(Duration::from_secs(7))
+        .overlap(Overlap::BufferOne)
+        .dispatch(
+            PendingDispatch::named("tick", &serde_json::json!({"text": "x".repeat(900)}))
+                .on_queue("q"),
+        );
+    Schedules::upsert_via(&queue, "m:1", long).await.unwrap();
+    let read = stored::definition(d, "m:1").await.unwrap().unwrap();
+    assert_eq!(read.overlap_policy(), Overlap::BufferOne);
+    assert_eq!(read.describe(), "every 7s");
+    Schedules::upsert_via(&queue, "m:1", schedule(30, Overlap::Allow))
+        .await
+        .unwrap();
+    let read = stored::definition(d, "m:1").await.unwrap().unwrap();
+    assert_eq!(read.overlap_policy(), Overlap::Allow);
+    assert!(queue.run_schedule_now("m:1").await.unwrap());
+    assert!(Schedules::remove_via(&queue, "m:1").await.unwrap());
+    assert!(stored::definition(d, "m:1").await.unwrap().is_none());
+    assert!(matches!(
+        queue.run_schedule_now("m:1").await.unwrap_err(),
+        Error::NotFound { .. }
+    ));
+    // Created again after its removal: read from nothing.
+    Schedules::upsert_via(&queue, "m:1", schedule(30, Overlap::Skip))
+        .await
+        .unwrap();
+    let read = stored::definition(d, "m:1").await.unwrap().unwrap();
+    assert_eq!(read.overlap_policy(), Overlap::Skip);
+}
