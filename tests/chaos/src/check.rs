@@ -43,7 +43,23 @@ pub enum Expect {
         /// The attempt count the failed record must show.
         attempts: Option<u32>,
     },
+    /// Cancelled by the harness (`Queue::cancel`) at `at_us`: never in the failed store, not
+    /// lost. `removed`: the cancel removed it from its queue, so no attempt starts after it.
+    /// Otherwise it was running: no attempt past the first starts after it (a retried
+    /// attempt reads the cancel mark before its body runs; a first attempt reserved before
+    /// the cancel may still start, and is stopped from its heartbeat).
+    Cancelled {
+        /// Removed from its queue (else marked while running).
+        removed: bool,
+        /// When the cancel returned (µs).
+        at_us: u64,
+    },
 }
+
+/// How long after a cancel returned an attempt may still start and be one that was already
+/// past its cancel check (clocks of one machine; the time between the check and the START
+/// line).
+pub const CANCEL_SLACK_US: u64 = 200_000;
 
 /// One job whose dispatch returned Ok.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,6 +377,12 @@ impl Evidence {
             let completions: Vec<&Attempt> = list.iter().filter(|a| a.completed()).collect();
             let failed = findings.failed_by_job.get(&d.id);
             match &d.expect {
+                // Checked below: a cancelled job may end either way, never lost.
+                Expect::Cancelled { .. } => {
+                    if !completions.is_empty() {
+                        findings.completed += 1;
+                    }
+                }
                 Expect::Complete => {
                     if !completions.is_empty() {
                         findings.completed += 1;
@@ -406,6 +428,31 @@ impl Evidence {
                             }
                         }
                     }
+                }
+            }
+            if let Expect::Cancelled { removed, at_us } = &d.expect {
+                if let Some(f) = failed {
+                    findings.unexpected.push(format!(
+                        "job {} ({}) was cancelled and is in the failed store: {}",
+                        d.id, d.label, f.record.error
+                    ));
+                }
+                let late = list
+                    .iter()
+                    .find(|a| a.start > at_us + CANCEL_SLACK_US && (*removed || a.attempt > 1));
+                if let Some(a) = late {
+                    findings.unexpected.push(format!(
+                        "job {} ({}) was cancelled ({}) and attempt {} started {} ms after",
+                        d.id,
+                        d.label,
+                        if *removed {
+                            "removed"
+                        } else {
+                            "marked running"
+                        },
+                        a.attempt,
+                        (a.start - at_us) / 1000
+                    ));
                 }
             }
             if completions.len() > 1 {

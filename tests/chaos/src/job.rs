@@ -36,6 +36,9 @@ pub enum Mode {
     Abort,
     /// Never finishes by itself: only the job's timeout (or a shutdown) ends it.
     Hang,
+    /// Sleeps as `Sleep` does, but returns as soon as the job is cancelled
+    /// (`ctx.cancelled()`), with an error: its END line says `cancelled`.
+    Cooperative,
 }
 
 /// The job the harness dispatches: its own logical id, a duration and a mode.
@@ -63,6 +66,16 @@ impl Handle for ChaosJob {
         match self.mode {
             Mode::Abort => std::process::abort(),
             Mode::Hang => std::future::pending::<()>().await,
+            Mode::Cooperative => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(self.ms)) => {}
+                    _ = ctx.cancelled() => {
+                        // Dropped unfinished: the END line says `cancelled`.
+                        drop(attempt);
+                        return Err(JobError::msg("stopped: the job was cancelled"));
+                    }
+                }
+            }
             Mode::Sleep => {
                 let ms = match (ctx.attempt(), self.first_ms) {
                     (1, Some(first)) => first,

@@ -44,6 +44,8 @@
 //! | 11 | `batch-storm` | 100 batches of 100 members of 20–200 ms (short: 12 of 60), each with `then` and `finally`, 4 workers, one SIGKILLed every 1.5–2.5 s and restarted (drivers with groups) | lost 0, every duplicate allowed, each batch's counters exact, no callback starts before its batch's last member succeeded |
 //! | 12 | `limit-storm` | 3 keys of a `concurrent 2` limit, 400 jobs each, and 1,000 jobs on one key of a `20/s` limit (short: 40 per key and 120), 50–300 ms, limits from `[limits]` in job.toml, 4 workers × 4, one SIGKILLed every 1.5–2.5 s and restarted (the rate key on drivers with group counters; elsewhere a worker with a rate limit must refuse to start) | lost 0, every duplicate allowed, at most 2 bodies of a key at once (one cut short by a SIGKILL counted until its worker was reaped), every attempt number explained by kills (none counted for waiting), any k ≥ 4 starts of the rate key span at least (k − 1) × 50 ms less 400 ms |
 //!
+//! | 13 | `cancel-storm` | 2,000 jobs of 200–1,500 ms that stop when cancelled (short: 300), 4 workers keeping finished jobs, one SIGKILLed every 1.5–2.5 s and restarted, while the harness cancels a quarter of the jobs by id, every other cancel aimed at a running job (drivers with jobs by id) | lost 0, every duplicate allowed, no job removed by its cancel starts after it, no retried attempt of a job marked while running starts after the cancel, every cancelled job ends `cancelled` (or `succeeded` with a completed attempt: the cancel came too late), none in the failed store |
+//!
 //! `--short` is the CI form (2,000 jobs, a few faults, short leases); the full form is the
 //! default. `tests/short.rs` runs the short form against every driver whose server is up.
 //!

@@ -175,6 +175,23 @@ fn assert_guarantees(reports: &[ScenarioReport]) {
         "limit-storm: the rate key: {:?}",
         limits.checks
     );
+    let cancels = get(reports, "cancel-storm");
+    if cancels
+        .note
+        .as_deref()
+        .is_none_or(|n| !n.starts_with("not applicable"))
+    {
+        for name in [
+            "every cancelled job ends cancelled (or succeeded, too late)",
+            "cancels reached both waiting and running jobs",
+        ] {
+            assert!(
+                cancels.find_check(name).is_some_and(|c| c.ok == Some(true)),
+                "cancel-storm: {name}: {:?}",
+                cancels.checks
+            );
+        }
+    }
     let poison = get(reports, "poison");
     assert!(
         poison.failed >= 90,

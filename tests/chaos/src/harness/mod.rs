@@ -48,11 +48,13 @@ pub enum Scenario {
     BatchStorm,
     /// 12. Rate and concurrency limits under the SIGKILL storm.
     LimitStorm,
+    /// 13. Jobs cancelled by id, waiting and running, under the SIGKILL storm.
+    CancelStorm,
 }
 
 impl Scenario {
     /// Every scenario, in order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Baseline,
         Scenario::KillStorm,
         Scenario::GracefulStop,
@@ -65,6 +67,7 @@ impl Scenario {
         Scenario::ChainStorm,
         Scenario::BatchStorm,
         Scenario::LimitStorm,
+        Scenario::CancelStorm,
     ];
 
     /// The scenario's name on the command line and in reports.
@@ -82,10 +85,11 @@ impl Scenario {
             Scenario::ChainStorm => "chain-storm",
             Scenario::BatchStorm => "batch-storm",
             Scenario::LimitStorm => "limit-storm",
+            Scenario::CancelStorm => "cancel-storm",
         }
     }
 
-    /// Parses a name or a number (1 to 12).
+    /// Parses a name or a number (1 to 13).
     pub fn parse(text: &str) -> Option<Scenario> {
         if let Ok(n) = text.parse::<usize>() {
             return n.checked_sub(1).and_then(|i| Self::ALL.get(i)).copied();

@@ -82,6 +82,8 @@ pub(crate) struct Pool {
     pub(crate) logs: Vec<(u32, PathBuf)>,
     pub(crate) exits: Vec<Exit>,
     pub(crate) started: u64,
+    /// More arguments for every worker's `work` command (the draining one's too).
+    pub(crate) extra: Vec<String>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -115,6 +117,7 @@ impl Pool {
             logs: Vec::new(),
             exits: Vec::new(),
             started: 0,
+            extra: Vec::new(),
         }
     }
 
@@ -143,6 +146,7 @@ impl Pool {
             // envelope: with no rolling deploy they must fail at once, not wait an hour.
             .args(["--unknown-job-window", "0s"])
             .args(extra)
+            .args(&self.extra)
             .env(LEDGER_ENV, &self.ledger)
             .env(
                 "QUEUE_LOG",

@@ -1,4 +1,4 @@
-//! The twelve scenarios. Each dispatches its jobs, starts its workers, injects its faults
+//! The thirteen scenarios. Each dispatches its jobs, starts its workers, injects its faults
 //! while the jobs run, then calls [`Run::finish`] and adds its own checks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -29,6 +29,7 @@ pub(super) async fn run(run: &mut Run, o: &Options, scenario: Scenario) -> anyho
         Scenario::ChainStorm => chain_storm(run, o).await,
         Scenario::BatchStorm => batch_storm(run, o).await,
         Scenario::LimitStorm => limit_storm(run, o).await,
+        Scenario::CancelStorm => cancel_storm(run, o).await,
     }
 }
 
@@ -1777,4 +1778,166 @@ async fn refuses_rate_limit(run: &Run, o: &Options, base: &str) -> anyhow::Resul
             ),
         ),
     })
+}
+
+/// Scenario 13, cancels under the SIGKILL storm: jobs of 200–1,500 ms that stop when
+/// cancelled, 4 workers keeping finished jobs, one killed every 1.5–2.5 s and restarted,
+/// while the harness cancels a random unfinished job every 40 ms (a quarter of them in all):
+/// a job removed by its cancel never starts after it; a job marked while running starts no
+/// retried attempt after it; every cancelled job ends `cancelled` (or `succeeded`, the cancel
+/// too late, with a completed attempt in the ledger), none in the failed store; the others
+/// are not lost.
+async fn cancel_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
+    let driver = run.driver();
+    if run.storage.capabilities().track.is_none() {
+        run.report.note = Some(format!(
+            "not applicable: {driver} has no jobs by id, so it cannot cancel (documented)"
+        ));
+        return Ok(());
+    }
+    let n = jobs(o, 2_000, 300);
+    let workers = o.workers.unwrap_or(4);
+    let spec = WorkerSpec {
+        concurrency: o.concurrency.unwrap_or(4),
+        lease: o
+            .lease
+            .unwrap_or(pick(o, Duration::from_secs(5), Duration::from_secs(2))),
+        ..WorkerSpec::default()
+    };
+    let specs: Vec<Spec> = (0..n)
+        .map(|_| {
+            let mut s = run.good(200..=1500);
+            s.job.mode = Mode::Cooperative;
+            s.tries = Some(20);
+            s
+        })
+        .collect();
+    run.dispatch(specs).await?;
+    let mut pool = run.pool(o, spec.clone());
+    pool.extra = vec!["--keep-finished".into(), "1h".into()];
+    pool.start(workers)?;
+    let every = || Duration::from_millis(rand::rng().random_range(1500..=2500));
+    let mut next_kill = Instant::now() + every();
+    let to_cancel = n / 4;
+    let (mut removed, mut marked, mut ended_before) = (0u64, 0u64, 0u64);
+    let mut aim_running = false;
+    let limit = Duration::from_secs(pick(o, 900, 300));
+    let deadline = Instant::now() + limit;
+    let settled = loop {
+        if run.step(&mut pool, QUIET).await? {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        if Instant::now() >= next_kill {
+            next_kill += every();
+            let pids = pool.settled_pids(Duration::from_millis(500));
+            if let Some(pid) = pids.choose(&mut rand::rng()).copied() {
+                pool.kill(pid, &mut run.faults).await?;
+            }
+        }
+        if removed + marked < to_cancel {
+            // Every other cancel aims at a job whose body runs now (a START with no END in
+            // the ledger so far), the others at any unfinished job (most of them waiting).
+            let running: HashSet<u64> = {
+                let mut open = HashMap::new();
+                for e in &run.entries {
+                    match e.ev {
+                        crate::ledger::Event::Start => {
+                            open.insert((e.job, e.nonce), ());
+                        }
+                        crate::ledger::Event::End => {
+                            open.remove(&(e.job, e.nonce));
+                        }
+                    }
+                }
+                open.into_keys().map(|(job, _)| job).collect()
+            };
+            aim_running = !aim_running;
+            let open: Vec<usize> = (0..run.dispatched.len())
+                .filter(|i| {
+                    let d = &run.dispatched[*i];
+                    matches!(d.expect, Expect::Complete)
+                        && !run.completed.contains(&d.id)
+                        && (!aim_running || running.contains(&d.id))
+                })
+                .collect();
+            if let Some(&i) = open.choose(&mut rand::rng()) {
+                let sid = queue_core::JobId(run.dispatched[i].sid.clone());
+                let outcome = run.queue.cancel(&sid).await;
+                let at_us = unix_micros();
+                match outcome {
+                    Ok(queue_core::CancelOutcome::Cancelled(_)) => {
+                        removed += 1;
+                        run.dispatched[i].expect = Expect::Cancelled {
+                            removed: true,
+                            at_us,
+                        };
+                    }
+                    Ok(queue_core::CancelOutcome::Requested(_)) => {
+                        marked += 1;
+                        run.dispatched[i].expect = Expect::Cancelled {
+                            removed: false,
+                            at_us,
+                        };
+                    }
+                    Ok(_) => ended_before += 1,
+                    Err(e) => run
+                        .report
+                        .details
+                        .push(format!("a cancel of job {sid} failed: {e}")),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    };
+    let findings = run.finish(&mut pool).await?;
+    settled_check(run, settled, limit);
+    run.common_checks(false, true);
+    run.report.set("cancels_removed", removed);
+    run.report.set("cancels_marked_running", marked);
+    run.report
+        .set("cancels_of_jobs_already_ended", ended_before);
+    // How each cancelled job ended, by its status (kept by the workers: `--keep-finished`).
+    let (mut ended_cancelled, mut too_late, mut wrong) = (0u64, 0u64, Vec::new());
+    let cancelled: Vec<(u64, String, bool)> = run
+        .dispatched
+        .iter()
+        .filter_map(|d| match d.expect {
+            Expect::Cancelled { removed, .. } => Some((d.id, d.sid.clone(), removed)),
+            _ => None,
+        })
+        .collect();
+    for (id, sid, was_removed) in cancelled {
+        let status = run.queue.job(&queue_core::JobId(sid.clone())).await;
+        let completed = findings
+            .attempts
+            .get(&id)
+            .is_some_and(|list| list.iter().any(Attempt::completed));
+        match status.map(|s| s.map(|s| s.state)) {
+            Ok(Some(queue_core::JobState::Cancelled)) => ended_cancelled += 1,
+            Ok(Some(queue_core::JobState::Succeeded)) if !was_removed && completed => too_late += 1,
+            other => wrong.push(format!("job {id} ({sid}): {other:?}")),
+        }
+    }
+    run.report
+        .set("cancelled_jobs_ended_cancelled", ended_cancelled);
+    run.report
+        .set("cancelled_jobs_succeeded_too_late", too_late);
+    run.report.check(
+        "every cancelled job ends cancelled (or succeeded, too late)",
+        wrong.is_empty(),
+        format!(
+            "{} others: {:?}",
+            wrong.len(),
+            wrong.iter().take(5).collect::<Vec<_>>()
+        ),
+    );
+    run.report.check(
+        "cancels reached both waiting and running jobs",
+        removed > 0 && marked > 0,
+        format!("removed {removed}, marked running {marked}"),
+    );
+    Ok(())
 }
