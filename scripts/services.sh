@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure every backend the tests use is up on 127.0.0.1: PostgreSQL 5432, MariaDB 3306,
 # Redis 6379, a 3-master Redis Cluster 7000-7002, memcached 11211 (installed from Debian's
-# packages if missing).
+# packages if missing), and Chromium with ChromeDriver for the dashboard's browser test.
 # In CI (CI=true) a backend that cannot be started is an error; elsewhere a warning, and that
 # driver's tests print "skipped: no server at URL".
 set -u
@@ -110,6 +110,14 @@ if ! port_open 11211 && command -v memcached >/dev/null; then
   # 1 GB: with the 64 MB default, leftovers of earlier test runs fill it and it evicts jobs.
   memcached -d -u root -m 1024 -l 127.0.0.1 -p 11211 >/dev/null 2>&1 || true
   wait_port memcached 11211 || problem "memcached is not running on 127.0.0.1:11211"
+fi
+
+# Chromium and ChromeDriver: the dashboard's real-browser test (queue-core/dashboard/tests/browser.rs)
+# drives headless Chromium through chromedriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "services: installing chromium and chromium-driver" >&2
+  (as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 \
+    || problem "could not install chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
 fi
 
 # Tools the deploy/ tests use to check the deployment files: supervisor (runs the

@@ -1152,7 +1152,10 @@ fn stored_schedules_run_now_from_the_command_line() {
         text(&out)
     };
     let said = run_now();
-    assert!(said.contains("schedule monitor:7: one run pushed"), "{said}");
+    assert!(
+        said.contains("schedule monitor:7: one run pushed"),
+        "{said}"
+    );
     let said = run_now();
     assert!(said.contains("one run buffered"), "{said}");
     let said = run_now();
@@ -1164,7 +1167,11 @@ fn stored_schedules_run_now_from_the_command_line() {
         "{shown}"
     );
     let out = run(store.runall("").args(["size", "sched"]));
-    assert!(text(&out).contains('1'), "one queued, one held: {}", text(&out));
+    assert!(
+        text(&out).contains('1'),
+        "one queued, one held: {}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["schedule", "run-now", "nope"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }

@@ -3,8 +3,12 @@
 //! ```text
 //! runall work --queue high,default,low --concurrency 8
 //! runall failed list
+//! runall serve                      # the web dashboard on http://127.0.0.1:8080/
 //! ```
 //! An application makes its own in the same few lines, linking its own jobs.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
 
 // Linking a crate is what makes its #[derive(Job)] types and drivers known.
 use queue_database as _;
@@ -13,8 +17,46 @@ use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
 
-fn main() -> std::process::ExitCode {
+/// `runall serve`: the dashboard of `queue-dashboard`.
+fn serve_command() -> clap::Command {
+    clap::Command::new("serve")
+        .about(
+            "Serve the web dashboard: queues, jobs, failed jobs, with pause, resume, cancel, \
+             retry and forget (127.0.0.1:8080 by default; another address needs --token)",
+        )
+        .arg(
+            clap::Arg::new("bind")
+                .long("bind")
+                .value_name("ADDR")
+                .default_value("127.0.0.1:8080")
+                .value_parser(clap::value_parser!(SocketAddr))
+                .help("Address to listen on"),
+        )
+        .arg(
+            clap::Arg::new("token")
+                .long("token")
+                .value_name("TOKEN")
+                .env("RUNALL_DASHBOARD_TOKEN")
+                .hide_env_values(true)
+                .help(
+                    "Token every request needs: `Authorization: Bearer TOKEN`, or open the \
+                     dashboard once as `/?token=TOKEN` (a cookie keeps it). Required to bind \
+                     an address beyond the loopback interface",
+                ),
+        )
+}
+
+fn main() -> ExitCode {
     queue_core::cli::Runner::new()
         .setup(queue_examples::listeners)
+        .command(serve_command(), |queue, args| async move {
+            let mut options = queue_dashboard::ServeOptions::default();
+            if let Some(bind) = args.get_one::<SocketAddr>("bind") {
+                options.bind = *bind;
+            }
+            options.token = args.get_one::<String>("token").cloned();
+            queue_dashboard::serve(queue, options).await?;
+            Ok(ExitCode::SUCCESS)
+        })
         .main()
 }

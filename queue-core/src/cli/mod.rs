@@ -199,6 +199,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// A command added by the binary with [`Runner::command`]: its index, and its arguments.
+    #[command(skip)]
+    Added(usize, clap::ArgMatches),
 }
 
 fn parse_time(text: &str) -> Result<SystemTime, String> {
@@ -241,8 +244,9 @@ pub(crate) enum ScheduleCommand {
         /// The schedule's id.
         id: String,
     },
-    /// Pushes one run now, outside the ticks (held back while a run is queued or running,
-    /// unless the schedule allows overlap).
+    /// Pushes one run now, outside the ticks, of a schedule in code, in `job.toml` or stored
+    /// (held back while a run is queued or running with overlap = skip; buffered until the
+    /// running one ends with buffer_one, held back if one is buffered already).
     RunNow {
         /// The schedule's id.
         id: String,
@@ -446,15 +450,33 @@ fn positive_duration(text: &str) -> std::result::Result<Duration, String> {
 
 type SetupFn = Box<dyn Fn(&Queue) + Send + Sync>;
 
+/// What a command added with [`Runner::command`] returns.
+pub type CommandResult = std::result::Result<ExitCode, crate::BoxError>;
+
+type CommandFn = Box<
+    dyn Fn(Queue, clap::ArgMatches) -> futures::future::BoxFuture<'static, CommandResult>
+        + Send
+        + Sync,
+>;
+
 /// Builds and runs the `runall` command line.
 pub struct Runner {
     setup: Vec<SetupFn>,
+    commands: Vec<(clap::Command, CommandFn)>,
 }
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runner")
             .field("setup", &self.setup.len())
+            .field(
+                "commands",
+                &self
+                    .commands
+                    .iter()
+                    .map(|(c, _)| c.get_name())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -468,7 +490,44 @@ impl Default for Runner {
 impl Runner {
     /// A runner that knows the `#[derive(Job)]` types linked into the binary.
     pub fn new() -> Self {
-        Runner { setup: Vec::new() }
+        Runner {
+            setup: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// Adds a subcommand that lives outside this crate (the dashboard's `runall serve`):
+    /// `command` is its name, help and arguments, as clap describes them; `run` gets the
+    /// queue once it is connected (the `setup` closures have run) and the subcommand's
+    /// arguments. `--connection` and `--config` apply to it as to every command. An error it
+    /// returns is printed as `error: ...` with exit code 1.
+    ///
+    /// ```no_run
+    /// use std::process::ExitCode;
+    ///
+    /// fn main() -> ExitCode {
+    ///     let hello = clap::Command::new("hello")
+    ///         .about("Print the driver's name")
+    ///         .arg(clap::Arg::new("greeting").long("greeting").default_value("hello"));
+    ///     queue_core::cli::Runner::new()
+    ///         .command(hello, |queue, args| async move {
+    ///             let greeting = args.get_one::<String>("greeting").cloned().unwrap_or_default();
+    ///             println!("{greeting} from {}", queue.storage().capabilities().driver);
+    ///             Ok(ExitCode::SUCCESS)
+    ///         })
+    ///         .main()
+    /// }
+    /// ```
+    pub fn command<F, Fut>(mut self, command: clap::Command, run: F) -> Self
+    where
+        F: Fn(Queue, clap::ArgMatches) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = CommandResult> + Send + 'static,
+    {
+        self.commands.push((
+            command,
+            Box::new(move |queue, args| Box::pin(run(queue, args))),
+        ));
+        self
     }
 
     /// Runs `f` on the queue once it is connected: register listeners here.
@@ -500,7 +559,7 @@ impl Runner {
         T: Into<std::ffi::OsString> + Clone,
     {
         quiet_job_panics();
-        let cli = match Cli::try_parse_from(args) {
+        let cli = match self.parse(args) {
             Ok(cli) => cli,
             Err(e) => {
                 let _ = e.print();
@@ -517,6 +576,41 @@ impl Runner {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
+        }
+    }
+
+    /// Parses the arguments: the built-in commands and those added with [`Runner::command`].
+    fn parse<I, T>(&self, args: I) -> std::result::Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        if self.commands.is_empty() {
+            return Cli::try_parse_from(args);
+        }
+        let mut app = Cli::command();
+        for (command, _) in &self.commands {
+            app = app.subcommand(command.clone());
+        }
+        let matches = app.try_get_matches_from(args)?;
+        let added = matches.subcommand().and_then(|(name, sub)| {
+            let index = self
+                .commands
+                .iter()
+                .position(|(c, _)| c.get_name() == name)?;
+            Some((index, sub.clone()))
+        });
+        match added {
+            Some((index, sub)) => Ok(Cli {
+                connection: matches.get_one::<String>("connection").cloned(),
+                config: matches
+                    .get_one::<PathBuf>("config")
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from("job.toml")),
+                command: Some(Command::Added(index, sub)),
+            }),
+            None => Cli::from_arg_matches(&matches),
         }
     }
 
@@ -716,6 +810,19 @@ impl Runner {
                     at,
                 };
                 ops::dispatch(&queue, args, &mut out).await?;
+            }
+            Command::Added(index, args) => {
+                drop(out);
+                let Some((_, run)) = self.commands.get(index) else {
+                    return Ok(ExitCode::FAILURE);
+                };
+                return Ok(match run(queue.clone(), args).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                });
             }
             Command::Clear { queue: name, force } => {
                 ops::clear(&*storage, &name, force, &mut out).await?

@@ -1,0 +1,125 @@
+//! `runall serve`: the dashboard served by the worker binary (a command added to the
+//! `Runner` with `Runner::command`), its loopback rule, its token, and a clean stop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn runall(dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runall"));
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    cmd.arg("--connection").arg(url);
+    cmd.arg("--config").arg(dir.path().join("job.toml"));
+    cmd.env_remove("QUEUE_URL")
+        .env_remove("RUNALL_DASHBOARD_TOKEN");
+    cmd
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A GET over plain HTTP/1.1: the status line's code and the whole answer.
+fn http_get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, answer))
+}
+
+fn start(dir: &tempfile::TempDir, args: &[&str]) -> (Server, u16) {
+    let port = free_port();
+    let child = runall(dir)
+        .arg("serve")
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runall starts");
+    let server = Server(child);
+    let started = Instant::now();
+    while http_get(port, "/", "").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "runall serve answers"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+#[test]
+fn serve_is_a_runall_command() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let help = runall(&dir).arg("--help").output().expect("runall runs");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("serve"));
+    // Beyond the loopback interface only with a token.
+    let out = runall(&dir)
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .output()
+        .expect("runall runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without a token"), "{stderr}");
+    // The other commands still parse with it added.
+    let size = runall(&dir).arg("size").output().expect("runall runs");
+    assert!(size.status.success(), "{size:?}");
+}
+
+#[test]
+fn serve_answers_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (mut server, port) = start(&dir, &[]);
+    let (code, page) = http_get(port, "/", "").expect("an answer");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("store: sqlite"), "{page}");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.0.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Ok(Some(exit)) = server.0.try_wait() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "it stops");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn serve_with_a_token() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (_server, port) = start(&dir, &["--token", "s3cret"]);
+    assert_eq!(http_get(port, "/", "").map(|a| a.0), Some(401));
+    let bearer = "Authorization: Bearer s3cret\r\n";
+    assert_eq!(http_get(port, "/", bearer).map(|a| a.0), Some(200));
+    let (code, answer) = http_get(port, "/failed?token=s3cret", "").expect("an answer");
+    assert_eq!(code, 303, "{answer}");
+    assert!(answer.contains("HttpOnly"), "{answer}");
+    let cookie = "Cookie: runall_dashboard_token=s3cret\r\n";
+    assert_eq!(http_get(port, "/failed", cookie).map(|a| a.0), Some(200));
+}

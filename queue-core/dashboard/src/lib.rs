@@ -1,0 +1,241 @@
+//! The web dashboard of `queue-core`: server-rendered pages over any store, live numbers
+//! over server-sent events, and POST forms for the actions. No JavaScript build step: one
+//! small stylesheet and one small script are embedded in the binary, and every page works
+//! with JavaScript off except the live refresh.
+//!
+//! # Mounting it
+//!
+//! [`router`] is an [`axum::Router`] an application nests under any prefix: every link and
+//! asset URL is relative to the mount point.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::Router;
+//! use queue_core::Queue;
+//!
+//! let queue = Queue::connect("sqlite://jobs.db").await?;
+//! let app = Router::new().nest("/admin/jobs", queue_dashboard::router(queue));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The overview is the mount path itself, `/admin/jobs` (axum's `nest` does not route
+//! `/admin/jobs/`; mounted with `nest_service`, both are the overview).
+//!
+//! # Authentication
+//!
+//! The router has none of its own: anyone who reaches it can pause queues, cancel jobs and
+//! retry or delete failed jobs. Put the application's own authentication in front of it,
+//! as any tower layer:
+//!
+//! ```no_run
+//! use axum::extract::Request;
+//! use axum::http::StatusCode;
+//! use axum::middleware::{self, Next};
+//! use axum::response::Response;
+//!
+//! async fn admins_only(request: Request, next: Next) -> Result<Response, StatusCode> {
+//!     let is_admin = request.headers().get("x-user-role").is_some_and(|r| r == "admin");
+//!     if !is_admin {
+//!         return Err(StatusCode::FORBIDDEN);
+//!     }
+//!     Ok(next.run(request).await)
+//! }
+//!
+//! # fn demo(queue: queue_core::Queue) -> axum::Router {
+//! let dashboard = queue_dashboard::router(queue).layer(middleware::from_fn(admins_only));
+//! axum::Router::new().nest("/admin/jobs", dashboard)
+//! # }
+//! ```
+//!
+//! `runall serve` (see [`serve`]) binds 127.0.0.1:8080 by default and refuses an address
+//! beyond the loopback interface unless a token is given ([`require_token`]).
+//!
+//! Whatever the authentication, state-changing requests pass a same-origin check: a POST
+//! that a browser marks as coming from another site (`Sec-Fetch-Site`, else `Origin`
+//! against `Host`) is refused with 403, so another site cannot make a signed-in browser
+//! press the buttons. The pages send a strict `Content-Security-Policy` (no inline script
+//! or style).
+//!
+//! # Pages
+//!
+//! | URL (relative to the mount point) | what it shows |
+//! |---|---|
+//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count. Refreshed live over `events` |
+//! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`) |
+//! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
+//! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons |
+//! | `events` | the server-sent events stream of the overview |
+//!
+//! Actions are POST forms answered with a redirect: `queues/{q}/pause`, `queues/{q}/resume`,
+//! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`.
+//!
+//! Where the store lacks a capability, the page says so in a plain sentence naming it
+//! (memcached cannot list jobs; memcached and Redis Cluster cannot pause queues) instead of
+//! showing an empty table.
+//!
+//! # Cost
+//!
+//! One collector task per router reads the overview's numbers (the queues, each one's size,
+//! the paused set, the failed count) at most once a second, and only while at least one
+//! browser listens on `events`; every listener gets the same rendered table. A page load
+//! within a second of a read uses that read. Listings read one page of job summaries (never
+//! payloads) by cursor.
+
+mod assets;
+mod auth;
+mod error;
+mod live;
+mod pages;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::header::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use queue_core::Queue;
+
+pub use auth::require_token;
+pub use error::{Error, Result};
+
+/// What every handler of one router shares.
+#[derive(Debug, Clone)]
+struct Dashboard {
+    queue: Queue,
+    live: Arc<live::Live>,
+}
+
+/// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)).
+/// It has no authentication of its own: add the application's as a layer.
+pub fn router(queue: Queue) -> Router {
+    let state = Dashboard {
+        queue,
+        live: Arc::new(live::Live::new()),
+    };
+    Router::new()
+        .route("/", get(pages::overview))
+        .route("/events", get(live::events))
+        .route("/assets/dashboard.css", get(assets::css))
+        .route("/assets/dashboard.js", get(assets::js))
+        .route("/queues/{queue}", get(pages::queue))
+        .route("/queues/{queue}/pause", post(pages::pause))
+        .route("/queues/{queue}/resume", post(pages::resume))
+        .route("/jobs", get(pages::find_job))
+        .route("/jobs/{id}", get(pages::job))
+        .route("/jobs/{id}/cancel", post(pages::cancel))
+        .route("/failed", get(pages::failed))
+        .route("/failed/{id}", get(pages::failed_job))
+        .route("/failed/{id}/retry", post(pages::retry))
+        .route("/failed/{id}/forget", post(pages::forget))
+        .fallback(pages::not_found)
+        .layer(middleware::from_fn(auth::same_origin))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// No inline script or style, no framing, no referrer to other sites.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            "content-security-policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'self'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
+}
+
+/// How `runall serve` serves the dashboard.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The address to listen on (127.0.0.1:8080 by default).
+    pub bind: SocketAddr,
+    /// The token every request needs ([`require_token`]); required for an address beyond
+    /// the loopback interface.
+    pub token: Option<String>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The router these options serve: [`router`], behind [`require_token`] when a token
+    /// is set. Refuses a non-loopback address without a token, and an empty token.
+    pub fn app(&self, queue: Queue) -> Result<Router> {
+        match &self.token {
+            Some(token) => require_token(router(queue), token),
+            None if !self.bind.ip().is_loopback() => {
+                Err(Error::OpenToTheNetwork { addr: self.bind })
+            }
+            None => Ok(router(queue)),
+        }
+    }
+}
+
+/// Serves the dashboard at the root of `options.bind` until SIGINT or SIGTERM (what
+/// `runall serve` runs). Refuses, before binding, an address beyond the loopback interface
+/// without a token.
+pub async fn serve(queue: Queue, options: ServeOptions) -> Result<()> {
+    let app = options.app(queue)?;
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: options.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    match options.token {
+        Some(_) => println!("dashboard on http://{addr}/?token=... (the token opens it once)"),
+        None => println!("dashboard on http://{addr}/"),
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopped())
+        .await
+        .map_err(Error::Serve)
+}
+
+/// SIGINT, or SIGTERM on Unix.
+async fn stopped() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

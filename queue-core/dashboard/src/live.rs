@@ -1,0 +1,265 @@
+//! The overview's numbers and their live refresh: one collector task per router reads the
+//! store at most once a second, only while at least one browser listens on `events`, and
+//! pushes the rendered table to every listener over server-sent events.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::header::{HeaderName, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use futures::stream::{self, Stream};
+use maud::{html, Markup};
+use queue_core::{Error as QueueError, Queue, QueueSize, StorageExt};
+use tokio::sync::broadcast;
+
+use crate::view::{enc, time, unsupported};
+use crate::Dashboard;
+
+/// How often the collector reads the store while someone listens.
+pub(crate) const EVERY: Duration = Duration::from_secs(1);
+
+/// What the overview shows, read in one go.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) as_of: SystemTime,
+    /// Each queue with its size; `Err` when the store cannot list or count.
+    pub(crate) queues: Result<Vec<(String, QueueSize)>, QueueError>,
+    /// The paused queues; `Err` (not supported) where the store cannot pause.
+    pub(crate) paused: Result<BTreeSet<String>, QueueError>,
+    pub(crate) failed: Result<u64, QueueError>,
+}
+
+/// Reads the overview's numbers. An operation the store lacks is kept as its
+/// `NotSupported` error, for the page to say so; any other error ends the read.
+pub(crate) async fn collect(queue: &Queue) -> Result<Snapshot, QueueError> {
+    let storage = queue.storage();
+    let paused = match queue.paused().await {
+        Ok(names) => Ok(names.into_iter().collect::<BTreeSet<_>>()),
+        Err(e @ QueueError::NotSupported { .. }) => Err(e),
+        Err(e) => return Err(e),
+    };
+    let queues = match storage.inspect() {
+        Ok(inspect) => match inspect.queues().await {
+            Ok(names) => {
+                let mut names: BTreeSet<String> = names.into_iter().collect();
+                if let Ok(paused) = &paused {
+                    // A paused queue that is empty now is still worth a row (and a button).
+                    names.extend(paused.iter().cloned());
+                }
+                let mut rows = Vec::with_capacity(names.len());
+                for name in names {
+                    let size = inspect.size(&name).await?;
+                    rows.push((name, size));
+                }
+                Ok(rows)
+            }
+            Err(e @ QueueError::NotSupported { .. }) => Err(e),
+            Err(e) => return Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let failed = match storage.failed_store() {
+        Ok(store) => match store.count().await {
+            Ok(n) => Ok(n),
+            Err(e @ QueueError::NotSupported { .. }) => Err(e),
+            Err(e) => return Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    Ok(Snapshot {
+        as_of: SystemTime::now(),
+        queues,
+        paused,
+        failed,
+    })
+}
+
+/// The overview's live part: the queues table and the failed count. Links are relative to
+/// the mount point, which is where the overview is.
+pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>) -> Markup {
+    let s = match snapshot {
+        Ok(s) => s,
+        Err(e) => {
+            return html! { p.error { "The store could not be read: " (e.to_string()) } };
+        }
+    };
+    let can_pause = s.paused.is_ok();
+    html! {
+        p.asof { "As of " (time(s.as_of)) }
+        @match &s.queues {
+            Ok(rows) if rows.is_empty() => { p.empty { "No queue holds a job now." } }
+            Ok(rows) => {
+                table.queues {
+                    thead { tr {
+                        th { "Queue" } th.n { "Waiting" } th.n { "Delayed" } th.n { "Running" }
+                        th { "State" } @if can_pause { th { "Action" } }
+                    } }
+                    tbody {
+                        @for (name, size) in rows {
+                            @let paused = s.paused.as_ref().is_ok_and(|p| p.contains(name));
+                            tr data-queue=(name) {
+                                td { a href={ "queues/" (enc(name)) } { (name) } }
+                                td.n.waiting { (size.waiting) }
+                                td.n.delayed { (size.delayed) }
+                                td.n.running { (size.reserved) }
+                                td.state { @if paused { strong.paused { "paused" } } @else { "running" } }
+                                @if can_pause { td { (pause_form(name, paused, "", "overview")) } }
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => { (unsupported(e)) }
+        }
+        @if let Err(e) = &s.paused { (unsupported(e)) }
+        @match &s.failed {
+            Ok(n) => { p.failed { a href="failed" { "Failed jobs: " span.failed-count { (n) } } } }
+            Err(e) => { (unsupported(e)) }
+        }
+    }
+}
+
+/// The pause or resume button of a queue. `path` leads from the page to `queues/`;
+/// `back` says where the action returns (`overview` or `queue`).
+pub(crate) fn pause_form(name: &str, paused: bool, path: &str, back: &str) -> Markup {
+    let (action, label) = if paused {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
+    html! {
+        form.inline method="post" action={ (path) "queues/" (enc(name)) "/" (action) } {
+            input type="hidden" name="back" value=(back);
+            button type="submit" class=(action) { (label) }
+        }
+    }
+}
+
+/// The collector's shared state, one per router.
+#[derive(Debug)]
+pub(crate) struct Live {
+    tx: broadcast::Sender<Arc<Update>>,
+    state: Mutex<CollectorState>,
+}
+
+#[derive(Debug, Default)]
+struct CollectorState {
+    running: bool,
+    /// Reads made so far (each update's SSE id).
+    reads: u64,
+    latest: Option<(Instant, Arc<Update>)>,
+}
+
+/// One rendered refresh.
+#[derive(Debug)]
+pub(crate) struct Update {
+    /// The number of the read that made it.
+    pub(crate) id: u64,
+    pub(crate) html: String,
+    /// The snapshot's numbers, for a page load that comes within a second of a read.
+    snapshot_ok: bool,
+}
+
+impl Live {
+    pub(crate) fn new() -> Self {
+        let (tx, _) = broadcast::channel(4);
+        Live {
+            tx,
+            state: Mutex::new(CollectorState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CollectorState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last rendered table if it is less than a second old (a page load then reads
+    /// nothing).
+    pub(crate) fn fresh(&self) -> Option<String> {
+        let state = self.lock();
+        let (at, update) = state.latest.as_ref()?;
+        (at.elapsed() < EVERY && update.snapshot_ok).then(|| update.html.clone())
+    }
+
+    /// A new listener: its receiver and the last update (if any), the collector started if
+    /// it was not running.
+    fn subscribe(
+        self: &Arc<Self>,
+        queue: &Queue,
+    ) -> (broadcast::Receiver<Arc<Update>>, Option<Arc<Update>>) {
+        let mut state = self.lock();
+        let rx = self.tx.subscribe();
+        if !state.running {
+            state.running = true;
+            tokio::spawn(collector(self.clone(), queue.clone()));
+        }
+        let latest = state.latest.as_ref().map(|(_, u)| u.clone());
+        (rx, latest)
+    }
+}
+
+/// Reads and broadcasts once a second; stops as soon as a tick finds nobody listening.
+async fn collector(live: Arc<Live>, queue: Queue) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let id = {
+            let mut state = live.lock();
+            if live.tx.receiver_count() == 0 {
+                // Decided under the lock a new listener takes: it either sees the collector
+                // stopped and starts another, or subscribed before this check.
+                state.running = false;
+                return;
+            }
+            state.reads += 1;
+            state.reads
+        };
+        let snapshot = collect(&queue).await;
+        let update = Arc::new(Update {
+            id,
+            html: fragment(&snapshot).into_string(),
+            snapshot_ok: snapshot.is_ok(),
+        });
+        live.lock().latest = Some((Instant::now(), update.clone()));
+        let _ = live.tx.send(update);
+    }
+}
+
+/// `GET events`: the overview's table, again after every read, as `overview` events.
+pub(crate) async fn events(State(dash): State<Dashboard>) -> impl IntoResponse {
+    let (rx, latest) = dash.live.subscribe(&dash.queue);
+    let first = stream::iter(latest.map(|u| Ok(event(&u))));
+    let updates = stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(update) => return Some((Ok::<_, Infallible>(event(&update)), rx)),
+                // A slow listener skips to the newest update.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(futures::StreamExt::chain(first, updates));
+    (
+        // nginx and other proxies would hold the stream back otherwise.
+        [(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        )],
+        Sse::new(stream).keep_alive(KeepAlive::default()),
+    )
+}
+
+fn event(update: &Update) -> Event {
+    Event::default()
+        .event("overview")
+        .id(update.id.to_string())
+        .retry(Duration::from_secs(3))
+        .data(&update.html)
+}

@@ -1,0 +1,256 @@
+//! The dashboard in a real browser: Debian's `chromium`, headless, driven through
+//! `chromedriver` with fantoccini. `bash scripts/services.sh` installs both. Outside CI a
+//! machine without them skips this test with a notice; in CI (`CI=true`) it fails.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use fantoccini::{Client, ClientBuilder, Locator};
+use queue_core::{JobState, Queue};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The first of `names` found on `PATH`.
+fn which(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// `chromedriver`, ended when the test ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts chromedriver and connects a headless chromium session.
+async fn browser(chromium: &std::path::Path, chromedriver: &std::path::Path) -> (Driver, Client) {
+    let port = free_port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver(child);
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1200,900"],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(e) if started.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no chromedriver session within 20 s: {e}"),
+        }
+    }
+}
+
+/// Serves `queue`'s dashboard under `/admin/jobs` on a free port.
+async fn serve(queue: Queue) -> SocketAddr {
+    let app = Router::new().nest("/admin/jobs", queue_dashboard::router(queue));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// Polls `css`'s text until `want` holds, at most `within`.
+async fn wait_text(
+    client: &Client,
+    css: &str,
+    within: Duration,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < within {
+        // The live table is replaced every second: a stale element is looked up again.
+        if let Ok(element) = client.find(Locator::Css(css)).await {
+            if let Ok(text) = element.text().await {
+                if want(&text) {
+                    return text;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{css}` did not come to the expected text within {within:?}: last {last:?}");
+}
+
+/// Clicks `css`, again if the live refresh replaced it in between.
+async fn click(client: &Client, css: &str) {
+    let mut last = None;
+    for _ in 0..5 {
+        match client.find(Locator::Css(css)).await {
+            Ok(element) => match element.click().await {
+                Ok(()) => return,
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot click `{css}`: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_in_a_real_browser() {
+    let (chromium, chromedriver) = match (
+        which(&["chromium", "chromium-browser"]),
+        which(&["chromedriver"]),
+    ) {
+        (Some(c), Some(d)) => (c, d),
+        _ if in_ci() => panic!(
+            "chromium and chromedriver are required in CI (bash scripts/services.sh installs them)"
+        ),
+        _ => {
+            println!("skipped: no chromium or chromedriver on PATH (bash scripts/services.sh installs them)");
+            return;
+        }
+    };
+    let (queue, _dir) = common::sqlite().await;
+    common::dispatch(&queue, "mail", 1).await;
+    let addr = serve(queue.clone()).await;
+    let (_driver, client) = browser(&chromium, &chromedriver).await;
+    // The session is closed (and chromium with it) whether the checks pass or not.
+    let checks = std::panic::AssertUnwindSafe(checks(&client, &queue, addr));
+    let outcome = futures::FutureExt::catch_unwind(checks).await;
+    let _ = client.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn checks(client: &Client, queue: &Queue, addr: SocketAddr) {
+    let base = format!("http://{addr}/admin/jobs");
+
+    // The overview renders, its script connects to `events`.
+    client.goto(&base).await.expect("the overview loads");
+    let title = client.title().await.expect("a title");
+    assert_eq!(title, "Queues · runall");
+    let waiting = "tr[data-queue=\"mail\"] td.waiting";
+    wait_text(client, waiting, Duration::from_secs(10), |t| t == "1").await;
+    wait_text(client, "#live-status", Duration::from_secs(10), |t| {
+        t.starts_with("Live:")
+    })
+    .await;
+    let css = client
+        .execute(
+            "return getComputedStyle(document.querySelector('header')).borderBottomStyle",
+            vec![],
+        )
+        .await
+        .expect("a style");
+    assert_eq!(css, "solid", "the stylesheet loaded under the prefix");
+
+    // A job dispatched after the page loaded shows up through SSE, with no reload.
+    client
+        .execute("window.__notReloaded = true", vec![])
+        .await
+        .expect("a marker");
+    common::dispatch(queue, "mail", 2).await;
+    common::dispatch(queue, "mail", 3).await;
+    wait_text(client, waiting, Duration::from_secs(10), |t| t == "3").await;
+    let marker = client
+        .execute("return window.__notReloaded === true", vec![])
+        .await
+        .expect("the marker");
+    assert_eq!(marker, serde_json::json!(true), "the page was not reloaded");
+    if let Ok(path) = std::env::var("DASHBOARD_SCREENSHOT") {
+        let png = client.screenshot().await.expect("a screenshot");
+        std::fs::write(path, png).expect("the screenshot is written");
+    }
+
+    // The pause button pauses the queue; the page says so.
+    click(client, "tr[data-queue=\"mail\"] button.pause").await;
+    wait_text(client, "p.notice", Duration::from_secs(10), |t| {
+        t.starts_with("Queue paused")
+    })
+    .await;
+    wait_text(
+        client,
+        "tr[data-queue=\"mail\"] td.state",
+        Duration::from_secs(5),
+        |t| t == "paused",
+    )
+    .await;
+    assert_eq!(queue.paused().await.expect("paused"), ["mail"]);
+    let url = client.current_url().await.expect("a URL");
+    assert_eq!(
+        url.path(),
+        "/admin/jobs",
+        "back on the overview, under the prefix"
+    );
+
+    // A job's page cancels it.
+    let id = common::dispatch(queue, "mail", 4).await;
+    client
+        .goto(&format!("{base}/jobs/{}", common::enc(&id.0)))
+        .await
+        .expect("the job page loads");
+    wait_text(client, "dd.job-state", Duration::from_secs(10), |t| {
+        t == "pending"
+    })
+    .await;
+    click(client, "button.cancel").await;
+    wait_text(client, "dd.job-state", Duration::from_secs(10), |t| {
+        t == "cancelled"
+    })
+    .await;
+    wait_text(client, "p.notice", Duration::from_secs(10), |t| {
+        t.starts_with("Job cancelled")
+    })
+    .await;
+    let status = queue.job(&id).await.expect("status").expect("known");
+    assert_eq!(status.state, JobState::Cancelled);
+
+    // Resume from the queue's page.
+    click(client, "p.crumbs a:nth-of-type(2)").await;
+    wait_text(client, "h1", Duration::from_secs(10), |t| t == "Queue mail").await;
+    click(client, "button.resume").await;
+    wait_text(client, "p.notice", Duration::from_secs(10), |t| {
+        t == "Queue resumed."
+    })
+    .await;
+    assert!(queue.paused().await.expect("paused").is_empty());
+}

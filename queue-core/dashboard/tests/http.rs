@@ -1,0 +1,604 @@
+//! The dashboard over HTTP, through the router itself (`tower::ServiceExt::oneshot`), on a
+//! SQLite file and on Redis (required in CI), and memcached for what it cannot do.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use common::{cell, dispatch, dispatch_later, enc, failed, get, post, reserve, send, urls};
+use futures::StreamExt;
+use queue_core::{JobState, StorageExt};
+
+#[tokio::test]
+async fn the_overview_counts_each_queue() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        for n in 0..3 {
+            dispatch(&queue, "mail", n).await;
+        }
+        dispatch_later(&queue, "mail").await;
+        dispatch_later(&queue, "mail").await;
+        dispatch(&queue, "reports", 9).await;
+        let _lease = reserve(&queue, "reports").await;
+        failed(&queue, "doomed", 1).await;
+        let app = queue_dashboard::router(queue.clone());
+        let page = get(&app, "/").await;
+        assert_eq!(page.status, StatusCode::OK, "{name}: {}", page.body);
+        assert_eq!(
+            cell(&page.body, "mail", "waiting").as_deref(),
+            Some("3"),
+            "{name}"
+        );
+        assert_eq!(
+            cell(&page.body, "mail", "delayed").as_deref(),
+            Some("2"),
+            "{name}"
+        );
+        assert_eq!(
+            cell(&page.body, "mail", "running").as_deref(),
+            Some("0"),
+            "{name}"
+        );
+        assert_eq!(
+            cell(&page.body, "reports", "running").as_deref(),
+            Some("1"),
+            "{name}"
+        );
+        assert_eq!(
+            cell(&page.body, "reports", "waiting").as_deref(),
+            Some("0"),
+            "{name}"
+        );
+        assert!(
+            page.body.contains("failed-count\">1<"),
+            "{name}: {}",
+            page.body
+        );
+        assert!(page.body.contains(&format!("store: {name}")), "{name}");
+        // The queue page shows the same counts on its tabs, and the running job.
+        let page = get(&app, "/queues/reports?state=running").await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert!(page.body.contains("running (1)"), "{name}: {}", page.body);
+        assert!(page.body.contains("href=\"../jobs/"), "{name}");
+        let page = get(&app, "/queues/mail?state=delayed").await;
+        assert!(page.body.contains("delayed (2)"), "{name}");
+        assert_eq!(page.body.matches("href=\"../jobs/").count(), 2, "{name}");
+        let page = get(&app, "/queues/mail?state=bogus").await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn queue_pages_follow_the_cursor() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let mut dispatched = Vec::new();
+        for n in 0..7 {
+            dispatched.push(dispatch(&queue, "bulk", n).await.0);
+        }
+        let app = queue_dashboard::router(queue.clone());
+        let mut uri = "/queues/bulk?state=waiting&limit=3".to_owned();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = get(&app, &uri).await;
+            assert_eq!(page.status, StatusCode::OK, "{name}: {uri}");
+            pages += 1;
+            let ids: Vec<String> = urls(&page.body)
+                .into_iter()
+                .filter_map(|u| u.strip_prefix("../jobs/").map(str::to_owned))
+                .collect();
+            assert!(ids.len() <= 3, "{name}: {ids:?}");
+            seen.extend(ids);
+            let next = urls(&page.body)
+                .into_iter()
+                .find(|u| u.contains("after="))
+                .filter(|_| page.body.contains("rel=\"next\""));
+            match next {
+                // Relative to `queues/`: `bulk?state=…`.
+                Some(next) => uri = format!("/queues/{}", next.replace("&amp;", "&")),
+                None => break,
+            }
+            assert!(pages < 10, "{name}: the cursor does not end");
+        }
+        assert_eq!(pages, 3, "{name}");
+        let dispatched: Vec<String> = dispatched.iter().map(|id| enc(id)).collect();
+        assert_eq!(seen, dispatched, "{name}: every job once, first due first");
+    }
+}
+
+#[tokio::test]
+async fn a_job_page_cancels_the_job() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let id = dispatch(&queue, "mail", 1).await;
+        let app = queue_dashboard::router(queue.clone());
+        let id_path = enc(&id.0);
+        let page = get(&app, &format!("/jobs/{id_path}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert!(
+            page.body.contains("job-state\">pending"),
+            "{name}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains(&format!("action=\"{id_path}/cancel\"")),
+            "{name}"
+        );
+        let done = post(&app, &format!("/jobs/{id_path}/cancel"), "").await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{name}: {}", done.body);
+        assert_eq!(
+            done.location.as_deref(),
+            Some(format!("../{id_path}?notice=cancelled").as_str())
+        );
+        let status = queue.job(&id).await.expect("status").expect("known");
+        assert_eq!(status.state, JobState::Cancelled, "{name}");
+        let page = get(&app, &format!("/jobs/{id_path}?notice=cancelled")).await;
+        assert!(page.body.contains("job-state\">cancelled"), "{name}");
+        assert!(page.body.contains("Job cancelled"), "{name}");
+        assert!(
+            !page.body.contains("Cancel job"),
+            "{name}: no button once ended"
+        );
+        // The look-up form, and unknown ids.
+        let found = get(&app, &format!("/jobs?id={id_path}")).await;
+        assert_eq!(
+            found.location.as_deref(),
+            Some(format!("jobs/{id_path}").as_str())
+        );
+        let missing = get(&app, "/jobs/999999999").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{name}");
+        assert!(missing.body.contains("No job with id 999999999"), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn failed_jobs_are_shown_retried_and_forgotten() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        failed(&queue, "doomed", 1).await;
+        failed(&queue, "doomed", 2).await;
+        let store = queue.storage().failed_store().expect("a failed store");
+        let ids: Vec<String> = store
+            .list(queue_core::storage::PageRequest::first(10))
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        assert_eq!(ids.len(), 2, "{name}");
+        let app = queue_dashboard::router(queue.clone());
+        let list = get(&app, "/failed").await;
+        assert_eq!(list.status, StatusCode::OK, "{name}");
+        assert!(list.body.contains("2 in the failed store"), "{name}");
+        for id in &ids {
+            assert!(
+                list.body.contains(&format!("href=\"failed/{}\"", enc(id))),
+                "{name}"
+            );
+        }
+        // Error and payload as text, escaped.
+        assert!(list.body.contains("boom 1 &lt;script&gt;"), "{name}");
+        let one = get(&app, &format!("/failed/{}", enc(&ids[0]))).await;
+        assert_eq!(one.status, StatusCode::OK, "{name}");
+        assert!(
+            one.body.contains("&lt;b&gt;x&lt;/b&gt;"),
+            "{name}: {}",
+            one.body
+        );
+        assert!(!one.body.contains("<b>x</b>"), "{name}");
+        assert!(one.body.contains("dash-test"), "{name}");
+
+        let retried = post(&app, &format!("/failed/{}/retry", enc(&ids[0])), "").await;
+        assert_eq!(
+            retried.status,
+            StatusCode::SEE_OTHER,
+            "{name}: {}",
+            retried.body
+        );
+        let location = retried.location.expect("a redirect");
+        let new_id = location
+            .strip_prefix("../../jobs/")
+            .and_then(|l| l.strip_suffix("?notice=retried"))
+            .expect("to the new job's page")
+            .to_owned();
+        let size = queue
+            .storage()
+            .inspect()
+            .expect("inspect")
+            .size("doomed")
+            .await;
+        assert_eq!(size.expect("size").waiting, 1, "{name}: back on its queue");
+        let page = get(&app, &format!("/jobs/{new_id}?notice=retried")).await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert!(page.body.contains("back on its queue"), "{name}");
+
+        let forgot = post(&app, &format!("/failed/{}/forget", enc(&ids[1])), "").await;
+        assert_eq!(forgot.status, StatusCode::SEE_OTHER, "{name}");
+        assert_eq!(
+            forgot.location.as_deref(),
+            Some("../../failed?notice=forgotten")
+        );
+        assert_eq!(store.count().await.expect("count"), 0, "{name}");
+        let list = get(&app, "/failed?notice=forgotten").await;
+        assert!(list.body.contains("0 in the failed store"), "{name}");
+        assert!(list.body.contains("Failed job deleted"), "{name}");
+        let again = post(&app, &format!("/failed/{}/forget", enc(&ids[1])), "").await;
+        assert_eq!(again.status, StatusCode::NOT_FOUND, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn queues_pause_and_resume() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        dispatch(&queue, "mail", 1).await;
+        let app = queue_dashboard::router(queue.clone());
+        let page = get(&app, "/").await;
+        assert!(page.body.contains("action=\"queues/mail/pause\""), "{name}");
+        let done = post(&app, "/queues/mail/pause", "back=overview").await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{name}: {}", done.body);
+        assert_eq!(done.location.as_deref(), Some("../../?notice=paused"));
+        assert_eq!(queue.paused().await.expect("paused"), ["mail"], "{name}");
+        let page = get(&app, "/?notice=paused").await;
+        assert_eq!(
+            cell(&page.body, "mail", "state").as_deref(),
+            Some(""),
+            "{name}"
+        );
+        assert!(
+            page.body
+                .contains("<strong class=\"paused\">paused</strong>"),
+            "{name}"
+        );
+        assert!(
+            page.body.contains("action=\"queues/mail/resume\""),
+            "{name}"
+        );
+        assert!(page.body.contains("Queue paused"), "{name}");
+        // From the queue's page, back to it.
+        let queue_page = get(&app, "/queues/mail").await;
+        assert!(
+            queue_page.body.contains("action=\"../queues/mail/resume\""),
+            "{name}"
+        );
+        let done = post(&app, "/queues/mail/resume", "back=queue").await;
+        assert_eq!(done.location.as_deref(), Some("../mail?notice=resumed"));
+        assert!(queue.paused().await.expect("paused").is_empty(), "{name}");
+        let again = post(&app, "/queues/mail/resume", "back=queue").await;
+        assert_eq!(again.location.as_deref(), Some("../mail?notice=not-paused"));
+    }
+}
+
+#[tokio::test]
+async fn cross_site_posts_are_refused() {
+    let (queue, _dir) = common::sqlite().await;
+    let id = dispatch(&queue, "mail", 1).await;
+    let app = queue_dashboard::router(queue.clone());
+    for (header, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "http://evil.test"),
+        ("origin", "null"),
+    ] {
+        for uri in [
+            "/queues/mail/pause".to_owned(),
+            format!("/jobs/{}/cancel", enc(&id.0)),
+        ] {
+            let request = Request::post(uri.as_str())
+                .header("host", "dash.test")
+                .header(header, value)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("back=overview"))
+                .expect("a request");
+            let reply = send(&app, request).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{header}: {value} {uri}"
+            );
+        }
+    }
+    assert!(queue.paused().await.expect("paused").is_empty());
+    let status = queue.job(&id).await.expect("status").expect("known");
+    assert_eq!(status.state, JobState::Pending);
+    // A same-origin browser, and a client that is no browser at all (no such headers).
+    assert_eq!(
+        post(&app, "/queues/mail/pause", "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let plain = Request::post("/queues/mail/resume")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(send(&app, plain).await.status, StatusCode::SEE_OTHER);
+    // GETs are never refused.
+    let cross_get = Request::get("/")
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(send(&app, cross_get).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn it_works_under_a_prefix() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let id = dispatch(&queue, "mail", 1).await;
+        failed(&queue, "doomed", 2).await;
+        let app = Router::new().nest("/admin/jobs", queue_dashboard::router(queue.clone()));
+        // axum's `nest` routes `/admin/jobs` (not `/admin/jobs/`): the overview says where
+        // its links start with `<base href="jobs/">`.
+        let overview = get(&app, "/admin/jobs").await;
+        assert_eq!(overview.status, StatusCode::OK, "{name}");
+        assert!(overview.body.contains("<base href=\"jobs/\">"), "{name}");
+        assert!(overview.body.contains("href=\"queues/mail\""), "{name}");
+        assert!(overview.body.contains("href=\"../jobs\">Queues"), "{name}");
+        let failed_id = queue
+            .storage()
+            .failed_store()
+            .expect("failed store")
+            .list(queue_core::storage::PageRequest::first(1))
+            .await
+            .expect("list")
+            .items[0]
+            .id
+            .clone();
+        for uri in [
+            "/admin/jobs".to_owned(),
+            "/admin/jobs/queues/mail".to_owned(),
+            format!("/admin/jobs/jobs/{}", enc(&id.0)),
+            "/admin/jobs/failed".to_owned(),
+            format!("/admin/jobs/failed/{}", enc(&failed_id)),
+        ] {
+            let page = get(&app, &uri).await;
+            assert_eq!(page.status, StatusCode::OK, "{name}: {uri}: {}", page.body);
+            for url in urls(&page.body) {
+                assert!(!url.starts_with('/'), "{name}: {uri} links to {url}");
+                assert!(!url.contains("://"), "{name}: {uri} links to {url}");
+            }
+        }
+        for asset in ["dashboard.css", "dashboard.js"] {
+            let page = get(&app, &format!("/admin/jobs/assets/{asset}")).await;
+            assert_eq!(page.status, StatusCode::OK, "{asset}");
+            assert!(page.body.len() > 500, "{asset}");
+        }
+        let page = get(&app, "/admin/jobs/queues/mail").await;
+        assert!(page.body.contains("href=\"../../jobs\">Queues"), "{name}");
+        let done = post(&app, "/admin/jobs/queues/mail/pause", "back=overview").await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{name}");
+        assert_eq!(
+            done.location.as_deref(),
+            Some("../../../jobs?notice=paused")
+        );
+        assert_eq!(queue.paused().await.expect("paused"), ["mail"], "{name}");
+        assert_eq!(
+            get(&app, "/admin/jobs/nothing").await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        // Mounted with `nest_service`, `/admin/jobs/` is the overview too.
+        let app = Router::new().nest_service("/admin/jobs", queue_dashboard::router(queue.clone()));
+        let slash = get(&app, "/admin/jobs/").await;
+        assert_eq!(slash.status, StatusCode::OK, "{name}");
+        assert!(slash.body.contains("<base href=\"./\">"), "{name}");
+        assert!(slash.body.contains("href=\"../jobs\">Queues"), "{name}");
+        assert_eq!(
+            get(&app, "/admin/jobs").await.status,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn memcached_says_what_it_cannot_do() {
+    let Some(queue) = common::memcached().await else {
+        return;
+    };
+    dispatch(&queue, "mail", 1).await;
+    dispatch(&queue, "mail", 2).await;
+    let app = queue_dashboard::router(queue.clone());
+    let page = get(&app, "/").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(cell(&page.body, "mail", "waiting").as_deref(), Some("2"));
+    assert!(
+        page.body.contains(
+            "Not available on this store: the memcached driver does not support group counters"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("/pause\""),
+        "no pause button where pausing is not supported"
+    );
+    let list = get(&app, "/queues/mail").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(
+        list.body.contains(
+            "Not available on this store: the memcached driver does not support listing jobs"
+        ),
+        "{}",
+        list.body
+    );
+    assert!(
+        list.body.contains("waiting (2)"),
+        "the counts are still shown"
+    );
+    assert!(!list.body.contains("<table"), "no empty table pretending");
+    let paused = post(&app, "/queues/mail/pause", "").await;
+    assert_eq!(paused.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(paused.body.contains("does not support"), "{}", paused.body);
+}
+
+/// Reads the next `overview` event of an SSE body: its id and data.
+async fn next_event(
+    body: &mut (impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    buffer: &mut String,
+) -> (u64, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if !frame.contains("event: overview") {
+                continue; // a keep-alive comment
+            }
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: "))
+                .and_then(|v| v.parse().ok())
+                .expect("an id");
+            let data: Vec<&str> = frame
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .collect();
+            return (id, data.join("\n"));
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream goes on")
+            .expect("a chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+async fn open_events(
+    app: &Router,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin {
+    let response = tower::ServiceExt::oneshot(
+        app.clone(),
+        Request::get("/events")
+            .body(Body::empty())
+            .expect("a request"),
+    )
+    .await
+    .expect("the router answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/event-stream"[..])
+    );
+    response.into_body().into_data_stream()
+}
+
+#[tokio::test]
+async fn one_collector_feeds_every_listener_and_only_while_they_listen() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        dispatch(&queue, "mail", 1).await;
+        let app = queue_dashboard::router(queue.clone());
+        let (mut a, mut b) = (open_events(&app).await, open_events(&app).await);
+        let (mut buf_a, mut buf_b) = (String::new(), String::new());
+        let (first, html) = next_event(&mut a, &mut buf_a).await;
+        assert_eq!(
+            cell(&html, "mail", "waiting").as_deref(),
+            Some("1"),
+            "{name}: {html}"
+        );
+        // A job dispatched now shows up in a later event, without asking.
+        dispatch(&queue, "mail", 2).await;
+        let started = std::time::Instant::now();
+        let mut last = first;
+        loop {
+            let (id, html) = next_event(&mut a, &mut buf_a).await;
+            assert!(id >= last, "{name}: ids go up");
+            last = id;
+            if cell(&html, "mail", "waiting").as_deref() == Some("2") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "{name}: no update"
+            );
+        }
+        // Both listeners get the same reads: one collector, at most one read a second.
+        let (id_b, _) = next_event(&mut b, &mut buf_b).await;
+        assert!(id_b <= last + 1, "{name}: {id_b} vs {last}");
+        let t0 = std::time::Instant::now();
+        let (from, _) = next_event(&mut a, &mut buf_a).await;
+        let mut to = from;
+        while t0.elapsed() < Duration::from_millis(2500) {
+            to = next_event(&mut a, &mut buf_a).await.0;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        assert!(
+            (to - from) as f64 <= secs + 1.0,
+            "{name}: {} reads in {secs:.1} s",
+            to - from
+        );
+        // Nobody listens: no read. The next listener continues the count where it stopped.
+        drop(a);
+        drop(b);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut c = open_events(&app).await;
+        let mut buf_c = String::new();
+        let mut ids = vec![next_event(&mut c, &mut buf_c).await.0];
+        ids.push(next_event(&mut c, &mut buf_c).await.0);
+        assert!(
+            ids.iter().all(|id| *id <= to + 3),
+            "{name}: the collector kept reading with nobody listening: {ids:?} after {to}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_guards_every_page() {
+    let (queue, _dir) = common::sqlite().await;
+    let app = queue_dashboard::require_token(queue_dashboard::router(queue.clone()), "s3 cret")
+        .expect("a token");
+    assert_eq!(get(&app, "/").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&app, "/events").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&app, "/?token=wrong").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let bearer = Request::get("/")
+        .header("authorization", "Bearer s3 cret")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(send(&app, bearer).await.status, StatusCode::OK);
+    let wrong = Request::get("/")
+        .header("authorization", "Bearer s3")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(send(&app, wrong).await.status, StatusCode::UNAUTHORIZED);
+    // `?token=` once: a cookie, and the same URL without the token.
+    let opened = get(&app, "/failed?token=s3%20cret&after=").await;
+    assert_eq!(opened.status, StatusCode::SEE_OTHER);
+    assert_eq!(opened.location.as_deref(), Some("/failed?after="));
+    let cookie = opened
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().expect("name=value").to_owned();
+    let with_cookie = Request::get("/failed")
+        .header("cookie", format!("other=1; {pair}"))
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(send(&app, with_cookie).await.status, StatusCode::OK);
+    assert!(queue_dashboard::require_token(queue_dashboard::router(queue.clone()), "").is_err());
+
+    // `runall serve`'s rule: beyond the loopback interface only with a token.
+    let open = queue_dashboard::ServeOptions {
+        bind: "0.0.0.0:8080".parse().expect("an address"),
+        token: None,
+    };
+    let refused = open.app(queue.clone()).expect_err("refused");
+    assert!(refused.to_string().contains("without a token"), "{refused}");
+    let guarded = queue_dashboard::ServeOptions {
+        token: Some("t".into()),
+        ..open
+    };
+    assert!(guarded.app(queue.clone()).is_ok());
+    assert!(queue_dashboard::ServeOptions::default().app(queue).is_ok());
+}
