@@ -47,6 +47,26 @@ pub const MAX_OUTPUT: usize = 64 * 1024;
 /// finished jobs: a day.
 pub const KEEP_UNSUCCESSFUL: Duration = Duration::from_secs(24 * 3600);
 
+/// The most of an error a status record keeps (the failed store keeps all of it): an error
+/// can quote the job's data (serde quotes a string it did not expect, a 10 MB one whole).
+pub(crate) const MAX_STATUS_ERROR: usize = 4096;
+
+/// `error` cut to [`MAX_STATUS_ERROR`] bytes at a character boundary, saying so.
+pub(crate) fn cut_error(error: String) -> String {
+    if error.len() <= MAX_STATUS_ERROR {
+        return error;
+    }
+    let mut end = MAX_STATUS_ERROR;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… (cut: {} bytes in all; the failed store keeps the whole error)",
+        &error[..end],
+        error.len()
+    )
+}
+
 /// How long a cancel mark on a running job is kept: long enough for any heartbeat to see it.
 pub(crate) const CANCEL_MARK: Duration = Duration::from_secs(24 * 3600);
 
@@ -148,7 +168,8 @@ pub struct JobStatus {
     pub progress: Option<Progress>,
     /// What it returned ([`JobContext::output`](crate::JobContext::output)), as JSON.
     pub output: Option<serde_json::Value>,
-    /// Why it failed, was discarded or was cancelled.
+    /// Why it failed, was discarded or was cancelled (at most 4 KiB of it: the failed
+    /// store keeps the whole error).
     pub error: Option<String>,
     /// Its unique key, while it holds one (a job in its queue only).
     pub unique_key: Option<String>,
@@ -458,5 +479,27 @@ impl Tracker {
             Ok(mut said) => (said.progress, said.output.take()),
             Err(_) => (None, None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_errors_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_error("short".into()), "short");
+        let long = format!(
+            "{}é{}",
+            "x".repeat(MAX_STATUS_ERROR - 1),
+            "y".repeat(10_000_000)
+        );
+        let cut = cut_error(long);
+        assert!(cut.len() < MAX_STATUS_ERROR + 100, "{}", cut.len());
+        assert!(cut.ends_with("bytes in all; the failed store keeps the whole error)"));
+        assert!(
+            !cut.contains('é'),
+            "é straddles the limit and is left out whole"
+        );
     }
 }

@@ -206,7 +206,7 @@ fn status_record(shared: &Shared, job: &Reserved, finish: &Finish) -> Option<Eff
         queue: job.lease.queue.clone(),
         name: name.clone(),
         attempts: job.attempts,
-        error,
+        error: error.map(crate::status::cut_error),
         output,
         progress,
         dispatched_at: lived.dispatched_at.filter(|at| *at > 0),
