@@ -1256,7 +1256,7 @@ fn monitors_example() {
         .count();
     assert_eq!(listed, 50, "{}", text(&out));
     assert!(
-        text(&out).contains("monitor:99  stored  next"),
+        text(&out).contains("monitor:99  every 2s (stored)  next"),
         "{}",
         text(&out)
     );
