@@ -1672,9 +1672,9 @@ async fn limit_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     // becomes available then and is taken at the next look of a worker (its idle wait) with
     // a free slot (a job buffered behind a running one waits for it, up to a body), so a late
     // start and the punctual ones after it bunch. The margin is that: the idle wait and the
-    // longest body. (A worker killed between booking a job's token and putting the job back
-    // leaves it to run when its lease runs out, after its token, one start more than the
-    // tokens there: a kill or two of those fit in the margin too.)
+    // longest body, plus one interval per SIGKILL from a lease before the window to its end
+    // (a worker killed between booking a job's token and putting the job back leaves it to
+    // run when its lease runs out, after its token: one start more than the tokens there).
     let rule = format!(
         "k starts of the rate key span at least (k - 1) × {} ms less a margin (k >= 4)",
         interval_us / 1000
@@ -1705,6 +1705,19 @@ async fn limit_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                     .report
                     .check(rule, false, format!("only {} starts", starts.len())),
                 Some((short, i, j)) => {
+                    // Each SIGKILL between a lease before the window and its end can have
+                    // left one booked job to run when its lease ran out, after its token:
+                    // one start more in the window, so one interval more of margin.
+                    let mut sorted = starts.clone();
+                    sorted.sort_unstable();
+                    let from = sorted[i].saturating_sub(spec.lease.as_micros() as u64);
+                    let to = sorted[j];
+                    let kills = run
+                        .faults
+                        .iter()
+                        .filter(|f| matches!(f, Fault::Kill { at, .. } if (from..=to).contains(at)))
+                        .count() as i64;
+                    let margin = margin + Duration::from_micros(kills as u64 * interval_us);
                     let margin_us = margin.as_micros() as i64;
                     run.report
                         .set("rate_worst_shortfall_ms", short as f64 / 1000.0);
@@ -1713,7 +1726,8 @@ async fn limit_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
                         short <= margin_us,
                         format!(
                             "{} starts at {:.1}/s (limit {RATE}); the worst: starts {i} to {j} \
-                             ({} of them) span {} ms less than {} × {} ms; margin {} ms",
+                             ({} of them) span {} ms less than {} × {} ms; margin {} ms ({kills} \
+                             SIGKILLs in and a lease before the window)",
                             starts.len(),
                             observed,
                             j - i + 1,
