@@ -1437,6 +1437,80 @@ fn encrypted_jobs_from_the_command_line() {
     assert!(!text(&out).contains("DE-SECRET-4242"), "{}", text(&out));
 }
 
+/// `runall keys status` through the real binary, on SQLite and on Redis: it counts the
+/// stored jobs each key id sealed (and those with nothing sealed) while a rotation is under
+/// way, and once the jobs sealed with the old key have run, says the old key can go.
+#[test]
+fn keys_status_counts_jobs_per_key() {
+    let stores = [Some(Store::sqlite()), Store::redis()];
+    for store in stores.into_iter().flatten() {
+        let key = |id: &str| {
+            let out = run(store.runall("").args(["keys", "generate", id]));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let (k1, k2) = (key("k1"), key("k2"));
+        let both = format!("{k2},{k1}"); // k2 active: the first one
+        let payout = r#"{"account":7,"iban":"DE-SECRET-4242"}"#;
+        let dispatch = |keys: &str, name: &str, payload: &str| {
+            let out = run(store
+                .runall("")
+                .env("RUNALL_KEYS", keys)
+                .args(["dispatch", name, payload]));
+            assert!(out.status.success(), "{}", text(&out));
+        };
+        dispatch(&k1, "pay-out", payout);
+        dispatch(&both, "pay-out", payout);
+        dispatch(&both, "pay-out", payout);
+        dispatch(&both, "send-notification", r#"{"to":"s@example.com"}"#);
+
+        let status = || {
+            let out = run(store
+                .runall("")
+                .env("RUNALL_KEYS", &both)
+                .args(["keys", "status"]));
+            assert!(out.status.success(), "{}", text(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let row = |shown: &str, key: &str| -> Vec<String> {
+            shown
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(key))
+                .unwrap_or_else(|| panic!("no row for {key} in:\n{shown}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        let shown = status();
+        assert_eq!(row(&shown, "k1")[1..3], ["1", "0"], "{shown}");
+        assert!(shown.contains("not active"), "{shown}");
+        assert_eq!(row(&shown, "k2")[1..4], ["2", "0", "active"], "{shown}");
+        assert_eq!(row(&shown, "(none)")[1..3], ["1", "0"], "{shown}");
+        assert!(!shown.contains("can leave"), "{shown}");
+
+        let out = run(store.runall("").env("RUNALL_KEYS", &both).args([
+            "work",
+            "--queue",
+            "payouts",
+            "--stop-when-empty",
+            "--sleep",
+            "50",
+        ]));
+        assert_eq!(processed(&out), 3, "{}", text(&out));
+        let shown = status();
+        assert!(
+            shown.contains("key k1 seals no stored job: it can leave RUNALL_KEYS"),
+            "{shown}"
+        );
+        assert!(
+            !shown
+                .lines()
+                .any(|l| l.starts_with("k1 ") || l.starts_with("k2 ")),
+            "{shown}"
+        );
+        assert_eq!(row(&shown, "(none)")[1..3], ["1", "0"], "{shown}");
+    }
+}
+
 /// The id a `runall dispatch` printed.
 fn dispatched_id(out: &Output) -> String {
     let text = text(out);

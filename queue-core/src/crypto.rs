@@ -19,7 +19,7 @@
 //! read): `RUNALL_KEYS="k2:BASE64,k1:BASE64"` (ids and 32-byte keys in standard base64;
 //! `runall keys generate` prints one) and `RUNALL_ACTIVE_KEY=k2` (the first by default).
 //! Rotation: add the new key first and make it active; keep the old one until no stored job
-//! names it.
+//! names it (`runall keys status` counts the stored jobs per key id).
 //!
 //! An encrypted job's unique key and limit key are made of its data, and a store keeps them
 //! in the clear (claims, lock and counter names): they are replaced by an HMAC-SHA256 of
@@ -48,6 +48,15 @@ use crate::error::{Error, Result};
 
 /// The prefix of a sealed payload: the format's version.
 const PREFIX: &str = "rq1";
+
+/// The id of the key that sealed `sealed` (`rq1:{key id}:...`), without opening it.
+pub(crate) fn key_id_of(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(PREFIX), Some(id), Some(_)) if !id.is_empty() => Some(id),
+        _ => None,
+    }
+}
 
 /// The environment variable holding the keys.
 pub(crate) const KEYS_ENV: &str = "RUNALL_KEYS";
@@ -103,6 +112,21 @@ impl KeyRing {
         }
         self.active = id.to_owned();
         Ok(self)
+    }
+
+    /// The ids of the keys that sealed a stored job's payload (its whole data, or its
+    /// secret fields), sorted, read without opening anything: empty for a job with nothing
+    /// sealed, `None` for a payload that is not a job envelope. What `runall keys status`
+    /// counts.
+    pub fn sealed_by(payload: &[u8]) -> Option<Vec<String>> {
+        let envelope = crate::envelope::Envelope::decode(payload).ok()?;
+        let mut ids = match envelope.sealed.as_deref().and_then(key_id_of) {
+            Some(id) => vec![id.to_owned()],
+            None => crate::secret::key_ids(&envelope.data),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        Some(ids)
     }
 
     /// The active key's id.

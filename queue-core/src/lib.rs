@@ -291,7 +291,9 @@ pub use redact::redact_url;
 pub use registry::Registry;
 pub use schedule::{CatchUp, Overlap, Schedule, ScheduleState, Schedules, Upserted};
 pub use secret::Secret;
-pub use status::{CancelOutcome, JobState, JobStatus, Progress, KEEP_UNSUCCESSFUL, MAX_OUTPUT};
+pub use status::{
+    CancelOutcome, Group, GroupKind, JobState, JobStatus, Progress, KEEP_UNSUCCESSFUL, MAX_OUTPUT,
+};
 pub use storage::{
     Availability, Capabilities, ConnectOptions, DriverRegistration, Effect, FailedJob, JobId,
     Lease, LeaseStatus, MemoryStorage, NewJob, Outcome, Pushed, QueueSize, ReserveRequest,

@@ -166,6 +166,24 @@ pub(crate) fn open(
     to_raw(&value, name).map_err(|e| e.to_string())
 }
 
+/// The ids of the keys that sealed the secret values of `data` (none for a job without
+/// secret fields or with data that is not JSON).
+pub(crate) fn key_ids(data: &RawValue) -> Vec<String> {
+    if !may_hold(data.get()) {
+        return Vec::new();
+    }
+    let Ok(mut value) = serde_json::from_str::<Value>(data.get()) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    walk(&mut value, &mut |inner| {
+        if let Some(id) = inner.as_str().and_then(crate::crypto::key_id_of) {
+            ids.push(id.to_owned());
+        }
+    });
+    ids
+}
+
 /// Calls `each` on the value of every `{"$secret": value}` object in `value`.
 fn walk(value: &mut Value, each: &mut dyn FnMut(&mut Value)) {
     match value {
@@ -225,6 +243,9 @@ mod tests {
         assert!(!moved.is_empty());
         let plain = open(&ring(), "payout", &raw).unwrap_err();
         assert!(plain.contains("not sealed"), "{plain}");
+        // What `runall keys status` reads: the key of every sealed field, none in plain data.
+        assert_eq!(key_ids(&sealed), ["k1", "k1", "k1"]);
+        assert!(key_ids(&opened).is_empty());
     }
 
     #[test]

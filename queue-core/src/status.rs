@@ -150,6 +150,91 @@ impl Progress {
     }
 }
 
+/// What a job is part of: a batch member, a chain's link, a workflow's node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Group {
+    /// A batch, a chain or a workflow.
+    pub kind: GroupKind,
+    /// Its id (what `runall batch show`, `runall chain` and `runall workflow` take).
+    pub id: String,
+}
+
+/// What kind of [`Group`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GroupKind {
+    /// A member of a [`Batch`](crate::Batch).
+    Batch,
+    /// A link of a [`Chain`](crate::Chain).
+    Chain,
+    /// A node of a [`Workflow`](crate::Workflow).
+    Workflow,
+}
+
+impl GroupKind {
+    /// Its name, as `runall job` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Batch => "batch",
+            GroupKind::Chain => "chain",
+            GroupKind::Workflow => "workflow",
+        }
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.id)
+    }
+}
+
+impl Group {
+    /// The group named by a counter group or a waiting key of the composition code:
+    /// `batch:ID[:..]`, `chain:ID[:..]`, `wf:ID[:..]`.
+    fn from_name(name: &str) -> Option<Group> {
+        let (prefix, rest) = name.split_once(':')?;
+        let kind = match prefix {
+            "batch" => GroupKind::Batch,
+            "chain" => GroupKind::Chain,
+            "wf" => GroupKind::Workflow,
+            _ => return None,
+        };
+        let id = rest.split(':').next().filter(|id| !id.is_empty())?;
+        Some(Group {
+            kind,
+            id: id.to_owned(),
+        })
+    }
+
+    /// The group a job belongs to, from what its end changes ([`After`](crate::envelope::After)).
+    pub(crate) fn of(after: &crate::envelope::After) -> Option<Group> {
+        use crate::envelope::Step;
+        if let Some(member) = &after.member {
+            return Some(Group {
+                kind: GroupKind::Batch,
+                id: member.id.clone(),
+            });
+        }
+        let gate = after.skip_if.iter().map(|gate| gate.group.as_str());
+        let steps = [&after.succeeded, &after.failed, &after.skipped]
+            .into_iter()
+            .flatten()
+            .map(|step| match step {
+                Step::Count { group, .. } => group.as_str(),
+                Step::Deps { key, .. } | Step::Skip { key } => key.as_str(),
+            });
+        gate.chain(steps).find_map(Group::from_name)
+    }
+
+    /// The group of the job whose payload is `payload`, if it reads as an envelope.
+    fn of_payload(payload: &[u8]) -> Option<Group> {
+        let envelope = crate::envelope::Envelope::decode(payload).ok()?;
+        Group::of(envelope.after.as_ref()?)
+    }
+}
+
 /// What [`Queue::job`](crate::Queue::job) knows of a job.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -184,10 +269,15 @@ pub struct JobStatus {
     /// Someone asked to cancel it while it ran: true also for a job that succeeded anyway
     /// (the cancel came too late).
     pub cancel_requested: bool,
+    /// The batch, chain or workflow it is part of. (A link or node waiting for the ones
+    /// before it has no id yet: it gets one when they release it. Until then it shows in
+    /// its chain's or workflow's status.)
+    pub group: Option<Group>,
 }
 
 impl JobStatus {
     fn live(summary: JobSummary, progress: Option<Progress>, cancel_requested: bool) -> Self {
+        let group = Group::of_payload(&summary.payload);
         let state = match summary.state {
             storage::JobState::Reserved => JobState::Running,
             _ if summary.attempts > 0 => JobState::Retrying,
@@ -209,6 +299,7 @@ impl JobStatus {
             started_at: None,
             finished_at: None,
             cancel_requested,
+            group,
         }
     }
 }
@@ -233,6 +324,8 @@ pub(crate) struct Ended {
     pub(crate) finished_at: i64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) group: Option<Group>,
 }
 
 impl Ended {
@@ -258,6 +351,7 @@ impl Ended {
             started_at: self.started_at.map(from_unix_millis),
             finished_at: Some(from_unix_millis(self.finished_at)),
             cancel_requested: self.cancel_requested,
+            group: self.group,
         }
     }
 }
@@ -338,11 +432,8 @@ pub(crate) async fn cancel(storage: &dyn Storage, id: &JobId) -> Result<CancelOu
 async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelOutcome>> {
     let track = storage.track()?;
     Ok(Some(match track.cancel(id, CANCEL_MARK).await? {
-        Cancellation::Removed {
-            job: summary,
-            payload,
-        } => {
-            end_composition(storage, &summary, payload).await?;
+        Cancellation::Removed(summary) => {
+            end_composition(storage, &summary).await?;
             let ended = Ended {
                 state: JobState::Cancelled,
                 queue: summary.queue.clone(),
@@ -355,6 +446,7 @@ async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelO
                 started_at: None,
                 finished_at: unix_millis(SystemTime::now()),
                 cancel_requested: true,
+                group: Group::of_payload(&summary.payload),
             };
             let key = RecordKey::new(id.clone(), RecordKey::STATUS);
             track
@@ -377,8 +469,8 @@ async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelO
 /// one would: a batch member counted cancelled, a workflow node skipped (the skip passes
 /// down its edges), a chain link as a failed one (the links after it skipped, `catch` and
 /// `finally` released). Applied in one step of its own right after the removal.
-async fn end_composition(storage: &dyn Storage, job: &JobSummary, payload: Vec<u8>) -> Result<()> {
-    let Ok(envelope) = crate::envelope::Envelope::decode(&payload) else {
+async fn end_composition(storage: &dyn Storage, job: &JobSummary) -> Result<()> {
+    let Ok(envelope) = crate::envelope::Envelope::decode(&job.payload) else {
         return Ok(());
     };
     let Some(after) = envelope.after else {
@@ -396,7 +488,7 @@ async fn end_composition(storage: &dyn Storage, job: &JobSummary, payload: Vec<u
             token: String::new(),
         },
         name: job.name.clone(),
-        payload: payload.clone(),
+        payload: job.payload.clone(),
         attempts: job.attempts,
     };
     let mut effects: Vec<_> = steps.iter().map(crate::envelope::Step::effect).collect();

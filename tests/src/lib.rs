@@ -172,6 +172,7 @@ macro_rules! conformance {
             engine_attempt_budget,
             engine_max_exceptions,
             engine_job_status,
+            engine_job_status_names_its_group,
             engine_job_events,
             engine_cancelled_members_end_their_compositions,
             engine_cancel_running_jobs,

@@ -156,7 +156,7 @@ pub(crate) struct Statements {
     /// A job by id ([`JOB_COLUMNS`]). Binds: id.
     pub(crate) job: String,
     /// A job by id to cancel, locked: [`JOB_COLUMNS`], then 1 when it is reserved under a
-    /// lease that has not run out, then its payload. Binds: id.
+    /// lease that has not run out. Binds: id.
     pub(crate) cancel_take: String,
     /// The leases of `[id]` that are reserved, locked: id, token, and 1 when the job has an
     /// unexpired `cancel` record (what an extend reports).
@@ -178,7 +178,8 @@ pub(crate) struct Statements {
 /// The columns of a job by id, in the order `summary_from` reads them: id, queue, name,
 /// attempts, due time, unique key, state (0 waiting, 1 delayed, 2 reserved).
 pub(crate) const JOB_COLUMNS: &str = "t.id, t.queue, t.name, t.attempts, t.due_at, t.unique_key, \
-     CASE WHEN t.reserved_until IS NOT NULL THEN 2 WHEN t.available_at > {now} THEN 1 ELSE 0 END";
+     CASE WHEN t.reserved_until IS NOT NULL THEN 2 WHEN t.available_at > {now} THEN 1 ELSE 0 END, \
+     t.payload";
 
 /// The most expired records one statement of a prune deletes.
 pub(crate) const PRUNE_CHUNK: i64 = 1000;
@@ -243,7 +244,7 @@ impl Statements {
             .collect();
         let state = |filter: &str| {
             fill(&format!(
-                "SELECT id, queue, name, attempts, due_at, unique_key FROM {{table}} \
+                "SELECT id, queue, name, attempts, due_at, unique_key, payload FROM {{table}} \
                  WHERE queue = ? AND (due_at, id) > (?, ?) AND {filter} ORDER BY due_at, id LIMIT ?"
             ))
         };
@@ -387,8 +388,8 @@ impl Statements {
                 "SELECT {JOB_COLUMNS} FROM {{table}} t WHERE t.id = ?"
             )),
             cancel_take: fill(&format!(
-                "SELECT {JOB_COLUMNS}, CASE WHEN t.reserved_until > {{now}} THEN 1 ELSE 0 END, \
-                 t.payload FROM {{table}} t WHERE t.id = ?{{for_update}}"
+                "SELECT {JOB_COLUMNS}, CASE WHEN t.reserved_until > {{now}} THEN 1 ELSE 0 END \
+                 FROM {{table}} t WHERE t.id = ?{{for_update}}"
             )),
             extend_leases: fill(&format!(
                 "SELECT t.id, t.token, CASE WHEN EXISTS (SELECT 1 FROM {{records_table}} r \

@@ -1753,6 +1753,7 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
                 state,
                 due_at: from_unix_millis(due_at),
                 unique_key: DB::opt_text(row, 5).map_err(db::<DB>)?,
+                payload: DB::bytes(row, 6).map_err(db::<DB>)?,
             });
         }
         Ok(Page {
@@ -1790,6 +1791,7 @@ impl<DB: Sql> SqlStore<DB> {
             },
             due_at: from_unix_millis(int(4)?),
             unique_key: DB::opt_text(row, 5).map_err(db::<DB>)?,
+            payload: DB::bytes(row, 7).map_err(db::<DB>)?,
         })
     }
 }
@@ -1824,7 +1826,7 @@ impl<DB: Sql> Track for SqlStore<DB> {
                 return Ok(Cancellation::NotFound);
             };
             let summary = Self::summary_from(row)?;
-            let live = DB::int(row, 7).map_err(db::<DB>)? == Some(1);
+            let live = DB::int(row, 8).map_err(db::<DB>)? == Some(1);
             if live {
                 let args = [
                     Arg::Text(&summary.id.0),
@@ -1835,12 +1837,8 @@ impl<DB: Sql> Track for SqlStore<DB> {
                 Self::execute(conn, &sql.record_put, &args).await?;
                 return Ok(Cancellation::Marked(summary));
             }
-            let payload = DB::bytes(row, 8).map_err(db::<DB>)?;
             Self::execute(conn, &sql.delete_job, &[Arg::Int(id)]).await?;
-            Ok(Cancellation::Removed {
-                job: summary,
-                payload,
-            })
+            Ok(Cancellation::Removed(summary))
         })
     }
 

@@ -4,9 +4,9 @@
 -- KEYS[1] the queue's `pending`, KEYS[2] its `reserved`. ARGV[1] the state (`w` waiting:
 -- in `pending` and due; `d` delayed: in `pending`, not due yet; `r` reserved), ARGV[2] the
 -- cursor's due time ('' for the first page), ARGV[3] its member, ARGV[4] the page size.
--- Returns { the next cursor as {due time, member}, or {} after the last page, six values
+-- Returns { the next cursor as {due time, member}, or {} after the last page, seven values
 -- per job: member, due time (Unix ms), name, attempts, unique key, until ('' for a job
--- without a claim) }.
+-- without a claim), payload }.
 local state, limit = ARGV[1], tonumber(ARGV[4])
 local clock = redis.call('TIME')
 local time = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -31,7 +31,7 @@ for i = 1, #entries, 2 do
   end
   seen = seen + 1
   last = { due, member }
-  local f = redis.call('HMGET', base .. 'job:' .. member, 'n', 'a', 'u', 'w')
+  local f = redis.call('HMGET', base .. 'job:' .. member, 'n', 'a', 'u', 'w', 'p')
   if f[1] or f[2] then
     out[#out + 1] = member
     out[#out + 1] = due
@@ -39,6 +39,7 @@ for i = 1, #entries, 2 do
     out[#out + 1] = f[2] or '0'
     out[#out + 1] = f[3] or ''
     out[#out + 1] = f[4] or ''
+    out[#out + 1] = f[5] or ''
   end
 end
 local cursor = {}

@@ -16,11 +16,11 @@
 --
 -- Returns {} when the job is not found, else { what was done (`j`, `r`, `m`), the state as
 -- it was (`w`, `d`, `r`), the due time (Unix ms), name, attempts, unique key (nil: none),
--- the payload of a removed job ('' otherwise) }.
+-- the payload }.
 local q = queues[1]
 local member, mark = arg(), arg()
 local hash = q.base .. 'job:' .. member
-local f = redis.call('HMGET', hash, 'n', 'a', 'u', 'w')
+local f = redis.call('HMGET', hash, 'n', 'a', 'u', 'w', 'p')
 if not f[1] and not f[2] then
   return {}
 end
@@ -45,7 +45,7 @@ if f[4] and f[4] ~= '' then
   unique = f[3] or false
 end
 local done = 'j'
-local payload = ''
+local payload = f[5] or ''
 if mark ~= '' then
   if state == 'r' and due > now() then
     redis.call('SET', q.base .. 'record:' .. member .. ':cancel', '', 'PX', mark)
@@ -56,7 +56,6 @@ if mark ~= '' then
     else
       redis.call('ZREM', q.pending, member)
     end
-    payload = redis.call('HGET', hash, 'p') or ''
     redis.call('DEL', hash)
     if f[3] then
       release_claim(f[3], job_id(q, member))

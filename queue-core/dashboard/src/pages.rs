@@ -287,6 +287,7 @@ pub(crate) async fn job(
                 }
             }
             @if let Some(key) = &status.unique_key { dt { "Unique key" } dd { (key) } }
+            @if let Some(group) = &status.group { dt { "Part of" } dd.group { (group) } }
             @if let Some(t) = status.due_at { dt { @if status.state == JobState::Running { "Lease ends" } @else { "Due" } } dd { (time(t)) } }
             @if let Some(t) = status.dispatched_at { dt { "Dispatched" } dd { (time(t)) } }
             @if let Some(t) = status.started_at { dt { "Started" } dd { (time(t)) } }

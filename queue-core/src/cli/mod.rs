@@ -217,6 +217,9 @@ pub(crate) enum KeysCommand {
         #[arg(default_value = "k1")]
         id: String,
     },
+    /// How many stored jobs (queued, and in the failed store) each key id sealed: an old
+    /// key can leave `RUNALL_KEYS` once it seals none.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -714,7 +717,10 @@ impl Runner {
                 }
                 work(&queue, &config, args, Some(name), progress_bar, stop).await?;
             }
-            Command::Table | Command::Keys(_) => {}
+            Command::Keys(KeysCommand::Status) => {
+                ops::keys_status(storage.as_ref(), &mut out).await?;
+            }
+            Command::Table | Command::Keys(KeysCommand::Generate { .. }) => {}
             Command::Migrate => {
                 // Connecting created what was missing.
                 let _ = writeln!(out, "migrated {}", redact_url(&url));

@@ -700,6 +700,13 @@ pub(crate) async fn show_job(
     if let Some(key) = &status.unique_key {
         lines.push(("unique key", key.clone()));
     }
+    if let Some(group) = &status.group {
+        let show = match group.kind {
+            crate::GroupKind::Batch => format!("runall batch show {}", group.id),
+            _ => format!("runall {} {}", group.kind.as_str(), group.id),
+        };
+        lines.push(("part of", format!("{group} (`{show}`)")));
+    }
     if status.cancel_requested {
         let note = match status.state {
             crate::JobState::Succeeded => "yes, too late: it succeeded first",
@@ -737,6 +744,7 @@ fn status_json(status: &crate::JobStatus) -> serde_json::Value {
         "started_at": millis(status.started_at),
         "finished_at": millis(status.finished_at),
         "cancel_requested": status.cancel_requested,
+        "group": status.group,
     })
 }
 
@@ -772,5 +780,136 @@ pub(crate) async fn cancel_job(
             })
         }
     }
+    Ok(())
+}
+
+/// What `runall keys status` counts for one key id.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Sealed {
+    queued: u64,
+    failed: u64,
+}
+
+/// How many stored jobs each key sealed: queued (waiting, delayed, running) and in the
+/// failed store. `None` counts jobs with nothing sealed; `unreadable`, payloads that are
+/// not envelopes.
+#[derive(Debug, Default)]
+struct KeyCounts {
+    by_key: std::collections::BTreeMap<Option<String>, Sealed>,
+    unreadable: u64,
+}
+
+impl KeyCounts {
+    fn tally(&mut self, payload: &[u8], failed: bool) {
+        let Some(ids) = crate::KeyRing::sealed_by(payload) else {
+            self.unreadable += 1;
+            return;
+        };
+        let ids = if ids.is_empty() {
+            vec![None]
+        } else {
+            ids.into_iter().map(Some).collect()
+        };
+        for id in ids {
+            let entry = self.by_key.entry(id).or_default();
+            if failed {
+                entry.failed += 1;
+            } else {
+                entry.queued += 1;
+            }
+        }
+    }
+}
+
+/// The jobs of a listing at a time `keys status` reads.
+const KEYS_PAGE: usize = 500;
+
+/// `runall keys status`: how many stored jobs each key id sealed, so an operator knows when
+/// an old key can leave `RUNALL_KEYS` (when it seals none).
+pub(crate) async fn keys_status(storage: &dyn Storage, out: &mut impl Write) -> Result<()> {
+    use crate::storage::JobState;
+    let refuse = |driver: &'static str| Error::NotSupported {
+        driver,
+        operation:
+            "runall keys status (it reads every stored job, and this store cannot list them)",
+    };
+    let inspect = storage.inspect().map_err(|_| refuse(storage.driver()))?;
+    let mut counts = KeyCounts::default();
+    for queue in inspect.queues().await? {
+        for state in [JobState::Waiting, JobState::Delayed, JobState::Reserved] {
+            let mut page = PageRequest::first(KEYS_PAGE);
+            loop {
+                let got = match inspect.jobs(&queue, state, page).await {
+                    Err(Error::NotSupported { driver, .. }) => return Err(refuse(driver)),
+                    other => other?,
+                };
+                for job in &got.items {
+                    counts.tally(&job.payload, false);
+                }
+                match got.next {
+                    Some(next) => page = PageRequest::after(next, KEYS_PAGE),
+                    None => break,
+                }
+            }
+        }
+    }
+    if let Ok(failed) = storage.failed_store() {
+        let mut page = PageRequest::first(KEYS_PAGE);
+        loop {
+            let got = failed.list(page).await?;
+            for job in &got.items {
+                counts.tally(&job.payload, true);
+            }
+            match got.next {
+                Some(next) => page = PageRequest::after(next, KEYS_PAGE),
+                None => break,
+            }
+        }
+    }
+    let ring = crate::KeyRing::from_env().ok().flatten();
+    let _ = writeln!(out, "{:<16} {:>10} {:>10}", "key", "queued", "failed");
+    for (id, sealed) in &counts.by_key {
+        let (label, note) = match (id, &ring) {
+            (None, _) => ("(none)".to_owned(), "nothing sealed".to_owned()),
+            (Some(id), Some(ring)) if ring.active() == id => (id.clone(), "active".to_owned()),
+            (Some(id), Some(ring)) if ring.ids().contains(&id.as_str()) => {
+                (id.clone(), "in RUNALL_KEYS, not active".to_owned())
+            }
+            (Some(id), Some(_)) => (
+                id.clone(),
+                "NOT in RUNALL_KEYS: workers with these keys cannot open these jobs".to_owned(),
+            ),
+            (Some(id), None) => (id.clone(), String::new()),
+        };
+        let _ = writeln!(
+            out,
+            "{label:<16} {:>10} {:>10}   {note}",
+            sealed.queued, sealed.failed
+        );
+    }
+    if counts.unreadable > 0 {
+        let _ = writeln!(
+            out,
+            "{} not counted: not a job envelope",
+            count(counts.unreadable, "job", "jobs")
+        );
+    }
+    if let Some(ring) = &ring {
+        for id in ring.ids() {
+            let used = counts.by_key.contains_key(&Some(id.to_owned()));
+            if !used && id != ring.active() {
+                let _ = writeln!(
+                    out,
+                    "key {id} seals no stored job: it can leave RUNALL_KEYS"
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "(a snapshot: a job that moves while the queues are read may be missed or counted twice; \
+         a chain link or workflow node waiting for the jobs before it is counted once they \
+         release it)"
+    );
     Ok(())
 }

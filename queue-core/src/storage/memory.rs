@@ -430,6 +430,7 @@ impl State {
             state,
             due_at: from_unix_millis(due),
             unique_key: job.unique.as_ref().map(|u| u.key.clone()),
+            payload: job.payload.clone(),
         })
     }
 
@@ -748,6 +749,7 @@ impl Inspect for MemoryStorage {
                     state: state_wanted,
                     due_at: from_unix_millis(*at),
                     unique_key: job.unique.as_ref().map(|u| u.key.clone()),
+                    payload: job.payload.clone(),
                 })
             })
             .collect();
@@ -806,10 +808,10 @@ impl Track for MemoryStorage {
         if let Some(unique) = &job.unique {
             state.release_claim(&unique.key, Holder::Job(id));
         }
-        Ok(Cancellation::Removed {
-            job: summary,
+        Ok(Cancellation::Removed(JobSummary {
             payload: job.payload,
-        })
+            ..summary
+        }))
     }
 
     async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>> {

@@ -354,13 +354,9 @@ impl RecordKey {
 pub enum Cancellation {
     /// The job was waiting or delayed (or reserved under a lease that had run out): it was
     /// removed and its unique claim released, in one step. It will never run.
-    Removed {
-        /// The job as it was.
-        job: JobSummary,
-        /// Its payload, byte for byte: what the caller needs to end what the job was part of
-        /// (a batch, a chain, a workflow), as its settle would have.
-        payload: Vec<u8>,
-    },
+    /// The job as it was, its payload byte for byte: what the caller needs to end what the
+    /// job was part of (a batch, a chain, a workflow), as its settle would have.
+    Removed(JobSummary),
     /// The job is reserved under a live lease: a [`RecordKey::CANCEL`] record was written
     /// in the same step, and the worker running it learns of it on its next heartbeat.
     Marked(JobSummary),
@@ -369,7 +365,8 @@ pub enum Cancellation {
     NotFound,
 }
 
-/// One job as [`Inspect::jobs`](crate::storage::Inspect::jobs) lists it.
+/// One job as [`Inspect::jobs`](crate::storage::Inspect::jobs) lists it and
+/// [`Track::job`](crate::storage::Track::job) finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobSummary {
     /// Its id.
@@ -386,6 +383,9 @@ pub struct JobSummary {
     pub due_at: SystemTime,
     /// Its unique key, if it holds one.
     pub unique_key: Option<String>,
+    /// Its payload (the encoded envelope), byte for byte as pushed: which keys sealed it
+    /// (`runall keys status`), what it belongs to (a batch, a chain, a workflow).
+    pub payload: Vec<u8>,
 }
 
 /// Which page of a listing: the items after a cursor, never an offset, so on a backend with

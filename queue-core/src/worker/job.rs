@@ -66,6 +66,7 @@ struct Finish {
 /// What a job's status record says besides its outcome, as far as it got.
 #[derive(Default)]
 struct Lived {
+    group: Option<crate::status::Group>,
     dispatched_at: Option<i64>,
     started_at: Option<i64>,
     tracker: Option<Arc<Tracker>>,
@@ -213,6 +214,7 @@ fn status_record(shared: &Shared, job: &Reserved, finish: &Finish) -> Option<Eff
         started_at: lived.started_at,
         finished_at: unix_millis(SystemTime::now()),
         cancel_requested: lived.cancel_requested,
+        group: lived.group.clone(),
     };
     Some(Effect::Record {
         kind: RecordKey::STATUS.to_owned(),
@@ -328,11 +330,13 @@ async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Fin
     if let Some(after) = &after {
         if let Some(mut finish) = skip_if(shared, job, &envelope.name, after).await {
             finish.lived.dispatched_at = Some(dispatched_at);
+            finish.lived.group = crate::status::Group::of(after);
             return finish;
         }
     }
     let mut finish = run_decoded(shared, job, envelope, lease_until, length).await;
     finish.lived.dispatched_at = Some(dispatched_at);
+    finish.lived.group = after.as_ref().and_then(crate::status::Group::of);
     finish.with_after(after.as_ref(), job)
 }
 
@@ -762,6 +766,7 @@ async fn run(
         ran = Ran::Cancelled;
     }
     let lived = Lived {
+        group: None,
         dispatched_at: None,
         started_at: Some(started_at),
         tracker: Some(tracker),

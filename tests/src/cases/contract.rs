@@ -698,12 +698,19 @@ pub async fn list_jobs_by_state(store: Store) {
         .iter()
         .all(|j| j.state == JobState::Waiting && j.queue == q));
     assert!(!ids.contains(&held.lease.job_id));
+    // Each listed with its payload, byte for byte.
+    let mut payloads: Vec<_> = waiting.iter().map(|j| j.payload.clone()).collect();
+    payloads.push(held.payload.clone());
+    payloads.sort();
+    let pushed: Vec<Vec<u8>> = (0..5).map(|i| format!("w{i}").into_bytes()).collect();
+    assert_eq!(payloads, pushed);
     let delayed = inspect
         .jobs(&q, JobState::Delayed, PageRequest::first(10))
         .await
         .unwrap();
     assert_eq!(delayed.items.len(), 1);
     assert_eq!(delayed.items[0].name, "d");
+    assert_eq!(delayed.items[0].payload, b"d");
     assert_eq!(delayed.next, None);
     let reserved = inspect
         .jobs(&q, JobState::Reserved, PageRequest::first(10))
@@ -712,6 +719,7 @@ pub async fn list_jobs_by_state(store: Store) {
     assert_eq!(reserved.items.len(), 1);
     assert_eq!(reserved.items[0].id, held.lease.job_id);
     assert_eq!(reserved.items[0].attempts, 1);
+    assert_eq!(reserved.items[0].payload, held.payload);
 }
 
 /// A settle with effects whose job's lease ran out (nobody took the job, so the token is

@@ -61,9 +61,10 @@ pub async fn track_finds_jobs_by_id(store: Store) {
             first.state,
             first.queue.as_str(),
             first.name.as_str(),
-            first.attempts
+            first.attempts,
+            first.payload.as_slice(),
         ),
-        (JobState::Reserved, q.as_str(), "first", 1)
+        (JobState::Reserved, q.as_str(), "first", 1, &b"1"[..])
     );
     let second = track
         .job(&pushed[1])
@@ -71,8 +72,13 @@ pub async fn track_finds_jobs_by_id(store: Store) {
         .unwrap()
         .expect("the waiting job");
     assert_eq!(
-        (second.state, second.name.as_str(), second.attempts),
-        (JobState::Waiting, "second", 0)
+        (
+            second.state,
+            second.name.as_str(),
+            second.attempts,
+            second.payload.as_slice()
+        ),
+        (JobState::Waiting, "second", 0, &b"2"[..])
     );
     assert_eq!(second.id, pushed[1]);
     let delayed = track
@@ -81,8 +87,12 @@ pub async fn track_finds_jobs_by_id(store: Store) {
         .unwrap()
         .expect("the delayed job");
     assert_eq!(
-        (delayed.state, delayed.name.as_str()),
-        (JobState::Delayed, "later")
+        (
+            delayed.state,
+            delayed.name.as_str(),
+            delayed.payload.as_slice()
+        ),
+        (JobState::Delayed, "later", &b"l"[..])
     );
     assert!(delayed.due_at > std::time::SystemTime::now() + Duration::from_secs(30));
 
@@ -130,18 +140,18 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     let pushed = ids(store.push(vec![waiting, delayed]).await.unwrap());
 
     match track.cancel(&pushed[0], LONG).await.unwrap() {
-        Cancellation::Removed { job, payload } => {
+        Cancellation::Removed(job) => {
             assert_eq!(
-                (job.name.as_str(), job.state, payload.as_slice()),
+                (job.name.as_str(), job.state, job.payload.as_slice()),
                 ("waiting", JobState::Waiting, &b"w"[..])
             )
         }
         other => panic!("a waiting job is removed, not {other:?}"),
     }
     match track.cancel(&pushed[1], LONG).await.unwrap() {
-        Cancellation::Removed { job, payload } => {
+        Cancellation::Removed(job) => {
             assert_eq!(
-                (job.state, payload.as_slice()),
+                (job.state, job.payload.as_slice()),
                 (JobState::Delayed, &b"d"[..])
             )
         }

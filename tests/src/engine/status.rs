@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use queue_core::{CancelOutcome, Error, JobError, JobId, JobState, JobStatus, Queue, StorageExt};
+use queue_core::storage::{self, PageRequest};
+use queue_core::{
+    Batch, CancelOutcome, Chain, Error, GroupKind, JobError, JobId, JobState, JobStatus, Queue,
+    StorageExt,
+};
 use serde_json::json;
 
 use super::{run_worker, test_options};
@@ -388,4 +392,106 @@ pub async fn engine_job_events(store: Store) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(*failures.lock().unwrap(), ["flaky"]);
+}
+
+/// A job's status names the batch or chain it is part of: read from its payload while it
+/// waits in its queue, and kept in its status record once it ends (succeeded with
+/// `keep_finished`, or failed).
+pub async fn engine_job_status_names_its_group(store: Store) {
+    let skip = |store: &Store| {
+        println!(
+            "engine_job_status_names_its_group: not applicable to the {} driver (it lacks jobs \
+             by id, batches or a listing of its jobs; declared in its capabilities)",
+            store.driver()
+        )
+    };
+    let caps = store.capabilities();
+    if caps.track.is_none() || caps.groups.is_none() {
+        return skip(&store);
+    }
+    let Ok(inspect) = store.inspect() else {
+        return skip(&store);
+    };
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("grouped");
+    queue.listen("ok", |_: serde_json::Value, _ctx| async move { Ok(()) });
+    queue.listen("bad", |_: serde_json::Value, _ctx| async move {
+        Err(JobError::fail("it cannot work"))
+    });
+    let on_q = |name: &str| {
+        queue
+            .dispatch_named(name, json!({}))
+            .on_queue(q.as_str())
+            .tries(1)
+    };
+    let batch = Batch::new()
+        .add(on_q("ok"))
+        .add(on_q("bad"))
+        .allow_failures()
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let chain = Chain::new()
+        .then(on_q("ok"))
+        .then(on_q("ok"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let listed = match inspect
+        .jobs(&q, storage::JobState::Waiting, PageRequest::first(10))
+        .await
+    {
+        Ok(page) => page.items,
+        Err(Error::NotSupported { .. }) => return skip(&store),
+        Err(e) => panic!("{e}"),
+    };
+    // The two members and the chain's first link (the second waits for it, without an id).
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let mut in_batch = Vec::new();
+    let mut link = None;
+    for job in &listed {
+        let status = queue.job(&job.id).await.unwrap().expect("a waiting job");
+        assert_eq!(status.state, JobState::Pending);
+        let group = status.group.expect("a member or a link names its group");
+        match group.kind {
+            GroupKind::Batch => {
+                assert_eq!(group.id, batch.0);
+                in_batch.push((job.id.clone(), job.name.clone()));
+            }
+            GroupKind::Chain => {
+                assert_eq!(group.id, chain.0);
+                link = Some(job.id.clone());
+            }
+            other => panic!("not a workflow: {other:?}"),
+        }
+    }
+    assert_eq!(in_batch.len(), 2);
+    let link = link.expect("the chain's first link");
+
+    let options = test_options(&[&q]).keep_finished(Duration::from_secs(3600));
+    let summary = run_worker(&queue, options).await;
+    assert_eq!((summary.processed, summary.failed), (3, 1), "{summary:?}");
+    for (id, name) in &in_batch {
+        let status = queue.job(id).await.unwrap().expect("kept");
+        let want = if name == "ok" {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        };
+        assert_eq!(status.state, want, "{name}");
+        let group = status.group.expect("kept with its status");
+        assert_eq!(
+            (group.kind, group.id.as_str()),
+            (GroupKind::Batch, batch.0.as_str())
+        );
+    }
+    let status = queue.job(&link).await.unwrap().expect("kept");
+    assert_eq!(status.state, JobState::Succeeded);
+    let group = status.group.expect("kept with its status");
+    assert_eq!(
+        (group.kind, group.id.as_str()),
+        (GroupKind::Chain, chain.0.as_str())
+    );
 }

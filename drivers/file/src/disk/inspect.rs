@@ -11,9 +11,9 @@ use queue_core::storage::{from_unix_millis, JobState, JobSummary, Page, PageRequ
 use queue_core::{Error, JobId, QueueSize};
 
 use super::journal::{ClaimOp, Intent, Move, Take, Then};
-use super::{list, not_found, remove_if_there, Disk, Result};
+use super::{list, not_found, read_if_there, remove_if_there, Disk, Result};
 use crate::error::FileError;
-use crate::format::{new_id, now_ms, queue_from_dir_name, ReadyName, ReservedName};
+use crate::format::{decode_job, new_id, now_ms, queue_from_dir_name, ReadyName, ReservedName};
 use crate::DRIVER;
 
 impl Disk {
@@ -192,17 +192,19 @@ impl Disk {
             .collect();
         let mut items = Vec::with_capacity(keys.len());
         for (at, id, attempts, file) in &keys {
-            let Some(head) = self.head(dir, file, id) else {
-                continue; // reserved, settled or deleted since the listing
+            // Gone: reserved, settled or deleted since the listing. Damaged: not a job.
+            let Some(Ok(job)) = read_if_there(&dir.join(file))?.map(|b| decode_job(&b)) else {
+                continue;
             };
             items.push(JobSummary {
                 id: JobId(id.clone()),
                 queue: queue.to_owned(),
-                name: head.name,
+                name: job.name,
                 attempts: *attempts,
                 state,
                 due_at: from_unix_millis(*at),
-                unique_key: head.unique.map(|u| u.key),
+                unique_key: job.unique.map(|u| u.key),
+                payload: job.payload,
             });
         }
         let next = match keys.last() {

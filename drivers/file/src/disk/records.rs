@@ -43,6 +43,16 @@ const CANCEL_TRIES: usize = 20;
 /// How many expired records one hold of the store's lock deletes.
 const PRUNE_CHUNK: usize = 500;
 
+/// The error of a job that moved every time it was looked at.
+fn moved_too_often(jobs: &Path, id: &str, doing: &str) -> FileError {
+    FileError::Damaged {
+        path: jobs.to_path_buf(),
+        reason: format!(
+            "job {id} moved {CANCEL_TRIES} times while it was being {doing}: try again"
+        ),
+    }
+}
+
 /// Where a job was found.
 enum Place {
     Ready(ReadyName),
@@ -67,9 +77,9 @@ impl Found {
         }
     }
 
-    /// What `Track::job` says of it at `now`: the state and due time as a listing of its
-    /// queue says them.
-    fn summary(&self, id: &str, now: i64) -> JobSummary {
+    /// What `Track::job` says of it at `now`, its file holding `payload`: the state and due
+    /// time as a listing of its queue says them.
+    fn summary(&self, id: &str, payload: Vec<u8>, now: i64) -> JobSummary {
         let (state, due, attempts) = match &self.place {
             Place::Ready(r) if r.at > now => (JobState::Delayed, r.at, r.attempts),
             Place::Ready(r) => (JobState::Waiting, r.at, r.attempts),
@@ -91,7 +101,18 @@ impl Found {
                 .as_ref()
                 .and_then(|h| h.unique.as_ref())
                 .map(|u| u.key.clone()),
+            payload,
         }
+    }
+
+    /// The payload in its file, `None` if the file moved (a worker reserved, extended or
+    /// settled the job) since it was found; empty for a file that is not a readable job.
+    fn payload(&self) -> Result<Option<Vec<u8>>> {
+        Ok(read_if_there(&self.path())?.map(|bytes| {
+            decode_job(&bytes)
+                .map(|job| job.payload)
+                .unwrap_or_default()
+        }))
     }
 }
 
@@ -101,9 +122,15 @@ impl Disk {
         if !is_id(&id.0) {
             return Ok(None);
         }
-        Ok(self
-            .find_job(&id.0)?
-            .map(|found| found.summary(&id.0, now_ms())))
+        for _ in 0..CANCEL_TRIES {
+            let Some(found) = self.find_job(&id.0)? else {
+                return Ok(None);
+            };
+            if let Some(payload) = found.payload()? {
+                return Ok(Some(found.summary(&id.0, payload, now_ms())));
+            }
+        }
+        Err(moved_too_often(&self.jobs, &id.0, "looked up"))
     }
 
     /// Cancels a job under the store's lock: a job in `ready/`, or in `reserved/` under a
@@ -121,8 +148,13 @@ impl Disk {
             let Some(found) = self.find_job(id)? else {
                 return Ok(Cancellation::NotFound);
             };
+            // Read before the removal, which fails if a worker took the file meanwhile (the
+            // loop then looks again).
+            let Some(payload) = found.payload()? else {
+                continue;
+            };
             let now = now_ms();
-            let summary = found.summary(id, now);
+            let summary = found.summary(id, payload, now);
             if let Place::Reserved(r) = &found.place {
                 if r.deadline > now {
                     let record = RecordFile {
@@ -137,12 +169,6 @@ impl Disk {
                 }
             }
             let path = found.path();
-            // Read before the removal, which fails if a worker took the file meanwhile (the
-            // loop then looks again). A file that is not a readable job gives no payload.
-            let payload = read_if_there(&path)?
-                .and_then(|bytes| decode_job(&bytes).ok())
-                .map(|job| job.payload)
-                .unwrap_or_default();
             let claim = found.head.as_ref().and_then(|h| h.unique.as_ref());
             let removed = match claim {
                 Some(unique) => {
@@ -192,18 +218,10 @@ impl Disk {
                     }
                 }
                 guard(&self.heads).remove(id);
-                return Ok(Cancellation::Removed {
-                    job: summary,
-                    payload,
-                });
+                return Ok(Cancellation::Removed(summary));
             }
         }
-        Err(FileError::Damaged {
-            path: self.jobs.clone(),
-            reason: format!(
-                "job {id} moved {CANCEL_TRIES} times while it was being cancelled: try again"
-            ),
-        })
+        Err(moved_too_often(&self.jobs, id, "cancelled"))
     }
 
     /// Finds a job by its id: every queue listed twice before it counts as not there.

@@ -43,8 +43,9 @@ fn exptime(expires: i64, now: i64) -> u32 {
     u32::try_from(at.saturating_add(secs)).unwrap_or(0)
 }
 
-/// What `job` and `cancel` say of the job `id` whose state record is `record`.
-fn summary(id: u64, record: &JobRecord, now: i64) -> JobSummary {
+/// What `job` and `cancel` say of the job `id` whose state record is `record` and body
+/// `payload`.
+fn summary(id: u64, record: &JobRecord, payload: Vec<u8>, now: i64) -> JobSummary {
     let (state, due) = match record.state {
         JobState::Reserved { deadline, .. } => (Listed::Reserved, deadline),
         JobState::Delayed { at } if at > now => (Listed::Delayed, at),
@@ -60,6 +61,7 @@ fn summary(id: u64, record: &JobRecord, now: i64) -> JobSummary {
         state,
         due_at: from_unix_millis(due),
         unique_key: record.unique.as_ref().map(|u| u.key.clone()),
+        payload,
     }
 }
 
@@ -205,10 +207,15 @@ impl Track for MemcachedStorage {
         let Some(n) = job_number(id) else {
             return Ok(None);
         };
-        Ok(self
-            .find(n)
-            .await?
-            .map(|(_, record)| summary(n, &record, now_ms())))
+        let Some((_, record)) = self.find(n).await? else {
+            return Ok(None);
+        };
+        // The body is written before the record and deleted after it: a job whose record
+        // was read has its body, unless it ended in between (then it is gone).
+        let body = self.run(vec![Cmd::get(self.keys().body(n))]).await?;
+        Ok(body[0]
+            .value()
+            .map(|payload| summary(n, &record, payload.to_vec(), now_ms())))
     }
 
     async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
@@ -220,18 +227,22 @@ impl Track for MemcachedStorage {
             let Some((cas, record)) = self.find(n).await? else {
                 return Ok(Cancellation::NotFound);
             };
-            let summary = summary(n, &record, now);
+            let summary = |payload| summary(n, &record, payload, now);
             match &record.state {
                 JobState::Reserved { token, deadline } if *deadline > now => {
                     // The mark, then the job's record again in the same request: if it is
                     // still reserved under the same lease, the job was reserved when the
                     // mark was written. Otherwise the lease ended in between: look again.
                     let mark = self.record_cmd(&id.0, RecordKey::CANCEL, &[], mark_for, now);
-                    let replies = self.run(vec![mark, Cmd::get(self.keys().job(n))]).await?;
+                    let keys = self.keys();
+                    let replies = self
+                        .run(vec![mark, Cmd::get(keys.job(n)), Cmd::get(keys.body(n))])
+                        .await?;
                     replies[0].checked("write a cancel mark")?;
                     let again = self.decode_job(n, &replies[1]);
                     if again.is_some_and(|(_, r)| r.token() == Some(token.as_str())) {
-                        return Ok(Cancellation::Marked(summary));
+                        let payload = replies[2].value().map(<[u8]>::to_vec);
+                        return Ok(Cancellation::Marked(summary(payload.unwrap_or_default())));
                     }
                 }
                 // Waiting, delayed, or reserved under a lease that ran out: one
@@ -239,10 +250,7 @@ impl Track for MemcachedStorage {
                 // same record excludes (whichever comes second fails).
                 _ => {
                     if let Some(payload) = self.remove(n, cas, &record).await? {
-                        return Ok(Cancellation::Removed {
-                            job: summary,
-                            payload,
-                        });
+                        return Ok(Cancellation::Removed(summary(payload)));
                     }
                 }
             }

@@ -12,7 +12,7 @@ use queue_core::storage::{
 use queue_core::{Effect, Error, JobId, QueueSize, Result};
 use redis::Value;
 
-use super::call::{array, int, integer, items, records, text};
+use super::call::{array, bytes, int, integer, items, records, text};
 use super::failed::{next_cursor, parse_cursor};
 use super::{RedisStorage, CHUNK, GROUPS_ON_CLUSTER, MAX_PAGE};
 use crate::error::{backend, RedisDriverError};
@@ -163,10 +163,10 @@ impl Inspect for RedisStorage {
         let reply = self.invoke(&invocation).await?;
         let [next, found] = items("jobs", reply)?;
         let mut out = Vec::new();
-        for record in records("jobs", found, 6)? {
+        for record in records("jobs", found, 7)? {
             let bad = || RedisDriverError::unexpected("jobs", &Value::Array(record.clone()));
-            let [member, due, name, attempts, key, until] =
-                <[Value; 6]>::try_from(record.clone()).map_err(|_| bad())?;
+            let [member, due, name, attempts, key, until, payload] =
+                <[Value; 7]>::try_from(record.clone()).map_err(|_| bad())?;
             let parsed = (|| {
                 let until = text(until)?;
                 Some(JobSummary {
@@ -181,6 +181,7 @@ impl Inspect for RedisStorage {
                     } else {
                         Some(text(key)?)
                     },
+                    payload: bytes(payload)?,
                 })
             })();
             out.push(parsed.ok_or_else(bad)?);

@@ -33,12 +33,12 @@ enum Done {
 impl RedisStorage {
     /// One call of the track script on the job `id`: only a look (`mark_for` `None`), or a
     /// cancel whose mark is kept for `mark_for`. `None` when no job of this store has the id;
-    /// with what was done, the job as it was, and its payload (empty unless it was removed).
+    /// with what was done and the job as it was.
     async fn track_call(
         &self,
         id: &JobId,
         mark_for: Option<Duration>,
-    ) -> Result<Option<(Done, JobSummary, Vec<u8>)>> {
+    ) -> Result<Option<(Done, JobSummary)>> {
         let Some((queue, member)) = split_job_id(&id.0) else {
             return Ok(None);
         };
@@ -82,8 +82,9 @@ impl RedisStorage {
                 state,
                 due_at: from_unix_millis(int(&due)?),
                 unique_key,
+                payload: bytes(payload)?,
             };
-            Some((done, summary, bytes(payload)?))
+            Some((done, summary))
         })();
         parsed.map(Some).ok_or_else(|| bad().into())
     }
@@ -119,10 +120,7 @@ impl Track for RedisStorage {
     /// clock: reserved while in `reserved` (due at its lease deadline), delayed while its
     /// available time is to come, else waiting.
     async fn job(&self, id: &JobId) -> Result<Option<JobSummary>> {
-        Ok(self
-            .track_call(id, None)
-            .await?
-            .map(|(_, summary, _)| summary))
+        Ok(self.track_call(id, None).await?.map(|(_, summary)| summary))
     }
 
     /// One script on the job's queue: a job in `pending`, or in `reserved` past its lease
@@ -131,9 +129,9 @@ impl Track for RedisStorage {
     async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
         Ok(match self.track_call(id, Some(mark_for)).await? {
             None => Cancellation::NotFound,
-            Some((Done::Marked, summary, _)) => Cancellation::Marked(summary),
-            Some((Done::Removed, job, payload)) => Cancellation::Removed { job, payload },
-            Some((Done::Looked, summary, _)) => {
+            Some((Done::Marked, summary)) => Cancellation::Marked(summary),
+            Some((Done::Removed, job)) => Cancellation::Removed(job),
+            Some((Done::Looked, summary)) => {
                 return Err(RedisDriverError::unexpected(
                     "cancel",
                     &Value::SimpleString(format!("{summary:?}")),
