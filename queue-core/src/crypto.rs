@@ -19,7 +19,11 @@
 //! read): `RUNALL_KEYS="k2:BASE64,k1:BASE64"` (ids and 32-byte keys in standard base64;
 //! `runall keys generate` prints one) and `RUNALL_ACTIVE_KEY=k2` (the first by default).
 //! Rotation: add the new key first and make it active; keep the old one until no stored job
-//! names it (`runall keys status` counts the stored jobs per key id).
+//! names it (`runall keys status` counts the stored jobs per key id). A job a worker puts
+//! back in its queue (a retry, a release) goes back sealed with the active key, on stores
+//! that take a new payload in the settle
+//! ([`Capabilities::rewrite`](crate::storage::Capabilities::rewrite): all but the file
+//! driver).
 //!
 //! An encrypted job's unique key and limit key are made of its data, and a store keeps them
 //! in the clear (claims, lock and counter names): they are replaced by an HMAC-SHA256 of
@@ -127,6 +131,35 @@ impl KeyRing {
         ids.sort_unstable();
         ids.dedup();
         Some(ids)
+    }
+
+    /// `payload` (a stored job) with what it holds sealed by another key than the active one
+    /// sealed again with the active key: its whole data, or its secret fields. `None` when
+    /// nothing in it is sealed by another key, or when it cannot be opened (the job then
+    /// keeps its sealing, and its run says why it cannot be opened). What a worker does to
+    /// a job it retries, so that an old key stops sealing stored jobs.
+    pub(crate) fn reseal(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        // A cheap look first: this runs for every retry and release.
+        if !payload.windows(5).any(|w| w == b"\"rq1:") {
+            return None;
+        }
+        let ids = Self::sealed_by(payload)?;
+        if ids.iter().all(|id| *id == self.active) {
+            return None;
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let name = value.get("name")?.as_str()?.to_owned();
+        if let Some(sealed) = value.get("sealed").and_then(serde_json::Value::as_str) {
+            let plain = self.open(&name, sealed).ok()?;
+            let again = self.seal(&name, &plain).ok()?;
+            value["sealed"] = serde_json::Value::String(again);
+        } else {
+            let data = serde_json::value::to_raw_value(value.get("data")?).ok()?;
+            let opened = crate::secret::open(self, &name, &data).ok()?;
+            let again = crate::secret::seal(self, &name, &opened).ok()?;
+            value["data"] = serde_json::from_str(again.get()).ok()?;
+        }
+        serde_json::to_vec(&value).ok()
     }
 
     /// The active key's id.

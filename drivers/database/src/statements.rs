@@ -87,6 +87,8 @@ pub(crate) struct Statements {
     pub(crate) failed_holder: String,
     /// Binds: id.
     pub(crate) delete_job: String,
+    /// A job's new payload (`Effect::Payload`). Binds: payload, id.
+    pub(crate) set_payload: String,
     /// Binds: queue.
     pub(crate) size: String,
     pub(crate) queues: String,
@@ -294,6 +296,7 @@ impl Statements {
             ),
             failed_holder: fill("SELECT job_id FROM {failed_table} WHERE claim = ? AND id <> ?"),
             delete_job: fill("DELETE FROM {table} WHERE id = ?"),
+            set_payload: fill("UPDATE {table} SET payload = ? WHERE id = ?"),
             size: fill(
                 "SELECT COUNT(CASE WHEN reserved_until IS NULL AND due_at <= {now} THEN 1 END), \
                  COUNT(CASE WHEN reserved_until IS NULL AND due_at > {now} THEN 1 END), \

@@ -210,6 +210,7 @@ fn supported<DB: Backend>(effects: &[Effect]) -> Result<()> {
                 | Effect::Deps { .. }
                 | Effect::Skip { .. }
                 | Effect::Record { .. }
+                | Effect::Payload(_)
         )
     };
     match effects.iter().all(known) {
@@ -1054,6 +1055,7 @@ impl<DB: Sql> SqlStore<DB> {
                 let mut used = HashSet::new();
                 let (mut gone, mut waits, mut fails, mut woken) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let mut payloads = Vec::new();
                 let mut effects = Effects::default();
                 let mut settled = Vec::with_capacity(settles.len());
                 for settle in settles {
@@ -1081,7 +1083,11 @@ impl<DB: Sql> SqlStore<DB> {
                         woken.push(current[&id].1.clone());
                     }
                     for effect in &settle.effects {
-                        effects.add::<DB>(effect, Some(&settle.lease.job_id))?;
+                        match effect {
+                            // Only with a retry or a release (`check_effects`): the row stays.
+                            Effect::Payload(payload) => payloads.push((id, payload.as_slice())),
+                            _ => effects.add::<DB>(effect, Some(&settle.lease.job_id))?,
+                        }
                     }
                 }
                 let sql = &self.inner.sql;
@@ -1105,6 +1111,11 @@ impl<DB: Sql> SqlStore<DB> {
                 }
                 if !waits.is_empty() {
                     Self::execute(conn, &sql.wait, &[Arg::Text(&json(&waits)?)]).await?;
+                }
+                // Rare (a retried job sealed again with a new key): a statement each.
+                for (id, payload) in &payloads {
+                    let args = [Arg::Bytes(payload), Arg::Int(*id)];
+                    Self::execute(conn, &sql.set_payload, &args).await?;
                 }
                 woken.extend(self.apply_effects(conn, &effects).await?);
                 let mut reserved = match fetch {
@@ -1394,6 +1405,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DB::DRIVER, self)
             .track(self)
+            .rewrite(true)
             .durable(self.inner.open.durable)
             .atomic_push(true)
     }

@@ -97,6 +97,10 @@
 //! under the lock, 500 per hold of it. A record file that does not read as one counts as
 //! no record, is logged, and is left for an operator.
 //!
+//! Not supported: a new payload in a settle (`Effect::Payload`, `capabilities().rewrite` is
+//! false; refused with `NotSupported`): a retried encrypted job keeps the key it was sealed
+//! with until it ends, where the other drivers seal it again with the active key.
+//!
 //! A guarded apply (`Groups::apply_if`, how a schedule claims a tick) checks its counter
 //! under the store's lock, after finishing what crashed steps left. Refused, it writes
 //! nothing (the jobs it staged in `tmp/` are deleted) and returns `false`. Applied, it is one

@@ -35,6 +35,8 @@ pub(crate) enum Mode {
     Add,
     /// Append to an existing item.
     Append,
+    /// Store only if present (`replace`).
+    Replace,
 }
 
 /// One meta command.
@@ -116,6 +118,11 @@ impl Cmd {
         Cmd::ms(key, data, Mode::Set, Some(cas), ttl)
     }
 
+    /// Stores only over an item that exists (`NS` otherwise).
+    pub(crate) fn replace(key: String, data: Vec<u8>) -> Cmd {
+        Cmd::ms(key, data, Mode::Replace, None, 0)
+    }
+
     pub(crate) fn append(key: String, data: Vec<u8>) -> Cmd {
         Cmd::ms(key, data, Mode::Append, None, 0)
     }
@@ -168,6 +175,7 @@ impl Cmd {
                     Mode::Set => "S",
                     Mode::Add => "E",
                     Mode::Append => "A",
+                    Mode::Replace => "R",
                 };
                 let _ = write!(out, "ms {key} {} c M{mode} T{ttl}", data.len());
                 let _ = cas.map(|cas| write!(out, " C{cas}"));

@@ -157,6 +157,11 @@
 //!   cannot be replayed); never a record without its transition. If memcached refuses a
 //!   record after the transition (out of memory), the settle returns the error although the
 //!   transition stands.
+//! - **`Effect::Payload` is written right after the job's own step too** (a retried
+//!   encrypted job sealed again with the active key): the job's body item is replaced in
+//!   the request after the compare-and-swap that puts the job back, only if it still exists.
+//!   A worker that reserves the job in between reads the old payload: the same job's data
+//!   under the old key, which it opens as before. A crash in between leaves the old payload.
 //!
 //! # Recovery: timers, sweep, janitor
 //!

@@ -388,6 +388,7 @@ impl Storage for MemcachedStorage {
         Capabilities::new(DRIVER)
             .durable(false)
             .claims(true)
+            .rewrite(true)
             .failed(self)
             .inspect(self)
             .track(self)
@@ -636,7 +637,12 @@ impl Storage for MemcachedStorage {
         // included). A record is written once, right after the transition (see the crate
         // docs): a replay of the settle is stale and writes nothing.
         let mut effects = settles.iter().flat_map(|s| &s.effects);
-        if effects.any(|e| !matches!(e, Effect::Push(_) | Effect::Record { .. })) {
+        if effects.any(|e| {
+            !matches!(
+                e,
+                Effect::Push(_) | Effect::Record { .. } | Effect::Payload(_)
+            )
+        }) {
             return Err(Error::NotSupported {
                 driver: DRIVER,
                 operation: "group counters and waiting jobs (batches, chains, workflows)",

@@ -19,7 +19,8 @@
 -- reference of a waiting job's key and the delta of its dependencies; `s` and the reference
 -- of a waiting job's key; `R` (a record of the settled job, only in a settlement), its kind,
 -- its value and how long it is kept in milliseconds (0: the record is deleted, a
--- replacement already expired). Then the fetch: the number of queues (0: none), their queue
+-- replacement already expired); `P` (the settled job's new payload, only in a retry or a
+-- release) and the payload. Then the fetch: the number of queues (0: none), their queue
 -- numbers in priority order, the lease in milliseconds, the limit, the token prefix, and to
 -- take only jobs of one name, that name and how many due jobs to look at, at most.
 --
@@ -129,12 +130,14 @@ end
 local function apply(q, hash, member, token, outcome, value, effects, cond)
   -- Counters are read now; any other effect is kept as its kind and the position of what
   -- follows it in ARGV, read when the call's effects are applied.
-  local counts, others, recs = {}, {}, {}
+  local counts, others, recs, payload = {}, {}, {}, nil
   for _ = 1, effects do
     local kind = arg()
     if kind == 'R' then
       recs[#recs + 1] = A
       A = A + 3
+    elseif kind == 'P' then
+      payload = arg()
     elseif kind == 'c' then
       local c = { key = key(arg()), names = {}, deltas = {} }
       for d = 1, num() do
@@ -218,6 +221,9 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
     redis.call('HDEL', hash, 't')
     if outcome == 'l' and (tonumber(redis.call('HGET', hash, 'a')) or 0) > 0 then
       redis.call('HINCRBY', hash, 'a', -1)
+    end
+    if payload then
+      redis.call('HSET', hash, 'p', payload)
     end
     redis.call('ZADD', q.pending, now() + tonumber(value), member)
     q.woken = q.woken + 1

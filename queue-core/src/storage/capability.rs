@@ -46,6 +46,10 @@ pub struct Capabilities<'a> {
     /// Pushes honour [`Unique::replace`](super::Unique::replace): a queued job holding the
     /// key takes the new job's name, payload and availability (debounce).
     pub replace: bool,
+    /// Settles apply [`Effect::Payload`](super::Effect::Payload): a job put back in its
+    /// queue takes a new payload in the same step (a retried encrypted job re-sealed with
+    /// the active key).
+    pub rewrite: bool,
     /// The failed store.
     pub failed: Option<&'a dyn FailedStore>,
     /// Sizes, queues, listing and clearing, for operators.
@@ -73,6 +77,7 @@ impl<'a> Capabilities<'a> {
             reserve_by_name: false,
             claims: false,
             replace: false,
+            rewrite: false,
             failed: None,
             inspect: None,
             groups: None,
@@ -129,6 +134,12 @@ impl<'a> Capabilities<'a> {
         self
     }
 
+    /// Sets whether settles apply payload effects.
+    pub fn rewrite(mut self, yes: bool) -> Self {
+        self.rewrite = yes;
+        self
+    }
+
     /// The failed store.
     pub fn failed(mut self, failed: &'a dyn FailedStore) -> Self {
         self.failed = Some(failed);
@@ -175,6 +186,7 @@ impl fmt::Debug for Capabilities<'_> {
             .field("reserve_by_name", &self.reserve_by_name)
             .field("claims", &self.claims)
             .field("replace", &self.replace)
+            .field("rewrite", &self.rewrite)
             .field("failed", &self.failed.is_some())
             .field("inspect", &self.inspect.is_some())
             .field("groups", &self.groups.is_some())

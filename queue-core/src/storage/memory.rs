@@ -317,7 +317,7 @@ impl State {
                 Effect::Skip { key } => skips.push(key),
                 Effect::Count { group, deltas } => counts.push((group, deltas)),
                 // Written by the settle of their job; refused in an apply.
-                Effect::Record { .. } => {}
+                Effect::Record { .. } | Effect::Payload(_) => {}
             }
         }
         for waiting in holds {
@@ -352,13 +352,21 @@ impl State {
     fn settle(&mut self, settle: Settle, now: i64) -> Option<Vec<Effect>> {
         let id = self.current(&settle.lease)?;
         let mut job = self.unreserve(id)?;
-        let (records, effects): (Vec<Effect>, Vec<Effect>) =
-            settle.effects.into_iter().partition(Effect::needs_track);
-        for record in records {
-            if let Effect::Record { kind, value, ttl } = record {
-                let expires = now.saturating_add(duration_millis(ttl));
-                self.records
-                    .insert((id.to_string(), kind), (value, expires));
+        // Records and a new payload are of the settled job itself.
+        let (own, effects): (Vec<Effect>, Vec<Effect>) = settle
+            .effects
+            .into_iter()
+            .partition(|e| matches!(e, Effect::Record { .. } | Effect::Payload(_)));
+        for effect in own {
+            match effect {
+                Effect::Record { kind, value, ttl } => {
+                    let expires = now.saturating_add(duration_millis(ttl));
+                    self.records
+                        .insert((id.to_string(), kind), (value, expires));
+                }
+                // Only with a retry or a release (`check_effects`): the job stays.
+                Effect::Payload(payload) => job.payload = payload,
+                _ => {}
             }
         }
         match settle.outcome {
@@ -448,6 +456,7 @@ impl Storage for MemoryStorage {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DRIVER, self)
             .track(self)
+            .rewrite(true)
             .durable(false)
             .atomic_push(true)
     }

@@ -118,13 +118,22 @@ pub enum Effect {
         /// How long it is kept.
         ttl: Duration,
     },
+    /// Replaces the settled job's payload, byte for byte, as it goes back to its queue:
+    /// only in a settle whose outcome keeps the job ([`Retry`](Outcome::Retry) or
+    /// [`Release`](Outcome::Release)). A retried encrypted job is re-sealed with the active
+    /// key this way. Drivers with [`Capabilities::rewrite`](super::Capabilities::rewrite)
+    /// support it.
+    Payload(Vec<u8>),
 }
 
 impl Effect {
-    /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push
-    /// and a record).
+    /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push,
+    /// a record and a payload).
     pub fn needs_groups(&self) -> bool {
-        !matches!(self, Effect::Push(_) | Effect::Record { .. })
+        !matches!(
+            self,
+            Effect::Push(_) | Effect::Record { .. } | Effect::Payload(_)
+        )
     }
 
     /// Whether it needs the [`Track`](super::Track) capability (a record).
@@ -258,6 +267,25 @@ pub fn check_effects(driver: &'static str, settles: &[Settle]) -> Result<()> {
             &format!("job {}", settle.lease.job_id),
             true,
         )?;
+        let keeps = matches!(
+            settle.outcome,
+            Outcome::Retry { .. } | Outcome::Release { .. }
+        );
+        if !keeps
+            && settle
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::Payload(_)))
+        {
+            return Err(Error::Contract {
+                driver,
+                problem: format!(
+                    "a payload effect of job {} with an outcome that does not keep the job \
+                     (only a retry or a release does)",
+                    settle.lease.job_id
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -336,6 +364,9 @@ fn check_list(driver: &'static str, effects: &[Effect], of: &str, settle: bool) 
             }
             Effect::Record { .. } if !settle => {
                 return problem("a record effect outside a settle names no job".into());
+            }
+            Effect::Payload(_) if !settle => {
+                return problem("a payload effect outside a settle names no job".into());
             }
             Effect::Record { kind, .. }
                 if !super::RecordKey::new("job", kind.as_str()).is_valid() =>

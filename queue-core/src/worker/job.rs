@@ -133,6 +133,11 @@ pub(super) async fn process(
             settle.effects.push(effect);
         }
     }
+    if let Some(settle) = finish.settle.as_mut() {
+        if let Some(effect) = resealed(&shared, &job, &settle.outcome) {
+            settle.effects.push(effect);
+        }
+    }
     // A failure whose step changes other jobs (a batch failing fast, a workflow's nodes
     // marked to skip) keeps its slot until the step is applied: the next job this worker
     // starts, which may be one of those, then sees it. Failures are rare; every other slot
@@ -221,6 +226,28 @@ fn status_record(shared: &Shared, job: &Reserved, finish: &Finish) -> Option<Eff
         value: ended.encode(),
         ttl,
     })
+}
+
+/// The job's new payload, sealed again with the active key, when it goes back to its queue
+/// and some of it was sealed with an older key (a key rotation): its next run, and the
+/// failed store if it ends there, hold it under the active key. Only on stores that take a
+/// new payload in the settle ([`Capabilities::rewrite`](crate::storage::Capabilities::rewrite)).
+fn resealed(shared: &Shared, job: &Reserved, outcome: &Outcome) -> Option<Effect> {
+    if !matches!(outcome, Outcome::Retry { .. } | Outcome::Release { .. }) {
+        return None;
+    }
+    if !shared.storage.capabilities().rewrite {
+        return None;
+    }
+    let keys = shared.dispatcher.settings().keys().ok()?;
+    let payload = keys.reseal(&job.payload)?;
+    tracing::debug!(
+        job = %job.name,
+        id = %job.lease.job_id,
+        key = keys.active(),
+        "sealed again with the active key"
+    );
+    Some(Effect::Payload(payload))
 }
 
 async fn prepare_and_run(shared: &Shared, job: &Reserved, asked: Instant) -> Finish {

@@ -870,3 +870,75 @@ pub async fn replacing_pushes(store: Store) {
     let _ = failing_id;
     assert_eq!(total(&store, &q).await, 0);
 }
+
+/// A settle that puts a job back (retry or release) with [`Effect::Payload`] stores the new
+/// payload in the same step: the next reservation gets it, the attempts count as the
+/// outcome says. A stale settle changes nothing; a payload effect with an outcome that does
+/// not keep the job is refused. A store without the capability refuses the effect.
+pub async fn settle_replaces_the_payload_of_a_job_put_back(store: Store) {
+    let q = unique("q");
+    store.push(vec![job(&q, "j", b"old")]).await.unwrap();
+    let first = reserve_all(&store, &q, 1).await.remove(0);
+    let with = |outcome: Outcome, lease: &Lease, payload: &[u8]| Settle {
+        lease: lease.clone(),
+        outcome,
+        effects: vec![Effect::Payload(payload.to_vec())],
+    };
+    let retry = Outcome::Retry {
+        delay: Duration::ZERO,
+    };
+    if !store.capabilities().rewrite {
+        let err = store
+            .settle(vec![with(retry, &first.lease, b"new")], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        let again = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+        assert!(again.is_empty(), "the refused settle changed nothing");
+        return skip(
+            "settle_replaces_the_payload_of_a_job_put_back",
+            &store,
+            "its settles take no new payload",
+        );
+    }
+    let err = store
+        .settle(vec![with(Outcome::Ack, &first.lease, b"new")], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err:?}");
+
+    let reply = store
+        .settle(vec![with(retry.clone(), &first.lease, b"new")], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    let second = reserve_all(&store, &q, 1).await.remove(0);
+    assert_eq!(second.lease.job_id, first.lease.job_id);
+    assert_eq!(
+        (second.payload.as_slice(), second.attempts),
+        (&b"new"[..], 2)
+    );
+
+    // The first lease is stale now: its settle writes nothing.
+    let reply = store
+        .settle(vec![with(retry, &first.lease, b"stale")], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Stale]);
+    let release = Outcome::Release {
+        delay: Duration::ZERO,
+    };
+    let reply = store
+        .settle(vec![with(release, &second.lease, b"newer")], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    let third = reserve_all(&store, &q, 1).await.remove(0);
+    assert_eq!(
+        (third.payload.as_slice(), third.attempts),
+        (&b"newer"[..], 2),
+        "a release does not count the attempt"
+    );
+    store.acknowledge(&[third.lease]).await.unwrap();
+    assert_eq!(total(&store, &q).await, 0);
+}

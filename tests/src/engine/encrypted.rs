@@ -347,3 +347,85 @@ pub async fn engine_secret_fields(store: Store) {
     );
     assert!(!seen.lock().unwrap().iter().any(|s| s.contains("NL91")));
 }
+
+/// A key rotation: jobs sealed with the old key (their whole data, or a secret field) that
+/// a worker whose active key is the new one retries go back to their queue sealed with the
+/// new key, in the settle that retries them, on stores that take a new payload there; their
+/// next attempt opens them as before. On a store without it, they keep the old key (as the
+/// crate docs say).
+pub async fn engine_retried_jobs_are_resealed(store: Store) {
+    let caps = store.capabilities();
+    if caps.track.is_none() {
+        println!(
+            "engine_retried_jobs_are_resealed: not applicable to the {} driver (no jobs by id, \
+             to read the stored payload; declared in its capabilities)",
+            store.driver()
+        );
+        return;
+    }
+    let rewrite = caps.rewrite;
+    let q = unique("q");
+    let old = queue_with(&store, Some(ring("k1")));
+    let worker_queue = queue_with(&store, Some(ring("k2")));
+    // Per attempt: the secret it read, its number, the keys that sealed its stored job.
+    type Seen = Vec<(String, u32, Vec<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    for name in ["payout", "transfer"] {
+        let (sink, store) = (seen.clone(), store.clone());
+        worker_queue.listen(name, move |data: serde_json::Value, ctx| {
+            let (sink, store) = (sink.clone(), store.clone());
+            async move {
+                // The stored job, as this attempt was reserved.
+                let stored = store
+                    .track()
+                    .unwrap()
+                    .job(ctx.job_id())
+                    .await
+                    .unwrap()
+                    .expect("a running job is in its queue");
+                let keys = KeyRing::sealed_by(&stored.payload).unwrap_or_default();
+                // A secret field reaches an untyped listener opened, still marked.
+                let iban = &data["iban"];
+                let secret = iban.as_str().or_else(|| iban["$secret"].as_str());
+                let secret = secret.unwrap_or_default().to_owned();
+                sink.lock().unwrap().push((secret, ctx.attempt(), keys));
+                match ctx.attempt() {
+                    1 => Err(queue_core::JobError::msg("the first attempt fails")),
+                    _ => Ok(()),
+                }
+            }
+        });
+    }
+    old.dispatch_named("payout", json!({ "iban": "DE-ROTATE" }))
+        .on_queue(q.as_str())
+        .encrypted()
+        .tries(3)
+        .await
+        .unwrap();
+    let transfer = Transfer {
+        account: 1,
+        iban: queue_core::Secret::new("FR-ROTATE".into()),
+    };
+    old.dispatch_named("transfer", serde_json::to_value(&transfer).unwrap())
+        .on_queue(q.as_str())
+        .tries(3)
+        .await
+        .unwrap();
+    let summary = run_worker(&worker_queue, test_options(&[&q])).await;
+    assert_eq!((summary.processed, summary.retried), (2, 2), "{summary:?}");
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    let second = if rewrite { "k2" } else { "k1" };
+    let want = |secret: &str| {
+        [
+            (secret.to_owned(), 1, vec!["k1".to_owned()]),
+            (secret.to_owned(), 2, vec![second.to_owned()]),
+        ]
+    };
+    let mut expected: Vec<_> = want("DE-ROTATE")
+        .into_iter()
+        .chain(want("FR-ROTATE"))
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "rewrite: {rewrite}");
+}

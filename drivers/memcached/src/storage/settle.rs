@@ -260,9 +260,17 @@ impl MemcachedStorage {
                 _ => Ok(Step::Stale),
             };
         }
-        // The records first in the request right after the compare-and-swap.
+        // The records first in the request right after the compare-and-swap, then a new
+        // payload over the job's body if it still has one (a job reserved, run and
+        // acknowledged meanwhile by another worker has none to bring back; the payload is
+        // the same job's, so a worker that read the old one runs the same job).
         let mut after = self.record_effects(&lease.job_id.0, effects);
         let written = after.len();
+        for effect in effects {
+            if let Effect::Payload(payload) = effect {
+                after.push(Cmd::replace(self.keys().body(id), payload.clone()));
+            }
+        }
         if let Some(old) = held.record.timer() {
             after.push(Cmd::decr(qk.timer_count(bucket(old)), 1));
         }

@@ -201,9 +201,9 @@ impl RedisStorage {
         self.check_supported(settles.iter().flat_map(|s| &s.effects))
     }
 
-    /// Refuses effects this store cannot apply: on a cluster every kind but a record (each
-    /// would tie the job's slot to another; a record lives in the job's slot), anywhere a
-    /// kind this driver does not know.
+    /// Refuses effects this store cannot apply: on a cluster every kind but a record and a
+    /// payload (each would tie the job's slot to another; a record and the job's hash live
+    /// in the job's slot), anywhere a kind this driver does not know.
     fn check_supported<'e>(&self, effects: impl IntoIterator<Item = &'e Effect>) -> Result<()> {
         for effect in effects {
             let refused = match effect {
@@ -217,7 +217,8 @@ impl RedisStorage {
                 | Effect::Hold(_)
                 | Effect::Deps { .. }
                 | Effect::Skip { .. }
-                | Effect::Record { .. } => continue,
+                | Effect::Record { .. }
+                | Effect::Payload(_) => continue,
                 _ => "an effect this driver does not know",
             };
             return Err(Error::NotSupported {
@@ -495,6 +496,9 @@ impl RedisStorage {
                         .arg(value.as_slice())
                         .arg(millis(*ttl));
                 }
+                Effect::Payload(payload) => {
+                    call.arg("P").arg(payload.as_slice());
+                }
                 // `check_supported` refused it before.
                 _ => {}
             }
@@ -720,6 +724,7 @@ impl Storage for RedisStorage {
             .failed(self)
             .inspect(self)
             .track(self)
+            .rewrite(true)
             .control(self)
             .wake(self);
         if self.split() {
