@@ -287,6 +287,9 @@ pub enum Retry {
     /// Not a failure: the job met a rate limit (see [`JobError::rate_limited`]). It goes
     /// back after this delay without counting an attempt, and its limit's key is paused.
     RateLimited(Duration),
+    /// Not a failure: the job did not run, held back by middleware (see
+    /// [`JobError::throttled`]). It goes back after this delay without counting an attempt.
+    Throttled(Duration),
 }
 
 /// The error a job body returns: a message and what to do about it.
@@ -346,6 +349,16 @@ impl JobError {
         JobError {
             message: format!("rate limited for {}", humantime::format_duration(delay)),
             retry: Retry::RateLimited(delay),
+        }
+    }
+
+    /// The job was not run, held back by middleware ([`ThrottlesExceptions`](crate::ThrottlesExceptions)
+    /// while its circuit is open): it goes back to run after `delay`, **without counting an
+    /// attempt** and without an error counted against its `max_exceptions`.
+    pub fn throttled(delay: Duration, reason: impl fmt::Display) -> Self {
+        JobError {
+            message: reason.to_string(),
+            retry: Retry::Throttled(delay),
         }
     }
 

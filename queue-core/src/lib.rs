@@ -285,7 +285,7 @@ pub use error::{BoxError, Error, Message, Result};
 pub use events::{EventStream, JobEvent, JobEventKind, EVENT_CAPACITY};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
 pub use limit::{JobLimit, Limit, RateLimit};
-pub use middleware::{FailOnError, Layers, Middleware, Next, Skip};
+pub use middleware::{FailOnError, Layers, Middleware, Next, Skip, ThrottlesExceptions};
 pub use queue::Queue;
 pub use redact::redact_url;
 pub use registry::Registry;

@@ -211,3 +211,62 @@ async fn fail_on_error_fails_at_once_and_leaves_other_errors_to_retries() {
         .expect("the permanent error is in the failed store");
     assert_eq!(permanent.attempts, 1);
 }
+
+/// `ThrottlesExceptions`: two errors of the same key within the window open the circuit;
+/// the jobs met while it is open go back without running and without counting an attempt,
+/// and run once the window is over (the first success closes it).
+#[tokio::test]
+async fn throttles_exceptions_holds_jobs_back_while_the_circuit_is_open() {
+    use queue_core::ThrottlesExceptions;
+    use std::time::Instant;
+
+    let queue = Queue::connect("memory://").await.unwrap();
+    let calls: Arc<Mutex<Vec<(String, u32, Instant)>>> = Arc::default();
+    let sink = calls.clone();
+    queue.listen("call-api", move |name: String, ctx| {
+        let sink = sink.clone();
+        async move {
+            let mut calls = sink.lock().unwrap();
+            calls.push((name, ctx.attempt(), Instant::now()));
+            match calls.len() {
+                1 | 2 => Err(JobError::msg("the API is down")),
+                _ => Ok(()),
+            }
+        }
+    });
+    for name in ["a", "b", "c"] {
+        queue
+            .dispatch_named("call-api", serde_json::json!(name))
+            .on_queue("mw-throttle")
+            .tries(5)
+            .await
+            .unwrap();
+    }
+    let window = Duration::from_millis(600);
+    let throttle = ThrottlesExceptions::new(2, window)
+        .by("api-throttle-test")
+        .backoff(Duration::from_millis(10));
+    let summary = queue
+        .worker(options("mw-throttle").concurrency(1).middleware(throttle))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!((summary.processed, summary.failed), (3, 0), "{summary:?}");
+    assert_eq!(summary.retried, 2, "{summary:?}");
+    assert!(summary.released >= 1, "held back while open: {summary:?}");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 5, "2 errors, then 3 successes: {calls:?}");
+    let first = calls[0].2;
+    for (name, attempt, at) in &calls[2..] {
+        assert!(
+            at.duration_since(first) >= window - Duration::from_millis(50),
+            "{name} ran while the circuit was open: {calls:?}"
+        );
+        assert!(*attempt <= 2, "a hold-back counts no attempt: {calls:?}");
+    }
+    let c = calls.iter().find(|(n, ..)| n == "c").expect("c ran");
+    assert_eq!(
+        c.1, 1,
+        "c never errored: its one run is attempt 1: {calls:?}"
+    );
+}

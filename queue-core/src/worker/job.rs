@@ -865,6 +865,13 @@ async fn run(
             };
             rate_limited(shared, job, envelope, name, delay).await
         }
+        Ran::Failed(err) if matches!(err.retry(), Retry::Throttled(_)) => {
+            let Retry::Throttled(delay) = err.retry() else {
+                unreachable!("matched above")
+            };
+            info!(job = %name, id = %lease.job_id, delay = ?delay, reason = %err.message(), "held back by middleware: the job goes back (no attempt counted)");
+            release(job, name, delay)
+        }
         Ran::Failed(err) if timed_out && (envelope.fail_on_timeout || handler.fail_on_timeout) => {
             let reason = format!("{} (fail_on_timeout: not retried)", err.message());
             fail(job, name, reason)
