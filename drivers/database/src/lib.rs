@@ -363,3 +363,8 @@ pub use sql::Sql;
 pub use sqlite::{SqliteOptions, SqliteStorage, Synchronous};
 pub use store::SqlStore;
 pub use within::{dispatch_many_within, DispatchWithin};
+
+/// The `sqlx` this driver is built on, for [`DispatchWithin::within`]'s transaction: an
+/// application that does not use sqlx otherwise opens its transaction with
+/// `queue_database::sqlx` and needs no version of its own in step with this one.
+pub use sqlx;

@@ -13,7 +13,8 @@ use crate::SqlStore;
 ///
 /// Import the trait and finish a dispatch with `.within(&mut *tx, &storage)` instead of
 /// `.await`: `tx` is the application's `sqlx::Transaction` (or connection) on the store's
-/// database, `storage` the store whose tables the job goes to. The options of the dispatch
+/// database (`queue_database::sqlx` is the sqlx this driver uses), `storage` the store whose
+/// tables the job goes to. The options of the dispatch
 /// (queue, delay, tries, timeout, lock) apply as usual; `.via(..)` is ignored.
 ///
 /// ```no_run
