@@ -602,3 +602,44 @@ async fn a_token_guards_every_page() {
     assert!(guarded.app(queue.clone()).is_ok());
     assert!(queue_dashboard::ServeOptions::default().app(queue).is_ok());
 }
+
+/// A batch member's page says which batch it is part of (SQLite and Redis, both with
+/// batches).
+#[tokio::test]
+async fn a_job_page_names_its_batch() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let q = format!("grouped-{name}");
+        let batch = queue_core::Batch::new()
+            .add(
+                queue
+                    .dispatch_named("report", serde_json::json!({}))
+                    .on_queue(q.as_str()),
+            )
+            .via(&queue)
+            .dispatch()
+            .await
+            .expect("the batch");
+        let listed = queue
+            .storage()
+            .inspect()
+            .expect("a listing")
+            .jobs(
+                &q,
+                queue_core::storage::JobState::Waiting,
+                queue_core::storage::PageRequest::first(5),
+            )
+            .await
+            .expect("its member");
+        assert_eq!(listed.items.len(), 1, "{name}");
+        let app = queue_dashboard::router(queue.clone());
+        let page = get(&app, &format!("/jobs/{}", enc(&listed.items[0].id.0))).await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert!(
+            page.body
+                .contains(&format!("<dd class=\"group\">batch {}</dd>", batch.0)),
+            "{name}: {}",
+            page.body
+        );
+    }
+}
