@@ -684,7 +684,8 @@ fn batches_chains_and_workflows_from_the_command_line() {
     let out = run(store.runall("").args(["batch", "show", &batch.0]));
     assert!(out.status.success());
     assert!(
-        text(&out).contains("0.0 % done, 2 of 2 pending, 0 succeeded, 0 failed, 0 cancelled"),
+        text(&out)
+            .contains("0.0 % done, 2 of 2 pending, 0 succeeded, 0 failed, 0 cancelled, 0 running"),
         "{}",
         text(&out)
     );
@@ -728,6 +729,32 @@ fn batches_chains_and_workflows_from_the_command_line() {
         "{}",
         text(&out)
     );
+    // `workflow --prune-older-than`: a finished workflow younger than that stays; with 0s
+    // it goes.
+    let out = run(store.runall("").args(["workflow", &workflow.0]));
+    assert!(
+        text(&out).contains("2 nodes, 2 succeeded, 0 failed, 0 skipped (finished)"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("")
+        .args(["workflow", "--prune-older-than", "1h"]));
+    assert!(
+        text(&out).contains("pruned 0 finished workflows dispatched more than 1 hour ago"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store
+        .runall("")
+        .args(["workflow", "--prune-older-than", "0s"]));
+    assert!(
+        text(&out).contains("pruned 1 finished workflow dispatched more than"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["workflow", &workflow.0]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 
     // `batch retry`: nothing failed in the cancelled batch.
     let out = run(store.runall("").args(["batch", "retry", &batch.0]));

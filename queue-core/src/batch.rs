@@ -323,6 +323,35 @@ impl Batch {
         }))
     }
 
+    /// How many members of the batch `id` are running now: the reserved jobs of every queue
+    /// whose envelope names the batch, looked at a page at a time. A snapshot, for
+    /// operators (`runall batch show`); it costs a listing of every queue's reserved jobs,
+    /// so it is not part of [`find`](Self::find). The counts of [`BatchStatus`] are kept by
+    /// the steps that settle members, and reserving one changes none. Needs the store's
+    /// [listing](crate::storage::Inspect): memcached refuses it (`NotSupported`).
+    pub async fn running(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<u64> {
+        let inspect = queue.as_ref().storage().inspect()?;
+        let mut running = 0;
+        for name in inspect.queues().await? {
+            let mut page = PageRequest::first(500);
+            loop {
+                let jobs = inspect
+                    .jobs(&name, crate::storage::JobState::Reserved, page)
+                    .await?;
+                running += jobs
+                    .items
+                    .iter()
+                    .filter(|job| member_by_payload(&job.payload).as_ref() == Some(id))
+                    .count() as u64;
+                match jobs.next {
+                    Some(next) => page = PageRequest::after(next, 500),
+                    None => break,
+                }
+            }
+        }
+        Ok(running)
+    }
+
     /// The batches in the store, a page at a time, by id (the cursor is the last id): for
     /// operators (`runall batch list`). What listing costs on each driver is in its
     /// [`Groups::list`](crate::storage::Groups::list) docs.
@@ -449,7 +478,12 @@ const PREFIX: &str = "batch:";
 
 /// The batch a failed job was a member of, read from its envelope.
 pub(crate) fn member_of(job: &FailedJob) -> Option<BatchId> {
-    let gate = Envelope::decode(&job.payload).ok()?.after?.skip_if?;
+    member_by_payload(&job.payload)
+}
+
+/// The batch the job whose payload is `payload` is a member of (not a callback of).
+fn member_by_payload(payload: &[u8]) -> Option<BatchId> {
+    let gate = Envelope::decode(payload).ok()?.after?.skip_if?;
     let id = gate.group.strip_prefix(PREFIX)?;
     (gate.counter == CANCEL).then(|| BatchId(id.to_owned()))
 }

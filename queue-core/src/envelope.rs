@@ -116,6 +116,10 @@ pub struct After {
     /// callbacks when the envelope is read, and fill the fields above.
     #[serde(rename = "batch", default, skip_serializing_if = "Option::is_none")]
     pub member: Option<Member>,
+    /// A workflow node's name: when it succeeds with an output, its settle keeps the output
+    /// as a value of the workflow's group under this name, for the nodes after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A batch member's `after`, written short: see [`After::member`].

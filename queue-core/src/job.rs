@@ -140,6 +140,7 @@ pub struct JobContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) dispatched_at: SystemTime,
     pub(crate) batch: Option<crate::batch::CurrentBatch>,
+    pub(crate) workflow: Option<crate::workflow::CurrentWorkflow>,
     pub(crate) tracker: Arc<crate::status::Tracker>,
 }
 
@@ -156,6 +157,7 @@ impl JobContext {
             cancel: CancellationToken::new(),
             dispatched_at: SystemTime::now(),
             batch: None,
+            workflow: None,
             tracker: Arc::new(crate::status::Tracker::new(
                 None,
                 crate::storage::Lease {
@@ -182,7 +184,10 @@ impl JobContext {
     /// [`MAX_OUTPUT`](crate::MAX_OUTPUT) bytes of JSON: a larger one is refused with
     /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge) and not kept. The output of
     /// a job that succeeds is kept only if the worker keeps finished jobs
-    /// ([`WorkerOptions::keep_finished`](crate::WorkerOptions::keep_finished)).
+    /// ([`WorkerOptions::keep_finished`](crate::WorkerOptions::keep_finished)), except a
+    /// [workflow](crate::Workflow) node's: the step in which the node succeeds keeps it for
+    /// the nodes after it ([`CurrentWorkflow::output`](crate::CurrentWorkflow::output),
+    /// [`Workflow::output`](crate::Workflow::output)).
     pub fn output<T: Serialize + ?Sized>(&self, value: &T) -> crate::Result<()> {
         let json = serde_json::to_string(value)
             .map_err(|e| crate::Error::Payload(format!("the job's output: {e}")))?;
@@ -204,6 +209,13 @@ impl JobContext {
     /// member of a cancelled batch that is running already is not stopped).
     pub fn batch(&self) -> Option<&crate::batch::CurrentBatch> {
         self.batch.as_ref()
+    }
+
+    /// The workflow this job is a node of (`None` for any other job): its id, the node's
+    /// name, and the outputs of the nodes before it
+    /// (`ctx.workflow().unwrap().output::<Quote>("quote").await?`).
+    pub fn workflow(&self) -> Option<&crate::workflow::CurrentWorkflow> {
+        self.workflow.as_ref()
     }
 
     /// When the job was dispatched (Sidekiq's `enqueued_at`). For a job a

@@ -305,7 +305,7 @@ pub use testing::{
 };
 pub use unique::{OnConflict, UniqueJob};
 pub use worker::{PauseHandle, StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
-pub use workflow::{Node, Workflow, WorkflowId, WorkflowStatus};
+pub use workflow::{CurrentWorkflow, Node, Workflow, WorkflowId, WorkflowStatus};
 
 /// What a dispatch did: [`Created`](Pushed::Created) the job, or found its unique key held
 /// and stored nothing ([`Duplicate`](Pushed::Duplicate), with the id of the job holding it).

@@ -565,6 +565,14 @@ impl Tracker {
         }
     }
 
+    /// The output as it stands, in JSON.
+    pub(crate) fn output(&self) -> Option<Vec<u8>> {
+        let said = self.state.lock().ok()?;
+        said.output
+            .as_ref()
+            .map(|raw| raw.get().as_bytes().to_vec())
+    }
+
     /// The last progress and the output, for the job's status record.
     pub(crate) fn take(&self) -> (Option<Progress>, Option<Box<RawValue>>) {
         match self.state.lock() {

@@ -5,12 +5,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
 
 use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher};
 use crate::envelope::{After, SkipIf, Step};
 use crate::error::{Error, Result};
-use crate::storage::{new_token, Effect, Unique, WaitingJob};
+use crate::storage::{new_token, Effect, PageRequest, Unique, WaitingJob};
 
 /// When an edge lets its node run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +121,9 @@ pub struct WorkflowStatus {
     pub failed: u64,
     /// Nodes skipped because an edge into them was not met.
     pub skipped: u64,
+    /// When it was dispatched, to the second (`None` for a workflow dispatched before this
+    /// was kept).
+    pub created_at: Option<SystemTime>,
 }
 
 impl WorkflowStatus {
@@ -253,6 +259,20 @@ impl Workflow {
         Ok(WorkflowId(id))
     }
 
+    /// The output node `node` of the workflow `id` set ([`JobContext::output`]), kept by the step in which it
+    /// succeeded, through `queue`: `None` if it has not succeeded (yet) or returned none.
+    /// Kept until the workflow's counters are deleted. [`Error::Payload`] when it does not
+    /// read as a `T`.
+    ///
+    /// [`JobContext::output`]: crate::JobContext::output
+    pub async fn output<T: DeserializeOwned>(
+        queue: impl AsRef<Dispatcher>,
+        id: &WorkflowId,
+        node: &str,
+    ) -> Result<Option<T>> {
+        read_output(queue.as_ref(), &id.0, node).await
+    }
+
     /// How far the workflow `id` got, through `queue` (a [`Queue`](crate::Queue) or a
     /// [`Dispatcher`]). [`Error::NotFound`] for a workflow the store knows nothing of.
     pub async fn status(queue: impl AsRef<Dispatcher>, id: &WorkflowId) -> Result<WorkflowStatus> {
@@ -269,12 +289,122 @@ impl Workflow {
             succeeded: get("succeeded"),
             failed: get("failed"),
             skipped: get("skipped"),
+            created_at: u64::try_from(counters.get("created"))
+                .ok()
+                .filter(|secs| *secs > 0)
+                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
         })
+    }
+
+    /// Deletes the workflows dispatched before `before` that have finished, with their
+    /// counters and their nodes' outputs; returns how many (`runall workflow
+    /// --prune-older-than 7d`). A workflow dispatched before its time was kept counts as
+    /// old. Unfinished ones stay: their nodes still wait or run.
+    pub async fn prune(queue: impl AsRef<Dispatcher>, before: SystemTime) -> Result<u64> {
+        let queue = queue.as_ref();
+        let groups = queue.groups()?;
+        let mut pruned = 0;
+        let mut page = PageRequest::first(500);
+        loop {
+            let names = groups.list(PREFIX, page).await?;
+            for name in &names.items {
+                let Some(id) = name.strip_prefix(PREFIX) else {
+                    continue;
+                };
+                let status = match Workflow::status(queue, &WorkflowId(id.to_owned())).await {
+                    Ok(status) => status,
+                    Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                let old = status.created_at.is_none_or(|at| at < before);
+                if old && status.is_finished() && groups.remove(name).await? {
+                    pruned += 1;
+                }
+            }
+            match names.next {
+                Some(next) => page = PageRequest::after(next, 500),
+                None => return Ok(pruned),
+            }
+        }
     }
 }
 
+/// What every workflow's group name starts with.
+const PREFIX: &str = "wf:";
+
 fn group(id: &str) -> String {
-    format!("wf:{id}")
+    format!("{PREFIX}{id}")
+}
+
+/// The group of the workflow whose node's envelope carries `after`, if it is one.
+pub(crate) fn group_of(after: &After) -> Option<String> {
+    let of = crate::status::Group::of(after)?;
+    (of.kind == crate::status::GroupKind::Workflow).then(|| group(&of.id))
+}
+
+/// Reads the output node `node` of workflow `id` kept.
+async fn read_output<T: DeserializeOwned>(
+    dispatcher: &Dispatcher,
+    id: &str,
+    node: &str,
+) -> Result<Option<T>> {
+    let Some(raw) = dispatcher.groups()?.value(&group(id), node).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&raw).map(Some).map_err(|e| {
+        Error::Payload(format!(
+            "the output of node `{node}` of workflow {id} does not read as the type asked for: {e}"
+        ))
+    })
+}
+
+/// The workflow of the node a job is, from inside the job ([`JobContext::workflow`]): its
+/// id, the node's name, and the outputs of the nodes before it.
+///
+/// [`JobContext::workflow`]: crate::JobContext::workflow
+#[derive(Debug, Clone)]
+pub struct CurrentWorkflow {
+    id: WorkflowId,
+    node: String,
+    dispatcher: Dispatcher,
+}
+
+impl CurrentWorkflow {
+    /// The workflow of a node whose envelope carries `after`, if it is one.
+    pub(crate) fn of(after: &After, dispatcher: &Dispatcher) -> Option<CurrentWorkflow> {
+        let node = after.node.clone()?;
+        let of = crate::status::Group::of(after)?;
+        (of.kind == crate::status::GroupKind::Workflow).then(|| CurrentWorkflow {
+            id: WorkflowId(of.id),
+            node,
+            dispatcher: dispatcher.clone(),
+        })
+    }
+
+    /// The workflow's id.
+    pub fn id(&self) -> &WorkflowId {
+        &self.id
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The output of node `node` of this workflow ([`JobContext::output`]), kept by the
+    /// step in which it succeeded: `None` if it has not succeeded (yet) or kept no output.
+    /// A node after it reads it for sure, since that step is the one that lets it run.
+    /// [`Error::Payload`] when it does not read as a `T`.
+    ///
+    /// [`JobContext::output`]: crate::JobContext::output
+    pub async fn output<T: DeserializeOwned>(&self, node: &str) -> Result<Option<T>> {
+        read_output(&self.dispatcher, &self.id.0, node).await
+    }
+
+    /// How far the workflow got.
+    pub async fn status(&self) -> Result<WorkflowStatus> {
+        Workflow::status(&self.dispatcher, &self.id).await
+    }
 }
 
 /// Refuses a graph with a cycle (Kahn's algorithm), naming a node on it.
@@ -361,6 +491,7 @@ fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Ve
         after.succeeded.push(count("succeeded"));
         after.failed.push(count("failed"));
         after.skipped.push(count("skipped"));
+        after.node = Some(node.name.clone());
         let deps = node.before.len();
         if deps > 0 {
             after.skip_if = Some(SkipIf {
@@ -380,9 +511,15 @@ fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Ve
             ))
         });
     }
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     effects.push(Effect::Count {
         group,
-        deltas: vec![("nodes".to_owned(), total as i64)],
+        deltas: vec![
+            ("created".to_owned(), created),
+            ("nodes".to_owned(), total as i64),
+        ],
     });
     Ok(effects)
 }

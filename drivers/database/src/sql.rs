@@ -252,6 +252,10 @@ pub(crate) mod sealed {
         /// the new value and expiry.
         const UPSERT_RECORD: &'static str = " ON CONFLICT (job_id, kind) DO UPDATE SET \
              value = excluded.value, expires_at = excluded.expires_at";
+        /// Ends an `INSERT` into `{values_table}`: a row of the same (group, name) takes the
+        /// new value.
+        const UPSERT_VALUE: &'static str =
+            " ON CONFLICT (grp, name) DO UPDATE SET value = excluded.value";
         /// Deletes up to `{chunk}` expired records (`{now}`): one chunk of a prune. The outer
         /// condition is checked again on a row a concurrent write changed, so a record
         /// written again meanwhile stays.

@@ -134,6 +134,13 @@ pub(crate) struct Statements {
     pub(crate) guard_read: String,
     /// Binds: group.
     pub(crate) remove_group: String,
+    /// Stores group values, replacing those of the same (group, name): `[group, name,
+    /// value (hex)]`.
+    pub(crate) values_put: String,
+    /// A group's value. Binds: group, name.
+    pub(crate) value: String,
+    /// Deletes a group's values. Binds: group.
+    pub(crate) remove_values: String,
     /// Group names from a first name (inclusive) and after a cursor: binds lower bound,
     /// cursor, limit.
     pub(crate) group_list: String,
@@ -349,6 +356,15 @@ impl Statements {
             )),
             guard_read: fill("SELECT value FROM {groups_table} WHERE grp = ? AND name = ?"),
             remove_group: fill("DELETE FROM {groups_table} WHERE grp = ?"),
+            values_put: fill(&format!(
+                "INSERT INTO {{values_table}} (grp, name, value) \
+                 SELECT l.v_grp, l.v_name, {} FROM {} WHERE 1 = 1{}",
+                DB::UNHEX.replace("{x}", "l.v_value"),
+                rows::<DB>(&[("v_grp", Text), ("v_name", Text), ("v_value", Text)]),
+                DB::UPSERT_VALUE
+            )),
+            value: fill("SELECT value FROM {values_table} WHERE grp = ? AND name = ?"),
+            remove_values: fill("DELETE FROM {values_table} WHERE grp = ?"),
             group_list: fill(
                 "SELECT DISTINCT grp FROM {groups_table} WHERE grp >= ? AND grp > ? ORDER BY grp LIMIT ?",
             ),

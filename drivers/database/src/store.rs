@@ -211,6 +211,7 @@ fn supported<DB: Backend>(effects: &[Effect]) -> Result<()> {
                 | Effect::Skip { .. }
                 | Effect::Record { .. }
                 | Effect::Payload(_)
+                | Effect::Value { .. }
         )
     };
     match effects.iter().all(known) {
@@ -239,6 +240,8 @@ struct Effects<'e> {
     /// By (job id, kind): the value and its time to live (ms).
     records: BTreeMap<(String, &'e str), (&'e [u8], i64)>,
     counts: BTreeMap<(String, String), i64>,
+    /// Group values by (group, name): the last one of a key.
+    values: BTreeMap<(String, String), &'e [u8]>,
 }
 
 impl<'e> Effects<'e> {
@@ -277,6 +280,10 @@ impl<'e> Effects<'e> {
                         .or_default() += delta;
                 }
             }
+            Effect::Value { group, name, value } => {
+                self.values
+                    .insert((storable(group), storable(name)), value.as_slice());
+            }
             _ => return Err(unknown_effect::<DB>()),
         }
         Ok(())
@@ -289,6 +296,7 @@ impl<'e> Effects<'e> {
             && self.skips.is_empty()
             && self.records.is_empty()
             && self.counts.is_empty()
+            && self.values.is_empty()
     }
 }
 
@@ -1208,6 +1216,14 @@ impl<DB: Sql> SqlStore<DB> {
                 .collect();
             Self::execute(conn, &sql.records_put, &[Arg::Text(&json(&rows)?)]).await?;
         }
+        if !effects.values.is_empty() {
+            let rows: Vec<(&str, &str, String)> = effects
+                .values
+                .iter()
+                .map(|((group, name), value)| (group.as_str(), name.as_str(), hex(value)))
+                .collect();
+            Self::execute(conn, &sql.values_put, &[Arg::Text(&json(&rows)?)]).await?;
+        }
         Ok(woken)
     }
 
@@ -1963,8 +1979,32 @@ impl<DB: Sql> Groups for SqlStore<DB> {
             .collect()
     }
 
+    async fn value(&self, group: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let (group, name) = (storable(group), storable(name));
+        let rows = self
+            .one(
+                "value",
+                self.reads(),
+                &self.inner.sql.value,
+                &[Arg::Text(&group), Arg::Text(&name)],
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(DB::bytes(row, 0).map_err(db::<DB>)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The values first, then the counters: a crash in between leaves the group listed,
+    /// for the next prune.
     async fn remove(&self, group: &str) -> Result<bool> {
         let group = storable(group);
+        self.change(
+            "remove_values",
+            &self.inner.sql.remove_values,
+            &[Arg::Text(&group)],
+        )
+        .await?;
         Ok(self
             .change(
                 "remove_group",

@@ -235,6 +235,7 @@ async fn drop_tables<DB: Server>(table: &str) {
         "_control",
         "_waiting",
         "_records",
+        "_values",
         "_counters",
     ] {
         DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {table}{suffix}")).await;
@@ -477,7 +478,7 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
         "a NUL is stored as a replacement"
     );
     let expected: Vec<String> = [
-        "", "_control", "_f", "_groups", "_locks", "_records", "_waiting",
+        "", "_control", "_f", "_groups", "_locks", "_records", "_values", "_waiting",
     ]
     .iter()
     .map(|suffix| format!("{table}{suffix}"))

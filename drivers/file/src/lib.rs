@@ -138,7 +138,12 @@
 //!   claims/KEY                            one file per held unique key: the holder (JSON)
 //!   groups/GROUP                          a group's counters (JSON)
 //!   waiting/KEY                           a waiting job: dependencies left, and the job
-//!   records/JOB.KIND                      a record kept for a job: its expiry and value
+//!   records/JOB.KIND                      a record kept for a job: its expiry and value;
+//!                                         also a group's value (`Effect::Value`, a workflow
+//!                                         node's output): JOB is `values`, the group and
+//!                                         the name, KIND `value`, never expiring, deleted
+//!                                         with the group's counters (a listing of
+//!                                         `records/` finds them)
 //!   locks/KEY                             one file per held lock: owner and expiry
 //!   control/lock                          the store's lock (an empty file, `flock`ed)
 //!   control/restart                       the restart generation

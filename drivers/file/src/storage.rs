@@ -348,6 +348,14 @@ impl Groups for FileStorage {
         self.run(move |disk| Ok(disk.counters(&group)?)).await
     }
 
+    async fn value(&self, group: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let (group, name) = (group.to_owned(), name.to_owned());
+        self.run(move |disk| Ok(disk.group_value(&group, &name)?))
+            .await
+    }
+
+    /// Deletes the group's values (each a file in `records/`, found by listing it), then its
+    /// counters.
     async fn remove(&self, group: &str) -> Result<bool> {
         let group = group.to_owned();
         self.run(move |disk| Ok(disk.remove_group(&group)?)).await

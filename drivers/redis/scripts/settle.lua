@@ -130,7 +130,7 @@ end
 local function apply(q, hash, member, token, outcome, value, effects, cond)
   -- Counters are read now; any other effect is kept as its kind and the position of what
   -- follows it in ARGV, read when the call's effects are applied.
-  local counts, others, recs, payload = {}, {}, {}, nil
+  local counts, others, recs, vals, payload = {}, {}, {}, {}, nil
   for _ = 1, effects do
     local kind = arg()
     if kind == 'R' then
@@ -138,6 +138,10 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
       A = A + 3
     elseif kind == 'P' then
       payload = arg()
+    elseif kind == 'v' then
+      local k = key(arg())
+      local name = arg()
+      vals[#vals + 1] = { k, name, arg() }
     elseif kind == 'c' then
       local c = { key = key(arg()), names = {}, deltas = {} }
       for d = 1, num() do
@@ -211,6 +215,15 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
         put_back()
         return 'group counter ' .. name .. ': ' .. r.err
       end
+    end
+  end
+  -- Group values: a key of another type refuses the step, its counters put back (values
+  -- written before by this step stay, replaced by its replay).
+  for _, v in ipairs(vals) do
+    local r = redis.pcall('HSET', v[1], v[2], v[3])
+    if type(r) == 'table' and r.err then
+      put_back()
+      return 'group value ' .. v[2] .. ': ' .. r.err
     end
   end
 

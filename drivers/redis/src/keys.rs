@@ -13,6 +13,7 @@
 //! | `{P}:queues` | set | every queue ever pushed to (for `queues()`) |
 //! | `{P}:claim:<key>` | string | a unique claim: the id of the job holding it |
 //! | `{P}:group:<group>` | hash | a group's counters, by name (those `apply_if` guards included) |
+//! | `{P}:values:<group>` | hash | a group's values ([`Effect::Value`](queue_core::Effect::Value): a workflow node's output), by name |
 //! | `{P}:waiting:<key>` | hash | the job waiting under `key`: `d` dependencies left, `q` its queue, `v` when it is available once released (as the push scripts take it: '' now, `+<ms>` after a delay, `<ms>` a Unix time), `n`, `p`, and `u`/`w` its claim |
 //! | `{P}:restart` | string | the restart generation |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |
@@ -104,6 +105,10 @@ impl Keys {
 
     pub(crate) fn group(&self, group: &str) -> String {
         format!("{{{}}}:group:{group}", self.prefix)
+    }
+
+    pub(crate) fn values(&self, group: &str) -> String {
+        format!("{{{}}}:values:{group}", self.prefix)
     }
 
     pub(crate) fn waiting(&self, key: &str) -> String {

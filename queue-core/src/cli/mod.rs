@@ -34,7 +34,7 @@
 //! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
 //! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs (`queue:clear`) |
 //! | `runall batch list` / `show ID [--watch]` / `cancel ID` / `retry ID` / `prune --older-than 7d [--unfinished]` | batches: progress, rate and ETA, cancel, `queue:retry-batch`, `queue:prune-batches` |
-//! | `runall chain ID` / `runall workflow ID` | how far a chain or a workflow got |
+//! | `runall chain ID` / `runall workflow ID` | how far a chain or a workflow got (`runall workflow --prune-older-than 7d` deletes finished workflows and their outputs) |
 //!
 //! The connection: `--connection URL`, else `QUEUE_URL`, else `job.toml` (see
 //! [`config`](crate::config)), else `sqlite://jobs.db`.
@@ -186,10 +186,15 @@ enum Command {
         /// The chain's id (what `Chain::dispatch` returned).
         id: String,
     },
-    /// Show how far a workflow got.
+    /// Show how far a workflow got, or delete finished ones.
     Workflow {
         /// The workflow's id (what `Workflow::dispatch` returned).
-        id: String,
+        #[arg(required_unless_present = "prune_older_than")]
+        id: Option<String>,
+        /// Delete the finished workflows dispatched longer ago than this (as `7d`), with
+        /// their nodes' outputs, instead.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "id")]
+        prune_older_than: Option<Duration>,
     },
     /// Delete the waiting and delayed jobs of a queue.
     Clear {
@@ -849,7 +854,8 @@ impl Runner {
                     return Ok(ExitCode::SUCCESS);
                 } else {
                     let status = crate::Batch::status(&queue, &id).await?;
-                    let _ = writeln!(out, "{}", ops::batch_line(&id, &status));
+                    let running = ops::running(&queue, &id).await;
+                    let _ = writeln!(out, "{}", ops::batch_line(&id, &status, running));
                 }
             }
             Command::Batch(BatchCommand::Prune {
@@ -902,7 +908,23 @@ impl Runner {
                     if s.is_finished() { " (finished)" } else { "" }
                 );
             }
-            Command::Workflow { id } => {
+            Command::Workflow {
+                prune_older_than: Some(older_than),
+                ..
+            } => {
+                let before = SystemTime::now()
+                    .checked_sub(older_than)
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let pruned = crate::Workflow::prune(&queue, before).await?;
+                let _ = writeln!(
+                    out,
+                    "pruned {} dispatched more than {} ago",
+                    count(pruned, "finished workflow", "finished workflows"),
+                    span(older_than)
+                );
+            }
+            Command::Workflow { id, .. } => {
+                let id = id.unwrap_or_default();
                 let s = crate::Workflow::status(&queue, &crate::WorkflowId(id.clone())).await?;
                 let _ = writeln!(
                     out,

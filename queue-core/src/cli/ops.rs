@@ -400,11 +400,18 @@ pub(crate) async fn clear(
 }
 
 /// One line of a batch's progress: percent, counts, rate and ETA, flags.
-pub(crate) fn batch_line(id: &crate::BatchId, s: &crate::BatchStatus) -> String {
+pub(crate) fn batch_line(
+    id: &crate::BatchId,
+    s: &crate::BatchStatus,
+    running: Option<u64>,
+) -> String {
     use std::fmt::Write as _;
     let now = SystemTime::now();
+    let running = running
+        .map(|n| format!(", {n} running"))
+        .unwrap_or_default();
     let mut line = format!(
-        "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled",
+        "batch {id}: {:.1} % done, {} of {} pending, {} succeeded, {} failed, {} cancelled{running}",
         s.percent(),
         s.pending,
         s.total,
@@ -447,7 +454,7 @@ pub(crate) async fn batch_list(queue: &Queue, limit: usize, out: &mut impl Write
                 let _ = writeln!(out, "(more: raise --limit)");
                 return Ok(());
             }
-            let _ = writeln!(out, "{}", batch_line(id, status));
+            let _ = writeln!(out, "{}", batch_line(id, status, None));
             shown += 1;
         }
         match got.next {
@@ -463,11 +470,25 @@ pub(crate) async fn batch_list(queue: &Queue, limit: usize, out: &mut impl Write
 
 /// `runall batch show ID --watch`: on a terminal a bar redrawn in place, else a line per
 /// refresh, until the batch finishes or Ctrl-C.
+/// How many of the batch's members run now, for `runall batch show`; `None` on a store
+/// that cannot list its jobs (memcached), or when the listing fails (the counts are shown
+/// anyway).
+pub(crate) async fn running(queue: &Queue, id: &crate::BatchId) -> Option<u64> {
+    match crate::Batch::running(queue, id).await {
+        Ok(n) => Some(n),
+        Err(Error::NotSupported { .. }) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, batch = %id, "could not count the batch's running members");
+            None
+        }
+    }
+}
+
 pub(crate) async fn batch_watch(queue: &Queue, id: &crate::BatchId, every: Duration) -> Result<()> {
     let terminal = std::io::stdout().is_terminal();
     loop {
         let status = crate::Batch::status(queue, id).await?;
-        let line = batch_line(id, &status);
+        let line = batch_line(id, &status, running(queue, id).await);
         let mut out = std::io::stdout().lock();
         if terminal {
             let width = 30usize;

@@ -259,7 +259,11 @@ pub trait Groups: Send + Sync {
     /// A group's counters, sorted by name; empty for a group that has none.
     async fn counters(&self, group: &str) -> Result<Vec<(String, i64)>>;
 
-    /// Deletes a group's counters; returns whether it had any.
+    /// The value stored under `name` in `group` by [`Effect::Value`](super::Effect::Value),
+    /// or `None`.
+    async fn value(&self, group: &str, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Deletes a group's counters and values; returns whether it had any counter.
     async fn remove(&self, group: &str) -> Result<bool>;
 
     /// The names of the groups that have counters and start with `prefix`, sorted by their

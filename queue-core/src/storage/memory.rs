@@ -59,6 +59,8 @@ struct State {
     failed: BTreeMap<u64, FailedJob>,
     claims: HashMap<String, Holder>,
     groups: HashMap<String, BTreeMap<String, i64>>,
+    /// Values of groups ([`Effect::Value`]) by group and name.
+    values: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// Waiting jobs by key: dependencies left, and the job.
     waiting: HashMap<String, (i64, NewJob)>,
     locks: HashMap<String, (String, i64)>,
@@ -316,6 +318,9 @@ impl State {
                 Effect::Deps { key, delta } => *deps.entry(key).or_default() += delta,
                 Effect::Skip { key } => skips.push(key),
                 Effect::Count { group, deltas } => counts.push((group, deltas)),
+                Effect::Value { group, name, value } => {
+                    self.values.entry(group).or_default().insert(name, value);
+                }
                 // Written by the settle of their job; refused in an apply.
                 Effect::Record { .. } | Effect::Payload(_) => {}
             }
@@ -880,8 +885,18 @@ impl Groups for MemoryStorage {
             .unwrap_or_default())
     }
 
+    async fn value(&self, group: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .state()
+            .values
+            .get(group)
+            .and_then(|values| values.get(name).cloned()))
+    }
+
     async fn remove(&self, group: &str) -> Result<bool> {
-        Ok(self.state().groups.remove(group).is_some())
+        let mut state = self.state();
+        state.values.remove(group);
+        Ok(state.groups.remove(group).is_some())
     }
 
     async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>> {

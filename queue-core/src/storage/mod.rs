@@ -21,7 +21,7 @@
 //! whole promise, and the conformance suite checks exactly that:
 //!
 //! - A [`settle`](Storage::settle) applies the job's new state, its follow-up jobs, its group
-//!   counter deltas, its changes to [waiting jobs](WaitingJob) (held, their dependencies
+//!   counter deltas and values, its changes to [waiting jobs](WaitingJob) (held, their dependencies
 //!   counted down and the job pushed when they reach zero, skipped) and the release of its
 //!   unique claim in one atomic step, or nothing at all when the lease is stale
 //!   ([`Settled::Stale`]): a replay changes nothing.
@@ -89,7 +89,7 @@ pub use connect::{
 pub use memory::MemoryStorage;
 pub use settle::{
     check_effect_list, check_effects, check_record, Effect, Guard, LeaseStatus, Outcome, Settle,
-    SettleReply, Settled, WaitingJob,
+    SettleReply, Settled, WaitingJob, MAX_VALUE,
 };
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
 pub use types::{

@@ -124,7 +124,24 @@ pub enum Effect {
     /// key this way. Drivers with [`Capabilities::rewrite`](super::Capabilities::rewrite)
     /// support it.
     Payload(Vec<u8>),
+    /// Stores `value` under `name` in `group`, replacing what was there: data a group keeps
+    /// next to its counters (a workflow node's output, read by the nodes after it), read
+    /// with [`Groups::value`](super::Groups::value) and deleted with the group's counters by
+    /// [`Groups::remove`](super::Groups::remove). At most [`MAX_VALUE`] bytes. A replay
+    /// writes the same bytes again. Drivers with the [`Groups`](super::Groups) capability
+    /// support it.
+    Value {
+        /// The group (a workflow).
+        group: String,
+        /// The value's name in the group.
+        name: String,
+        /// What it holds.
+        value: Vec<u8>,
+    },
 }
+
+/// The largest [`Effect::Value`] a driver must keep: 64 KiB, the size of a job's output.
+pub const MAX_VALUE: usize = 64 * 1024;
 
 impl Effect {
     /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push,
@@ -357,6 +374,15 @@ fn check_list(driver: &'static str, effects: &[Effect], of: &str, settle: bool) 
                 return problem(format!(
                     "a waiting `{}` job needs a key and at least one dependency (key `{}`, {} dependencies)",
                     waiting.job.name, waiting.key, waiting.deps
+                ));
+            }
+            Effect::Value { group, name, .. } if group.is_empty() || name.is_empty() => {
+                return problem("a value effect needs a group and a name".into());
+            }
+            Effect::Value { group, name, value } if value.len() > MAX_VALUE => {
+                return problem(format!(
+                    "value `{name}` of group `{group}` holds {} bytes, more than {MAX_VALUE}",
+                    value.len()
                 ));
             }
             Effect::Deps { key, .. } | Effect::Skip { key } if key.is_empty() => {

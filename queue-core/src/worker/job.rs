@@ -590,6 +590,20 @@ impl Finish {
         };
         settle.effects.extend(steps.iter().map(Step::effect));
         settle.effects.extend(after.again(job));
+        // A workflow node that succeeded keeps its output for the nodes after it, in the
+        // same step that lets them run.
+        if let (Outcome::Ack, Report::Done { .. }, Some(node)) =
+            (&settle.outcome, &self.report, &after.node)
+        {
+            let output = self.lived.tracker.as_ref().and_then(|t| t.output());
+            if let (Some(value), Some(group)) = (output, crate::workflow::group_of(after)) {
+                settle.effects.push(Effect::Value {
+                    group,
+                    name: node.clone(),
+                    value,
+                });
+            }
+        }
         self
     }
 }
@@ -681,6 +695,10 @@ async fn run(
             .after
             .as_ref()
             .and_then(|after| CurrentBatch::of(after, &shared.dispatcher, &shared.gates)),
+        workflow: envelope
+            .after
+            .as_ref()
+            .and_then(|after| crate::workflow::CurrentWorkflow::of(after, &shared.dispatcher)),
         tracker: tracker.clone(),
     };
     let started = Instant::now();

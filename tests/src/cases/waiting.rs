@@ -360,3 +360,100 @@ pub async fn guarded_steps_apply_once(store: Store) {
     assert!(groups.apply_if(guard(200, 0), vec![]).await.unwrap());
     assert!(groups.apply_if(guard(0, 1), vec![]).await.unwrap());
 }
+
+/// Group values (`Effect::Value`): kept byte for byte up to `MAX_VALUE`, replaced when
+/// written again, written by a settle only with its transition (a stale one writes none),
+/// refused beyond `MAX_VALUE` before anything of the call changes, and deleted with the
+/// group's counters.
+pub async fn group_values_are_kept_with_the_step(store: Store) {
+    let Some(groups) = store.capabilities().groups else {
+        let held = leases(&store, 1).await;
+        let err = store
+            .settle(
+                vec![Settle::ack(held[0].clone()).effect(value("g", "n", b"v"))],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        return;
+    };
+    let g = unique("wf");
+    let other = unique("wf");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    groups
+        .apply(vec![value(&g, "a.node-1", &bytes), value(&g, "b", b"")])
+        .await
+        .unwrap();
+    assert_eq!(groups.value(&g, "a.node-1").await.unwrap(), Some(bytes));
+    assert_eq!(groups.value(&g, "b").await.unwrap(), Some(Vec::new()));
+    assert_eq!(groups.value(&g, "c").await.unwrap(), None);
+    assert_eq!(groups.value(&other, "a.node-1").await.unwrap(), None);
+    // Values are not counters.
+    assert_eq!(groups.counters(&g).await.unwrap(), Vec::new());
+
+    // Replaced; the largest one a driver must keep; one byte more is refused with nothing
+    // of its call applied.
+    let largest = vec![b'x'; queue_core::storage::MAX_VALUE];
+    groups
+        .apply(vec![value(&g, "b", b"two"), value(&g, "big", &largest)])
+        .await
+        .unwrap();
+    assert_eq!(groups.value(&g, "b").await.unwrap(), Some(b"two".to_vec()));
+    assert_eq!(groups.value(&g, "big").await.unwrap(), Some(largest));
+    let too_big = vec![b'y'; queue_core::storage::MAX_VALUE + 1];
+    let err = groups
+        .apply(vec![value(&g, "b", b"three"), value(&g, "huge", &too_big)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err:?}");
+    assert_eq!(groups.value(&g, "b").await.unwrap(), Some(b"two".to_vec()));
+    assert_eq!(groups.value(&g, "huge").await.unwrap(), None);
+
+    // In a settle: with the transition, and not at all with a stale lease.
+    let held = leases(&store, 2).await;
+    let reply = store
+        .settle(
+            vec![Settle::ack(held[0].clone())
+                .effect(value(&other, "out", b"{\"total\":42}"))
+                .effect(Effect::Count {
+                    group: other.clone(),
+                    deltas: vec![("succeeded".to_owned(), 1)],
+                })],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    assert_eq!(
+        groups.value(&other, "out").await.unwrap(),
+        Some(b"{\"total\":42}".to_vec())
+    );
+    let mut stale = held[1].clone();
+    stale.token = "not-the-token".into();
+    let reply = store
+        .settle(
+            vec![Settle::ack(stale).effect(value(&other, "late", b"x"))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Stale]);
+    assert_eq!(groups.value(&other, "late").await.unwrap(), None);
+
+    // Deleted with the group.
+    assert!(groups.remove(&other).await.unwrap(), "it had a counter");
+    assert_eq!(groups.value(&other, "out").await.unwrap(), None);
+    groups.remove(&g).await.unwrap();
+    for name in ["a.node-1", "b", "big"] {
+        assert_eq!(groups.value(&g, name).await.unwrap(), None, "{name}");
+    }
+}
+
+fn value(group: &str, name: &str, value: &[u8]) -> Effect {
+    Effect::Value {
+        group: group.to_owned(),
+        name: name.to_owned(),
+        value: value.to_vec(),
+    }
+}

@@ -1097,3 +1097,155 @@ pub async fn engine_cancelled_members_end_their_compositions(store: Store) {
     assert!(status.is_finished(), "{status:?}");
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
+
+/// A node reads the outputs of the nodes before it, kept by the step in which each
+/// succeeded whatever `keep_finished` says; the application reads them by the workflow's
+/// id. A node that set no output, or failed, has none.
+pub async fn engine_workflow_nodes_read_outputs(store: Store) {
+    if without_groups("engine_workflow_nodes_read_outputs", &store) {
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let seen: Log = Arc::default();
+    let sink = seen.clone();
+    queue.listen("node", move |payload: serde_json::Value, ctx| {
+        let sink = sink.clone();
+        async move {
+            let wf = ctx.workflow().expect("a node knows its workflow");
+            let me = wf.node().to_owned();
+            match me.as_str() {
+                "quote" => ctx.output(&json!({ "amount": 42 })).unwrap(),
+                "tax" => ctx.output(&7u64).unwrap(),
+                "broken" => return Err(JobError::fail("no")),
+                _ => {}
+            }
+            if me == "total" {
+                let quote: serde_json::Value = wf.output("quote").await.unwrap().unwrap();
+                let tax: u64 = wf.output("tax").await.unwrap().unwrap();
+                let silent: Option<serde_json::Value> = wf.output("silent").await.unwrap();
+                let wrong = wf.output::<String>("tax").await.unwrap_err();
+                assert!(matches!(wrong, Error::Payload(_)), "{wrong:?}");
+                let total = quote["amount"].as_u64().unwrap() + tax;
+                sink.lock()
+                    .unwrap()
+                    .push(format!("total {total} silent {silent:?}"));
+                ctx.output(&total).unwrap();
+            }
+            if payload["after_broken"].as_bool() == Some(true) {
+                let broken: Option<u64> = wf.output("broken").await.unwrap();
+                sink.lock().unwrap().push(format!("broken {broken:?}"));
+            }
+            Ok(())
+        }
+    });
+    let node = |extra: serde_json::Value| queue.dispatch_named("node", extra).on_queue(&q);
+    let wf = Workflow::new();
+    let quote = wf.add("quote", node(json!({})));
+    let tax = wf.add("tax", node(json!({})));
+    let silent = wf.add("silent", node(json!({})));
+    wf.add("total", node(json!({})))
+        .after_all([&quote, &tax, &silent]);
+    let broken = wf.add("broken", node(json!({})));
+    wf.add("cleanup", node(json!({ "after_broken": true })))
+        .on_failure_of(&broken);
+    let id = wf.via(&queue).dispatch().await.unwrap();
+    let mut options = test_options(&[&q]);
+    options.keep_finished = None;
+    run_worker(&queue, options).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"total 49 silent None".to_owned()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"broken None".to_owned()), "{seen:?}");
+    assert_eq!(
+        Workflow::output::<u64>(&queue, &id, "total").await.unwrap(),
+        Some(49)
+    );
+    assert_eq!(
+        Workflow::output::<u64>(&queue, &id, "tax").await.unwrap(),
+        Some(7)
+    );
+    assert_eq!(
+        Workflow::output::<u64>(&queue, &id, "nope").await.unwrap(),
+        None
+    );
+    let status = Workflow::status(&queue, &id).await.unwrap();
+    assert_eq!((status.succeeded, status.failed), (5, 1), "{status:?}");
+    let created = status.created_at.expect("its dispatch time is kept");
+    assert!(created <= std::time::SystemTime::now(), "{created:?}");
+
+    // Pruned once it is older than asked, with its outputs; not before.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    Workflow::prune(&queue, hour_ago).await.unwrap();
+    assert!(Workflow::status(&queue, &id).await.is_ok());
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    assert!(Workflow::prune(&queue, soon).await.unwrap() >= 1);
+    let gone = Workflow::status(&queue, &id).await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound { .. }), "{gone:?}");
+    assert_eq!(
+        Workflow::output::<u64>(&queue, &id, "total").await.unwrap(),
+        None
+    );
+}
+
+/// `Batch::running` counts the batch's members reserved now: not a job of another batch or
+/// of none running beside them, and none once they ended.
+pub async fn engine_batch_counts_running_members(store: Store) {
+    if without_groups("engine_batch_counts_running_members", &store) {
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (counter, wait) = (started.clone(), gate.clone());
+    queue.listen("hold", move |_: serde_json::Value, _ctx| {
+        let (counter, wait) = (counter.clone(), wait.clone());
+        async move {
+            let notified = wait.notified();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            notified.await;
+            Ok(())
+        }
+    });
+    let hold = || queue.dispatch_named("hold", json!({})).on_queue(&q);
+    let batch = Batch::new()
+        .add_many((0..3).map(|_| hold()))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    let other = Batch::new()
+        .add(hold())
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    hold().await.unwrap();
+    assert_eq!(Batch::running(&queue, &batch).await.unwrap(), 0);
+    let mut options = test_options(&[&q]);
+    options.concurrency = 8;
+    let worker = tokio::spawn({
+        let queue = queue.clone();
+        async move { run_worker(&queue, options).await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while started.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+        assert!(std::time::Instant::now() < deadline, "five jobs started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let running = Batch::running(&queue, &batch).await.unwrap();
+    let running_other = Batch::running(&queue, &other).await.unwrap();
+    // Let them all end (a body that had not reached its wait yet finds the permit).
+    while !worker.is_finished() {
+        gate.notify_waiters();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    worker.await.unwrap();
+    assert_eq!((running, running_other), (3, 1));
+    assert_eq!(Batch::running(&queue, &batch).await.unwrap(), 0);
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    assert_eq!((status.succeeded, status.pending), (3, 0));
+}

@@ -153,6 +153,7 @@ impl Disk {
             counts: Vec::new(),
             sets: Vec::new(),
             plan: None,
+            records: Vec::new(),
         };
         // `None` only if the record vanished under the lock, which nothing does.
         Ok(self.run(&lock, &intent)?.published.pop().flatten())

@@ -9,10 +9,13 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use queue_core::storage::RecordKey;
+
 use super::journal::Locked;
+use super::waiting::{value_owner, values_prefix, VALUE_KIND};
 use super::{list, read_if_there, remove_if_there, Disk, Result};
 use crate::error::FileError;
-use crate::format::{encode_name, key_file_name};
+use crate::format::{decode_record, encode_name, key_file_name};
 
 /// What `groups/GROUP` holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -118,10 +121,38 @@ impl Disk {
         Ok(names)
     }
 
-    /// Deletes a group's counters; whether it had any.
+    /// A group's value (`Effect::Value`), kept as a record that never expires.
+    pub(crate) fn group_value(&self, group: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let owner = value_owner(group, name);
+        Ok(self
+            .records(&[RecordKey::new(owner, VALUE_KIND)])?
+            .pop()
+            .flatten())
+    }
+
+    /// Deletes a group's values, then its counters; whether it had any counter. The values
+    /// are found by listing `records/` for the file names theirs could have, each read for
+    /// the owner it holds.
     pub(crate) fn remove_group(&self, group: &str) -> Result<bool> {
-        let _lock = self.lock()?;
-        remove_if_there(&self.groups.join(key_file_name(group)))
+        let prefix = values_prefix(group);
+        let start: String = encode_name(&prefix).chars().take(100).collect();
+        let lock = self.lock()?;
+        for file in list(&self.records)? {
+            let Some(file) = file.to_str() else { continue };
+            if !file.starts_with(&start) {
+                continue;
+            }
+            let path = self.records.join(file);
+            let Some(bytes) = read_if_there(&path)? else {
+                continue;
+            };
+            if decode_record(&bytes).is_ok_and(|r| r.job_id.starts_with(&prefix)) {
+                remove_if_there(&path)?;
+            }
+        }
+        let removed = remove_if_there(&self.groups.join(key_file_name(group)))?;
+        drop(lock);
+        Ok(removed)
     }
 
     pub(crate) fn restart_generation(&self) -> Result<u64> {

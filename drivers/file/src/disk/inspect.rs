@@ -102,6 +102,7 @@ impl Disk {
                     counts: Vec::new(),
                     sets: Vec::new(),
                     plan: None,
+                    records: Vec::new(),
                 },
             )?;
             removed += ran.taken.iter().filter(|t| **t).count() as u64;

@@ -144,6 +144,10 @@ pub(super) struct Intent {
     /// as it stands, however often the intent is finished.
     #[serde(default)]
     pub(super) plan: Option<Plan>,
+    /// Record files put in any case (an apply's group values), staged whole in `tmp/`.
+    /// (Absent from intents of older versions.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) records: Vec<PutRecord>,
 }
 
 /// A group's counter changes in one step: the values set, then the deltas added.
@@ -529,6 +533,9 @@ impl Disk {
             for r in &mv.records {
                 self.put_staged_record(lock, r, &mut dirs)?;
             }
+        }
+        for r in &intent.records {
+            self.put_staged_record(lock, r, &mut dirs)?;
         }
         let taken_moves = || intent.moves.iter().zip(&taken).filter(|(_, t)| **t);
         for (mv, _) in taken_moves() {

@@ -219,6 +219,7 @@ impl Disk {
                     counts: Vec::new(),
                     sets: Vec::new(),
                     plan: None,
+                    records: Vec::new(),
                 },
             )?;
             drop(lock);

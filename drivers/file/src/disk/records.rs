@@ -195,6 +195,7 @@ impl Disk {
                             counts: Vec::new(),
                             sets: Vec::new(),
                             plan: None,
+                            records: Vec::new(),
                         },
                     )?;
                     ran.taken.first().copied().unwrap_or(false)

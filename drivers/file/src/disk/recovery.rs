@@ -183,6 +183,7 @@ impl Disk {
                     counts: Vec::new(),
                     sets: Vec::new(),
                     plan: None,
+                    records: Vec::new(),
                 },
             )?;
         }

@@ -304,6 +304,7 @@ impl Disk {
             counts: Vec::new(),
             sets: Vec::new(),
             plan: None,
+            records: Vec::new(),
         };
         let lock = self.lock()?;
         self.run(&lock, &intent)?;

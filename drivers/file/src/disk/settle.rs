@@ -219,6 +219,7 @@ impl Disk {
                     counts: Vec::new(),
                     sets: Vec::new(),
                     plan: None,
+                    records: Vec::new(),
                 },
             )?;
             for (slot, taken) in slots.into_iter().zip(ran.taken) {

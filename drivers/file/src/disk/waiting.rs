@@ -52,6 +52,27 @@ pub(super) enum Op {
         value: Vec<u8>,
         ttl: std::time::Duration,
     },
+    /// A group's value: kept as a record that never expires (see [`value_owner`]).
+    Value {
+        group: String,
+        name: String,
+        value: Vec<u8>,
+    },
+}
+
+/// The record kind group values are kept under.
+pub(super) const VALUE_KIND: &str = "value";
+
+/// The "job id" of the record that keeps value `name` of `group`: `values`, the group and
+/// the name, each on a line of its own (a group's values share the prefix
+/// [`values_prefix`]); no job id of a queue has a line break.
+pub(super) fn value_owner(group: &str, name: &str) -> String {
+    format!("{}{name}", values_prefix(group))
+}
+
+/// What the owners of every value of `group` start with.
+pub(super) fn values_prefix(group: &str) -> String {
+    format!("values\n{group}\n")
 }
 
 /// The effects as [`Op`]s, or `NotSupported` for one this driver does not know.
@@ -65,6 +86,7 @@ pub(super) fn sort_out(effects: Vec<Effect>) -> queue_core::Result<Vec<Op>> {
             Effect::Deps { key, delta } => Ok(Op::Deps { key, delta }),
             Effect::Skip { key } => Ok(Op::Skip { key }),
             Effect::Record { kind, value, ttl } => Ok(Op::Record { kind, value, ttl }),
+            Effect::Value { group, name, value } => Ok(Op::Value { group, name, value }),
             _ => Err(Error::NotSupported {
                 driver: DRIVER,
                 operation: "an effect this version of the file driver does not know",
@@ -233,6 +255,25 @@ impl Disk {
                             job_id: job_id.to_owned(),
                             kind,
                             expires: now.saturating_add(duration_millis(ttl)),
+                            value,
+                        }),
+                    )?;
+                    files.push((file, tmp.clone()));
+                    staged.records.push(PutRecord {
+                        from: self.rel_path(&tmp),
+                        name,
+                    });
+                }
+                Op::Value { group, name, value } => {
+                    let tmp = self.tmp.join(format!("{prefix}.{k}.val"));
+                    let owner = value_owner(&group, &name);
+                    let name = record_file_name(&owner, VALUE_KIND);
+                    let file = write_new(
+                        &tmp,
+                        &encode_record(&RecordFile {
+                            job_id: owner,
+                            kind: VALUE_KIND.to_owned(),
+                            expires: i64::MAX,
                             value,
                         }),
                     )?;
@@ -520,7 +561,12 @@ impl Disk {
         let idle = plan
             .as_ref()
             .is_none_or(|p| p.changes.is_empty() && p.unused.is_empty());
-        if staged.publish.is_empty() && staged.counts.is_empty() && idle && guard.is_none() {
+        if staged.publish.is_empty()
+            && staged.counts.is_empty()
+            && staged.records.is_empty()
+            && idle
+            && guard.is_none()
+        {
             // Dependency changes and skips of keys no job waits under: nothing to write.
             return Ok(true);
         }
@@ -536,6 +582,7 @@ impl Disk {
                 counts: staged.counts,
                 sets,
                 plan,
+                records: staged.records,
             },
         )?;
         Ok(true)

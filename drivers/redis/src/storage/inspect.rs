@@ -225,13 +225,32 @@ impl Groups for RedisStorage {
         Ok(out)
     }
 
-    async fn remove(&self, group: &str) -> Result<bool> {
-        let removed: i64 = redis::cmd("DEL")
-            .arg(self.keys().group(group))
+    async fn value(&self, group: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let reply: Value = redis::cmd("HGET")
+            .arg(self.keys().values(group))
+            .arg(name.as_bytes())
             .query_async(&mut self.conn())
             .await
             .map_err(backend)?;
-        Ok(removed == 1)
+        match reply {
+            Value::Nil => Ok(None),
+            Value::BulkString(bytes) => Ok(Some(bytes)),
+            other => Err(RedisDriverError::unexpected("value", &other).into()),
+        }
+    }
+
+    /// One `DEL` of the group's counters and values; whether the counters were there.
+    async fn remove(&self, group: &str) -> Result<bool> {
+        let (counters, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.keys().group(group))
+            .cmd("DEL")
+            .arg(self.keys().values(group))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(counters == 1)
     }
 
     /// `SCAN`s the whole keyspace for the group keys (no index is kept, so counting stays one

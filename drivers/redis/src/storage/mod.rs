@@ -208,7 +208,7 @@ impl RedisStorage {
         for effect in effects {
             let refused = match effect {
                 Effect::Push(_) if self.split() => CLAIMS_ON_CLUSTER,
-                Effect::Count { .. } if self.split() => GROUPS_ON_CLUSTER,
+                Effect::Count { .. } | Effect::Value { .. } if self.split() => GROUPS_ON_CLUSTER,
                 Effect::Hold(_) | Effect::Deps { .. } | Effect::Skip { .. } if self.split() => {
                     WAITING_ON_CLUSTER
                 }
@@ -218,7 +218,8 @@ impl RedisStorage {
                 | Effect::Deps { .. }
                 | Effect::Skip { .. }
                 | Effect::Record { .. }
-                | Effect::Payload(_) => continue,
+                | Effect::Payload(_)
+                | Effect::Value { .. } => continue,
                 _ => "an effect this driver does not know",
             };
             return Err(Error::NotSupported {
@@ -498,6 +499,13 @@ impl RedisStorage {
                 }
                 Effect::Payload(payload) => {
                     call.arg("P").arg(payload.as_slice());
+                }
+                Effect::Value { group, name, value } => {
+                    let key = call.key(self.keys().values(group));
+                    call.arg("v")
+                        .arg(key)
+                        .arg(name.as_bytes())
+                        .arg(value.as_slice());
                 }
                 // `check_supported` refused it before.
                 _ => {}

@@ -1,0 +1,10 @@
+-- Values kept by groups next to their counters (`Effect::Value`): a workflow node's output,
+-- read by the nodes after it. One row per (group, name), replaced when written again;
+-- deleted with the group's counters. At most 64 KiB each. A table of rows (not WITHOUT
+-- ROWID): values may be large.
+CREATE TABLE IF NOT EXISTS {values_table} (
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (grp, name)
+);
