@@ -217,8 +217,73 @@ impl Batch {
     /// The handle, with the effects that create the batch still to apply.
     async fn open_batch(mut self) -> Result<OpenBatch> {
         let dispatcher = dispatcher::resolve(self.via.take())?;
-        dispatcher.needs_groups("batches (they need group counters and waiting jobs)")?;
+        self.open_on(dispatcher)
+    }
+
+    /// A workflow's batch node ([`Workflow::add_batch`](crate::Workflow::add_batch)): the
+    /// effects that store the batch sealed with `finally` as its `finally`, its members held
+    /// each under its own key with one dependency (met by the node's start job), with those
+    /// keys and the queue of the first member. Refused for a batch with no member or with a
+    /// `finally` of its own.
+    pub(crate) fn node_effects(
+        mut self,
+        dispatcher: &Dispatcher,
+        node: &str,
+        finally: impl FnOnce(&BatchId, &str) -> PendingDispatch,
+    ) -> Result<NodeBatch> {
+        if self.members.is_empty() {
+            return Err(Error::Config(format!(
+                "workflow refused: batch node `{node}` has no member"
+            )));
+        }
+        if self.finally.is_some() {
+            return Err(Error::Config(format!(
+                "workflow refused: batch node `{node}` has a `finally` of its own: its end is \
+                 the node's, so use `on_complete_of` in the workflow"
+            )));
+        }
+        self.via = None;
+        let members = std::mem::take(&mut self.members);
+        // Its id first: the `finally` job names it.
         let id = new_token();
+        let queue = members[0].queue_name().to_owned();
+        self.finally = Some(finally(&BatchId(id.clone()), &queue));
+        let mut open = self.open_with_id(dispatcher.clone(), id)?;
+        let mut effects = open.created.take().unwrap_or_default();
+        effects.extend(open.adding(members)?);
+        effects.extend(open.sealing());
+        let prefix = open.plan.key("m");
+        let mut members = Vec::new();
+        for effect in &mut effects {
+            let Effect::Push(job) = effect else { continue };
+            let Some(key) = job.unique.as_ref().map(|u| u.key.clone()) else {
+                continue;
+            };
+            if key.starts_with(&prefix) {
+                let job = std::mem::replace(job, crate::storage::NewJob::new("", "", Vec::new()));
+                *effect = Effect::Hold(WaitingJob::new(key.clone(), 1, job));
+                members.push(key);
+            }
+        }
+        Ok(NodeBatch {
+            id: open.id,
+            effects,
+            members,
+            queue,
+            callbacks: CALLBACK_KINDS
+                .iter()
+                .map(|what| open.plan.key(what))
+                .collect(),
+        })
+    }
+
+    /// [`open_batch`](Self::open_batch) through `dispatcher`.
+    fn open_on(self, dispatcher: Dispatcher) -> Result<OpenBatch> {
+        self.open_with_id(dispatcher, new_token())
+    }
+
+    fn open_with_id(self, dispatcher: Dispatcher, id: String) -> Result<OpenBatch> {
+        dispatcher.needs_groups("batches (they need group counters and waiting jobs)")?;
         let plan = Plan {
             id: id.clone(),
             then: self.then.is_some(),
@@ -475,6 +540,32 @@ impl Batch {
 
 /// What every batch's group name starts with.
 const PREFIX: &str = "batch:";
+
+/// A workflow's batch node, as [`Batch::node_effects`] stores it.
+pub(crate) struct NodeBatch {
+    pub(crate) id: BatchId,
+    /// What stores it (its members held).
+    pub(crate) effects: Vec<Effect>,
+    /// The keys its members are held under, in order.
+    pub(crate) members: Vec<String>,
+    /// The queue of its first member.
+    pub(crate) queue: String,
+    /// The keys of its callbacks (held or not).
+    pub(crate) callbacks: Vec<String>,
+}
+
+/// The counter deltas that count `n` members cancelled before they started, and cancel the
+/// batch: a skipped batch node's members, which never run.
+pub(crate) fn cancelled_unstarted(id: &BatchId, n: i64) -> Effect {
+    Effect::Count {
+        group: group(&id.0),
+        deltas: vec![
+            (CANCEL.to_owned(), 1),
+            ("cancelled".to_owned(), n),
+            ("pending".to_owned(), -n),
+        ],
+    }
+}
 
 /// The batch a failed job was a member of, read from its envelope.
 pub(crate) fn member_of(job: &FailedJob) -> Option<BatchId> {
@@ -873,6 +964,11 @@ impl CurrentBatch {
     /// The batch's id.
     pub fn id(&self) -> &BatchId {
         &self.id
+    }
+
+    /// The dispatcher the job runs with.
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
     }
 
     /// The batch's progress.

@@ -473,6 +473,11 @@ impl PendingDispatch {
     /// jobs. A unique job is refused: its place there is held by a claim of the
     /// composition's own (so a replayed step cannot store it twice), and a duplicate left
     /// out would leave the composition waiting for it.
+    /// The queue it goes on.
+    pub(crate) fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
     pub(crate) fn encode_with(
         self,
         settings: &QueueSettings,

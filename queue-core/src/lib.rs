@@ -247,6 +247,7 @@
 //!   tracing-subscriber. The `runall` binary turns it on.
 
 mod batch;
+mod batch_node;
 mod chain;
 #[cfg(feature = "cli")]
 pub mod cli;

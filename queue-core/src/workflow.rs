@@ -26,10 +26,19 @@ enum Edge {
     Ended,
 }
 
+/// What a node runs.
+#[derive(Debug)]
+enum NodeJob {
+    /// One job.
+    Job(PendingDispatch),
+    /// A batch: the node ends once every member has ended.
+    Batch(crate::Batch),
+}
+
 #[derive(Debug)]
 struct NodeData {
     name: String,
-    job: PendingDispatch,
+    job: NodeJob,
     /// Edges into this node: (the node before, when).
     before: Vec<(usize, Edge)>,
 }
@@ -199,7 +208,41 @@ impl Workflow {
     /// workflow (letters, digits, `-`, `_`, `.`; at most 100). With no edge into it, it runs
     /// at once. A `.via(..)` on the job is ignored: the workflow's own applies.
     pub fn add(&self, name: impl Into<String>, job: impl Into<PendingDispatch>) -> Node {
-        let name = name.into();
+        self.add_node(name.into(), NodeJob::Job(job.into()))
+    }
+
+    /// Adds a [`Batch`](crate::Batch) as one node: its members are released once the node's
+    /// edges are met (by a small start job of this crate, on the queue of the first member),
+    /// and the node ends once every member has ended: succeeded if every one succeeded,
+    /// failed otherwise (a member failed for good, or was cancelled), so `on_failure_of`
+    /// compensates a batch as a job. Its `then` and `catch` run as in any batch; its
+    /// `finally` is the node's end (a batch with one is refused: use `on_complete_of`), and
+    /// a batch with no member is refused. A skipped batch node's members never run and are
+    /// counted cancelled. `Workflow::status` counts it as one node; `Batch::status` of its
+    /// id (`runall job` of a member names it) gives its members.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::{Batch, Queue, Workflow};
+    ///
+    /// let queue = Queue::connect("memory://").await?;
+    /// let job = |name: &str| queue.dispatch_named(name, serde_json::json!({}));
+    /// let wf = Workflow::new();
+    /// let fetch = wf.add("fetch", job("fetch-students"));
+    /// let sync = wf
+    ///     .add_batch("sync", Batch::new().add_many((0..3).map(|_| job("sync-payment"))))
+    ///     .after(&fetch);
+    /// wf.add("report", job("report")).after(&sync);
+    /// wf.add("alert", job("alert")).on_failure_of(&sync);
+    /// let id = wf.via(&queue).dispatch().await?;
+    /// assert_eq!(Workflow::status(&queue, &id).await?.nodes, 4);
+    /// # Ok(()) }
+    /// ```
+    pub fn add_batch(&self, name: impl Into<String>, batch: crate::Batch) -> Node {
+        self.add_node(name.into(), NodeJob::Batch(batch))
+    }
+
+    fn add_node(&self, name: String, job: NodeJob) -> Node {
         let mut graph = lock(&self.graph);
         let valid = !name.is_empty()
             && name.len() <= 100
@@ -217,7 +260,7 @@ impl Workflow {
         }
         graph.nodes.push(NodeData {
             name,
-            job: job.into(),
+            job,
             before: Vec::new(),
         });
         Node {
@@ -332,7 +375,7 @@ impl Workflow {
 /// What every workflow's group name starts with.
 const PREFIX: &str = "wf:";
 
-fn group(id: &str) -> String {
+pub(crate) fn group(id: &str) -> String {
     format!("{PREFIX}{id}")
 }
 
@@ -404,6 +447,11 @@ impl CurrentWorkflow {
     /// How far the workflow got.
     pub async fn status(&self) -> Result<WorkflowStatus> {
         Workflow::status(&self.dispatcher, &self.id).await
+    }
+
+    /// The dispatcher the job runs with.
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
     }
 }
 
@@ -493,14 +541,49 @@ fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Ve
         after.skipped.push(count("skipped"));
         after.node = Some(node.name.clone());
         let deps = node.before.len();
-        if deps > 0 {
-            after.skip_if = Some(SkipIf {
-                group: group.clone(),
-                counter: doom(&node.name),
-                loose: false,
-            });
-        }
-        let job = node.job.encode_with(settings, Some(after))?;
+        let job = match node.job {
+            NodeJob::Job(job) => {
+                if deps > 0 {
+                    after.skip_if = Some(SkipIf {
+                        group: group.clone(),
+                        counter: doom(&node.name),
+                        loose: false,
+                    });
+                }
+                job.encode_with(settings, Some(after))?
+            }
+            NodeJob::Batch(batch) => {
+                let (succeeded, failed) = (after.succeeded.clone(), after.failed.clone());
+                let end = |_: &crate::BatchId, queue: &str| {
+                    PendingDispatch::from(crate::batch_node::BatchNodeEnd {
+                        group: group.clone(),
+                        node: node.name.clone(),
+                        succeeded,
+                        failed,
+                    })
+                    .on_queue(queue)
+                };
+                let stored = batch.node_effects(dispatcher, &node.name, end)?;
+                effects.extend(stored.effects);
+                let start = crate::batch_node::BatchNodeStart {
+                    batch: stored.id.0,
+                    members: stored.members.len() as u64,
+                    node: node.name.clone(),
+                    skipped: std::mem::take(&mut after.skipped),
+                    callbacks: stored.callbacks,
+                };
+                // Its own end changes nothing (the start and end jobs apply the node's steps)
+                // but when it fails for good: the node then fails.
+                let after = After {
+                    failed: std::mem::take(&mut after.failed),
+                    node: Some(node.name.clone()),
+                    ..After::default()
+                };
+                PendingDispatch::from(start)
+                    .on_queue(stored.queue)
+                    .encode_with(settings, Some(after))?
+            }
+        };
         effects.push(if deps == 0 {
             Effect::Push(job.unique(Unique::new(key(&node.name))))
         } else {

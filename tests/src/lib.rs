@@ -155,6 +155,7 @@ macro_rules! conformance {
             engine_workflow_failure_skips_and_compensates,
             engine_workflow_refuses_bad_graphs,
             engine_workflow_nodes_read_outputs,
+            engine_workflow_batch_nodes,
             engine_batch_then_and_finally,
             engine_batch_failures,
             engine_batch_cancel,

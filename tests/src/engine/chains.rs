@@ -1249,3 +1249,145 @@ pub async fn engine_batch_counts_running_members(store: Store) {
     let status = Batch::status(&queue, &batch).await.unwrap();
     assert_eq!((status.succeeded, status.pending), (3, 0));
 }
+
+/// A batch as a workflow node: its members run once the node's edges are met, the node
+/// ends when they all have (succeeded only if every member did), and a skipped batch node's
+/// members never run and are counted cancelled.
+pub async fn engine_workflow_batch_nodes(store: Store) {
+    if without_groups("engine_workflow_batch_nodes", &store) {
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let log = steps(&queue);
+    let only_batch = || async {
+        let page = Batch::list(&queue, queue_core::storage::PageRequest::first(100))
+            .await
+            .unwrap();
+        page.items
+    };
+
+    // Every member succeeds (one after a retry): the node succeeds.
+    let q = unique("q");
+    let wf = Workflow::new();
+    let fetch = wf.add("fetch", step(&queue, &q, "fetch"));
+    let sync = wf
+        .add_batch(
+            "sync",
+            Batch::new()
+                .add(step(&queue, &q, "m1"))
+                .add(
+                    queue
+                        .dispatch_named("step", json!({ "s": "m2", "flaky": true }))
+                        .on_queue(q.as_str()),
+                )
+                .add(step(&queue, &q, "m3"))
+                .then(step(&queue, &q, "then")),
+        )
+        .after(&fetch);
+    wf.add("report", step(&queue, &q, "report")).after(&sync);
+    wf.add("alert", step(&queue, &q, "alert"))
+        .on_failure_of(&sync);
+    let id = wf.via(&queue).dispatch().await.unwrap();
+    let mut options = test_options(&[&q]);
+    options.concurrency = 4;
+    run_worker(&queue, options).await;
+    let ran = log.lock().unwrap().clone();
+    for member in ["m1", "m2", "m3"] {
+        assert!(pos(&ran, "fetch") < pos(&ran, member), "{ran:?}");
+        assert!(pos(&ran, member) < pos(&ran, "report"), "{ran:?}");
+    }
+    assert!(ran.contains(&"then".to_owned()), "{ran:?}");
+    assert!(!ran.contains(&"alert".to_owned()), "{ran:?}");
+    let status = Workflow::status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (
+            status.nodes,
+            status.succeeded,
+            status.failed,
+            status.skipped
+        ),
+        (4, 3, 0, 1),
+        "{status:?}"
+    );
+    assert!(status.is_finished());
+    let batches = only_batch().await;
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(batch_status_tuple(&batches[0].1), (3, 0, 3, 0, 0));
+
+    // A member fails for good: the node fails, its compensation runs, the node after it is
+    // skipped, and so is a batch node after that one, whose members never run.
+    log.lock().unwrap().clear();
+    let q = unique("q");
+    let wf = Workflow::new();
+    let sync = wf.add_batch(
+        "sync",
+        Batch::new()
+            .add(step(&queue, &q, "a1"))
+            .add(
+                queue
+                    .dispatch_named("step", json!({ "s": "a2", "fail": true }))
+                    .on_queue(q.as_str()),
+            )
+            .allow_failures(),
+    );
+    let report = wf.add("report", step(&queue, &q, "report")).after(&sync);
+    let later = wf
+        .add_batch(
+            "later",
+            Batch::new().add_many((0..3).map(|i| step(&queue, &q, &format!("l{i}")))),
+        )
+        .after(&report);
+    wf.add("alert", step(&queue, &q, "alert"))
+        .on_failure_of(&sync);
+    wf.add("audit", step(&queue, &q, "audit"))
+        .on_complete_of(&later);
+    let id = wf.via(&queue).dispatch().await.unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    let ran = log.lock().unwrap().clone();
+    let mut sorted = ran.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["a1", "alert", "audit"], "{ran:?}");
+    let status = Workflow::status(&queue, &id).await.unwrap();
+    assert_eq!(
+        (
+            status.nodes,
+            status.succeeded,
+            status.failed,
+            status.skipped
+        ),
+        (5, 2, 1, 2),
+        "{status:?}"
+    );
+    let batches = only_batch().await;
+    assert_eq!(batches.len(), 3, "{batches:?}");
+    let mut tuples: Vec<_> = batches
+        .iter()
+        .filter(|(_, s)| s.total == 3 || s.total == 2)
+        .map(|(_, s)| (batch_status_tuple(s), s.is_cancelled))
+        .collect();
+    tuples.sort();
+    assert!(
+        tuples.contains(&((3, 0, 0, 0, 3), true)),
+        "the skipped node's members are counted cancelled: {tuples:?}"
+    );
+    assert!(
+        tuples.contains(&((2, 0, 1, 1, 0), false)),
+        "the failed node's batch: {tuples:?}"
+    );
+    assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+
+    // Refused at dispatch: a batch node with no member, or with a `finally` of its own.
+    let wf = Workflow::new();
+    wf.add_batch("empty", Batch::new());
+    let err = wf.via(&queue).dispatch().await.unwrap_err();
+    assert!(err.to_string().contains("has no member"), "{err}");
+    let wf = Workflow::new();
+    wf.add_batch(
+        "own",
+        Batch::new()
+            .add(step(&queue, &q, "x"))
+            .finally(step(&queue, &q, "f")),
+    );
+    let err = wf.via(&queue).dispatch().await.unwrap_err();
+    assert!(err.to_string().contains("`finally` of its own"), "{err}");
+}
