@@ -30,9 +30,9 @@ enum Edge {
 #[derive(Debug)]
 enum NodeJob {
     /// One job.
-    Job(PendingDispatch),
+    Job(Box<PendingDispatch>),
     /// A batch: the node ends once every member has ended.
-    Batch(crate::Batch),
+    Batch(Box<crate::Batch>),
 }
 
 #[derive(Debug)]
@@ -208,7 +208,7 @@ impl Workflow {
     /// workflow (letters, digits, `-`, `_`, `.`; at most 100). With no edge into it, it runs
     /// at once. A `.via(..)` on the job is ignored: the workflow's own applies.
     pub fn add(&self, name: impl Into<String>, job: impl Into<PendingDispatch>) -> Node {
-        self.add_node(name.into(), NodeJob::Job(job.into()))
+        self.add_node(name.into(), NodeJob::Job(Box::new(job.into())))
     }
 
     /// Adds a [`Batch`](crate::Batch) as one node: its members are released once the node's
@@ -239,7 +239,7 @@ impl Workflow {
     /// # Ok(()) }
     /// ```
     pub fn add_batch(&self, name: impl Into<String>, batch: crate::Batch) -> Node {
-        self.add_node(name.into(), NodeJob::Batch(batch))
+        self.add_node(name.into(), NodeJob::Batch(Box::new(batch)))
     }
 
     fn add_node(&self, name: String, job: NodeJob) -> Node {
