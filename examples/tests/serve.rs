@@ -1,6 +1,7 @@
 //! `runall serve`: the dashboard served by the worker binary (a command added to the
 //! `Runner` with `Runner::command`), its loopback rule, its token, and a clean stop.
 
+use queue_database as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -122,4 +123,66 @@ fn serve_with_a_token() {
     assert!(answer.contains("HttpOnly"), "{answer}");
     let cookie = "Cookie: runall_dashboard_token=s3cret\r\n";
     assert_eq!(http_get(port, "/failed", cookie).map(|a| a.0), Some(200));
+}
+
+/// `runall work --metrics-addr`: the worker's metrics as Prometheus text, with explicit
+/// histogram buckets; a job name the worker has no code for is counted as `other`.
+#[test]
+fn worker_serves_prometheus_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let queue = queue_core::Queue::connect(&url).await.unwrap();
+        for i in 0..5 {
+            queue
+                .dispatch_named(
+                    "send-email",
+                    serde_json::json!({ "to": format!("u{i}@example.com"), "subject": "hi" }),
+                )
+                .await
+                .unwrap();
+        }
+        queue
+            .dispatch_named("made-up-name", serde_json::json!({}))
+            .await
+            .unwrap();
+    });
+    let port = free_port();
+    let child = runall(&dir)
+        .args(["work", "--queue", "default", "--sleep", "50ms"])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runall starts");
+    let _worker = Server(child);
+    let processed = "runall_jobs_processed_total{queue=\"default\",job=\"send-email\"} 5";
+    let started = Instant::now();
+    let text = loop {
+        if let Some((200, text)) = http_get(port, "/metrics", "") {
+            if text.contains(processed) && text.contains("job=\"other\"") {
+                break text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker's metrics never showed five jobs done: {:?}",
+            http_get(port, "/metrics", "")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for expected in [
+        "# TYPE runall_job_duration_seconds histogram",
+        "runall_job_duration_seconds_bucket{queue=\"default\",job=\"send-email\",le=\"0.025\"}",
+        "runall_job_duration_seconds_count{queue=\"default\",job=\"send-email\"} 5",
+        "runall_job_wait_seconds_count{queue=\"default\",job=\"send-email\"} 5",
+        "runall_jobs_released_total{queue=\"default\",job=\"other\"}",
+        "runall_worker_slots ",
+        "runall_worker_busy_slots ",
+    ] {
+        assert!(text.contains(expected), "{expected} in:\n{text}");
+    }
+    assert!(!text.contains("made-up-name"), "{text}");
 }

@@ -526,6 +526,7 @@ impl PendingDispatch {
         } else {
             None
         };
+        let dispatched_at = unix_millis(self.dispatched_at.unwrap_or_else(SystemTime::now));
         let envelope = Envelope {
             v: version_for(&after, self.limit.is_some(), sealed.is_some()),
             name: self.name.clone(),
@@ -538,7 +539,14 @@ impl PendingDispatch {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             fail_on_timeout: self.fail_on_timeout,
             lock: self.lock,
-            dispatched_at: unix_millis(self.dispatched_at.unwrap_or_else(SystemTime::now)),
+            dispatched_at,
+            due_at: match self.available {
+                crate::storage::Availability::Now => None,
+                crate::storage::Availability::After(delay) => {
+                    Some(dispatched_at.saturating_add(crate::storage::duration_millis(delay)))
+                }
+                crate::storage::Availability::At(at) => Some(unix_millis(at)),
+            },
             after,
             limit: self.limit,
             sealed,

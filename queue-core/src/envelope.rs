@@ -76,6 +76,10 @@ pub struct Envelope {
     /// When it was dispatched, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub dispatched_at: i64,
+    /// When a delayed dispatch made it available, in milliseconds since the Unix epoch
+    /// (`None`: at its dispatch). Read for the wait a worker reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<i64>,
     /// What the job's end changes in other jobs (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<After>,
@@ -215,6 +219,25 @@ impl Step {
 }
 
 impl Envelope {
+    /// How long the job waited from when it became available (its dispatch, or the end of
+    /// its delay) to `now` (Unix ms): `None` where that is not known, for a chain's link or a
+    /// workflow's node, which first wait for the jobs before them.
+    pub(crate) fn waited(&self, now: i64) -> Option<std::time::Duration> {
+        if self.dispatched_at <= 0 {
+            return None;
+        }
+        if self
+            .after
+            .as_ref()
+            .is_some_and(|after| after.member.is_none())
+        {
+            return None;
+        }
+        let from = self.dispatched_at.max(self.due_at.unwrap_or(0));
+        let waited = u64::try_from(now.saturating_sub(from)).unwrap_or(0);
+        Some(std::time::Duration::from_millis(waited))
+    }
+
     /// Encodes the envelope.
     pub fn encode(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| Error::Payload(e.to_string()))
@@ -314,6 +337,7 @@ mod tests {
             retry_until_ms: None,
             fail_on_timeout: false,
             lock: None,
+            due_at: None,
             dispatched_at: 5,
             after: None,
             limit: Some(crate::limit::JobLimit::new("l").key(7)),
@@ -367,6 +391,7 @@ mod versions {
             retry_until_ms: None,
             fail_on_timeout: false,
             lock: None,
+            due_at: None,
             dispatched_at: 5,
             after: Some(after),
             limit: None,

@@ -87,6 +87,7 @@ mod assets;
 mod auth;
 mod error;
 mod live;
+mod metrics;
 mod pages;
 mod view;
 
@@ -121,6 +122,7 @@ pub fn router(queue: Queue) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/events", get(live::events))
+        .route("/metrics", get(metrics::metrics))
         .route("/assets/dashboard.css", get(assets::css))
         .route("/assets/dashboard.js", get(assets::js))
         .route("/queues/{queue}", get(pages::queue))

@@ -643,3 +643,62 @@ async fn a_job_page_names_its_batch() {
         );
     }
 }
+
+/// `GET /metrics`: the store's numbers as Prometheus gauges, read at the scrape; what a
+/// store cannot say is named in a comment line, never shown as zero.
+#[tokio::test]
+async fn metrics_are_prometheus_gauges() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        for n in 0..3 {
+            dispatch(&queue, "mail", n).await;
+        }
+        dispatch_later(&queue, "mail").await;
+        dispatch_later(&queue, "mail").await;
+        dispatch(&queue, "reports", 9).await;
+        let _lease = reserve(&queue, "reports").await;
+        failed(&queue, "doomed", 1).await;
+        queue.pause("mail").await.unwrap();
+        let app = queue_dashboard::router(queue.clone());
+        let page = get(&app, "/metrics").await;
+        assert_eq!(page.status, StatusCode::OK, "{name}: {}", page.body);
+        for line in [
+            "runall_queue_jobs{queue=\"mail\",state=\"waiting\"} 3",
+            "runall_queue_jobs{queue=\"mail\",state=\"delayed\"} 2",
+            "runall_queue_jobs{queue=\"mail\",state=\"running\"} 0",
+            "runall_queue_jobs{queue=\"reports\",state=\"running\"} 1",
+            "runall_queue_paused{queue=\"mail\"} 1",
+            "runall_queue_paused{queue=\"reports\"} 0",
+            "runall_failed_jobs 1",
+            "# TYPE runall_queue_oldest_age_seconds gauge",
+            "runall_queue_oldest_age_seconds{queue=\"mail\"} ",
+        ] {
+            assert!(page.body.contains(line), "{name}: {line} in\n{}", page.body);
+        }
+        assert!(
+            !page.body.contains("not available"),
+            "{name}: {}",
+            page.body
+        );
+    }
+    let Some(queue) = common::memcached().await else {
+        return;
+    };
+    dispatch(&queue, "mail", 1).await;
+    let app = queue_dashboard::router(queue.clone());
+    let page = get(&app, "/metrics").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains("runall_queue_jobs{queue=\"mail\",state=\"waiting\"} 1"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("# not available: the memcached driver does not support"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("runall_queue_paused"), "{}", page.body);
+}

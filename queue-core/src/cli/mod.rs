@@ -407,6 +407,11 @@ struct WorkArgs {
     /// is claimed by one).
     #[arg(long)]
     no_schedule: bool,
+    /// Serve this worker's metrics as Prometheus text on this address, as
+    /// `127.0.0.1:9091` (any path answers): jobs by outcome, queue and job name, their
+    /// duration and wait, busy slots.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `--sleep`: a duration with its unit, or a bare number of milliseconds (kept, to say
@@ -1078,6 +1083,20 @@ async fn signalled(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Installs the Prometheus exporter as this process's metrics recorder, serving on `addr`
+/// (`runall work --metrics-addr`), with the histograms' buckets of the worker's metrics.
+fn serve_metrics(addr: std::net::SocketAddr) -> Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets = crate::worker::METRIC_BUCKETS;
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .and_then(|builder| builder.install())
+        .map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+    tracing::info!(%addr, "serving metrics (Prometheus text)");
+    Ok(())
+}
+
 async fn work(
     queue: &Queue,
     config: &Config,
@@ -1086,6 +1105,9 @@ async fn work(
     progress_bar: bool,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<()> {
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+    }
     let (options, warnings) = worker_options(config, &args, only);
     for warning in warnings {
         eprintln!("warning: {warning}");

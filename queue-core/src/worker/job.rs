@@ -127,6 +127,7 @@ pub(super) async fn process(
     slot: OwnedSemaphorePermit,
 ) {
     let started = Instant::now();
+    let _busy = metrics::Busy::start();
     let mut finish = prepare_and_run(&shared, &job, asked).await;
     if let Some(effect) = status_record(&shared, &job, &finish) {
         if let Some(settle) = finish.settle.as_mut() {
@@ -720,6 +721,9 @@ async fn run(
                 .or(handler.timeout)
                 .unwrap_or(shared.options.timeout);
             info!(job = %name, id = %lease.job_id, queue = %lease.queue, attempt = job.attempts, "job started");
+            if job.attempts == 1 {
+                metrics::wait(shared, &lease.queue, &name, envelope.waited(started_at));
+            }
             shared.dispatcher.events().emit(|| {
                 JobEvent::new(
                     JobEventKind::Started,
@@ -1111,7 +1115,7 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
         Report::Stopped { name, why } => {
             warn!(job = %name, id = %lease.job_id, "stopped the job: {}", why.describe());
             counters.interrupted.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Interrupted, queue, &name);
+            metrics::count(shared, Counted::Interrupted, queue, &name);
         }
         Report::Done { name, .. } if settled == Some(Settled::Stale) => {
             warn!(job = %name, id = %lease.job_id, "job done but its acknowledge was refused: the lease ran out and the job may run again");
@@ -1124,33 +1128,33 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
         }
         Report::Done { name, took } => {
             counters.processed.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Processed, queue, &name);
-            metrics::duration(queue, &name, took);
+            metrics::count(shared, Counted::Processed, queue, &name);
+            metrics::duration(shared, queue, &name, took);
             info!(job = %name, id = %lease.job_id, duration = ?took, "job done");
         }
         Report::Retried { name, took, .. } => {
             counters.retried.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Retried, queue, &name);
+            metrics::count(shared, Counted::Retried, queue, &name);
             if let Some(took) = took {
-                metrics::duration(queue, &name, took);
+                metrics::duration(shared, queue, &name, took);
             }
         }
         Report::Released { name } => {
             counters.released.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Released, queue, &name);
+            metrics::count(shared, Counted::Released, queue, &name);
         }
         Report::Interrupted { name } => {
             counters.released.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Interrupted, queue, &name);
+            metrics::count(shared, Counted::Interrupted, queue, &name);
         }
         Report::Discarded { name, reason } => {
             counters.discarded.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Discarded, queue, &name);
+            metrics::count(shared, Counted::Discarded, queue, &name);
             info!(job = %name, id = %lease.job_id, reason, "job discarded: it can never succeed (not a failure, not retried)");
         }
         Report::Cancelled { name } => {
             counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Cancelled, queue, &name);
+            metrics::count(shared, Counted::Cancelled, queue, &name);
             info!(job = %name, id = %lease.job_id, "job cancelled (not a failure, not retried)");
         }
         Report::Bypassed { name } => {
@@ -1158,7 +1162,7 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
         }
         Report::Failed { name, reason } => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
-            metrics::count(Counted::Failed, queue, &name);
+            metrics::count(shared, Counted::Failed, queue, &name);
             error!(id = %lease.job_id, name = %name, queue, attempts = job.attempts, reason, "job failed for good: moved to the failed store");
         }
     }

@@ -30,6 +30,8 @@ mod job;
 mod lease;
 mod limit;
 mod metrics;
+#[cfg(feature = "cli")]
+pub(crate) use metrics::BUCKETS as METRIC_BUCKETS;
 mod options;
 mod system;
 
@@ -473,6 +475,7 @@ impl Worker {
     pub async fn run(self) -> Result<WorkerSummary> {
         let storage = self.storage.clone();
         let handlers = self.registry.handlers()?;
+        metrics::slots(self.options.concurrency);
         let caps = storage.capabilities();
         if self.options.only.is_some() && !caps.reserve_by_name {
             return Err(Error::NotSupported {

@@ -1,0 +1,103 @@
+//! `GET /metrics`: the store's numbers as Prometheus text, read once per scrape by this one
+//! dashboard process, never by every worker (a worker serves its own counters with
+//! `runall work --metrics-addr`).
+//!
+//! | metric | labels | holds |
+//! |---|---|---|
+//! | `runall_queue_jobs` | `queue`, `state` (`waiting`, `delayed`, `running`) | jobs in the queue |
+//! | `runall_queue_oldest_age_seconds` | `queue` | how long the longest-waiting available job has waited (0: none) |
+//! | `runall_queue_paused` | `queue` | 1 while the queue is paused |
+//! | `runall_failed_jobs` | | jobs in the failed store |
+//!
+//! What the store cannot say (memcached cannot list its queues) is left out, and named in a
+//! comment line of the answer.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use queue_core::{Error as QueueError, StorageExt};
+
+use crate::live::collect;
+use crate::Dashboard;
+
+pub(crate) async fn metrics(State(dashboard): State<Dashboard>) -> Response {
+    let queue = &dashboard.queue;
+    let snapshot = match collect(queue).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            let body = format!("the store could not be read: {e}\n");
+            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        }
+    };
+    let mut oldest = Vec::new();
+    let mut notes = Vec::new();
+    if let (Ok(rows), Ok(inspect)) = (&snapshot.queues, queue.storage().inspect()) {
+        let now = SystemTime::now();
+        for (name, _) in rows {
+            match inspect.oldest_available(name).await {
+                Ok(since) => {
+                    let age = since
+                        .and_then(|at| now.duration_since(at).ok())
+                        .map_or(0.0, |age| age.as_secs_f64());
+                    oldest.push((name.clone(), age));
+                }
+                Err(e @ QueueError::NotSupported { .. }) => {
+                    notes.push(e.to_string());
+                    break;
+                }
+                Err(e) => {
+                    let body = format!("the store could not be read: {e}\n");
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+                }
+            }
+        }
+    }
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        match &snapshot.queues {
+            Ok(rows) => {
+                for (name, size) in rows {
+                    for (state, n) in [
+                        ("waiting", size.waiting),
+                        ("delayed", size.delayed),
+                        ("running", size.reserved),
+                    ] {
+                        metrics::gauge!("runall_queue_jobs", "queue" => name.clone(), "state" => state)
+                            .set(n as f64);
+                    }
+                    if let Ok(paused) = &snapshot.paused {
+                        metrics::gauge!("runall_queue_paused", "queue" => name.clone())
+                            .set(f64::from(u8::from(paused.contains(name))));
+                    }
+                }
+            }
+            Err(e) => notes.push(e.to_string()),
+        }
+        if let Err(e) = &snapshot.paused {
+            notes.push(e.to_string());
+        }
+        for (name, age) in &oldest {
+            metrics::gauge!("runall_queue_oldest_age_seconds", "queue" => name.clone()).set(*age);
+        }
+        match &snapshot.failed {
+            Ok(n) => metrics::gauge!("runall_failed_jobs").set(*n as f64),
+            Err(e) => notes.push(e.to_string()),
+        }
+    });
+    let mut body = String::new();
+    for note in notes {
+        body.push_str("# not available: ");
+        body.push_str(&note.replace('\n', " "));
+        body.push('\n');
+    }
+    body.push_str(&handle.render());
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
