@@ -121,8 +121,9 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 
 # Tools the deploy/ tests use to check the deployment files: supervisor (runs the
-# Supervisor config for real) and docker-compose (validates the compose file; no engine needed).
-for tool in supervisord:supervisor docker-compose:docker-compose; do
+# Supervisor config for real), docker-compose (validates the compose file; no engine needed)
+# and promtool, of Debian's prometheus (checks the scrape config and the alert rules).
+for tool in supervisord:supervisor docker-compose:docker-compose promtool:prometheus; do
   bin=${tool%%:*}; pkg=${tool##*:}
   if ! command -v "$bin" >/dev/null; then
     echo "services: installing $pkg" >&2

@@ -218,3 +218,74 @@ async fn supervisor_runs_the_three_pools() {
         0
     );
 }
+
+/// The Prometheus files: the scrape config and the alert rules pass `promtool check`, the
+/// rules' unit tests (`runall-alerts.test.yml`) pass `promtool test rules`, and every metric
+/// the rules and the Grafana dashboard read is one the worker or the dashboard documents
+/// (and their tests check they serve).
+#[test]
+fn prometheus_files_check() {
+    if !have("promtool") {
+        return tool_missing("promtool");
+    }
+    let dir = deploy("");
+    for args in [
+        vec!["check", "config", "prometheus.yml"],
+        vec!["check", "rules", "runall-alerts.yml"],
+        vec!["test", "rules", "runall-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let served: String = [
+        "../queue-core/src/worker/metrics.rs",
+        "../queue-core/dashboard/src/metrics.rs",
+    ]
+    .iter()
+    .map(|file| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap())
+    .collect();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap().clone())
+        .map(|target| target["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(exprs.len(), 10, "{exprs:?}");
+    exprs.push(std::fs::read_to_string(deploy("runall-alerts.yml")).unwrap());
+    let mut names = Vec::new();
+    for expr in &exprs {
+        for (at, _) in expr.match_indices("runall_") {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.starts_with("runall_") || name.len() <= "runall_".len() {
+                continue;
+            }
+            let base = name.strip_suffix("_bucket").unwrap_or(&name).to_owned();
+            names.push(base);
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 9, "{names:?}");
+    for name in names {
+        assert!(
+            served.contains(&format!("`{name}`")),
+            "{name} is read by deploy/ but not one the worker or the dashboard serves"
+        );
+    }
+}

@@ -67,6 +67,7 @@
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons |
 //! | `events` | the server-sent events stream of the overview |
+//! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at each scrape |
 //!
 //! Actions are POST forms answered with a redirect: `queues/{q}/pause`, `queues/{q}/resume`,
 //! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`.
