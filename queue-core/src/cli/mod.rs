@@ -974,12 +974,21 @@ fn init_logging(verbose: bool) {
     let default = if verbose { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUEUE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The `job` span (OpenTelemetry's fields, for an exporter) is left out of these lines,
+    // which name the job themselves.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let no_job_span = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && meta.name() == "job" && meta.target().starts_with("queue_core"))
+    });
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .try_init();
+        .with_filter(no_job_span)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(lines).try_init();
 }
 
 /// The worker options from flags, then `job.toml`, then defaults, with warnings about

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use super::lease::{self, Held, Lost};
 use super::limit::Admission;
@@ -121,6 +121,37 @@ enum Report {
 /// body is done, before the settlement goes to the store, so the next job can be fetched in
 /// the same round trip.
 pub(super) async fn process(
+    shared: Arc<Shared>,
+    job: Reserved,
+    asked: Instant,
+    slot: OwnedSemaphorePermit,
+) {
+    let span = job_span(&job);
+    process_in_span(shared, job, asked, slot)
+        .instrument(span)
+        .await
+}
+
+/// The span of one job's run, named and filled after OpenTelemetry's messaging conventions
+/// (a `process` operation of a consumer), so a tracing-opentelemetry layer exports it as
+/// such; every line the worker and the job's body log while it runs is inside it.
+/// `job.outcome` is filled once the job's end is settled.
+fn job_span(job: &Reserved) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        otel.name = %format_args!("process {}", job.lease.queue),
+        otel.kind = "consumer",
+        messaging.system = "runall",
+        messaging.operation.type = "process",
+        messaging.destination.name = %job.lease.queue,
+        messaging.message.id = %job.lease.job_id,
+        job.name = %job.name,
+        job.attempt = job.attempts,
+        job.outcome = tracing::field::Empty,
+    )
+}
+
+async fn process_in_span(
     shared: Arc<Shared>,
     job: Reserved,
     asked: Instant,
@@ -740,6 +771,8 @@ async fn run(
                 requested.clone(),
             ));
             let noted = Arc::new(std::sync::OnceLock::new());
+            // The body runs in a task of its own: in the job's span too.
+            let future = future.instrument(tracing::Span::current());
             let mut task = match &shared.job_scope {
                 Some(scope) => tokio::spawn(BODY_PANIC.scope(
                     noted.clone(),
@@ -1108,6 +1141,22 @@ fn report(shared: &Shared, job: &Reserved, report: Report, settled: Option<Settl
             if let Some(event) = event(job, &report) {
                 events.emit(|| event);
             }
+        }
+    }
+    if applied {
+        let outcome = match &report {
+            Report::Done { .. } => "succeeded",
+            Report::Retried { .. } => "retried",
+            Report::Released { .. } => "released",
+            Report::Interrupted { .. } => "interrupted",
+            Report::Failed { .. } => "failed",
+            Report::Bypassed { .. } => "skipped",
+            Report::Discarded { .. } => "discarded",
+            Report::Cancelled { .. } => "cancelled",
+            Report::Stopped { .. } | Report::Skipped => "",
+        };
+        if !outcome.is_empty() {
+            tracing::Span::current().record("job.outcome", outcome);
         }
     }
     match report {
