@@ -547,6 +547,7 @@ impl PendingDispatch {
                 }
                 crate::storage::Availability::At(at) => Some(unix_millis(at)),
             },
+            trace: crate::trace::inject(),
             after,
             limit: self.limit,
             sealed,

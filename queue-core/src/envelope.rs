@@ -80,6 +80,9 @@ pub struct Envelope {
     /// (`None`: at its dispatch). Read for the wait a worker reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<i64>,
+    /// The trace context of its dispatch (see [`TracePropagator`](crate::TracePropagator)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<std::collections::BTreeMap<String, String>>,
     /// What the job's end changes in other jobs (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<After>,
@@ -338,6 +341,7 @@ mod tests {
             fail_on_timeout: false,
             lock: None,
             due_at: None,
+            trace: None,
             dispatched_at: 5,
             after: None,
             limit: Some(crate::limit::JobLimit::new("l").key(7)),
@@ -392,6 +396,7 @@ mod versions {
             fail_on_timeout: false,
             lock: None,
             due_at: None,
+            trace: None,
             dispatched_at: 5,
             after: Some(after),
             limit: None,

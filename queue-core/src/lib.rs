@@ -271,6 +271,7 @@ mod secret;
 mod status;
 pub mod storage;
 mod testing;
+mod trace;
 mod unique;
 pub mod worker;
 mod workflow;
@@ -304,6 +305,7 @@ pub use storage::{
 pub use testing::{
     DispatchedBatch, DispatchedChain, DispatchedJob, DispatchedNode, DispatchedWorkflow,
 };
+pub use trace::{set_trace_propagator, TracePropagator};
 pub use unique::{OnConflict, UniqueJob};
 pub use worker::{PauseHandle, StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
 pub use workflow::{CurrentWorkflow, Node, Workflow, WorkflowId, WorkflowStatus};

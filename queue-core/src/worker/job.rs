@@ -127,6 +127,7 @@ pub(super) async fn process(
     slot: OwnedSemaphorePermit,
 ) {
     let span = job_span(&job);
+    crate::trace::attach(&job.payload, &span);
     process_in_span(shared, job, asked, slot)
         .instrument(span)
         .await
