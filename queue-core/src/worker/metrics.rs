@@ -17,7 +17,8 @@
 //!
 //! - `runall_job_wait_seconds`: from when a job became available (its dispatch, or the end
 //!   of its delay) to its first attempt's start; retries are left out (their wait is their
-//!   backoff).
+//!   backoff), and so are chain links, workflow nodes and batch callbacks, which first wait
+//!   for other jobs (a workflow's batch node's members count from the workflow's dispatch).
 //! - `runall_worker_busy_slots` counts the jobs this process is running, and
 //!   `runall_worker_slots` its concurrency.
 //! - Cardinality stays bounded: `queue` is one of the worker's queues, and `job` one of the
