@@ -573,11 +573,21 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
         tx.rollback().await.unwrap();
     }
     let version = format!("SELECT value FROM {table}_control WHERE name = 'schema'");
-    assert_eq!(DB::raw(&mut conn, &version).await, [7]);
+    assert_eq!(DB::raw(&mut conn, &version).await, [8]);
     let groups = store.groups().unwrap();
     let held = Effect::Hold(WaitingJob::new("k", 1, job("next", b"n")));
-    groups.apply(vec![held]).await.unwrap();
+    let value = Effect::Value {
+        group: "g".into(),
+        name: "n".into(),
+        value: b"v".to_vec(),
+    };
+    groups.apply(vec![held, value]).await.unwrap();
     assert_eq!(groups.waiting("k").await.unwrap(), Some(1));
+    assert_eq!(
+        groups.value("g", "n").await.unwrap(),
+        Some(b"v".to_vec()),
+        "the values table is there"
+    );
     let got = store.reserve(&request("q", 1)).await.unwrap();
     assert_eq!(got[0].name, "old");
     let track = store.capabilities().track.unwrap();
@@ -586,7 +596,7 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
     assert!(written.await.unwrap(), "the records table is there");
     // Connecting again runs no DDL, and says the same version.
     drop(SqlStore::<DB>::connect_with(options(&table)).await.unwrap());
-    assert_eq!(DB::raw(&mut conn, &version).await, [7]);
+    assert_eq!(DB::raw(&mut conn, &version).await, [8]);
     drop_tables::<DB>(&table).await;
 }
 

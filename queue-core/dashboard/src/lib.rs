@@ -67,6 +67,7 @@
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons |
 //! | `events` | the server-sent events stream of the overview |
+//! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
 //! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at each scrape |
 //!
 //! Actions are POST forms answered with a redirect: `queues/{q}/pause`, `queues/{q}/resume`,
@@ -124,6 +125,7 @@ pub fn router(queue: Queue) -> Router {
         .route("/", get(pages::overview))
         .route("/events", get(live::events))
         .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(healthz))
         .route("/assets/dashboard.css", get(assets::css))
         .route("/assets/dashboard.js", get(assets::js))
         .route("/queues/{queue}", get(pages::queue))
@@ -140,6 +142,12 @@ pub fn router(queue: Queue) -> Router {
         .layer(middleware::from_fn(auth::same_origin))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// `GET /healthz`: the dashboard answers. Empty of data, and open without the token of
+/// [`require_token`], for a load balancer's probe (`runall health` checks the store).
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// No inline script or style, no framing, no referrer to other sites.

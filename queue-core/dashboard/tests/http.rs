@@ -552,6 +552,17 @@ async fn a_token_guards_every_page() {
         .expect("a token");
     assert_eq!(get(&app, "/").await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(get(&app, "/events").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&app, "/metrics").await.status, StatusCode::UNAUTHORIZED);
+    // `/healthz` alone answers without the token, and says nothing of the store.
+    let health = get(&app, "/healthz").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    assert_eq!(
+        get(&app, "/healthz/x").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         get(&app, "/?token=wrong").await.status,
         StatusCode::UNAUTHORIZED
