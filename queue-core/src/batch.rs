@@ -319,11 +319,8 @@ impl Batch {
             effects.push(Effect::Hold(WaitingJob::new(plan.key(what), 1, job)));
         }
         // Its creation time, in seconds since 1970 (at least 1: the batch exists).
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1));
         let deltas = vec![
-            ("created".to_owned(), created),
+            ("created".to_owned(), created_now()),
             // Which callbacks it has (then 1, catch 2, finally 4), for `retry`; 8 marks a
             // batch whose callbacks are held again when they end.
             (CALLBACKS.to_owned(), callbacks_bits | 8),
@@ -381,10 +378,7 @@ impl Batch {
             is_cancelled: get(CANCEL) > 0,
             is_sealed: get("sealed") > 0,
             // Batches made before the time was kept count 1.
-            created_at: u64::try_from(created)
-                .ok()
-                .filter(|secs| *secs > 1)
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            created_at: created_at(created),
         }))
     }
 
@@ -500,42 +494,72 @@ impl Batch {
     ) -> Result<u64> {
         let queue = queue.as_ref();
         let groups = queue.groups()?;
-        let mut pruned = 0;
-        let mut page = PageRequest::first(500);
-        loop {
-            let names = groups.list(PREFIX, page).await?;
-            for name in &names.items {
-                let Some(id) = name.strip_prefix(PREFIX) else {
-                    continue;
-                };
-                let id = BatchId(id.to_owned());
-                let status = Batch::find(queue, &id).await?;
-                let old = status
-                    .as_ref()
-                    .and_then(|s| s.created_at)
-                    .is_none_or(|at| at < before);
-                let done = status.as_ref().is_none_or(BatchStatus::is_finished);
-                if !old || !(done || unfinished) {
-                    continue;
-                }
-                // Its callbacks: not released yet (unfinished), or held again after they ran.
-                let skips = CALLBACK_KINDS
-                    .into_iter()
-                    .map(|what| Effect::Skip {
-                        key: format!("{name}:{what}"),
-                    })
-                    .collect();
-                queue.apply(skips).await?;
-                if groups.remove(name).await? && status.is_some() {
-                    pruned += 1;
-                }
+        each_group(groups, PREFIX, async |name: &str, id: &str| {
+            let id = BatchId(id.to_owned());
+            let status = Batch::find(queue, &id).await?;
+            let old = status
+                .as_ref()
+                .and_then(|s| s.created_at)
+                .is_none_or(|at| at < before);
+            let done = status.as_ref().is_none_or(BatchStatus::is_finished);
+            if !old || !(done || unfinished) {
+                return Ok(false);
             }
-            match names.next {
-                Some(next) => page = PageRequest::after(next, 500),
-                None => return Ok(pruned),
+            // Its callbacks: not released yet (unfinished), or held again after they ran.
+            let skips = CALLBACK_KINDS
+                .into_iter()
+                .map(|what| Effect::Skip {
+                    key: format!("{name}:{what}"),
+                })
+                .collect();
+            queue.apply(skips).await?;
+            Ok(groups.remove(name).await? && status.is_some())
+        })
+        .await
+    }
+}
+
+/// Calls `f` with each group whose name starts with `prefix` (its name, and the rest after
+/// the prefix: the batch's or the workflow's id), a page at a time; returns how many calls
+/// said yes. What the prunes walk.
+pub(crate) async fn each_group(
+    groups: &dyn crate::storage::Groups,
+    prefix: &str,
+    mut f: impl AsyncFnMut(&str, &str) -> Result<bool>,
+) -> Result<u64> {
+    let mut yes = 0;
+    let mut page = PageRequest::first(500);
+    loop {
+        let names = groups.list(prefix, page).await?;
+        for name in &names.items {
+            if let Some(id) = name.strip_prefix(prefix) {
+                if f(name, id).await? {
+                    yes += 1;
+                }
             }
         }
+        match names.next {
+            Some(next) => page = PageRequest::after(next, 500),
+            None => return Ok(yes),
+        }
     }
+}
+
+/// A batch's or a workflow's `created` counter for now: seconds since 1970, at least 1 (the
+/// group exists).
+pub(crate) fn created_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX).max(1))
+}
+
+/// The time a `created` counter holds; `None` for a group made before it was kept (0, or 1
+/// for batches of that time).
+pub(crate) fn created_at(counter: i64) -> Option<SystemTime> {
+    u64::try_from(counter)
+        .ok()
+        .filter(|secs| *secs > 1)
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// What every batch's group name starts with.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 
@@ -13,7 +13,7 @@ use crate::dispatch::PendingDispatch;
 use crate::dispatcher::{self, Dispatcher};
 use crate::envelope::{After, SkipIf, Step};
 use crate::error::{Error, Result};
-use crate::storage::{new_token, Effect, PageRequest, Unique, WaitingJob};
+use crate::storage::{new_token, Effect, Unique, WaitingJob};
 
 /// When an edge lets its node run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,10 +332,7 @@ impl Workflow {
             succeeded: get("succeeded"),
             failed: get("failed"),
             skipped: get("skipped"),
-            created_at: u64::try_from(counters.get("created"))
-                .ok()
-                .filter(|secs| *secs > 0)
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            created_at: crate::batch::created_at(counters.get("created")),
         })
     }
 
@@ -346,29 +343,16 @@ impl Workflow {
     pub async fn prune(queue: impl AsRef<Dispatcher>, before: SystemTime) -> Result<u64> {
         let queue = queue.as_ref();
         let groups = queue.groups()?;
-        let mut pruned = 0;
-        let mut page = PageRequest::first(500);
-        loop {
-            let names = groups.list(PREFIX, page).await?;
-            for name in &names.items {
-                let Some(id) = name.strip_prefix(PREFIX) else {
-                    continue;
-                };
-                let status = match Workflow::status(queue, &WorkflowId(id.to_owned())).await {
-                    Ok(status) => status,
-                    Err(Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                let old = status.created_at.is_none_or(|at| at < before);
-                if old && status.is_finished() && groups.remove(name).await? {
-                    pruned += 1;
-                }
-            }
-            match names.next {
-                Some(next) => page = PageRequest::after(next, 500),
-                None => return Ok(pruned),
-            }
-        }
+        crate::batch::each_group(groups, PREFIX, async |name: &str, id: &str| {
+            let status = match Workflow::status(queue, &WorkflowId(id.to_owned())).await {
+                Ok(status) => status,
+                Err(Error::NotFound { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let old = status.created_at.is_none_or(|at| at < before);
+            Ok(old && status.is_finished() && groups.remove(name).await?)
+        })
+        .await
     }
 }
 
@@ -594,13 +578,10 @@ fn effects(id: &str, nodes: Vec<NodeData>, dispatcher: &Dispatcher) -> Result<Ve
             ))
         });
     }
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     effects.push(Effect::Count {
         group,
         deltas: vec![
-            ("created".to_owned(), created),
+            ("created".to_owned(), crate::batch::created_now()),
             ("nodes".to_owned(), total as i64),
         ],
     });

@@ -247,45 +247,45 @@ impl Disk {
                         path: self.records.clone(),
                         reason: "a record effect outside a settle names no job".into(),
                     })?;
-                    let tmp = self.tmp.join(format!("{prefix}.{k}.rec"));
-                    let name = record_file_name(job_id, &kind);
-                    let file = write_new(
-                        &tmp,
-                        &encode_record(&RecordFile {
-                            job_id: job_id.to_owned(),
-                            kind,
-                            expires: now.saturating_add(duration_millis(ttl)),
-                            value,
-                        }),
-                    )?;
-                    files.push((file, tmp.clone()));
-                    staged.records.push(PutRecord {
-                        from: self.rel_path(&tmp),
-                        name,
-                    });
+                    let record = RecordFile {
+                        job_id: job_id.to_owned(),
+                        kind,
+                        expires: now.saturating_add(duration_millis(ttl)),
+                        value,
+                    };
+                    self.stage_put(format!("{prefix}.{k}.rec"), &record, files, &mut staged)?;
                 }
                 Op::Value { group, name, value } => {
-                    let tmp = self.tmp.join(format!("{prefix}.{k}.val"));
-                    let owner = value_owner(&group, &name);
-                    let name = record_file_name(&owner, VALUE_KIND);
-                    let file = write_new(
-                        &tmp,
-                        &encode_record(&RecordFile {
-                            job_id: owner,
-                            kind: VALUE_KIND.to_owned(),
-                            expires: i64::MAX,
-                            value,
-                        }),
-                    )?;
-                    files.push((file, tmp.clone()));
-                    staged.records.push(PutRecord {
-                        from: self.rel_path(&tmp),
-                        name,
-                    });
+                    let record = RecordFile {
+                        job_id: value_owner(&group, &name),
+                        kind: VALUE_KIND.to_owned(),
+                        expires: i64::MAX,
+                        value,
+                    };
+                    self.stage_put(format!("{prefix}.{k}.val"), &record, files, &mut staged)?;
                 }
             }
         }
         Ok(staged)
+    }
+
+    /// Writes `record` to `tmp/NAME` (added to `files`, synced by the caller), to be put into
+    /// `records/` by the step.
+    fn stage_put(
+        &self,
+        name: String,
+        record: &RecordFile,
+        files: &mut Vec<(File, PathBuf)>,
+        staged: &mut Staged,
+    ) -> Result<()> {
+        let tmp = self.tmp.join(name);
+        let file = write_new(&tmp, &encode_record(record))?;
+        files.push((file, tmp.clone()));
+        staged.records.push(PutRecord {
+            from: self.rel_path(&tmp),
+            name: record_file_name(&record.job_id, &record.kind),
+        });
+        Ok(())
     }
 
     /// Decides what `ops`, the waiting-job effects of a step in call order, do: holds first,
