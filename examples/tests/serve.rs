@@ -22,7 +22,8 @@ fn runall(dir: &tempfile::TempDir) -> Command {
     cmd.arg("--connection").arg(url);
     cmd.arg("--config").arg(dir.path().join("job.toml"));
     cmd.env_remove("QUEUE_URL")
-        .env_remove("RUNALL_DASHBOARD_TOKEN");
+        .env_remove("RUNALL_DASHBOARD_TOKEN")
+        .env_remove("RUNALL_DASHBOARD_READ_ONLY_TOKEN");
     cmd
 }
 
@@ -35,10 +36,17 @@ fn free_port() -> u16 {
 
 /// A GET over plain HTTP/1.1: the status line's code and the whole answer.
 fn http_get(port: u16, path: &str, headers: &str) -> Option<(u16, String)> {
+    http(port, "GET", path, headers)
+}
+
+/// A request with no body over plain HTTP/1.1: the status line's code and the whole answer.
+fn http(port: u16, method: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Length: 0\r\n{headers}\r\n"
+    );
     stream.write_all(request.as_bytes()).ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
@@ -123,6 +131,40 @@ fn serve_with_a_token() {
     assert!(answer.contains("HttpOnly"), "{answer}");
     let cookie = "Cookie: runall_dashboard_token=s3cret\r\n";
     assert_eq!(http_get(port, "/failed", cookie).map(|a| a.0), Some(200));
+}
+
+/// Secure by default: without a token the dashboard is read-only (no button, every action
+/// refused); `--read-only-token` opens the same read-only view, `--token` the actions.
+#[test]
+fn serve_is_read_only_without_a_token() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (server, port) = start(&dir, &[]);
+    let (code, page) = http_get(port, "/", "").expect("an answer");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("read-only"), "{page}");
+    let (code, answer) = http(port, "POST", "/queues/default/pause", "").expect("an answer");
+    assert_eq!(code, 403, "{answer}");
+    assert!(answer.contains("read-only"), "{answer}");
+    drop(server);
+
+    let (_server, port) = start(&dir, &["--token", "full", "--read-only-token", "look"]);
+    let look = "Authorization: Bearer look\r\n";
+    let (code, page) = http_get(port, "/", look).expect("an answer");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("read-only"), "{page}");
+    let pause = "/queues/default/pause";
+    assert_eq!(http(port, "POST", pause, look).map(|a| a.0), Some(403));
+    assert_eq!(http(port, "POST", pause, "").map(|a| a.0), Some(401));
+    let full = "Authorization: Bearer full\r\n";
+    assert_eq!(http(port, "POST", pause, full).map(|a| a.0), Some(303));
+    let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
+    let paused = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            let queue = queue_core::Queue::connect(&url).await.expect("the store");
+            queue.paused().await.expect("paused")
+        });
+    assert_eq!(paused, ["default"]);
 }
 
 /// `runall work --metrics-addr`: the worker's metrics as Prometheus text, with explicit

@@ -22,7 +22,8 @@ fn serve_command() -> clap::Command {
     clap::Command::new("serve")
         .about(
             "Serve the web dashboard: queues, jobs, failed jobs, with pause, resume, cancel, \
-             retry and forget (127.0.0.1:8080 by default; another address needs --token)",
+             retry and forget (127.0.0.1:8080 by default, read-only unless --token is given; \
+             another address needs a token)",
         )
         .arg(
             clap::Arg::new("bind")
@@ -39,9 +40,21 @@ fn serve_command() -> clap::Command {
                 .env("RUNALL_DASHBOARD_TOKEN")
                 .hide_env_values(true)
                 .help(
-                    "Token every request needs: `Authorization: Bearer TOKEN`, or open the \
-                     dashboard once as `/?token=TOKEN` (a cookie keeps it). Required to bind \
-                     an address beyond the loopback interface",
+                    "Token that opens full access (pages and actions): `Authorization: \
+                     Bearer TOKEN`, or open the dashboard once as `/?token=TOKEN` (a cookie \
+                     keeps it). Without any token the dashboard is read-only and binds only \
+                     a loopback address",
+                ),
+        )
+        .arg(
+            clap::Arg::new("read-only-token")
+                .long("read-only-token")
+                .value_name("TOKEN")
+                .env("RUNALL_DASHBOARD_READ_ONLY_TOKEN")
+                .hide_env_values(true)
+                .help(
+                    "Token that opens read-only access: every page, no button, every action \
+                     refused",
                 ),
         )
 }
@@ -55,6 +68,7 @@ fn main() -> ExitCode {
                 options.bind = *bind;
             }
             options.token = args.get_one::<String>("token").cloned();
+            options.read_only_token = args.get_one::<String>("read-only-token").cloned();
             queue_dashboard::serve(queue, options).await?;
             Ok(ExitCode::SUCCESS)
         })

@@ -23,11 +23,23 @@ pub enum Error {
     /// A state-changing request from another site (the same-origin check).
     #[error("cross-origin request refused")]
     CrossOrigin,
+    /// An action asked with read-only access ([`Access::ReadOnly`](crate::Access)).
+    #[error(
+        "this dashboard is read-only for you: actions need full access (`runall serve --token`, \
+         or the application's own authentication)"
+    )]
+    ReadOnly,
+    /// A form posted without the page's CSRF token, or with a stale one.
+    #[error(
+        "the form's CSRF token is missing or does not match this browser's session: reload the \
+         page and try again"
+    )]
+    Csrf,
     /// `runall serve` was asked to listen beyond the loopback interface with no token.
     #[error(
         "refusing to serve the dashboard on {addr} without a token: anyone who can reach it \
-         could pause queues and cancel jobs; pass --token TOKEN (or RUNALL_DASHBOARD_TOKEN), \
-         or bind 127.0.0.1"
+         could pause queues and cancel jobs; pass --token TOKEN (or RUNALL_DASHBOARD_TOKEN) or \
+         --read-only-token TOKEN, or bind 127.0.0.1"
     )]
     OpenToTheNetwork {
         /// The address asked for.
@@ -54,7 +66,7 @@ impl Error {
         match self {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Refused(_) => StatusCode::CONFLICT,
-            Error::CrossOrigin => StatusCode::FORBIDDEN,
+            Error::CrossOrigin | Error::ReadOnly | Error::Csrf => StatusCode::FORBIDDEN,
             Error::Queue(queue_core::Error::NotFound { .. }) => StatusCode::NOT_FOUND,
             Error::Queue(queue_core::Error::NotSupported { .. }) => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

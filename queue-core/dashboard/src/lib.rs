@@ -23,11 +23,13 @@
 //! The overview is the mount path itself, `/admin/jobs` (axum's `nest` does not route
 //! `/admin/jobs/`; mounted with `nest_service`, both are the overview).
 //!
-//! # Authentication
+//! # Authentication and access
 //!
-//! The router has none of its own: anyone who reaches it can pause queues, cancel jobs and
-//! retry or delete failed jobs. Put the application's own authentication in front of it,
-//! as any tower layer:
+//! The router has no authentication of its own: put the application's in front of it, as
+//! any tower layer. [`router`] gives full access to every request the layer lets through;
+//! [`router_with`]`(queue, Access::ReadOnly)` shows every page and refuses every action.
+//! Either way the layer may decide per request by putting an [`Access`] in its extensions
+//! (a support role that sees everything and presses nothing, see [`Access`]).
 //!
 //! ```no_run
 //! use axum::extract::Request;
@@ -49,14 +51,21 @@
 //! # }
 //! ```
 //!
-//! `runall serve` (see [`serve`]) binds 127.0.0.1:8080 by default and refuses an address
-//! beyond the loopback interface unless a token is given ([`require_token`]).
+//! `runall serve` (see [`serve`] and [`ServeOptions`]) is secure by default: without a
+//! token it is read-only and binds only a loopback address (127.0.0.1:8080 by default);
+//! `--token` opens full access and `--read-only-token` read-only access ([`require_tokens`]).
 //!
-//! Whatever the authentication, state-changing requests pass a same-origin check: a POST
-//! that a browser marks as coming from another site (`Sec-Fetch-Site`, else `Origin`
-//! against `Host`) is refused with 403, so another site cannot make a signed-in browser
-//! press the buttons. The pages send a strict `Content-Security-Policy` (no inline script
-//! or style).
+//! Whatever the authentication, a state-changing request passes two checks:
+//! - **Same origin**: a POST that a browser marks as coming from another site
+//!   (`Sec-Fetch-Site`, else `Origin` against `Host`) is refused with 403.
+//! - **CSRF token**: every page sets a session cookie (HttpOnly, SameSite=Strict) on first
+//!   sight, and every form carries that session's token (an HMAC of the session under a key
+//!   the router makes at random when it is built); a POST without it, or with another
+//!   session's, is refused with 403. A request authenticated by an `Authorization: Bearer`
+//!   header, which a browser never sends by itself, needs no form token (scripts, curl).
+//!
+//! Pages for read-only access show no button and no token, and say "read-only". The pages
+//! send a strict `Content-Security-Policy` (no inline script or style).
 //!
 //! # Pages
 //!
@@ -104,7 +113,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use queue_core::Queue;
 
-pub use auth::require_token;
+pub use auth::{require_token, require_tokens, Access, Tokens};
 pub use error::{Error, Result};
 
 /// What every handler of one router shares.
@@ -114,9 +123,18 @@ struct Dashboard {
     live: Arc<live::Live>,
 }
 
-/// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)).
-/// It has no authentication of its own: add the application's as a layer.
+/// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)),
+/// with full access for every request that does not say otherwise (an [`Access`] in its
+/// extensions). It has no authentication of its own: add the application's as a layer.
 pub fn router(queue: Queue) -> Router {
+    router_with(queue, Access::Full)
+}
+
+/// [`router`] with `default` access for every request that does not say otherwise:
+/// `router_with(queue, Access::ReadOnly)` shows every page and refuses every action, unless
+/// the application's layer grants [`Access::Full`] to a request.
+pub fn router_with(queue: Queue, default: Access) -> Router {
+    let guard = Arc::new(auth::Guard::new(default));
     let state = Dashboard {
         queue,
         live: Arc::new(live::Live::new()),
@@ -139,6 +157,7 @@ pub fn router(queue: Queue) -> Router {
         .route("/failed/{id}/retry", post(pages::retry))
         .route("/failed/{id}/forget", post(pages::forget))
         .fallback(pages::not_found)
+        .layer(middleware::from_fn_with_state(guard, auth::guard))
         .layer(middleware::from_fn(auth::same_origin))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
@@ -177,9 +196,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
 pub struct ServeOptions {
     /// The address to listen on (127.0.0.1:8080 by default).
     pub bind: SocketAddr,
-    /// The token every request needs ([`require_token`]); required for an address beyond
-    /// the loopback interface.
+    /// The token that opens full access ([`require_tokens`]).
     pub token: Option<String>,
+    /// The token that opens read-only access: every page, no action.
+    pub read_only_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -187,21 +207,28 @@ impl Default for ServeOptions {
         ServeOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            read_only_token: None,
         }
     }
 }
 
 impl ServeOptions {
-    /// The router these options serve: [`router`], behind [`require_token`] when a token
-    /// is set. Refuses a non-loopback address without a token, and an empty token.
+    /// The router these options serve. Secure by default: with no token it is read-only
+    /// (every action refused, no buttons) and only on a loopback address; with tokens,
+    /// [`router`] behind [`require_tokens`], each token opening its [`Access`]. Refuses a
+    /// non-loopback address without a token, and an empty token.
     pub fn app(&self, queue: Queue) -> Result<Router> {
-        match &self.token {
-            Some(token) => require_token(router(queue), token),
-            None if !self.bind.ip().is_loopback() => {
-                Err(Error::OpenToTheNetwork { addr: self.bind })
-            }
-            None => Ok(router(queue)),
+        let tokens = Tokens {
+            full: self.token.clone(),
+            read_only: self.read_only_token.clone(),
+        };
+        if tokens.full.is_some() || tokens.read_only.is_some() {
+            return require_tokens(router(queue), &tokens);
         }
+        if !self.bind.ip().is_loopback() {
+            return Err(Error::OpenToTheNetwork { addr: self.bind });
+        }
+        Ok(router_with(queue, Access::ReadOnly))
     }
 }
 
@@ -217,9 +244,12 @@ pub async fn serve(queue: Queue, options: ServeOptions) -> Result<()> {
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
-    match options.token {
-        Some(_) => println!("dashboard on http://{addr}/?token=... (the token opens it once)"),
-        None => println!("dashboard on http://{addr}/"),
+    if options.token.is_some() || options.read_only_token.is_some() {
+        println!("dashboard on http://{addr}/?token=... (the token opens it once)");
+    } else {
+        println!(
+            "dashboard on http://{addr}/ (read-only: give --token to pause, cancel and retry)"
+        );
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(stopped())

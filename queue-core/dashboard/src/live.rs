@@ -16,8 +16,13 @@ use maud::{html, Markup};
 use queue_core::{Error as QueueError, Queue, QueueSize, StorageExt};
 use tokio::sync::broadcast;
 
+use crate::auth::{Viewer, CSRF_FIELD};
 use crate::view::{enc, time, unsupported};
 use crate::Dashboard;
+
+/// Stands for the CSRF token in the shared rendering of the overview's table: each listener
+/// gets the table with its own session's token in place of it.
+pub(crate) const CSRF_MARK: &str = "__runall_csrf__";
 
 /// How often the collector reads the store while someone listens.
 pub(crate) const EVERY: Duration = Duration::from_secs(1);
@@ -78,16 +83,17 @@ pub(crate) async fn collect(queue: &Queue) -> Result<Snapshot, QueueError> {
     })
 }
 
-/// The overview's live part: the queues table and the failed count. Links are relative to
+/// The overview's live part: the queues table and the failed count, with pause and resume
+/// buttons if `actions` (their forms' CSRF token is [`CSRF_MARK`]). Links are relative to
 /// the mount point, which is where the overview is.
-pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>) -> Markup {
+pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>, actions: bool) -> Markup {
     let s = match snapshot {
         Ok(s) => s,
         Err(e) => {
             return html! { p.error { "The store could not be read: " (e.to_string()) } };
         }
     };
-    let can_pause = s.paused.is_ok();
+    let can_pause = actions && s.paused.is_ok();
     html! {
         p.asof { "As of " (time(s.as_of)) }
         @match &s.queues {
@@ -107,7 +113,7 @@ pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>) -> Markup {
                                 td.n.delayed { (size.delayed) }
                                 td.n.running { (size.reserved) }
                                 td.state { @if paused { strong.paused { "paused" } } @else { "running" } }
-                                @if can_pause { td { (pause_form(name, paused, "", "overview")) } }
+                                @if can_pause { td { (pause_form(name, paused, "", "overview", CSRF_MARK)) } }
                             }
                         }
                     }
@@ -125,7 +131,7 @@ pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>) -> Markup {
 
 /// The pause or resume button of a queue. `path` leads from the page to `queues/`;
 /// `back` says where the action returns (`overview` or `queue`).
-pub(crate) fn pause_form(name: &str, paused: bool, path: &str, back: &str) -> Markup {
+pub(crate) fn pause_form(name: &str, paused: bool, path: &str, back: &str, csrf: &str) -> Markup {
     let (action, label) = if paused {
         ("resume", "Resume")
     } else {
@@ -134,6 +140,7 @@ pub(crate) fn pause_form(name: &str, paused: bool, path: &str, back: &str) -> Ma
     html! {
         form.inline method="post" action={ (path) "queues/" (enc(name)) "/" (action) } {
             input type="hidden" name="back" value=(back);
+            input type="hidden" name=(CSRF_FIELD) value=(csrf);
             button type="submit" class=(action) { (label) }
         }
     }
@@ -159,7 +166,10 @@ struct CollectorState {
 pub(crate) struct Update {
     /// The number of the read that made it.
     pub(crate) id: u64,
+    /// With the buttons, their token [`CSRF_MARK`].
     pub(crate) html: String,
+    /// Without the buttons, for read-only access.
+    pub(crate) read_only: String,
     /// The snapshot's numbers, for a page load that comes within a second of a read.
     snapshot_ok: bool,
 }
@@ -177,12 +187,12 @@ impl Live {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The last rendered table if it is less than a second old (a page load then reads
-    /// nothing).
-    pub(crate) fn fresh(&self) -> Option<String> {
+    /// The last rendered table for `viewer` if it is less than a second old (a page load
+    /// then reads nothing).
+    pub(crate) fn fresh(&self, viewer: &Viewer) -> Option<String> {
         let state = self.lock();
         let (at, update) = state.latest.as_ref()?;
-        (at.elapsed() < EVERY && update.snapshot_ok).then(|| update.html.clone())
+        (at.elapsed() < EVERY && update.snapshot_ok).then(|| update.for_viewer(viewer))
     }
 
     /// A new listener: its receiver and the last update (if any), the collector started if
@@ -222,7 +232,8 @@ async fn collector(live: Arc<Live>, queue: Queue) {
         let snapshot = collect(&queue).await;
         let update = Arc::new(Update {
             id,
-            html: fragment(&snapshot).into_string(),
+            html: fragment(&snapshot, true).into_string(),
+            read_only: fragment(&snapshot, false).into_string(),
             snapshot_ok: snapshot.is_ok(),
         });
         live.lock().latest = Some((Instant::now(), update.clone()));
@@ -231,13 +242,16 @@ async fn collector(live: Arc<Live>, queue: Queue) {
 }
 
 /// `GET events`: the overview's table, again after every read, as `overview` events.
-pub(crate) async fn events(State(dash): State<Dashboard>) -> impl IntoResponse {
+pub(crate) async fn events(State(dash): State<Dashboard>, viewer: Viewer) -> impl IntoResponse {
     let (rx, latest) = dash.live.subscribe(&dash.queue);
-    let first = stream::iter(latest.map(|u| Ok(event(&u))));
-    let updates = stream::unfold(rx, |mut rx| async move {
+    let first = stream::iter(latest.map(|u| Ok(event(&u, &viewer))));
+    let updates = stream::unfold((rx, viewer), |(mut rx, viewer)| async move {
         loop {
             match rx.recv().await {
-                Ok(update) => return Some((Ok::<_, Infallible>(event(&update)), rx)),
+                Ok(update) => {
+                    let event = event(&update, &viewer);
+                    return Some((Ok::<_, Infallible>(event), (rx, viewer)));
+                }
                 // A slow listener skips to the newest update.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -256,10 +270,21 @@ pub(crate) async fn events(State(dash): State<Dashboard>) -> impl IntoResponse {
     )
 }
 
-fn event(update: &Update) -> Event {
+fn event(update: &Update, viewer: &Viewer) -> Event {
     Event::default()
         .event("overview")
         .id(update.id.to_string())
         .retry(Duration::from_secs(3))
-        .data(&update.html)
+        .data(update.for_viewer(viewer))
+}
+
+impl Update {
+    /// The table as `viewer` sees it: with buttons carrying its token, or without.
+    fn for_viewer(&self, viewer: &Viewer) -> String {
+        if viewer.can_act() {
+            self.html.replace(CSRF_MARK, viewer.csrf())
+        } else {
+            self.read_only.clone()
+        }
+    }
 }

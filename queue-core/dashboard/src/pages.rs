@@ -11,7 +11,8 @@ use queue_core::storage::{JobState as ListState, PageRequest};
 use queue_core::{CancelOutcome, Error as QueueError, JobId, JobState, Pushed, StorageExt};
 use serde::Deserialize;
 
-use crate::live::{self, pause_form};
+use crate::auth::{Viewer, CSRF_FIELD};
+use crate::live::{self, pause_form, CSRF_MARK};
 use crate::view::{enc, layout, notice, one_line, time, unsupported, Place};
 use crate::{Dashboard, Error, Result};
 
@@ -39,11 +40,16 @@ pub(crate) struct NoticeQuery {
 pub(crate) async fn overview(
     State(dash): State<Dashboard>,
     place: Place,
+    viewer: Viewer,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
-    let table = match dash.live.fresh() {
+    let table = match dash.live.fresh(&viewer) {
         Some(html) => PreEscaped(html),
-        None => live::fragment(&Ok(live::collect(&dash.queue).await?)),
+        None => {
+            let snapshot = Ok(live::collect(&dash.queue).await?);
+            let html = live::fragment(&snapshot, viewer.can_act()).into_string();
+            PreEscaped(html.replace(CSRF_MARK, viewer.csrf()))
+        }
     };
     let body = html! {
         h1 { "Queues" }
@@ -53,7 +59,7 @@ pub(crate) async fn overview(
         }
         section #live data-events="events" { (table) }
     };
-    Ok(layout(&place, true, "Queues", driver(&dash), body).into_response())
+    Ok(layout(&place, &viewer, true, "Queues", driver(&dash), body).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +94,7 @@ fn state_word(state: ListState) -> &'static str {
 pub(crate) async fn queue(
     State(dash): State<Dashboard>,
     place: Place,
+    viewer: Viewer,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response> {
@@ -132,7 +139,7 @@ pub(crate) async fn queue(
                 p.state {
                     @if p { strong.paused { "paused" } " — workers take none of its jobs. " }
                     @else { "running " }
-                    (pause_form(&name, p, "../", "queue"))
+                    @if viewer.can_act() { (pause_form(&name, p, "../", "queue", viewer.csrf())) }
                 }
             }
             Err(e) => { (unsupported(&e)) }
@@ -184,7 +191,15 @@ pub(crate) async fn queue(
             }
         }
     };
-    Ok(layout(&place, false, &format!("Queue {name}"), driver(&dash), body).into_response())
+    Ok(layout(
+        &place,
+        &viewer,
+        false,
+        &format!("Queue {name}"),
+        driver(&dash),
+        body,
+    )
+    .into_response())
 }
 
 fn page_after(q: &ListQuery) -> bool {
@@ -258,6 +273,7 @@ pub(crate) async fn find_job(place: Place, Query(q): Query<FindQuery>) -> Respon
 pub(crate) async fn job(
     State(dash): State<Dashboard>,
     place: Place,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
@@ -298,13 +314,22 @@ pub(crate) async fn job(
             h2 { "Output" }
             pre.output { (serde_json::to_string_pretty(output).unwrap_or_else(|_| output.to_string())) }
         }
-        @if !status.state.is_finished() {
+        @if !status.state.is_finished() && viewer.can_act() {
             form method="post" action={ (enc(&id)) "/cancel" } {
+                (csrf_input(&viewer))
                 button.cancel type="submit" { "Cancel job" }
             }
         }
     };
-    Ok(layout(&place, false, &format!("Job {id}"), driver(&dash), body).into_response())
+    Ok(layout(
+        &place,
+        &viewer,
+        false,
+        &format!("Job {id}"),
+        driver(&dash),
+        body,
+    )
+    .into_response())
 }
 
 /// `POST jobs/{id}/cancel`.
@@ -335,6 +360,7 @@ pub(crate) struct FailedQuery {
 pub(crate) async fn failed(
     State(dash): State<Dashboard>,
     place: Place,
+    viewer: Viewer,
     Query(q): Query<FailedQuery>,
 ) -> Result<Response> {
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_LIMIT);
@@ -364,7 +390,7 @@ pub(crate) async fn failed(
                     table.failed {
                         thead { tr {
                             th { "Id" } th { "Name" } th { "Queue" } th.n { "Attempts" }
-                            th { "Failed" } th { "Error" } th { "Action" }
+                            th { "Failed" } th { "Error" } @if viewer.can_act() { th { "Action" } }
                         } }
                         tbody {
                             @for job in &page.items {
@@ -375,7 +401,7 @@ pub(crate) async fn failed(
                                     td.n { (job.attempts) }
                                     td { (time(job.failed_at)) }
                                     td.error { (one_line(&job.error, 120)) }
-                                    td { (failed_actions(&format!("failed/{}/", enc(&job.id)))) }
+                                    @if viewer.can_act() { td { (failed_actions(&format!("failed/{}/", enc(&job.id)), &viewer)) } }
                                 }
                             }
                         }
@@ -391,15 +417,20 @@ pub(crate) async fn failed(
             Err(e) => { (unsupported(e)) }
         }
     };
-    Ok(layout(&place, false, "Failed jobs", driver(&dash), body).into_response())
+    Ok(layout(&place, &viewer, false, "Failed jobs", driver(&dash), body).into_response())
+}
+
+/// The hidden field that carries the viewer's CSRF token in a form.
+pub(crate) fn csrf_input(viewer: &Viewer) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(viewer.csrf()); }
 }
 
 /// Retry and forget buttons; `path` leads from the page to `failed/{id}/`.
-fn failed_actions(path: &str) -> Markup {
+fn failed_actions(path: &str, viewer: &Viewer) -> Markup {
     html! {
-        form.inline method="post" action={ (path) "retry" } { button.retry type="submit" { "Retry" } }
+        form.inline method="post" action={ (path) "retry" } { (csrf_input(viewer)) button.retry type="submit" { "Retry" } }
         " "
-        form.inline method="post" action={ (path) "forget" } { button.forget type="submit" { "Forget" } }
+        form.inline method="post" action={ (path) "forget" } { (csrf_input(viewer)) button.forget type="submit" { "Forget" } }
     }
 }
 
@@ -407,6 +438,7 @@ fn failed_actions(path: &str) -> Markup {
 pub(crate) async fn failed_job(
     State(dash): State<Dashboard>,
     place: Place,
+    viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let store = dash.queue.storage().failed_store()?;
@@ -432,15 +464,17 @@ pub(crate) async fn failed_job(
         pre.error { (job.error) }
         h2 { "Payload" }
         pre.payload { (payload) }
-        @if batch.is_some() {
+        @if !viewer.can_act() {
+        } @else if batch.is_some() {
             p.unsupported { "This job is a member of a batch: retry it with `runall failed retry " (id) "`, which counts it pending in its batch again (the dashboard does not yet)." }
-            form.inline method="post" action={ (enc(&id)) "/forget" } { button.forget type="submit" { "Forget" } }
+            form.inline method="post" action={ (enc(&id)) "/forget" } { (csrf_input(&viewer)) button.forget type="submit" { "Forget" } }
         } @else {
-            (failed_actions(&format!("{}/", enc(&id))))
+            (failed_actions(&format!("{}/", enc(&id)), &viewer))
         }
     };
     Ok(layout(
         &place,
+        &viewer,
         false,
         &format!("Failed job {id}"),
         driver(&dash),

@@ -7,6 +7,8 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use maud::{html, Markup, DOCTYPE};
 
+use crate::auth::Viewer;
+
 /// Where a request is under the mount point, for relative links that work under any prefix
 /// and however it is mounted (`Router::nest` serves the overview at `/admin/jobs` only,
 /// `nest_service` at `/admin/jobs/` too).
@@ -80,8 +82,16 @@ pub(crate) fn enc(text: &str) -> String {
 /// A page: every link and asset is relative to the page's URL (see [`Place`]), so that it
 /// works under any prefix. With `base`, the page says so (`<base href>`), and its own links
 /// are written relative to the mount directory: what the overview does, whose live table is
-/// one rendering for every listener.
-pub(crate) fn layout(place: &Place, base: bool, title: &str, driver: &str, body: Markup) -> Markup {
+/// one rendering for every listener. A viewer with full access finds its CSRF token in the
+/// `csrf-token` meta tag (besides every form); a read-only one sees "read-only".
+pub(crate) fn layout(
+    place: &Place,
+    viewer: &Viewer,
+    base: bool,
+    title: &str,
+    driver: &str,
+    body: Markup,
+) -> Markup {
     let (root, home) = if base {
         // Relative to the base, the mount directory.
         let home = if place.root == "./" {
@@ -101,6 +111,7 @@ pub(crate) fn layout(place: &Place, base: bool, title: &str, driver: &str, body:
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 @if base { base href=(place.root); }
+                @if viewer.can_act() { meta name="csrf-token" content=(viewer.csrf()); }
                 title { (title) " · runall" }
                 link rel="stylesheet" href={ (root) "assets/dashboard.css" };
                 script src={ (root) "assets/dashboard.js" } defer {}
@@ -116,7 +127,10 @@ pub(crate) fn layout(place: &Place, base: bool, title: &str, driver: &str, body:
                             button type="submit" { "Show" }
                         }
                     }
-                    span.driver { "store: " (driver) }
+                    span.driver {
+                        "store: " (driver)
+                        @if !viewer.can_act() { " · " strong.read-only { "read-only" } }
+                    }
                 }
                 main { (body) }
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use fantoccini::{Client, ClientBuilder, Locator};
-use queue_core::{JobState, Queue};
+use queue_core::{JobState, Queue, StorageExt};
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -82,7 +82,12 @@ async fn browser(chromium: &std::path::Path, chromedriver: &std::path::Path) -> 
 
 /// Serves `queue`'s dashboard under `/admin/jobs` on a free port.
 async fn serve(queue: Queue) -> SocketAddr {
-    let app = Router::new().nest("/admin/jobs", queue_dashboard::router(queue));
+    let app = Router::new()
+        .nest("/admin/jobs", queue_dashboard::router(queue.clone()))
+        .nest(
+            "/support/jobs",
+            queue_dashboard::router_with(queue, queue_dashboard::Access::ReadOnly),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a port");
@@ -253,4 +258,70 @@ async fn checks(client: &Client, queue: &Queue, addr: SocketAddr) {
     })
     .await;
     assert!(queue.paused().await.expect("paused").is_empty());
+
+    // A form whose CSRF token was taken out is refused, and nothing changes.
+    client
+        .execute(
+            "document.querySelectorAll('input[name=csrf]').forEach(function (i) { i.remove(); })",
+            vec![],
+        )
+        .await
+        .expect("the tokens removed");
+    click(client, "button.pause").await;
+    wait_text(client, "p.error", Duration::from_secs(10), |t| {
+        t.contains("CSRF token")
+    })
+    .await;
+    assert!(queue.paused().await.expect("paused").is_empty());
+
+    // Retry from the failed page: the job is back on its queue.
+    common::failed(queue, "mail", 5).await;
+    client
+        .goto(&format!("{base}/failed"))
+        .await
+        .expect("the failed page loads");
+    click(client, "button.retry").await;
+    wait_text(client, "p.notice", Duration::from_secs(10), |t| {
+        t.starts_with("The failed job is back on its queue")
+    })
+    .await;
+    let store = queue.storage().failed_store().expect("a failed store");
+    assert_eq!(store.count().await.expect("count"), 0);
+
+    // A read-only mount: the same numbers, live, and no button anywhere.
+    client
+        .goto(&format!("http://{addr}/support/jobs"))
+        .await
+        .expect("the read-only overview loads");
+    wait_text(client, "#live-status", Duration::from_secs(10), |t| {
+        t.starts_with("Live:")
+    })
+    .await;
+    wait_text(
+        client,
+        "header strong.read-only",
+        Duration::from_secs(5),
+        |t| t == "read-only",
+    )
+    .await;
+    wait_text(client, waiting_cell(), Duration::from_secs(10), |t| {
+        !t.is_empty()
+    })
+    .await;
+    let buttons = client
+        .execute(
+            "return document.querySelectorAll('main button').length",
+            vec![],
+        )
+        .await
+        .expect("a count");
+    assert_eq!(
+        buttons,
+        serde_json::json!(0),
+        "a read-only page has no button"
+    );
+}
+
+fn waiting_cell() -> &'static str {
+    "tr[data-queue=\"mail\"] td.waiting"
 }

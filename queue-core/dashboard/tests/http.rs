@@ -8,7 +8,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
-use common::{cell, dispatch, dispatch_later, enc, failed, get, post, reserve, send, urls};
+use common::{
+    cell, csrf_of, dispatch, dispatch_later, enc, failed, get, post, post_as, reserve, send,
+    session, urls,
+};
 use futures::StreamExt;
 use queue_core::{JobState, StorageExt};
 
@@ -306,12 +309,14 @@ async fn cross_site_posts_are_refused() {
     assert!(queue.paused().await.expect("paused").is_empty());
     let status = queue.job(&id).await.expect("status").expect("known");
     assert_eq!(status.state, JobState::Pending);
-    // A same-origin browser, and a client that is no browser at all (no such headers).
+    // A same-origin browser, and a client that is no browser at all (no such headers, a
+    // bearer token rather than a cookie, so no CSRF token either).
     assert_eq!(
         post(&app, "/queues/mail/pause", "").await.status,
         StatusCode::SEE_OTHER
     );
     let plain = Request::post("/queues/mail/resume")
+        .header("authorization", "Bearer anything")
         .body(Body::empty())
         .expect("a request");
     assert_eq!(send(&app, plain).await.status, StatusCode::SEE_OTHER);
@@ -321,6 +326,164 @@ async fn cross_site_posts_are_refused() {
         .body(Body::empty())
         .expect("a request");
     assert_eq!(send(&app, cross_get).await.status, StatusCode::OK);
+}
+
+/// Every action needs the CSRF token of the browser's session: none, a wrong one, another
+/// session's, or one without its session cookie are refused with 403 and change nothing.
+#[tokio::test]
+async fn actions_need_the_sessions_csrf_token() {
+    let (queue, _dir) = common::sqlite().await;
+    dispatch(&queue, "mail", 1).await;
+    let app = queue_dashboard::router(queue.clone());
+    let (cookie, csrf) = session(&app, "/").await;
+    let (other_cookie, other_csrf) = session(&app, "/").await;
+    assert_eq!(csrf.len(), 64, "{csrf}");
+    assert_ne!(csrf, other_csrf, "each session has its own token");
+    let page = get(&app, "/").await;
+    assert!(
+        page.body.contains("name=\"csrf\" value=\""),
+        "the pause form carries a token: {}",
+        page.body
+    );
+    for (form, cookie) in [
+        ("back=overview".to_owned(), Some(cookie.as_str())),
+        ("back=overview&csrf=0000".to_owned(), Some(cookie.as_str())),
+        (format!("csrf={other_csrf}"), Some(cookie.as_str())),
+        (format!("csrf={csrf}"), Some(other_cookie.as_str())),
+        (format!("csrf={csrf}"), None),
+    ] {
+        let reply = post_as(&app, "/queues/mail/pause", &form, cookie).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{form} {cookie:?}");
+        assert!(reply.body.contains("CSRF"), "{}", reply.body);
+    }
+    assert!(queue.paused().await.expect("paused").is_empty());
+    let done = post_as(
+        &app,
+        "/queues/mail/pause",
+        &format!("back=overview&csrf={csrf}"),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(queue.paused().await.expect("paused"), ["mail"]);
+    // The live table gives each listener its own session's token.
+    let events = Request::get("/events")
+        .header("cookie", &cookie)
+        .body(Body::empty())
+        .expect("a request");
+    let response = tower::ServiceExt::oneshot(app.clone(), events)
+        .await
+        .expect("the router answers");
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    while !text.contains("</form>") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream stays open")
+            .expect("a chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains(&format!("value=\"{csrf}\"")), "{text}");
+    assert!(!text.contains("__runall_csrf__"), "{text}");
+}
+
+/// Read-only access: every page, no button, no token in the page, every action refused;
+/// what `runall serve` gives without a token, a read-only token, or an application's layer.
+#[tokio::test]
+async fn read_only_access_shows_pages_and_refuses_actions() {
+    let (queue, _dir) = common::sqlite().await;
+    failed(&queue, "mail", 9).await;
+    let id = dispatch(&queue, "mail", 1).await;
+    let store = queue.storage().failed_store().expect("a failed store");
+    let failed_id = store
+        .list(queue_core::storage::PageRequest {
+            after: None,
+            limit: 1,
+        })
+        .await
+        .expect("list")
+        .items
+        .pop()
+        .expect("one failed job")
+        .id;
+    let serve = queue_dashboard::ServeOptions::default()
+        .app(queue.clone())
+        .expect("loopback without a token");
+    let tokens = queue_dashboard::Tokens {
+        full: Some("full".into()),
+        read_only: Some("look".into()),
+    };
+    let tokened = queue_dashboard::require_tokens(queue_dashboard::router(queue.clone()), &tokens)
+        .expect("tokens");
+    let layered = queue_dashboard::router(queue.clone()).layer(axum::middleware::from_fn(
+        |mut request: axum::extract::Request, next: axum::middleware::Next| async move {
+            request
+                .extensions_mut()
+                .insert(queue_dashboard::Access::ReadOnly);
+            next.run(request).await
+        },
+    ));
+    let as_look = |method: &str, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", "Bearer look")
+            .body(Body::empty())
+            .expect("a request")
+    };
+    for (name, app, bearer) in [
+        ("serve without a token", serve, false),
+        ("read-only token", tokened.clone(), true),
+        ("application layer", layered, false),
+    ] {
+        let pages = [
+            "/".to_owned(),
+            "/queues/mail".to_owned(),
+            format!("/jobs/{}", enc(&id.0)),
+            "/failed".to_owned(),
+            format!("/failed/{}", enc(&failed_id)),
+        ];
+        for page in &pages {
+            let reply = if bearer {
+                send(&app, as_look("GET", page)).await
+            } else {
+                get(&app, page).await
+            };
+            assert_eq!(reply.status, StatusCode::OK, "{name} {page}");
+            assert!(
+                !reply.body.contains("method=\"post\""),
+                "{name} {page}: {}",
+                reply.body
+            );
+            assert!(csrf_of(&reply.body).is_none(), "{name} {page}");
+            assert!(reply.body.contains("read-only"), "{name} {page}");
+        }
+        for action in [
+            "/queues/mail/pause".to_owned(),
+            format!("/jobs/{}/cancel", enc(&id.0)),
+            format!("/failed/{}/forget", enc(&failed_id)),
+        ] {
+            let reply = if bearer {
+                send(&app, as_look("POST", &action)).await
+            } else {
+                post(&app, &action, "").await
+            };
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{name} {action}");
+            assert!(reply.body.contains("read-only"), "{}", reply.body);
+        }
+    }
+    assert!(queue.paused().await.expect("paused").is_empty());
+    let status = queue.job(&id).await.expect("status").expect("known");
+    assert_eq!(status.state, JobState::Pending);
+    assert!(store.get(&failed_id).await.expect("get").is_some());
+    // The full token of the same router acts.
+    let full = Request::post("/queues/mail/pause")
+        .header("authorization", "Bearer full")
+        .body(Body::empty())
+        .expect("a request");
+    assert_eq!(send(&tokened, full).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(queue.paused().await.expect("paused"), ["mail"]);
 }
 
 #[tokio::test]
@@ -602,7 +765,7 @@ async fn a_token_guards_every_page() {
     // `runall serve`'s rule: beyond the loopback interface only with a token.
     let open = queue_dashboard::ServeOptions {
         bind: "0.0.0.0:8080".parse().expect("an address"),
-        token: None,
+        ..Default::default()
     };
     let refused = open.app(queue.clone()).expect_err("refused");
     assert!(refused.to_string().contains("without a token"), "{refused}");

@@ -100,16 +100,66 @@ pub(crate) async fn get(app: &Router, uri: &str) -> Reply {
     .await
 }
 
-/// A form POST as a browser sends it from the same origin.
+/// A browser's session: its cookie (`name=value`) and the CSRF token of its pages, as a
+/// first load of `page` gives them.
+pub(crate) async fn session(app: &Router, page: &str) -> (String, String) {
+    let reply = get(app, page).await;
+    let cookie = reply
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("runall_dashboard_session="))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("{page}: no session cookie: {:?}", reply.headers))
+        .to_owned();
+    (cookie, csrf_of(&reply.body).unwrap_or_default())
+}
+
+/// The CSRF token a page gives a viewer with full access.
+pub(crate) fn csrf_of(html: &str) -> Option<String> {
+    let marker = "name=\"csrf-token\" content=\"";
+    let rest = &html[html.find(marker)? + marker.len()..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
+/// The mount point of a URL of the tests: `/admin/jobs` under the prefix, else `/`.
+fn home_of(uri: &str) -> &'static str {
+    if uri.starts_with("/admin/jobs") {
+        "/admin/jobs"
+    } else {
+        "/"
+    }
+}
+
+/// A form POST as a browser sends it from the same origin, from a page it loaded first
+/// (the session cookie, and the CSRF token in the form).
 pub(crate) async fn post(app: &Router, uri: &str, form: &str) -> Reply {
-    let request = Request::post(uri)
+    let (cookie, csrf) = session(app, home_of(uri)).await;
+    let form = match form {
+        "" => format!("csrf={csrf}"),
+        form => format!("{form}&csrf={csrf}"),
+    };
+    post_as(app, uri, &form, Some(&cookie)).await
+}
+
+/// A form POST from the same origin with exactly this form and cookie.
+pub(crate) async fn post_as(app: &Router, uri: &str, form: &str, cookie: Option<&str>) -> Reply {
+    let mut request = Request::post(uri)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("sec-fetch-site", "same-origin")
         .header("origin", "http://dash.test")
-        .header("host", "dash.test")
-        .body(Body::from(form.to_owned()))
-        .expect("a request");
-    send(app, request).await
+        .header("host", "dash.test");
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    send(
+        app,
+        request
+            .body(Body::from(form.to_owned()))
+            .expect("a request"),
+    )
+    .await
 }
 
 /// `text` as one path segment, as the dashboard writes it (Redis ids hold a `/`).
