@@ -405,6 +405,28 @@ impl Queue {
         crate::status::cancel(self.storage().as_ref(), id).await
     }
 
+    /// Puts the failed job `id` back on its queue, as `runall failed retry ID` does: a batch
+    /// member is counted pending in its batch again, and the batch's callbacks wait for it
+    /// (see [`Batch::retry`](crate::Batch::retry)); any other job is pushed again as
+    /// [`FailedStore::retry`](storage::FailedStore::retry) does. `None` when the failed store
+    /// holds no job `id`; [`Pushed::Duplicate`] when another job holds its unique key (the
+    /// failed job stays).
+    pub async fn retry_failed(&self, id: &str) -> Result<Option<Pushed>> {
+        let store = storage::StorageExt::failed_store(self.storage().as_ref())?;
+        let Some(job) = store.get(id).await? else {
+            return Ok(None);
+        };
+        match crate::batch::member_of(&job) {
+            Some(batch) => Ok(
+                crate::batch::retry_members(&self.dispatcher, &batch, vec![job])
+                    .await?
+                    .pop()
+                    .flatten(),
+            ),
+            None => store.retry(id).await,
+        }
+    }
+
     /// The job events of this queue from now on: its dispatches and what its workers do
     /// (see [`JobEvent`](crate::JobEvent)). A listener that falls far behind loses the
     /// oldest events; it never slows a worker.

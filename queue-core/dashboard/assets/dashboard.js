@@ -82,3 +82,45 @@
     open();
   }
 }());
+
+// Pages with a part that changes while one looks (a batch that has not finished): the
+// element with `data-refresh` (seconds) is fetched again from the page's own URL and
+// swapped in place, while the tab is visible and until the new copy has no
+// `data-refresh` (the batch has finished). Without JavaScript, a reload does the same.
+(function () {
+  "use strict";
+
+  function schedule() {
+    var part = document.querySelector("[data-refresh]");
+    if (!part || !window.fetch || !window.DOMParser) {
+      return;
+    }
+    var every = parseFloat(part.getAttribute("data-refresh")) || 2;
+    window.setTimeout(function () {
+      if (document.hidden) {
+        schedule();
+        return;
+      }
+      window.fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (response) {
+          return response.ok ? response.text() : null;
+        })
+        .then(function (text) {
+          if (text === null) {
+            return;
+          }
+          var fresh = new DOMParser().parseFromString(text, "text/html");
+          var next = part.id ? fresh.getElementById(part.id) : null;
+          if (next) {
+            part.replaceWith(document.importNode(next, true));
+            schedule();
+          }
+        })
+        .catch(function () {
+          schedule();
+        });
+    }, every * 1000);
+  }
+
+  schedule();
+}());

@@ -74,13 +74,17 @@
 //! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count. Refreshed live over `events` |
 //! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`) |
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
-//! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons |
+//! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
+//! | `batches`, `batches/{id}` | the batches by id, 50 a page, with their counts and progress; one batch with its counts, running members, rate, ETA and failed members, refreshed in place every 2 s until it has finished, with Cancel and Retry buttons. Stores without groups (memcached) say so |
+//! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
 //! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
 //! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at each scrape |
 //!
 //! Actions are POST forms answered with a redirect: `queues/{q}/pause`, `queues/{q}/resume`,
-//! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`.
+//! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`, `batches/{id}/cancel`,
+//! `batches/{id}/retry`, `schedules/{id}/pause`, `schedules/{id}/resume`,
+//! `schedules/{id}/run`.
 //!
 //! Where the store lacks a capability, the page says so in a plain sentence naming it
 //! (memcached cannot list jobs; memcached and Redis Cluster cannot pause queues) instead of
@@ -97,6 +101,7 @@
 mod assets;
 mod auth;
 mod error;
+mod groups;
 mod live;
 mod metrics;
 mod pages;
@@ -156,6 +161,12 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/failed/{id}", get(pages::failed_job))
         .route("/failed/{id}/retry", post(pages::retry))
         .route("/failed/{id}/forget", post(pages::forget))
+        .route("/batches", get(groups::batches))
+        .route("/batches/{id}", get(groups::batch))
+        .route("/batches/{id}/cancel", post(groups::cancel_batch))
+        .route("/batches/{id}/retry", post(groups::retry_batch))
+        .route("/schedules", get(groups::schedules))
+        .route("/schedules/{id}/{action}", post(groups::schedule_action))
         .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(guard, auth::guard))
         .layer(middleware::from_fn(auth::same_origin))

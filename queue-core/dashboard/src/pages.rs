@@ -17,23 +17,23 @@ use crate::view::{enc, layout, notice, one_line, time, unsupported, Place};
 use crate::{Dashboard, Error, Result};
 
 /// Jobs per page of a listing, unless `?limit=` asks for another (at most [`MAX_LIMIT`]).
-const PAGE: usize = 50;
-const MAX_LIMIT: usize = 500;
+pub(crate) const PAGE: usize = 50;
+pub(crate) const MAX_LIMIT: usize = 500;
 /// The most payload bytes a failed job's page shows.
 const MAX_PAYLOAD: usize = 64 * 1024;
 
-fn driver(dash: &Dashboard) -> &'static str {
+pub(crate) fn driver(dash: &Dashboard) -> &'static str {
     dash.queue.storage().driver()
 }
 
 /// A redirect to `location`, relative to the URL of the request (303: the browser GETs it).
-fn see_other(location: String) -> Response {
+pub(crate) fn see_other(location: String) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response()
 }
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct NoticeQuery {
-    notice: Option<String>,
+    pub(crate) notice: Option<String>,
 }
 
 /// `GET /`: every queue, the failed count, refreshed live.
@@ -303,7 +303,14 @@ pub(crate) async fn job(
                 }
             }
             @if let Some(key) = &status.unique_key { dt { "Unique key" } dd { (key) } }
-            @if let Some(group) = &status.group { dt { "Part of" } dd.group { (group) } }
+            @if let Some(group) = &status.group {
+                dt { "Part of" }
+                dd.group {
+                    @if group.kind == queue_core::GroupKind::Batch {
+                        a href={ "../batches/" (enc(&group.id)) } { (group) }
+                    } @else { (group) }
+                }
+            }
             @if let Some(t) = status.due_at { dt { @if status.state == JobState::Running { "Lease ends" } @else { "Due" } } dd { (time(t)) } }
             @if let Some(t) = status.dispatched_at { dt { "Dispatched" } dd { (time(t)) } }
             @if let Some(t) = status.started_at { dt { "Started" } dd { (time(t)) } }
@@ -458,17 +465,16 @@ pub(crate) async fn failed_job(
             dt { "Attempts" } dd { (job.attempts) }
             dt { "Failed" } dd { (time(job.failed_at)) }
             @if let Some(u) = &job.unique { dt { "Unique key" } dd { (u.key) } }
-            @if let Some(b) = &batch { dt { "Batch" } dd { (b) } }
+            @if let Some(b) = &batch { dt { "Batch" } dd { a href={ "../batches/" (enc(b)) } { (b) } } }
         }
         h2 { "Error" }
         pre.error { (job.error) }
         h2 { "Payload" }
         pre.payload { (payload) }
-        @if !viewer.can_act() {
-        } @else if batch.is_some() {
-            p.unsupported { "This job is a member of a batch: retry it with `runall failed retry " (id) "`, which counts it pending in its batch again (the dashboard does not yet)." }
-            form.inline method="post" action={ (enc(&id)) "/forget" } { (csrf_input(&viewer)) button.forget type="submit" { "Forget" } }
-        } @else {
+        @if viewer.can_act() {
+            @if batch.is_some() {
+                p { "Retrying it counts it pending in its batch again; the batch's callbacks wait for it." }
+            }
             (failed_actions(&format!("{}/", enc(&id)), &viewer))
         }
     };
@@ -513,19 +519,9 @@ pub(crate) async fn retry(
     State(dash): State<Dashboard>,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let store = dash.queue.storage().failed_store()?;
-    let job = store
-        .get(&id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("No failed job with id {id}.")))?;
-    if let Some(batch) = batch_of(&job.payload) {
-        return Err(Error::Refused(format!(
-            "Failed job {id} is a member of batch {batch}: retry it with `runall failed retry \
-             {id}`, which counts it pending in its batch again."
-        )));
-    }
+    // A batch member goes back counted pending in its batch, as `runall failed retry` does.
     // From `failed/{id}/retry`: `../../jobs/{new}` is the new job's page.
-    Ok(match store.retry(&id).await? {
+    Ok(match dash.queue.retry_failed(&id).await? {
         Some(Pushed::Duplicate(_)) => see_other(format!("../{}?notice=held", enc(&id))),
         Some(pushed) => see_other(format!("../../jobs/{}?notice=retried", enc(&pushed.id().0))),
         None => return Err(Error::NotFound(format!("No failed job with id {id}."))),

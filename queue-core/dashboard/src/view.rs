@@ -122,6 +122,8 @@ pub(crate) fn layout(
                         a.brand href=(home) { "runall" }
                         a href=(home) { "Queues" }
                         a href={ (root) "failed" } { "Failed" }
+                        a href={ (root) "batches" } { "Batches" }
+                        a href={ (root) "schedules" } { "Schedules" }
                         form.find method="get" action={ (root) "jobs" } {
                             label { "Job id " input type="text" name="id" size="12" required; }
                             button type="submit" { "Show" }
@@ -191,6 +193,13 @@ pub(crate) fn notice(word: Option<&str>) -> Option<Markup> {
         "retried" => "The failed job is back on its queue as this job.",
         "held" => "The failed job stays: another job holds its unique key.",
         "forgotten" => "Failed job deleted.",
+        "batch-cancelled" => "Batch cancelled: its members not started yet will never run and are counted cancelled; running ones see it.",
+        "batch-retried" => "The batch's failed members are back on their queues, counted pending again.",
+        "batch-nothing-to-retry" => "No failed member of the batch is left in the failed store: nothing was retried.",
+        "schedule-paused" => "Schedule paused: its ticks pass unclaimed on every worker until it is resumed.",
+        "schedule-resumed" => "Schedule resumed.",
+        "schedule-run" => "One run of the schedule was pushed now (not counted in its ticks).",
+        "schedule-held" => "No run was pushed: the schedule's overlap policy held it back (a run is queued or running).",
         _ => return None,
     };
     Some(html! { p.notice role="status" { (text) } })

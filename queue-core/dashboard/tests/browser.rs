@@ -288,6 +288,47 @@ async fn checks(client: &Client, queue: &Queue, addr: SocketAddr) {
     let store = queue.storage().failed_store().expect("a failed store");
     assert_eq!(store.count().await.expect("count"), 0);
 
+    // A batch's page follows its progress without a reload, until it has finished.
+    queue.listen("step", |_: u32, _ctx| async move { Ok(()) });
+    let batch = queue_core::Batch::new()
+        .add_many((1..=2u32).map(|n| {
+            queue
+                .dispatch_named("step", serde_json::json!(n))
+                .on_queue("steps")
+        }))
+        .via(queue)
+        .dispatch()
+        .await
+        .expect("a batch");
+    client
+        .goto(&format!("{base}/batches/{}", common::enc(&batch.0)))
+        .await
+        .expect("the batch page loads");
+    wait_text(client, "dd.pending", Duration::from_secs(10), |t| t == "2").await;
+    client
+        .execute("window.__notReloaded = true", vec![])
+        .await
+        .expect("a marker");
+    queue
+        .worker(
+            queue_core::WorkerOptions::default()
+                .queues(["steps"])
+                .stop_when_empty(),
+        )
+        .run()
+        .await
+        .expect("the worker");
+    wait_text(client, "dd.batch-state", Duration::from_secs(10), |t| {
+        t == "finished"
+    })
+    .await;
+    wait_text(client, "dd.succeeded", Duration::from_secs(5), |t| t == "2").await;
+    let marker = client
+        .execute("return window.__notReloaded === true", vec![])
+        .await
+        .expect("the marker");
+    assert_eq!(marker, serde_json::json!(true), "the page was not reloaded");
+
     // A read-only mount: the same numbers, live, and no button anywhere.
     client
         .goto(&format!("http://{addr}/support/jobs"))

@@ -876,3 +876,259 @@ async fn metrics_are_prometheus_gauges() {
     );
     assert!(!page.body.contains("runall_queue_paused"), "{}", page.body);
 }
+
+/// The batches pages over SQLite and Redis: the list with each batch's counts, one batch
+/// with its failed member, the member's retry counting it pending again, Retry and Cancel
+/// from the batch's page; memcached says it keeps no batches.
+#[tokio::test]
+async fn batches_are_listed_shown_retried_and_cancelled() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let q = format!("batched-{name}");
+        queue.listen("step", |n: u32, _ctx| async move {
+            if n == 2 {
+                Err(queue_core::JobError::fail("step 2 cannot work"))
+            } else {
+                Ok(())
+            }
+        });
+        let batch = queue_core::Batch::new()
+            .add_many((1..=3u32).map(|n| {
+                queue
+                    .dispatch_named("step", serde_json::json!(n))
+                    .on_queue(q.as_str())
+            }))
+            .allow_failures()
+            .via(&queue)
+            .dispatch()
+            .await
+            .expect("the batch");
+        queue
+            .worker(
+                queue_core::WorkerOptions::default()
+                    .queues([q.as_str()])
+                    .stop_when_empty(),
+            )
+            .run()
+            .await
+            .expect("the worker drains the batch");
+        let app = queue_dashboard::router(queue.clone());
+        let list = get(&app, "/batches").await;
+        assert_eq!(list.status, StatusCode::OK, "{name}");
+        assert!(
+            list.body
+                .contains(&format!("href=\"batches/{}\"", enc(&batch.0))),
+            "{name}: {}",
+            list.body
+        );
+        let path = format!("/batches/{}", enc(&batch.0));
+        let page = get(&app, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        for expected in [
+            "<dd class=\"batch-state\">finished with failures</dd>",
+            "<dd class=\"succeeded\">2</dd>",
+            "<dd class=\"failed\">1</dd>",
+            "<dd class=\"pending\">0</dd>",
+            "step 2 cannot work",
+            "Retry failed members",
+        ] {
+            assert!(
+                page.body.contains(expected),
+                "{name}: {expected} in {}",
+                page.body
+            );
+        }
+        assert!(!page.body.contains("Cancel batch"), "{name}: it has ended");
+        // Retry the batch's failed members from its page: counted pending again.
+        let retried = post(&app, &format!("{path}/retry"), "").await;
+        assert_eq!(
+            retried.status,
+            StatusCode::SEE_OTHER,
+            "{name}: {}",
+            retried.body
+        );
+        assert_eq!(
+            retried.location.as_deref(),
+            Some(format!("../{}?notice=batch-retried", enc(&batch.0)).as_str())
+        );
+        let status = queue_core::Batch::status(&queue, &batch)
+            .await
+            .expect("the batch");
+        assert_eq!((status.pending, status.failed), (1, 0), "{name}");
+        // Cancel it while that member waits: it is counted cancelled and never runs.
+        let page = get(&app, &path).await;
+        assert!(page.body.contains("Cancel batch"), "{name}: {}", page.body);
+        let cancelled = post(&app, &format!("{path}/cancel"), "").await;
+        assert_eq!(cancelled.status, StatusCode::SEE_OTHER, "{name}");
+        queue
+            .worker(
+                queue_core::WorkerOptions::default()
+                    .queues([q.as_str()])
+                    .stop_when_empty(),
+            )
+            .run()
+            .await
+            .expect("the worker drains the batch");
+        let status = queue_core::Batch::status(&queue, &batch)
+            .await
+            .expect("the batch");
+        assert_eq!(
+            (status.pending, status.cancelled, status.is_cancelled),
+            (0, 1, true),
+            "{name}"
+        );
+        let page = get(&app, &path).await;
+        assert!(
+            page.body
+                .contains("<dd class=\"batch-state\">cancelled</dd>"),
+            "{name}: {}",
+            page.body
+        );
+        assert_eq!(
+            get(&app, "/batches/no-such-batch").await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    if let Some(queue) = common::memcached().await {
+        let app = queue_dashboard::router(queue);
+        let page = get(&app, "/batches").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(
+            page.body.contains("Not available on this store"),
+            "{}",
+            page.body
+        );
+    }
+}
+
+/// A failed batch member is retried from the failed page as `runall failed retry` does:
+/// back on its queue and counted pending in its batch again.
+#[tokio::test]
+async fn a_failed_batch_member_is_retried_with_its_batch() {
+    let (queue, _dir) = common::sqlite().await;
+    queue.listen("flaky", |_: u32, _ctx| async move {
+        Err::<(), _>(queue_core::JobError::fail("no luck"))
+    });
+    let batch = queue_core::Batch::new()
+        .add(
+            queue
+                .dispatch_named("flaky", serde_json::json!(1))
+                .on_queue("m"),
+        )
+        .allow_failures()
+        .via(&queue)
+        .dispatch()
+        .await
+        .expect("the batch");
+    queue
+        .worker(
+            queue_core::WorkerOptions::default()
+                .queues(["m"])
+                .stop_when_empty(),
+        )
+        .run()
+        .await
+        .expect("the worker");
+    let failures = queue_core::Batch::failures(&queue, &batch)
+        .await
+        .expect("failures");
+    assert_eq!(failures.len(), 1);
+    let app = queue_dashboard::router(queue.clone());
+    let page = get(&app, &format!("/failed/{}", enc(&failures[0].id))).await;
+    assert!(
+        page.body
+            .contains(&format!("href=\"../batches/{}\"", enc(&batch.0))),
+        "{}",
+        page.body
+    );
+    let retried = post(&app, &format!("/failed/{}/retry", enc(&failures[0].id)), "").await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
+    let status = queue_core::Batch::status(&queue, &batch)
+        .await
+        .expect("the batch");
+    assert_eq!((status.pending, status.failed), (1, 0));
+}
+
+/// The schedules page: a schedule in code with its state, paused, resumed and run now from
+/// the page; a read-only viewer sees it without buttons.
+#[tokio::test]
+async fn schedules_are_shown_paused_resumed_and_run() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let app = queue_dashboard::router(queue.clone());
+        let empty = get(&app, "/schedules").await;
+        assert!(empty.body.contains("No schedule"), "{name}: {}", empty.body);
+        queue
+            .schedule(
+                queue_core::Schedule::every(Duration::from_secs(3600))
+                    .id("hourly-report")
+                    .dispatch(
+                        queue
+                            .dispatch_named("report", serde_json::json!({}))
+                            .on_queue("reports"),
+                    ),
+            )
+            .expect("a schedule");
+        let page = get(&app, "/schedules").await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert!(
+            page.body.contains("data-schedule=\"hourly-report\""),
+            "{name}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains("button type=\"submit\" class=\"pause\""),
+            "{name}"
+        );
+        let paused = post(&app, "/schedules/hourly-report/pause", "").await;
+        assert_eq!(
+            paused.location.as_deref(),
+            Some("../../schedules?notice=schedule-paused"),
+            "{name}: {}",
+            paused.body
+        );
+        assert!(
+            queue
+                .schedule_state("hourly-report")
+                .await
+                .expect("state")
+                .paused
+        );
+        let resumed = post(&app, "/schedules/hourly-report/resume", "").await;
+        assert_eq!(resumed.status, StatusCode::SEE_OTHER, "{name}");
+        assert!(
+            !queue
+                .schedule_state("hourly-report")
+                .await
+                .expect("state")
+                .paused
+        );
+        let run = post(&app, "/schedules/hourly-report/run", "").await;
+        assert_eq!(
+            run.location.as_deref(),
+            Some("../../schedules?notice=schedule-run"),
+            "{name}"
+        );
+        let size = queue
+            .storage()
+            .inspect()
+            .expect("a listing")
+            .size("reports")
+            .await
+            .expect("a size");
+        assert_eq!(size.waiting, 1, "{name}: the run is queued");
+        assert_eq!(
+            post(&app, "/schedules/no-such/pause", "").await.status,
+            StatusCode::NOT_FOUND,
+            "{name}"
+        );
+        let read_only =
+            queue_dashboard::router_with(queue.clone(), queue_dashboard::Access::ReadOnly);
+        let page = get(&read_only, "/schedules").await;
+        assert!(
+            page.body.contains("data-schedule=\"hourly-report\""),
+            "{name}"
+        );
+        assert!(!page.body.contains("method=\"post\""), "{name}");
+    }
+}

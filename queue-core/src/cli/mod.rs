@@ -1229,20 +1229,7 @@ async fn failed(
             let mut missing = Vec::new();
             for id in &ids {
                 // A batch member goes back with its batch's counts and callbacks.
-                let member = match store.get(id).await? {
-                    Some(job) => crate::batch::member_of(&job).map(|batch| (batch, job)),
-                    None => None,
-                };
-                let pushed = match member {
-                    Some((batch, job)) => {
-                        let queue = Queue::from_arc(storage.clone());
-                        crate::batch::retry_members(queue.as_ref(), &batch, vec![job])
-                            .await?
-                            .pop()
-                            .flatten()
-                    }
-                    None => store.retry(id).await?,
-                };
+                let pushed = Queue::from_arc(storage.clone()).retry_failed(id).await?;
                 match pushed {
                     Some(storage::Pushed::Created(new_id)) => {
                         retried += 1;
