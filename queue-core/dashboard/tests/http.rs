@@ -810,8 +810,10 @@ async fn a_job_page_names_its_batch() {
         let page = get(&app, &format!("/jobs/{}", enc(&listed.items[0].id.0))).await;
         assert_eq!(page.status, StatusCode::OK, "{name}");
         assert!(
-            page.body
-                .contains(&format!("<dd class=\"group\">batch {}</dd>", batch.0)),
+            page.body.contains(&format!(
+                "<dd class=\"group\"><a href=\"../batches/{0}\">batch {0}</a></dd>",
+                batch.0
+            )),
             "{name}: {}",
             page.body
         );
