@@ -75,6 +75,7 @@
 //! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`) |
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
+//! | `failed/groups`, `failed/groups/{key}` | the newest 10,000 failed jobs grouped by error fingerprint (the job's name and its error's first line, numbers and ids masked), largest group first; one group with its count, its queues, its newest and oldest failure, and Retry all and Delete all buttons: the page is the dry run that shows how many jobs an action touches, and the action touches only those (none that failed later) |
 //! | `batches`, `batches/{id}` | the batches by id, 50 a page, with their counts and progress; one batch with its counts, running members, rate, ETA and failed members, refreshed in place every 2 s until it has finished, with Cancel and Retry buttons. Stores without groups (memcached) say so |
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
@@ -82,7 +83,8 @@
 //! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at each scrape |
 //!
 //! Actions are POST forms answered with a redirect: `queues/{q}/pause`, `queues/{q}/resume`,
-//! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`, `batches/{id}/cancel`,
+//! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`,
+//! `failed/groups/{key}/retry`, `failed/groups/{key}/forget`, `batches/{id}/cancel`,
 //! `batches/{id}/retry`, `schedules/{id}/pause`, `schedules/{id}/resume`,
 //! `schedules/{id}/run`.
 //!
@@ -101,6 +103,7 @@
 mod assets;
 mod auth;
 mod error;
+mod fingerprint;
 mod groups;
 mod live;
 mod metrics;
@@ -158,6 +161,9 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/jobs/{id}", get(pages::job))
         .route("/jobs/{id}/cancel", post(pages::cancel))
         .route("/failed", get(pages::failed))
+        .route("/failed/groups", get(fingerprint::list))
+        .route("/failed/groups/{key}", get(fingerprint::group))
+        .route("/failed/groups/{key}/{action}", post(fingerprint::act))
         .route("/failed/{id}", get(pages::failed_job))
         .route("/failed/{id}/retry", post(pages::retry))
         .route("/failed/{id}/forget", post(pages::forget))

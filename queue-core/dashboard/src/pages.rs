@@ -390,7 +390,7 @@ pub(crate) async fn failed(
         @if let Some(n) = notice(q.notice.as_deref()) { (n) }
         @match &listing {
             Ok((total, page)) => {
-                p.total { (total) " in the failed store" }
+                p.total { (total) " in the failed store" @if *total > 0 { " · " a href="failed/groups" { "grouped by error" } } }
                 @if page.items.is_empty() {
                     p.empty { "No failed job" @if after.is_some() { " after this point" } "." }
                 } @else {

@@ -1134,3 +1134,125 @@ async fn schedules_are_shown_paused_resumed_and_run() {
         assert!(!page.body.contains("method=\"post\""), "{name}");
     }
 }
+
+/// Failed jobs grouped by error fingerprint (numbers and ids masked), and a group retried
+/// or deleted whole after its page showed the count; other groups are left alone.
+#[tokio::test]
+async fn failed_jobs_are_grouped_by_error_and_handled_per_group() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let q = format!("fp-{name}");
+        let storage = queue.storage().clone();
+        for (n, error) in [
+            (1, "order 1234 not found"),
+            (2, "order 98 not found"),
+            (3, "order 7 not found"),
+            (4, "timeout after 30s"),
+        ] {
+            dispatch(&queue, &q, n).await;
+            let lease = reserve(&queue, &q).await;
+            storage.fail(&lease, error).await.expect("failed");
+        }
+        let app = queue_dashboard::router(queue.clone());
+        let list = get(&app, "/failed/groups").await;
+        assert_eq!(list.status, StatusCode::OK, "{name}");
+        assert!(
+            list.body.contains("order N not found"),
+            "{name}: {}",
+            list.body
+        );
+        assert!(list.body.contains("timeout after Ns"), "{name}");
+        let key = &fp_key(&list.body, "order N not found");
+        assert!(
+            list.body.contains(&format!("href=\"groups/{key}\">3</a>")),
+            "{name}: {}",
+            list.body
+        );
+        // The dry run: the page says how many before anything happens.
+        let page = get(&app, &format!("/failed/groups/{key}")).await;
+        assert!(page.body.contains("Retry all 3"), "{name}: {}", page.body);
+        assert!(page.body.contains("Delete all 3"), "{name}");
+        let before_at = page.body.find("name=\"before\" value=\"").expect("before") + 21;
+        let before = &page.body[before_at..];
+        let before = &before[..before.find('"').expect("its end")];
+        // A job that fails with the same error after the page was loaded stays.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        dispatch(&queue, &q, 5).await;
+        let lease = reserve(&queue, &q).await;
+        storage
+            .fail(&lease, "order 55 not found")
+            .await
+            .expect("failed");
+        let done = post(
+            &app,
+            &format!("/failed/groups/{key}/retry"),
+            &format!("before={before}"),
+        )
+        .await;
+        assert_eq!(
+            done.location.as_deref(),
+            Some(format!("../{key}?done=retried&n=3&held=0").as_str()),
+            "{name}: {}",
+            done.body
+        );
+        let size = queue
+            .storage()
+            .inspect()
+            .expect("a listing")
+            .size(&q)
+            .await
+            .expect("a size");
+        assert_eq!(size.waiting, 3, "{name}: the group's three are back");
+        let store = queue.storage().failed_store().expect("a failed store");
+        assert_eq!(store.count().await.expect("count"), 2, "{name}");
+        let after = get(
+            &app,
+            &format!("/failed/groups/{key}?done=retried&n=3&held=0"),
+        )
+        .await;
+        assert!(
+            after.body.contains("3 failed jobs put back"),
+            "{name}: {}",
+            after.body
+        );
+        assert!(
+            after.body.contains("Delete all 1"),
+            "{name}: the later one stays"
+        );
+        // Delete the other group whole.
+        let other = fp_key(&get(&app, "/failed/groups").await.body, "timeout after Ns");
+        let page = get(&app, &format!("/failed/groups/{other}")).await;
+        let before_at = page.body.find("name=\"before\" value=\"").expect("before") + 21;
+        let before = &page.body[before_at..];
+        let before = &before[..before.find('"').expect("its end")];
+        let done = post(
+            &app,
+            &format!("/failed/groups/{other}/forget"),
+            &format!("before={before}"),
+        )
+        .await;
+        assert_eq!(
+            done.location.as_deref(),
+            Some(format!("../{other}?done=forgotten&n=1&held=0").as_str()),
+            "{name}"
+        );
+        assert_eq!(store.count().await.expect("count"), 1, "{name}");
+        assert_eq!(
+            get(&app, "/failed/groups/0000000000000000").await.status,
+            StatusCode::NOT_FOUND
+        );
+        // Read-only: the group, no buttons; the action refused.
+        let read_only =
+            queue_dashboard::router_with(queue.clone(), queue_dashboard::Access::ReadOnly);
+        let page = get(&read_only, &format!("/failed/groups/{key}")).await;
+        assert!(!page.body.contains("method=\"post\""), "{name}");
+    }
+}
+
+/// The key of the group whose error is `error` in a `/failed/groups` page.
+fn fp_key(list: &str, error: &str) -> String {
+    let at = list.find(error).expect("the group");
+    let row = &list[list[..at].rfind("<tr").expect("its row")..];
+    let key_at = row.find("data-group=\"").expect("a key") + 12;
+    row[key_at..key_at + 16].to_owned()
+}
