@@ -322,6 +322,14 @@
 //! - **Bad rows never wedge a queue.** A row written by hand with a NULL or garbage payload
 //!   or name is reserved like any other, with empty bytes for what is NULL, and the worker
 //!   moves it to the failed store with the reason.
+//! - **Counts.** `Inspect::size` counts a queue's rows exactly: it walks all of them (about
+//!   0.2 s per queue of 330,000 jobs on SQLite and PostgreSQL here). `Inspect::size_at_most`,
+//!   what the dashboard shows, counts at most `cap` rows per state through an index: the
+//!   waiting and delayed ones through `(queue, due_at, id)`, the reserved ones through a
+//!   partial index of the reserved rows alone on PostgreSQL and SQLite (migration 10), so a
+//!   queue of a million jobs is counted in milliseconds. MySQL and MariaDB have no partial
+//!   index: there the reserved count (and the listing of a queue's reserved jobs) walks the
+//!   queue's rows.
 //! - **Everything the contract has**: claims, the failed store, inspection (listing a
 //!   queue's jobs by state a page at a time through the `(queue, due_at, id)` index), group
 //!   counters, waiting jobs (see [above](#waiting-jobs)), jobs by id and their records (see

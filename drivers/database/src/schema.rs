@@ -59,6 +59,10 @@ macro_rules! migrations {
                 "0008_values.sql",
                 include_str!(concat!("../migrations/", $db, "/0008_values.sql")),
             ),
+            (
+                "0010_reserved.sql",
+                include_str!(concat!("../migrations/", $db, "/0010_reserved.sql")),
+            ),
         ]
     };
 }

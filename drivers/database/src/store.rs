@@ -1709,6 +1709,37 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
         })
     }
 
+    async fn size_at_most(&self, queue: &str, cap: u64) -> Result<QueueSize> {
+        let limit = i64::try_from(cap).unwrap_or(i64::MAX);
+        let rows = self
+            .one(
+                "size",
+                self.reads(),
+                &self.inner.sql.size_at_most,
+                &[
+                    Arg::Text(queue),
+                    Arg::Int(limit),
+                    Arg::Text(queue),
+                    Arg::Int(limit),
+                    Arg::Text(queue),
+                    Arg::Int(limit),
+                ],
+            )
+            .await?;
+        let count = |i| -> Result<u64> {
+            let n = rows
+                .first()
+                .map_or(Ok(None), |row| DB::int(row, i))
+                .map_err(db::<DB>)?;
+            Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+        };
+        Ok(QueueSize {
+            waiting: count(0)?,
+            delayed: count(1)?,
+            reserved: count(2)?,
+        })
+    }
+
     async fn queues(&self) -> Result<Vec<String>> {
         let rows = self
             .one("queues", self.reads(), &self.inner.sql.queues, &[])

@@ -24,6 +24,19 @@ use crate::Dashboard;
 /// gets the table with its own session's token in place of it.
 pub(crate) const CSRF_MARK: &str = "__runall_csrf__";
 
+/// The most jobs counted per queue and state: beyond it a page says "10,000+", so its cost
+/// stays bounded whatever a queue holds (`/metrics` counts exactly).
+pub(crate) const COUNT_CAP: u64 = 10_000;
+
+/// A count as a page shows it: "10,000+" at the cap.
+pub(crate) fn count(n: u64) -> String {
+    if n >= COUNT_CAP {
+        "10,000+".to_owned()
+    } else {
+        n.to_string()
+    }
+}
+
 /// How often the collector reads the store while someone listens.
 pub(crate) const EVERY: Duration = Duration::from_secs(1);
 
@@ -38,9 +51,10 @@ pub(crate) struct Snapshot {
     pub(crate) failed: Result<u64, QueueError>,
 }
 
-/// Reads the overview's numbers. An operation the store lacks is kept as its
-/// `NotSupported` error, for the page to say so; any other error ends the read.
-pub(crate) async fn collect(queue: &Queue) -> Result<Snapshot, QueueError> {
+/// Reads the overview's numbers, each count capped at [`COUNT_CAP`] unless `exact` (what
+/// `/metrics` asks). An operation the store lacks is kept as its `NotSupported` error, for
+/// the page to say so; any other error ends the read.
+pub(crate) async fn collect(queue: &Queue, exact: bool) -> Result<Snapshot, QueueError> {
     let storage = queue.storage();
     let paused = match queue.paused().await {
         Ok(names) => Ok(names.into_iter().collect::<BTreeSet<_>>()),
@@ -57,7 +71,11 @@ pub(crate) async fn collect(queue: &Queue) -> Result<Snapshot, QueueError> {
                 }
                 let mut rows = Vec::with_capacity(names.len());
                 for name in names {
-                    let size = inspect.size(&name).await?;
+                    let size = if exact {
+                        inspect.size(&name).await?
+                    } else {
+                        inspect.size_at_most(&name, COUNT_CAP).await?
+                    };
                     rows.push((name, size));
                 }
                 Ok(rows)
@@ -109,9 +127,9 @@ pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>, actions: bool) -
                             @let paused = s.paused.as_ref().is_ok_and(|p| p.contains(name));
                             tr data-queue=(name) {
                                 td { a href={ "queues/" (enc(name)) } { (name) } }
-                                td.n.waiting { (size.waiting) }
-                                td.n.delayed { (size.delayed) }
-                                td.n.running { (size.reserved) }
+                                td.n.waiting { (count(size.waiting)) }
+                                td.n.delayed { (count(size.delayed)) }
+                                td.n.running { (count(size.reserved)) }
                                 td.state { @if paused { strong.paused { "paused" } } @else { "running" } }
                                 @if can_pause { td { (pause_form(name, paused, "", "overview", CSRF_MARK)) } }
                             }
@@ -229,7 +247,7 @@ async fn collector(live: Arc<Live>, queue: Queue) {
             state.reads += 1;
             state.reads
         };
-        let snapshot = collect(&queue).await;
+        let snapshot = collect(&queue, false).await;
         let update = Arc::new(Update {
             id,
             html: fragment(&snapshot, true).into_string(),

@@ -25,7 +25,7 @@ use crate::Dashboard;
 
 pub(crate) async fn metrics(State(dashboard): State<Dashboard>) -> Response {
     let queue = &dashboard.queue;
-    let snapshot = match collect(queue).await {
+    let snapshot = match collect(queue, true).await {
         Ok(snapshot) => snapshot,
         Err(e) => {
             let body = format!("the store could not be read: {e}\n");

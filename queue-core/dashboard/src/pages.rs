@@ -46,7 +46,7 @@ pub(crate) async fn overview(
     let table = match dash.live.fresh(&viewer) {
         Some(html) => PreEscaped(html),
         None => {
-            let snapshot = Ok(live::collect(&dash.queue).await?);
+            let snapshot = Ok(live::collect(&dash.queue, false).await?);
             let html = live::fragment(&snapshot, viewer.can_act()).into_string();
             PreEscaped(html.replace(CSRF_MARK, viewer.csrf()))
         }
@@ -108,7 +108,7 @@ pub(crate) async fn queue(
     };
     let inspect = storage.inspect();
     let size = match &inspect {
-        Ok(inspect) => Some(inspect.size(&name).await?),
+        Ok(inspect) => Some(inspect.size_at_most(&name, live::COUNT_CAP).await?),
         Err(_) => None,
     };
     let page = PageRequest {
@@ -152,7 +152,7 @@ pub(crate) async fn queue(
                     ListState::Reserved => z.reserved,
                 });
                 a.current[s == state] href={ (here) "?state=" (state_word(s)) } {
-                    (state_word(s)) @if let Some(c) = count { " (" (c) ")" }
+                    (state_word(s)) @if let Some(c) = count { " (" (live::count(c)) ")" }
                 }
             }
         }

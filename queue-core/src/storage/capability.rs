@@ -230,6 +230,19 @@ pub trait Inspect: Send + Sync {
     /// How many jobs `queue` holds, by state. The driver's docs say how exact it is.
     async fn size(&self, queue: &str) -> Result<QueueSize>;
 
+    /// [`size`](Self::size), each count exact below `cap` and `cap` meaning "`cap` or
+    /// more": what a dashboard shows ("10,000+") at a cost bounded by `cap` rather than by
+    /// the queue's length. The default counts exactly and caps the result; a store whose
+    /// exact count walks every job (SQL) counts at most `cap` rows per state instead.
+    async fn size_at_most(&self, queue: &str, cap: u64) -> Result<QueueSize> {
+        let size = self.size(queue).await?;
+        Ok(QueueSize {
+            waiting: size.waiting.min(cap),
+            delayed: size.delayed.min(cap),
+            reserved: size.reserved.min(cap),
+        })
+    }
+
     /// The queues that hold jobs now, sorted by name.
     async fn queues(&self) -> Result<Vec<String>>;
 

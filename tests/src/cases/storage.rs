@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use queue_core::storage::PageRequest;
-use queue_core::{Availability, Error, NewJob, StorageExt};
+use queue_core::{Availability, Error, NewJob, QueueSize, StorageExt};
 
 use super::{failed_list, ids, LONG, PAST_SHORT, SHORT};
 use crate::{job, request, unique, Store};
@@ -543,6 +543,47 @@ pub async fn failed_prune(store: Store) {
 }
 
 /// Sizes by state, the list of queues, and clear.
+/// `size_at_most`: each count exact below the cap, the cap at or beyond it, state by state;
+/// with a cap above every count, the same as `size`.
+pub async fn capped_sizes(store: Store) {
+    let q = unique("capped");
+    store
+        .push((0..5).map(|_| job(&q, "s", b"x")).collect())
+        .await
+        .unwrap();
+    let delayed: Vec<_> = (0..3)
+        .map(|_| {
+            let mut j = job(&q, "s", b"x");
+            j.available = Availability::After(Duration::from_secs(3600));
+            j
+        })
+        .collect();
+    store.push(delayed).await.unwrap();
+    assert_eq!(
+        store.reserve(&request(&[&q], LONG, 2)).await.unwrap().len(),
+        2
+    );
+    let inspect = store.inspect().unwrap();
+    let counts = |s: QueueSize| (s.waiting, s.delayed, s.reserved);
+    assert_eq!(counts(inspect.size(&q).await.unwrap()), (3, 3, 2));
+    for (cap, want) in [
+        (100, (3, 3, 2)),
+        (3, (3, 3, 2)),
+        (2, (2, 2, 2)),
+        (1, (1, 1, 1)),
+    ] {
+        assert_eq!(
+            counts(inspect.size_at_most(&q, cap).await.unwrap()),
+            want,
+            "cap {cap}"
+        );
+    }
+    assert_eq!(
+        counts(inspect.size_at_most(&unique("none"), 10).await.unwrap()),
+        (0, 0, 0)
+    );
+}
+
 pub async fn sizes_queues_and_clear(store: Store) {
     let (a, b) = (unique("a"), unique("b"));
     store

@@ -33,13 +33,14 @@ use queue_file as _;
 use queue_memcached as _;
 use queue_redis as _;
 
+mod dashboard;
 mod keep;
 mod limits;
 mod raw;
 
 const USAGE: &str = "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] \
                      [--scale 1,2,4] [--raw] [--limits N [--limit-rate R]] \
-                     [--keep-finished ROUNDS]";
+                     [--keep-finished ROUNDS] [--dashboard N]";
 
 struct Args {
     urls: Vec<String>,
@@ -56,6 +57,8 @@ struct Args {
     limit_rate: Option<u32>,
     /// Only the `keep_finished` table, with this many alternated rounds (`keep.rs`).
     keep_finished: Option<usize>,
+    /// Only the dashboard's page times, on a store of this many jobs (`dashboard.rs`).
+    dashboard: Option<usize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -69,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
         limits: None,
         limit_rate: None,
         keep_finished: None,
+        dashboard: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -97,6 +101,13 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.keep_finished = Some(
                     it.next()
                         .context("--keep-finished needs a number of rounds")?
+                        .parse()?,
+                )
+            }
+            "--dashboard" => {
+                args.dashboard = Some(
+                    it.next()
+                        .context("--dashboard needs a number of jobs")?
                         .parse()?,
                 )
             }
@@ -580,6 +591,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(rounds) = args.keep_finished {
         return keep_table(&args, rounds.max(1)).await;
     }
+    if let Some(n) = args.dashboard {
+        return dashboard_table(&args, n.max(1)).await;
+    }
     println!(
         "jobs per run: {}; latency samples: {}; idle worker --sleep {} ms",
         args.jobs, args.samples, args.sleep_ms
@@ -639,6 +653,33 @@ async fn keep_table(args: &Args, rounds: usize) -> anyhow::Result<()> {
         .await;
         match row {
             Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+        if let Err(e) = drop_tables(url).await {
+            eprintln!("bench: could not drop this run's tables: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// `--dashboard N`: each page's server time on a store of N jobs (`dashboard.rs`).
+async fn dashboard_table(args: &Args, n: usize) -> anyhow::Result<()> {
+    println!("dashboard pages on {n} jobs (1/3 delayed) over 3 queues, 1 % failed (at most 10,000) under 20 errors, one batch: server time of each page, ms, median (range) of 7 requests");
+    println!("| driver | page | median ms | range ms | body KiB |");
+    println!("|---|---|---|---|---|");
+    for url in &args.urls {
+        let table = format!("bench_{}_dash", std::process::id());
+        let rows = async {
+            let queue = fresh(url, &table).await?;
+            dashboard::pages(&queue, n).await
+        }
+        .await;
+        match rows {
+            Ok(rows) => {
+                for row in rows {
+                    println!("| {} |", row.join(" | "));
+                }
+            }
             Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
         }
         if let Err(e) = drop_tables(url).await {
