@@ -542,7 +542,6 @@ pub async fn failed_prune(store: Store) {
     assert_eq!(store.failed_store().unwrap().count().await.unwrap(), 0);
 }
 
-/// Sizes by state, the list of queues, and clear.
 /// `size_at_most`: each count exact below the cap, the cap at or beyond it, state by state;
 /// with a cap above every count, the same as `size`.
 pub async fn capped_sizes(store: Store) {
@@ -584,6 +583,7 @@ pub async fn capped_sizes(store: Store) {
     );
 }
 
+/// Sizes by state, the list of queues, and clear.
 pub async fn sizes_queues_and_clear(store: Store) {
     let (a, b) = (unique("a"), unique("b"));
     store
