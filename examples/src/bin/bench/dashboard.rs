@@ -78,11 +78,10 @@ async fn fill(queue: &Queue, n: usize) -> anyhow::Result<String> {
     let page = inspect
         .jobs("default", JobState::Waiting, PageRequest::first(1))
         .await?;
-    Ok(page
-        .items
+    page.items
         .first()
         .map(|j| j.id.0.clone())
-        .context("no waiting job to show")?)
+        .context("no waiting job to show")
 }
 
 /// One row per page: its path, median and max server time in ms, and the body's size.
