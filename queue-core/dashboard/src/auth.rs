@@ -95,13 +95,15 @@ const MAX_FORM: usize = 64 * 1024;
 pub(crate) struct Guard {
     key: [u8; 32],
     default: Access,
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Guard {
-    pub(crate) fn new(default: Access) -> Self {
+    pub(crate) fn new(default: Access, audit: Arc<crate::audit::Audit>) -> Self {
         Guard {
             key: rand::random(),
             default,
+            audit,
         }
     }
 
@@ -130,6 +132,26 @@ pub(crate) async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return check(&guard, request, next).await;
+    }
+    // Every action is audited, refused ones included.
+    let path = request.uri().path().to_owned();
+    let bearer = request
+        .headers()
+        .get(AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+    let by = match cookie(request.headers(), SESSION_COOKIE) {
+        _ if bearer => "a bearer token".to_owned(),
+        Some(s) if s.len() >= 8 && s.is_char_boundary(8) => format!("browser session {}", &s[..8]),
+        _ => "no session".to_owned(),
+    };
+    let response = check(&guard, request, next).await;
+    guard.audit.record(path, by, response.status());
+    response
+}
+
+async fn check(guard: &Guard, request: Request, next: Next) -> Response {
     let access = request
         .extensions()
         .get::<Access>()

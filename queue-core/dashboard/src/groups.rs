@@ -7,7 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use queue_core::storage::PageRequest;
-use queue_core::{Batch, BatchId, BatchStatus, Error as QueueError, ScheduleState};
+use queue_core::{
+    Batch, BatchId, BatchStatus, Chain, ChainId, Error as QueueError, ScheduleState, Workflow,
+    WorkflowId,
+};
 use serde::Deserialize;
 
 use crate::auth::Viewer;
@@ -347,4 +350,67 @@ pub(crate) async fn schedule_action(
     };
     // From `schedules/{id}/{action}`: `../../schedules` is the list.
     Ok(see_other(format!("../../schedules?notice={word}")))
+}
+
+/// `GET chains/{id}`: a chain's links by outcome.
+pub(crate) async fn chain(
+    State(dash): State<Dashboard>,
+    place: Place,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let s = Chain::status(&dash.queue, &ChainId(id.clone())).await?;
+    if s.links == 0 {
+        return Err(Error::NotFound(format!("No chain with id {id} (or it was pruned).")));
+    }
+    let ended = s.succeeded + s.failed + s.skipped;
+    let body = html! {
+        p.crumbs { "Chain " (id) }
+        h1 { "Chain " (id) }
+        section #chain data-refresh=[(!s.is_finished()).then_some("2")] {
+            dl.fields {
+                dt { "State" } dd.chain-state { @if s.is_finished() { "finished" } @else { "running" } }
+                dt { "Progress" } dd { (shares(ended, s.links)) ", " (ended) " of " (s.links) " links ended" }
+                dt { "Succeeded" } dd.succeeded { (s.succeeded) }
+                dt { "Failed" } dd.failed { (s.failed) }
+                dt { "Skipped" } dd.skipped { (s.skipped) }
+            }
+        }
+    };
+    Ok(layout(&place, &viewer, false, &format!("Chain {id}"), driver(&dash), body).into_response())
+}
+
+/// `GET workflows/{id}`: a workflow's nodes by outcome.
+pub(crate) async fn workflow(
+    State(dash): State<Dashboard>,
+    place: Place,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let s = Workflow::status(&dash.queue, &WorkflowId(id.clone())).await?;
+    if s.nodes == 0 {
+        return Err(Error::NotFound(format!("No workflow with id {id} (or it was pruned).")));
+    }
+    let ended = s.succeeded + s.failed + s.skipped;
+    let body = html! {
+        p.crumbs { "Workflow " (id) }
+        h1 { "Workflow " (id) }
+        section #workflow data-refresh=[(!s.is_finished()).then_some("2")] {
+            dl.fields {
+                dt { "State" } dd.workflow-state { @if s.is_finished() { "finished" } @else { "running" } }
+                dt { "Progress" } dd { (shares(ended, s.nodes)) ", " (ended) " of " (s.nodes) " nodes ended" }
+                dt { "Succeeded" } dd.succeeded { (s.succeeded) }
+                dt { "Failed" } dd.failed { (s.failed) }
+                dt { "Skipped" } dd.skipped { (s.skipped) }
+                @if let Some(t) = s.created_at { dt { "Dispatched" } dd { (time(t)) } }
+            }
+        }
+    };
+    Ok(layout(&place, &viewer, false, &format!("Workflow {id}"), driver(&dash), body).into_response())
+}
+
+/// A progress bar of `done` out of `of`.
+fn shares(done: u64, of: u64) -> Markup {
+    let pct = if of == 0 { 100.0 } else { done.min(of) as f64 * 100.0 / of as f64 };
+    html! { progress max="100" value=(format!("{pct:.0}")) {} " " (format!("{pct:.1} %")) }
 }

@@ -106,6 +106,7 @@
 //! and 0.8 s.
 
 mod assets;
+mod audit;
 mod auth;
 mod error;
 mod fingerprint;
@@ -134,6 +135,7 @@ pub use error::{Error, Result};
 struct Dashboard {
     queue: Queue,
     live: Arc<live::Live>,
+    audit: Arc<audit::Audit>,
 }
 
 /// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)),
@@ -147,10 +149,12 @@ pub fn router(queue: Queue) -> Router {
 /// `router_with(queue, Access::ReadOnly)` shows every page and refuses every action, unless
 /// the application's layer grants [`Access::Full`] to a request.
 pub fn router_with(queue: Queue, default: Access) -> Router {
-    let guard = Arc::new(auth::Guard::new(default));
+    let audit = Arc::new(audit::Audit::default());
+    let guard = Arc::new(auth::Guard::new(default, audit.clone()));
     let state = Dashboard {
         queue,
         live: Arc::new(live::Live::new()),
+        audit,
     };
     Router::new()
         .route("/", get(pages::overview))
@@ -177,6 +181,9 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/batches/{id}/cancel", post(groups::cancel_batch))
         .route("/batches/{id}/retry", post(groups::retry_batch))
         .route("/schedules", get(groups::schedules))
+        .route("/audit", get(audit::page))
+        .route("/chains/{id}", get(groups::chain))
+        .route("/workflows/{id}", get(groups::workflow))
         .route("/schedules/{id}/{action}", post(groups::schedule_action))
         .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(guard, auth::guard))

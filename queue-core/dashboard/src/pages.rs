@@ -306,8 +306,14 @@ pub(crate) async fn job(
             @if let Some(group) = &status.group {
                 dt { "Part of" }
                 dd.group {
-                    @if group.kind == queue_core::GroupKind::Batch {
-                        a href={ "../batches/" (enc(&group.id)) } { (group) }
+                    @let dir = match group.kind {
+                        queue_core::GroupKind::Batch => Some("batches"),
+                        queue_core::GroupKind::Chain => Some("chains"),
+                        queue_core::GroupKind::Workflow => Some("workflows"),
+                        _ => None,
+                    };
+                    @if let Some(dir) = dir {
+                        a href={ "../" (dir) "/" (enc(&group.id)) } { (group) }
                     } @else { (group) }
                 }
             }

@@ -124,6 +124,7 @@ pub(crate) fn layout(
                         a href={ (root) "failed" } { "Failed" }
                         a href={ (root) "batches" } { "Batches" }
                         a href={ (root) "schedules" } { "Schedules" }
+                        a href={ (root) "audit" } { "Audit" }
                         form.find method="get" action={ (root) "jobs" } {
                             label { "Job id " input type="text" name="id" size="12" required; }
                             button type="submit" { "Show" }
