@@ -2130,14 +2130,17 @@ impl<DB: Sql> Control for SqlStore<DB> {
 }
 
 /// The worker registry: a row per worker in `{table}_workers`, its expiry by the database's
-/// clock; listing deletes the expired rows first.
+/// clock; listing and beating delete the expired rows.
 #[async_trait]
 impl<DB: Sql> Workers for SqlStore<DB> {
-    /// One statement: an upsert.
+    /// Two statements: an upsert, then the expired rows deleted (so they do not pile up in
+    /// a store nobody lists).
     async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()> {
         let id = storable(id);
+        let sql = &self.inner.sql;
         let args = [Arg::Text(&id), Arg::Bytes(entry), Arg::Int(millis(ttl))];
-        self.change("worker_beat", &self.inner.sql.worker_beat, &args)
+        self.change("worker_beat", &sql.worker_beat, &args).await?;
+        self.change("workers_prune", &sql.workers_prune, &[])
             .await
             .map(drop)
     }

@@ -971,8 +971,11 @@ impl Control for MemoryStorage {
 #[async_trait]
 impl Workers for MemoryStorage {
     async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()> {
-        let expires = now_ms().saturating_add(duration_millis(ttl));
-        self.state()
+        let now = now_ms();
+        let expires = now.saturating_add(duration_millis(ttl));
+        let mut state = self.state();
+        state.workers.retain(|_, (_, expires)| *expires > now);
+        state
             .workers
             .insert(id.to_owned(), (entry.to_vec(), expires));
         Ok(())
