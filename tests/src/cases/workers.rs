@@ -86,7 +86,7 @@ pub async fn worker_registry_entries_expire_and_leave(store: Store) {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(ids, [b.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&b));
     assert!(workers.leave(&b).await.unwrap());
     assert!(mine(workers.workers().await.unwrap()).is_empty());
 }
