@@ -29,6 +29,10 @@ pub const BEAT_EVERY: Duration = Duration::from_secs(10);
 /// for up to this long after it died, and a beat or two may fail without it disappearing.
 pub const BEAT_TTL: Duration = Duration::from_secs(30);
 
+/// How long a stopping worker waits for the store to remove its entry (a store that is down
+/// must not hold up a stop: the entry expires anyway).
+const LEAVE_WITHIN: Duration = Duration::from_secs(2);
+
 /// What a worker process tells the store about itself: the entry of the worker registry,
 /// written as JSON every [`BEAT_EVERY`]. Read with [`Queue::workers`](crate::Queue::workers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,7 +289,7 @@ impl Beats {
         let Ok(workers) = storage.workers() else {
             return;
         };
-        match tokio::time::timeout(Duration::from_secs(5), workers.leave(id)).await {
+        match tokio::time::timeout(LEAVE_WITHIN, workers.leave(id)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 warn!(error = %e, worker = %id, "could not remove this worker's registry entry; it expires on its own")
