@@ -188,6 +188,7 @@ macro_rules! conformance {
             engine_schedules_buffer_one,
             engine_stored_schedules_run_now,
             engine_worker_lists_itself,
+            engine_worker_registry_failures_do_not_stop_the_worker,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

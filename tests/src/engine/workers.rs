@@ -8,7 +8,8 @@ use queue_core::worker::BEAT_EVERY;
 use queue_core::{Error, Queue, StorageExt, WorkerInfo};
 use serde_json::json;
 
-use super::test_options;
+use super::{run_worker, test_options};
+use crate::fault::{Beats, Faulty};
 use crate::{unique, Store};
 
 /// The entry of the worker taking jobs from `q`, if one is listed.
@@ -112,4 +113,45 @@ pub async fn engine_worker_lists_itself(store: Store) {
         entry(&queue, &q).await.is_none(),
         "a worker that stopped is not listed"
     );
+}
+
+/// Beats that fail, or that never answer, neither stop nor slow a worker: it runs its jobs
+/// and stops as it would (a stuck removal of its entry holds its stop up two seconds at
+/// most).
+pub async fn engine_worker_registry_failures_do_not_stop_the_worker(store: Store) {
+    if store.capabilities().workers.is_none() {
+        println!(
+            "engine_worker_registry_failures_do_not_stop_the_worker: not applicable to the {} \
+             driver (no worker registry)",
+            store.driver()
+        );
+        return;
+    }
+    for beats in [Beats::Fail, Beats::Hang] {
+        let faulty = Faulty::new(store.clone());
+        faulty.beats(beats);
+        let queue = Queue::from_arc(faulty.clone());
+        let q = unique("q");
+        queue.listen("quick", |_: serde_json::Value, _ctx| async { Ok(()) });
+        for _ in 0..20 {
+            queue
+                .dispatch_named("quick", json!(null))
+                .on_queue(q.as_str())
+                .await
+                .unwrap();
+        }
+        let started = Instant::now();
+        let summary = run_worker(&queue, test_options(&[&q]).concurrency(4)).await;
+        assert_eq!(summary.processed, 20, "{beats:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{beats:?}: took {:?}",
+            started.elapsed()
+        );
+        assert!(faulty.beat_calls.load(Ordering::SeqCst) >= 1, "{beats:?}");
+        assert!(
+            entry(&queue, &q).await.is_none(),
+            "{beats:?}: never written"
+        );
+    }
 }
