@@ -409,8 +409,8 @@ impl Queue {
     /// keeps an entry in the store's worker registry ([`WorkerInfo`](crate::WorkerInfo),
     /// written every [`BEAT_EVERY`](crate::worker::BEAT_EVERY) and kept for
     /// [`BEAT_TTL`](crate::worker::BEAT_TTL)), removed when it stops. Entries that cannot be
-    /// decoded are skipped. `NotSupported` on a store without the worker registry
-    /// (memcached).
+    /// decoded are skipped. `NotSupported` on a store without the worker registry (every
+    /// driver in this workspace has it; see each driver's docs for how it keeps it).
     pub async fn workers(&self) -> Result<Vec<crate::WorkerInfo>> {
         use crate::storage::StorageExt;
         let entries = self.storage().workers()?.workers().await?;

@@ -396,7 +396,9 @@ pub trait Wake: Send + Sync {
 ///   where it has one: the database's, Redis's `TIME`);
 /// - expired entries do not pile up: the driver deletes them when it lists, or in a prune.
 ///
-/// The drivers' docs say how each keeps it; memcached, which cannot list its keys, refuses.
+/// The drivers' docs say how each keeps it. memcached, which cannot list its keys, keeps an
+/// index of the ids changed by compare-and-swap, and says in its crate docs when a live
+/// worker may be missing from a listing (until its next beat).
 #[async_trait]
 pub trait Workers: Send + Sync {
     /// Writes or replaces the entry `id` (opaque bytes), kept for `ttl` from now.

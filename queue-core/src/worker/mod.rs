@@ -592,6 +592,7 @@ impl Worker {
             options.concurrency.max(1),
         );
         let worker_id = caps.workers.is_some().then(|| info.id.clone());
+        let (beats_stop, beats_stopped) = watch::channel(false);
         let beats = tokio::spawn(
             presence::Beats {
                 storage: storage.clone(),
@@ -600,7 +601,7 @@ impl Worker {
                 counters: self.counters.clone(),
                 listed: listed.clone(),
             }
-            .run(),
+            .run(beats_stopped),
         );
         let request = ReserveRequest {
             queues: options.queues.clone(),
@@ -633,10 +634,13 @@ impl Worker {
         engine.pauses.mark_changed();
         let reason = engine.run().await;
         engine.drain(reason).await;
-        beats.abort();
-        if let Some(id) = &worker_id {
-            presence::Beats::leave(self.storage.as_ref(), id).await;
-        }
+        presence::Beats::stop(
+            self.storage.as_ref(),
+            beats_stop,
+            beats,
+            worker_id.as_deref(),
+        )
+        .await;
         restart_watch.abort();
         if let Some(pruner) = pruner {
             pruner.abort();

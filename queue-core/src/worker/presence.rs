@@ -266,9 +266,10 @@ impl Beats {
         }
     }
 
-    /// Beats now, then every [`BEAT_EVERY`], until dropped. Nothing on a store without the
-    /// worker registry (said once in the debug log).
-    pub(super) async fn run(mut self) {
+    /// Beats now, then every [`BEAT_EVERY`], until `stop` turns true (a beat in flight is
+    /// finished first) or the task is dropped. Nothing on a store without the worker registry
+    /// (said once in the debug log).
+    pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         if self.storage.capabilities().workers.is_none() {
             debug!(
                 driver = self.storage.driver(),
@@ -279,13 +280,34 @@ impl Beats {
         let mut every = tokio::time::interval(BEAT_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
             self.beat_once().await;
         }
     }
 
+    /// Stops the beats of `task` (told by `stop`): waits for a beat in flight, at most
+    /// [`LEAVE_WITHIN`], so that it cannot land after the entry is removed; then removes the
+    /// entry `id`, if any. A failure is logged (the entry expires).
+    pub(super) async fn stop(
+        storage: &dyn Storage,
+        stop: watch::Sender<bool>,
+        mut task: tokio::task::JoinHandle<()>,
+        id: Option<&str>,
+    ) {
+        stop.send_replace(true);
+        if tokio::time::timeout(LEAVE_WITHIN, &mut task).await.is_err() {
+            task.abort();
+        }
+        if let Some(id) = id {
+            Self::leave(storage, id).await;
+        }
+    }
+
     /// Removes the entry `id` of a worker that stops; a failure is logged (it expires).
-    pub(super) async fn leave(storage: &dyn Storage, id: &str) {
+    async fn leave(storage: &dyn Storage, id: &str) {
         let Ok(workers) = storage.workers() else {
             return;
         };
