@@ -1628,3 +1628,106 @@ fn job_status_and_cancel_from_the_command_line() {
         assert!(text(&out).contains("no job"), "{}", text(&out));
     }
 }
+
+/// `runall workers` through the real binary on SQLite: nothing listed before a worker runs;
+/// a running `runall work` listed with its host, pid, queues and slots, busy once a job runs
+/// (at its next beat), in the table and as JSON; gone once it stopped on SIGTERM.
+#[test]
+fn workers_from_the_command_line() {
+    let store = Store::sqlite();
+    let out = run(store.runall("").args(["workers"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no worker is running"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["workers", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json, serde_json::json!([]));
+
+    let out =
+        run(store
+            .runall("")
+            .args(["dispatch", "sleep", r#"{"ms":20000}"#, "--queue", "slow"]));
+    assert!(out.status.success(), "{}", text(&out));
+    let mut worker = store
+        .runall("")
+        .args([
+            "work",
+            "--queue",
+            "slow,other",
+            "--concurrency",
+            "3",
+            "--sleep",
+            "50ms",
+            "--grace",
+            "1s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runall work starts");
+    let pid = worker.id();
+    let listed = |out: &Output| {
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .expect("JSON")
+            .into_iter()
+            .find(|w| w["pid"] == pid)
+    };
+    // Listed at its first beat (when it starts); busy from a later one (every 10 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let busy = loop {
+        let out = run(store.runall("").args(["workers", "--json"]));
+        assert!(out.status.success(), "{}", text(&out));
+        if let Some(entry) = listed(&out) {
+            if entry["busy"] == 1 {
+                break entry;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never listed itself busy"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(busy["queues"], serde_json::json!(["slow", "other"]));
+    assert_eq!(busy["slots"], 3);
+    assert_eq!(busy["running"][0]["name"], "sleep");
+    assert_eq!(busy["running"][0]["queue"], "slow");
+    assert!(!busy["host"].as_str().unwrap_or_default().is_empty());
+
+    let out = run(store.runall("").args(["workers"]));
+    let shown = text(&out);
+    let line = shown
+        .lines()
+        .find(|l| l.contains(&format!(" {pid} ")))
+        .unwrap_or_else(|| panic!("a line for pid {pid}: {shown}"));
+    assert!(
+        line.contains("slow,other") && line.contains("1/3") && line.ends_with("s ago"),
+        "{line}"
+    );
+    assert!(shown.starts_with("id "), "{shown}");
+    assert!(shown.contains("1 worker, 1 of 3 slots busy"), "{shown}");
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -TERM worked");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(_)) = worker.try_wait() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker stopped on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = run(store.runall("").args(["workers"]));
+    assert!(
+        text(&out).contains("no worker is running"),
+        "a worker that stopped leaves the list: {}",
+        text(&out)
+    );
+}

@@ -307,7 +307,10 @@ pub use testing::{
 };
 pub use trace::{set_trace_propagator, TracePropagator};
 pub use unique::{OnConflict, UniqueJob};
-pub use worker::{PauseHandle, StopHandle, StopReason, Worker, WorkerOptions, WorkerSummary};
+pub use worker::{
+    PauseHandle, RunningJob, StopHandle, StopReason, Worker, WorkerInfo, WorkerOptions,
+    WorkerSummary,
+};
 pub use workflow::{CurrentWorkflow, Node, Workflow, WorkflowId, WorkflowStatus};
 
 /// What a dispatch did: [`Created`](Pushed::Created) the job, or found its unique key held

@@ -427,6 +427,21 @@ impl Queue {
         }
     }
 
+    /// The workers of this store that are alive now, sorted by id: each live worker process
+    /// keeps an entry in the store's worker registry ([`WorkerInfo`](crate::WorkerInfo),
+    /// written every [`BEAT_EVERY`](crate::worker::BEAT_EVERY) and kept for
+    /// [`BEAT_TTL`](crate::worker::BEAT_TTL)), removed when it stops. Entries that cannot be
+    /// decoded are skipped. `NotSupported` on a store without the worker registry (every
+    /// driver in this workspace has it; see each driver's docs for how it keeps it).
+    pub async fn workers(&self) -> Result<Vec<crate::WorkerInfo>> {
+        use crate::storage::StorageExt;
+        let entries = self.storage().workers()?.workers().await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, entry)| crate::WorkerInfo::decode(&id, &entry))
+            .collect())
+    }
+
     /// The job events of this queue from now on: its dispatches and what its workers do
     /// (see [`JobEvent`](crate::JobEvent)). A listener that falls far behind loses the
     /// oldest events; it never slows a worker.

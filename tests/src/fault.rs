@@ -1,5 +1,6 @@
 //! A store with faults a test switches on: renewals that report the lease lost or fail as if
-//! the backend were down, restart-signal reads that fail, and a count of size queries. Every
+//! the backend were down, restart-signal reads that fail, worker registry writes that fail or
+//! never answer, and a count of size queries. Every
 //! call goes to the real driver underneath unless its fault is on.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -10,8 +11,9 @@ use async_trait::async_trait;
 use queue_core::storage::{
     Capabilities, Control, Inspect, JobState, JobSummary, Lease, LeaseStatus, NewJob, Page,
     PageRequest, Pushed, QueueSize, ReserveRequest, Reserved, Settle, SettleReply, Storage,
+    Workers,
 };
-use queue_core::{Error, Result};
+use queue_core::{Error, Result, StorageExt};
 
 use crate::Store;
 
@@ -46,6 +48,22 @@ pub struct Faulty {
     pub largest_refused: AtomicUsize,
     /// `push` fails (storing nothing) when one of its jobs' payloads contains these bytes.
     pub refuse_payloads_with: std::sync::Mutex<Option<Vec<u8>>>,
+    /// What the worker registry's writes (`beat`, `leave`) do.
+    pub beats: AtomicU8,
+    /// How many beats were asked.
+    pub beat_calls: AtomicUsize,
+}
+
+/// What the worker registry's writes do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Beats {
+    /// Write as the store would.
+    Work = 0,
+    /// Fail with a backend error.
+    Fail = 1,
+    /// Never answer.
+    Hang = 2,
 }
 
 impl Faulty {
@@ -61,7 +79,26 @@ impl Faulty {
             largest_push: AtomicUsize::new(0),
             largest_refused: AtomicUsize::new(0),
             refuse_payloads_with: std::sync::Mutex::new(None),
+            beats: AtomicU8::new(Beats::Work as u8),
+            beat_calls: AtomicUsize::new(0),
         })
+    }
+
+    /// Sets what the worker registry's writes do from now on.
+    pub fn beats(&self, beats: Beats) {
+        self.beats.store(beats as u8, Ordering::SeqCst);
+    }
+
+    /// The fault of a registry write, if one is on (after it, for `Hang`, a very long wait).
+    async fn beat_fault(&self) -> Result<()> {
+        match self.beats.load(Ordering::SeqCst) {
+            1 => Err(self.down()),
+            2 => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Err(self.down())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Sets what `extend` does from now on.
@@ -86,6 +123,9 @@ impl Storage for Faulty {
         }
         if caps.control.is_some() {
             caps.control = Some(self);
+        }
+        if caps.workers.is_some() {
+            caps.workers = Some(self);
         }
         caps
     }
@@ -211,5 +251,23 @@ impl Control for Faulty {
                 operation: "the restart signal",
             }),
         }
+    }
+}
+
+#[async_trait]
+impl Workers for Faulty {
+    async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()> {
+        self.beat_calls.fetch_add(1, Ordering::SeqCst);
+        self.beat_fault().await?;
+        self.inner.workers()?.beat(id, entry, ttl).await
+    }
+
+    async fn workers(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.inner.workers()?.workers().await
+    }
+
+    async fn leave(&self, id: &str) -> Result<bool> {
+        self.beat_fault().await?;
+        self.inner.workers()?.leave(id).await
     }
 }

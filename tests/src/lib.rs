@@ -123,6 +123,7 @@ macro_rules! conformance {
             track_cancel_races_reserve,
             track_records_and_fences,
             track_record_effects_apply_with_the_settle,
+            worker_registry_entries_expire_and_leave,
             engine_runs_jobs_in_priority_order,
             engine_starts_jobs_in_store_order,
             engine_retries_with_backoff,
@@ -187,6 +188,8 @@ macro_rules! conformance {
             engine_stored_schedules,
             engine_schedules_buffer_one,
             engine_stored_schedules_run_now,
+            engine_worker_lists_itself,
+            engine_worker_registry_failures_do_not_stop_the_worker,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -267,6 +267,15 @@
 //!
 //! Job ids are at most 255 bytes and kinds 32 on MySQL.
 //!
+//! # The worker registry
+//!
+//! [`Workers`](queue_core::storage::Workers) (`runall workers`): one row per live worker in
+//! `{table}_workers` (id, entry, `expires_at` by the database's clock), written by an upsert
+//! at each beat and deleted when the worker stops. Listing deletes the expired rows, then
+//! reads the others sorted by id (bytes order: `COLLATE "C"` on PostgreSQL, `VARBINARY` on
+//! MySQL); each beat deletes the expired rows too, so they never pile up in a store nobody
+//! lists. Worker ids are at most 255 bytes on MySQL.
+//!
 //! # Transactional dispatch
 //!
 //! An application can dispatch inside its own sqlx transaction, so that the job exists if and
@@ -280,16 +289,17 @@
 //!
 //! # Tables and migrations
 //!
-//! A store uses seven tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
-//! and five named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
+//! A store uses nine tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
+//! and seven named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
 //! `{table}_control` (the restart generation and the schema's version), `{table}_waiting`
-//! (waiting jobs) and `{table}_records` (records kept for jobs). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
+//! (waiting jobs), `{table}_records` (records kept for jobs), `{table}_values` (group values:
+//! workflow outputs) and `{table}_workers` (the worker registry). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
 //! characters). Connecting applies the files of `migrations/sqlite/`, `migrations/postgres/`
 //! or `migrations/mysql/`, skipping what is there, processes starting together taking turns.
 //! The control table keeps the number of the last file applied: a database at it (or past
 //! it) runs no DDL at all when a store connects, and one at an older version gets the files
-//! after it alone (a database of version 5 gets `0006_waiting.sql` and `0007_records.sql`,
-//! the waiting-jobs and records tables, and nothing else). A database made before the v2 contract (no version) gets every file
+//! after it alone (a database of version 5 gets `0006_waiting.sql` to `0009_workers.sql`,
+//! the waiting-jobs, records, values and workers tables, and nothing else). A database made before the v2 contract (no version) gets every file
 //! and is upgraded (its statistics table `{table}_counters` is dropped). Teams that run their
 //! own migration tool print the schema instead (`runall table`: [`schema_for_url`],
 //! [`schema_sql`]) and connect with `migrate(false)`.
@@ -333,8 +343,8 @@
 //! - **Everything the contract has**: claims, the failed store, inspection (listing a
 //!   queue's jobs by state a page at a time through the `(queue, due_at, id)` index), group
 //!   counters, waiting jobs (see [above](#waiting-jobs)), jobs by id and their records (see
-//!   [above](#jobs-by-id-and-records)), the restart signal, reservations by job name,
-//!   wake-ups.
+//!   [above](#jobs-by-id-and-records)), the restart signal, the worker registry (see
+//!   [above](#the-worker-registry)), reservations by job name, wake-ups.
 
 // Without a database, only the schema is of use.
 #![cfg_attr(

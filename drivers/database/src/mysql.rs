@@ -154,6 +154,8 @@ impl Backend for MySql {
     // `FOR SHARE` is MySQL 8's alone; both servers know this form.
     const FOR_SHARE: &'static str = " LOCK IN SHARE MODE";
     const UPSERT_VALUE: &'static str = " ON DUPLICATE KEY UPDATE value = VALUES(value)";
+    const UPSERT_WORKER: &'static str = " ON DUPLICATE KEY UPDATE entry = VALUES(entry), \
+         expires_at = VALUES(expires_at)";
     const UPSERT_RECORD: &'static str = " ON DUPLICATE KEY UPDATE value = VALUES(value), \
          expires_at = VALUES(expires_at)";
     // A single-table `DELETE` takes a `LIMIT` (and cannot read its own table in a

@@ -60,6 +60,10 @@ macro_rules! migrations {
                 include_str!(concat!("../migrations/", $db, "/0008_values.sql")),
             ),
             (
+                "0009_workers.sql",
+                include_str!(concat!("../migrations/", $db, "/0009_workers.sql")),
+            ),
+            (
                 "0010_reserved.sql",
                 include_str!(concat!("../migrations/", $db, "/0010_reserved.sql")),
             ),
@@ -112,17 +116,18 @@ pub const DEFAULT_FAILED_TABLE: &str = "failed_jobs";
 
 /// What the tables named after the jobs table are called after it: `{table}_locks` and so
 /// on (`counters` is the statistics table of before the v2 contract, which migrating drops).
-const NAMED_AFTER: [&str; 7] = [
-    "locks", "groups", "control", "waiting", "records", "values", "counters",
+const NAMED_AFTER: [&str; 8] = [
+    "locks", "groups", "control", "waiting", "records", "values", "workers", "counters",
 ];
 
 /// The names of the tables a store uses, checked to be plain SQL identifiers.
 ///
 /// Names are pasted into SQL text (a table name cannot be a bound parameter), so only
 /// `[A-Za-z_][A-Za-z0-9_]*` is accepted, at most 48 characters: nothing can be injected.
-/// The locks, group counters, control, waiting-jobs, records and group values tables are
-/// named after the jobs table: `{table}_locks`, `{table}_groups`, `{table}_control`,
-/// `{table}_waiting`, `{table}_records`, `{table}_values`.
+/// The locks, group counters, control, waiting-jobs, records, group values and worker
+/// registry tables are named after the jobs table: `{table}_locks`, `{table}_groups`,
+/// `{table}_control`, `{table}_waiting`, `{table}_records`, `{table}_values`,
+/// `{table}_workers`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tables {
     jobs: String,
@@ -218,9 +223,9 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// (`CREATE ... IF NOT EXISTS`); `0005` adds columns, which SQLite and MySQL cannot do "if
 /// not exists": to upgrade a database made before it, apply that file alone (connecting
 /// with migrations on does it, skipping what is there). `0006` creates the waiting-jobs
-/// table, `0007` the records table (jobs by id) and `0008` the group values table (workflow
-/// outputs): a database made before them gets them by applying those files alone
-/// (connecting does it, and touches no other table).
+/// table, `0007` the records table (jobs by id), `0008` the group values table (workflow
+/// outputs) and `0009` the worker registry: a database made before them gets them by
+/// applying those files alone (connecting does it, and touches no other table).
 ///
 /// ```
 /// use queue_database::{schema_sql, Dialect, Tables};
@@ -232,6 +237,7 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_waiting ("));
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_records ("));
 /// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_values ("));
+/// assert!(sql.contains("CREATE TABLE IF NOT EXISTS jobs_workers ("));
 /// assert!(schema_sql(Dialect::Postgres, &tables).contains("payload BYTEA"));
 /// assert!(schema_sql(Dialect::MySql, &tables).contains("ENGINE=InnoDB"));
 /// # Ok::<(), queue_core::Error>(())
@@ -366,6 +372,7 @@ mod tests {
             "jobs_records",
             "jobs_records_expires",
             "jobs_values",
+            "jobs_workers",
         ] {
             assert!(Tables::new("jobs", clash).is_err(), "{clash}");
         }
@@ -386,6 +393,7 @@ mod tests {
                 "q_waiting",
                 "q_records",
                 "q_values",
+                "q_workers",
             ] {
                 let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
                 assert!(sql.contains(&create), "{dialect}: {table}");
@@ -397,7 +405,7 @@ mod tests {
                 .iter()
                 .all(|s| !s.ends_with(';') && !s.is_empty()));
             // A database at version 5 lacks the waiting-jobs and records tables alone.
-            assert_eq!(last_version(dialect), 8, "{dialect}");
+            assert_eq!(last_version(dialect), 9, "{dialect}");
             let since_5 = super::statements(&schema_after(dialect, &tables, 5));
             assert!(
                 since_5[0].starts_with("CREATE TABLE IF NOT EXISTS q_waiting ("),
@@ -410,18 +418,24 @@ mod tests {
                 "{dialect}: {since_6:?}"
             );
             let since_7 = super::statements(&schema_after(dialect, &tables, 7));
-            assert_eq!(since_7.len(), 1, "{dialect}: {since_7:?}");
+            assert_eq!(since_7.len(), 2, "{dialect}: {since_7:?}");
             assert!(
                 since_7[0].starts_with("CREATE TABLE IF NOT EXISTS q_values ("),
                 "{dialect}: {since_7:?}"
             );
+            let since_8 = super::statements(&schema_after(dialect, &tables, 8));
+            assert_eq!(since_8.len(), 1, "{dialect}: {since_8:?}");
             assert!(
-                since_6[..since_6.len() - 1]
+                since_8[0].starts_with("CREATE TABLE IF NOT EXISTS q_workers ("),
+                "{dialect}: {since_8:?}"
+            );
+            assert!(
+                since_6[..since_6.len() - 2]
                     .iter()
                     .all(|s| s.contains("q_records") && !s.contains("q_waiting")),
                 "{dialect}: {since_6:?}"
             );
-            assert_eq!(schema_after(dialect, &tables, 8), "", "{dialect}");
+            assert_eq!(schema_after(dialect, &tables, 9), "", "{dialect}");
         }
     }
 

@@ -252,6 +252,10 @@ pub(crate) mod sealed {
         /// the new value and expiry.
         const UPSERT_RECORD: &'static str = " ON CONFLICT (job_id, kind) DO UPDATE SET \
              value = excluded.value, expires_at = excluded.expires_at";
+        /// Ends an `INSERT` into `{workers_table}`: a row of the same id takes the new entry
+        /// and expiry.
+        const UPSERT_WORKER: &'static str = " ON CONFLICT (id) DO UPDATE SET \
+             entry = excluded.entry, expires_at = excluded.expires_at";
         /// Ends an `INSERT` into `{values_table}`: a row of the same (group, name) takes the
         /// new value.
         const UPSERT_VALUE: &'static str =

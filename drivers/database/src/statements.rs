@@ -185,6 +185,14 @@ pub(crate) struct Statements {
     pub(crate) records: String,
     /// Deletes up to [`PRUNE_CHUNK`] expired records.
     pub(crate) records_prune: String,
+    /// Writes a worker's entry, replacing one of the same id. Binds: id, entry, ttl ms.
+    pub(crate) worker_beat: String,
+    /// The unexpired worker entries, by id: id, entry.
+    pub(crate) workers: String,
+    /// Deletes the expired worker entries.
+    pub(crate) workers_prune: String,
+    /// Deletes a worker's entry if it has not expired. Binds: id.
+    pub(crate) worker_leave: String,
 }
 
 /// The columns of a job by id, in the order `summary_from` reads them: id, queue, name,
@@ -464,6 +472,15 @@ impl Statements {
                 rows::<DB>(&[("i", Int), ("r_job", Text), ("r_kind", Text)]),
             )),
             records_prune: fill(&DB::PRUNE_RECORDS.replace("{chunk}", &PRUNE_CHUNK.to_string())),
+            worker_beat: fill(&format!(
+                "INSERT INTO {{workers_table}} (id, entry, expires_at) VALUES (?, ?, {{now}} + ?){}",
+                DB::UPSERT_WORKER
+            )),
+            workers: fill(
+                "SELECT id, entry FROM {workers_table} WHERE expires_at > {now} ORDER BY id",
+            ),
+            workers_prune: fill("DELETE FROM {workers_table} WHERE expires_at <= {now}"),
+            worker_leave: fill("DELETE FROM {workers_table} WHERE id = ? AND expires_at > {now}"),
         }
     }
 

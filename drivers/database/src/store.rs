@@ -10,7 +10,7 @@ use queue_core::storage::{
     check_effect_list, check_effects, check_record, duration_millis, from_unix_millis, unix_millis,
     Cancellation, Capabilities, Control, Effect, FailedStore, Groups, Guard, Inspect, JobState,
     JobSummary, LeaseStatus, Outcome, Page, PageRequest, RecordKey, Settle, SettleReply, Settled,
-    Track, Unique, Until, Wake,
+    Track, Unique, Until, Wake, Workers,
 };
 use queue_core::{
     Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
@@ -1421,6 +1421,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DB::DRIVER, self)
             .track(self)
+            .workers(self)
             .rewrite(true)
             .durable(self.inner.open.durable)
             .atomic_push(true)
@@ -2156,6 +2157,52 @@ impl<DB: Sql> Control for SqlStore<DB> {
         self.change("request_restart", &self.inner.sql.request_restart, &[])
             .await
             .map(drop)
+    }
+}
+
+/// The worker registry: a row per worker in `{table}_workers`, its expiry by the database's
+/// clock; listing and beating delete the expired rows.
+#[async_trait]
+impl<DB: Sql> Workers for SqlStore<DB> {
+    /// Two statements: an upsert, then the expired rows deleted (so they do not pile up in
+    /// a store nobody lists).
+    async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()> {
+        let id = storable(id);
+        let sql = &self.inner.sql;
+        let args = [Arg::Text(&id), Arg::Bytes(entry), Arg::Int(millis(ttl))];
+        self.change("worker_beat", &sql.worker_beat, &args).await?;
+        self.change("workers_prune", &sql.workers_prune, &[])
+            .await
+            .map(drop)
+    }
+
+    /// Two statements: the expired rows deleted, then the others read.
+    async fn workers(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let sql = &self.inner.sql;
+        self.change("workers_prune", &sql.workers_prune, &[])
+            .await?;
+        let rows = self.one("workers", self.main(), &sql.workers, &[]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    DB::text(row, 0).map_err(db::<DB>)?,
+                    DB::bytes(row, 1).map_err(db::<DB>)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// One statement: the row deleted if it has not expired.
+    async fn leave(&self, id: &str) -> Result<bool> {
+        let id = storable(id);
+        let n = self
+            .change(
+                "worker_leave",
+                &self.inner.sql.worker_leave,
+                &[Arg::Text(&id)],
+            )
+            .await?;
+        Ok(n > 0)
     }
 }
 

@@ -236,6 +236,7 @@ async fn drop_tables<DB: Server>(table: &str) {
         "_waiting",
         "_records",
         "_values",
+        "_workers",
         "_counters",
     ] {
         DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {table}{suffix}")).await;
@@ -478,7 +479,7 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
         "a NUL is stored as a replacement"
     );
     let expected: Vec<String> = [
-        "", "_control", "_f", "_groups", "_locks", "_records", "_values", "_waiting",
+        "", "_control", "_f", "_groups", "_locks", "_records", "_values", "_waiting", "_workers",
     ]
     .iter()
     .map(|suffix| format!("{table}{suffix}"))
@@ -536,8 +537,8 @@ async fn upgrades_a_database_of_before<DB: Server>() {
     drop_tables::<DB>(&table).await;
 }
 
-/// A database of version 5 (made before waiting jobs) gets the waiting-jobs and records
-/// tables when a store connects, and its other tables are left alone: connecting does not wait for a
+/// A database of version 5 (made before waiting jobs) gets the waiting-jobs, records, values
+/// and workers tables when a store connects, and its other tables are left alone: connecting does not wait for a
 /// transaction that holds rows of the jobs table, as it would on PostgreSQL behind the
 /// `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` of 0005 run again (which locks before it
 /// looks). Not on SQLite, where that transaction would hold the file's one write lock.
@@ -594,6 +595,16 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
     let key = RecordKey::new(got[0].lease.job_id.clone(), RecordKey::PROGRESS);
     let written = track.put_record(&key, b"1", Duration::from_secs(60), Some(&got[0].lease));
     assert!(written.await.unwrap(), "the records table is there");
+    let workers = store.workers().unwrap();
+    workers
+        .beat("w", b"entry", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        workers.workers().await.unwrap(),
+        [("w".to_owned(), b"entry".to_vec())],
+        "the workers table is there"
+    );
     // Connecting again runs no DDL, and says the same version.
     drop(SqlStore::<DB>::connect_with(options(&table)).await.unwrap());
     assert_eq!(DB::raw(&mut conn, &version).await, [10]);

@@ -26,6 +26,8 @@ const MAGIC: &[u8] = b"queue-file job v1\n";
 const WAITING_MAGIC: &[u8] = b"queue-file waiting v1\n";
 /// The first line of every record file.
 const RECORD_MAGIC: &[u8] = b"queue-file record v1\n";
+/// The first line of every worker registry file.
+const WORKER_MAGIC: &[u8] = b"queue-file worker v1\n";
 /// The longest encoded queue name or lock key used as is in a file name.
 const MAX_COMPONENT: usize = 200;
 
@@ -550,6 +552,50 @@ pub(crate) fn decode_waiting(bytes: &[u8]) -> Result<WaitingFile, String> {
             unique: unique_of(&parsed.fields),
             payload: parsed.body.to_vec(),
         },
+    })
+}
+
+/// An entry of the worker registry, in `workers/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerFile {
+    pub(crate) id: String,
+    /// Milliseconds since the Unix epoch: the entry is not listed from then on.
+    pub(crate) expires: i64,
+    pub(crate) entry: Vec<u8>,
+}
+
+/// A worker registry file:
+///
+/// ```text
+/// queue-file worker v1
+/// id: host:1234:0a1b2c3d
+/// expires: 1717000000000      (milliseconds since the Unix epoch)
+/// payload: 9
+///
+/// <9 entry bytes>
+/// ```
+pub(crate) fn encode_worker(worker: &WorkerFile) -> Vec<u8> {
+    let mut out = Vec::with_capacity(worker.entry.len() + worker.id.len() + 80);
+    out.extend_from_slice(WORKER_MAGIC);
+    header(&mut out, "id", &worker.id);
+    header(&mut out, "expires", &worker.expires.to_string());
+    finish(out, &worker.entry)
+}
+
+/// Reads a worker registry file; the error says what is wrong with it.
+pub(crate) fn decode_worker(bytes: &[u8]) -> Result<WorkerFile, String> {
+    let parsed = parse_as(bytes, WORKER_MAGIC)?;
+    let field = |key: &str| {
+        parsed
+            .get(key)
+            .ok_or_else(|| format!("its header has no `{key}`"))
+    };
+    Ok(WorkerFile {
+        id: field("id")?.to_owned(),
+        expires: field("expires")?
+            .parse()
+            .map_err(|_| "its `expires` is not a number of milliseconds".to_owned())?,
+        entry: parsed.body.to_vec(),
     })
 }
 

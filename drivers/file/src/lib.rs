@@ -52,8 +52,8 @@
 //! first), inspection (sizes, queues, clearing, listing jobs by state by
 //! cursor), groups (counters, waiting jobs released by their dependencies for chains,
 //! workflows and batch callbacks, and applying effects with no lease), single jobs by id
-//! (finding one, cancelling it, records kept for it), the restart signal, reserving by job
-//! name, and wake-ups. Three work differently than on a server:
+//! (finding one, cancelling it, records kept for it), the restart signal, the worker registry
+//! (`workers/`, below), reserving by job name, and wake-ups. Three work differently than on a server:
 //!
 //! - **Wake-ups** of other processes go through the file system: an idle worker wakes at
 //!   once for a push, retry or release made through this process, within milliseconds for
@@ -145,6 +145,8 @@
 //!                                         with the group's counters (a listing of
 //!                                         `records/` finds them)
 //!   locks/KEY                             one file per held lock: owner and expiry
+//!   workers/WORKER                        the worker registry: one file per live worker
+//!                                         process, its id, expiry and entry (see below)
 //!   control/lock                          the store's lock (an empty file, `flock`ed)
 //!   control/restart                       the restart generation
 //!   control/replaced                      renewed by each push that replaces a queued job
@@ -216,6 +218,26 @@
 //!   A store made by an older version gets `records/` when it is opened; nothing else in its
 //!   layout changes (the jobs table may no longer be named `records`).
 //!
+//! - **The worker registry** ([`Workers`](queue_core::storage::Workers), `runall workers`):
+//!   `workers/WORKER` (the worker id as a key file name), one file per live worker, written by
+//!   that worker alone every few seconds, whole (staged in `tmp/`, synced with `fsync`, renamed
+//!   over the old one), so a reader takes no lock and sees the old entry or the new:
+//!
+//!   ```text
+//!   queue-file worker v1
+//!   id: HOST:PID:RANDOM
+//!   expires: 1717000000000
+//!   payload: LENGTH
+//!
+//!   ENTRY BYTES
+//!   ```
+//!
+//!   Expiry is judged by each process's clock (the machine's: one machine shares a store).
+//!   Listing, and every beat, deletes the files of expired entries; a worker that stalled
+//!   past its time to live and beats at the very moment such a listing deletes its file is
+//!   listed again at its next beat. A store made by an older version gets `workers/` when
+//!   it is opened (the jobs table may no longer be named `workers`).
+//!
 //! # What each transition costs
 //!
 //! "Sync" is an `fdatasync` of a file or an `fsync` of a directory; with `fsync=false` there
@@ -230,6 +252,7 @@
 //! | settle Retry or Release, no effects | one rename back into `ready/` | `ready/` and `reserved/` once per batch |
 //! | lock, unlock | the key's file rewritten under its own `flock` | none |
 //! | put a record, mark a job cancelled | write to `tmp/`, then under the store's lock one rename into `records/` | the file, then `records/` |
+//! | a worker's beat (every 10 s) | write to `tmp/`, one rename into `workers/`, a listing of `workers/` | the file |
 //! | cancel a waiting or delayed job without a claim | under the store's lock, one unlink | its directory |
 //!
 //! Every other change is a **step of the journal**, one per call (a whole batch of

@@ -6,8 +6,8 @@ use crate::error::FileError;
 
 /// The driver's own sub-directories, which no table may be named. `counters` held the
 /// statistics of older versions: a store made by one may still have it.
-const RESERVED: [&str; 8] = [
-    "tmp", "locks", "claims", "groups", "journal", "control", "counters", "records",
+const RESERVED: [&str; 9] = [
+    "tmp", "locks", "claims", "groups", "journal", "control", "counters", "records", "workers",
 ];
 
 /// How to open a file store.
@@ -201,6 +201,7 @@ mod tests {
         assert!(FileOptions::new("/x").validate().is_ok());
         for bad in [
             "", ".", "..", "a/b", "/abs", "tmp", "locks", "journal", "counters", "records",
+            "workers",
         ] {
             assert!(
                 FileOptions::new("/x").table(bad).validate().is_err(),

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use queue_core::storage::{
     from_unix_millis, Cancellation, Control, FailedStore, Groups, Guard, Inspect, JobState,
-    JobSummary, Page, PageRequest, RecordKey, Track, Wake,
+    JobSummary, Page, PageRequest, RecordKey, Track, Wake, Workers,
 };
 use queue_core::{
     Capabilities, Effect, Error, FailedJob, JobId, Lease, LeaseStatus, NewJob, Outcome, Pushed,
@@ -214,6 +214,7 @@ impl Storage for FileStorage {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DRIVER, self)
             .track(self)
+            .workers(self)
             .durable(self.fsync)
     }
 
@@ -451,6 +452,25 @@ impl Control for FileStorage {
 
     async fn request_restart(&self) -> Result<()> {
         self.run(|disk| Ok(disk.request_restart()?)).await
+    }
+}
+
+/// The worker registry: a file per worker in `workers/` (see the crate docs).
+#[async_trait]
+impl Workers for FileStorage {
+    async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()> {
+        let (id, entry) = (id.to_owned(), entry.to_vec());
+        self.run(move |disk| Ok(disk.worker_beat(&id, &entry, ttl)?))
+            .await
+    }
+
+    async fn workers(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.run(|disk| Ok(disk.workers()?)).await
+    }
+
+    async fn leave(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.run(move |disk| Ok(disk.worker_leave(&id)?)).await
     }
 }
 

@@ -153,7 +153,7 @@ async fn layout_on_disk() {
         dirs,
         [
             "claims", "control", "failed", "groups", "jobs", "journal", "locks", "records", "tmp",
-            "waiting"
+            "waiting", "workers"
         ]
     );
 }

@@ -20,6 +20,8 @@
 //! | `P:lock:K` | a lock: owner and expiry |
 //! | `P:r:ID:KIND` | a record of job ID ([`Track`](queue_core::storage::Track)): its expiry and value, with a native expiry too |
 //! | `P:restart` | the restart generation (`runall restart` increments it) |
+//! | `P:workers` | the worker registry's index: the ids of the workers, one per line (changed by compare-and-swap) |
+//! | `P:w:ID` | a worker's entry ([`Workers`](queue_core::storage::Workers)): its expiry and the entry, with a native expiry too |
 //! | `F:next`, `F:low`, `F:f:ID` | the failed store: id counter, lowest live id, records |
 
 /// Keys that fit comfortably: the longest user part kept as is.
@@ -106,6 +108,7 @@ impl Keys {
         ids() => "ids";
         queues() => "queues";
         restart() => "restart";
+        workers() => "workers";
         job(id: u64) => "j:{id}";
         body(id: u64) => "b:{id}";
     }
@@ -124,6 +127,11 @@ impl Keys {
     /// reading a key no driver would write finds nothing rather than failing).
     pub(crate) fn record(&self, job_id: &str, kind: &str) -> String {
         format!("{}:r:{}:{}", self.p, part(job_id), part(kind))
+    }
+
+    /// The worker registry's entry of the worker `id`.
+    pub(crate) fn worker(&self, id: &str) -> String {
+        format!("{}:w:{}", self.p, part(id))
     }
 
     pub(crate) fn claim(&self, key: &str) -> String {

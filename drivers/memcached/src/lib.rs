@@ -37,7 +37,9 @@
 //! ([`Track`](queue_core::storage::Track): status, cancel, records and `Effect::Record`,
 //! with the weaker points said in [Jobs by id](#jobs-by-id)), locks (items written
 //! with `add`, holding owner and expiry, renewed and released with `cas` by their owner) and
-//! the restart signal (one key, `{prefix}:restart`, increased by `incr`). memcached cannot notify, so a waiting worker
+//! the restart signal (one key, `{prefix}:restart`, increased by `incr`), the worker registry
+//! (`runall workers`, with the weaker points said in [The worker
+//! registry](#the-worker-registry)). memcached cannot notify, so a waiting worker
 //! looks for jobs (one pipelined read of each queue's head and tail), 2 ms after it began
 //! to wait and then twice as long each time up to
 //! [`idle_poll`](crate::MemcachedOptions::idle_poll) (20 ms by default, never past
@@ -162,6 +164,27 @@
 //!   the request after the compare-and-swap that puts the job back, only if it still exists.
 //!   A worker that reserves the job in between reads the old payload: the same job's data
 //!   under the old key, which it opens as before. A crash in between leaves the old payload.
+//!
+//! # The worker registry
+//!
+//! [`Workers`](queue_core::storage::Workers) (`runall workers`, `Queue::workers`): memcached
+//! cannot list keys, so the ids of the workers live in one index item, `{prefix}:workers`
+//! (one id per line), changed only by compare-and-swap, and each worker's entry is an item
+//! of its own, `{prefix}:w:{id}`, holding its expiry (milliseconds, by the writing worker's
+//! clock) and the entry, with a native expiry two seconds later.
+//!
+//! - A **beat** writes the entry (`set`), then reads the index and adds its id with
+//!   compare-and-swap if it is not there.
+//! - A **listing** reads the index, then every entry in one pipelined request; the ids whose
+//!   entries are gone or expired are dropped from the index with compare-and-swap.
+//! - **Leaving** deletes the entry and drops the id from the index.
+//!
+//! Weaker than on the other drivers: expiry is judged by the workers' clocks (which must
+//! agree anyway, see above); an entry or the index lost by memcached (eviction, restart,
+//! `flush_all`) leaves workers out of the list until their next beat (at most 10 s), which
+//! writes them again; and a listing that drops an expired id at the very moment its worker
+//! beats again (a worker that stalled past its time to live) leaves that worker out until
+//! its next beat. An expired entry is never listed.
 //!
 //! # Recovery: timers, sweep, janitor
 //!

@@ -32,6 +32,7 @@ mod slots;
 mod timers;
 mod track;
 mod wait;
+mod workers;
 
 use timers::Timers;
 
@@ -394,6 +395,7 @@ impl Storage for MemcachedStorage {
             .track(self)
             .control(self)
             .wake(self)
+            .workers(self)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {

@@ -16,6 +16,8 @@
 //! | `{P}:values:<group>` | hash | a group's values ([`Effect::Value`](queue_core::Effect::Value): a workflow node's output), by name |
 //! | `{P}:waiting:<key>` | hash | the job waiting under `key`: `d` dependencies left, `q` its queue, `v` when it is available once released (as the push scripts take it: '' now, `+<ms>` after a delay, `<ms>` a Unix time), `n`, `p`, and `u`/`w` its claim |
 //! | `{P}:restart` | string | the restart generation |
+//! | `{P}:workers` | sorted set | the worker registry ([`Workers`](queue_core::storage::Workers)): each live worker's id, scored by when its entry expires (Unix ms, the server's clock) |
+//! | `{P}:workers:entries` | hash | the worker registry's entries, by worker id |
 //! | `{F}:failed:seq` | string | the failed store's id counter (`F` defaults to `P`) |
 //! | `{F}:failed:index` | sorted set | failed jobs scored by failed time (Unix ms) |
 //! | `{F}:failed:job:<member>` | hash | one failed job: `j` its id in its queue, `q`, `n`, `p`, `e` error, `a`, `f` failed at, `u`/`w` its claim as pushed (`r`: a retry's claim on it, Unix ms, on Redis Cluster only) |
@@ -117,6 +119,16 @@ impl Keys {
 
     pub(crate) fn restart(&self) -> String {
         format!("{{{}}}:restart", self.prefix)
+    }
+
+    /// The worker registry's expiry index.
+    pub(crate) fn workers(&self) -> String {
+        format!("{{{}}}:workers", self.prefix)
+    }
+
+    /// The worker registry's entries (in the index's slot).
+    pub(crate) fn worker_entries(&self) -> String {
+        format!("{{{}}}:workers:entries", self.prefix)
     }
 
     pub(crate) fn lock(&self, key: &str) -> String {

@@ -247,6 +247,12 @@
 //!   missing and is not written (`put_record` answers `false`).
 //! - **Control**: the restart generation is one key, `{P}:restart`, raised with `INCR`.
 //! - **Wake**: pub/sub, as above.
+//! - **The worker registry** ([`Workers`](queue_core::storage::Workers), `runall workers`,
+//!   on one server and on a cluster alike): `{P}:workers`, a sorted set of worker ids scored
+//!   by when their entries expire (the server's clock, `TIME`), and `{P}:workers:entries`, a
+//!   hash of the entries, in one hash slot. A beat is one script (the entry and its expiry
+//!   written, up to 100 expired entries deleted); a listing is one script that deletes the
+//!   expired entries and reads the others; leaving is one script.
 //!
 //! # Keys
 //!
@@ -257,7 +263,8 @@
 //! `{P:Q}:record:<id>:<kind>` (a record of a job, with a `PX` expiry);
 //! `{P}:queues` (the set of queue names), `{P}:claim:<key>` (a claim: the holder's id),
 //! `{P}:group:<group>` (a group's counters), `{P}:waiting:<key>` (a waiting job: its
-//! dependencies left and its job), `{P}:restart` (the restart generation);
+//! dependencies left and its job), `{P}:restart` (the restart generation), `{P}:workers`
+//! and `{P}:workers:entries` (the worker registry);
 //! `{F}:failed:index`, `{F}:failed:job:<id>`, `{F}:failed:seq` (the failed store, `F`
 //! defaulting to `P`); `P:lock:{K}` (locks).
 //!

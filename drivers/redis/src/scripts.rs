@@ -50,6 +50,9 @@ pub(crate) struct Scripts {
     pub(crate) due: Script,
     pub(crate) lock: Script,
     pub(crate) unlock: Script,
+    pub(crate) workers_beat: Script,
+    pub(crate) workers_list: Script,
+    pub(crate) workers_leave: Script,
 }
 
 /// Loaded on first use.
@@ -72,4 +75,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     due: script!([], "due.lua"),
     lock: script!([], "lock.lua"),
     unlock: script!([], "unlock.lua"),
+    workers_beat: script!([], "workers_beat.lua"),
+    workers_list: script!([], "workers_list.lua"),
+    workers_leave: script!([], "workers_leave.lua"),
 });

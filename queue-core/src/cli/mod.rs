@@ -30,6 +30,7 @@
 //! | `runall table` | print the SQL that creates the tables, run nothing (`job:table`) |
 //! | `runall health [--json]` | OK / WARNING / CRITICAL against thresholds, exit 0 / 1 / 2 (`queue:monitor`) |
 //! | `runall stats [--watch]` | jobs per queue and state, failed jobs per job name and queue |
+//! | `runall workers [--json]` | the live workers: host, pid, queues, busy slots, started, last beat (Sidekiq's Busy page, Horizon's supervisors) |
 //! | `runall restart` | every worker finishes its jobs and exits (`queue:restart`) |
 //! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
 //! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs (`queue:clear`) |
@@ -127,6 +128,13 @@ enum Command {
         /// Stop --watch after this many refreshes.
         #[arg(long, hide = true)]
         rounds: Option<u64>,
+    },
+    /// The workers of this store that are alive: host, pid, queues, busy slots, when each
+    /// started and last reported (every 10 s; a worker that died drops out within 30 s).
+    Workers {
+        /// Print JSON, with the jobs each worker is running.
+        #[arg(long)]
+        json: bool,
     },
     /// Make every worker of this store finish its current jobs and exit (for deploys).
     Restart,
@@ -806,6 +814,9 @@ impl Runner {
             }
             Command::Cancel { id } => {
                 ops::cancel_job(&queue, &JobId(id), &mut out).await?;
+            }
+            Command::Workers { json } => {
+                ops::workers(&queue, json, &mut out).await?;
             }
             Command::Restart => {
                 storage.control()?.request_restart().await?;

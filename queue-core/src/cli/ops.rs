@@ -1,4 +1,4 @@
-//! The operator commands: health, stats, restart, dispatch, clear.
+//! The operator commands: health, stats, restart, dispatch, clear, workers.
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -931,6 +931,86 @@ pub(crate) async fn keys_status(storage: &dyn Storage, out: &mut impl Write) -> 
         "(a snapshot: a job that moves while the queues are read may be missed or counted twice; \
          a chain link or workflow node waiting for the jobs before it is counted once they \
          release it)"
+    );
+    Ok(())
+}
+
+/// `runall workers`: the live workers of the store, one line each (or JSON, every field of
+/// [`WorkerInfo`](crate::WorkerInfo) with the jobs each runs).
+pub(crate) async fn workers(queue: &Queue, json: bool, out: &mut impl Write) -> Result<()> {
+    let workers = queue.workers().await?;
+    if json {
+        let text =
+            serde_json::to_string_pretty(&workers).map_err(|e| Error::Payload(e.to_string()))?;
+        let _ = writeln!(out, "{text}");
+        return Ok(());
+    }
+    if workers.is_empty() {
+        let _ = writeln!(out, "no worker is running");
+        return Ok(());
+    }
+    let rows: Vec<[String; 7]> = workers
+        .iter()
+        .map(|w| {
+            let queues = match (w.every_queue, w.queues.is_empty()) {
+                (true, true) => "*".to_owned(),
+                (true, false) => format!("* ({})", w.queues.join(",")),
+                (false, _) => w.queues.join(","),
+            };
+            [
+                w.id.clone(),
+                w.host.clone(),
+                w.pid.to_string(),
+                queues,
+                format!("{}/{}", w.busy, w.slots),
+                humantime::format_rfc3339_seconds(w.started_at).to_string(),
+                format!("{}s ago", w.beat_age().as_secs()),
+            ]
+        })
+        .collect();
+    let header = [
+        "id",
+        "host",
+        "pid",
+        "queues",
+        "busy",
+        "started",
+        "last beat",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    // Numbers right-aligned, text left-aligned; the last column unpadded.
+    let line = |cells: [&str; 7]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let cell = match i {
+                2 | 4 => format!("{cell:>width$}"),
+                6 => cell.to_string(),
+                _ => format!("{cell:<width$}"),
+            };
+            text.push_str(&cell);
+            if i < 6 {
+                text.push_str("  ");
+            }
+        }
+        text
+    };
+    let _ = writeln!(out, "{}", line(header));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+    }
+    let (busy, slots) = workers
+        .iter()
+        .fold((0, 0), |(b, s), w| (b + w.busy, s + w.slots));
+    let _ = writeln!(
+        out,
+        "{}, {busy} of {} busy",
+        count(workers.len() as u64, "worker", "workers"),
+        count(slots as u64, "slot", "slots")
     );
     Ok(())
 }

@@ -65,6 +65,9 @@ pub struct Capabilities<'a> {
     /// cheap poll inside the wait: see [`Wake`]). Without it a worker sleeps `--sleep`
     /// between reserves.
     pub wake: Option<&'a dyn Wake>,
+    /// The worker registry: each live worker process keeps an entry with a time to live
+    /// (`runall workers`, [`Queue::workers`](crate::Queue::workers)).
+    pub workers: Option<&'a dyn Workers>,
 }
 
 impl<'a> Capabilities<'a> {
@@ -84,6 +87,7 @@ impl<'a> Capabilities<'a> {
             track: None,
             control: None,
             wake: None,
+            workers: None,
         }
     }
 
@@ -175,6 +179,12 @@ impl<'a> Capabilities<'a> {
         self.wake = Some(wake);
         self
     }
+
+    /// The worker registry.
+    pub fn workers(mut self, workers: &'a dyn Workers) -> Self {
+        self.workers = Some(workers);
+        self
+    }
 }
 
 impl fmt::Debug for Capabilities<'_> {
@@ -193,6 +203,7 @@ impl fmt::Debug for Capabilities<'_> {
             .field("track", &self.track.is_some())
             .field("control", &self.control.is_some())
             .field("wake", &self.wake.is_some())
+            .field("workers", &self.workers.is_some())
             .finish()
     }
 }
@@ -381,6 +392,39 @@ pub trait Wake: Send + Sync {
     async fn wait(&self, queues: &[String], timeout: Duration) -> Result<()>;
 }
 
+/// The worker registry: the worker processes that announce themselves, for operators
+/// (`runall workers`, a dashboard's list of workers).
+///
+/// Each live worker writes its entry when it starts and again every few seconds
+/// ([`beat`](Self::beat)), each time with a time to live, and removes it when it stops
+/// cleanly ([`leave`](Self::leave)); a worker that dies stops beating and its entry expires.
+/// The entry is opaque bytes to the driver (the engine writes a
+/// [`WorkerInfo`](crate::worker::WorkerInfo) as JSON).
+///
+/// What a driver with this capability promises, checked by the conformance suite:
+///
+/// - [`workers`](Self::workers) lists every entry written and not expired nor left, sorted by
+///   id, with its bytes as written by the last beat;
+/// - an entry is not listed once its time to live has passed (measured by the backend's clock
+///   where it has one: the database's, Redis's `TIME`);
+/// - expired entries do not pile up: the driver deletes them when it lists, or in a prune.
+///
+/// The drivers' docs say how each keeps it. memcached, which cannot list its keys, keeps an
+/// index of the ids changed by compare-and-swap, and says in its crate docs when a live
+/// worker may be missing from a listing (until its next beat).
+#[async_trait]
+pub trait Workers: Send + Sync {
+    /// Writes or replaces the entry `id` (opaque bytes), kept for `ttl` from now.
+    async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()>;
+
+    /// The entries not expired, sorted by id, each with its bytes.
+    async fn workers(&self) -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Removes the entry `id` (a worker that stops cleanly); returns whether it existed (and
+    /// had not expired).
+    async fn leave(&self, id: &str) -> Result<bool>;
+}
+
 /// Conveniences over [`Storage`], for every store (`dyn Storage` included).
 #[async_trait]
 pub trait StorageExt: Storage {
@@ -431,6 +475,15 @@ pub trait StorageExt: Storage {
         caps.control.ok_or(Error::NotSupported {
             driver: caps.driver,
             operation: "the restart signal",
+        })
+    }
+
+    /// The worker registry, or `NotSupported`.
+    fn workers(&self) -> Result<&dyn Workers> {
+        let caps = self.capabilities();
+        caps.workers.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "the worker registry",
         })
     }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::capability::{Capabilities, Control, FailedStore, Groups, Inspect, Track, Wake};
+use super::capability::{
+    Capabilities, Control, FailedStore, Groups, Inspect, Track, Wake, Workers,
+};
 use super::settle::{
     check_effect_list, check_effects, Effect, Guard, LeaseStatus, Outcome, Settle, SettleReply,
     Settled,
@@ -67,6 +69,8 @@ struct State {
     /// Records by (job id, kind): the value and when it expires (Unix ms).
     records: HashMap<(String, String), (Vec<u8>, i64)>,
     restart: u64,
+    /// The worker registry by id: the entry and when it expires (Unix ms).
+    workers: BTreeMap<String, (Vec<u8>, i64)>,
 }
 
 #[derive(Debug)]
@@ -461,6 +465,7 @@ impl Storage for MemoryStorage {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DRIVER, self)
             .track(self)
+            .workers(self)
             .rewrite(true)
             .durable(false)
             .atomic_push(true)
@@ -960,6 +965,40 @@ impl Control for MemoryStorage {
     async fn request_restart(&self) -> Result<()> {
         self.state().restart += 1;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Workers for MemoryStorage {
+    async fn beat(&self, id: &str, entry: &[u8], ttl: Duration) -> Result<()> {
+        let now = now_ms();
+        let expires = now.saturating_add(duration_millis(ttl));
+        let mut state = self.state();
+        state.workers.retain(|_, (_, expires)| *expires > now);
+        state
+            .workers
+            .insert(id.to_owned(), (entry.to_vec(), expires));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let now = now_ms();
+        let mut state = self.state();
+        state.workers.retain(|_, (_, expires)| *expires > now);
+        Ok(state
+            .workers
+            .iter()
+            .map(|(id, (entry, _))| (id.clone(), entry.clone()))
+            .collect())
+    }
+
+    async fn leave(&self, id: &str) -> Result<bool> {
+        let now = now_ms();
+        Ok(self
+            .state()
+            .workers
+            .remove(id)
+            .is_some_and(|(_, expires)| expires > now))
     }
 }
 

@@ -61,8 +61,8 @@
 //!
 //! What not every backend can do is a trait of its own, reached through
 //! [`Storage::capabilities`]: the [failed store](FailedStore), [inspection](Inspect) (sizes,
-//! queues, listing, clearing), [group counters](Groups), the [restart signal](Control) and
-//! [wake-ups](Wake). [`StorageExt`] turns a missing one into a clear
+//! queues, listing, clearing), [group counters](Groups), the [restart signal](Control),
+//! [wake-ups](Wake) and the [worker registry](Workers). [`StorageExt`] turns a missing one into a clear
 //! [`Error::NotSupported`](crate::Error::NotSupported) naming the driver and the feature.
 //!
 //! # For driver authors
@@ -80,7 +80,7 @@ mod time;
 mod types;
 
 pub use capability::{
-    Capabilities, Control, FailedStore, Groups, Inspect, StorageExt, Track, Wake,
+    Capabilities, Control, FailedStore, Groups, Inspect, StorageExt, Track, Wake, Workers,
 };
 pub use connect::{
     connect, schema_sql, ConnectFn, ConnectOptions, DriverRegistration, SchemaFn,

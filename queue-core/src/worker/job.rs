@@ -160,6 +160,9 @@ async fn process_in_span(
 ) {
     let started = Instant::now();
     let _busy = metrics::Busy::start();
+    let _running = shared
+        .running
+        .start(&job.lease.job_id.0, &job.name, &job.lease.queue);
     let mut finish = prepare_and_run(&shared, &job, asked).await;
     if let Some(effect) = status_record(&shared, &job, &finish) {
         if let Some(settle) = finish.settle.as_mut() {

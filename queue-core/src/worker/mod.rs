@@ -33,11 +33,13 @@ mod metrics;
 #[cfg(feature = "cli")]
 pub(crate) use metrics::BUCKETS as METRIC_BUCKETS;
 mod options;
+mod presence;
 mod system;
 
 #[cfg(feature = "cli")]
 pub(crate) use job::job_body_panicked;
 pub use options::WorkerOptions;
+pub use presence::{host_name, RunningJob, WorkerInfo, BEAT_EVERY, BEAT_TTL};
 pub use system::{peak_memory_mb, resident_memory_mb, stop_signal};
 
 use std::collections::{HashMap, VecDeque};
@@ -372,6 +374,8 @@ struct Shared {
     dispatcher: Dispatcher,
     /// The default queue of the job bodies' dispatches, if set.
     job_scope: Option<Dispatcher>,
+    /// The jobs running now, for the worker registry's beats.
+    running: Arc<presence::Running>,
 }
 
 impl Shared {
@@ -536,6 +540,7 @@ impl Worker {
                 .clone()
                 .unwrap_or_else(|| Dispatcher::new(storage.clone(), QueueSettings::default())),
             job_scope: self.job_scope.clone(),
+            running: Arc::default(),
         });
         let restarted = Arc::new(AtomicBool::new(false));
         let scheduler = (options.schedules && caps.groups.is_some() && caps.claims
@@ -580,6 +585,24 @@ impl Worker {
             "worker started"
         );
         let (queue_watch, listed) = listing.unzip();
+        // The worker registry: an entry now, then every `BEAT_EVERY`, from a task of its own.
+        let info = presence::Beats::info(
+            options.queues.clone(),
+            options.all_queues,
+            options.concurrency.max(1),
+        );
+        let worker_id = caps.workers.is_some().then(|| info.id.clone());
+        let (beats_stop, beats_stopped) = watch::channel(false);
+        let beats = tokio::spawn(
+            presence::Beats {
+                storage: storage.clone(),
+                info,
+                running: shared.running.clone(),
+                counters: self.counters.clone(),
+                listed: listed.clone(),
+            }
+            .run(beats_stopped),
+        );
         let request = ReserveRequest {
             queues: options.queues.clone(),
             lease: options.lease,
@@ -611,6 +634,13 @@ impl Worker {
         engine.pauses.mark_changed();
         let reason = engine.run().await;
         engine.drain(reason).await;
+        presence::Beats::stop(
+            self.storage.as_ref(),
+            beats_stop,
+            beats,
+            worker_id.as_deref(),
+        )
+        .await;
         restart_watch.abort();
         if let Some(pruner) = pruner {
             pruner.abort();

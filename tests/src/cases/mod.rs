@@ -5,12 +5,14 @@
 //! - `contract`: settle and fetch in one call, stale leases in a batch, effects, unique
 //!   claims and listing by state: what the v2 contract added;
 //! - `track`: single jobs by id (status, cancellation, records kept for a job);
-//! - `waiting`: waiting jobs released by their dependencies (chains, workflows, callbacks).
+//! - `waiting`: waiting jobs released by their dependencies (chains, workflows, callbacks);
+//! - `workers`: the worker registry (entries with a time to live).
 
 mod contract;
 mod storage;
 mod track;
 mod waiting;
+mod workers;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub use contract::*;
 pub use storage::*;
 pub use track::*;
 pub use waiting::*;
+pub use workers::*;
 
 use crate::Store;
 

@@ -10,6 +10,7 @@ mod pause;
 mod schedules;
 mod status;
 mod unique;
+mod workers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ pub use pause::*;
 pub use schedules::*;
 pub use status::*;
 pub use unique::*;
+pub use workers::*;
 
 /// Worker options for tests: quick polling, fixed short backoff, stop when empty.
 pub fn test_options(queues: &[&str]) -> WorkerOptions {

@@ -127,6 +127,9 @@ fn tables_of(table: &str) -> String {
         "_groups",
         "_control",
         "_waiting",
+        "_records",
+        "_values",
+        "_workers",
         "_counters",
     ]
     .map(|suffix| format!("{table}{suffix}"))

@@ -12,7 +12,7 @@
 //! [`journal`] (the store's lock and intents), [`claims`], [`groups`] (and the restart
 //! signal), [`waiting`] (waiting jobs, and applying effects with no lease), [`failed`],
 //! [`inspect`], [`records`] (single jobs by id, cancelling them, the records kept for them),
-//! [`recovery`] (what a crash leaves behind).
+//! [`recovery`] (what a crash leaves behind), [`workers`] (the worker registry).
 
 mod claims;
 mod failed;
@@ -25,6 +25,7 @@ mod recovery;
 mod reserve;
 mod settle;
 mod waiting;
+mod workers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
@@ -192,6 +193,8 @@ pub(crate) struct Disk {
     waiting: PathBuf,
     /// Records kept for jobs, one file per job and kind.
     records: PathBuf,
+    /// The worker registry, one file per worker.
+    workers: PathBuf,
     journal: PathBuf,
     control: PathBuf,
     fsync: bool,
@@ -253,7 +256,8 @@ impl Disk {
         }
         let control = root.join("control");
         for dir in [
-            "tmp", "locks", "claims", "groups", "waiting", "records", "journal", "control",
+            "tmp", "locks", "claims", "groups", "waiting", "records", "workers", "journal",
+            "control",
         ]
         .iter()
         .map(|d| root.join(d))
@@ -270,6 +274,7 @@ impl Disk {
             groups: root.join("groups"),
             waiting: root.join("waiting"),
             records: root.join("records"),
+            workers: root.join("workers"),
             journal: root.join("journal"),
             store_lock: journal::StoreLock::open(&control.join("lock"))?,
             control,

@@ -12,6 +12,7 @@ mod failed;
 mod inspect;
 mod setup;
 mod track;
+mod workers;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -734,7 +735,8 @@ impl Storage for RedisStorage {
             .track(self)
             .rewrite(true)
             .control(self)
-            .wake(self);
+            .wake(self)
+            .workers(self);
         if self.split() {
             capabilities
         } else {
