@@ -228,3 +228,62 @@ fn worker_serves_prometheus_metrics() {
     }
     assert!(!text.contains("made-up-name"), "{text}");
 }
+
+/// `runall top`: queues, the failed store, the live workers and rates, printed read after
+/// read when stdout is not a terminal.
+#[test]
+fn top_shows_queues_workers_and_rates() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let dispatched = runall(&dir)
+        .args([
+            "dispatch",
+            "send-email",
+            r#"{"to":"a@example.com","subject":"hi"}"#,
+        ])
+        .output()
+        .expect("runall runs");
+    assert!(dispatched.status.success(), "{dispatched:?}");
+    // A worker of another queue: the job stays waiting, and the worker is listed.
+    let child = runall(&dir)
+        .args([
+            "work",
+            "--queue",
+            "elsewhere",
+            "--concurrency",
+            "3",
+            "--sleep",
+            "50ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runall starts");
+    let _worker = Server(child);
+    let started = Instant::now();
+    let text = loop {
+        let top = runall(&dir)
+            .args(["top", "--rounds", "2", "--every", "100ms"])
+            .output()
+            .expect("runall runs");
+        assert!(top.status.success(), "{top:?}");
+        let text = String::from_utf8_lossy(&top.stdout).into_owned();
+        if text.contains("workers 1 ") {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker never showed: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(text.matches("runall top · sqlite").count(), 2, "{text}");
+    assert!(text.contains("busy 0 of 3 slots"), "{text}");
+    assert!(text.contains("done 0.0/s   failed 0.0/s"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("default "))
+        .unwrap_or_else(|| panic!("a row for default: {text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, ["default", "1", "0", "0", "running"], "{text}");
+    assert!(text.contains("elsewhere"), "the worker's queues: {text}");
+}

@@ -4,6 +4,7 @@
 //! runall work --queue high,default,low --concurrency 8
 //! runall failed list
 //! runall serve                      # the web dashboard on http://127.0.0.1:8080/
+//! runall top                        # a live terminal view of queues and workers
 //! ```
 //! An application makes its own in the same few lines, linking its own jobs.
 
@@ -59,6 +60,31 @@ fn serve_command() -> clap::Command {
         )
 }
 
+/// `runall top`: the live terminal view of `queue-dashboard`.
+fn top_command() -> clap::Command {
+    clap::Command::new("top")
+        .about(
+            "A live terminal view, like sidekiqmon: each queue's waiting, delayed and running \
+             jobs, the failed store, the live workers with their busy slots, and the rate of \
+             jobs done and failed",
+        )
+        .arg(
+            clap::Arg::new("every")
+                .long("every")
+                .value_name("DURATION")
+                .default_value("2s")
+                .value_parser(|s: &str| humantime::parse_duration(s).map_err(|e| e.to_string()))
+                .help("Time between two reads (2s, 500ms)"),
+        )
+        .arg(
+            clap::Arg::new("rounds")
+                .long("rounds")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Stop after N reads (default: until interrupted)"),
+        )
+}
+
 fn main() -> ExitCode {
     queue_core::cli::Runner::new()
         .setup(queue_examples::listeners)
@@ -70,6 +96,15 @@ fn main() -> ExitCode {
             options.token = args.get_one::<String>("token").cloned();
             options.read_only_token = args.get_one::<String>("read-only-token").cloned();
             queue_dashboard::serve(queue, options).await?;
+            Ok(ExitCode::SUCCESS)
+        })
+        .command(top_command(), |queue, args| async move {
+            let mut options = queue_dashboard::TopOptions::default();
+            if let Some(every) = args.get_one::<std::time::Duration>("every") {
+                options.every = *every;
+            }
+            options.rounds = args.get_one::<u64>("rounds").copied();
+            queue_dashboard::top(queue, options).await?;
             Ok(ExitCode::SUCCESS)
         })
         .main()

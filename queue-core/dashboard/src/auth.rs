@@ -132,7 +132,10 @@ pub(crate) async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return check(&guard, request, next).await;
     }
     // Every action is audited, refused ones included.

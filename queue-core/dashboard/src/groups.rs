@@ -361,7 +361,9 @@ pub(crate) async fn chain(
 ) -> Result<Response> {
     let s = Chain::status(&dash.queue, &ChainId(id.clone())).await?;
     if s.links == 0 {
-        return Err(Error::NotFound(format!("No chain with id {id} (or it was pruned).")));
+        return Err(Error::NotFound(format!(
+            "No chain with id {id} (or it was pruned)."
+        )));
     }
     let ended = s.succeeded + s.failed + s.skipped;
     let body = html! {
@@ -377,7 +379,15 @@ pub(crate) async fn chain(
             }
         }
     };
-    Ok(layout(&place, &viewer, false, &format!("Chain {id}"), driver(&dash), body).into_response())
+    Ok(layout(
+        &place,
+        &viewer,
+        false,
+        &format!("Chain {id}"),
+        driver(&dash),
+        body,
+    )
+    .into_response())
 }
 
 /// `GET workflows/{id}`: a workflow's nodes by outcome.
@@ -389,7 +399,9 @@ pub(crate) async fn workflow(
 ) -> Result<Response> {
     let s = Workflow::status(&dash.queue, &WorkflowId(id.clone())).await?;
     if s.nodes == 0 {
-        return Err(Error::NotFound(format!("No workflow with id {id} (or it was pruned).")));
+        return Err(Error::NotFound(format!(
+            "No workflow with id {id} (or it was pruned)."
+        )));
     }
     let ended = s.succeeded + s.failed + s.skipped;
     let body = html! {
@@ -406,11 +418,23 @@ pub(crate) async fn workflow(
             }
         }
     };
-    Ok(layout(&place, &viewer, false, &format!("Workflow {id}"), driver(&dash), body).into_response())
+    Ok(layout(
+        &place,
+        &viewer,
+        false,
+        &format!("Workflow {id}"),
+        driver(&dash),
+        body,
+    )
+    .into_response())
 }
 
 /// A progress bar of `done` out of `of`.
 fn shares(done: u64, of: u64) -> Markup {
-    let pct = if of == 0 { 100.0 } else { done.min(of) as f64 * 100.0 / of as f64 };
+    let pct = if of == 0 {
+        100.0
+    } else {
+        done.min(of) as f64 * 100.0 / of as f64
+    };
     html! { progress max="100" value=(format!("{pct:.0}")) {} " " (format!("{pct:.1} %")) }
 }

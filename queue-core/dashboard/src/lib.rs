@@ -71,12 +71,15 @@
 //!
 //! | URL (relative to the mount point) | what it shows |
 //! |---|---|
-//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count. Refreshed live over `events` |
+//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count; the live workers and their busy slots. Refreshed live over `events` |
 //! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`) |
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
 //! | `failed/groups`, `failed/groups/{key}` | the newest 10,000 failed jobs grouped by error fingerprint (the job's name and its error's first line, numbers and ids masked), largest group first; one group with its count, its queues, its newest and oldest failure, and Retry all and Delete all buttons: the page is the dry run that shows how many jobs an action touches, and the action touches only those (none that failed later) |
 //! | `batches`, `batches/{id}` | the batches by id, 50 a page, with their counts and progress; one batch with its counts, running members, rate, ETA and failed members, refreshed in place every 2 s until it has finished, with Cancel and Retry buttons. Stores without groups (memcached) say so |
+//! | `chains/{id}`, `workflows/{id}` | a chain's links or a workflow's nodes by outcome, refreshed in place every 2 s until it has finished (a job's page links its batch, chain or workflow) |
+//! | `workers` | every live worker process (the store's worker registry): host, pid, queues, busy slots, started, last beat, jobs done and failed, version; and the jobs each runs now |
+//! | `audit` | the actions asked of this dashboard process (the last 1,000), refused ones included, with who asked and what came of it; each is also a `tracing` event at `info` level, target `runall_dashboard::audit` |
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
 //! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
@@ -87,6 +90,9 @@
 //! `failed/groups/{key}/retry`, `failed/groups/{key}/forget`, `batches/{id}/cancel`,
 //! `batches/{id}/retry`, `schedules/{id}/pause`, `schedules/{id}/resume`,
 //! `schedules/{id}/run`.
+//!
+//! [`top`] is the same overview in a terminal (`runall top`), with the rate of jobs done and
+//! failed from the workers' own counts.
 //!
 //! Where the store lacks a capability, the page says so in a plain sentence naming it
 //! (memcached cannot list jobs; memcached and Redis Cluster cannot pause queues) instead of
@@ -114,7 +120,9 @@ mod groups;
 mod live;
 mod metrics;
 mod pages;
+mod top;
 mod view;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +137,7 @@ use queue_core::Queue;
 
 pub use auth::{require_token, require_tokens, Access, Tokens};
 pub use error::{Error, Result};
+pub use top::{top, TopOptions};
 
 /// What every handler of one router shares.
 #[derive(Debug, Clone)]
@@ -182,6 +191,7 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/batches/{id}/retry", post(groups::retry_batch))
         .route("/schedules", get(groups::schedules))
         .route("/audit", get(audit::page))
+        .route("/workers", get(workers::page))
         .route("/chains/{id}", get(groups::chain))
         .route("/workflows/{id}", get(groups::workflow))
         .route("/schedules/{id}/{action}", post(groups::schedule_action))

@@ -49,6 +49,8 @@ pub(crate) struct Snapshot {
     /// The paused queues; `Err` (not supported) where the store cannot pause.
     pub(crate) paused: Result<BTreeSet<String>, QueueError>,
     pub(crate) failed: Result<u64, QueueError>,
+    /// The live workers; `Err` (not supported) where the store keeps no registry.
+    pub(crate) workers: Result<Vec<queue_core::WorkerInfo>, QueueError>,
 }
 
 /// Reads the overview's numbers, each count capped at [`COUNT_CAP`] unless `exact` (what
@@ -93,11 +95,17 @@ pub(crate) async fn collect(queue: &Queue, exact: bool) -> Result<Snapshot, Queu
         },
         Err(e) => Err(e),
     };
+    let workers = match queue.workers().await {
+        Ok(w) => Ok(w),
+        Err(e @ QueueError::NotSupported { .. }) => Err(e),
+        Err(e) => return Err(e),
+    };
     Ok(Snapshot {
         as_of: SystemTime::now(),
         queues,
         paused,
         failed,
+        workers,
     })
 }
 
@@ -143,6 +151,14 @@ pub(crate) fn fragment(snapshot: &Result<Snapshot, QueueError>, actions: bool) -
         @match &s.failed {
             Ok(n) => { p.failed { a href="failed" { "Failed jobs: " span.failed-count { (n) } } } }
             Err(e) => { (unsupported(e)) }
+        }
+        @if let Ok(workers) = &s.workers {
+            @let busy: usize = workers.iter().map(|w| w.busy).sum();
+            @let slots: usize = workers.iter().map(|w| w.slots).sum();
+            p.workers {
+                a href="workers" { "Workers: " span.worker-count { (workers.len()) } }
+                ", " span.busy-slots { (busy) } " of " (slots) " slots busy"
+            }
         }
     }
 }

@@ -8,6 +8,8 @@
 //! | `runall_queue_oldest_age_seconds` | `queue` | how long the longest-waiting available job has waited (0: none) |
 //! | `runall_queue_paused` | `queue` | 1 while the queue is paused |
 //! | `runall_failed_jobs` | | jobs in the failed store |
+//! | `runall_workers` | | live worker processes (the worker registry) |
+//! | `runall_workers_busy_slots`, `runall_workers_slots` | | their busy slots and all their slots, as of their last beat |
 //!
 //! What the store cannot say (memcached cannot list its queues) is left out, and named in a
 //! comment line of the answer.
@@ -85,6 +87,16 @@ pub(crate) async fn metrics(State(dashboard): State<Dashboard>) -> Response {
         }
         match &snapshot.failed {
             Ok(n) => metrics::gauge!("runall_failed_jobs").set(*n as f64),
+            Err(e) => notes.push(e.to_string()),
+        }
+        match &snapshot.workers {
+            Ok(workers) => {
+                let busy: usize = workers.iter().map(|w| w.busy).sum();
+                let slots: usize = workers.iter().map(|w| w.slots).sum();
+                metrics::gauge!("runall_workers").set(workers.len() as f64);
+                metrics::gauge!("runall_workers_busy_slots").set(busy as f64);
+                metrics::gauge!("runall_workers_slots").set(slots as f64);
+            }
             Err(e) => notes.push(e.to_string()),
         }
     });

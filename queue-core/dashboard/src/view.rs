@@ -122,6 +122,7 @@ pub(crate) fn layout(
                         a.brand href=(home) { "runall" }
                         a href=(home) { "Queues" }
                         a href={ (root) "failed" } { "Failed" }
+                        a href={ (root) "workers" } { "Workers" }
                         a href={ (root) "batches" } { "Batches" }
                         a href={ (root) "schedules" } { "Schedules" }
                         a href={ (root) "audit" } { "Audit" }

@@ -1256,3 +1256,200 @@ fn fp_key(list: &str, error: &str) -> String {
     let key_at = row.find("data-group=\"").expect("a key") + 12;
     row[key_at..key_at + 16].to_owned()
 }
+
+/// The workers page and the overview's workers line: a worker running a job shows itself
+/// with its busy slot and the job; gone once it stops (SQLite and Redis).
+#[tokio::test]
+async fn workers_are_shown_with_their_running_jobs() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let q = format!("w-{name}");
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let started_tx = std::sync::Mutex::new(Some(started_tx));
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        queue.listen("slow", move |_: u32, _ctx| {
+            let started = started_tx.lock().expect("a lock").take();
+            let mut release = release_rx.clone();
+            async move {
+                if let Some(tx) = started {
+                    let _ = tx.send(());
+                }
+                let _ = release.wait_for(|r| *r).await;
+                Ok(())
+            }
+        });
+        queue
+            .dispatch_named("slow", serde_json::json!(1))
+            .on_queue(q.as_str())
+            .await
+            .expect("dispatched");
+        let worker = queue.worker(
+            queue_core::WorkerOptions::default()
+                .queues([q.as_str()])
+                .concurrency(2),
+        );
+        let stop = worker.stop_handle();
+        let running = tokio::spawn(worker.run());
+        tokio::time::timeout(Duration::from_secs(10), started_rx)
+            .await
+            .expect("the job starts")
+            .expect("a start");
+        let app = queue_dashboard::router(queue.clone());
+        // The registry says busy at the next beat (every 10 s).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+        let page = loop {
+            let page = get(&app, "/workers").await;
+            assert_eq!(page.status, StatusCode::OK, "{name}");
+            if page.body.contains("<td class=\"n busy\">1 / 2</td>") {
+                break page;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}: the worker never showed a busy slot: {}",
+                page.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            page.body.contains("1 worker, 1 of 2 slots busy"),
+            "{name}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains(&format!("href=\"queues/{}\"", enc(&q))),
+            "{name}"
+        );
+        let overview = get(&app, "/").await;
+        assert!(
+            overview
+                .body
+                .contains("<span class=\"worker-count\">1</span>"),
+            "{name}: {}",
+            overview.body
+        );
+        let metrics = get(&app, "/metrics").await;
+        assert!(
+            metrics.body.contains("runall_workers 1"),
+            "{name}: {}",
+            metrics.body
+        );
+        let _ = release_tx.send(true);
+        stop.stop();
+        running
+            .await
+            .expect("the worker task")
+            .expect("the worker stops");
+        let page = get(&app, "/workers").await;
+        assert!(
+            page.body.contains("No worker is running"),
+            "{name}: {}",
+            page.body
+        );
+    }
+}
+
+/// Every action lands in the audit log, refused ones too, with who asked it; a chain's and a
+/// workflow's pages show their counts.
+#[tokio::test]
+async fn actions_are_audited_and_compositions_have_pages() {
+    let (queue, _dir) = common::sqlite().await;
+    dispatch(&queue, "mail", 1).await;
+    let app = queue_dashboard::router(queue.clone());
+    let empty = get(&app, "/audit").await;
+    assert!(empty.body.contains("No action yet"), "{}", empty.body);
+    assert_eq!(
+        post(&app, "/queues/mail/pause", "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let refused = post_as(&app, "/queues/mail/resume", "csrf=nope", None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let log = get(&app, "/audit").await;
+    let pause = log
+        .body
+        .find("POST /queues/mail/pause")
+        .expect("the pause is logged");
+    let resume = log
+        .body
+        .find("POST /queues/mail/resume")
+        .expect("the refusal is logged");
+    assert!(resume < pause, "newest first: {}", log.body);
+    assert!(log.body.contains("done (303)"), "{}", log.body);
+    assert!(log.body.contains("(403)"), "{}", log.body);
+    assert!(log.body.contains("browser session "), "{}", log.body);
+    assert!(log.body.contains("no session"), "{}", log.body);
+
+    queue.listen("link", |_: u32, _ctx| async move { Ok(()) });
+    let chain = queue_core::Chain::new()
+        .then(
+            queue
+                .dispatch_named("link", serde_json::json!(1))
+                .on_queue("links"),
+        )
+        .then(
+            queue
+                .dispatch_named("link", serde_json::json!(2))
+                .on_queue("links"),
+        )
+        .via(&queue)
+        .dispatch()
+        .await
+        .expect("a chain");
+    let page = get(&app, &format!("/chains/{}", enc(&chain.0))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("<dd class=\"chain-state\">running</dd>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("data-refresh=\"2\""), "{}", page.body);
+    queue
+        .worker(
+            queue_core::WorkerOptions::default()
+                .queues(["links"])
+                .stop_when_empty(),
+        )
+        .run()
+        .await
+        .expect("the worker");
+    let page = get(&app, &format!("/chains/{}", enc(&chain.0))).await;
+    assert!(
+        page.body
+            .contains("<dd class=\"chain-state\">finished</dd>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<dd class=\"succeeded\">2</dd>"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("data-refresh"), "{}", page.body);
+    assert_eq!(
+        get(&app, "/chains/no-such").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let workflow = queue_core::Workflow::new();
+    let a = workflow.add(
+        "a",
+        queue
+            .dispatch_named("link", serde_json::json!(3))
+            .on_queue("links"),
+    );
+    workflow
+        .add(
+            "b",
+            queue
+                .dispatch_named("link", serde_json::json!(4))
+                .on_queue("links"),
+        )
+        .after(&a);
+    let id = workflow.via(&queue).dispatch().await.expect("a workflow");
+    let page = get(&app, &format!("/workflows/{}", enc(&id.0))).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("0 of 2 nodes ended"), "{}", page.body);
+    assert_eq!(
+        get(&app, "/workflows/no-such").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
