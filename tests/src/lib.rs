@@ -91,7 +91,7 @@ macro_rules! conformance {
             failed_prune,
             non_ascii_text_round_trips,
             sizes_queues_and_clear,
-            capped_sizes,
+            capped_backlog,
             lock_mutual_exclusion,
             lock_owner_and_expiry,
             reserve_by_name,

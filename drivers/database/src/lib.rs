@@ -333,13 +333,13 @@
 //!   or name is reserved like any other, with empty bytes for what is NULL, and the worker
 //!   moves it to the failed store with the reason.
 //! - **Counts.** `Inspect::size` counts a queue's rows exactly: it walks all of them (about
-//!   0.2 s per queue of 330,000 jobs on SQLite and PostgreSQL here). `Inspect::size_at_most`,
-//!   what the dashboard shows, counts at most `cap` rows per state through an index: the
-//!   waiting and delayed ones through `(queue, due_at, id)`, the reserved ones through a
-//!   partial index of the reserved rows alone on PostgreSQL and SQLite (migration 10), so a
-//!   queue of a million jobs is counted in milliseconds. MySQL and MariaDB have no partial
-//!   index: there the reserved count (and the listing of a queue's reserved jobs) walks the
-//!   queue's rows.
+//!   0.2 s per queue of 330,000 jobs on SQLite and PostgreSQL here).
+//!   `Inspect::backlog_at_most`, what the dashboard shows, counts at most `cap` waiting and
+//!   `cap` delayed rows through the `(queue, due_at, id)` index, so a queue of a million
+//!   jobs is counted in milliseconds; the dashboard takes running jobs from the worker
+//!   registry. (A partial index of the reserved rows would count those too, but it cost
+//!   every reservation an index write: 28 % of the end-to-end rate on PostgreSQL when
+//!   measured, BENCHMARKS.md.)
 //! - **Everything the contract has**: claims, the failed store, inspection (listing a
 //!   queue's jobs by state a page at a time through the `(queue, due_at, id)` index), group
 //!   counters, waiting jobs (see [above](#waiting-jobs)), jobs by id and their records (see

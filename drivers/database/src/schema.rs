@@ -63,10 +63,6 @@ macro_rules! migrations {
                 "0009_workers.sql",
                 include_str!(concat!("../migrations/", $db, "/0009_workers.sql")),
             ),
-            (
-                "0010_reserved.sql",
-                include_str!(concat!("../migrations/", $db, "/0010_reserved.sql")),
-            ),
         ]
     };
 }

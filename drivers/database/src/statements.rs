@@ -91,9 +91,9 @@ pub(crate) struct Statements {
     pub(crate) set_payload: String,
     /// Binds: queue.
     pub(crate) size: String,
-    /// [`size`](Self::size) with at most `cap` rows counted per state. Binds: queue, cap,
-    /// queue, cap, queue, cap.
-    pub(crate) size_at_most: String,
+    /// The waiting and delayed jobs of a queue, at most `cap` rows counted of each, through
+    /// the `(queue, due_at, id)` index. Binds: queue, cap, queue, cap.
+    pub(crate) backlog_at_most: String,
     pub(crate) queues: String,
     /// Binds: queue.
     pub(crate) clear: String,
@@ -320,17 +320,12 @@ impl Statements {
                  COUNT(CASE WHEN reserved_until IS NULL AND due_at > {now} THEN 1 END), \
                  COUNT(reserved_until) FROM {table} WHERE queue = ?",
             ),
-            // Each count walks at most `cap` rows of an index: `{table}_due` for the
-            // waiting and delayed ones, `{table}_reserved` (partial, PostgreSQL and SQLite)
-            // for the reserved ones.
-            size_at_most: fill(
+            backlog_at_most: fill(
                 "SELECT \
                  (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE queue = ? \
                  AND due_at <= {now} AND reserved_until IS NULL LIMIT ?) w), \
                  (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE queue = ? \
-                 AND due_at > {now} AND reserved_until IS NULL LIMIT ?) d), \
-                 (SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE queue = ? \
-                 AND reserved_until IS NOT NULL LIMIT ?) r)",
+                 AND due_at > {now} AND reserved_until IS NULL LIMIT ?) d)",
             ),
             queues: fill(DB::QUEUES),
             clear: fill("DELETE FROM {table} WHERE queue = ? AND reserved_until IS NULL"),

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use queue_core::storage::{
     check_effect_list, check_effects, check_record, duration_millis, from_unix_millis, unix_millis,
-    Cancellation, Capabilities, Control, Effect, FailedStore, Groups, Guard, Inspect, JobState,
-    JobSummary, LeaseStatus, Outcome, Page, PageRequest, RecordKey, Settle, SettleReply, Settled,
-    Track, Unique, Until, Wake, Workers,
+    Backlog, Cancellation, Capabilities, Control, Effect, FailedStore, Groups, Guard, Inspect,
+    JobState, JobSummary, LeaseStatus, Outcome, Page, PageRequest, RecordKey, Settle, SettleReply,
+    Settled, Track, Unique, Until, Wake, Workers,
 };
 use queue_core::{
     Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
@@ -1710,16 +1710,14 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
         })
     }
 
-    async fn size_at_most(&self, queue: &str, cap: u64) -> Result<QueueSize> {
+    async fn backlog_at_most(&self, queue: &str, cap: u64) -> Result<Backlog> {
         let limit = i64::try_from(cap).unwrap_or(i64::MAX);
         let rows = self
             .one(
                 "size",
                 self.reads(),
-                &self.inner.sql.size_at_most,
+                &self.inner.sql.backlog_at_most,
                 &[
-                    Arg::Text(queue),
-                    Arg::Int(limit),
                     Arg::Text(queue),
                     Arg::Int(limit),
                     Arg::Text(queue),
@@ -1734,10 +1732,11 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
                 .map_err(db::<DB>)?;
             Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
         };
-        Ok(QueueSize {
+        Ok(Backlog {
             waiting: count(0)?,
             delayed: count(1)?,
-            reserved: count(2)?,
+            // Counting them walks the queue's rows: the registry says what runs.
+            reserved: None,
         })
     }
 

@@ -101,15 +101,20 @@
 //! # Cost
 //!
 //! One collector task per router reads the overview's numbers (the queues, each one's size,
-//! the paused set, the failed count) at most once a second, and only while at least one
-//! browser listens on `events`; every listener gets the same rendered table. A page load
-//! within a second of a read uses that read. Pages count at most 10,000 jobs per queue and
-//! state ([`Inspect::size_at_most`](queue_core::storage::Inspect::size_at_most)) and show
-//! "10,000+" beyond, so their cost does not grow with the queues; `metrics` counts exactly.
-//! Listings read one page by cursor, never by offset. The grouping of failed jobs by error
-//! reads the newest 10,000. Measured with a million jobs (`bench --dashboard 1000000`,
-//! BENCHMARKS.md): every page under 100 ms on SQLite and PostgreSQL; `metrics` about 0.6 s
-//! and 0.8 s.
+//! the paused set, the failed count, the live workers) at most once a second, and only
+//! while at least one browser listens on `events`; every listener gets the same rendered
+//! table. A page load within a second of a read uses that read. Pages count at most 10,000
+//! jobs per queue and state
+//! ([`Inspect::backlog_at_most`](queue_core::storage::Inspect::backlog_at_most)) and show
+//! "10,000+" beyond, so their cost does not grow with the queues; on SQL, which cannot count
+//! its reserved rows without walking the queue, "running" is what the worker registry says
+//! the workers run (as of their last beat, so a job reserved by a worker that died is not
+//! counted). `metrics` counts exactly. Listings read one page by cursor, never by offset;
+//! on SQL a queue's running tab walks the queue's rows until it finds a page of reserved
+//! ones. The grouping of failed jobs by error reads the newest 10,000. Measured with a
+//! million jobs (`bench --dashboard 1000000`, BENCHMARKS.md): every page under 100 ms on
+//! SQLite and PostgreSQL but that running tab (about 150 ms with 333,000 jobs in the queue);
+//! `metrics` about 0.5 s and 0.8 s.
 
 mod assets;
 mod audit;

@@ -13,7 +13,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures::stream::{self, Stream};
 use maud::{html, Markup};
-use queue_core::{Error as QueueError, Queue, QueueSize, StorageExt};
+use queue_core::storage::Inspect;
+use queue_core::{Error as QueueError, Queue, QueueSize, StorageExt, WorkerInfo};
 use tokio::sync::broadcast;
 
 use crate::auth::{Viewer, CSRF_FIELD};
@@ -50,7 +51,7 @@ pub(crate) struct Snapshot {
     pub(crate) paused: Result<BTreeSet<String>, QueueError>,
     pub(crate) failed: Result<u64, QueueError>,
     /// The live workers; `Err` (not supported) where the store keeps no registry.
-    pub(crate) workers: Result<Vec<queue_core::WorkerInfo>, QueueError>,
+    pub(crate) workers: Result<Vec<WorkerInfo>, QueueError>,
 }
 
 /// Reads the overview's numbers, each count capped at [`COUNT_CAP`] unless `exact` (what
@@ -63,6 +64,7 @@ pub(crate) async fn collect(queue: &Queue, exact: bool) -> Result<Snapshot, Queu
         Err(e @ QueueError::NotSupported { .. }) => Err(e),
         Err(e) => return Err(e),
     };
+    let workers = live_workers(queue).await?;
     let queues = match storage.inspect() {
         Ok(inspect) => match inspect.queues().await {
             Ok(names) => {
@@ -76,7 +78,7 @@ pub(crate) async fn collect(queue: &Queue, exact: bool) -> Result<Snapshot, Queu
                     let size = if exact {
                         inspect.size(&name).await?
                     } else {
-                        inspect.size_at_most(&name, COUNT_CAP).await?
+                        bounded_size(inspect, &name, &workers).await?
                     };
                     rows.push((name, size));
                 }
@@ -95,17 +97,49 @@ pub(crate) async fn collect(queue: &Queue, exact: bool) -> Result<Snapshot, Queu
         },
         Err(e) => Err(e),
     };
-    let workers = match queue.workers().await {
-        Ok(w) => Ok(w),
-        Err(e @ QueueError::NotSupported { .. }) => Err(e),
-        Err(e) => return Err(e),
-    };
     Ok(Snapshot {
         as_of: SystemTime::now(),
         queues,
         paused,
         failed,
         workers,
+    })
+}
+
+/// The live workers, or the store's `NotSupported`.
+pub(crate) async fn live_workers(
+    queue: &Queue,
+) -> Result<Result<Vec<WorkerInfo>, QueueError>, QueueError> {
+    match queue.workers().await {
+        Ok(w) => Ok(Ok(w)),
+        Err(e @ QueueError::NotSupported { .. }) => Ok(Err(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A queue's counts as pages show them, at a cost that does not grow with the queue: each
+/// counted up to [`COUNT_CAP`]; where the store cannot count the reserved ones so (SQL), the
+/// jobs the workers' registry says run (as of their last beat), or an exact count where it
+/// keeps no registry.
+pub(crate) async fn bounded_size(
+    inspect: &dyn Inspect,
+    name: &str,
+    workers: &Result<Vec<WorkerInfo>, QueueError>,
+) -> Result<QueueSize, QueueError> {
+    let backlog = inspect.backlog_at_most(name, COUNT_CAP).await?;
+    let reserved = match (backlog.reserved, workers) {
+        (Some(n), _) => n,
+        (None, Ok(workers)) => workers
+            .iter()
+            .flat_map(|w| w.running.iter())
+            .filter(|j| j.queue == name)
+            .count() as u64,
+        (None, Err(_)) => inspect.size(name).await?.reserved,
+    };
+    Ok(QueueSize {
+        waiting: backlog.waiting,
+        delayed: backlog.delayed,
+        reserved,
     })
 }
 

@@ -108,7 +108,10 @@ pub(crate) async fn queue(
     };
     let inspect = storage.inspect();
     let size = match &inspect {
-        Ok(inspect) => Some(inspect.size_at_most(&name, live::COUNT_CAP).await?),
+        Ok(inspect) => {
+            let workers = live::live_workers(&dash.queue).await?;
+            Some(live::bounded_size(*inspect, &name, &workers).await?)
+        }
         Err(_) => None,
     };
     let page = PageRequest {

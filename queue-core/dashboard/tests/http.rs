@@ -45,9 +45,12 @@ async fn the_overview_counts_each_queue() {
             Some("0"),
             "{name}"
         );
+        // SQL counts no reserved rows (it would walk the queue): its pages count what the
+        // worker registry says runs, and the job reserved here has no worker.
+        let running = if name == "sqlite" { "0" } else { "1" };
         assert_eq!(
             cell(&page.body, "reports", "running").as_deref(),
-            Some("1"),
+            Some(running),
             "{name}"
         );
         assert_eq!(
@@ -64,7 +67,11 @@ async fn the_overview_counts_each_queue() {
         // The queue page shows the same counts on its tabs, and the running job.
         let page = get(&app, "/queues/reports?state=running").await;
         assert_eq!(page.status, StatusCode::OK, "{name}");
-        assert!(page.body.contains("running (1)"), "{name}: {}", page.body);
+        assert!(
+            page.body.contains(&format!("running ({running})")),
+            "{name}: {}",
+            page.body
+        );
         assert!(page.body.contains("href=\"../jobs/"), "{name}");
         let page = get(&app, "/queues/mail?state=delayed").await;
         assert!(page.body.contains("delayed (2)"), "{name}");

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::settle::{LeaseStatus, Settle, Settled};
 use super::types::{
-    Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page, PageRequest, Pushed,
-    QueueSize, RecordKey,
+    Backlog, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page,
+    PageRequest, Pushed, QueueSize, RecordKey,
 };
 use super::Storage;
 use crate::error::{Error, Result};
@@ -241,16 +241,19 @@ pub trait Inspect: Send + Sync {
     /// How many jobs `queue` holds, by state. The driver's docs say how exact it is.
     async fn size(&self, queue: &str) -> Result<QueueSize>;
 
-    /// [`size`](Self::size), each count exact below `cap` and `cap` meaning "`cap` or
-    /// more": what a dashboard shows ("10,000+") at a cost bounded by `cap` rather than by
-    /// the queue's length. The default counts exactly and caps the result; a store whose
-    /// exact count walks every job (SQL) counts at most `cap` rows per state instead.
-    async fn size_at_most(&self, queue: &str, cap: u64) -> Result<QueueSize> {
+    /// The jobs of `queue` by state, each count exact below `cap` and `cap` meaning "`cap`
+    /// or more": what a dashboard shows ("10,000+") at a cost bounded by `cap` rather than
+    /// by the queue's length. The default counts exactly with [`size`](Self::size) and caps
+    /// the result. A store whose exact count walks every job (SQL) walks at most `cap` rows
+    /// of an index for the waiting and for the delayed ones, and leaves the reserved ones
+    /// out (`None`: no index finds them without a cost on every reservation); a dashboard
+    /// then counts what the [worker registry](super::Workers) says runs.
+    async fn backlog_at_most(&self, queue: &str, cap: u64) -> Result<Backlog> {
         let size = self.size(queue).await?;
-        Ok(QueueSize {
+        Ok(Backlog {
             waiting: size.waiting.min(cap),
             delayed: size.delayed.min(cap),
-            reserved: size.reserved.min(cap),
+            reserved: Some(size.reserved.min(cap)),
         })
     }
 

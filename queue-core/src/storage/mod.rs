@@ -93,8 +93,8 @@ pub use settle::{
 };
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
 pub use types::{
-    Availability, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page,
-    PageRequest, Pushed, QueueSize, RecordKey, ReserveRequest, Reserved, Unique, Until,
+    Availability, Backlog, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob,
+    Page, PageRequest, Pushed, QueueSize, RecordKey, ReserveRequest, Reserved, Unique, Until,
 };
 
 use std::fmt;

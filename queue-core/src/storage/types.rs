@@ -287,6 +287,20 @@ pub struct QueueSize {
     pub reserved: u64,
 }
 
+/// A queue's counts at a bounded cost
+/// ([`Inspect::backlog_at_most`](super::Inspect::backlog_at_most)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Available now.
+    pub waiting: u64,
+    /// Waiting for their time.
+    pub delayed: u64,
+    /// Reserved, where the store counts them at a bounded cost too; `None` where that
+    /// would walk the queue's jobs (SQL), for the caller to ask the
+    /// [worker registry](super::Workers) what runs.
+    pub reserved: Option<u64>,
+}
+
 impl QueueSize {
     /// Everything the queue holds.
     pub fn total(&self) -> u64 {

@@ -114,12 +114,15 @@ pub(crate) async fn pages(queue: &Queue, n: usize) -> anyhow::Result<Vec<Vec<Str
         "/".to_owned(),
         "/queues/default".to_owned(),
         "/queues/low?state=delayed".to_owned(),
+        "/queues/default?state=running".to_owned(),
         format!("/jobs/{}", enc(&job)),
         "/failed".to_owned(),
         format!("/failed/{}", enc(&failed)),
         "/failed/groups".to_owned(),
         "/batches".to_owned(),
         "/schedules".to_owned(),
+        "/workers".to_owned(),
+        "/audit".to_owned(),
         "/metrics".to_owned(),
     ];
     let mut rows = Vec::new();

@@ -1,4 +1,0 @@
--- PostgreSQL and SQLite add a partial index of the reserved jobs here. MySQL and MariaDB have
--- no partial index, and a full one would cost every reservation a second index write: a
--- count or a listing of a queue's running jobs walks the queue's rows (the driver's docs
--- say so). Nothing to do.
