@@ -146,8 +146,12 @@ pub(crate) async fn guard(
         .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
     let by = match cookie(request.headers(), SESSION_COOKIE) {
         _ if bearer => "a bearer token".to_owned(),
-        Some(s) if s.len() >= 8 && s.is_char_boundary(8) => format!("browser session {}", &s[..8]),
-        _ => "no session".to_owned(),
+        // Only a well-formed session id is shown (the log line says nothing a client made up).
+        Some(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!("browser session {}", &s[..8])
+        }
+        Some(_) => "a malformed session cookie".to_owned(),
+        None => "no session".to_owned(),
     };
     let response = check(&guard, request, next).await;
     guard.audit.record(path, by, response.status());
