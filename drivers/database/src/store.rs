@@ -34,6 +34,15 @@ use crate::wake::{idle_sleep, Waker};
 const SCHEMA_VERSION_SQL: &str = "SELECT value FROM {control_table} WHERE name = 'schema' \
      AND NOT EXISTS (SELECT 1 FROM {failed_table} WHERE 1 = 0)";
 
+/// Column `i` of the first row as a count: 0 for no row, NULL or a negative number.
+fn first_count<DB: Sql>(rows: &[DB::Row], i: usize) -> Result<u64> {
+    let n = rows
+        .first()
+        .map_or(Ok(None), |row| DB::int(row, i))
+        .map_err(db::<DB>)?;
+    Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+}
+
 /// Durations are stored as milliseconds added to the database's clock; capping them keeps
 /// the sum inside a 64-bit integer while still meaning "forever".
 const MAX_MILLIS: i64 = i64::MAX / 4;
@@ -1696,13 +1705,7 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
                 &[Arg::Text(queue)],
             )
             .await?;
-        let count = |i| -> Result<u64> {
-            let n = rows
-                .first()
-                .map_or(Ok(None), |row| DB::int(row, i))
-                .map_err(db::<DB>)?;
-            Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
-        };
+        let count = |i| first_count::<DB>(&rows, i);
         Ok(QueueSize {
             waiting: count(0)?,
             delayed: count(1)?,
@@ -1725,13 +1728,7 @@ impl<DB: Sql> Inspect for SqlStore<DB> {
                 ],
             )
             .await?;
-        let count = |i| -> Result<u64> {
-            let n = rows
-                .first()
-                .map_or(Ok(None), |row| DB::int(row, i))
-                .map_err(db::<DB>)?;
-            Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
-        };
+        let count = |i| first_count::<DB>(&rows, i);
         Ok(Backlog {
             waiting: count(0)?,
             delayed: count(1)?,

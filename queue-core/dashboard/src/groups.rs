@@ -352,6 +352,54 @@ pub(crate) async fn schedule_action(
     Ok(see_other(format!("../../schedules?notice={word}")))
 }
 
+/// What the page of a chain or a workflow shows: its parts by outcome.
+struct Parts {
+    /// `chain` or `workflow`.
+    kind: &'static str,
+    /// `links` or `nodes`.
+    unit: &'static str,
+    total: u64,
+    succeeded: u64,
+    failed: u64,
+    skipped: u64,
+    created_at: Option<SystemTime>,
+}
+
+/// The page of a chain or a workflow, refreshed in place until every part has ended; 404
+/// for one with no part (unknown, or pruned).
+fn parts_page(
+    dash: &Dashboard,
+    place: &Place,
+    viewer: &Viewer,
+    id: &str,
+    p: Parts,
+) -> Result<Response> {
+    if p.total == 0 {
+        return Err(Error::NotFound(format!(
+            "No {} with id {id} (or it was pruned).",
+            p.kind
+        )));
+    }
+    let ended = p.succeeded + p.failed + p.skipped;
+    let finished = ended >= p.total;
+    let title = format!("{}{} {id}", p.kind[..1].to_uppercase(), &p.kind[1..]);
+    let body = html! {
+        p.crumbs { (title) }
+        h1 { (title) }
+        section id=(p.kind) data-refresh=[(!finished).then_some("2")] {
+            dl.fields {
+                dt { "State" } dd class={ (p.kind) "-state" } { @if finished { "finished" } @else { "running" } }
+                dt { "Progress" } dd { (shares(ended, p.total)) ", " (ended) " of " (p.total) " " (p.unit) " ended" }
+                dt { "Succeeded" } dd.succeeded { (p.succeeded) }
+                dt { "Failed" } dd.failed { (p.failed) }
+                dt { "Skipped" } dd.skipped { (p.skipped) }
+                @if let Some(t) = p.created_at { dt { "Dispatched" } dd { (time(t)) } }
+            }
+        }
+    };
+    Ok(layout(place, viewer, false, &title, driver(dash), body).into_response())
+}
+
 /// `GET chains/{id}`: a chain's links by outcome.
 pub(crate) async fn chain(
     State(dash): State<Dashboard>,
@@ -360,34 +408,16 @@ pub(crate) async fn chain(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let s = Chain::status(&dash.queue, &ChainId(id.clone())).await?;
-    if s.links == 0 {
-        return Err(Error::NotFound(format!(
-            "No chain with id {id} (or it was pruned)."
-        )));
-    }
-    let ended = s.succeeded + s.failed + s.skipped;
-    let body = html! {
-        p.crumbs { "Chain " (id) }
-        h1 { "Chain " (id) }
-        section #chain data-refresh=[(!s.is_finished()).then_some("2")] {
-            dl.fields {
-                dt { "State" } dd.chain-state { @if s.is_finished() { "finished" } @else { "running" } }
-                dt { "Progress" } dd { (shares(ended, s.links)) ", " (ended) " of " (s.links) " links ended" }
-                dt { "Succeeded" } dd.succeeded { (s.succeeded) }
-                dt { "Failed" } dd.failed { (s.failed) }
-                dt { "Skipped" } dd.skipped { (s.skipped) }
-            }
-        }
+    let parts = Parts {
+        kind: "chain",
+        unit: "links",
+        total: s.links,
+        succeeded: s.succeeded,
+        failed: s.failed,
+        skipped: s.skipped,
+        created_at: None,
     };
-    Ok(layout(
-        &place,
-        &viewer,
-        false,
-        &format!("Chain {id}"),
-        driver(&dash),
-        body,
-    )
-    .into_response())
+    parts_page(&dash, &place, &viewer, &id, parts)
 }
 
 /// `GET workflows/{id}`: a workflow's nodes by outcome.
@@ -398,35 +428,16 @@ pub(crate) async fn workflow(
     Path(id): Path<String>,
 ) -> Result<Response> {
     let s = Workflow::status(&dash.queue, &WorkflowId(id.clone())).await?;
-    if s.nodes == 0 {
-        return Err(Error::NotFound(format!(
-            "No workflow with id {id} (or it was pruned)."
-        )));
-    }
-    let ended = s.succeeded + s.failed + s.skipped;
-    let body = html! {
-        p.crumbs { "Workflow " (id) }
-        h1 { "Workflow " (id) }
-        section #workflow data-refresh=[(!s.is_finished()).then_some("2")] {
-            dl.fields {
-                dt { "State" } dd.workflow-state { @if s.is_finished() { "finished" } @else { "running" } }
-                dt { "Progress" } dd { (shares(ended, s.nodes)) ", " (ended) " of " (s.nodes) " nodes ended" }
-                dt { "Succeeded" } dd.succeeded { (s.succeeded) }
-                dt { "Failed" } dd.failed { (s.failed) }
-                dt { "Skipped" } dd.skipped { (s.skipped) }
-                @if let Some(t) = s.created_at { dt { "Dispatched" } dd { (time(t)) } }
-            }
-        }
+    let parts = Parts {
+        kind: "workflow",
+        unit: "nodes",
+        total: s.nodes,
+        succeeded: s.succeeded,
+        failed: s.failed,
+        skipped: s.skipped,
+        created_at: s.created_at,
     };
-    Ok(layout(
-        &place,
-        &viewer,
-        false,
-        &format!("Workflow {id}"),
-        driver(&dash),
-        body,
-    )
-    .into_response())
+    parts_page(&dash, &place, &viewer, &id, parts)
 }
 
 /// A progress bar of `done` out of `of`.
