@@ -35,7 +35,7 @@ use tracing::warn;
 
 use crate::error::{Error, Result};
 use crate::storage::{
-    self, from_unix_millis, unix_millis, Cancellation, JobId, JobSummary, Lease, RecordKey,
+    self, from_unix_millis, unix_millis, Cancellation, Effect, JobId, JobSummary, Lease, RecordKey,
     Storage, StorageExt,
 };
 
@@ -431,9 +431,14 @@ pub(crate) async fn cancel(storage: &dyn Storage, id: &JobId) -> Result<CancelOu
 
 async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelOutcome>> {
     let track = storage.track()?;
-    Ok(Some(match track.cancel(id, CANCEL_MARK).await? {
+    // What the job's batch, chain or workflow does when it ends without running, read from
+    // the job as it is now and applied by the store in the step that removes it.
+    let effects = match track.job(id).await? {
+        Some(summary) => composition_effects(&summary),
+        None => Vec::new(),
+    };
+    Ok(Some(match track.cancel(id, CANCEL_MARK, effects).await? {
         Cancellation::Removed(summary) => {
-            end_composition(storage, &summary).await?;
             let ended = Ended {
                 state: JobState::Cancelled,
                 queue: summary.queue.clone(),
@@ -465,16 +470,17 @@ async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelO
     }))
 }
 
-/// A removed job that was part of a batch, a chain or a workflow ends there as a discarded
-/// one would: a batch member counted cancelled, a workflow node skipped (the skip passes
-/// down its edges), a chain link as a failed one (the links after it skipped, `catch` and
-/// `finally` released). Applied in one step of its own right after the removal.
-async fn end_composition(storage: &dyn Storage, job: &JobSummary) -> Result<()> {
+/// The effects with which a removed job that was part of a batch, a chain or a workflow
+/// ends there as a discarded one would: a batch member counted cancelled, a workflow node
+/// skipped (the skip passes down its edges), a chain link as a failed one (the links after
+/// it skipped, `catch` and `finally` released). The store applies them in the step that
+/// removes the job ([`Track::cancel`](crate::storage::Track::cancel)).
+fn composition_effects(job: &JobSummary) -> Vec<Effect> {
     let Ok(envelope) = crate::envelope::Envelope::decode(&job.payload) else {
-        return Ok(());
+        return Vec::new();
     };
     let Some(after) = envelope.after else {
-        return Ok(());
+        return Vec::new();
     };
     let steps = if after.skipped.is_empty() {
         &after.failed
@@ -493,10 +499,7 @@ async fn end_composition(storage: &dyn Storage, job: &JobSummary) -> Result<()> 
     };
     let mut effects: Vec<_> = steps.iter().map(crate::envelope::Step::effect).collect();
     effects.extend(after.again(&removed));
-    if effects.is_empty() {
-        return Ok(());
-    }
-    storage.groups()?.apply(effects).await
+    effects
 }
 
 /// What a running job said of itself: its progress and its output, and where to write the

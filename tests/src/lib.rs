@@ -121,6 +121,7 @@ macro_rules! conformance {
             track_finds_jobs_by_id,
             track_cancel_removes_or_marks,
             track_cancel_races_reserve,
+            track_cancel_applies_effects_with_the_removal,
             track_records_and_fences,
             track_record_effects_apply_with_the_settle,
             worker_registry_entries_expire_and_leave,

@@ -1869,17 +1869,28 @@ impl<DB: Sql> Track for SqlStore<DB> {
 
     /// One transaction: the job's row read and locked (a reservation taking it meanwhile
     /// waits, or the row was taken first and this waits for its commit), then deleted (its
-    /// claim goes with it), or, reserved under a lease that has not run out by the
-    /// database's clock, its `cancel` record written.
-    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+    /// claim goes with it) and the effects applied as [`Groups::apply`] applies them, or,
+    /// reserved under a lease that has not run out by the database's clock, its `cancel`
+    /// record written. An effect that fails rolls the whole transaction back.
+    async fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> Result<Cancellation> {
+        check_effect_list(DB::DRIVER, &effects, "a cancel")?;
+        let mut sorted = Effects::default();
+        for effect in &effects {
+            sorted.add::<DB>(effect, None)?;
+        }
         let Some(id) = job_id_of(id) else {
             return Ok(Cancellation::NotFound);
         };
         let sql = &self.inner.sql;
-        unit!(self, "cancel", self.tx_hot(true), true, |conn, _d| {
+        let (cancellation, woken) = unit!(self, "cancel", self.tx_hot(true), true, |conn, _d| {
             let rows = Self::fetch(conn, &sql.cancel_take, &[Arg::Int(id)]).await?;
             let Some(row) = rows.first() else {
-                return Ok(Cancellation::NotFound);
+                return Ok((Cancellation::NotFound, Vec::new()));
             };
             let summary = Self::summary_from(row)?;
             let live = DB::int(row, 8).map_err(db::<DB>)? == Some(1);
@@ -1891,11 +1902,20 @@ impl<DB: Sql> Track for SqlStore<DB> {
                     Arg::Int(millis(mark_for)),
                 ];
                 Self::execute(conn, &sql.record_put, &args).await?;
-                return Ok(Cancellation::Marked(summary));
+                return Ok((Cancellation::Marked(summary), Vec::new()));
             }
             Self::execute(conn, &sql.delete_job, &[Arg::Int(id)]).await?;
-            Ok(Cancellation::Removed(summary))
-        })
+            let mut woken = Vec::new();
+            if !sorted.is_empty() {
+                woken = self.apply_effects(conn, &sorted).await?;
+                self.count(conn, &sorted.counts).await?;
+                let queues: Vec<&str> = woken.iter().map(String::as_str).collect();
+                self.notify(conn, &queues).await?;
+            }
+            Ok((Cancellation::Removed(summary), woken))
+        })?;
+        self.woke(woken.iter().map(String::as_str));
+        Ok(cancellation)
     }
 
     /// One statement for all the keys.

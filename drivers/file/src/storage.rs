@@ -410,9 +410,21 @@ impl Track for FileStorage {
     }
 
     /// Under the store's lock; lists every queue's directories as [`job`](Track::job) does.
-    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+    async fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> Result<Cancellation> {
         let id = id.clone();
-        self.run(move |disk| Ok(disk.cancel(&id, mark_for)?)).await
+        let wakes = effects.iter().any(makes_available);
+        let cancelled = self
+            .run(move |disk| disk.cancel(&id, mark_for, effects))
+            .await?;
+        if wakes && matches!(cancelled, Cancellation::Removed(_)) {
+            self.pushed.notify_waiters();
+        }
+        Ok(cancelled)
     }
 
     async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>> {

@@ -191,7 +191,10 @@ async fn records_on_disk() {
         "{text}"
     );
     assert!(matches!(
-        track.cancel(&id, Duration::from_secs(60)).await.unwrap(),
+        track
+            .cancel(&id, Duration::from_secs(60), Vec::new())
+            .await
+            .unwrap(),
         Cancellation::Marked(_)
     ));
     store

@@ -10,9 +10,11 @@
 -- the effects, or as `g` (applied only if a group counter holds a value: `apply_if`), the
 -- reference of the group's key, the counter's name, the value it must hold and the value
 -- to set, both in decimal as Rust writes an i64, then the effects; any other as its
--- outcome (`A` acknowledge, `r` retry, `l` release, `f` fail), queue number, member, token,
--- its value (the delay in milliseconds for `r` and `l`, the reason for `f`, '' for `A`),
--- then the effects. Effects are their number, then each:
+-- outcome (`A` acknowledge, `r` retry, `l` release, `f` fail, `x` cancel), queue number,
+-- member, token, its value (the delay in milliseconds for `r` and `l`, the reason for `f`,
+-- '' for `A` and `x`), then the effects. A cancel (`Track::cancel` with effects) has no
+-- token: it applies, removing the job (hash, entry, claim) with its effects, only if the
+-- job is in `pending` or in `reserved` past its lease deadline, else changes nothing (0). Effects are their number, then each:
 -- `p` and a job as `read_job` reads it; `c`, the reference of the group's key, the number
 -- of counters, then name and delta per counter; `h`, the reference of a waiting job's key
 -- (`{P}:waiting:<key>`), its dependencies and its job as `read_job` reads it; `d`, the
@@ -164,7 +166,19 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
     end
   end
   local f
-  if outcome ~= 'e' then
+  if outcome == 'x' then
+    f = redis.call('HMGET', hash, 't', 'u', 'w')
+    local deadline = redis.call('ZSCORE', q.reserved, member)
+    local removable
+    if deadline then
+      removable = tonumber(deadline) <= now()
+    else
+      removable = redis.call('ZSCORE', q.pending, member) ~= false
+    end
+    if gone[hash] or not removable then
+      return 0
+    end
+  elseif outcome ~= 'e' then
     f = redis.call('HMGET', hash, 't', 'u', 'w')
     if gone[hash] or f[1] ~= token or (outcome == 'f' and not failed_seq) then
       return 0
@@ -229,6 +243,14 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
 
   if outcome == 'A' then
     ack(q, hash, member, f[2])
+  elseif outcome == 'x' then
+    gone[hash] = true
+    redis.call('ZREM', q.pending, member)
+    redis.call('ZREM', q.reserved, member)
+    redis.call('DEL', hash)
+    if f[2] then
+      release_claim(f[2], job_id(q, member))
+    end
   elseif outcome == 'r' or outcome == 'l' then
     redis.call('ZREM', q.reserved, member)
     redis.call('HDEL', hash, 't')

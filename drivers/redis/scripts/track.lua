@@ -2,7 +2,9 @@
 -- lib/head.lua), so a cancel never races a reservation.
 --
 -- ARGV after the head naming the job's one queue: the member, then '' to only look, or
--- the time in milliseconds a cancel mark is kept (at least 1) to cancel.
+-- the time in milliseconds a cancel mark is kept (at least 1) to cancel, or that time
+-- after an `m` to mark only: a job reserved under a live lease is marked, any other only
+-- looked at (a cancel with effects then removes it with the settle script's `x` entry).
 --
 -- The job's state: reserved while it is in `reserved` (due at its lease deadline), else
 -- delayed while its score in `pending` (its available time) is after the server's time,
@@ -19,6 +21,10 @@
 -- the payload }.
 local q = queues[1]
 local member, mark = arg(), arg()
+local only = string.sub(mark, 1, 1) == 'm'
+if only then
+  mark = string.sub(mark, 2)
+end
 local hash = q.base .. 'job:' .. member
 local f = redis.call('HMGET', hash, 'n', 'a', 'u', 'w', 'p')
 if not f[1] and not f[2] then
@@ -50,7 +56,7 @@ if mark ~= '' then
   if state == 'r' and due > now() then
     redis.call('SET', q.base .. 'record:' .. member .. ':cancel', '', 'PX', mark)
     done = 'm'
-  else
+  elseif not only then
     if state == 'r' then
       redis.call('ZREM', q.reserved, member)
     else

@@ -27,6 +27,17 @@ pub enum RedisDriverError {
         /// How many times the driver read them and called the script.
         attempts: usize,
     },
+
+    /// A cancel with effects found the job changed between its look and its removal (a
+    /// worker reserved it, or its lease ran out) this many times in a row: nothing was
+    /// changed, and the cancel can be asked again.
+    #[error("job {id} changed under a cancel {tries} times in a row; nothing was changed")]
+    Moved {
+        /// The job's id.
+        id: String,
+        /// How many times it was looked at.
+        tries: usize,
+    },
 }
 
 impl RedisDriverError {

@@ -424,7 +424,7 @@ async fn records_layout(backend: Backend) {
         let id = JobId::from(bad);
         assert_eq!(track.job(&id).await.unwrap(), None, "{bad:?}");
         assert_eq!(
-            track.cancel(&id, LONG).await.unwrap(),
+            track.cancel(&id, LONG, Vec::new()).await.unwrap(),
             queue_core::storage::Cancellation::NotFound
         );
     }
@@ -446,7 +446,7 @@ async fn records_layout(backend: Backend) {
     );
     assert!(matches!(
         track
-            .cancel(&held.lease.job_id, Duration::from_millis(300))
+            .cancel(&held.lease.job_id, Duration::from_millis(300), Vec::new())
             .await
             .unwrap(),
         queue_core::storage::Cancellation::Marked(_)

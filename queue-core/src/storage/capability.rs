@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::settle::{LeaseStatus, Settle, Settled};
+use super::settle::{Effect, LeaseStatus, Settle, Settled};
 use super::types::{
     Backlog, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob, Page,
     PageRequest, Pushed, QueueSize, RecordKey,
@@ -322,8 +322,9 @@ pub trait Groups: Send + Sync {
 ///
 /// - [`job`](Self::job) finds a job in a queue by its id: waiting, delayed or reserved.
 /// - [`cancel`](Self::cancel) removes a job that is not reserved under a live lease (releasing
-///   its claim), or marks a reserved one, in one step: a job is never both run by a new
-///   reservation and reported removed.
+///   its claim) with the effects it is given, or marks a reserved one without them, in one
+///   step: a job is never both run by a new reservation and reported removed, and its
+///   effects apply exactly when it is removed.
 /// - [`Storage::extend`](super::Storage::extend) reports a lease whose job carries a
 ///   [`RecordKey::CANCEL`](super::RecordKey::CANCEL) record as
 ///   [`LeaseStatus::Cancelled`](super::LeaseStatus::Cancelled), renewed, so the worker
@@ -344,10 +345,20 @@ pub trait Track: Send + Sync {
     async fn job(&self, id: &JobId) -> Result<Option<JobSummary>>;
 
     /// Cancels the job with this id: removes it if it is waiting or delayed (or reserved
-    /// under a lease that ran out), releasing its unique claim; otherwise, if it is
+    /// under a lease that ran out), releasing its unique claim, and applies `effects` in the
+    /// same atomic step (what its batch, chain or workflow does when it ends without
+    /// running: counted cancelled, the nodes after it skipped); otherwise, if it is
     /// reserved, writes its [`RecordKey::CANCEL`](super::RecordKey::CANCEL) record, kept
-    /// for `mark_for`. One step either way.
-    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation>;
+    /// for `mark_for`, and applies none of `effects`. One step either way: a crash never
+    /// leaves a job removed with its effects lost, nor effects applied to a job that then
+    /// runs. Effects that cannot be applied refuse the whole step (the job stays). A driver
+    /// without [`Groups`] refuses any effect with [`Error::NotSupported`](crate::Error).
+    async fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> Result<Cancellation>;
 
     /// Reads records, one per key in order: `None` for one missing or past its time to live.
     async fn records(&self, keys: &[RecordKey]) -> Result<Vec<Option<Vec<u8>>>>;

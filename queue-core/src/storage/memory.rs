@@ -127,6 +127,18 @@ impl MemoryStorage {
         }
     }
 
+    /// Adds the jobs `effects` push to the history of a recording store.
+    fn record_pushes(&self, effects: &[Effect]) {
+        if let Some(history) = &self.inner.history {
+            let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+            for effect in effects {
+                if let Effect::Push(job) = effect {
+                    history.push(job.clone());
+                }
+            }
+        }
+    }
+
     /// The jobs in the failed store, oldest first.
     pub(crate) fn failed_jobs(&self) -> Vec<FailedJob> {
         self.state().failed.values().cloned().collect()
@@ -799,7 +811,13 @@ impl Track for MemoryStorage {
         Ok(self.state().summary(id, now_ms()))
     }
 
-    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+    async fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> Result<Cancellation> {
+        check_effect_list(DRIVER, &effects, "a cancel")?;
         let Some(id) = id_of(&id.0) else {
             return Ok(Cancellation::NotFound);
         };
@@ -826,6 +844,12 @@ impl Track for MemoryStorage {
         };
         if let Some(unique) = &job.unique {
             state.release_claim(&unique.key, Holder::Job(id));
+        }
+        if !effects.is_empty() {
+            self.record_pushes(&effects);
+            state.apply(effects, now);
+            drop(state);
+            self.inner.pushed.notify_waiters();
         }
         Ok(Cancellation::Removed(JobSummary {
             payload: job.payload,
@@ -911,14 +935,7 @@ impl Groups for MemoryStorage {
 
     async fn apply(&self, effects: Vec<Effect>) -> Result<()> {
         check_effect_list(DRIVER, &effects, "an apply")?;
-        if let Some(history) = &self.inner.history {
-            let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
-            for effect in &effects {
-                if let Effect::Push(job) = effect {
-                    history.push(job.clone());
-                }
-            }
-        }
+        self.record_pushes(&effects);
         self.state().apply(effects, now_ms());
         self.inner.pushed.notify_waiters();
         Ok(())
@@ -937,14 +954,7 @@ impl Groups for MemoryStorage {
                 return Ok(false);
             }
             counters.insert(guard.counter, guard.set);
-            if let Some(history) = &self.inner.history {
-                let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
-                for effect in &effects {
-                    if let Effect::Push(job) = effect {
-                        history.push(job.clone());
-                    }
-                }
-            }
+            self.record_pushes(&effects);
             state.apply(effects, now_ms());
         }
         self.inner.pushed.notify_waiters();

@@ -139,7 +139,7 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     assert_eq!(taken[0].lease.job_id, running[0]);
     let pushed = ids(store.push(vec![waiting, delayed]).await.unwrap());
 
-    match track.cancel(&pushed[0], LONG).await.unwrap() {
+    match track.cancel(&pushed[0], LONG, Vec::new()).await.unwrap() {
         Cancellation::Removed(job) => {
             assert_eq!(
                 (job.name.as_str(), job.state, job.payload.as_slice()),
@@ -148,7 +148,7 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
         }
         other => panic!("a waiting job is removed, not {other:?}"),
     }
-    match track.cancel(&pushed[1], LONG).await.unwrap() {
+    match track.cancel(&pushed[1], LONG, Vec::new()).await.unwrap() {
         Cancellation::Removed(job) => {
             assert_eq!(
                 (job.state, job.payload.as_slice()),
@@ -159,11 +159,14 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     }
     assert_eq!(track.job(&pushed[0]).await.unwrap(), None);
     assert_eq!(
-        track.cancel(&pushed[0], LONG).await.unwrap(),
+        track.cancel(&pushed[0], LONG, Vec::new()).await.unwrap(),
         Cancellation::NotFound
     );
     assert_eq!(
-        track.cancel(&missing_like(&pushed[0]), LONG).await.unwrap(),
+        track
+            .cancel(&missing_like(&pushed[0]), LONG, Vec::new())
+            .await
+            .unwrap(),
         Cancellation::NotFound
     );
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 1);
@@ -176,7 +179,7 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     }
 
     // The reserved job is marked: its lease stays held, and every extend says cancelled.
-    match track.cancel(&running[0], LONG).await.unwrap() {
+    match track.cancel(&running[0], LONG, Vec::new()).await.unwrap() {
         Cancellation::Marked(summary) => assert_eq!(summary.state, JobState::Reserved),
         other => panic!("a reserved job is marked, not {other:?}"),
     }
@@ -205,7 +208,7 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
     let stale = store.reserve(&request(&[&q2], SHORT, 1)).await.unwrap();
     tokio::time::sleep(PAST_SHORT).await;
     assert!(matches!(
-        track.cancel(&late[0], LONG).await.unwrap(),
+        track.cancel(&late[0], LONG, Vec::new()).await.unwrap(),
         Cancellation::Removed { .. }
     ));
     assert!(store
@@ -220,6 +223,131 @@ pub async fn track_cancel_removes_or_marks(store: Store) {
             .unwrap(),
         vec![false]
     );
+}
+
+/// A cancel applies the effects it is given in the step that removes the job (a batch
+/// member counted cancelled, the job after it released), and none when it only marks a
+/// reserved job, finds nothing, or is refused; a store without groups refuses them.
+pub async fn track_cancel_applies_effects_with_the_removal(store: Store) {
+    const CASE: &str = "track_cancel_applies_effects_with_the_removal";
+    let Some(track) = store.capabilities().track else {
+        return skip(CASE, &store);
+    };
+    let q = unique("q");
+    let group = unique("g");
+    let count = |n| Effect::Count {
+        group: group.clone(),
+        deltas: vec![("cancelled".to_owned(), n)],
+    };
+    let Some(groups) = store.capabilities().groups else {
+        let pushed = ids(store.push(vec![job(&q, "w", b"w")]).await.unwrap());
+        let err = track
+            .cancel(&pushed[0], LONG, vec![count(1)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        assert!(
+            track.job(&pushed[0]).await.unwrap().is_some(),
+            "a refused cancel leaves the job"
+        );
+        return;
+    };
+    let cancelled = || async {
+        groups
+            .counters(&group)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|(name, _)| name == "cancelled")
+            .map_or(0, |(_, n)| n)
+    };
+    // A job waiting for the cancelled one, released by the cancel's dependency change.
+    let (key, next_q) = (unique("k"), unique("next"));
+    groups
+        .apply(vec![Effect::Hold(queue_core::WaitingJob::new(
+            &key,
+            1,
+            job(&next_q, "next", b"n"),
+        ))])
+        .await
+        .unwrap();
+    let pushed = ids(store
+        .push(vec![job(&q, "w", b"w"), job(&q, "r", b"r")])
+        .await
+        .unwrap());
+    let release = Effect::Deps {
+        key: key.clone(),
+        delta: -1,
+    };
+
+    // Refused effects refuse the step: the job stays, nothing is counted.
+    let bad = Effect::Push(job(&q, "no-key", b"x"));
+    let err = track
+        .cancel(&pushed[0], LONG, vec![count(1), bad])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err:?}");
+    assert!(track.job(&pushed[0]).await.unwrap().is_some());
+    assert_eq!(cancelled().await, 0);
+
+    // Removed: counted and released in the same step.
+    match track
+        .cancel(&pushed[0], LONG, vec![count(1), release.clone()])
+        .await
+        .unwrap()
+    {
+        Cancellation::Removed(job) => assert_eq!(job.name, "w"),
+        other => panic!("a waiting job is removed, not {other:?}"),
+    }
+    assert_eq!(cancelled().await, 1);
+    assert_eq!(groups.waiting(&key).await.unwrap(), None, "released");
+    let next = store.reserve(&request(&[&next_q], LONG, 5)).await.unwrap();
+    assert_eq!(next.len(), 1, "the job after it was pushed");
+    assert_eq!(next[0].name, "next");
+
+    // Gone: nothing found, nothing counted.
+    assert_eq!(
+        track
+            .cancel(&pushed[0], LONG, vec![count(1)])
+            .await
+            .unwrap(),
+        Cancellation::NotFound
+    );
+    assert_eq!(cancelled().await, 1);
+
+    // Reserved under a live lease: marked, nothing counted.
+    let taken = store.reserve(&request(&[&q], SHORT, 1)).await.unwrap();
+    assert_eq!(taken[0].lease.job_id, pushed[1]);
+    match track
+        .cancel(&pushed[1], LONG, vec![count(1)])
+        .await
+        .unwrap()
+    {
+        Cancellation::Marked(summary) => assert_eq!(summary.state, JobState::Reserved),
+        other => panic!("a reserved job is marked, not {other:?}"),
+    }
+    assert_eq!(cancelled().await, 1);
+
+    // Its lease ran out: removed, counted; its worker's settle is then stale, its effects
+    // never applied.
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(matches!(
+        track
+            .cancel(&pushed[1], LONG, vec![count(1)])
+            .await
+            .unwrap(),
+        Cancellation::Removed(_)
+    ));
+    assert_eq!(cancelled().await, 2);
+    let reply = store
+        .settle(
+            vec![Settle::ack(taken[0].lease.clone()).effect(count(10))],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Stale]);
+    assert_eq!(cancelled().await, 2);
 }
 
 /// Cancels race with reservations: each job is either removed (and never reserved) or
@@ -254,7 +382,7 @@ pub async fn track_cancel_races_reserve(store: Store) {
     let mut removed = Vec::new();
     let mut marked = Vec::new();
     for id in &pushed {
-        match track.cancel(id, LONG).await.unwrap() {
+        match track.cancel(id, LONG, Vec::new()).await.unwrap() {
             Cancellation::Removed { .. } => removed.push(id.clone()),
             Cancellation::Marked(_) => marked.push(id.clone()),
             Cancellation::NotFound => panic!("job {id} is in the queue until acknowledged"),

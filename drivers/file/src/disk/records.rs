@@ -21,14 +21,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use queue_core::storage::{
-    check_record, duration_millis, from_unix_millis, Cancellation, JobState, JobSummary, RecordKey,
+    check_effect_list, check_record, duration_millis, from_unix_millis, Cancellation, JobState,
+    JobSummary, RecordKey,
 };
-use queue_core::{JobId, Lease};
+use queue_core::{Effect, JobId, Lease};
 
 use super::journal::{ClaimOp, Intent, Locked, Move, PutRecord, Take, Then};
+use super::waiting::{sort_out, Staged};
 use super::{
-    guard, list, make_dir, not_found, read_if_there, remove_if_there, write_new, Disk, QueuePaths,
-    Result,
+    guard, list, make_dir, not_found, read_if_there, remove_if_there, sync_files, write_new, Disk,
+    QueuePaths, Result,
 };
 use crate::error::FileError;
 use crate::format::{
@@ -135,10 +137,27 @@ impl Disk {
 
     /// Cancels a job under the store's lock: a job in `ready/`, or in `reserved/` under a
     /// lease that ran out, is taken out of its directory (an unlink, or for a job with a
-    /// claim one step of the journal that releases the claim with it), which fails if a
-    /// worker moved it first, and then the job is looked for again; a job reserved under a
-    /// live lease gets its `cancel` record, kept for `mark_for`.
-    pub(crate) fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+    /// claim or with `effects` one step of the journal that releases the claim and carries
+    /// the effects, staged as a settle's are, with it), which fails if a worker moved it
+    /// first, and then the job is looked for again; a job reserved under a live lease gets
+    /// its `cancel` record, kept for `mark_for`, and none of the effects.
+    pub(crate) fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> queue_core::Result<Cancellation> {
+        check_effect_list(DRIVER, &effects, "a cancel")?;
+        sort_out(effects.clone())?;
+        Ok(self.cancel_with(id, mark_for, &effects)?)
+    }
+
+    fn cancel_with(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: &[Effect],
+    ) -> Result<Cancellation> {
         if !is_id(&id.0) {
             return Ok(Cancellation::NotFound);
         }
@@ -170,46 +189,48 @@ impl Disk {
             }
             let path = found.path();
             let claim = found.head.as_ref().and_then(|h| h.unique.as_ref());
-            let removed = match claim {
-                Some(unique) => {
-                    let ran = self.run(
-                        &lock,
-                        &Intent {
-                            id: new_id(),
-                            moves: vec![Move {
-                                take: Take::File {
-                                    path: self.rel_path(&path),
-                                },
-                                then: Then::Delete,
-                                claims: vec![ClaimOp::Release {
+            let removed = if claim.is_some() || !effects.is_empty() {
+                let step = new_id();
+                let staged = self.stage_cancel(&step, id, effects)?;
+                let ran = self.run(
+                    &lock,
+                    &Intent {
+                        id: step,
+                        moves: vec![Move {
+                            take: Take::File {
+                                path: self.rel_path(&path),
+                            },
+                            then: Then::Delete,
+                            claims: claim
+                                .map(|unique| ClaimOp::Release {
                                     key: unique.key.clone(),
                                     job_id: id.to_owned(),
-                                }],
-                                counts: Vec::new(),
-                                publish: Vec::new(),
-                                waits: Vec::new(),
-                                replaces: false,
-                                records: Vec::new(),
-                            }],
-                            publish: Vec::new(),
-                            counts: Vec::new(),
-                            sets: Vec::new(),
-                            plan: None,
-                            records: Vec::new(),
-                        },
-                    )?;
-                    ran.taken.first().copied().unwrap_or(false)
-                }
+                                })
+                                .into_iter()
+                                .collect(),
+                            counts: staged.counts,
+                            publish: staged.publish,
+                            waits: staged.waits,
+                            replaces: false,
+                            records: staged.records,
+                        }],
+                        publish: Vec::new(),
+                        counts: Vec::new(),
+                        sets: Vec::new(),
+                        plan: None,
+                        records: Vec::new(),
+                    },
+                )?;
+                ran.taken.first().copied().unwrap_or(false)
+            } else {
                 // The unlink is the fence: it fails if a worker renamed the file first.
-                None => {
-                    let removed = remove_if_there(&path)?;
-                    if removed {
-                        if let Some(dir) = path.parent() {
-                            self.sync_dir(dir)?;
-                        }
+                let removed = remove_if_there(&path)?;
+                if removed {
+                    if let Some(dir) = path.parent() {
+                        self.sync_dir(dir)?;
                     }
-                    removed
                 }
+                removed
             };
             if removed {
                 match &found.place {
@@ -223,6 +244,32 @@ impl Disk {
             }
         }
         Err(moved_too_often(&self.jobs, id, "cancelled"))
+    }
+
+    /// Stages the effects of a cancel of job `id` in `tmp/`, synced, as a settle's are.
+    fn stage_cancel(&self, step: &str, id: &str, effects: &[Effect]) -> Result<Staged> {
+        if effects.is_empty() {
+            return Ok(Staged::default());
+        }
+        let ops = sort_out(effects.to_vec()).map_err(|e| FileError::Damaged {
+            path: self.tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut files = Vec::new();
+        let staged = self
+            .stage_ops(step, Some(id), ops, now_ms(), &mut files)
+            .and_then(|staged| {
+                if self.fsync {
+                    sync_files(&files)?;
+                }
+                Ok(staged)
+            });
+        if staged.is_err() {
+            for (_, tmp) in &files {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+        staged
     }
 
     /// Finds a job by its id: every queue listed twice before it counts as not there.

@@ -218,7 +218,20 @@ impl Track for MemcachedStorage {
             .map(|payload| summary(n, &record, payload.to_vec(), now_ms())))
     }
 
-    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
+    /// Refuses effects: memcached keeps no batches, chains or workflows (no group
+    /// counters), so no job of its can have any.
+    async fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> Result<Cancellation> {
+        if !effects.is_empty() {
+            return Err(Error::NotSupported {
+                driver: DRIVER,
+                operation: "effects applied with a cancel (memcached keeps no group counters)",
+            });
+        }
         let Some(n) = job_number(id) else {
             return Ok(Cancellation::NotFound);
         };

@@ -334,6 +334,25 @@ impl RedisStorage {
         Ok((settled, reserved))
     }
 
+    /// One call of the settle script removing the job of `lease` (its token unused) if it
+    /// is waiting, delayed or reserved under a lease that ran out, with `effects` in the
+    /// same step (see `scripts/settle.lua`): whether it did.
+    pub(crate) async fn cancel_removing(&self, lease: Lease, effects: Vec<Effect>) -> Result<bool> {
+        let settle = Settle {
+            lease,
+            outcome: Outcome::Ack,
+            effects,
+        };
+        let settles = [&settle];
+        let mut batch = Batch::new(&settles, &[], None);
+        if batch.sent.is_empty() {
+            return Ok(false);
+        }
+        batch.cancel = true;
+        let (settled, _, _) = self.run_batch(&batch).await?;
+        Ok(settled.first() == Some(&Settled::Applied))
+    }
+
     /// One call of the settle script applying `effects` with no lease only if `guard`'s
     /// counter holds its expected value, which the same call sets (see `scripts/settle.lua`):
     /// whether it applied. [`Groups::apply_if`] on one server.
@@ -407,6 +426,12 @@ impl RedisStorage {
         for (i, member) in &batch.sent {
             let settle = batch.settles[*i];
             let queue = call.queue(&settle.lease.queue);
+            if batch.cancel {
+                // A cancel's removal with its effects (`Track::cancel`): no token.
+                call.arg("x").arg(queue).arg(member).arg("").arg("");
+                self.effects(&mut call, &settle.effects);
+                continue;
+            }
             if settle.outcome == Outcome::Ack && settle.effects.is_empty() {
                 // The hot path: a plain acknowledge, four values.
                 call.arg("a")
@@ -595,6 +620,9 @@ struct Batch<'a> {
     guard: Option<&'a Guard>,
     fetch: Option<Fetch<'a>>,
     guarded: BTreeSet<&'a str>,
+    /// The settlements are cancels (`x` entries): each removes its job if it is waiting,
+    /// delayed or reserved under a lease that ran out, whatever its token.
+    cancel: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -620,6 +648,7 @@ impl<'a> Batch<'a> {
             guard: None,
             fetch,
             guarded,
+            cancel: false,
         }
     }
 

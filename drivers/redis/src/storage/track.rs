@@ -9,10 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::try_join_all;
 use queue_core::storage::{
-    check_record, from_unix_millis, Cancellation, JobId, JobState, JobSummary, Lease, RecordKey,
-    Track,
+    check_effect_list, check_record, from_unix_millis, Cancellation, JobId, JobState, JobSummary,
+    Lease, RecordKey, Track,
 };
-use queue_core::Result;
+use queue_core::{Effect, Result};
 use redis::Value;
 
 use super::call::{array, bytes, int, text};
@@ -30,24 +30,36 @@ enum Done {
     Marked,
 }
 
+/// What the track script is asked to do with the job it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// Only look.
+    Look,
+    /// Cancel: remove the job, or mark it, the mark kept for this long.
+    Cancel(Duration),
+    /// Mark the job if it is reserved under a live lease (the mark kept for this long);
+    /// otherwise only look.
+    Mark(Duration),
+}
+
+/// How many times a cancel with effects looks again at a job that changed between its
+/// look and its removal.
+const CANCEL_TRIES: usize = 5;
+
 impl RedisStorage {
-    /// One call of the track script on the job `id`: only a look (`mark_for` `None`), or a
-    /// cancel whose mark is kept for `mark_for`. `None` when no job of this store has the id;
-    /// with what was done and the job as it was.
-    async fn track_call(
-        &self,
-        id: &JobId,
-        mark_for: Option<Duration>,
-    ) -> Result<Option<(Done, JobSummary)>> {
+    /// One call of the track script on the job `id`, doing what `ask` says. `None` when no
+    /// job of this store has the id; with what was done and the job as it was.
+    async fn track_call(&self, id: &JobId, ask: Ask) -> Result<Option<(Done, JobSummary)>> {
         let Some((queue, member)) = split_job_id(&id.0) else {
             return Ok(None);
         };
         let mut call = self.call();
         call.queue(queue);
         call.arg(member.as_str());
-        match mark_for {
-            Some(mark) => call.arg(millis(mark).max(1)),
-            None => call.arg(""),
+        match ask {
+            Ask::Look => call.arg(""),
+            Ask::Cancel(mark) => call.arg(millis(mark).max(1)),
+            Ask::Mark(mark) => call.arg(format!("m{}", millis(mark).max(1))),
         };
         let reply = self.invoke(&call.invocation(&SCRIPTS.track)).await?;
         let found = array("track", reply)?;
@@ -120,14 +132,54 @@ impl Track for RedisStorage {
     /// clock: reserved while in `reserved` (due at its lease deadline), delayed while its
     /// available time is to come, else waiting.
     async fn job(&self, id: &JobId) -> Result<Option<JobSummary>> {
-        Ok(self.track_call(id, None).await?.map(|(_, summary)| summary))
+        Ok(self
+            .track_call(id, Ask::Look)
+            .await?
+            .map(|(_, summary)| summary))
     }
 
-    /// One script on the job's queue: a job in `pending`, or in `reserved` past its lease
-    /// deadline, is removed (hash, entry and claim, as `clear` does); one reserved under a
-    /// live lease gets its `cancel` record, kept for `mark_for` (at least a millisecond).
-    async fn cancel(&self, id: &JobId, mark_for: Duration) -> Result<Cancellation> {
-        Ok(match self.track_call(id, Some(mark_for)).await? {
+    /// Without effects, one script on the job's queue: a job in `pending`, or in
+    /// `reserved` past its lease deadline, is removed (hash, entry and claim, as `clear`
+    /// does); one reserved under a live lease gets its `cancel` record, kept for `mark_for`
+    /// (at least a millisecond).
+    ///
+    /// With effects, two scripts: the track script marks a job reserved under a live lease
+    /// and only looks at any other; then the settle script removes the job with its effects
+    /// in one step if it is still waiting, delayed or reserved under a lease that ran out
+    /// (an `x` entry). A job that changed in between is looked at again. On a cluster the
+    /// effects a composition needs (group counters, waiting jobs) are refused.
+    async fn cancel(
+        &self,
+        id: &JobId,
+        mark_for: Duration,
+        effects: Vec<Effect>,
+    ) -> Result<Cancellation> {
+        if !effects.is_empty() {
+            check_effect_list(DRIVER, &effects, "a cancel")?;
+            self.check_supported(&effects)?;
+            for _ in 0..CANCEL_TRIES {
+                match self.track_call(id, Ask::Mark(mark_for)).await? {
+                    None => return Ok(Cancellation::NotFound),
+                    Some((Done::Marked, summary)) => return Ok(Cancellation::Marked(summary)),
+                    Some((_, summary)) => {
+                        let lease = Lease {
+                            job_id: id.clone(),
+                            queue: summary.queue.clone(),
+                            token: String::new(),
+                        };
+                        if self.cancel_removing(lease, effects.clone()).await? {
+                            return Ok(Cancellation::Removed(summary));
+                        }
+                    }
+                }
+            }
+            return Err(RedisDriverError::Moved {
+                id: id.0.clone(),
+                tries: CANCEL_TRIES,
+            }
+            .into());
+        }
+        Ok(match self.track_call(id, Ask::Cancel(mark_for)).await? {
             None => Cancellation::NotFound,
             Some((Done::Marked, summary)) => Cancellation::Marked(summary),
             Some((Done::Removed, job)) => Cancellation::Removed(job),
