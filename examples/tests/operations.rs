@@ -691,6 +691,11 @@ fn batches_chains_and_workflows_from_the_command_line() {
     );
     let out = run(store.runall("").args(["batch", "cancel", &batch.0]));
     assert!(out.status.success());
+    assert!(
+        text(&out).contains("(2 removed from their queues now, counted cancelled)"),
+        "{}",
+        text(&out)
+    );
     let out = run(store.runall("").args(["batch", "show", &batch.0]));
     assert!(text(&out).contains("(cancelled)"), "{}", text(&out));
     let out = run(store.runall("").args(["batch", "show", "nosuch"]));

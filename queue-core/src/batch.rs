@@ -337,15 +337,58 @@ impl Batch {
 
     /// Cancels the batch `id`: its members that have not started never run and are counted
     /// cancelled, `then` is skipped, `finally` still runs once every member has ended.
-    /// Members already running finish.
-    pub async fn cancel(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<()> {
+    /// Members already running finish (they see
+    /// [`is_cancelled`](CurrentBatch::is_cancelled)).
+    ///
+    /// Two parts. First the batch's cancel flag is set, in one step: from then on a worker
+    /// that reserves a member skips it without running it (no attempt counted). Then the
+    /// members waiting or delayed in a queue are removed at once, each counted cancelled in
+    /// the step that removes it ([`Queue::cancel`](crate::Queue::cancel)), so `finally`
+    /// is reached without a worker draining them: this looks through every queue's waiting
+    /// and delayed jobs a page at a time, so it costs a listing of the store. Returns how
+    /// many members it removed. If it is interrupted after the flag, the members left are
+    /// skipped by the workers that reach them; on a store that cannot list its jobs or find
+    /// them by id, only the flag is set.
+    pub async fn cancel(queue: impl AsRef<Dispatcher>, id: &BatchId) -> Result<u64> {
+        let queue = queue.as_ref();
         queue
-            .as_ref()
             .apply(vec![Effect::Count {
                 group: group(&id.0),
                 deltas: vec![(CANCEL.to_owned(), 1)],
             }])
-            .await
+            .await?;
+        let storage = queue.storage();
+        let (Ok(inspect), Ok(_)) = (storage.inspect(), storage.track()) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for name in inspect.queues().await? {
+            for state in [
+                crate::storage::JobState::Waiting,
+                crate::storage::JobState::Delayed,
+            ] {
+                let mut page = PageRequest::first(500);
+                loop {
+                    let jobs = inspect.jobs(&name, state, page).await?;
+                    let members = jobs
+                        .items
+                        .iter()
+                        .filter(|job| member_by_payload(&job.payload).as_ref() == Some(id));
+                    for job in members {
+                        if let crate::CancelOutcome::Cancelled(_) =
+                            crate::status::cancel(storage.as_ref(), &job.id).await?
+                        {
+                            removed += 1;
+                        }
+                    }
+                    match jobs.next {
+                        Some(next) => page = PageRequest::after(next, 500),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// The progress of the batch `id`, through `queue` (a [`Queue`](crate::Queue) or a

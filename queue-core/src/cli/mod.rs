@@ -906,10 +906,11 @@ impl Runner {
             Command::Batch(BatchCommand::Cancel { id }) => {
                 let batch = crate::BatchId(id.clone());
                 crate::Batch::status(&queue, &batch).await?;
-                crate::Batch::cancel(&queue, &batch).await?;
+                let removed = crate::Batch::cancel(&queue, &batch).await?;
                 let _ = writeln!(
                     out,
-                    "batch {id} cancelled: its members not started will not run"
+                    "batch {id} cancelled: its members not started will not run \
+                     ({removed} removed from their queues now, counted cancelled)"
                 );
             }
             Command::Chain { id } => {

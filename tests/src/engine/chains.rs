@@ -11,8 +11,8 @@ use queue_core::{Batch, Chain, ChainStatus, Error, JobError, Queue, StorageExt, 
 use serde_json::json;
 
 use super::{run_worker, test_options};
-use crate::cases::failed_list;
-use crate::{unique, Store};
+use crate::cases::{failed_list, LONG};
+use crate::{request, unique, Store};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
@@ -432,13 +432,58 @@ pub async fn engine_batch_cancel(store: Store) {
         .dispatch()
         .await
         .unwrap();
-    Batch::cancel(&queue, &batch).await.unwrap();
+    // Every member waits in its queue: each is removed and counted cancelled by the cancel
+    // itself, and `finally` is released with no worker running.
+    let removed = Batch::cancel(&queue, &batch).await.unwrap();
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    if store.capabilities().track.is_some() && store.inspect().is_ok() {
+        assert_eq!(removed, 4);
+        assert_eq!(batch_status_tuple(&status), (4, 0, 0, 0, 4));
+        assert!(status.is_finished() && status.is_cancelled, "{status:?}");
+        let size = store.inspect().unwrap().size(&q).await.unwrap();
+        // No member is left: the callbacks were released, `finally` to run and `then` to
+        // be skipped by the worker (the batch was cancelled).
+        assert_eq!(size.total(), 2, "only the callbacks are left in the queue");
+    } else {
+        assert_eq!(removed, 0, "only the flag is set");
+    }
     run_worker(&queue, test_options(&[&q])).await;
     assert_eq!(*log.lock().unwrap(), ["finally"]);
     let status = Batch::status(&queue, &batch).await.unwrap();
     assert_eq!(batch_status_tuple(&status), (4, 0, 0, 0, 4));
     assert!(status.is_finished() && status.is_cancelled);
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
+
+    // Members reserved by a worker after the flag is set are skipped without running.
+    let later = Batch::new()
+        .add_many((0..3).map(|i| step(&queue, &q, &format!("n{i}"))))
+        .finally(step(&queue, &q, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    log.lock().unwrap().clear();
+    let held = store.reserve(&request(&[&q], LONG, 1)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        Batch::cancel(&queue, &later).await.unwrap(),
+        if removed > 0 { 2 } else { 0 }
+    );
+    store
+        .settle(
+            vec![queue_core::Settle::release(
+                held[0].lease.clone(),
+                std::time::Duration::ZERO,
+            )],
+            None,
+        )
+        .await
+        .unwrap();
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(*log.lock().unwrap(), ["finally"]);
+    let status = Batch::status(&queue, &later).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 0, 0, 0, 3));
+    assert!(status.is_finished());
 }
 
 /// A batch made open and filled in chunks cannot finish, nor run `then` or `finally`, before
