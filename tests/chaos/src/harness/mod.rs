@@ -469,6 +469,51 @@ impl Run {
         Ok(id)
     }
 
+    /// Dispatches one [`Workflow`](queue_core::Workflow) of chaos jobs on the chaos queue:
+    /// `first`; a batch node `fan` of `members` after it; `side` after `first`; `last` after
+    /// both `fan` and `side`. Returns its id. Every job is expected to complete.
+    pub(crate) async fn dispatch_workflow(
+        &mut self,
+        first: Spec,
+        members: Vec<Spec>,
+        side: Spec,
+        last: Spec,
+    ) -> anyhow::Result<queue_core::WorkflowId> {
+        let job = |s: &Spec| {
+            let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
+            if let Some(t) = s.tries {
+                d = d.tries(t);
+            }
+            d
+        };
+        let wf = queue_core::Workflow::new();
+        let a = wf.add("first", job(&first));
+        let fan = wf
+            .add_batch(
+                "fan",
+                queue_core::Batch::new().add_many(members.iter().map(job)),
+            )
+            .after(&a);
+        let b = wf.add("side", job(&side)).after(&a);
+        wf.add("last", job(&last)).after_all([&fan, &b]);
+        let pushed_us = unix_micros();
+        let id = wf
+            .via(&self.queue)
+            .dispatch()
+            .await
+            .context("dispatching a workflow")?;
+        for spec in [first, side, last].into_iter().chain(members) {
+            self.dispatched.push(Dispatched {
+                id: spec.job.id,
+                sid: String::new(),
+                expect: spec.expect,
+                label: spec.label,
+                pushed_us,
+            });
+        }
+        Ok(id)
+    }
+
     /// Pushes one raw job straight into the store. `Ok(None)`: the store refused it (the
     /// reason is returned); it counts as not dispatched.
     pub(crate) async fn push_raw(

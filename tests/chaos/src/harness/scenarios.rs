@@ -1337,6 +1337,24 @@ async fn batch_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
     }
     run.report.set("batches", batches as u64);
     run.report.set("members_per_batch", members as u64);
+    // A few chains and one workflow with a batch node in the same storm.
+    let (chains, links, fan) = pick(o, (5, 10, 20), (2, 5, 10));
+    let chain_specs: Vec<Vec<Spec>> = (0..chains)
+        .map(|_| (0..links).map(|_| tried(run)).collect())
+        .collect();
+    let chain_order: Vec<Vec<u64>> = chain_specs
+        .iter()
+        .map(|c| c.iter().map(|s| s.job.id).collect())
+        .collect();
+    let chain_ids = run.dispatch_chains(chain_specs).await?;
+    let (first, side, last) = (tried(run), tried(run), tried(run));
+    let fan_specs: Vec<Spec> = (0..fan).map(|_| tried(run)).collect();
+    let fan_ids: Vec<u64> = fan_specs.iter().map(|s| s.job.id).collect();
+    let (first_id, side_id, last_id) = (first.job.id, side.job.id, last.job.id);
+    let workflow = run.dispatch_workflow(first, fan_specs, side, last).await?;
+    run.report.set("chains", chains as u64);
+    run.report.set("links_per_chain", links as u64);
+    run.report.set("workflow_batch_node_members", fan as u64);
     let mut pool = run.pool(o, spec.clone());
     pool.start(workers)?;
     let limit = Duration::from_secs(pick(o, 1200, 300));
@@ -1391,6 +1409,103 @@ async fn batch_storm(run: &mut Run, o: &Options) -> anyhow::Result<()> {
         "each callback starts after its batch's members",
         early == 0,
         format!("{early} callback attempts started before their batch's last member succeeded"),
+    );
+
+    // The chains: every link counted once, each after the one before it.
+    let mut wrong = Vec::new();
+    for id in &chain_ids {
+        let s = queue_core::Chain::status(&run.queue, id).await?;
+        let n = links as u64;
+        if (s.links, s.succeeded, s.failed, s.skipped) != (n, n, 0, 0) {
+            wrong.push(format!("{id}: {s:?}"));
+        }
+    }
+    let after = |before: &[u64], job: u64| -> usize {
+        let Some(done) = before
+            .iter()
+            .map(|b| first_ok.get(b).copied())
+            .max()
+            .flatten()
+        else {
+            return 0;
+        };
+        starts
+            .get(&job)
+            .map_or(0, |s| s.iter().filter(|&&t| t < done).count())
+    };
+    let early_links: usize = chain_order
+        .iter()
+        .flat_map(|c| c.windows(2))
+        .map(|pair| after(&pair[..1], pair[1]))
+        .sum();
+    run.report.check(
+        "chains in the storm exact and in order",
+        wrong.is_empty() && early_links == 0,
+        format!(
+            "{chains} chains of {links}: {} off {:?}, {early_links} links started before the one before succeeded",
+            wrong.len(),
+            &wrong[..wrong.len().min(3)]
+        ),
+    );
+
+    // The workflow: every node succeeded once; its batch node counted every member once;
+    // no node started before the nodes before it succeeded.
+    let status = queue_core::Workflow::status(&run.queue, &workflow).await?;
+    let nodes_ok = (
+        status.nodes,
+        status.succeeded,
+        status.failed,
+        status.skipped,
+    ) == (4, 4, 0, 0);
+    let known: std::collections::HashSet<String> =
+        groups.iter().map(|(id, _, _)| id.0.clone()).collect();
+    let mut node_batches = Vec::new();
+    let mut page = queue_core::storage::PageRequest::first(500);
+    loop {
+        let listed = queue_core::Batch::list(&run.queue, page).await?;
+        node_batches.extend(
+            listed
+                .items
+                .into_iter()
+                .filter(|(id, _)| !known.contains(&id.0)),
+        );
+        match listed.next {
+            Some(next) => page = queue_core::storage::PageRequest::after(next, 500),
+            None => break,
+        }
+    }
+    let f = fan as u64;
+    let node_ok = match node_batches.as_slice() {
+        [(_, s)] => {
+            (s.total, s.pending, s.succeeded, s.failed, s.cancelled) == (f, 0, f, 0, 0)
+                && s.is_finished()
+        }
+        _ => false,
+    };
+    let early_nodes = fan_ids
+        .iter()
+        .map(|&m| after(&[first_id], m))
+        .sum::<usize>()
+        + after(&[first_id], side_id)
+        + after(&[fan_ids.as_slice(), &[side_id]].concat(), last_id);
+    run.report.check(
+        "the workflow and its batch node exact and in order",
+        nodes_ok && node_ok && early_nodes == 0,
+        format!(
+            "nodes (total, succeeded, failed, skipped) {:?}; its batch node's members (total, \
+             succeeded, failed, cancelled) {:?}; {early_nodes} node attempts started before \
+             the nodes before them succeeded",
+            (
+                status.nodes,
+                status.succeeded,
+                status.failed,
+                status.skipped
+            ),
+            node_batches
+                .iter()
+                .map(|(_, s)| (s.total, s.succeeded, s.failed, s.cancelled))
+                .collect::<Vec<_>>()
+        ),
     );
     let kills = run
         .faults
