@@ -540,3 +540,38 @@ async fn stored_definitions_are_readable_and_run_now() {
     let read = stored::definition(d, "m:1").await.unwrap().unwrap();
     assert_eq!(read.overlap_policy(), Overlap::Skip);
 }
+
+#[tokio::test]
+async fn a_buffer_one_run_cancelled_before_it_started_ends_its_run() {
+    let (queue, schedule) = memory_schedule(|s| s.overlap(Overlap::BufferOne)).await;
+    let d: &Dispatcher = queue.as_ref();
+    tick(d, &schedule).await.unwrap();
+    rewind(&queue, &schedule, 1).await;
+    tick(d, &schedule).await.unwrap();
+    assert_eq!(waiting(&queue).await, 1);
+    assert_eq!(queue.schedule_state("s").await.unwrap().runs, 1);
+    use crate::StorageExt;
+    let queued = queue
+        .storage()
+        .inspect()
+        .unwrap()
+        .jobs(
+            "q",
+            crate::storage::JobState::Waiting,
+            crate::storage::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(queued.len(), 1);
+    let cancelled = queue.cancel(&queued[0].id).await.unwrap();
+    assert!(
+        matches!(cancelled, crate::CancelOutcome::Cancelled(_)),
+        "{cancelled:?}"
+    );
+    // Its end was applied with its removal: the schedule runs its next tick at once.
+    assert_eq!(queue.schedule_state("s").await.unwrap().runs, 0);
+    rewind(&queue, &schedule, 1).await;
+    tick(d, &schedule).await.unwrap();
+    assert_eq!(waiting(&queue).await, 1, "the next tick ran");
+}
