@@ -83,7 +83,7 @@
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
 //! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
-//! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at each scrape |
+//! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at a scrape, and at most once every 5 s |
 //!
 //! Actions are POST forms answered with a redirect: `queues/{q}/pause`, `queues/{q}/resume`,
 //! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`,
@@ -150,6 +150,7 @@ struct Dashboard {
     queue: Queue,
     live: Arc<live::Live>,
     audit: Arc<audit::Audit>,
+    scrapes: Arc<metrics::Scrapes>,
 }
 
 /// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)),
@@ -169,6 +170,7 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         queue,
         live: Arc::new(live::Live::new()),
         audit,
+        scrapes: Arc::default(),
     };
     Router::new()
         .route("/", get(pages::overview))

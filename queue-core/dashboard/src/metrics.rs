@@ -12,9 +12,13 @@
 //! | `runall_workers_busy_slots`, `runall_workers_slots` | | their busy slots and all their slots, as of their last beat |
 //!
 //! What the store cannot say (memcached cannot list its queues) is left out, and named in a
-//! comment line of the answer.
+//! comment line of the answer. One reading answers every scrape for [`SCRAPE_REUSE`] (5 s),
+//! and scrapes that come together wait for one reading: the store is read at most once in
+//! 5 s however many scrapers ask (a reading counts exactly, about 0.5 s on a million jobs).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -25,15 +29,41 @@ use queue_core::{Error as QueueError, StorageExt};
 use crate::live::collect;
 use crate::Dashboard;
 
+/// How long one reading of the store answers every scrape: however many scrapers there
+/// are, and however often they ask, the store is read at most once in this time.
+pub(crate) const SCRAPE_REUSE: Duration = Duration::from_secs(5);
+
+/// The last reading's text and when it was made; the lock also makes concurrent scrapes
+/// wait for one reading instead of each making its own.
+#[derive(Debug, Default)]
+pub(crate) struct Scrapes(tokio::sync::Mutex<Option<(Instant, String)>>);
+
 pub(crate) async fn metrics(State(dashboard): State<Dashboard>) -> Response {
-    let queue = &dashboard.queue;
-    let snapshot = match collect(queue, true).await {
-        Ok(snapshot) => snapshot,
-        Err(e) => {
-            let body = format!("the store could not be read: {e}\n");
-            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
-        }
+    let mut last = dashboard.scrapes.0.lock().await;
+    let body = match last.as_ref() {
+        Some((at, body)) if at.elapsed() < SCRAPE_REUSE => body.clone(),
+        _ => match render(&dashboard.queue).await {
+            Ok(body) => {
+                *last = Some((Instant::now(), body.clone()));
+                body
+            }
+            Err(e) => {
+                let body = format!("the store could not be read: {e}\n");
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+            }
+        },
     };
+    drop(last);
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// One reading of the store, as Prometheus text.
+async fn render(queue: &queue_core::Queue) -> Result<String, QueueError> {
+    let snapshot = collect(queue, true).await?;
     let mut oldest = Vec::new();
     let mut notes = Vec::new();
     if let (Ok(rows), Ok(inspect)) = (&snapshot.queues, queue.storage().inspect()) {
@@ -50,10 +80,7 @@ pub(crate) async fn metrics(State(dashboard): State<Dashboard>) -> Response {
                     notes.push(e.to_string());
                     break;
                 }
-                Err(e) => {
-                    let body = format!("the store could not be read: {e}\n");
-                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, body).into_response();
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -107,9 +134,5 @@ pub(crate) async fn metrics(State(dashboard): State<Dashboard>) -> Response {
         body.push('\n');
     }
     body.push_str(&handle.render());
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    Ok(body)
 }

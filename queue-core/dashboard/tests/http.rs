@@ -832,6 +832,7 @@ async fn a_job_page_names_its_batch() {
 #[tokio::test]
 async fn metrics_are_prometheus_gauges() {
     let (stores, _dir) = common::stores().await;
+    let mut first = true;
     for (name, queue) in stores {
         for n in 0..3 {
             dispatch(&queue, "mail", n).await;
@@ -863,6 +864,25 @@ async fn metrics_are_prometheus_gauges() {
             "{name}: {}",
             page.body
         );
+        // One reading answers the scrapes of the next 5 s: the store is not read again.
+        dispatch(&queue, "mail", 7).await;
+        let again = get(&app, "/metrics").await;
+        assert_eq!(
+            again.body, page.body,
+            "{name}: a scrape within 5 s of the last reads nothing anew"
+        );
+        if first {
+            first = false;
+            tokio::time::sleep(std::time::Duration::from_millis(5_100)).await;
+            let later = get(&app, "/metrics").await;
+            assert!(
+                later
+                    .body
+                    .contains("runall_queue_jobs{queue=\"mail\",state=\"waiting\"} 4"),
+                "{name}: read again after 5 s\n{}",
+                later.body
+            );
+        }
     }
     let Some(queue) = common::memcached().await else {
         return;
