@@ -72,7 +72,7 @@
 //! | URL (relative to the mount point) | what it shows |
 //! |---|---|
 //! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count; the live workers and their busy slots. Refreshed live over `events` |
-//! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`) |
+//! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`); with `name=` or `text=`, only those whose name or payload text contains it (any case), each page looking at 10,000 jobs at most from its point on |
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
 //! | `failed/groups`, `failed/groups/{key}` | the newest 10,000 failed jobs grouped by error fingerprint (the job's name and its error's first line, numbers and ids masked), largest group first; one group with its count, its queues, its newest and oldest failure, and Retry all and Delete all buttons: the page is the dry run that shows how many jobs an action touches, and the action touches only those (none that failed later) |

@@ -68,6 +68,97 @@ pub(crate) struct ListQuery {
     after: Option<String>,
     limit: Option<usize>,
     notice: Option<String>,
+    /// Search: jobs whose name contains this (any case).
+    name: Option<String>,
+    /// Search: jobs whose payload, as text, contains this (any case).
+    text: Option<String>,
+}
+
+/// The most jobs one search request looks at: a search reads pages of the listing from its
+/// point on and stops at this many, so its cost is bounded however large the queue; the
+/// next page goes on from where it stopped.
+pub(crate) const SEARCH_SCAN: usize = 10_000;
+
+/// A search of one state of a queue: what to look for, lowercased.
+struct Search {
+    name: Option<String>,
+    text: Option<String>,
+}
+
+impl Search {
+    fn of(q: &ListQuery) -> Option<Search> {
+        let word = |w: &Option<String>| {
+            w.as_deref()
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+        };
+        let search = Search {
+            name: word(&q.name),
+            text: word(&q.text),
+        };
+        (search.name.is_some() || search.text.is_some()).then_some(search)
+    }
+
+    fn matches(&self, job: &queue_core::storage::JobSummary) -> bool {
+        self.name
+            .as_ref()
+            .is_none_or(|name| job.name.to_lowercase().contains(name))
+            && self.text.as_ref().is_none_or(|text| {
+                String::from_utf8_lossy(&job.payload)
+                    .to_lowercase()
+                    .contains(text)
+            })
+    }
+
+    /// The query string that keeps this search in a link.
+    fn query(&self) -> String {
+        let mut out = String::new();
+        if let Some(name) = &self.name {
+            out.push_str("&name=");
+            out.push_str(&enc(name));
+        }
+        if let Some(text) = &self.text {
+            out.push_str("&text=");
+            out.push_str(&enc(text));
+        }
+        out
+    }
+}
+
+/// Reads the listing of `state` of queue `name` from `page` on, a page at a time, keeping
+/// the jobs `search` matches, until `limit` match or [`SEARCH_SCAN`] were looked at: the
+/// matches (all of the last page read: possibly a few more than `limit`), how many were
+/// looked at, and where the next search page starts.
+async fn search_jobs(
+    inspect: &dyn queue_core::storage::Inspect,
+    name: &str,
+    state: ListState,
+    mut page: PageRequest,
+    limit: usize,
+    search: &Search,
+) -> std::result::Result<
+    (
+        queue_core::storage::Page<queue_core::storage::JobSummary>,
+        usize,
+    ),
+    QueueError,
+> {
+    let mut found = Vec::new();
+    let mut looked = 0;
+    let step = limit.max(100);
+    loop {
+        page.limit = step.min(SEARCH_SCAN - looked).max(1);
+        let read = inspect.jobs(name, state, page.clone()).await?;
+        looked += read.items.len();
+        found.extend(read.items.into_iter().filter(|job| search.matches(job)));
+        match read.next {
+            Some(next) if found.len() < limit && looked < SEARCH_SCAN => {
+                page = PageRequest::after(next, step);
+            }
+            next => return Ok((queue_core::storage::Page { items: found, next }, looked)),
+        }
+    }
 }
 
 fn parse_state(text: Option<&str>) -> Result<ListState> {
@@ -118,12 +209,25 @@ pub(crate) async fn queue(
         after: q.after.clone().filter(|a| !a.is_empty()),
         limit,
     };
+    let search = Search::of(&q);
+    let mut looked = None;
     let jobs = match &inspect {
-        Ok(inspect) => match inspect.jobs(&name, state, page).await {
-            Ok(page) => Ok(page),
-            Err(e @ QueueError::NotSupported { .. }) => Err(e),
-            Err(e) => return Err(e.into()),
-        },
+        Ok(inspect) => {
+            let read = match &search {
+                Some(search) => search_jobs(*inspect, &name, state, page, limit, search)
+                    .await
+                    .map(|(page, n)| {
+                        looked = Some(n);
+                        page
+                    }),
+                None => inspect.jobs(&name, state, page).await,
+            };
+            match read {
+                Ok(page) => Ok(page),
+                Err(e @ QueueError::NotSupported { .. }) => Err(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
         Err(e) => Err(QueueError::NotSupported {
             driver: storage.driver(),
             operation: match e {
@@ -133,6 +237,7 @@ pub(crate) async fn queue(
         }),
     };
     let here = enc(&name);
+    let kept = search.as_ref().map(Search::query).unwrap_or_default();
     let body = html! {
         p.crumbs { a href=(place.home) { "Queues" } " / " (name) }
         h1 { "Queue " (name) }
@@ -159,9 +264,29 @@ pub(crate) async fn queue(
                 }
             }
         }
+        @if inspect.is_ok() {
+            form.search method="get" action=(here) {
+                input type="hidden" name="state" value=(state_word(state));
+                label { "Name contains " input type="search" name="name" value=(q.name.as_deref().unwrap_or("")); }
+                " "
+                label { "Payload contains " input type="search" name="text" value=(q.text.as_deref().unwrap_or("")); }
+                " "
+                button type="submit" { "Search" }
+                @if search.is_some() { " " a href={ (here) "?state=" (state_word(state)) } { "Clear" } }
+            }
+        }
+        @if let Some(n) = looked {
+            p.searched {
+                @match &jobs { Ok(page) => { (page.items.len()) " matching" } Err(_) => {} }
+                " among " (n) " " (state_word(state)) " jobs looked at"
+                @if page_after(&q) { " from this point" }
+                @if n >= SEARCH_SCAN { " (a search looks at " (SEARCH_SCAN) " at most: the next page goes on)" }
+                "."
+            }
+        }
         @match &jobs {
             Ok(page) if page.items.is_empty() => {
-                p.empty { "No " (state_word(state)) " job" @if page_after(&q) { " after this point" } "." }
+                p.empty { "No " (state_word(state)) " job" @if search.is_some() { " matches" } @if page_after(&q) { " after this point" } "." }
             }
             Ok(page) => {
                 table.jobs {
@@ -187,10 +312,10 @@ pub(crate) async fn queue(
         }
         p.paging {
             @if page_after(&q) {
-                a href={ (here) "?state=" (state_word(state)) "&limit=" (limit) } { "First page" } " "
+                a href={ (here) "?state=" (state_word(state)) "&limit=" (limit) (kept) } { "First page" } " "
             }
             @if let Ok(Some(next)) = jobs.as_ref().map(|p| p.next.as_ref()) {
-                a.next rel="next" href={ (here) "?state=" (state_word(state)) "&limit=" (limit) "&after=" (enc(next)) } { "Next page" }
+                a.next rel="next" href={ (here) "?state=" (state_word(state)) "&limit=" (limit) (kept) "&after=" (enc(next)) } { "Next page" }
             }
         }
     };

@@ -120,6 +120,106 @@ async fn queue_pages_follow_the_cursor() {
     }
 }
 
+/// A queue page searches one state by name and payload text (any case), looks at 10,000
+/// jobs at most per page, and its next page goes on with the same search.
+#[tokio::test]
+async fn queue_pages_search_by_name_and_payload() {
+    let (stores, _dir) = common::stores().await;
+    let mut first = true;
+    for (name, queue) in stores {
+        let q = format!("sought-{name}");
+        for n in 0..7 {
+            dispatch(&queue, &q, n).await;
+        }
+        let mut invoices = Vec::new();
+        for to in [
+            "Ann@example.com",
+            "ann@example.com",
+            "bob@example.com",
+            "ANN@example.com",
+        ] {
+            let id = queue
+                .dispatch_named("invoice-mail", serde_json::json!({ "to": to }))
+                .on_queue(&q)
+                .await
+                .unwrap()
+                .into_id();
+            invoices.push(enc(&id.0));
+        }
+        let app = queue_dashboard::router(queue.clone());
+        let ids = |body: &str| -> Vec<String> {
+            urls(body)
+                .into_iter()
+                .filter_map(|u| u.strip_prefix("../jobs/").map(str::to_owned))
+                .collect()
+        };
+        let page = get(&app, &format!("/queues/{q}?state=waiting&name=INVOICE")).await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert_eq!(
+            ids(&page.body),
+            invoices,
+            "{name}: every invoice job, in order"
+        );
+        assert!(
+            page.body
+                .contains("4 matching among 11 waiting jobs looked at"),
+            "{name}: {}",
+            page.body
+        );
+        let page = get(
+            &app,
+            &format!("/queues/{q}?state=waiting&name=invoice&text=ann%40example"),
+        )
+        .await;
+        let ann: Vec<String> = [0, 1, 3].iter().map(|&i| invoices[i].clone()).collect();
+        assert_eq!(ids(&page.body), ann, "{name}: the payload text, any case");
+        let page = get(&app, &format!("/queues/{q}?state=waiting&text=nobody")).await;
+        assert!(ids(&page.body).is_empty(), "{name}");
+        assert!(
+            page.body.contains("No waiting job matches."),
+            "{name}: {}",
+            page.body
+        );
+        let page = get(&app, &format!("/queues/{q}?state=delayed&name=invoice")).await;
+        assert!(ids(&page.body).is_empty(), "{name}: one state at a time");
+
+        if !first {
+            continue;
+        }
+        first = false;
+        // Past the 10,000 a page looks at: the next page goes on with the search.
+        let big = format!("haystack-{name}");
+        let filler = (0..10_050).map(|n| {
+            queue
+                .dispatch_named("dash-test", serde_json::json!({ "n": n }))
+                .on_queue(&big)
+        });
+        queue.dispatch_many(filler).await.unwrap();
+        let needle = queue
+            .dispatch_named("needle", serde_json::json!({}))
+            .on_queue(&big)
+            .await
+            .unwrap()
+            .into_id();
+        let page = get(&app, &format!("/queues/{big}?state=waiting&name=needle")).await;
+        assert!(ids(&page.body).is_empty(), "{name}");
+        assert!(
+            page.body
+                .contains("0 matching among 10000 waiting jobs looked at"),
+            "{name}: {}",
+            page.body
+        );
+        let next = urls(&page.body)
+            .into_iter()
+            .find(|u| u.contains("after="))
+            .filter(|_| page.body.contains("rel=\"next\""))
+            .expect("a next page");
+        assert!(next.contains("name=needle"), "{name}: {next}");
+        let page = get(&app, &format!("/queues/{}", next.replace("&amp;", "&"))).await;
+        assert_eq!(ids(&page.body), [enc(&needle.0)], "{name}: {}", page.body);
+    }
+}
+
 #[tokio::test]
 async fn a_job_page_cancels_the_job() {
     let (stores, _dir) = common::stores().await;
