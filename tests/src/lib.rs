@@ -94,6 +94,7 @@ macro_rules! conformance {
             capped_backlog,
             lock_mutual_exclusion,
             lock_owner_and_expiry,
+            locks_are_listed_and_released_by_force,
             reserve_by_name,
             wait_wakes_on_push,
             oldest_available,

@@ -119,6 +119,12 @@ pub(crate) struct Statements {
     pub(crate) lock: String,
     /// Binds: key, owner.
     pub(crate) unlock: String,
+    /// The locks held, by key, after a key. Binds: after key, limit.
+    pub(crate) locks_list: String,
+    /// Deletes a lock whoever holds it, if it has not expired. Binds: key.
+    pub(crate) lock_release: String,
+    /// Deletes a lock that has expired. Binds: key.
+    pub(crate) lock_expired: String,
     /// Adds `[group, name, delta]` to the counters, in the list's order.
     pub(crate) count: String,
     /// Binds: group.
@@ -350,6 +356,12 @@ impl Statements {
             failed_prune: fill("DELETE FROM {failed_table} WHERE failed_at < ?"),
             lock: fill(DB::LOCK),
             unlock: fill("DELETE FROM {locks_table} WHERE {key} = ? AND owner = ?"),
+            locks_list: fill(
+                "SELECT {key}, owner, expires_at FROM {locks_table} \
+                 WHERE {key} > ? AND expires_at > {now} ORDER BY {key} LIMIT ?",
+            ),
+            lock_release: fill("DELETE FROM {locks_table} WHERE {key} = ? AND expires_at > {now}"),
+            lock_expired: fill("DELETE FROM {locks_table} WHERE {key} = ? AND expires_at <= {now}"),
             // In (group, name) order, as the list comes: two settles lock the rows they share
             // in the same order, so they never deadlock on them.
             count: fill(&format!(

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use queue_core::storage::{
     check_effect_list, check_effects, check_record, duration_millis, from_unix_millis, unix_millis,
-    Backlog, Cancellation, Capabilities, Control, Effect, FailedStore, Groups, Guard, Inspect,
-    JobState, JobSummary, LeaseStatus, Outcome, Page, PageRequest, RecordKey, Settle, SettleReply,
-    Settled, Track, Unique, Until, Wake, Workers,
+    Backlog, Cancellation, Capabilities, Control, Effect, FailedStore, Groups, Guard, HeldLock,
+    Inspect, JobState, JobSummary, LeaseStatus, Locks, Outcome, Page, PageRequest, RecordKey,
+    Settle, SettleReply, Settled, Track, Unique, Until, Wake, Workers,
 };
 use queue_core::{
     Availability, Error, FailedJob, JobId, Lease, NewJob, Pushed, QueueSettings, QueueSize,
@@ -1431,6 +1431,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         Capabilities::complete(DB::DRIVER, self)
             .track(self)
             .workers(self)
+            .locks(self)
             .rewrite(true)
             .durable(self.inner.open.durable)
             .atomic_push(true)
@@ -1565,6 +1566,50 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             )
             .await?
             > 0)
+    }
+}
+
+/// Locks for operators: the locks table read by key (its primary key), a page at a time;
+/// a release is one `DELETE` of an unexpired row (an expired one is deleted too, and
+/// counts as not held).
+#[async_trait]
+impl<DB: Sql> Locks for SqlStore<DB> {
+    async fn locks(&self, page: PageRequest) -> Result<Page<HeldLock>> {
+        let limit = page.limit.max(1);
+        let after = page.after.as_deref().map(storable).unwrap_or_default();
+        let rows = self
+            .one(
+                "locks",
+                self.reads(),
+                &self.inner.sql.locks_list,
+                &[
+                    Arg::Text(&after),
+                    Arg::Int(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+                ],
+            )
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            items.push(HeldLock {
+                key: DB::text(row, 0).map_err(db::<DB>)?,
+                owner: DB::text(row, 1).map_err(db::<DB>)?,
+                expires_at: from_unix_millis(DB::int(row, 2).map_err(db::<DB>)?.unwrap_or(0)),
+            });
+        }
+        let next = (items.len() > limit).then(|| items[limit - 1].key.clone());
+        items.truncate(limit);
+        Ok(Page { items, next })
+    }
+
+    async fn release(&self, key: &str) -> Result<bool> {
+        let key = storable(key);
+        let sql = &self.inner.sql;
+        let held = self
+            .change("release_lock", &sql.lock_release, &[Arg::Text(&key)])
+            .await?;
+        self.change("release_lock", &sql.lock_expired, &[Arg::Text(&key)])
+            .await?;
+        Ok(held > 0)
     }
 }
 

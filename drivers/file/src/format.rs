@@ -669,11 +669,23 @@ pub(crate) fn decode_failed(bytes: &[u8], name: &FailedName) -> Result<FailedFil
 }
 
 /// A lock file's contents: `owner: OWNER` and `expires: MILLIS` lines.
-pub(crate) fn encode_lock(owner: &str, expires: i64) -> Vec<u8> {
+pub(crate) fn encode_lock(key: &str, owner: &str, expires: i64) -> Vec<u8> {
     let mut out = Vec::new();
     header(&mut out, "owner", owner);
     header(&mut out, "expires", &expires.to_string());
+    header(&mut out, "key", key);
     out
+}
+
+/// The key a lock file names: its `key` header (absent from files of older versions), else
+/// its file name if that is the key's own encoding (not a hashed long key).
+pub(crate) fn decode_lock_key(bytes: &[u8], file_name: &str) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if let Some(key) = text.lines().find_map(|line| line.strip_prefix("key: ")) {
+        return decode(key);
+    }
+    let key = decode(file_name)?;
+    (key_file_name(&key) == file_name).then_some(key)
 }
 
 /// The owner and expiry in a lock file; `None` (a free lock) for an empty or garbled one.
@@ -882,7 +894,7 @@ mod tests {
         // A failed record reads as a job file: retrying one is a rename.
         assert_eq!(decode_job(&encode_failed(&failed)).unwrap(), failed.job);
         assert_eq!(
-            decode_lock(&encode_lock("own er", 12)),
+            decode_lock(&encode_lock("k", "own er", 12)),
             Some(("own er".into(), 12))
         );
         assert_eq!(decode_lock(b""), None);
@@ -901,7 +913,7 @@ mod tests {
             );
             assert_eq!(decode_name(&bytes).as_deref(), Some(text));
             assert_eq!(
-                decode_lock(&encode_lock(text, 1)),
+                decode_lock(&encode_lock(text, text, 1)),
                 Some((text.to_owned(), 1))
             );
             let dir = queue_dir_name(text).unwrap();

@@ -18,7 +18,7 @@ use queue_core::storage::duration_millis;
 use rustix::fs::{flock, FlockOperation};
 
 use crate::error::FileError;
-use crate::format::{decode_lock, encode_lock, key_file_name, now_ms};
+use crate::format::{decode_lock, decode_lock_key, encode_lock, key_file_name, now_ms};
 
 /// Opens the file at `path` (creating it empty, which for a lock means free) and takes its
 /// `flock`, retrying when the path was replaced or removed meanwhile.
@@ -72,7 +72,7 @@ pub(crate) fn lock(dir: &Path, key: &str, owner: &str, ttl: Duration) -> Result<
         Some((holder, expires)) => holder == owner || expires <= now,
     };
     if free {
-        let content = encode_lock(owner, now.saturating_add(duration_millis(ttl)));
+        let content = encode_lock(key, owner, now.saturating_add(duration_millis(ttl)));
         file.set_len(0).map_err(io("truncate"))?;
         file.seek(SeekFrom::Start(0)).map_err(io("seek"))?;
         file.write_all(&content).map_err(io("write"))?;
@@ -102,4 +102,58 @@ pub(crate) fn unlock(dir: &Path, key: &str, owner: &str) -> Result<bool, FileErr
     }
     drop(file);
     Ok(mine)
+}
+
+/// Releases `key` whoever holds it: whether it was held (not expired). The file is deleted
+/// under its `flock`, as [`unlock`] does.
+pub(crate) fn release(dir: &Path, key: &str) -> Result<bool, FileError> {
+    let path = dir.join(key_file_name(key));
+    let io = |op| FileError::io(op, &path);
+    match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io("stat")(e)),
+        Ok(_) => {}
+    }
+    let mut file = open_guarded(&path).map_err(io("lock"))?;
+    let current = decode_lock(&read_all(&mut file).map_err(io("read"))?);
+    match fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove")(e)),
+    }
+    drop(file);
+    Ok(current.is_some_and(|(_, expires)| expires > now_ms()))
+}
+
+/// Every lock held and not expired: (key, owner, expiry in Unix ms), read without the
+/// `flock`s (a file being rewritten at that moment reads as garbled and is left out). A
+/// file of an older version whose long key was hashed into its name is left out too.
+pub(crate) fn held(dir: &Path) -> Result<Vec<(String, String, i64)>, FileError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(FileError::io("list", dir)(e)),
+    };
+    let now = now_ms();
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(FileError::io("list", dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let bytes = match fs::read(entry.path()) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(FileError::io("read", entry.path())(e)),
+        };
+        let (Some((owner, expires)), Some(key)) =
+            (decode_lock(&bytes), decode_lock_key(&bytes, &name))
+        else {
+            continue;
+        };
+        if expires > now {
+            out.push((key, owner, expires));
+        }
+    }
+    Ok(out)
 }

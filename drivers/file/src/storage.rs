@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::storage::{
-    from_unix_millis, Cancellation, Control, FailedStore, Groups, Guard, Inspect, JobState,
-    JobSummary, Page, PageRequest, RecordKey, Track, Wake, Workers,
+    from_unix_millis, Cancellation, Control, FailedStore, Groups, Guard, HeldLock, Inspect,
+    JobState, JobSummary, Locks, Page, PageRequest, RecordKey, Track, Wake, Workers,
 };
 use queue_core::{
     Capabilities, Effect, Error, FailedJob, JobId, Lease, LeaseStatus, NewJob, Outcome, Pushed,
@@ -215,6 +215,7 @@ impl Storage for FileStorage {
         Capabilities::complete(DRIVER, self)
             .track(self)
             .workers(self)
+            .locks(self)
             .durable(self.fsync)
     }
 
@@ -267,6 +268,42 @@ impl Storage for FileStorage {
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
         let (key, owner) = (key.to_owned(), owner.to_owned());
         self.run(move |disk| Ok(locks::unlock(&disk.locks, &key, &owner)?))
+            .await
+    }
+}
+
+/// Locks for operators: `locks/` listed and read (see the crate docs); a release deletes
+/// the key's file under its `flock`.
+#[async_trait]
+impl Locks for FileStorage {
+    async fn locks(&self, page: PageRequest) -> Result<Page<HeldLock>> {
+        let held = self.run(|disk| Ok(locks::held(&disk.locks)?)).await?;
+        let mut by_key: std::collections::HashMap<String, (String, i64)> = held
+            .into_iter()
+            .map(|(key, owner, expires)| (key, (owner, expires)))
+            .collect();
+        let keys = Page::of_names(by_key.keys().cloned().collect::<Vec<_>>(), "", &page);
+        let items = keys
+            .items
+            .into_iter()
+            .filter_map(|key| {
+                let (owner, expires) = by_key.remove(&key)?;
+                Some(HeldLock {
+                    key,
+                    owner,
+                    expires_at: from_unix_millis(expires),
+                })
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next: keys.next,
+        })
+    }
+
+    async fn release(&self, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        self.run(move |disk| Ok(locks::release(&disk.locks, &key)?))
             .await
     }
 }

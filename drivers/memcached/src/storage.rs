@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use queue_core::storage::{check_effects, duration_millis, new_token, unix_millis};
+use queue_core::storage::{
+    check_effects, duration_millis, new_token, unix_millis, HeldLock, Locks, Page, PageRequest,
+};
 use queue_core::{
     Availability, Capabilities, Effect, Error, JobId, Lease, LeaseStatus, NewJob, Outcome, Pushed,
     ReserveRequest, Reserved, Result, Settle, SettleReply, Settled, Storage,
@@ -396,6 +398,7 @@ impl Storage for MemcachedStorage {
             .control(self)
             .wake(self)
             .workers(self)
+            .locks(self)
     }
 
     async fn push(&self, jobs: Vec<NewJob>) -> Result<Vec<Pushed>> {
@@ -747,6 +750,36 @@ impl Storage for MemcachedStorage {
             let replies = self.run(vec![Cmd::delete_cas(key.clone(), cas)]).await?;
             match replies[0].status {
                 Status::Ok => return Ok(true),
+                Status::Exists => continue,
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Locks for operators: memcached cannot list its keys, so [`locks`](Locks::locks) is
+/// refused; a release reads the lock's item and deletes it by compare-and-swap.
+#[async_trait]
+impl Locks for MemcachedStorage {
+    async fn locks(&self, _: PageRequest) -> Result<Page<HeldLock>> {
+        Err(Error::NotSupported {
+            driver: DRIVER,
+            operation: "listing locks (memcached cannot list keys; a lock is released by its key)",
+        })
+    }
+
+    async fn release(&self, key: &str) -> Result<bool> {
+        let key = self.keys().lock(key);
+        for _ in 0..CAS_TRIES {
+            let replies = self.run(vec![Cmd::gets(key.clone())]).await?;
+            let (Some(held), Some(cas)) = (replies[0].value(), replies[0].cas) else {
+                return Ok(false);
+            };
+            let live = parse_lock(held).is_some_and(|(expires, _)| expires > now_ms());
+            let replies = self.run(vec![Cmd::delete_cas(key.clone(), cas)]).await?;
+            match replies[0].status {
+                Status::Ok => return Ok(live),
                 Status::Exists => continue,
                 _ => return Ok(false),
             }

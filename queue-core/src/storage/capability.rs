@@ -68,6 +68,8 @@ pub struct Capabilities<'a> {
     /// The worker registry: each live worker process keeps an entry with a time to live
     /// (`runall workers`, [`Queue::workers`](crate::Queue::workers)).
     pub workers: Option<&'a dyn Workers>,
+    /// The locks held (`without_overlapping`), listed and released by force, for operators.
+    pub locks: Option<&'a dyn Locks>,
 }
 
 impl<'a> Capabilities<'a> {
@@ -88,6 +90,7 @@ impl<'a> Capabilities<'a> {
             control: None,
             wake: None,
             workers: None,
+            locks: None,
         }
     }
 
@@ -185,6 +188,12 @@ impl<'a> Capabilities<'a> {
         self.workers = Some(workers);
         self
     }
+
+    /// The locks for operators.
+    pub fn locks(mut self, locks: &'a dyn Locks) -> Self {
+        self.locks = Some(locks);
+        self
+    }
 }
 
 impl fmt::Debug for Capabilities<'_> {
@@ -204,6 +213,7 @@ impl fmt::Debug for Capabilities<'_> {
             .field("control", &self.control.is_some())
             .field("wake", &self.wake.is_some())
             .field("workers", &self.workers.is_some())
+            .field("locks", &self.locks.is_some())
             .finish()
     }
 }
@@ -390,6 +400,40 @@ pub trait Control: Send + Sync {
     async fn request_restart(&self) -> Result<()>;
 }
 
+/// A lock held ([`Storage::lock`](super::Storage::lock), the `without_overlapping` lock of
+/// a job), as [`Locks::locks`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldLock {
+    /// The lock's key.
+    pub key: String,
+    /// Who holds it (the engine writes the holding job's lease token).
+    pub owner: String,
+    /// When it expires unless its holder renews it (by the backend's clock where it has one).
+    pub expires_at: SystemTime,
+}
+
+/// The locks held, for operators: listed, and released by force (a lock whose job is
+/// stuck in a way its expiry does not cover, or an operator's decision).
+///
+/// What a driver with this capability promises, checked by the conformance suite:
+///
+/// - [`locks`](Self::locks) lists every lock held and not expired, sorted by key, a page at a
+///   time (the cursor is the last key of a page), with its owner and expiry;
+/// - [`release`](Self::release) deletes the lock `key` whoever holds it, in one step, and
+///   says whether one was held (not expired): its holder's
+///   [`unlock`](super::Storage::unlock) then returns false, and another owner can take it.
+///
+/// A driver that cannot list its keys (memcached) refuses [`locks`](Self::locks) with
+/// `NotSupported` and still releases a lock by its key.
+#[async_trait]
+pub trait Locks: Send + Sync {
+    /// A page of the locks held, by key.
+    async fn locks(&self, page: PageRequest) -> Result<Page<HeldLock>>;
+
+    /// Releases the lock `key` whoever holds it: whether one was held.
+    async fn release(&self, key: &str) -> Result<bool>;
+}
+
 /// Wake-ups for idle workers.
 ///
 /// A driver whose backend notifies (PostgreSQL LISTEN, Redis pub/sub, a watch on SQLite's
@@ -498,6 +542,15 @@ pub trait StorageExt: Storage {
         caps.workers.ok_or(Error::NotSupported {
             driver: caps.driver,
             operation: "the worker registry",
+        })
+    }
+
+    /// The locks for operators, or `NotSupported`.
+    fn locks(&self) -> Result<&dyn Locks> {
+        let caps = self.capabilities();
+        caps.locks.ok_or(Error::NotSupported {
+            driver: caps.driver,
+            operation: "listing and releasing locks",
         })
     }
 

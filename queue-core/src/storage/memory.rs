@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::capability::{
-    Capabilities, Control, FailedStore, Groups, Inspect, Track, Wake, Workers,
+    Capabilities, Control, FailedStore, Groups, HeldLock, Inspect, Locks, Track, Wake, Workers,
 };
 use super::settle::{
     check_effect_list, check_effects, Effect, Guard, LeaseStatus, Outcome, Settle, SettleReply,
@@ -478,6 +478,7 @@ impl Storage for MemoryStorage {
         Capabilities::complete(DRIVER, self)
             .track(self)
             .workers(self)
+            .locks(self)
             .rewrite(true)
             .durable(false)
             .atomic_push(true)
@@ -584,6 +585,42 @@ impl Storage for MemoryStorage {
             }
             _ => Ok(false),
         }
+    }
+}
+
+#[async_trait]
+impl Locks for MemoryStorage {
+    async fn locks(&self, page: PageRequest) -> Result<Page<HeldLock>> {
+        let now = now_ms();
+        let state = self.state();
+        let held = state
+            .locks
+            .iter()
+            .filter(|(_, (_, expires))| *expires > now)
+            .map(|(key, _)| key.clone());
+        let keys = Page::of_names(held.collect::<Vec<_>>(), "", &page);
+        let items = keys
+            .items
+            .into_iter()
+            .filter_map(|key| {
+                let (owner, expires) = state.locks.get(&key)?;
+                Some(HeldLock {
+                    owner: owner.clone(),
+                    expires_at: from_unix_millis(*expires),
+                    key,
+                })
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next: keys.next,
+        })
+    }
+
+    async fn release(&self, key: &str) -> Result<bool> {
+        let now = now_ms();
+        let removed = self.state().locks.remove(key);
+        Ok(removed.is_some_and(|(_, expires)| expires > now))
     }
 }
 

@@ -80,7 +80,8 @@ mod time;
 mod types;
 
 pub use capability::{
-    Capabilities, Control, FailedStore, Groups, Inspect, StorageExt, Track, Wake, Workers,
+    Capabilities, Control, FailedStore, Groups, HeldLock, Inspect, Locks, StorageExt, Track, Wake,
+    Workers,
 };
 pub use connect::{
     connect, schema_sql, ConnectFn, ConnectOptions, DriverRegistration, SchemaFn,

@@ -687,6 +687,107 @@ pub async fn lock_owner_and_expiry(store: Store) {
     assert!(store.lock(&key, "c", LONG).await.unwrap());
 }
 
+/// Every lock held, a page at a time: the ones whose key starts with `base`.
+async fn held_locks(
+    locks: &dyn queue_core::storage::Locks,
+    base: &str,
+    limit: usize,
+) -> queue_core::Result<Vec<queue_core::storage::HeldLock>> {
+    let mut out = Vec::new();
+    let mut page = queue_core::storage::PageRequest::first(limit);
+    for _ in 0..100_000 {
+        let read = locks.locks(page).await?;
+        assert!(read.items.len() <= limit);
+        out.extend(read.items.into_iter().filter(|l| l.key.starts_with(base)));
+        match read.next {
+            Some(next) => page = queue_core::storage::PageRequest::after(next, limit),
+            None => return Ok(out),
+        }
+    }
+    panic!("the cursor of the locks does not end");
+}
+
+/// `Locks`: the locks held are listed by key with their owners and expiries (expired ones
+/// left out), and a lock is released by force: its owner's unlock then finds nothing and
+/// another owner takes it. A store that cannot list (memcached) still releases.
+pub async fn locks_are_listed_and_released_by_force(store: Store) {
+    let Some(locks) = store.capabilities().locks else {
+        println!(
+            "locks_are_listed_and_released_by_force: not applicable to the {} driver",
+            store.driver()
+        );
+        return;
+    };
+    let base = unique("held");
+    let keys = [
+        format!("{base}-a"),
+        format!("{base}-b"),
+        format!("{base}-c ünï"),
+        format!("{base}-gone"),
+    ];
+    let before = std::time::SystemTime::now();
+    assert!(store.lock(&keys[0], "owner-a", LONG).await.unwrap());
+    assert!(store.lock(&keys[1], "owner-b", LONG).await.unwrap());
+    assert!(store.lock(&keys[2], "owner-c", LONG).await.unwrap());
+    assert!(store.lock(&keys[3], "owner-d", SHORT).await.unwrap());
+    tokio::time::sleep(PAST_SHORT).await;
+    let listing = match held_locks(locks, &base, 500).await {
+        Ok(held) => Some(held),
+        Err(Error::NotSupported { .. }) => None,
+        Err(e) => panic!("{e:?}"),
+    };
+    if let Some(held) = &listing {
+        let seen: Vec<(&str, &str)> = held
+            .iter()
+            .map(|l| (l.key.as_str(), l.owner.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (keys[0].as_str(), "owner-a"),
+                (keys[1].as_str(), "owner-b"),
+                (keys[2].as_str(), "owner-c"),
+            ],
+            "held locks by key, the expired one left out"
+        );
+        for lock in held {
+            assert!(
+                lock.expires_at > before && lock.expires_at <= before + LONG + LONG,
+                "{lock:?}"
+            );
+        }
+        let paged = held_locks(locks, &base, 1).await.unwrap();
+        assert_eq!(&paged, held, "a page at a time, the same locks");
+    }
+
+    assert!(locks.release(&keys[0]).await.unwrap(), "a held lock");
+    assert!(
+        !store.unlock(&keys[0], "owner-a").await.unwrap(),
+        "its owner finds it gone"
+    );
+    assert!(store.lock(&keys[0], "owner-z", LONG).await.unwrap());
+    assert!(!locks.release(&keys[3]).await.unwrap(), "an expired lock");
+    assert!(!locks.release(&unique("never")).await.unwrap());
+    assert!(locks.release(&keys[2]).await.unwrap());
+    if listing.is_some() {
+        let owners: Vec<(String, String)> = held_locks(locks, &base, 500)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.key, l.owner))
+            .collect();
+        assert_eq!(
+            owners,
+            [
+                (keys[0].clone(), "owner-z".to_owned()),
+                (keys[1].clone(), "owner-b".to_owned()),
+            ]
+        );
+    }
+    assert!(locks.release(&keys[0]).await.unwrap());
+    assert!(locks.release(&keys[1]).await.unwrap());
+}
+
 /// `ReserveRequest::name` takes only jobs of that name (`runall run NAME`).
 pub async fn reserve_by_name(store: Store) {
     if !store.capabilities().reserve_by_name {

@@ -391,7 +391,7 @@ impl Wake for RedisStorage {
 }
 
 /// `text` matched literally by a `SCAN ... MATCH` pattern.
-fn glob_escape(text: &str) -> String {
+pub(super) fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -10,6 +10,7 @@ mod call;
 mod cluster;
 mod failed;
 mod inspect;
+mod locks;
 mod setup;
 mod track;
 mod workers;
@@ -765,7 +766,8 @@ impl Storage for RedisStorage {
             .rewrite(true)
             .control(self)
             .wake(self)
-            .workers(self);
+            .workers(self)
+            .locks(self);
         if self.split() {
             capabilities
         } else {
