@@ -648,6 +648,51 @@ fn flags_errors_and_words() {
 
 /// `runall batch show | cancel`, `runall chain` and `runall workflow` read and change what an
 /// application dispatched.
+/// `runall locks` lists the locks held and `--release KEY` releases one by force.
+#[test]
+fn locks_from_the_command_line() {
+    use queue_core::Queue;
+    let store = Store::sqlite();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let queue = rt.block_on(async {
+        let queue = Queue::connect(&store.url).await.unwrap();
+        assert!(queue
+            .storage()
+            .lock("report:7", "lease-abc", std::time::Duration::from_secs(120))
+            .await
+            .unwrap());
+        queue
+    });
+    let out = run(store.runall("").args(["locks"]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("report:7  held by lease-abc  expires in 1"),
+        "{}",
+        text(&out)
+    );
+    let out = run(store.runall("").args(["locks", "--release", "report:7"]));
+    assert!(
+        text(&out).contains("lock report:7 released"),
+        "{}",
+        text(&out)
+    );
+    rt.block_on(async {
+        assert!(!queue
+            .storage()
+            .unlock("report:7", "lease-abc")
+            .await
+            .unwrap());
+    });
+    let out = run(store.runall("").args(["locks"]));
+    assert!(text(&out).contains("no lock is held"), "{}", text(&out));
+    let out = run(store.runall("").args(["locks", "--release", "report:7"]));
+    assert!(
+        text(&out).contains("no one held lock report:7"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn batches_chains_and_workflows_from_the_command_line() {
     use queue_core::{Batch, Chain, Queue, Workflow};

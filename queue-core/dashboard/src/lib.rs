@@ -78,6 +78,7 @@
 //! | `failed/groups`, `failed/groups/{key}` | the newest 10,000 failed jobs grouped by error fingerprint (the job's name and its error's first line, numbers and ids masked), largest group first; one group with its count, its queues, its newest and oldest failure, and Retry all and Delete all buttons: the page is the dry run that shows how many jobs an action touches, and the action touches only those (none that failed later) |
 //! | `batches`, `batches/{id}` | the batches by id, 50 a page, with their counts and progress; one batch with its counts, running members, rate, ETA and failed members, refreshed in place every 2 s until it has finished, with Cancel and Retry buttons. Stores without groups (memcached) say so |
 //! | `chains/{id}`, `workflows/{id}` | a chain's links or a workflow's nodes by outcome, refreshed in place every 2 s until it has finished (a job's page links its batch, chain or workflow) |
+//! | `locks` | the `without_overlapping` locks held (key, holder, expiry), 50 a page by key, each with a Release button, and a form that releases a lock by its key (memcached and Redis Cluster cannot list their locks: the page says so, and the form still works) |
 //! | `workers` | every live worker process (the store's worker registry): host, pid, queues, busy slots, started, last beat, jobs done and failed, version; and the jobs each runs now |
 //! | `audit` | the actions asked of this dashboard process (the last 1,000), refused ones included, with who asked and what came of it; each is also a `tracing` event at `info` level, target `runall_dashboard::audit` |
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
@@ -89,7 +90,7 @@
 //! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`,
 //! `failed/groups/{key}/retry`, `failed/groups/{key}/forget`, `batches/{id}/cancel`,
 //! `batches/{id}/retry`, `schedules/{id}/pause`, `schedules/{id}/resume`,
-//! `schedules/{id}/run`.
+//! `schedules/{id}/run`, `locks/release` (field `key`).
 //!
 //! [`top`] is the same overview in a terminal (`runall top`), with the rate of jobs done and
 //! failed from the workers' own counts.
@@ -123,6 +124,7 @@ mod error;
 mod fingerprint;
 mod groups;
 mod live;
+mod locks;
 mod metrics;
 mod pages;
 mod top;
@@ -199,6 +201,8 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/schedules", get(groups::schedules))
         .route("/audit", get(audit::page))
         .route("/workers", get(workers::page))
+        .route("/locks", get(locks::page))
+        .route("/locks/release", post(locks::release))
         .route("/chains/{id}", get(groups::chain))
         .route("/workflows/{id}", get(groups::workflow))
         .route("/schedules/{id}/{action}", post(groups::schedule_action))

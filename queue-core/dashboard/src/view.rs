@@ -125,6 +125,7 @@ pub(crate) fn layout(
                         a href={ (root) "workers" } { "Workers" }
                         a href={ (root) "batches" } { "Batches" }
                         a href={ (root) "schedules" } { "Schedules" }
+                        a href={ (root) "locks" } { "Locks" }
                         a href={ (root) "audit" } { "Audit" }
                         form.find method="get" action={ (root) "jobs" } {
                             label { "Job id " input type="text" name="id" size="12" required; }
@@ -202,6 +203,8 @@ pub(crate) fn notice(word: Option<&str>) -> Option<Markup> {
         "schedule-resumed" => "Schedule resumed.",
         "schedule-run" => "One run of the schedule was pushed now (not counted in its ticks).",
         "schedule-held" => "No run was pushed: the schedule's overlap policy held it back (a run is queued or running).",
+        "lock-released" => "Lock released: another job of its key may start now. If its holder still runs, it no longer holds the lock.",
+        "lock-not-held" => "No one held that lock (it expired, or was released already): nothing was changed.",
         _ => return None,
     };
     Some(html! { p.notice role="status" { (text) } })

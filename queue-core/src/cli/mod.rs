@@ -136,6 +136,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The locks held (`without_overlapping`): key, holder (the lease token of the job
+    /// holding it) and when it expires; `--release KEY` releases one whoever holds it.
+    Locks {
+        /// Release this lock by force (another job of its key may then start at once).
+        #[arg(long, value_name = "KEY")]
+        release: Option<String>,
+    },
     /// Make every worker of this store finish its current jobs and exit (for deploys).
     Restart,
     /// Pause a queue for every worker of this store: its jobs stay queued, in order, until
@@ -817,6 +824,9 @@ impl Runner {
             }
             Command::Workers { json } => {
                 ops::workers(&queue, json, &mut out).await?;
+            }
+            Command::Locks { release } => {
+                ops::locks(&queue, release, &mut out).await?;
             }
             Command::Restart => {
                 storage.control()?.request_restart().await?;

@@ -937,6 +937,51 @@ pub(crate) async fn keys_status(storage: &dyn Storage, out: &mut impl Write) -> 
 
 /// `runall workers`: the live workers of the store, one line each (or JSON, every field of
 /// [`WorkerInfo`](crate::WorkerInfo) with the jobs each runs).
+/// `runall locks [--release KEY]`.
+pub(crate) async fn locks(
+    queue: &Queue,
+    release: Option<String>,
+    out: &mut impl Write,
+) -> Result<()> {
+    let locks = queue.storage().locks()?;
+    if let Some(key) = release {
+        if locks.release(&key).await? {
+            let _ = writeln!(
+                out,
+                "lock {key} released: another job of its key may start now"
+            );
+        } else {
+            let _ = writeln!(out, "no one held lock {key}: nothing was changed");
+        }
+        return Ok(());
+    }
+    let mut page = crate::storage::PageRequest::first(500);
+    let now = std::time::SystemTime::now();
+    let mut any = false;
+    loop {
+        let held = locks.locks(page).await?;
+        for lock in &held.items {
+            any = true;
+            let left = lock.expires_at.duration_since(now).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{}  held by {}  expires in {}s",
+                lock.key,
+                lock.owner,
+                left.as_secs()
+            );
+        }
+        match held.next {
+            Some(next) => page = crate::storage::PageRequest::after(next, 500),
+            None => break,
+        }
+    }
+    if !any {
+        let _ = writeln!(out, "no lock is held");
+    }
+    Ok(())
+}
+
 pub(crate) async fn workers(queue: &Queue, json: bool, out: &mut impl Write) -> Result<()> {
     let workers = queue.workers().await?;
     if json {
