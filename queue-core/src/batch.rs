@@ -376,7 +376,8 @@ impl Batch {
                         .filter(|job| member_by_payload(&job.payload).as_ref() == Some(id));
                     for job in members {
                         if let crate::CancelOutcome::Cancelled(_) =
-                            crate::status::cancel(storage.as_ref(), &job.id).await?
+                            crate::status::cancel_listed(storage.as_ref(), &job.id, Some(job))
+                                .await?
                         {
                             removed += 1;
                         }

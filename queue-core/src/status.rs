@@ -414,10 +414,20 @@ pub(crate) async fn find(storage: &dyn Storage, id: &JobId) -> Result<Option<Job
 
 /// [`Queue::cancel`](crate::Queue::cancel).
 pub(crate) async fn cancel(storage: &dyn Storage, id: &JobId) -> Result<CancelOutcome> {
+    cancel_listed(storage, id, None).await
+}
+
+/// [`cancel`], given the job as a listing just read it (`Batch::cancel`), which spares its
+/// first look at the job.
+pub(crate) async fn cancel_listed(
+    storage: &dyn Storage,
+    id: &JobId,
+    mut listed: Option<&JobSummary>,
+) -> Result<CancelOutcome> {
     // A job that starts, or is put back, between the store's cancel and the look at its
     // status is asked again: a few times, then reported as it is.
     for _ in 0..3 {
-        match cancel_once(storage, id).await? {
+        match cancel_once(storage, id, listed.take()).await? {
             Some(outcome) => return Ok(outcome),
             None => continue,
         }
@@ -429,13 +439,21 @@ pub(crate) async fn cancel(storage: &dyn Storage, id: &JobId) -> Result<CancelOu
     })
 }
 
-async fn cancel_once(storage: &dyn Storage, id: &JobId) -> Result<Option<CancelOutcome>> {
+async fn cancel_once(
+    storage: &dyn Storage,
+    id: &JobId,
+    listed: Option<&JobSummary>,
+) -> Result<Option<CancelOutcome>> {
     let track = storage.track()?;
     // What the job's batch, chain or workflow does when it ends without running, read from
-    // the job as it is now and applied by the store in the step that removes it.
-    let effects = match track.job(id).await? {
-        Some(summary) => composition_effects(&summary),
-        None => Vec::new(),
+    // the job (its `after` never changes) and applied by the store in the step that
+    // removes it.
+    let effects = match listed {
+        Some(summary) => composition_effects(summary),
+        None => match track.job(id).await? {
+            Some(summary) => composition_effects(&summary),
+            None => Vec::new(),
+        },
     };
     Ok(Some(match track.cancel(id, CANCEL_MARK, effects).await? {
         Cancellation::Removed(summary) => {

@@ -82,6 +82,28 @@ pub(crate) fn lock(dir: &Path, key: &str, owner: &str, ttl: Duration) -> Result<
 
 /// Releases `key` if `owner` holds it.
 pub(crate) fn unlock(dir: &Path, key: &str, owner: &str) -> Result<bool, FileError> {
+    delete_if(dir, key, |current| {
+        let mine = current.as_ref().is_some_and(|(holder, _)| holder == owner);
+        // Ours, or an empty file (free): deleted.
+        (mine || current.is_none(), mine)
+    })
+}
+
+/// Releases `key` whoever holds it: whether it was held (not expired).
+pub(crate) fn release(dir: &Path, key: &str) -> Result<bool, FileError> {
+    delete_if(dir, key, |current| {
+        (true, current.is_some_and(|(_, expires)| expires > now_ms()))
+    })
+}
+
+/// Reads `key`'s lock file under its `flock` and asks `decide` of its owner and expiry
+/// (`None`: free): whether to delete the file, which happens while the `flock` is held,
+/// and what to return. A missing file is not created: `false`.
+fn delete_if(
+    dir: &Path,
+    key: &str,
+    decide: impl FnOnce(Option<(String, i64)>) -> (bool, bool),
+) -> Result<bool, FileError> {
     let path = dir.join(key_file_name(key));
     let io = |op| FileError::io(op, &path);
     match fs::symlink_metadata(&path) {
@@ -90,10 +112,8 @@ pub(crate) fn unlock(dir: &Path, key: &str, owner: &str) -> Result<bool, FileErr
         Ok(_) => {}
     }
     let mut file = open_guarded(&path).map_err(io("lock"))?;
-    let current = decode_lock(&read_all(&mut file).map_err(io("read"))?);
-    let mine = current.as_ref().is_some_and(|(holder, _)| holder == owner);
-    if mine || current.is_none() {
-        // Ours, or an empty file (free): delete it while we hold the flock.
+    let (delete, answer) = decide(decode_lock(&read_all(&mut file).map_err(io("read"))?));
+    if delete {
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -101,28 +121,7 @@ pub(crate) fn unlock(dir: &Path, key: &str, owner: &str) -> Result<bool, FileErr
         }
     }
     drop(file);
-    Ok(mine)
-}
-
-/// Releases `key` whoever holds it: whether it was held (not expired). The file is deleted
-/// under its `flock`, as [`unlock`] does.
-pub(crate) fn release(dir: &Path, key: &str) -> Result<bool, FileError> {
-    let path = dir.join(key_file_name(key));
-    let io = |op| FileError::io(op, &path);
-    match fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io("stat")(e)),
-        Ok(_) => {}
-    }
-    let mut file = open_guarded(&path).map_err(io("lock"))?;
-    let current = decode_lock(&read_all(&mut file).map_err(io("read"))?);
-    match fs::remove_file(&path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("remove")(e)),
-    }
-    drop(file);
-    Ok(current.is_some_and(|(_, expires)| expires > now_ms()))
+    Ok(answer)
 }
 
 /// Every lock held and not expired: (key, owner, expiry in Unix ms), read without the

@@ -257,39 +257,12 @@ impl Groups for RedisStorage {
     /// `HINCRBY`): for operators, a second or so per million keys.
     async fn list(&self, prefix: &str, page: PageRequest) -> Result<Page<String>> {
         let start = self.keys().group("");
-        let mut pattern = glob_escape(&start);
-        pattern.push_str(&glob_escape(prefix));
-        pattern.push('*');
-        let mut names = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let reply: Value = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-            let mut parts = array("scan", reply)?.into_iter();
-            let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
-                return Err(RedisDriverError::unexpected("scan", &Value::Nil).into());
-            };
-            cursor = text(next.clone())
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| RedisDriverError::unexpected("scan", &next))?;
-            for key in array("scan", keys)? {
-                if let Some(name) =
-                    text(key).and_then(|k| k.strip_prefix(&start).map(str::to_owned))
-                {
-                    names.push(name);
-                }
-            }
-            if cursor == 0 {
-                break;
-            }
-        }
+        let pattern = format!("{}{}*", glob_escape(&start), glob_escape(prefix));
+        let names = self
+            .scan(&pattern)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&start).map(str::to_owned));
         Ok(Page::of_names(names, prefix, &page))
     }
 
@@ -391,6 +364,37 @@ impl Wake for RedisStorage {
 }
 
 /// `text` matched literally by a `SCAN ... MATCH` pattern.
+impl RedisStorage {
+    /// Every key matching `pattern`, by `SCAN` over the whole keyspace (1,000 a call): on
+    /// one server, for operators' listings.
+    pub(super) async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let reply: Value = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(backend)?;
+            let mut parts = array("scan", reply)?.into_iter();
+            let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
+                return Err(RedisDriverError::unexpected("scan", &Value::Nil).into());
+            };
+            cursor = text(next.clone())
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| RedisDriverError::unexpected("scan", &next))?;
+            found.extend(array("scan", keys)?.into_iter().filter_map(text));
+            if cursor == 0 {
+                return Ok(found);
+            }
+        }
+    }
+}
+
 pub(super) fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

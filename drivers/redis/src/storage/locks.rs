@@ -7,7 +7,7 @@ use queue_core::storage::{from_unix_millis, HeldLock, Locks, Page, PageRequest};
 use queue_core::{Error, Result};
 use redis::Value;
 
-use super::call::{array, int, text};
+use super::call::{int, text};
 use super::inspect::glob_escape;
 use super::RedisStorage;
 use crate::error::{backend, RedisDriverError};
@@ -30,39 +30,12 @@ impl Locks for RedisStorage {
         // `{P}:lock:{` then the key and `}`.
         let open = start.trim_end_matches('}');
         let pattern = format!("{}*", glob_escape(open));
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let reply: Value = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(backend)?;
-            let mut parts = array("scan", reply)?.into_iter();
-            let (Some(next), Some(found)) = (parts.next(), parts.next()) else {
-                return Err(RedisDriverError::unexpected("scan", &Value::Nil).into());
-            };
-            cursor = text(next.clone())
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| RedisDriverError::unexpected("scan", &next))?;
-            for key in array("scan", found)? {
-                if let Some(name) = text(key).and_then(|k| {
-                    k.strip_prefix(open)
-                        .and_then(|rest| rest.strip_suffix('}'))
-                        .map(str::to_owned)
-                }) {
-                    keys.push(name);
-                }
-            }
-            if cursor == 0 {
-                break;
-            }
-        }
-        let names = Page::of_names(keys, "", &page);
+        let keys = self.scan(&pattern).await?.into_iter().filter_map(|k| {
+            k.strip_prefix(open)
+                .and_then(|rest| rest.strip_suffix('}'))
+                .map(str::to_owned)
+        });
+        let names = Page::of_names(keys.collect::<Vec<_>>(), "", &page);
         if names.items.is_empty() {
             return Ok(Page {
                 items: Vec::new(),

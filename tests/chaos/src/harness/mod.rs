@@ -402,6 +402,29 @@ impl Run {
         Ok(count)
     }
 
+    /// The dispatch of `s` as a part of a chain, a batch or a workflow, on the chaos queue.
+    fn composed(&self, s: &Spec) -> queue_core::PendingDispatch {
+        let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
+        if let Some(t) = s.tries {
+            d = d.tries(t);
+        }
+        d
+    }
+
+    /// Records `specs`, dispatched as parts of a chain, a batch or a workflow at
+    /// `pushed_us`: a part waiting for others has no store id until it is released.
+    fn expect_composed(&mut self, specs: impl IntoIterator<Item = Spec>, pushed_us: u64) {
+        for spec in specs {
+            self.dispatched.push(Dispatched {
+                id: spec.job.id,
+                sid: String::new(),
+                expect: spec.expect,
+                label: spec.label,
+                pushed_us,
+            });
+        }
+    }
+
     /// Dispatches each list of specs as one [`Chain`](queue_core::Chain) on the chaos
     /// queue; returns the chains' ids. Every link is expected to complete.
     pub(crate) async fn dispatch_chains(
@@ -412,24 +435,11 @@ impl Run {
         for links in chains {
             let mut chain = queue_core::Chain::new().via(&self.queue);
             for s in &links {
-                let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
-                if let Some(t) = s.tries {
-                    d = d.tries(t);
-                }
-                chain = chain.then(d);
+                chain = chain.then(self.composed(s));
             }
             let pushed_us = unix_micros();
             ids.push(chain.dispatch().await.context("dispatching a chain")?);
-            for spec in links {
-                // A waiting link has no store id until it is released.
-                self.dispatched.push(Dispatched {
-                    id: spec.job.id,
-                    sid: String::new(),
-                    expect: spec.expect,
-                    label: spec.label,
-                    pushed_us,
-                });
-            }
+            self.expect_composed(links, pushed_us);
         }
         Ok(ids)
     }
@@ -443,13 +453,7 @@ impl Run {
         then: Spec,
         finally: Spec,
     ) -> anyhow::Result<queue_core::BatchId> {
-        let job = |s: &Spec| {
-            let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
-            if let Some(t) = s.tries {
-                d = d.tries(t);
-            }
-            d
-        };
+        let job = |s: &Spec| self.composed(s);
         let batch = queue_core::Batch::new()
             .add_many(members.iter().map(job))
             .then(job(&then))
@@ -457,15 +461,7 @@ impl Run {
             .via(&self.queue);
         let pushed_us = unix_micros();
         let id = batch.dispatch().await.context("dispatching a batch")?;
-        for spec in members.into_iter().chain([then, finally]) {
-            self.dispatched.push(Dispatched {
-                id: spec.job.id,
-                sid: String::new(),
-                expect: spec.expect,
-                label: spec.label,
-                pushed_us,
-            });
-        }
+        self.expect_composed(members.into_iter().chain([then, finally]), pushed_us);
         Ok(id)
     }
 
@@ -479,13 +475,7 @@ impl Run {
         side: Spec,
         last: Spec,
     ) -> anyhow::Result<queue_core::WorkflowId> {
-        let job = |s: &Spec| {
-            let mut d = self.queue.dispatch(s.job.clone()).on_queue(QUEUE);
-            if let Some(t) = s.tries {
-                d = d.tries(t);
-            }
-            d
-        };
+        let job = |s: &Spec| self.composed(s);
         let wf = queue_core::Workflow::new();
         let a = wf.add("first", job(&first));
         let fan = wf
@@ -502,15 +492,7 @@ impl Run {
             .dispatch()
             .await
             .context("dispatching a workflow")?;
-        for spec in [first, side, last].into_iter().chain(members) {
-            self.dispatched.push(Dispatched {
-                id: spec.job.id,
-                sid: String::new(),
-                expect: spec.expect,
-                label: spec.label,
-                pushed_us,
-            });
-        }
+        self.expect_composed([first, side, last].into_iter().chain(members), pushed_us);
         Ok(id)
     }
 
