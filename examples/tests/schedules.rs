@@ -2,6 +2,10 @@
 //! of them is killed (`kill -9`) and restarted every 1.5 s. Every tick from the first to the
 //! last is claimed exactly once and its job pushed once (one job id per tick); every tick's
 //! job runs (a job running in a killed worker runs again: allowed, counted); none is missed.
+//!
+//! The long form the issue asks for (8 processes for 2 minutes, or 10 minutes) is the same
+//! test with `SCHEDULE_STORM_WORKERS=8 SCHEDULE_STORM_SECS=120` (RELIABILITY.md has its
+//! figures); CI runs the short form (4 processes, 12 s).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,8 +14,26 @@ use std::time::{Duration, Instant};
 
 use queue_database as _;
 
-const WORKERS: usize = 4;
-const RUN: Duration = Duration::from_secs(12);
+/// How many worker processes (`SCHEDULE_STORM_WORKERS`, 4 by default).
+fn workers() -> usize {
+    std::env::var("SCHEDULE_STORM_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(4)
+}
+
+/// How long they run (`SCHEDULE_STORM_SECS`, 12 s by default).
+fn run_for() -> Duration {
+    Duration::from_secs(
+        std::env::var("SCHEDULE_STORM_SECS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n >= 4)
+            .unwrap_or(12),
+    )
+}
+
 const KILL_EVERY: Duration = Duration::from_millis(1500);
 
 const CONFIG: &str = r#"
@@ -85,26 +107,27 @@ fn schedules_survive_sigkill(url: &str, table: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), url, table);
+    let (count, run) = (workers(), run_for());
     let started = Instant::now();
     let mut logs = Vec::new();
-    let mut workers: Vec<Child> = (0..WORKERS)
+    let mut workers: Vec<Child> = (0..count)
         .map(|i| {
             let log = dir.path().join(format!("w{i}-0.log"));
             logs.push(log.clone());
-            start(&config, &log, RUN)
+            start(&config, &log, run)
         })
         .collect();
     let mut kills = 0;
     let mut victim = 0;
-    while started.elapsed() + KILL_EVERY < RUN {
+    while started.elapsed() + KILL_EVERY < run {
         std::thread::sleep(KILL_EVERY);
         workers[victim].kill().unwrap(); // SIGKILL
         workers[victim].wait().unwrap();
         kills += 1;
         let log = dir.path().join(format!("w{victim}-{kills}.log"));
         logs.push(log.clone());
-        workers[victim] = start(&config, &log, RUN.saturating_sub(started.elapsed()));
-        victim = (victim + 1) % WORKERS;
+        workers[victim] = start(&config, &log, run.saturating_sub(started.elapsed()));
+        victim = (victim + 1) % count;
     }
     for worker in &mut workers {
         worker.wait().unwrap();
@@ -150,7 +173,7 @@ fn schedules_survive_sigkill(url: &str, table: &str) {
     let twice: usize = runs.values().map(|(_, n)| n - 1).sum();
     let pushed_twice: Vec<_> = runs.iter().filter(|(_, (ids, _))| ids.len() > 1).collect();
     println!(
-        "{}: {} ticks ran from {first} to {last} ({span} in the span), {twice} runs again after a kill, {kills} kills, {} missed",
+        "{}: {count} workers for {run:?}: {} ticks ran from {first} to {last} ({span} in the span), {twice} runs again after a kill, {kills} kills, {} missed",
         url.split("://").next().unwrap_or(url),
         runs.len(),
         missed

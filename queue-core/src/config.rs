@@ -43,6 +43,10 @@
 //! stripe = "100/s"                # a rate: "600/min", "5/10s", "1000/1h burst 50"
 //! erp = "concurrent 5"            # at most 5 running at once, across every worker
 //!
+//! [queue_limits]                  # limits of whole queues: every job taken from the queue
+//! emails = "60/min"               # counts against one budget across every worker (before
+//!                                 # its own limit, if it names one)
+//!
 //! [[schedule]]                    # a recurring job, run by `runall work` (--no-schedule: not)
 //! id = "nightly-report"           # its state in the store is kept under it (default: job)
 //! cron = "0 3 * * *"              # or every = "10s"
@@ -133,6 +137,8 @@ pub struct Config {
     pub schedule: Option<Vec<ScheduleConfig>>,
     /// Named limits (`[limits]`), by name.
     pub limits: Option<std::collections::BTreeMap<String, crate::Limit>>,
+    /// Limits of whole queues (`[queue_limits]`), by queue.
+    pub queue_limits: Option<std::collections::BTreeMap<String, crate::Limit>>,
 }
 
 /// One `[[schedule]]` of `job.toml`: a job pushed at every tick, by whichever worker claims
@@ -610,6 +616,20 @@ mod tests {
         );
         let e = Config::parse("concurrency = 0\n").unwrap_err();
         assert!(e.contains("`concurrency`: must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn queue_limits() {
+        let c = Config::parse("[queue_limits]\nemails = '60/min'\ndefault = 'concurrent 3'\n")
+            .unwrap();
+        let limits = c.queue_limits.unwrap();
+        assert_eq!(
+            limits["emails"],
+            crate::Limit::rate(60).per(Duration::from_secs(60)).into()
+        );
+        assert_eq!(limits["default"], crate::Limit::concurrent(3));
+        let e = Config::parse("[queue_limits]\nemails = 'sixty a minute'\n").unwrap_err();
+        assert!(e.to_string().contains("not a limit"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,10 @@
 //! 429) returns [`JobError::rate_limited`](crate::JobError::rate_limited): its key is paused
 //! for every worker, and the job goes back without counting an attempt.
 //!
+//! A whole queue can be limited too ([`WorkerOptions::queue_limit`](crate::WorkerOptions::queue_limit),
+//! `[queue_limits]` in `job.toml`): every job taken from it counts against one budget, before
+//! its own limit.
+//!
 //! ```
 //! use std::time::Duration;
 //! use queue_core::{Limit, WorkerOptions};
@@ -263,6 +267,13 @@ impl JobLimit {
     /// The longest the job may wait, if bounded.
     pub fn max_wait_duration(&self) -> Option<Duration> {
         self.max_wait_ms.map(Duration::from_millis)
+    }
+
+    /// The limit of a queue (`WorkerOptions::queue_limit`, `[queue_limits]` in `job.toml`),
+    /// which every job taken from it is counted against: named `queue/{queue}`, a name no
+    /// limit of a job can have (`/` is not allowed in one), so the two never share a key.
+    pub(crate) fn of_queue(queue: &str) -> Self {
+        JobLimit::new(format!("queue/{queue}"))
     }
 
     /// Where the key's state lives: the group of its counters and the prefix of its slots.

@@ -173,6 +173,7 @@ macro_rules! conformance {
             engine_debounce,
             engine_rate_limits,
             engine_concurrency_limits,
+            engine_queue_limits,
             engine_rate_limited_pauses_the_key,
             engine_paused_queues,
             engine_discarded_jobs,

@@ -1103,6 +1103,7 @@ fn worker_options(
     }
     o.prefetch = args.prefetch.or(config.prefetch);
     o.limits = config.limits.clone().unwrap_or_default();
+    o.queue_limits = config.queue_limits.clone().unwrap_or_default();
     o.only = only;
     (o, warnings)
 }

@@ -18,6 +18,7 @@ use crate::batch::CurrentBatch;
 use crate::envelope::{After, DecodeError, Envelope, Step};
 use crate::events::{JobEvent, JobEventKind};
 use crate::job::{JobContext, JobError, Retry};
+use crate::limit::JobLimit;
 use crate::registry::Handler;
 use crate::status::{Ended, JobState, Tracker, KEEP_UNSUCCESSFUL};
 use crate::storage::{
@@ -498,19 +499,30 @@ async fn run_decoded(
             }
         }
     }
-    if let Some(limit) = &envelope.limit {
+    // The queue's limit first, then the job's own: each admits it or puts it back.
+    let queue_limit = shared
+        .options
+        .queue_limits
+        .get(&lease.queue)
+        .map(|rule| (JobLimit::of_queue(&lease.queue), Some(rule), true));
+    let own_limit = envelope
+        .limit
+        .as_ref()
+        .map(|limit| (limit.clone(), shared.options.limits.get(&limit.name), false));
+    for (limit, rule, of_queue) in queue_limit.into_iter().chain(own_limit) {
         let locking = Instant::now();
-        let admitted = match shared.options.limits.get(&limit.name) {
+        let admitted = match rule {
             Some(rule) => {
                 super::limit::admit(
                     shared.storage.as_ref(),
                     &shared.gates,
                     job,
-                    limit,
+                    &limit,
                     rule,
                     length,
                     shared.options.lock_retry,
                     envelope.dispatched_at,
+                    of_queue,
                 )
                 .await
             }
@@ -1067,8 +1079,8 @@ async fn errors_so_far(shared: &Shared, job: &Reserved) -> i64 {
     }
 }
 
-/// A job that met a rate limit of its own ([`JobError::rate_limited`]): its limit's key is
-/// paused for every worker, and the job goes back without counting an attempt, unless it
+/// A job that met a rate limit of its own ([`JobError::rate_limited`]): its limit's key (or,
+/// for a job naming no limit, its queue's limit) is paused for every worker, and the job goes back without counting an attempt, unless it
 /// would then wait past its `max_throttle_wait` (counted from its dispatch).
 async fn rate_limited(
     shared: &Shared,
@@ -1078,7 +1090,15 @@ async fn rate_limited(
     delay: Duration,
 ) -> Finish {
     let lease = &job.lease;
-    if let Some(limit) = &envelope.limit {
+    // Its own limit's key, or else its queue's limit.
+    let limit = envelope.limit.clone().or_else(|| {
+        shared
+            .options
+            .queue_limits
+            .contains_key(&lease.queue)
+            .then(|| JobLimit::of_queue(&lease.queue))
+    });
+    if let Some(limit) = &limit {
         let waited = unix_millis(SystemTime::now()).saturating_sub(envelope.dispatched_at);
         let waited = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
         if let Some(max) = limit.max_wait_duration() {

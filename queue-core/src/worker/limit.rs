@@ -7,7 +7,8 @@
 //! ms, by [`JobError::rate_limited`](crate::JobError::rate_limited)). A job that books a
 //! later token has it in the group `limit-booking:{job id}` (counter `at`, Unix ms), written
 //! by the same compare-and-set that takes the token and removed when the job runs; the slots
-//! of a concurrency limit are the locks `limit:{name}[:{key}]#{i}`.
+//! of a concurrency limit are the locks `limit:{name}[:{key}]#{i}`. A queue's limit is named
+//! `queue/{queue}` (its booking group ends in `:queue`), and is checked before the job's own.
 
 use std::time::{Duration, SystemTime};
 
@@ -29,9 +30,14 @@ pub(super) enum Admission {
     Fail(String),
 }
 
-/// The group that holds the time of a job's booked token.
-fn booking(job: &Reserved) -> String {
-    format!("limit-booking:{}", job.lease.job_id)
+/// The group that holds the time of a job's booked token: `limit-booking:{job id}` for the
+/// job's own limit, with `:queue` after it for its queue's limit.
+fn booking(job: &Reserved, of_queue: bool) -> String {
+    if of_queue {
+        format!("limit-booking:{}:queue", job.lease.job_id)
+    } else {
+        format!("limit-booking:{}", job.lease.job_id)
+    }
 }
 
 /// How early a job with a booked token may start (clocks and timers are not exact).
@@ -65,9 +71,10 @@ pub(super) async fn admit(
     lease: Duration,
     retry: Duration,
     dispatched_at: i64,
+    of_queue: bool,
 ) -> crate::Result<Admission> {
     match rule {
-        Limit::Rate(rate) => admit_rate(storage, job, limit, rate, dispatched_at).await,
+        Limit::Rate(rate) => admit_rate(storage, job, limit, rate, dispatched_at, of_queue).await,
         Limit::Concurrent(n) => {
             let slot = Slot {
                 n: *n,
@@ -85,6 +92,7 @@ async fn admit_rate(
     limit: &JobLimit,
     rate: &RateLimit,
     dispatched_at: i64,
+    of_queue: bool,
 ) -> crate::Result<Admission> {
     let groups = storage.groups()?;
     let bucket = limit.bucket();
@@ -94,7 +102,7 @@ async fn admit_rate(
     // gone. (One that comes back early, because its worker died before putting it back and
     // its lease ran out, waits for its time.) The key's counters are read at the same time,
     // for a job that has no booking.
-    let booking_group = booking(job);
+    let booking_group = booking(job, of_queue);
     let (booked, counters) =
         futures::future::join(groups.counters(&booking_group), groups.counters(&bucket)).await;
     let at = counter(&booked?, "at");

@@ -488,6 +488,16 @@ impl Worker {
                     "running only one job name (`runall run NAME`): it cannot reserve by name",
             });
         }
+        let queue_limits = self.options.queue_limits.values();
+        for limit in queue_limits {
+            limit.validate()?;
+            if matches!(limit, crate::Limit::Rate(_)) && caps.groups.is_none() {
+                return Err(Error::NotSupported {
+                    driver: caps.driver,
+                    operation: "rate limits (they keep their state in group counters)",
+                });
+            }
+        }
         for (name, limit) in &self.options.limits {
             crate::limit::check_name(name)?;
             limit.validate()?;

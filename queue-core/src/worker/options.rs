@@ -26,6 +26,7 @@ use crate::limit::Limit;
 /// | `only` | `runall run NAME` | | `job:run NAME` |
 /// | `prefetch` | `--prefetch` | | `prefetch` |
 /// | `limits` | `[limits]` in `job.toml` | `RateLimiter::for`, `Redis::funnel` | |
+/// | `queue_limits` | `[queue_limits]` in `job.toml` | | |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
@@ -93,6 +94,11 @@ pub struct WorkerOptions {
     /// that does, as a job of an unknown name is (see
     /// [`unknown_job_window`](Self::unknown_job_window)).
     pub limits: BTreeMap<String, Limit>,
+    /// Limits of whole queues, by queue (Oban's queue `rate_limit` and `global_limit`): every
+    /// job taken from the queue is counted against one budget across every worker, before
+    /// its own limit (if it names one). A job put back by its own limit after its queue's
+    /// admitted it has used one of the queue's tokens.
+    pub queue_limits: BTreeMap<String, Limit>,
     /// How long the status of a job that succeeded is kept, readable by id
     /// ([`Queue::job`](crate::Queue::job), `runall job ID`) with its output. `None` (the
     /// default): not kept, which saves a write per job. Jobs that end any other way (failed,
@@ -127,6 +133,7 @@ impl Default for WorkerOptions {
             prefetch: None,
             schedules: true,
             limits: BTreeMap::new(),
+            queue_limits: BTreeMap::new(),
             keep_finished: None,
             middleware: crate::Layers::default(),
         }
@@ -155,6 +162,25 @@ impl WorkerOptions {
     /// jobs name with `#[job(limit = "name")]`. Checked when the worker starts.
     pub fn limit(mut self, name: impl Into<String>, limit: impl Into<Limit>) -> Self {
         self.limits.insert(name.into(), limit.into());
+        self
+    }
+
+    /// Limits the whole queue `queue`: every job taken from it, whatever its type, counts
+    /// against one budget shared by every worker (`[queue_limits]` in `job.toml`). Checked
+    /// when the worker starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use queue_core::{Limit, WorkerOptions};
+    ///
+    /// let options = WorkerOptions::default()
+    ///     .queues(["emails", "default"])
+    ///     .queue_limit("emails", Limit::rate(60).per(Duration::from_secs(60)))
+    ///     .queue_limit("default", Limit::concurrent(10));
+    /// assert_eq!(options.queue_limits.len(), 2);
+    /// ```
+    pub fn queue_limit(mut self, queue: impl Into<String>, limit: impl Into<Limit>) -> Self {
+        self.queue_limits.insert(queue.into(), limit.into());
         self
     }
 

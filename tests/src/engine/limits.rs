@@ -360,3 +360,111 @@ pub async fn engine_rate_limited_pauses_the_key(store: Store) {
         "{failed:?}"
     );
 }
+
+/// Limits of whole queues (`WorkerOptions::queue_limit`, `[queue_limits]`): 12 jobs of two
+/// types on a queue limited to `concurrent(2)`, four of them also naming a `concurrent(1)`
+/// limit of their own, with two workers of 4 slots: never more than 2 of the queue at once
+/// (2 reached), never more than 1 of the own limit's key, no attempt counted for waiting.
+/// Where the store has group counters, 20 jobs through a queue limited to `rate(20)` start
+/// spaced by 50 ms; elsewhere a worker with a rate limit on a queue refuses to start.
+pub async fn engine_queue_limits(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let (slots_q, rate_q, own) = (unique("qslots"), unique("qrate"), limit_name());
+    let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (own_running, own_most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    for name in ["first-type", "second-type"] {
+        let (running, most, attempts) = (running.clone(), most.clone(), attempts.clone());
+        let (own_running, own_most) = (own_running.clone(), own_most.clone());
+        queue.listen(name, move |payload: String, ctx| {
+            let (running, most, attempts) = (running.clone(), most.clone(), attempts.clone());
+            let (own_running, own_most) = (own_running.clone(), own_most.clone());
+            async move {
+                let mine = payload.starts_with("own");
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                if mine {
+                    let now = own_running.fetch_add(1, Ordering::SeqCst) + 1;
+                    own_most.fetch_max(now, Ordering::SeqCst);
+                }
+                attempts.lock().unwrap().push(ctx.attempt());
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                if mine {
+                    own_running.fetch_sub(1, Ordering::SeqCst);
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+    }
+    for i in 0..12 {
+        let name = if i % 2 == 0 {
+            "first-type"
+        } else {
+            "second-type"
+        };
+        let dispatch = if i % 3 == 0 {
+            queue
+                .dispatch_named(name, json!(format!("own-{i}")))
+                .limit(JobLimit::new(&own).key("k"))
+        } else {
+            queue.dispatch_named(name, json!(format!("plain-{i}")))
+        };
+        dispatch.on_queue(slots_q.as_str()).await.unwrap();
+    }
+    let groups = store.capabilities().groups.is_some();
+    let log = starts(&queue, "rated", Duration::ZERO);
+    if groups {
+        for i in 0..20 {
+            queue
+                .dispatch_named("rated", json!(format!("r-{i}")))
+                .on_queue(rate_q.as_str())
+                .await
+                .unwrap();
+        }
+    } else {
+        let options = test_options(&[&rate_q]).queue_limit(&rate_q, Limit::rate(20));
+        let err = queue.worker(options).run().await.unwrap_err();
+        assert!(
+            matches!(err, Error::NotSupported { .. }) && err.to_string().contains("rate limits"),
+            "{err}"
+        );
+    }
+    let options = || {
+        let options = test_options(&[&slots_q, &rate_q])
+            .concurrency(4)
+            .queue_limit(&slots_q, Limit::concurrent(2))
+            .limit(&own, Limit::concurrent(1));
+        if groups {
+            options.queue_limit(&rate_q, Limit::rate(20))
+        } else {
+            options
+        }
+    };
+    let (a, b) = tokio::join!(run_worker(&queue, options()), run_worker(&queue, options()));
+    let expected = if groups { 32 } else { 12 };
+    assert_eq!(a.processed + b.processed, expected, "{a:?} {b:?}");
+    assert_eq!(most.load(Ordering::SeqCst), 2, "at most 2 of the queue at once, and 2 reached");
+    assert_eq!(own_most.load(Ordering::SeqCst), 1, "the job's own limit held too");
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 12);
+    assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");
+    if groups {
+        let mut log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 20);
+        assert!(log.iter().all(|(_, _, attempt)| *attempt == 1), "{log:?}");
+        log.sort_by_key(|(_, at, _)| *at);
+        // As in engine_rate_limits: starts spaced 50 ms by their bookings, with a margin for
+        // the time from admission to body on a loaded machine.
+        let span = log[19].1 - log[0].1;
+        assert!(
+            span + Duration::from_millis(600) >= Duration::from_millis(50 * 19),
+            "20 starts only {span:?} apart"
+        );
+    } else {
+        println!(
+            "engine_queue_limits: rate limits on queues not applicable to the {} driver (no group counters): refused",
+            store.driver()
+        );
+    }
+}
