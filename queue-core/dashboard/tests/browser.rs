@@ -366,3 +366,187 @@ async fn checks(client: &Client, queue: &Queue, addr: SocketAddr) {
 fn waiting_cell() -> &'static str {
     "tr[data-queue=\"mail\"] td.waiting"
 }
+
+/// Generates the README's screenshots (`docs/screenshots/*.png`): a SQLite store with queues
+/// waiting, delayed and paused, jobs failed for good, a batch half done, a stored schedule, a
+/// worker running two jobs (one holding a `without_overlapping` lock), each main page shot in
+/// headless chromium. Run by `bash scripts/screenshots.sh`, which sets
+/// `DASHBOARD_SCREENSHOTS` to the directory; ignored otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "generates the README's screenshots: bash scripts/screenshots.sh"]
+async fn screenshots() {
+    use queue_core::{Batch, JobError, Schedule, Schedules, WorkerOptions};
+
+    let out = PathBuf::from(
+        std::env::var("DASHBOARD_SCREENSHOTS").expect("DASHBOARD_SCREENSHOTS names a directory"),
+    );
+    std::fs::create_dir_all(&out).expect("the screenshot directory");
+    let chromium = which(&["chromium", "chromium-browser"]).expect("chromium on PATH");
+    let chromedriver = which(&["chromedriver"]).expect("chromedriver on PATH");
+    let (queue, _dir) = common::sqlite().await;
+    queue.listen("send-invoice", |_: serde_json::Value, _| async {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        Ok(())
+    });
+    queue.listen("charge-card", |card: serde_json::Value, _| async move {
+        Err(JobError::fail(format!(
+            "card {} declined: insufficient funds (code 51)",
+            card["card"]
+        )))
+    });
+    queue.listen("sync-payment", |n: u32, _| async move {
+        if n % 5 == 0 {
+            Err(JobError::fail(format!("payment {n}: gateway timeout after 30s")))
+        } else {
+            Ok(())
+        }
+    });
+    // Failed for good: six charges, three payments of the batch.
+    for card in 1..=6u32 {
+        queue
+            .dispatch_named("charge-card", serde_json::json!({ "card": 4000 + card }))
+            .on_queue("billing")
+            .tries(1)
+            .await
+            .expect("dispatched");
+    }
+    let batch = Batch::new()
+        .add_many((1..=15u32).map(|n| {
+            queue
+                .dispatch_named("sync-payment", serde_json::json!(n))
+                .on_queue("billing")
+                .tries(1)
+        }))
+        .allow_failures()
+        .via(&queue)
+        .dispatch()
+        .await
+        .expect("the batch");
+    let _ = batch;
+    let drained = queue
+        .worker(
+            WorkerOptions::default()
+                .queues(["billing"])
+                .concurrency(2)
+                .stop_when_empty(),
+        )
+        .run()
+        .await
+        .expect("the billing worker");
+    let _ = drained;
+    // A second batch, part way through: 4 of its 10 members run.
+    Batch::new()
+        .add_many((1..=10u32).map(|n| {
+            queue
+                .dispatch_named("sync-payment", serde_json::json!(100 + n))
+                .on_queue("imports")
+        }))
+        .via(&queue)
+        .dispatch()
+        .await
+        .expect("the second batch");
+    queue
+        .worker(
+            WorkerOptions::default()
+                .queues(["imports"])
+                .max_jobs(4)
+                .prefetch(0),
+        )
+        .run()
+        .await
+        .expect("the imports worker");
+    // Waiting, delayed and paused work; the first invoice, which a worker below runs, holds
+    // a lock.
+    queue
+        .dispatch_named("send-invoice", serde_json::json!({ "invoice": 1 }))
+        .on_queue("default")
+        .without_overlapping_key("invoice:customer-42")
+        .await
+        .expect("dispatched");
+    for n in 0..42u32 {
+        queue
+            .dispatch_named("send-invoice", serde_json::json!({ "invoice": 9000 + n }))
+            .on_queue("default")
+            .await
+            .expect("dispatched");
+    }
+    for n in 0..17u32 {
+        queue
+            .dispatch_named("send-reminder", serde_json::json!({ "user": n }))
+            .on_queue("emails")
+            .delay(Duration::from_secs(3600))
+            .await
+            .expect("dispatched");
+    }
+    for n in 0..8u32 {
+        queue
+            .dispatch_named("monthly-report", serde_json::json!({ "tenant": n }))
+            .on_queue("reports")
+            .await
+            .expect("dispatched");
+    }
+    queue.pause("reports").await.expect("paused");
+    Schedules::upsert_via(
+        &queue,
+        "nightly-cleanup",
+        Schedule::cron("0 3 * * *")
+            .dispatch(queue.dispatch_named("cleanup", serde_json::json!({})).on_queue("low")),
+    )
+    .await
+    .expect("the schedule");
+    let worker = queue.worker(
+        WorkerOptions::default()
+            .queues(["default"])
+            .concurrency(2)
+            .prefetch(0),
+    );
+    let stop = worker.stop_handle();
+    let running = tokio::spawn(worker.run());
+    // Past the worker's first beat after it took its jobs: SQL stores count running jobs
+    // from the workers' registry.
+    tokio::time::sleep(queue_core::worker::BEAT_EVERY + Duration::from_secs(2)).await;
+
+    let addr = serve(queue.clone()).await;
+    let (_driver, client) = browser(&chromium, &chromedriver).await;
+    let base = format!("http://{addr}/admin/jobs");
+    let shots = async {
+        let failed_job = queue
+            .storage()
+            .failed_store()
+            .expect("a failed store")
+            .list(queue_core::storage::PageRequest::first(1))
+            .await
+            .expect("failed jobs")
+            .items
+            .into_iter()
+            .next()
+            .expect("a failed job");
+        for (file, path) in [
+            ("overview.png", String::new()),
+            ("queue.png", "/queues/default".to_owned()),
+            ("failed-groups.png", "/failed/groups".to_owned()),
+            ("failed-job.png", format!("/failed/{}", common::enc(&failed_job.id))),
+            ("batches.png", "/batches".to_owned()),
+            ("schedules.png", "/schedules".to_owned()),
+            ("workers.png", "/workers".to_owned()),
+            ("locks.png", "/locks".to_owned()),
+        ] {
+            client
+                .goto(&format!("{base}{path}"))
+                .await
+                .expect("the page loads");
+            // The overview's live table and the SSE status settle first.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let png = client.screenshot().await.expect("a screenshot");
+            std::fs::write(out.join(file), png).expect("the screenshot is written");
+            println!("wrote {}", out.join(file).display());
+        }
+    };
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(shots)).await;
+    let _ = client.close().await;
+    stop.stop();
+    let _ = running.await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
