@@ -620,8 +620,8 @@ mod tests {
 
     #[test]
     fn queue_limits() {
-        let c = Config::parse("[queue_limits]\nemails = '60/min'\ndefault = 'concurrent 3'\n")
-            .unwrap();
+        let c =
+            Config::parse("[queue_limits]\nemails = '60/min'\ndefault = 'concurrent 3'\n").unwrap();
         let limits = c.queue_limits.unwrap();
         assert_eq!(
             limits["emails"],

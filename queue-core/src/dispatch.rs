@@ -49,6 +49,12 @@ pub struct PendingDispatch {
     encrypted: bool,
     dispatched_at: Option<SystemTime>,
     via: Option<Dispatcher>,
+    /// A debounce's wait ([`PendingDispatch::debounce`]).
+    debounce: Option<Duration>,
+    /// Its cap ([`PendingDispatch::max_wait`]).
+    max_wait: Option<Duration>,
+    /// When the burst this debounced dispatch belongs to began (Unix ms).
+    burst: Option<i64>,
 }
 
 /// What a stored schedule keeps of the dispatch its ticks repeat.
@@ -92,6 +98,9 @@ impl Clone for PendingDispatch {
             encrypted: self.encrypted,
             dispatched_at: self.dispatched_at,
             via: self.via.clone(),
+            debounce: self.debounce,
+            max_wait: self.max_wait,
+            burst: self.burst,
         }
     }
 }
@@ -194,6 +203,9 @@ impl PendingDispatch {
             encrypted: template.encrypted,
             dispatched_at: None,
             via: None,
+            debounce: None,
+            max_wait: None,
+            burst: None,
         }
     }
 
@@ -289,6 +301,9 @@ impl PendingDispatch {
             encrypted: false,
             dispatched_at: None,
             via: None,
+            debounce: None,
+            max_wait: None,
+            burst: None,
         }
     }
 
@@ -389,6 +404,43 @@ impl PendingDispatch {
             .on_conflict(OnConflict::Replace);
         self.unique = Some(unique);
         self.available = Availability::After(wait);
+        self.debounce = Some(wait);
+        self
+    }
+
+    /// Caps how far a burst of [`debounce`](Self::debounce)d dispatches pushes the run back:
+    /// the run starts at most `max_wait` after the first dispatch of the burst, however
+    /// many follow (lodash's `maxWait`). Needs `debounce` and a store that can read a queued
+    /// job by id; refused otherwise.
+    ///
+    /// The dispatch then takes up to three round trips: a push that claims the key; if a
+    /// queued job holds it, a read of when that job's burst began; and the replacing push,
+    /// whose start is the earlier of `wait` from now and `max_wait` from the burst's
+    /// beginning. If a worker takes the queued job between the read and the replace, the
+    /// new job starts a new run but keeps the old burst's cap, so it may start sooner than
+    /// `wait` from now (never later).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use std::time::{Duration, SystemTime};
+    /// use queue_core::{Queue, StorageExt};
+    ///
+    /// let queue = Queue::connect("memory://").await?;
+    /// let reindex = || {
+    ///     queue
+    ///         .dispatch_named("reindex", serde_json::json!({}))
+    ///         .unique_key("site:7")
+    ///         .debounce(Duration::from_secs(5))
+    ///         .max_wait(Duration::from_secs(60))
+    /// };
+    /// let first = reindex().await?.into_id();
+    /// reindex().await?;
+    /// let job = queue.storage().track()?.job(&first).await?.expect("queued");
+    /// assert!(job.due_at <= SystemTime::now() + Duration::from_secs(5));
+    /// # Ok(()) }
+    /// ```
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
         self
     }
 
@@ -551,6 +603,7 @@ impl PendingDispatch {
             after,
             limit: self.limit,
             sealed,
+            burst: self.burst,
         };
         let payload = envelope.encode()?;
         if payload.len() > settings.max_payload {
@@ -569,7 +622,69 @@ impl PendingDispatch {
     /// Returns [`Dispatched::Created`](crate::Dispatched) with the new job's id, or, for a
     /// unique job whose key is held, [`Dispatched::Duplicate`](crate::Dispatched) with the id
     /// of the job holding it ([`Error::Duplicate`] with [`OnConflict::Error`]).
-    pub async fn send(mut self) -> Result<Pushed> {
+    pub async fn send(self) -> Result<Pushed> {
+        if let Some(max_wait) = self.max_wait {
+            let Some(wait) = self.debounce.filter(|_| self.unique.is_some()) else {
+                return Err(Error::Config(format!(
+                    "job `{}`: max_wait caps a debounce; call .debounce(wait) with it",
+                    self.name
+                )));
+            };
+            return self.send_capped(wait, max_wait).await;
+        }
+        self.send_once().await
+    }
+
+    /// A debounced dispatch with a `max_wait` (see [`max_wait`](Self::max_wait)).
+    async fn send_capped(mut self, wait: Duration, max_wait: Duration) -> Result<Pushed> {
+        let dispatcher = dispatcher::resolve(self.via.take())?;
+        let capabilities = dispatcher.storage().capabilities();
+        if !capabilities.replace {
+            // Refused before the first push, as a debounce without the cap is.
+            return Err(Error::NotSupported {
+                driver: capabilities.driver,
+                operation: "replacing a queued job (debounce, on_conflict = replace)",
+            });
+        }
+        let now = unix_millis(SystemTime::now());
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        // A push that only claims the key: with no job queued under it, a burst begins.
+        let mut first = self.clone();
+        first.via = Some(dispatcher.clone());
+        first.burst = Some(now);
+        first.available = Availability::After(wait.min(max_wait));
+        first.unique = first.unique.take().map(|u| u.on_conflict(OnConflict::Skip));
+        let holder = match first.send_once().await? {
+            Pushed::Duplicate(holder) => holder,
+            pushed => return Ok(pushed),
+        };
+        // When the queued job's burst began (its dispatch, if it carries none). Gone since
+        // (a worker took it): a burst begins now.
+        use crate::StorageExt as _;
+        let storage = dispatcher.storage();
+        let track = storage.track().map_err(|_| Error::NotSupported {
+            driver: storage.capabilities().driver,
+            operation: "debounce max_wait (it reads the queued job by id)",
+        })?;
+        let began = match track.job(&holder).await? {
+            Some(job) => crate::envelope::Envelope::decode(&job.payload)
+                .ok()
+                .map_or(now, |e| e.burst.unwrap_or(e.dispatched_at)),
+            None => now,
+        };
+        let at = (now.saturating_add(millis(wait)))
+            .min(began.saturating_add(millis(max_wait)))
+            .max(now);
+        self.via = Some(dispatcher);
+        self.burst = Some(began);
+        self.available = Availability::At(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(at).unwrap_or(0)),
+        );
+        self.send_once().await
+    }
+
+    /// One push of the job.
+    async fn send_once(mut self) -> Result<Pushed> {
         let dispatcher = dispatcher::resolve(self.via.take())?;
         let name = self.name.clone();
         let error_on_duplicate = self

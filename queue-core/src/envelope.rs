@@ -93,6 +93,11 @@ pub struct Envelope {
     /// `data` is then `null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
+    /// For a debounced dispatch with a `max_wait`: when the burst it belongs to began (Unix
+    /// ms), carried from the queued job it replaces to the one that replaces it. Readers
+    /// that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<i64>,
 }
 
 /// What a job's end changes in other jobs: the effects its settlement carries, by outcome.
@@ -346,6 +351,7 @@ mod tests {
             after: None,
             limit: Some(crate::limit::JobLimit::new("l").key(7)),
             sealed: None,
+            burst: None,
         };
         let bytes = env.encode().unwrap();
         let back = Envelope::decode(&bytes).unwrap();
@@ -401,6 +407,7 @@ mod versions {
             after: Some(after),
             limit: None,
             sealed: None,
+            burst: None,
         };
         let bytes = env.encode().unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();

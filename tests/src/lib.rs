@@ -171,6 +171,7 @@ macro_rules! conformance {
             engine_unique_jobs,
             engine_unique_jobs_are_refused_in_compositions,
             engine_debounce,
+            engine_debounce_max_wait,
             engine_rate_limits,
             engine_concurrency_limits,
             engine_queue_limits,

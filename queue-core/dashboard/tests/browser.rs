@@ -396,7 +396,9 @@ async fn screenshots() {
     });
     queue.listen("sync-payment", |n: u32, _| async move {
         if n % 5 == 0 {
-            Err(JobError::fail(format!("payment {n}: gateway timeout after 30s")))
+            Err(JobError::fail(format!(
+                "payment {n}: gateway timeout after 30s"
+            )))
         } else {
             Ok(())
         }
@@ -489,8 +491,11 @@ async fn screenshots() {
     Schedules::upsert_via(
         &queue,
         "nightly-cleanup",
-        Schedule::cron("0 3 * * *")
-            .dispatch(queue.dispatch_named("cleanup", serde_json::json!({})).on_queue("low")),
+        Schedule::cron("0 3 * * *").dispatch(
+            queue
+                .dispatch_named("cleanup", serde_json::json!({}))
+                .on_queue("low"),
+        ),
     )
     .await
     .expect("the schedule");
@@ -525,7 +530,10 @@ async fn screenshots() {
             ("overview.png", String::new()),
             ("queue.png", "/queues/default".to_owned()),
             ("failed-groups.png", "/failed/groups".to_owned()),
-            ("failed-job.png", format!("/failed/{}", common::enc(&failed_job.id))),
+            (
+                "failed-job.png",
+                format!("/failed/{}", common::enc(&failed_job.id)),
+            ),
             ("batches.png", "/batches".to_owned()),
             ("schedules.png", "/schedules".to_owned()),
             ("workers.png", "/workers".to_owned()),

@@ -444,8 +444,16 @@ pub async fn engine_queue_limits(store: Store) {
     let (a, b) = tokio::join!(run_worker(&queue, options()), run_worker(&queue, options()));
     let expected = if groups { 32 } else { 12 };
     assert_eq!(a.processed + b.processed, expected, "{a:?} {b:?}");
-    assert_eq!(most.load(Ordering::SeqCst), 2, "at most 2 of the queue at once, and 2 reached");
-    assert_eq!(own_most.load(Ordering::SeqCst), 1, "the job's own limit held too");
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "at most 2 of the queue at once, and 2 reached"
+    );
+    assert_eq!(
+        own_most.load(Ordering::SeqCst),
+        1,
+        "the job's own limit held too"
+    );
     let attempts = attempts.lock().unwrap().clone();
     assert_eq!(attempts.len(), 12);
     assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");

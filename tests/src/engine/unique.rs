@@ -230,3 +230,107 @@ pub async fn engine_debounce(store: Store) {
     run_worker(&queue, test_options(&[&q])).await;
     assert_eq!(*log.lock().unwrap(), ["edit 5", "edit 6"]);
 }
+
+/// `debounce(wait).max_wait(cap)`: a burst pushes its run back by `wait` after each
+/// dispatch, but never past `cap` after the burst's first dispatch. wait 2 s, cap 3 s: the
+/// first dispatch is due 2 s on; one 2.5 s later is due at the cap (3 s after the first, not
+/// 4.5 s); one past the cap is due at once; the worker then runs the last payload once. A
+/// new burst after that begins again. Without `debounce`, `max_wait` is refused; a store
+/// that cannot replace refuses it before pushing anything.
+pub async fn engine_debounce_max_wait(store: Store) {
+    use std::time::{Instant, SystemTime};
+
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let key = unique("site");
+    let dispatch = |n: u32| {
+        queue
+            .dispatch_named("capped", json!(format!("edit {n}")))
+            .on_queue(q.as_str())
+            .unique_key(key.as_str())
+            .debounce(Duration::from_secs(2))
+            .max_wait(Duration::from_secs(3))
+    };
+    let err = queue
+        .dispatch_named("capped", json!(0))
+        .on_queue(q.as_str())
+        .max_wait(Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(text) if text.contains("debounce")),
+        "{err:?}"
+    );
+    if !store.capabilities().replace {
+        if store.capabilities().claims {
+            let err = dispatch(1).await.unwrap_err();
+            assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+            let size = store.inspect().unwrap().size(&q).await.unwrap();
+            assert_eq!(size.waiting + size.delayed, 0, "nothing pushed");
+        }
+        println!(
+            "engine_debounce_max_wait: not applicable to the {} driver (no replace)",
+            store.driver()
+        );
+        return;
+    }
+    let log = recorder(&queue, "capped");
+    let track = store.track().unwrap();
+    let due = |id: queue_core::JobId| {
+        let track = track;
+        async move {
+            track
+                .job(&id)
+                .await
+                .unwrap()
+                .expect("the job is queued")
+                .due_at
+        }
+    };
+    let before = SystemTime::now();
+    let id = dispatch(1).await.unwrap().into_id();
+    let after = SystemTime::now();
+    let first_due = due(id.clone()).await;
+    assert!(
+        first_due + Duration::from_millis(5) >= before + Duration::from_secs(2)
+            && first_due <= after + Duration::from_secs(2) + Duration::from_millis(5),
+        "the first dispatch is due 2 s on: {first_due:?}, dispatched between {before:?} and {after:?}"
+    );
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pushed = dispatch(2).await.unwrap();
+    assert_eq!(pushed, Dispatched::Replaced(id.clone()));
+    let capped = due(id.clone()).await;
+    // Without the cap it would be 2 s after now: 4.5 s or more after the first dispatch.
+    assert!(
+        capped + Duration::from_millis(5) >= before + Duration::from_secs(3)
+            && capped <= after + Duration::from_secs(3) + Duration::from_millis(5),
+        "capped at 3 s after the burst began: {capped:?}, burst began between {before:?} and {after:?}"
+    );
+    // Past the cap: due at once.
+    let wait = Duration::from_millis(3200).saturating_sub(started.elapsed());
+    tokio::time::sleep(wait + Duration::from_millis(600)).await;
+    let now = SystemTime::now();
+    assert_eq!(dispatch(3).await.unwrap(), Dispatched::Replaced(id.clone()));
+    let late = due(id.clone()).await;
+    assert!(
+        late <= SystemTime::now() + Duration::from_millis(5)
+            && late + Duration::from_secs(1) >= now,
+        "past the cap, due at once: {late:?} (now {now:?})"
+    );
+    run_worker(&queue, test_options(&[&q])).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["edit 3"],
+        "one run, the last payload"
+    );
+    // The next burst begins again: due 2 s on, not at once.
+    let before = SystemTime::now();
+    let next = dispatch(4).await.unwrap().into_id();
+    assert_ne!(next, id);
+    let next_due = due(next).await;
+    assert!(
+        next_due + Duration::from_millis(5) >= before + Duration::from_secs(2),
+        "a new burst: {next_due:?}"
+    );
+}
