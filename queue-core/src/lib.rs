@@ -268,6 +268,7 @@ mod redact;
 pub mod registry;
 mod schedule;
 mod secret;
+pub mod stats;
 mod status;
 pub mod storage;
 mod testing;

@@ -103,6 +103,7 @@ macro_rules! conformance {
             push_effects_are_exactly_once,
             count_effects_are_exact,
             groups_are_listed_by_prefix,
+            stats_history_adds_up_and_rolls_over,
             acks_with_effects_count_current_leases_only,
             unique_claims_follow_the_job,
             unique_claims_in_the_failed_store,

@@ -769,7 +769,15 @@ async fn run(
                 .unwrap_or(shared.options.timeout);
             info!(job = %name, id = %lease.job_id, queue = %lease.queue, attempt = job.attempts, "job started");
             if job.attempts == 1 {
-                metrics::wait(shared, &lease.queue, &name, envelope.waited(started_at));
+                let waited = envelope.waited(started_at);
+                if let Some(waited) = waited {
+                    shared.counters.starts.fetch_add(1, Ordering::Relaxed);
+                    shared.counters.wait_ms.fetch_add(
+                        u64::try_from(waited.as_millis()).unwrap_or(u64::MAX / 4),
+                        Ordering::Relaxed,
+                    );
+                }
+                metrics::wait(shared, &lease.queue, &name, waited);
             }
             shared.dispatcher.events().emit(|| {
                 JobEvent::new(

@@ -313,6 +313,22 @@ struct Counters {
     interrupted: AtomicU64,
     discarded: AtomicU64,
     cancelled: AtomicU64,
+    /// First attempts started, and their waits from dispatch summed in ms (the throughput
+    /// history's latency, [`crate::stats`]).
+    starts: AtomicU64,
+    wait_ms: AtomicU64,
+}
+
+impl Counters {
+    /// What the throughput history records of these counters.
+    fn tally(&self) -> crate::stats::Tally {
+        crate::stats::Tally {
+            processed: self.processed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            starts: self.starts.load(Ordering::Relaxed),
+            wait_ms: self.wait_ms.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// A settlement on its way to the store, and who waits for its result (`None`: the store
@@ -610,6 +626,7 @@ impl Worker {
                 running: shared.running.clone(),
                 counters: self.counters.clone(),
                 listed: listed.clone(),
+                recorded: self.counters.tally(),
             }
             .run(beats_stopped),
         );

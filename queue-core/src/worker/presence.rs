@@ -202,6 +202,8 @@ pub(super) struct Beats {
     pub(super) counters: Arc<Counters>,
     /// The queues of a worker of every queue, as they change.
     pub(super) listed: Option<watch::Receiver<Vec<String>>>,
+    /// What the throughput history has of this worker's counters so far.
+    pub(super) recorded: crate::stats::Tally,
 }
 
 impl Beats {
@@ -266,9 +268,35 @@ impl Beats {
         }
     }
 
+    /// Adds what this worker counted since the last time to the throughput history
+    /// ([`crate::stats`]), on a store with group counters; a failure is logged, and the
+    /// counts are added at the next beat instead.
+    async fn record_stats(&mut self) {
+        if self.storage.capabilities().groups.is_none() {
+            return;
+        }
+        let now = self.counters.tally();
+        let tally = now.since(&self.recorded);
+        match tokio::time::timeout(
+            BEAT_EVERY,
+            crate::stats::record(self.storage.as_ref(), SystemTime::now(), tally),
+        )
+        .await
+        {
+            Ok(Ok(())) => self.recorded = now,
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not add this worker's counts to the throughput history; trying again at the next beat")
+            }
+            Err(_) => {
+                warn!("adding this worker's counts to the throughput history timed out; trying again at the next beat")
+            }
+        }
+    }
+
     /// Beats now, then every [`BEAT_EVERY`], until `stop` turns true (a beat in flight is
-    /// finished first) or the task is dropped. Nothing on a store without the worker registry
-    /// (said once in the debug log).
+    /// finished first) or the task is dropped, adding to the throughput history at each beat
+    /// and when it stops. Nothing on a store without the worker registry (said once in the
+    /// debug log).
     pub(super) async fn run(mut self, mut stop: watch::Receiver<bool>) {
         if self.storage.capabilities().workers.is_none() {
             debug!(
@@ -280,11 +308,16 @@ impl Beats {
         let mut every = tokio::time::interval(BEAT_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.wait_for(|stop| *stop) => return,
+            let stopping = tokio::select! {
+                _ = every.tick() => false,
+                _ = stop.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                self.record_stats().await;
+                return;
             }
             self.beat_once().await;
+            self.record_stats().await;
         }
     }
 
