@@ -172,12 +172,24 @@ pub async fn record_in(
                 added = true;
                 break;
             }
-            let clear = |name: &str| if at == n { 0 } else { -counter(&counters, name) };
+            let clear = |name: &str| {
+                if at == n {
+                    0
+                } else {
+                    -counter(&counters, name)
+                }
+            };
             let deltas = vec![
-                ("processed".to_owned(), clear("processed") + amount(tally.processed)),
+                (
+                    "processed".to_owned(),
+                    clear("processed") + amount(tally.processed),
+                ),
                 ("failed".to_owned(), clear("failed") + amount(tally.failed)),
                 ("starts".to_owned(), clear("starts") + amount(tally.starts)),
-                ("wait_ms".to_owned(), clear("wait_ms") + amount(tally.wait_ms)),
+                (
+                    "wait_ms".to_owned(),
+                    clear("wait_ms") + amount(tally.wait_ms),
+                ),
             ];
             let effects = vec![Effect::Count {
                 group: group.clone(),
@@ -219,7 +231,9 @@ pub async fn history_in(storage: &dyn Storage, scope: &str, now: SystemTime) -> 
     for ring in [&MINUTES, &HOURS] {
         let last = now.div_euclid(ring.span_ms);
         let spans: Vec<i64> = (last - ring.slots + 1..=last).collect();
-        let reads = spans.iter().map(|n| groups.counters_owned(ring.group(scope, *n)));
+        let reads = spans
+            .iter()
+            .map(|n| groups.counters_owned(ring.group(scope, *n)));
         let read = futures::future::try_join_all(reads).await?;
         let points = spans
             .iter()
@@ -312,11 +326,16 @@ mod tests {
         // A day later the hour's slot is cleared too.
         record(&storage, at(24 * 60), tally(1, 0)).await.unwrap();
         let h = history(&storage, at(24 * 60)).await.unwrap();
-        assert_eq!(h.hours[23].processed, 1, "hour 0's counts are gone from its slot");
+        assert_eq!(
+            h.hours[23].processed, 1,
+            "hour 0's counts are gone from its slot"
+        );
         assert_eq!(h.hours[0].processed, 7);
         assert_eq!(h.hours.iter().map(|p| p.processed).sum::<u64>(), 8);
         // Nothing to add writes nothing.
-        record(&storage, at(24 * 60), Tally::default()).await.unwrap();
+        record(&storage, at(24 * 60), Tally::default())
+            .await
+            .unwrap();
         assert_eq!(history(&storage, at(24 * 60)).await.unwrap(), h);
     }
 

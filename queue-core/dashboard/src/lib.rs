@@ -71,7 +71,7 @@
 //!
 //! | URL (relative to the mount point) | what it shows |
 //! |---|---|
-//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count; the live workers and their busy slots. Refreshed live over `events` |
+//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count; the live workers and their busy slots (refreshed live over `events`); the throughput history charted by minute and hour ([`queue_core::stats`]), the mean wait from dispatch to start, and the backlog's ETA |
 //! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`); with `name=` or `text=`, only those whose name or payload text contains it (any case), each page looking at 10,000 jobs at most from its point on |
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
@@ -120,6 +120,7 @@
 mod assets;
 mod audit;
 mod auth;
+mod charts;
 mod error;
 mod fingerprint;
 mod groups;
@@ -153,6 +154,7 @@ struct Dashboard {
     live: Arc<live::Live>,
     audit: Arc<audit::Audit>,
     scrapes: Arc<metrics::Scrapes>,
+    charts: Arc<charts::Cache>,
 }
 
 /// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)),
@@ -173,6 +175,7 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         live: Arc::new(live::Live::new()),
         audit,
         scrapes: Arc::default(),
+        charts: Arc::default(),
     };
     Router::new()
         .route("/", get(pages::overview))

@@ -240,6 +240,24 @@ pub(crate) struct Update {
     pub(crate) read_only: String,
     /// The snapshot's numbers, for a page load that comes within a second of a read.
     snapshot_ok: bool,
+    /// The jobs waiting in queues that run (see [`waiting`]).
+    waiting: Option<u64>,
+}
+
+/// The jobs waiting now in the queues that are not paused (and not the store's own `_`
+/// queues), each counted up to the cap; `None` when the store cannot count them.
+pub(crate) fn waiting(snapshot: &Result<Snapshot, QueueError>) -> Option<u64> {
+    let s = snapshot.as_ref().ok()?;
+    let queues = s.queues.as_ref().ok()?;
+    let paused = s.paused.as_ref().ok();
+    Some(
+        queues
+            .iter()
+            .filter(|(name, _)| !name.starts_with('_'))
+            .filter(|(name, _)| paused.is_none_or(|p| !p.contains(name)))
+            .map(|(_, size)| size.waiting)
+            .sum(),
+    )
 }
 
 impl Live {
@@ -257,10 +275,11 @@ impl Live {
 
     /// The last rendered table for `viewer` if it is less than a second old (a page load
     /// then reads nothing).
-    pub(crate) fn fresh(&self, viewer: &Viewer) -> Option<String> {
+    pub(crate) fn fresh(&self, viewer: &Viewer) -> Option<(String, Option<u64>)> {
         let state = self.lock();
         let (at, update) = state.latest.as_ref()?;
-        (at.elapsed() < EVERY && update.snapshot_ok).then(|| update.for_viewer(viewer))
+        (at.elapsed() < EVERY && update.snapshot_ok)
+            .then(|| (update.for_viewer(viewer), update.waiting))
     }
 
     /// A new listener: its receiver and the last update (if any), the collector started if
@@ -303,6 +322,7 @@ async fn collector(live: Arc<Live>, queue: Queue) {
             html: fragment(&snapshot, true).into_string(),
             read_only: fragment(&snapshot, false).into_string(),
             snapshot_ok: snapshot.is_ok(),
+            waiting: waiting(&snapshot),
         });
         live.lock().latest = Some((Instant::now(), update.clone()));
         let _ = live.tx.send(update);

@@ -43,14 +43,18 @@ pub(crate) async fn overview(
     viewer: Viewer,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response> {
-    let table = match dash.live.fresh(&viewer) {
-        Some(html) => PreEscaped(html),
+    let (table, waiting) = match dash.live.fresh(&viewer) {
+        Some((html, waiting)) => (PreEscaped(html), waiting),
         None => {
             let snapshot = Ok(live::collect(&dash.queue, false).await?);
             let html = live::fragment(&snapshot, viewer.can_act()).into_string();
-            PreEscaped(html.replace(CSRF_MARK, viewer.csrf()))
+            (
+                PreEscaped(html.replace(CSRF_MARK, viewer.csrf())),
+                live::waiting(&snapshot),
+            )
         }
     };
+    let history = dash.charts.history(&dash.queue).await;
     let body = html! {
         h1 { "Queues" }
         @if let Some(n) = notice(q.notice.as_deref()) { (n) }
@@ -58,6 +62,7 @@ pub(crate) async fn overview(
             "Live updates need JavaScript; reload the page for new numbers."
         }
         section #live data-events="events" { (table) }
+        (crate::charts::section(&history, waiting))
     };
     Ok(layout(&place, &viewer, true, "Queues", driver(&dash), body).into_response())
 }

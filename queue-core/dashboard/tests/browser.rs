@@ -369,7 +369,8 @@ fn waiting_cell() -> &'static str {
 
 /// Generates the README's screenshots (`docs/screenshots/*.png`): a SQLite store with queues
 /// waiting, delayed and paused, jobs failed for good, a batch half done, a stored schedule, a
-/// worker running two jobs (one holding a `without_overlapping` lock), each main page shot in
+/// worker running two jobs (one holding a `without_overlapping` lock), a day of throughput
+/// history written as workers write it, each main page shot in
 /// headless chromium. Run by `bash scripts/screenshots.sh`, which sets
 /// `DASHBOARD_SCREENSHOTS` to the directory; ignored otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,7 +396,7 @@ async fn screenshots() {
         )))
     });
     queue.listen("sync-payment", |n: u32, _| async move {
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             Err(JobError::fail(format!(
                 "payment {n}: gateway timeout after 30s"
             )))
@@ -511,6 +512,40 @@ async fn screenshots() {
     // from the workers' registry.
     tokio::time::sleep(queue_core::worker::BEAT_EVERY + Duration::from_secs(2)).await;
 
+    // A day of throughput history, as workers would have written it (the charts show the
+    // counts of the worker runs above in the current minute).
+    let now = std::time::SystemTime::now();
+    for ago in 1..60u64 {
+        let wave = ((ago as f64) / 7.0).sin().abs();
+        queue_core::stats::record(
+            queue.storage().as_ref(),
+            now - Duration::from_secs(60 * ago),
+            queue_core::stats::Tally {
+                processed: 40 + (wave * 80.0) as u64,
+                failed: u64::from(ago % 11 == 0) * 9 + u64::from(ago % 3 == 0),
+                starts: 50,
+                wait_ms: 50 * (200 + (wave * 900.0) as u64),
+            },
+        )
+        .await
+        .expect("history");
+    }
+    for ago in 1..24u64 {
+        let wave = ((ago as f64) / 4.0).sin().abs();
+        queue_core::stats::record(
+            queue.storage().as_ref(),
+            now - Duration::from_secs(3600 * ago),
+            queue_core::stats::Tally {
+                processed: 2000 + (wave * 4000.0) as u64,
+                failed: 10 + ago % 5 * 7,
+                starts: 2000,
+                wait_ms: 2000 * 400,
+            },
+        )
+        .await
+        .expect("history");
+    }
+
     let addr = serve(queue.clone()).await;
     let (_driver, client) = browser(&chromium, &chromedriver).await;
     let base = format!("http://{addr}/admin/jobs");
@@ -543,6 +578,12 @@ async fn screenshots() {
                 .goto(&format!("{base}{path}"))
                 .await
                 .expect("the page loads");
+            // The overview is taller: its charts are below the table.
+            let height = if path.is_empty() { 1500 } else { 900 };
+            client
+                .set_window_size(1200, height)
+                .await
+                .expect("the window is resized");
             // The overview's live table and the SSE status settle first.
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let png = client.screenshot().await.expect("a screenshot");

@@ -1664,3 +1664,73 @@ async fn actions_are_audited_and_compositions_have_pages() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn the_overview_charts_what_the_workers_ended() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        queue.listen("charted", |n: u32, _| async move {
+            if n.is_multiple_of(4) {
+                Err(queue_core::JobError::fail("no"))
+            } else {
+                Ok(())
+            }
+        });
+        for n in 1..=8u32 {
+            queue
+                .dispatch_named("charted", serde_json::json!(n))
+                .on_queue("charts")
+                .tries(1)
+                .await
+                .expect("dispatched");
+        }
+        for n in 0..3 {
+            dispatch(&queue, "mail", n).await;
+        }
+        // The worker adds its counts to the history when it stops.
+        queue
+            .worker(
+                queue_core::WorkerOptions::default()
+                    .queues(["charts"])
+                    .stop_when_empty(),
+            )
+            .run()
+            .await
+            .expect("the worker runs");
+        let app = queue_dashboard::router(queue.clone());
+        let page = get(&app, "/").await;
+        assert_eq!(page.status, StatusCode::OK, "{name}");
+        assert!(
+            page.body.contains(
+                "Last hour: <span class=\"processed\">6</span> succeeded, <span class=\"failed\">2</span> failed"
+            ),
+            "{name}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains("Last day: 6 succeeded, 2 failed"),
+            "{name}"
+        );
+        assert_eq!(
+            page.body.matches("<svg class=\"chart\"").count(),
+            2,
+            "{name}"
+        );
+        assert!(
+            page.body.contains("UTC: 6 succeeded, 2 failed, mean wait"),
+            "{name}: the current minute's bar is titled with its numbers"
+        );
+        assert!(
+            page.body.contains("Backlog: 3 waiting"),
+            "{name}: {}",
+            page.body
+        );
+    }
+    if let Some(queue) = common::memcached().await {
+        let app = queue_dashboard::router(queue);
+        let page = get(&app, "/").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.body.contains("group counters"), "{}", page.body);
+        assert!(!page.body.contains("<svg class=\"chart\""));
+    }
+}

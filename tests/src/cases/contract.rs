@@ -966,28 +966,39 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
         );
     }
     let scope = unique("stats");
-    let at = |minute: u64| {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 20_000 + minute * 60)
-    };
+    let at =
+        |minute: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 20_000 + minute * 60);
     let tally = |processed: u64| Tally {
         processed,
         failed: processed / 2,
         starts: processed,
         wait_ms: processed * 10,
     };
-    record_in(store.as_ref(), &scope, at(0), tally(3)).await.unwrap();
-    record_in(store.as_ref(), &scope, at(0), tally(2)).await.unwrap();
-    record_in(store.as_ref(), &scope, at(1), tally(4)).await.unwrap();
+    record_in(store.as_ref(), &scope, at(0), tally(3))
+        .await
+        .unwrap();
+    record_in(store.as_ref(), &scope, at(0), tally(2))
+        .await
+        .unwrap();
+    record_in(store.as_ref(), &scope, at(1), tally(4))
+        .await
+        .unwrap();
     let h = history_in(store.as_ref(), &scope, at(1)).await.unwrap();
     assert_eq!((h.minutes[58].processed, h.minutes[58].failed), (5, 2));
     assert_eq!(h.minutes[58].mean_wait(), Some(Duration::from_millis(10)));
     assert_eq!((h.minutes[59].processed, h.hours[23].processed), (4, 9));
-    record_in(store.as_ref(), &scope, at(60), tally(7)).await.unwrap();
+    record_in(store.as_ref(), &scope, at(60), tally(7))
+        .await
+        .unwrap();
     let h = history_in(store.as_ref(), &scope, at(60)).await.unwrap();
     assert_eq!(h.minutes[59].processed, 7, "minute 0's slot was cleared");
     assert_eq!((h.hours[22].processed, h.hours[23].processed), (9, 7));
-    record_in(store.as_ref(), &scope, at(24 * 60), tally(1)).await.unwrap();
-    let h = history_in(store.as_ref(), &scope, at(24 * 60)).await.unwrap();
+    record_in(store.as_ref(), &scope, at(24 * 60), tally(1))
+        .await
+        .unwrap();
+    let h = history_in(store.as_ref(), &scope, at(24 * 60))
+        .await
+        .unwrap();
     assert_eq!(h.hours[23].processed, 1, "hour 0's slot was cleared");
     let writers = (0..4).map(|_| {
         let (store, scope) = (store.clone(), scope.clone());
@@ -1002,7 +1013,12 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
     for writer in writers {
         writer.await.unwrap();
     }
-    let h = history_in(store.as_ref(), &scope, at(24 * 60 + 2)).await.unwrap();
-    assert_eq!(h.minutes[59].processed, 20, "4 writers at once lose nothing");
+    let h = history_in(store.as_ref(), &scope, at(24 * 60 + 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.minutes[59].processed, 20,
+        "4 writers at once lose nothing"
+    );
     assert_eq!(h.hours[23].processed, 21);
 }

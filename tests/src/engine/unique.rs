@@ -276,16 +276,13 @@ pub async fn engine_debounce_max_wait(store: Store) {
     }
     let log = recorder(&queue, "capped");
     let track = store.track().unwrap();
-    let due = |id: queue_core::JobId| {
-        let track = track;
-        async move {
-            track
-                .job(&id)
-                .await
-                .unwrap()
-                .expect("the job is queued")
-                .due_at
-        }
+    let due = |id: queue_core::JobId| async move {
+        track
+            .job(&id)
+            .await
+            .unwrap()
+            .expect("the job is queued")
+            .due_at
     };
     let before = SystemTime::now();
     let id = dispatch(1).await.unwrap().into_id();
