@@ -44,6 +44,7 @@ pub struct PendingDispatch {
     retry_until: Option<Duration>,
     fail_on_timeout: bool,
     lock: Option<String>,
+    lock_retry: Option<Duration>,
     unique: Option<UniqueJob>,
     limit: Option<JobLimit>,
     encrypted: bool,
@@ -72,6 +73,8 @@ pub(crate) struct Template {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lock: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    lock_retry_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     limit: Option<JobLimit>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     encrypted: bool,
@@ -93,6 +96,7 @@ impl Clone for PendingDispatch {
             retry_until: self.retry_until,
             fail_on_timeout: self.fail_on_timeout,
             lock: self.lock.clone(),
+            lock_retry: self.lock_retry,
             unique: self.unique.clone(),
             limit: self.limit.clone(),
             encrypted: self.encrypted,
@@ -180,6 +184,9 @@ impl PendingDispatch {
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             lock: self.lock.clone(),
+            lock_retry_ms: self
+                .lock_retry
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             limit: self.limit.clone(),
             encrypted: self.encrypted,
         })
@@ -198,6 +205,7 @@ impl PendingDispatch {
             retry_until: None,
             fail_on_timeout: false,
             lock: template.lock,
+            lock_retry: template.lock_retry_ms.map(Duration::from_millis),
             unique: None,
             limit: template.limit,
             encrypted: template.encrypted,
@@ -296,6 +304,7 @@ impl PendingDispatch {
             retry_until: None,
             fail_on_timeout: false,
             lock: None,
+            lock_retry: None,
             unique: None,
             limit: None,
             encrypted: false,
@@ -330,6 +339,31 @@ impl PendingDispatch {
     pub fn without_overlapping(self) -> Self {
         let key = self.name.clone();
         self.without_overlapping_key(key)
+    }
+
+    /// For a job [`without_overlapping`](Self::without_overlapping): while another job holds
+    /// its key's lock, it goes back for `delay` (Laravel's `releaseAfter`) instead of the
+    /// worker's [`lock_retry`](crate::WorkerOptions::lock_retry) (500 ms by default), no
+    /// attempt counted. A job whose key is busy for minutes then looks again every `delay`,
+    /// not twice a second. (Laravel's `expireAfter` has no counterpart: the lock lives with
+    /// the job's lease, so a crashed worker's lock is free when its lease runs out.)
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use std::time::Duration;
+    /// use queue_core::Queue;
+    ///
+    /// let queue = Queue::connect("memory://").await?;
+    /// queue
+    ///     .dispatch_named("sync-account", serde_json::json!({ "account": 7 }))
+    ///     .without_overlapping_key("account:7")
+    ///     .release_after(Duration::from_secs(10))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn release_after(mut self, delay: Duration) -> Self {
+        self.lock_retry = Some(delay);
+        self
     }
 
     /// Like [`without_overlapping`](Self::without_overlapping) with a key you choose (for
@@ -591,6 +625,9 @@ impl PendingDispatch {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             fail_on_timeout: self.fail_on_timeout,
             lock: self.lock,
+            lock_retry_ms: self
+                .lock_retry
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             dispatched_at,
             due_at: match self.available {
                 crate::storage::Availability::Now => None,

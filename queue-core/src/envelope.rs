@@ -73,6 +73,10 @@ pub struct Envelope {
     /// The `without_overlapping` lock key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<String>,
+    /// How long the job goes back for while its lock is held, in ms (Laravel's
+    /// `releaseAfter`); the worker's `lock_retry` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_retry_ms: Option<u64>,
     /// When it was dispatched, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub dispatched_at: i64,
@@ -345,6 +349,7 @@ mod tests {
             retry_until_ms: None,
             fail_on_timeout: false,
             lock: None,
+            lock_retry_ms: None,
             due_at: None,
             trace: None,
             dispatched_at: 5,
@@ -401,6 +406,7 @@ mod versions {
             retry_until_ms: None,
             fail_on_timeout: false,
             lock: None,
+            lock_retry_ms: None,
             due_at: None,
             trace: None,
             dispatched_at: 5,

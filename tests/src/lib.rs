@@ -135,6 +135,7 @@ macro_rules! conformance {
             engine_panicking_job_is_a_failed_attempt,
             engine_timeout_cancels_job,
             engine_without_overlapping,
+            engine_without_overlapping_release_after,
             engine_dead_worker_costs_an_attempt,
             engine_late_reservation_taken_by_another_is_not_run,
             engine_late_reservation_still_held_runs_once,

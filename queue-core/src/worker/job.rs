@@ -490,8 +490,11 @@ async fn run_decoded(
         match shared.storage.lock(key, &lease.token, length).await {
             Ok(true) => locks.push((key.clone(), locking + length)),
             Ok(false) => {
-                debug!(job = %envelope.name, id = %lease.job_id, lock = %key, "lock held: putting the job back");
-                return release(job, envelope.name, shared.options.lock_retry);
+                let retry = envelope
+                    .lock_retry_ms
+                    .map_or(shared.options.lock_retry, Duration::from_millis);
+                debug!(job = %envelope.name, id = %lease.job_id, lock = %key, retry = ?retry, "lock held: putting the job back");
+                return release(job, envelope.name, retry);
             }
             Err(e) => {
                 warn!(error = %e, lock = %key, "could not take lock: putting the job back");

@@ -824,3 +824,50 @@ pub async fn engine_late_reservation_still_held_runs_once(store: Store) {
     assert_eq!((summary.processed, summary.failed), (1, 0));
     assert_eq!(store.inspect().unwrap().size(&q).await.unwrap().total(), 0);
 }
+
+/// `.release_after(d)` (Laravel's `releaseAfter`): two jobs of one key with a worker of two
+/// slots; the one that finds the lock held goes back once, for its own 1.5 s rather than
+/// the worker's 50 ms `lock_retry`, and runs after the other ended; no attempt counted.
+pub async fn engine_without_overlapping_release_after(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let starts: Arc<Mutex<Vec<(std::time::Instant, u32)>>> = Arc::default();
+    let log = starts.clone();
+    queue.listen("sync-account", move |_: serde_json::Value, ctx| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .push((std::time::Instant::now(), ctx.attempt()));
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            Ok(())
+        }
+    });
+    let key = unique("account-lock");
+    for _ in 0..2 {
+        queue
+            .dispatch_named("sync-account", json!({}))
+            .on_queue(q.as_str())
+            .without_overlapping_key(key.clone())
+            .release_after(Duration::from_millis(1500))
+            .await
+            .unwrap();
+    }
+    let summary = run_worker(&queue, test_options(&[&q]).concurrency(2).prefetch(0)).await;
+    assert_eq!(summary.processed, 2, "{summary:?}");
+    assert_eq!(
+        summary.released, 1,
+        "put back once for 1.5 s, not every 50 ms: {summary:?}"
+    );
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 2);
+    assert!(
+        starts.iter().all(|(_, attempt)| *attempt == 1),
+        "{starts:?}"
+    );
+    let gap = starts[1].0 - starts[0].0;
+    assert!(
+        gap >= Duration::from_millis(1300),
+        "the second started {gap:?} after the first: it waited its release_after"
+    );
+}
