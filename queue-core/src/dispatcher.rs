@@ -475,10 +475,7 @@ impl Counters {
 
     /// A counter's value (0 when missing).
     pub(crate) fn get(&self, name: &str) -> i64 {
-        self.0
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v)
+        crate::storage::counter(&self.0, name)
     }
 
     /// A counter as a count (0 when missing or below zero).

@@ -32,7 +32,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::storage::{unix_millis, Effect, Guard, Storage, StorageExt};
+use crate::storage::{counter, unix_millis, Effect, Guard, Storage, StorageExt};
 
 /// What a worker counted over a span: jobs ended, failed for good, and first starts with
 /// the sum of their waits.
@@ -127,13 +127,6 @@ impl Ring {
 
 /// How many times a slot taken over by another worker is read again.
 const TRIES: usize = 5;
-
-fn counter(counters: &[(String, i64)], name: &str) -> i64 {
-    counters
-        .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, v)| *v)
-}
 
 fn amount(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX / 4)

@@ -93,6 +93,15 @@ pub use settle::{
     SettleReply, Settled, WaitingJob, MAX_VALUE,
 };
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
+
+/// The value of the counter `name` among a group's `counters` (0 when missing, as a store
+/// reads a counter it never wrote).
+pub(crate) fn counter(counters: &[(String, i64)], name: &str) -> i64 {
+    counters
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(0, |(_, v)| *v)
+}
 pub use types::{
     Availability, Backlog, Cancellation, FailedJob, JobId, JobState, JobSummary, Lease, NewJob,
     Page, PageRequest, Pushed, QueueSize, RecordKey, ReserveRequest, Reserved, Unique, Until,

@@ -13,7 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::limit::{JobLimit, Limit, RateLimit};
-use crate::storage::{unix_millis, Effect, Guard, Reserved, Storage, StorageExt};
+use crate::storage::{counter, unix_millis, Effect, Guard, Reserved, Storage, StorageExt};
 
 /// How many times a compare-and-set lost to another worker is tried again before the job is
 /// put back for a moment instead.
@@ -45,13 +45,6 @@ const EARLY: i64 = 5;
 
 fn now_ms() -> i64 {
     unix_millis(SystemTime::now())
-}
-
-fn counter(counters: &[(String, i64)], name: &str) -> i64 {
-    counters
-        .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, v)| *v)
 }
 
 fn millis(ms: i64) -> Duration {
