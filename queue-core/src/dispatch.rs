@@ -535,6 +535,13 @@ impl PendingDispatch {
     /// Encodes the job as it will be stored (with its unique claim, if any), checking the
     /// payload size.
     pub fn into_new_job(self, settings: &QueueSettings) -> Result<NewJob> {
+        if self.max_wait.is_some() {
+            return Err(Error::Config(format!(
+                "job `{}`: a debounce's max_wait needs a dispatch of its own (`.await`): it \
+                 reads the queued job before it replaces it, which dispatch_many cannot",
+                self.name
+            )));
+        }
         let unique = match &self.unique {
             // An encrypted job's key is made of its data, and a key made of a secret field
             // holds its value: the store sees a stand-in.
@@ -689,6 +696,7 @@ impl PendingDispatch {
         let mut first = self.clone();
         first.via = Some(dispatcher.clone());
         first.burst = Some(now);
+        first.max_wait = None;
         first.available = Availability::After(wait.min(max_wait));
         first.unique = first.unique.take().map(|u| u.on_conflict(OnConflict::Skip));
         let holder = match first.send_once().await? {
@@ -714,6 +722,7 @@ impl PendingDispatch {
             .max(now);
         self.via = Some(dispatcher);
         self.burst = Some(began);
+        self.max_wait = None;
         self.available = Availability::At(
             SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(at).unwrap_or(0)),
         );

@@ -261,6 +261,12 @@ pub async fn engine_debounce_max_wait(store: Store) {
         matches!(&err, Error::Config(text) if text.contains("debounce")),
         "{err:?}"
     );
+    // dispatch_many pushes in one step and cannot read the queued job first: refused.
+    let err = queue.dispatch_many([dispatch(0)]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(text) if text.contains("dispatch_many")),
+        "{err:?}"
+    );
     if !store.capabilities().replace {
         if store.capabilities().claims {
             let err = dispatch(1).await.unwrap_err();
