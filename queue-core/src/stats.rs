@@ -34,8 +34,107 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, Result};
 use crate::storage::{counter, unix_millis, Effect, Guard, Storage, StorageExt};
 
+/// The upper bounds of the wait buckets, in ms: a wait is counted in the first bucket whose
+/// bound it does not exceed, a longer one in one more bucket after the last
+/// ([`WAIT_BUCKETS`] in all). From 10 ms to 30 min, about three buckets a decade.
+pub const WAIT_BOUNDS_MS: [u64; 14] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 1_800_000,
+];
+
+/// How many wait buckets a [`Waits`] has: one per bound and one for longer waits.
+pub const WAIT_BUCKETS: usize = WAIT_BOUNDS_MS.len() + 1;
+
+/// How many first starts waited how long, by bucket ([`WAIT_BOUNDS_MS`]): what the wait
+/// percentiles are estimated from, as Prometheus's `histogram_quantile` does.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::stats::Waits;
+///
+/// let mut waits = Waits::default();
+/// for ms in [3, 4, 5, 6, 7, 8, 9, 40, 45, 2_000] {
+///     waits.add(Duration::from_millis(ms));
+/// }
+/// assert_eq!(waits.total(), 10);
+/// // Half the starts waited at most 10 ms, 9 in 10 at most 50 ms, all of them at most 2.5 s.
+/// assert!(waits.quantile(0.5).unwrap() <= Duration::from_millis(10));
+/// assert!(waits.quantile(0.9).unwrap() <= Duration::from_millis(50));
+/// assert!(waits.quantile(0.99).unwrap() > Duration::from_millis(1_000));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waits(pub [u64; WAIT_BUCKETS]);
+
+impl Waits {
+    /// The bucket a wait of `ms` falls in.
+    pub fn bucket(ms: u64) -> usize {
+        WAIT_BOUNDS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(WAIT_BOUNDS_MS.len())
+    }
+
+    /// Counts one start that waited `wait`.
+    pub fn add(&mut self, wait: Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.0[Self::bucket(ms)] += 1;
+    }
+
+    /// How many starts it counts.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Both counts added, bucket by bucket.
+    pub fn merged(mut self, other: &Waits) -> Waits {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine = mine.saturating_add(theirs);
+        }
+        self
+    }
+
+    /// The wait that a share `q` (0 to 1) of the starts did not exceed, estimated by linear
+    /// interpolation within its bucket (the lower bound of the last bucket, which has no
+    /// upper one); `None` when no start was counted. Accurate to a bucket's width.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, n) in self.0.iter().enumerate() {
+            if *n == 0 || ((below + n) as f64) < rank {
+                below += n;
+                continue;
+            }
+            let lower = if i == 0 { 0 } else { WAIT_BOUNDS_MS[i - 1] };
+            let Some(upper) = WAIT_BOUNDS_MS.get(i) else {
+                return Some(Duration::from_millis(lower));
+            };
+            let within = ((rank - below as f64) / *n as f64).clamp(0.0, 1.0);
+            let ms = lower as f64 + (upper - lower) as f64 * within;
+            return Some(Duration::from_millis(ms.round() as u64));
+        }
+        WAIT_BOUNDS_MS.last().map(|ms| Duration::from_millis(*ms))
+    }
+
+    /// `self - earlier`, bucket by bucket, each at least 0.
+    fn since(&self, earlier: &Waits) -> Waits {
+        let mut out = *self;
+        for (mine, theirs) in out.0.iter_mut().zip(earlier.0) {
+            *mine = mine.saturating_sub(theirs);
+        }
+        out
+    }
+}
+
+/// The counter name of wait bucket `i` in a history slot.
+fn bucket_name(i: usize) -> String {
+    format!("w{i}")
+}
+
 /// What a worker counted over a span: jobs ended, failed for good, and first starts with
-/// the sum of their waits.
+/// the sum of their waits and how they spread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Jobs that succeeded.
@@ -46,6 +145,8 @@ pub struct Tally {
     pub starts: u64,
     /// Their waits from dispatch (or due time) to start, summed, in ms.
     pub wait_ms: u64,
+    /// Their waits by bucket.
+    pub waits: Waits,
 }
 
 impl Tally {
@@ -60,6 +161,7 @@ impl Tally {
             failed: self.failed.saturating_sub(earlier.failed),
             starts: self.starts.saturating_sub(earlier.starts),
             wait_ms: self.wait_ms.saturating_sub(earlier.wait_ms),
+            waits: self.waits.since(&earlier.waits),
         }
     }
 }
@@ -77,12 +179,44 @@ pub struct Point {
     pub starts: u64,
     /// Their waits summed, in ms.
     pub wait_ms: u64,
+    /// Their waits by bucket.
+    pub waits: Waits,
 }
 
 impl Point {
     /// The mean wait from dispatch to start of the jobs that started in it.
     pub fn mean_wait(&self) -> Option<Duration> {
         (self.starts > 0).then(|| Duration::from_millis(self.wait_ms / self.starts))
+    }
+
+    /// The wait a share `q` of the jobs that started in it did not exceed
+    /// ([`Waits::quantile`]): `wait_quantile(0.95)` is the p95.
+    pub fn wait_quantile(&self, q: f64) -> Option<Duration> {
+        self.waits.quantile(q)
+    }
+
+    /// The points added together, at the first one's time: an hour of minutes, a day of
+    /// hours.
+    pub fn sum(points: &[Point]) -> Option<Point> {
+        let first = points.first()?;
+        Some(points.iter().fold(
+            Point {
+                at: first.at,
+                processed: 0,
+                failed: 0,
+                starts: 0,
+                wait_ms: 0,
+                waits: Waits::default(),
+            },
+            |acc, p| Point {
+                at: acc.at,
+                processed: acc.processed + p.processed,
+                failed: acc.failed + p.failed,
+                starts: acc.starts + p.starts,
+                wait_ms: acc.wait_ms + p.wait_ms,
+                waits: acc.waits.merged(&p.waits),
+            },
+        ))
     }
 }
 
@@ -172,7 +306,7 @@ pub async fn record_in(
                     -counter(&counters, name)
                 }
             };
-            let deltas = vec![
+            let mut deltas = vec![
                 (
                     "processed".to_owned(),
                     clear("processed") + amount(tally.processed),
@@ -184,6 +318,20 @@ pub async fn record_in(
                     clear("wait_ms") + amount(tally.wait_ms),
                 ),
             ];
+            // Only the buckets that change: a slot's buckets are mostly empty.
+            deltas.extend(
+                tally
+                    .waits
+                    .0
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let name = bucket_name(i);
+                        let delta = clear(&name) + amount(*n);
+                        (name, delta)
+                    })
+                    .filter(|(_, delta)| *delta != 0),
+            );
             let effects = vec![Effect::Count {
                 group: group.clone(),
                 deltas,
@@ -247,6 +395,7 @@ pub async fn history_in(storage: &dyn Storage, scope: &str, now: SystemTime) -> 
                     failed: get("failed"),
                     starts: get("starts"),
                     wait_ms: get("wait_ms"),
+                    waits: Waits(std::array::from_fn(|i| get(&bucket_name(i)))),
                 }
             })
             .collect();
@@ -285,11 +434,14 @@ mod tests {
     }
 
     fn tally(processed: u64, failed: u64) -> Tally {
+        let mut waits = Waits::default();
+        waits.0[Waits::bucket(100)] = processed;
         Tally {
             processed,
             failed,
             starts: processed,
             wait_ms: processed * 100,
+            waits,
         }
     }
 
@@ -305,6 +457,7 @@ mod tests {
         assert_eq!((h.minutes[58].processed, h.minutes[58].failed), (5, 1));
         assert_eq!(h.minutes[59].processed, 4);
         assert_eq!(h.minutes[58].mean_wait(), Some(Duration::from_millis(100)));
+        assert_eq!(h.minutes[58].waits.total(), 5, "the buckets add up too");
         assert_eq!(h.hours[23].processed, 9, "the hour holds both minutes");
         assert!(h.minutes[..58].iter().all(|p| p.processed == 0));
         // An hour later minute 0's slot is minute 60's: the old counts are gone from it;
@@ -330,6 +483,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(history(&storage, at(24 * 60)).await.unwrap(), h);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_a_bucket() {
+        let mut waits = Waits::default();
+        assert_eq!(waits.quantile(0.5), None, "no start, no percentile");
+        // 100 starts spread evenly over (100 ms, 250 ms]: the bucket's width.
+        waits.0[Waits::bucket(200)] = 100;
+        assert_eq!(waits.quantile(0.5), Some(Duration::from_millis(175)));
+        assert_eq!(waits.quantile(1.0), Some(Duration::from_millis(250)));
+        // 900 more at most 10 ms: the median moves into the first bucket, the p99 stays
+        // in the 250 ms one.
+        waits.0[0] = 900;
+        assert_eq!(waits.quantile(0.5), Some(Duration::from_millis(6)));
+        assert_eq!(waits.quantile(0.95), Some(Duration::from_millis(175)));
+        // Longer than the last bound: the bound, the most the buckets can tell.
+        let mut long = Waits::default();
+        long.add(Duration::from_secs(7_200));
+        assert_eq!(long.quantile(0.5), Some(Duration::from_millis(1_800_000)));
+        assert_eq!(Waits::bucket(10), 0);
+        assert_eq!(Waits::bucket(11), 1);
+        assert_eq!(Waits::bucket(u64::MAX), WAIT_BUCKETS - 1);
+    }
+
+    #[tokio::test]
+    async fn buckets_are_cleared_with_their_slot() {
+        let storage = MemoryStorage::new();
+        let mut slow = Tally {
+            starts: 1,
+            wait_ms: 60_000,
+            ..Tally::default()
+        };
+        slow.waits.add(Duration::from_secs(60));
+        record(&storage, at(0), slow).await.unwrap();
+        let mut fast = Tally {
+            starts: 1,
+            wait_ms: 5,
+            ..Tally::default()
+        };
+        fast.waits.add(Duration::from_millis(5));
+        record(&storage, at(60), fast).await.unwrap();
+        let h = history(&storage, at(60)).await.unwrap();
+        let last = h.minutes[59];
+        assert_eq!(last.waits.total(), 1, "minute 0's slow start left the slot");
+        assert_eq!(last.wait_quantile(0.99), Some(Duration::from_millis(10)));
+        let hour = Point::sum(&h.hours).unwrap();
+        assert_eq!(hour.waits.total(), 2, "the day keeps both");
+        assert_eq!(hour.starts, 2);
     }
 
     #[tokio::test]

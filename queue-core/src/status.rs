@@ -276,6 +276,29 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
+    /// The status as JSON, times in Unix milliseconds: what `runall job ID --json` prints
+    /// and the dashboard's `api/jobs/{id}` answers.
+    pub fn to_json(&self) -> serde_json::Value {
+        let millis = |t: Option<SystemTime>| t.map(crate::storage::unix_millis);
+        serde_json::json!({
+            "id": self.id.0,
+            "state": self.state,
+            "queue": self.queue,
+            "name": self.name,
+            "attempts": self.attempts,
+            "progress": self.progress,
+            "output": self.output,
+            "error": self.error,
+            "unique_key": self.unique_key,
+            "due_at": millis(self.due_at),
+            "dispatched_at": millis(self.dispatched_at),
+            "started_at": millis(self.started_at),
+            "finished_at": millis(self.finished_at),
+            "cancel_requested": self.cancel_requested,
+            "group": self.group,
+        })
+    }
+
     fn live(summary: JobSummary, progress: Option<Progress>, cancel_requested: bool) -> Self {
         let group = Group::of_payload(&summary.payload);
         let state = match summary.state {

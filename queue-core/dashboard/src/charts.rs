@@ -1,5 +1,6 @@
 //! The overview's throughput charts: jobs succeeded and failed by minute over the last hour
-//! and by hour over the last day, the mean wait from dispatch to start, and how long the
+//! and by hour over the last day, the wait from dispatch to start (mean, p50, p95 and p99,
+//! estimated from the history's buckets), and how long the
 //! waiting jobs take at the recent rate. Read from the history the workers write
 //! ([`queue_core::stats`]) when the page loads, at most once every [`REUSE`] per dashboard
 //! (the workers add to it every 10 s).
@@ -53,13 +54,20 @@ fn clock(t: SystemTime) -> String {
     format!("{:02}:{:02}", s / 3600 % 24, s / 60 % 60)
 }
 
-fn mean_wait(points: &[Point]) -> Option<Duration> {
-    let starts: u64 = points.iter().map(|p| p.starts).sum();
-    let wait: u64 = points.iter().map(|p| p.wait_ms).sum();
-    (starts > 0).then(|| Duration::from_millis(wait / starts))
+/// The waits of `points` together: mean, p50, p95 and p99, or "no starts".
+fn waits_text(points: &[Point]) -> Markup {
+    let Some(all) = Point::sum(points).filter(|p| p.starts > 0) else {
+        return html! { span.wait { "no starts" } };
+    };
+    html! {
+        span.wait { (wait_text(all.mean_wait())) } " mean, "
+        span.p50 { (wait_text(all.wait_quantile(0.5))) } " p50, "
+        span.p95 { (wait_text(all.wait_quantile(0.95))) } " p95, "
+        span.p99 { (wait_text(all.wait_quantile(0.99))) } " p99"
+    }
 }
 
-fn wait_text(wait: Option<Duration>) -> String {
+pub(crate) fn wait_text(wait: Option<Duration>) -> String {
     match wait {
         Some(w) if w < Duration::from_secs(1) => format!("{} ms", w.as_millis()),
         Some(w) if w < Duration::from_secs(120) => format!("{:.1} s", w.as_secs_f64()),
@@ -91,8 +99,8 @@ fn chart(points: &[Point], label_every: usize, what: &str) -> Markup {
                 @let bad = scale(p.failed);
                 g {
                     title {
-                        (clock(p.at)) " UTC: " (p.processed) " succeeded, " (p.failed) " failed, mean wait "
-                        (wait_text(p.mean_wait()))
+                        (clock(p.at)) " UTC: " (p.processed) " succeeded, " (p.failed) " failed, wait "
+                        (wait_text(p.mean_wait())) " mean, " (wait_text(p.wait_quantile(0.95))) " p95"
                     }
                     rect.hit x=(format!("{x:.1}")) y="0" width=(format!("{bar:.1}")) height=(H) {}
                     @if p.processed > 0 {
@@ -170,18 +178,18 @@ pub(crate) fn section(history: &Result<History, QueueError>, waiting: Option<u64
             h2 { "Throughput" }
             p.summary #history-hour {
                 "Last hour: " span.processed { (hour_done) } " succeeded, "
-                span.failed { (hour_failed) } " failed; mean wait from dispatch to start "
-                span.wait { (wait_text(mean_wait(&history.minutes))) } "."
+                span.failed { (hour_failed) } " failed; wait from dispatch to start "
+                (waits_text(&history.minutes)) "."
             }
             (eta(history, waiting))
             (chart(&history.minutes, 10, "Jobs ended by minute, last hour"))
             p.summary #history-day {
-                "Last day: " (day_done) " succeeded, " (day_failed) " failed; mean wait "
-                (wait_text(mean_wait(&history.hours))) "."
+                "Last day: " (day_done) " succeeded, " (day_failed) " failed; wait "
+                (waits_text(&history.hours)) "."
             }
             (chart(&history.hours, 4, "Jobs ended by hour, last day"))
             p.note {
-                "Blue: succeeded; red: failed for good. By minute and by hour, UTC, from what each worker adds every 10 s; read at most every 5 s."
+                "Blue: succeeded; red: failed for good. By minute and by hour, UTC, from what each worker adds every 10 s; read at most every 5 s. Percentiles are estimated from buckets (10 ms to 30 min, about three a decade): each is accurate to its bucket."
             }
         }
     }

@@ -71,7 +71,7 @@
 //!
 //! | URL (relative to the mount point) | what it shows |
 //! |---|---|
-//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count; the live workers and their busy slots (refreshed live over `events`); the throughput history charted by minute and hour ([`queue_core::stats`]), the mean wait from dispatch to start, and the backlog's ETA |
+//! | `` (the overview) | each queue's waiting, delayed and running jobs and whether it is paused, with pause and resume buttons; the failed count; the live workers and their busy slots (refreshed live over `events`); the throughput history charted by minute and hour ([`queue_core::stats`]), the wait from dispatch to start (mean, p50, p95, p99), and the backlog's ETA |
 //! | `queues/{queue}?state=waiting\|delayed\|running` | the queue's jobs in one state, 50 a page, by cursor (`after=`); with `name=` or `text=`, only those whose name or payload text contains it (any case), each page looking at 10,000 jobs at most from its point on |
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
@@ -83,6 +83,7 @@
 //! | `audit` | the actions asked of this dashboard process (the last 1,000), refused ones included, with who asked and what came of it; each is also a `tracing` event at `info` level, target `runall_dashboard::audit` |
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
+//! | `api/overview`, `api/history`, `api/jobs/{id}`, `api/workers`, `api/failed` | the JSON twins of the overview's numbers, its throughput history (by minute and hour, with the waits' mean, p50, p95 and p99), a job's status (`runall job ID --json`), the workers (`runall workers --json`) and a page of the failed store (payloads left out); errors are `{"error": ...}` with the page's status |
 //! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
 //! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at a scrape, and at most once every 5 s |
 //!
@@ -117,6 +118,7 @@
 //! SQLite and PostgreSQL but that running tab (about 150 ms with 333,000 jobs in the queue);
 //! `metrics` about 0.5 s and 0.8 s.
 
+mod api;
 mod assets;
 mod audit;
 mod auth;
@@ -179,6 +181,12 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
     };
     Router::new()
         .route("/", get(pages::overview))
+        .route("/api/overview", get(api::overview))
+        .route("/api/history", get(api::history))
+        .route("/api/jobs/{id}", get(api::job))
+        .route("/api/workers", get(api::workers))
+        .route("/api/failed", get(api::failed))
+        .route("/api/{*rest}", get(api::not_found))
         .route("/events", get(live::events))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(healthz))

@@ -497,8 +497,8 @@ pub(crate) async fn cancel(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct FailedQuery {
-    after: Option<String>,
-    limit: Option<usize>,
+    pub(crate) after: Option<String>,
+    pub(crate) limit: Option<usize>,
     notice: Option<String>,
 }
 

@@ -363,6 +363,16 @@ async fn checks(client: &Client, queue: &Queue, addr: SocketAddr) {
     );
 }
 
+/// `starts` waits spread around `mean_ms` (a quarter at half of it, half at it, a quarter at
+/// four times it), for the screenshots' history.
+fn waits(starts: u64, mean_ms: u64) -> queue_core::stats::Waits {
+    let mut waits = queue_core::stats::Waits::default();
+    for (share, ms) in [(4, mean_ms / 2), (2, mean_ms), (4, mean_ms * 4)] {
+        waits.0[queue_core::stats::Waits::bucket(ms)] += starts / share;
+    }
+    waits
+}
+
 fn waiting_cell() -> &'static str {
     "tr[data-queue=\"mail\"] td.waiting"
 }
@@ -525,6 +535,7 @@ async fn screenshots() {
                 failed: u64::from(ago % 11 == 0) * 9 + u64::from(ago % 3 == 0),
                 starts: 50,
                 wait_ms: 50 * (200 + (wave * 900.0) as u64),
+                waits: waits(50, 200 + (wave * 900.0) as u64),
             },
         )
         .await
@@ -540,6 +551,7 @@ async fn screenshots() {
                 failed: 10 + ago % 5 * 7,
                 starts: 2000,
                 wait_ms: 2000 * 400,
+                waits: waits(2000, 400),
             },
         )
         .await

@@ -1717,9 +1717,16 @@ async fn the_overview_charts_what_the_workers_ended() {
             "{name}"
         );
         assert!(
-            page.body.contains("UTC: 6 succeeded, 2 failed, mean wait"),
+            page.body.contains("UTC: 6 succeeded, 2 failed, wait"),
             "{name}: the current minute's bar is titled with its numbers"
         );
+        for p in ["p50", "p95", "p99"] {
+            assert!(
+                page.body.contains(&format!("<span class=\"{p}\">")),
+                "{name}: the hour's {p} wait: {}",
+                page.body
+            );
+        }
         assert!(
             page.body.contains("Backlog: 3 waiting"),
             "{name}: {}",
@@ -1732,5 +1739,121 @@ async fn the_overview_charts_what_the_workers_ended() {
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("group counters"), "{}", page.body);
         assert!(!page.body.contains("<svg class=\"chart\""));
+    }
+}
+
+#[tokio::test]
+async fn the_json_twins_answer_what_the_pages_show() {
+    let json = |body: &str| -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    };
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        queue.listen("twin", |n: u32, _| async move {
+            if n == 3 {
+                Err(queue_core::JobError::fail("three is bad"))
+            } else {
+                Ok(())
+            }
+        });
+        for n in 1..=4u32 {
+            queue
+                .dispatch_named("twin", serde_json::json!(n))
+                .on_queue("twins")
+                .tries(1)
+                .await
+                .expect("dispatched");
+        }
+        let waiting = dispatch(&queue, "twins-later", 1).await;
+        queue
+            .worker(
+                queue_core::WorkerOptions::default()
+                    .queues(["twins"])
+                    .stop_when_empty(),
+            )
+            .run()
+            .await
+            .expect("the worker runs");
+        let app = queue_dashboard::router(queue.clone());
+
+        let reply = get(&app, "/api/overview").await;
+        assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.body);
+        let overview = json(&reply.body);
+        assert_eq!(overview["driver"], name, "{name}");
+        let later = overview["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["name"] == "twins-later"))
+            .unwrap_or_else(|| panic!("{name}: {overview}"));
+        assert_eq!(
+            (&later["waiting"], &later["delayed"], &later["paused"]),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(0),
+                &serde_json::json!(false)
+            ),
+            "{name}: {overview}"
+        );
+        assert!(overview["failed"].as_u64() >= Some(1), "{name}: {overview}");
+
+        let history = json(&get(&app, "/api/history").await.body);
+        let hour = &history["last_hour"];
+        assert!(
+            hour["processed"].as_u64() >= Some(3) && hour["failed"].as_u64() >= Some(1),
+            "{name}: {hour}"
+        );
+        assert!(hour["wait_p95_ms"].is_u64(), "{name}: {hour}");
+        assert_eq!(history["minutes"].as_array().map(Vec::len), Some(60));
+        assert_eq!(history["hours"].as_array().map(Vec::len), Some(24));
+
+        let job = json(
+            &get(&app, &format!("/api/jobs/{}", enc(&waiting.0)))
+                .await
+                .body,
+        );
+        assert_eq!(
+            (&job["state"], &job["queue"]),
+            (
+                &serde_json::json!("pending"),
+                &serde_json::json!("twins-later")
+            ),
+            "{name}: {job}"
+        );
+        let missing = get(&app, "/api/jobs/no-such-job").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{name}");
+        assert!(json(&missing.body)["error"].is_string(), "{name}");
+
+        let failed = json(&get(&app, "/api/failed?limit=500").await.body);
+        let ours = failed["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|f| f["name"] == "twin"))
+            .unwrap_or_else(|| panic!("{name}: {failed}"));
+        assert_eq!(ours["error"], "three is bad", "{name}: {ours}");
+        assert!(
+            ours.get("payload").is_none(),
+            "{name}: no payload in a list"
+        );
+
+        let workers = get(&app, "/api/workers").await;
+        assert_eq!(workers.status, StatusCode::OK, "{name}");
+        assert!(json(&workers.body).is_array(), "{name}");
+
+        let nothing = get(&app, "/api/nothing-here").await;
+        assert_eq!(nothing.status, StatusCode::NOT_FOUND, "{name}");
+        assert!(json(&nothing.body)["error"].is_string(), "{name}");
+    }
+    if let Some(queue) = common::memcached().await {
+        let app = queue_dashboard::router(queue);
+        let reply = get(&app, "/api/history").await;
+        assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{}", reply.body);
+        let body = json(&reply.body);
+        assert_eq!(body["unsupported"], true, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("memcached")),
+            "{body}"
+        );
+        let overview = json(&get(&app, "/api/overview").await.body);
+        assert_eq!(overview["driver"], "memcached", "{overview}");
     }
 }

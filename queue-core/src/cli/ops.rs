@@ -689,7 +689,7 @@ pub(crate) async fn show_job(
         });
     };
     if json {
-        let _ = writeln!(out, "{}", status_json(&status));
+        let _ = writeln!(out, "{}", status.to_json());
         return Ok(());
     }
     let when = |t: Option<SystemTime>| t.map(|t| humantime::format_rfc3339_seconds(t).to_string());
@@ -746,27 +746,6 @@ pub(crate) async fn show_job(
         let _ = writeln!(out, "{label:<12} {value}");
     }
     Ok(())
-}
-
-fn status_json(status: &crate::JobStatus) -> serde_json::Value {
-    let millis = |t: Option<SystemTime>| t.map(crate::storage::unix_millis);
-    serde_json::json!({
-        "id": status.id.0,
-        "state": status.state,
-        "queue": status.queue,
-        "name": status.name,
-        "attempts": status.attempts,
-        "progress": status.progress,
-        "output": status.output,
-        "error": status.error,
-        "unique_key": status.unique_key,
-        "due_at": millis(status.due_at),
-        "dispatched_at": millis(status.dispatched_at),
-        "started_at": millis(status.started_at),
-        "finished_at": millis(status.finished_at),
-        "cancel_requested": status.cancel_requested,
-        "group": status.group,
-    })
 }
 
 /// `runall cancel ID`.

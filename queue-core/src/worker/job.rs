@@ -774,11 +774,11 @@ async fn run(
             if job.attempts == 1 {
                 let waited = envelope.waited(started_at);
                 if let Some(waited) = waited {
+                    let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX / 4);
                     shared.counters.starts.fetch_add(1, Ordering::Relaxed);
-                    shared.counters.wait_ms.fetch_add(
-                        u64::try_from(waited.as_millis()).unwrap_or(u64::MAX / 4),
-                        Ordering::Relaxed,
-                    );
+                    shared.counters.wait_ms.fetch_add(ms, Ordering::Relaxed);
+                    shared.counters.waits[crate::stats::Waits::bucket(ms)]
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 metrics::wait(shared, &lease.queue, &name, waited);
             }

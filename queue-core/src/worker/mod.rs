@@ -317,6 +317,8 @@ struct Counters {
     /// history's latency, [`crate::stats`]).
     starts: AtomicU64,
     wait_ms: AtomicU64,
+    /// Those waits by bucket ([`crate::stats::WAIT_BOUNDS_MS`]).
+    waits: [AtomicU64; crate::stats::WAIT_BUCKETS],
 }
 
 impl Counters {
@@ -327,6 +329,9 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             starts: self.starts.load(Ordering::Relaxed),
             wait_ms: self.wait_ms.load(Ordering::Relaxed),
+            waits: crate::stats::Waits(std::array::from_fn(|i| {
+                self.waits[i].load(Ordering::Relaxed)
+            })),
         }
     }
 }

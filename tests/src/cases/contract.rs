@@ -968,11 +968,18 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
     let scope = unique("stats");
     let at =
         |minute: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(86_400 * 20_000 + minute * 60);
-    let tally = |processed: u64| Tally {
-        processed,
-        failed: processed / 2,
-        starts: processed,
-        wait_ms: processed * 10,
+    let tally = |processed: u64| {
+        let mut waits = queue_core::stats::Waits::default();
+        // All but one waited 10 ms; one waited a minute.
+        waits.0[0] = processed - 1;
+        waits.add(Duration::from_secs(60));
+        Tally {
+            processed,
+            failed: processed / 2,
+            starts: processed,
+            wait_ms: processed * 10,
+            waits,
+        }
     };
     record_in(store.as_ref(), &scope, at(0), tally(3))
         .await
@@ -986,12 +993,25 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
     let h = history_in(store.as_ref(), &scope, at(1)).await.unwrap();
     assert_eq!((h.minutes[58].processed, h.minutes[58].failed), (5, 2));
     assert_eq!(h.minutes[58].mean_wait(), Some(Duration::from_millis(10)));
+    assert_eq!(
+        h.minutes[58].waits.0[queue_core::stats::Waits::bucket(60_000)],
+        2,
+        "the buckets add up: one slow start in each of the two writes"
+    );
+    assert_eq!(h.minutes[58].waits.total(), 5);
+    assert!(h.minutes[58].wait_quantile(0.5) <= Some(Duration::from_millis(10)));
+    assert!(h.minutes[58].wait_quantile(0.95) > Some(Duration::from_secs(30)));
     assert_eq!((h.minutes[59].processed, h.hours[23].processed), (4, 9));
     record_in(store.as_ref(), &scope, at(60), tally(7))
         .await
         .unwrap();
     let h = history_in(store.as_ref(), &scope, at(60)).await.unwrap();
     assert_eq!(h.minutes[59].processed, 7, "minute 0's slot was cleared");
+    assert_eq!(
+        h.minutes[59].waits.total(),
+        7,
+        "and its buckets with it (7 starts, not 12)"
+    );
     assert_eq!((h.hours[22].processed, h.hours[23].processed), (9, 7));
     record_in(store.as_ref(), &scope, at(24 * 60), tally(1))
         .await
@@ -1021,4 +1041,5 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
         "4 writers at once lose nothing"
     );
     assert_eq!(h.hours[23].processed, 21);
+    assert_eq!(h.hours[23].waits.total(), 21);
 }
