@@ -4,12 +4,13 @@
 //!
 //! Servers come from `POSTGRES_URL`, `MYSQL_URL`, `REDIS_URL` and `MEMCACHED_URL` (local
 //! defaults). A server that is not running prints `skipped: no server at URL` outside CI and
-//! fails the test with `CI=true`. The backend-restart scenario stops and starts the shared
-//! server, so it runs only in CI or with `CHAOS_RESTART_BACKEND=1`; elsewhere it reports
-//! itself not run.
+//! fails the test with `CI=true`. The backend-restart scenario stops and starts its server,
+//! so it runs only in CI or with `CHAOS_RESTART_BACKEND=1` (elsewhere it reports itself not
+//! run), and then against a private server of the same kind on a port of its own
+//! (`scripts/private-servers.sh`), never one other tests use.
 //!
-//! The tests run one at a time (they kill and restart processes and servers other tests
-//! share), under one lock.
+//! The tests run one at a time (they kill and restart processes, and share the servers),
+//! under one lock.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::Command;
@@ -59,19 +60,56 @@ fn server_up(url: &str, default_port: u16) -> Option<()> {
     )
 }
 
-/// Runs every scenario's short form against `url` and returns the reports.
-fn chaos(url: &str) -> Vec<ScenarioReport> {
+/// Every scenario but backend-restart (6).
+const ALL_BUT_RESTART: &str = "1,2,3,4,5,7,8,9,10,11,12,13";
+
+/// Runs every scenario's short form against `url` and returns the reports; where the
+/// backend is restarted (`private` names the server's kind), backend-restart runs against a
+/// private server of that kind instead.
+fn chaos(url: &str, private: Option<&str>) -> Vec<ScenarioReport> {
+    match private {
+        Some(kind) if restart_backend() => {
+            let mut reports = chaos_run(url, ALL_BUT_RESTART, false);
+            let private_url = private_server(kind);
+            reports.extend(chaos_run(&private_url, "backend-restart", true));
+            reports
+        }
+        _ => chaos_run(url, "all", false),
+    }
+}
+
+/// Starts the private server of `kind` (if it is not running) and returns its URL.
+fn private_server(kind: &str) -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/private-servers.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(kind)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "the private {kind} server did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs the short form of `scenarios` against `url`.
+fn chaos_run(url: &str, scenarios: &str, restart: bool) -> Vec<ScenarioReport> {
     let dir = tempfile::tempdir().expect("a temp dir");
     let json = dir.path().join("chaos.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chaos"));
-    cmd.args(["--url", url, "--short", "--scenario", "all"])
+    cmd.args(["--url", url, "--short", "--scenario", scenarios])
         .arg("--json")
         .arg(&json)
         .arg("--dir")
         .arg(std::env::temp_dir().join("queue-chaos-ci"))
         .arg("--worker")
         .arg(env!("CARGO_BIN_EXE_chaos-worker"));
-    if restart_backend() {
+    if restart {
         cmd.arg("--restart-backend");
     }
     let out = cmd.output().expect("the chaos binary runs");
@@ -224,7 +262,7 @@ fn sqlite() {
     let _serial = lock();
     let dir = tempfile::tempdir().expect("a temp dir");
     let url = format!("sqlite://{}", dir.path().join("chaos.db").display());
-    let reports = chaos(&url);
+    let reports = chaos(&url, None);
     assert_guarantees(&reports);
 }
 
@@ -233,7 +271,7 @@ fn file() {
     let _serial = lock();
     let dir = tempfile::tempdir().expect("a temp dir");
     let url = format!("file://{}", dir.path().join("store").display());
-    let reports = chaos(&url);
+    let reports = chaos(&url, None);
     assert_guarantees(&reports);
 }
 
@@ -244,7 +282,7 @@ fn postgres() {
     if server_up(&url, 5432).is_none() {
         return;
     }
-    assert_guarantees(&chaos(&url));
+    assert_guarantees(&chaos(&url, Some("postgres")));
 }
 
 #[test]
@@ -254,7 +292,7 @@ fn mysql() {
     if server_up(&url, 3306).is_none() {
         return;
     }
-    assert_guarantees(&chaos(&url));
+    assert_guarantees(&chaos(&url, Some("mysql")));
 }
 
 #[test]
@@ -264,7 +302,7 @@ fn redis() {
     if server_up(&url, 6379).is_none() {
         return;
     }
-    assert_guarantees(&chaos(&url));
+    assert_guarantees(&chaos(&url, Some("redis")));
 }
 
 #[test]
@@ -274,5 +312,5 @@ fn memcached() {
     if server_up(&url, 11211).is_none() {
         return;
     }
-    assert_guarantees(&chaos(&url));
+    assert_guarantees(&chaos(&url, Some("memcached")));
 }

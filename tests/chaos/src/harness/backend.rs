@@ -110,28 +110,42 @@ impl Backend {
         };
         match self {
             Backend::Postgres { .. } => {
-                let version = postgres_version()?;
-                let cmd = |action: &str| {
-                    vec![
-                        "pg_ctlcluster".to_owned(),
-                        "--skip-systemctl-redirect".to_owned(),
-                        version.clone(),
-                        "main".to_owned(),
-                        action.to_owned(),
-                    ]
-                };
-                outage.start = vec![cmd("start")];
-                run(&cmd("stop"))?;
+                if let Some((stop, start)) = private_postgres(port) {
+                    outage.start = vec![start];
+                    run(&stop)?;
+                } else {
+                    let version = postgres_version()?;
+                    let cmd = |action: &str| {
+                        vec![
+                            "pg_ctlcluster".to_owned(),
+                            "--skip-systemctl-redirect".to_owned(),
+                            version.clone(),
+                            "main".to_owned(),
+                            action.to_owned(),
+                        ]
+                    };
+                    outage.start = vec![cmd("start")];
+                    run(&cmd("stop"))?;
+                }
             }
             Backend::Mariadb { .. } => {
-                outage.start = vec![vec![
-                    "start-stop-daemon".into(),
-                    "--start".into(),
-                    "--oknodo".into(),
-                    "--background".into(),
-                    "--exec".into(),
-                    "/usr/sbin/mariadbd".into(),
-                ]];
+                // A server started with its own command line (a private instance,
+                // scripts/private-servers.sh) is started again with it; the system's with
+                // its service's defaults.
+                let argv = listener_pid(port)
+                    .and_then(process_argv)
+                    .filter(|argv| argv.len() > 1);
+                outage.start = vec![match argv {
+                    Some(argv) => detached(argv),
+                    None => vec![
+                        "start-stop-daemon".into(),
+                        "--start".into(),
+                        "--oknodo".into(),
+                        "--background".into(),
+                        "--exec".into(),
+                        "/usr/sbin/mariadbd".into(),
+                    ],
+                }];
                 run(&[
                     "mysqladmin".into(),
                     "-uroot".into(),
@@ -229,7 +243,19 @@ impl Outage {
             // A server that does not daemonize itself stays our child: detached, not waited.
             let memcached = argv[0].ends_with("memcached");
             let daemonizes = argv.iter().any(|a| a == "-d" || a == "--daemon");
-            if !memcached || daemonizes {
+            if argv[0] == "setsid" {
+                // `setsid -f` returns at once; the server it forks must not hold our pipes.
+                let status = Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .with_context(|| format!("cannot run {}", argv.join(" ")))?;
+                if !status.success() {
+                    bail!("`{}` failed ({status})", argv.join(" "));
+                }
+            } else if !memcached || daemonizes {
                 run(argv)?;
             } else {
                 Command::new(&argv[0])
@@ -280,6 +306,57 @@ fn run(argv: &[String]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `argv` run in a session of its own, detached from the harness.
+fn detached(argv: Vec<String>) -> Vec<String> {
+    let mut out = vec!["setsid".to_owned(), "-f".to_owned()];
+    out.extend(argv);
+    out
+}
+
+/// The stop and start commands of a PostgreSQL server on `port` that is not a packaged
+/// cluster (its data directory is not under `/var/lib/postgresql`): a private instance
+/// (scripts/private-servers.sh), stopped and started with `pg_ctl` as its owner, with the
+/// options it runs with. `None` for a packaged cluster (`pg_ctlcluster` restarts those).
+fn private_postgres(port: u16) -> Option<(Vec<String>, Vec<String>)> {
+    let argv = process_argv(listener_pid(port)?)?;
+    let at = argv.iter().position(|a| a == "-D")?;
+    let data = argv.get(at + 1)?.clone();
+    if data.starts_with("/var/lib/postgresql") {
+        return None;
+    }
+    let bin = std::path::Path::new(&argv[0]).parent()?;
+    let pg_ctl = bin.join("pg_ctl").to_string_lossy().into_owned();
+    let options: Vec<String> = argv[1..]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i + 1 != at && *i + 1 != at + 1)
+        .map(|(_, a)| a.clone())
+        .collect();
+    let as_owner = |args: Vec<String>| {
+        let mut cmd = vec![
+            "runuser".to_owned(),
+            "-u".to_owned(),
+            "postgres".to_owned(),
+            "--".to_owned(),
+            pg_ctl.clone(),
+            "-D".to_owned(),
+            data.clone(),
+        ];
+        cmd.extend(args);
+        cmd
+    };
+    let stop = as_owner(vec!["-m".into(), "fast".into(), "-w".into(), "stop".into()]);
+    let start = as_owner(vec![
+        "-l".into(),
+        format!("{data}/server.log"),
+        "-w".into(),
+        "-o".into(),
+        options.join(" "),
+        "start".into(),
+    ]);
+    Some((stop, start))
 }
 
 fn postgres_version() -> anyhow::Result<String> {
