@@ -142,6 +142,9 @@ pub struct JobContext {
     pub(crate) batch: Option<crate::batch::CurrentBatch>,
     pub(crate) workflow: Option<crate::workflow::CurrentWorkflow>,
     pub(crate) tracker: Arc<crate::status::Tracker>,
+    /// The worker's store (`None` in a unit test): what middleware shares between worker
+    /// processes ([`ThrottlesExceptions`](crate::ThrottlesExceptions)'s circuit).
+    pub(crate) storage: Option<Arc<dyn crate::Storage>>,
 }
 
 impl JobContext {
@@ -166,6 +169,7 @@ impl JobContext {
                     token: String::new(),
                 },
             )),
+            storage: None,
         }
     }
 

@@ -288,6 +288,8 @@ pub use error::{BoxError, Error, Message, Result};
 pub use events::{EventStream, JobEvent, JobEventKind, EVENT_CAPACITY};
 pub use job::{parse_duration, Backoff, Handle, Job, JobContext, JobError, Retry};
 pub use limit::{JobLimit, Limit, RateLimit};
+#[doc(hidden)]
+pub use middleware::forget_circuit_readings as middleware_forget_circuit_readings;
 pub use middleware::{FailOnError, Layers, Middleware, Next, Skip, ThrottlesExceptions};
 pub use queue::Queue;
 pub use redact::redact_url;

@@ -3,14 +3,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
+use crate::error::Result;
 use crate::job::{JobContext, JobError, Retry};
+use crate::storage::{counter, unix_millis, Effect, Groups, Guard, StorageExt};
 
 /// Job middleware: code that runs around a job's body (Laravel's job middleware, tower's
 /// layers), for what many jobs share: skipping, turning errors into failures, timing,
@@ -208,20 +208,158 @@ impl Middleware for FailOnError {
     }
 }
 
-/// The circuits of [`ThrottlesExceptions`] in this process, by key.
+/// The circuits of [`ThrottlesExceptions`] kept in this process, by key: on a store
+/// without group counters, the circuit itself; on one with them, the last reading of the
+/// shared circuit.
 static CIRCUITS: LazyLock<Mutex<HashMap<String, Circuit>>> = LazyLock::new(Mutex::default);
 
-/// Errors counted for one key in a window that starts at the first of them.
+/// Errors counted for one key in a window that starts at the first of them and ends at
+/// `ends` (Unix ms), and when that was read from the store (`None`: kept here only).
 #[derive(Debug, Clone, Copy)]
 struct Circuit {
-    errors: u32,
-    ends: Instant,
+    errors: i64,
+    ends: i64,
+    read: Option<Instant>,
 }
 
 fn circuits() -> std::sync::MutexGuard<'static, HashMap<String, Circuit>> {
     CIRCUITS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How long a reading of a shared circuit answers this process's jobs.
+const REREAD: Duration = Duration::from_secs(1);
+
+/// How many times an error is counted again when another worker changed the circuit first.
+const TRIES: usize = 5;
+
+/// The group holding the shared circuit of `key`.
+fn circuit_group(key: &str) -> String {
+    format!("throttle:{key}")
+}
+
+fn now_ms() -> i64 {
+    unix_millis(SystemTime::now())
+}
+
+/// Forgets this process's readings of the shared circuits (the conformance suite's way to
+/// show a worker reads the store's, not its own).
+#[doc(hidden)]
+pub fn forget_circuit_readings() {
+    circuits().clear();
+}
+
+/// The circuit of `key`: the store's (read again once [`REREAD`] old) when `groups` is
+/// given, else this process's.
+async fn circuit(groups: Option<&dyn Groups>, key: &str) -> Result<Circuit> {
+    let kept = circuits().get(key).copied();
+    let Some(groups) = groups else {
+        return Ok(kept.unwrap_or(Circuit {
+            errors: 0,
+            ends: 0,
+            read: None,
+        }));
+    };
+    if let Some(c) = kept.filter(|c| c.read.is_some_and(|r| r.elapsed() < REREAD)) {
+        return Ok(c);
+    }
+    let counters = groups.counters(&circuit_group(key)).await?;
+    let read = Circuit {
+        errors: counter(&counters, "errors"),
+        ends: counter(&counters, "ends"),
+        read: Some(Instant::now()),
+    };
+    circuits().insert(key.to_owned(), read);
+    Ok(read)
+}
+
+/// Counts one error of `key`: in a new window of `decay` if the last one ended, else in it.
+async fn count_error(groups: Option<&dyn Groups>, key: &str, decay: Duration) -> Result<()> {
+    let decay = i64::try_from(decay.as_millis()).unwrap_or(i64::MAX / 4);
+    let Some(groups) = groups else {
+        let now = now_ms();
+        let mut all = circuits();
+        let c = all.entry(key.to_owned()).or_insert(Circuit {
+            errors: 0,
+            ends: 0,
+            read: None,
+        });
+        if c.ends <= now {
+            *c = Circuit {
+                errors: 0,
+                ends: now.saturating_add(decay),
+                read: None,
+            };
+        }
+        c.errors = c.errors.saturating_add(1);
+        return Ok(());
+    };
+    let group = circuit_group(key);
+    for _ in 0..TRIES {
+        let counters = groups.counters(&group).await?;
+        let (errors, ends) = (counter(&counters, "errors"), counter(&counters, "ends"));
+        let now = now_ms();
+        // A window that ended starts again with this error; one still open counts it. The
+        // guard on `ends` makes a worker that raced this one read again.
+        let (set, delta, next) = if ends <= now {
+            let ends = now.saturating_add(decay);
+            (
+                ends,
+                1 - errors,
+                Circuit {
+                    errors: 1,
+                    ends,
+                    read: Some(Instant::now()),
+                },
+            )
+        } else {
+            (
+                ends,
+                1,
+                Circuit {
+                    errors: errors + 1,
+                    ends,
+                    read: Some(Instant::now()),
+                },
+            )
+        };
+        let effects = vec![Effect::Count {
+            group: group.clone(),
+            deltas: vec![("errors".to_owned(), delta)],
+        }];
+        if groups
+            .apply_if(Guard::new(&group, "ends", ends, set), effects)
+            .await?
+        {
+            circuits().insert(key.to_owned(), next);
+            return Ok(());
+        }
+    }
+    Err(crate::Error::backend(
+        "throttle",
+        format!("the circuit {group} changed under {TRIES} writes in a row"),
+    ))
+}
+
+/// Closes the circuit of `key` after a success, if errors were counted in it (a success
+/// with none writes nothing). Errors counted by another worker since `seen` was read stay.
+async fn close(groups: Option<&dyn Groups>, key: &str, seen: Circuit) -> Result<()> {
+    if seen.errors == 0 {
+        return Ok(());
+    }
+    circuits().remove(key);
+    if let Some(groups) = groups {
+        let group = circuit_group(key);
+        let effects = vec![Effect::Count {
+            group: group.clone(),
+            deltas: vec![("errors".to_owned(), 0)],
+        }];
+        groups
+            .apply_if(Guard::new(&group, "errors", seen.errors, 0), effects)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Stops running jobs whose service keeps failing (Laravel's `ThrottlesExceptions`): once
@@ -231,9 +369,17 @@ fn circuits() -> std::sync::MutexGuard<'static, HashMap<String, Circuit>> {
 /// ([`JobError::throttled`]); a success closes it. While it is closed an error is retried as
 /// usual, or after [`backoff`](Self::backoff).
 ///
-/// Errors are counted in this worker process (Laravel counts them in the cache every worker
-/// shares): with several worker processes, each opens its own circuit after `max_errors` of
-/// its own. A job that errors while the window is open counts as usual against its `tries`.
+/// The circuit is shared by every worker of the store, as Laravel's is by every worker of
+/// its cache: its errors and its window's end are two counters of the group
+/// `throttle:{key}` ([`Groups`](crate::storage::Groups)), an error is counted by a
+/// compare-and-set on the window's end, and each worker process reads the circuit at most
+/// once a second per key (so another process's circuit opening reaches it within a
+/// second; its own errors at once). A job with no error in the circuit writes nothing. The
+/// window is judged by the workers' clocks. On a store without group counters (memcached,
+/// Redis Cluster) each worker process keeps a circuit of its own: it opens after
+/// `max_errors` errors of its own. A store that cannot be read leaves the job to run as if
+/// the circuit were closed (logged). A job that errors while the window is open counts as
+/// usual against its `tries`.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -305,47 +451,45 @@ impl ThrottlesExceptions {
 impl Middleware for ThrottlesExceptions {
     async fn handle(&self, ctx: &JobContext, next: Next) -> Result<(), JobError> {
         let key = self.key.as_deref().unwrap_or(ctx.name()).to_owned();
-        let now = Instant::now();
-        let open = circuits()
-            .get(&key)
-            .filter(|c| c.errors >= self.max_errors && c.ends > now)
-            .map(|c| c.ends - now);
-        if let Some(wait) = open {
+        let groups = ctx.storage.as_deref().and_then(|s| s.groups().ok());
+        let seen = match circuit(groups, &key).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "could not read the circuit of ThrottlesExceptions; running the job as if it were closed");
+                Circuit {
+                    errors: 0,
+                    ends: 0,
+                    read: None,
+                }
+            }
+        };
+        let now = now_ms();
+        if seen.errors >= i64::from(self.max_errors) && seen.ends > now {
+            let wait = Duration::from_millis(u64::try_from(seen.ends - now).unwrap_or(0));
             return Err(JobError::throttled(
                 wait,
                 format!(
                     "throttled: {} errors of `{key}` within {}; it runs again in {}",
                     self.max_errors,
                     humantime::format_duration(self.decay),
-                    humantime::format_duration(Duration::from_millis(
-                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
-                    ))
+                    humantime::format_duration(wait)
                 ),
             ));
         }
         match next.run().await {
             Ok(()) => {
-                circuits().remove(&key);
+                if let Err(e) = close(groups, &key, seen).await {
+                    tracing::warn!(key = %key, error = %e, "could not close the circuit of ThrottlesExceptions");
+                }
                 Ok(())
             }
             Err(e)
                 if matches!(e.retry(), Retry::Backoff | Retry::After(_) | Retry::Never)
                     && self.when.as_ref().is_none_or(|when| when(&e)) =>
             {
-                let now = Instant::now();
-                let mut all = circuits();
-                let circuit = all.entry(key).or_insert(Circuit {
-                    errors: 0,
-                    ends: now + self.decay,
-                });
-                if circuit.ends <= now {
-                    *circuit = Circuit {
-                        errors: 0,
-                        ends: now + self.decay,
-                    };
+                if let Err(store) = count_error(groups, &key, self.decay).await {
+                    tracing::warn!(key = %key, error = %store, "could not count an error in the circuit of ThrottlesExceptions");
                 }
-                circuit.errors = circuit.errors.saturating_add(1);
-                drop(all);
                 match (self.backoff, e.retry()) {
                     (Some(delay), Retry::Backoff | Retry::After(_)) => {
                         Err(JobError::retry_after(delay, e.message()))

@@ -177,6 +177,7 @@ macro_rules! conformance {
             engine_rate_limits,
             engine_concurrency_limits,
             engine_queue_limits,
+            engine_throttles_exceptions_share_their_circuit,
             engine_rate_limited_pauses_the_key,
             engine_paused_queues,
             engine_discarded_jobs,

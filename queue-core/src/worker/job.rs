@@ -751,6 +751,7 @@ async fn run(
             .as_ref()
             .and_then(|after| crate::workflow::CurrentWorkflow::of(after, &shared.dispatcher)),
         tracker: tracker.clone(),
+        storage: Some(shared.storage.clone()),
     };
     let started = Instant::now();
     let started_at = unix_millis(SystemTime::now());

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use queue_core::{Error, JobError, JobLimit, Limit, Queue, StorageExt};
 use serde_json::json;
@@ -472,6 +472,112 @@ pub async fn engine_queue_limits(store: Store) {
     } else {
         println!(
             "engine_queue_limits: rate limits on queues not applicable to the {} driver (no group counters): refused",
+            store.driver()
+        );
+    }
+}
+
+/// `ThrottlesExceptions`: two errors of a key open its circuit for the window. On a store
+/// with group counters the circuit is the store's: it reads `errors 2` and the window's end,
+/// and a worker whose process forgot its own readings still holds a new job back until the
+/// window ends, without counting an attempt; the job's success closes the circuit in the
+/// store. Without group counters each process keeps its own circuit, which holds the job
+/// back in the same way within this process.
+pub async fn engine_throttles_exceptions_share_their_circuit(store: Store) {
+    use queue_core::ThrottlesExceptions;
+
+    let queue = Queue::from_arc(store.clone());
+    let (q, key) = (unique("throttled"), unique("svc"));
+    let runs: Arc<Mutex<Vec<(String, SystemTime, u32)>>> = Arc::default();
+    let sink = runs.clone();
+    queue.listen("throttled-call", move |payload: String, ctx| {
+        let sink = sink.clone();
+        async move {
+            sink.lock()
+                .unwrap()
+                .push((payload.clone(), SystemTime::now(), ctx.attempt()));
+            if payload.starts_with("bad") {
+                Err(JobError::msg("the service is down"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let window = Duration::from_secs(2);
+    let options = || {
+        test_options(&[q.as_str()])
+            .concurrency(1)
+            .middleware(ThrottlesExceptions::new(2, window).by(key.clone()))
+    };
+    for bad in ["bad-1", "bad-2"] {
+        queue
+            .dispatch_named("throttled-call", json!(bad))
+            .on_queue(&q)
+            .tries(1)
+            .await
+            .unwrap();
+    }
+    let first = run_worker(&queue, options()).await;
+    assert_eq!(first.failed, 2, "{first:?}");
+    let shared = store.capabilities().groups.is_some();
+    let ends = if shared {
+        let counters = store
+            .groups()
+            .unwrap()
+            .counters(&format!("throttle:{key}"))
+            .await
+            .unwrap();
+        let get = |name: &str| counters.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+        assert_eq!(get("errors"), Some(2), "{counters:?}");
+        let ends = get("ends").expect("the window's end is stored");
+        assert!(
+            ends > queue_core::storage::unix_millis(SystemTime::now()),
+            "the window is still open: {counters:?}"
+        );
+        // This process's readings go: what holds the next job back is the store's circuit.
+        queue_core::middleware_forget_circuit_readings();
+        Some(queue_core::storage::from_unix_millis(ends))
+    } else {
+        None
+    };
+    queue
+        .dispatch_named("throttled-call", json!("good"))
+        .on_queue(&q)
+        .tries(1)
+        .await
+        .unwrap();
+    let second = run_worker(&queue, options()).await;
+    assert_eq!((second.processed, second.failed), (1, 0), "{second:?}");
+    assert!(second.released >= 1, "held back while open: {second:?}");
+    let runs = runs.lock().unwrap().clone();
+    let good = runs
+        .iter()
+        .find(|(p, ..)| p == "good")
+        .expect("the good job ran");
+    assert_eq!(good.2, 1, "holding back counts no attempt: {runs:?}");
+    let opened = runs[0].1;
+    assert!(
+        good.1.duration_since(opened).unwrap_or_default() >= window - Duration::from_millis(100),
+        "the good job ran while the circuit was open: {runs:?}"
+    );
+    if let Some(ends) = ends {
+        assert!(
+            good.1 + Duration::from_millis(100) >= ends,
+            "the good job ran before the stored window ended"
+        );
+        let counters = store
+            .groups()
+            .unwrap()
+            .counters(&format!("throttle:{key}"))
+            .await
+            .unwrap();
+        assert!(
+            counters.iter().any(|(n, v)| n == "errors" && *v == 0),
+            "the success closed the circuit: {counters:?}"
+        );
+    } else {
+        println!(
+            "engine_throttles_exceptions_share_their_circuit: the {} driver has no group counters: each process keeps its own circuit",
             store.driver()
         );
     }
