@@ -190,6 +190,13 @@ pub(crate) async fn failed(
     ))
 }
 
+/// `GET api/audit`: the audit log's newest entries, newest first, and where it is kept
+/// (`"store"`, or `"process"` where the store has no group counters).
+pub(crate) async fn audit(State(dash): State<Dashboard>) -> ApiResult {
+    let (entries, kept) = crate::audit::entries(&dash).await?;
+    Ok(Json(json!({ "kept_in": kept, "entries": entries })))
+}
+
 /// The unknown paths under `api/`, answered in JSON.
 pub(crate) async fn not_found() -> ApiError {
     Error::NotFound("no such API path".to_owned()).into()

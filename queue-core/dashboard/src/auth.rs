@@ -154,7 +154,7 @@ pub(crate) async fn guard(
         None => "no session".to_owned(),
     };
     let response = check(&guard, request, next).await;
-    guard.audit.record(path, by, response.status());
+    guard.audit.record(path, by, response.status()).await;
     response
 }
 

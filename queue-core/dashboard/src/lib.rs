@@ -80,10 +80,10 @@
 //! | `chains/{id}`, `workflows/{id}` | a chain's links or a workflow's nodes by outcome, refreshed in place every 2 s until it has finished (a job's page links its batch, chain or workflow) |
 //! | `locks` | the `without_overlapping` locks held (key, holder, expiry), 50 a page by key, each with a Release button, and a form that releases a lock by its key (memcached and Redis Cluster cannot list their locks: the page says so, and the form still works) |
 //! | `workers` | every live worker process (the store's worker registry): host, pid, queues, busy slots, started, last beat, jobs done and failed, version; and the jobs each runs now |
-//! | `audit` | the actions asked of this dashboard process (the last 1,000), refused ones included, with who asked and what came of it; each is also a `tracing` event at `info` level, target `runall_dashboard::audit` |
+//! | `audit` | the actions asked of the dashboard (the newest 200 of the last 1,000), refused ones included, with who asked, which dashboard process answered and what came of it: kept in the store where it has group counters (every dashboard process serving it, across restarts), else in this process's memory; each is also a `tracing` event at `info` level, target `runall_dashboard::audit` |
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
-//! | `api/overview`, `api/history`, `api/jobs/{id}`, `api/workers`, `api/failed` | the JSON twins of the overview's numbers, its throughput history (by minute and hour, with the waits' mean, p50, p95 and p99), a job's status (`runall job ID --json`), the workers (`runall workers --json`) and a page of the failed store (payloads left out); errors are `{"error": ...}` with the page's status |
+//! | `api/overview`, `api/history`, `api/jobs/{id}`, `api/workers`, `api/failed`, `api/audit` | the JSON twins of the overview's numbers, its throughput history (by minute and hour, with the waits' mean, p50, p95 and p99), a job's status (`runall job ID --json`), the workers (`runall workers --json`), a page of the failed store (payloads left out) and the audit log; errors are `{"error": ...}` with the page's status |
 //! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
 //! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at a scrape, and at most once every 5 s |
 //!
@@ -170,7 +170,7 @@ pub fn router(queue: Queue) -> Router {
 /// `router_with(queue, Access::ReadOnly)` shows every page and refuses every action, unless
 /// the application's layer grants [`Access::Full`] to a request.
 pub fn router_with(queue: Queue, default: Access) -> Router {
-    let audit = Arc::new(audit::Audit::default());
+    let audit = Arc::new(audit::Audit::new(queue.storage().clone()));
     let guard = Arc::new(auth::Guard::new(default, audit.clone()));
     let state = Dashboard {
         queue,
@@ -186,6 +186,7 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/api/jobs/{id}", get(api::job))
         .route("/api/workers", get(api::workers))
         .route("/api/failed", get(api::failed))
+        .route("/api/audit", get(api::audit))
         .route("/api/{*rest}", get(api::not_found))
         .route("/events", get(live::events))
         .route("/metrics", get(metrics::metrics))

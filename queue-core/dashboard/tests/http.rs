@@ -1588,6 +1588,41 @@ async fn actions_are_audited_and_compositions_have_pages() {
     assert!(log.body.contains("(403)"), "{}", log.body);
     assert!(log.body.contains("browser session "), "{}", log.body);
     assert!(log.body.contains("no session"), "{}", log.body);
+    assert!(log.body.contains("kept in the store"), "{}", log.body);
+    // Another dashboard process on the same store (a new router: nothing in its memory)
+    // shows the same log, and the JSON twin says where it is kept.
+    let other = queue_dashboard::router(queue.clone());
+    let again = get(&other, "/audit").await;
+    assert!(
+        again.body.contains("POST /queues/mail/pause") && again.body.contains("(403)"),
+        "{}",
+        again.body
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&get(&other, "/api/audit").await.body).expect("JSON");
+    assert_eq!(json["kept_in"], "store", "{json}");
+    assert_eq!(json["entries"][0]["path"], "/queues/mail/resume", "{json}");
+    assert_eq!(json["entries"][0]["status"], 403, "{json}");
+    assert_eq!(json["entries"][1]["path"], "/queues/mail/pause", "{json}");
+    if let Some(queue) = common::memcached().await {
+        // No group counters: the log is this process's, and the page says so.
+        let app = queue_dashboard::router(queue.clone());
+        let refused = post_as(&app, "/queues/mail/resume", "csrf=nope", None).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        let log = get(&app, "/audit").await;
+        assert!(
+            log.body.contains("kept in this process only"),
+            "{}",
+            log.body
+        );
+        assert!(
+            log.body.contains("POST /queues/mail/resume"),
+            "{}",
+            log.body
+        );
+        let other = queue_dashboard::router(queue);
+        assert!(get(&other, "/audit").await.body.contains("No action yet"));
+    }
 
     queue.listen("link", |_: u32, _ctx| async move { Ok(()) });
     let chain = queue_core::Chain::new()
