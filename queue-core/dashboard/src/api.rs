@@ -197,6 +197,142 @@ pub(crate) async fn audit(State(dash): State<Dashboard>) -> ApiResult {
     Ok(Json(json!({ "kept_in": kept, "entries": entries })))
 }
 
+/// A page of a listing, and a queue's job state.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+    state: Option<String>,
+}
+
+impl ListQuery {
+    fn page(&self) -> PageRequest {
+        PageRequest {
+            after: self.after.clone().filter(|a| !a.is_empty()),
+            limit: self.limit.unwrap_or(PAGE).clamp(1, MAX_LIMIT),
+        }
+    }
+}
+
+fn opt_millis(t: Option<SystemTime>) -> Option<i64> {
+    t.map(millis)
+}
+
+fn batch_json(id: &str, s: &queue_core::BatchStatus) -> Value {
+    json!({
+        "id": id,
+        "total": s.total,
+        "pending": s.pending,
+        "succeeded": s.succeeded,
+        "failed": s.failed,
+        "cancelled": s.cancelled,
+        "is_cancelled": s.is_cancelled,
+        "is_sealed": s.is_sealed,
+        "is_finished": s.is_finished(),
+        "percent": s.percent(),
+        "created_at": opt_millis(s.created_at),
+    })
+}
+
+/// `GET api/queues/{queue}?state=waiting|delayed|running&after=&limit=`: a page of the
+/// queue's jobs in one state, by cursor (payloads left out).
+pub(crate) async fn queue(
+    State(dash): State<Dashboard>,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let state = crate::pages::parse_state(q.state.as_deref())?;
+    let page = dash
+        .queue
+        .storage()
+        .inspect()?
+        .jobs(&name, state, q.page())
+        .await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|j| {
+            json!({
+                "id": j.id.0,
+                "name": j.name,
+                "attempts": j.attempts,
+                "due_at": millis(j.due_at),
+                "unique_key": j.unique_key,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "queue": name,
+        "state": crate::pages::state_word(state),
+        "items": items,
+        "next": page.next,
+    })))
+}
+
+/// `GET api/batches?after=&limit=`: the batches by id with their counts.
+pub(crate) async fn batches(
+    State(dash): State<Dashboard>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let page = queue_core::Batch::list(&dash.queue, q.page()).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|(id, s)| batch_json(&id.0, s))
+        .collect();
+    Ok(Json(json!({ "items": items, "next": page.next })))
+}
+
+/// `GET api/batches/{id}`: one batch's counts, and its members running now where the store
+/// can tell.
+pub(crate) async fn batch(State(dash): State<Dashboard>, Path(id): Path<String>) -> ApiResult {
+    let batch_id = queue_core::BatchId(id.clone());
+    let status = queue_core::Batch::find(&dash.queue, &batch_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no batch {id} (or it was pruned)")))?;
+    let mut body = batch_json(&id, &status);
+    body["running"] = match queue_core::Batch::running(&dash.queue, &batch_id).await {
+        Ok(n) => json!(n),
+        Err(e @ QueueError::NotSupported { .. }) => unsupported(&e),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(body))
+}
+
+/// `GET api/schedules`: every schedule with its next and last tick and its counts.
+pub(crate) async fn schedules(State(dash): State<Dashboard>) -> ApiResult {
+    let states = crate::groups::schedule_states(&dash).await?;
+    let items: Vec<Value> = states
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "when": s.when,
+                "next": opt_millis(s.next),
+                "last": opt_millis(s.last),
+                "first": opt_millis(s.first),
+                "ticks": s.ticks,
+                "missed": s.missed,
+                "full": s.full,
+                "paused": s.paused,
+                "runs": s.runs,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `GET api/locks?after=`: the `without_overlapping` locks held, by key.
+pub(crate) async fn locks(State(dash): State<Dashboard>, Query(q): Query<ListQuery>) -> ApiResult {
+    let page = dash.queue.storage().locks()?.locks(q.page()).await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|l| json!({ "key": l.key, "owner": l.owner, "expires_at": millis(l.expires_at) }))
+        .collect();
+    Ok(Json(json!({ "items": items, "next": page.next })))
+}
+
 /// The unknown paths under `api/`, answered in JSON.
 pub(crate) async fn not_found() -> ApiError {
     Error::NotFound("no such API path".to_owned()).into()

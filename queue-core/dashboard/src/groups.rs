@@ -241,7 +241,7 @@ pub(crate) async fn retry_batch(
 
 /// Every schedule this dashboard's queue knows: those registered in code or `job.toml`,
 /// then the stored ones (where the store keeps groups).
-async fn schedule_states(dash: &Dashboard) -> Result<Vec<ScheduleState>> {
+pub(crate) async fn schedule_states(dash: &Dashboard) -> Result<Vec<ScheduleState>> {
     let queue = &dash.queue;
     let in_code = queue.schedules();
     let mut states = Vec::new();

@@ -83,7 +83,7 @@
 //! | `audit` | the actions asked of the dashboard (the newest 200 of the last 1,000), refused ones included, with who asked, which dashboard process answered and what came of it: kept in the store where it has group counters (every dashboard process serving it, across restarts), else in this process's memory; each is also a `tracing` event at `info` level, target `runall_dashboard::audit` |
 //! | `schedules` | the schedules of the serving binary (code and `job.toml`) and those stored in the store, with their next and last tick, ticks and missed ticks, and Pause, Resume and Run now buttons |
 //! | `events` | the server-sent events stream of the overview |
-//! | `api/overview`, `api/history`, `api/jobs/{id}`, `api/workers`, `api/failed`, `api/audit` | the JSON twins of the overview's numbers, its throughput history (by minute and hour, with the waits' mean, p50, p95 and p99), a job's status (`runall job ID --json`), the workers (`runall workers --json`), a page of the failed store (payloads left out) and the audit log; errors are `{"error": ...}` with the page's status |
+//! | `api/overview`, `api/history`, `api/queues/{queue}?state=`, `api/jobs/{id}`, `api/workers`, `api/failed`, `api/batches`, `api/batches/{id}`, `api/schedules`, `api/locks`, `api/audit` | the JSON twins of the pages: the overview's numbers, its throughput history (by minute and hour, with the waits' mean, p50, p95 and p99), a page of a queue's jobs in one state, a job's status (`runall job ID --json`), the workers (`runall workers --json`), a page of the failed store, the batches and one batch, the schedules, the locks held, and the audit log (payloads left out everywhere); errors are `{"error": ...}` with the page's status |
 //! | `healthz` | `ok`: the dashboard answers (no data, open without [`require_token`]'s token) |
 //! | `metrics` | the store's numbers as Prometheus gauges (jobs per queue and state, the oldest available job's age, paused queues, the failed store), read at a scrape, and at most once every 5 s |
 //!
@@ -187,6 +187,11 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/api/workers", get(api::workers))
         .route("/api/failed", get(api::failed))
         .route("/api/audit", get(api::audit))
+        .route("/api/queues/{queue}", get(api::queue))
+        .route("/api/batches", get(api::batches))
+        .route("/api/batches/{id}", get(api::batch))
+        .route("/api/schedules", get(api::schedules))
+        .route("/api/locks", get(api::locks))
         .route("/api/{*rest}", get(api::not_found))
         .route("/events", get(live::events))
         .route("/metrics", get(metrics::metrics))

@@ -166,7 +166,7 @@ async fn search_jobs(
     }
 }
 
-fn parse_state(text: Option<&str>) -> Result<ListState> {
+pub(crate) fn parse_state(text: Option<&str>) -> Result<ListState> {
     match text.unwrap_or("waiting") {
         "waiting" => Ok(ListState::Waiting),
         "delayed" => Ok(ListState::Delayed),
@@ -177,7 +177,7 @@ fn parse_state(text: Option<&str>) -> Result<ListState> {
     }
 }
 
-fn state_word(state: ListState) -> &'static str {
+pub(crate) fn state_word(state: ListState) -> &'static str {
     match state {
         ListState::Waiting => "waiting",
         ListState::Delayed => "delayed",

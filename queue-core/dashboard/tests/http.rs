@@ -1872,6 +1872,48 @@ async fn the_json_twins_answer_what_the_pages_show() {
         assert_eq!(workers.status, StatusCode::OK, "{name}");
         assert!(json(&workers.body).is_array(), "{name}");
 
+        let listed = json(
+            &get(&app, "/api/queues/twins-later?state=waiting")
+                .await
+                .body,
+        );
+        assert_eq!(listed["items"][0]["id"], waiting.0, "{name}: {listed}");
+        assert_eq!(listed["state"], "waiting", "{name}");
+        let bogus = get(&app, "/api/queues/twins-later?state=bogus").await;
+        assert_eq!(bogus.status, StatusCode::NOT_FOUND, "{name}");
+        let batch = queue_core::Batch::new()
+            .add(
+                queue
+                    .dispatch_named("twin", serde_json::json!(1))
+                    .on_queue("twins-batch"),
+            )
+            .via(&queue)
+            .dispatch()
+            .await
+            .expect("a batch");
+        let one = json(
+            &get(&app, &format!("/api/batches/{}", enc(&batch.0)))
+                .await
+                .body,
+        );
+        assert_eq!(
+            (&one["total"], &one["pending"]),
+            (&serde_json::json!(1), &serde_json::json!(1)),
+            "{name}: {one}"
+        );
+        let batches = json(&get(&app, "/api/batches?limit=500").await.body);
+        assert!(batches["items"].is_array(), "{name}: {batches}");
+        for path in ["/api/schedules", "/api/locks"] {
+            let reply = get(&app, path).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "{name} {path}: {}",
+                reply.body
+            );
+            assert!(json(&reply.body)["items"].is_array(), "{name} {path}");
+        }
+
         let nothing = get(&app, "/api/nothing-here").await;
         assert_eq!(nothing.status, StatusCode::NOT_FOUND, "{name}");
         assert!(json(&nothing.body)["error"].is_string(), "{name}");
@@ -1890,5 +1932,15 @@ async fn the_json_twins_answer_what_the_pages_show() {
         );
         let overview = json(&get(&app, "/api/overview").await.body);
         assert_eq!(overview["driver"], "memcached", "{overview}");
+        for path in ["/api/locks", "/api/batches", "/api/queues/mail"] {
+            let reply = get(&app, path).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::NOT_IMPLEMENTED,
+                "{path}: {}",
+                reply.body
+            );
+            assert_eq!(json(&reply.body)["unsupported"], true, "{path}");
+        }
     }
 }
