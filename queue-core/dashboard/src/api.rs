@@ -20,7 +20,7 @@ use crate::pages::{FailedQuery, MAX_LIMIT, PAGE};
 use crate::{Dashboard, Error};
 
 /// A JSON body (axum's own `Json` is a feature this crate leaves off).
-pub(crate) struct Json(Value);
+pub(crate) struct Json(pub(crate) Value);
 
 impl IntoResponse for Json {
     fn into_response(self) -> Response {

@@ -76,6 +76,9 @@
 //! | `jobs/{id}` | a job's state, attempts, progress, output, error and times, with a Cancel button while it has not ended |
 //! | `failed`, `failed/{id}` | the failed store, newest first, by cursor; one failed job with its error and payload, Retry and Forget buttons (a batch member is retried counted pending in its batch again, as `runall failed retry` does) |
 //! | `failed/groups`, `failed/groups/{key}` | the newest 10,000 failed jobs grouped by error fingerprint (the job's name and its error's first line, numbers and ids masked), largest group first; one group with its count, its queues, its newest and oldest failure, and Retry all and Delete all buttons: the page is the dry run that shows how many jobs an action touches, and the action touches only those (none that failed later) |
+//! | `failed/select?name=&queue=&error=&since=` | the failed jobs a filter selects among the newest 10,000 (name and queue exactly, a part of the error in any case, failed within a duration): the dry run that counts them, with Retry all and Delete all buttons that start a task touching only those |
+//! | `queues/{queue}/clear` | the dry run of clearing a queue (its waiting and delayed jobs, counted), with the button that starts the task |
+//! | `tasks/{id}` | a bulk action's progress (done, left in the failed store because another job holds the unique key, gone already), refreshed every 2 s while it runs; tasks live in the memory of the dashboard process that runs them (the last 100) |
 //! | `batches`, `batches/{id}` | the batches by id, 50 a page, with their counts and progress; one batch with its counts, running members, rate, ETA and failed members, refreshed in place every 2 s until it has finished, with Cancel and Retry buttons. Stores without groups (memcached) say so |
 //! | `chains/{id}`, `workflows/{id}` | a chain's links or a workflow's nodes by outcome, refreshed in place every 2 s until it has finished (a job's page links its batch, chain or workflow) |
 //! | `locks` | the `without_overlapping` locks held (key, holder, expiry), 50 a page by key, each with a Release button, and a form that releases a lock by its key (memcached and Redis Cluster cannot list their locks: the page says so, and the form still works) |
@@ -91,7 +94,10 @@
 //! `jobs/{id}/cancel`, `failed/{id}/retry`, `failed/{id}/forget`,
 //! `failed/groups/{key}/retry`, `failed/groups/{key}/forget`, `batches/{id}/cancel`,
 //! `batches/{id}/retry`, `schedules/{id}/pause`, `schedules/{id}/resume`,
-//! `schedules/{id}/run`, `locks/release` (field `key`).
+//! `schedules/{id}/run`, `locks/release` (field `key`), and the bulk actions that run in the
+//! background and answer with their task's page: `failed/select/retry` and
+//! `failed/select/forget` (the filter's fields and `before`, the dry run's time in Unix ms:
+//! jobs that failed later are not touched), `queues/{q}/clear`.
 //!
 //! [`top`] is the same overview in a terminal (`runall top`), with the rate of jobs done and
 //! failed from the workers' own counts.
@@ -122,6 +128,7 @@ mod api;
 mod assets;
 mod audit;
 mod auth;
+mod bulk;
 mod charts;
 mod error;
 mod fingerprint;
@@ -157,6 +164,7 @@ struct Dashboard {
     audit: Arc<audit::Audit>,
     scrapes: Arc<metrics::Scrapes>,
     charts: Arc<charts::Cache>,
+    tasks: Arc<bulk::Tasks>,
 }
 
 /// The dashboard over `queue`'s store, to nest under any prefix (see the [crate docs](crate)),
@@ -178,6 +186,7 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         audit,
         scrapes: Arc::default(),
         charts: Arc::default(),
+        tasks: Arc::default(),
     };
     Router::new()
         .route("/", get(pages::overview))
@@ -192,6 +201,14 @@ pub fn router_with(queue: Queue, default: Access) -> Router {
         .route("/api/batches/{id}", get(api::batch))
         .route("/api/schedules", get(api::schedules))
         .route("/api/locks", get(api::locks))
+        .route("/api/tasks/{id}", get(bulk::task_json))
+        .route("/failed/select", get(bulk::dry_run))
+        .route("/failed/select/{action}", post(bulk::act))
+        .route(
+            "/queues/{queue}/clear",
+            get(bulk::clear_dry_run).post(bulk::clear),
+        )
+        .route("/tasks/{id}", get(bulk::task_page))
         .route("/api/{*rest}", get(api::not_found))
         .route("/events", get(live::events))
         .route("/metrics", get(metrics::metrics))

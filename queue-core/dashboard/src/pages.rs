@@ -257,6 +257,9 @@ pub(crate) async fn queue(
             }
             Err(e) => { (unsupported(&e)) }
         }
+        @if viewer.can_act() && size.is_some() {
+            p.bulk { a.clear href={ (enc(&name)) "/clear" } { "Clear this queue…" } " (a count first)" }
+        }
         nav.tabs {
             @for s in [ListState::Waiting, ListState::Delayed, ListState::Reserved] {
                 @let count = size.map(|z| match s {
@@ -529,7 +532,7 @@ pub(crate) async fn failed(
         @if let Some(n) = notice(q.notice.as_deref()) { (n) }
         @match &listing {
             Ok((total, page)) => {
-                p.total { (total) " in the failed store" @if *total > 0 { " · " a href="failed/groups" { "grouped by error" } } }
+                p.total { (total) " in the failed store" @if *total > 0 { " · " a href="failed/groups" { "grouped by error" } " · " a href="failed/select" { "select by filter" } } }
                 @if page.items.is_empty() {
                     p.empty { "No failed job" @if after.is_some() { " after this point" } "." }
                 } @else {

@@ -1944,3 +1944,161 @@ async fn the_json_twins_answer_what_the_pages_show() {
         }
     }
 }
+
+/// A task's JSON once it has ended (polled for up to 10 s).
+async fn ended_task(app: &Router, location: &str) -> serde_json::Value {
+    let id = location.rsplit('/').next().expect("a task id");
+    for _ in 0..100 {
+        let reply = get(app, &format!("/api/tasks/{id}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let task: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
+        if !task["finished_at"].is_null() {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {id} did not end");
+}
+
+/// Retry or delete the failed jobs a filter selects, after a dry run that counts them, in
+/// the background with a progress page; clear a queue the same way. Only what the dry run
+/// counted is touched.
+#[tokio::test]
+async fn bulk_actions_count_first_and_run_in_the_background() {
+    let (stores, _dir) = common::stores().await;
+    for (name, queue) in stores {
+        let q = format!("bulk-{}", std::process::id());
+        let other = format!("bulk-other-{}", std::process::id());
+        for n in 0..5 {
+            failed(&queue, &q, n).await;
+        }
+        failed(&queue, &other, 9).await;
+        let app = queue_dashboard::router(queue.clone());
+
+        let dry = get(&app, &format!("/failed/select?queue={q}&error=BOOM")).await;
+        assert_eq!(dry.status, StatusCode::OK, "{name}: {}", dry.body);
+        assert!(
+            dry.body.contains("<strong>5</strong> failed jobs match"),
+            "{name}: {}",
+            dry.body
+        );
+        assert!(dry.body.contains("Retry 5"), "{name}");
+        let bad = get(&app, "/failed/select?since=soon").await;
+        assert_eq!(
+            bad.status,
+            StatusCode::CONFLICT,
+            "{name}: a bad duration is refused"
+        );
+
+        // The dry run's time bounds the action: a job failing after it stays.
+        let before = queue_core::storage::unix_millis(std::time::SystemTime::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        failed(&queue, &q, 7).await;
+        let started = post(
+            &app,
+            "/failed/select/retry",
+            &format!("queue={q}&error=boom&before={before}"),
+        )
+        .await;
+        assert_eq!(
+            started.status,
+            StatusCode::SEE_OTHER,
+            "{name}: {}",
+            started.body
+        );
+        let location = started.location.clone().expect("to the task's page");
+        assert!(location.starts_with("../../tasks/"), "{name}: {location}");
+        let task = ended_task(&app, &location).await;
+        assert_eq!(
+            (&task["total"], &task["done"]),
+            (&serde_json::json!(5), &serde_json::json!(5)),
+            "{name}: {task}"
+        );
+        assert!(task["error"].is_null(), "{name}: {task}");
+        let page = get(
+            &app,
+            &format!("/tasks/{}", location.rsplit('/').next().unwrap_or_default()),
+        )
+        .await;
+        assert!(
+            page.body.contains("id=\"task-state\">done<"),
+            "{name}: {}",
+            page.body
+        );
+        let left = json_of(&get(&app, "/api/failed?limit=500").await.body);
+        let ours: Vec<_> = left["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|f| f["queue"] == q.as_str())
+            .collect();
+        assert_eq!(
+            ours.len(),
+            1,
+            "{name}: only the later failure is left: {ours:?}"
+        );
+        assert!(
+            ours[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("boom 7")),
+            "{name}"
+        );
+        let size = queue.storage().inspect().unwrap().size(&q).await.unwrap();
+        assert_eq!(size.waiting, 5, "{name}: the 5 are back in their queue");
+
+        // Delete by filter: the other queue's failure stays.
+        let gone = post(
+            &app,
+            "/failed/select/forget",
+            &format!(
+                "queue={q}&before={}",
+                queue_core::storage::unix_millis(std::time::SystemTime::now())
+            ),
+        )
+        .await;
+        let task = ended_task(&app, &gone.location.expect("a task")).await;
+        assert_eq!(task["done"], 1, "{name}: {task}");
+        let dry = get(&app, &format!("/failed/select?queue={other}")).await;
+        assert!(
+            dry.body.contains("<strong>1</strong> failed job match"),
+            "{name}: {}",
+            dry.body
+        );
+
+        // Clear the queue: a count first, then the 5 retried jobs are gone.
+        let dry = get(&app, &format!("/queues/{q}/clear")).await;
+        assert!(
+            dry.body
+                .contains("<strong>5</strong> jobs would be deleted"),
+            "{name}: {}",
+            dry.body
+        );
+        let cleared = post(&app, &format!("/queues/{q}/clear"), "").await;
+        assert_eq!(
+            cleared.status,
+            StatusCode::SEE_OTHER,
+            "{name}: {}",
+            cleared.body
+        );
+        let task = ended_task(&app, &cleared.location.expect("a task")).await;
+        assert_eq!(task["done"], 5, "{name}: {task}");
+        let size = queue.storage().inspect().unwrap().size(&q).await.unwrap();
+        assert_eq!(size.waiting + size.delayed, 0, "{name}");
+
+        // A read-only viewer sees the count and no button, and cannot post.
+        let ro = queue_dashboard::router_with(queue.clone(), queue_dashboard::Access::ReadOnly);
+        let dry = get(&ro, &format!("/failed/select?queue={other}")).await;
+        assert!(!dry.body.contains("Delete 1"), "{name}");
+        let refused = post(
+            &ro,
+            "/failed/select/forget",
+            &format!("queue={other}&before=0"),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{name}");
+    }
+}
+
+fn json_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
