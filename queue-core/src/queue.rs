@@ -405,6 +405,53 @@ impl Queue {
         crate::status::cancel(self.storage().as_ref(), id).await
     }
 
+    /// Deletes the waiting and delayed jobs of `queue_name` and returns how many (running
+    /// ones are left to their workers): what `runall clear` and the dashboard's Clear do.
+    ///
+    /// A job that is part of a batch, a chain, a workflow or a `BufferOne` schedule's runs is
+    /// removed as [`cancel`](Self::cancel) removes it, so what it belonged to ends it (its
+    /// batch counts it cancelled, its chain or workflow skips what depended on it, its
+    /// schedule's run ends) instead of waiting for it for ever. Those are found by reading
+    /// the queue's jobs a page at a time, which is what this costs beyond the store's own
+    /// [`clear`](storage::Inspect::clear) (that deletes the rest, in chunks, and alone would
+    /// leave them waiting). A job a worker takes between the reading and its removal is
+    /// asked to stop, as a cancel asks. On a store that cannot list its jobs or find them by
+    /// id (memcached lists none; it has no compositions either) only the store's clear runs.
+    pub async fn clear(&self, queue_name: &str) -> Result<u64> {
+        use storage::StorageExt;
+        let storage = self.storage();
+        let inspect = storage.inspect()?;
+        let mut ended = 0;
+        if storage.capabilities().track.is_some() {
+            for state in [storage::JobState::Waiting, storage::JobState::Delayed] {
+                let mut page = storage::PageRequest::first(500);
+                loop {
+                    let listed = match inspect.jobs(queue_name, state, page).await {
+                        Ok(listed) => listed,
+                        Err(crate::Error::NotSupported { .. }) => break,
+                        Err(e) => return Err(e),
+                    };
+                    for job in &listed.items {
+                        if crate::status::composition_effects(job).is_empty() {
+                            continue;
+                        }
+                        let outcome =
+                            crate::status::cancel_listed(storage.as_ref(), &job.id, Some(job))
+                                .await?;
+                        if matches!(outcome, crate::CancelOutcome::Cancelled(_)) {
+                            ended += 1;
+                        }
+                    }
+                    match listed.next {
+                        Some(next) => page = storage::PageRequest::after(next, 500),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(ended + inspect.clear(queue_name).await?)
+    }
+
     /// Puts the failed job `id` back on its queue, as `runall failed retry ID` does: a batch
     /// member is counted pending in its batch again, and the batch's callbacks wait for it
     /// (see [`Batch::retry`](crate::Batch::retry)); any other job is pushed again as

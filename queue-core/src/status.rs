@@ -516,7 +516,7 @@ async fn cancel_once(
 /// skipped (the skip passes down its edges), a chain link as a failed one (the links after
 /// it skipped, `catch` and `finally` released). The store applies them in the step that
 /// removes the job ([`Track::cancel`](crate::storage::Track::cancel)).
-fn composition_effects(job: &JobSummary) -> Vec<Effect> {
+pub(crate) fn composition_effects(job: &JobSummary) -> Vec<Effect> {
     let Ok(envelope) = crate::envelope::Envelope::decode(&job.payload) else {
         return Vec::new();
     };

@@ -327,11 +327,7 @@ pub(crate) async fn clear(
     );
     let (queue, tasks) = (dash.queue.clone(), dash.tasks.clone());
     tokio::spawn(async move {
-        let result = match queue.storage().inspect() {
-            Ok(inspect) => inspect.clear(&name).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match queue.clear(&name).await {
             Ok(n) => {
                 tasks.add(task, n);
                 tasks.end(task, None);

@@ -33,7 +33,7 @@
 //! | `runall workers [--json]` | the live workers: host, pid, queues, busy slots, started, last beat (Sidekiq's Busy page, Horizon's supervisors) |
 //! | `runall restart` | every worker finishes its jobs and exits (`queue:restart`) |
 //! | `runall dispatch NAME JSON [--queue Q] [--delay 30s \| --at TIME]` | dispatch from the shell |
-//! | `runall clear QUEUE [--force]` | delete a queue's waiting jobs (`queue:clear`) |
+//! | `runall clear QUEUE [--force]` | delete a queue's waiting and delayed jobs (`queue:clear`); those of a batch, chain, workflow or `BufferOne` schedule end as cancelled, so what they belong to does not wait for them ([`Queue::clear`](crate::Queue::clear)) |
 //! | `runall batch list` / `show ID [--watch]` / `cancel ID` / `retry ID` / `prune --older-than 7d [--unfinished]` | batches: progress, rate and ETA, cancel, `queue:retry-batch`, `queue:prune-batches` |
 //! | `runall chain ID` / `runall workflow ID` | how far a chain or a workflow got (`runall workflow --prune-older-than 7d` deletes finished workflows and their outputs) |
 //!
@@ -862,7 +862,7 @@ impl Runner {
                 });
             }
             Command::Clear { queue: name, force } => {
-                ops::clear(&*storage, &name, force, &mut out).await?
+                ops::clear(&queue, &name, force, &mut out).await?
             }
             Command::Schedule(command) => ops::schedule(&queue, command, &mut out).await?,
             Command::Batch(BatchCommand::List { limit }) => {

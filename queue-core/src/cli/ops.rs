@@ -364,12 +364,12 @@ pub(crate) async fn dispatch(
 
 /// `runall clear QUEUE`: asks first unless `force`.
 pub(crate) async fn clear(
-    storage: &dyn Storage,
+    jobs: &Queue,
     queue: &str,
     force: bool,
     out: &mut impl Write,
 ) -> Result<()> {
-    let size = storage.inspect()?.size(queue).await?;
+    let size = jobs.storage().inspect()?.size(queue).await?;
     if !force {
         if !std::io::stdin().is_terminal() {
             return Err(Error::Config(format!(
@@ -390,10 +390,10 @@ pub(crate) async fn clear(
             return Ok(());
         }
     }
-    let n = storage.inspect()?.clear(queue).await?;
+    let n = jobs.clear(queue).await?;
     let _ = writeln!(
         out,
-        "{} deleted from `{queue}` (reserved jobs are left to their workers)",
+        "{} deleted from `{queue}` (reserved jobs are left to their workers; those of a batch, chain, workflow or schedule were ended as cancelled)",
         count(n, "job", "jobs")
     );
     Ok(())

@@ -1436,3 +1436,59 @@ pub async fn engine_workflow_batch_nodes(store: Store) {
     let err = wf.via(&queue).dispatch().await.unwrap_err();
     assert!(err.to_string().contains("`finally` of its own"), "{err}");
 }
+
+/// `Queue::clear` (what `runall clear` and the dashboard's Clear do) ends the batch members
+/// it deletes as a cancel would: the batch counts them cancelled and finishes (its `finally`
+/// is released into another queue) instead of waiting for them for ever; plain jobs go by
+/// the store's own clear. Running jobs stay.
+pub async fn engine_clear_ends_compositions(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let (q, callbacks) = (unique("clear"), unique("clear-callbacks"));
+    let log = steps(&queue);
+    for i in 0..2 {
+        step(&queue, &q, &format!("plain{i}")).await.unwrap();
+    }
+    if without_groups("engine_clear_ends_compositions", &store) {
+        assert_eq!(queue.clear(&q).await.unwrap(), 2);
+        return;
+    }
+    let batch = Batch::new()
+        .add_many((0..3).map(|i| step(&queue, &q, &format!("m{i}"))))
+        .finally(step(&queue, &callbacks, "finally"))
+        .via(&queue)
+        .dispatch()
+        .await
+        .unwrap();
+    // One more, reserved: a running job is left to its worker.
+    step(&queue, &q, "running").await.unwrap();
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
+    assert_eq!(size.waiting, 6);
+    let held = store.reserve(&request(&[&q], LONG, 6)).await.unwrap();
+    let running = held
+        .iter()
+        .find(|r| r.payload.windows(7).any(|w| w == b"running"));
+    let running = running.expect("the last job reserved").lease.clone();
+    let others: Vec<_> = held
+        .iter()
+        .filter(|r| r.lease != running)
+        .map(|r| queue_core::Settle::release(r.lease.clone(), std::time::Duration::ZERO))
+        .collect();
+    store.settle(others, None).await.unwrap();
+
+    assert_eq!(
+        queue.clear(&q).await.unwrap(),
+        5,
+        "2 plain jobs and 3 members"
+    );
+    let status = Batch::status(&queue, &batch).await.unwrap();
+    assert_eq!(batch_status_tuple(&status), (3, 0, 0, 0, 3), "{status:?}");
+    assert!(status.is_finished(), "{status:?}");
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
+    assert_eq!((size.waiting, size.delayed, size.reserved), (0, 0, 1));
+    run_worker(&queue, test_options(&[&callbacks])).await;
+    assert_eq!(*log.lock().unwrap(), ["finally"], "the batch's finally ran");
+    store
+        .settle(vec![queue_core::Settle::ack(running)], None)
+        .await
+        .unwrap();
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use queue_core::{Error, Overlap, Queue, Schedule, WorkerOptions};
+use queue_core::{Error, Overlap, Queue, Schedule, StorageExt, WorkerOptions};
 use serde_json::json;
 
 use crate::{unique, Store};
@@ -480,4 +480,51 @@ pub async fn engine_stored_schedules_run_now(store: Store) {
     for id in [&skip_id, &buffer_id] {
         assert!(Schedules::remove_via(&queue, id).await.unwrap());
     }
+}
+
+/// A `BufferOne` schedule's run deleted by `Queue::clear` (what `runall clear` does) ends
+/// in the step that removes it: the schedule counts no run in progress afterwards, so its
+/// next run is pushed, not buffered behind a run that no longer exists.
+pub async fn engine_clear_ends_a_buffered_schedule_run(store: Store) {
+    use queue_core::Schedules;
+
+    let caps = store.capabilities();
+    if caps.groups.is_none() || !caps.claims {
+        println!(
+            "engine_clear_ends_a_buffered_schedule_run: not applicable to the {} driver (no groups)",
+            caps.driver
+        );
+        return;
+    }
+    let queue = Queue::from_arc(store.clone());
+    let (q, id) = (unique("cleared-runs"), unique("cleared-schedule"));
+    let schedule = Schedule::every(Duration::from_secs(3600))
+        .overlap(Overlap::BufferOne)
+        .id(&id)
+        .dispatch(
+            queue
+                .dispatch_named("slow", json!({ "s": id }))
+                .on_queue(q.as_str()),
+        );
+    Schedules::upsert_via(&queue, &id, schedule).await.unwrap();
+    assert!(
+        queue.run_schedule_now(&id).await.unwrap(),
+        "the first run is pushed"
+    );
+    assert_eq!(queue.schedule_state(&id).await.unwrap().runs, 1);
+    assert_eq!(queue.clear(&q).await.unwrap(), 1);
+    assert_eq!(
+        queue.schedule_state(&id).await.unwrap().runs,
+        0,
+        "the cleared run ended"
+    );
+    assert!(queue.run_schedule_now(&id).await.unwrap());
+    let size = store.inspect().unwrap().size(&q).await.unwrap();
+    assert_eq!(
+        size.waiting, 1,
+        "the next run is in the queue, not buffered"
+    );
+    assert_eq!(queue.schedule_state(&id).await.unwrap().runs, 1);
+    Schedules::remove_via(&queue, &id).await.unwrap();
+    queue.clear(&q).await.unwrap();
 }
