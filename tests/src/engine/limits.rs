@@ -519,14 +519,17 @@ pub async fn engine_throttles_exceptions_share_their_circuit(store: Store) {
     }
     let first = run_worker(&queue, options()).await;
     assert_eq!(first.failed, 2, "{first:?}");
-    let shared = store.capabilities().groups.is_some();
-    let ends = if shared {
-        let counters = store
+    let circuit = || async {
+        store
             .groups()
             .unwrap()
             .counters(&format!("throttle:{key}"))
             .await
-            .unwrap();
+            .unwrap()
+    };
+    let shared = store.capabilities().groups.is_some();
+    let ends = if shared {
+        let counters = circuit().await;
         let get = |name: &str| counters.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         assert_eq!(get("errors"), Some(2), "{counters:?}");
         let ends = get("ends").expect("the window's end is stored");
@@ -565,12 +568,7 @@ pub async fn engine_throttles_exceptions_share_their_circuit(store: Store) {
             good.1 + Duration::from_millis(100) >= ends,
             "the good job ran before the stored window ended"
         );
-        let counters = store
-            .groups()
-            .unwrap()
-            .counters(&format!("throttle:{key}"))
-            .await
-            .unwrap();
+        let counters = circuit().await;
         assert!(
             counters.iter().any(|(n, v)| n == "errors" && *v == 0),
             "the success closed the circuit: {counters:?}"
