@@ -1,9 +1,9 @@
 //! A master of the local test cluster stops and comes back under a running store: queues on
 //! the other masters carry on and their idle workers are still woken (the pub/sub
 //! subscriber, which listened on the stopped node, moves to another), operations on the
-//! stopped node's slots fail with backend errors, and work again once it is back. In a
-//! binary of its own, and only against the local cluster `scripts/services.sh` starts
-//! (127.0.0.1:7000-7002): it stops and restarts 127.0.0.1:7000.
+//! stopped node's slots fail with backend errors, and work again once it is back. Against a
+//! private cluster (`scripts/private-servers.sh redis-cluster`, 127.0.0.1:7100-7102), never
+//! the one other tests use: it stops and restarts 127.0.0.1:7100.
 
 mod common;
 
@@ -16,8 +16,24 @@ use queue_core::{Storage, StorageExt};
 use queue_tests::{job, request, unique};
 
 const LONG: Duration = Duration::from_secs(60);
-const NODE: &str = "127.0.0.1:7000";
-const NODE_URL: &str = "redis://127.0.0.1:7000";
+const NODE: &str = "127.0.0.1:7100";
+const NODE_URL: &str = "redis://127.0.0.1:7100";
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/private-servers.sh"
+);
+
+/// Starts the private cluster if it is not up and ok, and returns its URL.
+fn private_cluster() -> Result<String, String> {
+    let out = Command::new("bash")
+        .args([SCRIPT, "redis-cluster"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
 
 /// How the stopped node is started again: as `scripts/services.sh` starts it, from the
 /// directory and nodes file it ran with (so it rejoins the cluster with its slots).
@@ -29,7 +45,7 @@ struct Restart {
 impl Restart {
     fn start(&self) {
         let _ = Command::new("redis-server")
-            .args(["--port", "7000", "--cluster-enabled", "yes"])
+            .args(["--port", "7100", "--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &self.nodes_file])
             .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
             .args(["--bind", "127.0.0.1", "--dir", &self.dir])
@@ -114,21 +130,18 @@ async fn woken_by_push(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_master_stops_and_comes_back() {
+    let url = match private_cluster() {
+        Ok(url) => url,
+        Err(e) => {
+            queue_tests::server_missing::<()>("the private Redis Cluster", e);
+            return;
+        }
+    };
+    // The one test of this binary: the common helpers read the cluster's URL from here.
+    std::env::set_var("REDIS_CLUSTER_URL", &url);
     let Some(mut admin) = common::cluster_admin().await else {
         return;
     };
-    if common::cluster_url() != common::DEFAULT_CLUSTER_URL
-        || Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        println!(
-            "skipped: this test restarts a node of the local test cluster ({}) only",
-            common::DEFAULT_CLUSTER_URL
-        );
-        return;
-    }
     // A push also writes the queue registry (`{P}:queues`, a slot of its own): keep it off
     // the node that stops, or every push would fail while it is down.
     let options = loop {
@@ -152,7 +165,7 @@ async fn a_master_stops_and_comes_back() {
     }
     let (elsewhere, here) = (elsewhere.unwrap(), here.unwrap());
 
-    // Before: the subscriber listens on the URL's first node, 127.0.0.1:7000.
+    // Before: the subscriber listens on the URL's first node, 127.0.0.1:7100.
     let latency = woken_by_push(&store, std::slice::from_ref(&elsewhere), &elsewhere).await;
     assert!(
         latency < Duration::from_millis(500),
@@ -178,7 +191,7 @@ async fn a_master_stops_and_comes_back() {
     // NUMSUB` counts a node's own subscribers) soon after.
     let channel = format!("{{{prefix}:{elsewhere}}}:notify");
     let mut others = Vec::new();
-    for port in [7001, 7002] {
+    for port in [7101, 7102] {
         others.push(
             redis::Client::open(format!("redis://127.0.0.1:{port}"))
                 .unwrap()

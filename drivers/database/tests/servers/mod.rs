@@ -167,101 +167,68 @@ fn run(program: &str, args: &[&str]) -> bool {
     }
 }
 
-/// The PostgreSQL cluster's version directory (`/etc/postgresql/15` gives `15`).
-fn pg_version() -> Option<String> {
-    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    versions.sort();
-    versions.pop()
+/// The script that starts the private servers the restart tests stop and start, so that
+/// they never stop a server other tests use.
+const PRIVATE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/private-servers.sh"
+);
+
+/// Starts the private server of `kind` (`postgres` or `mysql`, on a port of its own) if it
+/// is not running, and returns its URL; the error says why it could not.
+pub(crate) fn private_url(kind: &str) -> Result<String, String> {
+    let out = std::process::Command::new("bash")
+        .arg(PRIVATE)
+        .arg(kind)
+        .output()
+        .map_err(|e| format!("could not run {PRIVATE}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{PRIVATE} {kind} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Restarts the local PostgreSQL cluster (`pg_ctlcluster ... restart`, a fast shutdown that
-/// ends every connection). Returns false if it could not.
-pub(crate) fn restart_pg() -> bool {
-    let Some(version) = pg_version() else {
-        return false;
-    };
-    run(
-        "pg_ctlcluster",
-        &["--skip-systemctl-redirect", &version, "main", "restart"],
-    )
-}
-
-/// Stops the local PostgreSQL cluster (fast: every connection ends at once), keeps it down
-/// for `down`, and starts it again. Returns false if it could not.
-pub(crate) fn stop_and_start_pg(down: Duration) -> bool {
-    let Some(version) = pg_version() else {
-        return false;
-    };
-    let stopped = run(
-        "pg_ctlcluster",
-        &[
-            "--skip-systemctl-redirect",
-            &version,
-            "main",
-            "stop",
-            "-m",
-            "fast",
-        ],
-    );
+/// Stops the private server of `kind` (a fast shutdown: every connection ends at once),
+/// keeps it down for `down`, and starts it again, waiting for its port. Returns false if it
+/// could not.
+pub(crate) fn stop_and_start_private(kind: &str, down: Duration) -> bool {
+    let stopped = run("bash", &[PRIVATE, "stop", kind]);
     std::thread::sleep(down);
-    let started = run(
-        "pg_ctlcluster",
-        &["--skip-systemctl-redirect", &version, "main", "start"],
-    );
-    stopped && started
+    let started = private_url(kind);
+    if let Err(e) = &started {
+        println!("{e}");
+    }
+    stopped && started.is_ok()
 }
 
-/// Starts the local PostgreSQL cluster if it is down (the safety net after a test).
-pub(crate) fn ensure_pg_running() {
-    if let Some(version) = pg_version() {
-        let _ = std::process::Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", &version, "main", "start"])
-            .output();
+/// Starts the private server of `kind` if it is down (the safety net after a test).
+pub(crate) fn ensure_private_running(kind: &str) {
+    if let Err(e) = private_url(kind) {
+        println!("{e}");
     }
 }
 
-/// Stops the local MariaDB server (`mysqladmin shutdown`), keeps it down for `down`, and
-/// starts it again, waiting for its port. Returns false if it could not.
-pub(crate) fn stop_and_start_mysql(down: Duration) -> bool {
-    let stopped = run("mysqladmin", &["-uroot", "-h127.0.0.1", "shutdown"]);
-    // Wait for the old process to be gone before starting a new one.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && port_open(3306) {
-        std::thread::sleep(Duration::from_millis(100));
+/// Drops a store's tables on the PostgreSQL server at `url`.
+#[cfg(feature = "postgres")]
+pub(crate) async fn drop_pg_tables_at(url: &str, table: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(url).await {
+        let sql = format!("DROP TABLE IF EXISTS {} CASCADE", tables_of(table));
+        let _ = sqlx::query(&sql).execute(&mut conn).await;
+        let _ = conn.close().await;
     }
-    std::thread::sleep(down);
-    let started = start_mysql();
-    stopped && started
 }
 
-/// Starts the local MariaDB server if it is down, and waits for its port (the safety net
-/// after a test).
-pub(crate) fn start_mysql() -> bool {
-    if port_open(3306) {
-        return true;
+/// Drops a store's tables on the MySQL server at `url`.
+#[cfg(feature = "mysql")]
+pub(crate) async fn drop_mysql_tables_at(url: &str, table: &str) {
+    if let Ok(mut conn) = sqlx::MySqlConnection::connect(url).await {
+        let sql = format!("DROP TABLE IF EXISTS {}", tables_of(table));
+        let _ = sqlx::query(&sql).execute(&mut conn).await;
+        let _ = conn.close().await;
     }
-    run(
-        "start-stop-daemon",
-        &[
-            "--start",
-            "--oknodo",
-            "--background",
-            "--exec",
-            "/usr/sbin/mariadbd",
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if port_open(3306) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// Waits until the server at `url` accepts connections (of type `C`) again.
