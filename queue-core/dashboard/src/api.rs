@@ -193,7 +193,8 @@ pub(crate) async fn failed(
 /// `GET api/audit`: the audit log's newest entries, newest first, and where it is kept
 /// (`"store"`, or `"process"` where the store has no group counters).
 pub(crate) async fn audit(State(dash): State<Dashboard>) -> ApiResult {
-    let (entries, kept) = crate::audit::entries(&dash).await?;
+    let (entries, total) = crate::audit::entries(&dash).await?;
+    let kept = if total.is_some() { "store" } else { "process" };
     Ok(Json(json!({ "kept_in": kept, "entries": entries })))
 }
 

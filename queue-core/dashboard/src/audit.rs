@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use queue_core::storage::{from_unix_millis, unix_millis, Effect, Groups, Guard};
+use queue_core::storage::{counter, from_unix_millis, unix_millis, Effect, Groups, Guard};
 use queue_core::{Error as QueueError, Storage, StorageExt};
 use serde::{Deserialize, Serialize};
 
@@ -75,13 +75,6 @@ pub(crate) struct Audit {
 /// The slot of entry `seq` in the store's ring.
 fn slot(seq: i64) -> String {
     format!("{:04}", seq.rem_euclid(KEPT))
-}
-
-fn counter(counters: &[(String, i64)], name: &str) -> i64 {
-    counters
-        .iter()
-        .find(|(n, _)| n == name)
-        .map_or(0, |(_, v)| *v)
 }
 
 impl Audit {
@@ -202,31 +195,22 @@ pub(crate) async fn page(
     place: Place,
     viewer: Viewer,
 ) -> Result<Response> {
-    let stored = match dash.queue.storage().groups() {
-        Ok(groups) => Some(newest(groups, SHOWN).await?),
-        Err(_) => None,
-    };
-    let (entries, intro) = match stored {
-        Some((entries, total)) => (
-            entries,
-            html! {
-                p {
-                    "Every action asked of any dashboard serving this store, kept in the store (the last "
-                    (KEPT) "; " (total) " in all), refused ones included; the newest " (SHOWN)
-                    " are shown. Each is also logged at info level with the target runall_dashboard::audit."
-                }
-            },
-        ),
-        None => (
-            dash.audit.in_memory(),
-            html! {
-                p {
-                    "Every action asked of this dashboard process since it started (the last "
-                    (KEPT) "), refused ones included. This store has no group counters, so the log is kept in this process only. Each is also logged at info level with the "
-                    "target runall_dashboard::audit."
-                }
-            },
-        ),
+    let (entries, total) = entries(&dash).await?;
+    let intro = match total {
+        Some(total) => html! {
+            p {
+                "Every action asked of any dashboard serving this store, kept in the store (the last "
+                (KEPT) "; " (total) " in all), refused ones included; the newest " (SHOWN)
+                " are shown. Each is also logged at info level with the target runall_dashboard::audit."
+            }
+        },
+        None => html! {
+            p {
+                "Every action asked of this dashboard process since it started (the last "
+                (KEPT) "), refused ones included. This store has no group counters, so the log is kept in this process only. Each is also logged at info level with the "
+                "target runall_dashboard::audit."
+            }
+        },
     };
     let body = html! {
         h1 { "Audit log" }
@@ -253,12 +237,15 @@ pub(crate) async fn page(
     Ok(layout(&place, &viewer, false, "Audit log", driver(&dash), body).into_response())
 }
 
-/// The entries the `audit` page shows, and where they are kept (`"store"` or `"process"`),
-/// for its JSON twin.
-pub(crate) async fn entries(dash: &Dashboard) -> Result<(Vec<Entry>, &'static str), QueueError> {
+/// The entries the `audit` page shows, newest first, and how many the store's log ever had
+/// (`None`: the store has no group counters, and the entries are this process's).
+pub(crate) async fn entries(dash: &Dashboard) -> Result<(Vec<Entry>, Option<i64>), QueueError> {
     match dash.queue.storage().groups() {
-        Ok(groups) => Ok((newest(groups, SHOWN).await?.0, "store")),
-        Err(_) => Ok((dash.audit.in_memory(), "process")),
+        Ok(groups) => {
+            let (entries, total) = newest(groups, SHOWN).await?;
+            Ok((entries, Some(total)))
+        }
+        Err(_) => Ok((dash.audit.in_memory(), None)),
     }
 }
 

@@ -95,8 +95,8 @@ pub use settle::{
 pub use time::{duration_millis, from_unix_millis, new_token, unix_millis};
 
 /// The value of the counter `name` among a group's `counters` (0 when missing, as a store
-/// reads a counter it never wrote).
-pub(crate) fn counter(counters: &[(String, i64)], name: &str) -> i64 {
+/// reads a counter it never wrote): for reading [`Groups::counters`].
+pub fn counter(counters: &[(String, i64)], name: &str) -> i64 {
     counters
         .iter()
         .find(|(n, _)| n == name)

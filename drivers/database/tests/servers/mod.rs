@@ -139,21 +139,13 @@ fn tables_of(table: &str) -> String {
 /// Drops a store's tables.
 #[cfg(feature = "postgres")]
 pub(crate) async fn drop_pg_tables(table: &str) {
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_url()).await {
-        let sql = format!("DROP TABLE IF EXISTS {} CASCADE", tables_of(table));
-        let _ = sqlx::query(&sql).execute(&mut conn).await;
-        let _ = conn.close().await;
-    }
+    drop_pg_tables_at(&pg_url(), table).await;
 }
 
 /// Drops a store's tables.
 #[cfg(feature = "mysql")]
 pub(crate) async fn drop_mysql_tables(table: &str) {
-    if let Ok(mut conn) = sqlx::MySqlConnection::connect(&mysql_url()).await {
-        let sql = format!("DROP TABLE IF EXISTS {}", tables_of(table));
-        let _ = sqlx::query(&sql).execute(&mut conn).await;
-        let _ = conn.close().await;
-    }
+    drop_mysql_tables_at(&mysql_url(), table).await;
 }
 
 /// Runs a command, returning whether it succeeded (its output goes to the test's output).
