@@ -16,8 +16,8 @@ use crate::DRIVER;
 #[async_trait]
 impl Locks for RedisStorage {
     /// `SCAN`s the whole keyspace for the lock keys (a second or so per million keys), then
-    /// reads the page's owners and remaining times to live (`PTTL`, from the server's `TIME`)
-    /// in one pipeline. On Redis Cluster, where a `SCAN` reaches one node: `NotSupported`.
+    /// reads the page's owners and expiries (`PEXPIRETIME`; before Redis 7.0 the server's
+    /// `TIME` plus each `PTTL`) in one pipeline. On Redis Cluster, where a `SCAN` reaches one node: `NotSupported`.
     async fn locks(&self, page: PageRequest) -> Result<Page<HeldLock>> {
         if self.split() {
             return Err(Error::NotSupported {
@@ -42,9 +42,75 @@ impl Locks for RedisStorage {
                 next: None,
             });
         }
+        let items = match self.held_exactly(&names.items).await {
+            Ok(items) => items,
+            // Redis before 7.0 has no `PEXPIRETIME`: the server's clock plus each `PTTL`,
+            // exact to a millisecond or so.
+            Err(e)
+                if matches!(e.kind(), redis::ErrorKind::Server(_))
+                    && e.to_string()
+                        .to_ascii_lowercase()
+                        .contains("unknown command") =>
+            {
+                self.held_from_ttl(&names.items).await?
+            }
+            Err(e) => return Err(backend(e)),
+        };
+        Ok(Page {
+            items,
+            next: names.next,
+        })
+    }
+
+    /// One `DEL`: a lock key exists only while it is held.
+    async fn release(&self, key: &str) -> Result<bool> {
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(self.keys().lock(key))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(backend)?;
+        Ok(deleted > 0)
+    }
+}
+
+impl RedisStorage {
+    /// The owners and absolute expiries (`PEXPIRETIME`, Redis 7.0+) of the lock keys in one
+    /// pipeline: the expiry read is the one stored, so two listings agree to the millisecond.
+    async fn held_exactly(&self, keys: &[String]) -> redis::RedisResult<Vec<HeldLock>> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            let full = self.keys().lock(key);
+            pipe.cmd("GET").arg(&full).cmd("PEXPIRETIME").arg(&full);
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.conn()).await?;
+        let mut replies = replies.into_iter();
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (Some(owner), Some(expiry)) = (replies.next(), replies.next()) else {
+                break;
+            };
+            // Expired (or released) between the scan and the read (`-2`), or never expiring
+            // (`-1`, which no lock taken here is): not listed.
+            let (Some(owner), Some(expiry)) = (text(owner), int(&expiry)) else {
+                continue;
+            };
+            if expiry <= 0 {
+                continue;
+            }
+            items.push(HeldLock {
+                key: key.clone(),
+                owner,
+                expires_at: from_unix_millis(expiry),
+            });
+        }
+        Ok(items)
+    }
+
+    /// The same from the server's `TIME` and each key's `PTTL`, for servers before 7.0.
+    async fn held_from_ttl(&self, keys: &[String]) -> Result<Vec<HeldLock>> {
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
-        for key in &names.items {
+        for key in keys {
             let full = self.keys().lock(key);
             pipe.cmd("GET").arg(&full).cmd("PTTL").arg(&full);
         }
@@ -71,12 +137,11 @@ impl Locks for RedisStorage {
                 )
             }
         };
-        let mut items = Vec::with_capacity(names.items.len());
-        for key in names.items {
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
             let (Some(owner), Some(ttl)) = (replies.next(), replies.next()) else {
                 return Err(RedisDriverError::unexpected("locks", &Value::Nil).into());
             };
-            // Expired (or released) between the scan and the read: not held.
             let (Some(owner), Some(ttl)) = (text(owner), int(&ttl)) else {
                 continue;
             };
@@ -84,24 +149,11 @@ impl Locks for RedisStorage {
                 continue;
             }
             items.push(HeldLock {
-                key,
+                key: key.clone(),
                 owner,
                 expires_at: from_unix_millis(now.saturating_add(ttl)),
             });
         }
-        Ok(Page {
-            items,
-            next: names.next,
-        })
-    }
-
-    /// One `DEL`: a lock key exists only while it is held.
-    async fn release(&self, key: &str) -> Result<bool> {
-        let deleted: i64 = redis::cmd("DEL")
-            .arg(self.keys().lock(key))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(deleted > 0)
+        Ok(items)
     }
 }
