@@ -3,8 +3,9 @@
 //! waiting jobs, their key, dependencies left and availability. (The driver's own bookkeeping
 //! files, claims, group counters and intents, are JSON, in their modules.)
 //!
-//! Every state change of a job is a `rename` of its file, never a rewrite, so each one is atomic
-//! and only one process can win it.
+//! Every state change of a job is a `rename` of its file, so each one is atomic and only one
+//! process can win it; a job given a new payload (a retry re-sealing it) is a new file, staged
+//! and renamed into place by a step of the journal, its old file then deleted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -97,9 +97,12 @@
 //! under the lock, 500 per hold of it. A record file that does not read as one counts as
 //! no record, is logged, and is left for an operator.
 //!
-//! Not supported: a new payload in a settle (`Effect::Payload`, `capabilities().rewrite` is
-//! false; refused with `NotSupported`): a retried encrypted job keeps the key it was sealed
-//! with until it ends, where the other drivers seal it again with the active key.
+//! A new payload in a settle (`Effect::Payload`, a retried encrypted job sealed again with the
+//! active key) goes through the journal: the job's file with the new payload (same queue,
+//! name and claim) is staged in `tmp/` before the lock, and the step that takes the
+//! reservation puts it into `ready/` under the retry's name, then deletes the old file. A
+//! crash before the reservation is taken leaves the job reserved with its old payload (back
+//! after its lease); after, the next lock holder finishes the step: one version, the new one.
 //!
 //! A guarded apply (`Groups::apply_if`, how a schedule claims a tick) checks its counter
 //! under the store's lock, after finishing what crashed steps left. Refused, it writes

@@ -214,6 +214,7 @@ impl Storage for FileStorage {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities::complete(DRIVER, self)
             .track(self)
+            .rewrite(true)
             .workers(self)
             .locks(self)
             .durable(self.fsync)

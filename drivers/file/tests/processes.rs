@@ -67,6 +67,10 @@ const TESTS: &[Test] = &[
         a_replacing_push_killed_at_any_point_leaves_one_version,
     ),
     (
+        "a_retry_with_a_new_payload_killed_at_any_point_leaves_one_version",
+        a_retry_with_a_new_payload_killed_at_any_point_leaves_one_version,
+    ),
+    (
         "waiting_jobs_killed_at_any_point_change_once",
         waiting_jobs_killed_at_any_point_change_once,
     ),
@@ -749,6 +753,70 @@ fn a_replacing_push_killed_at_any_point_leaves_one_version() {
     });
 }
 
+/// A retry that gives the job a new payload (`Effect::Payload`, how a worker re-seals an
+/// encrypted job with the active key) with a counter delta, killed at each point of its
+/// step: the job comes back once, with the new payload and its attempt counted if the move
+/// was taken, with the old one after its lease if not; it keeps its claim, the counter is
+/// added with the move only, and nothing is left in `tmp/` or `journal/`.
+fn a_retry_with_a_new_payload_killed_at_any_point_leaves_one_version() {
+    runtime().block_on(async {
+        for point in POINTS {
+            let dir = common::private_dir();
+            let root = dir.path().join("store");
+            let store = open(&root).await;
+            let id = store
+                .push_one(job("q", "sealed", b"old").unique(Unique::new("sealed")))
+                .await
+                .unwrap()
+                .into_id();
+            drop(store);
+            crash(&root, "rewrite", point);
+            let taken = point != "written";
+            for round in 0..2 {
+                let case = format!("killed at {point} ({round})");
+                let store = open(&root).await;
+                let size = size(&store, "q").await;
+                assert_eq!(size.total(), 1, "{case}: one job {size:?}");
+                assert_eq!(size.reserved, u64::from(!taken), "{case}: {size:?}");
+                let counters = store.groups().unwrap().counters("g").await.unwrap();
+                let want: Vec<(String, i64)> = if taken {
+                    vec![("retried".to_owned(), 1)]
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(counters, want, "{case}");
+                let again = store
+                    .push(vec![job("q", "probe", b"p").unique(Unique::new("sealed"))])
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    again,
+                    [Pushed::Duplicate(id.clone())],
+                    "{case}: the claim holds"
+                );
+                assert!(names_in(&root.join("tmp")).is_empty(), "{case}");
+                assert!(names_in(&root.join("journal")).is_empty(), "{case}");
+                assert!(failed_list(&store).await.is_empty(), "{case}");
+            }
+            // Past the crash child's lease of 200 ms: a job whose move was not taken is
+            // back too.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let store = open(&root).await;
+            let got = store
+                .reserve(&request(&["q"], Duration::from_secs(60), 10))
+                .await
+                .unwrap();
+            assert_eq!(got.len(), 1, "{point}");
+            let payload: &[u8] = if taken { b"new" } else { b"old" };
+            assert_eq!(
+                (&got[0].lease.job_id, got[0].payload.as_slice()),
+                (&id, payload),
+                "{point}"
+            );
+        }
+    });
+}
+
 fn hold(key: &str, deps: u32, job: NewJob) -> Effect {
     Effect::Hold(WaitingJob::new(key, deps, job))
 }
@@ -980,6 +1048,22 @@ async fn crash_child(root: PathBuf) {
         .reserve(&request(&["q"], Duration::from_millis(200), 1))
         .await
         .unwrap();
+    if scenario == "rewrite" {
+        let settle = Settle::new(
+            got[0].lease.clone(),
+            Outcome::Retry {
+                delay: Duration::ZERO,
+            },
+        )
+        .effect(Effect::Payload(b"new".to_vec()))
+        .effect(Effect::Count {
+            group: "g".into(),
+            deltas: vec![("retried".into(), 1)],
+        });
+        queue_file::__crash_at(point);
+        store.settle(vec![settle], None).await.unwrap();
+        std::process::exit(3);
+    }
     if scenario == "waiting" {
         let settle = waiting_effects()
             .into_iter()

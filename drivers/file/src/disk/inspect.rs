@@ -83,6 +83,7 @@ impl Disk {
                     waits: Vec::new(),
                     replaces: false,
                     records: Vec::new(),
+                    rewrite: None,
                 }),
                 None => {
                     if remove_if_there(&path)? {

@@ -180,6 +180,12 @@ pub(super) struct Move {
     /// older versions, which had no records.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) records: Vec<PutRecord>,
+    /// The job's new version (`Effect::Payload`, a retried job re-sealed), staged whole in
+    /// `tmp/` (relative to the root): a taken move going back to `ready/` puts it there under
+    /// the move's name and deletes the taken file; a move not taken deletes it. (Absent from
+    /// intents of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) rewrite: Option<String>,
 }
 
 /// A record file to put into `records/` with a move: done once its staged file is gone.
@@ -524,6 +530,9 @@ impl Disk {
                 for r in &mv.records {
                     remove_if_there(&self.abs_path(&r.from))?;
                 }
+                if let Some(from) = &mv.rewrite {
+                    remove_if_there(&self.abs_path(from))?;
+                }
                 continue;
             }
             for op in &mv.claims {
@@ -694,10 +703,24 @@ impl Disk {
             Then::Ready { queue, name } => {
                 let paths = self.paths(queue)?;
                 self.ensure_queue(queue, &paths)?;
-                match self.rename_into(queue, &paths, &tombstone, &paths.ready.join(name)) {
-                    Ok(()) => {}
-                    Err(e) if not_found(&e) => return Ok(()),
-                    Err(e) => return Err(FileError::io("rename", tombstone)(e)),
+                // The new version in, then the old one out: done once both are gone.
+                let from = match &mv.rewrite {
+                    Some(staged) => self.abs_path(staged),
+                    None => tombstone.clone(),
+                };
+                let moved = match self.rename_into(queue, &paths, &from, &paths.ready.join(name)) {
+                    Ok(()) => true,
+                    Err(e) if not_found(&e) => false,
+                    Err(e) => return Err(FileError::io("rename", from)(e)),
+                };
+                if mv.rewrite.is_some() {
+                    remove_if_there(&tombstone)?;
+                    if let Some(dir) = from.parent() {
+                        dirs.push(dir.to_path_buf());
+                    }
+                }
+                if !moved {
+                    return Ok(());
                 }
                 if let Some(name) = ReadyName::parse(name) {
                     self.remember_ready(queue, name);

@@ -337,6 +337,7 @@ impl Disk {
                 waits: Vec::new(),
                 replaces: true,
                 records: Vec::new(),
+                rewrite: None,
             });
             files.push((file, tmp));
             replaced.push(OldVersion {

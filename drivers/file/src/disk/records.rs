@@ -213,6 +213,7 @@ impl Disk {
                             waits: staged.waits,
                             replaces: false,
                             records: staged.records,
+                            rewrite: None,
                         }],
                         publish: Vec::new(),
                         counts: Vec::new(),

@@ -4,10 +4,11 @@
 //! Taking the lock finishes the intents of crashed steps (see [`super::journal`]); what is
 //! left in `tmp/` after that is one of:
 //!
-//! - `ID.push`, `ID.N.push`, `ID.N.K.push`, and `.hold` and `.rec` alike: a job written for a
-//!   push, a waiting job for a hold, or a record for a settle or `Track::put_record`, of a
-//!   step that never returned (nothing promised it): deleted after an hour, so that a slow
-//!   step in progress keeps its files.
+//! - `ID.push`, `ID.N.push`, `ID.N.K.push`, and `.hold`, `.rec` and `.val` alike, and
+//!   `ID.N.payload`: a job written for a push, a waiting job for a hold, a record for a settle
+//!   or `Track::put_record`, a group's value, or a retried job's new version, of a step that
+//!   never returned (nothing promised it): deleted after an hour, so that a slow step in
+//!   progress keeps its files.
 //! - `ID.intent`, `ID.N.record`, `ID.replace`, `ID.N.wait`, `ID.N.job`: a file a step under
 //!   the lock was writing when it died (a failed record, a waiting job put or released by a
 //!   plan), whose step is finished or never started: deleted.
@@ -57,9 +58,9 @@ fn kind(name: &str) -> Kind {
     let first = parts.next().unwrap_or_default();
     let rest: Vec<&str> = parts.collect();
     match rest.as_slice() {
-        ["push" | "hold" | "rec"]
-        | [_, "push" | "hold" | "rec"]
-        | [_, _, "push" | "hold" | "rec"] => Kind::Push,
+        ["push" | "hold" | "rec" | "val"]
+        | [_, "push" | "hold" | "rec" | "val" | "payload"]
+        | [_, _, "push" | "hold" | "rec" | "val"] => Kind::Push,
         ["intent"] | [_, "record" | "wait" | "job"] | ["replace"] | ["counter"] => Kind::Orphan,
         [_, "taken"] => Kind::Taken {
             intent: first.to_owned(),
@@ -218,6 +219,7 @@ impl Disk {
             waits: Vec::new(),
             replaces: false,
             records: Vec::new(),
+            rewrite: None,
         }
     }
 
@@ -284,6 +286,8 @@ mod tests {
         is(format!("{id}.3.0.hold"), "push");
         is(format!("{id}.3.0.rec"), "push");
         is(format!("{id}.rec"), "push");
+        is(format!("{id}.3.0.val"), "push");
+        is(format!("{id}.3.payload"), "push");
         is(format!("{id}.4.wait"), "orphan");
         is(format!("{id}.4.job"), "orphan");
         is(format!("{id}.intent"), "orphan");

@@ -299,6 +299,7 @@ impl Disk {
                 waits: Vec::new(),
                 replaces: false,
                 records: Vec::new(),
+                rewrite: None,
             }],
             publish: Vec::new(),
             counts: Vec::new(),

@@ -8,7 +8,7 @@
 //! and finished after a crash.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use queue_core::storage::{check_effects, duration_millis};
@@ -16,8 +16,11 @@ use queue_core::{Lease, Outcome, ReserveRequest, Result, Settle, SettleReply, Se
 
 use super::journal::{failed_name, ClaimOp, Intent, Move, Record, Take, Then};
 use super::waiting::{sort_out, Op, Staged};
-use super::{guard, read_head, remove_if_there, sync_files, Disk, QueuePaths};
-use crate::format::{clamp_ms, new_id, now_ms, ReadyName, ReservedName};
+use super::{
+    guard, read_head, read_if_there, remove_if_there, sync_files, write_new, Disk, QueuePaths,
+};
+use crate::error::FileError;
+use crate::format::{clamp_ms, decode_job, encode_job, new_id, now_ms, ReadyName, ReservedName};
 use crate::DRIVER;
 
 /// A settlement that changes nothing but its own job's file.
@@ -36,6 +39,8 @@ struct Journaled {
     paths: QueuePaths,
     ops: Vec<Op>,
     staged: Staged,
+    /// The job's new version (`Effect::Payload`), staged in `tmp/`: relative to the root.
+    rewrite: Option<String>,
 }
 
 impl Disk {
@@ -90,6 +95,7 @@ impl Disk {
                     paths,
                     ops,
                     staged: Staged::default(),
+                    rewrite: None,
                 });
             }
         }
@@ -175,10 +181,22 @@ impl Disk {
         let mut files = Vec::new();
         let staged = (|| -> Result<()> {
             for j in &mut batch {
-                let ops = std::mem::take(&mut j.ops);
+                let (payloads, ops): (Vec<Op>, Vec<Op>) = std::mem::take(&mut j.ops)
+                    .into_iter()
+                    .partition(|op| matches!(op, Op::Payload(_)));
                 let prefix = format!("{id}.{}", j.slot);
                 let job = Some(j.settle.lease.job_id.0.as_str());
                 j.staged = self.stage_ops(&prefix, job, ops, now, &mut files)?;
+                // The last payload effect is the one the job keeps.
+                if let Some(Op::Payload(payload)) = payloads.into_iter().last() {
+                    let tmp = self.tmp.join(format!("{prefix}.payload"));
+                    if let Some(file) =
+                        self.stage_rewrite(&j.settle.lease, &j.paths, payload, &tmp)?
+                    {
+                        files.push((file, tmp.clone()));
+                        j.rewrite = Some(self.rel_path(&tmp));
+                    }
+                }
             }
             if self.fsync {
                 sync_files(&files)?;
@@ -200,7 +218,7 @@ impl Disk {
         for j in batch {
             let lease = &j.settle.lease;
             let Some(found) = self.find_reserved(&j.paths, &lease.job_id.0, &lease.token)? else {
-                for from in j.staged.files() {
+                for from in j.staged.files().chain(j.rewrite.as_deref()) {
                     remove_if_there(&self.abs_path(from))?;
                 }
                 out.push((j.slot, Settled::Stale));
@@ -306,6 +324,37 @@ impl Disk {
             waits: j.staged.waits,
             replaces: false,
             records: j.staged.records,
+            rewrite: j.rewrite,
         }
+    }
+
+    /// Writes the reserved job's file with a new payload (same queue, name and claim) to
+    /// `tmp`, for the step to put in `ready/` in place of the old one; `None` if the
+    /// reservation is gone (the lease is stale, and the step will say so).
+    fn stage_rewrite(
+        &self,
+        lease: &Lease,
+        paths: &QueuePaths,
+        payload: Vec<u8>,
+        tmp: &Path,
+    ) -> Result<Option<std::fs::File>> {
+        // A heartbeat of this process may rename the file meanwhile (a new deadline, the
+        // same token): look again a few times.
+        for _ in 0..5 {
+            let Some(found) = self.find_reserved(paths, &lease.job_id.0, &lease.token)? else {
+                return Ok(None);
+            };
+            let path = paths.reserved.join(found.file_name());
+            let Some(bytes) = read_if_there(&path)? else {
+                continue;
+            };
+            let mut job = decode_job(&bytes).map_err(|reason| FileError::Damaged {
+                path: path.clone(),
+                reason,
+            })?;
+            job.payload = payload;
+            return Ok(Some(write_new(tmp, &encode_job(&job))?));
+        }
+        Ok(None)
     }
 }

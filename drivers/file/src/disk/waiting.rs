@@ -58,6 +58,9 @@ pub(super) enum Op {
         name: String,
         value: Vec<u8>,
     },
+    /// The settled job's new payload as it goes back to its queue (only in a settle that
+    /// keeps the job: checked first); staged by the settle, not by [`Disk::stage_ops`].
+    Payload(Vec<u8>),
 }
 
 /// The record kind group values are kept under.
@@ -87,6 +90,7 @@ pub(super) fn sort_out(effects: Vec<Effect>) -> queue_core::Result<Vec<Op>> {
             Effect::Skip { key } => Ok(Op::Skip { key }),
             Effect::Record { kind, value, ttl } => Ok(Op::Record { kind, value, ttl }),
             Effect::Value { group, name, value } => Ok(Op::Value { group, name, value }),
+            Effect::Payload(payload) => Ok(Op::Payload(payload)),
             _ => Err(Error::NotSupported {
                 driver: DRIVER,
                 operation: "an effect this version of the file driver does not know",
@@ -263,6 +267,13 @@ impl Disk {
                         value,
                     };
                     self.stage_put(format!("{prefix}.{k}.val"), &record, files, &mut staged)?;
+                }
+                // Checked before: a settle stages its payload itself, an apply has none.
+                Op::Payload(_) => {
+                    return Err(FileError::Damaged {
+                        path: self.tmp.clone(),
+                        reason: "a payload effect outside a settle names no job".into(),
+                    })
                 }
             }
         }
