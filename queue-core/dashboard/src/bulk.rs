@@ -258,6 +258,19 @@ pub(crate) async fn act(
         }
     );
     let ids: Vec<String> = selection.jobs.into_iter().map(|j| j.id).collect();
+    let task = start_on_failed(&dash, what, ids, retry);
+    // From `failed/select/{action}`: `../../tasks/{id}` is the task's page.
+    Ok(see_other(format!("../../tasks/{task}")))
+}
+
+/// Starts a task that retries (or deletes) the failed jobs `ids` one by one in the
+/// background; returns its id.
+pub(crate) fn start_on_failed(
+    dash: &Dashboard,
+    what: String,
+    ids: Vec<String>,
+    retry: bool,
+) -> u64 {
     let task = dash.tasks.start(what, ids.len() as u64);
     let (queue, tasks) = (dash.queue.clone(), dash.tasks.clone());
     tokio::spawn(async move {
@@ -285,8 +298,7 @@ pub(crate) async fn act(
         }
         tasks.end(task, None);
     });
-    // From `failed/select/{action}`: `../../tasks/{id}` is the task's page.
-    Ok(see_other(format!("../../tasks/{task}")))
+    task
 }
 
 /// `GET queues/{queue}/clear`: the dry run of clearing a queue: how many jobs it would

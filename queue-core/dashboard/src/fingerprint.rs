@@ -7,16 +7,17 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use maud::html;
-use queue_core::storage::{FailedJob, PageRequest, Pushed};
+use queue_core::storage::{FailedJob, PageRequest};
 use queue_core::StorageExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Viewer;
+use crate::bulk::start_on_failed;
 use crate::pages::{csrf_input, driver, see_other};
 use crate::view::{enc, layout, one_line, time, Place};
 use crate::{Dashboard, Error, Result};
@@ -195,13 +196,6 @@ async fn find(dash: &Dashboard, key: &str) -> Result<(FailedGroup, bool)> {
         })
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct DoneQuery {
-    done: Option<String>,
-    n: Option<u64>,
-    held: Option<u64>,
-}
-
 /// `GET failed/groups/{key}`: one group, with what Retry all and Delete all would touch
 /// (the dry run) and their buttons.
 pub(crate) async fn group(
@@ -209,77 +203,46 @@ pub(crate) async fn group(
     place: Place,
     viewer: Viewer,
     Path(key): Path<String>,
-    Query(q): Query<DoneQuery>,
 ) -> Result<Response> {
-    let done = match (q.done.as_deref(), q.n) {
-        (Some("retried"), Some(n)) => Some(format!(
-            "{n} failed job{} put back on {} queue{}{}.",
-            if n == 1 { "" } else { "s" },
-            if n == 1 { "its" } else { "their" },
-            if n == 1 { "" } else { "s" },
-            match q.held {
-                Some(h) if h > 0 => format!(
-                    "; {h} stay{}, another job holds {} unique key",
-                    if h == 1 { "s" } else { "" },
-                    if h == 1 { "its" } else { "their" }
-                ),
-                _ => String::new(),
-            }
-        )),
-        (Some("forgotten"), Some(n)) => Some(format!(
-            "{n} failed job{} deleted.",
-            if n == 1 { "" } else { "s" }
-        )),
-        _ => None,
-    };
-    let found = match find(&dash, &key).await {
-        Ok(found) => Some(found),
-        Err(Error::NotFound(_)) if done.is_some() => None,
-        Err(e) => return Err(e),
-    };
+    let (g, more) = find(&dash, &key).await?;
     let body = html! {
         p.crumbs { a href="../../failed" { "Failed jobs" } " / " a href="../groups" { "by error" } " / " (key) }
         h1 { "Failed jobs with one error" }
-        @if let Some(text) = &done { p.notice role="status" { (text) } }
-        @match &found {
-            None => { p.empty { "No failed job has this error any more." } }
-            Some((g, more)) => {
-                dl.fields {
-                    dt { "Name" } dd { (g.name) }
-                    dt { "Error" } dd.error { (g.masked) }
-                    dt { "Queues" } dd { (g.queues.join(", ")) }
-                    dt { "Jobs" } dd.count { (g.jobs.len()) @if *more { " among the newest " (SCAN) } }
-                    dt { "Newest" } dd { (time(g.newest)) }
-                    dt { "Oldest" } dd { (time(g.oldest)) }
-                }
-                @if viewer.can_act() {
-                    @let before = millis(g.newest);
-                    p.dry-run {
-                        "Retry all puts these " (g.jobs.len()) " failed jobs back on their queues "
-                        "(batch members counted pending in their batches again); Delete all "
-                        "deletes them. Jobs that failed with this error after the newest one "
-                        "shown here are left alone."
-                    }
-                    form.inline method="post" action={ (key) "/retry" } {
-                        (csrf_input(&viewer))
-                        input type="hidden" name="before" value=(before);
-                        button.retry type="submit" { "Retry all " (g.jobs.len()) }
-                    }
-                    " "
-                    form.inline method="post" action={ (key) "/forget" } {
-                        (csrf_input(&viewer))
-                        input type="hidden" name="before" value=(before);
-                        button.forget type="submit" { "Delete all " (g.jobs.len()) }
-                    }
-                }
-                h2 { "Jobs" }
-                ul.ids {
-                    @for (id, _) in g.jobs.iter().take(50) {
-                        li { a href={ "../" (enc(id)) } { (id) } }
-                    }
-                    @if g.jobs.len() > 50 { li { "… and " (g.jobs.len() - 50) " more" } }
-                }
+        dl.fields {
+            dt { "Name" } dd { (g.name) }
+            dt { "Error" } dd.error { (g.masked) }
+            dt { "Queues" } dd { (g.queues.join(", ")) }
+            dt { "Jobs" } dd.count { (g.jobs.len()) @if more { " among the newest " (SCAN) } }
+            dt { "Newest" } dd { (time(g.newest)) }
+            dt { "Oldest" } dd { (time(g.oldest)) }
+        }
+        @if viewer.can_act() {
+            @let before = millis(g.newest);
+            p.dry-run {
+                "Retry all puts these " (g.jobs.len()) " failed jobs back on their queues "
+                "(batch members counted pending in their batches again); Delete all "
+                "deletes them. Either runs in the background, with a page of its "
+                "progress. Jobs that failed with this error after the newest one "
+                "shown here are left alone."
             }
+            form.inline method="post" action={ (key) "/retry" } {
+                (csrf_input(&viewer))
+                input type="hidden" name="before" value=(before);
+                button.retry type="submit" { "Retry all " (g.jobs.len()) }
+            }
+            " "
+            form.inline method="post" action={ (key) "/forget" } {
+                (csrf_input(&viewer))
+                input type="hidden" name="before" value=(before);
+                button.forget type="submit" { "Delete all " (g.jobs.len()) }
+            }
+        }
+        h2 { "Jobs" }
+        ul.ids {
+            @for (id, _) in g.jobs.iter().take(50) {
+                li { a href={ "../" (enc(id)) } { (id) } }
+            }
+            @if g.jobs.len() > 50 { li { "… and " (g.jobs.len() - 50) " more" } }
         }
     };
     Ok(layout(
@@ -322,31 +285,22 @@ pub(crate) async fn act(
         ));
     };
     let (group, _) = find(&dash, &key).await?;
-    let store = dash.queue.storage().failed_store()?;
-    let (mut done, mut held) = (0u64, 0u64);
-    for (id, failed_at) in &group.jobs {
-        if millis(*failed_at) > form.before {
-            continue;
-        }
-        if action == "retry" {
-            match dash.queue.retry_failed(id).await? {
-                Some(Pushed::Duplicate(_)) => held += 1,
-                Some(_) => done += 1,
-                None => {}
-            }
-        } else if store.forget(id).await? {
-            done += 1;
-        }
-    }
-    let word = if action == "retry" {
-        "retried"
-    } else {
-        "forgotten"
-    };
-    // From `failed/groups/{key}/{action}`: `../{key}` is the group's page.
-    Ok(see_other(format!(
-        "../{key}?done={word}&n={done}&held={held}"
-    )))
+    let retry = action == "retry";
+    let ids: Vec<String> = group
+        .jobs
+        .iter()
+        .filter(|(_, failed_at)| millis(*failed_at) <= form.before)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let what = format!(
+        "{} the failed jobs of {} with the error \"{}\"",
+        if retry { "retry" } else { "delete" },
+        group.name,
+        group.masked
+    );
+    let task = start_on_failed(&dash, what, ids, retry);
+    // From `failed/groups/{key}/{action}`: `../../../tasks/{id}` is the task's page.
+    Ok(see_other(format!("../../../tasks/{task}")))
 }
 
 #[cfg(test)]
