@@ -10,6 +10,13 @@
 //! | `runall_failed_jobs` | | jobs in the failed store |
 //! | `runall_workers` | | live worker processes (the worker registry) |
 //! | `runall_workers_busy_slots`, `runall_workers_slots` | | their busy slots and all their slots, as of their last beat |
+//! | `runall_history_jobs` | `window` (`1h`, `24h`), `outcome` (`succeeded`, `failed`) | jobs the workers ended in the last hour or day ([`queue_core::stats`]) |
+//! | `runall_history_starts` | `window` | first starts in that time, whose waits the next two describe |
+//! | `runall_history_wait_seconds_mean` | `window` | their mean wait from dispatch (or due time) to start |
+//! | `runall_history_wait_seconds` | `window`, `quantile` (`0.5`, `0.95`, `0.99`) | its percentiles, interpolated in the buckets of [`queue_core::stats::Waits`] as `histogram_quantile` does |
+//!
+//! The history's figures come from the store, so they cover every worker of it; they are as
+//! fresh as the workers' last beats (10 s). A window without a start has no wait figures.
 //!
 //! What the store cannot say (memcached cannot list its queues) is left out, and named in a
 //! comment line of the answer. One reading answers every scrape for [`SCRAPE_REUSE`] (5 s),
@@ -24,6 +31,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use queue_core::stats::Point;
 use queue_core::{Error as QueueError, StorageExt};
 
 use crate::live::collect;
@@ -84,6 +92,20 @@ async fn render(queue: &queue_core::Queue) -> Result<String, QueueError> {
             }
         }
     }
+    // The workers' throughput history: what ended and how long it waited, over the last
+    // hour and the last day.
+    let windows =
+        match queue_core::stats::history(queue.storage().as_ref(), SystemTime::now()).await {
+            Ok(history) => [("1h", &history.minutes), ("24h", &history.hours)]
+                .into_iter()
+                .filter_map(|(window, points)| Some((window, Point::sum(points)?)))
+                .collect(),
+            Err(e @ QueueError::NotSupported { .. }) => {
+                notes.push(e.to_string());
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
@@ -125,6 +147,28 @@ async fn render(queue: &queue_core::Queue) -> Result<String, QueueError> {
                 metrics::gauge!("runall_workers_slots").set(slots as f64);
             }
             Err(e) => notes.push(e.to_string()),
+        }
+        for (window, point) in &windows {
+            for (outcome, n) in [("succeeded", point.processed), ("failed", point.failed)] {
+                metrics::gauge!("runall_history_jobs", "window" => *window, "outcome" => outcome)
+                    .set(n as f64);
+            }
+            metrics::gauge!("runall_history_starts", "window" => *window).set(point.starts as f64);
+            // No start, no wait: left out rather than shown as 0.
+            if let Some(mean) = point.mean_wait() {
+                metrics::gauge!("runall_history_wait_seconds_mean", "window" => *window)
+                    .set(mean.as_secs_f64());
+            }
+            for (quantile, q) in [("0.5", 0.5), ("0.95", 0.95), ("0.99", 0.99)] {
+                if let Some(wait) = point.wait_quantile(q) {
+                    metrics::gauge!(
+                        "runall_history_wait_seconds",
+                        "window" => *window,
+                        "quantile" => quantile
+                    )
+                    .set(wait.as_secs_f64());
+                }
+            }
         }
     });
     let mut body = String::new();

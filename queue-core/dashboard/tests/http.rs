@@ -1778,6 +1778,39 @@ async fn the_overview_charts_what_the_workers_ended() {
             "{name}: {}",
             page.body
         );
+        // The same history in Prometheus' text: what ended, the starts, their waits.
+        let metrics = get(&app, "/metrics").await;
+        for window in ["1h", "24h"] {
+            for line in [
+                format!("runall_history_jobs{{window=\"{window}\",outcome=\"succeeded\"}} 6"),
+                format!("runall_history_jobs{{window=\"{window}\",outcome=\"failed\"}} 2"),
+                format!("runall_history_starts{{window=\"{window}\"}} 8"),
+                format!("runall_history_wait_seconds_mean{{window=\"{window}\"}} "),
+            ] {
+                assert!(
+                    metrics.body.contains(&line),
+                    "{name}: {line} in\n{}",
+                    metrics.body
+                );
+            }
+            // The percentiles are numbers, in order.
+            let quantile = |q: &str| -> f64 {
+                let line =
+                    format!("runall_history_wait_seconds{{window=\"{window}\",quantile=\"{q}\"}} ");
+                let at = metrics.body.find(&line).unwrap_or_else(|| {
+                    panic!("{name}: {line} in\n{}", metrics.body);
+                }) + line.len();
+                let value = metrics.body[at..].lines().next().unwrap_or_default();
+                value
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{name}: {value}: {e}"))
+            };
+            let (p50, p95, p99) = (quantile("0.5"), quantile("0.95"), quantile("0.99"));
+            assert!(
+                0.0 <= p50 && p50 <= p95 && p95 <= p99,
+                "{name}: {p50} {p95} {p99}"
+            );
+        }
     }
     if let Some(queue) = common::memcached().await {
         let app = queue_dashboard::router(queue);
@@ -1785,6 +1818,19 @@ async fn the_overview_charts_what_the_workers_ended() {
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.body.contains("group counters"), "{}", page.body);
         assert!(!page.body.contains("<svg class=\"chart\""));
+        let metrics = get(&app, "/metrics").await;
+        assert!(
+            !metrics.body.contains("runall_history_"),
+            "{}",
+            metrics.body
+        );
+        assert!(
+            metrics
+                .body
+                .contains("# not available: the memcached driver"),
+            "{}",
+            metrics.body
+        );
     }
 }
 
