@@ -50,6 +50,11 @@ pub struct Capabilities<'a> {
     /// queue takes a new payload in the same step (a retried encrypted job re-sealed with
     /// the active key).
     pub rewrite: bool,
+    /// Settles apply [`Effect::Park`](super::Effect::Park), and
+    /// [`unlock`](crate::Storage::unlock) and [`Locks::release`] make the job parked on the
+    /// key longest ago due at once: a job whose `without_overlapping` key is busy waits for
+    /// the key instead of polling it.
+    pub park: bool,
     /// The failed store.
     pub failed: Option<&'a dyn FailedStore>,
     /// Sizes, queues, listing and clearing, for operators.
@@ -83,6 +88,7 @@ impl<'a> Capabilities<'a> {
             claims: false,
             replace: false,
             rewrite: false,
+            park: false,
             failed: None,
             inspect: None,
             groups: None,
@@ -144,6 +150,12 @@ impl<'a> Capabilities<'a> {
     /// Sets whether settles apply payload effects.
     pub fn rewrite(mut self, yes: bool) -> Self {
         self.rewrite = yes;
+        self
+    }
+
+    /// Sets [`park`](Capabilities::park).
+    pub fn park(mut self, yes: bool) -> Self {
+        self.park = yes;
         self
     }
 

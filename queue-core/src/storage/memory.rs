@@ -66,6 +66,8 @@ struct State {
     /// Waiting jobs by key: dependencies left, and the job.
     waiting: HashMap<String, (i64, NewJob)>,
     locks: HashMap<String, (String, i64)>,
+    /// Jobs parked on a lock ([`Effect::Park`]), by key, oldest (lowest id) first.
+    parked: HashMap<String, BTreeSet<u64>>,
     /// Records by (job id, kind): the value and when it expires (Unix ms).
     records: HashMap<(String, String), (Vec<u8>, i64)>,
     restart: u64,
@@ -82,6 +84,8 @@ struct Job {
     available_at: i64,
     lease: Option<(String, i64)>,
     unique: Option<Unique>,
+    /// The lock it is parked on ([`Effect::Park`]), while in [`State::parked`].
+    gate: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -174,6 +178,7 @@ impl State {
                 available_at,
                 lease: None,
                 unique: job.unique,
+                gate: None,
             },
         );
         id
@@ -238,7 +243,10 @@ impl State {
     }
 
     fn unreserve(&mut self, id: u64) -> Option<Job> {
-        let job = self.jobs.remove(&id)?;
+        let mut job = self.jobs.remove(&id)?;
+        if let Some(key) = job.gate.take() {
+            self.unpark(&key, id);
+        }
         if let Some((_, deadline)) = &job.lease {
             if let Some(set) = self.reserved.get_mut(&job.queue) {
                 set.remove(&(*deadline, id));
@@ -310,6 +318,44 @@ impl State {
         out
     }
 
+    fn unpark(&mut self, key: &str, id: u64) {
+        if let Some(ids) = self.parked.get_mut(key) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.parked.remove(key);
+            }
+        }
+    }
+
+    /// Makes the job parked on `key` longest ago due now, if one is still waiting for its
+    /// delay; whether one was.
+    fn wake(&mut self, key: &str, now: i64) -> bool {
+        let Some(mut ids) = self.parked.remove(key) else {
+            return false;
+        };
+        let mut woke = false;
+        while let Some(id) = ids.pop_first() {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            job.gate = None;
+            if job.lease.is_some() || job.available_at <= now {
+                continue;
+            }
+            let due = std::mem::replace(&mut job.available_at, now);
+            if let Some(set) = self.pending.get_mut(&job.queue) {
+                set.remove(&(due, id));
+                set.insert((now, id));
+            }
+            woke = true;
+            break;
+        }
+        if !ids.is_empty() {
+            self.parked.insert(key.to_owned(), ids);
+        }
+        woke
+    }
+
     fn wait_again(&mut self, id: u64, mut job: Job, available_at: i64) {
         job.lease = None;
         job.available_at = available_at;
@@ -338,7 +384,7 @@ impl State {
                     self.values.entry(group).or_default().insert(name, value);
                 }
                 // Written by the settle of their job; refused in an apply.
-                Effect::Record { .. } | Effect::Payload(_) => {}
+                Effect::Record { .. } | Effect::Payload(_) | Effect::Park { .. } => {}
             }
         }
         for waiting in holds {
@@ -374,10 +420,14 @@ impl State {
         let id = self.current(&settle.lease)?;
         let mut job = self.unreserve(id)?;
         // Records and a new payload are of the settled job itself.
-        let (own, effects): (Vec<Effect>, Vec<Effect>) = settle
-            .effects
-            .into_iter()
-            .partition(|e| matches!(e, Effect::Record { .. } | Effect::Payload(_)));
+        let (own, effects): (Vec<Effect>, Vec<Effect>) =
+            settle.effects.into_iter().partition(|e| {
+                matches!(
+                    e,
+                    Effect::Record { .. } | Effect::Payload(_) | Effect::Park { .. }
+                )
+            });
+        let mut park = None;
         for effect in own {
             match effect {
                 Effect::Record { kind, value, ttl } => {
@@ -387,9 +437,32 @@ impl State {
                 }
                 // Only with a retry or a release (`check_effects`): the job stays.
                 Effect::Payload(payload) => job.payload = payload,
+                Effect::Park { key } => park = Some(key),
                 _ => {}
             }
         }
+        // Only with a retry or a release (`check_effects`): the job stays, parked while the
+        // lock is held; due at once if it was freed before this step (no wake-up is lost).
+        let mut due_now = false;
+        if let Some(key) = park {
+            let held = self
+                .locks
+                .get(&key)
+                .is_some_and(|(_, expires)| *expires > now);
+            if held {
+                self.parked.entry(key.clone()).or_default().insert(id);
+                job.gate = Some(key);
+            } else {
+                due_now = true;
+            }
+        }
+        let after = |delay: Duration| {
+            if due_now {
+                now
+            } else {
+                now.saturating_add(duration_millis(delay))
+            }
+        };
         match settle.outcome {
             Outcome::Ack => {
                 if let Some(unique) = &job.unique {
@@ -397,11 +470,11 @@ impl State {
                 }
             }
             Outcome::Retry { delay } => {
-                self.wait_again(id, job, now.saturating_add(duration_millis(delay)));
+                self.wait_again(id, job, after(delay));
             }
             Outcome::Release { delay } => {
                 job.attempts = job.attempts.saturating_sub(1);
-                self.wait_again(id, job, now.saturating_add(duration_millis(delay)));
+                self.wait_again(id, job, after(delay));
             }
             Outcome::Fail { reason } => {
                 self.next_id += 1;
@@ -480,6 +553,7 @@ impl Storage for MemoryStorage {
             .workers(self)
             .locks(self)
             .rewrite(true)
+            .park(true)
             .durable(false)
             .atomic_push(true)
     }
@@ -581,6 +655,11 @@ impl Storage for MemoryStorage {
         match state.locks.get(key) {
             Some((holder, _)) if holder == owner => {
                 state.locks.remove(key);
+                let woke = state.wake(key, now_ms());
+                drop(state);
+                if woke {
+                    self.inner.pushed.notify_waiters();
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -619,7 +698,13 @@ impl Locks for MemoryStorage {
 
     async fn release(&self, key: &str) -> Result<bool> {
         let now = now_ms();
-        let removed = self.state().locks.remove(key);
+        let mut state = self.state();
+        let removed = state.locks.remove(key);
+        let woke = removed.is_some() && state.wake(key, now);
+        drop(state);
+        if woke {
+            self.inner.pushed.notify_waiters();
+        }
         Ok(removed.is_some_and(|(_, expires)| expires > now))
     }
 }

@@ -124,6 +124,21 @@ pub enum Effect {
     /// key this way. Drivers with [`Capabilities::rewrite`](super::Capabilities::rewrite)
     /// support it.
     Payload(Vec<u8>),
+    /// Parks the settled job on the lock `key` as it goes back to its queue: only in a settle
+    /// whose outcome keeps the job ([`Retry`](Outcome::Retry) or
+    /// [`Release`](Outcome::Release)). Its delay still bounds the wait, but the next
+    /// [`unlock`](crate::Storage::unlock) of `key` (or its release by force,
+    /// [`Locks::release`](super::Locks::release)) makes the job parked on it longest ago due at
+    /// once, in the same step that frees the key: a `without_overlapping` job whose key is
+    /// busy waits for the key instead of going round every few hundred milliseconds. If the
+    /// lock is not held when the settle applies (freed between the worker's try and this
+    /// step), the job is due at once instead: no wake-up is lost. A later settle of the job
+    /// without it ends the parking. Drivers with
+    /// [`Capabilities::park`](super::Capabilities::park) support it.
+    Park {
+        /// The lock the job waits for.
+        key: String,
+    },
     /// Stores `value` under `name` in `group`, replacing what was there: data a group keeps
     /// next to its counters (a workflow node's output, read by the nodes after it), read
     /// with [`Groups::value`](super::Groups::value) and deleted with the group's counters by
@@ -145,11 +160,11 @@ pub const MAX_VALUE: usize = 64 * 1024;
 
 impl Effect {
     /// Whether it needs the [`Groups`](super::Groups) capability (everything but a push,
-    /// a record and a payload).
+    /// a record, a payload and a park).
     pub fn needs_groups(&self) -> bool {
         !matches!(
             self,
-            Effect::Push(_) | Effect::Record { .. } | Effect::Payload(_)
+            Effect::Push(_) | Effect::Record { .. } | Effect::Payload(_) | Effect::Park { .. }
         )
     }
 
@@ -288,16 +303,16 @@ pub fn check_effects(driver: &'static str, settles: &[Settle]) -> Result<()> {
             settle.outcome,
             Outcome::Retry { .. } | Outcome::Release { .. }
         );
-        if !keeps
-            && settle
-                .effects
-                .iter()
-                .any(|e| matches!(e, Effect::Payload(_)))
-        {
+        let own = settle.effects.iter().find_map(|e| match e {
+            Effect::Payload(_) => Some("a payload"),
+            Effect::Park { .. } => Some("a park"),
+            _ => None,
+        });
+        if let (false, Some(what)) = (keeps, own) {
             return Err(Error::Contract {
                 driver,
                 problem: format!(
-                    "a payload effect of job {} with an outcome that does not keep the job \
+                    "{what} effect of job {} with an outcome that does not keep the job \
                      (only a retry or a release does)",
                     settle.lease.job_id
                 ),
@@ -393,6 +408,12 @@ fn check_list(driver: &'static str, effects: &[Effect], of: &str, settle: bool) 
             }
             Effect::Payload(_) if !settle => {
                 return problem("a payload effect outside a settle names no job".into());
+            }
+            Effect::Park { .. } if !settle => {
+                return problem("a park effect outside a settle names no job".into());
+            }
+            Effect::Park { key } if key.is_empty() => {
+                return problem("a park effect names no lock".into());
             }
             Effect::Record { kind, .. }
                 if !super::RecordKey::new("job", kind.as_str()).is_valid() =>

@@ -490,11 +490,24 @@ async fn run_decoded(
         match shared.storage.lock(key, &lease.token, length).await {
             Ok(true) => locks.push((key.clone(), locking + length)),
             Ok(false) => {
+                // Where the store parks it, the job waits for the key's release (woken at
+                // once), at most its own delay or the lock's life (a crashed holder's lock
+                // ends within a lease); elsewhere it looks again after its delay.
+                let parks = shared.storage.capabilities().park;
+                let fallback = if parks {
+                    length.max(shared.options.lock_retry)
+                } else {
+                    shared.options.lock_retry
+                };
                 let retry = envelope
                     .lock_retry_ms
-                    .map_or(shared.options.lock_retry, Duration::from_millis);
-                debug!(job = %envelope.name, id = %lease.job_id, lock = %key, retry = ?retry, "lock held: putting the job back");
-                return release(job, envelope.name, retry);
+                    .map_or(fallback, Duration::from_millis);
+                debug!(job = %envelope.name, id = %lease.job_id, lock = %key, retry = ?retry, parks, "lock held: putting the job back");
+                let mut finish = release(job, envelope.name, retry);
+                if let (true, Some(settle)) = (parks, finish.settle.as_mut()) {
+                    settle.effects.push(Effect::Park { key: key.clone() });
+                }
+                return finish;
             }
             Err(e) => {
                 warn!(error = %e, lock = %key, "could not take lock: putting the job back");

@@ -10,7 +10,7 @@ use queue_core::{
     Effect, Error, Lease, NewJob, Outcome, Pushed, Settle, Settled, StorageExt, Unique, Until,
 };
 
-use super::{failed_list, ids, LONG};
+use super::{failed_list, ids, LONG, PAST_SHORT, SHORT};
 use crate::{job, request, unique, Store};
 
 fn unique_job(queue: &str, payload: &[u8], key: &str, until: Until) -> NewJob {
@@ -1042,4 +1042,113 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
     );
     assert_eq!(h.hours[23].processed, 21);
     assert_eq!(h.hours[23].waits.total(), 21);
+}
+
+/// `Effect::Park`: jobs put back while their lock is held wait for it; an unlock makes the
+/// one parked longest ago due at once (one per unlock, its attempt given back by the
+/// release), a release by force does too, a park whose lock is free already is due at once
+/// (no wake-up lost), and a later settle without it ends the parking. A park with an
+/// outcome that does not keep the job is refused; a store without the capability refuses
+/// the effect and changes nothing.
+pub async fn parked_jobs_wait_for_their_lock(store: Store) {
+    let q = unique("q");
+    let key = unique("gate");
+    let park = |lease: &Lease, delay: Duration| Settle {
+        lease: lease.clone(),
+        outcome: Outcome::Release { delay },
+        effects: vec![Effect::Park { key: key.clone() }],
+    };
+    store
+        .push(vec![job(&q, "one", b"1"), job(&q, "two", b"2")])
+        .await
+        .unwrap();
+    let got = reserve_all(&store, &q, 2).await;
+    if !store.capabilities().park {
+        let err = store
+            .settle(vec![park(&got[0].lease, LONG)], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotSupported { .. }), "{err:?}");
+        let size = store.inspect().unwrap().size(&q).await.unwrap();
+        assert_eq!(size.reserved, 2, "the refused settle changed nothing");
+        return skip(
+            "parked_jobs_wait_for_their_lock",
+            &store,
+            "it parks no job on a lock",
+        );
+    }
+    let err = store
+        .settle(
+            vec![Settle {
+                outcome: Outcome::Ack,
+                ..park(&got[0].lease, LONG)
+            }],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Contract { .. }), "{err:?}");
+
+    assert!(store.lock(&key, "holder", LONG).await.unwrap());
+    let reply = store
+        .settle(
+            vec![park(&got[0].lease, LONG), park(&got[1].lease, LONG)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied, Settled::Applied]);
+    let none = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert!(none.is_empty(), "both parked for their delay: {none:?}");
+
+    // The holder's unlock wakes the first one parked, and only it.
+    assert!(store.unlock(&key, "holder").await.unwrap());
+    let first = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].lease.job_id, got[0].lease.job_id);
+    assert_eq!(first[0].attempts, 1, "the release gave its attempt back");
+    assert!(!store.unlock(&key, "holder").await.unwrap());
+
+    // A release by force wakes the next.
+    assert!(store.lock(&key, "other", LONG).await.unwrap());
+    if let Some(locks) = store.capabilities().locks {
+        assert!(locks.release(&key).await.unwrap());
+        let woken = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+        assert_eq!(woken.len(), 1, "{woken:?}");
+        assert_eq!(woken[0].lease.job_id, got[1].lease.job_id);
+        // Parked on a free lock: due at once.
+        let reply = store
+            .settle(vec![park(&woken[0].lease, LONG)], None)
+            .await
+            .unwrap();
+        assert_eq!(reply.settled, vec![Settled::Applied]);
+        let again = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+        assert_eq!(again.len(), 1, "no wake-up lost: {again:?}");
+        store.acknowledge(&[again[0].lease.clone()]).await.unwrap();
+    } else {
+        assert!(store.unlock(&key, "other").await.unwrap());
+        let woken = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+        assert_eq!(woken.len(), 1, "{woken:?}");
+        store.acknowledge(&[woken[0].lease.clone()]).await.unwrap();
+    }
+
+    // A job parked for a short delay comes back by itself; retried without a park, it is
+    // no longer woken by the lock.
+    assert!(store.lock(&key, "holder", LONG).await.unwrap());
+    let reply = store
+        .settle(vec![park(&first[0].lease, SHORT)], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    tokio::time::sleep(PAST_SHORT).await;
+    let back = reserve_all(&store, &q, 1).await.remove(0);
+    assert_eq!(back.lease.job_id, got[0].lease.job_id);
+    store.retry(&back.lease, LONG).await.unwrap();
+    assert!(store.unlock(&key, "holder").await.unwrap());
+    let none = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert!(
+        none.is_empty(),
+        "a retry is not woken by the lock: {none:?}"
+    );
+    assert_eq!(total(&store, &q).await, 1);
 }

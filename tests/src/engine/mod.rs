@@ -849,7 +849,7 @@ pub async fn engine_without_overlapping_release_after(store: Store) {
             .dispatch_named("sync-account", json!({}))
             .on_queue(q.as_str())
             .without_overlapping_key(key.clone())
-            .release_after(Duration::from_millis(1500))
+            .release_after(Duration::from_millis(3000))
             .await
             .unwrap();
     }
@@ -857,7 +857,7 @@ pub async fn engine_without_overlapping_release_after(store: Store) {
     assert_eq!(summary.processed, 2, "{summary:?}");
     assert_eq!(
         summary.released, 1,
-        "put back once for 1.5 s, not every 50 ms: {summary:?}"
+        "put back once, not every 50 ms: {summary:?}"
     );
     let starts = starts.lock().unwrap().clone();
     assert_eq!(starts.len(), 2);
@@ -866,8 +866,77 @@ pub async fn engine_without_overlapping_release_after(store: Store) {
         "{starts:?}"
     );
     let gap = starts[1].0 - starts[0].0;
-    assert!(
-        gap >= Duration::from_millis(1300),
-        "the second started {gap:?} after the first: it waited its release_after"
+    if store.capabilities().park {
+        // Parked on the key: woken by the first one's unlock, before its 3 s.
+        assert!(
+            gap >= Duration::from_millis(900) && gap < Duration::from_millis(2500),
+            "the second started {gap:?} after the first: it waited for the key, not its \
+             release_after"
+        );
+    } else {
+        assert!(
+            gap >= Duration::from_millis(2700),
+            "the second started {gap:?} after the first: it waited its release_after"
+        );
+    }
+}
+
+/// A `without_overlapping` job whose key is busy waits for the key: on stores that park
+/// jobs on a lock it goes back once and is woken by the holder's unlock (a few releases in
+/// all, not one every `lock_retry`, and no lease-long wait); elsewhere it looks again every
+/// `lock_retry`. Never two at once, no attempt counted either way.
+pub async fn engine_without_overlapping_waits_for_the_key(store: Store) {
+    let queue = Queue::from_arc(store.clone());
+    let q = unique("q");
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let attempts: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let (now, peak, seen) = (running.clone(), most.clone(), attempts.clone());
+    queue.listen("sync-account", move |_: serde_json::Value, ctx| {
+        let (now, peak, seen) = (now.clone(), peak.clone(), seen.clone());
+        async move {
+            let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(at_once, Ordering::SeqCst);
+            seen.lock().unwrap().push(ctx.attempt());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let key = unique("account");
+    let jobs = 6;
+    for _ in 0..jobs {
+        queue
+            .dispatch_named("sync-account", json!({}))
+            .on_queue(q.as_str())
+            .without_overlapping_key(key.clone())
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let summary = run_worker(&queue, test_options(&[&q]).concurrency(4)).await;
+    let took = started.elapsed();
+    assert_eq!(summary.processed, jobs, "{summary:?}");
+    assert_eq!(most.load(Ordering::SeqCst), 1, "never two at once");
+    let attempts = attempts.lock().unwrap().clone();
+    assert!(attempts.iter().all(|a| *a == 1), "{attempts:?}");
+    println!(
+        "{}: {} releases for {jobs} jobs on one key in {took:?}",
+        store.driver(),
+        summary.released
     );
+    if store.capabilities().park {
+        // Each waiting job goes back about once (a woken one may meet a newcomer holding
+        // the key and park again), against one every 50 ms (`lock_retry`) for the 1.2 s of
+        // the run without parking.
+        assert!(
+            summary.released <= 2 * jobs,
+            "parked, not polling: {summary:?}"
+        );
+        // Woken by the unlocks, not by their delay (the lease, 5 s).
+        assert!(
+            took < Duration::from_secs(4),
+            "woken by the unlocks: {took:?} {summary:?}"
+        );
+    }
 }
