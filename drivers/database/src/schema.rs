@@ -63,6 +63,10 @@ macro_rules! migrations {
                 "0009_workers.sql",
                 include_str!(concat!("../migrations/", $db, "/0009_workers.sql")),
             ),
+            (
+                "0010_parked.sql",
+                include_str!(concat!("../migrations/", $db, "/0010_parked.sql")),
+            ),
         ]
     };
 }
@@ -112,8 +116,8 @@ pub const DEFAULT_FAILED_TABLE: &str = "failed_jobs";
 
 /// What the tables named after the jobs table are called after it: `{table}_locks` and so
 /// on (`counters` is the statistics table of before the v2 contract, which migrating drops).
-const NAMED_AFTER: [&str; 8] = [
-    "locks", "groups", "control", "waiting", "records", "values", "workers", "counters",
+const NAMED_AFTER: [&str; 9] = [
+    "locks", "groups", "control", "waiting", "records", "values", "workers", "counters", "parked",
 ];
 
 /// The names of the tables a store uses, checked to be plain SQL identifiers.
@@ -221,7 +225,8 @@ fn check_identifier(name: &str, what: &str) -> Result<()> {
 /// with migrations on does it, skipping what is there). `0006` creates the waiting-jobs
 /// table, `0007` the records table (jobs by id), `0008` the group values table (workflow
 /// outputs) and `0009` the worker registry: a database made before them gets them by
-/// applying those files alone (connecting does it, and touches no other table).
+/// applying those files alone (connecting does it, and touches no other table); `0010` the
+/// table of jobs parked on a lock, likewise.
 ///
 /// ```
 /// use queue_database::{schema_sql, Dialect, Tables};
@@ -390,6 +395,7 @@ mod tests {
                 "q_records",
                 "q_values",
                 "q_workers",
+                "q_parked",
             ] {
                 let create = format!("CREATE TABLE IF NOT EXISTS {table} (");
                 assert!(sql.contains(&create), "{dialect}: {table}");
@@ -401,7 +407,7 @@ mod tests {
                 .iter()
                 .all(|s| !s.ends_with(';') && !s.is_empty()));
             // A database at version 5 lacks the waiting-jobs and records tables alone.
-            assert_eq!(last_version(dialect), 9, "{dialect}");
+            assert_eq!(last_version(dialect), 10, "{dialect}");
             let since_5 = super::statements(&schema_after(dialect, &tables, 5));
             assert!(
                 since_5[0].starts_with("CREATE TABLE IF NOT EXISTS q_waiting ("),
@@ -414,24 +420,35 @@ mod tests {
                 "{dialect}: {since_6:?}"
             );
             let since_7 = super::statements(&schema_after(dialect, &tables, 7));
-            assert_eq!(since_7.len(), 2, "{dialect}: {since_7:?}");
+            let parked_statements = if dialect == Dialect::MySql { 1 } else { 2 };
+            assert_eq!(
+                since_7.len(),
+                2 + parked_statements,
+                "{dialect}: {since_7:?}"
+            );
             assert!(
                 since_7[0].starts_with("CREATE TABLE IF NOT EXISTS q_values ("),
                 "{dialect}: {since_7:?}"
             );
             let since_8 = super::statements(&schema_after(dialect, &tables, 8));
-            assert_eq!(since_8.len(), 1, "{dialect}: {since_8:?}");
             assert!(
                 since_8[0].starts_with("CREATE TABLE IF NOT EXISTS q_workers ("),
                 "{dialect}: {since_8:?}"
             );
+            let since_9 = super::statements(&schema_after(dialect, &tables, 9));
+            assert_eq!(since_8[1..], since_9[..], "{dialect}");
             assert!(
-                since_6[..since_6.len() - 2]
+                since_9[0].starts_with("CREATE TABLE IF NOT EXISTS q_parked ("),
+                "{dialect}: {since_9:?}"
+            );
+            assert!(
+                since_6
                     .iter()
+                    .take_while(|s| !s.contains("q_values"))
                     .all(|s| s.contains("q_records") && !s.contains("q_waiting")),
                 "{dialect}: {since_6:?}"
             );
-            assert_eq!(schema_after(dialect, &tables, 9), "", "{dialect}");
+            assert_eq!(schema_after(dialect, &tables, 10), "", "{dialect}");
         }
     }
 

@@ -87,6 +87,23 @@ pub(crate) struct Statements {
     pub(crate) failed_holder: String,
     /// Binds: id.
     pub(crate) delete_job: String,
+    /// Whether a lock is held, its row locked until the commit (so that an unlock's wake
+    /// and a park never miss each other): 1 or 0, no row for a free key. Binds: key.
+    pub(crate) lock_held: String,
+    /// Forgets a job's park. Binds: id.
+    pub(crate) unpark: String,
+    /// Parks a job put back on a lock (`Effect::Park`), with its due time as it is now.
+    /// Binds: key, id.
+    pub(crate) park: String,
+    /// A job put back to park on a lock that is free: due now. Binds: id.
+    pub(crate) due_now: String,
+    /// The jobs parked on a lock, oldest first (16 at most): id, queue, due time as parked,
+    /// and 1 if the job still waits as the park left it (not reserved since, not retried,
+    /// not gone, its delay not over). Binds: key.
+    pub(crate) parked: String,
+    /// Makes a parked job due now if it still waits as the park left it. Binds: id, due
+    /// time as parked.
+    pub(crate) wake: String,
     /// A job's new payload (`Effect::Payload`). Binds: payload, id.
     pub(crate) set_payload: String,
     /// Binds: queue.
@@ -321,6 +338,27 @@ impl Statements {
             failed_holder: fill("SELECT job_id FROM {failed_table} WHERE claim = ? AND id <> ?"),
             delete_job: fill("DELETE FROM {table} WHERE id = ?"),
             set_payload: fill("UPDATE {table} SET payload = ? WHERE id = ?"),
+            lock_held: fill(
+                "SELECT CASE WHEN t.expires_at > {now} THEN 1 ELSE 0 END \
+                 FROM {locks_table} t WHERE t.{key} = ?{for_update}",
+            ),
+            unpark: fill("DELETE FROM {parked_table} WHERE job_id = ?"),
+            park: fill(
+                "INSERT INTO {parked_table} (gate, job_id, parked_until) \
+                 SELECT ?, id, available_at FROM {table} WHERE id = ?",
+            ),
+            due_now: fill("UPDATE {table} SET available_at = {now} WHERE id = ?"),
+            parked: fill(
+                "SELECT p.job_id, COALESCE(t.queue, ''), p.parked_until, \
+                 CASE WHEN t.reserved_until IS NULL AND t.available_at = p.parked_until \
+                 AND t.available_at > {now} THEN 1 ELSE 0 END \
+                 FROM {parked_table} p LEFT JOIN {table} t ON t.id = p.job_id \
+                 WHERE p.gate = ? ORDER BY p.job_id LIMIT 16",
+            ),
+            wake: fill(
+                "UPDATE {table} SET available_at = {now} \
+                 WHERE id = ? AND reserved_until IS NULL AND available_at = ?",
+            ),
             size: fill(
                 "SELECT COUNT(CASE WHEN reserved_until IS NULL AND due_at <= {now} THEN 1 END), \
                  COUNT(CASE WHEN reserved_until IS NULL AND due_at > {now} THEN 1 END), \

@@ -220,6 +220,7 @@ fn supported<DB: Backend>(effects: &[Effect]) -> Result<()> {
                 | Effect::Skip { .. }
                 | Effect::Record { .. }
                 | Effect::Payload(_)
+                | Effect::Park { .. }
                 | Effect::Value { .. }
         )
     };
@@ -643,6 +644,32 @@ impl<DB: Sql> SqlStore<DB> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Makes the job parked on the lock `key` longest ago due now, inside the caller's
+    /// transaction, and tells waiters (other processes' on PostgreSQL at the commit); its
+    /// queue, where the server says it.
+    async fn wake_parked(&self, conn: &mut DB::Connection, key: &str) -> Result<Vec<String>> {
+        let sql = &self.inner.sql;
+        let rows = Self::fetch(conn, &sql.parked, &[Arg::Text(key)]).await?;
+        let mut woken = Vec::new();
+        for row in &rows {
+            let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
+            let waits = DB::int(row, 3).map_err(db::<DB>)?.unwrap_or(0) > 0;
+            // Woken or moved on since: its park is over either way.
+            Self::execute(conn, &sql.unpark, &[Arg::Int(id)]).await?;
+            if !waits {
+                continue;
+            }
+            let until = DB::int(row, 2).map_err(db::<DB>)?.unwrap_or_default();
+            if Self::execute(conn, &sql.wake, &[Arg::Int(id), Arg::Int(until)]).await? > 0 {
+                woken.push(DB::text(row, 1).map_err(db::<DB>)?);
+                break;
+            }
+        }
+        let names: Vec<&str> = woken.iter().map(String::as_str).collect();
+        self.notify(conn, &names).await?;
+        Ok(woken)
     }
 
     fn woke<'q>(&self, queues: impl IntoIterator<Item = &'q str>) {
@@ -1073,6 +1100,7 @@ impl<DB: Sql> SqlStore<DB> {
                 let (mut gone, mut waits, mut fails, mut woken) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 let mut payloads = Vec::new();
+                let mut parks = Vec::new();
                 let mut effects = Effects::default();
                 let mut settled = Vec::with_capacity(settles.len());
                 for settle in settles {
@@ -1103,6 +1131,7 @@ impl<DB: Sql> SqlStore<DB> {
                         match effect {
                             // Only with a retry or a release (`check_effects`): the row stays.
                             Effect::Payload(payload) => payloads.push((id, payload.as_slice())),
+                            Effect::Park { key } => parks.push((id, storable(key))),
                             _ => effects.add::<DB>(effect, Some(&settle.lease.job_id))?,
                         }
                     }
@@ -1133,6 +1162,23 @@ impl<DB: Sql> SqlStore<DB> {
                 for (id, payload) in &payloads {
                     let args = [Arg::Bytes(payload), Arg::Int(*id)];
                     Self::execute(conn, &sql.set_payload, &args).await?;
+                }
+                // Rare too (a job whose lock was busy): parked while the lock is held, its
+                // row locked until the commit so that an unlock waits for this park to be
+                // visible, or finds the lock gone and the job due at once.
+                for (id, key) in &parks {
+                    let held = Self::fetch(conn, &sql.lock_held, &[Arg::Text(key)]).await?;
+                    let held = match held.first() {
+                        Some(row) => DB::int(row, 0).map_err(db::<DB>)?.unwrap_or(0) > 0,
+                        None => false,
+                    };
+                    Self::execute(conn, &sql.unpark, &[Arg::Int(*id)]).await?;
+                    if held {
+                        let args = [Arg::Text(key), Arg::Int(*id)];
+                        Self::execute(conn, &sql.park, &args).await?;
+                    } else {
+                        Self::execute(conn, &sql.due_now, &[Arg::Int(*id)]).await?;
+                    }
                 }
                 woken.extend(self.apply_effects(conn, &effects).await?);
                 let mut reserved = match fetch {
@@ -1433,6 +1479,7 @@ impl<DB: Sql> Storage for SqlStore<DB> {
             .workers(self)
             .locks(self)
             .rewrite(true)
+            .park(true)
             .durable(self.inner.open.durable)
             .atomic_push(true)
     }
@@ -1556,16 +1603,21 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         })
     }
 
+    /// Deletes the lock row and, in the same transaction, wakes the job parked on the key
+    /// longest ago.
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
         let key = storable(key);
-        Ok(self
-            .change(
-                "unlock",
-                &self.inner.sql.unlock,
-                &[Arg::Text(&key), Arg::Text(owner)],
-            )
-            .await?
-            > 0)
+        let (removed, woken) = unit!(self, "unlock", self.tx_hot(false), true, |conn, _d| {
+            let args = [Arg::Text(&key), Arg::Text(owner)];
+            let removed = Self::execute(conn, &self.inner.sql.unlock, &args).await? > 0;
+            let woken = match removed {
+                true => self.wake_parked(conn, &key).await?,
+                false => Vec::new(),
+            };
+            Ok((removed, woken))
+        })?;
+        self.woke(woken.iter().map(String::as_str));
+        Ok(removed)
     }
 }
 
@@ -1604,11 +1656,22 @@ impl<DB: Sql> Locks for SqlStore<DB> {
     async fn release(&self, key: &str) -> Result<bool> {
         let key = storable(key);
         let sql = &self.inner.sql;
-        let held = self
-            .change("release_lock", &sql.lock_release, &[Arg::Text(&key)])
-            .await?;
-        self.change("release_lock", &sql.lock_expired, &[Arg::Text(&key)])
-            .await?;
+        let (held, woken) = unit!(
+            self,
+            "release_lock",
+            self.tx_hot(false),
+            true,
+            |conn, _d| {
+                let held = Self::execute(conn, &sql.lock_release, &[Arg::Text(&key)]).await?;
+                let expired = Self::execute(conn, &sql.lock_expired, &[Arg::Text(&key)]).await?;
+                let woken = match held + expired > 0 {
+                    true => self.wake_parked(conn, &key).await?,
+                    false => Vec::new(),
+                };
+                Ok((held, woken))
+            }
+        )?;
+        self.woke(woken.iter().map(String::as_str));
         Ok(held > 0)
     }
 }

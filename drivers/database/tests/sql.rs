@@ -237,6 +237,7 @@ async fn drop_tables<DB: Server>(table: &str) {
         "_records",
         "_values",
         "_workers",
+        "_parked",
         "_counters",
     ] {
         DB::raw(&mut conn, &format!("DROP TABLE IF EXISTS {table}{suffix}")).await;
@@ -479,7 +480,8 @@ async fn connects_by_url_and_migrates_concurrently<DB: Server>() {
         "a NUL is stored as a replacement"
     );
     let expected: Vec<String> = [
-        "", "_control", "_f", "_groups", "_locks", "_records", "_values", "_waiting", "_workers",
+        "", "_control", "_f", "_groups", "_locks", "_parked", "_records", "_values", "_waiting",
+        "_workers",
     ]
     .iter()
     .map(|suffix| format!("{table}{suffix}"))
@@ -574,7 +576,7 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
         tx.rollback().await.unwrap();
     }
     let version = format!("SELECT value FROM {table}_control WHERE name = 'schema'");
-    assert_eq!(DB::raw(&mut conn, &version).await, [9]);
+    assert_eq!(DB::raw(&mut conn, &version).await, [10]);
     let groups = store.groups().unwrap();
     let held = Effect::Hold(WaitingJob::new("k", 1, job("next", b"n")));
     let value = Effect::Value {
@@ -607,7 +609,7 @@ async fn upgrades_a_database_of_version_5<DB: Server>() {
     );
     // Connecting again runs no DDL, and says the same version.
     drop(SqlStore::<DB>::connect_with(options(&table)).await.unwrap());
-    assert_eq!(DB::raw(&mut conn, &version).await, [9]);
+    assert_eq!(DB::raw(&mut conn, &version).await, [10]);
     drop_tables::<DB>(&table).await;
 }
 

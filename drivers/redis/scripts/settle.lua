@@ -22,7 +22,9 @@
 -- of a waiting job's key; `R` (a record of the settled job, only in a settlement), its kind,
 -- its value and how long it is kept in milliseconds (0: the record is deleted, a
 -- replacement already expired); `P` (the settled job's new payload, only in a retry or a
--- release) and the payload. Then the fetch: the number of queues (0: none), their queue
+-- release) and the payload; `K` (the settled job parked on a lock, only in a retry or a
+-- release; one server only), the reference of the lock's key and that of its parked set
+-- (`P:parked:{K}`, see `unlock.lua`). Then the fetch: the number of queues (0: none), their queue
 -- numbers in priority order, the lease in milliseconds, the limit, the token prefix, and to
 -- take only jobs of one name, that name and how many due jobs to look at, at most.
 --
@@ -132,7 +134,7 @@ end
 local function apply(q, hash, member, token, outcome, value, effects, cond)
   -- Counters are read now; any other effect is kept as its kind and the position of what
   -- follows it in ARGV, read when the call's effects are applied.
-  local counts, others, recs, vals, payload = {}, {}, {}, {}, nil
+  local counts, others, recs, vals, payload, park = {}, {}, {}, {}, nil, nil
   for _ = 1, effects do
     local kind = arg()
     if kind == 'R' then
@@ -140,6 +142,9 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
       A = A + 3
     elseif kind == 'P' then
       payload = arg()
+    elseif kind == 'K' then
+      local lock = key(arg())
+      park = { lock = lock, set = key(arg()) }
     elseif kind == 'v' then
       local k = key(arg())
       local name = arg()
@@ -253,14 +258,25 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
     end
   elseif outcome == 'r' or outcome == 'l' then
     redis.call('ZREM', q.reserved, member)
-    redis.call('HDEL', hash, 't')
+    -- A park ends with any settlement; a new one starts below.
+    redis.call('HDEL', hash, 't', 'k')
     if outcome == 'l' and (tonumber(redis.call('HGET', hash, 'a')) or 0) > 0 then
       redis.call('HINCRBY', hash, 'a', -1)
     end
     if payload then
       redis.call('HSET', hash, 'p', payload)
     end
-    redis.call('ZADD', q.pending, now() + tonumber(value), member)
+    local due = now() + tonumber(value)
+    if park then
+      -- Parked while the lock is held (the unlock wakes it); due now if it is free already.
+      if redis.call('EXISTS', park.lock) == 1 then
+        redis.call('HSET', hash, 'k', park.lock)
+        redis.call('ZADD', park.set, 'NX', now(), member .. q.pending)
+      else
+        due = now()
+      end
+    end
+    redis.call('ZADD', q.pending, due, member)
     q.woken = q.woken + 1
   elseif outcome == 'f' then
     local id = job_id(q, member)

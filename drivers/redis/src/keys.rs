@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `{P:Q}:pending` | sorted set | jobs not reserved, scored by available time (Unix ms) |
 //! | `{P:Q}:reserved` | sorted set | reserved jobs, scored by lease deadline (Unix ms) |
-//! | `{P:Q}:job:<member>` | hash | one job: `n` name, `p` payload, `a` attempts, `t` token while reserved, `u` unique key and `w` until when it holds it (`started`, `succeeded`, `terminal`) |
+//! | `{P:Q}:job:<member>` | hash | one job: `n` name, `p` payload, `a` attempts, `t` token while reserved, `u` unique key and `w` until when it holds it (`started`, `succeeded`, `terminal`), `k` the lock it is parked on |
 //! | `{P:Q}:seq` | string | the queue's id counter |
 //! | `{P:Q}:record:<member>:<kind>` | string | a record of one job ([`Track`](queue_core::storage::Track)): its status, progress, the `cancel` mark; kept with a `PX` expiry, in the job's slot so the scripts that settle, extend and cancel the job write and read it |
 //! | `{P:Q}:notify` | pub/sub channel | published on push, retry and release, to wake idle workers |
@@ -22,6 +22,7 @@
 //! | `{F}:failed:index` | sorted set | failed jobs scored by failed time (Unix ms) |
 //! | `{F}:failed:job:<member>` | hash | one failed job: `j` its id in its queue, `q`, `n`, `p`, `e` error, `a`, `f` failed at, `u`/`w` its claim as pushed (`r`: a retry's claim on it, Unix ms, on Redis Cluster only) |
 //! | `P:lock:{K}` | string | the lock `K`: its owner, with a TTL |
+//! | `P:parked:{K}` | sorted set | the jobs parked on the lock `K` ([`Effect::Park`](queue_core::Effect::Park), one server only), scored by when they parked: each the job's 16-digit member then its queue's `pending` key; the job's hash holds `k`, the lock's key, while it waits parked |
 //!
 //! A member is the queue's sequence number zero-padded to 16 digits, so members with the
 //! same score sort in push order. The public [`JobId`](queue_core::JobId) is the queue's
@@ -133,6 +134,11 @@ impl Keys {
 
     pub(crate) fn lock(&self, key: &str) -> String {
         format!("{}:lock:{{{}}}", self.prefix, key)
+    }
+
+    /// The jobs parked on the lock `key`, in the lock's slot.
+    pub(crate) fn parked(&self, key: &str) -> String {
+        format!("{}:parked:{{{}}}", self.prefix, key)
     }
 }
 

@@ -130,6 +130,7 @@ fn tables_of(table: &str) -> String {
         "_records",
         "_values",
         "_workers",
+        "_parked",
         "_counters",
     ]
     .map(|suffix| format!("{table}{suffix}"))

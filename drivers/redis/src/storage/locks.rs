@@ -62,14 +62,10 @@ impl Locks for RedisStorage {
         })
     }
 
-    /// One `DEL`: a lock key exists only while it is held.
+    /// The unlock script for any owner: a lock key exists only while it is held; the job
+    /// parked on it longest ago is woken (on one server).
     async fn release(&self, key: &str) -> Result<bool> {
-        let deleted: i64 = redis::cmd("DEL")
-            .arg(self.keys().lock(key))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(backend)?;
-        Ok(deleted > 0)
+        self.unlock_as(key, None).await
     }
 }
 

@@ -60,6 +60,8 @@ const GROUPS_ON_CLUSTER: &str =
 
 /// What a cluster refuses: a waiting job lives apart from the jobs it waits for and from
 /// the queue it is released to.
+const PARK_ON_CLUSTER: &str =
+    "parking a job on a lock on Redis Cluster (the lock and the job live in different slots)";
 const WAITING_ON_CLUSTER: &str =
     "waiting jobs on Redis Cluster (a job and the jobs waiting on it are in different hash slots)";
 
@@ -211,6 +213,7 @@ impl RedisStorage {
             let refused = match effect {
                 Effect::Push(_) if self.split() => CLAIMS_ON_CLUSTER,
                 Effect::Count { .. } | Effect::Value { .. } if self.split() => GROUPS_ON_CLUSTER,
+                Effect::Park { .. } if self.split() => PARK_ON_CLUSTER,
                 Effect::Hold(_) | Effect::Deps { .. } | Effect::Skip { .. } if self.split() => {
                     WAITING_ON_CLUSTER
                 }
@@ -221,6 +224,7 @@ impl RedisStorage {
                 | Effect::Skip { .. }
                 | Effect::Record { .. }
                 | Effect::Payload(_)
+                | Effect::Park { .. }
                 | Effect::Value { .. } => continue,
                 _ => "an effect this driver does not know",
             };
@@ -527,6 +531,11 @@ impl RedisStorage {
                 Effect::Payload(payload) => {
                     call.arg("P").arg(payload.as_slice());
                 }
+                Effect::Park { key } => {
+                    let lock = call.key(self.keys().lock(key));
+                    let parked = call.key(self.keys().parked(key));
+                    call.arg("K").arg(lock).arg(parked);
+                }
                 Effect::Value { group, name, value } => {
                     let key = call.key(self.keys().values(group));
                     call.arg("v")
@@ -764,6 +773,7 @@ impl Storage for RedisStorage {
             .inspect(self)
             .track(self)
             .rewrite(true)
+            .park(!self.split())
             .control(self)
             .wake(self)
             .workers(self)
@@ -832,9 +842,24 @@ impl Storage for RedisStorage {
         Ok(integer("lock", &reply)? == 1)
     }
 
+    /// One script: the lock deleted if `owner` holds it, and (on one server) the job parked
+    /// on it longest ago made due.
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
+        self.unlock_as(key, Some(owner)).await
+    }
+}
+
+impl RedisStorage {
+    /// Deletes the lock `key` if `owner` holds it (any owner: `None`, a release by force),
+    /// and on one server wakes the job parked on it longest ago; whether it was held.
+    pub(crate) async fn unlock_as(&self, key: &str, owner: Option<&str>) -> Result<bool> {
         let mut invocation = SCRIPTS.unlock.prepare_invoke();
-        invocation.key(self.keys().lock(key)).arg(owner);
+        invocation
+            .key(self.keys().lock(key))
+            .key(self.keys().parked(key))
+            .arg(owner.unwrap_or(""))
+            .arg(u8::from(owner.is_none()))
+            .arg(u8::from(!self.split()));
         let reply = self.invoke(&invocation).await?;
         Ok(integer("unlock", &reply)? == 1)
     }
