@@ -342,11 +342,15 @@ impl PendingDispatch {
     }
 
     /// For a job [`without_overlapping`](Self::without_overlapping): while another job holds
-    /// its key's lock, it goes back for `delay` (Laravel's `releaseAfter`) instead of the
-    /// worker's [`lock_retry`](crate::WorkerOptions::lock_retry) (500 ms by default), no
-    /// attempt counted. A job whose key is busy for minutes then looks again every `delay`,
-    /// not twice a second. (Laravel's `expireAfter` has no counterpart: the lock lives with
-    /// the job's lease, so a crashed worker's lock is free when its lease runs out.)
+    /// its key's lock, it goes back for at most `delay` (Laravel's `releaseAfter`), no
+    /// attempt counted. On a store that parks jobs on a lock
+    /// ([`Capabilities::park`](crate::storage::Capabilities::park): SQL, Redis on one
+    /// server, memory) the holder's unlock wakes it sooner, and without this it waits up to
+    /// a lease; elsewhere it looks again after `delay` instead of the worker's
+    /// [`lock_retry`](crate::WorkerOptions::lock_retry) (500 ms by default), so a job whose
+    /// key is busy for minutes looks again every `delay`, not twice a second. (Laravel's
+    /// `expireAfter` has no counterpart: the lock lives with the job's lease, so a crashed
+    /// worker's lock is free when its lease runs out.)
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {

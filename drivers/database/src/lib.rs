@@ -287,19 +287,33 @@
 //! check does) cannot turn into a write once another connection has written, and SQLite
 //! fails it at once with "database is locked" instead of waiting.
 //!
+//! # Jobs parked on a lock
+//!
+//! A `without_overlapping` job put back while its key is busy (`Effect::Park`) gets a row in
+//! `{table}_parked` (the key, the job's id and its due time as the park left it). The park
+//! reads the lock's row with `FOR UPDATE` (PostgreSQL, MySQL; SQLite has one writer) in the
+//! settle's transaction: a lock deleted before is free, and the job is due at once; a lock
+//! deleted after waits for the commit, so its unlock sees the park. An unlock (or a release
+//! by force) deletes the lock row and, in the same transaction, makes the parked job of the
+//! lowest id that still waits as parked (not reserved since, not retried, its delay not
+//! over) due now, deleting the rows it looked at (16 at most per unlock). A parked job that
+//! moved on keeps its row until the next unlock of its key, which drops it.
+//!
 //! # Tables and migrations
 //!
-//! A store uses nine tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
-//! and seven named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
+//! A store uses ten tables: the jobs table (`jobs`), the failed-jobs table (`failed_jobs`),
+//! and eight named after the jobs table, `{table}_locks`, `{table}_groups` (group counters),
 //! `{table}_control` (the restart generation and the schema's version), `{table}_waiting`
 //! (waiting jobs), `{table}_records` (records kept for jobs), `{table}_values` (group values:
-//! workflow outputs) and `{table}_workers` (the worker registry). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
+//! workflow outputs), `{table}_workers` (the worker registry) and `{table}_parked` (jobs
+//! parked on a lock). Names must be plain identifiers (`[A-Za-z_][A-Za-z0-9_]*`, at most 48
 //! characters). Connecting applies the files of `migrations/sqlite/`, `migrations/postgres/`
 //! or `migrations/mysql/`, skipping what is there, processes starting together taking turns.
 //! The control table keeps the number of the last file applied: a database at it (or past
 //! it) runs no DDL at all when a store connects, and one at an older version gets the files
-//! after it alone (a database of version 5 gets `0006_waiting.sql` to `0009_workers.sql`,
-//! the waiting-jobs, records, values and workers tables, and nothing else). A database made before the v2 contract (no version) gets every file
+//! after it alone (a database of version 5 gets `0006_waiting.sql` to `0010_parked.sql`,
+//! the waiting-jobs, records, values, workers and parked tables, and nothing else: no file
+//! after `0005` alters a table workers are using). A database made before the v2 contract (no version) gets every file
 //! and is upgraded (its statistics table `{table}_counters` is dropped). Teams that run their
 //! own migration tool print the schema instead (`runall table`: [`schema_for_url`],
 //! [`schema_sql`]) and connect with `migrate(false)`.

@@ -87,9 +87,12 @@ pub(crate) struct Statements {
     pub(crate) failed_holder: String,
     /// Binds: id.
     pub(crate) delete_job: String,
-    /// Whether a lock is held, its row locked until the commit (so that an unlock's wake
-    /// and a park never miss each other): 1 or 0, no row for a free key. Binds: key.
+    /// Whether a lock is held (1 or 0, no row for a free key) and its expiry, its row locked
+    /// until the commit (so that an unlock's wake and a park never miss each other). Binds:
+    /// key.
     pub(crate) lock_held: String,
+    /// Brings a parked job's due time forward to its lock's expiry. Binds: expiry twice, id.
+    pub(crate) due_by: String,
     /// Forgets a job's park. Binds: id.
     pub(crate) unpark: String,
     /// Parks a job put back on a lock (`Effect::Park`), with its due time as it is now.
@@ -339,8 +342,12 @@ impl Statements {
             delete_job: fill("DELETE FROM {table} WHERE id = ?"),
             set_payload: fill("UPDATE {table} SET payload = ? WHERE id = ?"),
             lock_held: fill(
-                "SELECT CASE WHEN t.expires_at > {now} THEN 1 ELSE 0 END \
+                "SELECT CASE WHEN t.expires_at > {now} THEN 1 ELSE 0 END, t.expires_at \
                  FROM {locks_table} t WHERE t.{key} = ?{for_update}",
+            ),
+            due_by: fill(
+                "UPDATE {table} SET available_at = CASE WHEN available_at > ? THEN ? \
+                 ELSE available_at END WHERE id = ?",
             ),
             unpark: fill("DELETE FROM {parked_table} WHERE job_id = ?"),
             park: fill(

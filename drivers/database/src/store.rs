@@ -1169,11 +1169,17 @@ impl<DB: Sql> SqlStore<DB> {
                 for (id, key) in &parks {
                     let held = Self::fetch(conn, &sql.lock_held, &[Arg::Text(key)]).await?;
                     let held = match held.first() {
-                        Some(row) => DB::int(row, 0).map_err(db::<DB>)?.unwrap_or(0) > 0,
-                        None => false,
+                        Some(row) if DB::int(row, 0).map_err(db::<DB>)?.unwrap_or(0) > 0 => {
+                            DB::int(row, 1).map_err(db::<DB>)?
+                        }
+                        _ => None,
                     };
                     Self::execute(conn, &sql.unpark, &[Arg::Int(*id)]).await?;
-                    if held {
+                    if let Some(expires) = held {
+                        // Due by the lock's expiry at the latest: a holder that died leaves
+                        // it to expire, and the job looks again then.
+                        let args = [Arg::Int(expires), Arg::Int(expires), Arg::Int(*id)];
+                        Self::execute(conn, &sql.due_by, &args).await?;
                         let args = [Arg::Text(key), Arg::Int(*id)];
                         Self::execute(conn, &sql.park, &args).await?;
                     } else {

@@ -104,6 +104,10 @@
 //! crash before the reservation is taken leaves the job reserved with its old payload (back
 //! after its lease); after, the next lock holder finishes the step: one version, the new one.
 //!
+//! Not supported: parking a job on a lock (`Effect::Park`, `capabilities().park` is false;
+//! refused with `NotSupported`): a `without_overlapping` job whose key is busy looks again
+//! after its delay (`lock_retry`, or its own `release_after`).
+//!
 //! A guarded apply (`Groups::apply_if`, how a schedule claims a tick) checks its counter
 //! under the store's lock, after finishing what crashed steps left. Refused, it writes
 //! nothing (the jobs it staged in `tmp/` are deleted) and returns `false`. Applied, it is one

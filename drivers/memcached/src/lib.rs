@@ -53,6 +53,9 @@
 //!   refused before anything changes; the store has no
 //!   [`Groups`](queue_core::storage::Groups) capability (no `Groups::apply`, no
 //!   `Groups::waiting`).
+//! - **parking a job on a lock** (`Effect::Park`, `Capabilities::park`): the park and the
+//!   unlock that wakes it would be separate single-key steps, so a wake-up could be lost; a
+//!   `without_overlapping` job whose key is busy looks again after its delay instead.
 //! - **reserving by job name** (`runall run NAME`): a slot queue cannot skip jobs.
 //! - **replacing a queued job** (debounce: `Unique::replace`, `on_conflict = "replace"`):
 //!   the queued job's payload, record and due-time entry are separate items, so rewriting

@@ -268,12 +268,17 @@ local function apply(q, hash, member, token, outcome, value, effects, cond)
     end
     local due = now() + tonumber(value)
     if park then
-      -- Parked while the lock is held (the unlock wakes it); due now if it is free already.
-      if redis.call('EXISTS', park.lock) == 1 then
+      -- Parked while the lock is held (the unlock wakes it), due by the lock's expiry at the
+      -- latest (a holder that died leaves it to expire); due now if it is free already.
+      local ttl = redis.call('PTTL', park.lock)
+      if ttl == -2 then
+        due = now()
+      else
+        if ttl >= 0 then
+          due = math.min(due, now() + ttl)
+        end
         redis.call('HSET', hash, 'k', park.lock)
         redis.call('ZADD', park.set, 'NX', now(), member .. q.pending)
-      else
-        due = now()
       end
     end
     redis.call('ZADD', q.pending, due, member)

@@ -266,7 +266,18 @@
 //! dependencies left and its job), `{P}:restart` (the restart generation), `{P}:workers`
 //! and `{P}:workers:entries` (the worker registry);
 //! `{F}:failed:index`, `{F}:failed:job:<id>`, `{F}:failed:seq` (the failed store, `F`
-//! defaulting to `P`); `P:lock:{K}` (locks).
+//! defaulting to `P`); `P:lock:{K}` (locks) and `P:parked:{K}` (the jobs parked on a lock,
+//! in the lock's slot).
+//!
+//! A `without_overlapping` job put back while its key is busy (`Effect::Park`, one server
+//! only) is added to the lock's parked set by the settle script, which sees whether the
+//! lock is held in the same step (a free lock: the job is due at once), and its hash keeps
+//! the lock's name in `k`. The unlock script (also a release by force) deletes the lock and
+//! makes the first parked job whose hash still names the lock and that still waits for a
+//! later time due now, publishing on its queue's channel; it drops the entries it passes
+//! (16 at most). Any settlement of the job clears `k`. On Redis Cluster the capability
+//! `park` is false: the lock and the job live in different slots, so a job whose key is
+//! busy looks again after its delay.
 //!
 //! Scripts declare the keys they are given (a queue's `pending`, `reserved` and `seq`, each
 //! claim a push checks, each group a settle counts, each waiting job's key, the queue and

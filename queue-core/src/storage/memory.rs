@@ -443,26 +443,20 @@ impl State {
         }
         // Only with a retry or a release (`check_effects`): the job stays, parked while the
         // lock is held; due at once if it was freed before this step (no wake-up is lost).
-        let mut due_now = false;
+        // Parked, it is due by the lock's expiry at the latest: a holder that dies leaves it
+        // to expire, and the job looks again then.
+        let mut due_by = i64::MAX;
         if let Some(key) = park {
-            let held = self
-                .locks
-                .get(&key)
-                .is_some_and(|(_, expires)| *expires > now);
-            if held {
-                self.parked.entry(key.clone()).or_default().insert(id);
-                job.gate = Some(key);
-            } else {
-                due_now = true;
+            match self.locks.get(&key) {
+                Some((_, expires)) if *expires > now => {
+                    due_by = *expires;
+                    self.parked.entry(key.clone()).or_default().insert(id);
+                    job.gate = Some(key);
+                }
+                _ => due_by = now,
             }
         }
-        let after = |delay: Duration| {
-            if due_now {
-                now
-            } else {
-                now.saturating_add(duration_millis(delay))
-            }
-        };
+        let after = |delay: Duration| now.saturating_add(duration_millis(delay)).min(due_by);
         match settle.outcome {
             Outcome::Ack => {
                 if let Some(unique) = &job.unique {

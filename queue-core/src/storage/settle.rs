@@ -126,7 +126,9 @@ pub enum Effect {
     Payload(Vec<u8>),
     /// Parks the settled job on the lock `key` as it goes back to its queue: only in a settle
     /// whose outcome keeps the job ([`Retry`](Outcome::Retry) or
-    /// [`Release`](Outcome::Release)). Its delay still bounds the wait, but the next
+    /// [`Release`](Outcome::Release)). Its delay still bounds the wait, and so does the
+    /// lock's expiry as the step reads it (a holder that dies leaves its lock to expire, and
+    /// the job looks again then; a live holder's heartbeat has renewed it), but the next
     /// [`unlock`](crate::Storage::unlock) of `key` (or its release by force,
     /// [`Locks::release`](super::Locks::release)) makes the job parked on it longest ago due at
     /// once, in the same step that frees the key: a `without_overlapping` job whose key is

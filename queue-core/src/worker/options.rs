@@ -69,7 +69,10 @@ pub struct WorkerOptions {
     /// interrupted and put back.
     pub grace: Duration,
     /// How long a job whose `without_overlapping` lock is held waits before it is tried
-    /// again (not counted as an attempt).
+    /// again (not counted as an attempt), on a store that does not park jobs on a lock. On
+    /// one that does ([`Capabilities::park`](crate::storage::Capabilities::park)), the job
+    /// waits for the holder's unlock, at most the longer of this and the
+    /// [`lease`](Self::lease).
     pub lock_retry: Duration,
     /// Run only jobs with this name.
     pub only: Option<String>,

@@ -1047,7 +1047,8 @@ pub async fn stats_history_adds_up_and_rolls_over(store: Store) {
 /// `Effect::Park`: jobs put back while their lock is held wait for it; an unlock makes the
 /// one parked longest ago due at once (one per unlock, its attempt given back by the
 /// release), a release by force does too, a park whose lock is free already is due at once
-/// (no wake-up lost), and a later settle without it ends the parking. A park with an
+/// (no wake-up lost), one whose lock's holder dies is due when the lock expires, and a
+/// later settle without it ends the parking. A park with an
 /// outcome that does not keep the job is refused; a store without the capability refuses
 /// the effect and changes nothing.
 pub async fn parked_jobs_wait_for_their_lock(store: Store) {
@@ -1151,4 +1152,19 @@ pub async fn parked_jobs_wait_for_their_lock(store: Store) {
         "a retry is not woken by the lock: {none:?}"
     );
     assert_eq!(total(&store, &q).await, 1);
+
+    // Parked on a lock whose holder then dies: due when the lock expires, not after its
+    // own (long) delay.
+    store.push(vec![job(&q, "three", b"3")]).await.unwrap();
+    let third = reserve_all(&store, &q, 1).await.remove(0);
+    assert!(store.lock(&key, "dies", SHORT).await.unwrap());
+    let reply = store
+        .settle(vec![park(&third.lease, LONG)], None)
+        .await
+        .unwrap();
+    assert_eq!(reply.settled, vec![Settled::Applied]);
+    tokio::time::sleep(PAST_SHORT).await;
+    let back = store.reserve(&request(&[&q], LONG, 10)).await.unwrap();
+    assert_eq!(back.len(), 1, "due by the lock's expiry: {back:?}");
+    assert_eq!(back[0].lease.job_id, third.lease.job_id);
 }
