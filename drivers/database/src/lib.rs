@@ -294,10 +294,12 @@
 //! reads the lock's row with `FOR UPDATE` (PostgreSQL, MySQL; SQLite has one writer) in the
 //! settle's transaction: a lock deleted before is free, and the job is due at once; a lock
 //! deleted after waits for the commit, so its unlock sees the park. An unlock (or a release
-//! by force) deletes the lock row and, in the same transaction, makes the parked job of the
-//! lowest id that still waits as parked (not reserved since, not retried, its delay not
-//! over) due now, deleting the rows it looked at (16 at most per unlock). A parked job that
-//! moved on keeps its row until the next unlock of its key, which drops it.
+//! by force) deletes the lock row, then reads the key's parked rows (one indexed read, all
+//! there is when nothing is parked) and makes the job of the lowest id that still waits as
+//! parked (not reserved since, not retried, its delay not over) due now, deleting the rows
+//! it looked at (16 at most per unlock). A parked job that moved on keeps its row until the
+//! next unlock of its key, which drops it. A crash between the deletion and the wake leaves
+//! the parked job due when the lock would have expired, as the park read it.
 //!
 //! # Tables and migrations
 //!

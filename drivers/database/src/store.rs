@@ -646,30 +646,51 @@ impl<DB: Sql> SqlStore<DB> {
         }
     }
 
-    /// Makes the job parked on the lock `key` longest ago due now, inside the caller's
-    /// transaction, and tells waiters (other processes' on PostgreSQL at the commit); its
-    /// queue, where the server says it.
-    async fn wake_parked(&self, conn: &mut DB::Connection, key: &str) -> Result<Vec<String>> {
+    /// Makes the job parked on the lock `key` longest ago due now, once the lock's row is
+    /// deleted: one read of the parked rows (nothing more when none is parked, the common
+    /// case), then for each row looked at its deletion and, for the first whose job still
+    /// waits as parked, the update that makes it due (which checks that again) and the
+    /// notification of its queue's waiters. A park committed before the lock's deletion is
+    /// read here; one after it found the lock free and made its job due itself (the park
+    /// reads the lock's row `FOR UPDATE`). A crash between the deletion and this leaves the
+    /// job due by the lock's expiry, as the park read it.
+    async fn wake_parked(&self, key: &str) -> Result<()> {
         let sql = &self.inner.sql;
-        let rows = Self::fetch(conn, &sql.parked, &[Arg::Text(key)]).await?;
-        let mut woken = Vec::new();
-        for row in &rows {
-            let id = DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default();
-            let waits = DB::int(row, 3).map_err(db::<DB>)?.unwrap_or(0) > 0;
-            // Woken or moved on since: its park is over either way.
-            Self::execute(conn, &sql.unpark, &[Arg::Int(id)]).await?;
-            if !waits {
-                continue;
-            }
-            let until = DB::int(row, 2).map_err(db::<DB>)?.unwrap_or_default();
-            if Self::execute(conn, &sql.wake, &[Arg::Int(id), Arg::Int(until)]).await? > 0 {
-                woken.push(DB::text(row, 1).map_err(db::<DB>)?);
-                break;
-            }
+        let rows = self
+            .one("parked", self.main(), &sql.parked, &[Arg::Text(key)])
+            .await?;
+        if rows.is_empty() {
+            return Ok(());
         }
-        let names: Vec<&str> = woken.iter().map(String::as_str).collect();
-        self.notify(conn, &names).await?;
-        Ok(woken)
+        let mut looked = Vec::with_capacity(rows.len());
+        for row in &rows {
+            looked.push((
+                DB::int(row, 0).map_err(db::<DB>)?.unwrap_or_default(),
+                DB::text(row, 1).map_err(db::<DB>)?,
+                DB::int(row, 2).map_err(db::<DB>)?.unwrap_or_default(),
+                DB::int(row, 3).map_err(db::<DB>)?.unwrap_or(0) > 0,
+            ));
+        }
+        let woken = unit!(self, "wake", self.main(), false, |conn, _d| {
+            let mut woken = Vec::new();
+            for (id, queue, until, waits) in &looked {
+                // Woken or moved on since: its park is over either way.
+                Self::execute(conn, &sql.unpark, &[Arg::Int(*id)]).await?;
+                if !*waits {
+                    continue;
+                }
+                let args = [Arg::Int(*id), Arg::Int(*until)];
+                if Self::execute(conn, &sql.wake, &args).await? > 0 {
+                    woken.push(queue.clone());
+                    break;
+                }
+            }
+            let names: Vec<&str> = woken.iter().map(String::as_str).collect();
+            self.notify(conn, &names).await?;
+            Ok(woken)
+        })?;
+        self.woke(woken.iter().map(String::as_str));
+        Ok(())
     }
 
     fn woke<'q>(&self, queues: impl IntoIterator<Item = &'q str>) {
@@ -1609,20 +1630,21 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         })
     }
 
-    /// Deletes the lock row and, in the same transaction, wakes the job parked on the key
-    /// longest ago.
+    /// Deletes the lock row, then wakes the job parked on the key longest ago (see
+    /// [`wake_parked`](Self::wake_parked)).
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
         let key = storable(key);
-        let (removed, woken) = unit!(self, "unlock", self.tx_hot(false), true, |conn, _d| {
-            let args = [Arg::Text(&key), Arg::Text(owner)];
-            let removed = Self::execute(conn, &self.inner.sql.unlock, &args).await? > 0;
-            let woken = match removed {
-                true => self.wake_parked(conn, &key).await?,
-                false => Vec::new(),
-            };
-            Ok((removed, woken))
-        })?;
-        self.woke(woken.iter().map(String::as_str));
+        let removed = self
+            .change(
+                "unlock",
+                &self.inner.sql.unlock,
+                &[Arg::Text(&key), Arg::Text(owner)],
+            )
+            .await?
+            > 0;
+        if removed {
+            self.wake_parked(&key).await?;
+        }
         Ok(removed)
     }
 }
@@ -1662,22 +1684,15 @@ impl<DB: Sql> Locks for SqlStore<DB> {
     async fn release(&self, key: &str) -> Result<bool> {
         let key = storable(key);
         let sql = &self.inner.sql;
-        let (held, woken) = unit!(
-            self,
-            "release_lock",
-            self.tx_hot(false),
-            true,
-            |conn, _d| {
-                let held = Self::execute(conn, &sql.lock_release, &[Arg::Text(&key)]).await?;
-                let expired = Self::execute(conn, &sql.lock_expired, &[Arg::Text(&key)]).await?;
-                let woken = match held + expired > 0 {
-                    true => self.wake_parked(conn, &key).await?,
-                    false => Vec::new(),
-                };
-                Ok((held, woken))
-            }
-        )?;
-        self.woke(woken.iter().map(String::as_str));
+        let held = self
+            .change("release_lock", &sql.lock_release, &[Arg::Text(&key)])
+            .await?;
+        let expired = self
+            .change("release_lock", &sql.lock_expired, &[Arg::Text(&key)])
+            .await?;
+        if held + expired > 0 {
+            self.wake_parked(&key).await?;
+        }
         Ok(held > 0)
     }
 }

@@ -36,10 +36,11 @@ use queue_redis as _;
 mod dashboard;
 mod keep;
 mod limits;
+mod overlap;
 mod raw;
 
 const USAGE: &str = "usage: bench [--url URL]... [--jobs N] [--samples N] [--sleep MS] \
-                     [--scale 1,2,4] [--raw] [--limits N [--limit-rate R]] \
+                     [--scale 1,2,4] [--raw] [--limits N [--limit-rate R]] [--overlap N] \
                      [--keep-finished ROUNDS] [--dashboard N]";
 
 struct Args {
@@ -55,6 +56,8 @@ struct Args {
     limits: Option<usize>,
     /// The rate of that limit, per second (default: the jobs over 20 s).
     limit_rate: Option<u32>,
+    /// Only the `without_overlapping` tables, with this many jobs on one key (`overlap.rs`).
+    overlap: Option<usize>,
     /// Only the `keep_finished` table, with this many alternated rounds (`keep.rs`).
     keep_finished: Option<usize>,
     /// Only the dashboard's page times, on a store of this many jobs (`dashboard.rs`).
@@ -71,6 +74,7 @@ fn parse_args() -> anyhow::Result<Args> {
         raw: false,
         limits: None,
         limit_rate: None,
+        overlap: None,
         keep_finished: None,
         dashboard: None,
     };
@@ -94,6 +98,9 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--raw" => args.raw = true,
             "--limits" => args.limits = Some(it.next().context("--limits needs a value")?.parse()?),
+            "--overlap" => {
+                args.overlap = Some(it.next().context("--overlap needs a value")?.parse()?)
+            }
             "--limit-rate" => {
                 args.limit_rate = Some(it.next().context("--limit-rate needs a value")?.parse()?)
             }
@@ -588,6 +595,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = args.limits {
         return limit_tables(&args, n).await;
     }
+    if let Some(n) = args.overlap {
+        return overlap_tables(&args, n.max(1)).await;
+    }
     if let Some(rounds) = args.keep_finished {
         return keep_table(&args, rounds.max(1)).await;
     }
@@ -720,6 +730,47 @@ async fn limit_tables(args: &Args, n: usize) -> anyhow::Result<()> {
         let row = async {
             let queue = fresh(url, &table).await?;
             limits::overhead(&queue).await
+        }
+        .await;
+        match row {
+            Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+    }
+    for url in &args.urls {
+        if let Err(e) = drop_tables(url).await {
+            eprintln!("bench: could not drop this run's tables: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// `--overlap N`: the two tables of `overlap.rs`, one row per URL.
+async fn overlap_tables(args: &Args, n: usize) -> anyhow::Result<()> {
+    println!("contention: {n} jobs of 5 ms on one without_overlapping key, two in-process workers at concurrency 4 (lock_retry 50 ms)");
+    println!("| driver | parks | jobs | ideal s (one at a time) | measured s | measured / ideal | releases | releases per job |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for url in &args.urls {
+        let table = format!("bench_{}_overlap", std::process::id());
+        let row = async {
+            let queue = fresh(url, &table).await?;
+            overlap::contention(&queue, n).await
+        }
+        .await;
+        match row {
+            Ok(row) => println!("| {} |", row.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+    }
+    println!();
+    println!("overhead: 10,000 no-op jobs, one worker at concurrency 8 (jobs/s; each job's own key, never busy)");
+    println!("| driver | no lock | without_overlapping | ratio |");
+    println!("|---|---|---|---|");
+    for url in &args.urls {
+        let table = format!("bench_{}_overlap_noop", std::process::id());
+        let row = async {
+            let queue = fresh(url, &table).await?;
+            overlap::overhead(&queue).await
         }
         .await;
         match row {
