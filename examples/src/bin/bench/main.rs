@@ -707,36 +707,20 @@ async fn limit_tables(args: &Args, n: usize) -> anyhow::Result<()> {
     println!("rate accuracy: {n} jobs of one key through Limit::rate({per_second}), two in-process workers at concurrency 8");
     println!("| driver | jobs | rate | ideal first-to-last start s | measured s | measured / ideal | looks per job | most attempts |");
     println!("|---|---|---|---|---|---|---|---|");
-    for url in &args.urls {
-        let table = format!("bench_{}_rate", std::process::id());
-        let row = async {
-            let queue = fresh(url, &table).await?;
-            limits::accuracy(&queue, n, per_second).await
-        }
-        .await;
-        match row {
-            Ok(row) => println!("| {} |", row.join(" | ")),
-            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
-        }
-    }
+    table_rows(args, "rate", |queue| async move {
+        limits::accuracy(&queue, n, per_second).await
+    })
+    .await;
     println!();
     println!("overhead: 10,000 no-op jobs over 100 keys, one worker at concurrency 8 (jobs/s; limits that never bind)");
     println!(
         "| driver | no limit | rate(1000/s) per key | ratio | concurrent(1000) per key | ratio |"
     );
     println!("|---|---|---|---|---|---|");
-    for url in &args.urls {
-        let table = format!("bench_{}_limits", std::process::id());
-        let row = async {
-            let queue = fresh(url, &table).await?;
-            limits::overhead(&queue).await
-        }
-        .await;
-        match row {
-            Ok(row) => println!("| {} |", row.join(" | ")),
-            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
-        }
-    }
+    table_rows(args, "limits", |queue| async move {
+        limits::overhead(&queue).await
+    })
+    .await;
     for url in &args.urls {
         if let Err(e) = drop_tables(url).await {
             eprintln!("bench: could not drop this run's tables: {e:#}");
@@ -750,40 +734,44 @@ async fn overlap_tables(args: &Args, n: usize) -> anyhow::Result<()> {
     println!("contention: {n} jobs of 5 ms on one without_overlapping key, two in-process workers at concurrency 4 (lock_retry 50 ms)");
     println!("| driver | parks | jobs | ideal s (one at a time) | measured s | measured / ideal | releases | releases per job |");
     println!("|---|---|---|---|---|---|---|---|");
-    for url in &args.urls {
-        let table = format!("bench_{}_overlap", std::process::id());
-        let row = async {
-            let queue = fresh(url, &table).await?;
-            overlap::contention(&queue, n).await
-        }
-        .await;
-        match row {
-            Ok(row) => println!("| {} |", row.join(" | ")),
-            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
-        }
-    }
+    table_rows(args, "overlap", |queue| async move {
+        overlap::contention(&queue, n).await
+    })
+    .await;
     println!();
     println!("overhead: 10,000 no-op jobs, one worker at concurrency 8 (jobs/s; each job's own key, never busy)");
     println!("| driver | no lock | without_overlapping | ratio |");
     println!("|---|---|---|---|");
-    for url in &args.urls {
-        let table = format!("bench_{}_overlap_noop", std::process::id());
-        let row = async {
-            let queue = fresh(url, &table).await?;
-            overlap::overhead(&queue).await
-        }
-        .await;
-        match row {
-            Ok(row) => println!("| {} |", row.join(" | ")),
-            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
-        }
-    }
+    table_rows(args, "overlap_noop", |queue| async move {
+        overlap::overhead(&queue).await
+    })
+    .await;
     for url in &args.urls {
         if let Err(e) = drop_tables(url).await {
             eprintln!("bench: could not drop this run's tables: {e:#}");
         }
     }
     Ok(())
+}
+
+/// Prints one table row per URL, each from `row` on a fresh store of the table
+/// `bench_PID_{suffix}` (an error is a row too).
+async fn table_rows<F, Fut>(args: &Args, suffix: &str, row: F)
+where
+    F: Fn(Queue) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<String>>>,
+{
+    for url in &args.urls {
+        let table = format!("bench_{}_{suffix}", std::process::id());
+        let cells = match fresh(url, &table).await {
+            Ok(queue) => row(queue).await,
+            Err(e) => Err(e),
+        };
+        match cells {
+            Ok(cells) => println!("| {} |", cells.join(" | ")),
+            Err(e) => println!("| {} | error: {e:#} |", queue_core::redact_url(url)),
+        }
+    }
 }
 
 /// Drops the tables this run made on PostgreSQL and MySQL (all named `bench_PID...`), so
