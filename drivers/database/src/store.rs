@@ -1630,8 +1630,8 @@ impl<DB: Sql> Storage for SqlStore<DB> {
         })
     }
 
-    /// Deletes the lock row, then wakes the job parked on the key longest ago (see
-    /// [`wake_parked`](Self::wake_parked)).
+    /// Deletes the lock row, then wakes the job parked on the key longest ago (see the
+    /// crate docs, "Jobs parked on a lock").
     async fn unlock(&self, key: &str, owner: &str) -> Result<bool> {
         let key = storable(key);
         let removed = self
